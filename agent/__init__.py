@@ -1,0 +1,4 @@
+"""fleetcd agent role: one per robot; pulls its own desired state, verifies, converges, reports.
+
+It never imports ``controller``.
+"""

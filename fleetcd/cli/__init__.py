@@ -1,0 +1,1 @@
+"""Thin click commands for operators and CI: each builds settings and calls one library function."""

@@ -1,0 +1,57 @@
+"""Machine-readable reasons: every diagnostic, skip and status carries one of these str Enums.
+
+They are part of the public format (they appear in ``-o json`` output, audit lines and status
+files), so values are stable snake_case strings; add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # strict YAML
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    BINARY = "binary"
+    YAML_SYNTAX = "yaml_syntax"
+    DUPLICATE_KEY = "duplicate_key"
+    ALIAS_FORBIDDEN = "alias_forbidden"
+    MERGE_KEY_FORBIDDEN = "merge_key_forbidden"
+    TAG_FORBIDDEN = "tag_forbidden"
+    TOO_DEEP = "too_deep"
+    AMBIGUOUS_SCALAR = "ambiguous_scalar"
+    # schema and models
+    SCHEMA = "schema"
+    WRONG_KIND = "wrong_kind"
+    UNSAFE_NAME = "unsafe_name"
+    NAME_MISMATCH = "name_mismatch"
+    # cross-file
+    UNKNOWN_REFERENCE = "unknown_reference"
+    UNKNOWN_DEVICE = "unknown_device"
+    DUPLICATE_ID = "duplicate_id"
+    RELEASE_MODIFIED = "release_modified"
+    RELEASE_DELETED = "release_deleted"
+    CONFIG_INVALID = "config_invalid"
+    UNSUPPORTED_ARTIFACT = "unsupported_artifact"
+    # trust
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNATURE_INVALID = "signature_invalid"
+    SIGNATURE_UNTRUSTED = "signature_untrusted"
+    KEY_EXPIRED = "key_expired"
+    KEY_REVOKED = "key_revoked"
+    BELOW_THRESHOLD = "below_threshold"
+    APPROVAL_MISSING = "approval_missing"
+    GPG_UNAVAILABLE = "gpg_unavailable"
+
+
+class SkipReason(StrEnum):
+    """Why a robot targeted by a rollout gets nothing from it."""
+
+    INCOMPATIBLE_FAMILY = "incompatible_family"
+    INCOMPATIBLE_HARDWARE = "incompatible_hardware"
+    DECOMMISSIONED = "decommissioned"
+    UNKNOWN = "unknown"
+    PAUSED = "paused"
+    ABORTED = "aborted"

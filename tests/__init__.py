@@ -1,0 +1,1 @@
+"""fleetcd test suite: real git, real gpg, real services where they run."""
