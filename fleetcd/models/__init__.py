@@ -1,0 +1,34 @@
+"""Typed, frozen models of every document kind in a fleet repository (format v1).
+
+The JSON Schemas in ``schemas/v1/`` are generated from these classes (``fleetcd.schemas``).
+"""
+
+from fleetcd.models.base import API_VERSION_V1, Stage, parse_version
+from fleetcd.models.cohort import Cohort
+from fleetcd.models.config import ConfigInstance
+from fleetcd.models.device import Device
+from fleetcd.models.fleet import Fleet
+from fleetcd.models.release import Release
+from fleetcd.models.rollout import Rollout
+
+DOCUMENT_KINDS: dict[str, type[Fleet | Device | Cohort | Release | Rollout | ConfigInstance]] = {
+    "Fleet": Fleet,
+    "Device": Device,
+    "Cohort": Cohort,
+    "Release": Release,
+    "Rollout": Rollout,
+    "ConfigInstance": ConfigInstance,
+}
+
+__all__ = [
+    "API_VERSION_V1",
+    "DOCUMENT_KINDS",
+    "Cohort",
+    "ConfigInstance",
+    "Device",
+    "Fleet",
+    "Release",
+    "Rollout",
+    "Stage",
+    "parse_version",
+]
