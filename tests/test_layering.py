@@ -1,0 +1,189 @@
+"""Architecture gate: the package layering and the adapter rule, checked on the source with ``ast``.
+
+The shared core ``fleetcd`` imports neither role; ``controller`` and ``agent`` never import each
+other; and only the adapter modules listed in :data:`ADAPTER_ALLOWLIST` import the libraries that
+touch the outside world. A new adapter is added to the allowlist here, in review, on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("fleetcd", "controller", "agent")
+
+# Top-level package -> top-level packages it must never import.
+FORBIDDEN_PACKAGES: dict[str, frozenset[str]] = {
+    "fleetcd": frozenset({"controller", "agent"}),
+    "controller": frozenset({"agent"}),
+    "agent": frozenset({"controller"}),
+}
+
+# Outside-world library -> the only repo-relative paths allowed to import it. An entry ending in "/"
+# is a package prefix (every module under it); any other entry is one exact file.
+ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
+    "gnupg": frozenset({"fleetcd/trust/gpg.py"}),
+    "pygit2": frozenset({"fleetcd/git/"}),
+    "docker": frozenset(),
+    "requests": frozenset(),
+    "watchfiles": frozenset(),
+}
+
+
+@dataclass(frozen=True, order=True)
+class Violation:
+    file: str
+    line: int
+    imported: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: imports {self.imported!r}: {self.rule}"
+
+
+def python_files(root: Path) -> Iterator[Path]:
+    """Every .py file under the three packages; symlinked folders (schemas, template) are not code."""
+    for package in PACKAGES:
+        for folder, _dirs, files in os.walk(root / package):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield Path(folder) / name
+
+
+def imports_of(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, dotted module) for every absolute import, including ``importlib.import_module("x")``.
+
+    Relative imports stay inside their own top-level package, so they can break neither rule.
+    """
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif (
+            isinstance(node, ast.Call)
+            and _call_name(node.func) in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.lineno, node.args[0].value
+
+
+def _call_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _allowed(path: str, allowlist: frozenset[str]) -> bool:
+    return any(path.startswith(entry) if entry.endswith("/") else path == entry for entry in allowlist)
+
+
+def check_layering(root: Path) -> list[Violation]:
+    """All layering and adapter violations in the source tree at ``root``, sorted by file and line."""
+    violations: list[Violation] = []
+    for file in python_files(root):
+        rel = file.relative_to(root).as_posix()
+        package = rel.split("/", 1)[0]
+        tree = ast.parse(file.read_bytes(), filename=rel)
+        for line, module in imports_of(tree):
+            top = module.split(".", 1)[0]
+            if top in FORBIDDEN_PACKAGES[package]:
+                rule = f"{package} must not import {top}"
+                violations.append(Violation(rel, line, module, rule))
+            elif top in ADAPTER_ALLOWLIST and not _allowed(rel, ADAPTER_ALLOWLIST[top]):
+                allowed = ", ".join(sorted(ADAPTER_ALLOWLIST[top])) or "no module yet"
+                rule = f"only adapter modules import {top} (allowed: {allowed})"
+                violations.append(Violation(rel, line, module, rule))
+    return sorted(violations)
+
+
+def test_source_tree_respects_layering_and_adapter_rule() -> None:
+    scanned = {p.relative_to(REPO).as_posix() for p in python_files(REPO)}
+    assert "fleetcd/errors.py" in scanned, "the checker found no source: is REPO right?"
+
+    violations = check_layering(REPO)
+
+    assert not violations, "layering violations:\n" + "\n".join(map(str, violations))
+
+
+# A planted tree: (path, source, the forbidden import the checker must report, or None if allowed).
+PLANTED = [
+    pytest.param(
+        "fleetcd/core.py", "import controller.cli\n", "controller.cli", id="core-imports-controller"
+    ),
+    pytest.param("fleetcd/core2.py", "from agent import loop\n", "agent", id="core-imports-agent"),
+    pytest.param("controller/run.py", "import agent\n", "agent", id="controller-imports-agent"),
+    pytest.param(
+        "agent/loop.py", "from controller.plan import x\n", "controller.plan", id="agent-imports-controller"
+    ),
+    pytest.param(
+        "controller/ok.py", "from fleetcd.models import Fleet\n", None, id="controller-imports-core"
+    ),
+    pytest.param("agent/ok.py", "import fleetcd.errors\n", None, id="agent-imports-core"),
+    pytest.param("fleetcd/rel.py", "from . import errors\n", None, id="relative-import"),
+    pytest.param("fleetcd/trust/gpg.py", "import gnupg\n", None, id="gnupg-in-its-adapter"),
+    pytest.param("fleetcd/trust/verify.py", "import gnupg\n", "gnupg", id="gnupg-outside-adapter"),
+    pytest.param("fleetcd/git/repo.py", "import pygit2\n", None, id="pygit2-in-git-package"),
+    pytest.param("fleetcd/git/sub/deep.py", "from pygit2 import Repository\n", None, id="pygit2-deep-in-git"),
+    pytest.param("fleetcd/gitish.py", "import pygit2\n", "pygit2", id="pygit2-prefix-is-a-folder"),
+    pytest.param("agent/exec.py", "from docker.errors import APIError\n", "docker.errors", id="docker"),
+    pytest.param("controller/hook.py", "import requests\n", "requests", id="requests"),
+    pytest.param(
+        "agent/drift.py", "def f():\n    import watchfiles\n", "watchfiles", id="watchfiles-in-function"
+    ),
+    pytest.param(
+        "agent/dyn.py",
+        "import importlib\nimportlib.import_module('controller.cli')\n",
+        "controller.cli",
+        id="dynamic-import",
+    ),
+    pytest.param(
+        "controller/typing_only.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pygit2\n",
+        "pygit2",
+        id="type-checking-import-counts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "source", "forbidden"), PLANTED)
+def test_checker_reports_planted_import(
+    tmp_path: Path, path: str, source: str, forbidden: str | None
+) -> None:
+    file = tmp_path / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(source)
+
+    violations = check_layering(tmp_path)
+
+    found = [(v.file, v.imported) for v in violations]
+    assert found == ([] if forbidden is None else [(path, forbidden)])
+
+
+def test_violation_message_names_file_line_and_import(tmp_path: Path) -> None:
+    (tmp_path / "fleetcd").mkdir()
+    (tmp_path / "fleetcd" / "core.py").write_text('"""Doc."""\n\nimport os\nfrom agent.cli import main\n')
+
+    [violation] = check_layering(tmp_path)
+
+    assert str(violation).startswith("fleetcd/core.py:4: imports 'agent.cli': fleetcd must not import agent")
+
+
+def test_symlinked_folders_are_not_scanned(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "bad.py").write_text("import controller\n")
+    (tmp_path / "fleetcd").mkdir()
+    (tmp_path / "fleetcd" / "template").symlink_to(tmp_path / "elsewhere")
+
+    assert check_layering(tmp_path) == []
