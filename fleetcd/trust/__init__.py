@@ -1,0 +1,1 @@
+"""Trust layer: OpenPGP signatures (gpg adapter), approval payloads and threshold decisions."""
