@@ -1,0 +1,1 @@
+"""Git plumbing adapters (the only modules that import pygit2): read trees, commit, fetch, push."""

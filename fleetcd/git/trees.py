@@ -1,0 +1,61 @@
+"""Reading a fleet repository's managed files at a git ref, without a checkout.
+
+Used for ``--base REF`` comparisons and by the controller, which reads main straight from the
+object database. Blobs larger than the YAML cap are read only far enough to be reported as too large.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pygit2
+
+from fleetcd.errors import Diagnostic, SetupError
+from fleetcd.layout import is_managed
+from fleetcd.loading.snapshot import READ_CAP_BYTES
+from fleetcd.reasons import Reason
+
+
+def open_repository(path: Path) -> pygit2.Repository:
+    """The repository containing ``path`` (a work tree or a bare repository)."""
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        raise SetupError(f"{path}: not inside a git repository")
+    return pygit2.Repository(found)
+
+
+def resolve_commit(repo: pygit2.Repository, ref: str) -> pygit2.Commit:
+    try:
+        obj = repo.revparse_single(ref)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise SetupError(f"{ref}: no such git ref or commit in {repo.path}") from exc
+    commit = obj.peel(pygit2.Commit)
+    return commit
+
+
+def read_tree(repo: pygit2.Repository, ref: str) -> tuple[dict[str, bytes], list[Diagnostic]]:
+    """path → bytes of every managed file in the tree of ``ref``, plus problems (symlinks)."""
+    commit = resolve_commit(repo, ref)
+    files: dict[str, bytes] = {}
+    problems: list[Diagnostic] = []
+    _walk(repo, commit.tree, "", files, problems)
+    return files, problems
+
+
+def _walk(
+    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, out: dict[str, bytes], problems: list[Diagnostic]
+) -> None:
+    for entry in tree:
+        path = f"{prefix}{entry.name}"
+        if entry.type_str == "tree":
+            if not prefix and not is_managed(f"{path}/x"):
+                continue
+            subtree = repo[entry.id]
+            assert isinstance(subtree, pygit2.Tree)
+            _walk(repo, subtree, f"{path}/", out, problems)
+        elif entry.filemode == pygit2.enums.FileMode.LINK and is_managed(path):
+            problems.append(Diagnostic(path, None, None, "symlinks are not allowed", Reason.INVALID))
+        elif entry.type_str == "blob" and is_managed(path):
+            blob = repo[entry.id]
+            assert isinstance(blob, pygit2.Blob)
+            out[path] = blob.data[:READ_CAP_BYTES] if blob.size > READ_CAP_BYTES else blob.data

@@ -1,0 +1,1 @@
+"""Loading untrusted repository bytes: strict YAML, JSON Schema, typed models."""

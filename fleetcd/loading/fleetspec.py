@@ -1,0 +1,162 @@
+"""The whole fleet repository as typed models: every file loaded, every per-file problem collected.
+
+``load_spec`` takes a snapshot (path → bytes) and returns a :class:`FleetSpec` plus diagnostics.
+It checks what one file can tell about itself (shape, kind, that its name matches its location);
+relations between files are ``fleetcd.validation``'s job. Pure: no disk, no git, no gpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
+from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout
+from fleetcd.reasons import Reason
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ReleaseEntry:
+    doc: Loaded[Release]
+    signatures: Mapping[str, bytes]  # 'releases/<app>/<v>.yaml.d/<FPR>.asc' -> armored bytes
+
+
+@dataclass(frozen=True)
+class RolloutEntry:
+    doc: Loaded[Rollout]
+    approvals: Mapping[str, bytes]  # 'approvals/<rollout>/<FPR>.asc' -> armored bytes
+
+
+@dataclass
+class FleetSpec:
+    """Everything the repository declares, keyed by identity. Files that failed to load are absent."""
+
+    fleet: Loaded[Fleet] | None = None
+    devices: dict[str, Loaded[Device]] = field(default_factory=dict)
+    cohorts: dict[str, Loaded[Cohort]] = field(default_factory=dict)
+    releases: dict[tuple[str, str], ReleaseEntry] = field(default_factory=dict)
+    rollouts: dict[str, RolloutEntry] = field(default_factory=dict)
+    configs: dict[str, list[Loaded[ConfigInstance]]] = field(default_factory=dict)
+    keys: dict[str, bytes] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def release(self, app: str, version: str) -> ReleaseEntry | None:
+        return self.releases.get((app, version))
+
+
+def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
+    """Load every managed file of a snapshot; never raises for content problems."""
+    spec = FleetSpec(files=files)
+    problems: list[Diagnostic] = []
+    signatures: dict[tuple[str, str], dict[str, bytes]] = {}
+    approvals: dict[str, dict[str, bytes]] = {}
+    if FLEET_FILE not in files:
+        problems.append(Diagnostic(FLEET_FILE, None, None, "fleet.yaml is missing", Reason.UNKNOWN_REFERENCE))
+    for path in sorted(files):
+        raw = files[path]
+        where = classify(path)
+        if where is None:
+            if is_managed(path):
+                problems.append(Diagnostic(path, None, None, _unexpected(path), Reason.INVALID))
+            continue
+        try:
+            _load_one(spec, path, raw, where.kind, where.name, where.version, where.stem)
+        except InvalidContent as exc:
+            problems.extend(exc.diagnostics)
+        if where.kind is FileKind.RELEASE_SIGNATURE:
+            signatures.setdefault((where.name, where.version), {})[path] = raw
+        elif where.kind is FileKind.APPROVAL:
+            approvals.setdefault(where.name, {})[path] = raw
+        elif where.kind is FileKind.KEY:
+            spec.keys[path] = raw
+    _attach(spec, signatures, approvals, problems)
+    return spec, problems
+
+
+def _load_one(
+    spec: FleetSpec, path: str, raw: bytes, kind: FileKind, name: str, version: str, stem: str
+) -> None:
+    if kind is FileKind.FLEET:
+        spec.fleet = load_document(path, raw, Fleet)
+    elif kind is FileKind.DEVICE:
+        device = load_document(path, raw, Device)
+        _name_matches(device, device.model.id, name, "id")
+        spec.devices[device.model.id] = device
+    elif kind is FileKind.COHORT:
+        cohort = load_document(path, raw, Cohort)
+        _name_matches(cohort, cohort.model.name, name, "name")
+        spec.cohorts[cohort.model.name] = cohort
+    elif kind is FileKind.RELEASE:
+        release = load_document(path, raw, Release)
+        _name_matches(release, release.model.app, name, "app")
+        _name_matches(release, release.model.version, version, "version")
+        spec.releases[(release.model.app, release.model.version)] = ReleaseEntry(release, {})
+    elif kind is FileKind.ROLLOUT:
+        rollout = load_document(path, raw, Rollout)
+        _name_matches(rollout, rollout.model.name, name, "name")
+        spec.rollouts[rollout.model.name] = RolloutEntry(rollout, {})
+    elif kind is FileKind.CONFIG:
+        config = load_document(path, raw, ConfigInstance)
+        _name_matches(config, config.model.app, name, "app")
+        _name_matches(config, config.model.file_stem, stem, "scope")
+        spec.configs.setdefault(config.model.app, []).append(config)
+
+
+def _name_matches(doc: Loaded[M], declared: str, from_path: str, field_name: str) -> None:
+    if declared != from_path:
+        raise InvalidContent.at(
+            doc.path,
+            f"{declared!r} does not match the file's location (expected {from_path!r})",
+            line=doc.line(field_name),
+            field=field_name,
+            reason=Reason.NAME_MISMATCH,
+        )
+
+
+def _attach(
+    spec: FleetSpec,
+    signatures: dict[tuple[str, str], dict[str, bytes]],
+    approvals: dict[str, dict[str, bytes]],
+    problems: list[Diagnostic],
+) -> None:
+    for key, sigs in signatures.items():
+        entry = spec.releases.get(key)
+        if entry is None:
+            if f"releases/{key[0]}/{key[1]}.yaml" not in spec.files:
+                for path in sigs:
+                    problems.append(
+                        Diagnostic(path, None, None, "signature for a release file that does not exist")
+                    )
+            continue
+        spec.releases[key] = ReleaseEntry(entry.doc, dict(sigs))
+    for name, found in approvals.items():
+        rollout = spec.rollouts.get(name)
+        if rollout is None:
+            if f"rollouts/{name}.yaml" not in spec.files:
+                for path in found:
+                    problems.append(
+                        Diagnostic(path, None, None, "approval for a rollout that does not exist")
+                    )
+            continue
+        spec.rollouts[name] = RolloutEntry(rollout.doc, dict(found))
+
+
+def _unexpected(path: str) -> str:
+    top = path.split("/", 1)[0]
+    expected = {
+        "devices": "devices/<id>.yaml",
+        "cohorts": "cohorts/<name>.yaml",
+        "releases": "releases/<app>/<version>.yaml or releases/<app>/<version>.yaml.d/<FINGERPRINT>.asc",
+        "rollouts": "rollouts/<name>.yaml",
+        "approvals": "approvals/<rollout>/<FINGERPRINT>.asc",
+        "configs": "configs/<app>/<default|cohort-NAME|device-ID>.yaml",
+        "keys": "keys/<name>.asc",
+    }.get(top, "a fleetcd document")
+    return f"unexpected file here; expected {expected} (names: letters, digits, single . _ -)"
