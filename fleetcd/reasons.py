@@ -35,6 +35,7 @@ class Reason(StrEnum):
     RELEASE_DELETED = "release_deleted"
     CONFIG_INVALID = "config_invalid"
     UNSUPPORTED_ARTIFACT = "unsupported_artifact"
+    ROLLOUT_OVERLAP = "rollout_overlap"
     # trust
     SIGNATURE_MISSING = "signature_missing"
     SIGNATURE_INVALID = "signature_invalid"
@@ -44,6 +45,20 @@ class Reason(StrEnum):
     BELOW_THRESHOLD = "below_threshold"
     APPROVAL_MISSING = "approval_missing"
     GPG_UNAVAILABLE = "gpg_unavailable"
+    # per-robot desired-state bundles (fleetcd.desired.verify), as the agent sees them
+    BUNDLE_INVALID = "bundle_invalid"
+    ROOT_SIGNATURE_INVALID = "root_signature_invalid"
+    NOT_INCLUDED = "not_included"
+    WRONG_DEVICE = "wrong_device"
+    WRONG_FLEET = "wrong_fleet"
+    SERIAL_MISMATCH = "serial_mismatch"
+    SERIAL_ROLLBACK = "serial_rollback"
+    SERIAL_REUSED = "serial_reused"
+    EXPIRED = "expired"
+    RELEASE_UNSIGNED = "release_unsigned"
+    RELEASE_MISMATCH = "release_mismatch"
+    ROLLOUT_MISMATCH = "rollout_mismatch"
+    APPROVALS_BELOW_THRESHOLD = "approvals_below_threshold"
 
 
 class SkipReason(StrEnum):

@@ -1,0 +1,172 @@
+"""Per-robot desired state on the wire: the bundle, the signed root, and the controller's builder.
+
+The controller builds one :class:`Bundle` per robot each reconcile and, in step 6 (write),
+:func:`build_signed_bundles` puts (device, bundle digest) of every robot into one Merkle tree
+(``fleetcd.desired.merkle``) and signs ONE :class:`SignedRoot`. Each robot receives its own bundle,
+the root with its signature, and its :class:`InclusionProof`; the agent checks all of it with
+``fleetcd.desired.verify`` before anything is parsed further.
+
+Everything here is hashed or signed as :func:`canonical_bytes` — JSON with sorted keys, no
+whitespace, UTF-8 — and nothing else, so controller and agent agree on the bytes to the bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
+
+from fleetcd.desired.merkle import InclusionProof, build_tree, leaf_data
+from fleetcd.errors import InvalidContent
+from fleetcd.models.base import FrozenModel, SafeName, SemVer, Sha256, Stage
+from fleetcd.reasons import Reason
+
+__all__ = [
+    "Bundle",
+    "BundleDeployment",
+    "InclusionProof",
+    "SignedRoot",
+    "build_signed_bundles",
+    "canonical_bytes",
+]
+
+BUNDLE_FORMAT = "fleetcd.dev/bundle/v1"
+ROOT_FORMAT = "fleetcd.dev/root/v1"
+
+# File names in a robot's desired-state commit: the controller writes them, the agent reads them.
+BUNDLE_FILE = "bundle.json"
+ROOT_FILE = "root.json"
+ROOT_SIGNATURE_FILE = "root.json.asc"
+PROOF_FILE = "proof.json"
+
+# Size caps the agent enforces before parsing anything; the builder refuses to exceed them.
+MAX_BUNDLE_BYTES = 4 * 1024 * 1024
+MAX_ROOT_BYTES = 16 * 1024
+MAX_PROOF_BYTES = 16 * 1024
+MAX_ROOT_SIGNATURE_BYTES = 64 * 1024
+
+MAX_DEPLOYMENTS = 256  # per robot: one per app, far above any real robot
+MAX_SIGNATURE_FILES = 64  # .asc files per release or rollout; thresholds are at most 16
+
+RepoPath = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+ArmoredText = Annotated[str, StringConstraints(max_length=64 * 1024)]
+
+
+def canonical_bytes(model: BaseModel) -> bytes:
+    """The one serialisation that is hashed and signed: sorted keys, no whitespace, UTF-8."""
+    data = model.model_dump(mode="json", by_alias=True)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8")
+
+
+class BundleDeployment(FrozenModel):
+    """One app's desired state on one robot, with every byte the robot needs to re-check the trust."""
+
+    deployment_id: SafeName  # the controller's deterministic id
+    rollout: SafeName
+    generation: int = Field(ge=0)
+    app: SafeName
+    version: SemVer
+    action: Literal["deploy", "stage", "rollback"]
+    release_path: RepoPath  # 'releases/<app>/<version>.yaml'
+    release_b64: str  # exact release file bytes, base64
+    release_signatures: dict[RepoPath, ArmoredText] = Field(max_length=MAX_SIGNATURE_FILES)
+    rollout_path: RepoPath  # 'rollouts/<name>.yaml'
+    rollout_b64: str  # exact rollout file bytes, base64
+    approvals: dict[RepoPath, ArmoredText] = Field(max_length=MAX_SIGNATURE_FILES)
+    stage: Stage
+    approvals_required: int = Field(ge=0, le=16)
+    config: dict[str, Any] | None = None  # merged values for this robot
+    not_before: AwareDatetime | None = None
+
+
+class Bundle(FrozenModel):
+    """Everything one robot should run, as of one serial."""
+
+    format: Literal["fleetcd.dev/bundle/v1"]
+    device: SafeName
+    serial: int = Field(ge=1)
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+    deployments: list[BundleDeployment] = Field(max_length=MAX_DEPLOYMENTS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _check_window(self.issued_at, self.expires_at)
+        apps = [d.app for d in self.deployments]
+        if len(apps) != len(set(apps)):
+            raise ValueError("a robot gets at most one deployment per app")
+        ids = [d.deployment_id for d in self.deployments]
+        if len(ids) != len(set(ids)):
+            raise ValueError("deployment ids must be unique")
+        return self
+
+
+class SignedRoot(FrozenModel):
+    """The one document the controller signs per reconcile: a Merkle root over all bundles."""
+
+    format: Literal["fleetcd.dev/root/v1"]
+    serial: int = Field(ge=1)  # strictly increasing per reconcile that changes anything
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+    merkle_root: Sha256
+    leaves: int = Field(ge=0)
+    fleet: SafeName
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        _check_window(self.issued_at, self.expires_at)
+        return self
+
+
+def _check_window(issued_at: datetime, expires_at: datetime) -> None:
+    if expires_at <= issued_at:
+        raise ValueError(
+            f"expires_at {expires_at.isoformat()} is not after issued_at {issued_at.isoformat()}"
+        )
+
+
+def build_signed_bundles(
+    fleet: str,
+    bundles: Mapping[str, Bundle],
+    serial: int,
+    issued_at: datetime,
+    expires_at: datetime,
+    sign: Callable[[bytes], bytes],
+) -> tuple[bytes, bytes, dict[str, tuple[bytes, bytes]]]:
+    """(root bytes, root signature, {device: (bundle bytes, proof bytes)}), with ONE call to ``sign``.
+
+    Leaves are ordered by device id, so the same bundles always give the same root. A bundle that
+    names another device or serial is a controller bug and raises ValueError; one over the robot's
+    size cap would be refused by the robot, so it stalls the reconcile here instead.
+    """
+    devices = sorted(bundles)
+    encoded: dict[str, bytes] = {}
+    for device in devices:
+        bundle = bundles[device]
+        if bundle.device != device or bundle.serial != serial:
+            raise ValueError(
+                f"bundle keyed {device!r} names device {bundle.device!r}, serial {bundle.serial}"
+            )
+        encoded[device] = canonical_bytes(bundle)
+        if len(encoded[device]) > MAX_BUNDLE_BYTES:
+            message = f"bundle is {len(encoded[device])} bytes; robots accept at most {MAX_BUNDLE_BYTES}"
+            raise InvalidContent.at(f"{BUNDLE_FILE} of {device}", message, reason=Reason.TOO_LARGE)
+    tree = build_tree([leaf_data(d, hashlib.sha256(encoded[d]).hexdigest()) for d in devices])
+    root = SignedRoot(
+        format="fleetcd.dev/root/v1",
+        serial=serial,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        merkle_root=tree.root,
+        leaves=tree.size,
+        fleet=fleet,
+    )
+    root_bytes = canonical_bytes(root)
+    signature = sign(root_bytes)
+    per_device = {d: (encoded[d], canonical_bytes(tree.proof(i))) for i, d in enumerate(devices)}
+    return root_bytes, signature, per_device

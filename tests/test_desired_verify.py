@@ -1,0 +1,520 @@
+"""A robot's desired-state trust chain under attack, with real gpg keys and one signed root.
+
+Every test publishes bundles the way the controller does (``build_signed_bundles``, one signature)
+and verifies them the way the agent does (``verify_bundle`` against pinned anchors and a real
+keyring). Scenarios are named after the attack they stop: a compromised git host (tampering,
+swapping bundles between robots, replaying old serials, freezing updates) and a compromised
+controller (unsigned releases, missing approvals, config outside the release's schema).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fleetcd.desired import (
+    Bundle,
+    BundleDeployment,
+    BundleExpired,
+    BundleRejected,
+    SignedRoot,
+    TrustAnchors,
+    VerifiedBundle,
+    build_signed_bundles,
+    build_tree,
+    canonical_bytes,
+    leaf_data,
+    verify_bundle,
+)
+from fleetcd.errors import SetupError
+from fleetcd.loading.documents import load_document
+from fleetcd.models import Rollout, Stage
+from fleetcd.reasons import Reason
+from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.gpg import Keyring
+from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
+
+ISSUED = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+EXPIRES = ISSUED + timedelta(days=7)
+NOW = ISSUED + timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FLEET = "acme"
+SERIAL = 7
+RELEASE_PATH = "releases/navigator/1.2.0.yaml"
+ROLLOUT_NAME = "navigator-1-2"
+ROLLOUT_PATH = f"rollouts/{ROLLOUT_NAME}.yaml"
+RELEASE = f"""\
+apiVersion: fleetcd.dev/v1
+kind: Release
+app: navigator
+version: "1.2.0"
+artifacts:
+  - kind: container_image
+    name: navigator
+    image: registry.fleet.test/navigator@sha256:{"a" * 64}
+config:
+  path: config/navigator.yaml
+  schema:
+    type: object
+    properties:
+      max_speed:
+        type: number
+        maximum: 2
+    additionalProperties: false
+""".encode()
+ROLLOUT = f"""\
+apiVersion: fleetcd.dev/v1
+kind: Rollout
+name: {ROLLOUT_NAME}
+app: navigator
+release: "1.2.0"
+targets:
+  cohorts: [canary]
+""".encode()
+ROLLOUT_WIDENED = ROLLOUT.replace(b"[canary]", b"[canary, production]")
+ROLLOUT_PAUSED = ROLLOUT + b"paused: true\n"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one robot fetches: its bundle, the shared root and signature, its proof."""
+
+    device: str
+    bundle: bytes
+    root: bytes
+    signature: bytes
+    proof: bytes
+
+
+@dataclass
+class World:
+    factory: KeyFactory
+    keys: dict[str, GpgKey]
+    keyring: Keyring
+    anchors: TrustAnchors
+    good_signatures: dict[str, str] = field(default_factory=dict)  # both release signers
+    good_approvals: dict[str, str] = field(default_factory=dict)  # both approvers
+
+    def release_signatures(
+        self, *signers: str, data: bytes = RELEASE, path: str = RELEASE_PATH
+    ) -> dict[str, str]:
+        return {
+            f"{path}.d/{self.keys[s].fingerprint}.asc": self.factory.sign(data, self.keys[s]).decode()
+            for s in signers
+        }
+
+    def approvals(self, *approvers: str, rollout: bytes = ROLLOUT) -> dict[str, str]:
+        data = load_document(ROLLOUT_PATH, rollout, Rollout).data
+        payload = approval_payload(ROLLOUT_NAME, data, RELEASE_PATH, RELEASE)
+        return {
+            f"approvals/{ROLLOUT_NAME}/{self.keys[a].fingerprint}.asc": self.factory.sign(
+                payload, self.keys[a]
+            ).decode()
+            for a in approvers
+        }
+
+    def deployment(self, **overrides: Any) -> BundleDeployment:
+        fields: dict[str, Any] = {
+            "deployment_id": "d-0001",
+            "rollout": ROLLOUT_NAME,
+            "generation": 1,
+            "app": "navigator",
+            "version": "1.2.0",
+            "action": "deploy",
+            "release_path": RELEASE_PATH,
+            "release_b64": b64(RELEASE),
+            "release_signatures": self.good_signatures,
+            "rollout_path": ROLLOUT_PATH,
+            "rollout_b64": b64(ROLLOUT),
+            "approvals": self.good_approvals,
+            "stage": Stage.CANARY,
+            "approvals_required": 1,
+            "config": {"max_speed": 1.5},
+        }
+        fields.update(overrides)
+        return BundleDeployment(**fields)
+
+    def publish(
+        self,
+        devices: Sequence[str] = ("robot-a", "robot-b"),
+        *,
+        deployment: BundleDeployment | None = None,
+        serial: int = SERIAL,
+        signer: str = "controller",
+        fleet: str = FLEET,
+        sign_calls: list[bytes] | None = None,
+    ) -> dict[str, Delivery]:
+        deployments = [deployment or self.deployment()]
+        bundles = {d: bundle(d, serial, deployments) for d in devices}
+
+        def sign(data: bytes) -> bytes:
+            if sign_calls is not None:
+                sign_calls.append(data)
+            return self.factory.sign(data, self.keys[signer])
+
+        root, signature, per_device = build_signed_bundles(fleet, bundles, serial, ISSUED, EXPIRES, sign)
+        return {d: Delivery(d, b, root, signature, p) for d, (b, p) in per_device.items()}
+
+    def verify(self, delivery: Delivery, *, device: str | None = None, **kwargs: Any) -> VerifiedBundle:
+        args: dict[str, Any] = {"last_serial": None, "now": NOW}
+        args.update(kwargs)
+        return verify_bundle(
+            device or delivery.device,
+            delivery.bundle,
+            delivery.root,
+            delivery.signature,
+            delivery.proof,
+            self.anchors,
+            args.pop("last_serial"),
+            args.pop("now"),
+            self.keyring,
+            **args,
+        )
+
+    def rejected(self, delivery: Delivery, **kwargs: Any) -> BundleRejected:
+        with pytest.raises(BundleRejected) as caught:
+            self.verify(delivery, **kwargs)
+        return caught.value
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def bundle(device: str, serial: int, deployments: list[BundleDeployment]) -> Bundle:
+    return Bundle(
+        format="fleetcd.dev/bundle/v1",
+        device=device,
+        serial=serial,
+        issued_at=ISSUED,
+        expires_at=EXPIRES,
+        deployments=deployments,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(gpg_available: str) -> Iterator[World]:
+    factory = shared_keys()
+    names = ["controller", "intruder", "signer1", "signer2", "approver1", "approver2"]
+    keys = {name: factory.key(name) for name in names}
+    anchors = TrustAnchors(
+        controller=frozenset({keys["controller"].fingerprint}),
+        release_signers=frozenset({keys["signer1"].fingerprint, keys["signer2"].fingerprint}),
+        release_threshold=2,
+        approvers=frozenset({keys["approver1"].fingerprint, keys["approver2"].fingerprint}),
+        approvals_required={Stage.STAGING: 0, Stage.CANARY: 1, Stage.PRODUCTION: 2},
+        fleet=FLEET,
+    )
+    # The robot's keyring holds the intruder's key too: trust must come from the pins, not the ring.
+    with factory.keyring(keys.values()) as keyring:
+        w = World(factory, keys, keyring, anchors)
+        w.good_signatures = w.release_signatures("signer1", "signer2")
+        w.good_approvals = w.approvals("approver1", "approver2")
+        yield w
+
+
+@pytest.fixture(scope="module")
+def delivered(world: World) -> dict[str, Delivery]:
+    return world.publish()
+
+
+def test_valid_bundle_verifies(world: World, delivered: dict[str, Delivery]) -> None:
+    verified = world.verify(delivered["robot-a"])
+    assert verified.bundle.device == "robot-a"
+    assert verified.root.serial == SERIAL
+    assert verified.bundle_sha256 == hashlib.sha256(delivered["robot-a"].bundle).hexdigest()
+    assert not verified.unchanged
+    assert not verified.clock_suspect
+    assert verified.releases["d-0001"].version == "1.2.0"
+
+
+# --- a compromised git host: everything it can do with controller-signed bytes ---------------------
+
+
+def _flip_byte(d: dict[str, Delivery]) -> dict[str, Any]:
+    tampered = d["robot-a"].bundle.replace(b'"max_speed":1.5', b'"max_speed":1.9')
+    return {"delivery": replace(d["robot-a"], bundle=tampered)}
+
+
+def _other_robots_bundle(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": d["robot-b"], "device": "robot-a"}
+
+
+def _other_robots_proof(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": replace(d["robot-a"], proof=d["robot-b"].proof)}
+
+
+def _edit_root(d: dict[str, Delivery]) -> dict[str, Any]:
+    later = d["robot-a"].root.replace(EXPIRES.isoformat().encode()[:4], b"2099")
+    return {"delivery": replace(d["robot-a"], root=later)}
+
+
+def _older_serial(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": d["robot-a"], "last_serial": SERIAL + 1}
+
+
+def _same_serial_other_bytes(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": d["robot-a"], "last_serial": SERIAL, "last_bundle_sha256": "0" * 64}
+
+
+def _huge_bundle(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": replace(d["robot-a"], bundle=d["robot-a"].bundle + b" " * (4 * 1024 * 1024))}
+
+
+def _huge_proof(d: dict[str, Delivery]) -> dict[str, Any]:
+    return {"delivery": replace(d["robot-a"], proof=b"[" * (17 * 1024))}
+
+
+HOST_ATTACKS: dict[str, tuple[Callable[[dict[str, Delivery]], dict[str, Any]], Reason]] = {
+    "tampered-bundle-byte": (_flip_byte, Reason.NOT_INCLUDED),
+    "another-robots-bundle": (_other_robots_bundle, Reason.NOT_INCLUDED),
+    "another-robots-proof": (_other_robots_proof, Reason.NOT_INCLUDED),
+    "edited-root-expiry": (_edit_root, Reason.ROOT_SIGNATURE_INVALID),
+    "older-serial-rollback": (_older_serial, Reason.SERIAL_ROLLBACK),
+    "same-serial-other-bytes": (_same_serial_other_bytes, Reason.SERIAL_REUSED),
+    "oversized-bundle": (_huge_bundle, Reason.TOO_LARGE),
+    "oversized-proof": (_huge_proof, Reason.TOO_LARGE),
+}
+
+
+@pytest.mark.parametrize(("attack", "reason"), HOST_ATTACKS.values(), ids=HOST_ATTACKS.keys())
+def test_git_host_attack_is_rejected(
+    world: World,
+    delivered: dict[str, Delivery],
+    attack: Callable[[dict[str, Delivery]], dict[str, Any]],
+    reason: Reason,
+) -> None:
+    kwargs = attack(delivered)
+    error = world.rejected(kwargs.pop("delivery"), **kwargs)
+    assert error.reason is reason
+    assert error.diagnostics[0].reason is reason
+    assert error.diagnostics[0].message
+
+
+def test_same_serial_same_bytes_is_unchanged_not_an_error(
+    world: World, delivered: dict[str, Delivery]
+) -> None:
+    digest = hashlib.sha256(delivered["robot-a"].bundle).hexdigest()
+    verified = world.verify(delivered["robot-a"], last_serial=SERIAL, last_bundle_sha256=digest)
+    assert verified.unchanged
+
+
+def test_newer_serial_is_accepted(world: World, delivered: dict[str, Delivery]) -> None:
+    assert not world.verify(delivered["robot-a"], last_serial=SERIAL - 1).unchanged
+
+
+def test_expired_bundle_is_rejected_as_expired(world: World, delivered: dict[str, Delivery]) -> None:
+    """Freeze attack: the host keeps serving the last signed state after it expired."""
+    with pytest.raises(BundleExpired) as caught:
+        world.verify(delivered["robot-a"], now=EXPIRES + timedelta(seconds=1))
+    assert caught.value.reason is Reason.EXPIRED
+    assert caught.value.expires_at == EXPIRES
+    assert isinstance(caught.value, BundleRejected)
+
+
+def test_clock_reset_to_1970_does_not_make_an_expired_bundle_fresh(
+    world: World, delivered: dict[str, Delivery]
+) -> None:
+    with pytest.raises(BundleExpired) as caught:
+        world.verify(delivered["robot-a"], now=EPOCH, time_floor=EXPIRES + timedelta(days=1))
+    assert caught.value.judged_at == EXPIRES + timedelta(days=1)
+
+
+def test_clock_reset_to_1970_still_accepts_a_fresh_bundle(
+    world: World, delivered: dict[str, Delivery]
+) -> None:
+    """A robot whose RTC died must not be bricked; it is only flagged for the report."""
+    verified = world.verify(delivered["robot-a"], now=EPOCH)
+    assert verified.clock_suspect
+
+
+# --- the root: who signed it, for which fleet, and what it binds ------------------------------------
+
+
+def test_root_signed_by_untrusted_key_is_rejected(world: World) -> None:
+    forged = world.publish(signer="intruder")
+    error = world.rejected(forged["robot-a"])
+    assert error.reason is Reason.ROOT_SIGNATURE_INVALID
+    assert world.keys["intruder"].fingerprint in str(error)
+
+
+def test_root_of_another_fleet_is_rejected(world: World) -> None:
+    error = world.rejected(world.publish(fleet="other-fleet")["robot-a"])
+    assert error.reason is Reason.WRONG_FLEET
+
+
+def _sign_leaves(world: World, leaves: dict[str, Bundle]) -> dict[str, Delivery]:
+    """A controller that misbehaves: it puts whatever bundle it likes under a device's leaf."""
+    encoded = {device: canonical_bytes(b) for device, b in sorted(leaves.items())}
+    tree = build_tree([leaf_data(d, hashlib.sha256(data).hexdigest()) for d, data in encoded.items()])
+    root = canonical_bytes(
+        SignedRoot(
+            format="fleetcd.dev/root/v1",
+            serial=SERIAL,
+            issued_at=ISSUED,
+            expires_at=EXPIRES,
+            merkle_root=tree.root,
+            leaves=tree.size,
+            fleet=FLEET,
+        )
+    )
+    signature = world.factory.sign(root, world.keys["controller"])
+    return {
+        d: Delivery(d, data, root, signature, canonical_bytes(tree.proof(i)))
+        for i, (d, data) in enumerate(encoded.items())
+    }
+
+
+def test_bundle_naming_another_device_is_rejected_even_when_included(world: World) -> None:
+    signed = _sign_leaves(world, {"robot-a": bundle("robot-b", SERIAL, [world.deployment()])})
+    assert world.rejected(signed["robot-a"]).reason is Reason.WRONG_DEVICE
+
+
+def test_bundle_of_another_serial_is_rejected_even_when_included(world: World) -> None:
+    signed = _sign_leaves(world, {"robot-a": bundle("robot-a", SERIAL - 1, [world.deployment()])})
+    assert world.rejected(signed["robot-a"]).reason is Reason.SERIAL_MISMATCH
+
+
+# --- a compromised controller: what it cannot sign for ----------------------------------------------
+
+
+def test_sign_is_called_once_for_1000_bundles(world: World) -> None:
+    calls: list[bytes] = []
+    devices = [f"robot-{i:04d}" for i in range(1000)]
+    delivered = world.publish(devices, sign_calls=calls)
+    assert len(calls) == 1
+    assert len(delivered) == 1000
+    for device in ("robot-0000", "robot-0511", "robot-0999"):
+        assert world.verify(delivered[device]).bundle.device == device
+
+
+def _release(world: World, signers: tuple[str, ...]) -> BundleDeployment:
+    return world.deployment(release_signatures=world.release_signatures(*signers))
+
+
+RELEASE_CASES: dict[str, tuple[Callable[[World], BundleDeployment], Reason]] = {
+    "one-of-two-signers": (lambda w: _release(w, ("signer1",)), Reason.RELEASE_UNSIGNED),
+    "unsigned": (lambda w: w.deployment(release_signatures={}), Reason.RELEASE_UNSIGNED),
+    "second-signature-by-unpinned-key": (
+        lambda w: _release(w, ("signer1", "intruder")),
+        Reason.RELEASE_UNSIGNED,
+    ),
+    "same-signer-under-two-names": (
+        lambda w: w.deployment(
+            release_signatures={
+                **w.release_signatures("signer1"),
+                f"{RELEASE_PATH}.d/{w.keys['signer2'].fingerprint}.asc": next(
+                    iter(w.release_signatures("signer1").values())
+                ),
+            }
+        ),
+        Reason.RELEASE_UNSIGNED,
+    ),
+    "release-bytes-swapped": (
+        lambda w: w.deployment(release_b64=b64(RELEASE.replace(b"a" * 64, b"b" * 64))),
+        Reason.RELEASE_UNSIGNED,
+    ),
+    "signed-release-passed-off-as-another-version": (
+        lambda w: w.deployment(
+            version="1.3.0",
+            release_path="releases/navigator/1.3.0.yaml",
+            release_signatures=w.release_signatures(
+                "signer1", "signer2", path="releases/navigator/1.3.0.yaml"
+            ),
+        ),
+        Reason.RELEASE_MISMATCH,
+    ),
+    "config-outside-release-schema": (
+        lambda w: w.deployment(config={"max_speed": 9.0}),
+        Reason.CONFIG_INVALID,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "reason"), RELEASE_CASES.values(), ids=RELEASE_CASES.keys())
+def test_release_not_vouched_for_is_rejected(
+    world: World, make: Callable[[World], BundleDeployment], reason: Reason
+) -> None:
+    error = world.rejected(world.publish(deployment=make(world))["robot-a"])
+    assert error.reason is reason
+    assert error.diagnostics[0].field is not None and error.diagnostics[0].field.startswith("deployments[0]")
+
+
+APPROVAL_CASES: dict[str, tuple[Callable[[World], BundleDeployment], Reason | None]] = {
+    "canary-one-approval": (lambda w: w.deployment(approvals=w.approvals("approver1")), None),
+    "production-one-of-two": (
+        lambda w: w.deployment(
+            stage=Stage.PRODUCTION, approvals_required=2, approvals=w.approvals("approver1")
+        ),
+        Reason.APPROVALS_BELOW_THRESHOLD,
+    ),
+    "controller-claims-zero-needed": (
+        lambda w: w.deployment(approvals_required=0, approvals={}),
+        Reason.APPROVALS_BELOW_THRESHOLD,
+    ),
+    "approval-by-unpinned-key": (
+        lambda w: w.deployment(approvals=w.approvals("intruder")),
+        Reason.APPROVALS_BELOW_THRESHOLD,
+    ),
+    "rollout-edit-voids-approvals": (
+        lambda w: w.deployment(rollout_b64=b64(ROLLOUT_WIDENED)),
+        Reason.APPROVALS_BELOW_THRESHOLD,
+    ),
+    "pausing-keeps-approvals": (lambda w: w.deployment(rollout_b64=b64(ROLLOUT_PAUSED)), None),
+    "staging-needs-none": (
+        lambda w: w.deployment(stage=Stage.STAGING, approvals_required=0, approvals={}),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "reason"), APPROVAL_CASES.values(), ids=APPROVAL_CASES.keys())
+def test_approvals_meet_the_robots_own_threshold(
+    world: World, make: Callable[[World], BundleDeployment], reason: Reason | None
+) -> None:
+    delivery = world.publish(deployment=make(world))["robot-a"]
+    if reason is None:
+        assert world.verify(delivery).bundle.deployments[0].rollout == ROLLOUT_NAME
+    else:
+        assert world.rejected(delivery).reason is reason
+
+
+# --- builder and anchors ---------------------------------------------------------------------------
+
+
+def test_builder_refuses_a_bundle_keyed_under_another_device(world: World) -> None:
+    with pytest.raises(ValueError, match="robot-b"):
+        build_signed_bundles(
+            FLEET, {"robot-a": bundle("robot-b", SERIAL, [])}, SERIAL, ISSUED, EXPIRES, lambda _: b""
+        )
+
+
+def test_builder_output_is_deterministic(world: World) -> None:
+    bundles = {d: bundle(d, SERIAL, []) for d in ("robot-b", "robot-a")}
+    first = build_signed_bundles(FLEET, bundles, SERIAL, ISSUED, EXPIRES, lambda _: b"sig")
+    second = build_signed_bundles(
+        FLEET, dict(reversed(bundles.items())), SERIAL, ISSUED, EXPIRES, lambda _: b"sig"
+    )
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("threshold", "signers"),
+    [(0, 2), (3, 2), (1, 0)],
+    ids=["zero-threshold", "threshold-above-signers", "no-signers"],
+)
+def test_anchors_with_unreachable_release_threshold_fail_closed(threshold: int, signers: int) -> None:
+    with pytest.raises(SetupError, match="release_threshold"):
+        TrustAnchors(
+            controller=frozenset({"C" * 40}),
+            release_signers=frozenset(f"{i:X}" * 40 for i in range(signers)),
+            release_threshold=threshold,
+            approvers=frozenset(),
+            approvals_required={},
+        )
