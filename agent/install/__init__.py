@@ -1,0 +1,1 @@
+"""The tarball executor's disk work: safe unpacking (``unpack``) and release slots (``slots``)."""

@@ -1,0 +1,1 @@
+"""The agent's durable local state: atomic file writes (``atomic``) and the converge journal."""

@@ -1,0 +1,72 @@
+"""Crash-safe small files: every piece of agent state on disk is written through here.
+
+A power cut at any instant leaves either the old file or the new one, never a torn mix: the bytes go
+to a temporary file in the same directory, which is fsynced, renamed over the target with
+``os.replace`` (atomic on POSIX), and then the directory itself is fsynced so the rename survives.
+Readers tolerate a missing file (first boot) but never a corrupt one: that is raised, loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.errors import CorruptState, DiskFull
+
+# ENOSPC: the disk is full; EDQUOT: this user's quota is, which means the same to the agent.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+DEFAULT_FILE_MODE = 0o644
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks inside ``path`` durable (the directory entry is data too)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = DEFAULT_FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content, whole."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            raise DiskFull(path, len(data)) from exc
+        raise
+    fsync_dir(path.parent)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The content of ``path``, or None when it does not exist yet."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON value in ``path``; None if missing; :class:`CorruptState` if it is not valid JSON."""
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptState(path, f"not valid JSON: {exc}") from exc
