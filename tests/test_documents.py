@@ -110,4 +110,4 @@ def test_empty_file_is_rejected() -> None:
 
 def test_path_traversal_in_device_id_is_rejected() -> None:
     raw = DEVICE.replace(b"id: amr-001", b"id: ../../etc/passwd")
-    assert errors_of("devices/passwd.yaml", raw, Device) == [(3, "id", Reason.SCHEMA)]
+    assert errors_of("devices/passwd.yaml", raw, Device) == [(3, "id", Reason.UNSAFE_NAME)]

@@ -19,6 +19,7 @@ from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.loading.schemas import validator_for
 from fleetcd.loading.strict_yaml import ParsedYaml, YamlLimits, field_path, parse_strict
 from fleetcd.models import API_VERSION_V1, DOCUMENT_KINDS
+from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
 from fleetcd.reasons import Reason
 
 M = TypeVar("M", bound=BaseModel)
@@ -108,7 +109,8 @@ def _explain(path: str, parsed: ParsedYaml, error: SchemaError) -> Iterable[Diag
             for sub in branch:
                 yield from _explain(path, parsed, sub)
             return
-    yield _diag(path, parsed, location, _message(error), Reason.SCHEMA)
+    unsafe = error.validator == "pattern" and error.validator_value == SAFE_NAME_PATTERN
+    yield _diag(path, parsed, location, _message(error), Reason.UNSAFE_NAME if unsafe else Reason.SCHEMA)
 
 
 def _matching_branch(error: SchemaError) -> list[SchemaError]:
@@ -130,6 +132,12 @@ def _matching_branch(error: SchemaError) -> list[SchemaError]:
 
 
 def _message(error: SchemaError) -> str:
+    if error.validator == "pattern" and error.validator_value == SAFE_NAME_PATTERN:
+        # Names become path segments (devices/<id>.yaml): '../../etc/passwd' is an attack, not a typo.
+        return (
+            f"{_show(error.instance)} is not a safe name: names become file paths, so use letters and "
+            f"digits joined by single '.', '_' or '-', at most {SAFE_NAME_MAX} characters"
+        )
     if error.validator == "required":
         return str(error.message).replace("is a required property", "is required")
     if error.validator == "const":

@@ -95,6 +95,11 @@ class Weekday(StrEnum):
     SUN = "sun"
 
 
+# Strict mode accepts only enum *instances* from Python data; documents hold the value text.
+StageName = Annotated[Stage, Field(strict=False)]
+WeekdayName = Annotated[Weekday, Field(strict=False)]
+
+
 class FrozenModel(BaseModel):
     """Base of every model: immutable, strict, unknown fields rejected."""
 
@@ -113,7 +118,7 @@ class MaintenanceWindow(FrozenModel):
     ``end`` before ``start`` means the window crosses midnight (e.g. 22:00–04:00).
     """
 
-    days: list[Weekday] = Field(default_factory=lambda: list(Weekday), min_length=1)
+    days: list[WeekdayName] = Field(default_factory=lambda: list(Weekday), min_length=1)
     start: ClockTime
     end: ClockTime
     timezone: TimeZoneName | None = None

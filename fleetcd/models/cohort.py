@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from fleetcd.models.base import Document, FrozenModel, MaintenanceWindow, SafeName, Stage
+from fleetcd.models.base import Document, FrozenModel, MaintenanceWindow, SafeName, StageName
 
 
 class RevisionRange(FrozenModel):
@@ -38,7 +38,7 @@ class Selector(FrozenModel):
 class Cohort(Document):
     kind: Literal["Cohort"]
     name: SafeName
-    stage: Stage
+    stage: StageName
     devices: list[SafeName] = Field(default_factory=list)
     selector: Selector | None = None
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)

@@ -1,0 +1,188 @@
+"""Config instances: every robot's merged config must satisfy its release's config schema.
+
+For each robot and app, the layers that apply are ``default`` < ``cohort-<name>`` (every cohort the
+robot is in, in sorted name order) < ``device-<id>``, deep-merged (mappings merge; lists and
+scalars replace). The result is checked with jsonschema against the ``config.schema`` of the
+release the robot would receive (the release of the rollout that delivers that app to it). A
+schema that is itself not a valid JSON Schema, or config values for a release that declares no
+schema, are errors too. An error names the robots, the layers merged, the field and the reason;
+robots failing the same way share one line. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
+
+from fleetcd.errors import Diagnostic
+from fleetcd.layout import config_path
+from fleetcd.loading.documents import Loaded
+from fleetcd.loading.fleetspec import ReleaseEntry
+from fleetcd.models import ConfigInstance
+from fleetcd.reasons import Reason
+from fleetcd.validation.context import Context, at, robots_phrase
+
+MAX_ERRORS_PER_CONFIG = 10  # per distinct merged config; the first few tell what is wrong
+
+
+def config_layers(ctx: Context, app: str, device: str) -> list[Loaded[ConfigInstance]]:
+    """The config files that apply to ``device`` for ``app``, lowest precedence first."""
+    by_path = {doc.path: doc for doc in ctx.spec.configs.get(app, [])}
+    stems = ["default", *(f"cohort-{c}" for c in ctx.memberships.get(device, ())), f"device-{device}"]
+    return [by_path[p] for p in (config_path(app, stem) for stem in stems) if p in by_path]
+
+
+def merge_values(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Deep-merge config values, later layers winning: mappings merge, lists and scalars replace."""
+    merged: dict[str, Any] = {}
+    for values in layers:
+        merged = _merge(merged, values)
+    return merged
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if isinstance(old, Mapping) and isinstance(value, Mapping) else value
+    return out
+
+
+@dataclass
+class _Group:
+    """One finding shared by many robots: reported once, naming them."""
+
+    doc: Loaded[Any]
+    path: tuple[str | int, ...]
+    text: str
+    schema: str  # the release file whose config schema was applied
+    robots: list[str] = field(default_factory=list)
+    layers: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    doc: Loaded[Any] | None  # None: no layer applies, so the delivering rollout is blamed
+    path: tuple[str | int, ...]
+    text: str
+
+
+def check(ctx: Context) -> Iterator[Diagnostic]:
+    validators: dict[str, Validator | None] = {}
+    for release_key in sorted(ctx.spec.releases):
+        published = ctx.spec.releases[release_key]
+        found = list(_schema_problems(published))
+        yield from found
+        validators[published.doc.path] = None if found else _validator(published)
+    groups: dict[tuple[str, tuple[str | int, ...], str], _Group] = {}
+    cache: dict[tuple[str, tuple[str, ...]], list[_Finding]] = {}
+    for (app, device), deliveries in ctx.deliveries.items():
+        delivery = deliveries[0]  # several: an overlap error; the first (by name) is checked
+        entry = delivery.release
+        if entry is None:
+            continue
+        layers = config_layers(ctx, app, device)
+        key = (entry.doc.path, tuple(layer.path for layer in layers))
+        if key not in cache:
+            cache[key] = list(_findings(entry, layers, validators.get(entry.doc.path)))
+        for finding in cache[key]:
+            doc = finding.doc or ctx.spec.rollouts[delivery.rollout].doc
+            spot = (doc.path, finding.path, finding.text)
+            group = groups.setdefault(spot, _Group(doc, finding.path, finding.text, entry.doc.path))
+            group.robots.append(device)
+            group.layers.update(layer.path for layer in layers)
+    for group in groups.values():
+        merged = " + ".join(sorted(group.layers, key=_precedence)) or "no config files"
+        where = f"merged from {merged}; schema in {group.schema}"
+        yield at(
+            group.doc,
+            group.path,
+            f"{robots_phrase(sorted(group.robots))}: {group.text} ({where})",
+            Reason.CONFIG_INVALID,
+        )
+
+
+def _findings(
+    entry: ReleaseEntry, layers: Sequence[Loaded[ConfigInstance]], validator: Validator | None
+) -> Iterator[_Finding]:
+    release = entry.doc.model
+    if release.config is None:
+        for layer in layers:
+            yield _Finding(
+                layer,
+                ("values",),
+                f"would receive {release.app} {release.version}, whose release declares no config "
+                "schema, so these values can be neither checked nor delivered",
+            )
+        return
+    if validator is None:
+        return  # the schema itself is broken: reported once at the release
+    merged = merge_values(layer.data.get("values", {}) for layer in layers)
+    try:
+        errors = sorted(validator.iter_errors(merged), key=lambda e: [str(p) for p in e.absolute_path])
+    except Unresolvable as exc:
+        yield _Finding(None, ("release",), f"config schema of {entry.doc.path}: unresolvable $ref: {exc}")
+        return
+    for error in errors[:MAX_ERRORS_PER_CONFIG]:
+        source, path = _source(layers, tuple(error.absolute_path))
+        text = f"config for {release.app} {release.version} is invalid: {error.message}"
+        yield _Finding(source, ("values", *path) if source else ("release",), text)
+
+
+def _source(
+    layers: Sequence[Loaded[ConfigInstance]], path: tuple[str | int, ...]
+) -> tuple[Loaded[ConfigInstance] | None, tuple[str | int, ...]]:
+    """The layer that set the value at ``path`` (or its closest existing ancestor): the highest one."""
+    for length in range(len(path), -1, -1):
+        prefix = path[:length]
+        for layer in reversed(layers):
+            if _has(layer.data.get("values", {}), prefix):
+                return layer, prefix
+    return None, ()
+
+
+def _has(node: Any, path: tuple[str | int, ...]) -> bool:
+    for part in path:
+        in_mapping = isinstance(node, Mapping) and isinstance(part, str) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_mapping or in_list):
+            return False
+        node = node[part]
+    return True
+
+
+def _validator(entry: ReleaseEntry) -> Validator | None:
+    config = entry.doc.model.config
+    if config is None:
+        return None
+    cls = validator_for(config.json_schema, default=Draft202012Validator)
+    return cls(config.json_schema)
+
+
+def _schema_problems(entry: ReleaseEntry) -> Iterator[Diagnostic]:
+    config = entry.doc.model.config
+    if config is None:
+        return
+    cls = validator_for(config.json_schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(config.json_schema)
+    except SchemaError as exc:
+        yield at(
+            entry.doc,
+            ("config", "schema", *exc.absolute_path),
+            f"not a valid JSON Schema ({cls.__name__}): {exc.message}",
+            Reason.CONFIG_INVALID,
+        )
+
+
+def _precedence(path: str) -> tuple[int, str]:
+    stem = path.rsplit("/", 1)[-1]
+    rank = 0 if stem == "default.yaml" else 1 if stem.startswith("cohort-") else 2
+    return rank, path

@@ -1,0 +1,75 @@
+"""``validate_snapshot``: a whole fleet snapshot in, every problem out, sorted by file and line.
+
+Step 3 of a reconcile and the body of ``fleetcd validate``: load every document
+(:func:`fleetcd.loading.fleetspec.load_spec`), then run the cross-file checks — references,
+overlap, configs, immutability against a base snapshot, reserved artifacts, signatures and
+approvals. Pure apart from gpg, which sits behind ``keyring_factory``. Checks that need
+``fleet.yaml`` (artifacts, trust) are skipped when it is invalid; all others still run, so one
+broken file never hides the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from fleetcd.errors import Diagnostic
+from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.trust.gpg import Keyring
+from fleetcd.validation import artifacts, configs, immutability, overlap, references, trust
+from fleetcd.validation.context import Context
+from fleetcd.validation.trust import KeyringFactory
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The loaded spec and every diagnostic (errors and warnings), sorted by file and line."""
+
+    spec: FleetSpec
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity != "error")
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is an error; warnings never fail validation."""
+        return not self.errors
+
+
+def validate_snapshot(
+    files: Mapping[str, bytes],
+    base: Mapping[str, bytes] | None = None,
+    keyring_factory: KeyringFactory = Keyring.from_armored,
+    *,
+    problems: Iterable[Diagnostic] = (),
+) -> ValidationResult:
+    """Validate ``files`` (path → bytes); ``base`` is the snapshot releases must not differ from.
+
+    ``problems`` are findings of whoever read the snapshot (symlinks in a work tree or a git tree),
+    merged into the result. Raises :class:`~fleetcd.errors.SetupError` only when gpg is needed and
+    unusable; content problems are always diagnostics.
+    """
+    spec, loaded = load_spec(files)
+    found: list[Diagnostic] = [*problems, *loaded]
+    ctx = Context(spec)
+    found.extend(references.check(ctx))
+    found.extend(overlap.check(ctx))
+    found.extend(configs.check(ctx))
+    if base is not None:
+        found.extend(immutability.check(files, base))
+    if spec.fleet is not None:
+        found.extend(artifacts.check(ctx, spec.fleet.model))
+        found.extend(trust.check(ctx, spec.fleet.model, keyring_factory))
+    return ValidationResult(spec=spec, diagnostics=sort_diagnostics(found))
+
+
+def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """Sorted by file, line (file-level first), field and message; exact repeats dropped."""
+    unique = set(diagnostics)
+    return tuple(sorted(unique, key=lambda d: (d.file, d.line or 0, d.field or "", d.message, d.reason)))

@@ -1,0 +1,92 @@
+"""Signatures and approvals: release thresholds and per-stage rollout approvals, against fleet.yaml.
+
+The keyring is built from the repository's ``keys/*.asc`` only (through the keyring factory, the
+one gpg-touching dependency of validation); which fingerprints count is decided by
+:mod:`fleetcd.trust.policy` from ``fleet.yaml`` alone. Every release must carry its signers'
+threshold; every live (not aborted) rollout needs ``fleet.approvals.required(stage)`` distinct
+approvers over :func:`fleetcd.trust.approval.approval_payload`, where the stage is the highest one
+it touches (:func:`fleetcd.planning.selection.rollout_stage`). gpg is started only when there is
+something to verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.models import Fleet
+from fleetcd.planning.selection import device_stages, rollout_stage
+from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.gpg import VerifyResult
+from fleetcd.trust.policy import check_approvals, check_release
+from fleetcd.validation.context import Context
+
+
+class VerifyingKeyring(Protocol):
+    """What validation needs from a keyring (:class:`fleetcd.trust.gpg.Keyring` is the real one)."""
+
+    def verify_detached(self, data: bytes, signature: bytes) -> VerifyResult: ...
+
+    def close(self) -> None: ...
+
+
+KeyringFactory = Callable[[Mapping[str, bytes]], VerifyingKeyring]
+
+
+def check(ctx: Context, fleet: Fleet, keyring_factory: KeyringFactory) -> Iterator[Diagnostic]:
+    rollouts = [name for name in sorted(ctx.spec.rollouts) if _needs_approval(ctx, name)]
+    if not ctx.spec.releases and not rollouts:
+        return
+    keyring, key_problems = _open_keyring(ctx.spec.keys, keyring_factory)
+    yield from key_problems
+    try:
+        for key in sorted(ctx.spec.releases):
+            published = ctx.spec.releases[key]
+            status = check_release(
+                published.doc.path,
+                published.doc.raw,
+                published.signatures,
+                fleet.trust.release_signers,
+                keyring,
+            )
+            yield from status.diagnostics
+        stages = device_stages(ctx.cohorts, ctx.devices)
+        for name in rollouts:
+            entry = ctx.spec.rollouts[name]
+            release = ctx.release_of(name)
+            assert release is not None  # _needs_approval
+            payload = approval_payload(name, entry.doc.data, release.doc.path, release.doc.raw)
+            required = fleet.approvals.required(rollout_stage(entry.doc.model, ctx.cohorts, stages))
+            status = check_approvals(
+                entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
+            )
+            yield from status.diagnostics
+    finally:
+        keyring.close()
+
+
+def _needs_approval(ctx: Context, name: str) -> bool:
+    # Aborting must never wait for reviewers, and without its release a rollout's payload is
+    # undefined (the missing release is reported by the reference checks).
+    return not ctx.spec.rollouts[name].doc.model.aborted and ctx.release_of(name) is not None
+
+
+def _open_keyring(
+    keys: Mapping[str, bytes], factory: KeyringFactory
+) -> tuple[VerifyingKeyring, list[Diagnostic]]:
+    """A keyring of every usable key file; broken key files are reported and left out.
+
+    Dropping only the broken files keeps one bad key from turning every signature in the
+    repository into a confusing "unknown key" error.
+    """
+    try:
+        return factory(keys), []
+    except InvalidContent as exc:
+        problems = list(exc.diagnostics)
+    broken = {d.file for d in problems}
+    good = {path: data for path, data in keys.items() if path not in broken}
+    try:
+        return factory(good), problems
+    except InvalidContent as exc:  # pragma: no cover - gpg disagreed with itself between two imports
+        return factory({}), [*problems, *exc.diagnostics]

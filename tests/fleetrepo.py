@@ -1,0 +1,352 @@
+"""A tiny builder of fleet repositories on disk, for tests of validate, plan, init and the controller.
+
+Documents are plain dicts with sensible defaults; every builder method takes keyword overrides
+(``DROP`` removes a field) and returns the dict, so a test can change anything before
+:meth:`FleetRepoBuilder.write`. With a :class:`tests.gpgkeys.KeyFactory` the builder also makes the
+repository trustworthy: a release signer and two approvers in ``fleet.yaml`` with their keys in
+``keys/``, every release signed and every rollout approved on ``write()`` (opt out per document
+with ``signers=[]`` / ``approvers=[]``). ``git_init()`` and ``commit()`` turn it into a real git
+repository for ``--base`` and controller tests.
+
+    b = FleetRepoBuilder(tmp_path, keys=shared_keys()).standard()
+    b.release("nav", "1.1.0")
+    b.write()
+    assert b.validate().ok
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetcd.errors import Diagnostic
+from fleetcd.layout import (
+    approval_path,
+    cohort_path,
+    config_path,
+    device_path,
+    release_path,
+    release_signature_path,
+    rollout_path,
+)
+from fleetcd.loading.snapshot import read_directory
+from fleetcd.loading.strict_yaml import parse_strict
+from fleetcd.trust.approval import approval_payload
+from fleetcd.validation import ValidationResult, validate_snapshot
+from fleetcd.validation.worktree import validate_work_tree
+from tests.gpgkeys import GpgKey, KeyFactory
+
+API = "fleetcd.dev/v1"
+PLACEHOLDER_SIGNER = "A" * 40  # syntactically valid, no such key: releases cannot verify without keys
+PLACEHOLDER_CONTROLLER = "C" * 40
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Fleet Tester",
+    "GIT_AUTHOR_EMAIL": "tester@fleet.test",
+    "GIT_COMMITTER_NAME": "Fleet Tester",
+    "GIT_COMMITTER_EMAIL": "tester@fleet.test",
+}
+
+
+def found(result: ValidationResult) -> list[tuple[str, int | None, str | None, str, str]]:
+    """(file, line, field, reason, severity) of every diagnostic: what tests compare against."""
+    return [_key(d) for d in result.diagnostics]
+
+
+def _key(d: Diagnostic) -> tuple[str, int | None, str | None, str, str]:
+    return (d.file, d.line, d.field, d.reason.value, d.severity)
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Any = _Drop()  # an override value that removes the field
+
+
+def image_digest(name: str) -> str:
+    """A stable, valid-looking ``@sha256:`` digest for a made-up image."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def render(doc: Mapping[str, Any]) -> bytes:
+    """YAML the strict loader accepts: block style, keys in insertion order, ambiguous strings quoted."""
+    return yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True, default_flow_style=False).encode()
+
+
+def _apply(doc: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if value is DROP:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return doc
+
+
+class FleetRepoBuilder:
+    """A fleet repository under ``root``, built from dicts; nothing touches disk before ``write()``."""
+
+    def __init__(self, root: Path, *, keys: KeyFactory | None = None, name: str = "demo") -> None:
+        self.root = root
+        self.keys = keys
+        self.docs: dict[str, dict[str, Any]] = {}  # repository path -> document
+        self.raw: dict[str, bytes] = {}  # repository path -> exact bytes (keys, hand-made files)
+        self.signers_of: dict[str, list[GpgKey]] = {}  # release path -> who signs it on write()
+        self.approvers_of: dict[str, list[GpgKey]] = {}  # rollout path -> who approves it on write()
+        self.release_signers: list[GpgKey] = []
+        self.approver_keys: list[GpgKey] = []
+        self.fleet = self.docs["fleet.yaml"] = {
+            "apiVersion": API,
+            "kind": "Fleet",
+            "name": name,
+            "trust": {
+                "release_signers": {
+                    "threshold": 1,
+                    "keys": [{"fingerprint": PLACEHOLDER_SIGNER, "name": "placeholder signer"}],
+                },
+                "approvers": [],
+                "controller": {"fingerprint": PLACEHOLDER_CONTROLLER, "name": "controller"},
+            },
+            "approvals": {"staging": 0, "canary": 1, "production": 2},
+        }
+        if keys is not None:
+            self.fleet["trust"]["release_signers"]["keys"] = []
+            self.add_signer(keys.key("release-bot"))
+            self.add_approver(keys.key("alice"))
+            self.add_approver(keys.key("bob"))
+            controller = keys.key("controller")
+            self.add_key_file(controller)
+            self.fleet["trust"]["controller"] = {"fingerprint": controller.fingerprint, "name": "controller"}
+
+    # --- trust ------------------------------------------------------------------------------------
+    def add_key_file(self, key: GpgKey) -> None:
+        """Commit ``key``'s public key to ``keys/`` (known, but trusted only if fleet.yaml says so)."""
+        self.raw[key.key_file] = key.public
+
+    def add_signer(self, key: GpgKey) -> GpgKey:
+        self.add_key_file(key)
+        self.release_signers.append(key)
+        self.fleet["trust"]["release_signers"]["keys"].append(
+            {"fingerprint": key.fingerprint, "name": key.name}
+        )
+        return key
+
+    def add_approver(self, key: GpgKey) -> GpgKey:
+        self.add_key_file(key)
+        self.approver_keys.append(key)
+        self.fleet["trust"]["approvers"].append({"fingerprint": key.fingerprint, "name": key.name})
+        return key
+
+    # --- documents --------------------------------------------------------------------------------
+    def device(self, device_id: str, **overrides: Any) -> dict[str, Any]:
+        doc = {
+            "apiVersion": API,
+            "kind": "Device",
+            "id": device_id,
+            "family": "amr",
+            "hardware": {"model": "mk2", "revision": 3},
+            "site": "berlin",
+            "timezone": "Europe/Berlin",
+        }
+        return self._put(device_path(device_id), _apply(doc, overrides))
+
+    def cohort(
+        self, name: str, devices: Iterable[str] = (), *, stage: str = "canary", **overrides: Any
+    ) -> dict[str, Any]:
+        doc = {"apiVersion": API, "kind": "Cohort", "name": name, "stage": stage, "devices": list(devices)}
+        return self._put(cohort_path(name), _apply(doc, overrides))
+
+    def release(
+        self,
+        app: str,
+        version: str,
+        *,
+        config_schema: Mapping[str, Any] | None = None,
+        signers: Iterable[GpgKey] | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """A release with one digest-pinned container image; signed on write() by ``signers``.
+
+        ``signers=None`` means the fleet's first ``threshold`` release signers; ``[]`` leaves it unsigned.
+        """
+        doc: dict[str, Any] = {
+            "apiVersion": API,
+            "kind": "Release",
+            "app": app,
+            "version": version,
+            "artifacts": [
+                {
+                    "kind": "container_image",
+                    "name": app,
+                    "image": f"registry.fleet.test/{app}@sha256:{image_digest(f'{app}:{version}')}",
+                }
+            ],
+        }
+        if config_schema is not None:
+            doc["config"] = {"path": f"/etc/{app}/config.yaml", "schema": dict(config_schema)}
+        path = release_path(app, version)
+        if signers is not None:
+            self.signers_of[path] = list(signers)
+        return self._put(path, _apply(doc, overrides))
+
+    def rollout(
+        self,
+        name: str,
+        *,
+        app: str,
+        release: str,
+        cohorts: Iterable[str] = (),
+        devices: Iterable[str] = (),
+        approvers: Iterable[GpgKey] | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """A rollout; approved on write() by ``approvers`` (None: every fleet approver; [] nobody)."""
+        targets: dict[str, Any] = {}
+        if cohorts:
+            targets["cohorts"] = list(cohorts)
+        if devices:
+            targets["devices"] = list(devices)
+        doc: dict[str, Any] = {"apiVersion": API, "kind": "Rollout", "name": name, "app": app}
+        doc.update(release=release, targets=targets)
+        path = rollout_path(name)
+        if approvers is not None:
+            self.approvers_of[path] = list(approvers)
+        return self._put(path, _apply(doc, overrides))
+
+    def config(
+        self, app: str, stem: str = "default", values: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """``configs/<app>/<stem>.yaml``; the stem (default, cohort-NAME, device-ID) sets scope and target."""
+        scope, _, target = stem.partition("-")
+        doc: dict[str, Any] = {"apiVersion": API, "kind": "ConfigInstance", "app": app, "scope": scope}
+        if target:
+            doc["target"] = target
+        doc["values"] = dict(values or {})
+        return self._put(config_path(app, stem), _apply(doc, overrides))
+
+    def file(self, path: str, content: bytes | str) -> None:
+        """A file with exact content (hand-written YAML, a bad signature, anything)."""
+        self.raw[path] = content.encode() if isinstance(content, str) else content
+
+    def remove(self, path: str) -> None:
+        self.docs.pop(path, None)
+        self.raw.pop(path, None)
+        (self.root / path).unlink(missing_ok=True)
+
+    def _put(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+        self.docs[path] = doc
+        return doc
+
+    def standard(self) -> FleetRepoBuilder:
+        """A small, valid fleet: 4 robots, a canary and a production cohort, nav 1.0.0 with a config
+        schema, its default config, and one rollout to both cohorts."""
+        for index in range(1, 5):
+            self.device(f"amr-00{index}")
+        self.cohort("canary", ["amr-001"], stage="canary")
+        self.cohort("production", ["amr-002", "amr-003", "amr-004"], stage="production")
+        schema = {
+            "type": "object",
+            "properties": {"max_speed": {"type": "number", "maximum": 2.0}, "map": {"type": "string"}},
+            "required": ["max_speed"],
+            "additionalProperties": False,
+        }
+        self.release("nav", "1.0.0", config_schema=schema)
+        self.config("nav", "default", {"max_speed": 1.5, "map": "hall-a"})
+        self.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary", "production"])
+        return self
+
+    # --- disk ---------------------------------------------------------------------------------------
+    def write(self) -> Path:
+        """Write every document and file; sign releases and approve rollouts when keys are set."""
+        for path, doc in self.docs.items():
+            self._write(path, render(doc))
+        for path, data in self.raw.items():
+            self._write(path, data)
+        if self.keys is not None:
+            self._sign_and_approve(self.keys)
+        return self.root
+
+    def _sign_and_approve(self, keys: KeyFactory) -> None:
+        threshold = int(self.fleet["trust"]["release_signers"].get("threshold", 1))
+        for path, doc in self.docs.items():
+            if doc.get("kind") == "Release":
+                data = (self.root / path).read_bytes()
+                for key in self.signers_of.get(path, self.release_signers[:threshold]):
+                    self.sign_release(doc["app"], doc["version"], key, data=data)
+        for path, doc in self.docs.items():
+            if doc.get("kind") == "Rollout":
+                for key in self.approvers_of.get(path, self.approver_keys):
+                    self.approve(doc["name"], key)
+
+    def sign_release(self, app: str, version: str, key: GpgKey, *, data: bytes | None = None) -> str:
+        """Sign the release file as written (or ``data``); returns the signature's path."""
+        assert self.keys is not None, "signing needs FleetRepoBuilder(..., keys=shared_keys())"
+        body = data if data is not None else (self.root / release_path(app, version)).read_bytes()
+        path = release_signature_path(app, version, key.fingerprint)
+        self._write(path, self.keys.sign(body, key))
+        return path
+
+    def approve(self, rollout: str, key: GpgKey, *, as_fingerprint: str | None = None) -> str:
+        """Approve the rollout as written; ``as_fingerprint`` files it under another key's name."""
+        assert self.keys is not None, "approving needs FleetRepoBuilder(..., keys=shared_keys())"
+        raw = (self.root / rollout_path(rollout)).read_bytes()
+        data = parse_strict(raw, rollout_path(rollout)).data
+        rel = release_path(data["app"], data["release"])
+        release_file = self.root / rel
+        release_bytes = release_file.read_bytes() if release_file.exists() else b""
+        signature = self.keys.sign(approval_payload(rollout, data, rel, release_bytes), key)
+        path = approval_path(rollout, as_fingerprint or key.fingerprint)
+        self._write(path, signature)
+        return path
+
+    def _write(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def line_of(self, path: str, needle: str) -> int:
+        """1-based number of the first line of the written file ``path`` that contains ``needle``."""
+        for number, line in enumerate(self.read(path).decode().splitlines(), start=1):
+            if needle in line:
+                return number
+        raise AssertionError(f"{needle!r} not in {path}")
+
+    def snapshot(self) -> dict[str, bytes]:
+        files, problems = read_directory(self.root)
+        assert not problems, problems
+        return files
+
+    def validate(self, base: Mapping[str, bytes] | str | None = None) -> ValidationResult:
+        """Validate what is on disk; ``base`` is a snapshot or a git ref."""
+        if isinstance(base, str):
+            return validate_work_tree(self.root, base)
+        return validate_snapshot(self.snapshot(), base)
+
+    # --- git ----------------------------------------------------------------------------------------
+    def git(self, *args: str) -> str:
+        env = {**os.environ, **GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(self.root)}
+        done = subprocess.run(
+            ["git", *args], cwd=self.root, env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    def git_init(self, branch: str = "main") -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", branch)
+        self.git("config", "commit.gpgsign", "false")
+
+    def commit(self, message: str = "change") -> str:
+        """Write, stage everything and commit; returns the commit id."""
+        self.write()
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")
