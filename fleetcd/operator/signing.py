@@ -1,0 +1,126 @@
+"""``fleetcd sign`` and ``fleetcd approve``: detached signatures written into the fleet repository.
+
+Both refuse to sign what would not validate: the release (and, for an approval, the rollout and the
+release it names) must strict-load first, because a signature over invalid content only hides the
+problem until CI. A key is used only in the role fleet.yaml gives it. Signatures cover:
+
+* release: the exact bytes of ``releases/<app>/<version>.yaml`` →
+  ``releases/<app>/<version>.yaml.d/<FPR>.asc``;
+* approval: :func:`fleetcd.trust.approval.approval_payload` (canonical rollout + release sha256) →
+  ``approvals/<rollout>/<FPR>.asc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetcd.errors import InvalidContent
+from fleetcd.layout import FileKind, approval_path, classify, release_path, release_signature_path
+from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.models import Fleet, Release, Rollout
+from fleetcd.operator.repo import KeyChoice, ensure_exists, load_fleet, read_file, relative, write_atomic
+from fleetcd.reasons import Reason
+from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.gpg import Signer
+
+
+def release_signers(fleet: Fleet) -> KeyChoice:
+    return KeyChoice(
+        "a release signer", "trust.release_signers.keys", tuple(fleet.trust.release_signers.keys)
+    )
+
+
+def approvers(fleet: Fleet) -> KeyChoice:
+    return KeyChoice("an approver", "trust.approvers", tuple(fleet.trust.approvers))
+
+
+def load_release(repo: Path, rel: str) -> Loaded[Release]:
+    """A release file strictly loaded, sitting where its app and version say it should."""
+    where = classify(rel)
+    if where is None or where.kind is not FileKind.RELEASE:
+        raise InvalidContent.at(rel, "not a release file: releases/<app>/<version>.yaml expected")
+    doc = load_document(rel, read_file(repo, rel), Release)
+    _matches(doc.path, doc.line("app"), "app", doc.model.app, where.name)
+    _matches(doc.path, doc.line("version"), "version", doc.model.version, where.version)
+    return doc
+
+
+def load_rollout(repo: Path, rel: str) -> Loaded[Rollout]:
+    where = classify(rel)
+    if where is None or where.kind is not FileKind.ROLLOUT:
+        raise InvalidContent.at(rel, "not a rollout file: rollouts/<name>.yaml expected")
+    doc = load_document(rel, read_file(repo, rel), Rollout)
+    _matches(doc.path, doc.line("name"), "name", doc.model.name, where.name)
+    return doc
+
+
+def sign_release(repo: Path, release_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:
+    """Sign the exact bytes of a valid release file; returns the signature file written."""
+    release = load_release(repo, relative(repo, release_file))
+    choice = release_signers(load_fleet(repo).model)
+    with Signer(gnupghome) as signer:
+        fpr = choice.pick(signer.secret_fingerprints(), fingerprint)
+        signature = signer.sign_detached(release.raw, fpr)
+    target = repo / release_signature_path(release.model.app, release.model.version, fpr)
+    write_atomic(target, signature)
+    return target
+
+
+@dataclass(frozen=True)
+class ApprovalSubject:
+    """What an approver signs for one rollout: its name and the payload bytes."""
+
+    rollout: str
+    payload: bytes
+
+
+def approval_subject(repo: Path, rollout_file: Path) -> ApprovalSubject:
+    """Load the rollout and the release it names (both must be valid) and build the payload."""
+    rollout = load_rollout(repo, relative(repo, rollout_file))
+    model = rollout.model
+    release_rel = release_path(model.app, model.release)
+    ensure_exists(repo, release_rel, rollout.path, rollout.line("release"), "release")
+    release = load_release(repo, release_rel)
+    payload = approval_payload(model.name, rollout.data, release.path, release.raw)
+    return ApprovalSubject(model.name, payload)
+
+
+def approve_rollout(repo: Path, rollout_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:
+    """Approve a rollout with one approver key; returns the approval file written."""
+    subject = approval_subject(repo, rollout_file)
+    choice = approvers(load_fleet(repo).model)
+    with Signer(gnupghome) as signer:
+        fpr = choice.pick(signer.secret_fingerprints(), fingerprint)
+        return _write_approval(repo, subject, fpr, signer.sign_detached(subject.payload, fpr))
+
+
+def approve_rollout_all(repo: Path, rollout_file: Path, gnupghome: Path) -> list[Path]:
+    """Approve with every approver key the keyring holds (development fleets and demos)."""
+    subject = approval_subject(repo, rollout_file)
+    choice = approvers(load_fleet(repo).model)
+    with Signer(gnupghome) as signer:
+        available = signer.secret_fingerprints()
+        present = choice.present(available)
+        if not present:
+            choice.pick(available, None)  # raises the "no approver key here" error
+        return [
+            _write_approval(repo, subject, fpr, signer.sign_detached(subject.payload, fpr)) for fpr in present
+        ]
+
+
+def _write_approval(repo: Path, subject: ApprovalSubject, fpr: str, signature: bytes) -> Path:
+    target = repo / approval_path(subject.rollout, fpr)
+    write_atomic(target, signature)
+    return target
+
+
+def _matches(path: str, line: int | None, field: str, declared: str, from_path: str) -> None:
+    if declared != from_path:
+        raise InvalidContent.at(
+            path,
+            f"{declared!r} does not match the file's location (expected {from_path!r})",
+            line=line,
+            field=field,
+            reason=Reason.NAME_MISMATCH,
+        )
