@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
 
 from fleetcd.cli.main import cli, register_core_commands, run
 
 
-def build() -> None:
+@click.command("demo")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Create the demo fleet in DIR and keep it for exploring.",
+)
+def demo_command(keep: Path | None) -> None:
+    """Run a guided tour on a throwaway fleet repository (real git, real GnuPG)."""
+    from controller.demo import run_demo
+
+    def invoke(args: Sequence[str]) -> int:
+        return run(cli, list(args))
+
+    run_demo(invoke, keep)
+
+
+def build() -> click.Group:
     register_core_commands(cli)
+    cli.add_command(demo_command)
+    return cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    build()
-    sys.exit(run(cli, argv))
+    sys.exit(run(build(), argv))
