@@ -2,7 +2,7 @@
 
 ``fleetcd/schemas`` and ``fleetcd/template`` are symlinks to the top-level ``schemas/`` and
 ``fleet-repo-template/``; the build follows them, and this test proves the files really land in the
-wheel together with the agent's systemd unit, the ``py.typed`` markers and both console scripts.
+wheel together with the ``py.typed`` markers and both console scripts.
 The wheel is built from a copy of the tree so the working tree gets no ``build/`` or egg-info churn.
 """
 
@@ -66,7 +66,6 @@ def test_wheel_ships_json_schema_for_every_kind(wheel: zipfile.ZipFile, kind: st
     "path",
     [
         pytest.param("fleetcd/template/fleet.yaml", id="fleet-repo-template"),
-        pytest.param("agent/fleetcd-agent.service", id="agent-systemd-unit"),
         pytest.param("fleetcd/py.typed", id="fleetcd-typed"),
         pytest.param("controller/py.typed", id="controller-typed"),
         pytest.param("agent/py.typed", id="agent-typed"),
