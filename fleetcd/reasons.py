@@ -59,6 +59,10 @@ class Reason(StrEnum):
     RELEASE_MISMATCH = "release_mismatch"
     ROLLOUT_MISMATCH = "rollout_mismatch"
     APPROVALS_BELOW_THRESHOLD = "approvals_below_threshold"
+    # controller state branch (controller.errors)
+    HISTORY_REWRITTEN = "history_rewritten"
+    AUDIT_CHAIN_BROKEN = "audit_chain_broken"
+    ILLEGAL_TRANSITION = "illegal_transition"
 
 
 class SkipReason(StrEnum):

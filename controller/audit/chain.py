@@ -1,0 +1,226 @@
+"""The hash-chained audit log on the state branch: append and verify (pure: bytes in, bytes out).
+
+Layout: ``audit/YYYY/MM/DD.jsonl`` (UTC days), one event per line, append-only. Each line is::
+
+    {"seq":N,"prev":"<sha256 of the previous line>","key":"<event key>","event":{...}}
+
+with the fields in exactly that order, the event as canonical JSON (sorted keys, no spaces, ASCII)
+and no spaces anywhere, so a line has one valid byte form. ``seq`` counts lines across the whole log
+from 1; ``prev`` is the sha256 of the previous line's bytes (without its newline), across day
+boundaries, and :data:`GENESIS` for the first line. Editing, deleting, reordering lines or removing
+a day file therefore breaks a link that :func:`verify` names by file and line. Cutting lines off the
+*end* leaves a valid shorter chain; pass the head recorded elsewhere as ``anchor`` to catch that.
+
+The *write* step calls :func:`append` with the last day file only (the head lives there) and
+commits the files it returns. ``append`` skips events whose :func:`~controller.audit.events.event_key`
+is already in that file or earlier in the batch, so a controller that wrote, died and restarted
+does not log the same decisions twice. The idempotence window is the head's day file: appending
+stays O(new events + one day file) however long the log grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.audit.events import AuditEvent, canonical_json, key_of
+from controller.errors import AuditChainBroken
+
+GENESIS = "0" * 64
+AUDIT_DIR = "audit/"
+DAY_PATH = re.compile(r"^audit/[0-9]{4}/[0-9]{2}/[0-9]{2}\.jsonl$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_LINE_HEAD = re.compile(rb'^\{"seq":([1-9][0-9]*),"prev":"([0-9a-f]{64})","key":"([0-9a-f]{64})","event":\{')
+_FIELDS = frozenset({"seq", "prev", "key", "event"})
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """A verified chain: how many lines and files, and its head."""
+
+    lines: int
+    head_hash: str
+    last_seq: int
+    files: int
+
+
+def day_path(at: datetime) -> str:
+    """``audit/YYYY/MM/DD.jsonl`` of the UTC day of ``at`` (an aware datetime)."""
+    day = at.astimezone(UTC)
+    return f"{AUDIT_DIR}{day.year:04d}/{day.month:02d}/{day.day:02d}.jsonl"
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def format_line(seq: int, prev: str, key: str, event_json: Mapping[str, Any]) -> bytes:
+    """The one byte form of a log line (without its newline)."""
+    head = f'{{"seq":{seq},"prev":"{prev}","key":"{key}","event":'.encode("ascii")
+    return head + canonical_json(dict(event_json)) + b"}"
+
+
+def _day_files(files: Mapping[str, bytes]) -> list[str]:
+    # Zero-padded dates: lexical order is chronological order is chain order.
+    return sorted(path for path in files if DAY_PATH.fullmatch(path))
+
+
+def _lines(path: str, data: bytes) -> list[bytes]:
+    if not data:
+        raise AuditChainBroken(path, None, "empty day file: the log never writes one")
+    if not data.endswith(b"\n"):
+        last = data.count(b"\n") + 1
+        raise AuditChainBroken(path, last, "partial last line (no newline): truncated, or garbage appended")
+    return data[:-1].split(b"\n")
+
+
+@dataclass
+class _Tail:
+    path: str | None = None
+    seq: int = 0
+    hash: str = GENESIS
+    keys: set[str] = field(default_factory=set)
+
+
+def _tail(files: Mapping[str, bytes]) -> _Tail:
+    """Head of the chain and the keys of the head's day file, checking that file's own links."""
+    paths = _day_files(files)
+    if not paths:
+        return _Tail()
+    path = paths[-1]
+    tail = _Tail(path=path)
+    for number, line in enumerate(_lines(path, files[path]), start=1):
+        match = _LINE_HEAD.match(line)
+        if match is None or not line.endswith(b"}"):
+            raise AuditChainBroken(path, number, "not an audit line: refusing to append to a damaged log")
+        seq, prev, key = int(match[1]), match[2].decode(), match[3].decode()
+        if number > 1 and (seq != tail.seq + 1 or prev != tail.hash):
+            raise AuditChainBroken(path, number, "broken link: refusing to append to a damaged log")
+        tail.seq, tail.hash = seq, line_hash(line)
+        tail.keys.add(key)
+    return tail
+
+
+def head(files: Mapping[str, bytes]) -> tuple[int, str]:
+    """(last seq, hash of the last line) of the log; ``(0, GENESIS)`` when there is none."""
+    tail = _tail(files)
+    return tail.seq, tail.hash
+
+
+def append(existing_lines: Mapping[str, bytes], events: Sequence[AuditEvent]) -> dict[str, bytes]:
+    """The day files that change when ``events`` are appended: path → complete new file bytes.
+
+    ``existing_lines`` needs only the last day file (more is accepted and ignored). Events already
+    logged in that file, or repeated in the batch, are skipped; nothing new → ``{}``. An event dated
+    before the head's day (a clock stepped back over midnight) joins the head's day file, so the
+    files always stay in chain order.
+    """
+    tail = _tail(existing_lines)
+    seen = set(tail.keys)
+    seq, prev, floor = tail.seq, tail.hash, tail.path
+    added: dict[str, list[bytes]] = {}
+    for event in events:
+        event_json = event.as_json()
+        key = key_of(event_json)
+        if key in seen:
+            continue
+        seen.add(key)
+        path = day_path(event.at)
+        if floor is not None and path < floor:
+            path = floor
+        floor = path
+        seq += 1
+        line = format_line(seq, prev, key, event_json)
+        prev = line_hash(line)
+        added.setdefault(path, []).append(line + b"\n")
+    return {path: existing_lines.get(path, b"") + b"".join(lines) for path, lines in added.items()}
+
+
+def _parse(path: str, number: int, line: bytes) -> tuple[int, str, str, dict[str, Any]]:
+    """(seq, prev, key, event) of a line that is in its one canonical byte form."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise AuditChainBroken(path, number, "not valid JSON") from None
+    ok = (
+        isinstance(obj, dict)
+        and set(obj) == _FIELDS
+        and type(obj["seq"]) is int
+        and obj["seq"] >= 1
+        and isinstance(obj["prev"], str)
+        and _HEX64.fullmatch(obj["prev"]) is not None
+        and isinstance(obj["key"], str)
+        and _HEX64.fullmatch(obj["key"]) is not None
+        and isinstance(obj["event"], dict)
+    )
+    if not ok:
+        raise AuditChainBroken(path, number, "not an audit line (needs seq, prev, key and event)")
+    try:
+        canonical = format_line(obj["seq"], obj["prev"], obj["key"], obj["event"])
+    except (ValueError, RecursionError):
+        canonical = b""
+    if canonical != line:
+        raise AuditChainBroken(path, number, "not in canonical form: the line was edited by hand")
+    return obj["seq"], obj["prev"], obj["key"], obj["event"]
+
+
+def _seq_problem(
+    seq: int, expected: int, later: Sequence[bytes], previous_file: str | None, first: bool
+) -> str:
+    """Why ``seq`` stands where ``expected`` should; ``later`` are the lines after it in its file."""
+    if seq < expected:
+        return "seq goes backwards: lines were reordered or repeated"
+    for line in later:  # only read on the error path
+        match = _LINE_HEAD.match(line)
+        if match is not None and int(match[1]) == expected:
+            return f"seq {expected} comes later in this file: lines were reordered"
+    missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}..{seq - 1}"
+    if first and previous_file is None:
+        return f"the chain starts past seq 1 ({missing} missing): earlier day files or lines were removed"
+    if first:
+        return f"{missing} missing after {previous_file}: a day file or lines were removed"
+    return f"{missing} missing: lines were removed"
+
+
+def verify(files: Mapping[str, bytes], *, anchor: tuple[int, str] | None = None) -> ChainReport:
+    """Check the whole log in ``files`` (other paths are ignored); raise at the first broken link.
+
+    ``anchor`` is a (seq, line hash) recorded outside the log (e.g. in the last state commit): the
+    chain must reach that seq with that hash, which catches lines or day files cut from the end.
+    """
+    stray = sorted(p for p in files if p.startswith(AUDIT_DIR) and not DAY_PATH.fullmatch(p))
+    if stray:
+        raise AuditChainBroken(stray[0], None, "not an audit day file (audit/YYYY/MM/DD.jsonl)")
+    seq, prev, count = 0, GENESIS, 0
+    previous_file: str | None = None
+    paths = _day_files(files)
+    for path in paths:
+        lines = _lines(path, files[path])
+        for number, line in enumerate(lines, start=1):
+            line_seq, line_prev, key, event = _parse(path, number, line)
+            computed = key_of(event)
+            if computed != key:
+                problem = "key does not match the event: the event was edited"
+                raise AuditChainBroken(path, number, problem, expected=computed, found=key)
+            if line_seq != seq + 1:
+                problem = _seq_problem(line_seq, seq + 1, lines[number:], previous_file, number == 1)
+                raise AuditChainBroken(path, number, problem, expected=str(seq + 1), found=str(line_seq))
+            if line_prev != prev:
+                where = "the previous line" if number > 1 else f"the last line of {previous_file}"
+                problem = f"prev is not the hash of {where}: a line was edited or replaced"
+                raise AuditChainBroken(path, number, problem, expected=prev, found=line_prev)
+            seq, prev, count = line_seq, line_hash(line), count + 1
+            if anchor is not None and seq == anchor[0] and prev != anchor[1]:
+                problem = f"seq {seq} differs from the head recorded outside the log"
+                raise AuditChainBroken(path, number, problem, expected=anchor[1], found=prev)
+        previous_file = path
+    if anchor is not None and seq < anchor[0]:
+        where = paths[-1] if paths else AUDIT_DIR
+        problem = f"the log ends at seq {seq} but seq {anchor[0]} was recorded: lines were cut from the end"
+        raise AuditChainBroken(where, None, problem, expected=str(anchor[0]), found=str(seq))
+    return ChainReport(lines=count, head_hash=prev, last_seq=seq, files=len(paths))
