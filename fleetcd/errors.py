@@ -81,6 +81,18 @@ class PushRejected(TransportError):
         super().__init__(f"push of {ref} rejected by the server: {message}")
 
 
+class RefConflict(TransportError):
+    """A compare-and-swap ref update lost a race: someone moved the ref meanwhile. Re-read, retry."""
+
+    def __init__(self, ref: str, expected: str | None, actual: str | None) -> None:
+        self.ref = ref
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{ref} changed concurrently: expected {expected or '(absent)'}, found {actual or '(absent)'}"
+        )
+
+
 class ApplyError(FleetcdError):
     """Installing, switching or health-checking failed on the robot: roll back."""
 

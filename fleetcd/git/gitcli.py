@@ -1,0 +1,165 @@
+"""The two transport jobs the git CLI does better than libgit2, behind :mod:`fleetcd.git.remote`.
+
+* **Push to a local repository.** libgit2's local transport (plain paths and ``file://``) writes the
+  objects and refs itself and never runs the target's ``pre-receive``/``update`` hooks (measured:
+  a pre-receive that rejects everything still let a pygit2 push through). ``git push`` starts a
+  real receive-pack, so the server's policy applies the same as over SSH.
+* **Fetch one ref with protocol v2.** libgit2 speaks protocol v0, where the server first advertises
+  every ref it has; the CLI's v2 ``ls-refs`` asks only for the ref it wants, so a robot's no-op poll
+  costs the same with 10 or 10,000 robots (``bench/git_poll_bytes.py``).
+
+Byte counts come from git's own packet trace (``GIT_TRACE_PACKET``, ``GIT_TRACE_PACKFILE``): the
+pkt-lines the client received (framing included; trailing newlines, which the trace hides, counted
+as one byte each) plus the pack.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetcd.errors import PushRejected, SetupError, TransportError
+
+DEFAULT_TIMEOUT_S = 60.0
+_REMOTE_OUTPUT_MAX_LINES = 20
+_TRACE_LINE = re.compile(r"packet:\s+(?P<who>[\w-]+)(?P<dir>[<>]) (?P<payload>.*)$")
+_SPECIAL_PACKETS = frozenset({"0000", "0001", "0002"})
+_OCTAL_ESCAPE = re.compile(r"\\[0-7]{1,3}")
+_MISSING_REF = "couldn't find remote ref"
+# How git says the server's ref is not an ancestor of what we push ("fetch first": the server's
+# commit is not even known here).
+_NON_FAST_FORWARD = ("(non-fast-forward)", "(fetch first)")
+
+
+def git_binary() -> str:
+    found = shutil.which("git")
+    if found is None:
+        raise SetupError("the git command-line tool is required here but is not on PATH (Debian: git)")
+    return found
+
+
+def _env(extra: Mapping[str, str]) -> dict[str, str]:
+    # Never prompt (a robot has no terminal) and keep messages in English: we parse them.
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", **extra}
+
+
+def _run(
+    argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            list(argv),
+            env=_env(env),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TransportError(f"{what}: no answer within {timeout_s:g} s") from exc
+    except OSError as exc:
+        raise TransportError(f"{what}: cannot run git: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _PorcelainLine:
+    flag: str
+    src: str
+    dst: str
+    summary: str
+
+
+def _porcelain(stdout: str) -> list[_PorcelainLine]:
+    lines = []
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and len(parts[0]) == 1 and ":" in parts[1]:
+            src, _, dst = parts[1].partition(":")
+            lines.append(_PorcelainLine(parts[0], src, dst, parts[2]))
+    return lines
+
+
+def _remote_output(stderr: str) -> str:
+    said = [
+        line.removeprefix("remote:").strip() for line in stderr.splitlines() if line.startswith("remote:")
+    ]
+    return " | ".join(s for s in said[:_REMOTE_OUTPUT_MAX_LINES] if s)
+
+
+def push(git_dir: Path, url: str, refspecs: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """``git push --porcelain``; a ref the server refuses raises PushRejected naming it."""
+    what = f"push to {url}"
+    argv = [git_binary(), "--git-dir", str(git_dir), "push", "--porcelain", "--no-verify", url, *refspecs]
+    done = _run(argv, env={}, timeout_s=timeout_s, what=what)
+    rejected = [line for line in _porcelain(done.stdout) if line.flag == "!"]
+    if rejected:
+        first = rejected[0]
+        detail = first.summary
+        if any(reason in detail for reason in _NON_FAST_FORWARD):
+            detail = (
+                f"non-fast-forward {detail}: the server's {first.dst} is not an ancestor of what was pushed"
+            )
+        if len(rejected) > 1:
+            detail += f" (also rejected: {', '.join(r.dst for r in rejected[1:])})"
+        said = _remote_output(done.stderr)
+        raise PushRejected(first.dst, f"{detail}; server said: {said}" if said else detail)
+    if done.returncode != 0:
+        raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
+
+
+@dataclass(frozen=True)
+class FetchedRef:
+    """The outcome of a v2 fetch of one ref: whether the server has it, and what asking cost."""
+
+    found: bool
+    bytes_received: int
+
+
+def fetch_ref_v2(
+    git_dir: Path,
+    url: str,
+    ref: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> FetchedRef:
+    """``git -c protocol.version=2 fetch --no-tags <url> +<ref>:<ref>`` into ``git_dir``."""
+    what = f"fetch of {ref} from {url}"
+    with tempfile.TemporaryDirectory(prefix="fleetcd-trace-") as tmp:
+        packets, pack = Path(tmp) / "packets", Path(tmp) / "pack"
+        trace = {"GIT_TRACE_PACKET": str(packets), "GIT_TRACE_PACKFILE": str(pack)}
+        argv = [
+            git_binary(), "-c", "protocol.version=2", "--git-dir", str(git_dir),
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, f"+{ref}:{ref}",
+        ]  # fmt: skip
+        done = _run(argv, env={**(env or {}), **trace}, timeout_s=timeout_s, what=what)
+        received = received_bytes(packets, pack)
+    if done.returncode == 0:
+        return FetchedRef(True, received)
+    if _MISSING_REF in done.stderr:
+        return FetchedRef(False, received)
+    raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
+
+
+def received_bytes(packet_trace: Path, pack_trace: Path) -> int:
+    """Bytes the fetching client read, from git's packet trace files (see the module docstring)."""
+    total = pack_trace.stat().st_size if pack_trace.exists() else 0
+    if not packet_trace.exists():
+        return total
+    for line in packet_trace.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _TRACE_LINE.search(line)
+        if match is None or match["dir"] != "<" or match["who"] in {"upload-pack", "receive-pack"}:
+            continue
+        payload = match["payload"]
+        if payload in _SPECIAL_PACKETS:
+            total += 4
+        elif payload != "PACK ...":
+            total += 4 + len(_OCTAL_ESCAPE.sub("x", payload)) + 1
+    return total

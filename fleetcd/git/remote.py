@@ -1,0 +1,293 @@
+"""Fetching and pushing refs: the one transport both the controller and the agents use.
+
+Remotes are anonymous (nothing is written to ``.git/config``); URLs may be local paths, ``file://``,
+``ssh://`` (or ``user@host:path``), ``git://`` and ``https://``. Every failure becomes a
+:class:`~fleetcd.errors.TransportError` (retry with backoff); a ref the server refuses becomes
+:class:`~fleetcd.errors.PushRejected` naming it — libgit2 reports hook and ACL refusals only through
+the ``push_update_reference`` callback and returns success, so a rejected status push would
+otherwise look delivered. Non-fast-forward pushes are refused before anything is sent.
+
+Pushes to a local repository go through ``git push`` (see :mod:`fleetcd.git.gitcli`: libgit2's
+local transport skips the target's hooks). SSH host keys are checked by :mod:`fleetcd.git.hostkeys`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from pygit2.enums import CredentialType, FetchPrune
+
+from fleetcd.errors import PushRejected, SetupError, TransportError
+from fleetcd.git import gitcli
+from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
+
+DEFAULT_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 15.0
+_REMOTE_SAID_MAX_LINES = 20
+_MAX_KEY_ATTEMPTS = 1  # libgit2 asks again after a refused key, forever: one refusal is final
+_LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A robot's (or the controller's) SSH identity; the URL's user name wins over ``username``."""
+
+    username: str
+    private_key: Path
+    public_key: Path | None = None
+    passphrase: str = ""
+
+    def keypair(self, username: str) -> pygit2.Keypair:
+        public = self.public_key or self.private_key.with_name(self.private_key.name + ".pub")
+        return pygit2.Keypair(username, str(public), str(self.private_key), self.passphrase)
+
+
+@dataclass(frozen=True)
+class Refspec:
+    """``[+]src[:dst]`` with at most one ``*`` on each side."""
+
+    force: bool
+    src: str
+    dst: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> Refspec:
+        body = text.removeprefix("+")
+        src, sep, dst = body.partition(":")
+        sides = [src, dst] if sep else [src]
+        if body.startswith("-") or any(c.isspace() for c in body):
+            raise ValueError(f"refspec {text!r} must not start with '-' or contain spaces")
+        if any(side.count("*") > 1 for side in sides) or (sep and src.count("*") != dst.count("*")):
+            raise ValueError(f"refspec {text!r}: '*' must appear once on both sides or not at all")
+        return cls(text.startswith("+"), src, dst if sep else None)
+
+    def map(self, name: str) -> str | None:
+        """The local name a remote ref ``name`` lands at (its own name when there is no ``dst``)."""
+        if "*" not in self.src:
+            return (self.dst or name) if name == self.src else None
+        head, _, tail = self.src.partition("*")
+        if not (name.startswith(head) and name.endswith(tail) and len(name) >= len(head) + len(tail)):
+            return None
+        middle = name[len(head) : len(name) - len(tail)]
+        return self.dst.replace("*", middle) if self.dst else name
+
+
+def _checked_url(url: str) -> str:
+    # The git CLI would read a leading '-' as an option (git itself refuses such URLs too).
+    if not url or url.startswith("-"):
+        raise ValueError(f"remote URL {url!r} is empty or starts with '-'")
+    return url
+
+
+def is_local(url: str) -> bool:
+    """A path or ``file://`` URL; like git, ``host:path`` (no slash before the colon) is SSH."""
+    if url.startswith("file://"):
+        return True
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon == -1 or (slash != -1 and slash < colon)
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    def __init__(
+        self, repo: pygit2.Repository, key: SshKey | None, policy: HostKeyPolicy, specs: Sequence[Refspec]
+    ) -> None:
+        super().__init__()
+        self.repo = repo
+        self.key = key
+        self.host_check = HostKeyCheck(policy)
+        self.forced = {spec.dst or spec.src: spec.force for spec in specs}
+        self.key_attempts = 0
+        self.rejected: dict[str, str] = {}
+        self.remote_said: list[str] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # pygit2 stores its libgit2 options struct here just before the call: swap in our own host
+        # key callback, which (unlike pygit2's) gets to see the key. Only needed for pinned keys.
+        check = self.__dict__.get("host_check")
+        if name in ("fetch_options", "push_options") and check is not None and check.policy.pinned_sha256:
+            value.callbacks.certificate_check = check.c_callback()
+        super().__setattr__(name, value)
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes | str) -> bool:
+        name = host.decode("utf-8", "replace") if isinstance(host, bytes) else host
+        return self.host_check.decide(None, valid, name)
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: CredentialType
+    ) -> pygit2.Keypair | pygit2.Username:
+        if self.key is None:
+            raise TransportError(f"{url} asks for credentials but no SSH key is configured")
+        username = username_from_url or self.key.username
+        if allowed_types & CredentialType.SSH_KEY:
+            self.key_attempts += 1
+            if self.key_attempts > _MAX_KEY_ATTEMPTS:
+                raise TransportError(
+                    f"{url}: the server refused SSH key {self.key.private_key} for {username}"
+                )
+            return self.key.keypair(username)
+        if allowed_types & CredentialType.USERNAME:
+            return pygit2.Username(username)
+        raise TransportError(f"{url} offers no SSH key authentication ({allowed_types!r})")
+
+    def sideband_progress(self, string: str) -> None:
+        if len(self.remote_said) < _REMOTE_SAID_MAX_LINES:
+            self.remote_said.extend(s.strip() for s in string.splitlines() if s.strip())
+
+    def push_negotiation(self, updates: list[pygit2.remotes.PushUpdate]) -> None:
+        # libgit2 would refuse a non-fast-forward too, but with a message that names no ref.
+        for update in updates:
+            old, new, ref = update.src, update.dst, update.dst_refname
+            if self.forced.get(ref, False) or old.raw == bytes(20) or new.raw == bytes(20) or old == new:
+                continue
+            if old not in self.repo.odb or not self.repo.descendant_of(new, old):
+                raise PushRejected(ref, f"non-fast-forward: the server has {old}, not an ancestor of {new}")
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected[refname] = message
+
+    def failure(self, what: str, exc: BaseException) -> TransportError:
+        reason = self.host_check.rejection or str(exc) or type(exc).__name__
+        return TransportError(f"{what} failed: {reason}")
+
+
+def _local_path(url: str) -> Path:
+    return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)
+
+
+def _require_local_repository(url: str, what: str) -> None:
+    # libgit2 reports a missing local repository as "unsupported URL protocol": say what is wrong.
+    if is_local(url) and not _local_path(url).is_dir():
+        raise TransportError(f"{what} failed: no repository at {_local_path(url)}")
+
+
+def _timeouts(timeout_s: float) -> None:
+    # Process-wide libgit2 settings; every call sets its own before talking to the server.
+    pygit2.settings.server_connect_timeout = int(min(timeout_s, CONNECT_TIMEOUT_S) * 1000)
+    pygit2.settings.server_timeout = int(timeout_s * 1000)
+
+
+def fetch(
+    repo: pygit2.Repository,
+    url: str,
+    refspecs: Sequence[str],
+    *,
+    credentials: SshKey | None = None,
+    host_keys: HostKeyPolicy | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, pygit2.Oid]:
+    """Fetch ``refspecs`` from ``url``; returns what the server has for every ref they match.
+
+    Keys are local names (the refspec's destination; the remote name when it has none); the objects
+    are in ``repo`` afterwards. A requested ref the server lacks is simply absent from the result.
+    """
+    specs = [Refspec.parse(s) for s in refspecs]
+    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
+    what = f"fetch from {_checked_url(url)}"
+    _require_local_repository(url, what)
+    _timeouts(timeout_s)
+    try:
+        remote = repo.remotes.create_anonymous(url)
+        remote.fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.NO_PRUNE)
+        heads = remote.list_heads(callbacks=callbacks, connect=False)
+    except _LIBGIT2_ERRORS as exc:
+        raise callbacks.failure(what, exc) from exc
+    found: dict[str, pygit2.Oid] = {}
+    for head in heads:
+        if head.name is None:
+            continue
+        for spec in specs:
+            local = spec.map(head.name)
+            if local is not None:
+                found[local] = head.oid
+                break
+    return found
+
+
+def push(
+    repo: pygit2.Repository,
+    url: str,
+    refspecs: Sequence[str],
+    *,
+    credentials: SshKey | None = None,
+    host_keys: HostKeyPolicy | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Push ``refspecs``; raises PushRejected naming the first ref the server refused."""
+    specs = [Refspec.parse(s) for s in refspecs]
+    if is_local(_checked_url(url)):
+        gitcli.push(Path(repo.path), url, refspecs, timeout_s=timeout_s)
+        return
+    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
+    what = f"push to {url}"
+    _timeouts(timeout_s)
+    try:
+        remote = repo.remotes.create_anonymous(url)
+        remote.push(list(refspecs), callbacks=callbacks)
+    except _LIBGIT2_ERRORS as exc:
+        raise callbacks.failure(what, exc) from exc
+    if callbacks.rejected:
+        ref, message = sorted(callbacks.rejected.items())[0]
+        others = sorted(set(callbacks.rejected) - {ref})
+        detail = message + (f" (also rejected: {', '.join(others)})" if others else "")
+        said = " | ".join(callbacks.remote_said)
+        raise PushRejected(ref, f"{detail}; server said: {said}" if said else detail)
+
+
+def ssh_command(key: SshKey, *, known_hosts: Path | None, insecure_accept_any_host_key: bool = False) -> str:
+    """A ``GIT_SSH_COMMAND`` for the git CLI that uses only ``key`` and checks the host strictly."""
+    argv = ["ssh", "-i", str(key.private_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+    if insecure_accept_any_host_key:
+        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    elif known_hosts is not None:
+        argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
+    else:
+        argv += ["-o", "StrictHostKeyChecking=yes"]
+    return shlex.join(argv)
+
+
+def fetch_own_ref_cli(
+    url: str,
+    ref: str,
+    *,
+    git_dir: Path,
+    credentials: SshKey | None = None,
+    known_hosts: Path | None = None,
+    insecure_accept_any_host_key: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[pygit2.Oid | None, int]:
+    """Fetch one ref with the git CLI over protocol v2; returns (its value or None, bytes received).
+
+    The O(1) poll: v2's ``ls-refs`` with a ref prefix makes the server list only this ref, however
+    many robots share the repository. SSH host keys are checked against ``known_hosts`` (OpenSSH
+    cannot pin a bare fingerprint).
+    """
+    if not re.fullmatch(r"refs/[^\s:*?\[\\^~]+", ref) or not pygit2.reference_is_valid_name(ref):
+        raise ValueError(f"{ref!r} is not a full ref name")
+    _checked_url(url)
+    env: dict[str, str] = {}
+    if credentials is not None:
+        env["GIT_SSH_COMMAND"] = ssh_command(
+            credentials, known_hosts=known_hosts, insecure_accept_any_host_key=insecure_accept_any_host_key
+        )
+    elif known_hosts is not None:
+        raise SetupError("known_hosts is only used together with an SSH key")
+    fetched = gitcli.fetch_ref_v2(git_dir, url, ref, env=env, timeout_s=timeout_s)
+    if not fetched.found:
+        return None, fetched.bytes_received
+    try:
+        local = pygit2.Repository(str(git_dir)).references.get(ref)
+    except pygit2.GitError as exc:
+        raise SetupError(f"{git_dir}: not a git repository: {exc}") from exc
+    target = local.resolve().target if local is not None else None
+    if not isinstance(target, pygit2.Oid):
+        raise TransportError(f"fetch of {ref} from {url} succeeded but left no {ref} in {git_dir}")
+    return target, fetched.bytes_received
