@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fleetcd.cli.options import gnupghome_option, repo_found_from
 from fleetcd.operator import approve_rollout, approve_rollout_all, default_gnupghome, find_root
 
 
@@ -22,16 +23,8 @@ from fleetcd.operator import approve_rollout, approve_rollout_all, default_gnupg
     is_flag=True,
     help="Approve with every approver key in the keyring (development fleets).",
 )
-@click.option(
-    "--gnupghome",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Keyring with your secret key [default: <repo>/.fleetcd/gnupg, else $GNUPGHOME or ~/.gnupg].",
-)
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Fleet repository [default: found from ROLLOUT_FILE].",
-)
+@gnupghome_option
+@repo_found_from("ROLLOUT_FILE")
 def command(
     rollout_file: Path,
     fingerprint: str | None,

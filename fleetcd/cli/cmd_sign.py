@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fleetcd.cli.options import gnupghome_option, repo_found_from
 from fleetcd.operator import default_gnupghome, find_root, sign_release
 
 
@@ -17,16 +18,8 @@ from fleetcd.operator import default_gnupghome, find_root, sign_release
     metavar="FPR",
     help="Signing key fingerprint [default: the first release signer in the keyring].",
 )
-@click.option(
-    "--gnupghome",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Keyring with your secret key [default: <repo>/.fleetcd/gnupg, else $GNUPGHOME or ~/.gnupg].",
-)
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Fleet repository [default: found from RELEASE_FILE].",
-)
+@gnupghome_option
+@repo_found_from("RELEASE_FILE")
 def command(release_file: Path, fingerprint: str | None, gnupghome: Path | None, repo: Path | None) -> None:
     """Sign RELEASE_FILE (releases/<app>/<version>.yaml); it must validate first."""
     root = find_root(repo or release_file)
