@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as ModelError
 
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.loading.schemas import validator_for
+from fleetcd.loading.schemas import fast_validator_for, validator_for
 from fleetcd.loading.strict_yaml import ParsedYaml, YamlLimits, field_path, parse_strict
 from fleetcd.models import API_VERSION_V1, DOCUMENT_KINDS
 from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
@@ -89,6 +89,8 @@ def _check_header(path: str, parsed: ParsedYaml, kind: str) -> None:
 
 
 def _schema_diagnostics(path: str, parsed: ParsedYaml, kind: str) -> Iterable[Diagnostic]:
+    if fast_validator_for(kind).is_valid(parsed.data):
+        return
     validator = validator_for(kind)
     for error in sorted(validator.iter_errors(parsed.data), key=lambda e: list(map(str, e.absolute_path))):
         yield from _explain(path, parsed, error)

@@ -1,7 +1,9 @@
 """JSON Schemas of format v1: generated from the pydantic models, shipped in the wheel.
 
 ``python -m fleetcd.loading.schemas`` rewrites ``schemas/v1/*.json``; a test fails when the
-committed files drift from the models. Validators are compiled once per process.
+committed files drift from the models. Validators are compiled once per process: a compiled
+(jsonschema-rs) one checks every document, and the pure-Python ``jsonschema`` one runs only on a
+document that failed, because its error objects carry what the file:line:field messages need.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from fleetcd.models import DOCUMENT_KINDS
@@ -63,8 +66,14 @@ def shipped_schema_text(kind: str) -> str:
 
 @cache
 def validator_for(kind: str) -> Draft202012Validator:
-    """A compiled validator for one kind, built from the models (identical to the shipped file)."""
+    """The explaining validator for one kind: rich error objects for file:line:field messages."""
     return Draft202012Validator(generate_schema(kind))
+
+
+@cache
+def fast_validator_for(kind: str) -> jsonschema_rs.Draft202012Validator:
+    """The checking validator for one kind: compiled, run on every document (same schema)."""
+    return jsonschema_rs.Draft202012Validator(generate_schema(kind))
 
 
 def main(argv: list[str] | None = None) -> int:
