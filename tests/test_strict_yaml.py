@@ -476,3 +476,12 @@ def test_pure_python_fallback_builds_the_same_data(monkeypatch: pytest.MonkeyPat
     fallback = parse(RELEASE)
     assert fallback.data == expected.data
     assert dict(fallback.lines) == dict(expected.lines)
+
+
+def test_wide_mapping_just_under_the_size_cap_is_rejected_by_the_node_cap() -> None:
+    labels = b"".join(b"  k%d: v\n" % i for i in range(30_000))
+    raw = b"id: amr-1\nlabels:\n" + labels
+    assert len(raw) < YamlLimits().max_bytes
+    rejected = reject(raw)
+    assert rejected.reason is Reason.TOO_LARGE
+    assert "YAML nodes" in rejected.message

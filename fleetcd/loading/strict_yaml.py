@@ -45,7 +45,7 @@ class YamlLimits:
 
     max_bytes: int = 1 * 1024 * 1024  # whole file; checked before any parsing
     max_depth: int = 32  # nesting of mappings/sequences
-    max_nodes: int = 200_000  # total scalars (keys included) and collections
+    max_nodes: int = 20_000  # scalars (keys included) and collections; real documents hold 100-1,000
     max_scalar_bytes: int = 256 * 1024
 
 
