@@ -1,0 +1,1 @@
+"""Benchmarks of fleetcd's foundations (loading, validation, hostile inputs); run them with ``dev/bench``."""
