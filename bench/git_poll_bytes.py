@@ -1,0 +1,303 @@
+"""Benchmark: what one robot's no-op poll of its own desired-state ref costs as the fleet grows.
+
+DESIGN §4 asks for a poll that costs the same at 10 robots as at 10,000. For each fleet size this
+builds a bare repository holding one tiny commit per robot under ``refs/fleetcd/desired/<id>``
+(refs packed, as on a real server) and a second one with the same commits in per-robot namespaces
+(``refs/namespaces/<id>/refs/fleetcd/desired/<id>``). Then it measures:
+
+* **Advertisement bytes** — what the server writes before any negotiation: ``git upload-pack
+  --advertise-refs`` (protocol v0, what libgit2/pygit2 always gets), the same with
+  ``GIT_NAMESPACE=<id>``, and protocol v2 (capabilities plus an ``ls-refs`` answer to
+  ``ref-prefix refs/fleetcd/desired/<id>``).
+* **Wire bytes of a real no-op poll** — a robot that already has its commit fetches again through
+  a byte-counting TCP proxy in front of ``git daemon``: (a) pygit2 fetch of one refspec (v0),
+  (b) the git CLI with protocol v2 (``fleetcd.git.remote.fetch_own_ref_cli``), (c) pygit2 against a
+  daemon that serves ``GIT_NAMESPACE=<id>`` (how a per-robot SSH forced command would serve it).
+
+Reported per method: bytes at every size, the ratio largest/smallest, and the median poll time.
+
+    python -m bench.git_poll_bytes [--sizes 10 10000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from bench.common import base_parser, measure, table, write_results
+from fleetcd.git import refs
+from fleetcd.git.objects import Identity, commit, object_batch, update_refs, write_tree
+from fleetcd.git.remote import fetch, fetch_own_ref_cli
+
+NAME = "git_poll_bytes"
+DEFAULT_SIZES = (10, 10_000)
+DEFAULT_RUNS = 5
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
+START_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 5.0
+
+
+def device_id(n: int) -> str:
+    return f"dev-{n:05d}"
+
+
+def build_repos(root: Path, count: int) -> tuple[Path, Path]:
+    """(flat, namespaced) bare repositories with ``count`` robots' desired-state commits each."""
+    paths = []
+    for layout in ("flat", "namespaced"):
+        path = root / f"{layout}.git"
+        repo = pygit2.init_repository(str(path), bare=True)
+        updates: dict[str, tuple[pygit2.Oid | None, pygit2.Oid]] = {}
+        with object_batch(repo) as staged:
+            for n in range(1, count + 1):
+                device = device_id(n)
+                tree = write_tree(staged, {"bundle.yaml": f"device: {device}\nserial: 1\n".encode()})
+                oid = commit(staged, None, tree, f"desired state for {device}", [], AUTHOR, WHEN)
+                ref = refs.desired_ref(device)
+                updates[refs.namespaced(device, ref) if layout == "namespaced" else ref] = (None, oid)
+        update_refs(repo, updates)
+        subprocess.run(["git", "pack-refs", "--all"], cwd=path, check=True)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _pkt(line: str) -> bytes:
+    data = line.encode()
+    return f"{len(data) + 4:04x}".encode() + data
+
+
+def advertisement_bytes(flat: Path, namespaced: Path, device: str) -> dict[str, int]:
+    """Bytes the server writes before negotiation, for each way of asking."""
+
+    def upload_pack(repo: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> int:
+        done = subprocess.run(
+            ["git", "upload-pack", *args, str(repo)],
+            env={**os.environ, **(env or {})},
+            input=stdin,
+            capture_output=True,
+            check=True,
+        )
+        return len(done.stdout)
+
+    v2 = {"GIT_PROTOCOL": "version=2"}
+    ls_refs = b"".join(
+        [
+            _pkt("command=ls-refs\n"),
+            _pkt("object-format=sha1\n"),
+            b"0001",
+            _pkt("peel\n"),
+            _pkt("symrefs\n"),
+            _pkt(f"ref-prefix {refs.desired_ref(device)}\n"),
+            b"0000",
+        ]
+    )
+    v2_caps = upload_pack(flat, "--advertise-refs", env=v2)
+    v2_ls = upload_pack(flat, "--stateless-rpc", env=v2, stdin=ls_refs)
+    return {
+        "v0_full_advertisement": upload_pack(flat, "--advertise-refs"),
+        "v0_git_namespace": upload_pack(namespaced, "--advertise-refs", env={"GIT_NAMESPACE": device}),
+        "v2_caps_plus_ls_refs_prefix": v2_caps + v2_ls,
+    }
+
+
+class CountingProxy:
+    """A TCP proxy on loopback that counts the bytes flowing each way."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.down = 0
+        self.up = 0
+        self.active = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            for src, dst, downstream in ((client, upstream, False), (upstream, client, True)):
+                with self.lock:
+                    self.active += 1
+                threading.Thread(target=self._pump, args=(src, dst, downstream), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+                with self.lock:
+                    if downstream:
+                        self.down += len(chunk)
+                    else:
+                        self.up += len(chunk)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+            with self.lock:
+                self.active -= 1
+
+    def take(self) -> tuple[int, int]:
+        """(bytes to the client, bytes from the client) since the last call, once connections end."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with self.lock:
+            counts = (self.down, self.up)
+            self.down = self.up = 0
+        return counts
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@contextmanager
+def git_daemon(base: Path, env: dict[str, str] | None = None) -> Iterator[CountingProxy]:
+    """``git daemon`` serving ``base`` on loopback, reached through a counting proxy."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}",
+            f"--base-path={base}", str(base)]  # fmt: skip
+    daemon = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                daemon.kill()
+                raise RuntimeError("git daemon did not start") from None
+            time.sleep(0.05)
+    proxy = CountingProxy(port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def measure_poll(proxy: CountingProxy, poll: Callable[[], object], runs: int) -> dict[str, Any]:
+    poll()  # the first fetch brings the commit; every later one is the no-op poll we care about
+    proxy.take()
+    poll()
+    down, up = proxy.take()
+    timing = measure(poll, runs=runs, warmups=0)
+    proxy.take()
+    return {"bytes_down": down, "bytes_up": up, "median_s": round(timing.median_s, 6)}
+
+
+def run_size(root: Path, count: int, runs: int) -> dict[str, Any]:
+    flat, namespaced = build_repos(root, count)
+    device = device_id(1)
+    ref = refs.desired_ref(device)
+    spec = [f"+{ref}:{ref}"]
+    result: dict[str, Any] = {
+        "refs": count,
+        "advertisement_bytes": advertisement_bytes(flat, namespaced, device),
+    }
+    polls: dict[str, Any] = {}
+    traced: list[int] = []
+
+    def robot(name: str) -> pygit2.Repository:
+        return pygit2.init_repository(str(root / "robots" / name), bare=True)
+
+    with git_daemon(root) as proxy:
+        url = f"git://127.0.0.1:{proxy.port}/{flat.name}"
+        pygit2_robot = robot("pygit2")
+        polls["pygit2_v0"] = measure_poll(proxy, lambda: fetch(pygit2_robot, url, spec), runs)
+        cli_robot = Path(robot("cli").path)
+        polls["git_cli_v2"] = measure_poll(
+            proxy, lambda: traced.append(fetch_own_ref_cli(url, ref, git_dir=cli_robot)[1]), runs
+        )
+        polls["git_cli_v2"]["traced_bytes_received"] = traced[-1]
+    with git_daemon(root, env={"GIT_NAMESPACE": device}) as proxy:
+        url = f"git://127.0.0.1:{proxy.port}/{namespaced.name}"
+        ns_robot = robot("pygit2-namespace")
+        polls["pygit2_v0_git_namespace"] = measure_poll(proxy, lambda: fetch(ns_robot, url, spec), runs)
+    result["no_op_poll"] = polls
+    return result
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="robots per run")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed no-op polls per method")
+    args = parser.parse_args()
+    sizes = sorted(set(args.sizes))
+    by_size: dict[int, dict[str, Any]] = {}
+    for count in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"fleetcd-poll-{count}-") as tmp:
+            by_size[count] = run_size(Path(tmp), count, args.runs)
+    small, large = sizes[0], sizes[-1]
+
+    def ratio(*path: str) -> float:
+        def pick(result: dict[str, Any]) -> int:
+            value: Any = result
+            for key in path:
+                value = value[key]
+            return int(value)
+
+        smallest = pick(by_size[small])
+        return round(pick(by_size[large]) / smallest, 2) if smallest else 0.0
+
+    adverts = list(by_size[small]["advertisement_bytes"])
+    methods = list(by_size[small]["no_op_poll"])
+    ratios = {f"advertisement/{k}": ratio("advertisement_bytes", k) for k in adverts}
+    ratios |= {f"poll/{k}": ratio("no_op_poll", k, "bytes_down") for k in methods}
+    sizes_header = [f"N={n}" for n in sizes]
+    lines = [f"advertisement bytes (server → client, before negotiation); ratio = N={large} / N={small}"]
+    lines += table(
+        ["method", *sizes_header, "ratio"],
+        [
+            [k, *(by_size[n]["advertisement_bytes"][k] for n in sizes), ratios[f"advertisement/{k}"]]
+            for k in adverts
+        ],
+    )
+    lines += ["", "no-op poll of the robot's own ref over git:// (bytes down/up; median wall time)"]
+    lines += table(
+        ["method", *sizes_header, "ratio"],
+        [
+            [
+                k,
+                *(
+                    f"{p['bytes_down']}/{p['bytes_up']} B {p['median_s'] * 1000:.1f} ms"
+                    for p in (by_size[n]["no_op_poll"][k] for n in sizes)
+                ),
+                ratios[f"poll/{k}"],
+            ]
+            for k in methods
+        ],
+    )
+    payload = {
+        "sizes": sizes,
+        "runs": args.runs,
+        "results": {str(n): by_size[n] for n in sizes},
+        "ratios": ratios,
+    }
+    target = write_results(NAME, payload, lines, args.out)
+    print("\n".join(lines))
+    print(f"\nwritten: {target}")
+
+
+if __name__ == "__main__":
+    main()
