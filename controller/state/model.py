@@ -1,0 +1,117 @@
+"""What the controller records on the state branch: rollout progress, waves, per-device files.
+
+Observed state only, with machine-readable reasons (Flux-style): every field can be recomputed from
+git history, so a controller killed at any instant resumes from these files. Pure models.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from controller.records.model import DeploymentRecord, DeviceState
+from fleetcd.models.base import SafeName, SemVer, Sha256
+
+STATE_FORMAT = "fleetcd.dev/state/v1"
+MAX_RECORDS_PER_DEVICE = 20  # older generations' records are in git history
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WavePhase(StrEnum):
+    PENDING = "pending"  # an earlier wave is not done yet
+    WAITING = "waiting"  # due, but held by schedule, maintenance windows or the rate limit
+    RUNNING = "running"  # deployments dispatched, results coming in
+    SOAKING = "soaking"  # gate numbers met; waiting out the soak time
+    AWAITING_PROMOTION = "awaiting_promotion"  # manual gate: a commit bumping `promote:`
+    PASSED = "passed"
+    FAILED = "failed"  # failure threshold crossed
+
+
+class RolloutPhase(StrEnum):
+    SCHEDULED = "scheduled"  # schedule.not_before in the future
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    HALTED = "halted"  # a wave crossed its failure threshold
+    ROLLING_BACK = "rolling_back"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    STALLED = "stalled"  # invalid content: waits for a new commit
+    REMOVED = "removed"  # the rollout file was deleted: robots keep what they run
+
+
+class WaveCounts(_State):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    timed_out: int = 0
+    in_progress: int = 0
+    queued: int = 0
+    offline: int = 0
+
+    @property
+    def reported(self) -> int:
+        return self.succeeded + self.failed + self.rolled_back + self.timed_out
+
+
+class WaveState(_State):
+    index: int = Field(ge=0)
+    name: str
+    action: str = "deploy"
+    devices: tuple[SafeName, ...] = ()
+    phase: WavePhase = WavePhase.PENDING
+    started_at: AwareDatetime | None = None
+    gates_met_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    counts: WaveCounts = Field(default_factory=WaveCounts)
+    reason: str | None = None
+
+
+class Approver(_State):
+    fingerprint: str
+    name: str
+
+
+class RolloutState(_State):
+    format: str = STATE_FORMAT
+    name: SafeName
+    app: SafeName
+    version: SemVer
+    release_path: str
+    release_sha256: Sha256
+    generation: int = Field(ge=1)
+    generation_fingerprint: str
+    previous_version: SemVer | None = None
+    phase: RolloutPhase
+    reason: str | None = None
+    waves: tuple[WaveState, ...] = ()
+    skipped: tuple[tuple[SafeName, str], ...] = ()
+    approvers: tuple[Approver, ...] = ()
+    commit: str  # main commit this generation was created from
+    promote_seen: int = 0
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class DeviceFile(_State):
+    """``devices/<id>.json``: one robot's connectivity, last report seq and its recent records."""
+
+    format: str = STATE_FORMAT
+    state: DeviceState
+    last_report_seq: int = -1
+    records: tuple[DeploymentRecord, ...] = Field(default=(), max_length=MAX_RECORDS_PER_DEVICE)
+
+
+class ControllerMeta(_State):
+    """``state.json``: where the controller is in main's history and in the signing serial."""
+
+    format: str = STATE_FORMAT
+    last_processed_commit: str | None = None
+    serial: int = 0
+    audit_seq: int = 0
+    audit_head: str = "0" * 64
+    updated_at: AwareDatetime | None = None
