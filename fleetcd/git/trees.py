@@ -59,3 +59,29 @@ def _walk(
             blob = repo[entry.id]
             assert isinstance(blob, pygit2.Blob)
             out[path] = blob.data[:READ_CAP_BYTES] if blob.size > READ_CAP_BYTES else blob.data
+
+
+def read_files(
+    repo: pygit2.Repository, commit_id: pygit2.Oid | str, prefixes: tuple[str, ...] = ()
+) -> dict[str, bytes]:
+    """Every blob in the tree of ``commit_id`` (optionally only under ``prefixes``), path → bytes.
+
+    For trees fleetcd writes itself (the state branch), so no size caps or symlink checks apply.
+    """
+    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
+    if not isinstance(commit, pygit2.Commit):
+        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    out: dict[str, bytes] = {}
+    stack: list[tuple[pygit2.Tree, str]] = [(commit.tree, "")]
+    while stack:
+        tree, prefix = stack.pop()
+        for entry in tree:
+            path = f"{prefix}{entry.name}"
+            if prefixes and not any(path.startswith(p) or p.startswith(f"{path}/") for p in prefixes):
+                continue
+            obj = repo[entry.id]
+            if isinstance(obj, pygit2.Tree):
+                stack.append((obj, f"{path}/"))
+            elif isinstance(obj, pygit2.Blob):
+                out[path] = obj.data
+    return out

@@ -1,0 +1,1 @@
+"""The reconcile loop: fetch → verify → load & validate → ingest → plan (pure) → write → notify."""
