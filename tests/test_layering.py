@@ -31,7 +31,7 @@ ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
     "gnupg": frozenset({"fleetcd/trust/gpg.py"}),
     "pygit2": frozenset({"fleetcd/git/"}),
     "docker": frozenset(),
-    "requests": frozenset({"agent/fetch/http.py"}),
+    "requests": frozenset({"agent/fetch/http.py", "controller/notify/webhooks.py"}),
     "watchfiles": frozenset(),
 }
 

@@ -32,6 +32,7 @@ class AuditKind(StrEnum):
     WAVE_PASSED = "wave_passed"
     WAVE_FAILED = "wave_failed"
     ROLLOUT_HALTED = "rollout_halted"
+    ROLLOUT_PAUSED = "rollout_paused"  # `paused: true` seen; in-flight deployments continue
     ROLLOUT_RESUMED = "rollout_resumed"
     ROLLOUT_ABORTED = "rollout_aborted"
     ROLLOUT_COMPLETED = "rollout_completed"  # a generation finished; its receipt is written

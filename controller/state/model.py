@@ -93,6 +93,10 @@ class RolloutState(_State):
     approvers: tuple[Approver, ...] = ()
     commit: str  # main commit this generation was created from
     promote_seen: int = 0
+    # The release robots ran before this generation (auto-rollback target), captured at creation.
+    previous_release_sha256: Sha256 | None = None
+    # Robots that got a rollback deployment in this generation: never re-applied until a new one.
+    rolled_back_devices: tuple[SafeName, ...] = ()
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

@@ -1,0 +1,239 @@
+"""Webhook notifications of rollout transitions (the only controller module that imports ``requests``).
+
+The last step of a reconcile, after the state branch is pushed: each audit event the reconcile
+appended is POSTed as JSON ``{"format", "fleet", "event"}`` to every webhook of ``fleet.yaml`` that
+subscribes to its kind. Delivery is at least once: connection errors, timeouts, 5xx and 429 are
+retried with exponential backoff and jitter (``Retry-After`` honoured up to a cap), and every
+attempt carries ``Idempotency-Key: <audit event key>`` so a receiver can drop the duplicates.
+
+Nothing here raises into the reconcile loop. The state is already in git; a receiver that is down
+must not stall robots. :func:`notify` returns one :class:`Delivery` per (webhook, event), and the
+loop audits the failed ones. All waiting is bounded: attempts per delivery, a cap per delay, and a
+time budget per call after which the remaining deliveries fail without being tried.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import JsonValue
+
+from controller.audit.events import AuditEvent, AuditKind, canonical_json, event_key
+from fleetcd.models.fleet import Webhook
+
+PAYLOAD_FORMAT = "fleetcd.dev/webhook/v1"
+USER_AGENT = "fleetcd-controller"
+# What an empty ``events:`` list subscribes to: every rollout transition, not per-robot reports or
+# reconcile summaries. Audit kind values (strings), so a kind added later is opted in here on purpose.
+ROLLOUT_TRANSITIONS = frozenset(
+    {
+        "rollout_created",
+        "wave_started",
+        "wave_passed",
+        "wave_failed",
+        "rollout_halted",
+        "rollout_paused",
+        "rollout_resumed",
+        "rollout_aborted",
+        "rollback",
+        "rollout_completed",
+        "stalled",
+    }
+)
+_ROLLOUT_PREFIX = "rollout_"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Bounds on how long notifications may hold up the loop; units in the names."""
+
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 10.0
+    max_attempts: int = 4  # per delivery, the first try included
+    backoff_initial_seconds: float = 0.5  # doubled after each failed attempt ...
+    backoff_max_seconds: float = 8.0  # ... up to this
+    jitter_fraction: float = 0.25  # each delay is shortened by up to this fraction, at random
+    retry_after_cap_seconds: float = 30.0  # a receiver asking for longer gets this
+    budget_seconds: float = 60.0  # per notify() call; afterwards remaining deliveries fail untried
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 10:
+            raise ValueError(f"max_attempts must be 1..10, got {self.max_attempts}")
+        if not 0.0 <= self.jitter_fraction <= 1.0:
+            raise ValueError(f"jitter_fraction must be 0..1, got {self.jitter_fraction}")
+        for name in ("connect_timeout_seconds", "read_timeout_seconds", "budget_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def backoff(self, failed_attempts: int, jitter: float) -> float:
+        """Delay after ``failed_attempts`` failures; ``jitter`` is uniform in [0, 1)."""
+        doubled = self.backoff_initial_seconds * 2.0 ** (failed_attempts - 1)
+        base = min(self.backoff_max_seconds, doubled)
+        return base * (1.0 - self.jitter_fraction * jitter)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of sending one event to one webhook."""
+
+    url: str  # redacted (scheme://host[:port]): paths and queries of webhook URLs often hold tokens
+    event_key: str
+    kind: str
+    ok: bool
+    attempts: int  # 0: not tried (receiver unreachable earlier, or the time budget was spent)
+    status: int | None  # last HTTP status, None when no response came back
+    error: str | None
+
+    def as_audit_data(self) -> dict[str, JsonValue]:
+        return {
+            "url": self.url,
+            "event_key": self.event_key,
+            "kind": self.kind,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+def wants(webhook: Webhook, kind: AuditKind) -> bool:
+    """Does ``webhook`` subscribe to ``kind``? Names match with or without ``rollout_``."""
+    if not webhook.events:
+        return kind.value in ROLLOUT_TRANSITIONS
+    return any(name == kind.value or _ROLLOUT_PREFIX + name == kind.value for name in webhook.events)
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
+def payload(fleet: str, event: AuditEvent) -> bytes:
+    return canonical_json({"format": PAYLOAD_FORMAT, "fleet": fleet, "event": event.as_json()})
+
+
+def notify(
+    webhooks: Sequence[Webhook],
+    events: Sequence[AuditEvent],
+    *,
+    fleet: str,
+    session: requests.Session | None = None,
+    settings: WebhookSettings = WebhookSettings(),  # frozen: sharing it is safe
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
+) -> list[Delivery]:
+    """Send each event to each webhook subscribed to its kind; never raises for delivery problems."""
+    own = session is None
+    http = requests.Session() if session is None else session
+    deadline = clock() + settings.budget_seconds
+    sender = _Sender(http, settings, sleep, clock, jitter, deadline)
+    deliveries: list[Delivery] = []
+    try:
+        for webhook in webhooks:
+            unreachable: str | None = None
+            for event in events:
+                if not wants(webhook, event.kind):
+                    continue
+                key, kind = event_key(event), event.kind.value
+                if unreachable is not None:
+                    skipped = f"not attempted: {unreachable}"
+                    deliveries.append(Delivery(redact(webhook.url), key, kind, False, 0, None, skipped))
+                    continue
+                delivery = sender.send(webhook.url, key, kind, payload(fleet, event))
+                deliveries.append(delivery)
+                if not delivery.ok and delivery.status is None and delivery.attempts:
+                    # One dead receiver costs one round of retries per reconcile, not one per event.
+                    unreachable = f"receiver unreachable earlier in this reconcile ({delivery.error})"
+    finally:
+        if own:
+            http.close()
+    return deliveries
+
+
+@dataclass
+class _Sender:
+    http: requests.Session
+    settings: WebhookSettings
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    jitter: Callable[[], float]
+    deadline: float
+
+    def send(self, url: str, key: str, kind: str, body: bytes) -> Delivery:
+        where = redact(url)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            "X-Fleetcd-Event": kind,
+            "User-Agent": USER_AGENT,
+        }
+        status: int | None = None
+        error = "not attempted: notify budget spent"
+        attempts = 0
+        while attempts < self.settings.max_attempts and self.clock() < self.deadline:
+            attempts += 1
+            retry_after: float | None = None
+            try:
+                with self.http.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=(self.settings.connect_timeout_seconds, self.settings.read_timeout_seconds),
+                    allow_redirects=False,  # a redirected POST is a misconfiguration, not a delivery
+                    stream=True,  # the receiver's body is never read
+                ) as response:
+                    status = response.status_code
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                status, error, retryable = None, f"{type(exc).__name__}: {_short(exc)}", True
+            except (requests.RequestException, OSError, ValueError) as exc:
+                return Delivery(
+                    where, key, kind, False, attempts, None, f"{type(exc).__name__}: {_short(exc)}"
+                )
+            else:
+                if 200 <= status < 300:
+                    return Delivery(where, key, kind, True, attempts, status, None)
+                retryable = status >= 500 or status == 429
+                error = f"HTTP {status}"
+            if not retryable or attempts == self.settings.max_attempts:
+                break
+            delay = self.settings.backoff(attempts, self.jitter())
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.settings.retry_after_cap_seconds))
+            if self.clock() + delay >= self.deadline:
+                error += "; no retry: notify budget spent"
+                break
+            self.sleep(delay)
+        return Delivery(where, key, kind, False, attempts, status, error)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:300]
