@@ -1,0 +1,319 @@
+"""The status pages' view model: what ``STATUS.md`` and ``status.html`` show, computed from state.
+
+Step 6 (write) of the reconcile renders the pages from the state it is about to commit; this module
+is the pure half of that: rollout states, device files and the fleet's models plus ``now`` in, one
+:class:`FleetView` out. No I/O, no clock. Both renderers read only this view, so the Markdown and the
+HTML page can never disagree about a robot.
+
+A robot's *state* on the pages is one of :class:`RobotState`, derived from its latest deployment
+record for the rollout's current generation and its connectivity. The counts are recomputed here
+from those records (not copied from ``WaveState.counts``) so that a wave's bar and its robot grid
+always add up to the same robots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from controller.records.model import (
+    Action,
+    Activity,
+    Connectivity,
+    DeploymentRecord,
+    Outcome,
+    RecordReason,
+    outcome,
+)
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
+from fleetcd.models import Cohort, Device, Stage
+from fleetcd.planning.selection import cohort_members
+
+NO_COHORT = "(direct targets)"  # robots a rollout names directly, outside every cohort
+MESSAGE_SHOWN_CHARS = 80  # robots' messages are untrusted and up to 500 chars; pages show a prefix
+
+
+class RobotState(StrEnum):
+    """What one robot's square, row and bar segment say. Order = bar order = legend order."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    ROLLED_BACK = "rolled_back"
+    IN_PROGRESS = "in_progress"
+    QUEUED = "queued"
+    OFFLINE = "offline"
+    RETIRED = "retired"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+    @property
+    def severity(self) -> int:
+        """Sort key: problems first, so truncated tables still show every failure they can."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {
+    RobotState.FAILED: 0,
+    RobotState.TIMED_OUT: 1,
+    RobotState.ROLLED_BACK: 2,
+    RobotState.OFFLINE: 3,
+    RobotState.IN_PROGRESS: 4,
+    RobotState.QUEUED: 5,
+    RobotState.SUCCEEDED: 6,
+    RobotState.RETIRED: 7,
+}
+
+
+# Rollouts that need a person come first on the pages; finished ones sink to the bottom.
+_PHASE_ORDER = (
+    RolloutPhase.HALTED,
+    RolloutPhase.ROLLING_BACK,
+    RolloutPhase.STALLED,
+    RolloutPhase.PAUSED,
+    RolloutPhase.PROGRESSING,
+    RolloutPhase.SCHEDULED,
+    RolloutPhase.COMPLETED,
+    RolloutPhase.ABORTED,
+    RolloutPhase.REMOVED,
+)
+
+
+@dataclass(frozen=True)
+class RobotView:
+    device: str
+    site: str
+    state: RobotState
+    status: str  # the record's merged status, or "not dispatched"
+    version: str | None
+    last_seen: datetime | None
+    connectivity: Connectivity
+    message: str  # the latest event's message, cut to MESSAGE_SHOWN_CHARS
+    wave: str | None = None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Robots per :class:`RobotState`; ``by_state`` lists every state, zeros included, in bar order."""
+
+    by_state: tuple[tuple[RobotState, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.by_state)
+
+    def __getitem__(self, state: RobotState) -> int:
+        return dict(self.by_state)[state]
+
+    def nonzero(self) -> list[tuple[RobotState, int]]:
+        return [(s, n) for s, n in self.by_state if n]
+
+
+@dataclass(frozen=True)
+class WaveView:
+    index: int
+    name: str
+    action: str
+    phase: WavePhase
+    reason: str | None
+    counts: Counts
+    robots: tuple[RobotView, ...]  # in device-id order: the grid's layout is stable across reconciles
+
+
+@dataclass(frozen=True)
+class CohortTable:
+    name: str
+    stage: str | None
+    counts: Counts
+    robots: tuple[RobotView, ...]  # all of them, worst first; renderers cut to their own bounds
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    name: str
+    app: str
+    version: str
+    previous_version: str | None
+    generation: int
+    phase: RolloutPhase
+    reason: str | None
+    commit: str
+    updated_at: datetime
+    approvers: tuple[str, ...]
+    skipped: int
+    counts: Counts
+    waves: tuple[WaveView, ...]
+    cohorts: tuple[CohortTable, ...]
+
+
+@dataclass(frozen=True)
+class FleetView:
+    fleet: str | None
+    generated_at: datetime
+    commit: str | None
+    rollouts: tuple[RolloutView, ...]
+
+
+def count(robots: Sequence[RobotView]) -> Counts:
+    tally = dict.fromkeys(RobotState, 0)
+    for robot in robots:
+        tally[robot.state] += 1
+    return Counts(tuple(tally.items()))
+
+
+def robot_state(record: DeploymentRecord | None, connectivity: Connectivity) -> RobotState:
+    """One robot's state in a rollout: its record's outcome, with offline told apart from failed."""
+    if record is None:
+        return RobotState.OFFLINE if connectivity is Connectivity.OFFLINE else RobotState.QUEUED
+    result = outcome(record)
+    if record.reason == RecordReason.TIMED_OUT and result is Outcome.FAILED:
+        return RobotState.TIMED_OUT
+    if result is Outcome.FAILED:
+        return RobotState.ROLLED_BACK if record.activity is Activity.ROLLED_BACK else RobotState.FAILED
+    if result is Outcome.SUCCEEDED:
+        # A finished rollback deployment means the robot is back on the previous release.
+        return RobotState.ROLLED_BACK if record.action is Action.ROLLBACK else RobotState.SUCCEEDED
+    if result is Outcome.RETIRED:
+        return RobotState.RETIRED
+    if connectivity is Connectivity.OFFLINE:
+        return RobotState.OFFLINE
+    return RobotState.QUEUED if result is Outcome.PENDING else RobotState.IN_PROGRESS
+
+
+def _latest(records: Sequence[DeploymentRecord], wave: int) -> DeploymentRecord | None:
+    # Prefer the wave's own records; a rollback record may carry its own wave index.
+    own = [r for r in records if r.wave == wave] or list(records)
+    return max(own, key=lambda r: (r.created_at, r.updated_at), default=None)
+
+
+def _robot(
+    device: str, wave: int, wave_name: str, rollout: RolloutState, files: Mapping[str, DeviceFile], site: str
+) -> RobotView:
+    file = files.get(device)
+    records = (
+        []
+        if file is None
+        else [r for r in file.records if r.rollout == rollout.name and r.generation == rollout.generation]
+    )
+    record = _latest(records, wave)
+    conn = Connectivity.UNKNOWN if file is None else file.state.connectivity
+    message = record.events[-1].message if record is not None and record.events else ""
+    return RobotView(
+        device=device,
+        site=site,
+        state=robot_state(record, conn),
+        status="not dispatched" if record is None else record.status.value,
+        version=None if record is None else record.version,
+        last_seen=None if file is None else file.state.last_seen,
+        connectivity=conn,
+        message=message[:MESSAGE_SHOWN_CHARS],
+        wave=wave_name,
+    )
+
+
+def _cohort_order(name: str, cohorts: Mapping[str, Cohort]) -> tuple[int, str]:
+    # Tables follow the blast radius (staging, canary, production); direct targets come last.
+    cohort = cohorts.get(name)
+    return (cohort.stage.rank if cohort is not None else len(Stage), name)
+
+
+def _rollout_view(
+    rollout: RolloutState,
+    files: Mapping[str, DeviceFile],
+    memberships: Mapping[str, tuple[str, ...]],
+    cohorts: Mapping[str, Cohort],
+    devices: Mapping[str, Device],
+) -> RolloutView:
+    waves: list[WaveView] = []
+    seen: dict[str, RobotView] = {}
+    for wave in rollout.waves:
+        robots = []
+        for device_id in sorted(wave.devices):
+            device = devices.get(device_id)
+            if device is not None and device.decommissioned:
+                continue  # decommissioned robots are out of every count
+            robot = _robot(device_id, wave.index, wave.name, rollout, files, device.site if device else "?")
+            robots.append(robot)
+            seen[device_id] = robot  # a later (e.g. rollback) wave's view of a robot wins
+        waves.append(
+            WaveView(
+                wave.index, wave.name, wave.action, wave.phase, wave.reason, count(robots), tuple(robots)
+            )
+        )
+    groups: dict[str, list[RobotView]] = {}
+    for device_id, robot in seen.items():
+        for name in memberships.get(device_id) or (NO_COHORT,):
+            groups.setdefault(name, []).append(robot)
+    tables = tuple(
+        CohortTable(
+            name=name,
+            stage=cohorts[name].stage.value if name in cohorts else None,
+            counts=count(members),
+            robots=tuple(sorted(members, key=lambda r: (r.state.severity, r.device))),
+        )
+        for name, members in sorted(groups.items(), key=lambda kv: _cohort_order(kv[0], cohorts))
+    )
+    return RolloutView(
+        name=rollout.name,
+        app=rollout.app,
+        version=rollout.version,
+        previous_version=rollout.previous_version,
+        generation=rollout.generation,
+        phase=rollout.phase,
+        reason=rollout.reason,
+        commit=rollout.commit,
+        updated_at=rollout.updated_at,
+        approvers=tuple(f"{a.name} ({a.fingerprint[-16:]})" for a in rollout.approvers),
+        skipped=len(rollout.skipped),
+        counts=count(list(seen.values())),
+        waves=tuple(waves),
+        cohorts=tables,
+    )
+
+
+def build_view(
+    rollouts: Sequence[RolloutState],
+    device_files: Mapping[str, DeviceFile],
+    cohorts: Mapping[str, Cohort],
+    devices: Mapping[str, Device],
+    now: datetime,
+    commit: str | None,
+    *,
+    fleet: str | None = None,
+) -> FleetView:
+    """Everything the status pages show, from the state about to be committed (pure)."""
+    member_of: dict[str, list[str]] = {}
+    for name in sorted(cohorts):
+        for device_id in cohort_members(cohorts[name], devices):
+            member_of.setdefault(device_id, []).append(name)
+    memberships = {d: tuple(names) for d, names in member_of.items()}
+    views = tuple(
+        _rollout_view(r, device_files, memberships, cohorts, devices)
+        for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name))
+    )
+    return FleetView(fleet=fleet, generated_at=now, commit=commit, rollouts=views)
+
+
+def counts_text(counts: Counts) -> str:
+    """``2/3 ok · 1 failed``: the words next to every bar and node, so colour is never the only cue."""
+    parts = [f"{counts[RobotState.SUCCEEDED]}/{counts.total} ok"]
+    parts += [f"{n} {state.label}" for state, n in counts.nonzero() if state is not RobotState.SUCCEEDED]
+    return " · ".join(parts)
+
+
+def when(at: datetime | None, now: datetime) -> str:
+    """``2024-05-01 12:00Z (5m ago)``, or ``never``."""
+    if at is None:
+        return "never"
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+    seconds = int((now - at).total_seconds())
+    if seconds < 0:
+        return stamp
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{stamp} ({seconds // size}{unit} ago)"
+    return f"{stamp} (just now)"

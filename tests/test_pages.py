@@ -1,0 +1,324 @@
+"""Status pages: the view model's robot states and counts, STATUS.md's ladders and tables, and
+status.html's self-containment, escaping and size at 10,000 robots.
+
+The fleets here are built from real records moved by :mod:`controller.records.transitions`, so a
+robot "failed" on the page failed the way the controller would record it. ``sample_fleet`` is also
+what ``tests/test_pages_chromium.py`` renders in a real browser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.pages import build_view, render_status_html, render_status_md
+from controller.pages.summary import FleetView, RobotState, robot_state
+from controller.records.model import Action, Connectivity, DeploymentRecord, DeviceState, TargetStatus
+from controller.records.transitions import apply_report, new_deployment, time_out
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
+from fleetcd.models import Cohort, Device
+
+API = "fleetcd.dev/v1"
+NOW = datetime(2024, 5, 14, 9, 30, tzinfo=UTC)
+STARTED = NOW - timedelta(hours=2)
+SHA = "ab" * 32
+COMMIT = "3f2a9c1d" * 5
+PROBE_FAILED = "health probe http://127.0.0.1:8080/healthz failed 3/3 attempts"
+
+
+def device(device_id: str, site: str, **fields: Any) -> Device:
+    doc = {"apiVersion": API, "kind": "Device", "id": device_id, "family": "amr", "site": site}
+    return Device.model_validate(doc | {"hardware": {"model": "mk2", "revision": 3}} | fields)
+
+
+def cohort(name: str, stage: str, members: Sequence[str]) -> Cohort:
+    return Cohort.model_validate(
+        {"apiVersion": API, "kind": "Cohort", "name": name, "stage": stage, "devices": list(members)}
+    )
+
+
+def record(rollout: str, device_id: str, wave: int, kind: str, message: str = "") -> DeploymentRecord | None:
+    """A record moved to ``kind`` the way reports and deadlines move it; ``None`` if never dispatched."""
+    if kind == "pending":
+        return None
+    action = Action.ROLLBACK if kind == "rollback_done" else Action.DEPLOY
+    version = "2.3.1" if kind == "rollback_done" else "2.4.0"
+    rec = new_deployment(
+        rollout=rollout, generation=1, device=device_id, app="nav", version=version, release_sha256=SHA,
+        wave=wave, action=action, target_status=TargetStatus.DEPLOYED, at=STARTED,
+        deadline_at=STARTED + timedelta(minutes=30),
+    )  # fmt: skip
+    at = STARTED + timedelta(minutes=5)
+    reports = {
+        "queued": [],
+        "offline": [("downloading", "none", "")],
+        "downloading": [("downloading", "none", "")],
+        "retrying": [("downloading", "retrying", message or "registry returned 503; retrying")],
+        "deployed": [("downloading", "none", ""), ("deployed", "none", "")],
+        "rollback_done": [("deployed", "none", "")],
+        "failed": [("applying", "none", ""), ("failed", "failed", message or PROBE_FAILED)],
+        "rolled_back": [
+            ("watching", "none", ""),
+            ("rolled_back", "none", message or "watch failed; on 2.3.1"),
+        ],
+        "timed_out": [("downloading", "none", "")],
+    }[kind]
+    for activity, error, text in reports:
+        rec = apply_report(rec, activity, error, text, at)
+    if kind == "timed_out":
+        rec = time_out(rec, NOW)
+    return rec
+
+
+@dataclass
+class Fleet:
+    rollouts: list[RolloutState] = field(default_factory=list)
+    files: dict[str, DeviceFile] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    cohorts: dict[str, Cohort] = field(default_factory=dict)
+
+    def view(self, fleet: str | None = "acme-warehouses") -> FleetView:
+        return build_view(self.rollouts, self.files, self.cohorts, self.devices, NOW, COMMIT, fleet=fleet)
+
+    def add_rollout(
+        self,
+        name: str,
+        phase: RolloutPhase,
+        waves: Sequence[tuple[str, str, WavePhase, Sequence[str]]],
+        *,
+        reason: str | None = None,
+        messages: dict[str, str] | None = None,
+    ) -> None:
+        """``waves``: (wave name, cohort stage, phase, one kind per robot); robots get fresh ids."""
+        states = []
+        for index, (wave_name, stage, wave_phase, kinds) in enumerate(waves):
+            ids = [f"{wave_name}-{len(self.devices) + i:05d}" for i in range(len(kinds))]
+            sites = ("berlin", "munich", "hamburg", "lyon")
+            for i, (device_id, kind) in enumerate(zip(ids, kinds, strict=True)):
+                self.devices[device_id] = device(device_id, sites[i % len(sites)])
+                rec = record(name, device_id, index, kind, (messages or {}).get(device_id, ""))
+                offline = kind == "offline"
+                seen = NOW - (timedelta(hours=3) if offline else timedelta(minutes=i % 7))
+                state = DeviceState(
+                    device=device_id,
+                    connectivity=Connectivity.OFFLINE if offline else Connectivity.ONLINE,
+                    last_seen=seen,
+                )
+                self.files[device_id] = DeviceFile(state=state, records=() if rec is None else (rec,))
+            self.cohorts[f"{wave_name}-robots"] = cohort(f"{wave_name}-robots", stage, ids)
+            states.append(WaveState(index=index, name=wave_name, devices=tuple(ids), phase=wave_phase))
+        self.rollouts.append(
+            RolloutState(
+                name=name, app="nav", version="2.4.0", release_path="releases/nav/2.4.0.yaml",
+                release_sha256=SHA, generation=1, generation_fingerprint="f" * 64, previous_version="2.3.1",
+                phase=phase, reason=reason, waves=tuple(states), commit=COMMIT, created_at=STARTED,
+                updated_at=NOW,
+            )
+        )  # fmt: skip
+
+
+def mix(**counts: int) -> list[str]:
+    return [kind for kind, n in counts.items() for _ in range(n)]
+
+
+def sample_fleet(messages: dict[str, str] | None = None) -> Fleet:
+    """About 60 robots over three waves in every state a page can show."""
+    fleet = Fleet()
+    fleet.add_rollout(
+        "nav-2-4",
+        RolloutPhase.PROGRESSING,
+        [
+            ("staging", "staging", WavePhase.PASSED, mix(deployed=5)),
+            ("canary", "canary", WavePhase.PASSED, mix(deployed=12, failed=1, rolled_back=1, offline=1)),
+            (
+                "production",
+                "production",
+                WavePhase.RUNNING,
+                mix(
+                    deployed=16,
+                    failed=2,
+                    timed_out=1,
+                    downloading=6,
+                    retrying=2,
+                    queued=6,
+                    offline=3,
+                    pending=4,
+                ),
+            ),
+        ],
+        messages=messages,
+    )
+    return fleet
+
+
+def test_status_md_has_a_mermaid_ladder_per_rollout_and_cohort_tables() -> None:
+    fleet = sample_fleet()
+    fleet.add_rollout(
+        "zz-lidar-fw",
+        RolloutPhase.HALTED,
+        [
+            ("lab", "staging", WavePhase.PASSED, mix(deployed=2)),
+            ("pilot", "canary", WavePhase.FAILED, mix(failed=2, rollback_done=1)),
+        ],
+        reason="wave pilot: 3 of 3 failed, threshold 1",
+    )
+    md = render_status_md(fleet.view())
+
+    assert md.startswith("# Fleet status: acme-warehouses\n")
+    assert f"main commit `{COMMIT}`" in md
+    assert md.count("```mermaid\nflowchart LR\n") == 2
+    assert 'w1["canary<br/>12/15 ok · 1 failed · 1 rolled back · 1 offline<br/><i>passed</i>"]:::passed' in md
+    assert "  w0 --> w1 --> w2\n" in md
+    assert "classDef failed fill:#fee2e2" in md
+    assert "**Phase: halted** — wave pilot: 3 of 3 failed, threshold 1" in md
+    assert "#### cohort `canary-robots` (canary): 15 robots" in md
+    assert md.count("| robot | site | status | version | last seen |") == 5
+    assert "| `canary-00017` | berlin | failed: health probe" in md
+    # the robot rolled back by the controller shows the release it is back on
+    assert re.search(r"\| `pilot-\d+` \| \w+ \| rolled back \| 2\.3\.1 \|", md)
+    # the halted rollout needs a person: it comes first although its name sorts last
+    assert md.index("## `zz-lidar-fw`") < md.index("## `nav-2-4`")
+
+
+@pytest.mark.parametrize(
+    ("kind", "connectivity", "expected"),
+    [
+        ("pending", Connectivity.ONLINE, RobotState.QUEUED),
+        ("pending", Connectivity.OFFLINE, RobotState.OFFLINE),
+        ("queued", Connectivity.UNKNOWN, RobotState.QUEUED),
+        ("downloading", Connectivity.ONLINE, RobotState.IN_PROGRESS),
+        ("retrying", Connectivity.ONLINE, RobotState.IN_PROGRESS),
+        ("downloading", Connectivity.OFFLINE, RobotState.OFFLINE),
+        ("deployed", Connectivity.OFFLINE, RobotState.SUCCEEDED),
+        ("failed", Connectivity.OFFLINE, RobotState.FAILED),
+        ("timed_out", Connectivity.OFFLINE, RobotState.TIMED_OUT),
+        ("rolled_back", Connectivity.ONLINE, RobotState.ROLLED_BACK),
+        ("rollback_done", Connectivity.ONLINE, RobotState.ROLLED_BACK),
+    ],
+    ids=lambda v: v.value if isinstance(v, Connectivity | RobotState) else v,
+)
+def test_robot_state_decision_table(kind: str, connectivity: Connectivity, expected: RobotState) -> None:
+    assert robot_state(record("r", "d", 0, kind), connectivity) is expected
+
+
+def test_wave_counts_add_up_to_the_wave_and_name_offline_apart_from_failed() -> None:
+    view = sample_fleet().view()
+    production = view.rollouts[0].waves[2]
+    counts = dict(production.counts.by_state)
+    assert production.counts.total == len(production.robots) == 40
+    assert counts[RobotState.FAILED] == 2
+    assert counts[RobotState.TIMED_OUT] == 1
+    assert counts[RobotState.OFFLINE] == 3
+    assert counts[RobotState.QUEUED] == 10  # queued plus not yet dispatched
+
+
+def test_decommissioned_robots_are_left_out_of_the_counts() -> None:
+    fleet = sample_fleet()
+    gone = fleet.rollouts[0].waves[0].devices[0]
+    fleet.devices[gone] = fleet.devices[gone].model_copy(update={"decommissioned": True})
+    staging = fleet.view().rollouts[0].waves[0]
+    assert staging.counts.total == 4
+    assert gone not in {r.device for r in staging.robots}
+
+
+HOSTILE = '<script>alert(1)</script> | ]) ``` "><img src=https://evil.test/x>'
+
+
+def test_hostile_robot_message_is_escaped_everywhere() -> None:
+    fleet = sample_fleet()
+    victim = fleet.rollouts[0].waves[1].devices[12]  # a failed canary robot
+    fleet = sample_fleet(messages={victim: HOSTILE})
+    view = fleet.view()
+    html, md = render_status_html(view), render_status_md(view)
+
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in md and "<img" not in md
+    row = next(line for line in md.splitlines() if f"`{victim}`" in line)
+    assert len(re.split(r"(?<!\\)\|", row)) == 7  # five cells: the message's pipe did not add one
+    assert "```" not in row
+
+
+def test_hostile_wave_name_cannot_leave_its_mermaid_label() -> None:
+    fleet = sample_fleet()
+    rollout = fleet.rollouts[0]
+    evil = rollout.waves[0].model_copy(update={"name": 'x"] --> pwn["<b>#quot;'})
+    fleet.rollouts[0] = rollout.model_copy(update={"waves": (evil, *rollout.waves[1:])})
+    md = render_status_md(fleet.view())
+    node = next(line for line in md.splitlines() if line.startswith("  w0["))
+    assert node.count('"') == 2
+    assert "<b>" not in node and 'pwn["' not in md
+    assert "#35;quot;" in node  # an entity code in the name stays literal text
+
+
+def test_status_html_is_self_contained() -> None:
+    html = render_status_html(sample_fleet().view())
+    assert html.startswith("<!doctype html>")
+    assert "<script" not in html.lower()
+    assert not re.search(r"\b(src|href|xlink:href)\s*=", html), "no resource references at all"
+    assert not re.search(r"@import|@font-face|<link|<iframe|<object|<embed", html)
+    assert set(re.findall(r"url\(([^)]*)\)", html)) <= {"#hatch-f", "#hatch-t"}
+    assert "Content-Security-Policy" in html
+    for name in ("staging", "canary", "production"):
+        assert f"<h3>{name}</h3>" in html
+    assert html.count('<svg class="grid"') == 3
+    assert html.count('<svg class="bar"') == 3
+
+
+def test_legend_and_counts_name_every_colour_in_words() -> None:
+    html = render_status_html(sample_fleet().view())
+    legend = html.split('<section class="legend"', 1)[1].split("</section>", 1)[0]
+    for state in RobotState:
+        assert f"</svg>{state.label}</span>" in legend
+    assert "16/40 ok · 2 failed · 1 timed out · 8 in progress · 10 queued · 3 offline" in html
+
+
+def test_pages_render_the_same_bytes_for_the_same_state() -> None:
+    assert render_status_html(sample_fleet().view()) == render_status_html(sample_fleet().view())
+    assert render_status_md(sample_fleet().view()) == render_status_md(sample_fleet().view())
+
+
+def test_an_empty_fleet_still_renders_both_pages() -> None:
+    view = build_view([], {}, {}, {}, NOW, None)
+    assert "_No rollouts._" in render_status_md(view)
+    assert "No rollouts." in render_status_html(view)
+    assert "no main commit processed yet" in render_status_md(view)
+
+
+def test_a_long_cohort_table_is_cut_but_keeps_its_failures() -> None:
+    fleet = Fleet()
+    fleet.add_rollout(
+        "big",
+        RolloutPhase.PROGRESSING,
+        [("prod", "production", WavePhase.RUNNING, mix(deployed=300, failed=1))],
+    )
+    md = render_status_md(fleet.view())
+    assert "| `prod-00300` |" in md  # the one failure sorts above 300 successes
+    assert "… and 101 more" in md
+
+
+def test_pages_stay_bounded_at_ten_thousand_robots() -> None:
+    fleet = Fleet()
+    kinds = mix(
+        deployed=7000, failed=300, timed_out=100, rolled_back=100, downloading=1500, queued=600, offline=400
+    )
+    messages = {f"prod-{i:05d}": "x" * 500 for i in range(10_000)}  # the longest messages a record holds
+    fleet.add_rollout(
+        "fleetwide",
+        RolloutPhase.PROGRESSING,
+        [("prod", "production", WavePhase.RUNNING, kinds)],
+        messages=messages,
+    )
+    view = fleet.view()
+    md, html = render_status_md(view), render_status_html(view)
+
+    assert len(md.encode()) < 200_000
+    assert "… and 9,800 more" in md
+    grid = html.split('<svg class="grid"', 1)[1].split("</svg>", 1)[0]
+    assert grid.count("<rect ") == grid.count("<title>") == 10_000  # one square per robot
+    assert len(html.encode()) < 2_500_000
