@@ -1,0 +1,108 @@
+"""Dispatch: which due robots get their deployment record on this tick (pure).
+
+A robot is *due* when it is in the running wave or an earlier one (robots that joined a cohort
+after its wave passed catch up). It gets its record only when, at ``now``:
+
+* it is inside one of its maintenance windows (its own and its cohorts', in its own time zone)
+  when ``schedule.respect_maintenance_windows`` is on and it has any windows at all;
+* the download rate limit allows one more: at most N new downloads per rolling minute, counted
+  from the ``created_at`` of this generation's records, so the count survives restarts;
+* it has no record of this generation yet (ids are deterministic: one-time use) and was not
+  rolled back in this generation.
+
+The blue/green switch (staged → deployed) waits for a window too, since that is when the robot's
+service changes, but is not a download and so not rate limited. ``not_before``, pause and abort
+are rollout phases, decided before dispatch is called. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from controller.engine.inputs import (
+    RATE_WINDOW,
+    EngineInput,
+    device_timeout,
+    rate_per_minute,
+    stage_timeout,
+    windows_of,
+    zone_of,
+)
+from controller.engine.ledger import Ledger
+from controller.engine.reasons import HoldReason
+from controller.engine.windows import window_open
+from controller.records.model import Action, Activity, DeploymentRecord, TargetStatus
+from controller.records.transitions import new_deployment, set_target
+from fleetcd.planning.waves import PlannedWave, WaveAction
+
+Holds = dict[int, set[HoldReason]]  # wave index -> why some of its robots were held
+
+
+def _downloads_in_last_minute(ledger: Ledger, now: datetime) -> int:
+    since = now - RATE_WINDOW
+    return sum(
+        1 for r in ledger.current() if r.action in (Action.DEPLOY, Action.STAGE) and r.created_at > since
+    )
+
+
+def _may_change_now(inp: EngineInput, device: str) -> bool:
+    if not inp.rollout.schedule.respect_maintenance_windows:
+        return True
+    return window_open(windows_of(inp, device), inp.now, zone_of(inp, device))
+
+
+def waiting_for_switch(record: DeploymentRecord) -> bool:
+    return record.target_status is TargetStatus.STAGED and record.activity is Activity.STAGED
+
+
+def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], excluded: frozenset[str]) -> Holds:
+    """Create (or switch) the records due robots may get now; returns the holds per wave."""
+    limit = rate_per_minute(inp)
+    budget = None if limit is None else limit - _downloads_in_last_minute(ledger, inp.now)
+    holds: Holds = {}
+    placed: set[str] = set()
+    for wave in due:
+        for device in wave.devices:
+            record = ledger.find(device, inp.release_sha256)
+            if wave.action is WaveAction.SWITCH:
+                if record is None or not waiting_for_switch(record):
+                    continue
+                if not _may_change_now(inp, device):
+                    holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
+                    continue
+                deadline = inp.now + device_timeout(inp)
+                ledger.put(set_target(record, TargetStatus.DEPLOYED, inp.now, deadline_at=deadline))
+                continue
+            if device in placed:
+                continue  # dispatched by its first wave only
+            placed.add(device)
+            if record is not None or device in excluded:
+                continue
+            if not _may_change_now(inp, device):
+                holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
+                continue
+            if budget is not None and budget <= 0:
+                holds.setdefault(wave.index, set()).add(HoldReason.RATE_LIMIT)
+                continue
+            if budget is not None:
+                budget -= 1
+            ledger.put(_new_record(inp, ledger, wave, device))
+    return holds
+
+
+def _new_record(inp: EngineInput, ledger: Ledger, wave: PlannedWave, device: str) -> DeploymentRecord:
+    staging = wave.action is WaveAction.STAGE
+    return new_deployment(
+        rollout=inp.rollout.name,
+        generation=ledger.generation,
+        device=device,
+        app=inp.rollout.app,
+        version=inp.rollout.release,
+        release_sha256=inp.release_sha256,
+        wave=wave.index,
+        action=Action.STAGE if staging else Action.DEPLOY,
+        target_status=TargetStatus.STAGED if staging else TargetStatus.DEPLOYED,
+        at=inp.now,
+        deadline_at=inp.now + (stage_timeout(inp) if staging else device_timeout(inp)),
+    )

@@ -1,0 +1,99 @@
+"""The working copy of deployment records during one :func:`~controller.engine.advance.advance` call.
+
+Pure bookkeeping: it starts from the device files the reconcile loop read from the state branch,
+takes record updates from the engine and hands back, per robot, the full new record tuple of the
+robots whose records changed. Records of other rollouts on the same robot are carried along
+untouched. A device file holds at most ``MAX_RECORDS_PER_DEVICE`` records; older finished ones are
+dropped first (they stay in git history), never this generation's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from controller.records.model import DeploymentRecord, is_terminal
+from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile
+
+
+class Ledger:
+    """Records of every robot, with lookups by id for one rollout's records."""
+
+    def __init__(self, device_files: Mapping[str, DeviceFile], rollout: str, generation: int) -> None:
+        self._files = device_files
+        self.rollout = rollout
+        self.generation = generation
+        self.version = 0  # bumped on every change: lets callers skip recounting an unchanged ledger
+        self._edited: dict[str, list[DeploymentRecord]] = {}
+        self._ours: dict[str, DeploymentRecord] = {}
+        # This generation's records by (device, release digest): the deterministic id says the same,
+        # and a dict lookup is much cheaper than a sha256 per robot per tick.
+        self._current: dict[tuple[str, str], DeploymentRecord] = {}
+        self._order: list[str] | None = None
+        for device_file in device_files.values():
+            for record in device_file.records:
+                if record.rollout == rollout:
+                    self._index(record)
+
+    def _index(self, record: DeploymentRecord) -> None:
+        if record.id not in self._ours:
+            self._order = None
+        self._ours[record.id] = record
+        if record.generation == self.generation:
+            self._current[(record.device, record.release_sha256)] = record
+
+    def find(self, device: str, release_sha256: str) -> DeploymentRecord | None:
+        """This generation's deployment of ``release_sha256`` to ``device``, if there is one."""
+        return self._current.get((device, release_sha256))
+
+    def ours(self) -> list[DeploymentRecord]:
+        """This rollout's records (every generation), in a stable order (by id)."""
+        if self._order is None:
+            self._order = sorted(self._ours)
+        return [self._ours[record_id] for record_id in self._order]
+
+    def current(self) -> list[DeploymentRecord]:
+        """This rollout's records of the current generation (deploys and rollbacks)."""
+        return [r for r in self.ours() if r.generation == self.generation]
+
+    def put(self, record: DeploymentRecord) -> None:
+        """Add ``record`` or replace the record with its id; an unchanged record is a no-op."""
+        existing = self._ours.get(record.id)
+        if existing is record or existing == record:
+            return
+        self._index(record)
+        self.version += 1
+        records = self._edited.get(record.device)
+        if records is None:
+            existing_file = self._files.get(record.device)
+            records = list(existing_file.records) if existing_file is not None else []
+            self._edited[record.device] = records
+        for position, old in enumerate(records):
+            if old.id == record.id:
+                records[position] = record
+                break
+        else:
+            records.append(record)
+
+    def changes(self) -> dict[str, tuple[DeploymentRecord, ...]]:
+        """device -> its new full record tuple, for robots whose records changed (sorted by device)."""
+        out: dict[str, tuple[DeploymentRecord, ...]] = {}
+        for device in sorted(self._edited):
+            records = self._trim(self._edited[device])
+            existing = self._files.get(device)
+            if existing is None or existing.records != records:
+                out[device] = records
+        return out
+
+    def _trim(self, records: list[DeploymentRecord]) -> tuple[DeploymentRecord, ...]:
+        excess = len(records) - MAX_RECORDS_PER_DEVICE
+        if excess <= 0:
+            return tuple(records)
+
+        def keep_first(record: DeploymentRecord) -> tuple[bool, bool, datetime]:
+            # Drop order: finished before in-flight, other generations before ours, oldest first.
+            ours = record.rollout == self.rollout and record.generation == self.generation
+            return (not is_terminal(record), ours, record.updated_at)
+
+        dropped = {r.id for r in sorted(records, key=keep_first)[:excess]}
+        return tuple(r for r in records if r.id not in dropped)

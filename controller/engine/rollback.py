@@ -1,0 +1,111 @@
+"""Automatic rollback of a failed wave: who got the new version, and their rollback records (pure).
+
+When a wave crosses its failure threshold (and ``auto_rollback`` is on and the previous release is
+known), every robot of that wave that *switched* to the new version — deployed, or failed after it
+began applying it — gets a ``rollback`` deployment of the previous release. Robots whose agent
+already rolled itself back, and robots that never switched (still downloading, or a blue/green
+robot that only staged), need none. A robot still in flight when the wave failed is judged when
+its deployment ends (or times out), so the rollback set can grow over several ticks.
+
+Rollback ids are deterministic like every deployment's — (rollout, generation, device, previous
+release digest) — so replays create nothing twice. The superseded deployment is archived, which
+keeps its outcome for statistics. Rollbacks ignore windows and the rate limit: a release that
+failed its gate is worse than a disruption or a busy registry. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.engine.inputs import EngineInput, device_timeout
+from controller.engine.ledger import Ledger
+from controller.records.model import (
+    Action,
+    Activity,
+    DeploymentRecord,
+    Outcome,
+    RecordReason,
+    TargetStatus,
+    is_terminal,
+    outcome,
+)
+from controller.records.transitions import archive, new_deployment
+from fleetcd.planning.waves import PlannedWave
+
+# An activity at which the robot had (begun to) run the new version.
+_SWITCHED = frozenset({Activity.APPLYING, Activity.WATCHING, Activity.DEPLOYED, Activity.DRIFTED})
+# The event transitions.set_target appends at the blue/green switch: only what follows it ran live.
+_SWITCH_MARK = f"target {TargetStatus.DEPLOYED.value}"
+
+
+@dataclass(frozen=True)
+class Previous:
+    version: str
+    release_sha256: str
+
+
+def switched(record: DeploymentRecord) -> bool:
+    """True when the robot ran (or began applying) the new version and did not restore the old one."""
+    if record.activity is Activity.ROLLED_BACK:
+        return False
+    if outcome(record) is Outcome.SUCCEEDED:
+        return True
+    events = record.events
+    if record.action is Action.STAGE:
+        marks = [i for i, event in enumerate(events) if event.message == _SWITCH_MARK]
+        if not marks:
+            return False
+        events = events[marks[0] + 1 :]
+    return any(event.activity in _SWITCHED for event in events)
+
+
+def roll_back(
+    inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous, done: frozenset[str]
+) -> list[DeploymentRecord]:
+    """Create the rollback records now due for ``wave``; ``done`` = robots already rolled back."""
+    created: list[DeploymentRecord] = []
+    for device in wave.devices:
+        deployed = ledger.find(device, inp.release_sha256)
+        if deployed is None or not is_terminal(deployed) or not switched(deployed):
+            continue
+        if device in done or ledger.find(device, previous.release_sha256) is not None:
+            continue
+        rollback = new_deployment(
+            rollout=inp.rollout.name,
+            generation=ledger.generation,
+            device=device,
+            app=inp.rollout.app,
+            version=previous.version,
+            release_sha256=previous.release_sha256,
+            wave=wave.index,
+            action=Action.ROLLBACK,
+            target_status=TargetStatus.DEPLOYED,
+            at=inp.now,
+            deadline_at=inp.now + device_timeout(inp),
+        )
+        ledger.put(rollback)
+        ledger.put(archive(deployed, inp.now, RecordReason.SUPERSEDED))
+        created.append(rollback)
+    return created
+
+
+def rollback_finished(inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous) -> bool:
+    """True once no deployment of the wave, new or rollback, is still in flight."""
+    for device in wave.devices:
+        for digest in (inp.release_sha256, previous.release_sha256):
+            record = ledger.find(device, digest)
+            if record is not None and not is_terminal(record):
+                return False
+    return True
+
+
+def rollback_counts(
+    inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous
+) -> dict[str, int]:
+    """How the wave's rollbacks ended: robots back on the previous release, and the rest."""
+    tally: dict[str, int] = {"rolled_back": 0, "rollback_failed": 0}
+    for device in wave.devices:
+        record = ledger.find(device, previous.release_sha256)
+        if record is not None and record.action is Action.ROLLBACK:
+            tally["rolled_back" if outcome(record) is Outcome.SUCCEEDED else "rollback_failed"] += 1
+    return tally
