@@ -268,3 +268,22 @@ def list_refs(repo: pygit2.Repository, prefix: str) -> dict[str, pygit2.Oid]:
             if target is not None:
                 found[name] = target
     return found
+
+
+def blob_size(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> int | None:
+    """The size of ``path`` in the commit ``ref`` names, from the object header alone.
+
+    Lets a reader refuse an oversized file (a robot's report is untrusted) before loading it; None
+    when :func:`read_blob` would return None.
+    """
+    target = ref if isinstance(ref, pygit2.Oid) else ref_target(repo, ref)
+    obj = repo.get(target) if target is not None else None
+    if obj is None:
+        return None
+    try:
+        entry = obj.peel(pygit2.Commit).tree[path]
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
+        return None
+    if entry.type != pygit2.enums.ObjectType.BLOB:
+        return None
+    return int(repo.odb.read_header(entry.id)[1])

@@ -1,0 +1,321 @@
+"""Per-robot desired state, step 6 (write) of a reconcile: what each robot's bundle says (pure).
+
+:func:`bundle_for` turns a robot's deployment records into a :class:`~fleetcd.desired.Bundle`
+carrying every byte its agent needs to re-check the trust chain on its own: the exact release file
+and its signatures, the exact rollout file and its approvals, the stage those approvals were judged
+at and the merged config values. The records say *what* the robot runs; the fleet repository
+snapshot (a :class:`DeliverySource`) supplies the signed bytes.
+
+Rollbacks. A rollback record deploys the *previous* release under the *current* rollout's name,
+but the current rollout file names the new release, and the robot insists the rollout file it gets
+names the version it installs (``verify_bundle``: ``rollout_mismatch``). So a rollback needs the
+evidence that once approved the previous release: the caller passes it in ``evidence`` keyed by
+(rollout, release sha256), usually ``DeliverySource(spec_at_that_commit).evidence(rollout)``
+read from main's history. Without it :func:`bundle_for` stalls with ``rollout_mismatch`` instead of
+shipping a bundle every robot would refuse.
+
+Change detection (:func:`content_digest`, :func:`changed_devices`, :func:`root_needs_refresh`)
+ignores serial and timestamps, so the controller signs a new root only when some robot's
+deployments changed or the current root is close to expiry. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from controller.records.model import Action, DeploymentRecord, TargetStatus
+from fleetcd.desired import BUNDLE_FILE, Bundle, BundleDeployment, SignedRoot
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.loading.fleetspec import FleetSpec
+from fleetcd.models import Stage
+from fleetcd.planning.selection import device_stages, rollout_stage
+from fleetcd.reasons import Reason
+from fleetcd.validation.configs import config_layers, merge_values
+from fleetcd.validation.context import Context
+
+BUNDLE_FORMAT: Literal["fleetcd.dev/bundle/v1"] = "fleetcd.dev/bundle/v1"
+# Fields that change with every signed root although nothing the robot runs changed.
+_VOLATILE_FIELDS = ("serial", "issued_at", "expires_at")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The signed bytes behind one (rollout, release): what a robot re-verifies for a deployment."""
+
+    rollout: str
+    rollout_path: str
+    rollout_raw: bytes
+    approvals: Mapping[str, bytes]
+    stage: Stage
+    approvals_required: int
+    app: str
+    version: str
+    release_path: str
+    release_raw: bytes
+    release_signatures: Mapping[str, bytes]
+    not_before: datetime | None = None
+
+    @cached_property
+    def release_sha256(self) -> str:
+        return hashlib.sha256(self.release_raw).hexdigest()
+
+
+class DeliverySource:
+    """One fleet snapshot, with the per-rollout evidence and per-robot configs computed once.
+
+    Device stages and cohort memberships are O(fleet) to derive, so a reconcile builds one source
+    and asks it for every robot instead of recomputing them per bundle.
+    """
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        self.context = Context(spec)
+        self._evidence: dict[str, Evidence] = {}
+
+    @cached_property
+    def _device_stages(self) -> dict[str, Stage]:
+        return device_stages(self.context.cohorts, self.context.devices)
+
+    def evidence(self, rollout: str) -> Evidence:
+        """The rollout file, its approvals, stage and release as this snapshot holds them."""
+        if rollout not in self._evidence:
+            self._evidence[rollout] = self._build_evidence(rollout)
+        return self._evidence[rollout]
+
+    def _build_evidence(self, rollout: str) -> Evidence:
+        entry = self.spec.rollouts.get(rollout)
+        if entry is None:
+            raise InvalidContent.at(
+                f"rollouts/{rollout}.yaml", "rollout is not in the snapshot", reason=Reason.UNKNOWN_REFERENCE
+            )
+        model = entry.doc.model
+        release = self.spec.release(model.app, model.release)
+        if release is None:
+            message = f"release {model.app} {model.release} is not in the snapshot"
+            raise InvalidContent.at(entry.doc.path, message, field="release", reason=Reason.UNKNOWN_REFERENCE)
+        if self.spec.fleet is None:
+            raise InvalidContent.at("fleet.yaml", "fleet.yaml is missing", reason=Reason.UNKNOWN_REFERENCE)
+        stage = rollout_stage(model, self.context.cohorts, self._device_stages)
+        return Evidence(
+            rollout=rollout,
+            rollout_path=entry.doc.path,
+            rollout_raw=entry.doc.raw,
+            approvals=dict(entry.approvals),
+            stage=stage,
+            approvals_required=self.spec.fleet.model.approvals.required(stage),
+            app=model.app,
+            version=model.release,
+            release_path=release.doc.path,
+            release_raw=release.doc.raw,
+            release_signatures=dict(release.signatures),
+            not_before=model.schedule.not_before,
+        )
+
+    def config(self, app: str, device: str) -> dict[str, Any] | None:
+        """Merged config values (default < cohort < device), or None when no config file applies."""
+        layers = config_layers(self.context, app, device)
+        if not layers:
+            return None
+        return merge_values(layer.model.values for layer in layers)
+
+
+def bundle_for(
+    device: str,
+    records: Sequence[DeploymentRecord],
+    spec: FleetSpec | DeliverySource,
+    configs: Mapping[str, Mapping[str, Any] | None] | None,
+    serial: int,
+    issued_at: datetime,
+    expires_at: datetime,
+    *,
+    evidence: Mapping[tuple[str, str], Evidence] | None = None,
+) -> Bundle:
+    """The bundle for ``device``: one deployment per app from its current records.
+
+    ``records`` are the robot's records the controller still wants it to hold (in flight, or
+    deployed, of the current generations); archived ones are dropped, and of several for one app
+    the newest wins (a new generation supersedes a finished one). ``configs`` maps app → merged
+    values; None computes them from the snapshot. ``evidence`` overrides, per (rollout, release
+    sha256), where the signed bytes come from (rollbacks: see the module docstring). Raises
+    :class:`InvalidContent` when the snapshot cannot back a record with the bytes it names.
+    """
+    source = spec if isinstance(spec, DeliverySource) else DeliverySource(spec)
+    chosen = _one_per_app(device, records)
+    deployments = []
+    for record in chosen:
+        proof = _evidence_for(record, source, evidence or {})
+        config = configs.get(record.app) if configs is not None else source.config(record.app, device)
+        deployments.append(_deployment(record, proof, config))
+    try:
+        return Bundle(
+            format=BUNDLE_FORMAT,
+            device=device,
+            serial=serial,
+            issued_at=issued_at,
+            expires_at=expires_at,
+            deployments=deployments,
+        )
+    except ValidationError as exc:
+        raise _invalid(device, exc) from None
+
+
+def _one_per_app(device: str, records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:
+    newest: dict[str, DeploymentRecord] = {}
+    for record in records:
+        if record.device != device:
+            raise ValueError(f"record {record.id} belongs to {record.device!r}, not {device!r}")
+        if record.target_status is TargetStatus.ARCHIVED:
+            continue
+        held = newest.get(record.app)
+        if held is None or _recency(record) > _recency(held):
+            newest[record.app] = record
+    return [newest[app] for app in sorted(newest)]
+
+
+def _recency(record: DeploymentRecord) -> tuple[datetime, int, str]:
+    return (record.created_at, record.generation, record.id)
+
+
+def _evidence_for(
+    record: DeploymentRecord, source: DeliverySource, overrides: Mapping[tuple[str, str], Evidence]
+) -> Evidence:
+    found = overrides.get((record.rollout, record.release_sha256))
+    if found is None:
+        found = source.evidence(record.rollout)
+        if found.version != record.version:
+            message = (
+                f"{record.action.value} of {record.app} {record.version} to {record.device} "
+                f"({record.id}) needs the approved rollout that named {record.version}; this file "
+                f"names {found.version} (pass its evidence from the commit that approved it)"
+            )
+            raise InvalidContent.at(
+                found.rollout_path, message, field="release", reason=Reason.ROLLOUT_MISMATCH
+            )
+    if found.release_sha256 != record.release_sha256:
+        message = (
+            f"release bytes have sha256 {found.release_sha256}, deployment {record.id} was "
+            f"created for {record.release_sha256}"
+        )
+        raise InvalidContent.at(found.release_path, message, reason=Reason.RELEASE_MODIFIED)
+    return found
+
+
+def _deployment(
+    record: DeploymentRecord, proof: Evidence, config: Mapping[str, Any] | None
+) -> BundleDeployment:
+    return BundleDeployment(
+        deployment_id=record.id,
+        rollout=proof.rollout,
+        generation=record.generation,
+        app=record.app,
+        version=record.version,
+        action=_action(record),
+        release_path=proof.release_path,
+        release_b64=_b64(proof.release_raw),
+        release_signatures=_armored(proof.release_signatures),
+        rollout_path=proof.rollout_path,
+        rollout_b64=_b64(proof.rollout_raw),
+        approvals=_armored(proof.approvals),
+        stage=proof.stage,
+        approvals_required=proof.approvals_required,
+        config=dict(config) if config is not None else None,
+        not_before=proof.not_before,
+    )
+
+
+def _action(record: DeploymentRecord) -> Literal["deploy", "stage", "rollback"]:
+    # Blue/green: until the switch the robot only installs into its inactive slot.
+    if record.target_status is TargetStatus.STAGED:
+        return "stage"
+    if record.action is Action.ROLLBACK:
+        return "rollback"
+    return "deploy"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _armored(files: Mapping[str, bytes]) -> dict[str, str]:
+    out = {}
+    for path in sorted(files):
+        try:
+            out[path] = files[path].decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidContent.at(
+                path, "not an ASCII-armored signature", reason=Reason.SIGNATURE_INVALID
+            ) from None
+    return out
+
+
+def _invalid(device: str, exc: ValidationError) -> InvalidContent:
+    where = f"{BUNDLE_FILE} of {device}"
+    return InvalidContent(
+        Diagnostic(where, None, ".".join(map(str, e["loc"])) or None, e["msg"], Reason.BUNDLE_INVALID)
+        for e in exc.errors()[:5]
+    )
+
+
+# --- change detection ------------------------------------------------------------------------------
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    stable = {k: v for k, v in data.items() if k not in _VOLATILE_FIELDS}
+    text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_digest(bundle: Bundle) -> str:
+    """sha256 of what the robot runs (device and deployments), not of serial or timestamps."""
+    return _digest(bundle.model_dump(mode="json", by_alias=True))
+
+
+def content_digest_of(raw: bytes | None) -> str | None:
+    """:func:`content_digest` of a bundle as written (bundle.json bytes); None if absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return _digest(data) if isinstance(data, dict) else None
+
+
+def changed_devices(old: Mapping[str, bytes | None], new: Mapping[str, Bundle]) -> list[str]:
+    """Robots whose deployments differ from the bundle.json they hold now (added and dropped too)."""
+    devices = set(old) | set(new)
+    changed = []
+    for device in sorted(devices):
+        bundle = new.get(device)
+        if bundle is None or desired_changed(old.get(device), bundle):
+            changed.append(device)
+    return changed
+
+
+def root_needs_refresh(root: bytes | None, now: datetime, refresh_before: timedelta) -> bool:
+    """True when there is no readable root or it expires within ``refresh_before`` of ``now``.
+
+    Robots treat an expired root as a freeze attack and go stale, so an idle controller still
+    re-signs ahead of expiry; ``refresh_before`` must exceed the reconcile interval.
+    """
+    if root is None:
+        return True
+    try:
+        parsed = SignedRoot.model_validate_json(root)
+    except ValidationError:
+        return True
+    return parsed.expires_at - now <= refresh_before
+
+
+def desired_changed(old_raw: bytes | None, new: Bundle) -> bool:
+    """True when ``new`` asks the robot for something else than the bundle.json it holds."""
+    return content_digest_of(old_raw) != content_digest(new)

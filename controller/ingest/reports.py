@@ -1,0 +1,258 @@
+"""Status ingest, step 4 of a reconcile: robots' reports → deployment records and audit events.
+
+Two halves. :func:`read_reports` is the I/O edge: it reads each robot's
+``refs/fleetcd/status/<id>/report`` (fetched into the controller's mirror) and parses
+``status.json`` as *untrusted* input — size checked from the object header before a byte is
+loaded, strict JSON (duplicate keys, NaN and Infinity refused), the typed model, and the report
+must name the robot whose ref it sits under. A bad report never stops the reconcile: it becomes a
+:class:`~fleetcd.errors.Diagnostic` naming the ref, and the robot's records stay as they were.
+
+:func:`ingest` is pure (takes ``now``): it applies one robot's report to its
+:class:`~controller.state.model.DeviceFile`. A robot speaks only for itself: a deployment id that
+is not one of its own records — another robot's deployment, or an id nobody issued — is rejected
+with an audit event naming the robot and the id. Record moves follow
+:func:`controller.records.transitions.apply_report` (one-way, one-time use).
+
+``last_seen`` is the controller's ``now`` when it sees a new ``seq``, not the robot's
+``reported_at``: a robot's clock may be reset to 1970 or run ahead, and a fresh seq is proof of
+life within one reconcile interval whatever that clock says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from controller.audit.events import AuditEvent, AuditKind
+from controller.records.model import DeploymentRecord, connectivity
+from controller.records.transitions import IgnoredReport, apply_report, judge_report
+from controller.state.model import DeviceFile
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.git.objects import blob_size, list_refs, read_blob
+from fleetcd.git.refs import STATUS_PREFIX, status_ref
+from fleetcd.git.repo import Oid, Repository
+from fleetcd.reasons import Reason
+from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, DeploymentReport, StatusReport
+
+FOREIGN_DEPLOYMENT = "foreign_deployment"  # the id belongs to another robot
+UNKNOWN_DEPLOYMENT = "unknown_deployment"  # no robot was given this id (or it aged out)
+MISMATCHED_DEPLOYMENT = "mismatched_deployment"  # right id, wrong app or version
+DUPLICATE_DEPLOYMENT = "duplicate_deployment"  # the same id twice in one report
+WRONG_DEVICE = "wrong_device"  # the report names another robot
+
+ReadResult = tuple[StatusReport | None, Diagnostic | None]
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def read_reports(repo: Repository, devices: Iterable[str]) -> dict[str, ReadResult]:
+    """Each robot's latest report, or a diagnostic naming its ref; (None, None) when it has none."""
+    present = list_refs(repo, STATUS_PREFIX)
+    out: dict[str, ReadResult] = {}
+    for device in devices:
+        ref = status_ref(device)
+        target = present.get(ref)
+        out[device] = (None, None) if target is None else _read_one(repo, device, ref, target)
+    return out
+
+
+def _read_one(repo: Repository, device: str, ref: str, target: Oid) -> ReadResult:
+    where = f"{ref}:{STATUS_FILE}"
+    size = blob_size(repo, target, STATUS_FILE)
+    if size is None:
+        return None, Diagnostic(where, None, None, f"the commit holds no {STATUS_FILE}", Reason.INVALID)
+    if size > MAX_REPORT_BYTES:
+        message = f"{size} bytes; a report is at most {MAX_REPORT_BYTES}"
+        return None, Diagnostic(where, None, None, message, Reason.TOO_LARGE)
+    raw = read_blob(repo, target, STATUS_FILE) or b""
+    try:
+        report = parse_report(raw, where)
+    except ReportRejected as exc:
+        return None, exc.diagnostic
+    if report.device != device:
+        message = f"report names device {report.device!r}, but sits under {device!r}'s ref"
+        return None, Diagnostic(where, None, "device", message, Reason.WRONG_DEVICE)
+    return report, None
+
+
+class ReportRejected(InvalidContent):
+    """A robot's ``status.json`` that cannot be ingested; ``diagnostic`` names the ref and why."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__([diagnostic])
+        self.diagnostic = diagnostic
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_report(raw: bytes, where: str) -> StatusReport:
+    """Strict parse of ``status.json`` bytes; :class:`ReportRejected` names ``where`` and why not."""
+    if len(raw) > MAX_REPORT_BYTES:
+        raise ReportRejected(
+            Diagnostic(where, None, None, f"over {MAX_REPORT_BYTES} bytes", Reason.TOO_LARGE)
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportRejected(
+            Diagnostic(where, None, None, f"not UTF-8: {exc.reason}", Reason.NOT_UTF8)
+        ) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _Duplicate as exc:
+        message = f"key {exc.args[0]!r} appears twice"
+        raise ReportRejected(
+            Diagnostic(where, None, str(exc.args[0]), message, Reason.DUPLICATE_KEY)
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ReportRejected(
+            Diagnostic(where, exc.lineno, None, f"not JSON: {exc.msg}", Reason.INVALID)
+        ) from None
+    except ValueError as exc:  # NaN/Infinity, integers of thousands of digits
+        raise ReportRejected(Diagnostic(where, None, None, str(exc), Reason.INVALID)) from None
+    except RecursionError:
+        message = "nested too deeply to be a report"
+        raise ReportRejected(Diagnostic(where, None, None, message, Reason.TOO_DEEP)) from None
+    try:
+        return StatusReport.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        spot = ".".join(str(p) for p in first["loc"]) or None
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ReportRejected(Diagnostic(where, None, spot, first["msg"] + more, Reason.SCHEMA)) from None
+
+
+def ingest(
+    device_file: DeviceFile,
+    report: StatusReport,
+    now: datetime,
+    offline_after_seconds: float,
+    *,
+    owners: Mapping[str, str] | None = None,
+) -> tuple[DeviceFile, list[AuditEvent], list[str]]:
+    """(new device file, audit events, rejected deployment ids) after one robot's report.
+
+    A report whose ``seq`` is not above the last one ingested changes nothing. ``owners`` (every
+    live deployment id → its robot) lets a claim on another robot's deployment be told apart from
+    an unknown id; both are rejected. The device-report audit event is emitted only when a record
+    or the robot's connectivity changed, so an idle fleet does not grow the log.
+    """
+    device = device_file.state.device
+    if report.seq <= device_file.last_report_seq:
+        return device_file, [], []
+    if report.device != device:
+        event = _rejection(now, device, report, None, WRONG_DEVICE, {"claimed_device": report.device})
+        return device_file, [event], []
+    records = {record.id: record for record in device_file.records}
+    events: list[AuditEvent] = []
+    rejected: list[str] = []
+    changes: list[dict[str, Any]] = []
+    ignored: dict[str, str] = {}
+    seen: set[str] = set()
+    for claim in report.deployments:
+        why, extra = _refusal(claim, records, seen, device, owners or {})
+        seen.add(claim.deployment_id)
+        if why is not None:
+            rejected.append(claim.deployment_id)
+            events.append(_rejection(now, device, report, claim.deployment_id, why, extra))
+            continue
+        record = records[claim.deployment_id]
+        updated = apply_report(
+            record, claim.activity, claim.error, claim.message, min(_aware(claim.updated_at), now)
+        )
+        if updated is record:
+            reason = judge_report(record, claim.activity, claim.error)
+            if reason is not None and reason is not IgnoredReport.UNCHANGED:
+                ignored[record.id] = reason.value
+            continue
+        records[record.id] = updated
+        changes.append(_change(record, updated))
+    seen_at = max(now, device_file.state.last_seen or now)
+    state = device_file.state.model_copy(
+        update={"last_seen": seen_at, "connectivity": connectivity(seen_at, now, offline_after_seconds)}
+    )
+    reconnected = state.connectivity is not device_file.state.connectivity
+    new_file = device_file.model_copy(
+        update={
+            "state": state,
+            "last_report_seq": report.seq,
+            "records": tuple(records[r.id] for r in device_file.records),
+        }
+    )
+    if changes or reconnected:
+        data: dict[str, Any] = {
+            "seq": report.seq,
+            "changes": changes,
+            "connectivity": state.connectivity.value,
+        }
+        if ignored:
+            data["ignored"] = ignored
+        events.insert(0, AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, data=data))
+    return new_file, events, rejected
+
+
+def _refusal(
+    claim: DeploymentReport,
+    records: Mapping[str, DeploymentRecord],
+    seen: set[str],
+    device: str,
+    owners: Mapping[str, str],
+) -> tuple[str | None, dict[str, Any]]:
+    """Why a claim about one deployment is refused (None: it is this robot's to report)."""
+    if claim.deployment_id in seen:
+        return DUPLICATE_DEPLOYMENT, {}
+    record = records.get(claim.deployment_id)
+    if record is None:
+        owner = owners.get(claim.deployment_id)
+        if owner is not None and owner != device:
+            return FOREIGN_DEPLOYMENT, {"owner": owner}
+        return UNKNOWN_DEPLOYMENT, {}
+    if (claim.app, claim.version) != (record.app, record.version):
+        claimed = f"{claim.app} {claim.version}"
+        return MISMATCHED_DEPLOYMENT, {"claimed": claimed, "expected": f"{record.app} {record.version}"}
+    return None, {}
+
+
+def _rejection(
+    now: datetime,
+    device: str,
+    report: StatusReport,
+    deployment_id: str | None,
+    why: str,
+    extra: Mapping[str, Any],
+) -> AuditEvent:
+    data: dict[str, Any] = {"seq": report.seq, **extra}
+    if deployment_id is not None:
+        data["deployment_id"] = deployment_id
+    return AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=why, data=data)
+
+
+def _change(before: DeploymentRecord, after: DeploymentRecord) -> dict[str, Any]:
+    return {
+        "deployment_id": after.id,
+        "rollout": after.rollout,
+        "generation": after.generation,
+        "from": before.status.value,
+        "to": after.status.value,
+    }
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

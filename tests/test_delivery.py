@@ -1,0 +1,286 @@
+"""Per-robot desired state written the way the controller does, and read back the way a robot does.
+
+A real fleet repository (FleetRepoBuilder with a signed release and real approvals), real gpg, a
+real bare git repository, and ``fleetcd.desired.verify_bundle`` as the robot's judge. The
+namespace test asks the real ``git upload-pack`` what a robot served with ``GIT_NAMESPACE`` sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.delivery import (
+    DeliveryResult,
+    DeliverySource,
+    bundle_for,
+    changed_devices,
+    delivery_ref,
+    desired_changed,
+    read_current,
+    root_needs_refresh,
+    write_desired_state,
+)
+from controller.records.model import Action, DeploymentRecord, TargetStatus
+from controller.records.transitions import new_deployment
+from fleetcd.desired import (
+    BUNDLE_FILE,
+    PROOF_FILE,
+    ROOT_FILE,
+    ROOT_SIGNATURE_FILE,
+    Bundle,
+    TrustAnchors,
+    verify_bundle,
+)
+from fleetcd.errors import InvalidContent
+from fleetcd.git.objects import read_blob, ref_target
+from fleetcd.git.repo import Repository, open_or_init_bare
+from fleetcd.loading.fleetspec import FleetSpec
+from fleetcd.reasons import Reason
+from fleetcd.trust.gpg import Keyring
+from tests.fleetrepo import FleetRepoBuilder
+from tests.gpgkeys import KeyFactory, shared_keys
+
+ROBOTS = [f"amr-{n:03d}" for n in range(1, 51)]
+CANARY = ROBOTS[:5]
+ISSUED = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+EXPIRES = ISSUED + timedelta(days=7)
+NOW = ISSUED + timedelta(minutes=5)
+SCHEMA = {
+    "type": "object",
+    "properties": {"max_speed": {"type": "number", "maximum": 2.0}},
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="session")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+@dataclass
+class Fleet:
+    spec: FleetSpec
+    old_spec: FleetSpec  # the same fleet when the rollout still named nav 1.0.0
+    keys: KeyFactory
+    sign_calls: list[bytes] = field(default_factory=list)
+
+    def sign(self, data: bytes) -> bytes:
+        self.sign_calls.append(data)
+        return self.keys.sign(data, self.keys.key("controller"))
+
+    def sha(self, version: str) -> str:
+        return hashlib.sha256(self.spec.files[f"releases/nav/{version}.yaml"]).hexdigest()
+
+
+def _spec(builder: FleetRepoBuilder) -> FleetSpec:
+    builder.write()
+    result = builder.validate()
+    assert result.ok, [str(d) for d in result.diagnostics]
+    assert result.spec is not None
+    return result.spec
+
+
+@pytest.fixture(scope="module")
+def fleet(keys: KeyFactory, tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    root = tmp_path_factory.mktemp("fleet")
+    builder = FleetRepoBuilder(root / "repo", keys=keys)
+    for robot in ROBOTS:
+        builder.device(robot)
+    builder.cohort("canary", CANARY, stage="canary")
+    builder.cohort("production", ROBOTS[5:], stage="production")
+    builder.release("nav", "1.0.0", config_schema=SCHEMA)
+    builder.release("nav", "1.1.0", config_schema=SCHEMA)
+    builder.config("nav", "default", {"max_speed": 1.5})
+    builder.config("nav", "device-amr-002", {"max_speed": 0.5})
+    builder.rollout("nav", app="nav", release="1.0.0", cohorts=["canary", "production"])
+    old_spec = _spec(builder)
+    builder.rollout("nav", app="nav", release="1.1.0", cohorts=["canary", "production"])
+    spec = _spec(builder)
+    return Fleet(spec, old_spec, keys)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return open_or_init_bare(tmp_path / "fleet.git")
+
+
+@pytest.fixture(scope="module")
+def keyring(fleet: Fleet) -> Iterator[Keyring]:
+    names = ["controller", "release-bot", "alice", "bob"]
+    ring = fleet.keys.keyring([fleet.keys.key(n) for n in names])
+    yield ring
+    ring.close()
+
+
+def record(fleet: Fleet, robot: str, version: str = "1.1.0", **overrides: object) -> DeploymentRecord:
+    made = new_deployment(
+        rollout="nav",
+        generation=2,
+        device=robot,
+        app="nav",
+        version=version,
+        release_sha256=fleet.sha(version),
+        wave=0,
+        action=Action.DEPLOY,
+        target_status=TargetStatus.DEPLOYED,
+        at=ISSUED,
+        deadline_at=None,
+    )
+    return made.model_copy(update=overrides) if overrides else made
+
+
+def all_bundles(fleet: Fleet, serial: int) -> dict[str, Bundle]:
+    source = DeliverySource(fleet.spec)
+    return {r: bundle_for(r, [record(fleet, r)], source, None, serial, ISSUED, EXPIRES) for r in ROBOTS}
+
+
+def write(
+    repo: Repository,
+    fleet: Fleet,
+    serial: int,
+    bundles: Mapping[str, Bundle] | None = None,
+    *,
+    namespaces: bool = False,
+) -> DeliveryResult:
+    return write_desired_state(
+        repo,
+        all_bundles(fleet, serial) if bundles is None else bundles,
+        fleet="demo",
+        serial=serial,
+        issued_at=ISSUED,
+        expires_at=EXPIRES,
+        sign=fleet.sign,
+        namespaces=namespaces,
+    )
+
+
+def robot_reads(repo: Repository, ref: str) -> tuple[bytes, bytes, bytes, bytes]:
+    files = [read_blob(repo, ref, name) for name in (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)]
+    assert all(f is not None for f in files), ref
+    bundle, root, signature, proof = (f or b"" for f in files)
+    return bundle, root, signature, proof
+
+
+def test_fifty_robots_share_one_signature_and_each_verifies_against_real_gpg(
+    fleet: Fleet, repo: Repository, keyring: Keyring
+) -> None:
+    fleet.sign_calls.clear()
+    result = write(repo, fleet, 3)
+    assert len(fleet.sign_calls) == 1 and result.signatures == 1
+    assert len(result.refs) == len(ROBOTS) == len(set(result.refs.values()))
+    assert fleet.spec.fleet is not None
+    anchors = TrustAnchors.from_fleet(fleet.spec.fleet.model)
+    for robot in ROBOTS:
+        ref = delivery_ref(robot, namespaces=False)
+        assert ref == f"refs/fleetcd/desired/{robot}" and ref_target(repo, ref) == result.refs[ref]
+        verified = verify_bundle(robot, *robot_reads(repo, ref), anchors, 2, NOW, keyring)
+        (deployment,) = verified.bundle.deployments
+        assert (deployment.version, deployment.action, verified.root.serial) == ("1.1.0", "deploy", 3)
+        assert deployment.stage.value == "production" and deployment.approvals_required == 2
+        assert deployment.config == {"max_speed": 0.5 if robot == "amr-002" else 1.5}
+
+
+def test_rerun_after_a_crash_writes_identical_commits_without_signing_again(
+    fleet: Fleet, repo: Repository
+) -> None:
+    first = write(repo, fleet, 4)
+    fleet.sign_calls.clear()
+    again = write(repo, fleet, 4)
+    assert again.refs == first.refs and again.root_sha == first.root_sha
+    assert fleet.sign_calls == [] and again.signatures == 0 and again.moved == frozenset()
+
+    newer = write(repo, fleet, 5)
+    assert newer.signatures == 1 and newer.moved == frozenset(first.refs)
+
+
+def test_a_robot_served_with_its_git_namespace_is_advertised_only_its_own_ref(
+    fleet: Fleet, repo: Repository
+) -> None:
+    write(repo, fleet, 6, namespaces=True)
+
+    def advertised(namespace: str | None) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != "GIT_NAMESPACE"}
+        if namespace is not None:
+            env["GIT_NAMESPACE"] = namespace
+        out = subprocess.run(
+            ["git", "upload-pack", "--advertise-refs", repo.path], env=env, capture_output=True, check=True
+        ).stdout
+        return [line.split(b" ", 1)[1].split(b"\0")[0].decode() for line in _pkt_lines(out) if b" " in line]
+
+    assert advertised("amr-007") == ["refs/fleetcd/desired/amr-007"]
+    assert len(advertised(None)) == len(ROBOTS)  # unfiltered, the server would show everyone's
+
+
+def _pkt_lines(data: bytes) -> Iterator[bytes]:
+    while data:
+        size = int(data[:4], 16)
+        if size == 0:
+            data = data[4:]
+            continue
+        yield data[4:size].rstrip(b"\n")
+        data = data[size:]
+
+
+def test_rollback_carries_the_evidence_that_approved_the_previous_release(
+    fleet: Fleet, repo: Repository, keyring: Keyring
+) -> None:
+    back = record(fleet, "amr-001", "1.0.0", action=Action.ROLLBACK)
+    with pytest.raises(InvalidContent) as stalled:
+        bundle_for("amr-001", [back], fleet.spec, None, 7, ISSUED, EXPIRES)
+    assert stalled.value.diagnostics[0].reason is Reason.ROLLOUT_MISMATCH
+    assert stalled.value.diagnostics[0].file == "rollouts/nav.yaml"
+
+    then = DeliverySource(fleet.old_spec).evidence("nav")
+    bundle = bundle_for(
+        "amr-001", [back], fleet.spec, None, 7, ISSUED, EXPIRES, evidence={("nav", back.release_sha256): then}
+    )
+    write(repo, fleet, 7, {"amr-001": bundle})
+    assert fleet.spec.fleet is not None
+    anchors = TrustAnchors.from_fleet(fleet.spec.fleet.model)
+    verified = verify_bundle(
+        "amr-001", *robot_reads(repo, delivery_ref("amr-001", namespaces=False)), anchors, None, NOW, keyring
+    )
+    assert [(d.action, d.version) for d in verified.bundle.deployments] == [("rollback", "1.0.0")]
+
+
+def test_release_bytes_that_differ_from_the_record_stall_instead_of_shipping(fleet: Fleet) -> None:
+    tampered = record(fleet, "amr-003", release_sha256="0" * 64)
+    with pytest.raises(InvalidContent) as stalled:
+        bundle_for("amr-003", [tampered], fleet.spec, None, 8, ISSUED, EXPIRES)
+    assert stalled.value.diagnostics[0].reason is Reason.RELEASE_MODIFIED
+    assert stalled.value.diagnostics[0].file == "releases/nav/1.1.0.yaml"
+
+
+def test_newest_record_per_app_wins_and_archived_ones_are_dropped(fleet: Fleet) -> None:
+    old = record(fleet, "amr-004", "1.0.0").model_copy(update={"created_at": ISSUED - timedelta(days=1)})
+    archived = record(fleet, "amr-004", "1.1.0", target_status=TargetStatus.ARCHIVED)
+    staged = record(fleet, "amr-004", target_status=TargetStatus.STAGED)
+    source = DeliverySource(fleet.spec)
+    assert bundle_for("amr-004", [archived], source, None, 9, ISSUED, EXPIRES).deployments == []
+    (only,) = bundle_for("amr-004", [old, staged], source, {"nav": None}, 9, ISSUED, EXPIRES).deployments
+    assert (only.deployment_id, only.action, only.config) == (staged.id, "stage", None)
+
+
+def test_only_a_changed_deployment_or_a_near_expiry_needs_a_new_root(fleet: Fleet, repo: Repository) -> None:
+    written = write(repo, fleet, 10)
+    current = read_current(repo, ROBOTS, namespaces=False)
+    assert set(current.targets.values()) == set(written.refs.values())
+    same_later = all_bundles(fleet, serial=11)
+    assert changed_devices(current.bundles, same_later) == []
+    moved = {**same_later, "amr-009": bundle_for("amr-009", [], fleet.spec, None, 11, ISSUED, EXPIRES)}
+    del moved["amr-010"]
+    assert changed_devices(current.bundles, moved) == ["amr-009", "amr-010"]
+    assert desired_changed(None, same_later["amr-001"])
+
+    assert not root_needs_refresh(current.root, NOW, timedelta(days=1))
+    assert root_needs_refresh(current.root, EXPIRES - timedelta(hours=23), timedelta(days=1))
+    assert root_needs_refresh(None, NOW, timedelta(days=1))
+    assert root_needs_refresh(b"{not json", NOW, timedelta(days=1))
