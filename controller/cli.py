@@ -29,8 +29,12 @@ def demo_command(keep: Path | None) -> None:
 
 
 def build() -> click.Group:
+    from controller.commands import audit_group, controller_group
+
     register_core_commands(cli)
     cli.add_command(demo_command)
+    cli.add_command(controller_group)
+    cli.add_command(audit_group)
     return cli
 
 

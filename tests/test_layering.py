@@ -32,7 +32,7 @@ ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
     "pygit2": frozenset({"fleetcd/git/"}),
     "docker": frozenset(),
     "requests": frozenset({"agent/fetch/http.py", "controller/notify/webhooks.py"}),
-    "watchfiles": frozenset(),
+    "watchfiles": frozenset({"controller/watch.py"}),
 }
 
 

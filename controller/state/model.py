@@ -97,6 +97,9 @@ class RolloutState(_State):
     previous_release_sha256: Sha256 | None = None
     # Robots that got a rollback deployment in this generation: never re-applied until a new one.
     rolled_back_devices: tuple[SafeName, ...] = ()
+    # release sha256 -> main commit whose rollout file and approvals put that release out under
+    # this rollout: the signed evidence robots get for rollbacks and older generations' records.
+    release_commits: dict[str, str] = Field(default_factory=dict)
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

@@ -1,0 +1,67 @@
+"""The write step's second half: status pages and receipts of generations that just finished.
+
+Run only when the reconcile changed something, so the pages' "generated at" never makes an idle
+reconcile write a commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from controller.pages import build_view, render_status_html, render_status_md
+from controller.receipts.build import approvals_from_state, build_receipt
+from controller.receipts.render import receipt_outputs
+from controller.reconcile.rollouts import FleetContext
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.statebranch import StateSnapshot
+from controller.state.layout import STATUS_HTML, STATUS_MD, receipt_files
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState
+from fleetcd.trust.gpg import Signer
+
+FINISHED = frozenset({RolloutPhase.COMPLETED, RolloutPhase.HALTED, RolloutPhase.ABORTED})
+
+
+def pages_and_receipts(
+    ctx: FleetContext,
+    snapshot: StateSnapshot,
+    rollouts: Mapping[str, RolloutState],
+    devices: Mapping[str, DeviceFile],
+    settings: ControllerSettings,
+    now: datetime,
+    main: str,
+) -> dict[str, bytes | None]:
+    cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
+    view = build_view(list(rollouts.values()), devices, cohorts, ctx.devices, now, main, fleet=ctx.fleet.name)
+    out: dict[str, bytes | None] = {
+        STATUS_MD: render_status_md(view).encode("utf-8"),
+        STATUS_HTML: render_status_html(view).encode("utf-8"),
+    }
+    due = [
+        s
+        for s in rollouts.values()
+        if s.phase in FINISHED and receipt_files(s.name, s.generation)[0] not in snapshot.files
+    ]
+    if not due:
+        return out
+    records = {d: f.records for d, f in devices.items()}
+    fingerprint = ctx.fleet.trust.controller.fingerprint
+    with Signer(settings.gnupghome) as signer:
+        for state in due:
+            release = ctx.spec.release(state.app, state.version)
+            if release is None:
+                continue  # the release file left main; the receipt waits for the audit instead
+            mine = {
+                d: [r for r in rs if r.rollout == state.name and r.generation == state.generation]
+                for d, rs in records.items()
+            }
+            receipt = build_receipt(
+                state,
+                {d: rs for d, rs in mine.items() if rs},
+                release.doc.model,
+                release.doc.path,
+                approvals_from_state(state),
+                now,
+            )
+            out.update(receipt_outputs(receipt, lambda data: signer.sign_detached(data, fingerprint)))
+    return out

@@ -1,0 +1,162 @@
+"""The plan step for one rollout: who is targeted, in which waves, which generation, then the engine.
+
+Pure apart from signature checks, which go through the verifier handed in (the fleet's dedicated
+keyring). Rollouts are processed one after another and each sees the records the previous ones
+wrote in this reconcile, so two apps' deployments on one robot never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from controller.engine import EngineInput, EngineOutput, advance
+from controller.records.ids import Generation, rollout_generation
+from controller.state.model import Approver, DeviceFile, RolloutPhase, RolloutState
+from fleetcd.layout import release_path
+from fleetcd.loading.fleetspec import FleetSpec, RolloutEntry
+from fleetcd.models import Device, Fleet
+from fleetcd.models.base import MaintenanceWindow
+from fleetcd.planning.selection import cohort_members, device_stages, resolve_targets, rollout_stage
+from fleetcd.planning.waves import effective_strategy, plan_waves
+from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.policy import Verifier, check_approvals
+
+RELEASES_REMEMBERED = 10  # releases per rollout whose evidence stays reachable for rollbacks
+
+
+@dataclass(frozen=True)
+class FleetContext:
+    """What every rollout of one reconcile shares: the spec, models by id, cohort windows."""
+
+    spec: FleetSpec
+    fleet: Fleet
+    devices: Mapping[str, Device]
+    members: Mapping[str, list[str]]
+    cohort_windows: Mapping[str, list[MaintenanceWindow]]
+
+    @classmethod
+    def of(cls, spec: FleetSpec, fleet: Fleet) -> FleetContext:
+        devices = {k: v.model for k, v in spec.devices.items()}
+        cohorts = {k: v.model for k, v in spec.cohorts.items()}
+        members = {name: cohort_members(c, devices) for name, c in cohorts.items()}
+        windows: dict[str, list[MaintenanceWindow]] = {}
+        for name, cohort in cohorts.items():
+            for device in members[name]:
+                windows.setdefault(device, []).extend(cohort.maintenance_windows)
+        return cls(spec, fleet, devices, members, windows)
+
+
+def advance_rollout(
+    ctx: FleetContext,
+    entry: RolloutEntry,
+    state: RolloutState | None,
+    device_files: Mapping[str, DeviceFile],
+    commit: str,
+    verifier: Verifier,
+    now: datetime,
+) -> EngineOutput:
+    """Plan one rollout as of ``commit`` and let the engine move it forward at ``now``."""
+    rollout = entry.doc.model
+    release = ctx.spec.release(rollout.app, rollout.release)
+    if release is None:  # validation guarantees it; a stalled reconcile never gets here
+        raise ValueError(f"{entry.doc.path}: release {rollout.app}@{rollout.release} is not loaded")
+    sha = hashlib.sha256(release.doc.raw).hexdigest()
+    current = Generation(state.generation, state.generation_fingerprint) if state is not None else None
+    generation = rollout_generation(entry.doc.data, sha, current)
+    cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
+    # Planned as if running: the engine freezes membership itself while paused or aborted.
+    running = rollout.model_copy(update={"paused": False, "aborted": False})
+    selection = resolve_targets(running, release.doc.model, ctx.devices, cohorts)
+    planned = plan_waves(
+        rollout.name,
+        effective_strategy(rollout, ctx.fleet),
+        selection.eligible,
+        selection.cohorts_of,
+        ctx.members,
+    )
+    output = advance(
+        EngineInput(
+            rollout=rollout,
+            release_sha256=sha,
+            generation=generation,
+            commit=commit,
+            planned=planned,
+            skipped=[(d, r.value) for d, r in selection.skipped],
+            devices=ctx.devices,
+            cohort_windows=ctx.cohort_windows,
+            device_files=device_files,
+            state=state,
+            previous=_previous(state, generation, rollout.release),
+            defaults=ctx.fleet.defaults,
+            now=now,
+        )
+    )
+    # The engine rebuilds the state each tick; what only this step knows is carried forward here.
+    known = {**(state.release_commits if state is not None else {}), **output.state.release_commits}
+    update: dict[str, object] = {"release_commits": remember_release(known, sha, output.state.commit)}
+    if state is None or state.generation != output.state.generation:
+        update["approvers"] = verified_approvers(ctx, entry, verifier)
+    elif state.approvers and not output.state.approvers:
+        update["approvers"] = state.approvers
+    new_state = output.state.model_copy(update=update)
+    if new_state != output.state:
+        output = EngineOutput(new_state, output.records, output.events)
+    return output
+
+
+def remember_release(known: Mapping[str, str], sha: str, commit: str) -> dict[str, str]:
+    """Add (release digest → approving commit), keeping the newest ``RELEASES_REMEMBERED``."""
+    merged = {k: v for k, v in known.items() if k != sha}
+    merged[sha] = known.get(sha, commit)
+    return dict(list(merged.items())[-RELEASES_REMEMBERED:])
+
+
+def _previous(state: RolloutState | None, generation: Generation, version: str) -> tuple[str, str] | None:
+    """What robots ran before this generation: the last generation's release, when it differs."""
+    if state is None:
+        return None
+    if state.generation == generation.number:
+        if state.previous_version and state.previous_release_sha256:
+            return state.previous_version, state.previous_release_sha256
+        return None
+    if state.version == version:
+        return (
+            (state.previous_version, state.previous_release_sha256)
+            if state.previous_release_sha256 and state.previous_version
+            else None
+        )
+    return state.version, state.release_sha256
+
+
+def verified_approvers(ctx: FleetContext, entry: RolloutEntry, verifier: Verifier) -> tuple[Approver, ...]:
+    """The approvers whose signatures verify over this generation's payload (for receipts)."""
+    rollout = entry.doc.model
+    release = ctx.spec.release(rollout.app, rollout.release)
+    assert release is not None
+    cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
+    stage = rollout_stage(rollout, cohorts, device_stages(cohorts, ctx.devices))
+    payload = approval_payload(
+        rollout.name, entry.doc.data, release_path(rollout.app, rollout.release), release.doc.raw
+    )
+    status = check_approvals(
+        entry.doc.path,
+        payload,
+        entry.approvals,
+        ctx.fleet.trust.approvers,
+        ctx.fleet.approvals.required(stage),
+        verifier,
+    )
+    names = {k.fingerprint: k.name for k in ctx.fleet.trust.approvers}
+    return tuple(Approver(fingerprint=f, name=names.get(f, f)) for f in status.verified)
+
+
+def removed(state: RolloutState, now: datetime) -> RolloutState:
+    """A rollout whose file was deleted: robots keep what they run, nothing new is dispatched."""
+    if state.phase is RolloutPhase.REMOVED:
+        return state
+    return state.model_copy(
+        update={"phase": RolloutPhase.REMOVED, "reason": "rollout file deleted", "updated_at": now}
+    )

@@ -1,0 +1,25 @@
+"""Settings of a controller process, with bounded, documented defaults (units in the names)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.reconcile.source import Source
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    source: Source
+    gnupghome: Path  # holds the controller's secret key (fleet.yaml trust.controller)
+    namespaces: bool = True  # per-robot GIT_NAMESPACE refs: O(1) no-op polls (docs/git-server.md)
+    push_attempts: int = 5  # lost state-branch races retried on the new tip before giving up
+    root_refresh_before: timedelta = timedelta(days=2)  # re-sign the root this long before expiry
+    notify: bool = True  # POST webhooks after a successful push
+    now: Callable[[], datetime] = field(default=utc_now)  # injected in tests (DST, timeouts)

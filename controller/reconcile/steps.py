@@ -1,0 +1,231 @@
+"""One reconcile as a fixed list of steps: fetch → verify → load & validate → ingest → plan → write.
+
+Status and audit are written exactly once per reconcile, whatever failed: a history rewrite or
+invalid content stalls with a reason in the rollout status and the audit log, nothing partial is
+applied. Every output is derived deterministically from git (main, the state branch, status refs)
+and ``now``, so a controller killed at any instant and run again writes identical objects and no
+duplicate records or audit lines. Pushes go desired state first, state branch last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from controller.audit.chain import append, verify
+from controller.audit.events import AuditEvent, AuditKind
+from controller.engine import EngineOutput
+from controller.errors import HistoryRewritten, StateConflict
+from controller.ingest.reports import ingest, read_reports
+from controller.policy.commits import check_history
+from controller.reconcile.delivery_step import deliver
+from controller.reconcile.finish import pages_and_receipts
+from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Fetched, fetch_all, open_mirror, push_desired, push_state
+from controller.reconcile.statebranch import StateSnapshot, changed_files, dump, load_state, write_state
+from controller.records.model import DeviceState
+from controller.state.layout import META_FILE, device_file, rollout_file
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState
+from fleetcd.errors import Diagnostic, PushRejected
+from fleetcd.git.repo import Repository
+from fleetcd.git.signatures import RepositoryCommits
+from fleetcd.git.trees import read_tree
+from fleetcd.loading.fleetspec import load_spec
+from fleetcd.models import Fleet
+from fleetcd.trust.gpg import Keyring
+from fleetcd.validation import validate_snapshot
+
+
+@dataclass
+class ReconcileResult:
+    """What one reconcile did, for logs, the CLI and tests."""
+
+    main: str
+    state_commit: str | None = None
+    stalled: str | None = None
+    events: list[AuditEvent] = field(default_factory=list)
+    desired_refs: int = 0
+    signatures: int = 0
+
+
+def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
+    """Fetch, decide, write and push; a lost race is retried from a fresh fetch."""
+    repo = open_mirror(settings.source)
+    for _ in range(settings.push_attempts):
+        fetched = fetch_all(repo, settings.source)
+        try:
+            return _reconcile(repo, fetched, settings)
+        except PushRejected as exc:
+            last = exc
+    raise StateConflict("refs/heads/fleetcd/state", None, str(last))
+
+
+def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings) -> ReconcileResult:
+    now = settings.now()
+    main = str(fetched.main)
+    snapshot = load_state(repo)
+    verify(snapshot.audit)
+    result = ReconcileResult(main=main)
+    last = snapshot.meta.last_processed_commit
+    files, problems = read_tree(repo, main)
+    # The commit policy and its keys come from the last accepted commit, so an unsigned head can
+    # neither switch the policy off nor trust its own key.
+    trusted_files = read_tree(repo, last)[0] if last else files
+    try:
+        stall = _verify_history(repo, trusted_files, last, main)
+    except HistoryRewritten as exc:
+        return _stall(repo, snapshot, settings, result, now, str(exc), AuditKind.HISTORY_REWRITTEN)
+    if stall is not None:
+        return _stall(repo, snapshot, settings, result, now, stall, AuditKind.STALLED)
+    validation = validate_snapshot(files, problems=problems)
+    if not validation.ok or validation.spec.fleet is None:
+        first = validation.errors[0] if validation.errors else Diagnostic("fleet.yaml", None, None, "missing")
+        reason = f"{len(validation.errors)} invalid: {first}"
+        return _stall(repo, snapshot, settings, result, now, reason, AuditKind.STALLED)
+    fleet = validation.spec.fleet.model
+    ctx = FleetContext.of(validation.spec, fleet)
+    devices_now = _ingest(repo, snapshot, ctx, fleet, now, result)
+    rollouts_now = _plan(ctx, snapshot, devices_now, main, now, result)
+    desired = deliver(repo, ctx, snapshot.meta, devices_now, rollouts_now, settings, now)
+    result.desired_refs, result.signatures = len(desired.moved), desired.signatures
+    meta = snapshot.meta.model_copy(update={"last_processed_commit": main, "serial": desired.serial})
+    changes = _state_files(snapshot, rollouts_now, devices_now)
+    audit = append(snapshot.audit, result.events)
+    if changed_files(snapshot.files, changes) or audit or meta != snapshot.meta:
+        meta = meta.model_copy(update={"updated_at": now})
+        changes[META_FILE] = dump(meta)
+        changes.update(audit)
+        changes.update(pages_and_receipts(ctx, snapshot, rollouts_now, devices_now, settings, now, main))
+    if desired.moved:
+        push_desired(repo, settings.source, {ref: desired.refs[ref] for ref in desired.moved})
+    written = write_state(repo, snapshot, changes, _message(main, result), now)
+    if written is not None:
+        push_state(repo, settings.source)
+        result.state_commit = str(written)
+        _notify(fleet, result.events, settings)
+    return result
+
+
+def _verify_history(
+    repo: Repository, trusted: Mapping[str, bytes], last: str | None, head: str
+) -> str | None:
+    """None when the commits since ``last`` pass the fleet's commit policy, else the stall reason."""
+    spec, _ = load_spec(trusted)
+    if spec.fleet is None:
+        return None  # validation reports it
+    policy = spec.fleet.model.trust.commits
+    with Keyring.from_armored(spec.keys) as keyring:
+        verdict = check_history(RepositoryCommits(repo), last, head, policy, keyring)
+    if verdict.ok:
+        return None
+    return "; ".join(str(d) for d in verdict.diagnostics) or "commit policy not met"
+
+
+def _ingest(
+    repo: Repository,
+    snapshot: StateSnapshot,
+    ctx: FleetContext,
+    fleet: Fleet,
+    now: datetime,
+    result: ReconcileResult,
+) -> dict[str, DeviceFile]:
+    devices = {
+        d: snapshot.devices.get(d) or DeviceFile(state=DeviceState(device=d)) for d in sorted(ctx.devices)
+    }
+    owners = {r.id: d for d, f in devices.items() for r in f.records}
+    for device, (report, problem) in read_reports(repo, devices).items():
+        if problem is not None:
+            result.events.append(
+                AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(problem))
+            )
+        if report is not None:
+            updated, events, _ = ingest(
+                devices[device], report, now, fleet.defaults.offline_after_seconds, owners=owners
+            )
+            devices[device] = updated
+            result.events.extend(events)
+    return devices
+
+
+def _plan(
+    ctx: FleetContext,
+    snapshot: StateSnapshot,
+    devices: dict[str, DeviceFile],
+    main: str,
+    now: datetime,
+    result: ReconcileResult,
+) -> dict[str, RolloutState]:
+    rollouts: dict[str, RolloutState] = {}
+    with Keyring.from_armored(ctx.spec.keys) as keyring:
+        for name in sorted(ctx.spec.rollouts):
+            output: EngineOutput = advance_rollout(
+                ctx, ctx.spec.rollouts[name], snapshot.rollouts.get(name), devices, main, keyring, now
+            )
+            rollouts[name] = output.state
+            for device, records in output.records.items():
+                base = devices.get(device) or DeviceFile(state=DeviceState(device=device))
+                devices[device] = base.model_copy(update={"records": records})
+            result.events.extend(output.events)
+    for name, state in snapshot.rollouts.items():
+        if name not in rollouts:
+            rollouts[name] = removed(state, now)
+    return rollouts
+
+
+def _state_files(
+    snapshot: StateSnapshot, rollouts: Mapping[str, RolloutState], devices: Mapping[str, DeviceFile]
+) -> dict[str, bytes | None]:
+    changes: dict[str, bytes | None] = {}
+    for name, state in rollouts.items():
+        if snapshot.rollouts.get(name) != state:
+            changes[rollout_file(name)] = dump(state)
+    for device, data in devices.items():
+        if snapshot.devices.get(device) != data:
+            changes[device_file(device)] = dump(data)
+    return changes
+
+
+def _stall(
+    repo: Repository,
+    snapshot: StateSnapshot,
+    settings: ControllerSettings,
+    result: ReconcileResult,
+    now: datetime,
+    reason: str,
+    kind: AuditKind,
+) -> ReconcileResult:
+    """Record why nothing was applied, once per main commit, and touch nothing else."""
+    result.stalled = reason
+    event = AuditEvent(at=now, kind=kind, commit=result.main, reason=reason[:2000])
+    changes: dict[str, bytes | None] = {}
+    for name, state in snapshot.rollouts.items():
+        if state.phase is not RolloutPhase.STALLED or state.reason != reason[:500]:
+            stalled = state.model_copy(update={"phase": RolloutPhase.STALLED, "reason": reason[:500]})
+            changes[rollout_file(name)] = dump(stalled)
+    audit = append(snapshot.audit, [event])
+    if audit:
+        result.events.append(event)
+    changes.update(audit)
+    written = write_state(
+        repo, snapshot, changes, f"fleetcd: stalled at {result.main[:12]}: {reason[:200]}", now
+    )
+    if written is not None:
+        push_state(repo, settings.source)
+        result.state_commit = str(written)
+    return result
+
+
+def _message(main: str, result: ReconcileResult) -> str:
+    kinds = sorted({e.kind.value for e in result.events})
+    summary = ", ".join(kinds) if kinds else "no events"
+    return f"fleetcd: reconcile {main[:12]} ({summary})"
+
+
+def _notify(fleet: Fleet, events: list[AuditEvent], settings: ControllerSettings) -> None:
+    if not settings.notify or not fleet.webhooks or not events:
+        return
+    from controller.notify.webhooks import notify
+
+    notify(fleet.webhooks, events, fleet=fleet.name)

@@ -1,0 +1,200 @@
+"""The controller issue's scripted scenario, end to end on real git and real gpg.
+
+A merged rollout goes through staging, canary and production waves with simulated robots verifying
+their desired state and reporting through real status refs; the next release fails on the canary,
+the controller halts the rollout and rolls the canary back; the audit chain verifies and the
+receipt names the approvers and the gate numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pygit2
+import pytest
+import yaml
+
+from controller.audit.chain import verify
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Source, fetch_all, open_mirror
+from controller.reconcile.statebranch import load_state
+from controller.reconcile.steps import ReconcileResult, reconcile_once
+from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.desired import TrustAnchors
+from fleetcd.models import Fleet
+from tests.fleetrepo import FleetRepoBuilder
+from tests.fleetsim import SimFleet
+from tests.gitrepos import bare_repo
+from tests.gpgkeys import KeyFactory, shared_keys
+
+START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+STAGING, CANARY, PRODUCTION = ["stg-1"], ["can-1", "can-2", "can-3"], ["prod-1", "prod-2", "prod-3", "prod-4"]
+WAVES = [
+    {"name": "staging", "cohort": "staging", "soak_seconds": 60},
+    {"name": "canary", "cohort": "canary", "soak_seconds": 60, "failure_threshold": {"count": 0}},
+    {"name": "production", "cohort": "production", "soak_seconds": 60},
+]
+
+
+@dataclass
+class Clock:
+    now: datetime = START
+
+    def tick(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass
+class World:
+    fleet: FleetRepoBuilder
+    server: Path
+    settings: ControllerSettings
+    sim: SimFleet
+    clock: Clock
+
+    def reconcile(self) -> ReconcileResult:
+        result = reconcile_once(self.settings)
+        assert result.stalled is None, result.stalled
+        return result
+
+    def merge(self, message: str) -> None:
+        self.fleet.commit(message)
+        self.fleet.git("push", "-q", str(self.server), "main")
+
+    def state(self):  # type: ignore[no-untyped-def]
+        repo = open_mirror(self.settings.source)
+        fetch_all(repo, self.settings.source)
+        return load_state(repo)
+
+    def wave(self, name: str, rollout: str = "nav") -> WavePhase:
+        (found,) = [w for w in self.state().rollouts[rollout].waves if w.name == name]
+        return found.phase
+
+    def report_all(self, devices: list[str], activity: str) -> None:
+        for device in devices:
+            self.sim.report(device, "nav", activity, self.clock.now)
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+@pytest.fixture
+def world(tmp_path: Path, keys: KeyFactory) -> World:
+    fleet = FleetRepoBuilder(tmp_path / "work", keys=keys, name="scenario")
+    for device in STAGING + CANARY + PRODUCTION:
+        fleet.device(device)
+    fleet.cohort("staging", STAGING, stage="staging")
+    fleet.cohort("canary", CANARY, stage="canary")
+    fleet.cohort("production", PRODUCTION, stage="production")
+    fleet.release("nav", "1.0.0")
+    fleet.rollout(
+        "nav",
+        app="nav",
+        release="1.0.0",
+        cohorts=["staging", "canary", "production"],
+        strategy={"type": "waves", "waves": WAVES},
+    )
+    fleet.git_init()
+    server = bare_repo(tmp_path / "fleet.git")
+    clock = Clock()
+    settings = ControllerSettings(
+        source=Source.for_url(str(server), tmp_path / "cache"),
+        gnupghome=keys.home,
+        notify=False,
+        now=lambda: clock.now,
+    )
+    world = World(
+        fleet,
+        server,
+        settings,
+        SimFleet(server, TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet)), {}),
+        clock,
+    )
+    world.merge("nav 1.0.0 to the whole fleet")
+    world.sim.keys = {
+        p: (fleet.root / p).read_bytes()
+        for p in (q.relative_to(fleet.root).as_posix() for q in (fleet.root / "keys").glob("*.asc"))
+    }
+    return world
+
+
+def pass_wave(world: World, devices: list[str], name: str) -> None:
+    world.report_all(devices, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    assert world.wave(name) is WavePhase.SOAKING
+    world.clock.tick(61)
+    world.reconcile()
+    assert world.wave(name) is WavePhase.PASSED
+
+
+def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_back(world: World) -> None:
+    first = world.reconcile()
+    assert first.signatures == 1
+    assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.0.0"]
+    assert world.sim.bundle("can-1", world.clock.now).deployments == []  # canary waits for staging
+    pass_wave(world, STAGING, "staging")
+    pass_wave(world, CANARY, "canary")
+    pass_wave(world, PRODUCTION, "production")
+    world.reconcile()
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.COMPLETED
+    receipt = yaml.safe_load(state.files["receipts/nav/1.yaml"])
+    approvers = {a["name"] for a in receipt["approvals"]}
+    assert approvers == {"alice", "bob"}
+    assert "receipts/nav/1.yaml.asc" in state.files
+
+    # A second release whose canary fails: halt and roll the canary back to 1.0.0.
+    world.fleet.release("nav", "1.1.0")
+    world.fleet.rollout(
+        "nav",
+        app="nav",
+        release="1.1.0",
+        cohorts=["staging", "canary", "production"],
+        strategy={"type": "waves", "waves": WAVES},
+    )
+    world.merge("nav 1.1.0")
+    world.reconcile()
+    assert world.state().rollouts["nav"].generation == 2
+    pass_wave(world, STAGING, "staging")
+    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="health probe failed")
+    world.report_all(["can-2", "can-3"], "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    assert world.wave("canary") is WavePhase.FAILED
+    assert world.state().rollouts["nav"].phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.HALTED)
+    (deployment,) = world.sim.bundle("can-2", world.clock.now).deployments
+    assert (deployment.action, deployment.version) == ("rollback", "1.0.0")
+    assert world.sim.bundle("prod-1", world.clock.now).deployments[0].version == "1.0.0"
+
+    world.report_all(["can-2", "can-3"], "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.HALTED
+    kinds = [line for path in sorted(state.audit) for line in state.audit[path].decode().splitlines()]
+    assert any('"rollout_halted"' in line for line in kinds)
+    assert any('"rollback"' in line for line in kinds)
+    assert verify(state.audit).lines == len(kinds)
+    assert "receipts/nav/2.yaml" in state.files
+
+
+def test_a_replayed_reconcile_writes_nothing_new(world: World) -> None:
+    world.reconcile()
+    again = world.reconcile()
+    assert again.state_commit is None
+    assert again.signatures == 0 and again.desired_refs == 0
+    assert again.events == []
+
+
+def test_status_pages_are_written_to_the_state_branch(world: World) -> None:
+    world.reconcile()
+    files = world.state().files
+    assert b"```mermaid" in files["STATUS.md"]
+    assert b"<script" not in files["status.html"]
+    assert pygit2  # the server repository is real git
