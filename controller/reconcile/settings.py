@@ -23,3 +23,5 @@ class ControllerSettings:
     root_refresh_before: timedelta = timedelta(days=2)  # re-sign the root this long before expiry
     notify: bool = True  # POST webhooks after a successful push
     now: Callable[[], datetime] = field(default=utc_now)  # injected in tests (DST, timeouts)
+    # Called with a step name between write steps; tests kill the process there (kill -9 faults).
+    checkpoint: Callable[[str], None] = field(default=lambda _step: None)

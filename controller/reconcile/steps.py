@@ -98,11 +98,15 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
         changes[META_FILE] = dump(meta)
         changes.update(audit)
         changes.update(pages_and_receipts(ctx, snapshot, rollouts_now, devices_now, settings, now, main))
+    settings.checkpoint("desired-written")
     if desired.moved:
         push_desired(repo, settings.source, {ref: desired.refs[ref] for ref in desired.moved})
+    settings.checkpoint("desired-pushed")
     written = write_state(repo, snapshot, changes, _message(main, result), now)
+    settings.checkpoint("state-committed")
     if written is not None:
         push_state(repo, settings.source)
+        settings.checkpoint("state-pushed")
         result.state_commit = str(written)
         _notify(fleet, result.events, settings)
     return result
