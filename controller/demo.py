@@ -75,6 +75,10 @@ def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None) -> None:
         tour.commit("Publish navstack 1.0.0 and roll it out")
         tour.step("Plan the rollout against the first commit, as a pull request would show it")
         tour.run(["plan", *repo, "--base", "HEAD~1"], Exit.CHANGES)
+        tour.step("The controller turns the merged commit into per-robot desired state and an audit log")
+        ctl = ["--repo", str(root), "--cache", str(workdir / "cache")]
+        tour.run(["controller", "reconcile", "--once", *ctl, "--gnupghome", str(gnupghome)], Exit.OK)
+        tour.run(["audit", "verify", *ctl], Exit.OK)
         tour.step("A published release is immutable: editing it is caught against --base")
         release = root / RELEASE
         original = release.read_bytes()

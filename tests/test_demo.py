@@ -15,6 +15,8 @@ def test_demo_runs_every_step_and_cleans_up(tmp_path: Path, gpg_available: str) 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Plan: 6 robots to update in 3 waves, 0 skipped, 0 approvals missing." in out
+    assert "1 signatures" in out and "robots updated" in out
+    assert "audit log intact" in out
     assert "[release_modified]" in out
     assert "[alias_forbidden]" in out
     assert "Demo complete." in out
