@@ -30,11 +30,13 @@ def demo_command(keep: Path | None) -> None:
 
 def build() -> click.Group:
     from controller.commands import audit_group, controller_group
+    from controller.ops_commands import register_ops_commands
 
     register_core_commands(cli)
     cli.add_command(demo_command)
     cli.add_command(controller_group)
     cli.add_command(audit_group)
+    register_ops_commands(cli)
     return cli
 
 

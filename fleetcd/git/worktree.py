@@ -50,3 +50,24 @@ def commit_all(path: Path, message: str, author: str) -> str:
     signature = pygit2.Signature(match["name"], match["email"])
     commit_id = repo.create_commit("HEAD", signature, signature, message, tree, parents)
     return str(commit_id)
+
+
+def changed_paths(path: Path) -> list[str]:
+    """Paths of the work tree that differ from HEAD (modified, staged, deleted, untracked; not ignored).
+
+    Lets a command that commits the whole tree refuse to sweep someone's unrelated edits into its commit.
+    """
+    try:
+        repo = pygit2.Repository(str(path))
+    except pygit2.GitError as exc:
+        raise SetupError(f"{path}: not a git work tree: {exc}") from exc
+    return sorted(p for p, flags in repo.status().items() if flags != pygit2.enums.FileStatus.CURRENT)
+
+
+def configured_author(path: Path) -> str | None:
+    """``"Name <email>"`` from git config (``user.name``/``user.email``), or None when either is unset."""
+    try:
+        signature = pygit2.Repository(str(path)).default_signature
+    except (KeyError, pygit2.GitError):
+        return None
+    return f"{signature.name} <{signature.email}>"

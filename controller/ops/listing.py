@@ -1,0 +1,200 @@
+"""``fleetcd get rollouts|devices|releases``: the rows, computed from a fetched view (pure apart from gpg).
+
+Rollouts and devices come from the state branch (what the controller observed), device sites and
+releases from main (what people declared). Each function returns JSON-ready rows; the matching
+``*_COLUMNS`` say what the table shows. Release signatures go through the same threshold check as
+validation and the reconcile (:func:`fleetcd.trust.policy.check_release`), so "verified" here
+means exactly what it means to the controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from controller.ops.output import Column, Row, field, when
+from controller.ops.remote import RemoteView, open_keyring
+from controller.records.model import DeploymentRecord, Outcome, outcome
+from controller.state.model import RolloutState, WavePhase, WaveState
+from fleetcd.models.base import parse_version
+from fleetcd.trust.gpg import Keyring
+from fleetcd.trust.policy import check_release
+
+WAVE_MARKS = {WavePhase.PASSED: "✓", WavePhase.FAILED: "✗", WavePhase.PENDING: "…"}
+
+
+def wave_progress(wave: WaveState) -> str:
+    """``staging ✓``, ``canary 2/3``, ``production …`` (succeeded of robots while a wave runs)."""
+    mark = WAVE_MARKS.get(wave.phase)
+    if mark is None:
+        mark = f"{wave.counts.succeeded}/{len(wave.devices)}"
+        if wave.phase is WavePhase.AWAITING_PROMOTION:
+            mark += " (promote)"
+        elif wave.phase is WavePhase.WAITING:
+            mark += " (waiting)"
+    return f"{wave.name} {mark}"
+
+
+def _wave_json(wave: WaveState) -> dict[str, Any]:
+    return {
+        "name": wave.name,
+        "action": wave.action,
+        "phase": wave.phase.value,
+        "devices": len(wave.devices),
+        **wave.counts.model_dump(),
+        "reason": wave.reason,
+    }
+
+
+def rollout_rows(view: RemoteView) -> list[dict[str, Any]]:
+    """Every rollout the controller knows, by name."""
+    return [_rollout_row(view.state.rollouts[name]) for name in sorted(view.state.rollouts)]
+
+
+def _rollout_row(state: RolloutState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "app": state.app,
+        "version": state.version,
+        "generation": state.generation,
+        "phase": state.phase.value,
+        "reason": state.reason,
+        "progress": " ".join(wave_progress(w) for w in state.waves),
+        "waves": [_wave_json(w) for w in state.waves],
+        "previous_version": state.previous_version,
+        "commit": state.commit,
+        "updated_at": state.updated_at.isoformat(),
+    }
+
+
+ROLLOUT_COLUMNS = (
+    field("NAME", "name"),
+    Column("RELEASE", lambda r: f"{r['app']}@{r['version']}"),
+    field("GEN", "generation"),
+    field("PHASE", "phase"),
+    field("WAVES", "progress"),
+    field("REASON", "reason"),
+)
+
+
+def _newest(records: Sequence[DeploymentRecord]) -> DeploymentRecord | None:
+    return max(records, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
+
+
+def app_versions(records: Sequence[DeploymentRecord]) -> dict[str, dict[str, Any]]:
+    """Per app: the version the robot last reported deployed, and its newest deployment."""
+    apps: dict[str, dict[str, Any]] = {}
+    for app in sorted({r.app for r in records}):
+        mine = [r for r in records if r.app == app]
+        succeeded = _newest([r for r in mine if outcome(r) is Outcome.SUCCEEDED])
+        latest = _newest(mine)
+        assert latest is not None
+        apps[app] = {
+            "current": succeeded.version if succeeded else None,
+            "latest": {
+                "version": latest.version,
+                "rollout": latest.rollout,
+                "generation": latest.generation,
+                "action": latest.action.value,
+                "status": latest.status.value,
+                "updated_at": latest.updated_at.isoformat(),
+            },
+        }
+    return apps
+
+
+def _apps_cell(apps: Mapping[str, Mapping[str, Any]]) -> str:
+    parts = []
+    for app, info in apps.items():
+        latest = info["latest"]
+        current = info["current"] or "-"
+        label = latest["status"] if latest["action"] == "deploy" else f"{latest['action']} {latest['status']}"
+        if latest["version"] != info["current"]:
+            label = f"{latest['version']} {label}"
+        parts.append(f"{app} {current} ({label})")
+    return ", ".join(parts)
+
+
+def device_rows(view: RemoteView) -> list[dict[str, Any]]:
+    """Every robot declared on main or known to the state branch, by id."""
+    rows = []
+    for device in sorted(set(view.spec.devices) | set(view.state.devices)):
+        declared = view.spec.devices.get(device)
+        known = view.state.devices.get(device)
+        last_seen = known.state.last_seen if known else None
+        rows.append(
+            {
+                "id": device,
+                "site": declared.model.site if declared else None,
+                "declared": declared is not None,
+                "decommissioned": bool(declared and declared.model.decommissioned),
+                "connectivity": known.state.connectivity.value if known else "unknown",
+                "last_seen": last_seen.isoformat() if last_seen else None,
+                "apps": app_versions(known.records) if known else {},
+            }
+        )
+    return rows
+
+
+def _site(row: Row) -> str:
+    if not row["declared"]:
+        return "(not on main)"
+    site = row["site"] or "-"
+    return f"{site} (decommissioned)" if row["decommissioned"] else site
+
+
+DEVICE_COLUMNS = (
+    field("ID", "id"),
+    Column("SITE", _site),
+    field("CONNECTIVITY", "connectivity"),
+    Column("LAST SEEN", lambda r: when(r["last_seen"])),
+    Column("APPS", lambda r: _apps_cell(r["apps"])),
+)
+
+
+def release_rows(
+    view: RemoteView, keyring_factory: Callable[[dict[str, bytes]], Keyring] = open_keyring
+) -> list[dict[str, Any]]:
+    """Every release on main with its signature threshold status, by app then version."""
+    spec = view.spec
+    keys = sorted(spec.releases, key=lambda k: (k[0], parse_version(k[1])))
+    if spec.fleet is None:
+        return [_release_row(spec.releases[k].doc.path, k, None, None, ()) for k in keys]
+    signers = spec.fleet.model.trust.release_signers
+    names = {key.fingerprint: key.name for key in signers.keys}
+    rows = []
+    with keyring_factory(dict(spec.keys)) as keyring:
+        for key in keys:
+            entry = spec.releases[key]
+            status = check_release(entry.doc.path, entry.doc.raw, entry.signatures, signers, keyring)
+            verified = tuple(names.get(f, f) for f in status.verified)
+            rows.append(_release_row(entry.doc.path, key, len(status.verified), status.required, verified))
+    return rows
+
+
+def _release_row(
+    path: str, key: tuple[str, str], verified: int | None, required: int | None, signers: Sequence[str]
+) -> dict[str, Any]:
+    ok = verified is not None and required is not None and verified >= required
+    return {
+        "app": key[0],
+        "version": key[1],
+        "path": path,
+        "signatures": {"verified": verified, "required": required, "signers": list(signers), "ok": ok},
+    }
+
+
+def _signatures(row: Row) -> str:
+    sig = row["signatures"]
+    if sig["required"] is None:
+        return "unknown (fleet.yaml does not load)"
+    verdict = "verified" if sig["ok"] else "below threshold"
+    return f"{sig['verified']}/{sig['required']} {verdict}"
+
+
+RELEASE_COLUMNS = (
+    field("APP", "app"),
+    field("VERSION", "version"),
+    Column("SIGNATURES", _signatures),
+    Column("SIGNED BY", lambda r: ", ".join(r["signatures"]["signers"])),
+)
