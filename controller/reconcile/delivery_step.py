@@ -36,9 +36,11 @@ from fleetcd.trust.gpg import Signer
 @dataclass(frozen=True)
 class Delivered:
     serial: int
+    root_sha256: str | None  # of the root robots can fetch after this step
     refs: Mapping[str, Oid] = field(default_factory=dict)
     moved: frozenset[str] = frozenset()
     signatures: int = 0
+    root_expires_at: datetime | None = None  # of that root: the idle fast path re-signs ahead of it
 
 
 def deliver(
@@ -51,9 +53,19 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     current = read_current(repo, devices, namespaces=settings.namespaces)
+    published = _published_serial(current.root)
+    published_sha = hashlib.sha256(current.root).hexdigest() if current.root is not None else None
     # Never reuse a serial robots may already hold (a crash after pushing desired state, before
     # pushing the state branch, leaves the published root ahead of state.json).
-    serial = max(meta.serial, _published_serial(current.root)) + 1
+    serial = max(meta.serial, published) + 1
+    # A root the state branch does not vouch for under a serial it already used: a controller that
+    # lost a race force-pushed it over the winner's. Robots may hold either, so neither may stay.
+    clobbered = (
+        current.root is not None
+        and meta.root_sha256 is not None
+        and published <= meta.serial
+        and published_sha != meta.root_sha256
+    )
     expires = now + timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
     source = DeliverySource(ctx.spec)
     evidence = _historic_evidence(repo, source, rollouts, devices)
@@ -61,10 +73,16 @@ def deliver(
         device: bundle_for(device, data.records, source, None, serial, now, expires, evidence=evidence)
         for device, data in devices.items()
     }
-    if not changed_devices(current.bundles, bundles) and not root_needs_refresh(
-        current.root, now, settings.root_refresh_before
+    if (
+        not clobbered
+        and not changed_devices(current.bundles, bundles)
+        and not root_needs_refresh(current.root, now, settings.root_refresh_before)
     ):
-        return Delivered(serial=max(meta.serial, _published_serial(current.root)))
+        return Delivered(
+            serial=max(meta.serial, published),
+            root_sha256=published_sha,
+            root_expires_at=_published_expiry(current.root),
+        )
     fingerprint = ctx.fleet.trust.controller.fingerprint
     with Signer(settings.gnupghome) as signer:
         result = write_desired_state(
@@ -77,7 +95,14 @@ def deliver(
             sign=lambda data: signer.sign_detached(data, fingerprint),
             namespaces=settings.namespaces,
         )
-    return Delivered(serial=serial, refs=result.refs, moved=result.moved, signatures=result.signatures)
+    return Delivered(
+        serial=serial,
+        root_sha256=result.root_sha,
+        refs=result.refs,
+        moved=result.moved,
+        signatures=result.signatures,
+        root_expires_at=expires,
+    )
 
 
 def _historic_evidence(
@@ -109,6 +134,15 @@ def _historic_evidence(
         except InvalidContent:
             continue
     return found
+
+
+def _published_expiry(root: bytes | None) -> datetime | None:
+    if root is None:
+        return None
+    try:
+        return SignedRoot.model_validate_json(root).expires_at
+    except ValidationError:
+        return None
 
 
 def _published_serial(root: bytes | None) -> int:

@@ -4,6 +4,10 @@ Every URL pygit2 reaches works (a local path, ``file://``, ``ssh://``). The mirr
 can be deleted at any moment; the remote is the truth. Writes are pushed in a fixed order —
 per-robot desired state first, the state branch last — so a crash in between leaves a state branch
 that still says "not delivered yet" and the next reconcile delivers again.
+
+The mirror also mirrors the server's desired-state refs (pruning those the server lacks): a
+controller killed after moving them locally but before pushing them must see what robots can
+actually fetch, not its own unpushed refs, or it would decide that nothing is left to deliver.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from pathlib import Path
 
 from fleetcd.errors import SetupError
 from fleetcd.git.hostkeys import HostKeyPolicy
-from fleetcd.git.refs import MAIN_BRANCH, STATE_BRANCH, STATUS_PREFIX
+from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.remote import SshKey, fetch, push
 from fleetcd.git.repo import Oid, Repository, open_or_init_bare
 
 DESIRED_REFS_PER_PUSH = 1000  # refspecs per push command: bounds argv and server-side batch size
+DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ def open_mirror(source: Source) -> Repository:
 
 
 def fetch_all(repo: Repository, source: Source) -> Fetched:
-    """Main, the state branch and every robot's status ref, force-updated from the remote."""
+    """Main, the state branch, every robot's status and desired-state ref, force-updated from the
+    remote; desired-state refs the remote lacks are deleted from the mirror."""
     found = fetch(
         repo,
         source.url,
@@ -61,6 +67,7 @@ def fetch_all(repo: Repository, source: Source) -> Fetched:
             f"+{MAIN_BRANCH}:{MAIN_BRANCH}",
             f"+{STATE_BRANCH}:{STATE_BRANCH}",
             f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*",
+            *(f"+{prefix}*:{prefix}*" for prefix in DESIRED_PREFIXES),
         ],
         credentials=source.credentials,
         host_keys=source.host_keys,
@@ -70,6 +77,10 @@ def fetch_all(repo: Repository, source: Source) -> Fetched:
         raise SetupError(f"{source.url}: has no {MAIN_BRANCH}")
     if STATE_BRANCH not in found and repo.references.get(STATE_BRANCH) is not None:
         repo.references.delete(STATE_BRANCH)  # the remote has none: ours is a stale cache
+    # Written here, never pushed (a crash in between). One pass over the names, no targets read.
+    unpushed = [ref for ref in repo.references if ref.startswith(DESIRED_PREFIXES) and ref not in found]
+    for ref in unpushed:
+        repo.references.delete(ref)
     status = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
     return Fetched(main=main, state=found.get(STATE_BRANCH), status=status)
 

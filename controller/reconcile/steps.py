@@ -5,6 +5,9 @@ invalid content stalls with a reason in the rollout status and the audit log, no
 applied. Every output is derived deterministically from git (main, the state branch, status refs)
 and ``now``, so a controller killed at any instant and run again writes identical objects and no
 duplicate records or audit lines. Pushes go desired state first, state branch last.
+
+Before all of that, :func:`controller.reconcile.idle.idle_main` lists the server's refs: when
+nothing is new and nothing is due since the last reconcile, it returns at once (``idle``).
 """
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ from controller.audit.events import AuditEvent, AuditKind
 from controller.engine import EngineOutput
 from controller.errors import HistoryRewritten, StateConflict
 from controller.ingest.reports import ingest, read_reports
-from controller.policy.commits import check_history
+from controller.policy.commits import MAIN_REF, check_history
 from controller.reconcile.delivery_step import deliver
+from controller.reconcile.due import next_due
 from controller.reconcile.finish import pages_and_receipts
+from controller.reconcile.idle import audit_anchor, audit_fields, desired_refs, idle_main, mark_of, remember
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Fetched, fetch_all, open_mirror, push_desired, push_state
 from controller.reconcile.statebranch import StateSnapshot, changed_files, dump, load_state, write_state
-from controller.records.model import DeviceState
+from controller.records.model import DeviceState, connectivity
 from controller.state.layout import META_FILE, device_file, rollout_file
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState
 from fleetcd.errors import Diagnostic, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
 from fleetcd.git.trees import read_tree
+from fleetcd.layout import FLEET_FILE
 from fleetcd.loading.fleetspec import load_spec
 from fleetcd.models import Fleet
 from fleetcd.trust.gpg import Keyring
@@ -48,11 +54,15 @@ class ReconcileResult:
     events: list[AuditEvent] = field(default_factory=list)
     desired_refs: int = 0
     signatures: int = 0
+    idle: bool = False  # nothing new and nothing due: nothing was fetched, loaded or planned
 
 
 def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
     """Fetch, decide, write and push; a lost race is retried from a fresh fetch."""
     repo = open_mirror(settings.source)
+    quiet = idle_main(repo, settings.source, settings.now())
+    if quiet is not None:
+        return ReconcileResult(main=quiet, idle=True)
     for _ in range(settings.push_attempts):
         fetched = fetch_all(repo, settings.source)
         try:
@@ -66,15 +76,14 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
     now = settings.now()
     main = str(fetched.main)
     snapshot = load_state(repo)
-    verify(snapshot.audit)
+    verify(snapshot.audit, anchor=audit_anchor(snapshot.meta))
     result = ReconcileResult(main=main)
     last = snapshot.meta.last_processed_commit
     files, problems = read_tree(repo, main)
     # The commit policy and its keys come from the last accepted commit, so an unsigned head can
     # neither switch the policy off nor trust its own key.
-    trusted_files = read_tree(repo, last)[0] if last else files
     try:
-        stall = _verify_history(repo, trusted_files, last, main)
+        stall = _verify_history(repo, _trusted_files(repo, last, main, files), last, main)
     except HistoryRewritten as exc:
         return _stall(repo, snapshot, settings, result, now, str(exc), AuditKind.HISTORY_REWRITTEN)
     if stall is not None:
@@ -90,11 +99,29 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
     rollouts_now = _plan(ctx, snapshot, devices_now, main, now, result)
     desired = deliver(repo, ctx, snapshot.meta, devices_now, rollouts_now, settings, now)
     result.desired_refs, result.signatures = len(desired.moved), desired.signatures
-    meta = snapshot.meta.model_copy(update={"last_processed_commit": main, "serial": desired.serial})
     changes = _state_files(snapshot, rollouts_now, devices_now)
     audit = append(snapshot.audit, result.events)
+    meta = snapshot.meta.model_copy(
+        update={
+            "last_processed_commit": main,
+            "serial": desired.serial,
+            "root_sha256": desired.root_sha256,
+            **audit_fields(snapshot.audit, audit),
+        }
+    )
+    due = next_due(
+        ctx,
+        rollouts_now,
+        devices_now,
+        root_expires_at=desired.root_expires_at,
+        root_refresh_before=settings.root_refresh_before,
+        now=now,
+    )
+    mark = mark_of(main, fetched.status, desired_refs(repo), due)
     if changed_files(snapshot.files, changes) or audit or meta != snapshot.meta:
-        meta = meta.model_copy(update={"updated_at": now})
+        meta = meta.model_copy(
+            update={"updated_at": now, "idle": mark.model_copy(update={"desired_sha256": None})}
+        )
         changes[META_FILE] = dump(meta)
         changes.update(audit)
         changes.update(pages_and_receipts(ctx, snapshot, rollouts_now, devices_now, settings, now, main))
@@ -109,14 +136,31 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
         settings.checkpoint("state-pushed")
         result.state_commit = str(written)
         _notify(fleet, result.events, settings)
+    remember(settings.source.mirror, written or snapshot.commit, mark)
     return result
+
+
+def _trusted_files(
+    repo: Repository, last: str | None, head: str, files: dict[str, bytes]
+) -> dict[str, bytes]:
+    """The tree the commit policy comes from: the last accepted commit's, once there is one.
+
+    Descent is checked first: after a force push a freshly cloned mirror no longer has the last
+    processed commit at all, which is a rewritten history, not a setup error.
+    """
+    if last is None:
+        return files
+    if not RepositoryCommits(repo).is_descendant(head, last):
+        raise HistoryRewritten(MAIN_REF, last, head)
+    return read_tree(repo, last)[0]
 
 
 def _verify_history(
     repo: Repository, trusted: Mapping[str, bytes], last: str | None, head: str
 ) -> str | None:
     """None when the commits since ``last`` pass the fleet's commit policy, else the stall reason."""
-    spec, _ = load_spec(trusted)
+    # Only fleet.yaml and keys/ are needed: loading every device file here doubled a reconcile.
+    spec, _ = load_spec({p: d for p, d in trusted.items() if p == FLEET_FILE or p.startswith("keys/")})
     if spec.fleet is None:
         return None  # validation reports it
     policy = spec.fleet.model.trust.commits
@@ -150,6 +194,14 @@ def _ingest(
             )
             devices[device] = updated
             result.events.extend(events)
+    # A silent robot sends nothing to ingest: its connectivity ages here, or the device file and
+    # the status pages would show it online forever.
+    for device, data in devices.items():
+        link = connectivity(data.state.last_seen, now, fleet.defaults.offline_after_seconds)
+        if data.state.last_seen is not None and link is not data.state.connectivity:
+            devices[device] = data.model_copy(
+                update={"state": data.state.model_copy(update={"connectivity": link})}
+            )
     return devices
 
 

@@ -113,12 +113,32 @@ class DeviceFile(_State):
     records: tuple[DeploymentRecord, ...] = Field(default=(), max_length=MAX_RECORDS_PER_DEVICE)
 
 
+class IdleMark(_State):
+    """What a reconcile saw and when the clock alone next changes anything (the idle fast path).
+
+    A later reconcile that lists the same main commit and the same status and desired-state refs
+    before ``next_due_at`` would decide nothing new, so it skips fetching, loading and planning.
+    """
+
+    main: str
+    status_sha256: Sha256  # over the sorted (ref, oid) pairs of robots' status refs
+    # Over the sorted (ref, oid) pairs of desired-state refs; only in the mirror's hint file, since a
+    # re-signed root after a crash gives other commit ids for the same state.
+    desired_sha256: Sha256 | None = None
+    next_due_at: AwareDatetime  # earliest soak end, deadline, window, not_before, root refresh…
+
+
 class ControllerMeta(_State):
     """``state.json``: where the controller is in main's history and in the signing serial."""
 
     format: str = STATE_FORMAT
     last_processed_commit: str | None = None
     serial: int = 0
+    # sha256 of the root.json published under ``serial``: another root under a serial already used
+    # was pushed by a controller that lost a race, and is replaced by a fresh serial.
+    root_sha256: Sha256 | None = None
     audit_seq: int = 0
     audit_head: str = "0" * 64
+    audit_file: str | None = None  # the day file holding line ``audit_seq`` (the log's head)
     updated_at: AwareDatetime | None = None
+    idle: IdleMark | None = None

@@ -1,9 +1,11 @@
-"""The two transport jobs the git CLI does better than libgit2, behind :mod:`fleetcd.git.remote`.
+"""The transport jobs the git CLI does better than libgit2, behind :mod:`fleetcd.git.remote`.
 
 * **Push to a local repository.** libgit2's local transport (plain paths and ``file://``) writes the
   objects and refs itself and never runs the target's ``pre-receive``/``update`` hooks (measured:
   a pre-receive that rejects everything still let a pygit2 push through). ``git push`` starts a
   real receive-pack, so the server's policy applies the same as over SSH.
+* **List a local repository's refs.** libgit2's local transport peels every ref it lists (0.4 s
+  for 20,000 refs here); ``git ls-remote`` takes 0.07 s, which keeps an idle controller's poll cheap.
 * **Fetch one ref with protocol v2.** libgit2 speaks protocol v0, where the server first advertises
   every ref it has; the CLI's v2 ``ls-refs`` asks only for the ref it wants, so a robot's no-op poll
   costs the same with 10 or 10,000 robots (``bench/git_poll_bytes.py``).
@@ -146,6 +148,30 @@ def fetch_ref_v2(
     if _MISSING_REF in done.stderr:
         return FetchedRef(False, received)
     raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
+
+
+def ls_remote(
+    url: str,
+    patterns: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, str]:
+    """``git ls-remote --refs <url> <patterns>``: ref → object id (hex), nothing fetched.
+
+    git matches a pattern against the *end* of a ref name, so callers filter the result exactly.
+    """
+    what = f"listing the refs of {url}"
+    argv = [git_binary(), "-c", "protocol.version=2", "ls-remote", "--refs", url, *patterns]
+    done = _run(argv, env=env or {}, timeout_s=timeout_s, what=what)
+    if done.returncode != 0:
+        raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
+    listed: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        oid, _, ref = line.partition("\t")
+        if ref:
+            listed[ref] = oid
+    return listed
 
 
 def received_bytes(packet_trace: Path, pack_trace: Path) -> int:

@@ -114,6 +114,8 @@ class _Callbacks(pygit2.RemoteCallbacks):
         check = self.__dict__.get("host_check")
         if name in ("fetch_options", "push_options") and check is not None and check.policy.pinned_sha256:
             value.callbacks.certificate_check = check.c_callback()
+        elif name == "remote_callbacks" and check is not None and check.policy.pinned_sha256:
+            value.certificate_check = check.c_callback()  # Remote.connect (list_remote)
         super().__setattr__(name, value)
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes | str) -> bool:
@@ -210,6 +212,42 @@ def fetch(
                 found[local] = head.oid
                 break
     return found
+
+
+def list_remote(
+    repo: pygit2.Repository,
+    url: str,
+    names: Sequence[str],
+    *,
+    credentials: SshKey | None = None,
+    host_keys: HostKeyPolicy | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, pygit2.Oid]:
+    """What the server's refs point at, fetching nothing: ref → object id.
+
+    ``names`` are full ref names, or prefixes ending in ``/`` (every ref below). Local repositories
+    are listed by ``git ls-remote`` (see :mod:`fleetcd.git.gitcli`), others through libgit2 with
+    the same credentials and host key checks as :func:`fetch`.
+    """
+    what = f"list refs of {_checked_url(url)}"
+    _require_local_repository(url, what)
+    if is_local(url):
+        patterns = [f"{name}*" if name.endswith("/") else name for name in names]
+        listed = {
+            ref: pygit2.Oid(hex=oid)
+            for ref, oid in gitcli.ls_remote(url, patterns, timeout_s=timeout_s).items()
+        }
+    else:
+        callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), [])
+        _timeouts(timeout_s)
+        try:
+            remote = repo.remotes.create_anonymous(url)
+            listed = {head.name: head.oid for head in remote.list_heads(callbacks=callbacks) if head.name}
+        except _LIBGIT2_ERRORS as exc:
+            raise callbacks.failure(what, exc) from exc
+    exact = {name for name in names if not name.endswith("/")}
+    prefixes = tuple(name for name in names if name.endswith("/"))
+    return {ref: oid for ref, oid in listed.items() if ref in exact or ref.startswith(prefixes)}
 
 
 def push(

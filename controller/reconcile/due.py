@@ -1,0 +1,185 @@
+"""When the clock alone next changes what a reconcile decides: the idle fast path's horizon (pure).
+
+A reconcile is a function of main, the state branch, robots' status refs and ``now``. With the
+first three unchanged, its outcome can only change once ``now`` reaches one of these instants:
+
+* a deployment's ``deadline_at`` (it times out) or a robot's ``last_seen + offline_after_seconds``
+  (its connectivity ages to offline);
+* the end of a soaking wave's soak, and ``schedule.not_before``;
+* a maintenance window opening or closing for a robot still waiting to be dispatched or switched:
+  every daily start and end in the window's zone (both instants of an hour the clock shows twice)
+  and the zone's next UTC offset change, so a daylight-saving jump never hides a boundary;
+* a download-rate minute freeing up, and the published root coming within
+  ``root_refresh_before`` of its expiry.
+
+:func:`next_due` returns the earliest of them not yet passed, and never later than
+:data:`FULL_RECONCILE_EVERY` after ``now``: a bound on what is not listed here, such as a signing
+key expiring. Every instant is a lower bound (a window boundary on a day the window is off), so an
+early one costs a full reconcile that finds nothing to do, never a missed one. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from controller.engine.dispatch import waiting_for_switch
+from controller.engine.inputs import RATE_WINDOW
+from controller.engine.reasons import EngineReason
+from controller.reconcile.rollouts import FleetContext
+from controller.records.model import Action, is_terminal
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
+from fleetcd.models import Rollout
+from fleetcd.models.rollout import Canary, Rolling, Strategy, Waves
+from fleetcd.planning.waves import effective_strategy
+
+FULL_RECONCILE_EVERY = timedelta(minutes=10)  # an idle controller still re-checks everything this often
+_DISPATCHING = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.COMPLETED})
+_DAYS_AHEAD = 3  # today's, tomorrow's and the day after's boundaries: every daily one is among them
+_OFFSET_SCAN = timedelta(hours=49)  # how far ahead a zone's next UTC offset change is looked for
+_OFFSET_STEP = timedelta(hours=1)  # offsets are compared hourly, then the change is bisected
+_OFFSET_PRECISION = timedelta(seconds=1)
+
+
+def next_due(
+    ctx: FleetContext,
+    rollouts: Mapping[str, RolloutState],
+    devices: Mapping[str, DeviceFile],
+    *,
+    root_expires_at: datetime | None,
+    root_refresh_before: timedelta,
+    now: datetime,
+) -> datetime:
+    """The earliest instant at or after ``now`` at which the clock alone may change the outcome."""
+    due = [now + FULL_RECONCILE_EVERY]
+    if root_expires_at is not None:
+        due.append(root_expires_at - root_refresh_before)
+    offline_after = timedelta(seconds=ctx.fleet.defaults.offline_after_seconds)
+    for data in devices.values():
+        if data.state.last_seen is not None:
+            due.append(data.state.last_seen + offline_after)
+        due.extend(r.deadline_at for r in data.records if r.deadline_at is not None and not is_terminal(r))
+    for name, state in rollouts.items():
+        entry = ctx.spec.rollouts.get(name)
+        if entry is not None:
+            due.extend(_rollout_due(ctx, entry.doc.model, state, devices, now))
+    return min(at for at in due if at >= now)
+
+
+def _rollout_due(
+    ctx: FleetContext, rollout: Rollout, state: RolloutState, devices: Mapping[str, DeviceFile], now: datetime
+) -> Iterator[datetime]:
+    not_before = rollout.schedule.not_before
+    if not_before is not None and not_before > now:
+        yield not_before
+    strategy = effective_strategy(rollout, ctx.fleet)
+    for wave in state.waves:
+        if wave.phase is WavePhase.SOAKING and wave.gates_met_at is not None:
+            end = wave.gates_met_at + timedelta(seconds=soak_seconds(strategy, wave.index))
+            # A soak already over that still holds the wave can only be a pause (a commit ends
+            # it); anything else means this module misreads the plan: stay on the full path.
+            yield end if end >= now or wave.reason == EngineReason.PAUSED.value else now
+    if state.phase in _DISPATCHING:
+        yield from _dispatch_due(ctx, rollout, state, devices, now)
+
+
+def soak_seconds(strategy: Strategy, index: int) -> int:
+    """The soak of wave ``index`` as :func:`fleetcd.planning.waves.plan_waves` plans it.
+
+    Only asked for a soaking wave, which is never empty and never a wave planned without soak.
+    """
+    if isinstance(strategy, Rolling):
+        return strategy.delay_seconds
+    if isinstance(strategy, Canary):
+        return strategy.soak_seconds if index == 0 else 0
+    if isinstance(strategy, Waves) and index < len(strategy.waves):
+        return strategy.waves[index].soak_seconds
+    return 0
+
+
+def _dispatch_due(
+    ctx: FleetContext, rollout: Rollout, state: RolloutState, devices: Mapping[str, DeviceFile], now: datetime
+) -> Iterator[datetime]:
+    """Window changes and rate-limit minutes ending, for robots without their deployment yet."""
+    waiting: list[str] = []
+    recent: list[datetime] = []  # downloads the rate limit still counts
+    for device in sorted({d for wave in state.waves for d in wave.devices}):
+        data = devices.get(device)
+        mine = [
+            r
+            for r in (data.records if data is not None else ())
+            if r.rollout == rollout.name and r.generation == state.generation
+        ]
+        if not mine or any(waiting_for_switch(r) for r in mine):
+            waiting.append(device)
+        recent.extend(
+            r.created_at + RATE_WINDOW
+            for r in mine
+            if r.action in (Action.DEPLOY, Action.STAGE) and r.created_at + RATE_WINDOW > now
+        )
+    if not waiting:
+        return
+    limit = rollout.download_rate_per_minute or ctx.fleet.defaults.download_rate_per_minute
+    if limit is not None:
+        yield from recent
+    if rollout.schedule.respect_maintenance_windows:
+        yield from window_changes(_boundaries(ctx, waiting), now)
+
+
+def _boundaries(ctx: FleetContext, devices: Iterable[str]) -> set[tuple[str, str]]:
+    """(wall-clock "HH:MM", zone) of every window start and end that applies to ``devices``."""
+    found: set[tuple[str, str]] = set()
+    for device in devices:
+        model = ctx.devices.get(device)
+        zone = model.timezone if model is not None else "UTC"
+        own = model.maintenance_windows if model is not None else []
+        for window in [*own, *ctx.cohort_windows.get(device, ())]:
+            found.add((window.start, window.timezone or zone))
+            found.add((window.end, window.timezone or zone))
+    return found
+
+
+def window_changes(boundaries: Iterable[tuple[str, str]], now: datetime) -> list[datetime]:
+    """The next instant of every (wall clock, zone) boundary, plus each zone's next offset change."""
+    out: list[datetime] = []
+    zones: set[str] = set()
+    for clock, zone_name in boundaries:
+        zones.add(zone_name)
+        ahead = [at for at in _wall_clock_instants(clock, ZoneInfo(zone_name), now) if at >= now]
+        if ahead:
+            out.append(min(ahead))
+    for zone_name in sorted(zones):
+        change = next_offset_change(ZoneInfo(zone_name), now)
+        if change is not None:
+            out.append(change)
+    return out
+
+
+def _wall_clock_instants(clock: str, zone: ZoneInfo, now: datetime) -> Iterator[datetime]:
+    hours, minutes = clock.split(":")
+    local_day = now.astimezone(zone).date()
+    for days in range(-1, _DAYS_AHEAD):
+        day = local_day + timedelta(days=days)
+        for fold in (0, 1):
+            local = datetime.combine(day, time(int(hours), int(minutes)), tzinfo=zone).replace(fold=fold)
+            yield local.astimezone(UTC)
+
+
+def next_offset_change(zone: ZoneInfo, now: datetime) -> datetime | None:
+    """An instant at most a second before ``zone`` next changes its UTC offset (None: not soon)."""
+    low = now.astimezone(UTC)
+    offset = low.astimezone(zone).utcoffset()
+    end = low + _OFFSET_SCAN
+    while low < end:
+        high = low + _OFFSET_STEP
+        if high.astimezone(zone).utcoffset() != offset:
+            while high - low > _OFFSET_PRECISION:
+                middle = low + (high - low) / 2
+                if middle.astimezone(zone).utcoffset() == offset:
+                    low = middle
+                else:
+                    high = middle
+            return low
+        low = high
+    return None

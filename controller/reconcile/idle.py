@@ -1,0 +1,153 @@
+"""The idle fast path, before step 1 of a reconcile: decide from a ref listing that nothing is new.
+
+An idle 10,000-robot fleet would otherwise pay, every tick, for fetching every robot's refs,
+reading and validating every device file on main and on the state branch and planning every
+rollout, only to write nothing. So each full reconcile leaves an
+:class:`~controller.state.model.IdleMark` — main, digests of the status and desired-state refs, and
+:func:`~controller.reconcile.due.next_due` — in ``state.json`` when it commits, and in a hint file
+in the mirror (keyed by the state commit it read) when it has nothing to commit.
+
+The next reconcile lists the server's refs without fetching (:func:`idle_main`) and stops at once
+when main and both ref digests are exactly as marked, ``now`` is before ``next_due_at`` and the
+audit log's head day file still ends at the anchor ``state.json`` records. Anything else — a new
+commit, a report, a deadline or window reached, a damaged log tail, no hint — runs the full
+reconcile, which verifies the whole audit chain against that anchor. The fast path writes nothing,
+so skipping work there can delay a decision (never past ``next_due_at``) but never make a wrong one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from controller.audit.chain import DAY_PATH, head
+from controller.errors import AuditChainBroken
+from controller.reconcile.due import FULL_RECONCILE_EVERY
+from controller.reconcile.source import Source
+from controller.state.layout import META_FILE
+from controller.state.model import ControllerMeta, IdleMark
+from fleetcd.git.objects import list_refs, read_blob
+from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
+from fleetcd.git.remote import list_remote
+from fleetcd.git.repo import Oid, Repository
+
+DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts
+LISTED = (MAIN_BRANCH, STATE_BRANCH, STATUS_PREFIX, *DESIRED_PREFIXES)
+HINT_FILE = "fleetcd-idle.json"  # in the mirror, which is a cache: losing it costs one full reconcile
+
+
+class _Hint(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_commit: str
+    mark: IdleMark
+
+
+def refs_sha256(refs: Mapping[str, Oid | str]) -> str:
+    """sha256 over the sorted ``ref oid`` lines: equal iff the same refs point at the same objects."""
+    digest = hashlib.sha256()
+    for ref in sorted(refs):
+        digest.update(f"{ref} {refs[ref]}\n".encode())
+    return digest.hexdigest()
+
+
+def _under(refs: Mapping[str, Oid], prefixes: tuple[str, ...]) -> dict[str, Oid]:
+    return {ref: oid for ref, oid in refs.items() if ref.startswith(prefixes)}
+
+
+def idle_main(repo: Repository, source: Source, now: datetime) -> str | None:
+    """Main's commit id when a full reconcile at ``now`` would decide nothing new, else None."""
+    listed = list_remote(repo, source.url, LISTED, credentials=source.credentials, host_keys=source.host_keys)
+    main, state = listed.get(MAIN_BRANCH), listed.get(STATE_BRANCH)
+    if main is None or state is None:
+        return None
+    meta = _meta(repo, state)
+    if meta is None:
+        return None
+    mark = _read_hint(source.mirror, str(state)) or meta.idle
+    # A mark further ahead than any reconcile sets (the clock stepped back, or someone else wrote
+    # it) is not trusted to keep this controller idle.
+    if mark is None or not now < mark.next_due_at <= now + FULL_RECONCILE_EVERY:
+        return None
+    desired = _under(listed, DESIRED_PREFIXES) if mark.desired_sha256 is not None else None
+    seen = mark_of(str(main), _under(listed, (STATUS_PREFIX,)), desired, mark.next_due_at)
+    if seen != mark or not _audit_head_matches(repo, state, meta):
+        return None
+    return str(main)
+
+
+def mark_of(
+    main: str, status: Mapping[str, Oid], desired: Mapping[str, Oid] | None, next_due_at: datetime
+) -> IdleMark:
+    return IdleMark(
+        main=main,
+        status_sha256=refs_sha256(status),
+        desired_sha256=refs_sha256(desired) if desired is not None else None,
+        next_due_at=next_due_at,
+    )
+
+
+def desired_refs(repo: Repository) -> dict[str, Oid]:
+    """The mirror's desired-state refs: after a reconcile pushed, exactly what the server has."""
+    return {ref: oid for prefix in DESIRED_PREFIXES for ref, oid in list_refs(repo, prefix).items()}
+
+
+def audit_anchor(meta: ControllerMeta) -> tuple[int, str] | None:
+    """The head ``state.json`` recorded, for :func:`controller.audit.chain.verify` (None: none yet)."""
+    return (meta.audit_seq, meta.audit_head) if meta.audit_seq > 0 else None
+
+
+def audit_fields(existing: Mapping[str, bytes], appended: Mapping[str, bytes]) -> dict[str, object]:
+    """``state.json``'s anchor fields for the log after ``appended`` (complete new day files)."""
+    merged = {**existing, **appended}
+    days = sorted(path for path in merged if DAY_PATH.fullmatch(path))
+    if not days:
+        return {"audit_seq": 0, "audit_head": ControllerMeta().audit_head, "audit_file": None}
+    seq, line_hash = head({days[-1]: merged[days[-1]]})
+    return {"audit_seq": seq, "audit_head": line_hash, "audit_file": days[-1]}
+
+
+def _meta(repo: Repository, state: Oid) -> ControllerMeta | None:
+    raw = read_blob(repo, state, META_FILE)  # None when the mirror lacks that commit: fetch first
+    if raw is None:
+        return None
+    try:
+        return ControllerMeta.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def _audit_head_matches(repo: Repository, state: Oid, meta: ControllerMeta) -> bool:
+    """The head day file's own links hold and it still ends at the recorded anchor."""
+    if meta.audit_file is None:
+        return meta.audit_seq == 0
+    data = read_blob(repo, state, meta.audit_file)
+    if data is None:
+        return False
+    try:
+        return head({meta.audit_file: data}) == (meta.audit_seq, meta.audit_head)
+    except AuditChainBroken:
+        return False
+
+
+def remember(mirror: Path, state_commit: Oid | str | None, mark: IdleMark) -> None:
+    """Keep ``mark`` for the state commit the server now has (atomically: temp file + rename)."""
+    if state_commit is None or not mirror.is_dir():
+        return
+    data = _Hint(state_commit=str(state_commit), mark=mark).model_dump_json().encode()
+    with tempfile.NamedTemporaryFile(dir=mirror, prefix=".idle-", delete=False) as tmp:
+        tmp.write(data)
+    Path(tmp.name).replace(mirror / HINT_FILE)
+
+
+def _read_hint(mirror: Path, state_commit: str) -> IdleMark | None:
+    try:
+        hint = _Hint.model_validate_json((mirror / HINT_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return None
+    return hint.mark if hint.state_commit == state_commit else None

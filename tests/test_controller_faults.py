@@ -1,0 +1,358 @@
+"""Faults at the reconcile level, on real git and real gpg: kill -9 between write steps, and two
+controllers racing on one repository.
+
+The world is the controller scenario's fleet (:mod:`tests.test_controller_scenario`); the other
+``test_controller_*`` fault and attack modules build theirs with :func:`make_world` from here.
+A crash is a real ``SIGKILL`` of a subprocess that runs ``reconcile_once`` with a checkpoint hook;
+the world is copied first, so the same reconcile also runs without the crash, at the same injected
+clock, and the two servers are compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from controller.audit.chain import verify
+from controller.delivery.write import delivery_ref
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Source, fetch_all, open_mirror
+from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.reconcile.steps import reconcile_once
+from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, TrustAnchors
+from fleetcd.desired.verify import verify_bundle
+from fleetcd.git.objects import list_refs, read_blob, ref_target
+from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
+from fleetcd.models import Fleet
+from fleetcd.trust.gpg import Keyring
+from tests.fleetrepo import FleetRepoBuilder
+from tests.fleetsim import SimFleet
+from tests.gitrepos import bare_repo
+from tests.gpgkeys import KeyFactory, shared_keys
+from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, START, WAVES, Clock, World
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ["desired-written", "desired-pushed", "state-committed", "state-pushed"]
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+# --- worlds -------------------------------------------------------------------------------------
+
+
+def make_world(
+    root: Path,
+    keys: KeyFactory,
+    *,
+    start: datetime = START,
+    waves: list[dict[str, Any]] | None = None,
+    configure: Callable[[FleetRepoBuilder], None] | None = None,
+    merge: Callable[[FleetRepoBuilder, str], None] | None = None,
+    notify: bool = False,
+) -> FaultWorld:
+    """The scenario's fleet (1 staging, 3 canary, 4 production robots, nav 1.0.0 in three waves),
+    merged to a bare server; ``configure`` edits it first, ``merge`` replaces the plain commit."""
+    fleet = FleetRepoBuilder(root / "work", keys=keys, name="faults")
+    for device in STAGING + CANARY + PRODUCTION:
+        fleet.device(device)
+    fleet.cohort("staging", STAGING, stage="staging")
+    fleet.cohort("canary", CANARY, stage="canary")
+    fleet.cohort("production", PRODUCTION, stage="production")
+    fleet.release("nav", "1.0.0")
+    fleet.rollout(
+        "nav",
+        app="nav",
+        release="1.0.0",
+        cohorts=["staging", "canary", "production"],
+        strategy={"type": "waves", "waves": waves or WAVES},
+    )
+    if configure is not None:
+        configure(fleet)
+    fleet.git_init()
+    server = bare_repo(root / "fleet.git")
+    clock = Clock(start)
+    settings = ControllerSettings(
+        source=Source.for_url(str(server), root / "cache"),
+        gnupghome=keys.home,
+        notify=notify,
+        now=lambda: clock.now,
+    )
+    anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
+    world = FaultWorld(fleet, server, settings, SimFleet(server, anchors, {}), clock)
+    world.committer = merge
+    world.merge("nav 1.0.0 to the whole fleet")
+    world.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
+    return world
+
+
+class FaultWorld(World):
+    """The scenario's world with a typed state reader and a replaceable way of merging."""
+
+    committer: Callable[[FleetRepoBuilder, str], None] | None = None
+
+    def merge(self, message: str) -> None:
+        if self.committer is None:
+            super().merge(message)
+            return
+        self.committer(self.fleet, message)
+        self.fleet.git("push", "-q", str(self.server), "main")
+
+    def state(self) -> StateSnapshot:
+        repo = open_mirror(self.settings.source)
+        fetch_all(repo, self.settings.source)
+        return load_state(repo)
+
+
+def copy_world(world: FaultWorld, root: Path) -> ControllerSettings:
+    """Settings of a second controller on a copy of the world's server and cache, same clock."""
+    server = root / "fleet.git"
+    shutil.copytree(world.server, server, symlinks=True)
+    mirror = root / "cache" / world.settings.source.mirror.name
+    if world.settings.source.mirror.exists():
+        shutil.copytree(world.settings.source.mirror, mirror, symlinks=True)
+    return replace(world.settings, source=Source(str(server), mirror))
+
+
+# --- what the server holds ----------------------------------------------------------------------
+
+
+def state_tree(server: Path) -> str:
+    repo = pygit2.Repository(str(server))
+    head = ref_target(repo, STATE_BRANCH)
+    assert head is not None, "no state branch on the server"
+    commit = repo[head]
+    assert isinstance(commit, pygit2.Commit)
+    return str(commit.tree_id)
+
+
+def desired(server: Path, *, signatures: bool = False) -> dict[str, dict[str, bytes | None]]:
+    """Every robot's desired-state files; the root signature only when asked (gpg stamps the
+    wall-clock second into it, so two runs at the same injected clock differ in that file alone)."""
+    repo = pygit2.Repository(str(server))
+    names = [BUNDLE_FILE, ROOT_FILE, PROOF_FILE] + ([ROOT_SIGNATURE_FILE] if signatures else [])
+    return {
+        ref: {name: read_blob(repo, target, name) for name in names}
+        for ref, target in sorted(list_refs(repo, NAMESPACES_PREFIX).items())
+    }
+
+
+def desired_targets(server: Path) -> dict[str, str]:
+    return {
+        ref: str(oid) for ref, oid in list_refs(pygit2.Repository(str(server)), NAMESPACES_PREFIX).items()
+    }
+
+
+def audit_lines(state: StateSnapshot) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted(state.audit) for line in state.audit[path].splitlines()]
+
+
+def assert_no_duplicates(state: StateSnapshot) -> None:
+    """The audit chain verifies, no event is logged twice, no robot holds a record twice."""
+    lines = audit_lines(state)
+    assert verify(state.audit).lines == len(lines)
+    keys = [line["key"] for line in lines]
+    assert len(keys) == len(set(keys)), "an audit event was logged twice"
+    for device, data in state.devices.items():
+        ids = [r.id for r in data.records]
+        assert len(ids) == len(set(ids)), f"{device} holds a record twice"
+
+
+def kinds(state: StateSnapshot) -> list[str]:
+    return [line["event"]["kind"] for line in audit_lines(state)]
+
+
+# --- kill -9 ------------------------------------------------------------------------------------
+
+
+def crash_main(argv: list[str]) -> None:
+    """Subprocess entry: reconcile once and SIGKILL ourselves at checkpoint ``step``."""
+    server, mirror, gnupghome, now, step = argv
+    at = datetime.fromisoformat(now)
+
+    def checkpoint(name: str) -> None:
+        if name == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    settings = ControllerSettings(
+        source=Source(server, Path(mirror)),
+        gnupghome=Path(gnupghome),
+        notify=False,
+        now=lambda: at,
+        checkpoint=checkpoint,
+    )
+    reconcile_once(settings)
+    sys.exit(3)  # the step was never reached
+
+
+def reconcile_killed_at(settings: ControllerSettings, now: datetime, step: str) -> None:
+    script = "import sys; from tests.test_controller_faults import crash_main; crash_main(sys.argv[1:])"
+    args = [settings.source.url, str(settings.source.mirror), str(settings.gnupghome), now.isoformat(), step]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr[-3000:])
+
+
+def to_first_wave(world: FaultWorld) -> None:
+    """Nothing reconciled yet: the crashing reconcile creates the rollout and starts staging."""
+
+
+def to_canary_wave(world: FaultWorld) -> None:
+    """Staging soaked: the crashing reconcile ingests nothing new, passes staging, starts canary."""
+    world.reconcile()
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    world.clock.tick(61)
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("setup", [to_first_wave, to_canary_wave], ids=["first-wave", "canary-wave"])
+def test_kill_9_between_write_steps_then_a_rerun_matches_a_run_without_the_crash(
+    tmp_path: Path, keys: KeyFactory, step: str, setup: Callable[[FaultWorld], None]
+) -> None:
+    world = make_world(tmp_path / "reference", keys)
+    setup(world)
+    crashing = copy_world(world, tmp_path / "crash")
+    now = world.clock.now
+
+    world.reconcile()
+    reconcile_killed_at(crashing, now, step)
+    rerun = reconcile_once(crashing)
+    assert rerun.stalled is None
+
+    server = Path(crashing.source.url)
+    assert state_tree(server) == state_tree(world.server)
+    assert desired(server) == desired(world.server)
+    crashed = FaultWorld(
+        world.fleet, server, crashing, replace(world.sim, server=server, robots={}), world.clock
+    )
+    for device in STAGING + CANARY:
+        assert crashed.sim.bundle(device, now) == world.sim.bundle(device, now)  # signatures verify
+    state = crashed.state()
+    assert_no_duplicates(state)
+    assert kinds(state).count("rollout_created") == 1
+    again = reconcile_once(crashing)
+    assert (again.state_commit, again.desired_refs, again.events) == (None, 0, [])
+
+
+# --- two controllers ------------------------------------------------------------------------------
+
+
+class Agent:
+    """A robot that remembers the serial *and* the bundle digest it accepted, as the real agent
+    does, so a second, different root under an already used serial is caught."""
+
+    def __init__(self, world: FaultWorld, device: str) -> None:
+        self.world, self.device = world, device
+        self.serial: int | None = None
+        self.digest: str | None = None
+
+    def poll(self) -> int:
+        repo = pygit2.Repository(str(self.world.server))
+        target = ref_target(repo, delivery_ref(self.device, namespaces=True))
+        assert target is not None
+        bundle, root, signature, proof = (
+            read_blob(repo, target, name) or b""
+            for name in (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)
+        )
+        with Keyring.from_armored(self.world.sim.keys) as keyring:
+            verified = verify_bundle(
+                self.device,
+                bundle,
+                root,
+                signature,
+                proof,
+                self.world.sim.anchors,
+                self.serial,
+                self.world.clock.now,
+                keyring,
+                last_bundle_sha256=self.digest,
+            )
+        self.serial, self.digest = verified.root.serial, hashlib.sha256(bundle).hexdigest()
+        return self.serial
+
+
+@pytest.mark.parametrize("step", ["desired-written", "desired-pushed", "state-committed"])
+def test_two_controllers_racing_on_one_repository_end_consistent(
+    tmp_path: Path, keys: KeyFactory, step: str
+) -> None:
+    world = make_world(tmp_path, keys)
+    agent = Agent(world, "stg-1")
+    other = replace(world.settings, source=Source.for_url(world.settings.source.url, tmp_path / "cache-b"))
+    interleaved: list[str] = []
+    winners: list[str] = []
+
+    def b_completes_meanwhile(name: str) -> None:
+        if name == step and not interleaved:
+            interleaved.append(name)
+            world.clock.tick(1)
+            finished = reconcile_once(other)
+            assert finished.state_commit is not None
+            winners.append(finished.state_commit)
+            agent.poll()
+            world.clock.tick(1)
+
+    first = reconcile_once(replace(world.settings, checkpoint=b_completes_meanwhile))
+    assert interleaved == [step] and first.stalled is None
+    agent.poll()  # a robot that took B's root accepts what A left behind
+    server = pygit2.Repository(str(world.server))
+    head = ref_target(server, STATE_BRANCH)
+    assert head is not None
+    assert str(head) == winners[0] or server.descendant_of(head, winners[0]), "A forced over B's state"
+
+    state = world.state()
+    assert_no_duplicates(state)
+    assert kinds(state).count("rollout_created") == 1
+    assert kinds(state).count("wave_started") == 1
+    assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.0.0"]
+    for settings in (world.settings, other):
+        again = reconcile_once(settings)
+        assert (again.state_commit, again.events) == (None, [])
+    assert world.state().files == state.files
+
+
+class Died(BaseException):
+    """The controller process ends here (nothing after the checkpoint runs, no retry)."""
+
+
+def test_a_controller_that_dies_after_overwriting_a_rivals_root_is_healed_by_the_next_reconcile(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    world = make_world(tmp_path, keys)
+    agent = Agent(world, "stg-1")
+    other = replace(world.settings, source=Source.for_url(world.settings.source.url, tmp_path / "cache-b"))
+
+    def b_completes_then_a_dies(name: str) -> None:
+        if name == "desired-written":
+            world.clock.tick(1)
+            reconcile_once(other)
+            assert agent.poll() == 1
+            world.clock.tick(1)
+        if name == "desired-pushed":
+            raise Died  # A's own serial-1 root is on the server now, B's state says serial 1
+
+    with pytest.raises(Died):
+        reconcile_once(replace(world.settings, checkpoint=b_completes_then_a_dies))
+    world.clock.tick(30)
+    healed = reconcile_once(other)
+    assert healed.signatures == 1
+    assert agent.poll() == 2
+    assert world.state().meta.serial == 2
+    assert_no_duplicates(world.state())
