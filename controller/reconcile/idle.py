@@ -9,7 +9,7 @@ in the mirror (keyed by the state commit it read) when it has nothing to commit.
 
 The next reconcile lists the server's refs without fetching (:func:`idle_main`) and stops at once
 when main and both ref digests are exactly as marked, ``now`` is before ``next_due_at`` and the
-audit log's head day file still ends at the anchor ``state.json`` records. Anything else — a new
+audit log still ends at the anchor ``state.json`` records. Anything else — a new
 commit, a report, a deadline or window reached, a damaged log tail, no hint — runs the full
 reconcile, which verifies the whole audit chain against that anchor. The fast path writes nothing,
 so skipping work there can delay a decision (never past ``next_due_at``) but never make a wrong one.
@@ -25,8 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.audit.chain import DAY_PATH, head
-from controller.errors import AuditChainBroken
+from controller.audit.chain import DAY_PATH, head, line_hash
 from controller.reconcile.due import FULL_RECONCILE_EVERY
 from controller.reconcile.source import Source
 from controller.state.layout import META_FILE
@@ -123,16 +122,19 @@ def _meta(repo: Repository, state: Oid) -> ControllerMeta | None:
 
 
 def _audit_head_matches(repo: Repository, state: Oid, meta: ControllerMeta) -> bool:
-    """The head day file's own links hold and it still ends at the recorded anchor."""
+    """The log still ends at the recorded anchor: its last line has that seq and that hash.
+
+    Only the last line is read (a day file may hold tens of thousands): lines cut off or added at
+    the end show here; anything edited further up is caught by the full reconcile's verify, which
+    runs before anything is ever appended.
+    """
     if meta.audit_file is None:
         return meta.audit_seq == 0
     data = read_blob(repo, state, meta.audit_file)
-    if data is None:
+    if data is None or not data.endswith(b"\n"):
         return False
-    try:
-        return head({meta.audit_file: data}) == (meta.audit_seq, meta.audit_head)
-    except AuditChainBroken:
-        return False
+    last = data[:-1].rsplit(b"\n", 1)[-1]
+    return last.startswith(b'{"seq":%d,' % meta.audit_seq) and line_hash(last) == meta.audit_head
 
 
 def remember(mirror: Path, state_commit: Oid | str | None, mark: IdleMark) -> None:
