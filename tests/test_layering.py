@@ -30,9 +30,9 @@ FORBIDDEN_PACKAGES: dict[str, frozenset[str]] = {
 ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
     "gnupg": frozenset({"fleetcd/trust/gpg.py"}),
     "pygit2": frozenset({"fleetcd/git/"}),
-    "docker": frozenset(),
-    "requests": frozenset({"agent/fetch/http.py", "controller/notify/webhooks.py"}),
-    "watchfiles": frozenset({"controller/watch.py"}),
+    "docker": frozenset({"agent/executors/docker.py"}),
+    "requests": frozenset({"agent/fetch/http.py", "agent/health/http.py", "controller/notify/webhooks.py"}),
+    "watchfiles": frozenset({"controller/watch.py", "agent/configfiles/watch.py"}),
 }
 
 

@@ -3,6 +3,7 @@
 The JSON Schemas in ``schemas/v1/`` are generated from these classes (``fleetcd.schemas``).
 """
 
+from fleetcd.models.agent import AgentConfig
 from fleetcd.models.base import API_VERSION_V1, Stage, parse_version
 from fleetcd.models.cohort import Cohort
 from fleetcd.models.config import ConfigInstance
@@ -11,16 +12,18 @@ from fleetcd.models.fleet import Fleet
 from fleetcd.models.release import Release
 from fleetcd.models.rollout import Rollout
 
-DOCUMENT_KINDS: dict[str, type[Fleet | Device | Cohort | Release | Rollout | ConfigInstance]] = {
+DOCUMENT_KINDS: dict[str, type[Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig]] = {
     "Fleet": Fleet,
     "Device": Device,
     "Cohort": Cohort,
     "Release": Release,
     "Rollout": Rollout,
     "ConfigInstance": ConfigInstance,
+    "AgentConfig": AgentConfig,
 }
 
 __all__ = [
+    "AgentConfig",
     "API_VERSION_V1",
     "DOCUMENT_KINDS",
     "Cohort",

@@ -1,0 +1,131 @@
+"""``/etc/fleetcd/agent.yaml`` (kind AgentConfig): one robot's agent, provisioned with the robot.
+
+It lives on the robot, not in the fleet repository, but it is a format like the others (strict YAML,
+a generated JSON Schema in ``schemas/v1/agentconfig.json``, a frozen model), so a typo in it gets the
+same file:line:field error. The trust anchors here are *pinned*: the agent never takes a key or a
+threshold from the desired state it verifies with them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, StageName
+
+AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=1024)]
+Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)]
+
+
+class RemoteSettings(FrozenModel):
+    """Where the fleet repository is and how this robot authenticates to it."""
+
+    url: str = Field(min_length=1, max_length=2048)  # local path, file://, ssh://, user@host:path, https://
+    ssh_key: AbsolutePath | None = None  # private key; the public key is '<ssh_key>.pub'
+    ssh_user: str | None = Field(default=None, max_length=64)  # defaults to the URL's user, else the device id
+    host_key_sha256: str | None = Field(default=None, max_length=128)  # pinned 'SHA256:...' of the server
+    timeout_seconds: int = Field(default=60, ge=1, le=3600)
+
+
+class PinnedTrust(FrozenModel):
+    """The robot's trust anchors (``fleetcd.desired.TrustAnchors``) and the public keys behind them."""
+
+    keys_dir: AbsolutePath  # armored OpenPGP public keys (*.asc) of every fingerprint below
+    fleet: SafeName | None = None  # when set, desired state of another fleet is refused
+    controller: list[Fingerprint] = Field(min_length=1, max_length=16)
+    release_signers: list[Fingerprint] = Field(min_length=1, max_length=64)
+    release_threshold: int = Field(default=1, ge=1, le=16)
+    approvers: list[Fingerprint] = Field(default_factory=list, max_length=64)
+    approvals_required: dict[StageName, Annotated[int, Field(ge=0, le=16)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _threshold_reachable(self) -> Self:
+        if self.release_threshold > len(set(self.release_signers)):
+            raise ValueError(
+                f"release_threshold {self.release_threshold} exceeds the "
+                f"{len(set(self.release_signers))} pinned release signers"
+            )
+        return self
+
+
+class PollSettings(FrozenModel):
+    """How often the agent looks for new desired state and says it is alive; units in the names."""
+
+    interval_seconds: int = Field(default=60, ge=1, le=86_400)
+    jitter_percent: int = Field(default=20, ge=0, le=50)  # +/- on every sleep, so robots do not sync up
+    backoff_initial_seconds: int = Field(default=5, ge=1, le=3600)
+    backoff_max_seconds: int = Field(default=900, ge=1, le=86_400)  # cap of the exponential backoff
+    heartbeat_seconds: int = Field(default=300, ge=10, le=86_400)  # a report at least this often
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds is below backoff_initial_seconds")
+        return self
+
+
+class ExecHook(FrozenModel):
+    """A customer hook as an executable: argv (absolute path first, no shell); JSON on stdin."""
+
+    exec: Argv
+    timeout_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+class HookSettings(FrozenModel):
+    """Customer hooks (Fleet Release's adapter): a Python plugin and/or executables per hook.
+
+    ``plugin`` names an entry point in the group ``fleetcd.agent.hooks``; an executable set for a
+    hook wins over the plugin's method of the same name.
+    """
+
+    plugin: SafeName | None = None
+    install_artifact: ExecHook | None = None
+    run_preflight: ExecHook | None = None
+    switch_slot: ExecHook | None = None
+    report_health: ExecHook | None = None
+    rollback: ExecHook | None = None
+
+
+class ExecGate(FrozenModel):
+    """A robot-state gate ("docked", "no active mission") checked by a command: exit 0 = open."""
+
+    exec: Argv
+    timeout_seconds: int = Field(default=10, ge=1, le=300)
+
+
+class FileGate(FrozenModel):
+    """A robot-state gate checked by a file the robot's software maintains: present = open."""
+
+    file: AbsolutePath
+
+
+class GateSettings(FrozenModel):
+    """Gates a release or rollout may name, and how long an install may wait for them."""
+
+    checks: dict[SafeName, ExecGate | FileGate] = Field(default_factory=dict)
+    retry_seconds: int = Field(default=60, ge=1, le=86_400)  # re-check a closed gate this often
+    max_deferral_seconds: int = Field(default=3600, ge=1, le=7 * 86_400)  # then the deployment fails
+
+
+class DockerSettings(FrozenModel):
+    base_url: str = Field(default="unix:///var/run/docker.sock", max_length=1024)
+    registry_insecure: bool = False  # documentation only: the engine's own config decides
+
+
+class AgentConfig(Document):
+    """Everything one robot's agent needs; see docs/agent.md for a commented example."""
+
+    kind: Literal["AgentConfig"]
+    device: SafeName
+    remote: RemoteSettings
+    trust: PinnedTrust
+    state_dir: AbsolutePath | None = None  # default: $STATE_DIRECTORY, else /var/lib/fleetcd
+    executor: Literal["tarball", "docker"] = "tarball"
+    poll: PollSettings = Field(default_factory=PollSettings)
+    exec_allowlist: list[AbsolutePath] = Field(default_factory=list, max_length=256)  # probe/gate binaries
+    hooks: HookSettings = Field(default_factory=HookSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    config_drift: Literal["restore", "report"] = "report"
+    max_trials: int = Field(default=3, ge=1, le=10)  # starts of a new version before it is given up
+    docker: DockerSettings = Field(default_factory=DockerSettings)
