@@ -23,7 +23,7 @@ class RemoteSettings(FrozenModel):
 
     url: str = Field(min_length=1, max_length=2048)  # local path, file://, ssh://, user@host:path, https://
     ssh_key: AbsolutePath | None = None  # private key; the public key is '<ssh_key>.pub'
-    ssh_user: str | None = Field(default=None, max_length=64)  # defaults to the URL's user, else the device id
+    ssh_user: str | None = Field(default=None, max_length=64)  # default: the URL's user, else the device
     host_key_sha256: str | None = Field(default=None, max_length=128)  # pinned 'SHA256:...' of the server
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
 
