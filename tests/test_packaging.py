@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = ("fleet", "device", "cohort", "release", "rollout", "configinstance")
+KINDS = ("fleet", "device", "cohort", "release", "rollout", "configinstance", "agentconfig")
 # Top-level entries the build does not need; some are large (.venv) or would leak into the build.
 NOT_COPIED = {
     ".git",
@@ -69,6 +69,7 @@ def test_wheel_ships_json_schema_for_every_kind(wheel: zipfile.ZipFile, kind: st
         pytest.param("fleetcd/py.typed", id="fleetcd-typed"),
         pytest.param("controller/py.typed", id="controller-typed"),
         pytest.param("agent/py.typed", id="agent-typed"),
+        pytest.param("agent/fleetcd-agent.service", id="agent-systemd-unit"),
     ],
 )
 def test_wheel_ships_data_file(wheel: zipfile.ZipFile, path: str) -> None:
