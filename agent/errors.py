@@ -8,6 +8,13 @@ arms:
 * :class:`~fleetcd.errors.ApplyError` — :class:`DigestMismatch`, :class:`TooLarge`,
   :class:`UnsafeArchive`, :class:`DiskFull`, :class:`UnsupportedSource`: this artifact cannot be
   installed here; fail the deployment and roll back (or keep running the current release).
+  :class:`HealthFailed`, :class:`HookFailed`, :class:`GateTimedOut`: the new version (or the
+  robot) is not fit for it; roll back.
+* :class:`GateClosed` is no error of anyone's: a robot-state gate ("docked") is closed, so the
+  install is deferred and retried later, until :class:`GateTimedOut`.
+* Docker executor: :class:`EngineUnavailable` (a TransportError: the engine's socket did not
+  answer; retry), :class:`ImageNotInRegistry` and :class:`ContainerFailed` (ApplyErrors: the
+  registry has no such digest; the engine refused to create, start or stop a container).
 * :class:`~fleetcd.errors.SetupError` — :class:`CorruptState`: the agent's own state on disk is
   unreadable; fail closed and tell the operator instead of guessing where a deployment was.
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetcd.errors import ApplyError, SetupError, TransportError
+from fleetcd.reasons import Reason
 
 
 class DownloadFailed(TransportError):
@@ -75,3 +83,75 @@ class CorruptState(SetupError):
     def __init__(self, path: Path, why: str) -> None:
         self.path, self.why = path, why
         super().__init__(f"{path}: corrupt agent state file: {why}")
+
+
+class HealthFailed(ApplyError):
+    """The new version exited or a probe failed inside its watch window."""
+
+    def __init__(self, reason: str, detail: str, *, probe: str | None = None) -> None:
+        self.reason, self.detail, self.probe = reason, detail, probe
+        super().__init__(f"unhealthy ({reason}): {detail}")
+
+
+class HookFailed(ApplyError):
+    """A customer hook exited with a code other than 0 or 3, timed out, or raised."""
+
+    reason = Reason.HOOK_FAILED
+
+    def __init__(
+        self, hook: str, detail: str, *, exit_code: int | None = None, stderr_tail: str = ""
+    ) -> None:
+        self.hook, self.detail, self.exit_code, self.stderr_tail = hook, detail, exit_code, stderr_tail
+        code = "" if exit_code is None else f" with exit code {exit_code}"
+        tail = f"; stderr: {stderr_tail}" if stderr_tail else ""
+        super().__init__(f"hook {hook} failed{code}: {detail}{tail}")
+
+
+class GateClosed(Exception):
+    """A robot-state gate is closed: defer the install and check again later (not an ApplyError)."""
+
+    def __init__(self, gate: str, reason: str) -> None:
+        self.gate, self.reason = gate, reason
+        super().__init__(f"gate {gate!r} is closed: {reason}")
+
+
+class GateTimedOut(ApplyError):
+    """A gate stayed closed longer than ``gates.max_deferral_seconds``: the deployment fails."""
+
+    reason = Reason.GATE_TIMED_OUT
+
+    def __init__(self, gate: str, why: str, max_deferral_seconds: int) -> None:
+        self.gate, self.why, self.max_deferral_seconds = gate, why, max_deferral_seconds
+        super().__init__(
+            f"gate {gate!r} stayed closed past gates.max_deferral_seconds ({max_deferral_seconds} s): {why}"
+        )
+
+
+class EngineUnavailable(TransportError):
+    """The container engine did not answer on its socket (not running, restarting): retry later."""
+
+    reason = Reason.ENGINE_UNAVAILABLE
+
+    def __init__(self, base_url: str, detail: str) -> None:
+        self.base_url, self.detail = base_url, detail
+        super().__init__(f"container engine at {base_url} is unavailable: {detail}")
+
+
+class ImageNotInRegistry(ApplyError):
+    """The registry answered, and it has no manifest for this ``repo@sha256:…``."""
+
+    reason = Reason.IMAGE_NOT_FOUND
+
+    def __init__(self, image: str, detail: str) -> None:
+        self.image, self.detail = image, detail
+        super().__init__(f"image {image} is not in its registry: {detail}")
+
+
+class ContainerFailed(ApplyError):
+    """The engine refused an operation on a container (create, start, stop, remove)."""
+
+    reason = Reason.CONTAINER_FAILED
+
+    def __init__(self, operation: str, detail: str) -> None:
+        self.operation, self.detail = operation, detail
+        super().__init__(f"container engine failed to {operation}: {detail}")

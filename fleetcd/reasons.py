@@ -63,6 +63,19 @@ class Reason(StrEnum):
     HISTORY_REWRITTEN = "history_rewritten"
     AUDIT_CHAIN_BROKEN = "audit_chain_broken"
     ILLEGAL_TRANSITION = "illegal_transition"
+    # agent: health watch, customer hooks, robot-state gates, config instances
+    HEALTHY = "healthy"
+    APP_EXITED = "exited"
+    APP_MISSING = "app_missing"
+    PROBE_FAILED = "probe_failed"
+    HOOK_FAILED = "hook_failed"
+    GATE_CLOSED = "gate_closed"
+    GATE_TIMED_OUT = "gate_timed_out"
+    CONFIG_DRIFTED = "drifted"
+    # agent: docker executor (agent.executors.docker)
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    IMAGE_NOT_FOUND = "image_not_found"
+    CONTAINER_FAILED = "container_failed"
 
 
 class SkipReason(StrEnum):

@@ -1,0 +1,334 @@
+"""The Docker executor: each version of an app is one container, created beside the running one.
+
+Place in the flow: :mod:`agent.converge` drives it through ``fetch → install → switch → (watch) →
+commit | rollback`` (the :class:`~agent.executors.base.Executor` Protocol). This is the only module
+that imports the ``docker`` SDK.
+
+* fetch pulls the release's ``container_image`` by digest (``repo@sha256:…``; a tag is never
+  trusted) and checks the engine lists that exact digest in the image's ``RepoDigests``.
+* install creates — never starts — ``fleetcd-<app>-<version>`` with ``dev.fleetcd.*`` labels, host
+  networking and restart policy ``no``: the agent, not the engine, decides about restarts.
+* switch stops the other versions (kept for a rollback), starts the new one, then records the active
+  version in ``<app_dir>/active`` (atomic), the intent that :meth:`DockerExecutor.active` reads back.
+* rollback and commit only touch containers already on the robot, so they work with the link down.
+
+Errors: the engine's socket not answering is :class:`~agent.errors.EngineUnavailable` (retry); a
+registry that cannot be reached is :class:`~agent.errors.DownloadFailed` (retry); a registry that
+answers "no such manifest", a digest mismatch or a container the engine refuses are ApplyErrors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from agent.errors import (
+    ContainerFailed,
+    CorruptState,
+    DigestMismatch,
+    DownloadFailed,
+    EngineUnavailable,
+    ImageNotInRegistry,
+)
+from agent.executors.base import AppTarget, ExecutorContext, RunState
+from agent.state.atomic import fsync_dir, read_bytes, write_atomic
+from fleetcd.errors import ApplyError
+from fleetcd.models.agent import AgentConfig
+from fleetcd.models.base import parse_version
+from fleetcd.models.release import ContainerImage, Release
+
+LABEL_APP = "dev.fleetcd.app"
+LABEL_VERSION = "dev.fleetcd.version"
+LABEL_DEPLOYMENT = "dev.fleetcd.deployment"
+ACTIVE_FILE = "active"
+NETWORK_MODE = "host"  # robots run one app per port; no bridge, no NAT between app and robot
+RUNNING_STATUSES = frozenset({"running", "restarting"})
+# Docker container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; semver build metadata brings '+'.
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_DOCKER_HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+
+
+@dataclass(frozen=True)
+class DockerTimeouts:
+    """Bounds on talking to the engine; units in the names."""
+
+    api_seconds: int = 300  # one engine request; a pull streams progress, so this bounds a stall
+    stop_seconds: int = 10  # SIGTERM grace before the engine SIGKILLs a container
+
+
+def container_name(app: str, version: str) -> str:
+    """``fleetcd-<app>-<version>``; the labels, not the name, are what identifies a version."""
+    return _NAME_UNSAFE.sub("_", f"fleetcd-{app}-{version}")
+
+
+def image_artifact(release: Release) -> ContainerImage:
+    """The release's one ``container_image`` artifact; anything else cannot run in a container."""
+    images = [a for a in release.artifacts if isinstance(a, ContainerImage)]
+    if len(images) != 1:
+        raise ApplyError(
+            f"release {release.app} {release.version}: the docker executor needs exactly one "
+            f"container_image artifact, found {len(images)}"
+        )
+    return images[0]
+
+
+def normalize_reference(reference: str) -> str:
+    """The engine's short form of an image reference (``docker.io/library/x`` is listed as ``x``)."""
+    for prefix in _DOCKER_HUB_PREFIXES:
+        if reference.startswith(prefix):
+            reference = reference.removeprefix(prefix).removeprefix("library/")
+            break
+    return reference
+
+
+def check_repo_digests(image: str, repo_digests: Sequence[str]) -> None:
+    """Pure: the engine must list exactly ``repo@sha256:…`` for the image it pulled."""
+    wanted = normalize_reference(image)
+    if wanted not in {normalize_reference(d) for d in repo_digests}:
+        raise DigestMismatch(image, image, ", ".join(repo_digests) or "(no repo digests)")
+
+
+class DockerExecutor:
+    """Runs each app version as a labelled container on the local Docker Engine."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        ctx: ExecutorContext,
+        config: AgentConfig,
+        *,
+        client: Any | None = None,
+        timeouts: DockerTimeouts = DockerTimeouts(),
+    ) -> None:
+        self._ctx = ctx
+        self._base_url = config.docker.base_url
+        self._client = client
+        self._timeouts = timeouts
+
+    # --- Executor Protocol ---------------------------------------------------------------------
+
+    def fetch(self, target: AppTarget) -> None:
+        image = image_artifact(target.release).image
+        if self._local_repo_digests(image) is None:
+            self._pull(image)
+        repo_digests = self._local_repo_digests(image)
+        check_repo_digests(image, repo_digests or [])
+
+    def install(self, target: AppTarget) -> None:
+        artifact = image_artifact(target.release)
+        self.fetch(target)  # after a crash or an image prune; a no-op when the image is here
+        name = container_name(target.app, target.version)
+        labels = {
+            LABEL_APP: target.app,
+            LABEL_VERSION: target.version,
+            LABEL_DEPLOYMENT: target.deployment_id,
+        }
+        with self._engine(f"install {name}"):
+            image_id = self._docker.images.get(artifact.image).id
+            existing = self._get(name)
+            if existing is not None:
+                if existing.labels == {**existing.labels, **labels} and existing.attrs["Image"] == image_id:
+                    return
+                if existing.status in RUNNING_STATUSES:
+                    raise ContainerFailed(f"replace {name}", "a running container already has this name")
+                self._call(name, "remove stale", lambda: existing.remove(force=True))
+            api = self._docker.api
+            self._call(
+                name,
+                "create",
+                lambda: api.create_container(
+                    artifact.image,
+                    command=artifact.command,
+                    name=name,
+                    labels=labels,
+                    environment={**artifact.env, **target.env},
+                    # Host networking: the app binds these itself, nothing is published; they are
+                    # recorded as ExposedPorts so `docker inspect` shows what the release declared.
+                    ports=sorted(set(artifact.ports.values())),
+                    host_config=api.create_host_config(
+                        network_mode=NETWORK_MODE, restart_policy={"Name": "no"}
+                    ),
+                ),
+            )
+
+    def switch(self, target: AppTarget, previous: str | None) -> None:
+        name = container_name(target.app, target.version)
+        with self._engine(f"switch to {name}"):
+            # Stop every other version, not just `previous`: after a crash mid-rollback another one
+            # may run, and exactly one version of an app may ever run.
+            for version, container in self._containers(target.app).items():
+                if version != target.version and container.status in RUNNING_STATUSES:
+                    self._stop(container)
+            self._start(target.app, target.version)
+        self._record_active(target.app, target.version)
+
+    def state(self, app: str, version: str) -> RunState:
+        with self._engine(f"inspect {container_name(app, version)}"):
+            container = self._get(container_name(app, version))
+        if container is None or container.labels.get(LABEL_APP) != app:
+            return RunState.MISSING
+        if container.labels.get(LABEL_VERSION) != version:
+            return RunState.MISSING
+        return RunState.RUNNING if container.status in RUNNING_STATUSES else RunState.EXITED
+
+    def active(self, app: str) -> str | None:
+        recorded = self._read_active(app)
+        try:
+            with self._engine(f"list containers of {app}"):
+                containers = self._containers(app)
+        except EngineUnavailable:
+            return recorded  # the engine is restarting: the file is still our best knowledge
+        if recorded is not None and recorded in containers:
+            return recorded
+        # The file is missing (first switch cut short) or names a removed container: if the engine
+        # runs exactly one version of this app, that one is active.
+        running = [v for v, c in containers.items() if c.status in RUNNING_STATUSES]
+        return running[0] if len(running) == 1 else recorded
+
+    def rollback(self, app: str, failed: str, previous: str | None) -> None:
+        with self._engine(f"roll back {app} {failed}"):
+            for version, container in self._containers(app).items():
+                if version == failed and failed != previous:
+                    name = container_name(app, version)
+                    self._call(name, "remove", lambda c=container: c.remove(force=True))
+                elif version != previous and container.status in RUNNING_STATUSES:
+                    self._stop(container)
+            if previous is not None:
+                self._start(app, previous)
+        if previous is None:
+            self._clear_active(app)
+        else:
+            self._record_active(app, previous)
+
+    def commit(self, app: str, version: str, previous: str | None) -> None:
+        with self._engine(f"commit {app} {version}"):
+            # Everything but the committed version goes: `previous` and any leftover of a crash.
+            for other, container in self._containers(app).items():
+                if other != version:
+                    name = container_name(app, other)
+                    self._call(name, "remove", lambda c=container: c.remove(force=True))
+
+    # --- engine --------------------------------------------------------------------------------
+
+    @property
+    def _docker(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = docker.DockerClient(
+                    base_url=self._base_url, timeout=self._timeouts.api_seconds
+                )
+            except docker.errors.DockerException as exc:  # the API version probe got no answer
+                raise EngineUnavailable(self._base_url, f"connect: {exc}") from exc
+        return self._client
+
+    @contextlib.contextmanager
+    def _engine(self, doing: str) -> Iterator[None]:
+        """Socket failures (no engine, engine restarting) become EngineUnavailable; refusals ApplyErrors."""
+        try:
+            yield
+        except docker.errors.DockerException as exc:  # APIError, or the SDK refusing an argument
+            # First: APIError is also an OSError (through requests' HTTPError) but the engine answered.
+            raise ContainerFailed(doing, _explain(exc)) from exc
+        except OSError as exc:  # requests' ConnectionError and timeouts: no answer from the socket
+            raise EngineUnavailable(self._base_url, f"{doing}: {exc}") from exc
+
+    def _call(self, name: str, action: str, operation: Any) -> Any:
+        try:
+            return operation()
+        except docker.errors.NotFound as exc:
+            if action.startswith("remove"):
+                return None  # already gone: removal is idempotent
+            raise ContainerFailed(f"{action} {name}", _explain(exc)) from exc
+        except docker.errors.APIError as exc:
+            raise ContainerFailed(f"{action} {name}", _explain(exc)) from exc
+
+    def _get(self, name: str) -> Any | None:
+        try:
+            return self._docker.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _containers(self, app: str) -> dict[str, Any]:
+        """This app's fleetcd containers by version (stopped ones too)."""
+        found = self._docker.containers.list(
+            all=True, filters={"label": f"{LABEL_APP}={app}"}, ignore_removed=True
+        )
+        return {str(c.labels[LABEL_VERSION]): c for c in found if c.labels.get(LABEL_VERSION)}
+
+    def _start(self, app: str, version: str) -> None:
+        name = container_name(app, version)
+        container = self._get(name)
+        if container is None:
+            raise ContainerFailed(f"start {name}", "no such container (never installed, or removed)")
+        if container.status not in RUNNING_STATUSES:
+            self._call(name, "start", container.start)
+
+    def _stop(self, container: Any) -> None:
+        self._call(str(container.name), "stop", lambda: container.stop(timeout=self._timeouts.stop_seconds))
+
+    def _local_repo_digests(self, image: str) -> list[str] | None:
+        """The RepoDigests of the local image ``image`` names, None when it is not here."""
+        with self._engine(f"inspect image {image}"):
+            try:
+                found = self._docker.images.get(image)
+            except docker.errors.ImageNotFound:
+                return None
+            return [str(d) for d in found.attrs.get("RepoDigests") or []]
+
+    def _pull(self, image: str) -> None:
+        repository, _, digest = image.rpartition("@")
+        try:
+            with self._engine(f"pull {image}"):
+                try:
+                    progress = self._docker.api.pull(repository, tag=digest, stream=True, decode=True)
+                    for line in progress:
+                        if "error" in line:
+                            raise DownloadFailed(f"pull of {image} failed: {line['error']}")
+                except docker.errors.NotFound as exc:
+                    raise ImageNotInRegistry(image, _explain(exc)) from exc
+        except ContainerFailed as exc:
+            # Anything else the engine says about a pull is the registry failing us: retry later.
+            raise DownloadFailed(f"pull of {image} failed: {exc.detail}") from exc
+
+    # --- the active file -----------------------------------------------------------------------
+
+    def _active_path(self, app: str) -> Path:
+        return self._ctx.app_dir(app) / ACTIVE_FILE
+
+    def _record_active(self, app: str, version: str) -> None:
+        path = self._active_path(app)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, f"{version}\n".encode())
+
+    def _clear_active(self, app: str) -> None:
+        path = self._active_path(app)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            fsync_dir(path.parent)
+
+    def _read_active(self, app: str) -> str | None:
+        path = self._active_path(app)
+        raw = read_bytes(path)
+        if raw is None:
+            return None
+        version = raw.decode("utf-8", errors="replace").strip()
+        try:
+            parse_version(version)
+        except ValueError as exc:
+            raise CorruptState(path, f"not a version: {version!r}") from exc
+        return version
+
+
+def _explain(exc: Exception) -> str:
+    """The engine's own words (``explanation``) with the HTTP status, e.g. ``404: manifest unknown``."""
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    status = getattr(exc, "status_code", None)
+    return f"{status}: {explanation}" if status is not None else str(explanation)
