@@ -250,6 +250,20 @@ def test_a_container_that_exits_at_once_reports_exited(
     assert executor.state(app, "1.0.0") is RunState.EXITED
 
 
+def test_after_a_reboot_the_active_container_is_started_again(
+    docker_world: DockerWorld, executor: DockerExecutor, app: str
+) -> None:
+    first = target(app, "1.0.0", docker_world.push_app("1.0.0"))
+    executor.install(first)
+    executor.switch(first, None)
+    assert executor.ensure_running(app) is False  # running already: nothing to repair
+
+    container(docker_world, app, "1.0.0").stop(timeout=1)  # what a power cut leaves (no restart policy)
+    assert executor.state(app, "1.0.0") is RunState.EXITED
+    assert executor.ensure_running(app) is True
+    assert executor.state(app, "1.0.0") is RunState.RUNNING
+
+
 def test_unknown_version_is_missing_and_no_version_is_active(executor: DockerExecutor, app: str) -> None:
     assert executor.state(app, "9.9.9") is RunState.MISSING
     assert executor.active(app) is None

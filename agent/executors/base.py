@@ -77,5 +77,11 @@ class Executor(Protocol):
     def rollback(self, app: str, failed: str, previous: str | None) -> None:
         """Stop ``failed`` and make ``previous`` active and running again (None: just stop)."""
 
+    def ensure_running(self, app: str) -> bool:
+        """Start the active version if it is not running (after a reboot); True if it started it.
+
+        Only for the loop's idle path: inside a watch window an exit is a verdict, not a repair.
+        """
+
     def commit(self, app: str, version: str, previous: str | None) -> None:
         """The new version is healthy: release what only a rollback needed (old container, old slots)."""

@@ -208,6 +208,19 @@ class DockerExecutor:
         else:
             self._record_active(app, previous)
 
+    def ensure_running(self, app: str) -> bool:
+        """Start the active version's container if it is stopped (after a reboot); True if started.
+
+        Containers are created with no restart policy (the agent, not the engine, decides), so the
+        loop's idle path calls this; inside a watch window an exit must be seen, not repaired.
+        """
+        version = self.active(app)
+        if version is None or self.state(app, version) is not RunState.EXITED:
+            return False
+        with self._engine(f"restart {container_name(app, version)}"):
+            self._start(app, version)
+        return True
+
     def commit(self, app: str, version: str, previous: str | None) -> None:
         with self._engine(f"commit {app} {version}"):
             # Everything but the committed version goes: `previous` and any leftover of a crash.
