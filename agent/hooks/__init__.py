@@ -1,0 +1,125 @@
+"""Customer hooks (Fleet Release's adapter): plug an A/B image updater in without forking the agent.
+
+``converge`` calls the five hooks of :class:`Hooks` at their steps:
+
+==================  ==========================  =============================================
+hook                when                        answer
+==================  ==========================  =============================================
+run_preflight       before install              returns: ok; raises HookFailed: not ok
+install_artifact    install to inactive slot    True: handled; False: the executor does it
+switch_slot         switch                      True: handled; False: the executor does it
+report_health       after the watch window      True/False: healthy or not; None: no opinion
+rollback            roll back                   True: handled; False: the executor does it
+==================  ==========================  =============================================
+
+Each hook is an executable (:mod:`agent.hooks.exec`, set per hook in agent.yaml) or a method of a
+Python plugin (:mod:`agent.hooks.plugin`); an executable wins over the plugin's method, and a hook
+neither provides is "not handled". Whatever a hook raises or a non-0/3 exit becomes
+:class:`~agent.errors.HookFailed` (an ApplyError: the deployment rolls back).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from agent.errors import HookFailed
+from agent.hooks.exec import run_exec_hook
+from agent.hooks.plugin import HOOK_NAMES, load_plugin
+from fleetcd.errors import SetupError
+from fleetcd.models.agent import ExecHook, HookSettings
+
+__all__ = ["HOOK_NAMES", "HookContext", "Hooks", "load_hooks"]
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a hook is told about the deployment it acts on (JSON on an executable's stdin)."""
+
+    device: str
+    app: str
+    version: str
+    previous: str | None
+    deployment_id: str
+    phase: str  # the converge state the hook runs in, e.g. "applying", "watching", "rolling_back"
+    artifacts: Mapping[str, Path]  # artifact name -> downloaded, digest-checked file
+    app_dir: Path
+
+    def as_json(self, hook: str) -> bytes:
+        document = {
+            "hook": hook,
+            "device": self.device,
+            "app": self.app,
+            "version": self.version,
+            "previous": self.previous,
+            "deployment_id": self.deployment_id,
+            "phase": self.phase,
+            "artifacts": {name: str(path) for name, path in sorted(self.artifacts.items())},
+            "app_dir": str(self.app_dir),
+        }
+        return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
+
+
+class Hooks:
+    """The robot's hooks; ``Hooks()`` has none (every hook answers "not handled")."""
+
+    def __init__(
+        self,
+        *,
+        plugin: object | None = None,
+        plugin_name: str | None = None,
+        executables: Mapping[str, ExecHook] | None = None,
+    ) -> None:
+        self._plugin = plugin
+        self._plugin_name = plugin_name or type(plugin).__name__
+        self._executables = dict(executables or {})
+
+    def install_artifact(self, ctx: HookContext) -> bool:
+        return bool(self._call("install_artifact", ctx))
+
+    def run_preflight(self, ctx: HookContext) -> None:
+        self._call("run_preflight", ctx)
+
+    def switch_slot(self, ctx: HookContext) -> bool:
+        return bool(self._call("switch_slot", ctx))
+
+    def report_health(self, ctx: HookContext) -> bool | None:
+        answer = self._call("report_health", ctx)
+        return None if answer is None else bool(answer)
+
+    def rollback(self, ctx: HookContext) -> bool:
+        return bool(self._call("rollback", ctx))
+
+    def _call(self, hook: str, ctx: HookContext) -> object:
+        """The hook's answer; None when nobody handles it (exit 3 of an executable too)."""
+        spec = self._executables.get(hook)
+        if spec is not None:
+            return run_exec_hook(hook, spec, ctx.as_json(hook)) or None
+        method = getattr(self._plugin, hook, None)
+        if not callable(method):
+            return None
+        try:
+            answer: object = method(ctx)
+        except Exception as exc:
+            detail = f"plugin {self._plugin_name!r} raised {type(exc).__name__}: {exc}"
+            raise HookFailed(hook, detail) from exc
+        return answer
+
+
+def load_hooks(settings: HookSettings) -> Hooks:
+    """The hooks agent.yaml configures; :class:`SetupError` when one cannot be used as configured."""
+    executables: dict[str, ExecHook] = {}
+    for hook in HOOK_NAMES:
+        spec: ExecHook | None = getattr(settings, hook)
+        if spec is None:
+            continue
+        if not PurePath(spec.exec[0]).is_absolute():
+            raise SetupError(
+                f"agent.yaml hooks.{hook}.exec[0]: {spec.exec[0]!r} is not an absolute path "
+                "(hooks run without a shell or PATH lookup)"
+            )
+        executables[hook] = spec
+    plugin = None if settings.plugin is None else load_plugin(settings.plugin)
+    return Hooks(plugin=plugin, plugin_name=settings.plugin, executables=executables)
