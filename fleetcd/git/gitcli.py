@@ -3,7 +3,10 @@
 * **Push to a local repository.** libgit2's local transport (plain paths and ``file://``) writes the
   objects and refs itself and never runs the target's ``pre-receive``/``update`` hooks (measured:
   a pre-receive that rejects everything still let a pygit2 push through). ``git push`` starts a
-  real receive-pack, so the server's policy applies the same as over SSH.
+  real receive-pack, so the server's policy applies the same as over SSH. It also does what
+  libgit2 cannot: wildcard refspecs, ``--atomic`` (all refs or none) and ``--force-with-lease``.
+* **Pack a local repository's refs** (``git pack-refs --all``): 10,000 loose ref files cost every
+  later ref listing; one packed file does not.
 * **List a local repository's refs.** libgit2's local transport peels every ref it lists (0.4 s
   for 20,000 refs here); ``git ls-remote`` takes 0.07 s, which keeps an idle controller's poll cheap.
 * **Fetch one ref with protocol v2.** libgit2 speaks protocol v0, where the server first advertises
@@ -37,6 +40,9 @@ _MISSING_REF = "couldn't find remote ref"
 # How git says the server's ref is not an ancestor of what we push ("fetch first": the server's
 # commit is not even known here).
 _NON_FAST_FORWARD = ("(non-fast-forward)", "(fetch first)")
+_STALE_LEASE = "(stale info)"  # --force-with-lease: the server's ref is not the expected one
+_ATOMIC_FOLLOWER = "(atomic push failed)"  # refused only because another ref of the push was
+_OTHERS_NAMED = 5  # an atomic push of 10,000 refs fails all of them: name a few
 
 
 def git_binary() -> str:
@@ -95,12 +101,30 @@ def _remote_output(stderr: str) -> str:
     return " | ".join(s for s in said[:_REMOTE_OUTPUT_MAX_LINES] if s)
 
 
-def push(git_dir: Path, url: str, refspecs: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """``git push --porcelain``; a ref the server refuses raises PushRejected naming it."""
+def push(
+    git_dir: Path,
+    url: str,
+    refspecs: Sequence[str],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    atomic: bool = False,
+    leases: Mapping[str, str | None] | None = None,
+) -> None:
+    """``git push --porcelain``; a ref the server refuses raises PushRejected naming it.
+
+    ``atomic``: the server updates every ref or none (``--atomic``). ``leases``: ref → the value
+    the server must still hold for the push to update it (None: the ref must not exist), checked
+    against what the server advertises and again, under its ref lock, by receive-pack.
+    """
     what = f"push to {url}"
-    argv = [git_binary(), "--git-dir", str(git_dir), "push", "--porcelain", "--no-verify", url, *refspecs]
+    options = ["--atomic"] if atomic else []
+    options += [f"--force-with-lease={ref}:{expected or ''}" for ref, expected in (leases or {}).items()]
+    argv = [git_binary(), "--git-dir", str(git_dir), "push", "--porcelain", "--no-verify", *options]
+    argv += [url, *refspecs]
     done = _run(argv, env={}, timeout_s=timeout_s, what=what)
     rejected = [line for line in _porcelain(done.stdout) if line.flag == "!"]
+    # Name the ref that made an atomic push fail, not one refused only because of it.
+    rejected.sort(key=lambda line: _ATOMIC_FOLLOWER in line.summary)
     if rejected:
         first = rejected[0]
         detail = first.summary
@@ -108,10 +132,27 @@ def push(git_dir: Path, url: str, refspecs: Sequence[str], *, timeout_s: float =
             detail = (
                 f"non-fast-forward {detail}: the server's {first.dst} is not an ancestor of what was pushed"
             )
+        elif _STALE_LEASE in detail:
+            detail = f"{detail}: the server's {first.dst} is no longer the value this push expected"
         if len(rejected) > 1:
-            detail += f" (also rejected: {', '.join(r.dst for r in rejected[1:])})"
+            others = [r.dst for r in rejected[1:]]
+            more = f" and {len(others) - _OTHERS_NAMED} more" if len(others) > _OTHERS_NAMED else ""
+            detail += f" (also rejected: {', '.join(others[:_OTHERS_NAMED])}{more})"
         said = _remote_output(done.stderr)
         raise PushRejected(first.dst, f"{detail}; server said: {said}" if said else detail)
+    if done.returncode != 0:
+        raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
+
+
+def pack_refs(git_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """``git pack-refs --all`` in a local repository: every loose ref file into ``packed-refs``."""
+    what = f"packing the refs of {git_dir}"
+    done = _run(
+        [git_binary(), "--git-dir", str(git_dir), "pack-refs", "--all"],
+        env={},
+        timeout_s=timeout_s,
+        what=what,
+    )
     if done.returncode != 0:
         raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
 

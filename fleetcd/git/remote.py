@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,15 @@ CONNECT_TIMEOUT_S = 15.0
 _REMOTE_SAID_MAX_LINES = 20
 _MAX_KEY_ATTEMPTS = 1  # libgit2 asks again after a refused key, forever: one refusal is final
 _LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
+_ABSENT = "0" * 40  # how libgit2 reports a ref the server does not have
+
+
+class TransferTooLarge(TransportError):
+    """A fetch received more than its byte cap (endless data, or a pack far above what was asked for)."""
+
+    def __init__(self, url: str, limit_bytes: int, seen_bytes: int) -> None:
+        self.url, self.limit_bytes, self.seen_bytes = url, limit_bytes, seen_bytes
+        super().__init__(f"fetch from {url}: received {seen_bytes} bytes, over the cap of {limit_bytes}")
 
 
 @dataclass(frozen=True)
@@ -97,16 +106,29 @@ def is_local(url: str) -> bool:
 
 class _Callbacks(pygit2.RemoteCallbacks):
     def __init__(
-        self, repo: pygit2.Repository, key: SshKey | None, policy: HostKeyPolicy, specs: Sequence[Refspec]
+        self,
+        repo: pygit2.Repository,
+        key: SshKey | None,
+        policy: HostKeyPolicy,
+        specs: Sequence[Refspec],
+        leases: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__()
         self.repo = repo
         self.key = key
         self.host_check = HostKeyCheck(policy)
         self.forced = {spec.dst or spec.src: spec.force for spec in specs}
+        self.leases = dict(leases or {})
         self.key_attempts = 0
         self.rejected: dict[str, str] = {}
         self.remote_said: list[str] = []
+        self.max_bytes: int | None = None
+        self.url = ""
+
+    def transfer_progress(self, stats: pygit2.remotes.TransferProgress) -> None:
+        # Raising here makes libgit2 abort the transfer; pygit2 re-raises this exception afterwards.
+        if self.max_bytes is not None and stats.received_bytes > self.max_bytes:
+            raise TransferTooLarge(self.url, self.max_bytes, stats.received_bytes)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # pygit2 stores its libgit2 options struct here just before the call: swap in our own host
@@ -147,6 +169,9 @@ class _Callbacks(pygit2.RemoteCallbacks):
         # libgit2 would refuse a non-fast-forward too, but with a message that names no ref.
         for update in updates:
             old, new, ref = update.src, update.dst, update.dst_refname
+            if ref in self.leases and old != new and str(old) != (self.leases[ref] or _ABSENT):
+                expected = self.leases[ref] or "no such ref"
+                raise PushRejected(ref, f"stale info: the server has {old}, not the {expected} expected")
             if self.forced.get(ref, False) or old.raw == bytes(20) or new.raw == bytes(20) or old == new:
                 continue
             if old not in self.repo.odb or not self.repo.descendant_of(new, old):
@@ -185,14 +210,18 @@ def fetch(
     credentials: SshKey | None = None,
     host_keys: HostKeyPolicy | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_bytes: int | None = None,
 ) -> dict[str, pygit2.Oid]:
     """Fetch ``refspecs`` from ``url``; returns what the server has for every ref they match.
 
     Keys are local names (the refspec's destination; the remote name when it has none); the objects
     are in ``repo`` afterwards. A requested ref the server lacks is simply absent from the result.
+    With ``max_bytes`` the transfer is aborted (:class:`TransferTooLarge`) once more than that
+    arrived, so a server sending endless data cannot fill a robot's disk.
     """
     specs = [Refspec.parse(s) for s in refspecs]
     callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
+    callbacks.max_bytes, callbacks.url = max_bytes, url
     what = f"fetch from {_checked_url(url)}"
     _require_local_repository(url, what)
     _timeouts(timeout_s)
@@ -258,13 +287,23 @@ def push(
     credentials: SshKey | None = None,
     host_keys: HostKeyPolicy | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    leases: Mapping[str, str | None] | None = None,
+    atomic: bool = False,
 ) -> None:
-    """Push ``refspecs``; raises PushRejected naming the first ref the server refused."""
+    """Push ``refspecs``; raises PushRejected naming the first ref the server refused.
+
+    ``leases``: ref → the value the server must hold for the push to update it (None: absent),
+    checked against the server's advertisement before anything is sent. ``atomic`` (every ref or
+    none) and wildcard refspecs need the git CLI, so local repositories only: libgit2 has neither,
+    and its server updates the refs one by one in refspec order.
+    """
     specs = [Refspec.parse(s) for s in refspecs]
     if is_local(_checked_url(url)):
-        gitcli.push(Path(repo.path), url, refspecs, timeout_s=timeout_s)
+        gitcli.push(Path(repo.path), url, refspecs, timeout_s=timeout_s, atomic=atomic, leases=leases)
         return
-    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
+    if atomic or any("*" in spec.src for spec in specs):
+        raise ValueError(f"{url}: atomic and wildcard pushes need a local repository (libgit2 has neither)")
+    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs, leases)
     what = f"push to {url}"
     _timeouts(timeout_s)
     try:

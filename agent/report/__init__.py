@@ -1,0 +1,11 @@
+"""Agent step 6 (report): build the report (``build``, pure), queue it (``outbox``), push it (``push``).
+
+The report is a commit of ``status.json`` on ``refs/fleetcd/status/<id>/report``, the one ref a
+robot may write; the controller ingests it as untrusted input (``controller.ingest.reports``).
+"""
+
+from agent.report.build import add_event, build_report, clip
+from agent.report.outbox import Outbox
+from agent.report.push import deliver_pending, push_report
+
+__all__ = ["Outbox", "add_event", "build_report", "clip", "deliver_pending", "push_report"]

@@ -1,0 +1,129 @@
+"""Agent step 6 (report), delivery: commit ``status.json`` on the robot's status ref and push it.
+
+The robot's bare repository (``paths.repo``, shared with sync) keeps ``refs/fleetcd/status/<id>/report``
+at the last report the server *accepted*: each report is one commit whose parent is that one (the
+first is a root commit), so the server's history only fast-forwards and a status ACL of ``RW``
+(no force) suffices. The local ref moves only after the push succeeded.
+
+A push the server refuses — a ``pre-receive`` hook, gitolite's ACL, a hidden ref — raises
+:class:`~fleetcd.errors.PushRejected` naming the ref (``fleetcd.git.remote`` reads libgit2's
+per-ref status, which it would otherwise report as success); it is never a success, and the report
+stays in the outbox for the next cycle. A network failure is a
+:class:`~fleetcd.errors.TransportError`.
+
+When the server's ref is not an ancestor (the robot was reflashed and lost its repository), the
+server's report is fetched, the commit is rebased on it and its ``seq`` lifted above the server's,
+since the controller ignores a report whose ``seq`` does not grow. A server that serves robots a
+namespaced view (docs/git-server.md) does not let the robot fetch its status ref; the push is then
+refused with a message saying so (the operator deletes the ref or grants ``RW+``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from pathlib import Path
+
+from agent.report.outbox import Outbox
+from agent.sync.desired import Connection, connection_of
+from fleetcd.desired.bundle import canonical_bytes
+from fleetcd.errors import PushRejected
+from fleetcd.git.objects import Identity, blob_size, commit, read_blob, ref_target, update_refs, write_tree
+from fleetcd.git.refs import status_ref
+from fleetcd.git.remote import fetch, push
+from fleetcd.git.repo import Oid, Repository, open_or_init_bare
+from fleetcd.models.agent import AgentConfig
+from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
+
+NON_FAST_FORWARD = "non-fast-forward"  # how fleetcd.git.remote words it, over every transport
+# Rebasing fetches the server's whole report history (a few hundred bytes per report, compressed):
+# room for ~100,000 reports, yet a server sending endless data cannot fill the disk.
+REBASE_FETCH_MAX_BYTES = 32 * 1024 * 1024
+
+
+def push_report(config: AgentConfig, repo_dir: Path, report: StatusReport) -> str:
+    """Commit ``report`` on top of the last accepted one and push it; returns the pushed commit id."""
+    if report.device != config.device:
+        raise ValueError(f"report of {report.device!r} cannot be pushed by {config.device!r}")
+    repo = open_or_init_bare(repo_dir)
+    conn = connection_of(config)
+    ref = status_ref(config.device)
+    parent = ref_target(repo, ref)
+    new = _commit(repo, report, parent)
+    try:
+        _push(repo, conn, new, ref)
+    except PushRejected as exc:
+        if NON_FAST_FORWARD not in str(exc):
+            raise
+        parent, report = _rebase_onto_server(repo, conn, ref, report, exc)
+        new = _commit(repo, report, parent)
+        _push(repo, conn, new, ref)
+    update_refs(repo, {ref: (parent, new)}, message=f"fleetcd-agent: report {report.seq} accepted")
+    return str(new)
+
+
+def deliver_pending(config: AgentConfig, repo_dir: Path, outbox: Outbox) -> str | None:
+    """Push the outbox's report, if any, and mark it sent; the commit id, or None when nothing waited."""
+    report = outbox.pending()
+    if report is None:
+        return None
+    pushed = push_report(config, repo_dir, report)
+    outbox.sent(report.seq)
+    return pushed
+
+
+def _commit(repo: Repository, report: StatusReport, parent: Oid | None) -> Oid:
+    tree = write_tree(repo, {STATUS_FILE: canonical_bytes(report)})
+    when = report.reported_at if report.reported_at.tzinfo else report.reported_at.replace(tzinfo=UTC)
+    author = Identity(f"fleetcd-agent {report.device}", f"{report.device}@fleetcd.invalid")
+    message = f"status of {report.device}: seq {report.seq}"
+    return commit(repo, None, tree, message, [parent] if parent is not None else [], author, when)
+
+
+def _push(repo: Repository, conn: Connection, new: Oid, ref: str) -> None:
+    push(
+        repo,
+        conn.url,
+        [f"{new}:{ref}"],
+        credentials=conn.credentials,
+        host_keys=conn.host_keys,
+        timeout_s=conn.timeout_s,
+    )
+
+
+def _rebase_onto_server(
+    repo: Repository, conn: Connection, ref: str, report: StatusReport, refused: PushRejected
+) -> tuple[Oid, StatusReport]:
+    """(the server's commit, the report with a seq above the server's) to commit again."""
+    found = fetch(
+        repo,
+        conn.url,
+        [f"+{ref}:{ref}"],
+        credentials=conn.credentials,
+        host_keys=conn.host_keys,
+        timeout_s=conn.timeout_s,
+        max_bytes=REBASE_FETCH_MAX_BYTES,
+    )
+    server = found.get(ref)
+    if server is None:
+        raise PushRejected(
+            ref,
+            f"{refused}; the server's {ref} cannot be fetched to build on (a namespaced view hides it): "
+            "delete that ref on the server or let the robot force-push it",
+        ) from refused
+    server_seq = _seq_of(repo, server)
+    if server_seq is not None and report.seq <= server_seq:
+        report = report.model_copy(update={"seq": server_seq + 1})
+    return server, report
+
+
+def _seq_of(repo: Repository, target: Oid) -> int | None:
+    """The seq of the report in ``target``, if it holds a readable one (it came from the server)."""
+    size = blob_size(repo, target, STATUS_FILE)
+    if size is None or size > MAX_REPORT_BYTES:
+        return None
+    try:
+        seq = json.loads(read_blob(repo, target, STATUS_FILE) or b"").get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -1,0 +1,214 @@
+"""A real gitolite3 behind a real OpenSSH sshd on loopback, set up exactly as docs/git-server.md says.
+
+The ACL block of ``conf/gitolite.conf``, the ``.gitolite.rc`` lines and the ``FleetcdNamespace``
+``PRE_GIT`` trigger are read from docs/git-server.md itself, so the page is what gets tested. Each
+robot (and the controller, ``fleetcd-controller``) gets its own SSH key; gitolite knows the key's
+owner by its file name in ``keydir/`` and writes the ``command="gitolite-shell <user>"`` lines of
+``authorized_keys``.
+
+Throwaway and user-less: gitolite lives in a temporary HOME; sshd (root, so it can run sessions)
+lets the keys log in as the current user and sets ``HOME`` to that directory (``SetEnv``), so no
+system account is created or changed. ::
+
+    with Gitolite(tmp_path / "gl", robots=["amr-001", "amr-002"]) as server:
+        server.load(local_bare_repo)           # server-side copy of every ref, no hooks run
+        url, key = server.url(), server.key("amr-001")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.gitrepos import GIT_ENV, _current_user, _Server, _wait_for_port, free_port, sshd_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "git-server.md"
+CONTROLLER = "fleetcd-controller"
+ADMIN = "admin"
+REPO = "fleet"
+MIN_GIT = (2, 31)  # the trigger sets receive.hideRefs through GIT_CONFIG_COUNT
+
+
+class GitoliteUnavailable(RuntimeError):
+    """gitolite, sshd or a recent enough git is missing: the caller skips (or fails under CI)."""
+
+
+def _doc_block(after: str, language: str) -> str:
+    """The first fenced ``language`` block following the line containing ``after`` in the doc."""
+    text = DOC.read_text(encoding="utf-8")
+    found = re.search(re.escape(after) + r".*?```" + language + r"\n(.*?)```", text, re.S)
+    if found is None:
+        raise AssertionError(f"{DOC}: no ```{language} block after {after!r}")
+    return found.group(1)
+
+
+def trigger_source() -> str:
+    return _doc_block("`~/local/lib/Gitolite/Triggers/FleetcdNamespace.pm`:", "perl")
+
+
+def rc_lines() -> str:
+    return _doc_block("`~/.gitolite.rc` (inside `%RC`):", "perl")
+
+
+def fleet_acl(robots: Sequence[str]) -> str:
+    """The doc's ``repo fleet`` block with a ``@robots`` line for ``robots``."""
+    conf = _doc_block("`conf/gitolite.conf`:", "")
+    block = conf[conf.index(f"repo {REPO}") :]
+    return f"@robots = {' '.join(robots)}\n\n{block}"
+
+
+def _git_version() -> tuple[int, ...]:
+    out = subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+class Gitolite(_Server):
+    """gitolite3 with the fleet repository, reachable as ``ssh://<user>@127.0.0.1:<port>/fleet``."""
+
+    def __init__(self, workdir: Path, robots: Sequence[str]) -> None:
+        self.dir = workdir
+        self.home = workdir / "home"
+        self.keys_dir = workdir / "keys"
+        self.robots = list(robots)
+        self.user = os.environ.get("USER") or _current_user()
+        self.port = 0
+        self.host_key = workdir / "ssh_host_ed25519_key"
+        self.host_fingerprint = ""
+
+    # --- setup --------------------------------------------------------------------------------------
+    def __enter__(self) -> Gitolite:
+        gitolite, sshd = shutil.which("gitolite"), sshd_binary()
+        if gitolite is None:
+            raise GitoliteUnavailable("gitolite is not installed (Debian package gitolite3)")
+        if sshd is None:
+            raise GitoliteUnavailable("sshd is not installed (Debian package openssh-server)")
+        if _git_version() < MIN_GIT:
+            raise GitoliteUnavailable(f"git {_git_version()} is older than {MIN_GIT}")
+        self.home.mkdir(parents=True)
+        self.keys_dir.mkdir()
+        for user in [ADMIN, CONTROLLER, *self.robots]:
+            self._keygen(self.keys_dir / user, user)
+        shutil.copyfile(self.keys_dir / f"{ADMIN}.pub", self.home / f"{ADMIN}.pub")
+        self.gitolite("setup", "-pk", f"{ADMIN}.pub")
+        self._configure()
+        self._start_sshd(sshd)
+        return self
+
+    def _keygen(self, path: Path, comment: str) -> None:
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
+        )
+
+    def _configure(self) -> None:
+        rc = self.home / ".gitolite.rc"
+        text = rc.read_text(encoding="utf-8")
+        rc.write_text(text.replace("%RC = (\n", "%RC = (\n" + rc_lines(), 1), encoding="utf-8")
+        triggers = self.home / "local" / "lib" / "Gitolite" / "Triggers"
+        triggers.mkdir(parents=True)
+        (triggers / "FleetcdNamespace.pm").write_text(trigger_source(), encoding="utf-8")
+        admin = self.home / ".gitolite"
+        conf = admin / "conf" / "gitolite.conf"
+        conf.write_text(conf.read_text(encoding="utf-8") + "\n" + fleet_acl(self.robots), encoding="utf-8")
+        for user in [CONTROLLER, *self.robots]:
+            shutil.copyfile(self.keys_dir / f"{user}.pub", admin / "keydir" / f"{user}.pub")
+        # Editing ~/.gitolite directly and re-running setup is gitolite's documented way around the
+        # admin repository: compile the conf, create repositories, rewrite authorized_keys.
+        self.gitolite("setup")
+
+    def _start_sshd(self, binary: str) -> None:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
+        listed = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        self.host_fingerprint = listed.split()[1]
+        self.port = free_port()
+        config = self.dir / "sshd_config"
+        lines = [
+            f"Port {self.port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {self.host_key}",
+            f"PidFile {self.dir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self.home / '.ssh' / 'authorized_keys'}",  # written by gitolite
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin forced-commands-only",  # every key has gitolite's command="..."
+            "StrictModes no",
+            "UsePAM no",
+            "LogLevel ERROR",
+            f"SetEnv HOME={self.home}",  # overrides the login user's home: gitolite finds its rc here
+            "AcceptEnv GIT_PROTOCOL",
+            "",
+        ]
+        config.write_text("\n".join(lines), encoding="utf-8")
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        )
+        _wait_for_port(self.port, self.process, "sshd for gitolite")
+
+    # --- use ----------------------------------------------------------------------------------------
+    def gitolite(self, *args: str) -> str:
+        """Run the gitolite command as the server does (its HOME); returns stdout."""
+        done = subprocess.run(
+            ["gitolite", *args],
+            cwd=self.home,
+            env={**os.environ, **GIT_ENV, "HOME": str(self.home)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"gitolite {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def url(self, repo: str = REPO) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}/{repo}"
+
+    def key(self, user: str) -> Path:
+        """The private key of ``user`` (a robot id, ``fleetcd-controller`` or ``admin``)."""
+        return self.keys_dir / user
+
+    def repo_path(self, repo: str = REPO) -> Path:
+        """The bare repository on the server's disk (for loading it and for reading what arrived)."""
+        return self.home / "repositories" / f"{repo}.git"
+
+    def load(self, source: Path, repo: str = REPO) -> None:
+        """Copy every ref of the local repository ``source`` into the server's repository.
+
+        Done server-side with a fetch, so gitolite's update hook (which needs a gitolite user) is
+        not involved: this is the controller's writing, not what is under test.
+        """
+        subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.repo_path(repo)),
+                "fetch",
+                "--quiet",
+                str(source),
+                "+refs/*:refs/*",
+            ],
+            check=True,
+            env={**os.environ, **GIT_ENV},
+        )
+
+    def access(self, user: str, perm: str, ref: str, repo: str = REPO) -> bool:
+        """gitolite's own verdict (``gitolite access``) on ``user`` doing ``perm`` to ``ref``."""
+        done = subprocess.run(
+            ["gitolite", "access", "-q", repo, user, perm, ref],
+            env={**os.environ, "HOME": str(self.home)},
+            capture_output=True,
+            check=False,
+        )
+        return done.returncode == 0
