@@ -1,0 +1,176 @@
+"""Benchmark: the agent's no-op poll — bytes and CPU at 10 vs 10,000 robots, and CPU vs ``git fetch``.
+
+The server holds desired state the controller wrote (:func:`controller.delivery.write_desired_state`,
+per-robot namespaces, refs packed as after a gc) and is served by ``git daemon`` with
+``GIT_NAMESPACE=<robot>``, as the gitolite trigger in docs/git-server.md does over SSH, behind a
+byte-counting proxy. The robot's poll is the agent's own sync step
+(:func:`agent.sync.desired.fetch_desired`: one fetch of its ref, then its four files read with
+their size caps). The baseline is the git CLI fetching the same ref into a bare repository.
+
+CPU is process CPU time (user + system): the agent's in-process poll by ``time.process_time``, the
+git CLI by the children's rusage (every git process it starts). Goals: bytes at 10,000 robots at
+most 1.5x those at 10; agent CPU per no-op poll at most 2x ``git fetch``'s.
+
+    python -m bench.agent_poll [--sizes 10 10000] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.sync.desired import fetch_desired
+from bench import fleetgen
+from bench.common import base_parser, table, write_results
+from bench.controller_world import RELEASES, controller_write, make_bundles
+from bench.git_poll_bytes import CountingProxy, git_daemon
+from fleetcd.desired import Bundle
+from fleetcd.git import refs
+from fleetcd.models.agent import AgentConfig
+from fleetcd.trust.gpg import Signer
+
+NAME = "agent_poll"
+DEFAULT_SIZES = (10, 10_000)
+DEFAULT_RUNS = 20
+GOAL_BYTES_RATIO = 1.5
+GOAL_CPU_RATIO = 2.0
+
+
+def agent_config(device: str, url: str, fingerprint: str) -> AgentConfig:
+    """The smallest valid agent.yaml for this robot: only ``remote`` and ``device`` matter to sync."""
+    return AgentConfig.model_validate(
+        {
+            "apiVersion": "fleetcd.dev/v1",
+            "kind": "AgentConfig",
+            "device": device,
+            "remote": {"url": url},
+            "trust": {
+                "keys_dir": "/nonexistent",
+                "controller": [fingerprint],
+                "release_signers": [fingerprint],
+            },
+        }
+    )
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(poll: Callable[[], object], runs: int, *, children: bool) -> dict[str, float]:
+    """Median CPU seconds of ``runs`` polls (in this process, or in the children it starts)."""
+    samples = []
+    for _ in range(runs):
+        before = children_cpu_s() if children else time.process_time()
+        poll()
+        after = children_cpu_s() if children else time.process_time()
+        samples.append(after - before)
+    return {"median_cpu_s": round(statistics.median(samples), 6), "max_cpu_s": round(max(samples), 6)}
+
+
+def bytes_of(proxy: CountingProxy, poll: Callable[[], object]) -> dict[str, int]:
+    poll()  # the first poll brings the commit; the next one is the no-op poll
+    proxy.take()
+    poll()
+    down, up = proxy.take()
+    return {"bytes_down": down, "bytes_up": up}
+
+
+def run_size(
+    base: Path, bundles: Mapping[str, Bundle], sign: Callable[[bytes], bytes], fingerprint: str, runs: int
+) -> dict[str, Any]:
+    base.mkdir(parents=True)
+    server = base / "fleet.git"
+    controller_write(server, bundles, sign, namespaces=True)
+    subprocess.run(["git", "pack-refs", "--all"], cwd=server, check=True)
+    device = sorted(bundles)[0]
+    ref = refs.desired_ref(device)
+    git_dir = base / "robot-git.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True)
+    with git_daemon(base, env={"GIT_NAMESPACE": device}) as proxy:
+        url = f"git://127.0.0.1:{proxy.port}/{server.name}"
+        config = agent_config(device, url, fingerprint)
+        state = base / "robot-agent.git"
+
+        def agent_poll() -> None:
+            assert fetch_desired(config, state) is not None, "the robot's desired state is missing"
+
+        def git_fetch() -> None:
+            argv = ["git", "--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", url, f"+{ref}:{ref}"]
+            subprocess.run(argv, check=True)
+
+        agent = {**bytes_of(proxy, agent_poll), **cpu_of(agent_poll, runs, children=False)}
+        git = {**bytes_of(proxy, git_fetch), **cpu_of(git_fetch, runs, children=True)}
+        proxy.take()
+    return {"robots": len(bundles), "agent_fetch_desired": agent, "git_fetch": git}
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="robots per run")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="measured no-op polls per method")
+    args = parser.parse_args()
+    sizes = sorted(set(args.sizes))
+    by_size: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="fleetcd-agent-poll-") as tmp:
+        root = Path(tmp)
+        home = root / "gnupg"
+        home.mkdir(mode=0o700)
+        fleet = fleetgen.generate(sizes[-1], RELEASES, home)
+        bundles = make_bundles(fleet)
+        devices = sorted(bundles)
+        with Signer(home) as signer:
+
+            def sign(data: bytes) -> bytes:
+                return signer.sign_detached(data, fleet.fingerprint)
+
+            for n in sizes:
+                chosen = {d: bundles[d] for d in devices[:n]}
+                by_size[n] = run_size(root / f"size-{n}", chosen, sign, fleet.fingerprint, args.runs)
+    small, large = sizes[0], sizes[-1]
+    agent_small, agent_large = by_size[small]["agent_fetch_desired"], by_size[large]["agent_fetch_desired"]
+    bytes_ratio = round(agent_large["bytes_down"] / max(agent_small["bytes_down"], 1), 2)
+    cpu_ratio = {
+        n: round(
+            by_size[n]["agent_fetch_desired"]["median_cpu_s"]
+            / max(by_size[n]["git_fetch"]["median_cpu_s"], 1e-9),
+            2,
+        )
+        for n in sizes
+    }
+    lines = [f"one robot's no-op poll of its namespaced desired ref; {args.runs} polls per method"]
+    rows = []
+    for n in sizes:
+        for method in ("agent_fetch_desired", "git_fetch"):
+            m = by_size[n][method]
+            rows.append(
+                [n, method, f"{m['bytes_down']}/{m['bytes_up']} B", f"{m['median_cpu_s'] * 1000:.2f} ms"]
+            )
+    lines += table(["robots", "method", "bytes down/up", "CPU median"], rows)
+    lines += [
+        "",
+        f"agent bytes ratio N={large}/N={small}: {bytes_ratio} (goal <= {GOAL_BYTES_RATIO})",
+        *(f"agent CPU / git fetch CPU at N={n}: {cpu_ratio[n]} (goal <= {GOAL_CPU_RATIO})" for n in sizes),
+    ]
+    payload = {
+        "sizes": sizes,
+        "runs": args.runs,
+        "results": {str(n): by_size[n] for n in sizes},
+        "bytes_ratio": bytes_ratio,
+        "cpu_ratio_vs_git_fetch": {str(n): r for n, r in cpu_ratio.items()},
+        "goal_met": bytes_ratio <= GOAL_BYTES_RATIO and all(r <= GOAL_CPU_RATIO for r in cpu_ratio.values()),
+    }
+    target = write_results(NAME, payload, lines, args.out)
+    print("\n".join(lines))
+    print(f"\nwritten: {target}")
+
+
+if __name__ == "__main__":
+    main()
