@@ -280,6 +280,16 @@ def test_a_robot_cannot_queue_or_retire_a_deployment(activity: str, reason: Igno
     assert apply_report(working, activity, "none", "", T0) is working
 
 
+def test_a_deferred_install_reaches_the_record_while_still_queued() -> None:
+    deferred = apply_report(record(), Activity.QUEUED, ErrorStatus.RETRYING, "gate 'docked' is closed", T0)
+    assert (deferred.activity, deferred.error) == (Activity.QUEUED, ErrorStatus.RETRYING)
+    assert deferred.events[-1].message == "gate 'docked' is closed"
+    started = apply_report(deferred, Activity.DOWNLOADING, OK, "", T0 + timedelta(minutes=5))
+    assert started.activity is Activity.DOWNLOADING
+    # once started, "queued" is never accepted again, deferral or not
+    assert judge_report(started, Activity.QUEUED, ErrorStatus.RETRYING) is IgnoredReport.NOT_REPORTABLE
+
+
 def test_an_unknown_error_value_is_ignored_not_raised() -> None:
     rec = record()
     assert judge_report(rec, "downloading", "on_fire") is IgnoredReport.UNKNOWN_VALUE

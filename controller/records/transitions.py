@@ -111,7 +111,10 @@ def judge_report(record: DeploymentRecord, activity: str, error: str) -> Ignored
     if (reported, reported_error) == (record.activity, record.error):
         return IgnoredReport.UNCHANGED
     if reported is Activity.QUEUED:
-        return IgnoredReport.NOT_REPORTABLE
+        # Only a deferral may be said while still queued (a closed robot-state gate: "not docked"),
+        # so the reason reaches the record; a robot cannot send a started deployment back to queued.
+        deferral = record.activity is Activity.QUEUED and reported_error is ErrorStatus.RETRYING
+        return None if deferral else IgnoredReport.NOT_REPORTABLE
     if record.activity is Activity.ARCHIVED:
         return IgnoredReport.RETIRED
     if record.target_status is TargetStatus.ARCHIVED:
