@@ -35,6 +35,7 @@ class JournalState(StrEnum):
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     APPLYING = "applying"
+    STAGED = "staged"  # blue/green: installed beside the running version, waiting for the switch
     SWITCHED = "switched"
     WATCHING = "watching"
     HEALTHY = "healthy"
@@ -45,7 +46,13 @@ class JournalState(StrEnum):
 
 # States in which nothing is in flight: a restart finds nothing to resume or undo.
 SETTLED_STATES = frozenset(
-    {JournalState.IDLE, JournalState.HEALTHY, JournalState.ROLLED_BACK, JournalState.FAILED}
+    {
+        JournalState.IDLE,
+        JournalState.STAGED,
+        JournalState.HEALTHY,
+        JournalState.ROLLED_BACK,
+        JournalState.FAILED,
+    }
 )
 
 
@@ -59,6 +66,11 @@ class JournalEntry(FrozenModel):
     attempts: int = Field(ge=0)
     updated_at: AwareDatetime
     reason: str | None = Field(default=None, max_length=REASON_MAX_CHARS)
+    # Optional since the first format-1 files, which lack them and still load:
+    action: Literal["deploy", "stage", "rollback"] = "deploy"  # as the bundle asked
+    stage_only: bool = False  # install only (blue/green), stop in STAGED
+    first_deferred_at: AwareDatetime | None = None  # a gate first held this deployment back
+    committed: bool = False  # HEALTHY and the executor released what only a rollback needed
 
     @property
     def settled(self) -> bool:

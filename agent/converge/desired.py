@@ -1,0 +1,158 @@
+"""The desired state one cycle converges to: sync (step 1) and verify (step 2), with a local fallback.
+
+:func:`load_desired` fetches this robot's desired-state commit and verifies it against the pinned
+anchors (:mod:`agent.sync.desired`, :mod:`agent.trustcheck`). An accepted commit is kept in
+``desired.json`` *before* the trust state moves on (so the cache is never older than the serial the
+robot insists on), and is what the cycle uses when the network is down or the server offers
+something that fails verification: a crash-looping version can still be watched or rolled back,
+and nothing unverified is ever acted on. A poll that brings the commit already accepted skips gpg
+(:func:`agent.trustcheck.check_unchanged`) and re-parses the cached bytes that were verified.
+
+An expired bundle (freeze attack, or a controller gone quiet) is *stale*: the robot keeps running
+what it runs and reports ``stale``; no new deployment starts from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agent.converge.apply import Assignment, assignments
+from agent.errors import CorruptState
+from agent.paths import AgentPaths
+from agent.state.atomic import read_bytes, write_atomic
+from agent.sync.desired import DesiredFiles, fetch_desired
+from agent.trustcheck import (
+    TrustState,
+    check_unchanged,
+    load_trust_state,
+    record_expiry,
+    save_trust_state,
+    verify_desired,
+)
+from fleetcd.desired import Bundle, BundleExpired, BundleRejected, SignedRoot, VerifiedBundle
+from fleetcd.errors import InvalidContent, TransportError
+from fleetcd.loading.documents import load_document
+from fleetcd.models.agent import AgentConfig
+from fleetcd.models.base import FrozenModel
+from fleetcd.models.release import Release
+
+log = logging.getLogger(__name__)
+CACHE_FILE_MODE = 0o600
+
+
+@dataclass
+class Desired:
+    """What to converge to this cycle, and how far it can be trusted."""
+
+    assignments: dict[str, Assignment] = field(default_factory=dict)
+    known: bool = False  # a verified bundle (fresh, or the last accepted) backs ``assignments``
+    stale: bool = False  # the bundle expired: keep running, report stale
+    serial: int | None = None
+    time_floor: datetime | None = None  # the latest instant trustworthily seen (clock resets)
+    errors: list[Exception] = field(default_factory=list)
+
+
+class CachedFiles(FrozenModel):
+    """``desired.json``: the raw files of the last accepted desired-state commit, base64."""
+
+    format: int = 1
+    commit: str
+    bundle: str
+    root: str
+    root_signature: str
+    proof: str
+
+
+def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desired:
+    """Fetch, verify and accept; on any failure fall back to the last accepted commit."""
+    out = Desired()
+    trust = load_trust_state(paths.trust_file)
+    out.serial, out.time_floor = trust.last_serial, trust.time_floor
+    fresh: DesiredFiles | None = None
+    try:
+        fresh = fetch_desired(config, paths.repo)
+    except (TransportError, BundleRejected) as exc:
+        out.errors.append(exc)
+    cached = read_cache(paths.desired_cache)
+    for files in dict.fromkeys(f for f in (fresh, cached) if f is not None):
+        try:
+            verified, trust = _accept(config, paths, files, trust, now)
+        except BundleExpired as exc:
+            out.stale = True
+            trust = record_expiry(trust, exc)
+            save_trust_state(paths.trust_file, trust)
+            out.errors.append(exc)
+            break  # an older cached commit is no fresher
+        except (BundleRejected, InvalidContent) as exc:
+            out.errors.append(exc)
+            continue
+        out.assignments = assignments(verified)
+        out.known, out.serial, out.time_floor = True, verified.root.serial, trust.time_floor
+        break
+    return out
+
+
+def _accept(
+    config: AgentConfig, paths: AgentPaths, files: DesiredFiles, trust: TrustState, now: datetime
+) -> tuple[VerifiedBundle, TrustState]:
+    if check_unchanged(trust, files, now):
+        return _reparse(files, trust), trust
+    verified, new_trust = verify_desired(config, files, trust, now)
+    write_cache(paths.desired_cache, files)  # first the cache, then the serial it must not fall below
+    save_trust_state(paths.trust_file, new_trust)
+    log.info("accepted desired state serial %s (commit %s)", verified.root.serial, files.commit)
+    return verified, new_trust
+
+
+def _reparse(files: DesiredFiles, trust: TrustState) -> VerifiedBundle:
+    """The commit accepted before, parsed again without gpg (its bytes were verified then)."""
+    bundle = Bundle.model_validate_json(files.bundle)
+    releases: dict[str, Release] = {}
+    for d in bundle.deployments:
+        raw = base64.b64decode(d.release_b64)
+        releases[d.deployment_id] = load_document(d.release_path, raw, Release).model
+    return VerifiedBundle(
+        bundle=bundle,
+        root=SignedRoot.model_validate_json(files.root),
+        bundle_sha256=trust.last_bundle_sha256 or "",
+        unchanged=True,
+        releases=releases,
+    )
+
+
+def read_cache(path: Path) -> DesiredFiles | None:
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        cached = CachedFiles.model_validate_json(raw)
+        return DesiredFiles(
+            commit=cached.commit,
+            bundle=base64.b64decode(cached.bundle),
+            root=base64.b64decode(cached.root),
+            root_signature=base64.b64decode(cached.root_signature),
+            proof=base64.b64decode(cached.proof),
+        )
+    except (ValidationError, binascii.Error) as exc:
+        raise CorruptState(path, f"not a desired-state cache: {exc}") from exc
+
+
+def write_cache(path: Path, files: DesiredFiles) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    cached = CachedFiles(
+        commit=files.commit,
+        bundle=b64(files.bundle),
+        root=b64(files.root),
+        root_signature=b64(files.root_signature),
+        proof=b64(files.proof),
+    )
+    write_atomic(path, cached.model_dump_json().encode(), mode=CACHE_FILE_MODE)

@@ -1,0 +1,282 @@
+"""The converge state machine's decisions: PURE — journal entry, desired deployment, what the executor
+says is active, and ``now`` in; the next journal entry out. No I/O, no clock, no executor calls.
+
+:mod:`agent.converge.apply` does the work around it: it records the entry :func:`next_action` or
+:func:`advance` returns *before* acting in its state, runs that state's step, and asks
+:func:`advance` (success) or :func:`fail` (error) for the entry to record next::
+
+    downloading → verifying → applying → switched → watching → healthy (commit) ─┐
+                                   │ stage only: staged (waits for the switch)    ├→ settled
+        error before the switch: failed;  after it: rolling_back → rolled_back ───┘
+
+Resuming after a crash or power cut (the entry on disk is the state that was about to run):
+``downloading``/``verifying``/``applying`` redo that step (the old version is still active);
+``switched``/``watching`` count one more start and redo the switch, or roll back once the version
+was started more than ``max_trials`` times (a crash-looping version falls back without network);
+``rolling_back`` redoes the rollback. A deployment id is used once: a settled one is never re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from agent.state.journal import JournalEntry, JournalState
+from fleetcd.reports import ReportedActivity, ReportedError
+
+DeploymentAction = Literal["deploy", "stage", "rollback"]
+
+PRE_SWITCH = frozenset({JournalState.DOWNLOADING, JournalState.VERIFYING, JournalState.APPLYING})
+POST_SWITCH = frozenset({JournalState.SWITCHED, JournalState.WATCHING})
+
+
+@dataclass(frozen=True)
+class DesiredApp:
+    """What the verified bundle asks of one app (``fleetcd.desired.BundleDeployment``, reduced)."""
+
+    deployment_id: str
+    version: str
+    action: DeploymentAction = "deploy"
+    not_before: datetime | None = None
+
+
+class ActionKind(StrEnum):
+    NONE = "none"  # nothing to do
+    START = "start"  # a new deployment: download it
+    RESUME = "resume"  # finish the recorded state (after a crash, a retry, or a deferral)
+    PROMOTE = "promote"  # a staged deployment is now to be switched to
+    ADOPT = "adopt"  # the desired version already runs: settle without touching it
+    ABANDON = "abandon"  # the bundle no longer lists a deployment that never switched
+    SUPERSEDE = "supersede"  # a switched, unconfirmed deployment is no longer desired: roll back
+    GIVE_UP = "give_up"  # started more than max_trials times: roll back
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do: record ``entry`` (None only for NONE), then run from its state."""
+
+    kind: ActionKind
+    entry: JournalEntry | None
+    reason: str
+
+
+class Failure(StrEnum):
+    """How a step failed, as the loop must treat it (``agent.errors`` grouping)."""
+
+    TRANSIENT = "transient"  # TransportError: stay in the state, retry next cycle with backoff
+    DEFERRED = "deferred"  # GateClosed: stay in the state, remember when the wait began
+    PERMANENT = "permanent"  # ApplyError and anything unexpected: this deployment cannot succeed
+
+
+def next_action(
+    entry: JournalEntry | None,
+    desired: DesiredApp | None,
+    active: str | None,
+    now: datetime,
+    *,
+    max_trials: int,
+    active_running: bool = True,
+    known: bool = True,
+) -> Action:
+    """The decision table of one app at the start of a cycle (and after each settled round).
+
+    ``known=False`` means there is no trustworthy desired state this cycle (offline with no cached
+    bundle, rejected or expired): unswitched work waits instead of being abandoned.
+    """
+    if entry is not None and (not entry.settled or _uncommitted(entry)):
+        return _unfinished(entry, desired, active, now, max_trials=max_trials, known=known)
+    if desired is None:
+        return Action(ActionKind.NONE, None, "nothing desired for this app")
+    if entry is not None and entry.deployment_id == desired.deployment_id:
+        return _same_deployment(entry, desired, active, now)
+    if desired.not_before is not None and now < desired.not_before:
+        return Action(ActionKind.NONE, None, f"scheduled for {desired.not_before.isoformat()}")
+    return _new_deployment(entry, desired, active, now, active_running=active_running)
+
+
+def _uncommitted(entry: JournalEntry) -> bool:
+    return entry.state is JournalState.HEALTHY and not entry.committed
+
+
+def _unfinished(
+    entry: JournalEntry,
+    desired: DesiredApp | None,
+    active: str | None,
+    now: datetime,
+    *,
+    max_trials: int,
+    known: bool,
+) -> Action:
+    state = entry.state
+    mine = desired is not None and desired.deployment_id == entry.deployment_id
+    if state in (JournalState.ROLLING_BACK, JournalState.HEALTHY):
+        return Action(ActionKind.RESUME, _refresh(entry, now), f"finish {state.value}")
+    if state in PRE_SWITCH:
+        if mine and desired is not None:
+            resumed = _refresh(entry, now, action=desired.action, stage_only=desired.action == "stage")
+            return Action(ActionKind.RESUME, resumed, f"redo {state.value}; the old version is still active")
+        if desired is not None:
+            started = _new_deployment(None, desired, active, now, active_running=True)
+            reason = f"{entry.deployment_id} was never switched to; {started.reason}"
+            return Action(started.kind, started.entry, reason)
+        if not known:
+            return Action(ActionKind.NONE, None, f"{state.value} waits for trustworthy desired state")
+        reason = "no longer in the desired state; it was never switched to"
+        return Action(ActionKind.ABANDON, entry.moved_to(JournalState.IDLE, now=now, reason=reason), reason)
+    # switched / watching: the new version was started and never confirmed healthy
+    if not mine:
+        why = (
+            f"superseded by {desired.deployment_id}"
+            if desired is not None
+            else "no verified release to watch it with"
+        )
+        rolling = entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=f"{state.value}: {why}")
+        return Action(ActionKind.SUPERSEDE, rolling, why)
+    attempts = entry.attempts + 1
+    if attempts > max_trials:
+        why = f"started {entry.attempts} times without passing its health watch (max_trials {max_trials})"
+        rolling = entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=why)
+        return Action(ActionKind.GIVE_UP, rolling, why)
+    again = entry.moved_to(JournalState.SWITCHED, now=now, reason=entry.reason, attempts=attempts)
+    return Action(ActionKind.RESUME, again, f"start {attempts} of at most {max_trials}")
+
+
+def _same_deployment(entry: JournalEntry, desired: DesiredApp, active: str | None, now: datetime) -> Action:
+    if entry.state is JournalState.STAGED and desired.action != "stage":
+        promoted = _fresh(desired, JournalState.VERIFYING, _previous(entry, desired, active), now)
+        return Action(ActionKind.PROMOTE, promoted, "staged; now switch to it")
+    if entry.state is JournalState.IDLE:
+        return _new_deployment(entry, desired, active, now, active_running=True)
+    why = {
+        JournalState.HEALTHY: "already deployed",
+        JournalState.STAGED: "staged, waiting for the switch",
+    }.get(entry.state, f"{entry.state.value}: a deployment id is used once")
+    return Action(ActionKind.NONE, None, why)
+
+
+def _new_deployment(
+    entry: JournalEntry | None,
+    desired: DesiredApp,
+    active: str | None,
+    now: datetime,
+    *,
+    active_running: bool,
+) -> Action:
+    previous = _previous(entry, desired, active)
+    if active == desired.version and active_running:
+        state = JournalState.STAGED if desired.action == "stage" else JournalState.HEALTHY
+        adopted = _fresh(desired, state, previous, now, committed=True)
+        return Action(ActionKind.ADOPT, adopted, f"{desired.version} already runs")
+    start = _fresh(desired, JournalState.DOWNLOADING, previous, now)
+    return Action(ActionKind.START, start, f"{desired.action} {desired.version}")
+
+
+def _previous(entry: JournalEntry | None, desired: DesiredApp, active: str | None) -> str | None:
+    """The version a rollback returns to: what is active, unless that is the version itself."""
+    if active != desired.version:
+        return active
+    if entry is not None and entry.version == active and entry.state is JournalState.HEALTHY:
+        return entry.previous_version
+    return None
+
+
+def _fresh(
+    desired: DesiredApp,
+    state: JournalState,
+    previous: str | None,
+    now: datetime,
+    *,
+    committed: bool = False,
+) -> JournalEntry:
+    return JournalEntry(
+        deployment_id=desired.deployment_id,
+        version=desired.version,
+        previous_version=previous,
+        state=state,
+        attempts=0,
+        updated_at=now,
+        action=desired.action,
+        stage_only=desired.action == "stage",
+        committed=committed,
+    )
+
+
+def _refresh(entry: JournalEntry, now: datetime, **changes: object) -> JournalEntry:
+    data = entry.model_dump()
+    data.update(updated_at=now, **changes)
+    return JournalEntry.model_validate(data)
+
+
+def advance(entry: JournalEntry, now: datetime) -> JournalEntry:
+    """The entry to record once ``entry``'s step succeeded."""
+    state = entry.state
+    if state is JournalState.DOWNLOADING:
+        return entry.moved_to(JournalState.VERIFYING, now=now)
+    if state is JournalState.VERIFYING:
+        return _refresh(entry.moved_to(JournalState.APPLYING, now=now), now, first_deferred_at=None)
+    if state is JournalState.APPLYING:
+        if entry.stage_only:
+            return entry.moved_to(JournalState.STAGED, now=now)
+        return entry.moved_to(JournalState.SWITCHED, now=now, attempts=entry.attempts + 1)
+    if state is JournalState.SWITCHED:
+        return entry.moved_to(JournalState.WATCHING, now=now)
+    if state is JournalState.WATCHING:
+        return entry.moved_to(JournalState.HEALTHY, now=now)
+    if state is JournalState.HEALTHY:
+        return _refresh(entry, now, committed=True, reason=None)
+    if state is JournalState.ROLLING_BACK:
+        return entry.moved_to(JournalState.ROLLED_BACK, now=now, reason=entry.reason)
+    raise ValueError(f"{state.value} is settled: there is no step to advance from")
+
+
+def fail(
+    entry: JournalEntry, failure: Failure, reason: str, now: datetime, *, auto_rollback: bool = True
+) -> JournalEntry:
+    """The entry to record after ``entry``'s step failed with ``failure`` (``reason`` says why)."""
+    state = entry.state
+    if failure is Failure.TRANSIENT:
+        return _refresh(entry, now, reason=reason)
+    if failure is Failure.DEFERRED:
+        return _refresh(entry, now, reason=reason, first_deferred_at=entry.first_deferred_at or now)
+    if state in PRE_SWITCH:
+        return entry.moved_to(JournalState.FAILED, now=now, reason=reason)
+    if state in POST_SWITCH:
+        if not auto_rollback:
+            return entry.moved_to(JournalState.FAILED, now=now, reason=f"{reason} (automatic rollback off)")
+        return entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=reason)
+    if state is JournalState.ROLLING_BACK:
+        return entry.moved_to(
+            JournalState.FAILED, now=now, reason=f"rollback failed: {reason}; {entry.reason}"
+        )
+    if state is JournalState.HEALTHY:
+        return _refresh(entry, now, reason=f"commit failed, retried next cycle: {reason}")
+    raise ValueError(f"{state.value} is settled: no step of it can fail")
+
+
+def reported(entry: JournalEntry) -> tuple[ReportedActivity, ReportedError]:
+    """(activity, error) of the deployment in the status report, as the controller reads them."""
+    retrying: ReportedError = "retrying" if entry.reason else "none"
+    match entry.state:
+        case JournalState.IDLE:
+            return "queued", "none"
+        case JournalState.DOWNLOADING:
+            return "downloading", retrying
+        case JournalState.VERIFYING:
+            return ("queued", "retrying") if entry.first_deferred_at else ("verifying", retrying)
+        case JournalState.APPLYING:
+            return "applying", retrying
+        case JournalState.STAGED:
+            return "staged", "none"
+        case JournalState.SWITCHED | JournalState.WATCHING:
+            return "watching", retrying
+        case JournalState.HEALTHY:
+            return "deployed", "none"
+        case JournalState.ROLLING_BACK:
+            return "watching", "retrying"
+        case JournalState.ROLLED_BACK:
+            return "rolled_back", "failed"
+        case JournalState.FAILED:
+            return "failed", "failed"
+    raise AssertionError(entry.state)  # pragma: no cover - every state is matched above

@@ -1,0 +1,319 @@
+"""The agent's cycle: sync → verify → converge each app → report, once (:func:`run_once`) or forever.
+
+One cycle is a fixed list of steps and the report is always built and queued at the end, whatever
+failed before it (Flux's "status is always written"): an offline robot still records what it runs,
+a rejected bundle still shows up as ``last_error``. The report is pushed when it says something new
+or the last push is ``poll.heartbeat_seconds`` old; a push that fails stays in the outbox.
+
+:func:`run_forever` sleeps between cycles with :class:`agent.sync.Backoff` (a cycle that hit a
+TransportError backs off exponentially, others wait the poll interval, both with jitter), tells
+systemd READY/WATCHDOG/STATUS through :mod:`agent.sdnotify`, and stops between cycles on SIGTERM or
+when ``stop`` is set. A kill -9 at any point is safe: the journals say where each app was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import AwareDatetime
+
+from agent import sdnotify
+from agent.converge.apply import AppOutcome, ConvergeContext, converge_app
+from agent.converge.configs import check_drift
+from agent.converge.desired import Desired, load_desired
+from agent.converge.status import load_status, status_report
+from agent.executors import ExecutorContext, make_executor
+from agent.executors.base import Executor
+from agent.health.clock import SYSTEM_CLOCK, Clock
+from agent.hooks import Hooks, load_hooks
+from agent.paths import AgentPaths, agent_paths
+from agent.report.outbox import Outbox
+from agent.report.push import push_report
+from agent.state.atomic import read_bytes, write_atomic
+from agent.state.journal import Journal
+from agent.sync.backoff import Backoff
+from fleetcd.desired.bundle import canonical_bytes
+from fleetcd.errors import TransportError
+from fleetcd.models.agent import AgentConfig
+from fleetcd.models.base import FrozenModel
+from fleetcd.reports import StatusReport
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _no_checkpoint(_name: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The outside world of a cycle, with real defaults; tests pass clocks, executors, checkpoints."""
+
+    now: Callable[[], datetime] = utc_now
+    clock: Clock = SYSTEM_CLOCK  # the health watch's waits
+    checkpoint: Callable[[str], None] = _no_checkpoint  # called around every journal write
+    environ: Mapping[str, str] | None = None  # for $STATE_DIRECTORY; None: os.environ
+    executor: Executor | None = None  # None: agent.yaml's executor
+    hooks: Hooks | None = None  # None: agent.yaml's hooks
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one cycle did."""
+
+    apps: dict[str, AppOutcome]
+    report: StatusReport | None
+    pushed: bool
+    errors: list[Exception] = field(default_factory=list)
+    stale: bool = False
+    serial: int | None = None
+    retry_in_seconds: float | None = None  # a closed gate wants a look sooner than the poll interval
+
+    @property
+    def error(self) -> Exception | None:
+        """The first error of the cycle (sync, verify, a step, the push), if any."""
+        return self.errors[0] if self.errors else None
+
+    @property
+    def transient(self) -> bool:
+        """The network let the cycle down: the next one comes after a backoff."""
+        return any(isinstance(e, TransportError) for e in self.errors)
+
+
+class PushState(FrozenModel):
+    """``push.json``: when the last report was pushed and a digest of what it said."""
+
+    seq: int
+    at: AwareDatetime
+    digest: str
+
+
+def run_once(
+    config: AgentConfig, now: datetime | None = None, *, runtime: Runtime | None = None
+) -> CycleResult:
+    """One whole cycle; never raises for what a cycle can meet (see :attr:`CycleResult.errors`)."""
+    rt = runtime or Runtime()
+    clock_now: Callable[[], datetime] = rt.now if now is None else (lambda: now)
+    paths = agent_paths(config, rt.environ).create()
+    started = clock_now()
+    errors: list[Exception] = []
+    try:
+        desired = load_desired(config, paths, started)
+    except Exception as exc:  # corrupt trust state, gpg missing: nothing can be trusted this cycle
+        log.error("desired state unavailable: %s", exc)
+        desired = Desired(errors=[exc])
+    errors.extend(desired.errors)
+
+    executor, outcomes = None, {}
+    try:
+        executor = rt.executor or make_executor(
+            config.executor, ExecutorContext(paths.apps_dir, paths.downloads_dir), config
+        )
+        hooks = rt.hooks or load_hooks(config.hooks)
+    except Exception as exc:
+        errors.append(exc)
+    else:
+        floor = desired.time_floor
+
+        def machine_now() -> datetime:  # a clock reset to 1970 must not hold scheduled work back
+            wall = clock_now()
+            return wall if floor is None else max(wall, floor)
+
+        ctx = ConvergeContext(config, paths, executor, hooks, rt.clock, machine_now, rt.checkpoint)
+        outcomes = _converge_all(ctx, paths, desired, errors)
+
+    drift: dict[str, list[str]] = {}
+    try:
+        drift = check_drift(paths.config_hashes, restore=config.config_drift == "restore")
+    except Exception as exc:
+        errors.append(exc)
+    report, pushed = _report(config, paths, clock_now(), executor, desired, outcomes, drift, errors)
+    retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
+    return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
+
+
+def _converge_all(
+    ctx: ConvergeContext, paths: AgentPaths, desired: Desired, errors: list[Exception]
+) -> dict[str, AppOutcome]:
+    outcomes: dict[str, AppOutcome] = {}
+    for app in sorted(set(desired.assignments) | set(paths.journaled_apps())):
+        try:
+            outcome = converge_app(ctx, app, desired.assignments.get(app), known=desired.known)
+        except Exception as exc:  # corrupt journal, engine gone: this app waits, the others go on
+            log.error("%s: converge failed: %s", app, exc, exc_info=True)
+            errors.append(exc)
+            continue
+        outcomes[app] = outcome
+        if outcome.error is not None and not outcome.deferred:
+            errors.append(outcome.error)
+    return outcomes
+
+
+def _report(
+    config: AgentConfig,
+    paths: AgentPaths,
+    now: datetime,
+    executor: Executor | None,
+    desired: Desired,
+    outcomes: dict[str, AppOutcome],
+    drift: dict[str, list[str]],
+    errors: list[Exception],
+) -> tuple[StatusReport | None, bool]:
+    """Build, store and (when due) push the report; (report, pushed)."""
+    try:
+        outbox = Outbox(paths.outbox)
+        previous = load_status(paths.status_file)
+        waiting = outbox.pending()
+        seq = max(previous.seq if previous else 0, waiting.seq if waiting else 0) + 1
+        journals = {app: Journal(paths.journal(app)) for app in paths.journaled_apps()}
+        last_error = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
+        report = status_report(
+            config.device,
+            seq,
+            now,
+            journals=journals,
+            executor=executor,
+            desired=desired,
+            outcomes=outcomes,
+            previous=previous,
+            drift=drift,
+            last_error=last_error,
+        )
+        write_atomic(paths.status_file, canonical_bytes(report), mode=0o600)
+    except Exception as exc:
+        log.error("report not built: %s", exc, exc_info=True)
+        errors.append(exc)
+        return None, False
+    digest = _digest(report)
+    last = _push_state(paths)
+    heartbeat = timedelta(seconds=config.poll.heartbeat_seconds)
+    if last is not None and last.digest == digest and now - last.at < heartbeat and waiting is None:
+        return report, False
+    outbox.put(report)
+    try:
+        push_report(config, paths.repo, report)
+    except Exception as exc:  # kept in the outbox; the next cycle sends a newer one
+        log.warning("report %s not pushed: %s", report.seq, exc)
+        errors.append(exc)
+        return report, False
+    outbox.sent(report.seq)
+    state = PushState(seq=report.seq, at=now, digest=digest)
+    write_atomic(paths.push_file, state.model_dump_json().encode(), mode=0o600)
+    return report, True
+
+
+def _digest(report: StatusReport) -> str:
+    """What a report says, without the fields that change every time (seq, reported_at)."""
+    said = report.model_copy(update={"seq": 0, "reported_at": datetime(1970, 1, 1, tzinfo=UTC)})
+    return hashlib.sha256(canonical_bytes(said)).hexdigest()
+
+
+def _push_state(paths: AgentPaths) -> PushState | None:
+    raw = read_bytes(paths.push_file)
+    try:
+        return None if raw is None else PushState.model_validate_json(raw)
+    except ValueError:
+        return None  # unknown: push again, which is always safe
+
+
+# --- forever ----------------------------------------------------------------------------------------
+
+
+def notify(**fields: str | int) -> bool:
+    """systemd's notify protocol (a no-op outside systemd); never raises."""
+    try:
+        return sdnotify.notify(environ=None, **fields)
+    except Exception:  # a lost status line must never stop the agent
+        return False
+
+
+def run_forever(config: AgentConfig, stop: threading.Event, *, runtime: Runtime | None = None) -> None:
+    """Cycle until ``stop`` is set (SIGTERM sets it when called from the main thread)."""
+    restore = _stop_on_sigterm(stop)
+    backoff = Backoff(config.poll)
+    watchdog = sdnotify.watchdog_interval_seconds()
+    rt = runtime or Runtime()
+
+    def ping(_name: str) -> None:
+        rt.checkpoint(_name)
+        notify(WATCHDOG=1)
+
+    cycle_runtime = Runtime(rt.now, rt.clock, ping, rt.environ, rt.executor, rt.hooks)
+    notify(READY=1, STATUS="starting the first cycle")
+    try:
+        while not stop.is_set():
+            result = run_once(config, runtime=cycle_runtime)
+            delay = backoff.failure() if result.transient else backoff.success()
+            delay = min(delay, float(config.poll.heartbeat_seconds), result.retry_in_seconds or delay)
+            notify(WATCHDOG=1, STATUS=_status_line(result, delay))
+            _sleep(stop, delay, watchdog)
+    finally:
+        notify(STOPPING=1, STATUS="stopping")
+        restore()
+
+
+def _status_line(result: CycleResult, delay: float) -> str:
+    states = ", ".join(
+        f"{app} {o.entry.version} {o.entry.state.value}" for app, o in sorted(result.apps.items()) if o.entry
+    )
+    error = f"; error: {result.error}" if result.error else ""
+    return f"serial {result.serial}: {states or 'no apps'}{error}; next sync in {delay:.0f} s"
+
+
+def _sleep(stop: threading.Event, seconds: float, watchdog: float | None) -> None:
+    """Wait ``seconds`` or until ``stop``, pinging the watchdog at its interval meanwhile."""
+    deadline = SYSTEM_CLOCK.now() + seconds
+    while not stop.is_set():
+        left = deadline - SYSTEM_CLOCK.now()
+        if left <= 0 or stop.wait(min(left, watchdog or left)):
+            return
+        notify(WATCHDOG=1)
+
+
+def _stop_on_sigterm(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+# --- status (no network) ------------------------------------------------------------------------------
+
+
+def local_status(config: AgentConfig, environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """What ``fleetcd-agent status`` shows, from local files only: the last report, each app's
+    journal (what is being applied and how far), and whether a report waits to be pushed."""
+    paths = agent_paths(config, environ)
+    report = load_status(paths.status_file)
+    journals = {}
+    for app in paths.journaled_apps():
+        entry = Journal(paths.journal(app)).load()
+        journals[app] = None if entry is None else entry.model_dump(mode="json")
+    pending = Outbox(paths.outbox).pending() if paths.outbox.exists() else None
+    last_push = _push_state(paths)
+    return {
+        "device": config.device,
+        "state_dir": str(paths.state_dir),
+        "report": None if report is None else report.model_dump(mode="json"),
+        "journals": journals,
+        "unsent_report_seq": None if pending is None else pending.seq,
+        "last_push": None if last_push is None else last_push.model_dump(mode="json"),
+    }

@@ -1,0 +1,213 @@
+"""The agent's test world: a fleet repository written by the REAL controller, a real artifact server
+and a real robot agent converging from it — real git, real gpg, real HTTP, real app processes.
+
+It reuses the controller's test machinery: :class:`tests.fleetrepo.FleetRepoBuilder` (signed
+releases, approved rollouts), a bare server (:func:`tests.gitrepos.bare_repo`),
+:func:`controller.reconcile.steps.reconcile_once` through :class:`tests.test_controller_faults.FaultWorld`
+(which writes each robot's signed desired state) and :class:`tests.httpserver.ArtifactServer`
+serving tarball apps from :mod:`tests.apps`. The robot ``robot-1`` is provisioned with an
+:class:`AgentConfig` pinning the fleet's keys, its state under the test's ``tmp_path``::
+
+    world = AgentWorld.create(tmp_path, keys, artifacts)
+    world.publish("1.0.0")             # release + rollout merged, controller reconciled
+    result = world.once()              # one agent cycle (sync, verify, converge, report)
+    assert world.answer() == "1.0.0"   # the app answers over HTTP
+    world.close()                      # stops the app processes
+
+Releases get a short watch window (``WATCH_SECONDS``) and an http probe on the app's port, so a
+whole install-and-watch takes seconds. The world's clock starts at the real time and the agent runs
+at the same instant, so the controller's bundle is fresh for both.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.executors.base import ExecutorContext
+from agent.executors.supervisor import Supervisor
+from agent.executors.tarball import RUN_DIR, TarballExecutor
+from agent.loop import CycleResult, Runtime, run_once
+from agent.paths import AgentPaths
+from agent.state.journal import Journal, JournalEntry
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Source
+from controller.records.model import DeploymentRecord
+from fleetcd.desired import TrustAnchors
+from fleetcd.models import Fleet
+from fleetcd.models.agent import AgentConfig
+from tests.apps import (
+    AppBehaviour,
+    build_app_tarball,
+    free_port,
+    stop_all,
+    tarball_artifact,
+    wait_for_version,
+)
+from tests.fleetrepo import FleetRepoBuilder
+from tests.fleetsim import SimFleet
+from tests.gitrepos import bare_repo
+from tests.gpgkeys import KeyFactory
+from tests.httpserver import ArtifactServer
+from tests.test_controller_faults import FaultWorld
+from tests.test_controller_scenario import Clock
+
+DEVICE = "robot-1"
+APP = "web"
+WATCH_SECONDS = 1
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class AgentWorld:
+    controller: FaultWorld
+    artifacts: ArtifactServer
+    config: AgentConfig
+    config_file: Path  # the same config as agent.yaml, for subprocesses and the CLI
+    port: int
+    root: Path
+    strategy: dict[str, Any]
+
+    # --- building --------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        keys: KeyFactory,
+        artifacts: ArtifactServer,
+        *,
+        strategy: dict[str, Any] | None = None,
+        agent: dict[str, Any] | None = None,
+    ) -> AgentWorld:
+        """The fleet (one robot in a staging cohort), its server, a controller and the robot's agent."""
+        fleet = FleetRepoBuilder(root / "work", keys=keys, name="agentworld")
+        fleet.device(DEVICE)
+        fleet.cohort("staging", [DEVICE], stage="staging")
+        fleet.git_init()
+        server = bare_repo(root / "fleet.git")
+        clock = Clock(datetime.now(UTC).replace(microsecond=0))
+        settings = ControllerSettings(
+            source=Source.for_url(str(server), root / "controller-cache"),
+            gnupghome=keys.home,
+            notify=False,
+            now=lambda: clock.now,
+        )
+        anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
+        controller = FaultWorld(fleet, server, settings, SimFleet(server, anchors, {}), clock)
+        controller.merge("an empty fleet")
+        keys_dir = root / "robot-keys"
+        keys_dir.mkdir()
+        fleet.write()
+        for key_file in (fleet.root / "keys").glob("*.asc"):
+            shutil.copy(key_file, keys_dir / key_file.name)
+        controller.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in keys_dir.glob("*.asc")}
+        document = {
+            "apiVersion": "fleetcd.dev/v1",
+            "kind": "AgentConfig",
+            "device": DEVICE,
+            "remote": {"url": str(server)},
+            "trust": {
+                "keys_dir": str(keys_dir),
+                "fleet": "agentworld",
+                "controller": sorted(anchors.controller),
+                "release_signers": sorted(anchors.release_signers),
+                "release_threshold": anchors.release_threshold,
+                "approvers": sorted(anchors.approvers),
+                "approvals_required": {s.value: n for s, n in anchors.approvals_required.items()},
+            },
+            "state_dir": str(root / "robot-state"),
+            "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
+            **(agent or {}),
+        }
+        config_file = root / "agent.yaml"
+        config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+        config = AgentConfig.model_validate(document)
+        strategy = strategy or {"type": "all_at_once"}
+        return cls(controller, artifacts, config, config_file, free_port(), root, strategy)
+
+    def release(self, version: str, behaviour: AppBehaviour = "healthy", **fields: Any) -> dict[str, Any]:
+        """Add a signed release of the app: a real tarball on the artifact server, an http probe."""
+        folder = self.root / "published"
+        folder.mkdir(exist_ok=True)
+        data, _sha = build_app_tarball(folder / f"{APP}-{version}.tar.gz", version, behaviour=behaviour)
+        url = self.artifacts.add(f"/{APP}-{version}.tar.gz", data)
+        command = [sys.executable, "app.py", "--port", str(self.port)]
+        artifact = {**tarball_artifact(url, data, command=command), **fields.pop("artifact", {})}
+        health = {
+            "watch_seconds": WATCH_SECONDS,
+            "probes": [
+                {
+                    "name": "healthz",
+                    "type": "http",
+                    "url": f"http://127.0.0.1:{self.port}/healthz",
+                    "timeout_seconds": 2,
+                    "attempts": 3,
+                    "interval_seconds": 1,
+                }
+            ],
+        }
+        fields.setdefault("health", health)
+        return self.controller.fleet.release(APP, version, artifacts=[artifact], **fields)
+
+    def publish(self, version: str, behaviour: AppBehaviour = "healthy", **fields: Any) -> None:
+        """Release ``version`` and point the rollout at it; merged and reconciled by the controller."""
+        rollout_fields = fields.pop("rollout", {})
+        self.release(version, behaviour, **fields)
+        self.controller.fleet.rollout(
+            APP, app=APP, release=version, devices=[DEVICE], strategy=self.strategy, **rollout_fields
+        )
+        self.controller.merge(f"{APP} {version}")
+        self.reconcile()
+
+    def reconcile(self, seconds: float = 1) -> None:
+        """The controller's next reconcile, ``seconds`` later (ingests the robot's report)."""
+        self.controller.clock.tick(seconds)
+        self.controller.reconcile()
+
+    # --- the robot -------------------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return self.controller.clock.now
+
+    @property
+    def paths(self) -> AgentPaths:
+        assert self.config.state_dir is not None
+        return AgentPaths(Path(self.config.state_dir))
+
+    def once(self, runtime: Runtime | None = None) -> CycleResult:
+        """One agent cycle at the world's instant, with the real executor, clock and hooks."""
+        return run_once(self.config, self.now, runtime=runtime)
+
+    def executor(self) -> TarballExecutor:
+        """A tarball executor over the agent's state (same slots and supervisor as the agent's)."""
+        paths = self.paths
+        return TarballExecutor(ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config)
+
+    def entry(self) -> JournalEntry | None:
+        return Journal(self.paths.journal(APP)).load()
+
+    def answer(self, version: str | None = None, limit_s: float = 10.0) -> str | None:
+        """The version the app answers with over HTTP (waits for ``version`` when given)."""
+        return wait_for_version(self.port, version, limit_s=limit_s)
+
+    def records(self) -> list[DeploymentRecord]:
+        """The controller's deployment records of the robot, oldest first."""
+        return list(self.controller.state().devices[DEVICE].records)
+
+    def record(self, deployment_id: str) -> DeploymentRecord:
+        (found,) = [r for r in self.records() if r.id == deployment_id]
+        return found
+
+    def deployment_id(self) -> str:
+        """The id of the deployment the robot's current bundle gives the app."""
+        (deployment,) = [d for d in self.controller.sim.bundle(DEVICE, self.now).deployments if d.app == APP]
+        return deployment.deployment_id
+
+    def close(self) -> None:
+        stop_all(Supervisor(self.paths.apps_dir / RUN_DIR))
