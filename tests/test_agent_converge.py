@@ -305,6 +305,27 @@ def test_config_values_are_written_where_the_app_reads_them_and_local_edits_repo
     assert world.record(result.report.deployments[0].deployment_id).activity.value == "drifted"
 
 
+def test_with_the_restore_policy_a_local_config_edit_is_put_back(
+    tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
+) -> None:
+    world = AgentWorld.create(tmp_path / "w", keys, artifacts, agent={"config_drift": "restore"})
+    schema = {"type": "object", "properties": {"speed": {"type": "number"}}, "additionalProperties": False}
+    try:
+        world.controller.fleet.config(APP, "default", {"speed": 1.5})
+        world.publish("1.0.0", config={"path": "web.yaml", "schema": schema})
+        world.once()
+        written = world.paths.apps_dir / APP / "config" / "web.yaml"
+        written.write_text("speed: 9\n")
+
+        result = world.once()
+
+        assert written.read_text() == "speed: 1.5\n"  # the written bytes are back
+        assert result.report is not None and result.report.drift == []  # restored: nothing drifted
+        assert result.report.deployments[0].activity == "deployed"
+    finally:
+        world.close()
+
+
 def test_blue_green_stages_first_and_switches_when_the_controller_says_so(
     tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
 ) -> None:
