@@ -8,11 +8,17 @@ busybox-static rootfs and pushed there, so each version is pinned by a real ``re
 
 Use the session fixture :func:`docker_world`; it skips (fails under CI) when dockerd, the registry
 or a static busybox is missing, or dockerd cannot start here. Everything is stopped at session end.
+
+Several robots on one test machine (tests/fullstack.py) each get a :class:`RobotHost`: a network
+namespace of its own with a private dockerd in it, the git server's and registry's ports relayed
+into it, and a worker thread inside it where the robot's agent runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import io
 import os
 import shutil
@@ -20,11 +26,13 @@ import socket
 import struct
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -309,3 +317,145 @@ def docker_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWor
             world.close()
         registry.stop()
         engine.stop()
+
+
+# --- robots with a machine of their own ----------------------------------------------------------
+# Robots sharing one test machine must not share what real robots never share: the engine (container
+# names are per app and version, not per robot) and the loopback (every robot's app listens on the
+# port its release names). A network namespace is per thread on Linux, so each robot's agent runs in
+# a worker thread that entered the robot's namespace; what that thread starts (dockerd, gpg) is
+# inside it too. The test machine's git server and registry are relayed in on their own ports, so
+# URLs and pinned image names stay ``127.0.0.1:<port>``.
+
+T = TypeVar("T")
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = "16sH22x"  # struct ifreq: interface name, flags, rest of the union
+_RELAY_CHUNK_BYTES = 65536
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter_new_network_namespace() -> int:
+    """Move the calling thread into a new network namespace, loopback up; an fd that holds it."""
+    if _libc.unshare(_CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare(CLONE_NEWNET): {os.strerror(errno)}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        (_, flags) = struct.unpack(_IFREQ, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0)))
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+
+
+def listen(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:``port`` of the calling thread's network namespace."""
+    return socket.create_server(("127.0.0.1", port))
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(_RELAY_CHUNK_BYTES):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+
+class Relay:
+    """Connections to ``listener`` (inside a namespace) go on to 127.0.0.1:``port`` outside it.
+
+    Build it from a thread outside the namespace: its threads inherit that thread's namespace, so
+    the connections they open reach the test machine's loopback.
+    """
+
+    def __init__(self, listener: socket.socket, port: int) -> None:
+        self.listener, self.port = listener, port
+        threading.Thread(target=self._serve, name=f"relay-{port}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                inside, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                outside = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            except OSError:
+                inside.close()
+                continue
+            outside.settimeout(None)
+            for source, sink in ((inside, outside), (outside, inside)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+
+
+class RobotHost:
+    """One robot's machine: its own network namespace, a private dockerd in it, relayed ports.
+
+    :meth:`call` / :meth:`submit` run a function on the robot (in its namespace's worker thread).
+    """
+
+    def __init__(self, name: str, root: Path, dockerd: str, relayed_ports: Sequence[int]) -> None:
+        self.name, self.root = name, root
+        root.mkdir(parents=True, exist_ok=True)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"robot-{name}")
+        self._netns: int | None = None
+        self.relays: list[Relay] = []
+        self._held: list[socket.socket] = []
+        self.engine = Dockerd(dockerd, root)
+        self.client: Any = None
+        try:
+            self._netns = self.call(_enter_new_network_namespace)
+            self.relays = [Relay(self.call(listen, port), port) for port in relayed_ports]
+            self.call(self.engine.start)
+            self.client = docker.DockerClient(base_url=self.engine.base_url, timeout=300)
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self._worker.submit(fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
+
+    def occupy(self, port: int) -> None:
+        """Some other program of the robot listens on ``port`` (until :meth:`close`)."""
+        self._held.append(self.call(listen, port))
+
+    def running(self) -> dict[str, str]:
+        """app → version of the fleetcd containers running on this robot's engine."""
+        found = self.client.containers.list(filters={"label": "dev.fleetcd.app", "status": "running"})
+        return {c.labels["dev.fleetcd.app"]: c.labels["dev.fleetcd.version"] for c in found}
+
+    def container_id(self, app: str, version: str) -> str | None:
+        found = self.client.containers.list(
+            all=True, filters={"label": [f"dev.fleetcd.app={app}", f"dev.fleetcd.version={version}"]}
+        )
+        return str(found[0].id) if found else None
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                for container in self.client.containers.list(all=True, filters={"label": "dev.fleetcd.app"}):
+                    container.remove(force=True)
+            self.client.close()
+        self.engine.stop()
+        for relay in self.relays:
+            relay.close()
+        for sock in self._held:
+            sock.close()
+        self._worker.shutdown()
+        if self._netns is not None:
+            os.close(self._netns)
