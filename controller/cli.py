@@ -18,14 +18,15 @@ from fleetcd.cli.main import cli, register_core_commands, run
     default=None,
     help="Create the demo fleet in DIR and keep it for exploring.",
 )
-def demo_command(keep: Path | None) -> None:
-    """Run a guided tour on a throwaway fleet repository (real git, real GnuPG)."""
+@click.option("--docker", is_flag=True, help="Run the robots' apps as containers (needs a Docker Engine).")
+def demo_command(keep: Path | None, docker: bool) -> None:
+    """Roll releases out to six robots with real agents, a failing canary included (< 2 minutes)."""
     from controller.demo import run_demo
 
     def invoke(args: Sequence[str]) -> int:
         return run(cli, list(args))
 
-    run_demo(invoke, keep)
+    run_demo(invoke, keep, docker)
 
 
 def build() -> click.Group:

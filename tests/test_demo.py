@@ -1,34 +1,186 @@
-"""The README's main job: `fleetcd demo` tells the whole story and every step ends as expected."""
+"""The README's main job: `fleetcd demo` tells the whole story with real processes, and cleans up.
+
+The demo runs as a user runs it (a subprocess of the `fleetcd` console script) with a marker in its
+environment. Everything it starts inherits the marker, except the robots' apps, which the tarball
+executor starts with a clean environment naming their supervisor folder (inside the demo's
+directory). After the demo exits, no process with either may be alive.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import IO
+
+import pytest
 
 FLEETCD = [sys.executable, "-c", "from controller.cli import main; main()"]
+MARK = "FLEETCD_DEMO_TEST_MARK"
+DEMO_LIMIT_SECONDS = 300  # the demo itself aims at under two minutes; this only stops a hang
 
 
-def test_demo_runs_every_step_and_cleans_up(tmp_path: Path, gpg_available: str) -> None:
-    before = set(Path("/tmp").glob("fleetcd-demo-*"))
-    done = subprocess.run([*FLEETCD, "demo"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "Plan: 6 robots to update in 3 waves, 0 skipped, 0 approvals missing." in out
-    assert "1 signatures" in out and "robots updated" in out
-    assert "audit log intact" in out
-    assert "[release_modified]" in out
-    assert "[alias_forbidden]" in out
-    assert "Demo complete." in out
-    assert set(Path("/tmp").glob("fleetcd-demo-*")) == before
+def leftovers(mark: str, folder: Path) -> list[str]:
+    """Live processes carrying ``mark`` in their environment or supervised from inside ``folder``."""
+    wanted = f"{MARK}={mark}".encode()
+    supervisor = f"FLEETCD_SUPERVISOR={folder.resolve()}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(item == wanted or item.startswith(supervisor) for item in environ):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
 
 
-def test_demo_keep_leaves_a_valid_fleet_to_explore(tmp_path: Path, gpg_available: str) -> None:
-    fleet = tmp_path / "fleet"
-    done = subprocess.run(
-        [*FLEETCD, "demo", "--keep", str(fleet)], capture_output=True, text=True, timeout=300
+def demo(*args: str, mark: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, MARK: mark, **(env or {})}
+    return subprocess.run(
+        [*FLEETCD, "demo", *args], capture_output=True, text=True, timeout=DEMO_LIMIT_SECONDS, env=environment
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (fleet / "fleet.yaml").is_file()
-    assert list((fleet / "approvals" / "navstack").glob("*.asc"))
-    assert not (fleet / "devices" / "amr-evil.yaml").exists()
+
+
+@pytest.mark.slow
+def test_demo_rolls_out_halts_a_failing_canary_and_leaves_nothing_running(
+    tmp_path: Path, gpg_available: str
+) -> None:
+    kept, mark = tmp_path / "demo", uuid.uuid4().hex
+    done = demo("--keep", str(kept), mark=mark)
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr
+    assert "[signature_missing]" in out  # 1.0.0 before it was signed
+    assert "Plan: 6 robots to update in 3 waves, 0 skipped, 0 approvals missing." in out
+    assert "All 6 robots run navstack 1.0.0." in out
+    # The robot-level rollback, with the app's own reason, and the controller's halt.
+    assert re.search(
+        r"amr-tyo-02: its agent rolled back to 1\.0\.0: unhealthy \(probe_failed\).*"
+        r"map tokyo-floor3: unreadable by the 1\.1\.0 map loader",
+        out,
+    )
+    assert "rollout navstack generation 2: halted (failure_threshold_crossed)" in out
+    assert re.search(
+        r"amr-chi-01: (healthy on 1\.1\.0, but its wave failed|its 1\.1\.0 deployment was withdrawn)", out
+    )
+    assert "production never got 1.1.0; staging (amr-ber-01) keeps it" in out
+    assert re.search(r"amr-tyo-02 +tokyo +online .*navstack 1\.0\.0 \(1\.1\.0 failed\)", out)
+    assert "audit log intact" in out
+    assert "# Receipt: rollout `navstack` generation 2" in out
+    assert "signature verified: receipts/navstack/2.yaml signed by the controller key" in done.stderr
+    page = kept / "status.html"
+    assert f"Status page (the state branch's status.html): {page}" in out
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    assert (kept / "fleet" / "fleet.yaml").is_file() and (kept / "fleet.git" / "HEAD").is_file()
+    assert list((kept / "gnupg").glob("*.kbx")) or list((kept / "gnupg").glob("pubring*"))
+    assert leftovers(mark, kept) == []
+
+
+def _read_until(stream: IO[str], pattern: str, limit_s: float) -> str:
+    seen: list[str] = []
+    deadline = time.monotonic() + limit_s
+    for line in stream:
+        seen.append(line)
+        if re.search(pattern, line) or time.monotonic() > deadline:
+            break
+    return "".join(seen)
+
+
+@pytest.mark.slow
+def test_interrupted_demo_stops_every_process_and_removes_its_fleet(gpg_available: str) -> None:
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [*FLEETCD, "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, MARK: mark},
+        start_new_session=True,  # Ctrl-C reaches the demo's group, never pytest
+    )
+    assert proc.stdout is not None
+    try:
+        # Interrupted once a robot runs its app: agents, controller and apps are all up.
+        seen = _read_until(proc.stdout, r"amr-ber-01: runs 1\.0\.0", limit_s=DEMO_LIMIT_SECONDS)
+        assert "amr-ber-01: runs 1.0.0" in seen, seen[-3000:]
+        home = Path(re.search(r"created \d+ files in (\S+)/fleet;", seen)[1])  # type: ignore[index]
+        assert home.is_dir()
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "interrupted: stopping the controller, the agents and their apps" in rest
+    assert not home.exists()
+    assert leftovers(mark, home) == []
+
+
+def test_demo_docker_without_an_engine_exits_4_before_creating_anything(tmp_path: Path) -> None:
+    kept = tmp_path / "demo"
+    done = demo(
+        "--docker", "--keep", str(kept), mark="none", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    )
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"Docker engine not reachable at unix://{tmp_path}/no.sock" in done.stderr
+    assert not kept.exists()
+
+
+class _Ping(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/_ping" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _UnixHTTPServer(HTTPServer):
+    address_family = socket.AF_UNIX
+
+    def server_bind(self) -> None:
+        self.socket.bind(self.server_address)
+        self.server_name, self.server_port = "localhost", 0
+
+
+@pytest.fixture
+def engine_socket(tmp_path: Path) -> Iterator[Path]:
+    """A unix socket answering ``GET /_ping`` like a Docker Engine's API."""
+    path = tmp_path / "docker.sock"
+    server = _UnixHTTPServer(str(path), _Ping)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def test_demo_docker_with_one_shared_engine_says_each_robot_needs_its_own(
+    tmp_path: Path, engine_socket: Path
+) -> None:
+    done = demo("--docker", mark="none", env={"DOCKER_HOST": f"unix://{engine_socket}"})
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"a Docker engine answers at unix://{engine_socket}" in done.stderr
+    assert "one engine per robot" in done.stderr
+
+
+def test_demo_keep_refuses_a_directory_with_something_in_it(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine\n")
+    done = demo("--keep", str(tmp_path), mark="none")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "not empty; --keep needs a new or empty directory" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -1,0 +1,207 @@
+"""The story ``fleetcd demo`` tells, step by step, on the run :mod:`controller.demo.session` set up.
+
+1. A fleet from the template: six robots (Berlin, Chicago, Tokyo; hardware revisions 1 and 2) in
+   staging, canary and production; development keys; a bare repository as the git server.
+2. The controller (``fleetcd controller run``) and one ``fleetcd-agent`` per robot, real processes.
+3. navstack 1.0.0: unsigned it does not validate; signed, approved by two people, planned, merged.
+   The live table follows it through the three waves until all six robots run it.
+4. navstack 1.1.0: its new map loader cannot read amr-tyo-02's map (a device config value), so that
+   robot's health check fails, its agent rolls it back inside the watch window, the canary wave
+   crosses its failure threshold and the controller halts the rollout (and rolls the wave back).
+5. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
+   receipt of the halted generation, the robot's own view, and ``status.html``.
+
+Operator steps are the ``fleetcd`` commands a person would type, run in-process.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from controller.demo import fleet as content
+from controller.demo.fleet import APP, ROLLOUT
+from controller.demo.processes import agent_command, fleetcd_command
+from controller.demo.progress import Snapshot
+from controller.demo.robotapp import BROKEN_MAP, HEALTHZ_ENV, healthz_tool
+from controller.demo.robots import POLL_SECONDS, provision
+from controller.demo.session import AUTHOR, Demo, DemoFailed
+from controller.state.layout import STATUS_HTML
+from fleetcd.cli.exitcodes import Exit
+from fleetcd.git.gitcli import git_binary
+from fleetcd.git.objects import read_blob
+from fleetcd.git.refs import STATE_BRANCH
+from fleetcd.git.trees import open_repository
+from fleetcd.git.worktree import commit_all
+
+CONTROLLER_INTERVAL_SECONDS = 1
+BROKEN_ROBOT = "amr-tyo-02"  # its device config names BROKEN_MAP
+GOOD, BAD = "1.0.0", "1.1.0"
+
+
+def tell(demo: Demo) -> None:
+    _create_fleet(demo)
+    _start_robots(demo)
+
+    demo.step(f"Publish navstack {GOOD}: not signed yet, so the fleet does not validate")
+    _publish(demo, GOOD)
+    demo.run(["validate", "--repo", str(demo.fleet)], Exit.INVALID)
+    demo.step("Sign it; two approvers approve the rollout (it reaches production); plan; merge")
+    _sign_and_approve(demo, GOOD)
+    demo.commit(f"Publish navstack {GOOD} and roll it out")
+    demo.run(["plan", "--repo", str(demo.fleet), "--base", "HEAD~1"], Exit.CHANGES)
+    demo.merge()
+
+    demo.step(f"The controller rolls {GOOD} out wave by wave; each agent installs, health-checks, reports")
+    demo.watch(lambda s: len(s.running(GOOD)) == len(demo.robots) and _phase(s, 1) == "completed")
+    click.secho(f"All {len(demo.robots)} robots run navstack {GOOD}.", fg="green")
+
+    demo.step(
+        f"Publish navstack {BAD}: a new map loader, which cannot read {BROKEN_ROBOT}'s map {BROKEN_MAP}"
+    )
+    _publish(demo, BAD)
+    _sign_and_approve(demo, BAD)
+    demo.commit(f"Publish navstack {BAD} and roll it out")
+    demo.merge()
+
+    demo.step(f"{BROKEN_ROBOT} fails its health check and rolls back; the controller halts the rollout")
+    view = demo.view()
+    last = demo.watch(lambda s: _phase(s, 2) == "halted" and _canary_back(s) and view.has_receipt(2))
+    _explain(last)
+
+    demo.step("Stop the robots and the controller; what the fleet repository says now")
+    demo.processes.stop_all()
+    operator = ["--repo", str(demo.server), "--cache", str(demo.home / "operator-cache")]
+    demo.run(["get", "devices", *operator], Exit.OK)
+    demo.run(["get", "rollouts", *operator], Exit.OK)
+    demo.run(["audit", "verify", *operator], Exit.OK)
+    demo.run(["receipt", ROLLOUT, "--generation", "2", *operator], Exit.OK)
+    _robot_view(demo, BROKEN_ROBOT)
+    _finish(demo)
+
+
+def _create_fleet(demo: Demo) -> None:
+    demo.step("A fleet from the template: six robots, development keys, a bare repository as git server")
+    fleet, git = demo.fleet, git_binary()
+    demo.run(["init", str(fleet)], Exit.OK)
+    content.adapt_template(fleet)
+    demo.robots = content.read_robots(fleet, [_free_port() for _ in range(6)])
+    content.write_device_configs(fleet, demo.robots)
+    commit_all(fleet, "Start the fleet from the template", AUTHOR)
+    demo.run(["keys", "generate", "--repo", str(fleet), *demo.gpg], Exit.OK)
+    demo.commit("Development keys for the demo fleet")
+    subprocess.run([git, "init", "-q", "--bare", "-b", "main", str(demo.server)], check=True)
+    subprocess.run([git, "-C", str(fleet), "remote", "add", "origin", str(demo.server)], check=True)
+    demo.merge()
+    for r in demo.robots:
+        click.echo(f"  {r.id:<11} {r.cohort:<10} {r.site:<8} hardware r{r.revision}  app port {r.port}")
+
+
+def _start_robots(demo: Demo) -> None:
+    demo.step("Start the controller and one agent per robot (real processes, tarball executor)")
+    probe = healthz_tool(_probe(demo), sys.executable)
+    for robot in demo.robots:
+        home = demo.robot_home(robot)
+        config = provision(robot, home, server=demo.server, fleet_root=demo.fleet, probe=probe)
+        argv = [*agent_command(), "--config", str(config), "run"]
+        env = {HEALTHZ_ENV: f"http://127.0.0.1:{robot.port}/healthz"}
+        demo.processes.start(robot.id, argv, home / "agent.log", env)
+    argv = [*fleetcd_command(), "controller", "run", "--repo", str(demo.server), *demo.gpg]
+    argv += ["--cache", str(demo.home / "controller" / "cache")]
+    argv += ["--interval", str(CONTROLLER_INTERVAL_SECONDS)]
+    demo.processes.start("controller", argv, demo.home / "controller" / "controller.log")
+    click.echo(f"  fleetcd controller run --repo fleet.git --interval {CONTROLLER_INTERVAL_SECONDS}")
+    click.echo(f"  fleetcd-agent --config robots/<id>/agent.yaml run   (x6, polling every {POLL_SECONDS} s)")
+    click.echo(f"  artifacts: http://127.0.0.1:{demo.artifacts.port}/ ; logs: robots/<id>/agent.log")
+
+
+def _probe(demo: Demo) -> Path:
+    return demo.home / "robots" / "bin" / "navstack-healthz"
+
+
+def _publish(demo: Demo, version: str) -> None:
+    packed = content.pack(demo.home / "artifacts", version)
+    url = demo.artifacts.url(packed)
+    content.write_release(demo.fleet, version, packed, url, sys.executable, _probe(demo))
+    content.write_rollout(demo.fleet, version)
+    click.echo(
+        f"(wrote releases/{APP}/{version}.yaml, its app at {url}; rollouts/{ROLLOUT}.yaml → {version})"
+    )
+
+
+def _sign_and_approve(demo: Demo, version: str) -> None:
+    release = demo.fleet / "releases" / APP / f"{version}.yaml"
+    demo.run(["sign", str(release), *demo.gpg], Exit.OK)
+    rollout = demo.fleet / "rollouts" / f"{ROLLOUT}.yaml"
+    demo.run(["approve", str(rollout), "--all-approvers", *demo.gpg], Exit.OK)
+    demo.run(["validate", "--repo", str(demo.fleet)], Exit.OK)
+
+
+def _phase(snapshot: Snapshot, generation: int) -> str | None:
+    state = snapshot.rollout
+    return state.phase.value if state is not None and state.generation == generation else None
+
+
+def _canary_back(snapshot: Snapshot) -> bool:
+    """Every canary robot runs the good version again."""
+    return all(row.running == GOOD for row in snapshot.rows if row.robot.cohort == "canary")
+
+
+def _explain(snapshot: Snapshot) -> None:
+    for row in snapshot.rows:
+        rid = row.robot.id
+        if rid == BROKEN_ROBOT:
+            click.echo(f"  {rid}: its agent rolled back to {row.running}: {row.full_message}")
+        elif row.robot.cohort == "canary" and row.controller.startswith("rollback"):
+            click.echo(f"  {rid}: healthy on {BAD}, but its wave failed: the controller rolled it back")
+        elif row.robot.cohort == "canary":
+            click.echo(
+                f"  {rid}: its {BAD} deployment was withdrawn when the wave failed; runs {row.running}"
+            )
+    state = snapshot.rollout
+    if state is not None:
+        click.echo(
+            f"  rollout {state.name} generation {state.generation}: {state.phase.value} ({state.reason})"
+        )
+    got_bad = {row.robot.cohort for row in snapshot.rows if BAD in (row.running, row.now.split(" ")[0])}
+    if "production" not in got_bad:
+        staging = [row.robot.id for row in snapshot.rows if row.running == BAD]
+        click.echo(
+            f"  production never got {BAD}; staging ({', '.join(staging) or '-'}) keeps it until a new commit"
+        )
+
+
+def _robot_view(demo: Demo, robot: str) -> None:
+    """The robot's own account, from its local state (``fleetcd-agent status``, no network)."""
+    config = demo.home / "robots" / robot / "agent.yaml"
+    argv = [*agent_command(), "--config", str(config), "status"]
+    click.secho(f"$ fleetcd-agent --config robots/{robot}/agent.yaml status", fg="cyan")
+    done = subprocess.run(argv, capture_output=True, text=True, env=demo.processes.environment(), timeout=60)
+    click.echo((done.stdout + done.stderr).rstrip())
+
+
+def _finish(demo: Demo) -> None:
+    data = read_blob(open_repository(demo.server), STATE_BRANCH, STATUS_HTML)
+    if data is None:
+        raise DemoFailed(f"no {STATUS_HTML} on the state branch")
+    # Without --keep the fleet is removed, so the page goes where it outlives the demo.
+    page = demo.home / STATUS_HTML if demo.kept else Path(tempfile.gettempdir()) / "fleetcd-demo-status.html"
+    page.write_bytes(data)
+    click.secho("\nDemo complete.", fg="green", bold=True)
+    click.echo(f"Status page (the state branch's {STATUS_HTML}): {page}")
+    if demo.kept:
+        click.echo(f"Kept in {demo.home}: fleet/ (the work tree; origin is fleet.git, the server),")
+        click.echo("robots/<id>/ (agent.yaml, state/, agent.log), controller/, gnupg/ (development keys).")
+        click.echo(f"  fleetcd history {BROKEN_ROBOT} --repo {demo.server}")
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for one robot's app."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
