@@ -7,12 +7,16 @@ or the last push is ``poll.heartbeat_seconds`` old; a push that fails stays in t
 
 :func:`run_forever` sleeps between cycles with :class:`agent.sync.Backoff` (a cycle that hit a
 TransportError backs off exponentially, others wait the poll interval, both with jitter), tells
-systemd READY/WATCHDOG/STATUS through :mod:`agent.sdnotify`, and stops between cycles on SIGTERM or
-when ``stop`` is set. A kill -9 at any point is safe: the journals say where each app was.
+systemd READY/STATUS through :mod:`agent.sdnotify`, and stops between cycles on SIGTERM or when
+``stop`` is set. Watchdog pings come from :class:`agent.liveness.Liveness`: a thread pings while the
+loop keeps within the budget its current step declared (a long download or watch is not a hang;
+a step stuck past its budget is), and every phase of a cycle and every journal write is a beat.
+A kill -9 at any point is safe: the journals say where each app was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import signal
@@ -32,6 +36,7 @@ from agent.executors import ExecutorContext, make_executor
 from agent.executors.base import Executor
 from agent.health.clock import SYSTEM_CLOCK, Clock
 from agent.hooks import Hooks, load_hooks
+from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
 from agent.report.outbox import Outbox
 from agent.report.push import push_report
@@ -65,6 +70,7 @@ class Runtime:
     environ: Mapping[str, str] | None = None  # for $STATE_DIRECTORY; None: os.environ
     executor: Executor | None = None  # None: agent.yaml's executor
     hooks: Hooks | None = None  # None: agent.yaml's hooks
+    liveness: Liveness | None = None  # the watchdog's view of progress; None: no watchdog
 
 
 @dataclass(frozen=True)
@@ -103,12 +109,16 @@ def run_once(
 ) -> CycleResult:
     """One whole cycle; never raises for what a cycle can meet (see :attr:`CycleResult.errors`)."""
     rt = runtime or Runtime()
+    liveness = rt.liveness or Liveness.disabled()
     clock_now: Callable[[], datetime] = rt.now if now is None else (lambda: now)
     paths = agent_paths(config, rt.environ).create()
     started = clock_now()
     errors: list[Exception] = []
+    # A fetch or push stalls at most remote.timeout_seconds per try; gpg and git work come on top.
+    network = float(config.remote.timeout_seconds) + liveness.settings.default_step_seconds
     try:
-        desired = load_desired(config, paths, started)
+        with liveness.step("sync", network):
+            desired = load_desired(config, paths, started)
     except Exception as exc:  # corrupt trust state, gpg missing: nothing can be trusted this cycle
         log.error("desired state unavailable: %s", exc)
         desired = Desired(errors=[exc])
@@ -129,15 +139,18 @@ def run_once(
             wall = clock_now()
             return wall if floor is None else max(wall, floor)
 
-        ctx = ConvergeContext(config, paths, executor, hooks, rt.clock, machine_now, rt.checkpoint)
+        liveness.beat()
+        ctx = ConvergeContext(config, paths, executor, hooks, rt.clock, machine_now, rt.checkpoint, liveness)
         outcomes = _converge_all(ctx, paths, desired, errors)
 
+    liveness.beat()
     drift: dict[str, list[str]] = {}
     try:
         drift = check_drift(paths.config_hashes, restore=config.config_drift == "restore")
     except Exception as exc:
         errors.append(exc)
-    report, pushed = _report(config, paths, clock_now(), executor, desired, outcomes, drift, errors)
+    with liveness.step("report", 2 * network):  # a refused push fetches, rebases and pushes again
+        report, pushed = _report(config, paths, clock_now(), executor, desired, outcomes, drift, errors)
     retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
     return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
 
@@ -156,6 +169,7 @@ def _converge_all(
         outcomes[app] = outcome
         if outcome.error is not None and not outcome.deferred:
             errors.append(outcome.error)
+        errors.extend(outcome.warnings)
     return outcomes
 
 
@@ -241,22 +255,19 @@ def run_forever(config: AgentConfig, stop: threading.Event, *, runtime: Runtime 
     """Cycle until ``stop`` is set (SIGTERM sets it when called from the main thread)."""
     restore = _stop_on_sigterm(stop)
     backoff = Backoff(config.poll)
-    watchdog = sdnotify.watchdog_interval_seconds()
     rt = runtime or Runtime()
-
-    def ping(_name: str) -> None:
-        rt.checkpoint(_name)
-        notify(WATCHDOG=1)
-
-    cycle_runtime = Runtime(rt.now, rt.clock, ping, rt.environ, rt.executor, rt.hooks)
+    liveness = rt.liveness or Liveness(sdnotify.watchdog_interval_seconds(), lambda: notify(WATCHDOG=1))
+    cycle_runtime = dataclasses.replace(rt, liveness=liveness)
     notify(READY=1, STATUS="starting the first cycle")
     try:
-        while not stop.is_set():
-            result = run_once(config, runtime=cycle_runtime)
-            delay = backoff.failure() if result.transient else backoff.success()
-            delay = min(delay, float(config.poll.heartbeat_seconds), result.retry_in_seconds or delay)
-            notify(WATCHDOG=1, STATUS=_status_line(result, delay))
-            _sleep(stop, delay, watchdog)
+        with liveness:
+            while not stop.is_set():
+                result = run_once(config, runtime=cycle_runtime)
+                delay = backoff.failure() if result.transient else backoff.success()
+                delay = min(delay, float(config.poll.heartbeat_seconds), result.retry_in_seconds or delay)
+                notify(STATUS=_status_line(result, delay))
+                with liveness.step("sleep", delay):
+                    stop.wait(delay)
     finally:
         notify(STOPPING=1, STATUS="stopping")
         restore()
@@ -268,16 +279,6 @@ def _status_line(result: CycleResult, delay: float) -> str:
     )
     error = f"; error: {result.error}" if result.error else ""
     return f"serial {result.serial}: {states or 'no apps'}{error}; next sync in {delay:.0f} s"
-
-
-def _sleep(stop: threading.Event, seconds: float, watchdog: float | None) -> None:
-    """Wait ``seconds`` or until ``stop``, pinging the watchdog at its interval meanwhile."""
-    deadline = SYSTEM_CLOCK.now() + seconds
-    while not stop.is_set():
-        left = deadline - SYSTEM_CLOCK.now()
-        if left <= 0 or stop.wait(min(left, watchdog or left)):
-            return
-        notify(WATCHDOG=1)
 
 
 def _stop_on_sigterm(stop: threading.Event) -> Callable[[], None]:

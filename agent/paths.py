@@ -11,6 +11,7 @@ sets ``StateDirectory=fleetcd``), else ``/var/lib/fleetcd``. Everything below it
     status.json       the last report built; outbox: the last one not yet pushed
     push.json         when the last report was pushed, and what it said (heartbeat)
     configs.json      config files written for apps, with their sha256 (drift detection)
+    config-history/<app>/<version>.json  a version's config, saved before a deployment replaced it
     apps/<app>/       each executor's files per app; downloads/: partial downloads
 """
 
@@ -76,6 +77,10 @@ class AgentPaths:
     @property
     def config_hashes(self) -> Path:
         return self.state_dir / "configs.json"
+
+    @property
+    def config_history(self) -> Path:
+        return self.state_dir / "config-history"
 
     def create(self) -> AgentPaths:
         """Make the state directory and its subdirectories (idempotent); returns self."""

@@ -17,12 +17,21 @@ serving tarball apps from :mod:`tests.apps`. The robot ``robot-1`` is provisione
 Releases get a short watch window (``WATCH_SECONDS``) and an http probe on the app's port, so a
 whole install-and-watch takes seconds. The world's clock starts at the real time and the agent runs
 at the same instant, so the controller's bundle is fresh for both.
+
+With ``docker_base_url`` (a private engine, tests/dockerd.py) the robot runs the Docker executor and
+a release's artifact is a ``container_image`` pinned by digest (``publish(version, image=...)``):
+busybox httpd serving the image's ``/www`` on the world's port with host networking, so the same
+probe and :meth:`AgentWorld.answer` tell which version runs (``unhealthy``: the container runs but
+serves nothing; ``crash``: it exits at once).
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +39,8 @@ from typing import Any
 
 import yaml
 
-from agent.executors.base import ExecutorContext
+from agent.executors import make_executor
+from agent.executors.base import Executor, ExecutorContext
 from agent.executors.supervisor import Supervisor
 from agent.executors.tarball import RUN_DIR, TarballExecutor
 from agent.loop import CycleResult, Runtime, run_once
@@ -62,6 +72,31 @@ DEVICE = "robot-1"
 APP = "web"
 WATCH_SECONDS = 1
 ROOT = Path(__file__).resolve().parent.parent
+IMAGE_PAGE_PREFIX = "app "  # what the busybox test image's /www/index.html says before its version
+
+
+def image_command(port: int, behaviour: AppBehaviour) -> list[str]:
+    """The command of a busybox test image's container (tests/dockerd.py) for ``behaviour``."""
+    if behaviour == "crash":
+        return ["/bin/sh", "-c", "echo crashing on purpose >&2; exit 3"]
+    if behaviour == "unhealthy":
+        return ["/bin/sleep", "3600"]  # up and running, but nothing answers the probe
+    return ["/bin/httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
+
+
+def served_version(port: int, version: str | None = None, limit_s: float = 10.0) -> str | None:
+    """The version busybox httpd serves on ``port`` (``app <version>``), waiting for ``version``."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        answer = None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                answer = response.read().decode().strip().removeprefix(IMAGE_PAGE_PREFIX)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if (answer is not None and version in (None, answer)) or time.monotonic() >= deadline:
+            return answer
+        time.sleep(0.05)
 
 
 @dataclass
@@ -84,8 +119,10 @@ class AgentWorld:
         *,
         strategy: dict[str, Any] | None = None,
         agent: dict[str, Any] | None = None,
+        docker_base_url: str | None = None,
     ) -> AgentWorld:
-        """The fleet (one robot in a staging cohort), its server, a controller and the robot's agent."""
+        """The fleet (one robot in a staging cohort), its server, a controller and the robot's agent
+        (with the Docker executor on the engine at ``docker_base_url`` when given)."""
         fleet = FleetRepoBuilder(root / "work", keys=keys, name="agentworld")
         fleet.device(DEVICE)
         fleet.cohort("staging", [DEVICE], stage="staging")
@@ -123,6 +160,7 @@ class AgentWorld:
             },
             "state_dir": str(root / "robot-state"),
             "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
+            **({"executor": "docker", "docker": {"base_url": docker_base_url}} if docker_base_url else {}),
             **(agent or {}),
         }
         config_file = root / "agent.yaml"
@@ -131,34 +169,49 @@ class AgentWorld:
         strategy = strategy or {"type": "all_at_once"}
         return cls(controller, artifacts, config, config_file, free_port(), root, strategy)
 
-    def release(self, version: str, behaviour: AppBehaviour = "healthy", **fields: Any) -> dict[str, Any]:
-        """Add a signed release of the app: a real tarball on the artifact server, an http probe."""
+    def release(
+        self, version: str, behaviour: AppBehaviour = "healthy", *, image: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Add a signed release of the app with an http probe: a real tarball on the artifact server,
+        or, given ``image`` (``repo@sha256:…``), that container image."""
+        if image is not None:
+            artifact = {
+                "kind": "container_image",
+                "name": "app",
+                "image": image,
+                "command": image_command(self.port, behaviour),
+                "ports": {"http": self.port},
+                **fields.pop("artifact", {}),
+            }
+            fields.setdefault("health", self.health("/"))
+            return self.controller.fleet.release(APP, version, artifacts=[artifact], **fields)
         folder = self.root / "published"
         folder.mkdir(exist_ok=True)
         data, _sha = build_app_tarball(folder / f"{APP}-{version}.tar.gz", version, behaviour=behaviour)
         url = self.artifacts.add(f"/{APP}-{version}.tar.gz", data)
         command = [sys.executable, "app.py", "--port", str(self.port)]
         artifact = {**tarball_artifact(url, data, command=command), **fields.pop("artifact", {})}
-        health = {
-            "watch_seconds": WATCH_SECONDS,
-            "probes": [
-                {
-                    "name": "healthz",
-                    "type": "http",
-                    "url": f"http://127.0.0.1:{self.port}/healthz",
-                    "timeout_seconds": 2,
-                    "attempts": 3,
-                    "interval_seconds": 1,
-                }
-            ],
-        }
-        fields.setdefault("health", health)
+        fields.setdefault("health", self.health("/healthz"))
         return self.controller.fleet.release(APP, version, artifacts=[artifact], **fields)
 
-    def publish(self, version: str, behaviour: AppBehaviour = "healthy", **fields: Any) -> None:
+    def health(self, path: str, watch_seconds: int = WATCH_SECONDS) -> dict[str, Any]:
+        """A release's health section: one http probe ``healthz`` of ``path`` on the app's port."""
+        probe = {
+            "name": "healthz",
+            "type": "http",
+            "url": f"http://127.0.0.1:{self.port}{path}",
+            "timeout_seconds": 2,
+            "attempts": 3,
+            "interval_seconds": 1,
+        }
+        return {"watch_seconds": watch_seconds, "probes": [probe]}
+
+    def publish(
+        self, version: str, behaviour: AppBehaviour = "healthy", *, image: str | None = None, **fields: Any
+    ) -> None:
         """Release ``version`` and point the rollout at it; merged and reconciled by the controller."""
         rollout_fields = fields.pop("rollout", {})
-        self.release(version, behaviour, **fields)
+        self.release(version, behaviour, image=image, **fields)
         self.controller.fleet.rollout(
             APP, app=APP, release=version, devices=[DEVICE], strategy=self.strategy, **rollout_fields
         )
@@ -189,11 +242,20 @@ class AgentWorld:
         paths = self.paths
         return TarballExecutor(ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config)
 
+    def agent_executor(self) -> Executor:
+        """The executor agent.yaml names (tarball or docker), over the agent's state."""
+        paths = self.paths
+        return make_executor(
+            self.config.executor, ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config
+        )
+
     def entry(self) -> JournalEntry | None:
         return Journal(self.paths.journal(APP)).load()
 
     def answer(self, version: str | None = None, limit_s: float = 10.0) -> str | None:
         """The version the app answers with over HTTP (waits for ``version`` when given)."""
+        if self.config.executor == "docker":
+            return served_version(self.port, version, limit_s)
         return wait_for_version(self.port, version, limit_s=limit_s)
 
     def records(self) -> list[DeploymentRecord]:

@@ -1,7 +1,10 @@
 """Agent steps 3–5, converge: make each app run what the verified desired state asks, crash-safely.
 
-``machine`` decides (pure), ``apply`` acts on one app through the executor, hooks, gates and health
-watch with a journal write before every step; ``desired`` supplies the verified desired state of a
-cycle, ``status`` turns the journals into the report, ``configs`` and ``preflight`` are steps of
-*applying*. The cycle around them is :mod:`agent.loop`.
+``machine`` and ``fallback`` decide (pure; ``fallback`` is the release's rollback policy),
+``apply`` drives one app through them with a journal write before every step, ``steps`` does each
+state's work (executor, hooks, gates, health watch) within the watchdog budget ``budgets`` derives,
+``rollback`` is the state *rolling_back*, ``configs`` keeps config files with their version,
+``preflight`` runs the release's pre-flight steps; ``context`` is what they share, ``desired``
+supplies the verified desired state of a cycle and ``status`` turns the journals into the report.
+The cycle around them is :mod:`agent.loop`.
 """

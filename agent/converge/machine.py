@@ -14,6 +14,9 @@ Resuming after a crash or power cut (the entry on disk is the state that was abo
 ``switched``/``watching`` count one more start and redo the switch, or roll back once the version
 was started more than ``max_trials`` times (a crash-looping version falls back without network);
 ``rolling_back`` redoes the rollback. A deployment id is used once: a settled one is never re-run.
+
+Where a failure after the switch goes is the release's rollback policy, decided by
+:mod:`agent.converge.fallback` (automatic off keeps a still-running new version; a target version).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+from agent.converge.fallback import PREVIOUS, Fallback, join, kept, rolling_back
 from agent.state.journal import JournalEntry, JournalState
 from fleetcd.reports import ReportedActivity, ReportedError
 
@@ -79,14 +83,26 @@ def next_action(
     max_trials: int,
     active_running: bool = True,
     known: bool = True,
+    fallback: Fallback = PREVIOUS,
 ) -> Action:
     """The decision table of one app at the start of a cycle (and after each settled round).
 
     ``known=False`` means there is no trustworthy desired state this cycle (offline with no cached
-    bundle, rejected or expired): unswitched work waits instead of being abandoned.
+    bundle, rejected or expired): unswitched work waits instead of being abandoned. ``fallback`` is
+    the rollback policy of ``entry``'s release.
     """
     if entry is not None and (not entry.settled or _uncommitted(entry)):
-        return _unfinished(entry, desired, active, now, max_trials=max_trials, known=known)
+        running = active == entry.version and active_running
+        return _unfinished(
+            entry,
+            desired,
+            active,
+            now,
+            max_trials=max_trials,
+            known=known,
+            fallback=fallback,
+            running=running,
+        )
     if desired is None:
         return Action(ActionKind.NONE, None, "nothing desired for this app")
     if entry is not None and entry.deployment_id == desired.deployment_id:
@@ -108,6 +124,8 @@ def _unfinished(
     *,
     max_trials: int,
     known: bool,
+    fallback: Fallback,
+    running: bool,
 ) -> Action:
     state = entry.state
     mine = desired is not None and desired.deployment_id == entry.deployment_id
@@ -132,13 +150,15 @@ def _unfinished(
             if desired is not None
             else "no verified release to watch it with"
         )
-        rolling = entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=f"{state.value}: {why}")
+        rolling = rolling_back(entry, f"{state.value}: {why}", now, fallback)
         return Action(ActionKind.SUPERSEDE, rolling, why)
     attempts = entry.attempts + 1
     if attempts > max_trials:
         why = f"started {entry.attempts} times without passing its health watch (max_trials {max_trials})"
-        rolling = entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=why)
-        return Action(ActionKind.GIVE_UP, rolling, why)
+        if not fallback.automatic and running:
+            failed = entry.moved_to(JournalState.FAILED, now=now, reason=kept(why, entry))
+            return Action(ActionKind.GIVE_UP, failed, why)
+        return Action(ActionKind.GIVE_UP, rolling_back(entry, why, now, fallback), why)
     again = entry.moved_to(JournalState.SWITCHED, now=now, reason=entry.reason, attempts=attempts)
     return Action(ActionKind.RESUME, again, f"start {attempts} of at most {max_trials}")
 
@@ -232,9 +252,20 @@ def advance(entry: JournalEntry, now: datetime) -> JournalEntry:
 
 
 def fail(
-    entry: JournalEntry, failure: Failure, reason: str, now: datetime, *, auto_rollback: bool = True
+    entry: JournalEntry,
+    failure: Failure,
+    reason: str,
+    now: datetime,
+    *,
+    auto_rollback: bool = True,
+    still_running: bool = True,
+    fallback: Fallback = PREVIOUS,
 ) -> JournalEntry:
-    """The entry to record after ``entry``'s step failed with ``failure`` (``reason`` says why)."""
+    """The entry to record after ``entry``'s step failed with ``failure`` (``reason`` says why).
+
+    ``still_running``: the new version runs after the failure (only asked after the switch);
+    ``auto_rollback=False`` is the same as ``fallback.automatic`` off.
+    """
     state = entry.state
     if failure is Failure.TRANSIENT:
         return _refresh(entry, now, reason=reason)
@@ -243,13 +274,14 @@ def fail(
     if state in PRE_SWITCH:
         return entry.moved_to(JournalState.FAILED, now=now, reason=reason)
     if state in POST_SWITCH:
-        if not auto_rollback:
-            return entry.moved_to(JournalState.FAILED, now=now, reason=f"{reason} (automatic rollback off)")
-        return entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=reason)
+        if not (auto_rollback and fallback.automatic):
+            if still_running:
+                return entry.moved_to(JournalState.FAILED, now=now, reason=kept(reason, entry))
+            reason = f"{reason} (rollback.automatic is off, but {entry.version} is not running: falling back)"
+        return rolling_back(entry, reason, now, fallback)
     if state is JournalState.ROLLING_BACK:
-        return entry.moved_to(
-            JournalState.FAILED, now=now, reason=f"rollback failed: {reason}; {entry.reason}"
-        )
+        why = join(f"rollback failed: {reason}", entry.reason)
+        return entry.moved_to(JournalState.FAILED, now=now, reason=why)
     if state is JournalState.HEALTHY:
         return _refresh(entry, now, reason=f"commit failed, retried next cycle: {reason}")
     raise ValueError(f"{state.value} is settled: no step of it can fail")

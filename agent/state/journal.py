@@ -71,6 +71,9 @@ class JournalEntry(FrozenModel):
     stage_only: bool = False  # install only (blue/green), stop in STAGED
     first_deferred_at: AwareDatetime | None = None  # a gate first held this deployment back
     committed: bool = False  # HEALTHY and the executor released what only a rollback needed
+    # The release's rollback.target when it was chosen over previous_version; decided once, on
+    # entering ROLLING_BACK, so a rollback resumed after a crash goes to the same version.
+    rollback_target: str | None = Field(default=None, max_length=256)
 
     @property
     def settled(self) -> bool:

@@ -1,0 +1,88 @@
+"""What converging one app works with: its assignment from the verified bundle, and the robot's
+settings and outside world (:class:`ConvergeContext`). Built by :mod:`agent.loop` each cycle, used by
+:mod:`agent.converge.apply` (the orchestrator) and :mod:`agent.converge.steps` (what each state does).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agent.converge.fallback import Fallback
+from agent.converge.machine import DesiredApp
+from agent.converge.rollback import fallback_for
+from agent.executors.base import Executor
+from agent.fetch import DownloadSettings
+from agent.health.clock import Clock
+from agent.hooks import Hooks
+from agent.liveness import Liveness
+from agent.paths import AgentPaths
+from agent.state.journal import JournalEntry
+from fleetcd.desired import BundleDeployment, VerifiedBundle
+from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.loading.documents import load_document
+from fleetcd.models.agent import AgentConfig
+from fleetcd.models.release import Release
+from fleetcd.models.rollout import Rollout
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One app's deployment from the verified bundle, with its parsed release and gate names."""
+
+    deployment: BundleDeployment
+    release: Release
+    gates: tuple[str, ...]  # the release's gates, then the rollout's
+
+    @property
+    def desired(self) -> DesiredApp:
+        d = self.deployment
+        return DesiredApp(d.deployment_id, d.version, d.action, d.not_before)
+
+
+def assignments(verified: VerifiedBundle) -> dict[str, Assignment]:
+    """{app: Assignment} of a verified bundle (its rollouts were verified with it)."""
+    out: dict[str, Assignment] = {}
+    for d in verified.bundle.deployments:
+        release = verified.releases[d.deployment_id]
+        try:
+            rollout = load_document(d.rollout_path, base64.b64decode(d.rollout_b64), Rollout).model
+        except InvalidContent as exc:  # verify_bundle parsed it already; keep the error honest anyway
+            raise SetupError(f"{d.rollout_path}: verified rollout no longer parses: {exc}") from exc
+        gates = tuple(dict.fromkeys([*release.gates, *rollout.gates]))
+        out[d.app] = Assignment(d, release, gates)
+    return out
+
+
+@dataclass
+class ConvergeContext:
+    """What converging needs besides the app: the robot's settings and the outside world."""
+
+    config: AgentConfig
+    paths: AgentPaths
+    executor: Executor
+    hooks: Hooks
+    clock: Clock  # the watch window's waits
+    now: Callable[[], datetime]  # wall clock for journal times and reports
+    checkpoint: Callable[[str], None] = field(default=lambda _name: None)
+    liveness: Liveness = field(default_factory=Liveness.disabled)  # the watchdog's view of progress
+
+    def fallback(self, app: str, entry: JournalEntry | None, assignment: Assignment | None) -> Fallback:
+        """The rollback policy of ``entry``'s release, when the bundle still carries it."""
+        release = assignment.release if assignment is not None and owns(assignment, entry) else None
+        return fallback_for(self.paths, self.executor, app, entry, release)
+
+    @property
+    def download_settings(self) -> DownloadSettings:
+        """The executor's download bounds, when it has them (budgets derive from its deadlines)."""
+        found = getattr(self.executor, "download_settings", None)
+        return found if isinstance(found, DownloadSettings) else DownloadSettings()
+
+
+def owns(assignment: Assignment | None, entry: JournalEntry | None) -> bool:
+    """Whether ``assignment`` is the deployment ``entry`` records (so its release applies to it)."""
+    if assignment is None or entry is None:
+        return False
+    return assignment.deployment.deployment_id == entry.deployment_id

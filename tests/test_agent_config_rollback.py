@@ -1,0 +1,175 @@
+"""Config files follow the version: a robot runs exactly the old version or the new one, code AND
+config, never a mix — through a rollback, a kill -9 in the middle of one, a staged install, a first
+install that fails, and a rollback to an older ``rollback.target``. Real controller-written
+repository, real gpg and git, the real tarball executor and app processes (tests/agentworld.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.configfiles.write import sha256_hex
+from agent.converge.configs import check_drift, load_ledger
+from agent.state.journal import JournalState
+from tests.agentworld import APP, AgentWorld
+from tests.gpgkeys import KeyFactory, shared_keys
+from tests.httpserver import ArtifactServer
+from tests.test_agent_crash import agent_killed_at, assert_exactly_one_version_runs
+
+SCHEMA = {"type": "object", "properties": {"speed": {"type": "number"}}, "additionalProperties": False}
+CONFIG = {"path": "web.yaml", "schema": SCHEMA}
+A, B = b"speed: 1.5\n", b"speed: 3.0\n"
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+@pytest.fixture
+def artifacts() -> Iterator[ArtifactServer]:
+    with ArtifactServer() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
+    built = AgentWorld.create(tmp_path, keys, artifacts)
+    yield built
+    built.close()
+
+
+def config_file(world: AgentWorld) -> Path:
+    return world.paths.apps_dir / APP / "config" / "web.yaml"
+
+
+def publish_with_config(world: AgentWorld, version: str, speed: float, *args: Any, **fields: Any) -> None:
+    """``version`` of the app with a config schema, the fleet's config values set to ``speed``."""
+    world.controller.fleet.config(APP, "default", {"speed": speed})
+    world.publish(version, *args, config=CONFIG, **fields)
+
+
+def deployed_with_config(world: AgentWorld, version: str, speed: float) -> None:
+    publish_with_config(world, version, speed)
+    assert world.once().error is None
+    entry = world.entry()
+    assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, version)
+    world.reconcile()
+
+
+def assert_config_is(world: AgentWorld, data: bytes) -> None:
+    """The file holds ``data``, the drift ledger agrees (nothing reported), and so does the report."""
+    assert config_file(world).read_bytes() == data
+    (written,) = load_ledger(world.paths.config_hashes).files.values()
+    assert written.sha256 == sha256_hex(data)
+    assert check_drift(world.paths.config_hashes, restore=False) == {}
+
+
+def test_a_rollback_puts_the_old_versions_config_back_and_reports_no_drift(world: AgentWorld) -> None:
+    deployed_with_config(world, "1.0.0", 1.5)
+    assert config_file(world).read_bytes() == A
+    publish_with_config(world, "1.1.0", 3.0, "unhealthy")
+
+    result = world.once()
+
+    entry = world.entry()
+    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert world.answer("1.0.0") == "1.0.0"
+    assert_config_is(world, A)
+    assert result.report is not None and result.report.drift == []
+    again = world.once()  # the next cycle's drift check agrees
+    assert again.report is not None and again.report.drift == []
+
+
+@pytest.mark.parametrize(
+    "step", ["before-watching", "before-rolling_back", "after-rolling_back", "before-rolled_back"]
+)
+def test_kill_9_during_a_rollback_then_a_restart_still_ends_on_the_old_code_and_config(
+    world: AgentWorld, step: str
+) -> None:
+    deployed_with_config(world, "1.0.0", 1.5)
+    publish_with_config(world, "1.1.0", 3.0, "unhealthy")
+
+    agent_killed_at(world, step)
+
+    active = assert_exactly_one_version_runs(world, {"1.0.0", "1.1.0"})
+    assert config_file(world).read_bytes() == {"1.0.0": A, "1.1.0": B}[active]
+    world.once()
+    entry = world.entry()
+    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
+    assert_config_is(world, A)
+
+
+def test_a_staged_release_leaves_the_running_versions_config_alone_until_the_switch(
+    tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
+) -> None:
+    world = AgentWorld.create(tmp_path / "w", keys, artifacts)
+    try:
+        deployed_with_config(world, "1.0.0", 1.5)
+        world.strategy = {"type": "blue_green", "min_staged_percent": 100}
+        publish_with_config(world, "1.1.0", 3.0)
+
+        world.once()
+
+        entry = world.entry()
+        assert entry is not None and entry.state is JournalState.STAGED
+        assert world.answer() == "1.0.0"
+        assert_config_is(world, A)
+        world.reconcile()
+        world.reconcile()
+
+        world.once()
+
+        assert world.answer("1.1.0") == "1.1.0"
+        assert_config_is(world, B)
+    finally:
+        world.close()
+
+
+def test_a_failed_first_install_takes_its_config_file_away_with_it(
+    tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
+) -> None:
+    hooks = {"hooks": {"report_health": {"exec": ["/bin/false"]}}}
+    world = AgentWorld.create(tmp_path / "w", keys, artifacts, agent=hooks)
+    try:
+        publish_with_config(world, "1.0.0", 1.5)
+
+        world.once()
+
+        entry = world.entry()
+        assert entry is not None and entry.state is JournalState.ROLLED_BACK
+        assert world.executor().active(APP) is None
+        assert not config_file(world).exists()
+        assert load_ledger(world.paths.config_hashes).files == {}
+    finally:
+        world.close()
+
+
+def test_a_rollback_to_an_older_target_brings_that_versions_config_back(world: AgentWorld) -> None:
+    deployed_with_config(world, "1.0.0", 1.5)
+    deployed_with_config(world, "1.1.0", 3.0)
+    publish_with_config(world, "1.2.0", 9.5, "unhealthy", rollback={"target": "1.0.0"})
+
+    world.once()
+
+    entry = world.entry()
+    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert "back to 1.0.0 (rollback.target)" in (entry.reason or "")
+    assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
+    assert_config_is(world, A)
+
+
+def test_automatic_rollback_off_keeps_the_new_code_with_its_own_config(world: AgentWorld) -> None:
+    deployed_with_config(world, "1.0.0", 1.5)
+    publish_with_config(world, "1.1.0", 3.0, "unhealthy", rollback={"automatic": False})
+
+    world.once()
+
+    entry = world.entry()
+    assert entry is not None and entry.state is JournalState.FAILED
+    assert assert_exactly_one_version_runs(world, {"1.1.0"}) == "1.1.0"
+    assert_config_is(world, B)

@@ -1,0 +1,238 @@
+"""The systemd watchdog sees a long but healthy step as alive and a stuck one as dead.
+
+Every test listens on a real ``NOTIFY_SOCKET`` datagram socket with ``WATCHDOG_USEC`` set in the
+environment, as systemd runs ``fleetcd-agent run``. The property checked is systemd's own: while a
+step keeps its budget, no gap between two ``WATCHDOG=1`` pings reaches ``WatchdogSec`` (so the agent
+is not killed); once a step overruns its budget the pings stop (so it is). The end-to-end tests run
+the real loop (:func:`agent.loop.run_forever`) against the real controller-written repository with
+the real tarball executor downloading from a real HTTP server that trickles its bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agent.executors.base import ExecutorContext
+from agent.executors.tarball import TarballExecutor
+from agent.fetch import DownloadSettings
+from agent.fetch.http import download
+from agent.liveness import Liveness, LivenessSettings
+from agent.loop import Runtime, notify, run_forever
+from agent.sdnotify import watchdog_interval_seconds
+from agent.state.journal import JournalState
+from tests.agentworld import APP, AgentWorld
+from tests.gpgkeys import KeyFactory, shared_keys
+from tests.httpserver import ArtifactServer, Behaviour
+
+WATCHDOG_USEC = 1_000_000  # WatchdogSec=1 s: the agent pings every 0.5 s
+WATCHDOG_S = WATCHDOG_USEC / 1_000_000
+PING = b"WATCHDOG=1"
+
+
+@dataclass
+class Listener:
+    """systemd's side of NOTIFY_SOCKET: every datagram, with the monotonic time it arrived."""
+
+    sock: socket.socket
+    received: list[tuple[float, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return  # closed at teardown
+            with self.lock:
+                self.received.append((time.monotonic(), data))
+
+    def pings(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
+        with self.lock:
+            return [t for t, data in self.received if PING in data.split(b"\n") and start <= t <= end]
+
+    def longest_silence(self, start: float, end: float) -> float:
+        """The longest stretch within [start, end] without a ping (what systemd's timer measures)."""
+        marks = [start, *self.pings(start, end), end]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
+
+@pytest.fixture
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    listener = Listener(sock)
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    yield listener
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+    thread.join(5)
+
+
+def watchdog(settings: LivenessSettings) -> Liveness:
+    """What ``run_forever`` builds under systemd: pings at WatchdogSec/2 through sd_notify."""
+    return Liveness(watchdog_interval_seconds(), lambda: notify(WATCHDOG=1), settings=settings)
+
+
+def wait_for(predicate: Callable[[], object], limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_pings_keep_coming_through_a_step_longer_than_the_watchdog_that_keeps_its_budget(
+    systemd: Listener,
+) -> None:
+    liveness = watchdog(LivenessSettings(default_step_seconds=WATCHDOG_S / 2, slack_seconds=0.1))
+
+    with liveness, liveness.step("download", budget_seconds=6 * WATCHDOG_S):
+        start = time.monotonic()
+        time.sleep(4 * WATCHDOG_S)  # far past both the watchdog and the default budget
+        end = time.monotonic()
+
+    assert len(systemd.pings(start, end)) >= 4
+    assert systemd.longest_silence(start, end) < WATCHDOG_S
+
+
+def test_pings_stop_once_a_step_overruns_its_budget_and_resume_when_the_loop_moves_again(
+    systemd: Listener,
+) -> None:
+    liveness = watchdog(LivenessSettings(default_step_seconds=60, slack_seconds=0.1))
+
+    with liveness:
+        with liveness.step("download", budget_seconds=WATCHDOG_S):
+            wait_for(lambda: liveness.overdue is not None)
+            overdue_at = time.monotonic()
+            assert liveness.overdue == "download"
+            time.sleep(4 * WATCHDOG_S)  # stuck: systemd would have killed the agent by now
+            stuck_until = time.monotonic()
+        liveness.beat()
+        wait_for(lambda: systemd.pings(stuck_until))
+
+    grace = watchdog_interval_seconds() or 0.0  # a ping already on its way when the budget ran out
+    assert systemd.pings(overdue_at + grace, stuck_until) == []
+    assert systemd.longest_silence(overdue_at, stuck_until) > WATCHDOG_S
+    assert systemd.pings(end=overdue_at)  # it was pinging before
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+@pytest.fixture
+def artifacts() -> Iterator[ArtifactServer]:
+    with ArtifactServer() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
+    built = AgentWorld.create(tmp_path, keys, artifacts)
+    yield built
+    built.close()
+
+
+class Checkpoints:
+    """The loop's checkpoints (around every journal write) with the time each was passed."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        self.at.setdefault(name, time.monotonic())
+
+
+def agent_in_thread(world: AgentWorld, runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=run_forever, args=(world.config, stop), kwargs={"runtime": runtime})
+    thread.start()
+    return thread
+
+
+def test_a_slow_download_within_its_deadline_keeps_the_real_agent_alive_under_the_watchdog(
+    world: AgentWorld, artifacts: ArtifactServer, systemd: Listener
+) -> None:
+    world.publish("1.0.0")
+    data = (world.root / "published" / f"{APP}-1.0.0.tar.gz").read_bytes()
+    artifacts.add(f"/{APP}-1.0.0.tar.gz", data, Behaviour(trickle_bytes_per_second=len(data) // 3 + 1))
+    marks, stop = Checkpoints(), threading.Event()
+
+    def checkpoint(name: str) -> None:
+        marks(name)
+        if name == "after-healthy":
+            stop.set()
+
+    agent = agent_in_thread(world, Runtime(now=lambda: world.now, checkpoint=checkpoint), stop)
+    agent.join(120)
+
+    assert not agent.is_alive()
+    entry = world.entry()
+    assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, "1.0.0")
+    start, end = marks.at["after-downloading"], marks.at["before-verifying"]
+    assert end - start > 2 * WATCHDOG_S  # the download alone outlasted WatchdogSec
+    assert systemd.longest_silence(start, end) < WATCHDOG_S
+    assert world.answer() == "1.0.0"
+
+
+def test_a_download_stuck_past_its_deadline_stops_the_pings_so_systemd_restarts_the_agent(
+    world: AgentWorld, systemd: Listener
+) -> None:
+    world.publish("1.0.0")
+    hung, release = threading.Event(), threading.Event()
+
+    def stuck_downloader(url: str, dest: Path, *, sha256: str, size: int, settings: DownloadSettings) -> Path:
+        done = download(url, dest, sha256=sha256, size=size, settings=settings)
+        if not hung.is_set():  # the first time only: e.g. a read blocked in the kernel, past any timeout
+            hung.set()
+            release.wait(60)
+        return done
+
+    paths = world.paths.create()
+    executor = TarballExecutor(
+        ExecutorContext(paths.apps_dir, paths.downloads_dir),
+        world.config,
+        download_settings=DownloadSettings(deadline_seconds=WATCHDOG_S),
+        downloader=stuck_downloader,
+    )
+    liveness = watchdog(LivenessSettings(slack_seconds=0.1))
+    marks, stop = Checkpoints(), threading.Event()
+    runtime = Runtime(now=lambda: world.now, checkpoint=marks, executor=executor, liveness=liveness)
+    agent = agent_in_thread(world, runtime, stop)
+    try:
+        wait_for(hung.is_set)
+        wait_for(lambda: liveness.overdue is not None)
+        overdue_at = time.monotonic()
+        time.sleep(4 * WATCHDOG_S)
+        stuck_until = time.monotonic()
+        entry = world.entry()
+        assert entry is not None and entry.state is JournalState.DOWNLOADING
+        assert liveness.overdue == f"{APP} downloading"
+    finally:
+        release.set()
+        moving_again = time.monotonic()
+        try:
+            wait_for(lambda: "after-healthy" in marks.at)
+            wait_for(lambda: systemd.pings(start=moving_again))
+        finally:
+            stop.set()
+            agent.join(60)
+
+    grace = watchdog_interval_seconds() or 0.0
+    assert systemd.pings(overdue_at + grace, stuck_until) == []
+    assert systemd.pings(start=moving_again)  # the step ended, the loop moves: pinged again
+    assert not agent.is_alive()
+    entry = world.entry()
+    assert entry is not None and entry.state is JournalState.HEALTHY
