@@ -10,8 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.agentworld import AgentWorld
+    from tests.gpgkeys import KeyFactory
+    from tests.httpserver import ArtifactServer
 
 # --- services -------------------------------------------------------------------------------------
 # A test that needs gpg, Docker, gitolite or Chromium skips when it is missing on a developer's box,
@@ -43,3 +51,34 @@ def gpg_available() -> str:
     require_service("gpg", works, "no working `gpg` on PATH (Debian package gnupg; run dev/bootstrap)")
     assert gpg is not None
     return gpg
+
+
+# --- shared worlds -----------------------------------------------------------------------------------
+# The suite's OpenPGP keys are generated once per session (real gpg, tests/gpgkeys.py); a module that
+# needs other keys defines its own ``keys`` fixture, which wins over this one.
+
+
+@pytest.fixture(scope="session")
+def keys(gpg_available: str) -> KeyFactory:
+    from tests.gpgkeys import shared_keys
+
+    return shared_keys()
+
+
+@pytest.fixture
+def artifacts() -> Iterator[ArtifactServer]:
+    """A real local HTTP server for release artifacts (tests/httpserver.py)."""
+    from tests.httpserver import ArtifactServer
+
+    with ArtifactServer() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
+    """One robot's agent against a fleet repository the real controller writes (tests/agentworld.py)."""
+    from tests.agentworld import AgentWorld
+
+    built = AgentWorld.create(tmp_path, keys, artifacts)
+    yield built
+    built.close()

@@ -18,21 +18,10 @@ import pytest
 from agent.cli import cli
 from fleetcd.cli.main import run
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
 
 
 @pytest.fixture

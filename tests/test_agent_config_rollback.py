@@ -5,7 +5,6 @@ repository, real gpg and git, the real tarball executor and app processes (tests
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +14,13 @@ from agent.configfiles.write import sha256_hex
 from agent.converge.configs import check_drift, load_ledger
 from agent.state.journal import JournalState
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.test_agent_crash import agent_killed_at, assert_exactly_one_version_runs
 
 SCHEMA = {"type": "object", "properties": {"speed": {"type": "number"}}, "additionalProperties": False}
 CONFIG = {"path": "web.yaml", "schema": SCHEMA}
 A, B = b"speed: 1.5\n", b"speed: 3.0\n"
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
-    built = AgentWorld.create(tmp_path, keys, artifacts)
-    yield built
-    built.close()
 
 
 def config_file(world: AgentWorld) -> Path:

@@ -5,11 +5,8 @@ away, flag an expired bundle, report config drift — and the controller ingests
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from agent.converge.machine import ActionKind
 from agent.executors.base import RunState
@@ -20,26 +17,8 @@ from fleetcd.errors import TransportError
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
-    built = AgentWorld.create(tmp_path, keys, artifacts)
-    yield built
-    built.close()
 
 
 def deployed(world: AgentWorld, version: str = "1.0.0") -> str:

@@ -29,7 +29,7 @@ from agent.executors.tarball import RUN_DIR
 from agent.loop import Runtime, run_once
 from agent.state.journal import JournalState
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,17 +76,6 @@ def assert_exactly_one_version_runs(world: AgentWorld, versions: set[str]) -> st
     assert Supervisor(world.paths.apps_dir / RUN_DIR).running_version(APP) == active
     assert world.answer(active) == active
     return active
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
 
 
 @pytest.fixture

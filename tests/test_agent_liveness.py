@@ -29,7 +29,6 @@ from agent.loop import Runtime, notify, run_forever
 from agent.sdnotify import watchdog_interval_seconds
 from agent.state.journal import JournalState
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
 from tests.httpserver import ArtifactServer, Behaviour
 
 WATCHDOG_USEC = 1_000_000  # WatchdogSec=1 s: the agent pings every 0.5 s
@@ -126,24 +125,6 @@ def test_pings_stop_once_a_step_overruns_its_budget_and_resume_when_the_loop_mov
     assert systemd.pings(overdue_at + grace, stuck_until) == []
     assert systemd.longest_silence(overdue_at, stuck_until) > WATCHDOG_S
     assert systemd.pings(end=overdue_at)  # it was pinging before
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
-    built = AgentWorld.create(tmp_path, keys, artifacts)
-    yield built
-    built.close()
 
 
 class Checkpoints:

@@ -36,16 +36,11 @@ from fleetcd.reports import (
     StatusReport,
 )
 from tests.gitrepos import install_hook, rev_parse
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.test_agent_sync import ROBOT, AgentWorld, agent_world
 from tests.test_controller_scenario import START
 
 NOW = START + timedelta(minutes=5)
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ the real controller-written repository, real gpg and git, and the real tarball e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +23,6 @@ from agent.converge.machine import ActionKind, DesiredApp, Failure, advance, fai
 from agent.errors import HealthFailed
 from agent.state.journal import JournalEntry, JournalState
 from tests.agentworld import APP, AgentWorld
-from tests.gpgkeys import KeyFactory, shared_keys
-from tests.httpserver import ArtifactServer
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DEP = "dep-" + "c" * 24
@@ -174,24 +170,6 @@ def test_a_chosen_target_survives_a_resume_and_the_rollback_and_a_pre_switch_fai
 
 
 # --- end to end ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as server:
-        yield server
-
-
-@pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
-    built = AgentWorld.create(tmp_path, keys, artifacts)
-    yield built
-    built.close()
 
 
 def deployed(world: AgentWorld, *versions: str) -> None:

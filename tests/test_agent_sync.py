@@ -32,16 +32,11 @@ from fleetcd.reasons import Reason
 from tests.conftest import require_service
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import SshServer, free_port, sshd_binary
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.test_controller_faults import FaultWorld, make_world
 
 ROBOT = "stg-1"
 ATTACKER = Identity("attacker", "attacker@evil.test")
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 # --- the world ----------------------------------------------------------------------------------

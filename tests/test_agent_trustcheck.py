@@ -29,17 +29,12 @@ from fleetcd.desired import BundleExpired, BundleRejected
 from fleetcd.errors import SetupError
 from fleetcd.reasons import Reason
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.test_agent_sync import ROBOT, AgentWorld, agent_world
 from tests.test_controller_scenario import START, WAVES
 
 EPOCH = datetime(1970, 1, 1, 0, 5, tzinfo=UTC)
 EXPIRY = timedelta(days=7)  # fleet.yaml's default bundle expiry
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

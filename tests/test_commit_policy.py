@@ -19,12 +19,7 @@ from fleetcd.models.fleet import CommitPolicy, KeyRef
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.gitrepos import git, work_repo
-from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
+from tests.gpgkeys import GpgKey, KeyFactory
 
 
 @pytest.fixture(scope="module")

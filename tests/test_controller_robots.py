@@ -11,22 +11,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from controller.records.model import Connectivity
 from controller.state.model import RolloutPhase, WaveCounts, WavePhase
 from fleetcd.reports import DeploymentReport
 from tests.fleetsim import SimRobot
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.test_controller_faults import FaultWorld, assert_no_duplicates, audit_lines, make_world
 from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, WAVES, pass_wave
 
 OFFLINE_AFTER_S, DEVICE_TIMEOUT_S = 900, 3600
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def status_row(world: FaultWorld, device: str) -> str:

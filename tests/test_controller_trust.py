@@ -22,7 +22,7 @@ from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import RolloutPhase
 from fleetcd.layout import rollout_path
 from tests.fleetrepo import GIT_IDENTITY, FleetRepoBuilder
-from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
+from tests.gpgkeys import GpgKey, KeyFactory
 from tests.test_controller_faults import (
     FaultWorld,
     assert_no_duplicates,
@@ -33,11 +33,6 @@ from tests.test_controller_faults import (
 from tests.test_controller_scenario import STAGING, WAVES
 
 COHORTS = ["staging", "canary", "production"]
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def signed_commit(fleet: FleetRepoBuilder, keys: KeyFactory, key: GpgKey | None, message: str) -> str:

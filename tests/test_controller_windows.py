@@ -17,13 +17,8 @@ import pytest
 from controller.state.model import WavePhase
 from fleetcd.desired.bundle import Bundle
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.test_controller_faults import FaultWorld, make_world
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def night_window(fleet: FleetRepoBuilder) -> None:

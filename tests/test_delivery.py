@@ -46,7 +46,7 @@ from fleetcd.loading.fleetspec import FleetSpec
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 ROBOTS = [f"amr-{n:03d}" for n in range(1, 51)]
 CANARY = ROBOTS[:5]
@@ -58,11 +58,6 @@ SCHEMA = {
     "properties": {"max_speed": {"type": "number", "maximum": 2.0}},
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @dataclass

@@ -24,16 +24,10 @@ from fleetcd.cli.main import run
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
-from tests.gpgkeys import KeyFactory, shared_keys
 from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, WAVES, World, pass_wave
 
 TAMPERER = Identity("mallory", "mallory@fleet.test")
 world = scenario.world  # the controller scenario's world: real server, reconciles, simulated robots
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def state_of(world: World) -> StateSnapshot:

@@ -38,7 +38,7 @@ from fleetcd.planning.render import (
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import SkipReason
 from tests.fleetrepo import FleetRepoBuilder, render
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 
 def fleet(tmp_path: Path) -> FleetRepoBuilder:
@@ -404,11 +404,6 @@ def test_small_markdown_lists_every_robot_untruncated() -> None:
 
 
 # --- the command ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 FLEETCD = Path(sys.executable).parent / "fleetcd"

@@ -12,14 +12,9 @@ import pytest
 from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import SIGNATURE_MAX_BYTES, Keyring, Signer
-from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
+from tests.gpgkeys import GpgKey, KeyFactory
 
 DATA = b"apiVersion: fleetcd.dev/v1\nkind: Release\napp: nav\nversion: 1.2.0\n"
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

@@ -16,14 +16,9 @@ from fleetcd.errors import Diagnostic
 from fleetcd.reasons import Reason
 from fleetcd.validation.report import escape_data, escape_property, github_line, text_line
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 ANNOTATION = re.compile(r"^::(error|warning) file=[^,:\r\n]+(,line=\d+)?,title=fleetcd validate::[^\r\n]+$")
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 DEVICE = (
     "apiVersion: fleetcd.dev/v1\nkind: Device\nid: {id}\nfamily: amr\n"
@@ -53,11 +53,6 @@ HOSTILE: list[tuple[str, str, bytes, str]] = [
         "unsafe_name",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.mark.parametrize(("path", "content", "reason"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])

@@ -9,14 +9,9 @@ import pytest
 from fleetcd.errors import SetupError
 from fleetcd.validation.immutability import first_difference
 from tests.fleetrepo import FleetRepoBuilder, found
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 OLD = "releases/nav/0.9.0.yaml"
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

@@ -8,12 +8,7 @@ import pytest
 
 from fleetcd.reasons import Reason
 from tests.fleetrepo import FleetRepoBuilder, found
-from tests.gpgkeys import KeyFactory, shared_keys
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
+from tests.gpgkeys import KeyFactory
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fleetrepo import FleetRepoBuilder, found
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 FIRMWARE = {
     "kind": "mcu_firmware",
@@ -18,11 +18,6 @@ FIRMWARE = {
     "size": 65536,
     "target": "stm32",
 }
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

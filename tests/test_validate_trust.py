@@ -12,15 +12,10 @@ from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import validate_snapshot
 from tests.fleetrepo import FleetRepoBuilder, found
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 RELEASE = "releases/nav/1.0.0.yaml"
 ROLLOUT = "rollouts/nav-1-0-0.yaml"
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture
