@@ -24,7 +24,7 @@ from tests.test_controller_scenario import World
 from tests.test_ops_read import fleetcd, state_of
 from tests.test_ops_switches import AUTHOR, commits
 
-keys, world = shared.keys, shared.world  # fixtures: the shared gpg keys, the controller scenario
+world = shared.world  # fixture: the controller scenario (the shared gpg keys come from conftest)
 
 
 @pytest.fixture

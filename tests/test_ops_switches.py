@@ -21,7 +21,7 @@ from tests.gpgkeys import KeyFactory
 from tests.test_controller_scenario import World
 from tests.test_ops_read import fleetcd, state_of
 
-keys, world = shared.keys, shared.world  # fixtures: the shared gpg keys, the controller scenario
+world = shared.world  # fixture: the controller scenario (the shared gpg keys come from conftest)
 
 AUTHOR = ["--author", "Ops Person <ops@fleet.test>"]
 COMMENTED_ROLLOUT = """\
