@@ -12,9 +12,21 @@ from typing import Any
 import pytest
 
 from controller.audit.events import AuditKind
-from controller.records import Action, Activity, RecordReason, TargetStatus
-from controller.state.model import RolloutPhase, WavePhase
-from tests.test_engine_support import SHA_OLD, Sim, robots, rollout_doc
+from controller.engine.dispatch import cancel_reason
+from controller.engine.ledger import Ledger
+from controller.records import (
+    Action,
+    Activity,
+    DeploymentRecord,
+    DeviceState,
+    RecordReason,
+    TargetStatus,
+    apply_report,
+    new_deployment,
+    set_target,
+)
+from controller.state.model import DeviceFile, RolloutPhase, WavePhase
+from tests.test_engine_support import NAME, SHA_NEW, SHA_OLD, T0, Sim, robots, rollout_doc
 
 CANARY = {"type": "canary", "percent": 25, "soak_seconds": 600}
 
@@ -89,17 +101,69 @@ def test_only_robots_that_switched_get_a_rollback() -> None:
     assert sim.phase() is RolloutPhase.HALTED
 
 
-def test_queued_robots_of_a_halted_rollout_never_pick_the_release_up() -> None:
+def test_robots_whose_bundle_held_the_release_are_rolled_back_before_they_report() -> None:
+    """A halt in the demo: the canary failed while its siblings were installing, reports not in."""
     ids = robots(4)
     sim = Sim(rollout_doc(ids, single({"count": 0})))
-    sim.tick()
+    sim.tick()  # every robot's bundle now holds the release
     sim.fail(ids[0])
     sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ROLLING_BACK
+    assert sim.rollbacks() == ids, "a silent robot may already run the release"
+    assert sim.last is not None
+    assert sorted(e.device or "" for e in sim.last.events if e.kind is AuditKind.ROLLBACK) == ids
     for dev in ids[1:]:
         record = sim.record(dev)
         assert record is not None
         assert (record.target_status, record.activity) == (TargetStatus.ARCHIVED, Activity.ARCHIVED)
-        assert record.reason == RecordReason.ABORTED
+        assert record.reason == RecordReason.SUPERSEDED
+    # ids[1] had switched before it saw its new bundle: its late report is what it did.
+    sim.succeed(ids[1])
+    late = sim.record(ids[1])
+    assert late is not None
+    assert (late.activity, late.target_status) == (Activity.DEPLOYED, TargetStatus.ARCHIVED)
+    sim.tick(timedelta(minutes=1))
+    assert sim.wave("all").counts.succeeded == 1
+    for dev in ids:  # the agents adopt the previous release (a no-op for those still on it)
+        sim.report(dev, "deployed", rollback=True)
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.HALTED
+    assert sim.events[-1].data["rolled_back"] == 4
+
+
+def test_a_robot_that_times_out_in_a_failed_wave_is_rolled_back() -> None:
+    ids = robots(3)
+    sim = Sim(rollout_doc(ids, single({"count": 0}), device_timeout_seconds=600))
+    sim.tick()
+    sim.report(ids[1], "downloading")  # then silence: it may have switched without a word
+    sim.fail(ids[0])
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ROLLING_BACK
+    assert sim.rollbacks() == [ids[0], ids[2]], "a robot still working is judged when it ends"
+    sim.tick(timedelta(minutes=10))
+    silent = sim.record(ids[1])
+    assert silent is not None and silent.reason == RecordReason.TIMED_OUT
+    assert sim.rollbacks() == ids
+
+
+def test_queued_robots_of_a_halt_without_rollback_stay_open_to_a_late_report() -> None:
+    ids = robots(3)
+    sim = Sim(rollout_doc(ids, single({"count": 0}), auto_rollback=False))
+    sim.tick()
+    sim.fail(ids[0])
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.HALTED and sim.rollbacks() == []
+    for dev in ids[1:]:
+        record = sim.record(dev)
+        assert record is not None
+        assert (record.target_status, record.activity) == (TargetStatus.ARCHIVED, Activity.ARCHIVED)
+        assert record.reason == RecordReason.ABORTED_AFTER_DELIVERY, "its bundle held the release"
+    sim.succeed(ids[1])
+    late = sim.record(ids[1])
+    assert late is not None and late.activity is Activity.DEPLOYED
+    assert late.reason == RecordReason.ABORTED_AFTER_DELIVERY
+    sim.tick(timedelta(minutes=1))
+    assert sim.wave("all").counts.succeeded == 1
 
 
 @pytest.mark.parametrize(
@@ -183,3 +247,60 @@ def test_a_rolled_back_robot_gets_the_release_again_only_in_a_new_generation() -
     assert sim.dispatched() == ids
     record = sim.record(ids[0])
     assert record is not None and record.release_sha256 == sim.release_sha256
+
+
+def _record(action: Action = Action.DEPLOY, *reports: tuple[str, str]) -> DeploymentRecord:
+    staged = action is Action.STAGE
+    record = new_deployment(
+        rollout=NAME,
+        generation=1,
+        device="amr-01",
+        app="navstack",
+        version="1.0.0" if action is Action.ROLLBACK else "1.1.0",
+        release_sha256=SHA_OLD if action is Action.ROLLBACK else SHA_NEW,
+        wave=0,
+        action=action,
+        target_status=TargetStatus.STAGED if staged else TargetStatus.DEPLOYED,
+        at=T0,
+        deadline_at=None,
+    )
+    for activity, error in reports:
+        record = apply_report(record, activity, error, "", T0)
+    return record
+
+
+_SWITCH_ORDERED = set_target(_record(Action.STAGE, ("staged", "none")), TargetStatus.DEPLOYED, T0)
+
+
+@pytest.mark.parametrize(
+    ("record", "published", "expected"),
+    [
+        (_record(), True, RecordReason.ABORTED_AFTER_DELIVERY),
+        (_record(), False, RecordReason.ABORTED),
+        (_record(Action.DEPLOY, ("queued", "retrying")), True, RecordReason.ABORTED_AFTER_DELIVERY),
+        (_record(Action.STAGE), True, RecordReason.ABORTED),
+        (_record(Action.STAGE, ("staged", "none")), True, RecordReason.ABORTED),
+        (_SWITCH_ORDERED, True, RecordReason.ABORTED_AFTER_DELIVERY),
+        (_record(Action.DEPLOY, ("downloading", "none")), True, None),
+        (_record(Action.DEPLOY, ("deployed", "none")), True, None),
+        (_record(Action.ROLLBACK), True, None),
+    ],
+    ids=[
+        "queued-in-a-published-bundle",
+        "queued-created-this-tick",
+        "deferred-by-a-robot-gate",
+        "stage-queued-never-told-to-run",
+        "staged-waiting-for-the-switch",
+        "switch-ordered-no-word-since",
+        "in-flight-finishes",
+        "finished",
+        "rollback-is-never-cancelled",
+    ],
+)
+def test_a_halt_retires_only_what_the_robot_has_not_started(
+    record: DeploymentRecord, published: bool, expected: RecordReason | None
+) -> None:
+    given = {"amr-01": DeviceFile(state=DeviceState(device="amr-01"), records=(record,) if published else ())}
+    ledger = Ledger(given, NAME, 1)
+    ledger.put(record)
+    assert cancel_reason(ledger, record) == expected

@@ -100,7 +100,12 @@ def test_abort_archives_queued_deployments_and_is_final() -> None:
     for dev in ids[2:]:
         record = sim.record(dev)
         assert record is not None and record.activity is Activity.ARCHIVED
-        assert record.reason == RecordReason.ABORTED
+        # Their bundles held the release: "aborted" alone would claim they never ran it.
+        assert record.reason == RecordReason.ABORTED_AFTER_DELIVERY
+    sim.succeed(ids[2])  # it had installed before it saw the abort
+    late = sim.record(ids[2])
+    assert late is not None
+    assert (late.activity, late.target_status) == (Activity.DEPLOYED, TargetStatus.ARCHIVED)
     sim.tick(timedelta(minutes=1))
     assert sim.kinds().count(AuditKind.ROLLOUT_ABORTED) == 1
     sim.edit(aborted=False)

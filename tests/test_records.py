@@ -307,6 +307,46 @@ def test_an_archived_deployment_accepts_only_removal() -> None:
     assert apply_report(gone, Activity.REMOVING, OK, "", T0 + timedelta(hours=4)) is gone
 
 
+@pytest.mark.parametrize(
+    ("late", "accepted"),
+    [
+        ((Activity.DEPLOYED, OK), True),
+        ((Activity.DRIFTED, OK), True),
+        ((Activity.FAILED, ErrorStatus.FAILED), True),
+        ((Activity.ROLLED_BACK, OK), True),
+        ((Activity.DOWNLOADING, ErrorStatus.FAILED), True),
+        ((Activity.DOWNLOADING, OK), False),
+        ((Activity.APPLYING, ErrorStatus.RETRYING), False),
+        ((Activity.QUEUED, OK), False),
+    ],
+    ids=[
+        "deployed",
+        "drifted",
+        "failed",
+        "rolled-back",
+        "failed-downloading",
+        "downloading",
+        "retrying",
+        "queued",
+    ],
+)
+def test_a_cancelled_deployment_takes_the_robots_late_final_report(
+    late: tuple[Activity, ErrorStatus], accepted: bool
+) -> None:
+    """A halt retired it while the robot held it: what the robot did must reach the record."""
+    cancelled = archive(record(), T0 + timedelta(minutes=5), RecordReason.ABORTED_AFTER_DELIVERY)
+    assert cancelled.activity is Activity.ARCHIVED
+    after = apply_report(cancelled, late[0], late[1], "late", T0 + timedelta(minutes=6))
+    if not accepted:
+        assert after is cancelled
+        return
+    assert (after.activity, after.error) == late
+    assert after.target_status is TargetStatus.ARCHIVED and is_terminal(after), "it never goes back to work"
+    assert after.reason == RecordReason.ABORTED_AFTER_DELIVERY
+    other = (Activity.ROLLED_BACK, OK) if late[0] is not Activity.ROLLED_BACK else (Activity.DEPLOYED, OK)
+    assert apply_report(after, *other, "later still", T0 + timedelta(minutes=7)) is after, "one final word"
+
+
 def test_rereading_the_same_status_changes_nothing() -> None:
     working = reported(record(), (Activity.DOWNLOADING, OK))
     assert judge_report(working, Activity.DOWNLOADING, OK) is IgnoredReport.UNCHANGED

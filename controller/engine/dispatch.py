@@ -12,7 +12,14 @@ after its wave passed catch up). It gets its record only when, at ``now``:
 
 The blue/green switch (staged → deployed) waits for a window too, since that is when the robot's
 service changes, but is not a download and so not rate limited. ``not_before``, pause and abort
-are rollout phases, decided before dispatch is called. No I/O, no clock.
+are rollout phases, decided before dispatch is called.
+
+The way back: when a halt or an abort stops the rollout, :func:`cancel_reason` says which records
+it may retire. A robot that has not said it started is not proof that it did not: once a bundle
+told it to run the release (:meth:`~controller.engine.ledger.Ledger.delivered`) it may be
+installing it right now, its report not in yet. Such records are retired as
+``aborted_after_delivery`` (a late report still fills in their outcome), or, in a wave that
+is rolled back, left to :mod:`controller.engine.rollback`. No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -32,7 +39,14 @@ from controller.engine.inputs import (
 from controller.engine.ledger import Ledger
 from controller.engine.reasons import HoldReason
 from controller.engine.windows import window_open
-from controller.records.model import Action, Activity, DeploymentRecord, TargetStatus
+from controller.records.model import (
+    Action,
+    Activity,
+    DeploymentRecord,
+    RecordReason,
+    TargetStatus,
+    is_terminal,
+)
 from controller.records.transitions import new_deployment, set_target
 from fleetcd.planning.waves import PlannedWave, WaveAction
 
@@ -54,6 +68,28 @@ def _may_change_now(inp: EngineInput, device: str) -> bool:
 
 def waiting_for_switch(record: DeploymentRecord) -> bool:
     return record.target_status is TargetStatus.STAGED and record.activity is Activity.STAGED
+
+
+def unstarted(record: DeploymentRecord) -> bool:
+    """The robot has not reported acting on its order: queued (or deferred), or staged with the
+    blue/green switch ordered but not reported."""
+    return record.activity is Activity.QUEUED or (
+        record.activity is Activity.STAGED and record.target_status is TargetStatus.DEPLOYED
+    )
+
+
+def cancel_reason(ledger: Ledger, record: DeploymentRecord) -> RecordReason | None:
+    """Why a halt or abort retires ``record`` now; None when it must finish first.
+
+    Only what the robot has not started is retired: deployments in flight end (or time out) on
+    their own. ``aborted`` means the robot was never told to run the release (not delivered, or a
+    blue/green robot that only staged it); ``aborted_after_delivery`` that its bundle said so.
+    """
+    if record.action is Action.ROLLBACK or is_terminal(record):
+        return None
+    if waiting_for_switch(record) or (unstarted(record) and not ledger.delivered(record)):
+        return RecordReason.ABORTED
+    return RecordReason.ABORTED_AFTER_DELIVERY if unstarted(record) else None
 
 
 def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], excluded: frozenset[str]) -> Holds:

@@ -5,6 +5,11 @@ takes record updates from the engine and hands back, per robot, the full new rec
 robots whose records changed. Records of other rollouts on the same robot are carried along
 untouched. A device file holds at most ``MAX_RECORDS_PER_DEVICE`` records; older finished ones are
 dropped first (they stay in git history), never this generation's.
+
+It also remembers which records were *delivered*: the reconcile publishes every robot's bundle,
+built from its records, in the same push as the state-branch commit holding them, so a record
+that came in with the device files, with target ``deployed``, was in a bundle the robot may have
+fetched. That — not the robot's silence — decides whether a halt may treat it as never run.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from controller.records.model import DeploymentRecord, is_terminal
+from controller.records.model import DeploymentRecord, TargetStatus, is_terminal
 from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile
 
 
@@ -30,10 +35,13 @@ class Ledger:
         # and a dict lookup is much cheaper than a sha256 per robot per tick.
         self._current: dict[tuple[str, str], DeploymentRecord] = {}
         self._order: list[str] | None = None
+        self._delivered: set[str] = set()
         for device_file in device_files.values():
             for record in device_file.records:
                 if record.rollout == rollout:
                     self._index(record)
+                    if record.generation == generation and record.target_status is TargetStatus.DEPLOYED:
+                        self._delivered.add(record.id)
 
     def _index(self, record: DeploymentRecord) -> None:
         if record.id not in self._ours:
@@ -45,6 +53,10 @@ class Ledger:
     def find(self, device: str, release_sha256: str) -> DeploymentRecord | None:
         """This generation's deployment of ``release_sha256`` to ``device``, if there is one."""
         return self._current.get((device, release_sha256))
+
+    def delivered(self, record: DeploymentRecord) -> bool:
+        """True when a published bundle already told the robot to run ``record`` (see above)."""
+        return record.id in self._delivered
 
     def ours(self) -> list[DeploymentRecord]:
         """This rollout's records (every generation), in a stable order (by id)."""

@@ -9,9 +9,10 @@
   when selection skips everyone and membership is frozen instead.
 * **Deadlines**: any unfinished record past its deadline fails as ``timed_out`` whatever the phase,
   so nothing hangs forever.
-* **Switches** (``paused``, ``aborted`` on main): abort is final for the generation — queued
-  records (and blue/green robots waiting for the switch) are archived, in-flight ones finish;
-  an automatic rollback in progress is finished first. Pause stops dispatch and promotion until
+* **Switches** (``paused``, ``aborted`` on main): abort is final for the generation — records the
+  robot has not started are archived (:func:`~controller.engine.dispatch.cancel_reason`: those
+  a bundle already delivered stay open to a late report of what the robot did), in-flight ones
+  finish; an automatic rollback in progress is finished first. Pause stops dispatch and promotion until
   unpaused. A halted, completed or aborted rollout ignores pause; only a new generation starts
   it again. A phase the reconcile loop set itself (``stalled``, ``removed``) is re-derived.
 No I/O, no clock: everything comes from the :class:`~controller.engine.inputs.EngineInput`.
@@ -20,12 +21,12 @@ No I/O, no clock: everything comes from the :class:`~controller.engine.inputs.En
 from __future__ import annotations
 
 from controller.audit.events import AuditKind
-from controller.engine.dispatch import waiting_for_switch
+from controller.engine.dispatch import cancel_reason
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal
 from controller.engine.ledger import Ledger
 from controller.engine.reasons import EngineReason
-from controller.records.model import Action, Activity, RecordReason, is_terminal
+from controller.records.model import Action, RecordReason, is_terminal
 from controller.records.transitions import archive, time_out
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.layout import release_path
@@ -124,10 +125,9 @@ def apply_switches(inp: EngineInput, state: RolloutState, ledger: Ledger, journa
         return state
     if inp.rollout.aborted and phase is not RolloutPhase.ROLLING_BACK:
         for record in list(ledger.current()):
-            if record.action is Action.ROLLBACK or is_terminal(record):
-                continue
-            if record.activity is Activity.QUEUED or waiting_for_switch(record):
-                ledger.put(archive(record, inp.now, RecordReason.ABORTED))
+            why = cancel_reason(ledger, record)
+            if why is not None:
+                ledger.put(archive(record, inp.now, why))
         journal.emit(AuditKind.ROLLOUT_ABORTED, reason=EngineReason.ABORTED.value, phase=phase.value)
         return state.model_copy(update={"phase": RolloutPhase.ABORTED, "reason": EngineReason.ABORTED.value})
     if phase in _OUT_OF_REACH:

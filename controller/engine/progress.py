@@ -11,7 +11,8 @@ The first wave that has not passed is the *active* one. Each tick, in order:
    once, so one tick can pass several waves.
 3. Dispatch due robots (:mod:`controller.engine.dispatch`); robots held by a window or the rate
    limit make the active wave ``waiting`` with the hold reasons, else it is ``running``.
-4. Halted with auto-rollback: create rollback records as the failed wave's robots finish
+4. Halted with auto-rollback: create rollback records for the failed wave's robots that may run
+   the release — at once for those whose bundle held it, else as they finish
    (:mod:`controller.engine.rollback`); when none is in flight any more the rollout is ``halted``.
 5. Every wave passed and every robot's deployment finished → ``completed``. A completed rollout
    still dispatches robots that join its cohorts later.
@@ -28,13 +29,13 @@ from datetime import timedelta
 
 from controller.audit.events import AuditKind
 from controller.engine import gates, lifecycle
-from controller.engine.dispatch import dispatch, waiting_for_switch
+from controller.engine.dispatch import cancel_reason, dispatch
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal, counts_data
 from controller.engine.ledger import Ledger
 from controller.engine.reasons import EngineReason, HoldReason, hold_text
 from controller.engine.rollback import Previous, roll_back, rollback_counts, rollback_finished
-from controller.records.model import Action, Activity, Connectivity, RecordReason, connectivity, is_terminal
+from controller.records.model import Connectivity, RecordReason, connectivity, is_terminal
 from controller.records.transitions import archive
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.models.rollout import FailureThreshold
@@ -225,11 +226,6 @@ def _fail(tick: Tick, position: int) -> None:
         threshold_percent=threshold.percent,
         extra=counts_data(wave.counts),
     )
-    # Halted: nothing new starts. Robots that have not picked their deployment up never will.
-    for record in list(tick.ledger.current()):
-        waiting = record.activity is Activity.QUEUED or waiting_for_switch(record)
-        if record.action is not Action.ROLLBACK and not is_terminal(record) and waiting:
-            tick.ledger.put(archive(record, now, RecordReason.ABORTED))
     if not inp.rollout.auto_rollback:
         rollback = EngineReason.ROLLBACK_DISABLED.value
     elif tick.previous() is None:
@@ -237,6 +233,16 @@ def _fail(tick: Tick, position: int) -> None:
     else:
         rollback = EngineReason.ROLLBACK_STARTED.value
     rolling_back = rollback == EngineReason.ROLLBACK_STARTED.value
+    # Halted: nothing new starts, so what robots have not started is retired. In the wave being
+    # rolled back, robots whose bundle already held the release get their rollback this same tick
+    # instead (_roll_back): they may have installed it, their report not in yet.
+    to_roll_back = frozenset(plan.devices) if rolling_back else frozenset()
+    for record in list(tick.ledger.current()):
+        why = cancel_reason(tick.ledger, record)
+        if why is RecordReason.ABORTED_AFTER_DELIVERY and record.device in to_roll_back:
+            continue
+        if why is not None:
+            tick.ledger.put(archive(record, now, why))
     tick.phase = RolloutPhase.ROLLING_BACK if rolling_back else RolloutPhase.HALTED
     tick.reason = crossed
     tick.journal.emit(AuditKind.ROLLOUT_HALTED, reason=crossed, wave=wave.index, rollback=rollback)

@@ -1,11 +1,19 @@
 """Automatic rollback of a failed wave: who got the new version, and their rollback records (pure).
 
 When a wave crosses its failure threshold (and ``auto_rollback`` is on and the previous release is
-known), every robot of that wave that *switched* to the new version — deployed, or failed after it
-began applying it — gets a ``rollback`` deployment of the previous release. Robots whose agent
-already rolled itself back, and robots that never switched (still downloading, or a blue/green
-robot that only staged), need none. A robot still in flight when the wave failed is judged when
-its deployment ends (or times out), so the rollback set can grow over several ticks.
+known), every robot of that wave that *may run* the new version gets a ``rollback`` deployment of
+the previous release (:func:`needs_rollback`):
+
+* it switched — deployed, or failed after it began applying it;
+* its bundle told it to run the release and it has not said a word since (queued, or staged with
+  the switch ordered): its report may simply not be in yet, so it gets the rollback at once. For
+  a robot still on the previous release that deployment is a no-op: the agent adopts a desired
+  version it already runs. Its own deployment is archived, open to a late report;
+* it was told to run the release and timed out: silence says nothing about what it runs.
+
+Robots whose agent already rolled itself back, robots that failed before switching, and blue/green
+robots that only staged need none. A robot still working when the wave failed is judged when its
+deployment ends (or times out), so the rollback set can grow over several ticks.
 
 Rollback ids are deterministic like every deployment's — (rollout, generation, device, previous
 release digest) — so replays create nothing twice. The superseded deployment is archived, which
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.engine.dispatch import unstarted
 from controller.engine.inputs import EngineInput, device_timeout
 from controller.engine.ledger import Ledger
 from controller.records.model import (
@@ -59,6 +68,15 @@ def switched(record: DeploymentRecord) -> bool:
     return any(event.activity in _SWITCHED for event in events)
 
 
+def needs_rollback(record: DeploymentRecord, delivered: bool) -> bool:
+    """True when the robot may run ``record``'s release; ``delivered``: a bundle told it to."""
+    if record.activity is Activity.ROLLED_BACK:
+        return False  # the agent restored the previous release itself
+    if not is_terminal(record):
+        return delivered and unstarted(record)
+    return switched(record) or (delivered and record.reason == RecordReason.TIMED_OUT.value)
+
+
 def roll_back(
     inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous, done: frozenset[str]
 ) -> list[DeploymentRecord]:
@@ -66,7 +84,7 @@ def roll_back(
     created: list[DeploymentRecord] = []
     for device in wave.devices:
         deployed = ledger.find(device, inp.release_sha256)
-        if deployed is None or not is_terminal(deployed) or not switched(deployed):
+        if deployed is None or not needs_rollback(deployed, ledger.delivered(deployed)):
             continue
         if device in done or ledger.find(device, previous.release_sha256) is not None:
             continue

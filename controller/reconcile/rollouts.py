@@ -19,8 +19,16 @@ from fleetcd.layout import release_path
 from fleetcd.loading.fleetspec import FleetSpec, RolloutEntry
 from fleetcd.models import Device, Fleet
 from fleetcd.models.base import MaintenanceWindow
-from fleetcd.planning.selection import cohort_members, device_stages, resolve_targets, rollout_stage
-from fleetcd.planning.waves import effective_strategy, plan_waves
+from fleetcd.models.release import Release
+from fleetcd.models.rollout import Rollout
+from fleetcd.planning.selection import (
+    Selection,
+    cohort_members,
+    device_stages,
+    resolve_targets,
+    rollout_stage,
+)
+from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.policy import Verifier, check_approvals
 
@@ -66,17 +74,7 @@ def advance_rollout(
     sha = hashlib.sha256(release.doc.raw).hexdigest()
     current = Generation(state.generation, state.generation_fingerprint) if state is not None else None
     generation = rollout_generation(entry.doc.data, sha, current)
-    cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
-    # Planned as if running: the engine freezes membership itself while paused or aborted.
-    running = rollout.model_copy(update={"paused": False, "aborted": False})
-    selection = resolve_targets(running, release.doc.model, ctx.devices, cohorts)
-    planned = plan_waves(
-        rollout.name,
-        effective_strategy(rollout, ctx.fleet),
-        selection.eligible,
-        selection.cohorts_of,
-        ctx.members,
-    )
+    selection, planned = plan_rollout(ctx, rollout, release.doc.model)
     output = advance(
         EngineInput(
             rollout=rollout,
@@ -105,6 +103,26 @@ def advance_rollout(
     if new_state != output.state:
         output = EngineOutput(new_state, output.records, output.events)
     return output
+
+
+def plan_rollout(
+    ctx: FleetContext, rollout: Rollout, release: Release
+) -> tuple[Selection, list[PlannedWave]]:
+    """Who ``rollout`` targets and its waves with their gates (receipts quote the same gates).
+
+    Planned as if running: the engine freezes membership itself while paused or aborted.
+    """
+    cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
+    running = rollout.model_copy(update={"paused": False, "aborted": False})
+    selection = resolve_targets(running, release, ctx.devices, cohorts)
+    planned = plan_waves(
+        rollout.name,
+        effective_strategy(rollout, ctx.fleet),
+        selection.eligible,
+        selection.cohorts_of,
+        ctx.members,
+    )
+    return selection, planned
 
 
 def remember_release(known: Mapping[str, str], sha: str, commit: str) -> dict[str, str]:

@@ -101,7 +101,10 @@ class RecordReason(StrEnum):
     TIMED_OUT = "timed_out"
     SUPERSEDED = "superseded"  # a new generation of the rollout replaced it
     UNTARGETED = "untargeted"  # the robot left the rollout's targets
-    ABORTED = "aborted"
+    ABORTED = "aborted"  # halt or abort retired it before the robot was told to run it
+    # Halt or abort retired it while the robot held it in its bundle: the robot may have run it
+    # before it saw the cancellation, so its outcome stays open to a late final report.
+    ABORTED_AFTER_DELIVERY = "aborted_after_delivery"
 
 
 # Outcomes the robot cannot undo by reporting again (one-time use). ``archived`` is final as well.

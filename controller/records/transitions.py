@@ -12,6 +12,12 @@ Two sources of change, two policies:
   target is not archived, are ignored); a terminal record is one-time use — it never goes back to
   work, so a late ``downloading`` after ``deployed``, or a ``deployed`` after a timeout, is ignored.
   The one sideways move allowed is ``deployed`` ⇄ ``drifted`` (an observation, not a re-run).
+  A record the controller *cancelled* (archived before its outcome was known: a halt, an abort,
+  a robot leaving the targets) still takes one late *final* report — deployed, drifted, failed,
+  rolled back. The robot may have finished it before it saw the cancellation, and what a robot
+  did is a fact the records, the audit and the receipt must show, or a robot that switched would
+  be recorded as one that never ran the release. The target stays ``archived``: the record does
+  not go back to work and never returns to a bundle.
   Re-reading the same status (same activity and error) changes nothing, so an idle fleet does not
   rewrite its records on every reconcile.
 * **The controller's own plan** moves ``target_status``, one way only: staged → deployed →
@@ -49,10 +55,11 @@ class IgnoredReport(StrEnum):
     NOT_REPORTABLE = "not_reportable"  # ``queued``: only the controller queues
     NOT_REQUESTED = "not_requested"  # removing/archived while the controller still wants it
     FINISHED = "finished"  # terminal: deployments are one-time use
-    RETIRED = "retired"  # archived: only removal may still be reported
+    RETIRED = "retired"  # archived: only removal (or a cancelled record's outcome) may be reported
 
 
 _OBSERVED_SUCCESS = frozenset({Activity.DEPLOYED, Activity.DRIFTED})
+_FINAL_OUTCOMES = frozenset({Activity.DEPLOYED, Activity.DRIFTED, Activity.FAILED, Activity.ROLLED_BACK})
 _REMOVAL = frozenset({Activity.REMOVING, Activity.ARCHIVED})
 
 
@@ -116,7 +123,9 @@ def judge_report(record: DeploymentRecord, activity: str, error: str) -> Ignored
         deferral = record.activity is Activity.QUEUED and reported_error is ErrorStatus.RETRYING
         return None if deferral else IgnoredReport.NOT_REPORTABLE
     if record.activity is Activity.ARCHIVED:
-        return IgnoredReport.RETIRED
+        # Cancelled before its outcome was known: the robot's late final word is still the truth.
+        final = reported in _FINAL_OUTCOMES or reported_error is ErrorStatus.FAILED
+        return None if final and reported not in _REMOVAL else IgnoredReport.RETIRED
     if record.target_status is TargetStatus.ARCHIVED:
         return None if reported in _REMOVAL else IgnoredReport.RETIRED
     if reported in _REMOVAL:
