@@ -34,7 +34,7 @@ def load_config(path: Path) -> AgentConfig:
         raw = path.read_bytes()
     except OSError as exc:
         raise SetupError(f"{path}: cannot read the agent configuration: {exc.strerror or exc}") from exc
-    return load_document(str(path), raw, AgentConfig).model
+    return load_document(str(path), raw, AgentConfig, schema=False).model  # the model is the schema's source
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

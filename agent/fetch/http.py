@@ -26,11 +26,9 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
-
-import requests
-import urllib3.exceptions
 
 from agent.errors import (
     DeadlineExceeded,
@@ -42,6 +40,9 @@ from agent.errors import (
 )
 from agent.fetch import DownloadSettings, partial_path
 from agent.state.atomic import NO_SPACE_ERRNOS, fsync_dir
+
+if TYPE_CHECKING:
+    import requests
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -96,6 +97,10 @@ def _fetch_http(
     headers = {"Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
+    # Imported on the first download, not with the module: requests is ~6 MB of resident memory that
+    # an agent with nothing to download never needs (bench/agent_rss.py).
+    import requests
+
     read_timeout = min(settings.read_timeout_seconds, max(deadline - time.monotonic(), 0.1))
     own = session is None
     client = requests.Session() if session is None else session
@@ -144,6 +149,9 @@ def _resume_offset(url: str, response: requests.Response, part: Path, start: int
 
 
 def _body_chunks(url: str, response: requests.Response, chunk_bytes: int, deadline: float) -> Iterator[bytes]:
+    import requests
+    import urllib3.exceptions
+
     while True:
         try:
             chunk = response.raw.read1(chunk_bytes, decode_content=False)

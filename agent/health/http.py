@@ -11,13 +11,13 @@ One GET, one status code. The probe talks to the robot's own app, so:
 
 from __future__ import annotations
 
-import requests
-
 from fleetcd.errors import TransportError
 
 
 def get_status(url: str, *, timeout_seconds: float) -> int:
     """The HTTP status ``url`` answers with; :class:`TransportError` naming the URL when none came."""
+    import requests  # here: a robot whose releases probe nothing over HTTP never pays for it
+
     with requests.Session() as session:
         session.trust_env = False
         try:

@@ -13,12 +13,13 @@ import sys
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema_rs
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from fleetcd.models import DOCUMENT_KINDS
+
+if TYPE_CHECKING:
+    import jsonschema_rs
+    from jsonschema import Draft202012Validator
 
 SCHEMA_BASE_URL = "https://fleetcd.dev/schemas/v1"
 SCHEMA_VERSION_DIR = "v1"
@@ -67,12 +68,16 @@ def shipped_schema_text(kind: str) -> str:
 @cache
 def validator_for(kind: str) -> Draft202012Validator:
     """The explaining validator for one kind: rich error objects for file:line:field messages."""
+    from jsonschema import Draft202012Validator  # only for a document that failed: it is heavy
+
     return Draft202012Validator(generate_schema(kind))
 
 
 @cache
 def fast_validator_for(kind: str) -> jsonschema_rs.Draft202012Validator:
     """The checking validator for one kind: compiled, run on every document (same schema)."""
+    import jsonschema_rs  # here, not at the top: robots load documents without it (load_document)
+
     return jsonschema_rs.Draft202012Validator(generate_schema(kind))
 
 

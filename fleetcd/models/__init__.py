@@ -12,7 +12,8 @@ from fleetcd.models.fleet import Fleet
 from fleetcd.models.release import Release
 from fleetcd.models.rollout import Rollout
 
-DOCUMENT_KINDS: dict[str, type[Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig]] = {
+DocumentModel = Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig
+DOCUMENT_KINDS: dict[str, type[DocumentModel]] = {
     "Fleet": Fleet,
     "Device": Device,
     "Cohort": Cohort,
@@ -23,9 +24,9 @@ DOCUMENT_KINDS: dict[str, type[Fleet | Device | Cohort | Release | Rollout | Con
 }
 
 __all__ = [
-    "AgentConfig",
     "API_VERSION_V1",
     "DOCUMENT_KINDS",
+    "AgentConfig",
     "Cohort",
     "ConfigInstance",
     "Device",
