@@ -1,16 +1,20 @@
 """The agent benchmarks still run: each at a tiny size, writing the result keys the issue note quotes.
 
-Speed is never asserted here (the benchmarks report it); only that the poll really is a no-op poll of
-the robot's own ref on controller-written state, measured for both the agent and ``git fetch``.
+Speed and memory are never asserted here (the benchmarks report them); only that the poll really is
+a no-op poll of the robot's own ref on controller-written state, measured for both the agent and
+``git fetch``, that the RSS bench measures a real daemon that updates and then idles, and that the
+agent does not import at start what only some cycles need (what the RSS bench found costly).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_bench_smoke import run_bench
+from tests.test_bench_smoke import REPO, run_bench
 
 
 @pytest.mark.slow
@@ -26,3 +30,33 @@ def test_poll_bench_measures_bytes_and_cpu_of_agent_and_git_fetch(tmp_path: Path
         assert by_method["git_fetch"]["median_cpu_s"] > 0
     assert set(result["cpu_ratio_vs_git_fetch"]) == {"3", "25"}
     assert "goal_met" in result
+
+
+@pytest.mark.slow
+def test_rss_bench_measures_a_real_agent_daemon_updating_and_idle(tmp_path: Path, gpg_available: str) -> None:
+    result = run_bench("agent_rss", tmp_path, "--cycles", "3")
+
+    for run in ("updating", "idle"):
+        measured = result[run]
+        assert measured["cycles"] >= 3
+        assert measured["vmhwm_bytes"] >= measured["vmrss_bytes"] > 0
+        assert measured["rssanon_bytes"] > 0 and measured["rssfile_bytes"] > 0
+        assert measured["exit_code_after_sigterm"] == 0  # SIGTERM stops `run` cleanly
+        assert measured["running_version"] == "1.1.0"
+    assert result["updating"]["upgraded_at_cycle"] is not None
+    assert result["agent_peak_vmhwm_bytes"] == max(result[r]["vmhwm_bytes"] for r in ("updating", "idle"))
+    assert result["python_bare_vmhwm_bytes"] > 0 and result["agent_cli_imported_vmhwm_bytes"] > 0
+    assert "goal_met" in result
+
+
+IDLE_NEVER_IMPORTS = ("requests", "jsonschema", "docker", "watchfiles")
+
+
+def test_the_agent_daemon_imports_no_library_that_only_an_update_or_a_bad_document_needs() -> None:
+    """bench/agent_rss.py: these cost a robot ~9 MB resident; they load when a cycle needs them."""
+    code = f"import sys, agent.cli; print([m for m in {IDLE_NEVER_IMPORTS!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert done.stdout.strip() == "[]"
