@@ -117,7 +117,7 @@ def _reparse(files: DesiredFiles, trust: TrustState) -> VerifiedBundle:
     releases: dict[str, Release] = {}
     for d in bundle.deployments:
         raw = base64.b64decode(d.release_b64)
-        releases[d.deployment_id] = load_document(d.release_path, raw, Release).model
+        releases[d.deployment_id] = load_document(d.release_path, raw, Release, schema=False).model
     return VerifiedBundle(
         bundle=bundle,
         root=SignedRoot.model_validate_json(files.root),
