@@ -7,20 +7,28 @@ bundle deploying the navigator release (:func:`controller.delivery.bundle_for`).
 commit per robot, every ref moved in one transaction) versus ``git fast-import`` writing the same
 blobs, trees and commits — its stream is made from the bytes the controller wrote, so the commit
 ids come out identical (checked) — followed by ``git update-ref --stdin`` creating the same refs
-in one transaction. Goal: at most 2x. For context, one run of pushing to an empty bare server: all
-refs as one wildcard refspec, and the first ``--push-refs`` of them the way the controller does
-(:func:`controller.reconcile.source.push_desired`: one refspec per robot, 1,000 per ``git push``;
-its cost per 1,000 refs is what a 10,000-robot fan-out pays ten times).
+in one transaction. Goal: at most 2x.
 
-    python -m bench.controller_fanout [--robots 10000] [--runs 3] [--push-refs 2000] [--no-push]
+Then, one run each, pushing every robot's ref to an empty bare server: plain ``git push`` of one
+wildcard refspec (the floor), then ``git pack-refs --all`` on that server; the controller's
+:func:`controller.reconcile.source.publish` to a local repository (the same wildcard,
+``--atomic`` with the state branch under a lease, then ``git pack-refs --all`` on the server);
+and ``publish`` over ``git://`` (a ``git daemon`` on loopback), where libgit2 pushes explicit
+refspecs in one push — the path every non-local URL takes.
+
+    python -m bench.controller_fanout [--robots 10000] [--runs 3] [--no-push]
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +38,11 @@ from bench import fleetgen
 from bench.common import base_parser, table, write_results
 from bench.controller_world import RELEASES, SERIAL, START, controller_write, make_bundles
 from controller.delivery import CONTROLLER_IDENTITY, delivery_ref
-from controller.reconcile.source import Source, push_desired
+from controller.reconcile.source import Source, publish
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
 from fleetcd.git import refs
-from fleetcd.git.objects import list_refs, read_blob
+from fleetcd.git.objects import commit, list_refs, read_blob, ref_target, write_tree
+from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.trust.gpg import Signer
 
 NAME = "controller_fanout"
@@ -98,31 +107,61 @@ def git_write(path: Path, stream: bytes, marks: dict[int, str]) -> tuple[float, 
     return time.perf_counter() - start, ids
 
 
-def push_times(repo_path: Path, root: Path, some: int) -> dict[str, float]:
-    """One run each: every desired ref as one wildcard refspec; ``some`` of them as the controller does."""
+def push_times(repo_path: Path, root: Path) -> dict[str, float]:
+    """Seconds to push every desired ref (and a state branch) to an empty server, each way once."""
     repo = pygit2.Repository(str(repo_path))
     desired = list_refs(repo, refs.NAMESPACES_PREFIX)
-    chosen = {ref: desired[ref] for ref in sorted(desired)[:some]}
-    out: dict[str, float] = {"refs": len(desired), "push_desired_refs": len(chosen)}
-    for how in ("git_push_one_wildcard_refspec", "push_desired"):
-        server = root / f"server-{how}.git"
+    state = commit(repo, STATE_BRANCH, write_tree(repo, {}), "bench state", [], CONTROLLER_IDENTITY, START)
+    out: dict[str, float] = {"refs": len(desired)}
+    for how in ("git_push_one_wildcard_refspec", "publish_local", "publish_git_daemon"):
+        server = root / "served" / f"{how}.git"
         subprocess.run(["git", "init", "-q", "--bare", str(server)], check=True)
-        start = time.perf_counter()
-        if how == "push_desired":
-            push_desired(repo, Source(str(server), repo_path), chosen)
-        else:
-            spec = f"+{refs.NAMESPACES_PREFIX}*:{refs.NAMESPACES_PREFIX}*"
-            subprocess.run(["git", "--git-dir", str(repo_path), "push", "-q", str(server), spec], check=True)
-        out[f"{how}_s"] = round(time.perf_counter() - start, 2)
-    out["push_desired_s_per_1000_refs"] = round(out["push_desired_s"] * 1000 / max(len(chosen), 1), 2)
+        with _daemon(root / "served") if how == "publish_git_daemon" else nullcontext(0) as port:
+            start = time.perf_counter()
+            if how == "git_push_one_wildcard_refspec":
+                spec = f"+{refs.NAMESPACES_PREFIX}*:{refs.NAMESPACES_PREFIX}*"
+                subprocess.run(
+                    ["git", "--git-dir", str(repo_path), "push", "-q", str(server), spec], check=True
+                )
+            else:
+                url = f"git://127.0.0.1:{port}/{server.name}" if port else str(server)
+                publish(repo, Source(url, repo_path), state_base=None, desired=desired)
+            out[f"{how}_s"] = round(time.perf_counter() - start, 2)
+        if how == "git_push_one_wildcard_refspec":
+            start = time.perf_counter()
+            subprocess.run(["git", "--git-dir", str(server), "pack-refs", "--all"], check=True)
+            out["git_pack_refs_s"] = round(time.perf_counter() - start, 2)
+        served = pygit2.Repository(str(server))
+        if len(list_refs(served, refs.NAMESPACES_PREFIX)) != len(desired):
+            raise RuntimeError(f"{how}: not every desired ref arrived")
+        if how != "git_push_one_wildcard_refspec" and ref_target(served, STATE_BRANCH) != state:
+            raise RuntimeError(f"{how}: the state branch did not arrive")
     return out
+
+
+@contextmanager
+def _daemon(base: Path) -> Iterator[int]:
+    """``git daemon`` with pushes enabled on a free loopback port, serving ``base``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    argv = ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"]
+    process = subprocess.Popen([*argv, f"--port={port}", f"--base-path={base}", str(base)])
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
     parser.add_argument("--robots", type=int, default=DEFAULT_ROBOTS)
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed writes of each kind")
-    parser.add_argument("--push-refs", type=int, default=2_000, help="refs pushed the controller's way")
     parser.add_argument("--no-push", action="store_true", help="skip the push timings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fleetcd-fanout-") as tmp:
@@ -148,7 +187,7 @@ def main() -> None:
             seconds, ids = git_write(root / f"git-{i}.git", stream, marks)
             git_s.append(seconds)
             same = same and ids == written
-        pushes = {} if args.no_push else push_times(paths[-1], root, args.push_refs)
+        pushes = {} if args.no_push else push_times(paths[-1], root)
     controller_median = sorted(controller_s)[len(controller_s) // 2]
     git_median = sorted(git_s)[len(git_s) // 2]
     ratio = round(controller_median / git_median, 2)
@@ -173,10 +212,12 @@ def main() -> None:
     ]
     if pushes:
         lines += [
-            f"push to an empty bare server, one run: all {pushes['refs']:.0f} refs as one wildcard refspec "
-            f"{pushes['git_push_one_wildcard_refspec_s']} s; {pushes['push_desired_refs']:.0f} refs the "
-            f"controller's way (push_desired) {pushes['push_desired_s']} s, "
-            f"{pushes['push_desired_s_per_1000_refs']} s per 1,000 refs"
+            f"push of all {pushes['refs']:.0f} refs to an empty bare server (one run): "
+            f"git push, one wildcard refspec {pushes['git_push_one_wildcard_refspec_s']} s "
+            f"(then git pack-refs --all {pushes['git_pack_refs_s']} s); "
+            "controller publish, local (atomic wildcard + state lease + pack-refs) "
+            f"{pushes['publish_local_s']} s; "
+            f"controller publish over git:// (libgit2, explicit refspecs) {pushes['publish_git_daemon_s']} s"
         ]
     payload: dict[str, Any] = {
         "robots": args.robots,

@@ -12,8 +12,9 @@ server (:mod:`bench.controller_world`) and the real ``reconcile_once`` runs, rea
 
 then ``--runs`` more reconciles with nothing new (the clock one second further each time) are timed:
 the no-change reconcile, goal at most 0.5 s at 10,000 robots — once with the server's refs as the
-pushes left them (20,000 loose ref files at 10,000 robots) and once after the server packed them,
-as its ``git gc`` does (the goal is judged on the latter; both are reported). Signatures are
+controller's last push left them (it packs a local server's refs after every push) and once more
+after an explicit ``git pack-refs --all``, as a remote server's scheduled packing would leave them
+(the goal is judged on the latter; both are reported). Signatures are
 counted around every reconcile (goal: one per reconcile that changes desired state, whatever the
 fleet size; none otherwise). For context: the full reconcile path with nothing to do (fetch, verify, validate,
 ingest, plan, deliver: what every tick cost before the idle fast path), the ref listing alone, and
@@ -148,8 +149,8 @@ def run_size(root: Path, robots: int, runs: int, profile: bool) -> dict[str, Any
     world.clock.tick(10)
     steps_done.append(_step(world, "steady"))
     as_pushed = _no_change(world, runs)
-    # A server packs its refs when it runs gc (receive-pack starts `git gc --auto` once robots'
-    # small pushes pile up loose objects); until then 20,000 loose ref files cost every listing.
+    # A remote server packs on its own schedule (docs/git-server.md); loose, 20,000 ref files
+    # would cost every listing.
     subprocess.run(["git", "pack-refs", "--all"], cwd=world.server, check=True)
     out: dict[str, Any] = {
         "robots": robots,
@@ -205,12 +206,12 @@ def main() -> None:
     lines += [
         "",
         f"no-change reconcile, median of {args.runs} (goal <= {GOAL_NO_CHANGE_S} s at {sizes[-1]}); "
-        "server refs as pushed (loose) / after the server packs them (gc)",
+        "server refs as the controller's last push left them / after git pack-refs --all",
     ]
     lines += table(
         [
             "robots",
-            "loose s",
+            "as left s",
             "packed s",
             "idle",
             "signatures",

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Source, fetch_all, open_mirror
+from controller.reconcile.source import Source
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetcd"
@@ -105,22 +105,24 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @repo_option
 @cache_option
+@click.option(
+    "--since-anchor",
+    is_flag=True,
+    help="Check only what was appended since this cache last verified the log (older day files "
+    "are compared by blob id). Default: check every line.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit_verify_command(url: str, cache: Path, as_json: bool) -> int:
+def audit_verify_command(url: str, cache: Path, since_anchor: bool, as_json: bool) -> int:
     """Check every audit line's hash chain. Exit 0 intact, 1 broken (file and line named)."""
-    from controller.audit.chain import verify
-    from controller.reconcile.statebranch import load_state
+    from controller.ops.audit import verify_audit
 
-    source = Source.for_url(url, cache)
-    repo = open_mirror(source)
-    fetch_all(repo, source)
-    report = verify(load_state(repo).audit)
+    verdict = verify_audit(Source.for_url(url, cache), since_anchor=since_anchor)
+    report = verdict.report
     if as_json:
-        click.echo(
-            json.dumps({"ok": True, "lines": report.lines, "head": report.head_hash, "seq": report.last_seq})
-        )
+        out = {"ok": True, "lines": report.lines, "head": report.head_hash, "seq": report.last_seq}
+        click.echo(json.dumps({**out, "since_seq": verdict.since_seq}))
     else:
-        click.echo(
-            f"audit log intact: {report.lines} lines, head {report.head_hash[:16]} (seq {report.last_seq})"
-        )
+        since = f", checked since seq {verdict.since_seq}" if verdict.since_seq is not None else ""
+        head = f"head {report.head_hash[:16]} (seq {report.last_seq})"
+        click.echo(f"audit log intact: {report.lines} lines{since}, {head}")
     return 0

@@ -17,7 +17,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -35,17 +36,18 @@ from controller.reconcile.steps import reconcile_once
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, TrustAnchors
 from fleetcd.desired.verify import verify_bundle
 from fleetcd.git.objects import list_refs, read_blob, ref_target
-from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
+from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from fleetcd.models import Fleet
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import FleetRepoBuilder
 from tests.fleetsim import SimFleet
-from tests.gitrepos import bare_repo
+from tests.gitrepos import GitDaemon, bare_repo
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, START, WAVES, Clock, World
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["desired-written", "desired-pushed", "state-committed", "state-pushed"]
+STEPS = ["desired-written", "state-committed", "state-pushed"]
+IDENTITY = pygit2.Signature("someone", "someone@example.invalid", 1_700_000_000, 0)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,7 @@ def kinds(state: StateSnapshot) -> list[str]:
 
 def crash_main(argv: list[str]) -> None:
     """Subprocess entry: reconcile once and SIGKILL ourselves at checkpoint ``step``."""
-    server, mirror, gnupghome, now, step = argv
+    server, mirror, gnupghome, now, step, notify = argv
     at = datetime.fromisoformat(now)
 
     def checkpoint(name: str) -> None:
@@ -192,7 +194,7 @@ def crash_main(argv: list[str]) -> None:
     settings = ControllerSettings(
         source=Source(server, Path(mirror)),
         gnupghome=Path(gnupghome),
-        notify=False,
+        notify=notify == "notify",
         now=lambda: at,
         checkpoint=checkpoint,
     )
@@ -203,6 +205,7 @@ def crash_main(argv: list[str]) -> None:
 def reconcile_killed_at(settings: ControllerSettings, now: datetime, step: str) -> None:
     script = "import sys; from tests.test_controller_faults import crash_main; crash_main(sys.argv[1:])"
     args = [settings.source.url, str(settings.source.mirror), str(settings.gnupghome), now.isoformat(), step]
+    args.append("notify" if settings.notify else "quiet")
     done = subprocess.run(
         [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -289,7 +292,7 @@ class Agent:
         return self.serial
 
 
-@pytest.mark.parametrize("step", ["desired-written", "desired-pushed", "state-committed"])
+@pytest.mark.parametrize("step", ["desired-written", "state-committed"])
 def test_two_controllers_racing_on_one_repository_end_consistent(
     tmp_path: Path, keys: KeyFactory, step: str
 ) -> None:
@@ -328,31 +331,108 @@ def test_two_controllers_racing_on_one_repository_end_consistent(
     assert world.state().files == state.files
 
 
-class Died(BaseException):
-    """The controller process ends here (nothing after the checkpoint runs, no retry)."""
+@contextmanager
+def served(world: FaultWorld, transport: str) -> Iterator[str]:
+    """The world's server as a local path (git CLI: atomic push) or over ``git://`` (libgit2)."""
+    if transport == "local":
+        yield str(world.server)
+        return
+    with GitDaemon(world.server.parent) as daemon:
+        yield daemon.url(world.server)
 
 
-def test_a_controller_that_dies_after_overwriting_a_rivals_root_is_healed_by_the_next_reconcile(
-    tmp_path: Path, keys: KeyFactory
+@pytest.mark.parametrize("transport", ["local", "git-daemon"])
+def test_a_controller_that_lost_the_race_published_nothing_of_its_attempt(
+    tmp_path: Path, keys: KeyFactory, transport: str
 ) -> None:
     world = make_world(tmp_path, keys)
+    with served(world, transport) as url:
+        world.settings = replace(world.settings, source=Source.for_url(url, tmp_path / "cache-a"))
+        lost_race_publishes_nothing(world, tmp_path)
+
+
+def lost_race_publishes_nothing(world: FaultWorld, tmp_path: Path) -> None:
     agent = Agent(world, "stg-1")
     other = replace(world.settings, source=Source.for_url(world.settings.source.url, tmp_path / "cache-b"))
+    seen: dict[str, dict[str, str]] = {}
 
-    def b_completes_then_a_dies(name: str) -> None:
-        if name == "desired-written":
+    def b_wins_then_a_retries(name: str) -> None:
+        if name == "state-committed" and "b" not in seen:
             world.clock.tick(1)
             reconcile_once(other)
+            seen["b"] = desired_targets(world.server)
             assert agent.poll() == 1
-            world.clock.tick(1)
-        if name == "desired-pushed":
-            raise Died  # A's own serial-1 root is on the server now, B's state says serial 1
+        elif name == "desired-written" and "b" in seen and "retry" not in seen:
+            seen["retry"] = desired_targets(world.server)  # A's first push was refused as a whole
 
-    with pytest.raises(Died):
-        reconcile_once(replace(world.settings, checkpoint=b_completes_then_a_dies))
+    first = reconcile_once(replace(world.settings, checkpoint=b_wins_then_a_retries))
+    assert seen["retry"] == seen["b"], "a rejected push moved some robots' desired state"
+    assert first.events == [] and first.signatures == 0  # the retry found B's decisions on the tip
+    assert agent.poll() == 1
+    assert_no_duplicates(world.state())
+
+
+def test_a_rivals_root_pushed_over_the_published_one_is_replaced_under_a_new_serial(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """Where pushes are not atomic (libgit2's transports), a controller that lost the state-branch
+    race may still have moved robots' refs: another root under a serial the state branch vouches
+    for. The next reconcile signs a fresh serial, so no robot keeps either."""
+    world = make_world(tmp_path, keys)
+    rival = copy_world(world, tmp_path / "rival")
+    agent = Agent(world, "stg-1")
+    world.reconcile()
+    assert agent.poll() == 1
+    world.clock.tick(1)
+    reconcile_once(rival)  # its own serial-1 root, signed a second later
+    spec = f"+{NAMESPACES_PREFIX}*:{NAMESPACES_PREFIX}*"
+    subprocess.run(["git", "--git-dir", rival.source.url, "push", "-q", str(world.server), spec], check=True)
+    assert desired_targets(world.server) == desired_targets(Path(rival.source.url))
+
     world.clock.tick(30)
-    healed = reconcile_once(other)
+    healed = reconcile_once(world.settings)
     assert healed.signatures == 1
     assert agent.poll() == 2
     assert world.state().meta.serial == 2
     assert_no_duplicates(world.state())
+
+
+def test_the_fan_out_push_leaves_robots_status_refs_and_foreign_refs_alone(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The desired-state wildcard covers only what the controller writes: a robot reporting while
+    the controller pushes keeps its report, and a ref someone else put under a robot's namespace
+    is neither pushed back nor overwritten."""
+    world = make_world(tmp_path, keys)
+    to_canary_wave(world)  # the next reconcile moves every robot's desired state
+    server = pygit2.Repository(str(world.server))
+    main = ref_target(server, "refs/heads/main")
+    assert main is not None
+    foreign = f"{NAMESPACES_PREFIX}stg-1/refs/heads/notes"
+    server.references.create(foreign, main)
+    moved: dict[str, str] = {}
+
+    def robot_reports_meanwhile(name: str) -> None:
+        if name == "state-committed" and not moved:
+            world.report_all(STAGING, "deployed")  # a newer report of the same
+            report = ref_target(server, status_ref("stg-1"))
+            assert report is not None
+            moved["report"] = str(report)
+            empty = server.create_commit(None, IDENTITY, IDENTITY, "notes", server.TreeBuilder().write(), [])
+            server.references.create(foreign, empty, force=True)
+            moved["foreign"] = str(empty)
+
+    assert reconcile_once(replace(world.settings, checkpoint=robot_reports_meanwhile)).desired_refs > 0
+    assert str(ref_target(server, status_ref("stg-1"))) == moved["report"]
+    assert str(ref_target(server, foreign)) == moved["foreign"]
+    assert foreign not in list_refs(open_mirror(world.settings.source), NAMESPACES_PREFIX)
+
+
+def test_the_servers_refs_are_packed_after_a_fan_out(tmp_path: Path, keys: KeyFactory) -> None:
+    world = make_world(tmp_path, keys)
+    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION)
+
+    loose = [p for p in (world.server / "refs").rglob("*") if p.is_file()]
+    packed = (world.server / "packed-refs").read_text()
+    assert loose == []
+    assert f"{delivery_ref('stg-1', namespaces=True)}\n" in packed and f"{STATE_BRANCH}\n" in packed

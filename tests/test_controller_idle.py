@@ -30,7 +30,7 @@ from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, Rolling, Strate
 from fleetcd.planning.waves import plan_waves
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import FaultWorld, make_world
+from tests.test_controller_faults import FaultWorld, assert_no_duplicates, audit_lines, make_world
 from tests.test_controller_scenario import STAGING
 
 SOAK = timedelta(seconds=60)  # the scenario's waves soak 60 s
@@ -247,3 +247,37 @@ def test_the_soak_the_horizon_assumes_is_the_one_the_planner_plans(strategy: Str
     for wave in plan_waves("nav", strategy, devices, {}, {}):
         if wave.soak_seconds:  # only a wave with a soak can be soaking
             assert soak_seconds(strategy, wave.index) == wave.soak_seconds
+
+
+def test_a_stalled_main_takes_the_fast_path_and_is_audited_once(tmp_path: Path, keys: KeyFactory) -> None:
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    world.fleet.file("cohorts/broken.yaml", "apiVersion: fleetcd.dev/v1\nkind: Cohort\nname: [\n")
+    world.merge("a cohort that does not parse")
+    world.clock.tick(5)
+    stalled = reconcile_once(world.settings)
+    assert stalled.stalled is not None and "cohorts/broken.yaml" in stalled.stalled
+    assert not stalled.idle and [e.kind.value for e in stalled.events] == ["stalled"]
+
+    world.clock.tick(5)
+    again = reconcile_once(world.settings)
+    assert (again.idle, again.stalled, again.state_commit, again.events) == (True, stalled.stalled, None, [])
+    world.report_all(STAGING, "deployed")  # not ingested while main stalls: no reason to look
+    world.clock.tick(5)
+    assert reconcile_once(world.settings).idle
+
+    for _ in range(3):  # the full path every FULL_RECONCILE_EVERY, also past midnight: logged once
+        world.clock.tick(FULL_RECONCILE_EVERY.total_seconds() + 8 * 3600)
+        late = reconcile_once(world.settings)
+        assert not late.idle and late.stalled == stalled.stalled and late.events == []
+    state = world.state()
+    assert [line["event"]["kind"] for line in audit_lines(state)].count("stalled") == 1
+    assert_no_duplicates(state)
+
+    world.fleet.remove("cohorts/broken.yaml")
+    world.merge("fixed")
+    world.clock.tick(5)
+    fixed = reconcile_once(world.settings)
+    assert fixed.stalled is None and not fixed.idle
+    assert world.state().meta.stalled_commit is None
+    assert world.wave("staging") is WavePhase.SOAKING  # the reports waited, and count now

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -19,11 +20,12 @@ import yaml
 from controller.audit.chain import verify
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source, fetch_all, open_mirror
-from controller.reconcile.statebranch import load_state
+from controller.reconcile.statebranch import StateSnapshot, load_state
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.desired import TrustAnchors
 from fleetcd.models import Fleet
+from fleetcd.reports import DeploymentReport
 from tests.fleetrepo import FleetRepoBuilder
 from tests.fleetsim import SimFleet
 from tests.gitrepos import bare_repo
@@ -64,7 +66,7 @@ class World:
         self.fleet.commit(message)
         self.fleet.git("push", "-q", str(self.server), "main")
 
-    def state(self):  # type: ignore[no-untyped-def]
+    def state(self) -> StateSnapshot:
         repo = open_mirror(self.settings.source)
         fetch_all(repo, self.settings.source)
         return load_state(repo)
@@ -123,6 +125,30 @@ def world(tmp_path: Path, keys: KeyFactory) -> World:
     return world
 
 
+def late_success(world: World, device: str, deployment_id: str, version: str) -> None:
+    """A robot's report of a deployment it finished although its newer bundle no longer names it."""
+    world.sim.robots[device].reports["nav"] = DeploymentReport(
+        deployment_id=deployment_id,
+        app="nav",
+        version=version,
+        activity="deployed",
+        updated_at=world.clock.now,
+    )
+    world.sim.push_report(device, world.clock.now)
+
+
+def assert_gate_numbers(receipt: dict[str, Any], page: str) -> None:
+    """Every wave of the receipt quotes its gate settings next to the observed numbers."""
+    gates = {w["name"]: w for w in receipt["waves"]}
+    assert [gates[w["name"]]["soak_seconds"] for w in WAVES] == [60, 60, 60]
+    assert gates["canary"]["failure_threshold"]["count"] == 0
+    for gate in gates.values():
+        assert gate["min_reported_percent"] is not None and gate["failure_threshold"] is not None
+    canary = next(line for line in page.splitlines() if line.startswith("| 1 | canary |"))
+    cells = [c.strip() for c in canary.strip("|").split("|")]
+    assert cells[9:12] == [f"{gates['canary']['min_reported_percent']:g}%", "> 0 robots", "60"]
+
+
 def pass_wave(world: World, devices: list[str], name: str) -> None:
     world.report_all(devices, "deployed")
     world.clock.tick(10)
@@ -148,6 +174,7 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     approvers = {a["name"] for a in receipt["approvals"]}
     assert approvers == {"alice", "bob"}
     assert "receipts/nav/1.yaml.asc" in state.files
+    assert_gate_numbers(receipt, state.files["receipts/nav/1.md"].decode())
 
     # A second release whose canary fails: halt and roll the canary back to 1.0.0.
     world.fleet.release("nav", "1.1.0")
@@ -162,15 +189,25 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     world.reconcile()
     assert world.state().rollouts["nav"].generation == 2
     pass_wave(world, STAGING, "staging")
+    # can-3 fetched its bundle and is installing 1.1.0; its report is not in when the canary fails.
+    (picked_up,) = world.sim.bundle("can-3", world.clock.now).deployments
     world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="health probe failed")
-    world.report_all(["can-2", "can-3"], "deployed")
+    world.report_all(["can-2"], "deployed")
     world.clock.tick(10)
     world.reconcile()
     assert world.wave("canary") is WavePhase.FAILED
     assert world.state().rollouts["nav"].phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.HALTED)
-    (deployment,) = world.sim.bundle("can-2", world.clock.now).deployments
-    assert (deployment.action, deployment.version) == ("rollback", "1.0.0")
+    for device in ("can-2", "can-3"):
+        (deployment,) = world.sim.bundle(device, world.clock.now).deployments
+        assert (device, deployment.action, deployment.version) == (device, "rollback", "1.0.0")
     assert world.sim.bundle("prod-1", world.clock.now).deployments[0].version == "1.0.0"
+
+    # can-3's late report of what it did before it saw the rollback still reaches its record.
+    late_success(world, "can-3", picked_up.deployment_id, "1.1.0")
+    world.clock.tick(10)
+    world.reconcile()
+    (record,) = [r for r in world.state().devices["can-3"].records if r.id == picked_up.deployment_id]
+    assert (record.activity.value, record.target_status.value) == ("deployed", "archived")
 
     world.report_all(["can-2", "can-3"], "deployed")
     world.clock.tick(10)
@@ -181,7 +218,11 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     assert any('"rollout_halted"' in line for line in kinds)
     assert any('"rollback"' in line for line in kinds)
     assert verify(state.audit).lines == len(kinds)
-    assert "receipts/nav/2.yaml" in state.files
+    receipt = yaml.safe_load(state.files["receipts/nav/2.yaml"])
+    assert_gate_numbers(receipt, state.files["receipts/nav/2.md"].decode())
+    robots = {d["device"]: d for d in receipt["devices"]}
+    assert (robots["can-3"]["outcome"], robots["can-3"]["rollback"]["outcome"]) == ("succeeded", "succeeded")
+    assert robots["can-3"]["running_version"] == "1.0.0"
 
 
 def test_a_replayed_reconcile_writes_nothing_new(world: World) -> None:

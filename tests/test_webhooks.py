@@ -140,6 +140,7 @@ def test_delivery_posts_the_event_with_an_idempotency_key(receiver: HookReceiver
     assert json.loads(seen.body) == {
         "format": "fleetcd.dev/webhook/v1",
         "fleet": "demo",
+        "id": event_key(halted),  # what receivers dedupe by: deliveries are at least once
         "event": halted.as_json(),
     }
 

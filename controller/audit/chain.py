@@ -141,6 +141,17 @@ def append(existing_lines: Mapping[str, bytes], events: Sequence[AuditEvent]) ->
     return {path: existing_lines.get(path, b"") + b"".join(lines) for path, lines in added.items()}
 
 
+def added_keys(existing: Mapping[str, bytes], appended: Mapping[str, bytes]) -> set[str]:
+    """Event keys of the lines :func:`append` added: ``appended`` is what it returned for ``existing``."""
+    keys: set[str] = set()
+    for path, data in appended.items():
+        for line in data[len(existing.get(path, b"")) :].splitlines():
+            match = _LINE_HEAD.match(line)
+            if match is not None:
+                keys.add(match[3].decode())
+    return keys
+
+
 def _parse(path: str, number: int, line: bytes) -> tuple[int, str, str, dict[str, Any]]:
     """(seq, prev, key, event) of a line that is in its one canonical byte form."""
     try:
@@ -187,16 +198,23 @@ def _seq_problem(
     return f"{missing} missing: lines were removed"
 
 
-def verify(files: Mapping[str, bytes], *, anchor: tuple[int, str] | None = None) -> ChainReport:
+def verify(
+    files: Mapping[str, bytes],
+    *,
+    anchor: tuple[int, str] | None = None,
+    start: tuple[int, str] = (0, GENESIS),
+) -> ChainReport:
     """Check the whole log in ``files`` (other paths are ignored); raise at the first broken link.
 
     ``anchor`` is a (seq, line hash) recorded outside the log (e.g. in the last state commit): the
     chain must reach that seq with that hash, which catches lines or day files cut from the end.
+    ``start`` is the (seq, line hash) the first given day file continues from: verifying only the
+    newer day files of a log whose older ones were verified before (``audit verify --since-anchor``).
     """
     stray = sorted(p for p in files if p.startswith(AUDIT_DIR) and not DAY_PATH.fullmatch(p))
     if stray:
         raise AuditChainBroken(stray[0], None, "not an audit day file (audit/YYYY/MM/DD.jsonl)")
-    seq, prev, count = 0, GENESIS, 0
+    (seq, prev), count = start, 0
     previous_file: str | None = None
     paths = _day_files(files)
     for path in paths:

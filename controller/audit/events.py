@@ -41,6 +41,7 @@ class AuditKind(StrEnum):
     STALLED = "stalled"  # invalid content: nothing applied until a new commit; ``reason`` says why
     HISTORY_REWRITTEN = "history_rewritten"
     RECONCILE = "reconcile"  # the once-per-reconcile summary
+    NOTIFY_DROPPED = "notify_dropped"  # a webhook delivery given up after bounded retries
 
 
 def _utc(value: datetime) -> datetime:

@@ -1,4 +1,5 @@
-"""Notifications after a reconcile's write step: webhooks for rollout transitions (best effort)."""
+"""Notifications after a reconcile's write step: webhooks for rollout transitions, at least once
+(pending deliveries live in an outbox on the state branch until they are known delivered)."""
 
 from __future__ import annotations
 

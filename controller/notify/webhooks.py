@@ -1,22 +1,25 @@
 """Webhook notifications of rollout transitions (the only controller module that imports ``requests``).
 
-The last step of a reconcile, after the state branch is pushed: each audit event the reconcile
-appended is POSTed as JSON ``{"format", "fleet", "event"}`` to every webhook of ``fleet.yaml`` that
-subscribes to its kind. Delivery is at least once: connection errors, timeouts, 5xx and 429 are
-retried with exponential backoff and jitter (``Retry-After`` honoured up to a cap), and every
-attempt carries ``Idempotency-Key: <audit event key>`` so a receiver can drop the duplicates.
+The last step of a reconcile, after the state branch is pushed: each pending message of the
+outbox (:mod:`controller.notify.outbox`: one per subscribed webhook and audit event, committed
+with the audit lines) is POSTed as JSON ``{"format", "fleet", "id", "event"}``. ``id`` is the
+audit event key, also sent as ``Idempotency-Key``: delivery is at least once (a controller that
+dies after the push sends again after its restart), so receivers drop the ids they have seen.
+Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter
+(``Retry-After`` honoured up to a cap).
 
 Nothing here raises into the reconcile loop. The state is already in git; a receiver that is down
-must not stall robots. :func:`notify` returns one :class:`Delivery` per (webhook, event), and the
-loop audits the failed ones. All waiting is bounded: attempts per delivery, a cap per delay, and a
-time budget per call after which the remaining deliveries fail without being tried.
+must not stall robots. :func:`send` returns one :class:`Delivery` per message, which the outbox
+keeps for the next reconcile or drops, audited, after its bounded rounds. All waiting is bounded:
+attempts per delivery, a cap per delay, and a time budget per call after which the remaining
+deliveries fail without being tried.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,29 +28,14 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import JsonValue
 
-from controller.audit.events import AuditEvent, AuditKind, canonical_json, event_key
+from controller.audit.events import AuditEvent, canonical_json, event_key
+from controller.notify.outbox import ROLLOUT_TRANSITIONS, wants
 from fleetcd.models.fleet import Webhook
+
+__all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "Message", "WebhookSettings", "body", "notify", "send", "wants"]
 
 PAYLOAD_FORMAT = "fleetcd.dev/webhook/v1"
 USER_AGENT = "fleetcd-controller"
-# What an empty ``events:`` list subscribes to: every rollout transition, not per-robot reports or
-# reconcile summaries. Audit kind values (strings), so a kind added later is opted in here on purpose.
-ROLLOUT_TRANSITIONS = frozenset(
-    {
-        "rollout_created",
-        "wave_started",
-        "wave_passed",
-        "wave_failed",
-        "rollout_halted",
-        "rollout_paused",
-        "rollout_resumed",
-        "rollout_aborted",
-        "rollback",
-        "rollout_completed",
-        "stalled",
-    }
-)
-_ROLLOUT_PREFIX = "rollout_"
 
 
 @dataclass(frozen=True)
@@ -103,13 +91,6 @@ class Delivery:
         }
 
 
-def wants(webhook: Webhook, kind: AuditKind) -> bool:
-    """Does ``webhook`` subscribe to ``kind``? Names match with or without ``rollout_``."""
-    if not webhook.events:
-        return kind.value in ROLLOUT_TRANSITIONS
-    return any(name == kind.value or _ROLLOUT_PREFIX + name == kind.value for name in webhook.events)
-
-
 def redact(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
@@ -119,7 +100,22 @@ def redact(url: str) -> str:
 
 
 def payload(fleet: str, event: AuditEvent) -> bytes:
-    return canonical_json({"format": PAYLOAD_FORMAT, "fleet": fleet, "event": event.as_json()})
+    return body(fleet, event_key(event), event.as_json())
+
+
+def body(fleet: str, key: str, event_json: Mapping[str, JsonValue]) -> bytes:
+    """The POST body: the event exactly as its audit line holds it, and its key as ``id``."""
+    return canonical_json({"format": PAYLOAD_FORMAT, "fleet": fleet, "id": key, "event": dict(event_json)})
+
+
+@dataclass(frozen=True)
+class Message:
+    """One event for one webhook."""
+
+    url: str
+    key: str  # the audit event key: Idempotency-Key and the body's ``id``
+    kind: str
+    event: Mapping[str, JsonValue]  # as logged
 
 
 def notify(
@@ -134,27 +130,51 @@ def notify(
     jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
 ) -> list[Delivery]:
     """Send each event to each webhook subscribed to its kind; never raises for delivery problems."""
+    messages = [
+        Message(webhook.url, event_key(event), event.kind.value, event.as_json())
+        for webhook in webhooks
+        for event in events
+        if wants(webhook, event.kind)
+    ]
+    return send(
+        messages, fleet=fleet, session=session, settings=settings, sleep=sleep, clock=clock, jitter=jitter
+    )
+
+
+def send(
+    messages: Sequence[Message],
+    *,
+    fleet: str,
+    session: requests.Session | None = None,
+    settings: WebhookSettings = WebhookSettings(),  # frozen: sharing it is safe
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
+) -> list[Delivery]:
+    """POST each message in order, one :class:`Delivery` each; never raises for delivery problems."""
     own = session is None
     http = requests.Session() if session is None else session
     deadline = clock() + settings.budget_seconds
     sender = _Sender(http, settings, sleep, clock, jitter, deadline)
+    unreachable: dict[str, str] = {}
     deliveries: list[Delivery] = []
     try:
-        for webhook in webhooks:
-            unreachable: str | None = None
-            for event in events:
-                if not wants(webhook, event.kind):
-                    continue
-                key, kind = event_key(event), event.kind.value
-                if unreachable is not None:
-                    skipped = f"not attempted: {unreachable}"
-                    deliveries.append(Delivery(redact(webhook.url), key, kind, False, 0, None, skipped))
-                    continue
-                delivery = sender.send(webhook.url, key, kind, payload(fleet, event))
-                deliveries.append(delivery)
-                if not delivery.ok and delivery.status is None and delivery.attempts:
-                    # One dead receiver costs one round of retries per reconcile, not one per event.
-                    unreachable = f"receiver unreachable earlier in this reconcile ({delivery.error})"
+        for message in messages:
+            if message.url in unreachable:
+                skipped = f"not attempted: {unreachable[message.url]}"
+                deliveries.append(
+                    Delivery(redact(message.url), message.key, message.kind, False, 0, None, skipped)
+                )
+                continue
+            delivery = sender.send(
+                message.url, message.key, message.kind, body(fleet, message.key, message.event)
+            )
+            deliveries.append(delivery)
+            if not delivery.ok and delivery.status is None and delivery.attempts:
+                # One dead receiver costs one round of retries per reconcile, not one per event.
+                unreachable[message.url] = (
+                    f"receiver unreachable earlier in this reconcile ({delivery.error})"
+                )
     finally:
         if own:
             http.close()

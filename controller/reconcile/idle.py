@@ -8,8 +8,9 @@ rollout, only to write nothing. So each full reconcile leaves an
 in the mirror (keyed by the state commit it read) when it has nothing to commit.
 
 The next reconcile lists the server's refs without fetching (:func:`idle_main`) and stops at once
-when main and both ref digests are exactly as marked, ``now`` is before ``next_due_at`` and the
-audit log still ends at the anchor ``state.json`` records. Anything else — a new
+when main and both ref digests are exactly as marked, ``now`` is before ``next_due_at``, the
+audit log still ends at the anchor ``state.json`` records and no webhook delivery is pending. A
+stalled main leaves a mark that compares main alone (:mod:`controller.reconcile.stall`). Anything else — a new
 commit, a report, a deadline or window reached, a damaged log tail, no hint — runs the full
 reconcile, which verifies the whole audit chain against that anchor. The fast path writes nothing,
 so skipping work there can delay a decision (never past ``next_due_at``) but never make a wrong one.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from controller.audit.chain import DAY_PATH, head, line_hash
 from controller.reconcile.due import FULL_RECONCILE_EVERY
 from controller.reconcile.source import Source
-from controller.state.layout import META_FILE
+from controller.state.layout import META_FILE, OUTBOX_FILE
 from controller.state.model import ControllerMeta, IdleMark
 from fleetcd.git.objects import list_refs, read_blob
 from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
@@ -59,8 +61,20 @@ def _under(refs: Mapping[str, Oid], prefixes: tuple[str, ...]) -> dict[str, Oid]
     return {ref: oid for ref, oid in refs.items() if ref.startswith(prefixes)}
 
 
-def idle_main(repo: Repository, source: Source, now: datetime) -> str | None:
-    """Main's commit id when a full reconcile at ``now`` would decide nothing new, else None."""
+@dataclass(frozen=True)
+class Idle:
+    """A full reconcile would decide nothing new: main's commit, and why it stalls if it does."""
+
+    main: str
+    stalled: str | None = None
+
+
+def idle_main(repo: Repository, source: Source, now: datetime, *, outbox: bool = True) -> Idle | None:
+    """What the server shows when a full reconcile at ``now`` would decide nothing new, else None.
+
+    With ``outbox``, webhook deliveries still pending on the state branch need the full path (it
+    delivers them and records the outcome), except while main stalls (those wait for a new main).
+    """
     listed = list_remote(repo, source.url, LISTED, credentials=source.credentials, host_keys=source.host_keys)
     main, state = listed.get(MAIN_BRANCH), listed.get(STATE_BRANCH)
     if main is None or state is None:
@@ -73,11 +87,15 @@ def idle_main(repo: Repository, source: Source, now: datetime) -> str | None:
     # it) is not trusted to keep this controller idle.
     if mark is None or not now < mark.next_due_at <= now + FULL_RECONCILE_EVERY:
         return None
-    desired = _under(listed, DESIRED_PREFIXES) if mark.desired_sha256 is not None else None
-    seen = mark_of(str(main), _under(listed, (STATUS_PREFIX,)), desired, mark.next_due_at)
-    if seen != mark or not _audit_head_matches(repo, state, meta):
+    if mark.stalled:
+        same = mark.main == str(main)  # nothing else is read while main stalls
+    else:
+        desired = _under(listed, DESIRED_PREFIXES) if mark.desired_sha256 is not None else None
+        same = mark_of(str(main), _under(listed, (STATUS_PREFIX,)), desired, mark.next_due_at) == mark
+        same = same and not (outbox and read_blob(repo, state, OUTBOX_FILE) is not None)
+    if not same or not _audit_head_matches(repo, state, meta):
         return None
-    return str(main)
+    return Idle(str(main), meta.stalled_reason if mark.stalled else None)
 
 
 def mark_of(

@@ -4,7 +4,11 @@ Status and audit are written exactly once per reconcile, whatever failed: a hist
 invalid content stalls with a reason in the rollout status and the audit log, nothing partial is
 applied. Every output is derived deterministically from git (main, the state branch, status refs)
 and ``now``, so a controller killed at any instant and run again writes identical objects and no
-duplicate records or audit lines. Pushes go desired state first, state branch last.
+duplicate records or audit lines. One push publishes desired state and the state branch together
+(:func:`controller.reconcile.source.publish`).
+
+Webhooks are announced at least once, through an outbox committed with the audit lines
+(:mod:`controller.reconcile.notify_step`); a stall is recorded by :mod:`controller.reconcile.stall`.
 
 Before all of that, :func:`controller.reconcile.idle.idle_main` lists the server's refs: when
 nothing is new and nothing is due since the last reconcile, it returns at once (``idle``).
@@ -13,7 +17,6 @@ nothing is new and nothing is due since the last reconcile, it returns at once (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from controller.audit.chain import append, verify
@@ -21,18 +24,22 @@ from controller.audit.events import AuditEvent, AuditKind
 from controller.engine import EngineOutput
 from controller.errors import HistoryRewritten, StateConflict
 from controller.ingest.reports import ingest, read_reports
+from controller.notify.outbox import OutboxEntry
 from controller.policy.commits import MAIN_REF, check_history
 from controller.reconcile.delivery_step import deliver
 from controller.reconcile.due import next_due
 from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.idle import audit_anchor, audit_fields, desired_refs, idle_main, mark_of, remember
+from controller.reconcile.notify_step import deliver_outbox, queue_outbox, settle_outbox
+from controller.reconcile.result import ReconcileResult
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Fetched, fetch_all, open_mirror, push_desired, push_state
+from controller.reconcile.source import Fetched, fetch_all, open_mirror, publish
+from controller.reconcile.stall import stall
 from controller.reconcile.statebranch import StateSnapshot, changed_files, dump, load_state, write_state
 from controller.records.model import DeviceState, connectivity
 from controller.state.layout import META_FILE, device_file, rollout_file
-from controller.state.model import DeviceFile, RolloutPhase, RolloutState
+from controller.state.model import DeviceFile, RolloutState
 from fleetcd.errors import Diagnostic, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
@@ -43,26 +50,15 @@ from fleetcd.models import Fleet
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import validate_snapshot
 
-
-@dataclass
-class ReconcileResult:
-    """What one reconcile did, for logs, the CLI and tests."""
-
-    main: str
-    state_commit: str | None = None
-    stalled: str | None = None
-    events: list[AuditEvent] = field(default_factory=list)
-    desired_refs: int = 0
-    signatures: int = 0
-    idle: bool = False  # nothing new and nothing due: nothing was fetched, loaded or planned
+__all__ = ["ReconcileResult", "reconcile_once"]
 
 
 def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
     """Fetch, decide, write and push; a lost race is retried from a fresh fetch."""
     repo = open_mirror(settings.source)
-    quiet = idle_main(repo, settings.source, settings.now())
+    quiet = idle_main(repo, settings.source, settings.now(), outbox=settings.notify)
     if quiet is not None:
-        return ReconcileResult(main=quiet, idle=True)
+        return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
     for _ in range(settings.push_attempts):
         fetched = fetch_all(repo, settings.source)
         try:
@@ -79,20 +75,24 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
     verify(snapshot.audit, anchor=audit_anchor(snapshot.meta))
     result = ReconcileResult(main=main)
     last = snapshot.meta.last_processed_commit
+
+    def stalls(reason: str, kind: AuditKind) -> ReconcileResult:
+        return stall(repo, fetched, snapshot, settings, now, reason, kind)
+
     files, problems = read_tree(repo, main)
     # The commit policy and its keys come from the last accepted commit, so an unsigned head can
     # neither switch the policy off nor trust its own key.
     try:
-        stall = _verify_history(repo, _trusted_files(repo, last, main, files), last, main)
+        refused = _verify_history(repo, _trusted_files(repo, last, main, files), last, main)
     except HistoryRewritten as exc:
-        return _stall(repo, snapshot, settings, result, now, str(exc), AuditKind.HISTORY_REWRITTEN)
-    if stall is not None:
-        return _stall(repo, snapshot, settings, result, now, stall, AuditKind.STALLED)
+        return stalls(str(exc), AuditKind.HISTORY_REWRITTEN)
+    if refused is not None:
+        return stalls(refused, AuditKind.STALLED)
     validation = validate_snapshot(files, problems=problems)
     if not validation.ok or validation.spec.fleet is None:
         first = validation.errors[0] if validation.errors else Diagnostic("fleet.yaml", None, None, "missing")
         reason = f"{len(validation.errors)} invalid: {first}"
-        return _stall(repo, snapshot, settings, result, now, reason, AuditKind.STALLED)
+        return stalls(reason, AuditKind.STALLED)
     fleet = validation.spec.fleet.model
     ctx = FleetContext.of(validation.spec, fleet)
     devices_now = _ingest(repo, snapshot, ctx, fleet, now, result)
@@ -100,12 +100,23 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
     desired = deliver(repo, ctx, snapshot.meta, devices_now, rollouts_now, settings, now)
     result.desired_refs, result.signatures = len(desired.moved), desired.signatures
     changes = _state_files(snapshot, rollouts_now, devices_now)
+    webhooks = fleet.webhooks if settings.notify else []
+    entries: list[OutboxEntry] = []
+    if settings.notify:
+        entries, dropped = settle_outbox(
+            snapshot.files, snapshot.commit, webhooks, settings.source.mirror, now
+        )
+        result.events.extend(dropped)
     audit = append(snapshot.audit, result.events)
+    if settings.notify:
+        changes.update(queue_outbox(entries, result.events, snapshot.audit, audit, webhooks))
     meta = snapshot.meta.model_copy(
         update={
             "last_processed_commit": main,
             "serial": desired.serial,
             "root_sha256": desired.root_sha256,
+            "stalled_commit": None,
+            "stalled_reason": None,
             **audit_fields(snapshot.audit, audit),
         }
     )
@@ -126,16 +137,20 @@ def _reconcile(repo: Repository, fetched: Fetched, settings: ControllerSettings)
         changes.update(audit)
         changes.update(pages_and_receipts(ctx, snapshot, rollouts_now, devices_now, settings, now, main))
     settings.checkpoint("desired-written")
-    if desired.moved:
-        push_desired(repo, settings.source, {ref: desired.refs[ref] for ref in desired.moved})
-    settings.checkpoint("desired-pushed")
     written = write_state(repo, snapshot, changes, _message(main, result), now)
     settings.checkpoint("state-committed")
-    if written is not None:
-        push_state(repo, settings.source)
+    if written is not None or desired.moved:
+        moved = {ref: desired.refs[ref] for ref in desired.moved}
+        publish(
+            repo, settings.source, state_base=snapshot.commit, desired=moved, namespaces=settings.namespaces
+        )
         settings.checkpoint("state-pushed")
-        result.state_commit = str(written)
-        _notify(fleet, result.events, settings)
+        result.state_commit = str(written) if written is not None else None
+    if webhooks:
+        outbox = {**snapshot.files, **changes}
+        state = written or snapshot.commit
+        result.notified = deliver_outbox(outbox, webhooks, fleet.name, settings.source.mirror, state)
+        settings.checkpoint("notified")
     remember(settings.source.mirror, written or snapshot.commit, mark)
     return result
 
@@ -243,45 +258,7 @@ def _state_files(
     return changes
 
 
-def _stall(
-    repo: Repository,
-    snapshot: StateSnapshot,
-    settings: ControllerSettings,
-    result: ReconcileResult,
-    now: datetime,
-    reason: str,
-    kind: AuditKind,
-) -> ReconcileResult:
-    """Record why nothing was applied, once per main commit, and touch nothing else."""
-    result.stalled = reason
-    event = AuditEvent(at=now, kind=kind, commit=result.main, reason=reason[:2000])
-    changes: dict[str, bytes | None] = {}
-    for name, state in snapshot.rollouts.items():
-        if state.phase is not RolloutPhase.STALLED or state.reason != reason[:500]:
-            stalled = state.model_copy(update={"phase": RolloutPhase.STALLED, "reason": reason[:500]})
-            changes[rollout_file(name)] = dump(stalled)
-    audit = append(snapshot.audit, [event])
-    if audit:
-        result.events.append(event)
-    changes.update(audit)
-    written = write_state(
-        repo, snapshot, changes, f"fleetcd: stalled at {result.main[:12]}: {reason[:200]}", now
-    )
-    if written is not None:
-        push_state(repo, settings.source)
-        result.state_commit = str(written)
-    return result
-
-
 def _message(main: str, result: ReconcileResult) -> str:
     kinds = sorted({e.kind.value for e in result.events})
     summary = ", ".join(kinds) if kinds else "no events"
     return f"fleetcd: reconcile {main[:12]} ({summary})"
-
-
-def _notify(fleet: Fleet, events: list[AuditEvent], settings: ControllerSettings) -> None:
-    if not settings.notify or not fleet.webhooks or not events:
-        return
-    from controller.notify.webhooks import notify
-
-    notify(fleet.webhooks, events, fleet=fleet.name)

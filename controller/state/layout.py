@@ -5,6 +5,7 @@ from __future__ import annotations
 META_FILE = "state.json"
 STATUS_MD = "STATUS.md"
 STATUS_HTML = "status.html"
+OUTBOX_FILE = "notify/outbox.json"  # webhook deliveries not yet known to be delivered
 
 
 def rollout_file(name: str) -> str:

@@ -126,6 +126,9 @@ class IdleMark(_State):
     # re-signed root after a crash gives other commit ids for the same state.
     desired_sha256: Sha256 | None = None
     next_due_at: AwareDatetime  # earliest soak end, deadline, window, not_before, root refresh…
+    # Main stalls (invalid content, refused commits, a rewritten history): only a new main commit
+    # changes the outcome, not robots' reports, which a stalled reconcile does not ingest.
+    stalled: bool = False
 
 
 class ControllerMeta(_State):
@@ -142,3 +145,6 @@ class ControllerMeta(_State):
     audit_file: str | None = None  # the day file holding line ``audit_seq`` (the log's head)
     updated_at: AwareDatetime | None = None
     idle: IdleMark | None = None
+    # The stall last recorded: the same one again (another day, another controller) logs nothing.
+    stalled_commit: str | None = None
+    stalled_reason: str | None = None

@@ -144,11 +144,12 @@ def push(
         raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
 
 
-def pack_refs(git_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """``git pack-refs --all`` in a local repository: every loose ref file into ``packed-refs``."""
-    what = f"packing the refs of {git_dir}"
+def pack_refs(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """``git pack-refs --all`` in the local repository at ``path`` (bare, or a work tree, as a
+    push URL may name either): every loose ref file into ``packed-refs``."""
+    what = f"packing the refs of {path}"
     done = _run(
-        [git_binary(), "--git-dir", str(git_dir), "pack-refs", "--all"],
+        [git_binary(), "-C", str(path), "pack-refs", "--all"],
         env={},
         timeout_s=timeout_s,
         what=what,

@@ -85,3 +85,27 @@ def read_files(
             elif isinstance(obj, pygit2.Blob):
                 out[path] = obj.data
     return out
+
+
+def list_blobs(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: str) -> dict[str, str]:
+    """path → blob id of every file under ``directory`` (e.g. ``audit/``) in the tree of
+    ``commit_id``, reading tree objects only: no file content is loaded."""
+    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
+    if not isinstance(commit, pygit2.Commit):
+        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    try:
+        top = commit.tree[directory.rstrip("/")]
+    except KeyError:
+        return {}
+    out: dict[str, str] = {}
+    stack: list[tuple[pygit2.Object, str]] = [(top, directory.rstrip("/") + "/")]
+    while stack:
+        tree, prefix = stack.pop()
+        if not isinstance(tree, pygit2.Tree):
+            continue
+        for entry in tree:
+            if entry.type_str == "tree":
+                stack.append((repo[entry.id], f"{prefix}{entry.name}/"))
+            elif entry.type_str == "blob":
+                out[f"{prefix}{entry.name}"] = str(entry.id)
+    return out
