@@ -11,6 +11,13 @@ import click
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source
 from controller.reconcile.steps import ReconcileResult, reconcile_once
+from fleetcd.git.hostkeys import HostKeyPolicy
+from fleetcd.git.remote import SshKey
+
+SSH_KEY_ENV = "FLEETCD_SSH_KEY"
+SSH_USER_ENV = "FLEETCD_SSH_USER"
+HOST_KEY_ENV = "FLEETCD_SSH_HOST_KEY"
+DEFAULT_SSH_USER = "git"  # gitolite's and most forges' SSH user; the URL's user wins
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetcd"
 
@@ -38,9 +45,44 @@ flat_refs_option = click.option(
 )
 
 
-def _settings(url: str, cache: Path, gnupghome: Path, flat_refs: bool) -> ControllerSettings:
+ssh_key_option = click.option(
+    "--ssh-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar=SSH_KEY_ENV,
+    default=None,
+    help=f"Private SSH key for ssh:// remotes; the public key is KEY.pub [env: {SSH_KEY_ENV}].",
+)
+host_key_option = click.option(
+    "--host-key-sha256",
+    "host_key",
+    envvar=HOST_KEY_ENV,
+    default=None,
+    help=f"Pin the server's SSH host key, 'SHA256:...' (else known_hosts) [env: {HOST_KEY_ENV}].",
+)
+
+
+def remote_source(url: str, cache: Path, ssh_key: Path | None = None, host_key: str | None = None) -> Source:
+    """The fleet repository at ``url`` with this process's SSH identity (options, else environment).
+
+    Every command that talks to a remote goes through here, so ``FLEETCD_SSH_KEY`` and
+    ``FLEETCD_SSH_HOST_KEY`` work for ``get``/``history``/``receipt`` as for the controller.
+    """
+    key = ssh_key or (Path(os.environ[SSH_KEY_ENV]) if os.environ.get(SSH_KEY_ENV) else None)
+    pin = host_key or os.environ.get(HOST_KEY_ENV) or None
+    user = os.environ.get(SSH_USER_ENV) or DEFAULT_SSH_USER
+    credentials = SshKey(user, key) if key is not None else None
+    try:
+        host_keys = HostKeyPolicy(pinned_sha256=(pin,)) if pin else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host-key-sha256") from exc
+    return Source.for_url(url, cache, credentials, host_keys)
+
+
+def _settings(
+    url: str, cache: Path, gnupghome: Path, flat_refs: bool, ssh_key: Path | None, host_key: str | None
+) -> ControllerSettings:
     return ControllerSettings(
-        source=Source.for_url(url, cache), gnupghome=gnupghome, namespaces=not flat_refs
+        source=remote_source(url, cache, ssh_key, host_key), gnupghome=gnupghome, namespaces=not flat_refs
     )
 
 
@@ -62,9 +104,19 @@ def controller_group() -> None:
 @cache_option
 @gnupghome_option
 @flat_refs_option
-def reconcile_command(once: bool, url: str, cache: Path, gnupghome: Path, flat_refs: bool) -> int:
+@ssh_key_option
+@host_key_option
+def reconcile_command(
+    once: bool,
+    url: str,
+    cache: Path,
+    gnupghome: Path,
+    flat_refs: bool,
+    ssh_key: Path | None,
+    host_key: str | None,
+) -> int:
     """Reconcile once. Exit 0 when applied, 1 when stalled on invalid content."""
-    result = reconcile_once(_settings(url, cache, gnupghome, flat_refs))
+    result = reconcile_once(_settings(url, cache, gnupghome, flat_refs, ssh_key, host_key))
     _print(result)
     return 1 if result.stalled else 0
 
@@ -74,6 +126,8 @@ def reconcile_command(once: bool, url: str, cache: Path, gnupghome: Path, flat_r
 @cache_option
 @gnupghome_option
 @flat_refs_option
+@ssh_key_option
+@host_key_option
 @click.option(
     "--interval",
     type=click.FloatRange(1, 3600),
@@ -83,14 +137,21 @@ def reconcile_command(once: bool, url: str, cache: Path, gnupghome: Path, flat_r
 )
 @click.option("--watch", is_flag=True, help="Also reconcile as soon as a local --repo changes (watchfiles).")
 def run_command(
-    url: str, cache: Path, gnupghome: Path, flat_refs: bool, interval: float, watch: bool
+    url: str,
+    cache: Path,
+    gnupghome: Path,
+    flat_refs: bool,
+    ssh_key: Path | None,
+    host_key: str | None,
+    interval: float,
+    watch: bool,
 ) -> None:
     """Reconcile forever (Ctrl-C stops). Holds no state outside git: kill it and start it anywhere."""
     from controller.runner import run_forever
 
     local = Path(url.removeprefix("file://"))
     run_forever(
-        _settings(url, cache, gnupghome, flat_refs),
+        _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key),
         interval,
         watch_path=local if watch and local.exists() else None,
         report=_print,
@@ -105,6 +166,8 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @repo_option
 @cache_option
+@ssh_key_option
+@host_key_option
 @click.option(
     "--since-anchor",
     is_flag=True,
@@ -112,11 +175,13 @@ def audit_group() -> None:
     "are compared by blob id). Default: check every line.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit_verify_command(url: str, cache: Path, since_anchor: bool, as_json: bool) -> int:
+def audit_verify_command(
+    url: str, cache: Path, ssh_key: Path | None, host_key: str | None, since_anchor: bool, as_json: bool
+) -> int:
     """Check every audit line's hash chain. Exit 0 intact, 1 broken (file and line named)."""
     from controller.ops.audit import verify_audit
 
-    verdict = verify_audit(Source.for_url(url, cache), since_anchor=since_anchor)
+    verdict = verify_audit(remote_source(url, cache, ssh_key, host_key), since_anchor=since_anchor)
     report = verdict.report
     if as_json:
         out = {"ok": True, "lines": report.lines, "head": report.head_hash, "seq": report.last_seq}

@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
-from controller.commands import DEFAULT_CACHE, repo_option
+from controller.commands import DEFAULT_CACHE, remote_source, repo_option
 from controller.ops.local import Change
 from controller.ops.output import FORMATS, Column, OutputFormat, render_data, render_table
-from controller.reconcile.source import Source
 from fleetcd.models.base import SAFE_NAME_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +90,7 @@ def get_rollouts(url: str, cache: Path, fmt: OutputFormat) -> None:
     from controller.ops.listing import ROLLOUT_COLUMNS, rollout_rows
     from controller.ops.remote import read_remote
 
-    view = read_remote(Source.for_url(url, cache))
+    view = read_remote(remote_source(url, cache))
     _emit(
         rollout_rows(view), ROLLOUT_COLUMNS, fmt, "no rollouts on the state branch (has the controller run?)"
     )
@@ -106,7 +105,7 @@ def get_devices(url: str, cache: Path, fmt: OutputFormat) -> None:
     from controller.ops.listing import DEVICE_COLUMNS, device_rows
     from controller.ops.remote import read_remote
 
-    view = read_remote(Source.for_url(url, cache))
+    view = read_remote(remote_source(url, cache))
     _emit(device_rows(view), DEVICE_COLUMNS, fmt, "no robots on main or the state branch")
 
 
@@ -119,7 +118,7 @@ def get_releases(url: str, cache: Path, fmt: OutputFormat) -> None:
     from controller.ops.listing import RELEASE_COLUMNS, release_rows
     from controller.ops.remote import read_remote
 
-    view = read_remote(Source.for_url(url, cache))
+    view = read_remote(remote_source(url, cache))
     _emit(release_rows(view), RELEASE_COLUMNS, fmt, "no releases on main")
 
 
@@ -133,7 +132,7 @@ def history_command(device: str, url: str, cache: Path, fmt: OutputFormat) -> in
     from controller.ops.history import AUDIT_COLUMNS, RECORD_COLUMNS, device_history
     from controller.ops.remote import read_remote
 
-    view = read_remote(Source.for_url(url, cache))
+    view = read_remote(remote_source(url, cache))
     history = device_history(view.repo, view.state, device)
     if device not in view.spec.devices and not history.records and not history.audit:
         click.echo(f"error: no robot {device!r} on main, the state branch or in the audit log", err=True)
@@ -172,7 +171,7 @@ def receipt_command(rollout: str, generation: int | None, url: str, cache: Path,
     from controller.ops.receipt import read_receipt
     from controller.ops.remote import read_remote
 
-    receipt = read_receipt(read_remote(Source.for_url(url, cache)), rollout, generation)
+    receipt = read_receipt(read_remote(remote_source(url, cache)), rollout, generation)
     click.echo(
         receipt.markdown.rstrip("\n")
         if fmt == "markdown"
