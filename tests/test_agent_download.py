@@ -11,15 +11,19 @@ import errno
 import hashlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+import urllib3
 
 from agent.errors import (
     DeadlineExceeded,
@@ -30,7 +34,7 @@ from agent.errors import (
     UnsupportedSource,
 )
 from agent.fetch import KIB, DownloadSettings, partial_path
-from agent.fetch.http import download
+from agent.fetch.http import MAX_REDIRECTS, download
 from tests.httpserver import ArtifactServer, Behaviour
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,7 +135,7 @@ def test_endless_body_aborts_at_cap_without_writing_past_size(server: ArtifactSe
         from pathlib import Path
         from agent.errors import TooLarge
         from agent.fetch import DownloadSettings
-        from agent.fetch.http import download
+        from agent.fetch.http import MAX_REDIRECTS, download
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the kernel default kills
         resource.setrlimit(resource.RLIMIT_FSIZE, ({len(BODY)}, {len(BODY)}))
         try:
@@ -218,6 +222,102 @@ def test_unreachable_server_is_a_transport_failure(tmp_path: Path) -> None:
         fetch(url, tmp_path / "a.tar")
 
 
+@contextmanager
+def redirector(location_for: dict[str, str]) -> Iterator[str]:
+    """A real server answering ``302 Location: location_for[path]``; yields its base URL."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", location_for[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redirected_download_resumes_at_the_final_location(server: ArtifactServer, tmp_path: Path) -> None:
+    target = server.add("/cdn/a", BODY)
+    dest = tmp_path / "a.tar"
+    partial_path(dest).write_bytes(BODY[:5000])
+
+    with redirector({"/a": "/b", "/b": target}) as base:
+        fetch(f"{base}/a", dest)
+
+    assert server.seen("/cdn/a")[0].headers["Range"] == "bytes=5000-"  # kept across both hops
+    assert dest.read_bytes() == BODY
+
+
+def test_redirect_loop_gives_up_after_the_bound(tmp_path: Path) -> None:
+    hops = {f"/{n}": f"/{n + 1}" for n in range(MAX_REDIRECTS + 5)}
+
+    with (
+        redirector(hops) as base,
+        pytest.raises(DownloadFailed, match=f"more than {MAX_REDIRECTS} redirects"),
+    ):
+        fetch(f"{base}/0", tmp_path / "a.tar")
+
+
+def test_redirect_to_a_local_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(BODY)
+
+    with redirector({"/a": secret.as_uri()}) as base, pytest.raises(DownloadFailed, match="not http"):
+        fetch(f"{base}/a", tmp_path / "a.tar")
+
+    assert not (tmp_path / "a.tar").exists()
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def use_proxy_environment(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_download_goes_through_the_proxy_the_environment_names(
+    server: ArtifactServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server plays the proxy: it answers the absolute-form request line for a host that
+    # does not resolve, so only a request sent through the proxy can succeed.
+    url = "http://artifacts.invalid/a"
+    server.add(url, BODY)
+    use_proxy_environment(monkeypatch, HTTP_PROXY=server.base_url)
+
+    fetch(url, tmp_path / "a.tar")
+
+    assert [seen.path for seen in server.seen(url)] == [url]
+    assert (tmp_path / "a.tar").read_bytes() == BODY
+
+
+def test_no_proxy_host_is_fetched_directly(
+    server: ArtifactServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    use_proxy_environment(monkeypatch, HTTP_PROXY=dead_proxy, NO_PROXY="127.0.0.1,.example.org")
+
+    fetch(server.add("/a", BODY), tmp_path / "a.tar")
+
+    assert (tmp_path / "a.tar").read_bytes() == BODY
+
+
 def test_verified_dest_from_before_a_crash_is_not_fetched_again(
     server: ArtifactServer, tmp_path: Path
 ) -> None:
@@ -244,19 +344,23 @@ def test_disk_filling_up_during_download_is_disk_full_and_frees_the_partial(
     url = server.add("/a", BODY)
     filler = small_disk / "other-process-log"
 
-    def another_process_fills_the_disk(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        with filler.open("wb", buffering=0) as out:
-            try:
-                while True:
-                    out.write(b"\0" * 4096)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+    class AnotherProcessFillsTheDiskOnResponse(urllib3.PoolManager):
+        """After the free-space check and the headers, before the first body byte is written."""
 
-    session = requests.Session()
-    session.hooks["response"].append(another_process_fills_the_disk)
+        def urlopen(  # type: ignore[override]  # as urllib3's own PoolManager.urlopen
+            self, method: str, url: str, redirect: bool = True, **kw: Any
+        ) -> urllib3.BaseHTTPResponse:
+            response = super().urlopen(method, url, redirect=redirect, **kw)
+            with filler.open("wb", buffering=0) as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 4096)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+            return response
 
-    with pytest.raises(DiskFull):
-        fetch(url, small_disk / "a.tar", session=session)
+    with AnotherProcessFillsTheDiskOnResponse() as pool, pytest.raises(DiskFull):
+        fetch(url, small_disk / "a.tar", pool=pool)
 
     assert filler.exists()
     assert not partial_path(small_disk / "a.tar").exists()

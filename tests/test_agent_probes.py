@@ -219,7 +219,7 @@ def test_http_probe_against_a_closed_port_fails() -> None:
         port = sock.getsockname()[1]
     result = attempt(http_probe(f"http://127.0.0.1:{port}/healthz"), allowlist=[])
     assert not result.ok
-    assert "ConnectionError" in result.detail
+    assert f"GET http://127.0.0.1:{port}/healthz: cannot connect" in result.detail
 
 
 def test_http_probe_ignores_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,8 @@ ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
     "gnupg": frozenset({"fleetcd/trust/gpg.py"}),
     "pygit2": frozenset({"fleetcd/git/"}),
     "docker": frozenset({"agent/executors/docker.py"}),
-    "requests": frozenset({"agent/fetch/http.py", "agent/health/http.py", "controller/notify/webhooks.py"}),
+    "requests": frozenset({"controller/notify/webhooks.py"}),
+    "urllib3": frozenset({"agent/fetch/http.py", "agent/health/http.py"}),
     "watchfiles": frozenset({"controller/watch.py", "agent/configfiles/watch.py"}),
 }
 

@@ -1,8 +1,8 @@
 """Artifact download, the agent's **download** step: its settings and the interface the loop calls.
 
 The converge loop receives a :class:`Downloader` (the real default is
-:func:`agent.fetch.http.download`, the only agent module that imports ``requests``), so tests and
-customers can pass another. Every download is resumable, size-capped, deadline-bound and
+:func:`agent.fetch.http.download`, which speaks HTTP through ``urllib3``), so tests and customers
+can pass another. Every download is resumable, size-capped, deadline-bound and
 sha256-checked; errors are those of :mod:`agent.errors`.
 """
 

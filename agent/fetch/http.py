@@ -1,4 +1,8 @@
-"""The real artifact downloader (HTTP, HTTPS and ``file://``): the only agent module using ``requests``.
+"""The real artifact downloader (HTTP, HTTPS and ``file://``): the only agent module fetching artifacts.
+
+It speaks HTTP through ``urllib3`` directly, not ``requests``: one download through ``requests``
+costs a robot +8.2 MiB resident (charset_normalizer, idna, certifi...), ``urllib3`` 4.0 MiB
+(bench/agent_rss.py; issue 4 caps the whole agent at 60 MB).
 
 One call is one attempt; the converge loop retries :class:`~agent.errors.DownloadFailed` and
 :class:`~agent.errors.DeadlineExceeded` later, and the next attempt resumes where this one stopped:
@@ -12,6 +16,15 @@ One call is one attempt; the converge loop retries :class:`~agent.errors.Downloa
    servers with ``DeadlineExceeded``, keeping the partial; ENOSPC while writing is ``DiskFull``;
 5. the partial is fsynced, its sha256 checked (``DigestMismatch`` deletes it), then it is renamed to
    ``dest`` and the directory fsynced.
+
+HTTP as ``requests`` did it, with what urllib3 leaves out made explicit:
+
+* redirects are followed, at most :data:`MAX_REDIRECTS` hops, each hop keeping the ``Range``;
+* no retries inside a call (the loop retries, with backoff);
+* ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` (host suffixes; no CIDR ranges)
+  from the environment, chosen per hop (:func:`urllib.request.getproxies`); http proxies only;
+* HTTPS is verified against the system trust store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured by
+  OpenSSL), not the certifi bundle ``requests`` ships: a fleet's own CA goes where the OS looks.
 
 Bodies are read with ``read1`` (whatever the socket has, at most one chunk) so the deadline is checked
 as bytes trickle in, and with ``Accept-Encoding: identity`` so sizes and ranges count stored bytes.
@@ -27,8 +40,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
+from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass, url2pathname
 
 from agent.errors import (
     DeadlineExceeded,
@@ -42,9 +55,11 @@ from agent.fetch import DownloadSettings, partial_path
 from agent.state.atomic import NO_SPACE_ERRNOS, fsync_dir
 
 if TYPE_CHECKING:
-    import requests
+    import urllib3
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+MAX_REDIRECTS = 10  # hops before a download attempt gives up (requests allowed 30; CDNs use 1-3)
+USER_AGENT = "fleetcd-agent"
 
 
 def download(
@@ -54,9 +69,13 @@ def download(
     sha256: str,
     size: int,
     settings: DownloadSettings = DownloadSettings(),  # noqa: B008 - frozen, so sharing it is safe
-    session: requests.Session | None = None,
+    pool: urllib3.PoolManager | None = None,
 ) -> Path:
-    """Make ``dest`` hold the ``size`` bytes at ``url`` that hash to ``sha256``; returns ``dest``."""
+    """Make ``dest`` hold the ``size`` bytes at ``url`` that hash to ``sha256``; returns ``dest``.
+
+    ``pool`` is used for every HTTP request as given (no proxy lookup); by default each call builds
+    its own, honouring the proxy environment, and closes it.
+    """
     if dest.is_file() and dest.stat().st_size == size and _sha256_of(dest, settings.chunk_bytes) == sha256:
         return dest  # a crash after the rename: the work is done
     part = partial_path(dest)
@@ -64,7 +83,7 @@ def download(
     scheme = urlsplit(url).scheme
     try:
         if scheme in ("http", "https"):
-            _fetch_http(url, part, size, settings, deadline, session)
+            _fetch_http(url, part, size, settings, deadline, pool)
         elif scheme == "file":
             _copy_file(url, part, size, settings, deadline)
         else:
@@ -86,7 +105,7 @@ def _fetch_http(
     size: int,
     settings: DownloadSettings,
     deadline: float,
-    session: requests.Session | None,
+    pool: urllib3.PoolManager | None,
 ) -> None:
     start = part.stat().st_size if part.is_file() else 0
     if start > size:
@@ -94,39 +113,88 @@ def _fetch_http(
     if start == size:
         return  # complete but unverified: let the digest decide
     _check_free_space(part, size - start, settings)
-    headers = {"Accept-Encoding": "identity"}
+    headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
-    # Imported on the first download, not with the module: requests is ~6 MB of resident memory that
-    # an agent with nothing to download never needs (bench/agent_rss.py).
-    import requests
+    # Imported on the first download, not with the module: an agent with nothing to download never
+    # pays for urllib3 (bench/agent_rss.py).
+    import urllib3
 
     read_timeout = min(settings.read_timeout_seconds, max(deadline - time.monotonic(), 0.1))
-    own = session is None
-    client = requests.Session() if session is None else session
+    timeout = urllib3.Timeout(connect=settings.connect_timeout_seconds, read=read_timeout)
+    managers: dict[str | None, urllib3.PoolManager] = {}
     try:
+        response = _get(
+            url, headers, timeout, deadline, lambda hop: _manager_for(hop, managers) if pool is None else pool
+        )
         try:
-            response = client.get(
-                url, headers=headers, stream=True, timeout=(settings.connect_timeout_seconds, read_timeout)
-            )
-        except requests.RequestException as exc:
-            raise _transport_error(url, exc, deadline) from exc
-        with response:
             start = _resume_offset(url, response, part, start, size)
             _write_capped(
                 _body_chunks(url, response, settings.chunk_bytes, deadline), part, start, size, url, deadline
             )
+        finally:
+            response.close()  # an aborted body must not go back to the pool half read
+            response.release_conn()
     finally:
-        if own:
-            client.close()
+        for manager in managers.values():
+            manager.clear()
 
 
-def _resume_offset(url: str, response: requests.Response, part: Path, start: int, size: int) -> int:
+def _get(
+    url: str,
+    headers: dict[str, str],
+    timeout: urllib3.Timeout,
+    deadline: float,
+    manager_for: Callable[[str], urllib3.PoolManager],
+) -> urllib3.BaseHTTPResponse:
+    """GET ``url``, following up to :data:`MAX_REDIRECTS` redirects, each through its own proxy choice."""
+    import urllib3
+
+    hop = url
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = manager_for(hop).urlopen(
+                "GET",
+                hop,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                timeout=timeout,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _transport_error(url, exc, deadline) from exc
+        location = response.get_redirect_location()
+        if not location:
+            return response
+        response.close()  # a redirect's body is never read: it could be anything, of any length
+        response.release_conn()
+        hop = urljoin(hop, location)
+        if urlsplit(hop).scheme not in ("http", "https"):
+            raise DownloadFailed(f"{url}: redirected to {hop}, which is not http or https")
+    raise DownloadFailed(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _manager_for(url: str, managers: dict[str | None, urllib3.PoolManager]) -> urllib3.PoolManager:
+    """The pool for ``url``: through the environment's proxy for its scheme unless NO_PROXY spares it."""
+    import urllib3
+
+    parts = urlsplit(url)
+    proxies = getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and proxy_bypass(parts.hostname or ""):
+        proxy = None
+    if proxy not in managers:
+        managers[proxy] = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
+    return managers[proxy]
+
+
+def _resume_offset(url: str, response: urllib3.BaseHTTPResponse, part: Path, start: int, size: int) -> int:
     """Where the body starts in the artifact, after checking the status and the declared lengths.
 
     A server that cannot or will not resume at ``start`` costs the partial: the next try starts over.
     """
-    status = response.status_code
+    status = response.status
     if status == 200:
         start = 0  # the server ignored the Range: take the whole body
     elif status == 206:
@@ -148,14 +216,15 @@ def _resume_offset(url: str, response: requests.Response, part: Path, start: int
     return start
 
 
-def _body_chunks(url: str, response: requests.Response, chunk_bytes: int, deadline: float) -> Iterator[bytes]:
-    import requests
-    import urllib3.exceptions
+def _body_chunks(
+    url: str, response: urllib3.BaseHTTPResponse, chunk_bytes: int, deadline: float
+) -> Iterator[bytes]:
+    import urllib3
 
     while True:
         try:
-            chunk = response.raw.read1(chunk_bytes, decode_content=False)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            chunk = response.read1(chunk_bytes, decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _transport_error(url, exc, deadline) from exc
         if not chunk:
             return

@@ -1,10 +1,13 @@
-"""HTTP health probes: the only health module using ``requests``.
+"""HTTP health probes: one GET, one status code, through ``urllib3`` (the agent's only HTTP client).
 
-One GET, one status code. The probe talks to the robot's own app, so:
+``urllib3`` rather than ``requests``: a probe every few seconds must not cost the robot the ~4 MiB
+more resident memory ``requests`` brings (bench/agent_rss.py). The probe talks to the robot's own
+app, so:
 
-* proxies from the environment are ignored (``HTTP_PROXY`` must not route ``localhost`` elsewhere);
+* proxies are never used (urllib3 reads no ``HTTP_PROXY``: it must not route ``localhost`` elsewhere);
 * redirects are not followed: the status the app answers is the one compared with ``expect_status``;
-* the body is never read (``stream=True``), so a huge or endless body costs nothing;
+* no retries: the probe's own ``attempts`` and ``interval_seconds`` are the retry policy;
+* the body is never read, so a huge or endless body costs nothing;
 * ``timeout_seconds`` bounds the connect and each read; a server that accepts and never answers
   fails at it.
 """
@@ -13,24 +16,29 @@ from __future__ import annotations
 
 from fleetcd.errors import TransportError
 
+USER_AGENT = "fleetcd-agent health probe"
+
 
 def get_status(url: str, *, timeout_seconds: float) -> int:
     """The HTTP status ``url`` answers with; :class:`TransportError` naming the URL when none came."""
-    import requests  # here: a robot whose releases probe nothing over HTTP never pays for it
+    import urllib3  # here: a robot whose releases probe nothing over HTTP never pays for it
 
-    with requests.Session() as session:
-        session.trust_env = False
+    with urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds)) as pool:
         try:
-            response = session.get(
+            response = pool.urlopen(
+                "GET",
                 url,
-                timeout=(timeout_seconds, timeout_seconds),
-                allow_redirects=False,
-                stream=True,
-                headers={"User-Agent": "fleetcd-agent health probe", "Accept-Encoding": "identity"},
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             )
-        except requests.Timeout as exc:
+        # NewConnectionError (refused, unresolvable) is a subclass of the timeouts: it goes first.
+        except urllib3.exceptions.NewConnectionError as exc:
+            raise TransportError(f"GET {url}: cannot connect: {exc}") from exc
+        except urllib3.exceptions.TimeoutError as exc:
             raise TransportError(f"GET {url}: no answer within {timeout_seconds:g} s") from exc
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        with response:
-            return response.status_code
+        response.close()  # the pool closes on exit anyway; the body stays unread
+        return response.status
