@@ -45,14 +45,15 @@ READY_WAIT_SECONDS = 30  # how long a started httpd may take to accept connectio
 _apps = itertools.count()
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
+DEVICE = "robot-1"
 
 
-def agent_config(base_url: str) -> AgentConfig:
+def agent_config(base_url: str, device: str = DEVICE) -> AgentConfig:
     return AgentConfig.model_validate(
         {
             "apiVersion": "fleetcd.dev/v1",
             "kind": "AgentConfig",
-            "device": "robot-1",
+            "device": device,
             "remote": {"url": "/srv/fleet.git"},
             "trust": {
                 "keys_dir": "/etc/fleetcd/keys",
@@ -72,6 +73,7 @@ def target(
     command: list[str] | None = None,
     deployment: str = "d1",
     ports: dict[str, int] | None = None,
+    config_path: str | None = None,
 ) -> AppTarget:
     artifact: dict[str, Any] = {
         "kind": "container_image",
@@ -89,6 +91,7 @@ def target(
             "app": app,
             "version": version,
             "artifacts": [artifact],
+            **({"config": {"path": config_path, "format": "json", "schema": {}}} if config_path else {}),
         }
     )
     return AppTarget(
@@ -127,7 +130,7 @@ def executor(docker_world: DockerWorld, tmp_path: Path) -> DockerExecutor:
 
 
 def container(world: DockerWorld, app: str, version: str) -> Any:
-    return world.client.containers.get(container_name(app, version))
+    return world.client.containers.get(container_name(app, version, DEVICE))
 
 
 # --- fetch ----------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_switch_is_idempotent_and_active_comes_back_from_the_engine_without_the_
 def test_switch_without_install_is_an_apply_error(
     docker_world: DockerWorld, executor: DockerExecutor, app: str
 ) -> None:
-    with pytest.raises(ContainerFailed, match=container_name(app, "1.0.0")):
+    with pytest.raises(ContainerFailed, match=container_name(app, "1.0.0", DEVICE)):
         executor.switch(target(app, "1.0.0", docker_world.push_app("1.0.0")), None)
 
 
@@ -393,3 +396,56 @@ def test_a_release_without_a_container_image_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ApplyError, match="exactly one container_image artifact, found 0"):
         executor.fetch(AppTarget(deployment_id="d1", app="app", version="1.0.0", release=release))
+
+
+# --- several robots on one engine ------------------------------------------------------------------
+
+
+def test_two_devices_on_one_engine_do_not_touch_each_others_containers(
+    docker_world: DockerWorld, tmp_path: Path, app: str
+) -> None:
+    def robot(device: str) -> DockerExecutor:
+        ctx = ExecutorContext(apps_dir=tmp_path / device / "apps", downloads_dir=tmp_path / device / "dl")
+        return DockerExecutor(ctx, agent_config(docker_world.base_url, device))
+
+    one, two = robot("robot-1"), robot("robot-2")
+    old = target(app, "1.0.0", docker_world.push_app("1.0.0"), command=["/bin/sleep", "3600"])
+    new = target(app, "1.1.0", docker_world.push_app("1.1.0"), ["/bin/sleep", "3600"], "d2")
+    for executor in (one, two):
+        executor.install(old)
+        executor.switch(old, None)
+    two.install(new)
+    two.switch(new, "1.0.0")  # stops robot-2's 1.0.0 only
+    assert one.state(app, "1.0.0") is RunState.RUNNING and one.active(app) == "1.0.0"
+    assert one.state(app, "1.1.0") is RunState.MISSING  # robot-2's container is not robot-1's
+    assert two.state(app, "1.0.0") is RunState.EXITED
+
+    two.commit(app, "1.1.0", "1.0.0")  # removes robot-2's 1.0.0, not robot-1's
+    assert one.state(app, "1.0.0") is RunState.RUNNING
+    assert container(docker_world, app, "1.0.0").labels["dev.fleetcd.device"] == "robot-1"
+    one.rollback(app, "1.0.0", None)
+    assert two.state(app, "1.1.0") is RunState.RUNNING and two.active(app) == "1.1.0"
+
+
+def test_the_targets_environment_and_its_config_file_reach_the_container(
+    docker_world: DockerWorld, executor: DockerExecutor, app: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "apps" / app / "config" / "app.json"
+    script = (
+        f'(cat "$FLEETCD_CONFIG"; echo "$FLEETCD_APP $GREETING") > /www/index.html && {" ".join(httpd(port))}'
+    )
+    new = target(
+        app, "1.0.0", docker_world.push_app("1.0.0"), ["/bin/sh", "-c", script], config_path="app.json"
+    )
+    new = AppTarget(
+        new.deployment_id, app, "1.0.0", new.release, env={**new.env, "FLEETCD_CONFIG": str(config)}
+    )
+    executor.install(new)
+    config.write_text('{"port": 8080}\n')  # the agent writes it between install and switch
+    executor.switch(new, None)
+    assert served(port) == f'{{"port": 8080}}\n{app} hi\n'
+    mounts = container(docker_world, app, "1.0.0").attrs["Mounts"]
+    assert [(m["Source"], m["Destination"], m["RW"]) for m in mounts] == [
+        (str(config.parent), str(config.parent), False)
+    ]

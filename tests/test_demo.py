@@ -8,24 +8,24 @@ directory). After the demo exits, no process with either may be alive.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from tests.dockerd import DockerWorld, docker_world
+
 FLEETCD = [sys.executable, "-c", "from controller.cli import main; main()"]
 MARK = "FLEETCD_DEMO_TEST_MARK"
+__all__ = ["docker_world"]  # the session fixture of tests/dockerd.py
 DEMO_LIMIT_SECONDS = 300  # the demo itself aims at under two minutes; this only stops a hang
 
 
@@ -138,44 +138,32 @@ def test_demo_docker_without_an_engine_exits_4_before_creating_anything(tmp_path
     assert not kept.exists()
 
 
-class _Ping(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/_ping" else 404)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"OK")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _UnixHTTPServer(HTTPServer):
-    address_family = socket.AF_UNIX
-
-    def server_bind(self) -> None:
-        self.socket.bind(self.server_address)
-        self.server_name, self.server_port = "localhost", 0
-
-
-@pytest.fixture
-def engine_socket(tmp_path: Path) -> Iterator[Path]:
-    """A unix socket answering ``GET /_ping`` like a Docker Engine's API."""
-    path = tmp_path / "docker.sock"
-    server = _UnixHTTPServer(str(path), _Ping)  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield path
-    server.shutdown()
-    server.server_close()
-
-
-def test_demo_docker_with_one_shared_engine_says_each_robot_needs_its_own(
-    tmp_path: Path, engine_socket: Path
+@pytest.mark.slow
+@pytest.mark.docker
+def test_demo_docker_runs_the_story_as_containers_on_one_engine_and_removes_them(
+    tmp_path: Path, gpg_available: str, docker_world: DockerWorld
 ) -> None:
-    done = demo("--docker", mark="none", env={"DOCKER_HOST": f"unix://{engine_socket}"})
-    assert done.returncode == 4, done.stdout + done.stderr
-    assert f"a Docker engine answers at unix://{engine_socket}" in done.stderr
-    assert "one engine per robot" in done.stderr
+    kept, mark = tmp_path / "demo", uuid.uuid4().hex
+    done = demo("--docker", "--keep", str(kept), mark=mark, env={"DOCKER_HOST": docker_world.base_url})
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr
+    assert "(real processes, docker executor)" in out
+    assert re.search(r"its app at 127\.0\.0\.1:\d+/fleetcd-demo/navstack@sha256:[0-9a-f]{64}", out)
+    assert "All 6 robots run navstack 1.0.0." in out
+    assert re.search(
+        r"amr-tyo-02: its agent rolled back to 1\.0\.0: unhealthy \(probe_failed\).*"
+        r"map tokyo-floor3: unreadable by the 1\.1\.0 map loader",
+        out,
+    )
+    assert "rollout navstack generation 2: halted (failure_threshold_crossed)" in out
+    assert "audit log intact" in out
+    config = json.loads((kept / "robots" / "amr-tyo-02" / "agent.yaml").read_text().split("\n", 2)[2])
+    assert config["executor"] == "docker" and config["docker"]["base_url"] == docker_world.base_url
+    # Cleaned up: no container, no image of the run's registry left on the engine, registry stopped.
+    containers = docker_world.client.containers.list(all=True, filters={"label": "dev.fleetcd.app=navstack"})
+    assert containers == []
+    assert not [t for i in docker_world.client.images.list() for t in i.tags if "fleetcd-demo/" in t]
+    assert leftovers(mark, kept) == []
 
 
 def test_demo_keep_refuses_a_directory_with_something_in_it(tmp_path: Path) -> None:

@@ -6,8 +6,12 @@ that imports the ``docker`` SDK.
 
 * fetch pulls the release's ``container_image`` by digest (``repo@sha256:…``; a tag is never
   trusted) and checks the engine lists that exact digest in the image's ``RepoDigests``.
-* install creates — never starts — ``fleetcd-<app>-<version>`` with ``dev.fleetcd.*`` labels, host
-  networking and restart policy ``no``: the agent, not the engine, decides about restarts.
+* install creates — never starts — ``fleetcd-<device>-<app>-<version>`` with ``dev.fleetcd.*``
+  labels, host networking and restart policy ``no``: the agent, not the engine, decides about
+  restarts. The app's config folder (``<app_dir>/config``) is bind-mounted read-only at the same
+  path, so ``$FLEETCD_CONFIG`` and the files the agent writes before each switch reach the app.
+* Everything is scoped to this robot (``dev.fleetcd.device``): agents of several devices may share
+  one engine (the demo's six robots do) without seeing or stopping each other's containers.
 * switch stops the other versions (kept for a rollback), starts the new one, then records the active
   version in ``<app_dir>/active`` (atomic), the intent that :meth:`DockerExecutor.active` reads back.
 * rollback and commit only touch containers already on the robot, so they work with the link down.
@@ -47,6 +51,8 @@ from fleetcd.models.release import ContainerImage, Release
 LABEL_APP = "dev.fleetcd.app"
 LABEL_VERSION = "dev.fleetcd.version"
 LABEL_DEPLOYMENT = "dev.fleetcd.deployment"
+LABEL_DEVICE = "dev.fleetcd.device"
+CONFIG_DIR = "config"  # agent.configfiles.write.CONFIG_DIR: relative config paths live here
 ACTIVE_FILE = "active"
 NETWORK_MODE = "host"  # robots run one app per port; no bridge, no NAT between app and robot
 RUNNING_STATUSES = frozenset({"running", "restarting"})
@@ -63,9 +69,14 @@ class DockerTimeouts:
     stop_seconds: int = 10  # SIGTERM grace before the engine SIGKILLs a container
 
 
-def container_name(app: str, version: str) -> str:
-    """``fleetcd-<app>-<version>``; the labels, not the name, are what identifies a version."""
-    return _NAME_UNSAFE.sub("_", f"fleetcd-{app}-{version}")
+def container_name(app: str, version: str, device: str | None = None) -> str:
+    """``fleetcd-<device>-<app>-<version>`` (``fleetcd-<app>-<version>`` without a device).
+
+    The labels, not the name, are what identifies a version; the device keeps names apart when
+    several robots' agents share one engine.
+    """
+    parts = [device] if device else []
+    return _NAME_UNSAFE.sub("_", "-".join(["fleetcd", *parts, app, version]))
 
 
 def image_artifact(release: Release) -> ContainerImage:
@@ -109,6 +120,7 @@ class DockerExecutor:
         timeouts: DockerTimeouts = DockerTimeouts(),
     ) -> None:
         self._ctx = ctx
+        self._device = config.device
         self._base_url = config.docker.base_url
         self._client = client
         self._timeouts = timeouts
@@ -125,12 +137,14 @@ class DockerExecutor:
     def install(self, target: AppTarget) -> None:
         artifact = image_artifact(target.release)
         self.fetch(target)  # after a crash or an image prune; a no-op when the image is here
-        name = container_name(target.app, target.version)
+        name = self._name(target.app, target.version)
         labels = {
             LABEL_APP: target.app,
             LABEL_VERSION: target.version,
             LABEL_DEPLOYMENT: target.deployment_id,
+            LABEL_DEVICE: self._device,
         }
+        binds = self._config_binds(target)
         with self._engine(f"install {name}"):
             image_id = self._docker.images.get(artifact.image).id
             existing = self._get(name)
@@ -153,14 +167,15 @@ class DockerExecutor:
                     # Host networking: the app binds these itself, nothing is published; they are
                     # recorded as ExposedPorts so `docker inspect` shows what the release declared.
                     ports=sorted(set(artifact.ports.values())),
+                    volumes=sorted(binds),
                     host_config=api.create_host_config(
-                        network_mode=NETWORK_MODE, restart_policy={"Name": "no"}
+                        network_mode=NETWORK_MODE, restart_policy={"Name": "no"}, binds=binds
                     ),
                 ),
             )
 
     def switch(self, target: AppTarget, previous: str | None) -> None:
-        name = container_name(target.app, target.version)
+        name = self._name(target.app, target.version)
         with self._engine(f"switch to {name}"):
             # Stop every other version, not just `previous`: after a crash mid-rollback another one
             # may run, and exactly one version of an app may ever run.
@@ -171,9 +186,11 @@ class DockerExecutor:
         self._record_active(target.app, target.version)
 
     def state(self, app: str, version: str) -> RunState:
-        with self._engine(f"inspect {container_name(app, version)}"):
-            container = self._get(container_name(app, version))
+        with self._engine(f"inspect {self._name(app, version)}"):
+            container = self._get(self._name(app, version))
         if container is None or container.labels.get(LABEL_APP) != app:
+            return RunState.MISSING
+        if container.labels.get(LABEL_DEVICE) != self._device:
             return RunState.MISSING
         if container.labels.get(LABEL_VERSION) != version:
             return RunState.MISSING
@@ -197,7 +214,7 @@ class DockerExecutor:
         with self._engine(f"roll back {app} {failed}"):
             for version, container in self._containers(app).items():
                 if version == failed and failed != previous:
-                    name = container_name(app, version)
+                    name = self._name(app, version)
                     self._call(name, "remove", lambda c=container: c.remove(force=True))
                 elif version != previous and container.status in RUNNING_STATUSES:
                     self._stop(container)
@@ -217,7 +234,7 @@ class DockerExecutor:
         version = self.active(app)
         if version is None or self.state(app, version) is not RunState.EXITED:
             return False
-        with self._engine(f"restart {container_name(app, version)}"):
+        with self._engine(f"restart {self._name(app, version)}"):
             self._start(app, version)
         return True
 
@@ -226,7 +243,7 @@ class DockerExecutor:
             # Everything but the committed version goes: `previous` and any leftover of a crash.
             for other, container in self._containers(app).items():
                 if other != version:
-                    name = container_name(app, other)
+                    name = self._name(app, other)
                     self._call(name, "remove", lambda c=container: c.remove(force=True))
 
     # --- engine --------------------------------------------------------------------------------
@@ -263,6 +280,23 @@ class DockerExecutor:
         except docker.errors.APIError as exc:
             raise ContainerFailed(f"{action} {name}", _explain(exc)) from exc
 
+    def _name(self, app: str, version: str) -> str:
+        return container_name(app, version, self._device)
+
+    def _config_binds(self, target: AppTarget) -> dict[str, dict[str, str]]:
+        """``<app_dir>/config`` read-only at the same path, when the app has (or will have) config.
+
+        The agent writes the config file after install and before switch, so the folder is created
+        here for a release that declares a config: a bind mount needs its source to exist.
+        """
+        folder = self._ctx.app_dir(target.app) / CONFIG_DIR
+        if target.release.config is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            return {}
+        path = str(folder.resolve())
+        return {path: {"bind": path, "mode": "ro"}}
+
     def _get(self, name: str) -> Any | None:
         try:
             return self._docker.containers.get(name)
@@ -270,14 +304,13 @@ class DockerExecutor:
             return None
 
     def _containers(self, app: str) -> dict[str, Any]:
-        """This app's fleetcd containers by version (stopped ones too)."""
-        found = self._docker.containers.list(
-            all=True, filters={"label": f"{LABEL_APP}={app}"}, ignore_removed=True
-        )
+        """This device's containers of this app by version (stopped ones too)."""
+        labels = [f"{LABEL_APP}={app}", f"{LABEL_DEVICE}={self._device}"]
+        found = self._docker.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         return {str(c.labels[LABEL_VERSION]): c for c in found if c.labels.get(LABEL_VERSION)}
 
     def _start(self, app: str, version: str) -> None:
-        name = container_name(app, version)
+        name = self._name(app, version)
         container = self._get(name)
         if container is None:
             raise ContainerFailed(f"start {name}", "no such container (never installed, or removed)")

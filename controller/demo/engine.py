@@ -4,12 +4,9 @@ The controller package does not use the docker SDK (only the agent's Docker exec
 engine is asked ``GET /_ping`` with the standard library over ``$DOCKER_HOST`` (a unix socket by
 default, or ``tcp://host:port``).
 
-Six robots cannot share one engine: the agent's Docker executor names an app's containers
-``fleetcd-<app>-<version>`` and runs them with host networking on the release's port, exactly as on
-one real robot. A Docker demo therefore needs an engine per robot (a network namespace and a
-private ``dockerd`` each, as ``tests/dockerd.py`` builds them for the full-stack tests), which
-does not start within the demo's two minutes on a small machine. Until it does, ``--docker``
-stops with a setup error (exit 4) that says which of the two it met.
+Six robots share the one engine: the agent's Docker executor scopes its containers by device
+(``fleetcd-<device>-<app>-<version>``, a ``dev.fleetcd.device`` label), and each robot's app
+listens on the port its device config names, with host networking as on a real robot.
 """
 
 from __future__ import annotations
@@ -56,16 +53,12 @@ def engine_answers(host: str) -> bool:
         connection.close()
 
 
-def require_docker_demo() -> None:
-    """Raise SetupError: no engine, or an engine that six demo robots cannot share."""
+def require_docker_demo() -> str:
+    """The engine's address (``$DOCKER_HOST`` or the default socket); SetupError when it does not answer."""
     host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
     if not engine_answers(host):
         raise SetupError(
             f"Docker engine not reachable at {host} (set DOCKER_HOST, or start dockerd); "
             "`fleetcd demo` without --docker runs the same story with the tarball executor"
         )
-    raise SetupError(
-        f"a Docker engine answers at {host}, but the Docker demo needs one engine per robot "
-        "(containers are named fleetcd-<app>-<version> and use host networking, as on a real robot), "
-        "which this demo does not set up yet; `fleetcd demo` runs the story with the tarball executor"
-    )
+    return host

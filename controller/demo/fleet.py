@@ -94,8 +94,25 @@ def write_device_configs(root: Path, robots: list[Robot]) -> None:
         )
 
 
-def write_release(root: Path, version: str, artifact: Artifact, url: str, python: str, probe: Path) -> Path:
-    """``releases/navstack/<version>.yaml`` for a packed app served at ``url``."""
+def tarball_artifact(artifact: Artifact, url: str, python: str) -> str:
+    """The release's ``artifacts`` entry for a packed app served at ``url``."""
+    return (
+        f"  - kind: app_tarball\n    name: {APP}\n    url: {q(url)}\n"
+        f"    sha256: {q(artifact.sha256)}\n    size: {artifact.size}\n"
+        f"    command: [{q(python)}, app.py]\n"
+    )
+
+
+def image_artifact(image: str, command: list[str]) -> str:
+    """The release's ``artifacts`` entry for a container image pinned by digest (``--docker``)."""
+    return (
+        f"  - kind: container_image\n    name: {APP}\n    image: {q(image)}\n"
+        f"    command: [{', '.join(q(a) for a in command)}]\n"
+    )
+
+
+def write_release(root: Path, version: str, artifact: str, probe: Path) -> Path:
+    """``releases/navstack/<version>.yaml`` shipping ``artifact`` (an ``artifacts`` list entry)."""
     path = root / "releases" / APP / f"{version}.yaml"
     schema = {
         "type": "object",
@@ -114,10 +131,7 @@ def write_release(root: Path, version: str, artifact: Artifact, url: str, python
         "# Immutable once merged: its signatures cover these exact bytes.\n"
         f"apiVersion: fleetcd.dev/v1\nkind: Release\napp: {APP}\nversion: {q(version)}\n"
         f"notes: {q(RELEASE_NOTES.get(version, ''))}\n"
-        "artifacts:\n"
-        f"  - kind: app_tarball\n    name: {APP}\n    url: {q(url)}\n"
-        f"    sha256: {q(artifact.sha256)}\n    size: {artifact.size}\n"
-        f"    command: [{q(python)}, app.py]\n"
+        f"artifacts:\n{artifact}"
         "compatibility:\n  families: [amr]\n  models: [amr-x]\n  hardware_revision: {min: 1, max: 2}\n"
         "# After the switch the app must keep running and the probe pass, or the robot rolls back.\n"
         "# On a real robot: `type: http` on http://127.0.0.1:8080/healthz. Six demo robots share one\n"

@@ -2,9 +2,11 @@
 
 :func:`run_demo` creates the run's folder (``--keep DIR`` or a temporary one), a short-pathed
 GnuPG home for the development keys, the artifact server and the process table, tells the story
-(:func:`controller.demo.story.tell`), and then, whatever happened (an error, Ctrl-C, SIGTERM or
-SIGHUP), stops every process the run started, kills the keyring's gpg agents and removes what is
-not kept. With ``--keep`` the keyring is copied to ``DIR/gnupg`` so the fleet can be changed later.
+(:func:`controller.demo.story.tell`) — with ``--docker`` also a registry and the app's images
+(:class:`controller.demo.containers.ContainerWorld`) — and then, whatever happened (an error,
+Ctrl-C, SIGTERM or SIGHUP), stops every process the run started, removes the run's containers and
+images, kills the keyring's gpg agents and removes what is not kept. With ``--keep`` the keyring
+is copied to ``DIR/gnupg`` so the fleet can be changed later.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from types import FrameType
 
 import click
 
+from controller.demo.containers import ContainerWorld
 from controller.demo.engine import require_docker_demo
 from controller.demo.fleet import APP, ArtifactServer, Robot
 from controller.demo.processes import MARKER_ENV, Processes
@@ -53,6 +56,7 @@ class Demo:
     processes: Processes
     artifacts: ArtifactServer
     kept: bool
+    containers: ContainerWorld | None = None  # --docker: the registry and images the releases pin
     robots: list[Robot] = field(default_factory=list)
     step_no: int = 0
 
@@ -119,8 +123,7 @@ def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: 
     """Tell the story; the fleet lives in ``keep`` (kept) or a temporary directory (removed)."""
     from controller.demo.story import tell
 
-    if docker:
-        require_docker_demo()
+    engine = require_docker_demo() if docker else None
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise SetupError(f"{keep}: not empty; --keep needs a new or empty directory")
     home = (keep or Path(tempfile.mkdtemp(prefix="fleetcd-demo-"))).resolve()
@@ -129,16 +132,31 @@ def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: 
     gnupghome = Path(tempfile.mkdtemp(prefix="fleetcd-demo-gpg-"))
     processes = Processes(marker=uuid.uuid4().hex, root=home)
     artifacts: ArtifactServer | None = None
+    containers: ContainerWorld | None = None
     try:
         with _marked(processes.marker), _signals_interrupt():
             artifacts = ArtifactServer(home / "artifacts")
-            tell(Demo(invoke, home, gnupghome, processes, artifacts, kept=keep is not None))
+            if engine is not None:
+                containers = ContainerWorld(engine, home / "registry")
+            tell(
+                Demo(
+                    invoke,
+                    home,
+                    gnupghome,
+                    processes,
+                    artifacts,
+                    kept=keep is not None,
+                    containers=containers,
+                )
+            )
     except KeyboardInterrupt:
         click.echo("\ninterrupted: stopping the controller, the agents and their apps", err=True)
         raise
     finally:
         with _ignoring_interrupts():
             processes.stop_all()
+            if containers is not None:  # after the agents: none of them may start an app again
+                containers.close()
             if artifacts is not None:
                 artifacts.close()
             _kill_gpg_agents(gnupghome)

@@ -21,10 +21,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from controller.demo import fleet as content
+from controller.demo.containers import HEALTH_PATH
 from controller.demo.fleet import APP, ROLLOUT
 from controller.demo.processes import agent_command, fleetcd_command
 from controller.demo.progress import Snapshot
@@ -103,13 +105,24 @@ def _create_fleet(demo: Demo) -> None:
 
 
 def _start_robots(demo: Demo) -> None:
-    demo.step("Start the controller and one agent per robot (real processes, tarball executor)")
+    docker = demo.containers
+    executor: Literal["tarball", "docker"] = "docker" if docker is not None else "tarball"
+    demo.step(f"Start the controller and one agent per robot (real processes, {executor} executor)")
     probe = healthz_tool(_probe(demo), sys.executable)
+    path = HEALTH_PATH if docker is not None else "/healthz"
     for robot in demo.robots:
         home = demo.robot_home(robot)
-        config = provision(robot, home, server=demo.server, fleet_root=demo.fleet, probe=probe)
+        config = provision(
+            robot,
+            home,
+            server=demo.server,
+            fleet_root=demo.fleet,
+            probe=probe,
+            executor=executor,
+            docker_base_url=docker.host if docker is not None else None,
+        )
         argv = [*agent_command(), "--config", str(config), "run"]
-        env = {HEALTHZ_ENV: f"http://127.0.0.1:{robot.port}/healthz"}
+        env = {HEALTHZ_ENV: f"http://127.0.0.1:{robot.port}{path}"}
         demo.processes.start(robot.id, argv, home / "agent.log", env)
     argv = [*fleetcd_command(), "controller", "run", "--repo", str(demo.server), *demo.gpg]
     argv += ["--cache", str(demo.home / "controller" / "cache")]
@@ -117,7 +130,10 @@ def _start_robots(demo: Demo) -> None:
     demo.processes.start("controller", argv, demo.home / "controller" / "controller.log")
     click.echo(f"  fleetcd controller run --repo fleet.git --interval {CONTROLLER_INTERVAL_SECONDS}")
     click.echo(f"  fleetcd-agent --config robots/<id>/agent.yaml run   (x6, polling every {POLL_SECONDS} s)")
-    click.echo(f"  artifacts: http://127.0.0.1:{demo.artifacts.port}/ ; logs: robots/<id>/agent.log")
+    if docker is not None:
+        click.echo(f"  images: {docker.repository} (docker-registry) ; logs: robots/<id>/agent.log")
+    else:
+        click.echo(f"  artifacts: http://127.0.0.1:{demo.artifacts.port}/ ; logs: robots/<id>/agent.log")
 
 
 def _probe(demo: Demo) -> Path:
@@ -125,12 +141,17 @@ def _probe(demo: Demo) -> Path:
 
 
 def _publish(demo: Demo, version: str) -> None:
-    packed = content.pack(demo.home / "artifacts", version)
-    url = demo.artifacts.url(packed)
-    content.write_release(demo.fleet, version, packed, url, sys.executable, _probe(demo))
+    if demo.containers is not None:
+        where = demo.containers.publish(version)
+        artifact = content.image_artifact(where, demo.containers.command)
+    else:
+        packed = content.pack(demo.home / "artifacts", version)
+        where = demo.artifacts.url(packed)
+        artifact = content.tarball_artifact(packed, where, sys.executable)
+    content.write_release(demo.fleet, version, artifact, _probe(demo))
     content.write_rollout(demo.fleet, version)
     click.echo(
-        f"(wrote releases/{APP}/{version}.yaml, its app at {url}; rollouts/{ROLLOUT}.yaml → {version})"
+        f"(wrote releases/{APP}/{version}.yaml, its app at {where}; rollouts/{ROLLOUT}.yaml → {version})"
     )
 
 
