@@ -32,12 +32,14 @@ def demo_command(keep: Path | None, docker: bool) -> None:
 def build() -> click.Group:
     from controller.commands import audit_group, controller_group
     from controller.ops_commands import register_ops_commands
+    from controller.sim.command import sim_command
 
     register_core_commands(cli)
     cli.add_command(demo_command)
     cli.add_command(controller_group)
     cli.add_command(audit_group)
     register_ops_commands(cli)
+    cli.add_command(sim_command)
     return cli
 
 
