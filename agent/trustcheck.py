@@ -28,10 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime
 
-from agent.errors import CorruptState
-from agent.state.atomic import read_bytes, write_atomic
+from agent.state.atomic import read_model, write_atomic
 from agent.sync.desired import DesiredFiles
 from fleetcd.desired import BundleExpired, TrustAnchors, VerifiedBundle, verify_bundle
 from fleetcd.desired.bundle import ROOT_FILE
@@ -153,13 +152,7 @@ def check_unchanged(state: TrustState, files: DesiredFiles, now: datetime) -> bo
 
 def load_trust_state(path: Path) -> TrustState:
     """The saved state; a fresh one on first boot; :class:`CorruptState` when it does not parse."""
-    raw = read_bytes(path)
-    if raw is None:
-        return TrustState()
-    try:
-        return TrustState.model_validate_json(raw)
-    except ValidationError as exc:
-        raise CorruptState(path, f"not a trust state: {exc.errors()[0]['msg']}") from exc
+    return read_model(path, TrustState, "a trust state") or TrustState()
 
 
 def save_trust_state(path: Path, state: TrustState) -> None:

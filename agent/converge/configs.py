@@ -23,12 +23,11 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from agent.configfiles.write import config_path, drifted, render, sha256_hex, write_config
-from agent.errors import CorruptState
 from agent.paths import AgentPaths
-from agent.state.atomic import fsync_dir, read_bytes, write_atomic
+from agent.state.atomic import fsync_dir, read_bytes, read_model, write_atomic
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.release import Release
 
@@ -65,13 +64,7 @@ class ConfigSnapshot(FrozenModel):
 
 
 def load_ledger(path: Path) -> ConfigLedger:
-    raw = read_bytes(path)
-    if raw is None:
-        return ConfigLedger()
-    try:
-        return ConfigLedger.model_validate_json(raw)
-    except ValidationError as exc:
-        raise CorruptState(path, f"not a config ledger: {exc.errors()[0]['msg']}") from exc
+    return read_model(path, ConfigLedger, "a config ledger") or ConfigLedger()
 
 
 def _save(path: Path, ledger: ConfigLedger) -> None:
@@ -167,14 +160,7 @@ class AppConfigs:
         return self.history / f"{_name(version)}.json"
 
     def _load(self, version: str | None) -> ConfigSnapshot | None:
-        path = self._file(version)
-        raw = read_bytes(path)
-        if raw is None:
-            return None
-        try:
-            return ConfigSnapshot.model_validate_json(raw)
-        except ValidationError as exc:
-            raise CorruptState(path, f"not a config snapshot: {exc.errors()[0]['msg']}") from exc
+        return read_model(self._file(version), ConfigSnapshot, "a config snapshot")
 
     def _snapshot(
         self, version: str | None, deployment_id: str, incoming: str | None, paths: list[Path]

@@ -13,10 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from agent.errors import CorruptState
-from agent.state.atomic import fsync_dir, read_bytes, write_atomic
+from agent.state.atomic import fsync_dir, read_model, write_atomic
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.reports import StatusReport
 
@@ -31,13 +28,7 @@ class Outbox:
 
     def pending(self) -> StatusReport | None:
         """The report waiting to be delivered, or None."""
-        raw = read_bytes(self.path)
-        if raw is None:
-            return None
-        try:
-            return StatusReport.model_validate_json(raw)
-        except ValidationError as exc:
-            raise CorruptState(self.path, f"not a status report: {exc.errors()[0]['msg']}") from exc
+        return read_model(self.path, StatusReport, "a status report")
 
     def put(self, report: StatusReport) -> None:
         """Queue ``report`` unless a report with the same or a higher seq is already waiting."""

@@ -14,7 +14,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from agent.errors import CorruptState, DiskFull
 
@@ -22,6 +24,8 @@ from agent.errors import CorruptState, DiskFull
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 DEFAULT_FILE_MODE = 0o644
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def fsync_dir(path: Path) -> None:
@@ -59,6 +63,18 @@ def read_bytes(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def read_model(path: Path, model_type: type[M], what: str) -> M | None:
+    """The ``model_type`` saved in ``path`` as JSON; None if missing; :class:`CorruptState` naming
+    ``what`` it should have been when it does not parse or validate."""
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        return model_type.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CorruptState(path, f"not {what}: {exc.errors()[0]['msg']}") from exc
 
 
 def read_json(path: Path) -> Any | None:
