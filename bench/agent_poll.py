@@ -19,21 +19,18 @@ from __future__ import annotations
 import resource
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from agent.sync.desired import fetch_desired
-from bench import fleetgen
 from bench.common import base_parser, table, write_results
-from bench.controller_world import RELEASES, controller_write, make_bundles
+from bench.controller_world import controller_write, signed_fleet
 from bench.git_poll_bytes import CountingProxy, git_daemon
 from fleetcd.desired import Bundle
 from fleetcd.git import refs
 from fleetcd.models.agent import AgentConfig
-from fleetcd.trust.gpg import Signer
 
 NAME = "agent_poll"
 DEFAULT_SIZES = (10, 10_000)
@@ -119,21 +116,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(set(args.sizes))
     by_size: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="fleetcd-agent-poll-") as tmp:
-        root = Path(tmp)
-        home = root / "gnupg"
-        home.mkdir(mode=0o700)
-        fleet = fleetgen.generate(sizes[-1], RELEASES, home)
-        bundles = make_bundles(fleet)
-        devices = sorted(bundles)
-        with Signer(home) as signer:
-
-            def sign(data: bytes) -> bytes:
-                return signer.sign_detached(data, fleet.fingerprint)
-
-            for n in sizes:
-                chosen = {d: bundles[d] for d in devices[:n]}
-                by_size[n] = run_size(root / f"size-{n}", chosen, sign, fleet.fingerprint, args.runs)
+    with signed_fleet(sizes[-1], "fleetcd-agent-poll-") as fleet:
+        for n in sizes:
+            by_size[n] = run_size(
+                fleet.root / f"size-{n}", fleet.first(n), fleet.sign, fleet.fingerprint, args.runs
+            )
     small, large = sizes[0], sizes[-1]
     agent_small, agent_large = by_size[small]["agent_fetch_desired"], by_size[large]["agent_fetch_desired"]
     bytes_ratio = round(agent_large["bytes_down"] / max(agent_small["bytes_down"], 1), 2)

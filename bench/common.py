@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ DEFAULT_RUNS = 3
 DEFAULT_WARMUPS = 1
 CHILD_TIMEOUT_SECONDS = 120.0
 MIB = 1024 * 1024
+LISTENER_START_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,30 @@ def own_peak_rss_bytes() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_listener(
+    argv: Sequence[str], port: int, *, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the server ``argv`` and wait until it accepts connections on loopback ``port``."""
+    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + LISTENER_START_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{argv[0]} did not start listening on port {port}") from None
+            time.sleep(0.05)
 
 
 def machine_info() -> dict[str, Any]:

@@ -15,21 +15,18 @@ as a per-robot SSH forced command would. Goal for the namespaced poll: at most 1
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
-from bench import fleetgen
 from bench.common import base_parser, table, write_results
-from bench.controller_world import RELEASES, controller_write, make_bundles
+from bench.controller_world import controller_write, signed_fleet
 from bench.git_poll_bytes import advertisement_bytes, git_daemon, measure_poll
 from fleetcd.desired import Bundle
 from fleetcd.git import refs
 from fleetcd.git.remote import fetch, fetch_own_ref_cli
-from fleetcd.trust.gpg import Signer
 
 NAME = "controller_poll"
 DEFAULT_SIZES = (10, 10_000)
@@ -80,21 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(set(args.sizes))
     by_size: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="fleetcd-poll-") as tmp:
-        root = Path(tmp)
-        home = root / "gnupg"
-        home.mkdir(mode=0o700)
-        fleet = fleetgen.generate(sizes[-1], RELEASES, home)
-        bundles = make_bundles(fleet)
-        devices = sorted(bundles)
-        with Signer(home) as signer:
-
-            def sign(data: bytes) -> bytes:
-                return signer.sign_detached(data, fleet.fingerprint)
-
-            for n in sizes:
-                chosen = {d: bundles[d] for d in devices[:n]}
-                by_size[n] = run_size(root / f"size-{n}", chosen, sign, args.runs)
+    with signed_fleet(sizes[-1], "fleetcd-poll-") as fleet:
+        for n in sizes:
+            by_size[n] = run_size(fleet.root / f"size-{n}", fleet.first(n), fleet.sign, args.runs)
     small, large = sizes[0], sizes[-1]
 
     def ratio(method: str) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -214,3 +215,33 @@ def controller_write(
         namespaces=namespaces,
     )
     return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class SignedFleet:
+    """Bundles of the largest size asked for, and the one key that signs roots and releases."""
+
+    root: Path  # a scratch directory for the benchmark's repositories
+    bundles: dict[str, Bundle]
+    fingerprint: str
+    sign: Callable[[bytes], bytes]
+
+    def first(self, n: int) -> dict[str, Bundle]:
+        """The bundles of the first ``n`` robots (by id): the fleet of one size of a size sweep."""
+        return {d: self.bundles[d] for d in sorted(self.bundles)[:n]}
+
+
+@contextmanager
+def signed_fleet(robots: int, prefix: str) -> Iterator[SignedFleet]:
+    """A generated fleet of ``robots`` with one deployment each, signing ready, in a temp dir."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = Path(tmp)
+        home = root / "gnupg"
+        home.mkdir(mode=0o700)
+        fleet = fleetgen.generate(robots, RELEASES, home)
+        with gpg.Signer(home) as signer:
+
+            def sign(data: bytes) -> bytes:
+                return signer.sign_detached(data, fleet.fingerprint)
+
+            yield SignedFleet(root, make_bundles(fleet), fleet.fingerprint, sign)

@@ -41,7 +41,6 @@ the recommended setup, measured on the same repository.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fleetgen
-from bench.common import base_parser, table, write_results
+from bench.common import base_parser, free_port, start_listener, table, write_results
 from controller.sim import SimSettings, run_simulation
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_prefix, status_ref
@@ -70,7 +69,6 @@ JITTER_PERCENT = 20.0
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 APP, VERSION = "telemetry", "2.0.0"
 BENCH = Identity("bench robot", "robot@bench.invalid")
-DAEMON_START_TIMEOUT_S = 10.0
 REAP_SETTLE_S = 0.5  # let the daemon reap its last children before the final sample
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _GIT_ENV = {
@@ -149,9 +147,7 @@ def publish(root: Path, files: dict[str, bytes]) -> Path:
 @contextmanager
 def git_daemon(base: Path, *services: str) -> Iterator[tuple[int, int]]:
     """``git daemon`` serving ``base`` on loopback with ``services`` enabled: (pid, port)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # The daemon binary itself: `git daemon` would run it as a child of a `git` wrapper process,
     # whose /proc counters see none of the serving.
     exec_path = subprocess.run(
@@ -160,17 +156,7 @@ def git_daemon(base: Path, *services: str) -> Iterator[tuple[int, int]]:
     argv = [str(Path(exec_path) / "git-daemon"), "--reuseaddr", "--export-all",
             *(f"--{'enable' if s in services else 'disable'}={s}" for s in ("upload-pack", "receive-pack")),
             "--listen=127.0.0.1", f"--port={port}", f"--base-path={base}", str(base)]  # fmt: skip
-    daemon = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                daemon.kill()
-                raise RuntimeError("git daemon did not start") from None
-            time.sleep(0.05)
+    daemon = start_listener(argv, port)
     try:
         yield daemon.pid, port
     finally:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pygit2
 
-from bench.common import base_parser, measure, table, write_results
+from bench.common import base_parser, free_port, measure, start_listener, table, write_results
 from fleetcd.git import refs
 from fleetcd.git.objects import Identity, commit, object_batch, update_refs, write_tree
 from fleetcd.git.remote import fetch, fetch_own_ref_cli
@@ -45,7 +45,6 @@ DEFAULT_SIZES = (10, 10_000)
 DEFAULT_RUNS = 5
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
-START_TIMEOUT_S = 10.0
 SETTLE_TIMEOUT_S = 5.0
 
 
@@ -171,22 +170,10 @@ class CountingProxy:
 @contextmanager
 def git_daemon(base: Path, env: dict[str, str] | None = None) -> Iterator[CountingProxy]:
     """``git daemon`` serving ``base`` on loopback, reached through a counting proxy."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     argv = ["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}",
             f"--base-path={base}", str(base)]  # fmt: skip
-    daemon = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                daemon.kill()
-                raise RuntimeError("git daemon did not start") from None
-            time.sleep(0.05)
+    daemon = start_listener(argv, port, env={**os.environ, **(env or {})})
     proxy = CountingProxy(port)
     try:
         yield proxy
