@@ -23,7 +23,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime
 
@@ -43,6 +43,7 @@ from agent.report.push import push_report
 from agent.state.atomic import read_bytes, write_atomic
 from agent.state.journal import Journal
 from agent.sync.backoff import Backoff
+from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import TransportError
 from fleetcd.models.agent import AgentConfig

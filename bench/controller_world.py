@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pygit2
@@ -30,6 +30,7 @@ from controller.reconcile.statebranch import load_state
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import DeviceFile
+from fleetcd.compat import UTC
 from fleetcd.desired import Bundle
 from fleetcd.git.objects import Identity, commit, object_batch, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_ref

@@ -46,13 +46,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench import fleetgen
 from bench.common import base_parser, free_port, start_listener, table, write_results
 from controller.sim import SimSettings, run_simulation
+from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_prefix, status_ref
 from fleetcd.git.remote import push

@@ -29,13 +29,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
 from bench.common import base_parser, free_port, measure, start_listener, table, write_results
+from fleetcd.compat import UTC
 from fleetcd.git import refs
 from fleetcd.git.objects import Identity, commit, object_batch, update_refs, write_tree
 from fleetcd.git.remote import fetch, fetch_own_ref_cli

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+from fleetcd.compat import StrEnum
 
 FLEET_FILE = "fleet.yaml"
 MANAGED_DIRS = ("devices", "cohorts", "releases", "rollouts", "approvals", "configs", "keys")

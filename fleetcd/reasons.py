@@ -6,7 +6,7 @@ files), so values are stable snake_case strings; add new ones, never rename.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from fleetcd.compat import StrEnum
 
 
 class Reason(StrEnum):

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from agent.state.journal import Journal, JournalEntry
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source
 from controller.records.model import DeploymentRecord
+from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
 from fleetcd.models import Fleet
 from fleetcd.models.agent import AgentConfig

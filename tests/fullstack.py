@@ -28,7 +28,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from controller.reconcile.source import Source, fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from controller.reconcile.steps import reconcile_once
 from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.remote import SshKey

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 
 from agent.errors import GateClosed, GateTimedOut
 from agent.gates import check_gates, deferral_expired, enforce_gates
+from fleetcd.compat import UTC
 from fleetcd.errors import ApplyError
 from fleetcd.models.agent import GateSettings
 

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from agent.errors import CorruptState
 from agent.state.atomic import read_json, write_atomic
 from agent.state.journal import Journal, JournalEntry, JournalState
+from fleetcd.compat import UTC
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ crash-looping version, with a superseded or withdrawn deployment, and for stage/
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from agent.converge.machine import (
     reported,
 )
 from agent.state.journal import Journal, JournalEntry, JournalState
+from fleetcd.compat import UTC
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=5)

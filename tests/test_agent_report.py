@@ -7,7 +7,7 @@ ACL in test_agent_gitolite.py. A refused push must raise, never look delivered.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pygit2
@@ -20,6 +20,7 @@ from agent.sync.desired import fetch_desired
 from agent.trustcheck import TrustState, verify_desired
 from controller.ingest.reports import read_reports
 from controller.state.model import WavePhase
+from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git.objects import read_blob, ref_target

@@ -13,7 +13,7 @@ the real controller-written repository, real gpg and git, and the real tarball e
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from agent.converge.fallback import PREVIOUS, Fallback, rollback_version
 from agent.converge.machine import ActionKind, DesiredApp, Failure, advance, fail, next_action
 from agent.errors import HealthFailed
 from agent.state.journal import JournalEntry, JournalState
+from fleetcd.compat import UTC
 from tests.agentworld import APP, AgentWorld
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)

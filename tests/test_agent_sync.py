@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 from agent.sync.backoff import Backoff
 from agent.sync.desired import MAX_TRANSFER_BYTES, fetch_desired
 from controller.delivery.write import delivery_ref
+from fleetcd.compat import UTC
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, Bundle
 from fleetcd.errors import SetupError, TransportError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from agent.trustcheck import (
     save_trust_state,
     verify_desired,
 )
+from fleetcd.compat import UTC
 from fleetcd.desired import BundleExpired, BundleRejected
 from fleetcd.errors import SetupError
 from fleetcd.reasons import Reason

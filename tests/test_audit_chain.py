@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,6 +27,7 @@ from controller.audit import (
     verify,
 )
 from controller.errors import AuditChainBroken
+from fleetcd.compat import UTC
 from fleetcd.errors import InvalidContent
 from fleetcd.reasons import Reason
 

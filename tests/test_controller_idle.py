@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pygit2
@@ -22,6 +22,7 @@ from controller.reconcile.due import FULL_RECONCILE_EVERY, soak_seconds, window_
 from controller.reconcile.idle import HINT_FILE
 from controller.reconcile.steps import reconcile_once
 from controller.state.model import WavePhase
+from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of

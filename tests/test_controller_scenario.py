@@ -9,7 +9,7 @@ receipt names the approvers and the gate numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from controller.reconcile.source import Source, fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
 from fleetcd.models import Fleet
 from fleetcd.reports import DeploymentReport

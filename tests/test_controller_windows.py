@@ -9,12 +9,13 @@ tick inside a window dispatches without any new commit.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from controller.state.model import WavePhase
+from fleetcd.compat import UTC
 from fleetcd.desired.bundle import Bundle
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory

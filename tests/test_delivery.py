@@ -12,7 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from controller.delivery import (
 )
 from controller.records.model import Action, DeploymentRecord, TargetStatus
 from controller.records.transitions import new_deployment
+from fleetcd.compat import UTC
 from fleetcd.desired import (
     BUNDLE_FILE,
     PROOF_FILE,

@@ -13,11 +13,12 @@ import base64
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from fleetcd.compat import UTC
 from fleetcd.desired import (
     Bundle,
     BundleDeployment,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -18,6 +18,7 @@ from controller.records import (
     time_out,
 )
 from controller.state.model import WaveCounts
+from fleetcd.compat import UTC
 from fleetcd.models.rollout import FailureThreshold
 from fleetcd.planning.waves import PlannedWave, WaveAction
 

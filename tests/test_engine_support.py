@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.audit.events import AuditEvent, AuditKind
@@ -27,6 +27,7 @@ from controller.records import (
     rollout_generation,
 )
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WaveState
+from fleetcd.compat import UTC
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.device import Device
 from fleetcd.models.fleet import Defaults

@@ -7,11 +7,12 @@ wall-clock time: it does not occur on the first night and lasts two real hours o
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from controller.engine.windows import in_window, window_open
+from fleetcd.compat import UTC
 from tests.test_engine_support import Sim, device, robots, rollout_doc, window
 
 BERLIN = "Europe/Berlin"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from fleetcd.compat import UTC
 from fleetcd.errors import RefConflict, TransportError
 from fleetcd.git import refs
 from fleetcd.git.objects import (

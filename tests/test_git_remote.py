@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pygit2
 import pytest
 
+from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import refs
 from fleetcd.git.hostkeys import HostKeyPolicy

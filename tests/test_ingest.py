@@ -8,7 +8,7 @@ robot's device file. Scenarios are named after what a misbehaving or hostile rob
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from controller.ingest import ingest, read_reports
 from controller.records.model import Action, Activity, Connectivity, DeviceState, ErrorStatus, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import DeviceFile
+from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_ref
 from fleetcd.git.repo import Repository, open_or_init_bare

@@ -8,7 +8,7 @@ fetch into their own cache, as an operator's laptop would.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from controller.cli import build
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from fleetcd.cli.main import run
+from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of

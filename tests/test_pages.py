@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from controller.pages.summary import FleetView, RobotState, robot_state
 from controller.records.model import Action, Connectivity, DeploymentRecord, DeviceState, TargetStatus
 from controller.records.transitions import apply_report, new_deployment, time_out
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
+from fleetcd.compat import UTC
 from fleetcd.models import Cohort, Device
 
 API = "fleetcd.dev/v1"

@@ -7,7 +7,7 @@ rollout halts and rolls the canary robots back, and the receipt must say so with
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -33,6 +33,7 @@ from controller.state.model import (
     WavePhase,
     WaveState,
 )
+from fleetcd.compat import UTC
 from fleetcd.models.release import Release
 from fleetcd.models.rollout import FailureThreshold
 from fleetcd.planning.waves import PlannedWave

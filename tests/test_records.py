@@ -7,7 +7,7 @@ and checks that the record comes back untouched (not an exception that would sto
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -41,6 +41,7 @@ from controller.records import (
     time_out,
 )
 from controller.records.model import MAX_EVENTS, MESSAGE_MAX_CHARS
+from fleetcd.compat import UTC
 
 T0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
 SHA_A = "a" * 64

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from controller.records.model import Action
 from controller.sim import SimReport, SimSettings, run_simulation
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
+from fleetcd.compat import UTC
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.repo import open_or_init_bare

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from controller.reconcile.statebranch import dump, load_state, write_state
 from controller.records.model import DeviceState
 from controller.state.layout import META_FILE, device_file
 from controller.state.model import ControllerMeta, DeviceFile
+from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected, SetupError
 from fleetcd.git.refs import STATE_BRANCH
 from tests.gitrepos import bare_repo, commit_files, git, rev_parse, work_repo

@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from controller.audit.events import AuditEvent, AuditKind, event_key
 from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSettings, notify, wants
+from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 from tests.gitrepos import free_port
 

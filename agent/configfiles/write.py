@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from agent.state.atomic import DEFAULT_FILE_MODE, write_atomic
+from fleetcd.compat import file_sha256
 from fleetcd.errors import ApplyError
 from fleetcd.models.release import ConfigSchema
 
@@ -73,7 +74,7 @@ def drifted(paths_to_sha256: Mapping[Path, str]) -> list[Path]:
     for path, expected in sorted(paths_to_sha256.items()):
         try:
             with path.open("rb") as handle:
-                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+                actual = file_sha256(handle)
         except OSError:
             changed.append(path)  # deleted, or something we cannot read: not what was written
             continue

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Literal
 
 from agent.converge.fallback import PREVIOUS, Fallback, join, kept, rolling_back
 from agent.state.journal import JournalEntry, JournalState
+from fleetcd.compat import StrEnum
 from fleetcd.reports import ReportedActivity, ReportedError
 
 DeploymentAction = Literal["deploy", "stage", "rollback"]

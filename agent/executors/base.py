@@ -12,10 +12,10 @@ Executors are listed by name in :data:`agent.executors.EXECUTORS` (pre-commit's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleetcd.compat import StrEnum
 from fleetcd.models.release import Release
 
 

@@ -21,11 +21,11 @@ refused with a message saying so (the operator deletes the ref or grants ``RW+``
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from pathlib import Path
 
 from agent.report.outbox import Outbox
 from agent.sync.desired import Connection, connection_of
+from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import PushRejected
 from fleetcd.git.objects import Identity, blob_size, commit, read_blob, ref_target, update_refs, write_tree

@@ -13,7 +13,6 @@ does not parse is :class:`agent.errors.CorruptState`, never silently treated as 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +20,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from agent.errors import CorruptState
 from agent.state.atomic import read_bytes, write_atomic
+from fleetcd.compat import StrEnum
 from fleetcd.models.base import FrozenModel
 
 JOURNAL_FORMAT: Literal[1] = 1

@@ -25,11 +25,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from controller.audit.events import AuditEvent, canonical_json, key_of
 from controller.errors import AuditChainBroken
+from fleetcd.compat import UTC
 
 GENESIS = "0" * 64
 AUDIT_DIR = "audit/"

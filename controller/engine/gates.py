@@ -17,7 +17,6 @@ An empty wave meets its gate at once. No I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 
 from controller.records.model import (
     Activity,
@@ -28,6 +27,7 @@ from controller.records.model import (
     outcome,
 )
 from controller.state.model import WaveCounts
+from fleetcd.compat import StrEnum
 from fleetcd.planning.waves import PlannedWave, WaveAction
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -31,6 +31,7 @@ from controller.audit.events import AuditEvent, AuditKind
 from controller.records.model import DeploymentRecord, connectivity
 from controller.records.transitions import IgnoredReport, apply_report, judge_report
 from controller.state.model import DeviceFile
+from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.git.objects import blob_size, list_refs, read_blob
 from fleetcd.git.refs import STATUS_PREFIX, status_ref

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from pydantic import JsonValue
 
 from controller.audit.events import AuditEvent, canonical_json, event_key
 from controller.notify.outbox import ROLLOUT_TRANSITIONS, wants
+from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 
 __all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "Message", "WebhookSettings", "body", "notify", "send", "wants"]

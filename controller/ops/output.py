@@ -13,10 +13,12 @@ import json
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import yaml
+
+from fleetcd.compat import UTC
 
 OutputFormat = Literal["table", "json", "yaml"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "json", "yaml")

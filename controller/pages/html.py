@@ -12,7 +12,6 @@ draws at most :data:`GRID_MAX_ROBOTS` of them.
 
 from __future__ import annotations
 
-from datetime import UTC
 from html import escape
 
 from controller.pages.summary import (
@@ -26,6 +25,7 @@ from controller.pages.summary import (
     counts_text,
     when,
 )
+from fleetcd.compat import UTC
 
 GRID_MAX_ROBOTS = 20_000  # squares on one page (~3 MB at most); beyond that waves show bars only
 ATTENTION_ROWS = 50  # per rollout: the worst robots listed with their messages

@@ -10,8 +10,6 @@ every robot's full record is in ``devices/<id>.json`` on the same branch.
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from controller.pages.summary import (
     NO_COHORT,
     CohortTable,
@@ -24,6 +22,7 @@ from controller.pages.summary import (
     when,
 )
 from controller.state.model import WavePhase
+from fleetcd.compat import UTC
 
 ROWS_PER_COHORT = 200
 ROWS_PER_PAGE = 5_000  # ~100 bytes a row: the page stays well under 1 MB at any fleet size

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 
 from controller.records.model import (
     Action,
@@ -28,6 +27,7 @@ from controller.records.model import (
     outcome,
 )
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
+from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.planning.selection import cohort_members
 

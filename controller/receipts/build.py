@@ -14,7 +14,7 @@ when. Every input is passed in, including ``finished_at``, so the same state giv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -29,6 +29,7 @@ from controller.records.model import (
     outcome,
 )
 from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WavePhase, WaveState
+from fleetcd.compat import UTC
 from fleetcd.models.release import (
     AppTarball,
     ConfigPayload,

@@ -21,7 +21,7 @@ early one costs a full reconcile that finds nothing to do, never a missed one. N
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from controller.engine.dispatch import waiting_for_switch
@@ -30,6 +30,7 @@ from controller.engine.reasons import EngineReason
 from controller.reconcile.rollouts import FleetContext
 from controller.records.model import Action, is_terminal
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
+from fleetcd.compat import UTC
 from fleetcd.models import Rollout
 from fleetcd.models.rollout import Canary, Rolling, Strategy, Waves
 from fleetcd.planning.waves import effective_strategy

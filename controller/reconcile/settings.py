@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.reconcile.source import Source
+from fleetcd.compat import UTC
 
 
 def utc_now() -> datetime:

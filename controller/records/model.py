@@ -16,8 +16,7 @@ Models only: the transitions live in :mod:`controller.records.transitions`. No I
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from controller.records.ids import DEPLOYMENT_ID_PATTERN
+from fleetcd.compat import UTC, StrEnum
 from fleetcd.models.base import SafeName, SemVer, Sha256
 
 MAX_EVENTS = 50  # per record: enough for a retry storm's tail, bounded so records stay small

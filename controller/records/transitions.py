@@ -27,8 +27,7 @@ Two sources of change, two policies:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 
 from controller.errors import IllegalTransition
 from controller.records.ids import deployment_id
@@ -45,6 +44,7 @@ from controller.records.model import (
     TargetStatus,
     is_terminal,
 )
+from fleetcd.compat import UTC, StrEnum
 
 
 class IgnoredReport(StrEnum):

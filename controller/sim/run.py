@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from controller.reconcile.settings import ControllerSettings
@@ -34,6 +34,7 @@ from controller.sim.robot import Shared, VirtualRobot
 from controller.sim.settings import VIRTUAL_TIME_FROM_ROBOTS, SimSettings
 from controller.sim.verifier import CachingVerifier
 from controller.sim.wire import RobotLink
+from fleetcd.compat import UTC
 from fleetcd.errors import SetupError
 from fleetcd.trust.gpg import Keyring
 

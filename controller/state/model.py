@@ -6,11 +6,10 @@ git history, so a controller killed at any instant resumes from these files. Pur
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from controller.records.model import DeploymentRecord, DeviceState
+from fleetcd.compat import StrEnum
 from fleetcd.models.base import SafeName, SemVer, Sha256
 
 STATE_FORMAT = "fleetcd.dev/state/v1"

@@ -16,10 +16,11 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.desired.merkle import InclusionProof, build_tree, leaf_data
 from fleetcd.errors import InvalidContent
 from fleetcd.models.base import FrozenModel, SafeName, SemVer, Sha256, Stage

@@ -16,10 +16,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
 
 from pydantic import Field, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import FrozenModel, Sha256
 
 LEAF_PREFIX = b"\x00"

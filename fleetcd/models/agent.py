@@ -8,10 +8,11 @@ threshold from the desired state it verifies with them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, StageName
 
 AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=1024)]

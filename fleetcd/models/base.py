@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
-from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import semver
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from fleetcd.compat import StrEnum
 
 API_VERSION_V1 = "fleetcd.dev/v1"
 ApiVersion = Literal["fleetcd.dev/v1"]

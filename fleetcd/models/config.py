@@ -6,10 +6,11 @@ and scalars replace). File names: ``default.yaml``, ``cohort-<name>.yaml``, ``de
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import Document, SafeName
 
 

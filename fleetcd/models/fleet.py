@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal
 
 from pydantic import Field, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, Stage
 from fleetcd.models.rollout import Strategy
 

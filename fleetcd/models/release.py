@@ -6,10 +6,11 @@ the app's config schema. Once published the file's bytes never change; a fix is 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import Document, FrozenModel, SafeName, SemVer, Sha256
 from fleetcd.models.cohort import RevisionRange
 

@@ -8,10 +8,11 @@ approvals, so stopping a rollout never waits for reviewers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from fleetcd.compat import Self
 from fleetcd.models.base import Document, FrozenModel, Percent, SafeName, SemVer
 
 DEFAULT_FAILURE_PERCENT = 20.0

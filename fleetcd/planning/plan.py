@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 
+from fleetcd.compat import StrEnum
 from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.fleet import Approvals

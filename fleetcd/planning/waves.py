@@ -29,9 +29,9 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from fractions import Fraction
 
+from fleetcd.compat import StrEnum
 from fleetcd.models.fleet import Fleet
 from fleetcd.models.rollout import (
     AllAtOnce,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from enum import StrEnum
 
+from fleetcd.compat import StrEnum
 from fleetcd.errors import Diagnostic
 from fleetcd.validation.pipeline import ValidationResult
 
