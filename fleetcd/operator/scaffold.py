@@ -4,6 +4,9 @@ The template (``fleet-repo-template/`` in the source tree, ``fleetcd/template`` 
 read through ``importlib.resources`` so it works the same from a checkout, an editable install or a
 wheel. The copy is followed by ``git init -b main``; nothing is committed, so the operator reviews
 the files (and usually runs ``fleetcd keys generate``) before the first commit.
+
+The template's ``.github/fleetcd-requirements.txt`` (where CI installs fleetcd from) holds a
+placeholder; ``init`` overwrites it with the install spec chosen in ``fleetcd.operator.installspec``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from pathlib import Path
 
 from fleetcd.errors import SetupError
 from fleetcd.git.worktree import DEFAULT_BRANCH, init_repo
+from fleetcd.operator.installspec import (
+    REQUIREMENTS_FILE,
+    InstallSpec,
+    default_install_spec,
+    render_requirements,
+)
 
 # Build and editor leftovers that may sit next to the template in a source checkout.
 _SKIPPED = frozenset({"__pycache__", ".fleetcd", ".DS_Store"})
@@ -25,6 +34,7 @@ class InitResult:
     root: Path
     files: tuple[str, ...]  # repository-relative paths written, sorted
     created_git: bool  # False when ``root`` already was a git work tree
+    install: InstallSpec  # what REQUIREMENTS_FILE says CI installs
 
 
 def template_root() -> Traversable:
@@ -35,12 +45,14 @@ def template_root() -> Traversable:
     return root
 
 
-def init_repository(dest: Path, *, force: bool = False) -> InitResult:
+def init_repository(dest: Path, *, force: bool = False, install: InstallSpec | None = None) -> InitResult:
     """Copy the template into ``dest`` and make it a git repository on branch ``main``.
 
     ``dest`` must be missing or empty unless ``force`` (then template files overwrite same-named
-    files and everything else stays).
+    files and everything else stays). ``install`` goes into the CI requirements file; by default
+    the running fleetcd's own source (a placeholder when CI could not reach it).
     """
+    spec = default_install_spec() if install is None else install
     if dest.exists() and not dest.is_dir():
         raise SetupError(f"{dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
@@ -50,9 +62,10 @@ def init_repository(dest: Path, *, force: bool = False) -> InitResult:
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     _copy_tree(template_root(), dest, "", written)
+    (dest / REQUIREMENTS_FILE).write_text(render_requirements(spec), encoding="utf-8")
     had_git = (dest / ".git").exists()
     init_repo(dest, DEFAULT_BRANCH)
-    return InitResult(root=dest, files=tuple(sorted(written)), created_git=not had_git)
+    return InitResult(root=dest, files=tuple(sorted(written)), created_git=not had_git, install=spec)
 
 
 def _copy_tree(source: Traversable, target: Path, prefix: str, written: list[str]) -> None:
