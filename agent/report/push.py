@@ -5,10 +5,12 @@ at the last report the server *accepted*: each report is one commit whose parent
 first is a root commit), so the server's history only fast-forwards and a status ACL of ``RW``
 (no force) suffices. The local ref moves only after the push succeeded.
 
-A push the server refuses — a ``pre-receive`` hook, gitolite's ACL, a hidden ref — raises
-:class:`~fleetcd.errors.PushRejected` naming the ref (``fleetcd.git.remote`` reads libgit2's
-per-ref status, which it would otherwise report as success); it is never a success, and the report
-stays in the outbox for the next cycle. A network failure is a
+Everything goes through the ``git`` CLI (:mod:`fleetcd.git.robotgit`): the commit is written with
+``hash-object``/``mktree``/``commit-tree`` (author and dates fixed, so the same report always makes
+the same commit) and pushed with ``git push --porcelain``. A push the server refuses — a
+``pre-receive`` hook, gitolite's ACL, a hidden ref — raises :class:`~fleetcd.errors.PushRejected`
+naming the ref (read from git's per-ref verdict); it is never a success, and the report stays in
+the outbox for the next cycle. A network failure is a
 :class:`~fleetcd.errors.TransportError`.
 
 When the server's ref is not an ancestor (the robot was reflashed and lost its repository), the
@@ -28,14 +30,12 @@ from agent.sync.desired import Connection, connection_of
 from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import PushRejected
-from fleetcd.git.objects import Identity, blob_size, commit, read_blob, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_ref
-from fleetcd.git.remote import fetch, push
-from fleetcd.git.repo import Oid, Repository, open_or_init_bare
+from fleetcd.git.robotgit import RobotRepository
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
 
-NON_FAST_FORWARD = "non-fast-forward"  # how fleetcd.git.remote words it, over every transport
+NON_FAST_FORWARD = "non-fast-forward"  # how fleetcd.git.gitcli.check_push words it
 # Rebasing fetches the server's whole report history (a few hundred bytes per report, compressed):
 # room for ~100,000 reports, yet a server sending endless data cannot fill the disk.
 REBASE_FETCH_MAX_BYTES = 32 * 1024 * 1024
@@ -45,21 +45,21 @@ def push_report(config: AgentConfig, repo_dir: Path, report: StatusReport) -> st
     """Commit ``report`` on top of the last accepted one and push it; returns the pushed commit id."""
     if report.device != config.device:
         raise ValueError(f"report of {report.device!r} cannot be pushed by {config.device!r}")
-    repo = open_or_init_bare(repo_dir)
+    repo = RobotRepository(repo_dir)
     conn = connection_of(config)
     ref = status_ref(config.device)
-    parent = ref_target(repo, ref)
+    parent = repo.ref_target(ref)
     new = _commit(repo, report, parent)
     try:
-        _push(repo, conn, new, ref)
+        repo.push(conn.remote(), [f"{new}:{ref}"])
     except PushRejected as exc:
         if NON_FAST_FORWARD not in str(exc):
             raise
         parent, report = _rebase_onto_server(repo, conn, ref, report, exc)
         new = _commit(repo, report, parent)
-        _push(repo, conn, new, ref)
-    update_refs(repo, {ref: (parent, new)}, message=f"fleetcd-agent: report {report.seq} accepted")
-    return str(new)
+        repo.push(conn.remote(), [f"{new}:{ref}"])
+    repo.update_ref(ref, new, parent, message=f"fleetcd-agent: report {report.seq} accepted")
+    return new
 
 
 def deliver_pending(config: AgentConfig, repo_dir: Path, outbox: Outbox) -> str | None:
@@ -72,38 +72,23 @@ def deliver_pending(config: AgentConfig, repo_dir: Path, outbox: Outbox) -> str 
     return pushed
 
 
-def _commit(repo: Repository, report: StatusReport, parent: Oid | None) -> Oid:
-    tree = write_tree(repo, {STATUS_FILE: canonical_bytes(report)})
+def _commit(repo: RobotRepository, report: StatusReport, parent: str | None) -> str:
     when = report.reported_at if report.reported_at.tzinfo else report.reported_at.replace(tzinfo=UTC)
-    author = Identity(f"fleetcd-agent {report.device}", f"{report.device}@fleetcd.invalid")
-    message = f"status of {report.device}: seq {report.seq}"
-    return commit(repo, None, tree, message, [parent] if parent is not None else [], author, when)
-
-
-def _push(repo: Repository, conn: Connection, new: Oid, ref: str) -> None:
-    push(
-        repo,
-        conn.url,
-        [f"{new}:{ref}"],
-        credentials=conn.credentials,
-        host_keys=conn.host_keys,
-        timeout_s=conn.timeout_s,
+    return repo.commit_file(
+        STATUS_FILE,
+        canonical_bytes(report),
+        parent=parent,
+        message=f"status of {report.device}: seq {report.seq}",
+        author=(f"fleetcd-agent {report.device}", f"{report.device}@fleetcd.invalid"),
+        when=when,
     )
 
 
 def _rebase_onto_server(
-    repo: Repository, conn: Connection, ref: str, report: StatusReport, refused: PushRejected
-) -> tuple[Oid, StatusReport]:
+    repo: RobotRepository, conn: Connection, ref: str, report: StatusReport, refused: PushRejected
+) -> tuple[str, StatusReport]:
     """(the server's commit, the report with a seq above the server's) to commit again."""
-    found = fetch(
-        repo,
-        conn.url,
-        [f"+{ref}:{ref}"],
-        credentials=conn.credentials,
-        host_keys=conn.host_keys,
-        timeout_s=conn.timeout_s,
-        max_bytes=REBASE_FETCH_MAX_BYTES,
-    )
+    found = repo.fetch(conn.remote(), [f"+{ref}:{ref}"], max_bytes=REBASE_FETCH_MAX_BYTES)
     server = found.get(ref)
     if server is None:
         raise PushRejected(
@@ -117,13 +102,10 @@ def _rebase_onto_server(
     return server, report
 
 
-def _seq_of(repo: Repository, target: Oid) -> int | None:
+def _seq_of(repo: RobotRepository, target: str) -> int | None:
     """The seq of the report in ``target``, if it holds a readable one (it came from the server)."""
-    size = blob_size(repo, target, STATUS_FILE)
-    if size is None or size > MAX_REPORT_BYTES:
-        return None
     try:
-        seq = json.loads(read_blob(repo, target, STATUS_FILE) or b"").get("seq")
+        seq = json.loads(repo.read_blob(target, STATUS_FILE, MAX_REPORT_BYTES) or b"").get("seq")
     except (ValueError, AttributeError):
         return None
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -7,9 +7,14 @@ applies no namespace, shows the namespaced layout under its physical name
 ``refs/namespaces/<id>/refs/fleetcd/desired/<id>``. One fetch asks for both names, so the robot
 needs no setting for the layout and never downloads another robot's commit.
 
+Everything goes through the ``git`` CLI (:mod:`fleetcd.git.robotgit`; no pygit2 on the robot): the
+fetch speaks protocol v2, so the server lists only the names asked for. git refuses a fetch naming a
+ref the server lacks, so the layout that answered last time (the name the robot's repository holds)
+is asked alone first — one connection per poll — and both names otherwise.
+
 Nothing here trusts the bytes: every file is size-checked from the object header before it is read
-and the whole transfer is capped, so a hostile server cannot fill the disk; the signature chain is
-checked next by :mod:`agent.trustcheck`. Network failures are
+and the whole transfer is capped (git cannot write a larger pack), so a hostile server cannot fill
+the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Network failures are
 :class:`~fleetcd.errors.TransportError` (retry with backoff); a missing or oversized file is
 :class:`~fleetcd.desired.BundleRejected` naming it (keep the last good state, wait for a new one).
 """
@@ -22,11 +27,10 @@ from pathlib import Path
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_PROOF_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
 from fleetcd.errors import SetupError
-from fleetcd.git.hostkeys import HostKeyPolicy
-from fleetcd.git.objects import blob_size, read_blob
+from fleetcd.git.gitcli import SshKey, TransferTooLarge, is_local
+from fleetcd.git.knownhosts import HostKeyPolicy
 from fleetcd.git.refs import desired_ref, namespaced
-from fleetcd.git.remote import SshKey, TransferTooLarge, fetch, is_local
-from fleetcd.git.repo import Oid, Repository, open_or_init_bare
+from fleetcd.git.robotgit import RobotRemote, RobotRepository
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reasons import Reason
 
@@ -63,6 +67,9 @@ class Connection:
     host_keys: HostKeyPolicy | None
     timeout_s: float
 
+    def remote(self) -> RobotRemote:
+        return RobotRemote(self.url, self.credentials, self.host_keys, self.timeout_s)
+
 
 def connection_of(config: AgentConfig) -> Connection:
     """The connection ``agent.yaml`` describes; a configured SSH key that is missing is a SetupError."""
@@ -87,42 +94,36 @@ def desired_refspecs(device: str) -> list[str]:
 
 def fetch_desired(config: AgentConfig, repo_dir: Path) -> DesiredFiles | None:
     """Fetch this robot's desired-state commit into the bare repo at ``repo_dir``; None if it has none."""
-    repo = open_or_init_bare(repo_dir)
-    conn = connection_of(config)
+    repo = RobotRepository(repo_dir)
+    remote = connection_of(config).remote()
     flat = desired_ref(config.device)
+    specs = desired_refspecs(config.device)
     try:
-        found = fetch(
-            repo,
-            conn.url,
-            desired_refspecs(config.device),
-            credentials=conn.credentials,
-            host_keys=conn.host_keys,
-            timeout_s=conn.timeout_s,
-            max_bytes=MAX_TRANSFER_BYTES,
-        )
+        # The flat name wins when the server has both, so asking it alone first changes no answer.
+        found = repo.fetch(remote, specs[:1], max_bytes=MAX_TRANSFER_BYTES) if repo.ref_target(flat) else {}
+        if not found:
+            found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES)
     except TransferTooLarge as exc:
         raise BundleRejected(Reason.TOO_LARGE, str(exc), file=flat) from exc
     commit = found.get(flat) or found.get(namespaced(config.device, flat))
     return None if commit is None else read_desired(repo, commit)
 
 
-def read_desired(repo: Repository, commit: Oid) -> DesiredFiles:
+def read_desired(repo: RobotRepository, commit: str) -> DesiredFiles:
     """The four files of ``commit``; each one's size is checked from its object header first."""
-    data: dict[str, bytes] = {}
+    headers = repo.blob_sizes(commit, [name for name, _ in FILE_CAPS])
     for name, cap in FILE_CAPS:
-        size = blob_size(repo, commit, name)
-        if size is None:
+        found = headers[name]
+        if found is None:
             message = f"the desired-state commit {commit} holds no {name}"
             raise BundleRejected(Reason.BUNDLE_INVALID, message, file=name)
-        if size > cap:
-            message = f"{size} bytes in commit {commit}; at most {cap}"
+        if found[1] > cap:
+            message = f"{found[1]} bytes in commit {commit}; at most {cap}"
             raise BundleRejected(Reason.TOO_LARGE, message, file=name)
-        blob = read_blob(repo, commit, name)
-        if blob is None:  # the header said blob; a vanished object is corruption, not content
-            raise SetupError(f"{repo.path}: {name} of commit {commit} cannot be read")
-        data[name] = blob
+    blobs = repo.read_blobs([found for name, _ in FILE_CAPS if (found := headers[name]) is not None])
+    data = dict(zip([name for name, _ in FILE_CAPS], blobs))  # noqa: B905 (one blob per file; Python 3.10)
     return DesiredFiles(
-        commit=str(commit),
+        commit=commit,
         bundle=data[BUNDLE_FILE],
         root=data[ROOT_FILE],
         root_signature=data[ROOT_SIGNATURE_FILE],

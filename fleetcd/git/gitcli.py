@@ -9,6 +9,9 @@
   later ref listing; one packed file does not.
 * **List a local repository's refs.** libgit2's local transport peels every ref it lists (0.4 s
   for 20,000 refs here); ``git ls-remote`` takes 0.07 s, which keeps an idle controller's poll cheap.
+* **Everything the robot does** (:mod:`fleetcd.git.robotgit`): the agent runs without pygit2, so
+  the shared pieces it needs — :class:`SshKey`, :class:`TransferTooLarge`, :func:`is_local`,
+  :func:`check_push` — live here, free of pygit2, and :mod:`fleetcd.git.remote` re-exports them.
 * **Fetch one ref with protocol v2.** libgit2 speaks protocol v0, where the server first advertises
   every ref it has; the CLI's v2 ``ls-refs`` asks only for the ref it wants, so a robot's no-op poll
   costs the same with 10 or 10,000 robots (``bench/git_poll_bytes.py``).
@@ -43,6 +46,46 @@ _NON_FAST_FORWARD = ("(non-fast-forward)", "(fetch first)")
 _STALE_LEASE = "(stale info)"  # --force-with-lease: the server's ref is not the expected one
 _ATOMIC_FOLLOWER = "(atomic push failed)"  # refused only because another ref of the push was
 _OTHERS_NAMED = 5  # an atomic push of 10,000 refs fails all of them: name a few
+
+
+class TransferTooLarge(TransportError):
+    """A fetch received more than its byte cap (endless data, or a pack far above what was asked for)."""
+
+    def __init__(self, url: str, limit_bytes: int, seen_bytes: int) -> None:
+        self.url, self.limit_bytes, self.seen_bytes = url, limit_bytes, seen_bytes
+        super().__init__(f"fetch from {url}: received {seen_bytes} bytes, over the cap of {limit_bytes}")
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A robot's (or the controller's) SSH identity; the URL's user name wins over ``username``."""
+
+    username: str
+    private_key: Path
+    public_key: Path | None = None
+    passphrase: str = ""
+
+
+def checked_url(url: str) -> str:
+    """``url`` unchanged; refused when git would read it as an option (git itself refuses those too)."""
+    if not url or url.startswith("-"):
+        raise ValueError(f"remote URL {url!r} is empty or starts with '-'")
+    return url
+
+
+def is_local(url: str) -> bool:
+    """A path or ``file://`` URL; like git, ``host:path`` (no slash before the colon) is SSH."""
+    if url.startswith("file://"):
+        return True
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon == -1 or (slash != -1 and slash < colon)
+
+
+def local_path(url: str) -> Path:
+    """The directory a local URL (:func:`is_local`) names."""
+    return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)
 
 
 def git_binary() -> str:
@@ -121,7 +164,12 @@ def push(
     options += [f"--force-with-lease={ref}:{expected or ''}" for ref, expected in (leases or {}).items()]
     argv = [git_binary(), "--git-dir", str(git_dir), "push", "--porcelain", "--no-verify", *options]
     argv += [url, *refspecs]
-    done = _run(argv, env={}, timeout_s=timeout_s, what=what)
+    check_push(_run(argv, env={}, timeout_s=timeout_s, what=what), what)
+
+
+def check_push(done: subprocess.CompletedProcess[str], what: str) -> None:
+    """Raise for a finished ``git push --porcelain``: PushRejected naming the first refused ref,
+    TransportError when git failed otherwise. A refusal is never read as success."""
     rejected = [line for line in _porcelain(done.stdout) if line.flag == "!"]
     # Name the ref that made an atomic push fail, not one refused only because of it.
     rejected.sort(key=lambda line: _ATOMIC_FOLLOWER in line.summary)

@@ -1,6 +1,8 @@
 """Deciding whether to trust the git server's SSH host key (or TLS certificate) on connect.
 
-Used by :mod:`fleetcd.git.remote` for every fetch and push. A robot is provisioned with the
+Used by :mod:`fleetcd.git.remote` (libgit2: the controller) for every fetch and push; the policy
+and fingerprints live in :mod:`fleetcd.git.knownhosts`, which the robot's git CLI transport uses
+through OpenSSH's ``KnownHostsCommand``. A robot is provisioned with the
 server's host key fingerprint (``SHA256:...`` as ``ssh-keygen -lf key.pub`` prints it) and accepts
 no other key, so a hijacked network cannot impersonate the git server. Without a pin, libgit2's own
 check against ``~/.ssh/known_hosts`` (TLS: the system CA store) decides. Accepting any key takes an
@@ -15,12 +17,15 @@ key), so a layout change rejects the connection instead of trusting it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pygit2.ffi import C, ffi
+
+from fleetcd.git.knownhosts import HostKeyPolicy, fingerprint
+
+__all__ = ["HostKeyCheck", "HostKeyPolicy", "fingerprint"]
 
 # git_cert_hostkey (include/git2/cert.h): parent (int), type (int), md5[16], sha1[20], sha256[32],
 # raw_type (int), hostkey (const char *), hostkey_len (size_t) → offsets on LP64 platforms.
@@ -32,24 +37,6 @@ _CERT_SSH_SHA256 = 1 << 2
 _CERT_SSH_RAW = 1 << 3
 _ACCEPT = 0
 _REJECT = -17  # GIT_ECERTIFICATE
-
-
-def fingerprint(raw_key: bytes) -> str:
-    """OpenSSH's fingerprint of a public key blob: ``SHA256:`` + unpadded base64 of its SHA-256."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw_key).digest()).decode("ascii").rstrip("=")
-
-
-@dataclass(frozen=True)
-class HostKeyPolicy:
-    """Which server keys to trust. Default: the user's known_hosts / the system CA store."""
-
-    pinned_sha256: tuple[str, ...] = ()
-    insecure_accept_any_host_key: bool = False
-
-    def __post_init__(self) -> None:
-        for pin in self.pinned_sha256:
-            if not pin.startswith("SHA256:") or len(pin) != len("SHA256:") + 43:
-                raise ValueError(f"host key pin {pin!r} is not an OpenSSH SHA256 fingerprint (SHA256:...)")
 
 
 @dataclass

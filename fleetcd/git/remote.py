@@ -25,7 +25,20 @@ from pygit2.enums import CredentialType, FetchPrune
 
 from fleetcd.errors import PushRejected, SetupError, TransportError
 from fleetcd.git import gitcli
+from fleetcd.git.gitcli import SshKey, TransferTooLarge, checked_url, is_local, local_path
 from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
+
+__all__ = [
+    "Refspec",
+    "SshKey",
+    "TransferTooLarge",
+    "fetch",
+    "fetch_own_ref_cli",
+    "is_local",
+    "list_remote",
+    "push",
+    "ssh_command",
+]
 
 DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 15.0
@@ -33,28 +46,6 @@ _REMOTE_SAID_MAX_LINES = 20
 _MAX_KEY_ATTEMPTS = 1  # libgit2 asks again after a refused key, forever: one refusal is final
 _LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
 _ABSENT = "0" * 40  # how libgit2 reports a ref the server does not have
-
-
-class TransferTooLarge(TransportError):
-    """A fetch received more than its byte cap (endless data, or a pack far above what was asked for)."""
-
-    def __init__(self, url: str, limit_bytes: int, seen_bytes: int) -> None:
-        self.url, self.limit_bytes, self.seen_bytes = url, limit_bytes, seen_bytes
-        super().__init__(f"fetch from {url}: received {seen_bytes} bytes, over the cap of {limit_bytes}")
-
-
-@dataclass(frozen=True)
-class SshKey:
-    """A robot's (or the controller's) SSH identity; the URL's user name wins over ``username``."""
-
-    username: str
-    private_key: Path
-    public_key: Path | None = None
-    passphrase: str = ""
-
-    def keypair(self, username: str) -> pygit2.Keypair:
-        public = self.public_key or self.private_key.with_name(self.private_key.name + ".pub")
-        return pygit2.Keypair(username, str(public), str(self.private_key), self.passphrase)
 
 
 @dataclass(frozen=True)
@@ -85,23 +76,6 @@ class Refspec:
             return None
         middle = name[len(head) : len(name) - len(tail)]
         return self.dst.replace("*", middle) if self.dst else name
-
-
-def _checked_url(url: str) -> str:
-    # The git CLI would read a leading '-' as an option (git itself refuses such URLs too).
-    if not url or url.startswith("-"):
-        raise ValueError(f"remote URL {url!r} is empty or starts with '-'")
-    return url
-
-
-def is_local(url: str) -> bool:
-    """A path or ``file://`` URL; like git, ``host:path`` (no slash before the colon) is SSH."""
-    if url.startswith("file://"):
-        return True
-    if "://" in url:
-        return False
-    colon, slash = url.find(":"), url.find("/")
-    return colon == -1 or (slash != -1 and slash < colon)
 
 
 class _Callbacks(pygit2.RemoteCallbacks):
@@ -156,7 +130,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
                 raise TransportError(
                     f"{url}: the server refused SSH key {self.key.private_key} for {username}"
                 )
-            return self.key.keypair(username)
+            return _keypair(self.key, username)
         if allowed_types & CredentialType.USERNAME:
             return pygit2.Username(username)
         raise TransportError(f"{url} offers no SSH key authentication ({allowed_types!r})")
@@ -186,14 +160,15 @@ class _Callbacks(pygit2.RemoteCallbacks):
         return TransportError(f"{what} failed: {reason}")
 
 
-def _local_path(url: str) -> Path:
-    return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)
+def _keypair(key: SshKey, username: str) -> pygit2.Keypair:
+    public = key.public_key or key.private_key.with_name(key.private_key.name + ".pub")
+    return pygit2.Keypair(username, str(public), str(key.private_key), key.passphrase)
 
 
 def _require_local_repository(url: str, what: str) -> None:
     # libgit2 reports a missing local repository as "unsupported URL protocol": say what is wrong.
-    if is_local(url) and not _local_path(url).is_dir():
-        raise TransportError(f"{what} failed: no repository at {_local_path(url)}")
+    if is_local(url) and not local_path(url).is_dir():
+        raise TransportError(f"{what} failed: no repository at {local_path(url)}")
 
 
 def _timeouts(timeout_s: float) -> None:
@@ -222,7 +197,7 @@ def fetch(
     specs = [Refspec.parse(s) for s in refspecs]
     callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
     callbacks.max_bytes, callbacks.url = max_bytes, url
-    what = f"fetch from {_checked_url(url)}"
+    what = f"fetch from {checked_url(url)}"
     _require_local_repository(url, what)
     _timeouts(timeout_s)
     try:
@@ -258,7 +233,7 @@ def list_remote(
     are listed by ``git ls-remote`` (see :mod:`fleetcd.git.gitcli`), others through libgit2 with
     the same credentials and host key checks as :func:`fetch`.
     """
-    what = f"list refs of {_checked_url(url)}"
+    what = f"list refs of {checked_url(url)}"
     _require_local_repository(url, what)
     if is_local(url):
         patterns = [f"{name}*" if name.endswith("/") else name for name in names]
@@ -298,7 +273,7 @@ def push(
     and its server updates the refs one by one in refspec order.
     """
     specs = [Refspec.parse(s) for s in refspecs]
-    if is_local(_checked_url(url)):
+    if is_local(checked_url(url)):
         gitcli.push(Path(repo.path), url, refspecs, timeout_s=timeout_s, atomic=atomic, leases=leases)
         return
     if atomic or any("*" in spec.src for spec in specs):
@@ -349,7 +324,7 @@ def fetch_own_ref_cli(
     """
     if not re.fullmatch(r"refs/[^\s:*?\[\\^~]+", ref) or not pygit2.reference_is_valid_name(ref):
         raise ValueError(f"{ref!r} is not a full ref name")
-    _checked_url(url)
+    checked_url(url)
     env: dict[str, str] = {}
     if credentials is not None:
         env["GIT_SSH_COMMAND"] = ssh_command(

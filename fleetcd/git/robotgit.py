@@ -1,0 +1,388 @@
+"""The robot's git: its local bare repository and its transport, all through the ``git`` CLI.
+
+The agent runs on Python 3.10–3.13 without pygit2 (nothing here imports it, directly or through
+another module), so everything is a ``git`` subprocess with an argv list, a clean environment
+(:data:`CLEAN_ENV`: no system or global config, no prompts, C locale) and a timeout after which
+the whole process group is killed. What the CLI gives the robot over libgit2:
+
+* **O(1) polls.** Protocol v2's ``ls-refs`` carries a ref prefix per requested name, so the server
+  lists only the robot's own ref, with or without ``GIT_NAMESPACE``, however many robots it serves.
+* **Real negotiation on local paths.** libgit2's local transport sends the whole repository; git
+  sends only the objects the robot lacks.
+* **A real byte cap.** ``fetch.unpackLimit=1`` keeps every fetch as one pack file, and git runs
+  under ``ulimit -f`` (RLIMIT_FSIZE, with SIGXFSZ ignored so the write fails with EFBIG instead of
+  dumping core): ``index-pack`` cannot write a pack larger than the cap. That is
+  :class:`~fleetcd.git.gitcli.TransferTooLarge`; the partial pack is deleted.
+* **Refusals are never success.** ``git push --porcelain`` prints each ref's verdict; a hook or ACL
+  refusal is :class:`~fleetcd.errors.PushRejected` naming the ref (:func:`fleetcd.git.gitcli.check_push`).
+* **SSH as OpenSSH does it.** ``GIT_SSH_COMMAND`` logs in with only the robot's key, never prompts;
+  a pinned host key (``SHA256:...``) is enforced by a ``KnownHostsCommand``
+  (:mod:`fleetcd.git.knownhosts`, OpenSSH ≥ 8.5) with ``StrictHostKeyChecking=yes`` and no
+  known_hosts file; without a pin, ``~/.ssh/known_hosts`` decides, as libgit2 did.
+
+Requires git ≥ 2.32 (``GIT_CONFIG_GLOBAL``; ``--no-write-fetch-head`` is 2.29) and, for pins,
+OpenSSH ≥ 8.5. Network and server failures are :class:`~fleetcd.errors.TransportError` (retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from fleetcd.errors import RefConflict, SetupError, TransportError
+from fleetcd.git.gitcli import (
+    SshKey,
+    TransferTooLarge,
+    check_push,
+    checked_url,
+    git_binary,
+    is_local,
+    local_path,
+)
+from fleetcd.git.knownhosts import HostKeyPolicy, known_hosts_command
+
+DEFAULT_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 15.0
+LOCAL_TIMEOUT_S = 30.0  # commands that only touch the robot's own repository
+CLEAN_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+    "LANGUAGE": "C",
+}
+_INHERITED_ENV = ("PATH", "HOME", "TMPDIR")  # ssh finds ~/.ssh; git finds its helpers
+_ULIMIT_BLOCK = 512  # POSIX sh's ``ulimit -f`` counts 512-byte blocks
+# Run git with a file size limit: SIGXFSZ ignored (inherited across exec) makes the write fail.
+_CAPPED = 'trap "" XFSZ; ulimit -c 0; ulimit -f "$1"; shift; exec "$@"'
+_MISSING_REF = re.compile(r"couldn't find remote ref (\S+)")
+_TOO_LARGE = "File too large"
+_PIN_REFUSED = "is not one of the pinned keys"
+_HOST_KEY_FAILED = "Host key verification failed"
+_ZERO_OID = "0" * 40
+_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_FILE_MODE = "100644"
+
+
+@dataclass(frozen=True)
+class RobotRemote:
+    """Where the robot's git server is and how to log in: URL, SSH key, host key pins, timeout."""
+
+    url: str
+    credentials: SshKey | None = None
+    host_keys: HostKeyPolicy | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def env(self) -> dict[str, str]:
+        """``GIT_SSH_COMMAND`` for SSH URLs (empty for local ones)."""
+        return {} if is_local(self.url) else {"GIT_SSH_COMMAND": self.ssh_command()}
+
+    def ssh_command(self) -> str:
+        """ssh with only the robot's key, no prompts, and the host key checked as the policy says."""
+        connect = max(1, int(min(self.timeout_s, CONNECT_TIMEOUT_S)))
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect}"]
+        if self.credentials is not None:
+            argv += ["-i", str(self.credentials.private_key), "-o", "IdentitiesOnly=yes"]
+            if not _url_names_user(self.url):  # ssh's -l would override the URL's user: only without one
+                argv += ["-l", self.credentials.username]
+        policy = self.host_keys or HostKeyPolicy()
+        if policy.insecure_accept_any_host_key:
+            argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        elif policy.pinned_sha256:
+            argv += [
+                "-o", "StrictHostKeyChecking=yes",
+                "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "CheckHostIP=no",
+                "-o", f"KnownHostsCommand={known_hosts_command(policy.pinned_sha256, sys.executable)}",
+            ]  # fmt: skip
+        else:
+            argv += ["-o", "StrictHostKeyChecking=yes"]
+        return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished git command."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout_s: float = LOCAL_TIMEOUT_S,
+    what: str,
+    cap_bytes: int | None = None,
+) -> Done:
+    """Run ``argv`` in its own process group (killed whole on timeout: ssh and index-pack too)."""
+    full = dict(CLEAN_ENV)
+    full.update({k: os.environ[k] for k in _INHERITED_ENV if k in os.environ})
+    full.update(env or {})
+    command = list(argv)
+    if cap_bytes is not None:
+        blocks = max(1, cap_bytes // _ULIMIT_BLOCK)
+        command = ["/bin/sh", "-c", _CAPPED, "sh", str(blocks), *command]
+    try:
+        process = subprocess.Popen(
+            command,
+            env=full,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TransportError(f"{what}: cannot run git: {exc}") from exc
+    try:
+        out, err = process.communicate(stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(process)
+        raise TransportError(f"{what}: no answer within {timeout_s:g} s") from exc
+    except BaseException:
+        _kill_group(process)
+        raise
+    return Done(process.returncode, out, err.decode("utf-8", "replace"))
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def _url_names_user(url: str) -> bool:
+    """``ssh://user@host/...`` or ``user@host:path``."""
+    if "://" in url:
+        authority = url.split("://", 1)[1].split("/", 1)[0]
+        return "@" in authority
+    return "@" in url.split(":", 1)[0]
+
+
+def _failure(what: str, done: Done, remote: RobotRemote | None = None) -> TransportError:
+    stderr = done.stderr.strip()
+    for line in stderr.splitlines():
+        if _PIN_REFUSED in line:
+            return TransportError(f"{what} failed: {line.removeprefix('fleetcd: ')}")
+    if _HOST_KEY_FAILED in stderr and remote is not None:
+        pins = (remote.host_keys or HostKeyPolicy()).pinned_sha256
+        if pins:
+            return TransportError(f"{what} failed: the host key {_PIN_REFUSED} {', '.join(pins)}")
+        return TransportError(
+            f"{what} failed: the host key is not in ~/.ssh/known_hosts; pin its fingerprint or add it there"
+        )
+    return TransportError(f"{what} failed: {stderr or f'git exited {done.returncode}'}")
+
+
+class RobotRepository:
+    """The robot's bare repository (``paths.repo``), created with ``git init --bare`` when missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            done = run([git_binary(), "init", "--quiet", "--bare", str(path)], what=f"creating {path}")
+            if done.returncode != 0:
+                raise SetupError(f"{path}: cannot create the robot's repository: {done.stderr.strip()}")
+
+    def git(
+        self,
+        *args: str,
+        what: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> Done:
+        """``git --git-dir <repo> <args>`` on the local repository; a failure is a SetupError."""
+        done = run([git_binary(), "--git-dir", str(self.path), *args], env=env, stdin=stdin, what=what)
+        if check and done.returncode != 0:
+            raise SetupError(f"{self.path}: {what} failed: {done.stderr.strip() or done.returncode}")
+        return done
+
+    # --- refs ---------------------------------------------------------------------------------------
+    def refs(self, names: Sequence[str]) -> dict[str, str]:
+        """The local value of each of ``names`` that exists (exact full ref names)."""
+        if not names:
+            return {}
+        listed = self.git("for-each-ref", "--format=%(objectname) %(refname)", *names, what="listing refs")
+        wanted = set(names)
+        found: dict[str, str] = {}
+        for line in listed.stdout.decode("utf-8", "replace").splitlines():
+            oid, _, ref = line.partition(" ")
+            if ref in wanted:
+                found[ref] = oid
+        return found
+
+    def ref_target(self, ref: str) -> str | None:
+        return self.refs([ref]).get(ref)
+
+    def update_ref(self, ref: str, new: str, old: str | None, *, message: str) -> None:
+        """Move ``ref`` from ``old`` (None: absent) to ``new``; already at ``new`` counts as done."""
+        done = self.git(
+            "update-ref", "-m", message, ref, new, old or _ZERO_OID, what=f"moving {ref}", check=False
+        )
+        if done.returncode != 0:
+            actual = self.ref_target(ref)
+            if actual != new:
+                raise RefConflict(ref, old, actual)
+
+    # --- objects ------------------------------------------------------------------------------------
+    def blob_sizes(self, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, int] | None]:
+        """(blob id, size) of each path in ``commit`` from the object headers alone; None if no blob."""
+        query = "".join(f"{commit}:{path}\n" for path in paths).encode()
+        done = self.git("cat-file", "--batch-check", stdin=query, what=f"reading the headers of {commit}")
+        lines = done.stdout.decode("utf-8", "replace").splitlines()
+        if len(lines) != len(paths):
+            raise SetupError(f"{self.path}: cat-file answered {len(lines)} lines for {len(paths)} paths")
+        sizes: dict[str, tuple[str, int] | None] = {}
+        for path, line in zip(paths, lines):  # noqa: B905 (lengths checked above; Python 3.10)
+            parts = line.split()
+            ok = len(parts) == 3 and _OID.fullmatch(parts[0]) and parts[1] == "blob" and parts[2].isdigit()
+            sizes[path] = (parts[0], int(parts[2])) if ok else None
+        return sizes
+
+    def read_blobs(self, blobs: Sequence[tuple[str, int]]) -> list[bytes]:
+        """The contents of ``blobs`` ((id, size) from :meth:`blob_sizes`), in one ``cat-file --batch``."""
+        query = "".join(f"{oid}\n" for oid, _ in blobs).encode()
+        out = self.git("cat-file", "--batch", stdin=query, what="reading blobs").stdout
+        contents, at = [], 0
+        for oid, size in blobs:
+            header_end = out.index(b"\n", at)
+            header = out[at:header_end].decode("ascii", "replace").split()
+            if header != [oid, "blob", str(size)]:
+                raise SetupError(f"{self.path}: blob {oid} changed or vanished while read ({header})")
+            start = header_end + 1
+            contents.append(out[start : start + size])
+            at = start + size + 1  # the newline after each object's content
+        return contents
+
+    def read_blob(self, commit: str, path: str, max_bytes: int) -> bytes | None:
+        """``path`` of ``commit`` when it is a blob of at most ``max_bytes``, else None."""
+        found = self.blob_sizes(commit, [path])[path]
+        if found is None or found[1] > max_bytes:
+            return None
+        return self.read_blobs([found])[0]
+
+    def commit_file(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        parent: str | None,
+        message: str,
+        author: tuple[str, str],
+        when: datetime,
+    ) -> str:
+        """A commit holding one file, by ``author`` (also the committer) at ``when``: deterministic."""
+        offset = when.utcoffset()
+        if offset is None:
+            raise ValueError(f"commit time {when.isoformat()} has no time zone")
+        if "/" in name or name in {"", ".", ".."} or any(c in name for c in "\t\n\0"):
+            raise ValueError(f"{name!r} is not a plain file name")
+        blob = self._oid(self.git("hash-object", "-w", "--stdin", stdin=data, what="writing a blob"))
+        tree_entry = f"{_FILE_MODE} blob {blob}\t{name}\n".encode()
+        tree = self._oid(self.git("mktree", stdin=tree_entry, what="writing a tree"))
+        minutes = int(offset.total_seconds()) // 60
+        sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
+        date = f"@{int(when.timestamp())} {sign}{minutes // 60:02d}{minutes % 60:02d}"
+        name_, email = author
+        who = {
+            "GIT_AUTHOR_NAME": name_, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date,
+            "GIT_COMMITTER_NAME": name_, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date,
+        }  # fmt: skip
+        parents = ["-p", parent] if parent is not None else []
+        text = message if message.endswith("\n") else f"{message}\n"
+        done = self.git("commit-tree", tree, *parents, stdin=text.encode(), env=who, what="writing a commit")
+        return self._oid(done)
+
+    def _oid(self, done: Done) -> str:
+        oid = done.stdout.decode("ascii", "replace").strip()
+        if not _OID.fullmatch(oid):
+            raise SetupError(f"{self.path}: git printed {oid!r}, not an object id")
+        return oid
+
+    # --- transport ----------------------------------------------------------------------------------
+    def fetch(self, remote: RobotRemote, refspecs: Sequence[str], *, max_bytes: int) -> dict[str, str]:
+        """Fetch exact ``+src:dst`` refspecs; returns dst → id for every src the server has.
+
+        git refuses a whole fetch when one named ref is missing, after listing the refs and before
+        any object moved: the refused names are dropped and the rest asked again. At most
+        ``max_bytes`` of pack are written (:class:`TransferTooLarge` beyond).
+        """
+        what = f"fetch from {checked_url(remote.url)}"
+        if is_local(remote.url) and not local_path(remote.url).is_dir():
+            raise TransportError(f"{what} failed: no repository at {local_path(remote.url)}")
+        specs = {_source(spec): spec for spec in refspecs}
+        while specs:
+            done = self._fetch_once(remote, list(specs.values()), max_bytes, what)
+            if done.returncode == 0:
+                return self.refs([spec.partition(":")[2] for spec in specs.values()])
+            missing = _MISSING_REF.search(done.stderr)
+            if missing is None or missing.group(1) not in specs:
+                raise _failure(what, done, remote)
+            del specs[missing.group(1)]
+        return {}
+
+    def _fetch_once(self, remote: RobotRemote, refspecs: list[str], max_bytes: int, what: str) -> Done:
+        argv = [
+            git_binary(), "-c", "protocol.version=2",
+            "-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1",  # one pack file: the cap holds
+            "--git-dir", str(self.path),
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc",
+            "--no-recurse-submodules", "--", remote.url, *refspecs,
+        ]  # fmt: skip
+        done = run(argv, env=remote.env(), timeout_s=remote.timeout_s, what=what, cap_bytes=max_bytes)
+        if done.returncode != 0:
+            partial = self._drop_partial_packs()
+            if _TOO_LARGE in done.stderr or partial >= max_bytes - _ULIMIT_BLOCK:
+                raise TransferTooLarge(remote.url, max_bytes, partial)
+        return done
+
+    def _drop_partial_packs(self) -> int:
+        """Delete what an aborted index-pack left behind; the size of the largest piece."""
+        largest = 0
+        for leftover in (self.path / "objects" / "pack").glob("tmp_*"):
+            try:
+                largest = max(largest, leftover.stat().st_size)
+                leftover.unlink()
+            except OSError:
+                continue
+        return largest
+
+    def push(self, remote: RobotRemote, refspecs: Sequence[str]) -> None:
+        """``git push --porcelain``; a refused ref raises PushRejected naming it (never success)."""
+        what = f"push to {checked_url(remote.url)}"
+        if is_local(remote.url) and not local_path(remote.url).is_dir():
+            raise TransportError(f"{what} failed: no repository at {local_path(remote.url)}")
+        argv = [
+            git_binary(), "-c", "protocol.version=2", "--git-dir", str(self.path),
+            "push", "--porcelain", "--no-verify", "--", remote.url, *refspecs,
+        ]  # fmt: skip
+        done = run(argv, env=remote.env(), timeout_s=remote.timeout_s, what=what)
+        if done.returncode != 0 and not done.stdout.strip():
+            raise _failure(what, done, remote)
+        check_push(
+            subprocess.CompletedProcess(argv, done.returncode, done.stdout.decode(), done.stderr), what
+        )
+
+
+def _source(refspec: str) -> str:
+    src, sep, dst = refspec.removeprefix("+").partition(":")
+    if not sep or "*" in refspec or not src.startswith("refs/") or not dst.startswith("refs/"):
+        raise ValueError(f"refspec {refspec!r} must be an exact [+]refs/...:refs/... mapping")
+    if any(c.isspace() or c in "~^?[\\" for c in src + dst) or ".." in src + dst:
+        raise ValueError(f"refspec {refspec!r} holds characters a ref name cannot")
+    return src
