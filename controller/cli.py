@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import cli, register_core_commands, run
 
 
@@ -43,5 +44,16 @@ def build() -> click.Group:
     return cli
 
 
+# The controller's git needs pygit2 >= 1.21 (Odb.read_header; no crash in PackBuilder), whose
+# wheels start at Python 3.11. Robots on 3.10 run fleetcd-agent, which needs no pygit2.
+OPERATOR_MIN_PYTHON = (3, 11)
+
+
 def main(argv: list[str] | None = None) -> None:
+    if sys.version_info < OPERATOR_MIN_PYTHON:
+        sys.stderr.write(
+            f"error: fleetcd (operator CLI and controller) needs Python 3.11 or newer; this is "
+            f"{sys.version.split()[0]}. Robots on Python 3.10 run fleetcd-agent (docs/agent.md).\n"
+        )
+        sys.exit(Exit.SETUP)
     sys.exit(run(build(), argv))
