@@ -17,7 +17,11 @@ agent's own address space), ``VmRSS``, and its split into anonymous memory and f
 children it runs are other processes and not counted; the app's own peak is shown beside. For scale,
 the peak of a bare interpreter and of one that only imported the agent's CLI.
 
-    python -m bench.agent_rss [--cycles 20] [--timeout 300]
+Robots run Python 3.10 through 3.13: ``--agent-python`` (repeatable) runs the agent, and the two
+baselines, on other interpreters (a venv's python, e.g. ``.venv-py310/bin/python`` made by
+``dev/test-python 3.10``); the world stays on this one. One table per interpreter.
+
+    python -m bench.agent_rss [--cycles 20] [--timeout 300] [--agent-python PY ...]
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
 _STATUS_OF_SELF = "import pathlib; print(pathlib.Path('/proc/self/status').read_text())"
 
 
-def agent_argv(config_file: Path) -> list[str]:
-    """The console script next to this interpreter, else the module (same code either way)."""
-    script = Path(sys.executable).with_name("fleetcd-agent")
-    prefix = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+def agent_argv(config_file: Path, python: str) -> list[str]:
+    """The console script next to ``python``, else the module (same code either way)."""
+    script = Path(python).with_name("fleetcd-agent")
+    prefix = [str(script)] if script.exists() else [python, "-m", "agent.cli"]
     return [*prefix, "--config", str(config_file), "run"]
 
 
@@ -72,10 +76,10 @@ def _memory_fields(text: str) -> dict[str, int]:
     return out
 
 
-def interpreter_peak(code: str) -> int:
+def interpreter_peak(code: str, python: str) -> int:
     """VmHWM of a fresh interpreter that runs ``code`` and then prints its own status."""
     done = subprocess.run(
-        [sys.executable, "-c", f"{code}\n{_STATUS_OF_SELF}"],
+        [python, "-c", f"{code}\n{_STATUS_OF_SELF}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -111,6 +115,7 @@ def app_peak(pidfile: Path) -> int:
 
 
 def run_agent(
+    python: str,
     config_file: Path,
     status_file: Path,
     log_file: Path,
@@ -124,7 +129,9 @@ def run_agent(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     first_seq = cycles_done(status_file)
     with log_file.open("ab") as log:
-        agent = subprocess.Popen(agent_argv(config_file), cwd=REPO_ROOT, stdout=log, stderr=log, env=env)
+        agent = subprocess.Popen(
+            agent_argv(config_file, python), cwd=REPO_ROOT, stdout=log, stderr=log, env=env
+        )
     started = time.monotonic()
     try:
         while (seq := cycles_done(status_file)) < until_seq or not done():
@@ -153,7 +160,7 @@ def run_agent(
     }
 
 
-def run(cycles: int, timeout_s: float, root: Path) -> dict[str, Any]:
+def run(python: str, cycles: int, timeout_s: float, root: Path) -> dict[str, Any]:
     # The world is the agent tests' (real controller, gpg, HTTP); imported here, not at the top, so
     # `--help` works without them.
     from agent.executors.supervisor import Supervisor
@@ -182,12 +189,18 @@ def run(cycles: int, timeout_s: float, root: Path) -> dict[str, Any]:
 
         try:
             world.publish("1.0.0")
-            updated = run_agent(world.config_file, status, log, cycles, timeout_s, updating, upgraded)
+            updated = run_agent(python, world.config_file, status, log, cycles, timeout_s, updating, upgraded)
             updated["upgraded_at_cycle"] = seen.get("upgraded_at")
             updated["running_version"] = supervisor.running_version(APP)
             idle_cycles = max(cycles // 2, MIN_CYCLES)
             idle = run_agent(
-                world.config_file, status, log, cycles_done(status) + idle_cycles, timeout_s, lambda _s: None
+                python,
+                world.config_file,
+                status,
+                log,
+                cycles_done(status) + idle_cycles,
+                timeout_s,
+                lambda _s: None,
             )
             idle["running_version"] = supervisor.running_version(APP)
         finally:
@@ -204,21 +217,14 @@ def mib(n: int) -> float:
     return round(n / MIB, 1)
 
 
-def main() -> None:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
-    parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES, help="cycles of the updating run")
-    parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds one run may take"
-    )
-    args = parser.parse_args()
-    if shutil.which("gpg") is None:
-        parser.error("gpg is needed (Debian gnupg)")
+def measure(python: str, cycles: int, timeout_s: float) -> tuple[list[str], dict[str, Any]]:
+    """The updating and idle runs and the baselines on ``python``: table lines and numbers."""
     baseline = {
-        "python_bare_vmhwm_bytes": interpreter_peak("pass"),
-        "agent_cli_imported_vmhwm_bytes": interpreter_peak("import agent.cli"),
+        "python_bare_vmhwm_bytes": interpreter_peak("pass", python),
+        "agent_cli_imported_vmhwm_bytes": interpreter_peak("import agent.cli", python),
     }
     with tempfile.TemporaryDirectory(prefix="fleetcd-agent-rss-") as tmp:
-        measured = run(max(args.cycles, MIN_CYCLES), args.timeout, Path(tmp))
+        measured = run(python, max(cycles, MIN_CYCLES), timeout_s, Path(tmp))
     updating, idle = measured["updating"], measured["idle"]
     peak = max(updating["vmhwm_bytes"], idle["vmhwm_bytes"])
     rows = [
@@ -247,13 +253,40 @@ def main() -> None:
         f"agent peak RSS {mib(peak)} MiB = {peak / 1e6:.1f} MB (goal <= {GOAL_MIB:.0f} MB); "
         f"idle {mib(idle['vmhwm_bytes'])} MiB",
     ]
-    payload = {
-        **measured,
-        **baseline,
-        "agent_peak_vmhwm_bytes": peak,
-        "goal_mb": GOAL_MIB,
-        "goal_met": peak <= GOAL_MIB * 1e6,
-    }
+    return lines, {**measured, **baseline, "agent_peak_vmhwm_bytes": peak}
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
+    parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES, help="cycles of the updating run")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds one run may take"
+    )
+    parser.add_argument(
+        "--agent-python",
+        action="append",
+        metavar="PY",
+        help="run the agent on this interpreter (repeatable; default: this one)",
+    )
+    args = parser.parse_args()
+    if shutil.which("gpg") is None:
+        parser.error("gpg is needed (Debian gnupg)")
+    pythons = args.agent_python or [sys.executable]
+    lines: list[str] = []
+    payload: dict[str, Any] = {"goal_mb": GOAL_MIB, "by_python": {}}
+    for python in pythons:
+        version = subprocess.run(
+            [python, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        measured_lines, measured = measure(python, args.cycles, args.timeout)
+        lines += [f"Python {version} ({python})", *measured_lines, ""]
+        payload["by_python"][version] = measured
+    peaks = {version: m["agent_peak_vmhwm_bytes"] for version, m in payload["by_python"].items()}
+    lines.append(
+        "peak by Python: " + ", ".join(f"{v} {mib(p)} MiB = {p / 1e6:.1f} MB" for v, p in peaks.items())
+    )
+    payload["goal_met"] = all(peak <= GOAL_MIB * 1e6 for peak in peaks.values())
     target = write_results(NAME, payload, lines, args.out)
     print("\n".join(lines))
     print(f"\nwritten: {target}")
