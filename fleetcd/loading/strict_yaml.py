@@ -1,7 +1,8 @@
 """Strict YAML: the first step of loading any file from the fleet repository.
 
 Flow: raw bytes (signatures already checked on these exact bytes where they apply) → size, binary
-and UTF-8 checks → libyaml *events* → plain data composed here → JSON Schema → typed models.
+and UTF-8 checks → the YAML subset check (:mod:`fleetcd.loading.yaml_subset`) → parser *events* →
+plain data composed here → JSON Schema → typed models.
 
 ``yaml.safe_load`` is never used on untrusted input: libyaml's C composer recurses and segfaults on
 ~50,000-deep nesting; aliases let 300 bytes expand to gigabytes; duplicate keys silently keep the
@@ -9,6 +10,12 @@ last one; and YAML 1.1 resolution quietly changes values (``NO`` → False, ``01
 750, ``1.10`` → 1.1). Here depth, size and node counts are checked on the event stream before
 anything recursive could see the document, and plain scalars resolve YAML-1.2-core style; one that
 YAML readers disagree on is an error asking the author to quote it.
+
+Two parsers produce the events: libyaml (``CSafeLoader``, the controller's and CI's, ~10x faster)
+and PyYAML's pure-Python one (``SafeLoader``: robots whose PyYAML has no libyaml). Both are state
+machines, so every guarantee holds on either. The subset check runs first on the text, the same
+code whatever the parser, and refuses what the two parsers were found to read differently, so a
+file gets the same verdict and the same data on both; ``backend=`` picks one for tests.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from yaml.events import (
 )
 
 from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.loading.yaml_subset import check_subset
 from fleetcd.reasons import Reason
 
 Path = tuple[str | int, ...]
@@ -74,10 +82,13 @@ class _EventSource(Protocol):
     def dispose(self) -> None: ...
 
 
-# The pure-Python parser is also a state machine (no recursion): the fallback keeps every guarantee.
-_LOADER: type[yaml.CSafeLoader] | type[yaml.SafeLoader] = (
-    yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-)
+Loader = type[yaml.CSafeLoader] | type[yaml.SafeLoader]
+# The parsers this PyYAML offers, by name; "libyaml" is missing where PyYAML was built without it.
+BACKENDS: dict[str, Loader] = {"python": yaml.SafeLoader}
+if yaml.__with_libyaml__:
+    BACKENDS["libyaml"] = yaml.CSafeLoader
+# The default: libyaml where there is one. Tests replace it to run the fallback.
+_LOADER: Loader = BACKENDS.get("libyaml", yaml.SafeLoader)
 
 _BOM = b"\xef\xbb\xbf"
 # C0 controls (but tab, LF, CR) and DEL, plus NEL/LS/PS: YAML counts those three as line breaks
@@ -125,8 +136,14 @@ def field_path(path: Sequence[str | int]) -> str:
     return "".join(out)
 
 
-def parse_strict(data: bytes, file: str, limits: YamlLimits = YamlLimits()) -> ParsedYaml:
-    """Parse one single-document YAML file into plain data and a line map, or raise InvalidContent."""
+def parse_strict(
+    data: bytes, file: str, limits: YamlLimits = YamlLimits(), *, backend: str | None = None
+) -> ParsedYaml:
+    """Parse one single-document YAML file into plain data and a line map, or raise InvalidContent.
+
+    ``backend`` names one of :data:`BACKENDS` (KeyError if this PyYAML lacks it); None is the default.
+    """
+    loader = _LOADER if backend is None else BACKENDS[backend]
     if len(data) > limits.max_bytes:
         message = f"file is {len(data)} bytes, over the limit of {limits.max_bytes}"
         raise _invalid(file, None, (), Reason.TOO_LARGE, message)
@@ -143,13 +160,17 @@ def parse_strict(data: bytes, file: str, limits: YamlLimits = YamlLimits()) -> P
             )
         raise _invalid(file, line, (), Reason.BINARY, message)
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         message = f"is not UTF-8 text: byte 0x{data[exc.start]:02X} at offset {exc.start} (line {line})"
         raise _invalid(file, line, (), Reason.NOT_UTF8, message) from None
-    body = data[len(_BOM) :] if data.startswith(_BOM) else data
-    return _compose(file, body, limits)
+    if data.startswith(_BOM):
+        data, text = data[len(_BOM) :], text[1:]
+    refusal = check_subset(text, limits.max_depth)
+    if refusal is not None:
+        raise _invalid(file, refusal.line, (), refusal.reason, refusal.message)
+    return _compose(file, data, limits, loader, last_line=text.count("\n") + 1)
 
 
 class _Frame:
@@ -163,8 +184,12 @@ class _Frame:
         self.key: str | None = None
 
 
-def _compose(file: str, body: bytes, limits: YamlLimits) -> ParsedYaml:
-    """Build plain data from events with an explicit stack of open collections; no recursion."""
+def _compose(file: str, body: bytes, limits: YamlLimits, loader: Loader, last_line: int) -> ParsedYaml:
+    """Build plain data from events with an explicit stack of open collections; no recursion.
+
+    Lines are capped at ``last_line``: libyaml puts an empty document's node on the line after a
+    final ``---`` without a newline, the pure-Python parser on the marker's line.
+    """
     source: _EventSource | None = None
     lines: dict[Path, int] = {}
     stack: list[_Frame] = []
@@ -173,13 +198,13 @@ def _compose(file: str, body: bytes, limits: YamlLimits) -> ParsedYaml:
     line = 1
     where: Path = ()  # path of the node at hand, for diagnostics
     try:
-        source = _LOADER(body)  # the pure-Python reader already checks characters here
+        source = loader(body)
         while True:
             event = source.get_event()
             if event is None:
                 break
             mark = event.start_mark
-            line = mark.line + 1 if mark is not None else line
+            line = min(mark.line + 1, last_line) if mark is not None else line
             if not isinstance(event, NodeEvent):
                 if isinstance(event, CollectionEndEvent):
                     stack.pop()
@@ -230,7 +255,7 @@ def _compose(file: str, body: bytes, limits: YamlLimits) -> ParsedYaml:
     except _Reject as exc:
         raise _invalid(file, line, where, exc.reason, exc.message) from None
     except yaml.YAMLError as exc:
-        raise _syntax_error(file, body, exc) from None
+        raise _syntax_error(file, body, exc, last_line) from None
     finally:
         if source is not None:
             source.dispose()
@@ -320,10 +345,10 @@ def _resolve_plain(text: str) -> Any:
     return text
 
 
-def _syntax_error(file: str, body: bytes, exc: yaml.YAMLError) -> InvalidContent:
+def _syntax_error(file: str, body: bytes, exc: yaml.YAMLError, last_line: int) -> InvalidContent:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        line = min(mark.line + 1, last_line) if mark is not None else None
         detail = exc.problem or "invalid YAML"
         if exc.context:
             detail = f"{detail} ({exc.context})"
