@@ -18,6 +18,7 @@ from fleetcd.operator.installspec import (
     InstallSpec,
     default_install_spec,
     explicit_install_spec,
+    pip_options,
     with_pip_options,
 )
 
@@ -81,6 +82,9 @@ def command(
 
 def _describe(spec: InstallSpec) -> None:
     click.echo(f"CI installs {spec.requirement} ({REQUIREMENTS_FILE}; {spec.source}: {spec.why})")
+    options = pip_options(spec)
+    if options:
+        click.echo(f"  with pip options: {' '.join(options)}")
     if spec.is_placeholder:
         click.echo(
             f"warning: {REQUIREMENTS_FILE} holds a placeholder that CI cannot install: set the "

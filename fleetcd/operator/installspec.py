@@ -201,13 +201,17 @@ def render_requirements(spec: InstallSpec) -> str:
             "# TODO: this placeholder cannot be installed; replace it before the first pull request",
             "# (or run `fleetcd init --install-spec SPEC`).",
         ]
-    if spec.no_index:
-        lines.append("--no-index")
-    if spec.index_url is not None:
-        lines.append(f"--index-url {spec.index_url}")
-    lines += [f"--find-links {link}" for link in spec.find_links]
+    lines += pip_options(spec)
     lines.append(spec.requirement)
     return "\n".join(lines) + "\n"
+
+
+def pip_options(spec: InstallSpec) -> list[str]:
+    """The option lines above the requirement, one per line as pip's requirements files take them."""
+    lines = ["--no-index"] if spec.no_index else []
+    if spec.index_url is not None:
+        lines.append(f"--index-url {spec.index_url}")
+    return lines + [f"--find-links {link}" for link in spec.find_links]
 
 
 def _placeholder(why: str) -> InstallSpec:
