@@ -4,11 +4,13 @@ The server holds desired state the controller wrote (:func:`controller.delivery.
 per-robot namespaces, refs packed as after a gc) and is served by ``git daemon`` with
 ``GIT_NAMESPACE=<robot>``, as the gitolite trigger in docs/git-server.md does over SSH, behind a
 byte-counting proxy. The robot's poll is the agent's own sync step
-(:func:`agent.sync.desired.fetch_desired`: one fetch of its ref, then its four files read with
-their size caps). The baseline is the git CLI fetching the same ref into a bare repository.
+(:func:`agent.sync.desired.fetch_desired`: one ``git fetch`` of its ref, then its four files read
+with their size caps by ``git cat-file``). The baseline is the git CLI fetching the same ref into a
+bare repository.
 
-CPU is process CPU time (user + system): the agent's in-process poll by ``time.process_time``, the
-git CLI by the children's rusage (every git process it starts). Goals: bytes at 10,000 robots at
+CPU is process CPU time (user + system) of everything the poll runs: this process
+(``time.process_time``) plus every child it started (their rusage) — the agent's own Python and its
+git processes; for the baseline only the git CLI's. Goals: bytes at 10,000 robots at
 most 1.5x those at 10; agent CPU per no-op poll at most 2x ``git fetch``'s.
 
     python -m bench.agent_poll [--sizes 10 10000] [--runs 20]
@@ -61,14 +63,18 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_of(poll: Callable[[], object], runs: int, *, children: bool) -> dict[str, float]:
-    """Median CPU seconds of ``runs`` polls (in this process, or in the children it starts)."""
+def cpu_of(poll: Callable[[], object], runs: int, *, in_process: bool) -> dict[str, float]:
+    """Median CPU seconds of ``runs`` polls: the children they start, plus this process's own
+    when the poll runs code ``in_process`` (the agent's) rather than only waiting for children."""
+
+    def used() -> float:
+        return children_cpu_s() + (time.process_time() if in_process else 0.0)
+
     samples = []
     for _ in range(runs):
-        before = children_cpu_s() if children else time.process_time()
+        before = used()
         poll()
-        after = children_cpu_s() if children else time.process_time()
-        samples.append(after - before)
+        samples.append(used() - before)
     return {"median_cpu_s": round(statistics.median(samples), 6), "max_cpu_s": round(max(samples), 6)}
 
 
@@ -103,8 +109,8 @@ def run_size(
             argv = ["git", "--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", url, f"+{ref}:{ref}"]
             subprocess.run(argv, check=True)
 
-        agent = {**bytes_of(proxy, agent_poll), **cpu_of(agent_poll, runs, children=False)}
-        git = {**bytes_of(proxy, git_fetch), **cpu_of(git_fetch, runs, children=True)}
+        agent = {**bytes_of(proxy, agent_poll), **cpu_of(agent_poll, runs, in_process=True)}
+        git = {**bytes_of(proxy, git_fetch), **cpu_of(git_fetch, runs, in_process=False)}
         proxy.take()
     return {"robots": len(bundles), "agent_fetch_desired": agent, "git_fetch": git}
 

@@ -88,8 +88,8 @@ def _rebase_onto_server(
     repo: RobotRepository, conn: Connection, ref: str, report: StatusReport, refused: PushRejected
 ) -> tuple[str, StatusReport]:
     """(the server's commit, the report with a seq above the server's) to commit again."""
-    found = repo.fetch(conn.remote(), [f"+{ref}:{ref}"], max_bytes=REBASE_FETCH_MAX_BYTES)
-    server = found.get(ref)
+    fetched = repo.fetch(conn.remote(), [f"+{ref}:{ref}"], max_bytes=REBASE_FETCH_MAX_BYTES)
+    server = repo.ref_target(ref) if fetched else None
     if server is None:
         raise PushRejected(
             ref,

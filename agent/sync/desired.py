@@ -100,30 +100,36 @@ def fetch_desired(config: AgentConfig, repo_dir: Path) -> DesiredFiles | None:
     specs = desired_refspecs(config.device)
     try:
         # The flat name wins when the server has both, so asking it alone first changes no answer.
-        found = repo.fetch(remote, specs[:1], max_bytes=MAX_TRANSFER_BYTES) if repo.ref_target(flat) else {}
+        found = (
+            repo.fetch(remote, specs[:1], max_bytes=MAX_TRANSFER_BYTES) if repo.has_loose_ref(flat) else []
+        )
         if not found:
             found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES)
     except TransferTooLarge as exc:
         raise BundleRejected(Reason.TOO_LARGE, str(exc), file=flat) from exc
-    commit = found.get(flat) or found.get(namespaced(config.device, flat))
-    return None if commit is None else read_desired(repo, commit)
+    ref = flat if flat in found else namespaced(config.device, flat) if found else None
+    return None if ref is None else read_desired(repo, ref)
 
 
 def read_desired(repo: RobotRepository, commit: str) -> DesiredFiles:
-    """The four files of ``commit``; each one's size is checked from its object header first."""
-    headers = repo.blob_sizes(commit, [name for name, _ in FILE_CAPS])
+    """The four files of ``commit`` (an id or a ref); each one's size is checked from its object
+    header before anything is read."""
+    commit_id, headers = repo.blob_sizes(commit, [name for name, _ in FILE_CAPS])
+    if commit_id is None:
+        raise SetupError(f"{repo.path}: {commit} is not a commit here")
+    blobs = []
     for name, cap in FILE_CAPS:
         found = headers[name]
         if found is None:
-            message = f"the desired-state commit {commit} holds no {name}"
+            message = f"the desired-state commit {commit_id} holds no {name}"
             raise BundleRejected(Reason.BUNDLE_INVALID, message, file=name)
         if found[1] > cap:
-            message = f"{found[1]} bytes in commit {commit}; at most {cap}"
+            message = f"{found[1]} bytes in commit {commit_id}; at most {cap}"
             raise BundleRejected(Reason.TOO_LARGE, message, file=name)
-    blobs = repo.read_blobs([found for name, _ in FILE_CAPS if (found := headers[name]) is not None])
-    data = dict(zip([name for name, _ in FILE_CAPS], blobs))  # noqa: B905 (one blob per file; Python 3.10)
+        blobs.append(found)
+    data = dict(zip([name for name, _ in FILE_CAPS], repo.read_blobs(blobs), strict=True))
     return DesiredFiles(
-        commit=commit,
+        commit=commit_id,
         bundle=data[BUNDLE_FILE],
         root=data[ROOT_FILE],
         root_signature=data[ROOT_SIGNATURE_FILE],

@@ -229,6 +229,10 @@ class RobotRepository:
     def ref_target(self, ref: str) -> str | None:
         return self.refs([ref]).get(ref)
 
+    def has_loose_ref(self, ref: str) -> bool:
+        """Whether ``ref`` is a loose ref file here: a cheap hint, no process (packed refs say no)."""
+        return (self.path / ref).is_file()
+
     def update_ref(self, ref: str, new: str, old: str | None, *, message: str) -> None:
         """Move ``ref`` from ``old`` (None: absent) to ``new``; already at ``new`` counts as done."""
         done = self.git(
@@ -240,19 +244,21 @@ class RobotRepository:
                 raise RefConflict(ref, old, actual)
 
     # --- objects ------------------------------------------------------------------------------------
-    def blob_sizes(self, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, int] | None]:
-        """(blob id, size) of each path in ``commit`` from the object headers alone; None if no blob."""
-        query = "".join(f"{commit}:{path}\n" for path in paths).encode()
-        done = self.git("cat-file", "--batch-check", stdin=query, what=f"reading the headers of {commit}")
+    def blob_sizes(
+        self, rev: str, paths: Sequence[str]
+    ) -> tuple[str | None, dict[str, tuple[str, int] | None]]:
+        """The commit ``rev`` (an id or a ref) names, and (blob id, size) of each of its ``paths``,
+        from the object headers alone (one ``cat-file --batch-check``); None where there is none."""
+        if not rev or rev.startswith("-") or any(c.isspace() or c == ":" for c in rev):
+            raise ValueError(f"{rev!r} is not a commit id or ref name")
+        query = "".join(f"{line}\n" for line in [rev, *(f"{rev}:{path}" for path in paths)]).encode()
+        done = self.git("cat-file", "--batch-check", stdin=query, what=f"reading the headers of {rev}")
         lines = done.stdout.decode("utf-8", "replace").splitlines()
-        if len(lines) != len(paths):
-            raise SetupError(f"{self.path}: cat-file answered {len(lines)} lines for {len(paths)} paths")
-        sizes: dict[str, tuple[str, int] | None] = {}
-        for path, line in zip(paths, lines):  # noqa: B905 (lengths checked above; Python 3.10)
-            parts = line.split()
-            ok = len(parts) == 3 and _OID.fullmatch(parts[0]) and parts[1] == "blob" and parts[2].isdigit()
-            sizes[path] = (parts[0], int(parts[2])) if ok else None
-        return sizes
+        if len(lines) != len(paths) + 1:
+            raise SetupError(f"{self.path}: cat-file answered {len(lines)} lines for {len(paths) + 1} names")
+        commit = _header(lines[0], "commit")
+        sizes = {path: _header(line, "blob") for path, line in zip(paths, lines[1:], strict=True)}
+        return (commit[0] if commit else None), (sizes if commit else dict.fromkeys(paths))
 
     def read_blobs(self, blobs: Sequence[tuple[str, int]]) -> list[bytes]:
         """The contents of ``blobs`` ((id, size) from :meth:`blob_sizes`), in one ``cat-file --batch``."""
@@ -271,7 +277,7 @@ class RobotRepository:
 
     def read_blob(self, commit: str, path: str, max_bytes: int) -> bytes | None:
         """``path`` of ``commit`` when it is a blob of at most ``max_bytes``, else None."""
-        found = self.blob_sizes(commit, [path])[path]
+        found = self.blob_sizes(commit, [path])[1][path]
         if found is None or found[1] > max_bytes:
             return None
         return self.read_blobs([found])[0]
@@ -315,8 +321,8 @@ class RobotRepository:
         return oid
 
     # --- transport ----------------------------------------------------------------------------------
-    def fetch(self, remote: RobotRemote, refspecs: Sequence[str], *, max_bytes: int) -> dict[str, str]:
-        """Fetch exact ``+src:dst`` refspecs; returns dst → id for every src the server has.
+    def fetch(self, remote: RobotRemote, refspecs: Sequence[str], *, max_bytes: int) -> list[str]:
+        """Fetch exact ``+src:dst`` refspecs; returns the dst of every src the server has.
 
         git refuses a whole fetch when one named ref is missing, after listing the refs and before
         any object moved: the refused names are dropped and the rest asked again. At most
@@ -329,12 +335,12 @@ class RobotRepository:
         while specs:
             done = self._fetch_once(remote, list(specs.values()), max_bytes, what)
             if done.returncode == 0:
-                return self.refs([spec.partition(":")[2] for spec in specs.values()])
+                return [spec.partition(":")[2] for spec in specs.values()]
             missing = _MISSING_REF.search(done.stderr)
             if missing is None or missing.group(1) not in specs:
                 raise _failure(what, done, remote)
             del specs[missing.group(1)]
-        return {}
+        return []
 
     def _fetch_once(self, remote: RobotRemote, refspecs: list[str], max_bytes: int, what: str) -> Done:
         argv = [
@@ -377,6 +383,14 @@ class RobotRepository:
         check_push(
             subprocess.CompletedProcess(argv, done.returncode, done.stdout.decode(), done.stderr), what
         )
+
+
+def _header(line: str, kind: str) -> tuple[str, int] | None:
+    """(id, size) from a ``cat-file --batch-check`` line for an object of ``kind``, else None."""
+    parts = line.split()
+    if len(parts) == 3 and _OID.fullmatch(parts[0]) and parts[1] == kind and parts[2].isdigit():
+        return parts[0], int(parts[2])
+    return None
 
 
 def _source(refspec: str) -> str:
