@@ -21,7 +21,7 @@ from agent.report.push import push_report
 from agent.sync.desired import fetch_desired
 from agent.trustcheck import TrustState, verify_desired
 from controller.ingest.reports import read_reports
-from fleetcd.errors import PushRejected
+from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import desired_ref, status_ref
@@ -37,6 +37,7 @@ from tests.test_agent_sync import AgentWorld, agent_world
 from tests.test_controller_scenario import STAGING, START
 
 ROBOTS = ["amr-001", "amr-002", "amr-003", "amr-004"]
+PINNED = "the server's own"
 NOW = START + timedelta(minutes=5)
 
 
@@ -45,13 +46,15 @@ class Served:
     aw: AgentWorld
     server: Gitolite
 
-    def config(self, device: str, *, key_of: str | None = None) -> AgentConfig:
-        """``device``'s agent.yaml for gitolite, logging in with ``key_of``'s key (default: its own)."""
-        remote = {
-            "ssh_key": str(self.server.key(key_of or device)),
-            "host_key_sha256": self.server.host_fingerprint,
-        }
-        return self.aw.config(device, url=self.server.url(), remote=remote)
+    def config(
+        self, device: str, *, key_of: str | None = None, pin: str | None = PINNED, **remote: object
+    ) -> AgentConfig:
+        """``device``'s agent.yaml for gitolite, logging in with ``key_of``'s key (default: its own),
+        pinning the server's host key (``pin``: another fingerprint; None: no pin)."""
+        settings = {"ssh_key": str(self.server.key(key_of or device)), **remote}
+        if pin is not None:
+            settings["host_key_sha256"] = self.server.host_fingerprint if pin == PINNED else pin
+        return self.aw.config(device, url=self.server.url(), remote=settings)
 
     def repo(self) -> pygit2.Repository:
         return pygit2.Repository(str(self.server.repo_path()))
@@ -134,3 +137,36 @@ def test_a_reflashed_robot_behind_a_namespaced_view_is_told_it_cannot_rebase(
     with pytest.raises(PushRejected, match=r"non-fast-forward.*cannot be fetched") as raised:
         push_report(config, tmp_path / "after-reflash.git", status("amr-004", 2))
     assert raised.value.ref == status_ref("amr-004")
+
+
+# --- the pinned host key, enforced by OpenSSH's KnownHostsCommand ---------------------------------
+
+
+def test_a_gitolite_server_with_another_host_key_is_refused_before_anything_is_fetched(
+    served: Served, tmp_path: Path
+) -> None:
+    impostor = "SHA256:" + "B" * 43
+    repo_dir = tmp_path / "robot.git"
+    with pytest.raises(TransportError, match="not one of the pinned keys") as raised:
+        fetch_desired(served.config("amr-002", pin=impostor), repo_dir)
+    assert served.server.host_fingerprint in str(raised.value), "the refusal names the key it saw"
+    assert impostor in str(raised.value)
+    assert not (repo_dir / "refs" / "fleetcd").exists()
+    with pytest.raises(TransportError, match="not one of the pinned keys"):
+        push_report(served.config("amr-002", pin=impostor), repo_dir, status("amr-002", 1))
+    assert ref_target(served.repo(), status_ref("amr-002")) is None
+
+
+def test_the_matching_pin_connects_whatever_known_hosts_says(served: Served, tmp_path: Path) -> None:
+    files = fetch_desired(served.config("amr-002"), tmp_path / "robot.git")
+    assert files is not None
+
+
+def test_without_a_pin_an_unknown_host_key_is_refused_as_openssh_would(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"  # an empty ~/.ssh/known_hosts: the server's key is unknown
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(TransportError, match=r"not in ~/\.ssh/known_hosts"):
+        fetch_desired(served.config("amr-002", pin=None), tmp_path / "robot.git")

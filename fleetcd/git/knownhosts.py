@@ -27,6 +27,7 @@ PIN_PREFIX = "SHA256:"
 _PIN_LENGTH = len(PIN_PREFIX) + 43  # unpadded base64 of 32 bytes
 REFUSAL_MARK = "is not one of the pinned keys"  # robotgit maps stderr holding this to TransportError
 _REFUSED = 1
+_NO_KEY = frozenset({"", "NONE"})  # what %K and %t expand to when ssh asks without a key (ORDER)
 
 
 def fingerprint(raw_key: bytes) -> str:
@@ -50,9 +51,9 @@ class HostKeyPolicy:
 def known_hosts_line(pins: tuple[str, ...], host: str, key_type: str, key_b64: str) -> str | None:
     """The ``known_hosts`` line accepting ``key_b64`` for ``host`` when it matches a pin, else None.
 
-    ssh also asks with an empty key (to order its algorithms): nothing is known then.
+    ssh also asks without a key (``NONE``, to order its algorithms): nothing is known then.
     """
-    if not key_b64 or not key_type or not host:
+    if key_b64 in _NO_KEY or key_type in _NO_KEY or not host:
         return None
     try:
         raw = base64.b64decode(key_b64, validate=True)
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     if line is not None:
         print(line)
         return 0
-    if key_b64:  # an empty key is ssh ordering its algorithms, not a connection attempt
+    if key_b64 not in _NO_KEY:  # no key: ssh ordering its algorithms, not checking a server
         try:
             seen = fingerprint(base64.b64decode(key_b64, validate=True))
         except (binascii.Error, ValueError):
