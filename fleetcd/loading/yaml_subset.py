@@ -105,10 +105,10 @@ def check_subset(text: str, max_depth: int) -> Refusal | None:
     # sometimes after the composer has refused something else.
     if lexer.quote:
         return Refusal(
-            lexer.opened, Reason.YAML_SYNTAX, f"the quoted text opened here ({lexer.quote}) never ends"
+            lexer.quote_at, Reason.YAML_SYNTAX, f"the quoted text opened here ({lexer.quote}) never ends"
         )
     if lexer.flow:
-        return Refusal(lexer.opened, Reason.YAML_SYNTAX, "the '[' or '{' opened here is never closed")
+        return Refusal(lexer.flow_at, Reason.YAML_SYNTAX, "the '[' or '{' opened here is never closed")
     return None
 
 
@@ -119,7 +119,7 @@ class _Lexer:
     def __init__(self, max_depth: int) -> None:
         self.max_depth = max_depth
         self.number = 0  # the line at hand
-        self.opened = 0  # where the open quoted text or outermost flow collection started
+        self.quote_at = self.flow_at = 0  # where the open quoted text, the outermost [ or { started
         self.flow = 0  # depth of [ and {
         self.quote = ""  # the open quoted scalar's quote character, or ""
         self.indents = [-1]  # block indentation stack, as the scanners keep it
@@ -221,7 +221,7 @@ class _Lexer:
             if char in "'\"":
                 self.key_start = column
                 self.quote = char
-                self.opened = self.opened if self.flow else self.number
+                self.quote_at = self.number
                 column = self._quoted(line, column + 1)
                 if self.quote:
                     return
@@ -237,7 +237,7 @@ class _Lexer:
             elif char in "[{":
                 self.flow_starts.append(column)
                 self.key_start = -1
-                self.opened = self.opened if self.flow else self.number
+                self.flow_at = self.flow_at if self.flow else self.number
                 self.flow += 1
                 if self.flow > self.max_depth:
                     raise _Refused(Reason.TOO_DEEP, f"nested deeper than {self.max_depth} levels")
@@ -345,12 +345,15 @@ class _Lexer:
         assert found is not None
         end = found.end()
         follow = line[end] if end < len(line) else " "
-        if end - column > 1 and (follow == " " or (self.flow and follow in ",]}")):
+        # libyaml wants a space after a tag even before ',]}' in a flow collection; PyYAML does not.
+        closes = self.flow and follow in ",]}" and line[column] != "!"
+        if end - column > 1 and (follow == " " or closes):
             return end
-        shown = line[column : column + 40].split(" ")[0]
+        shown = re.split(r"[ ,\]}]", line[column : column + 40])[0] or line[column]
         if line[column] == "!":
             raise _Refused(
                 Reason.TAG_FORBIDDEN, f"explicit YAML tags ({shown}) are not allowed; quote text instead"
             )
-        kind = "anchors" if line[column] == "&" else "aliases"
-        raise _Refused(Reason.ALIAS_FORBIDDEN, f"YAML {kind} ({shown}) are not allowed; write it out")
+        if line[column] == "&":
+            raise _Refused(Reason.ALIAS_FORBIDDEN, f"YAML anchors ({shown}) are not allowed")
+        raise _Refused(Reason.ALIAS_FORBIDDEN, f"YAML aliases ({shown}) are not allowed; write it out")
