@@ -11,6 +11,7 @@ server through the ``git`` CLI (:mod:`fleetcd.git.robotgit`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import random
@@ -30,6 +31,7 @@ import pytest
 from agent.sync.desired import MAX_TRANSFER_BYTES, fetch_desired
 from controller.ingest.reports import read_reports
 from fleetcd.desired import BUNDLE_FILE, BundleRejected
+from fleetcd.git.knownhosts import fingerprint, known_hosts_command
 from fleetcd.git.refs import desired_ref, status_ref
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reasons import Reason
@@ -246,3 +248,37 @@ def robot_config(root: Path, url: str) -> AgentConfig:
             "state_dir": str(root / "state"),
         }
     )
+
+
+# --- the KnownHostsCommand ssh runs for a pinned host key: a decision table ---------------------------
+
+KEY_B64 = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))).decode()
+PIN = fingerprint(base64.b64decode(KEY_B64))
+
+
+@pytest.mark.parametrize(
+    ("pins", "key_type", "key", "accepted"),
+    [
+        ((PIN,), "ssh-ed25519", KEY_B64, True),
+        (("SHA256:" + "A" * 43, PIN), "ssh-ed25519", KEY_B64, True),
+        (("SHA256:" + "A" * 43,), "ssh-ed25519", KEY_B64, False),
+        ((PIN,), "NONE", "NONE", False),  # ssh ordering its algorithms: nothing is known
+        ((PIN,), "ssh-ed25519", "not base64!", False),
+        ((), "ssh-ed25519", KEY_B64, False),
+    ],
+    ids=["pinned", "second-pin", "other-key", "order-call", "garbage", "no-pins"],
+)
+def test_the_known_hosts_command_vouches_only_for_a_pinned_key(
+    pins: tuple[str, ...], key_type: str, key: str, accepted: bool
+) -> None:
+    script = known_hosts_command(pins or ("SHA256:" + "Z" * 43,), sys.executable).split()
+    argv = [*script[:-3], "[git.example]:2222", key_type, key]
+    if not pins:
+        argv[argv.index(script[-4])] = ""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env={})
+    assert done.returncode == 0
+    if accepted:
+        assert done.stdout == f"[git.example]:2222 {key_type} {key}\n"
+    else:
+        assert done.stdout == ""
+        assert ("is not one of the pinned keys" in done.stderr) == (key_type != "NONE")
