@@ -117,11 +117,13 @@ def test_power_cut_during_record_keeps_the_previous_entry(journal: Journal) -> N
     journal.record(before)
     script = textwrap.dedent(
         f"""
-        import os
-        from datetime import datetime, UTC
+        import os, pathlib
+        from datetime import datetime
+        from fleetcd.compat import UTC
         from pathlib import Path
         from agent.state.journal import Journal, JournalEntry, JournalState
-        os.replace = lambda *args, **kwargs: os._exit(9)  # power cut after the temp file is written
+        # power cut after the temp file is written (Path.replace reaches os.replace only from 3.11 on)
+        os.replace = pathlib.Path.replace = lambda *args, **kwargs: os._exit(9)
         Journal(Path({str(journal.path)!r})).record(JournalEntry(
             deployment_id="x", version="9.9.9", previous_version=None, state=JournalState.HEALTHY,
             attempts=0, updated_at=datetime.now(UTC)))

@@ -155,9 +155,10 @@ def test_power_cut_during_switch_keeps_old_current_and_prune_cleans_up(root: Pat
     result = crash_in_child(
         root,
         """
-        import os
+        import os, pathlib
         from agent.install.slots import switch_current
-        os.replace = lambda *args, **kwargs: os._exit(9)  # power cut after the tmp link exists
+        # power cut after the tmp link exists (Path.replace reaches os.replace only from 3.11 on)
+        os.replace = pathlib.Path.replace = lambda *args, **kwargs: os._exit(9)
         switch_current(root, "2.0.0")
         """,
     )
