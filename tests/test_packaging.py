@@ -4,11 +4,13 @@
 ``fleet-repo-template/``; the build follows them, and this test proves the files really land in the
 wheel together with the ``py.typed`` markers and both console scripts.
 The wheel is built from a copy of the tree so the working tree gets no ``build/`` or egg-info churn.
+The systemd unit it ships (the one the .deb installs, tests/test_deb.py) keeps its hardening.
 """
 
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_service
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +99,19 @@ def test_wheel_holds_only_the_three_packages(wheel: zipfile.ZipFile) -> None:
     }
 
     assert tops == {"fleetcd", "controller", "agent"}
+
+
+def test_the_shipped_agent_unit_is_rated_at_most_5_by_systemd_analyze_security() -> None:
+    """A quick check without root or the .deb (tests/test_deb.py rates the installed unit too)."""
+    analyze = shutil.which("systemd-analyze")
+    require_service("systemd-analyze", analyze is not None, "no systemd-analyze on PATH (Debian: systemd)")
+    assert analyze is not None
+    unit = REPO / "agent" / "fleetcd-agent.service"
+
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)], capture_output=True, text=True
+    )
+
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found is not None, f"no exposure line:\n{result.stdout}\n{result.stderr}"
+    assert float(found.group(1)) <= 5.0, result.stdout
