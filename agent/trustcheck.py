@@ -12,12 +12,16 @@ The trust state is what survives a reboot so that attacks stay refused across on
 
 * ``last_serial`` / ``last_bundle_sha256`` — an older validly signed bundle (rollback attack) or the
   same serial with other bytes is refused.
-* ``time_floor`` — the latest instant this robot has trustworthily seen: the newest accepted root's
-  ``issued_at``, the wall clock at each acceptance, and the expiry of a bundle found expired
-  (:func:`record_expiry`). Expiry is judged at ``max(now, time_floor)``, so resetting the clock to
-  1970 cannot make an expired bundle look fresh. Only signed instants and clock readings taken while
-  a signed bundle was still valid raise it, so a clock running far ahead cannot push it past the
-  next bundle's expiry and lock the robot out.
+* ``time_floor`` — the newest instant the controller has signed that this robot verified: the
+  accepted roots' ``issued_at``, and nothing else. Expiry is judged at ``max(now, time_floor)``. It
+  never rises to a clock reading or to a bundle's expiry: a clock one year ahead for one cycle finds
+  the bundle expired, and once the clock is corrected the same bundle is fresh again (a floor raised
+  to the expiry would keep the robot stale, rollbacks included, until the controller's next root).
+* ``expired_seen`` — the signed expiry of the last bundle this robot's clock found past. It counts
+  only while the clock reads *earlier than* ``time_floor``, i.e. before a time the controller signed
+  (:func:`judging_floor`): such a clock is known wrong (an RTC reset to 1970), so it cannot revive a
+  bundle it found expired before. A clock reading at or after ``time_floor`` is believed, which is
+  what a corrected clock looks like; only a reading that contradicts a signature is overruled.
 * ``last_commit`` / ``expires_at`` — let :func:`check_unchanged` skip the gpg work when a poll
   brought the very commit already verified, while still noticing that it expired.
 """
@@ -51,6 +55,7 @@ class TrustState(FrozenModel):
     last_serial: int | None = None
     last_bundle_sha256: str | None = None
     time_floor: AwareDatetime | None = None
+    expired_seen: AwareDatetime | None = None
     last_commit: str | None = None
     expires_at: AwareDatetime | None = None
 
@@ -109,38 +114,54 @@ def verify_desired(
             now,
             keyring,
             last_bundle_sha256=state.last_bundle_sha256,
-            time_floor=state.time_floor,
+            time_floor=judging_floor(state, now),
         )
-    # Accepted means now < expiry, so the clock reading cannot lift the floor past this bundle's life.
-    floor = max(
-        instant for instant in (state.time_floor, verified.root.issued_at, now) if instant is not None
-    )
+    # Signed instants only: the clock reading, however plausible, never lifts the floor.
+    issued = verified.root.issued_at
     new_state = TrustState(
         last_serial=verified.root.serial,
         last_bundle_sha256=verified.bundle_sha256,
-        time_floor=floor,
+        time_floor=issued if state.time_floor is None else max(state.time_floor, issued),
         last_commit=files.commit,
         expires_at=min(verified.root.expires_at, verified.bundle.expires_at),
     )
     return verified, new_state
 
 
+def judging_floor(state: TrustState, now: datetime) -> datetime | None:
+    """The instant expiry is judged no earlier than, for a clock reading ``now``.
+
+    ``time_floor`` while the clock reads at or after it; when it reads earlier, the clock contradicts
+    a signature and is wrong, so a bundle found expired before stays expired (``expired_seen``).
+    """
+    floor = state.time_floor
+    if floor is None or now >= floor or state.expired_seen is None:
+        return floor
+    return max(floor, state.expired_seen)
+
+
 def record_expiry(state: TrustState, error: BundleExpired) -> TrustState:
-    """The state after a bundle was found expired: the floor reaches at least its (signed) expiry."""
-    floor = error.expires_at if state.time_floor is None else max(state.time_floor, error.expires_at)
-    return state.model_copy(update={"time_floor": floor})
+    """The state after a bundle was found expired: remember its (signed) expiry, leave the floor."""
+    seen = error.expires_at if state.expired_seen is None else max(state.expired_seen, error.expires_at)
+    return state.model_copy(update={"expired_seen": seen})
+
+
+def record_fresh(state: TrustState) -> TrustState:
+    """The state after the clock found the accepted bundle fresh: an earlier expired verdict is void."""
+    return state.model_copy(update={"expired_seen": None})
 
 
 def check_unchanged(state: TrustState, files: DesiredFiles, now: datetime) -> bool:
     """True when ``files`` is the commit last accepted and still valid (no gpg needed to act on it).
 
     Raises :class:`BundleExpired` when it is that commit but its life is over (judged at
-    ``max(now, time_floor)``); False when it is another commit, which must go through
+    ``max(now, judging_floor(state, now))``); False when it is another commit, which must go through
     :func:`verify_desired`.
     """
     if state.last_commit != files.commit or state.expires_at is None:
         return False
-    judged_at = now if state.time_floor is None else max(now, state.time_floor)
+    floor = judging_floor(state, now)
+    judged_at = now if floor is None else max(now, floor)
     if judged_at >= state.expires_at:
         message = (
             f"serial {state.last_serial} expired at {state.expires_at.isoformat()} "

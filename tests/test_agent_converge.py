@@ -10,7 +10,9 @@ from pathlib import Path
 
 from agent.converge.machine import ActionKind
 from agent.executors.base import RunState
+from agent.loop import run_once
 from agent.state.journal import JournalState
+from agent.trustcheck import load_trust_state
 from controller.delivery.write import delivery_ref
 from fleetcd.desired import BundleRejected
 from fleetcd.errors import TransportError
@@ -262,6 +264,31 @@ def test_an_expired_bundle_is_flagged_stale_and_the_robot_keeps_running(world: A
     assert result.stale and result.report is not None and result.report.stale
     assert world.answer() == "1.0.0"
     assert world.executor().active(APP) == "1.0.0"
+
+
+def test_clock_one_year_ahead_for_one_cycle_does_not_leave_the_robot_stale(world: AgentWorld) -> None:
+    deployed(world, "1.0.0")
+    world.publish("1.1.0")  # a new root: the commit the robot verifies while its clock is wrong
+    year_ahead = world.now + timedelta(days=365)
+
+    ahead = run_once(world.config, year_ahead)
+
+    assert ahead.stale and world.executor().active(APP) == "1.0.0"  # expired to that clock: no install
+    trust = load_trust_state(world.paths.trust_file)
+    assert trust.time_floor is not None and trust.time_floor <= world.now  # never the clock reading
+
+    corrected = world.once()  # NTP put the clock right; the controller has signed nothing since
+
+    assert not corrected.stale and corrected.error is None, corrected.errors
+    assert world.answer("1.1.0") == "1.1.0"
+    assert corrected.report is not None and not corrected.report.stale
+
+    # The same again on the commit already accepted (no gpg: the unchanged-commit path).
+    assert run_once(world.config, year_ahead).stale
+    world.controller.clock.tick(10)
+    again = world.once()
+    assert not again.stale and again.error is None, again.errors
+    assert load_trust_state(world.paths.trust_file).expired_seen is None
 
 
 def test_config_values_are_written_where_the_app_reads_them_and_local_edits_reported_as_drift(

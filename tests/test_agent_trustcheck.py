@@ -71,7 +71,7 @@ def test_the_controllers_bundle_is_accepted_and_the_state_remembers_it(aw: Agent
     assert state.last_serial == verified.root.serial
     assert state.last_bundle_sha256 == verified.bundle_sha256
     assert state.last_commit == files.commit
-    assert state.time_floor == START + timedelta(hours=1)
+    assert state.time_floor == START  # the root's issued_at: signed, unlike the clock reading
     assert state.expires_at == START + EXPIRY
 
 
@@ -142,6 +142,30 @@ def test_a_clock_reset_to_1970_cannot_revive_an_expired_bundle_but_a_fresh_one_i
     assert verified.root.serial > (load_trust_state(trust_file).last_serial or 0)
     assert verified.clock_suspect
     assert state.time_floor == verified.root.issued_at
+
+
+def test_a_clock_one_year_ahead_finds_the_bundle_expired_and_once_corrected_fresh_again(
+    aw: AgentWorld, tmp_path: Path
+) -> None:
+    trust_file = tmp_path / "trust.json"
+    files = fetched(aw)
+    _, state = verify_desired(aw.config(), files, TrustState(), START + timedelta(hours=1))
+    save_trust_state(trust_file, state)
+    with pytest.raises(BundleExpired) as expired:
+        check_unchanged(load_trust_state(trust_file), files, START + timedelta(days=365))
+    state = record_expiry(load_trust_state(trust_file), expired.value)
+    save_trust_state(trust_file, state)
+    assert state.time_floor == START  # not the expiry, not the clock reading
+
+    # NTP corrects the clock: the same commit is fresh again, without a new root from the controller.
+    assert check_unchanged(load_trust_state(trust_file), files, START + timedelta(hours=2)) is True
+    verified, _ = verify_desired(aw.config(), files, load_trust_state(trust_file), START + timedelta(hours=2))
+    assert verified.unchanged
+
+
+def test_a_clock_ahead_but_inside_the_bundles_life_does_not_lift_the_floor(aw: AgentWorld) -> None:
+    _, state = verify_desired(aw.config(), fetched(aw), TrustState(), START + timedelta(days=6))
+    assert state.time_floor == START
 
 
 def test_a_new_robot_with_a_1970_clock_still_accepts_a_valid_bundle(aw: AgentWorld) -> None:

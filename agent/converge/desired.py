@@ -33,6 +33,7 @@ from agent.trustcheck import (
     check_unchanged,
     load_trust_state,
     record_expiry,
+    record_fresh,
     save_trust_state,
     verify_desired,
 )
@@ -55,7 +56,7 @@ class Desired:
     known: bool = False  # a verified bundle (fresh, or the last accepted) backs ``assignments``
     stale: bool = False  # the bundle expired: keep running, report stale
     serial: int | None = None
-    time_floor: datetime | None = None  # the latest instant trustworthily seen (clock resets)
+    time_floor: datetime | None = None  # the newest instant the controller signed (clock resets)
     errors: list[Exception] = field(default_factory=list)
 
 
@@ -103,6 +104,9 @@ def _accept(
     config: AgentConfig, paths: AgentPaths, files: DesiredFiles, trust: TrustState, now: datetime
 ) -> tuple[VerifiedBundle, TrustState]:
     if check_unchanged(trust, files, now):
+        if trust.expired_seen is not None:  # the clock was wrong then (one cycle far ahead), or is now
+            trust = record_fresh(trust)
+            save_trust_state(paths.trust_file, trust)
         return _reparse(files, trust), trust
     verified, new_trust = verify_desired(config, files, trust, now)
     write_cache(paths.desired_cache, files)  # first the cache, then the serial it must not fall below
