@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import UnsafeArchive
+from agent.install import unpack
 from agent.install.unpack import UnpackLimits, extract_tarball
 
 CAPS = {"max_total_bytes": 10 * 1024 * 1024, "max_members": 1000}
@@ -51,6 +52,16 @@ def build(path: Path, members: list[Member], mode: str = "w:gz") -> Path:
         for info, data in members:
             tar.addfile(info, None if data is None else io.BytesIO(data))
     return path
+
+
+@pytest.fixture(autouse=True, params=["stdlib-filter", "no-filter"])
+def filters(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: with the stdlib's PEP 706 filter, and as on a Python without it (Debian 12's
+    3.11.2, 3.10 before 3.10.12), where unpack's own stand-in must give the same verdicts."""
+    if request.param == "no-filter":
+        monkeypatch.setattr(unpack, "HAS_DATA_FILTER", False)
+    elif not unpack.HAS_DATA_FILTER:
+        pytest.skip("this Python has no tarfile.data_filter")
 
 
 @pytest.fixture

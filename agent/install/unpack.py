@@ -16,10 +16,16 @@ and ownership. On top of it this module adds only what the filter does not do:
   renamed into place, so a refusal or a crash never leaves a half-extracted release.
 
 Every refusal is :class:`agent.errors.UnsafeArchive` naming the member and why.
+
+Pythons without the filters (Debian 12's 3.11.2, Python 3.10 before 3.10.12) get the same result
+from :func:`_data_member`: the name rules above already keep every path inside the target, and it
+refuses device and fifo members, drops setuid/setgid/sticky and group/other write bits, and makes
+the files the agent's own — the filter's remaining duties.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import gzip
 import lzma
@@ -36,6 +42,11 @@ from agent.errors import DiskFull, UnsafeArchive
 from agent.state.atomic import NO_SPACE_ERRNOS, fsync_dir
 
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+# PEP 706's filters: 3.12+, and backported to 3.11.4+ and 3.10.12+ (not to Debian 12's 3.11.2).
+HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+_FILE_MODE_KEEP = 0o755  # rwx for the owner, r-x for group and others: no setuid/setgid/sticky/g+w/o+w
+_OWNER_READ_WRITE = 0o600
+_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,13 @@ def extract_tarball(archive: Path, target: Path, *, max_total_bytes: int, max_me
             free = shutil.disk_usage(staging).free
             if total > free:
                 raise DiskFull(target, total, free)
-            try:
-                tar.extractall(staging, members=members, filter="data")
-            except tarfile.FilterError as exc:
-                raise UnsafeArchive(archive, exc.tarinfo.name, str(exc)) from exc
+            if HAS_DATA_FILTER:
+                try:
+                    tar.extractall(staging, members=members, filter="data")
+                except tarfile.FilterError as exc:
+                    raise UnsafeArchive(archive, exc.tarinfo.name, str(exc)) from exc
+            else:  # the members are _data_member's copies, every one checked above
+                tar.extractall(staging, members=members)  # noqa: S202
         _fsync_tree(staging)
         staging.rename(target)
         fsync_dir(target.parent)
@@ -99,14 +113,32 @@ def _checked_members(
         problem = _name_problem(member, symlinks)
         if problem is not None:
             raise UnsafeArchive(archive, member.name, problem)
-        try:
-            tarfile.data_filter(member, str(staging))
-        except tarfile.FilterError as exc:
-            raise UnsafeArchive(archive, member.name, str(exc)) from exc
+        if HAS_DATA_FILTER:
+            try:
+                tarfile.data_filter(member, str(staging))
+            except tarfile.FilterError as exc:
+                raise UnsafeArchive(archive, member.name, str(exc)) from exc
+            kept = member
+        else:
+            kept = _data_member(member, archive)
         if member.issym():
             symlinks.add(posixpath.normpath(member.name))
-        members.append(member)
+        members.append(kept)
     return members, total
+
+
+def _data_member(member: tarfile.TarInfo, archive: Path) -> tarfile.TarInfo:
+    """What ``filter="data"`` would extract for ``member``, on a Python without the filters."""
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchive(archive, member.name, "is a special file (device, fifo or other)")
+    kept = copy.copy(member)
+    if member.isreg() or member.islnk():
+        kept.mode = (member.mode & _FILE_MODE_KEEP) | _OWNER_READ_WRITE
+    elif member.isdir():
+        kept.mode = _DIR_MODE
+    # Owned by whoever runs the agent: as root, tarfile would otherwise chown to the archive's ids.
+    kept.uid, kept.gid, kept.uname, kept.gname = os.getuid(), os.getgid(), "", ""
+    return kept
 
 
 def _name_problem(member: tarfile.TarInfo, symlinks: set[str]) -> str | None:
