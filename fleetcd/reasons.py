@@ -36,6 +36,9 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config_invalid"
     UNSUPPORTED_ARTIFACT = "unsupported_artifact"
     ROLLOUT_OVERLAP = "rollout_overlap"
+    # robots' status refs and reports (controller.ingest)
+    NOT_A_COMMIT = "not_a_commit"  # the status ref names a blob, tree, tag or missing object
+    OUT_OF_RANGE = "out_of_range"  # a number above its documented bound (fleetcd.reports)
     # trust
     SIGNATURE_MISSING = "signature_missing"
     SIGNATURE_INVALID = "signature_invalid"

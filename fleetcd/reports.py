@@ -20,6 +20,16 @@ MAX_REPORT_BYTES = 256 * 1024
 MAX_DEPLOYMENTS = 20
 MAX_EVENTS = 20
 MESSAGE_MAX = 500
+# Every integer a robot sends is bounded (strict: no floats, strings or bools). A seq grows by one
+# per report: at one report a second, 2**53 is 285 million years away, and it is exact in every
+# JSON reader. Anything above is a broken or hostile robot: the report is refused, never stored as
+# the seq later reports would have to beat (they could not, and the robot's status would freeze).
+MAX_SEQ = 2**53
+MAX_BUNDLE_SERIAL = 2**53  # fleetcd.desired.bundle.MAX_SERIAL: the controller never signs more
+# Longer digit strings are refused before Python converts them (which costs quadratic time and fails
+# from 4,300 digits on); 2**63 has 19.
+MAX_INT_DIGITS = 20
+Seq = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
 
 Message = Annotated[str, StringConstraints(max_length=MESSAGE_MAX)]
 ReportedActivity = Literal[
@@ -72,10 +82,10 @@ class StatusReport(FrozenModel):
 
     format: Literal["fleetcd.dev/status/v1"]
     device: SafeName
-    seq: int = Field(ge=0)
+    seq: Seq
     agent_version: Annotated[str, StringConstraints(max_length=64)]
     reported_at: Timestamp
-    bundle_serial: int | None = Field(default=None, ge=0)
+    bundle_serial: Annotated[int, Field(strict=True, ge=0, le=MAX_BUNDLE_SERIAL)] | None = None
     stale: bool = False  # the robot's bundle expired: it keeps running its last good version
     apps: list[InstalledApp] = Field(default_factory=list, max_length=64)
     deployments: list[DeploymentReport] = Field(default_factory=list, max_length=MAX_DEPLOYMENTS)

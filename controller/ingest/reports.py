@@ -2,10 +2,16 @@
 
 Two halves. :func:`read_reports` is the I/O edge: it reads each robot's
 ``refs/fleetcd/status/<id>/report`` (fetched into the controller's mirror) and parses
-``status.json`` as *untrusted* input — size checked from the object header before a byte is
-loaded, strict JSON (duplicate keys, NaN and Infinity refused), the typed model, and the report
-must name the robot whose ref it sits under. A bad report never stops the reconcile: it becomes a
-:class:`~fleetcd.errors.Diagnostic` naming the ref, and the robot's records stay as they were.
+``status.json`` as *untrusted* input. The ref must name a commit whose tree holds a regular file
+``status.json`` (not a blob, tree, tag, missing object, symlink, submodule or directory: see
+:func:`fleetcd.git.untrusted.read_commit_file`), sizes are checked from object headers before a
+byte is loaded, the JSON is strict (duplicate keys, NaN and Infinity refused, integers of more than
+:data:`~fleetcd.reports.MAX_INT_DIGITS` digits refused before conversion), every number within its
+bound in the typed model (a ``seq`` above :data:`~fleetcd.reports.MAX_SEQ` is refused, never
+stored), and the report must name the robot whose ref it sits under. A bad report never stops the
+reconcile: it becomes a :class:`~fleetcd.errors.Diagnostic` naming the ref, the object and why,
+which the reconcile logs as an audit line for that robot, and the robot's records stay as they
+were.
 
 :func:`ingest` is pure (takes ``now``): it applies one robot's report to its
 :class:`~controller.state.model.DeviceFile`. A robot speaks only for itself: a deployment id that
@@ -33,11 +39,19 @@ from controller.records.transitions import IgnoredReport, apply_report, judge_re
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.git.objects import blob_size, list_refs, read_blob
+from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import STATUS_PREFIX, status_ref
 from fleetcd.git.repo import Oid, Repository
+from fleetcd.git.untrusted import Unreadable, UnreadableCommit, read_commit_file
 from fleetcd.reasons import Reason
-from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, DeploymentReport, StatusReport
+from fleetcd.reports import (
+    MAX_INT_DIGITS,
+    MAX_REPORT_BYTES,
+    MAX_SEQ,
+    STATUS_FILE,
+    DeploymentReport,
+    StatusReport,
+)
 
 FOREIGN_DEPLOYMENT = "foreign_deployment"  # the id belongs to another robot
 UNKNOWN_DEPLOYMENT = "unknown_deployment"  # no robot was given this id (or it aged out)
@@ -48,7 +62,20 @@ WRONG_DEVICE = "wrong_device"  # the report names another robot
 ReadResult = tuple[StatusReport | None, Diagnostic | None]
 
 
+_UNREADABLE_REASONS = {
+    Unreadable.MISSING: Reason.NOT_A_COMMIT,
+    Unreadable.NOT_A_COMMIT: Reason.NOT_A_COMMIT,
+    Unreadable.NO_FILE: Reason.INVALID,
+    Unreadable.NOT_A_FILE: Reason.INVALID,
+    Unreadable.TOO_LARGE: Reason.TOO_LARGE,
+}
+
+
 class _Duplicate(ValueError):
+    pass
+
+
+class _TooLong(ValueError):
     pass
 
 
@@ -65,13 +92,10 @@ def read_reports(repo: Repository, devices: Iterable[str]) -> dict[str, ReadResu
 
 def _read_one(repo: Repository, device: str, ref: str, target: Oid) -> ReadResult:
     where = f"{ref}:{STATUS_FILE}"
-    size = blob_size(repo, target, STATUS_FILE)
-    if size is None:
-        return None, Diagnostic(where, None, None, f"the commit holds no {STATUS_FILE}", Reason.INVALID)
-    if size > MAX_REPORT_BYTES:
-        message = f"{size} bytes; a report is at most {MAX_REPORT_BYTES}"
-        return None, Diagnostic(where, None, None, message, Reason.TOO_LARGE)
-    raw = read_blob(repo, target, STATUS_FILE) or b""
+    try:
+        raw = read_commit_file(repo, target, STATUS_FILE, max_bytes=MAX_REPORT_BYTES)
+    except UnreadableCommit as exc:
+        return None, Diagnostic(where, None, None, str(exc), _UNREADABLE_REASONS[exc.kind])
     try:
         report = parse_report(raw, where)
     except ReportRejected as exc:
@@ -103,6 +127,12 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _TooLong(f"an integer of {len(digits.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
+
+
 def parse_report(raw: bytes, where: str) -> StatusReport:
     """Strict parse of ``status.json`` bytes; :class:`ReportRejected` names ``where`` and why not."""
     if len(raw) > MAX_REPORT_BYTES:
@@ -116,7 +146,11 @@ def parse_report(raw: bytes, where: str) -> StatusReport:
             Diagnostic(where, None, None, f"not UTF-8: {exc.reason}", Reason.NOT_UTF8)
         ) from None
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        data = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_int=_bounded_int
+        )
+    except _TooLong as exc:
+        raise ReportRejected(Diagnostic(where, None, None, str(exc), Reason.OUT_OF_RANGE)) from None
     except _Duplicate as exc:
         message = f"key {exc.args[0]!r} appears twice"
         raise ReportRejected(
@@ -137,7 +171,9 @@ def parse_report(raw: bytes, where: str) -> StatusReport:
         first = exc.errors()[0]
         spot = ".".join(str(p) for p in first["loc"]) or None
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ReportRejected(Diagnostic(where, None, spot, first["msg"] + more, Reason.SCHEMA)) from None
+        # Above a documented bound (a seq no agent reaches): refused with its own reason.
+        reason = Reason.OUT_OF_RANGE if first["type"] == "less_than_equal" else Reason.SCHEMA
+        raise ReportRejected(Diagnostic(where, None, spot, first["msg"] + more, reason)) from None
 
 
 def ingest(
@@ -156,7 +192,10 @@ def ingest(
     or the robot's connectivity changed, so an idle fleet does not grow the log.
     """
     device = device_file.state.device
-    if report.seq <= device_file.last_report_seq:
+    # A seq above MAX_SEQ can only have been stored before reports were bounded; it would freeze
+    # this robot's status for good (no report can beat it), so it counts as no report yet.
+    last_seq = device_file.last_report_seq if device_file.last_report_seq <= MAX_SEQ else -1
+    if report.seq <= last_seq:
         return device_file, [], []
     if report.device != device:
         event = _rejection(now, device, report, None, WRONG_DEVICE, {"claimed_device": report.device})

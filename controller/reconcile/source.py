@@ -25,11 +25,12 @@ costs about 7x more as loose files (``bench/controller_reconcile.py``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetcd.errors import SetupError
+from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.refs import (
@@ -42,8 +43,10 @@ from fleetcd.git.refs import (
 )
 from fleetcd.git.remote import SshKey, fetch, is_local, push
 from fleetcd.git.repo import Oid, Repository, open_or_init_bare
+from fleetcd.git.untrusted import drop_unnegotiable_refs
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)
+log = logging.getLogger("fleetcd.controller")
 
 
 @dataclass(frozen=True)
@@ -78,19 +81,28 @@ def open_mirror(source: Source) -> Repository:
 
 def fetch_all(repo: Repository, source: Source) -> Fetched:
     """Main, the state branch, every robot's status and desired-state ref, force-updated from the
-    remote; desired-state refs the remote lacks are deleted from the mirror."""
-    found = fetch(
-        repo,
-        source.url,
-        [
-            f"+{MAIN_BRANCH}:{MAIN_BRANCH}",
-            f"+{STATE_BRANCH}:{STATE_BRANCH}",
-            f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*",
-            *(f"+{prefix}*:{prefix}*" for prefix in DESIRED_PREFIXES),
-        ],
-        credentials=source.credentials,
-        host_keys=source.host_keys,
-    )
+    remote; desired-state refs the remote lacks are deleted from the mirror.
+
+    A status ref may point at anything (see :mod:`fleetcd.git.untrusted`); once fetched, libgit2
+    fails every later fetch into this mirror. So when a fetch fails, refs that cannot be walked as
+    commits are deleted from the mirror (the server keeps them; ingest refuses them by name) and
+    the fetch runs once more. An honest fleet pays nothing for this.
+    """
+    specs = [
+        f"+{MAIN_BRANCH}:{MAIN_BRANCH}",
+        f"+{STATE_BRANCH}:{STATE_BRANCH}",
+        f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*",
+        *(f"+{prefix}*:{prefix}*" for prefix in DESIRED_PREFIXES),
+    ]
+    try:
+        found = fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
+    except TransportError:
+        dropped = drop_unnegotiable_refs(repo)
+        if not dropped:
+            raise
+        for ref, why in sorted(dropped.items()):
+            log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
+        found = fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
     main = found.get(MAIN_BRANCH)
     if main is None:
         raise SetupError(f"{source.url}: has no {MAIN_BRANCH}")

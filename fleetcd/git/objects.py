@@ -266,7 +266,8 @@ def ref_target(repo: pygit2.Repository, ref: str) -> pygit2.Oid | None:
 def read_blob(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> bytes | None:
     """The bytes of ``path`` in the commit ``ref`` names (a full ref name or a commit id).
 
-    None when the ref, the commit or the path does not exist, or the path is a directory.
+    None when the ref, the commit or the path does not exist, the ref does not lead to a commit, or
+    the path is a directory.
     """
     if isinstance(ref, pygit2.Oid):
         obj = repo.get(ref)
@@ -277,7 +278,7 @@ def read_blob(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> byte
         return None
     try:
         entry = obj.peel(pygit2.Commit).tree[path]
-    except (KeyError, ValueError, pygit2.InvalidSpecError):
+    except (KeyError, ValueError, pygit2.GitError):  # not a commit (a blob, or a tag of one), no path
         return None
     return entry.data if isinstance(entry, pygit2.Blob) else None
 
@@ -305,7 +306,7 @@ def blob_size(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> int 
         return None
     try:
         entry = obj.peel(pygit2.Commit).tree[path]
-    except (KeyError, ValueError, pygit2.InvalidSpecError):
+    except (KeyError, ValueError, pygit2.GitError):  # not a commit (a blob, or a tag of one), no path
         return None
     if entry.type != pygit2.enums.ObjectType.BLOB:
         return None
