@@ -23,12 +23,13 @@ from controller.state.model import WavePhase
 from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import PushRejected, TransportError
-from fleetcd.git.objects import read_blob, ref_target
+from fleetcd.git.objects import commit, read_blob, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_ref
 from fleetcd.reports import (
     MAX_DEPLOYMENTS,
     MAX_EVENTS,
     MAX_REPORT_BYTES,
+    MAX_SEQ,
     MESSAGE_MAX,
     STATUS_FILE,
     DeploymentReport,
@@ -209,6 +210,46 @@ def test_a_reflashed_robot_rebases_on_the_servers_report_and_lifts_its_seq(aw: A
     assert isinstance(commit, pygit2.Commit) and [str(p) for p in commit.parent_ids] == [before]
     stored = server_report(aw.server)
     assert stored is not None and stored.seq == 3
+
+
+ABSURD_SEQS = {
+    "seq-10**30": b'{"seq": 1000000000000000000000000000000}',
+    "seq-5000-digits": b'{"seq": ' + b"9" * 5000 + b"}",
+    "seq-max": b'{"seq": %d}' % MAX_SEQ,
+    "seq-a-string": b'{"seq": "99"}',
+    "seq-a-bool": b'{"seq": true}',
+    "nested-too-deep": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "not-json": b"\xff\xfe",
+}
+
+
+@pytest.mark.parametrize("planted", list(ABSURD_SEQS.values()), ids=list(ABSURD_SEQS))
+def test_a_server_report_with_an_absurd_seq_is_unreadable_and_the_robot_keeps_reporting(
+    aw: AgentWorld, planted: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone planted a report no agent sends on the robot's ref: the robot's next push rebases
+    on it without trying to beat its seq (and says why), and the controller ingests that push."""
+    config = aw.config()
+    first = push_report(config, aw.repo_dir(), report(1))
+    server = pygit2.Repository(str(aw.server))
+    planted_commit = commit(
+        server,
+        None,
+        write_tree(server, {STATUS_FILE: planted}),
+        "planted",
+        [pygit2.Oid(hex=first)],
+        ("x", "x@x"),
+        NOW,
+    )
+    update_refs(server, {status_ref(ROBOT): (pygit2.Oid(hex=first), planted_commit)})
+
+    with caplog.at_level("WARNING", logger="agent.report.push"):
+        pushed = push_report(config, aw.repo_dir(), report(2))
+    parent = pygit2.Repository(str(aw.server))[pygit2.Oid(hex=pushed)]
+    assert isinstance(parent, pygit2.Commit) and parent.parent_ids == [planted_commit]
+    assert "keeping this robot's own seq" in caplog.text
+    stored = server_report(aw.server)
+    assert stored is not None and stored.seq == 2
 
 
 def test_a_report_for_another_device_is_refused_before_any_push(aw: AgentWorld) -> None:

@@ -15,7 +15,10 @@ the outbox for the next cycle. A network failure is a
 
 When the server's ref is not an ancestor (the robot was reflashed and lost its repository), the
 server's report is fetched, the commit is rebased on it and its ``seq`` lifted above the server's,
-since the controller ignores a report whose ``seq`` does not grow. A server that serves robots a
+since the controller ignores a report whose ``seq`` does not grow. The server's report is read as
+untrusted: one that is not a readable report, or whose ``seq`` is beyond
+:data:`~fleetcd.reports.MAX_SEQ` (the controller refused it, so there is nothing to beat), is
+logged as unreadable and built on with the robot's own ``seq``. A server that serves robots a
 namespaced view (docs/git-server.md) does not let the robot fetch its status ref; the push is then
 refused with a message saying so (the operator deletes the ref or grants ``RW+``).
 """
@@ -23,6 +26,7 @@ refused with a message saying so (the operator deletes the ref or grants ``RW+``
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from agent.report.outbox import Outbox
@@ -33,7 +37,9 @@ from fleetcd.errors import PushRejected
 from fleetcd.git.refs import status_ref
 from fleetcd.git.robotgit import RobotRepository
 from fleetcd.models.agent import AgentConfig
-from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
+from fleetcd.reports import MAX_INT_DIGITS, MAX_REPORT_BYTES, MAX_SEQ, STATUS_FILE, StatusReport
+
+log = logging.getLogger(__name__)
 
 NON_FAST_FORWARD = "non-fast-forward"  # how fleetcd.git.gitcli.check_push words it
 # Rebasing fetches the server's whole report history (a few hundred bytes per report, compressed):
@@ -103,9 +109,31 @@ def _rebase_onto_server(
 
 
 def _seq_of(repo: RobotRepository, target: str) -> int | None:
-    """The seq of the report in ``target``, if it holds a readable one (it came from the server)."""
+    """The seq of the report in ``target`` when it holds a readable one below :data:`MAX_SEQ`.
+
+    ``target`` came from the server: anything else (not JSON, nested too deep, a seq that is no
+    integer or one no agent reaches) is logged as unreadable and gives None, never an exception.
+    """
+    raw = repo.read_blob(target, STATUS_FILE, MAX_REPORT_BYTES)
     try:
-        seq = json.loads(repo.read_blob(target, STATUS_FILE, MAX_REPORT_BYTES) or b"").get("seq")
-    except (ValueError, AttributeError):
+        seq = json.loads(raw or b"", parse_int=_bounded_int).get("seq")
+    except (ValueError, AttributeError, RecursionError) as exc:
+        log.warning("the server's report %s is unreadable (%s): keeping this robot's own seq", target, exc)
         return None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < MAX_SEQ:
+        shown = repr(seq)[:40]
+        log.warning(
+            "the server's report %s has seq %s, not one an agent sends (0 to %d): keeping this "
+            "robot's own seq",
+            target,
+            shown,
+            MAX_SEQ - 1,
+        )
+        return None
+    return seq
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits")
+    return int(digits)
