@@ -3,8 +3,9 @@
 Thin: each command loads agent.yaml (strict YAML, schema, model: a typo is a file:line:field error,
 exit 1) and calls one function of :mod:`agent.loop`. Exit codes are fleetcd's
 (:func:`fleetcd.cli.main.run`, docs/cli.md): ``once`` exits 5 when the cycle met a network failure,
-1 for desired state that failed verification, 4 for a local setup problem, 0 otherwise — a
-deployment that rolled back is a successful cycle, reported, not an agent failure.
+1 for desired state that failed verification, 4 for a local setup problem (a state directory it
+cannot write, a full disk, corrupt state it had to set aside), 0 otherwise — a deployment that
+rolled back is a successful cycle, reported, not an agent failure.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 import click
 
+from agent.errors import DiskFull
 from agent.loop import CycleResult, local_status, run_forever, run_once
 from fleetcd import __version__
 from fleetcd.cli.main import run
-from fleetcd.errors import SetupError
+from fleetcd.errors import FleetcdError, InvalidContent, SetupError, TransportError
 from fleetcd.loading.documents import load_document
 from fleetcd.models.agent import AgentConfig
 
@@ -70,9 +72,27 @@ def once_command(config_path: Path, output: str) -> int:
     """Run one cycle (sync, verify, converge, report) and exit."""
     result = run_once(load_config(config_path))
     click.echo(json.dumps(_cycle_json(result), indent=2) if output == "json" else _cycle_text(result))
-    if result.error is not None:
-        raise result.error
+    error = exit_error(result)
+    if error is not None:
+        raise error
     return 0
+
+
+def exit_error(result: CycleResult) -> Exception | None:
+    """The error ``once`` exits with: the first one of the cycle that has an exit code.
+
+    A full disk is a local setup problem (4; the deployment waits for space). Any other ApplyError
+    is a deployment's own failure, reported and handled (rolled back, failed): not the agent's.
+    Anything that is no fleetcd error is a bug and is raised as it is.
+    """
+    for error in result.errors:
+        if isinstance(error, DiskFull):
+            return SetupError(f"{error}; the deployment waits for space and is retried next cycle")
+        if isinstance(error, (InvalidContent, SetupError, TransportError)) or not isinstance(
+            error, FleetcdError
+        ):
+            return error
+    return None
 
 
 @cli.command("run")

@@ -6,8 +6,11 @@ arms:
 * :class:`~fleetcd.errors.TransportError` — :class:`DownloadFailed`, :class:`DeadlineExceeded`:
   the network let us down; keep any partial download and retry later with backoff.
 * :class:`~fleetcd.errors.ApplyError` — :class:`DigestMismatch`, :class:`TooLarge`,
-  :class:`UnsafeArchive`, :class:`DiskFull`, :class:`UnsupportedSource`: this artifact cannot be
-  installed here; fail the deployment and roll back (or keep running the current release).
+  :class:`UnsafeArchive`, :class:`UnsupportedSource`: this artifact cannot be installed here; fail
+  the deployment and roll back (or keep running the current release). :class:`DiskFull` is one
+  too, but before the switch it is *temporary*: space can come back (logs rotated, an operator
+  cleans up), so the deployment waits in its state, reported ``retrying`` with the message, and is
+  tried again next cycle; after the switch it rolls back like any ApplyError.
   :class:`HealthFailed`, :class:`HookFailed`, :class:`GateTimedOut`: the new version (or the
   robot) is not fit for it; roll back.
 * :class:`GateClosed` is no error of anyone's: a robot-state gate ("docked") is closed, so the
@@ -64,7 +67,10 @@ class UnsafeArchive(ApplyError):
 
 
 class DiskFull(ApplyError):
-    """Not enough free space to store or unpack an artifact (checked up front, or ENOSPC)."""
+    """Not enough free space to store or unpack an artifact (checked up front, or ENOSPC).
+
+    Retried before the switch (the deployment waits for space), rolled back after it.
+    """
 
     def __init__(self, path: Path, needed_bytes: int | None = None, free_bytes: int | None = None) -> None:
         self.path, self.needed_bytes, self.free_bytes = path, needed_bytes, free_bytes

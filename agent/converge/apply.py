@@ -18,9 +18,11 @@ agent there). The steps, per recorded state:
 * rolling_back — :func:`agent.converge.rollback.roll_back` (config, then code, then checks; local
   files only, never the network).
 
-A TransportError leaves the state as it is (retried next cycle); an ApplyError, or anything
-unexpected, goes where :func:`agent.converge.machine.fail` says, under the release's rollback
-policy (:mod:`agent.converge.fallback`). Each step first declares its budget to the watchdog
+A TransportError leaves the state as it is (retried next cycle), and so does a full disk before
+the switch (:class:`~agent.errors.DiskFull`: space can come back, the deployment waits for it,
+reported ``retrying``); an ApplyError, or anything unexpected, goes where
+:func:`agent.converge.machine.fail` says, under the release's rollback policy
+(:mod:`agent.converge.fallback`). Each step first declares its budget to the watchdog
 (:mod:`agent.liveness`, :mod:`agent.converge.budgets`) and every journal write is a beat.
 """
 
@@ -33,6 +35,7 @@ from agent.converge.context import Assignment, ConvergeContext, assignments
 from agent.converge.fallback import join
 from agent.converge.machine import (
     POST_SWITCH,
+    PRE_SWITCH,
     Action,
     ActionKind,
     Failure,
@@ -42,7 +45,7 @@ from agent.converge.machine import (
     reported,
 )
 from agent.converge.steps import keep_running, run_step
-from agent.errors import GateClosed
+from agent.errors import DiskFull, GateClosed
 from agent.executors.base import RunState
 from agent.report.build import clip
 from agent.state.journal import Journal, JournalEntry, JournalState
@@ -131,12 +134,12 @@ def _drive(
             deferred = fail(entry, Failure.DEFERRED, str(closed), ctx.now())
             _record(ctx, journal, deferred, events)
             return deferred, closed
-        except (TransportError, SetupError) as exc:
-            log.warning("%s: %s: %s (retried next cycle)", app, entry.state.value, exc)
-            moved = fail(entry, Failure.TRANSIENT, f"{type(exc).__name__}: {exc}", ctx.now())
-            _record(ctx, journal, moved, events)
-            return moved, exc
         except Exception as exc:  # ApplyError, HealthFailed, HookFailed, GateTimedOut, or a bug
+            if _temporary(exc, entry):
+                log.warning("%s: %s: %s (retried next cycle)", app, entry.state.value, exc)
+                moved = fail(entry, Failure.TRANSIENT, f"{type(exc).__name__}: {exc}", ctx.now())
+                _record(ctx, journal, moved, events)
+                return moved, exc
             log.warning(
                 "%s: %s failed: %s", app, entry.state.value, exc, exc_info=not isinstance(exc, ApplyError)
             )
@@ -157,6 +160,14 @@ def _drive(
             entry = entry.model_copy(update={"reason": join(entry.reason, str(warning))})
         _record(ctx, journal, entry, events)
     return entry, None
+
+
+def _temporary(exc: Exception, entry: JournalEntry) -> bool:
+    """Retried next cycle in the same state: the network, the local setup, or a full disk before the
+    switch (nothing changed yet, and space can come back; after it, a full disk rolls back)."""
+    if isinstance(exc, (TransportError, SetupError)):
+        return True
+    return isinstance(exc, DiskFull) and entry.state in PRE_SWITCH
 
 
 def _still_running(ctx: ConvergeContext, app: str, entry: JournalEntry) -> bool:

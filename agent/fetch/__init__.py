@@ -14,6 +14,10 @@ from typing import Protocol
 
 KIB = 1024
 MIB = 1024 * KIB
+# What a download leaves free beyond the artifact's declared size: room for what the agent writes
+# right after it (journal, report, a git fetch of a few KiB each). Small on purpose: a 200-byte
+# tarball needs 200 bytes + 1 MiB, not a fixed tens of MiB a nearly full robot disk does not have.
+FREE_SPACE_MARGIN_BYTES = 1 * MIB
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class DownloadSettings:
     min_bytes_per_second: int = 10 * KIB  # slowest average rate tolerated; derives the deadline
     deadline_floor_seconds: float = 60.0  # the derived deadline is never shorter than this
     deadline_seconds: float | None = None  # explicit overall deadline; None derives it from the size
-    free_space_margin_bytes: int = 64 * MIB  # left free on the disk after the artifact is stored
+    free_space_margin_bytes: int = FREE_SPACE_MARGIN_BYTES  # left free once the artifact is stored
     chunk_bytes: int = 64 * KIB  # read and hash granularity
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ costs a robot +8.2 MiB resident (charset_normalizer, idna, certifi...), ``urllib
 One call is one attempt; the converge loop retries :class:`~agent.errors.DownloadFailed` and
 :class:`~agent.errors.DeadlineExceeded` later, and the next attempt resumes where this one stopped:
 
-1. free space is checked up front (size still missing + margin, else ``DiskFull``);
+1. free space is checked up front (size still missing + a 1 MiB margin, else ``DiskFull``);
 2. bytes go to ``<dest>.part``; an existing partial is resumed with ``Range: bytes=N-`` (a ``206``
    appends, a ``200`` restarts from zero);
 3. never more than ``size`` bytes are written: a larger ``Content-Length`` or ``Content-Range``, or a
