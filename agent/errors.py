@@ -18,8 +18,10 @@ arms:
 * Docker executor: :class:`EngineUnavailable` (a TransportError: the engine's socket did not
   answer; retry), :class:`ImageNotInRegistry` and :class:`ContainerFailed` (ApplyErrors: the
   registry has no such digest; the engine refused to create, start or stop a container).
-* :class:`~fleetcd.errors.SetupError` — :class:`CorruptState`: the agent's own state on disk is
-  unreadable; fail closed and tell the operator instead of guessing where a deployment was.
+* :class:`~fleetcd.errors.SetupError` — :class:`StateDirUnwritable`: the state directory cannot be
+  written (a read-only mount, wrong owner); the cycle does nothing, since it could record nothing.
+  :class:`CorruptState`: a state file exists but does not parse; the loop sets it aside and rebuilds
+  it from what the disk shows (:mod:`agent.converge.repair`), reporting :class:`StateRepaired`.
 
 Every message names the file, member or URL and the offending value.
 """
@@ -89,6 +91,18 @@ class CorruptState(SetupError):
     def __init__(self, path: Path, why: str) -> None:
         self.path, self.why = path, why
         super().__init__(f"{path}: corrupt agent state file: {why}")
+
+
+class StateDirUnwritable(SetupError):
+    """The state directory (or a folder in it) cannot be written: nothing can be journaled."""
+
+    def __init__(self, state_dir: Path, why: str) -> None:
+        self.state_dir, self.why = state_dir, why
+        super().__init__(
+            f"{state_dir}: the agent's state directory is not writable ({why}); the agent records "
+            "every step there before taking it, so it does nothing until it is: check the mount "
+            "(read-only?), its owner and mode, and the unit's StateDirectory=/ReadWritePaths="
+        )
 
 
 class HealthFailed(ApplyError):

@@ -32,6 +32,7 @@ from agent.converge.apply import AppOutcome, ConvergeContext, converge_app
 from agent.converge.configs import check_drift
 from agent.converge.desired import Desired, load_desired
 from agent.converge.status import load_status, status_report
+from agent.errors import StateDirUnwritable
 from agent.executors import ExecutorContext, make_executor
 from agent.executors.base import Executor
 from agent.health.clock import SYSTEM_CLOCK, Clock
@@ -112,7 +113,11 @@ def run_once(
     rt = runtime or Runtime()
     liveness = rt.liveness or Liveness.disabled()
     clock_now: Callable[[], datetime] = rt.now if now is None else (lambda: now)
-    paths = agent_paths(config, rt.environ).create()
+    try:
+        paths = agent_paths(config, rt.environ).create()
+    except StateDirUnwritable as exc:  # nothing could be journaled or reported: do nothing at all
+        log.error("%s", exc)
+        return CycleResult({}, None, False, [exc])
     started = clock_now()
     errors: list[Exception] = []
     # A fetch or push stalls at most remote.timeout_seconds per try; gpg and git work come on top.

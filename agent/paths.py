@@ -18,10 +18,13 @@ sets ``StateDirectory=fleetcd``), else ``/var/lib/fleetcd``. Everything below it
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import StateDirUnwritable
+from agent.state.atomic import NO_SPACE_ERRNOS
 from fleetcd.models.agent import AgentConfig
 
 DEFAULT_STATE_DIR = Path("/var/lib/fleetcd")
@@ -83,10 +86,19 @@ class AgentPaths:
         return self.state_dir / "config-history"
 
     def create(self) -> AgentPaths:
-        """Make the state directory and its subdirectories (idempotent); returns self."""
-        self.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-        for folder in (self.journal_dir, self.apps_dir, self.downloads_dir):
-            folder.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+        """Make the state directory and its subdirectories (idempotent) and check that a file can be
+        created in it; returns self. :class:`StateDirUnwritable` names the directory when not."""
+        try:
+            self.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            for folder in (self.journal_dir, self.apps_dir, self.downloads_dir):
+                folder.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.state_dir, prefix=".write-check-")
+            os.close(fd)
+            Path(probe).unlink()
+        except OSError as exc:
+            if exc.errno in NO_SPACE_ERRNOS:
+                return self  # writable, only full: each write reports DiskFull where it happens
+            raise StateDirUnwritable(self.state_dir, exc.strerror or str(exc)) from exc
         return self
 
     def journaled_apps(self) -> list[str]:

@@ -20,7 +20,7 @@ from agent.cli import cli
 from agent.fetch import FREE_SPACE_MARGIN_BYTES
 from agent.state.journal import JournalState
 from fleetcd.cli.main import run
-from tests.agentworld import APP, AgentWorld
+from tests.agentworld import AgentWorld
 
 
 def agent(*args: str) -> int:
@@ -96,3 +96,21 @@ def test_full_disk_exits_4_from_once_without_a_traceback(
     assert code == 4
     err = capsys.readouterr().err
     assert "disk full" in err and "retried next cycle" in err and "Traceback" not in err
+
+
+# --- a read-only state directory -------------------------------------------------------------------
+
+
+def test_read_only_state_dir_exits_4(world: AgentWorld, capsys: pytest.CaptureFixture[str]) -> None:
+    world.publish("1.0.0")
+    assert world.once().error is None
+    state = world.paths.state_dir
+    with mounted(state, "--bind", str(state)):
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(state)], check=True)
+        code = agent("--config", str(world.config_file), "once")
+
+        assert code == 4  # a setup error, not the network's 5
+        err = capsys.readouterr().err
+        assert f"{state}: the agent's state directory is not writable" in err
+        assert "Read-only file system" in err and "Traceback" not in err
+        assert world.answer() == "1.0.0"
