@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 from pathlib import Path
 
 import click
 
+from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source
 from controller.reconcile.steps import ReconcileResult, reconcile_once
+from fleetcd.cli.exitcodes import Exit
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.remote import SshKey
 
@@ -115,10 +118,18 @@ def reconcile_command(
     ssh_key: Path | None,
     host_key: str | None,
 ) -> int:
-    """Reconcile once. Exit 0 when applied, 1 when stalled on invalid content."""
-    result = reconcile_once(_settings(url, cache, gnupghome, flat_refs, ssh_key, host_key))
+    """Reconcile once. Exit 0 applied (or nothing to do), 1 stalled on invalid content (recorded),
+    4 local setup, 5 git or network (retry), 70 a bug (recorded as a failure; traceback on stderr)."""
+    try:
+        result = reconcile_once(_settings(url, cache, gnupghome, flat_refs, ssh_key, host_key))
+    except Exception as exc:
+        if loop_action(exc) is not LoopAction.BUG:
+            raise  # the CLI's one handler maps content, setup and transport errors (docs/cli.md)
+        traceback.print_exc()
+        click.echo(f"error: a bug in fleetcd: {type(exc).__name__}: {exc}", err=True)
+        return int(Exit.INTERNAL)
     _print(result)
-    return 1 if result.stalled else 0
+    return int(Exit.INVALID) if result.stalled else int(Exit.OK)
 
 
 @controller_group.command("run")
@@ -146,7 +157,10 @@ def run_command(
     interval: float,
     watch: bool,
 ) -> None:
-    """Reconcile forever (Ctrl-C stops). Holds no state outside git: kill it and start it anywhere."""
+    """Reconcile forever (Ctrl-C stops). Holds no state outside git: kill it and start it anywhere.
+
+    No error ends it: invalid content is recorded as a stall and waits for a new commit; git,
+    network and setup errors and bugs are logged and retried with backoff (up to 300 s)."""
     from controller.runner import run_forever
 
     local = Path(url.removeprefix("file://"))

@@ -1,29 +1,63 @@
 """Errors of the controller, grouped by what the reconcile loop does about them (pure, no I/O).
 
-They subclass the core classes of :mod:`fleetcd.errors`, so the loop keeps its three ``except`` arms:
+:func:`loop_action` is the one place that maps an error to what the loop must do (kopf's
+permanent / temporary split, plus bugs), and ``fleetcd controller reconcile --once`` maps the same
+groups to exit codes (docs/cli.md):
 
-* :class:`~fleetcd.errors.InvalidContent` — stall with a reason until a new commit (or an operator)
-  fixes it, never retried:
+* :attr:`LoopAction.STALL` — :class:`~fleetcd.errors.InvalidContent`: the repository content (or
+  the state built from it) is wrong. The reconcile records a stall with the reason and applies
+  nothing until a new commit (or an operator) fixes it; never retried. Exit 1.
 
   - :class:`HistoryRewritten`: main is no longer a descendant of the last processed commit. The
     controller halts instead of guessing which deployments the rewrite meant to undo.
   - :class:`AuditChainBroken`: the hash-chained audit log on the state branch was edited, cut or
-    reordered. Nothing is appended on top of a broken chain (fail closed).
+    reordered. Nothing is appended on top of a broken chain (fail closed); the stall is recorded
+    in the rollouts' status and ``state.json`` only.
   - :class:`IllegalTransition`: a planned change would move a deployment record backwards
     (e.g. ``target_status`` archived → deployed). Only the controller's own plan can ask for that,
     so it is a bug or tampered state, never something to paper over. Device *reports* never raise
     this: they are untrusted input and are ignored with a reason instead
     (:mod:`controller.records.transitions`).
+  - a bundle naming the wrong rollout (``rollout_mismatch`` from
+    :func:`controller.delivery.bundles.bundle_for`) and every other validation failure.
 
-* :class:`~fleetcd.errors.TransportError` — :class:`StateConflict`: another writer moved the state
-  branch between our read and our push. Re-read the new tip and reconcile again on top of it; the
-  deterministic record ids and audit event keys make the retry create nothing twice.
+* :attr:`LoopAction.RETRY` — the environment: :class:`~fleetcd.errors.TransportError` (git or
+  HTTP failed; :class:`StateConflict`: another writer moved the state branch between our read and
+  our push — the deterministic record ids and audit event keys make the retry create nothing
+  twice), :class:`~fleetcd.errors.SetupError` (gpg, keyring, mirror) and ``OSError``. Nothing is
+  recorded (the state branch may be out of reach); the loop retries with capped exponential
+  backoff. Exit 5 (transport) or 4 (setup).
+
+* :attr:`LoopAction.BUG` — anything else. The reconcile records a failure naming the step and
+  the error, the loop logs the traceback, backs off and keeps going: a bug never ends the loop.
+  Exit 70.
 """
 
 from __future__ import annotations
 
-from fleetcd.errors import Diagnostic, InvalidContent, TransportError
+from fleetcd.compat import StrEnum
+from fleetcd.errors import Diagnostic, InvalidContent, SetupError, TransportError
 from fleetcd.reasons import Reason
+
+
+class LoopAction(StrEnum):
+    """What the reconcile loop does about an error (see the module docstring)."""
+
+    STALL = "stall"  # invalid content: recorded, waits for a new commit, never retried
+    RETRY = "retry"  # transport or setup: nothing recorded, retried with backoff
+    BUG = "bug"  # recorded as a failure, logged with its traceback, retried with backoff
+
+
+ENVIRONMENT_ERRORS: tuple[type[Exception], ...] = (TransportError, SetupError, OSError)
+
+
+def loop_action(error: BaseException) -> LoopAction:
+    """The group ``error`` belongs to: what the loop must do about it."""
+    if isinstance(error, InvalidContent):
+        return LoopAction.STALL
+    if isinstance(error, ENVIRONMENT_ERRORS):
+        return LoopAction.RETRY
+    return LoopAction.BUG
 
 
 class HistoryRewritten(InvalidContent):

@@ -1,9 +1,17 @@
 """``fleetcd controller run``: reconcile forever, on an interval or instantly on local changes.
 
-The loop keeps no state of its own: each pass starts from git. Transport errors are retried with
-backoff (capped); invalid content is already recorded by the reconcile as a stall and simply waits
-for the next commit. ``--watch`` uses watchfiles on a local repository for instant reconciles
-(the clock tick still runs, so scheduled work is dispatched without commits).
+The loop keeps no state of its own: each pass starts from git. Every error is handled by its
+group (:func:`controller.errors.loop_action`) and none ends the loop:
+
+* invalid content is recorded by the reconcile itself as a stall (the result says so); the loop
+  waits the normal interval for the next commit;
+* transport and setup errors (the environment) are retried with capped, jittered exponential
+  backoff; nothing is recorded;
+* anything else is a bug: the reconcile recorded it as a failure, the loop logs the traceback and
+  backs off the same way.
+
+``--watch`` uses watchfiles on a local repository for instant reconciles (the clock tick still
+runs, so scheduled work is dispatched without commits).
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
-from fleetcd.errors import TransportError
 
 log = logging.getLogger("fleetcd.controller")
 MAX_BACKOFF_SECONDS = 300.0
+_MAX_DOUBLINGS = 16  # 2**16 intervals is past the cap for any --interval; keeps the float finite
 
 
 def run_forever(
@@ -29,22 +38,42 @@ def run_forever(
     watch_path: Path | None = None,
     iterations: int | None = None,
     report: Callable[[ReconcileResult], None] = lambda _: None,
+    wait: Callable[[float], None] | None = None,
 ) -> None:
+    """Reconcile every ``interval_seconds`` (``iterations`` times, or forever); never raises an
+    ``Exception`` (only ``KeyboardInterrupt``/``SystemExit`` end it). ``wait`` replaces the sleep."""
     failures = 0
     done = 0
     while iterations is None or done < iterations:
         done += 1
+        delay = interval_seconds
         try:
             report(reconcile_once(settings))
             failures = 0
-            delay = interval_seconds
-        except TransportError as exc:
-            failures += 1
-            delay = min(MAX_BACKOFF_SECONDS, interval_seconds * 2**failures) * random.uniform(0.5, 1.0)  # noqa: S311
-            log.warning("reconcile failed (%s); retrying in %.0f s", exc, delay)
+        except Exception as exc:
+            action = loop_action(exc)
+            if action is LoopAction.STALL:  # recorded by the reconcile; only a new commit helps
+                failures = 0
+                log.error("reconcile stalled: %s", exc)
+            else:
+                failures += 1
+                delay = backoff_seconds(interval_seconds, failures)
+                if action is LoopAction.RETRY:
+                    log.warning("reconcile failed (%s); retrying in %.0f s", exc, delay)
+                else:
+                    log.exception("reconcile failed on a bug in fleetcd; retrying in %.0f s", delay)
         if iterations is not None and done >= iterations:
             return
-        _wait(delay, watch_path)
+        if wait is not None:
+            wait(delay)
+        else:
+            _wait(delay, watch_path)
+
+
+def backoff_seconds(interval_seconds: float, failures: int) -> float:
+    """``interval * 2**failures``, capped at :data:`MAX_BACKOFF_SECONDS`, with 50-100 % jitter."""
+    jitter = random.uniform(0.5, 1.0)  # noqa: S311 - spreads controllers' retries, not a secret
+    return min(MAX_BACKOFF_SECONDS, interval_seconds * 2.0 ** min(failures, _MAX_DOUBLINGS)) * jitter
 
 
 def _wait(seconds: float, watch_path: Path | None) -> None:

@@ -1,0 +1,201 @@
+"""The write step: one path that records every outcome of a reconcile on the state branch.
+
+:func:`controller.reconcile.steps.reconcile_once` calls :func:`write` from a ``finally``, so
+whatever the steps decided — applied, stalled with a reason, failed with a reason — is recorded
+the same way. :func:`applied`, :func:`stalled` and :func:`failed` say what each outcome changes;
+:func:`commit_status` is the one tail for all three:
+
+1. settle the webhook outbox, append the outcome's events to the audit log — only to a log the
+   verify step checked: nothing is ever appended to a broken or unread chain — and queue the
+   messages for the events newly logged;
+2. ``state.json`` with the audit anchor and the idle mark and, when something changed, the status
+   pages and receipts;
+3. one state-branch commit, one push (with the desired state that moved, when applied), the
+   webhooks delivered, the idle hint kept in the mirror.
+
+Only the applied outcome moves robots' desired state. Every byte is derived from git and ``now``,
+so a rerun after ``kill -9`` between any two of these writes ends identical and logs nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from controller.audit.chain import added_keys, append
+from controller.audit.events import AuditEvent, AuditKind, event_key
+from controller.notify.outbox import OutboxEntry
+from controller.reconcile.context import ReconcileContext
+from controller.reconcile.delivery_step import Delivered
+from controller.reconcile.due import FULL_RECONCILE_EVERY, next_due
+from controller.reconcile.finish import pages_and_receipts
+from controller.reconcile.idle import audit_fields, desired_refs, mark_of, remember
+from controller.reconcile.notify_step import deliver_outbox, queue_outbox, settle_outbox
+from controller.reconcile.result import Continue, Fail, ReconcileResult, Stall, StepResult
+from controller.reconcile.source import publish
+from controller.reconcile.stall import accepted_fleet, stall_record
+from controller.reconcile.statebranch import changed_files, dump, write_state
+from controller.state.layout import META_FILE, device_file, rollout_file
+from controller.state.model import IdleMark
+from fleetcd.models import Fleet
+
+
+@dataclass
+class Status:
+    """What one outcome records, before the audit log, the outbox and ``state.json``'s anchor."""
+
+    events: list[AuditEvent]  # to log; the log skips what it already holds
+    files: dict[str, bytes | None]  # rollout and device files
+    meta: dict[str, object]  # the ``state.json`` fields this outcome sets
+    mark: IdleMark | None  # the idle fast path's mark; None: the next reconcile runs in full
+    fleet: Fleet | None  # whose webhooks hear of the events
+    message: str | None  # the commit message; None: a summary of the events' kinds
+    desired: Delivered | None = None  # applied only: the desired state to publish
+    # Status pages and receipts, rendered only when something changed (so "generated at" never
+    # makes an idle reconcile commit).
+    pages: Callable[[], Mapping[str, bytes | None]] | None = None
+
+
+def write(ctx: ReconcileContext, outcome: StepResult) -> None:
+    """Record ``outcome``; nothing when the state branch was never read (nothing to build on)."""
+    if ctx.snapshot is None or ctx.fetched is None:
+        return
+    if isinstance(outcome, Continue):
+        status = applied(ctx)
+    elif isinstance(outcome, Stall):
+        status = stalled(ctx, outcome)
+    else:
+        status = failed(ctx, outcome)
+    commit_status(ctx, status)
+
+
+def applied(ctx: ReconcileContext) -> Status:
+    """Every step passed: the rollout and device files that changed, the desired state delivered."""
+    snapshot, fleet, desired = ctx.state, ctx.fleet, ctx.need(ctx.desired, "desired")
+    files: dict[str, bytes | None] = {}
+    for name, state in ctx.rollouts.items():
+        if snapshot.rollouts.get(name) != state:
+            files[rollout_file(name)] = dump(state)
+    for device, data in ctx.devices.items():
+        if snapshot.devices.get(device) != data:
+            files[device_file(device)] = dump(data)
+    due = next_due(
+        fleet,
+        ctx.rollouts,
+        ctx.devices,
+        root_expires_at=desired.root_expires_at,
+        root_refresh_before=ctx.settings.root_refresh_before,
+        now=ctx.now,
+    )
+
+    def pages() -> Mapping[str, bytes | None]:
+        return pages_and_receipts(fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main)
+
+    return Status(
+        events=ctx.result.events,
+        files=files,
+        meta={
+            "last_processed_commit": ctx.main,
+            "serial": desired.serial,
+            "root_sha256": desired.root_sha256,
+            "stalled_commit": None,
+            "stalled_reason": None,
+        },
+        mark=mark_of(ctx.main, ctx.status_refs, desired_refs(ctx.repo), due),
+        fleet=fleet.fleet,
+        message=None,
+        desired=desired,
+        pages=pages,
+    )
+
+
+def stalled(ctx: ReconcileContext, outcome: Stall) -> Status:
+    """Invalid content: the stall's record; the idle mark says "main stalls"."""
+    record = stall_record(ctx.state, ctx.main, outcome.reason, outcome.kind, ctx.now)
+    ctx.result = ReconcileResult(main=ctx.main, stalled=record.reason)
+    mark = mark_of(ctx.main, ctx.status_refs, None, ctx.now + FULL_RECONCILE_EVERY)
+    return Status(
+        events=record.events,
+        files=record.files,
+        meta=record.meta,
+        mark=mark.model_copy(update={"stalled": True}),
+        fleet=accepted_fleet(ctx.repo, ctx.state.meta.last_processed_commit),
+        message=f"fleetcd: stalled at {ctx.main[:12]}: {record.reason[:200]}",
+    )
+
+
+def failed(ctx: ReconcileContext, outcome: Fail) -> Status:
+    """A bug: recorded like a stall, but with no idle mark, so the next reconcile (after the loop's
+    backoff) runs in full and tries again."""
+    reason = f"internal error in step {outcome.step}, retried with backoff: {outcome.reason}"
+    record = stall_record(ctx.state, ctx.main, reason, AuditKind.STALLED, ctx.now)
+    ctx.result = ReconcileResult(main=ctx.main)
+    return Status(
+        events=record.events,
+        files=record.files,
+        meta={**record.meta, "idle": None},
+        mark=None,
+        fleet=accepted_fleet(ctx.repo, ctx.state.meta.last_processed_commit),
+        message=f"fleetcd: failed at {ctx.main[:12]}: {record.reason[:200]}",
+    )
+
+
+def commit_status(ctx: ReconcileContext, status: Status) -> None:
+    """The tail every outcome shares: audit, outbox, ``state.json``, commit, push, notify, hint."""
+    settings, snapshot, main, now = ctx.settings, ctx.state, ctx.main, ctx.now
+    result = ctx.result
+    verified = ctx.audit_verified
+    notify = settings.notify and verified  # drops and new messages are logged: a verified log only
+    webhooks = status.fleet.webhooks if status.fleet is not None and notify else []
+    events = list(status.events)
+    changes = dict(status.files)
+    entries: list[OutboxEntry] = []
+    if notify:
+        entries, dropped = settle_outbox(
+            snapshot.files, snapshot.commit, webhooks, settings.source.mirror, now
+        )
+        events += dropped
+    audit = append(snapshot.audit, events) if verified else {}
+    if status.desired is not None:
+        result.events = events
+    else:
+        logged = added_keys(snapshot.audit, audit)
+        result.events = [e for e in events if event_key(e) in logged]
+    if notify:
+        changes.update(queue_outbox(entries, events, snapshot.audit, audit, webhooks))
+    changes.update(audit)
+    anchor = audit_fields(snapshot.audit, audit) if verified else {}
+    meta = snapshot.meta.model_copy(update={**status.meta, **anchor})
+    if changed_files(snapshot.files, changes) or meta != snapshot.meta:
+        idle = status.mark.model_copy(update={"desired_sha256": None}) if status.mark is not None else None
+        meta = meta.model_copy(update={"updated_at": now, "idle": idle})
+        changes[META_FILE] = dump(meta)
+        if status.pages is not None:
+            changes.update(status.pages())
+    message = status.message or _summary(main, result.events)
+    settings.checkpoint("desired-written")
+    written = write_state(ctx.repo, snapshot, changes, message, now)
+    settings.checkpoint("state-committed")
+    moved = {ref: status.desired.refs[ref] for ref in status.desired.moved} if status.desired else {}
+    if written is not None or moved:
+        publish(
+            ctx.repo,
+            settings.source,
+            state_base=snapshot.commit,
+            desired=moved,
+            namespaces=settings.namespaces,
+        )
+        settings.checkpoint("state-pushed")
+        result.state_commit = str(written) if written is not None else None
+    head = written or snapshot.commit
+    if webhooks and status.fleet is not None:
+        outbox = {**snapshot.files, **changes}
+        result.notified = deliver_outbox(outbox, webhooks, status.fleet.name, settings.source.mirror, head)
+        settings.checkpoint("notified")
+    if status.mark is not None:
+        remember(settings.source.mirror, head, status.mark)
+
+
+def _summary(main: str, events: list[AuditEvent]) -> str:
+    kinds = sorted({e.kind.value for e in events})
+    return f"fleetcd: reconcile {main[:12]} ({', '.join(kinds) if kinds else 'no events'})"
