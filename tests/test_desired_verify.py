@@ -382,6 +382,122 @@ def test_bundle_of_another_serial_is_rejected_even_when_included(world: World) -
     assert world.rejected(signed["robot-a"]).reason is Reason.SERIAL_MISMATCH
 
 
+# --- numbers out of range, even under a valid controller signature ---------------------------------
+# Every number the robot parses is bounded: strict ints (no floats, no bools), serials and counts
+# within 1..2**53, config integers within 64 bits; 4,300+ digits (Python's int-from-text limit) are
+# a clean rejection naming the file, never a traceback.
+
+HUGE = str(10**30)
+DIGITS_4300 = "9" * 4300
+DIGITS_4301 = "1" + "0" * 4300
+
+
+def _signed_root(world: World, root: bytes) -> Delivery:
+    """robot-a's delivery under ``root`` (exact bytes), validly signed by the pinned controller."""
+    good = world.publish()["robot-a"]
+    return replace(good, root=root, signature=world.factory.sign(root, world.keys["controller"]))
+
+
+def _signed_bundle(world: World, raw: bytes) -> Delivery:
+    """robot-a's bundle as exactly ``raw``, included in a validly signed root of serial SERIAL."""
+    tree = build_tree([leaf_data("robot-a", hashlib.sha256(raw).hexdigest())])
+    root = canonical_bytes(
+        SignedRoot(
+            format="fleetcd.dev/root/v1",
+            serial=SERIAL,
+            issued_at=ISSUED,
+            expires_at=EXPIRES,
+            merkle_root=tree.root,
+            leaves=tree.size,
+            fleet=FLEET,
+        )
+    )
+    signature = world.factory.sign(root, world.keys["controller"])
+    return Delivery("robot-a", raw, root, signature, canonical_bytes(tree.proof(0)))
+
+
+def _swap(data: bytes, old: str, new: str) -> bytes:
+    assert data.count(old.encode()) == 1, old
+    return data.replace(old.encode(), new.encode())
+
+
+def _root_field(name: str, value: str) -> Callable[[World], Delivery]:
+    def make(world: World) -> Delivery:
+        good = world.publish()["robot-a"].root
+        current = {"serial": SERIAL, "leaves": 2}[name]
+        return _signed_root(world, _swap(good, f'"{name}":{current}', f'"{name}":{value}'))
+
+    return make
+
+
+def _proof_field(name: str, value: str) -> Callable[[World], Delivery]:
+    def make(world: World) -> Delivery:
+        good = world.publish()["robot-a"]
+        current = {"leaf_index": 0, "leaves": 2}[name]
+        return replace(good, proof=_swap(good.proof, f'"{name}":{current}', f'"{name}":{value}'))
+
+    return make
+
+
+def _bundle_field(old: str, new: str) -> Callable[[World], Delivery]:
+    def make(world: World) -> Delivery:
+        good = canonical_bytes(bundle("robot-a", SERIAL, [world.deployment()]))
+        return _signed_bundle(world, _swap(good, old, new))
+
+    return make
+
+
+OUT_OF_RANGE: dict[str, tuple[Callable[[World], Delivery], str]] = {
+    "root-serial-10e30": (_root_field("serial", HUGE), "root.json"),
+    "root-serial-2e53-plus-1": (_root_field("serial", str(2**53 + 1)), "root.json"),
+    "root-serial-4300-digits": (_root_field("serial", DIGITS_4300), "root.json"),
+    "root-serial-4301-digits": (_root_field("serial", DIGITS_4301), "root.json"),
+    "root-serial-negative": (_root_field("serial", "-7"), "root.json"),
+    "root-serial-float": (_root_field("serial", "7.0"), "root.json"),
+    "root-serial-bool": (_root_field("serial", "true"), "root.json"),
+    "root-leaves-10e30": (_root_field("leaves", HUGE), "root.json"),
+    "root-leaves-negative": (_root_field("leaves", "-2"), "root.json"),
+    "proof-leaf-index-10e30": (_proof_field("leaf_index", HUGE), "proof.json"),
+    "proof-leaf-index-4301-digits": (_proof_field("leaf_index", DIGITS_4301), "proof.json"),
+    "proof-leaves-float": (_proof_field("leaves", "2.0"), "proof.json"),
+    "bundle-serial-10e30": (_bundle_field(f'"serial":{SERIAL}', f'"serial":{HUGE}'), "bundle.json"),
+    "bundle-serial-4301-digits": (
+        _bundle_field(f'"serial":{SERIAL}', f'"serial":{DIGITS_4301}'),
+        "bundle.json",
+    ),
+    "bundle-serial-bool": (_bundle_field(f'"serial":{SERIAL}', '"serial":true'), "bundle.json"),
+    "bundle-generation-10e30": (_bundle_field('"generation":1', f'"generation":{HUGE}'), "bundle.json"),
+    "bundle-generation-negative": (_bundle_field('"generation":1', '"generation":-1'), "bundle.json"),
+    "bundle-approvals-required-float": (
+        _bundle_field('"approvals_required":1', '"approvals_required":1.0'),
+        "bundle.json",
+    ),
+    "bundle-config-int-10e30": (_bundle_field('"max_speed":1.5', f'"max_speed":{HUGE}'), "bundle.json"),
+    "bundle-config-int-4300-digits": (
+        _bundle_field('"max_speed":1.5', f'"max_speed":-{DIGITS_4300}'),
+        "bundle.json",
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "file"), OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
+def test_a_signed_root_or_bundle_with_an_out_of_range_number_is_rejected_cleanly(
+    world: World, make: Callable[[World], Delivery], file: str
+) -> None:
+    """Old code accepted a root of serial 10**30 (a robot would then refuse every real serial as a
+    rollback) and, on older pydantic-core, raised a bare ValueError for 4,301 digits."""
+    error = world.rejected(make(world))
+    assert error.reason is Reason.BUNDLE_INVALID
+    assert error.diagnostics[0].file == file
+    assert len(str(error)) < 1000  # names the field, does not echo thousands of digits
+
+
+def test_a_root_at_the_largest_serial_still_verifies(world: World) -> None:
+    top = 2**53
+    signed = world.publish(serial=top)
+    assert world.verify(signed["robot-a"], last_serial=top - 1).root.serial == top
+
+
 # --- a compromised controller: what it cannot sign for ----------------------------------------------
 
 

@@ -283,11 +283,13 @@ def content_digest_of(raw: bytes | None) -> str | None:
     """:func:`content_digest` of a bundle as written (bundle.json bytes); None if absent or unreadable."""
     if raw is None:
         return None
+    # Unverified bytes from the server: whatever fails to read (NaN, 4,301 digits, deep nesting)
+    # only means "changed", never a crash.
     try:
         data = json.loads(raw)
-    except ValueError:
+        return _digest(data) if isinstance(data, dict) else None
+    except (ValueError, RecursionError):
         return None
-    return _digest(data) if isinstance(data, dict) else None
 
 
 def changed_devices(old: Mapping[str, bytes | None], new: Mapping[str, Bundle]) -> list[str]:
@@ -311,7 +313,7 @@ def root_needs_refresh(root: bytes | None, now: datetime, refresh_before: timede
         return True
     try:
         parsed = SignedRoot.model_validate_json(root)
-    except ValidationError:
+    except ValueError:  # ValidationError, or a number over the digit limit on older pydantic-core
         return True
     return parsed.expires_at - now <= refresh_before
 

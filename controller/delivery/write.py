@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from controller.delivery.published import HeldRoot
 from fleetcd.desired import (
     BUNDLE_FILE,
     PROOF_FILE,
@@ -40,8 +41,18 @@ from fleetcd.desired import (
     Bundle,
     build_signed_bundles,
 )
+from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
 from fleetcd.git import refs
-from fleetcd.git.objects import Identity, commit, list_refs, object_batch, read_blob, update_refs, write_tree
+from fleetcd.git.objects import (
+    Identity,
+    blob_size,
+    commit,
+    list_refs,
+    object_batch,
+    read_blob,
+    update_refs,
+    write_tree,
+)
 from fleetcd.git.repo import Oid, Repository
 
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
@@ -65,30 +76,46 @@ class DeliveryResult:
 
 @dataclass(frozen=True)
 class CurrentDesired:
-    """What the repository holds now: per-robot bundle.json bytes, and the root they share."""
+    """What the repository holds now: per-robot bundle.json bytes and root files, as found.
+
+    All of it is unverified: the git server's refs are writable by whoever controls the server.
+    :mod:`controller.delivery.published` judges the roots before anything is derived from them.
+    """
 
     bundles: dict[str, bytes | None]
-    root: bytes | None
+    root: bytes | None  # the first robot's, only ever compared byte for byte (signature reuse)
     root_signature: bytes | None
     targets: dict[str, Oid | None]  # ref -> commit now (None: absent), the CAS expectations
+    held: dict[str, HeldRoot | None] = field(default_factory=dict)  # device -> its root files
 
 
 def read_current(repo: Repository, devices: Iterable[str], *, namespaces: bool) -> CurrentDesired:
-    """Every robot's current bundle.json and the root of the first robot that has one."""
+    """Every robot's current bundle.json and root files (a file over the robots' cap reads as None)."""
     prefix = refs.NAMESPACES_PREFIX if namespaces else refs.DESIRED_PREFIX
     existing = list_refs(repo, prefix)
     bundles: dict[str, bytes | None] = {}
     targets: dict[str, Oid | None] = {}
-    root = signature = None
+    held: dict[str, HeldRoot | None] = {}
     for device in sorted(devices):
         ref = delivery_ref(device, namespaces=namespaces)
         target = existing.get(ref)
         targets[ref] = target
-        bundles[device] = read_blob(repo, target, BUNDLE_FILE) if target is not None else None
-        if root is None and target is not None:
-            root = read_blob(repo, target, ROOT_FILE)
-            signature = read_blob(repo, target, ROOT_SIGNATURE_FILE)
-    return CurrentDesired(bundles, root, signature, targets)
+        if target is None:
+            bundles[device] = held[device] = None
+            continue
+        bundles[device] = _read_capped(repo, target, BUNDLE_FILE, MAX_BUNDLE_BYTES)
+        held[device] = HeldRoot(
+            _read_capped(repo, target, ROOT_FILE, MAX_ROOT_BYTES),
+            _read_capped(repo, target, ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
+        )
+    first = next((files for files in held.values() if files is not None), None)
+    root, signature = (first.root, first.signature) if first is not None else (None, None)
+    return CurrentDesired(bundles, root, signature, targets, held)
+
+
+def _read_capped(repo: Repository, target: Oid, path: str, cap: int) -> bytes | None:
+    size = blob_size(repo, target, path)
+    return read_blob(repo, target, path) if size is not None and size <= cap else None
 
 
 def write_desired_state(

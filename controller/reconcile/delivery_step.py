@@ -3,16 +3,21 @@
 A new root (and serial) is written only when some robot's deployments changed or the published
 root nears expiry; otherwise nothing is signed and no ref moves, so an idle fleet costs no gpg call
 and robots' no-op polls find nothing new.
+
+The serial comes from ``state.json`` (the controller's own commits), never from bytes on a robot's
+ref: :func:`controller.delivery.published.judge_published` lets a root found there raise the
+serial only when it verifies by the controller key of the trusted ``fleet.yaml``, and keeps the
+published state only when every robot holds the same root that passed; anything planted,
+replayed or deleted is replaced under a fresh serial.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from pydantic import ValidationError
 
 from controller.delivery.bundles import (
     DeliverySource,
@@ -21,16 +26,17 @@ from controller.delivery.bundles import (
     changed_devices,
     root_needs_refresh,
 )
+from controller.delivery.published import judge_published
 from controller.delivery.write import read_current, write_desired_state
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
-from fleetcd.desired.bundle import SignedRoot
+from fleetcd.desired import SignedRoot, verify_root
 from fleetcd.errors import InvalidContent
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.trees import read_tree
 from fleetcd.loading.fleetspec import load_spec
-from fleetcd.trust.gpg import Signer
+from fleetcd.trust.gpg import Keyring, Signer
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Delivered:
     moved: frozenset[str] = frozenset()
     signatures: int = 0
     root_expires_at: datetime | None = None  # of that root: the idle fast path re-signs ahead of it
+    ignored_roots: tuple[str, ...] = ()  # roots found on robots' refs that moved no serial, and why
 
 
 def deliver(
@@ -53,19 +60,16 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     current = read_current(repo, devices, namespaces=settings.namespaces)
-    published = _published_serial(current.root)
-    published_sha = hashlib.sha256(current.root).hexdigest() if current.root is not None else None
-    # Never reuse a serial robots may already hold (a crash after pushing desired state, before
-    # pushing the state branch, leaves the published root ahead of state.json).
-    serial = max(meta.serial, published) + 1
-    # A root the state branch does not vouch for under a serial it already used: a controller that
-    # lost a race force-pushed it over the winner's. Robots may hold either, so neither may stay.
-    clobbered = (
-        current.root is not None
-        and meta.root_sha256 is not None
-        and published <= meta.serial
-        and published_sha != meta.root_sha256
-    )
+    with ExitStack() as stack:
+        # The serial comes from state.json; a robot's root counts only when it verifies by the
+        # controller key of the trusted fleet.yaml (controller.delivery.published).
+        published = judge_published(
+            current.held,
+            serial=meta.serial,
+            root_sha256=meta.root_sha256,
+            verify=_root_verifier(ctx, stack),
+        )
+    serial = published.next_serial
     expires = now + timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
     source = DeliverySource(ctx.spec)
     evidence = _historic_evidence(repo, source, rollouts, devices)
@@ -73,15 +77,16 @@ def deliver(
         device: bundle_for(device, data.records, source, None, serial, now, expires, evidence=evidence)
         for device, data in devices.items()
     }
+    kept = published.kept
     if (
-        not clobbered
+        kept is not None
         and not changed_devices(current.bundles, bundles)
-        and not root_needs_refresh(current.root, now, settings.root_refresh_before)
+        and not root_needs_refresh(kept, now, settings.root_refresh_before)
     ):
         return Delivered(
-            serial=max(meta.serial, published),
-            root_sha256=published_sha,
-            root_expires_at=_published_expiry(current.root),
+            serial=published.kept_serial,
+            root_sha256=hashlib.sha256(kept).hexdigest(),
+            root_expires_at=_published_expiry(kept),
         )
     fingerprint = ctx.fleet.trust.controller.fingerprint
     with Signer(settings.gnupghome) as signer:
@@ -102,7 +107,22 @@ def deliver(
         moved=result.moved,
         signatures=result.signatures,
         root_expires_at=expires,
+        ignored_roots=published.ignored,
     )
+
+
+def _root_verifier(ctx: FleetContext, stack: ExitStack) -> Callable[[bytes, bytes], SignedRoot]:
+    """:func:`verify_root` by the controller key the trusted fleet.yaml names, with a keyring built
+    from main's ``keys/`` on first use (a fleet whose robots all hold the recorded root needs none)."""
+    keyring: list[Keyring] = []
+    controller = frozenset({ctx.fleet.trust.controller.fingerprint})
+
+    def verify(root: bytes, signature: bytes) -> SignedRoot:
+        if not keyring:
+            keyring.append(stack.enter_context(Keyring.from_armored(ctx.spec.keys)))
+        return verify_root(root, signature, controller, keyring[0], fleet=ctx.fleet.name)
+
+    return verify
 
 
 def _historic_evidence(
@@ -136,19 +156,8 @@ def _historic_evidence(
     return found
 
 
-def _published_expiry(root: bytes | None) -> datetime | None:
-    if root is None:
-        return None
+def _published_expiry(root: bytes) -> datetime | None:
     try:
         return SignedRoot.model_validate_json(root).expires_at
-    except ValidationError:
+    except ValueError:
         return None
-
-
-def _published_serial(root: bytes | None) -> int:
-    if root is None:
-        return 0
-    try:
-        return SignedRoot.model_validate_json(root).serial
-    except ValidationError:
-        return 0

@@ -7,6 +7,7 @@ Shared by controller (writes) and agent (verifies); pure, no I/O.
 
 from fleetcd.desired.bundle import (
     BUNDLE_FILE,
+    MAX_SERIAL,
     PROOF_FILE,
     ROOT_FILE,
     ROOT_SIGNATURE_FILE,
@@ -17,10 +18,18 @@ from fleetcd.desired.bundle import (
     canonical_bytes,
 )
 from fleetcd.desired.merkle import InclusionProof, MerkleTree, build_tree, leaf_data, verify_inclusion
-from fleetcd.desired.verify import BundleExpired, BundleRejected, TrustAnchors, VerifiedBundle, verify_bundle
+from fleetcd.desired.verify import (
+    BundleExpired,
+    BundleRejected,
+    TrustAnchors,
+    VerifiedBundle,
+    verify_bundle,
+    verify_root,
+)
 
 __all__ = [
     "BUNDLE_FILE",
+    "MAX_SERIAL",
     "PROOF_FILE",
     "ROOT_FILE",
     "ROOT_SIGNATURE_FILE",
@@ -39,4 +48,5 @@ __all__ = [
     "leaf_data",
     "verify_bundle",
     "verify_inclusion",
+    "verify_root",
 ]

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
 from fleetcd.compat import Self
-from fleetcd.desired.merkle import InclusionProof, build_tree, leaf_data
+from fleetcd.desired.merkle import MAX_LEAVES, InclusionProof, build_tree, leaf_data
 from fleetcd.errors import InvalidContent
 from fleetcd.models.base import FrozenModel, SafeName, SemVer, Sha256, Stage
 from fleetcd.reasons import Reason
@@ -53,8 +54,42 @@ MAX_ROOT_SIGNATURE_BYTES = 64 * 1024
 MAX_DEPLOYMENTS = 256  # per robot: one per app, far above any real robot
 MAX_SIGNATURE_FILES = 64  # .asc files per release or rollout; thresholds are at most 16
 
+# Every number on the wire is bounded (strict ints: no floats, no bools). Serials and counts stay
+# within what any JSON reader holds exactly (2**53), so a planted 10**30 or a 4,300-digit serial
+# is a validation error, never a serial to continue from or a crash converting it back to text.
+MAX_SERIAL = 2**53
+MAX_GENERATION = 2**53
+# Config values are free-form JSON held to the release's schema; their integers must still fit a
+# 64-bit field (int64 or uint64) on the robot, and floats must be finite.
+MIN_CONFIG_INT = -(2**63)
+MAX_CONFIG_INT = 2**64 - 1
+
 RepoPath = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 ArmoredText = Annotated[str, StringConstraints(max_length=64 * 1024)]
+Serial = Annotated[int, Field(strict=True, ge=1, le=MAX_SERIAL)]
+
+
+def _bounded_numbers(value: Any, where: str = "config") -> Any:
+    """``value`` unchanged when every number in it is a finite float or an int within 64 bits."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if not MIN_CONFIG_INT <= item <= MAX_CONFIG_INT:
+                raise ValueError(f"{at}: integer out of range ({MIN_CONFIG_INT}..{MAX_CONFIG_INT})")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{at}: {item!r} is not a finite number")
+        elif isinstance(item, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+    return value
+
+
+ConfigValues = Annotated[dict[str, Any], AfterValidator(_bounded_numbers)]
 
 
 def canonical_bytes(model: BaseModel) -> bytes:
@@ -69,7 +104,7 @@ class BundleDeployment(FrozenModel):
 
     deployment_id: SafeName  # the controller's deterministic id
     rollout: SafeName
-    generation: int = Field(ge=0)
+    generation: int = Field(strict=True, ge=0, le=MAX_GENERATION)
     app: SafeName
     version: SemVer
     action: Literal["deploy", "stage", "rollback"]
@@ -80,8 +115,8 @@ class BundleDeployment(FrozenModel):
     rollout_b64: str  # exact rollout file bytes, base64
     approvals: dict[RepoPath, ArmoredText] = Field(max_length=MAX_SIGNATURE_FILES)
     stage: Stage
-    approvals_required: int = Field(ge=0, le=16)
-    config: dict[str, Any] | None = None  # merged values for this robot
+    approvals_required: int = Field(strict=True, ge=0, le=16)
+    config: ConfigValues | None = None  # merged values for this robot
     not_before: AwareDatetime | None = None
 
 
@@ -90,7 +125,7 @@ class Bundle(FrozenModel):
 
     format: Literal["fleetcd.dev/bundle/v1"]
     device: SafeName
-    serial: int = Field(ge=1)
+    serial: Serial
     issued_at: AwareDatetime
     expires_at: AwareDatetime
     deployments: list[BundleDeployment] = Field(max_length=MAX_DEPLOYMENTS)
@@ -111,11 +146,11 @@ class SignedRoot(FrozenModel):
     """The one document the controller signs per reconcile: a Merkle root over all bundles."""
 
     format: Literal["fleetcd.dev/root/v1"]
-    serial: int = Field(ge=1)  # strictly increasing per reconcile that changes anything
+    serial: Serial  # strictly increasing per reconcile that changes anything
     issued_at: AwareDatetime
     expires_at: AwareDatetime
     merkle_root: Sha256
-    leaves: int = Field(ge=0)
+    leaves: int = Field(strict=True, ge=0, le=MAX_LEAVES)
     fleet: SafeName
 
     @model_validator(mode="after")

@@ -25,13 +25,14 @@ from fleetcd.models.base import FrozenModel, Sha256
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 MAX_PROOF_DEPTH = 64  # a longer audit path would need more than 2**64 robots
+MAX_LEAVES = 2**53  # far above any fleet, and exact in every JSON reader
 
 
 class InclusionProof(FrozenModel):
     """Sibling hashes (hex) from one leaf up to the root, bottom first (RFC 6962 audit path)."""
 
-    leaf_index: int = Field(ge=0)
-    leaves: int = Field(ge=1)
+    leaf_index: int = Field(strict=True, ge=0, le=MAX_LEAVES)
+    leaves: int = Field(strict=True, ge=1, le=MAX_LEAVES)
     path: list[Sha256] = Field(max_length=MAX_PROOF_DEPTH)
 
     @model_validator(mode="after")

@@ -155,20 +155,7 @@ def verify_bundle(
         raise ValueError("now and time_floor must be timezone-aware")
     _check_sizes(bundle_bytes, root_bytes, root_signature, proof_bytes)
 
-    signed = verifier.verify_detached(root_bytes, root_signature)
-    if not signed.valid or signed.fingerprint not in anchors.controller:
-        why = (
-            signed.detail
-            if not signed.valid
-            else f"made by {signed.fingerprint}, not a pinned controller key"
-        )
-        raise BundleRejected(
-            Reason.ROOT_SIGNATURE_INVALID, f"root signature: {why}", file=ROOT_SIGNATURE_FILE
-        )
-    root = _parse(SignedRoot, root_bytes, ROOT_FILE)
-    if anchors.fleet is not None and root.fleet != anchors.fleet:
-        message = f"root is for fleet {root.fleet!r}, this robot belongs to {anchors.fleet!r}"
-        raise BundleRejected(Reason.WRONG_FLEET, message, file=ROOT_FILE, field="fleet")
+    root = verify_root(root_bytes, root_signature, anchors.controller, verifier, fleet=anchors.fleet)
 
     proof = _parse(InclusionProof, proof_bytes, PROOF_FILE)
     digest = hashlib.sha256(bundle_bytes).hexdigest()
@@ -209,6 +196,39 @@ def verify_bundle(
     )
 
 
+def verify_root(
+    root_bytes: bytes,
+    root_signature: bytes,
+    controller: frozenset[str],
+    verifier: Verifier,
+    *,
+    fleet: str | None = None,
+) -> SignedRoot:
+    """The signed root, once its signature verifies by one of ``controller``'s keys and its bytes
+    parse within bounds (canonical JSON, serial 1..2**53); else :class:`BundleRejected`.
+
+    The robot runs it as the first step of :func:`verify_bundle`; the controller runs it on a root
+    it finds on a robot's ref that its own state branch does not vouch for.
+    """
+    _check_cap(ROOT_FILE, root_bytes, MAX_ROOT_BYTES)
+    _check_cap(ROOT_SIGNATURE_FILE, root_signature, MAX_ROOT_SIGNATURE_BYTES)
+    signed = verifier.verify_detached(root_bytes, root_signature)
+    if not signed.valid or signed.fingerprint not in controller:
+        why = (
+            signed.detail
+            if not signed.valid
+            else f"made by {signed.fingerprint}, not a pinned controller key"
+        )
+        raise BundleRejected(
+            Reason.ROOT_SIGNATURE_INVALID, f"root signature: {why}", file=ROOT_SIGNATURE_FILE
+        )
+    root = _parse(SignedRoot, root_bytes, ROOT_FILE)
+    if fleet is not None and root.fleet != fleet:
+        message = f"root is for fleet {root.fleet!r}, this robot belongs to {fleet!r}"
+        raise BundleRejected(Reason.WRONG_FLEET, message, file=ROOT_FILE, field="fleet")
+    return root
+
+
 def _check_sizes(bundle_bytes: bytes, root_bytes: bytes, root_signature: bytes, proof_bytes: bytes) -> None:
     for name, data, cap in (
         (BUNDLE_FILE, bundle_bytes, MAX_BUNDLE_BYTES),
@@ -216,8 +236,12 @@ def _check_sizes(bundle_bytes: bytes, root_bytes: bytes, root_signature: bytes, 
         (ROOT_SIGNATURE_FILE, root_signature, MAX_ROOT_SIGNATURE_BYTES),
         (PROOF_FILE, proof_bytes, MAX_PROOF_BYTES),
     ):
-        if len(data) > cap:
-            raise BundleRejected(Reason.TOO_LARGE, f"{len(data)} bytes; at most {cap}", file=name)
+        _check_cap(name, data, cap)
+
+
+def _check_cap(name: str, data: bytes, cap: int) -> None:
+    if len(data) > cap:
+        raise BundleRejected(Reason.TOO_LARGE, f"{len(data)} bytes; at most {cap}", file=name)
 
 
 def _parse(model_type: type[M], raw: bytes, file: str) -> M:
@@ -229,11 +253,23 @@ def _parse(model_type: type[M], raw: bytes, file: str) -> M:
             f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise BundleRejected(Reason.BUNDLE_INVALID, problems, file=file) from None
-    if canonical_bytes(model) != raw:
+    except (ValueError, RecursionError) as exc:
+        # Older pydantic-core hands a number of 4,301+ digits to int(), whose digit limit raises
+        # a plain ValueError: still bad content, never a traceback.
+        raise BundleRejected(Reason.BUNDLE_INVALID, f"unreadable JSON: {_cut(str(exc))}", file=file) from None
+    try:
+        canonical = canonical_bytes(model)
+    except ValueError as exc:  # a number that cannot be written back (over the digit limit)
+        raise BundleRejected(Reason.BUNDLE_INVALID, f"unreadable JSON: {_cut(str(exc))}", file=file) from None
+    if canonical != raw:
         raise BundleRejected(
             Reason.BUNDLE_INVALID, "not in canonical form (sorted keys, no whitespace)", file=file
         )
     return model
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _check_serial(serial: int, digest: str, last_serial: int | None, last_sha256: str | None) -> bool:
