@@ -1,9 +1,10 @@
 """``fleetcd validate``: check the whole fleet repository (cross-file, signatures, approvals).
 
 Thin: parses options, calls :func:`fleetcd.validation.worktree.validate_work_tree`, prints the
-report. Exit 0 when valid (warnings allowed), 1 when invalid, 4 for setup problems (gpg missing,
-bad ``--base`` ref). Works as a pre-commit hook: the file names pre-commit passes are accepted and
-ignored, because a change to one file can break a reference in another.
+report. Exit 0 when valid (warnings allowed), 1 when invalid (with ``--strict``, also on any
+warning), 4 for setup problems (gpg missing, bad ``--base`` ref). Works as a pre-commit hook: the
+file names pre-commit passes are accepted and ignored, because a change to one file can break a
+reference in another.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ from fleetcd.validation.worktree import validate_work_tree
     help="Output: text (file:line lines), json, or github (workflow annotations).  [default: text]",
 )
 @click.option(
+    "--strict",
+    is_flag=True,
+    default=False,
+    help="Treat warnings (e.g. a wave that selects no robot) as errors: exit 1 on any.",
+)
+@click.option(
     "-o", "--output", type=click.Choice([f.value for f in Format]), default=None, help="Same as --format."
 )
 @click.argument("files", nargs=-1, type=click.Path(), metavar="[FILES]...")
@@ -48,18 +55,22 @@ def command(
     repo: Path,
     base: str | None,
     fmt: str | None,
+    strict: bool,
     output: str | None,
     files: tuple[str, ...],
 ) -> None:
     """Validate the fleet repository: documents, references, configs, signatures and approvals.
 
     FILES (as passed by pre-commit) are ignored: the whole repository is always validated.
-    Exit codes: 0 valid, 1 invalid, 4 setup problem (gpg missing, bad --base ref).
+    Warnings (a rollout or wave that updates nobody, robots in no wave) do not fail it unless
+    --strict is given.
+    Exit codes: 0 valid, 1 invalid (with --strict: also any warning), 4 setup problem (gpg
+    missing, bad --base ref).
     """
     del files  # accepted for pre-commit; one file's change can break another, so all are checked
     if fmt is not None and output is not None and fmt != output:
         raise click.UsageError(f"--format {fmt} and -o {output} disagree; give one")
     chosen = Format(fmt or output or Format.TEXT)
-    result = validate_work_tree(repo, base)
+    result = validate_work_tree(repo, base, strict=strict)
     click.echo(render(result, chosen), nl=False)
     ctx.exit(int(Exit.OK if result.ok else Exit.INVALID))

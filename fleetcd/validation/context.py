@@ -57,23 +57,33 @@ class Context:
             )
         return out
 
+    def owned(self, rollout: str) -> tuple[str, ...]:
+        """The robots ``rollout`` delivers to, a paused one as if running (sorted)."""
+        selection = self.selections[rollout]
+        paused = (d for d, why in selection.skipped if why in _STILL_OWNED)
+        return tuple(sorted({*selection.eligible, *paused}))
+
     @cached_property
     def deliveries(self) -> dict[tuple[str, str], tuple[Delivery, ...]]:
         """(app, robot) → the rollouts that would deliver that app to that robot, by rollout name."""
         out: dict[tuple[str, str], list[Delivery]] = {}
-        for name, selection in self.selections.items():
+        for name in self.selections:
             app = self.spec.rollouts[name].doc.model.app
-            owned = [*selection.eligible, *(d for d, why in selection.skipped if why in _STILL_OWNED)]
-            for device in owned:
+            for device in self.owned(name):
                 out.setdefault((app, device), []).append(Delivery(name, self.release_of(name)))
         return {key: tuple(found) for key, found in sorted(out.items())}
+
+    @cached_property
+    def members(self) -> dict[str, list[str]]:
+        """Cohort name → its robots (static list or selector), as planning computes them."""
+        return {name: cohort_members(cohort, self.devices) for name, cohort in sorted(self.cohorts.items())}
 
     @cached_property
     def memberships(self) -> dict[str, tuple[str, ...]]:
         """Robot id → every cohort it belongs to (static list or selector), sorted by name."""
         out: dict[str, list[str]] = {}
-        for name in sorted(self.cohorts):
-            for member in cohort_members(self.cohorts[name], self.devices):
+        for name, members in self.members.items():
+            for member in members:
                 out.setdefault(member, []).append(name)
         return {device: tuple(names) for device, names in out.items()}
 

@@ -2,21 +2,22 @@
 
 Step 3 of a reconcile and the body of ``fleetcd validate``: load every document
 (:func:`fleetcd.loading.fleetspec.load_spec`), then run the cross-file checks — references,
-overlap, configs, immutability against a base snapshot, reserved artifacts, signatures and
-approvals. Pure apart from gpg, which sits behind ``keyring_factory``. Checks that need
-``fleet.yaml`` (artifacts, trust) are skipped when it is invalid; all others still run, so one
-broken file never hides the rest.
+overlap, configs, rollouts that silently do nothing (warnings), immutability against a base
+snapshot, reserved artifacts, signatures and approvals. Pure apart from gpg, which sits behind
+``keyring_factory``. Checks that need ``fleet.yaml`` (artifacts, trust) are skipped when it is
+invalid; all others still run, so one broken file never hides the rest. With ``strict`` every
+warning becomes an error (``fleetcd validate --strict``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.trust.gpg import Keyring
-from fleetcd.validation import artifacts, configs, immutability, overlap, references, trust
+from fleetcd.validation import artifacts, configs, immutability, noops, overlap, references, trust
 from fleetcd.validation.context import Context
 from fleetcd.validation.trust import KeyringFactory
 
@@ -27,6 +28,7 @@ class ValidationResult:
 
     spec: FleetSpec
     diagnostics: tuple[Diagnostic, ...]
+    strict: bool = False  # warnings were turned into errors
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -38,8 +40,13 @@ class ValidationResult:
 
     @property
     def ok(self) -> bool:
-        """True when nothing is an error; warnings never fail validation."""
+        """True when nothing is an error; warnings fail validation only once :meth:`promoted`."""
         return not self.errors
+
+    def promoted(self) -> ValidationResult:
+        """This result with every warning turned into an error (``--strict``)."""
+        errors = (d if d.severity == "error" else replace(d, severity="error") for d in self.diagnostics)
+        return ValidationResult(spec=self.spec, diagnostics=sort_diagnostics(errors), strict=True)
 
 
 def validate_snapshot(
@@ -48,12 +55,14 @@ def validate_snapshot(
     keyring_factory: KeyringFactory = Keyring.from_armored,
     *,
     problems: Iterable[Diagnostic] = (),
+    strict: bool = False,
 ) -> ValidationResult:
     """Validate ``files`` (path → bytes); ``base`` is the snapshot releases must not differ from.
 
     ``problems`` are findings of whoever read the snapshot (symlinks in a work tree or a git tree),
-    merged into the result. Raises :class:`~fleetcd.errors.SetupError` only when gpg is needed and
-    unusable; content problems are always diagnostics.
+    merged into the result. ``strict`` turns every warning into an error. Raises
+    :class:`~fleetcd.errors.SetupError` only when gpg is needed and unusable; content problems are
+    always diagnostics.
     """
     spec, loaded = load_spec(files)
     found: list[Diagnostic] = [*problems, *loaded]
@@ -61,12 +70,14 @@ def validate_snapshot(
     found.extend(references.check(ctx))
     found.extend(overlap.check(ctx))
     found.extend(configs.check(ctx))
+    found.extend(noops.check(ctx))
     if base is not None:
         found.extend(immutability.check(files, base))
     if spec.fleet is not None:
         found.extend(artifacts.check(ctx, spec.fleet.model))
         found.extend(trust.check(ctx, spec.fleet.model, keyring_factory))
-    return ValidationResult(spec=spec, diagnostics=sort_diagnostics(found))
+    result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found))
+    return result.promoted() if strict else result
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:

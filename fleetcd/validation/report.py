@@ -42,7 +42,8 @@ def summary(result: ValidationResult) -> str:
     files = len(result.spec.files)
     counts = f"{_plural(len(result.errors), 'error')}, {_plural(len(result.warnings), 'warning')}"
     verdict = "valid" if result.ok else "INVALID"
-    return f"fleetcd validate: {verdict}: {counts} in {_plural(files, 'file')}"
+    strict = " (strict: warnings count as errors)" if result.strict else ""
+    return f"fleetcd validate: {verdict}: {counts} in {_plural(files, 'file')}{strict}"
 
 
 def text_line(diagnostic: Diagnostic) -> str:

@@ -21,15 +21,24 @@ from fleetcd.validation.trust import KeyringFactory
 
 
 def validate_work_tree(
-    root: Path, base_ref: str | None = None, keyring_factory: KeyringFactory = Keyring.from_armored
+    root: Path,
+    base_ref: str | None = None,
+    keyring_factory: KeyringFactory = Keyring.from_armored,
+    *,
+    strict: bool = False,
 ) -> ValidationResult:
-    """Validate the fleet repository checked out at ``root``, optionally against git ref ``base_ref``."""
+    """Validate the fleet repository checked out at ``root``, optionally against git ref ``base_ref``.
+
+    ``strict`` turns every warning into an error.
+    """
     base = read_base(root, base_ref) if base_ref is not None else None
     try:
         files, problems = read_directory(root)
     except InvalidContent as exc:  # not a fleet repository at all: report it like any finding
-        return ValidationResult(spec=FleetSpec(), diagnostics=sort_diagnostics(exc.diagnostics))
-    return validate_snapshot(files, base, keyring_factory, problems=problems)
+        return ValidationResult(
+            spec=FleetSpec(), diagnostics=sort_diagnostics(exc.diagnostics), strict=strict
+        )
+    return validate_snapshot(files, base, keyring_factory, problems=problems, strict=strict)
 
 
 def read_base(root: Path, ref: str) -> dict[str, bytes]:
