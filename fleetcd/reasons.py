@@ -36,6 +36,9 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config_invalid"
     UNSUPPORTED_ARTIFACT = "unsupported_artifact"
     ROLLOUT_OVERLAP = "rollout_overlap"
+    # part of a rollout that does nothing: an empty wave, robots in no wave, an empty cohort, a
+    # canary or batch that holds no robot back (validate warns; --strict fails)
+    NO_EFFECT = "no_effect"
     # robots' status refs and reports (controller.ingest)
     NOT_A_COMMIT = "not_a_commit"  # the status ref names a blob, tree, tag or missing object
     OUT_OF_RANGE = "out_of_range"  # a number above its documented bound (fleetcd.reports)

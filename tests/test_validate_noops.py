@@ -26,7 +26,7 @@ from tests.fleetrepo import FleetRepoBuilder, found
 from tests.gpgkeys import KeyFactory
 
 ROLLOUT = "rollouts/nav-1-0-0.yaml"
-NOTHING = ("invalid", "warning")  # reason and severity of every warning here
+NOTHING = ("no_effect", "warning")  # reason and severity of every warning here
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from fleetcd.validation.context import Context, at
 WARNING = "warning"
 # No dedicated reason code yet: fleetcd/reasons.py was outside this change's files. Give these
 # their own codes (e.g. empty_wave, robots_in_no_wave, updates_nobody) when that module is next open.
-REASON = Reason.INVALID
+REASON = Reason.NO_EFFECT
 SHOWN_ROBOTS = 5  # robot ids named in one warning; the count says how many more
 
 
