@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from controller.reconcile.delivery_step import Delivered
 from controller.reconcile.result import ReconcileResult
-from controller.reconcile.rollouts import FleetContext
+from controller.reconcile.rollouts import FleetContext, PlannedRollout
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Fetched
 from controller.reconcile.statebranch import StateSnapshot
@@ -49,6 +49,7 @@ class ReconcileContext:
     # ingest, plan
     devices: dict[str, DeviceFile] = field(default_factory=dict)
     rollouts: dict[str, RolloutState] = field(default_factory=dict)
+    planned: dict[str, PlannedRollout] = field(default_factory=dict)  # for the receipts
     # deliver
     desired: Delivered | None = None
 

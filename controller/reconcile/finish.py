@@ -2,23 +2,21 @@
 
 Run only when the reconcile changed something, so the pages' "generated at" never makes an idle
 reconcile write a commit. A receipt quotes each wave's gate settings (minimum reported, failure
-threshold, soak, manual promotion) next to its observed numbers; the plan step does not hand its
-waves over, so they are planned again here from the same main with the same planner.
+threshold, soak, manual promotion) next to its observed numbers: the waves the plan step planned
+from the same main, handed over in ``planned`` (never planned twice).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 
 from controller.pages import build_view, render_status_html, render_status_md
 from controller.receipts.build import approvals_from_state, build_receipt
 from controller.receipts.render import receipt_outputs
-from controller.reconcile.rollouts import FleetContext, plan_rollout
+from controller.reconcile.rollouts import FleetContext, PlannedRollout
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.statebranch import StateSnapshot
-from controller.records.ids import generation_fingerprint
 from controller.state.layout import STATUS_HTML, STATUS_MD, receipt_files
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState
 from fleetcd.planning.waves import PlannedWave
@@ -35,6 +33,7 @@ def pages_and_receipts(
     settings: ControllerSettings,
     now: datetime,
     main: str,
+    planned: Mapping[str, PlannedRollout],
 ) -> dict[str, bytes | None]:
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
     view = build_view(list(rollouts.values()), devices, cohorts, ctx.devices, now, main, fleet=ctx.fleet.name)
@@ -67,22 +66,16 @@ def pages_and_receipts(
                 release.doc.path,
                 approvals_from_state(state),
                 now,
-                planned=_planned(ctx, state),
+                planned=_planned(state, planned),
             )
             out.update(receipt_outputs(receipt, lambda data: signer.sign_detached(data, fingerprint)))
     return out
 
 
-def _planned(ctx: FleetContext, state: RolloutState) -> list[PlannedWave]:
+def _planned(state: RolloutState, planned: Mapping[str, PlannedRollout]) -> list[PlannedWave]:
     """``state``'s waves as planned from main; none when main's rollout is another generation
     (its gates may differ, and a receipt never quotes another generation's numbers)."""
-    entry = ctx.spec.rollouts.get(state.name)
-    if entry is None:
+    found = planned.get(state.name)
+    if found is None or found.fingerprint != state.generation_fingerprint:
         return []
-    release = ctx.spec.release(entry.doc.model.app, entry.doc.model.release)
-    if release is None:
-        return []
-    sha = hashlib.sha256(release.doc.raw).hexdigest()
-    if generation_fingerprint(entry.doc.data, sha) != state.generation_fingerprint:
-        return []
-    return plan_rollout(ctx, entry.doc.model, release.doc.model)[1]
+    return found.waves

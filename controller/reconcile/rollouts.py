@@ -37,13 +37,15 @@ RELEASES_REMEMBERED = 10  # releases per rollout whose evidence stays reachable 
 
 @dataclass(frozen=True)
 class FleetContext:
-    """What every rollout of one reconcile shares: the spec, models by id, cohort windows."""
+    """What every rollout of one reconcile shares: the spec, models by id, cohort windows, and the
+    sha256 of each rollout's release file — hashed here once, read by every later step."""
 
     spec: FleetSpec
     fleet: Fleet
     devices: Mapping[str, Device]
     members: Mapping[str, list[str]]
     cohort_windows: Mapping[str, list[MaintenanceWindow]]
+    release_sha256: Mapping[str, str]  # rollout name -> sha256 of the release file it names
 
     @classmethod
     def of(cls, spec: FleetSpec, fleet: Fleet) -> FleetContext:
@@ -54,7 +56,20 @@ class FleetContext:
         for name, cohort in cohorts.items():
             for device in members[name]:
                 windows.setdefault(device, []).extend(cohort.maintenance_windows)
-        return cls(spec, fleet, devices, members, windows)
+        digests = {
+            name: hashlib.sha256(release.doc.raw).hexdigest()
+            for name, entry in spec.rollouts.items()
+            if (release := spec.release(entry.doc.model.app, entry.doc.model.release)) is not None
+        }
+        return cls(spec, fleet, devices, members, windows, digests)
+
+
+@dataclass(frozen=True)
+class PlannedRollout:
+    """What the plan step planned for one rollout of main, passed forward to the receipts."""
+
+    fingerprint: str  # the generation fingerprint of main's rollout content and release
+    waves: list[PlannedWave]
 
 
 def advance_rollout(
@@ -65,13 +80,14 @@ def advance_rollout(
     commit: str,
     verifier: Verifier,
     now: datetime,
-) -> EngineOutput:
-    """Plan one rollout as of ``commit`` and let the engine move it forward at ``now``."""
+) -> tuple[EngineOutput, PlannedRollout]:
+    """Plan one rollout as of ``commit`` and let the engine move it forward at ``now``; also what
+    was planned, so nothing plans it again."""
     rollout = entry.doc.model
     release = ctx.spec.release(rollout.app, rollout.release)
-    if release is None:  # validation guarantees it; a stalled reconcile never gets here
+    sha = ctx.release_sha256.get(rollout.name)
+    if release is None or sha is None:  # validation guarantees both; a stalled reconcile never gets here
         raise ValueError(f"{entry.doc.path}: release {rollout.app}@{rollout.release} is not loaded")
-    sha = hashlib.sha256(release.doc.raw).hexdigest()
     current = Generation(state.generation, state.generation_fingerprint) if state is not None else None
     generation = rollout_generation(entry.doc.data, sha, current)
     selection, planned = plan_rollout(ctx, rollout, release.doc.model)
@@ -102,7 +118,7 @@ def advance_rollout(
     new_state = output.state.model_copy(update=update)
     if new_state != output.state:
         output = EngineOutput(new_state, output.records, output.events)
-    return output
+    return output, PlannedRollout(generation.fingerprint, planned)
 
 
 def plan_rollout(

@@ -39,7 +39,6 @@ from collections.abc import Callable, Mapping
 
 from controller.audit.chain import verify
 from controller.audit.events import AuditEvent, AuditKind
-from controller.engine import EngineOutput
 from controller.errors import HistoryRewritten, LoopAction, StateConflict, loop_action
 from controller.ingest.reports import ingest as ingest_report
 from controller.ingest.reports import read_reports
@@ -136,7 +135,7 @@ def plan(ctx: ReconcileContext) -> StepResult:
     rollouts: dict[str, RolloutState] = {}
     with Keyring.from_armored(fleet.spec.keys) as keyring:
         for name in sorted(fleet.spec.rollouts):
-            output: EngineOutput = advance_rollout(
+            output, ctx.planned[name] = advance_rollout(
                 fleet,
                 fleet.spec.rollouts[name],
                 snapshot.rollouts.get(name),

@@ -89,7 +89,9 @@ def applied(ctx: ReconcileContext) -> Status:
     )
 
     def pages() -> Mapping[str, bytes | None]:
-        return pages_and_receipts(fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main)
+        return pages_and_receipts(
+            fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main, ctx.planned
+        )
 
     return Status(
         events=ctx.result.events,
