@@ -7,11 +7,16 @@ that key is *trusted* is decided later, against ``fleet.yaml``, by :mod:`fleetcd
 Everything fails closed: a missing gpg, a hung gpg or an unexpected status is never "valid".
 
 Signing side: :class:`Signer` works in a GNUPGHOME that holds secret keys (an operator's, the
-controller's, or a test's).
+controller's, or a test's). Several processes may sign in one home at once (two reconciles, an
+operator and the controller): each Signer holds a shared lock on :data:`SIGNER_LOCK_FILE` in the
+home while it lives, and only the last one out stops the home's gpg-agent. (Stopping it under a
+signer that was still using it was what made a concurrent reconcile fail with a false
+``no secret key``.)
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -42,6 +47,9 @@ _KEYRING_OPTIONS = ["--no-autostart", "--no-auto-key-retrieve"]
 # gpg's web of trust plays no part: trust comes from fleet.yaml fingerprints alone. (Only on verify:
 # imports need the default model, which creates the trustdb a later revocation import updates.)
 _VERIFY_OPTIONS = ["--trust-model", "always"]
+# In a signing home: every live Signer holds it shared; closing, one that gets it exclusively is the
+# last user of the home's gpg-agent and may stop it (gpg ignores files it does not know).
+SIGNER_LOCK_FILE = ".fleetcd-signer.lock"
 
 T = TypeVar("T")
 
@@ -325,7 +333,14 @@ class Signer:
     ) -> None:
         gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home = gnupghome
-        self._gpg = _open_gpg(gnupghome, gpgbinary, timeout_seconds, [])
+        # Shared before gpg first runs, so a closing Signer cannot stop the agent under this one.
+        self._lock = _shared_lock(gnupghome / SIGNER_LOCK_FILE)
+        self._release = weakref.finalize(self, _close_fd, self._lock)
+        try:
+            self._gpg = _open_gpg(gnupghome, gpgbinary, timeout_seconds, [])
+        except BaseException:
+            self._release()
+            raise
 
     def generate_key(self, name: str, email: str, expire: str = "2y") -> str:
         """A new ed25519 signing key without passphrase (development keys); returns its fingerprint."""
@@ -383,7 +398,18 @@ class Signer:
         return sorted(str(key["fingerprint"]).upper() for key in keys)
 
     def close(self) -> None:
-        """Stop the gpg-agent that signing started in this home (the home itself stays)."""
+        """Stop the gpg-agent that signing started in this home, unless another Signer (in any
+        process) still uses it; the home itself stays. Idempotent."""
+        if not self._release.alive:
+            return
+        last = self._lock is not None and _try_exclusive(self._lock)
+        try:
+            if last:
+                self._stop_agent()
+        finally:
+            self._release()  # after the agent is gone: a Signer starting meanwhile waits for it
+
+    def _stop_agent(self) -> None:
         gpgconf = shutil.which("gpgconf", path=str(Path(self._gpg.gpgbinary).parent)) or shutil.which(
             "gpgconf"
         )
@@ -400,3 +426,33 @@ class Signer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shared_lock(path: Path) -> int | None:
+    """An fd holding a shared flock on ``path``; None where the home cannot hold the file (read-only):
+    then nothing tells whether others use the agent, so it is left running."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a last Signer stops the agent
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _try_exclusive(fd: int) -> bool:
+    """True when no other Signer holds the lock. (A failed upgrade may drop our shared lock: we
+    are closing anyway.)"""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _close_fd(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
