@@ -109,9 +109,18 @@ def run_command(config_path: Path) -> int:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def status_command(config_path: Path, output: str) -> int:
-    """What runs, what is being applied, the last error: from local state, without the network."""
+    """What runs, what is being applied, the last error: from local state, without the network.
+
+    Exits 4 when a state file is corrupt (shown as ``problem:`` lines with everything readable).
+    """
     status = local_status(load_config(config_path))
     click.echo(json.dumps(status, indent=2) if output == "json" else _status_text(status))
+    problems = status["problems"]
+    if isinstance(problems, list) and problems:
+        raise SetupError(
+            f"{len(problems)} corrupt state file(s) in {status['state_dir']}; the next cycle "
+            "(fleetcd-agent once, or the service's) sets them aside and rebuilds them"
+        )
     return 0
 
 
@@ -174,6 +183,7 @@ def _status_text(status: dict[str, Any]) -> str:
             )
     if status["unsent_report_seq"] is not None:
         lines.append(f"  report {status['unsent_report_seq']} waits to be pushed")
+    lines += [f"  problem: {problem}" for problem in status["problems"]]
     return "\n".join(lines)
 
 

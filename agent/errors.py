@@ -105,6 +105,14 @@ class StateDirUnwritable(SetupError):
         )
 
 
+class StateRepaired(CorruptState):
+    """A corrupt state file was set aside and rebuilt from what the disk shows: reported, not fatal."""
+
+    def __init__(self, corrupt: CorruptState, aside: Path, rebuilt: str) -> None:
+        self.aside, self.rebuilt = aside, rebuilt
+        super().__init__(corrupt.path, f"{corrupt.why}; set aside as {aside.name}; {rebuilt}")
+
+
 class HealthFailed(ApplyError):
     """The new version exited or a probe failed inside its watch window."""
 

@@ -24,15 +24,17 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import AwareDatetime
 
 from agent import sdnotify
 from agent.converge.apply import AppOutcome, ConvergeContext, converge_app
-from agent.converge.configs import check_drift
+from agent.converge.configs import check_drift, load_ledger
 from agent.converge.desired import Desired, load_desired
+from agent.converge.repair import repair_app_state, repair_files
 from agent.converge.status import load_status, status_report
-from agent.errors import StateDirUnwritable
+from agent.errors import CorruptState, StateDirUnwritable, StateRepaired
 from agent.executors import ExecutorContext, make_executor
 from agent.executors.base import Executor
 from agent.health.clock import SYSTEM_CLOCK, Clock
@@ -44,6 +46,7 @@ from agent.report.push import push_report
 from agent.state.atomic import read_bytes, write_atomic
 from agent.state.journal import Journal
 from agent.sync.backoff import Backoff
+from agent.trustcheck import load_trust_state
 from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import TransportError
@@ -52,6 +55,7 @@ from fleetcd.models.base import FrozenModel
 from fleetcd.reports import StatusReport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -119,7 +123,7 @@ def run_once(
         log.error("%s", exc)
         return CycleResult({}, None, False, [exc])
     started = clock_now()
-    errors: list[Exception] = []
+    errors: list[Exception] = _repair(lambda: repair_files(paths, started))  # corrupt state files
     # A fetch or push stalls at most remote.timeout_seconds per try; gpg and git work come on top.
     network = float(config.remote.timeout_seconds) + liveness.settings.default_step_seconds
     try:
@@ -139,6 +143,7 @@ def run_once(
     except Exception as exc:
         errors.append(exc)
     else:
+        errors.extend(_repair(lambda: repair_app_state(paths, executor, desired, started)))
         floor = desired.time_floor
 
         def machine_now() -> datetime:  # a clock reset to 1970 must not hold scheduled work back
@@ -159,6 +164,15 @@ def run_once(
         report, pushed = _report(config, paths, clock_now(), executor, desired, outcomes, drift, errors)
     retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
     return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
+
+
+def _repair(step: Callable[[], list[StateRepaired]]) -> list[Exception]:
+    """What a repair pass reported; the error itself when it could not finish (the cycle goes on)."""
+    try:
+        return list(step())
+    except Exception as exc:
+        log.error("repairing the agent's state failed: %s", exc, exc_info=True)
+        return [exc]
 
 
 def _converge_all(
@@ -194,7 +208,8 @@ def _report(
         outbox = Outbox(paths.outbox)
         previous = load_status(paths.status_file)
         waiting = outbox.pending()
-        seq = max(previous.seq if previous else 0, waiting.seq if waiting else 0) + 1
+        pushed_before = _push_state(paths)  # status.json may be lost: seq must still grow
+        seq = max(r.seq if r else 0 for r in (previous, waiting, pushed_before)) + 1
         journals = {app: Journal(paths.journal(app)) for app in paths.journaled_apps()}
         last_error = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
         report = status_report(
@@ -307,14 +322,29 @@ def _stop_on_sigterm(stop: threading.Event) -> Callable[[], None]:
 
 def local_status(config: AgentConfig, environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """What ``fleetcd-agent status`` shows, from local files only: the last report, each app's
-    journal (what is being applied and how far), and whether a report waits to be pushed."""
+    journal (what is being applied and how far), and whether a report waits to be pushed.
+
+    Read only: a corrupt file is listed under ``problems`` (the next cycle sets it aside and
+    rebuilds it, agent.converge.repair) and everything else is still shown.
+    """
     paths = agent_paths(config, environ)
-    report = load_status(paths.status_file)
+    problems: list[str] = []
+
+    def read(load: Callable[[], T]) -> T | None:
+        try:
+            return load()
+        except CorruptState as exc:
+            problems.append(str(exc))
+            return None
+
+    report = read(lambda: load_status(paths.status_file, strict=True))
     journals = {}
     for app in paths.journaled_apps():
-        entry = Journal(paths.journal(app)).load()
+        entry = read(Journal(paths.journal(app)).load)
         journals[app] = None if entry is None else entry.model_dump(mode="json")
-    pending = Outbox(paths.outbox).pending() if paths.outbox.exists() else None
+    pending = read(Outbox(paths.outbox).pending)
+    read(lambda: load_trust_state(paths.trust_file))
+    read(lambda: load_ledger(paths.config_hashes))
     last_push = _push_state(paths)
     return {
         "device": config.device,
@@ -323,4 +353,5 @@ def local_status(config: AgentConfig, environ: Mapping[str, str] | None = None) 
         "journals": journals,
         "unsent_report_seq": None if pending is None else pending.seq,
         "last_push": None if last_push is None else last_push.model_dump(mode="json"),
+        "problems": problems,
     }

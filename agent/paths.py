@@ -13,6 +13,7 @@ sets ``StateDirectory=fleetcd``), else ``/var/lib/fleetcd``. Everything below it
     configs.json      config files written for apps, with their sha256 (drift detection)
     config-history/<app>/<version>.json  a version's config, saved before a deployment replaced it
     apps/<app>/       each executor's files per app; downloads/: partial downloads
+    <file>.corrupt-<UTC time>  a state file that did not parse, set aside (agent.converge.repair)
 """
 
 from __future__ import annotations

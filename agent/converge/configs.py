@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from pydantic import Field
 from agent.configfiles.write import config_path, drifted, render, sha256_hex, write_config
 from agent.paths import AgentPaths
 from agent.state.atomic import fsync_dir, read_bytes, read_model, write_atomic
+from fleetcd.errors import ApplyError
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.release import Release
 
@@ -65,6 +67,25 @@ class ConfigSnapshot(FrozenModel):
 
 def load_ledger(path: Path) -> ConfigLedger:
     return read_model(path, ConfigLedger, "a config ledger") or ConfigLedger()
+
+
+def rebuild_ledger(
+    paths: AgentPaths, running: Mapping[str, tuple[Release, dict[str, Any] | None]]
+) -> list[str]:
+    """Write a new ledger from ``{app: (release, values)}`` of the versions running now (the ledger
+    was lost): the bytes :meth:`AppConfigs.write` wrote for them, rendered again. Its paths."""
+    files: dict[str, WrittenConfig] = {}
+    for app, (release, values) in sorted(running.items()):
+        try:
+            path = AppConfigs(paths, app).path_for(release)
+        except ApplyError:  # a path the switch refused as well: nothing was written there
+            continue
+        if path is None or release.config is None or values is None:
+            continue
+        data = render(values, release.config)
+        files[str(path)] = WrittenConfig(app=app, sha256=sha256_hex(data), data_b64=_b64(data))
+    _save(paths.config_hashes, ConfigLedger(files=files))
+    return sorted(files)
 
 
 def _save(path: Path, ledger: ConfigLedger) -> None:

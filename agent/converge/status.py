@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from agent.converge.apply import AppOutcome
 from agent.converge.desired import Desired
 from agent.converge.machine import reported
+from agent.errors import CorruptState
 from agent.executors.base import Executor
 from agent.report.build import add_event, build_report, clip
 from agent.state.atomic import read_bytes
@@ -31,14 +32,17 @@ log = logging.getLogger(__name__)
 DEPLOYMENT_ID = re.compile(r"^dep-[0-9a-f]{24}$")  # fleetcd.reports.DeploymentReport's pattern
 
 
-def load_status(path: Path) -> StatusReport | None:
-    """The last report built (``status.json``); None when missing or unreadable (it is rebuilt)."""
+def load_status(path: Path, *, strict: bool = False) -> StatusReport | None:
+    """The last report built (``status.json``); None when missing. Unreadable, it is None too (the
+    next report replaces it), or, ``strict``, :class:`CorruptState` (to report and set it aside)."""
     raw = read_bytes(path)
     if raw is None:
         return None
     try:
         return StatusReport.model_validate_json(raw)
     except ValidationError as exc:
+        if strict:
+            raise CorruptState(path, f"not a status report: {exc.errors()[0]['msg']}") from exc
         log.warning("%s: unreadable, starting a fresh report: %s", path, exc.errors()[0]["msg"])
         return None
 
@@ -62,7 +66,7 @@ def status_report(
     deployments: list[DeploymentReport] = []
     for app, journal in sorted(journals.items()):
         outcome = outcomes.get(app)
-        entry = outcome.entry if outcome is not None else journal.load()
+        entry = outcome.entry if outcome is not None else _load(journal)
         apps.extend(_installed(app, entry, executor))
         if entry is None or not DEPLOYMENT_ID.fullmatch(entry.deployment_id):
             continue
@@ -84,6 +88,16 @@ def status_report(
         last_error=last_error,
         drift=[path for paths in drift.values() for path in paths],
     )
+
+
+def _load(journal: Journal) -> JournalEntry | None:
+    """The journal's entry; None when it is corrupt (reported, and repaired once the executor is up:
+    agent.converge.repair), so that the report is still built."""
+    try:
+        return journal.load()
+    except CorruptState as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def _installed(app: str, entry: JournalEntry | None, executor: Executor | None) -> list[InstalledApp]:

@@ -3,7 +3,8 @@
 A power cut at any instant leaves either the old file or the new one, never a torn mix: the bytes go
 to a temporary file in the same directory, which is fsynced, renamed over the target with
 ``os.replace`` (atomic on POSIX), and then the directory itself is fsynced so the rename survives.
-Readers tolerate a missing file (first boot) but never a corrupt one: that is raised, loudly.
+Readers tolerate a missing file (first boot) but never a corrupt one: that is raised, loudly, and
+the loop sets the file aside (:func:`set_aside`) and rebuilds it (:mod:`agent.converge.repair`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import errno
 import json
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import CorruptState, DiskFull
+from fleetcd.compat import UTC
 
 # ENOSPC: the disk is full; EDQUOT: this user's quota is, which means the same to the agent.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 DEFAULT_FILE_MODE = 0o644
+CORRUPT_MARK = ".corrupt-"  # <name>.corrupt-<UTC time>: a state file set aside, never read again
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,3 +90,20 @@ def read_json(path: Path) -> Any | None:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptState(path, f"not valid JSON: {exc}") from exc
+
+
+def set_aside(path: Path, now: datetime) -> Path:
+    """Rename the corrupt file ``path`` to ``<name>.corrupt-<UTC time>`` beside it; the new path.
+
+    Kept for forensics; no reader looks at it again (they read exact names, and journals end in
+    ``.json``). Two in the same second get ``.1``, ``.2``… so none is overwritten.
+    """
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}{CORRUPT_MARK}{stamp}")
+    extra = 0
+    while aside.exists():
+        extra += 1
+        aside = path.with_name(f"{path.name}{CORRUPT_MARK}{stamp}.{extra}")
+    path.rename(aside)
+    fsync_dir(path.parent)
+    return aside

@@ -7,7 +7,9 @@ also carries a sequence number that only grows (``clear`` writes an empty entry 
 instead of deleting the file), which makes the history of a journal easy to follow in debugging.
 
 The file is a small JSON document: ``{"format": 1, "seq": 7, "entry": {...} | null}``. A file that
-does not parse is :class:`agent.errors.CorruptState`, never silently treated as "no deployment".
+does not parse is :class:`agent.errors.CorruptState`, never silently treated as "no deployment":
+the loop reports it, sets it aside and rebuilds it from what the executor shows
+(:mod:`agent.converge.repair`).
 """
 
 from __future__ import annotations
