@@ -47,9 +47,12 @@ from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import status_ref
+from fleetcd.git.remote import SshKey, ssh_command
 from fleetcd.git.robotgit import RobotRepository
 from fleetcd.reports import MAX_REPORT_BYTES, MAX_SEQ, STATUS_FILE
+from tests.conftest import require_service
 from tests.fleetsim import ROBOT, SimRobot
+from tests.gitolite import Gitolite, GitoliteUnavailable
 from tests.gitrepos import bare_repo, install_hook
 from tests.gpgkeys import KeyFactory
 from tests.test_controller_faults import FaultWorld, audit_lines, make_world
@@ -494,3 +497,40 @@ def test_the_documented_hook_accepts_the_agents_own_status_commit_and_refuses_od
     assert str(ref_target(pygit2.Repository(str(server)), status_ref("amr-001"))) == good
     done = push(robot, server, f"{good}:refs/heads/anything")  # other refs are the ACL's business
     assert done.returncode == 0, done.stderr
+
+
+def test_the_documented_hook_refuses_a_blob_pushed_through_gitolite(tmp_path: Path) -> None:
+    """Installed as the page says for gitolite (``~/local/hooks/common/pre-receive``, then
+    ``gitolite setup --hooks-only``): the ACL lets amr-001 write its status subtree, the hook
+    still refuses a blob there, and its honest status commit goes through."""
+    try:
+        server = Gitolite(tmp_path / "gl", ["amr-001"]).__enter__()
+    except (GitoliteUnavailable, RuntimeError) as exc:
+        require_service("gitolite", False, str(exc))
+        raise
+    try:
+        hooks = server.home / "local" / "hooks" / "common"
+        hooks.mkdir(parents=True)
+        install_hook(hooks.parent.parent, "common/pre-receive", hook_source())
+        server.gitolite("setup", "--hooks-only")
+        robot = pygit2.init_repository(str(tmp_path / "robot.git"), bare=True)
+        ssh = ssh_command(
+            SshKey(server.user, server.key("amr-001")), known_hosts=None, insecure_accept_any_host_key=True
+        )
+        env = {**os.environ, "GIT_SSH_COMMAND": ssh}
+
+        def push_over_ssh(target: pygit2.Oid) -> subprocess.CompletedProcess[str]:
+            spec = f"{target}:{status_ref('amr-001')}"
+            argv = ["git", "--git-dir", robot.path, "push", "--porcelain", server.url(), spec]
+            return subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=60)
+
+        assert server.access("amr-001", "W", status_ref("amr-001"))
+        refused = push_over_ssh(robot.create_blob(dumps(honest_json("amr-001", 1))))
+        assert refused.returncode != 0 and "points at a blob, not a commit" in refused.stderr, refused.stderr
+        assert ref_target(pygit2.Repository(str(server.repo_path())), status_ref("amr-001")) is None
+        good = file_commit(robot, dumps(honest_json("amr-001", 1)))
+        accepted = push_over_ssh(good)
+        assert accepted.returncode == 0, accepted.stderr
+        assert ref_target(pygit2.Repository(str(server.repo_path())), status_ref("amr-001")) == good
+    finally:
+        server.__exit__(None, None, None)
