@@ -16,6 +16,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from controller.audit.events import AuditKind
 from controller.delivery.write import delivery_ref
 from fleetcd.desired import BUNDLE_FILE, MAX_SERIAL, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
 from fleetcd.git.objects import list_refs, read_blob, ref_target
@@ -106,6 +107,8 @@ def test_planted_root_serial_on_a_robot_ref_is_ignored(tmp_path: Path, keys: Key
     healed = world.reconcile()
     assert healed.signatures == 1  # the planted root is replaced, under the next recorded serial
     assert_healed(world, agents, 2)
+    ignored = [event for event in healed.events if event.kind == AuditKind.DESIRED_ROOT_IGNORED]
+    assert len(ignored) == 1 and ignored[0].reason  # the audit log says a root was planted, and why
 
 
 def test_root_with_a_4300_digit_serial_does_not_crash_the_reconcile(tmp_path: Path, keys: KeyFactory) -> None:

@@ -43,6 +43,9 @@ class AuditKind(StrEnum):
     HISTORY_REWRITTEN = "history_rewritten"
     RECONCILE = "reconcile"  # the once-per-reconcile summary
     NOTIFY_DROPPED = "notify_dropped"  # a webhook delivery given up after bounded retries
+    # a root on the server's desired refs that the controller did not write or cannot trust (planted,
+    # replayed, unreadable): it moved no serial and every robot's ref is written again; ``reason`` says why
+    DESIRED_ROOT_IGNORED = "desired_root_ignored"
 
 
 def _utc(value: datetime) -> datetime:

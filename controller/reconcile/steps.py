@@ -163,6 +163,10 @@ def deliver(ctx: ReconcileContext) -> StepResult:
     )
     ctx.desired = desired
     ctx.result.desired_refs, ctx.result.signatures = len(desired.moved), desired.signatures
+    ctx.result.events.extend(
+        AuditEvent(at=ctx.now, kind=AuditKind.DESIRED_ROOT_IGNORED, reason=why)
+        for why in desired.ignored_roots
+    )
     return CONTINUE
 
 
