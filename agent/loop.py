@@ -42,7 +42,7 @@ from agent.hooks import Hooks, load_hooks
 from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
 from agent.report.outbox import Outbox
-from agent.report.push import push_report
+from agent.report.push import push_status
 from agent.state.atomic import read_bytes, write_atomic
 from agent.state.journal import Journal
 from agent.sync.backoff import Backoff
@@ -236,13 +236,14 @@ def _report(
         return report, False
     outbox.put(report)
     try:
-        push_report(config, paths.repo, report)
+        pushed = push_status(config, paths.repo, report).report
     except Exception as exc:  # kept in the outbox; the next cycle sends a newer one
         log.warning("report %s not pushed: %s", report.seq, exc)
         errors.append(exc)
         return report, False
     outbox.sent(report.seq)
-    state = PushState(seq=report.seq, at=now, digest=digest)
+    # A rebase onto the server's report (a reflashed robot) lifts the seq: the next one goes above it.
+    state = PushState(seq=pushed.seq, at=now, digest=digest)
     write_atomic(paths.push_file, state.model_dump_json().encode(), mode=0o600)
     return report, True
 

@@ -15,7 +15,7 @@ import pytest
 
 from agent.report.build import add_event, build_report
 from agent.report.outbox import Outbox
-from agent.report.push import deliver_pending, push_report
+from agent.report.push import deliver_pending, push_report, push_status
 from agent.sync.desired import fetch_desired
 from agent.trustcheck import TrustState, verify_desired
 from controller.ingest.reports import read_reports
@@ -210,6 +210,24 @@ def test_a_reflashed_robot_rebases_on_the_servers_report_and_lifts_its_seq(aw: A
     assert isinstance(commit, pygit2.Commit) and [str(p) for p in commit.parent_ids] == [before]
     stored = server_report(aw.server)
     assert stored is not None and stored.seq == 3
+
+
+def test_after_a_rebase_the_pushed_seq_is_the_lifted_one_so_the_next_report_goes_above_it(
+    aw: AgentWorld,
+) -> None:
+    """The loop stores the pushed seq in push.json and numbers the next report above it: it must be
+    the server's + 1, not the reflashed robot's own 1 (its next reports would be ignored)."""
+    config = aw.config()
+    for seq in (1, 2, 3):
+        push_report(config, aw.repo_dir(), report(seq))
+    for path in sorted(aw.repo_dir().rglob("*"), reverse=True):  # the reflash wipes the state dir
+        path.unlink() if path.is_file() else path.rmdir()
+
+    pushed = push_status(config, aw.repo_dir(), report(1))
+
+    assert pushed.report.seq == 4
+    stored = server_report(aw.server)
+    assert stored is not None and stored.seq == 4
 
 
 ABSURD_SEQS = {

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.report.outbox import Outbox
@@ -47,8 +48,22 @@ NON_FAST_FORWARD = "non-fast-forward"  # how fleetcd.git.gitcli.check_push words
 REBASE_FETCH_MAX_BYTES = 32 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Pushed:
+    """What the server accepted: the commit, and the report it holds (its seq lifted by a rebase)."""
+
+    commit: str
+    report: StatusReport
+
+
 def push_report(config: AgentConfig, repo_dir: Path, report: StatusReport) -> str:
     """Commit ``report`` on top of the last accepted one and push it; returns the pushed commit id."""
+    return push_status(config, repo_dir, report).commit
+
+
+def push_status(config: AgentConfig, repo_dir: Path, report: StatusReport) -> Pushed:
+    """:func:`push_report`, also returning the report as pushed: after a rebase its seq is the
+    server's + 1, and the next report must continue above that, not above the one asked for."""
     if report.device != config.device:
         raise ValueError(f"report of {report.device!r} cannot be pushed by {config.device!r}")
     repo = RobotRepository(repo_dir)
@@ -65,7 +80,7 @@ def push_report(config: AgentConfig, repo_dir: Path, report: StatusReport) -> st
         new = _commit(repo, report, parent)
         repo.push(conn.remote(), [f"{new}:{ref}"])
     repo.update_ref(ref, new, parent, message=f"fleetcd-agent: report {report.seq} accepted")
-    return new
+    return Pushed(new, report)
 
 
 def deliver_pending(config: AgentConfig, repo_dir: Path, outbox: Outbox) -> str | None:
