@@ -4,13 +4,14 @@ The controller writes one small parentless commit per robot (``controller.delive
 server that serves each robot its own view (``GIT_NAMESPACE=<id>``, docs/git-server.md) and a flat
 layout both show it as ``refs/fleetcd/desired/<id>``; a plain local or ``file://`` server, which
 applies no namespace, shows the namespaced layout under its physical name
-``refs/namespaces/<id>/refs/fleetcd/desired/<id>``. One fetch asks for both names, so the robot
-needs no setting for the layout and never downloads another robot's commit.
-
-Everything goes through the ``git`` CLI (:mod:`fleetcd.git.robotgit`; no pygit2 on the robot): the
-fetch speaks protocol v2, so the server lists only the names asked for. git refuses a fetch naming a
-ref the server lacks, so the layout that answered last time (the name the robot's repository holds)
-is asked alone first — one connection per poll — and both names otherwise.
+``refs/namespaces/<id>/refs/fleetcd/desired/<id>``. Every poll asks for both names in one fetch, so
+the robot needs no setting for the layout and never downloads another robot's commit: the flat
+name exactly, the physical one as the pattern ``refs/namespaces/<id>/*/fleetcd/desired/<id>``,
+which never fails when absent and whose ref prefix is this robot's namespace alone. git refuses a
+fetch naming an exact ref the server lacks, so on a plain server with namespaced refs the fetch is
+asked again without the flat name (a second connection; served namespaces and the flat layout
+need one). When both names exist and differ, :mod:`agent.sync.layout` decides which one the robot
+follows and the caller reports the conflict.
 
 Nothing here trusts the bytes: every file is size-checked from the object header before it is read
 and the whole transfer is capped (git cannot write a larger pack), so a hostile server cannot fill
@@ -21,15 +22,16 @@ the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Networ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from agent.sync.layout import Candidate, Judge, LayoutConflict, choose
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_PROOF_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
 from fleetcd.errors import SetupError
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, is_local
 from fleetcd.git.knownhosts import HostKeyPolicy
-from fleetcd.git.refs import desired_ref, namespaced
+from fleetcd.git.refs import desired_names, namespace_prefix
 from fleetcd.git.robotgit import RobotRemote, RobotRepository
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reasons import Reason
@@ -56,6 +58,8 @@ class DesiredFiles:
     root: bytes
     root_signature: bytes
     proof: bytes
+    # Both names of the robot's desired state exist and differ (agent.sync.layout): to report.
+    conflict: LayoutConflict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -86,29 +90,58 @@ def connection_of(config: AgentConfig) -> Connection:
 
 
 def desired_refspecs(device: str) -> list[str]:
-    """The robot's ref as a namespaced or flat server shows it, then its physical namespaced name."""
-    flat = desired_ref(device)
-    physical = namespaced(device, flat)
-    return [f"+{flat}:{flat}", f"+{physical}:{physical}"]
+    """The refspecs of both names (:func:`fleetcd.git.refs.desired_names`): the physical namespaced
+    name as a pattern inside the robot's own namespace (absent is no error), the flat name exactly."""
+    physical, flat = desired_names(device)
+    inner = physical.removeprefix(namespace_prefix(device)).removeprefix("refs/")
+    pattern = f"{namespace_prefix(device)}*/{inner}"
+    return [f"+{pattern}:{pattern}", f"+{flat}:{flat}"]
 
 
-def fetch_desired(config: AgentConfig, repo_dir: Path) -> DesiredFiles | None:
-    """Fetch this robot's desired-state commit into the bare repo at ``repo_dir``; None if it has none."""
+def fetch_desired(config: AgentConfig, repo_dir: Path, judge: Judge | None = None) -> DesiredFiles | None:
+    """Fetch this robot's desired-state commit into the bare repo at ``repo_dir``; None if it has none.
+
+    When both names exist and differ, ``judge`` (the robot's verification: the verified serial, or
+    BundleRejected) decides which one is returned (:func:`agent.sync.layout.choose`), and the result
+    carries the :class:`~agent.sync.layout.LayoutConflict` to report.
+    """
     repo = RobotRepository(repo_dir)
     remote = connection_of(config).remote()
-    flat = desired_ref(config.device)
+    names = desired_names(config.device)
     specs = desired_refspecs(config.device)
+    too_large: dict[str, BundleRejected] = {}
     try:
-        # The flat name wins when the server has both, so asking it alone first changes no answer.
-        found = (
-            repo.fetch(remote, specs[:1], max_bytes=MAX_TRANSFER_BYTES) if repo.has_loose_ref(flat) else []
-        )
-        if not found:
-            found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES)
-    except TransferTooLarge as exc:
-        raise BundleRejected(Reason.TOO_LARGE, str(exc), file=flat) from exc
-    ref = flat if flat in found else namespaced(config.device, flat) if found else None
-    return None if ref is None else read_desired(repo, ref)
+        found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES, prune=True)
+    except TransferTooLarge:
+        # One name may be oversized on purpose; asked alone, the other still counts.
+        found = []
+        for name, spec in zip(names, specs, strict=True):
+            try:
+                found += repo.fetch(remote, [spec], max_bytes=MAX_TRANSFER_BYTES, prune=True)
+            except TransferTooLarge as exc:
+                too_large[name] = BundleRejected(Reason.TOO_LARGE, str(exc), file=names[1])
+    held = repo.refs(list(names))
+    physical, flat = names
+    present = [name for name in names if name in too_large or name in (held if name == physical else found)]
+    if flat in held and flat not in found:
+        repo.delete_ref(flat)  # gone from the server: the local copy must not count next time
+    candidates = [
+        Candidate(name, None, too_large[name]) if name in too_large else _read(repo, name) for name in present
+    ]
+    choice = choose(candidates, judge)
+    if choice is None:
+        return None
+    if choice.chosen.files is None:
+        assert choice.chosen.error is not None
+        raise choice.chosen.error
+    return replace(choice.chosen.files, conflict=choice.conflict)
+
+
+def _read(repo: RobotRepository, ref: str) -> Candidate:
+    try:
+        return Candidate(ref, read_desired(repo, ref))
+    except BundleRejected as exc:
+        return Candidate(ref, None, exc)
 
 
 def read_desired(repo: RobotRepository, commit: str) -> DesiredFiles:

@@ -8,7 +8,9 @@ keeps ``dev-1`` from writing ``dev-10``'s refs).
 
 For serving each robot only its own view (:envvar:`GIT_NAMESPACE`, see DESIGN §4 and
 ``bench/git_poll_bytes.py``) the same ref names live under :func:`namespace_prefix`, so the agent asks
-for the same ref whichever layout the server uses.
+for the same ref whichever layout the server uses. A server that applies no namespace shows a robot's
+ref under both of its names at once when both layouts are present (:func:`desired_names`); which one
+the robot follows is decided in :mod:`agent.sync.layout` (docs/git-server.md).
 """
 
 from __future__ import annotations
@@ -75,3 +77,27 @@ def namespaced(device: str, ref: str) -> str:
     if not ref.startswith("refs/"):
         raise ValueError(f"{ref!r} is not a full ref name (refs/...)")
     return f"{namespace_prefix(device)}{ref}"
+
+
+def physical_desired_ref(device: str) -> str:
+    """``refs/namespaces/<device>/refs/fleetcd/desired/<device>``: the namespaced layout's ref as a
+    server that applies no namespace shows it."""
+    return namespaced(device, desired_ref(device))
+
+
+def desired_names(device: str) -> tuple[str, str]:
+    """Both names a robot's desired state can have on its server, in the order that breaks ties
+    (agent.sync.layout): the namespaced layout's physical name, then ``refs/fleetcd/desired/<id>``
+    (the flat layout, or the namespaced one seen through ``GIT_NAMESPACE=<id>``)."""
+    return physical_desired_ref(device), desired_ref(device)
+
+
+def desired_ref_device(ref: str) -> tuple[str, bool] | None:
+    """(device, namespaced) of a well-formed desired-state ref of either layout, else None."""
+    if ref.startswith(DESIRED_PREFIX):
+        device = device_of_desired_ref(ref)
+        return None if device is None else (device, False)
+    device, sep, inner = ref.removeprefix(NAMESPACES_PREFIX).partition("/refs/")
+    if not ref.startswith(NAMESPACES_PREFIX) or not sep or device_of_desired_ref("refs/" + inner) != device:
+        return None
+    return device, True

@@ -243,6 +243,10 @@ class RobotRepository:
             if actual != new:
                 raise RefConflict(ref, old, actual)
 
+    def delete_ref(self, ref: str) -> None:
+        """Delete ``ref`` here (already absent counts as done)."""
+        self.git("update-ref", "-d", ref, what=f"deleting {ref}")
+
     # --- objects ------------------------------------------------------------------------------------
     def blob_sizes(
         self, rev: str, paths: Sequence[str]
@@ -321,34 +325,41 @@ class RobotRepository:
         return oid
 
     # --- transport ----------------------------------------------------------------------------------
-    def fetch(self, remote: RobotRemote, refspecs: Sequence[str], *, max_bytes: int) -> list[str]:
-        """Fetch exact ``+src:dst`` refspecs; returns the dst of every src the server has.
+    def fetch(
+        self, remote: RobotRemote, refspecs: Sequence[str], *, max_bytes: int, prune: bool = False
+    ) -> list[str]:
+        """Fetch ``+src:dst`` refspecs; returns the dst of every exact src the server has.
 
-        git refuses a whole fetch when one named ref is missing, after listing the refs and before
-        any object moved: the refused names are dropped and the rest asked again. At most
-        ``max_bytes`` of pack are written (:class:`TransferTooLarge` beyond).
+        git refuses a whole fetch when one exactly named ref is missing, after listing the refs and
+        before any object moved: the refused names are dropped and the rest asked again. A pattern
+        (one ``*`` on each side) never fails: it fetches what matches, possibly nothing, and with
+        ``prune`` the local refs under its dst that the server no longer has are deleted, so the
+        local refs say what the server holds (read them with :meth:`refs`). At most ``max_bytes``
+        of pack are written (:class:`TransferTooLarge` beyond).
         """
         what = f"fetch from {checked_url(remote.url)}"
         if is_local(remote.url) and not local_path(remote.url).is_dir():
             raise TransportError(f"{what} failed: no repository at {local_path(remote.url)}")
         specs = {_source(spec): spec for spec in refspecs}
         while specs:
-            done = self._fetch_once(remote, list(specs.values()), max_bytes, what)
+            done = self._fetch_once(remote, list(specs.values()), max_bytes, what, prune=prune)
             if done.returncode == 0:
-                return [spec.partition(":")[2] for spec in specs.values()]
+                return [spec.partition(":")[2] for spec in specs.values() if "*" not in spec]
             missing = _MISSING_REF.search(done.stderr)
             if missing is None or missing.group(1) not in specs:
                 raise _failure(what, done, remote)
             del specs[missing.group(1)]
         return []
 
-    def _fetch_once(self, remote: RobotRemote, refspecs: list[str], max_bytes: int, what: str) -> Done:
+    def _fetch_once(
+        self, remote: RobotRemote, refspecs: list[str], max_bytes: int, what: str, *, prune: bool
+    ) -> Done:
         argv = [
             git_binary(), "-c", "protocol.version=2",
             "-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1",  # one pack file: the cap holds
             "--git-dir", str(self.path),
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc",
-            "--no-recurse-submodules", "--", remote.url, *refspecs,
+            "--no-recurse-submodules", *(["--prune"] if prune else []), "--", remote.url, *refspecs,
         ]  # fmt: skip
         done = run(argv, env=remote.env(), timeout_s=remote.timeout_s, what=what, cap_bytes=max_bytes)
         if done.returncode != 0:
@@ -395,8 +406,13 @@ def _header(line: str, kind: str) -> tuple[str, int] | None:
 
 def _source(refspec: str) -> str:
     src, sep, dst = refspec.removeprefix("+").partition(":")
-    if not sep or "*" in refspec or not src.startswith("refs/") or not dst.startswith("refs/"):
-        raise ValueError(f"refspec {refspec!r} must be an exact [+]refs/...:refs/... mapping")
+    if not sep or not src.startswith("refs/") or not dst.startswith("refs/"):
+        raise ValueError(f"refspec {refspec!r} must be a [+]refs/...:refs/... mapping")
+    # A pattern's '*' sits between two '/': the ref prefix the server lists for it (everything
+    # before the '*') then ends at a '/' and names one subtree, never a longer name beside it.
+    stars = (src.count("*"), dst.count("*"))
+    if stars not in {(0, 0), (1, 1)} or (stars == (1, 1) and ("/*/" not in src or "/*/" not in dst)):
+        raise ValueError(f"refspec {refspec!r}: exact names, or one '/*/' component on each side")
     if any(c.isspace() or c in "~^?[\\" for c in src + dst) or ".." in src + dst:
         raise ValueError(f"refspec {refspec!r} holds characters a ref name cannot")
     return src
