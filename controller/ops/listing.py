@@ -1,10 +1,14 @@
 """``fleetcd get rollouts|devices|releases``: the rows, computed from a fetched view (pure apart from gpg).
 
 Rollouts and devices come from the state branch (what the controller observed), device sites and
-releases from main (what people declared). Each function returns JSON-ready rows; the matching
-``*_COLUMNS`` say what the table shows. Release signatures go through the same threshold check as
-validation and the reconcile (:func:`fleetcd.trust.policy.check_release`), so "verified" here
-means exactly what it means to the controller.
+releases from main (what people declared), and whether a robot accepts its desired state from its
+own last status report (read as untrusted input, exactly as ingest reads it): a robot that refuses
+its bundles, runs on an expired one or sees two layouts of its desired ref says so in its report's
+``last_error`` / ``stale``, and ``get devices`` shows it (``refusing: <reason>``). Each function
+returns JSON-ready rows; the matching ``*_COLUMNS`` say what the table shows. Release signatures
+go through the same threshold check as validation and the reconcile
+(:func:`fleetcd.trust.policy.check_release`), so "verified" here means exactly what it means to
+the controller.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from controller.ingest.reports import read_reports
 from controller.ops.output import Column, Row, field, when
 from controller.ops.remote import RemoteView, open_keyring
 from controller.records.model import DeploymentRecord, Outcome, outcome
 from controller.state.model import RolloutState, WavePhase, WaveState
 from fleetcd.models.base import parse_version
+from fleetcd.reports import StatusReport
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.policy import check_release
 
@@ -115,10 +121,44 @@ def _apps_cell(apps: Mapping[str, Mapping[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+# The agent reports its first error as ``<class name>: <message>`` (agent.loop). These classes say
+# the robot does not act on the desired state it fetched; the value is how ``get devices`` says it.
+DESIRED_PROBLEMS = {
+    "BundleRejected": "refusing",  # failed verification: it keeps its last good state
+    "BundleExpired": "stale",  # authentic but expired: no new deployment starts
+    "LayoutConflict": "conflict",  # both names of its desired ref exist (agent.sync.layout)
+}
+
+
+def desired_state(report: StatusReport | None, problem: str | None) -> dict[str, Any]:
+    """What the robot's last report says about its desired state: the serial it holds and, when it
+    does not act on what it fetched, ``state`` (refusing, stale, conflict) and the reason."""
+    if report is None:
+        return {"serial": None, "state": "unreadable report" if problem else None, "reason": problem}
+    kind, sep, message = (report.last_error or "").partition(": ")
+    state = DESIRED_PROBLEMS.get(kind) if sep else None
+    if state is None and report.stale:
+        state, message = "stale", "its desired state expired"
+    return {"serial": report.bundle_serial, "state": state, "reason": message if state else None}
+
+
+def _desired_cell(row: Row) -> str:
+    desired = row["desired"]
+    serial = "-" if desired["serial"] is None else f"serial {desired['serial']}"
+    if desired["state"] is None:
+        return serial
+    if desired["state"] == "conflict":  # the message starts with "layout conflict: "
+        return f"{serial}, {desired['reason']}"
+    return f"{serial}, {desired['state']}: {desired['reason']}"
+
+
 def device_rows(view: RemoteView) -> list[dict[str, Any]]:
     """Every robot declared on main or known to the state branch, by id."""
     rows = []
-    for device in sorted(set(view.spec.devices) | set(view.state.devices)):
+    devices = sorted(set(view.spec.devices) | set(view.state.devices))
+    reports = read_reports(view.repo, devices)
+    for device in devices:
+        report, problem = reports[device]
         declared = view.spec.devices.get(device)
         known = view.state.devices.get(device)
         last_seen = known.state.last_seen if known else None
@@ -131,6 +171,7 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
                 "connectivity": known.state.connectivity.value if known else "unknown",
                 "last_seen": last_seen.isoformat() if last_seen else None,
                 "apps": app_versions(known.records) if known else {},
+                "desired": desired_state(report, str(problem) if problem else None),
             }
         )
     return rows
@@ -149,6 +190,7 @@ DEVICE_COLUMNS = (
     field("CONNECTIVITY", "connectivity"),
     Column("LAST SEEN", lambda r: when(r["last_seen"])),
     Column("APPS", lambda r: _apps_cell(r["apps"])),
+    Column("DESIRED STATE", _desired_cell),
 )
 
 

@@ -8,7 +8,9 @@ The serial comes from ``state.json`` (the controller's own commits), never from 
 ref: :func:`controller.delivery.published.judge_published` lets a root found there raise the
 serial only when it verifies by the controller key of the trusted ``fleet.yaml``, and keeps the
 published state only when every robot holds the same root that passed; anything planted,
-replayed or deleted is replaced under a fresh serial.
+replayed or deleted is replaced under a fresh serial. The desired-state refs the controller does not
+own (the other layout's, robots no longer on main) are listed here and removed after the push
+(:mod:`controller.delivery.prune`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from controller.delivery.bundles import (
     changed_devices,
     root_needs_refresh,
 )
+from controller.delivery.prune import read_stale
 from controller.delivery.published import judge_published
 from controller.delivery.write import read_current, write_desired_state
 from controller.reconcile.rollouts import FleetContext
@@ -48,6 +51,7 @@ class Delivered:
     signatures: int = 0
     root_expires_at: datetime | None = None  # of that root: the idle fast path re-signs ahead of it
     ignored_roots: tuple[str, ...] = ()  # roots found on robots' refs that moved no serial, and why
+    stale: Mapping[str, Oid] = field(default_factory=dict)  # desired-state refs to remove after the push
 
 
 def deliver(
@@ -60,6 +64,7 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     current = read_current(repo, devices, namespaces=settings.namespaces)
+    stale = read_stale(repo, devices, namespaces=settings.namespaces)
     with ExitStack() as stack:
         # The serial comes from state.json; a robot's root counts only when it verifies by the
         # controller key of the trusted fleet.yaml (controller.delivery.published).
@@ -87,6 +92,7 @@ def deliver(
             serial=published.kept_serial,
             root_sha256=hashlib.sha256(kept).hexdigest(),
             root_expires_at=_published_expiry(kept),
+            stale=stale,
         )
     fingerprint = ctx.fleet.trust.controller.fingerprint
     with Signer(settings.gnupghome) as signer:
@@ -108,6 +114,7 @@ def deliver(
         signatures=result.signatures,
         root_expires_at=expires,
         ignored_roots=published.ignored,
+        stale=stale,
     )
 
 

@@ -10,8 +10,9 @@ the same way. :func:`applied`, :func:`stalled` and :func:`failed` say what each 
    messages for the events newly logged;
 2. ``state.json`` with the audit anchor and the idle mark and, when something changed, the status
    pages and receipts;
-3. one state-branch commit, one push (with the desired state that moved, when applied), the
-   webhooks delivered, the idle hint kept in the mirror.
+3. one state-branch commit, one push (with the desired state that moved, when applied), then
+   the desired-state refs the controller does not own deleted (:mod:`controller.delivery.prune`),
+   the webhooks delivered, the idle hint kept in the mirror.
 
 Only the applied outcome moves robots' desired state. Every byte is derived from git and ``now``,
 so a rerun after ``kill -9`` between any two of these writes ends identical and logs nothing twice.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from controller.audit.chain import added_keys, append
 from controller.audit.events import AuditEvent, AuditKind, event_key
+from controller.delivery.prune import Push, remove_stale
 from controller.notify.outbox import OutboxEntry
 from controller.reconcile.context import ReconcileContext
 from controller.reconcile.delivery_step import Delivered
@@ -37,6 +39,8 @@ from controller.reconcile.stall import accepted_fleet, stall_record
 from controller.reconcile.statebranch import changed_files, dump, write_state
 from controller.state.layout import META_FILE, device_file, rollout_file
 from controller.state.model import IdleMark
+from fleetcd.git.remote import push
+from fleetcd.git.repo import Oid
 from fleetcd.models import Fleet
 
 
@@ -103,7 +107,7 @@ def applied(ctx: ReconcileContext) -> Status:
             "stalled_commit": None,
             "stalled_reason": None,
         },
-        mark=mark_of(ctx.main, ctx.status_refs, desired_refs(ctx.repo), due),
+        mark=mark_of(ctx.main, ctx.status_refs, _after_prune(desired_refs(ctx.repo), desired), due),
         fleet=fleet.fleet,
         message=None,
         desired=desired,
@@ -189,6 +193,8 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
         )
         settings.checkpoint("state-pushed")
         result.state_commit = str(written) if written is not None else None
+    if status.desired is not None and status.desired.stale:  # after the refs robots now follow
+        remove_stale(ctx.repo, status.desired.stale, _pusher(ctx))
     head = written or snapshot.commit
     if webhooks and status.fleet is not None:
         outbox = {**snapshot.files, **changes}
@@ -196,6 +202,28 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
         settings.checkpoint("notified")
     if status.mark is not None:
         remember(settings.source.mirror, head, status.mark)
+
+
+def _after_prune(listed: Mapping[str, Oid], desired: Delivered) -> dict[str, Oid]:
+    """The desired-state refs the server holds once the stale ones are removed (the idle mark: when
+    removing them fails, the next reconcile sees them again and retries)."""
+    return {ref: oid for ref, oid in listed.items() if ref not in desired.stale}
+
+
+def _pusher(ctx: ReconcileContext) -> Push:
+    source = ctx.settings.source
+
+    def push_specs(refspecs: list[str], leases: Mapping[str, str | None]) -> None:
+        push(
+            ctx.repo,
+            source.url,
+            refspecs,
+            credentials=source.credentials,
+            host_keys=source.host_keys,
+            leases=leases,
+        )
+
+    return push_specs
 
 
 def _summary(main: str, events: list[AuditEvent]) -> str:
