@@ -1,7 +1,12 @@
 """Where the fleet repository lives: a local bare mirror fetched from and pushed to ``--repo URL``.
 
 Every URL pygit2 reaches works (a local path, ``file://``, ``ssh://``). The mirror is a cache: it
-can be deleted at any moment; the remote is the truth.
+can be deleted at any moment; the remote is the truth. :func:`open_mirror` hands it out under a
+whole-cache lock (:func:`fleetcd.git.repo.open_locked_mirror`): one process at a time, held until
+the handle is closed (``with open_mirror(source) as repo:``) or freed; another process waits up to
+``Source.lock_wait_seconds``, then gets :class:`~fleetcd.git.repo.MirrorBusy` (a setup error, exit
+4). Taking it, a process knows it is the mirror's only writer, so git lock files a killed
+controller left are removed and a mirror that cannot be opened is rebuilt before anything runs.
 
 Publishing is one push (:func:`publish`): every robot's desired-state ref and the state branch
 together, the state branch compare-and-swapped on the commit the reconcile started from. To a
@@ -42,10 +47,14 @@ from fleetcd.git.refs import (
     device_of_desired_ref,
 )
 from fleetcd.git.remote import SshKey, fetch, is_local, push
-from fleetcd.git.repo import Oid, Repository, open_or_init_bare
+from fleetcd.git.repo import LockedRepository, Oid, Repository, open_locked_mirror
 from fleetcd.git.untrusted import drop_unnegotiable_refs
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)
+# How long a second process on one cache waits for the first: about twice a reconcile fanning out
+# to 10,000 robots on a loaded 2-core machine (write ~15 s + publish ~23 s,
+# bench/results/controller_fanout.txt). Two controllers on one --cache are a setup mistake: exit 4.
+MIRROR_LOCK_WAIT_SECONDS = 120.0
 log = logging.getLogger("fleetcd.controller")
 
 
@@ -55,6 +64,7 @@ class Source:
     mirror: Path
     credentials: SshKey | None = None
     host_keys: HostKeyPolicy | None = None
+    lock_wait_seconds: float = MIRROR_LOCK_WAIT_SECONDS  # for another process's hold on the mirror
 
     @classmethod
     def for_url(
@@ -75,8 +85,9 @@ class Fetched:
     status: Mapping[str, Oid]  # status ref -> commit
 
 
-def open_mirror(source: Source) -> Repository:
-    return open_or_init_bare(source.mirror)
+def open_mirror(source: Source) -> LockedRepository:
+    """The mirror under its lock, healed, created if missing; close it (or use ``with``) when done."""
+    return open_locked_mirror(source.mirror, wait_seconds=source.lock_wait_seconds)
 
 
 def fetch_all(repo: Repository, source: Source) -> Fetched:

@@ -212,7 +212,9 @@ def update_refs(
     All refs are locked first (the same lock files git uses), then checked, then written in one
     transaction, so a concurrent writer either finishes before us — and we raise
     :class:`~fleetcd.errors.RefConflict` naming the ref — or waits for us. A ref already at its new
-    value counts as done, which makes a replayed update after a crash a no-op.
+    value counts as done, which makes a replayed update after a crash a no-op. A process killed
+    inside the transaction leaves its lock files behind; in the controller's mirror they are
+    removed when the mirror is next opened under its lock (:func:`fleetcd.git.repo.open_locked_mirror`).
     """
     for ref in updates:
         if not pygit2.reference_is_valid_name(ref) or not ref.startswith("refs/"):
@@ -228,7 +230,8 @@ def update_refs(
                 tx.lock_ref(ref)
             except pygit2.GitError as exc:
                 expected = updates[ref][0]
-                raise RefConflict(ref, _hex(expected), f"(locked by another writer: {exc})") from exc
+                held = f"(locked by another writer, or left by a killed one: {exc})"
+                raise RefConflict(ref, _hex(expected), held) from exc
         for ref, (old, new) in sorted(updates.items()):
             actual = ref_target(repo, ref)
             if actual == new:
