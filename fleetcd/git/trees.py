@@ -12,7 +12,7 @@ import pygit2
 
 from fleetcd.errors import Diagnostic, SetupError
 from fleetcd.layout import is_managed
-from fleetcd.loading.snapshot import READ_CAP_BYTES
+from fleetcd.limits import READ_CAP_BYTES
 from fleetcd.reasons import Reason
 
 

@@ -12,13 +12,11 @@ from pathlib import Path
 
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import FLEET_FILE, MANAGED_DIRS
-from fleetcd.loading.strict_yaml import YamlLimits
+from fleetcd.limits import READ_CAP_BYTES
 from fleetcd.reasons import Reason
 
 Snapshot = Mapping[str, bytes]
 MAX_FILES = 250_000
-# Files over the YAML cap are read only this far: enough for the loader to report them as too large.
-READ_CAP_BYTES = YamlLimits().max_bytes + 1
 
 
 def read_directory(root: Path) -> tuple[dict[str, bytes], list[Diagnostic]]:

@@ -41,6 +41,7 @@ from yaml.events import (
 )
 
 from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.limits import MAX_DOCUMENT_BYTES
 from fleetcd.loading.yaml_subset import check_subset
 from fleetcd.reasons import Reason
 
@@ -51,7 +52,7 @@ Path = tuple[str | int, ...]
 class YamlLimits:
     """Bounds on one file, all enforced before or while streaming, never after building it."""
 
-    max_bytes: int = 1 * 1024 * 1024  # whole file; checked before any parsing
+    max_bytes: int = MAX_DOCUMENT_BYTES  # whole file; checked before any parsing
     max_depth: int = 32  # nesting of mappings/sequences
     max_nodes: int = 20_000  # scalars (keys included) and collections; real documents hold 100-1,000
     max_scalar_bytes: int = 256 * 1024
