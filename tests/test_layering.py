@@ -188,3 +188,140 @@ def test_symlinked_folders_are_not_scanned(tmp_path: Path) -> None:
     (tmp_path / "fleetcd" / "template").symlink_to(tmp_path / "elsewhere")
 
     assert check_layering(tmp_path) == []
+
+
+# --- Import cycles ------------------------------------------------------------------------------
+# Module-level imports only: an import inside a function or under ``if TYPE_CHECKING:`` runs late (or
+# never) and cannot deadlock a partially initialised module. Cycles known and not yet broken, each a
+# sorted tuple of module names with a comment saying why; the list may only shrink.
+ALLOWED_CYCLES: frozenset[tuple[str, ...]] = frozenset()
+
+
+def module_name(rel: str) -> str:
+    """``controller/cli/__init__.py`` -> ``controller.cli``; ``fleetcd/limits.py`` -> ``fleetcd.limits``."""
+    parts = rel.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def module_level_imports(body: list[ast.stmt], module: str, is_package: bool) -> Iterator[list[str]]:
+    """What the module imports when it runs, one list of candidate names per imported name.
+
+    ``import a.b`` gives ``["a.b"]``; ``from a import b`` gives ``["a.b", "a"]``: the submodule
+    ``a.b`` when there is one, else the name comes from package ``a`` itself.
+    """
+    for node in body:
+        if isinstance(node, ast.If):
+            yield from module_level_imports(node.orelse, module, is_package)
+            if not _is_type_checking(node.test):
+                yield from module_level_imports(node.body, module, is_package)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                yield from module_level_imports(block, module, is_package)
+        elif isinstance(node, ast.Import):
+            yield from ([alias.name] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                package = package[: len(package) - node.level + 1]
+                base = ".".join([*package, *([node.module] if node.module else [])])
+            yield from ([f"{base}.{alias.name}", base] for alias in node.names)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the three packages it imports at module level."""
+    files = {module_name(p.relative_to(root).as_posix()): p for p in python_files(root)}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        graph[module] = set()
+        for candidates in module_level_imports(tree.body, module, path.name == "__init__.py"):
+            found = next((name for name in candidates if name in files), None)
+            if found is not None and found != module:
+                graph[module].add(found)
+    return graph
+
+
+def import_cycles(root: Path) -> list[tuple[str, ...]]:
+    """Every set of modules that import each other in a loop (strongly connected components, Tarjan)."""
+    graph = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[tuple[str, ...]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = [stack.pop()]
+            while component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(tuple(sorted(component)))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycles_between_modules() -> None:
+    cycles = set(import_cycles(REPO))
+
+    assert not cycles - ALLOWED_CYCLES, "import cycles:\n" + "\n".join(map(" <-> ".join, sorted(cycles)))
+    assert not ALLOWED_CYCLES - cycles, "broken cycles still allowlisted: remove them from ALLOWED_CYCLES"
+
+
+CYCLES = [
+    pytest.param(
+        {"controller/a.py": "from controller import b\n", "controller/b.py": "import controller.a\n"},
+        [("controller.a", "controller.b")],
+        id="two-modules",
+    ),
+    pytest.param(
+        {
+            "fleetcd/x/__init__.py": "from .one import f\n",
+            "fleetcd/x/one.py": "from fleetcd.x.two import g\n",
+            "fleetcd/x/two.py": "from fleetcd.x import one\n",
+        },
+        [("fleetcd.x.one", "fleetcd.x.two")],
+        id="relative-and-three-modules",
+    ),
+    pytest.param(
+        {"agent/a.py": "import agent.b\n", "agent/b.py": "def f():\n    import agent.a\n"},
+        [],
+        id="import-in-function-is-not-counted",
+    ),
+    pytest.param(
+        {
+            "agent/a.py": "import agent.b\n",
+            "agent/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import agent.a\n",
+        },
+        [],
+        id="type-checking-import-is-not-counted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), CYCLES)
+def test_cycle_checker_finds_planted_cycle(
+    tmp_path: Path, files: dict[str, str], expected: list[tuple[str, ...]]
+) -> None:
+    for rel, source in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(source)
+
+    assert import_cycles(tmp_path) == expected

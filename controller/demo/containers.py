@@ -1,6 +1,6 @@
 """``fleetcd demo --docker``: the navstack app as container images, served by a registry the demo runs.
 
-Place in the flow: :func:`controller.demo.session.run_demo` opens a :class:`ContainerWorld` (after
+Place in the flow: :func:`controller.demo.session.demo_session` opens a :class:`ContainerWorld` (after
 :func:`controller.demo.engine.require_docker_demo` found an engine) and closes it at exit; the story
 publishes each release through :meth:`ContainerWorld.publish`, which returns the pinned
 ``127.0.0.1:<port>/fleetcd-demo/navstack@sha256:…`` the release names.

@@ -1,12 +1,12 @@
 """One demo run: its folder, keyring and processes, the helpers each story step uses, and the cleanup.
 
-:func:`run_demo` creates the run's folder (``--keep DIR`` or a temporary one), a short-pathed
-GnuPG home for the development keys, the artifact server and the process table, tells the story
-(:func:`controller.demo.story.tell`) — with ``--docker`` also a registry and the app's images
-(:class:`controller.demo.containers.ContainerWorld`) — and then, whatever happened (an error,
-Ctrl-C, SIGTERM or SIGHUP), stops every process the run started, removes the run's containers and
-images, kills the keyring's gpg agents and removes what is not kept. With ``--keep`` the keyring
-is copied to ``DIR/gnupg`` so the fleet can be changed later.
+:func:`demo_session` creates the run's folder (``--keep DIR`` or a temporary one), a short-pathed
+GnuPG home for the development keys, the artifact server and the process table, hands the run to
+the story (:mod:`controller.demo.story` imports this module, never the reverse) — with ``--docker``
+also a registry and the app's images (:class:`controller.demo.containers.ContainerWorld`) — and
+then, whatever happened (an error, Ctrl-C, SIGTERM or SIGHUP), stops every process the run
+started, removes the run's containers and images, kills the keyring's gpg agents and removes what is
+not kept. With ``--keep`` the keyring is copied to ``DIR/gnupg`` so the fleet can be changed later.
 """
 
 from __future__ import annotations
@@ -119,10 +119,11 @@ class Demo:
             raise DemoFailed(f"{exc}; see {where}") from exc
 
 
-def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False) -> None:
-    """Tell the story; the fleet lives in ``keep`` (kept) or a temporary directory (removed)."""
-    from controller.demo.story import tell
-
+@contextlib.contextmanager
+def demo_session(
+    invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False
+) -> Iterator[Demo]:
+    """One run for the story to use; it lives in ``keep`` (kept) or a temporary directory (removed)."""
     engine = require_docker_demo() if docker else None
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise SetupError(f"{keep}: not empty; --keep needs a new or empty directory")
@@ -138,16 +139,14 @@ def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: 
             artifacts = ArtifactServer(home / "artifacts")
             if engine is not None:
                 containers = ContainerWorld(engine, home / "registry")
-            tell(
-                Demo(
-                    invoke,
-                    home,
-                    gnupghome,
-                    processes,
-                    artifacts,
-                    kept=keep is not None,
-                    containers=containers,
-                )
+            yield Demo(
+                invoke,
+                home,
+                gnupghome,
+                processes,
+                artifacts,
+                kept=keep is not None,
+                containers=containers,
             )
     except KeyboardInterrupt:
         click.echo("\ninterrupted: stopping the controller, the agents and their apps", err=True)

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +33,7 @@ from controller.demo.processes import agent_command, fleetcd_command
 from controller.demo.progress import Snapshot
 from controller.demo.robotapp import BROKEN_MAP, HEALTHZ_ENV, healthz_tool
 from controller.demo.robots import POLL_SECONDS, provision
-from controller.demo.session import AUTHOR, Demo, DemoFailed
+from controller.demo.session import AUTHOR, Demo, DemoFailed, demo_session
 from controller.state.layout import STATUS_HTML
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.git.gitcli import git_binary
@@ -44,6 +45,12 @@ from fleetcd.git.worktree import commit_all
 CONTROLLER_INTERVAL_SECONDS = 1
 BROKEN_ROBOT = "amr-tyo-02"  # its device config names BROKEN_MAP
 GOOD, BAD = "1.0.0", "1.1.0"
+
+
+def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False) -> None:
+    """Tell the story; the fleet lives in ``keep`` (kept) or a temporary directory (removed)."""
+    with demo_session(invoke, keep, docker) as demo:
+        tell(demo)
 
 
 def tell(demo: Demo) -> None:
