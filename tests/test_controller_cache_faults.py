@@ -4,7 +4,7 @@ Issue 10: a controller killed while its mirror held ref ``.lock`` files (20, 58 
 a 1,206-robot fan-out) made every rerun exit 5 with "changed concurrently … locked by another
 writer" until someone deleted the cache; two reconciles on a fresh cache crashed on
 ``HEAD.lock: File exists``. Now one process at a time holds a whole-cache lock
-(:func:`fleetcd.git.repo.open_locked_mirror`): whoever takes it removes what a dead holder left,
+(:func:`fleetcd.git.mirror.open_locked_mirror`): whoever takes it removes what a dead holder left,
 another process waits for it (bounded) or exits 4, and a live holder's locks are never touched.
 
 Controllers here are real processes (:func:`controller_main`) that are ``SIGKILL``-ed, or paused, at
@@ -33,9 +33,9 @@ from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
+from fleetcd.git.mirror import LOCK_SUFFIX
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
-from fleetcd.git.repo import LOCK_SUFFIX
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.test_controller_faults import (

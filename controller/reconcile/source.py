@@ -2,9 +2,9 @@
 
 Every URL pygit2 reaches works (a local path, ``file://``, ``ssh://``). The mirror is a cache: it
 can be deleted at any moment; the remote is the truth. :func:`open_mirror` hands it out under a
-whole-cache lock (:func:`fleetcd.git.repo.open_locked_mirror`): one process at a time, held until
+whole-cache lock (:func:`fleetcd.git.mirror.open_locked_mirror`): one process at a time, held until
 the handle is closed (``with open_mirror(source) as repo:``) or freed; another process waits up to
-``Source.lock_wait_seconds``, then gets :class:`~fleetcd.git.repo.MirrorBusy` (a setup error, exit
+``Source.lock_wait_seconds``, then gets :class:`~fleetcd.git.mirror.MirrorBusy` (a setup error, exit
 4). Taking it, a process knows it is the mirror's only writer, so git lock files a killed
 controller left are removed and a mirror that cannot be opened is rebuilt before anything runs.
 
@@ -38,6 +38,7 @@ from pathlib import Path
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
+from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
     MAIN_BRANCH,
@@ -47,7 +48,7 @@ from fleetcd.git.refs import (
     device_of_desired_ref,
 )
 from fleetcd.git.remote import SshKey, fetch, is_local, push
-from fleetcd.git.repo import LockedRepository, Oid, Repository, open_locked_mirror
+from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.untrusted import drop_unnegotiable_refs
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)

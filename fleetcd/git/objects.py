@@ -214,7 +214,7 @@ def update_refs(
     :class:`~fleetcd.errors.RefConflict` naming the ref — or waits for us. A ref already at its new
     value counts as done, which makes a replayed update after a crash a no-op. A process killed
     inside the transaction leaves its lock files behind; in the controller's mirror they are
-    removed when the mirror is next opened under its lock (:func:`fleetcd.git.repo.open_locked_mirror`).
+    removed when the mirror is next opened under its lock (:func:`fleetcd.git.mirror.open_locked_mirror`).
     """
     for ref in updates:
         if not pygit2.reference_is_valid_name(ref) or not ref.startswith("refs/"):
