@@ -5,4 +5,3 @@ Both roles build on this package: ``controller`` (operators, CI, the reconcile l
 """
 
 __version__ = "0.1.0"
-API_VERSION = "fleetcd.dev/v1"

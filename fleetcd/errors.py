@@ -13,7 +13,7 @@ Every message names the file, line and field where it can, through :class:`Diagn
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fleetcd.reasons import Reason
 
@@ -99,34 +99,3 @@ class ApplyError(FleetcdError):
 
 class SetupError(FleetcdError):
     """The local environment cannot do this safely (e.g. gpg missing): fail closed."""
-
-
-@dataclass
-class DiagnosticSink:
-    """Collects diagnostics across many files so validation reports everything at once."""
-
-    items: list[Diagnostic] = field(default_factory=list)
-
-    def add(self, diagnostic: Diagnostic) -> None:
-        self.items.append(diagnostic)
-
-    def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
-        self.items.extend(diagnostics)
-
-    def error(
-        self,
-        file: str,
-        message: str,
-        *,
-        line: int | None = None,
-        field: str | None = None,
-        reason: Reason = Reason.INVALID,
-    ) -> None:
-        self.items.append(Diagnostic(file, line, field, message, reason))
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.items if d.severity == "error"]
-
-    def __bool__(self) -> bool:
-        return bool(self.errors)

@@ -97,7 +97,7 @@ def test_append_needs_only_the_last_day_file() -> None:
 def test_day_path_uses_the_utc_day() -> None:
     tokyo_morning = datetime(2026, 5, 2, 8, 30, tzinfo=ZoneInfo("Asia/Tokyo"))  # 2026-05-01T23:30Z
     assert day_path(tokyo_morning) == "audit/2026/05/01.jsonl"
-    assert AuditEvent(at=tokyo_morning, kind=AuditKind.RECONCILE).as_json()["at"] == "2026-05-01T23:30:00Z"
+    assert AuditEvent(at=tokyo_morning, kind=AuditKind.STALLED).as_json()["at"] == "2026-05-01T23:30:00Z"
 
 
 # --- tampering --------------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_every_audit_kind_round_trips_through_a_line(kind: AuditKind) -> None:
 
 def test_nan_in_event_data_is_refused_when_the_event_is_built() -> None:
     with pytest.raises(ValueError, match="finite JSON"):
-        AuditEvent(at=DAY1, kind=AuditKind.RECONCILE, data={"ratio": float("nan")})
+        AuditEvent(at=DAY1, kind=AuditKind.STALLED, data={"ratio": float("nan")})
 
 
 def test_a_chain_of_ten_thousand_lines_verifies() -> None:

@@ -270,7 +270,7 @@ def test_only_subscribed_event_kinds_are_delivered(receiver: HookReceiver) -> No
         event(AuditKind.DEVICE_REPORT),
         event(AuditKind.ROLLOUT_HALTED),
         event(AuditKind.ROLLBACK),
-        event(AuditKind.RECONCILE),
+        event(AuditKind.HISTORY_REWRITTEN),
     ]
 
     deliveries = send([halts_only, everything], events, FakeTime())
@@ -292,7 +292,6 @@ def test_only_subscribed_event_kinds_are_delivered(receiver: HookReceiver) -> No
         pytest.param([], AuditKind.ROLLOUT_HALTED, True, id="default-transition"),
         pytest.param([], AuditKind.STALLED, True, id="default-stalled"),
         pytest.param([], AuditKind.DEVICE_REPORT, False, id="default-no-device-reports"),
-        pytest.param([], AuditKind.RECONCILE, False, id="default-no-reconcile-summary"),
         pytest.param(["halted"], AuditKind.ROLLOUT_HALTED, True, id="short-name"),
         pytest.param(["rollout_halted"], AuditKind.ROLLOUT_HALTED, True, id="full-name"),
         pytest.param(["halted"], AuditKind.ROLLOUT_RESUMED, False, id="other-kind"),

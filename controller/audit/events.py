@@ -7,8 +7,7 @@ day file and the line bytes do not depend on the controller's local zone.
 Identity. :func:`event_key` names an event by everything except ``at``: a controller killed after
 its write and restarted re-derives the same decisions at a later ``now``, and must not log them
 twice. Two genuine occurrences that would otherwise look alike must say what differs in ``data``
-(a deployment id, generation, wave, the state tip…). A reconcile summary with nothing new in it
-is deliberately collapsed: an idle controller does not grow the log on every tick.
+(a deployment id, generation, wave, the state tip…).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ _KEY_DOMAIN = b"fleetcd-audit-event-v1\n"
 
 class AuditKind(StrEnum):
     ROLLOUT_CREATED = "rollout_created"
-    ROLLOUT_APPROVED = "rollout_approved"
     WAVE_STARTED = "wave_started"
     WAVE_PASSED = "wave_passed"
     WAVE_FAILED = "wave_failed"
@@ -41,7 +39,6 @@ class AuditKind(StrEnum):
     ROLLBACK = "rollback"
     STALLED = "stalled"  # invalid content: nothing applied until a new commit; ``reason`` says why
     HISTORY_REWRITTEN = "history_rewritten"
-    RECONCILE = "reconcile"  # the once-per-reconcile summary
     NOTIFY_DROPPED = "notify_dropped"  # a webhook delivery given up after bounded retries
     # a root on the server's desired refs that the controller did not write or cannot trust (planted,
     # replayed, unreadable): it moved no serial and every robot's ref is written again; ``reason`` says why

@@ -31,8 +31,8 @@ from fleetcd.models.fleet import Webhook
 OUTBOX_FORMAT = "fleetcd.dev/outbox/v1"
 MAX_ROUNDS = 5  # reconciles whose notify step failed an entry before it is dropped (audited)
 ERROR_CHARS = 300
-# What an empty ``events:`` list subscribes to: every rollout transition, not per-robot reports or
-# reconcile summaries. Audit kind values (strings), so a kind added later is opted in here on purpose.
+# What an empty ``events:`` list subscribes to: every rollout transition, not per-robot reports.
+# Audit kind values (strings), so a kind added later is opted in here on purpose.
 ROLLOUT_TRANSITIONS = frozenset(
     {
         "rollout_created",

@@ -111,9 +111,6 @@ class RecordReason(StrEnum):
 SETTLED_ACTIVITIES = frozenset(
     {Activity.DEPLOYED, Activity.DRIFTED, Activity.FAILED, Activity.ROLLED_BACK, Activity.ARCHIVED}
 )
-WORKING_ACTIVITIES = frozenset(
-    {Activity.DOWNLOADING, Activity.VERIFYING, Activity.APPLYING, Activity.WATCHING, Activity.STAGED}
-)
 
 
 def merged_status(activity: Activity, error: ErrorStatus) -> Status:

@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 BUNDLE_FORMAT = "fleetcd.dev/bundle/v1"
-ROOT_FORMAT = "fleetcd.dev/root/v1"
 
 # File names in a robot's desired-state commit: the controller writes them, the agent reads them.
 BUNDLE_FILE = "bundle.json"
