@@ -10,7 +10,7 @@ import pytest
 from controller.audit.events import AuditKind
 from controller.records import Action, Activity, DeploymentRecord, RecordReason, TargetStatus, new_deployment
 from controller.state.model import MAX_RECORDS_PER_DEVICE, RolloutPhase, WavePhase
-from tests.test_engine_support import T0, Sim, device, robots, rollout_doc
+from tests.sim.engine import T0, Sim, device, robots, rollout_doc
 
 ALL = {"type": "all_at_once"}
 SINGLE = {

@@ -16,7 +16,7 @@ from controller.audit.events import AuditKind, event_key
 from controller.engine import advance
 from controller.records import Activity, RecordReason, TargetStatus
 from controller.state.model import RolloutPhase
-from tests.test_engine_support import Sim, robots, rollout_doc
+from tests.sim.engine import Sim, robots, rollout_doc
 
 CANARY = {"type": "canary", "percent": 25, "soak_seconds": 600}
 

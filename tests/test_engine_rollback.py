@@ -26,7 +26,7 @@ from controller.records import (
     set_target,
 )
 from controller.state.model import DeviceFile, RolloutPhase, WavePhase
-from tests.test_engine_support import NAME, SHA_NEW, SHA_OLD, T0, Sim, robots, rollout_doc
+from tests.sim.engine import NAME, SHA_NEW, SHA_OLD, T0, Sim, robots, rollout_doc
 
 CANARY = {"type": "canary", "percent": 25, "soak_seconds": 600}
 

@@ -9,7 +9,7 @@ from controller.audit.events import AuditKind
 from controller.engine import advance
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.models.fleet import Defaults
-from tests.test_engine_support import T0, Sim, robots, rollout_doc
+from tests.sim.engine import T0, Sim, robots, rollout_doc
 
 ALL = {"type": "all_at_once"}
 

@@ -10,7 +10,7 @@ from controller.engine import advance
 from controller.records import Activity, RecordReason, TargetStatus
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.reasons import SkipReason
-from tests.test_engine_support import Sim, robots, rollout_doc
+from tests.sim.engine import Sim, robots, rollout_doc
 
 ALL = {"type": "all_at_once"}
 CANARY = {"type": "canary", "percent": 25, "soak_seconds": 600}

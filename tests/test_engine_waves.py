@@ -10,7 +10,7 @@ import pytest
 from controller.audit.events import AuditKind
 from controller.records import Action, TargetStatus
 from controller.state.model import RolloutPhase, WavePhase
-from tests.test_engine_support import T0, Sim, robots, rollout_doc
+from tests.sim.engine import T0, Sim, robots, rollout_doc
 
 CANARY = {"type": "canary", "percent": 10, "soak_seconds": 600}
 

@@ -13,7 +13,7 @@ import pytest
 
 from controller.engine.windows import in_window, window_open
 from fleetcd.compat import UTC
-from tests.test_engine_support import Sim, device, robots, rollout_doc, window
+from tests.sim.engine import Sim, device, robots, rollout_doc, window
 
 BERLIN = "Europe/Berlin"
 NIGHT = window("02:00", "03:00")

@@ -1,4 +1,4 @@
-"""A small fleet simulator around the pure rollout engine, shared by the ``test_engine_*`` scenarios.
+"""The pure rollout engine driven tick by tick: the simulator's layer for the ``test_engine_*`` scenarios.
 
 It plays the reconcile loop's part: it plans waves with the real planner, derives generations
 with the real id scheme, calls :func:`controller.engine.advance` at an injected ``now``, writes
