@@ -68,8 +68,10 @@ ArmoredText = Annotated[str, StringConstraints(max_length=64 * 1024)]
 Serial = Annotated[int, Field(strict=True, ge=1, le=MAX_SERIAL)]
 
 
-def _bounded_numbers(value: Any, where: str = "config") -> Any:
+def _bounded_numbers(value: Any, *, where: str = "config") -> Any:
     """``value`` unchanged when every number in it is a finite float or an int within 64 bits."""
+    # ``where`` is keyword-only: pydantic < 2.8 counts a second positional parameter, default or not,
+    # as the validator's ValidationInfo and would pass that in its place.
     stack = [(value, where)]
     while stack:
         item, at = stack.pop()
