@@ -33,7 +33,7 @@ from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
-from fleetcd.git.mirror import LOCK_SUFFIX
+from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from tests.fleetrepo import FleetRepoBuilder
@@ -168,9 +168,15 @@ def many_robots(fleet: FleetRepoBuilder) -> None:
 # --- kill -9 leaves lock files ------------------------------------------------------------------------
 
 
+def lock_of(mirror: Path) -> Path:
+    return mirror.with_name(mirror.name + LOCK_SUFFIX)
+
+
 def plant_git_locks(mirror: Path) -> list[Path]:
-    """Lock files as a git or libgit2 process killed mid-write leaves them: a ref lock holds the
-    new value (written before the rename that never came), a top-level lock is empty or partial."""
+    """Lock files as a controller killed mid-write leaves them: a ref lock holds the new value
+    (written before the rename that never came), a top-level lock is empty or partial, and the
+    cache's own lock file still names the dead holder."""
+    lock_of(mirror).write_text("pid 4242 on a-controller-that-was-killed\n")
     repo = pygit2.Repository(str(mirror))
     refs = sorted(list_refs(repo, NAMESPACES_PREFIX).items())
     main = repo.references["refs/heads/main"].target
@@ -209,6 +215,7 @@ def test_kill_9_leaving_ref_locks_in_the_cache_heals_on_the_next_run(
     assert code == 0, err[-3000:]
     assert result["stalled"] is None and result["desired_refs"] == len(STAGING + CANARY + PRODUCTION)
     assert lock_files(crashing.source.mirror) == []
+    assert lock_of(crashing.source.mirror).read_text() == RELEASED
     server = Path(crashing.source.url)
     assert state_tree(server) == state_tree(world.server)
     assert desired(server) == desired(world.server)
@@ -227,6 +234,7 @@ def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
     assert code == -signal.SIGKILL, err[-3000:]
     left = lock_files(crashing.source.mirror)
     assert len(left) == len(STAGING + CANARY + PRODUCTION) + MANY  # every robot's ref was locked
+    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
 
     code, result, err = finish(start_controller(crashing, now))
     assert code == 0, err[-3000:]
@@ -315,7 +323,7 @@ def test_concurrent_controllers_on_one_cache_one_waits_or_exits_with_the_documen
     state = world.state()
     assert_no_duplicates(state)
     assert kinds(state).count("rollout_created") == 1
-    assert (mirror.parent / (mirror.name + LOCK_SUFFIX)).exists()  # the lock file stays; it is harmless
+    assert lock_of(mirror).read_text() == RELEASED  # the file stays; the next holder skips the search
 
 
 def test_a_reconcile_lets_go_of_the_cache_when_it_returns(tmp_path: Path, keys: KeyFactory) -> None:

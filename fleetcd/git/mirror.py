@@ -12,7 +12,10 @@ whole-cache lock:
 * so whoever takes the lock is the mirror's only writer, and any git lock file still in it
   (:data:`STALE_LOCK_FILES`, ``*.lock`` under ``refs/`` and ``logs/``) was left by a process that
   died holding it: removed before anything else runs. A killed fan-out left up to 974 of them, and
-  every later ref update failed with "locked by another writer".
+  every later ref update failed with "locked by another writer". The lock file says who holds it,
+  and :data:`RELEASED` once its holder let go cleanly; only after a holder that did not (killed,
+  or a cache from before this lock) is the mirror searched, because walking 10,000 robots' loose
+  refs takes 1-2 s on the 2-core machine, more than an idle reconcile may cost.
 * a mirror that cannot be opened at all is deleted and created again, empty: the next fetch fills
   it from the server, which is the truth.
 * a new mirror is initialised in a temporary directory and renamed into place, so two processes
@@ -56,6 +59,7 @@ STALE_LOCK_FILES = (
     "FETCH_HEAD.lock",
 )
 _POLL_SECONDS = 0.05  # how often a waiting process retries the lock
+RELEASED = "released\n"  # what the lock file holds after a clean release; anything else: search
 
 
 class MirrorBusy(SetupError):
@@ -139,11 +143,11 @@ def open_locked_mirror(path: Path, *, wait_seconds: float) -> LockedRepository:
     Waits up to ``wait_seconds`` for another process's hold; raises :class:`MirrorBusy` after that.
     """
     lock = path.with_name(path.name + LOCK_SUFFIX)
-    first = _acquire(lock, path, wait_seconds)
+    first, unclean = _acquire(lock, path, wait_seconds)
     release = _Releaser(lock)
     try:
         if first:  # the only user now: lock files are stale, a broken mirror can go
-            _heal(path)
+            _heal(path, search=unclean)
         repo = LockedRepository(str(path))
     except BaseException:
         release()
@@ -166,27 +170,39 @@ class _Releaser:
             hold.count -= 1
             if hold.count == 0:
                 del _holds[self.lock]
-                os.close(hold.fd)  # closing the only fd on it releases the flock
+                try:
+                    _stamp(hold.fd, RELEASED)  # still held: the next holder reads it, or nobody
+                finally:
+                    os.close(hold.fd)  # closing the only fd on it releases the flock
 
 
-def _acquire(lock: Path, mirror: Path, wait_seconds: float) -> bool:
-    """Hold ``lock``; True when this process did not hold it already (the caller heals)."""
+def _acquire(lock: Path, mirror: Path, wait_seconds: float) -> tuple[bool, bool]:
+    """Hold ``lock``. Returns (first, unclean): this process did not hold it already (the caller
+    heals), and the previous holder did not release it cleanly (the caller searches for locks)."""
     with _holds_guard:
         hold = _holds.get(lock)
         if hold is not None:
             hold.count += 1
-            return False
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            return False, False
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise SetupError(f"{lock}: cannot create the cache's lock file: {exc}") from exc
         try:
             _wait_for_flock(fd, lock, mirror, wait_seconds)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            unclean = os.pread(fd, len(RELEASED) + 1, 0) != RELEASED.encode()
+            _stamp(fd, f"pid {os.getpid()} on {socket.gethostname()}\n")
         except BaseException:
             os.close(fd)
             raise
         _holds[lock] = _Hold(fd, 1)
-        return True
+        return True, unclean
+
+
+def _stamp(fd: int, text: str) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)
 
 
 def _wait_for_flock(fd: int, lock: Path, mirror: Path, wait_seconds: float) -> None:
@@ -214,16 +230,18 @@ def _holder(lock: Path) -> str:
         return ""
 
 
-def _heal(path: Path) -> None:
-    """Under the lock: stale lock files removed; an unopenable mirror rebuilt; a missing one made."""
+def _heal(path: Path, *, search: bool) -> None:
+    """Under the lock: stale lock files removed (when ``search``: the last holder did not release
+    cleanly); an unopenable mirror rebuilt; a missing one made."""
     for leftover in path.parent.glob(f".{path.name}.*-*"):  # a creation or rebuild cut short
         if leftover.name.startswith((f".{path.name}.new-", f".{path.name}.broken-")):
             shutil.rmtree(leftover, ignore_errors=True)
-    if path.exists():
+    if path.exists() and search:
         removed = remove_stale_lock_files(path)
         if removed:
             shown = ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
             log.warning("%s: removed %d lock file(s) a killed process left: %s", path, len(removed), shown)
+    if path.exists():
         try:
             pygit2.Repository(str(path))
         except (pygit2.GitError, KeyError, ValueError) as exc:
@@ -242,8 +260,8 @@ def remove_stale_lock_files(path: Path) -> list[str]:
     """
     found = [path / name for name in STALE_LOCK_FILES]
     for area in ("refs", "logs"):
-        if (path / area).is_dir():
-            found += (path / area).rglob("*.lock")
+        for folder, _dirs, files in os.walk(path / area):  # about twice as fast as Path.rglob
+            found += (Path(folder, name) for name in files if name.endswith(".lock"))
     removed: list[str] = []
     for file in found:
         if file.is_symlink() or file.is_file():
