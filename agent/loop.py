@@ -29,8 +29,9 @@ from typing import TypeVar
 from pydantic import AwareDatetime
 
 from agent import sdnotify
-from agent.converge.apply import AppOutcome, ConvergeContext, converge_app
+from agent.converge.apply import AppOutcome, converge_app
 from agent.converge.configs import check_drift, load_ledger
+from agent.converge.context import ConvergeContext
 from agent.converge.desired import Desired, load_desired
 from agent.converge.repair import repair_app_state, repair_files
 from agent.converge.status import load_status, status_report

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.converge.apply import Assignment, assignments
+from agent.converge.context import Assignment, assignments
 from agent.errors import CorruptState
 from agent.paths import AgentPaths
 from agent.state.atomic import read_bytes, write_atomic
