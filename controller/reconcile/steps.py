@@ -179,16 +179,17 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
     Returns the result when applied or stalled (``result.stalled``); raises transport and setup
     errors (nothing recorded) and bugs (recorded as a failure first).
     """
-    repo = open_mirror(settings.source)
-    quiet = idle_main(repo, settings.source, settings.now(), outbox=settings.notify)
-    if quiet is not None:
-        return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
-    for _ in range(settings.push_attempts):
-        try:
-            return _reconcile(repo, settings)
-        except PushRejected as exc:
-            last = exc
-    raise StateConflict("refs/heads/fleetcd/state", None, str(last))
+    with open_mirror(settings.source) as repo:  # the cache's lock, released however this ends
+        quiet = idle_main(repo, settings.source, settings.now(), outbox=settings.notify)
+        if quiet is not None:
+            return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
+        lost = ""
+        for _ in range(settings.push_attempts):
+            try:
+                return _reconcile(repo, settings)
+            except PushRejected as exc:
+                lost = str(exc)  # the text only: the exception would keep the mirror handle alive
+    raise StateConflict("refs/heads/fleetcd/state", None, lost)
 
 
 def _reconcile(repo: Repository, settings: ControllerSettings) -> ReconcileResult:
