@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent.errors import GateClosed, GateTimedOut
-from agent.health.process import refusal, run_bounded
+from agent.process import refusal, run_bounded
 from fleetcd.models.agent import ExecGate, FileGate, GateSettings
 
 REASON_MAX_CHARS = 512

@@ -22,7 +22,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.health.probes import DETAIL_MAX_CHARS, ProbeResult, attempt, run_probe
-from agent.health.process import run_bounded
+from agent.process import run_bounded
 from fleetcd.models.release import ExecProbe, FileProbe, HttpProbe
 from tests.httpserver import ArtifactServer, Behaviour
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent.errors import HookFailed
-from agent.health.process import refusal, run_bounded
+from agent.process import refusal, run_bounded
 from fleetcd.models.release import Step
 
 STDERR_TAIL_CHARS = 400

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.health.clock import SYSTEM_CLOCK, Clock
 from agent.health.http import get_status
-from agent.health.process import refusal, run_bounded
+from agent.process import refusal, run_bounded
 from fleetcd.errors import TransportError
 from fleetcd.models.release import ExecProbe, FileProbe, HttpProbe
 

@@ -8,7 +8,7 @@ timeout (the hook's whole process group is killed) or a binary that cannot start
 from __future__ import annotations
 
 from agent.errors import HookFailed
-from agent.health.process import run_bounded
+from agent.process import run_bounded
 from fleetcd.models.agent import ExecHook
 
 EXIT_OK = 0

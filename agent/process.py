@@ -1,4 +1,5 @@
-"""Running one outside command with a deadline and bounded output: probes, gates and hooks use it.
+"""Running one outside command with a deadline and bounded output: the one runner that exec probes
+(:mod:`agent.health.probes`), gates (:mod:`agent.gates`), pre-flight steps and executable hooks use.
 
 Commands come from signed releases (exec probes) or agent.yaml (gates, hooks), and they run on a
 small robot computer, so none of them may hang the agent or fill its memory:
