@@ -32,9 +32,7 @@ from agent import sdnotify
 from agent.converge.apply import AppOutcome, converge_app
 from agent.converge.configs import check_drift, load_ledger
 from agent.converge.context import ConvergeContext
-from agent.converge.desired import Desired, load_desired
 from agent.converge.repair import repair_app_state, repair_files
-from agent.converge.status import load_status, status_report
 from agent.errors import CorruptState, StateDirUnwritable, StateRepaired
 from agent.executors import ExecutorContext, make_executor
 from agent.executors.base import Executor
@@ -44,8 +42,10 @@ from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
 from agent.report.outbox import Outbox
 from agent.report.push import push_status
+from agent.report.status import load_status, status_report
 from agent.state.atomic import read_bytes, write_atomic
 from agent.state.journal import Journal
+from agent.sync.accept import Desired, load_desired
 from agent.sync.backoff import Backoff
 from agent.trustcheck import load_trust_state
 from fleetcd.compat import UTC

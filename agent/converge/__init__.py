@@ -4,7 +4,7 @@
 ``apply`` drives one app through them with a journal write before every step, ``steps`` does each
 state's work (executor, hooks, gates, health watch) within the watchdog budget ``budgets`` derives,
 ``rollback`` is the state *rolling_back*, ``configs`` keeps config files with their version,
-``preflight`` runs the release's pre-flight steps; ``context`` is what they share, ``desired``
-supplies the verified desired state of a cycle and ``status`` turns the journals into the report.
-The cycle around them is :mod:`agent.loop`.
+``preflight`` runs the release's pre-flight steps; ``context`` is what they share. The verified
+desired state comes from :mod:`agent.sync.accept`, the journals become the report in
+:mod:`agent.report.status`; the cycle around them is :mod:`agent.loop`.
 """

@@ -44,14 +44,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.converge.configs import load_ledger, rebuild_ledger
-from agent.converge.desired import Desired, read_cache
-from agent.converge.status import load_status
 from agent.errors import CorruptState, StateRepaired
 from agent.executors.base import Executor
 from agent.paths import AgentPaths
 from agent.report.outbox import Outbox
+from agent.report.status import load_status
 from agent.state.atomic import set_aside
 from agent.state.journal import Journal, JournalEntry, JournalState
+from agent.sync.accept import Desired, read_cache
 from agent.trustcheck import TrustState, load_trust_state, save_trust_state
 from fleetcd.desired import SignedRoot
 from fleetcd.models.release import Release

@@ -1,4 +1,5 @@
-"""Agent step 6 (report): build the report (``build``, pure), queue it (``outbox``), push it (``push``).
+"""Agent step 6 (report): turn the journals into a report (``status``), build it (``build``, pure),
+queue it (``outbox``), push it (``push``).
 
 The report is a commit of ``status.json`` on ``refs/fleetcd/status/<id>/report``, the one ref a
 robot may write; the controller ingests it as untrusted input (``controller.ingest.reports``).

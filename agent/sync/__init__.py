@@ -1,6 +1,8 @@
-"""Agent step 1 (sync): fetch only this robot's desired state (``desired``) and pace the polls (``backoff``).
+"""Agent steps 1–2 (sync, verify): fetch only this robot's desired state (``desired``, which picks
+between its two names with ``layout``), pace the polls (``backoff``), and accept what
+:mod:`agent.trustcheck` verified, falling back to the last accepted commit (``accept``).
 
-What is fetched is verified next by :mod:`agent.trustcheck`; nothing here trusts a byte of it.
+``desired`` trusts no byte it fetches; only ``accept`` hands a verified bundle to converge.
 """
 
 from agent.sync.backoff import Backoff

@@ -1,4 +1,5 @@
-"""The desired state one cycle converges to: sync (step 1) and verify (step 2), with a local fallback.
+"""Agent steps 1–2 as one call: the desired state a cycle converges to, fetched, verified and accepted,
+with a local fallback.
 
 :func:`load_desired` fetches this robot's desired-state commit and verifies it against the pinned
 anchors (:mod:`agent.sync.desired`, :mod:`agent.trustcheck`). An accepted commit is kept in

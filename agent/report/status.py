@@ -1,4 +1,5 @@
-"""The robot's status report (agent step 6), assembled from the journals at the end of a cycle.
+"""Agent step 6 (report): the robot's status report, assembled from the journals at the end of a cycle
+(and read back from ``status.json``); :mod:`agent.report.build` gives it its final, bounded form.
 
 Per app: the deployment the bundle gives it as the journal sees it (activity and error mapped by
 :func:`agent.converge.machine.reported`, the reason as message, events carried over from the last
@@ -19,13 +20,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.converge.apply import AppOutcome
-from agent.converge.desired import Desired
 from agent.converge.machine import reported
 from agent.errors import CorruptState
 from agent.executors.base import Executor
 from agent.report.build import add_event, build_report, clip
 from agent.state.atomic import read_bytes
 from agent.state.journal import Journal, JournalEntry
+from agent.sync.accept import Desired
 from fleetcd.reports import DeploymentReport, InstalledApp, ReportEvent, StatusReport
 
 log = logging.getLogger(__name__)
