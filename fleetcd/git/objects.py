@@ -314,6 +314,6 @@ def blob_size(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> int 
     if entry.type != pygit2.enums.ObjectType.BLOB:
         return None
     read_header = getattr(repo.odb, "read_header", None)
-    if read_header is None:  # pygit2 < 1.19.1: only the tests' Python 3.10 fleets (see above)
+    if read_header is None:  # pygit2 < 1.19.2: only the tests' Python 3.10 fleets (see above)
         return len(repo.odb.read(entry.id)[1])
     return int(read_header(entry.id)[1])
