@@ -2,8 +2,9 @@
 
 One cycle is a fixed list of steps and the report is always built and queued at the end, whatever
 failed before it (Flux's "status is always written"): an offline robot still records what it runs,
-a rejected bundle still shows up as ``last_error``. The report is pushed when it says something new
-or the last push is ``poll.heartbeat_seconds`` old; a push that fails stays in the outbox.
+a rejected bundle still shows up as ``last_error``. The report is pushed when
+:func:`agent.report.cadence.push_due` says so (it says something new, or a heartbeat is due); a
+push that fails stays in the outbox.
 
 :func:`run_forever` sleeps between cycles with :class:`agent.sync.Backoff` (a cycle that hit a
 TransportError backs off exponentially, others wait the poll interval, both with jitter), tells
@@ -17,7 +18,6 @@ A kill -9 at any point is safe: the journals say where each app was.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import signal
 import threading
@@ -25,8 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
-
-from pydantic import AwareDatetime
 
 from agent import sdnotify
 from agent.converge.apply import AppOutcome, converge_app
@@ -40,10 +38,11 @@ from agent.health.clock import SYSTEM_CLOCK, Clock
 from agent.hooks import Hooks, load_hooks
 from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
+from agent.report.cadence import PushState, digest, load_push_state, push_due, save_push_state
 from agent.report.outbox import Outbox
 from agent.report.push import push_status
 from agent.report.status import load_status, status_report
-from agent.state.atomic import read_bytes, write_atomic
+from agent.state.atomic import write_atomic
 from agent.state.journal import Journal
 from agent.sync.accept import Desired, load_desired
 from agent.sync.backoff import Backoff
@@ -52,7 +51,6 @@ from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import TransportError
 from fleetcd.models.agent import AgentConfig
-from fleetcd.models.base import FrozenModel
 from fleetcd.reports import StatusReport
 
 log = logging.getLogger(__name__)
@@ -101,14 +99,6 @@ class CycleResult:
     def transient(self) -> bool:
         """The network let the cycle down: the next one comes after a backoff."""
         return any(isinstance(e, TransportError) for e in self.errors)
-
-
-class PushState(FrozenModel):
-    """``push.json``: when the last report was pushed and a digest of what it said."""
-
-    seq: int
-    at: AwareDatetime
-    digest: str
 
 
 def run_once(
@@ -209,7 +199,7 @@ def _report(
         outbox = Outbox(paths.outbox)
         previous = load_status(paths.status_file)
         waiting = outbox.pending()
-        pushed_before = _push_state(paths)  # status.json may be lost: seq must still grow
+        pushed_before = load_push_state(paths.push_file)  # status.json may be lost: seq must still grow
         seq = max(r.seq if r else 0 for r in (previous, waiting, pushed_before)) + 1
         journals = {app: Journal(paths.journal(app)) for app in paths.journaled_apps()}
         last_error = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
@@ -230,10 +220,9 @@ def _report(
         log.error("report not built: %s", exc, exc_info=True)
         errors.append(exc)
         return None, False
-    digest = _digest(report)
-    last = _push_state(paths)
+    said = digest(report)
     heartbeat = timedelta(seconds=config.poll.heartbeat_seconds)
-    if last is not None and last.digest == digest and now - last.at < heartbeat and waiting is None:
+    if not push_due(load_push_state(paths.push_file), said, now, heartbeat, waiting=waiting is not None):
         return report, False
     outbox.put(report)
     try:
@@ -244,23 +233,8 @@ def _report(
         return report, False
     outbox.sent(report.seq)
     # A rebase onto the server's report (a reflashed robot) lifts the seq: the next one goes above it.
-    state = PushState(seq=pushed.seq, at=now, digest=digest)
-    write_atomic(paths.push_file, state.model_dump_json().encode(), mode=0o600)
+    save_push_state(paths.push_file, PushState(seq=pushed.seq, at=now, digest=said))
     return report, True
-
-
-def _digest(report: StatusReport) -> str:
-    """What a report says, without the fields that change every time (seq, reported_at)."""
-    said = report.model_copy(update={"seq": 0, "reported_at": datetime(1970, 1, 1, tzinfo=UTC)})
-    return hashlib.sha256(canonical_bytes(said)).hexdigest()
-
-
-def _push_state(paths: AgentPaths) -> PushState | None:
-    raw = read_bytes(paths.push_file)
-    try:
-        return None if raw is None else PushState.model_validate_json(raw)
-    except ValueError:
-        return None  # unknown: push again, which is always safe
 
 
 # --- forever ----------------------------------------------------------------------------------------
@@ -347,7 +321,7 @@ def local_status(config: AgentConfig, environ: Mapping[str, str] | None = None) 
     pending = read(Outbox(paths.outbox).pending)
     read(lambda: load_trust_state(paths.trust_file))
     read(lambda: load_ledger(paths.config_hashes))
-    last_push = _push_state(paths)
+    last_push = load_push_state(paths.push_file)
     return {
         "device": config.device,
         "state_dir": str(paths.state_dir),
