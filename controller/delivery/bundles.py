@@ -63,10 +63,11 @@ class Evidence:
     release_raw: bytes
     release_signatures: Mapping[str, bytes]
     not_before: datetime | None = None
+    release_sha256: str = ""  # of release_raw; given when known (hashed once per reconcile), else hashed here
 
-    @cached_property
-    def release_sha256(self) -> str:
-        return hashlib.sha256(self.release_raw).hexdigest()
+    def __post_init__(self) -> None:
+        if not self.release_sha256:
+            object.__setattr__(self, "release_sha256", hashlib.sha256(self.release_raw).hexdigest())
 
 
 class DeliverySource:
@@ -76,10 +77,12 @@ class DeliverySource:
     and asks it for every robot instead of recomputing them per bundle.
     """
 
-    def __init__(self, spec: FleetSpec) -> None:
+    def __init__(self, spec: FleetSpec, release_sha256: Mapping[str, str] | None = None) -> None:
         self.spec = spec
         self.context = Context(spec)
         self._evidence: dict[str, Evidence] = {}
+        # rollout name -> sha256 of its release file, when the caller hashed them already
+        self.release_sha256: Mapping[str, str] = release_sha256 or {}
 
     @cached_property
     def _device_stages(self) -> dict[str, Stage]:
@@ -118,6 +121,7 @@ class DeliverySource:
             release_raw=release.doc.raw,
             release_signatures=dict(release.signatures),
             not_before=model.schedule.not_before,
+            release_sha256=self.release_sha256.get(rollout, ""),
         )
 
     def config(self, app: str, device: str) -> dict[str, Any] | None:

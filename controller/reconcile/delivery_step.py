@@ -76,7 +76,7 @@ def deliver(
         )
     serial = published.next_serial
     expires = now + timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
-    source = DeliverySource(ctx.spec)
+    source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence = _historic_evidence(repo, source, rollouts, devices)
     bundles = {
         device: bundle_for(device, data.records, source, None, serial, now, expires, evidence=evidence)
@@ -141,11 +141,7 @@ def _historic_evidence(
     """Signed evidence, read from main's history, for records whose release the rollout file no
     longer names (rollbacks, robots still on an earlier generation's release)."""
     needed = {(r.rollout, r.release_sha256) for f in devices.values() for r in f.records}
-    current = {
-        (name, hashlib.sha256(entry.doc.raw).hexdigest())
-        for name, rollout in source.spec.rollouts.items()
-        if (entry := source.spec.release(rollout.doc.model.app, rollout.doc.model.release)) is not None
-    }
+    current = set(source.release_sha256.items())
     sources: dict[str, DeliverySource] = {}
     found: dict[tuple[str, str], Evidence] = {}
     for rollout, sha in sorted(needed - current):
