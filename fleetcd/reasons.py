@@ -1,7 +1,20 @@
-"""Machine-readable reasons: every diagnostic, skip and status carries one of these str Enums.
+"""Machine-readable reasons: every diagnostic, skip, record, rollout state and audit line carries one
+of these str Enums, and this is their one module (shared core, pure values).
 
-They are part of the public format (they appear in ``-o json`` output, audit lines and status
-files), so values are stable snake_case strings; add new ones, never rename.
+They are part of the public format (they appear in ``-o json`` output, audit lines, status files and
+the controller's state branch), so values are stable snake_case strings; add new ones, never rename.
+One enum per field that stores a reason, so each field accepts exactly its own list:
+
+* :class:`Reason` — diagnostics (``fleetcd validate``, ingest, trust, the agent's journal and report).
+* :class:`SkipReason` — why a targeted robot gets nothing from a rollout (plan output).
+* :class:`RecordReason` — why the controller moved a deployment record (``record.reason``).
+* :class:`IgnoredReport` / :class:`RefusedClaim` — why a robot's report left a record unchanged or
+  was refused (audit ``device_report`` lines).
+* :class:`HoldReason` / :class:`EngineReason` — why a wave or rollout waits or is in its phase
+  (``rollouts/<name>.json`` on the state branch, audit lines, status pages).
+
+A value may appear in several enums (``paused``, ``aborted``, ``not_before``): it means the same
+thing wherever it appears.
 """
 
 from __future__ import annotations
@@ -93,3 +106,62 @@ class SkipReason(StrEnum):
     UNKNOWN = "unknown"
     PAUSED = "paused"
     ABORTED = "aborted"
+
+
+class RecordReason(StrEnum):
+    """Why the controller (not the robot) moved a deployment record (``record.reason``)."""
+
+    TIMED_OUT = "timed_out"
+    SUPERSEDED = "superseded"  # a new generation of the rollout replaced it
+    UNTARGETED = "untargeted"  # the robot left the rollout's targets
+    ABORTED = "aborted"  # halt or abort retired it before the robot was told to run it
+    # Halt or abort retired it while the robot held it in its bundle: the robot may have run it
+    # before it saw the cancellation, so its outcome stays open to a late final report.
+    ABORTED_AFTER_DELIVERY = "aborted_after_delivery"
+
+
+class IgnoredReport(StrEnum):
+    """Why the controller left a record as it was on a robot's report (the ``ignored`` of an audit
+    ``device_report`` line; :func:`controller.records.transitions.judge_report`)."""
+
+    UNCHANGED = "unchanged"  # same activity and error as recorded
+    UNKNOWN_VALUE = "unknown_value"  # not an activity/error this controller knows
+    NOT_REPORTABLE = "not_reportable"  # ``queued``: only the controller queues
+    NOT_REQUESTED = "not_requested"  # removing/archived while the controller still wants it
+    FINISHED = "finished"  # terminal: deployments are one-time use
+    RETIRED = "retired"  # archived: only removal (or a cancelled record's outcome) may be reported
+
+
+class RefusedClaim(StrEnum):
+    """Why a robot's claim about one deployment was refused (the ``reason`` of an audit
+    ``device_report`` line; :mod:`controller.ingest.reports`). A report naming another robot is
+    :attr:`Reason.WRONG_DEVICE`."""
+
+    FOREIGN_DEPLOYMENT = "foreign_deployment"  # the id belongs to another robot
+    UNKNOWN_DEPLOYMENT = "unknown_deployment"  # no robot was given this id (or it aged out)
+    MISMATCHED_DEPLOYMENT = "mismatched_deployment"  # right id, wrong app or version
+    DUPLICATE_DEPLOYMENT = "duplicate_deployment"  # the same id twice in one report
+
+
+class HoldReason(StrEnum):
+    """Why a robot that is due did not get its deployment on this tick (a wave's ``reason``)."""
+
+    NOT_BEFORE = "not_before"  # schedule.not_before is still in the future
+    MAINTENANCE_WINDOW = "maintenance_window"  # outside every window, in the robot's own zone
+    RATE_LIMIT = "rate_limit"  # the download rate limit is used up for this minute
+    PAUSED = "paused"
+
+
+class EngineReason(StrEnum):
+    """Why a rollout is in its phase (``RolloutState.reason``) or a wave in its phase."""
+
+    NOT_BEFORE = "not_before"
+    PAUSED = "paused"
+    ABORTED = "aborted"
+    THRESHOLD_CROSSED = "failure_threshold_crossed"
+    ROLLBACK_DISABLED = "auto_rollback_disabled"
+    NO_PREVIOUS_RELEASE = "no_previous_release"
+    AWAITING_PROMOTION = "awaiting_promotion"
+    DRAINING = "draining"  # every gate passed; some robots still have their deployment to finish
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_FINISHED = "rollback_finished"

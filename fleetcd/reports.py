@@ -2,7 +2,8 @@
 
 Shared format (``refs/fleetcd/status/<device>/report``, file ``status.json``): the agent writes it
 after every step that matters and as a heartbeat; the controller reads it as *untrusted* input
-(a robot may only speak for itself, and only about deployments the controller gave it).
+(a robot may only speak for itself, and only about deployments the controller gave it). Its
+activity and error values are :mod:`fleetcd.vocabulary`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from fleetcd.models.base import FrozenModel, SafeName, SemVer
+from fleetcd.vocabulary import ErrorStatus, ReportedActivity, ReportedError
 
 STATUS_FORMAT = "fleetcd.dev/status/v1"
 STATUS_FILE = "status.json"
@@ -32,21 +34,6 @@ MAX_INT_DIGITS = 20
 Seq = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
 
 Message = Annotated[str, StringConstraints(max_length=MESSAGE_MAX)]
-ReportedActivity = Literal[
-    "queued",
-    "downloading",
-    "verifying",
-    "applying",
-    "watching",
-    "staged",
-    "deployed",
-    "rolled_back",
-    "failed",
-    "drifted",
-    "removing",
-    "archived",
-]
-ReportedError = Literal["none", "retrying", "failed"]
 Timestamp = Annotated[datetime, Field(strict=False)]
 DriftedPath = Annotated[str, StringConstraints(max_length=512)]
 
@@ -54,7 +41,7 @@ DriftedPath = Annotated[str, StringConstraints(max_length=512)]
 class ReportEvent(FrozenModel):
     at: Timestamp
     activity: ReportedActivity
-    error: ReportedError = "none"
+    error: ReportedError = ErrorStatus.NONE
     message: Message = ""
 
 
@@ -65,7 +52,7 @@ class DeploymentReport(FrozenModel):
     app: SafeName
     version: SemVer
     activity: ReportedActivity
-    error: ReportedError = "none"
+    error: ReportedError = ErrorStatus.NONE
     message: Message = ""
     updated_at: Timestamp
     events: list[ReportEvent] = Field(default_factory=list, max_length=MAX_EVENTS)

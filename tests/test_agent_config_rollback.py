@@ -12,7 +12,7 @@ import pytest
 
 from agent.configfiles.write import sha256_hex
 from agent.converge.configs import check_drift, load_ledger
-from agent.state.journal import JournalState
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
@@ -37,7 +37,7 @@ def deployed_with_config(world: AgentWorld, version: str, speed: float) -> None:
     publish_with_config(world, version, speed)
     assert world.once().error is None
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, version)
+    assert entry is not None and (entry.state, entry.version) == (Activity.HEALTHY, version)
     world.reconcile()
 
 
@@ -57,7 +57,7 @@ def test_a_rollback_puts_the_old_versions_config_back_and_reports_no_drift(world
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.1.0")
     assert world.answer("1.0.0") == "1.0.0"
     assert_config_is(world, A)
     assert result.report is not None and result.report.drift == []
@@ -80,7 +80,7 @@ def test_kill_9_during_a_rollback_then_a_restart_still_ends_on_the_old_code_and_
     assert config_file(world).read_bytes() == {"1.0.0": A, "1.1.0": B}[active]
     world.once()
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
     assert_config_is(world, A)
 
@@ -97,7 +97,7 @@ def test_a_staged_release_leaves_the_running_versions_config_alone_until_the_swi
         world.once()
 
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.STAGED
+        assert entry is not None and entry.state is Activity.STAGED
         assert world.answer() == "1.0.0"
         assert_config_is(world, A)
         world.reconcile()
@@ -122,7 +122,7 @@ def test_a_failed_first_install_takes_its_config_file_away_with_it(
         world.once()
 
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.ROLLED_BACK
+        assert entry is not None and entry.state is Activity.ROLLED_BACK
         assert world.executor().active(APP) is None
         assert not config_file(world).exists()
         assert load_ledger(world.paths.config_hashes).files == {}
@@ -138,7 +138,7 @@ def test_a_rollback_to_an_older_target_brings_that_versions_config_back(world: A
     world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert "back to 1.0.0 (rollback.target)" in (entry.reason or "")
     assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
     assert_config_is(world, A)
@@ -151,6 +151,6 @@ def test_automatic_rollback_off_keeps_the_new_code_with_its_own_config(world: Ag
     world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.FAILED
+    assert entry is not None and entry.state is Activity.FAILED
     assert assert_exactly_one_version_runs(world, {"1.1.0"}) == "1.1.0"
     assert_config_is(world, B)

@@ -11,13 +11,13 @@ from pathlib import Path
 from agent.converge.machine import ActionKind
 from agent.executors.base import RunState
 from agent.loop import run_once
-from agent.state.journal import JournalState
 from agent.trustcheck import load_trust_state
 from controller.delivery.write import delivery_ref
 from fleetcd.desired import BundleRejected
 from fleetcd.errors import TransportError
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
@@ -29,7 +29,7 @@ def deployed(world: AgentWorld, version: str = "1.0.0") -> str:
     result = world.once()
     assert result.error is None, result.errors
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, version)
+    assert entry is not None and (entry.state, entry.version) == (Activity.HEALTHY, version)
     world.reconcile()
     return entry.deployment_id
 
@@ -80,7 +80,7 @@ def test_a_failing_probe_rolls_back_inside_the_watch_window_and_is_reported_roll
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.1.0")
     assert world.answer("1.0.0") == "1.0.0"
     assert world.executor().active(APP) == "1.0.0"
     activity, error, message = reported(result.report, dep)
@@ -139,7 +139,7 @@ def test_a_crash_looping_version_falls_back_to_the_working_one(world: AgentWorld
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert entry.reason is not None and "exited" in entry.reason
     assert world.answer("1.0.0") == "1.0.0"
     assert result.error is None  # a rolled-back deployment is a report, not an agent failure
@@ -155,7 +155,7 @@ def test_an_artifact_whose_digest_does_not_match_fails_and_the_old_version_keeps
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.FAILED
+    assert entry is not None and entry.state is Activity.FAILED
     assert "sha256" in (entry.reason or "")
     activity, error, _message = reported(result.report, dep)
     assert (activity, error) == ("failed", "failed")
@@ -208,7 +208,7 @@ def test_a_gate_closed_past_the_maximum_deferral_fails_the_deployment(
         result = world.once()
 
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.FAILED
+        assert entry is not None and entry.state is Activity.FAILED
         assert "max_deferral_seconds" in (entry.reason or "")
         assert reported(result.report, entry.deployment_id)[:2] == ("failed", "failed")
     finally:
@@ -225,7 +225,7 @@ def test_a_failing_preflight_step_fails_before_anything_is_installed(
         world.once()
 
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.FAILED
+        assert entry is not None and entry.state is Activity.FAILED
         assert "preflight battery" in (entry.reason or "")
         assert world.executor().active(APP) is None
     finally:
@@ -391,7 +391,7 @@ def test_a_report_health_hook_that_fails_rolls_the_new_version_back(
         world.once()
 
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.ROLLED_BACK
+        assert entry is not None and entry.state is Activity.ROLLED_BACK
         assert "report_health" in (entry.reason or "")
         assert world.executor().active(APP) is None  # a first install rolled back leaves nothing running
     finally:

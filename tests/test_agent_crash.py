@@ -27,7 +27,7 @@ from agent.converge.machine import ActionKind
 from agent.executors.supervisor import Supervisor
 from agent.executors.tarball import RUN_DIR
 from agent.loop import Runtime, run_once
-from agent.state.journal import JournalState
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
@@ -99,7 +99,7 @@ def test_kill_9_during_an_upgrade_then_a_restart_deploys_it(world: AgentWorld, s
     result = world.once()
     entry = world.entry()
     assert entry is not None and (entry.state, entry.version, entry.committed) == (
-        JournalState.HEALTHY,
+        Activity.HEALTHY,
         "1.1.0",
         True,
     )
@@ -119,7 +119,7 @@ def test_kill_9_during_a_failing_upgrade_then_a_restart_rolls_it_back(world: Age
     assert_exactly_one_version_runs(world, {"1.0.0", "1.1.0"})
     world.once()
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.1.0")
     assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
     world.reconcile()
     assert world.record(dep).activity.value == "rolled_back"
@@ -137,7 +137,7 @@ def test_kill_9_around_a_bad_artifact_then_a_restart_fails_it_and_keeps_the_old_
     assert_exactly_one_version_runs(world, {"1.0.0"})
     world.once()
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.FAILED
+    assert entry is not None and entry.state is Activity.FAILED
     assert_exactly_one_version_runs(world, {"1.0.0"})
     world.reconcile()
     assert world.record(dep).activity.value == "failed"
@@ -156,7 +156,7 @@ def test_kill_9_while_staging_a_blue_green_release_then_a_restart_stages_it_besi
     assert_exactly_one_version_runs(world, {"1.0.0"})
     world.once()
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.STAGED, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.STAGED, "1.1.0")
     assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
     world.reconcile()
     assert world.record(dep).activity.value == "staged"
@@ -169,7 +169,7 @@ def test_a_version_that_keeps_killing_the_agent_is_given_up_after_max_trials_wit
     for start in range(1, world.config.max_trials + 1):
         agent_killed_at(world, "after-watching")
         entry = world.entry()
-        assert entry is not None and (entry.state, entry.attempts) == (JournalState.WATCHING, start)
+        assert entry is not None and (entry.state, entry.attempts) == (Activity.WATCHING, start)
     artifacts.__exit__(None, None, None)
     world.controller.server.rename(world.controller.server.with_name("gone.git"))
 
@@ -178,7 +178,7 @@ def test_a_version_that_keeps_killing_the_agent_is_given_up_after_max_trials_wit
     assert result.apps[APP].action is ActionKind.GIVE_UP
     assert result.transient and not result.pushed
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert "max_trials" in (entry.reason or "")
     assert assert_exactly_one_version_runs(world, {"1.0.0"}) == "1.0.0"
     assert result.report is not None and result.report.deployments[0].activity == "rolled_back"

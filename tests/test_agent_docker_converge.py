@@ -22,9 +22,9 @@ from agent.executors.base import RunState
 from agent.executors.docker import LABEL_APP, LABEL_VERSION, RUNNING_STATUSES
 from agent.health.clock import SystemClock
 from agent.loop import Runtime
-from agent.state.journal import JournalState
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 from tests.dockerd import DockerWorld, docker_world
 from tests.gpgkeys import KeyFactory, shared_keys
@@ -125,7 +125,7 @@ def test_a_container_failing_its_probe_is_rolled_back_inside_the_watch_window_an
     result = world.once(Runtime(clock=clock))
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.1.0")
     assert clock.watched_s() < FAILING_WATCH_SECONDS  # the verdict came inside the window
     assert world.answer("1.0.0") == "1.0.0"
     assert running_versions(docker_world) == ["1.0.0"]
@@ -171,7 +171,7 @@ def test_kill_9_while_watching_a_container_then_a_restart_deploys_it_and_one_ver
     result = world.once()
     entry = world.entry()
     assert entry is not None and (entry.state, entry.version, entry.committed) == (
-        JournalState.HEALTHY,
+        Activity.HEALTHY,
         "1.1.0",
         True,
     )
@@ -195,7 +195,7 @@ def test_kill_9_while_watching_a_failing_container_then_a_restart_rolls_it_back(
     assert len(running_versions(docker_world)) == 1
     world.once()
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.ROLLED_BACK, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.1.0")
     assert running_versions(docker_world) == ["1.0.0"]
     assert world.answer("1.0.0") == "1.0.0"
     world.reconcile()

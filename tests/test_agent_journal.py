@@ -15,14 +15,15 @@ from pydantic import ValidationError
 
 from agent.errors import CorruptState
 from agent.state.atomic import read_json, write_atomic
-from agent.state.journal import Journal, JournalEntry, JournalState
+from agent.state.journal import Journal, JournalEntry
 from fleetcd.compat import UTC
+from fleetcd.vocabulary import JOURNAL_ACTIVITIES, Activity
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def entry(state: object = JournalState.DOWNLOADING, **changes: object) -> JournalEntry:
+def entry(state: object = Activity.DOWNLOADING, **changes: object) -> JournalEntry:
     fields: dict[str, object] = {
         "deployment_id": "web/rollout-7",
         "version": "1.4.0",
@@ -48,7 +49,7 @@ def test_first_boot_has_no_entry_and_sequence_zero(journal: Journal) -> None:
 
 def test_recorded_entries_survive_a_reload_with_growing_sequence(journal: Journal) -> None:
     first = entry()
-    second = first.moved_to(JournalState.APPLYING, now=NOW + timedelta(seconds=5))
+    second = first.moved_to(Activity.APPLYING, now=NOW + timedelta(seconds=5))
 
     seqs = [journal.record(first), journal.record(second)]
 
@@ -60,17 +61,17 @@ def test_recorded_entries_survive_a_reload_with_growing_sequence(journal: Journa
 
 def test_clear_forgets_the_deployment_but_never_rewinds_the_sequence(journal: Journal) -> None:
     journal.record(entry())
-    journal.record(entry(JournalState.HEALTHY))
+    journal.record(entry(Activity.HEALTHY))
 
     cleared_at = journal.clear()
-    next_seq = journal.record(entry(JournalState.DOWNLOADING, version="1.5.0"))
+    next_seq = journal.record(entry(Activity.DOWNLOADING, version="1.5.0"))
 
     assert cleared_at == 3
     assert next_seq == 4
 
 
 def test_record_leaves_no_temporary_files_and_is_private(journal: Journal) -> None:
-    for state in JournalState:
+    for state in sorted(JOURNAL_ACTIVITIES):
         journal.record(entry(state))
 
     assert [p.name for p in journal.path.parent.iterdir()] == ["journal.json"]
@@ -113,7 +114,7 @@ def test_clear_is_how_an_operator_recovers_a_corrupt_journal(journal: Journal) -
 
 
 def test_power_cut_during_record_keeps_the_previous_entry(journal: Journal) -> None:
-    before = entry(JournalState.SWITCHED)
+    before = entry(Activity.SWITCHED)
     journal.record(before)
     script = textwrap.dedent(
         f"""
@@ -121,11 +122,12 @@ def test_power_cut_during_record_keeps_the_previous_entry(journal: Journal) -> N
         from datetime import datetime
         from fleetcd.compat import UTC
         from pathlib import Path
-        from agent.state.journal import Journal, JournalEntry, JournalState
+        from agent.state.journal import Journal, JournalEntry
+        from fleetcd.vocabulary import Activity
         # power cut after the temp file is written (Path.replace reaches os.replace only from 3.11 on)
         os.replace = pathlib.Path.replace = lambda *args, **kwargs: os._exit(9)
         Journal(Path({str(journal.path)!r})).record(JournalEntry(
-            deployment_id="x", version="9.9.9", previous_version=None, state=JournalState.HEALTHY,
+            deployment_id="x", version="9.9.9", previous_version=None, state=Activity.HEALTHY,
             attempts=0, updated_at=datetime.now(UTC)))
         """
     )
@@ -154,17 +156,17 @@ def test_invalid_entries_cannot_be_built(changes: dict[str, object]) -> None:
 def test_moved_to_keeps_the_deployment_and_sets_state_and_reason() -> None:
     later = NOW + timedelta(minutes=1)
 
-    moved = entry().moved_to(JournalState.ROLLING_BACK, now=later, reason="probe http failed", attempts=2)
+    moved = entry().moved_to(Activity.ROLLING_BACK, now=later, reason="probe http failed", attempts=2)
 
     assert (moved.deployment_id, moved.version, moved.previous_version) == ("web/rollout-7", "1.4.0", "1.3.2")
     assert (moved.state, moved.updated_at, moved.reason, moved.attempts) == (
-        JournalState.ROLLING_BACK,
+        Activity.ROLLING_BACK,
         later,
         "probe http failed",
         2,
     )
     assert not moved.settled
-    assert moved.moved_to(JournalState.ROLLED_BACK, now=later).settled
+    assert moved.moved_to(Activity.ROLLED_BACK, now=later).settled
 
 
 def test_write_atomic_replaces_whole_content_and_read_json_reads_it(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from agent.fetch.http import download
 from agent.liveness import Liveness, LivenessSettings
 from agent.loop import Runtime, notify, run_forever
 from agent.sdnotify import watchdog_interval_seconds
-from agent.state.journal import JournalState
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 from tests.httpserver import ArtifactServer, Behaviour
 
@@ -161,7 +161,7 @@ def test_a_slow_download_within_its_deadline_keeps_the_real_agent_alive_under_th
 
     assert not agent.is_alive()
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, "1.0.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.HEALTHY, "1.0.0")
     start, end = marks.at["after-downloading"], marks.at["before-verifying"]
     assert end - start > 2 * WATCHDOG_S  # the download alone outlasted WatchdogSec
     assert systemd.longest_silence(start, end) < WATCHDOG_S
@@ -199,7 +199,7 @@ def test_a_download_stuck_past_its_deadline_stops_the_pings_so_systemd_restarts_
         time.sleep(4 * WATCHDOG_S)
         stuck_until = time.monotonic()
         entry = world.entry()
-        assert entry is not None and entry.state is JournalState.DOWNLOADING
+        assert entry is not None and entry.state is Activity.DOWNLOADING
         assert liveness.overdue == f"{APP} downloading"
     finally:
         release.set()
@@ -216,4 +216,4 @@ def test_a_download_stuck_past_its_deadline_stops_the_pings_so_systemd_restarts_
     assert systemd.pings(start=moving_again)  # the step ended, the loop moves: pinged again
     assert not agent.is_alive()
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.HEALTHY
+    assert entry is not None and entry.state is Activity.HEALTHY

@@ -20,16 +20,17 @@ from agent.converge.machine import (
     next_action,
     reported,
 )
-from agent.state.journal import Journal, JournalEntry, JournalState
+from agent.state.journal import Journal, JournalEntry
 from fleetcd.compat import UTC
+from fleetcd.vocabulary import Activity, JournalActivity
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=5)
 DEP, OTHER = "dep-" + "a" * 24, "dep-" + "b" * 24
-S = JournalState
+S = Activity
 
 
-def entry(state: JournalState, **changes: Any) -> JournalEntry:
+def entry(state: JournalActivity, **changes: Any) -> JournalEntry:
     fields: dict[str, Any] = {
         "deployment_id": DEP,
         "version": "1.1.0",
@@ -332,7 +333,7 @@ def test_decision_table(
     active: str | None,
     kwargs: dict[str, Any],
     kind: ActionKind,
-    state: JournalState | None,
+    state: JournalActivity | None,
     attempts: int | None,
     previous: str | None,
 ) -> None:
@@ -371,7 +372,7 @@ def test_stage_action_marks_the_entry_stage_only_and_a_deploy_clears_it() -> Non
     ],
 )
 def test_advance_after_a_successful_step(
-    state: JournalState, stage_only: bool, expected: JournalState, attempts: int
+    state: JournalActivity, stage_only: bool, expected: JournalActivity, attempts: int
 ) -> None:
     moved = advance(entry(state, stage_only=stage_only), NOW)
     assert (moved.state, moved.attempts, moved.updated_at) == (expected, attempts, NOW)
@@ -385,7 +386,7 @@ def test_advance_keeps_the_rollback_reason_and_commit_sets_committed() -> None:
 
 
 @pytest.mark.parametrize("state", [S.FAILED, S.ROLLED_BACK, S.STAGED, S.IDLE], ids=str)
-def test_a_settled_state_has_no_step_to_advance(state: JournalState) -> None:
+def test_a_settled_state_has_no_step_to_advance(state: JournalActivity) -> None:
     with pytest.raises(ValueError, match="settled"):
         advance(entry(state), NOW)
 
@@ -404,7 +405,7 @@ def test_a_settled_state_has_no_step_to_advance(state: JournalState) -> None:
     ],
 )
 def test_fail_decides_by_state_and_kind(
-    state: JournalState, failure: Failure, expected: JournalState
+    state: JournalActivity, failure: Failure, expected: JournalActivity
 ) -> None:
     moved = fail(entry(state), failure, "why", NOW)
     assert moved.state is expected
@@ -441,7 +442,7 @@ def test_a_deferral_remembers_when_the_wait_began_and_advancing_forgets_it() -> 
     ],
 )
 def test_reported_activity_per_state(
-    state: JournalState, reason: str | None, expected: tuple[str, str]
+    state: JournalActivity, reason: str | None, expected: tuple[str, str]
 ) -> None:
     assert reported(entry(state, reason=reason)) == expected
 

@@ -21,17 +21,18 @@ import pytest
 from agent.converge.fallback import PREVIOUS, Fallback, rollback_version
 from agent.converge.machine import ActionKind, DesiredApp, Failure, advance, fail, next_action
 from agent.errors import HealthFailed
-from agent.state.journal import JournalEntry, JournalState
+from agent.state.journal import JournalEntry
 from fleetcd.compat import UTC
+from fleetcd.vocabulary import Activity, JournalActivity
 from tests.agentworld import APP, AgentWorld
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DEP = "dep-" + "c" * 24
-S = JournalState
+S = Activity
 OFF = Fallback(automatic=False)
 
 
-def entry(state: JournalState = S.WATCHING, **changes: Any) -> JournalEntry:
+def entry(state: JournalActivity = S.WATCHING, **changes: Any) -> JournalEntry:
     fields: dict[str, Any] = {
         "deployment_id": DEP,
         "version": "1.2.0",
@@ -114,7 +115,7 @@ def test_a_failure_after_the_switch_follows_the_rollback_policy(
     fallback: Fallback,
     running: bool,
     changes: dict[str, Any],
-    state: JournalState,
+    state: JournalActivity,
     target: str | None,
     words: list[str],
 ) -> None:
@@ -142,7 +143,7 @@ def test_a_failure_after_the_switch_follows_the_rollback_policy(
     ],
 )
 def test_giving_up_after_max_trials_follows_the_rollback_policy(
-    fallback: Fallback, active_running: bool, state: JournalState
+    fallback: Fallback, active_running: bool, state: JournalActivity
 ) -> None:
     action = next_action(
         entry(attempts=3),
@@ -178,7 +179,7 @@ def deployed(world: AgentWorld, *versions: str) -> None:
         world.publish(version)
         assert world.once().error is None
         entry = world.entry()
-        assert entry is not None and (entry.state, entry.version) == (JournalState.HEALTHY, version)
+        assert entry is not None and (entry.state, entry.version) == (Activity.HEALTHY, version)
         world.reconcile()
 
 
@@ -190,7 +191,7 @@ def test_automatic_off_keeps_a_running_but_failing_version_and_reports_it_failed
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.version) == (JournalState.FAILED, "1.1.0")
+    assert entry is not None and (entry.state, entry.version) == (Activity.FAILED, "1.1.0")
     assert "keeps running" in (entry.reason or "") and "probe_failed" in (entry.reason or "")
     assert world.executor().active(APP) == "1.1.0"
     assert world.answer() == "1.1.0"
@@ -208,7 +209,7 @@ def test_automatic_off_still_falls_back_when_the_new_version_exited(world: Agent
     world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert "not running: falling back" in (entry.reason or "")
     assert world.answer("1.0.0") == "1.0.0"
 
@@ -220,7 +221,7 @@ def test_a_rollback_target_that_is_installed_is_where_the_robot_goes(world: Agen
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.rollback_target) == (JournalState.ROLLED_BACK, "1.0.0")
+    assert entry is not None and (entry.state, entry.rollback_target) == (Activity.ROLLED_BACK, "1.0.0")
     assert world.executor().active(APP) == "1.0.0"
     assert world.answer("1.0.0") == "1.0.0"
     assert (
@@ -238,7 +239,7 @@ def test_a_rollback_target_that_is_not_installed_falls_back_to_the_previous_vers
     world.once()
 
     entry = world.entry()
-    assert entry is not None and (entry.state, entry.rollback_target) == (JournalState.ROLLED_BACK, None)
+    assert entry is not None and (entry.state, entry.rollback_target) == (Activity.ROLLED_BACK, None)
     assert "rollback.target 0.9.0 is not installed here; back to the previous version 1.0.0" in (
         entry.reason or ""
     )
@@ -254,12 +255,13 @@ def test_a_failing_rollback_check_is_reported_and_the_robot_stays_rolled_back(wo
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert world.answer("1.0.0") == "1.0.0"
     assert isinstance(result.error, HealthFailed) and result.error.probe == "arm-homed"
     assert result.report is not None and "arm-homed" in (result.report.last_error or "")
     (reported,) = [d for d in result.report.deployments if d.deployment_id == dep]
-    assert reported.activity == "rolled_back" and "after the rollback: check 'arm-homed'" in reported.message
+    assert reported.activity is Activity.ROLLED_BACK
+    assert "after the rollback: check 'arm-homed'" in reported.message
     assert world.once().apps[APP].action is ActionKind.NONE  # reported, not retried
 
 
@@ -277,6 +279,6 @@ def test_a_passing_rollback_check_reports_a_clean_rollback(world: AgentWorld) ->
     result = world.once()
 
     entry = world.entry()
-    assert entry is not None and entry.state is JournalState.ROLLED_BACK
+    assert entry is not None and entry.state is Activity.ROLLED_BACK
     assert result.error is None
     assert "after the rollback" not in (entry.reason or "")

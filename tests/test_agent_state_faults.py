@@ -22,9 +22,9 @@ from agent.converge.configs import load_ledger
 from agent.errors import StateRepaired
 from agent.fetch import FREE_SPACE_MARGIN_BYTES
 from agent.loop import CycleResult
-from agent.state.journal import JournalState
 from agent.trustcheck import load_trust_state
 from fleetcd.cli.main import run
+from fleetcd.vocabulary import Activity
 from tests.agentworld import APP, AgentWorld
 
 
@@ -70,7 +70,7 @@ def test_full_disk_then_space_back_installs_the_release(world: AgentWorld) -> No
         full = world.once()
 
         entry = world.entry()
-        assert entry is not None and (entry.version, entry.state) == ("1.1.0", JournalState.DOWNLOADING)
+        assert entry is not None and (entry.version, entry.state) == ("1.1.0", Activity.DOWNLOADING)
         assert world.answer() == "1.0.0"  # nothing changed on the robot
         assert full.report is not None
         (dep,) = full.report.deployments
@@ -85,7 +85,7 @@ def test_full_disk_then_space_back_installs_the_release(world: AgentWorld) -> No
 
         assert back.error is None, back.errors
         entry = world.entry()
-        assert entry is not None and (entry.version, entry.state) == ("1.1.0", JournalState.HEALTHY)
+        assert entry is not None and (entry.version, entry.state) == ("1.1.0", Activity.HEALTHY)
         assert world.answer("1.1.0") == "1.1.0"
 
 
@@ -152,7 +152,7 @@ def test_zero_byte_journal_is_reported_and_recovered(world: AgentWorld) -> None:
     (aside,) = set_aside_copies(journal)
     assert aside.read_bytes() == ZERO_BYTES and found.aside == aside  # kept for forensics
     entry = world.entry()  # a known state again: the desired deployment, adopted where it runs
-    assert entry is not None and (entry.version, entry.state) == ("1.0.0", JournalState.HEALTHY)
+    assert entry is not None and (entry.version, entry.state) == ("1.0.0", Activity.HEALTHY)
     assert entry.deployment_id == world.deployment_id()
     assert world.answer() == "1.0.0"
     world.controller.clock.tick(10)
@@ -170,7 +170,7 @@ def test_garbage_journal_then_a_new_release_installs_beside_the_running_version(
 
     assert "rebuilt from the tarball executor: 1.0.0 is active" in str(repaired(result, journal))
     entry = world.entry()
-    assert entry is not None and (entry.version, entry.state) == ("1.1.0", JournalState.HEALTHY)
+    assert entry is not None and (entry.version, entry.state) == ("1.1.0", Activity.HEALTHY)
     assert entry.previous_version == "1.0.0"  # what a rollback of 1.1.0 would go back to
     assert world.answer("1.1.0") == "1.1.0"
     assert [p.read_bytes() for p in set_aside_copies(journal)] == [GARBAGE]

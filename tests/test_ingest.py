@@ -16,7 +16,7 @@ import pytest
 
 from controller.audit.events import AuditKind
 from controller.ingest import ingest, read_reports
-from controller.records.model import Action, Activity, Connectivity, DeviceState, ErrorStatus, TargetStatus
+from controller.records.model import Action, Connectivity, DeviceState, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
@@ -25,6 +25,7 @@ from fleetcd.git.refs import status_ref
 from fleetcd.git.repo import Repository, open_or_init_bare
 from fleetcd.reasons import Reason
 from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
+from fleetcd.vocabulary import Activity, ErrorStatus
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=10)

@@ -42,6 +42,7 @@ from controller.records import (
 )
 from controller.records.model import MAX_EVENTS, MESSAGE_MAX_CHARS
 from fleetcd.compat import UTC
+from fleetcd.vocabulary import REPORTED_ACTIVITIES, ReportedActivity
 
 T0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
 SHA_A = "a" * 64
@@ -369,13 +370,13 @@ def test_attempts_count_the_first_try_and_each_retry() -> None:
 
 # --- merged status and outcomes ---------------------------------------------------------------------
 
-STATUS_TABLE = list(itertools.product(Activity, ErrorStatus))
+STATUS_TABLE = list(itertools.product(sorted(REPORTED_ACTIVITIES, key=list(Activity).index), ErrorStatus))
 
 
 @pytest.mark.parametrize(
     ("activity", "error"), STATUS_TABLE, ids=[f"{a.value}/{e.value}" for a, e in STATUS_TABLE]
 )
-def test_error_wins_in_merged_status(activity: Activity, error: ErrorStatus) -> None:
+def test_error_wins_in_merged_status(activity: ReportedActivity, error: ErrorStatus) -> None:
     expected = Status(activity.value) if error is ErrorStatus.NONE else Status(error.value)
     assert merged_status(activity, error) is expected
     rec = record().model_copy(update={"activity": activity, "error": error})

@@ -48,9 +48,10 @@ from agent.converge.steps import keep_running, run_step
 from agent.errors import DiskFull, GateClosed
 from agent.executors.base import RunState
 from agent.report.build import clip
-from agent.state.journal import Journal, JournalEntry, JournalState
+from agent.state.journal import Journal, JournalEntry
 from fleetcd.errors import ApplyError, SetupError, TransportError
 from fleetcd.reports import ReportEvent
+from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _drive(
 ) -> tuple[JournalEntry, Exception | None]:
     """Record ``entry`` and run steps until it settles or must wait; (last entry, why it waits)."""
     _record(ctx, journal, entry, events)
-    while not entry.settled or (entry.state is JournalState.HEALTHY and not entry.committed):
+    while not entry.settled or (entry.state is Activity.HEALTHY and not entry.committed):
         try:
             warning = run_step(ctx, app, entry, assignment)
         except GateClosed as closed:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.state.journal import REASON_MAX_CHARS, JournalEntry, JournalState
+from agent.state.journal import REASON_MAX_CHARS, JournalEntry
+from fleetcd.vocabulary import Activity
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def rolling_back(entry: JournalEntry, reason: str, now: datetime, fallback: Fall
             target, note = wanted, f"back to {wanted} (rollback.target)"
         else:
             note = f"rollback.target {wanted} is not installed here; back to {back_to}"
-    rolling = entry.moved_to(JournalState.ROLLING_BACK, now=now, reason=join(reason, note))
+    rolling = entry.moved_to(Activity.ROLLING_BACK, now=now, reason=join(reason, note))
     if target == previous:
         return rolling
     return JournalEntry.model_validate({**rolling.model_dump(), "rollback_target": target})

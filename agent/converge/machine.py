@@ -26,14 +26,14 @@ from datetime import datetime
 from typing import Literal
 
 from agent.converge.fallback import PREVIOUS, Fallback, join, kept, rolling_back
-from agent.state.journal import JournalEntry, JournalState
+from agent.state.journal import JournalEntry
 from fleetcd.compat import StrEnum
-from fleetcd.reports import ReportedActivity, ReportedError
+from fleetcd.vocabulary import Activity, ErrorStatus, JournalActivity, ReportedActivity, ReportedError
 
 DeploymentAction = Literal["deploy", "stage", "rollback"]
 
-PRE_SWITCH = frozenset({JournalState.DOWNLOADING, JournalState.VERIFYING, JournalState.APPLYING})
-POST_SWITCH = frozenset({JournalState.SWITCHED, JournalState.WATCHING})
+PRE_SWITCH = frozenset({Activity.DOWNLOADING, Activity.VERIFYING, Activity.APPLYING})
+POST_SWITCH = frozenset({Activity.SWITCHED, Activity.WATCHING})
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def next_action(
 
 
 def _uncommitted(entry: JournalEntry) -> bool:
-    return entry.state is JournalState.HEALTHY and not entry.committed
+    return entry.state is Activity.HEALTHY and not entry.committed
 
 
 def _unfinished(
@@ -129,7 +129,7 @@ def _unfinished(
 ) -> Action:
     state = entry.state
     mine = desired is not None and desired.deployment_id == entry.deployment_id
-    if state in (JournalState.ROLLING_BACK, JournalState.HEALTHY):
+    if state in (Activity.ROLLING_BACK, Activity.HEALTHY):
         return Action(ActionKind.RESUME, _refresh(entry, now), f"finish {state.value}")
     if state in PRE_SWITCH:
         if mine and desired is not None:
@@ -142,7 +142,7 @@ def _unfinished(
         if not known:
             return Action(ActionKind.NONE, None, f"{state.value} waits for trustworthy desired state")
         reason = "no longer in the desired state; it was never switched to"
-        return Action(ActionKind.ABANDON, entry.moved_to(JournalState.IDLE, now=now, reason=reason), reason)
+        return Action(ActionKind.ABANDON, entry.moved_to(Activity.IDLE, now=now, reason=reason), reason)
     # switched / watching: the new version was started and never confirmed healthy
     if not mine:
         why = (
@@ -156,22 +156,22 @@ def _unfinished(
     if attempts > max_trials:
         why = f"started {entry.attempts} times without passing its health watch (max_trials {max_trials})"
         if not fallback.automatic and running:
-            failed = entry.moved_to(JournalState.FAILED, now=now, reason=kept(why, entry))
+            failed = entry.moved_to(Activity.FAILED, now=now, reason=kept(why, entry))
             return Action(ActionKind.GIVE_UP, failed, why)
         return Action(ActionKind.GIVE_UP, rolling_back(entry, why, now, fallback), why)
-    again = entry.moved_to(JournalState.SWITCHED, now=now, reason=entry.reason, attempts=attempts)
+    again = entry.moved_to(Activity.SWITCHED, now=now, reason=entry.reason, attempts=attempts)
     return Action(ActionKind.RESUME, again, f"start {attempts} of at most {max_trials}")
 
 
 def _same_deployment(entry: JournalEntry, desired: DesiredApp, active: str | None, now: datetime) -> Action:
-    if entry.state is JournalState.STAGED and desired.action != "stage":
-        promoted = _fresh(desired, JournalState.VERIFYING, _previous(entry, desired, active), now)
+    if entry.state is Activity.STAGED and desired.action != "stage":
+        promoted = _fresh(desired, Activity.VERIFYING, _previous(entry, desired, active), now)
         return Action(ActionKind.PROMOTE, promoted, "staged; now switch to it")
-    if entry.state is JournalState.IDLE:
+    if entry.state is Activity.IDLE:
         return _new_deployment(entry, desired, active, now, active_running=True)
     why = {
-        JournalState.HEALTHY: "already deployed",
-        JournalState.STAGED: "staged, waiting for the switch",
+        Activity.HEALTHY: "already deployed",
+        Activity.STAGED: "staged, waiting for the switch",
     }.get(entry.state, f"{entry.state.value}: a deployment id is used once")
     return Action(ActionKind.NONE, None, why)
 
@@ -186,10 +186,10 @@ def _new_deployment(
 ) -> Action:
     previous = _previous(entry, desired, active)
     if active == desired.version and active_running:
-        state = JournalState.STAGED if desired.action == "stage" else JournalState.HEALTHY
+        state: JournalActivity = Activity.STAGED if desired.action == "stage" else Activity.HEALTHY
         adopted = _fresh(desired, state, previous, now, committed=True)
         return Action(ActionKind.ADOPT, adopted, f"{desired.version} already runs")
-    start = _fresh(desired, JournalState.DOWNLOADING, previous, now)
+    start = _fresh(desired, Activity.DOWNLOADING, previous, now)
     return Action(ActionKind.START, start, f"{desired.action} {desired.version}")
 
 
@@ -197,14 +197,14 @@ def _previous(entry: JournalEntry | None, desired: DesiredApp, active: str | Non
     """The version a rollback returns to: what is active, unless that is the version itself."""
     if active != desired.version:
         return active
-    if entry is not None and entry.version == active and entry.state is JournalState.HEALTHY:
+    if entry is not None and entry.version == active and entry.state is Activity.HEALTHY:
         return entry.previous_version
     return None
 
 
 def _fresh(
     desired: DesiredApp,
-    state: JournalState,
+    state: JournalActivity,
     previous: str | None,
     now: datetime,
     *,
@@ -232,22 +232,22 @@ def _refresh(entry: JournalEntry, now: datetime, **changes: object) -> JournalEn
 def advance(entry: JournalEntry, now: datetime) -> JournalEntry:
     """The entry to record once ``entry``'s step succeeded."""
     state = entry.state
-    if state is JournalState.DOWNLOADING:
-        return entry.moved_to(JournalState.VERIFYING, now=now)
-    if state is JournalState.VERIFYING:
-        return _refresh(entry.moved_to(JournalState.APPLYING, now=now), now, first_deferred_at=None)
-    if state is JournalState.APPLYING:
+    if state is Activity.DOWNLOADING:
+        return entry.moved_to(Activity.VERIFYING, now=now)
+    if state is Activity.VERIFYING:
+        return _refresh(entry.moved_to(Activity.APPLYING, now=now), now, first_deferred_at=None)
+    if state is Activity.APPLYING:
         if entry.stage_only:
-            return entry.moved_to(JournalState.STAGED, now=now)
-        return entry.moved_to(JournalState.SWITCHED, now=now, attempts=entry.attempts + 1)
-    if state is JournalState.SWITCHED:
-        return entry.moved_to(JournalState.WATCHING, now=now)
-    if state is JournalState.WATCHING:
-        return entry.moved_to(JournalState.HEALTHY, now=now)
-    if state is JournalState.HEALTHY:
+            return entry.moved_to(Activity.STAGED, now=now)
+        return entry.moved_to(Activity.SWITCHED, now=now, attempts=entry.attempts + 1)
+    if state is Activity.SWITCHED:
+        return entry.moved_to(Activity.WATCHING, now=now)
+    if state is Activity.WATCHING:
+        return entry.moved_to(Activity.HEALTHY, now=now)
+    if state is Activity.HEALTHY:
         return _refresh(entry, now, committed=True, reason=None)
-    if state is JournalState.ROLLING_BACK:
-        return entry.moved_to(JournalState.ROLLED_BACK, now=now, reason=entry.reason)
+    if state is Activity.ROLLING_BACK:
+        return entry.moved_to(Activity.ROLLED_BACK, now=now, reason=entry.reason)
     raise ValueError(f"{state.value} is settled: there is no step to advance from")
 
 
@@ -272,43 +272,49 @@ def fail(
     if failure is Failure.DEFERRED:
         return _refresh(entry, now, reason=reason, first_deferred_at=entry.first_deferred_at or now)
     if state in PRE_SWITCH:
-        return entry.moved_to(JournalState.FAILED, now=now, reason=reason)
+        return entry.moved_to(Activity.FAILED, now=now, reason=reason)
     if state in POST_SWITCH:
         if not (auto_rollback and fallback.automatic):
             if still_running:
-                return entry.moved_to(JournalState.FAILED, now=now, reason=kept(reason, entry))
+                return entry.moved_to(Activity.FAILED, now=now, reason=kept(reason, entry))
             reason = f"{reason} (rollback.automatic is off, but {entry.version} is not running: falling back)"
         return rolling_back(entry, reason, now, fallback)
-    if state is JournalState.ROLLING_BACK:
+    if state is Activity.ROLLING_BACK:
         why = join(f"rollback failed: {reason}", entry.reason)
-        return entry.moved_to(JournalState.FAILED, now=now, reason=why)
-    if state is JournalState.HEALTHY:
+        return entry.moved_to(Activity.FAILED, now=now, reason=why)
+    if state is Activity.HEALTHY:
         return _refresh(entry, now, reason=f"commit failed, retried next cycle: {reason}")
     raise ValueError(f"{state.value} is settled: no step of it can fail")
 
 
 def reported(entry: JournalEntry) -> tuple[ReportedActivity, ReportedError]:
-    """(activity, error) of the deployment in the status report, as the controller reads them."""
-    retrying: ReportedError = "retrying" if entry.reason else "none"
+    """(activity, error) of the deployment in the status report, as the controller reads them.
+
+    The mapping from journal state to reported activity is documented in :mod:`fleetcd.vocabulary`.
+    """
+    none, failed = ErrorStatus.NONE, ErrorStatus.FAILED
+    retrying: ReportedError = ErrorStatus.RETRYING if entry.reason else none
     match entry.state:
-        case JournalState.IDLE:
-            return "queued", "none"
-        case JournalState.DOWNLOADING:
-            return "downloading", retrying
-        case JournalState.VERIFYING:
-            return ("queued", "retrying") if entry.first_deferred_at else ("verifying", retrying)
-        case JournalState.APPLYING:
-            return "applying", retrying
-        case JournalState.STAGED:
-            return "staged", "none"
-        case JournalState.SWITCHED | JournalState.WATCHING:
-            return "watching", retrying
-        case JournalState.HEALTHY:
-            return "deployed", "none"
-        case JournalState.ROLLING_BACK:
-            return "watching", "retrying"
-        case JournalState.ROLLED_BACK:
-            return "rolled_back", "failed"
-        case JournalState.FAILED:
-            return "failed", "failed"
+        case Activity.IDLE:
+            return Activity.QUEUED, none
+        case Activity.DOWNLOADING:
+            return Activity.DOWNLOADING, retrying
+        case Activity.VERIFYING:
+            if entry.first_deferred_at:
+                return Activity.QUEUED, ErrorStatus.RETRYING
+            return Activity.VERIFYING, retrying
+        case Activity.APPLYING:
+            return Activity.APPLYING, retrying
+        case Activity.STAGED:
+            return Activity.STAGED, none
+        case Activity.SWITCHED | Activity.WATCHING:
+            return Activity.WATCHING, retrying
+        case Activity.HEALTHY:
+            return Activity.DEPLOYED, none
+        case Activity.ROLLING_BACK:
+            return Activity.WATCHING, ErrorStatus.RETRYING
+        case Activity.ROLLED_BACK:
+            return Activity.ROLLED_BACK, failed
+        case Activity.FAILED:
+            return Activity.FAILED, failed
     raise AssertionError(entry.state)  # pragma: no cover - every state is matched above

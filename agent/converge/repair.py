@@ -50,11 +50,12 @@ from agent.paths import AgentPaths
 from agent.report.outbox import Outbox
 from agent.report.status import load_status
 from agent.state.atomic import set_aside
-from agent.state.journal import Journal, JournalEntry, JournalState
+from agent.state.journal import Journal, JournalEntry
 from agent.sync.accept import Desired, read_cache
 from agent.trustcheck import TrustState, load_trust_state, save_trust_state
 from fleetcd.desired import SignedRoot
 from fleetcd.models.release import Release
+from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def _rebuild_journal(journal: Journal, app: str, executor: Executor, now: dateti
         deployment_id=RECOVERED_ID,
         version=active,
         previous_version=None,
-        state=JournalState.HEALTHY,
+        state=Activity.HEALTHY,
         attempts=0,
         updated_at=now,
         reason=f"journal rebuilt from the {executor.name} executor: {active} is active",

@@ -19,8 +19,9 @@ from agent.executors.base import AppTarget
 from agent.gates import enforce_gates
 from agent.health.watch import watch
 from agent.hooks import HookContext
-from agent.state.journal import JournalEntry, JournalState
+from agent.state.journal import JournalEntry
 from fleetcd.models.release import ContainerImage, Release
+from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def run_step(
     mine = assignment if owns(assignment, entry) else None
     release = None if mine is None else mine.release
     with ctx.liveness.step(f"{app} {entry.state.value}", _budget(ctx, entry, mine)):
-        if entry.state is JournalState.ROLLING_BACK:
+        if entry.state is Activity.ROLLING_BACK:
             return roll_back(
                 ctx.paths,
                 ctx.executor,
@@ -53,20 +54,20 @@ def _budget(ctx: ConvergeContext, entry: JournalEntry, assignment: Assignment | 
     """Seconds ``entry``'s step may take (:mod:`agent.converge.budgets`)."""
     state, config, live = entry.state, ctx.config, ctx.liveness.settings
     release = None if assignment is None else assignment.release
-    if state is JournalState.ROLLING_BACK:
+    if state is Activity.ROLLING_BACK:
         return budgets.rolling_back_seconds(release, config, live)
     if assignment is None or release is None:
         return live.default_step_seconds
     download = ctx.download_settings
-    if state is JournalState.DOWNLOADING:
+    if state is Activity.DOWNLOADING:
         return budgets.fetch_seconds(release, download, live)
-    if state is JournalState.VERIFYING:
+    if state is Activity.VERIFYING:
         return budgets.verifying_seconds(release, assignment.gates, config, download, live)
-    if state is JournalState.APPLYING:
+    if state is Activity.APPLYING:
         return budgets.applying_seconds(release, config, download, live)
-    if state is JournalState.SWITCHED:
+    if state is Activity.SWITCHED:
         return budgets.switching_seconds(config, live)
-    if state is JournalState.WATCHING:
+    if state is Activity.WATCHING:
         return budgets.watching_seconds(release, config)
     return live.default_step_seconds
 
@@ -75,7 +76,7 @@ def _converge_step(
     ctx: ConvergeContext, app: str, entry: JournalEntry, assignment: Assignment | None
 ) -> None:
     executor, hooks, state = ctx.executor, ctx.hooks, entry.state
-    if state is JournalState.HEALTHY:
+    if state is Activity.HEALTHY:
         executor.commit(app, entry.version, entry.previous_version)
         AppConfigs(ctx.paths, app).prune({entry.version, entry.previous_version})
         return
@@ -83,9 +84,9 @@ def _converge_step(
         raise AssertionError(f"{app}: no release for {entry.deployment_id} in {state.value}")  # machine bug
     target = _target(ctx, app, assignment)
     hook_ctx = _hook_context(ctx, app, entry, assignment.release)
-    if state in (JournalState.DOWNLOADING, JournalState.VERIFYING):
+    if state in (Activity.DOWNLOADING, Activity.VERIFYING):
         executor.fetch(target)  # verifying: the files on disk are hashed again, nothing is downloaded
-        if state is JournalState.VERIFYING and not entry.stage_only:
+        if state is Activity.VERIFYING and not entry.stage_only:
             enforce_gates(
                 assignment.gates,
                 ctx.config.gates,
@@ -93,12 +94,12 @@ def _converge_step(
                 first_deferred_at=entry.first_deferred_at,
                 now=ctx.now(),
             )
-    elif state is JournalState.APPLYING:
+    elif state is Activity.APPLYING:
         run_steps(assignment.release.preflight, allowlist=ctx.config.exec_allowlist)
         hooks.run_preflight(hook_ctx)
         if not hooks.install_artifact(hook_ctx):
             executor.install(target)
-    elif state is JournalState.SWITCHED:
+    elif state is Activity.SWITCHED:
         AppConfigs(ctx.paths, app).write(
             assignment.release,
             assignment.deployment.config,
@@ -107,7 +108,7 @@ def _converge_step(
         )
         if not hooks.switch_slot(hook_ctx):
             executor.switch(target, entry.previous_version)
-    elif state is JournalState.WATCHING:
+    elif state is Activity.WATCHING:
         verdict = watch(
             app,
             entry.version,

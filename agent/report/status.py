@@ -28,6 +28,7 @@ from agent.state.atomic import read_bytes
 from agent.state.journal import Journal, JournalEntry
 from agent.sync.accept import Desired
 from fleetcd.reports import DeploymentReport, InstalledApp, ReportEvent, StatusReport
+from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
 DEPLOYMENT_ID = re.compile(r"^dep-[0-9a-f]{24}$")  # fleetcd.reports.DeploymentReport's pattern
@@ -123,8 +124,8 @@ def deployment_report(
 ) -> DeploymentReport:
     """The report of ``entry``'s deployment, carrying on the events of the last report of it."""
     activity, error = reported(entry)
-    if drifted and activity == "deployed":
-        activity = "drifted"
+    if drifted and activity is Activity.DEPLOYED:
+        activity = Activity.DRIFTED
     same = previous is not None and previous.deployment_id == entry.deployment_id
     report = DeploymentReport(
         deployment_id=entry.deployment_id,
@@ -140,7 +141,10 @@ def deployment_report(
         last = report.events[-1] if report.events else None
         if last is None or (last.activity, last.error) != (event.activity, event.error):
             report = add_event(report, event)  # a resumed state is not news
-    if drifted and activity == "drifted" and (not report.events or report.events[-1].activity != "drifted"):
+    drifted_now = drifted and activity is Activity.DRIFTED
+    if drifted_now and (not report.events or report.events[-1].activity is not Activity.DRIFTED):
         message = "config files were edited on the robot"
-        report = add_event(report, ReportEvent(at=entry.updated_at, activity="drifted", message=message))
+        report = add_event(
+            report, ReportEvent(at=entry.updated_at, activity=Activity.DRIFTED, message=message)
+        )
     return report

@@ -6,6 +6,10 @@ through :func:`agent.state.atomic.write_atomic`, so the file is always one whole
 also carries a sequence number that only grows (``clear`` writes an empty entry with the next number
 instead of deleting the file), which makes the history of a journal easy to follow in debugging.
 
+An entry's ``state`` is one of the journal's activities (:data:`fleetcd.vocabulary.JournalActivity`:
+``idle`` … ``failed``, including the robot-only ``switched``, ``healthy`` and ``rolling_back``); the
+vocabulary module says how each is reported to the controller.
+
 The file is a small JSON document: ``{"format": 1, "seq": 7, "entry": {...} | null}``. A file that
 does not parse is :class:`agent.errors.CorruptState`, never silently treated as "no deployment":
 the loop reports it, sets it aside and rebuilds it from what the executor shows
@@ -22,38 +26,22 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from agent.errors import CorruptState
 from agent.state.atomic import read_bytes, write_atomic
-from fleetcd.compat import StrEnum
 from fleetcd.models.base import FrozenModel
+from fleetcd.vocabulary import Activity, JournalActivity
 
 JOURNAL_FORMAT: Literal[1] = 1
 JOURNAL_FILE_MODE = 0o600  # the journal names versions and reasons: root's business only
 REASON_MAX_CHARS = 2000
 
 
-class JournalState(StrEnum):
-    """Where one deployment stands; the converge loop decides the transitions."""
-
-    IDLE = "idle"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    APPLYING = "applying"
-    STAGED = "staged"  # blue/green: installed beside the running version, waiting for the switch
-    SWITCHED = "switched"
-    WATCHING = "watching"
-    HEALTHY = "healthy"
-    ROLLING_BACK = "rolling_back"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-
-
 # States in which nothing is in flight: a restart finds nothing to resume or undo.
 SETTLED_STATES = frozenset(
     {
-        JournalState.IDLE,
-        JournalState.STAGED,
-        JournalState.HEALTHY,
-        JournalState.ROLLED_BACK,
-        JournalState.FAILED,
+        Activity.IDLE,
+        Activity.STAGED,
+        Activity.HEALTHY,
+        Activity.ROLLED_BACK,
+        Activity.FAILED,
     }
 )
 
@@ -64,7 +52,7 @@ class JournalEntry(FrozenModel):
     deployment_id: str = Field(min_length=1, max_length=256)
     version: str = Field(min_length=1, max_length=256)
     previous_version: str | None
-    state: JournalState
+    state: JournalActivity
     attempts: int = Field(ge=0)
     updated_at: AwareDatetime
     reason: str | None = Field(default=None, max_length=REASON_MAX_CHARS)
@@ -82,7 +70,7 @@ class JournalEntry(FrozenModel):
         return self.state in SETTLED_STATES
 
     def moved_to(
-        self, state: JournalState, *, now: datetime, reason: str | None = None, attempts: int | None = None
+        self, state: JournalActivity, *, now: datetime, reason: str | None = None, attempts: int | None = None
     ) -> JournalEntry:
         """The same deployment in ``state`` as of ``now`` (validated like a fresh entry)."""
         data = self.model_dump()

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from controller.engine.advance import advance
 from controller.engine.inputs import EngineInput, EngineOutput
-from controller.engine.reasons import EngineReason, HoldReason
+from fleetcd.reasons import EngineReason, HoldReason
 
 __all__ = ["EngineInput", "EngineOutput", "EngineReason", "HoldReason", "advance"]

@@ -37,18 +37,12 @@ from controller.engine.inputs import (
     zone_of,
 )
 from controller.engine.ledger import Ledger
-from controller.engine.reasons import HoldReason
 from controller.engine.windows import window_open
-from controller.records.model import (
-    Action,
-    Activity,
-    DeploymentRecord,
-    RecordReason,
-    TargetStatus,
-    is_terminal,
-)
+from controller.records.model import Action, DeploymentRecord, TargetStatus, is_terminal
 from controller.records.transitions import new_deployment, set_target
 from fleetcd.planning.waves import PlannedWave, WaveAction
+from fleetcd.reasons import HoldReason, RecordReason
+from fleetcd.vocabulary import Activity
 
 Holds = dict[int, set[HoldReason]]  # wave index -> why some of its robots were held
 

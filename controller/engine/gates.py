@@ -18,17 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controller.records.model import (
-    Activity,
-    Connectivity,
-    DeploymentRecord,
-    Outcome,
-    RecordReason,
-    outcome,
-)
+from controller.records.model import Connectivity, DeploymentRecord, Outcome, outcome
 from controller.state.model import WaveCounts
 from fleetcd.compat import StrEnum
 from fleetcd.planning.waves import PlannedWave, WaveAction
+from fleetcd.reasons import RecordReason
+from fleetcd.vocabulary import Activity
 
 
 class Verdict(StrEnum):

@@ -25,12 +25,11 @@ from controller.engine.dispatch import cancel_reason
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal
 from controller.engine.ledger import Ledger
-from controller.engine.reasons import EngineReason
-from controller.records.model import Action, RecordReason, is_terminal
+from controller.records.model import Action, is_terminal
 from controller.records.transitions import archive, time_out
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.layout import release_path
-from fleetcd.reasons import SkipReason
+from fleetcd.reasons import EngineReason, RecordReason, SkipReason
 
 _FROZEN_SKIPS = frozenset({SkipReason.PAUSED.value, SkipReason.ABORTED.value})
 _OUT_OF_REACH = frozenset({RolloutPhase.HALTED, RolloutPhase.ROLLING_BACK, RolloutPhase.COMPLETED})

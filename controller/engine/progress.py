@@ -33,13 +33,19 @@ from controller.engine.dispatch import cancel_reason, dispatch
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal, counts_data
 from controller.engine.ledger import Ledger
-from controller.engine.reasons import EngineReason, HoldReason, hold_text
 from controller.engine.rollback import Previous, roll_back, rollback_counts, rollback_finished
-from controller.records.model import Connectivity, RecordReason, connectivity, is_terminal
+from controller.records.model import Connectivity, connectivity, is_terminal
 from controller.records.transitions import archive
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.models.rollout import FailureThreshold
 from fleetcd.planning.waves import PlannedWave
+from fleetcd.reasons import EngineReason, HoldReason, RecordReason
+
+
+def hold_text(reasons: set[HoldReason]) -> str | None:
+    """A wave's reason: the hold reasons, sorted and comma-joined (None when nothing is held)."""
+    return ",".join(sorted(r.value for r in reasons)) or None
+
 
 _GATED = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.SCHEDULED})
 _DISPATCHING = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.COMPLETED})

@@ -28,18 +28,11 @@ from dataclasses import dataclass
 from controller.engine.dispatch import unstarted
 from controller.engine.inputs import EngineInput, device_timeout
 from controller.engine.ledger import Ledger
-from controller.records.model import (
-    Action,
-    Activity,
-    DeploymentRecord,
-    Outcome,
-    RecordReason,
-    TargetStatus,
-    is_terminal,
-    outcome,
-)
+from controller.records.model import Action, DeploymentRecord, Outcome, TargetStatus, is_terminal, outcome
 from controller.records.transitions import archive, new_deployment
 from fleetcd.planning.waves import PlannedWave
+from fleetcd.reasons import RecordReason
+from fleetcd.vocabulary import Activity
 
 # An activity at which the robot had (begun to) run the new version.
 _SWITCHED = frozenset({Activity.APPLYING, Activity.WATCHING, Activity.DEPLOYED, Activity.DRIFTED})

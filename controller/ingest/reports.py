@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from controller.audit.events import AuditEvent, AuditKind
 from controller.records.model import DeploymentRecord, connectivity
-from controller.records.transitions import IgnoredReport, apply_report, judge_report
+from controller.records.transitions import apply_report, judge_report
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent
@@ -43,7 +43,7 @@ from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import STATUS_PREFIX, status_ref
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.untrusted import Unreadable, UnreadableCommit, read_commit_file
-from fleetcd.reasons import Reason
+from fleetcd.reasons import IgnoredReport, Reason, RefusedClaim
 from fleetcd.reports import (
     MAX_INT_DIGITS,
     MAX_REPORT_BYTES,
@@ -52,12 +52,6 @@ from fleetcd.reports import (
     DeploymentReport,
     StatusReport,
 )
-
-FOREIGN_DEPLOYMENT = "foreign_deployment"  # the id belongs to another robot
-UNKNOWN_DEPLOYMENT = "unknown_deployment"  # no robot was given this id (or it aged out)
-MISMATCHED_DEPLOYMENT = "mismatched_deployment"  # right id, wrong app or version
-DUPLICATE_DEPLOYMENT = "duplicate_deployment"  # the same id twice in one report
-WRONG_DEVICE = "wrong_device"  # the report names another robot
 
 ReadResult = tuple[StatusReport | None, Diagnostic | None]
 
@@ -198,7 +192,7 @@ def ingest(
     if report.seq <= last_seq:
         return device_file, [], []
     if report.device != device:
-        event = _rejection(now, device, report, None, WRONG_DEVICE, {"claimed_device": report.device})
+        event = _rejection(now, device, report, None, Reason.WRONG_DEVICE, {"claimed_device": report.device})
         return device_file, [event], []
     records = {record.id: record for record in device_file.records}
     events: list[AuditEvent] = []
@@ -254,19 +248,22 @@ def _refusal(
     seen: set[str],
     device: str,
     owners: Mapping[str, str],
-) -> tuple[str | None, dict[str, Any]]:
+) -> tuple[RefusedClaim | None, dict[str, Any]]:
     """Why a claim about one deployment is refused (None: it is this robot's to report)."""
     if claim.deployment_id in seen:
-        return DUPLICATE_DEPLOYMENT, {}
+        return RefusedClaim.DUPLICATE_DEPLOYMENT, {}
     record = records.get(claim.deployment_id)
     if record is None:
         owner = owners.get(claim.deployment_id)
         if owner is not None and owner != device:
-            return FOREIGN_DEPLOYMENT, {"owner": owner}
-        return UNKNOWN_DEPLOYMENT, {}
+            return RefusedClaim.FOREIGN_DEPLOYMENT, {"owner": owner}
+        return RefusedClaim.UNKNOWN_DEPLOYMENT, {}
     if (claim.app, claim.version) != (record.app, record.version):
         claimed = f"{claim.app} {claim.version}"
-        return MISMATCHED_DEPLOYMENT, {"claimed": claimed, "expected": f"{record.app} {record.version}"}
+        return RefusedClaim.MISMATCHED_DEPLOYMENT, {
+            "claimed": claimed,
+            "expected": f"{record.app} {record.version}",
+        }
     return None, {}
 
 
@@ -275,13 +272,13 @@ def _rejection(
     device: str,
     report: StatusReport,
     deployment_id: str | None,
-    why: str,
+    why: RefusedClaim | Reason,
     extra: Mapping[str, Any],
 ) -> AuditEvent:
     data: dict[str, Any] = {"seq": report.seq, **extra}
     if deployment_id is not None:
         data["deployment_id"] = deployment_id
-    return AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=why, data=data)
+    return AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=why.value, data=data)
 
 
 def _change(before: DeploymentRecord, after: DeploymentRecord) -> dict[str, Any]:

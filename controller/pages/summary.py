@@ -17,19 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.records.model import (
-    Action,
-    Activity,
-    Connectivity,
-    DeploymentRecord,
-    Outcome,
-    RecordReason,
-    outcome,
-)
+from controller.records.model import Action, Connectivity, DeploymentRecord, Outcome, outcome
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.planning.selection import cohort_members
+from fleetcd.reasons import RecordReason
+from fleetcd.vocabulary import Activity
 
 NO_COHORT = "(direct targets)"  # robots a rollout names directly, outside every cohort
 MESSAGE_SHOWN_CHARS = 80  # robots' messages are untrusted and up to 500 chars; pages show a prefix

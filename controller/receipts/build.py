@@ -19,15 +19,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from controller.records.model import (
-    Action,
-    Activity,
-    DeploymentRecord,
-    Outcome,
-    Status,
-    is_success,
-    outcome,
-)
+from controller.records.model import Action, DeploymentRecord, Outcome, is_success, outcome
 from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WavePhase, WaveState
 from fleetcd.compat import UTC
 from fleetcd.models.release import (
@@ -40,6 +32,7 @@ from fleetcd.models.release import (
     Release,
 )
 from fleetcd.planning.waves import PlannedWave
+from fleetcd.vocabulary import Activity, Status
 
 RECEIPT_FORMAT = "fleetcd.dev/receipt/v1"
 FINISHED_PHASES = frozenset({RolloutPhase.COMPLETED, RolloutPhase.HALTED, RolloutPhase.ABORTED})

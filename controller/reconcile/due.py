@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 
 from controller.engine.dispatch import waiting_for_switch
 from controller.engine.inputs import RATE_WINDOW
-from controller.engine.reasons import EngineReason
 from controller.reconcile.rollouts import FleetContext
 from controller.records.model import Action, is_terminal
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
@@ -34,6 +33,7 @@ from fleetcd.compat import UTC
 from fleetcd.models import Rollout
 from fleetcd.models.rollout import Canary, Rolling, Strategy, Waves
 from fleetcd.planning.waves import effective_strategy
+from fleetcd.reasons import EngineReason
 
 FULL_RECONCILE_EVERY = timedelta(minutes=10)  # an idle controller still re-checks everything this often
 _DISPATCHING = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.COMPLETED})

@@ -8,25 +8,19 @@ from __future__ import annotations
 from controller.records.ids import Generation, deployment_id, generation_fingerprint, rollout_generation
 from controller.records.model import (
     Action,
-    Activity,
     Connectivity,
     DeploymentEvent,
     DeploymentRecord,
     DeviceState,
-    ErrorStatus,
     Outcome,
-    RecordReason,
-    Status,
     TargetStatus,
     connectivity,
     is_failure,
     is_success,
     is_terminal,
-    merged_status,
     outcome,
 )
 from controller.records.transitions import (
-    IgnoredReport,
     apply_report,
     archive,
     judge_report,
@@ -34,6 +28,8 @@ from controller.records.transitions import (
     set_target,
     time_out,
 )
+from fleetcd.reasons import IgnoredReport, RecordReason
+from fleetcd.vocabulary import Activity, ErrorStatus, Status, merged_status
 
 __all__ = [
     "Action",

@@ -1,11 +1,13 @@
 """Deployment records: what the controller knows about one release going to one robot (pure).
 
 One record per device per rollout generation (DESIGN §3, Miru semantics). Three axes, each a str
-Enum stored on the state branch:
+Enum stored on the state branch (activity, error and the merged status are the shared vocabulary,
+:mod:`fleetcd.vocabulary`; the controller's reasons are :class:`fleetcd.reasons.RecordReason`):
 
 * ``target_status`` — what the controller wants: ``staged`` (install into the inactive slot and wait,
   blue/green), ``deployed`` (switch and run it), ``archived`` (retired). One-way, in that order.
-* ``activity`` — what the robot last reported doing. ``staged`` is our addition to the DESIGN list:
+* ``activity`` — what the robot last reported doing (a :data:`~fleetcd.vocabulary.ReportedActivity`,
+  never one of the robot-only journal states). ``staged`` is our addition to the DESIGN list:
   blue/green needs a name for "installed in the inactive slot, waiting for the switch".
 * ``error`` — ``none``, ``retrying`` (a transient failure; the robot will try again) or ``failed``.
 
@@ -32,6 +34,7 @@ from pydantic import (
 from controller.records.ids import DEPLOYMENT_ID_PATTERN
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models.base import SafeName, SemVer, Sha256
+from fleetcd.vocabulary import Activity, ErrorStatus, ReportedActivity, Status, merged_status
 
 MAX_EVENTS = 50  # per record: enough for a retry storm's tail, bounded so records stay small
 MESSAGE_MAX_CHARS = 500  # robots' messages are untrusted; longer ones are cut, never rejected
@@ -50,74 +53,16 @@ class TargetStatus(StrEnum):
         return list(TargetStatus).index(self)
 
 
-class Activity(StrEnum):
-    QUEUED = "queued"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    APPLYING = "applying"
-    WATCHING = "watching"
-    STAGED = "staged"
-    DEPLOYED = "deployed"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-    DRIFTED = "drifted"
-    REMOVING = "removing"
-    ARCHIVED = "archived"
-
-
-class ErrorStatus(StrEnum):
-    NONE = "none"
-    RETRYING = "retrying"
-    FAILED = "failed"
-
-
-class Status(StrEnum):
-    """Merged status: every activity, plus ``retrying`` (``failed`` doubles as the error)."""
-
-    QUEUED = "queued"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    APPLYING = "applying"
-    WATCHING = "watching"
-    STAGED = "staged"
-    DEPLOYED = "deployed"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-    DRIFTED = "drifted"
-    REMOVING = "removing"
-    ARCHIVED = "archived"
-    RETRYING = "retrying"
-
-
 class Action(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     STAGE = "stage"
 
 
-class RecordReason(StrEnum):
-    """Why the controller (not the robot) moved a record."""
-
-    TIMED_OUT = "timed_out"
-    SUPERSEDED = "superseded"  # a new generation of the rollout replaced it
-    UNTARGETED = "untargeted"  # the robot left the rollout's targets
-    ABORTED = "aborted"  # halt or abort retired it before the robot was told to run it
-    # Halt or abort retired it while the robot held it in its bundle: the robot may have run it
-    # before it saw the cancellation, so its outcome stays open to a late final report.
-    ABORTED_AFTER_DELIVERY = "aborted_after_delivery"
-
-
 # Outcomes the robot cannot undo by reporting again (one-time use). ``archived`` is final as well.
 SETTLED_ACTIVITIES = frozenset(
     {Activity.DEPLOYED, Activity.DRIFTED, Activity.FAILED, Activity.ROLLED_BACK, Activity.ARCHIVED}
 )
-
-
-def merged_status(activity: Activity, error: ErrorStatus) -> Status:
-    """The error wins when there is one; otherwise the activity."""
-    if error is not ErrorStatus.NONE:
-        return Status(error.value)
-    return Status(activity.value)
 
 
 class _Record(BaseModel):
@@ -127,7 +72,7 @@ class _Record(BaseModel):
 
 class DeploymentEvent(_Record):
     at: AwareDatetime
-    activity: Activity
+    activity: ReportedActivity
     error: ErrorStatus
     message: Message = ""
 
@@ -143,7 +88,7 @@ class DeploymentRecord(_Record):
     wave: int = Field(ge=0)
     action: Action
     target_status: TargetStatus
-    activity: Activity = Activity.QUEUED
+    activity: ReportedActivity = Activity.QUEUED
     error: ErrorStatus = ErrorStatus.NONE
     attempts: int = Field(default=0, ge=0)
     created_at: AwareDatetime

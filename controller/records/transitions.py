@@ -36,27 +36,14 @@ from controller.records.model import (
     MESSAGE_MAX_CHARS,
     SETTLED_ACTIVITIES,
     Action,
-    Activity,
     DeploymentEvent,
     DeploymentRecord,
-    ErrorStatus,
-    RecordReason,
     TargetStatus,
     is_terminal,
 )
-from fleetcd.compat import UTC, StrEnum
-
-
-class IgnoredReport(StrEnum):
-    """Why :func:`apply_report` left a record as it was."""
-
-    UNCHANGED = "unchanged"  # same activity and error as recorded
-    UNKNOWN_VALUE = "unknown_value"  # not an activity/error this controller knows
-    NOT_REPORTABLE = "not_reportable"  # ``queued``: only the controller queues
-    NOT_REQUESTED = "not_requested"  # removing/archived while the controller still wants it
-    FINISHED = "finished"  # terminal: deployments are one-time use
-    RETIRED = "retired"  # archived: only removal (or a cancelled record's outcome) may be reported
-
+from fleetcd.compat import UTC
+from fleetcd.reasons import IgnoredReport, RecordReason
+from fleetcd.vocabulary import REPORTED_ACTIVITIES, Activity, ErrorStatus
 
 _OBSERVED_SUCCESS = frozenset({Activity.DEPLOYED, Activity.DRIFTED})
 _FINAL_OUTCOMES = frozenset({Activity.DEPLOYED, Activity.DRIFTED, Activity.FAILED, Activity.ROLLED_BACK})
@@ -114,6 +101,8 @@ def judge_report(record: DeploymentRecord, activity: str, error: str) -> Ignored
     try:
         reported, reported_error = Activity(activity), ErrorStatus(error)
     except ValueError:
+        return IgnoredReport.UNKNOWN_VALUE
+    if reported not in REPORTED_ACTIVITIES:  # a robot-only journal state (idle, switched, …)
         return IgnoredReport.UNKNOWN_VALUE
     if (reported, reported_error) == (record.activity, record.error):
         return IgnoredReport.UNCHANGED

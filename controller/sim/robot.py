@@ -31,6 +31,7 @@ from fleetcd.desired.bundle import Bundle
 from fleetcd.errors import TransportError
 from fleetcd.reports import MAX_DEPLOYMENTS, MESSAGE_MAX, StatusReport
 from fleetcd.trust.policy import Verifier
+from fleetcd.vocabulary import Activity
 
 AGENT_VERSION = "fleetcd-sim"
 FAILURE_MESSAGE = "simulated: the health watch failed"
@@ -97,7 +98,7 @@ class VirtualRobot:
         for d in report.deployments:
             self.reports[d.deployment_id] = d.model_dump(mode="json", exclude={"events"})
             # What the robot already finished is not redone; a staged one still waits for its switch.
-            if d.activity == "staged":
+            if d.activity is Activity.STAGED:
                 self.handled.add((d.deployment_id, "stage"))
             elif d.activity in SETTLED:
                 self.handled.update((d.deployment_id, action) for action in ("deploy", "stage", "rollback"))
