@@ -35,13 +35,13 @@ from typing import Literal
 from pydantic import AwareDatetime
 
 from agent.state.atomic import read_model, write_atomic
-from agent.sync.desired import DesiredFiles
 from fleetcd.desired import BundleExpired, TrustAnchors, VerifiedBundle, verify_bundle
 from fleetcd.desired.bundle import ROOT_FILE
 from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.base import FrozenModel, Stage
 from fleetcd.trust.gpg import Keyring
+from fleetcd.wire import DesiredFiles
 
 TRUST_FORMAT: Literal[1] = 1
 TRUST_FILE_MODE = 0o600

@@ -5,7 +5,8 @@ at the last report the server *accepted*: each report is one commit whose parent
 first is a root commit), so the server's history only fast-forwards and a status ACL of ``RW``
 (no force) suffices. The local ref moves only after the push succeeded.
 
-Everything goes through the ``git`` CLI (:mod:`fleetcd.git.robotgit`): the commit is written with
+Everything goes through the ``git`` CLI (:mod:`fleetcd.git.robotgit`): the commit
+(:func:`fleetcd.wire.status_commit`, the format the simulator writes too) is written with
 ``hash-object``/``mktree``/``commit-tree`` (author and dates fixed, so the same report always makes
 the same commit) and pushed with ``git push --porcelain``. A push the server refuses — a
 ``pre-receive`` hook, gitolite's ACL, a hidden ref — raises :class:`~fleetcd.errors.PushRejected`
@@ -32,13 +33,12 @@ from pathlib import Path
 
 from agent.report.outbox import Outbox
 from agent.sync.desired import Connection, connection_of
-from fleetcd.compat import UTC
-from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import PushRejected
 from fleetcd.git.refs import status_ref
 from fleetcd.git.robotgit import RobotRepository
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reports import MAX_INT_DIGITS, MAX_REPORT_BYTES, MAX_SEQ, STATUS_FILE, StatusReport
+from fleetcd.wire import status_commit
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,14 @@ def deliver_pending(config: AgentConfig, repo_dir: Path, outbox: Outbox) -> str 
 
 
 def _commit(repo: RobotRepository, report: StatusReport, parent: str | None) -> str:
-    when = report.reported_at if report.reported_at.tzinfo else report.reported_at.replace(tzinfo=UTC)
+    made = status_commit(report)
     return repo.commit_file(
-        STATUS_FILE,
-        canonical_bytes(report),
+        made.path,
+        made.data,
         parent=parent,
-        message=f"status of {report.device}: seq {report.seq}",
-        author=(f"fleetcd-agent {report.device}", f"{report.device}@fleetcd.invalid"),
-        when=when,
+        message=made.message,
+        author=(made.author_name, made.author_email),
+        when=made.when,
     )
 
 

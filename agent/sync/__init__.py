@@ -6,6 +6,6 @@ between its two names with ``layout``), pace the polls (``backoff``), and accept
 """
 
 from agent.sync.backoff import Backoff
-from agent.sync.desired import Connection, DesiredFiles, connection_of, fetch_desired, read_desired
+from agent.sync.desired import Connection, connection_of, fetch_desired, read_desired
 
-__all__ = ["Backoff", "Connection", "DesiredFiles", "connection_of", "fetch_desired", "read_desired"]
+__all__ = ["Backoff", "Connection", "connection_of", "fetch_desired", "read_desired"]

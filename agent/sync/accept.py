@@ -29,7 +29,7 @@ from agent.converge.context import Assignment, assignments
 from agent.errors import CorruptState
 from agent.paths import AgentPaths
 from agent.state.atomic import read_bytes, write_atomic
-from agent.sync.desired import DesiredFiles, fetch_desired
+from agent.sync.desired import fetch_desired
 from agent.trustcheck import (
     TrustState,
     check_unchanged,
@@ -45,6 +45,7 @@ from fleetcd.loading.documents import load_document
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.release import Release
+from fleetcd.wire import DesiredFiles
 
 log = logging.getLogger(__name__)
 CACHE_FILE_MODE = 0o600

@@ -13,7 +13,8 @@ asked again without the flat name (a second connection; served namespaces and th
 need one). When both names exist and differ, :mod:`agent.sync.layout` decides which one the robot
 follows and the caller reports the conflict.
 
-Nothing here trusts the bytes: every file is size-checked from the object header before it is read
+The files and their caps are the shared wire format (:mod:`fleetcd.wire`). Nothing here trusts
+the bytes: every file is size-checked from the object header before it is read
 and the whole transfer is capped (git cannot write a larger pack), so a hostile server cannot fill
 the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Network failures are
 :class:`~fleetcd.errors.TransportError` (retry with backoff); a missing or oversized file is
@@ -22,12 +23,11 @@ the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Networ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.sync.layout import Candidate, Judge, LayoutConflict, choose
-from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
-from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_PROOF_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
+from agent.sync.layout import Candidate, Judge, choose
+from fleetcd.desired import BundleRejected
 from fleetcd.errors import SetupError
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, is_local
 from fleetcd.git.knownhosts import HostKeyPolicy
@@ -35,31 +35,18 @@ from fleetcd.git.refs import desired_names, namespace_prefix
 from fleetcd.git.robotgit import RobotRemote, RobotRepository
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reasons import Reason
-
-# Each file's cap, in the order the verifier reads them (fleetcd.desired.bundle's MAX_*_BYTES).
-FILE_CAPS: tuple[tuple[str, int], ...] = (
-    (BUNDLE_FILE, MAX_BUNDLE_BYTES),
-    (ROOT_FILE, MAX_ROOT_BYTES),
-    (ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
-    (PROOF_FILE, MAX_PROOF_BYTES),
+from fleetcd.wire import (
+    DESIRED_FILE_CAPS,
+    DESIRED_FILE_NAMES,
+    DesiredFiles,
+    check_desired_file,
+    desired_files,
 )
+
 # Pack headers, the commit and tree objects, and ref negotiation are a few hundred bytes; 64 KiB of
 # slack keeps a legitimate fetch far from the cap while endless data stops after ~4.2 MiB.
 TRANSFER_SLACK_BYTES = 64 * 1024
-MAX_TRANSFER_BYTES = sum(cap for _, cap in FILE_CAPS) + TRANSFER_SLACK_BYTES
-
-
-@dataclass(frozen=True)
-class DesiredFiles:
-    """The raw, still unverified files of one desired-state commit."""
-
-    commit: str
-    bundle: bytes
-    root: bytes
-    root_signature: bytes
-    proof: bytes
-    # Both names of the robot's desired state exist and differ (agent.sync.layout): to report.
-    conflict: LayoutConflict | None = field(default=None, compare=False)
+MAX_TRANSFER_BYTES = sum(cap for _, cap in DESIRED_FILE_CAPS) + TRANSFER_SLACK_BYTES
 
 
 @dataclass(frozen=True)
@@ -147,24 +134,13 @@ def _read(repo: RobotRepository, ref: str) -> Candidate:
 def read_desired(repo: RobotRepository, commit: str) -> DesiredFiles:
     """The four files of ``commit`` (an id or a ref); each one's size is checked from its object
     header before anything is read."""
-    commit_id, headers = repo.blob_sizes(commit, [name for name, _ in FILE_CAPS])
+    commit_id, headers = repo.blob_sizes(commit, list(DESIRED_FILE_NAMES))
     if commit_id is None:
         raise SetupError(f"{repo.path}: {commit} is not a commit here")
     blobs = []
-    for name, cap in FILE_CAPS:
+    for name, cap in DESIRED_FILE_CAPS:
         found = headers[name]
-        if found is None:
-            message = f"the desired-state commit {commit_id} holds no {name}"
-            raise BundleRejected(Reason.BUNDLE_INVALID, message, file=name)
-        if found[1] > cap:
-            message = f"{found[1]} bytes in commit {commit_id}; at most {cap}"
-            raise BundleRejected(Reason.TOO_LARGE, message, file=name)
+        check_desired_file(commit_id, name, None if found is None else found[1], cap)
+        assert found is not None
         blobs.append(found)
-    data = dict(zip([name for name, _ in FILE_CAPS], repo.read_blobs(blobs), strict=True))
-    return DesiredFiles(
-        commit=commit_id,
-        bundle=data[BUNDLE_FILE],
-        root=data[ROOT_FILE],
-        root_signature=data[ROOT_SIGNATURE_FILE],
-        proof=data[PROOF_FILE],
-    )
+    return desired_files(commit_id, dict(zip(DESIRED_FILE_NAMES, repo.read_blobs(blobs), strict=True)))

@@ -32,7 +32,7 @@ from fleetcd.desired import BundleExpired, BundleRejected
 from fleetcd.errors import FleetcdError, InvalidContent
 
 if TYPE_CHECKING:
-    from agent.sync.desired import DesiredFiles
+    from fleetcd.wire import DesiredFiles
 
 # The verification a candidate goes through: its verified serial, or BundleRejected/InvalidContent.
 Judge = Callable[["DesiredFiles"], int]

@@ -5,7 +5,8 @@ own desired-state ref with the git CLI over protocol v2 (:func:`fleetcd.git.remo
 the server lists that one ref, so a poll costs the same at 10 robots as at 10,000) under the name the
 server shows it: its physical ``refs/namespaces/<id>/...`` name on a plain repository with the
 namespaced layout, ``refs/fleetcd/desired/<id>`` with the flat one. The four files are read with
-the agent's size caps. A report is one commit on top of the last accepted one, pushed to
+the agent's size caps and the report commit is built as the agent builds it: both come from the
+shared wire format, :mod:`fleetcd.wire`. A report is one commit on top of the last accepted one, pushed to
 ``refs/fleetcd/status/<id>/report`` with :func:`fleetcd.git.remote.push` (``git push`` to a local
 repository, so the server's hooks run; libgit2 elsewhere); the local ref moves only once the server
 accepted it, as the agent's does. Robot side only: imports ``fleetcd`` alone.
@@ -13,39 +14,16 @@ accepted it, as the agent's does. Robot side only: imports ``fleetcd`` alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
-from fleetcd.desired.bundle import (
-    MAX_BUNDLE_BYTES,
-    MAX_PROOF_BYTES,
-    MAX_ROOT_BYTES,
-    MAX_ROOT_SIGNATURE_BYTES,
-    canonical_bytes,
-)
 from fleetcd.git.objects import Identity, blob_size, commit, read_blob, ref_target, update_refs, write_tree
 from fleetcd.git.refs import desired_ref, namespaced, status_ref
 from fleetcd.git.remote import fetch, fetch_own_ref_cli, push
 from fleetcd.git.repo import Oid, Repository, oid, open_or_init_bare
-from fleetcd.reasons import Reason
-from fleetcd.reports import STATUS_FILE, StatusReport
+from fleetcd.reports import StatusReport
+from fleetcd.wire import DESIRED_FILE_CAPS, DesiredFiles, check_desired_file, desired_files, status_commit
 
-FILE_CAPS = (
-    (BUNDLE_FILE, MAX_BUNDLE_BYTES),
-    (ROOT_FILE, MAX_ROOT_BYTES),
-    (ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
-    (PROOF_FILE, MAX_PROOF_BYTES),
-)
-
-
-@dataclass(frozen=True)
-class DesiredFiles:
-    commit: str
-    bundle: bytes
-    root: bytes
-    root_signature: bytes
-    proof: bytes
+SIM_SENDER = "fleetcd sim"  # its commits' author is "fleetcd sim <id>"; the agent's "fleetcd-agent <id>"
 
 
 class RobotLink:
@@ -80,16 +58,10 @@ class RobotLink:
         """The four files of a fetched desired-state commit, each size-checked from its header first."""
         data: dict[str, bytes] = {}
         target = oid(commit_id)
-        for name, cap in FILE_CAPS:
-            size = blob_size(self.repo, target, name)
-            if size is None or size > cap:
-                problem = "missing" if size is None else f"{size} bytes; at most {cap}"
-                reason = Reason.BUNDLE_INVALID if size is None else Reason.TOO_LARGE
-                raise BundleRejected(reason, f"commit {commit_id}: {name} {problem}", file=name)
+        for name, cap in DESIRED_FILE_CAPS:
+            check_desired_file(commit_id, name, blob_size(self.repo, target, name), cap)
             data[name] = read_blob(self.repo, target, name) or b""
-        return DesiredFiles(
-            commit_id, data[BUNDLE_FILE], data[ROOT_FILE], data[ROOT_SIGNATURE_FILE], data[PROOF_FILE]
-        )
+        return desired_files(commit_id, data)
 
     def push_report(self, report: StatusReport) -> str:
         """Commit ``report`` on the last accepted one and push it; returns the pushed commit id."""
@@ -105,9 +77,8 @@ class RobotLink:
         return str(new)
 
     def _commit(self, repo: Repository, report: StatusReport, parent: Oid | None) -> Oid:
-        tree = write_tree(repo, {STATUS_FILE: canonical_bytes(report)})
-        author = Identity(f"fleetcd sim {self.device}", f"{self.device}@fleetcd.invalid")
-        message = f"status of {self.device}: seq {report.seq}"
-        return commit(
-            repo, None, tree, message, [parent] if parent is not None else [], author, report.reported_at
-        )
+        made = status_commit(report, sender=SIM_SENDER)
+        tree = write_tree(repo, {made.path: made.data})
+        author = Identity(made.author_name, made.author_email)
+        parents = [parent] if parent is not None else []
+        return commit(repo, None, tree, made.message, parents, author, made.when)
