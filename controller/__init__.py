@@ -1,5 +1,5 @@
 """fleetcd controller role: turns merged commits into per-robot desired state, records and audit.
 
-It also provides the ``fleetcd`` console script (:mod:`controller.cli`), which is the core's operator
-commands plus the controller's own. It never imports ``agent``.
+It also provides the ``fleetcd`` console script (:mod:`controller.cli`, every command of it: the
+operator and CI commands on the shared core plus the controller's own). It never imports ``agent``.
 """

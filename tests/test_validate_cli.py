@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcd.cli.cmd_validate import command
+from controller.cli.validate import validate_command as command
 from fleetcd.cli.main import guarded
 from fleetcd.errors import Diagnostic
 from fleetcd.reasons import Reason

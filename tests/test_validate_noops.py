@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fleetcd.cli.cmd_validate import command
+from controller.cli.validate import validate_command as command
 from fleetcd.cli.main import guarded
 from fleetcd.loading.fleetspec import load_spec
 from fleetcd.planning.plan import build_plan

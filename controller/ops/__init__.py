@@ -7,5 +7,5 @@ mirror (:mod:`controller.ops.remote`) and turn them into rows (:mod:`controller.
 local fleet work tree the way a person would (:mod:`controller.ops.switches`,
 :mod:`controller.ops.deploy`), validate in memory, then commit (:mod:`controller.ops.local`); the
 controller picks the commit up like any other merge. The click wrappers live in
-``controller.ops_commands``.
+``controller.cli.read`` and ``controller.cli.edit``.
 """

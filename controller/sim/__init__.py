@@ -7,7 +7,8 @@ clock. Only the robots' converge step is simulated (apply time, failure and offl
 latency). Modules: ``settings`` (what to simulate), ``clock`` (event heap), ``model`` (records),
 ``wire`` and ``robot`` (the robot side, ``fleetcd`` imports only), ``verifier`` (one gpg check per
 distinct signature), ``fleet`` (provisioning from main), ``control`` (the controller actor), ``run``
-(the engine), ``report`` (per-wave timings and summary) and ``command`` (the CLI).
+(the engine), ``report`` (per-wave timings and summary) and ``rehearsal`` (what ``fleetcd sim``
+was asked, run in a scratch copy of the fleet); the CLI is :mod:`controller.cli.sim`.
 """
 
 from controller.sim.report import SimReport, Summary, WaveTiming

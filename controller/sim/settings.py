@@ -1,6 +1,6 @@
 """Settings of one simulation run (``fleetcd sim``), with bounded, documented defaults.
 
-Read by :func:`controller.sim.run.run_simulation`; built by the CLI (:mod:`controller.sim.command`),
+Read by :func:`controller.sim.run.run_simulation`; built by the CLI (:mod:`controller.sim.rehearsal`),
 the tests and ``bench/e2e_rollout.py``. Rates are probabilities in [0, 1]; times are in seconds of
 the simulation's clock (simulated seconds with ``virtual_time``, wall seconds without).
 """

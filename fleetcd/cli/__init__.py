@@ -1,1 +1,5 @@
-"""Thin click commands for operators and CI: each builds settings and calls one library function."""
+"""What every console script shares: the exit codes and the one handler that maps errors to them.
+
+The commands themselves live with their script: ``fleetcd`` in :mod:`controller.cli`,
+``fleetcd-agent`` in :mod:`agent.cli`.
+"""

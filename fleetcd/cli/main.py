@@ -1,38 +1,18 @@
-"""The ``fleetcd`` command group: operator and CI commands that need only the shared core.
+"""The one error handler of ``fleetcd`` and ``fleetcd-agent``: fleetcd's errors -> documented exit codes.
 
-``controller.cli`` adds the controller's commands to this group and is the console script, so the
-core never imports a role. Errors are mapped to exit codes in one place (:func:`run`).
+Like pre-commit's ``error_handler``: commands raise, :func:`run` turns the error into a one-line
+message on standard error and an :class:`~fleetcd.cli.exitcodes.Exit` code (docs/cli.md).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from fleetcd import __version__
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.errors import InvalidContent, SetupError, TransportError
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="fleetcd")
-def cli() -> None:
-    """fleetcd: GitOps releases for robot fleets.
-
-    Exit codes: 0 ok (plan: no changes), 1 invalid content, 2 usage, 3 plan has changes,
-    4 local setup problem (gpg, repository, ref), 5 git/network failure, 70 internal error.
-    """
-
-
-def register_core_commands(group: click.Group) -> None:
-    """Attach every core command; imported lazily so `--help` stays fast."""
-    from fleetcd.cli import cmd_approve, cmd_init, cmd_keys, cmd_plan, cmd_sign, cmd_validate
-
-    for module in (cmd_init, cmd_keys, cmd_sign, cmd_approve, cmd_validate, cmd_plan):
-        group.add_command(module.command)
 
 
 def run(group: click.Group, argv: list[str] | None = None) -> int:
@@ -62,8 +42,3 @@ def guarded(action: Callable[[], Any]) -> int:
         click.echo(f"error: {exc}", err=True)
         return int(Exit.TRANSPORT)
     return int(result) if isinstance(result, int) else int(Exit.OK)
-
-
-def main() -> None:  # pragma: no cover - the installed entry point is controller.cli:main
-    register_core_commands(cli)
-    sys.exit(run(cli))

@@ -46,7 +46,7 @@ from fleetcd.operator.installspec import (
     help="A wheel directory or page CI installs from (repeatable).",
 )
 @click.option("--no-index", is_flag=True, help="CI installs from --find-links only, never from an index.")
-def command(
+def init_command(
     directory: Path,
     force: bool,
     install_spec: str | None,

@@ -50,7 +50,7 @@ from fleetcd.validation.worktree import validate_work_tree
 )
 @click.argument("files", nargs=-1, type=click.Path(), metavar="[FILES]...")
 @click.pass_context
-def command(
+def validate_command(
     ctx: click.Context,
     repo: Path,
     base: str | None,

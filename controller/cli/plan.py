@@ -91,7 +91,7 @@ class _CachedKeyring:
     "--format", "fmt", type=click.Choice(sorted(RENDERERS)), default="text", show_default=True, help="Output."
 )
 @click.pass_context
-def command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str) -> None:
+def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str) -> None:
     """Show which robots get what in which wave, who is skipped and why, and approvals missing.
 
     Exit codes: 0 no changes, 3 changes, 1 invalid content, 4 setup problem.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fleetcd.cli.options import gnupghome_option, repo_found_from
+from controller.cli.options import repo_found_from, signer_gnupghome_option
 from fleetcd.operator import approve_rollout, approve_rollout_all, default_gnupghome, find_root
 
 
@@ -23,9 +23,9 @@ from fleetcd.operator import approve_rollout, approve_rollout_all, default_gnupg
     is_flag=True,
     help="Approve with every approver key in the keyring (development fleets).",
 )
-@gnupghome_option
+@signer_gnupghome_option
 @repo_found_from("ROLLOUT_FILE")
-def command(
+def approve_command(
     rollout_file: Path,
     fingerprint: str | None,
     all_approvers: bool,

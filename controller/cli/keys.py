@@ -19,11 +19,11 @@ _REPO = click.option(
 
 
 @click.group("keys")
-def command() -> None:
+def keys_group() -> None:
     """Keys trusted by the fleet (fleet.yaml trust block, public keys in keys/)."""
 
 
-@command.command("generate")
+@keys_group.command("generate")
 @_REPO
 @click.option(
     "--gnupghome",
@@ -46,7 +46,7 @@ def generate(repo: Path, gnupghome: Path | None) -> None:
     )
 
 
-@command.command("list")
+@keys_group.command("list")
 @_REPO
 def list_command(repo: Path) -> None:
     """Show every key fleet.yaml trusts and whether keys/*.asc holds its public key."""

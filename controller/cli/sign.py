@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fleetcd.cli.options import gnupghome_option, repo_found_from
+from controller.cli.options import repo_found_from, signer_gnupghome_option
 from fleetcd.operator import default_gnupghome, find_root, sign_release
 
 
@@ -18,9 +18,11 @@ from fleetcd.operator import default_gnupghome, find_root, sign_release
     metavar="FPR",
     help="Signing key fingerprint [default: the first release signer in the keyring].",
 )
-@gnupghome_option
+@signer_gnupghome_option
 @repo_found_from("RELEASE_FILE")
-def command(release_file: Path, fingerprint: str | None, gnupghome: Path | None, repo: Path | None) -> None:
+def sign_command(
+    release_file: Path, fingerprint: str | None, gnupghome: Path | None, repo: Path | None
+) -> None:
     """Sign RELEASE_FILE (releases/<app>/<version>.yaml); it must validate first."""
     root = find_root(repo or release_file)
     written = sign_release(root, release_file, gnupghome or default_gnupghome(root), fingerprint)

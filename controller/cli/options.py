@@ -1,0 +1,161 @@
+"""Click options shared by several ``fleetcd`` commands, so their wording and defaults never drift apart.
+
+Also :func:`remote_source`, which turns the remote options (and the SSH environment) into the
+:class:`~controller.reconcile.source.Source` every command reading or writing a remote uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from controller.ops.output import FORMATS
+from controller.reconcile.source import Source
+from fleetcd.git.hostkeys import HostKeyPolicy
+from fleetcd.git.remote import SshKey
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SSH_KEY_ENV = "FLEETCD_SSH_KEY"
+SSH_USER_ENV = "FLEETCD_SSH_USER"
+HOST_KEY_ENV = "FLEETCD_SSH_HOST_KEY"
+DEFAULT_SSH_USER = "git"  # gitolite's and most forges' SSH user; the URL's user wins
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetcd"
+
+
+def stacked(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator applying ``options`` as if written top to bottom (the order ``--help`` lists)."""
+
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+# --- the fleet repository as a remote (controller, audit, get, history, receipt, sim) -----------------
+repo_option = click.option(
+    "--repo", "url", required=True, help="Fleet repository: a path, file://, or ssh:// URL."
+)
+cache_option = click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Where the local mirror lives (a cache; safe to delete).",
+)
+# Not the controller's mirror: a fetch here force-updates the state branch in the mirror, which would
+# race a controller on the same machine between its state commit and its push.
+operator_cache_option = click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_CACHE / "operator",
+    show_default=True,
+    help="Where the local mirror for reading lives (a cache; safe to delete).",
+)
+ssh_key_option = click.option(
+    "--ssh-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar=SSH_KEY_ENV,
+    default=None,
+    help=f"Private SSH key for ssh:// remotes; the public key is KEY.pub [env: {SSH_KEY_ENV}].",
+)
+host_key_option = click.option(
+    "--host-key-sha256",
+    "host_key",
+    envvar=HOST_KEY_ENV,
+    default=None,
+    help=f"Pin the server's SSH host key, 'SHA256:...' (else known_hosts) [env: {HOST_KEY_ENV}].",
+)
+controller_gnupghome_option = click.option(
+    "--gnupghome",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="GNUPGHOME",
+    required=True,
+    help="Keyring holding the controller's secret key [env: GNUPGHOME].",
+)
+flat_refs_option = click.option(
+    "--flat-refs",
+    is_flag=True,
+    help="Write refs/fleetcd/desired/<robot> instead of per-robot namespaces (no server setup needed).",
+)
+# `controller reconcile` and `controller run`: --repo, --cache, --gnupghome, --flat-refs, SSH.
+controller_options = stacked(
+    repo_option, cache_option, controller_gnupghome_option, flat_refs_option, ssh_key_option, host_key_option
+)
+# `get`, `history`, `receipt`: read the remote through the operator's own mirror.
+operator_remote_options = stacked(repo_option, operator_cache_option)
+output_option = click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+
+
+def remote_source(url: str, cache: Path, ssh_key: Path | None = None, host_key: str | None = None) -> Source:
+    """The fleet repository at ``url`` with this process's SSH identity (options, else environment).
+
+    Every command that talks to a remote goes through here, so ``FLEETCD_SSH_KEY`` and
+    ``FLEETCD_SSH_HOST_KEY`` work for ``get``/``history``/``receipt`` as for the controller.
+    """
+    key = ssh_key or (Path(os.environ[SSH_KEY_ENV]) if os.environ.get(SSH_KEY_ENV) else None)
+    pin = host_key or os.environ.get(HOST_KEY_ENV) or None
+    user = os.environ.get(SSH_USER_ENV) or DEFAULT_SSH_USER
+    credentials = SshKey(user, key) if key is not None else None
+    try:
+        host_keys = HostKeyPolicy(pinned_sha256=(pin,)) if pin else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host-key-sha256") from exc
+    return Source.for_url(url, cache, credentials, host_keys)
+
+
+# --- a local fleet repository work tree (sign, approve, pause, resume, rollback, deploy) ------------
+signer_gnupghome_option = click.option(
+    "--gnupghome",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Keyring with your secret key [default: <repo>/.fleetcd/gnupg, else $GNUPGHOME or ~/.gnupg].",
+)
+
+
+def repo_found_from(argument: str) -> Callable[[F], F]:
+    """``--repo``: for commands that take a file inside the fleet repository."""
+    return click.option(
+        "--repo",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help=f"Fleet repository [default: found from {argument}].",
+    )
+
+
+local_repo_option = click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Local fleet repository work tree (its root, or any folder inside it).",
+)
+# Commands that commit an edit: --repo, --no-commit, --author.
+write_options = stacked(
+    local_repo_option,
+    click.option("--no-commit", is_flag=True, help="Leave the edit uncommitted (for a pull request)."),
+    click.option("--author", metavar="'NAME <EMAIL>'", help="Commit author [default: git config]."),
+)
+# Commands whose edit voids approvals: --approve, --gnupghome.
+approve_options = stacked(
+    click.option("--approve", is_flag=True, help="Also approve with every approver key in the keyring."),
+    click.option(
+        "--gnupghome",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Keyring with approver keys for --approve [default: <repo>/.fleetcd/gnupg, else $GNUPGHOME].",
+    ),
+)

@@ -1,0 +1,132 @@
+"""``fleetcd get``, ``history`` and ``receipt``: read the fleet repository's remote and print.
+
+Thin wrappers around :mod:`controller.ops` (read through the operator's own mirror,
+:data:`~controller.cli.options.operator_remote_options`); errors map to exit codes centrally
+(:func:`fleetcd.cli.main.run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controller.cli.options import operator_remote_options, output_option, remote_source
+from controller.ops.output import Column, OutputFormat, render_data, render_table
+
+
+def _emit(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: OutputFormat, empty: str) -> None:
+    if fmt != "table":
+        click.echo(render_data(list(rows), fmt))
+    elif not rows:
+        click.echo(empty, err=True)
+    else:
+        click.echo(render_table(rows, columns))
+
+
+@click.group("get")
+def get_group() -> None:
+    """List rollouts, devices or releases as the controller and main see them."""
+
+
+@get_group.command("rollouts")
+@operator_remote_options
+@output_option
+def get_rollouts(url: str, cache: Path, fmt: OutputFormat) -> None:
+    """Rollouts on the state branch: release, generation, phase and wave progress."""
+    from controller.ops.listing import ROLLOUT_COLUMNS, rollout_rows
+    from controller.ops.remote import read_remote
+
+    view = read_remote(remote_source(url, cache))
+    _emit(
+        rollout_rows(view), ROLLOUT_COLUMNS, fmt, "no rollouts on the state branch (has the controller run?)"
+    )
+
+
+@get_group.command("devices")
+@operator_remote_options
+@output_option
+def get_devices(url: str, cache: Path, fmt: OutputFormat) -> None:
+    """Robots: site, connectivity, last seen, and per app the running version and newest deployment."""
+    from controller.ops.listing import DEVICE_COLUMNS, device_rows
+    from controller.ops.remote import read_remote
+
+    view = read_remote(remote_source(url, cache))
+    _emit(device_rows(view), DEVICE_COLUMNS, fmt, "no robots on main or the state branch")
+
+
+@get_group.command("releases")
+@operator_remote_options
+@output_option
+def get_releases(url: str, cache: Path, fmt: OutputFormat) -> None:
+    """Releases on main and whether their signatures meet the signer threshold."""
+    from controller.ops.listing import RELEASE_COLUMNS, release_rows
+    from controller.ops.remote import read_remote
+
+    view = read_remote(remote_source(url, cache))
+    _emit(release_rows(view), RELEASE_COLUMNS, fmt, "no releases on main")
+
+
+@click.command("history")
+@click.argument("device")
+@operator_remote_options
+@output_option
+def history_command(device: str, url: str, cache: Path, fmt: OutputFormat) -> int:
+    """DEVICE's deployment records over generations and its audit lines, newest first. Exit 1: unknown."""
+    from controller.ops.history import AUDIT_COLUMNS, RECORD_COLUMNS, device_history
+    from controller.ops.remote import read_remote
+
+    view = read_remote(remote_source(url, cache))
+    history = device_history(view.repo, view.state, device)
+    if device not in view.spec.devices and not history.records and not history.audit:
+        click.echo(f"error: no robot {device!r} on main, the state branch or in the audit log", err=True)
+        return 1
+    data = history.as_json()
+    if fmt != "table":
+        click.echo(render_data(data, fmt))
+        return 0
+    click.echo(f"Deployments of {device}:")
+    click.echo(render_table(data["records"], RECORD_COLUMNS) if data["records"] else "  none")
+    if not history.complete:
+        click.echo(f"  (searched the newest {history.commits_searched} state commits; older ones not shown)")
+    click.echo(f"\nAudit log lines naming {device}:")
+    click.echo(render_table(data["audit"], AUDIT_COLUMNS) if data["audit"] else "  none")
+    return 0
+
+
+@click.command("receipt")
+@click.argument("rollout")
+@click.option(
+    "--generation", type=click.IntRange(min=1), help="Generation [default: the newest with a receipt]."
+)
+@operator_remote_options
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["markdown", "yaml"]),
+    default="markdown",
+    show_default=True,
+    help="The page for people, or the signed YAML itself.",
+)
+def receipt_command(rollout: str, generation: int | None, url: str, cache: Path, fmt: str) -> None:
+    """Show ROLLOUT's receipt once its controller signature verifies. Exit 1: missing or not verified."""
+    from controller.ops.receipt import read_receipt
+    from controller.ops.remote import read_remote
+
+    receipt = read_receipt(read_remote(remote_source(url, cache)), rollout, generation)
+    click.echo(
+        receipt.markdown.rstrip("\n")
+        if fmt == "markdown"
+        else receipt.yaml_bytes.decode("utf-8").rstrip("\n")
+    )
+    click.echo(
+        f"\nsignature verified: {receipt.path} signed by the controller key {receipt.signer}", err=True
+    )
+    if not receipt.stored_markdown_matches:
+        md = receipt.path.removesuffix(".yaml") + ".md"
+        click.echo(
+            f"note: {md} on the state branch differs from the signed receipt; shown: the signed one", err=True
+        )
