@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.reconcile.source import Source, fetch_all, open_mirror, push_state
+from controller.reconcile.source import Source, fetch_all, open_mirror
 from controller.reconcile.statebranch import dump, load_state, write_state
 from controller.records.model import DeviceState
 from controller.state.layout import META_FILE, device_file
@@ -15,6 +15,8 @@ from controller.state.model import ControllerMeta, DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected, SetupError
 from fleetcd.git.refs import STATE_BRANCH
+from fleetcd.git.remote import push
+from fleetcd.git.repo import Repository
 from tests.gitrepos import bare_repo, commit_files, git, rev_parse, work_repo
 
 WHEN = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -39,6 +41,11 @@ def test_first_reconcile_sees_no_state_branch(server: Path, tmp_path: Path) -> N
     assert snapshot.commit is None and snapshot.meta == ControllerMeta()
 
 
+def push_branch(repo: Repository, source: Source) -> None:
+    """The state branch alone, without force (publish adds the desired refs and a lease)."""
+    push(repo, source.url, [f"{STATE_BRANCH}:{STATE_BRANCH}"])
+
+
 def test_state_round_trips_through_the_server(server: Path, tmp_path: Path) -> None:
     source = Source.for_url(f"file://{server}", tmp_path / "cache")
     repo = open_mirror(source)
@@ -49,7 +56,7 @@ def test_state_round_trips_through_the_server(server: Path, tmp_path: Path) -> N
         repo, load_state(repo), {META_FILE: dump(meta), device_file("amr-1"): dump(device)}, "reconcile", WHEN
     )
     assert written is not None
-    push_state(repo, source)
+    push_branch(repo, source)
     assert rev_parse(server, STATE_BRANCH) == str(written)
 
     fresh = open_mirror(Source.for_url(str(server), tmp_path / "other-cache"))
@@ -77,9 +84,9 @@ def test_losing_a_race_on_the_state_branch_is_a_rejected_push(server: Path, tmp_
     fetch_all(repo_two, two)
     write_state(repo_one, load_state(repo_one), {META_FILE: dump(ControllerMeta(serial=1))}, "one", WHEN)
     write_state(repo_two, load_state(repo_two), {META_FILE: dump(ControllerMeta(serial=2))}, "two", WHEN)
-    push_state(repo_one, one)
+    push_branch(repo_one, one)
     with pytest.raises(PushRejected) as info:
-        push_state(repo_two, two)
+        push_branch(repo_two, two)
     assert info.value.ref == STATE_BRANCH
     fetch_all(repo_two, two)
     assert load_state(repo_two).meta.serial == 1

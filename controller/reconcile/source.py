@@ -189,14 +189,3 @@ def publish(
 
 def _local_path(url: str) -> Path:
     return Path(url.removeprefix("file://"))
-
-
-def push_state(repo: Repository, source: Source) -> None:
-    """Push the state branch without force: losing a race is a rejection, retried on the new tip."""
-    push(
-        repo,
-        source.url,
-        [f"{STATE_BRANCH}:{STATE_BRANCH}"],
-        credentials=source.credentials,
-        host_keys=source.host_keys,
-    )
