@@ -1,6 +1,6 @@
 """Benchmark: peak RSS of a real ``fleetcd-agent run`` process (goal: at most 60 MB).
 
-The world is the agent tests' (:class:`tests.agentworld.AgentWorld`): a fleet repository written
+The world is the agent tests' (:class:`tests.sim.agent.AgentWorld`): a fleet repository written
 by the real controller, a real tarball release of a small HTTP app on a local artifact server, real
 gpg. The agent is the console script (``.venv/bin/fleetcd-agent``, else ``python -m agent.cli``)
 polling every second, in two runs:
@@ -165,9 +165,9 @@ def run(python: str, cycles: int, timeout_s: float, root: Path) -> dict[str, Any
     # `--help` works without them.
     from agent.executors.supervisor import Supervisor
     from agent.executors.tarball import RUN_DIR
-    from tests.agentworld import APP, AgentWorld
     from tests.gpgkeys import KeyFactory
     from tests.httpserver import ArtifactServer
+    from tests.sim.agent import APP, AgentWorld
 
     (root / "keys").mkdir(mode=0o700)
     keys = KeyFactory(root / "keys")

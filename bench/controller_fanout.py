@@ -36,7 +36,7 @@ import pygit2
 
 from bench import fleetgen
 from bench.common import base_parser, table, write_results
-from bench.controller_world import RELEASES, SERIAL, START, controller_write, make_bundles
+from bench.controller_world import RELEASES, SERIAL, controller_write, make_bundles
 from controller.delivery import CONTROLLER_IDENTITY, delivery_ref
 from controller.reconcile.source import Source, publish
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
@@ -44,6 +44,7 @@ from fleetcd.git import refs
 from fleetcd.git.objects import commit, list_refs, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.trust.gpg import Signer
+from tests.sim.world import START
 
 NAME = "controller_fanout"
 DEFAULT_ROBOTS = 10_000

@@ -23,12 +23,13 @@ from typing import Any
 import pygit2
 
 from bench.common import base_parser, measure, table, write_results
-from bench.controller_world import START, push_reports, reports_for
 from controller.ingest import ingest, read_reports
 from controller.records.model import Action, DeviceState, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import DeviceFile
 from fleetcd.git.repo import Repository
+from tests.sim.robots import push_reports, reports_for
+from tests.sim.world import START
 
 NAME = "controller_ingest"
 DEFAULT_ROBOTS = 10_000
@@ -84,7 +85,11 @@ def main() -> None:
         path = Path(tmp) / "mirror.git"
         repo = pygit2.init_repository(str(path), bare=True)
         start = time.perf_counter()
-        push_reports(path, reports_for(files, 1, "deployed", START + timedelta(seconds=20)), START)
+        push_reports(
+            path,
+            reports_for(files, 1, "deployed", START + timedelta(seconds=20), agent_version="bench"),
+            START,
+        )
         setup_s = time.perf_counter() - start
         moved, events = ingest_all(repo, dict(files))
         if moved != args.robots:

@@ -41,14 +41,13 @@ from bench.controller_world import (
     build_world,
     counting_signatures,
     device_files,
-    push_reports,
-    reports_for,
 )
 from controller.reconcile import steps
 from controller.reconcile.idle import LISTED
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.steps import reconcile_once
 from fleetcd.git.remote import list_remote
+from tests.sim.robots import push_reports, reports_for
 
 NAME = "controller_reconcile"
 DEFAULT_SIZES = (10, 1_000, 10_000)
@@ -143,7 +142,8 @@ def run_size(root: Path, robots: int, runs: int, profile: bool) -> dict[str, Any
     steps_done = [_step(world, "fan-out")]
     files = device_files(world)
     world.clock.tick(5)
-    push_reports(world.server, reports_for(files, 1, "deployed", world.clock.now), world.clock.now)
+    reports = reports_for(files, 1, "deployed", world.clock.now, agent_version="bench")
+    push_reports(world.server, reports, world.clock.now)
     world.clock.tick(5)
     steps_done.append(_step(world, "ingest"))
     world.clock.tick(10)

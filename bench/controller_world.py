@@ -1,11 +1,13 @@
 """A controller world for the controller benchmarks (a helper, not a benchmark itself).
 
-A fleet from :mod:`bench.fleetgen` (releases signed by a throwaway key that is also the
-controller's key) committed and pushed to a bare "server" repository; controller settings with an
-injected clock; robots' status reports written straight into the server as real commits on real
-status refs (one pack for all of them, as many robots pushing would leave after a ``git gc``); a
-counter of every gpg signature the controller makes; and, for the delivery benchmarks, one bundle
-per robot and the controller's desired-state write into a fresh repository.
+Built on the tests' fleet simulator (:mod:`tests.sim`): a fleet from :mod:`bench.fleetgen`
+(releases signed by a throwaway key that is also the controller's key) committed and pushed to a
+bare "server" repository; the simulator's controller settings on its virtual clock
+(:func:`tests.sim.world.controller_settings`, starting at ``START``, after the generated rollouts'
+``not_before``); the robots' status reports are the simulator's (:func:`tests.sim.robots.reports_for`
+and :func:`~tests.sim.robots.push_reports`: real commits on real status refs, one pack for all of
+them). Here: a counter of every gpg signature the controller makes and, for the delivery
+benchmarks, one bundle per robot and the controller's desired-state write into a fresh repository.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pygit2
@@ -25,39 +27,25 @@ import pygit2
 from bench import fleetgen
 from controller.delivery import DeliverySource, bundle_for, write_desired_state
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Source, fetch_all, open_mirror
+from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import load_state
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import DeviceFile
-from fleetcd.compat import UTC
 from fleetcd.desired import Bundle
-from fleetcd.git.objects import Identity, commit, object_batch, ref_target, update_refs, write_tree
-from fleetcd.git.refs import status_ref
 from fleetcd.loading.fleetspec import load_spec
-from fleetcd.reports import STATUS_FILE, DeploymentReport, StatusReport
 from fleetcd.trust import gpg
+from tests.sim.world import START, Clock, controller_settings
 
-START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)  # after the generated rollouts' not_before
 RELEASES = 8  # two of each generated app: both rollouts have a release to ship
 SERIAL = 1
 ROLLOUT = "navigator-rollout"
-ROBOT = Identity("bench robot", "robot@bench.invalid")
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "Bench",
     "GIT_AUTHOR_EMAIL": "bench@bench.invalid",
     "GIT_COMMITTER_NAME": "Bench",
     "GIT_COMMITTER_EMAIL": "bench@bench.invalid",
 }
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def tick(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 @dataclass
@@ -89,12 +77,7 @@ def build_world(root: Path, devices: int, releases: int = RELEASES) -> BenchWorl
     subprocess.run(["git", "init", "-q", "--bare", str(server)], check=True)
     subprocess.run(["git", "push", "-q", str(server), "main"], cwd=work, check=True)
     clock = Clock()
-    settings = ControllerSettings(
-        source=Source.for_url(str(server), root / "cache"),
-        gnupghome=home,
-        notify=False,
-        now=lambda: clock.now,
-    )
+    settings = controller_settings(server, root / "cache", home, clock)
     return BenchWorld(root, server, home, fleet, settings, clock)
 
 
@@ -103,57 +86,6 @@ def device_files(world: BenchWorld) -> dict[str, DeviceFile]:
     repo = open_mirror(world.settings.source)
     fetch_all(repo, world.settings.source)
     return load_state(repo).devices
-
-
-def reports_for(files: Mapping[str, DeviceFile], seq: int, activity: str, at: datetime) -> list[StatusReport]:
-    """Every robot reports ``activity`` for each deployment it holds (an empty report if none)."""
-    out = []
-    for device, data in files.items():
-        deployments = [
-            DeploymentReport.model_validate(
-                {
-                    "deployment_id": r.id,
-                    "app": r.app,
-                    "version": r.version,
-                    "activity": activity,
-                    "error": "none",
-                    "message": "",
-                    "updated_at": at,
-                }
-            )
-            for r in data.records
-        ]
-        out.append(
-            StatusReport.model_validate(
-                {
-                    "format": "fleetcd.dev/status/v1",
-                    "device": device,
-                    "seq": seq,
-                    "agent_version": "bench",
-                    "reported_at": at,
-                    "bundle_serial": None,
-                    "deployments": deployments,
-                }
-            )
-        )
-    return out
-
-
-def push_reports(repository: Path, reports: list[StatusReport], at: datetime) -> None:
-    """One status commit per robot on its status ref in ``repository`` (objects as one pack)."""
-    repo = pygit2.Repository(str(repository))
-    updates = {}
-    with object_batch(repo) as staged:
-        for report in reports:
-            ref = status_ref(report.device)
-            parent = ref_target(repo, ref)
-            tree = write_tree(staged, {STATUS_FILE: report.model_dump_json().encode()})
-            parents = [parent] if parent is not None else []
-            updates[ref] = (
-                parent,
-                commit(staged, None, tree, f"status of {report.device}", parents, ROBOT, at),
-            )
-    update_refs(repo, updates, message="bench: robots report")
 
 
 @contextmanager

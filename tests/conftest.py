@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.agentworld import AgentWorld
     from tests.gpgkeys import KeyFactory
     from tests.httpserver import ArtifactServer
+    from tests.sim.agent import AgentWorld
 
 # --- services -------------------------------------------------------------------------------------
 # A test that needs gpg, Docker, gitolite or Chromium skips when it is missing on a developer's box,
@@ -76,8 +76,8 @@ def artifacts() -> Iterator[ArtifactServer]:
 
 @pytest.fixture
 def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
-    """One robot's agent against a fleet repository the real controller writes (tests/agentworld.py)."""
-    from tests.agentworld import AgentWorld
+    """One robot's agent against a fleet repository the real controller writes (tests/sim/agent.py)."""
+    from tests.sim.agent import AgentWorld
 
     built = AgentWorld.create(tmp_path, keys, artifacts)
     yield built

@@ -49,10 +49,11 @@ from fleetcd.models import Fleet
 from fleetcd.models.agent import AgentConfig
 from tests.dockerd import DockerWorld, RobotHost, find_binary
 from tests.fleetrepo import FleetRepoBuilder
-from tests.fleetsim import SimFleet
 from tests.gitolite import CONTROLLER, Gitolite
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_scenario import Clock
+from tests.sim.provision import trust_pins
+from tests.sim.robots import SimFleet
+from tests.sim.world import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["staging", "canary", "production"]
@@ -215,7 +216,6 @@ class FullStack:
     def config(self, device: str, *, key_of: str | None = None, state_dir: Path | None = None) -> AgentConfig:
         """``device``'s agent.yaml: gitolite over SSH with ``key_of``'s key (default its own), the
         server's host key pinned, the fleet's anchors pinned, the Docker executor on its engine."""
-        anchors = self.sim.anchors
         keys_dir = self.root / "robot-keys"
         if not keys_dir.exists():
             shutil.copytree(self.fleet.root / "keys", keys_dir)
@@ -230,15 +230,7 @@ class FullStack:
                 "ssh_key": str(self.server.key(key_of or device)),
                 "host_key_sha256": self.server.host_fingerprint,
             },
-            "trust": {
-                "keys_dir": str(keys_dir),
-                "fleet": anchors.fleet,
-                "controller": sorted(anchors.controller),
-                "release_signers": sorted(anchors.release_signers),
-                "release_threshold": anchors.release_threshold,
-                "approvers": sorted(anchors.approvers),
-                "approvals_required": {s.value: n for s, n in anchors.approvals_required.items()},
-            },
+            "trust": trust_pins(self.sim.anchors, keys_dir),
             "state_dir": str(state),
             "executor": "docker",
             "docker": {"base_url": robot.engine.base_url},

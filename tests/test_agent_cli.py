@@ -17,9 +17,9 @@ import pytest
 
 from agent.cli import cli
 from fleetcd.cli.main import run
-from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Config files follow the version: a robot runs exactly the old version or the new one, code AND
 config, never a mix — through a rollback, a kill -9 in the middle of one, a staged install, a first
 install that fails, and a rollback to an older ``rollback.target``. Real controller-written
-repository, real gpg and git, the real tarball executor and app processes (tests/agentworld.py)."""
+repository, real gpg and git, the real tarball executor and app processes (tests/sim/agent.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from agent.configfiles.write import sha256_hex
 from agent.converge.configs import check_drift, load_ledger
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 from tests.test_agent_crash import agent_killed_at, assert_exactly_one_version_runs
 
 SCHEMA = {"type": "object", "properties": {"speed": {"type": "number"}}, "additionalProperties": False}

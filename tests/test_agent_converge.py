@@ -1,4 +1,4 @@
-"""The agent end to end against a fleet repository written by the real controller (tests/agentworld.py):
+"""The agent end to end against a fleet repository written by the real controller (tests/sim/agent.py):
 install a signed and approved release, roll back a failing one inside its watch window, fall back
 from a crash-looping one, defer on a closed gate, refuse a bad artifact, ride out the network going
 away, flag an expired bundle, report config drift — and the controller ingests every report."""
@@ -18,9 +18,9 @@ from fleetcd.errors import TransportError
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 
 
 def deployed(world: AgentWorld, version: str = "1.0.0") -> str:

@@ -28,9 +28,9 @@ from agent.executors.supervisor import Supervisor
 from agent.executors.tarball import RUN_DIR
 from agent.loop import Runtime, run_once
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER_REACHED = 3

@@ -1,5 +1,5 @@
 """The agent end to end with the Docker executor: a fleet repository written by the real controller
-(tests/agentworld.py), a real Docker Engine and registry (tests/dockerd.py), whole agent cycles
+(tests/sim/agent.py), a real Docker Engine and registry (tests/dockerd.py), whole agent cycles
 through :func:`agent.loop.run_once`.
 
 Each release's artifact is a busybox image pushed to the registry and pinned by digest; its
@@ -25,10 +25,10 @@ from agent.loop import Runtime
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
 from tests.dockerd import DockerWorld, docker_world
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 from tests.test_agent_crash import agent_killed_at, points
 
 pytestmark = pytest.mark.docker

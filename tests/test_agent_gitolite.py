@@ -33,8 +33,8 @@ from tests.fleetrepo import FleetRepoBuilder
 from tests.gitolite import Gitolite, GitoliteUnavailable
 from tests.gitrepos import rev_parse
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_agent_sync import AgentWorld, agent_world
-from tests.test_controller_scenario import STAGING, START
+from tests.sim.provision import ProvisionedFleet, provisioned_fleet
+from tests.sim.world import STAGING, START
 
 ROBOTS = ["amr-001", "amr-002", "amr-003", "amr-004"]
 PINNED = "the server's own"
@@ -43,7 +43,7 @@ NOW = START + timedelta(minutes=5)
 
 @dataclass
 class Served:
-    aw: AgentWorld
+    aw: ProvisionedFleet
     server: Gitolite
 
     def config(
@@ -68,7 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, gpg_available: str) -> Iter
         fleet.cohort("staging", STAGING + ROBOTS, stage="staging")
 
     keys: KeyFactory = shared_keys()
-    aw = agent_world(tmp_path_factory.mktemp("world"), keys, configure=robots_in_staging)
+    aw = provisioned_fleet(tmp_path_factory.mktemp("world"), keys, configure=robots_in_staging)
     try:
         server = Gitolite(tmp_path_factory.mktemp("gitolite"), ROBOTS).__enter__()
     except (GitoliteUnavailable, RuntimeError) as exc:

@@ -4,7 +4,7 @@ A plain git server (here a bare repository reached by path, as in every agent wo
 namespace, so a robot sees its desired state under both names when both exist:
 ``refs/namespaces/<id>/refs/fleetcd/desired/<id>`` (namespaced layout) and
 ``refs/fleetcd/desired/<id>`` (flat layout). Real controller reconciles, real gpg, real agent
-cycles installing a real app (tests/agentworld.py): the robot follows the name with the higher
+cycles installing a real app (tests/sim/agent.py): the robot follows the name with the higher
 verified serial and reports the conflict (agent.sync.layout), the controller removes the refs it
 no longer owns (controller.delivery.prune), and ``fleetcd get devices`` shows a robot that refuses
 its bundles.
@@ -30,9 +30,9 @@ from fleetcd.desired import BundleExpired, BundleRejected
 from fleetcd.git.objects import list_refs, ref_target, update_refs
 from fleetcd.git.refs import DESIRED_PREFIX, NAMESPACES_PREFIX, desired_ref, physical_desired_ref
 from fleetcd.reasons import Reason
-from tests.agentworld import DEVICE, AgentWorld
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import DEVICE, AgentWorld
 
 
 def set_layout(world: AgentWorld, *, namespaces: bool) -> None:

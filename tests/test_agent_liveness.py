@@ -28,8 +28,8 @@ from agent.liveness import Liveness, LivenessSettings
 from agent.loop import Runtime, notify, run_forever
 from agent.sdnotify import watchdog_interval_seconds
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
 from tests.httpserver import ArtifactServer, Behaviour
+from tests.sim.agent import APP, AgentWorld
 
 WATCHDOG_USEC = 1_000_000  # WatchdogSec=1 s: the agent pings every 0.5 s
 WATCHDOG_S = WATCHDOG_USEC / 1_000_000

@@ -35,11 +35,11 @@ from fleetcd.git.knownhosts import fingerprint, known_hosts_command
 from fleetcd.git.refs import desired_ref, status_ref
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reasons import Reason
-from tests.agentworld import APP, DEVICE, AgentWorld
 from tests.gitrepos import GIT_ENV, rev_parse
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.test_agent_sync import ROBOT, agent_world
+from tests.sim.agent import APP, DEVICE, AgentWorld
+from tests.sim.provision import ROBOT, provisioned_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 # An interpreter in which pygit2 cannot be imported, whatever is installed: None in sys.modules
@@ -135,7 +135,7 @@ def put_big_file_on_main(server: Path) -> None:
 
 @pytest.mark.parametrize("scheme", ["", "file://"], ids=["path", "file-url"])
 def test_big_file_on_main_does_not_reach_robot_fetch(tmp_path: Path, keys: KeyFactory, scheme: str) -> None:
-    aw = agent_world(tmp_path, keys)
+    aw = provisioned_fleet(tmp_path, keys)
     put_big_file_on_main(aw.server)
     assert stored_bytes(aw.server) > BIG_FILE_BYTES > MAX_TRANSFER_BYTES
 

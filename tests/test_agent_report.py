@@ -39,15 +39,15 @@ from fleetcd.reports import (
 )
 from tests.gitrepos import install_hook, rev_parse
 from tests.gpgkeys import KeyFactory
-from tests.test_agent_sync import ROBOT, AgentWorld, agent_world
-from tests.test_controller_scenario import START
+from tests.sim.provision import ROBOT, ProvisionedFleet, provisioned_fleet
+from tests.sim.world import START
 
 NOW = START + timedelta(minutes=5)
 
 
 @pytest.fixture
-def aw(tmp_path: Path, keys: KeyFactory) -> AgentWorld:
-    return agent_world(tmp_path, keys)
+def aw(tmp_path: Path, keys: KeyFactory) -> ProvisionedFleet:
+    return provisioned_fleet(tmp_path, keys)
 
 
 def dep(n: int = 0, *, at: datetime = NOW, activity: str = "deployed", **fields: object) -> DeploymentReport:
@@ -149,7 +149,7 @@ def test_a_history_too_big_for_the_format_is_trimmed_to_fit_keeping_the_newest_e
 # --- push: the controller ingests what the agent pushes --------------------------------------------
 
 
-def test_the_controller_ingests_the_agents_report_and_the_wave_moves_on(aw: AgentWorld) -> None:
+def test_the_controller_ingests_the_agents_report_and_the_wave_moves_on(aw: ProvisionedFleet) -> None:
     config = aw.config()
     files = fetch_desired(config, aw.repo_dir())
     assert files is not None
@@ -181,7 +181,7 @@ def test_the_controller_ingests_the_agents_report_and_the_wave_moves_on(aw: Agen
 
 
 def test_a_pre_receive_hook_rejection_raises_naming_the_ref_and_is_never_recorded_as_sent(
-    aw: AgentWorld,
+    aw: ProvisionedFleet,
 ) -> None:
     config = aw.config()
     hook = install_hook(aw.server, "pre-receive", "echo 'status pushes are closed today' >&2\nexit 1\n")
@@ -199,7 +199,7 @@ def test_a_pre_receive_hook_rejection_raises_naming_the_ref_and_is_never_recorde
     assert isinstance(commit, pygit2.Commit) and commit.parent_ids == []
 
 
-def test_a_reflashed_robot_rebases_on_the_servers_report_and_lifts_its_seq(aw: AgentWorld) -> None:
+def test_a_reflashed_robot_rebases_on_the_servers_report_and_lifts_its_seq(aw: ProvisionedFleet) -> None:
     config = aw.config()
     push_report(config, aw.repo_dir(), report(1))
     before = push_report(config, aw.repo_dir(), report(2))
@@ -213,7 +213,7 @@ def test_a_reflashed_robot_rebases_on_the_servers_report_and_lifts_its_seq(aw: A
 
 
 def test_after_a_rebase_the_pushed_seq_is_the_lifted_one_so_the_next_report_goes_above_it(
-    aw: AgentWorld,
+    aw: ProvisionedFleet,
 ) -> None:
     """The loop stores the pushed seq in push.json and numbers the next report above it: it must be
     the server's + 1, not the reflashed robot's own 1 (its next reports would be ignored)."""
@@ -243,7 +243,7 @@ ABSURD_SEQS = {
 
 @pytest.mark.parametrize("planted", list(ABSURD_SEQS.values()), ids=list(ABSURD_SEQS))
 def test_a_server_report_with_an_absurd_seq_is_unreadable_and_the_robot_keeps_reporting(
-    aw: AgentWorld, planted: bytes, caplog: pytest.LogCaptureFixture
+    aw: ProvisionedFleet, planted: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Someone planted a report no agent sends on the robot's ref: the robot's next push rebases
     on it without trying to beat its seq (and says why), and the controller ingests that push."""
@@ -270,7 +270,7 @@ def test_a_server_report_with_an_absurd_seq_is_unreadable_and_the_robot_keeps_re
     assert stored is not None and stored.seq == 2
 
 
-def test_a_report_for_another_device_is_refused_before_any_push(aw: AgentWorld) -> None:
+def test_a_report_for_another_device_is_refused_before_any_push(aw: ProvisionedFleet) -> None:
     with pytest.raises(ValueError, match="can-1"):
         push_report(aw.config(), aw.repo_dir(), report(1, device="can-1"))
 
@@ -295,7 +295,7 @@ def test_the_outbox_keeps_the_latest_report_across_a_restart(tmp_path: Path) -> 
     restarted.sent(6)  # nothing waiting: nothing to do
 
 
-def test_an_offline_robot_delivers_its_queued_report_when_the_server_is_back(aw: AgentWorld) -> None:
+def test_an_offline_robot_delivers_its_queued_report_when_the_server_is_back(aw: ProvisionedFleet) -> None:
     outbox = Outbox(aw.root / "outbox")
     offline = aw.config(url=str(aw.root / "unreachable.git"))
     outbox.put(report(1))
@@ -311,7 +311,7 @@ def test_an_offline_robot_delivers_its_queued_report_when_the_server_is_back(aw:
     assert deliver_pending(aw.config(), aw.repo_dir(), outbox) is None
 
 
-def test_a_report_dated_1970_is_still_pushed(aw: AgentWorld) -> None:
+def test_a_report_dated_1970_is_still_pushed(aw: ProvisionedFleet) -> None:
     old = report(1).model_copy(update={"reported_at": datetime(1970, 1, 1, 0, 1, tzinfo=UTC)})
     pushed = push_report(aw.config(), aw.repo_dir(), old)
     assert rev_parse(aw.server, status_ref(ROBOT)) == pushed

@@ -24,7 +24,7 @@ from agent.errors import HealthFailed
 from agent.state.journal import JournalEntry
 from fleetcd.compat import UTC
 from fleetcd.vocabulary import Activity, JournalActivity
-from tests.agentworld import APP, AgentWorld
+from tests.sim.agent import APP, AgentWorld
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DEP = "dep-" + "c" * 24

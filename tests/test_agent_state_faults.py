@@ -1,6 +1,6 @@
 """The robot's own disk lets it down: a full disk, a read-only state directory, corrupt state files.
 
-Real agent cycles (tests/agentworld.py) over real filesystems: a small tmpfs that really fills up
+Real agent cycles (tests/sim/agent.py) over real filesystems: a small tmpfs that really fills up
 (ENOSPC from the kernel) and a read-only bind mount, skipped where mounting is not allowed; state
 files emptied or overwritten with garbage the way a lost write or a bad sector leaves them. Each
 fault must be reported and, once the disk allows it, end with the robot on a known version again.
@@ -25,7 +25,7 @@ from agent.loop import CycleResult
 from agent.trustcheck import load_trust_state
 from fleetcd.cli.main import run
 from fleetcd.vocabulary import Activity
-from tests.agentworld import APP, AgentWorld
+from tests.sim.agent import APP, AgentWorld
 
 
 def agent(*args: str) -> int:

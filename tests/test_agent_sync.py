@@ -1,17 +1,15 @@
 """Agent sync against a repository the real controller wrote: real git, real gpg, real sshd.
 
-The world is the controller fault tests' fleet (:func:`tests.test_controller_faults.make_world`):
+The world is the simulator's provisioned fleet (:func:`tests.sim.provision.provisioned_fleet`):
 one reconcile puts a signed desired-state commit per robot on a bare server; ``stg-1`` gets nav
-1.0.0 in the staging wave. :class:`AgentWorld` adds what a provisioned robot has: the pinned trust
-anchors, their public keys in a ``keys_dir``, and an ``agent.yaml``. The other ``test_agent_*``
-modules build their worlds with :func:`agent_world` from here.
+1.0.0 in the staging wave; :class:`~tests.sim.provision.ProvisionedFleet` adds what a provisioned
+robot has: the pinned trust anchors, their public keys in a ``keys_dir``, and an ``agent.yaml``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,107 +24,24 @@ from fleetcd.compat import UTC
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, Bundle
 from fleetcd.errors import SetupError, TransportError
-from fleetcd.git.objects import Identity, commit, read_blob, ref_target, update_refs, write_tree
+from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.refs import desired_ref
-from fleetcd.models.agent import AgentConfig, PollSettings
+from fleetcd.models.agent import PollSettings
 from fleetcd.reasons import Reason
 from tests.conftest import require_service
-from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import SshServer, free_port, sshd_binary
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import FaultWorld, make_world
+from tests.sim.provision import ROBOT, ProvisionedFleet, provisioned_fleet
 
-ROBOT = "stg-1"
 ATTACKER = Identity("attacker", "attacker@evil.test")
 
 
 # --- the world ----------------------------------------------------------------------------------
 
 
-@dataclass
-class AgentWorld:
-    """A controller-written fleet repository plus what each robot is provisioned with."""
-
-    world: FaultWorld
-    root: Path
-
-    @property
-    def server(self) -> Path:
-        return self.world.server
-
-    def keys_dir(self, extra: dict[str, bytes] | None = None) -> Path:
-        """The fleet's public keys (plus ``extra`` name → armored key) as a robot's ``keys_dir``."""
-        keys = {Path(path).name: data for path, data in self.world.sim.keys.items()} | (extra or {})
-        folder = self.root / f"keys-{len(list(self.root.glob('keys-*')))}"
-        folder.mkdir(parents=True)
-        for name, data in keys.items():
-            (folder / name).write_bytes(data)
-        return folder
-
-    def config(
-        self,
-        device: str = ROBOT,
-        *,
-        url: str | None = None,
-        remote: dict[str, Any] | None = None,
-        extra_keys: dict[str, bytes] | None = None,
-        **trust: Any,
-    ) -> AgentConfig:
-        """``agent.yaml`` of ``device`` pinning the fleet's anchors; ``trust`` overrides pins."""
-        anchors = self.world.sim.anchors
-        pins: dict[str, Any] = {
-            "keys_dir": str(self.keys_dir(extra_keys)),
-            "fleet": anchors.fleet,
-            "controller": sorted(anchors.controller),
-            "release_signers": sorted(anchors.release_signers),
-            "release_threshold": anchors.release_threshold,
-            "approvers": sorted(anchors.approvers),
-            "approvals_required": {stage.value: n for stage, n in anchors.approvals_required.items()},
-        }
-        pins.update(trust)
-        return AgentConfig.model_validate(
-            {
-                "apiVersion": "fleetcd.dev/v1",
-                "kind": "AgentConfig",
-                "device": device,
-                "remote": {"url": url or str(self.server), **(remote or {})},
-                "trust": pins,
-                "state_dir": str(self.root / f"state-{device}"),
-            }
-        )
-
-    def repo_dir(self, device: str = ROBOT) -> Path:
-        return self.root / f"state-{device}" / "repo.git"
-
-    def server_files(self, device: str = ROBOT) -> dict[str, bytes | None]:
-        repo = pygit2.Repository(str(self.server))
-        ref = delivery_ref(device, namespaces=self.world.settings.namespaces)
-        return {
-            name: read_blob(repo, ref, name)
-            for name in (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)
-        }
-
-
-def agent_world(
-    root: Path,
-    keys: KeyFactory,
-    *,
-    namespaces: bool = True,
-    configure: Callable[[FleetRepoBuilder], None] | None = None,
-    reconcile: bool = True,
-) -> AgentWorld:
-    """The fault tests' fleet on a bare server, reconciled once by the real controller."""
-    world = make_world(root / "world", keys, configure=configure)
-    world.settings = replace(world.settings, namespaces=namespaces)
-    world.sim.namespaces = namespaces
-    if reconcile:
-        world.reconcile()
-    return AgentWorld(world, root)
-
-
 @pytest.fixture
-def aw(tmp_path: Path, keys: KeyFactory) -> AgentWorld:
-    return agent_world(tmp_path, keys)
+def aw(tmp_path: Path, keys: KeyFactory) -> ProvisionedFleet:
+    return provisioned_fleet(tmp_path, keys)
 
 
 def plant(server: Path, device: str, files: dict[str, bytes], *, namespaces: bool = True) -> None:
@@ -145,7 +60,7 @@ def plant(server: Path, device: str, files: dict[str, bytes], *, namespaces: boo
 def test_robot_fetches_exactly_the_files_the_controller_wrote_for_it(
     tmp_path: Path, keys: KeyFactory, namespaces: bool
 ) -> None:
-    aw = agent_world(tmp_path, keys, namespaces=namespaces)
+    aw = provisioned_fleet(tmp_path, keys, namespaces=namespaces)
     files = fetch_desired(aw.config(), aw.repo_dir())
     assert files is not None
     expected = aw.server_files()
@@ -163,27 +78,27 @@ def test_robot_fetches_exactly_the_files_the_controller_wrote_for_it(
     assert others == [], f"the robot fetched other robots' refs: {others}"
 
 
-def test_robot_fetches_from_a_file_url_too(aw: AgentWorld) -> None:
+def test_robot_fetches_from_a_file_url_too(aw: ProvisionedFleet) -> None:
     files = fetch_desired(aw.config(url=f"file://{aw.server}"), aw.repo_dir())
     assert files is not None and Bundle.model_validate_json(files.bundle).device == ROBOT
 
 
-def test_a_repeated_poll_returns_the_same_commit(aw: AgentWorld) -> None:
+def test_a_repeated_poll_returns_the_same_commit(aw: ProvisionedFleet) -> None:
     first = fetch_desired(aw.config(), aw.repo_dir())
     again = fetch_desired(aw.config(), aw.repo_dir())
     assert first is not None and again == first
 
 
-def test_a_robot_the_controller_never_wrote_for_gets_nothing(aw: AgentWorld) -> None:
+def test_a_robot_the_controller_never_wrote_for_gets_nothing(aw: ProvisionedFleet) -> None:
     assert fetch_desired(aw.config("ghost-1"), aw.repo_dir("ghost-1")) is None
 
 
 def test_before_the_first_reconcile_there_is_no_desired_state(tmp_path: Path, keys: KeyFactory) -> None:
-    aw = agent_world(tmp_path, keys, reconcile=False)
+    aw = provisioned_fleet(tmp_path, keys, reconcile=False)
     assert fetch_desired(aw.config(), aw.repo_dir()) is None
 
 
-def test_an_oversized_bundle_is_rejected_by_its_header_naming_the_file(aw: AgentWorld) -> None:
+def test_an_oversized_bundle_is_rejected_by_its_header_naming_the_file(aw: ProvisionedFleet) -> None:
     files = {k: v for k, v in aw.server_files().items() if v is not None}
     # Compresses to a few KB: the transfer cap does not stop it, the blob's own size must.
     files[BUNDLE_FILE] = b"{" + b" " * MAX_BUNDLE_BYTES + b"}"
@@ -196,7 +111,7 @@ def test_an_oversized_bundle_is_rejected_by_its_header_naming_the_file(aw: Agent
     assert str(MAX_BUNDLE_BYTES + 2) in diagnostic.message
 
 
-def test_endless_data_stops_at_the_transfer_cap(aw: AgentWorld) -> None:
+def test_endless_data_stops_at_the_transfer_cap(aw: ProvisionedFleet) -> None:
     files = {k: v for k, v in aw.server_files().items() if v is not None}
     files[BUNDLE_FILE] = random.Random(1).randbytes(MAX_TRANSFER_BYTES + 1024 * 1024)  # incompressible
     plant(aw.server, ROBOT, files)
@@ -208,7 +123,7 @@ def test_endless_data_stops_at_the_transfer_cap(aw: AgentWorld) -> None:
     assert stored < MAX_TRANSFER_BYTES, f"{stored} bytes kept in the robot's repository"
 
 
-def test_a_commit_missing_a_file_is_rejected_naming_it(aw: AgentWorld) -> None:
+def test_a_commit_missing_a_file_is_rejected_naming_it(aw: ProvisionedFleet) -> None:
     files = {k: v for k, v in aw.server_files().items() if v is not None and k != PROOF_FILE}
     plant(aw.server, ROBOT, files)
     with pytest.raises(BundleRejected) as raised:
@@ -216,12 +131,12 @@ def test_a_commit_missing_a_file_is_rejected_naming_it(aw: AgentWorld) -> None:
     assert (raised.value.reason, raised.value.diagnostics[0].file) == (Reason.BUNDLE_INVALID, PROOF_FILE)
 
 
-def test_a_missing_server_repository_is_a_transport_error(aw: AgentWorld) -> None:
+def test_a_missing_server_repository_is_a_transport_error(aw: ProvisionedFleet) -> None:
     with pytest.raises(TransportError, match="no repository"):
         fetch_desired(aw.config(url=str(aw.root / "nowhere.git")), aw.repo_dir())
 
 
-def test_a_configured_ssh_key_that_is_missing_is_a_setup_error(aw: AgentWorld) -> None:
+def test_a_configured_ssh_key_that_is_missing_is_a_setup_error(aw: ProvisionedFleet) -> None:
     config = aw.config(url="ssh://robot@127.0.0.1:1/fleet", remote={"ssh_key": str(aw.root / "no-key")})
     with pytest.raises(SetupError, match=r"remote\.ssh_key"):
         fetch_desired(config, aw.repo_dir())
@@ -242,14 +157,14 @@ def ssh_remote(ssh: SshServer, **overrides: Any) -> dict[str, Any]:
 
 
 def test_robot_fetches_over_ssh_with_its_key_and_the_pinned_host_key(
-    aw: AgentWorld, ssh_server: SshServer
+    aw: ProvisionedFleet, ssh_server: SshServer
 ) -> None:
     config = aw.config(url=ssh_server.url(aw.server), remote=ssh_remote(ssh_server))
     files = fetch_desired(config, aw.repo_dir())
     assert files is not None and files.bundle == aw.server_files()[BUNDLE_FILE]
 
 
-def test_a_server_with_another_host_key_is_refused(aw: AgentWorld, ssh_server: SshServer) -> None:
+def test_a_server_with_another_host_key_is_refused(aw: ProvisionedFleet, ssh_server: SshServer) -> None:
     wrong = "SHA256:" + "A" * 43
     config = aw.config(url=ssh_server.url(aw.server), remote=ssh_remote(ssh_server, host_key_sha256=wrong))
     with pytest.raises(TransportError, match="not one of the pinned keys"):
@@ -257,7 +172,7 @@ def test_a_server_with_another_host_key_is_refused(aw: AgentWorld, ssh_server: S
     assert not (aw.repo_dir() / "refs" / "fleetcd").exists()
 
 
-def test_an_unreachable_ssh_server_is_a_transport_error(aw: AgentWorld, ssh_server: SshServer) -> None:
+def test_an_unreachable_ssh_server_is_a_transport_error(aw: ProvisionedFleet, ssh_server: SshServer) -> None:
     url = f"ssh://{ssh_server.user}@127.0.0.1:{free_port()}{aw.server}"
     config = aw.config(url=url, remote=ssh_remote(ssh_server, timeout_seconds=5))
     with pytest.raises(TransportError):

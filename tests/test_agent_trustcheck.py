@@ -31,25 +31,25 @@ from fleetcd.errors import SetupError
 from fleetcd.reasons import Reason
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_agent_sync import ROBOT, AgentWorld, agent_world
-from tests.test_controller_scenario import START, WAVES
+from tests.sim.provision import ROBOT, ProvisionedFleet, provisioned_fleet
+from tests.sim.world import START, WAVES
 
 EPOCH = datetime(1970, 1, 1, 0, 5, tzinfo=UTC)
 EXPIRY = timedelta(days=7)  # fleet.yaml's default bundle expiry
 
 
 @pytest.fixture
-def aw(tmp_path: Path, keys: KeyFactory) -> AgentWorld:
-    return agent_world(tmp_path, keys)
+def aw(tmp_path: Path, keys: KeyFactory) -> ProvisionedFleet:
+    return provisioned_fleet(tmp_path, keys)
 
 
-def fetched(aw: AgentWorld, device: str = ROBOT) -> DesiredFiles:
+def fetched(aw: ProvisionedFleet, device: str = ROBOT) -> DesiredFiles:
     files = fetch_desired(aw.config(device), aw.repo_dir(device))
     assert files is not None
     return files
 
 
-def new_serial(aw: AgentWorld, after: timedelta) -> None:
+def new_serial(aw: ProvisionedFleet, after: timedelta) -> None:
     """Let the controller's clock run until it re-signs the root with the next serial."""
     aw.world.clock.tick(after.total_seconds())
     aw.world.reconcile()
@@ -63,7 +63,7 @@ def rejection(excinfo: pytest.ExceptionInfo[BundleRejected]) -> tuple[Reason, st
 # --- the happy path --------------------------------------------------------------------------------
 
 
-def test_the_controllers_bundle_is_accepted_and_the_state_remembers_it(aw: AgentWorld) -> None:
+def test_the_controllers_bundle_is_accepted_and_the_state_remembers_it(aw: ProvisionedFleet) -> None:
     files = fetched(aw)
     verified, state = verify_desired(aw.config(), files, TrustState(), START + timedelta(hours=1))
     assert verified.bundle.device == ROBOT
@@ -75,7 +75,7 @@ def test_the_controllers_bundle_is_accepted_and_the_state_remembers_it(aw: Agent
     assert state.expires_at == START + EXPIRY
 
 
-def test_the_same_bundle_again_is_unchanged(aw: AgentWorld) -> None:
+def test_the_same_bundle_again_is_unchanged(aw: ProvisionedFleet) -> None:
     files = fetched(aw)
     _, state = verify_desired(aw.config(), files, TrustState(), START)
     again, same = verify_desired(aw.config(), files, state, START + timedelta(minutes=1))
@@ -86,7 +86,7 @@ def test_the_same_bundle_again_is_unchanged(aw: AgentWorld) -> None:
 # --- attacks from the server -----------------------------------------------------------------------
 
 
-def test_another_robots_bundle_is_rejected(aw: AgentWorld) -> None:
+def test_another_robots_bundle_is_rejected(aw: ProvisionedFleet) -> None:
     theirs = fetched(aw, "can-1")
     with pytest.raises(BundleRejected) as raised:
         verify_desired(aw.config(ROBOT), theirs, TrustState(), START)
@@ -95,7 +95,7 @@ def test_another_robots_bundle_is_rejected(aw: AgentWorld) -> None:
 
 
 def test_an_older_validly_signed_bundle_is_a_rollback_and_the_state_keeps_the_newer_serial(
-    aw: AgentWorld, tmp_path: Path
+    aw: ProvisionedFleet, tmp_path: Path
 ) -> None:
     old = fetched(aw)
     new_serial(aw, timedelta(days=6))
@@ -110,7 +110,7 @@ def test_an_older_validly_signed_bundle_is_a_rollback_and_the_state_keeps_the_ne
     assert load_trust_state(trust_file).last_serial == verified.root.serial == state.last_serial
 
 
-def test_an_expired_bundle_is_a_freeze_attack(aw: AgentWorld) -> None:
+def test_an_expired_bundle_is_a_freeze_attack(aw: ProvisionedFleet) -> None:
     with pytest.raises(BundleExpired) as raised:
         verify_desired(aw.config(), fetched(aw), TrustState(), START + EXPIRY + timedelta(hours=1))
     assert raised.value.reason is Reason.EXPIRED
@@ -118,7 +118,7 @@ def test_an_expired_bundle_is_a_freeze_attack(aw: AgentWorld) -> None:
 
 
 def test_a_clock_reset_to_1970_cannot_revive_an_expired_bundle_but_a_fresh_one_is_accepted(
-    aw: AgentWorld, tmp_path: Path
+    aw: ProvisionedFleet, tmp_path: Path
 ) -> None:
     trust_file = tmp_path / "trust.json"
     files = fetched(aw)
@@ -145,7 +145,7 @@ def test_a_clock_reset_to_1970_cannot_revive_an_expired_bundle_but_a_fresh_one_i
 
 
 def test_a_clock_one_year_ahead_finds_the_bundle_expired_and_once_corrected_fresh_again(
-    aw: AgentWorld, tmp_path: Path
+    aw: ProvisionedFleet, tmp_path: Path
 ) -> None:
     trust_file = tmp_path / "trust.json"
     files = fetched(aw)
@@ -163,12 +163,12 @@ def test_a_clock_one_year_ahead_finds_the_bundle_expired_and_once_corrected_fres
     assert verified.unchanged
 
 
-def test_a_clock_ahead_but_inside_the_bundles_life_does_not_lift_the_floor(aw: AgentWorld) -> None:
+def test_a_clock_ahead_but_inside_the_bundles_life_does_not_lift_the_floor(aw: ProvisionedFleet) -> None:
     _, state = verify_desired(aw.config(), fetched(aw), TrustState(), START + timedelta(days=6))
     assert state.time_floor == START
 
 
-def test_a_new_robot_with_a_1970_clock_still_accepts_a_valid_bundle(aw: AgentWorld) -> None:
+def test_a_new_robot_with_a_1970_clock_still_accepts_a_valid_bundle(aw: ProvisionedFleet) -> None:
     verified, state = verify_desired(aw.config(), fetched(aw), TrustState(), EPOCH)
     assert verified.clock_suspect and state.time_floor == START
 
@@ -189,7 +189,7 @@ def test_a_new_robot_with_a_1970_clock_still_accepts_a_valid_bundle(aw: AgentWor
     ids=["bundle-bytes", "root-bytes", "root-signature", "proof-path"],
 )
 def test_tampered_bytes_are_rejected(
-    aw: AgentWorld, part: str, edit: Callable[[bytes], bytes], reason: Reason, file: str
+    aw: ProvisionedFleet, part: str, edit: Callable[[bytes], bytes], reason: Reason, file: str
 ) -> None:
     files = fetched(aw)
     original = getattr(files, part)
@@ -202,7 +202,7 @@ def test_tampered_bytes_are_rejected(
 
 
 def test_a_root_signed_by_a_key_that_is_not_the_pinned_controller_is_rejected(
-    aw: AgentWorld, keys: KeyFactory
+    aw: ProvisionedFleet, keys: KeyFactory
 ) -> None:
     mallory = keys.key("mallory")
     files = fetched(aw)
@@ -228,7 +228,7 @@ def second_signer(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
 def test_a_release_signed_below_the_robots_threshold_is_rejected(
     tmp_path: Path, keys: KeyFactory, signed_by_both: bool
 ) -> None:
-    aw = agent_world(tmp_path, keys, configure=second_signer(keys) if signed_by_both else None)
+    aw = provisioned_fleet(tmp_path, keys, configure=second_signer(keys) if signed_by_both else None)
     carol, bot = keys.key("carol"), keys.key("release-bot")
     config = aw.config(
         release_signers=[bot.fingerprint, carol.fingerprint],
@@ -264,7 +264,7 @@ def test_approvals_below_the_robots_pinned_floor_are_rejected(
     tmp_path: Path, keys: KeyFactory, both_approved: bool
 ) -> None:
     # fleet.yaml was lowered to one approval; this robot was provisioned to insist on 2 everywhere.
-    aw = agent_world(tmp_path, keys, configure=None if both_approved else alice_only(keys))
+    aw = provisioned_fleet(tmp_path, keys, configure=None if both_approved else alice_only(keys))
     config = aw.config(approvals_required={"staging": 2, "canary": 2, "production": 2})
     if both_approved:
         verified, _ = verify_desired(config, fetched(aw), TrustState(), START)
@@ -275,7 +275,7 @@ def test_approvals_below_the_robots_pinned_floor_are_rejected(
     assert rejection(raised) == (Reason.APPROVALS_BELOW_THRESHOLD, "rollouts/nav.yaml")
 
 
-def test_a_pinned_key_missing_from_keys_dir_is_a_setup_error(aw: AgentWorld, keys: KeyFactory) -> None:
+def test_a_pinned_key_missing_from_keys_dir_is_a_setup_error(aw: ProvisionedFleet, keys: KeyFactory) -> None:
     config = aw.config(approvers=[keys.key("alice").fingerprint, keys.key("mallory").fingerprint])
     with pytest.raises(SetupError, match=keys.key("mallory").fingerprint):
         verify_desired(config, fetched(aw), TrustState(), START)
@@ -284,7 +284,7 @@ def test_a_pinned_key_missing_from_keys_dir_is_a_setup_error(aw: AgentWorld, key
 # --- the trust state on disk -----------------------------------------------------------------------
 
 
-def test_trust_state_survives_a_restart_and_is_private(aw: AgentWorld, tmp_path: Path) -> None:
+def test_trust_state_survives_a_restart_and_is_private(aw: ProvisionedFleet, tmp_path: Path) -> None:
     trust_file = tmp_path / "trust.json"
     assert load_trust_state(trust_file) == TrustState()
     _, state = verify_desired(aw.config(), fetched(aw), TrustState(), START)
@@ -306,7 +306,7 @@ def test_a_corrupt_trust_state_is_refused_not_reset(tmp_path: Path, content: byt
         load_trust_state(trust_file)
 
 
-def test_check_unchanged_sends_another_commit_to_full_verification(aw: AgentWorld) -> None:
+def test_check_unchanged_sends_another_commit_to_full_verification(aw: ProvisionedFleet) -> None:
     files = fetched(aw)
     _, state = verify_desired(aw.config(), files, TrustState(), START)
     other = DesiredFiles(**{**files.__dict__, "commit": "0" * 40})

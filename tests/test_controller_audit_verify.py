@@ -27,8 +27,7 @@ from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_t
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import FaultWorld, make_world
-from tests.test_controller_scenario import STAGING
+from tests.sim.world import STAGING, ControllerWorld, make_world
 
 DAY = timedelta(days=1).total_seconds()
 MALLORY = Identity("mallory", "mallory@example.invalid")
@@ -39,7 +38,7 @@ def keys(gpg_available: str) -> KeyFactory:
     return shared_keys()
 
 
-def three_days(tmp_path: Path, keys: KeyFactory) -> FaultWorld:
+def three_days(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
     world = make_world(tmp_path, keys)
     world.reconcile()
     world.clock.tick(DAY)
@@ -50,7 +49,7 @@ def three_days(tmp_path: Path, keys: KeyFactory) -> FaultWorld:
     return world
 
 
-def audit_verify(world: FaultWorld, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, Any]:
+def audit_verify(world: ControllerWorld, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, Any]:
     cache = world.settings.source.mirror.parent
     code = run(
         build(), ["audit", "verify", "--repo", str(world.server), "--cache", str(cache), "--json", *flags]
@@ -59,7 +58,7 @@ def audit_verify(world: FaultWorld, capsys: pytest.CaptureFixture[str], *flags: 
     return code, json.loads(out) if code == 0 else err
 
 
-def rewrite_state(world: FaultWorld, files: dict[str, bytes | None]) -> None:
+def rewrite_state(world: ControllerWorld, files: dict[str, bytes | None]) -> None:
     server = pygit2.Repository(str(world.server))
     head = ref_target(server, STATE_BRANCH)
     assert head is not None
@@ -67,7 +66,7 @@ def rewrite_state(world: FaultWorld, files: dict[str, bytes | None]) -> None:
     commit(server, STATE_BRANCH, tree, "history, improved", [head], MALLORY, world.clock.now)
 
 
-def day_files(world: FaultWorld) -> dict[str, bytes]:
+def day_files(world: ControllerWorld) -> dict[str, bytes]:
     return {p: d for p, d in world.state().audit.items() if p.endswith(".jsonl")}
 
 

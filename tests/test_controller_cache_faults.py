@@ -38,17 +38,8 @@ from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import (
-    FaultWorld,
-    assert_no_duplicates,
-    copy_world,
-    desired,
-    kinds,
-    make_world,
-    state_tree,
-    to_canary_wave,
-)
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, assert_no_duplicates, make_world
+from tests.test_controller_faults import copy_world, desired, kinds, state_tree, to_canary_wave
 
 ROOT = Path(__file__).resolve().parent.parent
 MANY = 1000  # extra robots: the killed fan-out leaves about as many ref locks as the 974
@@ -243,7 +234,7 @@ def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
     server = Path(crashing.source.url)
     assert state_tree(server) == state_tree(world.server)
     assert desired(server) == desired(world.server)
-    healed = FaultWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
+    healed = ControllerWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
     assert_no_duplicates(healed.state())
     assert kinds(healed.state()).count("rollout_created") == 1
 

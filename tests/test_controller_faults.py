@@ -1,8 +1,8 @@
 """Faults at the reconcile level, on real git and real gpg: kill -9 between write steps, and two
 controllers racing on one repository.
 
-The world is the controller scenario's fleet (:mod:`tests.test_controller_scenario`); the other
-``test_controller_*`` fault and attack modules build theirs with :func:`make_world` from here.
+The world is the controller scenario's fleet (:func:`tests.sim.world.make_world`, as in the other
+``test_controller_*`` fault and attack modules).
 A crash is a real ``SIGKILL`` of a subprocess that runs ``reconcile_once`` with a checkpoint hook;
 the world is copied first, so the same reconcile also runs without the crash, at the same injected
 clock, and the two servers are compared.
@@ -10,8 +10,6 @@ clock, and the two servers are compared.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -22,28 +20,30 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pygit2
 import pytest
 
-from controller.audit.chain import verify
 from controller.delivery.write import delivery_ref
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Source, fetch_all, open_mirror
-from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.reconcile.source import Source, open_mirror
+from controller.reconcile.statebranch import StateSnapshot
 from controller.reconcile.steps import reconcile_once
-from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, TrustAnchors
-from fleetcd.desired.verify import verify_bundle
+from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
-from fleetcd.models import Fleet
-from fleetcd.trust.gpg import Keyring
-from tests.fleetrepo import FleetRepoBuilder
-from tests.fleetsim import SimFleet
-from tests.gitrepos import GitDaemon, bare_repo
+from tests.gitrepos import GitDaemon
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, START, WAVES, Clock, World
+from tests.sim.robots import PinningRobot
+from tests.sim.world import (
+    CANARY,
+    PRODUCTION,
+    STAGING,
+    ControllerWorld,
+    assert_no_duplicates,
+    audit_lines,
+    make_world,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["desired-written", "state-committed", "state-pushed"]
@@ -58,70 +58,7 @@ def keys(gpg_available: str) -> KeyFactory:
 # --- worlds -------------------------------------------------------------------------------------
 
 
-def make_world(
-    root: Path,
-    keys: KeyFactory,
-    *,
-    start: datetime = START,
-    waves: list[dict[str, Any]] | None = None,
-    configure: Callable[[FleetRepoBuilder], None] | None = None,
-    merge: Callable[[FleetRepoBuilder, str], None] | None = None,
-    notify: bool = False,
-) -> FaultWorld:
-    """The scenario's fleet (1 staging, 3 canary, 4 production robots, nav 1.0.0 in three waves),
-    merged to a bare server; ``configure`` edits it first, ``merge`` replaces the plain commit."""
-    fleet = FleetRepoBuilder(root / "work", keys=keys, name="faults")
-    for device in STAGING + CANARY + PRODUCTION:
-        fleet.device(device)
-    fleet.cohort("staging", STAGING, stage="staging")
-    fleet.cohort("canary", CANARY, stage="canary")
-    fleet.cohort("production", PRODUCTION, stage="production")
-    fleet.release("nav", "1.0.0")
-    fleet.rollout(
-        "nav",
-        app="nav",
-        release="1.0.0",
-        cohorts=["staging", "canary", "production"],
-        strategy={"type": "waves", "waves": waves or WAVES},
-    )
-    if configure is not None:
-        configure(fleet)
-    fleet.git_init()
-    server = bare_repo(root / "fleet.git")
-    clock = Clock(start)
-    settings = ControllerSettings(
-        source=Source.for_url(str(server), root / "cache"),
-        gnupghome=keys.home,
-        notify=notify,
-        now=lambda: clock.now,
-    )
-    anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
-    world = FaultWorld(fleet, server, settings, SimFleet(server, anchors, {}), clock)
-    world.committer = merge
-    world.merge("nav 1.0.0 to the whole fleet")
-    world.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
-    return world
-
-
-class FaultWorld(World):
-    """The scenario's world with a typed state reader and a replaceable way of merging."""
-
-    committer: Callable[[FleetRepoBuilder, str], None] | None = None
-
-    def merge(self, message: str) -> None:
-        if self.committer is None:
-            super().merge(message)
-            return
-        self.committer(self.fleet, message)
-        self.fleet.git("push", "-q", str(self.server), "main")
-
-    def state(self) -> StateSnapshot:
-        repo = open_mirror(self.settings.source)
-        fetch_all(repo, self.settings.source)
-        return load_state(repo)
-
-
-def copy_world(world: FaultWorld, root: Path) -> ControllerSettings:
+def copy_world(world: ControllerWorld, root: Path) -> ControllerSettings:
     """Settings of a second controller on a copy of the world's server and cache, same clock."""
     server = root / "fleet.git"
     shutil.copytree(world.server, server, symlinks=True)
@@ -158,21 +95,6 @@ def desired_targets(server: Path) -> dict[str, str]:
     return {
         ref: str(oid) for ref, oid in list_refs(pygit2.Repository(str(server)), NAMESPACES_PREFIX).items()
     }
-
-
-def audit_lines(state: StateSnapshot) -> list[dict[str, Any]]:
-    return [json.loads(line) for path in sorted(state.audit) for line in state.audit[path].splitlines()]
-
-
-def assert_no_duplicates(state: StateSnapshot) -> None:
-    """The audit chain verifies, no event is logged twice, no robot holds a record twice."""
-    lines = audit_lines(state)
-    assert verify(state.audit).lines == len(lines)
-    keys = [line["key"] for line in lines]
-    assert len(keys) == len(set(keys)), "an audit event was logged twice"
-    for device, data in state.devices.items():
-        ids = [r.id for r in data.records]
-        assert len(ids) == len(set(ids)), f"{device} holds a record twice"
 
 
 def kinds(state: StateSnapshot) -> list[str]:
@@ -212,11 +134,11 @@ def reconcile_killed_at(settings: ControllerSettings, now: datetime, step: str) 
     assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr[-3000:])
 
 
-def to_first_wave(world: FaultWorld) -> None:
+def to_first_wave(world: ControllerWorld) -> None:
     """Nothing reconciled yet: the crashing reconcile creates the rollout and starts staging."""
 
 
-def to_canary_wave(world: FaultWorld) -> None:
+def to_canary_wave(world: ControllerWorld) -> None:
     """Staging soaked: the crashing reconcile ingests nothing new, passes staging, starts canary."""
     world.reconcile()
     world.report_all(STAGING, "deployed")
@@ -228,7 +150,7 @@ def to_canary_wave(world: FaultWorld) -> None:
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("setup", [to_first_wave, to_canary_wave], ids=["first-wave", "canary-wave"])
 def test_kill_9_between_write_steps_then_a_rerun_matches_a_run_without_the_crash(
-    tmp_path: Path, keys: KeyFactory, step: str, setup: Callable[[FaultWorld], None]
+    tmp_path: Path, keys: KeyFactory, step: str, setup: Callable[[ControllerWorld], None]
 ) -> None:
     world = make_world(tmp_path / "reference", keys)
     setup(world)
@@ -243,7 +165,7 @@ def test_kill_9_between_write_steps_then_a_rerun_matches_a_run_without_the_crash
     server = Path(crashing.source.url)
     assert state_tree(server) == state_tree(world.server)
     assert desired(server) == desired(world.server)
-    crashed = FaultWorld(
+    crashed = ControllerWorld(
         world.fleet, server, crashing, replace(world.sim, server=server, robots={}), world.clock
     )
     for device in STAGING + CANARY:
@@ -258,46 +180,12 @@ def test_kill_9_between_write_steps_then_a_rerun_matches_a_run_without_the_crash
 # --- two controllers ------------------------------------------------------------------------------
 
 
-class Agent:
-    """A robot that remembers the serial *and* the bundle digest it accepted, as the real agent
-    does, so a second, different root under an already used serial is caught."""
-
-    def __init__(self, world: FaultWorld, device: str) -> None:
-        self.world, self.device = world, device
-        self.serial: int | None = None
-        self.digest: str | None = None
-
-    def poll(self) -> int:
-        repo = pygit2.Repository(str(self.world.server))
-        target = ref_target(repo, delivery_ref(self.device, namespaces=True))
-        assert target is not None
-        bundle, root, signature, proof = (
-            read_blob(repo, target, name) or b""
-            for name in (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)
-        )
-        with Keyring.from_armored(self.world.sim.keys) as keyring:
-            verified = verify_bundle(
-                self.device,
-                bundle,
-                root,
-                signature,
-                proof,
-                self.world.sim.anchors,
-                self.serial,
-                self.world.clock.now,
-                keyring,
-                last_bundle_sha256=self.digest,
-            )
-        self.serial, self.digest = verified.root.serial, hashlib.sha256(bundle).hexdigest()
-        return self.serial
-
-
 @pytest.mark.parametrize("step", ["desired-written", "state-committed"])
 def test_two_controllers_racing_on_one_repository_end_consistent(
     tmp_path: Path, keys: KeyFactory, step: str
 ) -> None:
     world = make_world(tmp_path, keys)
-    agent = Agent(world, "stg-1")
+    agent = PinningRobot(world, "stg-1")
     other = replace(world.settings, source=Source.for_url(world.settings.source.url, tmp_path / "cache-b"))
     interleaved: list[str] = []
     winners: list[str] = []
@@ -332,7 +220,7 @@ def test_two_controllers_racing_on_one_repository_end_consistent(
 
 
 @contextmanager
-def served(world: FaultWorld, transport: str) -> Iterator[str]:
+def served(world: ControllerWorld, transport: str) -> Iterator[str]:
     """The world's server as a local path (git CLI: atomic push) or over ``git://`` (libgit2)."""
     if transport == "local":
         yield str(world.server)
@@ -351,8 +239,8 @@ def test_a_controller_that_lost_the_race_published_nothing_of_its_attempt(
         lost_race_publishes_nothing(world, tmp_path)
 
 
-def lost_race_publishes_nothing(world: FaultWorld, tmp_path: Path) -> None:
-    agent = Agent(world, "stg-1")
+def lost_race_publishes_nothing(world: ControllerWorld, tmp_path: Path) -> None:
+    agent = PinningRobot(world, "stg-1")
     other = replace(world.settings, source=Source.for_url(world.settings.source.url, tmp_path / "cache-b"))
     seen: dict[str, dict[str, str]] = {}
 
@@ -380,7 +268,7 @@ def test_a_rivals_root_pushed_over_the_published_one_is_replaced_under_a_new_ser
     for. The next reconcile signs a fresh serial, so no robot keeps either."""
     world = make_world(tmp_path, keys)
     rival = copy_world(world, tmp_path / "rival")
-    agent = Agent(world, "stg-1")
+    agent = PinningRobot(world, "stg-1")
     world.reconcile()
     assert agent.poll() == 1
     world.clock.tick(1)

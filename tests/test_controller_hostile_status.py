@@ -6,7 +6,7 @@ docs/git-server.md) can point its own ``refs/fleetcd/status/<id>/report`` at any
 commit whose ``status.json`` is a symlink, a submodule, a directory, huge, not UTF-8, not JSON,
 nested deeply or carrying a ``seq`` no agent reaches. The objects are written straight into the
 real bare server as such a robot would push them; the other robots report through
-:class:`tests.fleetsim.SimFleet`, and the real ``reconcile_once`` (and ``controller run``'s loop)
+:class:`tests.sim.robots.SimFleet`, and the real ``reconcile_once`` (and ``controller run``'s loop)
 runs over it all, with real gpg.
 
 Every attack must end the same way: the reconcile is not an error, the honest robots' records
@@ -51,12 +51,11 @@ from fleetcd.git.remote import SshKey, ssh_command
 from fleetcd.git.robotgit import RobotRepository
 from fleetcd.reports import MAX_REPORT_BYTES, MAX_SEQ, STATUS_FILE
 from tests.conftest import require_service
-from tests.fleetsim import ROBOT, SimRobot
 from tests.gitolite import Gitolite, GitoliteUnavailable
 from tests.gitrepos import bare_repo, install_hook
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import FaultWorld, audit_lines, make_world
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING
+from tests.sim.robots import ROBOT, SimRobot
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, audit_lines, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNATURE = pygit2.Signature("hostile robot", "robot@fleetcd.invalid", 1_700_000_000, 0)
@@ -193,13 +192,13 @@ ATTACKS: dict[str, Attack] = {
 ATTACKS["deep-json"] = Attack(ATTACKS["deep-json"].plant, "bytes; at most 262144")
 
 
-def plant(world: FaultWorld, device: str, attack: Attack) -> None:
+def plant(world: ControllerWorld, device: str, attack: Attack) -> None:
     server = pygit2.Repository(str(world.server))
     target = attack.plant(server, device)
     server.references.create(status_ref(device), target, force=True)
 
 
-def report_honestly(world: FaultWorld, device: str, seq: int | None = None) -> int:
+def report_honestly(world: ControllerWorld, device: str, seq: int | None = None) -> int:
     """The robot reports again as its agent would (``seq`` given: as a reflashed one, from there).
     A hostile target cannot be a parent, so it is deleted first. Returns the seq reported."""
     robot = world.sim.robots.setdefault(device, SimRobot(device))
@@ -215,7 +214,7 @@ def report_honestly(world: FaultWorld, device: str, seq: int | None = None) -> i
     return robot.seq
 
 
-def commit_to_main(world: FaultWorld, message: str) -> None:
+def commit_to_main(world: ControllerWorld, message: str) -> None:
     """What reviewers saw break every reconcile: the next commit to main forces a full fetch."""
     world.fleet.git("commit", "--allow-empty", "-qm", message)
     world.fleet.git("push", "-q", str(world.server), "main")
@@ -229,11 +228,11 @@ def refusals(events: list[dict[str, Any]], device: str) -> list[str]:
     ]
 
 
-def logged(world: FaultWorld, device: str) -> list[str]:
+def logged(world: ControllerWorld, device: str) -> list[str]:
     return refusals([line["event"] for line in audit_lines(world.state())], device)
 
 
-def device_file(world: FaultWorld, device: str) -> DeviceFile:
+def device_file(world: ControllerWorld, device: str) -> DeviceFile:
     return world.state().devices[device]
 
 

@@ -32,8 +32,7 @@ from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, Rolling, Strate
 from fleetcd.planning.waves import plan_waves
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import FaultWorld, assert_no_duplicates, audit_lines, make_world
-from tests.test_controller_scenario import STAGING
+from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
 
 SOAK = timedelta(seconds=60)  # the scenario's waves soak 60 s
 TIMEOUT = timedelta(seconds=300)  # device_timeout_seconds, well inside FULL_RECONCILE_EVERY
@@ -46,7 +45,7 @@ def keys(gpg_available: str) -> KeyFactory:
 
 def soaking_staging(
     tmp_path: Path, keys: KeyFactory, configure: Callable[[FleetRepoBuilder], None] | None = None
-) -> FaultWorld:
+) -> ControllerWorld:
     """Staging deployed and reported: the wave soaks until 60 s after its gates were met."""
     world = make_world(tmp_path, keys, configure=configure)
     world.reconcile()
@@ -57,7 +56,7 @@ def soaking_staging(
     return world
 
 
-def versions(world: FaultWorld, device: str) -> list[str]:
+def versions(world: ControllerWorld, device: str) -> list[str]:
     return [d.version for d in world.sim.bundle(device, world.clock.now).deployments]
 
 
@@ -100,24 +99,24 @@ def test_a_deadline_passing_while_idle_times_the_silent_robot_out(tmp_path: Path
     assert (record.reason, record.status.value) == ("timed_out", "failed")
 
 
-def robot_reports(world: FaultWorld) -> None:
+def robot_reports(world: ControllerWorld) -> None:
     world.report_all(STAGING, "deployed")
 
 
-def main_moves(world: FaultWorld) -> None:
+def main_moves(world: ControllerWorld) -> None:
     world.fleet.device("extra-1")
     world.merge("one more robot")
 
 
-def hint_lost(world: FaultWorld) -> None:
+def hint_lost(world: ControllerWorld) -> None:
     (world.settings.source.mirror / HINT_FILE).unlink()
 
 
-def mirror_lost(world: FaultWorld) -> None:
+def mirror_lost(world: ControllerWorld) -> None:
     shutil.rmtree(world.settings.source.mirror)
 
 
-def clock_stepped_back_far(world: FaultWorld) -> None:
+def clock_stepped_back_far(world: ControllerWorld) -> None:
     world.clock.now -= FULL_RECONCILE_EVERY * 2  # a mark this far ahead is not trusted
 
 
@@ -134,7 +133,7 @@ def clock_stepped_back_far(world: FaultWorld) -> None:
     ids=["nothing", "robot-reports", "main-moves", "hint-lost", "mirror-lost", "clock-stepped-back"],
 )
 def test_what_ends_the_idle_path(
-    tmp_path: Path, keys: KeyFactory, change: Callable[[FaultWorld], None], idle: bool
+    tmp_path: Path, keys: KeyFactory, change: Callable[[ControllerWorld], None], idle: bool
 ) -> None:
     world = make_world(tmp_path, keys)
     world.reconcile()

@@ -34,8 +34,7 @@ from fleetcd.git.objects import Identity, commit, list_refs, read_blob, ref_targ
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
 from fleetcd.git.repo import tree_of
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import FaultWorld, audit_lines, make_world
-from tests.test_controller_scenario import STAGING
+from tests.sim.world import STAGING, ControllerWorld, audit_lines, make_world
 
 INTERVAL = 30.0
 
@@ -46,7 +45,7 @@ def keys(gpg_available: str) -> KeyFactory:
 
 
 @pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory) -> FaultWorld:
+def world(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
     """Staging deployed and soaking: the next reconcile has work to do (and an audit log to keep)."""
     world = make_world(tmp_path, keys)
     world.reconcile()
@@ -60,7 +59,7 @@ def world(tmp_path: Path, keys: KeyFactory) -> FaultWorld:
 class Loop:
     """The real loop, ``iterations`` times, with the waits and results it produced."""
 
-    def __init__(self, world: FaultWorld) -> None:
+    def __init__(self, world: ControllerWorld) -> None:
         self.world = world
         self.results: list[ReconcileResult] = []
         self.waits: list[float] = []
@@ -75,14 +74,14 @@ class Loop:
         )
 
 
-def once(world: FaultWorld, tmp_path: Path, keys: KeyFactory) -> int:
+def once(world: ControllerWorld, tmp_path: Path, keys: KeyFactory) -> int:
     """``fleetcd controller reconcile --once`` against the world's server, in this process."""
     argv = ["controller", "reconcile", "--once", "--repo", str(world.server)]
     argv += ["--cache", str(tmp_path / "cli-cache"), "--gnupghome", str(keys.home)]
     return run(build(), argv)
 
 
-def assert_recorded(world: FaultWorld, text: str) -> None:
+def assert_recorded(world: ControllerWorld, text: str) -> None:
     state = world.state()
     assert state.meta.stalled_reason is not None and text in state.meta.stalled_reason
     rollout = state.rollouts["nav"]
@@ -98,7 +97,7 @@ def break_plan_with(error: Exception) -> Callable[..., Any]:
 
 
 def test_a_cut_audit_log_stalls_every_pass_and_the_loop_keeps_going(
-    world: FaultWorld, tmp_path: Path, keys: KeyFactory
+    world: ControllerWorld, tmp_path: Path, keys: KeyFactory
 ) -> None:
     server = pygit2.Repository(str(world.server))
     meta = world.state().meta
@@ -122,7 +121,7 @@ def test_a_cut_audit_log_stalls_every_pass_and_the_loop_keeps_going(
 
 
 def test_an_illegal_transition_from_the_plan_stalls_and_the_loop_keeps_going(
-    world: FaultWorld, tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+    world: ControllerWorld, tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     illegal = IllegalTransition(
         "nav-g1-stg-1", "target_status", "archived", "deployed", "it only moves forward"
@@ -147,7 +146,7 @@ def test_an_illegal_transition_from_the_plan_stalls_and_the_loop_keeps_going(
 
 
 def test_a_bundle_naming_the_wrong_rollout_stalls_and_the_loop_keeps_going(
-    world: FaultWorld, tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+    world: ControllerWorld, tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real ``bundle_for`` refuses a record whose version the rollout file does not name."""
 
@@ -173,7 +172,7 @@ def test_a_bundle_naming_the_wrong_rollout_stalls_and_the_loop_keeps_going(
 
 
 def test_a_bug_in_a_step_is_recorded_logged_and_retried_with_backoff(
-    world: FaultWorld,
+    world: ControllerWorld,
     tmp_path: Path,
     keys: KeyFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -205,7 +204,7 @@ def test_a_bug_in_a_step_is_recorded_logged_and_retried_with_backoff(
 
 
 def test_an_unreachable_server_is_retried_with_backoff_and_nothing_is_recorded(
-    world: FaultWorld, tmp_path: Path, keys: KeyFactory, caplog: pytest.LogCaptureFixture
+    world: ControllerWorld, tmp_path: Path, keys: KeyFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     moved = world.server.with_name("away.git")
     shutil.move(world.server, moved)

@@ -22,14 +22,8 @@ from controller.reconcile.steps import reconcile_once
 from controller.state.layout import OUTBOX_FILE
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import (
-    FaultWorld,
-    assert_no_duplicates,
-    audit_lines,
-    make_world,
-    reconcile_killed_at,
-)
-from tests.test_controller_scenario import STAGING
+from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
+from tests.test_controller_faults import reconcile_killed_at
 from tests.test_webhooks import HookReceiver, receiver
 
 __all__ = ["receiver"]  # the fixture, shared with the webhook unit tests
@@ -89,7 +83,7 @@ def hooked(receiver: HookReceiver) -> Callable[[FleetRepoBuilder], None]:
     return configure
 
 
-def subscribed_keys(world: FaultWorld) -> set[str]:
+def subscribed_keys(world: ControllerWorld) -> set[str]:
     transitions = {"rollout_created", "wave_started"}
     return {line["key"] for line in audit_lines(world.state()) if line["event"]["kind"] in transitions}
 
@@ -103,7 +97,7 @@ def received_ids(receiver: HookReceiver) -> list[str]:
     return ids
 
 
-def outbox(world: FaultWorld) -> bytes | None:
+def outbox(world: ControllerWorld) -> bytes | None:
     return world.state().files.get(OUTBOX_FILE)
 
 

@@ -5,7 +5,7 @@ controller's own state branch (``state.json``: ``serial``, ``root_sha256``) is t
 for the signing serial (:mod:`controller.delivery.published`): a root planted on a robot's ref —
 unsigned with a huge serial, of 4,300 digits, signed by another key, or an old root replayed — must
 neither become the next serial nor stay where it was planted, and a deleted ref is written again.
-Every robot then accepts the next root as the agent would (:class:`tests.test_controller_faults.Agent`).
+Every robot then accepts the next root as the agent would (:class:`tests.sim.robots.PinningRobot`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fleetcd.desired import BUNDLE_FILE, MAX_SERIAL, PROOF_FILE, ROOT_FILE, ROOT
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import Agent, FaultWorld, assert_no_duplicates, make_world
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING
+from tests.sim.robots import PinningRobot
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, assert_no_duplicates, make_world
 
 ROBOTS = sorted(STAGING + CANARY + PRODUCTION)
 FIRST = ROBOTS[0]  # the robot whose root the old controller took the serial from
@@ -35,7 +35,7 @@ def keys(gpg_available: str) -> KeyFactory:
     return shared_keys()
 
 
-def files_of(world: FaultWorld, device: str) -> dict[str, bytes]:
+def files_of(world: ControllerWorld, device: str) -> dict[str, bytes]:
     repo = pygit2.Repository(str(world.server))
     target = ref_target(repo, delivery_ref(device, namespaces=True))
     assert target is not None, f"{device} has no desired ref"
@@ -46,7 +46,7 @@ def files_of(world: FaultWorld, device: str) -> dict[str, bytes]:
     return {name: data for name, data in found.items() if data is not None}
 
 
-def plant(world: FaultWorld, device: str, files: dict[str, bytes]) -> None:
+def plant(world: ControllerWorld, device: str, files: dict[str, bytes]) -> None:
     """What an attacker on the git server does: point a robot's desired ref at a commit of its own."""
     repo = pygit2.Repository(str(world.server))
     tree = repo.TreeBuilder()
@@ -63,7 +63,7 @@ def with_serial(root: bytes, serial: str) -> bytes:
     return planted
 
 
-def served_serials(world: FaultWorld) -> dict[str, int]:
+def served_serials(world: ControllerWorld) -> dict[str, int]:
     """The serial of the root on every robot's ref (all present: none was left deleted)."""
     repo = pygit2.Repository(str(world.server))
     refs = list_refs(repo, NAMESPACES_PREFIX)
@@ -77,16 +77,16 @@ def served_serials(world: FaultWorld) -> dict[str, int]:
     return serials
 
 
-def published_world(tmp_path: Path, keys: KeyFactory) -> tuple[FaultWorld, dict[str, Agent]]:
+def published_world(tmp_path: Path, keys: KeyFactory) -> tuple[ControllerWorld, dict[str, PinningRobot]]:
     """Serial 1 published, and every robot's agent has accepted it."""
     world = make_world(tmp_path, keys)
     world.reconcile()
-    agents = {device: Agent(world, device) for device in ROBOTS}
+    agents = {device: PinningRobot(world, device) for device in ROBOTS}
     assert {device: agent.poll() for device, agent in agents.items()} == dict.fromkeys(ROBOTS, 1)
     return world, agents
 
 
-def assert_healed(world: FaultWorld, agents: dict[str, Agent], serial: int) -> None:
+def assert_healed(world: ControllerWorld, agents: dict[str, PinningRobot], serial: int) -> None:
     """One new root under ``serial`` on every robot's ref, recorded, and accepted by every agent."""
     assert world.state().meta.serial == serial
     assert served_serials(world) == dict.fromkeys(ROBOTS, serial)

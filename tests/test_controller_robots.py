@@ -14,22 +14,31 @@ from pathlib import Path
 from controller.records.model import Connectivity
 from controller.state.model import RolloutPhase, WaveCounts, WavePhase
 from fleetcd.reports import DeploymentReport
-from tests.fleetsim import SimRobot
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import FaultWorld, assert_no_duplicates, audit_lines, make_world
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, WAVES, pass_wave
+from tests.sim.robots import SimRobot
+from tests.sim.world import (
+    CANARY,
+    PRODUCTION,
+    STAGING,
+    WAVES,
+    ControllerWorld,
+    assert_no_duplicates,
+    audit_lines,
+    make_world,
+    pass_wave,
+)
 
 OFFLINE_AFTER_S, DEVICE_TIMEOUT_S = 900, 3600
 
 
-def status_row(world: FaultWorld, device: str) -> str:
+def status_row(world: ControllerWorld, device: str) -> str:
     """The robot's row in STATUS.md on the state branch."""
     page = world.state().files["STATUS.md"].decode()
     (row,) = [line for line in page.splitlines() if line.startswith(f"| `{device}` |")]
     return row
 
 
-def canary_counts(world: FaultWorld) -> tuple[WavePhase, WaveCounts]:
+def canary_counts(world: ControllerWorld) -> tuple[WavePhase, WaveCounts]:
     (wave,) = [w for w in world.state().rollouts["nav"].waves if w.name == "canary"]
     return wave.phase, wave.counts
 

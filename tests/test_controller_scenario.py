@@ -8,8 +8,6 @@ receipt names the approvers and the gate numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,67 +16,10 @@ import pytest
 import yaml
 
 from controller.audit.chain import verify
-from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Source, fetch_all, open_mirror
-from controller.reconcile.statebranch import StateSnapshot, load_state
-from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import RolloutPhase, WavePhase
-from fleetcd.compat import UTC
-from fleetcd.desired import TrustAnchors
-from fleetcd.models import Fleet
 from fleetcd.reports import DeploymentReport
-from tests.fleetrepo import FleetRepoBuilder
-from tests.fleetsim import SimFleet
-from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory, shared_keys
-
-START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
-STAGING, CANARY, PRODUCTION = ["stg-1"], ["can-1", "can-2", "can-3"], ["prod-1", "prod-2", "prod-3", "prod-4"]
-WAVES = [
-    {"name": "staging", "cohort": "staging", "soak_seconds": 60},
-    {"name": "canary", "cohort": "canary", "soak_seconds": 60, "failure_threshold": {"count": 0}},
-    {"name": "production", "cohort": "production", "soak_seconds": 60},
-]
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def tick(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
-@dataclass
-class World:
-    fleet: FleetRepoBuilder
-    server: Path
-    settings: ControllerSettings
-    sim: SimFleet
-    clock: Clock
-
-    def reconcile(self) -> ReconcileResult:
-        result = reconcile_once(self.settings)
-        assert result.stalled is None, result.stalled
-        return result
-
-    def merge(self, message: str) -> None:
-        self.fleet.commit(message)
-        self.fleet.git("push", "-q", str(self.server), "main")
-
-    def state(self) -> StateSnapshot:
-        repo = open_mirror(self.settings.source)
-        fetch_all(repo, self.settings.source)
-        return load_state(repo)
-
-    def wave(self, name: str, rollout: str = "nav") -> WavePhase:
-        (found,) = [w for w in self.state().rollouts[rollout].waves if w.name == name]
-        return found.phase
-
-    def report_all(self, devices: list[str], activity: str) -> None:
-        for device in devices:
-            self.sim.report(device, "nav", activity, self.clock.now)
+from tests.sim.world import CANARY, PRODUCTION, STAGING, WAVES, ControllerWorld, make_world, pass_wave
 
 
 @pytest.fixture(scope="module")
@@ -87,46 +28,11 @@ def keys(gpg_available: str) -> KeyFactory:
 
 
 @pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory) -> World:
-    fleet = FleetRepoBuilder(tmp_path / "work", keys=keys, name="scenario")
-    for device in STAGING + CANARY + PRODUCTION:
-        fleet.device(device)
-    fleet.cohort("staging", STAGING, stage="staging")
-    fleet.cohort("canary", CANARY, stage="canary")
-    fleet.cohort("production", PRODUCTION, stage="production")
-    fleet.release("nav", "1.0.0")
-    fleet.rollout(
-        "nav",
-        app="nav",
-        release="1.0.0",
-        cohorts=["staging", "canary", "production"],
-        strategy={"type": "waves", "waves": WAVES},
-    )
-    fleet.git_init()
-    server = bare_repo(tmp_path / "fleet.git")
-    clock = Clock()
-    settings = ControllerSettings(
-        source=Source.for_url(str(server), tmp_path / "cache"),
-        gnupghome=keys.home,
-        notify=False,
-        now=lambda: clock.now,
-    )
-    world = World(
-        fleet,
-        server,
-        settings,
-        SimFleet(server, TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet)), {}),
-        clock,
-    )
-    world.merge("nav 1.0.0 to the whole fleet")
-    world.sim.keys = {
-        p: (fleet.root / p).read_bytes()
-        for p in (q.relative_to(fleet.root).as_posix() for q in (fleet.root / "keys").glob("*.asc"))
-    }
-    return world
+def world(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
+    return make_world(tmp_path, keys, name="scenario")
 
 
-def late_success(world: World, device: str, deployment_id: str, version: str) -> None:
+def late_success(world: ControllerWorld, device: str, deployment_id: str, version: str) -> None:
     """A robot's report of a deployment it finished although its newer bundle no longer names it."""
     world.sim.robots[device].reports["nav"] = DeploymentReport(
         deployment_id=deployment_id,
@@ -150,17 +56,9 @@ def assert_gate_numbers(receipt: dict[str, Any], page: str) -> None:
     assert cells[9:12] == [f"{gates['canary']['min_reported_percent']:g}%", "> 0 robots", "60"]
 
 
-def pass_wave(world: World, devices: list[str], name: str) -> None:
-    world.report_all(devices, "deployed")
-    world.clock.tick(10)
-    world.reconcile()
-    assert world.wave(name) is WavePhase.SOAKING
-    world.clock.tick(61)
-    world.reconcile()
-    assert world.wave(name) is WavePhase.PASSED
-
-
-def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_back(world: World) -> None:
+def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_back(
+    world: ControllerWorld,
+) -> None:
     first = world.reconcile()
     assert first.signatures == 1
     assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.0.0"]
@@ -226,7 +124,7 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     assert robots["can-3"]["running_version"] == "1.0.0"
 
 
-def test_a_replayed_reconcile_writes_nothing_new(world: World) -> None:
+def test_a_replayed_reconcile_writes_nothing_new(world: ControllerWorld) -> None:
     world.reconcile()
     again = world.reconcile()
     assert again.state_commit is None
@@ -234,7 +132,7 @@ def test_a_replayed_reconcile_writes_nothing_new(world: World) -> None:
     assert again.events == []
 
 
-def test_status_pages_are_written_to_the_state_branch(world: World) -> None:
+def test_status_pages_are_written_to_the_state_branch(world: ControllerWorld) -> None:
     world.reconcile()
     files = world.state().files
     assert b"```mermaid" in files["STATUS.md"]

@@ -18,7 +18,7 @@ from fleetcd.git.objects import ref_target
 from tests.conftest import require_service
 from tests.gitolite import CONTROLLER, Gitolite, GitoliteUnavailable
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import make_world
+from tests.sim.world import make_world
 
 STATE_REF = "refs/heads/fleetcd/state"
 

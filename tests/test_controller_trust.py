@@ -23,14 +23,8 @@ from controller.state.model import RolloutPhase
 from fleetcd.layout import rollout_path
 from tests.fleetrepo import GIT_IDENTITY, FleetRepoBuilder
 from tests.gpgkeys import GpgKey, KeyFactory
-from tests.test_controller_faults import (
-    FaultWorld,
-    assert_no_duplicates,
-    audit_lines,
-    desired_targets,
-    make_world,
-)
-from tests.test_controller_scenario import STAGING, WAVES
+from tests.sim.world import STAGING, WAVES, ControllerWorld, assert_no_duplicates, audit_lines, make_world
+from tests.test_controller_faults import desired_targets
 
 COHORTS = ["staging", "canary", "production"]
 
@@ -47,7 +41,7 @@ def signed_commit(fleet: FleetRepoBuilder, keys: KeyFactory, key: GpgKey | None,
     return fleet.git("rev-parse", "HEAD")
 
 
-def deployed_on_staging(world: FaultWorld) -> dict[str, str]:
+def deployed_on_staging(world: ControllerWorld) -> dict[str, str]:
     """Reconcile, let the staging robot run nav 1.0.0 and report it; the desired refs then."""
     world.reconcile()
     world.report_all(STAGING, "deployed")
@@ -57,7 +51,7 @@ def deployed_on_staging(world: FaultWorld) -> dict[str, str]:
 
 
 def assert_stalled_and_untouched(
-    world: FaultWorld, result: ReconcileResult, before: dict[str, str], needle: str
+    world: ControllerWorld, result: ReconcileResult, before: dict[str, str], needle: str
 ) -> None:
     """Stalled naming ``needle`` in the result, rollout status and audit; no desired state written."""
     assert result.stalled is not None and needle in result.stalled, result.stalled
@@ -131,14 +125,14 @@ def test_strict_policy_checks_every_commit_since_the_last_processed_one(
 # --- releases and approvals -------------------------------------------------------------------------
 
 
-def below_threshold(world: FaultWorld, keys: KeyFactory) -> str:
+def below_threshold(world: ControllerWorld, keys: KeyFactory) -> str:
     nav_1_1_0(world.fleet)
     world.fleet.signers_of["releases/nav/1.1.0.yaml"] = world.fleet.release_signers[:1]
     world.merge("nav 1.1.0, signed by one of two release signers")
     return "releases/nav/1.1.0.yaml: 1 of 2 required release signatures verified"
 
 
-def approvals_voided(world: FaultWorld, keys: KeyFactory) -> str:
+def approvals_voided(world: ControllerWorld, keys: KeyFactory) -> str:
     nav_1_1_0(world.fleet)
     world.merge("nav 1.1.0, approved")
     world.fleet.approvers_of[rollout_path("nav")] = []  # the approvals of the last commit stay
@@ -159,7 +153,7 @@ def two_release_signers(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
     "attack", [below_threshold, approvals_voided], ids=["release-below-threshold", "approvals-voided"]
 )
 def test_untrusted_release_or_rollout_stalls_and_robots_keep_the_working_version(
-    tmp_path: Path, keys: KeyFactory, attack: Callable[[FaultWorld, KeyFactory], str]
+    tmp_path: Path, keys: KeyFactory, attack: Callable[[ControllerWorld, KeyFactory], str]
 ) -> None:
     world = make_world(tmp_path, keys, configure=two_release_signers(keys))
     before = deployed_on_staging(world)

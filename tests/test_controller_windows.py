@@ -19,7 +19,7 @@ from fleetcd.compat import UTC
 from fleetcd.desired.bundle import Bundle
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import FaultWorld, make_world
+from tests.sim.world import ControllerWorld, make_world
 
 
 def night_window(fleet: FleetRepoBuilder) -> None:
@@ -30,7 +30,7 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def staging(world: FaultWorld) -> tuple[WavePhase, str | None]:
+def staging(world: ControllerWorld) -> tuple[WavePhase, str | None]:
     (wave,) = [w for w in world.state().rollouts["nav"].waves if w.name == "staging"]
     return wave.phase, wave.reason
 

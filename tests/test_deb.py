@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentworld import APP, AgentWorld
 from tests.conftest import require_service
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.sim.agent import APP, AgentWorld
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The controller removes the desired-state refs it does not own (controller.delivery.prune).
 
-Real reconciles on the controller fault tests' fleet (tests/test_controller_faults.py), real git and
+Real reconciles on the controller scenario's fleet (tests/sim/world.py's make_world), real git and
 gpg: refs of robots deleted from main and refs planted under the layout not in use are deleted from
 the server by the next reconcile that applies; refs of other shapes are left alone. The pure rule
 (:func:`controller.delivery.prune.stale_refs`) is a decision table.
@@ -19,7 +19,7 @@ from fleetcd.git.refs import desired_ref, physical_desired_ref
 from fleetcd.git.repo import Oid
 from fleetcd.layout import device_path
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_faults import FaultWorld, make_world
+from tests.sim.world import ControllerWorld, make_world
 
 SPARE = "spare-1"  # on main, in no cohort: it gets an empty bundle
 OID = Oid(hex="1" * 40)
@@ -36,13 +36,13 @@ def point(server: Path, ref: str, target: str) -> None:
 
 
 @pytest.fixture
-def world(tmp_path: Path, keys: KeyFactory) -> FaultWorld:
+def world(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
     built = make_world(tmp_path, keys, configure=lambda fleet: fleet.device(SPARE))
     built.reconcile()
     return built
 
 
-def test_the_desired_ref_of_a_robot_deleted_from_main_is_removed(world: FaultWorld) -> None:
+def test_the_desired_ref_of_a_robot_deleted_from_main_is_removed(world: ControllerWorld) -> None:
     assert physical_desired_ref(SPARE) in listed(world.server)
     world.fleet.remove(device_path(SPARE))
     world.merge(f"{SPARE} retired")
@@ -56,7 +56,7 @@ def test_the_desired_ref_of_a_robot_deleted_from_main_is_removed(world: FaultWor
 
 
 def test_a_ref_planted_under_the_layout_not_in_use_is_removed_and_other_shapes_are_left(
-    world: FaultWorld,
+    world: ControllerWorld,
 ) -> None:
     current = listed(world.server)[physical_desired_ref("stg-1")]
     point(world.server, desired_ref("stg-1"), current)  # a flat ref: not the controller's layout

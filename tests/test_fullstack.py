@@ -30,7 +30,6 @@ from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.refs import STATE_BRANCH, desired_ref, status_ref
 from fleetcd.git.remote import SshKey, list_remote
 from fleetcd.reports import DeploymentReport
-from tests.agentworld import served_version
 from tests.conftest import require_service
 from tests.dockerd import DockerWorld, docker_world, free_port
 from tests.fullstack import (
@@ -47,7 +46,8 @@ from tests.fullstack import (
 from tests.gitolite import CONTROLLER, Gitolite, GitoliteUnavailable
 from tests.gitrepos import rev_parse
 from tests.gpgkeys import KeyFactory, shared_keys
-from tests.test_controller_faults import assert_no_duplicates, audit_lines
+from tests.sim.agent import served_version
+from tests.sim.world import assert_no_duplicates, audit_lines
 
 pytestmark = [pytest.mark.docker, pytest.mark.gitolite, pytest.mark.slow]
 __all__ = ["docker_world"]  # the session fixture, shared with the other Docker tests

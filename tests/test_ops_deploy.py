@@ -20,7 +20,7 @@ from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
 from fleetcd.validation.worktree import validate_work_tree
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_scenario import World
+from tests.sim.world import ControllerWorld
 from tests.test_ops_read import fleetcd, state_of
 from tests.test_ops_switches import AUTHOR, commits
 
@@ -153,7 +153,7 @@ def test_a_bad_idempotency_key_is_a_usage_error(
 
 
 def test_a_deployed_rollout_is_picked_up_by_the_controller(
-    world: World, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.fleet.release("perception", "2.0.0")
     world.merge("perception 2.0.0")

@@ -25,13 +25,13 @@ from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
-from tests.test_controller_scenario import CANARY, PRODUCTION, STAGING, WAVES, World, pass_wave
+from tests.sim.world import CANARY, PRODUCTION, STAGING, WAVES, ControllerWorld, pass_wave
 
 TAMPERER = Identity("mallory", "mallory@fleet.test")
 world = scenario.world  # the controller scenario's world: real server, reconciles, simulated robots
 
 
-def state_of(world: World) -> StateSnapshot:
+def state_of(world: ControllerWorld) -> StateSnapshot:
     """The state branch as the controller last pushed it."""
     repo = open_mirror(world.settings.source)
     fetch_all(repo, world.settings.source)
@@ -45,7 +45,7 @@ def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return code, captured.out, captured.err
 
 
-def remote(world: World, tmp_path: Path) -> list[str]:
+def remote(world: ControllerWorld, tmp_path: Path) -> list[str]:
     return ["--repo", str(world.server), "--cache", str(tmp_path / "ops-cache")]
 
 
@@ -58,7 +58,7 @@ def rewrite_state(server: Path, changes: dict[str, bytes | None]) -> None:
     commit(repo, STATE_BRANCH, tree, "edit the state branch", [head], TAMPERER, datetime.now(UTC))
 
 
-def canary_in_flight(world: World) -> None:
+def canary_in_flight(world: ControllerWorld) -> None:
     """Staging passed; two of three canary robots deployed, the third still queued."""
     world.reconcile()
     pass_wave(world, STAGING, "staging")
@@ -67,7 +67,7 @@ def canary_in_flight(world: World) -> None:
     world.reconcile()
 
 
-def complete_first_generation(world: World) -> None:
+def complete_first_generation(world: ControllerWorld) -> None:
     world.reconcile()
     for devices, name in ((STAGING, "staging"), (CANARY, "canary"), (PRODUCTION, "production")):
         pass_wave(world, devices, name)
@@ -79,7 +79,7 @@ def parsed(fmt: str, text: str) -> Any:
 
 
 def test_get_rollouts_shows_wave_progress_in_every_format(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     canary_in_flight(world)
     code, table, _ = fleetcd(capsys, "get", "rollouts", *remote(world, tmp_path))
@@ -105,7 +105,7 @@ def test_get_rollouts_shows_wave_progress_in_every_format(
 
 
 def test_get_devices_shows_running_version_and_newest_deployment(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     canary_in_flight(world)
     code, out, _ = fleetcd(capsys, "get", "devices", *remote(world, tmp_path), "-o", "json")
@@ -130,7 +130,7 @@ def test_get_devices_shows_running_version_and_newest_deployment(
 
 
 def test_get_releases_reports_signatures_against_the_threshold(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.fleet.release("nav", "1.1.0", signers=[])  # published, but nobody signed it
     world.merge("nav 1.1.0, unsigned")
@@ -144,7 +144,7 @@ def test_get_releases_reports_signatures_against_the_threshold(
 
 
 def test_history_lists_a_robots_records_and_audit_lines_newest_first(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     complete_first_generation(world)
     world.fleet.release("nav", "1.1.0")
@@ -178,7 +178,7 @@ def test_history_lists_a_robots_records_and_audit_lines_newest_first(
 
 
 def test_history_finds_records_the_device_file_no_longer_keeps(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.reconcile()
     pass_wave(world, STAGING, "staging")
@@ -193,7 +193,7 @@ def test_history_finds_records_the_device_file_no_longer_keeps(
 
 
 def test_history_refuses_a_tampered_audit_log(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.reconcile()
     pass_wave(world, STAGING, "staging")
@@ -208,7 +208,7 @@ def test_history_refuses_a_tampered_audit_log(
 
 
 def test_receipt_is_shown_once_its_controller_signature_verifies(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     complete_first_generation(world)
     code, out, err = fleetcd(capsys, "receipt", "nav", *remote(world, tmp_path))
@@ -239,7 +239,7 @@ def test_receipt_is_shown_once_its_controller_signature_verifies(
     ids=["edited-yaml", "signature-removed", "edited-markdown-only"],
 )
 def test_a_receipt_edited_on_the_state_branch_is_caught(
-    world: World,
+    world: ControllerWorld,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     path: str,
@@ -255,7 +255,7 @@ def test_a_receipt_edited_on_the_state_branch_is_caught(
 
 
 def test_a_rollout_without_a_receipt_exits_1(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.reconcile()
     code, out, err = fleetcd(capsys, "receipt", "nav", *remote(world, tmp_path))
@@ -264,7 +264,7 @@ def test_a_rollout_without_a_receipt_exits_1(
 
 
 def test_history_of_an_unknown_robot_exits_1(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.reconcile()
     code, out, err = fleetcd(capsys, "history", "stg-9", *remote(world, tmp_path))

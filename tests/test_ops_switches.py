@@ -18,7 +18,7 @@ from fleetcd.reasons import Reason
 from fleetcd.validation.worktree import validate_work_tree
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_controller_scenario import World
+from tests.sim.world import ControllerWorld
 from tests.test_ops_read import fleetcd, state_of
 
 world = shared.world  # fixture: the controller scenario (the shared gpg keys come from conftest)
@@ -137,7 +137,7 @@ def test_pause_refuses_to_commit_over_other_uncommitted_edits(
 
 
 def test_a_paused_rollout_is_paused_by_the_controller(
-    world: World, capsys: pytest.CaptureFixture[str]
+    world: ControllerWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.reconcile()
     code, _, err = fleetcd(capsys, "pause", "nav", "--repo", str(world.fleet.root), *AUTHOR)

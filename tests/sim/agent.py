@@ -1,12 +1,13 @@
 """The agent's test world: a fleet repository written by the REAL controller, a real artifact server
 and a real robot agent converging from it — real git, real gpg, real HTTP, real app processes.
 
-It reuses the controller's test machinery: :class:`tests.fleetrepo.FleetRepoBuilder` (signed
-releases, approved rollouts), a bare server (:func:`tests.gitrepos.bare_repo`),
-:func:`controller.reconcile.steps.reconcile_once` through :class:`tests.test_controller_faults.FaultWorld`
-(which writes each robot's signed desired state) and :class:`tests.httpserver.ArtifactServer`
-serving tarball apps from :mod:`tests.apps`. The robot ``robot-1`` is provisioned with an
-:class:`AgentConfig` pinning the fleet's keys, its state under the test's ``tmp_path``::
+It is built on the simulator's pieces: a one-robot :class:`tests.fleetrepo.FleetRepoBuilder` fleet
+(signed releases, approved rollouts) on a :class:`tests.sim.world.ControllerWorld` (a bare server,
+:func:`controller.reconcile.steps.reconcile_once` on the world's clock writing each robot's signed
+desired state) and :class:`tests.httpserver.ArtifactServer` serving tarball apps from
+:mod:`tests.apps`. The robot ``robot-1`` is provisioned as :mod:`tests.sim.provision` provisions
+every robot (an :class:`AgentConfig` pinning the fleet's keys), its state under the test's
+``tmp_path``::
 
     world = AgentWorld.create(tmp_path, keys, artifacts)
     world.publish("1.0.0")             # release + rollout merged, controller reconciled
@@ -27,7 +28,6 @@ serves nothing; ``crash``: it exits at once).
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 import urllib.error
@@ -46,12 +46,8 @@ from agent.executors.tarball import RUN_DIR, TarballExecutor
 from agent.loop import CycleResult, Runtime, run_once
 from agent.paths import AgentPaths
 from agent.state.journal import Journal, JournalEntry
-from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import Source
 from controller.records.model import DeploymentRecord
 from fleetcd.compat import UTC
-from fleetcd.desired import TrustAnchors
-from fleetcd.models import Fleet
 from fleetcd.models.agent import AgentConfig
 from tests.apps import (
     AppBehaviour,
@@ -62,12 +58,10 @@ from tests.apps import (
     wait_for_version,
 )
 from tests.fleetrepo import FleetRepoBuilder
-from tests.fleetsim import SimFleet
-from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.test_controller_faults import FaultWorld
-from tests.test_controller_scenario import Clock
+from tests.sim.provision import trust_pins, write_keys_dir
+from tests.sim.world import Clock, ControllerWorld
 
 DEVICE = "robot-1"
 APP = "web"
@@ -102,7 +96,7 @@ def served_version(port: int, version: str | None = None, limit_s: float = 10.0)
 
 @dataclass
 class AgentWorld:
-    controller: FaultWorld
+    controller: ControllerWorld
     artifacts: ArtifactServer
     config: AgentConfig
     config_file: Path  # the same config as agent.yaml, for subprocesses and the CLI
@@ -127,38 +121,17 @@ class AgentWorld:
         fleet = FleetRepoBuilder(root / "work", keys=keys, name="agentworld")
         fleet.device(DEVICE)
         fleet.cohort("staging", [DEVICE], stage="staging")
-        fleet.git_init()
-        server = bare_repo(root / "fleet.git")
         clock = Clock(datetime.now(UTC).replace(microsecond=0))
-        settings = ControllerSettings(
-            source=Source.for_url(str(server), root / "controller-cache"),
-            gnupghome=keys.home,
-            notify=False,
-            now=lambda: clock.now,
+        controller = ControllerWorld.create(
+            root, fleet, keys, "an empty fleet", clock=clock, cache="controller-cache"
         )
-        anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
-        controller = FaultWorld(fleet, server, settings, SimFleet(server, anchors, {}), clock)
-        controller.merge("an empty fleet")
-        keys_dir = root / "robot-keys"
-        keys_dir.mkdir()
-        fleet.write()
-        for key_file in (fleet.root / "keys").glob("*.asc"):
-            shutil.copy(key_file, keys_dir / key_file.name)
-        controller.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in keys_dir.glob("*.asc")}
+        keys_dir = write_keys_dir(root / "robot-keys", controller.sim.keys)
         document = {
             "apiVersion": "fleetcd.dev/v1",
             "kind": "AgentConfig",
             "device": DEVICE,
-            "remote": {"url": str(server)},
-            "trust": {
-                "keys_dir": str(keys_dir),
-                "fleet": "agentworld",
-                "controller": sorted(anchors.controller),
-                "release_signers": sorted(anchors.release_signers),
-                "release_threshold": anchors.release_threshold,
-                "approvers": sorted(anchors.approvers),
-                "approvals_required": {s.value: n for s, n in anchors.approvals_required.items()},
-            },
+            "remote": {"url": str(controller.server)},
+            "trust": trust_pins(controller.sim.anchors, keys_dir),
             "state_dir": str(root / "robot-state"),
             "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
             **({"executor": "docker", "docker": {"base_url": docker_base_url}} if docker_base_url else {}),
