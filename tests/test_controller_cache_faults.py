@@ -46,6 +46,20 @@ MANY = 1000  # extra robots: the killed fan-out leaves about as many ref locks a
 WAIT_FOR_PROCESS_SECONDS = 180
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_controller_left_behind() -> Any:
+    """A failed assertion must not leave a paused controller waiting for its 'go' file forever."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
 def keys(gpg_available: str) -> KeyFactory:
     return shared_keys()
@@ -122,13 +136,15 @@ def start_controller(
     source = settings.source
     args = [source.url, str(source.mirror), str(settings.gnupghome), now.isoformat(), mode, str(wait)]
     args.append(str(start) if start is not None else "-")
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    _STARTED.append(process)
+    return process
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
