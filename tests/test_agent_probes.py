@@ -200,7 +200,8 @@ def test_missing_binary_fails_the_probe() -> None:
 def test_http_probe_compares_the_status(served: int, expect: int, ok: bool) -> None:
     with ArtifactServer() as server:
         url = server.add("/healthz", b"", Behaviour(status=served))
-        result = attempt(http_probe(url, expect_status=expect), allowlist=[])
+        # A generous timeout: this compares statuses; a loaded CI machine once took over 5 s to answer.
+        result = attempt(http_probe(url, expect_status=expect, timeout_seconds=30), allowlist=[])
     assert result.ok is ok
     assert f"status {served}, expected {expect}" in result.detail
 
