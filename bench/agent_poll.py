@@ -31,6 +31,7 @@ from bench.common import base_parser, table, write_results
 from bench.controller_world import controller_write, signed_fleet
 from bench.git_poll_bytes import CountingProxy, git_daemon
 from fleetcd.desired import Bundle
+from fleetcd.errors import TransportError
 from fleetcd.git import refs
 from fleetcd.models.agent import AgentConfig
 
@@ -61,6 +62,27 @@ def agent_config(device: str, url: str, fingerprint: str) -> AgentConfig:
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+# A poll through the counting proxy is reset now and then (about one run in four on this machine;
+# the cause is still open, the same happens to plain `git fetch`): such a poll is tried again, as a
+# robot retries a transport error, and every retry is counted in the results ("retried_polls").
+POLL_RETRIES = 3
+RETRIED: list[str] = []
+
+
+def retried(name: str, poll: Callable[[], object]) -> Callable[[], None]:
+    def once() -> None:
+        for attempt in range(POLL_RETRIES + 1):
+            try:
+                poll()
+                return
+            except (TransportError, subprocess.CalledProcessError):
+                if attempt == POLL_RETRIES:
+                    raise
+                RETRIED.append(name)
+
+    return once
 
 
 def cpu_of(poll: Callable[[], object], runs: int, *, in_process: bool) -> dict[str, float]:
@@ -109,8 +131,9 @@ def run_size(
             argv = ["git", "--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", url, f"+{ref}:{ref}"]
             subprocess.run(argv, check=True)
 
-        agent = {**bytes_of(proxy, agent_poll), **cpu_of(agent_poll, runs, in_process=True)}
-        git = {**bytes_of(proxy, git_fetch), **cpu_of(git_fetch, runs, in_process=False)}
+        agent_once, git_once = retried("agent_fetch_desired", agent_poll), retried("git_fetch", git_fetch)
+        agent = {**bytes_of(proxy, agent_once), **cpu_of(agent_once, runs, in_process=True)}
+        git = {**bytes_of(proxy, git_once), **cpu_of(git_once, runs, in_process=False)}
         proxy.take()
     return {"robots": len(bundles), "agent_fetch_desired": agent, "git_fetch": git}
 
@@ -151,6 +174,7 @@ def main() -> None:
         "",
         f"agent bytes ratio N={large}/N={small}: {bytes_ratio} (goal <= {GOAL_BYTES_RATIO})",
         *(f"agent CPU / git fetch CPU at N={n}: {cpu_ratio[n]} (goal <= {GOAL_CPU_RATIO})" for n in sizes),
+        f"polls reset by the proxy and tried again: {len(RETRIED)} ({', '.join(sorted(set(RETRIED))) or '-'})",  # noqa: E501
     ]
     payload = {
         "sizes": sizes,
@@ -159,6 +183,7 @@ def main() -> None:
         "bytes_ratio": bytes_ratio,
         "cpu_ratio_vs_git_fetch": {str(n): r for n, r in cpu_ratio.items()},
         "goal_met": bytes_ratio <= GOAL_BYTES_RATIO and all(r <= GOAL_CPU_RATIO for r in cpu_ratio.values()),
+        "retried_polls": len(RETRIED),
     }
     target = write_results(NAME, payload, lines, args.out)
     print("\n".join(lines))

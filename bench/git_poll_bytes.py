@@ -47,6 +47,7 @@ DEFAULT_RUNS = 5
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
 SETTLE_TIMEOUT_S = 5.0
+UPSTREAM_CONNECT_S = 5.0  # how long the counting proxy retries a refused connection to the daemon
 
 
 def device_id(n: int) -> str:
@@ -131,21 +132,46 @@ class CountingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            upstream = self._upstream()
+            if upstream is None:
+                client.close()  # the poll fails and says so; the proxy keeps serving
+                continue
+            pair = [client, upstream]
             for src, dst, downstream in ((client, upstream, False), (upstream, client, True)):
                 with self.lock:
                     self.active += 1
-                threading.Thread(target=self._pump, args=(src, dst, downstream), daemon=True).start()
+                args = (src, dst, downstream, pair)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+    def _upstream(self) -> socket.socket | None:
+        # A daemon busy with many upload-packs on a loaded 2-core machine can refuse for a moment.
+        deadline = time.monotonic() + UPSTREAM_CONNECT_S
+        while True:
+            try:
+                return socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, downstream: bool, pair: list[socket.socket]
+    ) -> None:
         try:
             while chunk := src.recv(65536):
-                dst.sendall(chunk)
                 with self.lock:
                     if downstream:
                         self.down += len(chunk)
                     else:
                         self.up += len(chunk)
+                try:
+                    dst.sendall(chunk)
+                except OSError:
+                    # The other side is gone (upload-pack exits without reading the client's last
+                    # flush): keep reading until EOF, so closing never resets a client still reading.
+                    while src.recv(65536):
+                        pass
+                    break
         except OSError:
             pass
         finally:
@@ -153,6 +179,12 @@ class CountingProxy:
                 dst.shutdown(socket.SHUT_WR)
             with self.lock:
                 self.active -= 1
+                pair.remove(src)
+                last = not pair
+            if last:  # both directions done: close now, not at garbage collection, so the
+                # daemon's upload-pack exits and its connection slot (--max-connections) frees up
+                src.close()
+                dst.close()
 
     def take(self) -> tuple[int, int]:
         """(bytes to the client, bytes from the client) since the last call, once connections end."""

@@ -215,7 +215,12 @@ class EndlessPackServer:
                 data = data[65000:]
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept(): the socket would keep listening
+        # on its port, and a later test's server on that port number got this one's connections.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(timeout=30)
 
 
 def test_an_endless_pack_from_a_hostile_server_stops_at_the_transfer_cap(tmp_path: Path) -> None:
