@@ -13,7 +13,6 @@ import configparser
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,42 +20,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_service
+from tests.wheels import build_wheel
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("fleet", "device", "cohort", "release", "rollout", "configinstance", "agentconfig")
-# Top-level entries the build does not need; some are large (.venv) or would leak into the build.
-NOT_COPIED = {
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "fleetcd.egg-info",
-    "bench",
-    "tests",
-    ".mypy_cache",
-    ".ruff_cache",
-}
-
-
-def _skip_top_level(folder: str, names: list[str]) -> set[str]:
-    return NOT_COPIED & set(names) if Path(folder) == REPO else set()
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"
-    shutil.copytree(REPO, source, symlinks=True, ignore=_skip_top_level)
-    result = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(work / "dist")],
-        cwd=source,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, f"wheel build failed:\n{result.stdout}\n{result.stderr}"
-    [built] = (work / "dist").glob("fleetcd-*.whl")
+    built = build_wheel(tmp_path_factory.mktemp("wheel"))
     with zipfile.ZipFile(built) as archive:
         yield archive
 

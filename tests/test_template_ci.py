@@ -40,6 +40,7 @@ from fleetcd.operator.installspec import (
     SpecSource,
     choose_install_spec,
 )
+from tests.wheels import build_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "fleet-repo-template"
@@ -53,19 +54,6 @@ EXPRESSIONS = {"${{ github.base_ref }}": BASE_BRANCH}
 INSTALL_TIMEOUT_S = 300
 STEP_TIMEOUT_S = 120
 AUTHOR = ["-c", "user.name=Fleet Operator", "-c", "user.email=ops@example.invalid"]
-# Top-level entries the wheel build does not need (as in test_packaging.py).
-NOT_COPIED = {
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "fleetcd.egg-info",
-    "bench",
-    "tests",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".pytest_cache",
-}
 
 
 def fleetcd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -309,25 +297,10 @@ def test_default_install_spec_follows_where_the_running_fleetcd_came_from(
 # --- the validate job, run for real (slow) -------------------------------------------------------
 
 
-def _skip_top_level(folder: str, names: list[str]) -> set[str]:
-    return NOT_COPIED & set(names) if Path(folder) == REPO else set()
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This checkout's wheel, built from a copy of the tree (no build/ churn in the work tree)."""
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"
-    shutil.copytree(REPO, source, symlinks=True, ignore=_skip_top_level)
-    result = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(work / "dist")],
-        cwd=source,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, f"wheel build failed:\n{result.stdout}\n{result.stderr}"
-    [built] = (work / "dist").glob("fleetcd-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
