@@ -7,7 +7,6 @@ and the tests check which error comes out and what is left on disk.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
@@ -35,6 +34,7 @@ from agent.errors import (
 )
 from agent.fetch import KIB, DownloadSettings, partial_path
 from agent.fetch.http import MAX_REDIRECTS, download
+from tests.disks import fill, mounted
 from tests.httpserver import ArtifactServer, Behaviour
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,15 +55,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs, so ENOSPC comes from the kernel; skipped where mounting is not allowed."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs (needs root): {result.stderr.strip()}")
-    try:
+    with mounted(mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs"):
         yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def fetch(url: str, dest: Path, settings: DownloadSettings = SETTINGS, **kwargs: Any) -> Path:
@@ -351,12 +344,7 @@ def test_disk_filling_up_during_download_is_disk_full_and_frees_the_partial(
             self, method: str, url: str, redirect: bool = True, **kw: Any
         ) -> urllib3.BaseHTTPResponse:
             response = super().urlopen(method, url, redirect=redirect, **kw)
-            with filler.open("wb", buffering=0) as out:
-                try:
-                    while True:
-                        out.write(b"\0" * 4096)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
+            fill(small_disk)
             return response
 
     with AnotherProcessFillsTheDiskOnResponse() as pool, pytest.raises(DiskFull):

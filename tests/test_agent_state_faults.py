@@ -8,11 +8,8 @@ fault must be reported and, once the disk allows it, end with the robot on a kno
 
 from __future__ import annotations
 
-import errno
 import json
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,35 +22,12 @@ from agent.loop import CycleResult
 from agent.trustcheck import load_trust_state
 from fleetcd.cli.main import run
 from fleetcd.vocabulary import Activity
+from tests.disks import fill, mounted
 from tests.sim.agent import APP, AgentWorld
 
 
 def agent(*args: str) -> int:
     return run(cli, list(args))
-
-
-@contextmanager
-def mounted(target: Path, *mount_args: str) -> Iterator[Path]:
-    """``mount <mount_args> <target>`` for the block, or skip where mounting is not allowed."""
-    result = subprocess.run(["mount", *mount_args, str(target)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount {' '.join(mount_args)} (needs root): {result.stderr.strip()}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "--lazy", str(target)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the kernel says ENOSPC; the file (delete it to give the space back)."""
-    filler = disk / "other-process-log"
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 # --- a full disk -----------------------------------------------------------------------------------
