@@ -21,6 +21,7 @@ from controller.delivery.write import delivery_ref
 from fleetcd.desired import TrustAnchors
 from fleetcd.git.objects import read_blob
 from fleetcd.models.agent import AgentConfig
+from fleetcd.operator.agentconfig import trust_from_anchors
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.sim.robots import DESIRED_FILES
@@ -30,16 +31,13 @@ ROBOT = "stg-1"  # the scenario's staging robot: the first to get nav 1.0.0
 
 
 def trust_pins(anchors: TrustAnchors, keys_dir: Path) -> dict[str, Any]:
-    """The ``trust`` section of ``agent.yaml`` pinning ``anchors``, their keys in ``keys_dir``."""
-    return {
-        "keys_dir": str(keys_dir),
-        "fleet": anchors.fleet,
-        "controller": sorted(anchors.controller),
-        "release_signers": sorted(anchors.release_signers),
-        "release_threshold": anchors.release_threshold,
-        "approvers": sorted(anchors.approvers),
-        "approvals_required": {stage.value: n for stage, n in anchors.approvals_required.items()},
-    }
+    """The ``trust`` section of ``agent.yaml`` pinning ``anchors``, their keys in ``keys_dir``.
+
+    Made by the function every robot is provisioned through (``fleetcd robot add``, the demo), as
+    a dict so a test can override one pin.
+    """
+    pins: dict[str, Any] = trust_from_anchors(anchors, str(keys_dir)).model_dump(mode="json")
+    return pins
 
 
 def write_keys_dir(folder: Path, keys: Mapping[str, bytes]) -> Path:
