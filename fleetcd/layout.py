@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from fleetcd.compat import StrEnum
 
 FLEET_FILE = "fleet.yaml"
-MANAGED_DIRS = ("devices", "cohorts", "releases", "rollouts", "approvals", "configs", "keys")
+MANAGED_DIRS = ("devices", "cohorts", "releases", "rollouts", "approvals", "configs", "keys", "trust")
+TRUST_ROOT_DIR = "trust/root"
 SIGNATURE_DIR_SUFFIX = ".yaml.d"
 
 _NAME = r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
@@ -28,6 +29,8 @@ class FileKind(StrEnum):
     RELEASE_SIGNATURE = "release-signature"
     APPROVAL = "approval"
     KEY = "key"
+    TRUST_ROOT = "TrustRoot"
+    TRUST_ROOT_SIGNATURE = "trust-root-signature"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ _PATTERNS: list[tuple[re.Pattern[str], FileKind]] = [
     (re.compile(rf"approvals/(?P<name>{_NAME})/(?P<fpr>{_FPR})\.asc"), FileKind.APPROVAL),
     (re.compile(rf"configs/(?P<name>{_NAME})/(?P<stem>{_NAME})\.yaml"), FileKind.CONFIG),
     (re.compile(rf"keys/(?P<name>{_NAME})\.asc"), FileKind.KEY),
+    (re.compile(r"trust/root/(?P<version>[1-9][0-9]{0,6})\.yaml"), FileKind.TRUST_ROOT),
+    (
+        re.compile(rf"trust/root/(?P<version>[1-9][0-9]{{0,6}})\.yaml\.d/(?P<fpr>{_FPR})\.asc"),
+        FileKind.TRUST_ROOT_SIGNATURE,
+    ),
 ]
 
 
@@ -108,3 +116,12 @@ def approval_path(rollout: str, fingerprint: str) -> str:
 
 def config_path(app: str, stem: str) -> str:
     return f"configs/{app}/{stem}.yaml"
+
+
+def trust_root_path(version: int) -> str:
+    """Version ``version`` of the fleet's trust root (kind TrustRoot)."""
+    return f"{TRUST_ROOT_DIR}/{version}.yaml"
+
+
+def trust_root_signature_path(version: int, fingerprint: str) -> str:
+    return f"{trust_root_path(version)}.d/{fingerprint}.asc"

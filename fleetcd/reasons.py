@@ -64,6 +64,10 @@ class Reason(StrEnum):
     BELOW_THRESHOLD = "below_threshold"
     APPROVAL_MISSING = "approval_missing"
     GPG_UNAVAILABLE = "gpg_unavailable"
+    # the trust root chain (fleetcd.trust.rootchain): trust/root/<N>.yaml
+    TRUST_ROOT_VERSION = "trust_root_version"  # a gap, a repeat or a file that is not N+1
+    TRUST_ROOT_ROLLBACK = "trust_root_rollback"  # older than the version already held (replay)
+    TRUST_ROOT_MISSING = "trust_root_missing"
     # per-robot desired-state bundles (fleetcd.desired.verify), as the agent sees them
     BUNDLE_INVALID = "bundle_invalid"
     ROOT_SIGNATURE_INVALID = "root_signature_invalid"

@@ -16,6 +16,7 @@ repository for ``--base`` and controller tests.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import subprocess
@@ -34,6 +35,8 @@ from fleetcd.layout import (
     release_path,
     release_signature_path,
     rollout_path,
+    trust_root_path,
+    trust_root_signature_path,
 )
 from fleetcd.loading.snapshot import read_directory
 from fleetcd.loading.strict_yaml import parse_strict
@@ -45,6 +48,8 @@ from tests.gpgkeys import GpgKey, KeyFactory
 API = "fleetcd.dev/v1"
 PLACEHOLDER_SIGNER = "A" * 40  # syntactically valid, no such key: releases cannot verify without keys
 PLACEHOLDER_CONTROLLER = "C" * 40
+PLACEHOLDER_ROOT = "B" * 40
+TRUST_EXPIRES = "2036-01-01T00:00:00Z"
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Fleet Tester",
     "GIT_AUTHOR_EMAIL": "tester@fleet.test",
@@ -115,6 +120,11 @@ class FleetRepoBuilder:
             },
             "approvals": {"staging": 0, "canary": 1, "production": 2},
         }
+        # Trust-root versions (trust/root/<N>.yaml), oldest first; the last one is the live one that
+        # add_signer/add_approver and tests edit, and rotate() freezes it and starts the next.
+        self.trust_versions: list[dict[str, Any]] = []
+        self.root_signers_of: dict[int, list[GpgKey]] = {}  # version -> who signs it on write()
+        self.root_keys: list[GpgKey] = []
         if keys is not None:
             self.fleet["trust"]["release_signers"]["keys"] = []
             self.add_signer(keys.key("release-bot"))
@@ -142,6 +152,60 @@ class FleetRepoBuilder:
         self.approver_keys.append(key)
         self.fleet["trust"]["approvers"].append({"fingerprint": key.fingerprint, "name": key.name})
         return key
+
+    @property
+    def trust(self) -> dict[str, Any]:
+        """The live (newest) trust-root version; starts version 1 from fleet.yaml's trust on first use."""
+        if not self.trust_versions:
+            trust = self.fleet["trust"]
+            root = self.root_keys or []
+            root_refs = [{"fingerprint": k.fingerprint, "name": k.name} for k in root] or [
+                {"fingerprint": PLACEHOLDER_ROOT, "name": "placeholder root"}
+            ]
+            self.trust_versions.append(
+                {
+                    "apiVersion": API,
+                    "kind": "TrustRoot",
+                    "fleet": self.fleet["name"],
+                    "version": 1,
+                    "expires": TRUST_EXPIRES,
+                    "root": {"threshold": 1, "keys": root_refs},
+                    "controller": [copy.deepcopy(trust["controller"])],
+                    "release_signers": copy.deepcopy(trust["release_signers"]),
+                    "approvers": copy.deepcopy(trust["approvers"]),
+                    "approvals": copy.deepcopy(self.fleet.get("approvals", {})),
+                }
+            )
+        return self.trust_versions[-1]
+
+    def use_root_key(self, key: GpgKey) -> GpgKey:
+        """Make ``key`` a root key of the trust root (before its first version is created)."""
+        assert not self.trust_versions, "root keys of version 1 are set before it exists"
+        self.add_key_file(key)
+        self.root_keys.append(key)
+        return key
+
+    def rotate(self, **changes: Any) -> dict[str, Any]:
+        """Freeze the live trust-root version and start version N+1 from it with ``changes``."""
+        nxt = copy.deepcopy(self.trust)
+        nxt["version"] = self.trust["version"] + 1
+        self.trust_versions.append(_apply(nxt, changes))
+        return nxt
+
+    @staticmethod
+    def key_refs(*keys: GpgKey) -> list[dict[str, str]]:
+        return [{"fingerprint": k.fingerprint, "name": k.name} for k in keys]
+
+    def root_signers(self, version: int) -> list[GpgKey]:
+        """Who signs ``version`` on write(): a threshold of its predecessor's root keys and of its own."""
+        if version in self.root_signers_of:
+            return self.root_signers_of[version]
+        by_fpr = {k.fingerprint: k for k in self.root_keys}
+        wanted: list[GpgKey] = []
+        for doc in self.trust_versions[max(version - 2, 0) : version]:
+            refs = [by_fpr[r["fingerprint"]] for r in doc["root"]["keys"] if r["fingerprint"] in by_fpr]
+            wanted += [k for k in refs[: doc["root"]["threshold"]] if k not in wanted]
+        return wanted
 
     # --- documents --------------------------------------------------------------------------------
     def device(self, device_id: str, **overrides: Any) -> dict[str, Any]:
@@ -266,6 +330,8 @@ class FleetRepoBuilder:
         """Write every document and file; sign releases and approve rollouts when keys are set."""
         for path, doc in self.docs.items():
             self._write(path, render(doc))
+        for doc in self.trust_versions:
+            self._write(trust_root_path(doc["version"]), render(doc))
         for path, data in self.raw.items():
             self._write(path, data)
         if self.keys is not None:
@@ -273,6 +339,10 @@ class FleetRepoBuilder:
         return self.root
 
     def _sign_and_approve(self, keys: KeyFactory) -> None:
+        for doc in self.trust_versions:
+            data = self.read(trust_root_path(doc["version"]))
+            for key in self.root_signers(doc["version"]):
+                self._write(trust_root_signature_path(doc["version"], key.fingerprint), keys.sign(data, key))
         threshold = int(self.fleet["trust"]["release_signers"].get("threshold", 1))
         for path, doc in self.docs.items():
             if doc.get("kind") == "Release":

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
-from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout
+from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot
 from fleetcd.reasons import Reason
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,6 +34,12 @@ class RolloutEntry:
     approvals: Mapping[str, bytes]  # 'approvals/<rollout>/<FPR>.asc' -> armored bytes
 
 
+@dataclass(frozen=True)
+class TrustRootEntry:
+    doc: Loaded[TrustRoot]
+    signatures: Mapping[str, bytes]  # 'trust/root/<N>.yaml.d/<FPR>.asc' -> armored bytes
+
+
 @dataclass
 class FleetSpec:
     """Everything the repository declares, keyed by identity. Files that failed to load are absent."""
@@ -46,9 +52,15 @@ class FleetSpec:
     configs: dict[str, list[Loaded[ConfigInstance]]] = field(default_factory=dict)
     keys: dict[str, bytes] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
+    trust_roots: dict[int, TrustRootEntry] = field(default_factory=dict)  # version -> entry
 
     def release(self, app: str, version: str) -> ReleaseEntry | None:
         return self.releases.get((app, version))
+
+    @property
+    def trust_root(self) -> TrustRoot | None:
+        """The newest trust-root version that loaded (verified by :mod:`fleetcd.validation.trust`)."""
+        return self.trust_roots[max(self.trust_roots)].doc.model if self.trust_roots else None
 
 
 def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
@@ -57,6 +69,7 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
     problems: list[Diagnostic] = []
     signatures: dict[tuple[str, str], dict[str, bytes]] = {}
     approvals: dict[str, dict[str, bytes]] = {}
+    root_signatures: dict[int, dict[str, bytes]] = {}
     if FLEET_FILE not in files:
         problems.append(Diagnostic(FLEET_FILE, None, None, "fleet.yaml is missing", Reason.UNKNOWN_REFERENCE))
     for path in sorted(files):
@@ -76,7 +89,18 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
             approvals.setdefault(where.name, {})[path] = raw
         elif where.kind is FileKind.KEY:
             spec.keys[path] = raw
+        elif where.kind is FileKind.TRUST_ROOT_SIGNATURE:
+            root_signatures.setdefault(int(where.version), {})[path] = raw
     _attach(spec, signatures, approvals, problems)
+    for version, sigs in root_signatures.items():
+        root = spec.trust_roots.get(version)
+        if root is not None:
+            spec.trust_roots[version] = TrustRootEntry(root.doc, dict(sigs))
+        elif f"trust/root/{version}.yaml" not in files:
+            problems.extend(
+                Diagnostic(path, None, None, "signature for a trust-root version that does not exist")
+                for path in sigs
+            )
     return spec, problems
 
 
@@ -107,6 +131,10 @@ def _load_one(
         _name_matches(config, config.model.app, name, "app")
         _name_matches(config, config.model.file_stem, stem, "scope")
         spec.configs.setdefault(config.model.app, []).append(config)
+    elif kind is FileKind.TRUST_ROOT:
+        root = load_document(path, raw, TrustRoot)
+        _name_matches(root, str(root.model.version), version, "version")
+        spec.trust_roots[root.model.version] = TrustRootEntry(root, {})
 
 
 def _name_matches(doc: Loaded[M], declared: str, from_path: str, field_name: str) -> None:
@@ -158,5 +186,6 @@ def _unexpected(path: str) -> str:
         "approvals": "approvals/<rollout>/<FINGERPRINT>.asc",
         "configs": "configs/<app>/<default|cohort-NAME|device-ID>.yaml",
         "keys": "keys/<name>.asc",
+        "trust": "trust/root/<version>.yaml or trust/root/<version>.yaml.d/<FINGERPRINT>.asc",
     }.get(top, "a fleetcd document")
     return f"unexpected file here; expected {expected} (names: letters, digits, single . _ -)"

@@ -11,8 +11,9 @@ from fleetcd.models.device import Device
 from fleetcd.models.fleet import Fleet
 from fleetcd.models.release import Release
 from fleetcd.models.rollout import Rollout
+from fleetcd.models.trustroot import TrustRoot
 
-DocumentModel = Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig
+DocumentModel = Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig | TrustRoot
 DOCUMENT_KINDS: dict[str, type[DocumentModel]] = {
     "Fleet": Fleet,
     "Device": Device,
@@ -21,6 +22,7 @@ DOCUMENT_KINDS: dict[str, type[DocumentModel]] = {
     "Rollout": Rollout,
     "ConfigInstance": ConfigInstance,
     "AgentConfig": AgentConfig,
+    "TrustRoot": TrustRoot,
 }
 
 __all__ = [
@@ -34,5 +36,6 @@ __all__ = [
     "Release",
     "Rollout",
     "Stage",
+    "TrustRoot",
     "parse_version",
 ]

@@ -58,10 +58,11 @@ class _Role:
     noun: str  # "release signatures" / "approvals"
     member: str  # "release signer" / "approver"
     short_reason: Reason
+    listed_in: str = "the trust root"
 
 
-_RELEASE = _Role("release signatures", "release signer", Reason.BELOW_THRESHOLD)
-_APPROVAL = _Role("approvals", "approver", Reason.APPROVAL_MISSING)
+_RELEASE = _Role("release signatures", "release signer", Reason.BELOW_THRESHOLD, "fleet.yaml")
+_APPROVAL = _Role("approvals", "approver", Reason.APPROVAL_MISSING, "fleet.yaml")
 
 
 def check_release(
@@ -87,6 +88,22 @@ def check_approvals(
     """Did ``required`` distinct approvers sign ``payload`` (see :mod:`fleetcd.trust.approval`)?"""
     trusted = {key.fingerprint: key.name for key in approvers}
     return _check(rollout_path, payload, approvals, trusted, required, _APPROVAL, verifier)
+
+
+def check_trust_root(
+    path: str,
+    raw: bytes,
+    signatures: Mapping[str, bytes],
+    root_keys: Sequence[KeyRef],
+    threshold: int,
+    verifier: Verifier,
+    *,
+    by: str,
+) -> ThresholdStatus:
+    """Do ``threshold`` distinct root keys of ``by`` (e.g. "version 3") vouch for exactly ``raw``?"""
+    role = _Role("root signatures", "root key", Reason.BELOW_THRESHOLD, by)
+    trusted = {key.fingerprint: key.name for key in root_keys}
+    return _check(path, raw, signatures, trusted, threshold, role, verifier)
 
 
 def _claimed(path: str) -> str | None:
@@ -116,7 +133,7 @@ def _judge(
             f"made by {trusted.get(signer, signer)}, not by the key it is named after",
         )
     if signer not in trusted:
-        return Reason.SIGNATURE_UNTRUSTED, f"valid, but {signer} is not a {role.member} in fleet.yaml"
+        return Reason.SIGNATURE_UNTRUSTED, f"valid, but {signer} is not a {role.member} in {role.listed_in}"
     if signer in counted:
         return Reason.DUPLICATE_ID, "another signature by the same key; each key counts once"
     return None
@@ -152,7 +169,7 @@ def _check(
         names = ", ".join(trusted.get(f, f) for f in verified) or "none"
         message = f"{len(verified)} of {required} required {role.noun} verified ({names})"
         short_reason = role.short_reason
-        if not files and role is _RELEASE:
+        if not files and role.noun != _APPROVAL.noun:
             short_reason = Reason.SIGNATURE_MISSING
             message += f"; no signature files in {subject}.d/"
         message += "".join(f"; {problem}" for problem in problems)

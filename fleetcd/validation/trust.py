@@ -1,4 +1,4 @@
-"""Signatures and approvals: release thresholds and per-stage rollout approvals, against fleet.yaml.
+"""Signatures and approvals: the trust-root chain, release thresholds and per-stage rollout approvals.
 
 The keyring is built from the repository's ``keys/*.asc`` only (through the keyring factory, the
 one gpg-touching dependency of validation); which fingerprints count is decided by
@@ -15,11 +15,22 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.layout import TRUST_ROOT_DIR, trust_root_path
+from fleetcd.loading.fleetspec import FleetSpec, TrustRootEntry
 from fleetcd.models import Fleet
 from fleetcd.planning.selection import device_stages, rollout_stage
+from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.gpg import VerifyResult
-from fleetcd.trust.policy import check_approvals, check_release
+from fleetcd.trust.policy import Verifier, check_approvals, check_release
+from fleetcd.trust.rootchain import (
+    MAX_CHAIN_VERSIONS,
+    RootVersion,
+    TrustChainRejected,
+    TrustedRoot,
+    verify_self_signed,
+    walk,
+)
 from fleetcd.validation.context import Context
 
 
@@ -36,11 +47,12 @@ KeyringFactory = Callable[[Mapping[str, bytes]], VerifyingKeyring]
 
 def check(ctx: Context, fleet: Fleet, keyring_factory: KeyringFactory) -> Iterator[Diagnostic]:
     rollouts = [name for name in sorted(ctx.spec.rollouts) if _needs_approval(ctx, name)]
-    if not ctx.spec.releases and not rollouts:
+    if not ctx.spec.releases and not rollouts and not ctx.spec.trust_roots:
         return
     keyring, key_problems = _open_keyring(ctx.spec.keys, keyring_factory)
     yield from key_problems
     try:
+        yield from check_chain(ctx.spec, keyring)
         for key in sorted(ctx.spec.releases):
             published = ctx.spec.releases[key]
             status = check_release(
@@ -64,6 +76,42 @@ def check(ctx: Context, fleet: Fleet, keyring_factory: KeyringFactory) -> Iterat
             yield from status.diagnostics
     finally:
         keyring.close()
+
+
+def check_chain(spec: FleetSpec, verifier: Verifier) -> Iterator[Diagnostic]:
+    """The trust-root chain on main: versions 1..N without gaps, version 1 signed by its own root
+    keys, every later one by its predecessor's and its own (:mod:`fleetcd.trust.rootchain`)."""
+    versions = sorted(spec.trust_roots)
+    if not versions:
+        return
+    if len(versions) > MAX_CHAIN_VERSIONS:
+        message = f"{len(versions)} versions; robots take at most {MAX_CHAIN_VERSIONS} in one commit"
+        yield Diagnostic(TRUST_ROOT_DIR, None, None, message, Reason.TOO_LARGE)
+    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
+    if missing:
+        listed = ", ".join(trust_root_path(v) for v in missing[:5])
+        message = f"the chain has gaps: {listed} missing (versions grow by one, none is ever deleted)"
+        yield Diagnostic(trust_root_path(versions[-1]), None, "version", message, Reason.TRUST_ROOT_VERSION)
+        return
+    try:
+        trusted_chain(spec, verifier)
+    except TrustChainRejected as exc:
+        yield from exc.diagnostics
+
+
+def trusted_chain(spec: FleetSpec, verifier: Verifier) -> TrustedRoot:
+    """The newest verified trust-root version on main; :class:`TrustChainRejected` at the first bad one."""
+    chain = [root_version(spec.trust_roots[v]) for v in sorted(spec.trust_roots)]
+    if not chain:
+        raise TrustChainRejected(
+            Reason.TRUST_ROOT_MISSING, "no trust root: run 'fleetcd keys propose'", file=trust_root_path(1)
+        )
+    first = verify_self_signed(chain[0], verifier)
+    return walk(first, chain[1:], verifier, schema=True)
+
+
+def root_version(entry: TrustRootEntry) -> RootVersion:
+    return RootVersion(entry.doc.model.version, entry.doc.raw, entry.signatures)
 
 
 def _needs_approval(ctx: Context, name: str) -> bool:
