@@ -118,6 +118,7 @@ class RecordReason(StrEnum):
     TIMED_OUT = "timed_out"
     SUPERSEDED = "superseded"  # a new generation of the rollout replaced it
     UNTARGETED = "untargeted"  # the robot left the rollout's targets
+    DECOMMISSIONED = "decommissioned"  # the robot was retired (``decommissioned: true``)
     ABORTED = "aborted"  # halt or abort retired it before the robot was told to run it
     # Halt or abort retired it while the robot held it in its bundle: the robot may have run it
     # before it saw the cancellation, so its outcome stays open to a late final report.

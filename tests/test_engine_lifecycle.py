@@ -122,3 +122,58 @@ def test_device_files_stay_bounded_and_drop_the_oldest_finished_records() -> Non
     assert len(records) == MAX_RECORDS_PER_DEVICE
     assert history[0] not in records, "the oldest finished record goes first"
     assert sim.record(ids[0]) in records
+
+
+# --- retired robots (`decommissioned: true`, `fleetcd robot retire`) -------------------------------
+
+
+def _retire(sim: Sim, dev: str) -> None:
+    sim.devices[dev] = sim.devices[dev].model_copy(update={"decommissioned": True})
+
+
+def test_a_robot_retired_while_paused_is_archived_not_timed_out_as_a_failure() -> None:
+    ids = robots(3)
+    sim = Sim(rollout_doc(ids, SINGLE))
+    sim.tick()
+    sim.succeed(ids[0], ids[1])
+    sim.edit(paused=True)
+    _retire(sim, ids[2])
+    sim.tick(timedelta(hours=2))  # past the one-hour device timeout: it would time out and fail
+    gone = sim.record(ids[2])
+    assert gone is not None
+    assert (gone.target_status, gone.reason) == (TargetStatus.ARCHIVED, RecordReason.DECOMMISSIONED)
+    assert sim.phase() is RolloutPhase.PAUSED, "a retired robot is no failure that halts the rollout"
+
+
+def test_a_retired_robots_rollback_is_dropped_and_the_rollback_finishes_without_it() -> None:
+    ids = robots(2)
+    sim = Sim(rollout_doc(ids, SINGLE))
+    sim.tick()
+    sim.fail(ids[0])
+    sim.succeed(ids[1])
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ROLLING_BACK and sim.rollbacks() == ids
+    _retire(sim, ids[1])
+    sim.report(ids[0], "applying", "deployed", rollback=True)
+    sim.tick(timedelta(minutes=1))
+    sim.tick(timedelta(minutes=1))
+    dropped = sim.rollback(ids[1])
+    assert dropped is not None and dropped.reason == RecordReason.DECOMMISSIONED
+    assert sim.phase() is RolloutPhase.HALTED, "the rollback finished without waiting for the retired robot"
+
+
+def test_a_retired_robots_finished_deployment_keeps_its_outcome() -> None:
+    ids = robots(2)
+    sim = Sim(rollout_doc(ids, ALL))
+    sim.tick()
+    sim.succeed(ids[0])
+    sim.tick(timedelta(minutes=1))
+    _retire(sim, ids[0])
+    sim.tick(timedelta(minutes=1))
+    kept = sim.record(ids[0])
+    assert kept is not None
+    assert (kept.activity, kept.target_status, kept.reason) == (
+        Activity.DEPLOYED,
+        TargetStatus.DEPLOYED,
+        None,
+    )

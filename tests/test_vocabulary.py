@@ -58,7 +58,14 @@ WIRE: dict[type[StrEnum], list[str]] = {
     Activity: sorted(set(JOURNAL) | set(REPORTED)),
     ErrorStatus: ["none", "retrying", "failed"],
     Status: [*REPORTED, "retrying"],
-    reasons.RecordReason: ["timed_out", "superseded", "untargeted", "aborted", "aborted_after_delivery"],
+    reasons.RecordReason: [
+        "timed_out",
+        "superseded",
+        "untargeted",
+        "decommissioned",
+        "aborted",
+        "aborted_after_delivery",
+    ],
     reasons.IgnoredReport: [
         "unchanged",
         "unknown_value",

@@ -40,6 +40,7 @@ def build() -> click.Group:
         plan,
         read,
         reconcile,
+        robot,
         sign,
         sim,
         validate,
@@ -63,6 +64,7 @@ def build() -> click.Group:
         edit.rollback_command,
         edit.deploy_command,
         sim.sim_command,
+        robot.robot_group,
     ):
         cli.add_command(command)
     return cli

@@ -5,7 +5,8 @@ main and the state branch and the ``now`` of this reconcile; it writes the retur
 and audit events in its *write* step. Order within a tick:
 
 1. a new generation gets a fresh state (:func:`controller.engine.lifecycle.create`);
-2. wave membership follows the plan, deadlines are enforced, then ``aborted``/``paused`` and
+2. retired robots' open records are archived, wave membership follows the plan, deadlines are
+   enforced, then ``aborted``/``paused`` and
    ``not_before`` set the phase (:mod:`controller.engine.lifecycle`);
 3. waves are gated, dispatched, halted and rolled back (:mod:`controller.engine.progress`).
 
@@ -32,6 +33,7 @@ def advance(inp: EngineInput) -> EngineOutput:
     if state is None or state.generation != inp.generation.number:
         state = lifecycle.create(inp, ledger, journal)
         before = None
+    lifecycle.retire_decommissioned(inp, ledger)
     state = lifecycle.follow_plan(inp, state, ledger)
     lifecycle.enforce_deadlines(inp, ledger)
     state = lifecycle.apply_switches(inp, state, ledger, journal)

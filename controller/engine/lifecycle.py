@@ -7,6 +7,10 @@
 * **Membership** follows the plan on every reconcile (a robot added to a cohort joins; one that
   left has its in-flight deployment archived as untargeted) — except while paused or aborted,
   when selection skips everyone and membership is frozen instead.
+* **Retired robots** (``decommissioned: true``) leave every rollout at once, paused, aborted or
+  rolling back alike: their open records (a rollback's too) are archived as ``decommissioned``, so
+  a robot that is gone is never waited for, timed out or counted as a failure. Finished records
+  keep their outcome: history stays.
 * **Deadlines**: any unfinished record past its deadline fails as ``timed_out`` whatever the phase,
   so nothing hangs forever.
 * **Switches** (``paused``, ``aborted`` on main): abort is final for the generation — records the
@@ -110,6 +114,14 @@ def follow_plan(inp: EngineInput, state: RolloutState, ledger: Ledger) -> Rollou
             ledger.put(archive(record, inp.now, RecordReason.UNTARGETED))
     skipped = tuple((device, why) for device, why in inp.skipped)
     return state.model_copy(update={"waves": tuple(waves), "skipped": skipped})
+
+
+def retire_decommissioned(inp: EngineInput, ledger: Ledger) -> None:
+    """Archive every open record of this rollout held by a robot that is decommissioned on main."""
+    for record in list(ledger.ours()):
+        device = inp.devices.get(record.device)
+        if device is not None and device.decommissioned and not is_terminal(record):
+            ledger.put(archive(record, inp.now, RecordReason.DECOMMISSIONED))
 
 
 def enforce_deadlines(inp: EngineInput, ledger: Ledger) -> None:

@@ -54,3 +54,41 @@ def set_scalar(text: str, key: str, value: str, *, quote_like_before: bool = Fal
         value = f"{old[0]}{value}{old[0]}"
     replaced = f"{match['head']}{value}{match['tail'] or ''}{match['eol']}"
     return text[: match.start()] + replaced + text[match.end() :]
+
+
+def append_list_item(text: str, key: str, item: str) -> str:
+    """``text`` with the YAML scalar ``item`` (already formatted) appended to top-level list ``key``.
+
+    The list may be a one-line flow list (``key: [a, b]``) or a block list on the following lines
+    (``- a`` at any indent); the new entry copies the last entry's indent and lands right after it,
+    before any comment or blank line that follows the list. Anything else is refused.
+    """
+    matches = list(_key_line(key).finditer(text))
+    if len(matches) != 1:
+        raise UneditableYaml(f"top-level {key!r} appears {len(matches)} times; edit it by hand")
+    match = matches[0]
+    value = match["value"].strip()
+    if value.startswith("[") and value.endswith("]"):
+        inner = value[1:-1].strip()
+        replaced = f"[{inner}, {item}]" if inner else f"[{item}]"
+        line = f"{match['head']}{replaced}{match['tail'] or ''}{match['eol']}"
+        return text[: match.start()] + line + text[match.end() :]
+    if value:
+        raise UneditableYaml(f"top-level {key!r} is not a list ({value!r}); edit it by hand")
+    ending = match["eol"] or "\n"
+    lines = text[match.end() :].splitlines(keepends=True)
+    last, indent = -1, None
+    for index, line in enumerate(lines):
+        entry = re.match(r"^([ \t]*)- ", line)
+        if entry is not None and (indent is None or entry.group(1) == indent):
+            last, indent = index, entry.group(1)
+        elif line.strip() and not line.lstrip().startswith("#") and not line.startswith((" ", "\t")):
+            break  # the next top-level key: the list has ended
+        elif line.strip() and not line.lstrip().startswith("#") and entry is None and indent is None:
+            raise UneditableYaml(f"top-level {key!r} is not a block list; edit it by hand")
+    if last < 0 or indent is None:
+        raise UneditableYaml(f"top-level {key!r} has no '- ' entries to add to; edit it by hand")
+    if not lines[last].endswith(("\n", "\r\n")):
+        lines[last] += ending
+    lines.insert(last + 1, f"{indent}- {item}{ending}")
+    return text[: match.end()] + "".join(lines)

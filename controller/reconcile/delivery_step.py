@@ -9,8 +9,13 @@ ref: :func:`controller.delivery.published.judge_published` lets a root found the
 serial only when it verifies by the controller key of the trusted ``fleet.yaml``, and keeps the
 published state only when every robot holds the same root that passed; anything planted,
 replayed or deleted is replaced under a fresh serial. The desired-state refs the controller does not
-own (the other layout's, robots no longer on main) are listed here and removed after the push
-(:mod:`controller.delivery.prune`).
+own (the other layout's, robots no longer on main, retired robots) are listed here and removed
+after the push (:mod:`controller.delivery.prune`).
+
+A retired robot (``decommissioned: true``) gets no desired state at all: the engine has archived
+its open deployments, and removing its ref (rather than leaving a last bundle there) means a robot
+that is switched on again after retirement, or a stolen robot, finds nothing to install, while its
+records, audit lines and status ref stay on the server as history.
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ class Delivered:
     stale: Mapping[str, Oid] = field(default_factory=dict)  # desired-state refs to remove after the push
 
 
+def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict[str, DeviceFile]:
+    """The robots that get desired state: every one on main that is not decommissioned."""
+    return {
+        device: data
+        for device, data in devices.items()
+        if not (device in ctx.devices and ctx.devices[device].decommissioned)
+    }
+
+
 def deliver(
     repo: Repository,
     ctx: FleetContext,
@@ -63,6 +77,7 @@ def deliver(
     settings: ControllerSettings,
     now: datetime,
 ) -> Delivered:
+    devices = active_devices(ctx, devices)
     current = read_current(repo, devices, namespaces=settings.namespaces)
     stale = read_stale(repo, devices, namespaces=settings.namespaces)
     with ExitStack() as stack:

@@ -1,0 +1,227 @@
+"""``fleetcd robot add|retire|rotate-key``: enrol, retire and re-key a real robot.
+
+Thin wrappers around :mod:`controller.ops.robots`; errors map to exit codes centrally
+(:func:`fleetcd.cli.main.run`). docs/agent.md ("Provisioning a real robot") walks through them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from controller.cli.options import write_options
+from controller.ops.robots import DEFAULT_CONFIG_DIR, RobotChange
+
+gitolite_option = click.option(
+    "--gitolite-admin",
+    "gitolite_admin",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A gitolite-admin checkout: the robot's key file and its @robots membership go there.",
+)
+push_option = click.option(
+    "--push", is_flag=True, help="Also `git push` the gitolite-admin checkout (the server applies it then)."
+)
+
+
+def _robot_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from controller.ops.robots import check_robot_id
+
+    try:
+        check_robot_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE")
+        labels[name] = text
+    return labels
+
+
+def _report(change: RobotChange) -> None:
+    if not change.changed:
+        for note in change.notes:
+            click.echo(f"nothing to do: {note}")
+        return
+    if change.folder is not None:
+        click.echo(f"wrote {change.folder}/")
+    if change.key is not None:
+        click.echo(f"ssh key {change.key.fingerprint}")
+    for label, paths, made in (
+        ("fleet repository", change.fleet_paths, change.fleet_commit),
+        ("gitolite-admin", change.admin_paths, change.admin_commit),
+    ):
+        if paths:
+            state = f"committed {made}" if made else "edited (not committed)"
+            click.echo(f"{label}: {state}: {', '.join(paths)}")
+    if change.admin_commit is not None and not change.pushed:
+        click.echo("gitolite-admin: push it to apply (git push, or rerun with --push)")
+    for note in change.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+
+
+@click.group("robot")
+def robot_group() -> None:
+    """Enrol, retire and re-key real robots (docs/agent.md)."""
+
+
+@robot_group.command("add")
+@click.argument("robot", metavar="ID", callback=_robot_id)
+@click.option("--site", required=True, help="Site name (devices/ID.yaml `site`).")
+@click.option("--cohort", required=True, help="Cohort to add it to (cohorts/COHORT.yaml).")
+@click.option("--family", required=True, help="Robot family (`family`).")
+@click.option("--model", required=True, help="Hardware model (`hardware.model`).")
+@click.option("--revision", type=click.IntRange(0, 10_000), required=True, help="Hardware revision.")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone of its windows.")
+@click.option("--label", "labels", multiple=True, callback=_labels, metavar="NAME=VALUE", help="Repeatable.")
+@click.option(
+    "--url", required=True, help="The fleet repository as the robot reaches it (ssh://git@host/fleet)."
+)
+@click.option("--host-key-sha256", "host_key", help="Pin the git server's host key, 'SHA256:...'.")
+@click.option("--ssh-user", help="SSH user [default: the URL's user].")
+@click.option(
+    "--config-dir",
+    default=DEFAULT_CONFIG_DIR,
+    show_default=True,
+    help="Where the robot's folder is copied on the robot (paths in agent.yaml).",
+)
+@click.option("--state-dir", help="The agent's state folder on the robot [default: /var/lib/fleetcd].")
+@click.option("--executor", type=click.Choice(["tarball", "docker"]), default="tarball", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("robots"),
+    show_default=True,
+    help="The robot's folder is written to OUT/ID (agent.yaml, keys/, its SSH key).",
+)
+@click.option(
+    "--ssh-public-key",
+    "public_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The robot's own public key (made on the robot) instead of a new key made here.",
+)
+@gitolite_option
+@push_option
+@write_options
+def add_command(
+    robot: str,
+    site: str,
+    cohort: str,
+    family: str,
+    model: str,
+    revision: int,
+    timezone: str,
+    labels: dict[str, str],
+    url: str,
+    host_key: str | None,
+    ssh_user: str | None,
+    config_dir: str,
+    state_dir: str | None,
+    executor: str,
+    out: Path,
+    public_key: Path | None,
+    gitolite_admin: Path | None,
+    push: bool,
+    repo: Path,
+    no_commit: bool,
+    author: str | None,
+) -> None:
+    """Enrol robot ID: device file, cohort, its agent.yaml and SSH key, gitolite access."""
+    from controller.ops.robots import RobotSide, RobotSpec, add_robot
+
+    spec = RobotSpec(robot, site, cohort, family, model, revision, timezone, labels)
+    side = RobotSide(
+        url=url,
+        config_dir=config_dir.rstrip("/") or "/",
+        host_key_sha256=host_key,
+        ssh_user=ssh_user,
+        state_dir=state_dir,
+        executor="docker" if executor == "docker" else "tarball",
+    )
+    change = add_robot(
+        repo,
+        spec,
+        side,
+        out=out,
+        public_key=public_key,
+        gitolite_admin=gitolite_admin,
+        commit=not no_commit,
+        author=author,
+        push=push,
+    )
+    _report(change)
+
+
+@robot_group.command("retire")
+@click.argument("robot", metavar="ID", callback=_robot_id)
+@gitolite_option
+@push_option
+@write_options
+def retire_command(
+    robot: str, gitolite_admin: Path | None, push: bool, repo: Path, no_commit: bool, author: str | None
+) -> None:
+    """Retire robot ID: out of every rollout, keys revoked; its history is kept."""
+    from controller.ops.robots import retire_robot
+
+    _report(
+        retire_robot(
+            repo, robot, gitolite_admin=gitolite_admin, commit=not no_commit, author=author, push=push
+        )
+    )
+
+
+@robot_group.command("rotate-key")
+@click.argument("robot", metavar="ID", callback=_robot_id)
+@click.option(
+    "--gitolite-admin",
+    "gitolite_admin",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The gitolite-admin checkout holding the robot's key.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Make the new key here (OUT/id_ed25519 and .pub).",
+)
+@click.option(
+    "--ssh-public-key",
+    "public_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The robot's new public key (made on the robot) instead of --out.",
+)
+@push_option
+@write_options
+def rotate_key_command(
+    robot: str,
+    gitolite_admin: Path,
+    out: Path | None,
+    public_key: Path | None,
+    push: bool,
+    repo: Path,
+    no_commit: bool,
+    author: str | None,
+) -> None:
+    """Give robot ID a new SSH key in gitolite; the old key is refused once pushed."""
+    from controller.ops.robots import rotate_key
+
+    if (out is None) == (public_key is None):
+        raise click.UsageError("give exactly one of --out and --ssh-public-key")
+    _report(
+        rotate_key(
+            repo,
+            robot,
+            gitolite_admin=gitolite_admin,
+            out=out,
+            public_key=public_key,
+            commit=not no_commit,
+            author=author,
+            push=push,
+        )
+    )

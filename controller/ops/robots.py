@@ -1,0 +1,451 @@
+"""``fleetcd robot add|retire|rotate-key``: a real robot's life in the fleet, written as commits.
+
+* **add** writes ``devices/<id>.yaml``, adds the id to the cohort's ``devices:`` list (a cohort
+  that selects by attributes must match the robot instead), and makes the robot's folder: its
+  ``agent.yaml`` (:mod:`fleetcd.operator.agentconfig`, the one writer), the fleet's public keys it
+  pins, and its SSH key (made here with ssh-keygen, or only the public key the operator brings).
+  With ``--gitolite-admin`` the key file and the ``@robots`` membership go into that checkout.
+* **retire** sets ``decommissioned: true``: no rollout targets the robot, its open deployments are
+  archived and its desired-state ref is removed by the controller. The device file, its records,
+  audit lines and status ref stay: history is kept. Its keys leave gitolite.
+* **rotate-key** replaces the robot's key in gitolite with a new one; the old one is refused once
+  the checkout is pushed.
+
+Everything is decided and validated before anything is written: a duplicate id, an unknown cohort,
+a key that already belongs to someone or an edit that would add a validation error is refused
+with the file named. The robot's folder is assembled in a temporary folder and renamed into place;
+if a later write fails, what was already written is put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from controller.ops.gitolite import AdminCheckout
+from controller.ops.local import WorkTree, check_change, open_work_tree, wrap_message
+from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
+from controller.ops.yamledit import UneditableYaml, append_list_item, set_scalar
+from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.git.worktree import commit_all
+from fleetcd.layout import cohort_path, device_path
+from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.models import Cohort, Device, Fleet
+from fleetcd.models.agent import RemoteSettings
+from fleetcd.models.base import API_VERSION_V1, SAFE_NAME_MAX, SAFE_NAME_PATTERN
+from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
+from fleetcd.planning.selection import selector_matches
+from fleetcd.reasons import Reason
+
+DEFAULT_CONFIG_DIR = "/etc/fleetcd"  # where the .deb expects agent.yaml and the robot's key
+KEYS_SUBDIR = "keys"
+RETIRED_COMMENT = "Retired by `fleetcd robot retire`: no rollout targets it; its records and audit are kept."
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """What ``devices/<id>.yaml`` says about the robot."""
+
+    id: str
+    site: str
+    cohort: str
+    family: str
+    model: str
+    revision: int
+    timezone: str = "UTC"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RobotSide:
+    """How the robot reaches the fleet and where its files will be on the robot."""
+
+    url: str  # the fleet repository as the robot reaches it, e.g. ssh://git@git.example.com/fleet
+    config_dir: str = DEFAULT_CONFIG_DIR  # the robot's folder is copied here
+    host_key_sha256: str | None = None
+    ssh_user: str | None = None
+    state_dir: str | None = None
+    executor: Literal["tarball", "docker"] = "tarball"
+
+
+@dataclass(frozen=True)
+class RobotChange:
+    """What a ``fleetcd robot`` command did, for the CLI to print."""
+
+    robot: str
+    changed: bool
+    fleet_paths: tuple[str, ...] = ()
+    fleet_commit: str | None = None
+    admin_paths: tuple[str, ...] = ()
+    admin_commit: str | None = None
+    pushed: bool = False
+    folder: Path | None = None  # the robot's folder (add) or the new key's folder (rotate-key)
+    key: PublicKey | None = None
+    notes: tuple[str, ...] = ()
+
+
+def check_robot_id(robot: str) -> None:
+    """Refuse an id that cannot be a file name, a gitolite user and a git ref component."""
+    if len(robot) > SAFE_NAME_MAX or not re.fullmatch(SAFE_NAME_PATTERN, robot):
+        raise ValueError(
+            f"robot id {robot!r} is not a safe name: letters and digits, single '.', '_' or '-' "
+            f"between them, at most {SAFE_NAME_MAX} characters"
+        )
+
+
+def _device_doc(spec: RobotSpec) -> bytes:
+    doc: dict[str, Any] = {
+        "apiVersion": API_VERSION_V1,
+        "kind": "Device",
+        "id": spec.id,
+        "family": spec.family,
+        "hardware": {"model": spec.model, "revision": spec.revision},
+        "site": spec.site,
+        "timezone": spec.timezone,
+    }
+    if spec.labels:
+        doc["labels"] = dict(spec.labels)
+    header = "# Enrolled by `fleetcd robot add`; retire with `fleetcd robot retire` (keeps its history).\n"
+    return (header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)).encode("utf-8")
+
+
+def _load_device(tree: WorkTree, robot: str) -> Loaded[Device]:
+    path = device_path(robot)
+    raw = tree.files.get(path)
+    if raw is None:
+        raise InvalidContent.at(path, f"no robot {robot!r} in {tree.root}", reason=Reason.UNKNOWN_REFERENCE)
+    return load_document(path, raw, Device)
+
+
+def _cohort_change(tree: WorkTree, spec: RobotSpec, device: Device) -> dict[str, bytes | None]:
+    path = cohort_path(spec.cohort)
+    raw = tree.files.get(path)
+    if raw is None:
+        known = sorted(p[len("cohorts/") : -len(".yaml")] for p in tree.files if p.startswith("cohorts/"))
+        raise InvalidContent.at(
+            path,
+            f"no cohort {spec.cohort!r} (cohorts: {', '.join(known) or 'none'})",
+            reason=Reason.UNKNOWN_REFERENCE,
+        )
+    cohort = load_document(path, raw, Cohort)
+    if not cohort.model.devices:
+        if cohort.model.selector is not None and selector_matches(cohort.model, device):
+            return {}  # the selector takes the robot in by its attributes
+        raise InvalidContent.at(
+            path,
+            f"lists no devices to add {spec.id!r} to, and its selector does not match the robot "
+            f"(site {spec.site}, family {spec.family}, model {spec.model} r{spec.revision})",
+            field="selector",
+            reason=Reason.UNKNOWN_REFERENCE,
+        )
+    text = raw.decode("utf-8")
+    for item in (spec.id, json.dumps(spec.id)):  # plain, else quoted ('true', '1e3' are ids too)
+        try:
+            edited = load_document(path, append_list_item(text, "devices", item).encode("utf-8"), Cohort)
+        except (InvalidContent, UneditableYaml):
+            continue
+        if edited.model == cohort.model.model_copy(update={"devices": [*cohort.model.devices, spec.id]}):
+            return {path: edited.raw}
+    raise UneditableYaml(f"{path}: cannot add {spec.id!r} to `devices:` by a one-line edit; add it by hand")
+
+
+def _fleet_keys(tree: WorkTree) -> dict[str, bytes]:
+    return {
+        Path(p).name: data for p, data in tree.files.items() if p.startswith("keys/") and p.endswith(".asc")
+    }
+
+
+def _fleet(tree: WorkTree) -> Fleet:
+    raw = tree.files.get("fleet.yaml")
+    if raw is None:
+        raise SetupError(f"{tree.root}: no fleet.yaml")
+    return load_document("fleet.yaml", raw, Fleet).model
+
+
+@dataclass
+class _Undo:
+    """What was written so far, to put back when a later write fails."""
+
+    steps: list[Callable[[], None]] = field(default_factory=list)
+
+    def run(self) -> None:
+        for step in reversed(self.steps):
+            with contextlib.suppress(OSError):  # best effort: the original error is the one to report
+                step()
+
+
+def _restore_tree(tree: WorkTree, paths: list[str]) -> Callable[[], None]:
+    before = {p: tree.files.get(p) for p in paths}
+    return lambda: tree.write(before)
+
+
+def _restore_admin(admin: AdminCheckout, paths: list[str]) -> Callable[[], None]:
+    before = admin.snapshot(dict.fromkeys(paths))
+    return lambda: admin.write(before)
+
+
+def add_robot(
+    start: Path,
+    spec: RobotSpec,
+    side: RobotSide,
+    *,
+    out: Path,
+    public_key: Path | None = None,
+    gitolite_admin: Path | None = None,
+    commit: bool = True,
+    author: str | None = None,
+    push: bool = False,
+) -> RobotChange:
+    """Enrol ``spec.id``: device file, cohort membership, the robot's folder ``out/<id>``, gitolite."""
+    check_robot_id(spec.id)
+    tree = open_work_tree(start)
+    path = device_path(spec.id)
+    if path in tree.files:
+        raise InvalidContent.at(
+            path, f"robot {spec.id!r} already exists", field="id", reason=Reason.DUPLICATE_ID
+        )
+    device = load_document(path, _device_doc(spec), Device)
+    changes: dict[str, bytes | None] = {path: device.raw, **_cohort_change(tree, spec, device.model)}
+    check_change(tree, changes, path)
+    folder = out / spec.id
+    if folder.exists():
+        raise SetupError(f"{folder} already exists; the robot's folder is never overwritten")
+    admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
+    if admin is not None and admin.key_files_of(spec.id):
+        found = admin.key_files_of(spec.id)[0]
+        raise InvalidContent.at(
+            found, f"gitolite already has a key for {spec.id!r}", reason=Reason.DUPLICATE_ID
+        )
+    committer = tree.prepare_commit(author) if commit else None
+    admin_author = admin.prepare_commit(author) if admin is not None and commit else None
+    trust = pinned_trust(_fleet(tree), f"{side.config_dir}/{KEYS_SUBDIR}")
+    remote = RemoteSettings(
+        url=side.url,
+        ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
+        ssh_user=side.ssh_user,
+        host_key_sha256=side.host_key_sha256,
+    )
+    config = agent_config(
+        spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor
+    )
+    note = f"{spec.id}'s agent (docs/agent.md, 'Provisioning a real robot'); copied to {side.config_dir}."
+    text = render_agent_config(config, path=str(folder / AGENT_CONFIG_FILE), note=note)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{spec.id}."))
+    undo = _Undo()
+    try:
+        key = _robot_key(staging, spec.id, public_key)
+        admin_changes = admin.enrol(spec.id, key) if admin is not None else {}
+        (staging / AGENT_CONFIG_FILE).write_text(text, encoding="utf-8")
+        (staging / KEYS_SUBDIR).mkdir()
+        for name, data in sorted(_fleet_keys(tree).items()):
+            (staging / KEYS_SUBDIR / name).write_bytes(data)
+        staging.chmod(0o700)  # it holds the robot's private key
+        staging.rename(folder)
+        undo.steps.append(lambda: shutil.rmtree(folder))
+        result = _write_and_commit(
+            tree,
+            changes,
+            admin,
+            admin_changes,
+            undo,
+            message=_add_message(spec, key),
+            committer=committer,
+            admin_author=admin_author,
+            push=push,
+        )
+    except BaseException:
+        undo.run()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    notes = (
+        [] if admin is not None else ["no --gitolite-admin: give the git server its key and access yourself"]
+    )
+    return RobotChange(spec.id, True, folder=folder, key=key, notes=tuple(notes), **result)
+
+
+def _robot_key(staging: Path, robot: str, public_key: Path | None) -> PublicKey:
+    if public_key is None:
+        return generate_key(staging, f"fleetcd-robot-{robot}")
+    key = read_public_key(public_key)
+    (staging / f"{PRIVATE_KEY_FILE}.pub").write_text(key.line + "\n", encoding="utf-8")
+    return key
+
+
+def _add_message(spec: RobotSpec, key: PublicKey) -> str:
+    return (
+        f"Enrol robot {spec.id} in cohort {spec.cohort}\n\n"
+        f"devices/{spec.id}.yaml: {spec.family} {spec.model} r{spec.revision} at {spec.site} "
+        f"({spec.timezone}). SSH key {key.fingerprint}.\n"
+    )
+
+
+def _write_and_commit(
+    tree: WorkTree,
+    changes: Mapping[str, bytes | None],
+    admin: AdminCheckout | None,
+    admin_changes: Mapping[str, str | None],
+    undo: _Undo,
+    *,
+    message: str,
+    committer: str | None,
+    admin_author: str | None,
+    push: bool,
+) -> dict[str, Any]:
+    """Write the gitolite checkout, then the fleet repository; commit both; push the checkout."""
+    message = wrap_message(message)
+    if admin is not None and admin_changes:
+        undo.steps.append(_restore_admin(admin, list(admin_changes)))
+        admin.write(admin_changes)
+    if changes:
+        undo.steps.append(_restore_tree(tree, list(changes)))
+        tree.write(changes)
+    admin_commit = (
+        admin.commit(message, admin_author)
+        if admin is not None and admin_changes and admin_author is not None
+        else None
+    )
+    undo.steps.clear()  # committed: from here on the change stands even if the rest fails
+    fleet_commit = commit_all(tree.root, message, committer) if changes and committer is not None else None
+    pushed = False
+    if push and admin is not None and admin_commit is not None:
+        admin.push()
+        pushed = True
+    return {
+        "fleet_paths": tuple(sorted(changes)),
+        "fleet_commit": fleet_commit,
+        "admin_paths": tuple(sorted(admin_changes)),
+        "admin_commit": admin_commit,
+        "pushed": pushed,
+    }
+
+
+def retire_robot(
+    start: Path,
+    robot: str,
+    *,
+    gitolite_admin: Path | None = None,
+    commit: bool = True,
+    author: str | None = None,
+    push: bool = False,
+) -> RobotChange:
+    """Set ``decommissioned: true`` for ``robot`` and take its keys out of gitolite."""
+    check_robot_id(robot)
+    tree = open_work_tree(start)
+    device = _load_device(tree, robot)
+    changes: dict[str, bytes | None] = {}
+    if not device.model.decommissioned:
+        text = set_scalar(device.raw.decode("utf-8"), "decommissioned", "true", comment=RETIRED_COMMENT)
+        edited = load_document(device.path, text.encode("utf-8"), Device)
+        if edited.model != device.model.model_copy(update={"decommissioned": True}):
+            raise UneditableYaml(
+                f"{device.path}: setting `decommissioned:` would change more; edit it by hand"
+            )
+        changes[device.path] = edited.raw
+        check_change(tree, changes, device.path)
+    admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
+    admin_changes = admin.revoke(robot) if admin is not None else {}
+    if not changes and not admin_changes:
+        return RobotChange(robot, False, notes=(f"{robot} is already retired and holds no key in gitolite",))
+    committer = tree.prepare_commit(author) if commit and changes else None
+    admin_author = admin.prepare_commit(author) if admin is not None and commit and admin_changes else None
+    message = (
+        f"Retire robot {robot}\n\n"
+        f"{device.path}: decommissioned. No rollout targets it any more; its open deployments are "
+        "archived and the controller removes its desired-state ref. Its device file, records, audit "
+        "lines and status history are kept.\n"
+    )
+    if admin_changes:
+        revoked = ", ".join(sorted(p for p in admin_changes if p.endswith(".pub")))
+        message += f"Its SSH keys leave gitolite ({revoked or 'none held'}).\n"
+    undo = _Undo()
+    try:
+        result = _write_and_commit(
+            tree,
+            changes,
+            admin,
+            admin_changes,
+            undo,
+            message=message,
+            committer=committer,
+            admin_author=admin_author,
+            push=push,
+        )
+    except BaseException:
+        undo.run()
+        raise
+    notes = [] if admin is not None else ["no --gitolite-admin: revoke its key on the git server yourself"]
+    return RobotChange(robot, True, notes=tuple(notes), **result)
+
+
+def rotate_key(
+    start: Path,
+    robot: str,
+    *,
+    gitolite_admin: Path,
+    out: Path | None = None,
+    public_key: Path | None = None,
+    commit: bool = True,
+    author: str | None = None,
+    push: bool = False,
+) -> RobotChange:
+    """Replace ``robot``'s SSH key in gitolite: a new key in ``out`` (or ``public_key``)."""
+    check_robot_id(robot)
+    if (out is None) == (public_key is None):
+        raise ValueError("give either a folder for the new key or the robot's new public key")
+    tree = open_work_tree(start)
+    device = _load_device(tree, robot)
+    if device.model.decommissioned:
+        raise InvalidContent.at(
+            device.path, f"{robot} is retired; its key is not rotated", field="decommissioned"
+        )
+    admin = AdminCheckout.open(gitolite_admin)
+    admin_author = admin.prepare_commit(author) if commit else None
+    if out is not None and (out / PRIVATE_KEY_FILE).exists():
+        raise SetupError(f"{out / PRIVATE_KEY_FILE}: a key is already there; it is never overwritten")
+    staging = Path(tempfile.mkdtemp(dir=out.parent if out is not None else None, prefix=f".{robot}-key."))
+    undo = _Undo()
+    try:
+        key = (
+            read_public_key(public_key)
+            if public_key is not None
+            else generate_key(staging, f"fleetcd-robot-{robot}")
+        )
+        admin_changes = admin.rotate(robot, key)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in (PRIVATE_KEY_FILE, f"{PRIVATE_KEY_FILE}.pub"):
+                (staging / name).rename(out / name)
+                undo.steps.append(functools.partial((out / name).unlink, missing_ok=True))
+        message = (
+            f"Rotate robot {robot}'s SSH key\n\nNew key {key.fingerprint}; every earlier key of {robot} "
+            "is removed, so the server refuses it once this is pushed.\n"
+        )
+        result = _write_and_commit(
+            tree,
+            {},
+            admin,
+            admin_changes,
+            undo,
+            message=message,
+            committer=None,
+            admin_author=admin_author,
+            push=push,
+        )
+    except BaseException:
+        undo.run()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RobotChange(robot, True, folder=out, key=key, **result)
