@@ -63,6 +63,9 @@ class Reason(StrEnum):
     KEY_REVOKED = "key_revoked"
     BELOW_THRESHOLD = "below_threshold"
     APPROVAL_MISSING = "approval_missing"
+    # an approval over the v1 payload (rollout and release only), made before approvals covered
+    # the app's config instances: it counts for nothing until approved again
+    APPROVAL_STALE = "approval_stale"
     GPG_UNAVAILABLE = "gpg_unavailable"
     # the trust root chain (fleetcd.trust.rootchain): trust/root/<N>.yaml
     TRUST_ROOT_VERSION = "trust_root_version"  # a gap, a repeat or a file that is not N+1
@@ -82,6 +85,7 @@ class Reason(StrEnum):
     RELEASE_MISMATCH = "release_mismatch"
     ROLLOUT_MISMATCH = "rollout_mismatch"
     APPROVALS_BELOW_THRESHOLD = "approvals_below_threshold"
+    CONFIG_MISMATCH = "config_mismatch"  # the bundle's merged values are not the merge of its config files
     # controller state branch (controller.errors)
     HISTORY_REWRITTEN = "history_rewritten"
     AUDIT_CHAIN_BROKEN = "audit_chain_broken"

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from fleetcd.desired.configset import config_root
 from fleetcd.errors import Diagnostic
 from fleetcd.layout import (
     approval_path,
@@ -370,7 +371,14 @@ class FleetRepoBuilder:
         rel = release_path(data["app"], data["release"])
         release_file = self.root / rel
         release_bytes = release_file.read_bytes() if release_file.exists() else b""
-        signature = self.keys.sign(approval_payload(rollout, data, rel, release_bytes), key)
+        folder = self.root / "configs" / data["app"]
+        configs = (
+            {f"configs/{data['app']}/{f.name}": f.read_bytes() for f in sorted(folder.glob("*.yaml"))}
+            if folder.is_dir()
+            else {}
+        )
+        payload = approval_payload(rollout, data, rel, release_bytes, config_root(configs))
+        signature = self.keys.sign(payload, key)
         path = approval_path(rollout, as_fingerprint or key.fingerprint)
         self._write(path, signature)
         return path

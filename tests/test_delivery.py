@@ -135,7 +135,7 @@ def record(fleet: Fleet, robot: str, version: str = "1.1.0", **overrides: object
 
 def all_bundles(fleet: Fleet, serial: int) -> dict[str, Bundle]:
     source = DeliverySource(fleet.spec)
-    return {r: bundle_for(r, [record(fleet, r)], source, None, serial, ISSUED, EXPIRES) for r in ROBOTS}
+    return {r: bundle_for(r, [record(fleet, r)], source, serial, ISSUED, EXPIRES) for r in ROBOTS}
 
 
 def write(
@@ -230,13 +230,13 @@ def test_rollback_carries_the_evidence_that_approved_the_previous_release(
 ) -> None:
     back = record(fleet, "amr-001", "1.0.0", action=Action.ROLLBACK)
     with pytest.raises(InvalidContent) as stalled:
-        bundle_for("amr-001", [back], fleet.spec, None, 7, ISSUED, EXPIRES)
+        bundle_for("amr-001", [back], fleet.spec, 7, ISSUED, EXPIRES)
     assert stalled.value.diagnostics[0].reason is Reason.ROLLOUT_MISMATCH
     assert stalled.value.diagnostics[0].file == "rollouts/nav.yaml"
 
     then = DeliverySource(fleet.old_spec).evidence("nav")
     bundle = bundle_for(
-        "amr-001", [back], fleet.spec, None, 7, ISSUED, EXPIRES, evidence={("nav", back.release_sha256): then}
+        "amr-001", [back], fleet.spec, 7, ISSUED, EXPIRES, evidence={("nav", back.release_sha256): then}
     )
     write(repo, fleet, 7, {"amr-001": bundle})
     assert fleet.spec.fleet is not None
@@ -250,7 +250,7 @@ def test_rollback_carries_the_evidence_that_approved_the_previous_release(
 def test_release_bytes_that_differ_from_the_record_stall_instead_of_shipping(fleet: Fleet) -> None:
     tampered = record(fleet, "amr-003", release_sha256="0" * 64)
     with pytest.raises(InvalidContent) as stalled:
-        bundle_for("amr-003", [tampered], fleet.spec, None, 8, ISSUED, EXPIRES)
+        bundle_for("amr-003", [tampered], fleet.spec, 8, ISSUED, EXPIRES)
     assert stalled.value.diagnostics[0].reason is Reason.RELEASE_MODIFIED
     assert stalled.value.diagnostics[0].file == "releases/nav/1.1.0.yaml"
 
@@ -260,9 +260,9 @@ def test_newest_record_per_app_wins_and_archived_ones_are_dropped(fleet: Fleet) 
     archived = record(fleet, "amr-004", "1.1.0", target_status=TargetStatus.ARCHIVED)
     staged = record(fleet, "amr-004", target_status=TargetStatus.STAGED)
     source = DeliverySource(fleet.spec)
-    assert bundle_for("amr-004", [archived], source, None, 9, ISSUED, EXPIRES).deployments == []
-    (only,) = bundle_for("amr-004", [old, staged], source, {"nav": None}, 9, ISSUED, EXPIRES).deployments
-    assert (only.deployment_id, only.action, only.config) == (staged.id, "stage", None)
+    assert bundle_for("amr-004", [archived], source, 9, ISSUED, EXPIRES).deployments == []
+    (only,) = bundle_for("amr-004", [old, staged], source, 9, ISSUED, EXPIRES).deployments
+    assert (only.deployment_id, only.action, only.config) == (staged.id, "stage", {"max_speed": 1.5})
 
 
 def test_only_a_changed_deployment_or_a_near_expiry_needs_a_new_root(fleet: Fleet, repo: Repository) -> None:
@@ -271,7 +271,7 @@ def test_only_a_changed_deployment_or_a_near_expiry_needs_a_new_root(fleet: Flee
     assert set(current.targets.values()) == set(written.refs.values())
     same_later = all_bundles(fleet, serial=11)
     assert changed_devices(current.bundles, same_later) == []
-    moved = {**same_later, "amr-009": bundle_for("amr-009", [], fleet.spec, None, 11, ISSUED, EXPIRES)}
+    moved = {**same_later, "amr-009": bundle_for("amr-009", [], fleet.spec, 11, ISSUED, EXPIRES)}
     del moved["amr-010"]
     assert changed_devices(current.bundles, moved) == ["amr-009", "amr-010"]
     assert desired_changed(None, same_later["amr-001"])

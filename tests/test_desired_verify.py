@@ -21,6 +21,7 @@ import pytest
 from fleetcd.compat import UTC
 from fleetcd.desired import (
     Bundle,
+    BundleConfigFile,
     BundleDeployment,
     BundleExpired,
     BundleRejected,
@@ -33,9 +34,10 @@ from fleetcd.desired import (
     leaf_data,
     verify_bundle,
 )
+from fleetcd.desired.configset import ConfigSet, config_root, merge_values
 from fleetcd.errors import SetupError
 from fleetcd.loading.documents import load_document
-from fleetcd.models import Rollout, Stage
+from fleetcd.models import ConfigInstance, Rollout, Stage
 from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.gpg import Keyring
@@ -79,6 +81,17 @@ targets:
   cohorts: [canary]
 """.encode()
 ROLLOUT_WIDENED = ROLLOUT.replace(b"[canary]", b"[canary, production]")
+DEFAULT_CONFIG = "configs/navigator/default.yaml"
+
+
+def config_file(stem: str, values: dict[str, Any]) -> bytes:
+    scope, _, target = stem.partition("-")
+    head = f"apiVersion: fleetcd.dev/v1\nkind: ConfigInstance\napp: navigator\nscope: {scope}\n"
+    body = "".join(f"  {k}: {v}\n" for k, v in values.items())
+    return (head + (f"target: {target}\n" if target else "") + "values:\n" + body).encode()
+
+
+CONFIGS = {DEFAULT_CONFIG: config_file("default", {"max_speed": 1.5})}
 ROLLOUT_PAUSED = ROLLOUT + b"paused: true\n"
 
 
@@ -110,9 +123,11 @@ class World:
             for s in signers
         }
 
-    def approvals(self, *approvers: str, rollout: bytes = ROLLOUT) -> dict[str, str]:
+    def approvals(
+        self, *approvers: str, rollout: bytes = ROLLOUT, configs: dict[str, bytes] = CONFIGS
+    ) -> dict[str, str]:
         data = load_document(ROLLOUT_PATH, rollout, Rollout).data
-        payload = approval_payload(ROLLOUT_NAME, data, RELEASE_PATH, RELEASE)
+        payload = approval_payload(ROLLOUT_NAME, data, RELEASE_PATH, RELEASE, config_root(configs))
         return {
             f"approvals/{ROLLOUT_NAME}/{self.keys[a].fingerprint}.asc": self.factory.sign(
                 payload, self.keys[a]
@@ -136,10 +151,20 @@ class World:
             "approvals": self.good_approvals,
             "stage": Stage.CANARY,
             "approvals_required": 1,
-            "config": {"max_speed": 1.5},
+            **config_fields(CONFIGS),
         }
         fields.update(overrides)
         return BundleDeployment(**fields)
+
+    def with_configs(
+        self, configs: dict[str, bytes], applying: Sequence[str] | None = None, **overrides: Any
+    ) -> BundleDeployment:
+        """A deployment of the config set ``configs`` (``applying``: the robot's layers), approved."""
+        fields = {
+            **config_fields(configs, applying),
+            "approvals": self.approvals("approver1", configs=configs),
+        }
+        return self.deployment(**{**fields, **overrides})
 
     def publish(
         self,
@@ -186,6 +211,21 @@ class World:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def config_fields(configs: dict[str, bytes], applying: Sequence[str] | None = None) -> dict[str, Any]:
+    """Bundle fields for the config set ``configs`` and the layers ``applying`` (default: all)."""
+    configset = ConfigSet(configs)
+    layers = list(applying if applying is not None else sorted(configs))
+    values = [load_document(p, configs[p], ConfigInstance).model.values for p in layers]
+    return {
+        "config": merge_values(values) if layers else None,
+        "config_root": configset.root,
+        "config_count": configset.count,
+        "config_files": [
+            BundleConfigFile(path=p, b64=b64(configs[p]), proof=configset.proof(p)) for p in layers
+        ],
+    }
 
 
 def bundle(device: str, serial: int, deployments: list[BundleDeployment]) -> Bundle:
@@ -547,10 +587,6 @@ RELEASE_CASES: dict[str, tuple[Callable[[World], BundleDeployment], Reason]] = {
         ),
         Reason.RELEASE_MISMATCH,
     ),
-    "config-outside-release-schema": (
-        lambda w: w.deployment(config={"max_speed": 9.0}),
-        Reason.CONFIG_INVALID,
-    ),
 }
 
 
@@ -635,3 +671,92 @@ def test_anchors_with_unreachable_release_threshold_fail_closed(threshold: int, 
             approvers=frozenset(),
             approvals_required={},
         )
+
+
+# --- config instances: what the robot merges itself, and what approvals cover ---------------------
+
+DEVICE_A = "configs/navigator/device-robot-a.yaml"
+DEVICE_B = "configs/navigator/device-robot-b.yaml"
+COHORT = "configs/navigator/cohort-canary.yaml"
+SLOWER = {DEFAULT_CONFIG: config_file("default", {"max_speed": 0.9})}
+LAYERED = {
+    DEFAULT_CONFIG: config_file("default", {"max_speed": 1.5}),
+    COHORT: config_file("cohort-canary", {"max_speed": 1.2}),
+    DEVICE_A: config_file("device-robot-a", {"max_speed": 0.5}),
+    DEVICE_B: config_file("device-robot-b", {"max_speed": 0.7}),
+}
+
+
+def test_robot_merges_its_config_layers_itself(world: World) -> None:
+    deployment = world.with_configs(LAYERED, [DEFAULT_CONFIG, COHORT, DEVICE_A])
+    verified = world.verify(world.publish(("robot-a",), deployment=deployment)["robot-a"])
+    assert verified.bundle.deployments[0].config == {"max_speed": 0.5}
+
+
+def test_config_outside_release_schema_is_rejected_naming_the_file_and_field(world: World) -> None:
+    deployment = world.with_configs({DEFAULT_CONFIG: config_file("default", {"max_speed": 9.0})})
+    error = world.rejected(world.publish(deployment=deployment)["robot-a"])
+    assert error.reason is Reason.CONFIG_INVALID
+    assert (error.diagnostics[0].file, error.diagnostics[0].field) == (DEFAULT_CONFIG, "values.max_speed")
+
+
+def test_config_outside_schema_in_a_device_layer_names_that_layer(world: World) -> None:
+    configs = {**LAYERED, DEVICE_A: config_file("device-robot-a", {"max_speed": 3})}
+    deployment = world.with_configs(configs, [DEFAULT_CONFIG, COHORT, DEVICE_A])
+    error = world.rejected(world.publish(("robot-a",), deployment=deployment)["robot-a"])
+    assert (error.reason, error.diagnostics[0].file) == (Reason.CONFIG_INVALID, DEVICE_A)
+
+
+CONFIG_ATTACKS: dict[str, tuple[Callable[[World], BundleDeployment], Reason]] = {
+    "merged-values-not-the-merge-of-the-files": (
+        lambda w: w.deployment(config={"max_speed": 1.9}),
+        Reason.CONFIG_MISMATCH,
+    ),
+    "values-without-files": (lambda w: w.deployment(config_files=[]), Reason.CONFIG_MISMATCH),
+    "config-edit-voids-approvals": (
+        lambda w: w.with_configs(SLOWER, approvals=w.approvals("approver1")),
+        Reason.APPROVALS_BELOW_THRESHOLD,
+    ),
+    "config-bytes-swapped-under-the-approved-root": (
+        lambda w: w.deployment(
+            config={"max_speed": 0.9},
+            config_files=[
+                BundleConfigFile(
+                    path=DEFAULT_CONFIG,
+                    b64=b64(SLOWER[DEFAULT_CONFIG]),
+                    proof=ConfigSet(CONFIGS).proof(DEFAULT_CONFIG),
+                )
+            ],
+        ),
+        Reason.NOT_INCLUDED,
+    ),
+    "a-layer-dropped-from-the-set-count": (
+        lambda w: w.with_configs(LAYERED, [DEFAULT_CONFIG], config_count=3),
+        Reason.NOT_INCLUDED,
+    ),
+    "another-robots-device-file": (
+        lambda w: w.with_configs(LAYERED, [DEFAULT_CONFIG, DEVICE_B]),
+        Reason.BUNDLE_INVALID,
+    ),
+    "layers-out-of-precedence-order": (
+        lambda w: w.with_configs(LAYERED, [COHORT, DEFAULT_CONFIG]),
+        Reason.BUNDLE_INVALID,
+    ),
+    "a-file-of-another-app": (
+        lambda w: w.with_configs({"configs/other/default.yaml": CONFIGS[DEFAULT_CONFIG]}),
+        Reason.BUNDLE_INVALID,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "reason"), CONFIG_ATTACKS.values(), ids=CONFIG_ATTACKS.keys())
+def test_config_the_approvals_do_not_cover_is_rejected(
+    world: World, make: Callable[[World], BundleDeployment], reason: Reason
+) -> None:
+    error = world.rejected(world.publish(("robot-a",), deployment=make(world))["robot-a"])
+    assert error.reason is reason, str(error)
+
+
+def test_an_approved_config_edit_verifies(world: World) -> None:
+    delivery = world.publish(deployment=world.with_configs(SLOWER))["robot-a"]
+    assert world.verify(delivery).bundle.deployments[0].config == {"max_speed": 0.9}

@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 
+from fleetcd.desired.configset import config_root
 from fleetcd.models.fleet import KeyRef, SignerSet
 from fleetcd.reasons import Reason
-from fleetcd.trust.approval import APPROVAL_DOMAIN, approval_payload, canonical_rollout
+from fleetcd.trust.approval import (
+    APPROVAL_DOMAIN,
+    approval_payload,
+    canonical_rollout,
+    legacy_approval_payload,
+)
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.policy import check_approvals, check_release
 from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
@@ -176,8 +182,13 @@ def approval_files(
     }
 
 
-def payload_for(rollout: dict[str, Any], release: bytes = RELEASE) -> bytes:
-    return approval_payload("nav-canary", rollout, RELEASE_PATH, release)
+CONFIGS = {"configs/nav/default.yaml": b"values:\n  max_speed_mps: 1.2\n"}
+
+
+def payload_for(
+    rollout: dict[str, Any], release: bytes = RELEASE, configs: dict[str, bytes] = CONFIGS
+) -> bytes:
+    return approval_payload("nav-canary", rollout, RELEASE_PATH, release, config_root(configs))
 
 
 def test_approvals_below_threshold_report_count_and_who_approved(
@@ -263,7 +274,10 @@ def test_approval_payload_names_rollout_and_release_by_hash() -> None:
     assert lines[2].startswith(b"rollout-sha256: ") and len(lines[2]) == len("rollout-sha256: ") + 64
     assert lines[3] == b"release: releases/nav/1.2.0.yaml"
     assert lines[4].startswith(b"release-sha256: ")
-    assert lines[5:] == [b""]
+    assert lines[5] == b"configs: configs/nav/"
+    assert lines[6] == b"configs-count: 1"
+    assert lines[7] == b"configs-root: " + config_root(CONFIGS)[0].encode()
+    assert lines[8:] == [b""]
 
 
 EDITS: dict[str, dict[str, Any]] = {
@@ -302,6 +316,25 @@ def test_changed_release_bytes_change_the_approval_payload() -> None:
     assert payload_for(ROLLOUT, RELEASE + b"\n") != payload_for(ROLLOUT)
 
 
+CONFIG_EDITS: dict[str, dict[str, bytes]] = {
+    "value-edited": {"configs/nav/default.yaml": b"values:\n  max_speed_mps: 0.9\n"},
+    "device-file-added": {**CONFIGS, "configs/nav/device-amr-1.yaml": b"values: {}\n"},
+    "file-removed": {},
+    "file-renamed": {"configs/nav/cohort-canary.yaml": CONFIGS["configs/nav/default.yaml"]},
+}
+
+
+@pytest.mark.parametrize("configs", CONFIG_EDITS.values(), ids=CONFIG_EDITS.keys())
+def test_any_config_edit_of_the_app_changes_the_approval_payload(configs: dict[str, bytes]) -> None:
+    assert payload_for(ROLLOUT, configs=configs) != payload_for(ROLLOUT)
+
+
+def test_a_v1_approval_is_not_a_v2_approval() -> None:
+    legacy = legacy_approval_payload("nav-canary", ROLLOUT, RELEASE_PATH, RELEASE)
+    assert legacy.startswith(b"fleetcd-approval-v1\n")
+    assert not payload_for(ROLLOUT).startswith(legacy)
+
+
 def test_newline_in_a_payload_field_is_refused() -> None:
     with pytest.raises(ValueError, match="single line"):
-        approval_payload("nav\nrelease: releases/evil.yaml", ROLLOUT, RELEASE_PATH, RELEASE)
+        approval_payload("nav\nrelease: releases/evil.yaml", ROLLOUT, RELEASE_PATH, RELEASE, config_root({}))

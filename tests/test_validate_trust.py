@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from fleetcd.layout import approval_path, release_signature_path
+from fleetcd.loading.strict_yaml import parse_strict
 from fleetcd.reasons import Reason
+from fleetcd.trust.approval import legacy_approval_payload
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import validate_snapshot
 from tests.fleetrepo import FleetRepoBuilder, found
@@ -118,6 +120,33 @@ def test_editing_a_rollout_voids_its_approvals_but_pausing_does_not(fleet: Fleet
     (fleet.root / ROLLOUT).write_text(text + "auto_rollback: false\n")
     result = fleet.validate()
     assert (ROLLOUT, None, None, "approval_missing", "error") in found(result)
+
+
+def test_editing_the_apps_config_voids_the_rollouts_approvals(fleet: FleetRepoBuilder) -> None:
+    fleet.write()
+    config = "configs/nav/default.yaml"
+    (fleet.root / config).write_bytes(fleet.read(config).replace(b"1.5", b"0.9"))
+    result = fleet.validate()
+    assert (ROLLOUT, None, None, "approval_missing", "error") in found(result)
+    for key in fleet.approver_keys:
+        fleet.approve("nav-1-0-0", key)
+    assert fleet.validate().ok
+
+
+def test_approval_over_the_v1_payload_is_reported_stale_with_what_to_do(
+    fleet: FleetRepoBuilder, keys: KeyFactory
+) -> None:
+    fleet.write()
+    alice = fleet.approver_keys[0]
+    data = parse_strict(fleet.read(ROLLOUT), ROLLOUT).data
+    legacy = legacy_approval_payload("nav-1-0-0", data, RELEASE, fleet.read(RELEASE))
+    path = approval_path("nav-1-0-0", alice.fingerprint)
+    (fleet.root / path).write_bytes(keys.sign(legacy, alice))
+    result = fleet.validate()
+    assert (path, None, None, "approval_stale", "warning") in found(result)
+    assert (ROLLOUT, None, None, "approval_missing", "error") in found(result)
+    stale = next(d for d in result.diagnostics if d.file == path)
+    assert "configs/nav/" in stale.message and "fleetcd approve rollouts/nav-1-0-0.yaml" in stale.message
 
 
 def test_aborted_rollout_needs_no_approvals(fleet: FleetRepoBuilder) -> None:

@@ -135,7 +135,10 @@ def trust_facts(spec: FleetSpec, plan: Plan, keyring: _CachedKeyring) -> TrustFa
         status = check_release(release.doc.path, release.doc.raw, release.signatures, signers, keyring)
         signatures[(rollout.app, rollout.version)] = SignatureStatus(len(status.verified), signers.threshold)
         entry = spec.rollouts[rollout.name]
-        payload = approval_payload(rollout.name, entry.doc.data, release.doc.path, release.doc.raw)
+        configs = spec.config_set(rollout.app)
+        payload = approval_payload(
+            rollout.name, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
+        )
         required = rollout.approvals_required
         found = check_approvals(
             entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring

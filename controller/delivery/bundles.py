@@ -3,8 +3,12 @@
 :func:`bundle_for` turns a robot's deployment records into a :class:`~fleetcd.desired.Bundle`
 carrying every byte its agent needs to re-check the trust chain on its own: the exact release file
 and its signatures, the exact rollout file and its approvals, the stage those approvals were judged
-at and the merged config values. The records say *what* the robot runs; the fleet repository
-snapshot (a :class:`DeliverySource`) supplies the signed bytes.
+at, and the config instances that apply to the robot (exact bytes, each with its proof of membership
+in the app's config set the approvals cover) with their merged values. The records say *what* the
+robot runs — release and config files (:attr:`DeploymentRecord.config_files`) — and the fleet
+repository snapshot (a :class:`DeliverySource`) supplies the signed bytes. A deployment is one-time
+use: the merge of its config files must hash to the record's ``config_sha256``, so an edited config
+can never travel under an existing deployment id (the edit makes a new generation and new records).
 
 Rollbacks. A rollback record deploys the *previous* release under the *current* rollout's name,
 but the current rollout file names the new release, and the robot insists the rollout file it gets
@@ -25,7 +29,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
@@ -33,13 +37,14 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from controller.records.model import Action, DeploymentRecord, TargetStatus
-from fleetcd.desired import BUNDLE_FILE, Bundle, BundleDeployment, SignedRoot
+from fleetcd.desired import BUNDLE_FILE, Bundle, BundleConfigFile, BundleDeployment, SignedRoot
+from fleetcd.desired.configset import ConfigSet, merge_values, merged_sha256
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.loading.fleetspec import FleetSpec
 from fleetcd.models import Stage
 from fleetcd.planning.selection import device_stages, rollout_stage
 from fleetcd.reasons import Reason
-from fleetcd.validation.configs import config_layers, merge_values
+from fleetcd.validation.configs import config_layers
 from fleetcd.validation.context import Context
 
 BUNDLE_FORMAT: Literal["fleetcd.dev/bundle/v1"] = "fleetcd.dev/bundle/v1"
@@ -64,6 +69,8 @@ class Evidence:
     release_signatures: Mapping[str, bytes]
     not_before: datetime | None = None
     release_sha256: str = ""  # of release_raw; given when known (hashed once per reconcile), else hashed here
+    configs: ConfigSet = field(default_factory=lambda: ConfigSet({}))  # the app config set approvals cover
+    config_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path -> values
 
     def __post_init__(self) -> None:
         if not self.release_sha256:
@@ -122,43 +129,52 @@ class DeliverySource:
             release_signatures=dict(release.signatures),
             not_before=model.schedule.not_before,
             release_sha256=self.release_sha256.get(rollout, ""),
+            configs=self.spec.config_set(model.app),
+            config_values={doc.path: doc.model.values for doc in self.spec.configs.get(model.app, [])},
         )
 
-    def config(self, app: str, device: str) -> dict[str, Any] | None:
-        """Merged config values (default < cohort < device), or None when no config file applies."""
+    def layers(self, app: str, device: str) -> tuple[str, ...]:
+        """The config files that apply to ``device`` for ``app``, lowest precedence first."""
+        return tuple(layer.path for layer in config_layers(self.context, app, device))
+
+    def config(self, app: str, device: str) -> tuple[tuple[str, ...], str | None]:
+        """(the applying config files, sha256 of their merge or None when none applies)."""
         layers = config_layers(self.context, app, device)
-        if not layers:
-            return None
-        return merge_values(layer.model.values for layer in layers)
+        merged = merge_values(layer.model.values for layer in layers) if layers else None
+        return tuple(layer.path for layer in layers), merged_sha256(merged)
+
+
+EvidenceKey = str | tuple[str, str]  # a record id, or (rollout, release sha256)
 
 
 def bundle_for(
     device: str,
     records: Sequence[DeploymentRecord],
     spec: FleetSpec | DeliverySource,
-    configs: Mapping[str, Mapping[str, Any] | None] | None,
     serial: int,
     issued_at: datetime,
     expires_at: datetime,
     *,
-    evidence: Mapping[tuple[str, str], Evidence] | None = None,
+    evidence: Mapping[EvidenceKey, Evidence] | None = None,
 ) -> Bundle:
     """The bundle for ``device``: one deployment per app from its current records.
 
     ``records`` are the robot's records the controller still wants it to hold (in flight, or
     deployed, of the current generations); archived ones are dropped, and of several for one app
-    the newest wins (a new generation supersedes a finished one). ``configs`` maps app → merged
-    values; None computes them from the snapshot. ``evidence`` overrides, per (rollout, release
-    sha256), where the signed bytes come from (rollbacks: see the module docstring). Raises
-    :class:`InvalidContent` when the snapshot cannot back a record with the bytes it names.
+    the newest wins (a new generation supersedes a finished one). ``evidence`` overrides, per
+    record id or per (rollout, release sha256), where the signed bytes come from (older
+    generations and rollbacks: see the module docstring). Raises :class:`InvalidContent` when the
+    snapshot cannot back a record with the bytes it names.
     """
     source = spec if isinstance(spec, DeliverySource) else DeliverySource(spec)
     chosen = _one_per_app(device, records)
     deployments = []
     for record in chosen:
         proof = _evidence_for(record, source, evidence or {})
-        config = configs.get(record.app) if configs is not None else source.config(record.app, device)
-        deployments.append(_deployment(record, proof, config))
+        layers = (
+            record.config_files if record.config_sha256 is not None else source.layers(record.app, device)
+        )
+        deployments.append(_deployment(record, proof, layers))
     try:
         return Bundle(
             format=BUNDLE_FORMAT,
@@ -190,9 +206,9 @@ def _recency(record: DeploymentRecord) -> tuple[datetime, int, str]:
 
 
 def _evidence_for(
-    record: DeploymentRecord, source: DeliverySource, overrides: Mapping[tuple[str, str], Evidence]
+    record: DeploymentRecord, source: DeliverySource, overrides: Mapping[EvidenceKey, Evidence]
 ) -> Evidence:
-    found = overrides.get((record.rollout, record.release_sha256))
+    found = overrides.get(record.id) or overrides.get((record.rollout, record.release_sha256))
     if found is None:
         found = source.evidence(record.rollout)
         if found.version != record.version:
@@ -213,9 +229,8 @@ def _evidence_for(
     return found
 
 
-def _deployment(
-    record: DeploymentRecord, proof: Evidence, config: Mapping[str, Any] | None
-) -> BundleDeployment:
+def _deployment(record: DeploymentRecord, proof: Evidence, layers: Sequence[str]) -> BundleDeployment:
+    files, config = _config_files(record, proof, layers)
     return BundleDeployment(
         deployment_id=record.id,
         rollout=proof.rollout,
@@ -231,9 +246,36 @@ def _deployment(
         approvals=_armored(proof.approvals),
         stage=proof.stage,
         approvals_required=proof.approvals_required,
-        config=dict(config) if config is not None else None,
+        config=config,
+        config_root=proof.configs.root,
+        config_count=proof.configs.count,
+        config_files=files,
         not_before=proof.not_before,
     )
+
+
+def _config_files(
+    record: DeploymentRecord, proof: Evidence, layers: Sequence[str]
+) -> tuple[list[BundleConfigFile], dict[str, Any] | None]:
+    """The record's config layers as shipped (bytes + proof) and their merge, checked against the
+    record: the bytes a deployment id stands for never change."""
+    files, values = [], []
+    for path in layers:
+        if path not in proof.configs.files or path not in proof.config_values:
+            message = f"{record.id} delivers {path}, which the snapshot of its approvals does not hold"
+            raise InvalidContent.at(path, message, reason=Reason.CONFIG_MISMATCH)
+        files.append(
+            BundleConfigFile(path=path, b64=_b64(proof.configs.files[path]), proof=proof.configs.proof(path))
+        )
+        values.append(proof.config_values[path])
+    merged = merge_values(values) if values else None
+    if record.config_sha256 is not None and merged_sha256(merged) != record.config_sha256:
+        message = (
+            f"the merge of {', '.join(layers)} has sha256 {merged_sha256(merged)}, deployment "
+            f"{record.id} was created for {record.config_sha256}"
+        )
+        raise InvalidContent.at(proof.rollout_path, message, reason=Reason.CONFIG_MISMATCH)
+    return files, merged
 
 
 def _action(record: DeploymentRecord) -> Literal["deploy", "stage", "rollback"]:

@@ -26,7 +26,9 @@ from controller.engine.ledger import Ledger
 
 def advance(inp: EngineInput) -> EngineOutput:
     """Move one rollout forward to ``inp.now``: see the module docstring."""
-    ledger = Ledger(inp.device_files, inp.rollout.name, inp.generation.number)
+    ledger = Ledger(
+        inp.device_files, inp.rollout.name, inp.generation.number, inp.release_sha256, inp.configs
+    )
     journal = Journal(inp.rollout.name, inp.commit, inp.generation.number, inp.now)
     before = inp.state
     state = before

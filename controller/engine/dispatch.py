@@ -8,7 +8,11 @@ after its wave passed catch up). It gets its record only when, at ``now``:
 * the download rate limit allows one more: at most N new downloads per rolling minute, counted
   from the ``created_at`` of this generation's records, so the count survives restarts;
 * it has no record of this generation yet (ids are deterministic: one-time use) and was not
-  rolled back in this generation.
+  rolled back in this generation — or its record delivers another config than the one it should
+  run now (it joined a cohort with its own config file): a deployment is a release *plus* its
+  config, so that is a new deployment, and the old one, if unfinished, is superseded. A robot
+  carrying an earlier generation's deployment of the same release and config gets none
+  (:meth:`~controller.engine.ledger.Ledger.carried`).
 
 The blue/green switch (staged → deployed) waits for a window too, since that is when the robot's
 service changes, but is not a download and so not rate limited. ``not_before``, pause and abort
@@ -39,7 +43,7 @@ from controller.engine.inputs import (
 from controller.engine.ledger import Ledger
 from controller.engine.windows import window_open
 from controller.records.model import Action, DeploymentRecord, TargetStatus, is_terminal
-from controller.records.transitions import new_deployment, set_target
+from controller.records.transitions import archive, new_deployment, set_target
 from fleetcd.planning.waves import PlannedWave, WaveAction
 from fleetcd.reasons import HoldReason, RecordReason
 from fleetcd.vocabulary import Activity
@@ -107,7 +111,7 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
             if device in placed:
                 continue  # dispatched by its first wave only
             placed.add(device)
-            if record is not None or device in excluded:
+            if device in excluded or (record is not None and not _config_changed(inp, record)):
                 continue
             if not _may_change_now(inp, device):
                 holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
@@ -117,12 +121,23 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
                 continue
             if budget is not None:
                 budget -= 1
+            if record is not None and not is_terminal(record):
+                ledger.put(archive(record, inp.now, RecordReason.SUPERSEDED))
             ledger.put(_new_record(inp, ledger, wave, device))
     return holds
 
 
+def _config_changed(inp: EngineInput, record: DeploymentRecord) -> bool:
+    """True when ``record`` (this generation's, or carried) delivers another config than the robot's
+    now. Only records that know their config are judged: older ones are left as they are."""
+    if record.generation != inp.generation.number or record.action is Action.ROLLBACK:
+        return False
+    return record.config_sha256 != inp.config_of(record.device).sha256 and record.commit is not None
+
+
 def _new_record(inp: EngineInput, ledger: Ledger, wave: PlannedWave, device: str) -> DeploymentRecord:
     staging = wave.action is WaveAction.STAGE
+    config = inp.config_of(device)
     return new_deployment(
         rollout=inp.rollout.name,
         generation=ledger.generation,
@@ -135,4 +150,7 @@ def _new_record(inp: EngineInput, ledger: Ledger, wave: PlannedWave, device: str
         target_status=TargetStatus.STAGED if staging else TargetStatus.DEPLOYED,
         at=inp.now,
         deadline_at=inp.now + (stage_timeout(inp) if staging else device_timeout(inp)),
+        config_sha256=config.sha256,
+        config_files=config.files,
+        commit=inp.commit,
     )

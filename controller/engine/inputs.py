@@ -8,7 +8,7 @@ itself. Nothing here reads a clock, a file or a repository.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.audit.events import AuditEvent
@@ -22,6 +22,17 @@ from fleetcd.models.rollout import BlueGreen, Rollout, Strategy, default_strateg
 from fleetcd.planning.waves import PlannedWave
 
 RATE_WINDOW = timedelta(seconds=60)  # the download rate limit counts dispatches of the last minute
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The config instances one robot gets with a release: files in precedence order, merged sha256."""
+
+    files: tuple[str, ...] = ()
+    sha256: str | None = None
+
+
+NO_CONFIG = DeviceConfig()
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class EngineInput:
     previous: tuple[str, str] | None
     defaults: Defaults
     now: datetime
+    # device -> the config it should run with the release: (applying config files in precedence
+    # order, sha256 of their merge or None when none applies). Missing: no config.
+    configs: Mapping[str, DeviceConfig] = field(default_factory=dict)
+
+    def config_of(self, device: str) -> DeviceConfig:
+        return self.configs.get(device, NO_CONFIG)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,13 @@ robots whose records changed. Records of other rollouts on the same robot are ca
 untouched. A device file holds at most ``MAX_RECORDS_PER_DEVICE`` records; older finished ones are
 dropped first (they stay in git history), never this generation's.
 
+Unchanged robots are not redeployed. When a new generation starts (say, a config edit), a robot
+whose newest record of this rollout from an earlier generation already runs the same release
+with the same merged config, and succeeded, *carries* that record: :meth:`Ledger.find` returns it
+for the generation's release, so dispatch creates nothing, the wave counts it as succeeded, and
+its bundle keeps the deployment (and bytes) it already verified. Only robots whose release or
+merged config changes get a new deployment and go through the waves.
+
 It also remembers which records were *delivered*: the reconcile publishes every robot's bundle,
 built from its records, in the same push as the state-branch commit holding them, so a record
 that came in with the device files, with target ``deployed``, was in a bundle the robot may have
@@ -17,17 +24,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from controller.records.model import DeploymentRecord, TargetStatus, is_terminal
+from controller.engine.inputs import DeviceConfig
+from controller.records.model import DeploymentRecord, TargetStatus, is_success, is_terminal
 from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile
 
 
 class Ledger:
     """Records of every robot, with lookups by id for one rollout's records."""
 
-    def __init__(self, device_files: Mapping[str, DeviceFile], rollout: str, generation: int) -> None:
+    def __init__(
+        self,
+        device_files: Mapping[str, DeviceFile],
+        rollout: str,
+        generation: int,
+        release_sha256: str = "",
+        configs: Mapping[str, DeviceConfig] | None = None,
+    ) -> None:
         self._files = device_files
         self.rollout = rollout
         self.generation = generation
+        self.release_sha256 = release_sha256
+        self._configs = configs or {}
+        # device -> its newest live record of an earlier generation (see "unchanged robots" above)
+        self._earlier: dict[str, DeploymentRecord] = {}
         self.version = 0  # bumped on every change: lets callers skip recounting an unchanged ledger
         self._edited: dict[str, list[DeploymentRecord]] = {}
         self._ours: dict[str, DeploymentRecord] = {}
@@ -49,10 +68,36 @@ class Ledger:
         self._ours[record.id] = record
         if record.generation == self.generation:
             self._current[(record.device, record.release_sha256)] = record
+        elif record.generation < self.generation:
+            held = self._earlier.get(record.device)
+            if record.target_status is TargetStatus.ARCHIVED:
+                if held is not None and held.id == record.id:
+                    del self._earlier[record.device]
+            elif held is None or _newer(record, held):
+                self._earlier[record.device] = record
 
     def find(self, device: str, release_sha256: str) -> DeploymentRecord | None:
-        """This generation's deployment of ``release_sha256`` to ``device``, if there is one."""
-        return self._current.get((device, release_sha256))
+        """This generation's deployment of ``release_sha256`` to ``device``, if there is one — or
+        the earlier generation's deployment the robot carries over (see above)."""
+        found = self._current.get((device, release_sha256))
+        if found is None and release_sha256 == self.release_sha256:
+            return self.carried(device)
+        return found
+
+    def earlier(self, device: str) -> DeploymentRecord | None:
+        """The robot's newest live record of this rollout from an earlier generation."""
+        return self._earlier.get(device)
+
+    def carried(self, device: str) -> DeploymentRecord | None:
+        """The earlier generation's record ``device`` keeps because it already runs this
+        generation's release with the config it should run now; None when it needs a deployment."""
+        record = self._earlier.get(device)
+        if record is None or record.release_sha256 != self.release_sha256 or not is_success(record):
+            return None
+        wanted = self._configs.get(device)
+        if wanted is None or record.config_sha256 != wanted.sha256:
+            return None
+        return record
 
     def delivered(self, record: DeploymentRecord) -> bool:
         """True when a published bundle already told the robot to run ``record`` (see above)."""
@@ -109,3 +154,7 @@ class Ledger:
 
         dropped = {r.id for r in sorted(records, key=keep_first)[:excess]}
         return tuple(r for r in records if r.id not in dropped)
+
+
+def _newer(record: DeploymentRecord, than: DeploymentRecord) -> bool:
+    return (record.generation, record.created_at, record.id) > (than.generation, than.created_at, than.id)

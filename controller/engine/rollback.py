@@ -11,12 +11,18 @@ the previous release (:func:`needs_rollback`):
   version it already runs. Its own deployment is archived, open to a late report;
 * it was told to run the release and timed out: silence says nothing about what it runs.
 
-Robots whose agent already rolled itself back, robots that failed before switching, and blue/green
-robots that only staged need none. A robot still working when the wave failed is judged when its
+Robots whose agent already rolled itself back, robots that failed before switching, blue/green
+robots that only staged, and robots whose change was config only (they ran this release before:
+:func:`_config_only`) need none. A robot still working when the wave failed is judged when its
 deployment ends (or times out), so the rollback set can grow over several ticks.
 
+A rollback restores what the robot ran: the previous release *with the config it ran with* — the
+config files, merged sha256 and evidence commit of the robot's newest deployment of that release by
+this rollout (:func:`_what_it_ran`). Without one (the robot got it elsewhere, or before records
+carried config) the rollback names the commit that put the previous release out and no config.
+
 Rollback ids are deterministic like every deployment's — (rollout, generation, device, previous
-release digest) — so replays create nothing twice. The superseded deployment is archived, which
+release digest, config digest) — so replays create nothing twice. The superseded deployment is archived, which
 keeps its outcome for statistics. Rollbacks ignore windows and the rate limit: a release that
 failed its gate is worse than a disruption or a busy registry. No I/O, no clock.
 """
@@ -28,7 +34,15 @@ from dataclasses import dataclass
 from controller.engine.dispatch import unstarted
 from controller.engine.inputs import EngineInput, device_timeout
 from controller.engine.ledger import Ledger
-from controller.records.model import Action, DeploymentRecord, Outcome, TargetStatus, is_terminal, outcome
+from controller.records.model import (
+    Action,
+    DeploymentRecord,
+    Outcome,
+    TargetStatus,
+    is_success,
+    is_terminal,
+    outcome,
+)
 from controller.records.transitions import archive, new_deployment
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import RecordReason
@@ -81,6 +95,9 @@ def roll_back(
             continue
         if device in done or ledger.find(device, previous.release_sha256) is not None:
             continue
+        if _config_only(ledger, device):
+            continue
+        ran = _what_it_ran(ledger, device, previous)
         rollback = new_deployment(
             rollout=inp.rollout.name,
             generation=ledger.generation,
@@ -93,11 +110,38 @@ def roll_back(
             target_status=TargetStatus.DEPLOYED,
             at=inp.now,
             deadline_at=inp.now + device_timeout(inp),
+            config_sha256=ran.config_sha256 if ran is not None else None,
+            config_files=ran.config_files if ran is not None else (),
+            commit=_evidence_commit(inp, ran, previous),
         )
         ledger.put(rollback)
         ledger.put(archive(deployed, inp.now, RecordReason.SUPERSEDED))
         created.append(rollback)
     return created
+
+
+def _config_only(ledger: Ledger, device: str) -> bool:
+    """True when the robot ran this generation's release before it (only its config changed): the
+    previous *release* is not what it ran. Its agent restored its previous config itself when the
+    health watch failed; one that passed keeps the new config until the operator reverts it."""
+    earlier = ledger.earlier(device)
+    return earlier is not None and earlier.release_sha256 == ledger.release_sha256 and is_success(earlier)
+
+
+def _what_it_ran(ledger: Ledger, device: str, previous: Previous) -> DeploymentRecord | None:
+    """The robot's newest deployment of the previous release by this rollout that knows its commit."""
+    ran = [
+        r
+        for r in ledger.ours()
+        if r.device == device and r.release_sha256 == previous.release_sha256 and r.commit is not None
+    ]
+    return max(ran, key=lambda r: (r.generation, r.created_at, r.id), default=None)
+
+
+def _evidence_commit(inp: EngineInput, ran: DeploymentRecord | None, previous: Previous) -> str | None:
+    if ran is not None:
+        return ran.commit
+    return inp.state.release_commits.get(previous.release_sha256) if inp.state is not None else None
 
 
 def rollback_finished(inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.ops.remote import open_keyring
+from fleetcd.desired.configset import app_config_files, config_root
 from fleetcd.errors import SetupError
 from fleetcd.git.objects import read_blob
 from fleetcd.git.repo import oid
@@ -66,7 +67,10 @@ def approval_need(files: Mapping[str, bytes], rollout: str) -> ApprovalNeed | No
     stages = device_stages(cohorts, {k: v.model for k, v in spec.devices.items()})
     stage = rollout_stage(model, cohorts, stages)
     required = fleet.approvals.required(stage)
-    payload = approval_payload(rollout, entry.doc.data, release.doc.path, release.doc.raw)
+    configs = spec.config_set(model.app)
+    payload = approval_payload(
+        rollout, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
+    )
     with open_keyring(dict(spec.keys)) as keyring:
         status = check_approvals(
             entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
@@ -91,7 +95,9 @@ def earlier_approvals(
     rel = release_path(app, version)
     if rel not in files:
         return {}
-    payload = approval_payload(rollout, rollout_data, rel, files[rel])
+    payload = approval_payload(
+        rollout, rollout_data, rel, files[rel], config_root(app_config_files(files, app))
+    )
     approvers = spec.fleet.model.trust.approvers
     candidates = _candidates(root, [approval_path(rollout, k.fingerprint) for k in approvers])
     restored: dict[str, bytes] = {}

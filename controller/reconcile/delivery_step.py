@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from controller.delivery.bundles import (
     DeliverySource,
     Evidence,
+    EvidenceKey,
     bundle_for,
     changed_devices,
     root_needs_refresh,
@@ -38,6 +39,7 @@ from controller.delivery.published import judge_published
 from controller.delivery.write import read_current, write_desired_state
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
+from controller.records.model import Action, TargetStatus
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.desired import SignedRoot, verify_root
 from fleetcd.errors import InvalidContent
@@ -94,7 +96,7 @@ def deliver(
     source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence = _historic_evidence(repo, source, rollouts, devices)
     bundles = {
-        device: bundle_for(device, data.records, source, None, serial, now, expires, evidence=evidence)
+        device: bundle_for(device, data.records, source, serial, now, expires, evidence=evidence)
         for device, data in devices.items()
     }
     kept = published.kept
@@ -152,25 +154,40 @@ def _historic_evidence(
     source: DeliverySource,
     rollouts: Mapping[str, RolloutState],
     devices: Mapping[str, DeviceFile],
-) -> dict[tuple[str, str], Evidence]:
-    """Signed evidence, read from main's history, for records whose release the rollout file no
-    longer names (rollbacks, robots still on an earlier generation's release)."""
-    needed = {(r.rollout, r.release_sha256) for f in devices.values() for r in f.records}
-    current = set(source.release_sha256.items())
+) -> dict[EvidenceKey, Evidence]:
+    """Signed evidence, read from main's history, for records main no longer backs: an earlier
+    generation's (its rollout, release or config files changed since), rollbacks, removed rollouts.
+
+    A record names the commit it was created at; any commit of one generation holds the same
+    approved content, so one snapshot is read per (rollout, generation, release), not per record.
+    Records without a commit (written before records carried one) fall back to the commit that
+    put their release out (``release_commits``)."""
     sources: dict[str, DeliverySource] = {}
-    found: dict[tuple[str, str], Evidence] = {}
-    for rollout, sha in sorted(needed - current):
-        state = rollouts.get(rollout)
-        commit = state.release_commits.get(sha) if state is not None else None
-        if commit is None:
-            continue  # bundle_for stalls with rollout_mismatch, naming the record
-        if commit not in sources:
-            files, _ = read_tree(repo, commit)
-            sources[commit] = DeliverySource(load_spec(files)[0])
-        try:
-            found[(rollout, sha)] = sources[commit].evidence(rollout)
-        except InvalidContent:
-            continue
+    first_commit: dict[tuple[str, int, str], str] = {}
+    found: dict[EvidenceKey, Evidence] = {}
+    for device in sorted(devices):
+        for record in devices[device].records:
+            state = rollouts.get(record.rollout)
+            if record.target_status is TargetStatus.ARCHIVED or state is None:
+                continue  # not delivered, or bundle_for stalls naming the record
+            live = source.release_sha256.get(record.rollout) == record.release_sha256
+            if live and record.generation == state.generation and record.action is not Action.ROLLBACK:
+                continue  # main's snapshot holds this generation's content
+            commit = record.commit
+            if commit is not None and record.action is not Action.ROLLBACK:
+                commit = first_commit.setdefault(
+                    (record.rollout, record.generation, record.release_sha256), commit
+                )
+            commit = commit or state.release_commits.get(record.release_sha256)
+            if commit is None:
+                continue  # bundle_for stalls with rollout_mismatch, naming the record
+            if commit not in sources:
+                files, _ = read_tree(repo, commit)
+                sources[commit] = DeliverySource(load_spec(files)[0])
+            try:
+                found[record.id] = sources[commit].evidence(record.rollout)
+            except InvalidContent:
+                continue
     return found
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from controller.engine import EngineInput, EngineOutput, advance
+from controller.engine.inputs import DeviceConfig
 from controller.records.ids import Generation, rollout_generation
 from controller.state.model import Approver, DeviceFile, RolloutPhase, RolloutState
+from fleetcd.desired.configset import merge_values, merged_sha256
 from fleetcd.layout import release_path
 from fleetcd.loading.fleetspec import FleetSpec, RolloutEntry
 from fleetcd.models import Device, Fleet
@@ -31,6 +34,8 @@ from fleetcd.planning.selection import (
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.policy import Verifier, check_approvals
+from fleetcd.validation.configs import config_layers
+from fleetcd.validation.context import Context
 
 RELEASES_REMEMBERED = 10  # releases per rollout whose evidence stays reachable for rollbacks
 
@@ -46,6 +51,21 @@ class FleetContext:
     members: Mapping[str, list[str]]
     cohort_windows: Mapping[str, list[MaintenanceWindow]]
     release_sha256: Mapping[str, str]  # rollout name -> sha256 of the release file it names
+    _configs: dict[tuple[str, tuple[str, ...]], DeviceConfig] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def _layers(self) -> Context:
+        return Context(self.spec)
+
+    def device_config(self, app: str, device: str) -> DeviceConfig:
+        """The config files of ``app`` that apply to ``device`` and the sha256 of their merge; the
+        merge is computed once per distinct set of files (most robots share default + cohort)."""
+        layers = config_layers(self._layers, app, device)
+        key = (app, tuple(layer.path for layer in layers))
+        if key not in self._configs:
+            merged = merge_values(layer.model.values for layer in layers) if layers else None
+            self._configs[key] = DeviceConfig(key[1], merged_sha256(merged))
+        return self._configs[key]
 
     @classmethod
     def of(cls, spec: FleetSpec, fleet: Fleet) -> FleetContext:
@@ -89,8 +109,9 @@ def advance_rollout(
     if release is None or sha is None:  # validation guarantees both; a stalled reconcile never gets here
         raise ValueError(f"{entry.doc.path}: release {rollout.app}@{rollout.release} is not loaded")
     current = Generation(state.generation, state.generation_fingerprint) if state is not None else None
-    generation = rollout_generation(entry.doc.data, sha, current)
+    generation = rollout_generation(entry.doc.data, sha, current, ctx.spec.config_set(rollout.app).root)
     selection, planned = plan_rollout(ctx, rollout, release.doc.model)
+    members = sorted({d for wave in planned for d in wave.devices})
     output = advance(
         EngineInput(
             rollout=rollout,
@@ -106,6 +127,7 @@ def advance_rollout(
             previous=_previous(state, generation, rollout.release),
             defaults=ctx.fleet.defaults,
             now=now,
+            configs={d: ctx.device_config(rollout.app, d) for d in members},
         )
     )
     # The engine rebuilds the state each tick; what only this step knows is carried forward here.
@@ -172,8 +194,13 @@ def verified_approvers(ctx: FleetContext, entry: RolloutEntry, verifier: Verifie
     assert release is not None
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
     stage = rollout_stage(rollout, cohorts, device_stages(cohorts, ctx.devices))
+    configs = ctx.spec.config_set(rollout.app)
     payload = approval_payload(
-        rollout.name, entry.doc.data, release_path(rollout.app, rollout.release), release.doc.raw
+        rollout.name,
+        entry.doc.data,
+        release_path(rollout.app, rollout.release),
+        release.doc.raw,
+        (configs.root, configs.count),
     )
     status = check_approvals(
         entry.doc.path,

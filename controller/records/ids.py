@@ -5,8 +5,9 @@ is named by what it is, not by when it was made: a replayed commit or a restarte
 the same deployment id and therefore creates nothing twice.
 
 Generations. A rollout's *generation* changes whenever what its approvers signed changes — the
-release (its file's sha256) or any approval-relevant field of the rollout (targets, strategy,
-schedule, gates, …: :func:`fleetcd.trust.approval.canonical_rollout`). The operational switches
+release (its file's sha256), the app's config files (their Merkle root) or any approval-relevant
+field of the rollout (targets, strategy, schedule, gates, …:
+:func:`fleetcd.trust.approval.canonical_rollout`). The operational switches
 ``paused``, ``aborted`` and ``promote`` are not covered, so pause/resume/promote keep the generation.
 
 A generation is a small counter plus the fingerprint of the content it stands for, and the next one
@@ -50,20 +51,26 @@ def _length_prefixed(*fields: bytes) -> bytes:
     return b"".join(len(f).to_bytes(8, "big") + f for f in fields)
 
 
-def deployment_id(rollout: str, generation: int, device: str, release_sha256: str) -> str:
-    """The id of the deployment of ``release_sha256`` to ``device`` by ``rollout``'s ``generation``."""
+def deployment_id(
+    rollout: str, generation: int, device: str, release_sha256: str, config_sha256: str | None = None
+) -> str:
+    """The id of the deployment of ``release_sha256`` with merged config ``config_sha256`` (None: no
+    config) to ``device`` by ``rollout``'s ``generation``. A deployment is a release plus its config:
+    other config values, other deployment."""
     if generation < FIRST_GENERATION:
         raise ValueError(f"generation must be >= {FIRST_GENERATION}, got {generation}")
     _require_sha256(release_sha256)
-    digest = hashlib.sha256(
-        _length_prefixed(
-            _DEPLOYMENT_DOMAIN,
-            rollout.encode("utf-8"),
-            str(generation).encode("ascii"),
-            device.encode("utf-8"),
-            release_sha256.encode("ascii"),
-        )
-    ).hexdigest()
+    fields = [
+        _DEPLOYMENT_DOMAIN,
+        rollout.encode("utf-8"),
+        str(generation).encode("ascii"),
+        device.encode("utf-8"),
+        release_sha256.encode("ascii"),
+    ]
+    if config_sha256 is not None:
+        _require_sha256(config_sha256)
+        fields.append(config_sha256.encode("ascii"))  # no config: ids as before config counted
+    digest = hashlib.sha256(_length_prefixed(*fields)).hexdigest()
     return DEPLOYMENT_ID_PREFIX + digest[:DEPLOYMENT_ID_HEX]
 
 
@@ -75,11 +82,18 @@ class Generation:
     fingerprint: str
 
 
-def generation_fingerprint(rollout_data: Mapping[str, Any], release_sha256: str) -> str:
-    """sha256 over the rollout's approval-relevant content and the release file's sha256."""
+def generation_fingerprint(
+    rollout_data: Mapping[str, Any], release_sha256: str, config_root: str | None = None
+) -> str:
+    """sha256 over the rollout's approval-relevant content, the release file's sha256 and the
+    Merkle root of the app's config set (:mod:`fleetcd.desired.configset`): everything approvals
+    cover, so an approved config edit starts a new generation, with waves, gates and halts."""
     _require_sha256(release_sha256)
     # canonical_rollout is compact JSON (no raw newlines), so the newline separator is unambiguous.
     payload = _GENERATION_DOMAIN + canonical_rollout(rollout_data) + b"\n" + release_sha256.encode("ascii")
+    if config_root is not None:
+        _require_sha256(config_root)
+        payload += b"\nconfigs:" + config_root.encode("ascii")
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -87,6 +101,7 @@ def rollout_generation(
     rollout_data: Mapping[str, Any],
     release_sha256: str,
     current: Generation | None,
+    config_root: str | None = None,
 ) -> Generation:
     """The generation the rollout is in now, given the ``current`` one recorded on the state branch.
 
@@ -94,7 +109,7 @@ def rollout_generation(
     different content → ``current.number + 1`` (including a revert to older content); no
     ``current`` (first sight of the rollout, or its record was lost) → generation 1.
     """
-    fingerprint = generation_fingerprint(rollout_data, release_sha256)
+    fingerprint = generation_fingerprint(rollout_data, release_sha256, config_root)
     if current is None:
         return Generation(FIRST_GENERATION, fingerprint)
     if current.fingerprint == fingerprint:

@@ -33,6 +33,7 @@ from pydantic import (
 
 from controller.records.ids import DEPLOYMENT_ID_PATTERN
 from fleetcd.compat import UTC, StrEnum
+from fleetcd.desired.configset import MAX_CONFIG_LAYERS
 from fleetcd.models.base import SafeName, SemVer, Sha256
 from fleetcd.vocabulary import Activity, ErrorStatus, ReportedActivity, Status, merged_status
 
@@ -40,6 +41,8 @@ MAX_EVENTS = 50  # per record: enough for a retry storm's tail, bounded so recor
 MESSAGE_MAX_CHARS = 500  # robots' messages are untrusted; longer ones are cut, never rejected
 
 DeploymentId = Annotated[str, StringConstraints(pattern=DEPLOYMENT_ID_PATTERN)]
+RepoPathText = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+CommitId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")]
 Message = Annotated[str, StringConstraints(max_length=MESSAGE_MAX_CHARS)]
 
 
@@ -85,6 +88,15 @@ class DeploymentRecord(_Record):
     app: SafeName
     version: SemVer
     release_sha256: Sha256
+    # What the deployment delivers besides the release: the config files that apply to the robot,
+    # in precedence order, and the sha256 of their merge (fleetcd.desired.configset.merged_sha256).
+    # Part of the id: a config change is a new deployment. None: no config file applies, or a
+    # record written before records carried config (its bundle merges what the snapshot holds).
+    config_sha256: Sha256 | None = None
+    config_files: tuple[RepoPathText, ...] = Field(default=(), max_length=MAX_CONFIG_LAYERS)
+    # The main commit whose signed files (rollout, approvals, release, config set) this deployment
+    # delivers: an older generation's robots keep getting exactly those bytes. None: older records.
+    commit: CommitId | None = None
     wave: int = Field(ge=0)
     action: Action
     target_status: TargetStatus

@@ -76,10 +76,16 @@ def new_deployment(
     target_status: TargetStatus,
     at: datetime,
     deadline_at: datetime | None,
+    config_sha256: str | None = None,
+    config_files: tuple[str, ...] = (),
+    commit: str | None = None,
 ) -> DeploymentRecord:
     """A queued record whose id is derived from what it deploys (replays recreate the same id)."""
     return DeploymentRecord(
-        id=deployment_id(rollout, generation, device, release_sha256),
+        id=deployment_id(rollout, generation, device, release_sha256, config_sha256),
+        config_sha256=config_sha256,
+        config_files=config_files,
+        commit=commit,
         rollout=rollout,
         generation=generation,
         device=device,

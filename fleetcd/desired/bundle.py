@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
 from fleetcd.compat import Self
+from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LAYERS
 from fleetcd.desired.merkle import MAX_LEAVES, InclusionProof, build_tree, leaf_data
 from fleetcd.errors import InvalidContent
 from fleetcd.models.base import FrozenModel, SafeName, SemVer, Sha256, Stage
@@ -29,6 +30,7 @@ from fleetcd.reasons import Reason
 
 __all__ = [
     "Bundle",
+    "BundleConfigFile",
     "BundleDeployment",
     "InclusionProof",
     "SignedRoot",
@@ -100,6 +102,18 @@ def canonical_bytes(model: BaseModel) -> bytes:
     return text.encode("utf-8")
 
 
+# base64 of a config file at its size cap: 4 characters per 3 bytes, rounded up
+MAX_CONFIG_B64_CHARS = 4 * ((MAX_CONFIG_FILE_BYTES + 2) // 3)
+
+
+class BundleConfigFile(FrozenModel):
+    """One config instance that applies to the robot: exact bytes and their place in the app's set."""
+
+    path: RepoPath  # 'configs/<app>/<default|cohort-NAME|device-ID>.yaml'
+    b64: str = Field(max_length=MAX_CONFIG_B64_CHARS)  # exact file bytes, base64
+    proof: InclusionProof  # of (path, sha256) in the tree whose root the approvals name
+
+
 class BundleDeployment(FrozenModel):
     """One app's desired state on one robot, with every byte the robot needs to re-check the trust."""
 
@@ -117,7 +131,13 @@ class BundleDeployment(FrozenModel):
     approvals: dict[RepoPath, ArmoredText] = Field(max_length=MAX_SIGNATURE_FILES)
     stage: Stage
     approvals_required: int = Field(strict=True, ge=0, le=16)
-    config: ConfigValues | None = None  # merged values for this robot
+    config: ConfigValues | None = None  # merged values for this robot; the robot merges them again
+    # The app's config set the approvals cover (fleetcd.desired.configset): Merkle root and number
+    # of files, and the files that apply to this robot in precedence order (default, cohorts by
+    # name, device), from which the robot recomputes ``config`` itself.
+    config_root: Sha256
+    config_count: int = Field(strict=True, ge=0, le=MAX_LEAVES)
+    config_files: list[BundleConfigFile] = Field(default_factory=list, max_length=MAX_CONFIG_LAYERS)
     not_before: AwareDatetime | None = None
 
 

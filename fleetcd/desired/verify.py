@@ -7,7 +7,9 @@ check that failed. Checks run in this order and nothing is parsed before the one
 it passed: size caps; the controller's signature over the exact root bytes; the root; the inclusion
 proof of (device, sha256(bundle)); the bundle naming this device and the root's serial; the serial
 strictly increasing (rollback attack); expiry (freeze attack, :class:`BundleExpired`); then, per
-deployment, release signatures, release and rollout contents, approvals, and config schema.
+deployment, release signatures, release and rollout contents, config files (each in the app's
+config set, in precedence order, merged again by the robot: :func:`_check_config_files`), approvals
+over rollout, release *and* config set, and the merged config against the release's schema.
 
 Clocks: a robot's clock may be reset to 1970. Expiry is judged at ``max(now, time_floor,
 root.issued_at)``: the agent passes as ``time_floor`` the latest instant it has trustworthily seen
@@ -44,11 +46,12 @@ from fleetcd.desired.bundle import (
     SignedRoot,
     canonical_bytes,
 )
+from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, included, merge_values, merged_sha256
 from fleetcd.desired.merkle import InclusionProof, leaf_data, verify_inclusion
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
-from fleetcd.layout import release_path, rollout_path
+from fleetcd.layout import FileKind, classify, release_path, rollout_path
 from fleetcd.loading.documents import load_document
-from fleetcd.models import Fleet, Release, Rollout, Stage
+from fleetcd.models import ConfigInstance, Fleet, Release, Rollout, Stage
 from fleetcd.models.base import FINGERPRINT_PATTERN
 from fleetcd.models.fleet import KeyRef, SignerSet
 from fleetcd.reasons import Reason
@@ -184,7 +187,8 @@ def verify_bundle(
         raise BundleExpired(message, expires_at=expires_at, judged_at=judged_at)
 
     releases = {
-        d.deployment_id: _check_deployment(i, d, anchors, verifier) for i, d in enumerate(bundle.deployments)
+        d.deployment_id: _check_deployment(i, d, device_id, anchors, verifier)
+        for i, d in enumerate(bundle.deployments)
     }
     return VerifiedBundle(
         bundle=bundle,
@@ -285,8 +289,10 @@ def _check_serial(serial: int, digest: str, last_serial: int | None, last_sha256
     return True
 
 
-def _check_deployment(index: int, d: BundleDeployment, anchors: TrustAnchors, verifier: Verifier) -> Release:
-    """Release signatures, then release and rollout contents, approvals and config of one deployment."""
+def _check_deployment(
+    index: int, d: BundleDeployment, device_id: str, anchors: TrustAnchors, verifier: Verifier
+) -> Release:
+    """Release signatures, release and rollout contents, config files, approvals, config schema."""
     at = f"deployments[{index}]"
     if d.release_path != release_path(d.app, d.version):
         message = f"{d.release_path} is not where {d.app} {d.version} lives"
@@ -319,9 +325,12 @@ def _check_deployment(index: int, d: BundleDeployment, anchors: TrustAnchors, ve
         )
         raise BundleRejected(Reason.ROLLOUT_MISMATCH, message, file=d.rollout_path, field=at)
 
+    layers = _check_config_files(d, device_id, at)
+
     required = max(anchors.approvals_floor(d.stage), d.approvals_required)
     if required > 0:
-        payload = approval_payload(d.rollout, rollout_data, d.release_path, release_bytes)
+        configs = (d.config_root, d.config_count)
+        payload = approval_payload(d.rollout, rollout_data, d.release_path, release_bytes, configs)
         approvers = _key_refs(anchors.approvers)
         status = check_approvals(
             d.rollout_path, payload, _encoded(d.approvals), approvers, required, verifier
@@ -330,8 +339,57 @@ def _check_deployment(index: int, d: BundleDeployment, anchors: TrustAnchors, ve
             message = f"stage {d.stage.value}: {_shortfall(status)}"
             field_ = f"{at}.approvals"
             raise BundleRejected(Reason.APPROVALS_BELOW_THRESHOLD, message, file=d.rollout_path, field=field_)
-    _check_config(d.config, release, d.release_path, f"{at}.config")
+    _check_config(d.config, layers, release, d.release_path, f"{at}.config")
     return release
+
+
+_LAYER_RANK = {"default": 0, "cohort": 1, "device": 2}
+
+
+def _check_config_files(d: BundleDeployment, device_id: str, at: str) -> list[tuple[str, dict[str, Any]]]:
+    """The robot's config layers as (path, values), each proven to be in the approved config set,
+    in precedence order; ``d.config`` must be exactly their merge (nothing the controller merged
+    is taken on trust)."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    last: tuple[int, str] | None = None
+    for i, item in enumerate(d.config_files):
+        where = f"{at}.config_files[{i}]"
+        found = classify(item.path)
+        if found is None or found.kind is not FileKind.CONFIG or found.name != d.app:
+            message = f"{item.path!r} is not a config file of {d.app} (configs/{d.app}/<scope>.yaml)"
+            raise BundleRejected(Reason.BUNDLE_INVALID, message, field=f"{where}.path")
+        scope = found.stem.split("-", 1)[0]
+        if scope not in _LAYER_RANK or (scope == "device" and found.stem != f"device-{device_id}"):
+            message = f"{item.path} does not apply to device {device_id!r}"
+            raise BundleRejected(Reason.BUNDLE_INVALID, message, file=item.path, field=f"{where}.path")
+        order = (_LAYER_RANK[scope], found.stem)
+        if last is not None and order <= last:
+            message = f"{item.path} is out of precedence order (default, cohorts by name, device)"
+            raise BundleRejected(Reason.BUNDLE_INVALID, message, file=item.path, field=f"{where}.path")
+        last = order
+        raw = _decode(item.b64, f"{where}.b64")
+        if len(raw) > MAX_CONFIG_FILE_BYTES:
+            message = f"{len(raw)} bytes; at most {MAX_CONFIG_FILE_BYTES}"
+            raise BundleRejected(Reason.TOO_LARGE, message, file=item.path, field=f"{where}.b64")
+        if not included(item.path, raw, item.proof, d.config_root, d.config_count):
+            message = (
+                f"{item.path} (sha256 {hashlib.sha256(raw).hexdigest()}) is not in the config set "
+                f"{d.config_root} of {d.config_count} files the approvals cover"
+            )
+            raise BundleRejected(Reason.NOT_INCLUDED, message, file=item.path, field=f"{where}.proof")
+        instance, _ = _load(item.path, raw, ConfigInstance, f"{where}.b64")
+        if instance.app != d.app or instance.file_stem != found.stem:
+            message = f"file holds {instance.app} {instance.file_stem}, its path says {d.app} {found.stem}"
+            raise BundleRejected(Reason.CONFIG_INVALID, message, file=item.path, field=f"{where}.b64")
+        layers.append((item.path, instance.values))
+    merged = merge_values(values for _, values in layers) if layers else None
+    if merged_sha256(merged) != merged_sha256(d.config):
+        message = (
+            f"config values are not the merge of the {len(layers)} config files the bundle carries "
+            "(the robot merges them itself)"
+        )
+        raise BundleRejected(Reason.CONFIG_MISMATCH, message, field=f"{at}.config")
+    return layers
 
 
 def _check_locations(files: Mapping[str, str], prefix: str, where: str) -> None:
@@ -357,8 +415,15 @@ def _load(path: str, raw: bytes, model_type: type[M], where: str) -> tuple[M, di
     return loaded.model, loaded.data
 
 
-def _check_config(config: dict[str, Any] | None, release: Release, path: str, where: str) -> None:
-    """The controller alone vouches for merged config values: hold them to the signed release's schema."""
+def _check_config(
+    config: dict[str, Any] | None,
+    layers: list[tuple[str, dict[str, Any]]],
+    release: Release,
+    path: str,
+    where: str,
+) -> None:
+    """Hold the merged values to the signed release's schema before anything is written; a
+    violation names the config file that set the offending value and its field."""
     if config is None:
         return
     if release.config is None:
@@ -383,7 +448,30 @@ def _check_config(config: dict[str, Any] | None, release: Release, path: str, wh
     if errors:
         first = errors[0]
         spot = ".".join(str(p) for p in first.absolute_path) or "(top)"
-        raise BundleRejected(Reason.CONFIG_INVALID, f"{spot}: {first.message}", file=path, field=where)
+        source = _setter(layers, tuple(first.absolute_path))
+        message = f"{spot}: {first.message} (schema of {path})"
+        if source is None:
+            raise BundleRejected(Reason.CONFIG_INVALID, message, file=path, field=where)
+        raise BundleRejected(Reason.CONFIG_INVALID, message, file=source[0], field=source[1])
+
+
+def _setter(layers: list[tuple[str, dict[str, Any]]], path: tuple[Any, ...]) -> tuple[str, str] | None:
+    """(config file, ``values.<field>``) of the highest layer that set ``path`` or its closest parent."""
+    for length in range(len(path), 0, -1):
+        for file, values in reversed(layers):
+            if _has(values, path[:length]):
+                return file, ".".join(["values", *map(str, path[:length])])
+    return None
+
+
+def _has(node: Any, path: tuple[Any, ...]) -> bool:
+    for part in path:
+        in_mapping = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_mapping or in_list):
+            return False
+        node = node[part]
+    return True
 
 
 def _key_refs(fingerprints: frozenset[str]) -> list[KeyRef]:

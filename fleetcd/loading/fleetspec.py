@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from fleetcd.desired.configset import ConfigSet
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
@@ -53,6 +54,7 @@ class FleetSpec:
     keys: dict[str, bytes] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     trust_roots: dict[int, TrustRootEntry] = field(default_factory=dict)  # version -> entry
+    _config_sets: dict[str, ConfigSet] | None = field(default=None, repr=False, compare=False)
 
     def release(self, app: str, version: str) -> ReleaseEntry | None:
         return self.releases.get((app, version))
@@ -61,6 +63,17 @@ class FleetSpec:
     def trust_root(self) -> TrustRoot | None:
         """The newest trust-root version that loaded (verified by :mod:`fleetcd.validation.trust`)."""
         return self.trust_roots[max(self.trust_roots)].doc.model if self.trust_roots else None
+
+    def config_set(self, app: str) -> ConfigSet:
+        """Every ``configs/<app>/*.yaml`` file as committed (loadable or not): what approvals cover."""
+        if self._config_sets is None:
+            by_app: dict[str, dict[str, bytes]] = {}
+            for path, raw in self.files.items():
+                where = classify(path)
+                if where is not None and where.kind is FileKind.CONFIG:
+                    by_app.setdefault(where.name, {})[path] = raw
+            self._config_sets = {name: ConfigSet(files) for name, files in by_app.items()}
+        return self._config_sets.get(app) or ConfigSet({})
 
 
 def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:

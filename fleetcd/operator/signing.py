@@ -6,7 +6,8 @@ problem until CI. A key is used only in the role fleet.yaml gives it. Signatures
 
 * release: the exact bytes of ``releases/<app>/<version>.yaml`` →
   ``releases/<app>/<version>.yaml.d/<FPR>.asc``;
-* approval: :func:`fleetcd.trust.approval.approval_payload` (canonical rollout + release sha256) →
+* approval: :func:`fleetcd.trust.approval.approval_payload` (canonical rollout + release sha256 +
+  the Merkle root of the app's ``configs/<app>/*.yaml`` files) →
   ``approvals/<rollout>/<FPR>.asc``.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetcd.desired.configset import app_config_files, config_root
 from fleetcd.errors import InvalidContent
 from fleetcd.layout import FileKind, approval_path, classify, release_path, release_signature_path
 from fleetcd.loading.documents import Loaded, load_document
@@ -82,8 +84,17 @@ def approval_subject(repo: Path, rollout_file: Path) -> ApprovalSubject:
     release_rel = release_path(model.app, model.release)
     ensure_exists(repo, release_rel, rollout.path, rollout.line("release"), "release")
     release = load_release(repo, release_rel)
-    payload = approval_payload(model.name, rollout.data, release.path, release.raw)
+    configs = app_config_files(_config_files(repo, model.app), model.app)
+    payload = approval_payload(model.name, rollout.data, release.path, release.raw, config_root(configs))
     return ApprovalSubject(model.name, payload)
+
+
+def _config_files(repo: Path, app: str) -> dict[str, bytes]:
+    """The app's config files in the working copy, as they would be committed."""
+    folder = repo / "configs" / app
+    if not folder.is_dir():
+        return {}
+    return {relative(repo, f): f.read_bytes() for f in sorted(folder.glob("*.yaml")) if f.is_file()}
 
 
 def approve_rollout(repo: Path, rollout_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:

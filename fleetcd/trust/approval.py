@@ -2,11 +2,13 @@
 
 An approval in ``approvals/<rollout>/<fingerprint>.asc`` is a detached signature over
 :func:`approval_payload`: a domain line (so an approval can never be replayed as a release signature
-or anything else), the rollout's canonical content and the release file's sha256. Any edit to the
-rollout voids its approvals, except the operational switches in
-:data:`fleetcd.models.rollout.OPERATIONAL_FIELDS` (``paused``, ``aborted``, ``promote``): stopping
-or promoting a rollout must never wait for reviewers. The canonical form is taken from the *parsed*
-document, so comments, key order and quoting style do not matter; values do.
+or anything else), the rollout's canonical content, the release file's sha256 and the config set of
+the rollout's app (the Merkle root over every ``configs/<app>/*.yaml`` file and their number:
+:mod:`fleetcd.desired.configset`). An approval covers what reaches robots: release *and* config.
+Any edit to the rollout or to one of the app's config files voids its approvals, except the
+operational switches in :data:`fleetcd.models.rollout.OPERATIONAL_FIELDS` (``paused``, ``aborted``,
+``promote``): stopping or promoting a rollout must never wait for reviewers. The canonical form is
+taken from the *parsed* document, so comments, key order and quoting style do not matter; values do.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any
 
 from fleetcd.models.rollout import OPERATIONAL_FIELDS
 
-APPROVAL_DOMAIN = b"fleetcd-approval-v1\n"
+APPROVAL_DOMAIN = b"fleetcd-approval-v2\n"
+# Approvals signed before they covered config instances: never counted, only recognised, so that
+# ``fleetcd validate`` can say why such an approval is stale (:func:`legacy_approval_payload`).
+LEGACY_APPROVAL_DOMAIN = b"fleetcd-approval-v1\n"
 
 
 def _json_default(value: object) -> str:
@@ -54,14 +59,39 @@ def approval_payload(
     rollout_data: Mapping[str, Any],
     release_path: str,
     release_bytes: bytes,
+    configs: tuple[str, int],
 ) -> bytes:
-    """The bytes an approver signs for rollout ``rollout_name`` of release file ``release_path``."""
+    """The bytes an approver signs for rollout ``rollout_name`` of release file ``release_path``
+    with the app's config set ``configs`` = (Merkle root, number of files)."""
+    root, count = configs
+    if count < 0:
+        raise ValueError(f"config file count must be >= 0, got {count}")
     return b"".join(
         [
-            APPROVAL_DOMAIN,
-            _line("rollout", rollout_name),
-            _line("rollout-sha256", hashlib.sha256(canonical_rollout(rollout_data)).hexdigest()),
-            _line("release", release_path),
-            _line("release-sha256", hashlib.sha256(release_bytes).hexdigest()),
+            *_v1_lines(APPROVAL_DOMAIN, rollout_name, rollout_data, release_path, release_bytes),
+            _line("configs", f"configs/{rollout_data.get('app', '')}/"),
+            _line("configs-count", str(count)),
+            _line("configs-root", root),
         ]
     )
+
+
+def legacy_approval_payload(
+    rollout_name: str, rollout_data: Mapping[str, Any], release_path: str, release_bytes: bytes
+) -> bytes:
+    """The v1 payload (rollout and release only), to recognise approvals made before config counted."""
+    return b"".join(
+        _v1_lines(LEGACY_APPROVAL_DOMAIN, rollout_name, rollout_data, release_path, release_bytes)
+    )
+
+
+def _v1_lines(
+    domain: bytes, rollout_name: str, rollout_data: Mapping[str, Any], release_path: str, release_bytes: bytes
+) -> list[bytes]:
+    return [
+        domain,
+        _line("rollout", rollout_name),
+        _line("rollout-sha256", hashlib.sha256(canonical_rollout(rollout_data)).hexdigest()),
+        _line("release", release_path),
+        _line("release-sha256", hashlib.sha256(release_bytes).hexdigest()),
+    ]

@@ -11,7 +11,7 @@ robots failing the same way share one line. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
+from fleetcd.desired.configset import merge_values
 from fleetcd.errors import Diagnostic
 from fleetcd.layout import config_path
 from fleetcd.loading.documents import Loaded
@@ -28,6 +29,8 @@ from fleetcd.loading.fleetspec import ReleaseEntry
 from fleetcd.models import ConfigInstance
 from fleetcd.reasons import Reason
 from fleetcd.validation.context import Context, at, robots_phrase
+
+__all__ = ["check", "config_layers", "merge_values"]
 
 MAX_ERRORS_PER_CONFIG = 10  # per distinct merged config; the first few tell what is wrong
 
@@ -37,22 +40,6 @@ def config_layers(ctx: Context, app: str, device: str) -> list[Loaded[ConfigInst
     by_path = {doc.path: doc for doc in ctx.spec.configs.get(app, [])}
     stems = ["default", *(f"cohort-{c}" for c in ctx.memberships.get(device, ())), f"device-{device}"]
     return [by_path[p] for p in (config_path(app, stem) for stem in stems) if p in by_path]
-
-
-def merge_values(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Deep-merge config values, later layers winning: mappings merge, lists and scalars replace."""
-    merged: dict[str, Any] = {}
-    for values in layers:
-        merged = _merge(merged, values)
-    return merged
-
-
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        old = out.get(key)
-        out[key] = _merge(old, value) if isinstance(old, Mapping) and isinstance(value, Mapping) else value
-    return out
 
 
 @dataclass

@@ -20,9 +20,9 @@ from fleetcd.loading.fleetspec import FleetSpec, TrustRootEntry
 from fleetcd.models import Fleet
 from fleetcd.planning.selection import device_stages, rollout_stage
 from fleetcd.reasons import Reason
-from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.approval import approval_payload, legacy_approval_payload
 from fleetcd.trust.gpg import VerifyResult
-from fleetcd.trust.policy import Verifier, check_approvals, check_release
+from fleetcd.trust.policy import ThresholdStatus, Verifier, check_approvals, check_release
 from fleetcd.trust.rootchain import (
     MAX_CHAIN_VERSIONS,
     RootVersion,
@@ -68,12 +68,17 @@ def check(ctx: Context, fleet: Fleet, keyring_factory: KeyringFactory) -> Iterat
             entry = ctx.spec.rollouts[name]
             release = ctx.release_of(name)
             assert release is not None  # _needs_approval
-            payload = approval_payload(name, entry.doc.data, release.doc.path, release.doc.raw)
+            configs = ctx.spec.config_set(entry.doc.model.app)
+            payload = approval_payload(
+                name, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
+            )
             required = fleet.approvals.required(rollout_stage(entry.doc.model, ctx.cohorts, stages))
             status = check_approvals(
                 entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
             )
-            yield from status.diagnostics
+            stale = _legacy_approvals(ctx, name, status, keyring)
+            for diagnostic in status.diagnostics:
+                yield stale.get(diagnostic.file, diagnostic)
     finally:
         keyring.close()
 
@@ -112,6 +117,31 @@ def trusted_chain(spec: FleetSpec, verifier: Verifier) -> TrustedRoot:
 
 def root_version(entry: TrustRootEntry) -> RootVersion:
     return RootVersion(entry.doc.model.version, entry.doc.raw, entry.signatures)
+
+
+def _legacy_approvals(
+    ctx: Context, name: str, status: ThresholdStatus, keyring: VerifyingKeyring
+) -> dict[str, Diagnostic]:
+    """Approval file -> why it is stale, for approvals whose signature holds over the v1 payload
+    (rollout and release only): signed before approvals covered config instances."""
+    entry, release = ctx.spec.rollouts[name], ctx.release_of(name)
+    assert release is not None  # _needs_approval
+    refused = [c for c in status.checks if not c.counted and not c.result.valid]
+    if not refused:
+        return {}
+    legacy = legacy_approval_payload(name, entry.doc.data, release.doc.path, release.doc.raw)
+    app = entry.doc.model.app
+    out = {}
+    for check in refused:
+        result = keyring.verify_detached(legacy, entry.approvals[check.file])
+        if result.valid and result.fingerprint == check.claimed:
+            message = (
+                f"stale: signed over the rollout and {release.doc.path} only (approval format v1); an "
+                f"approval now covers the config instances in configs/{app}/ too, so it counts for "
+                f"nothing: approve again with `fleetcd approve {entry.doc.path}`"
+            )
+            out[check.file] = Diagnostic(check.file, None, None, message, Reason.APPROVAL_STALE, "warning")
+    return out
 
 
 def _needs_approval(ctx: Context, name: str) -> bool:

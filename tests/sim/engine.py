@@ -16,6 +16,7 @@ from typing import Any
 
 from controller.audit.events import AuditEvent, AuditKind
 from controller.engine import EngineInput, EngineOutput, advance
+from controller.engine.inputs import DeviceConfig
 from controller.records import (
     Action,
     Connectivity,
@@ -28,6 +29,7 @@ from controller.records import (
 )
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WaveState
 from fleetcd.compat import UTC
+from fleetcd.desired.configset import merged_sha256
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.device import Device
 from fleetcd.models.fleet import Defaults
@@ -106,6 +108,17 @@ class Sim:
         self.state: RolloutState | None = None
         self.events: list[AuditEvent] = []
         self.last: EngineOutput | None = None
+        # the app's config set (its Merkle root) and each robot's merged config
+        self.config_root: str | None = None
+        self.configs: dict[str, DeviceConfig] = {}
+
+    def set_config(self, values: Mapping[str, Any], *devs: str) -> None:
+        """Commit config ``values`` for ``devs`` (all robots when none named): a new config set."""
+        sha = merged_sha256(dict(values))
+        for dev in devs or tuple(self.devices):
+            self.configs[dev] = DeviceConfig((f"configs/navstack/device-{dev}.yaml",), sha)
+        listing = sorted((d, c.sha256) for d, c in self.configs.items())
+        self.config_root = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
     # --- the operator edits main ------------------------------------------------------------------
 
@@ -115,13 +128,14 @@ class Sim:
 
     @property
     def commit(self) -> str:
-        return hashlib.sha1(json.dumps(self.doc, sort_keys=True, default=str).encode()).hexdigest()
+        text = json.dumps([self.doc, self.config_root], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()
 
     def generation(self) -> Generation:
         current = None
         if self.state is not None:
             current = Generation(self.state.generation, self.state.generation_fingerprint)
-        return rollout_generation(self.doc, self.release_sha256, current)
+        return rollout_generation(self.doc, self.release_sha256, current, self.config_root)
 
     def planned(self) -> list[PlannedWave]:
         strategy = effective_strategy(self.rollout, None)
@@ -144,6 +158,7 @@ class Sim:
             previous=self.previous,
             defaults=self.defaults,
             now=now or self.now,
+            configs=dict(self.configs),
         )
 
     def apply(self, out: EngineOutput) -> None:
@@ -167,7 +182,14 @@ class Sim:
 
     def record(self, dev: str, sha: str | None = None) -> DeploymentRecord | None:
         assert self.state is not None
-        wanted = deployment_id(NAME, self.state.generation, dev, sha or self.release_sha256)
+        config = self.configs.get(dev)
+        wanted = deployment_id(
+            NAME,
+            self.state.generation,
+            dev,
+            sha or self.release_sha256,
+            config.sha256 if config and not sha else None,
+        )
         return next((r for r in self._file(dev).records if r.id == wanted), None)
 
     def rollback(self, dev: str) -> DeploymentRecord | None:
