@@ -212,3 +212,29 @@ class Gitolite(_Server):
             check=False,
         )
         return done.returncode == 0
+
+    # --- the gitolite-admin repository, as an administrator changes the server ------------------------
+    def admin_ssh(self) -> dict[str, str]:
+        """The environment that makes ``git`` log in as ``admin`` (for clone and push)."""
+        command = (
+            f"ssh -i {self.key(ADMIN)} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p {self.port}"
+        )
+        return {**os.environ, **GIT_ENV, "GIT_SSH_COMMAND": command}
+
+    def admin_checkout(self, dest: Path) -> Path:
+        """A clone of ``gitolite-admin`` holding what :meth:`__enter__` set up (the fleet block and
+        every key), pushed back so the admin repository, not ``~/.gitolite``, is what the server
+        runs from. Pushing ``dest`` then changes the server as it would in production."""
+        env = self.admin_ssh()
+        url = f"ssh://{self.user}@127.0.0.1:{self.port}/gitolite-admin"
+        subprocess.run(["git", "clone", "-q", url, str(dest)], check=True, env=env, capture_output=True)
+        admin = self.home / ".gitolite"
+        shutil.copyfile(admin / "conf" / "gitolite.conf", dest / "conf" / "gitolite.conf")
+        for key in (admin / "keydir").glob("*.pub"):
+            shutil.copyfile(key, dest / "keydir" / key.name)
+        for args in (["add", "-A"], ["commit", "-q", "-m", "fleet repository and keys"], ["push", "-q"]):
+            subprocess.run(["git", "-C", str(dest), *args], check=True, env=env, capture_output=True)
+        for name, value in (("user.name", "Fleet Admin"), ("user.email", "admin@fleet.test")):
+            subprocess.run(["git", "-C", str(dest), "config", name, value], check=True)
+        return dest
