@@ -31,6 +31,7 @@ from agent.converge.apply import AppOutcome, converge_app
 from agent.converge.configs import check_drift, load_ledger
 from agent.converge.context import ConvergeContext
 from agent.converge.repair import repair_app_state, repair_files
+from agent.converge.requires import converge_order, required_apps
 from agent.errors import CorruptState, StateDirUnwritable, StateRepaired
 from agent.executors import ExecutorContext, make_executor
 from agent.executors.base import Executor
@@ -142,7 +143,17 @@ def run_once(
             return wall if floor is None else max(wall, floor)
 
         liveness.beat()
-        ctx = ConvergeContext(config, paths, executor, hooks, rt.clock, machine_now, rt.checkpoint, liveness)
+        ctx = ConvergeContext(
+            config,
+            paths,
+            executor,
+            hooks,
+            rt.clock,
+            machine_now,
+            rt.checkpoint,
+            liveness,
+            desired.assignments,
+        )
         outcomes = _converge_all(ctx, paths, desired, errors)
 
     liveness.beat()
@@ -170,7 +181,9 @@ def _converge_all(
     ctx: ConvergeContext, paths: AgentPaths, desired: Desired, errors: list[Exception]
 ) -> dict[str, AppOutcome]:
     outcomes: dict[str, AppOutcome] = {}
-    for app in sorted(set(desired.assignments) | set(paths.journaled_apps())):
+    # Apps a release requires go first, so what depends on them can start in the same cycle.
+    apps = set(desired.assignments) | set(paths.journaled_apps())
+    for app in converge_order(apps, required_apps(desired.assignments)):
         try:
             outcome = converge_app(ctx, app, desired.assignments.get(app), known=desired.known)
         except Exception as exc:  # corrupt journal, engine gone: this app waits, the others go on

@@ -49,6 +49,10 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config_invalid"
     UNSUPPORTED_ARTIFACT = "unsupported_artifact"
     ROLLOUT_OVERLAP = "rollout_overlap"
+    # a release's ``requires``: an app with no release on main, a range none of them satisfies, a cycle
+    REQUIRES_UNKNOWN_APP = "requires_unknown_app"
+    REQUIRES_UNSATISFIABLE = "requires_unsatisfiable"
+    REQUIRES_CYCLE = "requires_cycle"
     # part of a rollout that does nothing: an empty wave, robots in no wave, an empty cohort, a
     # canary or batch that holds no robot back (validate warns; --strict fails)
     NO_EFFECT = "no_effect"
@@ -159,6 +163,10 @@ class HoldReason(StrEnum):
     MAINTENANCE_WINDOW = "maintenance_window"  # outside every window, in the robot's own zone
     RATE_LIMIT = "rate_limit"  # the download rate limit is used up for this minute
     PAUSED = "paused"
+    # the release requires an app the robot does not run at a version in range (release ``requires``)
+    REQUIREMENT_UNMET = "requirement_unmet"
+    # an app the robot runs requires this app at a version the new release is not (a downgrade)
+    REQUIRED_BY_RUNNING_APP = "required_by_running_app"
 
 
 class EngineReason(StrEnum):

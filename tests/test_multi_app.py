@@ -16,15 +16,24 @@ from pathlib import Path
 
 import pytest
 
+from agent.converge.context import ConvergeContext
+from agent.converge.requires import converge_order, unmet
 from agent.executors.supervisor import Supervisor
 from agent.executors.tarball import RUN_DIR
+from agent.health.clock import SYSTEM_CLOCK
+from agent.hooks import load_hooks
+from agent.sync.accept import load_desired
 from controller.cli import build
 from controller.records.model import Action
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
+from fleetcd.loading.fleetspec import load_spec
+from fleetcd.planning.plan import Plan, build_plan
+from fleetcd.planning.render import REQUIREMENT_WAITS, render_markdown, render_text
 from fleetcd.vocabulary import Activity
+from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.httpserver import ArtifactServer
+from tests.httpserver import ArtifactServer, Behaviour
 from tests.sim.multiapp import OTHER, ROBOT, SOAK_SECONDS, MultiAppWorld, config_values
 
 
@@ -177,3 +186,158 @@ def test_each_apps_agent_state_lives_in_its_own_files(two: MultiAppWorld) -> Non
         assert (paths.apps_dir / app / "current").resolve() == (paths.apps_dir / app / "releases" / version)
         assert sorted(p.name for p in (paths.apps_dir / app / "releases").iterdir()) == [version]
     assert not (paths.apps_dir / "navstack" / "releases" / "2.0.0").exists()
+
+
+# --- requires: one app's release needs another app on the same robot --------------------------------
+
+NEEDS_NAVSTACK_1_2 = [{"app": "navstack", "version": ">=1.2.0"}]
+
+
+def test_a_release_requiring_another_app_waits_until_that_app_runs_there_then_follows_it(
+    two: MultiAppWorld,
+) -> None:
+    two.publish("navstack", "1.1.0")
+    assert two.once().error is None
+    two.reconcile()
+    two.release("navstack", "1.2.0")  # published, not rolled out yet
+    two.publish("perception", "2.0.0", requires=NEEDS_NAVSTACK_1_2)
+
+    waiting = two.rollout("perception").waves[0]
+    assert (waiting.phase, waiting.reason) == (WavePhase.WAITING, "requirement_unmet")
+    assert "perception" not in two.desired_versions(ROBOT)
+    assert not two.records("perception")
+    assert "perception" not in two.once().apps
+    two.publish("navstack", "1.2.0")
+    assert two.once().error is None  # navstack 1.2.0 runs; the controller has not heard yet
+    assert "perception" not in two.desired_versions(ROBOT)
+
+    two.reconcile()  # ingests navstack 1.2.0 deployed: perception is dispatched in the same reconcile
+
+    assert two.desired_versions(ROBOT) == {"navstack": "1.2.0", "perception": "2.0.0"}
+    result = two.once()
+    assert result.error is None, result.errors
+    assert two.answer("perception") == "2.0.0" and two.answer("navstack") == "1.2.0"
+    two.reconcile()
+    assert [(r.version, r.activity) for r in two.records("perception")] == [("2.0.0", Activity.DEPLOYED)]
+
+
+def test_a_downgrade_below_what_a_running_app_requires_is_held_not_dispatched(two: MultiAppWorld) -> None:
+    two.publish("navstack", "1.2.0")
+    two.once()
+    two.reconcile()
+    two.publish("perception", "2.0.0", requires=NEEDS_NAVSTACK_1_2)
+    two.once()
+    two.reconcile()
+    two.release("navstack", "1.1.0")
+
+    two.publish("navstack", "1.1.0")  # the rollout set back below perception's bound
+
+    held = two.rollout("navstack").waves[0]
+    assert (held.phase, held.reason) == (WavePhase.WAITING, "required_by_running_app")
+    assert two.desired_versions(ROBOT)["navstack"] == "1.2.0"
+    assert [r.version for r in two.records("navstack")] == ["1.2.0"]
+    two.once()
+    assert two.answer("navstack") == "1.2.0" and two.answer("perception") == "2.0.0"
+
+
+def test_the_robot_refuses_to_switch_an_app_whose_requirement_does_not_run_there(
+    two: MultiAppWorld, artifacts: ArtifactServer
+) -> None:
+    """Controller and robot disagree: the controller recorded navstack 1.2.0 on robot-1, then the
+    robot was reflashed and cannot download navstack. perception waits on the robot itself."""
+    two.publish("navstack", "1.2.0")
+    two.once()
+    two.reconcile()
+    two.publish("perception", "2.0.0", requires=NEEDS_NAVSTACK_1_2)
+    two.once()
+    two.reconcile()
+    two.close()
+    two.config = two.config.model_copy(update={"state_dir": str(two.root / "reflashed")})
+    navstack = (two.root / "published" / "navstack-1.2.0.tar.gz").read_bytes()
+    artifacts.add("/navstack-1.2.0.tar.gz", navstack, Behaviour(status=503))
+
+    result = two.once()
+
+    entry = two.entry("perception")
+    assert entry is not None and entry.state is Activity.VERIFYING and entry.first_deferred_at is not None
+    assert entry.reason is not None and "requires navstack >=1.2.0 (navstack does not run)" in entry.reason
+    assert two.answer("perception", limit_s=0.5) is None  # never started
+    assert result.report is not None
+    (reported,) = [d for d in result.report.deployments if d.app == "perception"]
+    assert (reported.activity, reported.error) == ("queued", "retrying")
+    artifacts.add("/navstack-1.2.0.tar.gz", navstack)
+
+    again = two.once()
+
+    assert again.error is None, again.errors
+    assert two.answer("navstack") == "1.2.0" and two.answer("perception") == "2.0.0"  # in one cycle
+
+
+def test_a_plan_names_the_requirement_and_the_robots_no_rollout_satisfies(two: MultiAppWorld) -> None:
+    two.release("navstack", "1.2.0")
+    two.release("perception", "2.0.0", requires=NEEDS_NAVSTACK_1_2)
+    two.fleet.rollout("perception", app="perception", release="2.0.0", cohorts=["staging", "canary"])
+    two.fleet.write()
+
+    plan = plan_of(two.fleet)
+
+    (perception,) = [r for r in plan.rollouts if r.name == "perception"]
+    assert perception.requires == ("navstack >=1.2.0",)
+    assert perception.requirement_waits == (ROBOT, OTHER)
+    text = render_text(plan)
+    assert "requires navstack >=1.2.0 (each robot waits until it runs there)" in text
+    assert f"{REQUIREMENT_WAITS}: {ROBOT}, {OTHER}" in text
+    assert "| requires |" in render_markdown(plan)
+    two.fleet.rollout("navstack", app="navstack", release="1.2.0", devices=[ROBOT])
+    two.fleet.write()
+    (perception,) = [r for r in plan_of(two.fleet).rollouts if r.name == "perception"]
+    assert perception.requirement_waits == (OTHER,)
+
+
+def plan_of(fleet: FleetRepoBuilder) -> Plan:
+    spec, problems = load_spec(fleet.snapshot())
+    assert not problems, problems
+    return build_plan(spec)
+
+
+def test_the_robot_refuses_to_switch_an_app_below_what_a_running_app_requires(two: MultiAppWorld) -> None:
+    """The robot's own check, on its real state: perception 2.0.0 runs and needs navstack >=1.2.0,
+    so navstack 1.1.0 may not be switched to, whatever a bundle says; 1.3.0 may."""
+    two.publish("navstack", "1.2.0")
+    two.once()
+    two.reconcile()
+    two.publish("perception", "2.0.0", requires=NEEDS_NAVSTACK_1_2)
+    two.once()
+    paths = two.paths
+    desired = load_desired(two.config, paths, two.now)
+    ctx = ConvergeContext(
+        two.config, paths, two.executor(), load_hooks(two.config.hooks), SYSTEM_CLOCK, lambda: two.now,
+        assignments=desired.assignments,
+    )  # fmt: skip
+    navstack = desired.assignments["navstack"]
+
+    assert unmet(ctx, "navstack", navstack, "1.1.0") == (
+        "perception 2.0.0 runs and requires navstack >=1.2.0"
+    )
+    assert unmet(ctx, "navstack", navstack, "1.3.0") is None
+    assert unmet(ctx, "perception", desired.assignments["perception"], "2.0.0") is None
+    Supervisor(paths.apps_dir / RUN_DIR).stop(
+        "navstack"
+    )  # navstack down: perception's requirement is not met
+    assert unmet(ctx, "perception", desired.assignments["perception"], "2.0.0") == (
+        "requires navstack >=1.2.0 (navstack does not run)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("requires", "order"),
+    [
+        ({}, ["navstack", "perception", "planner"]),
+        ({"navstack": ["perception"]}, ["perception", "navstack", "planner"]),
+        ({"navstack": ["planner"], "planner": ["perception"]}, ["perception", "planner", "navstack"]),
+        ({"navstack": ["perception"], "perception": ["navstack"]}, ["planner", "navstack", "perception"]),
+    ],
+    ids=["independent", "one-requirement", "chain", "cycle-keeps-name-order"],
+)
+def test_the_agent_converges_required_apps_first(requires: dict[str, list[str]], order: list[str]) -> None:
+    assert converge_order(["planner", "perception", "navstack"], requires) == order

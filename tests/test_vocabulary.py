@@ -80,7 +80,14 @@ WIRE: dict[type[StrEnum], list[str]] = {
         "mismatched_deployment",
         "duplicate_deployment",
     ],
-    reasons.HoldReason: ["not_before", "maintenance_window", "rate_limit", "paused"],
+    reasons.HoldReason: [
+        "not_before",
+        "maintenance_window",
+        "rate_limit",
+        "paused",
+        "requirement_unmet",
+        "required_by_running_app",
+    ],
     reasons.EngineReason: [
         "not_before",
         "paused",

@@ -7,8 +7,9 @@ agent there). The steps, per recorded state:
 
 * downloading — ``executor.fetch`` (resumable, size-capped, digest-checked);
 * verifying — ``executor.fetch`` again, which re-hashes what is on disk, then the release's and
-  rollout's robot-state gates (not for a stage-only install); a closed gate defers the deployment
-  (reported ``queued``/``retrying``) until ``gates.max_deferral_seconds``;
+  rollout's robot-state gates and the release's ``requires`` (:mod:`agent.converge.requires`; not
+  for a stage-only install); a closed gate defers the deployment (reported ``queued``/``retrying``)
+  until ``gates.max_deferral_seconds``;
 * applying — the release's pre-flight steps, the ``run_preflight`` hook, then ``install_artifact``
   hook or ``executor.install``;
 * switched — the config file (:mod:`agent.converge.configs`; written only now, so a staged or

@@ -6,7 +6,7 @@ settings and outside world (:class:`ConvergeContext`). Built by :mod:`agent.loop
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,6 +69,8 @@ class ConvergeContext:
     now: Callable[[], datetime]  # wall clock for journal times and reports
     checkpoint: Callable[[str], None] = field(default=lambda _name: None)
     liveness: Liveness = field(default_factory=Liveness.disabled)  # the watchdog's view of progress
+    # Every app's assignment of this cycle: a release's ``requires`` is checked against the others.
+    assignments: Mapping[str, Assignment] = field(default_factory=dict)
 
     def fallback(self, app: str, entry: JournalEntry | None, assignment: Assignment | None) -> Fallback:
         """The rollback policy of ``entry``'s release, when the bundle still carries it."""

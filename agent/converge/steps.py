@@ -13,6 +13,7 @@ from agent.converge import budgets
 from agent.converge.configs import AppConfigs
 from agent.converge.context import Assignment, ConvergeContext, owns
 from agent.converge.preflight import run_steps
+from agent.converge.requires import enforce_requirements
 from agent.converge.rollback import roll_back
 from agent.errors import HealthFailed
 from agent.executors.base import AppTarget
@@ -94,6 +95,7 @@ def _converge_step(
                 first_deferred_at=entry.first_deferred_at,
                 now=ctx.now(),
             )
+            enforce_requirements(ctx, app, assignment, entry)
     elif state is Activity.APPLYING:
         run_steps(assignment.release.preflight, allowlist=ctx.config.exec_allowlist)
         hooks.run_preflight(hook_ctx)

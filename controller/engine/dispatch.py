@@ -12,7 +12,10 @@ after its wave passed catch up). It gets its record only when, at ``now``:
   run now (it joined a cohort with its own config file): a deployment is a release *plus* its
   config, so that is a new deployment, and the old one, if unfinished, is superseded. A robot
   carrying an earlier generation's deployment of the same release and config gets none
-  (:meth:`~controller.engine.ledger.Ledger.carried`).
+  (:meth:`~controller.engine.ledger.Ledger.carried`);
+* it runs what the release ``requires``, and no app it runs requires this app outside the new
+  release (:mod:`controller.engine.requires`; not checked for a blue/green *stage*, which switches
+  nothing).
 
 The blue/green switch (staged → deployed) waits for a window too, since that is when the robot's
 service changes, but is not a download and so not rate limited. ``not_before``, pause and abort
@@ -41,6 +44,7 @@ from controller.engine.inputs import (
     zone_of,
 )
 from controller.engine.ledger import Ledger
+from controller.engine.requires import requirement_hold
 from controller.engine.windows import window_open
 from controller.records.model import Action, DeploymentRecord, TargetStatus, is_terminal
 from controller.records.transitions import archive, new_deployment, set_target
@@ -105,6 +109,9 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
                 if not _may_change_now(inp, device):
                     holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
                     continue
+                if (required := requirement_hold(inp, device)) is not None:
+                    holds.setdefault(wave.index, set()).add(required)
+                    continue
                 deadline = inp.now + device_timeout(inp)
                 ledger.put(set_target(record, TargetStatus.DEPLOYED, inp.now, deadline_at=deadline))
                 continue
@@ -115,6 +122,10 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
                 continue
             if not _may_change_now(inp, device):
                 holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
+                continue
+            required = None if wave.action is WaveAction.STAGE else requirement_hold(inp, device)
+            if required is not None:
+                holds.setdefault(wave.index, set()).add(required)
                 continue
             if budget is not None and budget <= 0:
                 holds.setdefault(wave.index, set()).add(HoldReason.RATE_LIMIT)

@@ -18,6 +18,7 @@ from controller.state.model import DeviceFile, RolloutState
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.device import Device
 from fleetcd.models.fleet import Defaults
+from fleetcd.models.requirement import Dependent, Requirement
 from fleetcd.models.rollout import BlueGreen, Rollout, Strategy, default_strategy
 from fleetcd.planning.waves import PlannedWave
 
@@ -57,6 +58,10 @@ class EngineInput:
     previous: tuple[str, str] | None
     defaults: Defaults
     now: datetime
+    # The release's ``requires`` and the releases of other apps on main that require this app
+    # (controller.engine.requires): a robot switches only when both allow it.
+    requires: Sequence[Requirement] = ()
+    required_by: Sequence[Dependent] = ()
     # device -> the config it should run with the release: (applying config files in precedence
     # order, sha256 of their merge or None when none applies). Missing: no config.
     configs: Mapping[str, DeviceConfig] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from fleetcd.loading.fleetspec import FleetSpec, RolloutEntry
 from fleetcd.models import Device, Fleet
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.release import Release
+from fleetcd.models.requirement import Dependent
 from fleetcd.models.rollout import Rollout
 from fleetcd.planning.selection import (
     Selection,
@@ -51,6 +52,8 @@ class FleetContext:
     members: Mapping[str, list[str]]
     cohort_windows: Mapping[str, list[MaintenanceWindow]]
     release_sha256: Mapping[str, str]  # rollout name -> sha256 of the release file it names
+    # app -> the releases of other apps on main that require it (controller.engine.requires)
+    dependents: Mapping[str, tuple[Dependent, ...]] = field(default_factory=dict)
     _configs: dict[tuple[str, tuple[str, ...]], DeviceConfig] = field(default_factory=dict, compare=False)
 
     @cached_property
@@ -81,7 +84,12 @@ class FleetContext:
             for name, entry in spec.rollouts.items()
             if (release := spec.release(entry.doc.model.app, entry.doc.model.release)) is not None
         }
-        return cls(spec, fleet, devices, members, windows, digests)
+        dependents: dict[str, list[Dependent]] = {}
+        for (app, version), release in sorted(spec.releases.items()):
+            for requirement in release.doc.model.requires:
+                dependents.setdefault(requirement.app, []).append(Dependent(app, version, requirement))
+        needed_by = {app: tuple(found) for app, found in dependents.items()}
+        return cls(spec, fleet, devices, members, windows, digests, dependents=needed_by)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,8 @@ def advance_rollout(
             previous=_previous(state, generation, rollout.release),
             defaults=ctx.fleet.defaults,
             now=now,
+            requires=tuple(release.doc.model.requires),
+            required_by=ctx.dependents.get(rollout.app, ()),
             configs={d: ctx.device_config(rollout.app, d) for d in members},
         )
     )

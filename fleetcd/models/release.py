@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from fleetcd.compat import Self
 from fleetcd.models.base import Document, FrozenModel, SafeName, SemVer, Sha256
 from fleetcd.models.cohort import RevisionRange
+from fleetcd.models.requirement import MAX_REQUIREMENTS, Requirement
 
 MAX_ARTIFACT_BYTES = 64 * 1024**3  # 64 GiB: a full disk image, well above any app
 IMAGE_DIGEST_PATTERN = r"^[a-z0-9][a-z0-9._:/-]*(?::[A-Za-z0-9._-]+)?@sha256:[0-9a-f]{64}$"
@@ -156,6 +157,7 @@ class Release(Document):
     health: Health = Field(default_factory=Health)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     config: ConfigSchema | None = None
+    requires: list[Requirement] = Field(default_factory=list, max_length=MAX_REQUIREMENTS)
 
     @model_validator(mode="after")
     def _unique_artifact_names(self) -> Self:
@@ -163,4 +165,14 @@ class Release(Document):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"artifact names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _requires_other_apps_once(self) -> Self:
+        apps = [r.app for r in self.requires]
+        if self.app in apps:
+            raise ValueError(f"requires: a release of {self.app!r} cannot require its own app")
+        dupes = sorted({a for a in apps if apps.count(a) > 1})
+        if dupes:
+            raise ValueError(f"requires: each app once (combine the bounds), repeated: {', '.join(dupes)}")
         return self

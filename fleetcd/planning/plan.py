@@ -22,6 +22,7 @@ from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.fleet import Approvals
 from fleetcd.models.rollout import Rollout, Strategy
+from fleetcd.planning.requires import unsatisfied_robots
 from fleetcd.planning.selection import cohort_members, device_stages, resolve_targets, rollout_stage
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves, unplaced
 from fleetcd.reasons import SkipReason
@@ -87,6 +88,10 @@ class RolloutPlan:
     aborted: bool = False  # an aborted rollout waits for no reviewers
     approvals: ApprovalStatus | None = None  # None: not checked
     signatures: SignatureStatus | None = None  # None: not checked
+    # The release's ``requires`` ("navstack >=1.2.0"): each robot waits until they run there; and
+    # the eligible robots no live rollout on main delivers a satisfying release to (never dispatched).
+    requires: tuple[str, ...] = ()
+    requirement_waits: tuple[str, ...] = ()
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -145,6 +150,8 @@ class _Resolved:
     eligible: frozenset[str]
     skipped: tuple[tuple[str, SkipReason], ...]
     required: int
+    requires: tuple[str, ...] = ()
+    requirement_waits: tuple[str, ...] = ()
 
 
 class _Fleet:
@@ -169,6 +176,8 @@ class _Fleet:
         strategy = effective_strategy(rollout, self.fleet)
         waves = plan_waves(name, strategy, selection.eligible, selection.cohorts_of, self.members)
         stage = rollout_stage(rollout, self.cohorts, self.stages)
+        requires = release.requires if release is not None else []
+        waits = unsatisfied_robots(self.spec, requires, selection.eligible, self.devices, self.cohorts)
         return _Resolved(
             version=rollout.release,
             release_found=entry is not None,
@@ -179,6 +188,8 @@ class _Fleet:
             eligible=frozenset(selection.eligible),
             skipped=selection.skipped,
             required=self.approvals.required(stage),
+            requires=tuple(str(r) for r in requires),
+            requirement_waits=waits,
         )
 
 
@@ -220,6 +231,8 @@ def _plan_one(name: str, now: _Fleet, before: _Fleet | None) -> RolloutPlan | No
         approvals_required=resolved.required,
         not_before=rollout.schedule.not_before,
         aborted=rollout.aborted,
+        requires=resolved.requires,
+        requirement_waits=resolved.requirement_waits,
     )
 
 

@@ -141,6 +141,14 @@ def title(rollout: RolloutPlan) -> str:
 # --- text -----------------------------------------------------------------------------------------
 
 
+REQUIREMENT_WAITS = "waiting for a required app no rollout gives them"
+
+
+def requires_text(r: RolloutPlan) -> str:
+    """``requires navstack >=1.2.0 (each robot waits until it runs there)``."""
+    return f"requires {', '.join(r.requires)} (each robot waits until it runs there)"
+
+
 def render_text(plan: Plan) -> str:
     lines = [summary_line(plan)]
     for rollout in plan.rollouts:
@@ -156,6 +164,10 @@ def _text_block(r: RolloutPlan) -> list[str]:
     lines.append(f"  approvals {approvals_text(r)} · signatures {signatures_text(r)}")
     if r.not_before is not None:
         lines.append(f"  not before {r.not_before.isoformat()}")
+    if r.requires:
+        lines.append(f"  {requires_text(r)}")
+        if r.requirement_waits:
+            lines.append(f"    {REQUIREMENT_WAITS}: {robots_text(r.requirement_waits)}")
     lines.append(f"  robots to update: {len(r.to_update)} of {len(r.eligible)} eligible")
     for wave in r.waves:
         last = wave.index == len(r.waves) - 1
@@ -217,6 +229,8 @@ def _md_block(r: RolloutPlan, limit: int | None) -> str:
         ]
         if r.not_before is not None:
             facts.append(("not before", r.not_before.isoformat()))
+        if r.requires:
+            facts.append(("requires", requires_text(r)))
     out = [f"\n<details><summary>{_md(_summary(r))}</summary>\n", "| | |", "|---|---|"]
     out += [f"| {key} | {_md(value)} |" for key, value in facts]
     if r.waves:
@@ -225,10 +239,12 @@ def _md_block(r: RolloutPlan, limit: int | None) -> str:
             gate = gate_text(wave, wave.index == len(r.waves) - 1)
             devices = robots_text(wave.devices, limit)
             out.append(f"| {wave.index + 1} {wave.name} | {len(wave.devices)} | {_md(gate)} | {devices} |")
-    if r.unplaced or r.skipped:
+    if r.unplaced or r.skipped or r.requirement_waits:
         out += ["", "| not updated | robots |", "|---|---|"]
         if r.unplaced:
             out.append(f"| in no wave | {robots_text(r.unplaced, limit)} |")
+        if r.requirement_waits:
+            out.append(f"| {REQUIREMENT_WAITS} | {robots_text(r.requirement_waits, limit)} |")
         out += [
             f"| skipped: {reason} | {robots_text(ids, limit)} |"
             for reason, ids in skipped_by_reason(r).items()
@@ -290,6 +306,8 @@ def _rollout_dict(r: RolloutPlan) -> dict[str, Any]:
             "missing": r.approvals_missing,
         },
         "signatures": _signatures_dict(r),
+        "requires": list(r.requires),
+        "requirement_waits": list(r.requirement_waits),
     }
 
 
