@@ -258,6 +258,28 @@ def test_a_key_another_robot_already_logs_in_with_is_refused(
     _unchanged(fleet, admin, heads)
 
 
+def test_a_robot_folder_inside_the_fleet_repository_is_refused_so_its_key_is_never_committed(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = _heads(fleet, admin)
+    code, _, err = add(capsys, fleet, admin, "amr-016", "--out", str(fleet.root / "robots"))
+    assert code == 4 and "inside the repository" in err and "private key would be committed" in err
+    assert not (fleet.root / "robots").exists()
+    _unchanged(fleet, admin, heads)
+    args = [
+        "robot",
+        "rotate-key",
+        "amr-001",
+        "--repo",
+        str(fleet.root),
+        *AUTHOR,
+        "--gitolite-admin",
+        str(admin),
+    ]
+    code, _, err = fleetcd(capsys, *args, "--out", str(admin / "new"))
+    assert code == 4 and "inside the repository" in err and not (admin / "new").exists()
+
+
 def test_a_file_that_is_no_public_key_is_refused_naming_it(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -96,9 +96,8 @@ def robot_group() -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("robots"),
-    show_default=True,
-    help="The robot's folder is written to OUT/ID (agent.yaml, keys/, its SSH key).",
+    required=True,
+    help="Write the robot's folder to OUT/ID (agent.yaml, keys/, its SSH key); not in a repository.",
 )
 @click.option(
     "--ssh-public-key",

@@ -103,6 +103,17 @@ def check_robot_id(robot: str) -> None:
         )
 
 
+def check_outside(folder: Path, *repos: Path | None) -> None:
+    """Refuse a folder for a private key inside a repository: a commit would publish the key."""
+    target = folder.resolve()
+    for repo in repos:
+        if repo is not None and target.is_relative_to(repo.resolve()):
+            raise SetupError(
+                f"{folder} is inside the repository {repo}: the robot's private key would be "
+                "committed there; choose a folder outside it"
+            )
+
+
 def _device_doc(spec: RobotSpec) -> bytes:
     doc: dict[str, Any] = {
         "apiVersion": API_VERSION_V1,
@@ -218,6 +229,7 @@ def add_robot(
     changes: dict[str, bytes | None] = {path: device.raw, **_cohort_change(tree, spec, device.model)}
     check_change(tree, changes, path)
     folder = out / spec.id
+    check_outside(folder, tree.root, gitolite_admin)
     if folder.exists():
         raise SetupError(f"{folder} already exists; the robot's folder is never overwritten")
     admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
@@ -412,6 +424,8 @@ def rotate_key(
         )
     admin = AdminCheckout.open(gitolite_admin)
     admin_author = admin.prepare_commit(author) if commit else None
+    if out is not None:
+        check_outside(out, tree.root, gitolite_admin)
     if out is not None and (out / PRIVATE_KEY_FILE).exists():
         raise SetupError(f"{out / PRIVATE_KEY_FILE}: a key is already there; it is never overwritten")
     staging = Path(tempfile.mkdtemp(dir=out.parent if out is not None else None, prefix=f".{robot}-key."))
