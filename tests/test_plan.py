@@ -18,14 +18,17 @@ import pytest
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.models.rollout import FailureThreshold, Rolling
 from fleetcd.planning.plan import (
+    UNSET,
     ApprovalStatus,
     Change,
+    KeyChange,
     Plan,
     RolloutPlan,
     SignatureStatus,
     TrustFacts,
     attach_trust,
     build_plan,
+    diff_values,
 )
 from fleetcd.planning.render import (
     MARKDOWN_LIMIT_CHARS,
@@ -132,7 +135,7 @@ def test_new_rollout_is_new(tmp_path: Path) -> None:
     assert rollout.stage == "canary" and rollout.approvals_required == 1
 
 
-def test_config_change_marks_the_apps_rollout_affected(tmp_path: Path) -> None:
+def test_config_change_is_a_rollout_listing_each_robots_changed_keys(tmp_path: Path) -> None:
     b = fleet(tmp_path)
     base = spec_of(b)
     b.config("nav", "default", {"max_speed": 1.0, "map": "hall-a"})
@@ -140,8 +143,49 @@ def test_config_change_marks_the_apps_rollout_affected(tmp_path: Path) -> None:
     (rollout,) = plan.rollouts
     assert rollout.change is Change.AFFECTED
     assert rollout.why == ("configs/nav/ changed",)
-    assert rollout.to_update == (), "same release: nobody is updated to a new version"
-    assert summary_line(plan).startswith("Plan: 0 robots to update in 0 waves")
+    robots = ("amr-001", "amr-002", "amr-003", "amr-004")
+    assert rollout.to_update == robots, "a new config is a new deployment, wave by wave"
+    assert [(c.device, c.keys) for c in rollout.config_changes] == [
+        (d, (KeyChange("max_speed", 1.5, 1.0),)) for d in robots
+    ]
+    assert summary_line(plan).startswith("Plan: 4 robots to update in 1 wave (4 with new config),")
+    assert "    amr-003: max_speed 1.5 → 1.0" in render_text(plan)
+    assert "| amr-003 | max_speed 1.5 → 1.0 |" in render_markdown(plan)
+    data = json.loads(render_json(plan))
+    assert data["totals"]["robots_with_config_changes"] == 4
+    assert data["rollouts"][0]["config_changes"][0] == {
+        "device": "amr-001",
+        "keys": [{"key": "max_speed", "old": 1.5, "new": 1.0}],
+    }
+
+
+def test_only_robots_whose_merged_config_changes_are_updated(tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    b.config("nav", "device-amr-002", {"max_speed": 0.5})
+    base = spec_of(b)
+    b.config("nav", "default", {"max_speed": 1.0, "map": "hall-a", "limits": {"turn": 2}})
+    b.config("nav", "device-amr-002", {"max_speed": 0.5, "limits": {"turn": 1}})
+    (rollout,) = plan_between(base, spec_of(b)).rollouts
+    changes = {c.device: c.keys for c in rollout.config_changes}
+    assert changes["amr-002"] == (KeyChange("limits", UNSET, {"turn": 1}),)
+    assert changes["amr-001"] == (KeyChange("limits", UNSET, {"turn": 2}), KeyChange("max_speed", 1.5, 1.0))
+    assert 'amr-002: limits (unset) → {"turn": 1}' in render_text(plan_between(base, spec_of(b)))
+
+
+def test_diff_values_compares_nested_keys_and_types() -> None:
+    old = {"a": {"b": 1, "c": True}, "d": [1, 2], "e": 1}
+    new = {"a": {"b": 2, "c": True}, "d": [1, 2], "e": True}
+    assert diff_values(old, new) == (KeyChange("a.b", 1, 2), KeyChange("e", 1, True))
+
+
+def test_unchanged_config_bytes_list_no_config_change(tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    base = spec_of(b)
+    b.release("nav", "1.1.0", config_schema={"type": "object"})
+    b.rollout("nav-1-0-0", app="nav", release="1.1.0", cohorts=["canary", "production"])
+    plan = plan_between(base, spec_of(b))
+    assert all(r.config_changes == () for r in plan.rollouts)
+    assert "with new config" not in summary_line(plan)
 
 
 def test_fleet_default_strategy_reaches_rollouts_without_their_own(tmp_path: Path) -> None:
@@ -357,7 +401,13 @@ def test_text_abbreviates_long_wave_lists(tmp_path: Path) -> None:
 
 def test_json_lists_every_robot_and_reason() -> None:
     data = json.loads(render_json(Plan(base="main", rollouts=(synthetic(robots=25, waves=2, skipped=1),))))
-    assert data["totals"] == {"robots_to_update": 25, "waves": 2, "skipped": 1, "approvals_missing": 0}
+    assert data["totals"] == {
+        "robots_to_update": 25,
+        "robots_with_config_changes": 0,
+        "waves": 2,
+        "skipped": 1,
+        "approvals_missing": 0,
+    }
     (rollout,) = data["rollouts"]
     assert sum(len(w["devices"]) for w in rollout["waves"]) == 25
     assert rollout["skipped"] == [{"device": "old-0", "reason": "decommissioned"}]
@@ -454,6 +504,20 @@ def test_plan_of_a_pull_request_shows_only_what_changed(tmp_path: Path, keys: Ke
     approvals = data["rollouts"][0]["approvals"]
     assert (approvals["required"], approvals["present"], approvals["missing"]) == (1, 2, 0)
     assert sorted(approvals["approvers"]) == ["alice", "bob"]
+
+
+def test_plan_of_a_committed_config_edit_lists_the_keys_per_robot(tmp_path: Path, keys: KeyFactory) -> None:
+    b = FleetRepoBuilder(tmp_path, keys=keys).standard()
+    b.git_init()
+    b.commit("base")
+    b.config("nav", "default", {"max_speed": 0.9, "map": "hall-a"})
+    b.commit("nav: max_speed 1.5 -> 0.9")  # re-approved: approvals cover the config set
+    result = run_plan("--repo", str(tmp_path), "--base", "HEAD~1")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stdout.startswith(
+        "Plan: 4 robots to update in 1 wave (4 with new config), 0 skipped, 0 approvals"
+    )
+    assert "  config changes: 4 robots\n    amr-001: max_speed 1.5 → 0.9\n" in result.stdout
 
 
 def test_invalid_head_exits_1_with_file_and_line(tmp_path: Path, keys: KeyFactory) -> None:

@@ -9,6 +9,10 @@ with :func:`attach_trust`. Selection and waves come from :mod:`fleetcd.planning.
 A rollout is in the plan when it is new, its file changed, it was deleted, or something it depends
 on changed what it does (its release file or signatures, its approvals, its targeted robots, skips,
 waves, stage, or the config files of its app). Without a base every rollout is in the plan.
+
+A config change is a rollout (a deployment is a release plus its config): every robot in a wave
+whose merged config differs from base is to be updated, and the plan lists, per robot, the config
+keys that change (old → new), as dotted paths into the merged values.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from fleetcd.compat import StrEnum
+from fleetcd.desired.configset import merge_values
+from fleetcd.layout import config_path
 from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.fleet import Approvals
@@ -68,6 +75,33 @@ class TrustFacts:
     signatures: Mapping[tuple[str, str], SignatureStatus] = field(default_factory=dict)  # (app, version) ->
 
 
+class _Unset:
+    """A config key absent on one side of the comparison (never equal to any YAML value)."""
+
+    def __repr__(self) -> str:
+        return "(unset)"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One config key of one robot, at base and at head (``UNSET`` when absent on that side)."""
+
+    key: str  # dotted path into the merged values
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """The config keys that change for one robot."""
+
+    device: str
+    keys: tuple[KeyChange, ...]
+
+
 @dataclass(frozen=True)
 class RolloutPlan:
     name: str
@@ -92,6 +126,7 @@ class RolloutPlan:
     # the eligible robots no live rollout on main delivers a satisfying release to (never dispatched).
     requires: tuple[str, ...] = ()
     requirement_waits: tuple[str, ...] = ()
+    config_changes: tuple[ConfigChange, ...] = ()  # robots in a wave whose merged config changes
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -122,6 +157,10 @@ class Plan:
     @property
     def robots_to_update(self) -> tuple[str, ...]:
         return tuple(sorted({d for r in self.rollouts for d in r.to_update}))
+
+    @property
+    def robots_with_config_changes(self) -> tuple[str, ...]:
+        return tuple(sorted({c.device for r in self.rollouts for c in r.config_changes}))
 
     @property
     def wave_count(self) -> int:
@@ -167,6 +206,21 @@ class _Fleet:
         self.fleet = fleet
         self.approvals = fleet.approvals if fleet is not None else Approvals()
         self.configs = _config_files(spec.files)
+        self.memberships: dict[str, list[str]] = {}
+        for name in sorted(self.members):
+            for device in self.members[name]:
+                self.memberships.setdefault(device, []).append(name)
+        self._merged: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
+
+    def merged_config(self, app: str, device: str) -> dict[str, Any] | None:
+        """The robot's merged values for ``app`` (default < cohorts by name < device); None: no file."""
+        by_path = {doc.path: doc.model.values for doc in self.spec.configs.get(app, [])}
+        stems = ["default", *(f"cohort-{c}" for c in self.memberships.get(device, ())), f"device-{device}"]
+        layers = tuple(p for p in (config_path(app, stem) for stem in stems) if p in by_path)
+        key = (app, layers)
+        if key not in self._merged:
+            self._merged[key] = merge_values(by_path[p] for p in layers) if layers else None
+        return self._merged[key]
 
     def resolve(self, name: str) -> _Resolved:
         rollout = self.spec.rollouts[name].doc.model
@@ -214,6 +268,8 @@ def _plan_one(name: str, now: _Fleet, before: _Fleet | None) -> RolloutPlan | No
     # "Already on it": this very rollout made the robot eligible for the same release at base.
     already = previous.eligible if previous is not None and same_release else frozenset()
     rollout = now.spec.rollouts[name].doc.model
+    in_waves = resolved.eligible - set(resolved.unplaced)
+    changes = _config_changes(rollout.app, sorted(in_waves), now, before) if previous is not None else ()
     return RolloutPlan(
         name=name,
         change=change,
@@ -227,13 +283,40 @@ def _plan_one(name: str, now: _Fleet, before: _Fleet | None) -> RolloutPlan | No
         waves=resolved.waves,
         unplaced=resolved.unplaced,
         skipped=resolved.skipped,
-        to_update=tuple(sorted(resolved.eligible - already - set(resolved.unplaced))),
+        to_update=tuple(sorted((in_waves - already) | {c.device for c in changes})),
         approvals_required=resolved.required,
         not_before=rollout.schedule.not_before,
         aborted=rollout.aborted,
         requires=resolved.requires,
         requirement_waits=resolved.requirement_waits,
+        config_changes=changes,
     )
+
+
+def _config_changes(
+    app: str, devices: list[str], now: _Fleet, before: _Fleet | None
+) -> tuple[ConfigChange, ...]:
+    if before is None:
+        return ()
+    out = []
+    for device in devices:
+        keys = diff_values(before.merged_config(app, device) or {}, now.merged_config(app, device) or {})
+        if keys:
+            out.append(ConfigChange(device, keys))
+    return tuple(out)
+
+
+def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> tuple[KeyChange, ...]:
+    """Keys whose value differs, as dotted paths; nested mappings are compared key by key."""
+    changes: list[KeyChange] = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, UNSET), new.get(key, UNSET)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changes.extend(diff_values(a, b, f"{path}."))
+        elif a != b or type(a) is not type(b):
+            changes.append(KeyChange(path, a, b))
+    return tuple(changes)
 
 
 def attach_trust(plan: Plan, trust: TrustFacts) -> Plan:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, FailureThreshold, Rolling, Strategy, Waves
-from fleetcd.planning.plan import Change, Plan, RolloutPlan
+from fleetcd.planning.plan import UNSET, Change, ConfigChange, KeyChange, Plan, RolloutPlan
 from fleetcd.planning.waves import PlannedWave, WaveAction
 from fleetcd.reasons import SkipReason
 
@@ -44,7 +44,22 @@ def summary_line(plan: Plan) -> str:
     robots = plural(len(plan.robots_to_update), "robot")
     waves = plural(plan.wave_count, "wave")
     missing = plural(plan.approvals_missing, "approval")
-    return f"Plan: {robots} to update in {waves}, {len(plan.skipped_robots)} skipped, {missing} missing."
+    configs = len(plan.robots_with_config_changes)
+    new_config = f" ({configs} with new config)" if configs else ""
+    skipped = len(plan.skipped_robots)
+    return f"Plan: {robots} to update in {waves}{new_config}, {skipped} skipped, {missing} missing."
+
+
+def value_text(value: Any) -> str:
+    """A config value as the plan shows it: JSON, or ``(unset)``."""
+    if value is UNSET:
+        return repr(UNSET)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def config_change_text(change: ConfigChange) -> str:
+    keys = ", ".join(f"{k.key} {value_text(k.old)} → {value_text(k.new)}" for k in change.keys)
+    return f"{change.device}: {keys}"
 
 
 def duration(seconds: int) -> str:
@@ -181,6 +196,12 @@ def _text_block(r: RolloutPlan) -> list[str]:
     if r.skipped:
         lines.append(f"  skipped: {len(r.skipped)}")
         lines += [f"    {reason}: {robots_text(ids)}" for reason, ids in skipped_by_reason(r).items()]
+    if r.config_changes:
+        lines.append(f"  config changes: {plural(len(r.config_changes), 'robot')}")
+        shown = r.config_changes[:LIST_HEAD]
+        lines += [f"    {config_change_text(c)}" for c in shown]
+        if len(r.config_changes) > len(shown):
+            lines.append(f"    … and {len(r.config_changes) - len(shown)} more")
     return lines
 
 
@@ -249,6 +270,14 @@ def _md_block(r: RolloutPlan, limit: int | None) -> str:
             f"| skipped: {reason} | {robots_text(ids, limit)} |"
             for reason, ids in skipped_by_reason(r).items()
         ]
+    if r.config_changes:
+        shown = r.config_changes if limit is None else r.config_changes[:limit]
+        out += ["", "| config changes | keys (old → new) |", "|---|---|"]
+        for change in shown:
+            keys = ", ".join(f"{k.key} {value_text(k.old)} → {value_text(k.new)}" for k in change.keys)
+            out.append(f"| {change.device} | {_md(keys)} |")
+        if len(r.config_changes) > len(shown):
+            out.append(f"| … | {len(r.config_changes) - len(shown)} more robots |")
     out.append("\n</details>\n")
     return "\n".join(out)
 
@@ -275,6 +304,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "has_changes": plan.has_changes,
         "totals": {
             "robots_to_update": len(plan.robots_to_update),
+            "robots_with_config_changes": len(plan.robots_with_config_changes),
             "waves": plan.wave_count,
             "skipped": len(plan.skipped_robots),
             "approvals_missing": plan.approvals_missing,
@@ -299,6 +329,9 @@ def _rollout_dict(r: RolloutPlan) -> dict[str, Any]:
         "unplaced": list(r.unplaced),
         "skipped": [{"device": d, "reason": reason.value} for d, reason in r.skipped],
         "to_update": list(r.to_update),
+        "config_changes": [
+            {"device": c.device, "keys": [_key_dict(k) for k in c.keys]} for c in r.config_changes
+        ],
         "approvals": {
             "required": r.approvals_required,
             "present": r.approvals.present if r.approvals is not None else None,
@@ -309,6 +342,15 @@ def _rollout_dict(r: RolloutPlan) -> dict[str, Any]:
         "requires": list(r.requires),
         "requirement_waits": list(r.requirement_waits),
     }
+
+
+def _key_dict(change: KeyChange) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": change.key}
+    if change.old is not UNSET:
+        out["old"] = change.old
+    if change.new is not UNSET:
+        out["new"] = change.new
+    return out
 
 
 def _wave_dict(w: PlannedWave) -> dict[str, Any]:
