@@ -11,17 +11,21 @@ app's state in its own files.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from agent.converge.context import ConvergeContext
-from agent.converge.requires import converge_order, unmet
+from agent.converge.requires import converge_order, enforce_requirements, unmet
+from agent.errors import GateClosed, GateTimedOut
 from agent.executors.supervisor import Supervisor
 from agent.executors.tarball import RUN_DIR
 from agent.health.clock import SYSTEM_CLOCK
 from agent.hooks import load_hooks
+from agent.state.journal import JournalEntry
 from agent.sync.accept import load_desired
 from controller.cli import build
 from controller.records.model import Action
@@ -135,24 +139,14 @@ def test_a_failing_release_of_one_app_is_rolled_back_without_touching_the_other(
     assert not [r for r in two.records("perception") if r.action is Action.ROLLBACK]
 
 
-def test_both_apps_show_in_get_devices_and_on_the_status_pages(
+def test_both_apps_show_in_get_devices_and_the_status_pages_and_keep_their_own_agent_state(
     two: MultiAppWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     deploy_both(two)
 
-    code = run(
-        build(),
-        [
-            "get",
-            "devices",
-            "--repo",
-            str(two.controller.server),
-            "--cache",
-            str(tmp_path / "c"),
-            "-o",
-            "json",
-        ],
-    )
+    remote = ["--repo", str(two.controller.server), "--cache", str(tmp_path / "c")]
+
+    code = run(build(), ["get", "devices", *remote, "-o", "json"])
 
     out = capsys.readouterr().out
     assert code == 0, out
@@ -161,9 +155,7 @@ def test_both_apps_show_in_get_devices_and_on_the_status_pages(
         "navstack": "1.0.0",
         "perception": "2.0.0",
     }
-    code = run(
-        build(), ["get", "devices", "--repo", str(two.controller.server), "--cache", str(tmp_path / "c")]
-    )
+    assert run(build(), ["get", "devices", *remote]) == 0
     table = capsys.readouterr().out
     (line,) = [x for x in table.splitlines() if x.startswith(ROBOT)]
     assert "navstack 1.0.0" in line and "perception 2.0.0" in line, table
@@ -171,11 +163,7 @@ def test_both_apps_show_in_get_devices_and_on_the_status_pages(
     for page in ("STATUS.md", "status.html"):
         text = files[page].decode()
         assert "navstack" in text and "perception" in text and ROBOT in text, page
-
-
-def test_each_apps_agent_state_lives_in_its_own_files(two: MultiAppWorld) -> None:
-    deploy_both(two)
-
+    # On the robot: one journal, one slot tree and one current version per app.
     paths = two.paths
     assert paths.journaled_apps() == ["navstack", "perception"]
     executor = two.executor()
@@ -320,6 +308,20 @@ def test_the_robot_refuses_to_switch_an_app_below_what_a_running_app_requires(tw
         "perception 2.0.0 runs and requires navstack >=1.2.0"
     )
     assert unmet(ctx, "navstack", navstack, "1.3.0") is None
+    down = JournalEntry(
+        deployment_id="dep-" + "0" * 24, version="1.1.0", previous_version="1.2.0", state=Activity.VERIFYING,
+        attempts=0, updated_at=two.now, action="deploy",
+    )  # fmt: skip
+    with pytest.raises(GateClosed, match=re.escape("perception 2.0.0 runs and requires navstack >=1.2.0")):
+        enforce_requirements(ctx, "navstack", navstack, down)
+    waited = timedelta(seconds=two.config.gates.max_deferral_seconds + 1)
+    with pytest.raises(GateTimedOut):
+        enforce_requirements(
+            ctx, "navstack", navstack, down.model_copy(update={"first_deferred_at": two.now - waited})
+        )
+    enforce_requirements(
+        ctx, "navstack", navstack, down.model_copy(update={"action": "rollback"})
+    )  # never held
     assert unmet(ctx, "perception", desired.assignments["perception"], "2.0.0") is None
     Supervisor(paths.apps_dir / RUN_DIR).stop(
         "navstack"
