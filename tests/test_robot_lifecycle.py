@@ -303,6 +303,43 @@ def test_a_write_that_fails_midway_puts_back_what_was_written(
     _unchanged(fleet, admin, heads)
 
 
+def test_a_gitolite_conf_without_a_robots_group_is_refused_naming_it(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (admin / "conf" / "gitolite.conf").write_text("repo gitolite-admin\n    RW+ = admin\n")
+    _git(admin, "commit", "-qam", "no fleet block yet")
+    heads = _heads(fleet, admin)
+    code, _, err = add(capsys, fleet, admin, "amr-017")
+    assert code == 1 and "conf/gitolite.conf: has no '@robots = ...' line to enrol 'amr-017' in" in err
+    _unchanged(fleet, admin, heads)
+
+
+def test_no_commit_leaves_both_edits_for_a_pull_request(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = _heads(fleet, admin)
+    code, out, err = add(capsys, fleet, admin, "amr-018", "--no-commit")
+    assert code == 0, err
+    assert _heads(fleet, admin) == heads
+    assert sorted(fleet.git("status", "--porcelain").split()) == [
+        "??",
+        "M",
+        "cohorts/staging.yaml",
+        "devices/amr-018.yaml",
+    ]
+    assert "keydir/amr-018.pub" in _git(admin, "status", "--porcelain")
+    assert "fleet repository: edited (not committed)" in out
+
+
+def test_a_push_that_fails_is_a_transport_error_and_the_commits_stand(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = add(capsys, fleet, admin, "amr-019", "--push")  # the checkout has no remote
+    assert code == 5 and "git push failed" in err
+    assert _git(admin, "log", "-1", "--format=%s").strip() == "Enrol robot amr-019 in cohort staging"
+    assert fleet.git("log", "-1", "--format=%s") == "Enrol robot amr-019 in cohort staging"
+
+
 # --- robot retire ------------------------------------------------------------------------------------
 
 
