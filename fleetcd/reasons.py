@@ -53,6 +53,8 @@ class Reason(StrEnum):
     REQUIRES_UNKNOWN_APP = "requires_unknown_app"
     REQUIRES_UNSATISFIABLE = "requires_unsatisfiable"
     REQUIRES_CYCLE = "requires_cycle"
+    # two apps' releases delivered to one robot write one absolute config file
+    CONFIG_PATH_SHARED = "config_path_shared"
     # part of a rollout that does nothing: an empty wave, robots in no wave, an empty cohort, a
     # canary or batch that holds no robot back (validate warns; --strict fails)
     NO_EFFECT = "no_effect"

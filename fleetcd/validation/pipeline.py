@@ -2,7 +2,8 @@
 
 Step 3 of a reconcile and the body of ``fleetcd validate``: load every document
 (:func:`fleetcd.loading.fleetspec.load_spec`), then run the cross-file checks — references,
-overlap, a release's ``requires`` (unknown app, unsatisfiable range, cycles), configs,
+overlap, a release's ``requires`` (unknown app, unsatisfiable range, cycles), two apps sharing
+one config file on a robot, configs,
 rollouts that silently do nothing (warnings), immutability against a base
 snapshot, reserved artifacts, signatures and approvals. Pure apart from gpg, which sits behind
 ``keyring_factory``. Checks that need ``fleet.yaml`` (artifacts, trust) are skipped when it is
@@ -18,7 +19,17 @@ from dataclasses import dataclass, replace
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.trust.gpg import Keyring
-from fleetcd.validation import artifacts, configs, immutability, noops, overlap, references, requires, trust
+from fleetcd.validation import (
+    apps,
+    artifacts,
+    configs,
+    immutability,
+    noops,
+    overlap,
+    references,
+    requires,
+    trust,
+)
 from fleetcd.validation.context import Context
 from fleetcd.validation.trust import KeyringFactory
 
@@ -71,6 +82,7 @@ def validate_snapshot(
     found.extend(references.check(ctx))
     found.extend(overlap.check(ctx))
     found.extend(requires.check(ctx))
+    found.extend(apps.check(ctx))
     found.extend(configs.check(ctx))
     found.extend(noops.check(ctx))
     if base is not None:
