@@ -192,6 +192,7 @@ def test_a_release_requiring_another_app_waits_until_that_app_runs_there_then_fo
 
     waiting = two.rollout("perception").waves[0]
     assert (waiting.phase, waiting.reason) == (WavePhase.WAITING, "requirement_unmet")
+    assert '<p class="reason">requirement_unmet</p>' in two.controller.state().files["status.html"].decode()
     assert "perception" not in two.desired_versions(ROBOT)
     assert not two.records("perception")
     assert "perception" not in two.once().apps
