@@ -178,8 +178,11 @@ class EngineReason(StrEnum):
     PAUSED = "paused"
     ABORTED = "aborted"
     THRESHOLD_CROSSED = "failure_threshold_crossed"
-    ROLLBACK_DISABLED = "auto_rollback_disabled"
+    ROLLBACK_DISABLED = "auto_rollback_disabled"  # written before ``on_halt`` replaced auto_rollback
     NO_PREVIOUS_RELEASE = "no_previous_release"
+    HALT_POLICY_PAUSE = "on_halt_pause"  # halted without rolling back: the operator decides
+    PREVIOUS_WITHDRAWN = "previous_release_withdrawn"  # the rollback target was withdrawn
+    RELEASE_WITHDRAWN = "release_withdrawn"  # the rollout's release was withdrawn: nothing new starts
     AWAITING_PROMOTION = "awaiting_promotion"
     DRAINING = "draining"  # every gate passed; some robots still have their deployment to finish
     ROLLBACK_STARTED = "rollback_started"

@@ -2,8 +2,8 @@
 
 A merged rollout goes through staging, canary and production waves with simulated robots verifying
 their desired state and reporting through real status refs; the next release fails on the canary,
-the controller halts the rollout and rolls the canary back; the audit chain verifies and the
-receipt names the approvers and the gate numbers.
+the controller halts the rollout and rolls every robot that got it back (staging and canary); the
+audit chain verifies and the receipt names the approvers and the gate numbers.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     (record,) = [r for r in world.state().devices["can-3"].records if r.id == picked_up.deployment_id]
     assert (record.activity.value, record.target_status.value) == ("deployed", "archived")
 
-    world.report_all(["can-2", "can-3"], "deployed")
+    # on_halt: rollback_all (the default): stg-1 passed staging on 1.1.0 and goes back as well.
+    assert world.sim.bundle("stg-1", world.clock.now).deployments[0].action == "rollback"
+    world.report_all(["stg-1", "can-2", "can-3"], "deployed")
     world.clock.tick(10)
     world.reconcile()
     state = world.state()

@@ -76,10 +76,17 @@ def test_demo_rolls_out_halts_a_failing_canary_and_leaves_nothing_running(
     assert re.search(
         r"amr-chi-01: (healthy on 1\.1\.0, but its wave failed|its 1\.1\.0 deployment was withdrawn)", out
     )
-    assert "production never got 1.1.0; staging (amr-ber-01) keeps it" in out
+    # on_halt: rollback_all (the default): staging had passed on 1.1.0 and goes back too.
+    assert (
+        "amr-ber-01: its staging wave had passed on 1.1.0; the halt (on_halt: rollback_all) "
+        "sent it back to 1.0.0" in out
+    )
+    assert "production never got 1.1.0; robots still on it: none (every robot runs 1.0.0 again)" in out
     assert re.search(r"amr-tyo-02 +tokyo +online .*navstack 1\.0\.0 \(1\.1\.0 failed\)", out)
     assert "audit log intact" in out
     assert "# Receipt: rollout `navstack` generation 2" in out
+    assert "- **On halt:** `rollback_all`" in out
+    assert re.search(r"- \*\*Rolled back:\*\* amr-ber-01, amr-chi-01", out)
     assert "signature verified: receipts/navstack/2.yaml signed by the controller key" in done.stderr
     page = kept / "status.html"
     assert f"Status page (the state branch's status.html): {page}" in out

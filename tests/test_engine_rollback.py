@@ -148,7 +148,7 @@ def test_a_robot_that_times_out_in_a_failed_wave_is_rolled_back() -> None:
 
 def test_queued_robots_of_a_halt_without_rollback_stay_open_to_a_late_report() -> None:
     ids = robots(3)
-    sim = Sim(rollout_doc(ids, single({"count": 0}), auto_rollback=False))
+    sim = Sim(rollout_doc(ids, single({"count": 0}), on_halt="pause"))
     sim.tick()
     sim.fail(ids[0])
     sim.tick(timedelta(minutes=1))
@@ -167,21 +167,40 @@ def test_queued_robots_of_a_halt_without_rollback_stay_open_to_a_late_report() -
 
 
 @pytest.mark.parametrize(
-    ("auto_rollback", "previous", "why"),
-    [(False, ("1.0.0", SHA_OLD), "auto_rollback_disabled"), (True, None, "no_previous_release")],
-    ids=["auto-rollback-off", "previous-unknown"],
+    ("on_halt", "previous", "withdrawn", "why"),
+    [
+        ("pause", ("1.0.0", SHA_OLD), False, "on_halt_pause"),
+        ("rollback_all", None, False, "no_previous_release"),
+        ("rollback_wave", None, False, "no_previous_release"),
+        ("rollback_all", ("1.0.0", SHA_OLD), True, "previous_release_withdrawn"),
+        ("rollback_wave", ("1.0.0", SHA_OLD), True, "previous_release_withdrawn"),
+    ],
+    ids=[
+        "pause",
+        "all-previous-unknown",
+        "wave-previous-unknown",
+        "all-previous-withdrawn",
+        "wave-previous-withdrawn",
+    ],
 )
-def test_halt_without_rollback(auto_rollback: bool, previous: tuple[str, str] | None, why: str) -> None:
+def test_halt_without_rollback(
+    on_halt: str, previous: tuple[str, str] | None, withdrawn: bool, why: str
+) -> None:
     ids = robots(4)
-    sim = Sim(rollout_doc(ids, single({"count": 0}), auto_rollback=auto_rollback), previous=previous)
+    sim = Sim(rollout_doc(ids, single({"count": 0}), on_halt=on_halt), previous=previous)
+    if withdrawn:
+        sim.withdrawn = frozenset({SHA_OLD})
     sim.tick()
     sim.succeed(ids[0])
     sim.fail(ids[1])
     sim.tick(timedelta(minutes=1))
     assert sim.phase() is RolloutPhase.HALTED
     assert sim.rollbacks() == []
+    assert sim.rollout_state.halt_policy == on_halt
     halted = next(e for e in sim.events if e.kind is AuditKind.ROLLOUT_HALTED)
-    assert halted.data["rollback"] == why
+    assert (halted.data["rollback"], halted.data["on_halt"]) == (why, on_halt)
+    sim.tick(timedelta(hours=1))
+    assert sim.phase() is RolloutPhase.HALTED and sim.rollbacks() == [], "nothing starts later either"
 
 
 def test_offline_robots_are_not_failures_until_their_deadline() -> None:

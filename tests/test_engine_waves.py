@@ -82,7 +82,7 @@ def test_failure_threshold_counts_or_percent(
     threshold: dict[str, Any], failures: int, phase: WavePhase
 ) -> None:
     ids = robots(10)
-    sim = Sim(rollout_doc(ids, one_wave(threshold), auto_rollback=False))
+    sim = Sim(rollout_doc(ids, one_wave(threshold), on_halt="pause"))
     sim.tick()
     sim.fail(*ids[:failures])
     sim.succeed(*ids[failures:])
@@ -93,7 +93,7 @@ def test_failure_threshold_counts_or_percent(
 
 def test_threshold_fails_the_wave_before_everyone_reported() -> None:
     ids = robots(10)
-    sim = Sim(rollout_doc(ids, one_wave({"count": 1}), auto_rollback=False))
+    sim = Sim(rollout_doc(ids, one_wave({"count": 1}), on_halt="pause"))
     sim.tick()
     sim.fail(*ids[:2])
     sim.tick(timedelta(seconds=10))

@@ -287,7 +287,7 @@ EDITS: dict[str, dict[str, Any]] = {
     "schedule": {"schedule": {"not_before": "2026-05-02T06:00:00Z"}},
     "app": {"app": "perception"},
     "added-gate": {"gates": ["docked"]},
-    "auto-rollback-off": {"auto_rollback": False},
+    "halt-policy-changed": {"on_halt": "pause"},
 }
 
 

@@ -117,7 +117,7 @@ def test_editing_a_rollout_voids_its_approvals_but_pausing_does_not(fleet: Fleet
     text = fleet.read(ROLLOUT).decode()
     (fleet.root / ROLLOUT).write_text(text + "paused: true\n")
     assert fleet.validate().ok
-    (fleet.root / ROLLOUT).write_text(text + "auto_rollback: false\n")
+    (fleet.root / ROLLOUT).write_text(text + "on_halt: pause\n")
     result = fleet.validate()
     assert (ROLLOUT, None, None, "approval_missing", "error") in found(result)
 

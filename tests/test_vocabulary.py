@@ -99,6 +99,9 @@ WIRE: dict[type[StrEnum], list[str]] = {
         "draining",
         "rollback_started",
         "rollback_finished",
+        "on_halt_pause",
+        "previous_release_withdrawn",
+        "release_withdrawn",
     ],
     reasons.SkipReason: [
         "incompatible_family",

@@ -162,7 +162,7 @@ def write_rollout(root: Path, version: str) -> Path:
         f"strategy:\n  type: waves\n  waves:\n{waves}"
         "schedule:\n  # The demo does not wait for amr-chi-02's night-time maintenance window.\n"
         "  respect_maintenance_windows: false\n"
-        "auto_rollback: true\npaused: false\naborted: false\npromote: 0\n"
+        "on_halt: rollback_all\npaused: false\naborted: false\npromote: 0\n"
     )
     return path
 

@@ -7,7 +7,8 @@
    The live table follows it through the three waves until all six robots run it.
 4. navstack 1.1.0: its new map loader cannot read amr-tyo-02's map (a device config value), so that
    robot's health check fails, its agent rolls it back inside the watch window, the canary wave
-   crosses its failure threshold and the controller halts the rollout (and rolls the wave back).
+   crosses its failure threshold and the controller halts the rollout. The rollout's
+   ``on_halt: rollback_all`` sends every robot that received 1.1.0 back to 1.0.0, staging included.
 5. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
    receipt of the halted generation, the robot's own view, and ``status.html``.
 
@@ -78,9 +79,12 @@ def tell(demo: Demo) -> None:
     demo.commit(f"Publish navstack {BAD} and roll it out")
     demo.merge()
 
-    demo.step(f"{BROKEN_ROBOT} fails its health check and rolls back; the controller halts the rollout")
+    demo.step(
+        f"{BROKEN_ROBOT} fails its health check and rolls back; the controller halts the rollout "
+        "and (on_halt: rollback_all) sends every robot that got it back"
+    )
     view = demo.view()
-    last = demo.watch(lambda s: _phase(s, 2) == "halted" and _canary_back(s) and view.has_receipt(2))
+    last = demo.watch(lambda s: _phase(s, 2) == "halted" and _all_back(s) and view.has_receipt(2))
     _explain(last)
 
     demo.step("Stop the robots and the controller; what the fleet repository says now")
@@ -175,9 +179,9 @@ def _phase(snapshot: Snapshot, generation: int) -> str | None:
     return state.phase.value if state is not None and state.generation == generation else None
 
 
-def _canary_back(snapshot: Snapshot) -> bool:
-    """Every canary robot runs the good version again."""
-    return all(row.running == GOOD for row in snapshot.rows if row.robot.cohort == "canary")
+def _all_back(snapshot: Snapshot) -> bool:
+    """Every robot runs the good version again: the halt's ``rollback_all`` reached staging too."""
+    return all(row.running == GOOD for row in snapshot.rows)
 
 
 def _explain(snapshot: Snapshot) -> None:
@@ -187,6 +191,11 @@ def _explain(snapshot: Snapshot) -> None:
             click.echo(f"  {rid}: its agent rolled back to {row.running}: {row.full_message}")
         elif row.robot.cohort == "canary" and row.controller.startswith("rollback"):
             click.echo(f"  {rid}: healthy on {BAD}, but its wave failed: the controller rolled it back")
+        elif row.robot.cohort == "staging" and row.controller.startswith("rollback"):
+            click.echo(
+                f"  {rid}: its staging wave had passed on {BAD}; the halt (on_halt: rollback_all) "
+                f"sent it back to {row.running}"
+            )
         elif row.robot.cohort == "canary":
             click.echo(
                 f"  {rid}: its {BAD} deployment was withdrawn when the wave failed; runs {row.running}"
@@ -198,9 +207,10 @@ def _explain(snapshot: Snapshot) -> None:
         )
     got_bad = {row.robot.cohort for row in snapshot.rows if BAD in (row.running, row.now.split(" ")[0])}
     if "production" not in got_bad:
-        staging = [row.robot.id for row in snapshot.rows if row.running == BAD]
+        still = [row.robot.id for row in snapshot.rows if row.running == BAD]
         click.echo(
-            f"  production never got {BAD}; staging ({', '.join(staging) or '-'}) keeps it until a new commit"
+            f"  production never got {BAD}; robots still on it: {', '.join(still) or 'none'} "
+            f"(every robot runs {GOOD} again)"
         )
 
 

@@ -62,6 +62,9 @@ class EngineInput:
     # (controller.engine.requires): a robot switches only when both allow it.
     requires: Sequence[Requirement] = ()
     required_by: Sequence[Dependent] = ()
+    # sha256 of every release file a withdrawal on main names: none of them is deployed anew, not
+    # even as a rollback target.
+    withdrawn: frozenset[str] = frozenset()
     # device -> the config it should run with the release: (applying config files in precedence
     # order, sha256 of their merge or None when none applies). Missing: no config.
     configs: Mapping[str, DeviceConfig] = field(default_factory=dict)

@@ -29,6 +29,7 @@ from controller.engine.dispatch import cancel_reason
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal
 from controller.engine.ledger import Ledger
+from controller.engine.rollback import in_scope
 from controller.records.model import Action, is_terminal
 from controller.records.transitions import archive, time_out
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
@@ -161,7 +162,8 @@ def _recover(inp: EngineInput, state: RolloutState, ledger: Ledger) -> RolloutSt
     # back): re-derive it from the waves and records instead of guessing from the label.
     failed = [w for w in state.waves if w.phase is WavePhase.FAILED]
     if failed:
-        members = set(failed[0].devices)
+        policy = inp.rollout.on_halt
+        members = {d for w in state.waves if in_scope(policy, w.index, failed[0].index) for d in w.devices}
         busy = any(r.device in members and not is_terminal(r) for r in ledger.current())
         phase = RolloutPhase.ROLLING_BACK if busy else RolloutPhase.HALTED
         return state.model_copy(update={"phase": phase, "reason": EngineReason.THRESHOLD_CROSSED.value})

@@ -11,9 +11,12 @@ The first wave that has not passed is the *active* one. Each tick, in order:
    once, so one tick can pass several waves.
 3. Dispatch due robots (:mod:`controller.engine.dispatch`); robots held by a window or the rate
    limit make the active wave ``waiting`` with the hold reasons, else it is ``running``.
-4. Halted with auto-rollback: create rollback records for the failed wave's robots that may run
-   the release — at once for those whose bundle held it, else as they finish
+4. Halted: the rollout's ``on_halt`` picks the waves that go back — every wave that ran
+   (``rollback_all``, the default), the failed one (``rollback_wave``) or none (``pause``: the
+   rollout stays ``halted`` and waits for a commit). Their robots that may run the release get
+   rollback records — at once for those whose bundle held it, else as they finish
    (:mod:`controller.engine.rollback`); when none is in flight any more the rollout is ``halted``.
+   The policy applied is recorded in the state (``halt_policy``) for receipts and pages.
 5. Every wave passed and every robot's deployment finished → ``completed``. A completed rollout
    still dispatches robots that join its cohorts later.
 
@@ -33,11 +36,11 @@ from controller.engine.dispatch import cancel_reason, dispatch
 from controller.engine.inputs import EngineInput
 from controller.engine.journal import Journal, counts_data
 from controller.engine.ledger import Ledger
-from controller.engine.rollback import Previous, roll_back, rollback_counts, rollback_finished
+from controller.engine.rollback import Previous, in_scope, roll_back, rollback_counts, rollback_finished
 from controller.records.model import Connectivity, connectivity, is_terminal
 from controller.records.transitions import archive
 from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
-from fleetcd.models.rollout import FailureThreshold
+from fleetcd.models.rollout import FailureThreshold, HaltPolicy
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import EngineReason, HoldReason, RecordReason
 
@@ -65,6 +68,7 @@ class Tick:
     waves: list[WaveState]
     promote_seen: int
     rolled_back: set[str]
+    halt_policy: HaltPolicy | None = None
     planned: dict[int, PlannedWave] = field(default_factory=dict)
     links: dict[str, Connectivity] = field(default_factory=dict)
     counted_at: int = -1  # ledger version the wave counts were taken at
@@ -112,6 +116,11 @@ class Tick:
             if counts != wave.counts:
                 self.set(i, counts=counts)
 
+    def rollback_waves(self, failed: int) -> list[PlannedWave]:
+        """The waves the rollout's ``on_halt`` rolls back after wave ``failed`` crossed its threshold."""
+        policy = self.inp.rollout.on_halt
+        return [self.plan(w) for w in self.waves if in_scope(policy, w.index, failed)]
+
     def previous(self) -> Previous | None:
         state = self.inp.state
         pair: tuple[str, str] | None = self.inp.previous
@@ -133,6 +142,7 @@ def run(inp: EngineInput, state: RolloutState, ledger: Ledger, journal: Journal)
         waves=list(state.waves),
         promote_seen=state.promote_seen,
         rolled_back=set(state.rolled_back_devices),
+        halt_policy=state.halt_policy,
         planned={p.index: p for p in inp.planned},
     )
     if not lifecycle.frozen(inp):
@@ -155,6 +165,7 @@ def run(inp: EngineInput, state: RolloutState, ledger: Ledger, journal: Journal)
             "waves": tuple(tick.waves),
             "promote_seen": tick.promote_seen,
             "rolled_back_devices": tuple(sorted(tick.rolled_back)),
+            "halt_policy": tick.halt_policy,
         }
     )
 
@@ -232,17 +243,23 @@ def _fail(tick: Tick, position: int) -> None:
         threshold_percent=threshold.percent,
         extra=counts_data(wave.counts),
     )
-    if not inp.rollout.auto_rollback:
-        rollback = EngineReason.ROLLBACK_DISABLED.value
-    elif tick.previous() is None:
-        rollback = EngineReason.NO_PREVIOUS_RELEASE.value
+    policy = inp.rollout.on_halt
+    previous = tick.previous()
+    if policy is HaltPolicy.PAUSE:
+        rollback = EngineReason.HALT_POLICY_PAUSE
+    elif previous is None:
+        rollback = EngineReason.NO_PREVIOUS_RELEASE
+    elif previous.release_sha256 in inp.withdrawn:
+        rollback = EngineReason.PREVIOUS_WITHDRAWN
     else:
-        rollback = EngineReason.ROLLBACK_STARTED.value
-    rolling_back = rollback == EngineReason.ROLLBACK_STARTED.value
-    # Halted: nothing new starts, so what robots have not started is retired. In the wave being
+        rollback = EngineReason.ROLLBACK_STARTED
+    rolling_back = rollback is EngineReason.ROLLBACK_STARTED
+    # Halted: nothing new starts, so what robots have not started is retired. In the waves being
     # rolled back, robots whose bundle already held the release get their rollback this same tick
     # instead (_roll_back): they may have installed it, their report not in yet.
-    to_roll_back = frozenset(plan.devices) if rolling_back else frozenset()
+    to_roll_back = frozenset(d for w in tick.rollback_waves(wave.index) for d in w.devices)
+    if not rolling_back:
+        to_roll_back = frozenset()
     for record in list(tick.ledger.current()):
         why = cancel_reason(tick.ledger, record)
         if why is RecordReason.ABORTED_AFTER_DELIVERY and record.device in to_roll_back:
@@ -251,7 +268,14 @@ def _fail(tick: Tick, position: int) -> None:
             tick.ledger.put(archive(record, now, why))
     tick.phase = RolloutPhase.ROLLING_BACK if rolling_back else RolloutPhase.HALTED
     tick.reason = crossed
-    tick.journal.emit(AuditKind.ROLLOUT_HALTED, reason=crossed, wave=wave.index, rollback=rollback)
+    tick.halt_policy = policy
+    tick.journal.emit(
+        AuditKind.ROLLOUT_HALTED,
+        reason=crossed,
+        wave=wave.index,
+        rollback=rollback.value,
+        on_halt=policy.value,
+    )
 
 
 def _dispatch(tick: Tick) -> None:
@@ -279,28 +303,32 @@ def _hold_for_pause(tick: Tick) -> None:
 def _roll_back(tick: Tick) -> None:
     failed = next((w for w in tick.waves if w.phase is WavePhase.FAILED), None)
     previous = tick.previous()
-    if failed is None or previous is None or not tick.inp.rollout.auto_rollback:
+    withdrawn = previous is not None and previous.release_sha256 in tick.inp.withdrawn
+    if failed is None or previous is None or withdrawn or tick.inp.rollout.on_halt is HaltPolicy.PAUSE:
         tick.phase = RolloutPhase.HALTED
         return
-    plan = tick.plan(failed)
-    for record in roll_back(tick.inp, tick.ledger, plan, previous, frozenset(tick.rolled_back)):
-        tick.rolled_back.add(record.device)
-        tick.journal.emit(
-            AuditKind.ROLLBACK,
-            device=record.device,
-            wave=failed.index,
-            deployment_id=record.id,
-            from_version=tick.inp.rollout.release,
-            to_version=previous.version,
-            to_release_sha256=previous.release_sha256,
-        )
-    if rollback_finished(tick.inp, tick.ledger, plan, previous):
+    waves = tick.rollback_waves(failed.index)
+    for plan in waves:
+        for record in roll_back(tick.inp, tick.ledger, plan, previous, frozenset(tick.rolled_back)):
+            tick.rolled_back.add(record.device)
+            tick.journal.emit(
+                AuditKind.ROLLBACK,
+                device=record.device,
+                wave=plan.index,
+                deployment_id=record.id,
+                from_version=tick.inp.rollout.release,
+                to_version=previous.version,
+                to_release_sha256=previous.release_sha256,
+            )
+    if rollback_finished(tick.inp, tick.ledger, waves, previous):
         tick.phase = RolloutPhase.HALTED
         tick.journal.emit(
             AuditKind.ROLLBACK,
             reason=EngineReason.ROLLBACK_FINISHED.value,
             wave=failed.index,
-            extra=rollback_counts(tick.inp, tick.ledger, plan, previous),
+            on_halt=tick.inp.rollout.on_halt.value,
+            waves=[plan.index for plan in waves],
+            extra=rollback_counts(tick.inp, tick.ledger, waves, previous),
         )
 
 

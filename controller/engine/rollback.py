@@ -1,8 +1,10 @@
-"""Automatic rollback of a failed wave: who got the new version, and their rollback records (pure).
+"""Automatic rollback after a halt: who got the new version, and their rollback records (pure).
 
-When a wave crosses its failure threshold (and ``auto_rollback`` is on and the previous release is
-known), every robot of that wave that *may run* the new version gets a ``rollback`` deployment of
-the previous release (:func:`needs_rollback`):
+When a wave crosses its failure threshold, the rollout's ``on_halt`` says which waves go back
+(:func:`in_scope`): ``rollback_all`` every wave that ran up to the failed one (everyone returns to
+stable), ``rollback_wave`` the failed wave only, ``pause`` none. Provided the previous release is
+known (and not withdrawn), every robot of those waves that *may run* the new version gets a
+``rollback`` deployment of the previous release (:func:`needs_rollback`):
 
 * it switched — deployed, or failed after it began applying it;
 * its bundle told it to run the release and it has not said a word since (queued, or staged with
@@ -29,6 +31,7 @@ failed its gate is worse than a disruption or a busy registry. No I/O, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controller.engine.dispatch import unstarted
@@ -44,6 +47,7 @@ from controller.records.model import (
     outcome,
 )
 from controller.records.transitions import archive, new_deployment
+from fleetcd.models.rollout import HaltPolicy
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import RecordReason
 from fleetcd.vocabulary import Activity
@@ -82,6 +86,13 @@ def needs_rollback(record: DeploymentRecord, delivered: bool) -> bool:
     if not is_terminal(record):
         return delivered and unstarted(record)
     return switched(record) or (delivered and record.reason == RecordReason.TIMED_OUT.value)
+
+
+def in_scope(policy: HaltPolicy, wave: int, failed: int) -> bool:
+    """True when wave index ``wave`` is rolled back after wave ``failed`` crossed its threshold."""
+    if policy is HaltPolicy.ROLLBACK_ALL:
+        return wave <= failed  # waves after the failed one never started
+    return policy is HaltPolicy.ROLLBACK_WAVE and wave == failed
 
 
 def roll_back(
@@ -144,9 +155,15 @@ def _evidence_commit(inp: EngineInput, ran: DeploymentRecord | None, previous: P
     return inp.state.release_commits.get(previous.release_sha256) if inp.state is not None else None
 
 
-def rollback_finished(inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous) -> bool:
-    """True once no deployment of the wave, new or rollback, is still in flight."""
-    for device in wave.devices:
+def _devices(waves: Sequence[PlannedWave]) -> list[str]:
+    return sorted({device for wave in waves for device in wave.devices})
+
+
+def rollback_finished(
+    inp: EngineInput, ledger: Ledger, waves: Sequence[PlannedWave], previous: Previous
+) -> bool:
+    """True once no deployment of the waves rolled back, new or rollback, is still in flight."""
+    for device in _devices(waves):
         for digest in (inp.release_sha256, previous.release_sha256):
             record = ledger.find(device, digest)
             if record is not None and not is_terminal(record):
@@ -155,11 +172,11 @@ def rollback_finished(inp: EngineInput, ledger: Ledger, wave: PlannedWave, previ
 
 
 def rollback_counts(
-    inp: EngineInput, ledger: Ledger, wave: PlannedWave, previous: Previous
+    inp: EngineInput, ledger: Ledger, waves: Sequence[PlannedWave], previous: Previous
 ) -> dict[str, int]:
-    """How the wave's rollbacks ended: robots back on the previous release, and the rest."""
+    """How the rollbacks ended: robots back on the previous release, and the rest."""
     tally: dict[str, int] = {"rolled_back": 0, "rollback_failed": 0}
-    for device in wave.devices:
+    for device in _devices(waves):
         record = ledger.find(device, previous.release_sha256)
         if record is not None and record.action is Action.ROLLBACK:
             tally["rolled_back" if outcome(record) is Outcome.SUCCEEDED else "rollback_failed"] += 1

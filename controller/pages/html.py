@@ -23,6 +23,7 @@ from controller.pages.summary import (
     RolloutView,
     WaveView,
     counts_text,
+    halt_text,
     when,
 )
 from fleetcd.compat import UTC
@@ -243,6 +244,9 @@ def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, i
         facts.append(f"previous {escape(rollout.previous_version)}")
     if rollout.approvers:
         facts.append("approved by " + escape(", ".join(rollout.approvers)))
+    halted = halt_text(rollout)
+    if halted:
+        facts.append(escape(halted))
     waves = []
     for wave in rollout.waves:
         html, budget = _wave(wave, view, budget)

@@ -19,6 +19,7 @@ from controller.pages.summary import (
     RolloutView,
     WaveView,
     counts_text,
+    halt_text,
     when,
 )
 from controller.state.model import WavePhase
@@ -143,6 +144,9 @@ def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[list[s
         lines.append(f"- previous release: {rollout.app}@{rollout.previous_version}")
     if rollout.approvers:
         lines.append(f"- approved by: {md_text(', '.join(rollout.approvers))}")
+    halted = halt_text(rollout)
+    if halted:
+        lines.append(f"- {halted}")  # our own words and enum values: nothing to escape
     lines.append("")
     lines += [*_ladder(rollout.waves), ""] if rollout.waves else ["_No waves planned._", ""]
     for table in rollout.cohorts:

@@ -21,6 +21,7 @@ from controller.records.model import Action, Connectivity, DeploymentRecord, Out
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
+from fleetcd.models.rollout import HaltPolicy
 from fleetcd.planning.selection import cohort_members
 from fleetcd.reasons import RecordReason
 from fleetcd.vocabulary import Activity
@@ -142,6 +143,8 @@ class RolloutView:
     counts: Counts
     waves: tuple[WaveView, ...]
     cohorts: tuple[CohortTable, ...]
+    halt_policy: HaltPolicy | None = None  # the on_halt a failed wave applied; None: no halt
+    rolled_back: int = 0  # robots the halt sent back to the previous release
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,24 @@ def _rollout_view(
         counts=count(list(seen.values())),
         waves=tuple(waves),
         cohorts=tables,
+        halt_policy=rollout.halt_policy,
+        rolled_back=len(rollout.rolled_back_devices),
     )
+
+
+HALT_WORDS = {
+    HaltPolicy.ROLLBACK_ALL: "every robot that received the release goes back",
+    HaltPolicy.ROLLBACK_WAVE: "the failed wave goes back; passed waves keep the release",
+    HaltPolicy.PAUSE: "nothing rolls back; waiting for the operator's commit",
+}
+
+
+def halt_text(rollout: RolloutView) -> str | None:
+    """``on halt: rollback_all (every robot … goes back): 3 rolled back``, or None without a halt."""
+    if rollout.halt_policy is None:
+        return None
+    policy = rollout.halt_policy
+    return f"on halt: {policy.value} ({HALT_WORDS[policy]}): {rollout.rolled_back} rolled back"
 
 
 def build_view(

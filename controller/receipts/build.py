@@ -7,8 +7,9 @@ halted once its rollback is done, aborted); step 6 (write) renders it with
 
 A receipt answers, from observed state only: what ran (release file digest, artifact digests), where
 (each robot's outcome and the version it ended on), who approved (fingerprint, name, commit), which
-gates passed with their numbers (per wave: counts, threshold, minimum reported, soak, times), and
-when. Every input is passed in, including ``finished_at``, so the same state gives the same bytes.
+gates passed with their numbers (per wave: counts, threshold, minimum reported, soak, times), what a
+halt did (the ``on_halt`` policy applied and the robots it rolled back), and when. Every input
+is passed in, including ``finished_at``, so the same state gives the same bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fleetcd.models.release import (
     ModelPayload,
     Release,
 )
+from fleetcd.models.rollout import HaltPolicy
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.vocabulary import Activity, Status
 
@@ -136,6 +138,9 @@ class Receipt(_Part):
     commit: str  # main commit the generation was created from
     outcome: RolloutPhase
     reason: str | None = None
+    # The rollout's on_halt when a wave failed (None: it never halted), and whom it rolled back.
+    halt_policy: HaltPolicy | None = None
+    rolled_back: tuple[str, ...] = ()
     release: ReleaseRef
     previous_version: str | None = None
     approvals: tuple[ApprovalRef, ...]
@@ -188,6 +193,8 @@ def build_receipt(
         commit=state.commit,
         outcome=state.phase,
         reason=state.reason,
+        halt_policy=state.halt_policy,
+        rolled_back=state.rolled_back_devices,
         release=ReleaseRef(
             app=release.app,
             version=release.version,

@@ -18,6 +18,7 @@ import yaml
 from controller.receipts.build import Receipt, ThresholdRef, WaveGate
 from controller.state.layout import receipt_files
 from fleetcd.errors import SetupError
+from fleetcd.models.rollout import HaltPolicy
 from fleetcd.trust.policy import Verifier
 
 YAML_WIDTH = 120  # fixed so line folding never depends on a library default
@@ -122,6 +123,23 @@ def _gate_row(gate: WaveGate) -> str:
     )
 
 
+_HALT_TEXT = {
+    HaltPolicy.ROLLBACK_ALL: "every robot that received the release was sent back to the previous version",
+    HaltPolicy.ROLLBACK_WAVE: "the failed wave's robots were sent back; passed waves keep the release",
+    HaltPolicy.PAUSE: "nothing was rolled back: robots keep what they run until the operator's next commit",
+}
+
+
+def _halt_lines(r: Receipt) -> list[str]:
+    if r.halt_policy is None:
+        return []
+    back = ", ".join(r.rolled_back) or "none"
+    return [
+        f"- **On halt:** `{r.halt_policy.value}` — {_HALT_TEXT[r.halt_policy]}",
+        f"- **Rolled back:** {_cell(back)}",
+    ]
+
+
 def render_receipt_md(receipt: Receipt) -> str:
     """A page for people: what ran, who approved, the gates with their numbers, where it went."""
     r = receipt
@@ -132,6 +150,7 @@ def render_receipt_md(receipt: Receipt) -> str:
         f"- **Release:** {r.release.app} {r.release.version} (`{r.release.path}`)",
         f"- **Release file sha256:** `{r.release.sha256}`",
         f"- **Previous version:** {r.previous_version or '–'}",
+        *_halt_lines(r),
         f"- **Commit:** `{r.commit}`",
         f"- **Created:** {_when(r.created_at)} · **Finished:** {_when(r.finished_at)}",
         "",

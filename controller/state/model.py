@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from controller.records.model import DeploymentRecord, DeviceState
 from fleetcd.compat import StrEnum
 from fleetcd.models.base import SafeName, SemVer, Sha256
+from fleetcd.models.rollout import HaltPolicy
 
 STATE_FORMAT = "fleetcd.dev/state/v1"
 MAX_RECORDS_PER_DEVICE = 20  # older generations' records are in git history
@@ -96,6 +97,8 @@ class RolloutState(_State):
     previous_release_sha256: Sha256 | None = None
     # Robots that got a rollback deployment in this generation: never re-applied until a new one.
     rolled_back_devices: tuple[SafeName, ...] = ()
+    # The rollout's ``on_halt`` when a wave failed: what the halt did (receipts and pages say it).
+    halt_policy: HaltPolicy | None = None
     # release sha256 -> main commit whose rollout file and approvals put that release out under
     # this rollout: the signed evidence robots get for rollbacks and older generations' records.
     release_commits: dict[str, str] = Field(default_factory=dict)

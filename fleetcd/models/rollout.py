@@ -1,8 +1,9 @@
 """``rollouts/<name>.yaml`` (kind Rollout): which release goes to which robots, how, and when.
 
 Strategies carry safe seed defaults: a failure threshold is always on and waves never move on
-without a soak. Operational switches (``paused``, ``aborted``, ``promote``) are not covered by
-approvals, so stopping a rollout never waits for reviewers.
+without a soak. ``on_halt`` says what a halt does (:class:`HaltPolicy`); like every field but the
+operational switches (``paused``, ``aborted``, ``promote``) it is covered by approvals. The
+switches are not, so stopping a rollout never waits for reviewers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from fleetcd.compat import Self
+from fleetcd.compat import Self, StrEnum
 from fleetcd.models.base import Document, FrozenModel, Percent, SafeName, SemVer
 
 DEFAULT_FAILURE_PERCENT = 20.0
@@ -131,6 +132,22 @@ class Schedule(FrozenModel):
         return self
 
 
+class HaltPolicy(StrEnum):
+    """What the controller does when a wave crosses its failure threshold (``on_halt``)."""
+
+    # Every robot that received the release goes back to the previous one, in every wave that
+    # ran (Argo Rollouts' and AWS IoT Jobs' abort: everyone returns to stable).
+    ROLLBACK_ALL = "rollback_all"
+    # Only the failing wave goes back; robots of waves that passed keep the release.
+    ROLLBACK_WAVE = "rollback_wave"
+    # Nothing rolls back: the rollout stops dispatching and waits for the operator's next commit.
+    PAUSE = "pause"
+
+
+# Strict mode accepts only enum *instances* from Python data; documents hold the value text.
+HaltPolicyName = Annotated[HaltPolicy, Field(strict=False)]
+
+
 class Rollout(Document):
     kind: Literal["Rollout"]
     name: SafeName
@@ -140,12 +157,22 @@ class Rollout(Document):
     strategy: Strategy | None = None
     schedule: Schedule = Field(default_factory=Schedule)
     gates: list[SafeName] = Field(default_factory=list)
-    auto_rollback: bool = True
+    on_halt: HaltPolicyName = HaltPolicy.ROLLBACK_ALL
     download_rate_per_minute: int | None = Field(default=None, ge=1, le=100_000)
     device_timeout_seconds: int | None = Field(default=None, ge=60, le=30 * 86400)
     paused: bool = False
     aborted: bool = False
     promote: int = Field(default=0, ge=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and "auto_rollback" in data:
+            raise ValueError(
+                "'auto_rollback' was replaced by 'on_halt': rollback_all (the default), "
+                "rollback_wave, or pause (what 'auto_rollback: false' did)"
+            )
+        return data
 
 
 OPERATIONAL_FIELDS = frozenset({"paused", "aborted", "promote"})

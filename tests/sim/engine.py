@@ -108,6 +108,7 @@ class Sim:
         self.state: RolloutState | None = None
         self.events: list[AuditEvent] = []
         self.last: EngineOutput | None = None
+        self.withdrawn: frozenset[str] = frozenset()  # release digests withdrawn on main
         # the app's config set (its Merkle root) and each robot's merged config
         self.config_root: str | None = None
         self.configs: dict[str, DeviceConfig] = {}
@@ -159,6 +160,7 @@ class Sim:
             defaults=self.defaults,
             now=now or self.now,
             configs=dict(self.configs),
+            withdrawn=self.withdrawn,
         )
 
     def apply(self, out: EngineOutput) -> None:
