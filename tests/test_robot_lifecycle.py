@@ -499,3 +499,102 @@ def test_gitolite_group_edits_keep_comments_and_other_lines() -> None:
 )
 def test_a_key_files_owner_is_read_as_gitolite_reads_it(path: str, owner: str | None) -> None:
     assert key_owner(path) == owner
+
+
+# --- more edges ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("robot", ["yes", "null", "1e3", "0x1F"], ids=str)
+def test_an_id_yaml_would_read_as_another_type_is_quoted_in_the_cohort(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], robot: str
+) -> None:
+    code, _, err = add(capsys, fleet, admin, robot)
+    assert code == 0, err
+    text = fleet.read("cohorts/staging.yaml").decode()
+    assert f'  - "{robot}"\n' in text
+    assert load_document("c.yaml", text.encode(), Cohort).model.devices == ["amr-001", robot]
+    assert load_document("d.yaml", fleet.read(f"devices/{robot}.yaml"), Device).model.id == robot
+    assert load_config(fleet.root.parent / "robots" / robot / "agent.yaml").device == robot
+
+
+def test_robot_settings_reach_its_agent_yaml(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--executor", "docker", "--state-dir", "/data/fleetcd", "--config-dir", "/opt/robot/"]
+    code, _, err = add(capsys, fleet, admin, "amr-020", *extra, "--ssh-user", "git")
+    assert code == 0, err
+    config = load_config(fleet.root.parent / "robots" / "amr-020" / "agent.yaml")
+    assert (config.executor, config.state_dir, config.remote.ssh_user) == ("docker", "/data/fleetcd", "git")
+    assert (config.remote.ssh_key, config.trust.keys_dir) == ("/opt/robot/id_ed25519", "/opt/robot/keys")
+
+
+def test_a_fleet_tree_with_other_edits_is_refused_before_anything_is_written(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (fleet.root / "devices" / "amr-002.yaml").write_text(
+        fleet.read("devices/amr-002.yaml").decode() + "# wip\n"
+    )
+    heads = _heads(fleet, admin)
+    code, _, err = add(capsys, fleet, admin, "amr-021")
+    assert code == 4 and "uncommitted changes (devices/amr-002.yaml)" in err
+    assert _heads(fleet, admin) == heads and _git(admin, "status", "--porcelain") == ""
+    assert not (fleet.root / "devices" / "amr-021.yaml").exists()
+    assert not any((fleet.root.parent / "robots").glob("*"))
+
+
+def test_a_folder_that_is_no_gitolite_admin_checkout_is_refused(
+    fleet: FleetRepoBuilder, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    code, _, err = add(capsys, fleet, tmp_path / "elsewhere", "amr-022")
+    assert code == 4 and "not a gitolite-admin checkout" in err
+    assert not (fleet.root / "devices" / "amr-022.yaml").exists()
+
+
+def test_without_gitolite_retire_still_retires_and_says_the_key_is_the_operators_to_revoke(
+    fleet: FleetRepoBuilder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = fleetcd(capsys, "robot", "retire", "amr-002", "--repo", str(fleet.root), *AUTHOR)
+    assert code == 0
+    assert "revoke its key on the git server yourself" in err
+    assert load_document("d.yaml", fleet.read("devices/amr-002.yaml"), Device).model.decommissioned
+
+
+def test_rotating_to_another_robots_key_is_refused(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "robot",
+        "rotate-key",
+        "amr-001",
+        "--repo",
+        str(fleet.root),
+        *AUTHOR,
+        "--gitolite-admin",
+        str(admin),
+    ]
+    code, _, err = fleetcd(capsys, *args, "--ssh-public-key", str(admin / "keydir" / "amr-002.pub"))
+    assert code == 1 and "already belongs to 'amr-002'" in err
+    assert _git(admin, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"ssh-ed25519 AAAA\nssh-ed25519 BBBB\n", "is not one OpenSSH public key line"),
+        (b"ssh-ed25519 not-base64 me\n", "ssh-keygen does not read it"),
+        (b"x" * (17 * 1024), "an SSH public key is one short line"),
+        (b"", "is not one OpenSSH public key line"),
+    ],
+    ids=["two-keys", "garbage", "huge", "empty"],
+)
+def test_what_is_not_a_public_key_is_refused_before_gitolite_sees_it(
+    content: bytes, why: str, tmp_path: Path
+) -> None:
+    from controller.ops.sshkeys import read_public_key
+    from fleetcd.errors import InvalidContent
+
+    path = tmp_path / "robot.pub"
+    path.write_bytes(content)
+    with pytest.raises(InvalidContent, match=why):
+        read_public_key(path)

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from controller.ops.gitolite import AdminCheckout
 from controller.ops.local import WorkTree, check_change, open_work_tree, wrap_message
 from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
@@ -40,6 +38,7 @@ from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.git.worktree import commit_all
 from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
 from fleetcd.models import Cohort, Device, Fleet
 from fleetcd.models.agent import RemoteSettings
 from fleetcd.models.base import API_VERSION_V1, SAFE_NAME_MAX, SAFE_NAME_PATTERN
@@ -127,7 +126,7 @@ def _device_doc(spec: RobotSpec) -> bytes:
     if spec.labels:
         doc["labels"] = dict(spec.labels)
     header = "# Enrolled by `fleetcd robot add`; retire with `fleetcd robot retire` (keeps its history).\n"
-    return (header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)).encode("utf-8")
+    return (header + dump_yaml(doc)).encode("utf-8")
 
 
 def _load_device(tree: WorkTree, robot: str) -> Loaded[Device]:
@@ -160,7 +159,7 @@ def _cohort_change(tree: WorkTree, spec: RobotSpec, device: Device) -> dict[str,
             reason=Reason.UNKNOWN_REFERENCE,
         )
     text = raw.decode("utf-8")
-    for item in (spec.id, json.dumps(spec.id)):  # plain, else quoted ('true', '1e3' are ids too)
+    for item in (spec.id,) if plain_scalar_ok(spec.id) else (json.dumps(spec.id),):
         try:
             edited = load_document(path, append_list_item(text, "devices", item).encode("utf-8"), Cohort)
         except (InvalidContent, UneditableYaml):

@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import yaml
-
 from fleetcd.desired import TrustAnchors
 from fleetcd.errors import InvalidContent
 from fleetcd.loading.documents import load_document
+from fleetcd.loading.emit import dump_yaml
 from fleetcd.models import Fleet
 from fleetcd.models.agent import AgentConfig, DockerSettings, PinnedTrust, PollSettings, RemoteSettings
 from fleetcd.models.base import API_VERSION_V1
@@ -88,8 +87,7 @@ def render_agent_config(config: AgentConfig, *, path: str = AGENT_CONFIG_FILE, n
     data = {"apiVersion": config.api_version, "kind": config.kind, **data}  # always written first
     header = f"# yaml-language-server: $schema={SCHEMA_URL}\n"
     header += "".join(f"# {line}".rstrip() + "\n" for line in note.splitlines())
-    body: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
-    text = header + body
+    text = header + dump_yaml(data)
     loaded = load_document(path, text.encode("utf-8"), AgentConfig)
     if loaded.model != config:
         raise InvalidContent.at(path, "the text written does not load back as the config it was made from")
