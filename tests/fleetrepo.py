@@ -107,81 +107,67 @@ class FleetRepoBuilder:
         self.approvers_of: dict[str, list[GpgKey]] = {}  # rollout path -> who approves it on write()
         self.release_signers: list[GpgKey] = []
         self.approver_keys: list[GpgKey] = []
-        self.fleet = self.docs["fleet.yaml"] = {
-            "apiVersion": API,
-            "kind": "Fleet",
-            "name": name,
-            "trust": {
+        self.fleet = self.docs["fleet.yaml"] = {"apiVersion": API, "kind": "Fleet", "name": name}
+        # Trust-root versions (trust/root/<N>.yaml), oldest first. The last one is the live one that
+        # add_signer/add_approver and tests edit (``self.trust``); rotate() freezes it and starts the
+        # next. Root keys sign on write(): a threshold of the previous version's and of their own.
+        self.root_keys: list[GpgKey] = []  # keys the builder can sign trust-root versions with
+        self.root_signers_of: dict[int, list[GpgKey]] = {}  # version -> who signs it on write()
+        self.trust_versions: list[dict[str, Any]] = [
+            {
+                "apiVersion": API,
+                "kind": "TrustRoot",
+                "fleet": name,
+                "version": 1,
+                "expires": TRUST_EXPIRES,
+                "root": {
+                    "threshold": 1,
+                    "keys": [{"fingerprint": PLACEHOLDER_ROOT, "name": "placeholder root"}],
+                },
+                "controller": [{"fingerprint": PLACEHOLDER_CONTROLLER, "name": "controller"}],
                 "release_signers": {
                     "threshold": 1,
                     "keys": [{"fingerprint": PLACEHOLDER_SIGNER, "name": "placeholder signer"}],
                 },
                 "approvers": [],
-                "controller": {"fingerprint": PLACEHOLDER_CONTROLLER, "name": "controller"},
-            },
-            "approvals": {"staging": 0, "canary": 1, "production": 2},
-        }
-        # Trust-root versions (trust/root/<N>.yaml), oldest first; the last one is the live one that
-        # add_signer/add_approver and tests edit, and rotate() freezes it and starts the next.
-        self.trust_versions: list[dict[str, Any]] = []
-        self.root_signers_of: dict[int, list[GpgKey]] = {}  # version -> who signs it on write()
-        self.root_keys: list[GpgKey] = []
+                "approvals": {"staging": 0, "canary": 1, "production": 2},
+            }
+        ]
         if keys is not None:
-            self.fleet["trust"]["release_signers"]["keys"] = []
+            root = self.use_root_key(keys.key("root"))
+            self.trust["root"]["keys"] = self.key_refs(root)
+            self.trust["release_signers"]["keys"] = []
             self.add_signer(keys.key("release-bot"))
             self.add_approver(keys.key("alice"))
             self.add_approver(keys.key("bob"))
             controller = keys.key("controller")
             self.add_key_file(controller)
-            self.fleet["trust"]["controller"] = {"fingerprint": controller.fingerprint, "name": "controller"}
+            self.trust["controller"] = self.key_refs(controller)
 
     # --- trust ------------------------------------------------------------------------------------
     def add_key_file(self, key: GpgKey) -> None:
-        """Commit ``key``'s public key to ``keys/`` (known, but trusted only if fleet.yaml says so)."""
+        """Commit ``key``'s public key to ``keys/`` (known, but trusted only if the trust root says so)."""
         self.raw[key.key_file] = key.public
 
     def add_signer(self, key: GpgKey) -> GpgKey:
         self.add_key_file(key)
         self.release_signers.append(key)
-        self.fleet["trust"]["release_signers"]["keys"].append(
-            {"fingerprint": key.fingerprint, "name": key.name}
-        )
+        self.trust["release_signers"]["keys"].append({"fingerprint": key.fingerprint, "name": key.name})
         return key
 
     def add_approver(self, key: GpgKey) -> GpgKey:
         self.add_key_file(key)
         self.approver_keys.append(key)
-        self.fleet["trust"]["approvers"].append({"fingerprint": key.fingerprint, "name": key.name})
+        self.trust["approvers"].append({"fingerprint": key.fingerprint, "name": key.name})
         return key
 
     @property
     def trust(self) -> dict[str, Any]:
-        """The live (newest) trust-root version; starts version 1 from fleet.yaml's trust on first use."""
-        if not self.trust_versions:
-            trust = self.fleet["trust"]
-            root = self.root_keys or []
-            root_refs = [{"fingerprint": k.fingerprint, "name": k.name} for k in root] or [
-                {"fingerprint": PLACEHOLDER_ROOT, "name": "placeholder root"}
-            ]
-            self.trust_versions.append(
-                {
-                    "apiVersion": API,
-                    "kind": "TrustRoot",
-                    "fleet": self.fleet["name"],
-                    "version": 1,
-                    "expires": TRUST_EXPIRES,
-                    "root": {"threshold": 1, "keys": root_refs},
-                    "controller": [copy.deepcopy(trust["controller"])],
-                    "release_signers": copy.deepcopy(trust["release_signers"]),
-                    "approvers": copy.deepcopy(trust["approvers"]),
-                    "approvals": copy.deepcopy(self.fleet.get("approvals", {})),
-                }
-            )
+        """The live (newest) trust-root version, as a document to edit before write()."""
         return self.trust_versions[-1]
 
     def use_root_key(self, key: GpgKey) -> GpgKey:
-        """Make ``key`` a root key of the trust root (before its first version is created)."""
-        assert not self.trust_versions, "root keys of version 1 are set before it exists"
+        """Let the builder sign trust-root versions with ``key`` (listing it is the test's choice)."""
         self.add_key_file(key)
         self.root_keys.append(key)
         return key
@@ -344,7 +330,7 @@ class FleetRepoBuilder:
             data = self.read(trust_root_path(doc["version"]))
             for key in self.root_signers(doc["version"]):
                 self._write(trust_root_signature_path(doc["version"], key.fingerprint), keys.sign(data, key))
-        threshold = int(self.fleet["trust"]["release_signers"].get("threshold", 1))
+        threshold = int(self.trust["release_signers"].get("threshold", 1))
         for path, doc in self.docs.items():
             if doc.get("kind") == "Release":
                 data = (self.root / path).read_bytes()

@@ -45,7 +45,7 @@ from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.remote import SshKey
-from fleetcd.models import Fleet
+from fleetcd.models import TrustRoot
 from fleetcd.models.agent import AgentConfig
 from tests.dockerd import DockerWorld, RobotHost, find_binary
 from tests.fleetrepo import FleetRepoBuilder
@@ -148,7 +148,7 @@ class FullStack:
             host_keys=HostKeyPolicy(pinned_sha256=(server.host_fingerprint,)),
         )
         settings = ControllerSettings(source=source, gnupghome=keys.home, notify=False, now=lambda: clock.now)
-        anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
+        anchors = TrustAnchors.from_trust_root(TrustRoot.model_validate(fleet.trust))
         sim = SimFleet(server.repo_path(), anchors, {})
         stack = cls(fleet, server, images, settings, clock, {}, sim, root)
         stack.merge("the fleet: four robots in three cohorts")

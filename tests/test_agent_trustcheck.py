@@ -219,7 +219,7 @@ def test_a_root_signed_by_a_key_that_is_not_the_pinned_controller_is_rejected(
 def second_signer(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
     def configure(fleet: FleetRepoBuilder) -> None:
         fleet.add_signer(keys.key("carol"))
-        fleet.fleet["trust"]["release_signers"]["threshold"] = 2
+        fleet.trust["release_signers"]["threshold"] = 2
 
     return configure
 
@@ -254,7 +254,7 @@ def alice_only(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
             strategy={"type": "waves", "waves": WAVES},
             approvers=[keys.key("alice")],
         )
-        fleet.fleet["approvals"] = {"staging": 0, "canary": 1, "production": 1}  # lowered in review
+        fleet.trust["approvals"] = {"staging": 0, "canary": 1, "production": 1}  # lowered in review
 
     return configure
 

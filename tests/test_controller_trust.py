@@ -88,7 +88,7 @@ def strict_policy(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
         committer = keys.key("committer")
         fleet.add_key_file(committer)
         trusted = [{"fingerprint": committer.fingerprint, "name": "committer"}]
-        fleet.fleet["trust"]["commits"] = {"mode": "strict", "trusted": trusted}
+        fleet.fleet["trust"] = {"commits": {"mode": "strict", "trusted": trusted}}
 
     return configure
 
@@ -144,7 +144,7 @@ def approvals_voided(world: ControllerWorld, keys: KeyFactory) -> str:
 def two_release_signers(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
     def configure(fleet: FleetRepoBuilder) -> None:
         fleet.add_signer(keys.key("release-bot-2"))
-        fleet.fleet["trust"]["release_signers"]["threshold"] = 2
+        fleet.trust["release_signers"]["threshold"] = 2
 
     return configure
 

@@ -44,6 +44,7 @@ from fleetcd.errors import InvalidContent
 from fleetcd.git.objects import read_blob, ref_target
 from fleetcd.git.repo import Repository, open_or_init_bare
 from fleetcd.loading.fleetspec import FleetSpec
+from fleetcd.models import TrustRoot
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import FleetRepoBuilder
@@ -71,6 +72,10 @@ class Fleet:
     def sign(self, data: bytes) -> bytes:
         self.sign_calls.append(data)
         return self.keys.sign(data, self.keys.key("controller"))
+
+    def trust(self) -> TrustRoot:
+        assert self.spec.trust_root is not None
+        return self.spec.trust_root
 
     def sha(self, version: str) -> str:
         return hashlib.sha256(self.spec.files[f"releases/nav/{version}.yaml"]).hexdigest()
@@ -173,7 +178,7 @@ def test_fifty_robots_share_one_signature_and_each_verifies_against_real_gpg(
     assert len(fleet.sign_calls) == 1 and result.signatures == 1
     assert len(result.refs) == len(ROBOTS) == len(set(result.refs.values()))
     assert fleet.spec.fleet is not None
-    anchors = TrustAnchors.from_fleet(fleet.spec.fleet.model)
+    anchors = TrustAnchors.from_trust_root(fleet.trust())
     for robot in ROBOTS:
         ref = delivery_ref(robot, namespaces=False)
         assert ref == f"refs/fleetcd/desired/{robot}" and ref_target(repo, ref) == result.refs[ref]
@@ -240,7 +245,7 @@ def test_rollback_carries_the_evidence_that_approved_the_previous_release(
     )
     write(repo, fleet, 7, {"amr-001": bundle})
     assert fleet.spec.fleet is not None
-    anchors = TrustAnchors.from_fleet(fleet.spec.fleet.model)
+    anchors = TrustAnchors.from_trust_root(fleet.trust())
     verified = verify_bundle(
         "amr-001", *robot_reads(repo, delivery_ref("amr-001", namespaces=False)), anchors, None, NOW, keyring
     )

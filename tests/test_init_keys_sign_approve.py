@@ -70,9 +70,12 @@ def keyed_fleet(keyed_original: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def fingerprints_by_name(fleet_yaml: str) -> dict[str, str]:
-    data = yaml.safe_load(fleet_yaml)["trust"]
-    keys = [*data["release_signers"]["keys"], *data["approvers"], data["controller"]]
+TRUST_ROOT = "trust/root/1.yaml"
+
+
+def fingerprints_by_name(trust_root: str) -> dict[str, str]:
+    data = yaml.safe_load(trust_root)
+    keys = [*data["root"]["keys"], *data["release_signers"]["keys"], *data["approvers"], *data["controller"]]
     return {k["name"]: k["fingerprint"] for k in keys}
 
 
@@ -81,7 +84,7 @@ def test_new_fleet_signed_and_approved_validates(keyed_fleet: Path) -> None:
     approved = fleetcd("approve", ROLLOUT, "--all-approvers", cwd=keyed_fleet)
     validated = fleetcd("validate", cwd=keyed_fleet)
 
-    fprs = fingerprints_by_name((keyed_fleet / "fleet.yaml").read_text())
+    fprs = fingerprints_by_name((keyed_fleet / TRUST_ROOT).read_text())
     assert signed.returncode == 0, signed.stderr
     assert (keyed_fleet / f"{RELEASE}.d/{fprs['release-signer']}.asc").is_file()
     assert approved.returncode == 0, approved.stderr
@@ -117,7 +120,7 @@ def test_sign_refuses_an_invalid_release(keyed_fleet: Path) -> None:
 
 
 def test_sign_refuses_a_key_that_is_not_a_release_signer(keyed_fleet: Path) -> None:
-    approver = fingerprints_by_name((keyed_fleet / "fleet.yaml").read_text())["approver-1"]
+    approver = fingerprints_by_name((keyed_fleet / TRUST_ROOT).read_text())["approver-1"]
 
     result = fleetcd("sign", RELEASE, "--key", approver, cwd=keyed_fleet)
 
@@ -127,12 +130,12 @@ def test_sign_refuses_a_key_that_is_not_a_release_signer(keyed_fleet: Path) -> N
 
 
 def test_approve_refuses_a_key_that_is_not_an_approver(keyed_fleet: Path) -> None:
-    signer = fingerprints_by_name((keyed_fleet / "fleet.yaml").read_text())["release-signer"]
+    signer = fingerprints_by_name((keyed_fleet / TRUST_ROOT).read_text())["release-signer"]
 
     result = fleetcd("approve", ROLLOUT, "--key", signer, cwd=keyed_fleet)
 
     assert result.returncode == 4
-    assert f"key {signer} is not an approver in fleet.yaml" in result.stderr
+    assert f"key {signer} is not an approver in {TRUST_ROOT}" in result.stderr
     assert not list((keyed_fleet / "approvals").rglob("*.asc"))
 
 
@@ -148,14 +151,15 @@ def test_approve_refuses_a_rollout_of_a_release_that_does_not_exist(keyed_fleet:
 
 
 def test_keys_generate_rewrites_fingerprints_and_keeps_comments(keyed_fleet: Path) -> None:
-    before = (TEMPLATE / "fleet.yaml").read_text().splitlines()
-    after = (keyed_fleet / "fleet.yaml").read_text().splitlines()
+    before = (TEMPLATE / TRUST_ROOT).read_text().splitlines()
+    after = (keyed_fleet / TRUST_ROOT).read_text().splitlines()
 
     changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     fprs = fingerprints_by_name("\n".join(after))
-    assert len(changed) == 4
+    assert len(changed) == 5
     assert all(FPR_LINE.search(new) and new.endswith(DEV_KEY_NOTE) for _, new in changed)
-    assert len(set(fprs.values())) == 4
+    assert len(set(fprs.values())) == 5
+    assert (keyed_fleet / f"{TRUST_ROOT}.d/{fprs['root']}.asc").is_file()  # version 1 is signed
     assert not any(fpr.startswith("000000") for fpr in fprs.values())
     listed = fleetcd("keys", "list", cwd=keyed_fleet)
     assert listed.returncode == 0, listed.stderr

@@ -11,7 +11,7 @@ from agent.cli import load_config
 from controller.demo.fleet import Robot
 from controller.demo.robots import provision
 from fleetcd.loading.documents import load_document
-from fleetcd.models import Fleet
+from fleetcd.models import TrustRoot
 from fleetcd.models.agent import AgentConfig, RemoteSettings
 from fleetcd.operator.agentconfig import agent_config, pinned_trust, render_agent_config
 from tests.fleetrepo import PLACEHOLDER_CONTROLLER, PLACEHOLDER_SIGNER, FleetRepoBuilder
@@ -19,18 +19,18 @@ from tests.fleetrepo import PLACEHOLDER_CONTROLLER, PLACEHOLDER_SIGNER, FleetRep
 APPROVER = "B" * 40
 
 
-def _fleet(tmp_path: Path, *, threshold: int = 1) -> tuple[Path, Fleet]:
+def _fleet(tmp_path: Path, *, threshold: int = 1) -> tuple[Path, TrustRoot]:
     b = FleetRepoBuilder(tmp_path / "fleet", name="acme")
-    b.fleet["trust"]["approvers"] = [{"fingerprint": APPROVER, "name": "carol"}]
-    b.fleet["trust"]["release_signers"]["threshold"] = threshold
+    b.trust["approvers"] = [{"fingerprint": APPROVER, "name": "carol"}]
+    b.trust["release_signers"]["threshold"] = threshold
     if threshold > 1:
-        b.fleet["trust"]["release_signers"]["keys"].append({"fingerprint": "D" * 40, "name": "second"})
+        b.trust["release_signers"]["keys"].append({"fingerprint": "D" * 40, "name": "second"})
     root = b.write()
-    raw = (root / "fleet.yaml").read_bytes()
-    return root, load_document("fleet.yaml", raw, Fleet).model
+    raw = (root / "trust/root/1.yaml").read_bytes()
+    return root, load_document("trust/root/1.yaml", raw, TrustRoot).model
 
 
-def _config(fleet: Fleet, device: str = "amr-007", **settings: object) -> AgentConfig:
+def _config(fleet: TrustRoot, device: str = "amr-007", **settings: object) -> AgentConfig:
     remote = RemoteSettings(url="ssh://git@fleet.example:22/fleet", ssh_key="/etc/fleetcd/id_ed25519")
     return agent_config(device, remote=remote, trust=pinned_trust(fleet, "/etc/fleetcd/keys"), **settings)  # type: ignore[arg-type]
 

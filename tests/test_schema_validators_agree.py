@@ -60,7 +60,7 @@ CASES = [
 
 def test_the_template_has_every_kind() -> None:
     kinds = {kind for _, kind, _ in template_documents()}
-    assert kinds == {"Fleet", "Device", "Cohort", "Release", "Rollout", "ConfigInstance"}
+    assert kinds == {"Fleet", "Device", "Cohort", "Release", "Rollout", "ConfigInstance", "TrustRoot"}
 
 
 @pytest.mark.parametrize(("kind", "document"), CASES)

@@ -31,6 +31,7 @@ V1, V2, V3 = trust_root_path(1), trust_root_path(2), trust_root_path(3)
 @pytest.fixture
 def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
     b = FleetRepoBuilder(tmp_path / "fleet", keys=keys).standard()
+    b.root_keys.clear()
     b.use_root_key(keys.key("root-1"))
     b.use_root_key(keys.key("root-2"))
     b.use_root_key(keys.key("root-3"))

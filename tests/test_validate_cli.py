@@ -39,11 +39,11 @@ def test_complete_signed_and_approved_fleet_validates_clean_in_every_format(
     fleet: FleetRepoBuilder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, text = validate(capsys, "--repo", str(fleet.root))
-    assert (code, text) == (0, "fleetcd validate: valid: 0 errors, 0 warnings in 17 files\n")
+    assert (code, text) == (0, "fleetcd validate: valid: 0 errors, 0 warnings in 20 files\n")
 
     code, out = validate(capsys, "--repo", str(fleet.root), "-o", "json")
     assert code == 0
-    assert json.loads(out) == {"ok": True, "errors": [], "warnings": [], "files": 17}
+    assert json.loads(out) == {"ok": True, "errors": [], "warnings": [], "files": 20}
 
     code, out = validate(capsys, "--repo", str(fleet.root), "--format", "github")
     assert code == 0
@@ -61,7 +61,7 @@ def test_invalid_fleet_exits_1_with_file_line_messages(
     assert out.splitlines() == [
         f"cohorts/canary.yaml:{line}: error: devices[1]: unknown robot 'amr-404': no devices/amr-404.yaml "
         "(a typo here would silently drop a robot) [unknown_device]",
-        "fleetcd validate: INVALID: 1 error, 0 warnings in 17 files",
+        "fleetcd validate: INVALID: 1 error, 0 warnings in 20 files",
     ]
 
 
@@ -76,7 +76,7 @@ def test_invalid_fleet_in_json_and_github_formats_is_well_formed(
     report = json.loads(out)
     assert code == 1
     assert report["ok"] is False
-    assert report["files"] == 19
+    assert report["files"] == 22
     assert [(e["file"], e["field"], e["reason"], e["severity"]) for e in report["errors"]] == [
         ("configs/nav/device-amr-002.yaml", "values.max_speed", "config_invalid", "error")
     ]
@@ -87,7 +87,7 @@ def test_invalid_fleet_in_json_and_github_formats_is_well_formed(
     assert code == 1
     assert [line.split(" ", 1)[0] for line in lines[:-1]] == ["::error", "::warning"]
     assert all(ANNOTATION.match(line) for line in lines[:-1]), lines
-    assert lines[-1] == "fleetcd validate: INVALID: 1 error, 1 warning in 19 files"
+    assert lines[-1] == "fleetcd validate: INVALID: 1 error, 1 warning in 22 files"
 
 
 def test_file_names_from_pre_commit_are_accepted_and_the_whole_repo_is_checked(
@@ -187,7 +187,7 @@ def test_installed_console_script_works_as_a_pre_commit_hook(fleet: FleetRepoBui
     done = subprocess.run([str(script), "validate", *staged], cwd=fleet.root, capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (
         0,
-        "fleetcd validate: valid: 0 errors, 0 warnings in 17 files\n",
+        "fleetcd validate: valid: 0 errors, 0 warnings in 20 files\n",
     )
     fleet.cohort("canary", ["amr-404"])
     fleet.write()

@@ -155,15 +155,25 @@ def test_aborted_rollout_needs_no_approvals(fleet: FleetRepoBuilder) -> None:
     assert fleet.validate().diagnostics == ()
 
 
-def test_invalid_fleet_file_skips_trust_checks_but_reports_everything_else(fleet: FleetRepoBuilder) -> None:
-    fleet.fleet["approvals"]["production"] = "two"
+def test_invalid_trust_root_skips_signature_checks_but_reports_everything_else(
+    fleet: FleetRepoBuilder,
+) -> None:
+    fleet.trust["approvals"]["production"] = "two"
     fleet.cohort("canary", ["amr-001", "amr-404"])
     fleet.write()
     result = fleet.validate()
     assert [(d.file, d.reason) for d in result.diagnostics] == [
         ("cohorts/canary.yaml", Reason.UNKNOWN_DEVICE),
-        ("fleet.yaml", Reason.SCHEMA),
+        ("trust/root/1.yaml", Reason.SCHEMA),
     ]
+
+
+def test_trust_lists_left_in_fleet_yaml_are_refused_with_where_they_moved(fleet: FleetRepoBuilder) -> None:
+    fleet.fleet["trust"] = {"approvers": [{"fingerprint": "A" * 40, "name": "old"}]}
+    fleet.write()
+    (error,) = [d for d in fleet.validate().diagnostics if d.file == "fleet.yaml"]
+    assert error.field == "trust.approvers"
+    assert "trust/root" in error.message, error.message
 
 
 def test_broken_key_file_is_reported_and_the_other_keys_still_verify(fleet: FleetRepoBuilder) -> None:
@@ -172,12 +182,14 @@ def test_broken_key_file_is_reported_and_the_other_keys_still_verify(fleet: Flee
     assert found(fleet.validate()) == [("keys/broken.asc", None, None, "invalid", "error")]
 
 
-def test_fleet_without_releases_or_rollouts_never_needs_gpg(tmp_path: Path) -> None:
+def test_fleet_without_a_trust_root_is_refused_without_starting_gpg(tmp_path: Path) -> None:
     fleet = FleetRepoBuilder(tmp_path / "fleet")
+    fleet.trust_versions.clear()
     fleet.device("amr-001")
     fleet.write()
 
     def no_gpg(keys: Mapping[str, bytes]) -> Keyring:
         raise AssertionError("gpg started although there was nothing to verify")
 
-    assert validate_snapshot(fleet.snapshot(), keyring_factory=no_gpg).diagnostics == ()
+    result = validate_snapshot(fleet.snapshot(), keyring_factory=no_gpg)
+    assert found(result) == [("trust/root/1.yaml", None, None, "trust_root_missing", "error")]

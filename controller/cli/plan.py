@@ -22,7 +22,6 @@ from fleetcd.errors import Diagnostic
 from fleetcd.git.trees import open_repository, resolve_commit
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.loading.snapshot import read_directory
-from fleetcd.models import Fleet
 from fleetcd.planning.plan import (
     ApprovalStatus,
     Change,
@@ -121,17 +120,17 @@ def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str)
 def trust_facts(spec: FleetSpec, plan: Plan, keyring: _CachedKeyring) -> TrustFacts:
     """Signature and approval outcomes for the rollouts in ``plan`` (gpg runs only if needed)."""
     live = [r for r in plan.rollouts if r.change is not Change.REMOVED and r.release_found]
-    if spec.fleet is None or not live:
+    trust = spec.trust_root
+    if trust is None or not live:
         return TrustFacts()
-    fleet: Fleet = spec.fleet.model
     keyring.factory(spec.keys)
-    names = {key.fingerprint: key.name for key in fleet.trust.approvers}
+    names = {key.fingerprint: key.name for key in trust.approvers}
     approvals: dict[str, ApprovalStatus] = {}
     signatures: dict[tuple[str, str], SignatureStatus] = {}
     for rollout in live:
         release = spec.release(rollout.app, rollout.version)
         assert release is not None  # release_found
-        signers = fleet.trust.release_signers
+        signers = trust.release_signers
         status = check_release(release.doc.path, release.doc.raw, release.signatures, signers, keyring)
         signatures[(rollout.app, rollout.version)] = SignatureStatus(len(status.verified), signers.threshold)
         entry = spec.rollouts[rollout.name]
@@ -140,9 +139,7 @@ def trust_facts(spec: FleetSpec, plan: Plan, keyring: _CachedKeyring) -> TrustFa
             rollout.name, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
         )
         required = rollout.approvals_required
-        found = check_approvals(
-            entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
-        )
+        found = check_approvals(entry.doc.path, payload, entry.approvals, trust.approvers, required, keyring)
         approvals[rollout.name] = ApprovalStatus(
             len(found.verified), tuple(names.get(f, f) for f in found.verified)
         )

@@ -112,8 +112,9 @@ class DeliverySource:
         if release is None:
             message = f"release {model.app} {model.release} is not in the snapshot"
             raise InvalidContent.at(entry.doc.path, message, field="release", reason=Reason.UNKNOWN_REFERENCE)
-        if self.spec.fleet is None:
-            raise InvalidContent.at("fleet.yaml", "fleet.yaml is missing", reason=Reason.UNKNOWN_REFERENCE)
+        trust = self.spec.trust_root
+        if trust is None:
+            raise InvalidContent.at("trust/root/1.yaml", "no trust root", reason=Reason.TRUST_ROOT_MISSING)
         stage = rollout_stage(model, self.context.cohorts, self._device_stages)
         return Evidence(
             rollout=rollout,
@@ -121,7 +122,7 @@ class DeliverySource:
             rollout_raw=entry.doc.raw,
             approvals=dict(entry.approvals),
             stage=stage,
-            approvals_required=self.spec.fleet.model.approvals.required(stage),
+            approvals_required=trust.approvals.required(stage),
             app=model.app,
             version=model.release,
             release_path=release.doc.path,

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from controller.demo.fleet import Robot
-from fleetcd.layout import FLEET_FILE
-from fleetcd.loading.documents import load_document
-from fleetcd.models import Fleet
 from fleetcd.models.agent import DockerSettings, PollSettings, RemoteSettings
 from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
+from fleetcd.operator.repo import load_trust_root
 
 POLL_SECONDS = 1  # the agents' poll interval (+/- 20 % jitter); a real robot polls every minute
 HEARTBEAT_SECONDS = 30
@@ -39,8 +37,7 @@ def provision(
     keys.mkdir(parents=True, exist_ok=True)
     for key in (fleet_root / "keys").glob("*.asc"):
         shutil.copy(key, keys / key.name)
-    fleet_path = fleet_root / FLEET_FILE
-    fleet = load_document(str(fleet_path), fleet_path.read_bytes(), Fleet).model
+    root = load_trust_root(fleet_root).model
     poll = PollSettings(
         interval_seconds=POLL_SECONDS,
         backoff_initial_seconds=1,
@@ -50,7 +47,7 @@ def provision(
     config = agent_config(
         robot.id,
         remote=RemoteSettings(url=str(server.resolve())),
-        trust=pinned_trust(fleet, str(keys.resolve())),
+        trust=pinned_trust(root, str(keys.resolve())),
         state_dir=str((home / "state").resolve()),
         executor=executor,
         poll=poll,
@@ -58,6 +55,6 @@ def provision(
         docker=DockerSettings(base_url=docker_base_url) if docker_base_url else None,
     )
     path = home / AGENT_CONFIG_FILE
-    note = f"{robot.id}'s agent (docs/agent.md): trust anchors pinned from fleet.yaml at provisioning."
+    note = f"{robot.id}'s agent (docs/agent.md): trust anchors pinned from the trust root at provisioning."
     path.write_text(render_agent_config(config, path=str(path), note=note))
     return path

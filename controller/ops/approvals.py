@@ -24,7 +24,7 @@ from fleetcd.git.signatures import commits_between
 from fleetcd.git.trees import open_repository, resolve_commit
 from fleetcd.layout import approval_path, release_path
 from fleetcd.loading.fleetspec import load_spec
-from fleetcd.operator.repo import load_fleet
+from fleetcd.operator.repo import load_trust_root
 from fleetcd.operator.signing import approvers as approver_choice
 from fleetcd.planning.selection import device_stages, rollout_stage
 from fleetcd.trust.approval import approval_payload
@@ -56,26 +56,24 @@ def approval_need(files: Mapping[str, bytes], rollout: str) -> ApprovalNeed | No
     """The rollout's need in ``files``; None when the rollout or its release does not load."""
     spec, _ = load_spec(files)
     entry = spec.rollouts.get(rollout)
-    if spec.fleet is None or entry is None:
+    trust = spec.trust_root
+    if trust is None or entry is None:
         return None
     model = entry.doc.model
     release = spec.release(model.app, model.release)
     if release is None:
         return None
-    fleet = spec.fleet.model
     cohorts = {k: v.model for k, v in spec.cohorts.items()}
     stages = device_stages(cohorts, {k: v.model for k, v in spec.devices.items()})
     stage = rollout_stage(model, cohorts, stages)
-    required = fleet.approvals.required(stage)
+    required = trust.approvals.required(stage)
     configs = spec.config_set(model.app)
     payload = approval_payload(
         rollout, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
     )
     with open_keyring(dict(spec.keys)) as keyring:
-        status = check_approvals(
-            entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
-        )
-    names = {k.fingerprint: k.name for k in fleet.trust.approvers}
+        status = check_approvals(entry.doc.path, payload, entry.approvals, trust.approvers, required, keyring)
+    names = {k.fingerprint: k.name for k in trust.approvers}
     return ApprovalNeed(
         rollout, stage.value, required, tuple(sorted(names.get(f, f) for f in status.verified))
     )
@@ -90,7 +88,8 @@ def earlier_approvals(
     """
     spec, _ = load_spec(files)
     app, version = rollout_data.get("app"), rollout_data.get("release")
-    if spec.fleet is None or not isinstance(app, str) or not isinstance(version, str):
+    trust = spec.trust_root
+    if trust is None or not isinstance(app, str) or not isinstance(version, str):
         return {}
     rel = release_path(app, version)
     if rel not in files:
@@ -98,7 +97,7 @@ def earlier_approvals(
     payload = approval_payload(
         rollout, rollout_data, rel, files[rel], config_root(app_config_files(files, app))
     )
-    approvers = spec.fleet.model.trust.approvers
+    approvers = trust.approvers
     candidates = _candidates(root, [approval_path(rollout, k.fingerprint) for k in approvers])
     restored: dict[str, bytes] = {}
     with open_keyring(dict(spec.keys)) as keyring:
@@ -131,8 +130,8 @@ def _candidates(root: Path, paths: list[str]) -> list[tuple[str, bytes]]:
 
 def ensure_can_approve(root: Path, gnupghome: Path) -> None:
     """Raise (SetupError) unless ``gnupghome`` holds an approver's secret key: checked before writing."""
-    choice = approver_choice(load_fleet(root).model)
+    choice = approver_choice(load_trust_root(root))
     with Signer(gnupghome) as signer:
         available = signer.secret_fingerprints()
         if not choice.present(available):
-            choice.pick(available, None)  # raises, naming the approvers fleet.yaml lists
+            choice.pick(available, None)  # raises, naming the approvers the trust root lists

@@ -200,9 +200,10 @@ def release_rows(
     """Every release on main with its signature threshold status, by app then version."""
     spec = view.spec
     keys = sorted(spec.releases, key=lambda k: (k[0], parse_version(k[1])))
-    if spec.fleet is None:
+    root = spec.trust_root
+    if root is None:
         return [_release_row(spec.releases[k].doc.path, k, None, None, ()) for k in keys]
-    signers = spec.fleet.model.trust.release_signers
+    signers = root.release_signers
     names = {key.fingerprint: key.name for key in signers.keys}
     rows = []
     with keyring_factory(dict(spec.keys)) as keyring:

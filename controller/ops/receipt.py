@@ -80,20 +80,20 @@ def read_receipt(
     for path in (yaml_path, sig_path):
         if path not in files:
             raise InvalidContent.at(path, "not on the state branch", reason=Reason.UNKNOWN_REFERENCE)
-    if view.spec.fleet is None:
+    controller = view.spec.controller_keys_ever()
+    if not controller:
         raise InvalidContent.at(
-            "fleet.yaml", "does not load on main: no controller key to check the receipt with"
+            "trust/root/1.yaml", "no trust root loads on main: no controller key to check the receipt with"
         )
-    controller = view.spec.fleet.model.trust.controller
     with keyring_factory(dict(view.spec.keys)) as keyring:
         recording = _Recording(keyring)
-        ok = verify_receipt(files[yaml_path], files[sig_path], recording, controller.fingerprint)
+        ok = verify_receipt(files[yaml_path], files[sig_path], recording, controller)
     if not ok:
         result = recording.last
         why = result.detail if result is not None and not result.valid else f"made by {_signer(result)}"
         raise InvalidContent.at(
             sig_path,
-            f"does not verify as the controller key {controller.name} {controller.fingerprint}: {why}",
+            f"does not verify as a controller key of the trust root ({', '.join(sorted(controller))}): {why}",
             reason=Reason.SIGNATURE_INVALID,
         )
     markdown = render_receipt_md(load_receipt(files[yaml_path]))
@@ -103,7 +103,7 @@ def read_receipt(
         path=yaml_path,
         yaml_bytes=files[yaml_path],
         markdown=markdown,
-        signer=f"{controller.name} {controller.fingerprint}",
+        signer=_signer(recording.last),
         stored_markdown_matches=files.get(md_path) == markdown.encode("utf-8"),
     )
 

@@ -39,10 +39,11 @@ from fleetcd.git.worktree import commit_all
 from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
-from fleetcd.models import Cohort, Device, Fleet
+from fleetcd.models import Cohort, Device
 from fleetcd.models.agent import RemoteSettings
 from fleetcd.models.base import API_VERSION_V1, SAFE_NAME_MAX, SAFE_NAME_PATTERN
 from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
+from fleetcd.operator.repo import verified_trust_root
 from fleetcd.planning.selection import selector_matches
 from fleetcd.reasons import Reason
 
@@ -175,13 +176,6 @@ def _fleet_keys(tree: WorkTree) -> dict[str, bytes]:
     }
 
 
-def _fleet(tree: WorkTree) -> Fleet:
-    raw = tree.files.get("fleet.yaml")
-    if raw is None:
-        raise SetupError(f"{tree.root}: no fleet.yaml")
-    return load_document("fleet.yaml", raw, Fleet).model
-
-
 @dataclass
 class _Undo:
     """What was written so far, to put back when a later write fails."""
@@ -239,7 +233,7 @@ def add_robot(
         )
     committer = tree.prepare_commit(author) if commit else None
     admin_author = admin.prepare_commit(author) if admin is not None and commit else None
-    trust = pinned_trust(_fleet(tree), f"{side.config_dir}/{KEYS_SUBDIR}")
+    trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
     remote = RemoteSettings(
         url=side.url,
         ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",

@@ -52,10 +52,14 @@ def sign_receipt(yaml_bytes: bytes, sign: Callable[[bytes], bytes]) -> bytes:
     return signature
 
 
-def verify_receipt(yaml_bytes: bytes, signature: bytes, verifier: Verifier, controller_fpr: str) -> bool:
-    """True when ``signature`` is a valid signature over exactly ``yaml_bytes`` by the controller key."""
+def verify_receipt(
+    yaml_bytes: bytes, signature: bytes, verifier: Verifier, controller_fpr: str | frozenset[str]
+) -> bool:
+    """True when ``signature`` is a valid signature over exactly ``yaml_bytes`` by a controller key
+    (one, or any of a set: a receipt stays valid after the controller key it was signed with rotated)."""
     result = verifier.verify_detached(yaml_bytes, signature)
-    return result.valid and result.fingerprint == controller_fpr.upper()
+    allowed = {controller_fpr.upper()} if isinstance(controller_fpr, str) else controller_fpr
+    return result.valid and result.fingerprint in allowed
 
 
 def receipt_signature_file(rollout: str, generation: int) -> str:

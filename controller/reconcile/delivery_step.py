@@ -111,8 +111,8 @@ def deliver(
             root_expires_at=_published_expiry(kept),
             stale=stale,
         )
-    fingerprint = ctx.fleet.trust.controller.fingerprint
     with Signer(settings.gnupghome) as signer:
+        fingerprint = ctx.signing_key(signer.secret_fingerprints())
         result = write_desired_state(
             repo,
             bundles,
@@ -136,10 +136,10 @@ def deliver(
 
 
 def _root_verifier(ctx: FleetContext, stack: ExitStack) -> Callable[[bytes, bytes], SignedRoot]:
-    """:func:`verify_root` by the controller key the trusted fleet.yaml names, with a keyring built
+    """:func:`verify_root` by a controller key the verified trust root names, with a keyring built
     from main's ``keys/`` on first use (a fleet whose robots all hold the recorded root needs none)."""
     keyring: list[Keyring] = []
-    controller = frozenset({ctx.fleet.trust.controller.fingerprint})
+    controller = ctx.trust.controller_fingerprints
 
     def verify(root: bytes, signature: bytes) -> SignedRoot:
         if not keyring:

@@ -49,8 +49,8 @@ def pages_and_receipts(
     if not due:
         return out
     records = {d: f.records for d, f in devices.items()}
-    fingerprint = ctx.fleet.trust.controller.fingerprint
     with Signer(settings.gnupghome) as signer:
+        fingerprint = ctx.signing_key(signer.secret_fingerprints())
         for state in due:
             release = ctx.spec.release(state.app, state.version)
             if release is None:

@@ -8,7 +8,7 @@ wrote in this reconcile, so two apps' deployments on one robot never overwrite e
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -18,9 +18,10 @@ from controller.engine.inputs import DeviceConfig
 from controller.records.ids import Generation, rollout_generation
 from controller.state.model import Approver, DeviceFile, RolloutPhase, RolloutState
 from fleetcd.desired.configset import merge_values, merged_sha256
+from fleetcd.errors import SetupError
 from fleetcd.layout import release_path
 from fleetcd.loading.fleetspec import FleetSpec, RolloutEntry
-from fleetcd.models import Device, Fleet
+from fleetcd.models import Device, Fleet, TrustRoot
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.release import Release
 from fleetcd.models.requirement import Dependent
@@ -48,6 +49,7 @@ class FleetContext:
 
     spec: FleetSpec
     fleet: Fleet
+    trust: TrustRoot  # the newest trust-root version on main whose chain verified
     devices: Mapping[str, Device]
     members: Mapping[str, list[str]]
     cohort_windows: Mapping[str, list[MaintenanceWindow]]
@@ -71,7 +73,7 @@ class FleetContext:
         return self._configs[key]
 
     @classmethod
-    def of(cls, spec: FleetSpec, fleet: Fleet) -> FleetContext:
+    def of(cls, spec: FleetSpec, fleet: Fleet, trust: TrustRoot) -> FleetContext:
         devices = {k: v.model for k, v in spec.devices.items()}
         cohorts = {k: v.model for k, v in spec.cohorts.items()}
         members = {name: cohort_members(c, devices) for name, c in cohorts.items()}
@@ -89,7 +91,19 @@ class FleetContext:
             for requirement in release.doc.model.requires:
                 dependents.setdefault(requirement.app, []).append(Dependent(app, version, requirement))
         needed_by = {app: tuple(found) for app, found in dependents.items()}
-        return cls(spec, fleet, devices, members, windows, digests, dependents=needed_by)
+        return cls(spec, fleet, trust, devices, members, windows, digests, dependents=needed_by)
+
+    def signing_key(self, available: Sequence[str]) -> str:
+        """The controller key this reconcile signs with: the first one the trust root lists whose
+        secret key the controller holds (rotating the key lists the new one first)."""
+        for key in self.trust.controller:
+            if key.fingerprint in available:
+                return key.fingerprint
+        listed = ", ".join(f"{k.name} {k.fingerprint}" for k in self.trust.controller)
+        raise SetupError(
+            f"no secret key of a controller key of trust root version {self.trust.version} "
+            f"({listed}) in the controller's keyring"
+        )
 
 
 @dataclass(frozen=True)
@@ -216,11 +230,11 @@ def verified_approvers(ctx: FleetContext, entry: RolloutEntry, verifier: Verifie
         entry.doc.path,
         payload,
         entry.approvals,
-        ctx.fleet.trust.approvers,
-        ctx.fleet.approvals.required(stage),
+        ctx.trust.approvers,
+        ctx.trust.approvals.required(stage),
         verifier,
     )
-    names = {k.fingerprint: k.name for k in ctx.fleet.trust.approvers}
+    names = {k.fingerprint: k.name for k in ctx.trust.approvers}
     return tuple(Approver(fingerprint=f, name=names.get(f, f)) for f in status.verified)
 
 

@@ -58,7 +58,7 @@ from fleetcd.errors import Diagnostic, InvalidContent, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
 from fleetcd.git.trees import read_tree
-from fleetcd.layout import FLEET_FILE
+from fleetcd.layout import FLEET_FILE, trust_root_path
 from fleetcd.loading.fleetspec import load_spec
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import validate_snapshot
@@ -93,10 +93,18 @@ def verify_history(ctx: ReconcileContext) -> StepResult:
 def load(ctx: ReconcileContext) -> StepResult:
     """Every file of main strict-loaded and validated; nothing downstream sees unverified data."""
     validation = validate_snapshot(ctx.files, problems=ctx.problems)
-    if not validation.ok or validation.spec.fleet is None:
+    if not validation.ok or validation.spec.fleet is None or validation.trust is None:
         first = validation.errors[0] if validation.errors else Diagnostic("fleet.yaml", None, None, "missing")
         return Stall(f"{len(validation.errors)} invalid: {first}")
-    ctx.fleet_ctx = FleetContext.of(validation.spec, validation.spec.fleet.model)
+    trust = validation.trust.model
+    if trust.expires <= ctx.now:
+        # TUF's freeze rule: an expired trust list drives nothing new. Robots keep what they run
+        # (their bundles expire on their own clock) until a newer version is signed.
+        path = trust_root_path(trust.version)
+        return Stall(
+            f"{path}: expires: trust root version {trust.version} expired at {trust.expires.isoformat()}"
+        )
+    ctx.fleet_ctx = FleetContext.of(validation.spec, validation.spec.fleet.model, trust)
     return CONTINUE
 
 

@@ -2,8 +2,8 @@
 
 Before a simulation starts, the controller's mirror is fetched and main read the way the
 controller reads it: the active (not decommissioned) devices become the virtual robots, and each
-robot's trust anchors are the ones ``fleet.yaml`` states (:meth:`TrustAnchors.from_fleet`) with the
-public keys of ``keys/*.asc`` — the same pins a real robot gets at provisioning. A robot that
+robot's trust anchors are the ones the newest trust root states
+(:meth:`TrustAnchors.from_trust_root`) with the public keys of ``keys/*.asc``. A robot that
 already pushed reports (a rehearsal run again on the same repository) resumes from its last one:
 its sequence number, installed versions and the serial it last accepted.
 """
@@ -43,13 +43,19 @@ def load_fleet(source: Source) -> FleetView:
     if broken:
         raise InvalidContent(broken)
     fleet = spec.fleet.model
+    if spec.trust_root is None:
+        raise (
+            InvalidContent([p for p in problems if p.file.startswith("trust/")])
+            if problems
+            else SetupError(f"{source.url}: main has no trust root (trust/root/1.yaml)")
+        )
     devices = tuple(sorted(d for d, doc in spec.devices.items() if not doc.model.decommissioned))
     found = read_reports(repo, devices)
     reports = {device: report for device, (report, _) in found.items() if report is not None}
     return FleetView(
         name=fleet.name,
         devices=devices,
-        anchors=TrustAnchors.from_fleet(fleet),
+        anchors=TrustAnchors.from_trust_root(spec.trust_root),
         keys=dict(spec.keys),
         poll_seconds=float(fleet.defaults.poll_seconds),
         reports=reports,

@@ -51,7 +51,7 @@ from fleetcd.desired.merkle import InclusionProof, leaf_data, verify_inclusion
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.layout import FileKind, classify, release_path, rollout_path
 from fleetcd.loading.documents import load_document
-from fleetcd.models import ConfigInstance, Fleet, Release, Rollout, Stage
+from fleetcd.models import ConfigInstance, Release, Rollout, Stage, TrustRoot
 from fleetcd.models.base import FINGERPRINT_PATTERN
 from fleetcd.models.fleet import KeyRef, SignerSet
 from fleetcd.reasons import Reason
@@ -109,16 +109,15 @@ class TrustAnchors:
             )
 
     @classmethod
-    def from_fleet(cls, fleet: Fleet) -> TrustAnchors:
-        """The anchors a robot of this fleet is provisioned with, as ``fleet.yaml`` states them."""
-        trust = fleet.trust
+    def from_trust_root(cls, root: TrustRoot) -> TrustAnchors:
+        """The keys and thresholds a verified trust-root version states (robot and controller alike)."""
         return cls(
-            controller=frozenset({trust.controller.fingerprint}),
-            release_signers=frozenset(k.fingerprint for k in trust.release_signers.keys),
-            release_threshold=trust.release_signers.threshold,
-            approvers=frozenset(k.fingerprint for k in trust.approvers),
-            approvals_required={stage: fleet.approvals.required(stage) for stage in Stage},
-            fleet=fleet.name,
+            controller=root.controller_fingerprints,
+            release_signers=frozenset(k.fingerprint for k in root.release_signers.keys),
+            release_threshold=root.release_signers.threshold,
+            approvers=frozenset(k.fingerprint for k in root.approvers),
+            approvals_required={stage: root.approvals.required(stage) for stage in Stage},
+            fleet=root.fleet,
         )
 
     def approvals_floor(self, stage: Stage) -> int:

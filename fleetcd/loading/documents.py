@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError as SchemaError
 
 M = TypeVar("M", bound=BaseModel)
+MOVED_FIELDS_KEY = "x-fleetcd-moved"  # JSON Schema annotation: field -> where it lives now
 MAX_ERRORS_PER_FILE = 20
 
 
@@ -110,9 +111,11 @@ def _explain(path: str, parsed: ParsedYaml, error: SchemaError) -> Iterable[Diag
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         schema = error.schema if isinstance(error.schema, dict) else {}
         allowed = set(schema.get("properties", {}))
+        moved = schema.get(MOVED_FIELDS_KEY, {})  # fields an older format had here, and where they went
         for extra in sorted(k for k in error.instance if k not in allowed):
             spot = [*location, extra]
-            yield _diag(path, parsed, spot, f"unknown field {extra!r}", Reason.SCHEMA)
+            where = f"; {moved[extra]}" if extra in moved else ""
+            yield _diag(path, parsed, spot, f"unknown field {extra!r}{where}", Reason.SCHEMA)
         return
     if error.validator in ("oneOf", "anyOf") and error.context:
         branch = _matching_branch(error)

@@ -59,6 +59,10 @@ class FleetSpec:
     def release(self, app: str, version: str) -> ReleaseEntry | None:
         return self.releases.get((app, version))
 
+    def controller_keys_ever(self) -> frozenset[str]:
+        """Every controller key any trust-root version on main lists (receipts outlive rotations)."""
+        return frozenset(f for e in self.trust_roots.values() for f in e.doc.model.controller_fingerprints)
+
     @property
     def trust_root(self) -> TrustRoot | None:
         """The newest trust-root version that loaded (verified by :mod:`fleetcd.validation.trust`)."""

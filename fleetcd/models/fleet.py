@@ -1,10 +1,16 @@
-"""``fleet.yaml`` (kind Fleet): trust anchors, approvals per stage, fleet-wide defaults."""
+"""``fleet.yaml`` (kind Fleet): the commit policy and fleet-wide defaults.
+
+Which keys the fleet trusts (controller, release signers, approvers, root keys) and how many
+approvals each stage needs live in the signed trust root (``trust/root/<N>.yaml``,
+:mod:`fleetcd.models.trustroot`), the one source of truth robots and controller share. The key and
+threshold types are defined here and used there.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from fleetcd.compat import Self
 from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, Stage
@@ -43,11 +49,26 @@ class CommitPolicy(FrozenModel):
     trusted: list[KeyRef] = Field(default_factory=list)
 
 
+MOVED_TO_TRUST_ROOT = ("release_signers", "approvers", "controller")
+_MOVED = "moved to the signed trust root trust/root/<N>.yaml (docs/signing-and-approval.md)"
+
+
 class Trust(FrozenModel):
-    release_signers: SignerSet
-    approvers: list[KeyRef] = Field(default_factory=list)
-    controller: KeyRef
+    """The controller's own policy on main's commits (robots never see it)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-fleetcd-moved": dict.fromkeys(MOVED_TO_TRUST_ROOT, _MOVED)}
+    )
+
     commits: CommitPolicy = Field(default_factory=CommitPolicy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: object) -> object:
+        moved = [k for k in MOVED_TO_TRUST_ROOT if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError(f"{', '.join(moved)} {_MOVED}; remove them from fleet.yaml")
+        return data
 
 
 class Approvals(FrozenModel):
@@ -86,11 +107,12 @@ class Webhook(FrozenModel):
 
 
 class Fleet(Document):
+    model_config = ConfigDict(json_schema_extra={"x-fleetcd-moved": {"approvals": _MOVED}})
+
     kind: Literal["Fleet"]
     name: SafeName
     description: str = ""
-    trust: Trust
-    approvals: Approvals = Field(default_factory=Approvals)
+    trust: Trust = Field(default_factory=Trust)
     defaults: Defaults = Field(default_factory=Defaults)
     adapters: list[Adapter] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)

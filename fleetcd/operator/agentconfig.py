@@ -20,7 +20,7 @@ from fleetcd.desired import TrustAnchors
 from fleetcd.errors import InvalidContent
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml
-from fleetcd.models import Fleet
+from fleetcd.models import TrustRoot
 from fleetcd.models.agent import AgentConfig, DockerSettings, PinnedTrust, PollSettings, RemoteSettings
 from fleetcd.models.base import API_VERSION_V1
 
@@ -43,9 +43,9 @@ def trust_from_anchors(anchors: TrustAnchors, keys_dir: str) -> PinnedTrust:
     )
 
 
-def pinned_trust(fleet: Fleet, keys_dir: str) -> PinnedTrust:
-    """What a robot of ``fleet`` pins at provisioning, as ``fleet.yaml`` states it today."""
-    return trust_from_anchors(TrustAnchors.from_fleet(fleet), keys_dir)
+def pinned_trust(root: TrustRoot, keys_dir: str) -> PinnedTrust:
+    """What a robot pins at provisioning, as the fleet's trust root ``root`` states it."""
+    return trust_from_anchors(TrustAnchors.from_trust_root(root), keys_dir)
 
 
 def agent_config(

@@ -1,4 +1,4 @@
-"""Reading and surgically editing the trust block of ``fleet.yaml`` (pure text work, no I/O).
+"""Reading and surgically editing the key lists of a trust root ``trust/root/<N>.yaml`` (pure text work).
 
 ``fleetcd keys generate`` must put new fingerprints into a file people wrote by hand, so it edits
 only the value on each ``fingerprint:`` line it targets and leaves comments, order and quoting of
@@ -16,16 +16,20 @@ from typing import Any
 from fleetcd.errors import InvalidContent
 from fleetcd.layout import FLEET_FILE
 from fleetcd.loading.strict_yaml import ParsedYaml, field_path
-from fleetcd.models import Fleet
+from fleetcd.models import Fleet, TrustRoot
 from fleetcd.reasons import Reason
 
 FieldPath = tuple[str | int, ...]
 
 # Development roles, in the order they are generated and printed. Each matches the ``name:`` of
-# one entry in fleet.yaml's trust block (the controller entry is matched by position).
-DEV_ROLES = ("release-signer", "approver-1", "approver-2", "controller")
-_KEY_LISTS: tuple[FieldPath, ...] = (("trust", "release_signers", "keys"), ("trust", "approvers"))
-_CONTROLLER: FieldPath = ("trust", "controller")
+# one entry in a key list of the trust root.
+DEV_ROLES = ("root", "release-signer", "approver-1", "approver-2", "controller")
+_KEY_LISTS: tuple[FieldPath, ...] = (
+    ("root", "keys"),
+    ("release_signers", "keys"),
+    ("approvers",),
+    ("controller",),
+)
 # The value after `fingerprint:`: a quoted string or a plain token (stops at a comment or flow end).
 _FINGERPRINT_VALUE = re.compile(r"""(?P<key>\bfingerprint\s*:\s*)(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,}#]+)""")
 # The template marks placeholder values; a rewritten line says where its key came from instead.
@@ -35,24 +39,25 @@ DEV_KEY_NOTE = "# development key (fleetcd keys generate)"
 
 @dataclass(frozen=True)
 class TrustedKey:
-    """One fingerprint fleet.yaml trusts, with what for."""
+    """One fingerprint the fleet trusts (trust root or fleet.yaml's commit policy), with what for."""
 
-    role: str  # release-signer, approver, controller, commit-signer
+    role: str  # root, release-signer, approver, controller, commit-signer
     name: str
     fingerprint: str
 
 
-def trusted_keys(fleet: Fleet) -> list[TrustedKey]:
-    trust = fleet.trust
-    out = [TrustedKey("release-signer", k.name, k.fingerprint) for k in trust.release_signers.keys]
-    out += [TrustedKey("approver", k.name, k.fingerprint) for k in trust.approvers]
-    out.append(TrustedKey("controller", trust.controller.name, trust.controller.fingerprint))
-    out += [TrustedKey("commit-signer", k.name, k.fingerprint) for k in trust.commits.trusted]
+def trusted_keys(root: TrustRoot, fleet: Fleet | None = None) -> list[TrustedKey]:
+    out = [TrustedKey("root", k.name, k.fingerprint) for k in root.root.keys]
+    out += [TrustedKey("release-signer", k.name, k.fingerprint) for k in root.release_signers.keys]
+    out += [TrustedKey("approver", k.name, k.fingerprint) for k in root.approvers]
+    out += [TrustedKey("controller", k.name, k.fingerprint) for k in root.controller]
+    if fleet is not None:
+        out += [TrustedKey("commit-signer", k.name, k.fingerprint) for k in fleet.trust.commits.trusted]
     return out
 
 
 def role_fingerprint_paths(
-    data: Mapping[str, Any], roles: tuple[str, ...] = DEV_ROLES
+    data: Mapping[str, Any], roles: tuple[str, ...] = DEV_ROLES, *, file: str = FLEET_FILE
 ) -> dict[str, FieldPath]:
     """Where each role's fingerprint sits in the document; InvalidContent names the roles not found."""
     found: dict[str, FieldPath] = {}
@@ -61,41 +66,41 @@ def role_fingerprint_paths(
             name = entry.get("name") if isinstance(entry, dict) else None
             if name in roles and name not in found:
                 found[name] = (*list_path, index, "fingerprint")
-    if "controller" in roles and isinstance(value_at(data, _CONTROLLER), dict):
-        found["controller"] = (*_CONTROLLER, "fingerprint")
     missing = [r for r in roles if r not in found]
     if missing:
         raise InvalidContent.at(
-            FLEET_FILE,
-            "no trust entry named "
+            file,
+            "no key entry named "
             + ", ".join(repr(r) for r in missing)
-            + "; development keys are matched to "
-            "entries by their `name:` (release signer under trust.release_signers.keys, approvers under "
-            "trust.approvers): add the entries with a placeholder fingerprint, or list real keys by hand",
+            + "; development keys are matched to entries by their `name:` (root under root.keys, "
+            "release signer under release_signers.keys, approvers under approvers, controller under "
+            "controller): add the entries with a placeholder fingerprint, or list real keys by hand",
             line=None,
-            field="trust",
+            field=None,
             reason=Reason.UNKNOWN_REFERENCE,
         )
     return found
 
 
-def rewrite_fingerprints(text: str, parsed: ParsedYaml, new: Mapping[FieldPath, str]) -> str:
+def rewrite_fingerprints(
+    text: str, parsed: ParsedYaml, new: Mapping[FieldPath, str], *, file: str = FLEET_FILE
+) -> str:
     """``text`` with the value at each ``fingerprint`` path replaced; every other byte is kept.
 
     The one exception: a trailing ``# placeholder`` note on a rewritten line becomes
-    :data:`DEV_KEY_NOTE`, so a review of fleet.yaml shows that these are development keys.
+    :data:`DEV_KEY_NOTE`, so a review of the file shows that these are development keys.
     """
     lines = text.splitlines(keepends=True)
     for path, fingerprint in new.items():
         line_no = parsed.lines.get(path)
         where = field_path(path)
         if line_no is None:
-            raise InvalidContent.at(FLEET_FILE, "no such field to rewrite", field=where)
+            raise InvalidContent.at(file, "no such field to rewrite", field=where)
         line = lines[line_no - 1]
         matches = list(_FINGERPRINT_VALUE.finditer(line))
         if len(matches) != 1:
             raise InvalidContent.at(
-                FLEET_FILE,
+                file,
                 "cannot rewrite this fingerprint in place: put each `fingerprint:` on a line of its own",
                 line=line_no,
                 field=where,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleetcd.errors import InvalidContent, SetupError
-from fleetcd.layout import FLEET_FILE
+from fleetcd.layout import FLEET_FILE, TRUST_ROOT_DIR, FileKind, classify, trust_root_path
 from fleetcd.loading.documents import Loaded, load_document
-from fleetcd.models import Fleet
+from fleetcd.models import Fleet, TrustRoot
 from fleetcd.models.fleet import KeyRef
 from fleetcd.reasons import Reason
 
@@ -53,7 +54,7 @@ def default_gnupghome(repo: Path) -> Path:
     """Development keys when the repository has them, else the operator's own GnuPG home.
 
     Signing with the operator's keyring is fine: verification never uses it (it builds a keyring
-    from ``keys/`` and trusts only fingerprints in fleet.yaml).
+    from ``keys/`` and trusts only fingerprints the trust root lists).
     """
     dev = repo / DEV_GNUPGHOME
     if dev.is_dir():
@@ -65,6 +66,44 @@ def default_gnupghome(repo: Path) -> Path:
 def load_fleet(repo: Path) -> Loaded[Fleet]:
     """``fleet.yaml`` strictly loaded; raises InvalidContent naming file, line and field."""
     return load_document(FLEET_FILE, read_file(repo, FLEET_FILE), Fleet)
+
+
+def trust_root_versions(repo: Path) -> list[int]:
+    """The versions of ``trust/root/<N>.yaml`` in the work tree, ascending."""
+    folder = repo / TRUST_ROOT_DIR
+    names = sorted(p.name for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    found = [classify(f"{TRUST_ROOT_DIR}/{name}") for name in names]
+    return sorted(int(c.version) for c in found if c is not None and c.kind is FileKind.TRUST_ROOT)
+
+
+def load_trust_root(repo: Path, version: int | None = None) -> Loaded[TrustRoot]:
+    """The newest trust-root version (or ``version``) strictly loaded; its signatures are not checked
+    here (``fleetcd validate`` walks the chain), only which keys it lists for which role."""
+    versions = trust_root_versions(repo)
+    if not versions:
+        raise SetupError(
+            f"{repo}: no {trust_root_path(1)}: the fleet lists the keys it trusts there "
+            "(run 'fleetcd keys generate' for development keys)"
+        )
+    rel = trust_root_path(versions[-1] if version is None else version)
+    return load_document(rel, read_file(repo, rel), TrustRoot)
+
+
+def verified_trust_root(files: Mapping[str, bytes]) -> TrustRoot:
+    """The newest trust-root version of a snapshot whose chain verifies (real gpg, the snapshot's
+    ``keys/``): what a robot provisioned now pins. A proposed version still short of signatures is
+    never pinned; a snapshot with no verifying version is InvalidContent naming the first problem."""
+    from fleetcd.loading.fleetspec import load_spec  # the operator's heavier imports, on use
+    from fleetcd.trust.gpg import Keyring
+    from fleetcd.validation.trust import verify_chain
+
+    spec, problems = load_spec(files)
+    with Keyring.from_armored(spec.keys) as keyring:
+        trusted, chain_problems = verify_chain(spec, keyring)
+    if trusted is None:
+        found = [d for d in [*problems, *chain_problems] if d.file.startswith(TRUST_ROOT_DIR)]
+        raise InvalidContent(found or [InvalidContent.at(trust_root_path(1), "no trust root").diagnostics[0]])
+    return trusted.model
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -99,8 +138,9 @@ class KeyChoice:
     """Which secret key to use for a role, out of those the keyring holds."""
 
     role: str  # with its article, for messages: "a release signer", "an approver"
-    section: str  # where fleet.yaml lists the role's keys, for messages
+    section: str  # the field that lists the role's keys, for messages
     allowed: tuple[KeyRef, ...]
+    source: str = "the trust root"  # the file that holds ``section``
 
     def pick(self, available: list[str], requested: str | None) -> str:
         """The requested key (which must be allowed and present), else the first allowed one present."""
@@ -109,7 +149,7 @@ class KeyChoice:
             fpr = normalize_fingerprint(requested)
             if fpr not in allowed:
                 raise SetupError(
-                    f"key {fpr} is not {self.role} in fleet.yaml ({self.section}: {self._listed()})"
+                    f"key {fpr} is not {self.role} in {self.source} ({self.section}: {self._listed()})"
                 )
             if fpr not in available:
                 raise SetupError(f"no secret key {fpr} in the keyring; pass --gnupghome")
@@ -119,11 +159,11 @@ class KeyChoice:
                 return fpr
         raise SetupError(
             f"no secret key of {self.role} in the keyring ({len(available)} secret key(s) there); "
-            f"fleet.yaml lists {self.section}: {self._listed()}; pass --gnupghome or --key"
+            f"{self.source} lists {self.section}: {self._listed()}; pass --gnupghome or --key"
         )
 
     def present(self, available: list[str]) -> list[str]:
-        """Every allowed key the keyring holds, in fleet.yaml order."""
+        """Every allowed key the keyring holds, in the order they are listed."""
         return [k.fingerprint for k in self.allowed if k.fingerprint in available]
 
     def _listed(self) -> str:

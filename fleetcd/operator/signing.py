@@ -2,7 +2,8 @@
 
 Both refuse to sign what would not validate: the release (and, for an approval, the rollout and the
 release it names) must strict-load first, because a signature over invalid content only hides the
-problem until CI. A key is used only in the role fleet.yaml gives it. Signatures cover:
+problem until CI. A key is used only in the role the newest trust root (``trust/root/<N>.yaml``)
+gives it. Signatures cover:
 
 * release: the exact bytes of ``releases/<app>/<version>.yaml`` →
   ``releases/<app>/<version>.yaml.d/<FPR>.asc``;
@@ -20,21 +21,27 @@ from fleetcd.desired.configset import app_config_files, config_root
 from fleetcd.errors import InvalidContent
 from fleetcd.layout import FileKind, approval_path, classify, release_path, release_signature_path
 from fleetcd.loading.documents import Loaded, load_document
-from fleetcd.models import Fleet, Release, Rollout
-from fleetcd.operator.repo import KeyChoice, ensure_exists, load_fleet, read_file, relative, write_atomic
+from fleetcd.models import Release, Rollout, TrustRoot
+from fleetcd.operator.repo import (
+    KeyChoice,
+    ensure_exists,
+    load_trust_root,
+    read_file,
+    relative,
+    write_atomic,
+)
 from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.gpg import Signer
 
 
-def release_signers(fleet: Fleet) -> KeyChoice:
-    return KeyChoice(
-        "a release signer", "trust.release_signers.keys", tuple(fleet.trust.release_signers.keys)
-    )
+def release_signers(root: Loaded[TrustRoot]) -> KeyChoice:
+    keys = tuple(root.model.release_signers.keys)
+    return KeyChoice("a release signer", "release_signers.keys", keys, root.path)
 
 
-def approvers(fleet: Fleet) -> KeyChoice:
-    return KeyChoice("an approver", "trust.approvers", tuple(fleet.trust.approvers))
+def approvers(root: Loaded[TrustRoot]) -> KeyChoice:
+    return KeyChoice("an approver", "approvers", tuple(root.model.approvers), root.path)
 
 
 def load_release(repo: Path, rel: str) -> Loaded[Release]:
@@ -60,7 +67,7 @@ def load_rollout(repo: Path, rel: str) -> Loaded[Rollout]:
 def sign_release(repo: Path, release_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:
     """Sign the exact bytes of a valid release file; returns the signature file written."""
     release = load_release(repo, relative(repo, release_file))
-    choice = release_signers(load_fleet(repo).model)
+    choice = release_signers(load_trust_root(repo))
     with Signer(gnupghome) as signer:
         fpr = choice.pick(signer.secret_fingerprints(), fingerprint)
         signature = signer.sign_detached(release.raw, fpr)
@@ -100,7 +107,7 @@ def _config_files(repo: Path, app: str) -> dict[str, bytes]:
 def approve_rollout(repo: Path, rollout_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:
     """Approve a rollout with one approver key; returns the approval file written."""
     subject = approval_subject(repo, rollout_file)
-    choice = approvers(load_fleet(repo).model)
+    choice = approvers(load_trust_root(repo))
     with Signer(gnupghome) as signer:
         fpr = choice.pick(signer.secret_fingerprints(), fingerprint)
         return _write_approval(repo, subject, fpr, signer.sign_detached(subject.payload, fpr))
@@ -109,7 +116,7 @@ def approve_rollout(repo: Path, rollout_file: Path, gnupghome: Path, fingerprint
 def approve_rollout_all(repo: Path, rollout_file: Path, gnupghome: Path) -> list[Path]:
     """Approve with every approver key the keyring holds (development fleets and demos)."""
     subject = approval_subject(repo, rollout_file)
-    choice = approvers(load_fleet(repo).model)
+    choice = approvers(load_trust_root(repo))
     with Signer(gnupghome) as signer:
         available = signer.secret_fingerprints()
         present = choice.present(available)

@@ -204,7 +204,8 @@ class _Fleet:
         self.stages = device_stages(self.cohorts, self.devices)
         fleet = spec.fleet.model if spec.fleet is not None else None
         self.fleet = fleet
-        self.approvals = fleet.approvals if fleet is not None else Approvals()
+        root = spec.trust_root
+        self.approvals = root.approvals if root is not None else Approvals()
         self.configs = _config_files(spec.files)
         self.memberships: dict[str, list[str]] = {}
         for name in sorted(self.members):

@@ -6,9 +6,10 @@ overlap, a release's ``requires`` (unknown app, unsatisfiable range, cycles), tw
 one config file on a robot, configs,
 rollouts that silently do nothing (warnings), immutability against a base
 snapshot, reserved artifacts, signatures and approvals. Pure apart from gpg, which sits behind
-``keyring_factory``. Checks that need ``fleet.yaml`` (artifacts, trust) are skipped when it is
-invalid; all others still run, so one broken file never hides the rest. With ``strict`` every
-warning becomes an error (``fleetcd validate --strict``).
+``keyring_factory``. The trust checks (the trust-root chain, then signatures and approvals against
+its newest verified version) run whatever fleet.yaml holds; the artifact check needs fleet.yaml and is
+skipped when it is invalid; all others still run, so one broken file never hides the rest. With
+``strict`` every warning becomes an error (``fleetcd validate --strict``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.trust.gpg import Keyring
+from fleetcd.trust.rootchain import TrustedRoot
 from fleetcd.validation import (
     apps,
     artifacts,
@@ -41,6 +43,7 @@ class ValidationResult:
     spec: FleetSpec
     diagnostics: tuple[Diagnostic, ...]
     strict: bool = False  # warnings were turned into errors
+    trust: TrustedRoot | None = None  # the newest trust-root version whose chain verified
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -58,7 +61,7 @@ class ValidationResult:
     def promoted(self) -> ValidationResult:
         """This result with every warning turned into an error (``--strict``)."""
         errors = (d if d.severity == "error" else replace(d, severity="error") for d in self.diagnostics)
-        return ValidationResult(spec=self.spec, diagnostics=sort_diagnostics(errors), strict=True)
+        return ValidationResult(self.spec, sort_diagnostics(errors), strict=True, trust=self.trust)
 
 
 def validate_snapshot(
@@ -89,8 +92,9 @@ def validate_snapshot(
         found.extend(immutability.check(files, base))
     if spec.fleet is not None:
         found.extend(artifacts.check(ctx, spec.fleet.model))
-        found.extend(trust.check(ctx, spec.fleet.model, keyring_factory))
-    result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found))
+    checked = trust.check(ctx, keyring_factory)
+    found.extend(checked.diagnostics)
+    result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
     return result.promoted() if strict else result
 
 

@@ -2,8 +2,9 @@
 
 The keyring is built from the repository's ``keys/*.asc`` only (through the keyring factory, the
 one gpg-touching dependency of validation); which fingerprints count is decided by
-:mod:`fleetcd.trust.policy` from ``fleet.yaml`` alone. Every release must carry its signers'
-threshold; every live (not aborted) rollout needs ``fleet.approvals.required(stage)`` distinct
+:mod:`fleetcd.trust.policy` from the newest trust-root version whose chain verified
+(``trust/root/<N>.yaml``, :mod:`fleetcd.trust.rootchain`). Every release must carry its signers'
+threshold; every live (not aborted) rollout needs ``approvals.required(stage)`` of the trust root distinct
 approvers over :func:`fleetcd.trust.approval.approval_payload`, where the stage is the highest one
 it touches (:func:`fleetcd.planning.selection.rollout_stage`). gpg is started only when there is
 something to verify.
@@ -12,12 +13,13 @@ something to verify.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.layout import TRUST_ROOT_DIR, trust_root_path
+from fleetcd.layout import TRUST_ROOT_DIR, classify, trust_root_path
 from fleetcd.loading.fleetspec import FleetSpec, TrustRootEntry
-from fleetcd.models import Fleet
+from fleetcd.models import TrustRoot
 from fleetcd.planning.selection import device_stages, rollout_stage
 from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload, legacy_approval_payload
@@ -28,8 +30,8 @@ from fleetcd.trust.rootchain import (
     RootVersion,
     TrustChainRejected,
     TrustedRoot,
+    verify_next,
     verify_self_signed,
-    walk,
 )
 from fleetcd.validation.context import Context
 
@@ -45,74 +47,95 @@ class VerifyingKeyring(Protocol):
 KeyringFactory = Callable[[Mapping[str, bytes]], VerifyingKeyring]
 
 
-def check(ctx: Context, fleet: Fleet, keyring_factory: KeyringFactory) -> Iterator[Diagnostic]:
-    rollouts = [name for name in sorted(ctx.spec.rollouts) if _needs_approval(ctx, name)]
-    if not ctx.spec.releases and not rollouts and not ctx.spec.trust_roots:
-        return
+@dataclass(frozen=True)
+class TrustCheck:
+    """The newest trust-root version that verified (None: none did) and every finding."""
+
+    trusted: TrustedRoot | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def check(ctx: Context, keyring_factory: KeyringFactory) -> TrustCheck:
+    """The chain, then releases and approvals against the newest version of it that verified."""
+    if not ctx.spec.trust_roots:
+        return TrustCheck(None, tuple(_missing_root(ctx.spec)))
     keyring, key_problems = _open_keyring(ctx.spec.keys, keyring_factory)
-    yield from key_problems
+    found: list[Diagnostic] = list(key_problems)
     try:
-        yield from check_chain(ctx.spec, keyring)
-        for key in sorted(ctx.spec.releases):
-            published = ctx.spec.releases[key]
-            status = check_release(
-                published.doc.path,
-                published.doc.raw,
-                published.signatures,
-                fleet.trust.release_signers,
-                keyring,
-            )
-            yield from status.diagnostics
-        stages = device_stages(ctx.cohorts, ctx.devices)
-        for name in rollouts:
-            entry = ctx.spec.rollouts[name]
-            release = ctx.release_of(name)
-            assert release is not None  # _needs_approval
-            configs = ctx.spec.config_set(entry.doc.model.app)
-            payload = approval_payload(
-                name, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
-            )
-            required = fleet.approvals.required(rollout_stage(entry.doc.model, ctx.cohorts, stages))
-            status = check_approvals(
-                entry.doc.path, payload, entry.approvals, fleet.trust.approvers, required, keyring
-            )
-            stale = _legacy_approvals(ctx, name, status, keyring)
-            for diagnostic in status.diagnostics:
-                yield stale.get(diagnostic.file, diagnostic)
+        trusted, problems = verify_chain(ctx.spec, keyring)
+        found += problems
+        if trusted is not None:
+            found += _signatures(ctx, trusted.model, keyring)
     finally:
         keyring.close()
+    return TrustCheck(trusted, tuple(found))
 
 
-def check_chain(spec: FleetSpec, verifier: Verifier) -> Iterator[Diagnostic]:
+def _signatures(ctx: Context, root: TrustRoot, keyring: VerifyingKeyring) -> Iterator[Diagnostic]:
+    for key in sorted(ctx.spec.releases):
+        published = ctx.spec.releases[key]
+        status = check_release(
+            published.doc.path, published.doc.raw, published.signatures, root.release_signers, keyring
+        )
+        yield from status.diagnostics
+    stages = device_stages(ctx.cohorts, ctx.devices)
+    for name in [name for name in sorted(ctx.spec.rollouts) if _needs_approval(ctx, name)]:
+        entry = ctx.spec.rollouts[name]
+        release = ctx.release_of(name)
+        assert release is not None  # _needs_approval
+        configs = ctx.spec.config_set(entry.doc.model.app)
+        payload = approval_payload(
+            name, entry.doc.data, release.doc.path, release.doc.raw, (configs.root, configs.count)
+        )
+        required = root.approvals.required(rollout_stage(entry.doc.model, ctx.cohorts, stages))
+        status = check_approvals(entry.doc.path, payload, entry.approvals, root.approvers, required, keyring)
+        stale = _legacy_approvals(ctx, name, status, keyring)
+        for diagnostic in status.diagnostics:
+            yield stale.get(diagnostic.file, diagnostic)
+
+
+def _missing_root(spec: FleetSpec) -> Iterator[Diagnostic]:
+    if any(classify(path) is not None and path.startswith(TRUST_ROOT_DIR) for path in spec.files):
+        return  # there are trust-root files; the reason they did not load is reported on them
+    message = (
+        "no trust root: the keys this fleet trusts are listed in trust/root/1.yaml, signed by its "
+        "root keys ('fleetcd keys generate' makes development keys and signs it)"
+    )
+    yield Diagnostic(trust_root_path(1), None, None, message, Reason.TRUST_ROOT_MISSING)
+
+
+def verify_chain(spec: FleetSpec, verifier: Verifier) -> tuple[TrustedRoot | None, list[Diagnostic]]:
     """The trust-root chain on main: versions 1..N without gaps, version 1 signed by its own root
-    keys, every later one by its predecessor's and its own (:mod:`fleetcd.trust.rootchain`)."""
+    keys, every later one by its predecessor's and its own (:mod:`fleetcd.trust.rootchain`).
+
+    Returns the newest version that verified (a later broken one is reported, never used) and the
+    findings.
+    """
     versions = sorted(spec.trust_roots)
-    if not versions:
-        return
+    problems: list[Diagnostic] = []
     if len(versions) > MAX_CHAIN_VERSIONS:
         message = f"{len(versions)} versions; robots take at most {MAX_CHAIN_VERSIONS} in one commit"
-        yield Diagnostic(TRUST_ROOT_DIR, None, None, message, Reason.TOO_LARGE)
-    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
+        problems.append(Diagnostic(TRUST_ROOT_DIR, None, None, message, Reason.TOO_LARGE))
+    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions)) if versions else [1]
     if missing:
         listed = ", ".join(trust_root_path(v) for v in missing[:5])
         message = f"the chain has gaps: {listed} missing (versions grow by one, none is ever deleted)"
-        yield Diagnostic(trust_root_path(versions[-1]), None, "version", message, Reason.TRUST_ROOT_VERSION)
-        return
-    try:
-        trusted_chain(spec, verifier)
-    except TrustChainRejected as exc:
-        yield from exc.diagnostics
-
-
-def trusted_chain(spec: FleetSpec, verifier: Verifier) -> TrustedRoot:
-    """The newest verified trust-root version on main; :class:`TrustChainRejected` at the first bad one."""
-    chain = [root_version(spec.trust_roots[v]) for v in sorted(spec.trust_roots)]
-    if not chain:
-        raise TrustChainRejected(
-            Reason.TRUST_ROOT_MISSING, "no trust root: run 'fleetcd keys propose'", file=trust_root_path(1)
-        )
-    first = verify_self_signed(chain[0], verifier)
-    return walk(first, chain[1:], verifier, schema=True)
+        where = trust_root_path(versions[-1]) if versions else TRUST_ROOT_DIR
+        problems.append(Diagnostic(where, None, "version", message, Reason.TRUST_ROOT_VERSION))
+    trusted: TrustedRoot | None = None
+    for version in versions:
+        if version != (trusted.version + 1 if trusted else 1):
+            break
+        candidate = root_version(spec.trust_roots[version])
+        try:
+            if trusted is None:
+                trusted = verify_self_signed(candidate, verifier)
+            else:
+                trusted = verify_next(trusted, candidate, verifier, schema=True)
+        except TrustChainRejected as exc:
+            problems.extend(exc.diagnostics)
+            break
+    return trusted, problems
 
 
 def root_version(entry: TrustRootEntry) -> RootVersion:

@@ -25,7 +25,7 @@ from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import WavePhase
 from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
-from fleetcd.models import Fleet
+from fleetcd.models import TrustRoot
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory
@@ -94,7 +94,7 @@ class ControllerWorld:
         server = bare_repo(root / "fleet.git")
         clock = clock or Clock()
         settings = controller_settings(server, root / cache, keys.home, clock, notify=notify)
-        anchors = TrustAnchors.from_fleet(Fleet.model_validate(fleet.fleet))
+        anchors = TrustAnchors.from_trust_root(TrustRoot.model_validate(fleet.trust))
         world = cls(fleet, server, settings, SimFleet(server, anchors, {}), clock, committer)
         world.merge(message)
         world.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
