@@ -19,7 +19,8 @@ from controller.ops.local import WorkTree
 from controller.ops.yamledit import UneditableYaml, append_list_item
 from fleetcd.loading.documents import load_document
 from fleetcd.models import Cohort, Device
-from tests.fleetrepo import GIT_IDENTITY, PLACEHOLDER_CONTROLLER, FleetRepoBuilder
+from tests.fleetrepo import GIT_IDENTITY, FleetRepoBuilder
+from tests.gpgkeys import KeyFactory
 from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR
 
@@ -60,8 +61,8 @@ def _keygen(path: Path) -> Path:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> FleetRepoBuilder:
-    b = FleetRepoBuilder(tmp_path / "fleet", name="acme")
+def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
+    b = FleetRepoBuilder(tmp_path / "fleet", name="acme", keys=keys)  # a signed trust root to pin
     for robot in ("amr-001", "amr-002"):
         b.device(robot)
     b.file("cohorts/staging.yaml", STAGING_COHORT)
@@ -136,7 +137,7 @@ def test_an_enrolled_robot_gets_its_device_file_cohort_entry_agent_yaml_key_and_
         config.remote.ssh_key == "/etc/fleetcd/id_ed25519" and config.remote.host_key_sha256 == "SHA256:abc"
     )
     assert config.trust.keys_dir == "/etc/fleetcd/keys" and config.trust.controller == [
-        PLACEHOLDER_CONTROLLER
+        fleet.trust["controller"][0]["fingerprint"]
     ]
     assert (folder / "id_ed25519").stat().st_mode & 0o077 == 0, "the private key is the robot's alone"
     public = (folder / "id_ed25519.pub").read_text().split()[:2]
