@@ -10,7 +10,9 @@ The app (``app.py``, run as ``[sys.executable, "app.py"]`` in its release direct
     assert wait_for_version(port) == "1.0.0"
 
 Behaviours: ``healthy`` (200 ``{"app": ..., "version": ...}``), ``unhealthy`` (the same, with status
-500) and ``crash`` (prints a line to stderr and exits 3 at once: a crash-looping release).
+500) and ``crash`` (prints a line to stderr and exits 3 at once: a crash-looping release). A
+config file (``$FLEETCD_CONFIG``, read at start) holding ``unhealthy: true`` makes any behaviour
+answer 500: a bad config value, as a config-only deployment can bring.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ if BEHAVIOUR == "crash":
     sys.exit({crash_code})
 
 port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else int(os.environ["PORT"])
+CONFIG_FILE = os.environ.get("FLEETCD_CONFIG", "")
+CONFIG = open(CONFIG_FILE).read() if CONFIG_FILE and os.path.exists(CONFIG_FILE) else ""
+BAD_CONFIG = "unhealthy: true" in CONFIG
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         body = json.dumps({{"app": os.environ.get("FLEETCD_APP"), "version": VERSION}}).encode()
-        self.send_response(500 if BEHAVIOUR == "unhealthy" else 200)
+        self.send_response(500 if BEHAVIOUR == "unhealthy" or BAD_CONFIG else 200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

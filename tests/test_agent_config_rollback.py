@@ -15,7 +15,7 @@ from agent.converge.configs import check_drift, load_ledger
 from fleetcd.vocabulary import Activity
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.sim.agent import APP, AgentWorld
+from tests.sim.agent import APP, DEVICE, AgentWorld
 from tests.test_agent_crash import agent_killed_at, assert_exactly_one_version_runs
 
 SCHEMA = {"type": "object", "properties": {"speed": {"type": "number"}}, "additionalProperties": False}
@@ -154,3 +154,76 @@ def test_automatic_rollback_off_keeps_the_new_code_with_its_own_config(world: Ag
     assert entry is not None and entry.state is Activity.FAILED
     assert assert_exactly_one_version_runs(world, {"1.1.0"}) == "1.1.0"
     assert_config_is(world, B)
+
+
+# --- config-only deployments: same version, new config --------------------------------------------
+
+TOGGLES = {
+    "type": "object",
+    "properties": {"speed": {"type": "number"}, "unhealthy": {"type": "boolean"}},
+    "additionalProperties": False,
+}
+
+
+def config_change(world: AgentWorld, values: dict[str, Any]) -> None:
+    """Only ``configs/web/default.yaml`` changes: merged, approved and reconciled by the controller."""
+    world.controller.fleet.config(APP, "default", values)
+    world.controller.merge(f"{APP}: config {values}")
+    world.reconcile()
+
+
+def test_a_config_only_deployment_writes_the_config_and_restarts_the_running_version(
+    world: AgentWorld,
+) -> None:
+    world.controller.fleet.config(APP, "default", {"speed": 1.5})
+    world.publish("1.0.0", config={"path": "web.yaml", "schema": TOGGLES})
+    assert world.once().error is None
+    first = world.entry()
+    assert first is not None and first.state is Activity.HEALTHY
+    world.reconcile()
+
+    config_change(world, {"speed": 3.0})
+    assert world.once().error is None
+
+    entry = world.entry()
+    assert entry is not None and entry.deployment_id != first.deployment_id
+    assert (entry.state, entry.version, entry.config_only) == (Activity.HEALTHY, "1.0.0", True)
+    assert_config_is(world, B)
+    assert world.answer("1.0.0") == "1.0.0"
+
+
+def test_a_config_only_deployment_that_fails_its_watch_restores_the_previous_config(
+    world: AgentWorld,
+) -> None:
+    world.controller.fleet.config(APP, "default", {"speed": 1.5})
+    world.publish("1.0.0", config={"path": "web.yaml", "schema": TOGGLES})
+    assert world.once().error is None
+    world.reconcile()
+
+    config_change(world, {"speed": 3.0, "unhealthy": True})
+    result = world.once()
+
+    entry = world.entry()
+    assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "1.0.0")
+    assert entry.config_only
+    assert_config_is(world, A)
+    assert world.answer("1.0.0") == "1.0.0", "the version restarted with its previous config"
+    assert result.report is not None and result.report.drift == []
+    (reported,) = result.report.deployments
+    assert (reported.deployment_id, reported.activity) == (entry.deployment_id, "rolled_back")
+    again = world.once()  # one-time use: the failed deployment is not tried again
+    assert world.entry() == entry and again.report is not None and again.report.drift == []
+
+
+def test_a_rollout_edit_that_changes_nothing_the_robot_runs_redeploys_nothing(world: AgentWorld) -> None:
+    deployed_with_config(world, "1.0.0", 1.5)
+    before = world.entry()
+    world.controller.fleet.rollout(
+        APP, app=APP, release="1.0.0", devices=[DEVICE], strategy={"type": "all_at_once"}, gates=["docked"]
+    )
+    world.controller.merge("a new generation: same release, same config")
+    world.reconcile()
+    assert world.controller.state().rollouts[APP].generation == 2
+    assert world.once().error is None
+    assert world.entry() == before, "the robot keeps its deployment: nothing to download or restart"
+    assert_config_is(world, A)

@@ -267,6 +267,21 @@ def test_after_a_reboot_the_active_container_is_started_again(
     assert executor.state(app, "1.0.0") is RunState.RUNNING
 
 
+def test_restart_starts_the_active_container_again_for_a_config_only_change(
+    docker_world: DockerWorld, executor: DockerExecutor, app: str
+) -> None:
+    first = target(app, "1.0.0", docker_world.push_app("1.0.0"))
+    executor.install(first)
+    executor.switch(first, None)
+    started = container(docker_world, app, "1.0.0").attrs["State"]["StartedAt"]
+
+    executor.restart(app, "1.0.0")
+
+    again = container(docker_world, app, "1.0.0")
+    assert again.attrs["State"]["StartedAt"] != started
+    assert (executor.active(app), executor.state(app, "1.0.0")) == ("1.0.0", RunState.RUNNING)
+
+
 def test_unknown_version_is_missing_and_no_version_is_active(executor: DockerExecutor, app: str) -> None:
     assert executor.state(app, "9.9.9") is RunState.MISSING
     assert executor.active(app) is None

@@ -352,6 +352,57 @@ def test_decision_table(
     assert action.entry.updated_at == NOW
 
 
+CONFIG_ONLY: list[Any] = [
+    pytest.param(
+        entry(S.HEALTHY, committed=True, version="1.0.0", previous_version=None),
+        want(OTHER, "1.0.0", config_current=False),
+        "1.0.0",
+        (ActionKind.START, S.VERIFYING, True, "1.0.0"),
+        id="same-version-new-config-is-verified-then-switched",
+    ),
+    pytest.param(
+        entry(S.HEALTHY, committed=True, version="1.0.0", previous_version=None),
+        want(OTHER, "1.0.0", config_current=True),
+        "1.0.0",
+        (ActionKind.ADOPT, S.HEALTHY, False, None),
+        id="same-version-same-config-is-adopted",
+    ),
+    pytest.param(
+        None,
+        want(OTHER, "1.1.0", config_current=False),
+        "1.0.0",
+        (ActionKind.START, S.DOWNLOADING, False, "1.0.0"),
+        id="new-version-new-config-is-a-release-deployment",
+    ),
+    pytest.param(
+        entry(S.HEALTHY, committed=True, version="1.0.0", previous_version=None),
+        want(OTHER, "1.0.0", "stage", config_current=False),
+        "1.0.0",
+        (ActionKind.ADOPT, S.STAGED, False, None),
+        id="stage-of-the-running-version-stages-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("current", "desired", "active", "expected"), CONFIG_ONLY)
+def test_config_only_decisions(
+    current: JournalEntry | None, desired: DesiredApp, active: str, expected: tuple[Any, ...]
+) -> None:
+    action = next_action(current, desired, active, NOW, max_trials=3)
+    assert action.entry is not None
+    got = (action.kind, action.entry.state, action.entry.config_only, action.entry.previous_version)
+    assert got == expected, action.reason
+
+
+def test_a_config_only_deployment_skips_applying_and_counts_a_start() -> None:
+    verifying = entry(S.VERIFYING, version="1.0.0", previous_version="1.0.0", config_only=True)
+    switched = advance(verifying, NOW)
+    assert (switched.state, switched.attempts, switched.config_only) == (S.SWITCHED, 1, True)
+    watching = advance(switched, NOW)
+    failed = fail(watching, Failure.PERMANENT, "probe healthz failed", NOW)
+    assert (failed.state, failed.previous_version, failed.config_only) == (S.ROLLING_BACK, "1.0.0", True)
+
+
 def test_stage_action_marks_the_entry_stage_only_and_a_deploy_clears_it() -> None:
     staged = next_action(None, want(action="stage"), "1.0.0", NOW, max_trials=3).entry
     assert staged is not None and staged.stage_only

@@ -203,6 +203,21 @@ def test_replayed_switch_after_a_crash_does_not_restart_the_app(
     assert executor.state(APP, "1.0.0") is RunState.RUNNING
 
 
+def test_restart_starts_the_active_version_again_for_a_config_only_change(
+    executor: TarballExecutor, publish: Publisher, port: int
+) -> None:
+    target = publish.installed(executor, "1.0.0")
+    executor.switch(target, None)
+    assert wait_for_version(port) == "1.0.0"
+    pid = json.loads(executor.supervisor.pidfile(APP).read_text())["pid"]
+
+    executor.restart(APP, "1.0.0")
+
+    assert json.loads(executor.supervisor.pidfile(APP).read_text())["pid"] != pid
+    assert wait_for_version(port) == "1.0.0"
+    assert (executor.active(APP), executor.state(APP, "1.0.0")) == ("1.0.0", RunState.RUNNING)
+
+
 def test_install_writes_run_json_and_places_payloads_inside_the_release(
     executor: TarballExecutor, publish: Publisher, server: ArtifactServer, ctx: ExecutorContext, port: int
 ) -> None:

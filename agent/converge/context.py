@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agent.configfiles.write import config_path, render, sha256_hex
+from agent.converge.configs import load_ledger
 from agent.converge.fallback import Fallback
 from agent.converge.machine import DesiredApp
 from agent.converge.rollback import fallback_for
@@ -21,7 +23,7 @@ from agent.liveness import Liveness
 from agent.paths import AgentPaths
 from agent.state.journal import JournalEntry
 from fleetcd.desired import BundleDeployment, VerifiedBundle
-from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.errors import ApplyError, InvalidContent, SetupError
 from fleetcd.loading.documents import load_document
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.release import Release
@@ -35,15 +37,31 @@ class Assignment:
     deployment: BundleDeployment
     release: Release
     gates: tuple[str, ...]  # the release's gates, then the rollout's
+    config_current: bool = True  # what this robot wrote for the app is what the bundle asks
 
     @property
     def desired(self) -> DesiredApp:
         d = self.deployment
-        return DesiredApp(d.deployment_id, d.version, d.action, d.not_before)
+        return DesiredApp(d.deployment_id, d.version, d.action, d.not_before, self.config_current)
 
 
-def assignments(verified: VerifiedBundle) -> dict[str, Assignment]:
-    """{app: Assignment} of a verified bundle (its rollouts were verified with it)."""
+def config_current(paths: AgentPaths, app: str, deployment: BundleDeployment, release: Release) -> bool:
+    """Whether the config file this robot wrote for ``app`` (its ledger) holds the bytes ``deployment``
+    asks for: the merged values rendered for ``release``, or no file when it carries no config."""
+    written = {k: v for k, v in load_ledger(paths.config_hashes).files.items() if v.app == app}
+    if release.config is None or deployment.config is None:
+        return not written
+    wanted = render(deployment.config, release.config)
+    try:
+        path = str(config_path(paths.apps_dir / app, release.config))
+    except ApplyError:  # a path the switch refuses too: that deployment fails there, not here
+        return True
+    return set(written) == {path} and written[path].sha256 == sha256_hex(wanted)
+
+
+def assignments(verified: VerifiedBundle, paths: AgentPaths | None = None) -> dict[str, Assignment]:
+    """{app: Assignment} of a verified bundle (its rollouts were verified with it); with ``paths``,
+    whether each app's written config is the bundle's (a config-only change otherwise)."""
     out: dict[str, Assignment] = {}
     for d in verified.bundle.deployments:
         release = verified.releases[d.deployment_id]
@@ -53,7 +71,8 @@ def assignments(verified: VerifiedBundle) -> dict[str, Assignment]:
         except InvalidContent as exc:  # verify_bundle parsed it already; keep the error honest anyway
             raise SetupError(f"{d.rollout_path}: verified rollout no longer parses: {exc}") from exc
         gates = tuple(dict.fromkeys([*release.gates, *rollout.gates]))
-        out[d.app] = Assignment(d, release, gates)
+        current = True if paths is None else config_current(paths, d.app, d, release)
+        out[d.app] = Assignment(d, release, gates, current)
     return out
 
 

@@ -44,6 +44,9 @@ class DesiredApp:
     version: str
     action: DeploymentAction = "deploy"
     not_before: datetime | None = None
+    # The config files this robot wrote for the app are the bundle's (False: a config-only change
+    # when the version already runs, so it is applied and watched, never silently adopted).
+    config_current: bool = True
 
 
 class ActionKind(StrEnum):
@@ -186,6 +189,11 @@ def _new_deployment(
 ) -> Action:
     previous = _previous(entry, desired, active)
     if active == desired.version and active_running:
+        if not desired.config_current and desired.action != "stage":
+            # A config-only deployment: the gates are checked again (verifying re-hashes what is on
+            # disk, nothing is downloaded), then the config is switched to and watched like a release.
+            start = _fresh(desired, Activity.VERIFYING, active, now, config_only=True)
+            return Action(ActionKind.START, start, f"{desired.version} runs: only its config changes")
         state: JournalActivity = Activity.STAGED if desired.action == "stage" else Activity.HEALTHY
         adopted = _fresh(desired, state, previous, now, committed=True)
         return Action(ActionKind.ADOPT, adopted, f"{desired.version} already runs")
@@ -209,8 +217,10 @@ def _fresh(
     now: datetime,
     *,
     committed: bool = False,
+    config_only: bool = False,
 ) -> JournalEntry:
     return JournalEntry(
+        config_only=config_only,
         deployment_id=desired.deployment_id,
         version=desired.version,
         previous_version=previous,
@@ -235,6 +245,9 @@ def advance(entry: JournalEntry, now: datetime) -> JournalEntry:
     if state is Activity.DOWNLOADING:
         return entry.moved_to(Activity.VERIFYING, now=now)
     if state is Activity.VERIFYING:
+        if entry.config_only:  # nothing to install: the version's code is active already
+            switched = entry.moved_to(Activity.SWITCHED, now=now, attempts=entry.attempts + 1)
+            return _refresh(switched, now, first_deferred_at=None)
         return _refresh(entry.moved_to(Activity.APPLYING, now=now), now, first_deferred_at=None)
     if state is Activity.APPLYING:
         if entry.stage_only:

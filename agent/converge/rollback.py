@@ -42,6 +42,8 @@ def fallback_for(
     if entry is None or release is None:
         return PREVIOUS
     policy = release.rollback
+    if entry.config_only:  # the version never changed: back to its previous config, not another version
+        return Fallback(automatic=policy.automatic)
     target = None if policy.target == "previous" else str(policy.target)
     installed = False
     if target is not None and target not in (entry.version, entry.previous_version):
@@ -72,7 +74,10 @@ def roll_back(
     )
     try:
         if not hooks.rollback(dataclasses.replace(hook_ctx, previous=target)):
-            executor.rollback(app, entry.version, target)
+            if entry.config_only and target == entry.version:
+                executor.restart(app, entry.version)  # same code, its previous config restored
+            else:
+                executor.rollback(app, entry.version, target)
     except Exception:
         if _still_runs(executor, app, entry.version):
             configs.undo_rollback(deployment_id=entry.deployment_id, failed=entry.version)

@@ -108,7 +108,10 @@ def _converge_step(
             deployment_id=entry.deployment_id,
             outgoing=entry.previous_version,
         )
-        if not hooks.switch_slot(hook_ctx):
+        if entry.config_only:  # the version runs already: restart it on its new config
+            if not hooks.switch_slot(hook_ctx):
+                executor.restart(app, entry.version)
+        elif not hooks.switch_slot(hook_ctx):
             executor.switch(target, entry.previous_version)
     elif state is Activity.WATCHING:
         verdict = watch(

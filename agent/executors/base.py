@@ -77,6 +77,12 @@ class Executor(Protocol):
     def rollback(self, app: str, failed: str, previous: str | None) -> None:
         """Stop ``failed`` and make ``previous`` active and running again (None: just stop)."""
 
+    def restart(self, app: str, version: str) -> None:
+        """Stop the active ``version`` and start it again, so it reads its (new) config files.
+
+        A config-only deployment and its rollback: the version stays, its config changed.
+        """
+
     def ensure_running(self, app: str) -> bool:
         """Start the active version if it is not running (after a reboot); True if it started it.
 

@@ -225,6 +225,17 @@ class DockerExecutor:
         else:
             self._record_active(app, previous)
 
+    def restart(self, app: str, version: str) -> None:
+        name = self._name(app, version)
+        with self._engine(f"restart {name}"):
+            container = self._get(name)
+            if container is None:
+                raise ContainerFailed(f"restart {name}", "no such container (never installed, or removed)")
+            if container.status in RUNNING_STATUSES:
+                self._stop(container)
+            self._start(app, version)
+        self._record_active(app, version)
+
     def ensure_running(self, app: str) -> bool:
         """Start the active version's container if it is stopped (after a reboot); True if started.
 

@@ -155,6 +155,11 @@ class TarballExecutor:
         switch_current(root, previous)
         self._run(spec)
 
+    def restart(self, app: str, version: str) -> None:
+        spec = self._spec(app, version)
+        self.supervisor.stop(app)  # start() keeps a live twin of the same command: stop it first
+        self._run(spec)
+
     def commit(self, app: str, version: str, previous: str | None) -> None:
         """Keep only ``version`` and ``previous`` on disk; their downloads are no longer needed."""
         keep = {version} if previous is None else {version, previous}

@@ -64,6 +64,9 @@ class JournalEntry(FrozenModel):
     # The release's rollback.target when it was chosen over previous_version; decided once, on
     # entering ROLLING_BACK, so a rollback resumed after a crash goes to the same version.
     rollback_target: str | None = Field(default=None, max_length=256)
+    # Only the config changed (the version already ran): no download or install, the config is
+    # written and the running version restarted, watched, and on failure its old config restored.
+    config_only: bool = False
 
     @property
     def settled(self) -> bool:

@@ -97,7 +97,7 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
         except (BundleRejected, InvalidContent) as exc:
             out.errors.append(exc)
             continue
-        out.assignments = assignments(verified)
+        out.assignments = assignments(verified, paths)
         out.known, out.serial, out.time_floor = True, verified.root.serial, trust.time_floor
         break
     if fresh is not None and fresh.conflict is not None:  # after any refusal: that is the news
