@@ -529,6 +529,37 @@ def test_robot_settings_reach_its_agent_yaml(
     assert (config.remote.ssh_key, config.trust.keys_dir) == ("/opt/robot/id_ed25519", "/opt/robot/keys")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("--url", "", "remote.url"),
+        ("--host-key-sha256", "A" * 200, "remote.host_key_sha256"),
+        ("--ssh-user", "u" * 65, "remote.ssh_user"),
+    ],
+    ids=["empty-url", "huge-host-key", "long-user"],
+)
+def test_an_agent_setting_out_of_bounds_is_refused_naming_agent_yaml_and_the_field(
+    fleet: FleetRepoBuilder,
+    admin: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    field: str,
+) -> None:
+    heads = _heads(fleet, admin)
+    code, _, err = add(capsys, fleet, admin, "amr-023", option, value)
+    assert code == 1 and f"amr-023/agent.yaml: {field}: " in err
+    _unchanged(fleet, admin, heads)
+
+
+@pytest.mark.parametrize("option", ["--config-dir", "--state-dir"])
+def test_a_relative_path_on_the_robot_is_a_usage_error(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    code, _, err = add(capsys, fleet, admin, "amr-024", option, "etc/fleetcd")
+    assert code == 2 and "a path on the robot must be absolute" in err
+
+
 def test_a_fleet_tree_with_other_edits_is_refused_before_anything_is_written(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

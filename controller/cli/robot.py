@@ -34,6 +34,12 @@ def _robot_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
+def _absolute(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise click.BadParameter(f"{value!r}: a path on the robot must be absolute")
+    return value
+
+
 def _labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
     labels = {}
     for item in value:
@@ -88,10 +94,15 @@ def robot_group() -> None:
 @click.option(
     "--config-dir",
     default=DEFAULT_CONFIG_DIR,
+    callback=_absolute,
     show_default=True,
     help="Where the robot's folder is copied on the robot (paths in agent.yaml).",
 )
-@click.option("--state-dir", help="The agent's state folder on the robot [default: /var/lib/fleetcd].")
+@click.option(
+    "--state-dir",
+    callback=_absolute,
+    help="The agent's state folder on the robot [default: /var/lib/fleetcd].",
+)
 @click.option("--executor", type=click.Choice(["tarball", "docker"]), default="tarball", show_default=True)
 @click.option(
     "--out",
@@ -120,7 +131,7 @@ def add_command(
     url: str,
     host_key: str | None,
     ssh_user: str | None,
-    config_dir: str,
+    config_dir: str | None,
     state_dir: str | None,
     executor: str,
     out: Path,
@@ -137,7 +148,7 @@ def add_command(
     spec = RobotSpec(robot, site, cohort, family, model, revision, timezone, labels)
     side = RobotSide(
         url=url,
-        config_dir=config_dir.rstrip("/") or "/",
+        config_dir=(config_dir or DEFAULT_CONFIG_DIR).rstrip("/") or "/",
         host_key_sha256=host_key,
         ssh_user=ssh_user,
         state_dir=state_dir,

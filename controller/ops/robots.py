@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from controller.ops.gitolite import AdminCheckout
 from controller.ops.local import WorkTree, check_change, open_work_tree, wrap_message
 from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
 from controller.ops.yamledit import UneditableYaml, append_list_item, set_scalar
-from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.git.worktree import commit_all
 from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import Loaded, load_document
@@ -233,18 +235,25 @@ def add_robot(
         )
     committer = tree.prepare_commit(author) if commit else None
     admin_author = admin.prepare_commit(author) if admin is not None and commit else None
-    trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
-    remote = RemoteSettings(
-        url=side.url,
-        ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
-        ssh_user=side.ssh_user,
-        host_key_sha256=side.host_key_sha256,
-    )
-    config = agent_config(
-        spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor
-    )
+    config_path = str(folder / AGENT_CONFIG_FILE)
+    try:  # an option outside AgentConfig's bounds is refused naming agent.yaml and the field
+        remote = RemoteSettings(
+            url=side.url,
+            ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
+            ssh_user=side.ssh_user,
+            host_key_sha256=side.host_key_sha256,
+        )
+    except ValidationError as exc:
+        raise _settings_error(config_path, exc, "remote.") from None
+    try:
+        trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
+        config = agent_config(
+            spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor
+        )
+    except ValidationError as exc:
+        raise _settings_error(config_path, exc) from None
     note = f"{spec.id}'s agent (docs/agent.md, 'Provisioning a real robot'); copied to {side.config_dir}."
-    text = render_agent_config(config, path=str(folder / AGENT_CONFIG_FILE), note=note)
+    text = render_agent_config(config, path=config_path, note=note)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{spec.id}."))
     undo = _Undo()
@@ -278,6 +287,16 @@ def add_robot(
         [] if admin is not None else ["no --gitolite-admin: give the git server its key and access yourself"]
     )
     return RobotChange(spec.id, True, folder=folder, key=key, notes=tuple(notes), **result)
+
+
+def _settings_error(path: str, exc: ValidationError, prefix: str = "") -> InvalidContent:
+    """Bounds of :class:`AgentConfig` broken by an option, as diagnostics naming the field."""
+    return InvalidContent(
+        [
+            Diagnostic(path, None, prefix + ".".join(map(str, e["loc"])), e["msg"], Reason.INVALID)
+            for e in exc.errors()
+        ]
+    )
 
 
 def _robot_key(staging: Path, robot: str, public_key: Path | None) -> PublicKey:
