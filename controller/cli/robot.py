@@ -1,7 +1,8 @@
 """``fleetcd robot add|retire|rotate-key``: enrol, retire and re-key a real robot.
 
-Thin wrappers around :mod:`controller.ops.robots`; errors map to exit codes centrally
-(:func:`fleetcd.cli.main.run`). docs/agent.md ("Provisioning a real robot") walks through them.
+Thin wrappers around :mod:`controller.ops.enrol` and :mod:`controller.ops.robots`; errors map to
+exit codes centrally (:func:`fleetcd.cli.main.run`). docs/agent.md ("Provisioning a real robot")
+walks through them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 import click
 
 from controller.cli.options import write_options
-from controller.ops.robots import DEFAULT_CONFIG_DIR, RobotChange
+from controller.ops.enrol import DEFAULT_CONFIG_DIR
+from controller.ops.robots import RobotChange
 
 gitolite_option = click.option(
     "--gitolite-admin",
@@ -143,7 +145,7 @@ def add_command(
     author: str | None,
 ) -> None:
     """Enrol robot ID: device file, cohort, its agent.yaml and SSH key, gitolite access."""
-    from controller.ops.robots import RobotSide, RobotSpec, add_robot
+    from controller.ops.enrol import RobotSide, RobotSpec, add_robot
 
     spec = RobotSpec(robot, site, cohort, family, model, revision, timezone, labels)
     side = RobotSide(

@@ -1,0 +1,241 @@
+"""``fleetcd robot add``: enrol a real robot, written as commits and a folder for the robot.
+
+It writes ``devices/<id>.yaml``, adds the id to the cohort's ``devices:`` list (a cohort that
+selects by attributes must match the robot instead), and makes the robot's folder: its
+``agent.yaml`` (:mod:`fleetcd.operator.agentconfig`, the one writer), the fleet's public keys it
+pins, and its SSH key (made here with ssh-keygen, or only the public key the operator brings).
+With ``--gitolite-admin`` the key file and the ``@robots`` membership go into that checkout.
+
+Everything is decided and validated before anything is written: a duplicate id (device file or
+gitolite key), an unknown cohort, a bad device field or agent setting, a key that already belongs
+to someone or an edit that would add a validation error is refused with the file named. The
+robot's folder is assembled in a temporary folder and renamed into place; if a later write fails,
+what was already written is put back (:class:`controller.ops.robots.Undo`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from controller.ops.gitolite import AdminCheckout
+from controller.ops.local import WorkTree, check_change, open_work_tree
+from controller.ops.robots import RobotChange, Undo, check_outside, check_robot_id, write_and_commit
+from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
+from controller.ops.yamledit import UneditableYaml, append_list_item
+from fleetcd.errors import Diagnostic, InvalidContent, SetupError
+from fleetcd.layout import cohort_path, device_path
+from fleetcd.loading.documents import load_document
+from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
+from fleetcd.models import Cohort, Device
+from fleetcd.models.agent import RemoteSettings
+from fleetcd.models.base import API_VERSION_V1
+from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
+from fleetcd.operator.repo import verified_trust_root
+from fleetcd.planning.selection import selector_matches
+from fleetcd.reasons import Reason
+
+DEFAULT_CONFIG_DIR = "/etc/fleetcd"  # where the .deb expects agent.yaml and the robot's key
+KEYS_SUBDIR = "keys"
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """What ``devices/<id>.yaml`` says about the robot."""
+
+    id: str
+    site: str
+    cohort: str
+    family: str
+    model: str
+    revision: int
+    timezone: str = "UTC"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RobotSide:
+    """How the robot reaches the fleet and where its files will be on the robot."""
+
+    url: str  # the fleet repository as the robot reaches it, e.g. ssh://git@git.example.com/fleet
+    config_dir: str = DEFAULT_CONFIG_DIR  # the robot's folder is copied here
+    host_key_sha256: str | None = None
+    ssh_user: str | None = None
+    state_dir: str | None = None
+    executor: Literal["tarball", "docker"] = "tarball"
+
+
+def _device_doc(spec: RobotSpec) -> bytes:
+    doc: dict[str, Any] = {
+        "apiVersion": API_VERSION_V1,
+        "kind": "Device",
+        "id": spec.id,
+        "family": spec.family,
+        "hardware": {"model": spec.model, "revision": spec.revision},
+        "site": spec.site,
+        "timezone": spec.timezone,
+    }
+    if spec.labels:
+        doc["labels"] = dict(spec.labels)
+    header = "# Enrolled by `fleetcd robot add`; retire with `fleetcd robot retire` (keeps its history).\n"
+    return (header + dump_yaml(doc)).encode("utf-8")
+
+
+def _cohort_change(tree: WorkTree, spec: RobotSpec, device: Device) -> dict[str, bytes | None]:
+    path = cohort_path(spec.cohort)
+    raw = tree.files.get(path)
+    if raw is None:
+        known = sorted(p[len("cohorts/") : -len(".yaml")] for p in tree.files if p.startswith("cohorts/"))
+        raise InvalidContent.at(
+            path,
+            f"no cohort {spec.cohort!r} (cohorts: {', '.join(known) or 'none'})",
+            reason=Reason.UNKNOWN_REFERENCE,
+        )
+    cohort = load_document(path, raw, Cohort)
+    if not cohort.model.devices:
+        if cohort.model.selector is not None and selector_matches(cohort.model, device):
+            return {}  # the selector takes the robot in by its attributes
+        raise InvalidContent.at(
+            path,
+            f"lists no devices to add {spec.id!r} to, and its selector does not match the robot "
+            f"(site {spec.site}, family {spec.family}, model {spec.model} r{spec.revision})",
+            field="selector",
+            reason=Reason.UNKNOWN_REFERENCE,
+        )
+    text = raw.decode("utf-8")
+    for item in (spec.id,) if plain_scalar_ok(spec.id) else (json.dumps(spec.id),):
+        try:
+            edited = load_document(path, append_list_item(text, "devices", item).encode("utf-8"), Cohort)
+        except (InvalidContent, UneditableYaml):
+            continue
+        if edited.model == cohort.model.model_copy(update={"devices": [*cohort.model.devices, spec.id]}):
+            return {path: edited.raw}
+    raise UneditableYaml(f"{path}: cannot add {spec.id!r} to `devices:` by a one-line edit; add it by hand")
+
+
+def _fleet_keys(tree: WorkTree) -> dict[str, bytes]:
+    return {
+        Path(p).name: data for p, data in tree.files.items() if p.startswith("keys/") and p.endswith(".asc")
+    }
+
+
+def add_robot(
+    start: Path,
+    spec: RobotSpec,
+    side: RobotSide,
+    *,
+    out: Path,
+    public_key: Path | None = None,
+    gitolite_admin: Path | None = None,
+    commit: bool = True,
+    author: str | None = None,
+    push: bool = False,
+) -> RobotChange:
+    """Enrol ``spec.id``: device file, cohort membership, the robot's folder ``out/<id>``, gitolite."""
+    check_robot_id(spec.id)
+    tree = open_work_tree(start)
+    path = device_path(spec.id)
+    if path in tree.files:
+        raise InvalidContent.at(
+            path, f"robot {spec.id!r} already exists", field="id", reason=Reason.DUPLICATE_ID
+        )
+    device = load_document(path, _device_doc(spec), Device)
+    changes: dict[str, bytes | None] = {path: device.raw, **_cohort_change(tree, spec, device.model)}
+    check_change(tree, changes, path)
+    folder = out / spec.id
+    check_outside(folder, tree.root, gitolite_admin)
+    if folder.exists():
+        raise SetupError(f"{folder} already exists; the robot's folder is never overwritten")
+    admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
+    if admin is not None and admin.key_files_of(spec.id):
+        found = admin.key_files_of(spec.id)[0]
+        raise InvalidContent.at(
+            found, f"gitolite already has a key for {spec.id!r}", reason=Reason.DUPLICATE_ID
+        )
+    committer = tree.prepare_commit(author) if commit else None
+    admin_author = admin.prepare_commit(author) if admin is not None and commit else None
+    config_path = str(folder / AGENT_CONFIG_FILE)
+    try:  # an option outside AgentConfig's bounds is refused naming agent.yaml and the field
+        remote = RemoteSettings(
+            url=side.url,
+            ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
+            ssh_user=side.ssh_user,
+            host_key_sha256=side.host_key_sha256,
+        )
+    except ValidationError as exc:
+        raise _settings_error(config_path, exc, "remote.") from None
+    try:
+        trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
+        config = agent_config(
+            spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor
+        )
+    except ValidationError as exc:
+        raise _settings_error(config_path, exc) from None
+    note = f"{spec.id}'s agent (docs/agent.md, 'Provisioning a real robot'); copied to {side.config_dir}."
+    text = render_agent_config(config, path=config_path, note=note)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{spec.id}."))
+    undo = Undo()
+    try:
+        key = _robot_key(staging, spec.id, public_key)
+        admin_changes = admin.enrol(spec.id, key) if admin is not None else {}
+        (staging / AGENT_CONFIG_FILE).write_text(text, encoding="utf-8")
+        (staging / KEYS_SUBDIR).mkdir()
+        for name, data in sorted(_fleet_keys(tree).items()):
+            (staging / KEYS_SUBDIR / name).write_bytes(data)
+        staging.chmod(0o700)  # it holds the robot's private key
+        staging.rename(folder)
+        undo.steps.append(lambda: shutil.rmtree(folder))
+        result = write_and_commit(
+            tree,
+            changes,
+            admin,
+            admin_changes,
+            undo,
+            message=_add_message(spec, key),
+            committer=committer,
+            admin_author=admin_author,
+            push=push,
+        )
+    except BaseException:
+        undo.run()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    notes = (
+        [] if admin is not None else ["no --gitolite-admin: give the git server its key and access yourself"]
+    )
+    return RobotChange(spec.id, True, folder=folder, key=key, notes=tuple(notes), **result)
+
+
+def _settings_error(path: str, exc: ValidationError, prefix: str = "") -> InvalidContent:
+    """Bounds of :class:`AgentConfig` broken by an option, as diagnostics naming the field."""
+    return InvalidContent(
+        [
+            Diagnostic(path, None, prefix + ".".join(map(str, e["loc"])), e["msg"], Reason.INVALID)
+            for e in exc.errors()
+        ]
+    )
+
+
+def _robot_key(staging: Path, robot: str, public_key: Path | None) -> PublicKey:
+    if public_key is None:
+        return generate_key(staging, f"fleetcd-robot-{robot}")
+    key = read_public_key(public_key)
+    (staging / f"{PRIVATE_KEY_FILE}.pub").write_text(key.line + "\n", encoding="utf-8")
+    return key
+
+
+def _add_message(spec: RobotSpec, key: PublicKey) -> str:
+    return (
+        f"Enrol robot {spec.id} in cohort {spec.cohort}\n\n"
+        f"devices/{spec.id}.yaml: {spec.family} {spec.model} r{spec.revision} at {spec.site} "
+        f"({spec.timezone}). SSH key {key.fingerprint}.\n"
+    )
