@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from controller.engine import EngineInput
+from controller.engine.requires import running_version
 from controller.records import (
     Action,
     DeploymentRecord,
@@ -20,7 +21,7 @@ from controller.records import (
     apply_report,
     new_deployment,
 )
-from controller.state.model import DeviceFile, RolloutPhase, WavePhase
+from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile, RolloutPhase, WavePhase
 from fleetcd.models.requirement import Dependent, Requirement
 from tests.sim.engine import T0, Sim, robots, rollout_doc
 
@@ -155,3 +156,22 @@ def test_a_blue_green_stage_is_not_held_but_its_switch_is() -> None:
     sim.tick(timedelta(seconds=30))
     record = sim.record(ids[0])
     assert record is not None and record.target_status is TargetStatus.DEPLOYED
+
+
+def test_the_record_cap_keeps_what_a_robot_runs_of_every_app() -> None:
+    """navstack was deployed once, long ago; perception then had many deployments. The device file
+    keeps its newest 20 records, but never drops navstack's: it is what the robot runs (get devices,
+    bundles and ``requires`` all read it)."""
+    sim = RequiresSim(rollout_doc(["amr-01"], ALL, app="perception", release="2.0.0"))
+    navstack = sim.runs("amr-01", "navstack", "1.2.0")
+    for minor in range(MAX_RECORDS_PER_DEVICE - 1):
+        sim.runs("amr-01", "perception", f"1.{minor}.0")
+    assert len(sim.files["amr-01"].records) == MAX_RECORDS_PER_DEVICE  # full: one more drops one
+
+    sim.tick()
+
+    records = sim.files["amr-01"].records
+    assert len(records) == MAX_RECORDS_PER_DEVICE and navstack in records
+    assert running_version(sim.input(), "amr-01", "navstack") == "1.2.0"
+    assert sim.record("amr-01") in records  # the new deployment is never the one dropped
+    assert "1.0.0" not in {r.version for r in records if r.app == "perception"}  # the oldest went

@@ -4,7 +4,8 @@ Pure bookkeeping: it starts from the device files the reconcile loop read from t
 takes record updates from the engine and hands back, per robot, the full new record tuple of the
 robots whose records changed. Records of other rollouts on the same robot are carried along
 untouched. A device file holds at most ``MAX_RECORDS_PER_DEVICE`` records; older finished ones are
-dropped first (they stay in git history), never this generation's.
+dropped first (they stay in git history), never this generation's, and each app's newest
+successful record (what the robot runs) last.
 
 Unchanged robots are not redeployed. When a new generation starts (say, a config edit), a robot
 whose newest record of this rollout from an earlier generation already runs the same release
@@ -147,13 +148,28 @@ class Ledger:
         if excess <= 0:
             return tuple(records)
 
-        def keep_first(record: DeploymentRecord) -> tuple[bool, bool, datetime]:
-            # Drop order: finished before in-flight, other generations before ours, oldest first.
+        running = _running(records)
+
+        def keep_first(record: DeploymentRecord) -> tuple[bool, bool, bool, datetime]:
+            # Drop order: finished before in-flight, other generations before ours, oldest first;
+            # what the robot runs of each app last (several apps: another app's many deployments
+            # must not make the controller forget it, nor a requirement on it look unmet).
             ours = record.rollout == self.rollout and record.generation == self.generation
-            return (not is_terminal(record), ours, record.updated_at)
+            return (record.id in running, not is_terminal(record), ours, record.updated_at)
 
         dropped = {r.id for r in sorted(records, key=keep_first)[:excess]}
         return tuple(r for r in records if r.id not in dropped)
+
+
+def _running(records: list[DeploymentRecord]) -> set[str]:
+    """Ids of each app's newest successful record: what the robot runs, as far as records say."""
+    newest: dict[str, DeploymentRecord] = {}
+    for record in records:
+        if is_success(record):
+            held = newest.get(record.app)
+            if held is None or (record.created_at, record.updated_at) > (held.created_at, held.updated_at):
+                newest[record.app] = record
+    return {record.id for record in newest.values()}
 
 
 def _newer(record: DeploymentRecord, than: DeploymentRecord) -> bool:
