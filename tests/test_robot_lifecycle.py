@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import load_config
-from controller.ops.gitolite import AdminCheckout, conf_with_robot, conf_without_robot, key_owner
+from controller.ops.gitolite import AdminCheckout, conf_with_robot, conf_without_robot, key_owner, robots_in
 from controller.ops.local import WorkTree
 from controller.ops.yamledit import UneditableYaml, append_list_item
 from fleetcd.loading.documents import load_document
@@ -483,7 +483,12 @@ def test_gitolite_group_edits_keep_comments_and_other_lines() -> None:
     assert conf_with_robot(added, "amr-003") == added
     assert conf_without_robot(added, "amr-003") == CONF
     emptied = conf_without_robot(conf_without_robot(CONF, "amr-001"), "amr-002")
-    assert "@robots =        # generated" in emptied and "repo fleet" in emptied
+    assert "\n#@robots =        # generated from devices/*.yaml\n" in emptied and "repo fleet" in emptied
+    assert conf_with_robot(emptied, "amr-009") == CONF.replace("amr-001 amr-002", "amr-009")
+    assert (
+        conf_with_robot("# @robots = old ones\n@robots = a\n", "b") == "# @robots = old ones\n@robots = a b\n"
+    )
+    assert robots_in("#@robots = x\n@robots = a\n") == {"a"}, "a commented-out line grants nothing"
     assert conf_without_robot(CONF, "amr-00") == CONF, "a prefix of an id is another robot"
 
 

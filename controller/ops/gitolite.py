@@ -32,8 +32,10 @@ CONF = "conf/gitolite.conf"
 KEYDIR = "keydir"
 GROUP = "@robots"
 PUSH_TIMEOUT_SECONDS = 120
+# ``@robots = a b  # comment``; ``#@robots =`` (hash first, no members) is the placeholder left
+# when the last robot goes: gitolite warns about an empty group definition, so it is commented out.
 _GROUP_LINE = re.compile(
-    rf"^(?P<head>[ \t]*{re.escape(GROUP)}[ \t]*=)(?P<members>[^#\r\n]*?)"
+    rf"^(?P<off>#?)(?P<head>[ \t]*{re.escape(GROUP)}[ \t]*=)(?P<members>[^#\r\n]*?)"
     r"(?P<tail>[ \t]*#[^\r\n]*)?(?P<eol>\r?\n|$)",
     re.MULTILINE,
 )
@@ -58,14 +60,20 @@ def _members(match: re.Match[str]) -> list[str]:
     return match["members"].split()
 
 
+def _active(conf: str) -> list[re.Match[str]]:
+    return [m for m in _GROUP_LINE.finditer(conf) if not m["off"]]
+
+
 def robots_in(conf: str) -> set[str]:
     """Every member of ``@robots`` over all of its lines (gitolite adds them up)."""
-    return {m for match in _GROUP_LINE.finditer(conf) for m in _members(match)}
+    return {m for match in _active(conf) for m in _members(match)}
 
 
 def conf_with_robot(conf: str, robot: str) -> str:
-    """``conf`` with ``robot`` on the last ``@robots = ...`` line (unchanged if it is there)."""
-    lines = list(_GROUP_LINE.finditer(conf))
+    """``conf`` with ``robot`` on the last ``@robots = ...`` line (unchanged if it is there); the
+    placeholder the last retired robot left is used when no such line is left."""
+    placeholders = [m for m in _GROUP_LINE.finditer(conf) if m["off"] and not _members(m)]
+    lines = _active(conf) or placeholders[-1:]
     if not lines:
         raise InvalidContent.at(
             CONF,
@@ -82,15 +90,17 @@ def conf_with_robot(conf: str, robot: str) -> str:
 
 
 def conf_without_robot(conf: str, robot: str) -> str:
-    """``conf`` with ``robot`` taken off every ``@robots = ...`` line."""
+    """``conf`` with ``robot`` taken off every ``@robots = ...`` line; a line left without members
+    becomes the placeholder ``#@robots =``."""
     out, at = [], 0
-    for match in _GROUP_LINE.finditer(conf):
+    for match in _active(conf):
         members = _members(match)
         if robot not in members:
             continue
         kept = " ".join(m for m in members if m != robot)
         out.append(conf[at : match.start()])
-        out.append(f"{match['head']}{' ' + kept if kept else ''}{match['tail'] or ''}{match['eol']}")
+        head = f"{match['head']} {kept}" if kept else f"#{match['head']}"  # gitolite: no empty groups
+        out.append(f"{head}{match['tail'] or ''}{match['eol']}")
         at = match.end()
     return "".join(out) + conf[at:]
 
