@@ -132,11 +132,6 @@ def test_the_engine_and_the_planner_pick_the_same_strategy(
             "apiVersion": "fleetcd.dev/v1",
             "kind": "Fleet",
             "name": "demo",
-            "trust": {
-                "release_signers": {"threshold": 1, "keys": [{"fingerprint": "A" * 40, "name": "s"}]},
-                "approvers": [],
-                "controller": {"fingerprint": "B" * 40, "name": "c"},
-            },
             "defaults": defaults.model_dump(mode="json", exclude_none=True),
         }
     )

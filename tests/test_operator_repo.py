@@ -33,6 +33,7 @@ from fleetcd.operator.repo import (
     ensure_exists,
     find_root,
     load_fleet,
+    load_trust_root,
     normalize_fingerprint,
     read_file,
     relative,
@@ -253,7 +254,7 @@ def test_no_allowed_keys_at_all_says_none() -> None:
         nobody.pick([A], None)
 
 
-def test_present_lists_allowed_keys_in_fleet_yaml_order() -> None:
+def test_present_lists_allowed_keys_in_the_listed_order() -> None:
     assert SIGNERS.present([C, B, A]) == [A, B]
     assert SIGNERS.present([]) == []
 
@@ -278,43 +279,63 @@ def test_ensure_exists_returns_bytes_or_blames_the_referring_field(fleet: Path) 
     assert "releases/nav/9.9.9.yaml does not exist" in found.message
 
 
-# --- fleet.yaml's trust entries -----------------------------------------------------------------------
+# --- the trust root's key entries (trust/root/<N>.yaml) -----------------------------------------------
+
+ROOT_FILE = "trust/root/1.yaml"
+PLACEHOLDERS = {
+    "release-signer": "0000000000000000000000000000000000000001",
+    "approver-1": "0000000000000000000000000000000000000002",
+    "approver-2": "0000000000000000000000000000000000000003",
+    "controller": "0000000000000000000000000000000000000004",
+    "root": "0000000000000000000000000000000000000005",
+}
+
+
+def trust_root_data(fleet: Path) -> dict[str, object]:
+    data = load_trust_root(fleet).data
+    assert isinstance(data, dict)
+    return data
 
 
 def test_the_templates_roles_are_found_where_keys_generate_writes(fleet: Path) -> None:
-    loaded = load_fleet(fleet)
-    paths = role_fingerprint_paths(loaded.data)
+    data = trust_root_data(fleet)
+    paths = role_fingerprint_paths(data, file=ROOT_FILE)
     assert paths == {
-        "release-signer": ("trust", "release_signers", "keys", 0, "fingerprint"),
-        "approver-1": ("trust", "approvers", 0, "fingerprint"),
-        "approver-2": ("trust", "approvers", 1, "fingerprint"),
-        "controller": ("trust", "controller", "fingerprint"),
+        "root": ("root", "keys", 0, "fingerprint"),
+        "release-signer": ("release_signers", "keys", 0, "fingerprint"),
+        "approver-1": ("approvers", 0, "fingerprint"),
+        "approver-2": ("approvers", 1, "fingerprint"),
+        "controller": ("controller", 0, "fingerprint"),
     }
     assert set(paths) == set(DEV_ROLES)
-    for path in paths.values():
-        assert str(value_at(loaded.data, path)).startswith("000000")
+    for role, path in paths.items():
+        assert value_at(data, path) == PLACEHOLDERS[role]
 
 
 def test_a_missing_role_is_named_with_where_to_add_it(fleet: Path) -> None:
-    data = load_fleet(fleet).data
-    data["trust"]["approvers"] = [{"name": "approver-1", "fingerprint": A}]
+    data = trust_root_data(fleet)
+    data["approvers"] = [{"name": "approver-1", "fingerprint": A}]
     with pytest.raises(InvalidContent) as caught:
-        role_fingerprint_paths(data)
+        role_fingerprint_paths(data, file=ROOT_FILE)
     (found,) = caught.value.diagnostics
-    assert (found.file, found.field) == ("fleet.yaml", "trust")
+    assert found.file == ROOT_FILE
     assert "'approver-2'" in found.message and "'approver-1'" not in found.message
 
 
 def test_the_first_entry_of_a_duplicated_name_is_the_one_rewritten(fleet: Path) -> None:
-    data = load_fleet(fleet).data
-    data["trust"]["approvers"].append({"name": "approver-1", "fingerprint": B})
-    assert role_fingerprint_paths(data)["approver-1"] == ("trust", "approvers", 0, "fingerprint")
+    data = trust_root_data(fleet)
+    approvers = data["approvers"]
+    assert isinstance(approvers, list)
+    approvers.append({"name": "approver-1", "fingerprint": B})
+    assert role_fingerprint_paths(data)["approver-1"] == ("approvers", 0, "fingerprint")
 
 
 def test_an_entry_that_is_not_a_mapping_is_skipped_not_crashed_on(fleet: Path) -> None:
-    data = load_fleet(fleet).data
-    data["trust"]["approvers"].insert(0, "approver-1")
-    assert role_fingerprint_paths(data)["approver-1"] == ("trust", "approvers", 1, "fingerprint")
+    data = trust_root_data(fleet)
+    approvers = data["approvers"]
+    assert isinstance(approvers, list)
+    approvers.insert(0, "approver-1")
+    assert role_fingerprint_paths(data)["approver-1"] == ("approvers", 1, "fingerprint")
 
 
 @pytest.mark.parametrize(
@@ -349,8 +370,9 @@ def test_value_at_reads_mappings_and_lists_and_never_raises(
 
 
 def test_trusted_keys_lists_every_role_in_order(fleet: Path) -> None:
-    keys = trusted_keys(load_fleet(fleet).model)
+    keys = trusted_keys(load_trust_root(fleet).model, load_fleet(fleet).model)
     assert [(k.role, k.name) for k in keys] == [
+        ("root", "root"),
         ("release-signer", "release-signer"),
         ("approver", "approver-1"),
         ("approver", "approver-2"),
@@ -362,16 +384,10 @@ def test_trusted_keys_lists_every_role_in_order(fleet: Path) -> None:
 
 
 def put_fingerprints(fleet: Path, by_role: dict[str, str]) -> None:
-    text = (fleet / "fleet.yaml").read_text()
-    placeholders = {
-        "release-signer": "0000000000000000000000000000000000000001",
-        "approver-1": "0000000000000000000000000000000000000002",
-        "approver-2": "0000000000000000000000000000000000000003",
-        "controller": "0000000000000000000000000000000000000004",
-    }
+    text = (fleet / ROOT_FILE).read_text()
     for role, fpr in by_role.items():
-        text = text.replace(placeholders[role], fpr)
-    (fleet / "fleet.yaml").write_text(text)
+        text = text.replace(PLACEHOLDERS[role], fpr)
+    (fleet / ROOT_FILE).write_text(text)
 
 
 @pytest.fixture
@@ -392,11 +408,12 @@ def test_keys_list_shows_which_trusted_keys_have_a_file(fleet: Path, people: dic
         "approver-1": (),
         "approver-2": (),
         "controller": ("keys/controller.asc",),
+        "root": (),
     }
     assert listing.problems == () and listing.untrusted_files == ()
 
 
-def test_a_key_file_of_someone_fleet_yaml_does_not_trust_is_listed_as_untrusted(
+def test_a_key_file_of_someone_the_fleet_does_not_trust_is_listed_as_untrusted(
     fleet: Path, people: dict[str, GpgKey], keys: KeyFactory
 ) -> None:
     put_fingerprints(fleet, {role: key.fingerprint for role, key in people.items()})
@@ -430,4 +447,4 @@ def test_keys_list_without_a_keys_directory_lists_every_key_as_missing(fleet: Pa
     shutil.rmtree(fleet / "keys")
     listing = list_keys(fleet)
     assert all(status.files == () for status in listing.keys)
-    assert len(listing.keys) == 4
+    assert len(listing.keys) == len(DEV_ROLES)

@@ -26,6 +26,7 @@ from fleetcd.git.worktree import changed_paths, commit_all, configured_author, i
 from fleetcd.reasons import Reason
 from tests.fleetrepo import FleetRepoBuilder, render
 from tests.gitrepos import git
+from tests.gpgkeys import KeyFactory
 
 AUTHOR = "Ops Person <ops@fleet.test>"
 
@@ -33,7 +34,7 @@ AUTHOR = "Ops Person <ops@fleet.test>"
 @pytest.fixture
 def fleet(tmp_path: Path) -> FleetRepoBuilder:
     built = FleetRepoBuilder(tmp_path / "fleet").standard()
-    built.fleet["approvals"] = {"staging": 0, "canary": 0, "production": 0}
+    built.trust["approvals"] = {"staging": 0, "canary": 0, "production": 0}
     built.write()
     init_repo(built.root)
     commit_all(built.root, "initial fleet", AUTHOR)
@@ -212,25 +213,47 @@ def test_an_error_that_was_already_there_does_not_block_an_unrelated_edit(fleet:
     assert checked.missing_approvals == ()
 
 
-def test_missing_approvals_of_the_edited_rollout_are_reported_not_refused(fleet: FleetRepoBuilder) -> None:
-    fleet.fleet["approvals"] = {"staging": 0, "canary": 1, "production": 1}
-    (fleet.root / "fleet.yaml").write_bytes(render(fleet.fleet))
-    tree = open_work_tree(fleet.root)
-    doc = dict(fleet.docs["rollouts/nav-1-0-0.yaml"], paused=True)
+@pytest.fixture
+def signed(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
+    """The standard fleet with a signed trust root, signed releases and approved rollouts (real gpg)."""
+    built = FleetRepoBuilder(tmp_path / "signed", keys=keys).standard()
+    built.write()
+    init_repo(built.root)
+    commit_all(built.root, "initial fleet", AUTHOR)
+    return built
+
+
+def test_missing_approvals_of_the_edited_rollout_are_reported_not_refused(signed: FleetRepoBuilder) -> None:
+    tree = open_work_tree(signed.root)
+    assert check_change(tree, {}, "rollouts/nav-1-0-0.yaml").missing_approvals == ()
+    doc = dict(signed.docs["rollouts/nav-1-0-0.yaml"], targets={"cohorts": ["canary"]})  # voids the approvals
     checked = check_change(tree, {"rollouts/nav-1-0-0.yaml": render(doc)}, "rollouts/nav-1-0-0.yaml")
     assert checked.missing_approvals
     assert all(d.reason is Reason.APPROVAL_MISSING for d in checked.missing_approvals)
+    assert all(d.file == "rollouts/nav-1-0-0.yaml" for d in checked.missing_approvals)
 
 
-def test_missing_approvals_of_another_rollout_are_refused(fleet: FleetRepoBuilder) -> None:
-    fleet.fleet["approvals"] = {"staging": 0, "canary": 1, "production": 1}
-    (fleet.root / "fleet.yaml").write_bytes(render(fleet.fleet))
-    tree = open_work_tree(fleet.root)
+def test_a_pause_keeps_the_approvals_valid(signed: FleetRepoBuilder) -> None:
+    tree = open_work_tree(signed.root)
+    doc = dict(signed.docs["rollouts/nav-1-0-0.yaml"], paused=True)
+    assert (
+        check_change(
+            tree, {"rollouts/nav-1-0-0.yaml": render(doc)}, "rollouts/nav-1-0-0.yaml"
+        ).missing_approvals
+        == ()
+    )
+
+
+def test_missing_approvals_of_another_rollout_are_refused(signed: FleetRepoBuilder) -> None:
+    tree = open_work_tree(signed.root)
     other: dict[str, object] = {"apiVersion": "fleetcd.dev/v1", "kind": "Rollout", "name": "nav-again"}
     other.update(app="nav", release="1.0.0", targets={"cohorts": ["canary"]})
     with pytest.raises(InvalidContent) as caught:
         check_change(tree, {"rollouts/nav-again.yaml": render(other)}, "rollouts/nav-1-0-0.yaml")
-    assert any(d.file == "rollouts/nav-again.yaml" for d in caught.value.diagnostics)
+    assert any(
+        d.file == "rollouts/nav-again.yaml" and d.reason is Reason.APPROVAL_MISSING
+        for d in caught.value.diagnostics
+    )
 
 
 def test_a_work_tree_with_a_symlinked_managed_file_cannot_be_opened(
