@@ -82,7 +82,14 @@ def test_demo_rolls_out_halts_a_failing_canary_and_leaves_nothing_running(
         "sent it back to 1.0.0" in out
     )
     assert "production never got 1.1.0; robots still on it: none (every robot runs 1.0.0 again)" in out
-    assert re.search(r"amr-tyo-02 +tokyo +online .*navstack 1\.0\.0 \(1\.1\.0 failed\)", out)
+    # A config change is a rollout: re-approved, planned per robot, out in waves, restarted apps.
+    assert "Plan: 5 robots to update in 3 waves (5 with new config), 0 skipped, 0 approvals missing." in out
+    assert "    amr-tyo-01: max_speed_mps 1.2 → 0.9\n" in out
+    assert "rollout navstack (navstack@1.0.0, gen 4): completed" in out
+    for robot in ("amr-ber-01", "amr-ber-02", "amr-chi-01", "amr-chi-02", "amr-tyo-01"):
+        assert f"  {robot}: navstack 1.0.0 runs with max_speed_mps 0.9\n" in out
+    assert "  amr-tyo-02: navstack 1.0.0 runs with max_speed_mps 0.8 (its own device config)" in out
+    assert re.search(r"amr-tyo-02 +tokyo +online .*navstack 1\.0\.0 \(deployed\)", out)
     assert "audit log intact" in out
     assert "# Receipt: rollout `navstack` generation 2" in out
     assert "- **On halt:** `rollback_all`" in out

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from controller.audit.events import AuditKind
+from controller.engine.inputs import DeviceConfig
 from controller.records import TargetStatus
 from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.desired.configset import merged_sha256
 from tests.sim.engine import Sim, robots, rollout_doc
 
 TWO_WAVES = {
@@ -97,3 +99,31 @@ def test_replaying_the_same_config_commit_creates_nothing_twice() -> None:
     again = sim.tick()
     assert again.records == {} and again.events == ()
     assert sim.rollout_state.generation == 2
+
+
+def test_a_robot_whose_layers_change_within_a_generation_gets_a_new_deployment() -> None:
+    """A robot joining a cohort with its own config file: same config set, same generation, but its
+    merged config changed, so it gets a new deployment (the old one stays as it ended)."""
+    sim = _configured_sim()
+    dev = sorted(sim.devices)[0]
+    old = sim.record(dev)
+    assert old is not None
+    sim.configs[dev] = DeviceConfig(
+        ("configs/navstack/cohort-slow.yaml",), merged_sha256({"max_speed_mps": 0.5})
+    )
+    sim.tick()
+    assert sim.rollout_state.generation == 1
+    new = sim.record(dev)
+    assert new is not None and new.id != old.id and new.config_files == ("configs/navstack/cohort-slow.yaml",)
+    assert [r.id for r in sim.files[dev].records] == [old.id, new.id]
+    assert sim.files[dev].records[0].activity.value == "deployed"
+    assert sim.tick().records == {}, "replayed: nothing twice"
+
+
+def test_records_without_config_knowledge_are_left_alone() -> None:
+    """Records written before records carried config (no commit) are not redeployed on upgrade."""
+    sim = _configured_sim()
+    dev = sorted(sim.devices)[0]
+    legacy = sim.files[dev].records[-1].model_copy(update={"commit": None, "config_sha256": None})
+    sim.files[dev] = sim.files[dev].model_copy(update={"records": (legacy,)})
+    assert sim.tick().records == {}

@@ -167,6 +167,27 @@ def write_rollout(root: Path, version: str) -> Path:
     return path
 
 
+def set_default_value(root: Path, key: str, old: str, new: str) -> Path:
+    """Change one value of ``configs/navstack/default.yaml`` (``key: old`` → ``key: new``)."""
+    path = root / "configs" / APP / "default.yaml"
+    text = path.read_text()
+    line = f"  {key}: {old}\n"
+    if text.count(line) != 1:
+        raise ValueError(f"{path}: expected one line {line.strip()!r}")
+    path.write_text(text.replace(line, f"  {key}: {new}\n"))
+    return path
+
+
+def written_config(state_dir: Path) -> dict[str, Any] | None:
+    """The navstack config file a robot's agent wrote (``config.path`` of the demo's releases)."""
+    path = state_dir / "apps" / APP / "config" / f"{APP}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def pack(folder: Path, version: str) -> Artifact:
     """The app of ``version``; 1.1.0 carries the map-loader bug."""
     broken = (BROKEN_MAP,) if version == "1.1.0" else ()

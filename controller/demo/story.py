@@ -9,7 +9,12 @@
    robot's health check fails, its agent rolls it back inside the watch window, the canary wave
    crosses its failure threshold and the controller halts the rollout. The rollout's
    ``on_halt: rollback_all`` sends every robot that received 1.1.0 back to 1.0.0, staging included.
-5. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
+5. The rollout points back at 1.0.0, which every robot runs already: a new generation that
+   redeploys nobody. Then a config change is a rollout: ``max_speed_mps`` 1.2 → 0.9 in
+   ``configs/navstack/default.yaml`` needs the approvers again, ``plan`` lists the key per robot,
+   and the new config goes out wave by wave as new deployments (each agent writes it, restarts the
+   app and health-checks it); amr-tyo-02, whose own config sets 0.8, keeps its deployment.
+6. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
    receipt of the halted generation, the robot's own view, and ``status.html``.
 
 Operator steps are the ``fleetcd`` commands a person would type, run in-process.
@@ -46,6 +51,7 @@ from fleetcd.git.worktree import commit_all
 CONTROLLER_INTERVAL_SECONDS = 1
 BROKEN_ROBOT = "amr-tyo-02"  # its device config names BROKEN_MAP
 GOOD, BAD = "1.0.0", "1.1.0"
+OLD_SPEED, NEW_SPEED = "1.2", "0.9"  # configs/navstack/default.yaml's max_speed_mps
 
 
 def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False) -> None:
@@ -86,6 +92,7 @@ def tell(demo: Demo) -> None:
     view = demo.view()
     last = demo.watch(lambda s: _phase(s, 2) == "halted" and _all_back(s) and view.has_receipt(2))
     _explain(last)
+    _config_change(demo)
 
     demo.step("Stop the robots and the controller; what the fleet repository says now")
     demo.processes.stop_all()
@@ -96,6 +103,34 @@ def tell(demo: Demo) -> None:
     demo.run(["receipt", ROLLOUT, "--generation", "2", *operator], Exit.OK)
     _robot_view(demo, BROKEN_ROBOT)
     _finish(demo)
+
+
+def _config_change(demo: Demo) -> None:
+    demo.step(f"Point the rollout back at navstack {GOOD}: every robot runs it, nothing is downloaded")
+    content.write_rollout(demo.fleet, GOOD)
+    rollout = demo.fleet / "rollouts" / f"{ROLLOUT}.yaml"
+    demo.run(["approve", str(rollout), "--all-approvers", *demo.gpg], Exit.OK)
+    demo.commit(f"Roll navstack back to {GOOD}")
+    demo.merge()
+    demo.watch(lambda s: _phase(s, 3) == "completed")
+
+    demo.step(
+        f"A config change is a rollout: max_speed_mps {OLD_SPEED} -> {NEW_SPEED} in the default config, "
+        "re-approved, wave by wave"
+    )
+    content.set_default_value(demo.fleet, "max_speed_mps", OLD_SPEED, NEW_SPEED)
+    click.echo(f"(configs/{APP}/default.yaml: max_speed_mps {OLD_SPEED} → {NEW_SPEED})")
+    demo.run(["validate", "--repo", str(demo.fleet)], Exit.INVALID)  # the approvals cover the config
+    demo.run(["approve", str(rollout), "--all-approvers", *demo.gpg], Exit.OK)
+    demo.commit(f"navstack: max_speed_mps {OLD_SPEED} -> {NEW_SPEED}")
+    demo.run(["plan", "--repo", str(demo.fleet), "--base", "HEAD~1"], Exit.CHANGES)
+    demo.merge()
+    demo.watch(lambda s: _phase(s, 4) == "completed")
+    for robot in demo.robots:
+        config = content.written_config(demo.robot_home(robot) / "state") or {}
+        speed = config.get("max_speed_mps")
+        note = " (its own device config)" if robot.id == BROKEN_ROBOT else ""
+        click.echo(f"  {robot.id}: navstack {GOOD} runs with max_speed_mps {speed}{note}")
 
 
 def _create_fleet(demo: Demo) -> None:
