@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from fleetcd.compat import StrEnum
 
 FLEET_FILE = "fleet.yaml"
-MANAGED_DIRS = ("devices", "cohorts", "releases", "rollouts", "approvals", "configs", "keys", "trust")
+MANAGED_DIRS = (
+    "devices",
+    "cohorts",
+    "releases",
+    "rollouts",
+    "approvals",
+    "configs",
+    "keys",
+    "trust",
+    "withdrawals",
+)
 TRUST_ROOT_DIR = "trust/root"
 SIGNATURE_DIR_SUFFIX = ".yaml.d"
 
@@ -31,6 +41,7 @@ class FileKind(StrEnum):
     KEY = "key"
     TRUST_ROOT = "TrustRoot"
     TRUST_ROOT_SIGNATURE = "trust-root-signature"
+    WITHDRAWAL = "Withdrawal"
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ _PATTERNS: list[tuple[re.Pattern[str], FileKind]] = [
     (re.compile(rf"approvals/(?P<name>{_NAME})/(?P<fpr>{_FPR})\.asc"), FileKind.APPROVAL),
     (re.compile(rf"configs/(?P<name>{_NAME})/(?P<stem>{_NAME})\.yaml"), FileKind.CONFIG),
     (re.compile(rf"keys/(?P<name>{_NAME})\.asc"), FileKind.KEY),
+    (re.compile(rf"withdrawals/(?P<name>{_NAME})/(?P<version>[^/]+)\.yaml"), FileKind.WITHDRAWAL),
     (re.compile(r"trust/root/(?P<version>[1-9][0-9]{0,6})\.yaml"), FileKind.TRUST_ROOT),
     (
         re.compile(rf"trust/root/(?P<version>[1-9][0-9]{{0,6}})\.yaml\.d/(?P<fpr>{_FPR})\.asc"),
@@ -104,6 +116,10 @@ def release_path(app: str, version: str) -> str:
 
 def release_signature_path(app: str, version: str, fingerprint: str) -> str:
     return f"{release_path(app, version)}.d/{fingerprint}.asc"
+
+
+def withdrawal_path(app: str, version: str) -> str:
+    return f"withdrawals/{app}/{version}.yaml"
 
 
 def rollout_path(name: str) -> str:

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config_invalid"
     UNSUPPORTED_ARTIFACT = "unsupported_artifact"
     ROLLOUT_OVERLAP = "rollout_overlap"
+    RELEASE_WITHDRAWN = "release_withdrawn"  # a rollout names a release a withdrawal on main withdraws
     # a release's ``requires``: an app with no release on main, a range none of them satisfies, a cycle
     REQUIRES_UNKNOWN_APP = "requires_unknown_app"
     REQUIRES_UNSATISFIABLE = "requires_unsatisfiable"
@@ -120,6 +121,7 @@ class SkipReason(StrEnum):
     UNKNOWN = "unknown"
     PAUSED = "paused"
     ABORTED = "aborted"
+    RELEASE_WITHDRAWN = "release_withdrawn"  # a withdrawal on main names the release (plan only)
 
 
 class RecordReason(StrEnum):

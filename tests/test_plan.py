@@ -91,6 +91,19 @@ def test_release_bump_updates_every_eligible_robot_and_names_the_previous_versio
     assert len(rollout.to_update) == 4
 
 
+def test_a_release_bump_to_a_withdrawn_release_updates_no_robot_and_says_why(tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    base = spec_of(b)
+    b.release("nav", "1.1.0")
+    b.docs["rollouts/nav-1-0-0.yaml"]["release"] = "1.1.0"
+    withdrawal = {"apiVersion": "fleetcd.dev/v1", "kind": "Withdrawal", "app": "nav", "version": "1.1.0"}
+    b.docs["withdrawals/nav/1.1.0.yaml"] = {**withdrawal, "reason": "bricks the lidar"}
+    (rollout,) = plan_between(base, spec_of(b)).rollouts
+    assert rollout.to_update == ()
+    assert {reason for _, reason in rollout.skipped} == {SkipReason.RELEASE_WITHDRAWN}
+    assert len(rollout.skipped) == 4
+
+
 def test_robot_added_to_a_cohort_is_the_only_robot_to_update(tmp_path: Path) -> None:
     b = fleet(tmp_path)
     base = spec_of(b)

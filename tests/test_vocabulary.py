@@ -110,6 +110,7 @@ WIRE: dict[type[StrEnum], list[str]] = {
         "unknown",
         "paused",
         "aborted",
+        "release_withdrawn",
     ],
 }
 

@@ -69,6 +69,36 @@ def get_releases(url: str, cache: Path, fmt: OutputFormat) -> None:
     _emit(release_rows(view), RELEASE_COLUMNS, fmt, "no releases on main")
 
 
+@get_group.command("release")
+@click.argument("app")
+@click.argument("version")
+@operator_remote_options
+@output_option
+def get_release(app: str, version: str, url: str, cache: Path, fmt: OutputFormat) -> int:
+    """One release: signatures, withdrawal, its rollouts and the robots running it. Exit 1: unknown."""
+    from controller.ops.listing import RELEASE_COLUMNS, RUNNING_COLUMNS, release_detail
+    from controller.ops.remote import read_remote
+
+    detail = release_detail(read_remote(remote_source(url, cache)), app, version)
+    if detail is None:
+        click.echo(f"error: no release {app} {version} on main (releases/{app}/{version}.yaml)", err=True)
+        return 1
+    if fmt != "table":
+        click.echo(render_data(detail, fmt))
+        return 0
+    click.echo(render_table([detail], RELEASE_COLUMNS))
+    if detail["withdrawn"] is not None:
+        click.echo(f"\nWithdrawn by {detail['withdrawn']['path']}: {detail['withdrawn']['reason']}")
+    for rollout in detail["rollouts"]:
+        reason = f" ({rollout['reason']})" if rollout["reason"] else ""
+        click.echo(
+            f"rollout {rollout['name']} generation {rollout['generation']}: {rollout['phase']}{reason}"
+        )
+    click.echo(f"\nRobots running {app} {version}:")
+    click.echo(render_table(detail["robots"], RUNNING_COLUMNS) if detail["robots"] else "  none")
+    return 0
+
+
 @click.command("history")
 @click.argument("device")
 @operator_remote_options

@@ -19,6 +19,9 @@
   finish; an automatic rollback in progress is finished first. Pause stops dispatch and promotion until
   unpaused. A halted, completed or aborted rollout ignores pause; only a new generation starts
   it again. A phase the reconcile loop set itself (``stalled``, ``removed``) is re-derived.
+* **Withdrawn release** (a withdrawal on main names the rollout's release): the rollout stalls
+  with ``release_withdrawn`` and retires what robots have not started, like an abort; a halted or
+  rolling-back rollout finishes its rollback, a completed one no longer dispatches late joiners.
 No I/O, no clock: everything comes from the :class:`~controller.engine.inputs.EngineInput`.
 """
 
@@ -142,6 +145,8 @@ def apply_switches(inp: EngineInput, state: RolloutState, ledger: Ledger, journa
                 ledger.put(archive(record, inp.now, why))
         journal.emit(AuditKind.ROLLOUT_ABORTED, reason=EngineReason.ABORTED.value, phase=phase.value)
         return state.model_copy(update={"phase": RolloutPhase.ABORTED, "reason": EngineReason.ABORTED.value})
+    if inp.release_sha256 in inp.withdrawn and phase not in _OUT_OF_REACH:
+        return _stall_withdrawn(inp, state, ledger, journal)
     if phase in _OUT_OF_REACH:
         return state
     if phase not in (RolloutPhase.SCHEDULED, RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
@@ -155,6 +160,21 @@ def apply_switches(inp: EngineInput, state: RolloutState, ledger: Ledger, journa
     if phase is RolloutPhase.PAUSED:
         journal.emit(AuditKind.ROLLOUT_RESUMED, phase=new_phase.value)
     return state.model_copy(update={"phase": new_phase, "reason": reason})
+
+
+def _stall_withdrawn(inp: EngineInput, state: RolloutState, ledger: Ledger, journal: Journal) -> RolloutState:
+    """The rollout's release is withdrawn: nothing new starts; what robots have not started is
+    retired (as an abort does); in-flight deployments end on their own. Lifting the withdrawal (a
+    commit deleting it) lets :func:`_recover` re-derive the phase."""
+    for record in list(ledger.current()):
+        why = cancel_reason(ledger, record)
+        if why is not None:
+            ledger.put(archive(record, inp.now, why))
+    reason = EngineReason.RELEASE_WITHDRAWN.value
+    if state.phase is RolloutPhase.STALLED and state.reason == reason:
+        return state
+    journal.emit(AuditKind.STALLED, reason=reason, phase=state.phase.value, version=inp.rollout.release)
+    return state.model_copy(update={"phase": RolloutPhase.STALLED, "reason": reason})
 
 
 def _recover(inp: EngineInput, state: RolloutState, ledger: Ledger) -> RolloutState:

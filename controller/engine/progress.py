@@ -149,8 +149,8 @@ def run(inp: EngineInput, state: RolloutState, ledger: Ledger, journal: Journal)
         # Waves the plan no longer has (only after a stale state) are dropped, not gated.
         tick.waves = [w for w in tick.waves if w.index in tick.planned]
     _gate(tick)
-    if tick.phase in _DISPATCHING:
-        _dispatch(tick)
+    if tick.phase in _DISPATCHING and inp.release_sha256 not in inp.withdrawn:
+        _dispatch(tick)  # a completed rollout of a withdrawn release takes no late joiners
     if tick.phase is RolloutPhase.PAUSED:
         _hold_for_pause(tick)
     if tick.phase is RolloutPhase.ROLLING_BACK:

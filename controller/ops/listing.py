@@ -8,7 +8,9 @@ its bundles, runs on an expired one or sees two layouts of its desired ref says 
 returns JSON-ready rows; the matching ``*_COLUMNS`` say what the table shows. Release signatures
 go through the same threshold check as validation and the reconcile
 (:func:`fleetcd.trust.policy.check_release`), so "verified" here means exactly what it means to
-the controller.
+the controller. A release a withdrawal on main names says so (``withdrawn``, with the reason), and
+every release lists the robots whose reports say they run it (``running``): after a withdrawal,
+the robots still to move off it. ``get release APP VERSION`` shows one release with those robots.
 """
 
 from __future__ import annotations
@@ -194,15 +196,31 @@ DEVICE_COLUMNS = (
 )
 
 
+def running_releases(view: RemoteView) -> dict[tuple[str, str], list[str]]:
+    """(app, version) -> the robots whose newest succeeded deployment of the app is that version."""
+    running: dict[tuple[str, str], list[str]] = {}
+    for device in sorted(view.state.devices):
+        for app, info in app_versions(view.state.devices[device].records).items():
+            if info["current"] is not None:
+                running.setdefault((app, info["current"]), []).append(device)
+    return running
+
+
 def release_rows(
-    view: RemoteView, keyring_factory: Callable[[dict[str, bytes]], Keyring] = open_keyring
+    view: RemoteView,
+    keyring_factory: Callable[[dict[str, bytes]], Keyring] = open_keyring,
+    only: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every release on main with its signature threshold status, by app then version."""
+    """Every release on main (or ``only`` that one) with its signature threshold status, whether it
+    is withdrawn and the robots running it, by app then version."""
     spec = view.spec
     keys = sorted(spec.releases, key=lambda k: (k[0], parse_version(k[1])))
+    if only is not None:
+        keys = [k for k in keys if k == only]
+    running = running_releases(view)
     root = spec.trust_root
     if root is None:
-        return [_release_row(spec.releases[k].doc.path, k, None, None, ()) for k in keys]
+        return [_release_row(view, k, None, None, (), running) for k in keys]
     signers = root.release_signers
     names = {key.fingerprint: key.name for key in signers.keys}
     rows = []
@@ -211,20 +229,67 @@ def release_rows(
             entry = spec.releases[key]
             status = check_release(entry.doc.path, entry.doc.raw, entry.signatures, signers, keyring)
             verified = tuple(names.get(f, f) for f in status.verified)
-            rows.append(_release_row(entry.doc.path, key, len(status.verified), status.required, verified))
+            rows.append(_release_row(view, key, len(status.verified), status.required, verified, running))
     return rows
 
 
 def _release_row(
-    path: str, key: tuple[str, str], verified: int | None, required: int | None, signers: Sequence[str]
+    view: RemoteView,
+    key: tuple[str, str],
+    verified: int | None,
+    required: int | None,
+    signers: Sequence[str],
+    running: Mapping[tuple[str, str], list[str]],
 ) -> dict[str, Any]:
     ok = verified is not None and required is not None and verified >= required
+    withdrawal = view.spec.withdrawals.get(key)
     return {
         "app": key[0],
         "version": key[1],
-        "path": path,
+        "path": view.spec.releases[key].doc.path,
         "signatures": {"verified": verified, "required": required, "signers": list(signers), "ok": ok},
+        "withdrawn": (
+            {"path": withdrawal.path, "reason": withdrawal.model.reason} if withdrawal is not None else None
+        ),
+        "running": running.get(key, []),
     }
+
+
+def release_detail(view: RemoteView, app: str, version: str) -> dict[str, Any] | None:
+    """One release: its row, the rollouts naming it with their phase, and each robot running it
+    (site, connectivity, last seen); None when main has no such release."""
+    rows = release_rows(view, only=(app, version))
+    if not rows:
+        return None
+    row = rows[0]
+    robots = []
+    for device in row["running"]:
+        declared = view.spec.devices.get(device)
+        known = view.state.devices[device]
+        robots.append(
+            {
+                "id": device,
+                "site": declared.model.site if declared else None,
+                "connectivity": known.state.connectivity.value,
+                "last_seen": known.state.last_seen.isoformat() if known.state.last_seen else None,
+            }
+        )
+    rollouts = [
+        {
+            "name": state.name,
+            "generation": state.generation,
+            "phase": state.phase.value,
+            "reason": state.reason,
+        }
+        for name, state in sorted(view.state.rollouts.items())
+        if (state.app, state.version) == (app, version)
+    ]
+    return {**row, "robots": robots, "rollouts": rollouts}
+
+
+def _withdrawn_cell(row: Row) -> str:
+    withdrawn = row["withdrawn"]
+    return "-" if withdrawn is None else f"yes: {withdrawn['reason']}"
 
 
 def _signatures(row: Row) -> str:
@@ -240,4 +305,13 @@ RELEASE_COLUMNS = (
     field("VERSION", "version"),
     Column("SIGNATURES", _signatures),
     Column("SIGNED BY", lambda r: ", ".join(r["signatures"]["signers"])),
+    Column("RUNNING", lambda r: str(len(r["running"]))),
+    Column("WITHDRAWN", _withdrawn_cell),
+)
+
+RUNNING_COLUMNS = (
+    field("ROBOT", "id"),
+    Column("SITE", lambda r: r["site"] or "(not on main)"),
+    field("CONNECTIVITY", "connectivity"),
+    Column("LAST SEEN", lambda r: when(r["last_seen"])),
 )

@@ -92,12 +92,15 @@ class Checked:
 
 
 def check_change(tree: WorkTree, changes: Mapping[str, bytes | None], rollout_path: str) -> Checked:
-    """Refuse (InvalidContent) a change that adds validation errors, except ``rollout_path``'s approvals."""
+    """Refuse (InvalidContent) a change that adds validation errors, except ``rollout_path``'s approvals,
+    or that newly points a rollout at a withdrawn release (``deploy``, ``rollback --to``): the
+    controller would only stall it. Edits to a rollout already in that state (pause, abort) pass."""
     before = validate_snapshot(tree.files)
     after = validate_snapshot(apply(tree.files, changes))
-    known = set(before.errors)
+    known = {*before.errors, *before.warnings}
     missing = tuple(d for d in after.errors if d.file == rollout_path and d.reason is Reason.APPROVAL_MISSING)
     new = [d for d in after.errors if d not in known and d not in missing]
+    new += [d for d in after.warnings if d.reason is Reason.RELEASE_WITHDRAWN and d not in known]
     if new:
         raise InvalidContent(new)
     return Checked(after, missing)

@@ -16,6 +16,7 @@ from html import escape
 
 from controller.pages.summary import (
     NO_COHORT,
+    RUNNING_SHOWN,
     Counts,
     FleetView,
     RobotState,
@@ -261,6 +262,21 @@ def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, i
     ), budget
 
 
+def _withdrawn(view: FleetView) -> str:
+    """Withdrawn releases first: no robot gets them anew; those listed still run them."""
+    if not view.withdrawn:
+        return ""
+    items = []
+    for w in view.withdrawn:
+        shown = ", ".join(w.running[:RUNNING_SHOWN]) or "none"
+        more = f" and {len(w.running) - RUNNING_SHOWN} more" if len(w.running) > RUNNING_SHOWN else ""
+        items.append(
+            f"<li><b>{escape(w.app)}@{escape(w.version)}</b> withdrawn: {escape(w.reason)}. "
+            f"Still running it ({len(w.running)}): {escape(shown)}{more}</li>"
+        )
+    return f'<section class="rollout"><h2>Withdrawn releases</h2><ul>{"".join(items)}</ul></section>'
+
+
 def render_status_html(view: FleetView) -> str:
     """The whole ``status.html``; deterministic for a given view."""
     fleet = escape(view.fleet) if view.fleet else "fleet"
@@ -273,7 +289,7 @@ def render_status_html(view: FleetView) -> str:
     for rollout in view.rollouts:
         html, budget = _rollout(rollout, view, budget)
         sections.append(html)
-    body = "".join(sections) or '<p class="meta">No rollouts.</p>'
+    body = _withdrawn(view) + ("".join(sections) or '<p class="meta">No rollouts.</p>')
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

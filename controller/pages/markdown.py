@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from controller.pages.summary import (
     NO_COHORT,
+    RUNNING_SHOWN,
     CohortTable,
     FleetView,
     RobotState,
@@ -167,6 +168,14 @@ def render_status_md(view: FleetView) -> str:
         "Written on every reconcile; do not edit.",
         "",
     ]
+    for w in view.withdrawn:
+        shown = ", ".join(f"`{md_text(d)}`" for d in w.running[:RUNNING_SHOWN]) or "none"
+        more = f" and {len(w.running) - RUNNING_SHOWN} more" if len(w.running) > RUNNING_SHOWN else ""
+        lines += [
+            f"**Withdrawn: {md_text(w.app)}@{md_text(w.version)}** — {md_text(w.reason)}. "
+            f"Still running it ({len(w.running)}): {shown}{more}",
+            "",
+        ]
     if not view.rollouts:
         lines += ["_No rollouts._", ""]
     budget = ROWS_PER_PAGE

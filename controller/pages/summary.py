@@ -147,12 +147,26 @@ class RolloutView:
     rolled_back: int = 0  # robots the halt sent back to the previous release
 
 
+RUNNING_SHOWN = 50  # robots named per withdrawn release on a page; `fleetcd get release` lists all
+
+
+@dataclass(frozen=True)
+class WithdrawnView:
+    """A release a withdrawal on main names, and the robots whose records say they still run it."""
+
+    app: str
+    version: str
+    reason: str  # from main: text people wrote, escaped by the renderers
+    running: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class FleetView:
     fleet: str | None
     generated_at: datetime
     commit: str | None
     rollouts: tuple[RolloutView, ...]
+    withdrawn: tuple[WithdrawnView, ...] = ()
 
 
 def count(robots: Sequence[RobotView]) -> Counts:
@@ -298,8 +312,10 @@ def build_view(
     commit: str | None,
     *,
     fleet: str | None = None,
+    withdrawals: Mapping[tuple[str, str], str] | None = None,
 ) -> FleetView:
-    """Everything the status pages show, from the state about to be committed (pure)."""
+    """Everything the status pages show, from the state about to be committed (pure);
+    ``withdrawals`` maps each withdrawn (app, version) to its reason."""
     member_of: dict[str, list[str]] = {}
     for name in sorted(cohorts):
         for device_id in cohort_members(cohorts[name], devices):
@@ -309,7 +325,22 @@ def build_view(
         _rollout_view(r, device_files, memberships, cohorts, devices)
         for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name))
     )
-    return FleetView(fleet=fleet, generated_at=now, commit=commit, rollouts=views)
+    withdrawn = tuple(
+        WithdrawnView(app, version, reason, running_robots(device_files, app, version))
+        for (app, version), reason in sorted((withdrawals or {}).items())
+    )
+    return FleetView(fleet=fleet, generated_at=now, commit=commit, rollouts=views, withdrawn=withdrawn)
+
+
+def running_robots(device_files: Mapping[str, DeviceFile], app: str, version: str) -> tuple[str, ...]:
+    """Robots whose newest succeeded deployment of ``app`` is ``version`` (what they run)."""
+    robots = []
+    for device in sorted(device_files):
+        done = [r for r in device_files[device].records if r.app == app and outcome(r) is Outcome.SUCCEEDED]
+        newest = max(done, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
+        if newest is not None and newest.version == version:
+            robots.append(device)
+    return tuple(robots)
 
 
 def counts_text(counts: Counts) -> str:

@@ -36,7 +36,17 @@ def pages_and_receipts(
     planned: Mapping[str, PlannedRollout],
 ) -> dict[str, bytes | None]:
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
-    view = build_view(list(rollouts.values()), devices, cohorts, ctx.devices, now, main, fleet=ctx.fleet.name)
+    withdrawals = {key: doc.model.reason for key, doc in ctx.spec.withdrawals.items()}
+    view = build_view(
+        list(rollouts.values()),
+        devices,
+        cohorts,
+        ctx.devices,
+        now,
+        main,
+        fleet=ctx.fleet.name,
+        withdrawals=withdrawals,
+    )
     out: dict[str, bytes | None] = {
         STATUS_MD: render_status_md(view).encode("utf-8"),
         STATUS_HTML: render_status_html(view).encode("utf-8"),

@@ -56,6 +56,8 @@ class FleetContext:
     release_sha256: Mapping[str, str]  # rollout name -> sha256 of the release file it names
     # app -> the releases of other apps on main that require it (controller.engine.requires)
     dependents: Mapping[str, tuple[Dependent, ...]] = field(default_factory=dict)
+    # sha256 of every release file a withdrawal on main names: never deployed anew (engine)
+    withdrawn: frozenset[str] = frozenset()
     _configs: dict[tuple[str, tuple[str, ...]], DeviceConfig] = field(default_factory=dict, compare=False)
 
     @cached_property
@@ -91,7 +93,14 @@ class FleetContext:
             for requirement in release.doc.model.requires:
                 dependents.setdefault(requirement.app, []).append(Dependent(app, version, requirement))
         needed_by = {app: tuple(found) for app, found in dependents.items()}
-        return cls(spec, fleet, trust, devices, members, windows, digests, dependents=needed_by)
+        withdrawn = frozenset(
+            hashlib.sha256(release.doc.raw).hexdigest()
+            for app, version in spec.withdrawals
+            if (release := spec.release(app, version)) is not None
+        )
+        return cls(
+            spec, fleet, trust, devices, members, windows, digests, dependents=needed_by, withdrawn=withdrawn
+        )
 
     def signing_key(self, available: Sequence[str]) -> str:
         """The controller key this reconcile signs with: the first one the trust root lists whose
@@ -151,6 +160,7 @@ def advance_rollout(
             now=now,
             requires=tuple(release.doc.model.requires),
             required_by=ctx.dependents.get(rollout.app, ()),
+            withdrawn=ctx.withdrawn,
             configs={d: ctx.device_config(rollout.app, d) for d in members},
         )
     )

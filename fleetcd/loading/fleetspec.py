@@ -17,7 +17,7 @@ from fleetcd.desired.configset import ConfigSet
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
-from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot
+from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot, Withdrawal
 from fleetcd.reasons import Reason
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,6 +54,7 @@ class FleetSpec:
     keys: dict[str, bytes] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     trust_roots: dict[int, TrustRootEntry] = field(default_factory=dict)  # version -> entry
+    withdrawals: dict[tuple[str, str], Loaded[Withdrawal]] = field(default_factory=dict)  # (app, version)
     _config_sets: dict[str, ConfigSet] | None = field(default=None, repr=False, compare=False)
 
     def release(self, app: str, version: str) -> ReleaseEntry | None:
@@ -62,6 +63,11 @@ class FleetSpec:
     def controller_keys_ever(self) -> frozenset[str]:
         """Every controller key any trust-root version on main lists (receipts outlive rotations)."""
         return frozenset(f for e in self.trust_roots.values() for f in e.doc.model.controller_fingerprints)
+
+    def withdrawal(self, app: str, version: str) -> Withdrawal | None:
+        """The withdrawal of release ``app`` ``version`` on this snapshot, if there is one."""
+        loaded = self.withdrawals.get((app, version))
+        return loaded.model if loaded is not None else None
 
     @property
     def trust_root(self) -> TrustRoot | None:
@@ -148,6 +154,11 @@ def _load_one(
         _name_matches(config, config.model.app, name, "app")
         _name_matches(config, config.model.file_stem, stem, "scope")
         spec.configs.setdefault(config.model.app, []).append(config)
+    elif kind is FileKind.WITHDRAWAL:
+        withdrawal = load_document(path, raw, Withdrawal)
+        _name_matches(withdrawal, withdrawal.model.app, name, "app")
+        _name_matches(withdrawal, withdrawal.model.version, version, "version")
+        spec.withdrawals[(withdrawal.model.app, withdrawal.model.version)] = withdrawal
     elif kind is FileKind.TRUST_ROOT:
         root = load_document(path, raw, TrustRoot)
         _name_matches(root, str(root.model.version), version, "version")
@@ -204,5 +215,6 @@ def _unexpected(path: str) -> str:
         "configs": "configs/<app>/<default|cohort-NAME|device-ID>.yaml",
         "keys": "keys/<name>.asc",
         "trust": "trust/root/<version>.yaml or trust/root/<version>.yaml.d/<FINGERPRINT>.asc",
+        "withdrawals": "withdrawals/<app>/<version>.yaml",
     }.get(top, "a fleetcd document")
     return f"unexpected file here; expected {expected} (names: letters, digits, single . _ -)"

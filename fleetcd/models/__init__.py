@@ -12,8 +12,11 @@ from fleetcd.models.fleet import Fleet
 from fleetcd.models.release import Release
 from fleetcd.models.rollout import Rollout
 from fleetcd.models.trustroot import TrustRoot
+from fleetcd.models.withdrawal import Withdrawal
 
-DocumentModel = Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig | TrustRoot
+DocumentModel = (
+    Fleet | Device | Cohort | Release | Rollout | ConfigInstance | AgentConfig | TrustRoot | Withdrawal
+)
 DOCUMENT_KINDS: dict[str, type[DocumentModel]] = {
     "Fleet": Fleet,
     "Device": Device,
@@ -23,6 +26,7 @@ DOCUMENT_KINDS: dict[str, type[DocumentModel]] = {
     "ConfigInstance": ConfigInstance,
     "AgentConfig": AgentConfig,
     "TrustRoot": TrustRoot,
+    "Withdrawal": Withdrawal,
 }
 
 __all__ = [
@@ -37,5 +41,6 @@ __all__ = [
     "Rollout",
     "Stage",
     "TrustRoot",
+    "Withdrawal",
     "parse_version",
 ]

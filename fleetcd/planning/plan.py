@@ -228,6 +228,11 @@ class _Fleet:
         entry = self.spec.release(rollout.app, rollout.release)
         release = entry.doc.model if entry is not None else None
         selection = resolve_targets(rollout, release, self.devices, self.cohorts)
+        if self.spec.withdrawal(rollout.app, rollout.release) is not None:
+            # The controller deploys a withdrawn release nowhere: every robot is skipped, and why.
+            withdrawn = tuple((d, SkipReason.RELEASE_WITHDRAWN) for d in selection.eligible)
+            skipped = tuple(sorted((*selection.skipped, *withdrawn)))
+            selection = replace(selection, eligible=(), skipped=skipped)
         strategy = effective_strategy(rollout, self.fleet)
         waves = plan_waves(name, strategy, selection.eligible, selection.cohorts_of, self.members)
         stage = rollout_stage(rollout, self.cohorts, self.stages)

@@ -1,7 +1,8 @@
 """Cross-file references: every name one document uses must exist, once.
 
 Checks rollout → release, rollout → cohorts/devices (targets and waves), cohort → devices, config →
-app/cohort/device, repeated names in lists, and names that differ only in letter case (they would
+app/cohort/device, withdrawal → release (and warns about a rollout whose release is withdrawn: the
+controller stalls it), repeated names in lists, and names that differ only in letter case (they would
 be one file on macOS and Windows checkouts). Unknown robots are errors, never silently dropped.
 Runs after loading; a referenced file that exists but failed to load was already reported, so it
 is not reported again as unknown.
@@ -24,6 +25,7 @@ def check(ctx: Context) -> Iterator[Diagnostic]:
     yield from _rollouts(ctx)
     yield from _cohorts(ctx)
     yield from _configs(ctx)
+    yield from _withdrawals(ctx)
     yield from _case_collisions(ctx)
     yield from _equal_versions(ctx)
 
@@ -52,6 +54,33 @@ def _rollouts(ctx: Context) -> Iterator[Diagnostic]:
             for index, wave in enumerate(strategy.waves):
                 if wave.cohort is not None:
                     yield from _cohort_refs(ctx, doc, ("strategy", "waves", index, "cohort"), [wave.cohort])
+
+
+def _withdrawals(ctx: Context) -> Iterator[Diagnostic]:
+    for app, version in sorted(ctx.spec.withdrawals):
+        doc = ctx.spec.withdrawals[(app, version)]
+        if ctx.spec.release(app, version) is None and not ctx.release_file_exists(app, version):
+            versions = [v for (a, v) in ctx.spec.releases if a == app]
+            yield at(
+                doc,
+                ("version",),
+                f"withdraws release {app} {version}, which does not exist (no releases/{app}/{version}.yaml; "
+                f"published versions: {known(versions)})",
+                Reason.UNKNOWN_REFERENCE,
+            )
+    for name in sorted(ctx.spec.rollouts):
+        rollout = ctx.spec.rollouts[name].doc
+        model = rollout.model
+        withdrawal = ctx.spec.withdrawal(model.app, model.release)
+        if withdrawal is not None and not model.aborted:
+            yield at(
+                rollout,
+                ("release",),
+                f"release {model.app} {model.release} is withdrawn (withdrawals/{model.app}/{model.release}"
+                f".yaml: {withdrawal.reason}); the controller stalls this rollout and deploys it nowhere",
+                Reason.RELEASE_WITHDRAWN,
+                severity="warning",
+            )
 
 
 def _cohorts(ctx: Context) -> Iterator[Diagnostic]:

@@ -1,0 +1,184 @@
+"""Withdrawing a release, through the real reconcile on real git and gpg.
+
+The scenario fleet runs nav 1.0.0; nav 1.1.0 reaches staging (stg-1); then a commit adds
+``withdrawals/nav/1.1.0.yaml``. From that commit on no signed bundle orders 1.1.0 to any robot, the
+rollout stalls with ``release_withdrawn``, ``fleetcd get releases`` / ``get release`` and the status
+pages say it is withdrawn and that stg-1 still runs it. A halt never rolls robots back to a
+withdrawn release, and ``fleetcd deploy`` refuses to start a rollout of one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.cli import build
+from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.cli.main import run
+from fleetcd.layout import withdrawal_path
+from tests.gpgkeys import KeyFactory, shared_keys
+from tests.sim.world import (
+    CANARY,
+    PRODUCTION,
+    STAGING,
+    WAVES,
+    ControllerWorld,
+    audit_lines,
+    make_world,
+    pass_wave,
+)
+
+REASON = "map loader corrupts tokyo-floor3 maps (INC-4711)"
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run(build(), list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def withdraw(world: ControllerWorld, app: str, version: str, reason: str = REASON) -> None:
+    doc = {"apiVersion": "fleetcd.dev/v1", "kind": "Withdrawal", "app": app, "version": version}
+    world.fleet.docs[withdrawal_path(app, version)] = {**doc, "reason": reason}
+
+
+def _first_done(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
+    world = make_world(tmp_path, keys, name="withdraw")
+    world.reconcile()
+    for devices, name in ((STAGING, "staging"), (CANARY, "canary"), (PRODUCTION, "production")):
+        pass_wave(world, devices, name)
+    world.reconcile()
+    return world
+
+
+def _roll_out_1_1(world: ControllerWorld, **extra: Any) -> None:
+    world.fleet.release("nav", "1.1.0")
+    world.fleet.rollout(
+        "nav",
+        app="nav",
+        release="1.1.0",
+        cohorts=["staging", "canary", "production"],
+        strategy={"type": "waves", "waves": WAVES},
+        **extra,
+    )
+    world.merge("nav 1.1.0")
+    world.reconcile()
+
+
+def _versions(world: ControllerWorld, device: str) -> list[str]:
+    return [d.version for d in world.sim.bundle(device, world.clock.now).deployments]
+
+
+def test_withdrawn_release_reaches_no_further_robot_and_its_rollout_stalls(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = _first_done(tmp_path, keys)
+    _roll_out_1_1(world)
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    withdraw(world, "nav", "1.1.0")
+    world.merge("withdraw nav 1.1.0")
+    world.clock.tick(120)  # staging's soak is long over: without the withdrawal canary would start
+    world.reconcile()
+    world.clock.tick(3600)
+    world.reconcile()
+
+    state = world.state()
+    rollout = state.rollouts["nav"]
+    assert (rollout.phase, rollout.reason) == (RolloutPhase.STALLED, "release_withdrawn")
+    assert next(w for w in rollout.waves if w.name == "canary").phase is WavePhase.PENDING
+    for device in CANARY + PRODUCTION:
+        assert _versions(world, device) == ["1.0.0"], f"{device} was ordered a withdrawn release"
+    assert _versions(world, "stg-1") == ["1.1.0"], "what it runs is not taken away"
+    stalled = [line["event"] for line in audit_lines(state) if line["event"]["kind"] == "stalled"]
+    assert [e["reason"] for e in stalled] == ["release_withdrawn"]
+
+    status = state.files["STATUS.md"].decode()
+    assert "**Withdrawn: nav@1.1.0**" in status and "Still running it (1): `stg-1`" in status
+    html = state.files["status.html"].decode()
+    assert "Withdrawn releases" in html and "INC-4711" in html
+
+    remote = ["--repo", str(world.server), "--cache", str(tmp_path / "ops-cache")]
+    code, out, _ = fleetcd(capsys, "get", "releases", *remote, "-o", "json")
+    assert code == 0
+    rows = {(r["app"], r["version"]): r for r in json.loads(out)}
+    assert rows[("nav", "1.1.0")]["withdrawn"] == {"path": "withdrawals/nav/1.1.0.yaml", "reason": REASON}
+    assert rows[("nav", "1.1.0")]["running"] == ["stg-1"]
+    assert rows[("nav", "1.0.0")]["withdrawn"] is None
+    assert rows[("nav", "1.0.0")]["running"] == sorted(CANARY + PRODUCTION)
+    table = fleetcd(capsys, "get", "releases", *remote)[1]
+    assert f"yes: {REASON}" in table
+    code, out, _ = fleetcd(capsys, "get", "release", "nav", "1.1.0", *remote)
+    assert code == 0
+    assert f"Withdrawn by withdrawals/nav/1.1.0.yaml: {REASON}" in out
+    assert "rollout nav generation 2: stalled (release_withdrawn)" in out
+    assert "Robots running nav 1.1.0:" in out and "stg-1" in out.split("Robots running", 1)[1]
+    assert fleetcd(capsys, "get", "release", "nav", "9.9.9", *remote)[0] == 1
+
+
+def test_lifting_a_withdrawal_lets_the_rollout_go_on(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    withdraw(world, "nav", "1.1.0")
+    _roll_out_1_1(world)  # published and withdrawn in one merge: nobody ever gets it
+    assert world.state().rollouts["nav"].phase is RolloutPhase.STALLED
+    assert _versions(world, "stg-1") == ["1.0.0"]
+    world.fleet.remove(withdrawal_path("nav", "1.1.0"))
+    world.merge("nav 1.1.0 is fine after all")
+    world.reconcile()
+    assert world.state().rollouts["nav"].phase is RolloutPhase.PROGRESSING
+    assert _versions(world, "stg-1") == ["1.1.0"]
+
+
+def test_a_halt_never_rolls_robots_back_to_a_withdrawn_release(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    _roll_out_1_1(world)
+    withdraw(world, "nav", "1.0.0", "leaks the site's Wi-Fi credentials into its logs")
+    world.merge("withdraw nav 1.0.0")
+    world.reconcile()
+    pass_wave(world, STAGING, "staging")
+    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
+    world.report_all(["can-2", "can-3"], "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.HALTED
+    assert state.rollouts["nav"].rolled_back_devices == ()
+    for device in ("stg-1", "can-2", "can-3"):
+        assert "rollback" not in [d.action for d in world.sim.bundle(device, world.clock.now).deployments]
+    halted = next(line["event"] for line in audit_lines(state) if line["event"]["kind"] == "rollout_halted")
+    assert halted["data"]["rollback"] == "previous_release_withdrawn"
+
+
+def test_deploy_refuses_to_start_a_rollout_of_a_withdrawn_release(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = make_world(tmp_path, keys, name="withdraw")
+    world.fleet.release("nav", "1.1.0")
+    withdraw(world, "nav", "1.1.0")
+    world.merge("nav 1.1.0, withdrawn")
+    head = world.fleet.git("rev-parse", "HEAD")
+    code, _, err = fleetcd(
+        capsys,
+        "deploy",
+        "nav@1.1.0",
+        "--to",
+        "stg-1",
+        "--idempotency-key",
+        "ci-42",
+        "--repo",
+        str(world.fleet.root),
+        "--no-commit",
+    )
+    assert code != 0
+    assert "release_withdrawn" in err or "withdrawn" in err
+    assert world.fleet.git("rev-parse", "HEAD") == head
+    assert not any(p.name.startswith("nav-ci-42") for p in (world.fleet.root / "rollouts").iterdir())
