@@ -119,3 +119,17 @@ def test_robots_not_receiving_the_app_are_not_checked(fleet: FleetRepoBuilder) -
 )
 def test_merge_semantics(layers: list[dict[str, object]], merged: dict[str, object]) -> None:
     assert merge_values(layers) == merged
+
+
+def test_config_file_over_the_robots_cap_is_refused_before_it_could_reach_one(
+    fleet: FleetRepoBuilder,
+) -> None:
+    fleet.write()
+    path = "configs/nav/default.yaml"
+    padded = fleet.read(path) + b"# a long comment that travels byte for byte in every bundle\n" * 1200
+    fleet.file(path, padded)
+    fleet.write()
+    result = fleet.validate()
+    assert (path, None, None, "too_large", "error") in found(result)
+    problem = next(d for d in result.diagnostics if d.reason == "too_large")
+    assert problem.message == f"{len(padded)} bytes; robots accept config files of at most 65536 bytes"

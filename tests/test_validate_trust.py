@@ -66,13 +66,16 @@ def test_signature_over_different_bytes_does_not_count(fleet: FleetRepoBuilder) 
     signer, alice, bob = fleet.release_signers[0], *fleet.approver_keys
     assert found(result) == [
         *sorted(
-            (approval_path("nav-1-0-0", key.fingerprint), None, None, "signature_invalid", "warning")
+            (approval_path("nav-1-0-0", key.fingerprint), None, None, "approval_stale", "warning")
             for key in (alice, bob)
         ),
         (RELEASE, None, None, "below_threshold", "error"),
         (_signature(fleet, signer.fingerprint), None, None, "signature_invalid", "warning"),
         (ROLLOUT, None, None, "approval_missing", "error"),  # approvals cover the release's sha256
     ]
+    stale = next(d for d in result.diagnostics if d.reason == "approval_stale")
+    assert stale.message.startswith("stale: signed over other content; an approval covers the rollout, ")
+    assert "fleetcd approve rollouts/nav-1-0-0.yaml" in stale.message
 
 
 @pytest.mark.parametrize(
@@ -128,6 +131,8 @@ def test_editing_the_apps_config_voids_the_rollouts_approvals(fleet: FleetRepoBu
     (fleet.root / config).write_bytes(fleet.read(config).replace(b"1.5", b"0.9"))
     result = fleet.validate()
     assert (ROLLOUT, None, None, "approval_missing", "error") in found(result)
+    stale = [d for d in result.diagnostics if d.reason == "approval_stale"]
+    assert len(stale) == 2 and all("configs/nav/" in d.message for d in stale)
     for key in fleet.approver_keys:
         fleet.approve("nav-1-0-0", key)
     assert fleet.validate().ok

@@ -21,9 +21,9 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
-from fleetcd.desired.configset import merge_values
+from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, merge_values
 from fleetcd.errors import Diagnostic
-from fleetcd.layout import config_path
+from fleetcd.layout import FileKind, classify, config_path
 from fleetcd.loading.documents import Loaded
 from fleetcd.loading.fleetspec import ReleaseEntry
 from fleetcd.models import ConfigInstance
@@ -62,6 +62,7 @@ class _Finding:
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:
+    yield from _oversized(ctx)
     validators: dict[str, Validator | None] = {}
     for release_key in sorted(ctx.spec.releases):
         published = ctx.spec.releases[release_key]
@@ -94,6 +95,16 @@ def check(ctx: Context) -> Iterator[Diagnostic]:
             f"{robots_phrase(sorted(group.robots))}: {group.text} ({where})",
             Reason.CONFIG_INVALID,
         )
+
+
+def _oversized(ctx: Context) -> Iterator[Diagnostic]:
+    """Config files travel byte for byte in robots' bundles, which refuse files over the cap."""
+    for path in sorted(ctx.spec.files):
+        found = classify(path)
+        size = len(ctx.spec.files[path])
+        if found is not None and found.kind is FileKind.CONFIG and size > MAX_CONFIG_FILE_BYTES:
+            message = f"{size} bytes; robots accept config files of at most {MAX_CONFIG_FILE_BYTES} bytes"
+            yield Diagnostic(path, None, None, message, Reason.TOO_LARGE)
 
 
 def _findings(

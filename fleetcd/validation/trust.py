@@ -89,7 +89,8 @@ def _signatures(ctx: Context, root: TrustRoot, keyring: VerifyingKeyring) -> Ite
         )
         required = root.approvals.required(rollout_stage(entry.doc.model, ctx.cohorts, stages))
         status = check_approvals(entry.doc.path, payload, entry.approvals, root.approvers, required, keyring)
-        stale = _legacy_approvals(ctx, name, status, keyring)
+        approvers = frozenset(k.fingerprint for k in root.approvers)
+        stale = _stale_approvals(ctx, name, status, approvers, keyring)
         for diagnostic in status.diagnostics:
             yield stale.get(diagnostic.file, diagnostic)
 
@@ -142,28 +143,37 @@ def root_version(entry: TrustRootEntry) -> RootVersion:
     return RootVersion(entry.doc.model.version, entry.doc.raw, entry.signatures)
 
 
-def _legacy_approvals(
-    ctx: Context, name: str, status: ThresholdStatus, keyring: VerifyingKeyring
+def _stale_approvals(
+    ctx: Context, name: str, status: ThresholdStatus, approvers: frozenset[str], keyring: VerifyingKeyring
 ) -> dict[str, Diagnostic]:
-    """Approval file -> why it is stale, for approvals whose signature holds over the v1 payload
-    (rollout and release only): signed before approvals covered config instances."""
+    """Approval file -> why it is stale, for approvals by a key whose signature is over other
+    bytes: over the v1 payload (rollout and release only, made before approvals covered config
+    instances), or over content that has changed since (the rollout, its release, its app's config)."""
     entry, release = ctx.spec.rollouts[name], ctx.release_of(name)
     assert release is not None  # _needs_approval
-    refused = [c for c in status.checks if not c.counted and not c.result.valid]
+    refused = [c for c in status.checks if not c.counted and not c.result.valid and c.claimed in approvers]
     if not refused:
         return {}
     legacy = legacy_approval_payload(name, entry.doc.data, release.doc.path, release.doc.raw)
     app = entry.doc.model.app
     out = {}
+    again = f"approve again with `fleetcd approve {entry.doc.path}`"
     for check in refused:
+        if check.result.reason is not Reason.SIGNATURE_INVALID or "BADSIG" not in check.result.detail:
+            continue  # not a signature over other bytes: the key or the file is the problem
         result = keyring.verify_detached(legacy, entry.approvals[check.file])
         if result.valid and result.fingerprint == check.claimed:
             message = (
                 f"stale: signed over the rollout and {release.doc.path} only (approval format v1); an "
                 f"approval now covers the config instances in configs/{app}/ too, so it counts for "
-                f"nothing: approve again with `fleetcd approve {entry.doc.path}`"
+                f"nothing: {again}"
             )
-            out[check.file] = Diagnostic(check.file, None, None, message, Reason.APPROVAL_STALE, "warning")
+        else:
+            message = (
+                f"stale: signed over other content; an approval covers the rollout, {release.doc.path} "
+                f"and every file in configs/{app}/, and one of them changed since: {again}"
+            )
+        out[check.file] = Diagnostic(check.file, None, None, message, Reason.APPROVAL_STALE, "warning")
     return out
 
 
