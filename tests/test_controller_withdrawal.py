@@ -182,3 +182,34 @@ def test_deploy_refuses_to_start_a_rollout_of_a_withdrawn_release(
     assert "release_withdrawn" in err or "withdrawn" in err
     assert world.fleet.git("rev-parse", "HEAD") == head
     assert not any(p.name.startswith("nav-ci-42") for p in (world.fleet.root / "rollouts").iterdir())
+
+
+def test_fleetcd_withdraw_commits_the_file_and_the_controller_stalls_the_rollout(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = _first_done(tmp_path, keys)
+    world.fleet.release("nav", "1.1.0")
+    world.fleet.rollout(
+        "nav",
+        app="nav",
+        release="1.1.0",
+        cohorts=["staging", "canary"],
+        strategy={"type": "waves", "waves": WAVES[:2]},
+    )
+    world.fleet.commit("nav 1.1.0 (not merged yet)")
+    author = ["--author", "Ops Person <ops@fleet.test>"]
+    repo = ["--repo", str(world.fleet.root)]
+    code, out, err = fleetcd(capsys, "withdraw", "nav@1.1.0", "--reason", "bricks\nthe lidar", *repo, *author)
+    assert code == 0, err
+    assert "Withdraw nav 1.1.0" in out and "rollouts naming it stall (release_withdrawn): nav." in out
+    text = (world.fleet.root / "withdrawals/nav/1.1.0.yaml").read_text()
+    assert 'reason: "bricks the lidar"' in text, "one line, quoted"
+    assert world.fleet.git("status", "--porcelain") == ""
+    again = fleetcd(capsys, "withdraw", "nav@1.1.0", "--reason", "again", *repo, *author)
+    assert again[0] == 0 and "nothing to do" in again[1]
+    code, _, err = fleetcd(capsys, "withdraw", "nav@7.0.0", "--reason", "typo", *repo, *author)
+    assert code != 0 and "withdrawals/nav/7.0.0.yaml" in err and "does not exist" in err
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.reconcile()
+    assert world.state().rollouts["nav"].phase is RolloutPhase.STALLED
+    assert _versions(world, "stg-1") == ["1.0.0"]

@@ -63,6 +63,7 @@ def build() -> click.Group:
         edit.resume_command,
         edit.rollback_command,
         edit.deploy_command,
+        edit.withdraw_command,
         sim.sim_command,
         robot.robot_group,
     ):

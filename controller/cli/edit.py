@@ -1,4 +1,4 @@
-"""``fleetcd pause``, ``resume``, ``rollback`` and ``deploy``: commit an edit to a local work tree.
+"""``fleetcd pause``, ``resume``, ``rollback``, ``deploy``, ``withdraw``: commit an edit to a work tree.
 
 Thin wrappers around :mod:`controller.ops` (one edit, committed unless ``--no-commit``); errors map
 to exit codes centrally (:func:`fleetcd.cli.main.run`).
@@ -122,3 +122,17 @@ def deploy_command(
     home = _home(repo, approve, gnupghome)
     app, version = release
     _report(deploy(repo, app, version, targets, key, approve_with=home, commit=not no_commit, author=author))
+
+
+@click.command("withdraw")
+@click.argument("release", metavar="APP@VERSION", callback=_release_spec)
+@click.option("--reason", required=True, help="Why: shown in get releases, status pages and the commit.")
+@write_options
+def withdraw_command(
+    release: tuple[str, str], reason: str, repo: Path, no_commit: bool, author: str | None
+) -> None:
+    """Commit withdrawals/<app>/<version>.yaml: no robot gets APP@VERSION anew; its rollouts stall."""
+    from controller.ops.withdraw import withdraw
+
+    app, version = release
+    _report(withdraw(repo, app, version, reason, commit=not no_commit, author=author))

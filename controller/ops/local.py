@@ -100,7 +100,8 @@ def check_change(tree: WorkTree, changes: Mapping[str, bytes | None], rollout_pa
     known = {*before.errors, *before.warnings}
     missing = tuple(d for d in after.errors if d.file == rollout_path and d.reason is Reason.APPROVAL_MISSING)
     new = [d for d in after.errors if d not in known and d not in missing]
-    new += [d for d in after.warnings if d.reason is Reason.RELEASE_WITHDRAWN and d not in known]
+    withdrawn = [d for d in after.warnings if d.file == rollout_path and d.reason is Reason.RELEASE_WITHDRAWN]
+    new += [d for d in withdrawn if d not in known]
     if new:
         raise InvalidContent(new)
     return Checked(after, missing)
