@@ -23,6 +23,7 @@ from controller.records.transitions import apply_report, new_deployment, time_ou
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.compat import UTC
 from fleetcd.models import Cohort, Device
+from fleetcd.models.rollout import HaltPolicy
 
 API = "fleetcd.dev/v1"
 NOW = datetime(2024, 5, 14, 9, 30, tzinfo=UTC)
@@ -323,3 +324,40 @@ def test_pages_stay_bounded_at_ten_thousand_robots() -> None:
     grid = html.split('<svg class="grid"', 1)[1].split("</svg>", 1)[0]
     assert grid.count("<rect ") == grid.count("<title>") == 10_000  # one square per robot
     assert len(html.encode()) < 2_500_000
+
+
+def test_a_hostile_withdrawal_reason_is_escaped_on_both_pages() -> None:
+    fleet = sample_fleet()
+    running = [
+        d
+        for d, f in fleet.files.items()
+        if any(r.version == "2.4.0" and r.activity.value == "deployed" for r in f.records)
+    ]
+    withdrawals = {("nav", "2.4.0"): HOSTILE}
+    view = build_view(
+        fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT, withdrawals=withdrawals
+    )
+    (withdrawn,) = view.withdrawn
+    assert withdrawn.running == tuple(sorted(running)), "robots whose newest success is 2.4.0"
+    html, md = render_status_html(view), render_status_md(view)
+    assert "Withdrawn releases" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html and "<img" not in html
+    line = next(line for line in md.splitlines() if line.startswith("**Withdrawn: nav@2.4.0**"))
+    assert "<script" not in line and "<img" not in line and f"Still running it ({len(running)})" in line
+
+
+def test_a_halt_policy_is_named_on_both_pages() -> None:
+    fleet = sample_fleet()
+    halted = fleet.rollouts[0].model_copy(
+        update={
+            "phase": RolloutPhase.HALTED,
+            "halt_policy": HaltPolicy.ROLLBACK_WAVE,
+            "rolled_back_devices": ("a", "b"),
+        }
+    )
+    view = build_view([halted], fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT)
+    words = "on halt: rollback_wave (the failed wave goes back; passed waves keep the release): 2 rolled back"
+    assert words in render_status_md(view)
+    assert words in render_status_html(view)
+    plain = build_view(fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT)
+    assert "on halt:" not in render_status_md(plain), "no halt, nothing said"
