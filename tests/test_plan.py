@@ -104,6 +104,26 @@ def test_a_release_bump_to_a_withdrawn_release_updates_no_robot_and_says_why(tmp
     assert len(rollout.skipped) == 4
 
 
+def test_withdrawing_the_running_release_says_so_and_lifting_it_updates_the_robots(tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    running = spec_of(b)
+    withdrawal = {"apiVersion": "fleetcd.dev/v1", "kind": "Withdrawal", "app": "nav", "version": "1.0.0"}
+    b.docs["withdrawals/nav/1.0.0.yaml"] = {**withdrawal, "reason": "leaks credentials"}
+    withdrawn = spec_of(b)
+    (rollout,) = plan_between(running, withdrawn).rollouts
+    assert "release 1.0.0 withdrawn" in rollout.why and rollout.to_update == ()
+    (lifted,) = plan_between(withdrawn, running).rollouts
+    assert "withdrawal of 1.0.0 lifted" in lifted.why and len(lifted.to_update) == 4
+
+
+def test_a_halt_policy_edit_is_named_in_the_plan(tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    base = spec_of(b)
+    b.docs["rollouts/nav-1-0-0.yaml"]["on_halt"] = "pause"
+    (rollout,) = plan_between(base, spec_of(b)).rollouts
+    assert rollout.why == ("on_halt rollback_all → pause",)
+
+
 def test_robot_added_to_a_cohort_is_the_only_robot_to_update(tmp_path: Path) -> None:
     b = fleet(tmp_path)
     base = spec_of(b)

@@ -37,7 +37,9 @@ class AuditKind(StrEnum):
     ROLLOUT_COMPLETED = "rollout_completed"  # a generation finished; its receipt is written
     DEVICE_REPORT = "device_report"
     ROLLBACK = "rollback"
-    STALLED = "stalled"  # invalid content: nothing applied until a new commit; ``reason`` says why
+    # invalid content (nothing applied until a new commit), or a rollout whose release was withdrawn
+    # (reason ``release_withdrawn``); ``reason`` says why
+    STALLED = "stalled"
     HISTORY_REWRITTEN = "history_rewritten"
     NOTIFY_DROPPED = "notify_dropped"  # a webhook delivery given up after bounded retries
     # a root on the server's desired refs that the controller did not write or cannot trust (planted,

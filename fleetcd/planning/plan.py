@@ -368,6 +368,8 @@ def _own_changes(then: Rollout, now: Rollout) -> list[str]:
         why.append("strategy changed")
     if then.schedule != now.schedule:
         why.append("schedule changed")
+    if then.on_halt != now.on_halt:
+        why.append(f"on_halt {then.on_halt.value} → {now.on_halt.value}")
     if then.paused != now.paused:
         why.append("paused" if now.paused else "resumed")
     if then.aborted != now.aborted:
@@ -391,6 +393,11 @@ def _inputs_changed(
             why.append("release signatures changed")
     if now_fleet.configs.get(app) != then_fleet.configs.get(app):
         why.append(f"configs/{app}/ changed")
+    withdrawn_now = now_fleet.spec.withdrawal(app, now.version) is not None
+    if withdrawn_now != (then_fleet.spec.withdrawal(app, now.version) is not None):
+        why.append(
+            f"release {now.version} withdrawn" if withdrawn_now else f"withdrawal of {now.version} lifted"
+        )
     return why
 
 
