@@ -40,6 +40,7 @@ from fleetcd.desired import (
     TrustAnchors,
     verify_bundle,
 )
+from fleetcd.desired.configset import merged_sha256
 from fleetcd.errors import InvalidContent
 from fleetcd.git.objects import read_blob, ref_target
 from fleetcd.git.repo import Repository, open_or_init_bare
@@ -119,6 +120,9 @@ def keyring(fleet: Fleet) -> Iterator[Keyring]:
     ring = fleet.keys.keyring([fleet.keys.key(n) for n in names])
     yield ring
     ring.close()
+
+
+DEFAULT_CONFIG = "configs/nav/default.yaml"
 
 
 def record(fleet: Fleet, robot: str, version: str = "1.1.0", **overrides: object) -> DeploymentRecord:
@@ -258,6 +262,32 @@ def test_release_bytes_that_differ_from_the_record_stall_instead_of_shipping(fle
         bundle_for("amr-003", [tampered], fleet.spec, 8, ISSUED, EXPIRES)
     assert stalled.value.diagnostics[0].reason is Reason.RELEASE_MODIFIED
     assert stalled.value.diagnostics[0].file == "releases/nav/1.1.0.yaml"
+
+
+def test_config_bytes_that_differ_from_the_record_stall_instead_of_shipping(fleet: Fleet) -> None:
+    """A deployment id stands for one config: a snapshot whose layers merge to other values (an
+    edited file under an old record) stalls instead of shipping new bytes under the old id."""
+    edited = record(
+        fleet, "amr-003", config_sha256=merged_sha256({"max_speed": 0.1}), config_files=(DEFAULT_CONFIG,)
+    )
+    with pytest.raises(InvalidContent) as stalled:
+        bundle_for("amr-003", [edited], fleet.spec, 8, ISSUED, EXPIRES)
+    assert stalled.value.diagnostics[0].reason is Reason.CONFIG_MISMATCH
+    assert edited.id in stalled.value.diagnostics[0].message
+
+
+def test_a_record_ships_exactly_its_own_config_layers(fleet: Fleet) -> None:
+    """The layers come from the record, not from today's membership: amr-002 keeps its two."""
+    layers = (DEFAULT_CONFIG, "configs/nav/device-amr-002.yaml")
+    own = record(fleet, "amr-002", config_sha256=merged_sha256({"max_speed": 0.5}), config_files=layers)
+    (deployment,) = bundle_for("amr-002", [own], fleet.spec, 8, ISSUED, EXPIRES).deployments
+    assert [f.path for f in deployment.config_files] == list(layers)
+    assert deployment.config == {"max_speed": 0.5}
+    only_default = record(
+        fleet, "amr-002", config_sha256=merged_sha256({"max_speed": 1.5}), config_files=layers[:1]
+    )
+    (older,) = bundle_for("amr-002", [only_default], fleet.spec, 8, ISSUED, EXPIRES).deployments
+    assert [f.path for f in older.config_files] == [DEFAULT_CONFIG] and older.config == {"max_speed": 1.5}
 
 
 def test_newest_record_per_app_wins_and_archived_ones_are_dropped(fleet: Fleet) -> None:
