@@ -257,9 +257,8 @@ def _fail(tick: Tick, position: int) -> None:
     # Halted: nothing new starts, so what robots have not started is retired. In the waves being
     # rolled back, robots whose bundle already held the release get their rollback this same tick
     # instead (_roll_back): they may have installed it, their report not in yet.
-    to_roll_back = frozenset(d for w in tick.rollback_waves(wave.index) for d in w.devices)
-    if not rolling_back:
-        to_roll_back = frozenset()
+    waves_back = tick.rollback_waves(wave.index) if rolling_back else []
+    to_roll_back = frozenset(d for w in waves_back for d in w.devices)
     for record in list(tick.ledger.current()):
         why = cancel_reason(tick.ledger, record)
         if why is RecordReason.ABORTED_AFTER_DELIVERY and record.device in to_roll_back:
