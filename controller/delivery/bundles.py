@@ -168,7 +168,7 @@ def bundle_for(
     snapshot cannot back a record with the bytes it names.
     """
     source = spec if isinstance(spec, DeliverySource) else DeliverySource(spec)
-    chosen = _one_per_app(device, records)
+    chosen = delivered_records(device, records)
     deployments = []
     for record in chosen:
         proof = _evidence_for(record, source, evidence or {})
@@ -189,7 +189,8 @@ def bundle_for(
         raise _invalid(device, exc) from None
 
 
-def _one_per_app(device: str, records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:
+def delivered_records(device: str, records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:
+    """The records ``device``'s bundle carries: per app the newest one that is not archived."""
     newest: dict[str, DeploymentRecord] = {}
     for record in records:
         if record.device != device:

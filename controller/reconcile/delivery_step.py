@@ -32,6 +32,7 @@ from controller.delivery.bundles import (
     EvidenceKey,
     bundle_for,
     changed_devices,
+    delivered_records,
     root_needs_refresh,
 )
 from controller.delivery.prune import read_stale
@@ -39,7 +40,7 @@ from controller.delivery.published import judge_published
 from controller.delivery.write import read_current, write_desired_state
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
-from controller.records.model import Action, TargetStatus
+from controller.records.model import Action
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.desired import SignedRoot, verify_root
 from fleetcd.errors import InvalidContent
@@ -166,10 +167,10 @@ def _historic_evidence(
     first_commit: dict[tuple[str, int, str], str] = {}
     found: dict[EvidenceKey, Evidence] = {}
     for device in sorted(devices):
-        for record in devices[device].records:
+        for record in delivered_records(device, devices[device].records):  # only what bundles carry
             state = rollouts.get(record.rollout)
-            if record.target_status is TargetStatus.ARCHIVED or state is None:
-                continue  # not delivered, or bundle_for stalls naming the record
+            if state is None:
+                continue  # bundle_for stalls naming the record
             live = source.release_sha256.get(record.rollout) == record.release_sha256
             if live and record.generation == state.generation and record.action is not Action.ROLLBACK:
                 continue  # main's snapshot holds this generation's content
