@@ -1,9 +1,14 @@
-"""Agent step 2 (verify): the fetched desired state against the trust anchors pinned in ``agent.yaml``.
+"""Agent step 2 (verify): the fetched desired state against the root of trust pinned in ``agent.yaml``.
 
-:func:`verify_desired` runs the shared verifier (:func:`fleetcd.desired.verify_bundle`: controller
-signature on the root, inclusion proof, device, serial, expiry, release signatures and approvals
-against the robot's own thresholds) with real gpg, in a throwaway keyring built only from
-``trust.keys_dir/*.asc``. It raises :class:`~fleetcd.desired.BundleRejected` /
+:func:`verify_desired` first walks the trust-root chain the commit carries (``trust.json``,
+:func:`fleetcd.desired.verify_trust`) from the version this robot holds — on first boot from the
+root keys ``agent.yaml`` pins — and takes the controller, release-signer and approver keys and
+thresholds from the newest version that verified; then it runs the shared verifier
+(:func:`fleetcd.desired.verify_bundle`: controller signature on the root, inclusion proof, device,
+serial, the bundle naming that trust version, expiry, release signatures and approvals) with real
+gpg, in a throwaway keyring of ``trust.keys_dir/*.asc`` and the commit's public keys (a key counts
+only for a fingerprint a verified version lists). An expired trust root is judged like an expired
+bundle: stale, keep running, install nothing new. It raises :class:`~fleetcd.desired.BundleRejected` /
 :class:`~fleetcd.desired.BundleExpired` unchanged; on success it returns the new
 :class:`TrustState`, which the caller saves with :func:`save_trust_state` once it has accepted the
 bundle, never before.
@@ -22,12 +27,18 @@ The trust state is what survives a reboot so that attacks stay refused across on
   (:func:`judging_floor`): such a clock is known wrong (an RTC reset to 1970), so it cannot revive a
   bundle it found expired before. A clock reading at or after ``time_floor`` is believed, which is
   what a corrected clock looks like; only a reading that contradicts a signature is overruled.
+* ``trust_version`` / ``trust_root`` — the newest trust-root version verified and its exact bytes:
+  the chain is walked from here next time, and an older version (a replay bringing back revoked
+  keys) is refused. Saved in the same atomic write as the serial, so a power cut leaves both old or
+  both new.
 * ``last_commit`` / ``expires_at`` — let :func:`check_unchanged` skip the gpg work when a poll
   brought the very commit already verified, while still noticing that it expired.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -37,10 +48,15 @@ from pydantic import AwareDatetime
 from agent.state.atomic import read_model, write_atomic
 from fleetcd.desired import BundleExpired, TrustAnchors, VerifiedBundle, verify_bundle
 from fleetcd.desired.bundle import ROOT_FILE
+from fleetcd.desired.chain import TRUST_FILE, parse_trust_file
+from fleetcd.desired.verify import verify_trust
 from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.models.agent import AgentConfig
-from fleetcd.models.base import FrozenModel, Stage
+from fleetcd.models.base import FrozenModel
+from fleetcd.models.fleet import KeyRef
+from fleetcd.models.trustroot import RootKeys
 from fleetcd.trust.gpg import Keyring
+from fleetcd.trust.rootchain import Pin, TrustedRoot, parse_trusted
 from fleetcd.wire import DesiredFiles
 
 TRUST_FORMAT: Literal[1] = 1
@@ -58,39 +74,48 @@ class TrustState(FrozenModel):
     expired_seen: AwareDatetime | None = None
     last_commit: str | None = None
     expires_at: AwareDatetime | None = None
+    trust_version: int | None = None
+    trust_root: str | None = None  # base64 of the exact bytes of trust/root/<trust_version>.yaml
 
 
-def anchors_of(config: AgentConfig) -> TrustAnchors:
-    """The pinned anchors of ``agent.yaml``; the desired state never contributes a key or a threshold."""
-    trust = config.trust
-    return TrustAnchors(
-        controller=frozenset(trust.controller),
-        release_signers=frozenset(trust.release_signers),
-        release_threshold=trust.release_threshold,
-        approvers=frozenset(trust.approvers),
-        approvals_required={Stage(stage): count for stage, count in trust.approvals_required.items()},
-        fleet=trust.fleet,
-    )
+def pin_of(config: AgentConfig) -> Pin:
+    """The root of trust ``agent.yaml`` pins (its keys and threshold of one trust-root version)."""
+    root = config.trust.root
+    keys = RootKeys(threshold=root.threshold, keys=[KeyRef(fingerprint=f, name=f) for f in root.keys])
+    return Pin(root.version, keys, fleet=config.trust.fleet)
 
 
-def load_keyring(config: AgentConfig) -> Keyring:
-    """A throwaway keyring of ``trust.keys_dir/*.asc``; every pinned fingerprint must be in it."""
+def held_root(state: TrustState) -> TrustedRoot | None:
+    """The trust-root version this robot verified last, parsed again (no gpg: it verified then)."""
+    if state.trust_root is None:
+        return None
+    try:
+        return parse_trusted(base64.b64decode(state.trust_root))
+    except (InvalidContent, ValueError) as exc:
+        raise SetupError(f"trust state: the held trust root does not parse ({exc}); re-provision") from exc
+
+
+def load_keyring(config: AgentConfig, extra: Mapping[str, bytes] | None = None) -> Keyring:
+    """A throwaway keyring of ``trust.keys_dir/*.asc`` (every pinned root key must be there) plus the
+    public keys a desired-state commit carries (``extra``)."""
     keys_dir = Path(config.trust.keys_dir)
     files = sorted(keys_dir.glob(f"*{KEY_SUFFIX}")) if keys_dir.is_dir() else []
     if not files:
         raise SetupError(f"trust.keys_dir: no *{KEY_SUFFIX} public keys in {keys_dir} (agent.yaml)")
+    pinned = {str(path): path.read_bytes() for path in files}
     try:
-        keyring = Keyring.from_armored({str(path): path.read_bytes() for path in files})
+        Keyring.from_armored(pinned).close()
     except InvalidContent as exc:
         raise SetupError(f"trust.keys_dir: unusable key file: {exc}") from exc
     try:
-        present = keyring.fingerprints()
-        trust = config.trust
-        pinned = {*trust.controller, *trust.release_signers, *trust.approvers}
-        missing = sorted(pinned - present)
+        keyring = Keyring.from_armored({**pinned, **_usable(extra or {})})
+    except InvalidContent as exc:
+        raise SetupError(f"trust.keys_dir: unusable key file: {exc}") from exc
+    try:
+        missing = sorted(set(config.trust.root.keys) - keyring.fingerprints())
         if missing:
             raise SetupError(
-                f"trust: pinned fingerprints with no public key in {keys_dir}: {', '.join(missing)}"
+                f"trust.root.keys: pinned fingerprints with no public key in {keys_dir}: {', '.join(missing)}"
             )
     except BaseException:
         keyring.close()
@@ -98,23 +123,47 @@ def load_keyring(config: AgentConfig) -> Keyring:
     return keyring
 
 
+def _usable(keys: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The commit's key files that import on their own: a broken one never blocks the pinned keys."""
+    good = {}
+    for path, data in keys.items():
+        try:
+            Keyring.from_armored({path: data}).close()
+        except InvalidContent:
+            continue
+        good[f"desired:{path}"] = data
+    return good
+
+
 def verify_desired(
     config: AgentConfig, files: DesiredFiles, state: TrustState, now: datetime
 ) -> tuple[VerifiedBundle, TrustState]:
     """Verify ``files`` for this robot; the returned state is to be saved once the bundle is accepted."""
-    with load_keyring(config) as keyring:
+    chain = parse_trust_file(files.trust)
+    with load_keyring(config, chain.keys) as keyring:
+        trusted = verify_trust(chain, pin_of(config), held_root(state), keyring)
+        floor = judging_floor(state, now)
+        judged_at = now if floor is None else max(now, floor)
+        expires = trusted.model.expires
+        if judged_at >= expires:
+            message = (
+                f"trust root version {trusted.version} expired at {expires.isoformat()} "
+                f"(judged at {judged_at.isoformat()}): installing nothing new until a newer version"
+            )
+            raise BundleExpired(message, expires_at=expires, judged_at=judged_at, file=TRUST_FILE)
         verified = verify_bundle(
             config.device,
             files.bundle,
             files.root,
             files.root_signature,
             files.proof,
-            anchors_of(config),
+            TrustAnchors.from_trust_root(trusted.model),
             state.last_serial,
             now,
             keyring,
             last_bundle_sha256=state.last_bundle_sha256,
-            time_floor=judging_floor(state, now),
+            time_floor=floor,
+            trust_version=trusted.version,
         )
     # Signed instants only: the clock reading, however plausible, never lifts the floor.
     issued = verified.root.issued_at
@@ -123,7 +172,9 @@ def verify_desired(
         last_bundle_sha256=verified.bundle_sha256,
         time_floor=issued if state.time_floor is None else max(state.time_floor, issued),
         last_commit=files.commit,
-        expires_at=min(verified.root.expires_at, verified.bundle.expires_at),
+        expires_at=min(verified.root.expires_at, verified.bundle.expires_at, expires),
+        trust_version=trusted.version,
+        trust_root=base64.b64encode(trusted.raw).decode("ascii"),
     )
     return verified, new_state
 

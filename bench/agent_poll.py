@@ -50,11 +50,7 @@ def agent_config(device: str, url: str, fingerprint: str) -> AgentConfig:
             "kind": "AgentConfig",
             "device": device,
             "remote": {"url": url},
-            "trust": {
-                "keys_dir": "/nonexistent",
-                "controller": [fingerprint],
-                "release_signers": [fingerprint],
-            },
+            "trust": {"keys_dir": "/nonexistent", "root": {"keys": [fingerprint]}},
         }
     )
 

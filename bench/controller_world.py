@@ -146,6 +146,7 @@ def controller_write(
         expires_at=START + timedelta(days=7),
         sign=sign,
         namespaces=namespaces,
+        trust=b"{}",  # the trust chain is one shared blob; its content does not change the timing
     )
     return time.perf_counter() - start
 

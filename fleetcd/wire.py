@@ -1,4 +1,4 @@
-"""The robot's wire format, in bytes: a desired-state commit's four files and a status-report commit.
+"""The robot's wire format, in bytes: a desired-state commit's five files and a status-report commit.
 
 Shared by everything that speaks git as a robot: the agent (:mod:`agent.sync.desired`,
 :mod:`agent.report.push`, through the ``git`` CLI) and the controller's fleet simulator
@@ -29,6 +29,7 @@ from fleetcd.desired.bundle import (
     MAX_ROOT_SIGNATURE_BYTES,
     canonical_bytes,
 )
+from fleetcd.desired.chain import MAX_TRUST_BYTES, TRUST_FILE
 from fleetcd.reasons import Reason
 from fleetcd.reports import STATUS_FILE, StatusReport
 
@@ -38,6 +39,7 @@ DESIRED_FILE_CAPS: tuple[tuple[str, int], ...] = (
     (ROOT_FILE, MAX_ROOT_BYTES),
     (ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
     (PROOF_FILE, MAX_PROOF_BYTES),
+    (TRUST_FILE, MAX_TRUST_BYTES),
 )
 DESIRED_FILE_NAMES: tuple[str, ...] = tuple(name for name, _ in DESIRED_FILE_CAPS)
 REPORT_AUTHOR = "fleetcd-agent"  # a status commit's author is "<sender> <device>"
@@ -52,6 +54,7 @@ class DesiredFiles:
     root: bytes
     root_signature: bytes
     proof: bytes
+    trust: bytes  # trust.json: the trust-root chain and public keys (fleetcd.desired.chain)
     # Set by a reader that found both names of the desired state and they differ (the agent's
     # agent.sync.layout.LayoutConflict): news to report, not part of the files.
     conflict: Exception | None = field(default=None, compare=False)
@@ -76,6 +79,7 @@ def desired_files(commit: str, data: Mapping[str, bytes]) -> DesiredFiles:
         root=data[ROOT_FILE],
         root_signature=data[ROOT_SIGNATURE_FILE],
         proof=data[PROOF_FILE],
+        trust=data[TRUST_FILE],
     )
 
 

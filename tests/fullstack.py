@@ -230,7 +230,7 @@ class FullStack:
                 "ssh_key": str(self.server.key(key_of or device)),
                 "host_key_sha256": self.server.host_fingerprint,
             },
-            "trust": trust_pins(self.sim.anchors, keys_dir),
+            "trust": trust_pins(self.fleet, keys_dir),
             "state_dir": str(state),
             "executor": "docker",
             "docker": {"base_url": robot.engine.base_url},

@@ -42,7 +42,7 @@ def test_a_typo_in_agent_yaml_is_a_file_line_field_error_and_exit_1(
     config = tmp_path / "agent.yaml"
     config.write_text(
         "apiVersion: fleetcd.dev/v1\nkind: AgentConfig\ndevice: robot-1\n"
-        "remote: {url: /srv/fleet.git}\ntrust: {keys_dir: /k, controller: [x], release_signers: [y]}\n"
+        "remote: {url: /srv/fleet.git}\ntrust: {keys_dir: /k, root: {keys: [x]}}\n"
         "max_trials: 99\n"
     )
 

@@ -36,7 +36,7 @@ ISSUED = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 EXPIRES = ISSUED + timedelta(days=7)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMMIT = "c" * 40
-FILES = DesiredFiles(commit=COMMIT, bundle=b"{}", root=b"{}", root_signature=b"sig", proof=b"[]")
+FILES = DesiredFiles(commit=COMMIT, bundle=b"{}", root=b"{}", root_signature=b"sig", proof=b"[]", trust=b"{}")
 ACCEPTED = TrustState(
     last_serial=4,
     last_bundle_sha256="a" * 64,
@@ -102,7 +102,7 @@ def test_judging_floor(
 
 
 def test_another_commit_always_goes_to_full_verification() -> None:
-    other = DesiredFiles(commit="d" * 40, bundle=b"", root=b"", root_signature=b"", proof=b"")
+    other = DesiredFiles(commit="d" * 40, bundle=b"", root=b"", root_signature=b"", proof=b"", trust=b"")
     assert check_unchanged(ACCEPTED, other, ISSUED) is False
     assert check_unchanged(TrustState(), FILES, ISSUED) is False
     assert check_unchanged(ACCEPTED.model_copy(update={"expires_at": None}), FILES, ISSUED) is False

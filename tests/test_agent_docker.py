@@ -57,8 +57,7 @@ def agent_config(base_url: str, device: str = DEVICE) -> AgentConfig:
             "remote": {"url": "/srv/fleet.git"},
             "trust": {
                 "keys_dir": "/etc/fleetcd/keys",
-                "controller": ["A" * 40],
-                "release_signers": ["B" * 40],
+                "root": {"keys": ["A" * 40]},
             },
             "executor": "docker",
             "docker": {"base_url": base_url},

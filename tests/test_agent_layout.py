@@ -166,7 +166,7 @@ PHYSICAL, FLAT = physical_desired_ref("r-1"), desired_ref("r-1")
 
 
 def files(commit: str) -> DesiredFiles:
-    return DesiredFiles(commit=commit, bundle=b"", root=b"", root_signature=b"", proof=b"")
+    return DesiredFiles(commit=commit, bundle=b"", root=b"", root_signature=b"", proof=b"", trust=b"")
 
 
 def judged(verdicts: dict[str, int | Exception]) -> Judge:

@@ -51,7 +51,7 @@ def config(**fields: Any) -> AgentConfig:
             "kind": "AgentConfig",
             "device": "amr-1",
             "remote": {"url": "/srv/fleet.git"},
-            "trust": {"keys_dir": "/etc/fleetcd/keys", "controller": [FPR], "release_signers": [FPR]},
+            "trust": {"keys_dir": "/etc/fleetcd/keys", "root": {"keys": [FPR]}},
             **fields,
         }
     )

@@ -18,6 +18,7 @@ import pytest
 from agent.sync.desired import MAX_TRANSFER_BYTES, connection_of, desired_refspecs, read_desired
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_ROOT_BYTES
+from fleetcd.desired.chain import TRUST_FILE
 from fleetcd.errors import SetupError
 from fleetcd.git.knownhosts import HostKeyPolicy
 from fleetcd.git.refs import desired_names
@@ -34,6 +35,7 @@ FOUR = {
     ROOT_FILE: b'{"r":1}',
     ROOT_SIGNATURE_FILE: b"-----SIG-----",
     PROOF_FILE: b"[]",
+    TRUST_FILE: b'{"t":1}',
 }
 
 
@@ -44,7 +46,7 @@ def config(**remote: Any) -> AgentConfig:
             "kind": "AgentConfig",
             "device": "amr-7",
             "remote": {"url": "/srv/fleet.git", **remote},
-            "trust": {"keys_dir": "/etc/fleetcd/keys", "controller": [FPR], "release_signers": [FPR]},
+            "trust": {"keys_dir": "/etc/fleetcd/keys", "root": {"keys": [FPR]}},
         }
     )
 
@@ -192,15 +194,16 @@ def robot(tmp_path: Path) -> RobotRepository:
     return RobotRepository(tmp_path / "robot.git")
 
 
-def test_the_four_files_are_read_byte_for_byte(robot: RobotRepository) -> None:
+def test_the_five_files_are_read_byte_for_byte(robot: RobotRepository) -> None:
     commit = desired_commit(robot.path, FOUR)
     files = read_desired(robot, commit)
-    assert (files.commit, files.bundle, files.root, files.root_signature, files.proof) == (
+    assert (files.commit, files.bundle, files.root, files.root_signature, files.proof, files.trust) == (
         commit,
         FOUR[BUNDLE_FILE],
         FOUR[ROOT_FILE],
         FOUR[ROOT_SIGNATURE_FILE],
         FOUR[PROOF_FILE],
+        FOUR[TRUST_FILE],
     )
 
 
@@ -210,7 +213,7 @@ def test_a_ref_name_is_read_as_its_commit(robot: RobotRepository) -> None:
     assert read_desired(robot, "refs/fleetcd/desired/amr-7").commit == commit
 
 
-@pytest.mark.parametrize("missing", [BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE])
+@pytest.mark.parametrize("missing", [BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE, TRUST_FILE])
 def test_a_commit_missing_one_file_is_refused_naming_it(robot: RobotRepository, missing: str) -> None:
     commit = desired_commit(robot.path, {k: v for k, v in FOUR.items() if k != missing})
     with pytest.raises(BundleRejected) as caught:

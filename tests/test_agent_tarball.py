@@ -55,8 +55,7 @@ def config() -> AgentConfig:
             "remote": {"url": "/nonexistent/fleet.git"},
             "trust": {
                 "keys_dir": "/nonexistent/keys",
-                "controller": ["A" * 40],
-                "release_signers": ["B" * 40],
+                "root": {"keys": ["A" * 40]},
             },
         }
     )

@@ -29,10 +29,9 @@ from fleetcd.compat import UTC
 from fleetcd.desired import BundleExpired, BundleRejected
 from fleetcd.errors import SetupError
 from fleetcd.reasons import Reason
-from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.sim.provision import ROBOT, ProvisionedFleet, provisioned_fleet
-from tests.sim.world import START, WAVES
+from tests.sim.world import START
 
 EPOCH = datetime(1970, 1, 1, 0, 5, tzinfo=UTC)
 EXPIRY = timedelta(days=7)  # fleet.yaml's default bundle expiry
@@ -208,77 +207,32 @@ def test_a_root_signed_by_a_key_that_is_not_the_pinned_controller_is_rejected(
     files = fetched(aw)
     forged = DesiredFiles(**{**files.__dict__, "root_signature": keys.sign(files.root, mallory)})
     config = aw.config(extra_keys={"mallory.asc": mallory.public})
-    with pytest.raises(BundleRejected, match="not a pinned controller key") as raised:
+    with pytest.raises(BundleRejected, match="not a pinned controller key") as raised:  # of the trust root
         verify_desired(config, forged, TrustState(), START)
     assert rejection(raised) == (Reason.ROOT_SIGNATURE_INVALID, "root.json.asc")
 
 
-# --- thresholds pinned on the robot, above what the fleet now says ---------------------------------
+# --- the pinned root of trust ----------------------------------------------------------------------
 
 
-def second_signer(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
-    def configure(fleet: FleetRepoBuilder) -> None:
-        fleet.add_signer(keys.key("carol"))
-        fleet.trust["release_signers"]["threshold"] = 2
-
-    return configure
-
-
-@pytest.mark.parametrize("signed_by_both", [False, True], ids=["signed-by-one", "signed-by-two"])
-def test_a_release_signed_below_the_robots_threshold_is_rejected(
-    tmp_path: Path, keys: KeyFactory, signed_by_both: bool
+def test_a_pinned_root_key_missing_from_keys_dir_is_a_setup_error(
+    aw: ProvisionedFleet, keys: KeyFactory
 ) -> None:
-    aw = provisioned_fleet(tmp_path, keys, configure=second_signer(keys) if signed_by_both else None)
-    carol, bot = keys.key("carol"), keys.key("release-bot")
+    mallory = keys.key("mallory")
+    config = aw.config(root={"version": 1, "threshold": 1, "keys": [mallory.fingerprint]})
+    with pytest.raises(SetupError, match=mallory.fingerprint):
+        verify_desired(config, fetched(aw), TrustState(), START)
+
+
+def test_root_keys_other_than_the_pinned_ones_are_refused(aw: ProvisionedFleet, keys: KeyFactory) -> None:
+    mallory = keys.key("mallory")
     config = aw.config(
-        release_signers=[bot.fingerprint, carol.fingerprint],
-        release_threshold=2,
-        extra_keys={"carol.asc": carol.public},
+        root={"version": 1, "threshold": 1, "keys": [mallory.fingerprint]},
+        extra_keys={"m.asc": mallory.public},
     )
-    if signed_by_both:
-        verified, _ = verify_desired(config, fetched(aw), TrustState(), START)
-        assert len(verified.bundle.deployments[0].release_signatures) == 2
-        return
     with pytest.raises(BundleRejected) as raised:
         verify_desired(config, fetched(aw), TrustState(), START)
-    assert rejection(raised) == (Reason.RELEASE_UNSIGNED, "releases/nav/1.0.0.yaml")
-
-
-def alice_only(keys: KeyFactory) -> Callable[[FleetRepoBuilder], None]:
-    def configure(fleet: FleetRepoBuilder) -> None:
-        fleet.rollout(
-            "nav",
-            app="nav",
-            release="1.0.0",
-            cohorts=["staging", "canary", "production"],
-            strategy={"type": "waves", "waves": WAVES},
-            approvers=[keys.key("alice")],
-        )
-        fleet.trust["approvals"] = {"staging": 0, "canary": 1, "production": 1}  # lowered in review
-
-    return configure
-
-
-@pytest.mark.parametrize("both_approved", [False, True], ids=["one-approval", "two-approvals"])
-def test_approvals_below_the_robots_pinned_floor_are_rejected(
-    tmp_path: Path, keys: KeyFactory, both_approved: bool
-) -> None:
-    # fleet.yaml was lowered to one approval; this robot was provisioned to insist on 2 everywhere.
-    aw = provisioned_fleet(tmp_path, keys, configure=None if both_approved else alice_only(keys))
-    config = aw.config(approvals_required={"staging": 2, "canary": 2, "production": 2})
-    if both_approved:
-        verified, _ = verify_desired(config, fetched(aw), TrustState(), START)
-        assert len(verified.bundle.deployments[0].approvals) == 2
-        return
-    with pytest.raises(BundleRejected) as raised:
-        verify_desired(config, fetched(aw), TrustState(), START)
-    assert rejection(raised) == (Reason.APPROVALS_BELOW_THRESHOLD, "rollouts/nav.yaml")
-
-
-def test_a_pinned_key_missing_from_keys_dir_is_a_setup_error(aw: ProvisionedFleet, keys: KeyFactory) -> None:
-    config = aw.config(approvers=[keys.key("alice").fingerprint, keys.key("mallory").fingerprint])
-    with pytest.raises(SetupError, match=keys.key("mallory").fingerprint):
-        verify_desired(config, fetched(aw), TrustState(), START)
+    assert rejection(raised) == (Reason.BELOW_THRESHOLD, "trust.json")
 
 
 # --- the trust state on disk -----------------------------------------------------------------------

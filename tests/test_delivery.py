@@ -40,6 +40,7 @@ from fleetcd.desired import (
     TrustAnchors,
     verify_bundle,
 )
+from fleetcd.desired.chain import trust_file_of
 from fleetcd.desired.configset import merged_sha256
 from fleetcd.errors import InvalidContent
 from fleetcd.git.objects import read_blob, ref_target
@@ -164,6 +165,7 @@ def write(
         expires_at=EXPIRES,
         sign=fleet.sign,
         namespaces=namespaces,
+        trust=trust_file_of(fleet.spec),
     )
 
 

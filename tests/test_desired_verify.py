@@ -235,6 +235,7 @@ def bundle(device: str, serial: int, deployments: list[BundleDeployment]) -> Bun
         serial=serial,
         issued_at=ISSUED,
         expires_at=EXPIRES,
+        trust_version=1,
         deployments=deployments,
     )
 

@@ -14,7 +14,7 @@ from fleetcd.loading.documents import load_document
 from fleetcd.models import TrustRoot
 from fleetcd.models.agent import AgentConfig, RemoteSettings
 from fleetcd.operator.agentconfig import agent_config, pinned_trust, render_agent_config
-from tests.fleetrepo import PLACEHOLDER_CONTROLLER, PLACEHOLDER_SIGNER, FleetRepoBuilder
+from tests.fleetrepo import PLACEHOLDER_ROOT, FleetRepoBuilder
 
 APPROVER = "B" * 40
 
@@ -35,7 +35,9 @@ def _config(fleet: TrustRoot, device: str = "amr-007", **settings: object) -> Ag
     return agent_config(device, remote=remote, trust=pinned_trust(fleet, "/etc/fleetcd/keys"), **settings)  # type: ignore[arg-type]
 
 
-def test_robot_pins_the_fleets_trust_list_and_the_agent_reads_the_same_config(tmp_path: Path) -> None:
+def test_robot_pins_only_the_trust_roots_root_keys_and_the_agent_reads_the_same_config(
+    tmp_path: Path,
+) -> None:
     _, fleet = _fleet(tmp_path, threshold=2)
     config = _config(fleet)
     path = tmp_path / "agent.yaml"
@@ -43,11 +45,13 @@ def test_robot_pins_the_fleets_trust_list_and_the_agent_reads_the_same_config(tm
     read = load_config(path)
     assert read == config
     assert read.trust.fleet == "acme"  # another fleet's desired state is refused
-    assert read.trust.controller == [PLACEHOLDER_CONTROLLER]
-    assert read.trust.release_signers == sorted([PLACEHOLDER_SIGNER, "D" * 40])
-    assert read.trust.release_threshold == 2
-    assert read.trust.approvers == [APPROVER]
-    assert read.trust.approvals_required == {"staging": 0, "canary": 1, "production": 2}
+    assert (read.trust.root.version, read.trust.root.threshold, read.trust.root.keys) == (
+        1,
+        1,
+        [PLACEHOLDER_ROOT],
+    )
+    # controller, release signers, approvers: learned from the signed chain, never pinned
+    assert set(read.trust.model_dump()) == {"keys_dir", "fleet", "root"}
 
 
 def test_settings_left_at_defaults_are_not_written_yet_read_back_as_defaults(tmp_path: Path) -> None:

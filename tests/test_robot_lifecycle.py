@@ -136,8 +136,8 @@ def test_an_enrolled_robot_gets_its_device_file_cohort_entry_agent_yaml_key_and_
     assert (
         config.remote.ssh_key == "/etc/fleetcd/id_ed25519" and config.remote.host_key_sha256 == "SHA256:abc"
     )
-    assert config.trust.keys_dir == "/etc/fleetcd/keys" and config.trust.controller == [
-        fleet.trust["controller"][0]["fingerprint"]
+    assert config.trust.keys_dir == "/etc/fleetcd/keys" and config.trust.root.keys == [
+        fleet.trust["root"]["keys"][0]["fingerprint"]
     ]
     assert (folder / "id_ed25519").stat().st_mode & 0o077 == 0, "the private key is the robot's alone"
     public = (folder / "id_ed25519.pub").read_text().split()[:2]

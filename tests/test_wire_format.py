@@ -19,6 +19,7 @@ import pytest
 from fleetcd.compat import UTC
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_PROOF_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
+from fleetcd.desired.chain import MAX_TRUST_BYTES, TRUST_FILE
 from fleetcd.reasons import Reason
 from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
 from fleetcd.wire import (
@@ -44,9 +45,10 @@ def test_the_caps_are_the_verifiers_in_the_order_it_reads_them() -> None:
         (ROOT_FILE, MAX_ROOT_BYTES),
         (ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
         (PROOF_FILE, MAX_PROOF_BYTES),
+        (TRUST_FILE, MAX_TRUST_BYTES),
     )
-    assert DESIRED_FILE_NAMES == (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)
-    assert len(set(DESIRED_FILE_NAMES)) == 4
+    assert DESIRED_FILE_NAMES == (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE, TRUST_FILE)
+    assert len(set(DESIRED_FILE_NAMES)) == 5
 
 
 @pytest.mark.parametrize(("name", "cap"), DESIRED_FILE_CAPS, ids=[n for n, _ in DESIRED_FILE_CAPS])
@@ -76,14 +78,21 @@ def test_a_size_far_beyond_any_integer_a_header_could_hold_is_refused() -> None:
 
 
 def test_desired_files_are_assembled_by_name_not_by_order() -> None:
-    data = {PROOF_FILE: b"p", ROOT_SIGNATURE_FILE: b"s", ROOT_FILE: b"r", BUNDLE_FILE: b"b", "extra": b"x"}
+    data = {
+        PROOF_FILE: b"p",
+        ROOT_SIGNATURE_FILE: b"s",
+        ROOT_FILE: b"r",
+        BUNDLE_FILE: b"b",
+        TRUST_FILE: b"t",
+        "x": b"x",
+    }
     files = desired_files(COMMIT, data)
-    assert files == DesiredFiles(COMMIT, b"b", b"r", b"s", b"p")
+    assert files == DesiredFiles(COMMIT, b"b", b"r", b"s", b"p", b"t")
 
 
 def test_a_conflict_note_does_not_change_what_the_files_are() -> None:
-    plain = DesiredFiles(COMMIT, b"b", b"r", b"s", b"p")
-    noted = DesiredFiles(COMMIT, b"b", b"r", b"s", b"p", conflict=RuntimeError("two layouts"))
+    plain = DesiredFiles(COMMIT, b"b", b"r", b"s", b"p", b"t")
+    noted = DesiredFiles(COMMIT, b"b", b"r", b"s", b"p", b"t", conflict=RuntimeError("two layouts"))
     assert plain == noted
 
 

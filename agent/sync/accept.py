@@ -72,6 +72,7 @@ class CachedFiles(FrozenModel):
     root: str
     root_signature: str
     proof: str
+    trust: str = ""  # trust.json (fleetcd.desired.chain); a cache written before it existed has none
 
 
 def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desired:
@@ -161,6 +162,7 @@ def read_cache(path: Path) -> DesiredFiles | None:
             root=base64.b64decode(cached.root),
             root_signature=base64.b64decode(cached.root_signature),
             proof=base64.b64decode(cached.proof),
+            trust=base64.b64decode(cached.trust),
         )
     except (ValidationError, binascii.Error) as exc:
         raise CorruptState(path, f"not a desired-state cache: {exc}") from exc
@@ -176,5 +178,6 @@ def write_cache(path: Path, files: DesiredFiles) -> None:
         root=b64(files.root),
         root_signature=b64(files.root_signature),
         proof=b64(files.proof),
+        trust=b64(files.trust),
     )
     write_atomic(path, cached.model_dump_json().encode(), mode=CACHE_FILE_MODE)

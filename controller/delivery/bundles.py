@@ -91,6 +91,14 @@ class DeliverySource:
         # rollout name -> sha256 of its release file, when the caller hashed them already
         self.release_sha256: Mapping[str, str] = release_sha256 or {}
 
+    @property
+    def trust_version(self) -> int:
+        """The trust-root version every bundle of this snapshot names (the newest on main)."""
+        root = self.spec.trust_root
+        if root is None:
+            raise InvalidContent.at("trust/root/1.yaml", "no trust root", reason=Reason.TRUST_ROOT_MISSING)
+        return root.version
+
     @cached_property
     def _device_stages(self) -> dict[str, Stage]:
         return device_stages(self.context.cohorts, self.context.devices)
@@ -183,6 +191,7 @@ def bundle_for(
             serial=serial,
             issued_at=issued_at,
             expires_at=expires_at,
+            trust_version=source.trust_version,
             deployments=deployments,
         )
     except ValidationError as exc:

@@ -2,7 +2,8 @@
 
 :func:`write_desired_state` signs ONE root over every robot's bundle
 (:func:`fleetcd.desired.build_signed_bundles`), writes one parentless commit per robot holding
-``bundle.json``, ``root.json``, ``root.json.asc`` and ``proof.json`` — all in one
+``bundle.json``, ``root.json``, ``root.json.asc``, ``proof.json`` and ``trust.json`` (the trust-root
+chain, :mod:`fleetcd.desired.chain`, the same blob for every robot) — all in one
 :func:`~fleetcd.git.objects.object_batch`, so 10,000 robots make one pack, not 40,000 loose
 objects — and then moves every robot's ref compare-and-swap in one transaction: all or none.
 
@@ -42,6 +43,7 @@ from fleetcd.desired import (
     build_signed_bundles,
 )
 from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
+from fleetcd.desired.chain import TRUST_FILE
 from fleetcd.git import refs
 from fleetcd.git.objects import (
     Identity,
@@ -128,6 +130,7 @@ def write_desired_state(
     expires_at: datetime,
     sign: Callable[[bytes], bytes],
     namespaces: bool,
+    trust: bytes,
     author: Identity = CONTROLLER_IDENTITY,
 ) -> DeliveryResult:
     """Sign one root over ``bundles`` and point every robot's ref at its new commit, all or none.
@@ -158,6 +161,7 @@ def write_desired_state(
                 ROOT_FILE: root_bytes,
                 ROOT_SIGNATURE_FILE: signature,
                 PROOF_FILE: proof_bytes,
+                TRUST_FILE: trust,
             }
             tree = write_tree(staged, files)
             message = f"fleetcd: desired state of {device}, serial {serial}"

@@ -43,6 +43,7 @@ from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.desired import SignedRoot, verify_root
+from fleetcd.desired.chain import trust_file_of
 from fleetcd.errors import InvalidContent
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.trees import read_tree
@@ -123,6 +124,7 @@ def deliver(
             expires_at=expires,
             sign=lambda data: signer.sign_detached(data, fingerprint),
             namespaces=settings.namespaces,
+            trust=trust_file_of(ctx.spec),
         )
     return Delivered(
         serial=serial,

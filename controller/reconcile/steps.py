@@ -97,6 +97,13 @@ def load(ctx: ReconcileContext) -> StepResult:
         first = validation.errors[0] if validation.errors else Diagnostic("fleet.yaml", None, None, "missing")
         return Stall(f"{len(validation.errors)} invalid: {first}")
     trust = validation.trust.model
+    held = ctx.state.meta.trust_version
+    if trust.version < held:
+        path = trust_root_path(trust.version)
+        return Stall(
+            f"{path}: version: trust root version {trust.version} is older than version {held} this "
+            "controller already applied (newer versions were removed: a rollback to revoked keys)"
+        )
     if trust.expires <= ctx.now:
         # TUF's freeze rule: an expired trust list drives nothing new. Robots keep what they run
         # (their bundles expire on their own clock) until a newer version is signed.

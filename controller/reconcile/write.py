@@ -103,6 +103,7 @@ def applied(ctx: ReconcileContext) -> Status:
         meta={
             "last_processed_commit": ctx.main,
             "serial": desired.serial,
+            "trust_version": fleet.trust.version,
             "root_sha256": desired.root_sha256,
             "stalled_commit": None,
             "stalled_reason": None,

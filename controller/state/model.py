@@ -139,6 +139,9 @@ class ControllerMeta(_State):
     format: str = STATE_FORMAT
     last_processed_commit: str | None = None
     serial: int = 0
+    # The newest trust-root version an applied reconcile used: main offering an older one (its newer
+    # versions deleted to bring back revoked keys) stalls instead of being believed.
+    trust_version: int = Field(default=0, ge=0)
     # sha256 of the root.json published under ``serial``: another root under a serial already used
     # was pushed by a controller that lost a race, and is replaced by a fresh serial.
     root_sha256: Sha256 | None = None

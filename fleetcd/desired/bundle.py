@@ -26,6 +26,7 @@ from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LAYERS
 from fleetcd.desired.merkle import MAX_LEAVES, InclusionProof, build_tree, leaf_data
 from fleetcd.errors import InvalidContent
 from fleetcd.models.base import FrozenModel, SafeName, SemVer, Sha256, Stage
+from fleetcd.models.trustroot import MAX_TRUST_VERSION
 from fleetcd.reasons import Reason
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 BUNDLE_FORMAT = "fleetcd.dev/bundle/v1"
 
 # File names in a robot's desired-state commit: the controller writes them, the agent reads them.
-BUNDLE_FILE = "bundle.json"
+BUNDLE_FILE = "bundle.json"  # with trust.json (fleetcd.desired.chain) beside them
 ROOT_FILE = "root.json"
 ROOT_SIGNATURE_FILE = "root.json.asc"
 PROOF_FILE = "proof.json"
@@ -149,6 +150,10 @@ class Bundle(FrozenModel):
     serial: Serial
     issued_at: AwareDatetime
     expires_at: AwareDatetime
+    # The trust-root version (trust/root/<N>.yaml) whose keys vouch for this bundle: the robot must
+    # have walked its chain to exactly this version (trust.json in the same commit). A new version
+    # changes every robot's bundle, so every robot learns it.
+    trust_version: int = Field(strict=True, ge=1, le=MAX_TRUST_VERSION)
     deployments: list[BundleDeployment] = Field(max_length=MAX_DEPLOYMENTS)
 
     @model_validator(mode="after")

@@ -46,6 +46,7 @@ from fleetcd.desired.bundle import (
     SignedRoot,
     canonical_bytes,
 )
+from fleetcd.desired.chain import TRUST_FILE, TrustChain
 from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, included, merge_values, merged_sha256
 from fleetcd.desired.merkle import InclusionProof, leaf_data, verify_inclusion
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
@@ -57,6 +58,7 @@ from fleetcd.models.fleet import KeyRef, SignerSet
 from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.policy import ThresholdStatus, Verifier, check_approvals, check_release
+from fleetcd.trust.rootchain import Pin, TrustChainRejected, TrustedRoot, verify_first, walk
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # a root issued further ahead than this marks the clock suspect
 MAX_THRESHOLD = 16  # same bound as fleet.yaml's SignerSet
@@ -147,11 +149,14 @@ def verify_bundle(
     *,
     last_bundle_sha256: str | None = None,
     time_floor: datetime | None = None,
+    trust_version: int | None = None,
 ) -> VerifiedBundle:
     """Verify one robot's desired state; raise :class:`BundleRejected` at the first failed check.
 
     ``last_bundle_sha256`` (of the last accepted bundle) lets an equal serial with other bytes be
     caught as a reused serial; without it an equal serial is simply reported ``unchanged``.
+    ``trust_version`` is the trust-root version ``anchors`` come from (:func:`verify_trust`): the
+    bundle must name exactly it.
     """
     if now.utcoffset() is None or (time_floor is not None and time_floor.utcoffset() is None):
         raise ValueError("now and time_floor must be timezone-aware")
@@ -175,6 +180,15 @@ def verify_bundle(
     if bundle.serial != root.serial:
         message = f"bundle serial {bundle.serial} differs from root serial {root.serial}"
         raise BundleRejected(Reason.SERIAL_MISMATCH, message, field="serial")
+    if trust_version is not None and bundle.trust_version != trust_version:
+        older = bundle.trust_version < trust_version
+        message = f"bundle names trust root version {bundle.trust_version}, " + (
+            f"older than version {trust_version} this robot holds (replay)"
+            if older
+            else f"but {TRUST_FILE} reaches version {trust_version}"
+        )
+        reason = Reason.TRUST_ROOT_ROLLBACK if older else Reason.TRUST_ROOT_VERSION
+        raise BundleRejected(reason, message, field="trust_version")
 
     unchanged = _check_serial(root.serial, digest, last_serial, last_bundle_sha256)
     judged_at = max(now, time_floor or now, root.issued_at)
@@ -197,6 +211,33 @@ def verify_bundle(
         clock_suspect=root.issued_at > now + MAX_CLOCK_SKEW,
         releases=releases,
     )
+
+
+def verify_trust(chain: TrustChain, pin: Pin, held: TrustedRoot | None, verifier: Verifier) -> TrustedRoot:
+    """The newest trust-root version reachable over ``chain`` from ``held`` (the version the robot
+    holds), or on first boot from ``pin`` (the root keys in ``agent.yaml``).
+
+    A chain that does not reach back to where the robot stands, or a version that fails its
+    root-key signatures, is :class:`BundleRejected` naming ``trust/root/<N>.yaml``; the robot keeps
+    what it holds. Expiry is judged by the caller, who knows the clock.
+    """
+    try:
+        if held is None:
+            first = next((v for v in chain.versions if v.version == pin.version), None)
+            if first is None:
+                message = f"holds no version {pin.version}, the version this robot was provisioned with"
+                raise BundleRejected(Reason.TRUST_ROOT_VERSION, message, file=TRUST_FILE, field="versions")
+            held = verify_first(pin, first, verifier)
+        elif chain.newest < held.version:
+            message = (
+                f"reaches version {chain.newest}, older than version {held.version} this robot holds (replay)"
+            )
+            raise BundleRejected(Reason.TRUST_ROOT_ROLLBACK, message, file=TRUST_FILE, field="versions")
+        return walk(held, chain.versions, verifier)
+    except TrustChainRejected as exc:
+        first_problem = exc.diagnostics[0]
+        message = f"{first_problem.file}: {first_problem.message}"
+        raise BundleRejected(exc.reason, message, file=TRUST_FILE, field=first_problem.field) from None
 
 
 def verify_root(

@@ -2,8 +2,8 @@
 
 It lives on the robot, not in the fleet repository, but it is a format like the others (strict YAML,
 a generated JSON Schema in ``schemas/v1/agentconfig.json``, a frozen model), so a typo in it gets the
-same file:line:field error. The trust anchors here are *pinned*: the agent never takes a key or a
-threshold from the desired state it verifies with them.
+same file:line:field error. The robot pins one root of trust (root keys and a threshold); every other
+key it trusts comes from the trust-root chain those keys sign, never from agent.yaml.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from fleetcd.compat import Self
-from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, StageName
+from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName
+from fleetcd.models.trustroot import MAX_TRUST_VERSION
 
 AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=1024)]
 Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)]
@@ -29,25 +30,31 @@ class RemoteSettings(FrozenModel):
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
 
 
-class PinnedTrust(FrozenModel):
-    """The robot's trust anchors (``fleetcd.desired.TrustAnchors``) and the public keys behind them."""
+class PinnedRoot(FrozenModel):
+    """The root of trust a robot is provisioned with: trust-root ``version``'s root keys and threshold."""
 
-    keys_dir: AbsolutePath  # armored OpenPGP public keys (*.asc) of every fingerprint below
-    fleet: SafeName | None = None  # when set, desired state of another fleet is refused
-    controller: list[Fingerprint] = Field(min_length=1, max_length=16)
-    release_signers: list[Fingerprint] = Field(min_length=1, max_length=64)
-    release_threshold: int = Field(default=1, ge=1, le=16)
-    approvers: list[Fingerprint] = Field(default_factory=list, max_length=64)
-    approvals_required: dict[StageName, Annotated[int, Field(ge=0, le=16)]] = Field(default_factory=dict)
+    version: int = Field(default=1, ge=1, le=MAX_TRUST_VERSION)
+    threshold: int = Field(default=1, ge=1, le=16)
+    keys: list[Fingerprint] = Field(min_length=1, max_length=16)
 
     @model_validator(mode="after")
     def _threshold_reachable(self) -> Self:
-        if self.release_threshold > len(set(self.release_signers)):
-            raise ValueError(
-                f"release_threshold {self.release_threshold} exceeds the "
-                f"{len(set(self.release_signers))} pinned release signers"
-            )
+        if self.threshold > len(set(self.keys)):
+            raise ValueError(f"threshold {self.threshold} exceeds the {len(set(self.keys))} pinned root keys")
         return self
+
+
+class PinnedTrust(FrozenModel):
+    """The robot's one pinned root of trust (TUF root rotation, docs/signing-and-approval.md).
+
+    Everything else it trusts — the controller's key, the release signers and their threshold, the
+    approvers and the approvals each stage needs — it learns from the signed trust-root chain that
+    travels with its desired state, walked from ``root.version`` (or the version it holds since).
+    """
+
+    keys_dir: AbsolutePath  # armored OpenPGP public keys (*.asc) of the pinned root keys
+    fleet: SafeName | None = None  # when set, desired state of another fleet is refused
+    root: PinnedRoot
 
 
 class PollSettings(FrozenModel):

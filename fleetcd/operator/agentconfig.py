@@ -2,10 +2,10 @@
 
 ``fleetcd robot add`` (a real robot), ``fleetcd demo`` (its local robots) and the test worlds all
 provision a robot through here, so there is exactly one place that decides what a robot pins:
-:func:`pinned_trust` turns the fleet's trust list into the ``trust`` section, :func:`agent_config`
-assembles the whole document, and :func:`render_agent_config` turns it into YAML text that is
-loaded back through the strict loader (strict YAML, the JSON Schema, the model) before anyone can
-write it, so a provisioning bug is an error here and never a robot that refuses to start.
+:func:`pinned_trust` turns the fleet's trust root into the ``trust`` section (its root keys only),
+:func:`agent_config` assembles the whole document, and :func:`render_agent_config` turns it into
+YAML text that is loaded back through the strict loader (strict YAML, the JSON Schema, the model)
+before anyone can write it, so a provisioning bug is an error here and never a robot that refuses to start.
 
 Pure: models in, text out. Copying the public keys to the robot's ``keys_dir`` and writing the
 file are the caller's I/O.
@@ -16,36 +16,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from fleetcd.desired import TrustAnchors
 from fleetcd.errors import InvalidContent
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml
 from fleetcd.models import TrustRoot
-from fleetcd.models.agent import AgentConfig, DockerSettings, PinnedTrust, PollSettings, RemoteSettings
+from fleetcd.models.agent import (
+    AgentConfig,
+    DockerSettings,
+    PinnedRoot,
+    PinnedTrust,
+    PollSettings,
+    RemoteSettings,
+)
 from fleetcd.models.base import API_VERSION_V1
 
 AGENT_CONFIG_FILE = "agent.yaml"
 SCHEMA_URL = "https://fleetcd.dev/schemas/v1/agentconfig.json"
 
 
-def trust_from_anchors(anchors: TrustAnchors, keys_dir: str) -> PinnedTrust:
-    """The ``trust`` section pinning ``anchors``, whose public keys the robot keeps in ``keys_dir``."""
-    return PinnedTrust.model_validate(
-        {
-            "keys_dir": keys_dir,
-            "fleet": anchors.fleet,
-            "controller": sorted(anchors.controller),
-            "release_signers": sorted(anchors.release_signers),
-            "release_threshold": anchors.release_threshold,
-            "approvers": sorted(anchors.approvers),
-            "approvals_required": {stage.value: n for stage, n in sorted(anchors.approvals_required.items())},
-        }
-    )
-
-
 def pinned_trust(root: TrustRoot, keys_dir: str) -> PinnedTrust:
-    """What a robot pins at provisioning, as the fleet's trust root ``root`` states it."""
-    return trust_from_anchors(TrustAnchors.from_trust_root(root), keys_dir)
+    """What a robot pins at provisioning: trust-root ``root``'s root keys and threshold (its public
+    keys go to ``keys_dir``); the robot learns every other key from the chain they sign."""
+    return PinnedTrust(
+        keys_dir=keys_dir,
+        fleet=root.fleet,
+        root=PinnedRoot(
+            version=root.version, threshold=root.root.threshold, keys=sorted(root.root.fingerprints)
+        ),
+    )
 
 
 def agent_config(

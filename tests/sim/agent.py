@@ -131,7 +131,7 @@ class AgentWorld:
             "kind": "AgentConfig",
             "device": DEVICE,
             "remote": {"url": str(controller.server)},
-            "trust": trust_pins(controller.sim.anchors, keys_dir),
+            "trust": trust_pins(controller.fleet, keys_dir),
             "state_dir": str(root / "robot-state"),
             "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
             **({"executor": "docker", "docker": {"base_url": docker_base_url}} if docker_base_url else {}),

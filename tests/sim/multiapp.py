@@ -98,7 +98,7 @@ class MultiAppWorld:
                 "kind": "AgentConfig",
                 "device": ROBOT,
                 "remote": {"url": str(controller.server)},
-                "trust": trust_pins(controller.sim.anchors, keys_dir),
+                "trust": trust_pins(controller.fleet, keys_dir),
                 "state_dir": str(root / "robot-state"),
                 "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
             }

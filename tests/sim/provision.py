@@ -1,5 +1,6 @@
-"""What a real robot is provisioned with, over a controller world: the fleet's pinned trust anchors,
-their public keys in a ``keys_dir`` and an ``agent.yaml`` (:class:`fleetcd.models.agent.AgentConfig`).
+"""What a real robot is provisioned with, over a controller world: the fleet's pinned root of trust
+(version 1's root keys), their public keys in a ``keys_dir`` and an ``agent.yaml``
+(:class:`fleetcd.models.agent.AgentConfig`).
 
 :func:`trust_pins` and :func:`write_keys_dir` are shared by every world that runs the real agent
 (:mod:`tests.sim.agent` too). :func:`provisioned_fleet` is the scenario fleet
@@ -18,10 +19,10 @@ from typing import Any
 import pygit2
 
 from controller.delivery.write import delivery_ref
-from fleetcd.desired import TrustAnchors
 from fleetcd.git.objects import read_blob
+from fleetcd.models import TrustRoot
 from fleetcd.models.agent import AgentConfig
-from fleetcd.operator.agentconfig import trust_from_anchors
+from fleetcd.operator.agentconfig import pinned_trust
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.sim.robots import DESIRED_FILES
@@ -30,13 +31,20 @@ from tests.sim.world import ControllerWorld, make_world
 ROBOT = "stg-1"  # the scenario's staging robot: the first to get nav 1.0.0
 
 
-def trust_pins(anchors: TrustAnchors, keys_dir: Path) -> dict[str, Any]:
-    """The ``trust`` section of ``agent.yaml`` pinning ``anchors``, their keys in ``keys_dir``.
+def first_trust_root(fleet: FleetRepoBuilder) -> TrustRoot:
+    """Version 1 of the builder's trust root: what the test worlds provision their robots with."""
+    return TrustRoot.model_validate(fleet.trust_versions[0])
+
+
+def trust_pins(root: TrustRoot | FleetRepoBuilder, keys_dir: Path) -> dict[str, Any]:
+    """The ``trust`` section of ``agent.yaml`` pinning ``root``'s root keys (a builder: its version 1),
+    their public keys in ``keys_dir``.
 
     Made by the function every robot is provisioned through (``fleetcd robot add``, the demo), as
     a dict so a test can override one pin.
     """
-    pins: dict[str, Any] = trust_from_anchors(anchors, str(keys_dir)).model_dump(mode="json")
+    model = first_trust_root(root) if isinstance(root, FleetRepoBuilder) else root
+    pins: dict[str, Any] = pinned_trust(model, str(keys_dir)).model_dump(mode="json")
     return pins
 
 
@@ -74,7 +82,7 @@ class ProvisionedFleet:
         **trust: Any,
     ) -> AgentConfig:
         """``agent.yaml`` of ``device`` pinning the fleet's anchors; ``trust`` overrides pins."""
-        pins = trust_pins(self.world.sim.anchors, self.keys_dir(extra_keys)) | trust
+        pins = trust_pins(self.world.fleet, self.keys_dir(extra_keys)) | trust
         return AgentConfig.model_validate(
             {
                 "apiVersion": "fleetcd.dev/v1",

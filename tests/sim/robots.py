@@ -30,10 +30,13 @@ from fleetcd.desired import (
     verify_bundle,
 )
 from fleetcd.desired.bundle import Bundle
+from fleetcd.desired.chain import TRUST_FILE, parse_trust_file
+from fleetcd.desired.verify import verify_trust
 from fleetcd.git.objects import Identity, commit, object_batch, read_blob, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_ref
 from fleetcd.reports import STATUS_FILE, DeploymentReport, StatusReport
 from fleetcd.trust.gpg import Keyring
+from fleetcd.trust.rootchain import Pin, TrustedRoot
 
 ROBOT = Identity("simulated robot", "robot@fleetcd.invalid")
 DESIRED_FILES = (BUNDLE_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, PROOF_FILE)
@@ -45,6 +48,7 @@ class SimRobot:
     seq: int = 0
     last_serial: int | None = None
     reports: dict[str, DeploymentReport] = field(default_factory=dict)
+    trust: TrustedRoot | None = None  # the newest trust-root version it verified, as the agent holds it
 
 
 @dataclass
@@ -54,6 +58,9 @@ class SimFleet:
     keys: dict[str, bytes]  # keys/*.asc of the fleet (the robots' pinned public keys)
     namespaces: bool = True
     robots: dict[str, SimRobot] = field(default_factory=dict)
+    # With a pin the robots verify like the real agent: walk trust.json from the version they hold
+    # (or the pin) and take the keys from the newest verified version; without, ``anchors`` is fixed.
+    pin: Pin | None = None
 
     def bundle(self, device: str, now: datetime) -> Bundle:
         """The robot's verified bundle (every robot gets one, possibly with no deployments)."""
@@ -63,19 +70,27 @@ class SimFleet:
         parts = [read_blob(repo, ref, name) for name in DESIRED_FILES]
         assert all(p is not None for p in parts), f"{ref} is missing files"
         robot = self.robots.setdefault(device, SimRobot(device))
-        with Keyring.from_armored(self.keys) as keyring:
+        chain = parse_trust_file(read_blob(repo, ref, TRUST_FILE) or b"") if self.pin is not None else None
+        keys = {**self.keys, **{f"desired:{p}": d for p, d in (chain.keys if chain else {}).items()}}
+        anchors, version, trusted = self.anchors, None, None
+        with Keyring.from_armored(keys) as keyring:
+            if chain is not None and self.pin is not None:
+                trusted = verify_trust(chain, self.pin, robot.trust, keyring)
+                anchors, version = TrustAnchors.from_trust_root(trusted.model), trusted.version
             verified = verify_bundle(
                 device,
                 parts[0],
                 parts[1],
                 parts[2],
                 parts[3],  # type: ignore[arg-type]
-                self.anchors,
+                anchors,
                 robot.last_serial,
                 now,
                 keyring,
+                trust_version=version,
             )
         robot.last_serial = verified.root.serial
+        robot.trust = trusted or robot.trust
         return verified.bundle
 
     def report(

@@ -26,6 +26,7 @@ from controller.state.model import WavePhase
 from fleetcd.compat import UTC
 from fleetcd.desired import TrustAnchors
 from fleetcd.models import TrustRoot
+from fleetcd.trust.rootchain import Pin
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory
@@ -94,8 +95,10 @@ class ControllerWorld:
         server = bare_repo(root / "fleet.git")
         clock = clock or Clock()
         settings = controller_settings(server, root / cache, keys.home, clock, notify=notify)
-        anchors = TrustAnchors.from_trust_root(TrustRoot.model_validate(fleet.trust))
-        world = cls(fleet, server, settings, SimFleet(server, anchors, {}), clock, committer)
+        first = TrustRoot.model_validate(fleet.trust_versions[0])
+        anchors = TrustAnchors.from_trust_root(first)
+        pin = Pin(first.version, first.root, fleet=first.fleet)
+        world = cls(fleet, server, settings, SimFleet(server, anchors, {}, pin=pin), clock, committer)
         world.merge(message)
         world.sim.keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
         return world
