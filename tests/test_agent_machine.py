@@ -381,6 +381,20 @@ CONFIG_ONLY: list[Any] = [
         (ActionKind.ADOPT, S.STAGED, False, None),
         id="stage-of-the-running-version-stages-nothing",
     ),
+    pytest.param(
+        entry(S.STAGED, deployment_id=OTHER, version="1.0.0", previous_version=None, stage_only=True),
+        want(OTHER, "1.0.0", "deploy", config_current=False),
+        "1.0.0",
+        (ActionKind.PROMOTE, S.VERIFYING, True, "1.0.0"),
+        id="blue-green-switch-of-a-config-change-is-config-only",
+    ),
+    pytest.param(
+        entry(S.STAGED, deployment_id=OTHER, version="1.0.0", previous_version=None, stage_only=True),
+        want(OTHER, "1.0.0", "deploy", config_current=True),
+        "1.0.0",
+        (ActionKind.ADOPT, S.HEALTHY, False, None),
+        id="blue-green-switch-to-what-runs-is-adopted",
+    ),
 ]
 
 

@@ -168,6 +168,14 @@ def _unfinished(
 
 def _same_deployment(entry: JournalEntry, desired: DesiredApp, active: str | None, now: datetime) -> Action:
     if entry.state is Activity.STAGED and desired.action != "stage":
+        if active == desired.version:  # blue/green of a config change: the version runs already
+            if desired.config_current:
+                adopted = _fresh(desired, Activity.HEALTHY, entry.previous_version, now, committed=True)
+                return Action(ActionKind.ADOPT, adopted, f"{desired.version} already runs")
+            start = _fresh(desired, Activity.VERIFYING, active, now, config_only=True)
+            return Action(
+                ActionKind.PROMOTE, start, f"switch: {desired.version} runs, only its config changes"
+            )
         promoted = _fresh(desired, Activity.VERIFYING, _previous(entry, desired, active), now)
         return Action(ActionKind.PROMOTE, promoted, "staged; now switch to it")
     if entry.state is Activity.IDLE:
