@@ -7,12 +7,15 @@ and what the receipt and the status pages say, depends on the rollout's ``on_hal
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from controller.cli import build
 from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.cli.main import run
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.sim.world import (
     CANARY,
@@ -71,7 +74,9 @@ def _finish_rollbacks(world: ControllerWorld, devices: list[str]) -> None:
     world.reconcile()
 
 
-def test_default_halt_sends_the_passed_staging_robot_back_to_stable(tmp_path: Path, keys: KeyFactory) -> None:
+def test_default_halt_sends_the_passed_staging_robot_back_to_stable(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     world = _halt_on_canary(tmp_path, keys, None)
     assert _ordered(world, "stg-1") == ("rollback", "1.0.0"), "staging passed on 1.1.0 and goes back too"
     for device in ("can-2", "can-3"):
@@ -93,6 +98,11 @@ def test_default_halt_sends_the_passed_staging_robot_back_to_stable(tmp_path: Pa
     assert "on halt: rollback_all" in state.files["status.html"].decode()
     halted = next(line["event"] for line in audit_lines(state) if line["event"]["kind"] == "rollout_halted")
     assert halted["data"]["on_halt"] == "rollback_all"
+    remote = ["--repo", str(world.server), "--cache", str(tmp_path / "ops-cache")]
+    assert run(build(), ["get", "rollouts", *remote, "-o", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["halt_policy"] == "rollback_all"
+    assert row["rolled_back"] == ["can-2", "can-3", "stg-1"], "can-1 failed before it switched"
 
 
 def test_rollback_wave_leaves_the_staging_robot_on_the_release(tmp_path: Path, keys: KeyFactory) -> None:

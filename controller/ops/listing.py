@@ -70,6 +70,9 @@ def _rollout_row(state: RolloutState) -> dict[str, Any]:
         "progress": " ".join(wave_progress(w) for w in state.waves),
         "waves": [_wave_json(w) for w in state.waves],
         "previous_version": state.previous_version,
+        # what a failed wave did (the rollout's on_halt when it halted) and whom it rolled back
+        "halt_policy": state.halt_policy.value if state.halt_policy is not None else None,
+        "rolled_back": list(state.rolled_back_devices),
         "commit": state.commit,
         "updated_at": state.updated_at.isoformat(),
     }
