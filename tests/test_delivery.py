@@ -124,6 +124,7 @@ def keyring(fleet: Fleet) -> Iterator[Keyring]:
 
 
 DEFAULT_CONFIG = "configs/nav/default.yaml"
+COMMIT = "c" * 40  # a record that names its evidence commit knows its config files
 
 
 def record(fleet: Fleet, robot: str, version: str = "1.1.0", **overrides: object) -> DeploymentRecord:
@@ -270,7 +271,11 @@ def test_config_bytes_that_differ_from_the_record_stall_instead_of_shipping(flee
     """A deployment id stands for one config: a snapshot whose layers merge to other values (an
     edited file under an old record) stalls instead of shipping new bytes under the old id."""
     edited = record(
-        fleet, "amr-003", config_sha256=merged_sha256({"max_speed": 0.1}), config_files=(DEFAULT_CONFIG,)
+        fleet,
+        "amr-003",
+        config_sha256=merged_sha256({"max_speed": 0.1}),
+        config_files=(DEFAULT_CONFIG,),
+        commit=COMMIT,
     )
     with pytest.raises(InvalidContent) as stalled:
         bundle_for("amr-003", [edited], fleet.spec, 8, ISSUED, EXPIRES)
@@ -281,15 +286,28 @@ def test_config_bytes_that_differ_from_the_record_stall_instead_of_shipping(flee
 def test_a_record_ships_exactly_its_own_config_layers(fleet: Fleet) -> None:
     """The layers come from the record, not from today's membership: amr-002 keeps its two."""
     layers = (DEFAULT_CONFIG, "configs/nav/device-amr-002.yaml")
-    own = record(fleet, "amr-002", config_sha256=merged_sha256({"max_speed": 0.5}), config_files=layers)
+    own = record(
+        fleet, "amr-002", config_sha256=merged_sha256({"max_speed": 0.5}), config_files=layers, commit=COMMIT
+    )
     (deployment,) = bundle_for("amr-002", [own], fleet.spec, 8, ISSUED, EXPIRES).deployments
     assert [f.path for f in deployment.config_files] == list(layers)
     assert deployment.config == {"max_speed": 0.5}
     only_default = record(
-        fleet, "amr-002", config_sha256=merged_sha256({"max_speed": 1.5}), config_files=layers[:1]
+        fleet,
+        "amr-002",
+        config_sha256=merged_sha256({"max_speed": 1.5}),
+        config_files=layers[:1],
+        commit=COMMIT,
     )
     (older,) = bundle_for("amr-002", [only_default], fleet.spec, 8, ISSUED, EXPIRES).deployments
     assert [f.path for f in older.config_files] == [DEFAULT_CONFIG] and older.config == {"max_speed": 1.5}
+
+
+def test_a_record_made_without_config_ships_none_although_layers_apply_now(fleet: Fleet) -> None:
+    """Its deployment had no config; the robot's new layers are the next deployment's, not this one's."""
+    bare = record(fleet, "amr-001", commit=COMMIT)
+    (deployment,) = bundle_for("amr-001", [bare], fleet.spec, 8, ISSUED, EXPIRES).deployments
+    assert (deployment.config, deployment.config_files) == (None, [])
 
 
 def test_newest_record_per_app_wins_and_archived_ones_are_dropped(fleet: Fleet) -> None:

@@ -180,9 +180,10 @@ def bundle_for(
     deployments = []
     for record in chosen:
         proof = _evidence_for(record, source, evidence or {})
-        layers = (
-            record.config_files if record.config_sha256 is not None else source.layers(record.app, device)
-        )
+        if record.commit is not None:  # records name their config files (none: no config)
+            layers: Sequence[str] = record.config_files
+        else:  # a record from before records carried config: today's layers its snapshot holds
+            layers = [p for p in source.layers(record.app, device) if p in proof.configs.files]
         deployments.append(_deployment(record, proof, layers))
     try:
         return Bundle(

@@ -90,8 +90,9 @@ class DeploymentRecord(_Record):
     release_sha256: Sha256
     # What the deployment delivers besides the release: the config files that apply to the robot,
     # in precedence order, and the sha256 of their merge (fleetcd.desired.configset.merged_sha256).
-    # Part of the id: a config change is a new deployment. None: no config file applies, or a
-    # record written before records carried config (its bundle merges what the snapshot holds).
+    # Part of the id: a config change is a new deployment. None: no config file applies (or, with
+    # no ``commit``, a record written before records carried config: its bundle merges the layers
+    # that apply today, as far as its evidence snapshot holds them).
     config_sha256: Sha256 | None = None
     config_files: tuple[RepoPathText, ...] = Field(default=(), max_length=MAX_CONFIG_LAYERS)
     # The main commit whose signed files (rollout, approvals, release, config set) this deployment
