@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from controller.notify.signing import SECRET_ENV, SecretError, WebhookSecret, load_secret
 from controller.ops.output import FORMATS
 from controller.reconcile.source import Source
 from fleetcd.git.hostkeys import HostKeyPolicy
@@ -85,9 +86,21 @@ flat_refs_option = click.option(
     is_flag=True,
     help="Write refs/fleetcd/desired/<robot> instead of per-robot namespaces (no server setup needed).",
 )
-# `controller reconcile` and `controller run`: --repo, --cache, --gnupghome, --flat-refs, SSH.
+webhook_secret_file_option = click.option(
+    "--webhook-secret-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help=f"File holding the secret that signs webhooks (HMAC-SHA256) [or the secret in env {SECRET_ENV}].",
+)
+# `controller reconcile` and `controller run`: --repo, --cache, --gnupghome, --flat-refs, SSH, webhooks.
 controller_options = stacked(
-    repo_option, cache_option, controller_gnupghome_option, flat_refs_option, ssh_key_option, host_key_option
+    repo_option,
+    cache_option,
+    controller_gnupghome_option,
+    flat_refs_option,
+    ssh_key_option,
+    host_key_option,
+    webhook_secret_file_option,
 )
 # `get`, `history`, `receipt`: read the remote through the operator's own mirror.
 operator_remote_options = stacked(repo_option, operator_cache_option)
@@ -117,6 +130,14 @@ def remote_source(url: str, cache: Path, ssh_key: Path | None = None, host_key: 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host-key-sha256") from exc
     return Source.for_url(url, cache, credentials, host_keys)
+
+
+def webhook_secret(file: Path | None) -> WebhookSecret | None:
+    """The webhook secret from ``--webhook-secret-file`` or the environment; a bad one is refused."""
+    try:
+        return load_secret(file, os.environ.get(SECRET_ENV))
+    except SecretError as exc:
+        raise click.BadParameter(str(exc), param_hint="--webhook-secret-file") from exc
 
 
 # --- a local fleet repository work tree (sign, approve, pause, resume, rollback, deploy) ------------

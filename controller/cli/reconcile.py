@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from controller.cli.options import controller_options, remote_source
+from controller.cli.options import controller_options, remote_source, webhook_secret
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
@@ -15,10 +15,19 @@ from fleetcd.cli.exitcodes import Exit
 
 
 def _settings(
-    url: str, cache: Path, gnupghome: Path, flat_refs: bool, ssh_key: Path | None, host_key: str | None
+    url: str,
+    cache: Path,
+    gnupghome: Path,
+    flat_refs: bool,
+    ssh_key: Path | None,
+    host_key: str | None,
+    webhook_secret_file: Path | None,
 ) -> ControllerSettings:
     return ControllerSettings(
-        source=remote_source(url, cache, ssh_key, host_key), gnupghome=gnupghome, namespaces=not flat_refs
+        source=remote_source(url, cache, ssh_key, host_key),
+        gnupghome=gnupghome,
+        namespaces=not flat_refs,
+        webhook_secret=webhook_secret(webhook_secret_file),
     )
 
 
@@ -45,11 +54,13 @@ def reconcile_command(
     flat_refs: bool,
     ssh_key: Path | None,
     host_key: str | None,
+    webhook_secret_file: Path | None,
 ) -> int:
     """Reconcile once. Exit 0 applied (or nothing to do), 1 stalled on invalid content (recorded),
     4 local setup, 5 git or network (retry), 70 a bug (recorded as a failure; traceback on stderr)."""
+    settings = _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key, webhook_secret_file)
     try:
-        result = reconcile_once(_settings(url, cache, gnupghome, flat_refs, ssh_key, host_key))
+        result = reconcile_once(settings)
     except Exception as exc:
         if loop_action(exc) is not LoopAction.BUG:
             raise  # the CLI's one handler maps content, setup and transport errors (docs/cli.md)
@@ -77,6 +88,7 @@ def run_command(
     flat_refs: bool,
     ssh_key: Path | None,
     host_key: str | None,
+    webhook_secret_file: Path | None,
     interval: float,
     watch: bool,
 ) -> None:
@@ -88,7 +100,7 @@ def run_command(
 
     local = Path(url.removeprefix("file://"))
     run_forever(
-        _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key),
+        _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key, webhook_secret_file),
         interval,
         watch_path=local if watch and local.exists() else None,
         report=_print,

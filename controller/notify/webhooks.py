@@ -8,6 +8,10 @@ dies after the push sends again after its restart), so receivers drop the ids th
 Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter
 (``Retry-After`` honoured up to a cap).
 
+With a shared secret each attempt is signed (:mod:`controller.notify.signing`: HMAC-SHA256 over
+its timestamp and the exact body). Without one the messages go out unsigned and a warning is
+logged on every call that sends: existing receivers keep working while the operator sets a secret.
+
 Nothing here raises into the reconcile loop. The state is already in git; a receiver that is down
 must not stall robots. :func:`send` returns one :class:`Delivery` per message, which the outbox
 keeps for the next reconcile or drops, audited, after its bounded rounds. All waiting is bounded:
@@ -17,6 +21,7 @@ deliveries fail without being tried.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +35,7 @@ from pydantic import JsonValue
 
 from controller.audit.events import AuditEvent, canonical_json, event_key
 from controller.notify.outbox import ROLLOUT_TRANSITIONS, wants
+from controller.notify.signing import WebhookSecret
 from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 
@@ -37,6 +43,8 @@ __all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "Message", "WebhookSettings", "bod
 
 PAYLOAD_FORMAT = "fleetcd.dev/webhook/v1"
 USER_AGENT = "fleetcd-controller"
+
+log = logging.getLogger("fleetcd.controller")
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ def notify(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
+    secret: WebhookSecret | None = None,
+    wall: Callable[[], float] = time.time,  # the signed timestamp
 ) -> list[Delivery]:
     """Send each event to each webhook subscribed to its kind; never raises for delivery problems."""
     messages = [
@@ -138,7 +148,15 @@ def notify(
         if wants(webhook, event.kind)
     ]
     return send(
-        messages, fleet=fleet, session=session, settings=settings, sleep=sleep, clock=clock, jitter=jitter
+        messages,
+        fleet=fleet,
+        session=session,
+        settings=settings,
+        sleep=sleep,
+        clock=clock,
+        jitter=jitter,
+        secret=secret,
+        wall=wall,
     )
 
 
@@ -151,12 +169,22 @@ def send(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
+    secret: WebhookSecret | None = None,
+    wall: Callable[[], float] = time.time,  # the signed timestamp
 ) -> list[Delivery]:
-    """POST each message in order, one :class:`Delivery` each; never raises for delivery problems."""
+    """POST each message in order, one :class:`Delivery` each; never raises for delivery problems.
+
+    With ``secret`` every attempt is signed; without it the messages go out unsigned, logged."""
+    if messages and secret is None:
+        log.warning(
+            "sending %d webhook message(s) unsigned: no webhook secret"
+            " (--webhook-secret-file or FLEETCD_WEBHOOK_SECRET)",
+            len(messages),
+        )
     own = session is None
     http = requests.Session() if session is None else session
     deadline = clock() + settings.budget_seconds
-    sender = _Sender(http, settings, sleep, clock, jitter, deadline)
+    sender = _Sender(http, settings, sleep, clock, jitter, deadline, secret, wall)
     unreachable: dict[str, str] = {}
     deliveries: list[Delivery] = []
     try:
@@ -190,6 +218,8 @@ class _Sender:
     clock: Callable[[], float]
     jitter: Callable[[], float]
     deadline: float
+    secret: WebhookSecret | None
+    wall: Callable[[], float]
 
     def send(self, url: str, key: str, kind: str, body: bytes) -> Delivery:
         where = redact(url)
@@ -205,11 +235,14 @@ class _Sender:
         while attempts < self.settings.max_attempts and self.clock() < self.deadline:
             attempts += 1
             retry_after: float | None = None
+            signed = dict(headers)
+            if self.secret is not None:  # each attempt its own timestamp: a retry is not stale
+                signed.update(self.secret.headers(body, int(self.wall())))
             try:
                 with self.http.post(
                     url,
                     data=body,
-                    headers=headers,
+                    headers=signed,
                     timeout=(self.settings.connect_timeout_seconds, self.settings.read_timeout_seconds),
                     allow_redirects=False,  # a redirected POST is a misconfiguration, not a delivery
                     stream=True,  # the receiver's body is never read

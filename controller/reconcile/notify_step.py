@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from controller.audit.chain import added_keys
 from controller.audit.events import AuditEvent, event_key
 from controller.notify.outbox import OutboxEntry, Outcome, decode, encode, enqueue, settle, webhook_id
+from controller.notify.signing import WebhookSecret
 from controller.state.layout import OUTBOX_FILE
 from fleetcd.models.fleet import Webhook
 
@@ -72,8 +73,10 @@ def deliver_outbox(
     fleet: str,
     mirror: Path,
     state_commit: object,
+    secret: WebhookSecret | None = None,
 ) -> int:
-    """POST every pending entry; returns how many were delivered. Never raises for a receiver."""
+    """POST every pending entry, signed with ``secret`` if there is one; returns how many were
+    delivered. Never raises for a receiver."""
     entries = decode(outbox.get(OUTBOX_FILE))
     urls = {webhook_id(w.url): w.url for w in webhooks}
     sendable = [entry for entry in entries if entry.webhook in urls]
@@ -84,6 +87,7 @@ def deliver_outbox(
     deliveries = send(
         [Message(urls[e.webhook], e.event_key, e.kind, e.event) for e in sendable],
         fleet=fleet,
+        secret=secret,
     )
     outcomes = {e.id: Outcome(ok=d.ok, error=d.error) for e, d in zip(sendable, deliveries, strict=True)}
     _write(mirror, str(state_commit), outcomes)

@@ -199,7 +199,9 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
     head = written or snapshot.commit
     if webhooks and status.fleet is not None:
         outbox = {**snapshot.files, **changes}
-        result.notified = deliver_outbox(outbox, webhooks, status.fleet.name, settings.source.mirror, head)
+        result.notified = deliver_outbox(
+            outbox, webhooks, status.fleet.name, settings.source.mirror, head, settings.webhook_secret
+        )
         settings.checkpoint("notified")
     if status.mark is not None:
         remember(settings.source.mirror, head, status.mark)
