@@ -172,10 +172,16 @@ class ArtifactServer:
         self._thread.start()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def stop(self) -> None:
+        """Take the server down for good (its port refuses connections): the artifact server is down."""
+        if self._server.state.stopping.is_set():
+            return
         self._server.state.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

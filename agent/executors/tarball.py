@@ -6,10 +6,14 @@ The converge loop drives it through ``fetch → install → switch → (watch) �
 
     releases/1.4.0/                   the unpacked app_tarball, plus config/model payloads at their paths
     releases/1.4.0/.fleetcd/run.json  how to start it: argv (the artifact's ``command``) and env
+    releases/1.4.0/.fleetcd/tree.json what the directory held at install (:mod:`agent.install.tree`)
     current -> releases/1.4.0
 
 ``run.json`` is what makes rollback independent of the network and of the desired state: restarting
-an older version needs only its release directory. The process itself belongs to the
+an older version needs only its release directory, and ``tree.json`` is what makes that directory
+trustworthy: a version still on disk whose files match the record is reused without a download
+(a rollback ordered by the controller works with the artifact server down); one that does not is
+downloaded again, or, for an automatic rollback, refused with the reason. The process itself belongs to the
 :class:`~agent.executors.supervisor.Supervisor` (pidfiles under ``<apps_dir>/.run``); its working
 directory is the release directory. A tarball without ``command`` is run by something else (a
 customer's ``switch_slot`` hook, a systemd unit on ``current``): the executor then only switches
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -42,8 +47,10 @@ from agent.install.slots import (
     install_release,
     prune,
     release_dir,
+    remove_release,
     switch_current,
 )
+from agent.install.tree import TREE_FILE, read_tree, record_tree, tree_problem
 from agent.install.unpack import UnpackLimits
 from agent.state.atomic import fsync_dir, read_json, write_atomic
 from fleetcd.errors import ApplyError
@@ -57,6 +64,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _HASH_CHUNK_BYTES = 1024 * 1024
 
 Payload = ConfigPayload | ModelPayload
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,27 +102,42 @@ class TarballExecutor:
     # --- Executor protocol ------------------------------------------------------------------------
 
     def fetch(self, target: AppTarget) -> None:
-        """Download the app tarball and every payload, each checked by size and sha256."""
+        """Download the app tarball and every payload, each checked by size and sha256 — unless the
+        version is installed here and its files match what was recorded at its install (no network:
+        a rollback to a version still on disk works with the artifact server down)."""
         tarball, payloads = _artifacts(target.release)
         for payload in payloads:
             _payload_path(target.release, payload)  # refuse a bad path before spending bandwidth
+        if self._reusable(target) is None:
+            return
         for artifact in (tarball, *payloads):
             self._downloaded(target, artifact)
 
     def install(self, target: AppTarget) -> None:
-        """Unpack into ``releases/<version>``, place the payloads, then write ``run.json`` last."""
+        """Unpack into ``releases/<version>``, place the payloads, record the tree, then write
+        ``run.json`` last. A verified copy already here is reused as it is; any other directory of
+        that version (an install cut short, changed files) is replaced from the verified download."""
         tarball, payloads = _artifacts(target.release)
         root = self.ctx.app_dir(target.app)
         folder = release_dir(root, target.version)
-        if not folder.is_dir():
+        meta = folder / META_DIR
+        problem = self._reusable(target) if folder.is_dir() else "not installed"
+        if problem is not None:
+            if folder.is_dir():
+                if current_version(root) == target.version:
+                    raise ApplyError(
+                        f"{folder}: the active release {target.version} cannot be reused: {problem}"
+                    )
+                log.warning("%s: not reused, installed again: %s", folder, problem)
+                remove_release(root, target.version)
             archive = self._downloaded(target, tarball)
             install_release(root, target.version, archive, limits=self.unpack_limits)
-        meta = folder / META_DIR
-        if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
-            raise ApplyError(f"{meta}: the release archive ships its own {META_DIR!r}; it is reserved")
-        for payload in payloads:
-            self._place(target, payload, folder)
-        meta.mkdir(exist_ok=True)
+            if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
+                raise ApplyError(f"{meta}: the release archive ships its own {META_DIR!r}; it is reserved")
+            for payload in payloads:
+                self._place(target, payload, folder)
+            meta.mkdir(exist_ok=True)
+            record_tree(folder, meta, _artifact_digests(target.release))
         spec = RunSpec(target.app, target.version, tarball.command, dict(target.env))
         write_atomic(meta / RUN_FILE, json.dumps(asdict(spec), indent=2, sort_keys=True).encode())
 
@@ -152,6 +175,13 @@ class TarballExecutor:
                 fsync_dir(root)
             return
         spec = self._spec(app, previous)
+        folder = release_dir(root, previous)
+        if read_tree(folder / META_DIR) is None:  # installed by an agent before the record existed
+            log.warning("%s: no %s to check it against; rolling back to it as it is", folder, TREE_FILE)
+        elif (problem := tree_problem(folder, folder / META_DIR, None)) is not None:
+            raise ApplyError(
+                f"{folder}: release {previous} of {app} is not reused for the rollback: {problem}"
+            )
         switch_current(root, previous)
         self._run(spec)
 
@@ -188,6 +218,13 @@ class TarballExecutor:
         return self._read_spec(app, version)
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _reusable(self, target: AppTarget) -> str | None:
+        """None when ``target``'s release directory is installed and matches its record, else why not."""
+        folder = release_dir(self.ctx.app_dir(target.app), target.version)
+        if not folder.is_dir() or folder.is_symlink():
+            return "not installed"
+        return tree_problem(folder, folder / META_DIR, _artifact_digests(target.release))
 
     def _run(self, spec: RunSpec) -> None:
         if spec.argv is None:
@@ -267,6 +304,12 @@ def _artifacts(release: Release) -> tuple[AppTarball, list[Payload]]:
         )
     payloads = [a for a in release.artifacts if isinstance(a, ConfigPayload | ModelPayload)]
     return tarballs[0], payloads
+
+
+def _artifact_digests(release: Release) -> dict[str, str]:
+    """Name -> sha256 of the artifacts this executor installs: what a reused directory must match."""
+    tarball, payloads = _artifacts(release)
+    return {a.name: a.sha256 for a in (tarball, *payloads)}
 
 
 def _payload_path(release: Release, payload: Payload) -> PurePosixPath:
