@@ -45,6 +45,7 @@ from agent.report.push import push_status
 from agent.report.status import load_status, status_report
 from agent.state.atomic import write_atomic
 from agent.state.journal import Journal
+from agent.state.migrations import Ledger
 from agent.sync.accept import Desired, load_desired
 from agent.sync.backoff import Backoff
 from agent.trustcheck import load_trust_state
@@ -221,6 +222,7 @@ def _report(
             seq,
             now,
             journals=journals,
+            ledgers={app: Ledger(paths.migrations(app)) for app in journals},
             executor=executor,
             desired=desired,
             outcomes=outcomes,

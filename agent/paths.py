@@ -8,6 +8,7 @@ sets ``StateDirectory=fleetcd``), else ``/var/lib/fleetcd``. Everything below it
     desired.json      the last accepted desired-state files (re-verified when offline)
     trust.json        serial, bundle digest and clock floor of the last accepted bundle
     journal/<app>.json  the converge journal of one app (agent.state.journal)
+    migrations/<app>.json  the release migrations run for one app (agent.state.migrations)
     status.json       the last report built; outbox: the last one not yet pushed
     push.json         when the last report was pushed, and what it said (heartbeat)
     configs.json      config files written for apps, with their sha256 (drift detection)
@@ -54,6 +55,9 @@ class AgentPaths:
     def journal(self, app: str) -> Path:
         return self.journal_dir / f"{app}.json"
 
+    def migrations(self, app: str) -> Path:
+        return self.state_dir / "migrations" / f"{app}.json"
+
     @property
     def trust_file(self) -> Path:
         return self.state_dir / "trust.json"
@@ -91,7 +95,12 @@ class AgentPaths:
         created in it; returns self. :class:`StateDirUnwritable` names the directory when not."""
         try:
             self.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-            for folder in (self.journal_dir, self.apps_dir, self.downloads_dir):
+            for folder in (
+                self.journal_dir,
+                self.apps_dir,
+                self.downloads_dir,
+                self.state_dir / "migrations",
+            ):
                 folder.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=self.state_dir, prefix=".write-check-")
             os.close(fd)

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from fleetcd.models.base import FrozenModel, SafeName, SemVer
-from fleetcd.vocabulary import ErrorStatus, ReportedActivity, ReportedError
+from fleetcd.models.release import MAX_STEPS
+from fleetcd.vocabulary import ErrorStatus, MigrationState, ReportedActivity, ReportedError
 
 STATUS_FORMAT = "fleetcd.dev/status/v1"
 STATUS_FILE = "status.json"
@@ -45,6 +46,13 @@ class ReportEvent(FrozenModel):
     message: Message = ""
 
 
+class ReportedMigration(FrozenModel):
+    """One of the release's migrations as this robot ran it for the deployment (agent.state.migrations)."""
+
+    name: SafeName
+    state: MigrationState
+
+
 class DeploymentReport(FrozenModel):
     """The robot's view of one deployment it was given (by the controller's deterministic id)."""
 
@@ -56,6 +64,7 @@ class DeploymentReport(FrozenModel):
     message: Message = ""
     updated_at: Timestamp
     events: list[ReportEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
+    migrations: list[ReportedMigration] = Field(default_factory=list, max_length=MAX_STEPS)  # in run order
 
 
 class InstalledApp(FrozenModel):

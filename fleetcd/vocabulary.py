@@ -129,6 +129,15 @@ class Status(StrEnum):
     RETRYING = "retrying"
 
 
+class MigrationState(StrEnum):
+    """Where one release migration is on a robot: its ledger (agent.state.migrations) and its report."""
+
+    RUNNING = "running"  # started; still this after a crash cut it short
+    APPLIED = "applied"  # exited 0
+    FAILED = "failed"  # did not exit 0 (its rollback, if any, then ran)
+    ROLLED_BACK = "rolled_back"  # its rollback command exited 0
+
+
 def merged_status(activity: ReportedActivity, error: ErrorStatus) -> Status:
     """The error wins when there is one; otherwise the activity."""
     if error is not ErrorStatus.NONE:
@@ -142,6 +151,7 @@ __all__ = [
     "Activity",
     "ErrorStatus",
     "JournalActivity",
+    "MigrationState",
     "ReportedActivity",
     "ReportedError",
     "Status",

@@ -65,8 +65,10 @@ def verifying_seconds(
 def applying_seconds(
     release: Release, config: AgentConfig, download: DownloadSettings, liveness: LivenessSettings
 ) -> float:
-    """Pre-flight steps and hooks, then installing: unpacking is bounded like re-reading the download."""
+    """Pre-flight steps and hooks, then installing (unpacking is bounded like re-reading the
+    download), then the migrations — each, and its rollback, should the last one fail."""
     steps = sum(step.timeout_seconds for step in release.preflight)
+    steps += sum(m.timeout_seconds * (1 if m.rollback is None else 2) for m in release.migrations)
     hooks = hook_seconds(config, "run_preflight") + hook_seconds(config, "install_artifact")
     return steps + hooks + fetch_seconds(release, download, liveness) + liveness.default_step_seconds
 
@@ -81,6 +83,9 @@ def watching_seconds(release: Release, config: AgentConfig) -> float:
     return health.watch_seconds + probes_seconds(health.probes) + hook_seconds(config, "report_health")
 
 
-def rolling_back_seconds(release: Release | None, config: AgentConfig, liveness: LivenessSettings) -> float:
+def rolling_back_seconds(
+    release: Release | None, config: AgentConfig, liveness: LivenessSettings, *, undo_seconds: float = 0.0
+) -> float:
+    """The rollback hook and checks, after ``undo_seconds`` of migration rollbacks (from the ledger)."""
     checks = probes_seconds(release.rollback.checks) if release is not None else 0.0
-    return hook_seconds(config, "rollback") + checks + liveness.default_step_seconds
+    return undo_seconds + hook_seconds(config, "rollback") + checks + liveness.default_step_seconds

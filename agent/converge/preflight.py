@@ -21,16 +21,23 @@ STDERR_TAIL_CHARS = 400
 def run_steps(steps: Sequence[Step], *, allowlist: Sequence[str]) -> None:
     """Run every step in order; raise HookFailed at the first that does not exit 0."""
     for step in steps:
-        hook = f"preflight {step.name}"
-        why = refusal(step.exec, allowlist)
-        if why is not None:
-            raise HookFailed(hook, f"refused: {why}")
-        try:
-            done = run_bounded(step.exec, timeout_seconds=step.timeout_seconds)
-        except OSError as exc:
-            raise HookFailed(hook, f"cannot run {step.exec[0]}: {exc.strerror or exc}") from exc
-        if done.timed_out:
-            raise HookFailed(hook, f"timed out after {step.timeout_seconds} s")
-        if done.returncode != 0:
-            tail = done.stderr_tail()[-STDERR_TAIL_CHARS:]
-            raise HookFailed(hook, f"{step.exec[0]} exited", exit_code=done.returncode, stderr_tail=tail)
+        run_command(f"preflight {step.name}", step.exec, step.timeout_seconds, allowlist=allowlist)
+
+
+def run_command(label: str, argv: Sequence[str], timeout_seconds: int, *, allowlist: Sequence[str]) -> None:
+    """Run one step's argv (no shell) within its timeout; HookFailed named ``label`` unless it exits 0.
+
+    Also how :mod:`agent.converge.migrate` runs migrations and their rollbacks.
+    """
+    why = refusal(argv, allowlist)
+    if why is not None:
+        raise HookFailed(label, f"refused: {why}")
+    try:
+        done = run_bounded(argv, timeout_seconds=timeout_seconds)
+    except OSError as exc:
+        raise HookFailed(label, f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+    if done.timed_out:
+        raise HookFailed(label, f"timed out after {timeout_seconds} s")
+    if done.returncode != 0:
+        tail = done.stderr_tail()[-STDERR_TAIL_CHARS:]
+        raise HookFailed(label, f"{argv[0]} exited", exit_code=done.returncode, stderr_tail=tail)

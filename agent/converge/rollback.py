@@ -6,6 +6,7 @@
 code, by the executor, and its config, by the snapshots of :mod:`agent.converge.configs`).
 :func:`roll_back` runs the step, from local files only (never the network):
 
+0. the migrations this deployment ran are undone, newest first (:func:`agent.converge.migrate.undo`);
 1. the config files go back first (:meth:`~agent.converge.configs.AppConfigs.rollback`), so the
    old version starts with its own config, never the new one;
 2. the ``rollback`` hook, or else ``executor.rollback`` to :func:`~agent.converge.fallback.rollback_version`;
@@ -20,10 +21,12 @@ Every part is idempotent: a rollback redone after a kill -9 ends the same.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from agent.converge.configs import AppConfigs
 from agent.converge.fallback import PREVIOUS, Fallback, rollback_version
+from agent.converge.migrate import undo
 from agent.errors import HealthFailed
 from agent.executors.base import Executor, RunState
 from agent.health.clock import Clock
@@ -31,6 +34,7 @@ from agent.health.probes import run_probe
 from agent.hooks import HookContext, Hooks
 from agent.paths import AgentPaths
 from agent.state.journal import JournalEntry
+from agent.state.migrations import Ledger
 from fleetcd.models.release import Probe, Release
 from fleetcd.reasons import Reason
 
@@ -62,9 +66,13 @@ def roll_back(
     *,
     allowlist: Sequence[str],
     clock: Clock,
+    now: Callable[[], datetime],
 ) -> HealthFailed | None:
     """Roll ``entry``'s app back (see the module docstring); a failed rollback check, if any."""
     app, target = hook_ctx.app, rollback_version(entry)
+    # The migrations first, while nothing else has moved: a failing one leaves the new version
+    # running with its own config and data (the deployment fails), never the old code on new data.
+    undo(Ledger(paths.migrations(app)), entry.deployment_id, allowlist=allowlist, now=now)
     configs = AppConfigs(paths, app)
     configs.rollback(
         deployment_id=entry.deployment_id,

@@ -12,6 +12,8 @@ from agent.configfiles.write import config_path
 from agent.converge import budgets
 from agent.converge.configs import AppConfigs
 from agent.converge.context import Assignment, ConvergeContext, owns
+from agent.converge.migrate import commit as commit_migrations
+from agent.converge.migrate import migrate
 from agent.converge.preflight import run_steps
 from agent.converge.requires import enforce_requirements
 from agent.converge.rollback import roll_back
@@ -21,6 +23,7 @@ from agent.gates import enforce_gates
 from agent.health.watch import watch
 from agent.hooks import HookContext
 from agent.state.journal import JournalEntry
+from agent.state.migrations import Ledger
 from fleetcd.models.release import ContainerImage, Release
 from fleetcd.vocabulary import Activity
 
@@ -35,7 +38,7 @@ def run_step(
     """Run ``entry``'s step within its watchdog budget; a problem to report that changed nothing."""
     mine = assignment if owns(assignment, entry) else None
     release = None if mine is None else mine.release
-    with ctx.liveness.step(f"{app} {entry.state.value}", _budget(ctx, entry, mine)):
+    with ctx.liveness.step(f"{app} {entry.state.value}", _budget(ctx, app, entry, mine)):
         if entry.state is Activity.ROLLING_BACK:
             return roll_back(
                 ctx.paths,
@@ -46,17 +49,20 @@ def run_step(
                 release,
                 allowlist=ctx.config.exec_allowlist,
                 clock=ctx.clock,
+                now=ctx.now,
             )
         _converge_step(ctx, app, entry, assignment)
     return None
 
 
-def _budget(ctx: ConvergeContext, entry: JournalEntry, assignment: Assignment | None) -> float:
+def _budget(ctx: ConvergeContext, app: str, entry: JournalEntry, assignment: Assignment | None) -> float:
     """Seconds ``entry``'s step may take (:mod:`agent.converge.budgets`)."""
     state, config, live = entry.state, ctx.config, ctx.liveness.settings
     release = None if assignment is None else assignment.release
     if state is Activity.ROLLING_BACK:
-        return budgets.rolling_back_seconds(release, config, live)
+        runs = Ledger(ctx.paths.migrations(app)).load().of(entry.deployment_id)
+        undo = sum(r.timeout_seconds for r in runs if r.rollback is not None)
+        return budgets.rolling_back_seconds(release, config, live, undo_seconds=undo)
     if assignment is None or release is None:
         return live.default_step_seconds
     download = ctx.download_settings
@@ -80,6 +86,7 @@ def _converge_step(
     if state is Activity.HEALTHY:
         executor.commit(app, entry.version, entry.previous_version)
         AppConfigs(ctx.paths, app).prune({entry.version, entry.previous_version})
+        commit_migrations(Ledger(ctx.paths.migrations(app)), entry.deployment_id)
         return
     if assignment is None or assignment.deployment.deployment_id != entry.deployment_id:
         raise AssertionError(f"{app}: no release for {entry.deployment_id} in {state.value}")  # machine bug
@@ -101,6 +108,14 @@ def _converge_step(
         hooks.run_preflight(hook_ctx)
         if not hooks.install_artifact(hook_ctx):
             executor.install(target)
+        if not entry.stage_only:  # a staged install migrates when it is promoted (applying again)
+            migrate(
+                Ledger(ctx.paths.migrations(app)),
+                assignment.release,
+                entry.deployment_id,
+                allowlist=ctx.config.exec_allowlist,
+                now=ctx.now,
+            )
     elif state is Activity.SWITCHED:
         AppConfigs(ctx.paths, app).write(
             assignment.release,

@@ -26,8 +26,10 @@ from agent.executors.base import Executor
 from agent.report.build import add_event, build_report, clip
 from agent.state.atomic import read_bytes
 from agent.state.journal import Journal, JournalEntry
+from agent.state.migrations import Ledger
 from agent.sync.accept import Desired
-from fleetcd.reports import DeploymentReport, InstalledApp, ReportEvent, StatusReport
+from fleetcd.models.release import MAX_STEPS
+from fleetcd.reports import DeploymentReport, InstalledApp, ReportedMigration, ReportEvent, StatusReport
 from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def status_report(
     journals: Mapping[str, Journal],
     executor: Executor | None,
     desired: Desired,
+    ledgers: Mapping[str, Ledger] | None = None,
     outcomes: Mapping[str, AppOutcome],
     previous: StatusReport | None,
     drift: Mapping[str, Sequence[str]],
@@ -76,9 +79,9 @@ def status_report(
         if desired.known and (given is None or given.deployment.deployment_id != entry.deployment_id):
             continue
         events = outcome.events if outcome is not None else ()
-        deployments.append(
-            deployment_report(app, entry, earlier.get(entry.deployment_id), events, drifted=app in drift)
-        )
+        report = deployment_report(app, entry, earlier.get(entry.deployment_id), events, drifted=app in drift)
+        ledger = (ledgers or {}).get(app)
+        deployments.append(report.model_copy(update={"migrations": _migrations(ledger, entry.deployment_id)}))
     return build_report(
         device,
         seq,
@@ -90,6 +93,18 @@ def status_report(
         last_error=last_error,
         drift=[path for paths in drift.values() for path in paths],
     )
+
+
+def _migrations(ledger: Ledger | None, deployment_id: str) -> list[ReportedMigration]:
+    """The migrations the deployment ran, in run order (unreadable ledger: none, and a warning)."""
+    if ledger is None:
+        return []
+    try:
+        runs = ledger.load().of(deployment_id)
+    except CorruptState as exc:
+        log.warning("%s", exc)
+        return []
+    return [ReportedMigration(name=r.name, state=r.state) for r in runs][-MAX_STEPS:]
 
 
 def _load(journal: Journal) -> JournalEntry | None:

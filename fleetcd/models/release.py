@@ -83,12 +83,26 @@ class Compatibility(FrozenModel):
     hardware_revision: RevisionRange | None = None
 
 
+MAX_STEPS = 32  # pre-flight steps or migrations per release
+MAX_ARGV = 256  # items of one command's argv
+
+
 class Step(FrozenModel):
-    """A pre-flight or migration command: argv, no shell."""
+    """A pre-flight command: argv, no shell, run by the agent before the install (exit 0 goes on)."""
 
     name: SafeName
-    exec: list[str] = Field(min_length=1)
+    exec: list[str] = Field(min_length=1, max_length=MAX_ARGV)
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
+
+
+class Migration(Step):
+    """A migration: argv, no shell, run once per robot (by name) after the install, before the switch.
+
+    ``rollback`` (argv) undoes it when the deployment that ran it fails or rolls back; without it the
+    migration is irreversible: it stays applied (and a run cut short by a crash is run again).
+    """
+
+    rollback: list[str] | None = Field(default=None, min_length=1, max_length=MAX_ARGV)
 
 
 class _ProbeBase(FrozenModel):
@@ -151,8 +165,8 @@ class Release(Document):
     notes: str = Field(default="", max_length=20_000)
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
     compatibility: Compatibility = Field(default_factory=Compatibility)
-    preflight: list[Step] = Field(default_factory=list)
-    migrations: list[Step] = Field(default_factory=list)
+    preflight: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+    migrations: list[Migration] = Field(default_factory=list, max_length=MAX_STEPS)
     gates: list[SafeName] = Field(default_factory=list)
     health: Health = Field(default_factory=Health)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
@@ -165,6 +179,13 @@ class Release(Document):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"artifact names must be unique, repeated: {', '.join(dupes)}")
+        steps = [m.name for m in self.migrations]
+        repeated = sorted({n for n in steps if steps.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                "migrations: names must be unique (a robot applies each once), repeated: "
+                + ", ".join(repeated)
+            )
         return self
 
     @model_validator(mode="after")
