@@ -30,6 +30,7 @@ from agent import sdnotify
 from agent.converge.apply import AppOutcome, converge_app
 from agent.converge.configs import check_drift, load_ledger
 from agent.converge.context import ConvergeContext
+from agent.converge.drift import check_runtime_drift
 from agent.converge.repair import repair_app_state, repair_files
 from agent.converge.requires import converge_order, required_apps
 from agent.errors import CorruptState, StateDirUnwritable, StateRepaired
@@ -53,7 +54,7 @@ from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import TransportError
 from fleetcd.models.agent import AgentConfig
-from fleetcd.reports import StatusReport
+from fleetcd.reports import RuntimeDrift, StatusReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +129,7 @@ def run_once(
     errors.extend(desired.errors)
 
     executor, outcomes = None, {}
+    runtime_drift: list[RuntimeDrift] = []
     try:
         executor = rt.executor or make_executor(
             config.executor, ExecutorContext(paths.apps_dir, paths.downloads_dir), config
@@ -155,16 +157,23 @@ def run_once(
             liveness,
             desired.assignments,
         )
+        try:
+            runtime_drift = check_runtime_drift(ctx, desired, restore=config.drift == "restore")
+        except Exception as exc:  # e.g. /proc unreadable: converging matters more than this check
+            errors.append(exc)
+        ctx.drifted = frozenset(d.app for d in runtime_drift if not d.restored)
         outcomes = _converge_all(ctx, paths, desired, errors)
 
     liveness.beat()
     drift: dict[str, list[str]] = {}
     try:
-        drift = check_drift(paths.config_hashes, restore=config.config_drift == "restore")
+        drift = check_drift(paths.config_hashes, restore=config.drift == "restore")
     except Exception as exc:
         errors.append(exc)
     with liveness.step("report", 2 * network):  # a refused push fetches, rebases and pushes again
-        report, pushed = _report(config, paths, clock_now(), executor, desired, outcomes, drift, errors)
+        report, pushed = _report(
+            config, paths, clock_now(), executor, desired, outcomes, (drift, runtime_drift), errors
+        )
     retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
     return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
 
@@ -205,7 +214,7 @@ def _report(
     executor: Executor | None,
     desired: Desired,
     outcomes: dict[str, AppOutcome],
-    drift: dict[str, list[str]],
+    drift: tuple[dict[str, list[str]], list[RuntimeDrift]],
     errors: list[Exception],
 ) -> tuple[StatusReport | None, bool]:
     """Build, store and (when due) push the report; (report, pushed)."""
@@ -227,7 +236,8 @@ def _report(
             desired=desired,
             outcomes=outcomes,
             previous=previous,
-            drift=drift,
+            drift=drift[0],
+            runtime_drift=drift[1],
             last_error=last_error,
         )
         write_atomic(paths.status_file, canonical_bytes(report), mode=0o600)

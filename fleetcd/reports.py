@@ -15,7 +15,13 @@ from pydantic import Field, StringConstraints
 
 from fleetcd.models.base import FrozenModel, SafeName, SemVer
 from fleetcd.models.release import MAX_STEPS
-from fleetcd.vocabulary import ErrorStatus, MigrationState, ReportedActivity, ReportedError
+from fleetcd.vocabulary import (
+    ErrorStatus,
+    ReportedActivity,
+    ReportedDriftKind,
+    ReportedError,
+    ReportedMigrationState,
+)
 
 STATUS_FORMAT = "fleetcd.dev/status/v1"
 STATUS_FILE = "status.json"
@@ -23,6 +29,7 @@ MAX_REPORT_BYTES = 256 * 1024
 MAX_DEPLOYMENTS = 20
 MAX_EVENTS = 20
 MESSAGE_MAX = 500
+MAX_RUNTIME_DRIFT = 64
 # Every integer a robot sends is bounded (strict: no floats, strings or bools). A seq grows by one
 # per report: at one report a second, 2**53 is 285 million years away, and it is exact in every
 # JSON reader. Anything above is a broken or hostile robot: the report is refused, never stored as
@@ -50,7 +57,7 @@ class ReportedMigration(FrozenModel):
     """One of the release's migrations as this robot ran it for the deployment (agent.state.migrations)."""
 
     name: SafeName
-    state: MigrationState
+    state: ReportedMigrationState
 
 
 class DeploymentReport(FrozenModel):
@@ -65,6 +72,16 @@ class DeploymentReport(FrozenModel):
     updated_at: Timestamp
     events: list[ReportEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
     migrations: list[ReportedMigration] = Field(default_factory=list, max_length=MAX_STEPS)  # in run order
+
+
+class RuntimeDrift(FrozenModel):
+    """What runs differs from what the agent installed (agent.converge.drift); ``restored``: the
+    agent put it back (``drift: restore``), else it is left for a person (``drift: report``)."""
+
+    app: SafeName
+    kind: ReportedDriftKind
+    detail: Message
+    restored: bool = False
 
 
 class InstalledApp(FrozenModel):
@@ -87,3 +104,4 @@ class StatusReport(FrozenModel):
     deployments: list[DeploymentReport] = Field(default_factory=list, max_length=MAX_DEPLOYMENTS)
     last_error: Message | None = None
     drift: list[DriftedPath] = Field(default_factory=list, max_length=64)  # config files edited locally
+    runtime_drift: list[RuntimeDrift] = Field(default_factory=list, max_length=MAX_RUNTIME_DRIFT)

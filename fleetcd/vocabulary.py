@@ -138,6 +138,21 @@ class MigrationState(StrEnum):
     ROLLED_BACK = "rolled_back"  # its rollback command exited 0
 
 
+class DriftKind(StrEnum):
+    """What runs on a robot differs from what its agent installed (``runtime_drift`` in the report)."""
+
+    CURRENT_LINK = "current_link"  # tarball: ``current`` points at another release than the agent's
+    IMAGE = "image"  # docker: the app's container runs another image than the deployment's digest
+    STARTED_OUTSIDE = "started_outside"  # a version of the app runs that the agent did not start
+
+
+# Their spellings in the status report (a Literal of members: the report is parsed strictly from JSON).
+ReportedMigrationState = Literal[
+    MigrationState.RUNNING, MigrationState.APPLIED, MigrationState.FAILED, MigrationState.ROLLED_BACK
+]
+ReportedDriftKind = Literal[DriftKind.CURRENT_LINK, DriftKind.IMAGE, DriftKind.STARTED_OUTSIDE]
+
+
 def merged_status(activity: ReportedActivity, error: ErrorStatus) -> Status:
     """The error wins when there is one; otherwise the activity."""
     if error is not ErrorStatus.NONE:
@@ -149,11 +164,14 @@ __all__ = [
     "JOURNAL_ACTIVITIES",
     "REPORTED_ACTIVITIES",
     "Activity",
+    "DriftKind",
     "ErrorStatus",
     "JournalActivity",
     "MigrationState",
     "ReportedActivity",
+    "ReportedDriftKind",
     "ReportedError",
+    "ReportedMigrationState",
     "Status",
     "merged_status",
 ]

@@ -80,6 +80,8 @@ def test_migrations_run_in_order_after_the_install_and_before_the_switch(world: 
     assert entry is not None and (entry.state, entry.version) == (Activity.HEALTHY, "1.1.0")
     assert lines(world) == ["+add-map-table@1.0.0", "+fill-map-table@1.0.0"]  # the old version still ran
     assert reported(world, result) == [("add-map-table", "applied"), ("fill-map-table", "applied")]
+    world.reconcile()  # the controller reads the report with its migrations (parsed strictly)
+    assert world.record(entry.deployment_id).activity.value == "deployed"
     runs = ledger(world).runs
     assert [(r.name, r.version, r.state, r.committed) for r in runs] == [
         ("add-map-table", "1.1.0", MigrationState.APPLIED, True),

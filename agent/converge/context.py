@@ -90,6 +90,7 @@ class ConvergeContext:
     liveness: Liveness = field(default_factory=Liveness.disabled)  # the watchdog's view of progress
     # Every app's assignment of this cycle: a release's ``requires`` is checked against the others.
     assignments: Mapping[str, Assignment] = field(default_factory=dict)
+    drifted: frozenset[str] = frozenset()  # apps whose running code drifted and was left so (report)
 
     def fallback(self, app: str, entry: JournalEntry | None, assignment: Assignment | None) -> Fallback:
         """The rollback policy of ``entry``'s release, when the bundle still carries it."""

@@ -90,7 +90,7 @@ def _converge_step(
         return
     if assignment is None or assignment.deployment.deployment_id != entry.deployment_id:
         raise AssertionError(f"{app}: no release for {entry.deployment_id} in {state.value}")  # machine bug
-    target = _target(ctx, app, assignment)
+    target = app_target(ctx, app, assignment)
     hook_ctx = _hook_context(ctx, app, entry, assignment.release)
     if state in (Activity.DOWNLOADING, Activity.VERIFYING):
         executor.fetch(target)  # verifying: the files on disk are hashed again, nothing is downloaded
@@ -144,7 +144,8 @@ def _converge_step(
         raise AssertionError(f"{app}: no step for {state.value}")
 
 
-def _target(ctx: ConvergeContext, app: str, assignment: Assignment) -> AppTarget:
+def app_target(ctx: ConvergeContext, app: str, assignment: Assignment) -> AppTarget:
+    """The executor's view of ``assignment``: its release, merged config and the app's environment."""
     d = assignment.deployment
     env: dict[str, str] = {}
     schema = assignment.release.config
@@ -174,6 +175,8 @@ def _hook_context(
 
 def keep_running(ctx: ConvergeContext, app: str) -> None:
     """Restart the active version after a reboot (executors that can: the tarball supervisor)."""
+    if app in ctx.drifted:
+        return  # what runs was changed by hand and left so (drift: report): start nothing over it
     ensure = getattr(ctx.executor, "ensure_running", None)
     if callable(ensure):
         try:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fleetcd.compat import StrEnum
 from fleetcd.models.release import Release
+from fleetcd.vocabulary import DriftKind
 
 
 class RunState(StrEnum):
@@ -91,3 +92,13 @@ class Executor(Protocol):
 
     def commit(self, app: str, version: str, previous: str | None) -> None:
         """The new version is healthy: release what only a rollback needed (old container, old slots)."""
+
+    def drift(self, app: str, version: str, target: AppTarget | None) -> list[tuple[DriftKind, str]]:
+        """How what runs differs from ``version`` being the app's one active version as the agent
+        installed it (``target``: its release, when the agent has it); empty when it does not."""
+
+    def restore(self, app: str, version: str, target: AppTarget | None) -> None:
+        """Undo that drift: ``version`` active and running as installed, nothing else of the app running.
+
+        Raises ApplyError when it cannot (e.g. a replaced container whose release is not at hand).
+        """

@@ -47,11 +47,13 @@ from fleetcd.errors import ApplyError
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.base import parse_version
 from fleetcd.models.release import ContainerImage, Release
+from fleetcd.vocabulary import DriftKind
 
 LABEL_APP = "dev.fleetcd.app"
 LABEL_VERSION = "dev.fleetcd.version"
 LABEL_DEPLOYMENT = "dev.fleetcd.deployment"
 LABEL_DEVICE = "dev.fleetcd.device"
+LABEL_IMAGE = "dev.fleetcd.image"  # the repo@sha256 reference the container was created from
 CONFIG_DIR = "config"  # agent.configfiles.write.CONFIG_DIR: relative config paths live here
 ACTIVE_FILE = "active"
 NETWORK_MODE = "host"  # robots run one app per port; no bridge, no NAT between app and robot
@@ -143,6 +145,7 @@ class DockerExecutor:
             LABEL_VERSION: target.version,
             LABEL_DEPLOYMENT: target.deployment_id,
             LABEL_DEVICE: self._device,
+            LABEL_IMAGE: artifact.image,
         }
         binds = self._config_binds(target)
         with self._engine(f"install {name}"):
@@ -257,7 +260,57 @@ class DockerExecutor:
                     name = self._name(app, other)
                     self._call(name, "remove", lambda c=container: c.remove(force=True))
 
+    def drift(self, app: str, version: str, target: AppTarget | None) -> list[tuple[DriftKind, str]]:
+        """The version's container runs another image than its pinned digest (a replaced container or
+        a re-pointed image), or a container of another version of the app runs (started by hand)."""
+        found: list[tuple[DriftKind, str]] = []
+        name = self._name(app, version)
+        with self._engine(f"check {app} for drift"):
+            container = self._get(name)
+            pinned = image_artifact(target.release).image if target is not None else None
+            if container is not None:
+                pinned = pinned or container.labels.get(LABEL_IMAGE)
+                running_image = str(container.attrs.get("Image", ""))
+                wanted = self._image_id(pinned) if pinned else None
+                if pinned and running_image != wanted:
+                    found.append(
+                        (DriftKind.IMAGE, f"container {name} runs image {running_image[:19]}, not {pinned}")
+                    )
+            for other, box in self._containers(app).items():
+                if other != version and box.status in RUNNING_STATUSES:
+                    detail = f"container {box.name} of {app} {other} runs; the agent made {version} active"
+                    found.append((DriftKind.STARTED_OUTSIDE, detail))
+        return found
+
+    def restore(self, app: str, version: str, target: AppTarget | None) -> None:
+        """A replaced container is created again from the pinned image (needs ``target``); every
+        other version of the app is stopped; ``version`` runs and is recorded active."""
+        kinds = {kind for kind, _ in self.drift(app, version, target)}
+        name = self._name(app, version)
+        if DriftKind.IMAGE in kinds:
+            if target is None:
+                raise ApplyError(
+                    f"{name} runs another image, and its release is not at hand to create it again"
+                )
+            with self._engine(f"remove {name}"):
+                existing = self._get(name)
+                if existing is not None:
+                    self._call(name, "remove replaced", lambda: existing.remove(force=True))
+            self.install(target)
+        with self._engine(f"restore {name}"):
+            for other, box in self._containers(app).items():
+                if other != version and box.status in RUNNING_STATUSES:
+                    self._stop(box)
+            self._start(app, version)
+        self._record_active(app, version)
+
     # --- engine --------------------------------------------------------------------------------
+
+    def _image_id(self, reference: str) -> str | None:
+        try:
+            return str(self._docker.images.get(reference).id)
+        except docker.errors.ImageNotFound:
+            return None
 
     @property
     def _docker(self) -> Any:

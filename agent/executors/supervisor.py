@@ -159,6 +159,11 @@ class Supervisor:
         record = self._live_record(app)
         return None if record is None else record.version
 
+    def running_pid(self, app: str) -> int | None:
+        """The pid of the app's live process (its session leader), or None."""
+        record = self._live_record(app)
+        return None if record is None else record.pid
+
     def known_apps(self) -> list[str]:
         """Apps that have a pidfile here (running or not), sorted."""
         if not self.run_dir.is_dir():

@@ -32,7 +32,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
@@ -43,6 +45,7 @@ from agent.fetch import Downloader, DownloadSettings
 from agent.fetch.http import download
 from agent.install.slots import (
     CURRENT_LINK,
+    RELEASES_DIR,
     current_version,
     install_release,
     prune,
@@ -56,12 +59,14 @@ from agent.state.atomic import fsync_dir, read_json, write_atomic
 from fleetcd.errors import ApplyError
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.release import AppTarball, ConfigPayload, ModelPayload, Release
+from fleetcd.vocabulary import DriftKind
 
 META_DIR = ".fleetcd"  # inside a release directory: ours, never a payload's
 RUN_FILE = "run.json"
 RUN_DIR = ".run"  # under apps_dir; app names are safe names, so never a leading dot
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _HASH_CHUNK_BYTES = 1024 * 1024
+STRANGER_STOP_SECONDS = 5.0  # SIGTERM grace for a version started by hand, then SIGKILL
 
 Payload = ConfigPayload | ModelPayload
 log = logging.getLogger(__name__)
@@ -197,6 +202,48 @@ class TarballExecutor:
         for gone in (*keep, *removed):
             shutil.rmtree(self.ctx.downloads_dir / app / gone, ignore_errors=True)
 
+    def drift(self, app: str, version: str, target: AppTarget | None) -> list[tuple[DriftKind, str]]:
+        """``current`` retargeted by hand, or a process of the app running from a release directory
+        that the supervisor did not start (see :func:`_strangers`)."""
+        root = self.ctx.app_dir(app)
+        found: list[tuple[DriftKind, str]] = []
+        try:
+            current = current_version(root)
+        except CorruptState as exc:
+            found.append((DriftKind.CURRENT_LINK, f"{exc}; the agent made {version} active"))
+        else:
+            if current != version:
+                pointed = f"points at {current}" if current else "is missing"
+                found.append(
+                    (
+                        DriftKind.CURRENT_LINK,
+                        f"{root / CURRENT_LINK} {pointed}; the agent made {version} active",
+                    )
+                )
+        for pid, where in self._strangers(app):
+            found.append(
+                (DriftKind.STARTED_OUTSIDE, f"process {pid} runs {app} from {where}, not started by fleetcd")
+            )
+        return found
+
+    def restore(self, app: str, version: str, target: AppTarget | None) -> None:
+        """``current`` back on ``version``, processes started by hand stopped, ``version`` running."""
+        root = self.ctx.app_dir(app)
+        spec = self._spec(app, version)
+        try:
+            pointed = current_version(root)
+        except CorruptState:
+            pointed = None
+            link = root / CURRENT_LINK
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)  # a directory where the link belongs: it was never ours
+        if pointed != version:
+            switch_current(root, version)
+        for pid, _where in self._strangers(app):
+            _stop_stranger(pid)
+        if spec.argv is not None and self.supervisor.running_version(app) != version:
+            self._run(spec)
+
     # --- beyond the protocol ----------------------------------------------------------------------
 
     def ensure_running(self, app: str) -> bool:
@@ -225,6 +272,26 @@ class TarballExecutor:
         if not folder.is_dir() or folder.is_symlink():
             return "not installed"
         return tree_problem(folder, folder / META_DIR, _artifact_digests(target.release))
+
+    def _strangers(self, app: str) -> list[tuple[int, str]]:
+        """Processes whose working directory is one of the app's release directories and that are
+        not in the session of the process the supervisor started: a version started by hand."""
+        releases = (self.ctx.app_dir(app) / RELEASES_DIR).resolve()
+        ours = self.supervisor.running_pid(app)
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            pid = int(entry.name)
+            try:
+                cwd = (entry / "cwd").readlink()
+                session = os.getsid(pid)
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile, a kernel thread, or not ours to read
+            if not cwd.is_relative_to(releases) or cwd == releases or session == ours:
+                continue
+            found.append((pid, str(cwd.relative_to(releases.parent))))
+        return found
 
     def _run(self, spec: RunSpec) -> None:
         if spec.argv is None:
@@ -304,6 +371,26 @@ def _artifacts(release: Release) -> tuple[AppTarball, list[Payload]]:
         )
     payloads = [a for a in release.artifacts if isinstance(a, ConfigPayload | ModelPayload)]
     return tarballs[0], payloads
+
+
+def _stop_stranger(pid: int, timeout_s: float = STRANGER_STOP_SECONDS) -> None:
+    """SIGTERM a process started outside fleetcd, SIGKILL it if it is still there after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while Path(f"/proc/{pid}").exists() and _state_of(pid) not in ("Z", None):
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+
+def _state_of(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
 
 
 def _artifact_digests(release: Release) -> dict[str, str]:

@@ -19,10 +19,12 @@ from fleetcd.reports import (
     MAX_DEPLOYMENTS,
     MAX_EVENTS,
     MAX_REPORT_BYTES,
+    MAX_RUNTIME_DRIFT,
     MESSAGE_MAX,
     DeploymentReport,
     InstalledApp,
     ReportEvent,
+    RuntimeDrift,
     StatusReport,
 )
 
@@ -66,6 +68,7 @@ def build_report(
     deployments: Sequence[DeploymentReport],
     last_error: str | None,
     drift: Sequence[str],
+    runtime_drift: Sequence[RuntimeDrift] = (),
 ) -> StatusReport:
     """The report for ``seq`` (which must grow with every report this robot makes)."""
     newest_first = sorted(deployments, key=lambda d: (d.updated_at, d.deployment_id), reverse=True)
@@ -82,6 +85,7 @@ def build_report(
         deployments=kept,
         last_error=None if last_error is None else clip(last_error),
         drift=[clip(path, DRIFT_PATH_MAX) for path in sorted(set(drift))][:MAX_DRIFT],
+        runtime_drift=list(runtime_drift)[:MAX_RUNTIME_DRIFT],
     )
     for budget in EVENT_BUDGETS:
         trimmed = report.model_copy(update={"deployments": [_last_events(d, budget) for d in kept]})

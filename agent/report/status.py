@@ -29,10 +29,18 @@ from agent.state.journal import Journal, JournalEntry
 from agent.state.migrations import Ledger
 from agent.sync.accept import Desired
 from fleetcd.models.release import MAX_STEPS
-from fleetcd.reports import DeploymentReport, InstalledApp, ReportedMigration, ReportEvent, StatusReport
+from fleetcd.reports import (
+    DeploymentReport,
+    InstalledApp,
+    ReportedMigration,
+    ReportEvent,
+    RuntimeDrift,
+    StatusReport,
+)
 from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
+CONFIG_DRIFT_NOTE = "config files were edited on the robot"
 DEPLOYMENT_ID = re.compile(r"^dep-[0-9a-f]{24}$")  # fleetcd.reports.DeploymentReport's pattern
 
 
@@ -64,6 +72,7 @@ def status_report(
     previous: StatusReport | None,
     drift: Mapping[str, Sequence[str]],
     last_error: str | None,
+    runtime_drift: Sequence[RuntimeDrift] = (),
 ) -> StatusReport:
     """The report of this cycle; ``journals`` holds every app the robot knows of."""
     earlier = {d.deployment_id: d for d in previous.deployments} if previous is not None else {}
@@ -79,7 +88,16 @@ def status_report(
         if desired.known and (given is None or given.deployment.deployment_id != entry.deployment_id):
             continue
         events = outcome.events if outcome is not None else ()
-        report = deployment_report(app, entry, earlier.get(entry.deployment_id), events, drifted=app in drift)
+        left = [d.detail for d in runtime_drift if d.app == app and not d.restored]
+        note = "; ".join(left) if left else CONFIG_DRIFT_NOTE
+        report = deployment_report(
+            app,
+            entry,
+            earlier.get(entry.deployment_id),
+            events,
+            drifted=app in drift or bool(left),
+            note=note,
+        )
         ledger = (ledgers or {}).get(app)
         deployments.append(report.model_copy(update={"migrations": _migrations(ledger, entry.deployment_id)}))
     return build_report(
@@ -92,6 +110,7 @@ def status_report(
         deployments=deployments,
         last_error=last_error,
         drift=[path for paths in drift.values() for path in paths],
+        runtime_drift=runtime_drift,
     )
 
 
@@ -136,6 +155,7 @@ def deployment_report(
     events: tuple[ReportEvent, ...],
     *,
     drifted: bool = False,
+    note: str = "",
 ) -> DeploymentReport:
     """The report of ``entry``'s deployment, carrying on the events of the last report of it."""
     activity, error = reported(entry)
@@ -158,7 +178,7 @@ def deployment_report(
             report = add_event(report, event)  # a resumed state is not news
     drifted_now = drifted and activity is Activity.DRIFTED
     if drifted_now and (not report.events or report.events[-1].activity is not Activity.DRIFTED):
-        message = "config files were edited on the robot"
+        message = clip(note or CONFIG_DRIFT_NOTE)
         report = add_event(
             report, ReportEvent(at=entry.updated_at, activity=Activity.DRIFTED, message=message)
         )

@@ -177,9 +177,28 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
                 "last_seen": last_seen.isoformat() if last_seen else None,
                 "apps": app_versions(known.records) if known else {},
                 "desired": desired_state(report, str(problem) if problem else None),
+                "drift": drift_state(report),
             }
         )
     return rows
+
+
+def drift_state(report: StatusReport | None) -> list[dict[str, Any]]:
+    """What the robot's last report says was changed on it by hand: config files and runtime drift."""
+    if report is None:
+        return []
+    files = [{"app": None, "kind": "config_file", "detail": path, "restored": False} for path in report.drift]
+    return files + [d.model_dump(mode="json") for d in report.runtime_drift]
+
+
+def _drift_cell(row: Row) -> str:
+    drift = row.get("drift") or []
+    if not drift:
+        return "-"
+    left = [d for d in drift if not d["restored"]]
+    kinds = ", ".join(sorted({str(d["kind"]) for d in drift}))
+    restored = len(drift) - len(left)
+    return f"{len(left)} left, {restored} restored ({kinds})" if restored else f"{len(left)} ({kinds})"
 
 
 def _site(row: Row) -> str:
@@ -196,6 +215,7 @@ DEVICE_COLUMNS = (
     Column("LAST SEEN", lambda r: when(r["last_seen"])),
     Column("APPS", lambda r: _apps_cell(r["apps"])),
     Column("DESIRED STATE", _desired_cell),
+    Column("DRIFT", _drift_cell),
 )
 
 

@@ -134,6 +134,20 @@ class AgentConfig(Document):
     exec_allowlist: list[AbsolutePath] = Field(default_factory=list, max_length=256)  # probe/gate binaries
     hooks: HookSettings = Field(default_factory=HookSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
-    config_drift: Literal["restore", "report"] = "report"
+    # A local change to what fleetcd put on the robot — a config file, the `current` link, the app's
+    # container or image, a version started by hand — is always reported; `restore` also puts it back.
+    drift: Literal["restore", "report"] = "report"
     max_trials: int = Field(default=3, ge=1, le=10)  # starts of a new version before it is given up
     docker: DockerSettings = Field(default_factory=DockerSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_drift_is_the_old_name_of_drift(cls, data: object) -> object:
+        """agent.yaml files written before ``drift`` covered more than config files still load."""
+        if isinstance(data, dict) and "config_drift" in data:
+            data = dict(data)
+            old = data.pop("config_drift")
+            if "drift" in data and data["drift"] != old:
+                raise ValueError("config_drift is the old name of drift: give only drift")
+            data["drift"] = old
+        return data
