@@ -179,3 +179,18 @@ def test_an_agent_yaml_with_the_old_config_drift_name_still_loads() -> None:
 def test_config_drift_and_drift_that_disagree_are_refused() -> None:
     with pytest.raises(ValidationError, match="config_drift is the old name of drift"):
         AgentConfig.model_validate(agent_yaml(config_drift="restore", drift="report"))
+
+
+def test_processes_of_an_app_something_else_runs_are_not_judged(reporting: AgentWorld) -> None:
+    """A tarball without ``command`` is run by a hook or a systemd unit on ``current``, not the agent."""
+    reporting.publish("1.2.0", artifact={"command": None}, health={"watch_seconds": 1, "probes": []})
+    assert reporting.once().error is None
+    process, _port = start_by_hand(reporting, "1.2.0")  # as that systemd unit would
+    try:
+        result = reporting.once()
+
+        assert result.report is not None and result.report.runtime_drift == []
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()

@@ -220,6 +220,9 @@ class TarballExecutor:
                         f"{root / CURRENT_LINK} {pointed}; the agent made {version} active",
                     )
                 )
+        spec = self._read_spec(app, version)
+        if spec is None or spec.argv is None:
+            return found  # a hook or a systemd unit runs this app: its processes are not ours to judge
         for pid, where in self._strangers(app):
             found.append(
                 (DriftKind.STARTED_OUTSIDE, f"process {pid} runs {app} from {where}, not started by fleetcd")
@@ -239,9 +242,11 @@ class TarballExecutor:
                 shutil.rmtree(link)  # a directory where the link belongs: it was never ours
         if pointed != version:
             switch_current(root, version)
+        if spec.argv is None:
+            return  # started by something else (a hook, a systemd unit on `current`)
         for pid, _where in self._strangers(app):
             _stop_stranger(pid)
-        if spec.argv is not None and self.supervisor.running_version(app) != version:
+        if self.supervisor.running_version(app) != version:
             self._run(spec)
 
     # --- beyond the protocol ----------------------------------------------------------------------
