@@ -34,8 +34,8 @@ from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
-from fleetcd.models import Cohort, Device
-from fleetcd.models.agent import RemoteSettings
+from fleetcd.models import Cohort, Device, Fleet
+from fleetcd.models.agent import PollSettings, RemoteSettings
 from fleetcd.models.base import API_VERSION_V1
 from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
 from fleetcd.operator.repo import verified_trust_root
@@ -120,6 +120,13 @@ def _cohort_change(tree: WorkTree, spec: RobotSpec, device: Device) -> dict[str,
     raise UneditableYaml(f"{path}: cannot add {spec.id!r} to `devices:` by a one-line edit; add it by hand")
 
 
+def _fleet(tree: WorkTree) -> Fleet:
+    raw = tree.files.get("fleet.yaml")
+    if raw is None:
+        raise SetupError(f"{tree.root}: no fleet.yaml")
+    return load_document("fleet.yaml", raw, Fleet).model
+
+
 def _fleet_keys(tree: WorkTree) -> dict[str, bytes]:
     return {
         Path(p).name: data for p, data in tree.files.items() if p.startswith("keys/") and p.endswith(".asc")
@@ -173,8 +180,9 @@ def add_robot(
         raise _settings_error(config_path, exc, "remote.") from None
     try:
         trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
+        poll = PollSettings(interval_seconds=_fleet(tree).defaults.poll_seconds)  # the fleet's poll interval
         config = agent_config(
-            spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor
+            spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor, poll=poll
         )
     except ValidationError as exc:
         raise _settings_error(config_path, exc) from None

@@ -256,6 +256,16 @@ def release_rows(
     return rows
 
 
+NOTES_CELL_CHARS = 60
+
+
+def _notes_cell(row: Row) -> str:
+    """The first line of the release's notes, clipped for a table cell."""
+    first = (row.get("notes") or "").strip().splitlines()[:1]
+    text = first[0] if first else "-"
+    return text if len(text) <= NOTES_CELL_CHARS else text[: NOTES_CELL_CHARS - 1] + "…"
+
+
 def _release_row(
     view: RemoteView,
     key: tuple[str, str],
@@ -275,6 +285,7 @@ def _release_row(
             {"path": withdrawal.path, "reason": withdrawal.model.reason} if withdrawal is not None else None
         ),
         "running": running.get(key, []),
+        "notes": view.spec.releases[key].doc.model.notes,
     }
 
 
@@ -330,6 +341,7 @@ RELEASE_COLUMNS = (
     Column("SIGNED BY", lambda r: ", ".join(r["signatures"]["signers"])),
     Column("RUNNING", lambda r: str(len(r["running"]))),
     Column("WITHDRAWN", _withdrawn_cell),
+    Column("NOTES", _notes_cell),
 )
 
 RUNNING_COLUMNS = (

@@ -164,6 +164,7 @@ def render_status_md(view: FleetView) -> str:
     lines = [
         f"# Fleet status{fleet}",
         "",
+        *([md_text(" ".join(view.description.split())), ""] if view.description else []),
         f"Generated {generated} by the fleetcd controller from {commit}. "
         "Written on every reconcile; do not edit.",
         "",

@@ -167,6 +167,7 @@ class FleetView:
     commit: str | None
     rollouts: tuple[RolloutView, ...]
     withdrawn: tuple[WithdrawnView, ...] = ()
+    description: str = ""  # fleet.yaml's description, under the title
 
 
 def count(robots: Sequence[RobotView]) -> Counts:
@@ -313,6 +314,7 @@ def build_view(
     *,
     fleet: str | None = None,
     withdrawals: Mapping[tuple[str, str], str] | None = None,
+    description: str = "",
 ) -> FleetView:
     """Everything the status pages show, from the state about to be committed (pure);
     ``withdrawals`` maps each withdrawn (app, version) to its reason."""
@@ -329,7 +331,14 @@ def build_view(
         WithdrawnView(app, version, reason, running_robots(device_files, app, version))
         for (app, version), reason in sorted((withdrawals or {}).items())
     )
-    return FleetView(fleet=fleet, generated_at=now, commit=commit, rollouts=views, withdrawn=withdrawn)
+    return FleetView(
+        fleet=fleet,
+        generated_at=now,
+        commit=commit,
+        rollouts=views,
+        withdrawn=withdrawn,
+        description=description,
+    )
 
 
 def running_robots(device_files: Mapping[str, DeviceFile], app: str, version: str) -> tuple[str, ...]:

@@ -46,6 +46,7 @@ def pages_and_receipts(
         main,
         fleet=ctx.fleet.name,
         withdrawals=withdrawals,
+        description=ctx.fleet.description,
     )
     out: dict[str, bytes | None] = {
         STATUS_MD: render_status_md(view).encode("utf-8"),

@@ -118,7 +118,16 @@ class GateSettings(FrozenModel):
 
 class DockerSettings(FrozenModel):
     base_url: str = Field(default="unix:///var/run/docker.sock", max_length=1024)
-    registry_insecure: bool = False  # documentation only: the engine's own config decides
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_insecure_was_removed(cls, data: object) -> object:
+        if isinstance(data, dict) and "registry_insecure" in data:
+            raise ValueError(
+                "docker.registry_insecure was removed: nothing acted on it; the Docker engine's own "
+                "insecure-registries (daemon.json) decides — delete the line"
+            )
+        return data
 
 
 class AgentConfig(Document):

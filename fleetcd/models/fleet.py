@@ -86,12 +86,21 @@ class Defaults(FrozenModel):
     """Fleet-wide defaults; units are in the field names."""
 
     strategy: Strategy | None = None
-    watch_seconds: int = Field(default=30, ge=1, le=3600)
-    poll_seconds: int = Field(default=60, ge=5, le=86400)
+    poll_seconds: int = Field(default=60, ge=5, le=86400)  # the agent.yaml `fleetcd robot add` writes
     bundle_expiry_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
     device_timeout_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     offline_after_seconds: int = Field(default=900, ge=30, le=30 * 86400)
     download_rate_per_minute: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _watch_seconds_was_removed(cls, data: object) -> object:
+        if isinstance(data, dict) and "watch_seconds" in data:
+            raise ValueError(
+                "defaults.watch_seconds was removed: nothing acted on it; each release's "
+                "health.watch_seconds (default 30) is its watch window — delete the line"
+            )
+        return data
 
 
 class Adapter(FrozenModel):
@@ -111,7 +120,7 @@ class Fleet(Document):
 
     kind: Literal["Fleet"]
     name: SafeName
-    description: str = ""
+    description: str = Field(default="", max_length=2000)  # shown under STATUS.md's title
     trust: Trust = Field(default_factory=Trust)
     defaults: Defaults = Field(default_factory=Defaults)
     adapters: list[Adapter] = Field(default_factory=list)
