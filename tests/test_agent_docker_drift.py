@@ -2,7 +2,8 @@
 app's container replaced by hand with one running another image, and a container of the app
 started by hand. Each is reported as drifted (``runtime_drift``, the deployment ``drifted``);
 under ``drift: restore`` the container is created again from the pinned digest and the stranger is
-stopped.
+stopped. And the Docker side of "rollback needs no network": a rollback the controller orders
+installs from the image the engine still holds while the registry is down.
 """
 
 from __future__ import annotations
@@ -133,3 +134,27 @@ def test_a_container_of_the_app_started_by_hand_is_reported_then_stopped_under_r
                 assert world.answer() == "1.0.0"
             finally:
                 stranger.remove(force=True)
+
+
+# --- a rollback with the registry down (issue 11.6, the Docker side) ---------------------------------
+
+
+def test_a_rollback_the_controller_orders_uses_the_local_image_with_the_registry_down(
+    reporting: AgentWorld, docker_world: DockerWorld
+) -> None:
+    reporting.publish("1.1.0", image=docker_world.push_app("1.1.0"))
+    assert reporting.once().error is None
+    reporting.reconcile()
+    reporting.controller.fleet.rollout(
+        APP, app=APP, release="1.0.0", devices=[DEVICE], strategy=reporting.strategy
+    )
+    reporting.controller.merge(f"roll {APP} back to 1.0.0")
+    reporting.reconcile()
+
+    with docker_world.registry.stopped():
+        result = reporting.once()
+
+    assert result.error is None, result.errors
+    entry = reporting.entry()
+    assert entry is not None and (entry.version, entry.state) == ("1.0.0", Activity.HEALTHY)
+    assert reporting.answer("1.0.0") == "1.0.0"
