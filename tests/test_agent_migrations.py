@@ -27,6 +27,7 @@ from fleetcd.vocabulary import Activity, MigrationState
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.sim.agent import APP, AgentWorld
+from tests.test_agent_crash import agent_killed_at
 
 SH = "/bin/sh"
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,3 +315,19 @@ def test_a_corrupt_ledger_is_corrupt_state_never_an_empty_one(tmp_path: Path) ->
     path.write_bytes(b'{"format": 1, "runs": [{"name": "x"}]}')
     with pytest.raises(CorruptState):
         Ledger(path).load()
+
+
+def test_migrations_of_a_deployment_dropped_before_its_switch_are_undone_before_the_next_ones_run(
+    world: AgentWorld,
+) -> None:
+    world.publish("1.1.0", migrations=[step(world, "one")])
+    agent_killed_at(world, "before-switched")  # migrated, never switched to
+    assert lines(world) == ["+one@1.0.0"]
+    world.publish("1.2.0", migrations=[step(world, "two")])  # 1.1.0 is no longer desired
+
+    world.once()
+
+    assert lines(world) == ["+one@1.0.0", "-one@1.0.0", "+two@1.0.0"]
+    entry = world.entry()
+    assert entry is not None and (entry.version, entry.state) == ("1.2.0", Activity.HEALTHY)
+    assert ledger(world).applied() == {"two"}
