@@ -8,7 +8,6 @@ directory). After the demo exits, no process with either may be alive.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import yaml
 
 from tests.dockerd import DockerWorld, docker_world
 
@@ -171,7 +171,8 @@ def test_demo_docker_runs_the_story_as_containers_on_one_engine_and_removes_them
     )
     assert "rollout navstack generation 2: halted (failure_threshold_crossed)" in out
     assert "audit log intact" in out
-    config = json.loads((kept / "robots" / "amr-tyo-02" / "agent.yaml").read_text().split("\n", 2)[2])
+    assert "  amr-ber-01: navstack 1.0.0 runs with max_speed_mps 0.9\n" in out  # config-only, restarted
+    config = yaml.safe_load((kept / "robots" / "amr-tyo-02" / "agent.yaml").read_text())
     assert config["executor"] == "docker" and config["docker"]["base_url"] == docker_world.base_url
     # Cleaned up: no container, no image of the run's registry left on the engine, registry stopped.
     containers = docker_world.client.containers.list(all=True, filters={"label": "dev.fleetcd.app=navstack"})
