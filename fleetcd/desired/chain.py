@@ -19,13 +19,12 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, StringConstraints, ValidationError
 
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import InvalidContent
-from fleetcd.loading.fleetspec import FleetSpec
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.trustroot import MAX_TRUST_VERSION
 from fleetcd.reasons import Reason
@@ -35,6 +34,9 @@ from fleetcd.trust.rootchain import (
     MAX_ROOT_SIGNATURES,
     RootVersion,
 )
+
+if TYPE_CHECKING:  # fleetspec imports fleetcd.desired (config sets): a runtime import would cycle
+    from fleetcd.loading.fleetspec import FleetSpec
 
 TRUST_FILE = "trust.json"
 TRUST_FORMAT: Literal["fleetcd.dev/trust-chain/v1"] = "fleetcd.dev/trust-chain/v1"
