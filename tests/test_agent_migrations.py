@@ -331,3 +331,20 @@ def test_migrations_of_a_deployment_dropped_before_its_switch_are_undone_before_
     entry = world.entry()
     assert entry is not None and (entry.version, entry.state) == ("1.2.0", Activity.HEALTHY)
     assert ledger(world).applied() == {"two"}
+
+
+def test_a_corrupt_ledger_holds_the_migrations_back_retrying_and_names_the_file(world: AgentWorld) -> None:
+    path = world.paths.migrations(APP)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0\0\0")  # a lost write
+    world.publish("1.1.0", migrations=[step(world, "one")])
+
+    result = world.once()
+
+    entry = world.entry()
+    assert entry is not None and (entry.version, entry.state) == ("1.1.0", Activity.APPLYING)
+    assert str(path) in (entry.reason or "")
+    assert lines(world) == [] and world.answer() == "1.0.0"
+    assert result.report is not None
+    (deployment,) = result.report.deployments
+    assert (deployment.activity, deployment.error) == ("applying", "retrying")
