@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from controller.notify.forge import TOKEN_ENV, Forge, ForgeError, ForgeKind, load_token
 from controller.notify.signing import SECRET_ENV, SecretError, WebhookSecret, load_secret
 from controller.ops.output import FORMATS
 from controller.reconcile.source import Source
@@ -101,6 +102,34 @@ controller_options = stacked(
     ssh_key_option,
     host_key_option,
     webhook_secret_file_option,
+    click.option(
+        "--commit-status-forge",
+        type=click.Choice([k.value for k in ForgeKind]),
+        envvar="FLEETCD_COMMIT_STATUS_FORGE",
+        default=None,
+        help="Post main's commit status to this git host's API [env: FLEETCD_COMMIT_STATUS_FORGE].",
+    ),
+    click.option(
+        "--commit-status-api",
+        metavar="URL",
+        envvar="FLEETCD_COMMIT_STATUS_API",
+        default=None,
+        help="Its API base, e.g. https://api.github.com, https://HOST/api/v4 (GitLab), https://HOST/api/v1"
+        " (Gitea) [env: FLEETCD_COMMIT_STATUS_API].",
+    ),
+    click.option(
+        "--commit-status-repo",
+        metavar="OWNER/REPO",
+        envvar="FLEETCD_COMMIT_STATUS_REPO",
+        default=None,
+        help="The fleet repository there (GitLab: project id or path) [env: FLEETCD_COMMIT_STATUS_REPO].",
+    ),
+    click.option(
+        "--commit-status-token-file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help=f"File holding the API token [or the token in env {TOKEN_ENV}].",
+    ),
 )
 # `get`, `history`, `receipt`: read the remote through the operator's own mirror.
 operator_remote_options = stacked(repo_option, operator_cache_option)
@@ -138,6 +167,28 @@ def webhook_secret(file: Path | None) -> WebhookSecret | None:
         return load_secret(file, os.environ.get(SECRET_ENV))
     except SecretError as exc:
         raise click.BadParameter(str(exc), param_hint="--webhook-secret-file") from exc
+
+
+def commit_status_forge(
+    kind: str | None, api: str | None, repo: str | None, token_file: Path | None
+) -> Forge | None:
+    """Where main's commit status goes: all of forge, API and repository with a token, or none."""
+    try:
+        token = load_token(token_file, os.environ.get(TOKEN_ENV))
+    except ForgeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    given = {"--commit-status-forge": kind, "--commit-status-api": api, "--commit-status-repo": repo}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if token is None:
+        missing.append(f"--commit-status-token-file or {TOKEN_ENV}")
+    if missing:
+        raise click.UsageError(f"commit statuses also need {', '.join(missing)}")
+    try:
+        return Forge(ForgeKind(kind), str(api), str(repo), str(token))
+    except ForgeError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 # --- a local fleet repository work tree (sign, approve, pause, resume, rollback, deploy) ------------

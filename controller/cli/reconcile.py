@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from controller.cli.options import controller_options, remote_source, webhook_secret
+from controller.cli.options import commit_status_forge, controller_options, remote_source, webhook_secret
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
@@ -22,12 +22,14 @@ def _settings(
     ssh_key: Path | None,
     host_key: str | None,
     webhook_secret_file: Path | None,
+    forge: tuple[str | None, str | None, str | None, Path | None] = (None, None, None, None),
 ) -> ControllerSettings:
     return ControllerSettings(
         source=remote_source(url, cache, ssh_key, host_key),
         gnupghome=gnupghome,
         namespaces=not flat_refs,
         webhook_secret=webhook_secret(webhook_secret_file),
+        commit_status=commit_status_forge(*forge),
     )
 
 
@@ -55,10 +57,23 @@ def reconcile_command(
     ssh_key: Path | None,
     host_key: str | None,
     webhook_secret_file: Path | None,
+    commit_status_forge: str | None,
+    commit_status_api: str | None,
+    commit_status_repo: str | None,
+    commit_status_token_file: Path | None,
 ) -> int:
     """Reconcile once. Exit 0 applied (or nothing to do), 1 stalled on invalid content (recorded),
     4 local setup, 5 git or network (retry), 70 a bug (recorded as a failure; traceback on stderr)."""
-    settings = _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key, webhook_secret_file)
+    settings = _settings(
+        url,
+        cache,
+        gnupghome,
+        flat_refs,
+        ssh_key,
+        host_key,
+        webhook_secret_file,
+        (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
+    )
     try:
         result = reconcile_once(settings)
     except Exception as exc:
@@ -89,6 +104,10 @@ def run_command(
     ssh_key: Path | None,
     host_key: str | None,
     webhook_secret_file: Path | None,
+    commit_status_forge: str | None,
+    commit_status_api: str | None,
+    commit_status_repo: str | None,
+    commit_status_token_file: Path | None,
     interval: float,
     watch: bool,
 ) -> None:
@@ -100,7 +119,16 @@ def run_command(
 
     local = Path(url.removeprefix("file://"))
     run_forever(
-        _settings(url, cache, gnupghome, flat_refs, ssh_key, host_key, webhook_secret_file),
+        _settings(
+            url,
+            cache,
+            gnupghome,
+            flat_refs,
+            ssh_key,
+            host_key,
+            webhook_secret_file,
+            (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
+        ),
         interval,
         watch_path=local if watch and local.exists() else None,
         report=_print,

@@ -34,12 +34,23 @@ import requests
 from pydantic import JsonValue
 
 from controller.audit.events import AuditEvent, canonical_json, event_key
+from controller.notify.forge import CommitState, Forge
 from controller.notify.outbox import ROLLOUT_TRANSITIONS, wants
 from controller.notify.signing import WebhookSecret
 from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 
-__all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "Message", "WebhookSettings", "body", "notify", "send", "wants"]
+__all__ = [
+    "ROLLOUT_TRANSITIONS",
+    "Delivery",
+    "Message",
+    "WebhookSettings",
+    "body",
+    "notify",
+    "post_commit_status",
+    "send",
+    "wants",
+]
 
 PAYLOAD_FORMAT = "fleetcd.dev/webhook/v1"
 USER_AGENT = "fleetcd-controller"
@@ -221,13 +232,16 @@ class _Sender:
     secret: WebhookSecret | None
     wall: Callable[[], float]
 
-    def send(self, url: str, key: str, kind: str, body: bytes) -> Delivery:
+    def send(
+        self, url: str, key: str, kind: str, body: bytes, extra: Mapping[str, str] | None = None
+    ) -> Delivery:
         where = redact(url)
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": key,
             "X-Fleetcd-Event": kind,
             "User-Agent": USER_AGENT,
+            **(extra or {}),
         }
         status: int | None = None
         error = "not attempted: notify budget spent"
@@ -270,6 +284,34 @@ class _Sender:
                 break
             self.sleep(delay)
         return Delivery(where, key, kind, False, attempts, status, error)
+
+
+def post_commit_status(
+    forge: Forge,
+    sha: str,
+    state: CommitState,
+    description: str,
+    *,
+    session: requests.Session | None = None,
+    settings: WebhookSettings = WebhookSettings(),  # frozen: sharing it is safe
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,
+) -> Delivery:
+    """POST ``state`` for ``sha`` to the forge, retried like a webhook; never raises for the forge."""
+    http = requests.Session() if session is None else session
+    sender = _Sender(http, settings, sleep, clock, jitter, clock() + settings.budget_seconds, None, time.time)
+    try:
+        return sender.send(
+            forge.url(sha),
+            f"{sha}:{state.value}",
+            "commit_status",
+            forge.body(state, description),
+            forge.headers(),
+        )
+    finally:
+        if session is None:
+            http.close()
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -10,12 +10,16 @@ Three calls per reconcile (:mod:`controller.notify.outbox` explains the at-least
    the mirror for step 1 of the next reconcile.
 
 A controller with ``notify`` off leaves the outbox as it found it.
+
+:func:`post_status`, after the push too, posts the commit status of main's head to the git host
+when the controller is configured with one (:mod:`controller.notify.forge`).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -23,11 +27,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.audit.chain import added_keys
 from controller.audit.events import AuditEvent, event_key
+from controller.notify.forge import DESCRIPTION_CHARS, Forge, Posted, already_posted, remember_posted, verdict
 from controller.notify.outbox import OutboxEntry, Outcome, decode, encode, enqueue, settle, webhook_id
 from controller.notify.signing import WebhookSecret
 from controller.state.layout import OUTBOX_FILE
 from fleetcd.models.fleet import Webhook
 
+log = logging.getLogger("fleetcd.controller")
 OUTCOMES_FILE = "fleetcd-outbox.json"  # in the mirror (a cache): losing it only means sending again
 
 
@@ -92,6 +98,37 @@ def deliver_outbox(
     outcomes = {e.id: Outcome(ok=d.ok, error=d.error) for e, d in zip(sendable, deliveries, strict=True)}
     _write(mirror, str(state_commit), outcomes)
     return sum(outcome.ok for outcome in outcomes.values())
+
+
+def post_status(
+    forge: Forge,
+    mirror: Path,
+    sha: str,
+    stalled: str | None,
+    failed: str | None,
+    phases: Iterable[tuple[str, str]],
+) -> bool:
+    """Post main's commit status unless the forge already accepted this very status (kept in the
+    mirror); True when the forge has it. Never raises for the forge: a failure is logged and
+    posted again by the next reconcile that writes."""
+    state, description = verdict(stalled, failed, phases)
+    posted = Posted(sha, state.value, description[:DESCRIPTION_CHARS])
+    if already_posted(mirror, posted):
+        return True
+    from controller.notify.webhooks import post_commit_status  # requests only where something is sent
+
+    delivery = post_commit_status(forge, sha, state, description)
+    if delivery.ok:
+        remember_posted(mirror, posted)
+    else:
+        log.warning(
+            "commit status %s for %s not posted to %s: %s (posted again by the next reconcile that writes)",
+            state.value,
+            sha[:12],
+            delivery.url,
+            delivery.error,
+        )
+    return delivery.ok
 
 
 def _read(mirror: Path, state_commit: str) -> dict[str, Outcome]:

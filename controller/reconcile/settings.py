@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from controller.notify.forge import Forge
 from controller.notify.signing import WebhookSecret
 from controller.reconcile.source import Source
 from fleetcd.compat import UTC
@@ -25,6 +26,7 @@ class ControllerSettings:
     root_refresh_before: timedelta = timedelta(days=2)  # re-sign the root this long before expiry
     notify: bool = True  # POST webhooks after a successful push
     webhook_secret: WebhookSecret | None = None  # signs them (from a file or the environment, never git)
+    commit_status: Forge | None = None  # where main's commit status is posted, if anywhere
     now: Callable[[], datetime] = field(default=utc_now)  # injected in tests (DST, timeouts)
     # Called with a step name between write steps; tests kill the process there (kill -9 faults).
     checkpoint: Callable[[str], None] = field(default=lambda _step: None)

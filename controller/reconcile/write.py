@@ -32,7 +32,7 @@ from controller.reconcile.delivery_step import Delivered
 from controller.reconcile.due import FULL_RECONCILE_EVERY, next_due
 from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.idle import audit_fields, desired_refs, mark_of, remember
-from controller.reconcile.notify_step import deliver_outbox, queue_outbox, settle_outbox
+from controller.reconcile.notify_step import deliver_outbox, post_status, queue_outbox, settle_outbox
 from controller.reconcile.result import Continue, Fail, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
@@ -71,6 +71,13 @@ def write(ctx: ReconcileContext, outcome: StepResult) -> None:
     else:
         status = failed(ctx, outcome)
     commit_status(ctx, status)
+    forge = ctx.settings.commit_status
+    if forge is not None:  # after the push: the forge hears only what the state branch holds
+        phases = (
+            [(n, r.phase.value) for n, r in ctx.rollouts.items()] if isinstance(outcome, Continue) else []
+        )
+        failure = outcome.reason if isinstance(outcome, Fail) else None
+        post_status(forge, ctx.settings.source.mirror, ctx.main, ctx.result.stalled, failure, phases)
 
 
 def applied(ctx: ReconcileContext) -> Status:
