@@ -28,6 +28,12 @@ removing        —        yes     yes     being uninstalled (its record is arch
 archived        —        yes     yes     retired
 ==============  =======  ======  ======  =========================================================
 
+Two "roots", never to be confused: the *signed root* (``root.json``, :class:`fleetcd.desired.SignedRoot`)
+is the controller's per-reconcile signature over a Merkle root of every robot's bundle; the *trust
+root* (``trust/root/<N>.yaml``, :class:`fleetcd.models.TrustRoot`) is the versioned, root-key-signed
+list of which keys the fleet trusts for what (docs/signing-and-approval.md). Code and messages say
+"trust root" for the second, always.
+
 The agent reports a journal state as an (activity, error) pair (``agent.converge.machine.reported``):
 ``idle`` → ``queued``; ``switched`` → ``watching``; ``healthy`` → ``deployed``; ``rolling_back`` →
 ``watching`` + ``retrying``; ``rolled_back`` and ``failed`` → themselves + ``failed``; a step held
