@@ -263,3 +263,21 @@ def test_main_rolled_back_to_an_older_trust_root_stalls_the_controller(
     world.merge("Back to version 1")
     result = reconcile_once(world.settings)
     assert result.stalled is not None and "older than version 2" in result.stalled
+
+
+def test_expired_trust_root_stalls_the_controller_and_a_new_version_resumes_it(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    def short_lived(fleet: FleetRepoBuilder) -> None:
+        fleet.trust["expires"] = (START + timedelta(days=1)).isoformat()
+
+    world = make_world(tmp_path, keys, configure=short_lived)
+    world.reconcile()
+    world.clock.tick(2 * 86400)
+    world.fleet.write()
+    result = reconcile_once(world.settings)
+    assert result.stalled is not None and "trust/root/1.yaml: expires" in result.stalled
+    world.fleet.rotate(expires=(START + timedelta(days=365)).isoformat())
+    world.merge("Trust root version 2: a new expiry")
+    assert world.reconcile().stalled is None
+    assert world.state().meta.trust_version == 2
