@@ -57,7 +57,9 @@ def signed_root(serial: int) -> bytes:
 
 
 def cache(paths: AgentPaths, serial: int, bundle: bytes = b'{"bundle": true}') -> None:
-    write_cache(paths.desired_cache, DesiredFiles("c" * 40, bundle, signed_root(serial), b"sig", b"[]"))
+    write_cache(
+        paths.desired_cache, DesiredFiles("c" * 40, bundle, signed_root(serial), b"sig", b"[]", b"{}")
+    )
 
 
 def report(seq: int, serial: int | None) -> StatusReport:
@@ -123,7 +125,7 @@ def test_with_nothing_to_go_by_the_trust_state_is_rebuilt_empty_and_says_so(path
 
 
 def test_a_cache_whose_root_does_not_parse_falls_back_to_the_reports(paths: AgentPaths) -> None:
-    write_cache(paths.desired_cache, DesiredFiles("c" * 40, b"{}", b"not a root", b"sig", b"[]"))
+    write_cache(paths.desired_cache, DesiredFiles("c" * 40, b"{}", b"not a root", b"sig", b"[]", b"{}"))
     paths.status_file.write_bytes(canonical_bytes(report(2, 17)))
     paths.trust_file.write_bytes(b"")
     (repaired,) = repair_files(paths, NOW)
