@@ -15,6 +15,7 @@ import pytest
 
 from controller.cli import build
 from controller.notify.forge import CommitState, Forge, ForgeError, ForgeKind, verdict
+from controller.reconcile.due import FULL_RECONCILE_EVERY
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import run
@@ -134,8 +135,9 @@ def test_a_forge_that_is_down_does_not_stop_the_reconcile_and_gets_the_status_la
     assert "not posted" in caplog.text and "HTTP 500" in caplog.text and TOKEN not in caplog.text
 
     world.clock.tick(5)
-    world.report_all(STAGING, "downloading")
-    world.reconcile()
+    assert world.reconcile().idle and len(receiver.seen) == 4  # the idle fast path posts nothing
+    world.clock.tick(FULL_RECONCILE_EVERY.total_seconds())
+    assert not world.reconcile().idle  # the periodic full reconcile, with nothing new to write
 
     assert len(receiver.seen) == 5
     assert json.loads(receiver.seen[-1].body)["state"] == "pending"

@@ -16,8 +16,8 @@ rollout is scheduled, progressing or paused, ``success`` when every rollout is d
 ``failure``/``error`` ``failed``.
 
 A post never stops the reconcile: it is retried within the reconcile like a webhook (bounded) and,
-if it still fails, on the next reconcile that writes (the last status the forge accepted is kept
-in the mirror, a cache: losing it only means posting the same status again).
+if it still fails, by the next full reconcile, at least every 10 minutes (the last status the
+forge accepted is kept in the mirror, a cache: losing it only means posting it again).
 """
 
 from __future__ import annotations

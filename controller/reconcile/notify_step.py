@@ -110,7 +110,7 @@ def post_status(
 ) -> bool:
     """Post main's commit status unless the forge already accepted this very status (kept in the
     mirror); True when the forge has it. Never raises for the forge: a failure is logged and
-    posted again by the next reconcile that writes."""
+    posted again by the next full reconcile (not the idle fast path)."""
     state, description = verdict(stalled, failed, phases)
     posted = Posted(sha, state.value, description[:DESCRIPTION_CHARS])
     if already_posted(mirror, posted):
@@ -122,7 +122,7 @@ def post_status(
         remember_posted(mirror, posted)
     else:
         log.warning(
-            "commit status %s for %s not posted to %s: %s (posted again by the next reconcile that writes)",
+            "commit status %s for %s not posted to %s: %s (posted again by the next full reconcile)",
             state.value,
             sha[:12],
             delivery.url,
