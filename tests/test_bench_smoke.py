@@ -44,8 +44,8 @@ def test_validate_fleet_bench_writes_timings_ratios_and_memory(tmp_path: Path) -
     assert {"raw_yaml", "load_spec", "validate_snapshot", "read_directory"} <= set(timings)
     assert all(t["median_s"] > 0 for t in timings.values())
     assert {"load_spec/raw_yaml", "validate_snapshot/raw_yaml"} <= set(result["ratios"])
-    fleet, devices, cohorts, releases, rollouts, configs = 1, 50, 4, 3, 2, 2
-    assert result["yaml_files"] == fleet + devices + cohorts + releases + rollouts + configs
+    fleet, trust_root, devices, cohorts, releases, rollouts, configs = 1, 1, 50, 4, 3, 2, 2
+    assert result["yaml_files"] == fleet + trust_root + devices + cohorts + releases + rollouts + configs
     assert result["unexpected_errors"] == []
     assert {"baseline_after_imports", "growth_read_and_validate"} <= set(result["peak_rss_mib"])
 
