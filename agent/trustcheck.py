@@ -103,14 +103,15 @@ def load_keyring(config: AgentConfig, extra: Mapping[str, bytes] | None = None) 
     if not files:
         raise SetupError(f"trust.keys_dir: no *{KEY_SUFFIX} public keys in {keys_dir} (agent.yaml)")
     pinned = {str(path): path.read_bytes() for path in files}
+    carried = {f"desired:{path}": data for path, data in (extra or {}).items()}
     try:
-        Keyring.from_armored(pinned).close()
-    except InvalidContent as exc:
-        raise SetupError(f"trust.keys_dir: unusable key file: {exc}") from exc
-    try:
-        keyring = Keyring.from_armored({**pinned, **_usable(extra or {})})
-    except InvalidContent as exc:
-        raise SetupError(f"trust.keys_dir: unusable key file: {exc}") from exc
+        keyring = Keyring.from_armored({**pinned, **carried})
+    except InvalidContent:
+        # A broken key file in the commit must not block the pinned keys: keep those that import.
+        try:
+            keyring = Keyring.from_armored({**pinned, **_usable(carried)})
+        except InvalidContent as exc:
+            raise SetupError(f"trust.keys_dir: unusable key file: {exc}") from exc
     try:
         missing = sorted(set(config.trust.root.keys) - keyring.fingerprints())
         if missing:
@@ -131,7 +132,7 @@ def _usable(keys: Mapping[str, bytes]) -> dict[str, bytes]:
             Keyring.from_armored({path: data}).close()
         except InvalidContent:
             continue
-        good[f"desired:{path}"] = data
+        good[path] = data
     return good
 
 

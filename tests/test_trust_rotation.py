@@ -41,7 +41,9 @@ def aw(tmp_path: Path, keys: KeyFactory) -> ProvisionedFleet:
     return provisioned_fleet(tmp_path, keys)
 
 
-def chain(fleet: FleetRepoBuilder, upto: int | None = None) -> bytes:
+def chain(
+    fleet: FleetRepoBuilder, upto: int | None = None, extra_keys: dict[str, bytes] | None = None
+) -> bytes:
     """``trust.json`` of the builder's versions on disk (1..``upto``), with its keys/."""
     fleet.write()
     versions = []
@@ -53,7 +55,7 @@ def chain(fleet: FleetRepoBuilder, upto: int | None = None) -> bytes:
         sigs = {f"{trust_root_path(n)}.d/{p.name}": p.read_bytes() for p in sorted(folder.glob("*.asc"))}
         versions.append(RootVersion(n, fleet.read(trust_root_path(n)), sigs))
     keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
-    return build_trust_file(versions, keys)
+    return build_trust_file(versions, keys | (extra_keys or {}))
 
 
 def forge(
@@ -193,6 +195,17 @@ def test_expired_trust_root_keeps_the_robot_on_what_it_runs(aw: ProvisionedFleet
             aw.config(), fetched(aw), state.model_copy(update={"last_commit": None}), START.replace(year=2037)
         )
     assert raised.value.diagnostics[0].file == TRUST_FILE and expires.startswith("2036")
+
+
+def test_a_broken_key_file_in_the_chain_does_not_block_the_pinned_keys(
+    aw: ProvisionedFleet, keys: KeyFactory
+) -> None:
+    garbage = chain(
+        aw.world.fleet, extra_keys={"keys/broken.asc": b"-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope\n"}
+    )
+    files = forge(aw, keys, keys.key("controller"), garbage, trust_version=1)
+    verified, state = verify_desired(aw.config(), files, TrustState(), NOW)
+    assert state.trust_version == 1 and verified.root.serial == files_serial(files)
 
 
 # --- the controller -------------------------------------------------------------------------------
