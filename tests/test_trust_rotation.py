@@ -15,7 +15,9 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from agent.trustcheck import TrustState, verify_desired
+from agent.paths import AgentPaths
+from agent.sync.accept import load_desired
+from agent.trustcheck import TrustState, load_trust_state, save_trust_state, verify_desired
 from controller.delivery.write import delivery_ref
 from controller.reconcile.steps import reconcile_once
 from controller.state.model import RolloutPhase
@@ -109,7 +111,7 @@ def files_serial(files: DesiredFiles) -> int:
 
 
 def test_old_trust_root_version_replayed_is_refused_by_a_robot(
-    aw: ProvisionedFleet, keys: KeyFactory
+    aw: ProvisionedFleet, keys: KeyFactory, tmp_path: Path
 ) -> None:
     fleet = aw.world.fleet
     k1, k2 = keys.key("controller"), keys.key("controller-2")
@@ -118,6 +120,8 @@ def test_old_trust_root_version_replayed_is_refused_by_a_robot(
     _, holding_v2 = verify_desired(
         aw.config(), forge(aw, keys, k2, chain(fleet), trust_version=2), TrustState(), NOW
     )
+    save_trust_state(tmp_path / "trust.json", holding_v2)  # a reboot in between: the held version stays
+    holding_v2 = load_trust_state(tmp_path / "trust.json")
     assert holding_v2.trust_version == 2
 
     replay = forge(aw, keys, k1, chain(fleet, upto=1), serial_step=5, trust_version=1)  # k1's old world
@@ -294,3 +298,33 @@ def test_expired_trust_root_stalls_the_controller_and_a_new_version_resumes_it(
     world.merge("Trust root version 2: a new expiry")
     assert world.reconcile().stalled is None
     assert world.state().meta.trust_version == 2
+
+
+# --- the real agent's sync and verify, over real git ------------------------------------------------
+
+
+def test_robot_offline_across_two_rotations_catches_up_through_real_git(
+    aw: ProvisionedFleet, keys: KeyFactory
+) -> None:
+    config = aw.config()
+    paths = AgentPaths(Path(config.state_dir or "")).create()
+    first = load_desired(config, paths, NOW)
+    assert first.known and not first.errors and load_trust_state(paths.trust_file).trust_version == 1
+
+    world, fleet = aw.world, aw.world.fleet
+    k2, k3, root_2 = keys.key("controller-2"), keys.key("controller-3"), keys.key("root-2")
+    for key in (k2, k3, root_2):
+        fleet.add_key_file(key)
+    fleet.use_root_key(root_2)
+    fleet.rotate(controller=fleet.key_refs(k2))
+    world.merge("Trust root 2: controller key rotated")
+    world.reconcile()  # the robot is offline: it never sees this commit
+    fleet.rotate(controller=fleet.key_refs(k3), root={"threshold": 1, "keys": fleet.key_refs(root_2)})
+    world.merge("Trust root 3: root key and controller key rotated")
+    world.reconcile()
+
+    back = load_desired(config, paths, NOW + timedelta(minutes=5))
+    assert back.known and not back.errors, back.errors
+    held = load_trust_state(paths.trust_file)  # on disk, for the next boot
+    assert (held.trust_version, back.serial) == (3, world.state().meta.serial)
+    assert [a.deployment.app for a in back.assignments.values()] == ["nav"]
