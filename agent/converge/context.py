@@ -15,6 +15,7 @@ from agent.converge.configs import load_ledger
 from agent.converge.fallback import Fallback
 from agent.converge.machine import DesiredApp
 from agent.converge.rollback import fallback_for
+from agent.errors import CorruptState
 from agent.executors.base import Executor
 from agent.fetch import DownloadSettings
 from agent.health.clock import Clock
@@ -48,7 +49,11 @@ class Assignment:
 def config_current(paths: AgentPaths, app: str, deployment: BundleDeployment, release: Release) -> bool:
     """Whether the config file this robot wrote for ``app`` (its ledger) holds the bytes ``deployment``
     asks for: the merged values rendered for ``release``, or no file when it carries no config."""
-    written = {k: v for k, v in load_ledger(paths.config_hashes).files.items() if v.app == app}
+    try:
+        ledger = load_ledger(paths.config_hashes)
+    except CorruptState:  # repaired later this cycle, from the verified desired state: adopt as before
+        return True
+    written = {k: v for k, v in ledger.files.items() if v.app == app}
     if release.config is None or deployment.config is None:
         return not written
     wanted = render(deployment.config, release.config)
