@@ -40,6 +40,7 @@ from bench.controller_world import RELEASES, SERIAL, controller_write, make_bund
 from controller.delivery import CONTROLLER_IDENTITY, delivery_ref
 from controller.reconcile.source import Source, publish
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
+from fleetcd.desired.chain import TRUST_FILE
 from fleetcd.git import refs
 from fleetcd.git.objects import commit, list_refs, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
@@ -51,7 +52,7 @@ DEFAULT_ROBOTS = 10_000
 DEFAULT_RUNS = 3
 GOAL_RATIO = 2.0
 SCRATCH_REF = "refs/fleetcd/bench-scratch"
-FILES = (BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE)
+FILES = (BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, TRUST_FILE)  # every file of the commit
 
 
 def _data(payload: bytes) -> bytes:

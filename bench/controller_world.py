@@ -127,7 +127,7 @@ def make_bundles(fleet: fleetgen.GeneratedFleet) -> dict[str, Bundle]:
             at=START,
             deadline_at=START + timedelta(hours=1),
         )
-        bundles[device] = bundle_for(device, [record], source, None, SERIAL, START, expires)
+        bundles[device] = bundle_for(device, [record], source, SERIAL, START, expires)
     return bundles
 
 

@@ -11,11 +11,7 @@ FLEET = b"""\
 apiVersion: fleetcd.dev/v1
 kind: Fleet
 name: demo
-trust:
-  release_signers:
-    keys: [{fingerprint: BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB, name: rel}]
-  controller: {fingerprint: CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC, name: ctl}
-"""
+"""  # whom the fleet trusts lives in trust/root/<N>.yaml; fleet.yaml needs only its name
 
 
 def test_device_named_differently_from_its_file_is_reported() -> None:
