@@ -117,7 +117,7 @@ def run_once(
         log.error("%s", exc)
         return CycleResult({}, None, False, [exc])
     started = clock_now()
-    errors: list[Exception] = _repair(lambda: repair_files(paths, started))  # corrupt state files
+    errors: list[Exception] = _repair(lambda: repair_files(paths, started, config))  # corrupt state files
     # A fetch or push stalls at most remote.timeout_seconds per try; gpg and git work come on top.
     network = float(config.remote.timeout_seconds) + liveness.settings.default_step_seconds
     try:

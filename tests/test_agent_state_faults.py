@@ -210,7 +210,12 @@ def test_a_corrupt_state_file_is_reported_set_aside_and_rebuilt(
     )
     assert result.report.last_error is not None and str(path) in result.report.last_error
     # Rebuilt as it was: the serial that refuses replays, the config bytes drift is checked against.
-    assert load_trust_state(paths.trust_file).last_serial == trust.last_serial
+    rebuilt_trust = load_trust_state(paths.trust_file)
+    assert (rebuilt_trust.last_serial, rebuilt_trust.trust_version) == (
+        trust.last_serial,
+        trust.trust_version,
+    )
+    assert trust.trust_version is not None  # the run loop's repair holds the trust root again
     assert load_ledger(paths.config_hashes).files == ledger.files
     assert world.answer() == "1.0.0"
     world.controller.clock.tick(10)

@@ -9,14 +9,16 @@ or a git host replaying what one signed): a desired-state commit is forged with
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from agent.converge.repair import repair_files
 from agent.paths import AgentPaths
-from agent.sync.accept import load_desired
+from agent.sync.accept import load_desired, read_cache, write_cache
 from agent.trustcheck import TrustState, load_trust_state, save_trust_state, verify_desired
 from controller.delivery.write import delivery_ref
 from controller.reconcile.steps import reconcile_once
@@ -328,3 +330,60 @@ def test_robot_offline_across_two_rotations_catches_up_through_real_git(
     held = load_trust_state(paths.trust_file)  # on disk, for the next boot
     assert (held.trust_version, back.serial) == (3, world.state().meta.serial)
     assert [a.deployment.app for a in back.assignments.values()] == ["nav"]
+
+
+def test_corrupt_trust_state_does_not_roll_the_trust_root_back(
+    aw: ProvisionedFleet, keys: KeyFactory
+) -> None:
+    """A disk fault in trust.json after a rotation: the repair holds version 2 again (its chain
+    verified once more from the pin), so the leaked key's world (version 1) stays refused."""
+    config = aw.config()
+    paths = AgentPaths(Path(config.state_dir or "")).create()
+    world, fleet = aw.world, aw.world.fleet
+    k1, k2 = keys.key("controller"), keys.key("controller-2")
+    fleet.add_key_file(k2)
+    fleet.rotate(controller=fleet.key_refs(k2))  # k1 leaked: version 2 drops it
+    world.merge("Trust root 2: controller key rotated")
+    world.reconcile()
+    accepted = load_desired(config, paths, NOW)
+    assert accepted.known and not accepted.errors, accepted.errors
+    held = load_trust_state(paths.trust_file)
+    assert held.trust_version == 2
+    paths.trust_file.write_bytes(b"\x00\x13{torn")
+
+    (repaired,) = repair_files(paths, NOW, config)
+
+    rebuilt = load_trust_state(paths.trust_file)
+    assert "trust-root version 2" in str(repaired)
+    assert (rebuilt.trust_version, rebuilt.trust_root) == (held.trust_version, held.trust_root)
+    assert rebuilt.last_serial == held.last_serial
+    replay = forge(aw, keys, k1, chain(fleet, upto=1), serial_step=5, trust_version=1)  # k1's old world
+    with pytest.raises(BundleRejected) as raised:
+        verify_desired(config, replay, rebuilt, NOW)
+    assert rejection(raised) == (Reason.TRUST_ROOT_ROLLBACK, TRUST_FILE)
+
+
+def test_corrupt_trust_state_with_a_tampered_cached_chain_holds_no_version(
+    aw: ProvisionedFleet, keys: KeyFactory
+) -> None:
+    """The cache is only a file on disk: a trust.json in it that does not verify from the pin is not
+    held (the robot walks from its pin, as on first boot), and the repair says why."""
+    config = aw.config()
+    paths = AgentPaths(Path(config.state_dir or "")).create()
+    assert load_desired(config, paths, NOW).known
+    cached = read_cache(paths.desired_cache)
+    assert cached is not None
+    intruder = keys.key("intruder")
+    fleet = aw.world.fleet
+    fleet.add_key_file(intruder)
+    fleet.use_root_key(intruder)  # version 2 signed by a root key version 1 does not name
+    fleet.rotate(root={"threshold": 1, "keys": fleet.key_refs(intruder)})
+    fleet.root_signers_of[2] = [intruder]
+    write_cache(paths.desired_cache, replace(cached, trust=chain(fleet)))
+    paths.trust_file.write_bytes(b"")
+
+    (repaired,) = repair_files(paths, NOW, config)
+
+    rebuilt = load_trust_state(paths.trust_file)
+    assert (rebuilt.trust_version, rebuilt.trust_root) == (None, None)
+    assert "does not verify" in str(repaired) and "trust/root/2.yaml" in str(repaired)

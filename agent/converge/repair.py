@@ -17,8 +17,12 @@ there" silently. So at the start of each cycle every state file is read, and eac
 ``outbox``             nothing: this cycle's report replaces the lost one
 ``trust.json``         ``desired.json``, the last accepted commit (written before the trust state,
                        so never older): its root's serial, signed time and bundle digest; the next
-                       poll verifies it again with gpg. Without it, the serial of the last report,
-                       or nothing (first-boot rules: any validly signed serial is accepted once)
+                       poll verifies it again with gpg. Its trust-root chain is verified again
+                       with gpg from the root keys ``agent.yaml`` pins, and the newest version it
+                       reaches is held again (the version that commit was accepted under), so a
+                       replayed older trust root stays refused. Without the cache, the serial of
+                       the last report, or nothing (first-boot rules: any validly signed serial
+                       is accepted once)
 ``journal/<app>.json`` the executor: the version active on disk (the tarball executor's ``current``
                        link and ``run.json``, the Docker executor's container), as a settled,
                        healthy entry. The converge machine then adopts it when it is the desired
@@ -34,6 +38,7 @@ once the executor and the verified desired state are known (journals, config led
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from collections.abc import Callable
@@ -52,9 +57,14 @@ from agent.report.status import load_status
 from agent.state.atomic import set_aside
 from agent.state.journal import Journal, JournalEntry
 from agent.sync.accept import Desired, read_cache
-from agent.trustcheck import TrustState, load_trust_state, save_trust_state
+from agent.trustcheck import TrustState, load_keyring, load_trust_state, pin_of, save_trust_state
 from fleetcd.desired import SignedRoot
+from fleetcd.desired.chain import parse_trust_file
+from fleetcd.desired.verify import verify_trust
+from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.models.agent import AgentConfig
 from fleetcd.models.release import Release
+from fleetcd.trust.rootchain import TrustedRoot
 from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
@@ -62,9 +72,10 @@ log = logging.getLogger(__name__)
 RECOVERED_ID = "recovered-from-disk"  # the rebuilt journal entry's deployment (never reported)
 
 
-def repair_files(paths: AgentPaths, now: datetime) -> list[StateRepaired]:
+def repair_files(paths: AgentPaths, now: datetime, config: AgentConfig | None = None) -> list[StateRepaired]:
     """Before sync: the desired-state cache, last report, outbox and trust state (in that order:
-    the trust state is rebuilt from the other three)."""
+    the trust state is rebuilt from the other three). ``config`` (the agent's; its pinned root keys)
+    lets the trust-root version held be rebuilt too; without it the robot walks from its pin again."""
     repaired: list[StateRepaired] = []
 
     def check(path: Path, read: Callable[[], object], rebuild: str | Callable[[], str]) -> None:
@@ -79,7 +90,7 @@ def repair_files(paths: AgentPaths, now: datetime) -> list[StateRepaired]:
     check(paths.desired_cache, lambda: read_cache(paths.desired_cache), "fetched again by the next poll")
     check(paths.status_file, lambda: load_status(paths.status_file, strict=True), "a new report replaces it")
     check(paths.outbox, Outbox(paths.outbox).pending, "this cycle's report replaces it")
-    check(paths.trust_file, lambda: load_trust_state(paths.trust_file), lambda: _rebuild_trust(paths))
+    check(paths.trust_file, lambda: load_trust_state(paths.trust_file), lambda: _rebuild_trust(paths, config))
     return repaired
 
 
@@ -108,7 +119,7 @@ def repair_app_state(
     return repaired
 
 
-def _rebuild_trust(paths: AgentPaths) -> str:
+def _rebuild_trust(paths: AgentPaths, config: AgentConfig | None) -> str:
     cached = read_cache(paths.desired_cache)  # checked just before: missing or whole
     if cached is not None:
         try:
@@ -116,15 +127,18 @@ def _rebuild_trust(paths: AgentPaths) -> str:
         except ValidationError:
             root = None
         if root is not None:
+            held, how = _held_root(cached.trust, config)
             state = TrustState(
                 last_serial=root.serial,
                 last_bundle_sha256=hashlib.sha256(cached.bundle).hexdigest(),
                 time_floor=root.issued_at,
+                trust_version=None if held is None else held.version,
+                trust_root=None if held is None else base64.b64encode(held.raw).decode("ascii"),
             )
             save_trust_state(paths.trust_file, state)
             return (
                 f"rebuilt from {paths.desired_cache.name}: serial {root.serial}, "
-                f"issued {root.issued_at.isoformat()}; verified again with gpg at the next poll"
+                f"issued {root.issued_at.isoformat()}, {how}; verified again with gpg at the next poll"
             )
     serial = _reported_serial(paths)
     save_trust_state(paths.trust_file, TrustState(last_serial=serial))
@@ -134,6 +148,23 @@ def _rebuild_trust(paths: AgentPaths) -> str:
         f"rebuilt empty: no {paths.desired_cache.name} and no report says which serial was last "
         "accepted, so the next validly signed bundle is accepted at any serial, as on first boot"
     )
+
+
+def _held_root(trust: bytes, config: AgentConfig | None) -> tuple[TrustedRoot | None, str]:
+    """The newest trust-root version the cached ``trust.json`` reaches from the pinned root keys,
+    verified again with gpg (the cache is only a file on disk: its bytes count once they verify)."""
+    if config is None:
+        return None, "no trust-root version (no agent config to verify it with)"
+    if not trust:
+        return None, "no trust-root version (the cached commit carries no trust.json)"
+    try:
+        chain = parse_trust_file(trust)
+        with load_keyring(config, chain.keys) as keyring:
+            held = verify_trust(chain, pin_of(config), None, keyring)
+    except (InvalidContent, SetupError, ValueError, OSError) as exc:
+        log.warning("trust state: the cached trust.json does not verify from the pin: %s", exc)
+        return None, f"no trust-root version (the cached trust.json does not verify: {exc})"
+    return held, f"trust-root version {held.version} (its chain verified again from the pinned root keys)"
 
 
 def _reported_serial(paths: AgentPaths) -> int | None:
