@@ -12,12 +12,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from html import escape
 from typing import Any
 
 import pytest
 
 from controller.pages import build_view, render_status_html, render_status_md
-from controller.pages.summary import FleetView, RobotState, robot_state
+from controller.pages.summary import FleetView, RobotState, robot_state, shorten
 from controller.records.model import Action, Connectivity, DeploymentRecord, DeviceState, TargetStatus
 from controller.records.transitions import apply_report, new_deployment, time_out
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
@@ -361,3 +362,161 @@ def test_a_halt_policy_is_named_on_both_pages() -> None:
     assert words in render_status_html(view)
     plain = build_view(fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT)
     assert "on halt:" not in render_status_md(plain), "no halt, nothing said"
+
+
+# The demo's fleet right after its halt (`fleetcd demo`, step 7): six robots on navstack 1.0.0,
+# 1.1.0 passed staging, amr-tyo-02 failed its health check in canary and its agent went back to
+# 1.0.0, the halt (on_halt: rollback_all) sent amr-ber-01 and amr-chi-01 back, and production was
+# never dispatched. The production cohort holds every robot; its wave only those no earlier took.
+DEMO_WAVES = {"staging": ["amr-ber-01"], "canary": ["amr-chi-01", "amr-tyo-02"]}
+DEMO_WAVES["production"] = ["amr-ber-02", "amr-chi-02", "amr-tyo-01"]
+DEMO_ROBOTS = sorted(d for members in DEMO_WAVES.values() for d in members)
+DEMO_FAILURE = (
+    "unhealthy (probe_failed): navstack 1.1.0: probe 'healthz' failed 4 time(s) in a row; "
+    "map tokyo-floor3: unreadable by the 1.1.0 map loader"
+)
+
+
+def demo_record(
+    device_id: str, generation: int, version: str, wave: int, reports: Sequence[tuple[str, str]], at: datetime
+) -> DeploymentRecord:
+    action = Action.ROLLBACK if generation == 2 and version == "1.0.0" else Action.DEPLOY
+    rec = new_deployment(
+        rollout="navstack", generation=generation, device=device_id, app="navstack", version=version,
+        release_sha256=SHA, wave=wave, action=action, target_status=TargetStatus.DEPLOYED, at=at,
+        deadline_at=at + timedelta(minutes=30),
+    )  # fmt: skip
+    for activity, text in reports:
+        rec = apply_report(rec, activity, "failed" if activity == "rolled_back" else "none", text, at)
+    return rec
+
+
+def demo_halt_fleet(on_halt: RolloutPhase = RolloutPhase.HALTED) -> Fleet:
+    fleet = Fleet()
+    gen1, gen2, back = STARTED - timedelta(hours=1), STARTED, STARTED + timedelta(minutes=10)
+    wave_of = {d: i for i, members in enumerate(DEMO_WAVES.values()) for d in members}
+    for device_id in DEMO_ROBOTS:
+        fleet.devices[device_id] = device(
+            device_id, {"ber": "berlin", "chi": "chicago"}.get(device_id[4:7], "tokyo")
+        )
+        wave = wave_of[device_id]
+        records = [demo_record(device_id, 1, "1.0.0", wave, [("deployed", "")], gen1)]
+        if device_id == "amr-tyo-02":
+            records.append(demo_record(device_id, 2, "1.1.0", wave, [("rolled_back", DEMO_FAILURE)], gen2))
+        elif wave < 2:  # passed 1.1.0, then the halt sent it back
+            records.append(demo_record(device_id, 2, "1.1.0", wave, [("deployed", "")], gen2))
+            records.append(demo_record(device_id, 2, "1.0.0", wave, [("deployed", "")], back))
+        state = DeviceState(device=device_id, connectivity=Connectivity.ONLINE, last_seen=NOW)
+        fleet.files[device_id] = DeviceFile(state=state, records=tuple(records))
+    for name, stage in (("staging", "staging"), ("canary", "canary"), ("production", "production")):
+        members = DEMO_ROBOTS if name == "production" else DEMO_WAVES[name]
+        fleet.cohorts[name] = cohort(name, stage, members)
+    phases = (WavePhase.PASSED, WavePhase.FAILED, WavePhase.PENDING)
+    waves = tuple(
+        WaveState(index=i, name=name, devices=tuple(members), phase=phases[i])
+        for i, (name, members) in enumerate(DEMO_WAVES.items())
+    )
+    fleet.rollouts.append(
+        RolloutState(
+            name="navstack", app="navstack", version="1.1.0", release_path="releases/navstack/1.1.0.yaml",
+            release_sha256=SHA, generation=2, generation_fingerprint="f" * 64, previous_version="1.0.0",
+            phase=on_halt, reason="failure_threshold_crossed", waves=waves, commit=COMMIT,
+            created_at=STARTED, updated_at=NOW, halt_policy=HaltPolicy.ROLLBACK_ALL,
+            rolled_back_devices=("amr-ber-01", "amr-chi-01"),
+        )
+    )  # fmt: skip
+    return fleet
+
+
+def md_row(md: str, device_id: str, cohort_name: str = "production") -> list[str]:
+    """The cells of ``device_id``'s row in the cohort's table of STATUS.md."""
+    table = md.split(f"#### cohort `{cohort_name}`", 1)[1].split("####", 1)[0]
+    line = next(line for line in table.splitlines() if line.startswith(f"| `{device_id}` |"))
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def test_a_robot_whose_agent_rolled_back_shows_the_version_it_runs() -> None:
+    view = demo_halt_fleet().view()
+    robots = {r.device: r for w in view.rollouts[0].waves for r in w.robots}
+    assert robots["amr-tyo-02"].running == "1.0.0", "its agent went back: it runs 1.0.0, not 1.1.0"
+    assert robots["amr-ber-01"].running == "1.0.0", "the halt's rollback finished"
+    assert robots["amr-ber-02"].running == "1.0.0", "never dispatched: still on generation 1's 1.0.0"
+    md, html = render_status_md(view), render_status_html(view)
+    assert md_row(md, "amr-tyo-02")[3] == "1.0.0 (deployment 1.1.0)"
+    assert md_row(md, "amr-ber-01")[3] == "1.0.0"
+    assert md_row(md, "amr-ber-02")[3] == "1.0.0"
+    attention = html.split("<th>needs attention</th>", 1)[1]
+    tyo = attention.split("<code>amr-tyo-02</code>", 1)[1].split("</tr>", 1)[0]
+    assert "<td>1.0.0 (deployment 1.1.0)</td>" in tyo
+
+
+def test_a_robot_mid_deployment_shows_what_it_ran_before_until_it_reports_success() -> None:
+    fleet = demo_halt_fleet(RolloutPhase.PROGRESSING)
+    at = NOW - timedelta(minutes=1)
+    downloading = demo_record("amr-ber-02", 2, "1.1.0", 2, [("downloading", "")], at)
+    file = fleet.files["amr-ber-02"]
+    fleet.files["amr-ber-02"] = file.model_copy(update={"records": (*file.records, downloading)})
+    robot = next(r for r in fleet.view().rollouts[0].waves[2].robots if r.device == "amr-ber-02")
+    assert (robot.running, robot.version_text) == ("1.0.0", "1.0.0 (deployment 1.1.0)")
+
+
+def test_robots_a_halt_left_undispatched_are_not_counted_as_queued() -> None:
+    view = demo_halt_fleet().view()
+    rollout = view.rollouts[0]
+    production = rollout.waves[2]
+    assert production.counts[RobotState.QUEUED] == 0
+    assert production.counts[RobotState.NOT_DISPATCHED] == 3
+    md, html = render_status_md(view), render_status_html(view)
+    assert "production<br/>0/3 ok · 3 not dispatched (halted)<br/>" in md
+    assert "queued" not in md.split("```mermaid", 1)[1], (
+        "no wave, cohort or row of a halted rollout is queued"
+    )
+    assert md_row(md, "amr-chi-02")[2] == "not dispatched (halted)"
+    assert "3 not dispatched (halted)" in html and " queued" not in html.split("</section>", 1)[1]
+    # While the rollout still runs, a robot without a record is on its way: queued.
+    running = demo_halt_fleet(RolloutPhase.PROGRESSING).view().rollouts[0].waves[2]
+    assert running.counts[RobotState.QUEUED] == 3 and running.counts[RobotState.NOT_DISPATCHED] == 0
+
+
+def test_a_cohort_spanning_waves_says_how_many_of_its_robots_each_wave_holds() -> None:
+    view = demo_halt_fleet().view()
+    rollout = view.rollouts[0]
+    wave = rollout.waves[2]
+    table = next(t for t in rollout.cohorts if t.name == "production")
+    assert (table.counts.total, wave.counts.total) == (6, 3)
+    assert dict(table.by_wave) == {"staging": 1, "canary": 2, "production": 3}
+    assert sum(n for _, n in table.by_wave) == table.counts.total
+    md, html = render_status_md(view), render_status_html(view)
+    assert (
+        "#### cohort `production` (production): 6 robots in waves: staging 1 · canary 2 · production 3 —"
+        in md
+    )
+    assert "#### cohort `canary` (canary): 2 robots in wave canary —" in md
+    assert "<td>in waves: staging 1 · canary 2 · production 3</td>" in html
+
+
+def test_a_long_failure_message_is_never_cut_mid_word() -> None:
+    view = demo_halt_fleet().view()
+    md, html = render_status_md(view), render_status_html(view)
+    cell = md_row(md, "amr-tyo-02")[2]
+    assert cell.endswith("…"), cell
+    shown = cell.removeprefix("rolled back: ").removesuffix("…").replace("\\_", "_")
+    assert DEMO_FAILURE.startswith(shown) and DEMO_FAILURE[len(shown)] == " ", "cut at a word boundary"
+    assert len(shown) <= 80
+    # status.html's attention table shows the whole message (bounded to 500 chars by the records).
+    assert escape(DEMO_FAILURE) in html
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("short enough", "short enough"),
+        ("a " * 50, ("a " * 40).strip() + "…"),  # 79 chars and the ellipsis
+        ("x" * 200, "x" * 79 + "…"),  # no word boundary at all: cut, still with the ellipsis
+        ("word " * 15 + "tail", ("word " * 15).strip() + " tail"),
+    ],
+    ids=["fits", "many-words", "one-long-word", "exactly-fits"],
+)
+def test_shorten_cuts_at_a_word_and_marks_the_cut(text: str, shown: str) -> None:
+    assert shorten(text) == shown
+    assert len(shorten(text)) <= 80

@@ -47,6 +47,7 @@ _STYLE: dict[RobotState, tuple[str, str]] = {
     RobotState.ROLLED_BACK: ("r", "#e69f00"),
     RobotState.IN_PROGRESS: ("p", "#56b4e9"),
     RobotState.QUEUED: ("q", "#d0d7de"),
+    RobotState.NOT_DISPATCHED: ("n", "#f6f8fa"),
     RobotState.OFFLINE: ("o", "#3d3d3d"),
     RobotState.RETIRED: ("x", "#ffffff"),
 }
@@ -95,6 +96,7 @@ td.num {{ font-variant-numeric: tabular-nums; }}
 {chr(10).join(f"svg .{cls} {{ fill: {fill}; }}" for cls, fill in _STYLE.values())}
 svg .q, svg .x {{ stroke: #8c959f; stroke-width: 1; }}
 svg .x {{ stroke-dasharray: 2 2; }}
+svg .n {{ stroke: #57606a; stroke-width: 1; stroke-dasharray: 1 2; }}
 """
 
 _ROLLOUT_TONE = {
@@ -156,10 +158,10 @@ def _tooltip(robot: RobotView, view: FleetView) -> str:
     text = f"{robot.device} ({robot.site}): {robot.status.replace('_', ' ')}"
     if robot.state is RobotState.OFFLINE:
         text += f", offline, last seen {when(robot.last_seen, view.generated_at)}"
-    if robot.version:
-        text += f", {robot.version}"
+    if robot.version or robot.running:
+        text += f", runs {robot.version_text}"
     if robot.message:
-        text += f" — {robot.message}"
+        text += f" — {robot.short_message}"  # the attention table has the whole message
     return escape(text)
 
 
@@ -202,11 +204,13 @@ def _cohorts(rollout: RolloutView) -> str:
     rows = "".join(
         f"<tr><td>{escape('direct targets' if t.name == NO_COHORT else t.name)}</td>"
         f"<td>{escape(t.stage or '—')}</td>"
-        f'<td class="num">{t.counts.total}</td><td class="counts">{escape(counts_text(t.counts))}</td></tr>'
+        f'<td class="num">{t.counts.total}</td><td>{escape(t.waves_text)}</td>'
+        f'<td class="counts">{escape(counts_text(t.counts))}</td></tr>'
         for t in rollout.cohorts
     )
     return (
-        f"<table><tr><th>cohort</th><th>stage</th><th>robots</th><th>status</th></tr>{rows}</table>"
+        "<table><tr><th>cohort</th><th>stage</th><th>robots</th><th>waves</th><th>status</th></tr>"
+        f"{rows}</table>"
         if rows
         else ""
     )
@@ -222,13 +226,13 @@ def _attention(rollout: RolloutView, view: FleetView) -> str:
         return ""
     rows = "".join(
         f'<tr><td class="nowrap"><code>{escape(r.device)}</code></td><td>{escape(r.site)}</td>'
-        f'<td class="nowrap">{escape(r.state.label)}</td><td>{escape(r.version or "—")}</td>'
+        f'<td class="nowrap">{escape(r.state.label)}</td><td>{escape(r.version_text)}</td>'
         f'<td class="nowrap">{escape(when(r.last_seen, view.generated_at))}</td>'
         f'<td class="msg">{escape(r.message)}</td></tr>'
         for r in worst
     )
     return (
-        "<table><tr><th>needs attention</th><th>site</th><th>state</th><th>version</th><th>last seen</th>"
+        "<table><tr><th>needs attention</th><th>site</th><th>state</th><th>runs</th><th>last seen</th>"
         f"<th>message</th></tr>{rows}</table>"
     )
 

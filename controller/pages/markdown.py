@@ -100,25 +100,29 @@ def _status_cell(robot: RobotView) -> str:
         RobotState.TIMED_OUT: "failed (timed out)",
         RobotState.ROLLED_BACK: "rolled back",
         RobotState.QUEUED: status if robot.status == "not dispatched" else "queued",
+        RobotState.NOT_DISPATCHED: RobotState.NOT_DISPATCHED.label,
         RobotState.OFFLINE: f"offline (last: {status})",
     }[robot.state]
     if robot.message and robot.state not in (RobotState.SUCCEEDED, RobotState.QUEUED):
-        text = f"{text}: {robot.message}"
+        text = f"{text}: {robot.short_message}"  # cut at a word; the whole one is in devices/<id>.json
     return md_text(text)
 
 
 def _table(table: CohortTable, view: FleetView, budget: int) -> tuple[list[str], int]:
     title = "robots targeted directly" if table.name == NO_COHORT else f"cohort `{table.name}`"
     stage = f" ({table.stage})" if table.stage else ""
-    lines = [f"#### {title}{stage}: {table.counts.total} robots — {md_text(counts_text(table.counts))}", ""]
+    lines = [
+        f"#### {title}{stage}: {table.counts.total} robots {md_text(table.waves_text)} — "
+        f"{md_text(counts_text(table.counts))}",
+        "",
+    ]
     shown = table.robots[: min(ROWS_PER_COHORT, budget)]
     if shown:
         lines += ["| robot | site | status | version | last seen |", "|---|---|---|---|---|"]
         for r in shown:
             seen = when(r.last_seen, view.generated_at)
-            lines.append(
-                f"| `{r.device}` | {md_text(r.site)} | {_status_cell(r)} | {r.version or '—'} | {seen} |"
-            )
+            version = md_text(r.version_text)  # what it runs, and the deployment's where that differs
+            lines.append(f"| `{r.device}` | {md_text(r.site)} | {_status_cell(r)} | {version} | {seen} |")
     rest = len(table.robots) - len(shown)
     if rest:
         lines += [

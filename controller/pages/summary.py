@@ -27,7 +27,10 @@ from fleetcd.reasons import RecordReason
 from fleetcd.vocabulary import Activity
 
 NO_COHORT = "(direct targets)"  # robots a rollout names directly, outside every cohort
-MESSAGE_SHOWN_CHARS = 80  # robots' messages are untrusted and up to 500 chars; pages show a prefix
+MESSAGE_SHOWN_CHARS = 80  # robots' messages are untrusted and up to 500 chars; tables show a prefix
+ELLIPSIS = "…"
+# Phases after which robots without a record will never be dispatched this generation.
+_STOPPED_PHASES = frozenset({RolloutPhase.HALTED, RolloutPhase.ROLLING_BACK})
 
 
 class RobotState(StrEnum):
@@ -39,12 +42,15 @@ class RobotState(StrEnum):
     ROLLED_BACK = "rolled_back"
     IN_PROGRESS = "in_progress"
     QUEUED = "queued"
+    NOT_DISPATCHED = "not_dispatched"  # the rollout halted before the robot's wave: it never gets it
     OFFLINE = "offline"
     RETIRED = "retired"
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ")
+        if self is RobotState.NOT_DISPATCHED:
+            return "not dispatched (halted)"
+        return str(self.value).replace("_", " ")
 
     @property
     def severity(self) -> int:
@@ -59,8 +65,9 @@ _SEVERITY = {
     RobotState.OFFLINE: 3,
     RobotState.IN_PROGRESS: 4,
     RobotState.QUEUED: 5,
-    RobotState.SUCCEEDED: 6,
-    RobotState.RETIRED: 7,
+    RobotState.NOT_DISPATCHED: 6,
+    RobotState.SUCCEEDED: 7,
+    RobotState.RETIRED: 8,
 }
 
 
@@ -84,11 +91,38 @@ class RobotView:
     site: str
     state: RobotState
     status: str  # the record's merged status, or "not dispatched"
-    version: str | None
+    version: str | None  # the version this rollout's deployment to the robot carries; None: none
     last_seen: datetime | None
     connectivity: Connectivity
-    message: str  # the latest event's message, cut to MESSAGE_SHOWN_CHARS
+    message: str  # the latest event's whole message (records bound it to 500 chars)
     wave: str | None = None
+    wave_index: int = 0
+    running: str | None = None  # what the robot's reports say it runs; None: they do not say
+
+    @property
+    def short_message(self) -> str:
+        """The message cut at a word to :data:`MESSAGE_SHOWN_CHARS`, with an ellipsis if cut."""
+        return shorten(self.message)
+
+    @property
+    def version_text(self) -> str:
+        """``1.0.0``, or ``1.0.0 (deployment 1.1.0)`` where the robot runs other than it was sent."""
+        if self.running is None and self.version is None:
+            return "—"
+        if self.version is None or self.running == self.version:
+            return str(self.running)
+        return f"{self.running or 'unknown'} (deployment {self.version})"
+
+
+def shorten(text: str, limit: int = MESSAGE_SHOWN_CHARS) -> str:
+    """``text`` whole if it fits, else cut at the last space before ``limit`` with an ellipsis;
+    never mid-word (a single word longer than the limit is cut, it has no word boundary)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(ELLIPSIS) + 1]
+    head = cut.rsplit(" ", 1)[0] if " " in cut else cut[: limit - len(ELLIPSIS)]
+    return head.rstrip(" .,;:") + ELLIPSIS
 
 
 @dataclass(frozen=True)
@@ -125,6 +159,23 @@ class CohortTable:
     stage: str | None
     counts: Counts
     robots: tuple[RobotView, ...]  # all of them, worst first; renderers cut to their own bounds
+
+    @property
+    def by_wave(self) -> tuple[tuple[str, int], ...]:
+        """(wave, members in it) in first-seen order: a cohort's members may sit in several waves
+        (an earlier wave took some), so its count is not its wave's."""
+        tally: dict[str, int] = {}
+        for robot in sorted(self.robots, key=lambda r: r.wave_index):
+            tally[robot.wave or "?"] = tally.get(robot.wave or "?", 0) + 1
+        return tuple(tally.items())
+
+    @property
+    def waves_text(self) -> str:
+        """``in waves: staging 1 · canary 2 · production 3``; ``in wave production`` when one."""
+        waves = self.by_wave
+        if len(waves) == 1:
+            return f"in wave {waves[0][0]}"
+        return "in waves: " + " · ".join(f"{name} {n}" for name, n in waves)
 
 
 @dataclass(frozen=True)
@@ -177,9 +228,14 @@ def count(robots: Sequence[RobotView]) -> Counts:
     return Counts(tuple(tally.items()))
 
 
-def robot_state(record: DeploymentRecord | None, connectivity: Connectivity) -> RobotState:
-    """One robot's state in a rollout: its record's outcome, with offline told apart from failed."""
+def robot_state(
+    record: DeploymentRecord | None, connectivity: Connectivity, *, halted: bool = False
+) -> RobotState:
+    """One robot's state in a rollout: its record's outcome, with offline told apart from failed;
+    ``halted``: the rollout stopped, so a robot with no record will never be dispatched."""
     if record is None:
+        if halted:
+            return RobotState.NOT_DISPATCHED
         return RobotState.OFFLINE if connectivity is Connectivity.OFFLINE else RobotState.QUEUED
     result = outcome(record)
     if record.reason == RecordReason.TIMED_OUT and result is Outcome.FAILED:
@@ -217,14 +273,30 @@ def _robot(
     return RobotView(
         device=device,
         site=site,
-        state=robot_state(record, conn),
+        state=robot_state(record, conn, halted=rollout.phase in _STOPPED_PHASES),
         status="not dispatched" if record is None else record.status.value,
         version=None if record is None else record.version,
         last_seen=None if file is None else file.state.last_seen,
         connectivity=conn,
-        message=message[:MESSAGE_SHOWN_CHARS],
+        message=message,
         wave=wave_name,
+        wave_index=wave,
+        running=None if file is None else running_version(file.records, rollout),
     )
+
+
+def running_version(records: Sequence[DeploymentRecord], rollout: RolloutState) -> str | None:
+    """What the robot runs of the rollout's app, as its reports show: its newest succeeded
+    deployment (a rollback included), or the rollout's previous version when its agent rolled the
+    newest deployment back on its own; None when the records do not say."""
+    mine = [r for r in records if r.app == rollout.app]
+    newest = max(mine, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
+    done = [r for r in mine if outcome(r) is Outcome.SUCCEEDED]
+    running = max(done, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
+    if newest is not None and newest is not running and newest.activity is Activity.ROLLED_BACK:
+        # The agent went back to what it ran before this deployment.
+        return running.version if running is not None else rollout.previous_version
+    return None if running is None else running.version
 
 
 def _cohort_order(name: str, cohorts: Mapping[str, Cohort]) -> tuple[int, str]:
