@@ -13,13 +13,17 @@ import struct
 import subprocess
 import zlib
 from collections import Counter
+from collections.abc import Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from controller.pages import render_status_html
+from controller.records.model import DeploymentRecord
+from fleetcd.vocabulary import Activity
 from tests.conftest import require_service
-from tests.test_pages import sample_fleet
+from tests.test_pages import demo_halt_fleet, sample_fleet
 
 WINDOW = (1280, 900)
 CHROMIUM_TIMEOUT_SECONDS = 120  # a hang guard for a wedged browser, not a speed target
@@ -138,3 +142,105 @@ def test_status_page_draws_bars_and_robot_grid_in_chromium(tmp_path: Path, windo
     assert near(counts, OFFLINE_RGB) > 300
     background = counts.most_common(1)[0][1]
     assert background < width * height * 0.9, "the page is mostly one colour: nothing rendered"
+
+
+class _Text(HTMLParser):
+    """The DOM Chromium dumped, as the text of each table row and each SVG ``<title>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.titles: list[str] = []
+        self.heads: list[str] = []
+        self._cell: list[str] | None = None
+        self._title: list[str] | None = None
+        self._head: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "title":
+            self._title = []
+        elif tag == "div" and ("class", "wave-head") in attrs:
+            self._head = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "title" and self._title is not None:
+            self.titles.append("".join(self._title))
+            self._title = None
+        elif tag == "div" and self._head is not None:
+            self.heads.append(" ".join("".join(self._head).split()))
+            self._head = None
+
+    def handle_data(self, data: str) -> None:
+        for part in (self._cell, self._title, self._head):
+            if part is not None:
+                part.append(data)
+
+
+def newest_success(records: Sequence[DeploymentRecord]) -> DeploymentRecord | None:
+    done = [r for r in records if r.activity is Activity.DEPLOYED]
+    return max(done, key=lambda r: r.created_at, default=None)
+
+
+def test_demo_fleet_page_in_chromium_says_what_the_records_say(tmp_path: Path) -> None:
+    """The demo's page after its halt, as Chromium parsed it, checked against the records."""
+    fleet = demo_halt_fleet()
+    page = tmp_path / "status.html"
+    page.write_text(render_status_html(fleet.view()), encoding="utf-8")
+    result = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = _Text()
+    dom.feed(result.stdout)
+    rollout = fleet.rollouts[0]
+
+    # Each robot's square says what its records say it runs (the rollback's or the agent's own).
+    for device_id, file in fleet.files.items():
+        (title,) = [t for t in dom.titles if t.startswith(f"{device_id} (")]
+        ours = [r for r in file.records if r.generation == rollout.generation]
+        if any(r.activity is Activity.ROLLED_BACK for r in ours):  # its agent went back by itself
+            running = newest_success([r for r in file.records if r.generation < rollout.generation])
+        else:
+            running = newest_success(file.records)
+        assert running is not None
+        if ours and max(ours, key=lambda r: r.created_at).version != running.version:
+            assert f"runs {running.version} (deployment {rollout.version})" in title, title
+        else:
+            assert f"runs {running.version}," in title or title.endswith(f"runs {running.version}"), title
+        if not ours:
+            assert f"{device_id} ({fleet.devices[device_id].site}): not dispatched (halted)," in title
+
+    # No wave of the halted rollout says queued; the undispatched wave says what it is.
+    undispatched = [w for w in rollout.waves if not any(fleet.files[d].records[1:] for d in w.devices)]
+    assert [w.name for w in undispatched] == ["production"]
+    (head,) = [h for h in dom.heads if h.startswith("production")]
+    assert (
+        f"0/{len(undispatched[0].devices)} ok · {len(undispatched[0].devices)} not dispatched (halted)"
+        in head
+    )
+    assert not any("queued" in h for h in dom.heads)
+
+    # A cohort's robots add up over the waves that hold them, and each wave's share is its own.
+    header = next(r for r in dom.rows if r and r[0] == "cohort")
+    for row in (r for r in dom.rows if len(r) == len(header) and r[0] in fleet.cohorts):
+        cells = dict(zip(header, row, strict=True))
+        members = set(fleet.cohorts[row[0]].devices)
+        assert int(cells["robots"]) == len(members)
+        for wave in rollout.waves:
+            share = len(members & set(wave.devices))
+            if share and "in waves:" in cells["waves"]:
+                assert f"{wave.name} {share}" in cells["waves"]
+            elif share:
+                assert cells["waves"] == f"in wave {wave.name}"
+        assert "queued" not in cells["status"]
+
+    # The failure's message is whole in the attention table, never cut mid-word.
+    (failed,) = [r for r in dom.rows if r and r[0] == "amr-tyo-02"]
+    message = fleet.files["amr-tyo-02"].records[-1].events[-1].message
+    assert failed[-1] == message
+    assert failed[3] == "1.0.0 (deployment 1.1.0)"

@@ -155,7 +155,8 @@ def _bar(counts: Counts) -> str:
 
 
 def _tooltip(robot: RobotView, view: FleetView) -> str:
-    text = f"{robot.device} ({robot.site}): {robot.status.replace('_', ' ')}"
+    status = robot.state.label if robot.state is RobotState.NOT_DISPATCHED else robot.status
+    text = f"{robot.device} ({robot.site}): {status.replace('_', ' ')}"
     if robot.state is RobotState.OFFLINE:
         text += f", offline, last seen {when(robot.last_seen, view.generated_at)}"
     if robot.version or robot.running:
