@@ -11,11 +11,14 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from fleetcd.compat import UTC
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.rollout import FailureThreshold, Rolling
 from fleetcd.planning.plan import (
     UNSET,
@@ -26,6 +29,7 @@ from fleetcd.planning.plan import (
     RolloutPlan,
     SignatureStatus,
     TrustFacts,
+    attach_schedule,
     attach_trust,
     build_plan,
     diff_values,
@@ -39,6 +43,7 @@ from fleetcd.planning.render import (
     summary_line,
 )
 from fleetcd.planning.waves import PlannedWave
+from fleetcd.planning.windows import next_open
 from fleetcd.reasons import SkipReason
 from tests.fleetrepo import FleetRepoBuilder, render
 from tests.gpgkeys import KeyFactory
@@ -577,3 +582,103 @@ def test_bad_base_is_a_setup_problem(tmp_path: Path, git: bool) -> None:
     result = run_plan("--repo", str(tmp_path), "--base", "no-such-ref")
     assert result.returncode == 4, result.stderr
     assert result.stderr.startswith("error: ")
+
+
+# --- when waves could start: maintenance windows in each robot's local time ----------------------
+
+SUNDAY = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)  # Berlin 14:00, Chicago 07:00, Tokyo 22:00
+
+
+def windowed_fleet(tmp_path: Path) -> FleetRepoBuilder:
+    """Canary amr-001 in Berlin (mon-fri 02:00–04:00); production amr-002 in Chicago (mon-fri
+    22:00–04:00), amr-003 in Tokyo (daily 01:00–03:00), amr-004 in Berlin with only its cohort's
+    daily 03:00–05:00 window (each robot's own zone), which the other two production robots share."""
+    b = fleet(tmp_path)
+    weekdays = ["mon", "tue", "wed", "thu", "fri"]
+    b.device("amr-001", maintenance_windows=[{"days": weekdays, "start": "02:00", "end": "04:00"}])
+    b.device(
+        "amr-002",
+        timezone="America/Chicago",
+        maintenance_windows=[{"days": weekdays, "start": "22:00", "end": "04:00"}],
+    )
+    b.device("amr-003", timezone="Asia/Tokyo", maintenance_windows=[{"start": "01:00", "end": "03:00"}])
+    b.docs["cohorts/production.yaml"]["maintenance_windows"] = [{"start": "03:00", "end": "05:00"}]
+    b.docs["rollouts/nav-1-0-0.yaml"]["strategy"] = {
+        "type": "waves",
+        "waves": [{"name": "canary", "cohort": "canary"}, {"name": "production", "cohort": "production"}],
+    }
+    return b
+
+
+def test_plan_says_when_each_wave_could_start_from_the_robots_local_windows(tmp_path: Path) -> None:
+    spec = spec_of(windowed_fleet(tmp_path))
+    (rollout,) = attach_schedule(plan_between(None, spec), spec, SUNDAY).rollouts
+    canary, production = rollout.schedule
+    # Berlin's Monday 02:00 (CET, UTC+1) is Monday 01:00Z.
+    assert canary.earliest == datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    # Tokyo's Monday 01:00 (JST, UTC+9) comes first: Sunday 16:00Z, before any other production window.
+    assert production.earliest == datetime(2026, 12, 6, 16, 0, tzinfo=UTC)
+    opens = {r.device: r.opens_at for r in production.robots}
+    assert opens == {
+        "amr-002": datetime(2026, 12, 7, 9, 0, tzinfo=UTC),  # the cohort's 03:00 in Chicago (CST)
+        "amr-003": datetime(2026, 12, 6, 16, 0, tzinfo=UTC),
+        "amr-004": datetime(2026, 12, 7, 2, 0, tzinfo=UTC),  # the cohort's 03:00 in Berlin
+    }
+    chicago = next(r for r in production.robots if r.device == "amr-002")
+    assert chicago.windows == ("mon-fri 22:00–04:00 America/Chicago", "daily 03:00–05:00 America/Chicago")
+    assert chicago.local_now.strftime("%a %H:%M") == "Sun 07:00"
+
+    text = render_text(attach_schedule(plan_between(None, spec), spec, SUNDAY))
+    assert "    could start: 2026-12-07 01:00Z, in the first robot's maintenance window\n" in text
+    assert "    could start: 2026-12-06 16:00Z once the earlier waves pass, in the first robot's" in text
+    assert (
+        "      amr-002 (local time Sun 07:00 America/Chicago): window mon-fri 22:00–04:00 America/Chicago; "
+        "daily 03:00–05:00 America/Chicago; next open Mon 03:00 local (2026-12-07 09:00Z)\n"
+    ) in text
+
+
+def test_a_wave_inside_a_window_could_start_now_and_json_carries_it(tmp_path: Path) -> None:
+    spec = spec_of(windowed_fleet(tmp_path))
+    at = datetime(2026, 12, 6, 16, 30, tzinfo=UTC)  # Tokyo Monday 01:30: amr-003's window is open
+    plan = attach_schedule(plan_between(None, spec), spec, at)
+    assert plan.rollouts[0].schedule[1].earliest == at
+    (data,) = json.loads(render_json(plan))["rollouts"]
+    production = data["waves"][1]
+    assert production["could_start"] == "2026-12-06T16:30:00+00:00"
+    tokyo = next(r for r in production["maintenance_windows"] if r["device"] == "amr-003")
+    assert tokyo["local_now"].startswith("2026-12-07T01:30:00+09:00")
+
+
+def test_ignored_windows_let_every_wave_start_now_and_the_plan_says_why(tmp_path: Path) -> None:
+    b = windowed_fleet(tmp_path)
+    b.docs["rollouts/nav-1-0-0.yaml"]["schedule"] = {"respect_maintenance_windows": False}
+    spec = spec_of(b)
+    plan = attach_schedule(plan_between(None, spec), spec, SUNDAY)
+    assert [w.earliest for w in plan.rollouts[0].schedule] == [SUNDAY, SUNDAY]
+    assert "could start: 2026-12-06 13:00Z (maintenance windows ignored" in render_text(plan)
+
+
+def test_not_before_holds_each_wave_until_the_first_window_after_it(tmp_path: Path) -> None:
+    b = windowed_fleet(tmp_path)
+    b.docs["rollouts/nav-1-0-0.yaml"]["schedule"] = {"not_before": "2026-12-08T00:00:00Z"}
+    spec = spec_of(b)
+    canary, production = attach_schedule(plan_between(None, spec), spec, SUNDAY).rollouts[0].schedule
+    assert canary.earliest == datetime(2026, 12, 8, 1, 0, tzinfo=UTC)  # Tuesday 02:00 Berlin
+    # Tokyo is at 09:00 then; amr-004's cohort window (03:00 Berlin) opens first.
+    assert production.earliest == datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
+
+
+def test_a_window_on_the_spring_forward_night_opens_the_night_after() -> None:
+    window = MaintenanceWindow.model_validate({"start": "02:30", "end": "02:45"})
+    saturday = datetime(2027, 3, 27, 12, 0, tzinfo=UTC)  # Berlin skips 02:00–03:00 on Sunday 28 March
+    assert next_open([window], saturday, "Europe/Berlin") == datetime(2027, 3, 29, 0, 30, tzinfo=UTC)
+    assert next_open([], saturday, "Europe/Berlin") == saturday
+
+
+def test_plan_at_a_time_without_a_zone_is_refused(tmp_path: Path) -> None:
+    fleet(tmp_path).write()
+    result = run_plan("--repo", str(tmp_path), "--at", "2026-12-06T13:00")
+    assert result.returncode != 0 and result.returncode != 3
+    assert "names no zone" in result.stderr
+    shown = run_plan("--repo", str(tmp_path), "--at", "2026-12-06T13:00Z")
+    assert "could start: 2026-12-06 13:00Z, no robot has a window" in shown.stdout, shown.stderr

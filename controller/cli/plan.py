@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from fleetcd.cli.exitcodes import Exit
+from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic
 from fleetcd.git.trees import open_repository, resolve_commit
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
@@ -28,6 +30,7 @@ from fleetcd.planning.plan import (
     Plan,
     SignatureStatus,
     TrustFacts,
+    attach_schedule,
     attach_trust,
     build_plan,
 )
@@ -89,12 +92,21 @@ class _CachedKeyring:
 @click.option(
     "--format", "fmt", type=click.Choice(sorted(RENDERERS)), default="text", show_default=True, help="Output."
 )
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    default=None,
+    help="Say when each wave could start as of TIME (ISO 8601 with a zone, e.g. 2026-05-01T09:00Z); "
+    "default now.",
+)
 @click.pass_context
-def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str) -> None:
+def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str, at_text: str | None) -> None:
     """Show which robots get what in which wave, who is skipped and why, and approvals missing.
 
     Exit codes: 0 no changes, 3 changes, 1 invalid content, 4 setup problem.
     """
+    at = _instant(at_text) if at_text is not None else datetime.now(UTC)
     files, problems = read_directory(repo)
     base_files: dict[str, bytes] | None = None
     base_label: str | None = None
@@ -111,10 +123,21 @@ def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str)
         base_spec = load_spec(base_files)[0] if base_files is not None else None
         plan = build_plan(result.spec, base_spec, base_label)
         plan = attach_trust(plan, trust_facts(result.spec, plan, keyring))
+        plan = attach_schedule(plan, result.spec, at)
     finally:
         keyring.shutdown()
     click.echo(RENDERERS[fmt](plan), nl=False)
     ctx.exit(int(Exit.CHANGES if plan.has_changes else Exit.OK))
+
+
+def _instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint="--at") from exc
+    if at.tzinfo is None:
+        raise click.BadParameter(f"{text!r} names no zone (add Z or +HH:MM)", param_hint="--at")
+    return at.astimezone(UTC)
 
 
 def trust_facts(spec: FleetSpec, plan: Plan, keyring: _CachedKeyring) -> TrustFacts:

@@ -1,53 +1,6 @@
-"""Maintenance windows: is a robot allowed to change right now, in its own time zone (pure).
+"""Maintenance windows for dispatch: the pure rules live in :mod:`fleetcd.planning.windows`, which
+``fleetcd plan`` shares to say when a wave could start."""
 
-A window is a set of *wall-clock* times: ``now`` is converted to the robot's zone (the window's
-own ``timezone`` when it gives one) and compared with ``start``/``end`` on the listed days. ``end``
-before ``start`` crosses midnight, and the part after midnight belongs to the day the window
-started on (a Friday 22:00–04:00 window covers Saturday 00:00–04:00). ``start == end`` is a
-24-hour window.
+from fleetcd.planning.windows import in_window, window_open
 
-Daylight saving follows from wall-clock semantics, and errs on the side of never acting outside
-the hours the operator wrote down: on the spring-forward night a 02:00–03:00 window in
-Europe/Berlin does not occur at all (those clock times do not exist; robots wait for the next
-night), and on the fall-back night it lasts two real hours (the clock shows 02:xx twice).
-No I/O, no clock: ``now`` is passed in.
-"""
-
-from __future__ import annotations
-
-import functools
-from collections.abc import Sequence
-from datetime import datetime, time
-from zoneinfo import ZoneInfo
-
-from fleetcd.models.base import MaintenanceWindow, Weekday
-
-_WEEKDAYS = list(Weekday)  # Monday first, like datetime.weekday()
-
-
-@functools.cache
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def _clock(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
-
-
-def in_window(window: MaintenanceWindow, now: datetime, device_zone: str) -> bool:
-    """True when ``now`` (aware) falls inside ``window`` on the robot's wall clock."""
-    local = now.astimezone(_zone(window.timezone or device_zone))
-    clock = local.time().replace(tzinfo=None, fold=0)
-    start, end = _clock(window.start), _clock(window.end)
-    today = _WEEKDAYS[local.weekday()] in window.days
-    yesterday = _WEEKDAYS[(local.weekday() - 1) % 7] in window.days
-    if start < end:
-        return today and start <= clock < end
-    # Crosses midnight (or start == end: a whole day starting at ``start``).
-    return (today and clock >= start) or (yesterday and clock < end)
-
-
-def window_open(windows: Sequence[MaintenanceWindow], now: datetime, device_zone: str) -> bool:
-    """True when there are no windows at all, or ``now`` is inside at least one of them."""
-    return not windows or any(in_window(w, now, device_zone) for w in windows)
+__all__ = ["in_window", "window_open"]

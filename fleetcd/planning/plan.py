@@ -27,9 +27,11 @@ from fleetcd.desired.configset import merge_values
 from fleetcd.layout import config_path
 from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry
 from fleetcd.models import Cohort, Device, Stage
+from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.fleet import Approvals
 from fleetcd.models.rollout import Rollout, Strategy
 from fleetcd.planning.requires import unsatisfied_robots
+from fleetcd.planning.schedule import WaveStart, wave_start
 from fleetcd.planning.selection import cohort_members, device_stages, resolve_targets, rollout_stage
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves, unplaced
 from fleetcd.reasons import SkipReason
@@ -127,6 +129,9 @@ class RolloutPlan:
     requires: tuple[str, ...] = ()
     requirement_waits: tuple[str, ...] = ()
     config_changes: tuple[ConfigChange, ...] = ()  # robots in a wave whose merged config changes
+    # When each wave could start (attach_schedule, with the caller's clock); () when not computed.
+    schedule: tuple[WaveStart, ...] = ()
+    respects_windows: bool = True  # the rollout's schedule.respect_maintenance_windows
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -323,6 +328,28 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
         elif a != b or type(a) is not type(b):
             changes.append(KeyChange(path, a, b))
     return tuple(changes)
+
+
+def attach_schedule(plan: Plan, head: FleetSpec, now: datetime) -> Plan:
+    """``plan`` with, per wave, when it could start at ``now`` (the caller's clock): each robot's
+    maintenance windows (its own and its cohorts') in its local time and when the next one opens."""
+    devices = {k: v.model for k, v in head.devices.items()}
+    windows: dict[str, list[MaintenanceWindow]] = {}
+    for loaded in head.cohorts.values():
+        for device in cohort_members(loaded.model, devices):
+            windows.setdefault(device, []).extend(loaded.model.maintenance_windows)
+    rollouts = []
+    for r in plan.rollouts:
+        entry = head.rollouts.get(r.name)
+        if r.change is Change.REMOVED or entry is None:
+            rollouts.append(r)
+            continue
+        respect = entry.doc.model.schedule.respect_maintenance_windows
+        starts = tuple(
+            wave_start(w.name, w.devices, devices, windows, now, r.not_before, respect) for w in r.waves
+        )
+        rollouts.append(replace(r, schedule=starts, respects_windows=respect))
+    return replace(plan, rollouts=tuple(rollouts))
 
 
 def attach_trust(plan: Plan, trust: TrustFacts) -> Plan:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from fleetcd.compat import UTC
 from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, FailureThreshold, Rolling, Strategy, Waves
 from fleetcd.planning.plan import UNSET, Change, ConfigChange, KeyChange, Plan, RolloutPlan
+from fleetcd.planning.schedule import WaveStart
 from fleetcd.planning.waves import PlannedWave, WaveAction
+from fleetcd.planning.windows import LOOKAHEAD_DAYS
 from fleetcd.reasons import SkipReason
 
 MARKDOWN_LIMIT_CHARS = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
@@ -164,6 +168,37 @@ def requires_text(r: RolloutPlan) -> str:
     return f"requires {', '.join(r.requires)} (each robot waits until it runs there)"
 
 
+def instant_text(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+def start_lines(r: RolloutPlan, start: WaveStart, index: int) -> list[str]:
+    """``could start: 2026-12-07 04:00Z …`` and each robot's windows in its local time."""
+    after = " once the earlier waves pass" if index else ""
+    if start.earliest is None:
+        lines = [f"could start: not within {LOOKAHEAD_DAYS} days (no robot's maintenance window opens)"]
+    elif not r.respects_windows:
+        ignored = "maintenance windows ignored: respect_maintenance_windows false"
+        lines = [f"could start: {instant_text(start.earliest)}{after} ({ignored})"]
+    else:
+        first = "in the first robot's maintenance window" if start.robots else "no robot has a window"
+        lines = [f"could start: {instant_text(start.earliest)}{after}, {first}"]
+    for robot in start.robots[:LIST_HEAD]:
+        now = robot.local_now.strftime("%a %H:%M")
+        if not r.respects_windows:
+            opens = "ignored by this rollout"
+        elif robot.opens_at is None:
+            opens = f"no window within {LOOKAHEAD_DAYS} days"
+        else:
+            local = robot.opens_at.astimezone(robot.local_now.tzinfo).strftime("%a %H:%M")
+            opens = f"next open {local} local ({instant_text(robot.opens_at)})"
+        windows = "; ".join(robot.windows)
+        lines.append(f"  {robot.device} (local time {now} {robot.timezone}): window {windows}; {opens}")
+    if len(start.robots) > LIST_HEAD:
+        lines.append(f"  … and {len(start.robots) - LIST_HEAD} more robots with windows")
+    return lines
+
+
 def render_text(plan: Plan) -> str:
     lines = [summary_line(plan)]
     for rollout in plan.rollouts:
@@ -190,6 +225,8 @@ def _text_block(r: RolloutPlan) -> list[str]:
         lines.append(f"  wave {wave.index + 1} {wave.name} — {size}, {gate_text(wave, last)}")
         if wave.devices:
             lines.append(f"    {robots_text(wave.devices)}")
+        if wave.index < len(r.schedule) and wave.devices:
+            lines += [f"    {line}" for line in start_lines(r, r.schedule[wave.index], wave.index)]
     if r.unplaced:
         lines.append(f"  in no wave (never updated): {len(r.unplaced)}")
         lines.append(f"    {robots_text(r.unplaced)}")
@@ -325,7 +362,7 @@ def _rollout_dict(r: RolloutPlan) -> dict[str, Any]:
         "stage": r.stage.value if r.stage is not None else None,
         "strategy": r.strategy.model_dump(mode="json") if r.strategy is not None else None,
         "not_before": r.not_before.isoformat() if r.not_before is not None else None,
-        "waves": [_wave_dict(w) for w in r.waves],
+        "waves": [_wave_dict(w, r.schedule[w.index] if w.index < len(r.schedule) else None) for w in r.waves],
         "unplaced": list(r.unplaced),
         "skipped": [{"device": d, "reason": reason.value} for d, reason in r.skipped],
         "to_update": list(r.to_update),
@@ -353,8 +390,8 @@ def _key_dict(change: KeyChange) -> dict[str, Any]:
     return out
 
 
-def _wave_dict(w: PlannedWave) -> dict[str, Any]:
-    return {
+def _wave_dict(w: PlannedWave, start: WaveStart | None) -> dict[str, Any]:
+    out = {
         "index": w.index,
         "name": w.name,
         "action": w.action.value,
@@ -364,6 +401,19 @@ def _wave_dict(w: PlannedWave) -> dict[str, Any]:
         "min_reported_percent": w.min_reported_percent,
         "manual_promotion": w.manual_promotion,
     }
+    if start is not None:
+        out["could_start"] = None if start.earliest is None else start.earliest.isoformat()
+        out["maintenance_windows"] = [
+            {
+                "device": robot.device,
+                "timezone": robot.timezone,
+                "local_now": robot.local_now.isoformat(),
+                "windows": list(robot.windows),
+                "opens_at": None if robot.opens_at is None else robot.opens_at.isoformat(),
+            }
+            for robot in start.robots
+        ]
+    return out
 
 
 def _signatures_dict(r: RolloutPlan) -> dict[str, Any] | None:
