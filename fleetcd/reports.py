@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 
 from fleetcd.models.base import FrozenModel, SafeName, SemVer
 from fleetcd.models.release import MAX_STEPS
+from fleetcd.models.trustroot import MAX_TRUST_VERSION
 from fleetcd.vocabulary import (
     ErrorStatus,
     ReportedActivity,
@@ -99,6 +100,8 @@ class StatusReport(FrozenModel):
     agent_version: Annotated[str, StringConstraints(max_length=64)]
     reported_at: Timestamp
     bundle_serial: Annotated[int, Field(strict=True, ge=0, le=MAX_BUNDLE_SERIAL)] | None = None
+    # The trust-root version the robot holds (verified last): after a rotation, who has not moved on.
+    trust_version: Annotated[int, Field(strict=True, ge=1, le=MAX_TRUST_VERSION)] | None = None
     stale: bool = False  # the robot's bundle expired: it keeps running its last good version
     apps: list[InstalledApp] = Field(default_factory=list, max_length=64)
     deployments: list[DeploymentReport] = Field(default_factory=list, max_length=MAX_DEPLOYMENTS)

@@ -49,6 +49,7 @@ from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import status_ref
 from fleetcd.git.remote import SshKey, ssh_command
 from fleetcd.git.robotgit import RobotRepository
+from fleetcd.models.trustroot import MAX_TRUST_VERSION
 from fleetcd.reports import MAX_REPORT_BYTES, MAX_SEQ, STATUS_FILE
 from tests.conftest import require_service
 from tests.gitolite import Gitolite, GitoliteUnavailable
@@ -133,6 +134,14 @@ def _seq(value: bytes) -> Callable[[pygit2.Repository, str], Target]:
     return plant
 
 
+def _trust_version(value: bytes) -> Callable[[pygit2.Repository, str], Target]:
+    def plant(repo: pygit2.Repository, device: str) -> Target:
+        honest = dumps(honest_json(device, 7))
+        return file_commit(repo, honest.replace(b'"seq": 7', b'"seq": 7, "trust_version": ' + value))
+
+    return plant
+
+
 def _bytes(data: bytes) -> Callable[[pygit2.Repository, str], Target]:
     return lambda repo, device: file_commit(repo, data)
 
@@ -176,6 +185,10 @@ ATTACKS: dict[str, Attack] = {
     "seq-10**30": Attack(_seq(b"1" + b"0" * 30), "an integer of 31 digits"),
     "seq-of-5000-digits": Attack(_seq(b"9" * 5000), "an integer of 5000 digits"),
     "seq-a-float": Attack(_seq(b"3.0"), "seq: Input should be a valid integer"),
+    "trust-version-above-max": Attack(
+        _trust_version(str(MAX_TRUST_VERSION + 1).encode()), "trust_version: Input should be less than"
+    ),
+    "trust-version-0": Attack(_trust_version(b"0"), "trust_version: Input should be greater than or equal"),
     "bad-json": Attack(_bytes(b'{"format": "fleetcd.dev/status/v1", "seq": '), "not JSON"),
     "deep-json": Attack(_bytes(b"[" * 200_000 + b"]" * 200_000), "too large"),
     "deep-json-under-the-size-cap": Attack(_bytes(b"[" * 100_000 + b"]" * 100_000), "nested too deeply"),

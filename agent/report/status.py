@@ -105,6 +105,7 @@ def status_report(
         seq,
         now,
         bundle_serial=desired.serial,
+        trust_version=desired.trust_version,
         stale=desired.stale,
         apps=apps,
         deployments=deployments,

@@ -59,6 +59,7 @@ class Desired:
     known: bool = False  # a verified bundle (fresh, or the last accepted) backs ``assignments``
     stale: bool = False  # the bundle expired: keep running, report stale
     serial: int | None = None
+    trust_version: int | None = None  # the trust-root version held (reported: who lags a rotation)
     time_floor: datetime | None = None  # the newest instant the controller signed (clock resets)
     errors: list[Exception] = field(default_factory=list)
 
@@ -79,7 +80,7 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
     """Fetch, verify and accept; on any failure fall back to the last accepted commit."""
     out = Desired()
     trust = load_trust_state(paths.trust_file)
-    out.serial, out.time_floor = trust.last_serial, trust.time_floor
+    out.serial, out.time_floor, out.trust_version = trust.last_serial, trust.time_floor, trust.trust_version
     fresh: DesiredFiles | None = None
     try:
         fresh = fetch_desired(config, paths.repo, judge=_judge(config, trust, now))
@@ -100,6 +101,7 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
             continue
         out.assignments = assignments(verified, paths)
         out.known, out.serial, out.time_floor = True, verified.root.serial, trust.time_floor
+        out.trust_version = trust.trust_version
         break
     if fresh is not None and fresh.conflict is not None:  # after any refusal: that is the news
         log.warning("%s", fresh.conflict)

@@ -182,8 +182,9 @@ def ingest(
 
     A report whose ``seq`` is not above the last one ingested changes nothing. ``owners`` (every
     live deployment id → its robot) lets a claim on another robot's deployment be told apart from
-    an unknown id; both are rejected. The device-report audit event is emitted only when a record
-    or the robot's connectivity changed, so an idle fleet does not grow the log.
+    an unknown id; both are rejected. The device-report audit event is emitted only when a record,
+    the robot's connectivity or the trust-root version it holds changed, so an idle fleet does not
+    grow the log.
     """
     device = device_file.state.device
     # A seq above MAX_SEQ can only have been stored before reports were bounded; it would freeze
@@ -219,10 +220,17 @@ def ingest(
         records[record.id] = updated
         changes.append(_change(record, updated))
     seen_at = max(now, device_file.state.last_seen or now)
+    # A report without the field (an agent from before trust rotation) leaves the version known.
+    trust_version = device_file.state.trust_version if report.trust_version is None else report.trust_version
     state = device_file.state.model_copy(
-        update={"last_seen": seen_at, "connectivity": connectivity(seen_at, now, offline_after_seconds)}
+        update={
+            "last_seen": seen_at,
+            "connectivity": connectivity(seen_at, now, offline_after_seconds),
+            "trust_version": trust_version,
+        }
     )
     reconnected = state.connectivity is not device_file.state.connectivity
+    trust_moved = trust_version != device_file.state.trust_version
     new_file = device_file.model_copy(
         update={
             "state": state,
@@ -230,12 +238,14 @@ def ingest(
             "records": tuple(records[r.id] for r in device_file.records),
         }
     )
-    if changes or reconnected:
+    if changes or reconnected or trust_moved:
         data: dict[str, Any] = {
             "seq": report.seq,
             "changes": changes,
             "connectivity": state.connectivity.value,
         }
+        if trust_moved:
+            data["trust_version"] = {"from": device_file.state.trust_version, "to": trust_version}
         if ignored:
             data["ignored"] = ignored
         events.insert(0, AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, data=data))

@@ -177,10 +177,26 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
                 "last_seen": last_seen.isoformat() if last_seen else None,
                 "apps": app_versions(known.records) if known else {},
                 "desired": desired_state(report, str(problem) if problem else None),
+                "trust": trust_state(report, view.state.meta.trust_version),
                 "drift": drift_state(report),
             }
         )
     return rows
+
+
+def trust_state(report: StatusReport | None, current: int) -> dict[str, Any]:
+    """The trust-root version the robot's last report says it holds, and whether it is older than
+    the one the controller signs under (``current``; 0 before its first reconcile): after a
+    rotation, the robots still to move on."""
+    held = report.trust_version if report is not None else None
+    return {"version": held, "behind": held is not None and 0 < held < current}
+
+
+def _trust_cell(row: Row) -> str:
+    trust = row["trust"]
+    if trust["version"] is None:
+        return "-"
+    return f"v{trust['version']} (old)" if trust["behind"] else f"v{trust['version']}"
 
 
 def drift_state(report: StatusReport | None) -> list[dict[str, Any]]:
@@ -215,6 +231,7 @@ DEVICE_COLUMNS = (
     Column("LAST SEEN", lambda r: when(r["last_seen"])),
     Column("APPS", lambda r: _apps_cell(r["apps"])),
     Column("DESIRED STATE", _desired_cell),
+    Column("TRUST", _trust_cell),
     Column("DRIFT", _drift_cell),
 )
 
