@@ -178,11 +178,6 @@ def test_click_exit_keeps_its_code() -> None:
     assert guarded(raising(click.exceptions.Exit(3))) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/cli.md documents exit 70 for 'a bug in fleetcd' for every command, but guarded() "
-    "lets any other exception escape, so Python exits 1, the code that means invalid content",
-)
 @pytest.mark.parametrize("error", [ValueError("bug"), KeyError("bug")], ids=lambda e: type(e).__name__)
 def test_a_bug_in_any_command_exits_70_not_the_invalid_content_code(error: BaseException) -> None:
     assert guarded(raising(error)) == Exit.INTERNAL

@@ -6,6 +6,7 @@ message on standard error and an :class:`~fleetcd.cli.exitcodes.Exit` code (docs
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -41,4 +42,8 @@ def guarded(action: Callable[[], Any]) -> int:
     except TransportError as exc:
         click.echo(f"error: {exc}", err=True)
         return int(Exit.TRANSPORT)
+    except Exception as exc:  # a bug: never exit 1, the code that says the repository is invalid
+        traceback.print_exc()
+        click.echo(f"error: internal error (a bug in fleetcd, please report it): {exc!r}", err=True)
+        return int(Exit.INTERNAL)
     return int(result) if isinstance(result, int) else int(Exit.OK)
