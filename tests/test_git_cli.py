@@ -125,12 +125,6 @@ def test_an_atomic_push_refused_for_one_ref_lands_none_and_passes_on_why(server:
     assert ls_remote(str(server), ["refs/fleetcd/desired/*"]) == {}, "atomic: no ref may have landed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_push puts refs refused only because of an atomic push last by looking for "
-    "'(atomic push failed)', git's client-side wording; when the server refuses (a hook), git 2.39 "
-    "says '(atomic push failure)', so PushRejected names an innocent ref (refs/.../a) instead of the culprit",
-)
 def test_an_atomic_push_names_the_ref_the_server_refused_not_its_followers(
     server: Path, client: Path
 ) -> None:

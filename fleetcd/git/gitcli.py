@@ -44,7 +44,9 @@ _MISSING_REF = "couldn't find remote ref"
 # commit is not even known here).
 _NON_FAST_FORWARD = ("(non-fast-forward)", "(fetch first)")
 _STALE_LEASE = "(stale info)"  # --force-with-lease: the server's ref is not the expected one
-_ATOMIC_FOLLOWER = "(atomic push failed)"  # refused only because another ref of the push was
+# Refused only because another ref of the push was: git says "failed" when it refused on its own side
+# and "failure" when the server refused (a hook); "(atomic push fail" matches both.
+_ATOMIC_FOLLOWER = "(atomic push fail"
 _OTHERS_NAMED = 5  # an atomic push of 10,000 refs fails all of them: name a few
 
 
