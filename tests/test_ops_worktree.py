@@ -318,11 +318,6 @@ def test_wrap_message_folds_the_body_only(message: str, expected: str | None) ->
         assert len(line) <= MESSAGE_WIDTH or " " not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wrap_message folds with textwrap's default break_long_words=True, so a URL longer than "
-    "72 characters in the body (an incident link) is cut across two lines and no longer works",
-)
 def test_a_long_url_in_the_body_is_never_cut() -> None:
     url = "https://incidents.example.com/fleet/2026/05/04/" + "x" * 60
     assert url in wrap_message(f"pause nav\n\nsee {url}").splitlines()[2:][-1]

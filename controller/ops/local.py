@@ -137,10 +137,13 @@ def finish(
 
 
 def wrap_message(message: str) -> str:
-    """The subject as is; body lines folded at :data:`MESSAGE_WIDTH` (git's conventional width)."""
+    """The subject as is; body lines folded at :data:`MESSAGE_WIDTH` (git's conventional width).
+
+    A word longer than the width (a URL) stays whole on its own line: cut, it would no longer work.
+    """
     subject, _, body = message.partition("\n")
     lines = [
-        textwrap.fill(line, MESSAGE_WIDTH, break_on_hyphens=False) if line else ""
+        textwrap.fill(line, MESSAGE_WIDTH, break_on_hyphens=False, break_long_words=False) if line else ""
         for line in body.split("\n")
     ]
     return "\n".join([subject, *lines]) if body else subject
