@@ -41,8 +41,19 @@ def digest(report: StatusReport) -> str:
 def push_due(
     last: PushState | None, said: str, now: datetime, heartbeat: timedelta, *, waiting: bool
 ) -> bool:
-    """Whether the report whose :func:`digest` is ``said`` is pushed now."""
-    quiet = last is not None and last.digest == said and now - last.at < heartbeat and not waiting
+    """Whether the report whose :func:`digest` is ``said`` is pushed now.
+
+    A last push recorded in the future (pushed while the clock ran ahead, then set back) never keeps
+    the robot quiet: it pushes, and ``push.json`` takes the corrected time.
+    """
+    since = None if last is None else now - last.at
+    quiet = (
+        last is not None
+        and since is not None
+        and timedelta(0) <= since < heartbeat
+        and last.digest == said
+        and not waiting
+    )
     return not quiet
 
 
