@@ -2,8 +2,9 @@
 
 A fleet reconciled over three days leaves three day files. ``--since-anchor`` after a first check
 reads only the day files from the head it verified on and agrees with the full check; it catches an
-older day file changed behind its back (by blob id, without reading it), and a log rewritten
-consistently — chain, keys and ``state.json`` all recomputed — that a full check alone accepts.
+older day file changed behind its back (by blob id, without reading it). The signed heads catch a
+log rewritten consistently — chain, keys and ``state.json`` all recomputed — by someone without the
+controller key, lines appended without it, and a log cut back to an older head.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 import pygit2
 import pytest
 
-from controller.audit.chain import append
+from controller.audit.chain import append, head
 from controller.audit.events import AuditEvent
+from controller.audit.heads import HEADS_DIR, head_document, head_path
 from controller.cli import build
 from controller.reconcile.idle import audit_fields
 from controller.state.layout import META_FILE
@@ -102,11 +104,12 @@ def test_an_older_day_file_changed_after_verification_is_caught_without_reading_
     assert code == 1 and oldest in out and "changed since the log was verified" in out
 
 
-def test_a_consistently_rewritten_log_passes_a_full_check_but_not_since_anchor(
-    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    world = three_days(tmp_path, keys)
-    assert audit_verify(world, capsys)[0] == 0
+def heads_of(world: ControllerWorld) -> dict[str, bytes]:
+    return {p: d for p, d in world.state().files.items() if p.startswith(HEADS_DIR)}
+
+
+def rewritten(world: ControllerWorld) -> dict[str, bytes | None]:
+    """The log with its first event edited and every hash recomputed, ``state.json``'s anchor too."""
     files = day_files(world)
     events = [
         AuditEvent.model_validate(json.loads(line)["event"])
@@ -116,12 +119,159 @@ def test_a_consistently_rewritten_log_passes_a_full_check_but_not_since_anchor(
     events[0] = events[0].model_copy(update={"reason": "nothing to see here"})
     forged = append({}, events)
     assert sorted(forged) == sorted(files)
+    return {**forged, META_FILE: anchored(world, forged)}
+
+
+def anchored(world: ControllerWorld, log: dict[str, bytes]) -> bytes:
     meta = ControllerMeta.model_validate_json(
         read_blob(pygit2.Repository(str(world.server)), STATE_BRANCH, META_FILE) or b""
     )
-    meta = meta.model_copy(update=audit_fields({}, forged))
-    rewrite_state(world, {**forged, META_FILE: meta.model_dump_json().encode()})
+    return meta.model_copy(update=audit_fields({}, log)).model_dump_json().encode()
 
-    assert audit_verify(world, capsys, "--since-anchor")[0] == 1
-    world.settings.source.mirror.joinpath("fleetcd-audit-verified.json").unlink()
-    assert audit_verify(world, capsys)[0] == 0  # nothing outside the log remembers the old head
+
+def test_every_appending_reconcile_signs_its_head_once_and_an_idle_one_signs_nothing(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    heads = heads_of(world)
+    documents = sorted(p for p in heads if p.endswith(".json"))
+    assert len(documents) == 3 and all(f"{p}.asc" in heads for p in documents)
+    newest = json.loads(heads[max(documents, key=lambda p: int(p.rsplit("/", 1)[1][:-5]))])
+    assert (newest["seq"], newest["head"]) == head(day_files(world))
+    assert newest["at"] == world.clock.now.isoformat().replace("+00:00", "Z")
+
+    world.reconcile()  # nothing new to log
+    assert heads_of(world) == heads
+    code, out = audit_verify(world, capsys)
+    assert code == 0 and out["signed_seq"] == newest["seq"] and out["heads_checked"] == 3
+
+
+def test_a_consistently_rewritten_log_fails_at_the_first_head_the_controller_signed(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    first_head = min(heads_of(world), key=lambda p: int(p.rsplit("/", 1)[1].split(".")[0]))
+    rewrite_state(world, rewritten(world))
+
+    code, err = audit_verify(world, capsys)  # a full check, nothing remembered: the heads alone
+    assert code == 1
+    assert first_head in err and "not the one the controller signed" in err
+
+
+def test_a_rewritten_log_with_its_heads_removed_names_the_first_unsigned_line(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    dropped: dict[str, bytes | None] = dict.fromkeys(heads_of(world))
+    rewrite_state(world, {**rewritten(world), **dropped})
+
+    code, err = audit_verify(world, capsys)
+    assert code == 1 and "lines 1.." in err and "covered by no signed head" in err
+
+
+def test_a_rewritten_log_re_signed_by_a_non_controller_key_is_refused(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    forged = rewritten(world)
+    log = {p: d for p, d in forged.items() if p.endswith(".jsonl") and d is not None}
+    seq, line = head(log)
+    mallory = keys.key("mallory")
+    document = head_document(seq, line, max(log), world.clock.now)
+    path = head_path(seq, max(log))
+    dropped: dict[str, bytes | None] = dict.fromkeys(heads_of(world))
+    rewrite_state(world, {**forged, **dropped, path: document, f"{path}.asc": keys.sign(document, mallory)})
+
+    code, err = audit_verify(world, capsys)
+    assert code == 1 and f"{path}.asc" in err and "not signed by a controller key" in err
+
+
+def test_lines_appended_without_the_controller_key_are_unsigned(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    log = day_files(world)
+    extra = AuditEvent.model_validate(json.loads(log[max(log)].splitlines()[-1])["event"])
+    grown = append(log, [extra.model_copy(update={"reason": "approved by the CTO, honest"})])
+    rewrite_state(world, {**grown, META_FILE: anchored(world, {**log, **grown})})
+
+    code, err = audit_verify(world, capsys)
+    seq = head({**log, **grown})[0]
+    assert code == 1 and f"lines {seq}..{seq} are covered by no signed head" in err
+
+
+def test_a_log_cut_back_to_an_older_signed_head_is_caught(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    assert audit_verify(world, capsys, "--since-anchor")[0] == 0
+    heads = heads_of(world)
+    by_seq = {int(p.rsplit("/", 1)[1].split(".")[0]): p for p in heads if p.endswith(".json")}
+    older, next_head, newest = sorted(by_seq)
+    log = day_files(world)
+    cut: dict[str, bytes | None] = {}
+    kept = 0
+    for path in sorted(log):
+        lines = log[path].splitlines(keepends=True)[: max(0, older - kept)]
+        kept += len(lines)
+        cut[path] = b"".join(lines) or None
+    remaining = {p: d for p, d in cut.items() if d is not None}
+    assert head(remaining)[0] == older
+    rewrite_state(world, {**cut, META_FILE: anchored(world, remaining)})  # state.json agrees
+
+    code, err = audit_verify(world, capsys)  # the newer heads are still there
+    assert code == 1 and by_seq[next_head] in err and "lines were cut from the end" in err
+
+    newer: dict[str, bytes | None] = {p: None for p in heads if not p.startswith(by_seq[older])}
+    rewrite_state(world, newer)  # the heads above it go too: the branch alone is consistent again
+    code, err = audit_verify(world, capsys, "--since-anchor")
+    assert code == 1 and f"changed since the log was verified up to seq {newest}" in err
+
+
+def test_since_anchor_hashes_only_the_new_lines_and_reads_only_the_new_heads(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    code, first = audit_verify(world, capsys, "--since-anchor")
+    assert code == 0 and first["heads_checked"] == 3
+    for _ in range(3):
+        world.clock.tick(60)
+        world.report_all(["can-1"], "deployed" if _ % 2 else "downloading")
+        world.reconcile()
+    log = day_files(world)
+    since_last_file = sum(log[p].count(b"\n") for p in sorted(log)[2:])
+    new_heads = len([p for p in heads_of(world) if p.endswith(".json")]) - 3
+
+    code, since = audit_verify(world, capsys, "--since-anchor")
+    assert code == 0 and since["since_seq"] == first["seq"]
+    assert since["heads_checked"] == new_heads >= 1
+    assert since["lines"] == since_last_file  # the head's day file and newer: not the whole log
+    assert since["lines"] < since["seq"]
+
+    code, again = audit_verify(world, capsys, "--since-anchor")  # nothing new: nothing hashed but
+    assert code == 0 and again["heads_checked"] == 0  # the head's own day file
+
+
+def test_heads_signed_before_a_controller_key_rotation_still_verify(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    old = keys.key("controller")
+    k2 = keys.key("controller-2")
+    world.fleet.add_key_file(k2)
+    world.fleet.rotate(controller=world.fleet.key_refs(k2))  # the old key leaves the trust root
+    world.merge("Rotate the controller key out")
+    world.clock.tick(60)
+    world.report_all(STAGING, "deployed")
+    world.reconcile()
+
+    heads = heads_of(world)
+    by_seq = sorted((int(p.rsplit("/", 1)[1][:-5]), p) for p in heads if p.endswith(".json"))
+    signers = []
+    with keys.keyring([old, k2]) as keyring:
+        for _, path in by_seq:
+            signers.append(keyring.verify_detached(heads[path], heads[f"{path}.asc"]).fingerprint)
+    assert signers[0] == old.fingerprint and signers[-1] == k2.fingerprint
+    code, out = audit_verify(world, capsys)
+    assert code == 0 and out["heads_checked"] == len(by_seq) and out["signed_seq"] == out["seq"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from controller.audit.heads import HEADS_DIR
 from controller.delivery.write import delivery_ref
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source, open_mirror
@@ -32,6 +33,7 @@ from controller.reconcile.steps import reconcile_once
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
+from fleetcd.git.trees import read_files
 from tests.gitrepos import GitDaemon
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.sim.robots import PinningRobot
@@ -71,13 +73,17 @@ def copy_world(world: ControllerWorld, root: Path) -> ControllerSettings:
 # --- what the server holds ----------------------------------------------------------------------
 
 
-def state_tree(server: Path) -> str:
+def state_tree(server: Path) -> dict[str, str]:
+    """Path -> blob id of the state branch's tree, without the signed audit heads' signatures (gpg
+    stamps the wall-clock second into them, so two runs at the same injected clock differ there
+    alone; the head documents they sign are compared)."""
     repo = pygit2.Repository(str(server))
     head = ref_target(repo, STATE_BRANCH)
     assert head is not None, "no state branch on the server"
     commit = repo[head]
     assert isinstance(commit, pygit2.Commit)
-    return str(commit.tree_id)
+    blobs = {path: str(pygit2.hash(data)) for path, data in read_files(repo, head).items()}
+    return {p: b for p, b in blobs.items() if not (p.startswith(HEADS_DIR) and p.endswith(".asc"))}
 
 
 def desired(server: Path, *, signatures: bool = False) -> dict[str, dict[str, bytes | None]]:

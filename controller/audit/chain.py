@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +48,7 @@ class ChainReport:
     head_hash: str
     last_seq: int
     files: int
+    marks: dict[int, str] = field(default_factory=dict)  # seq -> line hash, for the seqs asked for
 
 
 def day_path(at: datetime) -> str:
@@ -204,6 +205,7 @@ def verify(
     *,
     anchor: tuple[int, str] | None = None,
     start: tuple[int, str] = (0, GENESIS),
+    marks: Collection[int] = (),
 ) -> ChainReport:
     """Check the whole log in ``files`` (other paths are ignored); raise at the first broken link.
 
@@ -211,11 +213,13 @@ def verify(
     chain must reach that seq with that hash, which catches lines or day files cut from the end.
     ``start`` is the (seq, line hash) the first given day file continues from: verifying only the
     newer day files of a log whose older ones were verified before (``audit verify --since-anchor``).
+    ``marks`` are seqs whose line hashes the report carries (the signed heads to check).
     """
     stray = sorted(p for p in files if p.startswith(AUDIT_DIR) and not DAY_PATH.fullmatch(p))
     if stray:
         raise AuditChainBroken(stray[0], None, "not an audit day file (audit/YYYY/MM/DD.jsonl)")
     (seq, prev), count = start, 0
+    wanted, hashes = set(marks), dict[int, str]()
     previous_file: str | None = None
     paths = _day_files(files)
     for path in paths:
@@ -234,6 +238,8 @@ def verify(
                 problem = f"prev is not the hash of {where}: a line was edited or replaced"
                 raise AuditChainBroken(path, number, problem, expected=prev, found=line_prev)
             seq, prev, count = line_seq, line_hash(line), count + 1
+            if seq in wanted:
+                hashes[seq] = prev
             if anchor is not None and seq == anchor[0] and prev != anchor[1]:
                 problem = f"seq {seq} differs from the head recorded outside the log"
                 raise AuditChainBroken(path, number, problem, expected=anchor[1], found=prev)
@@ -242,4 +248,4 @@ def verify(
         where = paths[-1] if paths else AUDIT_DIR
         problem = f"the log ends at seq {seq} but seq {anchor[0]} was recorded: lines were cut from the end"
         raise AuditChainBroken(where, None, problem, expected=str(anchor[0]), found=str(seq))
-    return ChainReport(lines=count, head_hash=prev, last_seq=seq, files=len(paths))
+    return ChainReport(lines=count, head_hash=prev, last_seq=seq, files=len(paths), marks=hashes)

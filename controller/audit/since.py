@@ -20,7 +20,7 @@ default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,13 +46,15 @@ def verify_since(
     since: VerifiedAnchor | None,
     *,
     anchor: tuple[int, str] | None,
+    marks: Collection[int] = (),
 ) -> tuple[ChainReport, VerifiedAnchor]:
     """Verify the log whose files and blob ids are ``blob_ids`` (paths under ``audit/``), reading
-    through ``read`` only the day files from ``since.file`` on (all of them when ``since`` is None)."""
+    through ``read`` only the day files from ``since.file`` on (all of them when ``since`` is None);
+    the report carries the line hashes at ``marks`` (the signed heads to check)."""
     days = sorted(path for path in blob_ids if DAY_PATH.fullmatch(path))
     if since is None or since.file is None:
         files = dict(read(sorted(blob_ids)))
-        report = verify(files, anchor=anchor)
+        report = verify(files, anchor=anchor, marks=marks)
     else:
         older = {path: blob_ids[path] for path in days if path < since.file}
         if older != since.older:
@@ -62,7 +64,7 @@ def verify_since(
             )
         newer = [path for path in sorted(blob_ids) if path not in older]
         files = dict(read(newer))
-        report = verify(files, anchor=anchor, start=since.file_start)
+        report = verify(files, anchor=anchor, start=since.file_start, marks=marks)
         head = b'{"seq":%d,' % since.seq
         line = next((x for x in files.get(since.file, b"").split(b"\n") if x.startswith(head)), None)
         if line is None or line_hash(line) != since.hash:

@@ -6,8 +6,9 @@ the same way. :func:`applied`, :func:`stalled` and :func:`failed` say what each 
 :func:`commit_status` is the one tail for all three:
 
 1. settle the webhook outbox, append the outcome's events to the audit log — only to a log the
-   verify step checked: nothing is ever appended to a broken or unread chain — and queue the
-   messages for the events newly logged;
+   verify step checked: nothing is ever appended to a broken or unread chain — sign the new head
+   with the controller key (:mod:`controller.audit.heads`) and queue the messages for the events
+   newly logged;
 2. ``state.json`` with the audit anchor and the idle mark and, when something changed, the status
    pages and receipts;
 3. one state-branch commit, one push (with the desired state that moved, when applied), then
@@ -20,11 +21,14 @@ so a rerun after ``kill -9`` between any two of these writes ends identical and 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from controller.audit.chain import added_keys, append
+from controller.audit.chain import added_keys, append, head
 from controller.audit.events import AuditEvent, AuditKind, event_key
+from controller.audit.heads import head_files
 from controller.delivery.prune import Push, remove_stale
 from controller.notify.outbox import OutboxEntry
 from controller.reconcile.context import ReconcileContext
@@ -39,9 +43,15 @@ from controller.reconcile.stall import accepted_fleet, stall_record
 from controller.reconcile.statebranch import changed_files, dump, write_state
 from controller.state.layout import META_FILE, device_file, rollout_file
 from controller.state.model import IdleMark
+from fleetcd.errors import InvalidContent
 from fleetcd.git.remote import push
 from fleetcd.git.repo import Oid
-from fleetcd.models import Fleet
+from fleetcd.loading.documents import load_document
+from fleetcd.models import Fleet, TrustRoot
+from fleetcd.trust.gpg import Signer
+
+log = logging.getLogger(__name__)
+_ROOT_PATH = re.compile(r"^trust/root/([1-9][0-9]{0,5})\.yaml$")
 
 
 @dataclass
@@ -178,6 +188,7 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
     if notify:
         changes.update(queue_outbox(entries, events, snapshot.audit, audit, webhooks))
     changes.update(audit)
+    changes.update(_signed_head(ctx, audit))
     anchor = audit_fields(snapshot.audit, audit) if verified else {}
     meta = snapshot.meta.model_copy(update={**status.meta, **anchor})
     if changed_files(snapshot.files, changes) or meta != snapshot.meta:
@@ -212,6 +223,52 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
         settings.checkpoint("notified")
     if status.mark is not None:
         remember(settings.source.mirror, head, status.mark)
+
+
+def _signed_head(ctx: ReconcileContext, appended: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The signed head over the lines just appended: one gpg signature per appending reconcile.
+
+    The key is the one this reconcile signs with (the trust root's first controller key whose
+    secret the controller holds); a stall before the trust root loaded takes the newest trust-root
+    version on main that names a key it holds. None held: the head stays unsigned and
+    ``fleetcd audit verify`` says so until a reconcile that holds a key appends again.
+    """
+    if not appended:
+        return {}
+    seq, line = head(appended)
+    with Signer(ctx.settings.gnupghome) as signer:
+        available = signer.secret_fingerprints()
+        key = _controller_key(ctx, available)
+        if key is None:
+            log.error("audit head seq %d left unsigned: no controller key in the keyring", seq)
+            return {}
+        return head_files(seq, line, max(appended), ctx.now, lambda data: signer.sign_detached(data, key))
+
+
+def _controller_key(ctx: ReconcileContext, available: list[str]) -> str | None:
+    if ctx.fleet_ctx is not None:
+        return ctx.fleet_ctx.signing_key(available)
+    for keys in reversed(listed_controller_keys(ctx.files)):
+        for fingerprint in keys:
+            if fingerprint in available:
+                return fingerprint
+    return None
+
+
+def listed_controller_keys(files: Mapping[str, bytes]) -> list[list[str]]:
+    """The controller fingerprints each parseable ``trust/root/<N>.yaml`` lists, by version (unverified:
+    only to choose a key; ``audit verify`` checks the signature against the verified chain)."""
+    found: list[tuple[int, list[str]]] = []
+    for path, raw in files.items():
+        match = _ROOT_PATH.fullmatch(path)
+        if match is None:
+            continue
+        try:
+            root = load_document(path, raw, TrustRoot).model
+        except InvalidContent:
+            continue
+        found.append((int(match[1]), [key.fingerprint for key in root.controller]))
+    return [keys for _, keys in sorted(found)]
 
 
 def _after_prune(listed: Mapping[str, Oid], desired: Delivered) -> dict[str, Oid]:
