@@ -378,9 +378,17 @@ DEMO_FAILURE = (
 
 
 def demo_record(
-    device_id: str, generation: int, version: str, wave: int, reports: Sequence[tuple[str, str]], at: datetime
+    device_id: str,
+    generation: int,
+    version: str,
+    wave: int,
+    reports: Sequence[tuple[str, str]],
+    at: datetime,
+    action: Action | None = None,
 ) -> DeploymentRecord:
-    action = Action.ROLLBACK if generation == 2 and version == "1.0.0" else Action.DEPLOY
+    """A navstack record; generation 2's 1.0.0 is the halt's rollback unless ``action`` says."""
+    if action is None:
+        action = Action.ROLLBACK if generation == 2 and version == "1.0.0" else Action.DEPLOY
     rec = new_deployment(
         rollout="navstack", generation=generation, device=device_id, app="navstack", version=version,
         release_sha256=SHA, wave=wave, action=action, target_status=TargetStatus.DEPLOYED, at=at,
@@ -520,3 +528,52 @@ def test_a_long_failure_message_is_never_cut_mid_word() -> None:
 def test_shorten_cuts_at_a_word_and_marks_the_cut(text: str, shown: str) -> None:
     assert shorten(text) == shown
     assert len(shorten(text)) <= 80
+
+
+def unchanged_fleet() -> Fleet:
+    """The demo's last rollout: generation 2 of navstack 1.0.0 completed, and amr-tyo-02, already on
+    1.0.0 with the config it should run, kept its generation-1 record (no new deployment)."""
+    fleet = demo_halt_fleet(RolloutPhase.COMPLETED)
+    rollout = fleet.rollouts[0]
+    fleet.rollouts[0] = rollout.model_copy(update={"version": "1.0.0", "halt_policy": None, "reason": None})
+    for device_id, file in fleet.files.items():
+        gen1 = file.records[:1]
+        if device_id != "amr-tyo-02":
+            again = demo_record(device_id, 2, "1.0.0", 0, [("deployed", "")], NOW, Action.DEPLOY)
+            gen1 += (again,)
+        fleet.files[device_id] = file.model_copy(update={"records": gen1})
+    return fleet
+
+
+def view_with_configs(fleet: Fleet, config: str | None) -> FleetView:
+    return build_view(
+        fleet.rollouts,
+        fleet.files,
+        fleet.cohorts,
+        fleet.devices,
+        NOW,
+        COMMIT,
+        config_of=lambda app, d: config,
+    )
+
+
+def test_a_robot_that_already_runs_the_release_counts_as_succeeded_like_the_controller_counts_it() -> None:
+    fleet = unchanged_fleet()
+    view = view_with_configs(fleet, None)  # demo_record writes no config: none applies
+    canary = view.rollouts[0].waves[1]
+    assert canary.counts[RobotState.SUCCEEDED] == 2 and canary.counts[RobotState.QUEUED] == 0
+    tyo = next(r for r in canary.robots if r.device == "amr-tyo-02")
+    assert (tyo.status, tyo.running) == ("deployed, unchanged since generation 1", "1.0.0")
+    md = render_status_md(view)
+    assert md_row(md, "amr-tyo-02")[2:4] == ["deployed, unchanged since generation 1", "1.0.0"]
+    assert "queued" not in md
+
+
+def test_a_robot_whose_config_changed_is_not_counted_as_already_current() -> None:
+    fleet = unchanged_fleet()
+    canary = view_with_configs(fleet, "c" * 64).rollouts[0].waves[1]
+    assert canary.counts[RobotState.QUEUED] == 1, "it needs a deployment with the new config"
+    halted = unchanged_fleet()
+    halted.rollouts[0] = halted.rollouts[0].model_copy(update={"phase": RolloutPhase.HALTED})
+    assert view_with_configs(halted, "c" * 64).rollouts[0].waves[1].counts[RobotState.NOT_DISPATCHED] == 1
+    assert view_with_configs(halted, None).rollouts[0].waves[1].counts[RobotState.SUCCEEDED] == 2

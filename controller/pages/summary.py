@@ -13,11 +13,18 @@ always add up to the same robots.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.records.model import Action, Connectivity, DeploymentRecord, Outcome, outcome
+from controller.records.model import (
+    Action,
+    Connectivity,
+    DeploymentRecord,
+    Outcome,
+    TargetStatus,
+    outcome,
+)
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
@@ -258,8 +265,38 @@ def _latest(records: Sequence[DeploymentRecord], wave: int) -> DeploymentRecord 
     return max(own, key=lambda r: (r.created_at, r.updated_at), default=None)
 
 
+ConfigOf = Callable[[str, str], str | None]  # (app, device) -> the merged config sha256 it should run
+
+
+def carried(
+    records: Sequence[DeploymentRecord], rollout: RolloutState, device: str, config_of: ConfigOf | None
+) -> DeploymentRecord | None:
+    """The earlier generation's record a robot keeps because it already runs this generation's
+    release with the config it should run now (the engine's ledger rule: no new deployment, the
+    wave counts it as succeeded); None without ``config_of`` or when the robot needs a deployment."""
+    earlier = [
+        r
+        for r in records
+        if r.rollout == rollout.name
+        and r.generation < rollout.generation
+        and r.target_status is not TargetStatus.ARCHIVED
+    ]
+    held = max(earlier, key=lambda r: (r.generation, r.created_at, r.id), default=None)
+    if held is None or config_of is None or held.release_sha256 != rollout.release_sha256:
+        return None
+    if outcome(held) is not Outcome.SUCCEEDED or held.config_sha256 != config_of(rollout.app, device):
+        return None
+    return held
+
+
 def _robot(
-    device: str, wave: int, wave_name: str, rollout: RolloutState, files: Mapping[str, DeviceFile], site: str
+    device: str,
+    wave: int,
+    wave_name: str,
+    rollout: RolloutState,
+    files: Mapping[str, DeviceFile],
+    site: str,
+    config_of: ConfigOf | None = None,
 ) -> RobotView:
     file = files.get(device)
     records = (
@@ -268,13 +305,18 @@ def _robot(
         else [r for r in file.records if r.rollout == rollout.name and r.generation == rollout.generation]
     )
     record = _latest(records, wave)
+    status = "not dispatched" if record is None else record.status.value
+    if record is None and file is not None:
+        record = carried(file.records, rollout, device, config_of)
+        if record is not None:
+            status = f"{record.status.value}, unchanged since generation {record.generation}"
     conn = Connectivity.UNKNOWN if file is None else file.state.connectivity
     message = record.events[-1].message if record is not None and record.events else ""
     return RobotView(
         device=device,
         site=site,
         state=robot_state(record, conn, halted=rollout.phase in _STOPPED_PHASES),
-        status="not dispatched" if record is None else record.status.value,
+        status=status,
         version=None if record is None else record.version,
         last_seen=None if file is None else file.state.last_seen,
         connectivity=conn,
@@ -311,6 +353,7 @@ def _rollout_view(
     memberships: Mapping[str, tuple[str, ...]],
     cohorts: Mapping[str, Cohort],
     devices: Mapping[str, Device],
+    config_of: ConfigOf | None = None,
 ) -> RolloutView:
     waves: list[WaveView] = []
     seen: dict[str, RobotView] = {}
@@ -320,7 +363,8 @@ def _rollout_view(
             device = devices.get(device_id)
             if device is not None and device.decommissioned:
                 continue  # decommissioned robots are out of every count
-            robot = _robot(device_id, wave.index, wave.name, rollout, files, device.site if device else "?")
+            site = device.site if device else "?"
+            robot = _robot(device_id, wave.index, wave.name, rollout, files, site, config_of)
             robots.append(robot)
             seen[device_id] = robot  # a later (e.g. rollback) wave's view of a robot wins
         waves.append(
@@ -387,16 +431,19 @@ def build_view(
     fleet: str | None = None,
     withdrawals: Mapping[tuple[str, str], str] | None = None,
     description: str = "",
+    config_of: ConfigOf | None = None,
 ) -> FleetView:
     """Everything the status pages show, from the state about to be committed (pure);
-    ``withdrawals`` maps each withdrawn (app, version) to its reason."""
+    ``withdrawals`` maps each withdrawn (app, version) to its reason; ``config_of(app, device)`` is
+    the merged config sha256 the robot should run (a robot already running the release with it
+    keeps its earlier generation's record, as the controller counts it)."""
     member_of: dict[str, list[str]] = {}
     for name in sorted(cohorts):
         for device_id in cohort_members(cohorts[name], devices):
             member_of.setdefault(device_id, []).append(name)
     memberships = {d: tuple(names) for d, names in member_of.items()}
     views = tuple(
-        _rollout_view(r, device_files, memberships, cohorts, devices)
+        _rollout_view(r, device_files, memberships, cohorts, devices, config_of)
         for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name))
     )
     withdrawn = tuple(

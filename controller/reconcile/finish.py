@@ -47,6 +47,7 @@ def pages_and_receipts(
         fleet=ctx.fleet.name,
         withdrawals=withdrawals,
         description=ctx.fleet.description,
+        config_of=lambda app, device: ctx.device_config(app, device).sha256,
     )
     out: dict[str, bytes | None] = {
         STATUS_MD: render_status_md(view).encode("utf-8"),
