@@ -166,7 +166,7 @@ def agent_yaml(**fields: object) -> dict[str, object]:
         "kind": "AgentConfig",
         "device": "robot-1",
         "remote": {"url": "file:///srv/fleet.git"},
-        "trust": {"keys_dir": "/etc/fleetcd/keys", "controller": ["A" * 40], "release_signers": ["B" * 40]},
+        "trust": {"keys_dir": "/etc/fleetcd/keys", "root": {"keys": ["A" * 40]}},
         **fields,
     }
 
