@@ -42,6 +42,7 @@ class FileKind(StrEnum):
     TRUST_ROOT = "TrustRoot"
     TRUST_ROOT_SIGNATURE = "trust-root-signature"
     WITHDRAWAL = "Withdrawal"
+    WITHDRAWAL_APPROVAL = "withdrawal-approval"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ _PATTERNS: list[tuple[re.Pattern[str], FileKind]] = [
     (re.compile(rf"configs/(?P<name>{_NAME})/(?P<stem>{_NAME})\.yaml"), FileKind.CONFIG),
     (re.compile(rf"keys/(?P<name>{_NAME})\.asc"), FileKind.KEY),
     (re.compile(rf"withdrawals/(?P<name>{_NAME})/(?P<version>[^/]+)\.yaml"), FileKind.WITHDRAWAL),
+    (
+        re.compile(rf"withdrawals/(?P<name>{_NAME})/(?P<version>[^/]+)\.yaml\.d/(?P<fpr>{_FPR})\.asc"),
+        FileKind.WITHDRAWAL_APPROVAL,
+    ),
     (re.compile(r"trust/root/(?P<version>[1-9][0-9]{0,6})\.yaml"), FileKind.TRUST_ROOT),
     (
         re.compile(rf"trust/root/(?P<version>[1-9][0-9]{{0,6}})\.yaml\.d/(?P<fpr>{_FPR})\.asc"),
@@ -120,6 +125,11 @@ def release_signature_path(app: str, version: str, fingerprint: str) -> str:
 
 def withdrawal_path(app: str, version: str) -> str:
     return f"withdrawals/{app}/{version}.yaml"
+
+
+def withdrawal_approval_path(app: str, version: str, fingerprint: str) -> str:
+    """An approver's signature over the withdrawal (:func:`fleetcd.trust.approval.withdrawal_payload`)."""
+    return f"{withdrawal_path(app, version)}.d/{fingerprint}.asc"
 
 
 def rollout_path(name: str) -> str:

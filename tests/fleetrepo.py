@@ -38,10 +38,11 @@ from fleetcd.layout import (
     rollout_path,
     trust_root_path,
     trust_root_signature_path,
+    withdrawal_path,
 )
 from fleetcd.loading.snapshot import read_directory
 from fleetcd.loading.strict_yaml import parse_strict
-from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.approval import approval_payload, withdrawal_payload
 from fleetcd.validation import ValidationResult, validate_snapshot
 from fleetcd.validation.worktree import validate_work_tree
 from tests.gpgkeys import GpgKey, KeyFactory
@@ -104,7 +105,7 @@ class FleetRepoBuilder:
         self.docs: dict[str, dict[str, Any]] = {}  # repository path -> document
         self.raw: dict[str, bytes] = {}  # repository path -> exact bytes (keys, hand-made files)
         self.signers_of: dict[str, list[GpgKey]] = {}  # release path -> who signs it on write()
-        self.approvers_of: dict[str, list[GpgKey]] = {}  # rollout path -> who approves it on write()
+        self.approvers_of: dict[str, list[GpgKey]] = {}  # rollout/withdrawal path -> approvers on write()
         self.release_signers: list[GpgKey] = []
         self.approver_keys: list[GpgKey] = []
         self.fleet = self.docs["fleet.yaml"] = {"apiVersion": API, "kind": "Fleet", "name": name}
@@ -286,9 +287,25 @@ class FleetRepoBuilder:
         self.raw[path] = content.encode() if isinstance(content, str) else content
 
     def remove(self, path: str) -> None:
+        """Delete a document, and the signatures next to it (``<path>.d/``) with it."""
         self.docs.pop(path, None)
         self.raw.pop(path, None)
         (self.root / path).unlink(missing_ok=True)
+        folder = self.root / f"{path}.d"
+        if folder.is_dir():
+            for signature in folder.iterdir():
+                signature.unlink()
+            folder.rmdir()
+
+    def withdrawal(
+        self, app: str, version: str, reason: str, *, approvers: Iterable[GpgKey] | None = None
+    ) -> dict[str, Any]:
+        """A withdrawal; approved on write() by ``approvers`` (None: every fleet approver; [] nobody)."""
+        path = withdrawal_path(app, version)
+        if approvers is not None:
+            self.approvers_of[path] = list(approvers)
+        doc = {"apiVersion": API, "kind": "Withdrawal", "app": app, "version": version, "reason": reason}
+        return self._put(path, doc)
 
     def _put(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
         self.docs[path] = doc
@@ -340,6 +357,9 @@ class FleetRepoBuilder:
             if doc.get("kind") == "Rollout":
                 for key in self.approvers_of.get(path, self.approver_keys):
                     self.approve(doc["name"], key)
+            elif doc.get("kind") == "Withdrawal":
+                for key in self.approvers_of.get(path, self.approver_keys):
+                    self.approve_withdrawal(path, key)
 
     def sign_release(self, app: str, version: str, key: GpgKey, *, data: bytes | None = None) -> str:
         """Sign the release file as written (or ``data``); returns the signature's path."""
@@ -368,6 +388,19 @@ class FleetRepoBuilder:
         path = approval_path(rollout, as_fingerprint or key.fingerprint)
         self._write(path, signature)
         return path
+
+    def approve_withdrawal(self, path: str, key: GpgKey) -> str:
+        """Approve the withdrawal file ``path`` as written; returns the approval's path."""
+        assert self.keys is not None, "approving needs FleetRepoBuilder(..., keys=shared_keys())"
+        data = parse_strict(self.read(path), path).data
+        rel = release_path(data["app"], data["version"])
+        release = self.root / rel
+        payload = withdrawal_payload(
+            path, self.read(path), rel, release.read_bytes() if release.exists() else b""
+        )
+        target = f"{path}.d/{key.fingerprint}.asc"
+        self._write(target, self.keys.sign(payload, key))
+        return target
 
     def _write(self, path: str, data: bytes) -> None:
         target = self.root / path

@@ -5,6 +5,10 @@ The scenario fleet runs nav 1.0.0; nav 1.1.0 reaches staging (stg-1); then a com
 rollout stalls with ``release_withdrawn``, ``fleetcd get releases`` / ``get release`` and the status
 pages say it is withdrawn and that stg-1 still runs it. A halt never rolls robots back to a
 withdrawn release, and ``fleetcd deploy`` refuses to start a rollout of one.
+
+A withdrawal is in force only with the approvals of the fleet's approvers (the strictest stage's
+threshold, 2 here): an unapproved, stale or revoked-approver withdrawal stops nothing, and the
+audit log says why.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from controller.cli import build
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
 from fleetcd.layout import withdrawal_path
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
 from tests.sim.world import (
     CANARY,
     PRODUCTION,
@@ -45,9 +49,16 @@ def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return code, captured.out, captured.err
 
 
-def withdraw(world: ControllerWorld, app: str, version: str, reason: str = REASON) -> None:
-    doc = {"apiVersion": "fleetcd.dev/v1", "kind": "Withdrawal", "app": app, "version": version}
-    world.fleet.docs[withdrawal_path(app, version)] = {**doc, "reason": reason}
+def withdraw(
+    world: ControllerWorld,
+    app: str,
+    version: str,
+    reason: str = REASON,
+    *,
+    approvers: list[GpgKey] | None = None,
+) -> None:
+    """Withdraw on the next merge; approved by every fleet approver unless ``approvers`` says who."""
+    world.fleet.withdrawal(app, version, reason, approvers=approvers)
 
 
 def _first_done(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
@@ -201,7 +212,9 @@ def test_fleetcd_withdraw_commits_the_file_and_the_controller_stalls_the_rollout
     repo = ["--repo", str(world.fleet.root)]
     code, out, err = fleetcd(capsys, "withdraw", "nav@1.1.0", "--reason", "bricks\nthe lidar", *repo, *author)
     assert code == 0, err
-    assert "Withdraw nav 1.1.0" in out and "rollouts naming it stall (release_withdrawn): nav." in out
+    assert "Withdraw nav 1.1.0" in out and "stall (release_withdrawn): nav." in " ".join(out.split())
+    assert "once 2 approvers have signed it" in " ".join(out.split())
+    assert "APPROVALS NEEDED: 0 of 2" in err and "fleetcd approve withdrawals/nav/1.1.0.yaml" in err
     text = (world.fleet.root / "withdrawals/nav/1.1.0.yaml").read_text()
     assert 'reason: "bricks the lidar"' in text, "one line, quoted"
     assert world.fleet.git("status", "--porcelain") == ""
@@ -211,5 +224,117 @@ def test_fleetcd_withdraw_commits_the_file_and_the_controller_stalls_the_rollout
     assert code != 0 and "withdrawals/nav/7.0.0.yaml" in err and "does not exist" in err
     world.fleet.git("push", "-q", str(world.server), "main")
     world.reconcile()
+    assert world.state().rollouts["nav"].phase is RolloutPhase.PROGRESSING, "not approved yet"
+    assert _versions(world, "stg-1") == ["1.1.0"]
+    path = str(world.fleet.root / "withdrawals/nav/1.1.0.yaml")
+    code, out, err = fleetcd(capsys, "approve", path, "--all-approvers", "--gnupghome", str(keys.home), *repo)
+    assert code == 0, err
+    assert sorted(out.split()) == sorted(
+        ["approved:", "approved:"]
+        + [f"withdrawals/nav/1.1.0.yaml.d/{keys.key(n).fingerprint}.asc" for n in ("alice", "bob")]
+    )
+    world.fleet.git("add", "-A")
+    world.fleet.git("commit", "-q", "-m", "Approve withdrawing nav 1.1.0")
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.reconcile()
     assert world.state().rollouts["nav"].phase is RolloutPhase.STALLED
-    assert _versions(world, "stg-1") == ["1.0.0"]
+
+
+def _ignored(world: ControllerWorld) -> list[dict[str, Any]]:
+    return [
+        line["event"] for line in audit_lines(world.state()) if line["event"]["kind"] == "withdrawal_ignored"
+    ]
+
+
+def _staging_done_then_withdraw(world: ControllerWorld, **withdrawal: Any) -> None:
+    """1.1.0 deployed on staging; then a merge withdraws it; then staging's soak ends."""
+    _roll_out_1_1(world)
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    withdraw(world, "nav", "1.1.0", **withdrawal)
+    world.merge("withdraw nav 1.1.0")
+    world.clock.tick(120)
+    world.reconcile()
+
+
+def test_unapproved_withdrawal_does_not_stop_the_release(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    _staging_done_then_withdraw(world, approvers=[])
+    world.clock.tick(10)
+    world.reconcile()  # the same main again: logged once
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.PROGRESSING
+    assert world.wave("canary") is not WavePhase.PENDING, "canary started as if nothing was withdrawn"
+    for device in CANARY:
+        assert "1.1.0" in _versions(world, device)
+    (ignored,) = _ignored(world)
+    assert (ignored["reason"], ignored["data"]["path"]) == ("approval_missing", "withdrawals/nav/1.1.0.yaml")
+    assert "0 of 2 required approvals" in ignored["data"]["message"]
+    assert "Withdrawn" not in state.files["STATUS.md"].decode()
+
+
+def test_approved_withdrawal_stops_new_deployments(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    _staging_done_then_withdraw(world, approvers=[keys.key("alice")])  # 1 of 2: not yet
+    assert world.state().rollouts["nav"].phase is RolloutPhase.PROGRESSING
+    world.fleet.approve_withdrawal(withdrawal_path("nav", "1.1.0"), keys.key("bob"))
+    world.fleet.approvers_of[withdrawal_path("nav", "1.1.0")] = world.fleet.approver_keys
+    world.merge("bob approves withdrawing nav 1.1.0")
+    world.reconcile()
+    state = world.state()
+    assert (state.rollouts["nav"].phase, state.rollouts["nav"].reason) == (
+        RolloutPhase.STALLED,
+        "release_withdrawn",
+    )
+    dispatched = [d for d in CANARY + PRODUCTION if "1.1.0" in _versions(world, d)]
+    world.clock.tick(3600)
+    world.reconcile()
+    assert [d for d in CANARY + PRODUCTION if "1.1.0" in _versions(world, d)] == dispatched
+    assert [d for d in PRODUCTION if "1.1.0" in _versions(world, d)] == [], "no new wave after approval"
+    assert [e["reason"] for e in _ignored(world)] == ["approval_missing"], (
+        "only the commit short of approvals"
+    )
+
+
+def test_withdrawal_edited_after_approval_is_stale(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    withdraw(world, "nav", "1.0.0", "leaks the site's Wi-Fi credentials into its logs")
+    world.merge("withdraw nav 1.0.0")
+    world.reconcile()
+    path = withdrawal_path("nav", "1.0.0")
+    world.fleet.approvers_of[path] = []  # the approvals on disk stay as they are, over the old text
+    world.fleet.docs[path]["reason"] = "harmless after all"
+    world.merge("soften the withdrawal of nav 1.0.0")
+    world.reconcile()
+    (ignored,) = _ignored(world)
+    assert (ignored["reason"], ignored["data"]["path"]) == ("approval_stale", path)
+    # Not in force: a halt of the next rollout rolls robots back to 1.0.0 again.
+    _roll_out_1_1(world)
+    pass_wave(world, STAGING, "staging")
+    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
+    world.report_all(["can-2", "can-3"], "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.ROLLING_BACK
+    assert "stg-1" in state.rollouts["nav"].rolled_back_devices
+    assert "rollback" in [d.action for d in world.sim.bundle("stg-1", world.clock.now).deployments]
+
+
+def test_withdrawal_approved_by_a_revoked_approver_is_refused(tmp_path: Path, keys: KeyFactory) -> None:
+    world = _first_done(tmp_path, keys)
+    carol = world.fleet.add_key_file(keys.key("carol")) or keys.key("carol")
+    world.fleet.approver_keys.append(carol)  # rollouts are approved by alice, bob and carol
+    world.fleet.rotate(approvers=world.fleet.key_refs(keys.key("alice"), carol))  # bob leaked
+    world.merge("Trust root version 2: revoke bob")
+    world.reconcile()
+    assert world.state().meta.trust_version == 2
+    _staging_done_then_withdraw(world, approvers=[keys.key("alice"), keys.key("bob")])
+    state = world.state()
+    assert state.rollouts["nav"].phase is RolloutPhase.PROGRESSING, "bob's approval no longer counts"
+    for device in CANARY:
+        assert "1.1.0" in _versions(world, device)
+    (ignored,) = _ignored(world)
+    assert ignored["reason"] == "approval_missing"
+    assert "1 of 2 required approvals verified (alice)" in ignored["data"]["message"]

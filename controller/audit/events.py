@@ -45,6 +45,9 @@ class AuditKind(StrEnum):
     # a root on the server's desired refs that the controller did not write or cannot trust (planted,
     # replayed, unreadable): it moved no serial and every robot's ref is written again; ``reason`` says why
     DESIRED_ROOT_IGNORED = "desired_root_ignored"
+    # a withdrawal on main without the approvals it needs (``reason`` approval_missing or
+    # approval_stale): it withdraws nothing; logged once per main commit that carries it
+    WITHDRAWAL_IGNORED = "withdrawal_ignored"
 
 
 def _utc(value: datetime) -> datetime:

@@ -1,4 +1,5 @@
-"""``fleetcd approve ROLLOUT_FILE``: an approver's signature over the rollout and its release."""
+"""``fleetcd approve FILE``: an approver's signature over a rollout (and its release and configs) or
+over a withdrawal (and the release it withdraws)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def approve_command(
     gnupghome: Path | None,
     repo: Path | None,
 ) -> None:
-    """Approve ROLLOUT_FILE (rollouts/<name>.yaml). Editing the rollout afterwards voids the approval."""
+    """Approve ROLLOUT_FILE: rollouts/<name>.yaml, or withdrawals/<app>/<version>.yaml (a withdrawal
+    is in force only once approved). Editing the file afterwards voids the approval."""
     if fingerprint and all_approvers:
         raise click.UsageError("--key and --all-approvers exclude each other")
     root = find_root(repo or rollout_file)

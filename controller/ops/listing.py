@@ -8,7 +8,7 @@ its bundles, runs on an expired one or sees two layouts of its desired ref says 
 returns JSON-ready rows; the matching ``*_COLUMNS`` say what the table shows. Release signatures
 go through the same threshold check as validation and the reconcile
 (:func:`fleetcd.trust.policy.check_release`), so "verified" here means exactly what it means to
-the controller. A release a withdrawal on main names says so (``withdrawn``, with the reason), and
+the controller. A release an approved withdrawal on main names says so (``withdrawn``, with the reason), and
 every release lists the robots whose reports say they run it (``running``): after a withdrawal,
 the robots still to move off it. ``get release APP VERSION`` shows one release with those robots.
 """
@@ -27,6 +27,7 @@ from fleetcd.models.base import parse_version
 from fleetcd.reports import StatusReport
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.policy import check_release
+from fleetcd.validation import withdrawals
 
 WAVE_MARKS = {WavePhase.PASSED: "✓", WavePhase.FAILED: "✗", WavePhase.PENDING: "…"}
 
@@ -260,16 +261,20 @@ def release_rows(
     running = running_releases(view)
     root = spec.trust_root
     if root is None:
-        return [_release_row(view, k, None, None, (), running) for k in keys]
+        return [_release_row(view, k, None, None, (), running, frozenset()) for k in keys]
     signers = root.release_signers
     names = {key.fingerprint: key.name for key in signers.keys}
     rows = []
     with keyring_factory(dict(spec.keys)) as keyring:
+        # Only an approved withdrawal withdraws anything (what the controller acts on).
+        in_force = withdrawals.check(spec, root, keyring).in_force
         for key in keys:
             entry = spec.releases[key]
             status = check_release(entry.doc.path, entry.doc.raw, entry.signatures, signers, keyring)
             verified = tuple(names.get(f, f) for f in status.verified)
-            rows.append(_release_row(view, key, len(status.verified), status.required, verified, running))
+            rows.append(
+                _release_row(view, key, len(status.verified), status.required, verified, running, in_force)
+            )
     return rows
 
 
@@ -290,9 +295,10 @@ def _release_row(
     required: int | None,
     signers: Sequence[str],
     running: Mapping[tuple[str, str], list[str]],
+    in_force: frozenset[tuple[str, str]],
 ) -> dict[str, Any]:
     ok = verified is not None and required is not None and verified >= required
-    withdrawal = view.spec.withdrawals.get(key)
+    withdrawal = view.spec.withdrawals.get(key) if key in in_force else None
     return {
         "app": key[0],
         "version": key[1],

@@ -35,7 +35,10 @@ nothing is new and nothing is due since the last reconcile, it returns at once (
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+
+from pydantic import JsonValue
 
 from controller.audit.chain import verify
 from controller.audit.events import AuditEvent, AuditKind
@@ -50,6 +53,7 @@ from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResul
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import fetch_all, open_mirror
+from controller.reconcile.stall import REASON_CHARS
 from controller.reconcile.statebranch import load_state
 from controller.reconcile.write import write
 from controller.records.model import DeviceState, connectivity
@@ -58,8 +62,9 @@ from fleetcd.errors import Diagnostic, InvalidContent, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
 from fleetcd.git.trees import read_tree
-from fleetcd.layout import FLEET_FILE, trust_root_path
+from fleetcd.layout import FLEET_FILE, FileKind, classify, trust_root_path
 from fleetcd.loading.fleetspec import load_spec
+from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import validate_snapshot
 
@@ -112,7 +117,24 @@ def load(ctx: ReconcileContext) -> StepResult:
             f"{path}: expires: trust root version {trust.version} expired at {trust.expires.isoformat()}"
         )
     ctx.fleet_ctx = FleetContext.of(validation.spec, validation.spec.fleet.model, trust)
+    if ctx.state.meta.last_processed_commit != ctx.main:
+        ctx.result.events.extend(_ignored_withdrawals(validation.warnings, ctx.main, ctx.now))
     return CONTINUE
+
+
+def _ignored_withdrawals(warnings: Iterable[Diagnostic], main: str, now: datetime) -> Iterator[AuditEvent]:
+    """One line per withdrawal main carries without its approvals: validation left it out of the
+    spec, so it withdraws nothing; the line says why, once per new main commit."""
+    for warning in warnings:
+        where = classify(warning.file)
+        if where is None or where.kind is not FileKind.WITHDRAWAL:
+            continue
+        if warning.reason not in (Reason.APPROVAL_MISSING, Reason.APPROVAL_STALE):
+            continue
+        data: dict[str, JsonValue] = {"path": warning.file, "message": warning.message[:REASON_CHARS]}
+        yield AuditEvent(
+            at=now, kind=AuditKind.WITHDRAWAL_IGNORED, commit=main, reason=warning.reason.value, data=data
+        )
 
 
 def ingest(ctx: ReconcileContext) -> StepResult:

@@ -54,7 +54,11 @@ class FleetSpec:
     keys: dict[str, bytes] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     trust_roots: dict[int, TrustRootEntry] = field(default_factory=dict)  # version -> entry
-    withdrawals: dict[tuple[str, str], Loaded[Withdrawal]] = field(default_factory=dict)  # (app, version)
+    # (app, version) -> the withdrawal. Loaded, every one is here; a validated spec
+    # (:func:`fleetcd.validation.validate_snapshot`) keeps only those its approvers signed.
+    withdrawals: dict[tuple[str, str], Loaded[Withdrawal]] = field(default_factory=dict)
+    # (app, version) -> 'withdrawals/<app>/<v>.yaml.d/<FPR>.asc' -> armored approver signature
+    withdrawal_approvals: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict)
     _config_sets: dict[str, ConfigSet] | None = field(default=None, repr=False, compare=False)
 
     def release(self, app: str, version: str) -> ReleaseEntry | None:
@@ -114,6 +118,8 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
             spec.keys[path] = raw
         elif where.kind is FileKind.TRUST_ROOT_SIGNATURE:
             root_signatures.setdefault(int(where.version), {})[path] = raw
+        elif where.kind is FileKind.WITHDRAWAL_APPROVAL:
+            spec.withdrawal_approvals.setdefault((where.name, where.version), {})[path] = raw
     _attach(spec, signatures, approvals, problems)
     for version, sigs in root_signatures.items():
         root = spec.trust_roots.get(version)
@@ -123,6 +129,12 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
             problems.extend(
                 Diagnostic(path, None, None, "signature for a trust-root version that does not exist")
                 for path in sigs
+            )
+    for (app, withdrawn), found in spec.withdrawal_approvals.items():
+        if f"withdrawals/{app}/{withdrawn}.yaml" not in files:
+            problems.extend(
+                Diagnostic(path, None, None, "approval for a withdrawal that does not exist")
+                for path in found
             )
     return spec, problems
 
@@ -215,6 +227,8 @@ def _unexpected(path: str) -> str:
         "configs": "configs/<app>/<default|cohort-NAME|device-ID>.yaml",
         "keys": "keys/<name>.asc",
         "trust": "trust/root/<version>.yaml or trust/root/<version>.yaml.d/<FINGERPRINT>.asc",
-        "withdrawals": "withdrawals/<app>/<version>.yaml",
+        "withdrawals": (
+            "withdrawals/<app>/<version>.yaml or withdrawals/<app>/<version>.yaml.d/<FINGERPRINT>.asc"
+        ),
     }.get(top, "a fleetcd document")
     return f"unexpected file here; expected {expected} (names: letters, digits, single . _ -)"

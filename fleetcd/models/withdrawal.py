@@ -6,9 +6,10 @@ automatic rollback — and rollouts naming it stall with the reason ``release_wi
 already running it keep running it and are listed by ``fleetcd get release APP VERSION`` and the
 status pages. Deleting the file (a commit) lifts the withdrawal.
 
-A withdrawal only ever withholds software, like ``paused``/``aborted`` on a rollout, so it needs no
-approver signatures: it is approved the way every change to main is (review, and the fleet's
-commit policy when one is set). Waiting for a signature quorum would delay the stop.
+A withdrawal is in force only once a threshold of the fleet's approvers signed it
+(``withdrawals/<app>/<version>.yaml.d/<FPR>.asc``, :mod:`fleetcd.validation.withdrawals`): it also
+removes the release as a rollback target, so whoever can commit to main must not be able to
+withdraw the stable release alone. An unapproved one withdraws nothing and is reported.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ gives it. Signatures cover:
   ``releases/<app>/<version>.yaml.d/<FPR>.asc``;
 * approval: :func:`fleetcd.trust.approval.approval_payload` (canonical rollout + release sha256 +
   the Merkle root of the app's ``configs/<app>/*.yaml`` files) →
-  ``approvals/<rollout>/<FPR>.asc``.
+  ``approvals/<rollout>/<FPR>.asc``;
+* withdrawal approval: :func:`fleetcd.trust.approval.withdrawal_payload` (the withdrawal's exact
+  bytes + the release's sha256) → ``withdrawals/<app>/<version>.yaml.d/<FPR>.asc``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 
 from fleetcd.desired.configset import app_config_files, config_root
 from fleetcd.errors import InvalidContent
-from fleetcd.layout import FileKind, approval_path, classify, release_path, release_signature_path
+from fleetcd.layout import FileKind, classify, release_path, release_signature_path
 from fleetcd.loading.documents import Loaded, load_document
-from fleetcd.models import Release, Rollout, TrustRoot
+from fleetcd.models import Release, Rollout, TrustRoot, Withdrawal
 from fleetcd.operator.repo import (
     KeyChoice,
     ensure_exists,
@@ -31,7 +33,7 @@ from fleetcd.operator.repo import (
     write_atomic,
 )
 from fleetcd.reasons import Reason
-from fleetcd.trust.approval import approval_payload
+from fleetcd.trust.approval import approval_payload, withdrawal_payload
 from fleetcd.trust.gpg import Signer
 
 
@@ -58,7 +60,11 @@ def load_release(repo: Path, rel: str) -> Loaded[Release]:
 def load_rollout(repo: Path, rel: str) -> Loaded[Rollout]:
     where = classify(rel)
     if where is None or where.kind is not FileKind.ROLLOUT:
-        raise InvalidContent.at(rel, "not a rollout file: rollouts/<name>.yaml expected")
+        raise InvalidContent.at(
+            rel,
+            "not a rollout or withdrawal file: rollouts/<name>.yaml or "
+            "withdrawals/<app>/<version>.yaml expected",
+        )
     doc = load_document(rel, read_file(repo, rel), Rollout)
     _matches(doc.path, doc.line("name"), "name", doc.model.name, where.name)
     return doc
@@ -78,22 +84,39 @@ def sign_release(repo: Path, release_file: Path, gnupghome: Path, fingerprint: s
 
 @dataclass(frozen=True)
 class ApprovalSubject:
-    """What an approver signs for one rollout: its name and the payload bytes."""
+    """What an approver signs for one rollout or withdrawal: the payload bytes, and the folder the
+    approvals go to (``approvals/<rollout>`` or ``withdrawals/<app>/<version>.yaml.d``)."""
 
-    rollout: str
+    folder: str
     payload: bytes
 
 
-def approval_subject(repo: Path, rollout_file: Path) -> ApprovalSubject:
-    """Load the rollout and the release it names (both must be valid) and build the payload."""
-    rollout = load_rollout(repo, relative(repo, rollout_file))
+def approval_subject(repo: Path, document: Path) -> ApprovalSubject:
+    """Load the rollout or withdrawal and the release it names (all must be valid); its payload."""
+    rel = relative(repo, document)
+    where = classify(rel)
+    if where is not None and where.kind is FileKind.WITHDRAWAL:
+        return _withdrawal_subject(repo, rel)
+    rollout = load_rollout(repo, rel)
     model = rollout.model
     release_rel = release_path(model.app, model.release)
     ensure_exists(repo, release_rel, rollout.path, rollout.line("release"), "release")
     release = load_release(repo, release_rel)
     configs = app_config_files(_config_files(repo, model.app), model.app)
     payload = approval_payload(model.name, rollout.data, release.path, release.raw, config_root(configs))
-    return ApprovalSubject(model.name, payload)
+    return ApprovalSubject(f"approvals/{model.name}", payload)
+
+
+def _withdrawal_subject(repo: Path, rel: str) -> ApprovalSubject:
+    doc = load_document(rel, read_file(repo, rel), Withdrawal)
+    where = classify(rel)
+    assert where is not None  # approval_subject
+    _matches(doc.path, doc.line("app"), "app", doc.model.app, where.name)
+    _matches(doc.path, doc.line("version"), "version", doc.model.version, where.version)
+    release_rel = release_path(doc.model.app, doc.model.version)
+    ensure_exists(repo, release_rel, doc.path, doc.line("version"), "version")
+    release = load_release(repo, release_rel)
+    return ApprovalSubject(f"{rel}.d", withdrawal_payload(rel, doc.raw, release.path, release.raw))
 
 
 def _config_files(repo: Path, app: str) -> dict[str, bytes]:
@@ -105,7 +128,7 @@ def _config_files(repo: Path, app: str) -> dict[str, bytes]:
 
 
 def approve_rollout(repo: Path, rollout_file: Path, gnupghome: Path, fingerprint: str | None = None) -> Path:
-    """Approve a rollout with one approver key; returns the approval file written."""
+    """Approve a rollout (or a withdrawal) with one approver key; returns the approval file written."""
     subject = approval_subject(repo, rollout_file)
     choice = approvers(load_trust_root(repo))
     with Signer(gnupghome) as signer:
@@ -128,7 +151,7 @@ def approve_rollout_all(repo: Path, rollout_file: Path, gnupghome: Path) -> list
 
 
 def _write_approval(repo: Path, subject: ApprovalSubject, fpr: str, signature: bytes) -> Path:
-    target = repo / approval_path(subject.rollout, fpr)
+    target = repo / subject.folder / f"{fpr}.asc"
     write_atomic(target, signature)
     return target
 

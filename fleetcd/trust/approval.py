@@ -9,6 +9,9 @@ Any edit to the rollout or to one of the app's config files voids its approvals,
 operational switches in :data:`fleetcd.models.rollout.OPERATIONAL_FIELDS` (``paused``, ``aborted``,
 ``promote``): stopping or promoting a rollout must never wait for reviewers. The canonical form is
 taken from the *parsed* document, so comments, key order and quoting style do not matter; values do.
+
+A withdrawal (``withdrawals/<app>/<version>.yaml``) is approved the same way, over
+:func:`withdrawal_payload`, with the signatures in ``withdrawals/<app>/<version>.yaml.d/<FPR>.asc``.
 """
 
 from __future__ import annotations
@@ -95,3 +98,23 @@ def _v1_lines(
         _line("release", release_path),
         _line("release-sha256", hashlib.sha256(release_bytes).hexdigest()),
     ]
+
+
+WITHDRAWAL_APPROVAL_DOMAIN = b"fleetcd-withdrawal-approval-v1\n"
+
+
+def withdrawal_payload(
+    withdrawal_path: str, withdrawal_bytes: bytes, release_path: str, release_bytes: bytes
+) -> bytes:
+    """The bytes an approver signs to put ``withdrawal_path`` in force: its exact bytes (an edit,
+    even to the reason, voids the approval) and the withdrawn release file's sha256, under a domain
+    line of their own so no rollout approval or release signature can be replayed as one."""
+    return b"".join(
+        [
+            WITHDRAWAL_APPROVAL_DOMAIN,
+            _line("withdrawal", withdrawal_path),
+            _line("withdrawal-sha256", hashlib.sha256(withdrawal_bytes).hexdigest()),
+            _line("release", release_path),
+            _line("release-sha256", hashlib.sha256(release_bytes).hexdigest()),
+        ]
+    )

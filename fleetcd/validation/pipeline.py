@@ -8,7 +8,8 @@ rollouts that silently do nothing (warnings), immutability against a base
 snapshot, reserved artifacts, signatures and approvals. Pure apart from gpg, which sits behind
 ``keyring_factory``. The trust checks (the trust-root chain, then signatures and approvals against
 its newest verified version) run whatever fleet.yaml holds; the artifact check needs fleet.yaml and is
-skipped when it is invalid; all others still run, so one broken file never hides the rest. With
+skipped when it is invalid; a withdrawal its approvers did not sign is left out of the returned spec;
+all others still run, so one broken file never hides the rest. With
 ``strict`` every warning becomes an error (``fleetcd validate --strict``).
 """
 
@@ -94,6 +95,11 @@ def validate_snapshot(
         found.extend(artifacts.check(ctx, spec.fleet.model))
     checked = trust.check(ctx, keyring_factory)
     found.extend(checked.diagnostics)
+    # An unapproved withdrawal withdraws nothing: downstream (controller, plan, pages) sees only
+    # those in force, and only their rollouts are warned about.
+    in_force = {key: doc for key, doc in spec.withdrawals.items() if key in checked.withdrawals_in_force}
+    spec = replace(spec, withdrawals=in_force)
+    found.extend(references.withdrawn_rollouts(Context(spec)))
     result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
     return result.promoted() if strict else result
 

@@ -1,8 +1,9 @@
 """Cross-file references: every name one document uses must exist, once.
 
 Checks rollout → release, rollout → cohorts/devices (targets and waves), cohort → devices, config →
-app/cohort/device, withdrawal → release (and warns about a rollout whose release is withdrawn: the
-controller stalls it), repeated names in lists, and names that differ only in letter case (they would
+app/cohort/device, withdrawal → release (and, once approvals are checked, :func:`withdrawn_rollouts`
+warns about a rollout whose release is withdrawn: the controller stalls it), repeated names in
+lists, and names that differ only in letter case (they would
 be one file on macOS and Windows checkouts). Unknown robots are errors, never silently dropped.
 Runs after loading; a referenced file that exists but failed to load was already reported, so it
 is not reported again as unknown.
@@ -68,6 +69,11 @@ def _withdrawals(ctx: Context) -> Iterator[Diagnostic]:
                 f"published versions: {known(versions)})",
                 Reason.UNKNOWN_REFERENCE,
             )
+
+
+def withdrawn_rollouts(ctx: Context) -> Iterator[Diagnostic]:
+    """A warning on every live rollout of a withdrawn release; run on a spec that holds only the
+    withdrawals in force (:func:`fleetcd.validation.validate_snapshot`)."""
     for name in sorted(ctx.spec.rollouts):
         rollout = ctx.spec.rollouts[name].doc
         model = rollout.model

@@ -6,7 +6,8 @@ one gpg-touching dependency of validation); which fingerprints count is decided 
 (``trust/root/<N>.yaml``, :mod:`fleetcd.trust.rootchain`). Every release must carry its signers'
 threshold; every live (not aborted) rollout needs ``approvals.required(stage)`` of the trust root distinct
 approvers over :func:`fleetcd.trust.approval.approval_payload`, where the stage is the highest one
-it touches (:func:`fleetcd.planning.selection.rollout_stage`). gpg is started only when there is
+it touches (:func:`fleetcd.planning.selection.rollout_stage`); withdrawals are in force only with
+their approvals (:mod:`fleetcd.validation.withdrawals`). gpg is started only when there is
 something to verify.
 """
 
@@ -33,6 +34,7 @@ from fleetcd.trust.rootchain import (
     verify_next,
     verify_self_signed,
 )
+from fleetcd.validation import withdrawals
 from fleetcd.validation.context import Context
 
 
@@ -53,6 +55,8 @@ class TrustCheck:
 
     trusted: TrustedRoot | None
     diagnostics: tuple[Diagnostic, ...]
+    # (app, version) of every withdrawal its approvers signed (:mod:`fleetcd.validation.withdrawals`)
+    withdrawals_in_force: frozenset[tuple[str, str]] = frozenset()
 
 
 def check(ctx: Context, keyring_factory: KeyringFactory) -> TrustCheck:
@@ -61,14 +65,18 @@ def check(ctx: Context, keyring_factory: KeyringFactory) -> TrustCheck:
         return TrustCheck(None, tuple(_missing_root(ctx.spec)))
     keyring, key_problems = _open_keyring(ctx.spec.keys, keyring_factory)
     found: list[Diagnostic] = list(key_problems)
+    in_force: frozenset[tuple[str, str]] = frozenset()
     try:
         trusted, problems = verify_chain(ctx.spec, keyring)
         found += problems
         if trusted is not None:
             found += _signatures(ctx, trusted.model, keyring)
+            checked = withdrawals.check(ctx.spec, trusted.model, keyring)
+            found += checked.diagnostics
+            in_force = checked.in_force
     finally:
         keyring.close()
-    return TrustCheck(trusted, tuple(found))
+    return TrustCheck(trusted, tuple(found), in_force)
 
 
 def _signatures(ctx: Context, root: TrustRoot, keyring: VerifyingKeyring) -> Iterator[Diagnostic]:
