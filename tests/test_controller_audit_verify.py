@@ -22,6 +22,7 @@ from controller.audit.events import AuditEvent
 from controller.audit.heads import HEADS_DIR, head_document, head_path
 from controller.cli import build
 from controller.reconcile.idle import audit_fields
+from controller.reconcile.steps import reconcile_once
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta
 from fleetcd.cli.main import run
@@ -275,3 +276,22 @@ def test_heads_signed_before_a_controller_key_rotation_still_verify(
     assert signers[0] == old.fingerprint and signers[-1] == k2.fingerprint
     code, out = audit_verify(world, capsys)
     assert code == 0 and out["heads_checked"] == len(by_seq) and out["signed_seq"] == out["seq"]
+
+
+def test_a_stall_before_the_trust_root_loaded_still_signs_its_audit_line(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    world.fleet.write()
+    (world.fleet.root / "fleet.yaml").write_bytes(b"apiVersion: [unclosed\n")
+    world.fleet.git("add", "-A")
+    world.fleet.git("commit", "-q", "-m", "Break fleet.yaml")
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.clock.tick(60)
+    assert reconcile_once(world.settings).stalled is not None
+
+    log = day_files(world)
+    assert b'"kind":"stalled"' in log[max(log)]
+    code, out = audit_verify(world, capsys)
+    assert code == 0 and out["signed_seq"] == out["seq"] == head(log)[0]
