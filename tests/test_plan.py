@@ -682,3 +682,18 @@ def test_plan_at_a_time_without_a_zone_is_refused(tmp_path: Path) -> None:
     assert "names no zone" in result.stderr
     shown = run_plan("--repo", str(tmp_path), "--at", "2026-12-06T13:00Z")
     assert "could start: 2026-12-06 13:00Z, no robot has a window" in shown.stdout, shown.stderr
+
+
+def test_plan_of_the_pull_request_approving_a_withdrawal_says_it_is_withdrawn(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    b = FleetRepoBuilder(tmp_path, keys=keys).standard()
+    b.withdrawal("nav", "1.0.0", "leaks credentials", approvers=[])
+    b.git_init()
+    b.commit("withdraw nav 1.0.0 (not approved: withdraws nothing)")
+    b.approvers_of.pop("withdrawals/nav/1.0.0.yaml")
+    b.commit("approve withdrawing nav 1.0.0")
+    result = run_plan("--repo", str(tmp_path), "--base", "HEAD~1")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "release 1.0.0 withdrawn" in result.stdout
+    assert run_plan("--repo", str(tmp_path), "--base", "HEAD").returncode == 0

@@ -20,7 +20,7 @@ import click
 
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.compat import UTC
-from fleetcd.errors import Diagnostic
+from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.git.trees import open_repository, resolve_commit
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.loading.snapshot import read_directory
@@ -39,6 +39,7 @@ from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload
 from fleetcd.trust.gpg import Keyring, VerifyResult
 from fleetcd.trust.policy import check_approvals, check_release
+from fleetcd.validation import withdrawals
 from fleetcd.validation.pipeline import validate_snapshot
 from fleetcd.validation.worktree import read_base
 
@@ -120,7 +121,7 @@ def plan_command(ctx: click.Context, repo: Path, base_ref: str | None, fmt: str,
         _report(result.diagnostics, blocking)
         if blocking:
             ctx.exit(int(Exit.INVALID))
-        base_spec = load_spec(base_files)[0] if base_files is not None else None
+        base_spec = _base_spec(base_files, keyring) if base_files is not None else None
         plan = build_plan(result.spec, base_spec, base_label)
         plan = attach_trust(plan, trust_facts(result.spec, plan, keyring))
         plan = attach_schedule(plan, result.spec, at)
@@ -138,6 +139,20 @@ def _instant(text: str) -> datetime:
     if at.tzinfo is None:
         raise click.BadParameter(f"{text!r} names no zone (add Z or +HH:MM)", param_hint="--at")
     return at.astimezone(UTC)
+
+
+def _base_spec(files: Mapping[str, bytes], keyring: _CachedKeyring) -> FleetSpec:
+    """The base as the controller saw it: only its approved withdrawals withdraw anything, so a
+    pull request that adds the approvals shows the release withdrawn."""
+    spec = load_spec(files)[0]
+    root = spec.trust_root
+    if root is None or not spec.withdrawals:
+        return withdrawals.approved_only(spec, frozenset())
+    try:
+        verifier = keyring.factory(spec.keys)
+    except InvalidContent:
+        return withdrawals.approved_only(spec, frozenset())  # the base's key files do not load
+    return withdrawals.approved_only(spec, withdrawals.check(spec, root, verifier).in_force)
 
 
 def trust_facts(spec: FleetSpec, plan: Plan, keyring: _CachedKeyring) -> TrustFacts:

@@ -32,6 +32,7 @@ from fleetcd.validation import (
     references,
     requires,
     trust,
+    withdrawals,
 )
 from fleetcd.validation.context import Context
 from fleetcd.validation.trust import KeyringFactory
@@ -97,8 +98,7 @@ def validate_snapshot(
     found.extend(checked.diagnostics)
     # An unapproved withdrawal withdraws nothing: downstream (controller, plan, pages) sees only
     # those in force, and only their rollouts are warned about.
-    in_force = {key: doc for key, doc in spec.withdrawals.items() if key in checked.withdrawals_in_force}
-    spec = replace(spec, withdrawals=in_force)
+    spec = withdrawals.approved_only(spec, checked.withdrawals_in_force)
     found.extend(references.withdrawn_rollouts(Context(spec)))
     result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
     return result.promoted() if strict else result

@@ -23,7 +23,7 @@ would block rollbacks too.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec
@@ -59,6 +59,11 @@ def check(spec: FleetSpec, root: TrustRoot, verifier: Verifier) -> WithdrawalChe
         if not any(d.file == spec.withdrawals[key].path for d in problems):
             in_force.add(key)
     return WithdrawalCheck(frozenset(in_force), tuple(found))
+
+
+def approved_only(spec: FleetSpec, in_force: frozenset[tuple[str, str]]) -> FleetSpec:
+    """``spec`` holding only the withdrawals in ``in_force``: what everything downstream acts on."""
+    return replace(spec, withdrawals={k: d for k, d in spec.withdrawals.items() if k in in_force})
 
 
 def _check_one(
