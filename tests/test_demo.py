@@ -8,6 +8,7 @@ directory). After the demo exits, no process with either may be alive.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from tests.dockerd import DockerWorld, docker_world
+from tests.test_pages_chromium import PageText, chromium
 
 FLEETCD = [sys.executable, "-c", "from controller.cli import main; main()"]
 MARK = "FLEETCD_DEMO_TEST_MARK"
@@ -101,6 +103,52 @@ def test_demo_rolls_out_halts_a_failing_canary_and_leaves_nothing_running(
     assert (kept / "fleet" / "fleet.yaml").is_file() and (kept / "fleet.git" / "HEAD").is_file()
     assert list((kept / "gnupg").glob("*.kbx")) or list((kept / "gnupg").glob("pubring*"))
     assert leftovers(mark, kept) == []
+    halted_page_says_what_the_records_say(kept, tmp_path)
+
+
+def _git_show(repo: Path, spec: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), "show", spec], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def halted_page_says_what_the_records_say(kept: Path, tmp_path: Path) -> None:
+    """The demo's status.html right after its halt, parsed by headless Chromium, against the
+    records of the same state-branch commit: what each robot runs, production never queued, the
+    production cohort's robots per wave, and amr-tyo-02's whole failure message."""
+    repo = kept / "fleet.git"
+    commits = subprocess.run(
+        ["git", "-C", str(repo), "rev-list", "fleetcd/state"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    at = next(
+        c for c in commits if json.loads(_git_show(repo, f"{c}:rollouts/navstack.json"))["phase"] == "halted"
+    )
+    rollout = json.loads(_git_show(repo, f"{at}:rollouts/navstack.json"))
+    page = tmp_path / "halted.html"
+    page.write_text(_git_show(repo, f"{at}:status.html"), encoding="utf-8")
+    result = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = PageText()
+    dom.feed(result.stdout)
+
+    waves = {w["name"]: w["devices"] for w in rollout["waves"]}
+    for device in sorted(d for members in waves.values() for d in members):
+        records = json.loads(_git_show(repo, f"{at}:devices/{device}.json"))["records"]
+        ran = [r for r in records if r["activity"] == "deployed"]
+        running = max(ran, key=lambda r: r["created_at"])["version"]
+        (title,) = [t for t in dom.titles if t.startswith(f"{device} (")]
+        assert f"runs {running}" in title, title
+        if device == "amr-tyo-02":
+            assert "runs 1.0.0 (deployment 1.1.0)" in title
+            message = max(records, key=lambda r: r["created_at"])["events"][-1]["message"]
+            (row,) = [r for r in dom.rows if r and r[0] == device]
+            assert row[-1] == message  # whole, not cut
+    (head,) = [h for h in dom.heads if h.startswith("production")]
+    assert f"{len(waves['production'])} not dispatched (halted)" in head
+    assert not any("queued" in h for h in dom.heads)
+    (cohort,) = [r for r in dom.rows if r and r[0] == "production"]
+    assert cohort[2] == "6" and cohort[3] == "in waves: " + " · ".join(
+        f"{n} {len(d)}" for n, d in waves.items()
+    )
 
 
 def _read_until(stream: IO[str], pattern: str, limit_s: float) -> str:

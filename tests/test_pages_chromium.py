@@ -144,7 +144,7 @@ def test_status_page_draws_bars_and_robot_grid_in_chromium(tmp_path: Path, windo
     assert background < width * height * 0.9, "the page is mostly one colour: nothing rendered"
 
 
-class _Text(HTMLParser):
+class PageText(HTMLParser):
     """The DOM Chromium dumped, as the text of each table row and each SVG ``<title>``."""
 
     def __init__(self) -> None:
@@ -195,7 +195,7 @@ def test_demo_fleet_page_in_chromium_says_what_the_records_say(tmp_path: Path) -
     page.write_text(render_status_html(fleet.view()), encoding="utf-8")
     result = chromium(tmp_path, "--dump-dom", page.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
-    dom = _Text()
+    dom = PageText()
     dom.feed(result.stdout)
     rollout = fleet.rollouts[0]
 
