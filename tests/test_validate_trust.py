@@ -35,7 +35,7 @@ def test_signature_by_an_untrusted_key_does_not_count(
 ) -> None:
     mallory = keys.key("mallory")
     if key_file_committed:
-        fleet.add_key_file(mallory)  # in keys/, but not a release signer in fleet.yaml
+        fleet.add_key_file(mallory)  # in keys/, but not a release signer in the trust root
     fleet.release("nav", "1.0.0", config_schema={"type": "object"}, signers=[mallory])
     fleet.write()
     result = fleet.validate()

@@ -61,7 +61,7 @@ from fleetcd.trust.policy import ThresholdStatus, Verifier, check_approvals, che
 from fleetcd.trust.rootchain import Pin, TrustChainRejected, TrustedRoot, verify_first, walk
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # a root issued further ahead than this marks the clock suspect
-MAX_THRESHOLD = 16  # same bound as fleet.yaml's SignerSet
+MAX_THRESHOLD = 16  # same bound as the trust root's SignerSet
 
 M = TypeVar("M", bound=BaseModel)
 

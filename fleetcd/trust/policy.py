@@ -1,11 +1,11 @@
 """Threshold decisions over detached signatures: release signatures and rollout approvals (pure).
 
 Step 2 of a reconcile (and the agent's verify step) hands this module raw bytes: the signed file,
-the ``.asc`` files next to it, the trusted keys from ``fleet.yaml`` and a :class:`Verifier` (the
-real one is :class:`fleetcd.trust.gpg.Keyring`). It returns a :class:`ThresholdStatus`; it never
-reads files, parses YAML or asks a clock.
+the ``.asc`` files next to it, the trusted keys from the trust root (``trust/root/<N>.yaml``) and
+a :class:`Verifier` (the real one is :class:`fleetcd.trust.gpg.Keyring`). It returns a
+:class:`ThresholdStatus`; it never reads files, parses YAML or asks a clock.
 
-A signature counts only when it is valid, its primary fingerprint is listed in ``fleet.yaml`` for
+A signature counts only when it is valid, its primary fingerprint is listed in the trust root for
 this role, and that fingerprint is the one its file is named after; each key counts once. Problems
 with single files are warnings (a stale approval or a former signer's signature is harmless by
 itself); falling short of the threshold is the error, and its message names what did verify and
@@ -61,8 +61,8 @@ class _Role:
     listed_in: str = "the trust root"
 
 
-_RELEASE = _Role("release signatures", "release signer", Reason.BELOW_THRESHOLD, "fleet.yaml")
-_APPROVAL = _Role("approvals", "approver", Reason.APPROVAL_MISSING, "fleet.yaml")
+_RELEASE = _Role("release signatures", "release signer", Reason.BELOW_THRESHOLD)
+_APPROVAL = _Role("approvals", "approver", Reason.APPROVAL_MISSING)
 
 
 def check_release(
