@@ -9,11 +9,13 @@ reference in another.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from fleetcd.cli.exitcodes import Exit
+from fleetcd.compat import UTC
 from fleetcd.validation.report import Format, render
 from fleetcd.validation.worktree import validate_work_tree
 
@@ -62,8 +64,8 @@ def validate_command(
     """Validate the fleet repository: documents, references, configs, signatures and approvals.
 
     FILES (as passed by pre-commit) are ignored: the whole repository is always validated.
-    Warnings (a rollout or wave that updates nobody, robots in no wave) do not fail it unless
-    --strict is given.
+    Warnings (a rollout or wave that updates nobody, robots in no wave, a trust root expiring within
+    30 days) do not fail it unless --strict is given.
     Exit codes: 0 valid, 1 invalid (with --strict: also any warning), 4 setup problem (gpg
     missing, bad --base ref).
     """
@@ -71,6 +73,6 @@ def validate_command(
     if fmt is not None and output is not None and fmt != output:
         raise click.UsageError(f"--format {fmt} and -o {output} disagree; give one")
     chosen = Format(fmt or output or Format.TEXT)
-    result = validate_work_tree(repo, base, strict=strict)
+    result = validate_work_tree(repo, base, strict=strict, now=datetime.now(UTC))
     click.echo(render(result, chosen), nl=False)
     ctx.exit(int(Exit.OK if result.ok else Exit.INVALID))

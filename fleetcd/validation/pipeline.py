@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
@@ -73,13 +74,15 @@ def validate_snapshot(
     *,
     problems: Iterable[Diagnostic] = (),
     strict: bool = False,
+    now: datetime | None = None,
 ) -> ValidationResult:
     """Validate ``files`` (path → bytes); ``base`` is the snapshot releases must not differ from.
 
     ``problems`` are findings of whoever read the snapshot (symlinks in a work tree or a git tree),
     merged into the result. ``strict`` turns every warning into an error. Raises
     :class:`~fleetcd.errors.SetupError` only when gpg is needed and unusable; content problems are
-    always diagnostics.
+    always diagnostics. ``now`` (``fleetcd validate``'s clock) also judges the trust root in force
+    for expiry (:func:`fleetcd.validation.trust.expiry`); the controller judges it itself.
     """
     spec, loaded = load_spec(files)
     found: list[Diagnostic] = [*problems, *loaded]
@@ -100,6 +103,8 @@ def validate_snapshot(
     # those in force, and only their rollouts are warned about.
     spec = withdrawals.approved_only(spec, checked.withdrawals_in_force)
     found.extend(references.withdrawn_rollouts(Context(spec)))
+    if now is not None and checked.trusted is not None:
+        found.extend(trust.expiry(spec, checked.trusted, now))
     result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
     return result.promoted() if strict else result
 

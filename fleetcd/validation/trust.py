@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from fleetcd.errors import Diagnostic, InvalidContent
@@ -35,7 +36,9 @@ from fleetcd.trust.rootchain import (
     verify_self_signed,
 )
 from fleetcd.validation import withdrawals
-from fleetcd.validation.context import Context
+from fleetcd.validation.context import Context, at
+
+EXPIRY_WARNING_DAYS = 30  # `fleetcd validate` warns this long before the trust root in force expires
 
 
 class VerifyingKeyring(Protocol):
@@ -209,3 +212,32 @@ def _open_keyring(
         return factory(good), problems
     except InvalidContent as exc:  # pragma: no cover - gpg disagreed with itself between two imports
         return factory({}), [*problems, *exc.diagnostics]
+
+
+def expiry(
+    spec: FleetSpec, trusted: TrustedRoot, now: datetime, warn_days: int = EXPIRY_WARNING_DAYS
+) -> Iterator[Diagnostic]:
+    """The trust-root version in force (the newest that verified) against the clock: expired is an
+    error (the controller stalls on it), expiring within ``warn_days`` a warning (rotate now: past
+    it the controller stalls and robots install nothing new). Pure: the caller reads the clock."""
+    entry = spec.trust_roots.get(trusted.version)
+    if entry is None:
+        return
+    expires = trusted.model.expires
+    if expires <= now:
+        message = (
+            f"trust root version {trusted.version} expired at {expires.isoformat()}: the controller "
+            "stalls and robots install nothing new until a newer version is signed "
+            "('fleetcd keys propose --expires ...')"
+        )
+        yield at(entry.doc, ("expires",), message, Reason.EXPIRED)
+    elif expires - now <= timedelta(days=warn_days):
+        left = expires - now
+        days = left.days
+        when = f"in {days} day{'s' if days != 1 else ''}" if days else "within a day"
+        message = (
+            f"trust root version {trusted.version} expires {when} ({expires.isoformat()}): sign a "
+            "newer version before then ('fleetcd keys propose --expires ...'), or the controller "
+            "stalls and robots install nothing new"
+        )
+        yield at(entry.doc, ("expires",), message, Reason.EXPIRED, "warning")

@@ -9,6 +9,7 @@ diagnostics in the result.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from fleetcd.errors import InvalidContent, SetupError
@@ -26,10 +27,11 @@ def validate_work_tree(
     keyring_factory: KeyringFactory = Keyring.from_armored,
     *,
     strict: bool = False,
+    now: datetime | None = None,
 ) -> ValidationResult:
     """Validate the fleet repository checked out at ``root``, optionally against git ref ``base_ref``.
 
-    ``strict`` turns every warning into an error.
+    ``strict`` turns every warning into an error; ``now`` judges the trust root's ``expires``.
     """
     base = read_base(root, base_ref) if base_ref is not None else None
     try:
@@ -38,7 +40,7 @@ def validate_work_tree(
         return ValidationResult(
             spec=FleetSpec(), diagnostics=sort_diagnostics(exc.diagnostics), strict=strict
         )
-    return validate_snapshot(files, base, keyring_factory, problems=problems, strict=strict)
+    return validate_snapshot(files, base, keyring_factory, problems=problems, strict=strict, now=now)
 
 
 def read_base(root: Path, ref: str) -> dict[str, bytes]:
