@@ -697,3 +697,18 @@ def test_plan_of_the_pull_request_approving_a_withdrawal_says_it_is_withdrawn(
     assert result.returncode == 3, result.stdout + result.stderr
     assert "release 1.0.0 withdrawn" in result.stdout
     assert run_plan("--repo", str(tmp_path), "--base", "HEAD").returncode == 0
+
+
+def test_markdown_plan_has_a_could_start_table_per_wave(tmp_path: Path) -> None:
+    spec = spec_of(windowed_fleet(tmp_path))
+    markdown = render_markdown(attach_schedule(plan_between(None, spec), spec, SUNDAY))
+    assert _balanced(markdown)
+    assert "| wave | could start | robots' maintenance windows (local time) |" in markdown
+    assert (
+        "| 1 canary | 2026-12-07 01:00Z, in the first robot's maintenance window "
+        "| amr-001 (local time Sun 14:00" in markdown
+    )
+    row = next(
+        line for line in markdown.splitlines() if line.startswith("| 2 production | 2026-12-06 16:00Z")
+    )
+    assert row.count("<br>") == 2 and "amr-003 (local time Sun 22:00 Asia/Tokyo)" in row

@@ -297,6 +297,14 @@ def _md_block(r: RolloutPlan, limit: int | None) -> str:
             gate = gate_text(wave, wave.index == len(r.waves) - 1)
             devices = robots_text(wave.devices, limit)
             out.append(f"| {wave.index + 1} {wave.name} | {len(wave.devices)} | {_md(gate)} | {devices} |")
+        starts = [(w, r.schedule[w.index]) for w in r.waves if w.devices and w.index < len(r.schedule)]
+        if starts:
+            out += ["", "| wave | could start | robots' maintenance windows (local time) |", "|---|---|---|"]
+            for wave, start in starts:
+                could, *robots = start_lines(r, start, wave.index)
+                windows = "<br>".join(_md(line.strip()) for line in robots) or "—"
+                when = _md(could.removeprefix("could start: "))
+                out.append(f"| {wave.index + 1} {wave.name} | {when} | {windows} |")
     if r.unplaced or r.skipped or r.requirement_waits:
         out += ["", "| not updated | robots |", "|---|---|"]
         if r.unplaced:
