@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pygit2
 import pytest
 
 from agent.trustcheck import load_trust_state
 from controller.cli import build
 from fleetcd.cli.main import run
+from fleetcd.desired import BundleRejected
+from fleetcd.git.objects import ref_target, update_refs
+from fleetcd.git.refs import physical_desired_ref
+from fleetcd.reasons import Reason
 from tests.gpgkeys import KeyFactory
 from tests.sim.agent import DEVICE, AgentWorld
 from tests.sim.world import audit_lines
@@ -91,3 +96,30 @@ def test_agent_cycles_install_a_release_signed_after_a_controller_key_rotation(
     again = world.once()  # the next cycle, from the held version 2: nothing to walk, nothing refused
     assert again.error is None, again.errors
     assert load_trust_state(world.paths.trust_file).last_serial == held.last_serial
+
+
+def test_pre_rotation_commit_replayed_to_the_robot_is_refused_by_its_cycle(
+    world: AgentWorld, keys: KeyFactory
+) -> None:
+    """Someone with write access to the git server points the robot's desired ref back at the commit
+    the leaked (rotated-out) controller key signed: the real cycle refuses it as a trust-root replay
+    and keeps running what it runs."""
+    world.publish("1.0.0")
+    assert world.once().error is None
+    server = pygit2.Repository(str(world.controller.server))
+    ref = physical_desired_ref(DEVICE)
+    before_rotation = ref_target(server, ref)
+    assert before_rotation is not None
+    rotate_controller_key(world, keys)
+    world.publish("1.1.0")
+    assert world.once().error is None and world.answer("1.1.0") == "1.1.0"
+
+    update_refs(server, {ref: (ref_target(server, ref), before_rotation)})
+    world.controller.clock.tick(10)
+    replayed = world.once()
+
+    assert isinstance(replayed.error, BundleRejected), replayed.errors
+    assert replayed.error.reason is Reason.TRUST_ROOT_ROLLBACK
+    assert world.answer() == "1.1.0"  # its last good state
+    held = load_trust_state(world.paths.trust_file)
+    assert held.trust_version == 2 and replayed.report is not None and replayed.report.trust_version == 2
