@@ -18,12 +18,15 @@ from typing import Any
 
 import pytest
 
+from agent.converge.steps import artifact_targets
 from agent.errors import HookFailed
 from agent.hooks import HookContext, Hooks, load_hooks
 from fleetcd.errors import ApplyError, SetupError
 from fleetcd.models.agent import HookSettings
+from fleetcd.models.release import Release
 
 PLUGIN_MODULE = "fleetcd_test_hookplugins"
+FILE = {"url": "https://artifacts.example/fw.bin", "sha256": "a" * 64, "size": 1024}
 
 PLUGIN_SOURCE = '''
 from pathlib import Path
@@ -137,7 +140,43 @@ def test_executable_hook_gets_the_context_as_json_on_stdin(tmp_path: Path, ctx: 
         "phase": "applying",
         "artifacts": {"rootfs": str(ctx.artifacts["rootfs"])},
         "app_dir": str(ctx.app_dir),
+        "targets": {},
     }
+
+
+def test_the_install_hook_is_told_which_mcu_each_firmware_artifact_is_for(tmp_path: Path) -> None:
+    """``mcu_firmware.target`` is read by nobody in fleetcd but the adapter's hook: it must reach it."""
+    release = Release.model_validate(
+        {
+            "apiVersion": "fleetcd.dev/v1",
+            "kind": "Release",
+            "app": "drive",
+            "version": "3.1.0",
+            "artifacts": [
+                {"kind": "mcu_firmware", "name": "motor-fw", "target": "motor-ctl", **FILE},
+                {"kind": "mcu_firmware", "name": "bms-fw", "target": "bms", **FILE},
+                {"kind": "app_tarball", "name": "app", **FILE},
+            ],
+        }
+    )
+    targets = artifact_targets(release)
+    assert targets == {"motor-fw": "motor-ctl", "bms-fw": "bms"}
+    assert artifact_targets(None) == {}
+    seen = tmp_path / "seen.json"
+    hook = script(tmp_path, "install", f'cat > "{seen}"\nexit 0\n')
+    context = HookContext(
+        device="r2d2",
+        app="drive",
+        version="3.1.0",
+        previous=None,
+        deployment_id="dep-2",
+        phase="applying",
+        artifacts={},
+        app_dir=tmp_path / "apps" / "drive",
+        targets=targets,
+    )
+    assert exec_hooks(install_artifact={"exec": [hook]}).install_artifact(context) is True
+    assert json.loads(seen.read_text())["targets"] == {"bms-fw": "bms", "motor-fw": "motor-ctl"}
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from agent.health.watch import watch
 from agent.hooks import HookContext
 from agent.state.journal import JournalEntry
 from agent.state.migrations import Ledger
-from fleetcd.models.release import ContainerImage, Release
+from fleetcd.models.release import ContainerImage, McuFirmware, Release
 from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,15 @@ def _hook_context(
         phase=entry.state.value,
         artifacts={name: files / name for name in payloads if (files / name).is_file()},
         app_dir=ctx.paths.apps_dir / app,
+        targets=artifact_targets(release),
     )
+
+
+def artifact_targets(release: Release | None) -> dict[str, str]:
+    """Each ``mcu_firmware`` artifact's ``target``: the adapter's install hook is told which MCU."""
+    if release is None:
+        return {}
+    return {a.name: a.target for a in release.artifacts if isinstance(a, McuFirmware)}
 
 
 def keep_running(ctx: ConvergeContext, app: str) -> None:

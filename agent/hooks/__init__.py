@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from agent.errors import HookFailed
@@ -46,6 +46,8 @@ class HookContext:
     phase: str  # the converge state the hook runs in, e.g. "applying", "watching", "rolling_back"
     artifacts: Mapping[str, Path]  # artifact name -> downloaded, digest-checked file
     app_dir: Path
+    # mcu_firmware artifact name -> its release's ``target`` (which MCU the adapter's hook flashes)
+    targets: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self, hook: str) -> bytes:
         document = {
@@ -58,6 +60,7 @@ class HookContext:
             "phase": self.phase,
             "artifacts": {name: str(path) for name, path in sorted(self.artifacts.items())},
             "app_dir": str(self.app_dir),
+            "targets": dict(sorted(self.targets.items())),
         }
         return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
 
