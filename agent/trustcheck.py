@@ -30,7 +30,8 @@ The trust state is what survives a reboot so that attacks stay refused across on
 * ``trust_version`` / ``trust_root`` — the newest trust-root version verified and its exact bytes:
   the chain is walked from here next time, and an older version (a replay bringing back revoked
   keys) is refused. Saved in the same atomic write as the serial, so a power cut leaves both old or
-  both new.
+  both new. A ``trust_version`` without ``trust_root`` (rebuilt from the last report after a disk
+  fault, :mod:`agent.converge.repair`) is a floor: the chain is walked from the pin and must reach it.
 * ``last_commit`` / ``expires_at`` — let :func:`check_unchanged` skip the gpg work when a poll
   brought the very commit already verified, while still noticing that it expired.
 """
@@ -46,7 +47,7 @@ from typing import Literal
 from pydantic import AwareDatetime
 
 from agent.state.atomic import read_model, write_atomic
-from fleetcd.desired import BundleExpired, TrustAnchors, VerifiedBundle, verify_bundle
+from fleetcd.desired import BundleExpired, BundleRejected, TrustAnchors, VerifiedBundle, verify_bundle
 from fleetcd.desired.bundle import ROOT_FILE
 from fleetcd.desired.chain import TRUST_FILE, parse_trust_file
 from fleetcd.desired.verify import verify_trust
@@ -55,6 +56,7 @@ from fleetcd.models.agent import AgentConfig
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.fleet import KeyRef
 from fleetcd.models.trustroot import RootKeys
+from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.rootchain import Pin, TrustedRoot, parse_trusted
 from fleetcd.wire import DesiredFiles
@@ -143,6 +145,14 @@ def verify_desired(
     chain = parse_trust_file(files.trust)
     with load_keyring(config, chain.keys) as keyring:
         trusted = verify_trust(chain, pin_of(config), held_root(state), keyring)
+        if state.trust_version is not None and trusted.version < state.trust_version:
+            # A floor without the bytes (a trust state rebuilt from the last report): walked from
+            # the pin, the chain must still reach the version this robot last said it held.
+            message = (
+                f"reaches version {trusted.version}, older than version {state.trust_version} this "
+                "robot holds (replay)"
+            )
+            raise BundleRejected(Reason.TRUST_ROOT_ROLLBACK, message, file=TRUST_FILE, field="versions")
         floor = judging_floor(state, now)
         judged_at = now if floor is None else max(now, floor)
         expires = trusted.model.expires

@@ -24,11 +24,12 @@ from controller.delivery.write import delivery_ref
 from controller.reconcile.steps import reconcile_once
 from controller.state.model import RolloutPhase
 from fleetcd.desired import BundleExpired, BundleRejected, SignedRoot, build_signed_bundles
-from fleetcd.desired.bundle import Bundle
+from fleetcd.desired.bundle import Bundle, canonical_bytes
 from fleetcd.desired.chain import TRUST_FILE, build_trust_file
 from fleetcd.git.objects import read_blob
 from fleetcd.layout import trust_root_path
 from fleetcd.reasons import Reason
+from fleetcd.reports import StatusReport
 from fleetcd.trust.rootchain import RootVersion
 from fleetcd.wire import DesiredFiles
 from tests.fleetrepo import FleetRepoBuilder
@@ -387,3 +388,48 @@ def test_corrupt_trust_state_with_a_tampered_cached_chain_holds_no_version(
     rebuilt = load_trust_state(paths.trust_file)
     assert (rebuilt.trust_version, rebuilt.trust_root) == (None, None)
     assert "does not verify" in str(repaired) and "trust/root/2.yaml" in str(repaired)
+
+
+def test_trust_state_lost_with_its_cache_keeps_the_reported_trust_version_as_a_floor(
+    aw: ProvisionedFleet, keys: KeyFactory
+) -> None:
+    """Both the trust state and desired.json lost: the last report's trust-root version is a floor.
+    The chain is walked from the pin again (no bytes to hold) but must reach version 2, so the leaked
+    key's world (version 1) stays refused while the honest chain is accepted."""
+    config = aw.config()
+    paths = AgentPaths(Path(config.state_dir or "")).create()
+    world, fleet = aw.world, aw.world.fleet
+    k1, k2 = keys.key("controller"), keys.key("controller-2")
+    fleet.add_key_file(k2)
+    fleet.rotate(controller=fleet.key_refs(k2))
+    world.merge("Trust root 2: controller key rotated")
+    world.reconcile()
+    assert load_desired(config, paths, NOW).known
+    held = load_trust_state(paths.trust_file)
+    status = StatusReport.model_validate(
+        {
+            "format": "fleetcd.dev/status/v1",
+            "device": ROBOT,
+            "seq": 3,
+            "agent_version": "0.1.0",
+            "reported_at": NOW.isoformat(),
+            "bundle_serial": held.last_serial,
+            "trust_version": held.trust_version,
+        }
+    )
+    paths.status_file.write_bytes(canonical_bytes(status))
+    paths.desired_cache.write_bytes(b"")
+    paths.trust_file.write_bytes(b"")
+
+    repaired = repair_files(paths, NOW, config)
+
+    assert any("at least trust-root version 2" in str(r) for r in repaired), repaired
+    rebuilt = load_trust_state(paths.trust_file)
+    assert (rebuilt.last_serial, rebuilt.trust_version, rebuilt.trust_root) == (held.last_serial, 2, None)
+    replay = forge(aw, keys, k1, chain(fleet, upto=1), serial_step=5, trust_version=1)
+    with pytest.raises(BundleRejected) as raised:
+        verify_desired(config, replay, rebuilt, NOW)
+    assert rejection(raised) == (Reason.TRUST_ROOT_ROLLBACK, TRUST_FILE)
+    honest = forge(aw, keys, k2, chain(fleet), trust_version=2)
+    _, walked = verify_desired(config, honest, rebuilt, NOW)
+    assert walked.trust_version == 2 and walked.trust_root == held.trust_root  # the bytes are back

@@ -20,8 +20,9 @@ there" silently. So at the start of each cycle every state file is read, and eac
                        poll verifies it again with gpg. Its trust-root chain is verified again
                        with gpg from the root keys ``agent.yaml`` pins, and the newest version it
                        reaches is held again (the version that commit was accepted under), so a
-                       replayed older trust root stays refused. Without the cache, the serial of
-                       the last report, or nothing (first-boot rules: any validly signed serial
+                       replayed older trust root stays refused. Without the cache, the serial and
+                       trust-root version of the last report (a floor the chain walked from the
+                       pin must reach), or nothing (first-boot rules: any validly signed serial
                        is accepted once)
 ``journal/<app>.json`` the executor: the version active on disk (the tarball executor's ``current``
                        link and ``run.json``, the Docker executor's container), as a settled,
@@ -140,10 +141,11 @@ def _rebuild_trust(paths: AgentPaths, config: AgentConfig | None) -> str:
                 f"rebuilt from {paths.desired_cache.name}: serial {root.serial}, "
                 f"issued {root.issued_at.isoformat()}, {how}; verified again with gpg at the next poll"
             )
-    serial = _reported_serial(paths)
-    save_trust_state(paths.trust_file, TrustState(last_serial=serial))
-    if serial is not None:
-        return f"rebuilt from the last report: serial {serial} (no {paths.desired_cache.name})"
+    serial, version = _reported(paths)
+    save_trust_state(paths.trust_file, TrustState(last_serial=serial, trust_version=version))
+    if serial is not None or version is not None:
+        floor = "" if version is None else f", at least trust-root version {version}"
+        return f"rebuilt from the last report: serial {serial}{floor} (no {paths.desired_cache.name})"
     return (
         f"rebuilt empty: no {paths.desired_cache.name} and no report says which serial was last "
         "accepted, so the next validly signed bundle is accepted at any serial, as on first boot"
@@ -167,11 +169,13 @@ def _held_root(trust: bytes, config: AgentConfig | None) -> tuple[TrustedRoot | 
     return held, f"trust-root version {held.version} (its chain verified again from the pinned root keys)"
 
 
-def _reported_serial(paths: AgentPaths) -> int | None:
-    """The newest bundle serial a report of this robot names (status.json, the outbox)."""
-    reports = [load_status(paths.status_file), Outbox(paths.outbox).pending()]  # both checked already
-    serials = [r.bundle_serial for r in reports if r is not None and r.bundle_serial is not None]
-    return max(serials, default=None)
+def _reported(paths: AgentPaths) -> tuple[int | None, int | None]:
+    """The newest bundle serial and trust-root version a report of this robot names (status.json,
+    the outbox): floors only, never keys (the chain is walked from the pin and must reach it)."""
+    reports = [r for r in (load_status(paths.status_file), Outbox(paths.outbox).pending()) if r is not None]
+    serials = [r.bundle_serial for r in reports if r.bundle_serial is not None]
+    versions = [r.trust_version for r in reports if r.trust_version is not None]
+    return max(serials, default=None), max(versions, default=None)
 
 
 def _rebuild_journal(journal: Journal, app: str, executor: Executor, now: datetime) -> str:
