@@ -10,6 +10,7 @@ planning code, so ``validate`` and ``plan`` name the same robots.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -320,13 +321,15 @@ def test_strict_cli_exits_1_on_an_empty_wave_that_otherwise_only_warns(
     assert (
         f"{ROLLOUT}:{line}: warning: strategy.waves[0]: wave 1 'lab' (cohort 'lab') selects no robot" in out
     )
-    assert out.splitlines()[-1] == "fleetcd validate: valid: 0 errors, 2 warnings in 21 files"
+    # The file count follows the test fleet's layout (trust root, keys, signatures), not this rule.
+    assert re.fullmatch(r"fleetcd validate: valid: 0 errors, 2 warnings in \d+ files", out.splitlines()[-1])
 
     code, out = run_cli(capsys, "--repo", str(fleet.root), "--strict")
     assert code == 1
     assert f"{ROLLOUT}:{line}: error: strategy.waves[0]: wave 1 'lab' (cohort 'lab') selects no robot" in out
-    assert out.splitlines()[-1] == (
-        "fleetcd validate: INVALID: 2 errors, 0 warnings in 21 files (strict: warnings count as errors)"
+    assert re.fullmatch(
+        r"fleetcd validate: INVALID: 2 errors, 0 warnings in \d+ files \(strict: warnings count as errors\)",
+        out.splitlines()[-1],
     )
 
 
@@ -350,7 +353,8 @@ def test_strict_cli_json_and_github_report_the_warnings_as_errors(
 def test_strict_passes_a_clean_fleet(fleet: FleetRepoBuilder, capsys: pytest.CaptureFixture[str]) -> None:
     fleet.write()
     code, out = run_cli(capsys, "--repo", str(fleet.root), "--strict")
-    assert (code, out) == (
-        0,
-        "fleetcd validate: valid: 0 errors, 0 warnings in 17 files (strict: warnings count as errors)\n",
+    assert code == 0
+    assert re.fullmatch(
+        r"fleetcd validate: valid: 0 errors, 0 warnings in \d+ files \(strict: warnings count as errors\)\n",
+        out,
     )
