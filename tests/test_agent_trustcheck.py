@@ -182,7 +182,12 @@ def test_a_new_robot_with_a_1970_clock_still_accepts_a_valid_bundle(aw: Provisio
             Reason.ROOT_SIGNATURE_INVALID,
             "root.json.asc",
         ),
-        ("root_signature", lambda b: b[:60] + b"A" + b[61:], Reason.ROOT_SIGNATURE_INVALID, "root.json.asc"),
+        (
+            "root_signature",
+            lambda b: b[:60] + (b"B" if b[60:61] == b"A" else b"A") + b[61:],
+            Reason.ROOT_SIGNATURE_INVALID,
+            "root.json.asc",
+        ),
         ("proof", lambda b: b.replace(b"[", b'["' + b"0" * 64 + b'",', 1), Reason.NOT_INCLUDED, "proof.json"),
     ],
     ids=["bundle-bytes", "root-bytes", "root-signature", "proof-path"],
