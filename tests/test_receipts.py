@@ -278,6 +278,16 @@ def test_markdown_names_approvers_and_gate_numbers() -> None:
     assert "| r1 | 0 | succeeded | deployed | 1.3.2 | succeeded |" in page
 
 
+def test_robots_a_halted_rollout_never_reached_read_not_dispatched_not_unknown() -> None:
+    page = render_receipt_md(receipt())
+
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| r")}
+    assert "| r3 | 1 | not_dispatched | – | not dispatched (halted) |" in rows["r3"]
+    assert "not dispatched (halted)" in rows["r4"]
+    assert "unknown" not in rows["r3"] + rows["r4"]
+    assert "not dispatched" not in rows["r1"] + rows["r2"]  # robots it reached keep their version
+
+
 def test_markdown_cells_cannot_be_broken_by_free_text() -> None:
     state = halted_state()
     odd = (ApprovalRef(fingerprint="A" * 40, name="Eve | injected\n# heading", commit=COMMIT),)

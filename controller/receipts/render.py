@@ -15,7 +15,7 @@ from datetime import datetime
 
 import yaml
 
-from controller.receipts.build import Receipt, ThresholdRef, WaveGate
+from controller.receipts.build import NOT_DISPATCHED, DeviceResult, Receipt, ThresholdRef, WaveGate
 from controller.state.layout import receipt_files
 from fleetcd.errors import SetupError
 from fleetcd.models.rollout import HaltPolicy
@@ -144,6 +144,14 @@ def _halt_lines(r: Receipt) -> list[str]:
     ]
 
 
+def _running_cell(r: Receipt, d: DeviceResult) -> str:
+    """What the robot ended on; a robot the rollout never reached says why, as the status pages do
+    (``not dispatched (halted)``), rather than an "unknown" that reads like a lost report."""
+    if d.outcome == NOT_DISPATCHED:
+        return f"not dispatched ({r.outcome.value})"
+    return d.running_version or "unknown"
+
+
 def render_receipt_md(receipt: Receipt) -> str:
     """A page for people: what ran, who approved, the gates with their numbers, where it went."""
     r = receipt
@@ -186,7 +194,7 @@ def render_receipt_md(receipt: Receipt) -> str:
             d.wave,
             d.outcome,
             d.status.value if d.status else None,
-            d.running_version or "unknown",
+            _running_cell(r, d),
             d.rollback.outcome.value if d.rollback else None,
             d.deployment,
         )
