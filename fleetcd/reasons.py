@@ -83,6 +83,7 @@ class Reason(StrEnum):
     ROOT_SIGNATURE_INVALID = "root_signature_invalid"
     NOT_INCLUDED = "not_included"
     WRONG_DEVICE = "wrong_device"
+    WRONG_SHARD = "wrong_shard"  # a robot's status report found in a status shard that is not its own
     WRONG_FLEET = "wrong_fleet"
     SERIAL_MISMATCH = "serial_mismatch"
     SERIAL_ROLLBACK = "serial_rollback"

@@ -635,3 +635,47 @@ def test_what_is_not_a_public_key_is_refused_before_gitolite_sees_it(
     path.write_bytes(content)
     with pytest.raises(InvalidContent, match=why):
         read_public_key(path)
+
+
+def test_an_enrolled_robot_polls_the_replicas_given_and_pushes_status_to_its_own_shard(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleetcd.shards import shard_of
+
+    shards = {"eu-1": "ssh://git@eu-1.example.com/fleet", "eu-2": "ssh://git@eu-2.example.com/fleet"}
+    extra = [
+        "--replica",
+        "git://mirror-1.example.com/fleet",
+        "--replica",
+        "ssh://git@mirror-2.example.com/fleet",
+    ]
+    for name, url in shards.items():
+        extra += ["--status-shard", f"{name}={url}"]
+    code, _, err = add(capsys, fleet, admin, "amr-008", *extra)
+    assert code == 0, err
+    config = load_config(fleet.root.parent / "robots" / "amr-008" / "agent.yaml")
+    assert [r.url for r in config.remote.replicas] == [
+        "git://mirror-1.example.com/fleet",
+        "ssh://git@mirror-2.example.com/fleet",
+    ]
+    own = shard_of("amr-008", shards)
+    assert config.remote.status is not None and config.remote.status.url == shards[own]
+    assert f"status shard {own}" in err  # the operator is told which server needs the robot's key
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--status-shard", "eu-1"], "expected NAME=URL"),
+        (["--status-shard", "a=/x", "--status-shard", "a=/y"], "given twice"),
+        (["--replica", "ssh://git@git.example.com/fleet"], "repeats remote.url"),
+    ],
+    ids=["no-url", "twice", "replica-is-primary"],
+)
+def test_a_bad_replica_or_status_shard_is_refused_and_nothing_is_written(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], extra: list[str], why: str
+) -> None:
+    heads = _heads(fleet, admin)
+    code, out, err = add(capsys, fleet, admin, "amr-009", *extra)
+    assert code != 0 and why in out + err
+    _unchanged(fleet, admin, heads)

@@ -1,5 +1,10 @@
 """Agent step 6 (report), delivery: commit ``status.json`` on the robot's status ref and push it.
 
+It goes to the robot's status shard (``remote.status`` in agent.yaml), else to the primary
+``remote.url``; never to a read replica. There is no fallback to another server: the controller
+reads each robot's report only from its own shard (:mod:`fleetcd.shards`), so a report pushed
+elsewhere would be ignored; a shard that is down keeps the report in the outbox until it is back.
+
 The robot's bare repository (``paths.repo``, shared with sync) keeps ``refs/fleetcd/status/<id>/report``
 at the last report the server *accepted*: each report is one commit whose parent is that one (the
 first is a root commit), so the server's history only fast-forwards and a status ACL of ``RW``
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.report.outbox import Outbox
-from agent.sync.desired import Connection, connection_of
+from agent.sync.desired import Connection, status_connection
 from fleetcd.errors import PushRejected
 from fleetcd.git.refs import status_ref
 from fleetcd.git.robotgit import RobotRepository
@@ -67,7 +72,7 @@ def push_status(config: AgentConfig, repo_dir: Path, report: StatusReport) -> Pu
     if report.device != config.device:
         raise ValueError(f"report of {report.device!r} cannot be pushed by {config.device!r}")
     repo = RobotRepository(repo_dir)
-    conn = connection_of(config)
+    conn = status_connection(config)
     ref = status_ref(config.device)
     parent = repo.ref_target(ref)
     new = _commit(repo, report, parent)

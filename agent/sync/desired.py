@@ -13,6 +13,14 @@ asked again without the flat name (a second connection; served namespaces and th
 need one). When both names exist and differ, :mod:`agent.sync.layout` decides which one the robot
 follows and the caller reports the conflict.
 
+Where it polls: the read replicas of ``remote.replicas`` in order, then the primary
+``remote.url`` (:func:`poll_connections`). The first server that answers is used; one that fails
+with a :class:`~fleetcd.errors.TransportError` (down, refused, timed out, no such repository) is
+logged and the next one is asked, so a replica that is down costs a poll one failed connection.
+Only when every server failed does the poll fail (the last error, naming every server). A
+replica that lags serves older desired state: it is verified like any other (signature, serial
+not below the one held), so a lag can only delay a change, never roll one back.
+
 The files and their caps are the shared wire format (:mod:`fleetcd.wire`). Nothing here trusts
 the bytes: every file is size-checked from the object header before it is read
 and the whole transfer is capped (git cannot write a larger pack), so a hostile server cannot fill
@@ -23,12 +31,13 @@ the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Networ
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.sync.layout import Candidate, Judge, choose
 from fleetcd.desired import BundleRejected
-from fleetcd.errors import SetupError
+from fleetcd.errors import SetupError, TransportError
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, is_local
 from fleetcd.git.knownhosts import HostKeyPolicy
 from fleetcd.git.refs import desired_names, namespace_prefix
@@ -43,6 +52,7 @@ from fleetcd.wire import (
     desired_files,
 )
 
+log = logging.getLogger(__name__)
 # Pack headers, the commit and tree objects, and ref negotiation are a few hundred bytes; 64 KiB of
 # slack keeps a legitimate fetch far from the cap while endless data stops after ~4.2 MiB.
 TRANSFER_SLACK_BYTES = 64 * 1024
@@ -63,17 +73,35 @@ class Connection:
 
 
 def connection_of(config: AgentConfig) -> Connection:
-    """The connection ``agent.yaml`` describes; a configured SSH key that is missing is a SetupError."""
+    """The connection to the primary ``remote.url``; a configured SSH key that is missing is a SetupError."""
+    return _connection(config, config.remote.url, config.remote.host_key_sha256)
+
+
+def status_connection(config: AgentConfig) -> Connection:
+    """Where this robot's status report goes: ``remote.status`` (its status shard), else the primary."""
+    status = config.remote.status
+    if status is None:
+        return connection_of(config)
+    return _connection(config, status.url, status.host_key_sha256)
+
+
+def poll_connections(config: AgentConfig) -> list[Connection]:
+    """The servers a poll asks, in order: every read replica, then the primary."""
+    replicas = [_connection(config, r.url, r.host_key_sha256) for r in config.remote.replicas]
+    return [*replicas, connection_of(config)]
+
+
+def _connection(config: AgentConfig, url: str, pin: str | None) -> Connection:
     remote = config.remote
-    if is_local(remote.url) or remote.ssh_key is None:
+    if is_local(url) or remote.ssh_key is None:
         credentials = None
     else:
         key = Path(remote.ssh_key)
         if not key.is_file():
             raise SetupError(f"remote.ssh_key: {key} does not exist (agent.yaml); the robot cannot log in")
         credentials = SshKey(remote.ssh_user or config.device, key)
-    host_keys = HostKeyPolicy(pinned_sha256=(remote.host_key_sha256,)) if remote.host_key_sha256 else None
-    return Connection(remote.url, credentials, host_keys, float(remote.timeout_seconds))
+    host_keys = HostKeyPolicy(pinned_sha256=(pin,)) if pin else None
+    return Connection(url, credentials, host_keys, float(remote.timeout_seconds))
 
 
 def desired_refspecs(device: str) -> list[str]:
@@ -93,20 +121,8 @@ def fetch_desired(config: AgentConfig, repo_dir: Path, judge: Judge | None = Non
     carries the :class:`~agent.sync.layout.LayoutConflict` to report.
     """
     repo = RobotRepository(repo_dir)
-    remote = connection_of(config).remote()
     names = desired_names(config.device)
-    specs = desired_refspecs(config.device)
-    too_large: dict[str, BundleRejected] = {}
-    try:
-        found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES, prune=True)
-    except TransferTooLarge:
-        # One name may be oversized on purpose; asked alone, the other still counts.
-        found = []
-        for name, spec in zip(names, specs, strict=True):
-            try:
-                found += repo.fetch(remote, [spec], max_bytes=MAX_TRANSFER_BYTES, prune=True)
-            except TransferTooLarge as exc:
-                too_large[name] = BundleRejected(Reason.TOO_LARGE, str(exc), file=names[1])
+    found, too_large = _fetch_first(repo, poll_connections(config), config.device)
     held = repo.refs(list(names))
     physical, flat = names
     present = [name for name in names if name in too_large or name in (held if name == physical else found)]
@@ -122,6 +138,42 @@ def fetch_desired(config: AgentConfig, repo_dir: Path, judge: Judge | None = Non
         assert choice.chosen.error is not None
         raise choice.chosen.error
     return replace(choice.chosen.files, conflict=choice.conflict)
+
+
+def _fetch_first(
+    repo: RobotRepository, connections: list[Connection], device: str
+) -> tuple[list[str], dict[str, BundleRejected]]:
+    """Both names fetched from the first of ``connections`` that answers (see the module docstring)."""
+    failed: list[str] = []
+    for index, connection in enumerate(connections):
+        try:
+            return _fetch_names(repo, connection.remote(), device)
+        except TransportError as exc:
+            failed.append(str(exc))
+            if index + 1 < len(connections):
+                log.warning("poll: %s; asking %s next", exc, connections[index + 1].url)
+    if len(failed) == 1:
+        raise TransportError(failed[0])
+    raise TransportError(f"no server answered the poll ({len(failed)} tried): " + "; ".join(failed))
+
+
+def _fetch_names(
+    repo: RobotRepository, remote: RobotRemote, device: str
+) -> tuple[list[str], dict[str, BundleRejected]]:
+    names = desired_names(device)
+    specs = desired_refspecs(device)
+    too_large: dict[str, BundleRejected] = {}
+    try:
+        found = repo.fetch(remote, specs, max_bytes=MAX_TRANSFER_BYTES, prune=True)
+    except TransferTooLarge:
+        # One name may be oversized on purpose; asked alone, the other still counts.
+        found = []
+        for name, spec in zip(names, specs, strict=True):
+            try:
+                found += repo.fetch(remote, [spec], max_bytes=MAX_TRANSFER_BYTES, prune=True)
+            except TransferTooLarge as exc:
+                too_large[name] = BundleRejected(Reason.TOO_LARGE, str(exc), file=names[1])
+    return found, too_large
 
 
 def _read(repo: RobotRepository, ref: str) -> Candidate:

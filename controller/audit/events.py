@@ -48,6 +48,9 @@ class AuditKind(StrEnum):
     # a withdrawal on main without the approvals it needs (``reason`` approval_missing or
     # approval_stale): it withdraws nothing; logged once per main commit that carries it
     WITHDRAWAL_IGNORED = "withdrawal_ignored"
+    # a status shard (``data.shard``) could not be fetched (``data.error``); the reports last fetched
+    # from it stand and every other shard was ingested: logged by every reconcile that runs meanwhile
+    STATUS_SHARD_UNREACHABLE = "status_shard_unreachable"
 
 
 def _utc(value: datetime) -> datetime:

@@ -19,6 +19,7 @@ from controller.ops.output import FORMATS
 from controller.reconcile.source import Source
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.remote import SshKey
+from fleetcd.shards import ShardSpec, check_shards, parse_shard
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,12 +94,33 @@ webhook_secret_file_option = click.option(
     default=None,
     help=f"File holding the secret that signs webhooks (HMAC-SHA256) [or the secret in env {SECRET_ENV}].",
 )
+
+
+def _status_shards(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[ShardSpec, ...]:
+    try:
+        return check_shards(parse_shard(item) for item in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+status_shard_option = click.option(
+    "--status-shard",
+    "status_shards",
+    multiple=True,
+    metavar="NAME=URL",
+    callback=_status_shards,
+    help="A repository robots push status to; repeatable. Each robot uses one, by a hash of its id "
+    "(the same list for the controller and `robot add`; docs/git-server.md, 'Status shards').",
+)
 # `controller reconcile` and `controller run`: --repo, --cache, --gnupghome, --flat-refs, SSH, webhooks.
 controller_options = stacked(
     repo_option,
     cache_option,
     controller_gnupghome_option,
     flat_refs_option,
+    status_shard_option,
     ssh_key_option,
     host_key_option,
     webhook_secret_file_option,

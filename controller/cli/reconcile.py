@@ -7,11 +7,14 @@ from pathlib import Path
 
 import click
 
+from controller.audit.events import AuditKind
 from controller.cli.options import commit_status_forge, controller_options, remote_source, webhook_secret
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.shards import StatusShard
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from fleetcd.cli.exitcodes import Exit
+from fleetcd.shards import ShardSpec
 
 
 def _settings(
@@ -23,9 +26,14 @@ def _settings(
     host_key: str | None,
     webhook_secret_file: Path | None,
     forge: tuple[str | None, str | None, str | None, Path | None] = (None, None, None, None),
+    status_shards: tuple[ShardSpec, ...] = (),
 ) -> ControllerSettings:
+    source = remote_source(url, cache, ssh_key, host_key)
     return ControllerSettings(
-        source=remote_source(url, cache, ssh_key, host_key),
+        source=source,
+        status_shards=tuple(
+            StatusShard(s.name, s.url, source.credentials, source.host_keys) for s in status_shards
+        ),
         gnupghome=gnupghome,
         namespaces=not flat_refs,
         webhook_secret=webhook_secret(webhook_secret_file),
@@ -37,6 +45,9 @@ def _print(result: ReconcileResult) -> None:
     state = result.state_commit[:12] if result.state_commit else "unchanged"
     line = f"reconciled {result.main[:12]}: state {state}, {len(result.events)} events, "
     line += f"{result.desired_refs} robots updated, {result.signatures} signatures"
+    down = [e.data.get("shard") for e in result.events if e.kind is AuditKind.STATUS_SHARD_UNREACHABLE]
+    if down:
+        line += f"; status shard unreachable: {', '.join(map(str, down))}"
     click.echo(line + (f"; STALLED: {result.stalled}" if result.stalled else ""))
 
 
@@ -54,6 +65,7 @@ def reconcile_command(
     cache: Path,
     gnupghome: Path,
     flat_refs: bool,
+    status_shards: tuple[ShardSpec, ...],
     ssh_key: Path | None,
     host_key: str | None,
     webhook_secret_file: Path | None,
@@ -73,6 +85,7 @@ def reconcile_command(
         host_key,
         webhook_secret_file,
         (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
+        status_shards,
     )
     try:
         result = reconcile_once(settings)
@@ -101,6 +114,7 @@ def run_command(
     cache: Path,
     gnupghome: Path,
     flat_refs: bool,
+    status_shards: tuple[ShardSpec, ...],
     ssh_key: Path | None,
     host_key: str | None,
     webhook_secret_file: Path | None,
@@ -128,6 +142,7 @@ def run_command(
             host_key,
             webhook_secret_file,
             (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
+            status_shards,
         ),
         interval,
         watch_path=local if watch and local.exists() else None,

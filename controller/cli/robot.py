@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
-from controller.cli.options import write_options
+from controller.cli.options import status_shard_option, write_options
 from controller.ops.enrol import DEFAULT_CONFIG_DIR
 from controller.ops.robots import RobotChange
+from fleetcd.shards import ShardSpec
 
 gitolite_option = click.option(
     "--gitolite-admin",
@@ -94,6 +95,14 @@ def robot_group() -> None:
 @click.option("--host-key-sha256", "host_key", help="Pin the git server's host key, 'SHA256:...'.")
 @click.option("--ssh-user", help="SSH user [default: the URL's user].")
 @click.option(
+    "--replica",
+    "replicas",
+    multiple=True,
+    metavar="URL",
+    help="A read replica the robot polls before --url; repeatable, asked in order (remote.replicas).",
+)
+@status_shard_option
+@click.option(
     "--config-dir",
     default=DEFAULT_CONFIG_DIR,
     callback=_absolute,
@@ -133,6 +142,8 @@ def add_command(
     url: str,
     host_key: str | None,
     ssh_user: str | None,
+    replicas: tuple[str, ...],
+    status_shards: tuple[ShardSpec, ...],
     config_dir: str | None,
     state_dir: str | None,
     executor: str,
@@ -155,6 +166,8 @@ def add_command(
         ssh_user=ssh_user,
         state_dir=state_dir,
         executor="docker" if executor == "docker" else "tarball",
+        replicas=replicas,
+        status_shards=status_shards,
     )
     change = add_robot(
         repo,

@@ -73,9 +73,17 @@ class _TooLong(ValueError):
     pass
 
 
-def read_reports(repo: Repository, devices: Iterable[str]) -> dict[str, ReadResult]:
-    """Each robot's latest report, or a diagnostic naming its ref; (None, None) when it has none."""
-    present = list_refs(repo, STATUS_PREFIX)
+def read_reports(
+    repo: Repository, devices: Iterable[str], *, present: Mapping[str, Oid] | None = None
+) -> dict[str, ReadResult]:
+    """Each robot's latest report, or a diagnostic naming its ref; (None, None) when it has none.
+
+    ``present`` (status ref -> commit, the commits already in ``repo``) says where each report is
+    when it is not the mirror's own ``refs/fleetcd/status/`` (status shards:
+    :func:`controller.reconcile.shards.locate`).
+    """
+    if present is None:
+        present = list_refs(repo, STATUS_PREFIX)
     out: dict[str, ReadResult] = {}
     for device in devices:
         ref = status_ref(device)

@@ -35,12 +35,13 @@ from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
 from fleetcd.models import Cohort, Device, Fleet
-from fleetcd.models.agent import PollSettings, RemoteSettings
+from fleetcd.models.agent import Endpoint, PollSettings, RemoteSettings
 from fleetcd.models.base import API_VERSION_V1
 from fleetcd.operator.agentconfig import AGENT_CONFIG_FILE, agent_config, pinned_trust, render_agent_config
 from fleetcd.operator.repo import verified_trust_root
 from fleetcd.planning.selection import selector_matches
 from fleetcd.reasons import Reason
+from fleetcd.shards import ShardSpec, shard_of
 
 DEFAULT_CONFIG_DIR = "/etc/fleetcd"  # where the .deb expects agent.yaml and the robot's key
 KEYS_SUBDIR = "keys"
@@ -70,6 +71,17 @@ class RobotSide:
     ssh_user: str | None = None
     state_dir: str | None = None
     executor: Literal["tarball", "docker"] = "tarball"
+    replicas: tuple[str, ...] = ()  # read replicas the robot polls before url (remote.replicas)
+    # Every status shard of the fleet, as the controller's --status-shard lists them: the robot's
+    # own (fleetcd.shards.shard_of) becomes remote.status.
+    status_shards: tuple[ShardSpec, ...] = ()
+
+    def status_shard(self, robot: str) -> ShardSpec | None:
+        """The shard ``robot`` pushes its status to; None without shards (it pushes to ``url``)."""
+        if not self.status_shards:
+            return None
+        name = shard_of(robot, [s.name for s in self.status_shards])
+        return next(s for s in self.status_shards if s.name == name)
 
 
 def _device_doc(spec: RobotSpec) -> bytes:
@@ -169,12 +181,15 @@ def add_robot(
     committer = tree.prepare_commit(author) if commit else None
     admin_author = admin.prepare_commit(author) if admin is not None and commit else None
     config_path = str(folder / AGENT_CONFIG_FILE)
+    shard = side.status_shard(spec.id)
     try:  # an option outside AgentConfig's bounds is refused naming agent.yaml and the field
         remote = RemoteSettings(
             url=side.url,
             ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
             ssh_user=side.ssh_user,
             host_key_sha256=side.host_key_sha256,
+            replicas=[Endpoint(url=url) for url in side.replicas],
+            status=None if shard is None else Endpoint(url=shard.url),
         )
     except ValidationError as exc:
         raise _settings_error(config_path, exc, "remote.") from None
@@ -220,6 +235,11 @@ def add_robot(
     notes = (
         [] if admin is not None else ["no --gitolite-admin: give the git server its key and access yourself"]
     )
+    if shard is not None:
+        notes.append(
+            f"status shard {shard.name} ({shard.url}): give that server the robot's key and "
+            "RW refs/fleetcd/status/USER/ too (docs/git-server.md, 'Status shards')"
+        )
     return RobotChange(spec.id, True, folder=folder, key=key, notes=tuple(notes), **result)
 
 

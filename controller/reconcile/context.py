@@ -17,6 +17,7 @@ from controller.reconcile.delivery_step import Delivered
 from controller.reconcile.result import ReconcileResult
 from controller.reconcile.rollouts import FleetContext, PlannedRollout
 from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.shards import ShardView
 from controller.reconcile.source import Fetched
 from controller.reconcile.statebranch import StateSnapshot
 from controller.state.model import DeviceFile, RolloutState
@@ -39,6 +40,7 @@ class ReconcileContext:
     step: str = ""  # the step running now, named in a failure's reason
     # fetch
     fetched: Fetched | None = None
+    shards: ShardView | None = None  # with status shards: what each one holds and which did not answer
     snapshot: StateSnapshot | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # main's tree
     problems: list[Diagnostic] = field(default_factory=list)

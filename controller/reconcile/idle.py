@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.audit.chain import DAY_PATH, head, line_hash
 from controller.reconcile.due import FULL_RECONCILE_EVERY
+from controller.reconcile.shards import StatusShard, list_shards, locate
 from controller.reconcile.source import Source
 from controller.state.layout import META_FILE, OUTBOX_FILE
 from controller.state.model import ControllerMeta, IdleMark
@@ -69,13 +70,23 @@ class Idle:
     stalled: str | None = None
 
 
-def idle_main(repo: Repository, source: Source, now: datetime, *, outbox: bool = True) -> Idle | None:
+def idle_main(
+    repo: Repository,
+    source: Source,
+    now: datetime,
+    *,
+    outbox: bool = True,
+    shards: Sequence[StatusShard] = (),
+) -> Idle | None:
     """What the server shows when a full reconcile at ``now`` would decide nothing new, else None.
 
     With ``outbox``, webhook deliveries still pending on the state branch need the full path (it
     delivers them and records the outcome), except while main stalls (those wait for a new main).
+    With ``shards``, robots' reports are listed there (:func:`controller.reconcile.shards.list_shards`)
+    and located as the full reconcile locates them.
     """
-    listed = list_remote(repo, source.url, LISTED, credentials=source.credentials, host_keys=source.host_keys)
+    names = [name for name in LISTED if not (shards and name == STATUS_PREFIX)]
+    listed = list_remote(repo, source.url, names, credentials=source.credentials, host_keys=source.host_keys)
     main, state = listed.get(MAIN_BRANCH), listed.get(STATE_BRANCH)
     if main is None or state is None:
         return None
@@ -91,7 +102,8 @@ def idle_main(repo: Repository, source: Source, now: datetime, *, outbox: bool =
         same = mark.main == str(main)  # nothing else is read while main stalls
     else:
         desired = _under(listed, DESIRED_PREFIXES) if mark.desired_sha256 is not None else None
-        same = mark_of(str(main), _under(listed, (STATUS_PREFIX,)), desired, mark.next_due_at) == mark
+        status = locate(list_shards(repo, shards)).marked if shards else _under(listed, (STATUS_PREFIX,))
+        same = mark_of(str(main), status, desired, mark.next_due_at) == mark
         same = same and not (outbox and read_blob(repo, state, OUTBOX_FILE) is not None)
     if not same or not _audit_head_matches(repo, state, meta):
         return None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from controller.notify.forge import Forge
 from controller.notify.signing import WebhookSecret
+from controller.reconcile.shards import StatusShard
 from controller.reconcile.source import Source
 from fleetcd.compat import UTC
 
@@ -21,6 +22,9 @@ def utc_now() -> datetime:
 class ControllerSettings:
     source: Source
     gnupghome: Path  # holds the controller's secret key (fleet.yaml trust.controller)
+    # Robots' status in several repositories (docs/git-server.md, "Status shards"): read from
+    # every one of these, each robot's only from its own; empty: from ``source``.
+    status_shards: tuple[StatusShard, ...] = ()
     namespaces: bool = True  # per-robot GIT_NAMESPACE refs: O(1) no-op polls (docs/git-server.md)
     push_attempts: int = 5  # lost state-branch races retried on the new tip before giving up
     root_refresh_before: timedelta = timedelta(days=2)  # re-sign the root this long before expiry

@@ -83,7 +83,9 @@ class Source:
 class Fetched:
     main: Oid
     state: Oid | None
-    status: Mapping[str, Oid]  # status ref -> commit
+    # status ref -> commit; with status shards, each robot's from its own shard, plus reports found
+    # in the wrong shard under their mirror name (controller.reconcile.shards.Located.marked)
+    status: Mapping[str, Oid]
 
 
 def open_mirror(source: Source) -> LockedRepository:
@@ -91,9 +93,10 @@ def open_mirror(source: Source) -> LockedRepository:
     return open_locked_mirror(source.mirror, wait_seconds=source.lock_wait_seconds)
 
 
-def fetch_all(repo: Repository, source: Source) -> Fetched:
+def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetched:
     """Main, the state branch, every robot's status and desired-state ref, force-updated from the
-    remote; desired-state refs the remote lacks are deleted from the mirror.
+    remote; desired-state refs the remote lacks are deleted from the mirror. ``status=False``
+    leaves robots' status refs out (they live in status shards: :mod:`controller.reconcile.shards`).
 
     A status ref may point at anything (see :mod:`fleetcd.git.untrusted`); once fetched, libgit2
     fails every later fetch into this mirror. So when a fetch fails, refs that cannot be walked as
@@ -103,7 +106,7 @@ def fetch_all(repo: Repository, source: Source) -> Fetched:
     specs = [
         f"+{MAIN_BRANCH}:{MAIN_BRANCH}",
         f"+{STATE_BRANCH}:{STATE_BRANCH}",
-        f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*",
+        *([f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*"] if status else []),
         *(f"+{prefix}*:{prefix}*" for prefix in DESIRED_PREFIXES),
     ]
     try:
@@ -129,8 +132,8 @@ def fetch_all(repo: Repository, source: Source) -> Fetched:
     ]
     for ref in stray:
         repo.references.delete(ref)
-    status = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
-    return Fetched(main=main, state=found.get(STATE_BRANCH), status=status)
+    reports = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
+    return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports)
 
 
 def fetch_state(repo: Repository, source: Source) -> Oid | None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from pydantic import JsonValue
@@ -52,6 +53,7 @@ from controller.reconcile.idle import audit_anchor, idle_main
 from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResult, Stall, StepResult
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.shards import ShardView, fetch_shards, locate
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.stall import REASON_CHARS
 from controller.reconcile.statebranch import load_state
@@ -76,7 +78,11 @@ log = logging.getLogger("fleetcd.controller")
 
 def fetch(ctx: ReconcileContext) -> StepResult:
     """Main, the state branch and robots' refs from the server; main's tree and the state branch read."""
-    ctx.fetched = fetch_all(ctx.repo, ctx.settings.source)
+    shards = ctx.settings.status_shards
+    ctx.fetched = fetch_all(ctx.repo, ctx.settings.source, status=not shards)
+    if shards:
+        ctx.shards = fetch_shards(ctx.repo, shards)
+        ctx.fetched = replace(ctx.fetched, status=locate(ctx.shards).marked)
     ctx.result = ReconcileResult(main=ctx.main)
     ctx.snapshot = load_state(ctx.repo)
     ctx.files, ctx.problems = read_tree(ctx.repo, ctx.main)
@@ -145,7 +151,11 @@ def ingest(ctx: ReconcileContext) -> StepResult:
         d: snapshot.devices.get(d) or DeviceFile(state=DeviceState(device=d)) for d in sorted(fleet.devices)
     }
     owners = {r.id: d for d, f in devices.items() for r in f.records}
-    for device, (report, problem) in read_reports(ctx.repo, devices).items():
+    present = None
+    if ctx.shards is not None:
+        events.extend(_shard_events(ctx.shards, devices, now))
+        present = ctx.status_refs
+    for device, (report, problem) in read_reports(ctx.repo, devices, present=present).items():
         if problem is not None:
             events.append(
                 AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(problem))
@@ -164,6 +174,18 @@ def ingest(ctx: ReconcileContext) -> StepResult:
             )
     ctx.devices = devices
     return CONTINUE
+
+
+def _shard_events(view: ShardView, devices: Iterable[str], now: datetime) -> Iterator[AuditEvent]:
+    """One line per status shard that did not answer, and per report found in the wrong shard."""
+    for name, error in sorted(view.unreachable.items()):
+        data: dict[str, JsonValue] = {"shard": name, "error": error[:REASON_CHARS]}
+        yield AuditEvent(at=now, kind=AuditKind.STATUS_SHARD_UNREACHABLE, reason="transport", data=data)
+    for wrong in locate(view, devices).misplaced:
+        data = {"ref": wrong.ref, "shard": wrong.found_in, "expected_shard": wrong.owner}
+        yield AuditEvent(
+            at=now, kind=AuditKind.DEVICE_REPORT, device=wrong.device, reason=Reason.WRONG_SHARD, data=data
+        )
 
 
 def plan(ctx: ReconcileContext) -> StepResult:
@@ -217,7 +239,9 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
     errors (nothing recorded) and bugs (recorded as a failure first).
     """
     with open_mirror(settings.source) as repo:  # the cache's lock, released however this ends
-        quiet = idle_main(repo, settings.source, settings.now(), outbox=settings.notify)
+        quiet = idle_main(
+            repo, settings.source, settings.now(), outbox=settings.notify, shards=settings.status_shards
+        )
         if quiet is not None:
             return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
         lost = ""

@@ -20,14 +20,53 @@ AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_leng
 Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)]
 
 
-class RemoteSettings(FrozenModel):
-    """Where the fleet repository is and how this robot authenticates to it."""
+MAX_REPLICAS = 8  # each down one costs a poll at most one connection attempt (timeout_seconds)
+# A path or URL git is given as an argument: never one it would read as an option, no control characters.
+URL_PATTERN = r"^[^\-\x00-\x20][^\x00-\x1f]*$"
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=URL_PATTERN)]
 
-    url: str = Field(min_length=1, max_length=2048)  # local path, file://, ssh://, user@host:path, https://
+
+# An OpenSSH host key fingerprint as `ssh-keygen -l -E sha256` prints it (fleetcd.git.knownhosts).
+HostKeyPin = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+
+
+class Endpoint(FrozenModel):
+    """Another git server of the fleet: a read replica, or this robot's status shard.
+
+    The robot logs in with the same ``ssh_key``/``ssh_user`` as to ``remote.url``; each server
+    has its own host key, so each endpoint has its own pin (none: the system's known_hosts).
+    """
+
+    url: Url
+    host_key_sha256: HostKeyPin | None = None
+
+
+class RemoteSettings(FrozenModel):
+    """Where the fleet repository is and how this robot authenticates to it.
+
+    ``url`` is the primary. Polls go to ``replicas`` first, in order, then to ``url``: the first
+    server that answers is used, so a replica that is down costs one failed connection and the
+    poll falls through to the next (docs/agent.md). The status report goes to ``status`` (the
+    robot's status shard, written by ``fleetcd robot add --status-shard``), else to ``url``.
+    """
+
+    url: Url  # local path, file://, ssh://, user@host:path, https://
     ssh_key: AbsolutePath | None = None  # private key; the public key is '<ssh_key>.pub'
     ssh_user: str | None = Field(default=None, max_length=64)  # default: the URL's user, else the device
     host_key_sha256: str | None = Field(default=None, max_length=128)  # pinned 'SHA256:...' of the server
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    replicas: list[Endpoint] = Field(default_factory=list, max_length=MAX_REPLICAS)  # polled before url
+    status: Endpoint | None = None  # where status reports are pushed; default: url
+
+    @model_validator(mode="after")
+    def _replicas_distinct(self) -> Self:
+        seen = {self.url}
+        for index, replica in enumerate(self.replicas):
+            if replica.url in seen:
+                where = "remote.url" if replica.url == self.url else "an earlier replica"
+                raise ValueError(f"replicas[{index}].url {replica.url!r} repeats {where}")
+            seen.add(replica.url)
+        return self
 
 
 class PinnedRoot(FrozenModel):
