@@ -200,7 +200,6 @@ def test_a_report_in_another_robots_shard_is_refused_with_an_audit_line(sharded:
     assert line.data == {"ref": status_ref(robot), "shard": "south", "expected_shard": "north"}
     assert sharded.reconcile().idle  # refused once; it wakes the controller again only if it moves
 
-
     sharded.report(robot)  # seq 2, into its own shard: that one counts
     sharded.reconcile()
     assert sharded.devices()[robot].last_report_seq == 2
