@@ -8,13 +8,18 @@ Thin wrappers around :mod:`controller.ops` (read through the operator's own mirr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from controller.cli.options import operator_remote_options, output_option, remote_source
 from controller.ops.output import Column, OutputFormat, render_data, render_table
+from fleetcd.compat import UTC
+
+if TYPE_CHECKING:
+    from controller.ops.remote import RemoteView
 
 
 def _emit(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: OutputFormat, empty: str) -> None:
@@ -101,14 +106,44 @@ def get_release(app: str, version: str, url: str, cache: Path, fmt: OutputFormat
 
 @click.command("history")
 @click.argument("device")
+@click.option(
+    "--at",
+    "at",
+    metavar="T",
+    help="What ran on DEVICE at instant T, from which commit, approved by whom, in which wave: "
+    "ISO 8601 with a UTC offset (2026-05-04T14:05:00+09:00, ...Z) or an age (-2h, -1d12h).",
+)
+@click.option(
+    "--commit",
+    "main_commit",
+    metavar="C",
+    help="As --at, at the state commit that processed main commit C (an id or abbreviation).",
+)
 @operator_remote_options
 @output_option
-def history_command(device: str, url: str, cache: Path, fmt: OutputFormat) -> int:
-    """DEVICE's deployment records over generations and its audit lines, newest first. Exit 1: unknown."""
-    from controller.ops.history import AUDIT_COLUMNS, RECORD_COLUMNS, device_history
+def history_command(
+    device: str, at: str | None, main_commit: str | None, url: str, cache: Path, fmt: OutputFormat
+) -> int:
+    """DEVICE's deployment records over generations and its audit lines, newest first; with --at or
+    --commit, what ran on it at one instant and on whose word. Exit 1: unknown robot."""
+    from controller.ops.history import AUDIT_COLUMNS, RECORD_COLUMNS, device_history, known_device
     from controller.ops.remote import read_remote
 
+    if at is not None and main_commit is not None:
+        raise click.UsageError("--at and --commit exclude each other")
     view = read_remote(remote_source(url, cache))
+    if at is not None or main_commit is not None:
+        if not known_device(view, device):
+            click.echo(f"error: no robot {device!r} on main, the state branch or a status ref", err=True)
+            return 1
+        data = _history_at(view, device, at, main_commit)
+        if fmt != "table":
+            click.echo(render_data(data, fmt))
+        else:
+            from controller.ops.asof_text import render_history_at
+
+            click.echo(render_history_at(data))
+        return 0
     history = device_history(view.repo, view.state, device)
     if device not in view.spec.devices and not history.records and not history.audit:
         click.echo(f"error: no robot {device!r} on main, the state branch or in the audit log", err=True)
@@ -124,6 +159,30 @@ def history_command(device: str, url: str, cache: Path, fmt: OutputFormat) -> in
     click.echo(f"\nAudit log lines naming {device}:")
     click.echo(render_table(data["audit"], AUDIT_COLUMNS) if data["audit"] else "  none")
     return 0
+
+
+def _history_at(view: RemoteView, device: str, at: str | None, main_commit: str | None) -> dict[str, Any]:
+    from controller.ops.asof import Instant, history_at, instant_of_commit, main_commit_id, parse_instant
+
+    now = datetime.now(UTC)
+    if main_commit is not None:
+        try:
+            full = main_commit_id(view.repo, view.main, main_commit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--commit") from None
+        return history_at(view.repo, view.main, instant_of_commit(view.repo, device, full))
+    assert at is not None
+    try:
+        instant = parse_instant(at, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
+    if instant > now:
+        raise click.BadParameter(
+            f"{instant.isoformat()} is in the future (now is {now.isoformat(timespec='seconds')}): "
+            "history answers for instants that have passed",
+            param_hint="--at",
+        )
+    return history_at(view.repo, view.main, Instant(device, instant))
 
 
 @click.command("receipt")

@@ -35,8 +35,9 @@ from controller.engine.ledger import Ledger
 from controller.engine.rollback import in_scope
 from controller.records.model import Action, is_terminal
 from controller.records.transitions import archive, time_out
-from controller.state.model import RolloutPhase, RolloutState, WavePhase, WaveState
+from controller.state.model import GateNumbers, RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.layout import release_path
+from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import EngineReason, RecordReason, SkipReason
 
 _FROZEN_SKIPS = frozenset({SkipReason.PAUSED.value, SkipReason.ABORTED.value})
@@ -76,7 +77,7 @@ def create(inp: EngineInput, ledger: Ledger, journal: Journal) -> RolloutState:
         phase=phase,
         reason=reason,
         waves=tuple(
-            WaveState(index=p.index, name=p.name, action=p.action.value, devices=p.devices)
+            WaveState(index=p.index, name=p.name, action=p.action.value, devices=p.devices, gate=gate_of(p))
             for p in inp.planned
         ),
         skipped=tuple((device, why) for device, why in inp.skipped),
@@ -97,6 +98,18 @@ def create(inp: EngineInput, ledger: Ledger, journal: Journal) -> RolloutState:
     return state
 
 
+def gate_of(planned: PlannedWave) -> GateNumbers:
+    """The planned wave's gate, as the state keeps it (``history --at`` quotes it later)."""
+    threshold = planned.failure_threshold
+    return GateNumbers(
+        failure_threshold_count=threshold.count,
+        failure_threshold_percent=threshold.percent,
+        min_reported_percent=planned.min_reported_percent,
+        soak_seconds=planned.soak_seconds,
+        manual_promotion=planned.manual_promotion,
+    )
+
+
 def frozen(inp: EngineInput) -> bool:
     return inp.rollout.paused or inp.rollout.aborted or any(w in _FROZEN_SKIPS for _, w in inp.skipped)
 
@@ -111,7 +124,8 @@ def follow_plan(inp: EngineInput, state: RolloutState, ledger: Ledger) -> Rollou
         wave = old.get(planned.index)
         if wave is None or wave.name != planned.name:
             wave = WaveState(index=planned.index, name=planned.name)
-        waves.append(wave.model_copy(update={"devices": planned.devices, "action": planned.action.value}))
+        update = {"devices": planned.devices, "action": planned.action.value, "gate": gate_of(planned)}
+        waves.append(wave.model_copy(update=update))
     members = {d for p in inp.planned for d in p.devices}
     for record in list(ledger.current()):
         if record.device not in members and record.action is not Action.ROLLBACK and not is_terminal(record):

@@ -214,7 +214,14 @@ def _gate(tick: Tick) -> None:
         if plan.manual_promotion:
             tick.promote_seen += 1
         tick.reason = None
-        wave = tick.set(position, phase=WavePhase.PASSED, gates_met_at=met_at, finished_at=now, reason=None)
+        wave = tick.set(
+            position,
+            phase=WavePhase.PASSED,
+            gates_met_at=met_at,
+            finished_at=now,
+            reason=None,
+            decided_counts=wave.counts,
+        )
         tick.journal.emit(
             AuditKind.WAVE_PASSED,
             wave=wave.index,
@@ -232,7 +239,7 @@ def _fail(tick: Tick, position: int) -> None:
     wave, plan = tick.waves[position], tick.plan(tick.waves[position])
     threshold = plan.failure_threshold
     crossed = EngineReason.THRESHOLD_CROSSED.value
-    tick.set(position, phase=WavePhase.FAILED, finished_at=now, reason=crossed)
+    tick.set(position, phase=WavePhase.FAILED, finished_at=now, reason=crossed, decided_counts=wave.counts)
     tick.journal.emit(
         AuditKind.WAVE_FAILED,
         reason=crossed,

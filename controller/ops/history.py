@@ -16,11 +16,13 @@ from typing import Any
 
 from controller.audit.chain import DAY_PATH, verify
 from controller.ops.output import Column, Row, field, when
+from controller.ops.remote import RemoteView
 from controller.reconcile.statebranch import StateSnapshot
 from controller.records.model import DeploymentRecord
 from controller.state.layout import device_file
 from controller.state.model import DeviceFile
-from fleetcd.git.objects import read_blob
+from fleetcd.git.objects import read_blob, ref_target
+from fleetcd.git.refs import status_ref
 from fleetcd.git.repo import Repository, oid
 from fleetcd.git.signatures import commits_between
 
@@ -65,6 +67,16 @@ def device_history(
     records = sorted(found.values(), key=lambda r: (r.created_at, r.updated_at, r.generation), reverse=True)
     searched = min(len(commits), max_commits)
     return DeviceHistory(device, records, audit, searched, searched == len(commits))
+
+
+def known_device(view: RemoteView, device: str) -> bool:
+    """True when ``device`` is on main, has a device file on the state branch or a status ref."""
+    if device in view.spec.devices or device in view.state.devices:
+        return True
+    try:
+        return ref_target(view.repo, status_ref(device)) is not None
+    except ValueError:  # not a device name at all
+        return False
 
 
 def _audit_lines(state: StateSnapshot, device: str) -> list[dict[str, Any]]:

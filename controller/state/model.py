@@ -58,6 +58,18 @@ class WaveCounts(_State):
         return self.succeeded + self.failed + self.rolled_back + self.timed_out
 
 
+class GateNumbers(_State):
+    """The wave's gate as planned at the reconcile that wrote the state: what its verdicts are
+    measured against. Kept in the state so ``history --at`` quotes the numbers in force at an
+    instant, even after the rollout, its strategy or ``fleet.yaml``'s defaults changed."""
+
+    failure_threshold_count: int | None = Field(default=None, ge=0)
+    failure_threshold_percent: float | None = Field(default=None, ge=0, le=100)
+    min_reported_percent: float = Field(ge=0, le=100)
+    soak_seconds: int = Field(ge=0)
+    manual_promotion: bool = False
+
+
 class WaveState(_State):
     index: int = Field(ge=0)
     name: str
@@ -69,6 +81,11 @@ class WaveState(_State):
     finished_at: AwareDatetime | None = None
     counts: WaveCounts = Field(default_factory=WaveCounts)
     reason: str | None = None
+    # None in states written before gates were recorded (``history --at`` says so).
+    gate: GateNumbers | None = None
+    # ``counts`` when the wave passed or failed: the numbers the gate decided on (``counts`` goes on
+    # following late reports). None: not decided yet, or decided before this was recorded.
+    decided_counts: WaveCounts | None = None
 
 
 class Approver(_State):

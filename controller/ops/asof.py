@@ -1,0 +1,370 @@
+"""``fleetcd history ROBOT --at T``: what ran on one robot at one instant, and on whose word.
+
+Per app, from git alone (:mod:`controller.ops.instant` reads it):
+
+* **what ran** is what the robot itself reported running in its reports up to T, not what the
+  controller dispatched: the newest deployment a report called ``deployed`` (or ``drifted``) that no
+  later report called failed or rolled back. Beside it, the deployment the controller had handed
+  the robot at T, if another, and how far the robot's last report says it got (:func:`robot_state`);
+* each deployment's release digest, config, rollout, generation and wave come from its record on
+  the state branch at or before T; the main commit that asked for it, its approvers and its
+  wave's gate numbers from its generation's rollout state at or before T (a rollback deployment
+  quotes the approvals of the generation that first put its release out);
+* the robot's own last report before T.
+
+States written before the state kept a field answer "unknown (recorded before …)" for it. The
+decisions (:func:`robot_state`, :func:`running_ids`) are pure; :func:`history_at` gathers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.ops.instant import Report, ReportWalk, StateWalk, aware, state_at, state_processing
+from controller.records.model import Action, DeploymentRecord, TargetStatus
+from controller.state.model import RolloutState, WaveState
+from fleetcd.compat import StrEnum
+from fleetcd.errors import InvalidContent
+from fleetcd.git.log import LogEntry, commit_subject, commit_time, first_parent_log, full_commit_id
+from fleetcd.git.refs import STATE_BRANCH
+from fleetcd.git.repo import Repository
+from fleetcd.git.signatures import is_descendant
+from fleetcd.reasons import Reason
+from fleetcd.reports import DeploymentReport, StatusReport
+from fleetcd.vocabulary import Activity, ErrorStatus
+
+MAIN_COMMITS = 100_000  # main's first parents walked back to its first commit ("before the fleet")
+UNKNOWN_GATE = "unknown (recorded before the state branch kept gate numbers)"
+UNKNOWN_COMMIT = "unknown (recorded before deployment records named their main commit)"
+UNKNOWN_APPROVALS = "unknown (the generation's rollout state is older than the state commits searched)"
+
+
+class RanState(StrEnum):
+    """Where one app on the robot stood at the instant, as the robot's own reports tell it."""
+
+    NOTHING_INSTALLED = "nothing_installed"  # no release of the app reported or dispatched yet
+    DISPATCHED = "dispatched"  # handed to the robot, which had not reported starting on it
+    APPLYING = "applying"  # downloading, verifying, installing or watching its health
+    RUNNING = "running"
+    ROLLED_BACK = "rolled_back"  # back on the previous release: its agent rolled back, or a rollback
+    FAILED = "failed"  # the newest deployment failed; the robot runs what it ran before
+
+
+_LIVE = frozenset({Activity.DEPLOYED, Activity.DRIFTED})
+_UNDONE = frozenset({Activity.ROLLED_BACK, Activity.FAILED})
+_APPLYING = frozenset(
+    {
+        Activity.DOWNLOADING,
+        Activity.VERIFYING,
+        Activity.APPLYING,
+        Activity.WATCHING,
+        Activity.STAGED,
+        Activity.REMOVING,
+    }
+)
+
+
+def robot_state(handed: DeploymentRecord | None, said: DeploymentReport | None, running: bool) -> RanState:
+    """The app's state from the deployment the robot was handed, what its last report said of that
+    deployment (None: nothing), and whether some deployment of the app was running."""
+    idle = RanState.RUNNING if running else RanState.NOTHING_INSTALLED
+    if handed is None:
+        return idle
+    if said is None or said.activity in (Activity.QUEUED, Activity.ARCHIVED):
+        return RanState.DISPATCHED
+    if said.activity == Activity.ROLLED_BACK:
+        return RanState.ROLLED_BACK
+    if said.activity == Activity.FAILED or said.error == ErrorStatus.FAILED:
+        return RanState.FAILED
+    if said.activity in _APPLYING:
+        return RanState.APPLYING
+    return RanState.ROLLED_BACK if handed.action is Action.ROLLBACK else RanState.RUNNING
+
+
+def running_ids(reports: Iterable[StatusReport], apps: set[str]) -> dict[str, DeploymentReport]:
+    """app -> the deployment the robot last reported live (deployed or drifted), walking its reports
+    newest first; a deployment a later report called failed or rolled back no longer runs."""
+    found: dict[str, DeploymentReport] = {}
+    undone: set[str] = set()
+    for report in reports:
+        for said in report.deployments:
+            if said.app in found or said.app not in apps:
+                continue
+            if said.activity in _UNDONE or said.error == ErrorStatus.FAILED:
+                undone.add(said.deployment_id)
+            elif said.activity in _LIVE and said.deployment_id not in undone:
+                found[said.app] = said
+        if len(found) == len(apps):
+            break
+    return found
+
+
+def handed(records: Sequence[DeploymentRecord], app: str) -> DeploymentRecord | None:
+    """The deployment of ``app`` the robot's desired state carried: its newest one not archived."""
+    live = [r for r in records if r.app == app and r.target_status is not TargetStatus.ARCHIVED]
+    return max(live, key=lambda r: (r.created_at, r.generation, r.id), default=None)
+
+
+@dataclass(frozen=True)
+class Instant:
+    """The question: a robot and an instant, and (with ``--commit``) the main commit it came from."""
+
+    device: str
+    at: datetime
+    main_commit: str | None = None
+    state: LogEntry | None = None  # with ``--commit``: the state commit that processed it
+
+
+def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]:
+    """The answer to ``question`` as JSON-ready data (``history --at`` prints it)."""
+    at = question.at
+    start, oldest = (question.state, None) if question.state is not None else state_at(repo, at)
+    walk = StateWalk(repo, start, question.device)
+    reports = ReportWalk(repo, question.device, at)
+    cached: list[Report] = []
+    iterator = iter(reports)
+
+    def newest_first() -> Iterable[StatusReport]:
+        yield from (r.report for r in cached)
+        for report in iterator:
+            cached.append(report)
+            yield report.report
+
+    last = next(iter(newest_first()), None)
+    apps = sorted({r.app for r in walk.at_start} | _reported_apps(last))
+    live = running_ids(newest_first(), set(apps))
+    notes = _notes(repo, main, at, start, oldest)
+    answer_apps = []
+    for app in apps:
+        given = handed(walk.at_start, app)
+        said = _said(last, given)
+        run = live.get(app)
+        state = robot_state(given, said, run is not None)
+        running = _deployment(repo, walk, run.deployment_id, run) if run is not None else None
+        if running is None and state is not RanState.NOTHING_INSTALLED:
+            running = _installed_only(last, app)
+        pending = None
+        if given is not None and (run is None or given.id != run.deployment_id):
+            pending = _deployment(repo, walk, given.id, said)
+        answer_apps.append({"app": app, "state": state.value, "running": running, "handed": pending})
+    if walk.commits_read >= walk.limit:
+        notes.append(f"read the {walk.limit} state commits before the instant; older ones were not read")
+    if reports.unreadable:
+        notes.append(f"{reports.unreadable} of the robot's reports were unreadable and skipped")
+    return {
+        "device": question.device,
+        "at": at.isoformat(),
+        "main_commit": question.main_commit,
+        "state_commit": None
+        if start is None
+        else {
+            "id": start.commit,
+            "at": start.when.isoformat(),
+            "main_commit": walk.meta.last_processed_commit if walk.meta is not None else None,
+        },
+        "apps": answer_apps,
+        "report": _report(cached[0]) if cached else None,
+        "notes": notes,
+    }
+
+
+def _reported_apps(report: StatusReport | None) -> set[str]:
+    if report is None:
+        return set()
+    return {d.app for d in report.deployments} | {a.app for a in report.apps if a.current is not None}
+
+
+def _said(report: StatusReport | None, record: DeploymentRecord | None) -> DeploymentReport | None:
+    if report is None or record is None:
+        return None
+    return next((d for d in report.deployments if d.deployment_id == record.id), None)
+
+
+def _installed_only(report: StatusReport | None, app: str) -> dict[str, Any] | None:
+    """The version the robot says runs, when no report in reach names its deployment."""
+    installed = next((a for a in report.apps if a.app == app), None) if report is not None else None
+    if installed is None or installed.current is None:
+        return None
+    return {"version": installed.current, "deployment": None}
+
+
+def _deployment(
+    repo: Repository, walk: StateWalk, deployment: str, said: DeploymentReport | None
+) -> dict[str, Any]:
+    record = walk.record(deployment)
+    out: dict[str, Any] = {
+        "deployment": deployment,
+        "robot_activity": str(said.activity) if said is not None else None,
+        "robot_error": str(said.error) if said is not None else None,
+        "robot_message": said.message if said is not None else None,
+    }
+    if record is None:
+        return {**out, "version": said.version if said is not None else None, "recorded": False}
+    state = walk.rollout(record.rollout, record.generation)
+    out |= {
+        "recorded": True,
+        "version": record.version,
+        "app": record.app,
+        "release_sha256": record.release_sha256,
+        "config_sha256": record.config_sha256,
+        "config_files": list(record.config_files),
+        "rollout": record.rollout,
+        "generation": record.generation,
+        "action": record.action.value,
+        "dispatched_at": record.created_at.isoformat(),
+        "controller_status": record.status.value,
+        "commit": _commit(repo, record.commit) if record.commit is not None else UNKNOWN_COMMIT,
+        "rollout_state": None,
+        "wave": {"index": record.wave},
+        "requested_by": None,
+        "approvals": UNKNOWN_APPROVALS,
+    }
+    if state is None:
+        return out
+    out["rollout_state"] = {"phase": state.phase.value, "reason": state.reason}
+    out["requested_by"] = _commit(repo, state.commit)
+    wave = next((w for w in state.waves if w.index == record.wave), None)
+    if wave is not None:
+        out["wave"] = _wave(wave)
+    approving = state if record.action is not Action.ROLLBACK else _put_out(walk, record)
+    if approving is not None:
+        out["approvals"] = {
+            "generation": approving.generation,
+            "commit": _commit(repo, approving.commit),
+            "approvers": [{"name": a.name, "fingerprint": a.fingerprint} for a in approving.approvers],
+        }
+    return out
+
+
+def _put_out(walk: StateWalk, record: DeploymentRecord) -> RolloutState | None:
+    """The rollout's newest earlier generation that released what this rollback deployment restores."""
+    for generation in range(record.generation - 1, 0, -1):
+        state = walk.rollout(record.rollout, generation)
+        if state is not None and state.release_sha256 == record.release_sha256:
+            return state
+    return None
+
+
+def _wave(wave: WaveState) -> dict[str, Any]:
+    gate: Mapping[str, Any] | str = UNKNOWN_GATE if wave.gate is None else wave.gate.model_dump(mode="json")
+    return {
+        "index": wave.index,
+        "name": wave.name,
+        "phase": wave.phase.value,
+        "reason": wave.reason,
+        "gate": gate,
+        "counts": wave.counts.model_dump(mode="json"),
+        "decided_counts": wave.decided_counts.model_dump(mode="json") if wave.decided_counts else None,
+        "started_at": wave.started_at.isoformat() if wave.started_at else None,
+        "gates_met_at": wave.gates_met_at.isoformat() if wave.gates_met_at else None,
+        "finished_at": wave.finished_at.isoformat() if wave.finished_at else None,
+    }
+
+
+def _commit(repo: Repository, commit: str) -> dict[str, Any]:
+    when = commit_time(repo, commit)
+    return {
+        "id": commit,
+        "subject": commit_subject(repo, commit),
+        "at": when.isoformat() if when is not None else None,
+    }
+
+
+def _report(found: Report) -> dict[str, Any]:
+    report = found.report
+    return {
+        "commit": found.commit,
+        "seq": report.seq,
+        "reported_at": aware(report.reported_at).isoformat(),
+        "agent_version": report.agent_version,
+        "bundle_serial": report.bundle_serial,
+        "trust_version": report.trust_version,
+        "stale": report.stale,
+        "apps": [a.model_dump(mode="json") for a in report.apps],
+        "deployments": [
+            {
+                "deployment": d.deployment_id,
+                "app": d.app,
+                "version": d.version,
+                "activity": str(d.activity),
+                "error": str(d.error),
+                "message": d.message,
+            }
+            for d in report.deployments
+        ],
+        "last_error": report.last_error,
+    }
+
+
+def _notes(
+    repo: Repository, main: str, at: datetime, start: LogEntry | None, oldest: LogEntry | None
+) -> list[str]:
+    notes = []
+    if start is None:
+        first = None
+        for entry in first_parent_log(repo, main, MAIN_COMMITS):
+            first = entry
+        if first is not None and at < first.when:
+            notes.append(f"before the fleet existed: main's first commit is at {first.when.isoformat()}")
+        if oldest is not None:
+            notes.append(
+                f"before the controller's first state commit ({oldest.when.isoformat()}): "
+                "nothing had been dispatched"
+            )
+        else:
+            notes.append("the controller has not written its state branch yet")
+    return notes
+
+
+def main_commit_id(repo: Repository, main: str, rev: str) -> str:
+    """The full id of ``rev``, a commit on main's history; ValueError saying why not."""
+    found = full_commit_id(repo, rev)
+    if found is None:
+        raise ValueError(f"{rev!r} names no commit in the fleet repository")
+    if not is_descendant(repo, main, found):
+        raise ValueError(f"commit {found[:12]} is not on main's history")
+    return found
+
+
+def instant_of_commit(repo: Repository, device: str, main_commit: str) -> Instant:
+    """``--commit``: the instant of the state commit that processed ``main_commit``."""
+    entry = state_processing(repo, main_commit)
+    if entry is None:
+        raise InvalidContent.at(
+            STATE_BRANCH,
+            f"no state commit has processed main commit {main_commit[:12]} yet (has the controller run "
+            "since it was merged?)",
+            reason=Reason.UNKNOWN_REFERENCE,
+        )
+    return Instant(device, entry.when, main_commit, entry)
+
+
+_RELATIVE = re.compile(r"^-(?:(\d{1,6})d)?(?:(\d{1,8})h)?(?:(\d{1,10})m)?(?:(\d{1,12})s)?$")
+MAX_LOOKBACK = timedelta(days=100 * 366)  # a relative instant further back is a typo
+
+
+def parse_instant(text: str, now: datetime) -> datetime:
+    """``--at``: ISO 8601 with a UTC offset (``2026-05-04T14:05:00+09:00``, ``…Z``), or an age
+    before ``now`` (``-2h``, ``-1d12h``, ``-90s``). Raises ValueError saying what is accepted."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative is not None and any(relative.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in relative.groups())
+        age = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if age > MAX_LOOKBACK:
+            raise ValueError(f"{text!r} reaches back more than {MAX_LOOKBACK.days} days")
+        return now - age
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO 8601 time with a UTC offset (2026-05-04T14:05:00+09:00, "
+            "2026-05-04T05:05:00Z) nor an age such as -2h, -30m or -1d12h"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset: add Z or +HH:MM (a time without one is ambiguous)")
+    return parsed
