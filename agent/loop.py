@@ -42,6 +42,7 @@ from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
 from agent.report.cadence import PushState, digest, load_push_state, push_due, save_push_state
 from agent.report.outbox import Outbox
+from agent.report.progress import ProgressReporter
 from agent.report.push import push_status
 from agent.report.status import load_status, status_report
 from agent.state.atomic import write_atomic
@@ -54,7 +55,7 @@ from fleetcd.compat import UTC
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.errors import TransportError
 from fleetcd.models.agent import AgentConfig
-from fleetcd.reports import RuntimeDrift, StatusReport
+from fleetcd.reports import Progress, RuntimeDrift, StatusReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,8 +129,10 @@ def run_once(
         desired = Desired(errors=[exc])
     errors.extend(desired.errors)
 
-    executor, outcomes = None, {}
+    executor: Executor | None = None
+    outcomes: dict[str, AppOutcome] = {}
     runtime_drift: list[RuntimeDrift] = []
+    progress_seq = 0
     try:
         executor = rt.executor or make_executor(
             config.executor, ExecutorContext(paths.apps_dir, paths.downloads_dir), config
@@ -146,6 +149,9 @@ def run_once(
             return wall if floor is None else max(wall, floor)
 
         liveness.beat()
+        reporter = _progress_reporter(
+            config, paths, clock_now, executor, desired, runtime_drift, errors, outcomes
+        )
         ctx = ConvergeContext(
             config,
             paths,
@@ -156,14 +162,18 @@ def run_once(
             rt.checkpoint,
             liveness,
             desired.assignments,
+            progress=reporter,
         )
         try:
-            runtime_drift = check_runtime_drift(ctx, desired, restore=config.drift == "restore")
+            runtime_drift[:] = check_runtime_drift(ctx, desired, restore=config.drift == "restore")
         except Exception as exc:  # e.g. /proc unreadable: converging matters more than this check
             errors.append(exc)
         ctx.drifted = frozenset(d.app for d in runtime_drift if not d.restored)
-        outcomes = _converge_all(ctx, paths, desired, errors)
-
+        try:
+            _converge_all(ctx, paths, desired, errors, outcomes)
+        finally:
+            with liveness.step("progress push", network):  # one in flight ends before the cycle's own
+                progress_seq = reporter.close()
     liveness.beat()
     drift: dict[str, list[str]] = {}
     try:
@@ -172,7 +182,15 @@ def run_once(
         errors.append(exc)
     with liveness.step("report", 2 * network):  # a refused push fetches, rebases and pushes again
         report, pushed = _report(
-            config, paths, clock_now(), executor, desired, outcomes, (drift, runtime_drift), errors
+            config,
+            paths,
+            clock_now(),
+            executor,
+            desired,
+            outcomes,
+            (drift, runtime_drift),
+            errors,
+            after_seq=progress_seq,
         )
     retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
     return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
@@ -188,9 +206,14 @@ def _repair(step: Callable[[], list[StateRepaired]]) -> list[Exception]:
 
 
 def _converge_all(
-    ctx: ConvergeContext, paths: AgentPaths, desired: Desired, errors: list[Exception]
-) -> dict[str, AppOutcome]:
-    outcomes: dict[str, AppOutcome] = {}
+    ctx: ConvergeContext,
+    paths: AgentPaths,
+    desired: Desired,
+    errors: list[Exception],
+    outcomes: dict[str, AppOutcome],
+) -> None:
+    """Converge every app in order, filling ``outcomes`` as each one ends (a progress report built
+    meanwhile tells the apps already done as this cycle left them)."""
     # Apps a release requires go first, so what depends on them can start in the same cycle.
     apps = set(desired.assignments) | set(paths.journaled_apps())
     for app in converge_order(apps, required_apps(desired.assignments)):
@@ -204,7 +227,62 @@ def _converge_all(
         if outcome.error is not None and not outcome.deferred:
             errors.append(outcome.error)
         errors.extend(outcome.warnings)
-    return outcomes
+
+
+def _next_seq(paths: AgentPaths) -> int:
+    """The seq above every report this robot built, queued or pushed."""
+    known = (load_status(paths.status_file), Outbox(paths.outbox).pending(), load_push_state(paths.push_file))
+    return max(r.seq if r else 0 for r in known) + 1
+
+
+def _progress_reporter(
+    config: AgentConfig,
+    paths: AgentPaths,
+    now: Callable[[], datetime],
+    executor: Executor,
+    desired: Desired,
+    runtime_drift: list[RuntimeDrift],
+    errors: list[Exception],
+    outcomes: dict[str, AppOutcome] | None = None,
+) -> ProgressReporter:
+    """This cycle's progress pushes (agent.report.progress): each report is the cycle's report as
+    the journals stand at that moment, plus its ``progress``; pushed without rebase, and its seq and
+    digest recorded in ``push.json`` like any push (the cycle's own report then goes above it)."""
+    if config.poll.progress_seconds == 0:
+        return ProgressReporter.disabled()
+    done = {} if outcomes is None else outcomes
+    try:
+        first_seq = _next_seq(paths)
+    except Exception as exc:  # an unreadable outbox: this cycle's report sorts it out, say nothing now
+        log.warning("no progress reports this cycle: %s", exc)
+        return ProgressReporter.disabled()
+
+    def build(progress: Progress, seq: int) -> StatusReport:
+        journals = {app: Journal(paths.journal(app)) for app in paths.journaled_apps()}
+        restore = config.drift == "restore"  # restored files are not news; edited ones left are
+        return status_report(
+            config.device,
+            seq,
+            now(),
+            journals=journals,
+            ledgers={app: Ledger(paths.migrations(app)) for app in journals},
+            executor=executor,
+            desired=desired,
+            outcomes=done,
+            previous=load_status(paths.status_file),
+            drift={} if restore else check_drift(paths.config_hashes, restore=False),
+            runtime_drift=runtime_drift,
+            last_error=f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
+            progress=progress,
+        )
+
+    def push(report: StatusReport) -> None:
+        pushed = push_status(config, paths.repo, report, rebase=False).report
+        save_push_state(
+            paths.push_file, PushState(seq=pushed.seq, at=report.reported_at, digest=digest(report))
+        )
+
+    return ProgressReporter(config.poll.progress_seconds, build, push, first_seq=first_seq)
 
 
 def _report(
@@ -216,14 +294,17 @@ def _report(
     outcomes: dict[str, AppOutcome],
     drift: tuple[dict[str, list[str]], list[RuntimeDrift]],
     errors: list[Exception],
+    *,
+    after_seq: int = 0,
 ) -> tuple[StatusReport | None, bool]:
-    """Build, store and (when due) push the report; (report, pushed)."""
+    """Build, store and (when due) push the report, its seq above ``after_seq`` (the progress
+    reports' of this cycle); (report, pushed)."""
     try:
         outbox = Outbox(paths.outbox)
         previous = load_status(paths.status_file)
         waiting = outbox.pending()
         pushed_before = load_push_state(paths.push_file)  # status.json may be lost: seq must still grow
-        seq = max(r.seq if r else 0 for r in (previous, waiting, pushed_before)) + 1
+        seq = max([after_seq, *(r.seq if r else 0 for r in (previous, waiting, pushed_before))]) + 1
         journals = {app: Journal(paths.journal(app)) for app in paths.journaled_apps()}
         last_error = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
         report = status_report(

@@ -9,15 +9,24 @@ activity and error values are :mod:`fleetcd.vocabulary`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
+from fleetcd.compat import Self
 from fleetcd.models.base import FrozenModel, SafeName, SemVer
-from fleetcd.models.release import MAX_STEPS
+from fleetcd.models.release import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS, MAX_STEPS, MAX_WATCH_SECONDS
 from fleetcd.models.trustroot import MAX_TRUST_VERSION
 from fleetcd.vocabulary import (
+    Activity,
     ErrorStatus,
+    ProgressPhase,
     ReportedActivity,
     ReportedDriftKind,
     ReportedError,
@@ -41,6 +50,11 @@ MAX_BUNDLE_SERIAL = 2**53  # fleetcd.desired.bundle.MAX_SERIAL: the controller n
 # from 4,300 digits on); 2**63 has 19.
 MAX_INT_DIGITS = 20
 Seq = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
+# A download is every artifact of one release: at most MAX_ARTIFACTS of MAX_ARTIFACT_BYTES each.
+MAX_PROGRESS_BYTES = MAX_ARTIFACTS * MAX_ARTIFACT_BYTES
+ProgressBytes = Annotated[int, Field(strict=True, ge=0, le=MAX_PROGRESS_BYTES)]
+WatchSeconds = Annotated[int, Field(strict=True, ge=0, le=MAX_WATCH_SECONDS)]
+DeploymentIdText = Annotated[str, StringConstraints(pattern=r"^dep-[0-9a-f]{24}$")]
 
 Message = Annotated[str, StringConstraints(max_length=MESSAGE_MAX)]
 Timestamp = Annotated[datetime, Field(strict=False)]
@@ -64,7 +78,7 @@ class ReportedMigration(FrozenModel):
 class DeploymentReport(FrozenModel):
     """The robot's view of one deployment it was given (by the controller's deterministic id)."""
 
-    deployment_id: Annotated[str, StringConstraints(pattern=r"^dep-[0-9a-f]{24}$")]
+    deployment_id: DeploymentIdText
     app: SafeName
     version: SemVer
     activity: ReportedActivity
@@ -91,6 +105,44 @@ class InstalledApp(FrozenModel):
     previous: SemVer | None = None
 
 
+class Progress(FrozenModel):
+    """How far a long step of one deployment is, in a report pushed while the step runs
+    (agent.report.progress); the report that ends the agent's cycle carries none.
+
+    ``downloading``: ``done_bytes`` of ``total_bytes`` (every artifact of the release, resumed bytes
+    included). ``watching``: ``seconds_left`` of the health watch's ``window_seconds``. The numbers of
+    the other phase are absent; every number is bounded and ``done <= total``, ``left <= window``.
+    """
+
+    deployment_id: DeploymentIdText
+    phase: ProgressPhase
+    done_bytes: ProgressBytes | None = None
+    total_bytes: ProgressBytes | None = None
+    seconds_left: WatchSeconds | None = None
+    window_seconds: WatchSeconds | None = None
+
+    @model_validator(mode="after")
+    def _numbers_of_its_phase(self) -> Self:
+        if self.phase is Activity.DOWNLOADING:
+            mine, others, names = (
+                (self.done_bytes, self.total_bytes),
+                (self.seconds_left, self.window_seconds),
+                "done_bytes of total_bytes",
+            )
+        else:
+            mine, others, names = (
+                (self.seconds_left, self.window_seconds),
+                (self.done_bytes, self.total_bytes),
+                "seconds_left of window_seconds",
+            )
+        part, whole = mine
+        if part is None or whole is None or others != (None, None):
+            raise ValueError(f"{self.phase.value} progress carries {names}, and nothing else")
+        if part > whole:
+            raise ValueError(f"{names}: {part} is more than {whole}")
+        return self
+
+
 class StatusReport(FrozenModel):
     """One robot's latest report; ``seq`` grows with every report so stale ones can be ignored."""
 
@@ -108,3 +160,15 @@ class StatusReport(FrozenModel):
     last_error: Message | None = None
     drift: list[DriftedPath] = Field(default_factory=list, max_length=64)  # config files edited locally
     runtime_drift: list[RuntimeDrift] = Field(default_factory=list, max_length=MAX_RUNTIME_DRIFT)
+    # Only in reports pushed while a long step runs; a controller from before it never sees the key
+    # in any other report (it refuses unknown keys), see _omit_absent_progress.
+    progress: Progress | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_progress(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``progress`` key when there is none: such a report's bytes are exactly what agents
+        from before progress sent, so older controllers (``extra="forbid"``) keep accepting them."""
+        data: dict[str, Any] = handler(self)
+        if data.get("progress") is None:
+            data.pop("progress", None)
+        return data

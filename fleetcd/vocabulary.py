@@ -100,6 +100,10 @@ ReportedActivity = Literal[
     Activity.ARCHIVED,
 ]
 
+# The long steps a report's ``progress`` measures (fleetcd.reports.Progress): bytes of a download,
+# seconds left in a health watch. Each is also the deployment's reported activity while it runs.
+ProgressPhase = Literal[Activity.DOWNLOADING, Activity.WATCHING]
+
 JOURNAL_ACTIVITIES: frozenset[Activity] = frozenset(get_args(JournalActivity))
 REPORTED_ACTIVITIES: frozenset[Activity] = frozenset(get_args(ReportedActivity))
 
@@ -174,6 +178,7 @@ __all__ = [
     "ErrorStatus",
     "JournalActivity",
     "MigrationState",
+    "ProgressPhase",
     "ReportedActivity",
     "ReportedDriftKind",
     "ReportedError",

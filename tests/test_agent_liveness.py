@@ -22,7 +22,7 @@ import pytest
 
 from agent.executors.base import ExecutorContext
 from agent.executors.tarball import TarballExecutor
-from agent.fetch import DownloadSettings
+from agent.fetch import DownloadSettings, Progress
 from agent.fetch.http import download
 from agent.liveness import Liveness, LivenessSettings
 from agent.loop import Runtime, notify, run_forever
@@ -174,8 +174,16 @@ def test_a_download_stuck_past_its_deadline_stops_the_pings_so_systemd_restarts_
     world.publish("1.0.0")
     hung, release = threading.Event(), threading.Event()
 
-    def stuck_downloader(url: str, dest: Path, *, sha256: str, size: int, settings: DownloadSettings) -> Path:
-        done = download(url, dest, sha256=sha256, size=size, settings=settings)
+    def stuck_downloader(
+        url: str,
+        dest: Path,
+        *,
+        sha256: str,
+        size: int,
+        settings: DownloadSettings,
+        progress: Progress | None = None,
+    ) -> Path:
+        done = download(url, dest, sha256=sha256, size=size, settings=settings, progress=progress)
         if not hung.is_set():  # the first time only: e.g. a read blocked in the kernel, past any timeout
             hung.set()
             release.wait(60)

@@ -22,6 +22,7 @@ from agent.health.clock import Clock
 from agent.hooks import Hooks
 from agent.liveness import Liveness
 from agent.paths import AgentPaths
+from agent.report.progress import ProgressReporter
 from agent.state.journal import JournalEntry
 from fleetcd.desired import BundleDeployment, VerifiedBundle
 from fleetcd.errors import ApplyError, InvalidContent, SetupError
@@ -96,6 +97,8 @@ class ConvergeContext:
     # Every app's assignment of this cycle: a release's ``requires`` is checked against the others.
     assignments: Mapping[str, Assignment] = field(default_factory=dict)
     drifted: frozenset[str] = frozenset()  # apps whose running code drifted and was left so (report)
+    # Pushes how far a download or health watch is while it runs (agent.report.progress).
+    progress: ProgressReporter = field(default_factory=ProgressReporter.disabled)
 
     def fallback(self, app: str, entry: JournalEntry | None, assignment: Assignment | None) -> Fallback:
         """The rollback policy of ``entry``'s release, when the bundle still carries it."""

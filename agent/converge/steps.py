@@ -6,6 +6,7 @@ path's restart of an active version that is not running (after a reboot).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from agent.configfiles.write import config_path
@@ -24,12 +25,20 @@ from agent.health.watch import watch
 from agent.hooks import HookContext
 from agent.state.journal import JournalEntry
 from agent.state.migrations import Ledger
-from fleetcd.models.release import ContainerImage, McuFirmware, Release
+from fleetcd.models.release import (
+    AppTarball,
+    ConfigPayload,
+    ContainerImage,
+    McuFirmware,
+    ModelPayload,
+    Release,
+)
 from fleetcd.vocabulary import Activity
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "FLEETCD_CONFIG"  # tells the app where its config file is
+DOWNLOADED = (AppTarball, ConfigPayload, ModelPayload)  # the artifacts executors fetch as files
 
 
 def run_step(
@@ -92,9 +101,11 @@ def _converge_step(
         raise AssertionError(f"{app}: no release for {entry.deployment_id} in {state.value}")  # machine bug
     target = app_target(ctx, app, assignment)
     hook_ctx = _hook_context(ctx, app, entry, assignment.release)
-    if state in (Activity.DOWNLOADING, Activity.VERIFYING):
-        executor.fetch(target)  # verifying: the files on disk are hashed again, nothing is downloaded
-        if state is Activity.VERIFYING and not entry.stage_only:
+    if state is Activity.DOWNLOADING:
+        _download(ctx, entry, target)
+    elif state is Activity.VERIFYING:
+        executor.fetch(target)  # the files on disk are hashed again, nothing is downloaded
+        if not entry.stage_only:
             enforce_gates(
                 assignment.gates,
                 ctx.config.gates,
@@ -129,19 +140,39 @@ def _converge_step(
         elif not hooks.switch_slot(hook_ctx):
             executor.switch(target, entry.previous_version)
     elif state is Activity.WATCHING:
-        verdict = watch(
-            app,
-            entry.version,
-            assignment.release.health,
-            lambda: executor.state(app, entry.version),
-            allowlist=ctx.config.exec_allowlist,
-            clock=ctx.clock,
-        )
+        health = assignment.release.health
+        ctx.progress.begin(entry.deployment_id, Activity.WATCHING, window_seconds=health.watch_seconds)
+        try:
+            verdict = watch(
+                app,
+                entry.version,
+                health,
+                lambda: executor.state(app, entry.version),
+                allowlist=ctx.config.exec_allowlist,
+                clock=ctx.clock,
+                seconds_left=ctx.progress.watching,
+            )
+        finally:
+            ctx.progress.end()
         verdict.raise_if_unhealthy()
         if hooks.report_health(hook_ctx) is False:
             raise HealthFailed("hook", "the report_health hook says the new version is unhealthy")
     else:
         raise AssertionError(f"{app}: no step for {state.value}")
+
+
+def _download(ctx: ConvergeContext, entry: JournalEntry, target: AppTarget) -> None:
+    """``executor.fetch`` with its bytes told to the progress reporter: the files an executor
+    downloads (a container image is pulled by the engine, which counts nothing for us)."""
+    total = sum(a.size for a in target.release.artifacts if isinstance(a, DOWNLOADED))
+    if not total:
+        ctx.executor.fetch(target)
+        return
+    ctx.progress.begin(entry.deployment_id, Activity.DOWNLOADING, total_bytes=total)
+    try:
+        ctx.executor.fetch(dataclasses.replace(target, progress=ctx.progress.downloaded))
+    finally:
+        ctx.progress.end()
 
 
 def app_target(ctx: ConvergeContext, app: str, assignment: Assignment) -> AppTarget:

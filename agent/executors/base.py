@@ -11,6 +11,7 @@ Executors are listed by name in :data:`agent.executors.EXECUTORS` (pre-commit's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,9 @@ class AppTarget:
     release: Release  # parsed from signature-checked bytes; artifacts carry url/sha256/size/digest
     config: dict[str, Any] | None = None  # merged config values for this robot (already validated)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the app (e.g. config path)
+    # Told (artifact name, bytes on disk) while ``fetch`` downloads; None: nobody listens. It returns
+    # at once and never raises (agent.report.progress); executors without byte counts ignore it.
+    progress: Callable[[str, int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

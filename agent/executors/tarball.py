@@ -337,8 +337,23 @@ class TarballExecutor:
         """The verified local copy of ``artifact`` (an instant check when it is already there)."""
         dest = self._download_path(target, artifact)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        listener = target.progress
+        if listener is None:
+            return self.downloader(
+                artifact.url,
+                dest,
+                sha256=artifact.sha256,
+                size=artifact.size,
+                settings=self.download_settings,
+            )
+        name = artifact.name
         return self.downloader(
-            artifact.url, dest, sha256=artifact.sha256, size=artifact.size, settings=self.download_settings
+            artifact.url,
+            dest,
+            sha256=artifact.sha256,
+            size=artifact.size,
+            settings=self.download_settings,
+            progress=lambda done: listener(name, done),
         )
 
     def _place(self, target: AppTarget, payload: Payload, folder: Path) -> None:

@@ -8,6 +8,7 @@ sha256-checked; errors are those of :mod:`agent.errors`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -59,9 +60,21 @@ def partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+# Told the bytes of one artifact on disk so far, after every chunk (agent.report.progress listens).
+Progress = Callable[[int], None]
+
+
 class Downloader(Protocol):
-    """Fetch ``url`` into ``dest``: exactly ``size`` bytes hashing to ``sha256``, or raise."""
+    """Fetch ``url`` into ``dest``: exactly ``size`` bytes hashing to ``sha256``, or raise; tell
+    ``progress`` (when given) the bytes on disk as they grow."""
 
     def __call__(
-        self, url: str, dest: Path, *, sha256: str, size: int, settings: DownloadSettings
+        self,
+        url: str,
+        dest: Path,
+        *,
+        sha256: str,
+        size: int,
+        settings: DownloadSettings,
+        progress: Progress | None = None,
     ) -> Path: ...

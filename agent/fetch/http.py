@@ -51,7 +51,7 @@ from agent.errors import (
     TooLarge,
     UnsupportedSource,
 )
-from agent.fetch import DownloadSettings, partial_path
+from agent.fetch import DownloadSettings, Progress, partial_path
 from agent.state.atomic import NO_SPACE_ERRNOS, fsync_dir
 
 if TYPE_CHECKING:
@@ -70,22 +70,26 @@ def download(
     size: int,
     settings: DownloadSettings = DownloadSettings(),  # noqa: B008 - frozen, so sharing it is safe
     pool: urllib3.PoolManager | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Make ``dest`` hold the ``size`` bytes at ``url`` that hash to ``sha256``; returns ``dest``.
 
     ``pool`` is used for every HTTP request as given (no proxy lookup); by default each call builds
-    its own, honouring the proxy environment, and closes it.
+    its own, honouring the proxy environment, and closes it. ``progress`` is told the bytes on disk
+    after every chunk written (resumed ones included); it must return at once and never raise.
     """
     if dest.is_file() and dest.stat().st_size == size and _sha256_of(dest, settings.chunk_bytes) == sha256:
+        if progress is not None:
+            progress(size)
         return dest  # a crash after the rename: the work is done
     part = partial_path(dest)
     deadline = time.monotonic() + settings.deadline_for(size)
     scheme = urlsplit(url).scheme
     try:
         if scheme in ("http", "https"):
-            _fetch_http(url, part, size, settings, deadline, pool)
+            _fetch_http(url, part, size, settings, deadline, pool, progress)
         elif scheme == "file":
-            _copy_file(url, part, size, settings, deadline)
+            _copy_file(url, part, size, settings, deadline, progress)
         else:
             raise UnsupportedSource(f"{url}: only http, https and file URLs can be downloaded")
         actual = _sha256_of(part, settings.chunk_bytes)
@@ -106,6 +110,7 @@ def _fetch_http(
     settings: DownloadSettings,
     deadline: float,
     pool: urllib3.PoolManager | None,
+    progress: Progress | None,
 ) -> None:
     start = part.stat().st_size if part.is_file() else 0
     if start > size:
@@ -129,9 +134,8 @@ def _fetch_http(
         )
         try:
             start = _resume_offset(url, response, part, start, size)
-            _write_capped(
-                _body_chunks(url, response, settings.chunk_bytes, deadline), part, start, size, url, deadline
-            )
+            chunks = _body_chunks(url, response, settings.chunk_bytes, deadline)
+            _write_capped(chunks, part, start, size, url, deadline, progress)
         finally:
             response.close()  # an aborted body must not go back to the pool half read
             response.release_conn()
@@ -231,7 +235,9 @@ def _body_chunks(
         yield chunk
 
 
-def _copy_file(url: str, part: Path, size: int, settings: DownloadSettings, deadline: float) -> None:
+def _copy_file(
+    url: str, part: Path, size: int, settings: DownloadSettings, deadline: float, progress: Progress | None
+) -> None:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise UnsupportedSource(f"{url}: file URLs must be local (no host)")
@@ -242,7 +248,7 @@ def _copy_file(url: str, part: Path, size: int, settings: DownloadSettings, dead
                 raise TooLarge(url, size, os.fstat(handle.fileno()).st_size)
             _check_free_space(part, size, settings)
             read: Callable[[], bytes] = lambda: handle.read(settings.chunk_bytes)  # noqa: E731
-            _write_capped(iter(read, b""), part, 0, size, url, deadline)
+            _write_capped(iter(read, b""), part, 0, size, url, deadline, progress)
     except OSError as exc:
         if exc.errno in NO_SPACE_ERRNOS:
             raise DiskFull(part) from exc
@@ -250,10 +256,19 @@ def _copy_file(url: str, part: Path, size: int, settings: DownloadSettings, dead
 
 
 def _write_capped(
-    chunks: Iterator[bytes], part: Path, start: int, size: int, url: str, deadline: float
+    chunks: Iterator[bytes],
+    part: Path,
+    start: int,
+    size: int,
+    url: str,
+    deadline: float,
+    progress: Progress | None = None,
 ) -> None:
-    """Write the body at ``start`` of ``part``; never past ``size``; fsync; check completeness."""
+    """Write the body at ``start`` of ``part``; never past ``size``; fsync; check completeness.
+    ``progress`` hears the bytes in ``part`` after each chunk (no other work in this loop)."""
     written = start
+    tell = progress or _silent
+    tell(written)
     try:
         with part.open("r+b" if start else "wb") as out:
             out.truncate(start)
@@ -263,6 +278,7 @@ def _write_capped(
                     raise TooLarge(url, size, written + len(chunk))
                 out.write(chunk)
                 written += len(chunk)
+                tell(written)
                 if time.monotonic() > deadline:
                     out.flush()
                     os.fsync(out.fileno())
@@ -275,6 +291,10 @@ def _write_capped(
         raise
     if written < size:
         raise DownloadFailed(f"{url}: body ended after {written} of {size} bytes; will resume")
+
+
+def _silent(_done_bytes: int) -> None:
+    pass
 
 
 def _check_free_space(part: Path, missing: int, settings: DownloadSettings) -> None:

@@ -65,8 +65,13 @@ def watch(
     allowlist: Sequence[str],
     clock: Clock = SYSTEM_CLOCK,
     window_seconds: int | None = None,
+    seconds_left: Callable[[float], None] | None = None,
 ) -> HealthVerdict:
-    """Watch ``target_app`` at ``version`` through its window; see the module docstring for the rules."""
+    """Watch ``target_app`` at ``version`` through its window; see the module docstring for the rules.
+
+    ``seconds_left`` is told what remains of the window (0 once it is over) before every wait; it
+    must return at once and never raise (agent.report.progress listens).
+    """
     window = health.watch_seconds if window_seconds is None else window_seconds
     start = clock.now()
     end = start + window
@@ -103,6 +108,8 @@ def watch(
         wakes = [next_state_check] + [item.next_at for item in schedules if in_window or not item.passed]
         if in_window:
             wakes.append(end)
+        if seconds_left is not None:
+            seconds_left(max(0.0, end - clock.now()))
         clock.sleep(max(0.0, min(wakes) - clock.now()))
 
 

@@ -23,6 +23,7 @@ from fleetcd.reports import (
     MESSAGE_MAX,
     DeploymentReport,
     InstalledApp,
+    Progress,
     ReportEvent,
     RuntimeDrift,
     StatusReport,
@@ -70,8 +71,10 @@ def build_report(
     last_error: str | None,
     drift: Sequence[str],
     runtime_drift: Sequence[RuntimeDrift] = (),
+    progress: Progress | None = None,
 ) -> StatusReport:
-    """The report for ``seq`` (which must grow with every report this robot makes)."""
+    """The report for ``seq`` (which must grow with every report this robot makes); ``progress``
+    only in a report pushed while a long step runs (agent.report.progress)."""
     newest_first = sorted(deployments, key=lambda d: (d.updated_at, d.deployment_id), reverse=True)
     kept = sorted(newest_first[:MAX_DEPLOYMENTS], key=lambda d: (d.app, d.deployment_id))
     report = StatusReport(
@@ -88,6 +91,7 @@ def build_report(
         last_error=None if last_error is None else clip(last_error),
         drift=[clip(path, DRIFT_PATH_MAX) for path in sorted(set(drift))][:MAX_DRIFT],
         runtime_drift=list(runtime_drift)[:MAX_RUNTIME_DRIFT],
+        progress=progress,
     )
     for budget in EVENT_BUDGETS:
         trimmed = report.model_copy(update={"deployments": [_last_events(d, budget) for d in kept]})

@@ -66,9 +66,13 @@ def push_report(config: AgentConfig, repo_dir: Path, report: StatusReport) -> st
     return push_status(config, repo_dir, report).commit
 
 
-def push_status(config: AgentConfig, repo_dir: Path, report: StatusReport) -> Pushed:
+def push_status(config: AgentConfig, repo_dir: Path, report: StatusReport, *, rebase: bool = True) -> Pushed:
     """:func:`push_report`, also returning the report as pushed: after a rebase its seq is the
-    server's + 1, and the next report must continue above that, not above the one asked for."""
+    server's + 1, and the next report must continue above that, not above the one asked for.
+
+    ``rebase=False`` (a progress report, agent.report.progress): a refused push is an error, never
+    rebased onto the server's report, so an old progress report cannot land above a newer one.
+    """
     if report.device != config.device:
         raise ValueError(f"report of {report.device!r} cannot be pushed by {config.device!r}")
     repo = RobotRepository(repo_dir)
@@ -79,7 +83,7 @@ def push_status(config: AgentConfig, repo_dir: Path, report: StatusReport) -> Pu
     try:
         repo.push(conn.remote(), [f"{new}:{ref}"])
     except PushRejected as exc:
-        if NON_FAST_FORWARD not in str(exc):
+        if not rebase or NON_FAST_FORWARD not in str(exc):
             raise
         parent, report = _rebase_onto_server(repo, conn, ref, report, exc)
         new = _commit(repo, report, parent)

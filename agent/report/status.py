@@ -32,6 +32,7 @@ from fleetcd.models.release import MAX_STEPS
 from fleetcd.reports import (
     DeploymentReport,
     InstalledApp,
+    Progress,
     ReportedMigration,
     ReportEvent,
     RuntimeDrift,
@@ -73,8 +74,10 @@ def status_report(
     drift: Mapping[str, Sequence[str]],
     last_error: str | None,
     runtime_drift: Sequence[RuntimeDrift] = (),
+    progress: Progress | None = None,
 ) -> StatusReport:
-    """The report of this cycle; ``journals`` holds every app the robot knows of."""
+    """The report of this cycle; ``journals`` holds every app the robot knows of; ``progress`` when
+    it is pushed mid-step (agent.report.progress)."""
     earlier = {d.deployment_id: d for d in previous.deployments} if previous is not None else {}
     apps: list[InstalledApp] = []
     deployments: list[DeploymentReport] = []
@@ -112,6 +115,7 @@ def status_report(
         last_error=last_error,
         drift=[path for paths in drift.values() for path in paths],
         runtime_drift=runtime_drift,
+        progress=progress,
     )
 
 

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from controller.audit.events import AuditEvent, AuditKind
 from controller.records.model import DeploymentRecord, connectivity
+from controller.records.progress import accepted_progress
 from controller.records.transitions import apply_report, judge_report
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
@@ -235,6 +236,8 @@ def ingest(
             "last_seen": seen_at,
             "connectivity": connectivity(seen_at, now, offline_after_seconds),
             "trust_version": trust_version,
+            # Only this report's: one without progress (the end of the robot's cycle) clears it.
+            "progress": accepted_progress(report, records, set(rejected)),
         }
     )
     reconnected = state.connectivity is not device_file.state.connectivity

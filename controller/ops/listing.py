@@ -21,7 +21,8 @@ from typing import Any
 from controller.ingest.reports import read_reports
 from controller.ops.output import Column, Row, field, when
 from controller.ops.remote import RemoteView, open_keyring
-from controller.records.model import DeploymentRecord, Outcome, outcome
+from controller.records.model import DeploymentRecord, DeviceState, Outcome, outcome
+from controller.records.progress import live_progress, progress_text
 from controller.state.model import RolloutState, WavePhase, WaveState
 from fleetcd.models.base import parse_version
 from fleetcd.reports import StatusReport
@@ -93,8 +94,11 @@ def _newest(records: Sequence[DeploymentRecord]) -> DeploymentRecord | None:
     return max(records, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
 
 
-def app_versions(records: Sequence[DeploymentRecord]) -> dict[str, dict[str, Any]]:
-    """Per app: the version the robot last reported deployed, and its newest deployment."""
+def app_versions(
+    records: Sequence[DeploymentRecord], state: DeviceState | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per app: the version the robot last reported deployed, and its newest deployment with, while
+    its download or health watch runs, how far it is (``progress``, from the robot's ``state``)."""
     apps: dict[str, dict[str, Any]] = {}
     for app in sorted({r.app for r in records}):
         mine = [r for r in records if r.app == app]
@@ -110,9 +114,17 @@ def app_versions(records: Sequence[DeploymentRecord]) -> dict[str, dict[str, Any
                 "action": latest.action.value,
                 "status": latest.status.value,
                 "updated_at": latest.updated_at.isoformat(),
+                "progress": _progress_json(state, latest),
             },
         }
     return apps
+
+
+def _progress_json(state: DeviceState | None, record: DeploymentRecord) -> dict[str, Any] | None:
+    live = None if state is None else live_progress(state.progress, record)
+    if live is None:
+        return None
+    return {**live.model_dump(mode="json", exclude={"deployment_id"}), "text": progress_text(live)}
 
 
 def _apps_cell(apps: Mapping[str, Mapping[str, Any]]) -> str:
@@ -120,7 +132,8 @@ def _apps_cell(apps: Mapping[str, Mapping[str, Any]]) -> str:
     for app, info in apps.items():
         latest = info["latest"]
         current = info["current"] or "-"
-        label = latest["status"] if latest["action"] == "deploy" else f"{latest['action']} {latest['status']}"
+        status = latest["progress"]["text"] if latest.get("progress") else latest["status"]
+        label = status if latest["action"] == "deploy" else f"{latest['action']} {status}"
         if latest["version"] != info["current"]:
             label = f"{latest['version']} {label}"
         parts.append(f"{app} {current} ({label})")
@@ -176,7 +189,7 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
                 "decommissioned": bool(declared and declared.model.decommissioned),
                 "connectivity": known.state.connectivity.value if known else "unknown",
                 "last_seen": last_seen.isoformat() if last_seen else None,
-                "apps": app_versions(known.records) if known else {},
+                "apps": app_versions(known.records, known.state) if known else {},
                 "desired": desired_state(report, str(problem) if problem else None),
                 "trust": trust_state(report, view.state.meta.trust_version),
                 "drift": drift_state(report),

@@ -155,8 +155,8 @@ def _bar(counts: Counts) -> str:
 
 
 def _tooltip(robot: RobotView, view: FleetView) -> str:
-    status = robot.state.label if robot.state is RobotState.NOT_DISPATCHED else robot.status
-    text = f"{robot.device} ({robot.site}): {status.replace('_', ' ')}"
+    status = robot.state.label if robot.state is RobotState.NOT_DISPATCHED else robot.status_text
+    text = f"{robot.device} ({robot.site}): {status}"
     if robot.state is RobotState.OFFLINE:
         text += f", offline, last seen {when(robot.last_seen, view.generated_at)}"
     if robot.version or robot.running:
@@ -238,6 +238,25 @@ def _attention(rollout: RolloutView, view: FleetView) -> str:
     )
 
 
+def _in_progress(rollout: RolloutView, view: FleetView) -> str:
+    """Robots whose last report said how far their download or health watch was."""
+    busy = sorted(
+        {r.device: r for w in rollout.waves for r in w.robots if r.progress}.values(), key=lambda r: r.device
+    )[:ATTENTION_ROWS]
+    if not busy:
+        return ""
+    rows = "".join(
+        f'<tr><td class="nowrap"><code>{escape(r.device)}</code></td><td>{escape(r.site)}</td>'
+        f'<td class="nowrap">{escape(r.status_text)}</td><td>{escape(r.version_text)}</td>'
+        f'<td class="nowrap">{escape(when(r.last_seen, view.generated_at))}</td></tr>'
+        for r in busy
+    )
+    return (
+        "<table><tr><th>in progress</th><th>site</th><th>progress</th><th>runs</th><th>reported</th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, int]:
     facts = [
         f"generation {rollout.generation}",
@@ -263,7 +282,7 @@ def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, i
         f'<section class="rollout"><h2>{escape(rollout.name)} <span class="app">'
         f"{escape(rollout.app)}@{escape(rollout.version)}</span>{_badge(rollout.phase.value, tone)}</h2>"
         f'{reason}<p class="facts">{" · ".join(facts)}</p>{"".join(waves)}'
-        f"{_cohorts(rollout)}{_attention(rollout, view)}</section>"
+        f"{_cohorts(rollout)}{_in_progress(rollout, view)}{_attention(rollout, view)}</section>"
     ), budget
 
 

@@ -95,13 +95,13 @@ def _status_cell(robot: RobotView) -> str:
     text = {
         RobotState.SUCCEEDED: status,
         RobotState.FAILED: status,
-        RobotState.IN_PROGRESS: status,
+        RobotState.IN_PROGRESS: robot.status_text,
         RobotState.RETIRED: status,
         RobotState.TIMED_OUT: "failed (timed out)",
         RobotState.ROLLED_BACK: "rolled back",
         RobotState.QUEUED: status if robot.status == "not dispatched" else "queued",
         RobotState.NOT_DISPATCHED: RobotState.NOT_DISPATCHED.label,
-        RobotState.OFFLINE: f"offline (last: {status})",
+        RobotState.OFFLINE: f"offline (last: {robot.status_text})",
     }[robot.state]
     if robot.message and robot.state not in (RobotState.SUCCEEDED, RobotState.QUEUED):
         text = f"{text}: {robot.short_message}"  # cut at a word; the whole one is in devices/<id>.json

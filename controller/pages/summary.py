@@ -25,6 +25,7 @@ from controller.records.model import (
     TargetStatus,
     outcome,
 )
+from controller.records.progress import device_progress
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
@@ -105,6 +106,12 @@ class RobotView:
     wave: str | None = None
     wave_index: int = 0
     running: str | None = None  # what the robot's reports say it runs; None: they do not say
+    progress: str | None = None  # its live progress in words (controller.records.progress); None: none
+
+    @property
+    def status_text(self) -> str:
+        """The live progress while there is one (``downloading 41 % (…)``), else the status words."""
+        return self.progress or self.status.replace("_", " ")
 
     @property
     def short_message(self) -> str:
@@ -324,6 +331,7 @@ def _robot(
         wave=wave_name,
         wave_index=wave,
         running=None if file is None else running_version(file.records, rollout),
+        progress=None if file is None else device_progress(file.state, record),
     )
 
 

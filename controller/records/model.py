@@ -36,6 +36,7 @@ from fleetcd.compat import UTC, StrEnum
 from fleetcd.desired.configset import MAX_CONFIG_LAYERS
 from fleetcd.models.base import SafeName, SemVer, Sha256
 from fleetcd.models.trustroot import MAX_TRUST_VERSION
+from fleetcd.reports import Progress
 from fleetcd.vocabulary import Activity, ErrorStatus, ReportedActivity, Status, merged_status
 
 MAX_EVENTS = 50  # per record: enough for a retry storm's tail, bounded so records stay small
@@ -184,6 +185,9 @@ class DeviceState(_Record):
     # The trust-root version its last report says it holds; a change is an audit event (the robot
     # moved to a rotated trust root), and ``get devices`` shows who still holds an older one.
     trust_version: int | None = Field(default=None, ge=1, le=MAX_TRUST_VERSION)
+    # How far its long step was (a download's bytes, a watch's seconds left) in its report seen at
+    # ``last_seen``; None once a later report carries none (controller.records.progress).
+    progress: Progress | None = None
 
 
 def connectivity(last_seen: datetime | None, now: datetime, offline_after_seconds: float) -> Connectivity:

@@ -104,6 +104,9 @@ class PollSettings(FrozenModel):
     backoff_initial_seconds: int = Field(default=5, ge=1, le=3600)
     backoff_max_seconds: int = Field(default=900, ge=1, le=86_400)  # cap of the exponential backoff
     heartbeat_seconds: int = Field(default=300, ge=10, le=86_400)  # a report at least this often
+    # While a download or health watch runs, a report saying how far it is, at most this often
+    # (and not before the step has run this long); 0: none (agent.report.progress).
+    progress_seconds: int = Field(default=30, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

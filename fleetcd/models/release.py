@@ -16,6 +16,8 @@ from fleetcd.models.cohort import RevisionRange
 from fleetcd.models.requirement import MAX_REQUIREMENTS, Requirement
 
 MAX_ARTIFACT_BYTES = 64 * 1024**3  # 64 GiB: a full disk image, well above any app
+MAX_ARTIFACTS = 64  # per release
+MAX_WATCH_SECONDS = 3600  # the longest health watch window a release may ask for
 IMAGE_DIGEST_PATTERN = r"^[a-z0-9][a-z0-9._:/-]*(?::[A-Za-z0-9._-]+)?@sha256:[0-9a-f]{64}$"
 URL_PATTERN = r"^(https?|file)://[^\s]+$"
 
@@ -138,7 +140,7 @@ Probe = Annotated[ExecProbe | HttpProbe | FileProbe, Field(discriminator="type")
 class Health(FrozenModel):
     """After the switch the app must stay up and every probe pass for ``watch_seconds``."""
 
-    watch_seconds: int = Field(default=30, ge=1, le=3600)
+    watch_seconds: int = Field(default=30, ge=1, le=MAX_WATCH_SECONDS)
     probes: list[Probe] = Field(default_factory=list)
 
 
@@ -163,7 +165,7 @@ class Release(Document):
     app: SafeName
     version: SemVer
     notes: str = Field(default="", max_length=20_000)
-    artifacts: list[Artifact] = Field(min_length=1, max_length=64)
+    artifacts: list[Artifact] = Field(min_length=1, max_length=MAX_ARTIFACTS)
     compatibility: Compatibility = Field(default_factory=Compatibility)
     preflight: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
     migrations: list[Migration] = Field(default_factory=list, max_length=MAX_STEPS)
