@@ -19,6 +19,11 @@ is not one of its own records — another robot's deployment, or an id nobody is
 with an audit event naming the robot and the id. Record moves follow
 :func:`controller.records.transitions.apply_report` (one-way, one-time use).
 
+A report's ``progress`` (a download's bytes, a watch's seconds left) is kept on the robot's state
+only when it is about a deployment the same report claims, in that phase, and the claim was
+accepted (:func:`controller.records.progress.accepted_progress`); the next report without one
+clears it.
+
 ``last_seen`` is the controller's ``now`` when it sees a new ``seq``, not the robot's
 ``reported_at``: a robot's clock may be reset to 1970 or run ahead, and a fresh seq is proof of
 life within one reconcile interval whatever that clock says.
