@@ -74,7 +74,8 @@ host_key_option = click.option(
     "host_key",
     envvar=HOST_KEY_ENV,
     default=None,
-    help=f"Pin the server's SSH host key, 'SHA256:...' (else known_hosts) [env: {HOST_KEY_ENV}].",
+    help="Pin the server's SSH host key, 'SHA256:...' (else known_hosts); several servers (status "
+    f"shards): their pins joined by commas [env: {HOST_KEY_ENV}].",
 )
 controller_gnupghome_option = click.option(
     "--gnupghome",
@@ -177,7 +178,8 @@ def remote_source(url: str, cache: Path, ssh_key: Path | None = None, host_key: 
     user = os.environ.get(SSH_USER_ENV) or DEFAULT_SSH_USER
     credentials = SshKey(user, key) if key is not None else None
     try:
-        host_keys = HostKeyPolicy(pinned_sha256=(pin,)) if pin else None
+        pins = tuple(p.strip() for p in pin.split(",") if p.strip()) if pin else ()
+        host_keys = HostKeyPolicy(pinned_sha256=pins) if pins else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host-key-sha256") from exc
     return Source.for_url(url, cache, credentials, host_keys)

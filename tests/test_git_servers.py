@@ -1,0 +1,282 @@
+"""More than one git server, for real: two gitolite3 servers over OpenSSH and a ``git daemon`` replica.
+
+* ``primary`` (gitolite, repository ``fleet``): the controller pushes desired state and its state
+  branch here over SSH with its own key (``fleetcd controller reconcile --once``, the CLI). It is
+  also status shard ``s1``.
+* ``second`` (another gitolite with its own sshd and host key, repository ``fleet``): status shard
+  ``s2``. It knows the same robot and controller keys, as an administrator would set it up.
+* ``replica`` (``git daemon``, a plain bare repository): the read replica, kept fresh by the
+  primary's ``post-receive`` hook read from docs/git-server.md.
+
+Robots (the agent's own fetch, verification and push) poll the replica, verify the controller's
+signed desired state from it, and push their status to their own shard (``fleetcd.shards``); one
+controller reconcile ingests both shards, keeps ingesting one when the other is down (and says
+so), and refuses a report pushed into the wrong shard. gitolite refuses a robot's key pushing
+another robot's status ref on either server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from agent.report.build import build_report
+from agent.report.push import push_report
+from agent.sync.desired import fetch_desired
+from agent.trustcheck import TrustState, verify_desired
+from controller.reconcile.statebranch import StateSnapshot, load_state
+from fleetcd.compat import UTC
+from fleetcd.errors import PushRejected
+from fleetcd.git.objects import list_refs
+from fleetcd.git.refs import NAMESPACES_PREFIX, status_ref
+from fleetcd.models.agent import AgentConfig
+from fleetcd.shards import shard_of
+from tests.conftest import require_service
+from tests.gitolite import CONTROLLER, DOC, Gitolite, GitoliteUnavailable
+from tests.gitrepos import GitDaemon, _wait_for_port, bare_repo, free_port, install_hook, sshd_binary
+from tests.gpgkeys import KeyFactory
+from tests.sim.provision import ProvisionedFleet
+from tests.sim.world import CANARY, PRODUCTION, STAGING, audit_lines, make_world
+
+ROBOTS = STAGING + CANARY + PRODUCTION
+SHARDS = ("s1", "s2")
+# Two robots of each shard report (each push is an SSH login: the test stays short).
+REPORTING = [d for name in SHARDS for d in [r for r in ROBOTS if shard_of(r, SHARDS) == name][:2]]
+
+
+def replica_hook() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    found = re.search(r"`hooks/post-receive` of the primary's fleet repository.*?```sh\n(.*?)```", text, re.S)
+    assert found is not None, f"{DOC}: no post-receive hook for replicas"
+    return found.group(1)
+
+
+def fleetcd(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("fleetcd", path=str(Path(sys.executable).parent)) or "fleetcd"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCD_SSH")}
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300, env=environ)
+
+
+@dataclass
+class Servers:
+    aw: ProvisionedFleet
+    primary: Gitolite
+    second: Gitolite
+    daemon: GitDaemon
+    replica: Path
+    keys: KeyFactory
+    cache: Path
+    seq: dict[str, int] = field(default_factory=dict)
+
+    def shard(self, name: str) -> Gitolite:
+        return self.primary if name == "s1" else self.second
+
+    def owner(self, device: str) -> str:
+        return shard_of(device, SHARDS)
+
+    def reconcile(self) -> subprocess.CompletedProcess[str]:
+        """One reconcile by the CLI, as a CI job or a cron would run it, against both shards."""
+        done = fleetcd(
+            "controller", "reconcile", "--once", "--repo", self.primary.url(), "--cache", str(self.cache),
+            "--gnupghome", str(self.keys.home), "--ssh-key", str(self.primary.key(CONTROLLER)),
+            "--host-key-sha256", f"{self.primary.host_fingerprint},{self.second.host_fingerprint}",
+            "--status-shard", f"s1={self.primary.url()}", "--status-shard", f"s2={self.second.url()}",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def config(self, device: str, *, status_in: str | None = None, **remote: Any) -> AgentConfig:
+        """``device``'s agent.yaml: primary, the replica to poll, its status shard (or ``status_in``)."""
+        shard = self.shard(status_in or self.owner(device))
+        settings = {
+            "ssh_key": str(self.primary.key(device)),
+            "host_key_sha256": self.primary.host_fingerprint,
+            "replicas": [{"url": self.daemon.url(self.replica)}],
+            "status": {"url": shard.url(), "host_key_sha256": shard.host_fingerprint},
+            **remote,
+        }
+        return self.aw.config(device, url=self.primary.url(), remote=settings)
+
+    def report(self, device: str, *, status_in: str | None = None, key_of: str | None = None) -> str:
+        self.seq[device] = self.seq.get(device, 0) + 1
+        config = self.config(device, status_in=status_in)
+        if key_of is not None:
+            config = config.model_copy(
+                update={"remote": config.remote.model_copy(update={"ssh_key": str(self.primary.key(key_of))})}
+            )
+        report = build_report(
+            device, self.seq[device], datetime.now(UTC), bundle_serial=1, stale=False, apps=[],
+            deployments=[], last_error=None, drift=[],
+        )  # fmt: skip
+        where = status_in or "own"
+        return push_report(config, self.aw.root / f"robot-{device}-{where}-{key_of or device}.git", report)
+
+    def state(self) -> StateSnapshot:
+        return load_state(pygit2.Repository(str(self.primary.repo_path())))
+
+    def seqs(self) -> dict[str, int]:
+        devices = self.state().devices
+        return {d: devices[d].last_report_seq for d in ROBOTS}
+
+
+def _share_keys(primary: Gitolite, second: Gitolite) -> None:
+    """The second server knows the same robots and controller by the same keys (as provisioned)."""
+    keydir = second.home / ".gitolite" / "keydir"
+    for user in [CONTROLLER, *ROBOTS]:
+        shutil.copyfile(primary.keys_dir / f"{user}.pub", keydir / f"{user}.pub")
+    second.gitolite("setup")
+
+
+def _restart_sshd(server: Gitolite) -> None:
+    binary = sshd_binary()
+    assert binary is not None
+    server.process = subprocess.Popen(
+        [binary, "-D", "-e", "-f", str(server.dir / "sshd_config")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    _wait_for_port(server.port, server.process, "sshd for gitolite")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory, keys: KeyFactory) -> Iterator[Servers]:
+    world = make_world(tmp_path_factory.mktemp("world"), keys)
+    started: list[Any] = []
+    try:
+        primary = Gitolite(tmp_path_factory.mktemp("primary"), ROBOTS).__enter__()
+        started.append(primary)
+        second = Gitolite(tmp_path_factory.mktemp("second"), ROBOTS).__enter__()
+        started.append(second)
+    except (GitoliteUnavailable, RuntimeError, OSError) as exc:
+        for server in started:
+            server.__exit__(None, None, None)
+        require_service("gitolite", False, str(exc))
+        raise
+    base = tmp_path_factory.mktemp("daemon")
+    replica = bare_repo(base / "fleet.git")
+    daemon = GitDaemon(base).__enter__()
+    started.append(daemon)
+    try:
+        _share_keys(primary, second)
+        primary.load(world.server)  # main, as people merged it
+        install_hook(primary.repo_path(), "post-receive", replica_hook())
+        subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(primary.repo_path()),
+                "config",
+                "--add",
+                "fleetcd.replica",
+                str(replica),
+            ],
+            check=True,
+        )
+        aw = ProvisionedFleet(world, tmp_path_factory.mktemp("robots"))
+        built = Servers(aw, primary, second, daemon, replica, keys, tmp_path_factory.mktemp("cache"))
+        built.reconcile()  # the first desired state, pushed to the primary
+        yield built
+    finally:
+        for server in reversed(started):
+            server.__exit__(None, None, None)
+
+
+def test_robots_polling_a_replica_verify_the_desired_state_the_controller_pushed_to_the_primary(
+    servers: Servers,
+) -> None:
+    primary = pygit2.Repository(str(servers.primary.repo_path()))
+    replica = pygit2.Repository(str(servers.replica))
+    desired = list_refs(primary, NAMESPACES_PREFIX)
+    assert len(desired) == len(ROBOTS)
+    assert list_refs(replica, NAMESPACES_PREFIX) == desired  # copied by the hook, not by the test
+    unreachable = f"ssh://{servers.primary.user}@127.0.0.1:{free_port()}/fleet"  # nobody listens there
+    for device in ROBOTS:
+        config = servers.config(device, url=unreachable, host_key_sha256=None)
+        config = config.model_copy(update={"remote": config.remote.model_copy(update={"url": unreachable})})
+        files = fetch_desired(config, servers.aw.root / f"poll-{device}.git")  # only the replica answers
+        assert files is not None
+        verified, _ = verify_desired(config, files, TrustState(), datetime.now(UTC))
+        assert verified.bundle.device == device
+        expected = [("nav", "1.0.0")] if device in STAGING else []  # the staging wave goes first
+        assert [(d.app, d.version) for d in verified.bundle.deployments] == expected
+
+
+def test_status_pushed_to_two_gitolite_shards_is_ingested_by_one_reconcile(servers: Servers) -> None:
+    assert {servers.owner(d) for d in ROBOTS} == set(SHARDS)
+    assert {servers.owner(d) for d in REPORTING} == set(SHARDS)
+    before = servers.seqs()
+    for device in REPORTING:
+        servers.report(device)
+    for device in REPORTING:  # each report is on its own shard's server only
+        for name in SHARDS:
+            repo = pygit2.Repository(str(servers.shard(name).repo_path()))
+            assert (status_ref(device) in repo.references) == (name == servers.owner(device))
+    servers.reconcile()
+    after = servers.seqs()
+    assert {d for d in ROBOTS if after[d] != before[d]} == set(REPORTING)
+    assert all(after[d] == servers.seq[d] for d in REPORTING)
+
+
+def test_a_robot_pushing_into_another_shard_is_ignored_and_into_another_robots_ref_is_refused(
+    servers: Servers,
+) -> None:
+    robot = next(d for d in REPORTING if servers.owner(d) == "s1")
+    other = next(d for d in REPORTING if servers.owner(d) == "s2")
+    held = servers.seqs()[robot]
+    servers.seq[robot] = max(servers.seq.get(robot, 0), held) + 10
+    servers.report(robot, status_in="s2")  # its own ref, so gitolite lets it; the wrong server
+    done = servers.reconcile()
+    assert servers.seqs()[robot] == held
+    refused = [
+        line["event"]
+        for line in audit_lines(servers.state())
+        if line["event"].get("reason") == "wrong_shard" and line["event"].get("device") == robot
+    ]
+    assert refused and refused[-1]["data"] == {
+        "ref": status_ref(robot),
+        "shard": "s2",
+        "expected_shard": "s1",
+    }
+    assert "STALLED" not in done.stdout
+
+    with pytest.raises(PushRejected) as raised:  # robot's key, other robot's ref, other robot's shard
+        servers.report(other, key_of=robot)
+    assert raised.value.ref == status_ref(other)
+
+
+def test_with_one_shard_down_the_other_shards_robots_are_ingested_and_the_failure_is_audited(
+    servers: Servers,
+) -> None:
+    before = servers.seqs()
+    for device in REPORTING:
+        servers.seq[device] = max(servers.seq.get(device, 0), before[device])
+        servers.report(device)
+    second = servers.second
+    assert second.process is not None
+    second.process.terminate()
+    second.process.wait(timeout=10)
+    try:
+        done = servers.reconcile()
+        assert "status shard unreachable: s2" in done.stdout
+        after = servers.seqs()
+        moved = {d for d in ROBOTS if after[d] != before[d]}
+        assert moved == {d for d in REPORTING if servers.owner(d) == "s1"}  # s1 ingested, s2 kept
+        lines = audit_lines(servers.state())
+        down = [e["event"] for e in lines if e["event"]["kind"] == "status_shard_unreachable"]
+        assert down and down[-1]["data"]["shard"] == "s2"
+    finally:
+        _restart_sshd(second)
+    servers.reconcile()  # back: its robots' waiting reports come in
+    after = servers.seqs()
+    assert all(after[d] == servers.seq[d] for d in REPORTING)
