@@ -28,6 +28,11 @@ groups to exit codes (docs/cli.md):
   recorded (the state branch may be out of reach); the loop retries with capped exponential
   backoff. Exit 5 (transport) or 4 (setup).
 
+  One transport error is not the loop's: a status shard that cannot be fetched
+  (:mod:`controller.reconcile.shards`). The reconcile goes on with the other shards and the reports
+  last fetched from that one, and records an audit line ``status_shard_unreachable`` naming it; the
+  next reconcile tries it again. Only the fleet repository itself being unreachable is RETRY.
+
 * :attr:`LoopAction.BUG` — anything else. The reconcile records a failure naming the step and
   the error, the loop logs the traceback, backs off and keeps going: a bug never ends the loop.
   Exit 70.
