@@ -1,25 +1,26 @@
 """A controller world for the controller benchmarks (a helper, not a benchmark itself).
 
-Built on the tests' fleet simulator (:mod:`tests.sim`): a fleet from :mod:`bench.fleetgen`
-(releases signed by a throwaway key that is also the controller's key) committed and pushed to a
-bare "server" repository; the simulator's controller settings on its virtual clock
-(:func:`tests.sim.world.controller_settings`, starting at ``START``, after the generated rollouts'
-``not_before``); the robots' status reports are the simulator's (:func:`tests.sim.robots.reports_for`
-and :func:`~tests.sim.robots.push_reports`: real commits on real status refs, one pack for all of
-them). Here: a counter of every gpg signature the controller makes and, for the delivery
-benchmarks, one bundle per robot and the controller's desired-state write into a fresh repository.
+:func:`build_world` (``bench/controller_reconcile.py``): a fleet of any size from
+:mod:`bench.fleetgen` — devices, the trust root, a throwaway key that signs releases and is also
+the controller's key — plus two releases every family runs and two rollouts that fall due after
+the first reconcile (one wave of ``WAVE_ROBOTS`` robots, then one release to every robot),
+written to a bare "server" repository's main by one ``git fast-import``; the simulator's controller
+settings on its virtual clock (:func:`tests.sim.world.controller_settings`, starting at ``START``).
+Robots' status reports are the simulator's (:func:`tests.sim.robots.push_reports`: real commits on
+real status refs, one pack for all of them). Here too: a counter of every gpg signature the
+controller makes and, for the delivery benchmarks, one bundle per robot and the controller's
+desired-state write into a fresh repository.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pygit2
@@ -27,11 +28,8 @@ import pygit2
 from bench import fleetgen
 from controller.delivery import DeliverySource, bundle_for, write_desired_state
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.source import fetch_all, open_mirror
-from controller.reconcile.statebranch import load_state
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
-from controller.state.model import DeviceFile
 from fleetcd.desired import Bundle
 from fleetcd.loading.fleetspec import load_spec
 from fleetcd.trust import gpg
@@ -40,12 +38,6 @@ from tests.sim.world import START, Clock, controller_settings
 RELEASES = 8  # two of each generated app: both rollouts have a release to ship
 SERIAL = 1
 ROLLOUT = "navigator-rollout"
-_GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@bench.invalid",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@bench.invalid",
-}
 
 
 @dataclass
@@ -53,39 +45,100 @@ class BenchWorld:
     root: Path
     server: Path
     gnupghome: Path
-    fleet: fleetgen.GeneratedFleet
     settings: ControllerSettings
     clock: Clock
+    active: tuple[str, ...]  # the robots that get desired state (fleetgen retires 1 in 500)
+    wave: tuple[str, ...]  # the wave rollout's robots: the first WAVE_ROBOTS active ones
 
 
-def build_world(root: Path, devices: int, releases: int = RELEASES) -> BenchWorld:
-    """The generated fleet of ``devices`` robots on ``root/server.git``, nothing reconciled yet."""
+# The scaled world's two rollouts, both due after the bootstrap reconcile at START: at WAVE_AT a
+# rollout of one wave dispatches navigator to WAVE_ROBOTS robots; at FAN_OUT_AT a rollout sends
+# telemetry to every robot at once. Maintenance windows are off: what is measured is the reconcile.
+WAVE_ROBOTS = 1_000
+WAVE_AT = START + timedelta(hours=1)
+FAN_OUT_AT = START + timedelta(hours=3)
+WAVE_ROLLOUT, FAN_OUT_ROLLOUT = "wave", "fan-out"
+_NAVIGATOR, _TELEMETRY = ("navigator", "2.0.0"), ("telemetry", "2.0.0")
+_COHORT = "apiVersion: fleetcd.dev/v1\nkind: Cohort\nname: {name}\nstage: production\n"
+_ROLLOUT = """apiVersion: fleetcd.dev/v1
+kind: Rollout
+name: {name}
+app: {app}
+release: {version}
+targets:
+  cohorts: [{cohort}]
+strategy:
+{strategy}schedule:
+  not_before: "{at}"
+  respect_maintenance_windows: false
+"""
+_ONE_WAVE = "  type: waves\n  waves:\n    - name: first\n      cohort: wave\n      soak_seconds: 3600\n"
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scaled_fleet(devices: int, home: Path) -> tuple[fleetgen.GeneratedFleet, dict[str, bytes], list[str]]:
+    """fleetgen's devices, trust root and key; two releases every family runs; the two rollouts.
+
+    Returns the generated fleet, every file of main, and the active robots in id order.
+    """
+    fleet = fleetgen.generate(devices, 0, home)
+    active = [
+        fleetgen.device_id(i)
+        for i in range(devices)
+        if b"decommissioned: true" not in fleetgen.device_yaml(i)
+    ]
+    files = {p: d for p, d in fleet.signed_files.items() if not p.startswith(("cohorts/", "rollouts/"))}
+    wave = ", ".join(active[:WAVE_ROBOTS])
+    files["cohorts/wave.yaml"] = (_COHORT.format(name="wave") + f"devices: [{wave}]\n").encode()
+    everyone = "selector:\n  families: [amr, arm]\n"
+    files["cohorts/everyone.yaml"] = (_COHORT.format(name="everyone") + everyone).encode()
+    with gpg.Signer(home) as signer:
+        for app, version in (_NAVIGATOR, _TELEMETRY):
+            release = fleetgen.release_yaml(app, version).replace(b"families: [amr]", b"families: [amr, arm]")
+            if b"families: [amr, arm]" not in release:
+                raise RuntimeError("fleetgen's release format changed: no 'families: [amr]' to widen")
+            path = f"releases/{app}/{version}.yaml"
+            files[path] = release
+            files[f"{path}.d/{fleet.fingerprint}.asc"] = signer.sign_detached(release, fleet.fingerprint)
+    for name, (app, version), cohort, strategy, at in (
+        (WAVE_ROLLOUT, _NAVIGATOR, "wave", _ONE_WAVE, WAVE_AT),
+        (FAN_OUT_ROLLOUT, _TELEMETRY, "everyone", "  type: all_at_once\n", FAN_OUT_AT),
+    ):
+        text = _ROLLOUT.format(
+            name=name, app=app, version=version, cohort=cohort, strategy=strategy, at=_stamp(at)
+        )
+        files[f"rollouts/{name}.yaml"] = text.encode()
+    return fleet, files, active
+
+
+def fast_import_commit(repo: Path, files: Mapping[str, bytes], message: str, at: datetime) -> None:
+    """One commit of ``files`` on ``main`` of ``repo`` by ``git fast-import`` (seconds at 100,000 files)."""
+    who = f"Bench <bench@bench.invalid> {int(at.timestamp())} +0000".encode()
+    chunks = [b"commit refs/heads/main\ncommitter %s\ndata %d\n%s\n" % (who, len(message), message.encode())]
+    for path in sorted(files):
+        data = files[path]
+        chunks.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
+    subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=b"".join(chunks), check=True)
+
+
+def build_world(root: Path, devices: int) -> BenchWorld:
+    """The scaled fleet of ``devices`` robots on ``root/server.git``'s main, nothing reconciled yet.
+
+    The fleet is written by one ``git fast-import`` (no working tree, no 100,000-file ``git add``).
+    """
     home = root / "gnupg"
     home.mkdir(mode=0o700, parents=True)
-    fleet = fleetgen.generate(devices, releases, home)
-    work = root / "work"
-    work.mkdir()
-    fleetgen.write_tree(work, fleet.signed_files)
-    env = {**os.environ, **_GIT_ENV}
-    for argv in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "fleet"],
-    ):
-        subprocess.run(argv, cwd=work, env=env, check=True)
+    _, files, active = scaled_fleet(devices, home)  # the file contents are not kept (the RSS)
     server = root / "server.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(server)], check=True)
-    subprocess.run(["git", "push", "-q", str(server), "main"], cwd=work, check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(server)], check=True)
+    fast_import_commit(server, files, "fleet", START)
     clock = Clock()
     settings = controller_settings(server, root / "cache", home, clock)
-    return BenchWorld(root, server, home, fleet, settings, clock)
-
-
-def device_files(world: BenchWorld) -> dict[str, DeviceFile]:
-    """The device files on the state branch, as the controller's mirror holds them after a fetch."""
-    repo = open_mirror(world.settings.source)
-    fetch_all(repo, world.settings.source)
-    return load_state(repo).devices
+    wave = tuple(active[:WAVE_ROBOTS])
+    return BenchWorld(root, server, home, settings, clock, tuple(active), wave)
 
 
 @contextmanager
