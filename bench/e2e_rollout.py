@@ -1,41 +1,57 @@
-"""Benchmark: end to end, from the merge commit to every robot ``applied``, with 1,000 simulated robots.
+"""Benchmark: end to end, a rollout in waves with soak from the merge to every robot ``applied``.
 
+By default 10,000 simulated robots and five waves of 1, 9, 20, 30 and 40 % of them, each wave
+soaking ``--soak-seconds`` (300) before the next starts; ``--wave-percents 100`` is one
+``all_at_once`` rollout instead (no waves, no soak: poll latency and the protocol's cost alone).
 The fleet is :mod:`bench.fleetgen`'s (devices over four sites, two families, three hardware
-revisions), plus one signed release every robot is compatible with and one ``all_at_once`` rollout
-to all of them — no waves, no soak, maintenance windows off, approvals 0 — so what is measured is
-poll latency and the cost of the protocol, not the rollout's gates. The robots are ``fleetcd sim``'s
-virtual robots (``controller/sim/``): each has its own repository, polls its own desired-state ref
-every T seconds ±20 % (git CLI, protocol v2, one ref listed), verifies every new bundle with the
-real verifier and real gpg, "applies" for ``--apply-seconds`` and pushes real status commits (one
-when it starts, one when it is done). The controller reconciles in this process at the merge and
-every ``--controller-seconds``, as ``fleetcd controller run --watch --repo /srv/fleet.git`` would.
+revisions), plus one signed release every robot is compatible with; wave k is a cohort listing
+the next robots in id order (so every wave spans every site); maintenance windows off, approvals 0.
+The robots are ``fleetcd sim``'s virtual robots (``controller/sim/``): each has its own
+repository, polls its own desired-state ref every T seconds ±20 % (git CLI, protocol v2, one ref
+listed), verifies every new bundle with the real verifier and real gpg, "applies" for
+``--apply-seconds`` and pushes real status commits (one when it starts, one when it is done, and a
+heartbeat every ``--heartbeat-seconds``: 3,600 by default, sized to the fleet, so that what is
+measured is the rollout's own reports). A poll when no desired-state ref of the whole repository
+moved since the robot's last poll is counted, not run (``--run-noop-polls`` runs it), so soaks
+cost no real time. The controller reconciles in this process at the merge and every
+``--controller-seconds``, as ``fleetcd controller run --watch --repo /srv/fleet.git`` would.
 
 Latency: merge→applied per robot is the instant its ``deployed`` report reached the server, in
 simulated seconds since the merge (the simulator's virtual clock: an event takes no simulated
-time, however long its real git and gpg work takes). Goal: p99 <= 1.2·T + 2·apply; reported
-against T + apply, the best a robot polling every T can do. The one piece of real processing that
-delays every robot — the reconcile at the merge, which signs one root and writes every robot's
-desired state (``bench/controller_fanout.py``) — is measured in real time and reported added to
-p99 as well, the conservative figure.
+time, however long its real git and gpg work takes). Per wave: when the controller started it,
+when its first robot applied, p50 and p99 applied. Goal: each wave's p99 since its start <= 1.2·T
++ 2·apply. The real processing that delays a wave's robots — the reconcile that started it, which
+signs a root and writes desired state — is measured in real time and reported added to that p99
+as well, the conservative figure.
 
-Git server CPU, and why it is measured this way: the repository is served to the robots by two
-``git daemon`` processes on loopback — one answers polls (upload-pack), the other status pushes
-(receive-pack) — so the server's work happens in processes of its own, split by kind. A daemon's
-CPU is its user + system time plus that of every process it forked and reaped (``/proc/<pid>/stat``
-utime, stime, cutime, cstime), sampled before the merge and after the run: everything the server
-did for the robots and nothing of the clients. Timing server-side functions inside this process
-would not be honest: robots and server would share one interpreter and the clients' fetch and
-push work would be counted too. The controller's own git work (libgit2 reading the local path,
-``git push``/``ls-remote``/``pack-refs`` children) is reported separately as its wall time. Server
-CPU per simulated second says whether one real server keeps up with the fleet at this poll rate
-(below 1.0: one core does). Polls list one ref (protocol v2 ref-prefix); a push is advertised
-every ref of the repository, since a daemon cannot narrow the view per robot. The gitolite trigger
-of docs/git-server.md narrows it to the robot's own ref (``receive.hideRefs``), so after the run
-``--push-samples`` robots push once more into the final repository, one at a time, first as in the
-run and then with that per-robot setting in the server's config: the server CPU of a push in
-the recommended setup, measured on the same repository.
+Per wave, also: the bundles each robot downloaded (a poll that brought a commit it had not seen,
+verified) against the changes of its own (a verified bundle whose deployments differ from the ones
+it held; its first bundle counts as one): goal <= 1.1 downloads per change, which holds only when a
+reconcile leaves the refs of robots whose bundle did not change where they were. And the
+controller's real time per reconcile in the wave's window (from the reconcile that started the wave
+to the one that started the next), and the git server's CPU for polls and for pushes in it.
+The simulator is not changed for this: the bench wraps the controller actor's reconcile and the
+robots' verify step (:class:`Probe`).
 
-    python -m bench.e2e_rollout [--robots 1000] [--poll-seconds 60] [--apply-seconds 30]
+Git server CPU, and why it is measured this way: the repository is served to the robots by two ``git
+daemon`` processes on loopback — one answers polls (upload-pack), the other status pushes
+(receive-pack) — so the server's work happens in processes of its own, split by kind. A daemon's CPU
+is its user + system time plus that of every process it forked and reaped (``/proc/<pid>/stat``
+utime, stime, cutime, cstime), sampled before the merge, at every reconcile and after the run:
+everything the server did for the robots and nothing of the clients. Timing server-side functions
+inside this process would not be honest: robots and server would share one interpreter and the
+clients' fetch and push work would be counted too. The controller's own git work (libgit2 reading
+the local path, ``git push``/``ls-remote``/``pack-refs`` children) is reported separately as its
+wall time. Server CPU per simulated second says whether one real server keeps up with the fleet at
+this poll rate (below 1.0: one core does). Polls list one ref (protocol v2 ref-prefix); a push is
+advertised every ref of the repository, since a daemon cannot narrow the view per robot. The
+gitolite trigger of docs/git-server.md narrows it to the robot's own ref (``receive.hideRefs``), so
+after the run ``--push-samples`` robots push once more into the final repository, one at a time,
+first as in the run and then with that per-robot setting in the server's config: the server CPU of a
+push in the recommended setup, measured on the same repository.
+
+    python -m bench.e2e_rollout [--robots 10000] [--wave-percents 1 9 20 30 40] [--soak-seconds 300]
+        [--poll-seconds 60] [--apply-seconds 30] [--controller-seconds 30] [--heartbeat-seconds 3600]
 """
 
 from __future__ import annotations
