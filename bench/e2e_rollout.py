@@ -60,6 +60,7 @@ import itertools
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -318,6 +319,14 @@ def probing(poll_pid: int, push_pid: int) -> Iterator[Probe]:
         real_reconcile(actor)
         sample.update(wall_s=round(actor.stats.wall_seconds - wall, 3), desired_refs_moved=probe.moved)
         probe.reconciles.append(sample)
+        print(  # a run stopped early still leaves its reconciles in the log
+            f"e2e: {sample['at_s']:8.0f} s simulated: reconcile {sample['wall_s']:.1f} s real, "
+            f"{probe.moved} desired refs moved; so far {sample['git_polls']} polls run, "
+            f"{sample['pushes']} pushes, server CPU {sample['poll_cpu_s']:.1f} s polls / "
+            f"{sample['push_cpu_s']:.1f} s pushes",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def verify(robot: VirtualRobot, commit: str) -> None:
         held = robot.bundle.deployments if robot.bundle is not None else None
@@ -367,7 +376,7 @@ def run(args: Any, root: Path) -> dict[str, Any]:
             skip_noop_polls=args.skip_noop_polls,
         )
         with probing(polls, pushes) as probe:
-            report = run_simulation(settings)
+            report = run_simulation(settings, progress=lambda line: print(f"e2e: {line}", file=sys.stderr))
         time.sleep(REAP_SETTLE_S)
         poll_cpu, push_cpu = tree_cpu_seconds(polls) - before[0], tree_cpu_seconds(pushes) - before[1]
         costs = report.costs
