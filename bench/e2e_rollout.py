@@ -78,6 +78,7 @@ from controller.sim.model import Counters
 from controller.sim.report import APPLIED, percentile
 from controller.sim.robot import VirtualRobot
 from fleetcd.compat import UTC
+from fleetcd.errors import TransportError
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.refs import status_prefix, status_ref
 from fleetcd.git.remote import push
@@ -93,6 +94,7 @@ DEFAULT_SOAK_SECONDS = 300
 # a 40-minute rollout, more pushes than the rollout's own; a rollout's reports are what is measured.
 DEFAULT_HEARTBEAT_SECONDS = 3600.0
 GOAL_DOWNLOADS_PER_CHANGE = 1.1
+TRANSPORT_RETRIES = 3
 DEFAULT_POLL_SECONDS = 60.0
 DEFAULT_APPLY_SECONDS = 30.0
 DEFAULT_CONTROLLER_SECONDS = 30.0
@@ -279,6 +281,7 @@ class Probe:
     downloads: dict[str, int] = field(default_factory=dict)
     changes: dict[str, int] = field(default_factory=dict)
     moved: int = 0
+    transport_retries: list[str] = field(default_factory=list)
 
     def sample(self, at: float, robots: Sequence[VirtualRobot]) -> dict[str, Any]:
         totals = Counters()
@@ -309,7 +312,17 @@ def probing(poll_pid: int, push_pid: int) -> Iterator[Probe]:
     )
 
     def once(settings: Any) -> Any:
-        result = real_once(settings)
+        # As `fleetcd controller run` does, a transport error (a git command past its timeout on a
+        # loaded machine) is retried; the sim alone would end the run. Counted and reported.
+        for attempt in range(TRANSPORT_RETRIES + 1):
+            try:
+                result = real_once(settings)
+                break
+            except TransportError as exc:
+                if attempt == TRANSPORT_RETRIES:
+                    raise
+                probe.transport_retries.append(str(exc)[:200])
+                print(f"e2e: reconcile retried after: {exc}", file=sys.stderr, flush=True)
         probe.moved = result.desired_refs
         return result
 
@@ -406,6 +419,7 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         "reconciles": probe.reconciles,
         "downloads": probe.downloads,
         "changes": probe.changes,
+        "transport_retries": probe.transport_retries,
     }
 
 
@@ -612,6 +626,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
                     f"{costs['reconciles']} ({costs['idle_reconciles']}) / {costs['new_roots']}",
                 ],
                 ["controller wall", f"{costs['controller_wall_seconds']:.1f} s"],
+                ["  reconciles retried after a transport error", str(len(measured["transport_retries"]))],
                 ["wall", f"{report.wall_seconds:.1f} s"],
             ],
         ),
@@ -692,6 +707,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         "waves": report.as_dict()["waves"],
         "costs": costs,
         "reconciles": measured["reconciles"],
+        "controller_transport_retries": measured["transport_retries"],
     }
     return lines, payload
 
