@@ -282,6 +282,8 @@ class Probe:
     changes: dict[str, int] = field(default_factory=dict)
     moved: int = 0
     transport_retries: list[str] = field(default_factory=list)
+    deadline: float = math.inf  # perf_counter() after which the run stops at its next reconcile
+    wall_limited: bool = False
 
     def sample(self, at: float, robots: Sequence[VirtualRobot]) -> dict[str, Any]:
         totals = Counters()
@@ -298,13 +300,13 @@ class Probe:
 
 
 @contextmanager
-def probing(poll_pid: int, push_pid: int) -> Iterator[Probe]:
+def probing(poll_pid: int, push_pid: int, max_wall_seconds: float = math.inf) -> Iterator[Probe]:
     """Wrap the simulator's controller actor and robots' verify step with :class:`Probe` records.
 
     The simulator is not changed: two methods and the actor's ``reconcile_once`` are swapped for
     wrappers calling the originals, and put back afterwards.
     """
-    probe = Probe(poll_pid, push_pid)
+    probe = Probe(poll_pid, push_pid, deadline=time.perf_counter() + max_wall_seconds)
     real_reconcile, real_verify, real_once = (
         ControllerActor.reconcile,
         VirtualRobot._verify,
@@ -332,6 +334,10 @@ def probing(poll_pid: int, push_pid: int) -> Iterator[Probe]:
         real_reconcile(actor)
         sample.update(wall_s=round(actor.stats.wall_seconds - wall, 3), desired_refs_moved=probe.moved)
         probe.reconciles.append(sample)
+        if time.perf_counter() > probe.deadline and not probe.wall_limited:
+            probe.wall_limited = True  # the largest part of the rollout that fits: report it
+            actor.scheduler.stop()
+            print("e2e: --max-wall-seconds reached: the run stops here", file=sys.stderr, flush=True)
         print(  # a run stopped early still leaves its reconciles in the log
             f"e2e: {sample['at_s']:8.0f} s simulated: reconcile {sample['wall_s']:.1f} s real, "
             f"{probe.moved} desired refs moved; so far {sample['git_polls']} polls run, "
@@ -388,7 +394,7 @@ def run(args: Any, root: Path) -> dict[str, Any]:
             heartbeat_seconds=args.heartbeat_seconds,
             skip_noop_polls=args.skip_noop_polls,
         )
-        with probing(polls, pushes) as probe:
+        with probing(polls, pushes, args.max_wall_seconds) as probe:
             report = run_simulation(settings, progress=lambda line: print(f"e2e: {line}", file=sys.stderr))
         time.sleep(REAP_SETTLE_S)
         poll_cpu, push_cpu = tree_cpu_seconds(polls) - before[0], tree_cpu_seconds(pushes) - before[1]
@@ -420,6 +426,7 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         "downloads": probe.downloads,
         "changes": probe.changes,
         "transport_retries": probe.transport_retries,
+        "wall_limited": probe.wall_limited,
     }
 
 
@@ -437,10 +444,11 @@ def per_wave(report: SimReport, probe: Probe, waves: Sequence[tuple[str, ...]]) 
     rows = sorted((w for w in report.waves if w.action != "rollback"), key=lambda w: w.index)
     if len(rows) != len(waves):
         raise RuntimeError(f"{len(rows)} waves in the report, {len(waves)} generated")
-    starts = [w.controller_started_s for w in rows]
-    if any(s is None for s in starts):
-        raise RuntimeError(f"a wave never started: {[w.wave for w in rows]}")
-    bounds = [*(float(s or 0.0) for s in starts), math.inf]
+    # A wave the run did not reach (stopped at --max-wall-seconds) has no window.
+    bounds = [
+        *(math.inf if w.controller_started_s is None else w.controller_started_s for w in rows),
+        math.inf,
+    ]
     samples = sorted(probe.reconciles, key=lambda r: r["at_s"])
 
     def window(at: float) -> int:
@@ -458,9 +466,12 @@ def per_wave(report: SimReport, probe: Probe, waves: Sequence[tuple[str, ...]]) 
             for t in report.traces
             if t.device in mine and t.outcome in APPLIED and t.finished_s is not None
         ]
-        start = bounds[k]
-        reconciles = [r for r in samples if not r.get("end") and window(r["at_s"]) == k]
-        dispatching = next((r for r in samples if abs(r["at_s"] - start) < 1e-6 and not r.get("end")), None)
+        start = None if bounds[k] == math.inf else bounds[k]
+        reconciles = [r for r in samples if not r.get("end") and start is not None and window(r["at_s"]) == k]
+        dispatching = next(
+            (r for r in samples if start is not None and abs(r["at_s"] - start) < 1e-6 and not r.get("end")),
+            None,
+        )
         walls = [r["wall_s"] for r in reconciles]
         downloads = sum(probe.downloads.get(d, 0) for d in devices)
         changes = sum(probe.changes.get(d, 0) for d in devices)
@@ -476,7 +487,7 @@ def per_wave(report: SimReport, probe: Probe, waves: Sequence[tuple[str, ...]]) 
                 "first_applied_s": min(applied, default=None),
                 "p50_applied_s": p50,
                 "p99_applied_s": p99,
-                "p99_since_start_s": None if p99 is None else round(p99 - start, 3),
+                "p99_since_start_s": None if p99 is None or start is None else round(p99 - start, 3),
                 "downloads_per_robot": round(downloads / max(len(devices), 1), 3),
                 "own_changes_per_robot": round(changes / max(len(devices), 1), 3),
                 "downloads_per_own_change": round(downloads / changes, 3) if changes else None,
@@ -527,6 +538,12 @@ def main() -> None:
         "(default: such polls are counted, not run, and their server CPU is not in the numbers)",
     )
     parser.add_argument("--max-seconds", type=float, default=7200.0, help="simulated time limit")
+    parser.add_argument(
+        "--max-wall-seconds",
+        type=float,
+        default=math.inf,
+        help="stop at the first reconcile after this much real time and report the waves so far",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--push-samples", type=int, default=20, help="pushes per kind after the run")
     args = parser.parse_args()
@@ -557,7 +574,10 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
     t, apply = args.poll_seconds, args.apply_seconds
     goal = 1.2 * t + 2 * apply
     p50, p99 = summary.merge_to_applied_p50_s, summary.merge_to_applied_p99_s
-    done = report.stopped == "done" and summary.applied == args.robots
+    stopped = (
+        f"wall-clock limit ({args.max_wall_seconds:g} s)" if measured["wall_limited"] else report.stopped
+    )
+    done = stopped == "done" and summary.applied == args.robots
     fanout = float(costs["first_reconcile_wall_seconds"])
     # Each wave's p99 since the reconcile that started it; plus that reconcile's real time, the
     # conservative figure (an event takes no simulated time, however long its real work took).
@@ -589,7 +609,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         *table(
             ["metric", "value"],
             [
-                ["stopped", f"{report.stopped} at {report.simulated_seconds:.0f} s simulated"],
+                ["stopped", f"{stopped} at {report.simulated_seconds:.0f} s simulated"],
                 ["applied / failed / pending", f"{summary.applied} / {summary.failed} / {summary.pending}"],
                 ["merge→applied p50", f"{p50:.1f} s" if p50 is not None else "-"],
                 ["merge→applied p99", f"{p99:.1f} s" if p99 is not None else "-"],
@@ -682,7 +702,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         "heartbeat_seconds": args.heartbeat_seconds,
         "skip_noop_polls": args.skip_noop_polls,
         "seed": args.seed,
-        "stopped": report.stopped,
+        "stopped": stopped,
         "simulated_seconds": report.simulated_seconds,
         "wall_seconds": report.wall_seconds,
         "merge_to_applied_p50_s": p50,
