@@ -248,3 +248,39 @@ def test_the_idle_mark_outlives_a_long_outage_no_longer_than_a_full_reconcile_is
     assert [e.data["shard"] for e in result.events if e.kind is AuditKind.STATUS_SHARD_UNREACHABLE] == [
         "north"
     ]
+
+
+def test_get_devices_reads_each_robots_last_report_from_its_shard_and_warns_of_one_down(
+    sharded: Sharded, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from tests.test_ops_read import fleetcd
+
+    for device in ROBOTS:
+        sharded.report(device)
+    sharded.reconcile()
+    args = [
+        "get",
+        "devices",
+        "--repo",
+        str(sharded.aw.server),
+        "--cache",
+        str(tmp_path / "ops"),
+        "-o",
+        "json",
+    ]
+    shards = [a for name, path in sharded.shards.items() for a in ("--status-shard", f"{name}={path}")]
+
+    code, out, err = fleetcd(capsys, *args, *shards)
+    assert code == 0, err
+    rows = {row["id"]: row for row in json.loads(out)}
+    assert {d: rows[d]["desired"]["serial"] for d in ROBOTS} == dict.fromkeys(ROBOTS, 1)  # from the reports
+    code, out, _ = fleetcd(capsys, *args)  # without the shards: no report is found on the primary
+    assert {row["desired"]["serial"] for row in json.loads(out) if row["id"] in ROBOTS} == {None}
+
+    sharded.shards["south"].rename(tmp_path / "south-away.git")
+    code, out, err = fleetcd(capsys, *args, *shards)
+    assert code == 0 and "warning: status shard south unreachable" in err
+    rows = {row["id"]: row for row in json.loads(out)}
+    assert {d: rows[d]["desired"]["serial"] for d in ROBOTS} == dict.fromkeys(ROBOTS, 1)  # last fetched

@@ -16,6 +16,7 @@ import click
 from controller.notify.forge import TOKEN_ENV, Forge, ForgeError, ForgeKind, load_token
 from controller.notify.signing import SECRET_ENV, SecretError, WebhookSecret, load_secret
 from controller.ops.output import FORMATS
+from controller.reconcile.shards import StatusShard
 from controller.reconcile.source import Source
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.remote import SshKey
@@ -183,6 +184,11 @@ def remote_source(url: str, cache: Path, ssh_key: Path | None = None, host_key: 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host-key-sha256") from exc
     return Source.for_url(url, cache, credentials, host_keys)
+
+
+def status_shards_of(specs: tuple[ShardSpec, ...], source: Source) -> tuple[StatusShard, ...]:
+    """``--status-shard`` as the controller reaches each shard: with ``source``'s SSH identity."""
+    return tuple(StatusShard(s.name, s.url, source.credentials, source.host_keys) for s in specs)
 
 
 def webhook_secret(file: Path | None) -> WebhookSecret | None:

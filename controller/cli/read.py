@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from controller.cli.options import operator_remote_options, output_option, remote_source
+from controller.cli.options import (
+    operator_remote_options,
+    output_option,
+    remote_source,
+    status_shard_option,
+    status_shards_of,
+)
 from controller.ops.output import Column, OutputFormat, render_data, render_table
 from fleetcd.compat import UTC
+from fleetcd.shards import ShardSpec
 
 if TYPE_CHECKING:
     from controller.ops.remote import RemoteView
@@ -52,13 +59,18 @@ def get_rollouts(url: str, cache: Path, fmt: OutputFormat) -> None:
 
 @get_group.command("devices")
 @operator_remote_options
+@status_shard_option
 @output_option
-def get_devices(url: str, cache: Path, fmt: OutputFormat) -> None:
+def get_devices(url: str, cache: Path, status_shards: tuple[ShardSpec, ...], fmt: OutputFormat) -> None:
     """Robots: site, connectivity, last seen, and per app the running version and newest deployment."""
     from controller.ops.listing import DEVICE_COLUMNS, device_rows
     from controller.ops.remote import read_remote
 
-    view = read_remote(remote_source(url, cache))
+    source = remote_source(url, cache)
+    view = read_remote(source, status_shards_of(status_shards, source))
+    for name, error in sorted(view.unreachable_shards.items()):
+        shown = "its robots' last fetched reports are shown"
+        click.echo(f"warning: status shard {name} unreachable, {shown}: {error}", err=True)
     _emit(device_rows(view), DEVICE_COLUMNS, fmt, "no robots on main or the state branch")
 
 

@@ -8,10 +8,15 @@ from pathlib import Path
 import click
 
 from controller.audit.events import AuditKind
-from controller.cli.options import commit_status_forge, controller_options, remote_source, webhook_secret
+from controller.cli.options import (
+    commit_status_forge,
+    controller_options,
+    remote_source,
+    status_shards_of,
+    webhook_secret,
+)
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
-from controller.reconcile.shards import StatusShard
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.shards import ShardSpec
@@ -31,9 +36,7 @@ def _settings(
     source = remote_source(url, cache, ssh_key, host_key)
     return ControllerSettings(
         source=source,
-        status_shards=tuple(
-            StatusShard(s.name, s.url, source.credentials, source.host_keys) for s in status_shards
-        ),
+        status_shards=status_shards_of(status_shards, source),
         gnupghome=gnupghome,
         namespaces=not flat_refs,
         webhook_secret=webhook_secret(webhook_secret_file),

@@ -175,7 +175,7 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
     """Every robot declared on main or known to the state branch, by id."""
     rows = []
     devices = sorted(set(view.spec.devices) | set(view.state.devices))
-    reports = read_reports(view.repo, devices)
+    reports = read_reports(view.repo, devices, present=view.status)
     for device in devices:
         report, problem = reports[device]
         declared = view.spec.devices.get(device)

@@ -8,12 +8,14 @@ because an operator looking at a broken fleet still needs to see it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from controller.reconcile.shards import StatusShard, fetch_shards, locate
 from controller.reconcile.source import Source, fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from fleetcd.errors import InvalidContent
-from fleetcd.git.repo import Repository
+from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.trees import read_tree
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.trust.gpg import Keyring
@@ -28,19 +30,28 @@ class RemoteView:
     main_files: dict[str, bytes]
     spec: FleetSpec
     state: StateSnapshot
+    # With status shards: each robot's report from its own shard (status ref -> commit); None: the
+    # mirror's own refs/fleetcd/status/ (controller.reconcile.shards)
+    status: Mapping[str, Oid] | None = None
+    unreachable_shards: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_state(self) -> bool:
         return self.state.commit is not None
 
 
-def read_remote(source: Source) -> RemoteView:
-    """Fetch main, the state branch and status refs into the mirror and load them."""
+def read_remote(source: Source, shards: Sequence[StatusShard] = ()) -> RemoteView:
+    """Fetch main, the state branch and status refs (from ``shards`` when given) into the mirror
+    and load them."""
     repo = open_mirror(source)
-    fetched = fetch_all(repo, source)
+    fetched = fetch_all(repo, source, status=not shards)
     files, _symlinks = read_tree(repo, str(fetched.main))
     spec, _problems = load_spec(files)
-    return RemoteView(repo, str(fetched.main), files, spec, load_state(repo))
+    view = RemoteView(repo, str(fetched.main), files, spec, load_state(repo))
+    if not shards:
+        return view
+    found = fetch_shards(repo, shards)
+    return replace(view, status=locate(found).status, unreachable_shards=found.unreachable)
 
 
 def open_keyring(keys: dict[str, bytes]) -> Keyring:
