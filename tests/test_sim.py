@@ -9,6 +9,7 @@ summary is the robots' side of the story, the records are the controller's.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -238,3 +239,32 @@ def test_sim_command_rehearses_a_copy_and_never_writes_to_the_fleet_repository(
     assert list_refs(untouched, STATUS_PREFIX) == {}
     kept = open_or_init_bare(tmp_path / "rehearsal" / "server.git")
     assert kept.references.get(STATE_BRANCH) is not None
+
+
+def test_virtual_robots_report_their_health_watch_and_the_sim_pages_show_it(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    server = waves_fleet(tmp_path, keys)
+
+    report = rehearse(server, keys, tmp_path / "sim", apply_seconds=120.0)
+
+    assert report.stopped == "done"
+    # Some reconcile landed while robots watched: its pages said so, in the agent's words.
+    commits = subprocess.run(
+        ["git", "-C", str(server), "rev-list", STATE_BRANCH], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    def shown(name: str) -> list[str]:
+        return [
+            subprocess.run(
+                ["git", "-C", str(server), "show", f"{c}:{name}"], capture_output=True, text=True, check=False
+            ).stdout
+            for c in commits
+        ]
+
+    assert any("watching health, 30 s left" in page for page in shown("STATUS.md"))
+    assert any("watching health, 30 s left" in page for page in shown("status.html"))
+    # Once every robot reported its outcome, nothing says it is still watching.
+    final = state_of(server, tmp_path / "check")
+    assert all(f.state.progress is None for f in final.devices.values())
+    assert "watching health" not in final.files["STATUS.md"].decode()

@@ -9,7 +9,10 @@ its health watch with the failure rate — reported ``rolled_back`` when an earl
 was running to return to, ``failed`` when there was none — or succeeds (``deployed``; ``staged`` for
 a blue/green stage). Rollback deployments from the controller always succeed: they return to a
 version that ran. Like the agent, a robot does not poll while it converges; it reports when it
-starts (``applying``) and when it is done, and at least every ``heartbeat_seconds``.
+starts (``applying``), when it is done, and at least every ``heartbeat_seconds``. The second half of
+applying stands for the health watch: when it is longer than an agent's ``poll.progress_seconds``
+(30), the robot also reports ``watching`` with the seconds left as ``progress`` that far into it,
+as an agent's live progress does (once; an agent repeats it every 30 s).
 
 Robot side only: imports ``fleetcd`` and the simulator's own clock, model and wire, never the agent
 or the rest of the controller.
@@ -29,6 +32,8 @@ from controller.sim.wire import RobotLink
 from fleetcd.desired import BundleDeployment, BundleRejected, TrustAnchors, verify_bundle
 from fleetcd.desired.bundle import Bundle
 from fleetcd.errors import TransportError
+from fleetcd.models.agent import PollSettings
+from fleetcd.models.release import MAX_WATCH_SECONDS
 from fleetcd.reports import MAX_DEPLOYMENTS, MESSAGE_MAX, StatusReport
 from fleetcd.trust.policy import Verifier
 from fleetcd.vocabulary import Activity
@@ -36,6 +41,8 @@ from fleetcd.vocabulary import Activity
 AGENT_VERSION = "fleetcd-sim"
 FAILURE_MESSAGE = "simulated: the health watch failed"
 SETTLED = frozenset({"deployed", "rolled_back", "failed", "drifted", "archived"})
+# An agent's first progress report comes this far into a long step (poll.progress_seconds' default).
+PROGRESS_SECONDS = int(PollSettings.model_fields["progress_seconds"].default)
 
 
 @dataclass
@@ -204,7 +211,41 @@ class VirtualRobot:
         self._record(deployment, "applying")
         self._push()
         behaviour = self.shared.behaviour
-        done_in = behaviour.apply_seconds + behaviour.latency_seconds
+        window = min(MAX_WATCH_SECONDS, int(behaviour.apply_seconds / 2))
+        if window <= PROGRESS_SECONDS or deployment.action == "stage":  # an agent would say nothing
+            done_in = behaviour.apply_seconds + behaviour.latency_seconds
+            self.shared.scheduler.after(
+                done_in, lambda: self._finish(deployment, trace, fails, rest, polled_s)
+            )
+            return
+        # The second half of applying is its health watch: like an agent, the robot says how far it is
+        # poll.progress_seconds into it (once; an agent repeats it). Still one pending event at a time.
+        watched = behaviour.apply_seconds - window
+        self.shared.scheduler.after(
+            watched + PROGRESS_SECONDS,
+            lambda: self._watching(deployment, trace, fails, rest, polled_s, window),
+        )
+
+    def _watching(
+        self,
+        deployment: BundleDeployment,
+        trace: Trace,
+        fails: bool,
+        rest: list[BundleDeployment],
+        polled_s: float,
+        window: int,
+    ) -> None:
+        left = window - PROGRESS_SECONDS
+        self._record(deployment, "watching")
+        self._push(
+            {
+                "deployment_id": deployment.deployment_id,
+                "phase": "watching",
+                "seconds_left": left,
+                "window_seconds": window,
+            }
+        )
+        done_in = left + self.shared.behaviour.latency_seconds
         self.shared.scheduler.after(done_in, lambda: self._finish(deployment, trace, fails, rest, polled_s))
 
     def _finish(
@@ -250,8 +291,9 @@ class VirtualRobot:
             "updated_at": self.shared.scheduler.clock.now(),
         }
 
-    def _push(self) -> bool:
-        """Push the robot's whole current report; a failed push is counted and retried by the next one."""
+    def _push(self, progress: dict[str, Any] | None = None) -> bool:
+        """Push the robot's whole current report (with ``progress`` mid-watch); a failed push is
+        counted and retried by the next one (a progress report is not: the next report says more)."""
         self.seq += 1
         current = [d.deployment_id for d in self.bundle.deployments] if self.bundle else list(self.reports)
         report = StatusReport.model_validate(
@@ -269,6 +311,7 @@ class VirtualRobot:
                 ],
                 "deployments": [self.reports[i] for i in current if i in self.reports][:MAX_DEPLOYMENTS],
                 "last_error": self.last_error,
+                **({"progress": progress} if progress is not None else {}),
             }
         )
         try:
