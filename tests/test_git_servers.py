@@ -40,7 +40,7 @@ from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, status_ref
-from fleetcd.models.agent import AgentConfig
+from fleetcd.models.agent import AgentConfig, Endpoint
 from fleetcd.shards import shard_of
 from tests.conftest import require_service
 from tests.gitolite import CONTROLLER, DOC, Gitolite, GitoliteUnavailable
@@ -210,6 +210,30 @@ def test_robots_polling_a_replica_verify_the_desired_state_the_controller_pushed
         assert verified.bundle.device == device
         expected = [("nav", "1.0.0")] if device in STAGING else []  # the staging wave goes first
         assert [(d.app, d.version) for d in verified.bundle.deployments] == expected
+
+
+def test_a_replica_whose_host_key_does_not_match_its_pin_is_skipped_for_the_next(
+    servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = STAGING[0]
+    # The second server's URL pinned to the primary's host key: ssh refuses it; the poll moves on.
+    impostor = {"url": servers.second.url(), "host_key_sha256": servers.primary.host_fingerprint}
+    unreachable = f"ssh://{servers.primary.user}@127.0.0.1:{free_port()}/fleet"
+    config = servers.config(device)
+    remote = config.remote.model_copy(
+        update={
+            "url": unreachable,
+            "replicas": [Endpoint(**impostor), *config.remote.replicas],
+        }
+    )
+    config = config.model_copy(update={"remote": remote})
+    with caplog.at_level("WARNING"):
+        files = fetch_desired(config, servers.aw.root / "poll-pinned.git")
+    assert files is not None  # from the git daemon replica, the second in the list
+    verified, _ = verify_desired(config, files, TrustState(), datetime.now(UTC))
+    assert verified.bundle.device == device
+    next_one = f"asking {servers.daemon.url(servers.replica)} next"
+    assert any(next_one in r.getMessage() and servers.second.url() in r.getMessage() for r in caplog.records)
 
 
 def test_status_pushed_to_two_gitolite_shards_is_ingested_by_one_reconcile(servers: Servers) -> None:
