@@ -97,6 +97,17 @@ def test_demo_rolls_out_halts_a_failing_canary_and_leaves_nothing_running(
     assert "- **On halt:** `rollback_all`" in out
     assert re.search(r"- \*\*Rolled back:\*\* amr-ber-01, amr-chi-01", out)
     assert "signature verified: receipts/navstack/2.yaml signed by the controller key" in done.stderr
+    # It ends with the question after an incident: what ran on amr-tyo-02 while 1.1.0 went out.
+    asked = re.search(r"\$ fleetcd history amr-tyo-02 --at (\S+) --repo", out)
+    assert asked is not None, out[-3000:]
+    answer = out[asked.end() :]
+    assert re.search(r"navstack: applying 1\.1\.0 \(\w+\); running 1\.0\.0", answer), answer[:3000]
+    assert re.search(r"running: 1\.0\.0 deployment dep-[0-9a-f]{24}; robot says deployed", answer)
+    assert "handed: 1.1.0 deployment dep-" in answer
+    assert answer.count("wave 1 canary") == 2  # the running deployment's and the one being applied
+    assert "approved by approver-1 (" in answer and "approver-2 (" in answer
+    assert "asked for by main commit" in answer and '"Publish navstack 1.1.0 and roll it out"' in answer
+    assert "the robot's last report before the instant" in answer
     page = kept / "status.html"
     assert f"Status page (the state branch's status.html): {page}" in out
     assert page.read_text().lstrip().lower().startswith("<!doctype html")

@@ -16,6 +16,9 @@
    app and health-checks it); amr-tyo-02, whose own config sets 0.8, keeps its deployment.
 6. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
    receipt of the halted generation, the robot's own view, and ``status.html``.
+7. After the incident: ``fleetcd history amr-tyo-02 --at T`` for an instant while 1.1.0 was going
+   out (the robot's first report of working on it): what ran, from which commit, approved by
+   whom, in which wave and under which gate.
 
 Operator steps are the ``fleetcd`` commands a person would type, run in-process.
 """
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -40,18 +44,23 @@ from controller.demo.progress import Snapshot
 from controller.demo.robotapp import BROKEN_MAP, HEALTHZ_ENV, healthz_tool
 from controller.demo.robots import POLL_SECONDS, provision
 from controller.demo.session import AUTHOR, Demo, DemoFailed, demo_session
+from controller.ops.instant import oldest_report
 from controller.state.layout import STATUS_HTML
 from fleetcd.cli.exitcodes import Exit
+from fleetcd.compat import UTC
 from fleetcd.git.gitcli import git_binary
 from fleetcd.git.objects import read_blob
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.trees import open_repository
 from fleetcd.git.worktree import commit_all
+from fleetcd.reports import StatusReport
+from fleetcd.vocabulary import Activity
 
 CONTROLLER_INTERVAL_SECONDS = 1
 BROKEN_ROBOT = "amr-tyo-02"  # its device config names BROKEN_MAP
 GOOD, BAD = "1.0.0", "1.1.0"
 OLD_SPEED, NEW_SPEED = "1.2", "0.9"  # configs/navstack/default.yaml's max_speed_mps
+_APPLYING = frozenset({Activity.DOWNLOADING, Activity.VERIFYING, Activity.APPLYING, Activity.WATCHING})
 
 
 def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False) -> None:
@@ -102,6 +111,7 @@ def tell(demo: Demo) -> None:
     demo.run(["audit", "verify", *operator], Exit.OK)
     demo.run(["receipt", ROLLOUT, "--generation", "2", *operator], Exit.OK)
     _robot_view(demo, BROKEN_ROBOT)
+    _after_the_incident(demo, operator)
     _finish(demo)
 
 
@@ -256,6 +266,24 @@ def _robot_view(demo: Demo, robot: str) -> None:
     click.secho(f"$ fleetcd-agent --config robots/{robot}/agent.yaml status", fg="cyan")
     done = subprocess.run(argv, capture_output=True, text=True, env=demo.processes.environment(), timeout=60)
     click.echo((done.stdout + done.stderr).rstrip())
+
+
+def _after_the_incident(demo: Demo, operator: list[str]) -> None:
+    """``history --at`` an instant mid-rollout: the first moment amr-tyo-02 reported working on the
+    bad release (by its own account), before its health check failed."""
+    demo.step(f"After the incident: what ran on {BROKEN_ROBOT} while {BAD} was going out, and on whose word")
+
+    def working_on_bad(report: StatusReport) -> bool:
+        return any(d.version == BAD and d.activity in _APPLYING for d in report.deployments)
+
+    repo = open_repository(demo.server)
+    found = oldest_report(repo, BROKEN_ROBOT, datetime.now(UTC), working_on_bad)
+    if found is None:
+        raise DemoFailed(
+            f"{BROKEN_ROBOT} never reported working on {BAD}; see robots/{BROKEN_ROBOT}/agent.log"
+        )
+    instant = found.reported_at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    demo.run(["history", BROKEN_ROBOT, "--at", instant.isoformat(), *operator], Exit.OK)
 
 
 def _finish(demo: Demo) -> None:

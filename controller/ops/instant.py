@@ -11,7 +11,7 @@ parse are counted and skipped, never believed. Every walk is bounded. Read-only;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -190,3 +190,15 @@ class ReportWalk:
             return StatusReport.model_validate_json(blob_bytes(self.repo, found.blob))
         except (ValidationError, ValueError, RecursionError):
             return None
+
+
+def oldest_report(
+    repo: Repository, device: str, at: datetime, matches: Callable[[StatusReport], bool]
+) -> StatusReport | None:
+    """The oldest of the robot's reports up to ``at`` (newest :data:`REPORT_COMMITS`) that ``matches``:
+    when something first happened on the robot, by its own account (the demo picks its instant so)."""
+    found = None
+    for report in ReportWalk(repo, device, at):
+        if matches(report.report):
+            found = report.report
+    return found
