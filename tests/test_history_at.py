@@ -34,7 +34,9 @@ from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_t
 from fleetcd.git.refs import STATE_BRANCH, status_ref
 from fleetcd.git.repo import tree_of
 from fleetcd.reports import STATUS_FILE, DeploymentReport, StatusReport
+from fleetcd.shards import shard_of
 from tests.fleetrepo import FleetRepoBuilder
+from tests.gitrepos import bare_repo, git
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.sim.robots import ROBOT
 from tests.sim.world import CANARY, STAGING, START, WAVES, ControllerWorld, make_world, pass_wave
@@ -571,3 +573,37 @@ def test_an_unreadable_report_is_skipped_and_said_never_believed(
     answer = json.loads(out)
     assert "1 of the robot's reports were unreadable and skipped" in answer["notes"]
     assert answer["report"]["deployments"][0]["message"] == "probe failed"  # the last readable one
+
+
+def test_with_status_shards_the_reports_come_from_the_robots_own_shard(
+    timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    names = ["north", "south"]
+    owner = shard_of("can-2", names)
+    servers = {name: bare_repo(tmp_path / f"{name}.git") for name in names}
+    ref = status_ref("can-2")
+    git("-C", str(timeline.world.server), "push", "-q", str(servers[owner]), ref)
+    shard = pygit2.Repository(str(servers[owner]))
+    parent = ref_target(shard, ref)
+    assert parent is not None
+    last = StatusReport.model_validate_json(read_blob(shard, ref, STATUS_FILE) or b"")
+    when = timeline.world.clock.now + timedelta(seconds=400)
+    only_there = last.model_copy(update={"seq": last.seq + 100, "reported_at": when})
+    tree = write_tree(shard, {STATUS_FILE: only_there.model_dump_json().encode()})
+    commit(shard, ref, tree, "status of can-2", [parent], ROBOT, when)
+
+    instant = (when + timedelta(seconds=1)).isoformat()
+    flags = [f"--status-shard={name}={servers[name]}" for name in names]
+    code, out, err = ask(timeline, capsys, tmp_path, "can-2", "--at", instant, *flags, "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["report"]["seq"] == only_there.seq  # its shard's newest, not the primary's
+    primary = json.loads(ask(timeline, capsys, tmp_path, "can-2", "--at", instant, "-o", "json")[1])
+    assert primary["report"]["seq"] == last.seq
+
+    down = [f"--status-shard={name}={tmp_path / 'gone' / name}.git" for name in names]
+    code, out, err = ask(timeline, capsys, tmp_path / "fresh", "can-2", "--at", instant, *down, "-o", "json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["report"] is None
+    assert any(f"status shard {owner} did not answer" in note for note in answer["notes"])
+    assert any("no status ref of the robot in its status shard" in note for note in answer["notes"])

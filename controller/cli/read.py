@@ -8,6 +8,7 @@ Thin wrappers around :mod:`controller.ops` (read through the operator's own mirr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from fleetcd.shards import ShardSpec
 
 if TYPE_CHECKING:
     from controller.ops.remote import RemoteView
+    from fleetcd.shards import ShardSpec
 
 
 def _emit(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: OutputFormat, empty: str) -> None:
@@ -131,10 +133,17 @@ def get_release(app: str, version: str, url: str, cache: Path, fmt: OutputFormat
     metavar="C",
     help="As --at, at the state commit that processed main commit C (an id or abbreviation).",
 )
+@status_shard_option
 @operator_remote_options
 @output_option
 def history_command(
-    device: str, at: str | None, main_commit: str | None, url: str, cache: Path, fmt: OutputFormat
+    device: str,
+    at: str | None,
+    main_commit: str | None,
+    status_shards: tuple[ShardSpec, ...],
+    url: str,
+    cache: Path,
+    fmt: OutputFormat,
 ) -> int:
     """DEVICE's deployment records over generations and its audit lines, newest first; with --at or
     --commit, what ran on it at one instant and on whose word. Exit 1: unknown robot."""
@@ -143,7 +152,8 @@ def history_command(
 
     if at is not None and main_commit is not None:
         raise click.UsageError("--at and --commit exclude each other")
-    view = read_remote(remote_source(url, cache))
+    source = remote_source(url, cache)
+    view = read_remote(source, status_shards_of(status_shards, source) if at or main_commit else ())
     if at is not None or main_commit is not None:
         if not known_device(view, device):
             click.echo(f"error: no robot {device!r} on main, the state branch or a status ref", err=True)
@@ -175,6 +185,7 @@ def history_command(
 
 def _history_at(view: RemoteView, device: str, at: str | None, main_commit: str | None) -> dict[str, Any]:
     from controller.ops.asof import Instant, history_at, instant_of_commit, main_commit_id, parse_instant
+    from fleetcd.git.refs import status_ref
 
     now = datetime.now(UTC)
     if main_commit is not None:
@@ -182,19 +193,29 @@ def _history_at(view: RemoteView, device: str, at: str | None, main_commit: str 
             full = main_commit_id(view.repo, view.main, main_commit)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--commit") from None
-        return history_at(view.repo, view.main, instant_of_commit(view.repo, device, full))
-    assert at is not None
-    try:
-        instant = parse_instant(at, now)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--at") from None
-    if instant > now:
-        raise click.BadParameter(
-            f"{instant.isoformat()} is in the future (now is {now.isoformat(timespec='seconds')}): "
-            "history answers for instants that have passed",
-            param_hint="--at",
+        question = instant_of_commit(view.repo, device, full)
+    else:
+        assert at is not None
+        try:
+            instant = parse_instant(at, now)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from None
+        if instant > now:
+            raise click.BadParameter(
+                f"{instant.isoformat()} is in the future (now is {now.isoformat(timespec='seconds')}): "
+                "history answers for instants that have passed",
+                param_hint="--at",
+            )
+        question = Instant(device, instant)
+    if view.status is not None:  # with status shards: the robot's reports from its own shard
+        notes = tuple(
+            f"status shard {name} did not answer ({why}): reports as last fetched into this cache"
+            for name, why in sorted(view.unreachable_shards.items())
         )
-    return history_at(view.repo, view.main, Instant(device, instant))
+        question = replace(
+            question, sharded=True, reports_tip=view.status.get(status_ref(device)), notes=notes
+        )
+    return history_at(view.repo, view.main, question)
 
 
 @click.command("receipt")

@@ -17,8 +17,8 @@
 6. What the fleet repository now says: robots, rollouts, the audit chain verified, the signed
    receipt of the halted generation, the robot's own view, and ``status.html``.
 7. After the incident: ``fleetcd history amr-tyo-02 --at T`` for an instant while 1.1.0 was going
-   out (the robot's first report of working on it): what ran, from which commit, approved by
-   whom, in which wave and under which gate.
+   out (handed to the robot, not yet reported on): what ran, from which commit, approved by whom,
+   in which wave and under which gate.
 
 Operator steps are the ``fleetcd`` commands a person would type, run in-process.
 """
@@ -45,7 +45,9 @@ from controller.demo.robotapp import BROKEN_MAP, HEALTHZ_ENV, healthz_tool
 from controller.demo.robots import POLL_SECONDS, provision
 from controller.demo.session import AUTHOR, Demo, DemoFailed, demo_session
 from controller.ops.instant import oldest_report
-from controller.state.layout import STATUS_HTML
+from controller.records.model import Action
+from controller.state.layout import STATUS_HTML, device_file
+from controller.state.model import DeviceFile
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.compat import UTC
 from fleetcd.git.gitcli import git_binary
@@ -53,14 +55,11 @@ from fleetcd.git.objects import read_blob
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.trees import open_repository
 from fleetcd.git.worktree import commit_all
-from fleetcd.reports import StatusReport
-from fleetcd.vocabulary import Activity
 
 CONTROLLER_INTERVAL_SECONDS = 1
 BROKEN_ROBOT = "amr-tyo-02"  # its device config names BROKEN_MAP
 GOOD, BAD = "1.0.0", "1.1.0"
 OLD_SPEED, NEW_SPEED = "1.2", "0.9"  # configs/navstack/default.yaml's max_speed_mps
-_APPLYING = frozenset({Activity.DOWNLOADING, Activity.VERIFYING, Activity.APPLYING, Activity.WATCHING})
 
 
 def run_demo(invoke: Callable[[Sequence[str]], int], keep: Path | None, docker: bool = False) -> None:
@@ -269,20 +268,28 @@ def _robot_view(demo: Demo, robot: str) -> None:
 
 
 def _after_the_incident(demo: Demo, operator: list[str]) -> None:
-    """``history --at`` an instant mid-rollout: the first moment amr-tyo-02 reported working on the
-    bad release (by its own account), before its health check failed."""
+    """``history --at`` an instant mid-rollout: after the controller handed amr-tyo-02 the bad
+    release and before the robot's first report about it (an agent reports once per cycle, so
+    the download, switch, failed health check and rollback arrive as one report)."""
     demo.step(f"After the incident: what ran on {BROKEN_ROBOT} while {BAD} was going out, and on whose word")
-
-    def working_on_bad(report: StatusReport) -> bool:
-        return any(d.version == BAD and d.activity in _APPLYING for d in report.deployments)
-
     repo = open_repository(demo.server)
-    found = oldest_report(repo, BROKEN_ROBOT, datetime.now(UTC), working_on_bad)
-    if found is None:
+    data = read_blob(repo, STATE_BRANCH, device_file(BROKEN_ROBOT))
+    records = DeviceFile.model_validate_json(data).records if data is not None else ()
+    handed = [r.created_at for r in records if r.version == BAD and r.action is Action.DEPLOY]
+    first = oldest_report(
+        repo,
+        BROKEN_ROBOT,
+        datetime.now(UTC),
+        lambda report: any(d.version == BAD for d in report.deployments),
+    )
+    if not handed or first is None:
         raise DemoFailed(
-            f"{BROKEN_ROBOT} never reported working on {BAD}; see robots/{BROKEN_ROBOT}/agent.log"
+            f"no record or report of {BROKEN_ROBOT} and {BAD}; see robots/{BROKEN_ROBOT}/agent.log"
         )
-    instant = found.reported_at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    sent, said = min(handed).astimezone(UTC), first.reported_at.astimezone(UTC)
+    instant = sent.replace(microsecond=0) + timedelta(seconds=1)  # whole seconds for the command line
+    if instant >= said:
+        instant = sent + (said - sent) / 2
     demo.run(["history", BROKEN_ROBOT, "--at", instant.isoformat(), *operator], Exit.OK)
 
 

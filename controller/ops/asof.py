@@ -30,14 +30,16 @@ from controller.state.model import RolloutState, WaveState
 from fleetcd.compat import StrEnum
 from fleetcd.errors import InvalidContent
 from fleetcd.git.log import LogEntry, commit_subject, commit_time, first_parent_log, full_commit_id
-from fleetcd.git.refs import STATE_BRANCH
-from fleetcd.git.repo import Repository
+from fleetcd.git.objects import ref_target
+from fleetcd.git.refs import STATE_BRANCH, status_ref
+from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.signatures import is_descendant
 from fleetcd.reasons import Reason
 from fleetcd.reports import DeploymentReport, StatusReport
 from fleetcd.vocabulary import Activity, ErrorStatus
 
 MAIN_COMMITS = 100_000  # main's first parents walked back to its first commit ("before the fleet")
+NO_SHARDS = "the fleet repository (with status shards, give --status-shard as the controller does)"
 UNKNOWN_GATE = "unknown (recorded before the state branch kept gate numbers)"
 UNKNOWN_COMMIT = "unknown (recorded before deployment records named their main commit)"
 UNKNOWN_APPROVALS = "unknown (the generation's rollout state is older than the state commits searched)"
@@ -117,6 +119,10 @@ class Instant:
     at: datetime
     main_commit: str | None = None
     state: LogEntry | None = None  # with ``--commit``: the state commit that processed it
+    # With status shards: the robot's newest report in its own shard (None: it has none there).
+    sharded: bool = False
+    reports_tip: Oid | None = None
+    notes: tuple[str, ...] = ()
 
 
 def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]:
@@ -124,7 +130,8 @@ def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]
     at = question.at
     start, oldest = (question.state, None) if question.state is not None else state_at(repo, at)
     walk = StateWalk(repo, start, question.device)
-    reports = ReportWalk(repo, question.device, at)
+    tip = question.reports_tip if question.sharded else ref_target(repo, status_ref(question.device))
+    reports = ReportWalk(repo, question.device, at, tip)
     cached: list[Report] = []
     iterator = iter(reports)
 
@@ -153,6 +160,10 @@ def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]
         answer_apps.append({"app": app, "state": state.value, "running": running, "handed": pending})
     if walk.commits_read >= walk.limit:
         notes.append(f"read the {walk.limit} state commits before the instant; older ones were not read")
+    notes += question.notes
+    if tip is None:
+        where = "its status shard" if question.sharded else NO_SHARDS
+        notes.append(f"no status ref of the robot in {where}: nothing it reported is known")
     if reports.unreadable:
         notes.append(f"{reports.unreadable} of the robot's reports were unreadable and skipped")
     return {

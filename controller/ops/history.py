@@ -70,13 +70,15 @@ def device_history(
 
 
 def known_device(view: RemoteView, device: str) -> bool:
-    """True when ``device`` is on main, has a device file on the state branch or a status ref."""
+    """True when ``device`` is on main, has a device file on the state branch or a status ref (in
+    its status shard, with shards)."""
     if device in view.spec.devices or device in view.state.devices:
         return True
     try:
-        return ref_target(view.repo, status_ref(device)) is not None
+        ref = status_ref(device)
     except ValueError:  # not a device name at all
         return False
+    return ref in view.status if view.status is not None else ref_target(view.repo, ref) is not None
 
 
 def _audit_lines(state: StateSnapshot, device: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from fleetcd.compat import UTC
 from fleetcd.git.log import LogEntry, blob_at, blob_bytes, first_parent_log
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import STATE_BRANCH, status_ref
-from fleetcd.git.repo import Repository
+from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.signatures import is_descendant
 from fleetcd.git.trees import list_blobs
 from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, StatusReport
@@ -159,17 +159,17 @@ class ReportWalk:
     repo: Repository
     device: str
     at: datetime
+    tip: Oid | None  # the robot's newest report: its status ref, or its shard's copy in the mirror
     limit: int = REPORT_COMMITS
     unreadable: int = 0  # reports skipped: over the size cap, not JSON, or not a status report
     read: int = 0
     exhausted: bool = False
 
     def __iter__(self) -> Iterator[Report]:
-        tip = ref_target(self.repo, status_ref(self.device))
-        if tip is None:
+        if self.tip is None:
             self.exhausted = True
             return
-        for entry in first_parent_log(self.repo, tip, SKIP_COMMITS):
+        for entry in first_parent_log(self.repo, self.tip, SKIP_COMMITS):
             if entry.when > self.at:
                 continue  # a report committed after the instant (the robot dates its commits)
             if self.read >= self.limit:
@@ -198,7 +198,7 @@ def oldest_report(
     """The oldest of the robot's reports up to ``at`` (newest :data:`REPORT_COMMITS`) that ``matches``:
     when something first happened on the robot, by its own account (the demo picks its instant so)."""
     found = None
-    for report in ReportWalk(repo, device, at):
+    for report in ReportWalk(repo, device, at, ref_target(repo, status_ref(device))):
         if matches(report.report):
             found = report.report
     return found
