@@ -49,7 +49,8 @@ class AuditKind(StrEnum):
     # approval_stale): it withdraws nothing; logged once per main commit that carries it
     WITHDRAWAL_IGNORED = "withdrawal_ignored"
     # a status shard (``data.shard``) could not be fetched (``data.error``); the reports last fetched
-    # from it stand and every other shard was ingested: logged by every reconcile that runs meanwhile
+    # from it stand and every other shard was ingested; as for every event, an identical line already
+    # in the day's file is not written again (one a day per shard and error while it lasts)
     STATUS_SHARD_UNREACHABLE = "status_shard_unreachable"
 
 
