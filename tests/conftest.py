@@ -53,6 +53,16 @@ def gpg_available() -> str:
     return gpg
 
 
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Prometheus' promtool; the requesting test skips (fails under CI) without one."""
+    found = shutil.which("promtool")
+    works = found is not None and subprocess.run([found, "--version"], capture_output=True).returncode == 0
+    require_service("promtool", works, "no `promtool` on PATH (Debian package prometheus; run dev/bootstrap)")
+    assert found is not None
+    return found
+
+
 # --- shared worlds -----------------------------------------------------------------------------------
 # The suite's OpenPGP keys are generated once per session (real gpg, tests/gpgkeys.py); a module that
 # needs other keys defines its own ``keys`` fixture, which wins over this one.
