@@ -12,6 +12,9 @@ group (:func:`controller.errors.loop_action`) and none ends the loop:
 
 ``--watch`` uses watchfiles on a local repository for instant reconciles (the clock tick still
 runs, so scheduled work is dispatched without commits).
+
+``observe`` hears every reconcile — its result or the error that ended it, and its wall time —
+(the metrics, :mod:`controller.metrics`); an error inside it is logged and never ends the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from controller.reconcile.steps import ReconcileResult, reconcile_once
 log = logging.getLogger("fleetcd.controller")
 MAX_BACKOFF_SECONDS = 300.0
 _MAX_DOUBLINGS = 16  # 2**16 intervals is past the cap for any --interval; keeps the float finite
+# (the result, or None when it raised; its wall time in seconds; the error it raised, or None)
+Observer = Callable[[ReconcileResult | None, float, Exception | None], None]
 
 
 def run_forever(
@@ -39,6 +44,7 @@ def run_forever(
     iterations: int | None = None,
     report: Callable[[ReconcileResult], None] = lambda _: None,
     wait: Callable[[float], None] | None = None,
+    observe: Observer | None = None,
 ) -> None:
     """Reconcile every ``interval_seconds`` (``iterations`` times, or forever); never raises an
     ``Exception`` (only ``KeyboardInterrupt``/``SystemExit`` end it). ``wait`` replaces the sleep."""
@@ -47,8 +53,15 @@ def run_forever(
     while iterations is None or done < iterations:
         done += 1
         delay = interval_seconds
+        started = time.monotonic()
         try:
-            report(reconcile_once(settings))
+            try:
+                result = reconcile_once(settings)
+            except Exception as exc:
+                _observe(observe, None, time.monotonic() - started, exc)
+                raise
+            _observe(observe, result, time.monotonic() - started, None)
+            report(result)
             failures = 0
         except Exception as exc:
             action = loop_action(exc)
@@ -68,6 +81,17 @@ def run_forever(
             wait(delay)
         else:
             _wait(delay, watch_path)
+
+
+def _observe(
+    observe: Observer | None, result: ReconcileResult | None, seconds: float, error: Exception | None
+) -> None:
+    if observe is None:
+        return
+    try:
+        observe(result, seconds, error)
+    except Exception:  # metrics must never stop the controller
+        log.exception("recording the reconcile's metrics failed")
 
 
 def backoff_seconds(interval_seconds: float, failures: int) -> float:

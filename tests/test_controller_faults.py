@@ -285,7 +285,7 @@ def test_a_rivals_root_pushed_over_the_published_one_is_replaced_under_a_new_ser
 
     world.clock.tick(30)
     healed = reconcile_once(world.settings)
-    assert healed.signatures == 1
+    assert healed.root_signatures == 1
     assert agent.poll() == 2
     assert world.state().meta.serial == 2
     assert_no_duplicates(world.state())

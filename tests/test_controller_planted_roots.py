@@ -105,7 +105,7 @@ def test_planted_root_serial_on_a_robot_ref_is_ignored(tmp_path: Path, keys: Key
 
     world.clock.tick(1)
     healed = world.reconcile()
-    assert healed.signatures == 1  # the planted root is replaced, under the next recorded serial
+    assert healed.root_signatures == 1  # the planted root is replaced, under the next recorded serial
     assert_healed(world, agents, 2)
     ignored = [event for event in healed.events if event.kind == AuditKind.DESIRED_ROOT_IGNORED]
     assert len(ignored) == 1 and ignored[0].reason  # the audit log says a root was planted, and why
@@ -124,11 +124,11 @@ def test_root_with_a_4300_digit_serial_does_not_crash_the_reconcile(tmp_path: Pa
     plant(world, FIRST, planted)
 
     world.clock.tick(1)
-    assert world.reconcile().signatures == 1
+    assert world.reconcile().root_signatures == 1
     assert_healed(world, agents, 2)
     world.clock.tick(1)
     again = world.reconcile()
-    assert (again.signatures, again.desired_refs) == (0, 0)
+    assert (again.root_signatures, again.desired_refs) == (0, 0)
 
 
 def test_a_root_signed_by_a_key_fleet_yaml_does_not_name_moves_no_serial(
@@ -143,7 +143,7 @@ def test_a_root_signed_by_a_key_fleet_yaml_does_not_name_moves_no_serial(
         plant(world, device, {**files_of(world, device), ROOT_FILE: root, ROOT_SIGNATURE_FILE: forged})
 
     world.clock.tick(1)
-    assert world.reconcile().signatures == 1
+    assert world.reconcile().root_signatures == 1
     assert_healed(world, agents, 2)
 
 

@@ -60,7 +60,7 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     world: ControllerWorld,
 ) -> None:
     first = world.reconcile()
-    assert first.signatures == 1
+    assert (first.signatures, first.head_signatures) == (2, 1)  # the desired-state root, the audit head
     assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.0.0"]
     assert world.sim.bundle("can-1", world.clock.now).deployments == []  # canary waits for staging
     pass_wave(world, STAGING, "staging")

@@ -34,6 +34,7 @@ ADAPTER_ALLOWLIST: dict[str, frozenset[str]] = {
     "requests": frozenset({"controller/notify/webhooks.py"}),
     "urllib3": frozenset({"agent/fetch/http.py", "agent/health/http.py"}),
     "watchfiles": frozenset({"controller/watch.py", "agent/configfiles/watch.py"}),
+    "prometheus_client": frozenset({"controller/metrics/exposition.py", "agent/report/metrics.py"}),
 }
 
 

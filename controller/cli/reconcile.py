@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from controller.cli.options import (
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
+from controller.runner import Observer
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.shards import ShardSpec
 
@@ -52,6 +54,25 @@ def _print(result: ReconcileResult) -> None:
     if down:
         line += f"; status shard unreachable: {', '.join(map(str, down))}"
     click.echo(line + (f"; STALLED: {result.stalled}" if result.stalled else ""))
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    from controller.metrics.serve import parse_address
+
+    if value is None:
+        return None
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _prom_file(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix != ".prom":
+        raise click.BadParameter(f"{value}: node_exporter's textfile collector reads only *.prom files")
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"{value.parent}: no such folder")
+    return value
 
 
 @click.group("controller")
@@ -112,6 +133,19 @@ def reconcile_command(
     help="Seconds between reconciles.",
 )
 @click.option("--watch", is_flag=True, help="Also reconcile as soon as a local --repo changes (watchfiles).")
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    callback=_address,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464). Off by default.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_prom_file,
+    help="Also write the metrics to this file after every reconcile, atomically (node_exporter's "
+    "textfile collector; the name must end in .prom).",
+)
 def run_command(
     url: str,
     cache: Path,
@@ -127,6 +161,8 @@ def run_command(
     commit_status_token_file: Path | None,
     interval: float,
     watch: bool,
+    metrics_address: tuple[str, int] | None,
+    metrics_file: Path | None,
 ) -> None:
     """Reconcile forever (Ctrl-C stops). Holds no state outside git: kill it and start it anywhere.
 
@@ -135,19 +171,49 @@ def run_command(
     from controller.runner import run_forever
 
     local = Path(url.removeprefix("file://"))
-    run_forever(
-        _settings(
-            url,
-            cache,
-            gnupghome,
-            flat_refs,
-            ssh_key,
-            host_key,
-            webhook_secret_file,
-            (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
-            status_shards,
-        ),
-        interval,
-        watch_path=local if watch and local.exists() else None,
-        report=_print,
+    settings = _settings(
+        url,
+        cache,
+        gnupghome,
+        flat_refs,
+        ssh_key,
+        host_key,
+        webhook_secret_file,
+        (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
+        status_shards,
     )
+    with contextlib.ExitStack() as stack:
+        observe = _metrics(stack, settings, metrics_address, metrics_file)
+        run_forever(
+            settings,
+            interval,
+            watch_path=local if watch and local.exists() else None,
+            report=_print,
+            observe=observe,
+        )
+
+
+def _metrics(
+    stack: contextlib.ExitStack,
+    settings: ControllerSettings,
+    address: tuple[str, int] | None,
+    path: Path | None,
+) -> Observer | None:
+    """The loop's observer when metrics are asked for: served over HTTP and/or written to ``path``."""
+    if address is None and path is None:
+        return None
+    from controller.metrics.exposition import ControllerMetrics
+    from controller.metrics.serve import MetricsServer, TextfileWriter
+
+    metrics = ControllerMetrics(settings.push_attempts)
+    if address is not None:
+        server = stack.enter_context(MetricsServer(*address, metrics.render))
+        click.echo(f"metrics: http://{address[0] or '*'}:{server.port}/metrics", err=True)
+    writer = TextfileWriter(path, metrics.render) if path is not None else None
+
+    def observe(result: ReconcileResult | None, seconds: float, error: Exception | None) -> None:
+        metrics.observe(result, seconds, error=error, now=settings.now())
+        if writer is not None:
+            writer.write()
+
+    return observe

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+from controller.audit.events import AuditEvent
 from controller.reconcile.delivery_step import Delivered
 from controller.reconcile.result import ReconcileResult
 from controller.reconcile.rollouts import FleetContext, PlannedRollout
@@ -50,6 +51,9 @@ class ReconcileContext:
     fleet_ctx: FleetContext | None = None
     # ingest, plan
     devices: dict[str, DeviceFile] = field(default_factory=dict)
+    reports_ingested: int = 0  # reports with a new seq (the result counts them once applied)
+    # Each refusal's audit event and its reason (the result counts those the log newly records).
+    rejections: list[tuple[AuditEvent, str]] = field(default_factory=list)
     rollouts: dict[str, RolloutState] = field(default_factory=dict)
     planned: dict[str, PlannedRollout] = field(default_factory=dict)  # for the receipts
     # deliver

@@ -9,9 +9,11 @@ to the next step, :class:`Stall` (invalid content: nothing is applied until a ne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.audit.events import AuditEvent, AuditKind
+from controller.state.model import DeviceFile, RolloutState
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,31 @@ class ReconcileResult:
     stalled: str | None = None  # invalid content: the reason recorded on the state branch
     events: list[AuditEvent] = field(default_factory=list)
     desired_refs: int = 0
-    signatures: int = 0
+    signatures: int = 0  # gpg signatures made: the desired-state root's and the audit head's
+    head_signatures: int = 0  # of which over the audit log's new head (0 or 1)
     idle: bool = False  # nothing new and nothing due: nothing was fetched, loaded or planned
     notified: int = 0  # webhook messages delivered after the push
+    reports_ingested: int = 0  # robots' reports with a new seq applied to their records (applied only)
+    # Reports (or claims in one) refused, by reason (fleetcd.reasons), counted when the audit log
+    # first records the refusal: a bad report left on its ref is not counted again every reconcile.
+    reports_rejected: dict[str, int] = field(default_factory=dict)
+    push_retries: int = 0  # state-branch pushes lost to another writer and retried from a fresh fetch
+    observed: Observed | None = field(default=None, repr=False)  # what it recorded (None: idle, nothing)
+
+    @property
+    def root_signatures(self) -> int:
+        """Signatures over the desired-state root (0, or 1 when any robot's bundle changed)."""
+        return self.signatures - self.head_signatures
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The rollouts and robots as a reconcile recorded them on the state branch, for metrics.
+
+    ``devices`` is None when the reconcile did not read robots (a stall: their files are unchanged);
+    ``retired`` names the decommissioned robots, which no robot count includes.
+    """
+
+    rollouts: Mapping[str, RolloutState]
+    devices: Mapping[str, DeviceFile] | None = None
+    retired: frozenset[str] = frozenset()

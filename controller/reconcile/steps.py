@@ -153,17 +153,26 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     owners = {r.id: d for d, f in devices.items() for r in f.records}
     present = None
     if ctx.shards is not None:
-        events.extend(_shard_events(ctx.shards, devices, now))
+        shard_events = list(_shard_events(ctx.shards, devices, now))
+        events.extend(shard_events)
+        # A report in another robot's shard is refused (wrong_shard): counted like the others.
+        ctx.rejections.extend(
+            (e, str(e.reason)) for e in shard_events if e.kind is AuditKind.DEVICE_REPORT and e.reason
+        )
         present = ctx.status_refs
     for device, (report, problem) in read_reports(ctx.repo, devices, present=present).items():
         if problem is not None:
-            events.append(
-                AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(problem))
-            )
+            refused = AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(problem))
+            events.append(refused)
+            ctx.rejections.append((refused, problem.reason.value))
         if report is not None:
+            before = devices[device].last_report_seq
             updated, found, _ = ingest_report(devices[device], report, now, offline_after, owners=owners)
             devices[device] = updated
             events.extend(found)
+            ctx.reports_ingested += updated.last_report_seq != before
+            # Claims the report made about deployments not its own: the events carry the reason.
+            ctx.rejections.extend((e, e.reason) for e in found if e.reason is not None)
     # A silent robot sends nothing to ingest: its connectivity ages here, or the device file and
     # the status pages would show it online forever.
     for device, data in devices.items():
@@ -245,11 +254,14 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
         if quiet is not None:
             return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
         lost = ""
-        for _ in range(settings.push_attempts):
+        for retries in range(settings.push_attempts):
             try:
-                return _reconcile(repo, settings)
+                result = _reconcile(repo, settings)
             except PushRejected as exc:
                 lost = str(exc)  # the text only: the exception would keep the mirror handle alive
+                continue
+            result.push_retries = retries
+            return result
     raise StateConflict("refs/heads/fleetcd/state", None, lost)
 
 

@@ -37,12 +37,12 @@ from controller.reconcile.due import FULL_RECONCILE_EVERY, next_due
 from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.idle import audit_fields, desired_refs, mark_of, remember
 from controller.reconcile.notify_step import deliver_outbox, post_status, queue_outbox, settle_outbox
-from controller.reconcile.result import Continue, Fail, ReconcileResult, Stall, StepResult
+from controller.reconcile.result import Continue, Fail, Observed, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
 from controller.reconcile.statebranch import changed_files, dump, write_state
 from controller.state.layout import META_FILE, device_file, rollout_file
-from controller.state.model import IdleMark
+from controller.state.model import IdleMark, RolloutPhase
 from fleetcd.errors import InvalidContent
 from fleetcd.git.remote import push
 from fleetcd.git.repo import Oid
@@ -188,7 +188,11 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
     if notify:
         changes.update(queue_outbox(entries, events, snapshot.audit, audit, webhooks))
     changes.update(audit)
-    changes.update(_signed_head(ctx, audit))
+    head_signature = _signed_head(ctx, audit)
+    changes.update(head_signature)
+    result.head_signatures = 1 if head_signature else 0
+    result.signatures += result.head_signatures
+    _count_reports(ctx, status, added_keys(snapshot.audit, audit) if ctx.rejections else set())
     anchor = audit_fields(snapshot.audit, audit) if verified else {}
     meta = snapshot.meta.model_copy(update={**status.meta, **anchor})
     if changed_files(snapshot.files, changes) or meta != snapshot.meta:
@@ -223,6 +227,27 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
         settings.checkpoint("notified")
     if status.mark is not None:
         remember(settings.source.mirror, head, status.mark)
+
+
+def _count_reports(ctx: ReconcileContext, status: Status, logged: set[str]) -> None:
+    """Reports ingested (applied outcomes only: a stall drops what ingest read) and refusals the audit
+    log records for the first time, by reason; and what this outcome recorded, for metrics."""
+    result = ctx.result
+    applied = status.desired is not None
+    if applied:
+        result.reports_ingested = ctx.reports_ingested
+        for event, reason in ctx.rejections:
+            if event_key(event) in logged:
+                result.reports_rejected[reason] = result.reports_rejected.get(reason, 0) + 1
+        fleet = ctx.fleet
+        retired = frozenset(d for d, device in fleet.devices.items() if device.decommissioned)
+        result.observed = Observed(ctx.rollouts, ctx.devices, retired)
+    elif ctx.snapshot is not None:  # stalled or failed: every rollout shows stalled, robots unread
+        stalled = {
+            name: state.model_copy(update={"phase": RolloutPhase.STALLED})
+            for name, state in ctx.snapshot.rollouts.items()
+        }
+        result.observed = Observed(stalled)
 
 
 def _signed_head(ctx: ReconcileContext, appended: Mapping[str, bytes]) -> dict[str, bytes]:
