@@ -41,6 +41,7 @@ from agent.hooks import Hooks, load_hooks
 from agent.liveness import Liveness
 from agent.paths import AgentPaths, agent_paths
 from agent.report.cadence import PushState, digest, load_push_state, push_due, save_push_state
+from agent.report.metrics import CycleFacts, write_metrics
 from agent.report.outbox import Outbox
 from agent.report.progress import ProgressReporter
 from agent.report.push import push_status
@@ -192,8 +193,32 @@ def run_once(
             errors,
             after_seq=progress_seq,
         )
+    _write_metrics(config, paths, clock_now(), desired, outcomes, report)
     retry = config.gates.retry_seconds if any(o.deferred for o in outcomes.values()) else None
     return CycleResult(outcomes, report, pushed, errors, desired.stale, desired.serial, retry)
+
+
+def _write_metrics(
+    config: AgentConfig,
+    paths: AgentPaths,
+    now: datetime,
+    desired: Desired,
+    outcomes: dict[str, AppOutcome],
+    report: StatusReport | None,
+) -> None:
+    """The node_exporter textfile; best effort: a failure is logged by write_metrics, never raised."""
+    facts = CycleFacts(
+        now=now,
+        poll_interval_seconds=float(config.poll.interval_seconds),
+        polled=desired.polled,
+        serial=desired.serial,
+        expires_at=desired.expires_at,
+        outbox=1 if paths.outbox.exists() else 0,
+        report=report,
+        outcomes=outcomes,
+        apps=[*desired.assignments, *paths.journaled_apps()],
+    )
+    write_metrics(paths.metrics_file, facts)
 
 
 def _repair(step: Callable[[], list[StateRepaired]]) -> list[Exception]:

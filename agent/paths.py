@@ -14,6 +14,7 @@ sets ``StateDirectory=fleetcd``), else ``/var/lib/fleetcd``. Everything below it
     configs.json      config files written for apps, with their sha256 (drift detection)
     config-history/<app>/<version>.json  a version's config, saved before a deployment replaced it
     apps/<app>/       each executor's files per app; downloads/: partial downloads
+    metrics/agent.prom  Prometheus metrics for node_exporter's textfile collector (agent.report.metrics)
     <file>.corrupt-<UTC time>  a state file that did not parse, set aside (agent.converge.repair)
 """
 
@@ -89,6 +90,11 @@ class AgentPaths:
     @property
     def config_history(self) -> Path:
         return self.state_dir / "config-history"
+
+    @property
+    def metrics_file(self) -> Path:
+        """node_exporter reads every ``*.prom`` of a folder: this one holds nothing else."""
+        return self.state_dir / "metrics" / "agent.prom"
 
     def create(self) -> AgentPaths:
         """Make the state directory and its subdirectories (idempotent) and check that a file can be

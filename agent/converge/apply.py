@@ -29,7 +29,10 @@ reported ``retrying``); an ApplyError, or anything unexpected, goes where
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.converge.context import Assignment, ConvergeContext
@@ -70,6 +73,9 @@ class AppOutcome:
     events: tuple[ReportEvent, ...] = ()
     error: Exception | None = None  # why the app waits: TransportError, SetupError, GateClosed, a commit
     warnings: tuple[Exception, ...] = ()  # reported, changed nothing: a failed rollback check
+    # Wall seconds each journal state's step ran this cycle (``downloading``, ``watching``...), for
+    # the metrics textfile (agent.report.metrics); a step resumed after a restart counts from there.
+    seconds: tuple[tuple[str, float], ...] = ()
 
     @property
     def deferred(self) -> bool:
@@ -89,6 +95,7 @@ def converge_app(ctx: ConvergeContext, app: str, assignment: Assignment | None, 
     warnings: list[Exception] = []
     first: Action | None = None
     error: Exception | None = None
+    seconds: dict[str, float] = {}
     for _ in range(MAX_ROUNDS):
         ctx.liveness.beat()
         active = ctx.executor.active(app)
@@ -107,13 +114,15 @@ def converge_app(ctx: ConvergeContext, app: str, assignment: Assignment | None, 
         if action.entry is None:
             break
         log.info("%s: %s (%s)", app, action.kind.value, action.reason)
-        entry, error = _drive(ctx, journal, app, action.entry, assignment, events, warnings)
+        entry, error = _drive(ctx, journal, app, action.entry, assignment, events, warnings, seconds)
         if error is not None:
             break
     assert first is not None
     if first.kind is ActionKind.NONE and entry is not None and entry.settled:
         keep_running(ctx, app)
-    return AppOutcome(app, first.kind, first.reason, entry, tuple(events), error, tuple(warnings))
+    return AppOutcome(
+        app, first.kind, first.reason, entry, tuple(events), error, tuple(warnings), tuple(seconds.items())
+    )
 
 
 def _drive(
@@ -124,12 +133,13 @@ def _drive(
     assignment: Assignment | None,
     events: list[ReportEvent],
     warnings: list[Exception],
+    seconds: dict[str, float],
 ) -> tuple[JournalEntry, Exception | None]:
     """Record ``entry`` and run steps until it settles or must wait; (last entry, why it waits)."""
     _record(ctx, journal, entry, events)
     while not entry.settled or (entry.state is Activity.HEALTHY and not entry.committed):
         try:
-            warning = run_step(ctx, app, entry, assignment)
+            warning = _timed(seconds, entry, functools.partial(run_step, ctx, app, entry, assignment))
         except GateClosed as closed:
             deferred = fail(entry, Failure.DEFERRED, str(closed), ctx.now())
             _record(ctx, journal, deferred, events)
@@ -160,6 +170,18 @@ def _drive(
             entry = entry.model_copy(update={"reason": join(entry.reason, str(warning))})
         _record(ctx, journal, entry, events)
     return entry, None
+
+
+def _timed(
+    seconds: dict[str, float], entry: JournalEntry, step: Callable[[], Exception | None]
+) -> Exception | None:
+    """``step()``, its wall time added to ``seconds[entry's state]`` however it ends."""
+    started = time.monotonic()
+    try:
+        return step()
+    finally:
+        state = entry.state.value
+        seconds[state] = seconds.get(state, 0.0) + time.monotonic() - started
 
 
 def _temporary(exc: Exception, entry: JournalEntry) -> bool:

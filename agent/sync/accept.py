@@ -62,6 +62,10 @@ class Desired:
     trust_version: int | None = None  # the trust-root version held (reported: who lags a rotation)
     time_floor: datetime | None = None  # the newest instant the controller signed (clock resets)
     errors: list[Exception] = field(default_factory=list)
+    # The server answered this cycle's fetch and what it holds (if anything) was accepted: a
+    # successful poll, the time the metrics textfile keeps (agent.report.metrics).
+    polled: bool = False
+    expires_at: datetime | None = None  # when the accepted bundle (and its root) stops counting
 
 
 class CachedFiles(FrozenModel):
@@ -84,6 +88,7 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
     fresh: DesiredFiles | None = None
     try:
         fresh = fetch_desired(config, paths.repo, judge=_judge(config, trust, now))
+        out.polled = fresh is None  # the server has no desired state for this robot (yet)
     except (TransportError, BundleRejected) as exc:
         out.errors.append(exc)
     cached = read_cache(paths.desired_cache)
@@ -101,7 +106,8 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
             continue
         out.assignments = assignments(verified, paths)
         out.known, out.serial, out.time_floor = True, verified.root.serial, trust.time_floor
-        out.trust_version = trust.trust_version
+        out.trust_version, out.expires_at = trust.trust_version, trust.expires_at
+        out.polled = out.polled or (fresh is not None and files == fresh)
         break
     if fresh is not None and fresh.conflict is not None:  # after any refusal: that is the news
         log.warning("%s", fresh.conflict)
