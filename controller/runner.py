@@ -23,6 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from controller.errors import LoopAction, loop_action
@@ -50,16 +51,21 @@ def run_forever(
     ``Exception`` (only ``KeyboardInterrupt``/``SystemExit`` end it). ``wait`` replaces the sleep."""
     failures = 0
     done = 0
+    seeded = False
     while iterations is None or done < iterations:
         done += 1
         delay = interval_seconds
         started = time.monotonic()
         try:
+            # With metrics, passes run in full even on an idle fleet until one returns: the fleet's
+            # gauges then exist from the start, not only after the next change (up to 10 minutes).
+            full = observe is not None and not seeded
             try:
-                result = reconcile_once(settings)
+                result = reconcile_once(replace(settings, idle_fast_path=False) if full else settings)
             except Exception as exc:
                 _observe(observe, None, time.monotonic() - started, exc)
                 raise
+            seeded = True
             _observe(observe, result, time.monotonic() - started, None)
             report(result)
             failures = 0

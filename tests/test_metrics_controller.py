@@ -27,6 +27,7 @@ from controller.metrics.exposition import ControllerMetrics
 from controller.metrics.serve import MetricsServer, TextfileWriter, parse_address
 from controller.reconcile.source import Source
 from controller.reconcile.steps import ReconcileResult, reconcile_once
+from controller.runner import run_forever
 from fleetcd.git.objects import commit, write_tree
 from fleetcd.git.refs import status_ref
 from fleetcd.reports import STATUS_FILE, StatusReport
@@ -322,3 +323,37 @@ def test_a_metrics_port_already_taken_is_a_setup_error_exit_4(tmp_path: Path) ->
         )
     assert done.returncode == 4, done.stderr
     assert f"--metrics-address 127.0.0.1:{port}: cannot listen" in done.stderr
+
+
+def test_a_restarted_controller_on_an_idle_fleet_has_fleet_gauges_from_its_first_pass(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The idle fast path would skip loading anything for up to 10 minutes; with metrics the first
+    pass runs in full (and writes nothing new), so a halted rollout's alert does not flap."""
+    world = make_world(tmp_path, keys, name="metrics")
+    world.reconcile()
+    world.clock.tick(5)
+    assert reconcile_once(world.settings).idle
+    before = world.state().commit
+    seen: list[ReconcileResult] = []
+    run_forever(world.settings, 1, iterations=1, report=seen.append, wait=lambda _: None)
+    assert seen[-1].idle  # without metrics: the fast path, as always
+
+    metrics = ControllerMetrics(world.settings.push_attempts)
+
+    def observe(result: ReconcileResult | None, seconds: float, error: Exception | None) -> None:
+        metrics.observe(result, seconds, error=error, now=world.clock.now)
+
+    run_forever(world.settings, 1, iterations=2, report=seen.append, wait=lambda _: None, observe=observe)
+
+    assert [r.idle for r in seen[-2:]] == [False, True]
+    found = samples(metrics.render().decode())
+    assert by_label(found, "fleetcd_reconciles_total", "result") == {
+        "applied": 1,
+        "stalled": 0,
+        "failed": 0,
+        "idle": 1,
+    }
+    assert value(found, "fleetcd_robots", connectivity="unknown") == len(STAGING + CANARY + PRODUCTION)
+    assert value(found, "fleetcd_rollouts", phase="progressing") == 1
+    assert world.state().commit == before  # the full pass found nothing to write

@@ -31,6 +31,9 @@ class ControllerSettings:
     notify: bool = True  # POST webhooks after a successful push
     webhook_secret: WebhookSecret | None = None  # signs them (from a file or the environment, never git)
     commit_status: Forge | None = None  # where main's commit status is posted, if anywhere
+    # False: skip the idle fast path, reconcile in full even when nothing is new (a metrics-enabled
+    # controller's first pass, so its fleet gauges exist from the start).
+    idle_fast_path: bool = True
     now: Callable[[], datetime] = field(default=utc_now)  # injected in tests (DST, timeouts)
     # Called with a step name between write steps; tests kill the process there (kill -9 faults).
     checkpoint: Callable[[str], None] = field(default=lambda _step: None)

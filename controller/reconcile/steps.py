@@ -248,9 +248,11 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
     errors (nothing recorded) and bugs (recorded as a failure first).
     """
     with open_mirror(settings.source) as repo:  # the cache's lock, released however this ends
-        quiet = idle_main(
-            repo, settings.source, settings.now(), outbox=settings.notify, shards=settings.status_shards
-        )
+        quiet = None
+        if settings.idle_fast_path:
+            quiet = idle_main(
+                repo, settings.source, settings.now(), outbox=settings.notify, shards=settings.status_shards
+            )
         if quiet is not None:
             return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
         lost = ""
