@@ -96,7 +96,9 @@ def timeline(tmp_path_factory: pytest.TempPathFactory, gpg_available: str) -> It
         world.reconcile()  # generation 1: stg-1 is handed 1.0.0
         line.mark("staging dispatched")
         pass_wave(world, STAGING, "staging")  # the canary wave is dispatched
-        world.sim.report("can-2", "nav", "downloading", world.clock.now)
+        dep = world.sim.report("can-2", "nav", "downloading", world.clock.now)
+        progress = {"deployment_id": dep, "phase": "downloading", "done_bytes": 1000, "total_bytes": 4000}
+        world.sim.push_report("can-2", world.clock.now, progress=progress)
         line.mark("can-2 downloading")
         pass_wave(world, CANARY, "canary")
         line.mark("1.0.0 everywhere")
@@ -226,6 +228,11 @@ def test_applying_is_what_the_robot_reported_not_what_was_dispatched(
     assert (app["handed"]["version"], app["handed"]["robot_activity"]) == ("1.0.0", "downloading")
     assert app["handed"]["wave"]["name"] == "canary"
     assert answer["report"]["deployments"][0]["activity"] == "downloading"
+    progress = answer["report"]["progress"]  # a report pushed mid-download says how far it got
+    assert (progress["done_bytes"], progress["total_bytes"]) == (1000, 4000)
+    table = ask(timeline, capsys, tmp_path, "can-2", "--at", timeline.at["can-2 downloading"].isoformat())[1]
+    assert "navstack" not in table and "nav: applying 1.0.0 (downloading); running nothing" in table
+    assert "downloaded 1000 of 4000 bytes" in table
 
 
 def test_running_names_version_digest_deployment_wave_gate_and_approvers(

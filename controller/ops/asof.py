@@ -246,7 +246,10 @@ def _deployment(
         out["approvals"] = {
             "generation": approving.generation,
             "commit": _commit(repo, approving.commit),
-            "approvers": [{"name": a.name, "fingerprint": a.fingerprint} for a in approving.approvers],
+            "approvers": [
+                {"name": a.name, "fingerprint": a.fingerprint}
+                for a in sorted(approving.approvers, key=lambda a: (a.name, a.fingerprint))
+            ],
         }
     return out
 
@@ -308,6 +311,8 @@ def _report(found: Report) -> dict[str, Any]:
             for d in report.deployments
         ],
         "last_error": report.last_error,
+        # A report pushed mid-step: bytes downloaded, or seconds left of the health watch.
+        "progress": report.progress.model_dump(mode="json") if report.progress is not None else None,
     }
 
 

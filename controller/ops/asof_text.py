@@ -155,6 +155,17 @@ def _report(report: Mapping[str, Any] | None) -> list[str]:
         error = f" ({d['error']})" if d["error"] != "none" else ""
         message = f": {clean_cell(d['message'])}" if d["message"] else ""
         lines.append(f"  {d['app']} {d['version']} {d['deployment']} {d['activity']}{error}{message}")
+    progress = report["progress"]
+    if progress is not None and progress["phase"] == "downloading":
+        lines.append(
+            f"  progress of {progress['deployment_id']}: downloaded {progress['done_bytes']} of "
+            f"{progress['total_bytes']} bytes"
+        )
+    elif progress is not None:
+        lines.append(
+            f"  progress of {progress['deployment_id']}: {progress['phase']}, "
+            f"{progress['seconds_left']} of {progress['window_seconds']} s left"
+        )
     if report["last_error"]:
         lines.append(f"  last error: {clean_cell(report['last_error'])}")
     return lines
