@@ -210,3 +210,21 @@ def test_a_status_shard_that_is_down_is_a_transport_error_and_nothing_is_sent_el
     with pytest.raises(TransportError, match=r"shard-down\.git"):
         push_report(config, aw.repo_dir(), report)
     assert rev_parse(aw.server, status_ref(ROBOT)) is None
+
+
+def test_a_whole_agent_cycle_polls_the_replica_and_reports_to_its_shard(aw: ProvisionedFleet) -> None:
+    from agent.loop import run_once
+
+    robot = CANARY[0]  # nothing to install yet: the cycle is sync, verify, report
+    replica = mirror(aw.server, aw.root / "replica.git")
+    shard = aw.root / "status-shard.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(shard)], check=True, env=GIT_ENV)
+    config = config_with(
+        aw, robot, url=str(aw.root / "primary-unreachable.git"), replicas=replicas(replica),
+        status={"url": str(shard)},
+    )  # fmt: skip
+    result = run_once(config, aw.world.clock.now)
+    assert result.errors == [] and result.pushed
+    assert result.serial is not None  # verified what the replica served
+    assert rev_parse(shard, status_ref(robot)) is not None
+    assert rev_parse(aw.server, status_ref(robot)) is None and rev_parse(replica, status_ref(robot)) is None
