@@ -22,7 +22,9 @@ import pygit2
 import pytest
 
 from controller.cli import build
-from controller.ops.asof import RanState, handed, parse_instant, robot_state, running_ids
+from controller.ops.asof import RanState, handed, robot_state, running_ids
+from controller.ops.asof_question import parse_instant
+from controller.ops.instant import brought_to_main
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import WavePhase
@@ -213,7 +215,9 @@ def test_dispatched_but_not_yet_applied_names_what_was_handed_and_who_approved_i
     assert (handed_1["version"], handed_1["generation"], handed_1["action"]) == ("1.0.0", 1, "deploy")
     assert handed_1["requested_by"]["id"] == timeline.main["1.0.0"]
     assert handed_1["requested_by"]["subject"] == "nav 1.0.0 to the whole fleet"
-    assert {a["name"] for a in handed_1["approvals"]["approvers"]} == {"alice", "bob"}
+    approvers = handed_1["approvals"]["approvers"]
+    assert [a["name"] for a in approvers] == ["alice", "bob"]
+    assert {a["commit"]["id"] for a in approvers} == {timeline.main["1.0.0"]}  # where each signature came in
     assert handed_1["approvals"]["commit"]["id"] == timeline.main["1.0.0"]
     assert (handed_1["wave"]["name"], handed_1["wave"]["phase"]) == ("staging", "running")
     assert handed_1["robot_activity"] is None  # the robot had said nothing of it
@@ -298,6 +302,7 @@ def test_mid_rollback_the_robot_still_runs_the_failed_release_and_is_handed_the_
         2,
         timeline.main["config"],
     )
+    assert {a["commit"]["id"] for a in back["approvals"]["approvers"]} == {timeline.main["config"]}
     table = ask(timeline, capsys, tmp_path, "can-2", "--at", timeline.at["mid-rollback"].isoformat())[1]
     assert "rollback to 1.0.0 dispatched, not yet applied; running 1.1.0" in table
 
@@ -614,3 +619,17 @@ def test_with_status_shards_the_reports_come_from_the_robots_own_shard(
     assert answer["report"] is None
     assert any(f"status shard {owner} did not answer" in note for note in answer["notes"])
     assert any("no status ref of the robot in its status shard" in note for note in answer["notes"])
+
+
+def test_an_approval_is_dated_by_the_commit_that_brought_its_signature_to_main(timeline: Timeline) -> None:
+    repo = pygit2.Repository(str(timeline.world.server))
+    head = timeline.main["1.1.0"]
+    # The release file never changed after the first commit: the walk goes back across two merges.
+    assert brought_to_main(repo, head, "releases/nav/1.0.0.yaml") == timeline.main["1.0.0"]
+    approvals = [e.name for e in repo.revparse_single(f"{head}:approvals/nav").peel(pygit2.Tree)]
+    assert len(approvals) == 2
+    for name in approvals:
+        path = f"approvals/nav/{name}"
+        assert brought_to_main(repo, head, path) == head  # re-signed for 1.1.0
+        assert brought_to_main(repo, timeline.main["config"], path) == timeline.main["config"]
+    assert brought_to_main(repo, head, "approvals/nav/0000.asc") is None

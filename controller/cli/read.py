@@ -184,7 +184,8 @@ def history_command(
 
 
 def _history_at(view: RemoteView, device: str, at: str | None, main_commit: str | None) -> dict[str, Any]:
-    from controller.ops.asof import Instant, history_at, instant_of_commit, main_commit_id, parse_instant
+    from controller.ops.asof import history_at
+    from controller.ops.asof_question import Instant, instant_of_commit, main_commit_id, parse_instant
     from fleetcd.git.refs import status_ref
 
     now = datetime.now(UTC)

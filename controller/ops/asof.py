@@ -18,23 +18,20 @@ decisions (:func:`robot_state`, :func:`running_ids`) are pure; :func:`history_at
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from controller.ops.instant import Report, ReportWalk, StateWalk, aware, state_at, state_processing
+from controller.ops.asof_question import Instant
+from controller.ops.instant import Report, ReportWalk, StateWalk, aware, brought_to_main, state_at
 from controller.records.model import Action, DeploymentRecord, TargetStatus
-from controller.state.model import RolloutState, WaveState
+from controller.state.model import Approver, RolloutState, WaveState
 from fleetcd.compat import StrEnum
-from fleetcd.errors import InvalidContent
-from fleetcd.git.log import LogEntry, commit_subject, commit_time, first_parent_log, full_commit_id
+from fleetcd.git.log import LogEntry, commit_subject, commit_time, first_parent_log
 from fleetcd.git.objects import ref_target
-from fleetcd.git.refs import STATE_BRANCH, status_ref
-from fleetcd.git.repo import Oid, Repository
-from fleetcd.git.signatures import is_descendant
-from fleetcd.reasons import Reason
+from fleetcd.git.refs import status_ref
+from fleetcd.git.repo import Repository
+from fleetcd.layout import approval_path
 from fleetcd.reports import DeploymentReport, StatusReport
 from fleetcd.vocabulary import Activity, ErrorStatus
 
@@ -109,20 +106,6 @@ def handed(records: Sequence[DeploymentRecord], app: str) -> DeploymentRecord | 
     """The deployment of ``app`` the robot's desired state carried: its newest one not archived."""
     live = [r for r in records if r.app == app and r.target_status is not TargetStatus.ARCHIVED]
     return max(live, key=lambda r: (r.created_at, r.generation, r.id), default=None)
-
-
-@dataclass(frozen=True)
-class Instant:
-    """The question: a robot and an instant, and (with ``--commit``) the main commit it came from."""
-
-    device: str
-    at: datetime
-    main_commit: str | None = None
-    state: LogEntry | None = None  # with ``--commit``: the state commit that processed it
-    # With status shards: the robot's newest report in its own shard (None: it has none there).
-    sharded: bool = False
-    reports_tip: Oid | None = None
-    notes: tuple[str, ...] = ()
 
 
 def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]:
@@ -246,12 +229,20 @@ def _deployment(
         out["approvals"] = {
             "generation": approving.generation,
             "commit": _commit(repo, approving.commit),
-            "approvers": [
-                {"name": a.name, "fingerprint": a.fingerprint}
-                for a in sorted(approving.approvers, key=lambda a: (a.name, a.fingerprint))
-            ],
+            "approvers": [_approver(repo, approving, a) for a in sorted(approving.approvers, key=_by_name)],
         }
     return out
+
+
+def _by_name(approver: Approver) -> tuple[str, str]:
+    return approver.name, approver.fingerprint
+
+
+def _approver(repo: Repository, state: RolloutState, approver: Approver) -> dict[str, Any]:
+    """Name, fingerprint and the main commit that brought the signature the controller verified."""
+    found = brought_to_main(repo, state.commit, approval_path(state.name, approver.fingerprint))
+    signed = _commit(repo, found) if found is not None else None
+    return {"name": approver.name, "fingerprint": approver.fingerprint, "commit": signed}
 
 
 def _put_out(walk: StateWalk, record: DeploymentRecord) -> RolloutState | None:
@@ -334,53 +325,3 @@ def _notes(
         else:
             notes.append("the controller has not written its state branch yet")
     return notes
-
-
-def main_commit_id(repo: Repository, main: str, rev: str) -> str:
-    """The full id of ``rev``, a commit on main's history; ValueError saying why not."""
-    found = full_commit_id(repo, rev)
-    if found is None:
-        raise ValueError(f"{rev!r} names no commit in the fleet repository")
-    if not is_descendant(repo, main, found):
-        raise ValueError(f"commit {found[:12]} is not on main's history")
-    return found
-
-
-def instant_of_commit(repo: Repository, device: str, main_commit: str) -> Instant:
-    """``--commit``: the instant of the state commit that processed ``main_commit``."""
-    entry = state_processing(repo, main_commit)
-    if entry is None:
-        raise InvalidContent.at(
-            STATE_BRANCH,
-            f"no state commit has processed main commit {main_commit[:12]} yet (has the controller run "
-            "since it was merged?)",
-            reason=Reason.UNKNOWN_REFERENCE,
-        )
-    return Instant(device, entry.when, main_commit, entry)
-
-
-_RELATIVE = re.compile(r"^-(?:(\d{1,6})d)?(?:(\d{1,8})h)?(?:(\d{1,10})m)?(?:(\d{1,12})s)?$")
-MAX_LOOKBACK = timedelta(days=100 * 366)  # a relative instant further back is a typo
-
-
-def parse_instant(text: str, now: datetime) -> datetime:
-    """``--at``: ISO 8601 with a UTC offset (``2026-05-04T14:05:00+09:00``, ``…Z``), or an age
-    before ``now`` (``-2h``, ``-1d12h``, ``-90s``). Raises ValueError saying what is accepted."""
-    relative = _RELATIVE.fullmatch(text.strip())
-    if relative is not None and any(relative.groups()):
-        days, hours, minutes, seconds = (int(g or 0) for g in relative.groups())
-        age = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        if age > MAX_LOOKBACK:
-            raise ValueError(f"{text!r} reaches back more than {MAX_LOOKBACK.days} days")
-        return now - age
-    value = text.strip()
-    try:
-        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 time with a UTC offset (2026-05-04T14:05:00+09:00, "
-            "2026-05-04T05:05:00Z) nor an age such as -2h, -30m or -1d12h"
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset: add Z or +HH:MM (a time without one is ambiguous)")
-    return parsed

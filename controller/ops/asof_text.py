@@ -106,11 +106,16 @@ def _commit(commit: Mapping[str, Any] | str | None) -> str:
 def _approvals(approvals: Mapping[str, Any] | str) -> str:
     if isinstance(approvals, str):
         return f"approvals: {approvals}"
-    names = ", ".join(f"{a['name']} ({a['fingerprint'][-16:]})" for a in approvals["approvers"]) or "nobody"
+    names = ", ".join(_approver(a) for a in approvals["approvers"]) or "nobody"
     return (
-        f"approved by {names} at main commit {approvals['commit']['id'][:12]} "
+        f"approved by {names}; verified at main commit {approvals['commit']['id'][:12]} "
         f"(generation {approvals['generation']})"
     )
+
+
+def _approver(approver: Mapping[str, Any]) -> str:
+    signed = f", signed in {approver['commit']['id'][:12]}" if approver["commit"] else ""
+    return f"{approver['name']} ({approver['fingerprint'][-16:]}{signed})"
 
 
 def _wave(wave: Mapping[str, Any], rollout: Mapping[str, Any] | None) -> list[str]:

@@ -202,3 +202,20 @@ def oldest_report(
         if matches(report.report):
             found = report.report
     return found
+
+
+def brought_to_main(repo: Repository, start: str, path: str, limit: int = STATE_COMMITS) -> str | None:
+    """The commit, walking main's first parents back from ``start``, since which ``path`` has held
+    the bytes it holds at ``start``: for an approval, the commit that brought that signature to
+    main (a pull request's merge). None when ``start`` has no such file; after ``limit`` commits
+    the oldest one read."""
+    here = blob_at(repo, start, path)
+    if here is None:
+        return None
+    found = start
+    for entry in first_parent_log(repo, start, limit):
+        seen = blob_at(repo, entry.commit, path)
+        if seen is None or seen.blob != here.blob:
+            break
+        found = entry.commit
+    return found
