@@ -377,8 +377,9 @@ def test_an_instant_in_the_future_is_refused(
         (["--at", "yesterday"], "neither an ISO 8601 time"),
         (["--commit", "0123456789abcdef"], "names no commit"),
         (["--at", "-1h", "--commit", "HEAD"], "exclude each other"),
+        (["--status-shard", "north=/nowhere.git"], "goes with --at or --commit"),
     ],
-    ids=["no-offset", "not-a-time", "unknown-commit", "both"],
+    ids=["no-offset", "not-a-time", "unknown-commit", "both", "shards-without-an-instant"],
 )
 def test_bad_instants_exit_2_saying_what_is_accepted(
     timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], says: str

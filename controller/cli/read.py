@@ -152,6 +152,8 @@ def history_command(
 
     if at is not None and main_commit is not None:
         raise click.UsageError("--at and --commit exclude each other")
+    if status_shards and at is None and main_commit is None:
+        raise click.UsageError("--status-shard goes with --at or --commit: records and audit need none")
     source = remote_source(url, cache)
     view = read_remote(source, status_shards_of(status_shards, source) if at or main_commit else ())
     if at is not None or main_commit is not None:
