@@ -298,6 +298,8 @@ def _child(robots: int, runs: int, progress: Path) -> None:
     with progress.open("a", encoding="utf-8") as out:
 
         def emit(line: dict[str, Any]) -> None:
+            # How busy the shared machine was as the phase ended (seconds are only as good as that).
+            line["loadavg_1m"] = round(os.getloadavg()[0], 2)
             out.write(json.dumps(line) + "\n")
             out.flush()
 
@@ -464,6 +466,13 @@ def render(sizes: list[int], by_size: dict[int, dict[str, Any]], summary: dict[s
                     *[cell(n, "world", "baseline_rss_mib") for n in sizes],
                 ],
                 ["world: fleet generated + fast-import, s", *[cell(n, "world") for n in sizes]],
+                [
+                    "machine load (1 min) after bootstrap / fan-out",
+                    *[
+                        f"{cell(n, 'bootstrap', 'loadavg_1m')} / {cell(n, 'fan-out', 'loadavg_1m')}"
+                        for n in sizes
+                    ],
+                ],
             ],
         ),
         "",
