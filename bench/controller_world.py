@@ -14,6 +14,7 @@ desired-state write into a fresh repository.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
@@ -35,6 +37,12 @@ from fleetcd.loading.fleetspec import load_spec
 from fleetcd.trust import gpg
 from tests.sim.world import START, Clock, controller_settings
 
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@bench.invalid",
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@bench.invalid",
+}
 RELEASES = 8  # two of each generated app: both rollouts have a release to ship
 SERIAL = 1
 ROLLOUT = "navigator-rollout"
@@ -115,19 +123,57 @@ def scaled_fleet(devices: int, home: Path) -> tuple[fleetgen.GeneratedFleet, dic
 
 
 def fast_import_commit(repo: Path, files: Mapping[str, bytes], message: str, at: datetime) -> None:
-    """One commit of ``files`` on ``main`` of ``repo`` by ``git fast-import`` (seconds at 100,000 files)."""
-    who = f"Bench <bench@bench.invalid> {int(at.timestamp())} +0000".encode()
-    chunks = [b"commit refs/heads/main\ncommitter %s\ndata %d\n%s\n" % (who, len(message), message.encode())]
-    for path in sorted(files):
-        data = files[path]
-        chunks.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
-    subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=b"".join(chunks), check=True)
+    """One commit of ``files`` on ``main`` of ``repo``: seconds at 100,000 files, not minutes.
+
+    The blobs go in one ``git fast-import`` stream; each directory's tree is one ``git mktree``
+    (fast-import looks a path up among its directory's entries one by one, which at 100,000 files
+    in ``devices/`` is quadratic: 550 s), then ``git commit-tree`` and ``git update-ref``.
+    """
+    paths = sorted(files)
+    stream = b"".join(
+        b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(files[p]), files[p]) for i, p in enumerate(paths)
+    )
+    marks = repo / "bench-fleet-marks"
+    git = ["git", "--git-dir", str(repo)]
+    subprocess.run([*git, "fast-import", "--quiet", f"--export-marks={marks}"], input=stream, check=True)
+    blob_ids = dict(line.split() for line in marks.read_text(encoding="ascii").splitlines())
+    marks.unlink()
+    root: dict[str, Any] = {}
+    for i, path in enumerate(paths):
+        *dirs, name = path.split("/")
+        node = root
+        for part in dirs:
+            node = node.setdefault(part, {})
+        node[name] = blob_ids[f":{i + 1}"]
+
+    def mktree(node: dict[str, Any]) -> str:
+        lines = [
+            f"040000 tree {mktree(child)}\t{name}"
+            if isinstance(child, dict)
+            else f"100644 blob {child}\t{name}"
+            for name, child in node.items()
+        ]
+        done = subprocess.run(
+            [*git, "mktree"], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    stamp = f"{int(at.timestamp())} +0000"
+    env = {**os.environ, **_GIT_IDENTITY, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
+    made = subprocess.run(
+        [*git, "commit-tree", mktree(root), "-m", message],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    subprocess.run([*git, "update-ref", "refs/heads/main", made.stdout.strip()], check=True)
 
 
 def build_world(root: Path, devices: int) -> BenchWorld:
     """The scaled fleet of ``devices`` robots on ``root/server.git``'s main, nothing reconciled yet.
 
-    The fleet is written by one ``git fast-import`` (no working tree, no 100,000-file ``git add``).
+    The fleet is written by :func:`fast_import_commit` (no working tree, no 100,000-file ``git add``).
     """
     home = root / "gnupg"
     home.mkdir(mode=0o700, parents=True)
