@@ -9,11 +9,16 @@ benchmark's goals and slopes are judged by pure functions, tested here on made-u
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from bench.controller_reconcile import PHASES, RECONCILES, _slopes, summarize
+from bench.controller_world import fast_import_commit
+from fleetcd.git.objects import read_blob
+from tests.sim.world import START
 from tests.test_bench_smoke import run_bench
 
 
@@ -148,3 +153,34 @@ def test_poll_bench_measures_the_namespaced_poll_at_each_size(tmp_path: Path, gp
     assert set(result["results"]) == {"2", "15"}
     assert {"pygit2_v0", "git_cli_v2", "pygit2_v0_git_namespace"} == set(result["ratios"])
     assert result["results"]["15"]["no_op_poll"]["pygit2_v0_git_namespace"]["bytes_down"] > 0
+
+
+def test_fleet_written_by_fast_import_and_mktree_holds_every_file_byte_for_byte(tmp_path: Path) -> None:
+    files = {
+        "fleet.yaml": b"name: x\n",
+        "devices/robot-00001.yaml": b"id: robot-00001\n",
+        "devices/robot-00000.yaml": b"id: robot-00000\n",
+        "releases/nav/1.0.0.yaml.d/ABC.asc": b"-----BEGIN PGP SIGNATURE-----\n",
+        "releases/nav/1.0.0.yaml": b"\x00binary\xff",
+    }
+    server = tmp_path / "server.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(server)], check=True)
+
+    fast_import_commit(server, files, "fleet", START)
+
+    repo = pygit2.Repository(str(server))
+    head = repo.revparse_single("main")
+    assert isinstance(head, pygit2.Commit) and head.parents == [] and head.message == "fleet\n"
+    assert head.commit_time == int(START.timestamp())
+    assert {path: read_blob(repo, "refs/heads/main", path) for path in files} == files
+    listed = subprocess.run(
+        ["git", "--git-dir", str(server), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sorted(listed.stdout.split()) == sorted(files)  # nothing more, nothing less
+    fsck = subprocess.run(
+        ["git", "--git-dir", str(server), "fsck", "--strict"], capture_output=True, check=False
+    )
+    assert fsck.returncode == 0, fsck.stderr
