@@ -268,14 +268,13 @@ def _progress_reporter(
     desired: Desired,
     runtime_drift: list[RuntimeDrift],
     errors: list[Exception],
-    outcomes: dict[str, AppOutcome] | None = None,
+    outcomes: dict[str, AppOutcome],
 ) -> ProgressReporter:
     """This cycle's progress pushes (agent.report.progress): each report is the cycle's report as
     the journals stand at that moment, plus its ``progress``; pushed without rebase, and its seq and
     digest recorded in ``push.json`` like any push (the cycle's own report then goes above it)."""
     if config.poll.progress_seconds == 0:
         return ProgressReporter.disabled()
-    done = {} if outcomes is None else outcomes
     try:
         first_seq = _next_seq(paths)
     except Exception as exc:  # an unreadable outbox: this cycle's report sorts it out, say nothing now
@@ -293,7 +292,7 @@ def _progress_reporter(
             ledgers={app: Ledger(paths.migrations(app)) for app in journals},
             executor=executor,
             desired=desired,
-            outcomes=done,
+            outcomes=outcomes,  # the apps done this cycle so far (filled in by _converge_all)
             previous=load_status(paths.status_file),
             drift={} if restore else check_drift(paths.config_hashes, restore=False),
             runtime_drift=runtime_drift,
