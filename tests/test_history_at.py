@@ -634,3 +634,23 @@ def test_an_approval_is_dated_by_the_commit_that_brought_its_signature_to_main(t
         assert brought_to_main(repo, head, path) == head  # re-signed for 1.1.0
         assert brought_to_main(repo, timeline.main["config"], path) == timeline.main["config"]
     assert brought_to_main(repo, head, "approvals/nav/0000.asc") is None
+
+
+def test_a_version_the_robot_says_it_runs_without_a_deployment_in_reach_is_still_what_ran(
+    timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """prod-4 was only ever handed deployments that were superseded before it started; it says it
+    runs 0.9.0 (installed before fleetcd, say). What ran is its word, with no deployment to name."""
+    when = timeline.world.clock.now + timedelta(seconds=500)
+    timeline.world.sim.push_report("prod-4", when, apps=[{"app": "nav", "current": "0.9.0"}])
+    instant = (when + timedelta(seconds=1)).isoformat()
+    code, out, err = ask(timeline, capsys, tmp_path, "prod-4", "--at", instant, "-o", "json")
+    assert code == 0, err
+    app = nav(json.loads(out))
+    assert (app["state"], app["running"], app["handed"]) == (
+        "running",
+        {"version": "0.9.0", "deployment": None},
+        None,
+    )
+    table = ask(timeline, capsys, tmp_path, "prod-4", "--at", instant)[1]
+    assert "nav: running 0.9.0" in table and "no report in reach names its deployment" in table

@@ -133,10 +133,12 @@ def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]
         given = handed(walk.at_start, app)
         said = _said(last, given)
         run = live.get(app)
-        state = robot_state(given, said, run is not None)
-        running = _deployment(repo, walk, run.deployment_id, run) if run is not None else None
-        if running is None and state is not RanState.NOTHING_INSTALLED:
+        # No report in reach names a live deployment, but the robot may still say what runs.
+        if run is None:
             running = _installed_only(last, app)
+        else:
+            running = _deployment(repo, walk, run.deployment_id, run)
+        state = robot_state(given, said, running is not None)
         pending = None
         if given is not None and (run is None or given.id != run.deployment_id):
             pending = _deployment(repo, walk, given.id, said)
