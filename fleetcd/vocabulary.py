@@ -29,7 +29,7 @@ archived        —        yes     yes     retired
 ==============  =======  ======  ======  =========================================================
 
 Two "roots", never to be confused: the *signed root* (``root.json``, :class:`fleetcd.desired.SignedRoot`)
-is the controller's per-reconcile signature over a Merkle root of every robot's bundle; the *trust
+is the controller's per-reconcile signature over a Merkle root of the bundles it writes; the *trust
 root* (``trust/root/<N>.yaml``, :class:`fleetcd.models.TrustRoot`) is the versioned, root-key-signed
 list of which keys the fleet trusts for what (docs/signing-and-approval.md). Code and messages say
 "trust root" for the second, always.

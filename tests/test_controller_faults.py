@@ -10,6 +10,7 @@ clock, and the two servers are compared.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -76,14 +78,28 @@ def copy_world(world: ControllerWorld, root: Path) -> ControllerSettings:
 def state_tree(server: Path) -> dict[str, str]:
     """Path -> blob id of the state branch's tree, without the signed audit heads' signatures (gpg
     stamps the wall-clock second into them, so two runs at the same injected clock differ there
-    alone; the head documents they sign are compared)."""
+    alone; the head documents they sign are compared) and without the desired-state commit each
+    device file records (it covers the root's signature), which must be the commit its robot's ref
+    holds on that server (checked here)."""
     repo = pygit2.Repository(str(server))
     head = ref_target(repo, STATE_BRANCH)
     assert head is not None, "no state branch on the server"
     commit = repo[head]
     assert isinstance(commit, pygit2.Commit)
-    blobs = {path: str(pygit2.hash(data)) for path, data in read_files(repo, head).items()}
+    files = read_files(repo, head)
+    for path, data in files.items():
+        if path.startswith("devices/") and path.endswith(".json"):
+            files[path] = _without_desired_commit(repo, json.loads(data))
+    blobs = {path: str(pygit2.hash(data)) for path, data in files.items()}
     return {p: b for p, b in blobs.items() if not (p.startswith(HEADS_DIR) and p.endswith(".asc"))}
+
+
+def _without_desired_commit(repo: pygit2.Repository, device: dict[str, Any]) -> bytes:
+    desired = device.get("desired")
+    if desired is not None:
+        ref = delivery_ref(device["state"]["device"], namespaces=True)
+        assert desired.pop("commit") == str(ref_target(repo, ref)), f"{ref} is not the commit recorded"
+    return json.dumps(device, sort_keys=True).encode()
 
 
 def desired(server: Path, *, signatures: bool = False) -> dict[str, dict[str, bytes | None]]:

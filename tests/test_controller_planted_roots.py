@@ -1,11 +1,12 @@
 """Attacks on the serial through robots' desired-state refs, at reconcile level on real git and gpg.
 
 Whoever controls the git server can rewrite the refs robots fetch their desired state from. The
-controller's own state branch (``state.json``: ``serial``, ``root_sha256``) is the source of truth
-for the signing serial (:mod:`controller.delivery.published`): a root planted on a robot's ref —
-unsigned with a huge serial, of 4,300 digits, signed by another key, or an old root replayed — must
-neither become the next serial nor stay where it was planted, and a deleted ref is written again.
-Every robot then accepts the next root as the agent would (:class:`tests.sim.robots.PinningRobot`).
+controller's own state branch (``state.json``'s ``serial`` and each device file's recorded commit)
+is the source of truth for the signing serial (:mod:`controller.delivery.published`): a root
+planted on a robot's ref — unsigned with a huge serial, of 4,300 digits, signed by another key, or
+an old root replayed — must neither become the next serial nor stay where it was planted, and a
+deleted ref is written again; the robots whose refs were not touched keep their commits. Every
+robot then accepts what it is served as the agent would (:class:`tests.sim.robots.PinningRobot`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import pytest
 
 from controller.audit.events import AuditKind
 from controller.delivery.write import delivery_ref
-from fleetcd.desired import BUNDLE_FILE, MAX_SERIAL, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE
+from fleetcd.desired import (
+    BUNDLE_FILE,
+    MAX_SERIAL,
+    PROOF_FILE,
+    ROOT_FILE,
+    ROOT_SIGNATURE_FILE,
+    BundleRejected,
+)
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX
+from fleetcd.reasons import Reason
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.sim.robots import PinningRobot
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, assert_no_duplicates, make_world
@@ -86,12 +95,27 @@ def published_world(tmp_path: Path, keys: KeyFactory) -> tuple[ControllerWorld, 
     return world, agents
 
 
-def assert_healed(world: ControllerWorld, agents: dict[str, PinningRobot], serial: int) -> None:
-    """One new root under ``serial`` on every robot's ref, recorded, and accepted by every agent."""
+def serials(healed: list[str], serial: int) -> dict[str, int]:
+    """``serial`` for the ``healed`` robots, 1 (the first root, which every robot got) for the rest."""
+    return {device: serial if device in healed else 1 for device in ROBOTS}
+
+
+def assert_healed(
+    world: ControllerWorld, agents: dict[str, PinningRobot], serial: int, expected: dict[str, int]
+) -> None:
+    """``serial`` recorded as the highest; each robot's ref serves its ``expected`` serial (the
+    healed ones under the new root, the others the commit they held), the state branch records
+    exactly those commits, and every agent accepts what it is served."""
     assert world.state().meta.serial == serial
-    assert served_serials(world) == dict.fromkeys(ROBOTS, serial)
-    assert {device: agent.poll() for device, agent in agents.items()} == dict.fromkeys(ROBOTS, serial)
-    assert_no_duplicates(world.state())
+    assert served_serials(world) == expected
+    assert {device: agent.poll() for device, agent in agents.items()} == expected
+    state = world.state()
+    server = pygit2.Repository(str(world.server))
+    for device in ROBOTS:
+        desired = state.devices[device].desired
+        target = ref_target(server, delivery_ref(device, namespaces=True))
+        assert desired is not None and desired.commit == str(target) and desired.serial == expected[device]
+    assert_no_duplicates(state)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +130,8 @@ def test_planted_root_serial_on_a_robot_ref_is_ignored(tmp_path: Path, keys: Key
     world.clock.tick(1)
     healed = world.reconcile()
     assert healed.root_signatures == 1  # the planted root is replaced, under the next recorded serial
-    assert_healed(world, agents, 2)
+    assert healed.desired_refs == 1  # and no other robot's ref moves
+    assert_healed(world, agents, 2, serials([FIRST], 2))
     ignored = [event for event in healed.events if event.kind == AuditKind.DESIRED_ROOT_IGNORED]
     assert len(ignored) == 1 and ignored[0].reason  # the audit log says a root was planted, and why
 
@@ -125,7 +150,7 @@ def test_root_with_a_4300_digit_serial_does_not_crash_the_reconcile(tmp_path: Pa
 
     world.clock.tick(1)
     assert world.reconcile().root_signatures == 1
-    assert_healed(world, agents, 2)
+    assert_healed(world, agents, 2, serials([FIRST], 2))
     world.clock.tick(1)
     again = world.reconcile()
     assert (again.root_signatures, again.desired_refs) == (0, 0)
@@ -144,34 +169,37 @@ def test_a_root_signed_by_a_key_fleet_yaml_does_not_name_moves_no_serial(
 
     world.clock.tick(1)
     assert world.reconcile().root_signatures == 1
-    assert_healed(world, agents, 2)
+    assert_healed(world, agents, 2, serials(ROBOTS, 2))
 
 
 def test_a_replayed_old_root_on_one_robot_neither_lowers_the_serial_nor_freezes_it(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
-    """An old, validly signed commit put back on a robot whose deployments did not change since.
+    """The robot's own older commit, validly signed, put back on its ref after it moved on.
 
-    The old controller looked at the first robot's root only and at bundle contents, so the
-    robot kept the replay, which its agent refuses as a rollback: frozen until the next change.
+    Its agent refuses it as a rollback; the controller sees a ref that is not the commit it
+    recorded and rewrites it above every serial, so the robot is not frozen; nobody else moves.
     """
     world, agents = published_world(tmp_path, keys)
-    victim = PRODUCTION[-1]
+    victim = CANARY[-1]
     old = files_of(world, victim)
     world.report_all(STAGING, "deployed")
     world.clock.tick(10)
     world.reconcile()
     world.clock.tick(61)
-    world.reconcile()  # staging passed, the canary wave starts: a new root for everyone
-    serial = world.state().meta.serial
-    assert serial >= 2
-    assert {device: agent.poll() for device, agent in agents.items()} == dict.fromkeys(ROBOTS, serial)
-    assert json.loads(files_of(world, victim)[BUNDLE_FILE])["deployments"] == []  # unchanged for it
+    moved = world.reconcile()  # staging passed, the canary wave starts: a new root for canary only
+    assert (moved.desired_refs, world.state().meta.serial) == (len(CANARY), 2)
+    expected = {device: 2 if device in CANARY else 1 for device in ROBOTS}
+    assert {device: agent.poll() for device, agent in agents.items()} == expected
     plant(world, victim, old)
+    with pytest.raises(BundleRejected) as refused:
+        agents[victim].poll()
+    assert refused.value.reason is Reason.SERIAL_ROLLBACK
 
     world.clock.tick(1)
-    world.reconcile()
-    assert_healed(world, agents, serial + 1)
+    healed = world.reconcile()
+    assert healed.desired_refs == 1
+    assert_healed(world, agents, 3, {**expected, victim: 3})
 
 
 def test_a_deleted_desired_ref_is_written_again(tmp_path: Path, keys: KeyFactory) -> None:
@@ -181,5 +209,5 @@ def test_a_deleted_desired_ref_is_written_again(tmp_path: Path, keys: KeyFactory
         repo.references.delete(delivery_ref(device, namespaces=True))
 
     world.clock.tick(1)
-    world.reconcile()
-    assert_healed(world, agents, 2)
+    assert world.reconcile().desired_refs == 2
+    assert_healed(world, agents, 2, serials([FIRST, STAGING[0]], 2))

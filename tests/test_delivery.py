@@ -21,11 +21,9 @@ from controller.delivery import (
     DeliveryResult,
     DeliverySource,
     bundle_for,
-    changed_devices,
+    content_digest,
     delivery_ref,
-    desired_changed,
-    read_current,
-    root_needs_refresh,
+    read_targets,
     write_desired_state,
 )
 from controller.records.model import Action, DeploymentRecord, TargetStatus
@@ -196,17 +194,37 @@ def test_fifty_robots_share_one_signature_and_each_verifies_against_real_gpg(
         assert deployment.config == {"max_speed": 0.5 if robot == "amr-002" else 1.5}
 
 
-def test_rerun_after_a_crash_writes_identical_commits_without_signing_again(
-    fleet: Fleet, repo: Repository
+def test_one_robots_new_bundle_moves_its_ref_alone_under_one_signature(
+    fleet: Fleet, repo: Repository, keyring: Keyring
 ) -> None:
+    """The root covers the moving robots' bundles only: the other 49 refs keep their commits, and
+    every robot still verifies what it holds (the moved one at the new serial, above the old)."""
     first = write(repo, fleet, 4)
     fleet.sign_calls.clear()
-    again = write(repo, fleet, 4)
-    assert again.refs == first.refs and again.root_sha == first.root_sha
-    assert fleet.sign_calls == [] and again.signatures == 0 and again.moved == frozenset()
-
-    newer = write(repo, fleet, 5)
-    assert newer.signatures == 1 and newer.moved == frozenset(first.refs)
+    source = DeliverySource(fleet.spec)
+    rolled_back = record(fleet, "amr-003", "1.0.0", action=Action.ROLLBACK)
+    then = DeliverySource(fleet.old_spec).evidence("nav")
+    bundle = bundle_for(
+        "amr-003",
+        [rolled_back],
+        source,
+        5,
+        ISSUED,
+        EXPIRES,
+        evidence={("nav", rolled_back.release_sha256): then},
+    )
+    moved = write(repo, fleet, 5, {"amr-003": bundle})
+    ref = delivery_ref("amr-003", namespaces=False)
+    assert (len(fleet.sign_calls), moved.moved, set(moved.commits)) == (1, frozenset({ref}), {"amr-003"})
+    targets = read_targets(repo, ROBOTS, namespaces=False)
+    assert {d for d in ROBOTS if targets[d] != first.commits[d]} == {"amr-003"}
+    anchors = TrustAnchors.from_trust_root(fleet.trust())
+    verified = verify_bundle("amr-003", *robot_reads(repo, ref), anchors, 4, NOW, keyring)
+    assert (verified.root.serial, verified.root.leaves) == (5, 1)
+    kept = verify_bundle(
+        "amr-004", *robot_reads(repo, delivery_ref("amr-004", namespaces=False)), anchors, 4, NOW, keyring
+    )
+    assert (kept.root.serial, kept.unchanged) == (4, True)
 
 
 def test_a_robot_served_with_its_git_namespace_is_advertised_only_its_own_ref(
@@ -320,18 +338,9 @@ def test_newest_record_per_app_wins_and_archived_ones_are_dropped(fleet: Fleet) 
     assert (only.deployment_id, only.action, only.config) == (staged.id, "stage", {"max_speed": 1.5})
 
 
-def test_only_a_changed_deployment_or_a_near_expiry_needs_a_new_root(fleet: Fleet, repo: Repository) -> None:
-    written = write(repo, fleet, 10)
-    current = read_current(repo, ROBOTS, namespaces=False)
-    assert set(current.targets.values()) == set(written.refs.values())
-    same_later = all_bundles(fleet, serial=11)
-    assert changed_devices(current.bundles, same_later) == []
-    moved = {**same_later, "amr-009": bundle_for("amr-009", [], fleet.spec, 11, ISSUED, EXPIRES)}
-    del moved["amr-010"]
-    assert changed_devices(current.bundles, moved) == ["amr-009", "amr-010"]
-    assert desired_changed(None, same_later["amr-001"])
-
-    assert not root_needs_refresh(current.root, NOW, timedelta(days=1))
-    assert root_needs_refresh(current.root, EXPIRES - timedelta(hours=23), timedelta(days=1))
-    assert root_needs_refresh(None, NOW, timedelta(days=1))
-    assert root_needs_refresh(b"{not json", NOW, timedelta(days=1))
+def test_the_content_digest_ignores_serial_and_timestamps_but_not_deployments(fleet: Fleet) -> None:
+    source = DeliverySource(fleet.spec)
+    now = bundle_for("amr-009", [record(fleet, "amr-009")], source, 10, ISSUED, EXPIRES)
+    later = bundle_for("amr-009", [record(fleet, "amr-009")], source, 11, NOW, EXPIRES + timedelta(days=1))
+    nothing = bundle_for("amr-009", [], source, 10, ISSUED, EXPIRES)
+    assert content_digest(now) == content_digest(later) != content_digest(nothing)

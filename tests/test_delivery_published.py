@@ -1,8 +1,9 @@
 """The verdict on robots' roots (:func:`controller.delivery.published.judge_published`) as a table.
 
-``state.json`` records serial 5 and the sha256 of the root published under it. Each row lists what
-robots' refs hold and the verdict: the floor (the next root is signed as floor + 1) and the root
-that may stay (None: every robot is rewritten). ``verify`` stands in for gpg and
+``state.json`` records serial 5 and the sha256 of the root signed under it; each robot's device file
+records the commit last written on its ref. Each row lists what robots' refs hold and the verdict:
+the floor (the next root is signed as floor + 1) and the robots whose ref stays (every other one is
+rewritten). ``verify`` stands in for gpg and
 :func:`fleetcd.desired.verify_root`: only roots in :data:`SIGNED` pass. Real gpg and git run the
 same attacks in ``tests/test_controller_planted_roots.py``.
 """
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from controller.delivery.published import MAX_ROOTS_VERIFIED, HeldRoot, judge_published
+from controller.delivery.published import MAX_ROOTS_VERIFIED, HeldRoot, RobotRef, judge_published
 from fleetcd.compat import UTC
 from fleetcd.desired import BundleRejected, SignedRoot, canonical_bytes
 from fleetcd.reasons import Reason
@@ -56,47 +57,79 @@ def verify(data: bytes, signature: bytes) -> SignedRoot:
     return SignedRoot.model_validate_json(data)
 
 
-def held(*roots: tuple[bytes | None, bytes | None] | None) -> dict[str, HeldRoot | None]:
-    return {f"r{i}": None if r is None else HeldRoot(*r) for i, r in enumerate(roots)}
+def ref(index: int, files: tuple[bytes | None, bytes | None] | None, *, kept: bool = False) -> RobotRef:
+    """Robot ``r<index>``'s ref: the commit recorded for it (``kept``), or another one holding
+    ``files`` (None: no ref at all)."""
+    recorded = f"{index:040x}"
+    if kept:
+        return RobotRef(recorded, recorded, HeldRoot(PLANTED, BAD))  # never read: the commit matches
+    if files is None:
+        return RobotRef(None, recorded)
+    return RobotRef(f"{index + 100:040x}", recorded, HeldRoot(*files))
 
 
+def robots(*refs: RobotRef) -> dict[str, RobotRef]:
+    return {f"r{i}": r for i, r in enumerate(refs)}
+
+
+KEPT0, KEPT1 = ref(0, None, kept=True), ref(1, None, kept=True)
 TABLE = {
-    "all-hold-the-recorded-root": (held((CURRENT, GOOD), (CURRENT, GOOD)), RECORDED, CURRENT),
-    "a-missing-ref-is-left-to-change-detection": (held((CURRENT, GOOD), None), RECORDED, CURRENT),
-    "planted-unsigned-huge-serial": (held((PLANTED, GOOD), (CURRENT, GOOD)), RECORDED, None),
-    "planted-on-every-robot": (held((PLANTED, BAD), (PLANTED, BAD)), RECORDED, None),
-    "signed-by-another-key": (held((AHEAD, BAD), (AHEAD, BAD)), RECORDED, None),
-    "replayed-old-root-on-one-robot": (held((CURRENT, GOOD), (OLD, GOOD)), RECORDED, None),
-    "replayed-old-root-on-every-robot": (held((OLD, GOOD), (OLD, GOOD)), RECORDED, None),
-    "rivals-root-under-the-recorded-serial": (held((RIVAL, GOOD), (RIVAL, GOOD)), RECORDED, None),
-    "recorded-root-under-a-swapped-signature": (held((CURRENT, GOOD), (CURRENT, BAD)), RECORDED, None),
-    "recorded-root-without-its-signature": (held((CURRENT, None), (CURRENT, None)), RECORDED, None),
-    "a-ref-without-root-json": (held((CURRENT, GOOD), (None, None)), RECORDED, None),
-    "own-root-pushed-but-not-recorded": (held((AHEAD, GOOD), (AHEAD, GOOD)), RECORDED + 1, AHEAD),
-    "own-root-pushed-to-some-robots-only": (held((AHEAD, GOOD), (CURRENT, GOOD)), RECORDED + 1, None),
-    "no-robot-has-a-ref": (held(None, None), RECORDED, None),
+    "every-ref-is-the-recorded-commit": (robots(KEPT0, KEPT1), RECORDED, {"r0", "r1"}),
+    "a-missing-ref-is-rewritten": (robots(KEPT0, ref(1, None)), RECORDED, {"r0"}),
+    "planted-unsigned-huge-serial": (robots(ref(0, (PLANTED, GOOD)), KEPT1), RECORDED, {"r1"}),
+    "planted-on-every-robot": (robots(ref(0, (PLANTED, BAD)), ref(1, (PLANTED, BAD))), RECORDED, set()),
+    "signed-by-another-key": (robots(ref(0, (AHEAD, BAD)), ref(1, (AHEAD, BAD))), RECORDED, set()),
+    "replayed-old-root-on-one-robot": (robots(KEPT0, ref(1, (OLD, GOOD))), RECORDED, {"r0"}),
+    "replayed-old-root-on-every-robot": (robots(ref(0, (OLD, GOOD)), ref(1, (OLD, GOOD))), RECORDED, set()),
+    "rivals-root-under-the-recorded-serial": (robots(ref(0, (RIVAL, GOOD)), KEPT1), RECORDED, {"r1"}),
+    "recorded-root-under-a-swapped-signature": (robots(KEPT0, ref(1, (CURRENT, BAD))), RECORDED, {"r0"}),
+    "recorded-root-on-a-commit-not-recorded": (robots(KEPT0, ref(1, (CURRENT, GOOD))), RECORDED, {"r0"}),
+    "recorded-root-without-its-signature": (robots(ref(0, (CURRENT, None)), KEPT1), RECORDED, {"r1"}),
+    "a-ref-without-root-json": (robots(KEPT0, ref(1, (None, None))), RECORDED, {"r0"}),
+    "own-root-pushed-but-not-recorded": (
+        robots(ref(0, (AHEAD, GOOD)), ref(1, (AHEAD, GOOD))),
+        RECORDED + 1,
+        set(),
+    ),
+    "own-root-pushed-to-some-robots-only": (robots(ref(0, (AHEAD, GOOD)), KEPT1), RECORDED + 1, {"r1"}),
+    "no-robot-has-a-ref": (robots(ref(0, None), ref(1, None)), RECORDED, set()),
 }
 
 
-@pytest.mark.parametrize(("robots", "floor", "kept"), TABLE.values(), ids=TABLE.keys())
+@pytest.mark.parametrize(("refs", "floor", "kept"), TABLE.values(), ids=TABLE.keys())
 def test_only_the_state_branch_or_a_root_the_controller_signed_sets_the_serial(
-    robots: dict[str, HeldRoot | None], floor: int, kept: bytes | None
+    refs: dict[str, RobotRef], floor: int, kept: set[str]
 ) -> None:
-    verdict = judge_published(robots, serial=RECORDED, root_sha256=CURRENT_SHA, verify=verify)
-    assert (verdict.floor, verdict.kept) == (floor, kept)
+    """A ref stays only when it is the commit recorded for that robot; every other one is
+    rewritten, and only a verified root above the recorded serial raises the next serial."""
+    verdict = judge_published(refs, serial=RECORDED, root_sha256=CURRENT_SHA, verify=verify)
+    assert (verdict.floor, verdict.kept) == (floor, frozenset(kept))
     assert verdict.next_serial == floor + 1
-    if kept is not None:
-        assert verdict.kept_serial == floor
 
 
-def test_the_first_reconcile_adopts_a_root_it_signed_before_losing_its_state() -> None:
-    verdict = judge_published(held((AHEAD, GOOD)), serial=0, root_sha256=None, verify=verify)
-    assert (verdict.floor, verdict.kept, verdict.kept_serial) == (RECORDED + 1, AHEAD, RECORDED + 1)
+def test_a_kept_ref_is_neither_read_nor_verified() -> None:
+    """A ref that is exactly the recorded commit costs no gpg call, whatever its files would say."""
+    calls: list[bytes] = []
+
+    def counting(data: bytes, signature: bytes) -> SignedRoot:
+        calls.append(data)
+        return verify(data, signature)
+
+    verdict = judge_published(robots(KEPT0, KEPT1), serial=RECORDED, root_sha256=CURRENT_SHA, verify=counting)
+    assert (calls, verdict.floor, verdict.ignored) == ([], RECORDED, ())
+
+
+def test_a_controller_that_lost_its_state_signs_above_a_root_it_signed_before() -> None:
+    verdict = judge_published(robots(ref(0, (AHEAD, GOOD))), serial=0, root_sha256=None, verify=verify)
+    assert (verdict.floor, verdict.kept) == (RECORDED + 1, frozenset())
 
 
 def test_ignored_roots_say_why() -> None:
     verdict = judge_published(
-        held((PLANTED, GOOD), (OLD, GOOD)), serial=RECORDED, root_sha256=CURRENT_SHA, verify=verify
+        robots(ref(0, (PLANTED, GOOD)), ref(1, (OLD, GOOD))),
+        serial=RECORDED,
+        root_sha256=CURRENT_SHA,
+        verify=verify,
     )
     assert len(verdict.ignored) == 2
     assert any("not the controller's" in line for line in verdict.ignored)
@@ -113,9 +146,9 @@ def test_a_flood_of_distinct_planted_roots_costs_a_bounded_number_of_verificatio
         calls.append(data)
         return verify(data, signature)
 
-    robots = {f"r{i}": HeldRoot(root(1000 + i), BAD) for i in range(100)}
-    robots["most-held-1"] = robots["most-held-2"] = HeldRoot(AHEAD, GOOD)
-    verdict = judge_published(robots, serial=RECORDED, root_sha256=CURRENT_SHA, verify=counting)
+    refs = {f"r{i}": ref(i, (root(1000 + i), BAD)) for i in range(100)}
+    refs["most-held-1"], refs["most-held-2"] = ref(200, (AHEAD, GOOD)), ref(201, (AHEAD, GOOD))
+    verdict = judge_published(refs, serial=RECORDED, root_sha256=CURRENT_SHA, verify=counting)
     assert len(calls) == MAX_ROOTS_VERIFIED
     assert calls[0] == AHEAD  # the root most robots hold is verified first
-    assert (verdict.floor, verdict.kept) == (RECORDED + 1, None)
+    assert (verdict.floor, verdict.kept) == (RECORDED + 1, frozenset())

@@ -18,9 +18,9 @@ evidence that once approved the previous release: the caller passes it in ``evid
 read from main's history. Without it :func:`bundle_for` stalls with ``rollout_mismatch`` instead of
 shipping a bundle every robot would refuse.
 
-Change detection (:func:`content_digest`, :func:`changed_devices`, :func:`root_needs_refresh`)
-ignores serial and timestamps, so the controller signs a new root only when some robot's
-deployments changed or the current root is close to expiry. No I/O, no clock.
+Change detection (:func:`content_digest`) ignores serial and timestamps: the controller records
+each robot's digest when it writes its ref and moves the ref again only when the digest changes
+(or its renewal is due: :mod:`controller.delivery.select`). No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from controller.records.model import Action, DeploymentRecord, TargetStatus
-from fleetcd.desired import BUNDLE_FILE, Bundle, BundleConfigFile, BundleDeployment, SignedRoot
+from fleetcd.desired import BUNDLE_FILE, Bundle, BundleConfigFile, BundleDeployment
 from fleetcd.desired.configset import ConfigSet, merge_values, merged_sha256
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.loading.fleetspec import FleetSpec
@@ -335,47 +335,3 @@ def _digest(data: Mapping[str, Any]) -> str:
 def content_digest(bundle: Bundle) -> str:
     """sha256 of what the robot runs (device and deployments), not of serial or timestamps."""
     return _digest(bundle.model_dump(mode="json", by_alias=True))
-
-
-def content_digest_of(raw: bytes | None) -> str | None:
-    """:func:`content_digest` of a bundle as written (bundle.json bytes); None if absent or unreadable."""
-    if raw is None:
-        return None
-    # Unverified bytes from the server: whatever fails to read (NaN, 4,301 digits, deep nesting)
-    # only means "changed", never a crash.
-    try:
-        data = json.loads(raw)
-        return _digest(data) if isinstance(data, dict) else None
-    except (ValueError, RecursionError):
-        return None
-
-
-def changed_devices(old: Mapping[str, bytes | None], new: Mapping[str, Bundle]) -> list[str]:
-    """Robots whose deployments differ from the bundle.json they hold now (added and dropped too)."""
-    devices = set(old) | set(new)
-    changed = []
-    for device in sorted(devices):
-        bundle = new.get(device)
-        if bundle is None or desired_changed(old.get(device), bundle):
-            changed.append(device)
-    return changed
-
-
-def root_needs_refresh(root: bytes | None, now: datetime, refresh_before: timedelta) -> bool:
-    """True when there is no readable root or it expires within ``refresh_before`` of ``now``.
-
-    Robots treat an expired root as a freeze attack and go stale, so an idle controller still
-    re-signs ahead of expiry; ``refresh_before`` must exceed the reconcile interval.
-    """
-    if root is None:
-        return True
-    try:
-        parsed = SignedRoot.model_validate_json(root)
-    except ValueError:  # ValidationError, or a number over the digit limit on older pydantic-core
-        return True
-    return parsed.expires_at - now <= refresh_before
-
-
-def desired_changed(old_raw: bytes | None, new: Bundle) -> bool:
-    """True when ``new`` asks the robot for something else than the bundle.json it holds."""
-    return content_digest_of(old_raw) != content_digest(new)

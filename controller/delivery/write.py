@@ -1,23 +1,23 @@
-"""Per-robot desired state, step 6 (write) of a reconcile: one signed root, one small commit per robot.
+"""Per-robot desired state, step 6 (write) of a reconcile: one signed root over the robots that move.
 
-:func:`write_desired_state` signs ONE root over every robot's bundle
+:func:`write_desired_state` signs ONE root over the bundles it is given
 (:func:`fleetcd.desired.build_signed_bundles`), writes one parentless commit per robot holding
 ``bundle.json``, ``root.json``, ``root.json.asc``, ``proof.json`` and ``trust.json`` (the trust-root
 chain, :mod:`fleetcd.desired.chain`, the same blob for every robot) — all in one
 :func:`~fleetcd.git.objects.object_batch`, so 10,000 robots make one pack, not 40,000 loose
-objects — and then moves every robot's ref compare-and-swap in one transaction: all or none.
+objects — and then moves those robots' refs compare-and-swap in one transaction: all or none.
 
-Why every robot, every time. The root is a Merkle root over all bundles, so a new root changes
-every robot's proof even when its bundle is unchanged; a robot holding an old proof under the new
-root could not verify. The controller therefore signs a new root only when some robot's
-deployments changed or the current root nears expiry (``bundles.changed_devices``,
-``bundles.root_needs_refresh``), and then rewrites all commits. Idle reconciles write nothing.
+A change costs what it changes. The controller passes only the robots whose desired-state ref
+must move (:mod:`controller.delivery.select`): their bundle changed, their renewal is due, or
+their ref is not the commit recorded for them. The root's Merkle tree covers just those bundles,
+so its proofs verify for them alone, and every other robot keeps the commit it holds, already
+verified at a serial no higher than the new one: a wave of 10 robots out of 10,000 writes 10
+commits and moves 10 refs, and the other 9,990 robots' polls find nothing new. Idle reconciles
+write nothing.
 
 Crash safety. Commits have no parents and their time is ``issued_at``, so the same bundles, serial
-and signature give the same commit ids. When the root a re-run builds equals the one already
-published, its signature is reused instead of signing again (gpg signatures carry a timestamp, so
-a second signature would change every id): a reconcile replayed after a crash writes identical
-objects, moves no ref and makes no gpg call.
+and signature give the same commit ids; the refs move only after every object is written, and the
+state branch records each robot's new commit in the same push (``controller.reconcile.write``).
 
 Ref layout (:func:`delivery_ref`): ``refs/fleetcd/desired/<id>``, or with ``namespaces`` the same
 name inside ``refs/namespaces/<id>/``, so a server running upload-pack with ``GIT_NAMESPACE=<id>``
@@ -42,7 +42,7 @@ from fleetcd.desired import (
     Bundle,
     build_signed_bundles,
 )
-from fleetcd.desired.bundle import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
+from fleetcd.desired.bundle import MAX_ROOT_BYTES, MAX_ROOT_SIGNATURE_BYTES
 from fleetcd.desired.chain import TRUST_FILE
 from fleetcd.git import refs
 from fleetcd.git.objects import (
@@ -68,51 +68,32 @@ def delivery_ref(device: str, *, namespaces: bool) -> str:
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    root_sha: str  # sha256 of the root.json bytes every robot received
+    root_sha: str  # sha256 of the root.json bytes the written robots received
     merkle_root: str
     serial: int
     refs: dict[str, Oid]  # ref -> the robot's commit, for the push
-    signatures: int  # calls to ``sign``: 1, or 0 when the published root was reused
+    signatures: int  # calls to ``sign``: 1
     moved: frozenset[str] = field(default_factory=frozenset)  # refs that now point elsewhere
+    commits: dict[str, Oid] = field(default_factory=dict)  # device -> its new commit, to record
 
 
-@dataclass(frozen=True)
-class CurrentDesired:
-    """What the repository holds now: per-robot bundle.json bytes and root files, as found.
-
-    All of it is unverified: the git server's refs are writable by whoever controls the server.
-    :mod:`controller.delivery.published` judges the roots before anything is derived from them.
-    """
-
-    bundles: dict[str, bytes | None]
-    root: bytes | None  # the first robot's, only ever compared byte for byte (signature reuse)
-    root_signature: bytes | None
-    targets: dict[str, Oid | None]  # ref -> commit now (None: absent), the CAS expectations
-    held: dict[str, HeldRoot | None] = field(default_factory=dict)  # device -> its root files
-
-
-def read_current(repo: Repository, devices: Iterable[str], *, namespaces: bool) -> CurrentDesired:
-    """Every robot's current bundle.json and root files (a file over the robots' cap reads as None)."""
+def read_targets(repo: Repository, devices: Iterable[str], *, namespaces: bool) -> dict[str, Oid | None]:
+    """Each robot's desired-state commit now (None: no ref), from one listing; nothing is read."""
     prefix = refs.NAMESPACES_PREFIX if namespaces else refs.DESIRED_PREFIX
     existing = list_refs(repo, prefix)
-    bundles: dict[str, bytes | None] = {}
-    targets: dict[str, Oid | None] = {}
-    held: dict[str, HeldRoot | None] = {}
-    for device in sorted(devices):
-        ref = delivery_ref(device, namespaces=namespaces)
-        target = existing.get(ref)
-        targets[ref] = target
-        if target is None:
-            bundles[device] = held[device] = None
-            continue
-        bundles[device] = _read_capped(repo, target, BUNDLE_FILE, MAX_BUNDLE_BYTES)
-        held[device] = HeldRoot(
-            _read_capped(repo, target, ROOT_FILE, MAX_ROOT_BYTES),
-            _read_capped(repo, target, ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
-        )
-    first = next((files for files in held.values() if files is not None), None)
-    root, signature = (first.root, first.signature) if first is not None else (None, None)
-    return CurrentDesired(bundles, root, signature, targets, held)
+    return {device: existing.get(delivery_ref(device, namespaces=namespaces)) for device in sorted(devices)}
+
+
+def read_held(repo: Repository, target: Oid) -> HeldRoot:
+    """The root files of one robot's commit (a file over the robots' cap reads as None).
+
+    Unverified: the git server's refs are writable by whoever controls the server;
+    :mod:`controller.delivery.published` judges them before anything is derived from them.
+    """
+    return HeldRoot(
+        _read_capped(repo, target, ROOT_FILE, MAX_ROOT_BYTES),
+        _read_capped(repo, target, ROOT_SIGNATURE_FILE, MAX_ROOT_SIGNATURE_BYTES),
+    )
 
 
 def _read_capped(repo: Repository, target: Oid, path: str, cap: int) -> bytes | None:
@@ -131,21 +112,24 @@ def write_desired_state(
     sign: Callable[[bytes], bytes],
     namespaces: bool,
     trust: bytes,
+    targets: Mapping[str, Oid | None] | None = None,
     author: Identity = CONTROLLER_IDENTITY,
 ) -> DeliveryResult:
-    """Sign one root over ``bundles`` and point every robot's ref at its new commit, all or none.
+    """Sign one root over ``bundles`` and point each of those robots' refs at its new commit, all
+    or none; no other ref is touched.
 
-    Raises :class:`~fleetcd.errors.RefConflict` when another writer moved one of the refs since
-    they were read here (nothing is moved then), and InvalidContent when a bundle is over the
-    robots' size cap. Objects written before a failure are unreferenced and cost nothing.
+    ``targets`` (device -> its commit now, None: no ref) are the compare-and-swap expectations as
+    the caller saw them; without, the refs are listed here. Raises
+    :class:`~fleetcd.errors.RefConflict` when another writer moved one of the refs since (nothing
+    is moved then), and InvalidContent when a bundle is over the robots' size cap. Objects written
+    before a failure are unreferenced and cost nothing.
     """
-    current = read_current(repo, bundles, namespaces=namespaces)
+    if targets is None:
+        targets = read_targets(repo, bundles, namespaces=namespaces)
     calls = 0
 
     def sign_once(root_bytes: bytes) -> bytes:
         nonlocal calls
-        if current.root == root_bytes and current.root_signature:
-            return current.root_signature
         calls += 1
         return sign(root_bytes)
 
@@ -153,6 +137,8 @@ def write_desired_state(
         fleet, bundles, serial, issued_at, expires_at, sign_once
     )
     written: dict[str, Oid] = {}
+    commits: dict[str, Oid] = {}
+    expected: dict[str, Oid | None] = {}
     with object_batch(repo) as staged:
         for device in sorted(per_device):
             bundle_bytes, proof_bytes = per_device[device]
@@ -165,12 +151,12 @@ def write_desired_state(
             }
             tree = write_tree(staged, files)
             message = f"fleetcd: desired state of {device}, serial {serial}"
-            written[delivery_ref(device, namespaces=namespaces)] = commit(
-                staged, None, tree, message, [], author, issued_at
-            )
-    moved = {ref for ref, oid in written.items() if current.targets.get(ref) != oid}
+            ref = delivery_ref(device, namespaces=namespaces)
+            commits[device] = written[ref] = commit(staged, None, tree, message, [], author, issued_at)
+            expected[ref] = targets.get(device)
+    moved = {ref for ref, oid in written.items() if expected[ref] != oid}
     if moved:
-        updates = {ref: (current.targets.get(ref), written[ref]) for ref in sorted(moved)}
+        updates = {ref: (expected[ref], written[ref]) for ref in sorted(moved)}
         update_refs(repo, updates, message=f"fleetcd: desired state serial {serial}")
     return DeliveryResult(
         root_sha=hashlib.sha256(root_bytes).hexdigest(),
@@ -179,4 +165,5 @@ def write_desired_state(
         refs=written,
         signatures=calls,
         moved=frozenset(moved),
+        commits=commits,
     )

@@ -1,16 +1,21 @@
-"""The write step's first half: per-robot desired state, signed once per reconcile.
+"""The write step's first half: per-robot desired state, a new commit only for robots that move.
 
-A new root (and serial) is written only when some robot's deployments changed or the published
-root nears expiry; otherwise nothing is signed and no ref moves, so an idle fleet costs no gpg call
-and robots' no-op polls find nothing new.
+A change costs what it changes. Each robot's device file records what the controller last wrote
+on its desired-state ref (:class:`~controller.state.model.PublishedDesired`: commit, serial,
+content digest, expiry). A reconcile builds every robot's bundle, and a robot's ref moves only when
+its bundle changed, its ref is not exactly the recorded commit, or its renewal is due
+(:mod:`controller.delivery.select`); one root is signed over those robots' bundles alone and their
+new commits are recorded in the same state-branch commit. Everyone else keeps the commit it holds,
+which nothing here reads. A reconcile where no robot moves signs nothing and moves no ref, so an
+idle fleet costs no gpg call and robots' no-op polls find nothing new.
 
-The serial comes from ``state.json`` (the controller's own commits), never from bytes on a robot's
-ref: :func:`controller.delivery.published.judge_published` lets a root found there raise the
-serial only when it verifies by the controller key of the trusted ``fleet.yaml``, and keeps the
-published state only when every robot holds the same root that passed; anything planted,
-replayed or deleted is replaced under a fresh serial. The desired-state refs the controller does not
-own (the other layout's, robots no longer on main, retired robots) are listed here and removed
-after the push (:mod:`controller.delivery.prune`).
+The serial comes from the state branch (``state.json``'s ``serial``, the highest ever signed, and
+every robot's recorded serial), never from bytes on a robot's ref:
+:func:`controller.delivery.published.judge_published` lets a root found on a ref that is not the
+recorded commit raise the serial only when it verifies by a controller key of the verified trust
+root; such a ref is rewritten either way. The desired-state refs the controller does not own (the
+other layout's, robots no longer on main, retired robots) are listed here and removed after the
+push (:mod:`controller.delivery.prune`).
 
 A retired robot (``decommissioned: true``) gets no desired state at all: the engine has archived
 its open deployments, and removing its ref (rather than leaving a last bundle there) means a robot
@@ -20,7 +25,6 @@ records, audit lines and status ref stay on the server as history.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -31,17 +35,17 @@ from controller.delivery.bundles import (
     Evidence,
     EvidenceKey,
     bundle_for,
-    changed_devices,
+    content_digest,
     delivered_records,
-    root_needs_refresh,
 )
 from controller.delivery.prune import read_stale
-from controller.delivery.published import judge_published
-from controller.delivery.write import read_current, write_desired_state
+from controller.delivery.published import RobotRef, judge_published
+from controller.delivery.select import RenewalPolicy, Selection, select
+from controller.delivery.write import read_held, read_targets, write_desired_state
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action
-from controller.state.model import ControllerMeta, DeviceFile, RolloutState
+from controller.state.model import ControllerMeta, DeviceFile, PublishedDesired, RolloutState
 from fleetcd.desired import SignedRoot, verify_root
 from fleetcd.desired.chain import trust_file_of
 from fleetcd.errors import InvalidContent
@@ -53,12 +57,15 @@ from fleetcd.trust.gpg import Keyring, Signer
 
 @dataclass(frozen=True)
 class Delivered:
-    serial: int
-    root_sha256: str | None  # of the root robots can fetch after this step
+    serial: int  # the highest serial ever signed, after this step
+    root_sha256: str | None  # of the root signed under ``serial``
     refs: Mapping[str, Oid] = field(default_factory=dict)
     moved: frozenset[str] = frozenset()
     signatures: int = 0
-    root_expires_at: datetime | None = None  # of that root: the idle fast path re-signs ahead of it
+    # device -> what is now on its ref, for the robots whose ref this step wrote (their device files)
+    published: Mapping[str, PublishedDesired] = field(default_factory=dict)
+    selection: Selection = field(default_factory=Selection)  # who moved, and why
+    next_renewal_at: datetime | None = None  # the idle fast path wakes for the next renewal due
     ignored_roots: tuple[str, ...] = ()  # roots found on robots' refs that moved no serial, and why
     stale: Mapping[str, Oid] = field(default_factory=dict)  # desired-state refs to remove after the push
 
@@ -72,6 +79,15 @@ def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict
     }
 
 
+def renewal_policy(ctx: FleetContext, settings: ControllerSettings) -> RenewalPolicy:
+    return RenewalPolicy.of(
+        timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds),
+        settings.root_refresh_before,
+        settings.renewal_window,
+        settings.renewals_per_reconcile,
+    )
+
+
 def deliver(
     repo: Repository,
     ctx: FleetContext,
@@ -82,42 +98,50 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     devices = active_devices(ctx, devices)
-    current = read_current(repo, devices, namespaces=settings.namespaces)
+    targets = read_targets(repo, devices, namespaces=settings.namespaces)
     stale = read_stale(repo, devices, namespaces=settings.namespaces)
+    recorded = {device: data.desired for device, data in devices.items()}
+    refs = {}
+    for device, target in targets.items():
+        record = recorded[device]
+        ref = RobotRef(None if target is None else str(target), None if record is None else record.commit)
+        if target is not None and not ref.kept:  # only refs that are not what was recorded are read
+            ref = RobotRef(ref.target, ref.recorded, read_held(repo, target))
+        refs[device] = ref
     with ExitStack() as stack:
-        # The serial comes from state.json; a robot's root counts only when it verifies by the
-        # controller key of the trusted fleet.yaml (controller.delivery.published).
+        # Every serial recorded, and a robot's root only when it verifies by a controller key of
+        # the verified trust root (controller.delivery.published).
         published = judge_published(
-            current.held,
-            serial=meta.serial,
+            refs,
+            serial=max([meta.serial, *(r.serial for r in recorded.values() if r is not None)]),
             root_sha256=meta.root_sha256,
             verify=_root_verifier(ctx, stack),
         )
     serial = published.next_serial
-    expires = now + timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
+    lifetime = timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
+    expires = now + lifetime
     source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence = _historic_evidence(repo, source, rollouts, devices)
     bundles = {
         device: bundle_for(device, data.records, source, serial, now, expires, evidence=evidence)
         for device, data in devices.items()
     }
-    kept = published.kept
-    if (
-        kept is not None
-        and not changed_devices(current.bundles, bundles)
-        and not root_needs_refresh(kept, now, settings.root_refresh_before)
-    ):
+    digests = {device: content_digest(bundle) for device, bundle in bundles.items()}
+    chosen = select(digests, recorded, published.kept, now, renewal_policy(ctx, settings), lifetime=lifetime)
+    if not chosen.moving:
         return Delivered(
-            serial=published.kept_serial,
-            root_sha256=hashlib.sha256(kept).hexdigest(),
-            root_expires_at=_published_expiry(kept),
+            serial=published.floor,
+            root_sha256=meta.root_sha256,
+            selection=chosen,
+            next_renewal_at=chosen.next_renewal_at,
+            ignored_roots=published.ignored,
             stale=stale,
         )
     with Signer(settings.gnupghome) as signer:
         fingerprint = ctx.signing_key(signer.secret_fingerprints())
         result = write_desired_state(
             repo,
-            bundles,
+            {device: bundles[device] for device in chosen.moving},
             fleet=ctx.fleet.name,
             serial=serial,
             issued_at=now,
@@ -125,14 +149,23 @@ def deliver(
             sign=lambda data: signer.sign_detached(data, fingerprint),
             namespaces=settings.namespaces,
             trust=trust_file_of(ctx.spec),
+            targets=targets,
         )
+    records = {
+        device: PublishedDesired(
+            commit=str(oid), serial=serial, content_sha256=digests[device], expires_at=expires
+        )
+        for device, oid in result.commits.items()
+    }
     return Delivered(
         serial=serial,
         root_sha256=result.root_sha,
         refs=result.refs,
         moved=result.moved,
         signatures=result.signatures,
-        root_expires_at=expires,
+        published=records,
+        selection=chosen,
+        next_renewal_at=chosen.next_renewal_at,
         ignored_roots=published.ignored,
         stale=stale,
     )
@@ -192,10 +225,3 @@ def _historic_evidence(
             except InvalidContent:
                 continue
     return found
-
-
-def _published_expiry(root: bytes) -> datetime | None:
-    try:
-        return SignedRoot.model_validate_json(root).expires_at
-    except ValueError:
-        return None

@@ -9,8 +9,8 @@ first three unchanged, its outcome can only change once ``now`` reaches one of t
 * a maintenance window opening or closing for a robot still waiting to be dispatched or switched:
   every daily start and end in the window's zone (both instants of an hour the clock shows twice)
   and the zone's next UTC offset change, so a daylight-saving jump never hides a boundary;
-* a download-rate minute freeing up, and the published root coming within
-  ``root_refresh_before`` of its expiry.
+* a download-rate minute freeing up, and the next robot's bundle renewal coming due
+  (:mod:`controller.delivery.select`: staggered, so not one instant for the whole fleet).
 
 :func:`next_due` returns the earliest of them not yet passed, and never later than
 :data:`FULL_RECONCILE_EVERY` after ``now``: a bound on what is not listed here, such as a signing
@@ -48,14 +48,13 @@ def next_due(
     rollouts: Mapping[str, RolloutState],
     devices: Mapping[str, DeviceFile],
     *,
-    root_expires_at: datetime | None,
-    root_refresh_before: timedelta,
+    renewal_due_at: datetime | None,
     now: datetime,
 ) -> datetime:
     """The earliest instant at or after ``now`` at which the clock alone may change the outcome."""
     due = [now + FULL_RECONCILE_EVERY]
-    if root_expires_at is not None:
-        due.append(root_expires_at - root_refresh_before)
+    if renewal_due_at is not None:
+        due.append(max(renewal_due_at, now))  # ``now``: renewals wait over this reconcile's bound
     offline_after = timedelta(seconds=ctx.fleet.defaults.offline_after_seconds)
     for data in devices.values():
         if data.state.last_seen is not None:

@@ -27,7 +27,12 @@ class ControllerSettings:
     status_shards: tuple[StatusShard, ...] = ()
     namespaces: bool = True  # per-robot GIT_NAMESPACE refs: O(1) no-op polls (docs/git-server.md)
     push_attempts: int = 5  # lost state-branch races retried on the new tip before giving up
-    root_refresh_before: timedelta = timedelta(days=2)  # re-sign the root this long before expiry
+    # Bundles are renewed at least this long before they expire, spread over ``renewal_window``
+    # before that, at most ``renewals_per_reconcile`` per reconcile unless one is that close
+    # (controller.delivery.select; both clamped to the fleet's bundle_expiry_seconds).
+    root_refresh_before: timedelta = timedelta(days=2)
+    renewal_window: timedelta = timedelta(days=1)
+    renewals_per_reconcile: int = 1000
     notify: bool = True  # POST webhooks after a successful push
     webhook_secret: WebhookSecret | None = None  # signs them (from a file or the environment, never git)
     commit_status: Forge | None = None  # where main's commit status is posted, if anywhere

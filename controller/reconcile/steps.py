@@ -9,7 +9,8 @@ The list, in order (:data:`STEPS`)::
     load            strict-load and validate main's tree: schema, references, signatures, approvals
     ingest          robots' status reports into their device files; connectivity ages
     plan            every rollout's waves and gates advanced at ``now`` (the pure engine)
-    deliver         per-robot desired state, signed once when something changed (not yet pushed)
+    deliver         per-robot desired state for the robots that move, under one signed root (not
+                    yet pushed); their device files record the new commits
     -- finally --
     write           the outcome recorded on the state branch: applied, stalled with a reason, or
                     failed with a reason; audit, pages, one commit, one push, webhooks
@@ -225,11 +226,13 @@ def plan(ctx: ReconcileContext) -> StepResult:
 
 
 def deliver(ctx: ReconcileContext) -> StepResult:
-    """Per-robot desired state into the mirror, one signed root when any robot's bundle changed."""
+    """Per-robot desired state into the mirror for the robots whose ref moves, under one signed root."""
     desired = deliver_desired(
         ctx.repo, ctx.fleet, ctx.state.meta, ctx.devices, ctx.rollouts, ctx.settings, ctx.now
     )
     ctx.desired = desired
+    for device, written in desired.published.items():  # recorded with the push that publishes it
+        ctx.devices[device] = ctx.devices[device].model_copy(update={"desired": written})
     ctx.result.desired_refs, ctx.result.signatures = len(desired.moved), desired.signatures
     ctx.result.events.extend(
         AuditEvent(at=ctx.now, kind=AuditKind.DESIRED_ROOT_IGNORED, reason=why)

@@ -104,8 +104,7 @@ def applied(ctx: ReconcileContext) -> Status:
         fleet,
         ctx.rollouts,
         ctx.devices,
-        root_expires_at=desired.root_expires_at,
-        root_refresh_before=ctx.settings.root_refresh_before,
+        renewal_due_at=desired.next_renewal_at,
         now=ctx.now,
     )
 

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from controller.records.model import DeploymentRecord, DeviceState
 from fleetcd.compat import StrEnum
+from fleetcd.desired.bundle import MAX_SERIAL
 from fleetcd.models.base import SafeName, SemVer, Sha256
 from fleetcd.models.rollout import HaltPolicy
 
@@ -123,6 +124,20 @@ class RolloutState(_State):
     updated_at: AwareDatetime
 
 
+class PublishedDesired(_State):
+    """What the controller last wrote on one robot's desired-state ref (``DeviceFile.desired``).
+
+    It changes only when that ref is rewritten (the robot's bundle changed, its renewal came, or
+    its ref had to be healed), so an unchanged robot's device file does not change for it. The ref
+    is kept while it points exactly at ``commit`` (:mod:`controller.delivery.published`).
+    """
+
+    commit: str = Field(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # the ref is kept only here
+    serial: int = Field(ge=1, le=MAX_SERIAL)  # the next root is signed above every recorded one
+    content_sha256: Sha256  # content_digest of the bundle (no serial, no timestamps): what changed
+    expires_at: AwareDatetime  # the bundle's (and its root's) expiry: when it is renewed
+
+
 class DeviceFile(_State):
     """``devices/<id>.json``: one robot's connectivity, last report seq and its recent records."""
 
@@ -130,6 +145,7 @@ class DeviceFile(_State):
     state: DeviceState
     last_report_seq: int = -1
     records: tuple[DeploymentRecord, ...] = Field(default=(), max_length=MAX_RECORDS_PER_DEVICE)
+    desired: PublishedDesired | None = None  # None: nothing recorded, the ref is written anew
 
 
 class IdleMark(_State):
@@ -155,12 +171,12 @@ class ControllerMeta(_State):
 
     format: str = STATE_FORMAT
     last_processed_commit: str | None = None
-    serial: int = 0
+    serial: int = 0  # the highest serial ever signed: the next root is signed above it
     # The newest trust-root version an applied reconcile used: main offering an older one (its newer
     # versions deleted to bring back revoked keys) stalls instead of being believed.
     trust_version: int = Field(default=0, ge=0)
-    # sha256 of the root.json published under ``serial``: another root under a serial already used
-    # was pushed by a controller that lost a race, and is replaced by a fresh serial.
+    # sha256 of the root.json signed under ``serial`` (it covers only the robots that reconcile
+    # moved): a robot's ref holding it without being recorded needs no gpg call to be judged.
     root_sha256: Sha256 | None = None
     audit_seq: int = 0
     audit_head: str = "0" * 64

@@ -1,9 +1,10 @@
 """Per-robot desired state on the wire: the bundle, the signed root, and the controller's builder.
 
 The controller builds one :class:`Bundle` per robot each reconcile and, in step 6 (write),
-:func:`build_signed_bundles` puts (device, bundle digest) of every robot into one Merkle tree
-(``fleetcd.desired.merkle``) and signs ONE :class:`SignedRoot`. Each robot receives its own bundle,
-the root with its signature, and its :class:`InclusionProof`; the agent checks all of it with
+:func:`build_signed_bundles` puts (device, bundle digest) of every robot whose desired state moves
+into one Merkle tree (``fleetcd.desired.merkle``) and signs ONE :class:`SignedRoot`. Each of those
+robots receives its own bundle, the root with its signature, and its :class:`InclusionProof`; the
+others keep the commit they hold, at a lower serial. The agent checks all of it with
 ``fleetcd.desired.verify`` before anything is parsed further.
 
 Everything here is hashed or signed as :func:`canonical_bytes` — JSON with sorted keys, no
@@ -169,10 +170,10 @@ class Bundle(FrozenModel):
 
 
 class SignedRoot(FrozenModel):
-    """The one document the controller signs per reconcile: a Merkle root over all bundles."""
+    """The one document the controller signs per reconcile: a Merkle root over the bundles it writes."""
 
     format: Literal["fleetcd.dev/root/v1"]
-    serial: Serial  # strictly increasing per reconcile that changes anything
+    serial: Serial  # above every serial signed before (robots that keep theirs hold a lower one)
     issued_at: AwareDatetime
     expires_at: AwareDatetime
     merkle_root: Sha256

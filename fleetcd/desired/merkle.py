@@ -1,4 +1,4 @@
-"""Merkle tree over every robot's bundle: one signature per reconcile instead of one per robot.
+"""Merkle tree over robots' bundles: one signature per reconcile instead of one per robot.
 
 RFC 6962 (Certificate Transparency) hashing with domain separation — ``leaf = sha256(0x00 || data)``,
 ``node = sha256(0x01 || left || right)`` — so a leaf can never be passed off as an inner node. A

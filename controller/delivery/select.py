@@ -1,0 +1,122 @@
+"""Per-robot desired state, step 6 (write) of a reconcile: which robots' refs move (pure).
+
+A change costs what it changes: a reconcile rewrites a robot's desired-state ref only when
+
+- **changed**: the bundle it should hold differs from the one recorded for it (by
+  :func:`controller.delivery.bundles.content_digest`, which ignores serial and timestamps), or
+  nothing is recorded;
+- **healed**: its ref is not exactly the commit recorded for it (missing, planted, replayed,
+  another robot's or a rival controller's: :mod:`controller.delivery.published`);
+- **renewed**: its bundle nears expiry.
+
+Every other robot keeps its commit. Renewals are staggered: a fleet-wide fan-out leaves every
+bundle with one expiry, and renewing them all at once would move every ref and send every robot
+a download in one reconcile. So a robot's renewal is due at
+
+    expires_at - refresh_before - window * slot / RENEWAL_SLOTS,  slot in 1..RENEWAL_SLOTS from a
+    hash of its id,
+
+which spreads one shared expiry over ``window`` before ``refresh_before``; of the robots due, a
+reconcile renews at most ``per_reconcile``, soonest expiry first. A robot within
+``refresh_before`` of its expiry is renewed whatever the bound (the bound smooths load; it must
+never let a bundle expire on a controller that reconciles). :attr:`Selection.next_renewal_at`
+tells the idle fast path when to wake for the next one (``now`` while some due ones wait).
+No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from controller.state.model import PublishedDesired
+
+RENEWAL_SLOTS = 16  # one shared expiry is renewed in at most this many groups over the window
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """When bundles are renewed, clamped to the fleet's bundle lifetime (units in the names)."""
+
+    refresh_before: timedelta  # every bundle is renewed at least this long before it expires
+    window: timedelta  # renewals are spread over this much time before ``refresh_before``
+    per_reconcile: int  # at most this many renewals per reconcile, unless a bundle is that close
+
+    @classmethod
+    def of(
+        cls, lifetime: timedelta, refresh_before: timedelta, window: timedelta, per_reconcile: int
+    ) -> RenewalPolicy:
+        """The policy for bundles living ``lifetime``: a robot keeps a bundle at least a quarter of
+        it (``refresh_before`` at most half of it, ``window`` at most half of what is left)."""
+        if per_reconcile < 1:
+            raise ValueError(f"renewals per reconcile must be at least 1, not {per_reconcile}")
+        before = min(refresh_before, lifetime / 2)
+        return cls(before, min(window, (lifetime - before) / 2), per_reconcile)
+
+    def due_at(self, device: str, expires_at: datetime) -> datetime:
+        """When ``device``'s bundle expiring at ``expires_at`` is renewed."""
+        return expires_at - self.refresh_before - self.window * slot(device) / RENEWAL_SLOTS
+
+    def urgent(self, expires_at: datetime, now: datetime) -> bool:
+        return expires_at - now <= self.refresh_before
+
+
+def slot(device: str) -> int:
+    """1..RENEWAL_SLOTS, from the robot's id: the same robot renews at the same point of the window."""
+    return int.from_bytes(hashlib.sha256(device.encode()).digest()[:4], "big") % RENEWAL_SLOTS + 1
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The robots whose ref moves this reconcile, and why; sorted device ids."""
+
+    changed: tuple[str, ...] = ()
+    healed: tuple[str, ...] = ()
+    renewed: tuple[str, ...] = ()
+    next_renewal_at: datetime | None = None  # of the robots kept (and of the moved: a lifetime on)
+
+    @property
+    def moving(self) -> tuple[str, ...]:
+        return tuple(sorted({*self.changed, *self.healed, *self.renewed}))
+
+
+def select(
+    wanted: Mapping[str, str],
+    recorded: Mapping[str, PublishedDesired | None],
+    kept: frozenset[str],
+    now: datetime,
+    policy: RenewalPolicy,
+    *,
+    lifetime: timedelta,
+) -> Selection:
+    """Which of the robots in ``wanted`` (device -> content digest of its bundle now) move, given
+    what is ``recorded`` for each and which refs are ``kept`` (exactly the recorded commit).
+    ``lifetime``: how long a bundle written now lives."""
+    changed, healed, due = [], [], []
+    for device in sorted(wanted):
+        record = recorded.get(device)
+        if record is None or record.content_sha256 != wanted[device]:
+            changed.append(device)
+        elif device not in kept:
+            healed.append(device)
+        elif policy.due_at(device, record.expires_at) <= now:
+            due.append(device)
+    urgent = [d for d in due if policy.urgent(_expiry(recorded, d), now)]
+    rest = sorted((d for d in due if d not in urgent), key=lambda d: (_expiry(recorded, d), d))
+    renewed = [*urgent, *rest[: max(policy.per_reconcile - len(urgent), 0)]]
+    waiting = len(due) > len(renewed)
+    moving = {*changed, *healed, *renewed}
+    upcoming = [
+        policy.due_at(device, now + lifetime if device in moving else _expiry(recorded, device))
+        for device in wanted
+    ]
+    next_at = now if waiting else min(upcoming, default=None)
+    return Selection(tuple(changed), tuple(healed), tuple(sorted(renewed)), next_at)
+
+
+def _expiry(recorded: Mapping[str, PublishedDesired | None], device: str) -> datetime:
+    record = recorded[device]
+    assert record is not None  # only robots with a record are ever due
+    return record.expires_at

@@ -1,0 +1,242 @@
+"""A change costs what it changes: a reconcile moves only the desired-state refs of robots whose
+bundle changed, whose renewal is due, or whose ref is not the commit recorded for them.
+
+Real controller, real git and gpg (the controller scenario's world, :mod:`tests.sim.world`); robots
+verify as the agent does: :class:`tests.sim.robots.PinningRobot` (serial and bundle digest pinned),
+the real agent's sync (:func:`agent.sync.accept.load_desired`: fetch over git, verify, accept)
+and the simulator's robot (:class:`controller.sim.robot.VirtualRobot`). A robot that keeps its
+commit holds a serial at or below every later root, so the agent's rule — serials only grow — is
+the same as when every robot moved on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from agent.paths import AgentPaths
+from agent.sync.accept import load_desired
+from controller.delivery.write import delivery_ref
+from controller.sim.clock import Scheduler, SimClock
+from controller.sim.model import Behaviour
+from controller.sim.robot import Shared, VirtualRobot
+from controller.sim.wire import RobotLink
+from fleetcd.desired import ROOT_FILE, BundleRejected
+from fleetcd.git.objects import list_refs, read_blob, ref_target
+from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
+from fleetcd.reasons import Reason
+from fleetcd.trust.gpg import Keyring
+from tests.fleetrepo import FleetRepoBuilder
+from tests.gpgkeys import KeyFactory, shared_keys
+from tests.sim.provision import provisioned_fleet
+from tests.sim.robots import PinningRobot
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_wave
+
+ROBOTS = sorted(STAGING + CANARY + PRODUCTION)
+
+
+@pytest.fixture(scope="module")
+def keys(gpg_available: str) -> KeyFactory:
+    return shared_keys()
+
+
+def targets(world: ControllerWorld) -> dict[str, str]:
+    """Each robot's desired-state commit on the server."""
+    repo = pygit2.Repository(str(world.server))
+    found = list_refs(repo, NAMESPACES_PREFIX)
+    return {d: str(found[delivery_ref(d, namespaces=True)]) for d in ROBOTS}
+
+
+def moved(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {device for device in ROBOTS if before[device] != after[device]}
+
+
+def state_files_changed(world: ControllerWorld, before: str) -> set[str]:
+    """The device files the state branch's commits since ``before`` changed."""
+    repo = pygit2.Repository(str(world.server))
+    head = ref_target(repo, STATE_BRANCH)
+    assert head is not None
+    diff = repo.diff(before, str(head))
+    paths = {delta.new_file.path for delta in diff.deltas}
+    return {path for path in paths if path.startswith("devices/")}
+
+
+def state_head(world: ControllerWorld) -> str:
+    head = ref_target(pygit2.Repository(str(world.server)), STATE_BRANCH)
+    assert head is not None
+    return str(head)
+
+
+def polls(agents: dict[str, PinningRobot]) -> dict[str, int]:
+    return {device: agent.poll() for device, agent in agents.items()}
+
+
+def with_tools(fleet: FleetRepoBuilder) -> None:
+    fleet.release("tools", "1.0.0")
+
+
+def test_one_robot_of_many_gets_a_new_release_and_exactly_its_ref_moves(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """A rollout to one robot: one ref moves under one signature, one device file changes, and
+    every other robot's agent finds the commit it already accepted."""
+    world = make_world(tmp_path, keys, configure=with_tools)
+    assert world.reconcile().desired_refs == len(ROBOTS)  # the first fan-out gives everyone a ref
+    agents = {device: PinningRobot(world, device) for device in ROBOTS}
+    assert polls(agents) == dict.fromkeys(ROBOTS, 1)
+    before, state_before = targets(world), state_head(world)
+
+    world.fleet.rollout("tools", app="tools", release="1.0.0", devices=["prod-2"])
+    world.merge("tools 1.0.0 to prod-2")
+    world.clock.tick(5)
+    result = world.reconcile()
+
+    assert (result.desired_refs, result.root_signatures) == (1, 1)
+    assert moved(before, targets(world)) == {"prod-2"}
+    assert polls(agents) == {device: 2 if device == "prod-2" else 1 for device in ROBOTS}
+    assert [d.app for d in world.sim.bundle("prod-2", world.clock.now).deployments] == ["tools"]
+    assert state_files_changed(world, state_before) == {"devices/prod-2.json"}
+    recorded = world.state().devices["prod-2"].desired
+    assert recorded is not None and (recorded.commit, recorded.serial) == (targets(world)["prod-2"], 2)
+
+
+def test_each_wave_moves_its_own_robots_while_others_hold_older_serials(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """Staging at serial 1, canary at 2, then production's wave signs 3 for production alone:
+    a changing reconcile while robots hold serials S and S+1 keeps both, and every robot accepts."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    agents = {device: PinningRobot(world, device) for device in ROBOTS}
+    assert polls(agents) == dict.fromkeys(ROBOTS, 1)
+    first = targets(world)
+
+    pass_wave(world, STAGING, "staging")  # its last reconcile dispatches canary
+    canary = targets(world)
+    assert moved(first, canary) == set(CANARY)
+    assert polls(agents) == {device: 2 if device in CANARY else 1 for device in ROBOTS}
+
+    pass_wave(world, CANARY, "canary")
+    production = targets(world)
+    assert moved(canary, production) == set(PRODUCTION)
+    served = {device: 3 if device in PRODUCTION else 2 if device in CANARY else 1 for device in ROBOTS}
+    assert polls(agents) == served
+    assert world.state().meta.serial == 3
+    assert {d: f.desired.serial for d, f in world.state().devices.items() if f.desired} == served
+    for device in PRODUCTION:
+        assert [d.version for d in world.sim.bundle(device, world.clock.now).deployments] == ["1.0.0"]
+
+
+def virtual_robot(world: ControllerWorld, device: str, root: Path) -> tuple[VirtualRobot, Keyring]:
+    """The simulator's robot for ``device``: real fetches into its own repository, the real verifier."""
+    clock = SimClock(world.clock.now, virtual=True)
+    keyring = Keyring.from_armored(world.sim.keys)
+    behaviour = Behaviour(
+        poll_seconds=30, jitter=0, apply_seconds=1, failure_rate=0, latency_seconds=0, heartbeat_seconds=10**6
+    )
+    shared = Shared(Scheduler(clock), world.sim.anchors, keyring, behaviour)
+    link = RobotLink(device, str(world.server), root / f"{device}.git", namespaces=True)
+    return VirtualRobot(link, shared, random.Random(0), offline=False), keyring
+
+
+def test_a_robot_refuses_its_own_previous_commit_replayed_after_it_moved_on(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """can-1 moves from serial 1 to 2 with the canary wave; its serial-1 commit (validly signed)
+    put back on its ref is refused by the real agent and the simulator's robot, both keep serial 2,
+    and the next reconcile rewrites that ref alone above every serial."""
+    device = CANARY[0]
+    aw = provisioned_fleet(tmp_path, keys)
+    world = aw.world
+    config = aw.config(device)
+    paths = AgentPaths(Path(config.state_dir or "")).create()
+    sim, keyring = virtual_robot(world, device, tmp_path / "sim")
+    try:
+        assert load_desired(config, paths, world.clock.now).serial == 1
+        sim.poll()
+        assert sim.last_serial == 1
+        old = targets(world)[device]
+
+        pass_wave(world, STAGING, "staging")
+        accepted = load_desired(config, paths, world.clock.now)
+        assert (accepted.serial, [a.deployment.version for a in accepted.assignments.values()]) == (
+            2,
+            ["1.0.0"],
+        )
+        sim.poll()
+        assert sim.last_serial == 2
+
+        server = pygit2.Repository(str(world.server))
+        server.references.create(delivery_ref(device, namespaces=True), old, force=True)  # the replay
+        replayed = load_desired(config, paths, world.clock.now)
+        assert replayed.known and replayed.serial == 2  # keeps what it accepted
+        rejections = [e for e in replayed.errors if isinstance(e, BundleRejected)]
+        assert [e.reason for e in rejections] == [Reason.SERIAL_ROLLBACK]
+        sim.poll()
+        assert (sim.last_serial, sim.counters.rejected) == (2, 1)
+        assert sim.last_error is not None and sim.last_error.startswith(Reason.SERIAL_ROLLBACK.value)
+
+        before = targets(world)
+        world.clock.tick(1)
+        healed = world.reconcile()
+        assert healed.desired_refs == 1 and moved(before, targets(world)) == {device}
+        assert load_desired(config, paths, world.clock.now).serial == 3
+        sim.poll()
+        assert sim.last_serial == 3
+    finally:
+        keyring.close()
+
+
+def served_expiry(world: ControllerWorld) -> dict[str, datetime]:
+    repo = pygit2.Repository(str(world.server))
+    out = {}
+    for device, target in targets(world).items():
+        root = read_blob(repo, pygit2.Oid(hex=target), ROOT_FILE)
+        assert root is not None
+        out[device] = datetime.fromisoformat(json.loads(root)["expires_at"])
+    return out
+
+
+def without_rollouts(fleet: FleetRepoBuilder) -> None:
+    """Bundles live one day and nothing is rolled out: every ref that moves is a renewal."""
+    fleet.fleet["defaults"] = {"bundle_expiry_seconds": 86400}
+    fleet.remove("rollouts/nav.yaml")
+
+
+def test_staggered_renewal_moves_at_most_the_batch_and_never_lets_a_bundle_expire(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """After a fan-out every bundle expires at the same instant. Reconciling every hour (idle
+    reconciles take the fast path until the next renewal is due), renewals come in batches of at
+    most 2, spread over the window before ``root_refresh_before``; no served bundle ever gets
+    within ``root_refresh_before`` of expiry, and every robot is renewed."""
+    world = make_world(tmp_path, keys, configure=without_rollouts)
+    world.settings = replace(
+        world.settings,
+        root_refresh_before=timedelta(hours=6),
+        renewal_window=timedelta(hours=6),
+        renewals_per_reconcile=2,
+    )
+    assert world.reconcile().desired_refs == len(ROBOTS)
+    first = targets(world)
+    assert len(set(served_expiry(world).values())) == 1  # one shared expiry
+    renewed: set[str] = set()
+    idle = 0
+    for _ in range(24):
+        world.clock.tick(3600)
+        before = targets(world)
+        result = world.reconcile()
+        idle += result.idle
+        assert result.desired_refs <= 2 and result.root_signatures == min(result.desired_refs, 1)
+        renewed |= moved(before, targets(world))
+        now = world.clock.now
+        assert all(at - now > timedelta(hours=6) for at in served_expiry(world).values())
+    assert renewed == set(ROBOTS) and moved(first, targets(world)) == set(ROBOTS)
+    assert idle > 0  # between renewals the fast path slept: it wakes for the next one due
+    assert len(set(served_expiry(world).values())) > 1  # the shared expiry is spread out
