@@ -314,7 +314,7 @@ def test_the_fan_out_push_leaves_robots_status_refs_and_foreign_refs_alone(
     the controller pushes keeps its report, and a ref someone else put under a robot's namespace
     is neither pushed back nor overwritten."""
     world = make_world(tmp_path, keys)
-    to_canary_wave(world)  # the next reconcile moves every robot's desired state
+    to_canary_wave(world)  # the next reconcile moves the canary robots' desired state
     server = pygit2.Repository(str(world.server))
     main = ref_target(server, "refs/heads/main")
     assert main is not None

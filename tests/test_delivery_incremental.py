@@ -12,7 +12,11 @@ the same as when every robot moved on every change.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +26,12 @@ import pytest
 
 from agent.paths import AgentPaths
 from agent.sync.accept import load_desired
+from controller.delivery.select import RenewalPolicy
 from controller.delivery.write import delivery_ref
+from controller.reconcile.idle import HINT_FILE
+from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Source
+from controller.reconcile.steps import reconcile_once
 from controller.sim.clock import Scheduler, SimClock
 from controller.sim.model import Behaviour
 from controller.sim.robot import Shared, VirtualRobot
@@ -39,6 +48,7 @@ from tests.sim.robots import PinningRobot
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_wave
 
 ROBOTS = sorted(STAGING + CANARY + PRODUCTION)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +91,25 @@ def with_tools(fleet: FleetRepoBuilder) -> None:
     fleet.release("tools", "1.0.0")
 
 
+def keeping_signatures(fleet: FleetRepoBuilder, message: str) -> None:
+    """Commit like :meth:`FleetRepoBuilder.commit`, but put back the signature files that existed:
+    the builder signs everything again on every write, and gpg stamps the second into each
+    signature, so every release and approval on main would change bytes (and with them the bundle
+    of every robot that carries them) although no signed file changed."""
+    before = {path: path.read_bytes() for path in fleet.root.rglob("*.asc") if ".git" not in path.parts}
+    fleet.write()
+    for path, data in before.items():
+        path.write_bytes(data)
+    fleet.git("add", "-A")
+    fleet.git("commit", "-q", "--allow-empty", "-m", message)
+
+
 def test_one_robot_of_many_gets_a_new_release_and_exactly_its_ref_moves(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
     """A rollout to one robot: one ref moves under one signature, one device file changes, and
     every other robot's agent finds the commit it already accepted."""
-    world = make_world(tmp_path, keys, configure=with_tools)
+    world = make_world(tmp_path, keys, configure=with_tools, merge=keeping_signatures)
     assert world.reconcile().desired_refs == len(ROBOTS)  # the first fan-out gives everyone a ref
     agents = {device: PinningRobot(world, device) for device in ROBOTS}
     assert polls(agents) == dict.fromkeys(ROBOTS, 1)
@@ -212,10 +235,10 @@ def without_rollouts(fleet: FleetRepoBuilder) -> None:
 def test_staggered_renewal_moves_at_most_the_batch_and_never_lets_a_bundle_expire(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
-    """After a fan-out every bundle expires at the same instant. Reconciling every hour (idle
-    reconciles take the fast path until the next renewal is due), renewals come in batches of at
-    most 2, spread over the window before ``root_refresh_before``; no served bundle ever gets
-    within ``root_refresh_before`` of expiry, and every robot is renewed."""
+    """After a fan-out every bundle expires at the same instant. The idle fast path sleeps until
+    the first renewal is due and wakes for it; reconciling every hour after that, renewals come in
+    batches of at most 2, spread over the window before ``root_refresh_before``; no served bundle
+    is ever left within ``root_refresh_before`` of expiry, and every robot is renewed."""
     world = make_world(tmp_path, keys, configure=without_rollouts)
     world.settings = replace(
         world.settings,
@@ -223,20 +246,93 @@ def test_staggered_renewal_moves_at_most_the_batch_and_never_lets_a_bundle_expir
         renewal_window=timedelta(hours=6),
         renewals_per_reconcile=2,
     )
+    policy = RenewalPolicy.of(timedelta(days=1), timedelta(hours=6), timedelta(hours=6), per_reconcile=2)
     assert world.reconcile().desired_refs == len(ROBOTS)
     first = targets(world)
-    assert len(set(served_expiry(world).values())) == 1  # one shared expiry
-    renewed: set[str] = set()
-    idle = 0
-    for _ in range(24):
+    (expires,) = set(served_expiry(world).values())  # one shared expiry
+    due = min(policy.due_at(device, expires) for device in ROBOTS)
+
+    world.clock.now = due - timedelta(minutes=5)
+    assert world.reconcile().desired_refs == 0  # a full reconcile: nothing due yet
+    hint = json.loads((world.settings.source.mirror / HINT_FILE).read_bytes())  # nothing was committed
+    assert datetime.fromisoformat(hint["mark"]["next_due_at"]) == due  # it wakes for the renewal
+    world.clock.tick(120)
+    assert world.reconcile().idle
+    world.clock.now = due
+    woke = world.reconcile()
+    assert not woke.idle and 1 <= woke.desired_refs <= 2
+
+    renewed = moved(first, targets(world))
+    for _ in range(16):
         world.clock.tick(3600)
         before = targets(world)
         result = world.reconcile()
-        idle += result.idle
         assert result.desired_refs <= 2 and result.root_signatures == min(result.desired_refs, 1)
         renewed |= moved(before, targets(world))
         now = world.clock.now
         assert all(at - now > timedelta(hours=6) for at in served_expiry(world).values())
     assert renewed == set(ROBOTS) and moved(first, targets(world)) == set(ROBOTS)
-    assert idle > 0  # between renewals the fast path slept: it wakes for the next one due
     assert len(set(served_expiry(world).values())) > 1  # the shared expiry is spread out
+
+
+# --- a non-atomic push: desired refs published, the state branch not ------------------------------------
+
+
+def push_desired_then_die(argv: list[str]) -> None:
+    """Subprocess entry: reconcile once; once the state commit is made, push only the mirror's
+    desired-state refs to the server (what a non-atomic transport can leave) and SIGKILL ourselves."""
+    server, mirror, gnupghome, now = argv
+    at = datetime.fromisoformat(now)
+
+    def checkpoint(name: str) -> None:
+        if name == "state-committed":
+            spec = f"+{NAMESPACES_PREFIX}*:{NAMESPACES_PREFIX}*"
+            subprocess.run(["git", "--git-dir", mirror, "push", "-q", server, spec], check=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    settings = ControllerSettings(
+        source=Source(server, Path(mirror)),
+        gnupghome=Path(gnupghome),
+        notify=False,
+        now=lambda: at,
+        checkpoint=checkpoint,
+    )
+    reconcile_once(settings)
+    sys.exit(3)  # the checkpoint was never reached
+
+
+def test_desired_refs_pushed_without_the_state_branch_are_rewritten_above_them(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The canary wave's reconcile publishes the canary robots' serial-2 commits, then dies before
+    the state branch records them; robots accept serial 2 meanwhile. The re-run finds refs that are
+    not the recorded commits, verifies their root (serial 2, the controller's key), and rewrites
+    those robots under serial 3: no serial goes down, no robot is stuck, nobody else moves."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    agents = {device: PinningRobot(world, device) for device in ROBOTS}
+    assert polls(agents) == dict.fromkeys(ROBOTS, 1)
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    world.clock.tick(61)  # the next reconcile passes staging and dispatches canary
+    before = targets(world)
+    source = world.settings.source
+    script = (
+        "import sys; from tests.test_delivery_incremental import push_desired_then_die as m; m(sys.argv[1:])"
+    )
+    args = [source.url, str(source.mirror), str(world.settings.gnupghome), world.clock.now.isoformat()]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr[-3000:])
+    assert moved(before, targets(world)) == set(CANARY) and world.state().meta.serial == 1  # not recorded
+    assert polls(agents) == {device: 2 if device in CANARY else 1 for device in ROBOTS}
+
+    rerun = world.reconcile()
+    assert rerun.desired_refs == len(CANARY) and rerun.root_signatures == 1
+    assert world.state().meta.serial == 3
+    assert polls(agents) == {device: 3 if device in CANARY else 1 for device in ROBOTS}
+    assert moved(before, targets(world)) == set(CANARY)
+    again = world.reconcile()
+    assert (again.desired_refs, again.root_signatures) == (0, 0)

@@ -51,11 +51,15 @@ def stale_refs(listed: Mapping[str, Oid], devices: Iterable[str], *, namespaces:
     }
 
 
+def list_desired(repo: Repository) -> dict[str, Oid]:
+    """Every desired-state ref of both layouts in the mirror, which holds the server's after the
+    fetch (:func:`controller.reconcile.source.fetch_all`): one pass over the mirror's refs."""
+    return list_refs(repo, (refs.NAMESPACES_PREFIX, refs.DESIRED_PREFIX))
+
+
 def read_stale(repo: Repository, devices: Iterable[str], *, namespaces: bool) -> dict[str, Oid]:
-    """:func:`stale_refs` of the mirror, which holds the server's desired-state refs of both layouts
-    after the fetch (:func:`controller.reconcile.source.fetch_all`)."""
-    listed = {**list_refs(repo, refs.NAMESPACES_PREFIX), **list_refs(repo, refs.DESIRED_PREFIX)}
-    return stale_refs(listed, devices, namespaces=namespaces)
+    """:func:`stale_refs` of the mirror (:func:`list_desired`)."""
+    return stale_refs(list_desired(repo), devices, namespaces=namespaces)
 
 
 def deletion_refspecs(stale: Mapping[str, Oid]) -> list[str]:

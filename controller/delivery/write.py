@@ -77,10 +77,17 @@ class DeliveryResult:
     commits: dict[str, Oid] = field(default_factory=dict)  # device -> its new commit, to record
 
 
-def read_targets(repo: Repository, devices: Iterable[str], *, namespaces: bool) -> dict[str, Oid | None]:
-    """Each robot's desired-state commit now (None: no ref), from one listing; nothing is read."""
+def read_targets(
+    repo: Repository,
+    devices: Iterable[str],
+    *,
+    namespaces: bool,
+    listed: Mapping[str, Oid] | None = None,
+) -> dict[str, Oid | None]:
+    """Each robot's desired-state commit now (None: no ref), from one listing (``listed``, the
+    desired-state refs as the caller listed them, or listed here); no object is read."""
     prefix = refs.NAMESPACES_PREFIX if namespaces else refs.DESIRED_PREFIX
-    existing = list_refs(repo, prefix)
+    existing = listed if listed is not None else list_refs(repo, prefix)
     return {device: existing.get(delivery_ref(device, namespaces=namespaces)) for device in sorted(devices)}
 
 

@@ -38,7 +38,7 @@ from controller.delivery.bundles import (
     content_digest,
     delivered_records,
 )
-from controller.delivery.prune import read_stale
+from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.published import RobotRef, judge_published
 from controller.delivery.select import RenewalPolicy, Selection, select
 from controller.delivery.write import read_held, read_targets, write_desired_state
@@ -68,6 +68,7 @@ class Delivered:
     next_renewal_at: datetime | None = None  # the idle fast path wakes for the next renewal due
     ignored_roots: tuple[str, ...] = ()  # roots found on robots' refs that moved no serial, and why
     stale: Mapping[str, Oid] = field(default_factory=dict)  # desired-state refs to remove after the push
+    listed: Mapping[str, Oid] = field(default_factory=dict)  # the mirror's desired-state refs after this step
 
 
 def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict[str, DeviceFile]:
@@ -98,8 +99,9 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     devices = active_devices(ctx, devices)
-    targets = read_targets(repo, devices, namespaces=settings.namespaces)
-    stale = read_stale(repo, devices, namespaces=settings.namespaces)
+    listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
+    targets = read_targets(repo, devices, namespaces=settings.namespaces, listed=listed)
+    stale = stale_refs(listed, devices, namespaces=settings.namespaces)
     recorded = {device: data.desired for device, data in devices.items()}
     refs = {}
     for device, target in targets.items():
@@ -136,6 +138,7 @@ def deliver(
             next_renewal_at=chosen.next_renewal_at,
             ignored_roots=published.ignored,
             stale=stale,
+            listed=listed,
         )
     with Signer(settings.gnupghome) as signer:
         fingerprint = ctx.signing_key(signer.secret_fingerprints())
@@ -168,6 +171,7 @@ def deliver(
         next_renewal_at=chosen.next_renewal_at,
         ignored_roots=published.ignored,
         stale=stale,
+        listed={**listed, **result.refs},
     )
 
 

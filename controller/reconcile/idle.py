@@ -33,7 +33,7 @@ from controller.reconcile.shards import StatusShard, list_shards, locate
 from controller.reconcile.source import Source
 from controller.state.layout import META_FILE, OUTBOX_FILE
 from controller.state.model import ControllerMeta, IdleMark
-from fleetcd.git.objects import list_refs, read_blob
+from fleetcd.git.objects import read_blob
 from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.remote import list_remote
 from fleetcd.git.repo import Oid, Repository
@@ -119,11 +119,6 @@ def mark_of(
         desired_sha256=refs_sha256(desired) if desired is not None else None,
         next_due_at=next_due_at,
     )
-
-
-def desired_refs(repo: Repository) -> dict[str, Oid]:
-    """The mirror's desired-state refs: after a reconcile pushed, exactly what the server has."""
-    return {ref: oid for prefix in DESIRED_PREFIXES for ref, oid in list_refs(repo, prefix).items()}
 
 
 def audit_anchor(meta: ControllerMeta) -> tuple[int, str] | None:

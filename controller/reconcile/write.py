@@ -35,7 +35,7 @@ from controller.reconcile.context import ReconcileContext
 from controller.reconcile.delivery_step import Delivered
 from controller.reconcile.due import FULL_RECONCILE_EVERY, next_due
 from controller.reconcile.finish import pages_and_receipts
-from controller.reconcile.idle import audit_fields, desired_refs, mark_of, remember
+from controller.reconcile.idle import audit_fields, mark_of, remember
 from controller.reconcile.notify_step import deliver_outbox, post_status, queue_outbox, settle_outbox
 from controller.reconcile.result import Continue, Fail, Observed, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
@@ -124,7 +124,7 @@ def applied(ctx: ReconcileContext) -> Status:
             "stalled_commit": None,
             "stalled_reason": None,
         },
-        mark=mark_of(ctx.main, ctx.status_refs, _after_prune(desired_refs(ctx.repo), desired), due),
+        mark=mark_of(ctx.main, ctx.status_refs, _after_prune(desired.listed, desired), due),
         fleet=fleet.fleet,
         message=None,
         desired=desired,

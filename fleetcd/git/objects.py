@@ -286,8 +286,9 @@ def read_blob(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> byte
     return entry.data if isinstance(entry, pygit2.Blob) else None
 
 
-def list_refs(repo: pygit2.Repository, prefix: str) -> dict[str, pygit2.Oid]:
-    """Every ref whose name starts with ``prefix`` → the object it points at (symbolic refs followed)."""
+def list_refs(repo: pygit2.Repository, prefix: str | tuple[str, ...]) -> dict[str, pygit2.Oid]:
+    """Every ref whose name starts with ``prefix`` (or one of them) → the object it points at
+    (symbolic refs followed). One pass over the repository's refs, whatever the number of prefixes."""
     found: dict[str, pygit2.Oid] = {}
     for name in repo.references:
         if name.startswith(prefix):
