@@ -29,6 +29,7 @@ import pytest
 from tests.conftest import require_service
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
+from tests.promtext import check_metrics, samples, value
 from tests.sim.agent import APP, AgentWorld
 
 pytestmark = pytest.mark.slow
@@ -179,7 +180,9 @@ def robot(
         world.close()
 
 
-def test_installed_agent_converges_a_tarball_app_and_pushes_its_report(robot: AgentWorld) -> None:
+def test_installed_agent_converges_a_tarball_app_and_pushes_its_report(
+    robot: AgentWorld, promtool: str
+) -> None:
     robot.publish("1.0.0")
 
     result = _run(AGENT, "--config", robot.config_file, "once", "-o", "json")
@@ -193,6 +196,10 @@ def test_installed_agent_converges_a_tarball_app_and_pushes_its_report(robot: Ag
     dep = robot.deployment_id()
     robot.reconcile()
     assert robot.record(dep).activity.value == "deployed"
+    # node_exporter's textfile, written by the packaged agent with the robot lock's prometheus-client.
+    text = robot.paths.metrics_file.read_text()
+    check_metrics(promtool, text)
+    assert value(samples(text), "fleetcd_agent_app_info", app=APP, version="1.0.0") == 1
 
 
 def test_upgrade_remove_purge_and_reinstall_keep_var_lib_fleetcd(installed: Debs, state_dir: Path) -> None:
