@@ -10,7 +10,9 @@ over real servers (gitolite, git daemon).
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from agent.report.build import build_report
 from agent.report.push import push_report
 from agent.sync.accept import load_desired
 from agent.sync.desired import fetch_desired, poll_connections, status_connection
+from agent.sync.servers import FAILED_ASKED_LAST_SECONDS, FAILURES_FILE, order
 from fleetcd.errors import TransportError
 from fleetcd.git.refs import status_ref
 from fleetcd.models.agent import MAX_REPLICAS, AgentConfig
@@ -228,3 +231,74 @@ def test_a_whole_agent_cycle_polls_the_replica_and_reports_to_its_shard(aw: Prov
     assert result.serial is not None  # verified what the replica served
     assert rev_parse(shard, status_ref(robot)) is not None
     assert rev_parse(aw.server, status_ref(robot)) is None and rev_parse(replica, status_ref(robot)) is None
+
+
+# --- a server that failed is asked last for a while ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "now", "expected"),
+    [
+        ({}, 1000.0, ["r1", "r2", "primary"]),
+        ({"r1": 900.0}, 1000.0, ["r2", "primary", "r1"]),
+        ({"r1": 900.0, "primary": 950.0}, 1000.0, ["r2", "r1", "primary"]),
+        ({"r1": 1000.0 - FAILED_ASKED_LAST_SECONDS}, 1000.0, ["r1", "r2", "primary"]),
+        ({"r1": 5000.0}, 1000.0, ["r2", "primary", "r1"]),
+        ({"r1": 900.0, "r2": 900.0, "primary": 900.0}, 1000.0, ["r1", "r2", "primary"]),
+    ],
+    ids=["none", "recent", "two-recent-keep-order", "expired", "clock-stepped-back", "all-failed"],
+)
+def test_a_server_that_failed_recently_is_asked_last(
+    failures: dict[str, float], now: float, expected: list[str]
+) -> None:
+    servers = ["r1", "r2", "primary"]
+    assert order(servers, servers, failures, now) == expected
+
+
+def test_a_dead_replica_costs_one_poll_then_is_asked_last_until_its_time_is_up(
+    aw: ProvisionedFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = aw.root / "replica-dead.git"
+    good = mirror(aw.server, aw.root / "replica-good.git")
+    config = config_with(aw, replicas=replicas(dead, good))
+    repo_dir = aw.repo_dir()
+
+    def warned() -> bool:
+        found = any("asking" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        return found
+
+    with caplog.at_level("WARNING"):
+        assert fetch_desired(config, repo_dir) is not None
+        assert warned()  # the dead one was asked first, then the good one
+        kept = json.loads((repo_dir / FAILURES_FILE).read_text())
+        assert list(kept) == [str(dead)]
+        assert fetch_desired(config, repo_dir) is not None
+        assert not warned()  # the good one first: no failed connection this time
+
+        (repo_dir / FAILURES_FILE).write_text(
+            json.dumps({str(dead): time.time() - FAILED_ASKED_LAST_SECONDS - 1})
+        )
+        assert fetch_desired(config, repo_dir) is not None
+        assert warned()  # its time is up: asked first again (and failed again)
+
+        mirror(aw.server, dead)  # the replica is back
+        (repo_dir / FAILURES_FILE).write_text(
+            json.dumps({str(dead): time.time() - FAILED_ASKED_LAST_SECONDS - 1})
+        )
+        assert fetch_desired(config, repo_dir) is not None
+        assert not warned()  # back: it answers, and is forgotten as failed
+        assert json.loads((repo_dir / FAILURES_FILE).read_text()) == {}
+
+
+@pytest.mark.parametrize(
+    "junk", [b"not json", b"[1, 2]", b'{"x": "y"}', b"{" * 70_000], ids=["text", "list", "other", "huge"]
+)
+def test_an_unreadable_failures_file_only_costs_the_order(aw: ProvisionedFleet, junk: bytes) -> None:
+    good = mirror(aw.server, aw.root / "replica-good.git")
+    config = config_with(aw, replicas=replicas(aw.root / "dead.git", good))
+    repo_dir = aw.repo_dir()
+    repo_dir.mkdir(parents=True)
+    (repo_dir / FAILURES_FILE).write_bytes(junk)
+    assert fetch_desired(config, repo_dir) is not None
+    assert list(json.loads((repo_dir / FAILURES_FILE).read_text())) == [str(aw.root / "dead.git")]

@@ -16,7 +16,8 @@ follows and the caller reports the conflict.
 Where it polls: the read replicas of ``remote.replicas`` in order, then the primary
 ``remote.url`` (:func:`poll_connections`). The first server that answers is used; one that fails
 with a :class:`~fleetcd.errors.TransportError` (down, refused, timed out, no such repository) is
-logged and the next one is asked, so a replica that is down costs a poll one failed connection.
+logged and the next one is asked, so a replica that is down costs a poll one failed connection,
+and is asked last for the next ten minutes (:mod:`agent.sync.servers`).
 Only when every server failed does the poll fail (the last error, naming every server). A
 replica that lags serves older desired state: it is verified like any other (signature, serial
 not below the one held), so a lag can only delay a change, never roll one back.
@@ -32,10 +33,12 @@ the disk; the signature chain is checked next by :mod:`agent.trustcheck`. Networ
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.sync.layout import Candidate, Judge, choose
+from agent.sync.servers import load_failures, order, save_failures
 from fleetcd.desired import BundleRejected
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, is_local
@@ -122,7 +125,7 @@ def fetch_desired(config: AgentConfig, repo_dir: Path, judge: Judge | None = Non
     """
     repo = RobotRepository(repo_dir)
     names = desired_names(config.device)
-    found, too_large = _fetch_first(repo, poll_connections(config), config.device)
+    found, too_large = _fetch_first(repo, poll_connections(config), config.device, repo_dir)
     held = repo.refs(list(names))
     physical, flat = names
     present = [name for name in names if name in too_large or name in (held if name == physical else found)]
@@ -141,17 +144,32 @@ def fetch_desired(config: AgentConfig, repo_dir: Path, judge: Judge | None = Non
 
 
 def _fetch_first(
-    repo: RobotRepository, connections: list[Connection], device: str
+    repo: RobotRepository, connections: list[Connection], device: str, repo_dir: Path
 ) -> tuple[list[str], dict[str, BundleRejected]]:
-    """Both names fetched from the first of ``connections`` that answers (see the module docstring)."""
+    """Both names fetched from the first of ``connections`` that answers (see the module docstring);
+    servers that failed recently are asked last (:mod:`agent.sync.servers`)."""
+    urls = [c.url for c in connections]
+    several = len(connections) > 1
+    kept = load_failures(repo_dir, urls) if several else {}
+    failures = dict(kept)
+    now = time.time()
+    asked = order(connections, urls, kept, now)
     failed: list[str] = []
-    for index, connection in enumerate(connections):
-        try:
-            return _fetch_names(repo, connection.remote(), device)
-        except TransportError as exc:
-            failed.append(str(exc))
-            if index + 1 < len(connections):
-                log.warning("poll: %s; asking %s next", exc, connections[index + 1].url)
+    try:
+        for index, connection in enumerate(asked):
+            try:
+                found = _fetch_names(repo, connection.remote(), device)
+            except TransportError as exc:
+                failed.append(str(exc))
+                failures[connection.url] = now
+                if index + 1 < len(asked):
+                    log.warning("poll: %s; asking %s next", exc, asked[index + 1].url)
+                continue
+            failures.pop(connection.url, None)
+            return found
+    finally:
+        if several and failures != kept and repo_dir.is_dir():  # written only when it changed
+            save_failures(repo_dir, failures)
     if len(failed) == 1:
         raise TransportError(failed[0])
     raise TransportError(f"no server answered the poll ({len(failed)} tried): " + "; ".join(failed))
