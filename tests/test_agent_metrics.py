@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import subprocess
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from agent.converge.apply import AppOutcome
 from agent.converge.machine import ActionKind
-from agent.report.metrics import CycleFacts, render
+from agent.report.metrics import CycleFacts, render, write_metrics
 from agent.trustcheck import load_trust_state
 from fleetcd.compat import UTC
 from fleetcd.reports import ReportEvent
@@ -166,3 +167,30 @@ def test_carried_values_add_up_and_only_for_apps_the_robot_knows(promtool: str) 
     assert "gone" not in by_label(found, "fleetcd_agent_rollbacks_total", "app")
     assert value(found, "fleetcd_agent_last_successful_poll_timestamp_seconds") == 1000.0
     assert ("fleetcd_agent_bundle_serial", ()) not in found  # no bundle accepted yet: no series
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b'fleetcd_agent_rollbacks_total{app="web"} not-a-number\n', b"\xff\xfe" * 10, b"#" * (300 * 1024)],
+    ids=["bad-sample", "not-utf8", "too-big"],
+)
+def test_an_unreadable_previous_textfile_is_rewritten_and_its_values_start_afresh(
+    tmp_path: Path, promtool: str, garbage: bytes
+) -> None:
+    path = tmp_path / "metrics" / "agent.prom"
+    path.parent.mkdir()
+    path.write_bytes(garbage)
+    now = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+    rolled = AppOutcome(
+        APP, ActionKind.START, "test", None, events=(ReportEvent(at=now, activity=Activity.ROLLED_BACK),)
+    )
+    facts = CycleFacts(now, 60, False, 4, None, 0, None, outcomes={APP: rolled}, apps=[APP])
+
+    assert write_metrics(path, facts)
+
+    text = path.read_text()
+    check_metrics(promtool, text)
+    found = samples(text)
+    assert value(found, "fleetcd_agent_rollbacks_total", app=APP) == 1  # this cycle's, nothing carried
+    assert value(found, "fleetcd_agent_bundle_serial") == 4
+    assert ("fleetcd_agent_last_successful_poll_timestamp_seconds", ()) not in found
