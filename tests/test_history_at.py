@@ -25,6 +25,7 @@ from controller.cli import build
 from controller.ops.asof import RanState, handed, robot_state, running_ids
 from controller.ops.asof_question import parse_instant
 from controller.ops.instant import brought_to_main
+from controller.reconcile.steps import reconcile_once
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import WavePhase
@@ -138,6 +139,13 @@ def timeline(tmp_path_factory: pytest.TempPathFactory, gpg_available: str) -> It
         world.clock.tick(10)
         world.reconcile()
         line.mark("rolled back")
+
+        world.fleet.release("nav", "1.2.0", config_schema=SCHEMA, signers=[])  # nobody signed it
+        world.fleet.rollout("nav", app="nav", release="1.2.0", cohorts=["staging"])
+        _merge(line, mp, "unsigned", "nav 1.2.0, unsigned")
+        world.clock.tick(5)
+        assert reconcile_once(world.settings).stalled is not None
+        line.mark("stalled")
         yield line
 
 
@@ -530,15 +538,15 @@ def test_instants_without_an_offset_or_unbounded_are_refused(text: str) -> None:
         parse_instant(text, AT)
 
 
-def _strip_new_fields(data: bytes, keys: set[str]) -> bytes:
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in keys}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return json.dumps(strip(json.loads(data))).encode()
+def _as_older_controllers_wrote(path: str, data: bytes) -> bytes:
+    """Without what this controller adds: waves' gate numbers and decided counts, records' commit."""
+    doc = json.loads(data)
+    if path.startswith("rollouts/"):
+        new = ("gate", "decided_counts")
+        doc["waves"] = [{k: v for k, v in w.items() if k not in new} for w in doc["waves"]]
+    else:
+        doc["records"] = [{k: v for k, v in r.items() if k != "commit"} for r in doc["records"]]
+    return json.dumps(doc).encode()
 
 
 def test_states_written_before_the_fields_existed_answer_unknown(
@@ -549,8 +557,8 @@ def test_states_written_before_the_fields_existed_answer_unknown(
     repo = pygit2.Repository(str(timeline.world.server))
     head = ref_target(repo, STATE_BRANCH)
     assert head is not None
-    strip = {"rollouts/nav.json": {"gate", "decided_counts"}, "devices/can-2.json": {"commit"}}
-    old = {path: _strip_new_fields(read_blob(repo, head, path) or b"", keys) for path, keys in strip.items()}
+    paths = ("rollouts/nav.json", "devices/can-2.json")
+    old = {path: _as_older_controllers_wrote(path, read_blob(repo, head, path) or b"") for path in paths}
     when = timeline.world.clock.now + timedelta(seconds=100)
     tree = write_tree(repo, old, tree_of(repo, head))
     commit(repo, STATE_BRANCH, tree, "as an older controller wrote it", [head], OLDER, when)
@@ -654,3 +662,17 @@ def test_a_version_the_robot_says_it_runs_without_a_deployment_in_reach_is_still
     )
     table = ask(timeline, capsys, tmp_path, "prod-4", "--at", instant)[1]
     assert "nav: running 0.9.0" in table and "no report in reach names its deployment" in table
+
+
+def test_a_commit_the_controller_stalled_on_answers_as_of_the_stall(
+    timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    unsigned = timeline.main["unsigned"]
+    code, out, err = ask(timeline, capsys, tmp_path, "stg-1", "--commit", unsigned, "-o", "json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["state_commit"]["main_commit"] == timeline.main["1.1.0"]  # the last one applied
+    assert any(f"stalled on main commit {unsigned[:12]}" in note for note in answer["notes"])
+    app = nav(answer)
+    assert (app["state"], app["running"]["version"], app["handed"]) == ("rolled_back", "1.0.0", None)
+    assert datetime.fromisoformat(answer["at"]) < timeline.at["stalled"]

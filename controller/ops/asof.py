@@ -146,6 +146,10 @@ def history_at(repo: Repository, main: str, question: Instant) -> dict[str, Any]
     if walk.commits_read >= walk.limit:
         notes.append(f"read the {walk.limit} state commits before the instant; older ones were not read")
     notes += question.notes
+    meta = walk.meta
+    if meta is not None and meta.stalled_commit is not None:
+        stalled = f"the controller was stalled on main commit {meta.stalled_commit[:12]}"
+        notes.append(f"{stalled} ({meta.stalled_reason}): robots kept what they had been handed before it")
     if tip is None:
         where = "its status shard" if question.sharded else NO_SHARDS
         notes.append(f"no status ref of the robot in {where}: nothing it reported is known")

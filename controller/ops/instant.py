@@ -54,26 +54,27 @@ def state_at(repo: Repository, at: datetime) -> tuple[LogEntry | None, LogEntry 
 
 
 def state_processing(repo: Repository, main_commit: str) -> LogEntry | None:
-    """The state commit that processed ``main_commit``: the oldest whose last processed main commit
-    is it or descends from it (one reconcile may process several main commits at once)."""
+    """The state commit that processed ``main_commit``: the oldest whose last processed main commit,
+    or the main commit it stalled on, is it or descends from it (one reconcile may process several
+    main commits at once; a commit with invalid content is processed by recording the stall)."""
     head = ref_target(repo, STATE_BRANCH)
     if head is None:
         return None
-    found, seen = None, {}
-    meta_blobs: dict[str, str | None] = {}
+    found = None
+    seen: dict[str | None, bool] = {None: False}
+    metas: dict[str, tuple[str | None, str | None]] = {}
     for entry in first_parent_log(repo, head, SKIP_COMMITS):
         meta = blob_at(repo, entry.commit, META_FILE)
         if meta is None:
             break
-        if meta.blob not in meta_blobs:
-            processed = ControllerMeta.model_validate_json(blob_bytes(repo, meta.blob)).last_processed_commit
-            meta_blobs[meta.blob] = processed
-        processed = meta_blobs[meta.blob]
-        if processed is None:
-            break
-        if processed not in seen:
-            seen[processed] = is_descendant(repo, processed, main_commit)
-        if not seen[processed]:
+        if meta.blob not in metas:
+            parsed = ControllerMeta.model_validate_json(blob_bytes(repo, meta.blob))
+            metas[meta.blob] = (parsed.last_processed_commit, parsed.stalled_commit)
+        mains = metas[meta.blob]
+        for commit in mains:
+            if commit is not None and commit not in seen:
+                seen[commit] = is_descendant(repo, commit, main_commit)
+        if not any(seen[commit] for commit in mains):
             break
         found = entry
     return found
