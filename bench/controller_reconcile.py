@@ -310,8 +310,11 @@ def _child(robots: int, runs: int, progress: Path) -> None:
 # --- the parent: every size, one child each -------------------------------------------------------
 
 
-def measure_size(robots: int, runs: int, phase_timeout_s: float) -> tuple[dict[str, Any], str | None]:
-    """(phase name -> result, why it stopped early or None); a phase past the timeout is killed."""
+def measure_size(
+    robots: int, runs: int, phase_timeout_s: float, deadline: float = math.inf
+) -> tuple[dict[str, Any], str | None]:
+    """(phase name -> result, why it stopped early or None); a phase past the timeout is killed, and
+    so is whatever runs at ``deadline`` (``time.monotonic()``: the run's wall budget)."""
     with tempfile.TemporaryDirectory(prefix="fleetcd-reconcile-progress-") as tmp:
         progress = Path(tmp) / "progress.jsonl"
         progress.touch()
@@ -333,11 +336,15 @@ def measure_size(robots: int, runs: int, phase_timeout_s: float) -> tuple[dict[s
                     done = json.loads(line)
                     print(f"  {robots}: {done['phase']} {done['seconds']} s", file=sys.stderr, flush=True)
                 seen, last = len(lines), time.monotonic()
-            elif time.monotonic() - last > phase_timeout_s:
+            elif time.monotonic() - last > phase_timeout_s or time.monotonic() > deadline:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 phase = PHASES[min(seen, len(PHASES) - 1)]
-                stopped = f"{phase} did not finish within {phase_timeout_s:.0f} s on this machine: stopped"
+                stopped = (
+                    f"{phase} did not finish within {phase_timeout_s:.0f} s on this machine: stopped"
+                    if time.monotonic() <= deadline
+                    else f"{phase} was still running when the run's --max-wall-seconds ran out: stopped"
+                )
         stderr = child.stderr.read().decode("utf-8", "replace") if child.stderr else ""
         results = {r["phase"]: r for r in map(json.loads, progress.read_text(encoding="utf-8").splitlines())}
     if stopped is None and child.returncode != 0:
@@ -515,6 +522,12 @@ def main() -> None:
         default=DEFAULT_PHASE_TIMEOUT_S,
         help="seconds one phase may take before the size is stopped (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-wall-seconds",
+        type=float,
+        default=math.inf,
+        help="stop the phase running when this much real time has passed and report what finished",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--progress", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -527,13 +540,14 @@ def main() -> None:
     by_size: dict[int, dict[str, Any]] = {}
     not_run: list[dict[str, Any]] = []
     wall: dict[int, float] = {}
+    deadline = time.monotonic() + args.max_wall_seconds
     for robots in sizes:
         if not_run:
-            not_run.append({"robots": robots, "why": "skipped: a smaller size did not fit"})
+            not_run.append({"robots": robots, "why": "skipped: an earlier size was stopped"})
             continue
         print(f"bench: {NAME}: {robots} robots", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        results, stopped = measure_size(robots, args.runs, args.phase_timeout)
+        results, stopped = measure_size(robots, args.runs, args.phase_timeout, deadline)
         wall[robots] = round(time.perf_counter() - start, 1)
         by_size[robots] = results
         if stopped is not None:
@@ -547,6 +561,7 @@ def main() -> None:
         "sizes": sizes,
         "runs": args.runs,
         "phase_timeout_s": args.phase_timeout,
+        "max_wall_s": None if math.isinf(args.max_wall_seconds) else args.max_wall_seconds,
         "wave_robots": WAVE_ROBOTS,
         **summary,
         "not_run": not_run,

@@ -84,10 +84,22 @@ def test_reconcile_bench_reports_a_size_that_does_not_fit_and_skips_the_larger_o
 
     (stopped, skipped) = result["not_run"]
     assert stopped["robots"] == 5 and "did not finish within" in stopped["why"]
-    assert skipped == {"robots": 8, "why": "skipped: a smaller size did not fit"}
+    assert skipped == {"robots": 8, "why": "skipped: an earlier size was stopped"}
     assert "8" not in result["results"]
     text = (tmp_path / "controller_reconcile.txt").read_text(encoding="utf-8")
     assert "NOT RUN at 5 robots" in text and "NOT RUN at 8 robots" in text
+
+
+@pytest.mark.slow
+def test_reconcile_bench_stops_at_its_wall_budget_and_keeps_what_finished(
+    tmp_path: Path, gpg_available: str
+) -> None:
+    result = run_bench("controller_reconcile", tmp_path, "--sizes", "5", "8", "--max-wall-seconds", "0.01")
+
+    (stopped, skipped) = result["not_run"]
+    assert stopped["robots"] == 5 and "--max-wall-seconds ran out" in stopped["why"]
+    assert skipped["robots"] == 8
+    assert result["max_wall_s"] == 0.01
 
 
 def test_slope_between_sizes_is_seconds_per_thousand_robots_and_the_log_log_exponent() -> None:
