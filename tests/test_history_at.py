@@ -676,3 +676,15 @@ def test_a_commit_the_controller_stalled_on_answers_as_of_the_stall(
     app = nav(answer)
     assert (app["state"], app["running"]["version"], app["handed"]) == ("rolled_back", "1.0.0", None)
     assert datetime.fromisoformat(answer["at"]) < timeline.at["stalled"]
+
+
+def test_a_commit_the_controller_has_not_processed_yet_exits_1(
+    timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    timeline.world.fleet.file("README.md", "merged, not reconciled yet\n")
+    with pytest.MonkeyPatch.context() as mp:
+        _merge(timeline, mp, "unprocessed", "a readme")
+    new = timeline.main["unprocessed"]
+    code, out, err = ask(timeline, capsys, tmp_path, "can-2", "--commit", new)
+    assert (code, out) == (Exit.INVALID, "")
+    assert f"no state commit has processed main commit {new[:12]} yet" in err
