@@ -71,7 +71,7 @@ def summary(app: Mapping[str, Any]) -> str:
 
 
 def _deployment(role: str, found: Mapping[str, Any]) -> list[str]:
-    label = {"running": "running", "handed": "handed"}[role]
+    label = role  # "running" or "handed"
     if found.get("deployment") is None:
         return [f"  {label}: {found['version']} (no report in reach names its deployment)"]
     said = f"; robot says {found['robot_activity']}" if found.get("robot_activity") else ""
