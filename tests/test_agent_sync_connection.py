@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from agent.cli import load_config
 from agent.sync.desired import MAX_TRANSFER_BYTES, connection_of, desired_refspecs, read_desired
 from fleetcd.desired import BUNDLE_FILE, PROOF_FILE, ROOT_FILE, ROOT_SIGNATURE_FILE, BundleRejected
 from fleetcd.desired.bundle import MAX_ROOT_BYTES
 from fleetcd.desired.chain import TRUST_FILE
-from fleetcd.errors import SetupError
+from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.git.knownhosts import HostKeyPolicy
 from fleetcd.git.refs import desired_names
 from fleetcd.git.robotgit import RobotRepository
@@ -101,9 +102,35 @@ def test_a_host_key_pin_becomes_the_only_accepted_key(key: Path) -> None:
     assert connection_of(config(url="ssh://git.fleet/fleet.git")).host_keys is None
 
 
-def test_a_malformed_host_key_pin_is_refused_before_any_connection(key: Path) -> None:
-    with pytest.raises(ValueError, match="not an OpenSSH SHA256 fingerprint"):
-        connection_of(config(url="ssh://git.fleet/fleet.git", host_key_sha256="MD5:aa:bb"))
+@pytest.mark.parametrize(
+    "pin",
+    ["MD5:aa:bb", "SHA256:abc", "SHA256:" + "b" * 42, "SHA256:" + "b" * 44, "sha256:" + "b" * 43, PIN + ",x"],
+    ids=["md5", "short", "one-short", "one-long", "lowercase-prefix", "two-pins"],
+)
+def test_a_malformed_primary_host_key_pin_is_refused_by_agent_yaml_naming_the_field(
+    tmp_path: Path, pin: str
+) -> None:
+    """The primary's pin is checked when agent.yaml loads, like a replica's: not at the first poll."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "apiVersion: fleetcd.dev/v1\nkind: AgentConfig\ndevice: amr-7\n"
+        f"remote:\n  url: ssh://git.fleet/fleet.git\n  host_key_sha256: '{pin}'\n"
+        f"trust:\n  keys_dir: /etc/fleetcd/keys\n  root:\n    keys: ['{FPR}']\n"
+    )
+    with pytest.raises(InvalidContent) as refused:
+        load_config(path)
+    assert any(
+        d.file == str(path) and d.field == "remote.host_key_sha256" for d in refused.value.diagnostics
+    ), refused.value.diagnostics
+
+
+def test_a_malformed_pin_that_reaches_the_connection_is_still_refused_before_any_connection() -> None:
+    """Defence in depth: a model built without validation cannot smuggle a pin into ssh's options."""
+    valid = config(url="ssh://git.fleet/fleet.git")
+    remote = valid.remote.model_copy(update={"host_key_sha256": "MD5:aa:bb"})
+    bad = valid.model_copy(update={"remote": remote})
+    with pytest.raises(ValueError, match="MD5:aa:bb"):
+        connection_of(bad)
 
 
 def test_the_timeout_comes_from_agent_yaml() -> None:

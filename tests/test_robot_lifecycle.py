@@ -24,6 +24,7 @@ from tests.gpgkeys import KeyFactory
 from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR
 
+HOST_PIN = "SHA256:" + "Q" * 43  # the server's key as `ssh-keygen -l -E sha256` prints it
 STAGING_COHORT = """\
 # yaml-language-server: $schema=https://fleetcd.dev/schemas/v1/cohort.json
 # The Berlin test bay: reviewers, keep this short.
@@ -115,7 +116,7 @@ def test_an_enrolled_robot_gets_its_device_file_cohort_entry_agent_yaml_key_and_
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = add(
-        capsys, fleet, admin, "amr-007", "--label", "dock=north", "--host-key-sha256", "SHA256:abc"
+        capsys, fleet, admin, "amr-007", "--label", "dock=north", "--host-key-sha256", HOST_PIN
     )
     assert code == 0, err
     device = load_document("devices/amr-007.yaml", fleet.read("devices/amr-007.yaml"), Device).model
@@ -133,9 +134,7 @@ def test_an_enrolled_robot_gets_its_device_file_cohort_entry_agent_yaml_key_and_
     folder = fleet.root.parent / "robots" / "amr-007"
     config = load_config(folder / "agent.yaml")  # exactly as the agent on the robot reads it
     assert config.device == "amr-007"
-    assert (
-        config.remote.ssh_key == "/etc/fleetcd/id_ed25519" and config.remote.host_key_sha256 == "SHA256:abc"
-    )
+    assert config.remote.ssh_key == "/etc/fleetcd/id_ed25519" and config.remote.host_key_sha256 == HOST_PIN
     assert config.trust.keys_dir == "/etc/fleetcd/keys" and config.trust.root.keys == [
         fleet.trust["root"]["keys"][0]["fingerprint"]
     ]
@@ -539,9 +538,10 @@ def test_robot_settings_reach_its_agent_yaml(
     [
         ("--url", "", "remote.url"),
         ("--host-key-sha256", "A" * 200, "remote.host_key_sha256"),
+        ("--host-key-sha256", "SHA256:abc", "remote.host_key_sha256"),
         ("--ssh-user", "u" * 65, "remote.ssh_user"),
     ],
-    ids=["empty-url", "huge-host-key", "long-user"],
+    ids=["empty-url", "huge-host-key", "malformed-host-key", "long-user"],
 )
 def test_an_agent_setting_out_of_bounds_is_refused_naming_agent_yaml_and_the_field(
     fleet: FleetRepoBuilder,

@@ -53,7 +53,7 @@ class RemoteSettings(FrozenModel):
     url: Url  # local path, file://, ssh://, user@host:path, https://
     ssh_key: AbsolutePath | None = None  # private key; the public key is '<ssh_key>.pub'
     ssh_user: str | None = Field(default=None, max_length=64)  # default: the URL's user, else the device
-    host_key_sha256: str | None = Field(default=None, max_length=128)  # pinned 'SHA256:...' of the server
+    host_key_sha256: HostKeyPin | None = None  # pinned 'SHA256:...' of the primary, like a replica's
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
     replicas: list[Endpoint] = Field(default_factory=list, max_length=MAX_REPLICAS)  # polled before url
     status: Endpoint | None = None  # where status reports are pushed; default: url
