@@ -1,21 +1,25 @@
 """Click options shared by several ``fleetcd`` commands, so their wording and defaults never drift apart.
 
 Also :func:`remote_source`, which turns the remote options (and the SSH environment) into the
-:class:`~controller.reconcile.source.Source` every command reading or writing a remote uses.
+:class:`~controller.reconcile.source.Source` every command reading or writing a remote uses, and
+:func:`controller_settings`, which gathers the controller's options into one
+:class:`~controller.reconcile.settings.ControllerSettings`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from controller.notify.forge import TOKEN_ENV, Forge, ForgeError, ForgeKind, load_token
 from controller.notify.signing import SECRET_ENV, SecretError, WebhookSecret, load_secret
 from controller.ops.output import FORMATS
+from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.shards import StatusShard
 from controller.reconcile.source import Source
 from fleetcd.git.hostkeys import HostKeyPolicy
@@ -199,7 +203,7 @@ def webhook_secret(file: Path | None) -> WebhookSecret | None:
         raise click.BadParameter(str(exc), param_hint="--webhook-secret-file") from exc
 
 
-def commit_status_forge(
+def commit_status_of(
     kind: str | None, api: str | None, repo: str | None, token_file: Path | None
 ) -> Forge | None:
     """Where main's commit status goes: all of forge, API and repository with a token, or none."""
@@ -219,6 +223,47 @@ def commit_status_forge(
         return Forge(ForgeKind(kind), str(api), str(repo), str(token))
     except ForgeError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def controller_settings(command: F) -> F:
+    """:data:`controller_options` handed to ``command`` as one ``settings`` argument.
+
+    ``controller reconcile`` and ``controller run`` take the same options into the same
+    :class:`ControllerSettings`; their own options reach ``command`` by name as usual.
+    """
+
+    @controller_options
+    @functools.wraps(command)
+    def with_settings(
+        *,
+        url: str,
+        cache: Path,
+        gnupghome: Path,
+        flat_refs: bool,
+        status_shards: tuple[ShardSpec, ...],
+        ssh_key: Path | None,
+        host_key: str | None,
+        webhook_secret_file: Path | None,
+        commit_status_forge: str | None,
+        commit_status_api: str | None,
+        commit_status_repo: str | None,
+        commit_status_token_file: Path | None,
+        **own: Any,
+    ) -> Any:
+        source = remote_source(url, cache, ssh_key, host_key)
+        settings = ControllerSettings(
+            source=source,
+            status_shards=status_shards_of(status_shards, source),
+            gnupghome=gnupghome,
+            namespaces=not flat_refs,
+            webhook_secret=webhook_secret(webhook_secret_file),
+            commit_status=commit_status_of(
+                commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file
+            ),
+        )
+        return command(settings=settings, **own)
+
+    return cast(F, with_settings)
 
 
 # --- a local fleet repository work tree (sign, approve, pause, resume, rollback, deploy) ------------

@@ -9,41 +9,12 @@ from pathlib import Path
 import click
 
 from controller.audit.events import AuditKind
-from controller.cli.options import (
-    commit_status_forge,
-    controller_options,
-    remote_source,
-    status_shards_of,
-    webhook_secret,
-)
+from controller.cli.options import controller_settings
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.runner import Observer
 from fleetcd.cli.exitcodes import Exit
-from fleetcd.shards import ShardSpec
-
-
-def _settings(
-    url: str,
-    cache: Path,
-    gnupghome: Path,
-    flat_refs: bool,
-    ssh_key: Path | None,
-    host_key: str | None,
-    webhook_secret_file: Path | None,
-    forge: tuple[str | None, str | None, str | None, Path | None] = (None, None, None, None),
-    status_shards: tuple[ShardSpec, ...] = (),
-) -> ControllerSettings:
-    source = remote_source(url, cache, ssh_key, host_key)
-    return ControllerSettings(
-        source=source,
-        status_shards=status_shards_of(status_shards, source),
-        gnupghome=gnupghome,
-        namespaces=not flat_refs,
-        webhook_secret=webhook_secret(webhook_secret_file),
-        commit_status=commit_status_forge(*forge),
-    )
 
 
 def _print(result: ReconcileResult) -> None:
@@ -82,35 +53,10 @@ def controller_group() -> None:
 
 @controller_group.command("reconcile")
 @click.option("--once", is_flag=True, required=True, help="One reconcile, then exit (for CI jobs).")
-@controller_options
-def reconcile_command(
-    once: bool,
-    url: str,
-    cache: Path,
-    gnupghome: Path,
-    flat_refs: bool,
-    status_shards: tuple[ShardSpec, ...],
-    ssh_key: Path | None,
-    host_key: str | None,
-    webhook_secret_file: Path | None,
-    commit_status_forge: str | None,
-    commit_status_api: str | None,
-    commit_status_repo: str | None,
-    commit_status_token_file: Path | None,
-) -> int:
+@controller_settings
+def reconcile_command(once: bool, settings: ControllerSettings) -> int:
     """Reconcile once. Exit 0 applied (or nothing to do), 1 stalled on invalid content (recorded),
     4 local setup, 5 git or network (retry), 70 a bug (recorded as a failure; traceback on stderr)."""
-    settings = _settings(
-        url,
-        cache,
-        gnupghome,
-        flat_refs,
-        ssh_key,
-        host_key,
-        webhook_secret_file,
-        (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
-        status_shards,
-    )
     try:
         result = reconcile_once(settings)
     except Exception as exc:
@@ -124,7 +70,7 @@ def reconcile_command(
 
 
 @controller_group.command("run")
-@controller_options
+@controller_settings
 @click.option(
     "--interval",
     type=click.FloatRange(1, 3600),
@@ -147,18 +93,7 @@ def reconcile_command(
     "textfile collector; the name must end in .prom).",
 )
 def run_command(
-    url: str,
-    cache: Path,
-    gnupghome: Path,
-    flat_refs: bool,
-    status_shards: tuple[ShardSpec, ...],
-    ssh_key: Path | None,
-    host_key: str | None,
-    webhook_secret_file: Path | None,
-    commit_status_forge: str | None,
-    commit_status_api: str | None,
-    commit_status_repo: str | None,
-    commit_status_token_file: Path | None,
+    settings: ControllerSettings,
     interval: float,
     watch: bool,
     metrics_address: tuple[str, int] | None,
@@ -170,18 +105,7 @@ def run_command(
     network and setup errors and bugs are logged and retried with backoff (up to 300 s)."""
     from controller.runner import run_forever
 
-    local = Path(url.removeprefix("file://"))
-    settings = _settings(
-        url,
-        cache,
-        gnupghome,
-        flat_refs,
-        ssh_key,
-        host_key,
-        webhook_secret_file,
-        (commit_status_forge, commit_status_api, commit_status_repo, commit_status_token_file),
-        status_shards,
-    )
+    local = Path(settings.source.url.removeprefix("file://"))
     with contextlib.ExitStack() as stack:
         observe = _metrics(stack, settings, metrics_address, metrics_file)
         run_forever(
