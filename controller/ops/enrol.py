@@ -27,8 +27,15 @@ from pydantic import ValidationError
 
 from controller.ops.gitolite import AdminCheckout
 from controller.ops.local import WorkTree, check_change, open_work_tree
-from controller.ops.robots import RobotChange, Undo, check_outside, check_robot_id, write_and_commit
-from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
+from controller.ops.robots import (
+    RobotChange,
+    Undo,
+    check_outside,
+    check_robot_id,
+    robot_key,
+    write_and_commit,
+)
+from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey
 from controller.ops.yamledit import UneditableYaml, append_list_item
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.layout import cohort_path, device_path
@@ -205,31 +212,28 @@ def add_robot(
     text = render_agent_config(config, path=config_path, note=note)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{spec.id}."))
-    undo = Undo()
     try:
-        key = _robot_key(staging, spec.id, public_key)
-        admin_changes = admin.enrol(spec.id, key) if admin is not None else {}
-        (staging / AGENT_CONFIG_FILE).write_text(text, encoding="utf-8")
-        (staging / KEYS_SUBDIR).mkdir()
-        for name, data in sorted(_fleet_keys(tree).items()):
-            (staging / KEYS_SUBDIR / name).write_bytes(data)
-        staging.chmod(0o700)  # it holds the robot's private key
-        staging.rename(folder)
-        undo.steps.append(lambda: shutil.rmtree(folder))
-        result = write_and_commit(
-            tree,
-            changes,
-            admin,
-            admin_changes,
-            undo,
-            message=_add_message(spec, key),
-            committer=committer,
-            admin_author=admin_author,
-            push=push,
-        )
-    except BaseException:
-        undo.run()
-        raise
+        with Undo() as undo:
+            key = robot_key(staging, spec.id, public_key)
+            admin_changes = admin.enrol(spec.id, key) if admin is not None else {}
+            (staging / AGENT_CONFIG_FILE).write_text(text, encoding="utf-8")
+            (staging / KEYS_SUBDIR).mkdir()
+            for name, data in sorted(_fleet_keys(tree).items()):
+                (staging / KEYS_SUBDIR / name).write_bytes(data)
+            staging.chmod(0o700)  # it holds the robot's private key
+            staging.rename(folder)
+            undo.steps.append(lambda: shutil.rmtree(folder))
+            result = write_and_commit(
+                tree,
+                changes,
+                admin,
+                admin_changes,
+                undo,
+                message=_add_message(spec, key),
+                committer=committer,
+                admin_author=admin_author,
+                push=push,
+            )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     notes = (
@@ -251,14 +255,6 @@ def _settings_error(path: str, exc: ValidationError, prefix: str = "") -> Invali
             for e in exc.errors()
         ]
     )
-
-
-def _robot_key(staging: Path, robot: str, public_key: Path | None) -> PublicKey:
-    if public_key is None:
-        return generate_key(staging, f"fleetcd-robot-{robot}")
-    key = read_public_key(public_key)
-    (staging / f"{PRIVATE_KEY_FILE}.pub").write_text(key.line + "\n", encoding="utf-8")
-    return key
 
 
 def _add_message(spec: RobotSpec, key: PublicKey) -> str:

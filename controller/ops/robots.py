@@ -87,7 +87,11 @@ def load_device(tree: WorkTree, robot: str) -> Loaded[Device]:
 
 @dataclass
 class Undo:
-    """What was written so far, to put back when a later write fails."""
+    """What was written so far, to put back when a later write fails.
+
+    ``with Undo() as undo:`` runs the steps, newest first, when the block ends on any exception
+    (Ctrl-C included), then lets the exception go on.
+    """
 
     steps: list[Callable[[], None]] = field(default_factory=list)
 
@@ -95,6 +99,22 @@ class Undo:
         for step in reversed(self.steps):
             with contextlib.suppress(OSError):  # best effort: the original error is the one to report
                 step()
+
+    def __enter__(self) -> Undo:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.run()
+
+
+def robot_key(staging: Path, robot: str, public_key: Path | None) -> PublicKey:
+    """The robot's SSH key pair made in ``staging``, or the public key it brings (copied there)."""
+    if public_key is None:
+        return generate_key(staging, f"fleetcd-robot-{robot}")
+    key = read_public_key(public_key)
+    (staging / f"{PRIVATE_KEY_FILE}.pub").write_text(key.line + "\n", encoding="utf-8")
+    return key
 
 
 def _restore_tree(tree: WorkTree, paths: list[str]) -> Callable[[], None]:
@@ -185,8 +205,7 @@ def retire_robot(
     if admin_changes:
         revoked = ", ".join(sorted(p for p in admin_changes if p.endswith(".pub")))
         message += f"Its SSH keys leave gitolite ({revoked or 'none held'}).\n"
-    undo = Undo()
-    try:
+    with Undo() as undo:
         result = write_and_commit(
             tree,
             changes,
@@ -198,9 +217,6 @@ def retire_robot(
             admin_author=admin_author,
             push=push,
         )
-    except BaseException:
-        undo.run()
-        raise
     notes = [] if admin is not None else ["no --gitolite-admin: revoke its key on the git server yourself"]
     return RobotChange(robot, True, notes=tuple(notes), **result)
 
@@ -233,37 +249,30 @@ def rotate_key(
     if out is not None and (out / PRIVATE_KEY_FILE).exists():
         raise SetupError(f"{out / PRIVATE_KEY_FILE}: a key is already there; it is never overwritten")
     staging = Path(tempfile.mkdtemp(dir=out.parent if out is not None else None, prefix=f".{robot}-key."))
-    undo = Undo()
     try:
-        key = (
-            read_public_key(public_key)
-            if public_key is not None
-            else generate_key(staging, f"fleetcd-robot-{robot}")
-        )
-        admin_changes = admin.rotate(robot, key)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            for name in (PRIVATE_KEY_FILE, f"{PRIVATE_KEY_FILE}.pub"):
-                (staging / name).rename(out / name)
-                undo.steps.append(functools.partial((out / name).unlink, missing_ok=True))
-        message = (
-            f"Rotate robot {robot}'s SSH key\n\nNew key {key.fingerprint}; every earlier key of {robot} "
-            "is removed, so the server refuses it once this is pushed.\n"
-        )
-        result = write_and_commit(
-            tree,
-            {},
-            admin,
-            admin_changes,
-            undo,
-            message=message,
-            committer=None,
-            admin_author=admin_author,
-            push=push,
-        )
-    except BaseException:
-        undo.run()
-        raise
+        with Undo() as undo:
+            key = robot_key(staging, robot, public_key)
+            admin_changes = admin.rotate(robot, key)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                for name in (PRIVATE_KEY_FILE, f"{PRIVATE_KEY_FILE}.pub"):
+                    (staging / name).rename(out / name)
+                    undo.steps.append(functools.partial((out / name).unlink, missing_ok=True))
+            message = (
+                f"Rotate robot {robot}'s SSH key\n\nNew key {key.fingerprint}; every earlier key of "
+                f"{robot} is removed, so the server refuses it once this is pushed.\n"
+            )
+            result = write_and_commit(
+                tree,
+                {},
+                admin,
+                admin_changes,
+                undo,
+                message=message,
+                committer=None,
+                admin_author=admin_author,
+                push=push,
+            )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RobotChange(robot, True, folder=out, key=key, **result)
