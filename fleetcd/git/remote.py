@@ -13,9 +13,10 @@ local transport skips the target's hooks). SSH host keys are checked by :mod:`fl
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,14 @@ class _Callbacks(pygit2.RemoteCallbacks):
         self,
         repo: pygit2.Repository,
         key: SshKey | None,
-        policy: HostKeyPolicy,
+        policy: HostKeyPolicy | None,
         specs: Sequence[Refspec],
         leases: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__()
         self.repo = repo
         self.key = key
-        self.host_check = HostKeyCheck(policy)
+        self.host_check = HostKeyCheck(policy or HostKeyPolicy())
         self.forced = {spec.dst or spec.src: spec.force for spec in specs}
         self.leases = dict(leases or {})
         self.key_attempts = 0
@@ -155,9 +156,15 @@ class _Callbacks(pygit2.RemoteCallbacks):
         if message:
             self.rejected[refname] = message
 
-    def failure(self, what: str, exc: BaseException) -> TransportError:
-        reason = self.host_check.rejection or str(exc) or type(exc).__name__
-        return TransportError(f"{what} failed: {reason}")
+    @contextlib.contextmanager
+    def remote(self, url: str, what: str, timeout_s: float) -> Iterator[pygit2.Remote]:
+        """An anonymous remote for ``url``; libgit2's errors in the block become one TransportError."""
+        _timeouts(timeout_s)
+        try:
+            yield self.repo.remotes.create_anonymous(url)
+        except _LIBGIT2_ERRORS as exc:
+            reason = self.host_check.rejection or str(exc) or type(exc).__name__
+            raise TransportError(f"{what} failed: {reason}") from exc
 
 
 def _keypair(key: SshKey, username: str) -> pygit2.Keypair:
@@ -195,17 +202,13 @@ def fetch(
     arrived, so a server sending endless data cannot fill a robot's disk.
     """
     specs = [Refspec.parse(s) for s in refspecs]
-    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs)
+    callbacks = _Callbacks(repo, credentials, host_keys, specs)
     callbacks.max_bytes, callbacks.url = max_bytes, url
     what = f"fetch from {checked_url(url)}"
     _require_local_repository(url, what)
-    _timeouts(timeout_s)
-    try:
-        remote = repo.remotes.create_anonymous(url)
+    with callbacks.remote(url, what, timeout_s) as remote:
         remote.fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.NO_PRUNE)
         heads = remote.list_heads(callbacks=callbacks, connect=False)
-    except _LIBGIT2_ERRORS as exc:
-        raise callbacks.failure(what, exc) from exc
     found: dict[str, pygit2.Oid] = {}
     for head in heads:
         if head.name is None:
@@ -242,13 +245,9 @@ def list_remote(
             for ref, oid in gitcli.ls_remote(url, patterns, timeout_s=timeout_s).items()
         }
     else:
-        callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), [])
-        _timeouts(timeout_s)
-        try:
-            remote = repo.remotes.create_anonymous(url)
+        callbacks = _Callbacks(repo, credentials, host_keys, [])
+        with callbacks.remote(url, what, timeout_s) as remote:
             listed = {head.name: head.oid for head in remote.list_heads(callbacks=callbacks) if head.name}
-        except _LIBGIT2_ERRORS as exc:
-            raise callbacks.failure(what, exc) from exc
     exact = {name for name in names if not name.endswith("/")}
     prefixes = tuple(name for name in names if name.endswith("/"))
     return {ref: oid for ref, oid in listed.items() if ref in exact or ref.startswith(prefixes)}
@@ -278,14 +277,9 @@ def push(
         return
     if atomic or any("*" in spec.src for spec in specs):
         raise ValueError(f"{url}: atomic and wildcard pushes need a local repository (libgit2 has neither)")
-    callbacks = _Callbacks(repo, credentials, host_keys or HostKeyPolicy(), specs, leases)
-    what = f"push to {url}"
-    _timeouts(timeout_s)
-    try:
-        remote = repo.remotes.create_anonymous(url)
+    callbacks = _Callbacks(repo, credentials, host_keys, specs, leases)
+    with callbacks.remote(url, f"push to {url}", timeout_s) as remote:
         remote.push(list(refspecs), callbacks=callbacks)
-    except _LIBGIT2_ERRORS as exc:
-        raise callbacks.failure(what, exc) from exc
     if callbacks.rejected:
         ref, message = sorted(callbacks.rejected.items())[0]
         others = sorted(set(callbacks.rejected) - {ref})
