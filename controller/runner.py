@@ -1,6 +1,8 @@
 """``fleetcd controller run``: reconcile forever, on an interval or instantly on local changes.
 
-The loop keeps no state of its own: each pass starts from git. Every error is handled by its
+The loop keeps no state of its own: each pass starts from git. It keeps only parsed git objects
+under their ids (:mod:`controller.reconcile.cache`), so a pass parses what changed since the last
+one. Every error is handled by its
 group (:func:`controller.errors.loop_action`) and none ends the loop:
 
 * invalid content is recorded by the reconcile itself as a stall (the result says so); the loop
@@ -27,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from controller.errors import LoopAction, loop_action
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 
@@ -49,6 +52,8 @@ def run_forever(
 ) -> None:
     """Reconcile every ``interval_seconds`` (``iterations`` times, or forever); never raises an
     ``Exception`` (only ``KeyboardInterrupt``/``SystemExit`` end it). ``wait`` replaces the sleep."""
+    if settings.cache is None:  # parsed git objects, kept from one reconcile to the next
+        settings = replace(settings, cache=ReconcileCache())
     failures = 0
     done = 0
     seeded = False

@@ -14,6 +14,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -22,13 +23,17 @@ from controller import runner
 from controller.errors import AuditChainBroken, IllegalTransition, StateConflict
 from controller.reconcile.result import ReconcileResult
 from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.source import Source
 from controller.runner import MAX_BACKOFF_SECONDS, backoff_seconds, run_forever
 from fleetcd.desired.verify import BundleRejected
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.reasons import Reason
 
 INTERVAL = 10.0
-SETTINGS = cast(ControllerSettings, object())  # never read: the reconcile below replaces the real one
+# Never used to reach a server: the reconcile below replaces the real one (the loop only adds its cache).
+SETTINGS = ControllerSettings(
+    source=Source("/nonexistent/fleet.git", Path("/nonexistent/cache")), gnupghome=Path("/nonexistent")
+)
 Outcome = Callable[[], ReconcileResult]
 
 
@@ -155,3 +160,17 @@ def test_backoff_stays_finite_and_capped_for_any_number_of_failures(failures: in
 def test_backoff_spreads_two_controllers_retries() -> None:
     delays = {round(backoff_seconds(10.0, 3), 6) for _ in range(20)}
     assert len(delays) > 1, "jitter: controllers that failed together must not retry together"
+
+
+def test_every_pass_of_the_loop_gets_the_same_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``controller run`` keeps parsed git objects from one pass to the next (one cache for all)."""
+    seen: list[ControllerSettings] = []
+
+    def reconcile(settings: ControllerSettings) -> ReconcileResult:
+        seen.append(settings)
+        return fine()
+
+    monkeypatch.setattr(runner, "reconcile_once", reconcile)
+    run_forever(SETTINGS, INTERVAL, iterations=3, wait=lambda _: None)
+    assert SETTINGS.cache is None and seen[0].cache is not None
+    assert all(s.cache is seen[0].cache for s in seen) and len(seen) == 3

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -95,6 +96,37 @@ def read_reports(
         ref = status_ref(device)
         target = present.get(ref)
         out[device] = (None, None) if target is None else _read_one(repo, device, ref, target)
+    return out
+
+
+@dataclass(frozen=True)
+class MovedReport:
+    """A status ref that names another object than when it was last read, and what it holds."""
+
+    target: str  # the object the ref names now (hex): the device file's next ``last_report_oid``
+    report: StatusReport | None
+    problem: Diagnostic | None
+
+
+def read_moved_reports(
+    repo: Repository, last_read: Mapping[str, str | None], *, present: Mapping[str, Oid] | None = None
+) -> dict[str, MovedReport]:
+    """The reports of the robots whose status ref moved: ``last_read`` maps each robot to the
+    object its ref named when last read (None: never read). A ref still naming that object holds
+    nothing new (a report's ``seq`` is ingested once), so it is not read again: K robots reporting
+    cost K reads in a fleet of any size. What is read is checked exactly as by :func:`read_reports`
+    (``present`` as there: where the reports are, with status shards).
+    """
+    if present is None:
+        present = list_refs(repo, STATUS_PREFIX)
+    out: dict[str, MovedReport] = {}
+    for device, seen in last_read.items():
+        ref = status_ref(device)
+        target = present.get(ref)
+        if target is None or str(target) == seen:
+            continue
+        report, problem = _read_one(repo, device, ref, target)
+        out[device] = MovedReport(str(target), report, problem)
     return out
 
 

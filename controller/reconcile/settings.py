@@ -6,12 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.notify.forge import Forge
 from controller.notify.signing import WebhookSecret
 from controller.reconcile.shards import StatusShard
 from controller.reconcile.source import Source
 from fleetcd.compat import UTC
+
+if TYPE_CHECKING:  # the cache imports the reconcile's modules, which import these settings
+    from controller.reconcile.cache import ReconcileCache
 
 
 def utc_now() -> datetime:
@@ -42,3 +46,6 @@ class ControllerSettings:
     now: Callable[[], datetime] = field(default=utc_now)  # injected in tests (DST, timeouts)
     # Called with a step name between write steps; tests kill the process there (kill -9 faults).
     checkpoint: Callable[[str], None] = field(default=lambda _step: None)
+    # Parsed git objects kept between reconciles (``controller run``); None: every reconcile reads
+    # and parses main and the state branch in full (``reconcile --once``). Same outcome either way.
+    cache: ReconcileCache | None = None

@@ -56,6 +56,10 @@ DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts 
 # to 10,000 robots on a loaded 2-core machine (write ~15 s + publish ~23 s,
 # bench/results/controller_fanout.txt). Two controllers on one --cache are a setup mistake: exit 4.
 MIRROR_LOCK_WAIT_SECONDS = 120.0
+# From this many refs on the server, the mirror's refs are packed after each fetch: measured at
+# 10,000 robots (20,000 refs), listing them took 3.2 s as loose files and 0.1 s packed, and
+# ``git pack-refs --all`` 0.1 s. Small fleets skip the extra process.
+PACK_MIRROR_FROM_REFS = 500
 log = logging.getLogger("fleetcd.controller")
 
 
@@ -118,6 +122,10 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
         for ref, why in sorted(dropped.items()):
             log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
         found = fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
+    if len(found) >= PACK_MIRROR_FROM_REFS:
+        # The fetch left every ref that moved as a loose file (and a fan-out leaves one per robot);
+        # every later listing of the mirror walks them, directory by directory.
+        gitcli.pack_refs(Path(repo.path))
     main = found.get(MAIN_BRANCH)
     if main is None:
         raise SetupError(f"{source.url}: has no {MAIN_BRANCH}")

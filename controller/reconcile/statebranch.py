@@ -17,7 +17,7 @@ from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.git.objects import Identity, commit, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import Oid, Repository, tree_of
-from fleetcd.git.trees import read_files
+from fleetcd.git.trees import changed_blobs, commit_tree_id, read_files
 
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
 
@@ -34,25 +34,101 @@ class StateSnapshot:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
-def load_state(repo: Repository, ref: str = STATE_BRANCH) -> StateSnapshot:
-    """Parse every file the controller wrote; a state branch that does not parse is a loud error."""
+@dataclass
+class StateCache:
+    """The state branch as last parsed, kept between reconciles by a long-running controller.
+
+    Keyed by the tree's id: the next load diffs that tree against the new one and reads and parses
+    only the files that differ, so a reconcile after one that changed K device files parses K
+    files, not the fleet's. Git ids name content, so nothing here can be stale; a tree the mirror
+    no longer has (a rebuilt cache) is simply read in full.
+    """
+
+    tree: str | None = None
+    snapshot: StateSnapshot | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # rollout/device file path -> its name
+
+
+def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | None = None) -> StateSnapshot:
+    """Parse every file the controller wrote; a state branch that does not parse is a loud error.
+
+    With ``cache`` only the files that changed since the cached tree are read and parsed; the
+    snapshot returned is the same as without it (its dicts are fresh copies, free to change).
+    """
     head = ref_target(repo, ref)
     if head is None:
         return StateSnapshot(commit=None, meta=ControllerMeta())
-    files = read_files(repo, head)
+    if cache is None:
+        return _copy(_parse(head, read_files(repo, head))[0])
+    tree = commit_tree_id(repo, head)
+    changed = changed_blobs(repo, cache.tree, tree) if cache.tree is not None else None
+    updated = None
+    if changed is not None and cache.snapshot is not None:
+        updated = _update(cache.snapshot, cache.keys, head, changed)
+    snapshot, keys = updated or _parse(head, read_files(repo, head))
+    cache.tree, cache.snapshot, cache.keys = tree, snapshot, keys
+    return _copy(snapshot)
+
+
+def _parse(head: Oid, files: dict[str, bytes]) -> tuple[StateSnapshot, dict[str, str]]:
     snapshot = StateSnapshot(commit=head, meta=ControllerMeta(), files=files)
+    keys: dict[str, str] = {}
     for path, data in files.items():
+        _add(snapshot, keys, path, data)
+    return snapshot, keys
+
+
+def _add(snapshot: StateSnapshot, keys: dict[str, str], path: str, data: bytes) -> None:
+    if path == META_FILE:
+        snapshot.meta = ControllerMeta.model_validate_json(data)
+    elif path.startswith("rollouts/") and path.endswith(".json"):
+        state = RolloutState.model_validate_json(data)
+        snapshot.rollouts[state.name] = state
+        keys[path] = state.name
+    elif path.startswith("devices/") and path.endswith(".json"):
+        device = DeviceFile.model_validate_json(data)
+        snapshot.devices[device.state.device] = device
+        keys[path] = device.state.device
+    elif path.startswith("audit/"):
+        snapshot.audit[path] = data
+
+
+def _update(
+    cached: StateSnapshot, cached_keys: dict[str, str], head: Oid, changed: Mapping[str, bytes | None]
+) -> tuple[StateSnapshot, dict[str, str]] | None:
+    """``cached`` with the ``changed`` files applied (None: deleted), as :func:`_parse` would read it."""
+    snapshot, keys = _copy(cached), dict(cached_keys)
+    snapshot.commit = head
+    for path in changed:
+        snapshot.files.pop(path, None)
+        snapshot.audit.pop(path, None)
+        name = keys.pop(path, None)
+        if name is not None and path.startswith("rollouts/"):
+            snapshot.rollouts.pop(name, None)
+        elif name is not None:
+            snapshot.devices.pop(name, None)
         if path == META_FILE:
-            snapshot.meta = ControllerMeta.model_validate_json(data)
-        elif path.startswith("rollouts/") and path.endswith(".json"):
-            state = RolloutState.model_validate_json(data)
-            snapshot.rollouts[state.name] = state
-        elif path.startswith("devices/") and path.endswith(".json"):
-            device = DeviceFile.model_validate_json(data)
-            snapshot.devices[device.state.device] = device
-        elif path.startswith("audit/"):
-            snapshot.audit[path] = data
-    return snapshot
+            snapshot.meta = ControllerMeta()
+    for path, data in changed.items():
+        if data is not None:
+            snapshot.files[path] = data
+            _add(snapshot, keys, path, data)
+    if len(snapshot.rollouts) + len(snapshot.devices) != len(keys):
+        return None  # two files name one rollout or robot: a full read in tree order says which wins
+    return snapshot, keys
+
+
+def _copy(snapshot: StateSnapshot) -> StateSnapshot:
+    """Fresh dicts; rollouts and audit files in name order, however they were read (what is done
+    for each rollout in turn never depends on whether a file came from the cache)."""
+    return StateSnapshot(
+        commit=snapshot.commit,
+        meta=snapshot.meta,
+        rollouts=dict(sorted(snapshot.rollouts.items())),
+        devices=dict(snapshot.devices),
+        audit=dict(sorted(snapshot.audit.items())),
+        files=dict(snapshot.files),
+    )
 
 
 def dump(model: RolloutState | DeviceFile | ControllerMeta) -> bytes:

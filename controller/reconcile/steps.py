@@ -46,7 +46,7 @@ from controller.audit.chain import verify
 from controller.audit.events import AuditEvent, AuditKind
 from controller.errors import HistoryRewritten, LoopAction, StateConflict, loop_action
 from controller.ingest.reports import ingest as ingest_report
-from controller.ingest.reports import read_reports
+from controller.ingest.reports import read_moved_reports
 from controller.policy.commits import MAIN_REF, check_history
 from controller.reconcile.context import ReconcileContext
 from controller.reconcile.delivery_step import deliver as deliver_desired
@@ -64,12 +64,13 @@ from controller.state.model import DeviceFile, RolloutState
 from fleetcd.errors import Diagnostic, InvalidContent, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
-from fleetcd.git.trees import read_tree
+from fleetcd.git.trees import commit_tree_id, read_tree
 from fleetcd.layout import FLEET_FILE, FileKind, classify, trust_root_path
-from fleetcd.loading.fleetspec import load_spec
+from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.models import Fleet, TrustRoot
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
-from fleetcd.validation import validate_snapshot
+from fleetcd.validation import ValidationResult, validate_snapshot
 
 __all__ = ["STEPS", "ReconcileResult", "Step", "reconcile_once"]
 
@@ -85,8 +86,15 @@ def fetch(ctx: ReconcileContext) -> StepResult:
         ctx.shards = fetch_shards(ctx.repo, shards)
         ctx.fetched = replace(ctx.fetched, status=locate(ctx.shards).marked)
     ctx.result = ReconcileResult(main=ctx.main)
-    ctx.snapshot = load_state(ctx.repo)
-    ctx.files, ctx.problems = read_tree(ctx.repo, ctx.main)
+    cache = ctx.settings.cache
+    ctx.snapshot = load_state(ctx.repo, cache=cache.state if cache is not None else None)
+    if cache is None:
+        ctx.files, ctx.problems = read_tree(ctx.repo, ctx.main)
+        return CONTINUE
+    tree = commit_tree_id(ctx.repo, ctx.main)
+    if not cache.main.holds(tree):
+        cache.main.remember(tree, *read_tree(ctx.repo, ctx.main))
+    ctx.files, ctx.problems = cache.main.files, cache.main.problems
     return CONTINUE
 
 
@@ -104,7 +112,7 @@ def verify_history(ctx: ReconcileContext) -> StepResult:
 
 def load(ctx: ReconcileContext) -> StepResult:
     """Every file of main strict-loaded and validated; nothing downstream sees unverified data."""
-    validation = validate_snapshot(ctx.files, problems=ctx.problems)
+    validation = _validated(ctx)
     if not validation.ok or validation.spec.fleet is None or validation.trust is None:
         first = validation.errors[0] if validation.errors else Diagnostic("fleet.yaml", None, None, "missing")
         return Stall(f"{len(validation.errors)} invalid: {first}")
@@ -123,10 +131,31 @@ def load(ctx: ReconcileContext) -> StepResult:
         return Stall(
             f"{path}: expires: trust root version {trust.version} expired at {trust.expires.isoformat()}"
         )
-    ctx.fleet_ctx = FleetContext.of(validation.spec, validation.spec.fleet.model, trust)
+    ctx.fleet_ctx = _fleet_context(ctx, validation.spec, validation.spec.fleet.model, trust)
     if ctx.state.meta.last_processed_commit != ctx.main:
         ctx.result.events.extend(_ignored_withdrawals(validation.warnings, ctx.main, ctx.now))
     return CONTINUE
+
+
+def _validated(ctx: ReconcileContext) -> ValidationResult:
+    """Main validated, or the validation of the same tree a previous reconcile kept."""
+    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
+    if main is None or main.validation is None:
+        validation = validate_snapshot(ctx.files, problems=ctx.problems)
+        if main is not None and main.files is ctx.files:
+            main.validation = validation
+        return validation
+    return main.validation
+
+
+def _fleet_context(ctx: ReconcileContext, spec: FleetSpec, fleet: Fleet, trust: TrustRoot) -> FleetContext:
+    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
+    if main is not None and main.fleet is not None:
+        return main.fleet
+    built = FleetContext.of(spec, fleet, trust)
+    if main is not None and main.validation is not None and main.validation.spec is spec:
+        main.fleet = built
+    return built
 
 
 def _ignored_withdrawals(warnings: Iterable[Diagnostic], main: str, now: datetime) -> Iterator[AuditEvent]:
@@ -145,13 +174,15 @@ def _ignored_withdrawals(warnings: Iterable[Diagnostic], main: str, now: datetim
 
 
 def ingest(ctx: ReconcileContext) -> StepResult:
-    """Robots' status reports into their device files; a silent robot's connectivity ages."""
+    """Robots' status reports into their device files; a silent robot's connectivity ages.
+
+    Only status refs that moved since their robot's device file was written are read
+    (``last_report_oid``): ingesting K reports reads K, whatever the fleet's size."""
     fleet, snapshot, now, events = ctx.fleet, ctx.state, ctx.now, ctx.result.events
     offline_after = fleet.fleet.defaults.offline_after_seconds
     devices = {
         d: snapshot.devices.get(d) or DeviceFile(state=DeviceState(device=d)) for d in sorted(fleet.devices)
     }
-    owners = {r.id: d for d, f in devices.items() for r in f.records}
     present = None
     if ctx.shards is not None:
         shard_events = list(_shard_events(ctx.shards, devices, now))
@@ -161,19 +192,23 @@ def ingest(ctx: ReconcileContext) -> StepResult:
             (e, str(e.reason)) for e in shard_events if e.kind is AuditKind.DEVICE_REPORT and e.reason
         )
         present = ctx.status_refs
-    for device, (report, problem) in read_reports(ctx.repo, devices, present=present).items():
-        if problem is not None:
-            refused = AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(problem))
+    last_read = {d: f.last_report_oid for d, f in devices.items()}
+    moved = read_moved_reports(ctx.repo, last_read, present=present)
+    owners = {r.id: d for d, f in devices.items() for r in f.records} if moved else {}
+    for device, read in moved.items():
+        if read.problem is not None:
+            refused = AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(read.problem))
             events.append(refused)
-            ctx.rejections.append((refused, problem.reason.value))
-        if report is not None:
-            before = devices[device].last_report_seq
-            updated, found, _ = ingest_report(devices[device], report, now, offline_after, owners=owners)
-            devices[device] = updated
+            ctx.rejections.append((refused, read.problem.reason.value))
+        data = devices[device].model_copy(update={"last_report_oid": read.target})
+        if read.report is not None:
+            before = data.last_report_seq
+            data, found, _ = ingest_report(data, read.report, now, offline_after, owners=owners)
             events.extend(found)
-            ctx.reports_ingested += updated.last_report_seq != before
+            ctx.reports_ingested += data.last_report_seq != before
             # Claims the report made about deployments not its own: the events carry the reason.
             ctx.rejections.extend((e, e.reason) for e in found if e.reason is not None)
+        devices[device] = data
     # A silent robot sends nothing to ingest: its connectivity ages here, or the device file and
     # the status pages would show it online forever.
     for device, data in devices.items():
@@ -335,7 +370,7 @@ def _trusted_files(
     Descent is checked first: after a force push a freshly cloned mirror no longer has the last
     processed commit at all, which is a rewritten history, not a setup error.
     """
-    if last is None:
+    if last is None or last == head:  # main did not move: its tree was read already
         return files
     if not RepositoryCommits(repo).is_descendant(head, last):
         raise HistoryRewritten(MAIN_REF, last, head)

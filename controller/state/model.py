@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from controller.records.model import DeploymentRecord, DeviceState
+from controller.records.model import CommitId, DeploymentRecord, DeviceState
 from fleetcd.compat import StrEnum
 from fleetcd.desired.bundle import MAX_SERIAL
 from fleetcd.models.base import SafeName, SemVer, Sha256
@@ -144,6 +144,9 @@ class DeviceFile(_State):
     format: str = STATE_FORMAT
     state: DeviceState
     last_report_seq: int = -1
+    # What the robot's status ref named when this controller last read it (ingested, stale or
+    # refused): a ref still naming it is not read again, so ingest costs the reports that moved.
+    last_report_oid: CommitId | None = None
     records: tuple[DeploymentRecord, ...] = Field(default=(), max_length=MAX_RECORDS_PER_DEVICE)
     desired: PublishedDesired | None = None  # None: nothing recorded, the ref is written anew
 

@@ -290,11 +290,14 @@ def list_refs(repo: pygit2.Repository, prefix: str | tuple[str, ...]) -> dict[st
     """Every ref whose name starts with ``prefix`` (or one of them) → the object it points at
     (symbolic refs followed). One pass over the repository's refs, whatever the number of prefixes."""
     found: dict[str, pygit2.Oid] = {}
-    for name in repo.references:
-        if name.startswith(prefix):
-            target = ref_target(repo, name)
-            if target is not None:
-                found[name] = target
+    # One pass over the reference objects: looking each name up again cost as much as the listing.
+    for ref in repo.references.iterator():
+        name = ref.name
+        if not name.startswith(prefix):
+            continue
+        target = ref.target if isinstance(ref.target, pygit2.Oid) else ref_target(repo, name)
+        if target is not None:
+            found[name] = target
     return found
 
 

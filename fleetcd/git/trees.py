@@ -109,3 +109,35 @@ def list_blobs(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: 
             elif entry.type_str == "blob":
                 out[f"{prefix}{entry.name}"] = str(entry.id)
     return out
+
+
+def commit_tree_id(repo: pygit2.Repository, commit_id: pygit2.Oid | str) -> str:
+    """The id (hex) of the tree of ``commit_id``: equal ids, equal content, down to the last byte."""
+    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
+    if not isinstance(commit, pygit2.Commit):
+        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    return str(commit.tree_id)
+
+
+def changed_blobs(repo: pygit2.Repository, old_tree: str, new_tree: str) -> dict[str, bytes | None] | None:
+    """The files that differ between two trees: path → the new tree's bytes, None where the new
+    tree has none. None when ``old_tree`` is not in the repository (a rebuilt cache): read it all.
+
+    libgit2 compares the trees entry by entry and skips subtrees whose ids are equal, so a few
+    files changed among 100,000 cost a few blobs read. No rename detection: a move is a deletion
+    and an addition.
+    """
+    old = repo.get(pygit2.Oid(hex=old_tree))
+    new = repo.get(pygit2.Oid(hex=new_tree))
+    if not isinstance(old, pygit2.Tree):
+        return None
+    if not isinstance(new, pygit2.Tree):
+        raise SetupError(f"{new_tree}: not a tree in {repo.path}")
+    out: dict[str, bytes | None] = {}
+    for delta in old.diff_to_tree(new).deltas:
+        path = delta.new_file.path or delta.old_file.path
+        blob = repo.get(delta.new_file.id) if delta.status != pygit2.enums.DeltaStatus.DELETED else None
+        out[path] = blob.data if isinstance(blob, pygit2.Blob) else None
+        if delta.old_file.path != path:
+            out[delta.old_file.path] = None
+    return out
