@@ -197,7 +197,8 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     owners = {r.id: d for d, f in devices.items() for r in f.records} if moved else {}
     for device, read in moved.items():
         if read.problem is not None:
-            refused = AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=str(read.problem))
+            why = str(read.problem)
+            refused = AuditEvent(at=now, kind=AuditKind.DEVICE_REPORT, device=device, reason=why)
             events.append(refused)
             ctx.rejections.append((refused, read.problem.reason.value))
         data = devices[device].model_copy(update={"last_report_oid": read.target})

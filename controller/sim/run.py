@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source, open_mirror
 from controller.reconcile.statebranch import load_state
@@ -56,6 +57,7 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
         namespaces=settings.namespaces,
         notify=False,
         now=clock.now,
+        cache=ReconcileCache(),  # the rehearsal runs one controller, as ``controller run`` does
     )
     poll_seconds = settings.poll_seconds or fleet.poll_seconds
     behaviour = Behaviour(
