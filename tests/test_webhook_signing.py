@@ -25,7 +25,7 @@ from controller.notify.signing import (
     WebhookSecret,
     load_secret,
 )
-from controller.notify.webhooks import WebhookSettings, notify
+from controller.notify.webhooks import WebhookSettings, messages, send
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import run
 from fleetcd.compat import UTC
@@ -69,9 +69,8 @@ def halted() -> AuditEvent:
 
 
 def deliver(receiver: HookReceiver, secret: WebhookSecret | None, wall: float = 1_700_000_000.0) -> Received:
-    [delivery] = notify(
-        [Webhook(url=receiver.url())],
-        [halted()],
+    [delivery] = send(
+        messages([Webhook(url=receiver.url())], [halted()]),
         fleet="demo",
         settings=WebhookSettings(jitter_fraction=0.0),
         sleep=FakeTime().sleep,
@@ -128,9 +127,8 @@ def test_a_replayed_old_delivery_is_refused_after_the_window(receiver: HookRecei
 def test_each_retry_is_signed_with_its_own_timestamp(receiver: HookReceiver, verify: Verify) -> None:
     receiver.reply(503, 200)
     fake = FakeTime()
-    [delivery] = notify(
-        [Webhook(url=receiver.url())],
-        [halted()],
+    [delivery] = send(
+        messages([Webhook(url=receiver.url())], [halted()]),
         fleet="demo",
         settings=WebhookSettings(jitter_fraction=0.0, backoff_initial_seconds=2.0),
         sleep=fake.sleep,

@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from controller.audit.events import AuditEvent, AuditKind, event_key
-from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSettings, notify, wants
+from controller.notify import webhooks
+from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSettings, messages, wants
 from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 from tests.gitrepos import free_port
@@ -122,8 +123,13 @@ def event(kind: AuditKind, rollout: str = "nav-1-4", **data: str) -> AuditEvent:
 def send(
     hooks: list[Webhook], events: list[AuditEvent], fake: FakeTime, settings: WebhookSettings = FAST
 ) -> list[Delivery]:
-    return notify(
-        hooks, events, fleet="demo", settings=settings, sleep=fake.sleep, clock=fake.clock, jitter=lambda: 0.5
+    return webhooks.send(
+        messages(hooks, events),
+        fleet="demo",
+        settings=settings,
+        sleep=fake.sleep,
+        clock=fake.clock,
+        jitter=lambda: 0.5,
     )
 
 

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSettings, notify, wants
+from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSettings, messages, send, wants
 
-__all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "WebhookSettings", "notify", "wants"]
+__all__ = ["ROLLOUT_TRANSITIONS", "Delivery", "WebhookSettings", "messages", "send", "wants"]

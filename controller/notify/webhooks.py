@@ -21,6 +21,7 @@ deliveries fail without being tried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -46,7 +47,7 @@ __all__ = [
     "Message",
     "WebhookSettings",
     "body",
-    "notify",
+    "messages",
     "post_commit_status",
     "send",
     "wants",
@@ -69,7 +70,7 @@ class WebhookSettings:
     backoff_max_seconds: float = 8.0  # ... up to this
     jitter_fraction: float = 0.25  # each delay is shortened by up to this fraction, at random
     retry_after_cap_seconds: float = 30.0  # a receiver asking for longer gets this
-    budget_seconds: float = 60.0  # per notify() call; afterwards remaining deliveries fail untried
+    budget_seconds: float = 60.0  # per send() call; afterwards remaining deliveries fail untried
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_attempts <= 10:
@@ -119,10 +120,6 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{rest}"
 
 
-def payload(fleet: str, event: AuditEvent) -> bytes:
-    return body(fleet, event_key(event), event.as_json())
-
-
 def body(fleet: str, key: str, event_json: Mapping[str, JsonValue]) -> bytes:
     """The POST body: the event exactly as its audit line holds it, and its key as ``id``."""
     return canonical_json({"format": PAYLOAD_FORMAT, "fleet": fleet, "id": key, "event": dict(event_json)})
@@ -138,37 +135,14 @@ class Message:
     event: Mapping[str, JsonValue]  # as logged
 
 
-def notify(
-    webhooks: Sequence[Webhook],
-    events: Sequence[AuditEvent],
-    *,
-    fleet: str,
-    session: requests.Session | None = None,
-    settings: WebhookSettings = WebhookSettings(),  # frozen: sharing it is safe
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    jitter: Callable[[], float] = random.random,  # backoff jitter, not a secret
-    secret: WebhookSecret | None = None,
-    wall: Callable[[], float] = time.time,  # the signed timestamp
-) -> list[Delivery]:
-    """Send each event to each webhook subscribed to its kind; never raises for delivery problems."""
-    messages = [
+def messages(webhooks: Sequence[Webhook], events: Sequence[AuditEvent]) -> list[Message]:
+    """Each event for each webhook subscribed to its kind, webhook by webhook, for :func:`send`."""
+    return [
         Message(webhook.url, event_key(event), event.kind.value, event.as_json())
         for webhook in webhooks
         for event in events
         if wants(webhook, event.kind)
     ]
-    return send(
-        messages,
-        fleet=fleet,
-        session=session,
-        settings=settings,
-        sleep=sleep,
-        clock=clock,
-        jitter=jitter,
-        secret=secret,
-        wall=wall,
-    )
 
 
 def send(
@@ -192,13 +166,11 @@ def send(
             " (--webhook-secret-file or FLEETCD_WEBHOOK_SECRET)",
             len(messages),
         )
-    own = session is None
-    http = requests.Session() if session is None else session
-    deadline = clock() + settings.budget_seconds
-    sender = _Sender(http, settings, sleep, clock, jitter, deadline, secret, wall)
     unreachable: dict[str, str] = {}
     deliveries: list[Delivery] = []
-    try:
+    deadline = clock() + settings.budget_seconds
+    with _session(session) as http:
+        sender = _Sender(http, settings, sleep, clock, jitter, deadline, secret, wall)
         for message in messages:
             if message.url in unreachable:
                 skipped = f"not attempted: {unreachable[message.url]}"
@@ -215,10 +187,12 @@ def send(
                 unreachable[message.url] = (
                     f"receiver unreachable earlier in this reconcile ({delivery.error})"
                 )
-    finally:
-        if own:
-            http.close()
     return deliveries
+
+
+def _session(session: requests.Session | None) -> contextlib.AbstractContextManager[requests.Session]:
+    """The caller's session, left open; else a new one, closed at the end of the block."""
+    return requests.Session() if session is None else contextlib.nullcontext(session)
 
 
 @dataclass
@@ -299,9 +273,9 @@ def post_commit_status(
     jitter: Callable[[], float] = random.random,
 ) -> Delivery:
     """POST ``state`` for ``sha`` to the forge, retried like a webhook; never raises for the forge."""
-    http = requests.Session() if session is None else session
-    sender = _Sender(http, settings, sleep, clock, jitter, clock() + settings.budget_seconds, None, time.time)
-    try:
+    deadline = clock() + settings.budget_seconds
+    with _session(session) as http:
+        sender = _Sender(http, settings, sleep, clock, jitter, deadline, None, time.time)
         return sender.send(
             forge.url(sha),
             f"{sha}:{state.value}",
@@ -309,9 +283,6 @@ def post_commit_status(
             forge.body(state, description),
             forge.headers(),
         )
-    finally:
-        if session is None:
-            http.close()
 
 
 def _retry_after(value: str | None) -> float | None:
