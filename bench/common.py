@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ DEFAULT_WARMUPS = 1
 CHILD_TIMEOUT_SECONDS = 120.0
 MIB = 1024 * 1024
 LISTENER_START_TIMEOUT_S = 10.0
+REAP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -212,3 +214,63 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in cells
     ]
+
+
+def wait_reaped(pid: int, timeout_s: float = REAP_TIMEOUT_S) -> None:
+    """Wait until ``pid`` has no child left (each finished one reaped, so its CPU is counted)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + timeout_s
+    while children.read_text(encoding="ascii").strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} still has children after {timeout_s} s")
+        time.sleep(0.002)
+
+
+def git_exec_path() -> Path:
+    """Where git's own programs live (``git --exec-path``): to start ``git-daemon`` itself, since
+    ``git daemon`` runs it as a child of a wrapper whose /proc counters see none of the serving."""
+    done = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip())
+
+
+_RUSAGE_WRAPPER = '''#!{python} -SE
+"""fleetcd bench: run the real git with these arguments and log its CPU (rusage, microseconds)."""
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv({git!r}, ["git", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+with open({log!r}, "a") as log:
+    log.write(f"{{usage.ru_utime + usage.ru_stime:.6f}} {{' '.join(sys.argv[1:2])}}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+'''
+
+
+def rusage_logging_git(directory: Path, log: Path) -> dict[str, str]:
+    """Environment for a server (``git daemon``) whose ``git`` services log their CPU to ``log``.
+
+    ``git daemon`` starts each service as ``git upload-pack .`` / ``git receive-pack .``, found on
+    ``PATH``. The ``git`` this puts first on ``PATH`` runs the real one, waits for it with
+    ``wait4`` and appends one line to ``log``: the user + system CPU of that process and of every
+    process it waited for (index-pack, rev-list, hooks, ``gc --auto``), in seconds with microsecond
+    resolution (``/proc``'s cutime counts 10 ms ticks), and the service's name.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("git")
+    if real is None:
+        raise RuntimeError("git is not on PATH")
+    wrapper = directory / "git"
+    wrapper.write_text(
+        _RUSAGE_WRAPPER.format(python=sys.executable, git=str(Path(real).resolve()), log=str(log)),
+        encoding="utf-8",
+    )
+    wrapper.chmod(0o755)
+    return {"PATH": f"{directory}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def read_rusage_log(log: Path, start_line: int = 0) -> list[tuple[float, str]]:
+    """(CPU seconds, service) per line of a :func:`rusage_logging_git` log, from ``start_line`` on."""
+    if not log.exists():
+        return []
+    lines = log.read_text(encoding="utf-8").splitlines()[start_line:]
+    return [(float(cpu), service) for cpu, _, service in (line.partition(" ") for line in lines)]

@@ -35,7 +35,16 @@ from typing import Any
 
 import pygit2
 
-from bench.common import base_parser, free_port, measure, start_listener, table, write_results
+from bench.common import (
+    base_parser,
+    free_port,
+    git_exec_path,
+    measure,
+    rusage_logging_git,
+    start_listener,
+    table,
+    write_results,
+)
 from fleetcd.compat import UTC
 from fleetcd.git import refs
 from fleetcd.git.objects import Identity, commit, object_batch, update_refs, write_tree
@@ -123,6 +132,7 @@ class CountingProxy:
         self.down = 0
         self.up = 0
         self.active = 0
+        self.server_pid = 0  # the serving process, when the caller started one (git_daemon)
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -201,13 +211,28 @@ class CountingProxy:
 
 
 @contextmanager
-def git_daemon(base: Path, env: dict[str, str] | None = None) -> Iterator[CountingProxy]:
-    """``git daemon`` serving ``base`` on loopback, reached through a counting proxy."""
+def git_daemon(
+    base: Path,
+    env: dict[str, str] | None = None,
+    *,
+    receive_pack: bool = False,
+    cpu_log: Path | None = None,
+) -> Iterator[CountingProxy]:
+    """``git daemon`` serving ``base`` on loopback, reached through a counting proxy.
+
+    ``receive_pack`` also accepts pushes. With ``cpu_log``, every service process the daemon starts
+    logs its CPU there (:func:`bench.common.rusage_logging_git`); ``proxy.server_pid`` is the
+    daemon's pid (:func:`bench.common.wait_reaped` waits until a connection's processes are done).
+    """
+    if cpu_log is not None:
+        env = {**(env or {}), **rusage_logging_git(cpu_log.parent / "bin", cpu_log)}
     port = free_port()
-    argv = ["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}",
-            f"--base-path={base}", str(base)]  # fmt: skip
+    argv = [str(git_exec_path() / "git-daemon"), "--reuseaddr", "--export-all",
+            *(["--enable=receive-pack"] if receive_pack else []),
+            "--listen=127.0.0.1", f"--port={port}", f"--base-path={base}", str(base)]  # fmt: skip
     daemon = start_listener(argv, port, env={**os.environ, **(env or {})})
     proxy = CountingProxy(port)
+    proxy.server_pid = daemon.pid
     try:
         yield proxy
     finally:

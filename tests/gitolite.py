@@ -1,7 +1,8 @@
 """A real gitolite3 behind a real OpenSSH sshd on loopback, set up exactly as docs/git-server.md says.
 
-The ACL block of ``conf/gitolite.conf``, the ``.gitolite.rc`` lines and the ``FleetcdNamespace``
-``PRE_GIT`` trigger are read from docs/git-server.md itself, so the page is what gets tested. Each
+The ACL block of ``conf/gitolite.conf``, the ``.gitolite.rc`` lines, the ``FleetcdNamespace``
+``PRE_GIT`` trigger and the repository's "Server settings worth setting" are read from
+docs/git-server.md itself, so the page is what gets tested. Each
 robot (and the controller, ``fleetcd-controller``) gets its own SSH key; gitolite knows the key's
 owner by its file name in ``keydir/`` and writes the ``command="gitolite-shell <user>"`` lines of
 ``authorized_keys``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -53,6 +55,20 @@ def trigger_source() -> str:
 
 def rc_lines() -> str:
     return _doc_block("`~/.gitolite.rc` (inside `%RC`):", "perl")
+
+
+def server_settings() -> list[list[str]]:
+    """The ``git config`` commands of the doc's "Server settings worth setting", as argv lists."""
+    commands = []
+    for line in _doc_block("### Server settings worth setting", "").splitlines():
+        command = line.split("#", 1)[0].strip()
+        if not command:
+            continue
+        argv = shlex.split(command)
+        if argv[:4] != ["git", "config", "--file", f"repositories/{REPO}.git/config"]:
+            raise AssertionError(f"{DOC}: not a git config of the fleet repository: {line!r}")
+        commands.append(argv)
+    return commands
 
 
 def fleet_acl(robots: Sequence[str]) -> str:
@@ -120,6 +136,8 @@ class Gitolite(_Server):
         # Editing ~/.gitolite directly and re-running setup is gitolite's documented way around the
         # admin repository: compile the conf, create repositories, rewrite authorized_keys.
         self.gitolite("setup")
+        for argv in server_settings():  # the repository's settings, as the page says to set them
+            subprocess.run(argv, cwd=self.home, check=True)
 
     def _start_sshd(self, binary: str) -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)

@@ -34,6 +34,29 @@ def test_poll_bench_measures_bytes_and_cpu_of_agent_and_git_fetch(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_poll_bench_measures_the_server_cpu_of_a_poll_with_and_without_namespaces(
+    tmp_path: Path, gpg_available: str
+) -> None:
+    """Hosted git (no GIT_NAMESPACE): the same agent poll against a plain server, both layouts."""
+    result = run_bench("agent_poll", tmp_path, "--sizes", "3", "25", "--runs", "2")
+
+    for size in ("3", "25"):
+        served = {"git_namespace": result["results"][size]["agent_fetch_desired"]}
+        served |= result["results"][size]["plain_server"]
+        assert set(served) == {"git_namespace", "plain_flat", "plain_namespaced"}
+        for poll in served.values():
+            assert poll["server_cpu_ms"] > 0  # upload-pack's own CPU was logged for every poll
+            assert 0 < poll["bytes_down"] < 2000  # ref-prefix: no other robot's ref, no pack
+        # One fetch where the served name exists; the namespaced layout on a plain server takes
+        # two (the flat name is absent, the agent asks again without it), as docs/git-server.md says.
+        assert served["git_namespace"]["server_connections"] == 1
+        assert served["plain_flat"]["server_connections"] == 1
+        assert served["plain_namespaced"]["server_connections"] == 2
+    assert set(result["server_ratios"]) == {"git_namespace", "plain_flat", "plain_namespaced"}
+    assert "server_goal_met" in result
+
+
+@pytest.mark.slow
 def test_rss_bench_measures_a_real_agent_daemon_updating_and_idle(tmp_path: Path, gpg_available: str) -> None:
     payload = run_bench("agent_rss", tmp_path, "--cycles", "3")
     (result,) = payload["by_python"].values()  # one interpreter: this one

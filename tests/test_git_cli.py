@@ -25,6 +25,7 @@ from fleetcd.git.gitcli import (
     pack_refs,
     push,
     received_bytes,
+    remove_empty_ref_dirs,
 )
 from tests.gitrepos import bare_repo, commit_files, git, install_hook, rev_parse, work_repo
 
@@ -292,6 +293,35 @@ def test_pack_refs_moves_loose_refs_into_packed_refs(server: Path, client: Path)
     assert not (server / "refs/fleetcd/status/r0/report").exists()
     assert "refs/fleetcd/status/r19/report" in (server / "packed-refs").read_text()
     assert len(ls_remote(str(server), ["refs/fleetcd/status/*"])) == 20
+
+
+def test_pack_refs_removes_the_directories_of_the_refs_it_packed_and_keeps_every_ref(
+    server: Path, client: Path
+) -> None:
+    # git pack-refs leaves refs/fleetcd/status/<id>/ behind, one empty directory per robot, which
+    # every later push's ref listing reads (docs/git-server.md, "Why the directories").
+    for i in range(20):
+        git("update-ref", f"refs/fleetcd/status/r{i}/report", "HEAD", cwd=client)
+    git("update-ref", "refs/namespaces/r0/refs/fleetcd/desired/r0", "HEAD", cwd=client)
+    push(git_dir(client), str(server), ["refs/*:refs/*"])
+
+    pack_refs(server)
+
+    assert sorted(p.name for p in (server / "refs").iterdir()) == ["fleetcd", "heads", "namespaces", "tags"]
+    assert not list((server / "refs" / "namespaces").iterdir())  # r0/refs/fleetcd/desired/ are gone
+    assert not list((server / "refs" / "fleetcd").iterdir())
+    assert len(ls_remote(str(server), ["refs/fleetcd/status/*"])) == 20
+    assert ls_remote(str(server), ["refs/namespaces/*"]) == {
+        "refs/namespaces/r0/refs/fleetcd/desired/r0": rev_parse(client, "HEAD")
+    }
+    # A robot's next push creates its directory again.
+    git("commit", "-q", "--allow-empty", "-m", "two", cwd=client)
+    push(git_dir(client), str(server), ["HEAD:refs/fleetcd/status/r5/report"])
+    assert ls_remote(str(server), ["refs/fleetcd/status/r5/*"]) == {
+        "refs/fleetcd/status/r5/report": rev_parse(client, "HEAD")
+    }
+    assert remove_empty_ref_dirs(server / "refs") == 0  # the loose ref's directories are not empty
+    assert (server / "refs/fleetcd/status/r5/report").is_file()
 
 
 def test_pack_refs_of_a_non_repository_is_a_transport_error(tmp_path: Path) -> None:
