@@ -147,6 +147,16 @@ def git_fetch(git_dir: Path, url: str, ref: str) -> Callable[[], None]:
     return fetch
 
 
+def agent_poll(device: str, url: str, fingerprint: str, state: Path) -> Callable[[], None]:
+    """The agent's sync step fetching ``device``'s desired state from ``url`` into ``state``."""
+    config = agent_config(device, url, fingerprint)
+
+    def poll() -> None:
+        assert fetch_desired(config, state) is not None, "the robot's desired state is missing"
+
+    return poll
+
+
 def run_size(
     base: Path, bundles: Mapping[str, Bundle], sign: Callable[[bytes], bytes], fingerprint: str, runs: int
 ) -> dict[str, Any]:
@@ -162,26 +172,29 @@ def run_size(
         env = {"GIT_NAMESPACE": device} if served_namespace else None
         cpu_log = base / "server-cpu" / f"{name}.log"
         with git_daemon(base, env=env, cpu_log=cpu_log) as proxy:
-            url = f"git://127.0.0.1:{proxy.port}/{server.name}"
-            config = agent_config(device, url, fingerprint)
+            # Bytes through the counting proxy (a poll it resets is tried again); CPU straight from
+            # the daemon, so no retried poll is ever counted.
+            counted = f"git://127.0.0.1:{proxy.port}/{server.name}"
+            direct = f"git://127.0.0.1:{proxy.upstream_port}/{server.name}"
             state = base / f"robot-agent-{name}.git"
-
-            def agent_poll(config: AgentConfig = config, state: Path = state) -> None:
-                assert fetch_desired(config, state) is not None, "the robot's desired state is missing"
-
-            agent_once = retried(f"agent_fetch_desired/{name}", agent_poll)
+            agent_counted = retried(
+                f"agent_fetch_desired/{name}", agent_poll(device, counted, fingerprint, state)
+            )
+            agent_direct = agent_poll(device, direct, fingerprint, state)
             measured = {
-                **bytes_of(proxy, agent_once),
-                **cpu_of(agent_once, runs, in_process=True, server=(proxy.server_pid, cpu_log)),
+                **bytes_of(proxy, agent_counted),
+                **cpu_of(agent_direct, runs, in_process=True, server=(proxy.server_pid, cpu_log)),
             }
             if name == "git_namespace":  # the baseline, on the server of the goal
                 ref = refs.desired_ref(device)
                 git_dir = base / "robot-git.git"
                 subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True)
-
-                git_once = retried("git_fetch", git_fetch(git_dir, url, ref))
+                git_counted = retried("git_fetch", git_fetch(git_dir, counted, ref))
                 out["agent_fetch_desired"] = measured
-                out["git_fetch"] = {**bytes_of(proxy, git_once), **cpu_of(git_once, runs, in_process=False)}
+                out["git_fetch"] = {
+                    **bytes_of(proxy, git_counted),
+                    **cpu_of(git_fetch(git_dir, direct, ref), runs, in_process=False),
+                }
             else:
                 out.setdefault("plain_server", {})[name] = measured
             proxy.take()

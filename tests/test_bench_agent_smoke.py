@@ -19,27 +19,21 @@ from tests.test_bench_smoke import REPO, run_bench
 
 
 @pytest.mark.slow
-def test_poll_bench_measures_bytes_and_cpu_of_agent_and_git_fetch(tmp_path: Path, gpg_available: str) -> None:
+def test_poll_bench_measures_agent_git_fetch_and_server_with_and_without_namespaces(
+    tmp_path: Path, gpg_available: str
+) -> None:
     result = run_bench("agent_poll", tmp_path, "--sizes", "3", "25", "--runs", "2")
 
     assert set(result["results"]) == {"3", "25"}
     for size in ("3", "25"):
         by_method = result["results"][size]
-        assert set(by_method) == {"robots", "agent_fetch_desired", "git_fetch"}
+        assert set(by_method) == {"robots", "agent_fetch_desired", "git_fetch", "plain_server"}
         # A no-op poll downloads the ref advertisement only: a few hundred bytes, no pack.
         assert 0 < by_method["agent_fetch_desired"]["bytes_down"] < 1000
         assert by_method["git_fetch"]["median_cpu_s"] > 0
     assert set(result["cpu_ratio_vs_git_fetch"]) == {"3", "25"}
     assert "goal_met" in result
-
-
-@pytest.mark.slow
-def test_poll_bench_measures_the_server_cpu_of_a_poll_with_and_without_namespaces(
-    tmp_path: Path, gpg_available: str
-) -> None:
-    """Hosted git (no GIT_NAMESPACE): the same agent poll against a plain server, both layouts."""
-    result = run_bench("agent_poll", tmp_path, "--sizes", "3", "25", "--runs", "2")
-
+    # Hosted git (no GIT_NAMESPACE): the same agent poll against a plain server, both layouts.
     for size in ("3", "25"):
         served = {"git_namespace": result["results"][size]["agent_fetch_desired"]}
         served |= result["results"][size]["plain_server"]

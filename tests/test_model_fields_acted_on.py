@@ -3,6 +3,7 @@ left the format with a clear error naming the field.
 
 * ``defaults.watch_seconds`` (fleet.yaml) and ``docker.registry_insecure`` (agent.yaml) are refused;
 * ``defaults.poll_seconds`` is the poll interval ``fleetcd robot add`` writes into a robot's agent.yaml;
+  ``defaults.heartbeat_seconds`` its heartbeat, refused when idle robots would show offline;
 * a release's ``notes`` show in ``fleetcd get releases``; the fleet's ``description`` under the
   title of ``STATUS.md``.
 """
@@ -82,6 +83,47 @@ def test_robot_add_writes_the_fleets_poll_interval_into_agent_yaml(
     assert code == 0, err
     config = load_config(fleet.root.parent / "robots" / "amr-009" / "agent.yaml")
     assert config.poll.interval_seconds == 240
+
+
+def test_robot_add_writes_the_fleets_heartbeat_into_agent_yaml(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A large fleet reports less often when idle (docs/scaling.md, "Capacity"); the robot's agent
+    # acts on poll.heartbeat_seconds (agent.report.cadence.push_due).
+    fleet.fleet["defaults"] = {"heartbeat_seconds": 1800, "offline_after_seconds": 3900}
+    fleet.write()
+    fleet.commit("100,000 robots: a heartbeat every half hour")
+
+    code, _out, err = add(capsys, fleet, admin, "amr-009")
+
+    assert code == 0, err
+    config = load_config(fleet.root.parent / "robots" / "amr-009" / "agent.yaml")
+    assert config.poll.heartbeat_seconds == 1800
+    assert config.poll.interval_seconds == 60  # the fleet's poll default, unchanged
+
+
+@pytest.mark.parametrize(
+    ("defaults", "refused"),
+    [
+        ({"heartbeat_seconds": 1800}, True),  # offline_after's default, 900 s, is below it
+        ({"heartbeat_seconds": 840, "poll_seconds": 60}, True),  # 840 + 60 = 900: not above
+        ({"heartbeat_seconds": 839, "poll_seconds": 60}, False),
+        ({"heartbeat_seconds": 1800, "offline_after_seconds": 3900}, False),
+        ({"offline_after_seconds": 120}, False),  # no heartbeat set here: as before the field
+    ],
+    ids=["above-default-offline", "equal", "just-below", "offline-raised", "heartbeat-unset"],
+)
+def test_a_heartbeat_that_would_show_idle_robots_offline_is_refused_naming_both_fields(
+    defaults: dict[str, int], refused: bool
+) -> None:
+    if not refused:
+        Fleet.model_validate(fleet_doc(**defaults))
+        return
+    with pytest.raises(ValidationError) as caught:
+        Fleet.model_validate(fleet_doc(**defaults))
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("defaults",)
+    assert "offline_after_seconds" in error["msg"] and "heartbeat_seconds" in error["msg"]
 
 
 def test_get_releases_shows_the_first_line_of_the_notes_clipped() -> None:

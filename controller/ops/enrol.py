@@ -202,7 +202,10 @@ def add_robot(
         raise _settings_error(config_path, exc, "remote.") from None
     try:
         trust = pinned_trust(verified_trust_root(tree.files), f"{side.config_dir}/{KEYS_SUBDIR}")
-        poll = PollSettings(interval_seconds=_fleet(tree).defaults.poll_seconds)  # the fleet's poll interval
+        defaults = _fleet(tree).defaults  # the fleet's poll interval and heartbeat
+        poll = PollSettings(
+            interval_seconds=defaults.poll_seconds, heartbeat_seconds=defaults.heartbeat_seconds
+        )
         config = agent_config(
             spec.id, remote=remote, trust=trust, state_dir=side.state_dir, executor=side.executor, poll=poll
         )

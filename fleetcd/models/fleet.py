@@ -87,10 +87,28 @@ class Defaults(FrozenModel):
 
     strategy: Strategy | None = None
     poll_seconds: int = Field(default=60, ge=5, le=86400)  # the agent.yaml `fleetcd robot add` writes
+    # How often an idle robot reports anyway (agent.yaml poll.heartbeat_seconds, written by `fleetcd
+    # robot add`): status pushes are the git server's main cost, so size it to the fleet
+    # (docs/scaling.md, "Capacity"). A robot that has something new to say reports at once.
+    heartbeat_seconds: int = Field(default=300, ge=10, le=86400)
     bundle_expiry_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
     device_timeout_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     offline_after_seconds: int = Field(default=900, ge=30, le=30 * 86400)
     download_rate_per_minute: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_offline_after(self) -> Self:
+        # An idle robot reports at its first poll after a heartbeat is due: with offline_after at or
+        # below that, every quiet robot would show offline between two heartbeats. Checked when the
+        # heartbeat is set here; fleets that leave it out keep the agent's default as before.
+        quiet = self.heartbeat_seconds + self.poll_seconds
+        if "heartbeat_seconds" in self.model_fields_set and self.offline_after_seconds <= quiet:
+            raise ValueError(
+                f"offline_after_seconds ({self.offline_after_seconds}) must be above heartbeat_seconds + "
+                f"poll_seconds ({self.heartbeat_seconds} + {self.poll_seconds}): an idle robot reports "
+                "only that often, so it would show offline between heartbeats"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
