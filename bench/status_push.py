@@ -261,12 +261,16 @@ class World:
     build_s: float
 
 
-def build_world(root: Path, count: int) -> World:
+def build_world(root: Path, count: int, shard: Sequence[str], *, fleet: bool = True) -> World:
+    """``fleet.git`` with all ``count`` robots (unless not ``fleet``) and ``status.git`` with the
+    status refs of the robots in ``shard`` only."""
     start = time.perf_counter()
     devices = [device_id(i) for i in range(count)]
-    fleet_refs = fast_import(root / "fleet.git", devices, desired=True)
-    write_packed_refs(root / "fleet.git", fleet_refs)
-    status_refs = fast_import(root / "status.git", devices, desired=False)
+    fleet_refs: dict[str, str] = {}
+    if fleet:
+        fleet_refs = fast_import(root / "fleet.git", devices, desired=True)
+        write_packed_refs(root / "fleet.git", fleet_refs)
+    status_refs = fast_import(root / "status.git", sorted(shard), desired=False)
     write_packed_refs(root / "status.git", status_refs)
     first_status.cache_clear()
     return World(root, devices, fleet_refs, status_refs, time.perf_counter() - start)
@@ -350,7 +354,7 @@ def one_ref_repo(world: World, device: str) -> Path:
     """A repository holding only ``device``'s status ref (the goal's baseline)."""
     path = world.root / f"one-{device}.git"
     if not path.exists():
-        sync_robot(path, world.root / "fleet.git", device)
+        sync_robot(path, world.root / "status.git", device)
     return path
 
 
@@ -426,14 +430,29 @@ def maintenance_cpu_s(repo: Path) -> dict[str, float]:
     return out
 
 
-def run_size(root: Path, count: int, pushes: int, setups: list[str]) -> dict[str, Any]:
-    world = build_world(root, count)
+def run_size(
+    root: Path, count: int, pushes: int, setups: list[str], shard_robots: int | None = None
+) -> dict[str, Any]:
+    """Every setup at ``count`` robots; the status shard holds ``shard_robots`` of them (all by
+    default), the pushing robots among them."""
     step = max(count // (pushes + 1), 1)
     samples = sorted({device_id(min(i * step, count - 1)) for i in range(pushes + 1)})
-    results = {"robots": count, "world_build_s": round(world.build_s, 2), "setups": {}}
+    size = count if shard_robots is None else min(shard_robots, count)
+    shard = set(samples)
+    others = [d for d in (device_id(i) for i in range(count)) if d not in shard]
+    shard.update(others[: max(size - len(shard), 0)])
+    fleet = any(SETUPS[s][0] == "fleet" for s in setups)
+    world = build_world(root, count, sorted(shard), fleet=fleet)
+    results: dict[str, Any] = {
+        "robots": count,
+        "status_shard_robots": len(shard),
+        "world_build_s": round(world.build_s, 2),
+        "setups": {},
+    }
     for index, setup in enumerate(setups, start=1):  # seqs 10, 20, ...: retries never repeat one
         results["setups"][setup] = measure_setup(world, setup, samples, 10 * index)
-    results["maintenance_cpu_s"] = maintenance_cpu_s(root / "fleet.git")
+    if fleet:
+        results["maintenance_cpu_s"] = maintenance_cpu_s(root / "fleet.git")
     return results
 
 
@@ -450,13 +469,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="robots per run")
     parser.add_argument("--pushes", type=int, default=DEFAULT_PUSHES, help="measured pushes per setup")
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
+    parser.add_argument("--goal-setup", choices=list(SETUPS), default=GOAL_SETUP, help="the setup judged")
+    parser.add_argument(
+        "--shard-robots",
+        type=int,
+        default=None,
+        help="robots whose status refs the status shard holds (default: every robot of the size)",
+    )
     args = parser.parse_args()
     sizes = sorted(set(args.sizes))
     setups = ["one_ref", *(s for s in args.setups if s != "one_ref")]
     by_size: dict[int, dict[str, Any]] = {}
     for count in sizes:
         with tempfile.TemporaryDirectory(prefix=f"fleetcd-status-push-{count}-") as tmp:
-            by_size[count] = run_size(Path(tmp), count, args.pushes, setups)
+            by_size[count] = run_size(Path(tmp), count, args.pushes, setups, args.shard_robots)
             by_size[count]["ratio_vs_one_ref"] = ratios(by_size[count])
     lines = [
         f"server CPU per status push (receive-pack and its children, wait4 rusage); median of {args.pushes} "
@@ -481,20 +507,25 @@ def main() -> None:
             for setup in setups
         ],
     )  # fmt: skip
-    lines += ["", "maintenance on fleet.git (CPU s): pack-refs --all, repack -d -l, gc"]
-    lines += table(
-        ["robots", "pack_refs", "repack_incremental", "gc_full", "world build s"],
-        [[n, *by_size[n]["maintenance_cpu_s"].values(), by_size[n]["world_build_s"]] for n in sizes],
-    )
-    goal_ratios = {n: by_size[n]["ratio_vs_one_ref"].get(GOAL_SETUP) for n in sizes}
+    maintained = [n for n in sizes if "maintenance_cpu_s" in by_size[n]]
+    if maintained:
+        lines += ["", "maintenance on fleet.git (CPU s): pack-refs --all, repack -d -l, gc"]
+        lines += table(
+            ["robots", "pack_refs", "repack_incremental", "gc_full", "world build s"],
+            [[n, *by_size[n]["maintenance_cpu_s"].values(), by_size[n]["world_build_s"]] for n in maintained],
+        )
+    goal_ratios = {n: by_size[n]["ratio_vs_one_ref"].get(args.goal_setup) for n in sizes}
     lines += [f"pushes that failed and were measured again: {len(RETRIED)}"]
-    lines += ["", f"goal ({GOAL_SETUP} / one_ref <= {GOAL_RATIO}): {goal_ratios}"]
+    shard_sizes = {n: by_size[n]["status_shard_robots"] for n in sizes}
+    lines += [f"status shard robots by size: {shard_sizes}"]
+    lines += ["", f"goal ({args.goal_setup} / one_ref <= {GOAL_RATIO}): {goal_ratios}"]
     payload = {
         "sizes": sizes,
         "pushes": args.pushes,
         "setups": setups,
         "results": {str(n): by_size[n] for n in sizes},
-        "goal_setup": GOAL_SETUP,
+        "shard_robots": args.shard_robots,
+        "goal_setup": args.goal_setup,
         "goal_ratio": GOAL_RATIO,
         "retried_pushes": len(RETRIED),
         "goal_met": all(r is not None and r <= GOAL_RATIO for r in goal_ratios.values()),

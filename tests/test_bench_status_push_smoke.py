@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.fleetgen import device_id
 from bench.status_push import SETUPS, build_world, robot_report
 from fleetcd.git.refs import desired_ref, namespaced, status_ref
 from fleetcd.reports import STATUS_FILE, StatusReport
@@ -53,8 +54,22 @@ def test_status_push_bench_measures_every_server_setup_against_a_one_ref_reposit
     assert json.loads((tmp_path / "status_push.json").read_text())["git_version"].startswith("git version")
 
 
+@pytest.mark.slow
+def test_status_push_bench_measures_a_status_shard_smaller_than_the_fleet(tmp_path: Path) -> None:
+    result = run_bench(
+        "status_push", tmp_path, "--sizes", "40", "--pushes", "2", "--shard-robots", "10",
+        "--setups", "status_shard_recommended", "--goal-setup", "status_shard_recommended",
+    )  # fmt: skip
+
+    measured = result["results"]["40"]
+    assert measured["status_shard_robots"] == 10 and result["shard_robots"] == 10
+    assert list(measured["setups"]) == ["one_ref", "status_shard_recommended"]  # the baseline always
+    assert "maintenance_cpu_s" not in measured  # no fleet repository was built or measured
+    assert result["goal_setup"] == "status_shard_recommended"
+
+
 def test_the_world_holds_each_robots_status_report_as_the_agent_commits_it(tmp_path: Path) -> None:
-    world = build_world(tmp_path, 3)
+    world = build_world(tmp_path, 3, [device_id(i) for i in range(3)])
 
     fleet, status = tmp_path / "fleet.git", tmp_path / "status.git"
     listed = git(fleet, "for-each-ref", "--format=%(refname)").split()
