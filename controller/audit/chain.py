@@ -200,6 +200,19 @@ def _seq_problem(
     return f"{missing} missing: lines were removed"
 
 
+def _prev_problem(number: int, previous_file: str | None, seq: int) -> str:
+    """Why line ``number``'s ``prev`` is wrong, naming what it should have hashed."""
+    if number > 1:
+        where = "the hash of the previous line"
+    elif previous_file is not None:
+        where = f"the hash of the last line of {previous_file}"
+    elif seq == 0:
+        where = "the genesis hash, as the log's first line must have"
+    else:
+        where = f"the hash of seq {seq}, where this check starts (the anchor of --since-anchor)"
+    return f"prev is not {where}: a line was edited or replaced"
+
+
 def verify(
     files: Mapping[str, bytes],
     *,
@@ -234,8 +247,7 @@ def verify(
                 problem = _seq_problem(line_seq, seq + 1, lines[number:], previous_file, number == 1)
                 raise AuditChainBroken(path, number, problem, expected=str(seq + 1), found=str(line_seq))
             if line_prev != prev:
-                where = "the previous line" if number > 1 else f"the last line of {previous_file}"
-                problem = f"prev is not the hash of {where}: a line was edited or replaced"
+                problem = _prev_problem(number, previous_file, seq)
                 raise AuditChainBroken(path, number, problem, expected=prev, found=line_prev)
             seq, prev, count = line_seq, line_hash(line), count + 1
             if seq in wanted:
