@@ -12,6 +12,7 @@ import hashlib
 import sys
 from datetime import timezone
 from enum import Enum
+from pathlib import Path
 from typing import IO
 
 UTC = timezone.utc  # datetime.UTC is this very object (3.11+)
@@ -39,12 +40,18 @@ else:  # the Python 3.10 job runs this branch; mypy checks it (python_version = 
 _CHUNK_BYTES = 1 << 20
 
 
-def file_sha256(handle: IO[bytes]) -> str:
+def file_sha256(handle: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> str:
     """The sha256 (hex) of what is left to read in ``handle`` (``hashlib.file_digest`` is 3.11+)."""
     digest = hashlib.sha256()
-    while chunk := handle.read(_CHUNK_BYTES):
+    while chunk := handle.read(chunk_bytes):
         digest.update(chunk)
     return digest.hexdigest()
 
 
-__all__ = ["UTC", "Self", "StrEnum", "file_sha256"]
+def path_sha256(path: Path, chunk_bytes: int = _CHUNK_BYTES) -> str:
+    """The sha256 (hex) of the file at ``path``, read ``chunk_bytes`` at a time."""
+    with path.open("rb") as handle:
+        return file_sha256(handle, chunk_bytes)
+
+
+__all__ = ["UTC", "Self", "StrEnum", "file_sha256", "path_sha256"]

@@ -36,9 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.errors import CorruptState
 from agent.executors.base import RunState
-from agent.state.atomic import read_json, write_atomic
+from agent.state.atomic import read_record, write_atomic
 from fleetcd.errors import ApplyError
 
 DEFAULT_LOG_CAP_BYTES = 1024 * 1024  # per app: <app>.log and <app>.log.1 each stay near this
@@ -182,14 +181,7 @@ class Supervisor:
     # --- process identity -------------------------------------------------------------------------
 
     def _record(self, app: str) -> ProcessRecord | None:
-        path = self.pidfile(app)
-        raw = read_json(path)
-        if raw is None:
-            return None
-        try:
-            return ProcessRecord(**raw)
-        except TypeError as exc:
-            raise CorruptState(path, f"not a supervisor pidfile: {exc}") from exc
+        return read_record(self.pidfile(app), ProcessRecord, "a supervisor pidfile")
 
     def _live_record(self, app: str) -> ProcessRecord | None:
         record = self._record(app)

@@ -27,7 +27,6 @@ can replay any step after a crash.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -55,7 +54,8 @@ from agent.install.slots import (
 )
 from agent.install.tree import TREE_FILE, read_tree, record_tree, tree_problem
 from agent.install.unpack import UnpackLimits
-from agent.state.atomic import fsync_dir, read_json, write_atomic
+from agent.state.atomic import fsync_dir, read_record, write_atomic
+from fleetcd.compat import path_sha256
 from fleetcd.errors import ApplyError
 from fleetcd.models.agent import AgentConfig
 from fleetcd.models.release import AppTarball, ConfigPayload, ModelPayload, Release
@@ -65,7 +65,6 @@ META_DIR = ".fleetcd"  # inside a release directory: ours, never a payload's
 RUN_FILE = "run.json"
 RUN_DIR = ".run"  # under apps_dir; app names are safe names, so never a leading dot
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_HASH_CHUNK_BYTES = 1024 * 1024
 STRANGER_STOP_SECONDS = 5.0  # SIGTERM grace for a version started by hand, then SIGKILL
 
 Payload = ConfigPayload | ModelPayload
@@ -322,13 +321,7 @@ class TarballExecutor:
 
     def _read_spec(self, app: str, version: str) -> RunSpec | None:
         path = release_dir(self.ctx.app_dir(app), version) / META_DIR / RUN_FILE
-        raw = read_json(path)
-        if raw is None:
-            return None
-        try:
-            return RunSpec(**raw)
-        except TypeError as exc:
-            raise CorruptState(path, f"not a run spec: {exc}") from exc
+        return read_record(path, RunSpec, "a run spec")
 
     def _download_path(self, target: AppTarget, artifact: AppTarball | Payload) -> Path:
         return self.ctx.downloads_dir / target.app / target.version / artifact.name
@@ -337,23 +330,14 @@ class TarballExecutor:
         """The verified local copy of ``artifact`` (an instant check when it is already there)."""
         dest = self._download_path(target, artifact)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        listener = target.progress
-        if listener is None:
-            return self.downloader(
-                artifact.url,
-                dest,
-                sha256=artifact.sha256,
-                size=artifact.size,
-                settings=self.download_settings,
-            )
-        name = artifact.name
+        listener, name = target.progress, artifact.name
         return self.downloader(
             artifact.url,
             dest,
             sha256=artifact.sha256,
             size=artifact.size,
             settings=self.download_settings,
-            progress=lambda done: listener(name, done),
+            progress=None if listener is None else lambda done: listener(name, done),
         )
 
     def _place(self, target: AppTarget, payload: Payload, folder: Path) -> None:
@@ -361,7 +345,7 @@ class TarballExecutor:
         dest = folder / _payload_path(target.release, payload)
         if not dest.resolve().is_relative_to(folder.resolve()):
             raise ApplyError(f"{dest}: payload {payload.name!r} would land outside the release via a symlink")
-        if dest.is_file() and dest.stat().st_size == payload.size and _sha256_of(dest) == payload.sha256:
+        if dest.is_file() and dest.stat().st_size == payload.size and path_sha256(dest) == payload.sha256:
             return
         source = self._downloaded(target, payload)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -440,11 +424,3 @@ def _payload_path(release: Release, payload: Payload) -> PurePosixPath:
             "payload paths must be relative to the release directory"
         )
     return path
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()

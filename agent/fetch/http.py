@@ -32,7 +32,6 @@ as bytes trickle in, and with ``Accept-Encoding: identity`` so sizes and ranges 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -53,6 +52,7 @@ from agent.errors import (
 )
 from agent.fetch import DownloadSettings, Progress, partial_path
 from agent.state.atomic import NO_SPACE_ERRNOS, fsync_dir
+from fleetcd.compat import path_sha256
 
 if TYPE_CHECKING:
     import urllib3
@@ -78,7 +78,7 @@ def download(
     its own, honouring the proxy environment, and closes it. ``progress`` is told the bytes on disk
     after every chunk written (resumed ones included); it must return at once and never raise.
     """
-    if dest.is_file() and dest.stat().st_size == size and _sha256_of(dest, settings.chunk_bytes) == sha256:
+    if dest.is_file() and dest.stat().st_size == size and path_sha256(dest, settings.chunk_bytes) == sha256:
         if progress is not None:
             progress(size)
         return dest  # a crash after the rename: the work is done
@@ -92,7 +92,7 @@ def download(
             _copy_file(url, part, size, settings, deadline, progress)
         else:
             raise UnsupportedSource(f"{url}: only http, https and file URLs can be downloaded")
-        actual = _sha256_of(part, settings.chunk_bytes)
+        actual = path_sha256(part, settings.chunk_bytes)
         if actual != sha256:
             raise DigestMismatch(url, sha256, actual)
     except (TooLarge, DiskFull, DigestMismatch):
@@ -308,11 +308,3 @@ def _transport_error(url: str, exc: BaseException, deadline: float) -> DownloadF
     if time.monotonic() >= deadline:
         return DeadlineExceeded(f"{url}: deadline passed: {exc}")
     return DownloadFailed(f"{url}: {exc}")
-
-
-def _sha256_of(path: Path, chunk_bytes: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -21,14 +21,14 @@ import os
 import stat
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from agent.errors import CorruptState
-from agent.state.atomic import read_bytes, write_atomic
+from agent.state.atomic import read_model, write_atomic
+from fleetcd.compat import path_sha256
 from fleetcd.models.base import FrozenModel
 
 TREE_FILE = "tree.json"
-_CHUNK_BYTES = 1024 * 1024
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -60,7 +60,7 @@ def tree_sha256(folder: Path, *, skip: str) -> str:
             elif stat.S_ISDIR(info.st_mode):
                 digest.update(f"d {rel!r} {mode:o}\n".encode())
             elif stat.S_ISREG(info.st_mode):
-                digest.update(f"f {rel!r} {mode:o} {info.st_size} {_file_sha256(path)}\n".encode())
+                digest.update(f"f {rel!r} {mode:o} {info.st_size} {path_sha256(path)}\n".encode())
             else:  # a fifo or device: no release ships one (the unpacker refuses them)
                 digest.update(f"? {rel!r} {stat.S_IFMT(info.st_mode):o}\n".encode())
     return digest.hexdigest()
@@ -75,14 +75,7 @@ def record_tree(folder: Path, meta: Path, artifacts: dict[str, str]) -> TreeReco
 
 def read_tree(meta: Path) -> TreeRecord | None:
     """The record in ``meta``, None when there is none (an install cut short, or an older agent's)."""
-    path = meta / TREE_FILE
-    raw = read_bytes(path)
-    if raw is None:
-        return None
-    try:
-        return TreeRecord.model_validate_json(raw)
-    except ValidationError as exc:
-        raise CorruptState(path, f"not a tree record: {exc.error_count()} problem(s)") from exc
+    return read_model(meta / TREE_FILE, TreeRecord, "a tree record")
 
 
 def tree_problem(folder: Path, meta: Path, artifacts: dict[str, str] | None) -> str | None:
@@ -104,11 +97,3 @@ def tree_problem(folder: Path, meta: Path, artifacts: dict[str, str] | None) -> 
         recorded = record.tree_sha256
         return f"its files changed since the install (tree sha256 {actual[:12]}…, recorded {recorded[:12]}…)"
     return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()

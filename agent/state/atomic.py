@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ DEFAULT_FILE_MODE = 0o644
 CORRUPT_MARK = ".corrupt-"  # <name>.corrupt-<UTC time>: a state file set aside, never read again
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 
 def fsync_dir(path: Path) -> None:
@@ -90,6 +92,18 @@ def read_json(path: Path) -> Any | None:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptState(path, f"not valid JSON: {exc}") from exc
+
+
+def read_record(path: Path, record_type: Callable[..., R], what: str) -> R | None:
+    """``record_type(**fields)`` of the JSON object in ``path`` (a dataclass the agent wrote); None
+    if missing; :class:`CorruptState` naming ``what`` it should have been when the fields do not fit."""
+    raw = read_json(path)
+    if raw is None:
+        return None
+    try:
+        return record_type(**raw)
+    except TypeError as exc:  # not an object, or missing or unknown fields
+        raise CorruptState(path, f"not {what}: {exc}") from exc
 
 
 def set_aside(path: Path, now: datetime) -> Path:
