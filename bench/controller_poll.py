@@ -19,14 +19,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pygit2
-
 from bench.common import base_parser, table, write_results
 from bench.controller_world import controller_write, signed_fleet
-from bench.git_poll_bytes import advertisement_bytes, git_daemon, measure_poll
+from bench.git_poll_bytes import advertisement_bytes, no_op_polls
 from fleetcd.desired import Bundle
-from fleetcd.git import refs
-from fleetcd.git.remote import fetch, fetch_own_ref_cli
 
 NAME = "controller_poll"
 DEFAULT_SIZES = (10, 10_000)
@@ -46,27 +42,10 @@ def run_size(
     for repo in (flat, namespaced):
         subprocess.run(["git", "pack-refs", "--all"], cwd=repo, check=True)
     device = sorted(bundles)[0]
-    ref = refs.desired_ref(device)
-    spec = [f"+{ref}:{ref}"]
-    polls: dict[str, Any] = {}
-
-    def robot(name: str) -> pygit2.Repository:
-        return pygit2.init_repository(str(base / "robots" / name), bare=True)
-
-    with git_daemon(base) as proxy:
-        url = f"git://127.0.0.1:{proxy.port}/{flat.name}"
-        plain = robot("pygit2")
-        polls["pygit2_v0"] = measure_poll(proxy, lambda: fetch(plain, url, spec), runs)
-        cli = Path(robot("cli").path)
-        polls["git_cli_v2"] = measure_poll(proxy, lambda: fetch_own_ref_cli(url, ref, git_dir=cli), runs)
-    with git_daemon(base, env={"GIT_NAMESPACE": device}) as proxy:
-        url = f"git://127.0.0.1:{proxy.port}/{namespaced.name}"
-        spaced = robot("pygit2-namespace")
-        polls[GOAL_METHOD] = measure_poll(proxy, lambda: fetch(spaced, url, spec), runs)
     return {
         "robots": len(bundles),
         "advertisement_bytes": advertisement_bytes(flat, namespaced, device),
-        "no_op_poll": polls,
+        "no_op_poll": no_op_polls(base, flat, namespaced, device, runs),
     }
 
 

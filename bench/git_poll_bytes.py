@@ -254,19 +254,25 @@ def measure_poll(proxy: CountingProxy, poll: Callable[[], object], runs: int) ->
 def run_size(root: Path, count: int, runs: int) -> dict[str, Any]:
     flat, namespaced = build_repos(root, count)
     device = device_id(1)
-    ref = refs.desired_ref(device)
-    spec = [f"+{ref}:{ref}"]
-    result: dict[str, Any] = {
+    return {
         "refs": count,
         "advertisement_bytes": advertisement_bytes(flat, namespaced, device),
+        "no_op_poll": no_op_polls(root, flat, namespaced, device, runs),
     }
+
+
+def no_op_polls(base: Path, flat: Path, namespaced: Path, device: str, runs: int) -> dict[str, Any]:
+    """``device``'s no-op poll of its desired ref, per method: pygit2 and the git CLI against the
+    flat repository, pygit2 against the namespaced one under ``GIT_NAMESPACE`` (both in ``base``)."""
+    ref = refs.desired_ref(device)
+    spec = [f"+{ref}:{ref}"]
     polls: dict[str, Any] = {}
     traced: list[int] = []
 
     def robot(name: str) -> pygit2.Repository:
-        return pygit2.init_repository(str(root / "robots" / name), bare=True)
+        return pygit2.init_repository(str(base / "robots" / name), bare=True)
 
-    with git_daemon(root) as proxy:
+    with git_daemon(base) as proxy:
         url = f"git://127.0.0.1:{proxy.port}/{flat.name}"
         pygit2_robot = robot("pygit2")
         polls["pygit2_v0"] = measure_poll(proxy, lambda: fetch(pygit2_robot, url, spec), runs)
@@ -275,12 +281,11 @@ def run_size(root: Path, count: int, runs: int) -> dict[str, Any]:
             proxy, lambda: traced.append(fetch_own_ref_cli(url, ref, git_dir=cli_robot)[1]), runs
         )
         polls["git_cli_v2"]["traced_bytes_received"] = traced[-1]
-    with git_daemon(root, env={"GIT_NAMESPACE": device}) as proxy:
+    with git_daemon(base, env={"GIT_NAMESPACE": device}) as proxy:
         url = f"git://127.0.0.1:{proxy.port}/{namespaced.name}"
         ns_robot = robot("pygit2-namespace")
         polls["pygit2_v0_git_namespace"] = measure_poll(proxy, lambda: fetch(ns_robot, url, spec), runs)
-    result["no_op_poll"] = polls
-    return result
+    return polls
 
 
 def main() -> None:
