@@ -26,7 +26,7 @@ from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
 from fleetcd.vocabulary import Activity
 from tests.dockerd import DockerWorld, docker_world
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.sim.agent import APP, AgentWorld
 from tests.test_agent_crash import agent_killed_at, points
@@ -35,11 +35,6 @@ pytestmark = pytest.mark.docker
 __all__ = ["docker_world"]  # the session fixture
 
 FAILING_WATCH_SECONDS = 30  # long, so a rollback that waited for the window's end would show
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

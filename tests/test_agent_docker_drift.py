@@ -17,17 +17,12 @@ import pytest
 from agent.executors.docker import LABEL_APP, LABEL_DEVICE, LABEL_VERSION, container_name
 from fleetcd.vocabulary import Activity, DriftKind
 from tests.dockerd import DockerWorld, docker_world
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.sim.agent import APP, DEVICE, AgentWorld, image_command
 
 pytestmark = pytest.mark.docker
 __all__ = ["docker_world"]  # the session fixture
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def make_world(root: Path, keys: KeyFactory, docker: DockerWorld, policy: str) -> Iterator[AgentWorld]:

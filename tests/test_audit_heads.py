@@ -17,15 +17,10 @@ from controller.audit.heads import HEADS_DIR, check_heads, head_document, head_f
 from controller.errors import AuditChainBroken
 from fleetcd.compat import UTC
 from fleetcd.trust.gpg import Keyring
-from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
+from tests.gpgkeys import GpgKey, KeyFactory
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 Files = dict[str, bytes]
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture(scope="module")

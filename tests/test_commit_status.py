@@ -19,18 +19,13 @@ from controller.reconcile.due import FULL_RECONCILE_EVERY
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import run
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, make_world
 from tests.test_webhooks import HookReceiver, receiver
 
 __all__ = ["receiver"]
 
 TOKEN = "ghp_not-a-real-token-0123456789"  # a test value
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def with_forge(world: ControllerWorld, forge: Forge) -> ControllerWorld:

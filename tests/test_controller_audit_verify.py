@@ -29,16 +29,11 @@ from fleetcd.cli.main import run
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, make_world
 
 DAY = timedelta(days=1).total_seconds()
 MALLORY = Identity("mallory", "mallory@example.invalid")
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def three_days(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:

@@ -37,7 +37,7 @@ from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, assert_no_duplicates, make_world
 from tests.test_controller_faults import copy_world, desired, kinds, state_tree, to_canary_wave
 
@@ -58,11 +58,6 @@ def _no_controller_left_behind() -> Any:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 # --- a controller process ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from fleetcd.git.trees import read_files
 from tests.gitrepos import GitDaemon
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.robots import PinningRobot
 from tests.sim.world import (
     CANARY,
@@ -52,11 +52,6 @@ from tests.sim.world import (
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["desired-written", "state-committed", "state-pushed"]
 IDENTITY = pygit2.Signature("someone", "someone@example.invalid", 1_700_000_000, 0)
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 # --- worlds -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import yaml
 from controller.cli import build
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import (
     CANARY,
     PRODUCTION,
@@ -27,11 +27,6 @@ from tests.sim.world import (
     make_world,
     pass_wave,
 )
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def _halt_on_canary(tmp_path: Path, keys: KeyFactory, on_halt: str | None) -> ControllerWorld:

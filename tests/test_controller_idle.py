@@ -31,16 +31,11 @@ from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, Rolling, Strategy, Waves
 from fleetcd.planning.waves import plan_waves
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
 
 SOAK = timedelta(seconds=60)  # the scenario's waves soak 60 s
 TIMEOUT = timedelta(seconds=300)  # device_timeout_seconds, well inside FULL_RECONCILE_EVERY
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def soaking_staging(

@@ -33,15 +33,10 @@ from fleetcd.cli.main import run
 from fleetcd.git.objects import Identity, commit, list_refs, read_blob, ref_target, write_tree
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
 from fleetcd.git.repo import tree_of
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, audit_lines, make_world
 
 INTERVAL = 30.0
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

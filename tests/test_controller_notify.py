@@ -14,24 +14,17 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from controller.notify.outbox import MAX_ROUNDS
 from controller.notify.webhooks import PAYLOAD_FORMAT
 from controller.reconcile.steps import reconcile_once
 from controller.state.layout import OUTBOX_FILE
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
 from tests.test_controller_faults import reconcile_killed_at
 from tests.test_webhooks import HookReceiver, receiver
 
 __all__ = ["receiver"]  # the fixture, shared with the webhook unit tests
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def test_a_reconcile_posts_its_rollout_transitions_once_with_idempotency_keys(

@@ -30,18 +30,13 @@ from fleetcd.desired import (
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX
 from fleetcd.reasons import Reason
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.robots import PinningRobot
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, assert_no_duplicates, make_world
 
 ROBOTS = sorted(STAGING + CANARY + PRODUCTION)
 FIRST = ROBOTS[0]  # the robot whose root the old controller took the serial from
 IDENTITY = pygit2.Signature("intruder", "intruder@example.invalid", 1_700_000_000, 0)
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def files_of(world: ControllerWorld, device: str) -> dict[str, bytes]:

@@ -18,13 +18,8 @@ import yaml
 from controller.audit.chain import verify
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.reports import DeploymentReport
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, WAVES, ControllerWorld, make_world, pass_wave
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture

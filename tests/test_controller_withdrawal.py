@@ -23,7 +23,7 @@ from controller.cli import build
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
 from fleetcd.layout import withdrawal_path
-from tests.gpgkeys import GpgKey, KeyFactory, shared_keys
+from tests.gpgkeys import GpgKey, KeyFactory
 from tests.sim.world import (
     CANARY,
     PRODUCTION,
@@ -36,11 +36,6 @@ from tests.sim.world import (
 )
 
 REASON = "map loader corrupts tokyo-floor3 maps (INC-4711)"
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

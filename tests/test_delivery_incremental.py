@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pygit2
-import pytest
 
 from agent.paths import AgentPaths
 from agent.sync.accept import load_desired
@@ -42,18 +41,13 @@ from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.provision import provisioned_fleet
 from tests.sim.robots import PinningRobot
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_wave
 
 ROBOTS = sorted(STAGING + CANARY + PRODUCTION)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def targets(world: ControllerWorld) -> dict[str, str]:

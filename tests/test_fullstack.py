@@ -45,18 +45,13 @@ from tests.fullstack import (
 )
 from tests.gitolite import CONTROLLER, Gitolite, GitoliteUnavailable
 from tests.gitrepos import rev_parse
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.agent import served_version
 from tests.sim.world import assert_no_duplicates, audit_lines
 
 pytestmark = [pytest.mark.docker, pytest.mark.gitolite, pytest.mark.slow]
 __all__ = ["docker_world"]  # the session fixture, shared with the other Docker tests
 ANSWER_WAIT_SECONDS = 10.0  # how long a just-switched container may take to answer (not asserted)
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture(scope="module")

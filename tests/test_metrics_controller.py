@@ -32,17 +32,12 @@ from fleetcd.git.objects import commit, write_tree
 from fleetcd.git.refs import status_ref
 from fleetcd.reports import STATUS_FILE, StatusReport
 from tests.disks import fill, mounted
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.promtext import by_label, check_metrics, samples, value
 from tests.sim.robots import ROBOT
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def observed(world: ControllerWorld, metrics: ControllerMetrics) -> ReconcileResult:

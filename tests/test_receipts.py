@@ -39,18 +39,13 @@ from fleetcd.models.rollout import FailureThreshold
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import API, image_digest
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 NEW_SHA = "a" * 64
 OLD_SHA = "b" * 64
 COMMIT = "c" * 40
 TARBALL_SHA = "d" * 64
-
-
-@pytest.fixture(scope="session")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 @pytest.fixture(scope="module")

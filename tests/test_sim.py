@@ -31,7 +31,7 @@ from fleetcd.git.refs import STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.repo import open_or_init_bare
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 ROBOTS = [f"amr-{n:02d}" for n in range(20)]
@@ -43,11 +43,6 @@ WAVES = [
 ]
 COHORTS = ["staging", "canary", "production"]
 FAILING_SEED = 4  # with a failure rate of 0.3, this seed fails at least one canary robot
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def waves_fleet(root: Path, keys: KeyFactory) -> Path:

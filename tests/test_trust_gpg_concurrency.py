@@ -14,20 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from fleetcd.errors import SetupError
 from fleetcd.trust.gpg import Keyring, Signer
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
 SIGNATURES_EACH = 8  # the old code failed about every other signature at 4 x 10
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def signer_main(argv: list[str]) -> None:

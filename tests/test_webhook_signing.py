@@ -31,7 +31,7 @@ from fleetcd.cli.main import run
 from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gpgkeys import KeyFactory, shared_keys
+from tests.gpgkeys import KeyFactory
 from tests.sim.world import make_world
 from tests.test_webhooks import FakeTime, HookReceiver, Received, receiver
 
@@ -56,11 +56,6 @@ def documented_verify() -> Verify:
 @pytest.fixture(scope="module")
 def verify() -> Verify:
     return documented_verify()
-
-
-@pytest.fixture(scope="module")
-def keys(gpg_available: str) -> KeyFactory:
-    return shared_keys()
 
 
 def halted() -> AuditEvent:
