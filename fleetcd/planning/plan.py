@@ -395,6 +395,15 @@ def _own_changes(then: Rollout, now: Rollout) -> list[str]:
         why.append("strategy changed")
     if then.schedule != now.schedule:
         why.append("schedule changed")
+    if then.gates != now.gates:
+        why.append("gates changed")
+    for name, words in (
+        ("download_rate_per_minute", "download rate"),
+        ("device_timeout_seconds", "device timeout"),
+    ):
+        before, after = getattr(then, name), getattr(now, name)
+        if before != after:
+            why.append(f"{words} {_or_default(before)} → {_or_default(after)}")
     if then.on_halt != now.on_halt:
         why.append(f"on_halt {then.on_halt.value} → {now.on_halt.value}")
     if then.paused != now.paused:
@@ -404,6 +413,10 @@ def _own_changes(then: Rollout, now: Rollout) -> list[str]:
     if then.promote != now.promote:
         why.append(f"promote {then.promote} → {now.promote}")
     return why
+
+
+def _or_default(value: int | None) -> str:
+    return "default" if value is None else str(value)
 
 
 def _inputs_changed(
