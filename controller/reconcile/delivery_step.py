@@ -25,6 +25,7 @@ records, audit lines and status ref stay on the server as history.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.trees import read_tree
 from fleetcd.loading.fleetspec import load_spec
 from fleetcd.trust.gpg import Keyring, Signer
+
+log = logging.getLogger("fleetcd.controller")
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,14 @@ def deliver(
             trust=trust_file_of(ctx.spec),
             targets=targets,
         )
+    log.info(
+        "desired state serial %d: %d robots changed, %d refs healed, %d renewed; %d kept their commit",
+        serial,
+        len(chosen.changed),
+        len(chosen.healed),
+        len(chosen.renewed),
+        len(devices) - len(chosen.moving),
+    )
     records = {
         device: PublishedDesired(
             commit=str(oid), serial=serial, content_sha256=digests[device], expires_at=expires
