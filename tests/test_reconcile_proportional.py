@@ -24,6 +24,7 @@ import pytest
 
 from controller.ingest import reports
 from controller.ingest.reports import read_moved_reports
+from controller.reconcile import source
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateCache, StateSnapshot, load_state
@@ -267,3 +268,30 @@ def test_a_hostile_status_ref_is_refused_once_and_heard_again_when_it_moves(
     world.reconcile()
     assert reads == ["can-1"]
     assert world.state().devices["can-1"].last_report_seq == world.sim.robots["can-1"].seq
+
+
+# --- the mirror's refs -------------------------------------------------------------------------------
+
+
+def test_the_mirror_refs_are_packed_after_a_fetch_and_a_failed_pack_is_only_a_warning(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    monkeypatch.setattr(source, "PACK_MIRROR_FROM_REFS", 1)
+    world.sim.push_report("stg-1", world.clock.now)
+    with open_mirror(world.settings.source) as repo:
+        fetched = fetch_all(repo, world.settings.source)
+        mirror = Path(repo.path)
+        assert status_ref("stg-1") in fetched.status
+        assert not (mirror / status_ref("stg-1")).exists()  # packed, not a loose file
+        assert status_ref("stg-1") in (mirror / "packed-refs").read_text()
+
+        world.sim.push_report("stg-1", world.clock.now)
+        (mirror / "packed-refs.lock").write_text("")  # another git process is packing
+        try:
+            fetched = fetch_all(repo, world.settings.source)
+        finally:
+            (mirror / "packed-refs.lock").unlink()
+        assert fetched.status[status_ref("stg-1")] == ref_target(repo, status_ref("stg-1"))
+    assert "were not packed this time" in caplog.text

@@ -123,9 +123,7 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
             log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
         found = fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
     if len(found) >= PACK_MIRROR_FROM_REFS:
-        # The fetch left every ref that moved as a loose file (and a fan-out leaves one per robot);
-        # every later listing of the mirror walks them, directory by directory.
-        gitcli.pack_refs(Path(repo.path))
+        _pack_mirror_refs(repo)
     main = found.get(MAIN_BRANCH)
     if main is None:
         raise SetupError(f"{source.url}: has no {MAIN_BRANCH}")
@@ -142,6 +140,17 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
         repo.references.delete(ref)
     reports = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
     return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports)
+
+
+def _pack_mirror_refs(repo: Repository) -> None:
+    """The fetch left every ref that moved as a loose file (and a fan-out leaves one per robot);
+    every later listing of the mirror walks them, directory by directory. Packing only makes the
+    listings fast, so a pack that fails (first packing tens of thousands of loose refs on a busy
+    disk took over a minute) is logged and left for the next fetch."""
+    try:
+        gitcli.pack_refs(Path(repo.path))
+    except TransportError as exc:
+        log.warning("%s: the mirror's refs were not packed this time: %s", repo.path, exc)
 
 
 def fetch_state(repo: Repository, source: Source) -> Oid | None:
