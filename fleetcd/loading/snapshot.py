@@ -17,16 +17,27 @@ from fleetcd.reasons import Reason
 
 Snapshot = Mapping[str, bytes]
 MAX_FILES = 250_000
+_NOT_ALLOWED = "symlinks and special files are not allowed"
 
 
 def read_directory(root: Path) -> tuple[dict[str, bytes], list[Diagnostic]]:
-    """Every managed file under ``root``; symlinks and special files are reported, never followed."""
-    if not (root / FLEET_FILE).is_file():
-        raise InvalidContent.at(str(root / FLEET_FILE), "not a fleet repository: fleet.yaml is missing")
-    files: dict[str, bytes] = {FLEET_FILE: _read_capped(root / FLEET_FILE)}
+    """Every managed file under ``root``; symlinks and special files are reported, never followed.
+
+    That holds for ``fleet.yaml`` and the managed folders themselves too: a pull request may hold
+    ``keys -> /home/runner/.ssh``, and CI validates it on the runner.
+    """
+    fleet_file = root / FLEET_FILE
+    if fleet_file.is_symlink():
+        raise InvalidContent.at(str(fleet_file), "fleet.yaml is a symlink; symlinks are not allowed")
+    if not fleet_file.is_file():
+        raise InvalidContent.at(str(fleet_file), "not a fleet repository: fleet.yaml is missing")
+    files: dict[str, bytes] = {FLEET_FILE: _read_capped(fleet_file)}
     problems: list[Diagnostic] = []
     for top in MANAGED_DIRS:
         base = root / top
+        if base.is_symlink() or (base.exists() and not base.is_dir()):
+            problems.append(Diagnostic(top, None, None, _NOT_ALLOWED, Reason.INVALID))
+            continue
         if not base.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(base):
@@ -36,11 +47,7 @@ def read_directory(root: Path) -> tuple[dict[str, bytes], list[Diagnostic]]:
                 full = here / name
                 rel = full.relative_to(root).as_posix()
                 if full.is_symlink() or not full.is_file():
-                    problems.append(
-                        Diagnostic(
-                            rel, None, None, "symlinks and special files are not allowed", Reason.INVALID
-                        )
-                    )
+                    problems.append(Diagnostic(rel, None, None, _NOT_ALLOWED, Reason.INVALID))
                     continue
                 files[rel] = _read_capped(full)
                 if len(files) > MAX_FILES:
