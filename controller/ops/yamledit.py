@@ -24,7 +24,8 @@ def _key_line(key: str) -> re.Pattern[str]:
     name = re.escape(key)
     return re.compile(
         rf"^(?P<head>(?P<q>[\"']?){name}(?P=q)[ \t]*:[ \t]*)"
-        r"(?P<value>[^#\r\n]*?)"
+        # a quoted value may hold '#': only outside quotes does ' #' start a comment
+        r"(?P<value>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^#\r\n]*?)"
         r"(?P<tail>[ \t]+#[^\r\n]*)?(?P<eol>\r?\n|$)",
         re.MULTILINE,
     )
@@ -40,6 +41,10 @@ def set_scalar(text: str, key: str, value: str, *, quote_like_before: bool = Fal
     if len(matches) > 1:
         raise UneditableYaml(f"top-level {key!r} appears {len(matches)} times")
     if not matches:
+        if re.search(rf"^([\"']?){re.escape(key)}\1[ \t]*:", text, re.MULTILINE):
+            raise UneditableYaml(
+                f"top-level {key!r} is laid out so one line cannot be changed; edit it by hand"
+            )
         ending = "\r\n" if "\r\n" in text else "\n"
         body = text if not text or text.endswith("\n") else text + ending
         notes = "".join(f"# {line}{ending}" if line else f"#{ending}" for line in comment.splitlines())
