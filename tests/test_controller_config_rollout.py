@@ -11,7 +11,15 @@ from controller.reconcile.steps import reconcile_once
 from fleetcd.desired.configset import merged_sha256
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_wave
+from tests.sim.world import (
+    CANARY,
+    PRODUCTION,
+    STAGING,
+    ControllerWorld,
+    make_world,
+    pass_all_waves,
+    pass_wave,
+)
 
 SCHEMA = {
     "type": "object",
@@ -48,9 +56,7 @@ class Observed:
 def _rolled_out(tmp_path: Path, keys: KeyFactory) -> tuple[ControllerWorld, Observed]:
     world = make_world(tmp_path, keys, configure=_with_config)
     world.reconcile()
-    pass_wave(world, STAGING, "staging")
-    pass_wave(world, CANARY, "canary")
-    pass_wave(world, PRODUCTION, "production")
+    pass_all_waves(world)
     return world, Observed(world)
 
 
@@ -105,9 +111,7 @@ def test_robot_with_its_own_override_keeps_its_deployment(tmp_path: Path, keys: 
 
     world = make_world(tmp_path, keys, configure=overridden)
     world.reconcile()
-    pass_wave(world, STAGING, "staging")
-    pass_wave(world, CANARY, "canary")
-    pass_wave(world, PRODUCTION, "production")
+    pass_all_waves(world)
     observed = Observed(world)
     before = observed.look()
     world.fleet.config("nav", "default", {"max_speed_mps": 0.9})

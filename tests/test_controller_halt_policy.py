@@ -18,14 +18,13 @@ from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.cli.main import run
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import (
-    CANARY,
-    PRODUCTION,
     STAGING,
-    WAVES,
     ControllerWorld,
     audit_lines,
     make_world,
+    pass_all_waves,
     pass_wave,
+    roll_out,
 )
 
 
@@ -33,21 +32,8 @@ def _halt_on_canary(tmp_path: Path, keys: KeyFactory, on_halt: str | None) -> Co
     """1.0.0 everywhere; 1.1.0 (with ``on_halt``) passes staging and fails on can-1."""
     world = make_world(tmp_path, keys, name="halt")
     world.reconcile()
-    pass_wave(world, STAGING, "staging")
-    pass_wave(world, CANARY, "canary")
-    pass_wave(world, PRODUCTION, "production")
-    world.fleet.release("nav", "1.1.0")
-    extra = {} if on_halt is None else {"on_halt": on_halt}
-    world.fleet.rollout(
-        "nav",
-        app="nav",
-        release="1.1.0",
-        cohorts=["staging", "canary", "production"],
-        strategy={"type": "waves", "waves": WAVES},
-        **extra,
-    )
-    world.merge("nav 1.1.0")
-    world.reconcile()
+    pass_all_waves(world)
+    roll_out(world, "1.1.0", **({} if on_halt is None else {"on_halt": on_halt}))
     pass_wave(world, STAGING, "staging")
     world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
     world.report_all(["can-2", "can-3"], "deployed")

@@ -19,7 +19,7 @@ from controller.audit.chain import verify
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.reports import DeploymentReport
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import CANARY, PRODUCTION, STAGING, WAVES, ControllerWorld, make_world, pass_wave
+from tests.sim.world import STAGING, WAVES, ControllerWorld, make_world, pass_all_waves, pass_wave, roll_out
 
 
 @pytest.fixture
@@ -58,9 +58,7 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     assert (first.signatures, first.head_signatures) == (2, 1)  # the desired-state root, the audit head
     assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.0.0"]
     assert world.sim.bundle("can-1", world.clock.now).deployments == []  # canary waits for staging
-    pass_wave(world, STAGING, "staging")
-    pass_wave(world, CANARY, "canary")
-    pass_wave(world, PRODUCTION, "production")
+    pass_all_waves(world)
     world.reconcile()
     state = world.state()
     assert state.rollouts["nav"].phase is RolloutPhase.COMPLETED
@@ -71,16 +69,7 @@ def test_rollout_goes_through_three_waves_then_a_failing_canary_halts_and_rolls_
     assert_gate_numbers(receipt, state.files["receipts/nav/1.md"].decode())
 
     # A second release whose canary fails: halt and roll the canary back to 1.0.0.
-    world.fleet.release("nav", "1.1.0")
-    world.fleet.rollout(
-        "nav",
-        app="nav",
-        release="1.1.0",
-        cohorts=["staging", "canary", "production"],
-        strategy={"type": "waves", "waves": WAVES},
-    )
-    world.merge("nav 1.1.0")
-    world.reconcile()
+    roll_out(world, "1.1.0")
     assert world.state().rollouts["nav"].generation == 2
     pass_wave(world, STAGING, "staging")
     # can-3 fetched its bundle and is installing 1.1.0; its report is not in when the canary fails.

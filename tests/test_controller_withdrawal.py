@@ -32,7 +32,9 @@ from tests.sim.world import (
     ControllerWorld,
     audit_lines,
     make_world,
+    pass_all_waves,
     pass_wave,
+    roll_out,
 )
 
 REASON = "map loader corrupts tokyo-floor3 maps (INC-4711)"
@@ -59,24 +61,9 @@ def withdraw(
 def _first_done(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
     world = make_world(tmp_path, keys, name="withdraw")
     world.reconcile()
-    for devices, name in ((STAGING, "staging"), (CANARY, "canary"), (PRODUCTION, "production")):
-        pass_wave(world, devices, name)
+    pass_all_waves(world)
     world.reconcile()
     return world
-
-
-def _roll_out_1_1(world: ControllerWorld, **extra: Any) -> None:
-    world.fleet.release("nav", "1.1.0")
-    world.fleet.rollout(
-        "nav",
-        app="nav",
-        release="1.1.0",
-        cohorts=["staging", "canary", "production"],
-        strategy={"type": "waves", "waves": WAVES},
-        **extra,
-    )
-    world.merge("nav 1.1.0")
-    world.reconcile()
 
 
 def _versions(world: ControllerWorld, device: str) -> list[str]:
@@ -87,7 +74,7 @@ def test_withdrawn_release_reaches_no_further_robot_and_its_rollout_stalls(
     tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world = _first_done(tmp_path, keys)
-    _roll_out_1_1(world)
+    roll_out(world, "1.1.0")
     world.report_all(STAGING, "deployed")
     world.clock.tick(10)
     world.reconcile()
@@ -134,7 +121,7 @@ def test_withdrawn_release_reaches_no_further_robot_and_its_rollout_stalls(
 def test_lifting_a_withdrawal_lets_the_rollout_go_on(tmp_path: Path, keys: KeyFactory) -> None:
     world = _first_done(tmp_path, keys)
     withdraw(world, "nav", "1.1.0")
-    _roll_out_1_1(world)  # published and withdrawn in one merge: nobody ever gets it
+    roll_out(world, "1.1.0")  # published and withdrawn in one merge: nobody ever gets it
     assert world.state().rollouts["nav"].phase is RolloutPhase.STALLED
     assert _versions(world, "stg-1") == ["1.0.0"]
     world.fleet.remove(withdrawal_path("nav", "1.1.0"))
@@ -146,7 +133,7 @@ def test_lifting_a_withdrawal_lets_the_rollout_go_on(tmp_path: Path, keys: KeyFa
 
 def test_a_halt_never_rolls_robots_back_to_a_withdrawn_release(tmp_path: Path, keys: KeyFactory) -> None:
     world = _first_done(tmp_path, keys)
-    _roll_out_1_1(world)
+    roll_out(world, "1.1.0")
     withdraw(world, "nav", "1.0.0", "leaks the site's Wi-Fi credentials into its logs")
     world.merge("withdraw nav 1.0.0")
     world.reconcile()
@@ -243,7 +230,7 @@ def _ignored(world: ControllerWorld) -> list[dict[str, Any]]:
 
 def _staging_done_then_withdraw(world: ControllerWorld, **withdrawal: Any) -> None:
     """1.1.0 deployed on staging; then a merge withdraws it; then staging's soak ends."""
-    _roll_out_1_1(world)
+    roll_out(world, "1.1.0")
     world.report_all(STAGING, "deployed")
     world.clock.tick(10)
     world.reconcile()
@@ -305,7 +292,7 @@ def test_withdrawal_edited_after_approval_is_stale(tmp_path: Path, keys: KeyFact
     (ignored,) = _ignored(world)
     assert (ignored["reason"], ignored["data"]["path"]) == ("approval_stale", path)
     # Not in force: a halt of the next rollout rolls robots back to 1.0.0 again.
-    _roll_out_1_1(world)
+    roll_out(world, "1.1.0")
     pass_wave(world, STAGING, "staging")
     world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
     world.report_all(["can-2", "can-3"], "deployed")

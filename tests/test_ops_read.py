@@ -25,7 +25,7 @@ from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
-from tests.sim.world import CANARY, PRODUCTION, STAGING, WAVES, ControllerWorld, pass_wave
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, pass_all_waves, pass_wave, roll_out
 
 TAMPERER = Identity("mallory", "mallory@fleet.test")
 world = scenario.world  # the controller scenario's world: real server, reconciles, simulated robots
@@ -69,8 +69,7 @@ def canary_in_flight(world: ControllerWorld) -> None:
 
 def complete_first_generation(world: ControllerWorld) -> None:
     world.reconcile()
-    for devices, name in ((STAGING, "staging"), (CANARY, "canary"), (PRODUCTION, "production")):
-        pass_wave(world, devices, name)
+    pass_all_waves(world)
     world.reconcile()
 
 
@@ -147,11 +146,7 @@ def test_history_lists_a_robots_records_and_audit_lines_newest_first(
     world: ControllerWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     complete_first_generation(world)
-    world.fleet.release("nav", "1.1.0")
-    world.fleet.rollout("nav", app="nav", release="1.1.0", cohorts=["staging", "canary", "production"],
-                        strategy={"type": "waves", "waves": WAVES})  # fmt: skip
-    world.merge("nav 1.1.0")
-    world.reconcile()
+    roll_out(world, "1.1.0")
     world.report_all(STAGING, "deployed")
     world.clock.tick(10)
     world.reconcile()

@@ -3,9 +3,11 @@ on a virtual clock, and simulated robots reporting through real status refs (rea
 
 :func:`make_world` builds the controller scenario's fleet (1 staging, 3 canary, 4 production
 robots, nav 1.0.0 in three waves); ``configure`` edits it first, ``merge`` replaces the plain
-commit. :meth:`ControllerWorld.create` puts any :class:`tests.fleetrepo.FleetRepoBuilder` fleet on a
-server (the agent's one-robot fleet does). :func:`controller_settings` is the controller's side
-alone, for worlds whose fleet comes from elsewhere (the benchmarks' generated fleets).
+commit. :func:`pass_wave` and :func:`pass_all_waves` take it through its waves, :func:`roll_out`
+starts the next release. :meth:`ControllerWorld.create` puts any
+:class:`tests.fleetrepo.FleetRepoBuilder` fleet on a server (the agent's one-robot fleet does).
+:func:`controller_settings` is the controller's side alone, for worlds whose fleet comes from
+elsewhere (the benchmarks' generated fleets).
 """
 
 from __future__ import annotations
@@ -138,6 +140,28 @@ def pass_wave(world: ControllerWorld, devices: list[str], name: str) -> None:
     world.clock.tick(61)
     world.reconcile()
     assert world.wave(name) is WavePhase.PASSED
+
+
+def pass_all_waves(world: ControllerWorld) -> None:
+    """The scenario's three waves pass in turn: staging, canary, production (:func:`pass_wave`)."""
+    for devices, name in ((STAGING, "staging"), (CANARY, "canary"), (PRODUCTION, "production")):
+        pass_wave(world, devices, name)
+
+
+def roll_out(world: ControllerWorld, version: str, **rollout: Any) -> None:
+    """nav ``version`` released and rolled out to the whole scenario fleet in its three waves
+    (``rollout`` adds fields, e.g. ``on_halt``), merged as ``nav <version>`` and reconciled."""
+    world.fleet.release("nav", version)
+    world.fleet.rollout(
+        "nav",
+        app="nav",
+        release=version,
+        cohorts=["staging", "canary", "production"],
+        strategy={"type": "waves", "waves": WAVES},
+        **rollout,
+    )
+    world.merge(f"nav {version}")
+    world.reconcile()
 
 
 def scenario_fleet(
