@@ -17,7 +17,7 @@ import click
 import pytest
 
 from controller.cli import OPERATOR_MIN_PYTHON, build, main
-from controller.cli.options import commit_status_forge, remote_source, webhook_secret
+from controller.cli.options import commit_status_of, remote_source, webhook_secret
 from controller.notify.forge import MAX_TOKEN_BYTES, TOKEN_ENV, ForgeKind
 from controller.notify.signing import SECRET_ENV, SIGNATURE_HEADER, sign
 from fleetcd.cli.exitcodes import Exit
@@ -239,7 +239,7 @@ def test_commit_statuses_half_configured_are_usage_naming_every_missing_option(
 ) -> None:
     token = None if given.pop("token", True) is False else _token(tmp_path)
     with pytest.raises(click.UsageError) as refused:
-        commit_status_forge(given.get("kind"), given.get("api"), given.get("repo"), token)
+        commit_status_of(given.get("kind"), given.get("api"), given.get("repo"), token)
     for name in missing:
         assert name in str(refused.value)
 
@@ -263,7 +263,7 @@ def test_a_malformed_commit_status_setting_is_usage_naming_it(
     tmp_path: Path, no_ssh_env: pytest.MonkeyPatch, kind: str, api: str, repo: str, token: str, names: str
 ) -> None:
     with pytest.raises(click.UsageError) as refused:
-        commit_status_forge(kind, api, repo, _token(tmp_path, token))
+        commit_status_of(kind, api, repo, _token(tmp_path, token))
     assert names in str(refused.value)
 
 
@@ -272,16 +272,16 @@ def test_a_token_in_both_file_and_environment_is_refused_even_without_a_forge(
 ) -> None:
     no_ssh_env.setenv(TOKEN_ENV, "from-env")
     with pytest.raises(click.UsageError) as refused:
-        commit_status_forge(None, None, None, _token(tmp_path))
+        commit_status_of(None, None, None, _token(tmp_path))
     assert TOKEN_ENV in str(refused.value)
 
 
 def test_commit_statuses_fully_configured_from_the_environment_token(
     tmp_path: Path, no_ssh_env: pytest.MonkeyPatch
 ) -> None:
-    assert commit_status_forge(None, None, None, None) is None, "off unless asked for"
+    assert commit_status_of(None, None, None, None) is None, "off unless asked for"
     no_ssh_env.setenv(TOKEN_ENV, "glpat-123")
-    assert commit_status_forge(None, None, None, None) is None, "a token alone turns nothing on"
-    forge = commit_status_forge("gitlab", "https://gitlab.example/api/v4", "group/sub/fleet", None)
+    assert commit_status_of(None, None, None, None) is None, "a token alone turns nothing on"
+    forge = commit_status_of("gitlab", "https://gitlab.example/api/v4", "group/sub/fleet", None)
     assert forge is not None and forge.kind is ForgeKind.GITLAB and forge.repo == "group/sub/fleet"
     assert "glpat-123" not in repr(forge), "the token never shows in logs"
