@@ -9,6 +9,7 @@ Also :func:`remote_source`, which turns the remote options (and the SSH environm
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,17 @@ HOST_KEY_ENV = "FLEETCD_SSH_HOST_KEY"
 DEFAULT_SSH_USER = "git"  # gitolite's and most forges' SSH user; the URL's user wins
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetcd"
+
+
+class FiniteRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: click's range lets ``nan`` through
+    (every comparison with it is false), and a NaN interval or timing reaches ``Event.wait``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def stacked(*options: Callable[[F], F]) -> Callable[[F], F]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from controller.audit.events import AuditKind
-from controller.cli.options import controller_settings
+from controller.cli.options import FiniteRange, controller_settings
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.steps import ReconcileResult, reconcile_once
@@ -73,7 +73,7 @@ def reconcile_command(once: bool, settings: ControllerSettings) -> int:
 @controller_settings
 @click.option(
     "--interval",
-    type=click.FloatRange(1, 3600),
+    type=FiniteRange(1, 3600),
     default=30.0,
     show_default=True,
     help="Seconds between reconciles.",

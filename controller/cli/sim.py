@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from controller.cli.options import controller_gnupghome_option, stacked
+from controller.cli.options import FiniteRange, controller_gnupghome_option, stacked
 from controller.sim.rehearsal import Rehearsal, rehearse
 from controller.sim.settings import (
     DEFAULT_APPLY_SECONDS,
@@ -37,24 +37,22 @@ _REHEARSAL_OPTIONS = stacked(
         "--robots", type=click.IntRange(1), help="Simulate the first N active devices [default: all]."
     ),
     controller_gnupghome_option,
-    click.option("--offline-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True),
-    click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True),
-    click.option("--latency-ms", type=click.FloatRange(0, 600_000), default=0.0, show_default=True),
+    click.option("--offline-rate", type=FiniteRange(0, 1), default=0.0, show_default=True),
+    click.option("--failure-rate", type=FiniteRange(0, 1), default=0.0, show_default=True),
+    click.option("--latency-ms", type=FiniteRange(0, 600_000), default=0.0, show_default=True),
+    click.option("--poll-seconds", type=FiniteRange(1, 86_400), help="[default: fleet.yaml's poll_seconds]"),
     click.option(
-        "--poll-seconds", type=click.FloatRange(1, 86_400), help="[default: fleet.yaml's poll_seconds]"
-    ),
-    click.option(
-        "--jitter-percent", type=click.FloatRange(0, 99), default=DEFAULT_JITTER_PERCENT, show_default=True
+        "--jitter-percent", type=FiniteRange(0, 99), default=DEFAULT_JITTER_PERCENT, show_default=True
     ),
     click.option(
         "--apply-seconds",
-        type=click.FloatRange(0.001, 86_400),
+        type=FiniteRange(0.001, 86_400),
         default=DEFAULT_APPLY_SECONDS,
         show_default=True,
     ),
     click.option(
         "--controller-seconds",
-        type=click.FloatRange(1, 3600),
+        type=FiniteRange(1, 3600),
         default=DEFAULT_CONTROLLER_SECONDS,
         show_default=True,
         help="Between reconciles (one runs at the merge).",
@@ -69,7 +67,7 @@ _REHEARSAL_OPTIONS = stacked(
         "--until-done", is_flag=True, help="Stop once every rollout finished and every robot is in sync."
     ),
     click.option(
-        "--max-seconds", type=click.FloatRange(1, 30 * 86_400), default=DEFAULT_MAX_SECONDS, show_default=True
+        "--max-seconds", type=FiniteRange(1, 30 * 86_400), default=DEFAULT_MAX_SECONDS, show_default=True
     ),
     click.option(
         "--skip-noop-polls", is_flag=True, help="Count polls that would fetch nothing instead of running git."

@@ -7,6 +7,7 @@ the simulation's clock (simulated seconds with ``virtual_time``, wall seconds wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,19 @@ VIRTUAL_TIME_FROM_ROBOTS = 50  # from this many robots on, the CLI defaults to a
 # Robots' events between two reconciles run on this many threads (virtual clock only): their time
 # goes to waiting for git and gpg processes, so a few threads use two cores well.
 DEFAULT_WORKERS = 4
+
+
+_FLOATS = (
+    "offline_rate",
+    "failure_rate",
+    "latency_seconds",
+    "poll_seconds",
+    "jitter_percent",
+    "apply_seconds",
+    "heartbeat_seconds",
+    "controller_seconds",
+    "max_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,10 @@ class SimSettings:
     workers: int = DEFAULT_WORKERS  # 1: every event in order on one thread
 
     def __post_init__(self) -> None:
+        for name in _FLOATS:  # NaN passes every comparison below: refuse it (and inf) first
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
         for name in ("offline_rate", "failure_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
