@@ -9,6 +9,7 @@ before anything is fetched or written. Each case raises the real error type of t
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,6 +21,7 @@ from controller.cli import OPERATOR_MIN_PYTHON, build, main
 from controller.cli.options import commit_status_of, remote_source, webhook_secret
 from controller.notify.forge import MAX_TOKEN_BYTES, TOKEN_ENV, ForgeKind
 from controller.notify.signing import SECRET_ENV, SIGNATURE_HEADER, sign
+from controller.sim.settings import SimSettings
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded, run
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError, TransportError
@@ -285,3 +287,43 @@ def test_commit_statuses_fully_configured_from_the_environment_token(
     forge = commit_status_of("gitlab", "https://gitlab.example/api/v4", "group/sub/fleet", None)
     assert forge is not None and forge.kind is ForgeKind.GITLAB and forge.repo == "group/sub/fleet"
     assert "glpat-123" not in repr(forge), "the token never shows in logs"
+
+
+# --- numbers from the command line are finite ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-nan"])
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["sim", "--repo", "."], "--apply-seconds"),
+        (["sim", "--repo", "."], "--failure-rate"),
+        (["sim", "--repo", "."], "--offline-rate"),
+        (["sim", "--repo", "."], "--latency-ms"),
+        (["sim", "--repo", "."], "--poll-seconds"),
+        (["sim", "--repo", "."], "--jitter-percent"),
+        (["sim", "--repo", "."], "--controller-seconds"),
+        (["sim", "--repo", "."], "--max-seconds"),
+        (["controller", "run", "--repo", ".", "--gnupghome", "."], "--interval"),
+    ],
+)
+def test_a_non_finite_number_option_is_usage_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], option: str, value: str
+) -> None:
+    """click's FloatRange lets ``nan`` through (every comparison with NaN is false): a NaN interval
+    would reach ``Event.wait`` and a NaN failure rate the simulator's dice."""
+    assert run(build(), [*command, option, value]) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert option in err and value in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "field", ["apply_seconds", "failure_rate", "latency_seconds", "max_seconds", "poll_seconds"]
+)
+def test_simulator_settings_refuse_nan_and_infinity(tmp_path: Path, field: str) -> None:
+    where = {"url": str(tmp_path), "gnupghome": tmp_path, "workdir": tmp_path}
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=field):
+            SimSettings(**where, **{field: bad})
+    assert getattr(SimSettings(**where, **{field: 0.5}), field) == 0.5
