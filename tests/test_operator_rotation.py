@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from fleetcd.errors import InvalidContent, SetupError
+from fleetcd.operator.devkeys import generate_dev_keys
 from fleetcd.operator.rotation import Changes, KeyArg, chain_status, next_document, propose, sign_version
 from tests.test_init_keys_sign_approve import (  # noqa: F401  (fixtures)
     TRUST_ROOT,
@@ -254,3 +255,15 @@ def test_an_edit_after_signing_breaks_the_version_it_edited(keyed_fleet: Path) -
     path.write_text(path.read_text().replace("staging: 1", "staging: 0"))
     status = chain_status(keyed_fleet)
     assert [(s.version, s.verified) for s in status] == [(1, True), (2, False)]
+
+
+def test_keys_generate_refuses_once_the_trust_root_is_past_version_1(keyed_fleet: Path) -> None:
+    # new development keys would silently replace keys a rotation already moved on from
+    propose(keyed_fleet, Changes(approvals={"staging": 1}))
+    before = {p: p.read_bytes() for p in sorted((keyed_fleet / "trust").rglob("*")) if p.is_file()}
+    keys_before = sorted(p.name for p in (keyed_fleet / "keys").iterdir())
+    with pytest.raises(SetupError) as caught:
+        generate_dev_keys(keyed_fleet, keyed_fleet / ".fleetcd" / "gnupg")
+    assert "keys propose" in str(caught.value)
+    assert {p: p.read_bytes() for p in sorted((keyed_fleet / "trust").rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in (keyed_fleet / "keys").iterdir()) == keys_before

@@ -1,5 +1,5 @@
 """``fleetcd sign`` and ``fleetcd approve`` in process: what is refused before a signature is written,
-and what an approval covers.
+and what an approval covers. Which key a role picks is tested in tests/test_operator_repo.py.
 
 On the template fleet with ``keys generate``'s development keys (real gpg). The CLI's happy path is in
 tests/test_init_keys_sign_approve.py; here are the operator's mistakes (a file in the wrong place,
@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 from fleetcd.errors import InvalidContent, SetupError
-from fleetcd.models.fleet import KeyRef
-from fleetcd.operator.repo import KeyChoice
 from fleetcd.operator.signing import approval_subject, approve_rollout, approve_rollout_all, sign_release
 from fleetcd.reasons import Reason
 from tests.test_init_keys_sign_approve import (  # noqa: F401  (fixtures)
@@ -28,39 +26,9 @@ from tests.test_init_keys_sign_approve import (  # noqa: F401  (fixtures)
 )
 from tests.test_init_keys_sign_approve import keyed_fleet as keyed_fleet
 
-A, B, C = "A" * 40, "B" * 40, "C" * 40
-
 
 def gnupg(fleet: Path) -> Path:
     return fleet / ".fleetcd" / "gnupg"
-
-
-# --- KeyChoice: which key signs -------------------------------------------------------------------
-
-CHOICE = KeyChoice(
-    "an approver", "approvers", (KeyRef(name="ann", fingerprint=A), KeyRef(name="bob", fingerprint=B))
-)
-
-
-def test_without_a_key_named_the_first_allowed_key_in_the_keyring_signs() -> None:
-    assert CHOICE.pick([C, B, A], None) == B  # keyring order decides among allowed keys
-    assert CHOICE.present([C, B, A]) == [A, B]  # listed order for "all approvers"
-
-
-def test_a_key_named_by_the_operator_must_be_of_the_role_and_in_the_keyring() -> None:
-    assert CHOICE.pick([A, B], f"0x{B.lower()}") == B
-    with pytest.raises(SetupError) as not_role:
-        CHOICE.pick([A, B, C], C)
-    assert C in str(not_role.value) and "ann" in str(not_role.value)  # says who may sign instead
-    with pytest.raises(SetupError) as absent:
-        CHOICE.pick([A], B)
-    assert "no secret key" in str(absent.value)
-
-
-def test_no_key_of_the_role_in_the_keyring_says_how_many_keys_there_were() -> None:
-    with pytest.raises(SetupError) as caught:
-        CHOICE.pick([C], None)
-    assert "1 secret key(s)" in str(caught.value)
 
 
 # --- sign: refused before anything is written -------------------------------------------------------
