@@ -14,7 +14,8 @@ pieces, each a real thing — real git, real gpg, the real controller and the re
 - :mod:`tests.sim.provision` — what a real robot is provisioned with (pinned anchors, ``keys_dir``,
   ``agent.yaml``) over a controller world (:func:`provisioned_fleet`).
 - :mod:`tests.sim.agent` — one real agent converging real apps from a world the controller writes
-  (:class:`AgentWorld`).
+  (:class:`AgentWorld`); :mod:`tests.sim.multiapp` — the same robot running two apps, each rolled
+  out in its own waves (:class:`MultiAppWorld`), both on :class:`tests.sim.agent.RealRobot`.
 - :mod:`tests.sim.engine` — the pure rollout engine driven tick by tick, no git and no gpg
   (``test_engine_*``).
 

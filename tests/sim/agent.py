@@ -24,6 +24,9 @@ a release's artifact is a ``container_image`` pinned by digest (``publish(versio
 busybox httpd serving the image's ``/www`` on the world's port with host networking, so the same
 probe and :meth:`AgentWorld.answer` tell which version runs (``unhealthy``: the container runs but
 serves nothing; ``crash``: it exits at once).
+
+:class:`RealRobot` (the robot's side: its paths, one cycle, the executor, closing), :func:`agent_document`,
+:func:`app_tarball` and :func:`http_probe` serve :mod:`tests.sim.multiapp` too.
 """
 
 from __future__ import annotations
@@ -94,11 +97,89 @@ def served_version(port: int, version: str | None = None, limit_s: float = 10.0)
         time.sleep(0.05)
 
 
+def live_clock() -> Clock:
+    """A world clock at the real time: the agent runs at the same instant, so bundles are fresh."""
+    return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
+def agent_document(root: Path, controller: ControllerWorld, device: str) -> dict[str, Any]:
+    """``agent.yaml`` of the real robot ``device``: pins the fleet's keys (written under ``root``),
+    polls ``controller``'s server every 5 s, keeps its state in ``root/robot-state``."""
+    keys_dir = write_keys_dir(root / "robot-keys", controller.sim.keys)
+    return {
+        "apiVersion": "fleetcd.dev/v1",
+        "kind": "AgentConfig",
+        "device": device,
+        "remote": {"url": str(controller.server)},
+        "trust": trust_pins(controller.fleet, keys_dir),
+        "state_dir": str(root / "robot-state"),
+        "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
+    }
+
+
+def http_probe(port: int, path: str) -> dict[str, Any]:
+    """A release's http probe ``healthz`` of ``path`` on ``port``: 3 attempts, 1 s apart."""
+    return {
+        "name": "healthz",
+        "type": "http",
+        "url": f"http://127.0.0.1:{port}{path}",
+        "timeout_seconds": 2,
+        "attempts": 3,
+        "interval_seconds": 1,
+    }
+
+
+def app_tarball(
+    root: Path, artifacts: ArtifactServer, app: str, version: str, port: int, behaviour: AppBehaviour
+) -> dict[str, Any]:
+    """A release artifact: the test app's tarball (answering ``version`` on ``port``), built under
+    ``root/published`` and served by ``artifacts``."""
+    folder = root / "published"
+    folder.mkdir(exist_ok=True)
+    name = f"{app}-{version}.tar.gz"
+    data, _sha = build_app_tarball(folder / name, version, behaviour=behaviour)
+    url = artifacts.add(f"/{name}", data)
+    return tarball_artifact(url, data, command=[sys.executable, "app.py", "--port", str(port)])
+
+
 @dataclass
-class AgentWorld:
+class RealRobot:
+    """The real agent of one robot (``config``) beside a controller world: what both agent worlds share."""
+
     controller: ControllerWorld
     artifacts: ArtifactServer
     config: AgentConfig
+
+    def reconcile(self, seconds: float = 1) -> None:
+        """The controller's next reconcile, ``seconds`` later (ingests the robot's report)."""
+        self.controller.clock.tick(seconds)
+        self.controller.reconcile()
+
+    @property
+    def now(self) -> datetime:
+        return self.controller.clock.now
+
+    @property
+    def paths(self) -> AgentPaths:
+        assert self.config.state_dir is not None
+        return AgentPaths(Path(self.config.state_dir))
+
+    def once(self, runtime: Runtime | None = None) -> CycleResult:
+        """One agent cycle at the world's instant, with the real executor, clock and hooks."""
+        return run_once(self.config, self.now, runtime=runtime)
+
+    def executor(self) -> TarballExecutor:
+        """A tarball executor over the agent's state (same slots and supervisor as the agent's)."""
+        paths = self.paths
+        return TarballExecutor(ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config)
+
+    def close(self) -> None:
+        """Stop the app processes the agent started."""
+        stop_all(Supervisor(self.paths.apps_dir / RUN_DIR))
+
+
+@dataclass
+class AgentWorld(RealRobot):
     config_file: Path  # the same config as agent.yaml, for subprocesses and the CLI
     port: int
     root: Path
@@ -121,19 +202,11 @@ class AgentWorld:
         fleet = FleetRepoBuilder(root / "work", keys=keys, name="agentworld")
         fleet.device(DEVICE)
         fleet.cohort("staging", [DEVICE], stage="staging")
-        clock = Clock(datetime.now(UTC).replace(microsecond=0))
         controller = ControllerWorld.create(
-            root, fleet, keys, "an empty fleet", clock=clock, cache="controller-cache"
+            root, fleet, keys, "an empty fleet", clock=live_clock(), cache="controller-cache"
         )
-        keys_dir = write_keys_dir(root / "robot-keys", controller.sim.keys)
         document = {
-            "apiVersion": "fleetcd.dev/v1",
-            "kind": "AgentConfig",
-            "device": DEVICE,
-            "remote": {"url": str(controller.server)},
-            "trust": trust_pins(controller.fleet, keys_dir),
-            "state_dir": str(root / "robot-state"),
-            "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
+            **agent_document(root, controller, DEVICE),
             **({"executor": "docker", "docker": {"base_url": docker_base_url}} if docker_base_url else {}),
             **(agent or {}),
         }
@@ -159,26 +232,14 @@ class AgentWorld:
             }
             fields.setdefault("health", self.health("/"))
             return self.controller.fleet.release(APP, version, artifacts=[artifact], **fields)
-        folder = self.root / "published"
-        folder.mkdir(exist_ok=True)
-        data, _sha = build_app_tarball(folder / f"{APP}-{version}.tar.gz", version, behaviour=behaviour)
-        url = self.artifacts.add(f"/{APP}-{version}.tar.gz", data)
-        command = [sys.executable, "app.py", "--port", str(self.port)]
-        artifact = {**tarball_artifact(url, data, command=command), **fields.pop("artifact", {})}
+        tarball = app_tarball(self.root, self.artifacts, APP, version, self.port, behaviour)
+        artifact = {**tarball, **fields.pop("artifact", {})}
         fields.setdefault("health", self.health("/healthz"))
         return self.controller.fleet.release(APP, version, artifacts=[artifact], **fields)
 
     def health(self, path: str, watch_seconds: int = WATCH_SECONDS) -> dict[str, Any]:
         """A release's health section: one http probe ``healthz`` of ``path`` on the app's port."""
-        probe = {
-            "name": "healthz",
-            "type": "http",
-            "url": f"http://127.0.0.1:{self.port}{path}",
-            "timeout_seconds": 2,
-            "attempts": 3,
-            "interval_seconds": 1,
-        }
-        return {"watch_seconds": watch_seconds, "probes": [probe]}
+        return {"watch_seconds": watch_seconds, "probes": [http_probe(self.port, path)]}
 
     def publish(
         self, version: str, behaviour: AppBehaviour = "healthy", *, image: str | None = None, **fields: Any
@@ -192,30 +253,7 @@ class AgentWorld:
         self.controller.merge(f"{APP} {version}")
         self.reconcile()
 
-    def reconcile(self, seconds: float = 1) -> None:
-        """The controller's next reconcile, ``seconds`` later (ingests the robot's report)."""
-        self.controller.clock.tick(seconds)
-        self.controller.reconcile()
-
     # --- the robot -------------------------------------------------------------------------------
-    @property
-    def now(self) -> datetime:
-        return self.controller.clock.now
-
-    @property
-    def paths(self) -> AgentPaths:
-        assert self.config.state_dir is not None
-        return AgentPaths(Path(self.config.state_dir))
-
-    def once(self, runtime: Runtime | None = None) -> CycleResult:
-        """One agent cycle at the world's instant, with the real executor, clock and hooks."""
-        return run_once(self.config, self.now, runtime=runtime)
-
-    def executor(self) -> TarballExecutor:
-        """A tarball executor over the agent's state (same slots and supervisor as the agent's)."""
-        paths = self.paths
-        return TarballExecutor(ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config)
-
     def agent_executor(self) -> Executor:
         """The executor agent.yaml names (tarball or docker), over the agent's state."""
         paths = self.paths
@@ -244,6 +282,3 @@ class AgentWorld:
         """The id of the deployment the robot's current bundle gives the app."""
         (deployment,) = [d for d in self.controller.sim.bundle(DEVICE, self.now).deployments if d.app == APP]
         return deployment.deployment_id
-
-    def close(self) -> None:
-        stop_all(Supervisor(self.paths.apps_dir / RUN_DIR))

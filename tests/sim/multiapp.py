@@ -16,37 +16,26 @@ config (``configs/<app>/default.yaml``, written by the agent to ``apps/<app>/con
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agent.executors.base import ExecutorContext
-from agent.executors.supervisor import Supervisor
-from agent.executors.tarball import RUN_DIR, TarballExecutor
-from agent.loop import CycleResult, run_once
-from agent.paths import AgentPaths
 from agent.state.journal import Journal, JournalEntry
 from controller.records.model import DeploymentRecord
 from controller.state.model import RolloutState
-from fleetcd.compat import UTC
 from fleetcd.models.agent import AgentConfig
 from tests.apps import (
     AppBehaviour,
-    build_app_tarball,
     free_port,
-    stop_all,
-    tarball_artifact,
     wait_for_version,
 )
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.sim.provision import trust_pins, write_keys_dir
-from tests.sim.world import Clock, ControllerWorld
+from tests.sim.agent import RealRobot, agent_document, app_tarball, http_probe, live_clock
+from tests.sim.world import ControllerWorld
 
 ROBOT, OTHER = "robot-1", "robot-2"  # the real agent; a simulated robot in the next wave
 APPS = ("navstack", "perception")
@@ -73,10 +62,7 @@ WAVES = {
 
 
 @dataclass
-class MultiAppWorld:
-    controller: ControllerWorld
-    artifacts: ArtifactServer
-    config: AgentConfig
+class MultiAppWorld(RealRobot):
     root: Path
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -87,22 +73,10 @@ class MultiAppWorld:
         fleet.device(OTHER)
         fleet.cohort("staging", [ROBOT], stage="staging")
         fleet.cohort("canary", [OTHER], stage="canary")
-        clock = Clock(datetime.now(UTC).replace(microsecond=0))
         controller = ControllerWorld.create(
-            root, fleet, keys, "two robots", clock=clock, cache="controller-cache"
+            root, fleet, keys, "two robots", clock=live_clock(), cache="controller-cache"
         )
-        keys_dir = write_keys_dir(root / "robot-keys", controller.sim.keys)
-        config = AgentConfig.model_validate(
-            {
-                "apiVersion": "fleetcd.dev/v1",
-                "kind": "AgentConfig",
-                "device": ROBOT,
-                "remote": {"url": str(controller.server)},
-                "trust": trust_pins(controller.fleet, keys_dir),
-                "state_dir": str(root / "robot-state"),
-                "poll": {"interval_seconds": 5, "heartbeat_seconds": 60},
-            }
-        )
+        config = AgentConfig.model_validate(agent_document(root, controller, ROBOT))
         return cls(controller, artifacts, config, root, {app: free_port() for app in APPS})
 
     # --- the fleet repository ----------------------------------------------------------------------
@@ -115,25 +89,13 @@ class MultiAppWorld:
     ) -> dict[str, Any]:
         """A signed release of ``app``: a real tarball on the artifact server, an http probe on the
         app's own port, and the app's config schema."""
-        folder = self.root / "published"
-        folder.mkdir(exist_ok=True)
-        name = f"{app}-{version}.tar.gz"
-        data, _sha = build_app_tarball(folder / name, version, behaviour=behaviour)
-        url = self.artifacts.add(f"/{name}", data)
-        command = [sys.executable, "app.py", "--port", str(self.ports[app])]
-        probe = {
-            "name": "healthz",
-            "type": "http",
-            "url": f"http://127.0.0.1:{self.ports[app]}/healthz",
-            "timeout_seconds": 2,
-            "attempts": 3,
-            "interval_seconds": 1,
-        }
-        fields.setdefault("health", {"watch_seconds": WATCH_SECONDS, "probes": [probe]})
-        fields.setdefault("config", {"path": f"{app}.yaml", "schema": CONFIG_SCHEMA})
-        return self.fleet.release(
-            app, version, artifacts=[tarball_artifact(url, data, command=command)], **fields
+        port = self.ports[app]
+        tarball = app_tarball(self.root, self.artifacts, app, version, port, behaviour)
+        fields.setdefault(
+            "health", {"watch_seconds": WATCH_SECONDS, "probes": [http_probe(port, "/healthz")]}
         )
+        fields.setdefault("config", {"path": f"{app}.yaml", "schema": CONFIG_SCHEMA})
+        return self.fleet.release(app, version, artifacts=[tarball], **fields)
 
     def publish(
         self,
@@ -155,31 +117,10 @@ class MultiAppWorld:
         self.controller.merge(f"{app} {version}")
         self.reconcile()
 
-    def reconcile(self, seconds: float = 1) -> None:
-        self.controller.clock.tick(seconds)
-        self.controller.reconcile()
-
     # --- the robots ----------------------------------------------------------------------------------
-    @property
-    def now(self) -> datetime:
-        return self.controller.clock.now
-
-    @property
-    def paths(self) -> AgentPaths:
-        assert self.config.state_dir is not None
-        return AgentPaths(Path(self.config.state_dir))
-
-    def once(self) -> CycleResult:
-        """One cycle of the real agent on ``robot-1`` at the world's instant."""
-        return run_once(self.config, self.now)
-
     def other_reports(self, app: str, activity: str) -> None:
         """The simulated ``robot-2`` reports ``activity`` for its deployment of ``app``."""
         self.controller.sim.report(OTHER, app, activity, self.now)
-
-    def executor(self) -> TarballExecutor:
-        paths = self.paths
-        return TarballExecutor(ExecutorContext(paths.apps_dir, paths.downloads_dir), self.config)
 
     def entry(self, app: str) -> JournalEntry | None:
         return Journal(self.paths.journal(app)).load()
@@ -198,9 +139,6 @@ class MultiAppWorld:
 
     def desired_versions(self, device: str = ROBOT) -> dict[str, str]:
         return {d.app: d.version for d in self.controller.sim.bundle(device, self.now).deployments}
-
-    def close(self) -> None:
-        stop_all(Supervisor(self.paths.apps_dir / RUN_DIR))
 
 
 def config_values(path: Path) -> dict[str, Any]:
