@@ -84,7 +84,11 @@ class _GPG(gnupg.GPG):  # type: ignore[misc]  # python-gnupg ships no type hints
         self.timeout_seconds = timeout_seconds
         self.timed_out = False
         self._timers: dict[int, threading.Timer] = {}
-        super().__init__(**kwargs)  # runs gpg once (--list-config), so the timer must exist first
+        try:
+            super().__init__(**kwargs)  # runs gpg once (--list-config), so the timer must exist first
+        except ValueError:  # python-gnupg's "Error invoking gpg: -9" for the probe we killed
+            if not self.timed_out:
+                raise
 
     def _open_subprocess(self, args: Any, passphrase: bool = False) -> subprocess.Popen[bytes]:
         process: subprocess.Popen[bytes] = super()._open_subprocess(args, passphrase)
