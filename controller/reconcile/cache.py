@@ -15,18 +15,28 @@ anywhere but git:
   next reconcile diffs the trees and parses only the files that changed.
 
 Only the newest entry of each is kept, so memory stays one parsed fleet, as one reconcile needs
-anyway. Validation is a function of the files alone (the controller judges the trust root's
-expiry against ``now`` itself), so a cached result is the result.
+anyway. Validation is a function of the files and of the clock: the controller judges the trust
+root's expiry against ``now`` itself on every reconcile, but gpg judges a key's expiry when it
+verifies. So a validation is reused only before the first key or subkey in main's ``keys/``
+expires (:attr:`MainCache.good_until`), and at most :data:`VALIDATION_MAX_AGE` after it was made
+(a signature's own expiry, which gpg also judges, is not read out): then the same tree is
+validated afresh.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
 from fleetcd.validation import ValidationResult
+
+# The longest a validation is reused for one tree: a signature's own expiry (gpg's EXPSIG) is not
+# read out, so a cached verdict is at most this late to see one; the periodic full reconcile's
+# interval, and one validation per 10 minutes is noise next to a reconcile per second.
+VALIDATION_MAX_AGE = timedelta(minutes=10)
 
 
 @dataclass
@@ -38,6 +48,10 @@ class MainCache:
     problems: list[Diagnostic] = field(default_factory=list)
     validation: ValidationResult | None = None
     fleet: FleetContext | None = None
+    # The validation (and fleet context) is reused before this instant only: the earliest key
+    # expiry in keys/, or VALIDATION_MAX_AGE after it was made.
+    good_until: datetime | None = None
+    validations: int = 0  # validate_snapshot calls made through this cache (tests count them)
 
     def holds(self, tree: str) -> bool:
         return self.tree == tree
@@ -45,7 +59,21 @@ class MainCache:
     def remember(self, tree: str, files: dict[str, bytes], problems: list[Diagnostic]) -> None:
         """A newly read tree: what was validated from another tree is dropped."""
         self.tree, self.files, self.problems = tree, files, problems
-        self.validation = self.fleet = None
+        self.forget_validation()
+
+    def forget_validation(self) -> None:
+        self.validation = self.fleet = self.good_until = None
+
+    def validated(self, now: datetime) -> ValidationResult | None:
+        """The kept validation of this tree while it still holds at ``now``, else None."""
+        if self.validation is not None and (self.good_until is None or now >= self.good_until):
+            self.forget_validation()
+        return self.validation
+
+    def keep(self, validation: ValidationResult, now: datetime, keys_expire: datetime | None) -> None:
+        self.validation, self.fleet = validation, None
+        limit = now + VALIDATION_MAX_AGE
+        self.good_until = limit if keys_expire is None else min(limit, keys_expire)
 
 
 @dataclass

@@ -138,14 +138,25 @@ def load(ctx: ReconcileContext) -> StepResult:
 
 
 def _validated(ctx: ReconcileContext) -> ValidationResult:
-    """Main validated, or the validation of the same tree a previous reconcile kept."""
+    """Main validated, or the validation of the same tree a previous reconcile kept while no key
+    in it expired since (:class:`~controller.reconcile.cache.MainCache`)."""
     main = ctx.settings.cache.main if ctx.settings.cache is not None else None
-    if main is None or main.validation is None:
-        validation = validate_snapshot(ctx.files, problems=ctx.problems)
-        if main is not None and main.files is ctx.files:
-            main.validation = validation
-        return validation
-    return main.validation
+    if main is None or main.files is not ctx.files:
+        return validate_snapshot(ctx.files, problems=ctx.problems)
+    kept = main.validated(ctx.now)
+    if kept is not None:
+        return kept
+    main.validations += 1
+    validation = validate_snapshot(ctx.files, problems=ctx.problems)
+    if validation.ok:  # an invalid tree is not kept (its keys may not even import): it stalls anyway
+        main.keep(validation, ctx.now, _keys_expire(ctx.files))
+    return validation
+
+
+def _keys_expire(files: Mapping[str, bytes]) -> datetime | None:
+    """When the first key or subkey of main's keys/ expires: gpg's verdicts hold until then."""
+    with Keyring.from_armored({p: d for p, d in files.items() if p.startswith("keys/")}) as keyring:
+        return keyring.earliest_expiry()
 
 
 def _fleet_context(ctx: ReconcileContext, spec: FleetSpec, fleet: Fleet, trust: TrustRoot) -> FleetContext:

@@ -25,11 +25,13 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gnupg
 
+from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.reasons import Reason
 
@@ -289,6 +291,17 @@ class Keyring:
         """Primary-key fingerprints of every key in this keyring (expired and revoked included)."""
         keys = self._gpg.run("listing keys", self._gpg.list_keys)
         return {str(key["fingerprint"]).upper() for key in keys}
+
+    def earliest_expiry(self) -> datetime | None:
+        """When the first key or subkey in this keyring expires (None: none ever does).
+
+        gpg judges expiry when it verifies, so a verdict over these keys holds until then at most."""
+        keys = self._gpg.run("listing keys", self._gpg.list_keys)
+        stamps = [str(key.get("expires") or "") for key in keys]
+        subkeys = [sub for key in keys for sub in key.get("subkey_info", {}).values()]
+        stamps += [str(sub.get("expires") or "") for sub in subkeys]
+        found = [int(stamp) for stamp in stamps if stamp.isdigit()]
+        return datetime.fromtimestamp(min(found), UTC) if found else None
 
     def verify_detached(self, data: bytes, signature: bytes) -> VerifyResult:
         """Check one detached signature over exactly ``data``; never raises for bad signatures."""
