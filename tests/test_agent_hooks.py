@@ -287,3 +287,25 @@ def test_plugin_answers_and_exceptions(ctx: HookContext) -> None:
 def test_unusable_plugin_is_a_setup_error_naming_it(name: str, message: str) -> None:
     with pytest.raises(SetupError, match=message):
         load_hooks(HookSettings(plugin=name))
+
+
+def test_two_installed_plugins_claiming_one_name_are_refused_naming_both(tmp_path: Path) -> None:
+    """A second package also registering ``ab``: which one would flash the robot is a guess, so
+    neither is loaded (and neither module is even imported)."""
+    site = tmp_path / "site2"
+    info = site / "fleetcd_other_updater-2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fleetcd-other-updater\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[fleetcd.agent.hooks]\nab = other_updater:Flasher\n")
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    try:
+        with pytest.raises(SetupError, match="ambiguous") as refused:
+            load_hooks(HookSettings(plugin="ab"))
+    finally:
+        sys.path.remove(str(site))
+        importlib.invalidate_caches()
+    assert "other_updater:Flasher" in str(refused.value) and f"{PLUGIN_MODULE}:ABUpdater" in str(
+        refused.value
+    )
+    assert "other_updater" not in sys.modules
