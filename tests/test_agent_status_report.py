@@ -23,6 +23,7 @@ from agent.errors import CorruptState
 from agent.executors.base import Executor
 from agent.report.status import deployment_report, load_status, status_report
 from agent.state.journal import Journal, JournalEntry
+from agent.state.migrations import Ledger, MigrationLedger, MigrationRun
 from agent.sync.accept import Desired
 from fleetcd.compat import UTC
 from fleetcd.reports import MESSAGE_MAX, DeploymentReport, ReportEvent, StatusReport
@@ -31,6 +32,7 @@ from fleetcd.vocabulary import (
     REPORTED_ACTIVITIES,
     Activity,
     ErrorStatus,
+    MigrationState,
     ReportedActivity,
 )
 
@@ -394,3 +396,58 @@ def test_a_deployment_report_survives_the_wire_format(robot: Robot) -> None:
     (dep,) = again.deployments
     assert isinstance(dep, DeploymentReport)
     assert (dep.activity, dep.error, dep.message) == (Activity.WATCHING, RETRYING, "probe failed once")
+
+
+def _run(name: str, deployment_id: str, state: MigrationState) -> MigrationRun:
+    return MigrationRun(
+        name=name, version="1.1.0", deployment_id=deployment_id, timeout_seconds=60, state=state, at=NOW
+    )
+
+
+def _report_with_ledger(robot: Robot, ledger: Ledger) -> StatusReport:
+    return status_report(
+        "amr-1",
+        5,
+        NOW,
+        journals=robot.journals,
+        ledgers={"nav": ledger},
+        executor=cast(Executor, robot.engine),
+        desired=Desired(known=False),
+        outcomes={},
+        previous=None,
+        drift={},
+        last_error=None,
+    )
+
+
+def test_a_deployment_reports_its_own_migrations_in_run_order(robot: Robot, tmp_path: Path) -> None:
+    robot.journal("nav", entry(Activity.HEALTHY))
+    ledger = Ledger(tmp_path / "migrations" / "nav.json")
+    runs = [
+        _run("add-column", DEP, MigrationState.APPLIED),
+        _run("old-schema", OTHER_DEP, MigrationState.ROLLED_BACK),  # another deployment's: not this one's
+        _run("reindex", DEP, MigrationState.FAILED),
+    ]
+    ledger.save(MigrationLedger(runs=runs))
+    (deployment,) = _report_with_ledger(robot, ledger).deployments
+    assert [(m.name, m.state) for m in deployment.migrations] == [
+        ("add-column", MigrationState.APPLIED),
+        ("reindex", MigrationState.FAILED),
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x00\x00garbage", b'{"format": 2, "runs": []}'], ids=["empty", "binary", "v2"]
+)
+def test_a_corrupt_migrations_ledger_does_not_stop_the_report(
+    robot: Robot, tmp_path: Path, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The report is how the fleet learns the robot is in trouble: a broken ledger costs only the
+    migrations list, with a warning naming the file."""
+    robot.journal("nav", entry(Activity.HEALTHY))
+    path = tmp_path / "migrations" / "nav.json"
+    path.parent.mkdir()
+    path.write_bytes(raw)
+    (deployment,) = _report_with_ledger(robot, Ledger(path)).deployments
+    assert (deployment.app, deployment.activity, deployment.migrations) == ("nav", Activity.DEPLOYED, [])
+    assert raw == b"" or str(path) in caplog.text
