@@ -26,7 +26,16 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.gitrepos import GIT_ENV, _current_user, _Server, _wait_for_port, free_port, sshd_binary
+from tests.gitrepos import (
+    GIT_ENV,
+    _current_user,
+    _Server,
+    free_port,
+    make_host_key,
+    run_sshd,
+    ssh_keygen,
+    sshd_binary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "git-server.md"
@@ -109,17 +118,12 @@ class Gitolite(_Server):
         self.home.mkdir(parents=True)
         self.keys_dir.mkdir()
         for user in [ADMIN, CONTROLLER, *self.robots]:
-            self._keygen(self.keys_dir / user, user)
+            ssh_keygen(self.keys_dir / user, user)
         shutil.copyfile(self.keys_dir / f"{ADMIN}.pub", self.home / f"{ADMIN}.pub")
         self.gitolite("setup", "-pk", f"{ADMIN}.pub")
         self._configure()
         self._start_sshd(sshd)
         return self
-
-    def _keygen(self, path: Path, comment: str) -> None:
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
-        )
 
     def _configure(self) -> None:
         rc = self.home / ".gitolite.rc"
@@ -140,40 +144,18 @@ class Gitolite(_Server):
             subprocess.run(argv, cwd=self.home, check=True)
 
     def _start_sshd(self, binary: str) -> None:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
-        listed = subprocess.run(
-            ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        self.host_fingerprint = listed.split()[1]
+        self.host_fingerprint = make_host_key(self.host_key)
         self.port = free_port()
-        config = self.dir / "sshd_config"
-        lines = [
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key}",
-            f"PidFile {self.dir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.home / '.ssh' / 'authorized_keys'}",  # written by gitolite
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin forced-commands-only",  # every key has gitolite's command="..."
-            "StrictModes no",
-            "UsePAM no",
-            "LogLevel ERROR",
-            f"SetEnv HOME={self.home}",  # overrides the login user's home: gitolite finds its rc here
-            "AcceptEnv GIT_PROTOCOL",
-            "",
-        ]
-        config.write_text("\n".join(lines), encoding="utf-8")
-        if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.process = subprocess.Popen(
-            [binary, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        self.process = run_sshd(
+            binary,
+            self.dir,
+            self.port,
+            self.host_key,
+            self.home / ".ssh" / "authorized_keys",  # written by gitolite
+            root_login="forced-commands-only",  # every key has gitolite's command="..."
+            extra=[f"SetEnv HOME={self.home}"],  # overrides the login user's home: gitolite finds its rc here
+            what="sshd for gitolite",
         )
-        _wait_for_port(self.port, self.process, "sshd for gitolite")
 
     # --- use ----------------------------------------------------------------------------------------
     def gitolite(self, *args: str) -> str:

@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -159,6 +159,66 @@ def sshd_binary() -> str | None:
     return shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if Path(p).exists()), None)
 
 
+def ssh_keygen(path: Path, comment: str) -> None:
+    """A new ed25519 key pair without passphrase: ``path`` and ``path.pub``."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
+    )
+
+
+def make_host_key(path: Path) -> str:
+    """A new host key at ``path``; its ``SHA256:...`` fingerprint as ``ssh-keygen -l`` prints it."""
+    ssh_keygen(path, path.name)
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"], check=True, capture_output=True, text=True
+    ).stdout
+    return listed.split()[1]
+
+
+def run_sshd(
+    binary: str,
+    folder: Path,
+    port: int,
+    host_key: Path,
+    authorized_keys: Path,
+    *,
+    root_login: str,
+    extra: Sequence[str] = (),
+    what: str = "sshd",
+) -> subprocess.Popen[bytes]:
+    """sshd on 127.0.0.1:``port``, public keys from ``authorized_keys`` only, its config and pid file
+    in ``folder`` (plus ``extra`` config lines); returned once it listens."""
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {host_key}",
+        f"PidFile {folder / 'sshd.pid'}",
+        f"AuthorizedKeysFile {authorized_keys}",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        f"PermitRootLogin {root_login}",
+        "StrictModes no",
+        "UsePAM no",
+        "LogLevel ERROR",
+        # git sends GIT_PROTOCOL=version=2 as an SSH environment variable; without this the server
+        # silently falls back to protocol v0 (full ref advertisement).
+        "AcceptEnv GIT_PROTOCOL",
+        *extra,
+        "",
+    ]
+    config = folder / "sshd_config"
+    config.write_text("\n".join(lines), encoding="utf-8")
+    # sshd refuses to start without its privilege-separation directory (Debian: /run/sshd).
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    _wait_for_port(port, process, what)
+    return process
+
+
 class SshServer(_Server):
     """OpenSSH sshd on 127.0.0.1 accepting one generated client key for the current user.
 
@@ -180,50 +240,18 @@ class SshServer(_Server):
         if binary is None:
             raise RuntimeError("sshd is not installed (Debian package openssh-server)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        for key in (self.host_key, self.client_key):
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key.name, "-f", str(key)], check=True
-            )
+        ssh_keygen(self.client_key, self.client_key.name)
         shutil.copyfile(self.client_pub, self.dir / "authorized_keys")
-        listed = subprocess.run(
-            ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        self.host_fingerprint = listed.split()[1]
+        self.host_fingerprint = make_host_key(self.host_key)
         self.port = free_port()
-        config = self.dir / "sshd_config"
-        config.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {self.host_key}",
-                    f"PidFile {self.dir / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    "StrictModes no",
-                    "UsePAM no",
-                    "LogLevel ERROR",
-                    # git sends GIT_PROTOCOL=version=2 as an SSH environment variable; without this
-                    # the server silently falls back to protocol v0 (full ref advertisement).
-                    "AcceptEnv GIT_PROTOCOL",
-                    "",
-                ]
-            ),
-            encoding="utf-8",
+        self.process = run_sshd(
+            binary,
+            self.dir,
+            self.port,
+            self.host_key,
+            self.dir / "authorized_keys",
+            root_login="prohibit-password",
         )
-        # sshd refuses to start without its privilege-separation directory (Debian: /run/sshd).
-        if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.process = subprocess.Popen(
-            [binary, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
-        )
-        _wait_for_port(self.port, self.process, "sshd")
         return self
 
     def url(self, repo: Path) -> str:
