@@ -272,18 +272,20 @@ def read_blob(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> byte
     None when the ref, the commit or the path does not exist, the ref does not lead to a commit, or
     the path is a directory.
     """
-    if isinstance(ref, pygit2.Oid):
-        obj = repo.get(ref)
-    else:
-        target = ref_target(repo, ref)
-        obj = repo.get(target) if target is not None else None
+    entry = _tree_entry(repo, ref, path)
+    return entry.data if isinstance(entry, pygit2.Blob) else None
+
+
+def _tree_entry(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> pygit2.Object | None:
+    """What ``path`` names in the commit ``ref`` names; None when there is no such ref, commit or path."""
+    target = ref if isinstance(ref, pygit2.Oid) else ref_target(repo, ref)
+    obj = repo.get(target) if target is not None else None
     if obj is None:
         return None
     try:
-        entry = obj.peel(pygit2.Commit).tree[path]
+        return obj.peel(pygit2.Commit).tree[path]
     except (KeyError, ValueError, pygit2.GitError):  # not a commit (a blob, or a tag of one), no path
         return None
-    return entry.data if isinstance(entry, pygit2.Blob) else None
 
 
 def list_refs(repo: pygit2.Repository, prefix: str | tuple[str, ...]) -> dict[str, pygit2.Oid]:
@@ -307,15 +309,8 @@ def blob_size(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> int 
     Lets a reader refuse an oversized file (a robot's report is untrusted) before loading it; None
     when :func:`read_blob` would return None.
     """
-    target = ref if isinstance(ref, pygit2.Oid) else ref_target(repo, ref)
-    obj = repo.get(target) if target is not None else None
-    if obj is None:
-        return None
-    try:
-        entry = obj.peel(pygit2.Commit).tree[path]
-    except (KeyError, ValueError, pygit2.GitError):  # not a commit (a blob, or a tag of one), no path
-        return None
-    if entry.type != pygit2.enums.ObjectType.BLOB:
+    entry = _tree_entry(repo, ref, path)
+    if entry is None or entry.type != pygit2.enums.ObjectType.BLOB:
         return None
     read_header = getattr(repo.odb, "read_header", None)
     if read_header is None:  # pygit2 < 1.19.2: only the tests' Python 3.10 fleets (see above)
