@@ -40,9 +40,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 FIRST_GENERATION = 1
 
 
-def _require_sha256(value: str) -> None:
+def _require_sha256(value: str, name: str = "release_sha256") -> None:
     if not _SHA256.fullmatch(value):
-        raise ValueError(f"release_sha256 must be 64 lowercase hex digits, got {value!r}")
+        raise ValueError(f"{name} must be 64 lowercase hex digits, got {value!r}")
 
 
 def _length_prefixed(*fields: bytes) -> bytes:
@@ -68,7 +68,7 @@ def deployment_id(
         release_sha256.encode("ascii"),
     ]
     if config_sha256 is not None:
-        _require_sha256(config_sha256)
+        _require_sha256(config_sha256, "config_sha256")
         fields.append(config_sha256.encode("ascii"))  # no config: ids as before config counted
     digest = hashlib.sha256(_length_prefixed(*fields)).hexdigest()
     return DEPLOYMENT_ID_PREFIX + digest[:DEPLOYMENT_ID_HEX]
@@ -92,7 +92,7 @@ def generation_fingerprint(
     # canonical_rollout is compact JSON (no raw newlines), so the newline separator is unambiguous.
     payload = _GENERATION_DOMAIN + canonical_rollout(rollout_data) + b"\n" + release_sha256.encode("ascii")
     if config_root is not None:
-        _require_sha256(config_root)
+        _require_sha256(config_root, "config_root")
         payload += b"\nconfigs:" + config_root.encode("ascii")
     return hashlib.sha256(payload).hexdigest()
 
