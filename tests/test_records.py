@@ -7,6 +7,7 @@ and checks that the record comes back untouched (not an exception that would sto
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from controller.records import (
     archive,
     connectivity,
     deployment_id,
+    generation_fingerprint,
     is_failure,
     is_success,
     is_terminal,
@@ -484,3 +486,32 @@ def test_record_round_trips_and_a_stored_status_is_recomputed() -> None:
 )
 def test_connectivity_from_last_seen(last_seen: datetime | None, expected: Connectivity) -> None:
     assert connectivity(last_seen, T0, offline_after_seconds=300) is expected
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: deployment_id("nav", 1, "amr-1", "A" * 64), "release_sha256"),
+        (lambda: deployment_id("nav", 1, "amr-1", "a" * 64, config_sha256="a" * 63), "config_sha256"),
+        (
+            lambda: generation_fingerprint({"name": "nav"}, "a" * 64, config_root="sha256:" + "a" * 64),
+            "config_root",
+        ),
+        (lambda: generation_fingerprint({}, "g" * 64), "release_sha256"),
+    ],
+    ids=["release-upper-case", "config-short", "config-root-prefixed", "release-not-hex"],
+)
+def test_an_id_is_never_derived_from_a_malformed_digest_and_the_refusal_names_which(
+    call: Callable[[], str], named: str
+) -> None:
+    """Ids are the dedupe key of every deployment: a digest in another spelling would be a second
+    deployment of the same bytes, so anything but 64 lower-case hex digits is refused."""
+    with pytest.raises(ValueError, match=f"^{named} must be 64 lowercase hex digits"):
+        call()
+
+
+def test_config_changes_the_id_and_no_config_keeps_the_old_one() -> None:
+    plain = deployment_id("nav", 1, "amr-1", "a" * 64)
+    assert plain == deployment_id("nav", 1, "amr-1", "a" * 64, None)
+    with_config = deployment_id("nav", 1, "amr-1", "a" * 64, config_sha256="b" * 64)
+    assert with_config != plain != deployment_id("nav", 1, "amr-1", "a" * 64, config_sha256="c" * 64)
