@@ -264,10 +264,12 @@ def _wave_reports(world: BenchWorld) -> list[StatusReport]:
     return reports
 
 
-def run_size(root: Path, robots: int, runs: int, emit: Callable[[dict[str, Any]], None]) -> None:
+def run_size(
+    root: Path, robots: int, runs: int, emit: Callable[[dict[str, Any]], None], *, cache: bool = True
+) -> None:
     """Every phase of one size, each result handed to ``emit`` as soon as it is known."""
     start = time.perf_counter()
-    world = build_world(root, robots)
+    world = build_world(root, robots, cache=cache)
     emit(
         {
             "phase": "world",
@@ -294,7 +296,7 @@ def run_size(root: Path, robots: int, runs: int, emit: Callable[[dict[str, Any]]
     emit(_no_change(world, "no-change-packed", runs))
 
 
-def _child(robots: int, runs: int, progress: Path) -> None:
+def _child(robots: int, runs: int, progress: Path, *, cache: bool) -> None:
     with progress.open("a", encoding="utf-8") as out:
 
         def emit(line: dict[str, Any]) -> None:
@@ -304,23 +306,24 @@ def _child(robots: int, runs: int, progress: Path) -> None:
             out.flush()
 
         with tempfile.TemporaryDirectory(prefix=f"fleetcd-reconcile-{robots}-") as tmp:
-            run_size(Path(tmp), robots, runs, emit)
+            run_size(Path(tmp), robots, runs, emit, cache=cache)
 
 
 # --- the parent: every size, one child each -------------------------------------------------------
 
 
 def measure_size(
-    robots: int, runs: int, phase_timeout_s: float, deadline: float = math.inf
+    robots: int, runs: int, phase_timeout_s: float, deadline: float = math.inf, *, cache: bool = True
 ) -> tuple[dict[str, Any], str | None]:
     """(phase name -> result, why it stopped early or None); a phase past the timeout is killed, and
     so is whatever runs at ``deadline`` (``time.monotonic()``: the run's wall budget)."""
     with tempfile.TemporaryDirectory(prefix="fleetcd-reconcile-progress-") as tmp:
         progress = Path(tmp) / "progress.jsonl"
         progress.touch()
-        argv = python_module(f"bench.{NAME}", "--child", str(robots), "--runs", str(runs), "--progress")
+        once = [] if cache else ["--once"]
+        argv = python_module(f"bench.{NAME}", "--child", str(robots), "--runs", str(runs), *once)
         child = subprocess.Popen(
-            [*argv, str(progress)],
+            [*argv, "--progress", str(progress)],
             cwd=Path(__file__).resolve().parent.parent,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -425,7 +428,9 @@ def summarize(sizes: list[int], by_size: dict[int, dict[str, Any]]) -> dict[str,
     return {"goals": goals, "slopes": slopes}
 
 
-def render(sizes: list[int], by_size: dict[int, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+def render(
+    sizes: list[int], by_size: dict[int, dict[str, Any]], summary: dict[str, Any], *, once: bool = False
+) -> list[str]:
     goals, measured = summary["goals"], [n for n in sizes if n in by_size]
 
     def cell(n: int, phase: str, key: str = "seconds") -> str:
@@ -441,7 +446,12 @@ def render(sizes: list[int], by_size: dict[int, dict[str, Any]], summary: dict[s
 
     against = goals.get("ingest", {}).get("against_size", "-")
     lines = [
-        "whole reconcile (reconcile_once, real git and gpg), seconds; one child process per size",
+        "whole reconcile (reconcile_once, real git and gpg), seconds; one child process per size; "
+        + (
+            "no cache between reconciles (reconcile --once)"
+            if once
+            else "one cache for every reconcile (controller run)"
+        ),
         *table(
             ["reconcile", *[f"{n} robots" for n in sizes]],
             [
@@ -528,11 +538,17 @@ def main() -> None:
         default=math.inf,
         help="stop the phase running when this much real time has passed and report what finished",
     )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="no cache between reconciles, as `controller reconcile --once` (default: one cache for every "
+        "reconcile, as `controller run`)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--progress", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        _child(args.child, args.runs, args.progress)
+        _child(args.child, args.runs, args.progress, cache=not args.once)
         return
     sizes = sorted(set(args.sizes))
     if any(n < 1 for n in sizes):
@@ -547,13 +563,13 @@ def main() -> None:
             continue
         print(f"bench: {NAME}: {robots} robots", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        results, stopped = measure_size(robots, args.runs, args.phase_timeout, deadline)
+        results, stopped = measure_size(robots, args.runs, args.phase_timeout, deadline, cache=not args.once)
         wall[robots] = round(time.perf_counter() - start, 1)
         by_size[robots] = results
         if stopped is not None:
             not_run.append({"robots": robots, "why": stopped})
     summary = summarize(sizes, by_size)
-    lines = render(sizes, by_size, summary)
+    lines = render(sizes, by_size, summary, once=args.once)
     if not_run:
         lines += ["", *[f"NOT RUN at {x['robots']} robots: {x['why']}" for x in not_run]]
     lines += ["wall per size: " + ", ".join(f"{n} robots {s} s" for n, s in wall.items())]
@@ -561,6 +577,9 @@ def main() -> None:
         "sizes": sizes,
         "runs": args.runs,
         "phase_timeout_s": args.phase_timeout,
+        "controller": "reconcile --once (no cache)"
+        if args.once
+        else "run (one ReconcileCache for every reconcile)",
         "max_wall_s": None if math.isinf(args.max_wall_seconds) else args.max_wall_seconds,
         "wave_robots": WAVE_ROBOTS,
         **summary,

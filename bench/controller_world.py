@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pygit2
 
 from bench import fleetgen
 from controller.delivery import DeliverySource, bundle_for, write_desired_state
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
@@ -170,8 +171,12 @@ def fast_import_commit(repo: Path, files: Mapping[str, bytes], message: str, at:
     subprocess.run([*git, "update-ref", "refs/heads/main", made.stdout.strip()], check=True)
 
 
-def build_world(root: Path, devices: int) -> BenchWorld:
+def build_world(root: Path, devices: int, *, cache: bool = True) -> BenchWorld:
     """The scaled fleet of ``devices`` robots on ``root/server.git``'s main, nothing reconciled yet.
+
+    The controller's settings carry one :class:`~controller.reconcile.cache.ReconcileCache` for every
+    reconcile, as ``fleetcd controller run`` hands one to every pass; ``cache=False`` reads and
+    parses everything each time, as ``controller reconcile --once`` does.
 
     The fleet is written by :func:`fast_import_commit` (no working tree, no 100,000-file ``git add``).
     """
@@ -183,6 +188,8 @@ def build_world(root: Path, devices: int) -> BenchWorld:
     fast_import_commit(server, files, "fleet", START)
     clock = Clock()
     settings = controller_settings(server, root / "cache", home, clock)
+    if cache:
+        settings = replace(settings, cache=ReconcileCache())
     wave = tuple(active[:WAVE_ROBOTS])
     return BenchWorld(root, server, home, settings, clock, tuple(active), wave)
 
