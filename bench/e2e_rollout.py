@@ -615,7 +615,9 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
                 ["merge→applied p99", f"{p99:.1f} s" if p99 is not None else "-"],
                 [
                     "goal: each wave's p99 since its start <= 1.2T + 2apply",
-                    f"{goal:g} s: {'met' if latency_met else 'NOT met'} (worst {worst:.1f} s)",
+                    f"{goal:g} s: {'met' if latency_met else 'NOT met'} (worst {worst:.1f} s"
+                    + ("" if done else "; not judged: the run did not finish")
+                    + ")",
                 ],
                 ["  plus the real time of the reconcile that started it", f"worst {max(conservative):.1f} s"],
                 [
