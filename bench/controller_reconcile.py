@@ -354,7 +354,7 @@ def measure_size(
         # E.g. a git command past the controller's own timeout: that size does not fit either.
         phase = PHASES[min(len(results), len(PHASES) - 1)]
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["(no message)"]
-        stopped = f"{phase} failed: {last[0].strip()[:300]}"
+        stopped = f"{phase} failed: {last[0].strip()[:600]}"
         print(stderr[-4000:], file=sys.stderr)
     return results, stopped
 
