@@ -339,7 +339,7 @@ def measure_size(
                     done = json.loads(line)
                     print(f"  {robots}: {done['phase']} {done['seconds']} s", file=sys.stderr, flush=True)
                 seen, last = len(lines), time.monotonic()
-            elif time.monotonic() - last > phase_timeout_s or time.monotonic() > deadline:
+            if time.monotonic() - last > phase_timeout_s or time.monotonic() > deadline:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 phase = PHASES[min(seen, len(PHASES) - 1)]
