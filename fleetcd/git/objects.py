@@ -16,6 +16,9 @@ one pack.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,7 +28,8 @@ from typing import NamedTuple, TypeAlias
 import pygit2
 from pygit2.enums import FileMode
 
-from fleetcd.errors import RefConflict
+from fleetcd.errors import RefConflict, TransportError
+from fleetcd.git.gitcli import git_binary
 
 # A nested view of the requested changes: name → new bytes, None (delete) or a sub-directory.
 _Changes: TypeAlias = dict[str, "bytes | _Changes | None"]
@@ -224,6 +228,9 @@ def update_refs(
     if not hasattr(repo, "transaction"):  # pygit2 < 1.19: only the tests' Python 3.10 fleets
         _update_refs_unlocked(repo, updates)
         return
+    if len(updates) > LOCKED_REFS_MAX:
+        _update_refs_with_git(repo, updates, message=message)
+        return
     with repo.transaction() as tx:
         for ref in sorted(updates):
             try:
@@ -239,6 +246,58 @@ def update_refs(
             if actual != old:
                 raise RefConflict(ref, _hex(old), _hex(actual))
             tx.set_target(ref, new, message=message)
+
+
+# libgit2's transaction keeps every lock file open until it commits, so a fan-out to more robots
+# than the process may open files (20,000 here; often 1,024) failed with "Too many open files".
+# ``git update-ref --stdin`` closes each lock file once written and commits all or none the same
+# way, so larger updates go through it.
+LOCKED_REFS_MAX = 512
+_ZERO_OID = "0" * 40
+
+
+def _update_refs_with_git(
+    repo: pygit2.Repository, updates: Mapping[str, tuple[pygit2.Oid | None, pygit2.Oid]], *, message: str
+) -> None:
+    """:func:`update_refs` through one ``git update-ref --stdin`` transaction (all or none)."""
+    lines = ["start"]
+    for ref, (old, new) in sorted(updates.items()):
+        actual = ref_target(repo, ref)
+        if actual == new:
+            continue
+        if actual != old:
+            raise RefConflict(ref, _hex(old), _hex(actual))
+        lines.append(f"update {ref} {new} {_ZERO_OID if old is None else old}")
+    if len(lines) == 1:
+        return
+    lines += ["prepare", "commit", ""]
+    git_dir = str(repo.path)
+    try:
+        done = subprocess.run(
+            [git_binary(), "--git-dir", git_dir, "update-ref", "-m", message, "--stdin"],
+            input="\n".join(lines),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LC_ALL": "C", "LANGUAGE": "C"},
+            timeout=UPDATE_REFS_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TransportError(
+            f"{git_dir}: updating {len(lines) - 4} refs took over {UPDATE_REFS_TIMEOUT_S:g} s"
+        ) from exc
+    if done.returncode == 0:
+        return
+    # "fatal: cannot lock ref 'refs/...': ..." names the ref another writer holds or moved.
+    fatal = next((line for line in done.stderr.splitlines() if "cannot lock ref" in line), "")
+    named = re.search(r"cannot lock ref '([^']+)'", fatal)
+    ref = named.group(1) if named and named.group(1) in updates else min(updates)
+    detail = fatal[:300] or done.stderr.strip()[-300:] or f"git update-ref exited {done.returncode}"
+    held = f"(locked by another writer, or left by a killed one: {detail})"
+    raise RefConflict(ref, _hex(updates[ref][0]), held)
+
+
+UPDATE_REFS_TIMEOUT_S = 600.0
 
 
 def _update_refs_unlocked(
