@@ -55,7 +55,7 @@ def assert_stalled_and_untouched(
 ) -> None:
     """Stalled naming ``needle`` in the result, rollout status and audit; no desired state written."""
     assert result.stalled is not None and needle in result.stalled, result.stalled
-    assert (result.desired_refs, result.signatures) == (0, 0)
+    assert (result.desired_refs, result.root_signatures) == (0, 0)
     assert desired_targets(world.server) == before
     state = world.state()
     rollout = state.rollouts["nav"]
@@ -198,7 +198,7 @@ def test_force_pushed_main_stalls_with_history_rewritten_and_leaves_desired_stat
 
     result = reconcile_once(settings)
     assert result.stalled is not None and "history was rewritten" in result.stalled
-    assert (result.desired_refs, result.signatures) == (0, 0)
+    assert (result.desired_refs, result.root_signatures) == (0, 0)
     assert desired_targets(world.server) == before
     state = world.state()
     assert state.meta.last_processed_commit == processed
