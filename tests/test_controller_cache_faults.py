@@ -33,6 +33,7 @@ from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
+from fleetcd.git import objects
 from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
@@ -100,7 +101,13 @@ def controller_main(argv: list[str]) -> None:
 
 
 def _stop_in_fan_out(mode: str) -> None:
-    """Wrap ref transactions so the fan-out's (more than one ref) stops once all its refs are locked."""
+    """Wrap ref transactions so the fan-out's (more than one ref) stops once all its refs are locked.
+
+    A fan-out over :data:`~fleetcd.git.objects.LOCKED_REFS_MAX` refs goes through ``git update-ref
+    --stdin`` instead; here every size takes libgit2's transaction, so the process dies holding a
+    lock file per robot, as the issue's killed controller did (974 of them). A killed ``git
+    update-ref`` leaves the same ``.lock`` files, which the same cache lock removes."""
+    objects.LOCKED_REFS_MAX = 1 << 30
     original = pygit2.transaction.ReferenceTransaction.set_target
     stopped: list[bool] = []
 
