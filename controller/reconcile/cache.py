@@ -11,11 +11,17 @@ anywhere but git:
   approvals), and the fleet context built from them, under main's tree id: robots reporting while
   main stays put cost no YAML parsing at all (at 10,000 robots, loading main was 14 of a 38 s
   reconcile that ingested 1,000 reports, profiled);
+* main's documents as last loaded (:class:`~fleetcd.loading.memo.DocumentMemo`), by path and exact
+  bytes: when main's tree changes, or its validation is too old, the next validation parses only
+  the documents whose bytes it does not hold, and everything past parsing (cross-file checks,
+  signatures, approvals, the trust-root chain) runs in full. A commit changing one device file
+  parses one file; invalid documents are kept as their file:line errors. Entries of files that
+  left main are dropped after each load;
 * the state branch as last parsed (:class:`~controller.reconcile.statebranch.StateCache`): the
   next reconcile diffs the trees and parses only the files that changed.
 
-Only the newest entry of each is kept, so memory stays one parsed fleet, as one reconcile needs
-anyway. Validation is a function of the files and of the clock: the controller judges the trust
+Only the newest entry of each is kept (the memo's documents are the very objects the kept
+validation holds), so memory stays one parsed fleet, as one reconcile needs anyway. Validation is a function of the files and of the clock: the controller judges the trust
 root's expiry against ``now`` itself on every reconcile, but gpg judges a key's expiry when it
 verifies. So a validation is reused only before the first key or subkey in main's ``keys/``
 expires (:attr:`MainCache.good_until`), and at most :data:`VALIDATION_MAX_AGE` after it was made
@@ -31,6 +37,7 @@ from datetime import datetime, timedelta
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
+from fleetcd.loading.memo import DocumentMemo
 from fleetcd.validation import ValidationResult
 
 # The longest a validation is reused for one tree: a signature's own expiry (gpg's EXPSIG) is not
@@ -52,6 +59,9 @@ class MainCache:
     # expiry in keys/, or VALIDATION_MAX_AGE after it was made.
     good_until: datetime | None = None
     validations: int = 0  # validate_snapshot calls made through this cache (tests count them)
+    # Main's documents as last loaded, by path and exact bytes: a validation parses only the files
+    # whose bytes it does not hold (a new commit's changed files, after a new tree).
+    documents: DocumentMemo = field(default_factory=DocumentMemo)
 
     def holds(self, tree: str) -> bool:
         return self.tree == tree

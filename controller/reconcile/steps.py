@@ -147,7 +147,7 @@ def _validated(ctx: ReconcileContext) -> ValidationResult:
     if kept is not None:
         return kept
     main.validations += 1
-    validation = validate_snapshot(ctx.files, problems=ctx.problems)
+    validation = validate_snapshot(ctx.files, problems=ctx.problems, memo=main.documents)
     if validation.ok:  # an invalid tree is not kept (its keys may not even import): it stalls anyway
         main.keep(validation, ctx.now, _keys_expire(ctx.files))
     return validation

@@ -17,6 +17,7 @@ from fleetcd.desired.configset import ConfigSet
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot, Withdrawal
 from fleetcd.reasons import Reason
 
@@ -90,8 +91,21 @@ class FleetSpec:
         return self._config_sets.get(app) or ConfigSet({})
 
 
-def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
-    """Load every managed file of a snapshot; never raises for content problems."""
+def load_spec(
+    files: Mapping[str, bytes], memo: DocumentMemo | None = None
+) -> tuple[FleetSpec, list[Diagnostic]]:
+    """Load every managed file of a snapshot; never raises for content problems.
+
+    With a ``memo`` (a long-running caller's), a document whose path and bytes it holds from the
+    previous snapshot is not parsed again, and it keeps this snapshot's documents only.
+    """
+    if memo is None:
+        return _load_spec(files, None)
+    with memo.round():
+        return _load_spec(files, memo)
+
+
+def _load_spec(files: Mapping[str, bytes], memo: DocumentMemo | None) -> tuple[FleetSpec, list[Diagnostic]]:
     spec = FleetSpec(files=files)
     problems: list[Diagnostic] = []
     signatures: dict[tuple[str, str], dict[str, bytes]] = {}
@@ -107,7 +121,7 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
                 problems.append(Diagnostic(path, None, None, _unexpected(path), Reason.INVALID))
             continue
         try:
-            _load_one(spec, path, raw, where.kind, where.name, where.version, where.stem)
+            _load_one(spec, memo, path, raw, where.kind, where.name, where.version, where.stem)
         except InvalidContent as exc:
             problems.extend(exc.diagnostics)
         if where.kind is FileKind.RELEASE_SIGNATURE:
@@ -139,40 +153,51 @@ def load_spec(files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
     return spec, problems
 
 
+def _load(memo: DocumentMemo | None, path: str, raw: bytes, model_type: type[M]) -> Loaded[M]:
+    return load_document(path, raw, model_type) if memo is None else memo.load(path, raw, model_type)
+
+
 def _load_one(
-    spec: FleetSpec, path: str, raw: bytes, kind: FileKind, name: str, version: str, stem: str
+    spec: FleetSpec,
+    memo: DocumentMemo | None,
+    path: str,
+    raw: bytes,
+    kind: FileKind,
+    name: str,
+    version: str,
+    stem: str,
 ) -> None:
     if kind is FileKind.FLEET:
-        spec.fleet = load_document(path, raw, Fleet)
+        spec.fleet = _load(memo, path, raw, Fleet)
     elif kind is FileKind.DEVICE:
-        device = load_document(path, raw, Device)
+        device = _load(memo, path, raw, Device)
         _name_matches(device, device.model.id, name, "id")
         spec.devices[device.model.id] = device
     elif kind is FileKind.COHORT:
-        cohort = load_document(path, raw, Cohort)
+        cohort = _load(memo, path, raw, Cohort)
         _name_matches(cohort, cohort.model.name, name, "name")
         spec.cohorts[cohort.model.name] = cohort
     elif kind is FileKind.RELEASE:
-        release = load_document(path, raw, Release)
+        release = _load(memo, path, raw, Release)
         _name_matches(release, release.model.app, name, "app")
         _name_matches(release, release.model.version, version, "version")
         spec.releases[(release.model.app, release.model.version)] = ReleaseEntry(release, {})
     elif kind is FileKind.ROLLOUT:
-        rollout = load_document(path, raw, Rollout)
+        rollout = _load(memo, path, raw, Rollout)
         _name_matches(rollout, rollout.model.name, name, "name")
         spec.rollouts[rollout.model.name] = RolloutEntry(rollout, {})
     elif kind is FileKind.CONFIG:
-        config = load_document(path, raw, ConfigInstance)
+        config = _load(memo, path, raw, ConfigInstance)
         _name_matches(config, config.model.app, name, "app")
         _name_matches(config, config.model.file_stem, stem, "scope")
         spec.configs.setdefault(config.model.app, []).append(config)
     elif kind is FileKind.WITHDRAWAL:
-        withdrawal = load_document(path, raw, Withdrawal)
+        withdrawal = _load(memo, path, raw, Withdrawal)
         _name_matches(withdrawal, withdrawal.model.app, name, "app")
         _name_matches(withdrawal, withdrawal.model.version, version, "version")
         spec.withdrawals[(withdrawal.model.app, withdrawal.model.version)] = withdrawal
     elif kind is FileKind.TRUST_ROOT:
-        root = load_document(path, raw, TrustRoot)
+        root = _load(memo, path, raw, TrustRoot)
         _name_matches(root, str(root.model.version), version, "version")
         spec.trust_roots[root.model.version] = TrustRootEntry(root, {})
 

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.loading.memo import DocumentMemo
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.rootchain import TrustedRoot
 from fleetcd.validation import (
@@ -75,6 +76,7 @@ def validate_snapshot(
     problems: Iterable[Diagnostic] = (),
     strict: bool = False,
     now: datetime | None = None,
+    memo: DocumentMemo | None = None,
 ) -> ValidationResult:
     """Validate ``files`` (path → bytes); ``base`` is the snapshot releases must not differ from.
 
@@ -82,9 +84,11 @@ def validate_snapshot(
     merged into the result. ``strict`` turns every warning into an error. Raises
     :class:`~fleetcd.errors.SetupError` only when gpg is needed and unusable; content problems are
     always diagnostics. ``now`` (``fleetcd validate``'s clock) also judges the trust root in force
-    for expiry (:func:`fleetcd.validation.trust.expiry`); the controller judges it itself.
+    for expiry (:func:`fleetcd.validation.trust.expiry`); the controller judges it itself. ``memo``
+    (a long-running caller's :class:`~fleetcd.loading.memo.DocumentMemo`) spares parsing documents
+    whose bytes it loaded before; every check after loading runs all the same.
     """
-    spec, loaded = load_spec(files)
+    spec, loaded = load_spec(files, memo)
     found: list[Diagnostic] = [*problems, *loaded]
     ctx = Context(spec)
     found.extend(references.check(ctx))

@@ -1,0 +1,122 @@
+"""Documents already loaded, kept by their exact content so that loading a similar snapshot again
+parses only the files that changed.
+
+Loading one document (:func:`fleetcd.loading.documents.load_document`: strict YAML, JSON Schema,
+frozen model) is a pure function of its path, its bytes, the model type, the YAML limits and the
+schema flag: it reads no clock, no file, no key. A long-running caller — the controller's
+``ReconcileCache`` — keeps a :class:`DocumentMemo` and passes it explicitly
+(``validate_snapshot(..., memo=)`` → ``load_spec(..., memo=)``); there is no module-level cache.
+Only the loading of single documents is kept: whatever relates files to each other, to keys or to
+the clock (references, signatures, approvals, the trust-root chain, expiry) runs on every
+validation.
+
+Errors are kept too, as the diagnostics they carry, and raised again as a new
+:class:`~fleetcd.errors.InvalidContent` each time: the same bytes give the same file:line errors, so
+a main with a thousand broken files does not parse them again for every commit that fixes one.
+
+Memory stays one snapshot's documents: each :meth:`DocumentMemo.round` is one load of a snapshot,
+and at its end every entry that round did not ask for (files that left the snapshot, or whose bytes
+changed) is dropped. A round that ends in an exception drops nothing; the next round prunes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+from pydantic import BaseModel
+
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.loading.strict_yaml import YamlLimits
+
+M = TypeVar("M", bound=BaseModel)
+_Key = tuple[str, type[BaseModel], YamlLimits, bool]  # path, model type, limits, schema flag
+
+
+@dataclass(frozen=True)
+class _Entry:
+    raw: bytes
+    loaded: Loaded[BaseModel] | None  # None: the document is invalid, see problems
+    problems: tuple[Diagnostic, ...] = ()
+
+
+@dataclass
+class RoundStats:
+    """What one round did: documents loaded afresh (their paths) and documents reused."""
+
+    parsed: list[str] = field(default_factory=list)
+    reused: int = 0
+
+
+@dataclass
+class DocumentMemo:
+    """Loaded documents (and invalid ones' diagnostics) of the latest snapshot, by exact content."""
+
+    _entries: dict[_Key, _Entry] = field(default_factory=dict, repr=False)
+    _used: set[_Key] | None = field(default=None, repr=False)
+    last: RoundStats = field(default_factory=RoundStats)  # the latest round (counted by tests)
+    parsed: int = 0  # documents loaded afresh through this memo, ever
+    reused: int = 0  # documents served from it, ever
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def paths(self) -> frozenset[str]:
+        """The paths of the documents held."""
+        return frozenset(key[0] for key in self._entries)
+
+    def loaded(self) -> list[Loaded[BaseModel]]:
+        """The valid documents held, shared by every validation that reuses them."""
+        return [entry.loaded for entry in self._entries.values() if entry.loaded is not None]
+
+    @contextmanager
+    def round(self) -> Iterator[RoundStats]:
+        """One load of a snapshot; entries it did not ask for are dropped when it ends normally."""
+        used: set[_Key] = set()
+        self._used, self.last = used, RoundStats()
+        try:
+            yield self.last
+        except BaseException:
+            self._used = None
+            raise
+        self._used = None
+        self._entries = {key: entry for key, entry in self._entries.items() if key in used}
+
+    def load(
+        self,
+        path: str,
+        raw: bytes,
+        model_type: type[M],
+        limits: YamlLimits | None = None,
+        *,
+        schema: bool = True,
+    ) -> Loaded[M]:
+        """:func:`~fleetcd.loading.documents.load_document`, or its kept result for the same input."""
+        key: _Key = (path, model_type, limits or YamlLimits(), schema)
+        if self._used is not None:
+            self._used.add(key)
+        entry = self._entries.get(key)
+        if entry is not None and (entry.raw is raw or entry.raw == raw):
+            self.reused += 1
+            self.last.reused += 1
+        else:
+            entry = self._load(key, raw)
+        if entry.loaded is None:
+            raise InvalidContent(entry.problems)
+        return cast(Loaded[M], entry.loaded)
+
+    def _load(self, key: _Key, raw: bytes) -> _Entry:
+        path, model_type, limits, schema = key
+        self.parsed += 1
+        self.last.parsed.append(path)
+        try:
+            loaded: Loaded[BaseModel] = load_document(path, raw, model_type, limits, schema=schema)
+        except InvalidContent as exc:
+            entry = _Entry(raw, None, exc.diagnostics)
+        else:
+            entry = _Entry(raw, loaded)
+        self._entries[key] = entry
+        return entry
