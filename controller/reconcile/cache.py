@@ -21,12 +21,14 @@ anywhere but git:
   next reconcile diffs the trees and parses only the files that changed.
 
 Only the newest entry of each is kept (the memo's documents are the very objects the kept
-validation holds), so memory stays one parsed fleet, as one reconcile needs anyway. Validation is a function of the files and of the clock: the controller judges the trust
-root's expiry against ``now`` itself on every reconcile, but gpg judges a key's expiry when it
-verifies. So a validation is reused only before the first key or subkey in main's ``keys/``
-expires (:attr:`MainCache.good_until`), and at most :data:`VALIDATION_MAX_AGE` after it was made
-(a signature's own expiry, which gpg also judges, is not read out): then the same tree is
-validated afresh.
+validation holds), so memory stays one parsed fleet, as one reconcile needs anyway.
+
+Validation is a function of the files and of the clock: the controller judges the trust root's
+expiry against ``now`` itself on every reconcile, but gpg judges a key's expiry when it verifies.
+So a validation is reused only before the first key or subkey in main's ``keys/`` expires
+(:attr:`MainCache.good_until`), and at most :data:`VALIDATION_MAX_AGE` after it was made (a
+signature's own expiry, which gpg also judges, is not read out): then the same tree is validated
+afresh.
 """
 
 from __future__ import annotations
