@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import Source
 from controller.reconcile.steps import ReconcileResult, reconcile_once
 from controller.state.model import RolloutPhase
@@ -120,6 +121,47 @@ def test_strict_policy_checks_every_commit_since_the_last_processed_one(
     assert result.stalled is None
     assert world.state().meta.last_processed_commit == world.fleet.git("rev-parse", "HEAD")
     assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.1.0"]
+
+
+def test_a_head_switching_the_strict_policy_off_is_judged_by_the_kept_policy_of_the_last_accepted_tree(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """``controller run`` keeps fleet.yaml and keys/ of the last trees it read rather than reading
+    the last accepted tree again (``MainCache.policy_reads`` counts full reads). The policy must
+    still be the accepted tree's, never the head's, also after a stalled commit in between; a
+    controller without the cache, and one with a fresh cache, stall alike."""
+    committer = keys.key("committer")
+
+    def merge(fleet: FleetRepoBuilder, message: str) -> None:
+        signed_commit(fleet, keys, committer, message)
+
+    world = make_world(tmp_path, keys, configure=strict_policy(keys), merge=merge)
+    cache = ReconcileCache()
+    world.settings = replace(world.settings, cache=cache)
+    world.reconcile()
+    nav_1_1_0(world.fleet)
+    world.merge("nav 1.1.0, signed")
+    world.clock.tick(30)
+    world.reconcile()
+    accepted = world.fleet.git("rev-parse", "HEAD")
+
+    world.fleet.fleet["trust"] = {"commits": {"mode": "off"}}
+    suspect = signed_commit(world.fleet, keys, None, "commit policy off, unsigned")
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.clock.tick(30)
+    result = reconcile_once(world.settings)
+    assert result.stalled is not None and f"commit {suspect} rejected" in result.stalled
+    world.merge("a signed tip on top")
+    world.clock.tick(30)
+    again = reconcile_once(world.settings)
+    assert again.stalled is not None and f"commit {suspect} rejected" in again.stalled
+    assert cache.main.policy_reads == 0 and world.state().meta.last_processed_commit == accepted
+
+    full = replace(world.settings, idle_fast_path=False)  # a stalled, unmoved main is idle otherwise
+    assert reconcile_once(replace(full, cache=None)).stalled == again.stalled
+    fresh = ReconcileCache()
+    assert reconcile_once(replace(full, cache=fresh)).stalled == again.stalled
+    assert fresh.main.policy_reads == 1
 
 
 # --- releases and approvals -------------------------------------------------------------------------

@@ -46,6 +46,9 @@ from fleetcd.validation import ValidationResult
 # read out, so a cached verdict is at most this late to see one; the periodic full reconcile's
 # interval, and one validation per 10 minutes is noise next to a reconcile per second.
 VALIDATION_MAX_AGE = timedelta(minutes=10)
+# Trees whose commit-policy files (fleet.yaml, keys/) are kept: the last accepted tree, which the
+# next commit's policy comes from, survives a few stalled commits after it.
+POLICY_TREES = 4
 
 
 @dataclass
@@ -64,6 +67,9 @@ class MainCache:
     # Main's documents as last loaded, by path and exact bytes: a validation parses only the files
     # whose bytes it does not hold (a new commit's changed files, after a new tree).
     documents: DocumentMemo = field(default_factory=DocumentMemo)
+    # tree id -> that tree's fleet.yaml and keys/, the newest POLICY_TREES trees read.
+    policies: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    policy_reads: int = 0  # trees read in full for their commit policy alone (tests count them)
 
     def holds(self, tree: str) -> bool:
         return self.tree == tree
@@ -72,6 +78,16 @@ class MainCache:
         """A newly read tree: what was validated from another tree is dropped."""
         self.tree, self.files, self.problems = tree, files, problems
         self.forget_validation()
+
+    def policy_of(self, tree: str) -> dict[str, bytes] | None:
+        """fleet.yaml and keys/ of ``tree``, when one of the last trees read was it."""
+        return self.policies.get(tree)
+
+    def keep_policy(self, tree: str, files: dict[str, bytes]) -> None:
+        self.policies.pop(tree, None)
+        self.policies[tree] = files
+        while len(self.policies) > POLICY_TREES:
+            del self.policies[next(iter(self.policies))]
 
     def forget_validation(self) -> None:
         self.validation = self.fleet = self.good_until = None

@@ -94,6 +94,7 @@ def fetch(ctx: ReconcileContext) -> StepResult:
     tree = commit_tree_id(ctx.repo, ctx.main)
     if not cache.main.holds(tree):
         cache.main.remember(tree, *read_tree(ctx.repo, ctx.main))
+        cache.main.keep_policy(tree, _policy_files(cache.main.files))
     ctx.files, ctx.problems = cache.main.files, cache.main.problems
     return CONTINUE
 
@@ -106,7 +107,7 @@ def verify_history(ctx: ReconcileContext) -> StepResult:
     last, head = snapshot.meta.last_processed_commit, ctx.main
     # The commit policy and its keys come from the last accepted commit, so an unsigned head can
     # neither switch the policy off nor trust its own key.
-    refused = _check_commits(ctx.repo, _trusted_files(ctx.repo, last, head, ctx.files), last, head)
+    refused = _check_commits(ctx.repo, _trusted_files(ctx, last, head), last, head)
     return CONTINUE if refused is None else Stall(refused)
 
 
@@ -374,25 +375,40 @@ def stall_of(exc: InvalidContent) -> Stall:
     return Stall(str(exc), kind)
 
 
-def _trusted_files(
-    repo: Repository, last: str | None, head: str, files: dict[str, bytes]
-) -> dict[str, bytes]:
-    """The tree the commit policy comes from: the last accepted commit's, once there is one.
+def _trusted_files(ctx: ReconcileContext, last: str | None, head: str) -> dict[str, bytes]:
+    """fleet.yaml and keys/ of the tree the commit policy comes from: the last accepted commit's,
+    once there is one.
 
     Descent is checked first: after a force push a freshly cloned mirror no longer has the last
-    processed commit at all, which is a rewritten history, not a setup error.
+    processed commit at all, which is a rewritten history, not a setup error. ``controller run``
+    keeps these files of the last few trees it read (:meth:`MainCache.policy_of`), so a new commit
+    does not read the whole previous tree again (at 10,000 robots, 10,000 blobs).
     """
     if last is None or last == head:  # main did not move: its tree was read already
-        return files
-    if not RepositoryCommits(repo).is_descendant(head, last):
+        return _policy_files(ctx.files)
+    if not RepositoryCommits(ctx.repo).is_descendant(head, last):
         raise HistoryRewritten(MAIN_REF, last, head)
-    return read_tree(repo, last)[0]
+    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
+    if main is None:
+        return _policy_files(read_tree(ctx.repo, last)[0])
+    tree = commit_tree_id(ctx.repo, last)
+    kept = main.policy_of(tree)
+    if kept is None:
+        main.policy_reads += 1
+        kept = _policy_files(read_tree(ctx.repo, last)[0])
+        main.keep_policy(tree, kept)
+    return kept
+
+
+def _policy_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """What the commit policy is read from: fleet.yaml and keys/ (loading every device file here
+    doubled a reconcile)."""
+    return {p: d for p, d in files.items() if p == FLEET_FILE or p.startswith("keys/")}
 
 
 def _check_commits(repo: Repository, trusted: Mapping[str, bytes], last: str | None, head: str) -> str | None:
     """None when the commits since ``last`` pass the fleet's commit policy, else the stall reason."""
-    # Only fleet.yaml and keys/ are needed: loading every device file here doubled a reconcile.
-    spec, _ = load_spec({p: d for p, d in trusted.items() if p == FLEET_FILE or p.startswith("keys/")})
+    spec, _ = load_spec(_policy_files(trusted))
     if spec.fleet is None:
         return None  # validation reports it
     policy = spec.fleet.model.trust.commits
