@@ -405,7 +405,9 @@ def _status_line(result: CycleResult, delay: float) -> str:
         f"{app} {o.entry.version} {o.entry.state.value}" for app, o in sorted(result.apps.items()) if o.entry
     )
     error = f"; error: {result.error}" if result.error else ""
-    return f"serial {result.serial}: {states or 'no apps'}{error}; next sync in {delay:.0f} s"
+    # The error last: systemd keeps STATUS_MAX_CHARS of the line, and a long error (a path, a
+    # server's message) must not cut off when the next sync comes.
+    return f"serial {result.serial}: {states or 'no apps'}; next sync in {delay:.0f} s{error}"
 
 
 def _stop_on_sigterm(stop: threading.Event) -> Callable[[], None]:
