@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import sys
 import tarfile
@@ -80,9 +81,15 @@ def app_source(version: str, behaviour: AppBehaviour = "healthy") -> bytes:
     return _APP_SOURCE.format(version=version, behaviour=behaviour, crash_code=CRASH_EXIT_CODE).encode()
 
 
-def build_app_tarball(dest: Path, version: str, *, behaviour: AppBehaviour = "healthy") -> tuple[bytes, str]:
-    """Write a ``.tar.gz`` release of the app to ``dest``; returns its bytes and their sha256."""
+def build_app_tarball(
+    dest: Path, version: str, *, behaviour: AppBehaviour = "healthy", padding_bytes: int = 0
+) -> tuple[bytes, str]:
+    """Write a ``.tar.gz`` release of the app to ``dest``; returns its bytes and their sha256.
+
+    ``padding_bytes`` of incompressible data (``padding.bin``) make a download that takes a while."""
     files = {"app.py": app_source(version, behaviour), "VERSION": version.encode()}
+    if padding_bytes:
+        files["padding.bin"] = os.urandom(padding_bytes)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in files.items():

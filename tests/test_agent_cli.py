@@ -4,12 +4,6 @@ errors for a bad agent.yaml, a daemon that tells systemd it is ready and stops o
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +14,7 @@ from fleetcd.cli.main import run
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.sim.agent import APP, AgentWorld
+from tests.systemd import AgentDaemon
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,32 +86,9 @@ def test_once_with_the_server_unreachable_exits_5_and_keeps_the_report_queued(
 
 
 def test_run_notifies_systemd_ready_converges_and_stops_on_sigterm(world: AgentWorld, tmp_path: Path) -> None:
-    notify_path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(notify_path))
-        notify.settimeout(30)
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
-        script = "from agent.cli import main; main()"
-        daemon = subprocess.Popen(
-            [sys.executable, "-c", script, "--config", str(world.config_file), "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            assert b"READY=1" in notify.recv(4096)
-            assert world.answer("1.0.0", limit_s=30) == "1.0.0"
-            messages = b""
-            deadline = time.monotonic() + 30
-            while b"STATUS=serial" not in messages and time.monotonic() < deadline:
-                messages += notify.recv(4096)
-            assert b"web 1.0.0 healthy" in messages
-            daemon.send_signal(signal.SIGTERM)
-            assert daemon.wait(timeout=30) == 0
-            while b"STOPPING=1" not in messages:  # a last cycle's status may come first
-                messages += notify.recv(4096)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+    with AgentDaemon.start(world.config_file, tmp_path) as daemon:
+        assert daemon.wait_for(b"READY=1")
+        assert world.answer("1.0.0", limit_s=30) == "1.0.0"
+        assert b"web 1.0.0 healthy" in daemon.wait_for(b"STATUS=serial")
+        assert daemon.terminate(limit_s=30) == 0
+        assert daemon.wait_for(b"STOPPING=1", limit_s=5)  # a last cycle's status may come first

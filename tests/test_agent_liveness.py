@@ -10,12 +10,9 @@ the real tarball executor downloading from a real HTTP server that trickles its 
 
 from __future__ import annotations
 
-import itertools
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,54 +27,20 @@ from agent.sdnotify import watchdog_interval_seconds
 from fleetcd.vocabulary import Activity
 from tests.httpserver import ArtifactServer, Behaviour
 from tests.sim.agent import APP, AgentWorld
+from tests.systemd import NotifyListener, wait_for
 
 WATCHDOG_USEC = 1_000_000  # WatchdogSec=1 s: the agent pings every 0.5 s
 WATCHDOG_S = WATCHDOG_USEC / 1_000_000
-PING = b"WATCHDOG=1"
-
-
-@dataclass
-class Listener:
-    """systemd's side of NOTIFY_SOCKET: every datagram, with the monotonic time it arrived."""
-
-    sock: socket.socket
-    received: list[tuple[float, bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except OSError:
-                return  # closed at teardown
-            with self.lock:
-                self.received.append((time.monotonic(), data))
-
-    def pings(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
-        with self.lock:
-            return [t for t, data in self.received if PING in data.split(b"\n") and start <= t <= end]
-
-    def longest_silence(self, start: float, end: float) -> float:
-        """The longest stretch within [start, end] without a ping (what systemd's timer measures)."""
-        marks = [start, *self.pings(start, end), end]
-        return max(b - a for a, b in itertools.pairwise(marks))
 
 
 @pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifyListener]:
+    listener = NotifyListener.bind(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    listener = Listener(sock)
-    thread = threading.Thread(target=listener.run, daemon=True)
-    thread.start()
     yield listener
-    sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
-    thread.join(5)
+    listener.close()
 
 
 def watchdog(settings: LivenessSettings) -> Liveness:
@@ -85,15 +48,8 @@ def watchdog(settings: LivenessSettings) -> Liveness:
     return Liveness(watchdog_interval_seconds(), lambda: notify(WATCHDOG=1), settings=settings)
 
 
-def wait_for(predicate: Callable[[], object], limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
 def test_pings_keep_coming_through_a_step_longer_than_the_watchdog_that_keeps_its_budget(
-    systemd: Listener,
+    systemd: NotifyListener,
 ) -> None:
     liveness = watchdog(LivenessSettings(default_step_seconds=WATCHDOG_S / 2, slack_seconds=0.1))
 
@@ -107,7 +63,7 @@ def test_pings_keep_coming_through_a_step_longer_than_the_watchdog_that_keeps_it
 
 
 def test_pings_stop_once_a_step_overruns_its_budget_and_resume_when_the_loop_moves_again(
-    systemd: Listener,
+    systemd: NotifyListener,
 ) -> None:
     liveness = watchdog(LivenessSettings(default_step_seconds=60, slack_seconds=0.1))
 
@@ -144,7 +100,7 @@ def agent_in_thread(world: AgentWorld, runtime: Runtime, stop: threading.Event) 
 
 
 def test_a_slow_download_within_its_deadline_keeps_the_real_agent_alive_under_the_watchdog(
-    world: AgentWorld, artifacts: ArtifactServer, systemd: Listener
+    world: AgentWorld, artifacts: ArtifactServer, systemd: NotifyListener
 ) -> None:
     world.publish("1.0.0")
     data = (world.root / "published" / f"{APP}-1.0.0.tar.gz").read_bytes()
@@ -169,7 +125,7 @@ def test_a_slow_download_within_its_deadline_keeps_the_real_agent_alive_under_th
 
 
 def test_a_download_stuck_past_its_deadline_stops_the_pings_so_systemd_restarts_the_agent(
-    world: AgentWorld, systemd: Listener
+    world: AgentWorld, systemd: NotifyListener
 ) -> None:
     world.publish("1.0.0")
     hung, release = threading.Event(), threading.Event()
