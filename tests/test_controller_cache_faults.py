@@ -33,7 +33,7 @@ from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
-from fleetcd.git import objects
+from fleetcd.git import objects, packedrefs
 from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
@@ -103,11 +103,15 @@ def controller_main(argv: list[str]) -> None:
 def _stop_in_fan_out(mode: str) -> None:
     """Wrap ref transactions so the fan-out's (more than one ref) stops once all its refs are locked.
 
-    A fan-out over :data:`~fleetcd.git.objects.LOCKED_REFS_MAX` refs goes through ``git update-ref
-    --stdin`` instead; here every size takes libgit2's transaction, so the process dies holding a
-    lock file per robot, as the issue's killed controller did (974 of them). A killed ``git
-    update-ref`` leaves the same ``.lock`` files, which the same cache lock removes."""
-    objects.LOCKED_REFS_MAX = 1 << 30
+    In the mirror a fan-out of :data:`~fleetcd.git.objects.PACKED_REFS_FROM` refs or more rewrites
+    packed-refs (see :func:`_stop_in_packed_rewrite`), and one over ``LOCKED_REFS_MAX`` elsewhere
+    goes through ``git update-ref --stdin``; here every size takes libgit2's transaction, so the
+    process dies holding a lock file per robot, as the issue's killed controller did (974 of them).
+    A killed ``git update-ref`` leaves the same ``.lock`` files, which the same cache lock removes."""
+    if mode.startswith("kill-packed:"):
+        _stop_in_packed_rewrite(mode.removeprefix("kill-packed:"))
+        return
+    objects.PACKED_REFS_FROM = objects.LOCKED_REFS_MAX = 1 << 30
     original = pygit2.transaction.ReferenceTransaction.set_target
     stopped: list[bool] = []
 
@@ -123,6 +127,27 @@ def _stop_in_fan_out(mode: str) -> None:
         original(self, ref, *args, **kwargs)
 
     pygit2.transaction.ReferenceTransaction.set_target = set_target  # type: ignore[method-assign,assignment]
+
+
+def _stop_in_packed_rewrite(instant: str) -> None:
+    """SIGKILL ourselves inside the mirror's packed-refs rewrite (:mod:`fleetcd.git.packedrefs`):
+    ``before-rename`` with the new file written in full as ``packed-refs.lock``, ``after-rename``
+    with the new values in place (loose files not yet dropped) and nothing pushed."""
+    if instant == "before-rename":
+        replace_file = os.replace
+
+        def replace_unless_packed_refs(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if str(dst).endswith("/packed-refs"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            replace_file(src, dst, *args, **kwargs)
+
+        os.replace = replace_unless_packed_refs
+        return
+
+    def killed(*_args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    packedrefs._drop_loose = killed  # type: ignore[assignment]
 
 
 def start_controller(
@@ -243,6 +268,35 @@ def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
     assert code == -signal.SIGKILL, err[-3000:]
     left = lock_files(crashing.source.mirror)
     assert len(left) == len(STAGING + CANARY + PRODUCTION) + MANY  # every robot's ref was locked
+    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
+
+    code, result, err = finish(start_controller(crashing, now))
+    assert code == 0, err[-3000:]
+    assert result["desired_refs"] == len(STAGING + CANARY + PRODUCTION) + MANY
+    assert lock_files(crashing.source.mirror) == []
+    server = Path(crashing.source.url)
+    assert state_tree(server) == state_tree(world.server)
+    assert desired(server) == desired(world.server)
+    healed = ControllerWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
+    assert_no_duplicates(healed.state())
+    assert kinds(healed.state()).count("rollout_created") == 1
+
+
+@pytest.mark.parametrize("instant", ["before-rename", "after-rename"])
+def test_kill_9_inside_the_mirror_s_packed_refs_rewrite_heals_on_the_next_run(
+    tmp_path: Path, keys: KeyFactory, instant: str
+) -> None:
+    world = make_world(tmp_path / "reference", keys, configure=many_robots)
+    crashing = copy_world(world, tmp_path / "crash")
+    now = world.clock.now
+    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
+
+    killed = start_controller(crashing, now, f"kill-packed:{instant}")
+    code, _result, err = finish(killed)
+    assert code == -signal.SIGKILL, err[-3000:]
+    mirror = crashing.source.mirror
+    assert (mirror / "packed-refs.lock").exists() is (instant == "before-rename")
+    assert desired(Path(crashing.source.url)) == {}  # nothing reached the server
     assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
 
     code, result, err = finish(start_controller(crashing, now))

@@ -28,6 +28,7 @@ import pytest
 
 from controller.audit.heads import HEADS_DIR
 from controller.delivery.write import delivery_ref
+from controller.reconcile import source
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source, open_mirror
 from controller.reconcile.statebranch import StateSnapshot
@@ -333,7 +334,12 @@ def test_the_fan_out_push_leaves_robots_status_refs_and_foreign_refs_alone(
     assert foreign not in list_refs(open_mirror(world.settings.source), NAMESPACES_PREFIX)
 
 
-def test_the_servers_refs_are_packed_after_a_fan_out(tmp_path: Path, keys: KeyFactory) -> None:
+def test_the_servers_refs_are_packed_after_a_fan_out(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fan-out to this many robots leaves this many loose refs at least (tests/test_reconcile_proportional.py
+    # has the push that leaves fewer than that loose)
+    monkeypatch.setattr(source, "PACK_FROM_LOOSE_REFS", len(STAGING + CANARY + PRODUCTION))
     world = make_world(tmp_path, keys)
     assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION)
 

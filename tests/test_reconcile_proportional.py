@@ -278,7 +278,7 @@ def test_the_mirror_refs_are_packed_after_a_fetch_and_a_failed_pack_is_only_a_wa
 ) -> None:
     world = make_world(tmp_path, keys)
     world.reconcile()
-    monkeypatch.setattr(source, "PACK_MIRROR_FROM_REFS", 1)
+    monkeypatch.setattr(source, "PACK_FROM_LOOSE_REFS", 1)
     world.sim.push_report("stg-1", world.clock.now)
     with open_mirror(world.settings.source) as repo:
         fetched = fetch_all(repo, world.settings.source)
@@ -295,3 +295,32 @@ def test_the_mirror_refs_are_packed_after_a_fetch_and_a_failed_pack_is_only_a_wa
             (mirror / "packed-refs.lock").unlink()
         assert fetched.status[status_ref("stg-1")] == ref_target(repo, status_ref("stg-1"))
     assert "were not packed this time" in caplog.text
+
+
+def loose_ref_files(git_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(git_dir)) for p in (git_dir / "refs").rglob("*") if p.is_file())
+
+
+def test_a_push_packs_the_server_refs_only_once_enough_of_them_are_loose(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing rewrites every packed ref whatever is loose, so a few reports do not pay for it; the
+    reconcile after enough loose refs piled up packs them all, the reports' included."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    server = Path(world.settings.source.url)
+    monkeypatch.setattr(source, "PACK_FROM_LOOSE_REFS", 1000)
+    world.sim.push_report("stg-1", world.clock.now)
+    world.sim.push_report("stg-2", world.clock.now)
+    world.clock.tick(1)
+    assert world.reconcile().state_commit is not None
+    left = loose_ref_files(server)
+    assert status_ref("stg-1") in left and status_ref("stg-2") in left
+
+    monkeypatch.setattr(source, "PACK_FROM_LOOSE_REFS", len(left) + 1)
+    world.sim.push_report("can-1", world.clock.now)
+    world.clock.tick(1)
+    assert world.reconcile().state_commit is not None
+    assert loose_ref_files(server) == []
+    packed = (server / "packed-refs").read_text()
+    assert all(status_ref(robot) in packed for robot in ("stg-1", "stg-2", "can-1"))

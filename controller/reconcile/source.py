@@ -23,8 +23,10 @@ controller means to publish there: :func:`fetch_all` mirrors the server's desire
 (pruning those the server lacks — a controller killed before pushing must see what robots can
 fetch, not its own unpushed refs) and drops any other ref under those prefixes. Robots' status
 refs live outside them and are never pushed. After every push to a local repository its refs
-are packed (``git pack-refs --all``): an idle reconcile lists 20,000 refs at 10,000 robots, which
-costs about 7x more as loose files (``bench/controller_reconcile.py``).
+are packed (``git pack-refs --all``) once :data:`PACK_FROM_LOOSE_REFS` of them are loose files: an
+idle reconcile lists 20,000 refs at 10,000 robots, which costs about 7x more as loose files
+(``bench/controller_reconcile.py``). The mirror's own writes of many desired refs never make loose
+files (:mod:`fleetcd.git.packedrefs`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
+from fleetcd.git.packedrefs import loose_refs_at_least
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
     MAIN_BRANCH,
@@ -56,10 +59,11 @@ DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts 
 # to 10,000 robots on a loaded 2-core machine (write ~15 s + publish ~23 s,
 # bench/results/controller_fanout.txt). Two controllers on one --cache are a setup mistake: exit 4.
 MIRROR_LOCK_WAIT_SECONDS = 120.0
-# From this many refs on the server, the mirror's refs are packed after each fetch: measured at
-# 10,000 robots (20,000 refs), listing them took 3.2 s as loose files and 0.1 s packed, and
-# ``git pack-refs --all`` 0.1 s. Small fleets skip the extra process.
-PACK_MIRROR_FROM_REFS = 500
+# Refs are packed (``git pack-refs --all``), in the mirror after a fetch and on a local server after
+# a push, once this many are loose files: measured at 10,000 robots (20,000 refs), listing them took
+# 3.2 s as loose files and 0.1 s packed; but packing rewrites every packed ref whether or not any
+# is loose (0.6 s at 20,000 refs), so a reconcile that moved a few refs leaves them loose.
+PACK_FROM_LOOSE_REFS = 256
 log = logging.getLogger("fleetcd.controller")
 
 
@@ -122,7 +126,7 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
         for ref, why in sorted(dropped.items()):
             log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
         found = fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
-    if len(found) >= PACK_MIRROR_FROM_REFS:
+    if loose_refs_at_least(Path(repo.path), PACK_FROM_LOOSE_REFS):
         _pack_mirror_refs(repo)
     main = found.get(MAIN_BRANCH)
     if main is None:
@@ -195,7 +199,10 @@ def publish(
         push(repo, source.url, specs, leases=lease, atomic=True)
         # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
         # listing would read one by one; packing costs about as much as the loose refs it prunes.
-        gitcli.pack_refs(_local_path(source.url))
+        server = _local_path(source.url)
+        git_dir = server / ".git" if (server / ".git").is_dir() else server
+        if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
+            gitcli.pack_refs(server)
         return
     push(
         repo,

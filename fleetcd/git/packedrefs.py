@@ -1,0 +1,145 @@
+"""Moving many refs of a repository we alone write to: one rewrite of ``packed-refs``, no loose files.
+
+git keeps a ref either as a loose file (``refs/namespaces/<id>/refs/fleetcd/desired/<id>``: four
+directories and a file per robot) or as a line of ``packed-refs``. ``git update-ref`` always writes
+loose files, and listing them later costs a directory walk each, so the controller's mirror was
+packed (``git pack-refs --all``) after every fan-out. Measured on this machine at 10,000 refs:
+``update-ref --stdin`` took 4.0 s (3.7 s of it in the kernel, making 40,000 directories) and the
+``pack-refs`` that followed 10.0 s, deleting them again. Rewriting ``packed-refs`` with the new
+values takes one sequential file write (about 9 MB at 100,000 refs).
+
+Only for a repository whose sole writer is the caller: the controller's mirror under its lock
+(:class:`fleetcd.git.mirror.LockedRepository`). The rewrite still takes git's own
+``packed-refs.lock`` (so a git process run by hand fails instead of interleaving), writes the new
+file beside it and renames it into place: a ``kill -9`` leaves either the old file or the new one,
+and at worst a stale ``packed-refs.lock``, which the mirror's lock removes on the next open. A loose
+file of a moved ref would shadow its new packed value, so it is deleted after the rename (a kill in
+between leaves the old value, a cache the next fetch refreshes from the server).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pygit2
+
+from fleetcd.errors import RefConflict
+
+PACKED_REFS = "packed-refs"
+HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
+
+
+def read_packed(git_dir: Path) -> dict[bytes, list[bytes]]:
+    """``packed-refs`` as ref name → its lines (the ``<oid> <ref>`` line and any ``^<peeled>`` after)."""
+    try:
+        data = (git_dir / PACKED_REFS).read_bytes()
+    except FileNotFoundError:
+        return {}
+    entries: dict[bytes, list[bytes]] = {}
+    last: list[bytes] | None = None
+    for line in data.splitlines(keepends=True):
+        if line.startswith(b"#"):
+            continue
+        if line.startswith(b"^"):
+            if last is not None:
+                last.append(line)
+            continue
+        _oid, sep, name = line.rstrip(b"\n").partition(b" ")
+        if not sep:
+            raise ValueError(f"{git_dir / PACKED_REFS}: unreadable line {line[:120]!r}")
+        last = entries[name] = [line if line.endswith(b"\n") else line + b"\n"]
+    return entries
+
+
+def update_packed(
+    repo: pygit2.Repository,
+    updates: Mapping[str, tuple[pygit2.Oid | None, pygit2.Oid]],
+) -> int:
+    """Move every ref from its expected old value (None: must not exist) to its new one, all or none.
+
+    Refs already at their new value are left alone (a replay after a crash is a no-op); another
+    value raises :class:`~fleetcd.errors.RefConflict` before anything is written. Returns how many
+    refs moved. The caller must be the repository's only writer (see the module docstring).
+    """
+    moved: dict[str, pygit2.Oid] = {}
+    for ref, (old, new) in sorted(updates.items()):
+        actual = _target(repo, ref)
+        if actual == new:
+            continue
+        if actual != old:
+            raise RefConflict(ref, None if old is None else str(old), None if actual is None else str(actual))
+        moved[ref] = new
+    if not moved:
+        return 0
+    git_dir = Path(repo.path)
+    entries = read_packed(git_dir)
+    for ref, new in moved.items():
+        entries[ref.encode()] = [f"{new} {ref}\n".encode()]
+    lock = git_dir / f"{PACKED_REFS}.lock"
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        first = min(moved)
+        held = f"(locked by another writer, or left by a killed one: {lock} exists)"
+        raise RefConflict(first, _hex(updates[first][0]), held) from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(HEADER)
+            for name in sorted(entries):
+                out.writelines(entries[name])
+            out.flush()
+            os.fsync(out.fileno())
+        lock.replace(git_dir / PACKED_REFS)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
+    for ref in moved:
+        _drop_loose(git_dir, ref)
+    return len(moved)
+
+
+def _target(repo: pygit2.Repository, ref: str) -> pygit2.Oid | None:
+    found = repo.references.get(ref)
+    if found is None:
+        return None
+    target = found.resolve().target
+    return target if isinstance(target, pygit2.Oid) else None
+
+
+def _drop_loose(git_dir: Path, ref: str) -> None:
+    """Delete ``ref``'s loose file, then its directories up to ``refs/`` while they are empty."""
+    path = git_dir / ref
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    top = git_dir / "refs"
+    parent = path.parent
+    while parent != top and top in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
+        parent = parent.parent
+
+
+def _hex(oid: pygit2.Oid | None) -> str | None:
+    return None if oid is None else str(oid)
+
+
+def loose_refs_at_least(git_dir: Path, count: int) -> bool:
+    """Whether ``git_dir`` holds ``count`` or more loose ref files; stops walking once it knows.
+
+    Packed, ``refs/`` is a handful of directories, so asking costs next to nothing; with K loose
+    refs it costs at most a walk to the ``count``-th. Callers pack only then (see
+    :mod:`controller.reconcile.source`): ``git pack-refs --all`` rewrites every packed ref each time
+    (0.6 s at 20,000 refs here) even when nothing is loose.
+    """
+    found = 0
+    for _here, _dirs, files in os.walk(git_dir / "refs"):
+        found += sum(not name.endswith(".lock") for name in files)
+        if found >= count:
+            return True
+    return False
