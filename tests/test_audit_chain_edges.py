@@ -54,6 +54,26 @@ def _without(field: str) -> object:
     return tamper
 
 
+def _event_with(**extra: object) -> object:
+    """The line's event with ``extra`` (NaN, Infinity: what JSON parsers accept and canonical JSON
+    cannot write)."""
+
+    def tamper(files: Files) -> None:
+        record = _record(files, D2, 1)
+        event = record["event"]
+        assert isinstance(event, dict)
+        record["event"] = {**event, **extra}
+        _replace_line(files, D2, 1, _as_line(record))
+
+    return tamper
+
+
+def _huge_number(files: Files) -> None:
+    """A 5,000-digit integer: Python's int parser refuses it (over 4,300 digits) with ValueError."""
+    line = lines_of(files, D2)[1].replace(b'"event":{', b'"event":{"n":' + b"9" * 5000 + b",", 1)
+    _replace_line(files, D2, 1, line)
+
+
 def _extra_field(files: Files) -> None:
     record = {**_record(files, D2, 1), "note": "added later"}
     _replace_line(files, D2, 1, _as_line(record))
@@ -76,6 +96,9 @@ NOT_AUDIT_LINES = {
         "not in canonical form",
     ),
     "blank-line": (lambda f: _replace_line(f, D2, 1, b"\n"), "not valid JSON"),
+    "nan-in-event": (_event_with(n=float("nan")), "not in canonical form"),
+    "infinity-in-event": (_event_with(n=float("-inf")), "not in canonical form"),
+    "a-5000-digit-number": (_huge_number, "not valid JSON"),
 }
 
 

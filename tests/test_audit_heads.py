@@ -13,7 +13,15 @@ import pytest
 
 from controller.audit import AuditEvent, AuditKind, append, head
 from controller.audit.chain import verify
-from controller.audit.heads import HEADS_DIR, check_heads, head_document, head_files, head_path, head_seqs
+from controller.audit.heads import (
+    HEADS_DIR,
+    MAX_SIGNATURE_BYTES,
+    check_heads,
+    head_document,
+    head_files,
+    head_path,
+    head_seqs,
+)
 from controller.errors import AuditChainBroken
 from fleetcd.compat import UTC
 from fleetcd.trust.gpg import Keyring
@@ -165,3 +173,38 @@ def test_the_signed_document_has_one_byte_form() -> None:
         b'{"at":"2026-05-01T10:00:00Z","file":"audit/2026/05/01.jsonl","head":"' + b"a" * 64 + b'",'
         b'"kind":"fleetcd-audit-head-v1","seq":3}'
     )
+
+
+def test_a_second_head_for_one_seq_filed_under_another_day_is_refused(
+    keys: KeyFactory, controller: GpgKey, keyring: Keyring
+) -> None:
+    """Two signed heads for seq 4 (the real one, and a copy planted under another day): which one
+    counts would be a guess, so neither does."""
+    log, heads = signed_log(keys, controller)
+    real = head_path(4, "audit/2026/05/01.jsonl")
+    copy = head_path(4, "audit/2026/04/30.jsonl")
+    heads[copy], heads[f"{copy}.asc"] = heads[real], heads[f"{real}.asc"]
+    with pytest.raises(AuditChainBroken) as caught:
+        check(keyring, controller, log, heads)
+    assert "a second signed head for seq 4" in caught.value.problem
+    named = f"{caught.value.file} {caught.value.problem}"
+    assert real in named and copy in named
+
+
+def test_an_oversized_head_signature_is_refused_before_gpg_reads_it(
+    keys: KeyFactory, controller: GpgKey, keyring: Keyring
+) -> None:
+    log, heads = signed_log(keys, controller, batches=1)
+    path = head_path(2, "audit/2026/05/01.jsonl")
+    heads[f"{path}.asc"] = heads[f"{path}.asc"] + b"\n" + b"A" * MAX_SIGNATURE_BYTES
+    asked: list[bytes] = []
+
+    def signed(document: bytes, signature: bytes) -> str | None:
+        asked.append(signature)
+        return None
+
+    report = verify(log, marks=head_seqs(heads))
+    with pytest.raises(AuditChainBroken) as caught:
+        check_heads(heads, report.marks, (report.last_seq, report.head_hash), signed)
+    assert caught.value.file == f"{path}.asc" and f"over {MAX_SIGNATURE_BYTES} bytes" in caught.value.problem
+    assert asked == [], "gpg never saw the oversized signature"
