@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -192,6 +192,31 @@ def test_retry_after_is_honoured_within_a_cap(receiver: HookReceiver, retry_afte
 
     assert delivery.ok and delivery.attempts == 2
     assert fake.sleeps == [slept]
+
+
+@pytest.mark.parametrize(
+    ("ahead_seconds", "zone", "low", "high"),
+    [
+        pytest.param(5, "GMT", 3.0, 5.0, id="http-date-ahead"),
+        pytest.param(-3600, "GMT", 0.5, 0.5, id="http-date-past-keeps-backoff"),
+        pytest.param(3600, "GMT", 30.0, 30.0, id="http-date-capped"),
+        pytest.param(20, "-0000", 0.5, 0.5, id="http-date-without-zone-ignored"),
+    ],
+)
+def test_a_retry_after_http_date_waits_until_then_within_the_cap(
+    receiver: HookReceiver, ahead_seconds: int, zone: str, low: float, high: float
+) -> None:
+    """RFC 9110 allows an HTTP-date too; a date in the past must not make the retry immediate and
+    one without a zone (RFC 2822 ``-0000``: unknown) is no instant at all."""
+    when = datetime.now(UTC) + timedelta(seconds=ahead_seconds)
+    receiver.reply((503, {"Retry-After": when.strftime(f"%a, %d %b %Y %H:%M:%S {zone}")}), 200)
+    fake = FakeTime()
+
+    [delivery] = send([Webhook(url=receiver.url())], [event(AuditKind.ROLLOUT_CREATED)], fake)
+
+    assert delivery.ok and delivery.attempts == 2
+    [slept] = fake.sleeps
+    assert low <= slept <= high
 
 
 def test_connection_refused_fails_after_bounded_attempts_without_raising() -> None:
