@@ -284,6 +284,23 @@ def test_a_robot_cannot_queue_or_retire_a_deployment(activity: str, reason: Igno
     assert apply_report(working, activity, "none", "", T0) is working
 
 
+@pytest.mark.parametrize("journal_state", ["idle", "switched", "healthy", "rolling_back"])
+def test_a_robot_only_journal_state_is_ignored_as_an_unknown_value(journal_state: str) -> None:
+    """A real Activity, but one the report format does not carry: a robot that sends its journal's
+    inner step (a hand-made report, an old agent) must not move the controller's record, e.g.
+    ``healthy`` before the watch finished must not count as deployed."""
+    working = reported(record(), (Activity.WATCHING, OK))
+    assert judge_report(working, journal_state, "none") is IgnoredReport.UNKNOWN_VALUE
+    assert apply_report(working, journal_state, "none", "", T0 + timedelta(minutes=1)) is working
+
+
+def test_setting_the_target_a_record_already_has_changes_nothing() -> None:
+    """The controller replays a reconcile after a crash: the same switch twice is one switch."""
+    staged = record(TargetStatus.STAGED)
+    switched = set_target(staged, TargetStatus.DEPLOYED, T0 + timedelta(minutes=5))
+    assert set_target(switched, TargetStatus.DEPLOYED, T0 + timedelta(minutes=9)) is switched
+
+
 def test_a_deferred_install_reaches_the_record_while_still_queued() -> None:
     deferred = apply_report(record(), Activity.QUEUED, ErrorStatus.RETRYING, "gate 'docked' is closed", T0)
     assert (deferred.activity, deferred.error) == (Activity.QUEUED, ErrorStatus.RETRYING)
