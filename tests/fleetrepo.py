@@ -43,6 +43,7 @@ from fleetcd.layout import (
 from fleetcd.loading.snapshot import read_directory
 from fleetcd.loading.strict_yaml import parse_strict
 from fleetcd.trust.approval import approval_payload, withdrawal_payload
+from fleetcd.trust.rootchain import RootVersion
 from fleetcd.validation import ValidationResult, validate_snapshot
 from fleetcd.validation.worktree import validate_work_tree
 from tests.gpgkeys import GpgKey, KeyFactory
@@ -172,6 +173,27 @@ class FleetRepoBuilder:
         self.add_key_file(key)
         self.root_keys.append(key)
         return key
+
+    def use_root_keys(self, *keys: GpgKey, threshold: int, listed: int | None = None) -> None:
+        """Sign trust-root versions with ``keys`` only; version 1 lists the first ``listed`` of them
+        (default all) with ``threshold``. The rest can sign what a test hands over as a rotation."""
+        self.root_keys.clear()
+        for key in keys:
+            self.use_root_key(key)
+        self.trust["root"] = {"threshold": threshold, "keys": self.key_refs(*keys[:listed])}
+
+    def root_versions(self, upto: int | None = None) -> list[RootVersion]:
+        """The trust-root versions as written (1..``upto``), each with its signature files: the
+        chain a robot is handed."""
+        out = []
+        for doc in self.trust_versions:
+            n = doc["version"]
+            if upto is not None and n > upto:
+                break
+            folder = self.root / f"{trust_root_path(n)}.d"
+            sigs = {f"{trust_root_path(n)}.d/{p.name}": p.read_bytes() for p in sorted(folder.glob("*.asc"))}
+            out.append(RootVersion(n, self.read(trust_root_path(n)), sigs))
+        return out
 
     def rotate(self, **changes: Any) -> dict[str, Any]:
         """Freeze the live trust-root version and start version N+1 from it with ``changes``."""

@@ -31,26 +31,12 @@ V1, V2, V3 = trust_root_path(1), trust_root_path(2), trust_root_path(3)
 @pytest.fixture
 def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
     b = FleetRepoBuilder(tmp_path / "fleet", keys=keys).standard()
-    b.root_keys.clear()
-    b.use_root_key(keys.key("root-1"))
-    b.use_root_key(keys.key("root-2"))
-    b.use_root_key(keys.key("root-3"))
-    b.trust["root"] = {"threshold": 2, "keys": b.key_refs(*b.root_keys[:2])}
+    b.use_root_keys(*(keys.key(f"root-{n}") for n in (1, 2, 3)), threshold=2, listed=2)
     return b
 
 
 def chain_errors(fleet: FleetRepoBuilder) -> list[tuple[str, int | None, str | None, str, str]]:
     return [d for d in found(fleet.validate()) if d[0].startswith("trust/")]
-
-
-def versions(fleet: FleetRepoBuilder) -> list[RootVersion]:
-    out = []
-    for doc in fleet.trust_versions:
-        n = doc["version"]
-        folder = fleet.root / f"{trust_root_path(n)}.d"
-        sigs = {f"{trust_root_path(n)}.d/{p.name}": p.read_bytes() for p in sorted(folder.glob("*.asc"))}
-        out.append(RootVersion(n, fleet.read(trust_root_path(n)), sigs))
-    return out
 
 
 def test_signed_chain_of_three_versions_validates(fleet: FleetRepoBuilder, keys: KeyFactory) -> None:
@@ -151,7 +137,7 @@ def test_robot_offline_across_two_rotations_walks_to_the_newest(
     fleet.rotate(root={"threshold": 1, "keys": fleet.key_refs(fleet.root_keys[2])})
     fleet.rotate()
     fleet.write()
-    chain = versions(fleet)
+    chain = fleet.root_versions()
     with keys.keyring(fleet.root_keys) as keyring:
         first = verify_first(_pin(fleet), chain[0], keyring)
         newest = walk(first, chain, keyring)
@@ -162,7 +148,7 @@ def test_robot_offline_across_two_rotations_walks_to_the_newest(
 def test_old_trust_root_version_replayed_is_refused(fleet: FleetRepoBuilder, keys: KeyFactory) -> None:
     fleet.rotate()
     fleet.write()
-    v1, v2 = versions(fleet)
+    v1, v2 = fleet.root_versions()
     with keys.keyring(fleet.root_keys) as keyring:
         held = walk(verify_first(_pin(fleet), v1, keyring), [v2], keyring)
         assert walk(held, [v1], keyring).version == 2  # an older version never replaces the held one
@@ -175,7 +161,7 @@ def test_pinned_keys_that_differ_from_version_one_are_refused(
     fleet: FleetRepoBuilder, keys: KeyFactory
 ) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     root_1, _, root_3 = fleet.root_keys
     wrong = Pin(1, RootKeys.model_validate({"threshold": 1, "keys": fleet.key_refs(root_1, root_3)}))
     with keys.keyring(fleet.root_keys) as keyring, pytest.raises(TrustChainRejected) as caught:
@@ -185,7 +171,7 @@ def test_pinned_keys_that_differ_from_version_one_are_refused(
 
 def test_chain_of_another_fleet_is_refused(fleet: FleetRepoBuilder, keys: KeyFactory) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     pin = Pin(1, _pin(fleet).root, fleet="other-fleet")
     with keys.keyring(fleet.root_keys) as keyring, pytest.raises(TrustChainRejected) as caught:
         verify_first(pin, v1, keyring)
@@ -194,6 +180,6 @@ def test_chain_of_another_fleet_is_refused(fleet: FleetRepoBuilder, keys: KeyFac
 
 def test_self_signed_first_version_needs_no_pin(fleet: FleetRepoBuilder, keys: KeyFactory) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     with keys.keyring(fleet.root_keys) as keyring:
         assert verify_self_signed(v1, keyring).version == 1

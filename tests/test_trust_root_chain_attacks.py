@@ -50,21 +50,8 @@ class CountingVerifier:
 @pytest.fixture
 def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
     b = FleetRepoBuilder(tmp_path / "fleet", keys=keys).standard()
-    b.root_keys.clear()
-    b.use_root_key(keys.key("root-1"))
-    b.use_root_key(keys.key("root-2"))
-    b.trust["root"] = {"threshold": 2, "keys": b.key_refs(*b.root_keys)}
+    b.use_root_keys(keys.key("root-1"), keys.key("root-2"), threshold=2)
     return b
-
-
-def versions(fleet: FleetRepoBuilder) -> list[RootVersion]:
-    out = []
-    for doc in fleet.trust_versions:
-        n = doc["version"]
-        folder = fleet.root / f"{trust_root_path(n)}.d"
-        sigs = {f"{trust_root_path(n)}.d/{p.name}": p.read_bytes() for p in sorted(folder.glob("*.asc"))}
-        out.append(RootVersion(n, fleet.read(trust_root_path(n)), sigs))
-    return out
 
 
 def pin_of(fleet: FleetRepoBuilder, version: int = 1) -> Pin:
@@ -88,7 +75,7 @@ def three(fleet: FleetRepoBuilder, keys: KeyFactory) -> tuple[FleetRepoBuilder, 
     fleet.rotate()
     fleet.rotate()
     fleet.write()
-    return fleet, versions(fleet)
+    return fleet, fleet.root_versions()
 
 
 def test_a_chain_with_a_version_left_out_is_refused_and_nothing_after_the_gap_counts(
@@ -144,7 +131,7 @@ def test_a_chain_longer_than_the_cap_is_refused_before_any_signature_is_checked(
     fleet: FleetRepoBuilder, keys: KeyFactory
 ) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     flood = [RootVersion(n, b"x", {}) for n in range(2, MAX_CHAIN_VERSIONS + 3)]
     with keys.keyring(fleet.root_keys) as keyring:
         verifier = CountingVerifier(keyring)
@@ -159,7 +146,7 @@ def test_a_chain_longer_than_the_cap_is_refused_before_any_signature_is_checked(
 def test_a_chain_at_the_cap_is_walked(fleet: FleetRepoBuilder, keys: KeyFactory) -> None:
     """The cap counts versions handed over, the held ones included: exactly the cap still walks."""
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     with keys.keyring(fleet.root_keys) as keyring:
         held = verify_first(pin_of(fleet), v1, keyring)
         assert walk(held, [v1] * MAX_CHAIN_VERSIONS, keyring).version == 1
@@ -169,7 +156,7 @@ def test_an_oversized_trust_root_document_is_refused_before_gpg_reads_it(
     fleet: FleetRepoBuilder, keys: KeyFactory
 ) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     padded = v1.raw + b"#" * (MAX_ROOT_DOCUMENT_BYTES + 1 - len(v1.raw))
     huge = RootVersion(
         2, padded, {f"{trust_root_path(2)}.d/{k.fingerprint}.asc": b"sig" for k in fleet.root_keys}
@@ -189,7 +176,7 @@ def test_a_flood_of_signature_files_is_refused_before_any_is_verified(
 ) -> None:
     fleet.rotate()
     fleet.write()
-    v1, v2 = versions(fleet)
+    v1, v2 = fleet.root_versions()
     flood = dict(v2.signatures)
     flood.update({f"{trust_root_path(2)}.d/{n:040X}.asc": b"junk" for n in range(MAX_ROOT_SIGNATURES)})
     with keys.keyring(fleet.root_keys) as keyring:
@@ -217,7 +204,7 @@ def test_bytes_the_root_keys_signed_that_are_no_trust_root_are_refused_naming_th
 ) -> None:
     """A root key holder signs garbage (a mistake or a tool bug): signatures alone never make it count."""
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     candidate = signed_by(keys, 2, raw, *fleet.root_keys)
     with keys.keyring(fleet.root_keys) as keyring:
         held = verify_first(pin_of(fleet), v1, keyring)
@@ -230,7 +217,7 @@ def test_a_signed_next_version_with_an_unknown_field_is_refused_naming_the_field
     fleet: FleetRepoBuilder, keys: KeyFactory
 ) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     raw = v1.raw.replace(b"version: 1", b"version: 2") + b"backdoor: true\n"
     candidate = signed_by(keys, 2, raw, *fleet.root_keys)
     with keys.keyring(fleet.root_keys) as keyring:
@@ -245,7 +232,7 @@ def test_unsigned_garbage_is_refused_for_its_signatures_not_parsed(
 ) -> None:
     """Signature first: bytes nobody trusted signed are never handed to the YAML parser."""
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     with keys.keyring(fleet.root_keys) as keyring:
         held = verify_first(pin_of(fleet), v1, keyring)
         with pytest.raises(TrustChainRejected) as caught:
@@ -265,7 +252,7 @@ def test_a_self_signed_first_version_of_another_version_number_is_refused(
 
 def test_a_held_version_is_parsed_again_and_hashed_over_its_exact_bytes(fleet: FleetRepoBuilder) -> None:
     fleet.write()
-    (v1,) = versions(fleet)
+    (v1,) = fleet.root_versions()
     held = parse_trusted(v1.raw)
     assert isinstance(held, TrustedRoot) and held.version == 1
     assert held.sha256 == parse_trusted(v1.raw).sha256 != parse_trusted(v1.raw + b"\n").sha256

@@ -30,7 +30,6 @@ from fleetcd.git.objects import read_blob
 from fleetcd.layout import trust_root_path
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
-from fleetcd.trust.rootchain import RootVersion
 from fleetcd.wire import DesiredFiles
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import GpgKey, KeyFactory
@@ -51,14 +50,7 @@ def chain(
 ) -> bytes:
     """``trust.json`` of the builder's versions on disk (1..``upto``), with its keys/."""
     fleet.write()
-    versions = []
-    for doc in fleet.trust_versions:
-        n = doc["version"]
-        if upto is not None and n > upto:
-            break
-        folder = fleet.root / f"{trust_root_path(n)}.d"
-        sigs = {f"{trust_root_path(n)}.d/{p.name}": p.read_bytes() for p in sorted(folder.glob("*.asc"))}
-        versions.append(RootVersion(n, fleet.read(trust_root_path(n)), sigs))
+    versions = fleet.root_versions(upto)
     keys = {f"keys/{p.name}": p.read_bytes() for p in (fleet.root / "keys").glob("*.asc")}
     return build_trust_file(versions, keys | (extra_keys or {}))
 
