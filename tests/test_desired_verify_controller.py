@@ -20,7 +20,7 @@ from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, ConfigSet
 from fleetcd.errors import SetupError
 from fleetcd.models import Stage
 from fleetcd.reasons import Reason
-from tests.test_desired_verify import (
+from tests.desiredworld import (
     CONFIGS,
     DEFAULT_CONFIG,
     EXPIRES,
@@ -33,13 +33,13 @@ from tests.test_desired_verify import (
     ROLLOUT_PATH,
     SERIAL,
     World,
-    _signed_bundle,
     b64,
     bundle,
     config_fields,
     config_file,
+    signed_bundle,
 )
-from tests.test_desired_verify import world as world  # the module fixture
+from tests.desiredworld import world as world  # the module fixture
 
 OTHER_RELEASE_PATH = "releases/navigator/1.3.0.yaml"
 RELEASE_NO_CONFIG = RELEASE.split(b"config:")[0]
@@ -259,7 +259,7 @@ def _bundle_bytes(world: World) -> bytes:
 
 def test_a_bundle_with_whitespace_is_refused_as_not_canonical(world: World) -> None:
     spaced = _bundle_bytes(world).replace(b'"serial":', b'"serial": ', 1)
-    error = world.rejected(_signed_bundle(world, spaced))
+    error = world.rejected(signed_bundle(world, spaced))
     assert error.reason is Reason.BUNDLE_INVALID
     assert error.diagnostics[0].file == "bundle.json"
 
@@ -269,12 +269,12 @@ def test_a_duplicate_key_cannot_smuggle_a_second_value_past_the_signature(world:
     raw = _bundle_bytes(world)
     smuggled = raw.replace(b'"device":"robot-a"', b'"device":"robot-b","device":"robot-a"', 1)
     assert smuggled != raw
-    error = world.rejected(_signed_bundle(world, smuggled))
+    error = world.rejected(signed_bundle(world, smuggled))
     assert error.reason is Reason.BUNDLE_INVALID
 
 
 def test_a_bundle_that_is_not_json_is_refused_without_a_traceback(world: World) -> None:
-    error = world.rejected(_signed_bundle(world, b"\xff\xfe not json"))
+    error = world.rejected(signed_bundle(world, b"\xff\xfe not json"))
     assert (error.reason, error.diagnostics[0].file) == (Reason.BUNDLE_INVALID, "bundle.json")
 
 
@@ -289,7 +289,7 @@ def test_a_bundle_naming_an_older_trust_version_than_the_robot_holds_is_a_replay
 def test_a_bundle_naming_a_trust_version_the_chain_does_not_reach_is_refused(world: World) -> None:
     newer = bundle("robot-a", SERIAL, [world.deployment()])
     raw = canonical_bytes(replace_trust_version(newer, 2))
-    error = world.rejected(_signed_bundle(world, raw), trust_version=1)
+    error = world.rejected(signed_bundle(world, raw), trust_version=1)
     assert (error.reason, error.diagnostics[0].field) == (Reason.TRUST_ROOT_VERSION, "trust_version")
 
 
@@ -320,7 +320,7 @@ def test_a_root_issued_far_ahead_of_the_robots_clock_is_accepted_and_flagged(wor
 def test_the_expiry_is_the_earlier_of_root_and_bundle(world: World) -> None:
     short = bundle("robot-a", SERIAL, [world.deployment()])
     raw = canonical_bytes(short.model_copy(update={"expires_at": NOW}))
-    error = world.rejected(_signed_bundle(world, raw))
+    error = world.rejected(signed_bundle(world, raw))
     assert error.reason is Reason.EXPIRED
     assert hashlib.sha256(raw).hexdigest()  # the bytes were included and signed: only expiry refused them
 
