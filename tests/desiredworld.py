@@ -263,9 +263,10 @@ def delivered(world: World) -> dict[str, Delivery]:
     return world.publish()
 
 
-def sign_leaves(world: World, leaves: dict[str, Bundle]) -> dict[str, Delivery]:
-    """A controller that misbehaves: it puts whatever bundle it likes under a device's leaf."""
-    encoded = {device: canonical_bytes(b) for device, b in sorted(leaves.items())}
+def sign_leaves(world: World, leaves: dict[str, bytes | Bundle]) -> dict[str, Delivery]:
+    """A controller that misbehaves: it puts whatever bundle (a model, or exact bytes) it likes
+    under a device's leaf, in a root of serial SERIAL it validly signs."""
+    encoded = {d: b if isinstance(b, bytes) else canonical_bytes(b) for d, b in sorted(leaves.items())}
     tree = build_tree([leaf_data(d, hashlib.sha256(data).hexdigest()) for d, data in encoded.items()])
     root = canonical_bytes(
         SignedRoot(
@@ -293,17 +294,4 @@ def signed_root(world: World, root: bytes) -> Delivery:
 
 def signed_bundle(world: World, raw: bytes) -> Delivery:
     """robot-a's bundle as exactly ``raw``, included in a validly signed root of serial SERIAL."""
-    tree = build_tree([leaf_data("robot-a", hashlib.sha256(raw).hexdigest())])
-    root = canonical_bytes(
-        SignedRoot(
-            format="fleetcd.dev/root/v1",
-            serial=SERIAL,
-            issued_at=ISSUED,
-            expires_at=EXPIRES,
-            merkle_root=tree.root,
-            leaves=tree.size,
-            fleet=FLEET,
-        )
-    )
-    signature = world.factory.sign(root, world.keys["controller"])
-    return Delivery("robot-a", raw, root, signature, canonical_bytes(tree.proof(0)))
+    return sign_leaves(world, {"robot-a": raw})["robot-a"]
