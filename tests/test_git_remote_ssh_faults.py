@@ -250,45 +250,34 @@ def test_a_robot_key_pushing_main_is_refused_naming_the_ref(
 # --- pushes refused before anything is sent -----------------------------------------------------------
 
 
-def test_a_stale_lease_over_ssh_is_refused_and_the_servers_ref_is_kept(
-    server: Gitolite, local: pygit2.Repository
+@pytest.mark.parametrize(
+    ("lease", "refusal"),
+    [("stale", "stale info"), ("absent", "no such ref"), ("current", None)],
+    ids=["stale", "absent-but-present", "current"],
+)
+def test_a_status_push_over_ssh_moves_the_ref_only_under_a_lease_matching_the_server(
+    server: Gitolite, local: pygit2.Repository, lease: str, refusal: str | None
 ) -> None:
     ref = fetch_status(local, server, ROBOT)
     on_server = rev_parse(server.repo_path(), ref)
-    status_commit(local, ROBOT, b'{"seq": 3}')
-    stale = "1" * 40  # what this writer last saw, but the server has moved on
-    with pytest.raises(PushRejected, match="stale info") as caught:
+    status_commit(local, ROBOT, f'{{"lease": "{lease}"}}'.encode())
+    # stale: what this writer last saw, but the server has moved on since
+    expected = {"stale": "1" * 40, "absent": None, "current": on_server}[lease]
+
+    def send() -> None:
         push(
             local, server.url(), [f"{ref}:{ref}"], credentials=key(server, ROBOT),
-            host_keys=pin(server.host_fingerprint), leases={ref: stale},
+            host_keys=pin(server.host_fingerprint), leases={ref: expected},
         )  # fmt: skip
+
+    if refusal is None:
+        send()
+        assert rev_parse(server.repo_path(), ref) == str(local.references[ref].target)
+        return
+    with pytest.raises(PushRejected, match=refusal) as caught:
+        send()
     assert caught.value.ref == ref
     assert rev_parse(server.repo_path(), ref) == on_server
-
-
-def test_a_lease_saying_absent_for_a_ref_the_server_has_is_refused(
-    server: Gitolite, local: pygit2.Repository
-) -> None:
-    ref = fetch_status(local, server, ROBOT)
-    on_server = rev_parse(server.repo_path(), ref)
-    status_commit(local, ROBOT, b'{"seq": 4}')
-    with pytest.raises(PushRejected, match="no such ref"):
-        push(
-            local, server.url(), [f"{ref}:{ref}"], credentials=key(server, ROBOT),
-            host_keys=pin(server.host_fingerprint), leases={ref: None},
-        )  # fmt: skip
-    assert rev_parse(server.repo_path(), ref) == on_server
-
-
-def test_a_correct_lease_over_ssh_moves_the_ref(server: Gitolite, local: pygit2.Repository) -> None:
-    ref = fetch_status(local, server, ROBOT)
-    on_server = rev_parse(server.repo_path(), ref)
-    status_commit(local, ROBOT, b'{"seq": 5}')
-    push(
-        local, server.url(), [f"{ref}:{ref}"], credentials=key(server, ROBOT),
-        host_keys=pin(server.host_fingerprint), leases={ref: on_server},
-    )  # fmt: skip
-    assert rev_parse(server.repo_path(), ref) == str(local.references[ref].target)
 
 
 def test_a_non_fast_forward_status_push_over_ssh_is_refused_naming_the_ref(
