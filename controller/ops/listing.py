@@ -365,7 +365,7 @@ def _withdrawn_cell(row: Row) -> str:
 def _signatures(row: Row) -> str:
     sig = row["signatures"]
     if sig["required"] is None:
-        return "unknown (fleet.yaml does not load)"
+        return "unknown (no trust root on main loads: see fleetcd validate)"
     verdict = "verified" if sig["ok"] else "below threshold"
     return f"{sig['verified']}/{sig['required']} {verdict}"
 
