@@ -70,16 +70,19 @@ def test_an_invalid_document_is_kept_as_its_errors_and_raised_afresh_each_time()
 
 
 def test_the_same_bytes_under_other_limits_or_without_the_schema_pass_are_loaded_again() -> None:
+    """One entry per path: whatever differs from what it was loaded with loads it afresh."""
     files, memo = snapshot(), DocumentMemo()
-    raw = files[device_path("amr-001")]
-    memo.load(device_path("amr-001"), raw, Device)
-    memo.load(device_path("amr-001"), raw, Device, YamlLimits())  # the default limits: the same entry
+    path, raw = device_path("amr-001"), files[device_path("amr-001")]
+    memo.load(path, raw, Device)
+    memo.load(path, raw, Device, YamlLimits())  # the default limits: the same entry
     assert memo.parsed == 1
     with pytest.raises(InvalidContent):
-        memo.load(device_path("amr-001"), raw, Device, YamlLimits(max_nodes=3))
-    memo.load(device_path("amr-001"), raw, Device, schema=False)
+        memo.load(path, raw, Device, YamlLimits(max_nodes=3))
+    assert memo.load(path, raw, Device, schema=False).model.id == "amr-001"
     memo.load(device_path("amr-002"), raw, Device)  # the path is in every diagnostic: another entry
-    assert memo.parsed == 4 and len(memo) == 4
+    assert memo.parsed == 4 and len(memo) == 2
+    memo.load(path, raw, Device)
+    assert memo.parsed == 5
 
 
 def test_files_that_left_the_snapshot_are_dropped_but_not_by_a_load_that_failed() -> None:

@@ -33,14 +33,27 @@ from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.strict_yaml import YamlLimits
 
 M = TypeVar("M", bound=BaseModel)
-_Key = tuple[str, type[BaseModel], YamlLimits, bool]  # path, model type, limits, schema flag
+_DEFAULT_LIMITS = YamlLimits()
 
 
 @dataclass(frozen=True)
 class _Entry:
+    """One path's document: what it was loaded from and with, and the result."""
+
     raw: bytes
+    model_type: type[BaseModel]
+    limits: YamlLimits
+    schema: bool
     loaded: Loaded[BaseModel] | None  # None: the document is invalid, see problems
     problems: tuple[Diagnostic, ...] = ()
+
+    def serves(self, raw: bytes, model_type: type[BaseModel], limits: YamlLimits, schema: bool) -> bool:
+        return (
+            self.model_type is model_type
+            and self.schema == schema
+            and (self.limits is limits or self.limits == limits)
+            and (self.raw is raw or self.raw == raw)
+        )
 
 
 @dataclass
@@ -53,10 +66,12 @@ class RoundStats:
 
 @dataclass
 class DocumentMemo:
-    """Loaded documents (and invalid ones' diagnostics) of the latest snapshot, by exact content."""
+    """Loaded documents (and invalid ones' diagnostics) of the latest snapshot, one per path, by
+    exact content: a path loaded from other bytes, as another kind, under other limits or without
+    the schema pass is loaded afresh and replaces the entry."""
 
-    _entries: dict[_Key, _Entry] = field(default_factory=dict, repr=False)
-    _used: set[_Key] | None = field(default=None, repr=False)
+    _entries: dict[str, _Entry] = field(default_factory=dict, repr=False)
+    _used: set[str] | None = field(default=None, repr=False)
     last: RoundStats = field(default_factory=RoundStats)  # the latest round (counted by tests)
     parsed: int = 0  # documents loaded afresh through this memo, ever
     reused: int = 0  # documents served from it, ever
@@ -66,7 +81,7 @@ class DocumentMemo:
 
     def paths(self) -> frozenset[str]:
         """The paths of the documents held."""
-        return frozenset(key[0] for key in self._entries)
+        return frozenset(self._entries)
 
     def loaded(self) -> list[Loaded[BaseModel]]:
         """The valid documents held, shared by every validation that reuses them."""
@@ -75,15 +90,14 @@ class DocumentMemo:
     @contextmanager
     def round(self) -> Iterator[RoundStats]:
         """One load of a snapshot; entries it did not ask for are dropped when it ends normally."""
-        used: set[_Key] = set()
+        used: set[str] = set()
         self._used, self.last = used, RoundStats()
         try:
             yield self.last
-        except BaseException:
+        finally:
             self._used = None
-            raise
-        self._used = None
-        self._entries = {key: entry for key, entry in self._entries.items() if key in used}
+        if len(used) != len(self._entries):
+            self._entries = {path: entry for path, entry in self._entries.items() if path in used}
 
     def load(
         self,
@@ -95,28 +109,29 @@ class DocumentMemo:
         schema: bool = True,
     ) -> Loaded[M]:
         """:func:`~fleetcd.loading.documents.load_document`, or its kept result for the same input."""
-        key: _Key = (path, model_type, limits or YamlLimits(), schema)
+        limits = limits or _DEFAULT_LIMITS
         if self._used is not None:
-            self._used.add(key)
-        entry = self._entries.get(key)
-        if entry is not None and (entry.raw is raw or entry.raw == raw):
+            self._used.add(path)
+        entry = self._entries.get(path)
+        if entry is not None and entry.serves(raw, model_type, limits, schema):
             self.reused += 1
             self.last.reused += 1
         else:
-            entry = self._load(key, raw)
+            entry = self._load(path, raw, model_type, limits, schema)
         if entry.loaded is None:
             raise InvalidContent(entry.problems)
         return cast(Loaded[M], entry.loaded)
 
-    def _load(self, key: _Key, raw: bytes) -> _Entry:
-        path, model_type, limits, schema = key
+    def _load(
+        self, path: str, raw: bytes, model_type: type[BaseModel], limits: YamlLimits, schema: bool
+    ) -> _Entry:
         self.parsed += 1
         self.last.parsed.append(path)
         try:
             loaded: Loaded[BaseModel] = load_document(path, raw, model_type, limits, schema=schema)
         except InvalidContent as exc:
-            entry = _Entry(raw, None, exc.diagnostics)
+            entry = _Entry(raw, model_type, limits, schema, None, exc.diagnostics)
         else:
-            entry = _Entry(raw, loaded)
-        self._entries[key] = entry
+            entry = _Entry(raw, model_type, limits, schema, loaded)
+        self._entries[path] = entry
         return entry
