@@ -10,12 +10,9 @@ is wrong (stale lease, atomic or wildcard over SSH) is refused before anything i
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,53 +26,31 @@ from fleetcd.git import refs
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.remote import SshKey, TransferTooLarge, fetch, fetch_own_ref_cli, list_remote, push
-from tests.conftest import require_service
-from tests.gitolite import CONTROLLER, Gitolite, GitoliteUnavailable
-from tests.gitrepos import bare_repo, commit_files, git, make_host_key, rev_parse, ssh_keygen, work_repo
+from tests.gitolite import CONTROLLER, Gitolite
+from tests.gitrepos import git, make_host_key, rev_parse
+from tests.sshfaults import (
+    BEHAVIOURS,
+    BIG_FILE_BYTES,
+    OTHER_PIN,
+    ROBOT,
+    Listener,
+    closed_port_url,
+    gitolite_log,
+    known_hosts,
+)
+from tests.sshfaults import listener as listener  # fixtures
+from tests.sshfaults import server as server
+from tests.sshfaults import stranger as stranger
 
-ROBOT = "amr-001"
-OTHER = "amr-002"
 WHEN = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
-BIG_FILE_BYTES = 2 * 1024 * 1024
 TIMEOUT_S = 1.0
 # libgit2's connect and read timeouts, plus a margin for a busy machine: never a hang.
 GIVE_UP_WITHIN_S = 3 * TIMEOUT_S + 5
-OTHER_PIN = "SHA256:" + "A" * 43
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gitolite]:
-    """gitolite with main (a commit carrying a 2 MiB file), a status ref for amr-001 and its
-    desired ref in its namespace (what the robot sees as ``refs/fleetcd/desired/amr-001``)."""
-    seed = work_repo(tmp_path_factory.mktemp("seed") / "work")
-    commit_files(seed, {"fleet.yaml": b"name: demo\n", "big.bin": os.urandom(BIG_FILE_BYTES)})
-    git("update-ref", refs.status_ref(ROBOT), "HEAD", cwd=seed)
-    git("update-ref", refs.namespaced(ROBOT, refs.desired_ref(ROBOT)), "HEAD", cwd=seed)
-    source = bare_repo(tmp_path_factory.mktemp("source") / "fleet.git")
-    git("push", "--quiet", str(source), "refs/*:refs/*", cwd=seed)
-    try:
-        running = Gitolite(tmp_path_factory.mktemp("gitolite"), [ROBOT, OTHER]).__enter__()
-    except (GitoliteUnavailable, RuntimeError) as exc:
-        require_service("gitolite", False, str(exc))
-        raise
-    try:
-        running.load(source)
-        yield running
-    finally:
-        running.__exit__(None, None, None)
 
 
 @pytest.fixture
 def local(tmp_path: Path) -> pygit2.Repository:
     return pygit2.init_repository(str(tmp_path / "local.git"), bare=True)
-
-
-@pytest.fixture(scope="module")
-def stranger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A valid ed25519 key gitolite has never been given."""
-    path = tmp_path_factory.mktemp("stranger") / "id_ed25519"
-    ssh_keygen(path, "stranger")
-    return path
 
 
 def key(server: Gitolite, user: str) -> SshKey:
@@ -84,12 +59,6 @@ def key(server: Gitolite, user: str) -> SshKey:
 
 def pin(fingerprint: str) -> HostKeyPolicy:
     return HostKeyPolicy(pinned_sha256=(fingerprint,))
-
-
-def gitolite_log(server: Gitolite) -> str:
-    """Every line gitolite has logged: one per session it ran (a login it never saw adds none)."""
-    logs = sorted((server.home / ".gitolite" / "logs").glob("gitolite-*.log"))
-    return "".join(path.read_text(encoding="utf-8") for path in logs)
 
 
 def status_commit(repo: pygit2.Repository, device: str, text: bytes) -> str:
@@ -309,9 +278,7 @@ def test_a_non_fast_forward_status_push_over_ssh_is_refused_naming_the_ref(
 def test_atomic_or_wildcard_pushes_over_ssh_are_refused_without_connecting(
     local: pygit2.Repository, refspecs: list[str], atomic: bool
 ) -> None:
-    with socket.socket() as closed:  # a port nothing listens on: connecting would fail differently
-        closed.bind(("127.0.0.1", 0))
-        url = f"ssh://robot@127.0.0.1:{closed.getsockname()[1]}/fleet"
+    url = closed_port_url()  # connecting would fail differently
     with pytest.raises(ValueError, match="local repository"):
         push(local, url, refspecs, atomic=atomic)
 
@@ -333,54 +300,6 @@ def test_a_fetch_over_ssh_larger_than_its_cap_is_aborted_and_names_the_url(
 
 
 # --- servers that do not answer ---------------------------------------------------------------------------
-
-
-class Listener:
-    """A TCP listener on loopback that accepts and then ``behaviour``s each connection."""
-
-    def __init__(self, behaviour: str) -> None:
-        self.behaviour = behaviour
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            if self.behaviour == "close":
-                conn.close()
-            elif self.behaviour == "garbage":
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"\x00" * 4096)
-                self.held.append(conn)
-            elif self.behaviour == "banner-then-silence":
-                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-                self.held.append(conn)
-            else:  # silent: a host that accepts and never speaks
-                self.held.append(conn)
-
-    def url(self) -> str:
-        return f"ssh://robot@127.0.0.1:{self.port}/fleet"
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
-@pytest.fixture
-def listener(request: pytest.FixtureRequest) -> Iterator[Listener]:
-    running = Listener(request.param)
-    yield running
-    running.close()
-
-
-BEHAVIOURS = ["silent", "banner-then-silence", "close", "garbage"]
 
 
 def _libgit2_fetch(local: pygit2.Repository, url: str, credentials: SshKey) -> Any:
@@ -432,9 +351,7 @@ def test_a_server_that_does_not_speak_ssh_is_a_transport_error_within_the_timeou
 def test_a_closed_port_is_a_transport_error_at_once(
     local: pygit2.Repository, stranger: Path, operation: Callable[..., Any]
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        url = f"ssh://robot@127.0.0.1:{probe.getsockname()[1]}/fleet"
+    url = closed_port_url()
     started = time.monotonic()
     with pytest.raises(TransportError):
         operation(local, url, SshKey("robot", stranger))
@@ -442,13 +359,6 @@ def test_a_closed_port_is_a_transport_error_at_once(
 
 
 # --- the CLI poll (OpenSSH itself checks the host against known_hosts) -------------------------------
-
-
-def known_hosts(server: Gitolite, path: Path, host_key_pub: Path | None = None) -> Path:
-    """A known_hosts file vouching for ``host_key_pub`` (default: the server's own) at its address."""
-    line = (host_key_pub or server.host_key.with_name(server.host_key.name + ".pub")).read_text().split()
-    path.write_text(f"[127.0.0.1]:{server.port} {line[0]} {line[1]}\n", encoding="utf-8")
-    return path
 
 
 def robot_fetch_repo(tmp_path: Path) -> Path:
