@@ -22,7 +22,7 @@ import pytest
 from controller.cli import build
 from controller.delivery import bundles
 from controller.errors import IllegalTransition
-from controller.reconcile import delivery_step, steps
+from controller.reconcile import steps
 from controller.reconcile.due import FULL_RECONCILE_EVERY
 from controller.reconcile.result import ReconcileResult, StepResult
 from controller.records.model import DeploymentRecord
@@ -143,14 +143,18 @@ def test_an_illegal_transition_from_the_plan_stalls_and_the_loop_keeps_going(
 def test_a_bundle_naming_the_wrong_rollout_stalls_and_the_loop_keeps_going(
     world: ControllerWorld, tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real ``bundle_for`` refuses a record whose version the rollout file does not name."""
+    """The real delivery refuses a record whose version the rollout file does not name: the
+    records a bundle carries are read through ``delivered_records``, by the inputs digest
+    (controller.delivery.inputs) and by ``bundle_for`` alike."""
+    real = bundles.delivered_records
 
-    def mismatched(device: str, records: Sequence[DeploymentRecord], *args: Any, **kwargs: Any) -> Any:
+    def mismatched(device: str, records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:
+        chosen = real(device, records)
         if device == "stg-1":
-            records = [r.model_copy(update={"version": "0.9.0"}) for r in records]
-        return bundles.bundle_for(device, records, *args, **kwargs)
+            chosen = [r.model_copy(update={"version": "0.9.0"}) for r in chosen]
+        return chosen
 
-    monkeypatch.setattr(delivery_step, "bundle_for", mismatched)
+    monkeypatch.setattr(bundles, "delivered_records", mismatched)
     before = list_refs(pygit2.Repository(str(world.server)), NAMESPACES_PREFIX)
 
     loop = Loop(world)

@@ -7,10 +7,11 @@ namespace test asks the real ``git upload-pack`` what a robot served with ``GIT_
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from controller.delivery import (
+    BundleInputs,
     DeliveryResult,
     DeliverySource,
     bundle_for,
@@ -26,6 +28,7 @@ from controller.delivery import (
     read_targets,
     write_desired_state,
 )
+from controller.delivery.bundles import Evidence, EvidenceKey
 from controller.records.model import Action, DeploymentRecord, TargetStatus
 from controller.records.transitions import new_deployment
 from fleetcd.compat import UTC
@@ -39,12 +42,12 @@ from fleetcd.desired import (
     verify_bundle,
 )
 from fleetcd.desired.chain import trust_file_of
-from fleetcd.desired.configset import merged_sha256
+from fleetcd.desired.configset import ConfigSet, merged_sha256
 from fleetcd.errors import InvalidContent
 from fleetcd.git.objects import read_blob, ref_target
 from fleetcd.git.repo import Repository, open_or_init_bare
 from fleetcd.loading.fleetspec import FleetSpec
-from fleetcd.models import TrustRoot
+from fleetcd.models import Stage, TrustRoot
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.fleetrepo import FleetRepoBuilder
@@ -344,3 +347,133 @@ def test_the_content_digest_ignores_serial_and_timestamps_but_not_deployments(fl
     later = bundle_for("amr-009", [record(fleet, "amr-009")], source, 11, NOW, EXPIRES + timedelta(days=1))
     nothing = bundle_for("amr-009", [], source, 10, ISSUED, EXPIRES)
     assert content_digest(now) == content_digest(later) != content_digest(nothing)
+
+
+# --- inputs digest: what a bundle is built from (controller.delivery.inputs) ----------------------------
+
+
+def _evidence(fleet: Fleet, **changes: object) -> Evidence:
+    return dataclasses.replace(DeliverySource(fleet.spec).evidence("nav"), **changes)  # type: ignore[arg-type]
+
+
+# Each case changes one input of amr-002's bundle; the bundle it builds must differ, and so must
+# its inputs digest (else the robot would keep the old bundle without its being built again).
+INPUT_CHANGES: dict[
+    str, Callable[[Fleet], tuple[str, list[DeploymentRecord], dict[EvidenceKey, Evidence]]]
+] = {
+    "another device": lambda f: ("amr-003", [record(f, "amr-003")], {}),
+    "another release": lambda f: (
+        "amr-002",
+        [record(f, "amr-002", "1.0.0")],
+        {("nav", f.sha("1.0.0")): DeliverySource(f.old_spec).evidence("nav")},
+    ),
+    "staged, not deployed": lambda f: (
+        "amr-002",
+        [record(f, "amr-002", target_status=TargetStatus.STAGED)],
+        {},
+    ),
+    "a rollback": lambda f: (
+        "amr-002",
+        [record(f, "amr-002", "1.0.0", action=Action.ROLLBACK)],
+        {("nav", f.sha("1.0.0")): DeliverySource(f.old_spec).evidence("nav")},
+    ),
+    "another generation": lambda f: ("amr-002", [record(f, "amr-002", generation=3)], {}),
+    "config layers": lambda f: (
+        "amr-002",
+        [
+            record(
+                f,
+                "amr-002",
+                config_sha256=merged_sha256({"max_speed": 1.5}),
+                config_files=(DEFAULT_CONFIG,),
+                commit=COMMIT,
+            )
+        ],
+        {},
+    ),
+    "no deployment": lambda f: ("amr-002", [], {}),
+    "rollout bytes": lambda f: (
+        "amr-002",
+        [record(f, "amr-002")],
+        {"x": _evidence(f, rollout_raw=b"kind: Rollout\n")},
+    ),
+    "approvals": lambda f: ("amr-002", [record(f, "amr-002")], {"x": _evidence(f, approvals={})}),
+    "release signatures": lambda f: (
+        "amr-002",
+        [record(f, "amr-002")],
+        {"x": _evidence(f, release_signatures={})},
+    ),
+    "stage": lambda f: ("amr-002", [record(f, "amr-002")], {"x": _evidence(f, stage=Stage.CANARY)}),
+    "approvals required": lambda f: (
+        "amr-002",
+        [record(f, "amr-002")],
+        {"x": _evidence(f, approvals_required=3)},
+    ),
+    "not before": lambda f: ("amr-002", [record(f, "amr-002")], {"x": _evidence(f, not_before=ISSUED)}),
+    "config set": lambda f: (
+        "amr-002",
+        [record(f, "amr-002")],
+        {
+            "x": _evidence(
+                f, configs=ConfigSet({**f.spec.config_set("nav").files, "configs/nav/canary.yaml": b"{}"})
+            )
+        },
+    ),
+    "config values": lambda f: (
+        "amr-002",
+        [record(f, "amr-002")],
+        {
+            "x": _evidence(
+                f, config_values={DEFAULT_CONFIG: {"max_speed": 1.0}, "configs/nav/device-amr-002.yaml": {}}
+            )
+        },
+    ),
+}
+
+
+def _with_record_key(
+    records: list[DeploymentRecord], evidence: dict[EvidenceKey, Evidence]
+) -> dict[EvidenceKey, Evidence]:
+    """The changed evidence ("x") keyed by the id of the one record it backs."""
+    if "x" not in evidence:
+        return evidence
+    return {records[0].id: evidence["x"]}
+
+
+@pytest.mark.parametrize("change", sorted(INPUT_CHANGES), ids=sorted(INPUT_CHANGES))
+def test_every_input_that_changes_a_bundle_changes_its_inputs_digest(fleet: Fleet, change: str) -> None:
+    source = DeliverySource(fleet.spec)
+    base = [record(fleet, "amr-002")]
+    base_inputs = BundleInputs(source, {}).digest("amr-002", base)
+    base_content = content_digest(bundle_for("amr-002", base, source, 5, ISSUED, EXPIRES))
+
+    device, records, raw = INPUT_CHANGES[change](fleet)
+    evidence = _with_record_key(records, raw)
+    content = content_digest(bundle_for(device, records, source, 5, ISSUED, EXPIRES, evidence=evidence))
+    assert content != base_content
+    assert BundleInputs(source, evidence).digest(device, records) != base_inputs
+
+
+def test_the_inputs_digest_is_the_same_from_another_reconciles_source(fleet: Fleet) -> None:
+    """Nothing of one process or reconcile leaks in (object ids, dict order): a controller
+    restarted on another host finds the digests it recorded. A record the bundle does not carry
+    (archived) moves nothing."""
+    records = [record(fleet, "amr-002")]
+    archived = record(fleet, "amr-002", "1.0.0", target_status=TargetStatus.ARCHIVED)
+    first = BundleInputs(DeliverySource(fleet.spec), {})
+    again = BundleInputs(DeliverySource(fleet.spec, {"nav": fleet.sha("1.1.0")}), {})
+    assert first.digest("amr-002", records) == again.digest("amr-002", [archived, *records])
+
+
+def test_fifty_robots_of_one_rollout_fingerprint_its_evidence_once(fleet: Fleet) -> None:
+    inputs = BundleInputs(DeliverySource(fleet.spec), {})
+    digests = {robot: inputs.digest(robot, [record(fleet, robot)]) for robot in ROBOTS}
+    assert inputs.fingerprinted == 1 and len(set(digests.values())) == len(ROBOTS)
+
+
+def test_the_inputs_digest_stalls_where_building_would(fleet: Fleet) -> None:
+    """Evidence that does not back a record is refused before anything is skipped."""
+    tampered = record(fleet, "amr-003", release_sha256="0" * 64)
+    with pytest.raises(InvalidContent) as stalled:
+        BundleInputs(DeliverySource(fleet.spec), {}).digest("amr-003", [tampered])
+    assert stalled.value.diagnostics[0].reason is Reason.RELEASE_MODIFIED

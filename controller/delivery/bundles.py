@@ -18,16 +18,16 @@ evidence that once approved the previous release: the caller passes it in ``evid
 read from main's history. Without it :func:`bundle_for` stalls with ``rollout_mismatch`` instead of
 shipping a bundle every robot would refuse.
 
-Change detection (:func:`content_digest`) ignores serial and timestamps: the controller records
-each robot's digest when it writes its ref and moves the ref again only when the digest changes
-(or its renewal is due: :mod:`controller.delivery.select`). No I/O, no clock.
+:func:`deployment_sources` says which record, evidence and config files each deployment of a
+robot's bundle is built from: :func:`bundle_for` builds from them, and
+:mod:`controller.delivery.inputs` digests them, so that a robot whose inputs did not change is
+not built again. No I/O, no clock.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,8 +48,6 @@ from fleetcd.validation.configs import config_layers
 from fleetcd.validation.context import Context
 
 BUNDLE_FORMAT: Literal["fleetcd.dev/bundle/v1"] = "fleetcd.dev/bundle/v1"
-# Fields that change with every signed root although nothing the robot runs changed.
-_VOLATILE_FIELDS = ("serial", "issued_at", "expires_at")
 
 
 @dataclass(frozen=True)
@@ -176,15 +174,10 @@ def bundle_for(
     snapshot cannot back a record with the bytes it names.
     """
     source = spec if isinstance(spec, DeliverySource) else DeliverySource(spec)
-    chosen = delivered_records(device, records)
-    deployments = []
-    for record in chosen:
-        proof = _evidence_for(record, source, evidence or {})
-        if record.commit is not None:  # records name their config files (none: no config)
-            layers: Sequence[str] = record.config_files
-        else:  # a record from before records carried config: today's layers its snapshot holds
-            layers = [p for p in source.layers(record.app, device) if p in proof.configs.files]
-        deployments.append(_deployment(record, proof, layers))
+    deployments = [
+        _deployment(record, proof, layers)
+        for record, proof, layers in deployment_sources(device, records, source, evidence or {})
+    ]
     try:
         return Bundle(
             format=BUNDLE_FORMAT,
@@ -197,6 +190,26 @@ def bundle_for(
         )
     except ValidationError as exc:
         raise _invalid(device, exc) from None
+
+
+def deployment_sources(
+    device: str,
+    records: Sequence[DeploymentRecord],
+    source: DeliverySource,
+    evidence: Mapping[EvidenceKey, Evidence],
+) -> list[tuple[DeploymentRecord, Evidence, tuple[str, ...]]]:
+    """What each deployment of ``device``'s bundle is built from, in bundle order: the record, the
+    evidence backing it and the config files it ships. Raises :class:`InvalidContent` like
+    :func:`bundle_for` when the evidence does not back the record."""
+    out = []
+    for record in delivered_records(device, records):
+        proof = _evidence_for(record, source, evidence)
+        if record.commit is not None:  # records name their config files (none: no config)
+            layers = record.config_files
+        else:  # a record from before records carried config: today's layers its snapshot holds
+            layers = tuple(p for p in source.layers(record.app, device) if p in proof.configs.files)
+        out.append((record, proof, layers))
+    return out
 
 
 def delivered_records(device: str, records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:
@@ -321,17 +334,3 @@ def _invalid(device: str, exc: ValidationError) -> InvalidContent:
         Diagnostic(where, None, ".".join(map(str, e["loc"])) or None, e["msg"], Reason.BUNDLE_INVALID)
         for e in exc.errors()[:5]
     )
-
-
-# --- change detection ------------------------------------------------------------------------------
-
-
-def _digest(data: Mapping[str, Any]) -> str:
-    stable = {k: v for k, v in data.items() if k not in _VOLATILE_FIELDS}
-    text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def content_digest(bundle: Bundle) -> str:
-    """sha256 of what the robot runs (device and deployments), not of serial or timestamps."""
-    return _digest(bundle.model_dump(mode="json", by_alias=True))

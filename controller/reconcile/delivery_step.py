@@ -2,10 +2,12 @@
 
 A change costs what it changes. Each robot's device file records what the controller last wrote
 on its desired-state ref (:class:`~controller.state.model.PublishedDesired`: commit, serial,
-content digest, expiry). A reconcile builds every robot's bundle, and a robot's ref moves only when
-its bundle changed, its ref is not exactly the recorded commit, or its renewal is due
-(:mod:`controller.delivery.select`); one root is signed over those robots' bundles alone and their
-new commits are recorded in the same state-branch commit. Everyone else keeps the commit it holds,
+content digest, expiry, inputs digest). A reconcile digests what every robot's bundle is built
+from and builds only the bundles whose inputs differ from the recorded ones
+(:mod:`controller.delivery.inputs`); a robot's ref moves only when its bundle changed, its ref is
+not exactly the recorded commit, or its renewal is due (:mod:`controller.delivery.select`), and
+those robots' bundles are built too. One root is signed over the moving robots' bundles alone and
+their new commits are recorded in the same state-branch commit. Everyone else keeps the commit it holds,
 which nothing here reads. A reconcile where no robot moves signs nothing and moves no ref, so an
 idle fleet costs no gpg call and robots' no-op polls find nothing new.
 
@@ -31,14 +33,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controller.delivery.bundles import (
-    DeliverySource,
-    Evidence,
-    EvidenceKey,
-    bundle_for,
-    content_digest,
-    delivered_records,
-)
+from controller.delivery.bundles import DeliverySource, Evidence, EvidenceKey, bundle_for, delivered_records
+from controller.delivery.inputs import BundleInputs, content_digest
 from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.published import RobotRef, judge_published
 from controller.delivery.select import RenewalPolicy, Selection, select
@@ -47,7 +43,7 @@ from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action
 from controller.state.model import ControllerMeta, DeviceFile, PublishedDesired, RolloutState
-from fleetcd.desired import SignedRoot, verify_root
+from fleetcd.desired import Bundle, SignedRoot, verify_root
 from fleetcd.desired.chain import trust_file_of
 from fleetcd.errors import InvalidContent
 from fleetcd.git.repo import Oid, Repository
@@ -65,13 +61,15 @@ class Delivered:
     refs: Mapping[str, Oid] = field(default_factory=dict)
     moved: frozenset[str] = frozenset()
     signatures: int = 0
-    # device -> what is now on its ref, for the robots whose ref this step wrote (their device files)
+    # device -> what its device file now records of its ref: the robots whose ref this step wrote,
+    # and robots whose bundle was built without changing (their new inputs digest)
     published: Mapping[str, PublishedDesired] = field(default_factory=dict)
     selection: Selection = field(default_factory=Selection)  # who moved, and why
     next_renewal_at: datetime | None = None  # the idle fast path wakes for the next renewal due
     ignored_roots: tuple[str, ...] = ()  # roots found on robots' refs that moved no serial, and why
     stale: Mapping[str, Oid] = field(default_factory=dict)  # desired-state refs to remove after the push
     listed: Mapping[str, Oid] = field(default_factory=dict)  # the mirror's desired-state refs after this step
+    built: int = 0  # bundles built: robots whose inputs changed, and those whose ref moves
 
 
 def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict[str, DeviceFile]:
@@ -127,27 +125,45 @@ def deliver(
     expires = now + lifetime
     source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence = _historic_evidence(repo, source, rollouts, devices)
-    bundles = {
-        device: bundle_for(device, data.records, source, serial, now, expires, evidence=evidence)
-        for device, data in devices.items()
-    }
-    digests = {device: content_digest(bundle) for device, bundle in bundles.items()}
+    inputs = BundleInputs(source, evidence)
+    keys = {device: inputs.digest(device, data.records) for device, data in devices.items()}
+    bundles: dict[str, Bundle] = {}
+
+    def build(device: str) -> Bundle:
+        bundle = bundles[device] = bundle_for(
+            device, devices[device].records, source, serial, now, expires, evidence=evidence
+        )
+        return bundle
+
+    # A robot whose inputs are the recorded ones holds the recorded content: not built again.
+    digests = {d: _unchanged(recorded[d], key) or content_digest(build(d)) for d, key in keys.items()}
     chosen = select(digests, recorded, published.kept, now, renewal_policy(ctx, settings), lifetime=lifetime)
-    if not chosen.moving:
+    moving = frozenset(chosen.moving)
+    for device in moving.difference(bundles):  # a renewed or healed ref needs its bytes too
+        build(device)
+    # Robots built although their content did not change: their new inputs digest is recorded once.
+    relabelled = {
+        device: record.model_copy(update={"inputs_sha256": keys[device]})
+        for device, record in recorded.items()
+        if record is not None and device in bundles and device not in moving
+    }
+    if not moving:
         return Delivered(
             serial=published.floor,
             root_sha256=meta.root_sha256,
+            published=relabelled,
             selection=chosen,
             next_renewal_at=chosen.next_renewal_at,
             ignored_roots=published.ignored,
             stale=stale,
             listed=listed,
+            built=len(bundles),
         )
     with Signer(settings.gnupghome) as signer:
         fingerprint = ctx.signing_key(signer.secret_fingerprints())
         result = write_desired_state(
             repo,
-            {device: bundles[device] for device in chosen.moving},
+            {device: bundles[device] for device in sorted(moving)},
             fleet=ctx.fleet.name,
             serial=serial,
             issued_at=now,
@@ -163,11 +179,15 @@ def deliver(
         len(chosen.changed),
         len(chosen.healed),
         len(chosen.renewed),
-        len(devices) - len(chosen.moving),
+        len(devices) - len(moving),
     )
     records = {
         device: PublishedDesired(
-            commit=str(oid), serial=serial, content_sha256=digests[device], expires_at=expires
+            commit=str(oid),
+            serial=serial,
+            content_sha256=digests[device],
+            expires_at=expires,
+            inputs_sha256=keys[device],
         )
         for device, oid in result.commits.items()
     }
@@ -177,13 +197,19 @@ def deliver(
         refs=result.refs,
         moved=result.moved,
         signatures=result.signatures,
-        published=records,
+        published={**relabelled, **records},
         selection=chosen,
         next_renewal_at=chosen.next_renewal_at,
         ignored_roots=published.ignored,
         stale=stale,
         listed={**listed, **result.refs},
+        built=len(bundles),
     )
+
+
+def _unchanged(record: PublishedDesired | None, inputs: str) -> str | None:
+    """The recorded content digest when ``inputs`` are what the recorded bundle was built from."""
+    return record.content_sha256 if record is not None and record.inputs_sha256 == inputs else None
 
 
 def _root_verifier(ctx: FleetContext, stack: ExitStack) -> Callable[[bytes, bytes], SignedRoot]:

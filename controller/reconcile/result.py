@@ -52,6 +52,7 @@ class ReconcileResult:
     stalled: str | None = None  # invalid content: the reason recorded on the state branch
     events: list[AuditEvent] = field(default_factory=list)
     desired_refs: int = 0
+    bundles_built: int = 0  # robots' bundles built: whose inputs changed, or whose ref moved
     signatures: int = 0  # gpg signatures made: the desired-state root's and the audit head's
     head_signatures: int = 0  # of which over the audit log's new head (0 or 1)
     idle: bool = False  # nothing new and nothing due: nothing was fetched, loaded or planned

@@ -282,6 +282,7 @@ def deliver(ctx: ReconcileContext) -> StepResult:
     for device, written in desired.published.items():  # recorded with the push that publishes it
         ctx.devices[device] = ctx.devices[device].model_copy(update={"desired": written})
     ctx.result.desired_refs, ctx.result.signatures = len(desired.moved), desired.signatures
+    ctx.result.bundles_built = desired.built
     ctx.result.events.extend(
         AuditEvent(at=ctx.now, kind=AuditKind.DESIRED_ROOT_IGNORED, reason=why)
         for why in desired.ignored_roots

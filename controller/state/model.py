@@ -136,6 +136,10 @@ class PublishedDesired(_State):
     serial: int = Field(ge=1, le=MAX_SERIAL)  # the next root is signed above every recorded one
     content_sha256: Sha256  # content_digest of the bundle (no serial, no timestamps): what changed
     expires_at: AwareDatetime  # the bundle's (and its root's) expiry: when it is renewed
+    # What the bundle was built from (controller.delivery.inputs): while a robot's inputs digest is
+    # this one, its bundle is not built again (its content is ``content_sha256``). None: not
+    # recorded (an older controller), the bundle is built and compared by content.
+    inputs_sha256: Sha256 | None = None
 
 
 class DeviceFile(_State):
