@@ -7,11 +7,11 @@ git objects for the controller, always through ``fleetcd.git``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from controller.state.jsontext import dumps_indented
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.git.objects import Identity, commit, ref_target, write_tree
@@ -132,8 +132,9 @@ def _copy(snapshot: StateSnapshot) -> StateSnapshot:
 
 
 def dump(model: RolloutState | DeviceFile | ControllerMeta) -> bytes:
-    """Stable JSON for state files: sorted keys and one value per line, so git diffs stay readable."""
-    return json.dumps(model.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n"
+    """Stable JSON for state files: sorted keys and one value per line, so git diffs stay readable
+    (``json.dumps(..., indent=1, sort_keys=True)``'s text, written fast: :mod:`controller.state.jsontext`)."""
+    return dumps_indented(model.model_dump(mode="json")).encode() + b"\n"
 
 
 def changed_files(old: Mapping[str, bytes], new: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
