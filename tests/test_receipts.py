@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from controller.receipts import (
     ApprovalRef,
@@ -23,6 +24,7 @@ from controller.receipts import (
     sign_receipt,
     verify_receipt,
 )
+from controller.receipts.render import YAML_WIDTH
 from controller.records.model import Action, DeploymentRecord, TargetStatus
 from controller.records.transitions import apply_report, new_deployment
 from controller.state.model import (
@@ -217,6 +219,29 @@ def test_receipt_bytes_are_deterministic_across_input_order_and_time_zone() -> N
     assert first == again
     assert load_receipt(first) == receipt()
     assert render_receipt_yaml(load_receipt(first)) == first
+
+
+def test_libyaml_writes_the_bytes_the_python_emitter_wrote() -> None:
+    """render_receipt_yaml emits with libyaml: a receipt with long, non-ASCII and quoted text
+    (robots' reasons are free text) renders to the bytes PyYAML's pure-Python emitter writes with
+    the same options, and reads back equal."""
+    reason = "Überhitzung: Motor 3 — zu heiß, 'quoted' \"double\" #hash: yes " * 4
+    base = receipt()
+    odd = base.model_copy(
+        update={"devices": tuple(d.model_copy(update={"reason": reason}) for d in base.devices)}
+    )
+    for made in (base, odd):
+        data = render_receipt_yaml(made)
+        python = yaml.safe_dump(
+            made.model_dump(mode="json"),
+            sort_keys=True,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=YAML_WIDTH,
+            explicit_start=False,
+        )
+        assert data == python.encode("utf-8")
+        assert load_receipt(data) == made
 
 
 def test_receipt_signed_by_the_controller_verifies(keys: KeyFactory, keyring: Keyring) -> None:
