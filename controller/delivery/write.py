@@ -27,6 +27,7 @@ and the agent asks for the same ref name whichever layout the server uses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -60,6 +61,8 @@ from fleetcd.git.repo import Oid, Repository
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
 
 
+# Asked for every robot several times a reconcile (two name checks each): remembered, a bounded number.
+@functools.lru_cache(maxsize=1 << 18)
 def delivery_ref(device: str, *, namespaces: bool) -> str:
     """Where ``device``'s desired-state commit lives in the fleet repository."""
     flat = refs.desired_ref(device)
