@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -185,3 +187,27 @@ class ArtifactServer:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for one-off test servers: nothing logged to pytest's output."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run a real ``ThreadingHTTPServer`` with ``handler`` on 127.0.0.1 in a thread; yields its base URL
+    (``http://127.0.0.1:PORT``) and shuts it down after. For servers :class:`ArtifactServer`'s
+    behaviours do not cover: a redirect, a server that never answers."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -14,10 +14,8 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from agent.errors import (
 from agent.fetch import KIB, DownloadSettings, partial_path
 from agent.fetch.http import MAX_REDIRECTS, download
 from tests.disks import fill, mounted
-from tests.httpserver import ArtifactServer, Behaviour
+from tests.httpserver import ArtifactServer, Behaviour, QuietHandler, serve_handler
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = random.Random(7).randbytes(200 * KIB)
@@ -219,25 +217,15 @@ def test_unreachable_server_is_a_transport_failure(tmp_path: Path) -> None:
 def redirector(location_for: dict[str, str]) -> Iterator[str]:
     """A real server answering ``302 Location: location_for[path]``; yields its base URL."""
 
-    class Redirect(BaseHTTPRequestHandler):
+    class Redirect(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(302)
             self.send_header("Location", location_for[self.path])
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Redirect) as base_url:
+        yield base_url
 
 
 def test_redirected_download_resumes_at_the_final_location(server: ArtifactServer, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from agent.health.probes import DETAIL_MAX_CHARS, ProbeResult, attempt, run_probe
 from agent.process import run_bounded
 from fleetcd.models.release import ExecProbe, FileProbe, HttpProbe
-from tests.httpserver import ArtifactServer, Behaviour
+from tests.httpserver import ArtifactServer, Behaviour, QuietHandler, serve_handler
 
 ALLOW = ["/bin/true", "/bin/false", "/bin/echo", "/bin/sh", "/bin/sleep"]
 
@@ -66,24 +65,15 @@ def silent_server() -> Iterator[str]:
     """A real HTTP server that accepts every request and never answers it."""
     release = threading.Event()
 
-    class Hang(BaseHTTPRequestHandler):
+    class Hang(QuietHandler):
         def do_GET(self) -> None:
             release.wait(30)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hang)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/healthz"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_handler(Hang) as base_url:
+        try:
+            yield f"{base_url}/healthz"
+        finally:
+            release.set()  # before the shutdown: it waits for the hung handler
 
 
 def alive(pid: int) -> bool:
