@@ -124,11 +124,11 @@ def rollback(
         return Change(
             doc.path, f"Roll back rollout {name}", False, notes=(f"{name} already has {app} {current}",)
         )
-    if release_path(app, target) not in tree.files:
+    published = published_versions(tree.files, app)
+    if target not in published:  # a file named releases/<app>/latest.yaml is no version either
         raise InvalidContent.at(
             release_path(app, target),
-            f"{app} {target} is not published "
-            f"(published: {', '.join(published_versions(tree.files, app)) or 'none'})",
+            f"{app} {target} is not published (published: {', '.join(published) or 'none'})",
             reason=Reason.UNKNOWN_REFERENCE,
         )
     committer = tree.prepare_commit(author) if commit else None
