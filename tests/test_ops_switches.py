@@ -236,3 +236,35 @@ def test_a_bad_author_is_refused_before_anything_is_written(
     code, _, err = fleetcd(capsys, "pause", "nav", "--repo", str(fleet.root), "--author", "nobody")
     assert code == 4 and "not of the form 'Name <email>'" in err
     assert fleet.git("status", "--porcelain") == ""
+
+
+def test_rolling_back_a_paused_rollout_says_it_starts_only_after_resume(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rollback keeps the switch as it is: an operator who paused a bad release and rolls back must
+    hear that nothing moves until they resume."""
+    fleet = small_fleet(tmp_path / "fleet", keys)
+    bump(fleet, "1.1.0")
+    assert fleetcd(capsys, "pause", "nav", "--repo", str(fleet.root), *AUTHOR)[0] == 0
+    code, out, err = fleetcd(capsys, "rollback", "nav", "--repo", str(fleet.root), *AUTHOR)
+    assert code == 0, err
+    assert "The rollout is paused: the rollback starts after `fleetcd resume nav`" in flat(out)
+    text = fleet.read(rollout_path("nav")).decode()
+    assert 'release: "1.0.0"' in text and "paused: true" in text
+
+
+def test_a_release_file_whose_version_is_no_semver_is_never_a_rollback_target(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``releases/nav/latest.yaml`` sorts nowhere: the previous version is still 1.0.0, and the
+    file stays validation's to report."""
+    fleet = small_fleet(tmp_path / "fleet", keys)
+    bump(fleet, "1.1.0")
+    fleet.file("releases/nav/latest.yaml", fleet.read("releases/nav/1.1.0.yaml"))
+    fleet.commit("someone's shortcut")
+    code, out, err = fleetcd(capsys, "rollback", "nav", "--repo", str(fleet.root), *AUTHOR)
+    assert code == 0, err
+    assert "nav 1.1.0 -> 1.0.0" in out
+    code, _, err = fleetcd(capsys, "rollback", "nav", "--to", "latest", "--repo", str(fleet.root), *AUTHOR)
+    assert code == 1, err
+    assert "published: 1.0.0, 1.1.0" in err
