@@ -83,7 +83,7 @@ class InstallSpec:
 def check_requirement(text: str) -> str:
     """``text`` stripped, if it is a fleetcd requirement pip can install in CI; else SetupError."""
     value = text.strip()
-    if not _REQUIREMENT.fullmatch(value):
+    if len(value.splitlines()) > 1 or not _REQUIREMENT.fullmatch(value):  # pip reads line by line
         raise SetupError(
             f"install spec {text!r}: expected fleetcd with a pinned version or a URL, e.g. "
             "'fleetcd==0.2.0' or 'fleetcd @ git+https://git.example.com/fleetcd.git@v0.2.0'"
@@ -194,7 +194,8 @@ def render_requirements(spec: InstallSpec) -> str:
         "# Air-gapped runners: put `--index-url https://pypi.internal.example/simple` (an internal",
         "# index) or `--no-index` and `--find-links /opt/wheels` (a wheel directory holding fleetcd and",
         "# its dependencies) on lines of their own above the requirement.",
-        f"# Chosen by `fleetcd init`: {spec.why}.",
+        # The reason quotes direct_url.json (a URL, a requested revision): one line, whatever it holds.
+        f"# Chosen by `fleetcd init`: {' '.join(spec.why.split())}.",
     ]
     if spec.is_placeholder:
         lines += [
