@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,7 +36,7 @@ from fleetcd.desired.configset import merged_sha256
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH, status_ref
 from fleetcd.git.repo import tree_of
-from fleetcd.reports import STATUS_FILE, DeploymentReport, StatusReport
+from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, DeploymentReport, StatusReport
 from fleetcd.shards import shard_of
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo, git
@@ -594,6 +594,75 @@ def test_an_unreadable_report_is_skipped_and_said_never_believed(
     answer = json.loads(out)
     assert "1 of the robot's reports were unreadable and skipped" in answer["notes"]
     assert answer["report"]["deployments"][0]["message"] == "probe failed"  # the last readable one
+
+
+def _genuine_report(repo: pygit2.Repository, device: str) -> dict[str, Any]:
+    """The newest report on ``device``'s status ref that parses as its own and is no forgery of
+    the test below."""
+    tip = ref_target(repo, status_ref(device))
+    assert tip is not None
+    for entry in repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL):
+        data = read_blob(repo, entry.id, STATUS_FILE)
+        try:
+            StatusReport.model_validate_json(data or b"")
+        except ValueError:
+            continue
+        report: dict[str, Any] = json.loads(data or b"")
+        forged = any(d.get("message") == "forged" for d in report["deployments"])
+        if report["device"] == device and not forged:
+            return report
+    raise AssertionError(f"no readable report of {device}")
+
+
+def _forged_as_another_robot(report: dict[str, Any], when: datetime) -> bytes:
+    forged = {**report, "device": "can-2", "seq": report["seq"] + 100, "reported_at": when.isoformat()}
+    forged["deployments"] = [{**d, "message": "forged"} for d in report["deployments"]]
+    return json.dumps(forged).encode()
+
+
+def _oversized(report: dict[str, Any], when: datetime) -> bytes:
+    padded = {**report, "seq": report["seq"] + 200, "reported_at": when.isoformat()}
+    padded["deployments"] = [{**d, "message": "forged"} for d in report["deployments"]]
+    text = json.dumps(padded).encode()
+    return text[:-1] + b" " * MAX_REPORT_BYTES + b"}"  # valid JSON, a valid report: only the cap refuses it
+
+
+def _dated_after_the_instant(report: dict[str, Any], when: datetime) -> bytes:
+    """Committed before T, but the report itself says it was made a day after T."""
+    later = {**report, "seq": report["seq"] + 300, "reported_at": (when + timedelta(days=1)).isoformat()}
+    later["deployments"] = [{**d, "message": "forged"} for d in report["deployments"]]
+    return json.dumps(later).encode()
+
+
+@pytest.mark.parametrize(
+    ("offset", "forge"),
+    [(400, _forged_as_another_robot), (500, _oversized), (600, _dated_after_the_instant)],
+    ids=["claims-another-robot", "over-the-size-cap", "reported-after-the-instant"],
+)
+def test_a_report_the_robot_could_not_have_made_then_is_never_what_history_believes(
+    timeline: Timeline,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    offset: int,
+    forge: Callable[[dict[str, Any], datetime], bytes],
+) -> None:
+    """can-1 (or whoever holds its key) appends to its own status ref: a report in another robot's
+    name, one over the size cap, one whose own timestamp is after the instant asked about. None of
+    them is the robot's last report as of that instant."""
+    repo = pygit2.Repository(str(timeline.world.server))
+    ref = status_ref("can-1")
+    parent = ref_target(repo, ref)
+    assert parent is not None
+    genuine = _genuine_report(repo, "can-1")
+    when = timeline.world.clock.now + timedelta(seconds=offset)
+    commit(repo, ref, write_tree(repo, {STATUS_FILE: forge(genuine, when)}), "status", [parent], ROBOT, when)
+
+    instant = (when + timedelta(seconds=1)).isoformat()
+    code, out, err = ask(timeline, capsys, tmp_path, "can-1", "--at", instant, "-o", "json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["report"]["seq"] == genuine["seq"]
+    assert all(d["message"] != "forged" for d in answer["report"]["deployments"])
 
 
 def test_with_status_shards_the_reports_come_from_the_robots_own_shard(
