@@ -290,3 +290,53 @@ def test_a_stall_before_the_trust_root_loaded_still_signs_its_audit_line(
     assert b'"kind":"stalled"' in log[max(log)]
     code, out = audit_verify(world, capsys)
     assert code == 0 and out["signed_seq"] == out["seq"] == head(log)[0]
+
+
+def test_a_head_re_signed_by_an_approver_a_key_the_fleet_trusts_for_something_else_is_refused(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alice's key is in keys/ and verifies: her signature is valid, but she approves rollouts;
+    only a controller key of a trust-root version may vouch for the log."""
+    world = three_days(tmp_path, keys)
+    forged = rewritten(world)
+    log = {p: d for p, d in forged.items() if p.endswith(".jsonl") and d is not None}
+    seq, line = head(log)
+    alice = next(k for k in world.fleet.approver_keys if k.name == "alice")
+    document = head_document(seq, line, max(log), world.clock.now)
+    path = head_path(seq, max(log))
+    dropped: dict[str, bytes | None] = dict.fromkeys(heads_of(world))
+    rewrite_state(world, {**forged, **dropped, path: document, f"{path}.asc": keys.sign(document, alice)})
+
+    code, err = audit_verify(world, capsys)
+    assert code == 1 and f"{path}.asc" in err
+    assert f"signed by {alice.fingerprint}, not a controller key" in err
+
+
+def test_without_a_verified_trust_root_on_main_no_head_is_taken_on_trust(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone removes trust/root/1.yaml's signatures on main: the controller keys can no longer be
+    known, so audit verify refuses to call the log intact (exit 4, naming main) instead of checking
+    the heads against whatever keys/ holds."""
+    world = three_days(tmp_path, keys)
+    fleet = world.fleet
+    fleet.git("rm", "-rq", "trust/root/1.yaml.d")
+    fleet.git("commit", "-qm", "drop the trust root's signatures")
+    fleet.git("push", "-q", str(world.server), "main")
+
+    code, err = audit_verify(world, capsys)
+    assert code == 4
+    assert "no verified trust root" in err and fleet.git("rev-parse", "--short=12", "HEAD") in err
+
+
+def test_an_intact_log_is_said_in_one_line_naming_its_head(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = three_days(tmp_path, keys)
+    cache = world.settings.source.mirror.parent
+    code = run(build(), ["audit", "verify", "--repo", str(world.server), "--cache", str(cache)])
+    out, _ = capsys.readouterr()
+    seq, line = head(day_files(world))
+    assert code == 0
+    assert out.startswith(f"audit log intact: {seq} lines, head {line[:16]} (seq {seq})")
+    assert "head signed by a controller key (3 signed heads checked)" in out
