@@ -349,3 +349,38 @@ def test_a_malformed_edit_command_is_usage_and_writes_nothing(
     assert code == Exit.USAGE, out + err
     assert says in err
     assert fleet.git("rev-parse", "HEAD") == head and fleet.git("status", "--porcelain") == ""
+
+
+# --- what `controller reconcile --once` prints for a CI job's log ------------------------------------
+
+
+def test_reconcile_once_prints_what_it_applied_then_the_stall_naming_the_file_then_nothing_new(
+    tmp_path: Path,
+    keys: KeyFactory,
+    fleet: FleetRepoBuilder,
+    server: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one line a CI job's log keeps: which main commit, the state commit, how many robots got
+    new desired state; on invalid content exit 1 with the reason naming the file; a rerun with
+    nothing new changes nothing and says so."""
+    argv = controller(tmp_path, str(server), "--gnupghome", str(keys.home))
+    code, out, err = fleetcd(capsys, *argv)
+    assert code == Exit.OK, err
+    main = fleet.git("rev-parse", "HEAD")
+    assert out.startswith(f"reconciled {main[:12]}: state ") and "unchanged" not in out
+    assert "4 robots updated" in out and "STALLED" not in out
+
+    fleet.rollout(ROLLOUT, app="nav", release="1.0.0", cohorts=["canary", "nightshift"])
+    fleet.commit("target a cohort that does not exist")
+    fleet.git("push", "-q", str(server), "main")
+    code, out, err = fleetcd(capsys, *argv)
+    assert code == Exit.INVALID, out + err
+    assert f"reconciled {fleet.git('rev-parse', 'HEAD')[:12]}" in out
+    assert "0 robots updated" in out
+    stalled = out.split("STALLED: ", 1)[1]
+    assert rollout_path(ROLLOUT) in stalled and "nightshift" in stalled
+
+    code, out, err = fleetcd(capsys, *argv)
+    assert code == Exit.INVALID, "still stalled: nothing new was committed"
+    assert "state unchanged" in out and "0 robots updated" in out
