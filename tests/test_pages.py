@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from controller.pages import build_view, render_status_html, render_status_md
+from controller.pages.html import GRID_MAX_ROBOTS
 from controller.pages.summary import FleetView, RobotState, robot_state, shorten
 from controller.records.model import Action, Connectivity, DeploymentRecord, DeviceState, TargetStatus
 from controller.records.transitions import apply_report, new_deployment, time_out
@@ -325,6 +326,26 @@ def test_pages_stay_bounded_at_ten_thousand_robots() -> None:
     grid = html.split('<svg class="grid"', 1)[1].split("</svg>", 1)[0]
     assert grid.count("<rect ") == grid.count("<title>") == 10_000  # one square per robot
     assert len(html.encode()) < 2_500_000
+
+
+def test_past_the_grid_budget_a_wave_is_a_bar_and_a_count_not_squares() -> None:
+    """The first 15,000 robots are drawn; the next wave (6,000) would pass GRID_MAX_ROBOTS, so the
+    page says how many it leaves out and where to look, and stays about the size the cap promises."""
+    fleet = Fleet()
+    fleet.add_rollout(
+        "fleetwide",
+        RolloutPhase.PROGRESSING,
+        [
+            ("first", "canary", WavePhase.RUNNING, mix(pending=15_000)),
+            ("second", "production", WavePhase.PENDING, mix(pending=6_000)),
+        ],
+    )
+    html = render_status_html(fleet.view())
+    assert 15_000 + 6_000 > GRID_MAX_ROBOTS >= 15_000
+    grids = [part.split("</svg>", 1)[0] for part in html.split('<svg class="grid"')[1:]]
+    assert [grid.count("<rect ") for grid in grids] == [15_000], "one grid, for the first wave only"
+    assert "6,000 robots: too many to draw; see STATUS.md and devices/." in html
+    assert len(html.encode()) < 4_000_000
 
 
 def test_a_hostile_withdrawal_reason_is_escaped_on_both_pages() -> None:
