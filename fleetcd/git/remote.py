@@ -16,18 +16,20 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pygit2
-from pygit2.enums import CredentialType, FetchPrune
+from pygit2.enums import CredentialType, FetchPrune, FileMode
 
 from fleetcd.errors import PushRejected, SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, checked_url, is_local, local_path
 from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
+from fleetcd.git.objects import object_batch, update_refs
+from fleetcd.git.packedrefs import read_refs
 
 __all__ = [
     "Refspec",
@@ -219,6 +221,95 @@ def fetch(
                 found[local] = head.oid
                 break
     return found
+
+
+def fetch_moved(
+    repo: pygit2.Repository,
+    url: str,
+    names: Sequence[str],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, pygit2.Oid]:
+    """The server's refs under ``names`` copied into ``repo`` (same names), touching only what moved;
+    returns ref → object id for every ref the server has there. Local repositories only.
+
+    :func:`fetch` with wildcard refspecs costs the whole fleet every time: libgit2 reads all 200,000
+    advertised refs of a 100,000-robot server, offers all of ours and updates ref by ref (25.6 s at
+    load 9 with nothing new); ``git fetch`` of the moved refs alone still marks every local ref
+    complete and checks connectivity against all of them (13.5 s for 1,000 moved refs). Here the
+    server's refs are listed (``git ls-remote``), compared with ours read straight from
+    ``packed-refs``, and only refs that differ are touched: objects the mirror lacks are copied
+    from the server's object database (what libgit2's local transport does for a whole fetch, here
+    only from the moved tips down to objects the mirror has), each one re-hashed on the way, then
+    the refs are set in one update. A ref the server moves again after the listing is set to the
+    listed value, whose objects the server keeps; the next reconcile sees the newer one.
+    """
+    if not is_local(url):
+        raise ValueError(f"{url}: fetch_moved reads the server's objects directly: local repositories only")
+    patterns = [f"{name}*" if name.endswith("/") else name for name in names]
+    exact = {name for name in names if not name.endswith("/")}
+    prefixes = tuple(name for name in names if name.endswith("/"))
+    listed = {
+        ref: oid
+        for ref, oid in gitcli.ls_remote(url, patterns, timeout_s=timeout_s).items()
+        if ref in exact or ref.startswith(prefixes)
+    }
+    ours = read_refs(Path(repo.path), tuple(names))
+    moved = {ref: pygit2.Oid(hex=oid) for ref, oid in listed.items() if ours.get(ref) != oid}
+    if moved:
+        missing = {oid for oid in moved.values() if oid not in repo}
+        if missing:
+            copy_objects(_open_server(url), repo, missing)
+        update_refs(
+            repo,
+            {ref: (_oid_or_none(ours.get(ref)), oid) for ref, oid in moved.items()},
+            message=f"fleetcd: as on {checked_url(url)}",
+        )
+    return {ref: moved.get(ref) or pygit2.Oid(hex=oid) for ref, oid in listed.items()}
+
+
+def copy_objects(source: pygit2.Repository, target: pygit2.Repository, tips: Iterable[pygit2.Oid]) -> int:
+    """Every object reachable from ``tips`` that ``target`` lacks, copied from ``source`` as one pack;
+    the walk stops at objects ``target`` has. Returns how many were copied.
+
+    Each object is hashed again as it is written, so a damaged or lying object database is a
+    :class:`~fleetcd.errors.TransportError`, never a wrong object under a trusted id.
+    """
+    copied = 0
+    with object_batch(target) as staged:
+        stack = list(tips)
+        while stack:
+            oid = stack.pop()
+            if oid in staged:
+                continue
+            try:
+                kind, data = source.odb.read(oid)[:2]
+                found = source[oid]
+            except (KeyError, ValueError, pygit2.GitError) as exc:
+                raise TransportError(f"{source.path}: object {oid} is missing or unreadable: {exc}") from exc
+            if staged.odb.write(kind, data) != oid:
+                raise TransportError(f"{source.path}: object {oid} does not hash to its id")
+            copied += 1
+            if isinstance(found, pygit2.Commit):
+                stack.append(found.tree_id)
+                stack.extend(found.parent_ids)
+            elif isinstance(found, pygit2.Tree):
+                stack.extend(entry.id for entry in found if entry.filemode != FileMode.COMMIT)
+            elif isinstance(found, pygit2.Tag):
+                stack.append(found.target)
+    return copied
+
+
+def _open_server(url: str) -> pygit2.Repository:
+    path = local_path(url)
+    try:
+        return pygit2.Repository(str(path))
+    except pygit2.GitError as exc:
+        raise TransportError(f"{url}: not a git repository: {exc}") from exc
+
+
+def _oid_or_none(hex_id: str | None) -> pygit2.Oid | None:
+    return None if hex_id is None else pygit2.Oid(hex=hex_id)
 
 
 def list_remote(
