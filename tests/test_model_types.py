@@ -157,6 +157,7 @@ def test_semantic_versions_are_accepted(version: str) -> None:
 )
 def test_anything_else_is_not_a_version(version: str) -> None:
     assert not accepted(version=version)
+    assert not accepted(version=version)  # the verdict is remembered per string: still refused
     with pytest.raises(ValueError):
         parse_version(version)
 
