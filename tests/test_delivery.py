@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from controller.delivery import (
     write_desired_state,
 )
 from controller.delivery.bundles import Evidence, EvidenceKey
+from controller.delivery.inputs import recipe
 from controller.records.model import Action, DeploymentRecord, TargetStatus
 from controller.records.transitions import new_deployment
 from fleetcd.compat import UTC
@@ -477,3 +479,15 @@ def test_the_inputs_digest_stalls_where_building_would(fleet: Fleet) -> None:
     with pytest.raises(InvalidContent) as stalled:
         BundleInputs(DeliverySource(fleet.spec), {}).digest("amr-003", [tampered])
     assert stalled.value.diagnostics[0].reason is Reason.RELEASE_MODIFIED
+
+
+def test_the_recipe_is_the_same_in_another_process() -> None:
+    """The bundle model's schema is part of every inputs digest: it must not depend on the
+    process (hash seeds, import order), or a restarted controller would build every bundle again."""
+    script = "from controller.delivery.inputs import recipe; print(recipe())"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+
+    assert other.stdout.strip() == recipe()

@@ -18,13 +18,16 @@ of the release and rollout files, the config proofs, a validated model) and hash
 0.1 ms; a robot's inputs digest is one sha256 over a few short strings, each evidence being
 fingerprinted once per reconcile however many robots share it.
 
-:data:`INPUTS_FORMAT` names the recipe. A change to what ``bundle_for`` builds from the same
-inputs must change it: every robot is then built once more and compared by content, and robots
-whose content did not change only get the new inputs digest recorded. No I/O, no clock.
+:func:`recipe` names how bundles are built: :data:`INPUTS_FORMAT` and the bundle model's JSON
+Schema. A change to the model changes it by itself; a change to what ``bundle_for`` builds from
+the same inputs must bump :data:`INPUTS_FORMAT`. Either way every robot is built once more and
+compared by content, and robots whose content did not change only get the new inputs digest
+recorded (no ref moves). No I/O, no clock.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -121,4 +124,12 @@ class BundleInputs:
             ]
             for record, proof, layers in deployment_sources(device, records, self._source, self._evidence)
         ]
-        return _sha256_json([INPUTS_FORMAT, BUNDLE_FORMAT, device, self._source.trust_version, deployments])
+        return _sha256_json([recipe(), device, self._source.trust_version, deployments])
+
+
+@functools.cache
+def recipe() -> str:
+    """:data:`INPUTS_FORMAT`, the bundle format and the bundle model's JSON Schema, as one digest:
+    a change to the model (a field added, renamed or constrained) changes every robot's inputs
+    digest by itself, without anyone remembering to bump the format."""
+    return _sha256_json([INPUTS_FORMAT, BUNDLE_FORMAT, Bundle.model_json_schema()])
