@@ -282,6 +282,45 @@ def test_slow_receiver_times_out_and_is_retried(receiver: HookReceiver) -> None:
     assert delivery.error is not None and "Timeout" in delivery.error
 
 
+class _EndlessBody(BaseHTTPRequestHandler):
+    """A receiver that answers 200 and then claims a gigabyte of body, trickling it forever."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", str(10**9))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"x" * 1024)
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            return  # the controller hung up without reading: as it should
+
+
+def test_a_receiver_streaming_an_endless_body_cannot_hold_the_controller() -> None:
+    """Only the status line counts: the body is never read, so a hostile or broken receiver that
+    sends a huge answer costs one request, not the notify budget."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessBody)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        started = time.monotonic()
+        [delivery] = send([Webhook(url=url)], [event(AuditKind.ROLLOUT_COMPLETED)], FakeTime())
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (delivery.ok, delivery.status, delivery.attempts) == (True, 200, 1)
+    assert took < 5.0, f"took {took:.1f} s: the body was read"
+
+
 def test_deliveries_do_not_leak_url_secrets(receiver: HookReceiver) -> None:
     secret_url = receiver.url("/services/T000/B000/s3cr3t-token?sig=abc")
 
