@@ -1,11 +1,13 @@
-"""``fleetcd rollback``, ``pause`` and ``resume`` as an operator runs them on a real fleet, followed
-through the real controller to the robots' desired state.
+"""``fleetcd rollback``, ``pause``, ``resume`` and a ``promote:`` bump as an operator makes them on a
+real fleet, followed through the real controller to the robots' desired state.
 
 The commands only commit to the work tree; what counts is what the controller then does with the
 commit: a rollback is a new generation that deploys the earlier release to the rollout's robots
-(with the approvals restored from history, so nothing waits for reviewers), and a paused rollout
-hands nobody anything new until it is resumed. The world is the controller scenario's (real bare
-server, real gpg, simulated robots reading their real desired-state refs: tests/sim/world.py).
+(with the approvals restored from history, so nothing waits for reviewers), a paused rollout hands
+nobody anything new until it is resumed, and a wave waiting for manual promotion shows in ``get
+rollouts`` and goes on when ``promote:`` is bumped, with no new approvals. The world is the
+controller scenario's (real bare server, real gpg, simulated robots reading their real
+desired-state refs: tests/sim/world.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.state.model import RolloutPhase
+from controller.state.model import RolloutPhase, WavePhase
+from fleetcd.layout import rollout_path
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import (
     CANARY,
     PRODUCTION,
     STAGING,
+    WAVES,
     ControllerWorld,
     make_world,
     pass_all_waves,
@@ -111,3 +115,32 @@ def test_a_paused_rollback_hands_nobody_anything_new_until_resumed(
 def generations(world: ControllerWorld) -> list[int]:
     """The rollout generation of every deployment any robot is handed now."""
     return [d.generation for device in ALL for d in world.sim.bundle(device, world.clock.now).deployments]
+
+
+def test_a_wave_awaiting_promotion_is_shown_and_goes_on_when_promote_is_bumped_without_new_approvals(
+    tmp_path: Path, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waves = [{**WAVES[0], "manual_promotion": True}, *WAVES[1:]]
+    world = make_world(tmp_path, keys, waves=waves)
+    world.reconcile()
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    world.clock.tick(61)
+    world.reconcile()
+    assert world.wave("staging") is WavePhase.AWAITING_PROMOTION
+    assert handed(world, "can-1") == [], "the canary waits for a person"
+    remote = ["--repo", str(world.server), "--cache", str(tmp_path / "ops")]
+    code, table, err = fleetcd(capsys, "get", "rollouts", *remote)
+    assert code == 0, err
+    assert "staging 1/1 (promote)" in table
+
+    path = world.fleet.root / rollout_path("nav")
+    path.write_text(path.read_text() + "promote: 1\n")  # by hand, as docs/operating.md says
+    world.fleet.git("commit", "-qam", "promote staging")  # no new approvals: an operational switch
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.clock.tick(10)
+    world.reconcile()
+    assert world.wave("staging") is WavePhase.PASSED
+    assert handed(world, "can-1") == [("deploy", "1.0.0")]
+    assert world.state().rollouts["nav"].generation == 1, "the bump is no new generation"
