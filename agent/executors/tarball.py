@@ -136,7 +136,10 @@ class TarballExecutor:
                 remove_release(root, target.version)
             archive = self._downloaded(target, tarball)
             install_release(root, target.version, archive, limits=self.unpack_limits)
-            if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
+            # A fresh unpack has no META_DIR: one that is there came in the archive (a folder with a
+            # run.json naming another command, a link elsewhere). The agent's alone, so refused.
+            if meta.is_symlink() or meta.exists():
+                remove_release(root, target.version)
                 raise ApplyError(f"{meta}: the release archive ships its own {META_DIR!r}; it is reserved")
             for payload in payloads:
                 self._place(target, payload, folder)
