@@ -106,3 +106,16 @@ def test_a_kept_document_is_the_same_object_for_every_load() -> None:
     second, _ = load_spec(files, memo)
     assert first.devices["amr-001"] is second.devices["amr-001"]
     assert first.devices is not second.devices  # each load builds its own spec around them
+
+
+def test_equal_bytes_read_afresh_from_a_new_tree_are_held_once_and_not_parsed_again() -> None:
+    """A new tree's read gives new bytes objects for unchanged files: the memo holds those, so the
+    snapshot and the memo do not keep two copies of every file."""
+    files, memo = snapshot(), DocumentMemo()
+    first, _ = load_spec(files, memo)
+    reread = {path: bytes(bytearray(raw)) for path, raw in files.items()}  # equal, not the same objects
+    second, _ = load_spec(reread, memo)
+    path = device_path("amr-001")
+    assert memo.last.parsed == [] and second.devices["amr-001"].raw is reread[path]
+    assert second.devices["amr-001"].model is first.devices["amr-001"].model  # the parse is shared
+    assert all(doc.raw is reread[doc.path] for doc in memo.loaded())

@@ -14,7 +14,8 @@ Errors are kept too, as the diagnostics they carry, and raised again as a new
 :class:`~fleetcd.errors.InvalidContent` each time: the same bytes give the same file:line errors, so
 a main with a thousand broken files does not parse them again for every commit that fixes one.
 
-Memory stays one snapshot's documents: each :meth:`DocumentMemo.round` is one load of a snapshot,
+Memory stays one snapshot's documents, holding the snapshot's own bytes (an equal copy read
+from a newer tree replaces the one held): each :meth:`DocumentMemo.round` is one load of a snapshot,
 and at its end every entry that round did not ask for (files that left the snapshot, or whose bytes
 changed) is dropped. A round that ends in an exception drops nothing; the next round prunes.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 from pydantic import BaseModel
@@ -116,6 +117,10 @@ class DocumentMemo:
         if entry is not None and entry.serves(raw, model_type, limits, schema):
             self.reused += 1
             self.last.reused += 1
+            if entry.raw is not raw:  # equal bytes read afresh from a new tree: hold one copy, theirs
+                loaded = None if entry.loaded is None else replace(entry.loaded, raw=raw)
+                entry = replace(entry, raw=raw, loaded=loaded)
+                self._entries[path] = entry
         else:
             entry = self._load(path, raw, model_type, limits, schema)
         if entry.loaded is None:
