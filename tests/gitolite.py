@@ -66,8 +66,9 @@ def rc_lines() -> str:
     return _doc_block("`~/.gitolite.rc` (inside `%RC`):", "perl")
 
 
-def server_settings() -> list[list[str]]:
-    """The ``git config`` commands of the doc's "Server settings worth setting", as argv lists."""
+def server_settings(repo: str = REPO) -> list[list[str]]:
+    """The ``git config`` commands of the doc's "Server settings worth setting", as argv lists, for
+    the repository ``repo`` (the page writes them for ``fleet``; a status shard gets the same)."""
     commands = []
     for line in _doc_block("### Server settings worth setting", "").splitlines():
         command = line.split("#", 1)[0].strip()
@@ -76,15 +77,17 @@ def server_settings() -> list[list[str]]:
         argv = shlex.split(command)
         if argv[:4] != ["git", "config", "--file", f"repositories/{REPO}.git/config"]:
             raise AssertionError(f"{DOC}: not a git config of the fleet repository: {line!r}")
-        commands.append(argv)
+        commands.append([*argv[:3], f"repositories/{repo}.git/config", *argv[4:]])
     return commands
 
 
-def fleet_acl(robots: Sequence[str]) -> str:
-    """The doc's ``repo fleet`` block with a ``@robots`` line for ``robots``."""
+def fleet_acl(robots: Sequence[str], repos: Sequence[str] = (REPO,)) -> str:
+    """The doc's ``repo fleet`` block, once for each of ``repos`` (an operator copying it for a
+    status shard under another name), with a ``@robots`` line for ``robots``."""
     conf = _doc_block("`conf/gitolite.conf`:", "")
-    block = conf[conf.index(f"repo {REPO}") :]
-    return f"@robots = {' '.join(robots)}\n\n{block}"
+    block = conf[conf.index(f"repo {REPO}\n") + len(f"repo {REPO}\n") :]
+    blocks = "\n".join(f"repo {repo}\n{block}" for repo in repos)
+    return f"@robots = {' '.join(robots)}\n\n{blocks}"
 
 
 def _git_version() -> tuple[int, ...]:
@@ -96,8 +99,9 @@ def _git_version() -> tuple[int, ...]:
 class Gitolite(_Server):
     """gitolite3 with the fleet repository, reachable as ``ssh://<user>@127.0.0.1:<port>/fleet``."""
 
-    def __init__(self, workdir: Path, robots: Sequence[str]) -> None:
+    def __init__(self, workdir: Path, robots: Sequence[str], repos: Sequence[str] = (REPO,)) -> None:
         self.dir = workdir
+        self.repos = list(repos)
         self.home = workdir / "home"
         self.keys_dir = workdir / "keys"
         self.robots = list(robots)
@@ -134,14 +138,17 @@ class Gitolite(_Server):
         (triggers / "FleetcdNamespace.pm").write_text(trigger_source(), encoding="utf-8")
         admin = self.home / ".gitolite"
         conf = admin / "conf" / "gitolite.conf"
-        conf.write_text(conf.read_text(encoding="utf-8") + "\n" + fleet_acl(self.robots), encoding="utf-8")
+        conf.write_text(
+            conf.read_text(encoding="utf-8") + "\n" + fleet_acl(self.robots, self.repos), encoding="utf-8"
+        )
         for user in [CONTROLLER, *self.robots]:
             shutil.copyfile(self.keys_dir / f"{user}.pub", admin / "keydir" / f"{user}.pub")
         # Editing ~/.gitolite directly and re-running setup is gitolite's documented way around the
         # admin repository: compile the conf, create repositories, rewrite authorized_keys.
         self.gitolite("setup")
-        for argv in server_settings():  # the repository's settings, as the page says to set them
-            subprocess.run(argv, cwd=self.home, check=True)
+        for repo in self.repos:  # each repository's settings, as the page says to set them
+            for argv in server_settings(repo):
+                subprocess.run(argv, cwd=self.home, check=True)
 
     def _start_sshd(self, binary: str) -> None:
         self.host_fingerprint = make_host_key(self.host_key)
@@ -212,6 +219,36 @@ class Gitolite(_Server):
             check=False,
         )
         return done.returncode == 0
+
+    def push_advertisement(self, user: str, repo: str = REPO, key: Path | None = None) -> list[str]:
+        """The refs ``git receive-pack`` advertises to ``user`` starting a push to ``repo``, over SSH
+        with ``user``'s key (or ``key``) as the agent logs in; the push is then ended without
+        sending anything."""
+        done = subprocess.run(
+            [*self._ssh(key or self.key(user)), f"{self.user}@127.0.0.1", f"git-receive-pack '{repo}'"],
+            input=b"0000",  # no commands: receive-pack ends after its advertisement
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"receive-pack of {repo} as {user} failed: {done.stderr.decode(errors='replace')}"
+            )
+        refs, data = [], done.stdout
+        while len(data) >= 4 and data[:4] != b"0000":
+            size = int(data[:4], 16)
+            line, data = data[4:size], data[size:]
+            name = line.split(b"\0", 1)[0].rstrip(b"\n").split(b" ", 1)[1].decode()
+            if name != "capabilities^{}":  # what an empty advertisement carries its capabilities on
+                refs.append(name)
+        return refs
+
+    def _ssh(self, key: Path) -> list[str]:
+        return [
+            "ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p", str(self.port),
+        ]  # fmt: skip
 
     # --- the gitolite-admin repository, as an administrator changes the server ------------------------
     def admin_ssh(self) -> dict[str, str]:

@@ -3,8 +3,9 @@
 * ``primary`` (gitolite, repository ``fleet``): the controller pushes desired state and its state
   branch here over SSH with its own key (``fleetcd controller reconcile --once``, the CLI). It is
   also status shard ``s1``.
-* ``second`` (another gitolite with its own sshd and host key, repository ``fleet``): status shard
-  ``s2``. It knows the same robot and controller keys, as an administrator would set it up.
+* ``second`` (another gitolite with its own sshd and host key, repository ``fleet-status`` as in
+  docs/git-server.md's example): status shard ``s2``. It knows the same robot and controller keys,
+  as an administrator would set it up, and its repository has the page's rules and trigger option.
 * ``replica`` (``git daemon``, a plain bare repository): the read replica, kept fresh by the
   primary's ``post-receive`` hook read from docs/git-server.md.
 
@@ -31,26 +32,36 @@ from typing import Any
 import pygit2
 import pytest
 
+from agent.cli import load_config
 from agent.report.build import build_report
 from agent.report.push import push_report
 from agent.sync.desired import fetch_desired
 from agent.trustcheck import TrustState, verify_desired
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from fleetcd.compat import UTC
-from fleetcd.errors import PushRejected
+from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, status_ref
 from fleetcd.models.agent import AgentConfig, Endpoint
 from fleetcd.shards import shard_of
 from tests.conftest import require_service
 from tests.gitolite import CONTROLLER, DOC, Gitolite, GitoliteUnavailable
-from tests.gitrepos import GitDaemon, _wait_for_port, bare_repo, free_port, install_hook, sshd_binary
+from tests.gitrepos import (
+    GitDaemon,
+    _wait_for_port,
+    bare_repo,
+    free_port,
+    install_hook,
+    rev_parse,
+    sshd_binary,
+)
 from tests.gpgkeys import KeyFactory
 from tests.sim.provision import ProvisionedFleet
 from tests.sim.world import CANARY, PRODUCTION, STAGING, audit_lines, make_world
 
 ROBOTS = STAGING + CANARY + PRODUCTION
 SHARDS = ("s1", "s2")
+SHARD_REPOS = {"s1": "fleet", "s2": "fleet-status"}  # the repository of each shard on its server
 # Two robots of each shard report (each push is an SSH login: the test stays short).
 REPORTING = [d for name in SHARDS for d in [r for r in ROBOTS if shard_of(r, SHARDS) == name][:2]]
 
@@ -82,6 +93,12 @@ class Servers:
     def shard(self, name: str) -> Gitolite:
         return self.primary if name == "s1" else self.second
 
+    def shard_url(self, name: str) -> str:
+        return self.shard(name).url(SHARD_REPOS[name])
+
+    def shard_repo(self, name: str) -> Path:
+        return self.shard(name).repo_path(SHARD_REPOS[name])
+
     def owner(self, device: str) -> str:
         return shard_of(device, SHARDS)
 
@@ -91,19 +108,20 @@ class Servers:
             "controller", "reconcile", "--once", "--repo", self.primary.url(), "--cache", str(self.cache),
             "--gnupghome", str(self.keys.home), "--ssh-key", str(self.primary.key(CONTROLLER)),
             "--host-key-sha256", f"{self.primary.host_fingerprint},{self.second.host_fingerprint}",
-            "--status-shard", f"s1={self.primary.url()}", "--status-shard", f"s2={self.second.url()}",
+            "--status-shard", f"s1={self.shard_url('s1')}", "--status-shard", f"s2={self.shard_url('s2')}",
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
     def config(self, device: str, *, status_in: str | None = None, **remote: Any) -> AgentConfig:
         """``device``'s agent.yaml: primary, the replica to poll, its status shard (or ``status_in``)."""
-        shard = self.shard(status_in or self.owner(device))
+        name = status_in or self.owner(device)
+        shard = self.shard(name)
         settings = {
             "ssh_key": str(self.primary.key(device)),
             "host_key_sha256": self.primary.host_fingerprint,
             "replicas": [{"url": self.daemon.url(self.replica)}],
-            "status": {"url": shard.url(), "host_key_sha256": shard.host_fingerprint},
+            "status": {"url": self.shard_url(name), "host_key_sha256": shard.host_fingerprint},
             **remote,
         }
         return self.aw.config(device, url=self.primary.url(), remote=settings)
@@ -156,7 +174,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory, keys: KeyFactory) -> Itera
     try:
         primary = Gitolite(tmp_path_factory.mktemp("primary"), ROBOTS).__enter__()
         started.append(primary)
-        second = Gitolite(tmp_path_factory.mktemp("second"), ROBOTS).__enter__()
+        second = Gitolite(tmp_path_factory.mktemp("second"), ROBOTS, repos=[SHARD_REPOS["s2"]]).__enter__()
         started.append(second)
     except (GitoliteUnavailable, RuntimeError, OSError) as exc:
         for server in started:
@@ -244,8 +262,12 @@ def test_status_pushed_to_two_gitolite_shards_is_ingested_by_one_reconcile(serve
         servers.report(device)
     for device in REPORTING:  # each report is on its own shard's server only
         for name in SHARDS:
-            repo = pygit2.Repository(str(servers.shard(name).repo_path()))
+            repo = pygit2.Repository(str(servers.shard_repo(name)))
             assert (status_ref(device) in repo.references) == (name == servers.owner(device))
+    for device in [d for d in REPORTING if servers.owner(d) == "s2"]:  # the trigger: not only on `fleet`
+        assert servers.second.push_advertisement(device, SHARD_REPOS["s2"], servers.primary.key(device)) == [
+            status_ref(device)
+        ]
     servers.reconcile()
     after = servers.seqs()
     assert {d for d in ROBOTS if after[d] != before[d]} == set(REPORTING)
@@ -304,3 +326,135 @@ def test_with_one_shard_down_the_other_shards_robots_are_ingested_and_the_failur
     servers.reconcile()  # back: its robots' waiting reports come in
     after = servers.seqs()
     assert all(after[d] == servers.seq[d] for d in REPORTING)
+
+
+# --- robot keys on the status shards' servers (``fleetcd robot add|retire|rotate-key --shard-admin``) ---
+AUTHOR = ("--author", "Ops Person <ops@fleet.test>")
+
+
+@dataclass
+class Admins:
+    """A gitolite-admin checkout of each server, each logging in with that server's admin key."""
+
+    primary: Path
+    second: Path
+    out: Path
+
+    def robot(self, servers: Servers, *args: str) -> str:
+        fleet = servers.aw.world.fleet.root
+        done = fleetcd("robot", *args, "--repo", str(fleet), *AUTHOR, "--gitolite-admin", str(self.primary))
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def admins(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Admins:
+    root = tmp_path_factory.mktemp("admins")
+    made = []
+    for name, server in (("primary", servers.primary), ("second", servers.second)):
+        checkout = server.admin_checkout(root / name)
+        ssh = server.admin_ssh()["GIT_SSH_COMMAND"].replace(f" -p {server.port}", "")  # the URL has it
+        subprocess.run(["git", "-C", str(checkout), "config", "core.sshCommand", ssh], check=True)
+        made.append(checkout)
+    return Admins(made[0], made[1], root / "robots")
+
+
+def new_robot(prefix: str) -> str:
+    """A robot id not yet in the fleet whose status shard is s2 (on the second server)."""
+    return next(f"{prefix}-{n}" for n in range(100) if shard_of(f"{prefix}-{n}", SHARDS) == "s2")
+
+
+def enrol(servers: Servers, admins: Admins, robot: str) -> AgentConfig:
+    """``robot add`` with both shards, its own shard's checkout given and pushed; its agent.yaml."""
+    folder = admins.out / robot
+    out = admins.robot(
+        servers, "add", robot, "--site", "berlin", "--cohort", "staging", "--family", "amr",
+        "--model", "mk2", "--revision", "3", "--url", servers.primary.url(),
+        "--host-key-sha256", servers.primary.host_fingerprint,
+        "--status-shard", f"s1={servers.shard_url('s1')}", "--status-shard", f"s2={servers.shard_url('s2')}",
+        "--config-dir", str(folder), "--out", str(admins.out),
+        "--shard-admin", f"s2={admins.second}", "--push",
+    )  # fmt: skip
+    assert f"gitolite-admin of status shard s2 ({admins.second})" in out
+    config = load_config(folder / "agent.yaml")
+    assert config.remote.status is not None and config.remote.status.url == servers.shard_url("s2")
+    return pinned_status(servers, config)
+
+
+def pinned_status(servers: Servers, config: AgentConfig, key: Path | None = None) -> AgentConfig:
+    """``config`` with the second server's host key pinned for status (``robot add`` writes the
+    shard's URL only) and, if given, another SSH key."""
+    assert config.remote.status is not None
+    status = config.remote.status.model_copy(update={"host_key_sha256": servers.second.host_fingerprint})
+    update: dict[str, Any] = {"status": status}
+    if key is not None:
+        update["ssh_key"] = str(key)
+    return config.model_copy(update={"remote": config.remote.model_copy(update=update)})
+
+
+def push_own_status(servers: Servers, config: AgentConfig, seq: int) -> str:
+    """The robot's report pushed from its one local repository, with the key its config names."""
+    report = build_report(
+        config.device, seq, datetime.now(UTC), bundle_serial=1, stale=False, apps=[], deployments=[],
+        last_error=None, drift=[],
+    )  # fmt: skip
+    return push_report(config, servers.aw.root / f"enrolled-{config.device}.git", report)
+
+
+def test_a_robot_enrolled_with_its_shards_admin_reports_to_its_shard_and_once_retired_is_refused_there(
+    servers: Servers, admins: Admins
+) -> None:
+    robot = new_robot("amr-enrol")
+    config = enrol(servers, admins, robot)
+    shard = servers.shard_repo("s2")
+    pushed = push_own_status(servers, config, 1)
+    assert rev_parse(shard, status_ref(robot)) == pushed  # the second server knows its key
+
+    out = admins.robot(servers, "retire", robot, "--shard-admin", f"s2={admins.second}", "--push")
+    assert "gitolite-admin of status shard s2" in out and "push it to apply" not in out
+    assert not (admins.second / "keydir" / f"{robot}.pub").exists()
+    assert not servers.second.access(robot, "W", status_ref(robot), repo=SHARD_REPOS["s2"])
+    with pytest.raises(TransportError):  # sshd on the second server no longer lets its key in
+        push_own_status(servers, config, 2)
+    assert rev_parse(shard, status_ref(robot)) == pushed
+
+
+def test_a_rotated_key_is_refused_and_the_new_one_accepted_on_the_robots_shard(
+    servers: Servers, admins: Admins
+) -> None:
+    robot = new_robot("amr-rotate")
+    config = enrol(servers, admins, robot)
+    push_own_status(servers, config, 1)
+    new_folder = admins.out / f"{robot}-new-key"
+    admins.robot(
+        servers,
+        "rotate-key",
+        robot,
+        "--out",
+        str(new_folder),
+        "--shard-admin",
+        f"s2={admins.second}",
+        "--push",
+    )
+    with pytest.raises(TransportError):  # the old key, on the shard's server
+        push_own_status(servers, config, 2)
+    rotated = pinned_status(servers, config, key=new_folder / "id_ed25519")
+    pushed = push_own_status(servers, rotated, 2)
+    assert rev_parse(servers.shard_repo("s2"), status_ref(robot)) == pushed
+
+
+def test_a_shard_admin_for_a_shard_not_listed_is_refused_before_anything_is_written(
+    servers: Servers, admins: Admins
+) -> None:
+    fleet = servers.aw.world.fleet.root
+    head = rev_parse(fleet, "HEAD")
+    done = fleetcd(
+        "robot", "add", "amr-typo", "--site", "berlin", "--cohort", "staging", "--family", "amr",
+        "--model", "mk2", "--revision", "3", "--url", servers.primary.url(),
+        "--status-shard", f"s1={servers.shard_url('s1')}", "--status-shard", f"s2={servers.shard_url('s2')}",
+        "--out", str(admins.out), "--shard-admin", f"s3={admins.second}", "--repo", str(fleet), *AUTHOR,
+    )  # fmt: skip
+    assert done.returncode != 0 and "s3" in done.stderr
+    assert rev_parse(fleet, "HEAD") == head
+    assert not (admins.out / "amr-typo").exists()
+    assert not (admins.second / "keydir" / "amr-typo.pub").exists()

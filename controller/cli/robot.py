@@ -13,14 +13,44 @@ import click
 
 from controller.cli.options import status_shard_option, write_options
 from controller.ops.enrol import DEFAULT_CONFIG_DIR
+from controller.ops.gitolite import ShardAdmin
 from controller.ops.robots import RobotChange
-from fleetcd.shards import ShardSpec
+from fleetcd.shards import ShardSpec, check_shard_name
 
 gitolite_option = click.option(
     "--gitolite-admin",
     "gitolite_admin",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="A gitolite-admin checkout: the robot's key file and its @robots membership go there.",
+)
+
+
+def _shard_admins(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[ShardAdmin, ...]:
+    admins: list[ShardAdmin] = []
+    for item in value:
+        name, sep, path = item.partition("=")
+        try:
+            check_shard_name(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if not sep or not path or not Path(path).is_dir():
+            raise click.BadParameter(f"{item!r}: expected NAME=PATH of a gitolite-admin checkout")
+        if name in {a.name for a in admins}:
+            raise click.BadParameter(f"status shard {name!r} is given twice")
+        admins.append(ShardAdmin(name, Path(path)))
+    return tuple(admins)
+
+
+shard_admin_option = click.option(
+    "--shard-admin",
+    "shard_admins",
+    multiple=True,
+    metavar="NAME=PATH",
+    callback=_shard_admins,
+    help="The gitolite-admin checkout of the server holding status shard NAME; repeatable "
+    "(docs/git-server.md, 'Status shards').",
 )
 push_option = click.option(
     "--push", is_flag=True, help="Also `git push` the gitolite-admin checkout (the server applies it then)."
@@ -69,7 +99,13 @@ def _report(change: RobotChange) -> None:
         if paths:
             state = f"committed {made}" if made else "edited (not committed)"
             click.echo(f"{label}: {state}: {', '.join(paths)}")
-    if change.admin_commit is not None and not change.pushed:
+    for shard in change.shard_admins:
+        state = f"committed {shard.commit}" if shard.commit else "edited (not committed)"
+        click.echo(
+            f"gitolite-admin of status shard {shard.shard} ({shard.root}): {state}: {', '.join(shard.paths)}"
+        )
+    committed = change.admin_commit is not None or any(s.commit for s in change.shard_admins)
+    if committed and not change.pushed:
         click.echo("gitolite-admin: push it to apply (git push, or rerun with --push)")
     for note in change.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
@@ -128,6 +164,7 @@ def robot_group() -> None:
     help="The robot's own public key (made on the robot) instead of a new key made here.",
 )
 @gitolite_option
+@shard_admin_option
 @push_option
 @write_options
 def add_command(
@@ -150,6 +187,7 @@ def add_command(
     out: Path,
     public_key: Path | None,
     gitolite_admin: Path | None,
+    shard_admins: tuple[ShardAdmin, ...],
     push: bool,
     repo: Path,
     no_commit: bool,
@@ -158,6 +196,11 @@ def add_command(
     """Enrol robot ID: device file, cohort, its agent.yaml and SSH key, gitolite access."""
     from controller.ops.enrol import RobotSide, RobotSpec, add_robot
 
+    unknown = sorted({a.name for a in shard_admins} - {s.name for s in status_shards})
+    if unknown:
+        raise click.BadParameter(
+            f"no --status-shard is named {', '.join(unknown)}", param_hint="--shard-admin"
+        )
     spec = RobotSpec(robot, site, cohort, family, model, revision, timezone, labels)
     side = RobotSide(
         url=url,
@@ -179,6 +222,7 @@ def add_command(
         commit=not no_commit,
         author=author,
         push=push,
+        shard_admins=shard_admins,
     )
     _report(change)
 
@@ -186,17 +230,30 @@ def add_command(
 @robot_group.command("retire")
 @click.argument("robot", metavar="ID", callback=_robot_id)
 @gitolite_option
+@shard_admin_option
 @push_option
 @write_options
 def retire_command(
-    robot: str, gitolite_admin: Path | None, push: bool, repo: Path, no_commit: bool, author: str | None
+    robot: str,
+    gitolite_admin: Path | None,
+    shard_admins: tuple[ShardAdmin, ...],
+    push: bool,
+    repo: Path,
+    no_commit: bool,
+    author: str | None,
 ) -> None:
-    """Retire robot ID: out of every rollout, keys revoked; its history is kept."""
+    """Retire robot ID: out of every rollout, keys revoked (every shard's too); its history is kept."""
     from controller.ops.robots import retire_robot
 
     _report(
         retire_robot(
-            repo, robot, gitolite_admin=gitolite_admin, commit=not no_commit, author=author, push=push
+            repo,
+            robot,
+            gitolite_admin=gitolite_admin,
+            commit=not no_commit,
+            author=author,
+            push=push,
+            shard_admins=shard_admins,
         )
     )
 
@@ -221,6 +278,7 @@ def retire_command(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The robot's new public key (made on the robot) instead of --out.",
 )
+@shard_admin_option
 @push_option
 @write_options
 def rotate_key_command(
@@ -228,6 +286,7 @@ def rotate_key_command(
     gitolite_admin: Path,
     out: Path | None,
     public_key: Path | None,
+    shard_admins: tuple[ShardAdmin, ...],
     push: bool,
     repo: Path,
     no_commit: bool,
@@ -248,5 +307,6 @@ def rotate_key_command(
             commit=not no_commit,
             author=author,
             push=push,
+            shard_admins=shard_admins,
         )
     )

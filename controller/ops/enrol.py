@@ -4,7 +4,8 @@ It writes ``devices/<id>.yaml``, adds the id to the cohort's ``devices:`` list (
 selects by attributes must match the robot instead), and makes the robot's folder: its
 ``agent.yaml`` (:mod:`fleetcd.operator.agentconfig`, the one writer), the fleet's public keys it
 pins, and its SSH key (made here with ssh-keygen, or only the public key the operator brings).
-With ``--gitolite-admin`` the key file and the ``@robots`` membership go into that checkout.
+With ``--gitolite-admin`` the key file and the ``@robots`` membership go into that checkout; with
+``--shard-admin NAME=PATH`` for the robot's own status shard, into that server's checkout too.
 
 Everything is decided and validated before anything is written: a duplicate id (device file or
 gitolite key), an unknown cohort, a bad device field or agent setting, a key that already belongs
@@ -18,14 +19,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from controller.ops.gitolite import AdminCheckout
+from controller.ops.gitolite import AdminCheckout, AdminEdit, ShardAdmin
 from controller.ops.local import WorkTree, check_change, open_work_tree
 from controller.ops.robots import (
     RobotChange,
@@ -163,8 +164,10 @@ def add_robot(
     commit: bool = True,
     author: str | None = None,
     push: bool = False,
+    shard_admins: Sequence[ShardAdmin] = (),
 ) -> RobotChange:
-    """Enrol ``spec.id``: device file, cohort membership, the robot's folder ``out/<id>``, gitolite."""
+    """Enrol ``spec.id``: device file, cohort membership, the robot's folder ``out/<id>``, gitolite
+    (the primary's, and the server's of its own status shard when its checkout is given)."""
     check_robot_id(spec.id)
     tree = open_work_tree(start)
     path = device_path(spec.id)
@@ -180,15 +183,19 @@ def add_robot(
     if folder.exists():
         raise SetupError(f"{folder} already exists; the robot's folder is never overwritten")
     admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
-    if admin is not None and admin.key_files_of(spec.id):
-        found = admin.key_files_of(spec.id)[0]
-        raise InvalidContent.at(
-            found, f"gitolite already has a key for {spec.id!r}", reason=Reason.DUPLICATE_ID
-        )
+    shard = side.status_shard(spec.id)
+    shard_admin = _own_shard_admin(shard, side, shard_admins, gitolite_admin)
+    check_outside(folder, *(s.path for s in shard_admins))
+    for checkout in [c for c in (admin, shard_admin) if c is not None]:
+        if checkout.key_files_of(spec.id):
+            found = checkout.root / checkout.key_files_of(spec.id)[0]
+            raise InvalidContent.at(
+                str(found), f"gitolite already has a key for {spec.id!r}", reason=Reason.DUPLICATE_ID
+            )
     committer = tree.prepare_commit(author) if commit else None
     admin_author = admin.prepare_commit(author) if admin is not None and commit else None
+    shard_author = shard_admin.prepare_commit(author) if shard_admin is not None and commit else None
     config_path = str(folder / AGENT_CONFIG_FILE)
-    shard = side.status_shard(spec.id)
     try:  # an option outside AgentConfig's bounds is refused naming agent.yaml and the field
         remote = RemoteSettings(
             url=side.url,
@@ -219,6 +226,10 @@ def add_robot(
         with Undo() as undo:
             key = robot_key(staging, spec.id, public_key)
             admin_changes = admin.enrol(spec.id, key) if admin is not None else {}
+            shard_edits = []
+            if shard is not None and shard_admin is not None:
+                edit = AdminEdit(shard.name, shard_admin, shard_admin.enrol(spec.id, key), shard_author)
+                shard_edits.append(edit)
             (staging / AGENT_CONFIG_FILE).write_text(text, encoding="utf-8")
             (staging / KEYS_SUBDIR).mkdir()
             for name, data in sorted(_fleet_keys(tree).items()):
@@ -236,18 +247,53 @@ def add_robot(
                 committer=committer,
                 admin_author=admin_author,
                 push=push,
+                shard_edits=shard_edits,
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     notes = (
         [] if admin is not None else ["no --gitolite-admin: give the git server its key and access yourself"]
     )
-    if shard is not None:
+    if (
+        shard is not None
+        and shard_admin is None
+        and not _on_primary(shard, side, shard_admins, gitolite_admin)
+    ):
         notes.append(
             f"status shard {shard.name} ({shard.url}): give that server the robot's key and "
             "RW refs/fleetcd/status/USER/ too (docs/git-server.md, 'Status shards')"
         )
     return RobotChange(spec.id, True, folder=folder, key=key, notes=tuple(notes), **result)
+
+
+def _on_primary(
+    shard: ShardSpec, side: RobotSide, shard_admins: Sequence[ShardAdmin], gitolite_admin: Path | None
+) -> bool:
+    """The shard's checkout is the primary's (given as such), or the shard is the fleet repository."""
+    given = next((s.path for s in shard_admins if s.name == shard.name), None)
+    same_checkout = (
+        given is not None and gitolite_admin is not None and given.resolve() == gitolite_admin.resolve()
+    )
+    return gitolite_admin is not None and (same_checkout or shard.url == side.url)
+
+
+def _own_shard_admin(
+    shard: ShardSpec | None, side: RobotSide, shard_admins: Sequence[ShardAdmin], gitolite_admin: Path | None
+) -> AdminCheckout | None:
+    """The checkout to enrol the robot in for its own status shard, if one is given and it is not
+    the primary's; refuses a ``--shard-admin`` naming no ``--status-shard``."""
+    names = {s.name for s in side.status_shards}
+    for given in shard_admins:
+        if given.name not in names:
+            raise SetupError(
+                f"--shard-admin {given.name}={given.path}: no --status-shard is named {given.name!r}"
+            )
+    if shard is None or _on_primary(shard, side, shard_admins, gitolite_admin):
+        return None
+    path = next((s.path for s in shard_admins if s.name == shard.name), None)
+    if path is None:
+        return None
+    return AdminCheckout.open(path)
 
 
 def _settings_error(path: str, exc: ValidationError, prefix: str = "") -> InvalidContent:

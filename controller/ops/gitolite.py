@@ -6,7 +6,8 @@ docs/git-server.md's ``repo fleet`` block grants ``@robots``: read the repositor
 shown only its own desired-state ref) and write its own status ref. Enrolling a robot is therefore
 one key file plus its id on an ``@robots = ...`` line of ``conf/gitolite.conf``; revoking it
 removes every key file of that user and the id from the group. The server applies a change when
-the checkout is pushed (gitolite's post-update hook rewrites ``authorized_keys``).
+the checkout is pushed (gitolite's post-update hook rewrites ``authorized_keys``). Status shards
+on other servers have their own checkouts (:class:`ShardAdmin`, :func:`shard_checkouts`).
 
 The edits are decided on text (:func:`conf_with_robot`, :func:`conf_without_robot`,
 :func:`key_owner`), keeping every comment and line of the conf; :class:`AdminCheckout` reads the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -226,3 +227,50 @@ class AdminCheckout:
             raise TransportError(f"{self.root}: git push timed out after {PUSH_TIMEOUT_SECONDS} s") from exc
         if done.returncode != 0:
             raise TransportError(f"{self.root}: git push failed: {done.stderr.strip()}")
+
+
+# --- the checkouts of the status shards' servers (``--shard-admin NAME=PATH``) -------------------------
+@dataclass(frozen=True)
+class ShardAdmin:
+    """The gitolite-admin checkout of the server holding status shard ``name`` (``--shard-admin``)."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class AdminEdit:
+    """The decided change to one status shard's gitolite-admin checkout, and its commit's author."""
+
+    shard: str
+    checkout: AdminCheckout
+    changes: Mapping[str, str | None]
+    author: str | None
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    """What was written to one status shard's checkout, for the CLI to print."""
+
+    shard: str
+    root: Path
+    paths: tuple[str, ...]
+    commit: str | None
+
+
+def shard_checkouts(
+    shard_admins: Sequence[ShardAdmin], primary: Path | None
+) -> list[tuple[str, AdminCheckout]]:
+    """Each shard's checkout, opened; one that is the primary's checkout (a shard on the primary's
+    server) is left out, the primary's own change covers it. A checkout given twice is refused."""
+    opened: list[tuple[str, AdminCheckout]] = []
+    seen = {primary.resolve()} if primary is not None else set()
+    for shard in shard_admins:
+        root = shard.path.resolve()
+        if primary is not None and root == primary.resolve():
+            continue
+        if root in seen:
+            raise SetupError(f"{shard.path}: given for two status shards; give each checkout once")
+        seen.add(root)
+        opened.append((shard.name, AdminCheckout.open(shard.path)))
+    return opened

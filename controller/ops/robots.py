@@ -8,6 +8,11 @@
 * **rotate-key** replaces the robot's key in gitolite with a new one; the old one is refused once
   the checkout is pushed.
 
+With status shards on other git servers, each of those servers' gitolite-admin checkouts is given
+too (``--shard-admin NAME=PATH``, :class:`ShardAdmin`): add enrols the robot's key on the server of
+its own shard as well, retire takes its keys off every one given, rotate-key replaces its key on
+every one that holds it. Otherwise a retired robot could still push status to its shard.
+
 This module holds retire, rotate-key and what all three share: the id check, the change they
 report (:class:`RobotChange`), and :func:`write_and_commit`, which writes the gitolite checkout and
 the fleet repository after everything was decided and validated, commits both, and with
@@ -21,12 +26,12 @@ import functools
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.ops.gitolite import AdminCheckout
+from controller.ops.gitolite import AdminCheckout, AdminEdit, AdminResult, ShardAdmin, shard_checkouts
 from controller.ops.local import WorkTree, check_change, open_work_tree, wrap_message
 from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey, generate_key, read_public_key
 from controller.ops.yamledit import UneditableYaml, set_scalar
@@ -51,6 +56,7 @@ class RobotChange:
     fleet_commit: str | None = None
     admin_paths: tuple[str, ...] = ()
     admin_commit: str | None = None
+    shard_admins: tuple[AdminResult, ...] = ()  # the status shards' gitolite-admin checkouts changed
     pushed: bool = False
     folder: Path | None = None  # the robot's folder (add) or the new key's folder (rotate-key)
     key: PublicKey | None = None
@@ -138,12 +144,18 @@ def write_and_commit(
     committer: str | None,
     admin_author: str | None,
     push: bool,
+    shard_edits: Sequence[AdminEdit] = (),
 ) -> dict[str, Any]:
-    """Write the gitolite checkout, then the fleet repository; commit both; push the checkout."""
+    """Write the gitolite checkouts (the primary's, then each status shard's), then the fleet
+    repository; commit them all; push the checkouts."""
     message = wrap_message(message)
     if admin is not None and admin_changes:
         undo.steps.append(_restore_admin(admin, list(admin_changes)))
         admin.write(admin_changes)
+    edits = [edit for edit in shard_edits if edit.changes]
+    for edit in edits:
+        undo.steps.append(_restore_admin(edit.checkout, list(edit.changes)))
+        edit.checkout.write(edit.changes)
     if changes:
         undo.steps.append(_restore_tree(tree, list(changes)))
         tree.write(changes)
@@ -152,17 +164,33 @@ def write_and_commit(
         if admin is not None and admin_changes and admin_author is not None
         else None
     )
+    shard_results = [
+        AdminResult(
+            edit.shard,
+            edit.checkout.root,
+            tuple(sorted(edit.changes)),
+            edit.checkout.commit(message, edit.author) if edit.author is not None else None,
+        )
+        for edit in edits
+    ]
     undo.steps.clear()  # committed: from here on the change stands even if the rest fails
     fleet_commit = commit_all(tree.root, message, committer) if changes and committer is not None else None
+    to_push = [
+        edit.checkout for edit, done in zip(edits, shard_results, strict=True) if done.commit is not None
+    ]
+    if admin is not None and admin_commit is not None:
+        to_push.insert(0, admin)
     pushed = False
-    if push and admin is not None and admin_commit is not None:
-        admin.push()
+    if push and to_push:
+        for checkout in to_push:  # the primary first: the robot's fleet access before its shard's
+            checkout.push()
         pushed = True
     return {
         "fleet_paths": tuple(sorted(changes)),
         "fleet_commit": fleet_commit,
         "admin_paths": tuple(sorted(admin_changes)),
         "admin_commit": admin_commit,
+        "shard_admins": tuple(shard_results),
         "pushed": pushed,
     }
 
@@ -175,8 +203,10 @@ def retire_robot(
     commit: bool = True,
     author: str | None = None,
     push: bool = False,
+    shard_admins: Sequence[ShardAdmin] = (),
 ) -> RobotChange:
-    """Set ``decommissioned: true`` for ``robot`` and take its keys out of gitolite."""
+    """Set ``decommissioned: true`` for ``robot`` and take its keys out of gitolite: the primary's
+    and every status shard's checkout given (it may have moved between shards: all of them)."""
     check_robot_id(robot)
     tree = open_work_tree(start)
     device = load_device(tree, robot)
@@ -192,7 +222,12 @@ def retire_robot(
         check_change(tree, changes, device.path)
     admin = AdminCheckout.open(gitolite_admin) if gitolite_admin is not None else None
     admin_changes = admin.revoke(robot) if admin is not None else {}
-    if not changes and not admin_changes:
+    shard_edits = [
+        AdminEdit(name, checkout, revoked, checkout.prepare_commit(author) if commit and revoked else None)
+        for name, checkout in shard_checkouts(shard_admins, gitolite_admin)
+        for revoked in [checkout.revoke(robot)]
+    ]
+    if not changes and not admin_changes and not any(edit.changes for edit in shard_edits):
         return RobotChange(robot, False, notes=(f"{robot} is already retired and holds no key in gitolite",))
     committer = tree.prepare_commit(author) if commit and changes else None
     admin_author = admin.prepare_commit(author) if admin is not None and commit and admin_changes else None
@@ -205,6 +240,9 @@ def retire_robot(
     if admin_changes:
         revoked = ", ".join(sorted(p for p in admin_changes if p.endswith(".pub")))
         message += f"Its SSH keys leave gitolite ({revoked or 'none held'}).\n"
+    for edit in shard_edits:
+        if edit.changes:
+            message += f"Its SSH keys leave the gitolite of status shard {edit.shard}.\n"
     with Undo() as undo:
         result = write_and_commit(
             tree,
@@ -216,6 +254,7 @@ def retire_robot(
             committer=committer,
             admin_author=admin_author,
             push=push,
+            shard_edits=shard_edits,
         )
     notes = [] if admin is not None else ["no --gitolite-admin: revoke its key on the git server yourself"]
     return RobotChange(robot, True, notes=tuple(notes), **result)
@@ -231,8 +270,10 @@ def rotate_key(
     commit: bool = True,
     author: str | None = None,
     push: bool = False,
+    shard_admins: Sequence[ShardAdmin] = (),
 ) -> RobotChange:
-    """Replace ``robot``'s SSH key in gitolite: a new key in ``out`` (or ``public_key``)."""
+    """Replace ``robot``'s SSH key in gitolite: a new key in ``out`` (or ``public_key``); also in
+    every status shard's checkout given that holds a key of ``robot``."""
     check_robot_id(robot)
     if (out is None) == (public_key is None):
         raise ValueError("give either a folder for the new key or the robot's new public key")
@@ -244,8 +285,10 @@ def rotate_key(
         )
     admin = AdminCheckout.open(gitolite_admin)
     admin_author = admin.prepare_commit(author) if commit else None
+    shards = [(name, c) for name, c in shard_checkouts(shard_admins, gitolite_admin) if c.key_files_of(robot)]
+    shard_authors = [c.prepare_commit(author) if commit else None for _, c in shards]
     if out is not None:
-        check_outside(out, tree.root, gitolite_admin)
+        check_outside(out, tree.root, gitolite_admin, *(c.root for _, c in shards))
     if out is not None and (out / PRIVATE_KEY_FILE).exists():
         raise SetupError(f"{out / PRIVATE_KEY_FILE}: a key is already there; it is never overwritten")
     staging = Path(tempfile.mkdtemp(dir=out.parent if out is not None else None, prefix=f".{robot}-key."))
@@ -253,6 +296,10 @@ def rotate_key(
         with Undo() as undo:
             key = robot_key(staging, robot, public_key)
             admin_changes = admin.rotate(robot, key)
+            shard_edits = [
+                AdminEdit(name, checkout, checkout.rotate(robot, key), shard_author)
+                for (name, checkout), shard_author in zip(shards, shard_authors, strict=True)
+            ]
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
                 for name in (PRIVATE_KEY_FILE, f"{PRIVATE_KEY_FILE}.pub"):
@@ -272,6 +319,7 @@ def rotate_key(
                 committer=None,
                 admin_author=admin_author,
                 push=push,
+                shard_edits=shard_edits,
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
