@@ -21,10 +21,10 @@ import pytest
 
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.layout import rollout_path
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import GitDaemon, bare_repo, free_port, git
 from tests.gpgkeys import KeyFactory
-from tests.test_ops_read import fleetcd
 
 FLEETCD = [sys.executable, "-c", "from controller.cli import main; main()"]
 AUTHOR = ["--author", "Ops Person <ops@fleet.test>"]

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from controller.cli import build
 from controller.state.model import RolloutPhase, WavePhase
-from fleetcd.cli.main import run
 from fleetcd.layout import withdrawal_path
+from tests.clirun import fleetcd
 from tests.gpgkeys import GpgKey, KeyFactory
 from tests.sim.world import (
     CANARY,
@@ -38,12 +37,6 @@ from tests.sim.world import (
 )
 
 REASON = "map loader corrupts tokyo-floor3 maps (INC-4711)"
-
-
-def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = run(build(), list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def withdraw(

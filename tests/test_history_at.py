@@ -21,7 +21,6 @@ from typing import Any
 import pygit2
 import pytest
 
-from controller.cli import build
 from controller.ops.asof import RanState, handed, robot_state, running_ids
 from controller.ops.asof_question import parse_instant
 from controller.ops.instant import brought_to_main
@@ -30,7 +29,6 @@ from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
 from controller.state.model import WavePhase
 from fleetcd.cli.exitcodes import Exit
-from fleetcd.cli.main import run
 from fleetcd.compat import UTC
 from fleetcd.desired.configset import merged_sha256
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
@@ -38,6 +36,7 @@ from fleetcd.git.refs import STATE_BRANCH, status_ref
 from fleetcd.git.repo import tree_of
 from fleetcd.reports import MAX_REPORT_BYTES, STATUS_FILE, DeploymentReport, StatusReport
 from fleetcd.shards import shard_of
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo, git
 from tests.gpgkeys import KeyFactory, shared_keys
@@ -147,12 +146,6 @@ def timeline(tmp_path_factory: pytest.TempPathFactory, gpg_available: str) -> It
         assert reconcile_once(world.settings).stalled is not None
         line.mark("stalled")
         yield line
-
-
-def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = run(build(), list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def ask(

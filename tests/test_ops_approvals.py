@@ -18,9 +18,9 @@ import pytest
 from fleetcd.layout import approval_path, rollout_path
 from fleetcd.reasons import Reason
 from fleetcd.validation.worktree import validate_work_tree
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import GpgKey, KeyFactory
-from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR, COMMENTED_ROLLOUT, bump, commits, flat, small_fleet
 
 

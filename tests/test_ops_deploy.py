@@ -18,10 +18,11 @@ import tests.test_ops_read as shared
 from controller.ops.deploy import rollout_name
 from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
 from fleetcd.validation.worktree import validate_work_tree
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import ControllerWorld
-from tests.test_ops_read import fleetcd, state_of
+from tests.test_ops_read import state_of
 from tests.test_ops_switches import AUTHOR, commits
 
 world = shared.world  # fixture: the controller scenario (the shared gpg keys come from conftest)

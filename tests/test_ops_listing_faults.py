@@ -20,10 +20,10 @@ import pytest
 
 from fleetcd.git.refs import status_ref
 from fleetcd.layout import device_path, trust_root_path
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo, git
 from tests.gpgkeys import KeyFactory
-from tests.test_ops_read import fleetcd
 
 
 @pytest.fixture

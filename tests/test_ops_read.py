@@ -17,14 +17,13 @@ import pytest
 import yaml
 
 import tests.test_controller_scenario as scenario
-from controller.cli import build
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
-from fleetcd.cli.main import run
 from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
+from tests.clirun import fleetcd
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, pass_all_waves, pass_wave, roll_out
 
 TAMPERER = Identity("mallory", "mallory@fleet.test")
@@ -36,13 +35,6 @@ def state_of(world: ControllerWorld) -> StateSnapshot:
     repo = open_mirror(world.settings.source)
     fetch_all(repo, world.settings.source)
     return load_state(repo)
-
-
-def fleetcd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the real ``fleetcd`` command group in-process: (exit code, stdout, stderr)."""
-    code = run(build(), list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def remote(world: ControllerWorld, tmp_path: Path) -> list[str]:

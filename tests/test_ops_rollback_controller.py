@@ -18,6 +18,7 @@ import pytest
 
 from controller.state.model import RolloutPhase, WavePhase
 from fleetcd.layout import rollout_path
+from tests.clirun import fleetcd
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import (
     CANARY,
@@ -30,7 +31,6 @@ from tests.sim.world import (
     pass_wave,
     roll_out,
 )
-from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR, flat
 
 ALL = STAGING + CANARY + PRODUCTION

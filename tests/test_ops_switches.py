@@ -16,10 +16,11 @@ from controller.state.model import RolloutPhase
 from fleetcd.layout import approval_path, rollout_path
 from fleetcd.reasons import Reason
 from fleetcd.validation.worktree import validate_work_tree
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import ControllerWorld
-from tests.test_ops_read import fleetcd, state_of
+from tests.test_ops_read import state_of
 
 world = shared.world  # fixture: the controller scenario (the shared gpg keys come from conftest)
 

@@ -29,12 +29,12 @@ from fleetcd.desired import BundleRejected
 from fleetcd.errors import TransportError
 from fleetcd.models.agent import AgentConfig
 from fleetcd.reports import StatusReport
+from tests.clirun import fleetcd
 from tests.conftest import require_service
 from tests.gitolite import Gitolite, GitoliteUnavailable
 from tests.gpgkeys import KeyFactory, shared_keys
 from tests.sim.provision import ProvisionedFleet, provisioned_fleet
 from tests.sim.world import START
-from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR
 
 NOW = START + timedelta(minutes=5)

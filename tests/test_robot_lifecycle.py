@@ -19,9 +19,9 @@ from controller.ops.local import WorkTree
 from controller.ops.yamledit import UneditableYaml, append_list_item
 from fleetcd.loading.documents import load_document
 from fleetcd.models import Cohort, Device
+from tests.clirun import fleetcd
 from tests.fleetrepo import GIT_IDENTITY, FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR
 
 HOST_PIN = "SHA256:" + "Q" * 43  # the server's key as `ssh-keygen -l -E sha256` prints it

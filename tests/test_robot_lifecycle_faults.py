@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from fleetcd.cli.exitcodes import Exit
+from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
-from tests.test_ops_read import fleetcd
 from tests.test_ops_switches import AUTHOR
 from tests.test_robot_lifecycle import _git, _heads, _keygen, _unchanged, add, admin, fleet
 

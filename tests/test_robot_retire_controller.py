@@ -19,9 +19,10 @@ from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import status_ref
 from fleetcd.reasons import RecordReason
 from fleetcd.vocabulary import Activity
+from tests.clirun import fleetcd
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, STAGING, ControllerWorld, make_world, pass_wave
-from tests.test_ops_read import fleetcd, remote, state_of
+from tests.test_ops_read import remote, state_of
 from tests.test_ops_switches import AUTHOR
 
 

@@ -262,7 +262,7 @@ def test_get_devices_reads_each_robots_last_report_from_its_shard_and_warns_of_o
 ) -> None:
     import json
 
-    from tests.test_ops_read import fleetcd
+    from tests.clirun import fleetcd
 
     for device in ROBOTS:
         sharded.report(device)
