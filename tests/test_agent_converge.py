@@ -236,13 +236,9 @@ def test_offline_the_robot_keeps_running_and_queues_its_report_until_the_server_
     world: AgentWorld,
 ) -> None:
     deployed(world, "1.0.0")
-    hidden = world.controller.server.with_name("moved.git")
-    world.controller.server.rename(hidden)
-    try:
+    with world.controller.server_down():
         world.controller.clock.tick(120)
         offline = world.once()
-    finally:
-        hidden.rename(world.controller.server)
 
     assert offline.transient and isinstance(offline.error, TransportError)
     assert not offline.pushed

@@ -92,13 +92,9 @@ def test_offline_the_last_successful_poll_stays_and_the_waiting_report_is_counte
     world.publish("1.0.0")
     assert world.once().error is None
     polled_at = world.now.timestamp()
-    hidden = world.controller.server.with_name("moved.git")
-    world.controller.server.rename(hidden)
-    try:
+    with world.controller.server_down():
         world.controller.clock.tick(120)
         offline = world.once()
-    finally:
-        hidden.rename(world.controller.server)
     assert offline.transient and not offline.pushed
     away = textfile(world, promtool)
 

@@ -13,7 +13,8 @@ elsewhere (the benchmarks' generated fleets).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,6 +110,16 @@ class ControllerWorld:
         result = reconcile_once(self.settings)
         assert result.stalled is None, result.stalled
         return result
+
+    @contextmanager
+    def server_down(self) -> Iterator[None]:
+        """The git server unreachable until the block ends (its repository moved away and back)."""
+        away = self.server.with_name(f"{self.server.name}.away")
+        self.server.rename(away)
+        try:
+            yield
+        finally:
+            away.rename(self.server)
 
     def merge(self, message: str) -> None:
         if self.committer is None:
