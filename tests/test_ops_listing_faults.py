@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fleetcd.compat import UTC
 from fleetcd.git.refs import status_ref
 from fleetcd.layout import device_path, trust_root_path
+from fleetcd.reports import STATUS_FILE, StatusReport
 from tests.clirun import fleetcd
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import bare_repo, git
@@ -166,3 +169,37 @@ def test_when_no_trust_root_loads_signatures_are_unknown_naming_the_trust_root(
     )
     row = next(x for x in table.splitlines() if x.startswith("nav"))
     assert "unknown" in row and "trust root" in row and "fleet.yaml" not in row
+
+
+def test_a_robots_report_cannot_drive_the_operators_terminal(
+    tmp_path: Path, fleet: FleetRepoBuilder, server: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A robot writes its own report: a last_error or drifted path with escape sequences (clear the
+    screen, retitle the window, ring the bell) and a newline must reach the table as inert text;
+    -o json keeps the exact text, escaped the JSON way."""
+    publish(fleet, server)
+    hostile = "\x1b[2J\x1b]0;owned\x07serial\nrewound"
+    report = StatusReport(
+        format="fleetcd.dev/status/v1",
+        device="amr-001",
+        seq=1,
+        agent_version="0.1.0",
+        reported_at=datetime(2026, 5, 4, 9, 0, tzinfo=UTC),
+        bundle_serial=3,
+        last_error=f"BundleRejected: {hostile}",
+        drift=[f"/etc/nav/{hostile}"],
+    )
+    plant(server, status_ref("amr-001"), files={STATUS_FILE: report.model_dump_json().encode()})
+
+    code, table, err = fleetcd(
+        capsys, "get", "devices", "--repo", str(server), "--cache", str(tmp_path / "ops")
+    )
+    assert code == 0, err
+    assert not any(ch in table for ch in "\x1b\x07\r"), "no control character reaches the terminal"
+    (row,) = [line for line in table.splitlines() if line.startswith("amr-001")]
+    assert "serial 3, refusing: ?[2J?]0;owned?serial rewound" in row
+    assert len(table.splitlines()) == 5, "the newline did not split the row"
+
+    code, rows, err = get(capsys, tmp_path, server, "devices")
+    assert code == 0, err
+    assert by_id(rows)["amr-001"]["desired"]["reason"] == hostile
