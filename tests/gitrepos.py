@@ -185,17 +185,19 @@ def run_sshd(
     root_login: str,
     extra: Sequence[str] = (),
     what: str = "sshd",
+    passwords_only: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """sshd on 127.0.0.1:``port``, public keys from ``authorized_keys`` only, its config and pid file
-    in ``folder`` (plus ``extra`` config lines); returned once it listens."""
+    """sshd on 127.0.0.1:``port``, public keys from ``authorized_keys`` only (``passwords_only``:
+    no public keys at all, a server a robot's key cannot log in to), its config and pid file in
+    ``folder`` (plus ``extra`` config lines); returned once it listens."""
     lines = [
         f"Port {port}",
         "ListenAddress 127.0.0.1",
         f"HostKey {host_key}",
         f"PidFile {folder / 'sshd.pid'}",
         f"AuthorizedKeysFile {authorized_keys}",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
+        f"PubkeyAuthentication {'no' if passwords_only else 'yes'}",
+        f"PasswordAuthentication {'yes' if passwords_only else 'no'}",
         "KbdInteractiveAuthentication no",
         f"PermitRootLogin {root_login}",
         "StrictModes no",

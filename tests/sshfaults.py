@@ -22,7 +22,17 @@ import pytest
 from fleetcd.git import refs
 from tests.conftest import require_service
 from tests.gitolite import Gitolite, GitoliteUnavailable
-from tests.gitrepos import bare_repo, commit_files, git, ssh_keygen, work_repo
+from tests.gitrepos import (
+    bare_repo,
+    commit_files,
+    free_port,
+    git,
+    make_host_key,
+    run_sshd,
+    ssh_keygen,
+    sshd_binary,
+    work_repo,
+)
 
 ROBOT = "amr-001"
 OTHER = "amr-002"
@@ -124,3 +134,23 @@ def known_hosts(server: Gitolite, path: Path, host_key_pub: Path | None = None) 
     line = (host_key_pub or server.host_key.with_name(server.host_key.name + ".pub")).read_text().split()
     path.write_text(f"[127.0.0.1]:{server.port} {line[0]} {line[1]}\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def passwords_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(an ssh:// URL, its host key's fingerprint) of an sshd that takes passwords and no keys."""
+    binary = sshd_binary()
+    require_service("sshd", binary is not None, "no sshd (Debian package openssh-server)")
+    assert binary is not None
+    folder = tmp_path_factory.mktemp("sshd-passwords")
+    host_key = folder / "ssh_host_ed25519_key"
+    fingerprint = make_host_key(host_key)
+    port = free_port()
+    process = run_sshd(
+        binary, folder, port, host_key, folder / "authorized_keys", root_login="yes", passwords_only=True
+    )
+    try:
+        yield f"ssh://robot@127.0.0.1:{port}/fleet", fingerprint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -39,6 +39,7 @@ from tests.sshfaults import (
     known_hosts,
 )
 from tests.sshfaults import listener as listener  # fixtures
+from tests.sshfaults import passwords_only as passwords_only
 from tests.sshfaults import server as server
 from tests.sshfaults import stranger as stranger
 
@@ -438,3 +439,29 @@ def test_known_hosts_without_a_key_is_a_setup_error_before_connecting(tmp_path: 
 def test_the_cli_poll_refuses_a_ref_that_is_not_one_full_name(tmp_path: Path, ref: str) -> None:
     with pytest.raises(ValueError, match="not a full ref name"):
         fetch_own_ref_cli("ssh://robot@127.0.0.1:1/fleet", ref, git_dir=tmp_path)
+
+
+# --- a server that takes no keys ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "operation", [_libgit2_fetch, _libgit2_list, _cli_poll], ids=["fetch", "list", "cli-poll"]
+)
+def test_a_server_that_offers_only_passwords_is_refused_without_a_prompt(
+    passwords_only: tuple[str, str], local: pygit2.Repository, stranger: Path, operation: Callable[..., Any]
+) -> None:
+    url, _ = passwords_only
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        operation(local, url, SshKey("robot", stranger))
+    assert time.monotonic() - started < GIVE_UP_WITHIN_S
+
+
+def test_libgit2_says_the_server_offers_no_key_authentication(
+    passwords_only: tuple[str, str], local: pygit2.Repository, stranger: Path
+) -> None:
+    url, fingerprint = passwords_only
+    with pytest.raises(TransportError, match="offers no SSH key authentication"):
+        fetch(
+            local, url, ["refs/heads/main"], credentials=SshKey("robot", stranger), host_keys=pin(fingerprint)
+        )

@@ -34,6 +34,7 @@ from tests.sshfaults import (
     gitolite_log,
 )
 from tests.sshfaults import listener as listener  # fixtures
+from tests.sshfaults import passwords_only as passwords_only
 from tests.sshfaults import server as server
 from tests.sshfaults import stranger as stranger
 
@@ -225,3 +226,16 @@ def test_the_ssh_command_never_prompts_and_uses_only_the_robots_key(tmp_path: Pa
     assert "IdentitiesOnly=yes" in command
     assert "StrictHostKeyChecking=yes" in command
     assert "-l" not in command.split()  # the URL names the user: ssh's -l would override it
+
+
+def test_a_server_that_offers_only_passwords_fails_without_a_prompt(
+    passwords_only: tuple[str, str], robot: RobotRepository, stranger: Path
+) -> None:
+    url, fingerprint = passwords_only
+    target = RobotRemote(
+        url, SshKey("robot", stranger), HostKeyPolicy(pinned_sha256=(fingerprint,)), timeout_s=TIMEOUT_S
+    )
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        robot.fetch(target, [FETCH_DESIRED], max_bytes=CAP)
+    assert time.monotonic() - started < GIVE_UP_WITHIN_S

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +242,34 @@ def test_one_file_holding_two_keys_brings_both_in_and_each_signs_as_itself(keys:
     with keyring({"keys/team.asc": alice.public + b"\n" + bob.public}) as ring:
         assert {alice.fingerprint, bob.fingerprint} <= ring.fingerprints()
         assert ring.verify_detached(DATA, keys.sign(DATA, bob)).fingerprint == bob.fingerprint
+
+
+def test_a_key_file_claiming_a_trusted_signers_name_signs_only_as_its_own_fingerprint(
+    keys: KeyFactory, tmp_path: Path
+) -> None:
+    # A pull request adds keys/alice-new.asc: a key whose user ID copies alice's name and email.
+    # Trust is by fingerprint alone (fleet.yaml and the trust root), so its signatures are the
+    # impostor's, whatever the user ID says.
+    alice = keys.key("alice")
+    impostor_home = KeyFactory(tmp_path / "impostor")
+    try:
+        fingerprint = impostor_home.signer.generate_key("Alice", alice.email)
+        signature = impostor_home.signer.sign_detached(DATA, fingerprint)
+        files = {
+            "keys/alice.asc": alice.public,
+            "keys/alice-new.asc": impostor_home.signer.export_public(fingerprint),
+        }
+        with keyring(files) as ring:
+            result = ring.verify_detached(DATA, signature)
+            assert ring.fingerprints() == {alice.fingerprint, fingerprint}
+    finally:
+        impostor_home.close()
+    assert result.valid
+    assert result.fingerprint == fingerprint != alice.fingerprint
+
+
+def test_the_same_key_committed_twice_is_one_key(keys: KeyFactory) -> None:
+    alice = keys.key("alice")
+    with keyring({"keys/alice.asc": alice.public, "keys/alice-copy.asc": alice.public}) as ring:
+        assert ring.fingerprints() == {alice.fingerprint}
+        assert ring.verify_detached(DATA, keys.sign(DATA, alice)).fingerprint == alice.fingerprint
