@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from fleetcd.errors import ApplyError
 from fleetcd.models.base import FrozenModel
 from fleetcd.models.release import Release
 
+log = logging.getLogger(__name__)
 CONFIGS_FILE_MODE = 0o600
 NO_VERSION = "none"  # the snapshot name when nothing ran before (SemVer never spells it)
 
@@ -225,14 +227,18 @@ def _name(version: str | None) -> str:
 
 
 def check_drift(ledger_path: Path, *, restore: bool) -> dict[str, list[str]]:
-    """{app: [paths edited since written]}; with ``restore`` the written bytes are put back first."""
+    """{app: [paths edited since written]}; with ``restore`` the written bytes are put back first,
+    and only the files that could not be put back are listed."""
     ledger = load_ledger(ledger_path)
     changed = drifted({Path(p): w.sha256 for p, w in ledger.files.items()})
     out: dict[str, list[str]] = {}
     for path in changed:
         written = ledger.files[str(path)]
         if restore:
-            write_config(path, base64.b64decode(written.data_b64))
-            continue
+            try:
+                write_config(path, base64.b64decode(written.data_b64))
+                continue
+            except OSError as exc:  # a folder where the file was, a read-only mount: still drift
+                log.warning("%s: config drift not restored: %s", path, exc)
         out.setdefault(written.app, []).append(str(path))
     return out
