@@ -25,6 +25,7 @@ from tests.test_agent_config_rollback import (
     A,
     B,
     assert_config_is,
+    config_file,
     deployed_with_config,
     publish_with_config,
 )
@@ -109,3 +110,28 @@ def test_a_rollback_hook_that_fails_leaves_the_new_version_running_with_its_own_
 
     world.reconcile()
     assert world.records()[-1].activity is Activity.FAILED
+
+
+@pytest.fixture
+def restoring(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterator[AgentWorld]:
+    built = AgentWorld.create(tmp_path, keys, artifacts, agent={"config_drift": "restore"})
+    yield built
+    built.close()
+
+
+def test_a_config_file_the_restore_policy_cannot_put_back_is_still_reported_as_drift(
+    restoring: AgentWorld,
+) -> None:
+    world = restoring
+    deployed_with_config(world, "1.0.0", 1.5)
+    written = config_file(world)
+    written.unlink()
+    (written / "notes").mkdir(parents=True)  # a folder where the file was: write_atomic cannot replace it
+
+    result = world.once()
+
+    assert result.report is not None and result.report.drift == [str(written)]
+    assert result.pushed
+    assert world.answer() == "1.0.0"
+    world.reconcile()
+    assert world.records()[-1].activity is Activity.DRIFTED
