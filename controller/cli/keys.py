@@ -53,8 +53,11 @@ def generate(repo: Path, gnupghome: Path | None) -> None:
 
 @keys_group.command("list")
 @_REPO
-def list_command(repo: Path) -> None:
-    """Show every key the trust root trusts and whether keys/*.asc holds its public key."""
+def list_command(repo: Path) -> int:
+    """Show every key the trust root trusts and whether keys/*.asc holds its public key.
+
+    Exit 1 when a key file does not load or a trusted key has no key file: nothing it signs can be
+    verified, so a CI step running this must not pass."""
     listing = list_keys(find_root(repo))
     for status in listing.keys:
         key = status.key
@@ -64,6 +67,8 @@ def list_command(repo: Path) -> None:
         click.echo(f"note: {path} holds no key the fleet trusts", err=True)
     for problem in listing.problems:
         click.echo(f"error: {problem}", err=True)
+    missing = any(not status.files for status in listing.keys)
+    return int(Exit.INVALID) if listing.problems or missing else int(Exit.OK)
 
 
 _GNUPGHOME = click.option(
