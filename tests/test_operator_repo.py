@@ -40,6 +40,7 @@ from fleetcd.operator.repo import (
     write_atomic,
 )
 from fleetcd.reasons import Reason
+from tests.clirun import fleetcd
 from tests.disks import fill, mounted
 from tests.gpgkeys import GpgKey, KeyFactory
 
@@ -448,3 +449,41 @@ def test_keys_list_without_a_keys_directory_lists_every_key_as_missing(fleet: Pa
     listing = list_keys(fleet)
     assert all(status.files == () for status in listing.keys)
     assert len(listing.keys) == len(DEV_ROLES)
+
+
+def test_keys_list_exits_1_while_a_trusted_key_has_no_key_file_and_0_once_all_do(
+    fleet: Path, people: dict[str, GpgKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI step running `fleetcd keys list` must not pass while, say, the controller's public key
+    is missing: nothing that key signs could be verified."""
+    put_fingerprints(fleet, {role: key.fingerprint for role, key in people.items()})
+    for role in DEV_ROLES:
+        if role != "controller":
+            write_atomic(fleet / key_file(role), people[role].public)
+    code, out, _ = fleetcd(capsys, "keys", "list", "--repo", str(fleet))
+    assert code == 1
+    (line,) = [x for x in out.splitlines() if people["controller"].fingerprint in x]
+    assert line.endswith("[MISSING from keys/]")
+
+    write_atomic(fleet / key_file("controller"), people["controller"].public)
+    code, out, err = fleetcd(capsys, "keys", "list", "--repo", str(fleet))
+    assert code == 0, err
+    assert "MISSING" not in out and len(out.splitlines()) == len(DEV_ROLES)
+
+
+def test_keys_list_exits_1_naming_a_key_file_that_does_not_load(
+    fleet: Path, people: dict[str, GpgKey], keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_fingerprints(fleet, {role: key.fingerprint for role, key in people.items()})
+    for role in DEV_ROLES:
+        write_atomic(fleet / key_file(role), people[role].public)
+    write_atomic(fleet / "keys/mallory.asc", keys.key("mallory").public)
+    code, _, err = fleetcd(capsys, "keys", "list", "--repo", str(fleet))
+    assert code == 0, "an untrusted key file is a note, not an error"
+    assert "note: keys/mallory.asc holds no key the fleet trusts" in err
+
+    write_atomic(fleet / "keys/broken.asc", b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\ngarbage\n")
+    code, out, err = fleetcd(capsys, "keys", "list", "--repo", str(fleet))
+    assert code == 1
+    assert any(x.startswith("error: keys/broken.asc") for x in err.splitlines())
+    assert len(out.splitlines()) == len(DEV_ROLES), "the good keys are still listed"
