@@ -15,8 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from fleetcd.desired import BundleExpired
+from fleetcd.desired import BundleDeployment, BundleExpired, build_signed_bundles
 from fleetcd.desired.bundle import (
     MAX_BUNDLE_BYTES,
     MAX_DEPLOYMENTS,
@@ -25,8 +26,9 @@ from fleetcd.desired.bundle import (
     MAX_ROOT_SIGNATURE_BYTES,
 )
 from fleetcd.desired.merkle import MAX_PROOF_DEPTH
+from fleetcd.errors import InvalidContent
 from fleetcd.reasons import Reason
-from tests.desiredworld import EXPIRES, NOW, SERIAL, Delivery, World, signed_bundle
+from tests.desiredworld import EXPIRES, FLEET, ISSUED, NOW, SERIAL, Delivery, World, bundle, signed_bundle
 from tests.desiredworld import world as world  # the module fixture
 
 ROBOTS = tuple(f"robot-{c}" for c in "abcdefg")  # 7 leaves: paths of 2 and 3 steps, an odd one out
@@ -270,3 +272,63 @@ def test_a_signed_bundle_giving_one_app_twice_is_refused(world: World) -> None:
     one["deployments"] = [template, {**template, "deployment_id": "d-0002"}]
     raw = json.dumps(one, sort_keys=True, separators=(",", ":")).encode()
     assert refused(world, signed_bundle(world, raw)) == (Reason.BUNDLE_INVALID, "bundle.json")
+
+
+# --- numbers and windows in a bundle the controller signed ------------------------------------------------
+
+
+def _deployment_with_config(world: World, config: dict[str, Any]) -> dict[str, Any]:
+    data = world.deployment().model_dump()
+    data["config"] = config
+    return data
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"n": 2**64 - 1}, {"n": -(2**63)}, {"n": 1.5e308}, {"a": [{"b": [0, -1, 2**63]}]}],
+    ids=["uint64-max", "int64-min", "largest-floats", "nested-in-range"],
+)
+def test_config_numbers_a_64_bit_field_holds_are_kept(world: World, config: dict[str, Any]) -> None:
+    assert BundleDeployment.model_validate(_deployment_with_config(world, config)).config == config
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ({"n": 2**64}, "config.n"),
+        ({"n": -(2**63) - 1}, "config.n"),
+        ({"a": [{"b": [0, 2**64]}]}, "config.a[0].b[1]"),
+        ({"n": float("nan")}, "config.n"),
+        ({"n": float("inf")}, "config.n"),
+    ],
+    ids=["uint64-max-plus-one", "int64-min-minus-one", "nested-deep", "nan", "infinity"],
+)
+def test_a_config_number_no_64_bit_field_holds_is_refused_naming_where(
+    world: World, config: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        BundleDeployment.model_validate(_deployment_with_config(world, config))
+    assert where in str(caught.value)
+
+
+def test_a_nan_in_a_signed_bundles_json_is_refused(world: World) -> None:
+    raw = world.publish(("robot-a",))["robot-a"].bundle.replace(b'"max_speed":1.5', b'"max_speed":NaN')
+    assert refused(world, signed_bundle(world, raw)) == (Reason.BUNDLE_INVALID, "bundle.json")
+
+
+def test_a_signed_bundle_that_expires_when_it_is_issued_is_refused(world: World) -> None:
+    one = json.loads(world.publish(("robot-a",))["robot-a"].bundle)
+    one["expires_at"] = one["issued_at"]
+    raw = json.dumps(one, sort_keys=True, separators=(",", ":")).encode()
+    assert refused(world, signed_bundle(world, raw)) == (Reason.BUNDLE_INVALID, "bundle.json")
+
+
+def test_the_controller_refuses_to_sign_a_bundle_over_the_robots_cap_naming_the_robot(world: World) -> None:
+    huge = world.deployment(config={"blob": "x" * MAX_BUNDLE_BYTES})
+    bundles = {"robot-a": bundle("robot-a", SERIAL, [huge]), "robot-b": bundle("robot-b", SERIAL, [])}
+    signed: list[bytes] = []
+    with pytest.raises(InvalidContent) as caught:
+        build_signed_bundles(FLEET, bundles, SERIAL, ISSUED, EXPIRES, lambda data: signed.append(data) or b"")
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.file, diagnostic.reason) == ("bundle.json of robot-a", Reason.TOO_LARGE)
+    assert signed == []  # nothing signed: the root would have vouched for a bundle no robot reads
