@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleetcd.compat import UTC
-from fleetcd.errors import InvalidContent
+from fleetcd.errors import InvalidContent, SetupError
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from tests.gpgkeys import KeyFactory, shared_keys
@@ -273,3 +273,23 @@ def test_the_same_key_committed_twice_is_one_key(keys: KeyFactory) -> None:
     with keyring({"keys/alice.asc": alice.public, "keys/alice-copy.asc": alice.public}) as ring:
         assert ring.fingerprints() == {alice.fingerprint}
         assert ring.verify_detached(DATA, keys.sign(DATA, alice)).fingerprint == alice.fingerprint
+
+
+# --- signing with a key past its life ------------------------------------------------------------------
+
+
+def test_signing_with_an_expired_key_is_a_setup_error_not_a_signature_robots_would_refuse(
+    keys: KeyFactory,
+) -> None:
+    # The controller or an operator with a lapsed key must hear it at once, not ship signatures.
+    olga = keys.expired_key("olga")
+    with pytest.raises(SetupError, match=olga.fingerprint):
+        keys.signer.sign_detached(DATA, olga.fingerprint)
+
+
+def test_signing_when_every_signing_subkey_is_revoked_is_a_setup_error(keys: KeyFactory) -> None:
+    signer = person(keys, "allrevoked")
+    signer.add_signing_subkey("2y")
+    signer.revoke_subkey(1)
+    with pytest.raises(SetupError, match=signer.fingerprint):
+        keys.signer.sign_detached(DATA, signer.fingerprint)
