@@ -18,7 +18,12 @@ anywhere but git:
   parses one file; invalid documents are kept as their file:line errors. Entries of files that
   left main are dropped after each load;
 * the state branch as last parsed (:class:`~controller.reconcile.statebranch.StateCache`): the
-  next reconcile diffs the trees and parses only the files that changed.
+  next reconcile diffs the trees and parses only the files that changed;
+* the audit log's day files as last verified (:class:`~controller.audit.chain.VerifiedDays`), by
+  path and the sha256 of their bytes, with the first and last seq and hash of each: the next
+  reconcile parses only the day files whose bytes changed (the newest, appended to) and checks
+  the links between the others and the anchor from those summaries. The verdict is a full
+  check's: changed bytes are parsed and refused as without the cache. MEASURED
 
 Only the newest entry of each is kept (the memo's documents are the very objects the kept
 validation holds), so memory stays one parsed fleet, as one reconcile needs anyway.
@@ -36,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from controller.audit.chain import VerifiedDays
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
@@ -108,3 +114,4 @@ class MainCache:
 class ReconcileCache:
     main: MainCache = field(default_factory=MainCache)
     state: StateCache = field(default_factory=StateCache)
+    audit: VerifiedDays = field(default_factory=VerifiedDays)

@@ -101,8 +101,10 @@ def fetch(ctx: ReconcileContext) -> StepResult:
 
 def verify_history(ctx: ReconcileContext) -> StepResult:
     """The audit chain up to ``state.json``'s anchor, then main's commits since the last accepted one."""
-    snapshot = ctx.state
-    verify(snapshot.audit, anchor=audit_anchor(snapshot.meta))
+    snapshot, cache = ctx.state, ctx.settings.cache
+    verify(
+        snapshot.audit, anchor=audit_anchor(snapshot.meta), memo=cache.audit if cache is not None else None
+    )
     ctx.audit_verified = True
     last, head = snapshot.meta.last_processed_commit, ctx.main
     # The commit policy and its keys come from the last accepted commit, so an unsigned head can
