@@ -49,9 +49,12 @@ INPUTS_FORMAT = "fleetcd.dev/bundle-inputs/v1"
 _VOLATILE_FIELDS = ("serial", "issued_at", "expires_at")
 
 
+# Canonical JSON (sorted keys, no whitespace, UTF-8), as the content digest always hashed it.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _sha256_json(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(data).encode("utf-8")).hexdigest()
 
 
 def content_digest(bundle: Bundle) -> str:
@@ -96,6 +99,7 @@ class BundleInputs:
         self._evidence = evidence
         # id -> (the evidence, kept alive so that its id stays its own, and its fingerprint)
         self._fingerprints: dict[int, tuple[Evidence, str]] = {}
+        self._trust_version: int | None = None
         self.fingerprinted = 0  # evidences fingerprinted: one per distinct evidence, not per robot
 
     def fingerprint(self, evidence: Evidence) -> str:
@@ -108,23 +112,25 @@ class BundleInputs:
     def digest(self, device: str, records: Sequence[DeploymentRecord]) -> str:
         """The inputs digest of ``device``'s bundle from ``records``; raises InvalidContent where
         :func:`~controller.delivery.bundles.bundle_for` would (evidence that does not back a record)."""
+        if self._trust_version is None:
+            self._trust_version = self._source.trust_version
         deployments = [
-            [
+            (
                 record.id,
                 record.rollout,
                 record.generation,
                 record.app,
                 record.version,
-                record.action.value,
-                record.target_status.value,
+                str(record.action),
+                str(record.target_status),
                 record.release_sha256,
                 record.config_sha256,
-                list(layers),
+                layers,
                 self.fingerprint(proof),
-            ]
+            )
             for record, proof, layers in deployment_sources(device, records, self._source, self._evidence)
         ]
-        return _sha256_json([recipe(), device, self._source.trust_version, deployments])
+        return _sha256_json((recipe(), device, self._trust_version, deployments))
 
 
 @functools.cache
