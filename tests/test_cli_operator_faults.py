@@ -420,3 +420,44 @@ def test_reconcile_once_prints_what_it_applied_then_the_stall_naming_the_file_th
     code, out, err = fleetcd(capsys, *argv)
     assert code == Exit.INVALID, "still stalled: nothing new was committed"
     assert "state unchanged" in out and "0 robots updated" in out
+
+
+# --- approve ---------------------------------------------------------------------------------------------
+
+
+def test_approve_with_a_key_and_all_approvers_is_usage_and_signs_nothing(
+    fleet: FleetRepoBuilder, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = keys.key("alice")
+    before = {p: p.read_bytes() for p in (fleet.root / "approvals").rglob("*.asc")}
+    args = [
+        "approve",
+        str(fleet.root / rollout_path(ROLLOUT)),
+        "--repo",
+        str(fleet.root),
+        "--gnupghome",
+        str(keys.home),
+    ]
+    code, _, err = fleetcd(capsys, *args, "--key", alice.fingerprint, "--all-approvers")
+    assert code == Exit.USAGE and "exclude each other" in err
+    assert {p: p.read_bytes() for p in (fleet.root / "approvals").rglob("*.asc")} == before
+
+
+def test_approving_with_a_key_that_is_no_approver_is_refused_and_signs_nothing(
+    fleet: FleetRepoBuilder, keys: KeyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The release signer's key is trusted, for releases: it must not count as an approval."""
+    signer = keys.key("release-bot")
+    args = [
+        "approve",
+        str(fleet.root / rollout_path(ROLLOUT)),
+        "--repo",
+        str(fleet.root),
+        "--gnupghome",
+        str(keys.home),
+    ]
+    code, out, err = fleetcd(capsys, *args, "--key", signer.fingerprint)
+    assert code == Exit.SETUP, out + err
+    assert signer.fingerprint in err
+    assert not (fleet.root / "approvals" / ROLLOUT / f"{signer.fingerprint}.asc").exists()
+    assert fleet.git("status", "--porcelain") == ""
