@@ -244,7 +244,11 @@ def _converge_all(
     for app in converge_order(apps, required_apps(desired.assignments)):
         try:
             outcome = converge_app(ctx, app, desired.assignments.get(app), known=desired.known)
-        except Exception as exc:  # corrupt journal, engine gone: this app waits, the others go on
+        except TransportError as exc:  # the engine restarting: expected, retried; no traceback
+            log.warning("%s: converge waits: %s", app, exc)
+            errors.append(exc)
+            continue
+        except Exception as exc:  # corrupt journal, a bug: this app waits, the others go on
             log.error("%s: converge failed: %s", app, exc, exc_info=True)
             errors.append(exc)
             continue
