@@ -23,6 +23,7 @@ MANAGED_DIRS = (
     "withdrawals",
 )
 TRUST_ROOT_DIR = "trust/root"
+CONFIGS_PREFIX = "configs/"  # every config instance's path starts so (config_path): a cheap filter
 SIGNATURE_DIR_SUFFIX = ".yaml.d"
 
 _NAME = r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
@@ -141,7 +142,7 @@ def approval_path(rollout: str, fingerprint: str) -> str:
 
 
 def config_path(app: str, stem: str) -> str:
-    return f"configs/{app}/{stem}.yaml"
+    return f"{CONFIGS_PREFIX}{app}/{stem}.yaml"
 
 
 def trust_root_path(version: int) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from fleetcd.desired.configset import ConfigSet
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.layout import FLEET_FILE, FileKind, classify, is_managed
+from fleetcd.layout import CONFIGS_PREFIX, FLEET_FILE, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot, Withdrawal
@@ -84,7 +84,7 @@ class FleetSpec:
         if self._config_sets is None:
             by_app: dict[str, dict[str, bytes]] = {}
             for path, raw in self.files.items():
-                where = classify(path)
+                where = classify(path) if path.startswith(CONFIGS_PREFIX) else None
                 if where is not None and where.kind is FileKind.CONFIG:
                     by_app.setdefault(where.name, {})[path] = raw
             self._config_sets = {name: ConfigSet(files) for name, files in by_app.items()}

@@ -23,7 +23,7 @@ from referencing.exceptions import Unresolvable
 
 from fleetcd.desired.configset import MAX_CONFIG_FILE_BYTES, merge_values
 from fleetcd.errors import Diagnostic
-from fleetcd.layout import FileKind, classify, config_path
+from fleetcd.layout import CONFIGS_PREFIX, FileKind, classify, config_path
 from fleetcd.loading.documents import Loaded
 from fleetcd.loading.fleetspec import ReleaseEntry
 from fleetcd.models import ConfigInstance
@@ -99,7 +99,7 @@ def check(ctx: Context) -> Iterator[Diagnostic]:
 
 def _oversized(ctx: Context) -> Iterator[Diagnostic]:
     """Config files travel byte for byte in robots' bundles, which refuse files over the cap."""
-    for path in sorted(ctx.spec.files):
+    for path in sorted(p for p in ctx.spec.files if p.startswith(CONFIGS_PREFIX)):
         found = classify(path)
         size = len(ctx.spec.files[path])
         if found is not None and found.kind is FileKind.CONFIG and size > MAX_CONFIG_FILE_BYTES:
