@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 from controller.cli import build
-from controller.state.model import RolloutPhase, WavePhase
+from controller.state.model import RolloutPhase
 from fleetcd.cli.main import run
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import (
     STAGING,
     ControllerWorld,
     audit_lines,
+    fail_the_canary,
     make_world,
     pass_all_waves,
     pass_wave,
@@ -35,11 +36,7 @@ def _halt_on_canary(tmp_path: Path, keys: KeyFactory, on_halt: str | None) -> Co
     pass_all_waves(world)
     roll_out(world, "1.1.0", **({} if on_halt is None else {"on_halt": on_halt}))
     pass_wave(world, STAGING, "staging")
-    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
-    world.report_all(["can-2", "can-3"], "deployed")
-    world.clock.tick(10)
-    world.reconcile()
-    assert world.wave("canary") is WavePhase.FAILED
+    fail_the_canary(world)
     return world
 
 

@@ -30,6 +30,7 @@ from tests.sim.world import (
     WAVES,
     ControllerWorld,
     audit_lines,
+    fail_the_canary,
     make_world,
     pass_all_waves,
     pass_wave,
@@ -131,10 +132,7 @@ def test_a_halt_never_rolls_robots_back_to_a_withdrawn_release(tmp_path: Path, k
     world.merge("withdraw nav 1.0.0")
     world.reconcile()
     pass_wave(world, STAGING, "staging")
-    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
-    world.report_all(["can-2", "can-3"], "deployed")
-    world.clock.tick(10)
-    world.reconcile()
+    fail_the_canary(world)
     state = world.state()
     assert state.rollouts["nav"].phase is RolloutPhase.HALTED
     assert state.rollouts["nav"].rolled_back_devices == ()
@@ -287,10 +285,7 @@ def test_withdrawal_edited_after_approval_is_stale(tmp_path: Path, keys: KeyFact
     # Not in force: a halt of the next rollout rolls robots back to 1.0.0 again.
     roll_out(world, "1.1.0")
     pass_wave(world, STAGING, "staging")
-    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
-    world.report_all(["can-2", "can-3"], "deployed")
-    world.clock.tick(10)
-    world.reconcile()
+    fail_the_canary(world)
     state = world.state()
     assert state.rollouts["nav"].phase is RolloutPhase.ROLLING_BACK
     assert "stg-1" in state.rollouts["nav"].rolled_back_devices

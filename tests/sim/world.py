@@ -159,6 +159,16 @@ def pass_all_waves(world: ControllerWorld) -> None:
         pass_wave(world, devices, name)
 
 
+def fail_the_canary(world: ControllerWorld) -> None:
+    """can-1 reports its install failed, can-2 and can-3 deployed; the controller reconciles and the
+    canary wave fails (asserted): the scenario's halt."""
+    world.sim.report("can-1", "nav", "failed", world.clock.now, error="failed", message="probe failed")
+    world.report_all(["can-2", "can-3"], "deployed")
+    world.clock.tick(10)
+    world.reconcile()
+    assert world.wave("canary") is WavePhase.FAILED
+
+
 def roll_out(world: ControllerWorld, version: str, **rollout: Any) -> None:
     """nav ``version`` released and rolled out to the whole scenario fleet in its three waves
     (``rollout`` adds fields, e.g. ``on_halt``), merged as ``nav <version>`` and reconciled."""
