@@ -203,3 +203,26 @@ def test_a_robots_report_cannot_drive_the_operators_terminal(
     code, rows, err = get(capsys, tmp_path, server, "devices")
     assert code == 0, err
     assert by_id(rows)["amr-001"]["desired"]["reason"] == hostile
+
+
+@pytest.mark.parametrize("approved", [True, False], ids=["approved", "unapproved"])
+def test_only_an_approved_withdrawal_shows_a_release_as_withdrawn(
+    tmp_path: Path,
+    fleet: FleetRepoBuilder,
+    server: Path,
+    capsys: pytest.CaptureFixture[str],
+    approved: bool,
+) -> None:
+    """A withdrawal file anyone could commit is in force only with its approvals (what the
+    controller acts on); get must not tell the operator otherwise."""
+    fleet.withdrawal("nav", "1.0.0", "leaks Wi-Fi credentials", approvers=None if approved else [])
+    publish(fleet, server, "withdraw nav 1.0.0")
+    remote = ["--repo", str(server), "--cache", str(tmp_path / "ops")]
+    code, table, err = fleetcd(capsys, "get", "release", "nav", "1.0.0", *remote)
+    assert code == 0, err
+    shown = "Withdrawn by withdrawals/nav/1.0.0.yaml: leaks Wi-Fi credentials" in table
+    assert shown is approved
+    code, rows, err = get(capsys, tmp_path, server, "releases")
+    assert code == 0, err
+    (release,) = rows
+    assert (release["withdrawn"] is not None) is approved
