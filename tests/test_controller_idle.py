@@ -12,25 +12,29 @@ import shutil
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
 
 from controller.audit.chain import verify
+from controller.delivery import delivery_ref
 from controller.engine.windows import window_open
 from controller.errors import AuditChainBroken
 from controller.reconcile.due import FULL_RECONCILE_EVERY, soak_seconds, window_changes
-from controller.reconcile.idle import HINT_FILE, audit_anchor
+from controller.reconcile.idle import HINT_FILE, LISTING_FILE, audit_anchor
 from controller.reconcile.steps import reconcile_once
 from controller.state.model import WavePhase
 from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
+from fleetcd.git.packedrefs import RefStorage, read_ref_storage
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import tree_of
 from fleetcd.models.base import MaintenanceWindow
 from fleetcd.models.rollout import AllAtOnce, BlueGreen, Canary, Rolling, Strategy, Waves
 from fleetcd.planning.waves import plan_waves
 from tests.fleetrepo import FleetRepoBuilder
+from tests.gitrepos import git
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
 
@@ -279,3 +283,116 @@ def test_a_stalled_main_takes_the_fast_path_and_is_audited_once(tmp_path: Path, 
     assert fixed.stalled is None and not fixed.idle
     assert world.state().meta.stalled_commit is None
     assert world.wave("staging") is WavePhase.SOAKING  # the reports waited, and count now
+
+
+# --- the kept listing of a local server ----------------------------------------------------------------
+
+
+def counted_listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the idle check parses the server's refs (the real parse still runs)."""
+    calls: list[int] = []
+    real = RefStorage.refs
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(RefStorage, "refs", counting)
+    return calls
+
+
+def settled(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
+    """A fleet reconciled, then idle once: the idle check has listed the server and kept the listing."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    world.clock.tick(5)
+    assert reconcile_once(world.settings).idle
+    assert (world.settings.source.mirror / LISTING_FILE).is_file()
+    return world
+
+
+def test_an_idle_check_reads_the_kept_listing_while_the_servers_ref_bytes_are_unchanged(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = settled(tmp_path, keys)
+    listings = counted_listings(monkeypatch)
+    for _ in range(3):
+        world.clock.tick(1)
+        assert reconcile_once(world.settings).idle
+    assert listings == []
+
+
+def report_loose(world: ControllerWorld) -> None:
+    world.sim.push_report("stg-1", world.clock.now)
+
+
+def report_then_pack(world: ControllerWorld) -> None:
+    world.sim.push_report("stg-1", world.clock.now)
+    git("pack-refs", "--all", cwd=world.server)
+
+
+def only_packed(world: ControllerWorld) -> None:
+    git("update-ref", "refs/heads/scratch", "refs/heads/main", cwd=world.server)
+    git("pack-refs", "--all", cwd=world.server)
+    git("update-ref", "-d", "refs/heads/scratch", cwd=world.server)  # the same refs, other bytes
+
+
+def desired_ref_deleted(world: ControllerWorld) -> None:
+    git("update-ref", "-d", delivery_ref("stg-1", namespaces=True), cwd=world.server)
+
+
+def kept_listing_garbage(world: ControllerWorld) -> None:
+    (world.settings.source.mirror / LISTING_FILE).write_bytes(b'{"fingerprint": 1')
+
+
+@pytest.mark.parametrize(
+    ("change", "idle_after", "listed"),
+    [
+        (report_loose, False, 1),
+        (report_then_pack, False, 1),
+        (only_packed, True, 1),
+        (desired_ref_deleted, False, 1),
+        (kept_listing_garbage, True, 1),
+    ],
+    ids=[
+        "report-loose",
+        "report-packed",
+        "same-refs-repacked",
+        "desired-ref-deleted",
+        "garbage-kept-listing",
+    ],
+)
+def test_what_the_kept_listing_never_hides(
+    tmp_path: Path,
+    keys: KeyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[ControllerWorld], None],
+    idle_after: bool,
+    listed: int,
+) -> None:
+    world = settled(tmp_path, keys)
+    change(world)
+    listings = counted_listings(monkeypatch)
+    world.clock.tick(1)
+    assert reconcile_once(world.settings).idle is idle_after
+    assert len(listings) == listed
+
+
+def test_the_kept_listing_is_made_from_the_bytes_it_is_kept_under(tmp_path: Path, keys: KeyFactory) -> None:
+    """A ref that moves and moves back while the controller is not looking leaves the same bytes,
+    and then the same refs: the kept listing is a function of those bytes, not of a listing taken a
+    moment later. Here main moves to another commit and back: still idle."""
+    world = settled(tmp_path, keys)
+    main = git("rev-parse", "refs/heads/main", cwd=world.server).strip()
+    storage = read_ref_storage(world.server)
+    assert storage is not None
+    listed = storage.refs(("refs/heads/main", "refs/fleetcd/status/"))
+    assert listed["refs/heads/main"] == main
+    git("update-ref", "refs/heads/main", STATE_BRANCH, cwd=world.server)  # any other commit
+    moved = read_ref_storage(world.server)
+    assert moved is not None and moved.fingerprint != storage.fingerprint
+    git("update-ref", "refs/heads/main", main, cwd=world.server)
+    back = read_ref_storage(world.server)
+    assert back is not None and back.fingerprint == storage.fingerprint
+    world.clock.tick(1)
+    assert reconcile_once(world.settings).idle

@@ -24,7 +24,7 @@ from fleetcd.errors import RefConflict
 from fleetcd.git import refs
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import PACKED_REFS_FROM, Identity, commit, update_refs, write_tree
-from fleetcd.git.packedrefs import read_packed, update_packed
+from fleetcd.git.packedrefs import read_packed, read_ref_storage, update_packed
 from tests.gitrepos import git
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -175,3 +175,33 @@ def test_an_unreadable_packed_refs_line_is_refused_not_dropped(mirror: LockedRep
 
 
 HEADER_LINE = b"# pack-refs with: peeled fully-peeled sorted \n"
+
+
+def test_ref_storage_lists_what_git_ls_remote_lists_packed_and_loose_alike(mirror: LockedRepository) -> None:
+    old, new = two_commits(mirror)
+    path = Path(mirror.path)
+    update_refs(mirror, {namespaced(n): (None, old) for n in range(MANY)})  # packed
+    update_refs(mirror, {namespaced(1): (old, new), "refs/heads/main": (None, new)})  # loose over packed
+    git("symbolic-ref", "refs/heads/alias", "refs/heads/main", cwd=path)
+    storage = read_ref_storage(path)
+    assert storage is not None
+    listed = git("ls-remote", "--refs", str(path), cwd=path)
+    expected = {ref: oid for oid, ref in (line.split("\t") for line in listed.splitlines())}
+    expected.pop("refs/heads/alias")  # git resolves a symbolic ref; the storage has no value for it
+    assert storage.refs(("refs/heads/", "refs/namespaces/")) == expected
+    assert storage.refs(("refs/heads/main",)) == {"refs/heads/main": str(new)}
+
+
+def test_ref_storage_fingerprint_changes_with_any_ref_and_not_otherwise(mirror: LockedRepository) -> None:
+    old, new = two_commits(mirror)
+    path = Path(mirror.path)
+    update_refs(mirror, {namespaced(n): (None, old) for n in range(MANY)})
+    first = read_ref_storage(path)
+    assert first is not None and read_ref_storage(path) == first
+    update_refs(mirror, {namespaced(5): (old, new)})
+    moved = read_ref_storage(path)
+    assert moved is not None and moved.fingerprint != first.fingerprint
+    update_refs(mirror, {namespaced(5): (new, old)})  # back where it was, still a loose file
+    back = read_ref_storage(path)
+    assert back is not None and back.fingerprint not in (first.fingerprint, moved.fingerprint)
+    assert back.refs(("refs/namespaces/",)) == first.refs(("refs/namespaces/",))

@@ -19,8 +19,10 @@ between leaves the old value, a cache the next fetch refreshes from the server).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
@@ -188,3 +190,70 @@ def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> None:
         refs[ref] = text
     else:
         refs.pop(ref, None)  # symbolic, or half-written: unknown
+
+
+@dataclass(frozen=True)
+class RefStorage:
+    """The bytes that store a repository's refs, read once: ``packed-refs`` and every loose ref file.
+
+    :attr:`fingerprint` digests exactly these bytes and :meth:`refs` parses exactly these bytes, so
+    a value kept under a fingerprint is a function of the refs it names, however the repository
+    changed while it was read. About 30 ms for 200,000 packed refs; parsing them 0.3 s more.
+    """
+
+    packed: bytes
+    loose: tuple[tuple[str, bytes], ...]  # (ref, file content), sorted by ref
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.packed)
+        for ref, data in self.loose:
+            digest.update(b"\0%s\0%d\0%s" % (ref.encode(), len(data), data))
+        return digest.hexdigest()
+
+    def refs(self, names: tuple[str, ...]) -> dict[str, str]:
+        """Refs under ``names`` (prefixes ending in ``/``, or exact names) → object id (hex)."""
+        exact = {name for name in names if not name.endswith("/")}
+        prefixes = tuple(name for name in names if name.endswith("/"))
+
+        def wanted(ref: str) -> bool:
+            return ref in exact or ref.startswith(prefixes)
+
+        found: dict[str, str] = {}
+        for line in self.packed.split(b"\n"):
+            if line[:1] in (b"#", b"^", b""):
+                continue
+            oid, _, name = line.partition(b" ")
+            ref = name.decode(errors="replace")
+            if wanted(ref):
+                found[ref] = oid.decode(errors="replace")
+        for ref, data in self.loose:
+            if wanted(ref):
+                text = data[:100].decode("ascii", errors="replace").strip()
+                if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+                    found[ref] = text
+                else:
+                    found.pop(ref, None)  # symbolic or half-written: not listed
+        return found
+
+
+def read_ref_storage(git_dir: Path) -> RefStorage | None:
+    """``git_dir``'s ref storage (see :class:`RefStorage`); None for a repository keeping refs in the
+    reftable format (git >= 2.45), or when a ref file vanished while it was read (a ref is moving)."""
+    if (git_dir / "reftable").exists():
+        return None
+    try:
+        packed = (git_dir / PACKED_REFS).read_bytes()
+    except FileNotFoundError:
+        packed = b""
+    loose: list[tuple[str, bytes]] = []
+    for here, _dirs, files in os.walk(git_dir / "refs"):
+        for name in files:
+            if name.endswith(".lock"):
+                continue
+            path = Path(here) / name
+            try:
+                loose.append((path.relative_to(git_dir).as_posix(), path.read_bytes()))
+            except OSError:
+                return None
+    return RefStorage(packed, tuple(sorted(loose)))
