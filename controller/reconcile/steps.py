@@ -64,7 +64,7 @@ from controller.state.model import DeviceFile, RolloutState
 from fleetcd.errors import Diagnostic, InvalidContent, PushRejected
 from fleetcd.git.repo import Repository
 from fleetcd.git.signatures import RepositoryCommits
-from fleetcd.git.trees import commit_tree_id, read_tree
+from fleetcd.git.trees import commit_tree_id, read_tree, read_tree_since
 from fleetcd.layout import FLEET_FILE, FileKind, classify, trust_root_path
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
 from fleetcd.models import Fleet, TrustRoot
@@ -93,7 +93,12 @@ def fetch(ctx: ReconcileContext) -> StepResult:
         return CONTINUE
     tree = commit_tree_id(ctx.repo, ctx.main)
     if not cache.main.holds(tree):
-        cache.main.remember(tree, *read_tree(ctx.repo, ctx.main))
+        # From the last read, reading only the entries that differ: a commit changing one file of
+        # 10,000 reads one blob.
+        main, since = cache.main, None
+        if main.tree is not None:
+            since = read_tree_since(ctx.repo, ctx.main, main.tree, main.files, main.problems)
+        main.remember(tree, *(since or read_tree(ctx.repo, ctx.main)))
         cache.main.keep_policy(tree, _policy_files(cache.main.files))
     ctx.files, ctx.problems = cache.main.files, cache.main.problems
     return CONTINUE
