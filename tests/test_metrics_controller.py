@@ -140,6 +140,22 @@ def test_metrics_after_a_halted_canary_count_phases_waves_robots_reports_and_sig
     assert not any(label == "device" for _, labels in found for label, _ in labels)  # no robot ids
 
 
+def test_bundles_built_count_the_robots_whose_bundle_was_built(tmp_path: Path, keys: KeyFactory) -> None:
+    """The first reconcile builds every robot's bundle; one that changes nothing a bundle is built
+    from (a main commit touching no file, then the staging robot's report) builds none."""
+    world = make_world(tmp_path, keys, name="metrics")
+    metrics = ControllerMetrics(world.settings.push_attempts)
+    assert observed(world, metrics).bundles_built == len(STAGING + CANARY + PRODUCTION)
+    world.fleet.git("commit", "--allow-empty", "-qm", "nothing for robots")
+    world.fleet.git("push", "-q", str(world.server), "main")
+    world.clock.tick(5)
+    world.report_all(STAGING, "deployed")
+    quiet = observed(world, metrics)
+    assert not quiet.idle and quiet.reports_ingested == len(STAGING) and quiet.bundles_built == 0
+    found = samples(metrics.render().decode())
+    assert value(found, "fleetcd_bundles_built_total") == len(STAGING + CANARY + PRODUCTION)
+
+
 def nonzero(counts: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in counts.items() if v}
 

@@ -101,6 +101,12 @@ class ControllerMetrics:
             ["kind"],
             registry=r,
         )
+        self.bundles_built = Counter(
+            "fleetcd_bundles_built",
+            "Robots' bundles built: whose inputs changed, or whose desired-state ref was written "
+            "(a wave to K robots builds about K, whatever the fleet's size).",
+            registry=r,
+        )
         self.push_retries = Counter(
             "fleetcd_state_push_retries",
             "State-branch pushes lost to another writer, retried from a fresh fetch.",
@@ -137,6 +143,7 @@ class ControllerMetrics:
         self.signatures.labels("audit_head").inc(result.head_signatures)
         self.signatures.labels("desired_root").inc(result.signatures - result.head_signatures)
         self.push_retries.inc(result.push_retries)
+        self.bundles_built.inc(result.bundles_built)
         if result.observed is not None:
             seen = result.observed
             gauges = fleet_gauges(seen.rollouts, seen.devices, seen.retired)
