@@ -165,6 +165,39 @@ def test_a_cache_that_cannot_be_created_exits_4_naming_it(
     assert refs_of(server) == before
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["empty", "warm"])
+@pytest.mark.parametrize("command", ["get-releases", "controller"])
+def test_a_read_only_cache_exits_4_naming_it(
+    tmp_path: Path,
+    keys: KeyFactory,
+    server: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    warm: bool,
+) -> None:
+    """A cache on a read-only filesystem (a real read-only mount: root writes through file modes),
+    empty or holding a mirror from before: the machine's problem, named; the server untouched."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if warm:
+        assert fleetcd(capsys, "get", "releases", "--repo", str(server), "--cache", str(cache))[0] == 0
+    argv = (
+        ["controller", "reconcile", "--once", "--gnupghome", str(keys.home)]
+        if command == "controller"
+        else ["get", "releases"]
+    )
+    before = refs_of(server)
+    source = ["--bind", str(cache)] if warm else ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"]
+    with mounted(cache, *source):
+        if warm:
+            remounted = subprocess.run(["mount", "-o", "remount,ro,bind", str(cache)], capture_output=True)
+            assert remounted.returncode == 0, remounted.stderr
+        code, out, err = fleetcd(capsys, *argv, "--repo", str(server), "--cache", str(cache))
+    assert code == Exit.SETUP, out + err
+    assert str(cache) in err and "Read-only file system" in err
+    assert refs_of(server) == before
+
+
 def test_a_cache_option_naming_a_file_is_usage_before_anything_is_fetched(
     tmp_path: Path, server: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
