@@ -225,12 +225,6 @@ def test_a_garbled_operator_cache_is_rebuilt_from_the_server(
     assert "rebuilding it from the server" in caplog.text and str(mirror) in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found 2026-12-06: libgit2 reports ENOSPC as pygit2.GitError (object_batch's pack write, "
-    "update_refs' transaction commit in fleetcd/git/objects.py), which is no environment error, so "
-    "reconcile --once exits 70 'a bug in fleetcd'; the fix belongs in the git adapter",
-)
 def test_a_full_cache_disk_is_a_setup_problem_naming_it_not_a_bug(
     tmp_path: Path, keys: KeyFactory, server: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,6 +19,7 @@ so skipping work there can delay a decision (never past ``next_due_at``) but nev
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from fleetcd.git.remote import list_remote
 from fleetcd.git.repo import Oid, Repository
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts
+log = logging.getLogger("fleetcd.controller")
 LISTED = (MAIN_BRANCH, STATE_BRANCH, STATUS_PREFIX, *DESIRED_PREFIXES)
 HINT_FILE = "fleetcd-idle.json"  # in the mirror, which is a cache: losing it costs one full reconcile
 LISTING_FILE = "fleetcd-listing.json"  # the last listing of a local server, with its refs' fingerprint
@@ -244,12 +246,20 @@ def remember(mirror: Path, state_commit: Oid | str | None, mark: IdleMark) -> No
 
 
 def _keep(mirror: Path, name: str, model: BaseModel) -> None:
-    """``model`` as ``mirror/name``, atomically (temp file + rename); nothing when the mirror is gone."""
+    """``model`` as ``mirror/name``, atomically (temp file + rename); nothing when the mirror is gone
+    or its disk refuses the write (full, read-only)."""
     if not mirror.is_dir():
         return
-    with tempfile.NamedTemporaryFile(dir=mirror, prefix=".idle-", delete=False) as tmp:
-        tmp.write(model.model_dump_json().encode())
-    Path(tmp.name).replace(mirror / name)
+    tmp: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=mirror, prefix=".idle-", delete=False) as file:
+            tmp = Path(file.name)
+            file.write(model.model_dump_json().encode())
+        tmp.replace(mirror / name)
+    except OSError as exc:  # a cache: without it the next check lists or reconciles in full
+        log.warning("%s: not kept (%s); the next idle check does without it", mirror / name, exc)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _read_hint(mirror: Path, state_commit: str) -> IdleMark | None:

@@ -16,6 +16,7 @@ one pack.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ from typing import NamedTuple, TypeAlias
 import pygit2
 from pygit2.enums import FileMode
 
-from fleetcd.errors import RefConflict, TransportError
+from fleetcd.errors import RefConflict, SetupError, TransportError
 from fleetcd.git.gitcli import git_binary
 from fleetcd.git.mirror import LockedRepository
 from fleetcd.git.packedrefs import update_packed
@@ -107,7 +108,8 @@ def object_batch(repo: pygit2.Repository) -> Iterator[StagingRepository]:
         for oid in memory.objects:
             packer.add(oid)
         # The indexer writes the .pack, then its .idx: git ignores a pack until its index exists.
-        packer.write()
+        with disk_problems(repo.path):
+            packer.write()
 
 
 def write_tree(
@@ -201,7 +203,8 @@ def commit(
     name, email = author
     signature = pygit2.Signature(name, email, int(when.timestamp()), int(offset.total_seconds()) // 60)
     text = message if message.endswith("\n") else f"{message}\n"
-    oid = repo.create_commit(None, signature, signature, text, tree, list(parents))
+    with disk_problems(repo.path):
+        oid = repo.create_commit(None, signature, signature, text, tree, list(parents))
     if ref is not None:
         update_refs(repo, {ref: (parents[0] if parents else None, oid)}, message=text.splitlines()[0])
     return oid
@@ -232,6 +235,13 @@ def update_refs(
     if not hasattr(repo, "transaction"):  # pygit2 < 1.19: only the tests' Python 3.10 fleets
         _update_refs_unlocked(repo, updates)
         return
+    with disk_problems(repo.path):
+        _update_refs(repo, updates, message=message)
+
+
+def _update_refs(
+    repo: pygit2.Repository, updates: Mapping[str, tuple[pygit2.Oid | None, pygit2.Oid]], *, message: str
+) -> None:
     if isinstance(repo, LockedRepository) and len(updates) >= PACKED_REFS_FROM:
         update_packed(repo, updates)
         return
@@ -253,6 +263,29 @@ def update_refs(
             if actual != old:
                 raise RefConflict(ref, _hex(old), _hex(actual))
             tx.set_target(ref, new, message=message)
+
+
+# What a full or read-only disk looks like through libgit2 (its messages carry strerror) and the OS.
+_DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+@contextmanager
+def disk_problems(where: str) -> Iterator[None]:
+    """A write that failed because the disk is full or read-only becomes a
+    :class:`~fleetcd.errors.SetupError` naming ``where``: a problem of the machine the operator
+    can fix (exit 4, retried by ``controller run``), not a bug. libgit2 reports it as a plain
+    ``GitError``, which the CLI would otherwise take for one (exit 70)."""
+    try:
+        yield
+    except pygit2.GitError as exc:
+        if any(message in str(exc) for message in _DISK_MESSAGES):
+            raise SetupError(f"{where}: {exc}") from exc
+        raise
+    except OSError as exc:
+        if exc.errno in _DISK_ERRNOS:
+            raise SetupError(f"{where}: {exc.strerror or exc}") from exc
+        raise
 
 
 # libgit2's transaction keeps every lock file open until it commits, so a fan-out to more robots
@@ -299,6 +332,8 @@ def _update_refs_with_git(
         ) from exc
     if done.returncode == 0:
         return
+    if any(problem in done.stderr for problem in _DISK_MESSAGES):
+        raise SetupError(f"{git_dir}: updating {len(lines) - 4} refs failed: {done.stderr.strip()[-300:]}")
     # "fatal: cannot lock ref 'refs/...': ..." names the ref another writer holds or moved.
     fatal = next((line for line in done.stderr.splitlines() if "cannot lock ref" in line), "")
     named = re.search(r"cannot lock ref '([^']+)'", fatal)
