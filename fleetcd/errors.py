@@ -12,6 +12,7 @@ Every message names the file, line and field where it can, through :class:`Diagn
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -95,6 +96,11 @@ class RefConflict(TransportError):
 
 class ApplyError(FleetcdError):
     """Installing, switching or health-checking failed on the robot: roll back."""
+
+
+# A disk that is full, over its quota or read-only: a setup problem of the machine (exit 4), never a
+# bug, wherever the write was (the CLI's error handler, the git adapter).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class SetupError(FleetcdError):

@@ -9,6 +9,7 @@ before anything is fetched or written. Each case raises the real error type of t
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
 from pathlib import Path
@@ -56,10 +57,14 @@ class _Bug(RuntimeError):
         (_Bug("list index out of range"), Exit.INTERNAL),
         (KeyError("devices"), Exit.INTERNAL),
         (ValueError("a bug that looks like bad input"), Exit.INTERNAL),
+        (OSError(errno.ENOSPC, "No space left on device", "/var/cache/fleetcd/x"), Exit.SETUP),
+        (OSError(errno.EROFS, "Read-only file system", "/var/lib/fleetcd/x"), Exit.SETUP),
+        (OSError(errno.EDQUOT, "Disk quota exceeded", "/var/lib/fleetcd/x"), Exit.SETUP),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "state.json"), Exit.INTERNAL),
     ],
     ids=[
         "invalid-content", "setup", "transport", "usage", "bad-parameter", "abort", "click-exit-0", "bug",
-        "key-error", "value-error",
+        "key-error", "value-error", "disk-full", "read-only-disk", "over-quota", "a-missing-file-is-a-bug",
     ],
 )  # fmt: skip
 def test_each_error_group_exits_with_its_documented_code(

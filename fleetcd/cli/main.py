@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from fleetcd.cli.exitcodes import Exit
-from fleetcd.errors import InvalidContent, SetupError, TransportError
+from fleetcd.errors import DISK_ERRNOS, InvalidContent, SetupError, TransportError
 
 
 def run(group: click.Group, argv: list[str] | None = None) -> int:
@@ -42,8 +42,18 @@ def guarded(action: Callable[[], Any]) -> int:
     except TransportError as exc:
         click.echo(f"error: {exc}", err=True)
         return int(Exit.TRANSPORT)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            return _bug(exc)
+        # A full, over-quota or read-only disk: the machine's problem, which the operator fixes.
+        click.echo(f"error: {exc}", err=True)
+        return int(Exit.SETUP)
     except Exception as exc:  # a bug: never exit 1, the code that says the repository is invalid
-        traceback.print_exc()
-        click.echo(f"error: internal error (a bug in fleetcd, please report it): {exc!r}", err=True)
-        return int(Exit.INTERNAL)
+        return _bug(exc)
     return int(result) if isinstance(result, int) else int(Exit.OK)
+
+
+def _bug(exc: Exception) -> int:
+    traceback.print_exc()  # called inside the except block: the exception being handled
+    click.echo(f"error: internal error (a bug in fleetcd, please report it): {exc!r}", err=True)
+    return int(Exit.INTERNAL)

@@ -16,7 +16,6 @@ one pack.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import subprocess
@@ -29,7 +28,7 @@ from typing import NamedTuple, TypeAlias
 import pygit2
 from pygit2.enums import FileMode
 
-from fleetcd.errors import RefConflict, SetupError, TransportError
+from fleetcd.errors import DISK_ERRNOS, RefConflict, SetupError, TransportError
 from fleetcd.git.gitcli import git_binary
 from fleetcd.git.mirror import LockedRepository
 from fleetcd.git.packedrefs import update_packed
@@ -267,7 +266,6 @@ def _update_refs(
 
 # What a full or read-only disk looks like through libgit2 (its messages carry strerror) and the OS.
 _DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @contextmanager
@@ -283,7 +281,7 @@ def disk_problems(where: str) -> Iterator[None]:
             raise SetupError(f"{where}: {exc}") from exc
         raise
     except OSError as exc:
-        if exc.errno in _DISK_ERRNOS:
+        if exc.errno in DISK_ERRNOS:
             raise SetupError(f"{where}: {exc.strerror or exc}") from exc
         raise
 
