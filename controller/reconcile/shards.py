@@ -33,9 +33,8 @@ from fleetcd.errors import TransportError
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import STATUS_PREFIX, device_of_status_ref
-from fleetcd.git.remote import SshKey, fetch, list_remote
+from fleetcd.git.remote import SshKey, fetch_untrusted, list_remote
 from fleetcd.git.repo import Oid, Repository
-from fleetcd.git.untrusted import drop_unnegotiable_refs
 from fleetcd.shards import check_shard_name, shard_of
 
 SHARDS_PREFIX = "refs/fleetcd/shards/"  # in the controller's mirror only
@@ -115,17 +114,7 @@ def fetch_shards(repo: Repository, shards: Iterable[StatusShard]) -> ShardView:
 
 def _fetch_one(repo: Repository, shard: StatusShard) -> dict[str, Oid]:
     spec = [f"+{STATUS_PREFIX}*:{shard.mirror_prefix}*"]
-    try:
-        return fetch(repo, shard.url, spec, credentials=shard.credentials, host_keys=shard.host_keys)
-    except TransportError:
-        # A robot may point its ref at a blob or a tag; once fetched, libgit2 fails every later
-        # fetch into this mirror (as in fetch_all): drop such refs and fetch once more.
-        dropped = drop_unnegotiable_refs(repo)
-        if not dropped:
-            raise
-        for ref, why in sorted(dropped.items()):
-            log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
-        return fetch(repo, shard.url, spec, credentials=shard.credentials, host_keys=shard.host_keys)
+    return fetch_untrusted(repo, shard.url, spec, credentials=shard.credentials, host_keys=shard.host_keys)
 
 
 def list_shards(repo: Repository, shards: Iterable[StatusShard]) -> ShardView:

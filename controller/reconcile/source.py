@@ -50,9 +50,8 @@ from fleetcd.git.refs import (
     STATUS_PREFIX,
     device_of_desired_ref,
 )
-from fleetcd.git.remote import DEFAULT_TIMEOUT_S, SshKey, fetch, fetch_moved, is_local, push
+from fleetcd.git.remote import DEFAULT_TIMEOUT_S, SshKey, fetch, fetch_moved, fetch_untrusted, is_local, push
 from fleetcd.git.repo import Oid, Repository
-from fleetcd.git.untrusted import drop_unnegotiable_refs
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)
 # How long a second process on one cache waits for the first: about twice a reconcile fanning out
@@ -147,15 +146,9 @@ def _fetch_libgit2(repo: Repository, source: Source, *, status: bool) -> dict[st
         *([f"+{STATUS_PREFIX}*:{STATUS_PREFIX}*"] if status else []),
         *(f"+{prefix}*:{prefix}*" for prefix in DESIRED_PREFIXES),
     ]
-    try:
-        return fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
-    except TransportError:
-        dropped = drop_unnegotiable_refs(repo)
-        if not dropped:
-            raise
-        for ref, why in sorted(dropped.items()):
-            log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
-        return fetch(repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys)
+    return fetch_untrusted(
+        repo, source.url, specs, credentials=source.credentials, host_keys=source.host_keys
+    )
 
 
 def _pack_mirror_refs(repo: Repository) -> None:

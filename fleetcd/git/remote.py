@@ -14,6 +14,7 @@ local transport skips the target's hooks). SSH host keys are checked by :mod:`fl
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from fleetcd.git.gitcli import SshKey, TransferTooLarge, checked_url, is_local, 
 from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
 from fleetcd.git.objects import object_batch, update_refs
 from fleetcd.git.packedrefs import read_refs
+from fleetcd.git.untrusted import drop_unnegotiable_refs
 
 __all__ = [
     "Refspec",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 60.0
+log = logging.getLogger("fleetcd.git")
 CONNECT_TIMEOUT_S = 15.0
 _REMOTE_SAID_MAX_LINES = 20
 _MAX_KEY_ATTEMPTS = 1  # libgit2 asks again after a refused key, forever: one refusal is final
@@ -221,6 +224,29 @@ def fetch(
                 found[local] = head.oid
                 break
     return found
+
+
+def fetch_untrusted(
+    repo: pygit2.Repository,
+    url: str,
+    refspecs: Sequence[str],
+    *,
+    credentials: SshKey | None = None,
+    host_keys: HostKeyPolicy | None = None,
+) -> dict[str, pygit2.Oid]:
+    """:func:`fetch` of refs robots write. A robot may point its ref at a blob or a tag; once
+    fetched, libgit2 fails every later fetch into this repository. So when a fetch fails, refs that
+    cannot be walked as commits are deleted here (the server keeps them; ingest refuses them by
+    name) and the fetch runs once more. An honest fleet pays nothing for this."""
+    try:
+        return fetch(repo, url, refspecs, credentials=credentials, host_keys=host_keys)
+    except TransportError:
+        dropped = drop_unnegotiable_refs(repo)
+        if not dropped:
+            raise
+        for ref, why in sorted(dropped.items()):
+            log.warning("%s %s: dropped from the mirror so that fetches work again", ref, why)
+        return fetch(repo, url, refspecs, credentials=credentials, host_keys=host_keys)
 
 
 def fetch_moved(
