@@ -34,7 +34,7 @@ from controller.reconcile.shards import StatusShard, list_shards, locate
 from controller.reconcile.source import Source
 from controller.state.layout import META_FILE, OUTBOX_FILE
 from controller.state.model import ControllerMeta, IdleMark
-from fleetcd.git.gitcli import is_local, local_path
+from fleetcd.git.gitcli import git_dir_of, is_local, local_path
 from fleetcd.git.objects import read_blob
 from fleetcd.git.packedrefs import read_ref_storage
 from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
@@ -174,8 +174,7 @@ def _listing_of(listed: Mapping[str, str]) -> _Listing:
 def _local_git_dir(url: str) -> Path | None:
     if not is_local(url):
         return None
-    path = local_path(url)
-    git_dir = path / ".git" if (path / ".git").is_dir() else path
+    git_dir = git_dir_of(local_path(url))
     return git_dir if (git_dir / "refs").is_dir() else None
 
 

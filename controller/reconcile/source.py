@@ -217,8 +217,7 @@ def publish(
         # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
         # listing would read one by one; packing costs about as much as the loose refs it prunes.
         server = _local_path(source.url)
-        git_dir = server / ".git" if (server / ".git").is_dir() else server
-        if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
+        if loose_refs_at_least(gitcli.git_dir_of(server), PACK_FROM_LOOSE_REFS):
             gitcli.pack_refs(server, timeout_s=timeout_s)
         return
     push(

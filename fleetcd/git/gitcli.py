@@ -90,6 +90,11 @@ def local_path(url: str) -> Path:
     return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)
 
 
+def git_dir_of(path: Path) -> Path:
+    """The git directory of the local repository at ``path``: itself when bare, else its ``.git``."""
+    return path / ".git" if (path / ".git").is_dir() else path
+
+
 def git_binary() -> str:
     found = shutil.which("git")
     if found is None:
@@ -207,7 +212,7 @@ def pack_refs(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     )
     if done.returncode != 0:
         raise TransportError(f"{what} failed: {done.stderr.strip() or f'git exited {done.returncode}'}")
-    git_dir = path / ".git" if (path / ".git").is_dir() else path
+    git_dir = git_dir_of(path)
     remove_empty_ref_dirs(git_dir / "refs")
 
 
