@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.audit.chain import VerifiedDays
+from controller.pages.memo import PagesMemo
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
@@ -121,3 +122,5 @@ class ReconcileCache:
     main: MainCache = field(default_factory=MainCache)
     state: StateCache = field(default_factory=StateCache)
     audit: VerifiedDays = field(default_factory=VerifiedDays)
+    # The status pages' robot views and squares, by what they were built from (controller.pages.memo).
+    pages: PagesMemo = field(default_factory=PagesMemo)
