@@ -155,7 +155,8 @@ def read_refs(git_dir: Path, prefixes: tuple[str, ...]) -> dict[str, str]:
     of the time libgit2 takes to iterate them (2.8 s) or ``git for-each-ref`` (2.1 s). Symbolic
     refs and unreadable loose files are left out: the caller treats them as unknown.
     """
-    wanted = tuple(p.encode() for p in prefixes)
+    exact = {p.encode() for p in prefixes if not p.endswith("/")}
+    wanted = tuple(p.encode() for p in prefixes if p.endswith("/"))
     try:
         data = (git_dir / PACKED_REFS).read_bytes()
     except FileNotFoundError:
@@ -165,7 +166,7 @@ def read_refs(git_dir: Path, prefixes: tuple[str, ...]) -> dict[str, str]:
         if line[:1] in (b"#", b"^", b""):
             continue
         oid, _, packed_name = line.partition(b" ")
-        if packed_name.startswith(wanted):
+        if packed_name in exact or packed_name.startswith(wanted):  # an exact name is no prefix
             refs[packed_name.decode()] = oid.decode()
     for prefix in prefixes:
         start = git_dir / prefix
