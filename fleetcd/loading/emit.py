@@ -20,7 +20,10 @@ from fleetcd.loading.strict_yaml import parse_strict
 
 def plain_scalar_ok(text: str) -> bool:
     """True when ``text`` written unquoted reads back as this very string in every reader."""
-    if yaml.safe_load(text) != text:
+    try:
+        if yaml.safe_load(text) != text:
+            return False
+    except yaml.YAMLError:  # not YAML on its own ('@x', "'a", 'a: b: c'): it needs quotes
         return False
     try:
         data: object = parse_strict(f"v: {text}\n".encode(), "scalar").data
