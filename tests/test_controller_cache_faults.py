@@ -231,6 +231,22 @@ def plant_git_locks(mirror: Path) -> list[Path]:
     return sorted(planted)
 
 
+def assert_the_next_run_heals(world: ControllerWorld, crashing: ControllerSettings, now: datetime) -> None:
+    """A controller started on the crashed cache does every robot's ref, leaves no lock behind and
+    ends with the server the uncrashed ``world`` reached: same state branch, same desired refs, each
+    event once."""
+    code, result, err = finish(start_controller(crashing, now))
+    assert code == 0, err[-3000:]
+    assert result["desired_refs"] == len(STAGING + CANARY + PRODUCTION) + MANY
+    assert lock_files(crashing.source.mirror) == []
+    server = Path(crashing.source.url)
+    assert state_tree(server) == state_tree(world.server)
+    assert desired(server) == desired(world.server)
+    healed = ControllerWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
+    assert_no_duplicates(healed.state())
+    assert kinds(healed.state()).count("rollout_created") == 1
+
+
 def test_kill_9_leaving_ref_locks_in_the_cache_heals_on_the_next_run(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
@@ -270,16 +286,7 @@ def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
     assert len(left) == len(STAGING + CANARY + PRODUCTION) + MANY  # every robot's ref was locked
     assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
 
-    code, result, err = finish(start_controller(crashing, now))
-    assert code == 0, err[-3000:]
-    assert result["desired_refs"] == len(STAGING + CANARY + PRODUCTION) + MANY
-    assert lock_files(crashing.source.mirror) == []
-    server = Path(crashing.source.url)
-    assert state_tree(server) == state_tree(world.server)
-    assert desired(server) == desired(world.server)
-    healed = ControllerWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
-    assert_no_duplicates(healed.state())
-    assert kinds(healed.state()).count("rollout_created") == 1
+    assert_the_next_run_heals(world, crashing, now)
 
 
 @pytest.mark.parametrize("instant", ["before-rename", "after-rename"])
@@ -299,16 +306,7 @@ def test_kill_9_inside_the_mirror_s_packed_refs_rewrite_heals_on_the_next_run(
     assert desired(Path(crashing.source.url)) == {}  # nothing reached the server
     assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
 
-    code, result, err = finish(start_controller(crashing, now))
-    assert code == 0, err[-3000:]
-    assert result["desired_refs"] == len(STAGING + CANARY + PRODUCTION) + MANY
-    assert lock_files(crashing.source.mirror) == []
-    server = Path(crashing.source.url)
-    assert state_tree(server) == state_tree(world.server)
-    assert desired(server) == desired(world.server)
-    healed = ControllerWorld(world.fleet, server, crashing, replace(world.sim, server=server), world.clock)
-    assert_no_duplicates(healed.state())
-    assert kinds(healed.state()).count("rollout_created") == 1
+    assert_the_next_run_heals(world, crashing, now)
 
 
 def test_a_mirror_that_cannot_be_opened_is_rebuilt_from_the_server(tmp_path: Path, keys: KeyFactory) -> None:
