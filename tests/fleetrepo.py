@@ -469,3 +469,11 @@ class FleetRepoBuilder:
         self.git("add", "-A")
         self.git("commit", "-q", "--allow-empty", "-m", message)
         return self.git("rev-parse", "HEAD")
+
+
+def committed_standard_fleet(root: Path, keys: KeyFactory, message: str = "a new fleet") -> FleetRepoBuilder:
+    """The standard fleet (4 robots, nav 1.0.0 signed and approved) at ``root``, committed on main."""
+    built = FleetRepoBuilder(root, keys=keys).standard()
+    built.git_init()
+    built.commit(message)
+    return built

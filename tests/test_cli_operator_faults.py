@@ -23,7 +23,7 @@ from fleetcd.cli.exitcodes import Exit
 from fleetcd.layout import rollout_path
 from tests.clirun import fleetcd
 from tests.disks import fill, mounted
-from tests.fleetrepo import FleetRepoBuilder
+from tests.fleetrepo import FleetRepoBuilder, committed_standard_fleet
 from tests.gitrepos import GitDaemon, bare_repo, free_port, git
 from tests.gpgkeys import KeyFactory
 
@@ -47,10 +47,7 @@ READERS = {
 @pytest.fixture
 def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
     """The standard fleet (4 robots, nav 1.0.0 approved), committed; nothing has reconciled it."""
-    built = FleetRepoBuilder(tmp_path / "fleet", keys=keys).standard()
-    built.git_init()
-    built.commit("a new fleet")
-    return built
+    return committed_standard_fleet(tmp_path / "fleet", keys)
 
 
 @pytest.fixture

@@ -24,17 +24,15 @@ from fleetcd.git.refs import status_ref
 from fleetcd.layout import device_path, trust_root_path
 from fleetcd.reports import STATUS_FILE, StatusReport
 from tests.clirun import fleetcd
-from tests.fleetrepo import FleetRepoBuilder
+from tests.fleetrepo import FleetRepoBuilder, committed_standard_fleet
 from tests.gitrepos import bare_repo, git
 from tests.gpgkeys import KeyFactory
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, keys: KeyFactory) -> FleetRepoBuilder:
-    built = FleetRepoBuilder(tmp_path / "fleet", keys=keys).standard()
-    built.git_init()
-    built.commit("a new fleet")
-    return built
+    """The standard fleet, committed; nothing has reconciled it."""
+    return committed_standard_fleet(tmp_path / "fleet", keys)
 
 
 @pytest.fixture
