@@ -174,23 +174,43 @@ def _data_path(data: Any, loc: Sequence[Any]) -> list[str | int]:
     """Turn a pydantic error location into a path in the document.
 
     Tagged unions add the tag (e.g. ``'app_tarball'``) to the location; it is not a key of the data,
-    so it is dropped when the node's own ``kind``/``type`` carries that value.
+    so it is dropped when the node's own ``kind``/``type`` carries that value. A tag that is also a
+    key of its node (``strategy: {type: waves, waves: [...]}``) is read as whichever of the two
+    leads further into the data.
     """
     out: list[str | int] = []
     node = data
-    for part in loc:
-        if isinstance(node, dict) and part not in node and part in (node.get("kind"), node.get("type")):
+    for at, part in enumerate(loc):
+        if _is_tag(node, part, loc[at + 1 :]):
             continue
         if isinstance(part, str | int):
             out.append(part)
-        node = (
-            node.get(part)
-            if isinstance(node, dict)
-            else (
-                node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
-            )
-        )
+        node = _child(node, part)
     return out
+
+
+def _is_tag(node: Any, part: Any, rest: Sequence[Any]) -> bool:
+    if not isinstance(node, dict) or part not in (node.get("kind"), node.get("type")):
+        return False
+    return part not in node or _walked(node, rest) > _walked(node[part], rest)
+
+
+def _child(node: Any, part: Any) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    return node[part] if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node) else None
+
+
+def _walked(node: Any, loc: Sequence[Any]) -> int:
+    """How many leading parts of ``loc`` name nodes present under ``node``."""
+    for count, part in enumerate(loc):
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not present:
+            return count
+        node = _child(node, part)
+    return len(loc)
 
 
 def _diag(
