@@ -128,9 +128,39 @@ class Adapter(FrozenModel):
     artifact_kinds: list[Literal["mcu_firmware", "full_image_ab"]] = Field(min_length=1)
 
 
+# What a webhook may subscribe to: the audit event kinds the controller announces (AuditKind in
+# controller/audit/events.py, all but notify_dropped, which is never sent), the rollout_* ones also
+# without their prefix. A name outside the list would subscribe to nothing, silently: refused.
+# tests/test_validate_webhooks.py keeps this list and AuditKind equal.
+WebhookEvent = Literal[
+    "rollout_created",
+    "created",
+    "wave_started",
+    "wave_passed",
+    "wave_failed",
+    "rollout_halted",
+    "halted",
+    "rollout_paused",
+    "paused",
+    "rollout_resumed",
+    "resumed",
+    "rollout_aborted",
+    "aborted",
+    "rollout_completed",
+    "completed",
+    "device_report",
+    "rollback",
+    "stalled",
+    "history_rewritten",
+    "desired_root_ignored",
+    "withdrawal_ignored",
+    "status_shard_unreachable",
+]
+
+
 class Webhook(FrozenModel):
     url: str = Field(pattern=r"^https?://", max_length=2048)
-    events: list[str] = Field(default_factory=list)
+    events: list[WebhookEvent] = Field(default_factory=list)
 
 
 class Fleet(Document):
