@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.converge.context import Assignment, ConvergeContext
+from agent.converge.drift import expected_version
 from agent.converge.fallback import join
 from agent.converge.machine import (
     POST_SWITCH,
@@ -49,7 +50,7 @@ from agent.converge.machine import (
     reported,
 )
 from agent.converge.steps import keep_running, run_step
-from agent.errors import DiskFull, GateClosed
+from agent.errors import CorruptState, DiskFull, GateClosed
 from agent.executors.base import RunState
 from agent.report.build import clip
 from agent.state.journal import Journal, JournalEntry
@@ -98,7 +99,7 @@ def converge_app(ctx: ConvergeContext, app: str, assignment: Assignment | None, 
     seconds: dict[str, float] = {}
     for _ in range(MAX_ROUNDS):
         ctx.liveness.beat()
-        active = ctx.executor.active(app)
+        active = _active(ctx, app, entry)
         running = active is not None and ctx.executor.state(app, active) is RunState.RUNNING
         action = next_action(
             entry,
@@ -123,6 +124,19 @@ def converge_app(ctx: ConvergeContext, app: str, assignment: Assignment | None, 
     return AppOutcome(
         app, first.kind, first.reason, entry, tuple(events), error, tuple(warnings), tuple(seconds.items())
     )
+
+
+def _active(ctx: ConvergeContext, app: str, entry: JournalEntry | None) -> str | None:
+    """The executor's active version; when its record is damaged (``current`` a file, or a link out of
+    ``releases/``), the version the journal made active. The damage is runtime drift, reported (and
+    put back under ``drift: restore``) by agent.converge.drift; it must not stop the app for good: a
+    new deployment still installs beside that version, and its switch writes the record again."""
+    try:
+        return ctx.executor.active(app)
+    except CorruptState as exc:
+        version = expected_version(entry)
+        log.warning("%s: %s; taking %s, the journal's, as the active version", app, exc, version)
+        return version
 
 
 def _drive(

@@ -81,7 +81,10 @@ def switch_current(root: Path, version: str) -> str | None:
     target = release_dir(root, version)
     if not target.is_dir() or target.is_symlink():
         raise ApplyError(f"{target}: release {version} is not installed, cannot switch to it")
-    old = current_version(root)
+    try:
+        old = current_version(root)
+    except CorruptState:  # a file or a foreign link where ours belongs (drift): replaced like any link
+        old = None
     tmp = root / f"{_TMP_LINK_PREFIX}{secrets.token_hex(8)}"
     tmp.symlink_to(Path(RELEASES_DIR) / version)
     try:
