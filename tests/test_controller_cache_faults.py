@@ -147,7 +147,7 @@ def _stop_in_packed_rewrite(instant: str) -> None:
     def killed(*_args: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    packedrefs._drop_loose = killed  # type: ignore[assignment]
+    packedrefs.remove_loose = killed  # type: ignore[assignment]
 
 
 def start_controller(

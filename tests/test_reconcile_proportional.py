@@ -29,12 +29,14 @@ from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateCache, StateSnapshot, load_state
 from controller.state.layout import device_file
+from controller.state.model import WavePhase
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import STATE_BRANCH, status_ref
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.validation import validate_snapshot
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
+from tests.sim.robots import PinningRobot
+from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_all_waves, roll_out
 
 ALL = STAGING + CANARY + PRODUCTION
 
@@ -324,3 +326,99 @@ def test_a_push_packs_the_server_refs_only_once_enough_of_them_are_loose(
     assert loose_ref_files(server) == []
     packed = (server / "packed-refs").read_text()
     assert all(status_ref(robot) in packed for robot in ("stg-1", "stg-2", "can-1"))
+
+
+# --- publishing into a local server ---------------------------------------------------------------
+
+
+def desired_refs_on(server: Path) -> dict[str, str]:
+    repo = pygit2.Repository(str(server))
+    return {
+        ref: str(repo.references[ref].target)
+        for ref in repo.references
+        if ref.startswith("refs/namespaces/") and "/refs/fleetcd/desired/" in ref
+    }
+
+
+def test_a_fan_out_into_a_hookless_local_server_is_written_by_hand_with_no_loose_ref(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From DIRECT_FROM_REFS moved refs a local server running no hook gets one pack and one
+    packed-refs rewrite (fleetcd.git.localpush): every robot verifies what it finds there, and
+    the refs are the mirror's, with no loose file a later listing would walk."""
+    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    server = world.server
+    assert [f for f in loose_ref_files(server) if "/desired/" in f or f.endswith("fleetcd/state")] == []
+    with open_mirror(world.settings.source) as repo:
+        mirror_refs = {
+            ref: str(oid) for ref, oid in source.read_refs(Path(repo.path), ("refs/namespaces/",)).items()
+        }
+        assert desired_refs_on(server) == mirror_refs
+        assert str(ref_target(repo, STATE_BRANCH)) == str(
+            ref_target(pygit2.Repository(str(server)), STATE_BRANCH)
+        )
+    robots = {device: PinningRobot(world, device) for device in ALL}
+    first = {device: robot.poll() for device, robot in robots.items()}
+    pass_all_waves(world)
+    assert all(robot.poll() >= first[device] for device, robot in robots.items())
+    assert world.state().rollouts["nav"].waves[-1].phase is WavePhase.PASSED
+
+
+def test_a_local_server_with_a_hook_gets_a_real_push_and_its_hook_sees_every_ref(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    world = make_world(tmp_path, keys)
+    seen = tmp_path / "pre-receive.log"
+    hook = world.server / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >> {seen}\n")
+    hook.chmod(0o755)
+    world.reconcile()
+    pushed = {line.split(" ")[2] for line in seen.read_text().splitlines()}
+    assert set(desired_refs_on(world.server)) <= pushed
+    assert STATE_BRANCH in pushed
+
+
+def test_a_lost_race_for_the_state_branch_when_writing_by_hand_is_retried_and_heals(
+    tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer moves the server's state branch under the reconcile: the push by hand refuses
+    (as --force-with-lease would), nothing moves, and the next reconcile builds on the new tip."""
+    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    real = source.push_by_hand
+    raced: list[str] = []
+
+    def racing(repo: pygit2.Repository, git_dir: Path, refs: dict[str, Oid], **kwargs: object) -> int:
+        if not raced:  # a second controller commits to the state branch first
+            server = pygit2.Repository(str(git_dir))
+            tip = ref_target(server, STATE_BRANCH)
+            assert tip is not None
+            moved = server.create_commit(
+                None,
+                server[tip].author,
+                server[tip].committer,
+                "another controller",
+                server[tip].tree_id,
+                [tip],
+            )
+            server.references[STATE_BRANCH].set_target(moved)
+            raced.append(str(moved))
+        return real(repo, git_dir, refs, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(source, "push_by_hand", racing)
+    roll_out(world, "2.0.0")  # its reconcile lost the race and was retried on the new tip
+    server = pygit2.Repository(str(world.server))
+    tip = ref_target(server, STATE_BRANCH)
+    assert tip is not None
+    history = [str(c.id) for c in server.walk(tip)]
+    assert raced[0] in history  # built on the other controller's commit, not over it
+    assert desired_refs_on(world.server) == {
+        ref: str(oid)
+        for ref, oid in source.read_refs(
+            Path(open_mirror(world.settings.source).path), ("refs/namespaces/",)
+        ).items()
+    }

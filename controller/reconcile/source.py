@@ -12,7 +12,11 @@ Publishing is one push (:func:`publish`): every robot's desired-state ref and th
 together, the state branch compare-and-swapped on the commit the reconcile started from. To a
 local repository (the embedded default) it is one ``git push --atomic`` with one wildcard refspec
 over the desired-state namespace: all refs or none, so a controller that lost a race changes
-nothing, and robots never see a root that the state branch does not vouch for. libgit2 (other
+nothing, and robots never see a root that the state branch does not vouch for. From
+:data:`~fleetcd.git.localpush.DIRECT_FROM_REFS` moved refs, into a local server that would run no
+hook, the same push is done by hand (:mod:`fleetcd.git.localpush`: one pack, one rename of its
+``packed-refs``, the same all-or-none and lease), because receive-pack's loose ref files and the
+packing after them cost minutes at 100,000 robots. libgit2 (other
 URLs) has neither atomic nor wildcard pushes: there the moved refs go as explicit refspecs in the
 same push, state branch last, its lease checked before anything is sent; a race lost in the
 instant between that check and the server's update is healed by the next reconcile
@@ -40,7 +44,9 @@ from pathlib import Path
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
+from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
+from fleetcd.git.objects import ref_target
 from fleetcd.git.packedrefs import loose_refs_at_least, read_refs
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
@@ -212,6 +218,10 @@ def publish(
     timeout_s = transfer_timeout(len(desired or {}))
     if is_local(source.url):
         prefix = NAMESPACES_PREFIX if namespaces else DESIRED_PREFIX
+        if len(desired or {}) >= DIRECT_FROM_REFS and _push_by_hand(
+            repo, source, prefix, state_base, timeout_s
+        ):
+            return
         specs = ([f"+{prefix}*:{prefix}*"] if desired else []) + [state]
         push(repo, source.url, specs, leases=lease, atomic=True, timeout_s=timeout_s)
         # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
@@ -229,6 +239,30 @@ def publish(
         leases=lease,
         timeout_s=timeout_s,
     )
+
+
+def _push_by_hand(
+    repo: Repository, source: Source, prefix: str, state_base: Oid | None, timeout_s: float
+) -> bool:
+    """What the wildcard push would do, done by hand into a local server that runs no hooks
+    (:mod:`fleetcd.git.localpush`): False, having changed nothing, when it must be a real push."""
+    git_dir = gitcli.git_dir_of(_local_path(source.url))
+    why = refused(git_dir, timeout_s=timeout_s)
+    if why is not None:
+        log.info("pushing to %s through receive-pack: %s", source.url, why)
+        return False
+    refs = {
+        ref: Oid(hex=oid) for ref, oid in read_refs(Path(repo.path), (prefix,)).items() if is_desired_ref(ref)
+    }
+    state = ref_target(repo, STATE_BRANCH)
+    if state is not None:
+        refs[STATE_BRANCH] = state
+    try:
+        push_by_hand(repo, git_dir, refs, leases={STATE_BRANCH: state_base}, timeout_s=timeout_s)
+    except LocalPushBusy as exc:
+        log.info("pushing to %s through receive-pack: %s", source.url, exc)
+        return False
+    return True
 
 
 def _local_path(url: str) -> Path:

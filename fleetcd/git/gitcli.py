@@ -102,9 +102,10 @@ def git_binary() -> str:
     return found
 
 
-def _env(extra: Mapping[str, str]) -> dict[str, str]:
-    # Never prompt (a robot has no terminal) and keep messages in English: we parse them.
-    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", **extra}
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a git child process: never prompt (a robot has no terminal) and keep
+    messages in English (they are parsed)."""
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", **(extra or {})}
 
 
 def _run(
@@ -113,7 +114,7 @@ def _run(
     try:
         return subprocess.run(
             list(argv),
-            env=_env(env),
+            env=git_env(env),
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,

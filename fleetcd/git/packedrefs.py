@@ -98,7 +98,7 @@ def update_packed(
         lock.unlink(missing_ok=True)
         raise
     for ref in moved:
-        _drop_loose(git_dir, ref)
+        remove_loose(git_dir, ref)
     return len(moved)
 
 
@@ -110,7 +110,7 @@ def _target(repo: pygit2.Repository, ref: str) -> pygit2.Oid | None:
     return target if isinstance(target, pygit2.Oid) else None
 
 
-def _drop_loose(git_dir: Path, ref: str) -> None:
+def remove_loose(git_dir: Path, ref: str) -> None:
     """Delete ``ref``'s loose file, then its directories up to ``refs/`` while they are empty."""
     path = git_dir / ref
     try:

@@ -1,0 +1,306 @@
+"""A push of many refs into a local server done by hand (fleetcd.git.localpush), as receive-pack would.
+
+The contract is the wildcard ``git push --atomic --force-with-lease`` it replaces: every ref moves or
+none does, a lease that no longer holds refuses the whole push, git itself reads back every object
+and ref afterwards, and a server that would run a hook or enforce a policy is pushed to for real.
+On top: no loose ref file is left behind (that was the point), a kill -9 at any instant leaves all
+refs old or all new, and a lock the killed push left is healed by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from fleetcd.compat import UTC
+from fleetcd.errors import PushRejected
+from fleetcd.git import refs
+from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
+from fleetcd.git.objects import Identity, commit, update_refs, write_tree
+from tests.gitrepos import git
+
+WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
+MANY = DIRECT_FROM_REFS + 36
+STATE = refs.STATE_BRANCH
+
+
+def namespaced(n: int) -> str:
+    device = f"amr-{n:05d}"
+    return f"refs/namespaces/{device}/{refs.desired_ref(device)}"
+
+
+def git_refs(git_dir: Path) -> dict[str, str]:
+    listed = git("for-each-ref", "--format=%(objectname) %(refname)", cwd=git_dir)
+    return {name: oid for oid, name in (line.split(" ", 1) for line in listed.splitlines())}
+
+
+def loose_files(git_dir: Path) -> list[Path]:
+    return [p for p in (git_dir / "refs").rglob("*") if p.is_file()]
+
+
+class World:
+    """A mirror holding one bundle commit per robot plus a state commit, and an empty bare server."""
+
+    def __init__(self, root: Path, robots: int = MANY, version: str = "1.0") -> None:
+        self.mirror = pygit2.init_repository(str(root / "mirror.git"), bare=True)
+        self.server = root / "server.git"
+        git("init", "-q", "--bare", str(self.server), cwd=root)
+        self.robots = robots
+        self.state: pygit2.Oid | None = None
+        self.wave(version)
+
+    def wave(self, version: str, robots: range | None = None) -> dict[str, pygit2.Oid]:
+        """New bundles for ``robots`` (default: all) and a new state commit, in the mirror only."""
+        moved = {}
+        for n in robots if robots is not None else range(self.robots):
+            tree = write_tree(
+                self.mirror, {"bundle.json": f'{{"robot": {n}, "version": "{version}"}}'.encode()}
+            )
+            moved[namespaced(n)] = commit(self.mirror, None, tree, f"robot {n} {version}", [], AUTHOR, WHEN)
+        tree = write_tree(self.mirror, {"state.json": version.encode()})
+        parents = [self.state] if self.state is not None else []
+        self.state = commit(self.mirror, None, tree, f"state {version}", parents, AUTHOR, WHEN)
+        current = {ref: self.mirror.references[ref].target for ref in moved if ref in self.mirror.references}
+        updates = {ref: (current.get(ref), oid) for ref, oid in moved.items()}
+        state_old = self.mirror.references[STATE].target if STATE in self.mirror.references else None
+        updates[STATE] = (state_old, self.state)  # type: ignore[assignment]
+        update_refs(self.mirror, updates)  # type: ignore[arg-type]
+        return moved
+
+    def desired(self) -> dict[str, pygit2.Oid]:
+        wanted = {
+            ref: self.mirror.references[ref].target for ref in (namespaced(n) for n in range(self.robots))
+        }
+        assert self.state is not None
+        return {**wanted, STATE: self.state}  # type: ignore[dict-item]
+
+    def push(self, base: pygit2.Oid | None) -> int:
+        return push_by_hand(self.mirror, self.server, self.desired(), leases={STATE: base}, timeout_s=60)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def as_strings(found: dict[str, pygit2.Oid]) -> dict[str, str]:
+    return {ref: str(oid) for ref, oid in found.items()}
+
+
+def test_a_first_push_by_hand_leaves_what_git_push_would_and_no_loose_ref(
+    world: World, tmp_path: Path
+) -> None:
+    assert refused(world.server) is None
+    assert world.push(None) == MANY + 1
+    assert git_refs(world.server) == as_strings(world.desired())
+    assert loose_files(world.server) == []
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+    # the same as a real atomic wildcard push into another server
+    other = tmp_path / "pushed.git"
+    git("init", "-q", "--bare", str(other), cwd=tmp_path)
+    git(
+        "push",
+        "-q",
+        "--atomic",
+        str(other),
+        "+refs/namespaces/*:refs/namespaces/*",
+        f"{STATE}:{STATE}",
+        cwd=Path(world.mirror.path),
+    )
+    assert git_refs(other) == git_refs(world.server)
+    assert not list((world.server / "objects" / "pack").glob("*.keep"))  # released once the refs name it
+
+
+def test_a_second_wave_moves_only_its_refs_and_sends_only_new_objects(world: World) -> None:
+    world.push(None)
+    packs_before = set((world.server / "objects" / "pack").glob("*.pack"))
+    base = world.state
+    moved = world.wave("2.0", range(0, MANY, 3))
+    assert world.push(base) == len(moved) + 1
+    assert git_refs(world.server) == as_strings(world.desired())
+    new_packs = set((world.server / "objects" / "pack").glob("*.pack")) - packs_before
+    assert len(new_packs) == 1
+    listed = git("verify-pack", "-v", str(new_packs.pop().with_suffix(".idx")), cwd=world.server)
+    objects = [
+        line for line in listed.splitlines() if line.split(" ")[1:2] in (["commit"], ["tree"], ["blob"])
+    ]
+    # each moved robot: commit, tree, blob; plus the state commit, tree and blob; nothing already there
+    assert len(objects) == 3 * len(moved) + 3
+
+
+def test_a_replayed_push_by_hand_moves_nothing(world: World) -> None:
+    world.push(None)
+    packed = (world.server / "packed-refs").read_bytes()
+    assert world.push(world.state) == 0
+    assert (world.server / "packed-refs").read_bytes() == packed
+
+
+def test_attack_a_lost_race_for_the_state_branch_moves_no_ref(world: World) -> None:
+    world.push(None)
+    before = git_refs(world.server)
+    base = world.state
+    world.wave("2.0")
+    # someone else moved the server's state branch meanwhile (another controller, by receive-pack)
+    git("update-ref", STATE, before[namespaced(0)], cwd=world.server)
+    moved_by_them = git_refs(world.server)
+    with pytest.raises(PushRejected, match="no longer the value this push expected") as raised:
+        world.push(base)
+    assert raised.value.ref == STATE
+    assert git_refs(world.server) == moved_by_them  # not one robot's ref moved
+    assert not (world.server / "packed-refs.lock").exists()
+    assert not (world.server / f"{STATE}.lock").exists()
+
+
+def test_a_state_branch_that_must_not_exist_yet_is_refused_when_it_does(world: World) -> None:
+    world.push(None)
+    world.wave("2.0")
+    with pytest.raises(PushRejected):
+        world.push(None)
+
+
+def test_loose_refs_on_the_server_are_folded_and_moved_with_the_rest(world: World) -> None:
+    world.push(None)
+    # receive-pack (a small push, a robot's status) leaves loose files, the state branch among them
+    earlier = world.desired()[namespaced(2)]
+    git("update-ref", STATE, str(earlier), cwd=world.server)
+    git("update-ref", namespaced(1), str(earlier), cwd=world.server)
+    status = f"{refs.STATUS_PREFIX}amr-00001/{refs.STATUS_LEAF}"
+    git("update-ref", status, str(earlier), cwd=world.server)
+    assert (world.server / STATE).is_file() and (world.server / namespaced(1)).is_file()
+    world.wave("2.0")
+    assert world.push(earlier) == MANY + 1
+    listed = git_refs(world.server)
+    assert listed.pop(status) == str(earlier)  # a ref the push does not name keeps its value
+    assert listed == as_strings(world.desired())
+    assert not (world.server / STATE).exists() and not (world.server / namespaced(1)).exists()
+    assert (world.server / status).is_file()  # and stays as git wrote it
+
+
+def test_a_robots_status_ref_the_push_does_not_name_keeps_its_value(world: World) -> None:
+    world.push(None)
+    status = f"{refs.STATUS_PREFIX}amr-00007/{refs.STATUS_LEAF}"
+    target = str(world.desired()[namespaced(7)])
+    git("update-ref", status, target, cwd=world.server)
+    git("pack-refs", "--all", cwd=world.server)
+    base = world.state
+    world.wave("2.0")
+    world.push(base)
+    assert git_refs(world.server)[status] == target
+
+
+@pytest.mark.parametrize("hook", ["pre-receive", "update", "post-receive", "reference-transaction"])
+def test_a_server_that_runs_a_hook_is_refused_by_name(world: World, hook: str) -> None:
+    path = world.server / "hooks" / hook
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    assert refused(world.server) == f"it runs a {hook} hook"
+    path.chmod(0o644)  # not executable: git would not run it either
+    assert refused(world.server) is None
+
+
+def test_hooks_found_through_core_hookspath_refuse_too(world: World, tmp_path: Path) -> None:
+    hooks = tmp_path / "shared-hooks"
+    hooks.mkdir()
+    (hooks / "update").write_text("#!/bin/sh\nexit 1\n")
+    (hooks / "update").chmod(0o755)
+    git("config", "core.hooksPath", str(hooks), cwd=world.server)
+    assert refused(world.server) == "it runs a update hook"
+
+
+@pytest.mark.parametrize(
+    "key", ["receive.denyNonFastForwards", "receive.fsckObjects", "transfer.fsckObjects"]
+)
+def test_a_server_policy_refuses_the_push_by_hand(world: World, key: str) -> None:
+    git("config", key, "true", cwd=world.server)
+    assert refused(world.server) == f"{key.lower()} is set"
+
+
+def test_a_lock_held_by_git_is_busy_and_changes_nothing(world: World) -> None:
+    world.push(None)
+    before = (world.server / "packed-refs").read_bytes()
+    base = world.state
+    world.wave("2.0")
+    (world.server / "packed-refs.lock").write_bytes(b"")  # git pack-refs at work, or killed
+    with pytest.raises(LocalPushBusy):
+        world.push(base)
+    assert (world.server / "packed-refs").read_bytes() == before
+    assert (world.server / "packed-refs.lock").exists()  # not ours to remove
+    assert not (world.server / f"{STATE}.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_push_by_hand_is_healed(world: World) -> None:
+    world.push(None)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    mark = b"fleetcd-localpush %s %d\n" % (socket.gethostname().encode(), int(dead.stdout))
+    (world.server / "packed-refs.lock").write_bytes(mark)
+    base = world.state
+    world.wave("2.0")
+    assert world.push(base) == MANY + 1
+    assert not (world.server / "packed-refs.lock").exists()
+
+
+KILLER = r"""
+import sys
+import pygit2
+from pathlib import Path
+from fleetcd.git.localpush import push_by_hand
+mirror = pygit2.Repository(sys.argv[1])
+server = Path(sys.argv[2])
+state = sys.argv[3]
+base = pygit2.Oid(hex=sys.argv[4]) if sys.argv[4] != "-" else None
+names = [line for line in Path(sys.argv[5]).read_text().splitlines() if line]
+refs = {name: mirror.references[name].target for name in names}
+print("ready", flush=True)
+push_by_hand(mirror, server, refs, leases={state: base}, timeout_s=60)
+print("done", flush=True)
+"""
+
+
+def test_attack_kill_9_at_any_instant_leaves_all_refs_old_or_all_new_and_the_next_push_heals(
+    world: World, tmp_path: Path
+) -> None:
+    world.push(None)
+    old = git_refs(world.server)
+    base = world.state
+    world.wave("2.0")
+    new = as_strings(world.desired())
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(new))
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    argv = [sys.executable, str(script), world.mirror.path, str(world.server), STATE, str(base), str(names)]
+    outcomes = set()
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4):
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, text=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        listed = git_refs(world.server)
+        moved = {ref: oid for ref, oid in listed.items() if ref in new}
+        assert moved in (old, new), f"a kill after {delay} s left a mix of old and new refs"
+        outcomes.add("new" if moved == new else "old")
+        if moved == new:
+            break
+    # the next push heals whatever the kill left (its locks included) and ends with every new value
+    current = git_refs(world.server)[STATE]
+    assert push_by_hand(
+        world.mirror, world.server, world.desired(), leases={STATE: pygit2.Oid(hex=current)}, timeout_s=60
+    ) in (0, MANY + 1)
+    assert git_refs(world.server) == new
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+    assert outcomes
