@@ -171,7 +171,7 @@ def _build(repo: pygit2.Repository, base: pygit2.Tree | None, changes: _Changes)
             sub = _build(repo, sub_base, change)
             if sub is not None:
                 builder.insert(name, sub, FileMode.TREE)
-            elif existing is not None:
+            elif sub_base is not None:  # a directory left empty; a file under a path to delete stays
                 builder.remove(name)
         elif change is None:
             if existing is not None:
