@@ -1,0 +1,167 @@
+"""Writing objects as one pack file and its index, the way ``git index-pack`` leaves them.
+
+:func:`fleetcd.git.objects.object_batch` collects a batch's new objects in memory; this module
+lands them on disk: one undeltified pack (version 2: ``PACK``, version, count, then each object
+as its type-and-size header and zlib-compressed bytes, then the SHA-1 of all that) and its
+version 2 ``.idx`` (fan-out table, sorted ids, CRC-32 of each entry, offsets, both checksums).
+No delta search: libgit2's pack builder spent 2.5 s of a 4 s batch of 40,000 objects on it. The
+price is disk: a 10,000-robot fan-out's objects take 52 MB instead of 19 MB (every bundle repeats
+its release, which only deltas share), and ``git push`` deltifies what it sends itself.
+
+Crash safety, as git does it: both files are written under ``tmp_pack_*`` / ``tmp_idx_*`` names
+inside ``objects/pack`` and fsynced, then the pack is renamed to ``pack-<checksum>.pack`` and the
+index after it (git and libgit2 ignore a pack until its ``.idx`` exists), then the directory is
+fsynced. A process killed at any instant leaves the repository as it was plus at worst a temp
+file or an unindexed pack, which no reader sees; :func:`remove_stale_temp_files` deletes them once
+they are older than :data:`STALE_AFTER_S` (a live writer's files are younger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+# git's object type numbers in a pack entry header (libgit2's GIT_OBJECT_* use the same values).
+PACK_TYPES = frozenset({1, 2, 3, 4})  # commit, tree, blob, tag
+# zlib level 1: a 10,000-robot fan-out's 110,000 objects (91 MB) took 2.45 s CPU to 52.0 MB at
+# level 1 and 2.79 s to 51.3 MB at git's default level 6.
+COMPRESSION_LEVEL = 1
+# A temp file or unindexed pack older than this is a killed writer's: 5 minutes, well above the
+# seconds a batch takes to write (git gc waits longer, but it must allow for any writer).
+STALE_AFTER_S = 300.0
+_IDX_MAGIC = b"\377tOc"
+_LARGE_OFFSET = 0x80000000
+
+
+def _entry_header(kind: int, size: int) -> bytes:
+    """Type and size of one pack entry: 3 bits of type and 4 of size, then 7 bits a byte."""
+    first = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    out = bytearray()
+    while size:
+        out.append(first | 0x80)
+        first = size & 0x7F
+        size >>= 7
+    out.append(first)
+    return bytes(out)
+
+
+def write_pack(pack_dir: Path, objects: Iterable[tuple[bytes, int, bytes]]) -> Path | None:
+    """Write ``objects`` (raw 20-byte id, type, bytes) as one pack and its index in ``pack_dir``
+    (a repository's ``objects/pack``); returns the index's path, None when there was nothing.
+
+    The ids are trusted to be the SHA-1 of ``"<type> <size>\\0" + bytes``: the caller (libgit2,
+    which hashed them as they were written) computed them. Duplicates are written once.
+    """
+    entries: dict[bytes, tuple[int, bytes]] = {}
+    for oid, kind, data in objects:
+        if kind not in PACK_TYPES:
+            raise ValueError(f"object {oid.hex()}: type {kind} cannot be stored in a pack")
+        entries.setdefault(oid, (kind, data))
+    if not entries:
+        return None
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    offsets: dict[bytes, tuple[int, int]] = {}  # id -> (offset, crc32 of its entry)
+    pack_fd, pack_tmp = tempfile.mkstemp(prefix="tmp_pack_", dir=pack_dir)
+    idx_tmp: str | None = None
+    try:
+        with os.fdopen(pack_fd, "wb") as out:
+            digest = hashlib.sha1(usedforsecurity=False)
+            head = b"PACK" + struct.pack(">II", 2, len(entries))
+            digest.update(head)
+            out.write(head)
+            offset = len(head)
+            compress = zlib.compress
+            for oid, (kind, data) in entries.items():
+                entry = _entry_header(kind, len(data)) + compress(data, COMPRESSION_LEVEL)
+                digest.update(entry)
+                out.write(entry)
+                offsets[oid] = (offset, zlib.crc32(entry))
+                offset += len(entry)
+            checksum = digest.digest()
+            out.write(checksum)
+            out.flush()
+            os.fsync(out.fileno())
+        idx_fd, idx_tmp = tempfile.mkstemp(prefix="tmp_idx_", dir=pack_dir)
+        with os.fdopen(idx_fd, "wb") as out:
+            out.write(_index(offsets, checksum))
+            out.flush()
+            os.fsync(out.fileno())
+        name = pack_dir / f"pack-{checksum.hex()}"
+        Path(pack_tmp).replace(name.with_suffix(".pack"))
+        Path(idx_tmp).replace(name.with_suffix(".idx"))  # last: now readers see the pack
+    except BaseException:
+        for tmp in (pack_tmp, idx_tmp):
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(pack_dir)
+    return name.with_suffix(".idx")
+
+
+def _index(offsets: dict[bytes, tuple[int, int]], pack_checksum: bytes) -> bytes:
+    """The version 2 ``.idx`` of a pack whose entries start at ``offsets`` (id -> offset, crc)."""
+    ids = sorted(offsets)
+    fanout = [0] * 256
+    for oid in ids:
+        fanout[oid[0]] += 1
+    total = 0
+    for byte in range(256):
+        total += fanout[byte]
+        fanout[byte] = total
+    small: list[int] = []
+    large: list[int] = []
+    for oid in ids:
+        offset = offsets[oid][0]
+        if offset < _LARGE_OFFSET:
+            small.append(offset)
+        else:
+            small.append(_LARGE_OFFSET | len(large))
+            large.append(offset)
+    body = b"".join(
+        (
+            _IDX_MAGIC,
+            struct.pack(">I", 2),
+            struct.pack(">256I", *fanout),
+            b"".join(ids),
+            struct.pack(f">{len(ids)}I", *(offsets[oid][1] for oid in ids)),
+            struct.pack(f">{len(ids)}I", *small),
+            struct.pack(f">{len(large)}Q", *large),
+            pack_checksum,
+        )
+    )
+    return body + hashlib.sha1(body, usedforsecurity=False).digest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(pack_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Delete what a killed pack writer left in ``pack_dir``: ``tmp_pack_*`` / ``tmp_idx_*`` files
+    and ``.pack`` files without their ``.idx``, older than :data:`STALE_AFTER_S`. Returns them."""
+    if not pack_dir.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - STALE_AFTER_S
+    removed = []
+    for path in pack_dir.iterdir():
+        left = path.name.startswith(("tmp_pack_", "tmp_idx_")) or (
+            path.suffix == ".pack" and not path.with_suffix(".idx").exists()
+        )
+        try:
+            if left and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # removed meanwhile by git or by another cleaner
+            continue
+    return removed

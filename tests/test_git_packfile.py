@@ -1,0 +1,192 @@
+"""A large object batch lands as one hand-written pack (fleetcd.git.packfile), checked by real git.
+
+Every object of the pack is read back by libgit2 and by ``git cat-file``, ``git fsck --full``
+finds nothing wrong, the pack path writes the very ids the loose path writes, objects the
+repository has are never written again, and a writer SIGKILLed at any instant leaves a repository
+that git and libgit2 read as before, whose next batch heals it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from controller.delivery import write_desired_state
+from fleetcd.desired.chain import trust_file_of
+from fleetcd.git import objects, packfile
+from fleetcd.git.objects import PACK_FROM_OBJECTS
+from fleetcd.git.repo import open_or_init_bare
+from tests.gitrepos import bare_repo, git
+from tests.packwriter import robot_files, write_robots
+from tests.test_delivery import EXPIRES, ISSUED, Fleet, all_bundles, fleet  # noqa: F401 - fixture
+from tests.test_git_objects import loose_object_count
+
+ROOT = Path(__file__).resolve().parent.parent
+ROBOTS = 200  # 2 own blobs, a tree and a commit each, 3 shared blobs: 803 objects, one pack
+KILLED_ROBOTS = 1500  # a batch of about a second, so a random kill lands in it or in its refs
+
+
+def packs(repo: pygit2.Repository) -> list[Path]:
+    return sorted((Path(repo.path) / "objects" / "pack").glob("pack-*.pack"))
+
+
+def all_object_ids(repo: pygit2.Repository) -> set[str]:
+    listed = git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", cwd=Path(repo.path))
+    return set(listed.split())
+
+
+def fsck(repo: pygit2.Repository) -> None:
+    done = subprocess.run(
+        ["git", "fsck", "--full", "--strict", "--no-dangling"], cwd=repo.path, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "error" not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> pygit2.Repository:
+    return pygit2.Repository(str(bare_repo(tmp_path / "repo.git")))
+
+
+def test_every_object_of_a_packed_batch_reads_back_through_git_and_libgit2(repo: pygit2.Repository) -> None:
+    written = write_robots(repo, range(ROBOTS))
+    assert loose_object_count(repo) == 0 and len(packs(repo)) == 1
+    ids = all_object_ids(repo)
+    assert len(ids) == 4 * ROBOTS + 3
+    # git reads each object's type, size and bytes; libgit2 (the handle that wrote them) the same.
+    batch = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        cwd=repo.path,
+        input=("\n".join(sorted(ids)) + "\n").encode(),
+        capture_output=True,
+    ).stdout
+    at = 0
+    for oid in sorted(ids):
+        header_end = batch.index(b"\n", at)
+        name, kind, size = batch[at:header_end].split()
+        data = batch[header_end + 1 : header_end + 1 + int(size)]
+        at = header_end + 2 + int(size)
+        assert name.decode() == oid
+        assert hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).hexdigest() == oid
+        obj = repo.odb.read(pygit2.Oid(hex=oid))
+        assert (obj[0], obj[1]) == ({b"commit": 1, b"tree": 2, b"blob": 3}[kind], data)
+    git("verify-pack", str(packs(repo)[0].with_suffix(".idx")), cwd=Path(repo.path))
+    fsck(repo)
+    shown = git(
+        "cat-file", "-p", f"{written['refs/fleetcd/desired/robot-7']}:bundle.json", cwd=Path(repo.path)
+    )
+    assert shown == robot_files(7)["bundle.json"].decode()
+
+
+def test_a_batch_under_the_threshold_stays_loose(repo: pygit2.Repository) -> None:
+    write_robots(repo, range(3))  # 15 objects
+    assert loose_object_count(repo) == 4 * 3 + 3 < PACK_FROM_OBJECTS and not packs(repo)
+    fsck(repo)
+
+
+def test_objects_the_repository_has_are_not_written_again(repo: pygit2.Repository) -> None:
+    write_robots(repo, range(ROBOTS))
+    first = packs(repo)
+    write_robots(repo, range(ROBOTS))  # everything known: no pack, no loose object
+    assert packs(repo) == first and loose_object_count(repo) == 0
+    write_robots(repo, range(ROBOTS // 2, ROBOTS * 2))  # a third known: only the new robots' objects
+    (new,) = set(packs(repo)) - set(first)
+    listed = git("verify-pack", "-v", str(new.with_suffix(".idx")), cwd=Path(repo.path))
+    assert f"non delta: {4 * ROBOTS} objects" in listed
+    fsck(repo)
+
+
+def test_a_reconcile_writes_the_same_ids_through_a_pack_as_loose(
+    fleet: Fleet,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = {}
+    for how, threshold in (("loose", 10**9), ("pack", 1)):
+        monkeypatch.setattr(objects, "PACK_FROM_OBJECTS", threshold)
+        repo = open_or_init_bare(tmp_path / f"{how}.git")
+        results[how] = write_desired_state(
+            repo,
+            all_bundles(fleet, 3),
+            fleet="demo",
+            serial=3,
+            issued_at=ISSUED,
+            expires_at=EXPIRES,
+            sign=lambda data: b"signature of " + hashlib.sha256(data).hexdigest().encode(),  # deterministic
+            namespaces=True,
+            trust=trust_file_of(fleet.spec),
+        )
+        assert (loose_object_count(repo) == 0) == (how == "pack")
+        assert bool(packs(repo)) == (how == "pack")
+        fsck(repo)
+    assert results["pack"].refs == results["loose"].refs and len(results["pack"].refs) == 50
+    loose, packed = (all_object_ids(open_or_init_bare(tmp_path / f"{how}.git")) for how in ("loose", "pack"))
+    assert loose == packed
+
+
+# --- a writer killed at any instant ---------------------------------------------------------------
+
+
+def run_writer(path: Path, robots: int, instant: str) -> subprocess.Popen[str]:
+    args = [str(path), str(robots), instant]
+    code = f"from tests.packwriter import writer_main; writer_main({args!r})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("instant", ["fsync", "rename", "random"])
+def test_a_writer_killed_at_any_instant_leaves_a_usable_repository_the_next_batch_heals(
+    repo: pygit2.Repository, instant: str
+) -> None:
+    path = Path(repo.path)
+    write_robots(repo, range(10))  # something to keep
+    before = all_object_ids(repo)
+    if instant == "random":
+        writer = run_writer(path, KILLED_ROBOTS, "run")
+        time.sleep(random.uniform(0.2, 1.5))
+        writer.send_signal(signal.SIGKILL)
+    else:
+        writer = run_writer(path, KILLED_ROBOTS, instant)
+    writer.wait(timeout=120)
+    pack_dir = path / "objects" / "pack"
+    unindexed = [p for p in pack_dir.glob("*.pack") if not p.with_suffix(".idx").exists()]
+    if instant == "fsync":
+        assert [p for p in pack_dir.iterdir() if p.name.startswith("tmp_pack_")]
+    elif instant == "rename":
+        assert unindexed
+    # What is there is what was there, plus at most a pack nobody reads (no .idx) or temp files.
+    fresh = pygit2.Repository(str(path))
+    assert all(fresh.get(pygit2.Oid(hex=oid)) is not None for oid in before)
+    fsck(fresh)
+    for leftover in pack_dir.iterdir():
+        if leftover.name.startswith("tmp_") or leftover.suffix == ".pack":
+            os.utime(leftover, (time.time() - 2 * packfile.STALE_AFTER_S,) * 2)
+    healed = run_writer(path, KILLED_ROBOTS, "run")
+    assert healed.communicate(timeout=120)[0] == "done\n"
+    assert not [p for p in pack_dir.iterdir() if p.name.startswith("tmp_")]
+    assert all(p.with_suffix(".idx").exists() for p in pack_dir.glob("*.pack"))
+    fresh = pygit2.Repository(str(path))
+    assert len(objects.list_refs(fresh, "refs/fleetcd/desired/")) == KILLED_ROBOTS
+    assert len(all_object_ids(fresh)) == 4 * KILLED_ROBOTS + 3
+    fsck(fresh)
+
+
+def test_only_old_leftovers_are_removed(tmp_path: Path) -> None:
+    pack_dir = tmp_path / "pack"
+    pack_dir.mkdir()
+    names = ["tmp_pack_old", "tmp_idx_old", "pack-a.pack", "tmp_pack_new", "pack-b.pack", "pack-b.idx"]
+    for name in names:
+        (pack_dir / name).write_bytes(b"x")
+    old = time.time() - 2 * packfile.STALE_AFTER_S
+    for name in ("tmp_pack_old", "tmp_idx_old", "pack-a.pack", "pack-b.pack", "pack-b.idx"):
+        os.utime(pack_dir / name, (old, old))
+    removed = packfile.remove_stale_temp_files(pack_dir)
+    assert sorted(p.name for p in removed) == ["pack-a.pack", "tmp_idx_old", "tmp_pack_old"]
+    assert sorted(p.name for p in pack_dir.iterdir()) == ["pack-b.idx", "pack-b.pack", "tmp_pack_new"]
