@@ -126,7 +126,8 @@ def test_a_server_gone_for_good_after_the_fetch_never_loses_the_waiting_report(w
             later = world.once()
             assert not later.pushed and later.report is not None
         waiting = Outbox(world.paths.outbox).pending()
-        assert waiting is not None and waiting.seq == later.report.seq > first.report.seq
+        assert waiting is not None and later.report is not None
+        assert waiting.seq == later.report.seq > first.report.seq
         assert later.serial == first.serial  # the accepted bundle, from the local cache
         assert world.answer() == "1.0.0"
 
