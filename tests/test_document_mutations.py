@@ -18,48 +18,23 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from fleetcd.errors import InvalidContent
-from fleetcd.layout import classify
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml
 from fleetcd.loading.schemas import fast_validator_for, validator_for
 from fleetcd.loading.strict_yaml import field_path
 from fleetcd.models import DOCUMENT_KINDS
+from tests.datatree import TEMPLATE, DataPath, nodes, template_documents
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "fleet-repo-template"
 PER_DOCUMENT = 70  # mutations drawn per template document (seeded): ~1,000 cases in all
 SEED = 20_261_207
-Path_ = tuple[str | int, ...]
 
 
-def template_documents() -> list[tuple[str, str, dict[str, Any]]]:
-    found = []
-    for path in sorted(TEMPLATE.rglob("*.yaml")):
-        rel = path.relative_to(TEMPLATE).as_posix()
-        where = classify(rel)
-        if where is not None:
-            found.append((rel, where.kind.value, yaml.safe_load(path.read_text(encoding="utf-8"))))
-    return found
-
-
-def nodes(data: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
-    yield path, data
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from nodes(value, (*path, key))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            yield from nodes(value, (*path, index))
-
-
-def replaced(doc: dict[str, Any], path: Path_, value: Any) -> dict[str, Any]:
+def replaced(doc: dict[str, Any], path: DataPath, value: Any) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     node: Any = out
     for part in path[:-1]:
@@ -68,7 +43,7 @@ def replaced(doc: dict[str, Any], path: Path_, value: Any) -> dict[str, Any]:
     return out
 
 
-def removed(doc: dict[str, Any], path: Path_) -> dict[str, Any]:
+def removed(doc: dict[str, Any], path: DataPath) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     node: Any = out
     for part in path[:-1]:
@@ -93,9 +68,9 @@ def other_values(value: Any) -> list[Any]:
     return [candidate for candidate in out if candidate != value or type(candidate) is not type(value)]
 
 
-def mutations(doc: dict[str, Any], rng: random.Random) -> list[tuple[str, Path_, dict[str, Any]]]:
+def mutations(doc: dict[str, Any], rng: random.Random) -> list[tuple[str, DataPath, dict[str, Any]]]:
     """(description, edited path, mutated document) for a seeded sample of one-edit variants."""
-    out: list[tuple[str, Path_, dict[str, Any]]] = []
+    out: list[tuple[str, DataPath, dict[str, Any]]] = []
     for path, value in nodes(doc):
         if path[:1] in (("apiVersion",), ("kind",)):
             continue  # the header is checked before the schema (tests/test_documents.py)
@@ -138,7 +113,7 @@ def test_every_kind_in_the_template_yields_mutations() -> None:
 
 @pytest.mark.parametrize(("rel", "kind", "what", "path", "variant"), CASES)
 def test_one_edit_gets_one_verdict_with_or_without_the_schema_and_names_its_field(
-    rel: str, kind: str, what: str, path: Path_, variant: dict[str, Any]
+    rel: str, kind: str, what: str, path: DataPath, variant: dict[str, Any]
 ) -> None:
     raw = dump_yaml(variant).encode()
     with_schema = verdict(rel, kind, raw, schema=True)

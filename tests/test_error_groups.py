@@ -159,25 +159,6 @@ def test_each_error_group_gets_its_documented_exit_code(
     assert err.strip(), "every refusal says why on standard error"
 
 
-def test_invalid_content_prints_one_line_per_diagnostic(capsys: pytest.CaptureFixture[str]) -> None:
-    error = InvalidContent.at("rollouts/r.yaml", "unknown cohort 'x'", line=4, field="targets.cohorts[0]")
-    error = InvalidContent([*error.diagnostics, *InvalidContent.at("devices/d.yaml", "bad name").diagnostics])
-    assert guarded(raising(error)) == Exit.INVALID
-    assert capsys.readouterr().err.splitlines() == [
-        "error: rollouts/r.yaml:4: targets.cohorts[0]: unknown cohort 'x'",
-        "error: devices/d.yaml: bad name",
-    ]
-
-
-@pytest.mark.parametrize(("result", "code"), [(None, 0), (0, 0), (3, 3), (1, 1), ("text", 0)], ids=repr)
-def test_a_command_returning_normally_exits_with_its_int_or_zero(result: object, code: int) -> None:
-    assert guarded(lambda: result) == code
-
-
+# One line per diagnostic, a command's own int, and a bug as 70: tests/test_cli_exit_codes.py.
 def test_click_exit_keeps_its_code() -> None:
     assert guarded(raising(click.exceptions.Exit(3))) == 3
-
-
-@pytest.mark.parametrize("error", [ValueError("bug"), KeyError("bug")], ids=lambda e: type(e).__name__)
-def test_a_bug_in_any_command_exits_70_not_the_invalid_content_code(error: BaseException) -> None:
-    assert guarded(raising(error)) == Exit.INTERNAL

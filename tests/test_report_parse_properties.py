@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,43 +29,15 @@ from controller.ingest.reports import ReportRejected, parse_report
 from fleetcd.desired.bundle import canonical_bytes
 from fleetcd.reasons import Reason
 from fleetcd.reports import StatusReport
+from tests.datatree import DataPath, nodes
+from tests.test_reports_hostile import honest
 
 WHERE = "refs/fleetcd/status/amr-001/report"
 SEED = 20_261_209
-HONEST: dict[str, Any] = {
-    "format": "fleetcd.dev/status/v1",
-    "device": "amr-001",
-    "seq": 7,
-    "agent_version": "0.9.0",
-    "reported_at": "2026-05-04T09:00:00+00:00",
-    "bundle_serial": 12,
-    "trust_version": 1,
-    "apps": [{"app": "navstack", "current": "1.1.0", "previous": "1.0.0"}],
-    "deployments": [
-        {
-            "deployment_id": "dep-0123456789abcdef01234567",
-            "app": "navstack",
-            "version": "1.1.0",
-            "activity": "deployed",
-            "updated_at": "2026-05-04T08:59:00+00:00",
-            "events": [{"at": "2026-05-04T08:58:00+00:00", "activity": "applying"}],
-        }
-    ],
-}
-Path_ = tuple[str | int, ...]
+HONEST = honest()
 
 
-def nodes(data: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
-    yield path, data
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from nodes(value, (*path, key))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            yield from nodes(value, (*path, index))
-
-
-def edited(path: Path_, value: Any, *, remove: bool = False) -> dict[str, Any]:
+def edited(path: DataPath, value: Any, *, remove: bool = False) -> dict[str, Any]:
     out = copy.deepcopy(HONEST)
     node: Any = out
     for part in path[:-1]:

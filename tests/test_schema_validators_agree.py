@@ -7,26 +7,12 @@ explanation, so the two must agree on validity, document by document.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from fleetcd.layout import classify
 from fleetcd.loading.schemas import fast_validator_for, validator_for
-
-TEMPLATE = Path(__file__).resolve().parents[1] / "fleet-repo-template"
-
-
-def template_documents() -> list[tuple[str, str, dict[str, Any]]]:
-    found = []
-    for path in sorted(TEMPLATE.rglob("*.yaml")):
-        rel = path.relative_to(TEMPLATE).as_posix()
-        where = classify(rel)
-        if where is not None:
-            found.append((rel, where.kind.value, yaml.safe_load(path.read_text(encoding="utf-8"))))
-    return found
+from tests.datatree import template_documents
 
 
 def mutations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
