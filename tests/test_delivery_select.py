@@ -180,3 +180,63 @@ def test_the_policy_keeps_a_bundle_at_least_a_quarter_of_its_lifetime(
 def test_a_batch_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         RenewalPolicy.of(LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=0)
+
+
+def _select_robot_by_robot(
+    wanted: Mapping[str, str],
+    recorded: Mapping[str, PublishedDesired | None],
+    kept: frozenset[str],
+    now: datetime,
+    policy: RenewalPolicy,
+    lifetime: timedelta,
+) -> Selection:
+    """The selection as first written: every robot's renewal instant computed on its own."""
+    changed, healed, due = [], [], []
+    for device in sorted(wanted):
+        held = recorded.get(device)
+        if held is None or held.content_sha256 != wanted[device]:
+            changed.append(device)
+        elif device not in kept:
+            healed.append(device)
+        elif policy.due_at(device, held.expires_at) <= now:
+            due.append(device)
+
+    def expiry(device: str) -> datetime:
+        held = recorded[device]
+        assert held is not None
+        return held.expires_at
+
+    urgent = [d for d in due if policy.urgent(expiry(d), now)]
+    rest = sorted((d for d in due if d not in urgent), key=lambda d: (expiry(d), d))
+    renewed = [*urgent, *rest[: max(policy.per_reconcile - len(urgent), 0)]]
+    moving = {*changed, *healed, *renewed}
+    upcoming = [policy.due_at(d, now + lifetime if d in moving else expiry(d)) for d in wanted]
+    next_at = now if len(due) > len(renewed) else min(upcoming, default=None)
+    return Selection(tuple(changed), tuple(healed), tuple(sorted(renewed)), next_at)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_selection_per_expiry_equals_the_robot_by_robot_one(seed: int) -> None:
+    """The renewal instants are computed once per distinct expiry, not per robot: the decisions
+    and the next renewal are exactly the robot-by-robot ones, on fleets with a few shared
+    expiries (fan-outs) and scattered ones, some due, some urgent, some changed or healed."""
+    import random
+
+    rng = random.Random(seed)
+    expiries = [NOW + timedelta(minutes=rng.randrange(-60, 7 * 24 * 60)) for _ in range(rng.randrange(1, 6))]
+    recorded: dict[str, PublishedDesired | None] = {}
+    wanted: dict[str, str] = {}
+    kept: set[str] = set()
+    for n in range(rng.randrange(0, 300)):
+        device = f"robot-{seed}-{n}"
+        scattered = NOW + timedelta(seconds=rng.randrange(-3600, 7 * 86400))
+        expiry = rng.choice(expiries) if rng.random() < 0.8 else scattered
+        recorded[device] = None if rng.random() < 0.05 else record(expiry)
+        wanted[device] = OTHER if rng.random() < 0.05 else SAME
+        if rng.random() < 0.95:
+            kept.add(device)
+    policy = RenewalPolicy.of(
+        LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=rng.randrange(1, 20)
+    )
+    args = (wanted, recorded, frozenset(kept), NOW, policy)
+    assert select(*args, lifetime=LIFETIME) == _select_robot_by_robot(*args, LIFETIME)

@@ -26,6 +26,7 @@ No I/O, no clock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,12 +58,18 @@ class RenewalPolicy:
 
     def due_at(self, device: str, expires_at: datetime) -> datetime:
         """When ``device``'s bundle expiring at ``expires_at`` is renewed."""
-        return expires_at - self.refresh_before - self.window * slot(device) / RENEWAL_SLOTS
+        return self.due_at_slot(slot(device), expires_at)
+
+    def due_at_slot(self, held: int, expires_at: datetime) -> datetime:
+        """When a bundle expiring at ``expires_at`` of a robot in slot ``held`` is renewed (later
+        for a lower slot: the window is counted back from ``refresh_before``)."""
+        return expires_at - self.refresh_before - self.window * held / RENEWAL_SLOTS
 
     def urgent(self, expires_at: datetime, now: datetime) -> bool:
         return expires_at - now <= self.refresh_before
 
 
+@functools.lru_cache(maxsize=1 << 18)  # a pure function of the id: one sha256 per robot per process
 def slot(device: str) -> int:
     """1..RENEWAL_SLOTS, from the robot's id: the same robot renews at the same point of the window."""
     return int.from_bytes(hashlib.sha256(device.encode()).digest()[:4], "big") % RENEWAL_SLOTS + 1
@@ -95,25 +102,47 @@ def select(
     what is ``recorded`` for each and which refs are ``kept`` (exactly the recorded commit).
     ``lifetime``: how long a bundle written now lives."""
     changed, healed, due = [], [], []
+    # Whether a kept robot is due depends on its expiry and slot only, and ``due_at`` is monotone
+    # in the slot: per distinct expiry (a fan-out gives the whole fleet one), the first due slot is
+    # computed once (at 100,000 robots, ~2 us of datetime arithmetic per robot less).
+    first_due: dict[datetime, int] = {}
     for device in sorted(wanted):
         record = recorded.get(device)
         if record is None or record.content_sha256 != wanted[device]:
             changed.append(device)
         elif device not in kept:
             healed.append(device)
-        elif policy.due_at(device, record.expires_at) <= now:
-            due.append(device)
+        else:
+            cut = first_due.get(record.expires_at)
+            if cut is None:
+                cut = first_due[record.expires_at] = _first_due_slot(policy, record.expires_at, now)
+            if slot(device) >= cut:
+                due.append(device)
     urgent = [d for d in due if policy.urgent(_expiry(recorded, d), now)]
     rest = sorted((d for d in due if d not in urgent), key=lambda d: (_expiry(recorded, d), d))
     renewed = [*urgent, *rest[: max(policy.per_reconcile - len(urgent), 0)]]
     waiting = len(due) > len(renewed)
     moving = {*changed, *healed, *renewed}
-    upcoming = [
-        policy.due_at(device, now + lifetime if device in moving else _expiry(recorded, device))
-        for device in wanted
-    ]
+    # The earliest renewal to come: per expiry, the robot with the highest slot is due first.
+    latest_slot: dict[datetime, int] = {}
+    moved_expiry = now + lifetime
+    for device in wanted:
+        expiry = moved_expiry if device in moving else _expiry(recorded, device)
+        held = slot(device)
+        if latest_slot.get(expiry, 0) < held:
+            latest_slot[expiry] = held
+    upcoming = [policy.due_at_slot(held, expiry) for expiry, held in latest_slot.items()]
     next_at = now if waiting else min(upcoming, default=None)
     return Selection(tuple(changed), tuple(healed), tuple(sorted(renewed)), next_at)
+
+
+def _first_due_slot(policy: RenewalPolicy, expires_at: datetime, now: datetime) -> int:
+    """The lowest slot whose robots' bundles expiring at ``expires_at`` are due at ``now``
+    (RENEWAL_SLOTS + 1: none is)."""
+    return next(
+        (n for n in range(1, RENEWAL_SLOTS + 1) if policy.due_at_slot(n, expires_at) <= now),
+        RENEWAL_SLOTS + 1,
+    )
 
 
 def _expiry(recorded: Mapping[str, PublishedDesired | None], device: str) -> datetime:
