@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.delivery.bundles import (
@@ -43,6 +44,7 @@ from controller.delivery.bundles import (
 from controller.records.model import DeploymentRecord
 from fleetcd.desired import Bundle
 from fleetcd.desired.configset import merged_sha256
+from fleetcd.errors import InvalidContent
 
 INPUTS_FORMAT = "fleetcd.dev/bundle-inputs/v1"
 # Fields that change with every signed root although nothing the robot runs changed.
@@ -91,16 +93,55 @@ def evidence_fingerprint(evidence: Evidence) -> str:
     )
 
 
+# What a robot's inputs digest was computed from besides its records: per evidence key looked up
+# (a record id or a (rollout, release sha256)), the fingerprint of the historic evidence found
+# under it, None when none was.
+Probe = tuple[tuple[EvidenceKey, str | None], ...]
+
+
+@dataclass(frozen=True)
+class _Held:
+    records: Sequence[DeploymentRecord]
+    probe: Probe
+    digest: str
+
+
+@dataclass
+class InputsMemo:
+    """Robots' inputs digests as last computed, kept between reconciles by ``controller run``
+    (:class:`~controller.reconcile.memo.RobotMemo`).
+
+    A digest is reused only when everything it was computed from is the same: the robot's records
+    (the very tuple the state branch gave, or an equal one), the same ``scope`` (the recipe, the
+    trust-root version and the fingerprint of every rollout's evidence on main) and, for each
+    evidence key its records look up, the same historic evidence (by fingerprint) or none. A robot
+    with a record from before records carried their config files is computed every time (its
+    config layers come from main's cohorts, which the scope does not cover)."""
+
+    scope: str | None = None
+    held: dict[str, _Held] = field(default_factory=dict)
+
+
 class BundleInputs:
     """Robots' inputs digests over one delivery source and its historic evidence (one reconcile)."""
 
-    def __init__(self, source: DeliverySource, evidence: Mapping[EvidenceKey, Evidence]) -> None:
+    def __init__(
+        self,
+        source: DeliverySource,
+        evidence: Mapping[EvidenceKey, Evidence],
+        memo: InputsMemo | None = None,
+    ) -> None:
         self._source = source
         self._evidence = evidence
         # id -> (the evidence, kept alive so that its id stays its own, and its fingerprint)
         self._fingerprints: dict[int, tuple[Evidence, str]] = {}
         self._trust_version: int | None = None
         self.fingerprinted = 0  # evidences fingerprinted: one per distinct evidence, not per robot
+        self.computed = 0  # digests computed here, not taken from the memo (tests count them)
+        self._memo = memo
+        self._held: dict[str, _Held] | None = None  # the memo's entries usable under this scope
+        self._scope_now = ""
+        self._next: dict[str, _Held] = {}
 
     def fingerprint(self, evidence: Evidence) -> str:
         held = self._fingerprints.get(id(evidence))
@@ -114,6 +155,32 @@ class BundleInputs:
         :func:`~controller.delivery.bundles.bundle_for` would (evidence that does not back a record)."""
         if self._trust_version is None:
             self._trust_version = self._source.trust_version
+        if self._memo is None:
+            return self._compute(device, records)[0]
+        if self._held is None:
+            self._scope_now = self._scope()
+            self._held = self._memo.held if self._memo.scope == self._scope_now else {}
+        held = self._held.get(device)
+        if (
+            held is not None
+            and (held.records is records or held.records == records)
+            and self._holds(held.probe)
+        ):
+            self._next[device] = held
+            return held.digest
+        digest, probe = self._compute(device, records)
+        if probe is not None:
+            self._next[device] = _Held(records, probe, digest)
+        return digest
+
+    def remember(self) -> None:
+        """Keep this reconcile's digests in the memo, for the robots asked about (no others)."""
+        if self._memo is not None and self._held is not None:
+            self._memo.scope, self._memo.held = self._scope_now, self._next
+
+    def _compute(self, device: str, records: Sequence[DeploymentRecord]) -> tuple[str, Probe | None]:
+        self.computed += 1
+        sources = deployment_sources(device, records, self._source, self._evidence)
         deployments = [
             (
                 record.id,
@@ -128,9 +195,34 @@ class BundleInputs:
                 layers,
                 self.fingerprint(proof),
             )
-            for record, proof, layers in deployment_sources(device, records, self._source, self._evidence)
+            for record, proof, layers in sources
         ]
-        return _sha256_json((recipe(), device, self._trust_version, deployments))
+        digest = _sha256_json((recipe(), device, self._trust_version, deployments))
+        if any(record.commit is None for record, _, _ in sources):
+            return digest, None  # its layers come from main's cohorts: not kept
+        keys: list[EvidenceKey] = []
+        for record, _, _ in sources:
+            keys.extend((record.id, (record.rollout, record.release_sha256)))
+        return digest, tuple((key, self._historic(key)) for key in keys)
+
+    def _historic(self, key: EvidenceKey) -> str | None:
+        found = self._evidence.get(key)
+        return None if found is None else self.fingerprint(found)
+
+    def _holds(self, probe: Probe) -> bool:
+        if not self._evidence:  # no historic evidence at all (the usual case): held when none was
+            return all(fingerprint is None for _, fingerprint in probe)
+        return all(self._historic(key) == fingerprint for key, fingerprint in probe)
+
+    def _scope(self) -> str:
+        """What every robot's digest depends on besides its records and historic evidence."""
+        rollouts: dict[str, str] = {}
+        for name in sorted(self._source.spec.rollouts):
+            try:
+                rollouts[name] = self.fingerprint(self._source.evidence(name))
+            except InvalidContent as exc:  # a digest naming it raises again; the others hold
+                rollouts[name] = f"invalid: {exc}"
+        return _sha256_json([recipe(), self._trust_version, rollouts])
 
 
 @functools.cache

@@ -49,6 +49,7 @@ from datetime import datetime, timedelta
 
 from controller.audit.chain import VerifiedDays
 from controller.pages.memo import PagesMemo
+from controller.reconcile.memo import RobotMemo
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
@@ -124,3 +125,5 @@ class ReconcileCache:
     audit: VerifiedDays = field(default_factory=VerifiedDays)
     # The status pages' robot views and squares, by what they were built from (controller.pages.memo).
     pages: PagesMemo = field(default_factory=PagesMemo)
+    # Per-robot values of the plan and deliver steps, by what they came from (controller.reconcile.memo).
+    robots: RobotMemo = field(default_factory=RobotMemo)

@@ -125,8 +125,10 @@ def deliver(
     expires = now + lifetime
     source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence = _historic_evidence(repo, source, rollouts, devices)
-    inputs = BundleInputs(source, evidence)
+    memo = settings.cache.robots.inputs if settings.cache is not None else None
+    inputs = BundleInputs(source, evidence, memo)
     keys = {device: inputs.digest(device, data.records) for device, data in devices.items()}
+    inputs.remember()
     bundles: dict[str, Bundle] = {}
 
     def build(device: str) -> Bundle:
