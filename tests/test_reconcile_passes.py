@@ -12,13 +12,15 @@ run), never timed.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from controller.delivery.bundles import DeliverySource
+from controller.delivery.bundles import DeliverySource, stages_of
 from controller.delivery.inputs import BundleInputs
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.delivery_step import _historic_evidence
@@ -27,6 +29,8 @@ from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from fleetcd.git.objects import ref_target
 from fleetcd.git.trees import read_tree
+from fleetcd.models import Cohort, Device
+from fleetcd.planning.selection import device_stages
 from fleetcd.validation import validate_snapshot
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
@@ -131,3 +135,35 @@ def test_inputs_digests_are_computed_for_the_robots_whose_records_changed_and_eq
         before = after
     assert len(changed) == len(PRODUCTION + MORE)  # the last step dispatched production: a real change
 
+
+def _device(device_id: str, rng: random.Random) -> Device:
+    doc: dict[str, Any] = {"apiVersion": "fleetcd.dev/v1", "kind": "Device", "id": device_id}
+    doc |= {"family": rng.choice(["amr", "arm"]), "site": rng.choice(["berlin", "munich"])}
+    doc["hardware"] = {"model": rng.choice(["mk1", "mk2"]), "revision": rng.randrange(1, 4)}
+    return Device.model_validate(doc)
+
+
+def _cohort(name: str, devices: list[str], rng: random.Random) -> Cohort:
+    doc: dict[str, Any] = {"apiVersion": "fleetcd.dev/v1", "kind": "Cohort", "name": name}
+    doc["stage"] = rng.choice(["staging", "canary", "production"])
+    doc["devices"] = rng.sample(devices, rng.randrange(0, 4)) + ["ghost"] * rng.randrange(0, 2)
+    if rng.random() < 0.6 or not doc["devices"]:
+        doc["selector"] = {
+            "families": [rng.choice(["amr", "arm"])],
+            "sites": rng.sample(["berlin", "munich"], 1),
+        }
+    return Cohort.model_validate(doc)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_stages_of_targeted_robots_are_what_the_fleet_wide_pass_gives_them(seed: int) -> None:
+    """A rollout's evidence reads the stage of the robots it targets directly: computed for those
+    alone, it is what device_stages gives them over the whole fleet (cohorts by list and by
+    selector, of several stages, robots in none, unknown ids)."""
+    rng = random.Random(seed)
+    ids = [f"r{n}" for n in range(rng.randrange(1, 30))]
+    devices = {d: _device(d, rng) for d in ids}
+    cohorts = {f"c{n}": _cohort(f"c{n}", ids, rng) for n in range(rng.randrange(0, 6))}
+    wanted = rng.sample([*ids, "ghost", "unknown"], rng.randrange(0, len(ids) + 2))
+    everyone = device_stages(cohorts, devices)
+    assert stages_of(cohorts, devices, wanted) == {d: everyone[d] for d in wanted if d in everyone}

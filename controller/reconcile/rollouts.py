@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from controller.delivery.bundles import stages_of
 from controller.engine import EngineInput, EngineOutput, advance
 from controller.engine.inputs import DeviceConfig
 from controller.records.ids import Generation, rollout_generation
@@ -29,7 +30,6 @@ from fleetcd.models.rollout import Rollout
 from fleetcd.planning.selection import (
     Selection,
     cohort_members,
-    device_stages,
     resolve_targets,
     rollout_stage,
 )
@@ -227,7 +227,7 @@ def verified_approvers(ctx: FleetContext, entry: RolloutEntry, verifier: Verifie
     release = ctx.spec.release(rollout.app, rollout.release)
     assert release is not None
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
-    stage = rollout_stage(rollout, cohorts, device_stages(cohorts, ctx.devices))
+    stage = rollout_stage(rollout, cohorts, stages_of(cohorts, ctx.devices, rollout.targets.devices))
     configs = ctx.spec.config_set(rollout.app)
     payload = approval_payload(
         rollout.name,
