@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from html import escape
 
+from controller.pages.memo import PagesMemo
 from controller.pages.summary import (
     NO_COHORT,
     RUNNING_SHOWN,
@@ -166,23 +167,55 @@ def _tooltip(robot: RobotView, view: FleetView) -> str:
     return escape(text)
 
 
-def _grid(robots: tuple[RobotView, ...], view: FleetView) -> str:
+class _Squares:
+    """Each robot's square after its position, kept in ``memo`` by view: a view the memo handed over
+    again is the same robot in the same state, so its square is the same bytes, except an offline
+    robot's, whose tooltip says how long ago it was seen (rendered afresh every time)."""
+
+    def __init__(self, memo: PagesMemo | None, view: FleetView) -> None:
+        self.kept = memo.squares if memo is not None else {}
+        self.memo, self.view = memo, view
+        self.squares: dict[int, tuple[RobotView, str]] = {}
+        self.rendered = 0
+
+    def of(self, robot: RobotView) -> str:
+        found = self.kept.get(id(robot))
+        if found is not None and found[0] is robot:
+            self.squares[id(robot)] = found
+            return found[1]
+        self.rendered += 1
+        tooltip = _tooltip(robot, self.view)
+        square = f'height="{CELL_PX}" class="{_STYLE[robot.state][0]}"><title>{tooltip}</title></rect>'
+        if robot.state is not RobotState.OFFLINE:
+            self.squares[id(robot)] = (robot, square)
+        return square
+
+    def done(self) -> None:
+        if self.memo is not None:
+            self.memo.squares, self.memo.squares_rendered = self.squares, self.rendered
+
+
+def _cell_at(i: int) -> str:
+    pitch = CELL_PX + GAP_PX
+    return f'<rect x="{(i % GRID_COLUMNS) * pitch}" y="{(i // GRID_COLUMNS) * pitch}" width="{CELL_PX}" '
+
+
+_CELLS = [_cell_at(i) for i in range(GRID_MAX_ROBOTS)]  # a grid never holds more squares than this
+
+
+def _grid(robots: tuple[RobotView, ...], squares: _Squares) -> str:
     pitch = CELL_PX + GAP_PX
     columns = min(GRID_COLUMNS, len(robots))
     rows = -(-len(robots) // GRID_COLUMNS)
     width, height = columns * pitch - GAP_PX, rows * pitch - GAP_PX
-    cells = "".join(
-        f'<rect x="{(i % GRID_COLUMNS) * pitch}" y="{(i // GRID_COLUMNS) * pitch}" width="{CELL_PX}" '
-        f'height="{CELL_PX}" class="{_STYLE[r.state][0]}"><title>{_tooltip(r, view)}</title></rect>'
-        for i, r in enumerate(robots)
-    )
+    cells = "".join([_CELLS[i] + squares.of(r) for i, r in enumerate(robots)])
     return (
         f'<svg class="grid" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{len(robots)} robots, one square each">{cells}</svg>'
     )
 
 
-def _wave(wave: WaveView, view: FleetView, budget: int) -> tuple[str, int]:
+def _wave(wave: WaveView, squares: _Squares, budget: int) -> tuple[str, int]:
     head = (
         f'<div class="wave-head"><h3>{escape(wave.name)}</h3>'
         + _badge(wave.phase.value, _WAVE_TONE.get(wave.phase, "idle"))
@@ -197,7 +230,7 @@ def _wave(wave: WaveView, view: FleetView, budget: int) -> tuple[str, int]:
             f'<p class="more">{len(wave.robots):,} robots: too many to draw; see STATUS.md and devices/.</p>'
         )
         return f'<div class="wave">{head}{reason}{_bar(wave.counts)}{grid}</div>', budget
-    grid = _grid(wave.robots, view)
+    grid = _grid(wave.robots, squares)
     return f'<div class="wave">{head}{reason}{_bar(wave.counts)}{grid}</div>', budget - len(wave.robots)
 
 
@@ -257,7 +290,7 @@ def _in_progress(rollout: RolloutView, view: FleetView) -> str:
     )
 
 
-def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, int]:
+def _rollout(rollout: RolloutView, view: FleetView, squares: _Squares, budget: int) -> tuple[str, int]:
     facts = [
         f"generation {rollout.generation}",
         f"main commit <code>{escape(rollout.commit[:12])}</code>",
@@ -274,7 +307,7 @@ def _rollout(rollout: RolloutView, view: FleetView, budget: int) -> tuple[str, i
         facts.append(escape(halted))
     waves = []
     for wave in rollout.waves:
-        html, budget = _wave(wave, view, budget)
+        html, budget = _wave(wave, squares, budget)
         waves.append(html)
     reason = f'<p class="reason">{escape(rollout.reason)}</p>' if rollout.reason else ""
     tone = _ROLLOUT_TONE.get(rollout.phase.value, "idle")
@@ -301,8 +334,9 @@ def _withdrawn(view: FleetView) -> str:
     return f'<section class="rollout"><h2>Withdrawn releases</h2><ul>{"".join(items)}</ul></section>'
 
 
-def render_status_html(view: FleetView) -> str:
-    """The whole ``status.html``; deterministic for a given view."""
+def render_status_html(view: FleetView, memo: PagesMemo | None = None) -> str:
+    """The whole ``status.html``; deterministic for a given view. ``memo``: the squares of the last
+    page, reused for the robot views handed over again (the bytes are the same without it)."""
     fleet = escape(view.fleet) if view.fleet else "fleet"
     commit = (
         f"main commit <code>{escape(view.commit)}</code>" if view.commit else "no main commit processed yet"
@@ -310,9 +344,11 @@ def render_status_html(view: FleetView) -> str:
     generated = view.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     budget = GRID_MAX_ROBOTS
     sections = []
+    squares = _Squares(memo, view)
     for rollout in view.rollouts:
-        html, budget = _rollout(rollout, view, budget)
+        html, budget = _rollout(rollout, view, squares, budget)
         sections.append(html)
+    squares.done()
     body = _withdrawn(view) + ("".join(sections) or '<p class="meta">No rollouts.</p>')
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

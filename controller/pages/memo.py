@@ -46,6 +46,7 @@ class RolloutMemo:
     robots: dict[tuple[str, int], RobotEntry] = field(default_factory=dict)
     # wave index -> (the wave's devices as the state lists them, the same sorted once)
     order: dict[int, tuple[tuple[str, ...], list[str]]] = field(default_factory=dict)
+    built: int = 0  # robot views the last build made (the rest were reused)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.pages.memo import PagesMemo, RobotEntry, RolloutMemo
 from controller.records.model import (
     Action,
     Connectivity,
@@ -355,6 +356,29 @@ def _cohort_order(name: str, cohorts: Mapping[str, Cohort]) -> tuple[int, str]:
     return (cohort.stage.rank if cohort is not None else len(Stage), name)
 
 
+def _robot_key(rollout: RolloutState) -> tuple[object, ...]:
+    """The rollout's fields one robot's view reads (:func:`_robot`): while they stay the same, a
+    robot whose device file, wave and site are the same has the same view."""
+    return (
+        rollout.name,
+        rollout.generation,
+        rollout.app,
+        rollout.release_sha256,
+        rollout.previous_version,
+        rollout.phase in _STOPPED_PHASES,
+    )
+
+
+def _tracking(config_of: ConfigOf, used: list[str | None]) -> ConfigOf:
+    """``config_of`` noting each answer in ``used``: a view that read one depends on the fleet."""
+
+    def tracked(app: str, device: str) -> str | None:
+        used.append(config_of(app, device))
+        return used[-1]
+
+    return tracked
+
+
 def _rollout_view(
     rollout: RolloutState,
     files: Mapping[str, DeviceFile],
@@ -362,17 +386,49 @@ def _rollout_view(
     cohorts: Mapping[str, Cohort],
     devices: Mapping[str, Device],
     config_of: ConfigOf | None = None,
+    memo: RolloutMemo | None = None,
+    config_same: bool = False,
 ) -> RolloutView:
+    """``memo``: the rollout's robot views of the last build, reused where their inputs are the same
+    (``config_same``: the config source is the one they were built with) and replaced by this one's."""
+    memo = memo if memo is not None else RolloutMemo()
+    key = _robot_key(rollout)
+    kept = memo.robots if memo.key == key else {}
+    built: dict[tuple[str, int], RobotEntry] = {}
+    order: dict[int, tuple[tuple[str, ...], list[str]]] = {}
     waves: list[WaveView] = []
     seen: dict[str, RobotView] = {}
+    made = 0
     for wave in rollout.waves:
         robots = []
-        for device_id in sorted(wave.devices):
+        known = memo.order.get(wave.index)
+        ids = known[1] if known is not None and known[0] == wave.devices else sorted(wave.devices)
+        order[wave.index] = (wave.devices, ids)
+        for device_id in ids:
             device = devices.get(device_id)
             if device is not None and device.decommissioned:
                 continue  # decommissioned robots are out of every count
             site = device.site if device else "?"
-            robot = _robot(device_id, wave.index, wave.name, rollout, files, site, config_of)
+            file = files.get(device_id)
+            entry = kept.get((device_id, wave.index))
+            if entry is not None and entry.file is not file and entry.file == file:
+                # The same record, parsed again from the bytes the last reconcile wrote: held from
+                # now on, so the next reconcile finds the very object.
+                entry = RobotEntry(file, entry.wave_name, entry.site, entry.used_config, entry.view)
+            if (
+                entry is None
+                or entry.file is not file
+                or entry.wave_name != wave.name
+                or entry.site != site
+                or (entry.used_config and not config_same)
+            ):
+                used: list[str | None] = []
+                tracked = None if config_of is None else _tracking(config_of, used)
+                robot = _robot(device_id, wave.index, wave.name, rollout, files, site, tracked)
+                entry = RobotEntry(file, wave.name, site, bool(used), robot)
+                made += 1
+            built[(device_id, wave.index)] = entry
+            robot = entry.view
             robots.append(robot)
             seen[device_id] = robot  # a later (e.g. rollback) wave's view of a robot wins
         waves.append(
@@ -380,6 +436,7 @@ def _rollout_view(
                 wave.index, wave.name, wave.action, wave.phase, wave.reason, count(robots), tuple(robots)
             )
         )
+    memo.key, memo.robots, memo.order, memo.built = key, built, order, made
     groups: dict[str, list[RobotView]] = {}
     for device_id, robot in seen.items():
         for name in memberships.get(device_id) or (NO_COHORT,):
@@ -440,20 +497,41 @@ def build_view(
     withdrawals: Mapping[tuple[str, str], str] | None = None,
     description: str = "",
     config_of: ConfigOf | None = None,
+    members: Mapping[str, Sequence[str]] | None = None,
+    memo: PagesMemo | None = None,
+    config_source: object = None,
 ) -> FleetView:
     """Everything the status pages show, from the state about to be committed (pure);
     ``withdrawals`` maps each withdrawn (app, version) to its reason; ``config_of(app, device)`` is
     the merged config sha256 the robot should run (a robot already running the release with it
-    keeps its earlier generation's record, as the controller counts it)."""
-    member_of: dict[str, list[str]] = {}
-    for name in sorted(cohorts):
-        for device_id in cohort_members(cohorts[name], devices):
-            member_of.setdefault(device_id, []).append(name)
-    memberships = {d: tuple(names) for d, names in member_of.items()}
-    views = tuple(
-        _rollout_view(r, device_files, memberships, cohorts, devices, config_of)
-        for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name))
-    )
+    keeps its earlier generation's record, as the controller counts it).
+
+    ``members``: each cohort's members as :func:`cohort_members` lists them, when the caller has
+    them (the fleet context does). ``memo`` (:mod:`controller.pages.memo`): the views of the last
+    build, reused for every robot whose inputs are the same, and replaced by this build's;
+    ``config_source`` is the object ``config_of`` answers from (the same one: the same answers).
+    The view is the same with or without them."""
+    memo = memo if memo is not None else PagesMemo()
+    config_same = config_source is not None and config_source is memo.config_source
+    memo.config_source = config_source
+    if members is None or members is not memo.members:
+        member_of: dict[str, list[str]] = {}
+        for name in sorted(cohorts):
+            listed = members[name] if members is not None else cohort_members(cohorts[name], devices)
+            for device_id in listed:
+                member_of.setdefault(device_id, []).append(name)
+        memo.memberships = {d: tuple(names) for d, names in member_of.items()}
+        memo.members = members
+    kept, memo.rollouts = memo.rollouts, {}
+    views = []
+    for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name)):
+        rollout_memo = memo.rollouts[r.name] = kept.get(r.name) or RolloutMemo()
+        views.append(
+            _rollout_view(
+                r, device_files, memo.memberships, cohorts, devices, config_of, rollout_memo, config_same
+            )
+        )
+    memo.robots_built = sum(m.built for m in memo.rollouts.values())
     withdrawn = tuple(
         WithdrawnView(app, version, reason, running_robots(device_files, app, version))
         for (app, version), reason in sorted((withdrawals or {}).items())
@@ -462,7 +540,7 @@ def build_view(
         fleet=fleet,
         generated_at=now,
         commit=commit,
-        rollouts=views,
+        rollouts=tuple(views),
         withdrawn=withdrawn,
         description=description,
     )

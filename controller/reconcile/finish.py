@@ -35,6 +35,7 @@ def pages_and_receipts(
     main: str,
     planned: Mapping[str, PlannedRollout],
 ) -> dict[str, bytes | None]:
+    memo = settings.cache.pages if settings.cache is not None else None
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
     withdrawals = {key: doc.model.reason for key, doc in ctx.spec.withdrawals.items()}
     view = build_view(
@@ -48,10 +49,13 @@ def pages_and_receipts(
         withdrawals=withdrawals,
         description=ctx.fleet.description,
         config_of=lambda app, device: ctx.device_config(app, device).sha256,
+        members=ctx.members,
+        memo=memo,
+        config_source=ctx,
     )
     out: dict[str, bytes | None] = {
         STATUS_MD: render_status_md(view).encode("utf-8"),
-        STATUS_HTML: render_status_html(view).encode("utf-8"),
+        STATUS_HTML: render_status_html(view, memo).encode("utf-8"),
     }
     due = [
         s
