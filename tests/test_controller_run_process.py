@@ -35,14 +35,14 @@ BROKEN = "devices/broken.yaml"
 class Running:
     """One ``fleetcd controller run`` process, its metrics textfile and its standard error."""
 
-    def __init__(self, world: ControllerWorld, root: Path, *, interval: int = 1) -> None:
+    def __init__(self, world: ControllerWorld, root: Path, *, interval: int = 1, watch: bool = False) -> None:
         self.world = world
         self.textfile = root / "fleetcd.prom"
         self.stderr_path = root / "controller.err"
         self.cache = root / "run-cache"
         argv = ["controller", "run", "--repo", str(world.server), "--cache", str(self.cache)]
         argv += ["--gnupghome", str(world.settings.gnupghome), "--interval", str(interval)]
-        argv += ["--metrics-file", str(self.textfile)]
+        argv += ["--metrics-file", str(self.textfile), *(["--watch"] if watch else [])]
         with self.stderr_path.open("w") as err:
             self.process = subprocess.Popen(
                 [*FLEETCD, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
