@@ -79,6 +79,10 @@ def test_every_object_of_a_packed_batch_reads_back_through_git_and_libgit2(repo:
         obj = repo.odb.read(pygit2.Oid(hex=oid))
         assert (obj[0], obj[1]) == ({b"commit": 1, b"tree": 2, b"blob": 3}[kind], data)
     git("verify-pack", str(packs(repo)[0].with_suffix(".idx")), cwd=Path(repo.path))
+    # git indexes our pack into the very same .idx, byte for byte.
+    theirs = Path(repo.path) / "by-git.idx"
+    git("index-pack", "-o", str(theirs), str(packs(repo)[0]), cwd=Path(repo.path))
+    assert theirs.read_bytes() == packs(repo)[0].with_suffix(".idx").read_bytes()
     fsck(repo)
     shown = git(
         "cat-file", "-p", f"{written['refs/fleetcd/desired/robot-7']}:bundle.json", cwd=Path(repo.path)
