@@ -20,6 +20,7 @@ from fleetcd.git.objects import (
     object_batch,
     read_blob,
     update_refs,
+    write_blob,
     write_tree,
 )
 from tests.gitrepos import bare_repo, commit_files, git, rev_parse, work_repo
@@ -82,6 +83,16 @@ def test_rewriting_identical_content_gives_the_identical_tree(repo: pygit2.Repos
     first = write_tree(repo, files)
     assert write_tree(repo, {"d1/e1/f0001.yaml": files["d1/e1/f0001.yaml"]}, first) == first
     assert write_tree(repo, dict(reversed(list(files.items())))) == first
+
+
+def test_a_blob_id_stands_for_its_bytes_and_an_unknown_id_is_refused(repo: pygit2.Repository) -> None:
+    files = nested_files(50)
+    shared = write_blob(repo, files["d1/e1/f0001.yaml"])
+    assert str(shared) == git_blob_id(files["d1/e1/f0001.yaml"])
+    assert write_tree(repo, {**files, "d1/e1/f0001.yaml": shared}) == write_tree(repo, files)
+    unknown = pygit2.Oid(hex=git_blob_id(b"never written"))
+    with pytest.raises(pygit2.GitError):
+        write_tree(repo, {"a.yaml": unknown})
 
 
 def test_none_deletes_a_file_and_drops_directories_left_empty(repo: pygit2.Repository) -> None:

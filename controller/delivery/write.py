@@ -54,6 +54,7 @@ from fleetcd.git.objects import (
     object_batch,
     read_blob,
     update_refs,
+    write_blob,
     write_tree,
 )
 from fleetcd.git.repo import Oid, Repository
@@ -150,16 +151,15 @@ def write_desired_state(
     commits: dict[str, Oid] = {}
     expected: dict[str, Oid | None] = {}
     with object_batch(repo) as staged:
+        # The root, its signature and the trust chain are the same bytes for every robot: one blob.
+        shared = {
+            ROOT_FILE: write_blob(staged, root_bytes),
+            ROOT_SIGNATURE_FILE: write_blob(staged, signature),
+            TRUST_FILE: write_blob(staged, trust),
+        }
         for device in sorted(per_device):
             bundle_bytes, proof_bytes = per_device[device]
-            files = {
-                BUNDLE_FILE: bundle_bytes,
-                ROOT_FILE: root_bytes,
-                ROOT_SIGNATURE_FILE: signature,
-                PROOF_FILE: proof_bytes,
-                TRUST_FILE: trust,
-            }
-            tree = write_tree(staged, files)
+            tree = write_tree(staged, {BUNDLE_FILE: bundle_bytes, PROOF_FILE: proof_bytes, **shared})
             message = f"fleetcd: desired state of {device}, serial {serial}"
             ref = delivery_ref(device, namespaces=namespaces)
             commits[device] = written[ref] = commit(staged, None, tree, message, [], author, issued_at)

@@ -36,8 +36,8 @@ from fleetcd.git.mirror import LockedRepository
 from fleetcd.git.packedrefs import update_packed
 from fleetcd.git.packfile import remove_stale_temp_files, write_pack
 
-# A nested view of the requested changes: name → new bytes, None (delete) or a sub-directory.
-_Changes: TypeAlias = dict[str, "bytes | _Changes | None"]
+# A nested view of the requested changes: name → new bytes, a blob's id, None (delete) or a sub-directory.
+_Changes: TypeAlias = dict[str, "bytes | pygit2.Oid | _Changes | None"]
 _FORBIDDEN_SEGMENTS = frozenset({"", ".", ".."})
 
 
@@ -131,12 +131,21 @@ def _land(repo: pygit2.Repository, objects: Mapping[pygit2.Oid, tuple[int, bytes
     # (pygit2 has no Odb.refresh); tests/test_git_packfile.py holds libgit2 to that.
 
 
+def write_blob(repo: pygit2.Repository, data: bytes) -> pygit2.Oid:
+    """Write one file's bytes once; its id can then stand for them in many trees (:func:`write_tree`)."""
+    with disk_problems(repo.path):
+        return repo.create_blob(data)
+
+
 def write_tree(
     repo: pygit2.Repository,
-    files: Mapping[str, bytes | None],
+    files: Mapping[str, bytes | pygit2.Oid | None],
     base_tree: pygit2.Tree | pygit2.Oid | None = None,
 ) -> pygit2.Oid:
     """Write ``files`` (``"a/b.yaml"`` → bytes) as a tree; returns its id.
+
+    A blob's id (:func:`write_blob`) may stand for a file's bytes: a file shared by many trees is
+    then hashed and looked up once, not once per tree (libgit2 refuses an id it does not have).
 
     With ``base_tree`` the result is that tree with ``files`` applied: bytes add or replace a file,
     None deletes a file or a whole directory, every other entry is kept as is. Directories are built
@@ -162,14 +171,14 @@ def _as_tree(repo: pygit2.Repository, tree: pygit2.Tree | pygit2.Oid | None) -> 
     return obj
 
 
-def _nest(files: Mapping[str, bytes | None]) -> _Changes:
+def _nest(files: Mapping[str, bytes | pygit2.Oid | None]) -> _Changes:
     root: _Changes = {}
     for path, data in files.items():
         parts = path.split("/")
         if any(p in _FORBIDDEN_SEGMENTS or p.lower() == ".git" or "\0" in p for p in parts):
             raise ValueError(f"{path!r} is not a relative path of plain names")
-        if data is not None and not isinstance(data, bytes):
-            raise TypeError(f"{path}: file content must be bytes, not {type(data).__name__}")
+        if data is not None and not isinstance(data, (bytes, pygit2.Oid)):
+            raise TypeError(f"{path}: file content must be bytes or a blob id, not {type(data).__name__}")
         node = root
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -197,7 +206,8 @@ def _build(repo: pygit2.Repository, base: pygit2.Tree | None, changes: _Changes)
             if existing is not None:
                 builder.remove(name)
         else:
-            builder.insert(name, repo.create_blob(change), FileMode.BLOB)
+            blob = change if isinstance(change, pygit2.Oid) else repo.create_blob(change)
+            builder.insert(name, blob, FileMode.BLOB)
     return builder.write() if len(builder) else None
 
 
