@@ -33,7 +33,7 @@ from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
-from fleetcd.git import objects, packedrefs
+from fleetcd.git import objects, packedrefs, packfile
 from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
@@ -111,6 +111,9 @@ def _stop_in_fan_out(mode: str) -> None:
     if mode.startswith("kill-packed:"):
         _stop_in_packed_rewrite(mode.removeprefix("kill-packed:"))
         return
+    if mode == "kill-pack-index":
+        _stop_before_pack_index()
+        return
     objects.PACKED_REFS_FROM = objects.LOCKED_REFS_MAX = 1 << 30
     original = pygit2.transaction.ReferenceTransaction.set_target
     stopped: list[bool] = []
@@ -148,6 +151,19 @@ def _stop_in_packed_rewrite(instant: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     packedrefs.remove_loose = killed  # type: ignore[assignment]
+
+
+def _stop_before_pack_index() -> None:
+    """SIGKILL ourselves as the first object pack (:mod:`fleetcd.git.packfile`) is complete and
+    renamed into ``objects/pack`` but its ``.idx`` is not: the pack no reader sees yet."""
+    replace_path = Path.replace
+
+    def replace_unless_index(self: Path, target: Any) -> Path:
+        if str(target).endswith(".idx"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return replace_path(self, target)
+
+    Path.replace = replace_unless_index  # type: ignore[method-assign]
 
 
 def start_controller(
@@ -307,6 +323,31 @@ def test_kill_9_inside_the_mirror_s_packed_refs_rewrite_heals_on_the_next_run(
     assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
 
     assert_the_next_run_heals(world, crashing, now)
+
+
+def test_kill_9_between_an_object_pack_and_its_index_heals_on_the_next_run(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    world = make_world(tmp_path / "reference", keys, configure=many_robots)
+    crashing = copy_world(world, tmp_path / "crash")
+    now = world.clock.now
+    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
+
+    killed = start_controller(crashing, now, "kill-pack-index")
+    code, _result, err = finish(killed)
+    assert code == -signal.SIGKILL, err[-3000:]
+    pack_dir = crashing.source.mirror / "objects" / "pack"
+    unindexed = [p for p in pack_dir.glob("*.pack") if not p.with_suffix(".idx").exists()]
+    left = unindexed + list(pack_dir.glob("tmp_idx_*"))
+    assert unindexed and len(left) == 2
+    subprocess.run(["git", "fsck", "--connectivity-only"], cwd=crashing.source.mirror, check=True)
+    for path in left:  # as if the next run came minutes later: what was left is now stale
+        os.utime(path, (time.time() - 2 * packfile.STALE_AFTER_S,) * 2)
+
+    assert_the_next_run_heals(world, crashing, now)
+    assert not list(pack_dir.glob("tmp_*"))
+    assert all(p.with_suffix(".idx").exists() for p in pack_dir.glob("*.pack"))
+    subprocess.run(["git", "fsck", "--full"], cwd=crashing.source.mirror, check=True, capture_output=True)
 
 
 def test_a_mirror_that_cannot_be_opened_is_rebuilt_from_the_server(tmp_path: Path, keys: KeyFactory) -> None:
