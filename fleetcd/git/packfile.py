@@ -5,8 +5,11 @@ lands them on disk: one undeltified pack (version 2: ``PACK``, version, count, t
 as its type-and-size header and zlib-compressed bytes, then the SHA-1 of all that) and its
 version 2 ``.idx`` (fan-out table, sorted ids, CRC-32 of each entry, offsets, both checksums).
 No delta search: libgit2's pack builder spent 2.5 s of a 4 s batch of 40,000 objects on it. The
-price is disk: a 10,000-robot fan-out's objects take 52 MB instead of 19 MB (every bundle repeats
-its release, which only deltas share), and ``git push`` deltifies what it sends itself.
+price is bytes: every bundle repeats its release, which only deltas share, so a 10,000-robot
+fan-out's objects take 52 MB in the mirror instead of 19 MB, and ``git push`` (``pack-objects``
+reuses stored objects as they are) sends them as they are: 42 MB instead of 12 MB to the server,
+which stores them so. ``pack-objects --no-reuse-object`` would deltify them again, for 3.3 s CPU
+instead of 0.8 s here.
 
 Crash safety, as git does it: both files are written under ``tmp_pack_*`` / ``tmp_idx_*`` names
 inside ``objects/pack`` and fsynced, then the pack is renamed to ``pack-<checksum>.pack`` and the
