@@ -158,8 +158,10 @@ def write_tree(
         with object_batch(repo) as staged:
             return write_tree(staged, files, base_tree)
     base = _as_tree(repo, base_tree)
-    built = _build(repo, base, _nest(files))
-    return built if built is not None else repo.TreeBuilder().write()
+    changes = _nest(files)
+    with disk_problems(repo.path):
+        built = _build(repo, base, changes)
+        return built if built is not None else repo.TreeBuilder().write()
 
 
 def _as_tree(repo: pygit2.Repository, tree: pygit2.Tree | pygit2.Oid | None) -> pygit2.Tree | None:
@@ -277,21 +279,29 @@ def _update_refs(
     if len(updates) > LOCKED_REFS_MAX:
         _update_refs_with_git(repo, updates, message=message)
         return
-    with repo.transaction() as tx:
-        for ref in sorted(updates):
-            try:
-                tx.lock_ref(ref)
-            except pygit2.GitError as exc:
-                expected = updates[ref][0]
-                held = f"(locked by another writer, or left by a killed one: {exc})"
-                raise RefConflict(ref, _hex(expected), held) from exc
-        for ref, (old, new) in sorted(updates.items()):
-            actual = ref_target(repo, ref)
-            if actual == new:
-                continue
-            if actual != old:
-                raise RefConflict(ref, _hex(old), _hex(actual))
-            tx.set_target(ref, new, message=message)
+    tx = repo.transaction()
+    try:
+        with tx:
+            for ref in sorted(updates):
+                try:
+                    tx.lock_ref(ref)
+                except pygit2.GitError as exc:
+                    expected = updates[ref][0]
+                    held = f"(locked by another writer, or left by a killed one: {exc})"
+                    raise RefConflict(ref, _hex(expected), held) from exc
+            for ref, (old, new) in sorted(updates.items()):
+                actual = ref_target(repo, ref)
+                if actual == new:
+                    continue
+                if actual != old:
+                    raise RefConflict(ref, _hex(old), _hex(actual))
+                tx.set_target(ref, new, message=message)
+    finally:
+        # pygit2 frees a transaction, which removes its lock files, when the block raised or the
+        # commit succeeded, not when the commit failed (a full disk): the lock files then stayed
+        # while anything held the traceback, and every later update of those refs was a conflict.
+        # With an exception type given, __exit__ only frees what is left, and is a no-op otherwise.
+        tx.__exit__(RuntimeError, None, None)
 
 
 # What a full or read-only disk looks like through libgit2 (its messages carry strerror) and the OS.
@@ -311,7 +321,10 @@ def disk_problems(where: str) -> Iterator[None]:
             raise SetupError(f"{where}: {exc}") from exc
         raise
     except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
+        # pygit2 raises libgit2's OS errors as OSError without an errno ("failed to write out
+        # file: No space left on device"): the message tells.
+        unnumbered = exc.errno is None and any(message in str(exc) for message in _DISK_MESSAGES)
+        if exc.errno in DISK_ERRNOS or unnumbered:
             raise SetupError(f"{where}: {exc.strerror or exc}") from exc
         raise
 
