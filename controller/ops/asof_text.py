@@ -80,11 +80,12 @@ def _deployment(role: str, found: Mapping[str, Any]) -> list[str]:
     lines = [f"  {label}: {found['version']} deployment {found['deployment']}{said}"]
     if not found["recorded"]:
         return [*lines, f"{INDENT}no record of it on the state branch at or before the instant"]
-    config = f"; config {found['config_sha256'][:12]} ({', '.join(found['config_files'])})"
+    config = ""  # a release without config files has no config digest
+    if found["config_sha256"]:
+        config = f"; config {found['config_sha256'][:12]} ({', '.join(found['config_files'])})"
     lines.append(
         f"{INDENT}rollout {found['rollout']} generation {found['generation']} ({found['action']}), "
-        f"dispatched {when(found['dispatched_at'])}; release sha256 {found['release_sha256'][:16]}"
-        + (config if found["config_sha256"] else "")
+        f"dispatched {when(found['dispatched_at'])}; release sha256 {found['release_sha256'][:16]}{config}"
     )
     lines.append(f"{INDENT}asked for by main commit {_commit(found['requested_by'])}")
     if found["commit"] != found["requested_by"]:
