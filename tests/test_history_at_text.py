@@ -10,6 +10,7 @@ A small world on real git and gpg, asked through the real ``fleetcd`` command.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from fleetcd.cli.exitcodes import Exit
 from tests.clirun import fleetcd
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import STAGING, ControllerWorld, make_world
+from tests.sim.world import PRODUCTION, STAGING, ControllerWorld, make_world
 
 FORGED = "FORGED: nav runs 9.9.9, approved by everyone"
 HOSTILE = f"probe failed\x1b[2J\x1b]0;owned\x07\r\n{FORGED}\u202e"
@@ -64,3 +65,48 @@ def test_a_deployment_of_a_release_without_config_is_answered_as_text(
     assert code == Exit.OK, err
     (dispatched,) = [line for line in out.splitlines() if "rollout nav generation 1" in line]
     assert "; release sha256 " in dispatched and "config" not in dispatched
+
+
+def test_a_robot_message_cannot_write_escapes_or_forged_lines_to_the_terminal(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld, tmp_path: Path
+) -> None:
+    _code, out = ask(capsys, world, tmp_path / "ops", STAGING[0], "--at", world.clock.now.isoformat())
+
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
+    assert not any(line.lstrip().startswith("FORGED") for line in out.splitlines())
+    handed, reported = [line for line in out.splitlines() if "probe failed" in line]
+    # still shown, on the lines of the deployment it belongs to: what it was handed, what it reported
+    assert handed.startswith("  handed: 1.0.0 deployment dep-") and FORGED in handed
+    assert reported.startswith("  nav 1.0.0 dep-") and FORGED in reported
+
+
+def test_the_json_answer_keeps_the_robot_s_message_as_it_was_written(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld, tmp_path: Path
+) -> None:
+    _code, out = ask(
+        capsys, world, tmp_path / "ops", STAGING[0], "--at", world.clock.now.isoformat(), "-o", "json"
+    )
+    answer = json.loads(out)
+    (deployment,) = answer["report"]["deployments"]
+    assert deployment["message"] == HOSTILE  # data for a program: exact; only text is cleaned
+
+
+def test_with_commit_the_text_names_the_main_commit_the_instant_comes_from(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld, tmp_path: Path
+) -> None:
+    main = world.fleet.git("rev-parse", "HEAD")
+    _code, out = ask(capsys, world, tmp_path / "ops", STAGING[0], "--commit", main[:10])
+
+    first = out.splitlines()[0]
+    assert first.startswith(f"{STAGING[0]} at ")
+    assert first.endswith(f"(as the controller processed main commit {main[:12]})")
+    assert f", main {main[:12]}" in out.splitlines()[1]
+
+
+def test_a_robot_whose_wave_has_not_started_has_nothing_installed_yet_as_text(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld, tmp_path: Path
+) -> None:
+    _code, out = ask(capsys, world, tmp_path / "ops", PRODUCTION[0], "--at", world.clock.now.isoformat())
+
+    assert "nothing installed yet: no deployment dispatched and no app reported" in out.splitlines()
+    assert "the robot had not reported before the instant" in out
