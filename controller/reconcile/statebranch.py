@@ -41,12 +41,16 @@ class StateCache:
     Keyed by the tree's id: the next load diffs that tree against the new one and reads and parses
     only the files that differ, so a reconcile after one that changed K device files parses K
     files, not the fleet's. Git ids name content, so nothing here can be stale; a tree the mirror
-    no longer has (a rebuilt cache) is simply read in full.
+    no longer has (a rebuilt cache) is simply read in full. Filled by :func:`load_state` and by
+    :func:`write_state`, which leaves it holding the tree it wrote (the files it committed, parsed
+    from the very bytes written), so the reconcile after a write reads only what others changed
+    since: after the bootstrap that is nothing, not the whole fleet's device files.
     """
 
     tree: str | None = None
     snapshot: StateSnapshot | None = None
     keys: dict[str, str] = field(default_factory=dict)  # rollout/device file path -> its name
+    parsed: int = 0  # files parsed into this cache, by loads and writes (tests count them)
 
 
 def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | None = None) -> StateSnapshot:
@@ -65,9 +69,13 @@ def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | No
     updated = None
     if changed is not None and cache.snapshot is not None:
         updated = _update(cache.snapshot, cache.keys, head, changed)
-    snapshot, keys = updated or _parse(head, read_files(repo, head))
-    cache.tree, cache.snapshot, cache.keys = tree, snapshot, keys
-    return _copy(snapshot)
+        cache.parsed += sum(data is not None for data in changed.values())
+    if updated is None:
+        files = read_files(repo, head)
+        updated = _parse(head, files)
+        cache.parsed += len(files)
+    cache.tree, (cache.snapshot, cache.keys) = tree, updated
+    return _copy(cache.snapshot)
 
 
 def _parse(head: Oid, files: dict[str, bytes]) -> tuple[StateSnapshot, dict[str, str]]:
@@ -153,10 +161,14 @@ def write_state(
     message: str,
     when: datetime,
     ref: str = STATE_BRANCH,
+    cache: StateCache | None = None,
 ) -> Oid | None:
     """Commit ``changes`` on top of the snapshot's commit and move the ref (compare-and-swap).
 
     Returns the new commit, or None when nothing changed (a no-op reconcile writes no commit).
+    With ``cache`` (holding the snapshot's commit, as :func:`load_state` left it, or nothing when
+    the branch was empty) the cache then holds the new commit's tree: the next :func:`load_state`
+    diffs from what was written instead of reading every file again.
     """
     delta = changed_files(snapshot.files, changes)
     if not delta and snapshot.commit is not None:
@@ -164,4 +176,32 @@ def write_state(
     base = tree_of(repo, snapshot.commit) if snapshot.commit is not None else None
     tree = write_tree(repo, delta, base)
     parents = [snapshot.commit] if snapshot.commit is not None else []
-    return commit(repo, ref, tree, message, parents, CONTROLLER_IDENTITY, when)
+    written = commit(repo, ref, tree, message, parents, CONTROLLER_IDENTITY, when)
+    if cache is not None:
+        _warm(cache, snapshot.commit, written, str(tree), delta)
+    return written
+
+
+def _warm(
+    cache: StateCache, base: Oid | None, written: Oid, tree: str, delta: Mapping[str, bytes | None]
+) -> None:
+    """Leave ``cache`` holding ``written`` (whose tree is ``base``'s with ``delta`` applied), its
+    files parsed from the bytes just committed, exactly as :func:`load_state` would parse them.
+
+    Anything else (the cache holds another commit, or a written file does not parse) leaves the
+    cache as it was: keyed by a tree id, it is then merely older, and the next load diffs from it
+    (and fails loudly on a file that does not parse, as a cold read would).
+    """
+    if base is None:
+        cached, keys = StateSnapshot(commit=None, meta=ControllerMeta()), {}
+    elif cache.snapshot is not None and cache.snapshot.commit == base:
+        cached, keys = cache.snapshot, cache.keys
+    else:
+        return
+    try:
+        updated = _update(cached, keys, written, delta)
+    except ValueError:  # pydantic's ValidationError: the next load reports it, naming the file
+        return
+    if updated is not None:
+        cache.parsed += sum(data is not None for data in delta.values())
+        cache.tree, (cache.snapshot, cache.keys) = tree, updated

@@ -202,7 +202,8 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
             changes.update(status.pages())
     message = status.message or _summary(main, result.events)
     settings.checkpoint("desired-written")
-    written = write_state(ctx.repo, snapshot, changes, message, now)
+    cache = settings.cache.state if settings.cache is not None else None
+    written = write_state(ctx.repo, snapshot, changes, message, now, cache=cache)
     settings.checkpoint("state-committed")
     moved = {ref: status.desired.refs[ref] for ref in status.desired.moved} if status.desired else {}
     if written is not None or moved:
