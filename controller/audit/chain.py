@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.audit.days import DayFiles
 from controller.audit.events import AuditEvent, canonical_json, key_of
 from controller.errors import AuditChainBroken
 from fleetcd.compat import UTC
@@ -215,9 +216,9 @@ def _prev_problem(number: int, previous_file: str | None, seq: int) -> str:
 
 @dataclass(frozen=True)
 class DaySummary:
-    """A day file whose own lines were verified: its bytes' sha256 and the ends of its chain."""
+    """A day file whose own lines were verified: its bytes' identity and the ends of its chain."""
 
-    digest: str
+    digest: str  # :func:`_identity` of its bytes
     lines: int
     first_seq: int
     first_prev: str
@@ -230,7 +231,8 @@ class VerifiedDays:
     """Day files verified before, by path: what lets :func:`verify` skip re-parsing them.
 
     A day file's own checks (canonical lines, keys, seqs and links within the file) depend on its
-    bytes alone, so a file whose sha256 is the one verified before needs only its links to the rest
+    bytes alone, so a file whose sha256 (or git blob id, read from the state branch as
+    :class:`~controller.audit.days.DayFiles`) is the one verified before needs only its links to the rest
     of the chain checked: its first line's seq and prev against the previous file's last line, and
     the anchor against its last line. Any other file (new, grown or changed bytes), a file whose
     link does not hold, or one holding the anchor or a mark before its last line, is parsed in full,
@@ -241,10 +243,18 @@ class VerifiedDays:
     parsed_lines: int = 0  # lines parsed through this memo (tests count them)
 
 
+def _identity(files: Mapping[str, bytes], path: str) -> str:
+    """What names a day file's bytes: its git blob id when ``files`` knows it (nothing is read),
+    else the sha256 of its bytes. Both name the exact bytes; the prefix keeps the two apart."""
+    if isinstance(files, DayFiles):
+        return f"git:{files.blob_id(path)}"
+    return hashlib.sha256(files[path]).hexdigest()
+
+
 def _skip(
     memo: VerifiedDays | None,
     path: str,
-    data: bytes,
+    files: Mapping[str, bytes],
     at: tuple[int, str],
     anchor: tuple[int, str] | None,
     wanted: Collection[int],
@@ -257,7 +267,7 @@ def _skip(
         return None  # the anchor's line is inside: only the last line's hash is remembered
     if any(day.first_seq <= seq < day.last_seq for seq in wanted):
         return None
-    if hashlib.sha256(data).hexdigest() != day.digest:
+    if _identity(files, path) != day.digest:
         return None
     return day
 
@@ -290,7 +300,7 @@ def verify(
     if memo is not None:
         memo.days = {path: memo.days[path] for path in paths if path in memo.days}
     for path in paths:
-        known = _skip(memo, path, files[path], (seq, prev), anchor, wanted)
+        known = _skip(memo, path, files, (seq, prev), anchor, wanted)
         if known is not None:
             seq, prev, count = known.last_seq, known.last_hash, count + known.lines
             if seq in wanted:
@@ -301,7 +311,7 @@ def verify(
             previous_file = path
             continue
         first = (seq + 1, prev)
-        lines = _lines(path, files[path])
+        lines = _lines(path, files[path])  # read once (a DayFiles reads older days from git)
         if memo is not None:
             memo.parsed_lines += len(lines)
         for number, line in enumerate(lines, start=1):
@@ -323,8 +333,9 @@ def verify(
                 problem = f"seq {seq} differs from the head recorded outside the log"
                 raise AuditChainBroken(path, number, problem, expected=anchor[1], found=prev)
         if memo is not None:
-            digest = hashlib.sha256(files[path]).hexdigest()
+            digest = _identity(files, path)
             memo.days[path] = DaySummary(digest, len(lines), first[0], first[1], seq, prev)
+        del lines  # an older day's bytes are not held past its check
         previous_file = path
     if anchor is not None and seq < anchor[0]:
         where = paths[-1] if paths else AUDIT_DIR

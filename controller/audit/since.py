@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Mapping
 from pydantic import BaseModel, ConfigDict
 
 from controller.audit.chain import DAY_PATH, GENESIS, ChainReport, line_hash, verify
+from controller.audit.days import DayFiles
 from controller.errors import AuditChainBroken
 
 
@@ -53,7 +54,11 @@ def verify_since(
     the report carries the line hashes at ``marks`` (the signed heads to check)."""
     days = sorted(path for path in blob_ids if DAY_PATH.fullmatch(path))
     if since is None or since.file is None:
-        files = dict(read(sorted(blob_ids)))
+        # Each day read when verify reaches it and dropped after (the newest kept, for _next):
+        # a full check of a year's log holds one day file, not the year.
+        files: Mapping[str, bytes] = DayFiles(
+            blob_ids, lambda path: read([path])[path], max(days, default=None)
+        )
         report = verify(files, anchor=anchor, marks=marks)
     else:
         older = {path: blob_ids[path] for path in days if path < since.file}

@@ -23,13 +23,14 @@ anywhere but git:
 * the state branch as last parsed (:class:`~controller.reconcile.statebranch.StateCache`): the
   next reconcile diffs the trees and parses only the files that changed;
 * the audit log's day files as last verified (:class:`~controller.audit.chain.VerifiedDays`), by
-  path and the sha256 of their bytes, with the first and last seq and hash of each: the next
-  reconcile parses only the day files whose bytes changed (the newest, appended to) and checks
-  the links between the others and the anchor from those summaries. The verdict is a full
-  check's: changed bytes are parsed and refused as without the cache. Measured on a log of 365
-  days x 2,000 lines (292 MB), CPU seconds: 25.6 s for the full check (``--once``), 0.28 s with
-  the cache after the newest day grew (2,010 lines parsed; the rest is hashing every day's bytes,
-  which still grows with the log's age: about 0.2 s per 300 MB).
+  path and git blob id, with the first and last seq and hash of each: the next reconcile parses
+  only the day files whose blob changed (the newest, appended to) and checks the links between
+  the others and the anchor from those summaries, without reading their bytes. The verdict is a
+  full check's: changed bytes are parsed and refused as without the cache. Measured on a log of
+  365 days x 2,000 lines (292 MB), CPU seconds: 25.6 s for the full check (``--once``), 0.28 s
+  with the cache after the newest day grew when it was keyed by sha256 (hashing every day);
+  by blob id the older days cost nothing. The state snapshot holds the bytes of the newest day
+  only (:class:`~controller.audit.days.DayFiles`): a year of a 100,000-robot log is not in memory.
 
 Only the newest entry of each is kept (the memo's documents are the very objects the kept
 validation holds), so memory stays one parsed fleet, as one reconcile needs anyway.

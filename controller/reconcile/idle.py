@@ -203,11 +203,11 @@ def audit_anchor(meta: ControllerMeta) -> tuple[int, str] | None:
 
 def audit_fields(existing: Mapping[str, bytes], appended: Mapping[str, bytes]) -> dict[str, object]:
     """``state.json``'s anchor fields for the log after ``appended`` (complete new day files)."""
-    merged = {**existing, **appended}
-    days = sorted(path for path in merged if DAY_PATH.fullmatch(path))
+    days = sorted(path for path in {*existing, *appended} if DAY_PATH.fullmatch(path))
     if not days:
         return {"audit_seq": 0, "audit_head": ControllerMeta().audit_head, "audit_file": None}
-    seq, line_hash = head({days[-1]: merged[days[-1]]})
+    last = days[-1]  # only its bytes are read: ``existing`` may read older days from git
+    seq, line_hash = head({last: appended[last] if last in appended else existing[last]})
     return {"audit_seq": seq, "audit_head": line_hash, "audit_file": days[-1]}
 
 

@@ -11,26 +11,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from controller.audit.chain import AUDIT_DIR, DAY_PATH
+from controller.audit.days import DayFiles
 from controller.state.jsontext import dumps_indented
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
-from fleetcd.git.objects import Identity, commit, ref_target, write_tree
+from fleetcd.errors import SetupError
+from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import Oid, Repository, tree_of
-from fleetcd.git.trees import changed_blobs, commit_tree_id, read_files
+from fleetcd.git.trees import changed_blobs, commit_tree_id, list_blobs, read_files
 
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
 
 
 @dataclass
 class StateSnapshot:
-    """The state branch as read at the start of a reconcile."""
+    """The state branch as read at the start of a reconcile.
+
+    ``audit`` is the audit log (``audit/``), read as :class:`~controller.audit.days.DayFiles`: the
+    blob id of every day file and the bytes of the newest only (what the write step appends to);
+    an older day's bytes are read from git when asked and not kept, so a year of a 100,000-robot
+    log (about 16 GB) is not held by a long-running controller. ``files`` is every other file.
+    """
 
     commit: Oid | None
     meta: ControllerMeta
     rollouts: dict[str, RolloutState] = field(default_factory=dict)
     devices: dict[str, DeviceFile] = field(default_factory=dict)
-    audit: dict[str, bytes] = field(default_factory=dict)
+    audit: Mapping[str, bytes] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -50,7 +59,8 @@ class StateCache:
     tree: str | None = None
     snapshot: StateSnapshot | None = None
     keys: dict[str, str] = field(default_factory=dict)  # rollout/device file path -> its name
-    parsed: int = 0  # files parsed into this cache, by loads and writes (tests count them)
+    # Files parsed into this cache, by loads and writes; the audit log is not parsed here (tests count them).
+    parsed: int = 0
 
 
 def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | None = None) -> StateSnapshot:
@@ -63,23 +73,58 @@ def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | No
     if head is None:
         return StateSnapshot(commit=None, meta=ControllerMeta())
     if cache is None:
-        return _copy(_parse(head, read_files(repo, head))[0])
+        return _copy(_parse(head, _read_all(repo, head), _days(repo, head, {}, None))[0])
     tree = commit_tree_id(repo, head)
     changed = changed_blobs(repo, cache.tree, tree) if cache.tree is not None else None
     updated = None
     if changed is not None and cache.snapshot is not None:
-        updated = _update(cache.snapshot, cache.keys, head, changed)
-        cache.parsed += sum(data is not None for data in changed.values())
+        days = _days(repo, head, changed, cache.snapshot.audit)
+        updated = _update(cache.snapshot, cache.keys, head, changed, days)
+        cache.parsed += _parsed(changed)
     if updated is None:
-        files = read_files(repo, head)
-        updated = _parse(head, files)
+        files = _read_all(repo, head)
+        updated = _parse(head, files, _days(repo, head, {}, None))
         cache.parsed += len(files)
     cache.tree, (cache.snapshot, cache.keys) = tree, updated
     return _copy(cache.snapshot)
 
 
-def _parse(head: Oid, files: dict[str, bytes]) -> tuple[StateSnapshot, dict[str, str]]:
-    snapshot = StateSnapshot(commit=head, meta=ControllerMeta(), files=files)
+def _read_all(repo: Repository, head: Oid) -> dict[str, bytes]:
+    """Every file but the audit log's, which :func:`_days` lists without reading."""
+    return read_files(repo, head, skip=(AUDIT_DIR.rstrip("/"),))
+
+
+def _days(
+    repo: Repository, head: Oid, fresh: Mapping[str, bytes | None], previous: Mapping[str, bytes] | None
+) -> DayFiles:
+    """The audit log of ``head`` by blob id (tree objects only), its newest day's bytes kept when
+    ``fresh`` (bytes just read or written for ``head``) or ``previous`` (the last snapshot's log)
+    already holds them under the same blob id; any other day is read from git when asked."""
+    ids = list_blobs(repo, head, AUDIT_DIR)
+    newest = max((path for path in ids if DAY_PATH.fullmatch(path)), default=None)
+    held: dict[str, bytes] = {}
+    if newest is not None:
+        blob, data = ids[newest], fresh.get(newest)
+        if data is None and isinstance(previous, DayFiles):
+            data = previous.held.get(blob)
+        if data is not None:
+            held[blob] = data
+
+    def read(path: str) -> bytes:
+        data = read_blob(repo, head, path)
+        if data is None:
+            raise SetupError(f"{path}: not in state commit {head} of {repo.path}")
+        return data
+
+    return DayFiles(ids, read, newest, held)
+
+
+def _parsed(changed: Mapping[str, bytes | None]) -> int:
+    return sum(data is not None and not path.startswith(AUDIT_DIR) for path, data in changed.items())
+
+
+def _parse(head: Oid, files: dict[str, bytes], audit: DayFiles) -> tuple[StateSnapshot, dict[str, str]]:
+    snapshot = StateSnapshot(commit=head, meta=ControllerMeta(), audit=audit, files=files)
     keys: dict[str, str] = {}
     for path, data in files.items():
         _add(snapshot, keys, path, data)
@@ -97,19 +142,22 @@ def _add(snapshot: StateSnapshot, keys: dict[str, str], path: str, data: bytes) 
         device = DeviceFile.model_validate_json(data)
         snapshot.devices[device.state.device] = device
         keys[path] = device.state.device
-    elif path.startswith("audit/"):
-        snapshot.audit[path] = data
 
 
 def _update(
-    cached: StateSnapshot, cached_keys: dict[str, str], head: Oid, changed: Mapping[str, bytes | None]
+    cached: StateSnapshot,
+    cached_keys: dict[str, str],
+    head: Oid,
+    changed: Mapping[str, bytes | None],
+    audit: DayFiles,
 ) -> tuple[StateSnapshot, dict[str, str]] | None:
-    """``cached`` with the ``changed`` files applied (None: deleted), as :func:`_parse` would read it."""
+    """``cached`` with the ``changed`` files applied (None: deleted), as :func:`_parse` would read it;
+    ``audit`` is ``head``'s log (:func:`_days`)."""
     snapshot, keys = _copy(cached), dict(cached_keys)
-    snapshot.commit = head
+    snapshot.commit, snapshot.audit = head, audit
+    changed = {path: data for path, data in changed.items() if not path.startswith(AUDIT_DIR)}
     for path in changed:
         snapshot.files.pop(path, None)
-        snapshot.audit.pop(path, None)
         name = keys.pop(path, None)
         if name is not None and path.startswith("rollouts/"):
             snapshot.rollouts.pop(name, None)
@@ -128,13 +176,15 @@ def _update(
 
 def _copy(snapshot: StateSnapshot) -> StateSnapshot:
     """Fresh dicts; rollouts and audit files in name order, however they were read (what is done
-    for each rollout in turn never depends on whether a file came from the cache)."""
+    for each rollout in turn never depends on whether a file came from the cache). The log is
+    shared: a :class:`DayFiles` is read-only (and already in name order)."""
+    audit = snapshot.audit
     return StateSnapshot(
         commit=snapshot.commit,
         meta=snapshot.meta,
         rollouts=dict(sorted(snapshot.rollouts.items())),
         devices=dict(snapshot.devices),
-        audit=dict(sorted(snapshot.audit.items())),
+        audit=audit if isinstance(audit, DayFiles) else dict(sorted(audit.items())),
         files=dict(snapshot.files),
     )
 
@@ -178,12 +228,17 @@ def write_state(
     parents = [snapshot.commit] if snapshot.commit is not None else []
     written = commit(repo, ref, tree, message, parents, CONTROLLER_IDENTITY, when)
     if cache is not None:
-        _warm(cache, snapshot.commit, written, str(tree), delta)
+        _warm(repo, cache, snapshot.commit, written, str(tree), delta)
     return written
 
 
 def _warm(
-    cache: StateCache, base: Oid | None, written: Oid, tree: str, delta: Mapping[str, bytes | None]
+    repo: Repository,
+    cache: StateCache,
+    base: Oid | None,
+    written: Oid,
+    tree: str,
+    delta: Mapping[str, bytes | None],
 ) -> None:
     """Leave ``cache`` holding ``written`` (whose tree is ``base``'s with ``delta`` applied), its
     files parsed from the bytes just committed, exactly as :func:`load_state` would parse them.
@@ -199,9 +254,9 @@ def _warm(
     else:
         return
     try:
-        updated = _update(cached, keys, written, delta)
+        updated = _update(cached, keys, written, delta, _days(repo, written, delta, cached.audit))
     except ValueError:  # pydantic's ValidationError: the next load reports it, naming the file
         return
     if updated is not None:
-        cache.parsed += sum(data is not None for data in delta.values())
+        cache.parsed += _parsed(delta)
         cache.tree, (cache.snapshot, cache.keys) = tree, updated

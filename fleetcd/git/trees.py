@@ -98,9 +98,13 @@ def _walk(
 
 
 def read_files(
-    repo: pygit2.Repository, commit_id: pygit2.Oid | str, prefixes: tuple[str, ...] = ()
+    repo: pygit2.Repository,
+    commit_id: pygit2.Oid | str,
+    prefixes: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
 ) -> dict[str, bytes]:
-    """Every blob in the tree of ``commit_id`` (optionally only under ``prefixes``), path → bytes.
+    """Every blob in the tree of ``commit_id`` (optionally only under ``prefixes``, never under the
+    directories ``skip`` names, e.g. ``("audit",)``), path → bytes.
 
     For trees fleetcd writes itself (the state branch), so no size caps or symlink checks apply.
     """
@@ -114,6 +118,8 @@ def read_files(
         for entry in tree:
             path = f"{prefix}{entry.name}"
             if prefixes and not any(path.startswith(p) or p.startswith(f"{path}/") for p in prefixes):
+                continue
+            if path in skip:
                 continue
             obj = repo[entry.id]
             if isinstance(obj, pygit2.Tree):
