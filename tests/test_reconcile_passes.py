@@ -22,14 +22,15 @@ import pytest
 
 from controller.delivery.bundles import DeliverySource, stages_of
 from controller.delivery.inputs import BundleInputs
-from controller.reconcile.cache import ReconcileCache
+from controller.reconcile import rollouts
+from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.delivery_step import _historic_evidence
-from controller.reconcile.rollouts import FleetContext
+from controller.reconcile.rollouts import FleetContext, plan_rollout
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from fleetcd.git.objects import ref_target
 from fleetcd.git.trees import read_tree
-from fleetcd.models import Cohort, Device
+from fleetcd.models import Cohort, Device, Release, Rollout
 from fleetcd.planning.selection import device_stages
 from fleetcd.validation import validate_snapshot
 from tests.fleetrepo import FleetRepoBuilder
@@ -56,6 +57,20 @@ def world(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
 def cache_of(world: ControllerWorld) -> ReconcileCache:
     assert world.settings.cache is not None
     return world.settings.cache
+
+
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every rollout the controller plans (resolves targets, waves and members' configs for)."""
+    seen: list[str] = []
+    real = rollouts.plan_rollout
+
+    def counted(ctx: FleetContext, rollout: Rollout, release: Release) -> object:
+        seen.append(rollout.name)
+        return real(ctx, rollout, release)
+
+    monkeypatch.setattr(rollouts, "plan_rollout", counted)
+    yield seen
 
 
 @pytest.fixture
@@ -93,13 +108,23 @@ def cold(world: ControllerWorld) -> tuple[StateSnapshot, FleetContext, dict[str,
 
 
 def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float]]:
-    """Reports, heartbeats, waves passing and an unrelated commit to main, with the seconds after each."""
+    """Reports, heartbeats, waves passing, a commit to main that keeps its tree and one that does
+    not, and a validation grown too old; with the seconds after each."""
 
     def heartbeat() -> None:
         world.sim.push_report("prod-7", world.clock.now)
 
-    def edit_main() -> None:
-        world.fleet.git("commit", "--allow-empty", "-qm", "an unrelated edit")
+    def same_tree() -> None:
+        world.fleet.git("commit", "--allow-empty", "-qm", "an empty commit")
+        world.fleet.git("push", "-q", str(world.server), "main")
+
+    def new_tree() -> None:
+        # A robot in no cohort (targeted by nothing), committed as is: the builder would re-sign
+        # every signature, which changes every bundle.
+        spare = (world.fleet.root / "devices" / "prod-7.yaml").read_text().replace("prod-7", "spare-1")
+        (world.fleet.root / "devices" / "spare-1.yaml").write_text(spare)
+        world.fleet.git("add", "devices/spare-1.yaml")
+        world.fleet.git("commit", "-qm", "a spare robot")
         world.fleet.git("push", "-q", str(world.server), "main")
 
     return [
@@ -107,33 +132,54 @@ def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float
         ("staging soaked: canary dispatched", lambda: None, 61),
         ("canary downloading", lambda: world.report_all(CANARY, "downloading"), 10),
         ("a heartbeat", heartbeat, 10),
-        ("an unrelated commit to main", edit_main, 10),
+        ("a commit to main keeping its tree", same_tree, 10),
         ("canary deployed", lambda: world.report_all(CANARY, "deployed"), 10),
+        ("a heartbeat after the validation expired", heartbeat, VALIDATION_MAX_AGE.total_seconds() + 1),
         ("canary soaked: production dispatched", lambda: None, 61),
+        ("main's tree changed", new_tree, 10),
     ]
 
 
-def test_inputs_digests_are_computed_for_the_robots_whose_records_changed_and_equal_a_cold_computation(
-    world: ControllerWorld, digested: list[str]
+def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold_computation_gives(
+    world: ControllerWorld, digested: list[str], planned: list[str]
 ) -> None:
+    """Inputs digests: exactly the robots whose records changed. Plans: once per tree of main (an
+    empty commit, or a validation made afresh for the same tree, plans nothing). Every robot's
+    recorded inputs digest, the memo's, and the kept plans equal a cold computation."""
     world.reconcile()
     assert sorted(digested) == FLEET  # the first reconcile digests everyone once
+    assert planned == ["nav"]
     before, _, _ = cold(world)
     for name, act, seconds in story(world):
         digested.clear()
+        planned.clear()
         act()
         world.clock.tick(seconds)
         world.reconcile()
-        after, _, digests = cold(world)
-        changed = {d for d in FLEET if before.devices[d].records != after.devices[d].records}
+        after, fleet, digests = cold(world)
+        changed = {
+            d
+            for d, data in after.devices.items()
+            if d not in before.devices or before.devices[d].records != data.records
+        }
         assert sorted(digested) == sorted(changed), name
         held = cache_of(world).robots.inputs.held
-        for device in FLEET:
+        for device in after.devices:
             desired = after.devices[device].desired
             assert desired is not None and desired.inputs_sha256 == digests[device], (name, device)
             assert held[device].digest == digests[device], (name, device)
+        assert planned == (["nav"] if name == "main's tree changed" else []), name
+        kept = cache_of(world).robots.plans["nav"]
+        model = fleet.spec.rollouts["nav"].doc.model
+        release = fleet.spec.release(model.app, model.release)
+        assert release is not None
+        selection, waves = plan_rollout(fleet, model, release.doc.model)
+        assert (kept.selection, kept.planned) == (selection, waves), name
+        members = sorted({d for wave in waves for d in wave.devices})
+        assert kept.configs == {d: fleet.device_config(model.app, d) for d in members}, name
         before = after
-    assert len(changed) == len(PRODUCTION + MORE)  # the last step dispatched production: a real change
+    assert "spare-1" in after.devices
+    assert cache_of(world).main.validations >= 3  # the first tree twice (it expired), then the new one
 
 
 def _device(device_id: str, rng: random.Random) -> Device:

@@ -8,7 +8,11 @@ compared by content (the very objects the state branch gave, or equal ones; git 
 an entry can be missing but never stale:
 
 * robots' bundle inputs digests (:class:`~controller.delivery.inputs.InputsMemo`): a wave to
-  1,000 robots of 100,000 digests about 1,000 robots' inputs, not 100,000.
+  1,000 robots of 100,000 digests about 1,000 robots' inputs, not 100,000;
+* the rollouts' plans (targets, waves, each member's config:
+  :class:`~controller.reconcile.rollouts.RolloutPlan`), by main's tree id: a function of main's
+  files alone, so a validation made afresh for the same tree (every
+  :data:`~controller.reconcile.cache.VALIDATION_MAX_AGE`) plans nothing again.
 """
 
 from __future__ import annotations
@@ -16,8 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.delivery.inputs import InputsMemo
+from controller.reconcile.rollouts import RolloutPlan
 
 
 @dataclass
 class RobotMemo:
     inputs: InputsMemo = field(default_factory=InputsMemo)
+    plans_tree: str | None = None  # main's tree the plans were made from
+    plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan
+
+    def plans_for(self, tree: str) -> dict[str, RolloutPlan]:
+        """The plans made from ``tree`` (empty for a new tree), for the fleet context to fill."""
+        if tree != self.plans_tree:
+            self.plans_tree, self.plans = tree, {}
+        return self.plans

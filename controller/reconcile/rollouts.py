@@ -43,6 +43,16 @@ RELEASES_REMEMBERED = 10  # releases per rollout whose evidence stays reachable 
 
 
 @dataclass(frozen=True)
+class RolloutPlan:
+    """One rollout as planned from main: who is targeted (and skipped), the waves, and the config
+    each member should run (:meth:`FleetContext.plan_of`)."""
+
+    selection: Selection
+    planned: list[PlannedWave]
+    configs: Mapping[str, DeviceConfig]
+
+
+@dataclass(frozen=True)
 class FleetContext:
     """What every rollout of one reconcile shares: the spec, models by id, cohort windows, and the
     sha256 of each rollout's release file — hashed here once, read by every later step."""
@@ -59,6 +69,8 @@ class FleetContext:
     # sha256 of every release file a withdrawal on main names: never deployed anew (engine)
     withdrawn: frozenset[str] = frozenset()
     _configs: dict[tuple[str, tuple[str, ...]], DeviceConfig] = field(default_factory=dict, compare=False)
+    # rollout name -> its plan (:meth:`plan_of`); shared by the fleet contexts of one tree of main
+    plans: dict[str, RolloutPlan] = field(default_factory=dict, compare=False)
 
     @cached_property
     def _layers(self) -> Context:
@@ -74,8 +86,29 @@ class FleetContext:
             self._configs[key] = DeviceConfig(key[1], merged_sha256(merged))
         return self._configs[key]
 
+    def plan_of(self, rollout: Rollout, release: Release) -> RolloutPlan:
+        """``rollout``'s plan (:func:`plan_rollout`) and every member's config, computed once per
+        tree of main: all of it comes from main's files alone (at 100,000 robots, resolving the
+        targets, planning the waves and the members' config layers cost seconds per reconcile)."""
+        held = self.plans.get(rollout.name)
+        if held is None:
+            selection, planned = plan_rollout(self, rollout, release)
+            members = sorted({d for wave in planned for d in wave.devices})
+            configs = {d: self.device_config(rollout.app, d) for d in members}
+            held = self.plans[rollout.name] = RolloutPlan(selection, planned, configs)
+        return held
+
     @classmethod
-    def of(cls, spec: FleetSpec, fleet: Fleet, trust: TrustRoot) -> FleetContext:
+    def of(
+        cls,
+        spec: FleetSpec,
+        fleet: Fleet,
+        trust: TrustRoot,
+        *,
+        plans: dict[str, RolloutPlan] | None = None,
+    ) -> FleetContext:
+        """The context of a validated spec; ``plans``: the rollouts' plans already made from the
+        same tree of main (:meth:`controller.reconcile.memo.RobotMemo.plans_for`), filled here."""
         devices = {k: v.model for k, v in spec.devices.items()}
         cohorts = {k: v.model for k, v in spec.cohorts.items()}
         members = {name: cohort_members(c, devices) for name, c in cohorts.items()}
@@ -99,7 +132,16 @@ class FleetContext:
             if (release := spec.release(app, version)) is not None
         )
         return cls(
-            spec, fleet, trust, devices, members, windows, digests, dependents=needed_by, withdrawn=withdrawn
+            spec,
+            fleet,
+            trust,
+            devices,
+            members,
+            windows,
+            digests,
+            dependents=needed_by,
+            withdrawn=withdrawn,
+            plans=plans if plans is not None else {},
         )
 
     def signing_key(self, available: Sequence[str]) -> str:
@@ -141,8 +183,8 @@ def advance_rollout(
         raise ValueError(f"{entry.doc.path}: release {rollout.app}@{rollout.release} is not loaded")
     current = Generation(state.generation, state.generation_fingerprint) if state is not None else None
     generation = rollout_generation(entry.doc.data, sha, current, ctx.spec.config_set(rollout.app).root)
-    selection, planned = plan_rollout(ctx, rollout, release.doc.model)
-    members = sorted({d for wave in planned for d in wave.devices})
+    plan = ctx.plan_of(rollout, release.doc.model)
+    selection, planned = plan.selection, plan.planned
     output = advance(
         EngineInput(
             rollout=rollout,
@@ -161,7 +203,7 @@ def advance_rollout(
             requires=tuple(release.doc.model.requires),
             required_by=ctx.dependents.get(rollout.app, ()),
             withdrawn=ctx.withdrawn,
-            configs={d: ctx.device_config(rollout.app, d) for d in members},
+            configs=plan.configs,
         )
     )
     # The engine rebuilds the state each tick; what only this step knows is carried forward here.

@@ -168,13 +168,17 @@ def _keys_expire(files: Mapping[str, bytes]) -> datetime | None:
 
 
 def _fleet_context(ctx: ReconcileContext, spec: FleetSpec, fleet: Fleet, trust: TrustRoot) -> FleetContext:
-    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
-    if main is not None and main.fleet is not None:
+    cache = ctx.settings.cache
+    if cache is None:
+        return FleetContext.of(spec, fleet, trust)
+    main = cache.main
+    if main.fleet is not None:
         return main.fleet
-    built = FleetContext.of(spec, fleet, trust)
-    if main is not None and main.validation is not None and main.validation.spec is spec:
-        main.fleet = built
-    return built
+    if main.validation is None or main.validation.spec is not spec or main.tree is None:
+        return FleetContext.of(spec, fleet, trust)
+    # The rollouts' plans come from main's tree alone: kept across validations of the same tree.
+    main.fleet = FleetContext.of(spec, fleet, trust, plans=cache.robots.plans_for(main.tree))
+    return main.fleet
 
 
 def _ignored_withdrawals(warnings: Iterable[Diagnostic], main: str, now: datetime) -> Iterator[AuditEvent]:
