@@ -103,7 +103,7 @@ def push_by_hand(
 ) -> int:
     """Set ``refs`` (forced) in the local server at ``git_dir``, objects from ``repo``; every ref in
     ``leases`` must still hold its value there (None: absent). All or none. Returns refs moved."""
-    before = _current(git_dir, read_packed(git_dir), refs)
+    before, _ = _current(git_dir, read_packed(git_dir), refs)
     moving = {ref: oid for ref, oid in refs.items() if before.get(ref) != str(oid)}
     if not moving:
         return 0
@@ -113,14 +113,13 @@ def push_by_hand(
     try:
         with _locked(git_dir, [*sorted(leases), PACKED_REFS]):
             entries = read_packed(git_dir)
-            current = _current(git_dir, entries, {**moving, **leases})
+            current, loose = _current(git_dir, entries, {**moving, **leases})
             for ref, expected in sorted(leases.items()):
                 if current.get(ref) != (None if expected is None else str(expected)):
                     found = current.get(ref) or "(absent)"
                     raise PushRejected(
                         ref, f"the server's {ref} is no longer the value this push expected (it is {found})"
                     )
-            loose = {ref for ref in current if (git_dir / ref).is_file()}
             if loose:  # fold them into packed-refs at their current values, then delete them
                 for ref in loose:
                     entries[ref.encode()] = [f"{current[ref]} {ref}\n".encode()]
@@ -137,13 +136,17 @@ def push_by_hand(
 
 
 def _current(
-    git_dir: Path, entries: Mapping[bytes, list[bytes]], refs: Mapping[str, object]
-) -> dict[str, str]:
-    """What each of ``refs`` points at in ``git_dir`` (its loose file, else packed); absent: left out."""
+    git_dir: Path, entries: Mapping[bytes, list[bytes]], refs: Iterable[str]
+) -> tuple[dict[str, str], set[str]]:
+    """What each of ``refs`` points at in ``git_dir`` (its loose file, else packed; absent: left out),
+    and which of them are loose files. Plain string paths: pathlib cost 1.1 s per 30,000 refs here."""
     found: dict[str, str] = {}
+    loose: set[str] = set()
+    base = f"{os.fspath(git_dir)}/"
     for ref in refs:
         try:
-            text = (git_dir / ref).read_bytes()[:100].decode("ascii", "replace").strip()
+            with open(base + ref, "rb") as file:  # noqa: PTH123 - see the docstring
+                text = file.read(100).decode("ascii", "replace").strip()
         except (FileNotFoundError, NotADirectoryError):
             lines = entries.get(ref.encode())
             if lines:
@@ -154,7 +157,8 @@ def _current(
         if text.startswith("ref:"):
             raise TransportError(f"{git_dir}: {ref} is a symbolic ref; refusing to overwrite it by hand")
         found[ref] = text
-    return found
+        loose.add(ref)
+    return found, loose
 
 
 def _send_objects(
