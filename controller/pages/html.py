@@ -13,6 +13,7 @@ draws at most :data:`GRID_MAX_ROBOTS` of them.
 from __future__ import annotations
 
 from html import escape
+from itertools import takewhile
 
 from controller.pages.memo import PagesMemo
 from controller.pages.summary import (
@@ -251,11 +252,13 @@ def _cohorts(rollout: RolloutView) -> str:
 
 
 def _attention(rollout: RolloutView, view: FleetView) -> str:
-    worst = sorted(
-        {r.device: r for w in rollout.waves for r in w.robots}.values(),
-        key=lambda r: (r.state.severity, r.device),
-    )
-    worst = [r for r in worst if r.state.severity <= RobotState.OFFLINE.severity][:ATTENTION_ROWS]
+    # Every robot of the rollout sits in a cohort table (direct targets in their own), each worst
+    # first: the robots needing attention are the tables' heads, found without a pass over all.
+    limit = RobotState.OFFLINE.severity
+    bad = {
+        r.device: r for t in rollout.cohorts for r in takewhile(lambda r: r.state.severity <= limit, t.robots)
+    }
+    worst = sorted(bad.values(), key=lambda r: (r.state.severity, r.device))[:ATTENTION_ROWS]
     if not worst:
         return ""
     rows = "".join(

@@ -8,12 +8,14 @@ changed, so a reconcile that changes K robots' records builds K robot views, not
 
 An entry is reused only when everything its robot's view is computed from is the same: the device
 file *object* (the state cache hands unchanged files over as the very same frozen object, and the
-memo holds a reference, so the same object is the same bytes), the wave, the site, the rollout's
-fields a robot's state reads, and, when the robot's view consulted the config it should run, the
-same fleet context. Nothing is ever read from an entry whose inputs differ, so nothing can be
-stale; a memo that is dropped only costs one full rebuild. Pages bytes with and without the memo
-are the same (tests/test_pages_incremental.py). Only the entries of the last build are kept, so
-memory stays one view of the fleet.
+memo holds a reference, so the same object is the same bytes; a file the last reconcile wrote is
+parsed again by the next, so its robot is built once more), the wave, main's model of the robot
+(the same object, or an equal one), the rollout's fields a robot's state reads, and, when the
+robot's view consulted the config it should run, the same fleet context. Nothing is ever read
+from an entry whose inputs differ, so nothing can be stale; a memo that is dropped only costs one
+full rebuild. Pages bytes with and without the memo are the same
+(tests/test_pages_incremental.py). Only the entries of the last build are kept, so memory stays
+one view of the fleet.
 """
 
 from __future__ import annotations
@@ -24,28 +26,38 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from controller.pages.summary import RobotView
     from controller.state.model import DeviceFile
+    from fleetcd.models import Device
 
 
 @dataclass(frozen=True)
 class RobotEntry:
     """One robot's view in one wave of one rollout, with the inputs it was built from."""
 
+    device: str
+    model: Device | None  # main's model of the robot (its site, decommissioned); None: not on main
     file: DeviceFile | None
-    wave_name: str
-    site: str
     used_config: bool  # the view read the config the robot should run (a carried record)
-    view: RobotView
+    view: RobotView | None  # None: decommissioned, out of every count
+
+
+@dataclass
+class WaveMemo:
+    """One wave's robots as last built: valid for a wave of the same name and devices."""
+
+    devices: tuple[str, ...]  # as the rollout state lists them
+    name: str
+    ids: list[str]  # the same, sorted (the grid's order)
+    entries: list[RobotEntry]  # one per id, in that order
 
 
 @dataclass
 class RolloutMemo:
     """The robot views of one rollout: valid while :attr:`key` (the rollout's fields a robot's
-    view reads) stays the same; keyed by (device, wave index)."""
+    view reads) stays the same."""
 
     key: tuple[object, ...] = ()
-    robots: dict[tuple[str, int], RobotEntry] = field(default_factory=dict)
-    # wave index -> (the wave's devices as the state lists them, the same sorted once)
-    order: dict[int, tuple[tuple[str, ...], list[str]]] = field(default_factory=dict)
+    waves: dict[int, WaveMemo] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # the rollout's robots in device order
     built: int = 0  # robot views the last build made (the rest were reused)
 
 

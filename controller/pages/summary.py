@@ -13,11 +13,12 @@ always add up to the same robots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
-from controller.pages.memo import PagesMemo, RobotEntry, RolloutMemo
+from controller.pages.memo import PagesMemo, RobotEntry, RolloutMemo, WaveMemo
 from controller.records.model import (
     Action,
     Connectivity,
@@ -27,7 +28,7 @@ from controller.records.model import (
     outcome,
 )
 from controller.records.progress import device_progress
-from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
+from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.rollout import HaltPolicy
@@ -175,13 +176,19 @@ class CohortTable:
     counts: Counts
     robots: tuple[RobotView, ...]  # all of them, worst first; renderers cut to their own bounds
 
-    @property
+    @cached_property
     def by_wave(self) -> tuple[tuple[str, int], ...]:
-        """(wave, members in it) in first-seen order: a cohort's members may sit in several waves
-        (an earlier wave took some), so its count is not its wave's."""
+        """(wave, members in it) in wave order: a cohort's members may sit in several waves (an
+        earlier wave took some), so its count is not its wave's. Counted in one pass (both pages
+        ask; a cohort may hold the whole fleet)."""
+        per_wave: dict[int, dict[str, int]] = {}
+        for robot in self.robots:
+            names = per_wave.setdefault(robot.wave_index, {})
+            names[robot.wave or "?"] = names.get(robot.wave or "?", 0) + 1
         tally: dict[str, int] = {}
-        for robot in sorted(self.robots, key=lambda r: r.wave_index):
-            tally[robot.wave or "?"] = tally.get(robot.wave or "?", 0) + 1
+        for index in sorted(per_wave):
+            for name, n in per_wave[index].items():
+                tally[name] = tally.get(name, 0) + n
         return tuple(tally.items())
 
     @property
@@ -236,7 +243,7 @@ class FleetView:
     description: str = ""  # fleet.yaml's description, under the title
 
 
-def count(robots: Sequence[RobotView]) -> Counts:
+def count(robots: Iterable[RobotView]) -> Counts:
     tally = dict.fromkeys(RobotState, 0)
     for robot in robots:
         tally[robot.state] += 1
@@ -379,6 +386,72 @@ def _tracking(config_of: ConfigOf, used: list[str | None]) -> ConfigOf:
     return tracked
 
 
+class _Builder:
+    """Robot views for one rollout: a kept entry whose inputs are the same objects costs a lookup;
+    anything else is built (and counted in :attr:`made`)."""
+
+    def __init__(
+        self,
+        rollout: RolloutState,
+        files: Mapping[str, DeviceFile],
+        config_of: ConfigOf | None,
+        config_same: bool,
+    ) -> None:
+        self.rollout, self.files, self.config_of, self.config_same = rollout, files, config_of, config_same
+        self.made = 0
+        self.same_robots = True  # no robot joined or left the counts (decommissioned, new)
+
+    def entry(
+        self, old: RobotEntry | None, device_id: str, model: Device | None, wave: WaveState
+    ) -> RobotEntry:
+        file = self.files.get(device_id)
+        if old is None:
+            self.same_robots = False
+            return self.new(device_id, model, file, wave)
+        if model is not old.model:
+            if model is None or old.model is None or model != old.model:
+                if (model is not None and model.decommissioned) != (old.view is None):
+                    self.same_robots = False
+                return self.new(device_id, model, file, wave)
+            old = RobotEntry(device_id, model, old.file, old.used_config, old.view)
+        if old.view is None or (file is old.file and not (old.used_config and not self.config_same)):
+            return old
+        # Another file object: changed, or the same record parsed again from the bytes the last
+        # reconcile wrote. Comparing the two costs about as much as building the view (measured),
+        # so it is built: a robot whose file is written costs two builds, this and the next.
+        return self.new(device_id, model, file, wave)
+
+    def new(
+        self, device_id: str, model: Device | None, file: DeviceFile | None, wave: WaveState
+    ) -> RobotEntry:
+        if model is not None and model.decommissioned:
+            return RobotEntry(device_id, model, file, False, None)  # out of every count
+        used: list[str | None] = []
+        tracked = None if self.config_of is None else _tracking(self.config_of, used)
+        site = model.site if model is not None else "?"
+        view = _robot(device_id, wave.index, wave.name, self.rollout, self.files, site, tracked)
+        self.made += 1
+        return RobotEntry(device_id, model, file, bool(used), view)
+
+
+# Robot states from the worst: a cohort table lists its robots in this order, by device within each.
+_WORST_FIRST = tuple(sorted(RobotState, key=lambda state: _SEVERITY[state]))
+
+
+def _table(name: str, cohorts: Mapping[str, Cohort], members: list[RobotView]) -> CohortTable:
+    """A cohort's table from its ``members`` in device order: worst first, by device within a
+    state (the order of ``sorted(key=(severity, device))``, without a sort)."""
+    by_state: dict[RobotState, list[RobotView]] = {}
+    for robot in members:
+        by_state.setdefault(robot.state, []).append(robot)
+    return CohortTable(
+        name=name,
+        stage=cohorts[name].stage.value if name in cohorts else None,
+        counts=Counts(tuple((state, len(by_state.get(state, ()))) for state in RobotState)),
+        robots=tuple(r for state in _WORST_FIRST for r in by_state.get(state, ())),
+    )
+
+
 def _rollout_view(
     rollout: RolloutState,
     files: Mapping[str, DeviceFile],
@@ -390,64 +463,44 @@ def _rollout_view(
     config_same: bool = False,
 ) -> RolloutView:
     """``memo``: the rollout's robot views of the last build, reused where their inputs are the same
-    (``config_same``: the config source is the one they were built with) and replaced by this one's."""
+    (``config_same``: the config source is the one they were built with) and replaced by this one's.
+
+    With a memo whose waves, rollout fields and device models are the same, the work per robot is
+    a lookup of its device file and an identity check; only the robots whose file changed are
+    built again."""
     memo = memo if memo is not None else RolloutMemo()
     key = _robot_key(rollout)
-    kept = memo.robots if memo.key == key else {}
-    built: dict[tuple[str, int], RobotEntry] = {}
-    order: dict[int, tuple[tuple[str, ...], list[str]]] = {}
+    kept = memo.waves if memo.key == key else {}
+    built = _Builder(rollout, files, config_of, config_same)
     waves: list[WaveView] = []
+    wave_memos: dict[int, WaveMemo] = {}
     seen: dict[str, RobotView] = {}
-    made = 0
+    same_order = len(kept) == len(rollout.waves)
     for wave in rollout.waves:
-        robots = []
-        known = memo.order.get(wave.index)
-        ids = known[1] if known is not None and known[0] == wave.devices else sorted(wave.devices)
-        order[wave.index] = (wave.devices, ids)
-        for device_id in ids:
-            device = devices.get(device_id)
-            if device is not None and device.decommissioned:
-                continue  # decommissioned robots are out of every count
-            site = device.site if device else "?"
-            file = files.get(device_id)
-            entry = kept.get((device_id, wave.index))
-            if entry is not None and entry.file is not file and entry.file == file:
-                # The same record, parsed again from the bytes the last reconcile wrote: held from
-                # now on, so the next reconcile finds the very object.
-                entry = RobotEntry(file, entry.wave_name, entry.site, entry.used_config, entry.view)
-            if (
-                entry is None
-                or entry.file is not file
-                or entry.wave_name != wave.name
-                or entry.site != site
-                or (entry.used_config and not config_same)
-            ):
-                used: list[str | None] = []
-                tracked = None if config_of is None else _tracking(config_of, used)
-                robot = _robot(device_id, wave.index, wave.name, rollout, files, site, tracked)
-                entry = RobotEntry(file, wave.name, site, bool(used), robot)
-                made += 1
-            built[(device_id, wave.index)] = entry
-            robot = entry.view
-            robots.append(robot)
-            seen[device_id] = robot  # a later (e.g. rollback) wave's view of a robot wins
+        old = kept.get(wave.index)
+        if old is None or old.name != wave.name or old.devices != wave.devices:
+            old, same_order = None, False
+        ids = old.ids if old is not None else sorted(wave.devices)
+        olds: Sequence[RobotEntry | None] = old.entries if old is not None else [None] * len(ids)
+        entries = [built.entry(e, d, devices.get(d), wave) for d, e in zip(ids, olds, strict=True)]
+        wave_memos[wave.index] = WaveMemo(wave.devices, wave.name, ids, entries)
+        robots = [e.view for e in entries if e.view is not None]
+        for robot in robots:
+            seen[robot.device] = robot  # a later (e.g. rollback) wave's view of a robot wins
         waves.append(
             WaveView(
                 wave.index, wave.name, wave.action, wave.phase, wave.reason, count(robots), tuple(robots)
             )
         )
-    memo.key, memo.robots, memo.order, memo.built = key, built, order, made
+    order = memo.order if same_order and built.same_robots else sorted(seen)
+    memo.key, memo.waves, memo.order, memo.built = key, wave_memos, order, built.made
     groups: dict[str, list[RobotView]] = {}
-    for device_id, robot in seen.items():
+    for device_id in order:  # in device order: each cohort's members come out sorted by device
+        robot = seen[device_id]
         for name in memberships.get(device_id) or (NO_COHORT,):
             groups.setdefault(name, []).append(robot)
     tables = tuple(
-        CohortTable(
-            name=name,
-            stage=cohorts[name].stage.value if name in cohorts else None,
-            counts=count(members),
-            robots=tuple(sorted(members, key=lambda r: (r.state.severity, r.device))),
-        )
+        _table(name, cohorts, members)
         for name, members in sorted(groups.items(), key=lambda kv: _cohort_order(kv[0], cohorts))
     )
     return RolloutView(
@@ -462,7 +515,7 @@ def _rollout_view(
         updated_at=rollout.updated_at,
         approvers=tuple(f"{a.name} ({a.fingerprint[-16:]})" for a in rollout.approvers),
         skipped=len(rollout.skipped),
-        counts=count(list(seen.values())),
+        counts=count(seen.values()),
         waves=tuple(waves),
         cohorts=tables,
         halt_policy=rollout.halt_policy,
