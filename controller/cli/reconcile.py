@@ -127,12 +127,12 @@ def _metrics(
     if address is None and path is None:
         return None
     from controller.metrics.exposition import ControllerMetrics
-    from controller.metrics.serve import MetricsServer, TextfileWriter
+    from controller.metrics.serve import MetricsServer, TextfileWriter, url_of
 
     metrics = ControllerMetrics(settings.push_attempts)
     if address is not None:
         server = stack.enter_context(MetricsServer(*address, metrics.render))
-        click.echo(f"metrics: http://{address[0] or '*'}:{server.port}/metrics", err=True)
+        click.echo(f"metrics: {url_of(address[0], server.port)}", err=True)
     writer = TextfileWriter(path, metrics.render) if path is not None else None
 
     def observe(result: ReconcileResult | None, seconds: float, error: Exception | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -35,13 +36,25 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6  # the standard class binds IPv4 only: "::1" would be refused
+
+
+def url_of(host: str, port: int) -> str:
+    """The URL a person pastes: an IPv6 host in brackets, every address (``""``) as ``*``."""
+    shown = f"[{host}]" if ":" in host else (host or "*")
+    return f"http://{shown}:{port}/metrics"
+
+
 class MetricsServer:
-    """``GET /metrics`` on ``(host, port)`` (port 0: any free one; :attr:`port` says which)."""
+    """``GET /metrics`` on ``(host, port)`` (port 0: any free one; :attr:`port` says which); an
+    IPv6 host (``::1``, from ``[::1]:9464``) listens on IPv6."""
 
     def __init__(self, host: str, port: int, render: Callable[[], bytes]) -> None:
         handler = _handler(render)
+        server = _IPv6Server if ":" in host else ThreadingHTTPServer
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = server((host, port), handler)
         except OSError as exc:
             why = exc.strerror or str(exc)
             raise SetupError(f"--metrics-address {host}:{port}: cannot listen: {why}") from exc
