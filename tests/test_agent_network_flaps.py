@@ -16,7 +16,7 @@ exactly between two steps, never by a mock. What a robot needs:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from fleetcd.errors import TransportError
 from fleetcd.vocabulary import Activity
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer, Behaviour
-from tests.sim.agent import APP, DEVICE, AgentWorld
+from tests.sim.agent import APP, DEVICE, AgentWorld, at
 
 
 @pytest.fixture
@@ -38,18 +38,6 @@ def world(tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer) -> Iterat
     built = AgentWorld.create(tmp_path, keys, artifacts)
     yield built
     built.close()
-
-
-def at(state: str, do: Callable[[], None]) -> Runtime:
-    """A runtime that runs ``do`` once, just before the agent records ``state`` in its journal."""
-    done: list[str] = []
-
-    def checkpoint(name: str) -> None:
-        if name == f"before-{state}" and not done:
-            done.append(name)
-            do()
-
-    return Runtime(checkpoint=checkpoint)
 
 
 def server_gone_at(world: AgentWorld, state: str, stack: ExitStack) -> Runtime:

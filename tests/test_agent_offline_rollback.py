@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from agent.install.tree import TREE_FILE, TreeRecord, read_tree, record_tree, tree_problem, tree_sha256
-from agent.loop import Runtime
 from fleetcd.errors import TransportError
 from fleetcd.vocabulary import Activity
 from tests.httpserver import ArtifactServer
-from tests.sim.agent import APP, AgentWorld
+from tests.sim.agent import APP, AgentWorld, at
 
 
 def deployed(world: AgentWorld, *versions: str) -> None:
@@ -48,18 +47,6 @@ def release_file(world: AgentWorld, version: str, name: str = "VERSION") -> Path
 
 def tamper(world: AgentWorld, version: str) -> None:
     release_file(world, version, "app.py").write_bytes(b"print('not what was signed')\n")
-
-
-def at(state: str, do: Callable[[], None]) -> Runtime:
-    """A runtime that runs ``do`` once, just before the agent records ``state`` in its journal."""
-    done: list[str] = []
-
-    def checkpoint(name: str) -> None:
-        if name == f"before-{state}" and not done:
-            done.append(name)
-            do()
-
-    return Runtime(checkpoint=checkpoint)
 
 
 # --- end to end, the artifact server down ----------------------------------------------------------

@@ -35,6 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,19 @@ def served_version(port: int, version: str | None = None, limit_s: float = 10.0)
         if (answer is not None and version in (None, answer)) or time.monotonic() >= deadline:
             return answer
         time.sleep(0.05)
+
+
+def at(state: str, do: Callable[[], None]) -> Runtime:
+    """A runtime that runs ``do`` once, just before the agent records ``state`` in its journal (the
+    ``before-<state>`` checkpoint): a fault timed between two steps of a cycle."""
+    done: list[str] = []
+
+    def checkpoint(name: str) -> None:
+        if name == f"before-{state}" and not done:
+            done.append(name)
+            do()
+
+    return Runtime(checkpoint=checkpoint)
 
 
 def live_clock() -> Clock:
