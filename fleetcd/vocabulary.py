@@ -152,7 +152,7 @@ class DriftKind(StrEnum):
     """What runs on a robot differs from what its agent installed (``runtime_drift`` in the report)."""
 
     CURRENT_LINK = "current_link"  # tarball: ``current`` points at another release than the agent's
-    IMAGE = "image"  # docker: the app's container runs another image than the deployment's digest
+    IMAGE = "image"  # docker: the app's container runs another image than the deployment's digest, or is gone
     STARTED_OUTSIDE = "started_outside"  # a version of the app runs that the agent did not start
 
 

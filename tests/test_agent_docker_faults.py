@@ -364,16 +364,26 @@ def test_restoring_after_the_pinned_image_was_pruned_pulls_it_again(
     assert executor.state(app, "1.0.0") is RunState.RUNNING
 
 
-def test_a_container_removed_by_hand_is_no_image_drift_and_restart_names_it_missing(
+def test_a_container_removed_by_hand_is_drift_and_restore_creates_it_again(
     docker_world: DockerWorld, executor: DockerExecutor, app: str
 ) -> None:
-    installed_and_running(executor, app, "1.0.0", docker_world.push_app("1.0.0"))
-    container(docker_world, app, "1.0.0").remove(force=True)
+    pinned = docker_world.push_app("1.0.0")
+    installed_and_running(executor, app, "1.0.0", pinned)
+    container(docker_world, app, "1.0.0").remove(force=True)  # `docker rm -f` by hand
 
-    assert executor.drift(app, "1.0.0", None) == []  # nothing runs another image: the converge sees MISSING
+    (found,) = executor.drift(app, "1.0.0", None)
+    assert found[0] is DriftKind.IMAGE and "is gone" in found[1]
+    assert container_name(app, "1.0.0", DEVICE) in found[1]
     assert executor.state(app, "1.0.0") is RunState.MISSING
     with pytest.raises(ContainerFailed, match="never installed, or removed"):
         executor.restart(app, "1.0.0")
+    with pytest.raises(ApplyError, match="not at hand"):
+        executor.restore(app, "1.0.0", None)
+
+    executor.restore(app, "1.0.0", target(app, "1.0.0", pinned, command=SLEEP, deployment="d-1.0.0"))
+
+    assert executor.state(app, "1.0.0") is RunState.RUNNING and executor.active(app) == "1.0.0"
+    assert executor.drift(app, "1.0.0", None) == []
 
 
 # --- names ------------------------------------------------------------------------------------------

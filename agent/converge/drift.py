@@ -6,7 +6,7 @@ pass and before the apps converge; config-file drift is :func:`agent.converge.co
 after them. Per app whose journal says which version should be active — a deployed one (healthy),
 or the version a rollback went back to — the executor says what differs
 (:meth:`agent.executors.base.Executor.drift`): the tarball executor's ``current`` link retargeted,
-the Docker executor's container running another image than its pinned digest, or a version of the
+the Docker executor's container running another image than its pinned digest (or gone), or a version of the
 app running that the agent did not start. ``restore`` asks the executor to undo it
 (:meth:`~agent.executors.base.Executor.restore`); drift is reported either way, with ``restored``
 saying which, and an app whose drift was left in place is not restarted by the idle path (the agent

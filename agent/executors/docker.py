@@ -262,13 +262,20 @@ class DockerExecutor:
 
     def drift(self, app: str, version: str, target: AppTarget | None) -> list[tuple[DriftKind, str]]:
         """The version's container runs another image than its pinned digest (a replaced container or
-        a re-pointed image), or a container of another version of the app runs (started by hand)."""
+        a re-pointed image) or is gone (``docker rm`` by hand: no image of it runs, and with no
+        restart policy nothing would start it again), or a container of another version of the app
+        runs (started by hand)."""
         found: list[tuple[DriftKind, str]] = []
         name = self._name(app, version)
         with self._engine(f"check {app} for drift"):
             container = self._get(name)
             pinned = image_artifact(target.release).image if target is not None else None
-            if container is not None:
+            if container is None:
+                pin = f" ({pinned})" if pinned else ""
+                found.append(
+                    (DriftKind.IMAGE, f"container {name}{pin} is gone; the agent made {version} active")
+                )
+            else:
                 pinned = pinned or container.labels.get(LABEL_IMAGE)
                 running_image = str(container.attrs.get("Image", ""))
                 wanted = self._image_id(pinned) if pinned else None
