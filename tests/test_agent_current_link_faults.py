@@ -75,7 +75,7 @@ def link_of(world: AgentWorld) -> Path:
     return world.paths.apps_dir / APP / "current"
 
 
-@pytest.mark.parametrize("damage", ["file", "outside-releases", "dangling"])
+@pytest.mark.parametrize("damage", ["file", "directory", "outside-releases", "dangling"])
 def test_a_damaged_current_link_is_reported_as_drift_and_the_app_keeps_running(
     reporting: AgentWorld, damage: str
 ) -> None:
@@ -96,7 +96,7 @@ def test_a_damaged_current_link_is_reported_as_drift_and_the_app_keeps_running(
     assert entry is not None and (entry.version, entry.state) == ("1.0.0", Activity.HEALTHY)
 
 
-@pytest.mark.parametrize("damage", ["file", "outside-releases", "dangling"])
+@pytest.mark.parametrize("damage", ["file", "directory", "outside-releases"])
 def test_a_new_release_still_installs_over_a_damaged_current_link_and_writes_it_again(
     reporting: AgentWorld, damage: str
 ) -> None:
@@ -114,6 +114,9 @@ def test_a_new_release_still_installs_over_a_damaged_current_link_and_writes_it_
     reporting.controller.clock.tick(10)
     again = reporting.once()
     assert again.report is not None and again.report.runtime_drift == []
+    if damage == "directory":  # what a person put there is kept beside, never deleted
+        (aside,) = link_of(reporting).parent.glob("current.corrupt-*")
+        assert (aside / "app.py").read_text() == "print('copied by hand')\n"
 
 
 def test_a_failing_release_over_a_damaged_link_rolls_back_to_the_journals_version(

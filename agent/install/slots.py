@@ -18,15 +18,20 @@ Layout under ``root`` (``current`` is relative, so the root can be moved or bind
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from agent.errors import CorruptState
 from agent.install.unpack import UnpackLimits, extract_tarball
-from agent.state.atomic import fsync_dir
+from agent.state.atomic import fsync_dir, set_aside
+from fleetcd.compat import UTC
 from fleetcd.errors import ApplyError
+
+log = logging.getLogger(__name__)
 
 RELEASES_DIR = "releases"
 CURRENT_LINK = "current"
@@ -85,6 +90,10 @@ def switch_current(root: Path, version: str) -> str | None:
         old = current_version(root)
     except CorruptState:  # a file or a foreign link where ours belongs (drift): replaced like any link
         old = None
+        link = root / CURRENT_LINK
+        if link.is_dir() and not link.is_symlink():  # a directory copied there by hand: kept, beside
+            aside = set_aside(link, datetime.now(UTC))
+            log.warning("%s: a directory where the current link belongs; moved to %s", link, aside)
     tmp = root / f"{_TMP_LINK_PREFIX}{secrets.token_hex(8)}"
     tmp.symlink_to(Path(RELEASES_DIR) / version)
     try:
