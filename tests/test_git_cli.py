@@ -438,3 +438,24 @@ def test_received_bytes_survives_a_trace_that_is_not_utf8(tmp_path: Path) -> Non
     packets = tmp_path / "packets"
     packets.write_bytes(b"packet:        fetch< \xff\xfe\n")
     assert received_bytes(packets, tmp_path / "pack") == 4 + 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("ssh://git@Git.Example.com:2222/fleet", "git.example.com"),
+        ("ssh://git.example.com/fleet", "git.example.com"),
+        ("git@git.example.com:fleet", "git.example.com"),
+        ("git.example.com:fleet/x", "git.example.com"),
+        ("https://user@cdn.example.com/fleet.git", "cdn.example.com"),
+        ("ssh://git@[fe80::1]:22/fleet", "fe80::1"),
+        ("git@[::1]:fleet", "::1"),
+        ("/srv/git/fleet.git", None),
+        ("file:///srv/git/fleet.git", None),
+        ("./fleet:odd", None),
+    ],
+)
+def test_server_host_is_the_host_ssh_compares_pins_for(url: str, host: str | None) -> None:
+    from fleetcd.git.gitcli import server_host
+
+    assert server_host(url) == host

@@ -679,3 +679,80 @@ def test_a_bad_replica_or_status_shard_is_refused_and_nothing_is_written(
     code, out, err = add(capsys, fleet, admin, "amr-009", *extra)
     assert code != 0 and why in out + err
     _unchanged(fleet, admin, heads)
+
+
+PIN_PRIMARY = "SHA256:" + "P" * 43
+PIN_MIRROR = "SHA256:" + "m" * 43
+PIN_SHARD = "SHA256:" + "s" * 43
+
+
+def test_every_server_of_an_enrolled_robot_gets_its_own_host_key_pin(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica and a status shard each live on a server with its own host key: without a pin the
+    robot would trust whatever key its known_hosts holds for them (or none). A server on the
+    primary's host (a second repository there) takes the primary's pin."""
+    from fleetcd.shards import shard_of
+
+    shards = {"eu-1": "ssh://git@Shard.example.com:2222/status", "eu-2": "git@shard.example.com:status-2"}
+    extra = ["--host-key-sha256", PIN_PRIMARY, "--server-host-key", f"mirror.example.com={PIN_MIRROR}"]
+    extra += ["--server-host-key", f"SHARD.example.com={PIN_SHARD}"]
+    extra += [
+        "--replica",
+        "ssh://git@mirror.example.com/fleet",
+        "--replica",
+        "ssh://git@git.example.com/mirror",
+    ]
+    extra += ["--replica", "https://cdn.example.com/fleet.git"]
+    for name, url in shards.items():
+        extra += ["--status-shard", f"{name}={url}"]
+    code, _, err = add(capsys, fleet, admin, "amr-010", *extra)
+    assert code == 0, err
+    config = load_config(fleet.root.parent / "robots" / "amr-010" / "agent.yaml")
+    assert config.remote.host_key_sha256 == PIN_PRIMARY
+    assert [r.host_key_sha256 for r in config.remote.replicas] == [PIN_MIRROR, PIN_PRIMARY, None]
+    assert shard_of("amr-010", shards) in shards
+    assert config.remote.status is not None and config.remote.status.host_key_sha256 == PIN_SHARD
+
+
+def test_the_primary_can_be_pinned_by_its_host_name_too(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = add(capsys, fleet, admin, "amr-011", "--server-host-key", f"git.example.com={PIN_PRIMARY}")
+    assert code == 0, err
+    config = load_config(fleet.root.parent / "robots" / "amr-011" / "agent.yaml")
+    assert config.remote.host_key_sha256 == PIN_PRIMARY
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--server-host-key", "mirror.example.com"], "expected HOST=SHA256"),
+        (["--server-host-key", "mirror.example.com=SHA256:short"], "expected HOST=SHA256"),
+        (
+            ["--server-host-key", f"typo.example.com={PIN_MIRROR}"],
+            "no server of amr-012 is on typo.example.com",
+        ),
+        (
+            [
+                "--server-host-key",
+                f"m.example.com={PIN_MIRROR}",
+                "--server-host-key",
+                f"M.example.com={PIN_SHARD}",
+            ],
+            "two different host keys",
+        ),
+        (
+            ["--host-key-sha256", PIN_PRIMARY, "--server-host-key", f"git.example.com={PIN_MIRROR}"],
+            "--host-key-sha256 says",
+        ),
+    ],
+    ids=["no-pin", "bad-pin", "unknown-host", "two-pins", "primary-twice"],
+)
+def test_a_host_key_pin_that_pins_nothing_or_two_things_is_refused_and_nothing_is_written(
+    fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], extra: list[str], why: str
+) -> None:
+    heads = _heads(fleet, admin)
+    code, out, err = add(capsys, fleet, admin, "amr-012", *extra)
+    assert code != 0 and why in out + err
+    _unchanged(fleet, admin, heads)

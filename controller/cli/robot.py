@@ -15,6 +15,8 @@ from controller.cli.options import status_shard_option, write_options
 from controller.ops.enrol import DEFAULT_CONFIG_DIR
 from controller.ops.gitolite import ShardAdmin
 from controller.ops.robots import RobotChange
+from fleetcd.git.gitcli import server_host
+from fleetcd.models.agent import HOST_KEY_PIN
 from fleetcd.shards import ShardSpec, check_shard_name
 
 gitolite_option = click.option(
@@ -83,6 +85,19 @@ def _labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
     return labels
 
 
+def _server_host_keys(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for item in value:
+        host, sep, pin = item.partition("=")
+        host = host.strip().lower()
+        if not sep or not host or not HOST_KEY_PIN.fullmatch(pin):
+            raise click.BadParameter(f"{item!r}: expected HOST=SHA256:<43 base64 characters>")
+        if pins.get(host, pin) != pin:
+            raise click.BadParameter(f"{host} is given two different host keys")
+        pins[host] = pin
+    return pins
+
+
 def _report(change: RobotChange) -> None:
     if not change.changed:
         for note in change.notes:
@@ -139,6 +154,15 @@ def robot_group() -> None:
 )
 @status_shard_option
 @click.option(
+    "--server-host-key",
+    "server_host_keys",
+    multiple=True,
+    metavar="HOST=SHA256:...",
+    callback=_server_host_keys,
+    help="Pin the host key of the fleet's server at HOST (a --replica's or a --status-shard's); "
+    "repeatable. A server on --url's host takes --host-key-sha256.",
+)
+@click.option(
     "--config-dir",
     default=DEFAULT_CONFIG_DIR,
     callback=_absolute,
@@ -181,6 +205,7 @@ def add_command(
     ssh_user: str | None,
     replicas: tuple[str, ...],
     status_shards: tuple[ShardSpec, ...],
+    server_host_keys: dict[str, str],
     config_dir: str | None,
     state_dir: str | None,
     executor: str,
@@ -211,7 +236,20 @@ def add_command(
         executor="docker" if executor == "docker" else "tarball",
         replicas=replicas,
         status_shards=status_shards,
+        server_host_keys=server_host_keys,
     )
+    primary = server_host(url)
+    if host_key and primary in server_host_keys and server_host_keys[primary] != host_key:
+        raise click.BadParameter(
+            f"{primary} is pinned to {server_host_keys[primary]}, --host-key-sha256 says {host_key}",
+            param_hint="--server-host-key",
+        )
+    stray = side.unpinned_hosts(robot)
+    if stray:
+        raise click.BadParameter(
+            f"no server of {robot} is on {', '.join(stray)} (--url, a --replica or its --status-shard)",
+            param_hint="--server-host-key",
+        )
     change = add_robot(
         repo,
         spec,

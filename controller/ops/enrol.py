@@ -39,6 +39,7 @@ from controller.ops.robots import (
 from controller.ops.sshkeys import PRIVATE_KEY_FILE, PublicKey
 from controller.ops.yamledit import UneditableYaml, append_list_item
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
+from fleetcd.git.gitcli import server_host
 from fleetcd.layout import cohort_path, device_path
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.emit import dump_yaml, plain_scalar_ok
@@ -83,6 +84,24 @@ class RobotSide:
     # Every status shard of the fleet, as the controller's --status-shard lists them: the robot's
     # own (fleetcd.shards.shard_of) becomes remote.status.
     status_shards: tuple[ShardSpec, ...] = ()
+    # Pinned host keys of the fleet's other servers (replicas, status shards), by host name; a server
+    # on the primary's host takes the primary's pin (one machine, one host key).
+    server_host_keys: Mapping[str, str] = field(default_factory=dict)
+
+    def endpoint(self, url: str) -> Endpoint:
+        """``url`` as an endpoint of agent.yaml, with its host's pin when one is known."""
+        host = server_host(url)
+        pin = self.server_host_keys.get(host) if host is not None else None
+        if pin is None and host is not None and host == server_host(self.url):
+            pin = self.host_key_sha256
+        return Endpoint(url=url, host_key_sha256=pin)
+
+    def unpinned_hosts(self, robot: str) -> list[str]:
+        """Hosts given a pin that none of ``robot``'s servers is on (a typo would leave one unpinned)."""
+        shard = self.status_shard(robot)
+        urls = [self.url, *self.replicas, *([shard.url] if shard is not None else [])]
+        reached = {server_host(url) for url in urls}
+        return sorted(set(self.server_host_keys) - reached)
 
     def status_shard(self, robot: str) -> ShardSpec | None:
         """The shard ``robot`` pushes its status to; None without shards (it pushes to ``url``)."""
@@ -201,9 +220,9 @@ def add_robot(
             url=side.url,
             ssh_key=f"{side.config_dir}/{PRIVATE_KEY_FILE}",
             ssh_user=side.ssh_user,
-            host_key_sha256=side.host_key_sha256,
-            replicas=[Endpoint(url=url) for url in side.replicas],
-            status=None if shard is None else Endpoint(url=shard.url),
+            host_key_sha256=side.host_key_sha256 or side.server_host_keys.get(server_host(side.url) or ""),
+            replicas=[side.endpoint(url) for url in side.replicas],
+            status=None if shard is None else side.endpoint(shard.url),
         )
     except ValidationError as exc:
         raise _settings_error(config_path, exc, "remote.") from None

@@ -85,6 +85,24 @@ def is_local(url: str) -> bool:
     return colon == -1 or (slash != -1 and slash < colon)
 
 
+_SCP_HOST = re.compile(r"^(?:[^@/]*@)?(\[[^\]]*\]|[^:/\[]*):")
+
+
+def server_host(url: str) -> str | None:
+    """The host name a remote URL reaches (``ssh://user@host:22/x``, ``user@host:x``,
+    ``https://host/x`` → ``host``; ``[::1]`` → ``::1``), lower-cased as SSH compares it; None for a
+    local URL or one with no host."""
+    if is_local(url):
+        return None
+    if "://" in url:
+        host = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+        host = host.split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    else:
+        scp = _SCP_HOST.match(url)
+        host = scp.group(1) if scp else ""
+    return host.strip("[]").lower() or None
+
+
 def local_path(url: str) -> Path:
     """The directory a local URL (:func:`is_local`) names."""
     return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)

@@ -8,6 +8,7 @@ key it trusts comes from the trust-root chain those keys sign, never from agent.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
@@ -27,7 +28,10 @@ Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=UR
 
 
 # An OpenSSH host key fingerprint as `ssh-keygen -l -E sha256` prints it (fleetcd.git.knownhosts).
-HostKeyPin = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+HOST_KEY_PIN = re.compile(
+    r"^SHA256:[A-Za-z0-9+/]{43}$"
+)  # an OpenSSH key fingerprint, as ssh-keygen -l prints
+HostKeyPin = Annotated[str, StringConstraints(pattern=HOST_KEY_PIN.pattern)]
 
 
 class Endpoint(FrozenModel):
