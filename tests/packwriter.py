@@ -19,9 +19,14 @@ WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
 
 
+RELEASE = b"".join(hashlib.sha256(b"release %d" % n).hexdigest().encode() for n in range(10))
+
+
 def robot_files(n: int) -> dict[str, bytes]:
     return {
-        "bundle.json": b'{"device": "robot-%d", "version": "1.%d.0"}\n' % (n, n % 5),
+        # Like a real bundle: mostly the release every robot shares, a few bytes of its own.
+        "bundle.json": b'{"device": "robot-%d", "release": "%s", "version": "1.%d.0"}\n'
+        % (n, RELEASE, n % 5),
         "proof.json": hashlib.sha256(b"%d" % n).hexdigest().encode(),
         "root.json": b'{"serial": 3}\n',
         "root.json.asc": b"signature\n",

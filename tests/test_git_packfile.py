@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def test_every_object_of_a_packed_batch_reads_back_through_git_and_libgit2(repo:
         assert hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).hexdigest() == oid
         obj = repo.odb.read(pygit2.Oid(hex=oid))
         assert (obj[0], obj[1]) == ({b"commit": 1, b"tree": 2, b"blob": 3}[kind], data)
-    git("verify-pack", str(packs(repo)[0].with_suffix(".idx")), cwd=Path(repo.path))
+    listed = git("verify-pack", "-v", str(packs(repo)[0].with_suffix(".idx")), cwd=Path(repo.path))
+    # Each bundle (the shared release and a few bytes of its own) is a delta of an earlier one.
+    assert f"chain length = 1: {ROBOTS - 1} objects" in listed
     # git indexes our pack into the very same .idx, byte for byte.
     theirs = Path(repo.path) / "by-git.idx"
     git("index-pack", "-o", str(theirs), str(packs(repo)[0]), cwd=Path(repo.path))
@@ -104,7 +107,7 @@ def test_objects_the_repository_has_are_not_written_again(repo: pygit2.Repositor
     write_robots(repo, range(ROBOTS // 2, ROBOTS * 2))  # a third known: only the new robots' objects
     (new,) = set(packs(repo)) - set(first)
     listed = git("verify-pack", "-v", str(new.with_suffix(".idx")), cwd=Path(repo.path))
-    assert f"non delta: {4 * ROBOTS} objects" in listed
+    assert len(re.findall(r"^[0-9a-f]{40} ", listed, re.MULTILINE)) == 4 * ROBOTS
     fsck(repo)
 
 
@@ -194,3 +197,41 @@ def test_only_old_leftovers_are_removed(tmp_path: Path) -> None:
     removed = packfile.remove_stale_temp_files(pack_dir)
     assert sorted(p.name for p in removed) == ["pack-a.pack", "tmp_idx_old", "tmp_pack_old"]
     assert sorted(p.name for p in pack_dir.iterdir()) == ["pack-b.idx", "pack-b.pack", "tmp_pack_new"]
+
+
+def test_objects_stored_as_deltas_of_edited_copies_read_back_exactly(tmp_path: Path) -> None:
+    """Seeded edits (inserts, deletions, replacements, copies from offsets over 16 bits) of one
+    blob: whatever write_pack stores as deltas, git reads back byte for byte."""
+    rng = random.Random(7)
+    base = rng.randbytes(70_000)
+    variants = [base]
+    for _ in range(12):
+        data = bytearray(rng.choice(variants))
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(data))
+            edit = rng.choice(["insert", "delete", "replace"])
+            if edit == "insert":
+                data[at:at] = rng.randbytes(rng.randint(1, 300))
+            elif edit == "delete":
+                del data[at : at + rng.randint(1, 300)]
+            else:
+                data[at : at + 20] = rng.randbytes(20)
+        variants.append(bytes(data))
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "repo.git")))
+    blobs = {hashlib.sha1(b"blob %d\0" % len(v) + v).digest(): v for v in variants}
+    idx = packfile.write_pack(Path(repo.path) / "objects" / "pack", ((oid, 3, v) for oid, v in blobs.items()))
+    assert idx is not None
+    listed = git("verify-pack", "-v", str(idx), cwd=Path(repo.path))
+    assert "chain length = 1:" in listed  # most are deltas
+    names = "".join(f"{oid.hex()}\n" for oid in blobs).encode()
+    out = subprocess.run(
+        ["git", "cat-file", "--batch"], cwd=repo.path, input=names, capture_output=True
+    ).stdout
+    at = 0
+    for oid, data in blobs.items():
+        header_end = out.index(b"\n", at)
+        assert out[at:header_end] == b"%s blob %d" % (oid.hex().encode(), len(data))
+        assert out[header_end + 1 : header_end + 1 + len(data)] == data
+        at = header_end + 2 + len(data)
+        assert repo.odb.read(pygit2.Oid(raw=oid))[1] == data
+    fsck(repo)

@@ -1,0 +1,137 @@
+"""git's delta format, written cheaply: one object as copies from a similar one plus new bytes.
+
+:mod:`fleetcd.git.packfile` stores an object as a delta against an earlier one of the same type
+when that is much smaller. Robots' bundles differ from each other in a few short places (ids,
+the device name) and share the rest (the release, the rollout, their signatures), so a delta of
+a 6 KB bundle against another robot's is ~150 bytes.
+
+The matching is divide and conquer on whole slices, done by C code: the common prefix and suffix
+of the two (bisected with slice comparisons), then, for what differs in between, a short anchor
+from the middle of the target looked up in the base (``bytes.find``) splits the problem in two.
+It finds the few long runs such objects share; it is not a general diff (a miss only costs bytes).
+
+The format (git's ``patch-delta.c``): the base's size and the result's size as little-endian
+base-128 numbers, then instructions: ``1xxxxxxx`` copies from the base (the low 4 bits say which
+offset bytes follow, the next 3 which size bytes), ``0nnnnnnn`` (1..127) inserts the next n bytes.
+"""
+
+from __future__ import annotations
+
+_ANCHOR = 16  # bytes looked up in the base: long enough to be unique in a bundle
+_MIN_COPY = 8  # a shorter match is cheaper inserted (a copy instruction is up to 8 bytes)
+_MAX_SPLITS = 64  # anchors looked up per object: a bundle needs a handful; repetitive data far more
+_MAX_COPY = 0x10000  # git writes no longer copy (its decoder reads a size of 0 as 0x10000)
+_MAX_INSERT = 0x7F
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _common_prefix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
+    lo, hi = 0, min(a1 - a0, b1 - b0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[a0 : a0 + mid] == b[b0 : b0 + mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
+    lo, hi = 0, min(a1 - a0, b1 - b0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[a1 - mid : a1] == b[b1 - mid : b1]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _match(
+    base: bytes,
+    b0: int,
+    b1: int,
+    target: bytes,
+    t0: int,
+    t1: int,
+    budget: list[int],
+    out: list[tuple[int, int, int]],
+) -> None:
+    """Append (target offset, base offset, length) runs of target[t0:t1] found in base[b0:b1],
+    in target order and not overlapping."""
+    prefix = _common_prefix(base, b0, b1, target, t0, t1)
+    suffix = _common_suffix(base, b0 + prefix, b1, target, t0 + prefix, t1)
+    if prefix:
+        out.append((t0, b0, prefix))
+    ts, te, bs, be = t0 + prefix, t1 - suffix, b0 + prefix, b1 - suffix
+    if te - ts >= 2 * _ANCHOR and be - bs >= _ANCHOR:
+        for at in (ts + (te - ts) // 2, ts + (te - ts) // 4, ts + 3 * (te - ts) // 4):
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
+            anchor = target[at : at + _ANCHOR]
+            # Similar objects mostly line up: the occurrence near the same offset comes first.
+            found = base.find(anchor, max(bs, bs + (at - ts) - _ANCHOR), be)
+            if found < 0:
+                found = base.find(anchor, bs, be)
+            if found >= 0:
+                _match(base, bs, found, target, ts, at, budget, out)
+                _match(base, found, be, target, at, te, budget, out)
+                break
+    if suffix:
+        out.append((te, be, suffix))
+
+
+def delta(base: bytes, target: bytes, max_new: int) -> bytes | None:
+    """``target`` as git delta instructions against ``base``; None when more than ``max_new`` of
+    its bytes are not found in ``base`` (the delta would not be worth it)."""
+    runs: list[tuple[int, int, int]] = []
+    _match(base, 0, len(base), target, 0, len(target), [_MAX_SPLITS], runs)
+    if len(target) - sum(length for _, _, length in runs if length >= _MIN_COPY) > max_new:
+        return None
+    ops = [_varint(len(base)), _varint(len(target))]
+    at = 0
+    for t_start, b_start, length in runs:
+        if length < _MIN_COPY or t_start < at:
+            continue  # left to the insert before the next copy
+        _insert(ops, target, at, t_start)
+        _copy(ops, b_start, length)
+        at = t_start + length
+    _insert(ops, target, at, len(target))
+    return b"".join(ops)
+
+
+def _insert(ops: list[bytes], target: bytes, start: int, end: int) -> None:
+    for chunk in range(start, end, _MAX_INSERT):
+        piece = target[chunk : min(chunk + _MAX_INSERT, end)]
+        ops.append(bytes((len(piece),)) + piece)
+
+
+def _copy(ops: list[bytes], offset: int, length: int) -> None:
+    while length:
+        size = min(length, _MAX_COPY)
+        command, args = 0x80, bytearray()
+        for i in range(4):
+            byte = (offset >> (8 * i)) & 0xFF
+            if byte:
+                command |= 1 << i
+                args.append(byte)
+        for i in range(3):
+            byte = (size >> (8 * i)) & 0xFF
+            if byte:
+                command |= 0x10 << i
+                args.append(byte)
+        ops.append(bytes((command,)) + bytes(args))
+        offset += size
+        length -= size
