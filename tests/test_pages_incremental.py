@@ -23,6 +23,8 @@ from controller.state.model import DeviceFile, RolloutPhase, WavePhase, WaveStat
 from tests.test_pages import COMMIT, NOW, Fleet, device, mix, sample_fleet, unchanged_fleet
 
 Pages = tuple[str, str]
+# Both pages list the robots still running a withdrawn release (those that reported it deployed).
+WITHDRAWN = {("nav", "2.4.0"): "leaks memory", ("nav", "2.3.1"): "superseded"}
 
 
 class Config:
@@ -39,7 +41,7 @@ def pages(fleet: Fleet, memo: PagesMemo | None, config: Config, minutes: int = 0
     now = NOW + timedelta(minutes=minutes)
     view = build_view(
         fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, now, COMMIT,
-        fleet="acme", config_of=config.of, memo=memo, config_source=config,
+        fleet="acme", config_of=config.of, memo=memo, config_source=config, withdrawals=WITHDRAWN,
     )  # fmt: skip
     return render_status_md(view), render_status_html(view, memo)
 

@@ -72,5 +72,7 @@ class PagesMemo:
     memberships: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # status.html: id(view) -> (view, its square after the position), the views of the last page.
     squares: dict[int, tuple[RobotView, str]] = field(default_factory=dict)
+    # Withdrawn releases: device -> (its file, app -> the version it runs), in device order.
+    running: dict[str, tuple[DeviceFile, dict[str, str]]] = field(default_factory=dict)
     robots_built: int = 0  # robot views built by the last build_view (tests count them)
     squares_rendered: int = 0  # squares rendered by the last render_status_html (tests count them)

@@ -585,8 +585,9 @@ def build_view(
             )
         )
     memo.robots_built = sum(m.built for m in memo.rollouts.values())
+    runs = _runs_by_device(device_files, memo) if withdrawals else {}
     withdrawn = tuple(
-        WithdrawnView(app, version, reason, running_robots(device_files, app, version))
+        WithdrawnView(app, version, reason, tuple(d for d, (_, on) in runs.items() if on.get(app) == version))
         for (app, version), reason in sorted((withdrawals or {}).items())
     )
     return FleetView(
@@ -601,13 +602,38 @@ def build_view(
 
 def running_robots(device_files: Mapping[str, DeviceFile], app: str, version: str) -> tuple[str, ...]:
     """Robots whose newest succeeded deployment of ``app`` is ``version`` (what they run)."""
-    robots = []
-    for device in sorted(device_files):
-        done = [r for r in device_files[device].records if r.app == app and outcome(r) is Outcome.SUCCEEDED]
-        newest = max(done, key=lambda r: (r.created_at, r.updated_at, r.generation), default=None)
-        if newest is not None and newest.version == version:
-            robots.append(device)
-    return tuple(robots)
+    return tuple(d for d in sorted(device_files) if _running_apps(device_files[d]).get(app) == version)
+
+
+def _running_apps(file: DeviceFile) -> dict[str, str]:
+    """App -> the version of the robot's newest succeeded deployment of it (the first of equals)."""
+    newest: dict[str, tuple[tuple[datetime, datetime, int], str]] = {}
+    for r in file.records:
+        if outcome(r) is not Outcome.SUCCEEDED:
+            continue
+        key = (r.created_at, r.updated_at, r.generation)
+        held = newest.get(r.app)
+        if held is None or key > held[0]:
+            newest[r.app] = (key, r.version)
+    return {app: version for app, (_, version) in newest.items()}
+
+
+def _runs_by_device(
+    device_files: Mapping[str, DeviceFile], memo: PagesMemo
+) -> dict[str, tuple[DeviceFile, dict[str, str]]]:
+    """Every robot, in device order, with what it runs; from ``memo`` for files that are the same
+    objects (the withdrawn releases' lists of robots still running them)."""
+    if device_files.keys() != memo.running.keys():
+        kept, ids = memo.running, sorted(device_files)
+    else:
+        kept, ids = memo.running, list(memo.running)
+    runs: dict[str, tuple[DeviceFile, dict[str, str]]] = {}
+    for device in ids:
+        file = device_files[device]
+        held = kept.get(device)
+        runs[device] = held if held is not None and held[0] is file else (file, _running_apps(file))
+    memo.running = runs
+    return runs
 
 
 def counts_text(counts: Counts) -> str:
