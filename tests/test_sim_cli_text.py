@@ -79,3 +79,17 @@ def test_a_fleet_whose_main_does_not_validate_is_not_rehearsed_exit_1_naming_the
     assert code == Exit.INVALID
     assert text == ""  # no rehearsal ran, so no report
     assert err.startswith("error: devices/broken.yaml:3: ")
+
+
+def test_a_rehearsal_whose_rollout_halts_still_exits_0_and_says_halted(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld
+) -> None:
+    """Exit 0 means the rehearsal ran, whatever the rollouts did (docs/cli.md); 1 is for a stall."""
+    code, text, err = sim(capsys, world, "--failure-rate", "1", "--max-seconds", "600")
+
+    assert code == Exit.OK, err
+    lines = text.splitlines()
+    assert "rollouts: nav halted" in lines
+    (summary,) = [line for line in lines if line.startswith("summary: ")]
+    assert summary.startswith("summary: 0 applied, 1 failed,")  # stg-1, the only robot dispatched
+    assert "STALLED" not in text
