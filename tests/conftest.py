@@ -18,6 +18,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.gpgkeys import KeyFactory
+    from tests.hookreceiver import HookReceiver
     from tests.httpserver import ArtifactServer
     from tests.sim.agent import AgentWorld
 
@@ -82,6 +83,16 @@ def artifacts() -> Iterator[ArtifactServer]:
 
     with ArtifactServer() as server:
         yield server
+
+
+@pytest.fixture
+def receiver() -> Iterator[HookReceiver]:
+    """A real local HTTP server receiving webhooks or commit statuses (tests/hookreceiver.py)."""
+    from tests.hookreceiver import HookReceiver
+
+    server = HookReceiver()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -20,10 +20,8 @@ from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import run
 from tests.gpgkeys import KeyFactory
+from tests.hookreceiver import HookReceiver
 from tests.sim.world import STAGING, ControllerWorld, make_world
-from tests.test_webhooks import HookReceiver, receiver
-
-__all__ = ["receiver"]
 
 TOKEN = "ghp_not-a-real-token-0123456789"  # a test value
 

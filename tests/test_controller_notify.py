@@ -1,5 +1,5 @@
 """Webhooks on rollout transitions, end to end: a reconcile of a real fleet repository POSTs to a
-real local HTTP server (:class:`tests.test_webhooks.HookReceiver`), one request per subscribed
+real local HTTP server (:class:`tests.hookreceiver.HookReceiver`), one request per subscribed
 audit event with its event key as ``Idempotency-Key``; a replayed reconcile sends nothing new.
 
 Deliveries are at least once: a controller killed (real SIGKILL) between pushing the state branch
@@ -20,11 +20,9 @@ from controller.reconcile.steps import reconcile_once
 from controller.state.layout import OUTBOX_FILE
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
+from tests.hookreceiver import HookReceiver
 from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines, make_world
 from tests.test_controller_faults import reconcile_killed_at
-from tests.test_webhooks import HookReceiver, receiver
-
-__all__ = ["receiver"]  # the fixture, shared with the webhook unit tests
 
 
 def test_a_reconcile_posts_its_rollout_transitions_once_with_idempotency_keys(

@@ -1,7 +1,7 @@
 """The webhook outbox over a fleet's life: webhooks added, removed and subscribed by short names.
 
 Real reconciles of a real fleet repository POST to a real local HTTP server
-(:class:`tests.test_webhooks.HookReceiver`). What the state branch holds is read back with git from
+(:class:`tests.hookreceiver.HookReceiver`). What the state branch holds is read back with git from
 the server, every version of every file: a webhook's URL (often carrying a token) never lands
 there, only its sha256. A webhook taken out of fleet.yaml while deliveries to it are pending has
 them dropped, audited, and hears nothing more; one added later hears only what happens after it
@@ -22,10 +22,8 @@ from fleetcd.git.refs import STATE_BRANCH
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gitrepos import git
 from tests.gpgkeys import KeyFactory
+from tests.hookreceiver import HookReceiver
 from tests.sim.world import STAGING, ControllerWorld, audit_lines, fail_the_canary, make_world, pass_wave
-from tests.test_webhooks import HookReceiver, receiver
-
-__all__ = ["receiver"]  # the fixture, shared with the webhook unit tests
 
 TOKEN = "tok-3f9a0c5e"  # what a chat or paging service puts in a webhook URL
 

@@ -32,10 +32,8 @@ from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
+from tests.hookreceiver import FakeTime, HookReceiver, Received
 from tests.sim.world import make_world
-from tests.test_webhooks import FakeTime, HookReceiver, Received, receiver
-
-__all__ = ["receiver"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operating.md"
 SECRET = b"correct horse battery staple 42"

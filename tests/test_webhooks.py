@@ -1,8 +1,8 @@
 """Webhook notifications against a real local HTTP server: bodies, headers, retries, refusals, filters.
 
-:class:`HookReceiver` is the stdlib ``ThreadingHTTPServer`` on 127.0.0.1 recording every POST and
-answering from a script of statuses. Waiting is injected (``sleep`` records, the clock is fake),
-so retry schedules are asserted exactly without any test waiting for them.
+:class:`tests.hookreceiver.HookReceiver` records every POST and answers from a script of statuses.
+Waiting is injected (``sleep`` records, the clock is fake), so retry schedules are asserted
+exactly without any test waiting for them.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,97 +21,10 @@ from controller.notify.webhooks import ROLLOUT_TRANSITIONS, Delivery, WebhookSet
 from fleetcd.compat import UTC
 from fleetcd.models.fleet import Webhook
 from tests.gitrepos import free_port
+from tests.hookreceiver import FakeTime, HookReceiver
 
 AT = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 FAST = WebhookSettings(backoff_initial_seconds=0.5, backoff_max_seconds=4.0, jitter_fraction=0.0)
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class _Script:
-    replies: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # consumed in order
-    seen: list[Received] = field(default_factory=list)
-    delay_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    script: _Script
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        script = self.server.script
-        with script.lock:
-            script.seen.append(Received(self.path, dict(self.headers.items()), body))
-            status, headers = script.replies.pop(0) if script.replies else (200, {})
-        if script.delay_seconds:
-            time.sleep(script.delay_seconds)
-        self.send_response(status)
-        for name, value in {"Content-Length": "0", **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-
-class HookReceiver:
-    def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.script = _Script()
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
-
-    def reply(self, *statuses: int | tuple[int, dict[str, str]]) -> None:
-        for item in statuses:
-            self._server.script.replies.append(item if isinstance(item, tuple) else (item, {}))
-
-    def slow(self, seconds: float) -> None:
-        self._server.script.delay_seconds = seconds
-
-    @property
-    def seen(self) -> list[Received]:
-        return list(self._server.script.seen)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[HookReceiver]:
-    server = HookReceiver()
-    yield server
-    server.close()
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 def event(kind: AuditKind, rollout: str = "nav-1-4", **data: str) -> AuditEvent:
