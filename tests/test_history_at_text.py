@@ -4,7 +4,9 @@ A robot writes its report's messages and agent version itself; a compromised or 
 terminal escape sequences (clear the screen, retitle the window) and newlines in them to forge
 lines of the answer. The text answer shows each message on its own line, escapes replaced, and no
 forged line starts where the robot put a newline. Also as text: ``--commit`` says which main
-commit the instant comes from, and a robot whose wave has not started has nothing installed yet.
+commit the instant comes from, a robot whose wave has not started has nothing installed yet, and
+after a halt each robot's line says where it stands (rolled back, failed, rolling back, rollback
+dispatched, never reached).
 A small world on real git and gpg, asked through the real ``fleetcd`` command.
 """
 
@@ -19,7 +21,16 @@ import pytest
 from fleetcd.cli.exitcodes import Exit
 from tests.clirun import fleetcd
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import PRODUCTION, STAGING, ControllerWorld, make_world
+from tests.sim.world import (
+    PRODUCTION,
+    STAGING,
+    ControllerWorld,
+    fail_the_canary,
+    make_world,
+    pass_all_waves,
+    pass_wave,
+    roll_out,
+)
 
 FORGED = "FORGED: nav runs 9.9.9, approved by everyone"
 HOSTILE = f"probe failed\x1b[2J\x1b]0;owned\x07\r\n{FORGED}\u202e"
@@ -110,3 +121,38 @@ def test_a_robot_whose_wave_has_not_started_has_nothing_installed_yet_as_text(
 
     assert "nothing installed yet: no deployment dispatched and no app reported" in out.splitlines()
     assert "the robot had not reported before the instant" in out
+
+
+@pytest.fixture(scope="module")
+def halted(tmp_path_factory: pytest.TempPathFactory, keys: KeyFactory) -> Iterator[ControllerWorld]:
+    """nav 1.0.0 everywhere; 1.1.0 passed staging and failed on can-1: the halt sends stg-1, can-2
+    and can-3 back to 1.0.0; stg-1 has finished its rollback, can-2 is still applying it."""
+    world = make_world(tmp_path_factory.mktemp("history-halted"), keys, name="history-halted")
+    world.reconcile()
+    pass_all_waves(world)
+    roll_out(world, "1.1.0")
+    pass_wave(world, STAGING, "staging")
+    fail_the_canary(world)
+    world.sim.report("stg-1", "nav", "deployed", world.clock.now)  # its rollback to 1.0.0
+    world.sim.report("can-2", "nav", "applying", world.clock.now)
+    world.clock.tick(10)
+    world.reconcile()
+    world.clock.tick(5)
+    yield world
+
+
+@pytest.mark.parametrize(
+    ("robot", "said"),
+    [
+        ("stg-1", "nav: rolled back: running 1.0.0 (a rollback deployment)"),
+        ("can-1", "nav: 1.1.0 failed; running 1.0.0"),
+        ("can-2", "nav: rolling back to 1.0.0 (applying); running 1.1.0"),
+        ("can-3", "nav: rollback to 1.0.0 dispatched, not yet applied; running 1.1.0"),
+        ("prod-1", "nav: running 1.0.0"),
+    ],
+)
+def test_after_a_halt_each_robot_s_line_says_where_it_stands(
+    capsys: pytest.CaptureFixture[str], halted: ControllerWorld, tmp_path: Path, robot: str, said: str
+) -> None:
+    _code, out = ask(capsys, halted, tmp_path / "ops", robot, "--at", halted.clock.now.isoformat())
+    assert said in out.splitlines(), out
