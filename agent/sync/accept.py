@@ -7,7 +7,8 @@ anchors (:mod:`agent.sync.desired`, :mod:`agent.trustcheck`). An accepted commit
 robot insists on), and is what the cycle uses when the network is down or the server offers
 something that fails verification: a crash-looping version can still be watched or rolled back,
 and nothing unverified is ever acted on. A poll that brings the commit already accepted skips gpg
-(:func:`agent.trustcheck.check_unchanged`) and re-parses the cached bytes that were verified.
+(:func:`agent.trustcheck.check_unchanged`, and the bundle's digest, since ``desired.json`` is only a
+file on disk) and re-parses the cached bytes that were verified.
 
 An expired bundle (freeze attack, or a controller gone quiet) is *stale*: the robot keeps running
 what it runs and reports ``stale``; no new deployment starts from it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +110,8 @@ def load_desired(config: AgentConfig, paths: AgentPaths, now: datetime) -> Desir
         out.known, out.serial, out.time_floor = True, verified.root.serial, trust.time_floor
         out.trust_version, out.expires_at = trust.trust_version, trust.expires_at
         out.polled = out.polled or (fresh is not None and files == fresh)
+        if files == fresh and cached is not None and cached != fresh:
+            write_cache(paths.desired_cache, fresh)  # a cache edited on disk: the verified bytes again
         break
     if fresh is not None and fresh.conflict is not None:  # after any refusal: that is the news
         log.warning("%s", fresh.conflict)
@@ -127,10 +131,19 @@ def _judge(config: AgentConfig, trust: TrustState, now: datetime) -> Callable[[D
     return judge
 
 
+def _verified_before(trust: TrustState, files: DesiredFiles, now: datetime) -> bool:
+    """``files`` are the commit accepted before, byte for byte: :func:`check_unchanged`, and the bundle
+    hashes as it did then. In git the commit id binds the bytes; in ``desired.json`` it is only a
+    name written beside them, so an edited cache must not pass for the verified one."""
+    if not check_unchanged(trust, files, now):
+        return False
+    return trust.last_bundle_sha256 == hashlib.sha256(files.bundle).hexdigest()
+
+
 def _accept(
     config: AgentConfig, paths: AgentPaths, files: DesiredFiles, trust: TrustState, now: datetime
 ) -> tuple[VerifiedBundle, TrustState]:
-    if check_unchanged(trust, files, now):
+    if _verified_before(trust, files, now):
         if trust.expired_seen is not None:  # the clock was wrong then (one cycle far ahead), or is now
             trust = record_fresh(trust)
             save_trust_state(paths.trust_file, trust)
