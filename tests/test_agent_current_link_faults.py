@@ -75,7 +75,7 @@ def link_of(world: AgentWorld) -> Path:
     return world.paths.apps_dir / APP / "current"
 
 
-@pytest.mark.parametrize("damage", ["file", "directory", "outside-releases", "dangling"])
+@pytest.mark.parametrize("damage", ["file", "directory", "dangling"])
 def test_a_damaged_current_link_is_reported_as_drift_and_the_app_keeps_running(
     reporting: AgentWorld, damage: str
 ) -> None:
