@@ -93,3 +93,18 @@ def test_a_rehearsal_whose_rollout_halts_still_exits_0_and_says_halted(
     (summary,) = [line for line in lines if line.startswith("summary: ")]
     assert summary.startswith("summary: 0 applied, 1 failed,")  # stg-1, the only robot dispatched
     assert "STALLED" not in text
+
+
+def test_a_rehearsal_with_every_robot_offline_applies_nothing_and_says_so(
+    capsys: pytest.CaptureFixture[str], world: ControllerWorld
+) -> None:
+    code, text, err = sim(capsys, world, "--offline-rate", "1", "--max-seconds", "600")
+
+    assert code == Exit.OK, err
+    lines = text.splitlines()
+    assert any(line.startswith(f"fleetcd sim: {ROBOTS} robots ({ROBOTS} offline), ") for line in lines)
+    assert any(line.startswith("stopped: time limit at 600 s simulated") for line in lines), text
+    (summary,) = [line for line in lines if line.startswith("summary: ")]
+    assert summary.startswith("summary: 0 applied, 0 failed,") and f", {ROBOTS} offline," in summary
+    assert "rollouts: nav progressing" in lines  # it waits for them; nothing failed
+    assert any(line.startswith("costs: 0 polls ") for line in lines)  # an offline robot never polls
