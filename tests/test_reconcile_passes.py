@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ import pytest
 
 from controller.delivery.bundles import DeliverySource, stages_of
 from controller.delivery.inputs import BundleInputs
-from controller.reconcile import rollouts
+from controller.reconcile import due, rollouts
+from controller.reconcile import write as write_step
 from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.delivery_step import _historic_evidence
 from controller.reconcile.rollouts import FleetContext, plan_rollout
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.state.model import DeviceFile
 from fleetcd.git.objects import ref_target
 from fleetcd.git.trees import read_tree
 from fleetcd.models import Cohort, Device, Release, Rollout
@@ -70,6 +73,30 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return real(ctx, rollout, release)
 
     monkeypatch.setattr(rollouts, "plan_rollout", counted)
+    yield seen
+
+
+@pytest.fixture
+def horizons(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every robot whose device file the idle horizon (next_due) reads; each horizon computed
+    through the memo is checked against the same computation without it."""
+    seen: list[str] = []
+    real_instants, real_next_due = due._robot_instants, due.next_due
+
+    def counted(data: DeviceFile, offline_after: timedelta) -> tuple[datetime, ...]:
+        seen.append(data.state.device)
+        return real_instants(data, offline_after)
+
+    def checked(*args: Any, **kwargs: Any) -> datetime:
+        found = real_next_due(*args, **kwargs)
+        assert kwargs["memo"] is not None
+        read = len(seen)
+        assert found == real_next_due(*args, **{**kwargs, "memo": None})
+        del seen[read:]  # the memo-less check reads everyone: not counted
+        return found
+
+    monkeypatch.setattr(due, "_robot_instants", counted)
+    monkeypatch.setattr(write_step, "next_due", checked)
     yield seen
 
 
@@ -141,21 +168,25 @@ def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float
 
 
 def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold_computation_gives(
-    world: ControllerWorld, digested: list[str], planned: list[str]
+    world: ControllerWorld, digested: list[str], planned: list[str], horizons: list[str]
 ) -> None:
     """Inputs digests: exactly the robots whose records changed. Plans: once per tree of main (an
     empty commit, or a validation made afresh for the same tree, plans nothing). Every robot's
-    recorded inputs digest, the memo's, and the kept plans equal a cold computation."""
+    recorded inputs digest, the memo's, and the kept plans equal a cold computation. The idle
+    horizon reads only the device files that changed in this reconcile or the last one that ran
+    (the state branch hands over a file it wrote as a new object once), and equals its memo-less self."""
     world.reconcile()
     assert sorted(digested) == FLEET  # the first reconcile digests everyone once
     assert planned == ["nav"]
     before, _, _ = cold(world)
+    earlier: set[str] = set(FLEET)
     for name, act, seconds in story(world):
         digested.clear()
         planned.clear()
+        horizons.clear()
         act()
         world.clock.tick(seconds)
-        world.reconcile()
+        idle = world.reconcile().idle
         after, fleet, digests = cold(world)
         changed = {
             d
@@ -163,6 +194,11 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             if d not in before.devices or before.devices[d].records != data.records
         }
         assert sorted(digested) == sorted(changed), name
+        files = {
+            d for d, data in after.devices.items() if d not in before.devices or before.devices[d] != data
+        }
+        assert set(horizons) <= files | earlier, name
+        earlier = earlier if idle else files
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
             desired = after.devices[device].desired

@@ -21,13 +21,14 @@ early one costs a full reconcile that finds nothing to do, never a missed one. N
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from controller.engine.dispatch import waiting_for_switch
 from controller.engine.inputs import RATE_WINDOW
 from controller.reconcile.rollouts import FleetContext
-from controller.records.model import Action, is_terminal
+from controller.records.model import Action, DeploymentRecord, is_terminal
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
 from fleetcd.compat import UTC
 from fleetcd.models import Rollout
@@ -43,6 +44,26 @@ _OFFSET_STEP = timedelta(hours=1)  # offsets are compared hourly, then the chang
 _OFFSET_PRECISION = timedelta(seconds=1)
 
 
+# What next_due reads of one robot's device file for one dispatching rollout generation: whether
+# the robot still waits for its deployment (none yet, or a blue/green switch) and when each of its
+# downloads leaves the rate limit's window.
+_Dispatch = tuple[bool, tuple[datetime, ...]]
+_Members = dict[str, tuple[DeviceFile | None, _Dispatch]]  # robot -> (its device file, what it said)
+
+
+@dataclass
+class DueMemo:
+    """What :func:`next_due` read of each robot's device file last time, kept between reconciles by
+    ``controller run`` (:class:`~controller.reconcile.memo.RobotMemo`) so that a reconcile reads
+    only the device files that changed. An entry is used only for the very device file object it
+    was read from (the state branch's cache hands an unchanged robot the same object; the memo
+    keeps it alive, so its identity is its own); a robot whose file changed is read again."""
+
+    offline_after: timedelta | None = None
+    robots: dict[str, tuple[DeviceFile, tuple[datetime, ...]]] = field(default_factory=dict)
+    dispatch: dict[tuple[str, int], _Members] = field(default_factory=dict)  # by (rollout, generation)
+
+
 def next_due(
     ctx: FleetContext,
     rollouts: Mapping[str, RolloutState],
@@ -50,25 +71,52 @@ def next_due(
     *,
     renewal_due_at: datetime | None,
     now: datetime,
+    memo: DueMemo | None = None,
 ) -> datetime:
     """The earliest instant at or after ``now`` at which the clock alone may change the outcome."""
+    memo = memo if memo is not None else DueMemo()
     due = [now + FULL_RECONCILE_EVERY]
     if renewal_due_at is not None:
         due.append(max(renewal_due_at, now))  # ``now``: renewals wait over this reconcile's bound
     offline_after = timedelta(seconds=ctx.fleet.defaults.offline_after_seconds)
-    for data in devices.values():
-        if data.state.last_seen is not None:
-            due.append(data.state.last_seen + offline_after)
-        due.extend(r.deadline_at for r in data.records if r.deadline_at is not None and not is_terminal(r))
+    if memo.offline_after != offline_after:
+        memo.offline_after, memo.robots = offline_after, {}
+    robots = memo.robots
+    for device, data in devices.items():
+        held = robots.get(device)
+        if held is None or held[0] is not data:
+            held = robots[device] = (data, _robot_instants(data, offline_after))
+        for at in held[1]:  # sorted: the first not yet passed is this robot's earliest
+            if at >= now:
+                due.append(at)
+                break
+    if len(robots) != len(devices):  # robots that left: forgotten
+        memo.robots = {device: robots[device] for device in devices}
+    kept = memo.dispatch
+    memo.dispatch = {}
     for name, state in rollouts.items():
         entry = ctx.spec.rollouts.get(name)
         if entry is not None:
-            due.extend(_rollout_due(ctx, entry.doc.model, state, devices, now))
+            key = (name, state.generation)
+            memo.dispatch[key] = kept.get(key, {})
+            due.extend(_rollout_due(ctx, entry.doc.model, state, devices, now, memo.dispatch[key]))
     return min(at for at in due if at >= now)
 
 
+def _robot_instants(data: DeviceFile, offline_after: timedelta) -> tuple[datetime, ...]:
+    """When the robot's connectivity ages to offline and its open deployments' deadlines, sorted."""
+    found = [data.state.last_seen + offline_after] if data.state.last_seen is not None else []
+    found.extend(r.deadline_at for r in data.records if r.deadline_at is not None and not is_terminal(r))
+    return tuple(sorted(found))
+
+
 def _rollout_due(
-    ctx: FleetContext, rollout: Rollout, state: RolloutState, devices: Mapping[str, DeviceFile], now: datetime
+    ctx: FleetContext,
+    rollout: Rollout,
+    state: RolloutState,
+    devices: Mapping[str, DeviceFile],
+    now: datetime,
+    held: _Members,
 ) -> Iterator[datetime]:
     not_before = rollout.schedule.not_before
     if not_before is not None and not_before > now:
@@ -81,7 +129,7 @@ def _rollout_due(
             # it); anything else means this module misreads the plan: stay on the full path.
             yield end if end >= now or wave.reason == EngineReason.PAUSED.value else now
     if state.phase in _DISPATCHING:
-        yield from _dispatch_due(ctx, rollout, state, devices, now)
+        yield from _dispatch_due(ctx, rollout, state, devices, now, held)
 
 
 def soak_seconds(strategy: Strategy, index: int) -> int:
@@ -99,25 +147,33 @@ def soak_seconds(strategy: Strategy, index: int) -> int:
 
 
 def _dispatch_due(
-    ctx: FleetContext, rollout: Rollout, state: RolloutState, devices: Mapping[str, DeviceFile], now: datetime
+    ctx: FleetContext,
+    rollout: Rollout,
+    state: RolloutState,
+    devices: Mapping[str, DeviceFile],
+    now: datetime,
+    held: _Members,
 ) -> Iterator[datetime]:
-    """Window changes and rate-limit minutes ending, for robots without their deployment yet."""
+    """Window changes and rate-limit minutes ending, for robots without their deployment yet.
+
+    ``held``: per robot, what its device file said last time (:class:`DueMemo`), updated here."""
     waiting: list[str] = []
     recent: list[datetime] = []  # downloads the rate limit still counts
-    for device in sorted({d for wave in state.waves for d in wave.devices}):
+    members = dict.fromkeys(d for wave in state.waves for d in wave.devices)
+    for device in members:
         data = devices.get(device)
-        mine = [
-            r
-            for r in (data.records if data is not None else ())
-            if r.rollout == rollout.name and r.generation == state.generation
-        ]
-        if not mine or any(waiting_for_switch(r) for r in mine):
+        found = held.get(device)
+        if found is None or found[0] is not data:
+            records = data.records if data is not None else ()
+            found = held[device] = (data, _dispatch_of(records, rollout.name, state.generation))
+        waits, downloads = found[1]
+        if waits:
             waiting.append(device)
-        recent.extend(
-            r.created_at + RATE_WINDOW
-            for r in mine
-            if r.action in (Action.DEPLOY, Action.STAGE) and r.created_at + RATE_WINDOW > now
-        )
+        if downloads:
+            recent.extend(at for at in downloads if at > now)
+    if len(held) != len(members):  # robots that left the waves: forgotten
+        for device in [d for d in held if d not in members]:
+            del held[device]
     if not waiting:
         return
     limit = rollout.download_rate_per_minute or ctx.fleet.defaults.download_rate_per_minute
@@ -125,6 +181,13 @@ def _dispatch_due(
         yield from recent
     if rollout.schedule.respect_maintenance_windows:
         yield from window_changes(_boundaries(ctx, waiting), now)
+
+
+def _dispatch_of(records: Iterable[DeploymentRecord], rollout: str, generation: int) -> _Dispatch:
+    mine = [r for r in records if r.rollout == rollout and r.generation == generation]
+    waits = not mine or any(waiting_for_switch(r) for r in mine)
+    downloads = tuple(r.created_at + RATE_WINDOW for r in mine if r.action in (Action.DEPLOY, Action.STAGE))
+    return waits, downloads
 
 
 def _boundaries(ctx: FleetContext, devices: Iterable[str]) -> set[tuple[str, str]]:

@@ -12,7 +12,9 @@ an entry can be missing but never stale:
 * the rollouts' plans (targets, waves, each member's config:
   :class:`~controller.reconcile.rollouts.RolloutPlan`), by main's tree id: a function of main's
   files alone, so a validation made afresh for the same tree (every
-  :data:`~controller.reconcile.cache.VALIDATION_MAX_AGE`) plans nothing again.
+  :data:`~controller.reconcile.cache.VALIDATION_MAX_AGE`) plans nothing again;
+* what the idle fast path's horizon reads of each device file
+  (:class:`~controller.reconcile.due.DueMemo`), by the very device file object it was read from.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.delivery.inputs import InputsMemo
+from controller.reconcile.due import DueMemo
 from controller.reconcile.rollouts import RolloutPlan
 
 
 @dataclass
 class RobotMemo:
     inputs: InputsMemo = field(default_factory=InputsMemo)
+    due: DueMemo = field(default_factory=DueMemo)
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan
 

@@ -106,6 +106,7 @@ def applied(ctx: ReconcileContext) -> Status:
         ctx.devices,
         renewal_due_at=desired.next_renewal_at,
         now=ctx.now,
+        memo=ctx.settings.cache.robots.due if ctx.settings.cache is not None else None,
     )
 
     def pages() -> Mapping[str, bytes | None]:
