@@ -35,6 +35,7 @@ from controller.sim.clock import Scheduler, SimClock
 from controller.sim.model import Behaviour
 from controller.sim.robot import Shared, VirtualRobot
 from controller.sim.wire import RobotLink
+from controller.state.layout import device_file
 from fleetcd.desired import ROOT_FILE, BundleRejected
 from fleetcd.git.objects import list_refs, read_blob, ref_target
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH
@@ -118,7 +119,7 @@ def test_one_robot_of_many_gets_a_new_release_and_exactly_its_ref_moves(
     assert moved(before, targets(world)) == {"prod-2"}
     assert polls(agents) == {device: 2 if device == "prod-2" else 1 for device in ROBOTS}
     assert [d.app for d in world.sim.bundle("prod-2", world.clock.now).deployments] == ["tools"]
-    assert state_files_changed(world, state_before) == {"devices/prod-2.json"}
+    assert state_files_changed(world, state_before) == {device_file("prod-2")}
     recorded = world.state().devices["prod-2"].desired
     assert recorded is not None and (recorded.commit, recorded.serial) == (targets(world)["prod-2"], 2)
 

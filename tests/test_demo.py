@@ -22,6 +22,7 @@ from typing import IO
 import pytest
 import yaml
 
+from controller.state.layout import device_file
 from tests.dockerd import DockerWorld, docker_world
 from tests.test_pages_chromium import PageText, chromium
 
@@ -143,7 +144,7 @@ def halted_page_says_what_the_records_say(kept: Path, tmp_path: Path) -> None:
 
     waves = {w["name"]: w["devices"] for w in rollout["waves"]}
     for device in sorted(d for members in waves.values() for d in members):
-        records = json.loads(_git_show(repo, f"{at}:devices/{device}.json"))["records"]
+        records = json.loads(_git_show(repo, f"{at}:{device_file(device)}"))["records"]
         ran = [r for r in records if r["activity"] == "deployed"]
         running = max(ran, key=lambda r: r["created_at"])["version"]
         (title,) = [t for t in dom.titles if t.startswith(f"{device} (")]

@@ -27,6 +27,7 @@ from controller.ops.instant import brought_to_main
 from controller.reconcile.steps import reconcile_once
 from controller.records.model import Action, TargetStatus
 from controller.records.transitions import new_deployment
+from controller.state.layout import device_file
 from controller.state.model import WavePhase
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.compat import UTC
@@ -550,7 +551,7 @@ def test_states_written_before_the_fields_existed_answer_unknown(
     repo = pygit2.Repository(str(timeline.world.server))
     head = ref_target(repo, STATE_BRANCH)
     assert head is not None
-    paths = ("rollouts/nav.json", "devices/can-2.json")
+    paths = ("rollouts/nav.json", device_file("can-2"))
     old = {path: _as_older_controllers_wrote(path, read_blob(repo, head, path) or b"") for path in paths}
     when = timeline.world.clock.now + timedelta(seconds=100)
     tree = write_tree(repo, old, tree_of(repo, head))

@@ -19,6 +19,7 @@ import yaml
 import tests.test_controller_scenario as scenario
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.state.layout import device_file
 from fleetcd.compat import UTC
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
@@ -170,10 +171,10 @@ def test_history_finds_records_the_device_file_no_longer_keeps(
     world.reconcile()
     pass_wave(world, STAGING, "staging")
     repo = pygit2.Repository(str(world.server))
-    current = json.loads(read_blob(repo, STATE_BRANCH, "devices/stg-1.json") or b"")
+    current = json.loads(read_blob(repo, STATE_BRANCH, device_file("stg-1")) or b"")
     assert len(current["records"]) == 1
     current["records"] = []  # as if the controller had pruned it (device files keep the newest only)
-    rewrite_state(world.server, {"devices/stg-1.json": json.dumps(current).encode()})
+    rewrite_state(world.server, {device_file("stg-1"): json.dumps(current).encode()})
 
     history = json.loads(fleetcd(capsys, "history", "stg-1", *remote(world, tmp_path), "-o", "json")[1])
     assert [(r["rollout"], r["status"]) for r in history["records"]] == [("nav", "deployed")]

@@ -19,7 +19,7 @@ from controller.ops.output import Column, Row, field, when
 from controller.ops.remote import RemoteView
 from controller.reconcile.statebranch import StateSnapshot
 from controller.records.model import DeploymentRecord
-from controller.state.layout import device_file
+from controller.state.layout import device_files
 from controller.state.model import DeviceFile
 from fleetcd.git.objects import read_blob, ref_target
 from fleetcd.git.refs import status_ref
@@ -53,12 +53,12 @@ def device_history(
     audit = _audit_lines(state, device)
     if state.commit is None:
         return DeviceHistory(device, [], audit, 0, True)
-    path = device_file(device)
+    paths = device_files(device)
     commits = commits_between(repo, None, str(state.commit))[::-1]
     found: dict[str, DeploymentRecord] = {}
     seen_blobs: set[bytes] = set()
     for commit in commits[:max_commits]:
-        data = read_blob(repo, oid(commit), path)
+        data = next((d for d in (read_blob(repo, oid(commit), p) for p in paths) if d is not None), None)
         if data is None or data in seen_blobs:
             continue
         seen_blobs.add(data)

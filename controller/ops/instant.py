@@ -18,7 +18,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from controller.records.model import DeploymentRecord
-from controller.state.layout import META_FILE, device_file
+from controller.state.layout import META_FILE, device_files
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.compat import UTC
 from fleetcd.git.log import LogEntry, blob_at, blob_bytes, first_parent_log
@@ -127,7 +127,8 @@ class StateWalk:
             return False
         first = self.commits_read == 0
         self.commits_read += 1
-        found = blob_at(self.repo, entry.commit, device_file(self.device))
+        new, flat = device_files(self.device)
+        found = blob_at(self.repo, entry.commit, new) or blob_at(self.repo, entry.commit, flat)
         data = self._read(found.blob) if found is not None else None
         if data is not None:
             records = DeviceFile.model_validate_json(data).records

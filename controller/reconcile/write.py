@@ -41,7 +41,7 @@ from controller.reconcile.result import Continue, Fail, Observed, ReconcileResul
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
 from controller.reconcile.statebranch import changed_files, dump, write_state
-from controller.state.layout import META_FILE, device_file, rollout_file
+from controller.state.layout import META_FILE, device_file, legacy_device_of, rollout_file
 from controller.state.model import IdleMark, RolloutPhase
 from fleetcd.errors import InvalidContent
 from fleetcd.git.remote import push
@@ -100,6 +100,11 @@ def applied(ctx: ReconcileContext) -> Status:
     for device, data in ctx.devices.items():
         if snapshot.devices.get(device) != data:
             files[device_file(device)] = dump(data)
+    for path, raw in snapshot.files.items():  # a state branch from before the buckets: moved once
+        flat = legacy_device_of(path)
+        if flat is not None:
+            files[path] = None
+            files.setdefault(device_file(flat), raw)
     due = next_due(
         fleet,
         ctx.rollouts,
