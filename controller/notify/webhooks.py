@@ -113,9 +113,12 @@ class Delivery:
 
 
 def redact(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # fleet.yaml refuses such a URL; a log line must not fail on one anyway
+        return "(a URL that does not parse)"
     host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
     rest = "/…" if parts.path.strip("/") or parts.query else ""
     return f"{parts.scheme}://{host}{port}{rest}"
 

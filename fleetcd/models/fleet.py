@@ -8,9 +8,10 @@ threshold types are defined here and used there.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from fleetcd.compat import Self
 from fleetcd.models.base import Document, Fingerprint, FrozenModel, SafeName, Stage
@@ -158,8 +159,26 @@ WebhookEvent = Literal[
 ]
 
 
+def _check_webhook_url(value: str) -> str:
+    """A URL the controller can POST to: a host, a port in range, no spaces or control characters.
+    The message never repeats the URL: it often carries a token."""
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("the webhook URL holds a space or a control character")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsed for its ValueError: a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"the webhook URL does not parse: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("the webhook URL names no host")
+    return value
+
+
+WebhookUrl = Annotated[str, Field(pattern=r"^https?://", max_length=2048), AfterValidator(_check_webhook_url)]
+
+
 class Webhook(FrozenModel):
-    url: str = Field(pattern=r"^https?://", max_length=2048)
+    url: WebhookUrl
     events: list[WebhookEvent] = Field(default_factory=list)
 
 
