@@ -166,6 +166,8 @@ class BundleInputs:
             and (held.records is records or held.records == records)
             and self._holds(held.probe)
         ):
+            if held.records is not records:  # equal: kept with these, so that next time `is` holds
+                held = _Held(records, held.probe, held.digest)
             self._next[device] = held
             return held.digest
         digest, probe = self._compute(device, records)
