@@ -12,6 +12,7 @@ import sys
 import tarfile
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,58 @@ def test_tampered_current_is_reported_as_corrupt_state(root: Path, make: object,
 def test_unsafe_version_names_never_become_paths(root: Path, version: str) -> None:
     with pytest.raises(ValueError, match="release directory name"):
         release_dir(root, version)
+
+
+# --- switching over a damaged current ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "replaced"),
+    [
+        pytest.param(lambda link: link.write_text("releases/1.0.0\n"), None, id="a-file"),
+        pytest.param(lambda link: link.symlink_to("/etc"), None, id="a-link-out-of-releases"),
+        pytest.param(lambda link: link.symlink_to("releases/../../x"), None, id="a-link-climbing-out"),
+        pytest.param(
+            lambda link: link.symlink_to("releases/9.9.9"), "9.9.9", id="a-link-to-nothing-installed"
+        ),
+    ],
+)
+def test_a_switch_over_a_damaged_current_replaces_it_and_names_what_it_replaced(
+    root: Path, archives: Path, damage: Callable[[Path], object], replaced: str | None
+) -> None:
+    installed(root, archives, "1.0.0", "1.1.0")
+    damage(root / "current")
+
+    assert switch_current(root, "1.1.0") == replaced  # None: what was there named no release
+
+    assert current_version(root) == "1.1.0"
+    assert (release_dir(root, "1.0.0") / "VERSION").read_text() == "1.0.0"  # nothing else touched
+
+
+def test_a_directory_in_place_of_current_is_moved_aside_whole_not_deleted(root: Path, archives: Path) -> None:
+    installed(root, archives, "1.0.0")
+    link = root / "current"
+    link.mkdir()
+    (link / "notes.txt").write_text("copied here by hand\n")
+
+    assert switch_current(root, "1.0.0") is None
+
+    assert current_version(root) == "1.0.0"
+    (aside,) = root.glob("current.corrupt-*")
+    assert (aside / "notes.txt").read_text() == "copied here by hand\n"
+    assert installed_versions(root) == ["1.0.0"]  # the set-aside folder is no release
+
+
+def test_a_switch_over_a_damaged_current_to_a_version_not_installed_is_refused_and_touches_nothing(
+    root: Path, archives: Path
+) -> None:
+    installed(root, archives, "1.0.0")
+    link = root / "current"
+    link.write_text("garbage")
+
+    with pytest.raises(ApplyError, match="not installed"):
+        switch_current(root, "2.0.0")
+
+    assert link.read_text() == "garbage"  # refused before anything moved
+    with pytest.raises(CorruptState):
+        current_version(root)
