@@ -20,7 +20,7 @@ from controller.notify.outbox import decode, webhook_id
 from controller.state.layout import OUTBOX_FILE
 from fleetcd.git.refs import STATE_BRANCH
 from tests.fleetrepo import FleetRepoBuilder
-from tests.gitrepos import git
+from tests.gitrepos import free_port, git
 from tests.gpgkeys import KeyFactory
 from tests.hookreceiver import HookReceiver
 from tests.sim.world import STAGING, ControllerWorld, audit_lines, fail_the_canary, make_world, pass_wave
@@ -131,3 +131,25 @@ def test_halted_subscribes_to_rollout_halted_and_nothing_else(
     assert heard(receiver) == ["rollout_created", "rollout_halted"]
     body = json.loads(receiver.seen[-1].body)
     assert body["event"]["kind"] == "rollout_halted" and body["event"]["rollout"] == "nav"
+
+
+def test_an_unreachable_webhook_s_error_keeps_its_token_off_the_state_branch(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """requests names the URL's path and query in its connection errors ("Max retries exceeded with
+    url: /hook/<token>?sig=..."); the error is kept with the pending entry and in the notify_dropped
+    line, both on the state branch robots may read."""
+    url = f"http://127.0.0.1:{free_port()}/services/{TOKEN}?sig={TOKEN}"  # nothing listens there
+    world = make_world(tmp_path, keys, configure=with_hooks({"url": url}), notify=True)
+    world.reconcile()
+    world.clock.tick(5)
+    world.reconcile()  # folds the first round's failures into the outbox
+    pending = decode(world.state().files.get(OUTBOX_FILE))
+    assert pending and all(entry.last_error for entry in pending)  # the failure is recorded ...
+    for _ in range(4):
+        world.clock.tick(5)
+        world.reconcile()
+    dropped = events_of(world, "notify_dropped")
+    assert dropped and all("ConnectionError" in e["reason"] for e in dropped)
+
+    assert TOKEN.encode() not in every_state_blob(world.server)  # ... without the URL's secrets

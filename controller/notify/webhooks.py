@@ -241,10 +241,10 @@ class _Sender:
                     status = response.status_code
                     retry_after = _retry_after(response.headers.get("Retry-After"))
             except (requests.ConnectionError, requests.Timeout) as exc:
-                status, error, retryable = None, f"{type(exc).__name__}: {_short(exc)}", True
+                status, error, retryable = None, f"{type(exc).__name__}: {_short(exc, url)}", True
             except (requests.RequestException, OSError, ValueError) as exc:
                 return Delivery(
-                    where, key, kind, False, attempts, None, f"{type(exc).__name__}: {_short(exc)}"
+                    where, key, kind, False, attempts, None, f"{type(exc).__name__}: {_short(exc, url)}"
                 )
             else:
                 if 200 <= status < 300:
@@ -304,6 +304,22 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, url: str) -> str:
+    """The error's first line, at most 300 characters, without the URL's path, query or user info:
+    requests names them ("Max retries exceeded with url: /hook/<token>?sig=..."), they often carry
+    a token, and the error is kept in the outbox and the notify_dropped line on the state branch."""
     text = str(exc).splitlines()[0] if str(exc) else ""
+    for secret in sorted(_secrets_of(url), key=len, reverse=True):
+        text = text.replace(secret, "…")
     return text[:300]
+
+
+def _secrets_of(url: str) -> set[str]:
+    try:
+        parts = urlsplit(url)
+        found = {url, parts.path, parts.query, parts.fragment, parts.username or "", parts.password or ""}
+    except ValueError:
+        return {url}
+    if parts.query:
+        found.add(f"{parts.path}?{parts.query}")
+    return {secret for secret in found if len(secret) > 1}
