@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fleetcd.models import Device
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RobotEntry:
     """One robot's view in one wave of one rollout, with the inputs it was built from."""
 

@@ -95,7 +95,7 @@ _PHASE_ORDER = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RobotView:
     device: str
     site: str
