@@ -174,7 +174,9 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
     empty commit, or a validation made afresh for the same tree, plans nothing). Every robot's
     recorded inputs digest, the memo's, and the kept plans equal a cold computation. The idle
     horizon reads only the device files that changed in this reconcile or the last one that ran
-    (the state branch hands over a file it wrote as a new object once), and equals its memo-less self."""
+    (the state branch hands over a file it wrote as a new object once), and equals its memo-less self.
+    After a reconcile that ran, the inputs memo holds the very records objects the state cache
+    holds for every robot whose file did not change (compared by identity next time, not by value)."""
     world.reconcile()
     assert sorted(digested) == FLEET  # the first reconcile digests everyone once
     assert planned == ["nav"]
@@ -198,6 +200,11 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             d for d, data in after.devices.items() if d not in before.devices or before.devices[d] != data
         }
         assert set(horizons) <= files | earlier, name
+        state = cache_of(world).state.snapshot
+        assert state is not None
+        for device in set() if idle else set(after.devices) - files:  # unchanged: the very records
+            kept = cache_of(world).robots.inputs.held[device]
+            assert kept.records is state.devices[device].records, (name, device)
         earlier = earlier if idle else files
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
