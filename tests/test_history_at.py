@@ -590,6 +590,38 @@ def test_an_unreadable_report_is_skipped_and_said_never_believed(
     assert answer["report"]["deployments"][0]["message"] == "probe failed"  # the last readable one
 
 
+def test_attack_a_report_with_a_repeated_key_that_ingest_refused_is_never_what_history_believes(
+    timeline: Timeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """json.loads keeps the last of a repeated key, so '"activity": "failed", ... "activity":
+    "deployed"' reads as deployed; ingest refuses such a report (duplicate_key), and so must the
+    answer to what ran."""
+    repo = pygit2.Repository(str(timeline.world.server))
+    ref = status_ref("can-1")
+    parent = ref_target(repo, ref)
+    assert parent is not None
+    honest = read_blob(repo, parent, STATUS_FILE)
+    assert honest is not None
+    forged = (
+        honest.decode()
+        .replace('"seq":', '"seq": 999999, "seq":', 1)
+        .replace('"message": "probe failed"', '"message": "probe failed", "message": "all good"', 1)
+    )
+    assert forged.count('"seq":') == 2
+    when = timeline.world.clock.now + timedelta(seconds=300)
+    commit(
+        repo, ref, write_tree(repo, {STATUS_FILE: forged.encode()}), "status of can-1", [parent], ROBOT, when
+    )
+
+    instant = (when + timedelta(seconds=1)).isoformat()
+    code, out, err = ask(timeline, capsys, tmp_path, "can-1", "--at", instant, "-o", "json")
+    assert code == 0, err
+    answer = json.loads(out)
+    skipped = "of the robot's reports were unreadable and skipped"
+    assert any(note.endswith(skipped) for note in answer["notes"])
+    assert answer["report"]["deployments"][0]["message"] == "probe failed"  # not the forged "all good"
+
+
 def _genuine_report(repo: pygit2.Repository, device: str) -> dict[str, Any]:
     """The newest report on ``device``'s status ref that parses as its own and is no forgery of
     the test below."""

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import ValidationError
-
+from controller.ingest.reports import ReportRejected, parse_report
 from controller.records.model import DeploymentRecord
 from controller.state.layout import META_FILE, device_files
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
@@ -188,9 +187,9 @@ class ReportWalk:
         found = blob_at(self.repo, commit, STATUS_FILE)
         if found is None or found.size > MAX_REPORT_BYTES:
             return None
-        try:
-            return StatusReport.model_validate_json(blob_bytes(self.repo, found.blob))
-        except (ValidationError, ValueError, RecursionError):
+        try:  # the controller's own strict parse: what ingest refused is never what history believes
+            return parse_report(blob_bytes(self.repo, found.blob), f"{commit}:{STATUS_FILE}")
+        except ReportRejected:
             return None
 
 
