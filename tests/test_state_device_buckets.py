@@ -22,25 +22,9 @@ from tests.clirun import fleetcd
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world, pass_wave
 from tests.test_ops_read import TAMPERER
+from tests.test_reconcile_proportional import state_tree
 
 ROBOTS = STAGING + CANARY + PRODUCTION
-
-
-def state_paths(world: ControllerWorld) -> dict[str, str]:
-    """path → blob id of every file on the server's state branch."""
-    server = pygit2.Repository(str(world.server))
-    head = ref_target(server, STATE_BRANCH)
-    assert head is not None
-    out: dict[str, str] = {}
-    stack = [(server[head].peel(pygit2.Commit).tree, "")]
-    while stack:
-        tree, prefix = stack.pop()
-        for entry in tree:
-            if entry.type_str == "tree":
-                stack.append((server[entry.id], f"{prefix}{entry.name}/"))
-            else:
-                out[f"{prefix}{entry.name}"] = str(entry.id)
-    return out
 
 
 def as_an_older_controller_wrote_it(world: ControllerWorld) -> None:
@@ -66,7 +50,7 @@ def world(tmp_path: Path, keys: KeyFactory) -> ControllerWorld:
 
 
 def test_every_robots_file_is_in_its_bucket_and_nothing_is_flat(world: ControllerWorld) -> None:
-    paths = state_paths(world)
+    paths = state_tree(world)
     for device in ROBOTS:
         assert device_file(device) == f"devices/{device_bucket(device)}/{device}.json"
         assert device_file(device) in paths
@@ -74,11 +58,11 @@ def test_every_robots_file_is_in_its_bucket_and_nothing_is_flat(world: Controlle
 
 
 def test_a_reconcile_that_changes_one_robot_rewrites_only_its_bucket(world: ControllerWorld) -> None:
-    before = state_paths(world)
+    before = state_tree(world)
     world.sim.report("stg-1", "nav", "deployed", world.clock.now)
     world.clock.tick(10)
     world.reconcile()
-    after = state_paths(world)
+    after = state_tree(world)
     changed_devices = {p for p in after if p.startswith("devices/") and after[p] != before.get(p)}
     assert changed_devices == {device_file("stg-1")}
     server = pygit2.Repository(str(world.server))
@@ -97,7 +81,7 @@ def test_a_flat_state_branch_is_read_as_it_is_and_moved_into_buckets_by_the_next
     world.sim.report("stg-1", "nav", "deployed", world.clock.now)
     world.clock.tick(10)
     world.reconcile()
-    paths = state_paths(world)
+    paths = state_tree(world)
     assert not [p for p in paths if legacy_device_of(p) is not None]
     assert all(device_file(device) in paths for device in ROBOTS)
     after = world.state().devices
@@ -123,5 +107,5 @@ def test_a_robots_history_reads_a_flat_state_branch_and_the_moved_one_alike(
     world.sim.report("can-1", "nav", "deployed", world.clock.now)
     world.clock.tick(10)
     world.reconcile()  # moves every file into its bucket
-    assert legacy_device_file("stg-1") not in state_paths(world)
+    assert legacy_device_file("stg-1") not in state_tree(world)
     assert records() == [("nav", "deployed")]
