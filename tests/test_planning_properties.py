@@ -1,0 +1,162 @@
+"""Seeded random checks of the planner's pure rules: wave membership and when a window opens.
+
+``fleetcd plan`` shows reviewers these numbers and the controller acts on the same functions, so
+they must hold for any fleet, not only the tabled cases of ``test_waves``/``test_engine_windows``:
+
+* every eligible robot is in exactly one wave (blue/green: in both of its phases), or reported
+  unplaced by an explicit ``waves`` list; the plan does not depend on the order robots are listed in;
+* a wave's earliest start is its first robot's window, never before ``not_before``.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fleetcd.compat import UTC
+from fleetcd.models.base import MaintenanceWindow, Weekday
+from fleetcd.models.device import Device
+from fleetcd.models.rollout import Rollout
+from fleetcd.planning.schedule import wave_start
+from fleetcd.planning.waves import WaveAction, effective_strategy, plan_waves, unplaced
+from fleetcd.planning.windows import window_open
+
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "America/Santiago",
+]
+# Instants near daylight-saving changes of the zones above (2026), plus ordinary days.
+NEAR = [
+    datetime(2026, 3, 28, 12, tzinfo=UTC),  # Europe springs forward 03-29 01:00 UTC
+    datetime(2026, 10, 24, 12, tzinfo=UTC),  # Europe falls back 10-25
+    datetime(2026, 3, 7, 12, tzinfo=UTC),  # New York springs forward 03-08
+    datetime(2026, 10, 3, 6, tzinfo=UTC),  # Lord Howe (30-minute shift) 10-04
+    datetime(2026, 9, 5, 6, tzinfo=UTC),  # Santiago springs forward 09-06 (at midnight)
+    datetime(2026, 5, 4, 9, 17, tzinfo=UTC),
+    datetime(2026, 7, 15, 23, 59, tzinfo=UTC),
+]
+
+
+def _strategy(rng: random.Random) -> dict[str, Any]:
+    kind = rng.choice(["all_at_once", "rolling", "canary", "waves", "blue_green"])
+    if kind == "rolling":
+        return {"type": kind, "batch_size": rng.randint(1, 6)}
+    if kind == "canary":
+        return {"type": kind, "percent": rng.choice([1, 7, 33.3, 50, 100])}
+    if kind == "waves":
+        waves = []
+        for i in range(rng.randint(1, 4)):
+            wave: dict[str, Any] = {"name": f"w{i}"}
+            if rng.random() < 0.5:
+                wave["cohort"] = rng.choice(["north", "south"])
+            if rng.random() < 0.7 or "cohort" not in wave:  # a wave names a cohort, a percent or both
+                wave["percent"] = rng.choice([10, 25, 50, 100])
+            waves.append(wave)
+        return {"type": kind, "waves": waves}
+    return {"type": kind}
+
+
+def _rollout(strategy: dict[str, Any]) -> Rollout:
+    doc = {
+        "apiVersion": "fleetcd.dev/v1",
+        "kind": "Rollout",
+        "name": "nav-2-0",
+        "app": "nav",
+        "release": "2.0.0",
+        "targets": {"cohorts": ["north", "south"]},
+        "strategy": strategy,
+    }
+    return Rollout.model_validate(doc)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_every_eligible_robot_is_placed_once_whatever_the_order(seed: int) -> None:
+    rng = random.Random(seed)
+    eligible = [f"amr-{i:03d}" for i in rng.sample(range(500), rng.randint(0, 40))]
+    members = {"north": [d for d in eligible if rng.random() < 0.5]}
+    members["south"] = [d for d in eligible if d not in members["north"]]
+    cohorts_of = {d: [c for c, ds in members.items() if d in ds] for d in eligible}
+    strategy = effective_strategy(_rollout(_strategy(rng)), None)
+    waves = plan_waves("nav-2-0", strategy, eligible, cohorts_of, members)
+    shuffled = rng.sample(eligible, len(eligible))
+    assert plan_waves("nav-2-0", strategy, shuffled, cohorts_of, members) == waves
+    assert [w.index for w in waves] == list(range(len(waves)))
+    for wave in waves:
+        assert list(wave.devices) == sorted(set(wave.devices)), "sorted, no duplicates"
+        assert set(wave.devices) <= set(eligible)
+    if strategy.type == "blue_green":
+        stage, switch = waves
+        assert (stage.action, switch.action) == (WaveAction.STAGE, WaveAction.SWITCH)
+        assert stage.devices == switch.devices == tuple(sorted(eligible))
+        return
+    placed = [d for w in waves for d in w.devices]
+    assert len(placed) == len(set(placed)), "a robot in two waves would be dispatched twice"
+    left = unplaced(eligible, waves)
+    assert sorted([*placed, *left]) == sorted(eligible)
+    if strategy.type != "waves":
+        assert left == ()
+
+
+def _window(rng: random.Random) -> MaintenanceWindow:
+    start = f"{rng.randrange(24):02d}:{rng.choice([0, 15, 30, 45]):02d}"
+    end = f"{rng.randrange(24):02d}:{rng.choice([0, 30]):02d}"
+    doc: dict[str, Any] = {"start": start, "end": end}
+    if rng.random() < 0.5:
+        doc["days"] = sorted({d.value for d in rng.sample(list(Weekday), rng.randint(1, 6))})
+    if rng.random() < 0.3:
+        doc["timezone"] = rng.choice(ZONES)
+    return MaintenanceWindow.model_validate(doc)
+
+
+def _device(dev: str, zone: str, windows: list[MaintenanceWindow]) -> Device:
+    doc = {
+        "apiVersion": "fleetcd.dev/v1",
+        "kind": "Device",
+        "id": dev,
+        "family": "amr",
+        "hardware": {"model": "amr-x", "revision": 2},
+        "site": "ber",
+        "timezone": zone,
+        "maintenance_windows": [w.model_dump(exclude_none=True) for w in windows],
+    }
+    return Device.model_validate(doc)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_wave_starts_at_its_first_robots_window_never_before_not_before(seed: int) -> None:
+    rng = random.Random(seed)
+    ids = [f"amr-{i:02d}" for i in range(rng.randint(1, 6))]
+    models = {
+        d: _device(d, rng.choice(ZONES), [_window(rng)] if rng.random() < 0.7 else [])
+        for d in ids
+        if rng.random() < 0.9
+    }
+    cohort = {d: [_window(rng)] for d in ids if rng.random() < 0.3}
+    now = rng.choice(NEAR)
+    not_before = now + timedelta(hours=rng.randint(-5, 30)) if rng.random() < 0.5 else None
+    respect = rng.random() < 0.8
+    start = wave_start("w", ids, models, cohort, now, not_before, respect)
+    begin = max(now, not_before) if not_before is not None else now
+
+    def windows_of(d: str) -> tuple[list[MaintenanceWindow], str]:
+        model = models.get(d)
+        own = list(model.maintenance_windows) if model is not None else []
+        return [*own, *cohort.get(d, [])], model.timezone if model is not None else "UTC"
+
+    free = [d for d in ids if not respect or not windows_of(d)[0]]
+    if free:
+        assert start.earliest == begin, "a robot that may change any time starts the wave at once"
+    if start.earliest is not None:
+        assert start.earliest >= begin, "a wave never starts before not_before"
+        assert any(
+            window_open(*windows_of(d)[:1], start.earliest, windows_of(d)[1]) or d in free for d in ids
+        )
+    with_windows = {d for d in ids if windows_of(d)[0]}
+    assert {r.device for r in start.robots} == with_windows
