@@ -5,6 +5,8 @@ they must hold for any fleet, not only the tabled cases of ``test_waves``/``test
 
 * every eligible robot is in exactly one wave (blue/green: in both of its phases), or reported
   unplaced by an explicit ``waves`` list; the plan does not depend on the order robots are listed in;
+* :func:`next_open` is the *first* instant at or after ``now`` inside a window, checked against a
+  minute-by-minute scan, across zones and daylight-saving nights;
 * a wave's earliest start is its first robot's window, never before ``not_before``.
 """
 
@@ -22,7 +24,7 @@ from fleetcd.models.device import Device
 from fleetcd.models.rollout import Rollout
 from fleetcd.planning.schedule import wave_start
 from fleetcd.planning.waves import WaveAction, effective_strategy, plan_waves, unplaced
-from fleetcd.planning.windows import window_open
+from fleetcd.planning.windows import LOOKAHEAD_DAYS, next_open, window_open
 
 ZONES = [
     "UTC",
@@ -115,6 +117,33 @@ def _window(rng: random.Random) -> MaintenanceWindow:
     return MaintenanceWindow.model_validate(doc)
 
 
+def _scan(windows: list[MaintenanceWindow], now: datetime, zone: str) -> datetime | None:
+    """The first instant inside a window by brute force: ``now``, then every whole minute after."""
+    if window_open(windows, now, zone):
+        return now
+    at = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    end = now + timedelta(days=LOOKAHEAD_DAYS - 1)
+    while at <= end:
+        if window_open(windows, at, zone):
+            return at
+        at += timedelta(minutes=1)
+    return None
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_next_open_is_the_first_open_instant(seed: int) -> None:
+    rng = random.Random(seed)
+    zone = rng.choice(ZONES)
+    windows = [_window(rng) for _ in range(rng.randint(1, 2))]
+    now = rng.choice(NEAR) + timedelta(minutes=rng.randrange(0, 36 * 60), seconds=rng.choice([0, 7]))
+    expected = _scan(windows, now, zone)
+    got = next_open(windows, now, zone)
+    if expected is None:
+        assert got is None or got > now + timedelta(days=LOOKAHEAD_DAYS - 1)
+    else:
+        assert got == expected, f"{windows} in {zone} from {now.isoformat()}"
+
+
 def _device(dev: str, zone: str, windows: list[MaintenanceWindow]) -> Device:
     doc = {
         "apiVersion": "fleetcd.dev/v1",
@@ -160,3 +189,20 @@ def test_a_wave_starts_at_its_first_robots_window_never_before_not_before(seed: 
         )
     with_windows = {d for d in ids if windows_of(d)[0]}
     assert {r.device for r in start.robots} == with_windows
+
+
+def test_spring_forward_over_a_window_start_opens_it_at_the_jump() -> None:
+    # Berlin 2026-03-29: 02:00 CET jumps to 03:00 CEST (01:00 UTC). A 02:30-04:00 window has no
+    # 02:30 that night, but the clock reads 03:00 inside it at the jump: dispatch acts then, so the
+    # plan must not say 03:30.
+    window = MaintenanceWindow(start="02:30", end="04:00")
+    at = next_open([window], datetime(2026, 3, 28, 12, tzinfo=UTC), "Europe/Berlin")
+    assert at == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+
+def test_fall_back_reopens_a_window_whose_last_hour_repeats() -> None:
+    # Berlin 2026-10-25: 03:00 CEST falls back to 02:00 CET (01:00 UTC). A 00:00-02:30 window
+    # closed at 02:30 CEST and reopens at 02:00 CET for another half hour.
+    window = MaintenanceWindow(start="00:00", end="02:30")
+    at = next_open([window], datetime(2026, 10, 25, 0, 40, tzinfo=UTC), "Europe/Berlin")
+    assert at == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)

@@ -73,7 +73,44 @@ def next_open(windows: Sequence[MaintenanceWindow], now: datetime, device_zone: 
             if at >= now and in_window(window, at, device_zone):
                 starts.append(at)
                 break
+    # A daylight-saving jump can open a window without passing its start: spring forward over a
+    # 02:30 start lands inside a 02:30–04:00 window at 03:00; falling back repeats a window's last
+    # hour. The wall clock jumps only at a zone's transitions, so those are the other candidates.
+    until = now + timedelta(days=LOOKAHEAD_DAYS)
+    for name in sorted({w.timezone or device_zone for w in windows}):
+        for at in _transitions(name, now, until):
+            if window_open(windows, at, device_zone):
+                starts.append(at)
+                break
     return min(starts, default=None)
+
+
+def _transitions(zone_name: str, start: datetime, end: datetime) -> list[datetime]:
+    """The instants in ``[start, end)`` at which ``zone_name``'s UTC offset changes, ascending."""
+    day = start.astimezone(UTC).date()
+    found: list[datetime] = []
+    while (midnight := datetime.combine(day, time(0), tzinfo=UTC)) < end:
+        found.extend(t for t in _transitions_on(zone_name, midnight) if start <= t < end)
+        day += timedelta(days=1)
+    return found
+
+
+@functools.cache
+def _transitions_on(zone_name: str, midnight: datetime) -> tuple[datetime, ...]:
+    """Offset changes of the zone during the UTC day from ``midnight``, to the second (cached:
+    ``fleetcd plan`` asks for every robot of a fleet, most sharing a few zones)."""
+    zone = _zone(zone_name)
+    found = []
+    for hour in range(24):
+        lo, hi = midnight + timedelta(hours=hour), midnight + timedelta(hours=hour + 1)
+        if lo.astimezone(zone).utcoffset() == hi.astimezone(zone).utcoffset():
+            continue
+        before = lo.astimezone(zone).utcoffset()
+        while hi - lo > timedelta(seconds=1):
+            mid = lo + (hi - lo) // 2
+            lo, hi = (mid, hi) if mid.astimezone(zone).utcoffset() == before else (lo, mid)
+        found.append(hi)
+    return tuple(found)
 
 
 def window_text(window: MaintenanceWindow, device_zone: str) -> str:
