@@ -17,9 +17,12 @@ import pytest
 from controller.pages import build_view, render_status_html, render_status_md
 from controller.pages.memo import PagesMemo
 from controller.pages.summary import RobotState
+from controller.reconcile.finish import _written, adopt_read_back
+from controller.reconcile.statebranch import StateSnapshot, dump
 from controller.records.model import Connectivity, DeviceState
 from controller.records.transitions import apply_report
-from controller.state.model import DeviceFile, RolloutPhase, WavePhase, WaveState
+from controller.state.layout import device_file
+from controller.state.model import ControllerMeta, DeviceFile, RolloutPhase, WavePhase, WaveState
 from tests.test_pages import COMMIT, NOW, Fleet, device, mix, sample_fleet, unchanged_fleet
 
 Pages = tuple[str, str]
@@ -165,3 +168,35 @@ def offline_squares(fleet: Fleet) -> int:
     """Offline robots' squares say how long ago they were seen: rendered on every page."""
     view = build_view(fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT)
     return sum(1 for w in view.rollouts[0].waves for r in w.robots if r.state is RobotState.OFFLINE)
+
+
+def read_back(fleet: Fleet, written: dict[str, bytes]) -> StateSnapshot:
+    """The next reconcile's snapshot: the branch holds ``written`` and every file parsed from it."""
+    snapshot = StateSnapshot(commit=None, meta=ControllerMeta(), files=dict(written))
+    for data in written.values():
+        parsed = DeviceFile.model_validate_json(data)
+        snapshot.devices[parsed.state.device] = parsed
+    return snapshot
+
+
+def test_files_read_back_as_written_reuse_their_robots_and_keep_the_bytes_of_a_full_rebuild() -> None:
+    """A reconcile reads back, as new objects, the device files the last one wrote: where the
+    branch holds the very bytes written and ingest left the file as read, the memo adopts the
+    object read back in place of the one written (no robot rebuilt, now or at the next
+    reconcile); a file whose bytes differ, or that this reconcile changed, is built."""
+    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
+    pages(fleet, memo, config)
+    ids = sorted(fleet.files)
+    memo.written = _written({device_file(d): dump(fleet.files[d]) for d in ids}, fleet.files)
+    branch = {device_file(d): dump(fleet.files[d]) for d in ids}
+    tampered = ids[0]
+    branch[device_file(tampered)] = branch[device_file(tampered)].replace(b'"device"', b'"device" ', 1)
+    snapshot = read_back(fleet, branch)
+    devices = dict(snapshot.devices)
+    changed = ids[1]
+    devices[changed] = devices[changed].model_copy(update={"last_report_seq": 99})
+    assert adopt_read_back(memo, snapshot, devices) == len(ids) - 2
+    fleet.files = devices
+    built = pages(fleet, memo, config, 1)
+    assert memo.robots_built == 2 and built == pages(fleet, None, config, 1)
+    assert pages(fleet, memo, config, 2) == pages(fleet, None, config, 2) and memo.robots_built == 0

@@ -20,6 +20,7 @@ one view of the fleet.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,10 @@ class RolloutMemo:
     built: int = 0  # robot views the last build made (the rest were reused)
 
 
+# device -> (the file object the pages were built from, its path, sha256 of the bytes written)
+WrittenFiles = dict[str, tuple["DeviceFile", str, bytes]]
+
+
 @dataclass
 class PagesMemo:
     rollouts: dict[str, RolloutMemo] = field(default_factory=dict)
@@ -74,5 +79,21 @@ class PagesMemo:
     squares: dict[int, tuple[RobotView, str]] = field(default_factory=dict)
     # Withdrawn releases: device -> (its file, app -> the version it runs), in device order.
     running: dict[str, tuple[DeviceFile, dict[str, str]]] = field(default_factory=dict)
+    # The device files the last reconcile wrote: the next one reads them back as new objects and,
+    # when their bytes are the ones written, builds its pages from these (controller.reconcile.finish).
+    written: WrittenFiles = field(default_factory=dict)
     robots_built: int = 0  # robot views built by the last build_view (tests count them)
     squares_rendered: int = 0  # squares rendered by the last render_status_html (tests count them)
+
+    def adopt(self, device: str, written: DeviceFile, read: DeviceFile) -> None:
+        """``read`` holds the same record as ``written`` (the bytes written were read back): every
+        entry built from ``written`` is kept as built from ``read``, so the identity check finds it."""
+        for rollout in self.rollouts.values():
+            for wave in rollout.waves.values():
+                i = bisect_left(wave.ids, device)
+                if i < len(wave.ids) and wave.ids[i] == device and wave.entries[i].file is written:
+                    entry = wave.entries[i]
+                    wave.entries[i] = RobotEntry(device, entry.model, read, entry.used_config, entry.view)
+        held = self.running.get(device)
+        if held is not None and held[0] is written:
+            self.running[device] = (read, held[1])

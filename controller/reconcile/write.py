@@ -116,7 +116,7 @@ def applied(ctx: ReconcileContext) -> Status:
 
     def pages() -> Mapping[str, bytes | None]:
         return pages_and_receipts(
-            fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main, ctx.planned
+            fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main, ctx.planned, files
         )
 
     return Status(
