@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,13 @@ class ControllerWorld:
         self.fleet.git("push", "-q", str(self.server), "main")
 
     def state(self) -> StateSnapshot:
-        repo = open_mirror(self.settings.source)
-        fetch_all(repo, self.settings.source)
-        return load_state(repo)
+        """The state branch as the server has it. Every audit day is read while the mirror's lock is
+        held, which is then let go: the snapshot reads older days from git lazily, and kept the
+        test's own process holding the lock (another controller on this cache then waited)."""
+        with open_mirror(self.settings.source) as repo:
+            fetch_all(repo, self.settings.source)
+            snapshot = load_state(repo)
+            return replace(snapshot, audit={path: snapshot.audit[path] for path in snapshot.audit})
 
     def wave(self, name: str, rollout: str = "nav") -> WavePhase:
         (found,) = [w for w in self.state().rollouts[rollout].waves if w.name == name]
