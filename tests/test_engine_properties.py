@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from controller.audit.events import AuditKind
 from controller.engine import EngineInput, advance
 from controller.records import Action, DeploymentRecord
 from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WavePhase, WaveState
@@ -355,3 +356,23 @@ def test_the_walks_reach_halts_rollbacks_completions_and_pauses() -> None:
             rolled_back = rolled_back or bool(walk.sim.rollbacks())
     assert {RolloutPhase.HALTED, RolloutPhase.COMPLETED, RolloutPhase.PAUSED, RolloutPhase.ABORTED} <= phases
     assert rolled_back
+
+
+def test_an_abort_during_a_rollback_takes_effect_the_tick_the_rollback_finishes() -> None:
+    # Found by seed 2: the rollback finished (halted) and the very same input, fed back, then
+    # aborted it, so a replayed reconcile logged rollout_aborted that the first one had not.
+    sim = Sim(rollout_doc(robots(4), {"type": "canary", "percent": 25}))
+    sim.tick()
+    (canary,) = sim.wave("canary").devices
+    sim.fail(canary)
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ROLLING_BACK and sim.rollbacks() == [canary]
+    sim.edit(aborted=True)
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ROLLING_BACK, "the rollback is finished first"
+    sim.report(canary, "downloading", "applying", "watching", "deployed", rollback=True)
+    sim.tick(timedelta(minutes=1))
+    assert sim.phase() is RolloutPhase.ABORTED
+    assert sim.kinds().count(AuditKind.ROLLOUT_ABORTED) == 1
+    again = advance(sim.input())
+    assert (again.records, again.events, again.state) == ({}, (), sim.state)

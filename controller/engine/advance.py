@@ -22,6 +22,7 @@ from controller.engine import lifecycle, progress
 from controller.engine.inputs import EngineInput, EngineOutput
 from controller.engine.journal import Journal
 from controller.engine.ledger import Ledger
+from controller.state.model import RolloutPhase
 
 
 def advance(inp: EngineInput) -> EngineOutput:
@@ -40,6 +41,11 @@ def advance(inp: EngineInput) -> EngineOutput:
     lifecycle.enforce_deadlines(inp, ledger)
     state = lifecycle.apply_switches(inp, state, ledger, journal)
     state = progress.run(inp, state, ledger, journal)
+    if inp.rollout.aborted and state.phase is RolloutPhase.HALTED:
+        # An abort waits for a rollback in progress; the tick that finishes it applies the abort
+        # too, or the same input fed back would decide more (see the idempotency note above).
+        state = lifecycle.apply_switches(inp, state, ledger, journal)
+        state = progress.run(inp, state, ledger, journal)  # counts after what the abort retired
     if before is not None and state != before:
         state = state.model_copy(update={"updated_at": max(before.updated_at, inp.now)})
     return EngineOutput(state=state, records=ledger.changes(), events=tuple(journal.events))
