@@ -22,7 +22,7 @@ import pygit2
 import pytest
 
 from fleetcd.compat import UTC
-from fleetcd.errors import PushRejected
+from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import refs
 from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
 from fleetcd.git.objects import Identity, commit, update_refs, write_tree
@@ -304,3 +304,78 @@ def test_attack_kill_9_at_any_instant_leaves_all_refs_old_or_all_new_and_the_nex
     assert git_refs(world.server) == new
     assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
     assert outcomes
+
+
+def test_a_server_whose_pack_directory_is_read_only_fails_loudly_and_moves_no_ref(world: World) -> None:
+    """index-pack cannot store the pack: a TransportError saying so, and not one ref moved (the refs
+    go only after the objects they name are on the server's disk)."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory")
+    world.push(None)
+    before = git_refs(world.server)
+    base = world.state
+    world.wave("2.0")
+    packs = world.server / "objects" / "pack"
+    packs.chmod(0o555)
+    try:
+        with pytest.raises(TransportError, match="sending objects to"):
+            world.push(base)
+    finally:
+        packs.chmod(0o755)
+    assert git_refs(world.server) == before
+
+
+def test_an_object_the_mirror_lacks_fails_the_push_and_moves_no_ref(world: World, tmp_path: Path) -> None:
+    """A ref naming an object the mirror does not have (a damaged cache) is a TransportError from
+    pack-objects, never a server ref at a missing object."""
+    world.push(None)
+    before = git_refs(world.server)
+    ghost = pygit2.Oid(hex="1" * 40)
+    refs_now = {**world.desired(), namespaced(0): ghost}
+    with pytest.raises(TransportError):
+        push_by_hand(world.mirror, world.server, refs_now, leases={STATE: world.state}, timeout_s=60)
+    assert git_refs(world.server) == before
+    assert not (world.server / "packed-refs.lock").exists()
+
+
+def test_a_symbolic_ref_where_a_robots_ref_goes_is_refused_not_overwritten(world: World) -> None:
+    world.push(None)
+    base = world.state
+    world.wave("2.0")
+    (world.server / namespaced(5)).parent.mkdir(parents=True, exist_ok=True)
+    (world.server / namespaced(5)).write_text(f"ref: {STATE}\n")
+    before = (world.server / "packed-refs").read_bytes()
+    with pytest.raises(TransportError, match="symbolic ref"):
+        world.push(base)
+    assert (world.server / "packed-refs").read_bytes() == before
+    assert (world.server / namespaced(5)).read_text() == f"ref: {STATE}\n"
+
+
+def test_a_server_with_a_work_tree_gets_its_refs_in_its_git_directory(tmp_path: Path) -> None:
+    """A push URL may name a repository with a work tree (the embedded demo's layout allows it): the
+    refs land in its .git, and git there reads every one."""
+    world = World(tmp_path)
+    work = tmp_path / "work"
+    git("init", "-q", str(work), cwd=tmp_path)
+    refused_why = refused(work / ".git")
+    assert refused_why is None
+    assert (
+        push_by_hand(world.mirror, work / ".git", world.desired(), leases={STATE: None}, timeout_s=60)
+        == MANY + 1
+    )
+    assert git_refs(work / ".git") == as_strings(world.desired())
+
+
+def test_a_pack_sent_by_hand_holds_no_object_twice_across_waves(world: World) -> None:
+    """Objects the server has through the old values of the moved refs are not sent again: after
+    three waves, git counts each object once and finds nothing missing."""
+    world.push(None)
+    for version in ("2.0", "3.0"):
+        base = world.state
+        world.wave(version, range(0, MANY, 2))
+        world.push(base)
+    found = git("count-objects", "-v", cwd=world.server)
+    assert "count: 0" in found  # nothing loose: every object came in a pack
+    listed = git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", cwd=world.server).split()
+    assert len(listed) == len(set(listed))
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
