@@ -12,7 +12,10 @@ happened before:
 * a wave fails exactly when its failure threshold is crossed, and passes only with its gate met;
 * rollbacks go to the previous release, only to robots of the waves ``on_halt`` names, and
   every robot that ran the new release and did not restore the old one itself gets one;
-* the decision does not depend on the order the inputs arrive in.
+* the decision does not depend on the order the inputs arrive in, and the output fed back at the
+  same ``now`` decides nothing more (a restarted reconcile repeats nothing);
+* with cohort edits, retirements and promotions between ticks (no new generation): a robot that
+  left or was decommissioned keeps no open order, and each manual wave consumes one promotion.
 
 Seeds are fixed, so a failure is reproducible: the seed is in the test id.
 """
@@ -28,9 +31,10 @@ import pytest
 
 from controller.audit.events import AuditKind
 from controller.engine import EngineInput, advance
-from controller.records import Action, DeploymentRecord
+from controller.records import Action, DeploymentRecord, is_terminal
 from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WavePhase, WaveState
 from fleetcd.models.rollout import FailureThreshold, HaltPolicy
+from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves
 from fleetcd.planning.windows import window_open
 from tests.sim.engine import SHA_OLD, Sim, device, robots, rollout_doc
 
@@ -45,7 +49,7 @@ def _threshold(rng: random.Random) -> dict[str, Any]:
     return {"percent": rng.choice([0, 10, 25, 50])}
 
 
-def _strategy(rng: random.Random) -> dict[str, Any]:
+def _strategy(rng: random.Random, manual: bool = False) -> dict[str, Any]:
     kind = rng.choice(["all_at_once", "rolling", "canary", "waves"])
     threshold = _threshold(rng)
     if kind == "all_at_once":
@@ -68,6 +72,7 @@ def _strategy(rng: random.Random) -> dict[str, Any]:
             "soak_seconds": rng.choice([1, 60, 600]),
             "min_reported_percent": rng.choice([50, 80, 100]),
             "failure_threshold": _threshold(rng),
+            "manual_promotion": manual and rng.random() < 0.5,
         }
         for i in range(rng.randint(1, 3))
     ]
@@ -90,10 +95,21 @@ def _first_wave(sim: Sim) -> dict[str, int]:
     return first
 
 
+class ChurnSim(Sim):
+    """The simulator with selection's part played too: decommissioned robots are not planned."""
+
+    def planned(self) -> list[PlannedWave]:
+        strategy = effective_strategy(self.rollout, None)
+        eligible = sorted(d for d, model in self.devices.items() if not model.decommissioned)
+        return plan_waves(self.rollout.name, strategy, eligible, {}, {})
+
+
 class Walk:
     """One random rollout: robots and the operator act at random between ticks."""
 
-    def __init__(self, seed: int, *, windows: bool = False, failures: bool = True) -> None:
+    def __init__(
+        self, seed: int, *, windows: bool = False, failures: bool = True, churn: bool = False
+    ) -> None:
         self.rng = rng = random.Random(seed)
         ids = robots(rng.randint(3, 12))
         fields: dict[str, Any] = {"on_halt": rng.choice([p.value for p in HaltPolicy])}
@@ -112,11 +128,15 @@ class Walk:
                 for dev in ids
                 for h in [rng.randrange(24)]
             ]
-        self.sim = Sim(rollout_doc(ids, _strategy(rng), **fields), devices)
+        doc = rollout_doc(ids, _strategy(rng, manual=churn), **fields)
+        self.sim = ChurnSim(doc, devices) if churn else Sim(doc, devices)
+        self.churn = churn
+        self.joined = 0
         self.failures = failures
         self.failure_rate = rng.choice([0.02, 0.1, 0.3])  # per report: failed or rolled back by the agent
         self.switched: set[str] = set()  # robots that ran the new release and did not restore the old
         self.aborted_at: datetime | None = None
+        self.scope_at_halt: set[str] | None = None
 
     # --- between ticks ----------------------------------------------------------------------------
 
@@ -125,6 +145,8 @@ class Walk:
         if sim.state is None:
             return
         for dev in sorted(sim.devices):
+            if sim.devices[dev].decommissioned:
+                continue  # gone: it reports nothing any more
             record = sim.record(dev)
             if (
                 record is not None
@@ -164,6 +186,23 @@ class Walk:
             sim.edit(aborted=True)
             self.aborted_at = sim.now
 
+    def fleet_changes(self) -> None:
+        """Cohort edits and retirements on main, and promotions: none of them a new generation."""
+        sim, rng = self.sim, self.rng
+        roll = rng.random()
+        if roll < 0.06:
+            self.joined += 1
+            new = f"zz-{self.joined:02d}"
+            sim.devices[new] = device(new)
+        elif roll < 0.14 and len(sim.devices) > 1:
+            del sim.devices[rng.choice(sorted(sim.devices))]  # left the targeted cohorts
+        elif roll < 0.2:
+            dev = rng.choice(sorted(sim.devices))
+            sim.devices[dev] = sim.devices[dev].model_copy(update={"decommissioned": True})
+            self.switched.discard(dev)
+        elif roll < 0.35:
+            sim.edit(promote=sim.rollout.promote + 1)
+
     # --- the tick and its checks ------------------------------------------------------------------
 
     def step(self) -> None:
@@ -177,12 +216,45 @@ class Walk:
         out = advance(inp)
         assert advance(_shuffled(inp, self.rng)) == out, "the input order changed the decision"
         sim.apply(out)
+        again = advance(sim.input())
+        assert (again.records, again.events, again.state) == ({}, (), out.state), "a replay decided more"
         created = [
             r for dev, records in out.records.items() for r in records if r.id not in before.get(dev, set())
         ]
         self.check_dispatch(inp, before_state, out.state, created)
         self.check_gates(out.state)
         self.check_rollbacks(out.state, created)
+        if self.churn:
+            self.check_churn(inp, before_state, out.state, created)
+            self.fleet_changes()  # right after a tick: robots leave with fresh orders open
+
+    def check_churn(
+        self,
+        inp: EngineInput,
+        before: RolloutState | None,
+        state: RolloutState,
+        created: list[DeploymentRecord],
+    ) -> None:
+        sim = self.sim
+        retired = {d for d, model in sim.devices.items() if model.decommissioned}
+        assert not {r.device for r in created} & retired, "a new order for a decommissioned robot"
+        members = {d for p in sim.planned() for d in p.devices}
+        for dev, file in sim.files.items():
+            for record in file.records:
+                if record.generation != state.generation or is_terminal(record):
+                    continue
+                assert dev not in retired, f"{dev} is decommissioned but still has an open record"
+                if record.action is not Action.ROLLBACK and not lifecycle_frozen(inp):
+                    assert dev in members, f"{dev} left the rollout but its deployment stays open"
+        if before is not None and before.generation == state.generation:
+            newly_passed = [
+                w
+                for w, old in zip(state.waves, before.waves, strict=False)
+                if w.index == old.index and w.phase is WavePhase.PASSED and old.phase is not WavePhase.PASSED
+            ]
+            manual = [w for w in newly_passed if w.gate is not None and w.gate.manual_promotion]
+            assert state.promote_seen - before.promote_seen == len(manual), "one promotion per manual wave"
+            assert state.promote_seen <= sim.rollout.promote
 
     def check_dispatch(
         self,
@@ -260,18 +332,29 @@ class Walk:
             assert in_scope, (
                 f"{record.device} of wave {record.wave} rolled back after wave {failed.index} failed"
             )
-        if failed is not None and state.phase is RolloutPhase.HALTED and policy is not HaltPolicy.PAUSE:
-            scope = {
-                d
-                for w in state.waves
-                if (w.index <= failed.index if policy is HaltPolicy.ROLLBACK_ALL else w.index == failed.index)
-                for d in w.devices
-            }
+        if failed is None:
+            return
+        scope = {
+            d
+            for w in state.waves
+            if (w.index <= failed.index if policy is HaltPolicy.ROLLBACK_ALL else w.index == failed.index)
+            for d in w.devices
+        }
+        if self.scope_at_halt is None:
+            self.scope_at_halt = scope
+        # Robots that were in the rolled-back waves when the wave failed and still are: a cohort
+        # edit after the halt moves membership, not what ran where.
+        scope &= self.scope_at_halt
+        if state.phase is RolloutPhase.HALTED and policy is not HaltPolicy.PAUSE:
             for dev in sorted(self.switched & scope):
                 back = self.sim.rollback(dev)
                 assert back is not None and back.action is Action.ROLLBACK, (
                     f"{dev} ran the release, no rollback"
                 )
+
+
+def lifecycle_frozen(inp: EngineInput) -> bool:
+    return inp.rollout.paused or inp.rollout.aborted
 
 
 def _shuffled(inp: EngineInput, rng: random.Random) -> EngineInput:
@@ -290,6 +373,13 @@ def _shuffled(inp: EngineInput, rng: random.Random) -> EngineInput:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_rollouts_keep_the_wave_rules_on_every_tick(seed: int) -> None:
     walk = Walk(seed)
+    for _ in range(TICKS):
+        walk.step()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_cohort_edits_retirements_and_promotions_keep_the_rules(seed: int) -> None:
+    walk = Walk(1000 + seed, churn=True)
     for _ in range(TICKS):
         walk.step()
 
