@@ -14,6 +14,8 @@ happened before:
   every robot that ran the new release and did not restore the old one itself gets one;
 * the decision does not depend on the order the inputs arrive in, and the output fed back at the
   same ``now`` decides nothing more (a restarted reconcile repeats nothing);
+* blue/green: the switch is ordered only to robots that staged, after the stage wave passed,
+  and a robot that only staged is never rolled back;
 * with cohort edits, retirements and promotions between ticks (no new generation): a robot that
   left or was decommissioned keeps no open order, and each manual wave consumes one promotion.
 
@@ -137,6 +139,7 @@ class Walk:
         self.switched: set[str] = set()  # robots that ran the new release and did not restore the old
         self.aborted_at: datetime | None = None
         self.scope_at_halt: set[str] | None = None
+        self.prior: dict[str, DeploymentRecord] = {}
 
     # --- between ticks ----------------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class Walk:
         self.sim.now += timedelta(seconds=self.rng.choice([5, 30, 61, 300, 700, 1000]))
         sim = self.sim
         before = {dev: {r.id for r in f.records} for dev, f in sim.files.items()}
+        self.prior = {r.id: r for f in sim.files.values() for r in f.records}  # as the tick read them
         before_state = sim.state
         inp = sim.input()
         out = advance(inp)
@@ -351,6 +355,78 @@ class Walk:
                 assert back is not None and back.action is Action.ROLLBACK, (
                     f"{dev} ran the release, no rollback"
                 )
+
+
+class BlueGreenWalk(Walk):
+    """Blue/green: robots stage into the inactive slot, then switch when the controller says so."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        strategy = {
+            "type": "blue_green",
+            "min_staged_percent": self.rng.choice([50, 80, 100]),
+            "failure_threshold": _threshold(self.rng),
+        }
+        self.sim.edit(strategy=strategy)
+        self.switch_ordered: set[str] = set()
+
+    def _act_on_deployment(self, dev: str, record: DeploymentRecord) -> None:
+        if record.action is not Action.STAGE or record.target_status.value != "staged":
+            return
+        roll = self.rng.random()
+        if roll < 0.15:
+            return
+        if roll < 1 - self.failure_rate:
+            self.sim.report(dev, "downloading", "staged")
+        else:
+            self.sim.report(dev, "downloading", "failed", error="failed")
+
+    def robots_act(self) -> None:
+        super().robots_act()
+        sim = self.sim
+        if sim.state is None:
+            return
+        for dev in sorted(sim.devices):
+            record = sim.record(dev)
+            if record is None or record.action is not Action.STAGE or dev not in self.switch_ordered:
+                continue
+            if (record.activity.value, record.target_status.value) != ("staged", "deployed"):
+                continue
+            roll = self.rng.random()
+            if roll < 0.15:
+                continue
+            if roll < 1 - self.failure_rate:
+                sim.report(dev, "applying", "watching", "deployed")
+            else:
+                sim.report(dev, "applying", "failed", error="failed")
+            self.switched.add(dev)
+
+    def step(self) -> None:
+        sim = self.sim
+        super().step()
+        prior = self.prior
+        state = sim.rollout_state
+        for file in sim.files.values():
+            for record in file.records:
+                old = prior.get(record.id)
+                if record.action is not Action.STAGE or record.target_status.value != "deployed":
+                    continue
+                if old is not None and old.target_status.value == "deployed":
+                    continue
+                # The switch was ordered on this tick.
+                assert old is not None and old.activity.value == "staged", "switched before it staged"
+                assert state.waves[0].phase is WavePhase.PASSED, "switched before the stage wave passed"
+                assert not sim.rollout.paused and not sim.rollout.aborted
+                self.switch_ordered.add(record.device)
+        backs = set(sim.rollbacks())
+        assert backs <= self.switch_ordered, "a robot that only staged was rolled back"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_blue_green_switches_only_staged_robots_after_the_stage_gate(seed: int) -> None:
+    walk = BlueGreenWalk(2000 + seed)
+    for _ in range(TICKS):
+        walk.step()
 
 
 def lifecycle_frozen(inp: EngineInput) -> bool:
