@@ -17,7 +17,9 @@ happened before:
 * blue/green: the switch is ordered only to robots that staged, after the stage wave passed,
   and a robot that only staged is never rolled back;
 * with cohort edits, retirements and promotions between ticks (no new generation): a robot that
-  left or was decommissioned keeps no open order, and each manual wave consumes one promotion.
+  left or was decommissioned keeps no open order, and each manual wave consumes one promotion;
+  nothing is dispatched before ``not_before`` or of a withdrawn release, and nothing is rolled
+  back to a withdrawn previous release.
 
 Seeds are fixed, so a failure is reproducible: the seed is in the test id.
 """
@@ -38,7 +40,7 @@ from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WaveP
 from fleetcd.models.rollout import FailureThreshold, HaltPolicy
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves
 from fleetcd.planning.windows import window_open
-from tests.sim.engine import SHA_OLD, Sim, device, robots, rollout_doc
+from tests.sim.engine import SHA_NEW, SHA_OLD, T0, Sim, device, robots, rollout_doc
 
 SEEDS = range(40)
 TICKS = 30
@@ -130,6 +132,8 @@ class Walk:
                 for dev in ids
                 for h in [rng.randrange(24)]
             ]
+        if churn and rng.random() < 0.3:
+            fields["schedule"] = {"not_before": (T0 + timedelta(minutes=rng.randint(1, 90))).isoformat()}
         doc = rollout_doc(ids, _strategy(rng, manual=churn), **fields)
         self.sim = ChurnSim(doc, devices) if churn else Sim(doc, devices)
         self.churn = churn
@@ -205,6 +209,10 @@ class Walk:
             self.switched.discard(dev)
         elif roll < 0.35:
             sim.edit(promote=sim.rollout.promote + 1)
+        elif roll < 0.40:
+            sim.withdrawn |= {SHA_NEW}  # a withdrawal on main names the rollout's release
+        elif roll < 0.45:
+            sim.withdrawn |= {SHA_OLD}  # ... or the one a halt would roll back to
 
     # --- the tick and its checks ------------------------------------------------------------------
 
@@ -240,6 +248,13 @@ class Walk:
         created: list[DeploymentRecord],
     ) -> None:
         sim = self.sim
+        if SHA_NEW in inp.withdrawn:
+            assert all(r.action is Action.ROLLBACK for r in created), "a withdrawn release dispatched"
+        if SHA_OLD in inp.withdrawn:
+            assert all(r.action is not Action.ROLLBACK for r in created), "rolled back to a withdrawn release"
+        not_before = inp.rollout.schedule.not_before
+        if not_before is not None and inp.now < not_before:
+            assert not created, "dispatched before not_before"
         retired = {d for d, model in sim.devices.items() if model.decommissioned}
         assert not {r.device for r in created} & retired, "a new order for a decommissioned robot"
         members = {d for p in sim.planned() for d in p.devices}
@@ -349,7 +364,11 @@ class Walk:
         # Robots that were in the rolled-back waves when the wave failed and still are: a cohort
         # edit after the halt moves membership, not what ran where.
         scope &= self.scope_at_halt
-        if state.phase is RolloutPhase.HALTED and policy is not HaltPolicy.PAUSE:
+        if (
+            state.phase is RolloutPhase.HALTED
+            and policy is not HaltPolicy.PAUSE
+            and SHA_OLD not in self.sim.withdrawn
+        ):
             for dev in sorted(self.switched & scope):
                 back = self.sim.rollback(dev)
                 assert back is not None and back.action is Action.ROLLBACK, (
