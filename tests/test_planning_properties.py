@@ -7,6 +7,8 @@ they must hold for any fleet, not only the tabled cases of ``test_waves``/``test
   unplaced by an explicit ``waves`` list; the plan does not depend on the order robots are listed in;
 * :func:`next_open` is the *first* instant at or after ``now`` inside a window, checked against a
   minute-by-minute scan, across zones and daylight-saving nights;
+* every robot a rollout targets (directly, through a cohort's list or selector) is eligible or
+  skipped once, with a reason that holds of it; the order robots are read in changes nothing;
 * a wave's earliest start is its first robot's window, never before ``not_before``.
 """
 
@@ -19,12 +21,21 @@ from typing import Any
 import pytest
 
 from fleetcd.compat import UTC
+from fleetcd.models import Cohort, Release
 from fleetcd.models.base import MaintenanceWindow, Weekday
 from fleetcd.models.device import Device
 from fleetcd.models.rollout import Rollout
 from fleetcd.planning.schedule import wave_start
+from fleetcd.planning.selection import (
+    cohort_members,
+    device_stages,
+    incompatibility,
+    resolve_targets,
+    rollout_stage,
+)
 from fleetcd.planning.waves import WaveAction, effective_strategy, plan_waves, unplaced
 from fleetcd.planning.windows import LOOKAHEAD_DAYS, next_open, window_open
+from fleetcd.reasons import SkipReason
 
 ZONES = [
     "UTC",
@@ -206,3 +217,108 @@ def test_fall_back_reopens_a_window_whose_last_hour_repeats() -> None:
     window = MaintenanceWindow(start="00:00", end="02:30")
     at = next_open([window], datetime(2026, 10, 25, 0, 40, tzinfo=UTC), "Europe/Berlin")
     assert at == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+
+
+# --- target selection ---------------------------------------------------------------------------
+
+_API = "fleetcd.dev/v1"
+_IMAGE = "registry.fleet.test/nav@sha256:" + "0" * 64
+
+
+def _fleet(rng: random.Random) -> tuple[dict[str, Device], dict[str, Cohort]]:
+    devices = {}
+    for i in rng.sample(range(100), rng.randint(0, 15)):
+        doc = {
+            "apiVersion": _API,
+            "kind": "Device",
+            "id": f"r-{i:02d}",
+            "family": rng.choice(["amr", "arm"]),
+            "site": rng.choice(["ber", "muc"]),
+            "hardware": {"model": rng.choice(["mk1", "mk2"]), "revision": rng.randint(1, 4)},
+            "labels": {"ring": rng.choice(["early", "late"])},
+            "decommissioned": rng.random() < 0.15,
+        }
+        devices[doc["id"]] = Device.model_validate(doc)
+    cohorts = {}
+    for name in ["north", "south", "lab"]:
+        doc: dict[str, Any] = {"apiVersion": _API, "kind": "Cohort", "name": name}
+        doc["stage"] = rng.choice(["staging", "canary", "production"])
+        doc["devices"] = [f"r-{i:02d}" for i in rng.sample(range(100), rng.randint(0, 5))]
+        if rng.random() < 0.6 or not doc["devices"]:
+            pick = rng.choice([{"sites": ["ber"]}, {"families": ["amr"]}, {"labels": {"ring": "early"}}])
+            doc["selector"] = pick
+        cohorts[name] = Cohort.model_validate(doc)
+    return devices, cohorts
+
+
+def _release(rng: random.Random) -> Release:
+    compat: dict[str, Any] = {}
+    if rng.random() < 0.4:
+        compat["families"] = ["amr"]
+    if rng.random() < 0.4:
+        compat["models"] = ["mk2"]
+    doc: dict[str, Any] = {"apiVersion": _API, "kind": "Release", "app": "nav", "version": "2.0.0"}
+    doc["artifacts"] = [{"kind": "container_image", "name": "nav", "image": _IMAGE}]
+    doc["compatibility"] = compat
+    return Release.model_validate(doc)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_every_targeted_robot_is_eligible_or_skipped_with_a_reason_that_holds(seed: int) -> None:
+    rng = random.Random(seed)
+    devices, cohorts = _fleet(rng)
+    doc = {
+        "apiVersion": _API,
+        "kind": "Rollout",
+        "name": "nav-2-0",
+        "app": "nav",
+        "release": "2.0.0",
+        "targets": {
+            "cohorts": rng.sample(["north", "south", "lab", "gone"], rng.randint(1, 3)),
+            "devices": [f"r-{i:02d}" for i in rng.sample(range(100), rng.randint(0, 4))],
+        },
+        "paused": rng.random() < 0.15,
+        "aborted": rng.random() < 0.1,
+    }
+    rollout = Rollout.model_validate(doc)
+    release = _release(rng) if rng.random() < 0.8 else None
+    chosen = resolve_targets(rollout, release, devices, cohorts)
+
+    targeted = set(rollout.targets.devices)
+    for name in rollout.targets.cohorts:
+        if name in cohorts:
+            targeted |= set(cohort_members(cohorts[name], devices)) | set(cohorts[name].devices)
+    skipped = dict(chosen.skipped)
+    assert len(skipped) == len(chosen.skipped), "a robot skipped twice"
+    assert set(chosen.eligible).isdisjoint(skipped)
+    assert set(chosen.eligible) | set(skipped) == targeted, "every targeted robot is accounted for"
+    assert list(chosen.eligible) == sorted(chosen.eligible)
+    for dev in chosen.eligible:
+        model = devices[dev]
+        assert not model.decommissioned and not rollout.paused and not rollout.aborted
+        if release is not None:  # read from the release itself, not through incompatibility()
+            compat = release.compatibility
+            assert not compat.families or model.family in compat.families
+            assert not compat.models or model.hardware.model in compat.models
+    for dev, why in skipped.items():
+        model = devices.get(dev)
+        holds = {
+            SkipReason.UNKNOWN: model is None,
+            SkipReason.DECOMMISSIONED: model is not None and model.decommissioned,
+            SkipReason.PAUSED: rollout.paused,
+            SkipReason.ABORTED: rollout.aborted,
+        }.get(why)
+        if holds is None:  # an incompatibility
+            assert model is not None and release is not None and incompatibility(release, model) is why
+        else:
+            assert holds, f"{dev} skipped as {why.value}"
+    for dev, names in chosen.cohorts_of.items():
+        assert set(names) <= set(rollout.targets.cohorts)
+        for name in names:
+            cohort = cohorts[name]
+            assert dev in cohort.devices or dev in cohort_members(cohort, devices)
+    stage = rollout_stage(rollout, cohorts, device_stages(cohorts, devices))
+    touched = [cohorts[c].stage for c in rollout.targets.cohorts if c in cohorts]
+    assert all(stage.rank >= s.rank for s in touched), "approvals follow the highest stage touched"
+    shuffled = dict(rng.sample(list(devices.items()), len(devices)))
+    assert resolve_targets(rollout, release, shuffled, cohorts) == chosen, "the order robots are read in"
