@@ -15,6 +15,11 @@ group (:func:`controller.errors.loop_action`) and none ends the loop:
 ``--watch`` uses watchfiles on a local repository for instant reconciles (the clock tick still
 runs, so scheduled work is dispatched without commits).
 
+SIGTERM and SIGINT (:class:`SignalStop`, installed by the CLI) stop the loop: a wait between
+reconciles ends at once, a running reconcile is let finish (its state commit lands), then
+``run_forever`` returns. A second signal ends the process by that signal at once (the reconcile is
+crash-safe: the next controller redoes what did not land).
+
 ``observe`` hears every reconcile — its result or the error that ended it, and its wall time —
 (the metrics, :mod:`controller.metrics`); an error inside it is logged and never ends the loop.
 """
@@ -22,11 +27,15 @@ runs, so scheduled work is dispatched without commits).
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType, TracebackType
 
 from controller.errors import LoopAction, loop_action
 from controller.reconcile.cache import ReconcileCache
@@ -49,15 +58,17 @@ def run_forever(
     report: Callable[[ReconcileResult], None] = lambda _: None,
     wait: Callable[[float], None] | None = None,
     observe: Observer | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Reconcile every ``interval_seconds`` (``iterations`` times, or forever); never raises an
-    ``Exception`` (only ``KeyboardInterrupt``/``SystemExit`` end it). ``wait`` replaces the sleep."""
+    """Reconcile every ``interval_seconds`` (``iterations`` times, or forever, or until ``stop`` is
+    set: checked before each reconcile, and it cuts the wait short); never raises an ``Exception``.
+    ``wait`` replaces the sleep."""
     if settings.cache is None:  # parsed git objects, kept from one reconcile to the next
         settings = replace(settings, cache=ReconcileCache())
     failures = 0
     done = 0
     seeded = False
-    while iterations is None or done < iterations:
+    while (iterations is None or done < iterations) and not (stop is not None and stop.is_set()):
         done += 1
         delay = interval_seconds
         started = time.monotonic()
@@ -86,12 +97,12 @@ def run_forever(
                     log.warning("reconcile failed (%s); retrying in %.0f s", exc, delay)
                 else:
                     log.exception("reconcile failed on a bug in fleetcd; retrying in %.0f s", delay)
-        if iterations is not None and done >= iterations:
+        if (iterations is not None and done >= iterations) or (stop is not None and stop.is_set()):
             return
         if wait is not None:
             wait(delay)
         else:
-            _wait(delay, watch_path)
+            _wait(delay, watch_path, stop)
 
 
 def _observe(
@@ -111,10 +122,48 @@ def backoff_seconds(interval_seconds: float, failures: int) -> float:
     return min(MAX_BACKOFF_SECONDS, interval_seconds * 2.0 ** min(failures, _MAX_DOUBLINGS)) * jitter
 
 
-def _wait(seconds: float, watch_path: Path | None) -> None:
+def _wait(seconds: float, watch_path: Path | None, stop: threading.Event | None) -> None:
     if watch_path is None:
-        time.sleep(seconds)
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
         return
     from controller.watch import wait_for_change
 
-    wait_for_change(watch_path, timeout_seconds=seconds)
+    wait_for_change(watch_path, timeout_seconds=seconds, stop=stop)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalStop:
+    """While entered (main thread only), SIGTERM or SIGINT sets :attr:`event` and names itself in
+    :attr:`signal_name`; a second one restores the default action and re-sends itself, so the
+    process dies by it at once (exit 143 or 130 in a shell). The previous handlers are back on exit.
+
+    The handler only sets an event (no logging, no I/O): it may interrupt any bytecode."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def __enter__(self) -> SignalStop:
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]  # getsignal's own result
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():  # the second signal: stop now, by that signal
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()

@@ -99,14 +99,16 @@ def run_command(
     metrics_address: tuple[str, int] | None,
     metrics_file: Path | None,
 ) -> None:
-    """Reconcile forever (Ctrl-C stops). Holds no state outside git: kill it and start it anywhere.
+    """Reconcile forever. Holds no state outside git: kill it and start it anywhere.
 
     No error ends it: invalid content is recorded as a stall and waits for a new commit; git,
-    network and setup errors and bugs are logged and retried with backoff (up to 300 s)."""
-    from controller.runner import run_forever
+    network and setup errors and bugs are logged and retried with backoff (up to 300 s).
+    SIGTERM or Ctrl-C lets a running reconcile finish, then exits 0; a second one stops at once."""
+    from controller.runner import SignalStop, run_forever
 
     local = Path(settings.source.url.removeprefix("file://"))
     with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(SignalStop())
         observe = _metrics(stack, settings, metrics_address, metrics_file)
         run_forever(
             settings,
@@ -114,7 +116,9 @@ def run_command(
             watch_path=local if watch and local.exists() else None,
             report=_print,
             observe=observe,
+            stop=stop.event,
         )
+        click.echo(f"stopped on {stop.signal_name}", err=True)
 
 
 def _metrics(
