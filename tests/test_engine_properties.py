@@ -12,6 +12,8 @@ happened before:
 * a wave fails exactly when its failure threshold is crossed, and passes only with its gate met;
 * rollbacks go to the previous release, only to robots of the waves ``on_halt`` names, and
   every robot that ran the new release and did not restore the old one itself gets one;
+* no robot waits without a reason: a running wave has dispatched all its robots, and a waiting
+  wave's window and rate-limit holds are true at that instant;
 * the decision does not depend on the order the inputs arrive in, and the output fed back at the
   same ``now`` decides nothing more (a restarted reconcile repeats nothing);
 * blue/green: the switch is ordered only to robots that staged, after the stage wave passed,
@@ -235,6 +237,7 @@ class Walk:
         ]
         self.check_dispatch(inp, before_state, out.state, created)
         self.check_gates(out.state)
+        self.check_holds(inp, out.state)
         self.check_rollbacks(out.state, created)
         if self.churn:
             self.check_churn(inp, before_state, out.state, created)
@@ -313,6 +316,50 @@ class Walk:
             assert len(recent) <= rate, f"{len(recent)} downloads in a minute, limit {rate}"
         if self.aborted_at is not None and inp.now > self.aborted_at:
             assert not fresh
+
+    def check_holds(self, inp: EngineInput, state: RolloutState) -> None:
+        """No robot waits without a reason: a running wave has dispatched every due robot, and a
+        waiting one names holds that are true now."""
+        sim = self.sim
+        if state.phase is not RolloutPhase.PROGRESSING:
+            return
+        position = next((i for i, w in enumerate(state.waves) if w.phase is not WavePhase.PASSED), None)
+        if position is None:
+            return
+        wave = state.waves[position]
+        # The active wave's own robots: a catch-up robot of a passed wave (a late joiner, or a
+        # blue/green robot still to stage while the switch runs) has its hold noted on its own wave.
+        earlier = {d for w in state.waves[:position] for d in w.devices}
+        waiting = [
+            d
+            for d in wave.devices
+            if d not in earlier and sim.record(d) is None and d not in state.rolled_back_devices
+        ]
+        if wave.phase is WavePhase.RUNNING:
+            assert not waiting, f"{waiting} wait in a running wave without a hold reason"
+        if wave.phase is not WavePhase.WAITING or wave.reason is None:
+            return
+        reasons = set(wave.reason.split(","))
+        assert waiting, f"wave {wave.name} waits ({wave.reason}) with every robot dispatched"
+        if "maintenance_window" in reasons:
+            outside = [
+                d
+                for d in waiting
+                if not window_open(sim.devices[d].maintenance_windows, inp.now, sim.devices[d].timezone)
+            ]
+            assert outside, "held for a window while every waiting robot is inside one"
+        if "rate_limit" in reasons:
+            rate = inp.rollout.download_rate_per_minute
+            minute = inp.now - timedelta(seconds=60)
+            recent = [
+                r
+                for f in sim.files.values()
+                for r in f.records
+                if r.action is not Action.ROLLBACK
+                and r.generation == state.generation
+                and r.created_at > minute
+            ]
+            assert rate is not None and len(recent) >= rate, "held for the rate limit below the limit"
 
     def check_gates(self, state: RolloutState) -> None:
         failed = [w for w in state.waves if w.phase is WavePhase.FAILED]
