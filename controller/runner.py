@@ -20,12 +20,19 @@ reconciles ends at once, a running reconcile is let finish (its state commit lan
 ``run_forever`` returns. A second signal ends the process by that signal at once (the reconcile is
 crash-safe: the next controller redoes what did not land).
 
+The cache holds a parsed model per robot (hundreds of thousands of objects at 100,000 robots), and
+CPython's full garbage collections scan every one of them: at 10,000 robots they took 0.23 s of a
+1.7 s wave. ``heap`` (:class:`HeapFreezer`, given by the CLI) moves what survives a reconcile out of
+the collector's sight (``gc.freeze()``) and runs one full collection an hour, which frees any cycle
+frozen meanwhile.
+
 ``observe`` hears every reconcile — its result or the error that ended it, and its wall time —
 (the metrics, :mod:`controller.metrics`); an error inside it is logged and never ends the loop.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -33,7 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -59,6 +66,7 @@ def run_forever(
     wait: Callable[[float], None] | None = None,
     observe: Observer | None = None,
     stop: threading.Event | None = None,
+    heap: HeapFreezer | None = None,
 ) -> None:
     """Reconcile every ``interval_seconds`` (``iterations`` times, or forever, or until ``stop`` is
     set: checked before each reconcile, and it cuts the wait short); never raises an ``Exception``.
@@ -97,12 +105,38 @@ def run_forever(
                     log.warning("reconcile failed (%s); retrying in %.0f s", exc, delay)
                 else:
                     log.exception("reconcile failed on a bug in fleetcd; retrying in %.0f s", delay)
+        if heap is not None:
+            heap.after_reconcile()
         if (iterations is not None and done >= iterations) or (stop is not None and stop.is_set()):
             return
         if wait is not None:
             wait(delay)
         else:
             _wait(delay, watch_path, stop)
+
+
+# A full collection of everything, frozen or not, this often: what a frozen cycle can cost in memory.
+FULL_COLLECTION_EVERY_SECONDS = 3600.0
+
+
+@dataclass
+class HeapFreezer:
+    """After each reconcile: freeze what survived (``gc.freeze()``: later collections skip it), and
+    once every ``every_seconds`` first unfreeze and collect everything. Frozen objects are still
+    freed by reference counting when dropped; only a frozen cycle waits for the hourly collection.
+    Measured at 10,000 robots: full collections took 0.23 s of a 1.73 s wave, 0.02 s frozen."""
+
+    every_seconds: float = FULL_COLLECTION_EVERY_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    collected_at: float | None = None
+
+    def after_reconcile(self) -> None:
+        now = self.clock()
+        if self.collected_at is None or now - self.collected_at >= self.every_seconds:
+            gc.unfreeze()
+            gc.collect()
+            self.collected_at = now
+        gc.freeze()
 
 
 def _observe(

@@ -10,9 +10,11 @@ good pass. Only ``KeyboardInterrupt``/``SystemExit`` end it.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -174,3 +176,53 @@ def test_every_pass_of_the_loop_gets_the_same_cache(monkeypatch: pytest.MonkeyPa
     run_forever(SETTINGS, INTERVAL, iterations=3, wait=lambda _: None)
     assert SETTINGS.cache is None and seen[0].cache is not None
     assert all(s.cache is seen[0].cache for s in seen) and len(seen) == 3
+
+
+# --- the heap between reconciles ----------------------------------------------------------------------
+
+
+class Cycle:
+    """Garbage only a full collection frees (a reference cycle)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+def test_the_heap_is_frozen_after_each_reconcile_and_fully_collected_once_an_interval(unfrozen: None) -> None:
+    clock = [1000.0]
+    heap = runner.HeapFreezer(every_seconds=3600, clock=lambda: clock[0])
+    kept = Cycle()
+    watch = weakref.ref(kept)
+    heap.after_reconcile()
+    assert gc.get_freeze_count() > 0
+    del kept
+    gc.collect()
+    assert watch() is not None  # frozen: ordinary collections do not look at it
+    clock[0] += 3599
+    heap.after_reconcile()
+    assert watch() is not None
+    clock[0] += 1
+    heap.after_reconcile()  # an hour since the last full collection
+    assert watch() is None
+    assert gc.get_freeze_count() > 0
+
+
+def test_the_loop_freezes_the_heap_only_when_given_a_freezer(
+    monkeypatch: pytest.MonkeyPatch, unfrozen: None
+) -> None:
+    gc.unfreeze()
+    run(monkeypatch, [fine])
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr(runner, "reconcile_once", lambda settings: fine())
+    calls: list[int] = []
+    heap = runner.HeapFreezer()
+    real = heap.after_reconcile
+    monkeypatch.setattr(heap, "after_reconcile", lambda: (calls.append(1), real())[1])
+    run_forever(SETTINGS, INTERVAL, iterations=3, wait=lambda _: None, heap=heap)
+    assert len(calls) == 3 and gc.get_freeze_count() > 0

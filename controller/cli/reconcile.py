@@ -104,7 +104,7 @@ def run_command(
     No error ends it: invalid content is recorded as a stall and waits for a new commit; git,
     network and setup errors and bugs are logged and retried with backoff (up to 300 s).
     SIGTERM or Ctrl-C lets a running reconcile finish, then exits 0; a second one stops at once."""
-    from controller.runner import SignalStop, run_forever
+    from controller.runner import HeapFreezer, SignalStop, run_forever
 
     local = Path(settings.source.url.removeprefix("file://"))
     with contextlib.ExitStack() as stack:
@@ -117,6 +117,7 @@ def run_command(
             report=_print,
             observe=observe,
             stop=stop.event,
+            heap=HeapFreezer(),
         )
         click.echo(f"stopped on {stop.signal_name}", err=True)
 
