@@ -24,6 +24,7 @@ import pytest
 from agent.errors import HookFailed
 from agent.hooks import HOOK_NAMES, HookContext, Hooks, load_hooks
 from agent.hooks.exec import STDERR_TAIL_BYTES
+from fleetcd.errors import SetupError
 from fleetcd.models.agent import HookSettings
 
 PLUGIN_MODULE = "fleetcd_test_faultyhooks"
@@ -284,6 +285,23 @@ def test_an_executable_for_one_hook_leaves_the_others_to_the_plugin(tmp_path: Pa
 
 
 # --- plugins --------------------------------------------------------------------------------------
+
+
+def test_a_plugin_calling_sys_exit_in_a_hook_fails_the_hook_instead_of_stopping_the_agent(
+    ctx: HookContext,
+) -> None:
+    hooks = load_hooks(HookSettings(plugin="quitter"))
+    with pytest.raises(HookFailed) as caught:
+        hooks.switch_slot(ctx)
+    assert caught.value.hook == "switch_slot"
+    assert "raised SystemExit: 4" in str(caught.value)
+
+
+def test_a_plugin_calling_sys_exit_while_loading_is_a_setup_error_naming_it() -> None:
+    with pytest.raises(
+        SetupError, match=r"'quits-on-load'.* failed to load: SystemExit: no updater on this board"
+    ):
+        load_hooks(HookSettings(plugin="quits-on-load"))
 
 
 def test_plugin_answers_are_read_by_truthiness(ctx: HookContext) -> None:

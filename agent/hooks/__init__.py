@@ -105,7 +105,9 @@ class Hooks:
             return None
         try:
             answer: object = method(ctx)
-        except Exception as exc:
+        # SystemExit too: a plugin's sys.exit() must fail the hook (and roll back), not stop the
+        # agent mid-deployment; KeyboardInterrupt (the operator) still goes through.
+        except (Exception, SystemExit) as exc:
             detail = f"plugin {self._plugin_name!r} raised {type(exc).__name__}: {exc}"
             raise HookFailed(hook, detail) from exc
         return answer

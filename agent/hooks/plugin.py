@@ -34,7 +34,7 @@ def load_plugin(name: str) -> object:
     try:
         loaded = entry.load()
         plugin: object = loaded() if isinstance(loaded, type) else loaded
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its failure, not the agent's exit
         raise SetupError(f"{where} ({entry.value}) failed to load: {type(exc).__name__}: {exc}") from exc
     if not any(callable(getattr(plugin, hook, None)) for hook in HOOK_NAMES):
         raise SetupError(f"{where} ({entry.value}) has none of the hook methods {', '.join(HOOK_NAMES)}")
