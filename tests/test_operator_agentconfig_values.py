@@ -199,8 +199,8 @@ def test_no_line_break_in_a_note_can_smuggle_a_setting_into_agent_yaml(tmp_path:
 
 @pytest.mark.parametrize(
     "note",
-    ["escape \x1b[2J", "nul \x00", "delete \x7f"],
-    ids=["escape", "nul", "del"],
+    ["escape \x1b[2J", "nul \x00", "delete \x7f", "surrogate \udcff from a non-UTF-8 argument"],
+    ids=["escape", "nul", "del", "lone-surrogate"],
 )
 def test_a_note_that_cannot_be_written_as_text_is_refused_naming_the_file(note: str) -> None:
     config = agent_config("amr-007", remote=RemoteSettings(url="/srv/fleet.git"), trust=TRUST)

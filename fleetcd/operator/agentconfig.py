@@ -86,7 +86,13 @@ def render_agent_config(config: AgentConfig, *, path: str = AGENT_CONFIG_FILE, n
     header = f"# yaml-language-server: $schema={SCHEMA_URL}\n"
     header += "".join(f"# {line}".rstrip() + "\n" for line in note.splitlines())
     text = header + dump_yaml(data)
-    loaded = load_document(path, text.encode("utf-8"), AgentConfig)
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: a non-UTF-8 byte decoded from argv or a path
+        raise InvalidContent.at(
+            path, f"holds {text[exc.start : exc.end]!r}, which is not UTF-8 text"
+        ) from None
+    loaded = load_document(path, raw, AgentConfig)
     if loaded.model != config:
         raise InvalidContent.at(path, "the text written does not load back as the config it was made from")
     return text
