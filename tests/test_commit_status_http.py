@@ -10,6 +10,7 @@ header and never into the delivery record that is logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -209,7 +210,10 @@ def garbage_port() -> Iterator[tuple[int, list[bytes]]]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield listener.getsockname()[1], requests_seen
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
     listener.close()
+    thread.join(timeout=5)
 
 
 def test_a_port_that_answers_garbage_is_a_failed_delivery_not_a_crash(
