@@ -379,3 +379,43 @@ def test_a_pack_sent_by_hand_holds_no_object_twice_across_waves(world: World) ->
     listed = git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", cwd=world.server).split()
     assert len(listed) == len(set(listed))
     assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+
+
+LOCK_KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from fleetcd.git import localpush
+instant = sys.argv[2]
+real_link = os.link
+def link(src, dst, *args, **kwargs):
+    if instant == "before-link":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_link(src, dst, *args, **kwargs)
+    if instant == "after-link":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.link = link
+with localpush._lock(Path(sys.argv[1])):
+    pass
+"""
+
+
+@pytest.mark.parametrize("instant", ["before-link", "after-link"])
+def test_attack_kill_9_while_taking_a_lock_never_leaves_one_that_blocks_the_next_push(
+    world: World, tmp_path: Path, instant: str
+) -> None:
+    """The lock is created already naming its holder (a hard link of a file holding the mark): a
+    kill just before leaves no lock, a kill just after leaves one naming a dead process, which the
+    next push removes. An empty lock (git's own, at work) would block it for good."""
+    world.push(None)
+    base = world.state
+    world.wave("2.0")
+    script = tmp_path / "lock_killer.py"
+    script.write_text(LOCK_KILLER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    lock = world.server / "packed-refs.lock"
+    done = subprocess.run([sys.executable, str(script), str(lock), instant], env=env, check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert lock.exists() is (instant == "after-link")
+    assert world.push(base) == MANY + 1
+    assert git_refs(world.server) == as_strings(world.desired())
+    assert not lock.exists()

@@ -27,8 +27,8 @@ server would do nothing more than store what it is sent:
   deleted; only then does the rename that moves the refs happen. A ``kill -9`` at any instant
   leaves every ref either at its old value or all of them at their new ones.
 * A lock held by someone else is :class:`LocalPushBusy` (the caller pushes the usual way). A lock
-  this code left behind when it was killed names its process, and is removed once that process is
-  gone, so a crash heals on the next run.
+  this code left behind when it was killed names its process (it is created with that name in it,
+  by a hard link), and is removed once that process is gone, so a crash heals on the next run.
 """
 
 from __future__ import annotations
@@ -224,21 +224,25 @@ def _locked(git_dir: Path, names: list[str]) -> Iterator[None]:
 
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
+    """``path`` created exclusively, already holding our mark: the mark is written to a file of this
+    process's own and hard-linked into place (``link`` fails if the lock exists), so a kill at any
+    instant leaves either no lock or one that names its dead holder, never an empty one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mark = b"%s %s %d\n" % (_LOCK_MARK, socket.gethostname().encode(), os.getpid())
-    for attempt in (1, 2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError as exc:
-            if attempt == 1 and _left_by_dead_process(path):
-                path.unlink(missing_ok=True)
-                continue
-            raise LocalPushBusy(f"{path} exists: another writer holds it") from exc
-        break
+    own = path.with_name(f"{path.name}.{os.getpid()}.fleetcd")
+    own.write_bytes(mark)
     try:
-        os.write(fd, mark)
+        for attempt in (1, 2):
+            try:
+                os.link(own, path)
+            except FileExistsError as exc:
+                if attempt == 1 and _left_by_dead_process(path):
+                    path.unlink(missing_ok=True)
+                    continue
+                raise LocalPushBusy(f"{path} exists: another writer holds it") from exc
+            break
     finally:
-        os.close(fd)
+        own.unlink(missing_ok=True)
     try:
         yield
     finally:
