@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ import gnupg
 from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent, SetupError
 from fleetcd.reasons import Reason
+
+SECRET_LIST_RETRY_SECONDS = 0.5
 
 SIGNATURE_MAX_BYTES = 64 * 1024  # an armored ed25519/RSA-4096 signature is well under 2 KiB
 KEY_FILE_MAX_BYTES = 1024 * 1024
@@ -411,7 +414,19 @@ class Signer:
         return str(armored).encode("ascii")
 
     def secret_fingerprints(self) -> list[str]:
+        """Fingerprints of every secret key in the home. A listing gpg failed (non-zero exit) or that
+        came back empty is asked for once more: under load, with the agent being restarted by
+        another process, gpg listed no secret key once, which the caller then reported as "no
+        secret key of a controller key". A second failure is a SetupError quoting gpg."""
         keys = self._gpg.run("listing secret keys", lambda: self._gpg.list_keys(True))
+        if keys.returncode or not keys:
+            time.sleep(SECRET_LIST_RETRY_SECONDS)
+            keys = self._gpg.run("listing secret keys", lambda: self._gpg.list_keys(True))
+        if keys.returncode:
+            said = " | ".join(line for line in (keys.stderr or "").splitlines()[-3:] if line.strip())
+            raise SetupError(
+                f"{Reason.GPG_UNAVAILABLE}: gpg failed listing the secret keys in {self.home}: {said}"
+            )
         return sorted(str(key["fingerprint"]).upper() for key in keys)
 
     def close(self) -> None:
