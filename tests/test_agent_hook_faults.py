@@ -12,7 +12,6 @@ import importlib
 import json
 import os
 import signal
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from agent.hooks import HOOK_NAMES, HookContext, Hooks, load_hooks
 from agent.hooks.exec import STDERR_TAIL_BYTES
 from fleetcd.errors import SetupError
 from fleetcd.models.agent import HookSettings
+from tests.test_agent_hooks import installed_plugins
 
 PLUGIN_MODULE = "fleetcd_test_faultyhooks"
 
@@ -89,16 +89,7 @@ as-module = {PLUGIN_MODULE}
 @pytest.fixture(scope="module", autouse=True)
 def plugin_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     site = tmp_path_factory.mktemp("faulty-site")
-    (site / f"{PLUGIN_MODULE}.py").write_text(PLUGIN_SOURCE)
-    info = site / "fleetcd_test_faultyhooks-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fleetcd-test-faultyhooks\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()
-    yield site
-    sys.path.remove(str(site))
-    sys.modules.pop(PLUGIN_MODULE, None)
+    yield from installed_plugins(site, PLUGIN_MODULE, PLUGIN_SOURCE, "fleetcd-test-faultyhooks", ENTRY_POINTS)
 
 
 @pytest.fixture

@@ -79,19 +79,25 @@ unloadable = {PLUGIN_MODULE}:Unloadable
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def plugin_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    site = tmp_path_factory.mktemp("site")
-    (site / f"{PLUGIN_MODULE}.py").write_text(PLUGIN_SOURCE)
-    info = site / "fleetcd_test_hookplugins-1.0.dist-info"
+def installed_plugins(site: Path, module: str, source: str, name: str, entry_points: str) -> Iterator[Path]:
+    """A distribution ``name`` in ``site`` holding ``module`` and its ``entry_points``, importable
+    while the generator is open (a module-scoped fixture's body)."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fleetcd-test-hookplugins\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     yield site
     sys.path.remove(str(site))
-    sys.modules.pop(PLUGIN_MODULE, None)
+    sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugin_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    site = tmp_path_factory.mktemp("site")
+    yield from installed_plugins(site, PLUGIN_MODULE, PLUGIN_SOURCE, "fleetcd-test-hookplugins", ENTRY_POINTS)
 
 
 @pytest.fixture

@@ -24,27 +24,18 @@ from agent.health.probes import attempt, run_probe
 from agent.health.watch import watch
 from fleetcd.models.release import ExecProbe, FileProbe, Health, HttpProbe
 from tests.httpserver import QuietHandler
+from tests.test_agent_probes import RecordingClock
 
 SH = "/bin/sh"
 ALLOW = [SH, "/bin/true"]
 
 
-class CountingClock:
-    """Counts instead of waiting; ``on_sleep`` changes the world between attempts."""
+class CountingClock(RecordingClock):
+    """tests.test_agent_probes' clock, starting at 100 s."""
 
     def __init__(self, on_sleep: Any = None) -> None:
+        super().__init__(on_sleep)
         self.t = 100.0
-        self.sleeps: list[float] = []
-        self.on_sleep = on_sleep
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        if self.on_sleep is not None:
-            self.on_sleep(len(self.sleeps))
 
 
 def sh_probe(code: str, **extra: Any) -> ExecProbe:
