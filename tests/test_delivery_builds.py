@@ -11,6 +11,7 @@ and a rebuilt one must accept its new commit above the serial it held.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pygit2
@@ -56,6 +57,15 @@ def keeping_signatures(fleet: FleetRepoBuilder, message: str) -> None:
         path.write_bytes(data)
     fleet.git("add", "-A")
     fleet.git("commit", "-q", "--allow-empty", "-m", message)
+
+
+def into_the_next_second() -> None:
+    """Sleep until the wall clock's second changes: gpg stamps the second into a signature, so a
+    re-signing within the second it was signed in gives the same bytes (RSA signatures are
+    deterministic) and would change nothing."""
+    started = int(time.time())
+    while int(time.time()) == started:
+        time.sleep(0.05)
 
 
 def test_a_rollout_to_one_robot_builds_its_bundle_alone(tmp_path: Path, keys: KeyFactory) -> None:
@@ -135,6 +145,7 @@ def test_re_signed_release_and_approvals_rebuild_and_move_every_robot_that_carri
     with the new bytes, and nobody else is built."""
     world = make_world(tmp_path, keys, configure=with_tools)  # the default merge re-signs
     world.reconcile()
+    into_the_next_second()  # every signature so far was made in an earlier second
     world.fleet.config("tools", "default", {})
     world.clock.tick(2)
     world.merge("a tools config nothing uses")
