@@ -22,8 +22,13 @@ def cohort_members(cohort: Cohort, devices: Mapping[str, Device]) -> list[str]:
 
 
 def selector_matches(cohort: Cohort, device: Device) -> bool:
+    """Whether the cohort's selector takes ``device`` in; no selector, or an empty one, takes no one.
+
+    The model refuses an empty selector; the check here keeps one built without validation (or by a
+    future model) from meaning "the whole fleet" all the same.
+    """
     sel = cohort.selector
-    if sel is None:
+    if sel is None or sel.is_empty():
         return False
     return (
         (not sel.families or device.family in sel.families)
