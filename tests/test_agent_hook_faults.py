@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import HookFailed
+from agent.errors import HealthFailed, HookFailed
 from agent.hooks import HOOK_NAMES, HookContext, Hooks, load_hooks
 from agent.hooks.exec import STDERR_TAIL_BYTES
 from fleetcd.errors import SetupError
@@ -295,11 +295,14 @@ def test_a_plugin_calling_sys_exit_while_loading_is_a_setup_error_naming_it() ->
         load_hooks(HookSettings(plugin="quits-on-load"))
 
 
-def test_plugin_answers_are_read_by_truthiness(ctx: HookContext) -> None:
+def test_plugin_answers_are_read_by_truthiness_except_report_healths(ctx: HookContext) -> None:
     hooks = load_hooks(HookSettings(plugin="truthy"))
     assert hooks.install_artifact(ctx) is True
     assert hooks.rollback(ctx) is False
-    assert hooks.report_health(ctx) is False  # an empty answer is an opinion, not "no opinion"
+    # report_health's answer is a verdict: [] is malformed, and counts as unhealthy (fail closed);
+    # tests/test_agent_hook_health_answers.py goes through the malformed answers.
+    with pytest.raises(HealthFailed, match="answered a value of type list"):
+        hooks.report_health(ctx)
 
 
 def test_a_plugin_entry_point_may_be_an_instance_or_a_module(ctx: HookContext) -> None:

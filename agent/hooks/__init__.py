@@ -12,6 +12,11 @@ report_health       after the watch window      True/False: healthy or not; None
 rollback            roll back                   True: handled; False: the executor does it
 ==================  ==========================  =============================================
 
+``report_health`` is the one answer that is checked, not read by truthiness: anything but
+``True``, ``False`` or ``None`` (the string ``"unhealthy"``, ``1``, a dict) is malformed and counts
+as unhealthy, a :class:`~agent.errors.HealthFailed` naming what came back (fail closed: a plugin
+that answers in the wrong type must not pass a version it may be vetoing).
+
 Each hook is an executable (:mod:`agent.hooks.exec`, set per hook in agent.yaml) or a method of a
 Python plugin (:mod:`agent.hooks.plugin`); an executable wins over the plugin's method, and a hook
 neither provides is "not handled". Whatever a hook raises or a non-0/3 exit becomes
@@ -25,13 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from agent.errors import HookFailed
+from agent.errors import HealthFailed, HookFailed
 from agent.hooks.exec import run_exec_hook
 from agent.hooks.plugin import HOOK_NAMES, load_plugin
 from fleetcd.errors import SetupError
 from fleetcd.models.agent import ExecHook, HookSettings
 
 __all__ = ["HOOK_NAMES", "HookContext", "Hooks", "load_hooks"]
+
+ANSWER_SHOWN_CHARS = 64  # of a malformed report_health string answer, in the robot's status
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,15 @@ class Hooks:
         return bool(self._call("switch_slot", ctx))
 
     def report_health(self, ctx: HookContext) -> bool | None:
+        """The hook's verdict (None: no opinion); a malformed answer raises HealthFailed."""
         answer = self._call("report_health", ctx)
-        return None if answer is None else bool(answer)
+        if answer is None or isinstance(answer, bool):
+            return answer
+        raise HealthFailed(
+            "hook",
+            f"the report_health hook of plugin {self._plugin_name!r} answered {_described(answer)}, "
+            "not True, False or None: a malformed answer counts as unhealthy",
+        )
 
     def rollback(self, ctx: HookContext) -> bool:
         return bool(self._call("rollback", ctx))
@@ -111,6 +125,16 @@ class Hooks:
             detail = f"plugin {self._plugin_name!r} raised {type(exc).__name__}: {exc}"
             raise HookFailed(hook, detail) from exc
         return answer
+
+
+def _described(answer: object) -> str:
+    """What a plugin answered, for the robot's status: a string's start, else only its type (an
+    arbitrary object's repr may be huge, raise, or run the plugin's code again)."""
+    kind = type(answer).__name__
+    if isinstance(answer, str):
+        shown = answer[:ANSWER_SHOWN_CHARS] + ("..." if len(answer) > ANSWER_SHOWN_CHARS else "")
+        return f"the {kind} {shown!r}"
+    return f"a value of type {kind}"
 
 
 def load_hooks(settings: HookSettings) -> Hooks:
