@@ -17,7 +17,8 @@ from controller.state.jsontext import dumps_indented
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.errors import SetupError
-from fleetcd.git.objects import Identity, commit, read_blob, ref_target, write_tree
+from fleetcd.git.hashtree import write_tree_hashed
+from fleetcd.git.objects import Identity, commit, read_blob, ref_target
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import Oid, Repository, tree_of
 from fleetcd.git.trees import changed_blobs, commit_tree_id, list_blobs, read_files
@@ -224,7 +225,7 @@ def write_state(
     if not delta and snapshot.commit is not None:
         return None
     base = tree_of(repo, snapshot.commit) if snapshot.commit is not None else None
-    tree = write_tree(repo, delta, base)
+    tree = write_tree_hashed(repo, delta, base)
     parents = [snapshot.commit] if snapshot.commit is not None else []
     written = commit(repo, ref, tree, message, parents, CONTROLLER_IDENTITY, when)
     if cache is not None:

@@ -115,11 +115,12 @@ def object_batch(repo: pygit2.Repository) -> Iterator[StagingRepository]:
     staged.odb.add_backend(memory, _MEMORY_PRIORITY)
     yield staged
     with disk_problems(repo.path):
-        _land(repo, memory.objects)
+        land_objects(repo, memory.objects)
 
 
-def _land(repo: pygit2.Repository, objects: Mapping[pygit2.Oid, tuple[int, bytes]]) -> None:
-    """Put a finished batch's objects on disk where ``repo`` finds them."""
+def land_objects(repo: pygit2.Repository, objects: Mapping[pygit2.Oid, tuple[int, bytes]]) -> None:
+    """Put a finished batch's objects (id -> type, bytes; the ids trusted) on disk where ``repo``
+    finds them: one pack from :data:`PACK_FROM_OBJECTS` on, else loose objects."""
     if len(objects) < PACK_FROM_OBJECTS:
         for kind, data in objects.values():
             repo.odb.write(kind, data)
@@ -158,7 +159,7 @@ def write_tree(
         with object_batch(repo) as staged:
             return write_tree(staged, files, base_tree)
     base = _as_tree(repo, base_tree)
-    changes = _nest(files)
+    changes = nest_paths(files)
     with disk_problems(repo.path):
         built = _build(repo, base, changes)
         return built if built is not None else repo.TreeBuilder().write()
@@ -173,7 +174,8 @@ def _as_tree(repo: pygit2.Repository, tree: pygit2.Tree | pygit2.Oid | None) -> 
     return obj
 
 
-def _nest(files: Mapping[str, bytes | pygit2.Oid | None]) -> _Changes:
+def nest_paths(files: Mapping[str, bytes | pygit2.Oid | None]) -> _Changes:
+    """``{"a/b": x}`` as ``{"a": {"b": x}}``; a path that is not plain names is a ValueError."""
     root: _Changes = {}
     for path, data in files.items():
         parts = path.split("/")
