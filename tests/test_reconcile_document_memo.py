@@ -1,4 +1,4 @@
-"""``controller run`` parses only main's changed documents; every check past parsing runs every time.
+"""``controller run`` parses only main's changed documents; gpg's and the clock's checks run every time.
 
 Counted through the memo's own counters (``MainCache.documents``, a
 :class:`fleetcd.loading.memo.DocumentMemo`), over the real ``reconcile_once`` with real git and gpg
@@ -23,6 +23,7 @@ from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.steps import reconcile_once
 from fleetcd.layout import device_path, release_signature_path
 from fleetcd.loading.documents import load_document
+from fleetcd.validation.incremental import Reuse
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
 
@@ -71,8 +72,11 @@ def test_the_same_tree_revalidated_after_the_maximum_age_parses_nothing(
     world, cache = started(tmp_path, keys)
     heartbeat(world, seconds=VALIDATION_MAX_AGE.total_seconds())
     world.reconcile()
-    assert cache.main.validations == 2  # validated again: signatures, approvals, cross-file checks
-    assert cache.main.documents.last.parsed == [] and cache.main.documents.last.reused == DOCUMENTS
+    memo = cache.main.documents
+    assert cache.main.validations == 2  # validated again: signatures, approvals, the trust root
+    # The same bytes: their content checks are kept whole, the memo is not even asked.
+    assert cache.main.reuses == {Reuse.NONE: 1, Reuse.SAME: 1}
+    assert memo.parsed == DOCUMENTS and memo.reused == 0 and len(memo) == DOCUMENTS
 
 
 def test_a_changed_device_with_an_invalid_field_is_refused_with_its_file_and_line(
@@ -121,7 +125,8 @@ def test_a_swapped_key_file_stalls_on_revalidation_although_no_document_is_parse
     heartbeat(world)
 
     stalled = reconcile_once(world.settings).stalled
-    assert cache.main.documents.last.parsed == []
+    # Only an .asc file changed: the documents and their cross-file checks are kept whole.
+    assert cache.main.reuses.get(Reuse.TRUST_FILES) == 1 and cache.main.documents.parsed == DOCUMENTS
     assert stalled is not None and "releases/nav/1.0.0.yaml" in stalled
     heartbeat(world)
     assert reconcile_once(replace(world.settings, cache=None)).stalled == stalled
@@ -140,7 +145,8 @@ def test_a_release_signed_by_an_untrusted_key_stalls_although_its_yaml_is_memoiz
     heartbeat(world)
 
     stalled = reconcile_once(world.settings).stalled
-    assert cache.main.documents.last.parsed == []
+    # Only an .asc file changed: the documents and their cross-file checks are kept whole.
+    assert cache.main.reuses.get(Reuse.TRUST_FILES) == 1 and cache.main.documents.parsed == DOCUMENTS
     assert stalled is not None and "releases/nav/1.0.0.yaml" in stalled
 
 
@@ -173,7 +179,9 @@ def test_a_reconcile_mutates_no_kept_document(tmp_path: Path, keys: KeyFactory) 
     heartbeat(world, seconds=VALIDATION_MAX_AGE.total_seconds())
     world.reconcile()
     memo = cache.main.documents
-    assert memo.last.reused == DOCUMENTS
+    assert cache.main.reuses.get(Reuse.SAME) == 1  # the kept documents and checks, judged again
+    assert cache.main.content is not None
+    assert {d.path for d in cache.main.content.spec.devices.values()} <= memo.paths()
     for kept in memo.loaded():
         fresh = load_document(kept.path, kept.raw, type(kept.model))
         assert kept.data == fresh.data and kept.model == fresh.model, kept.path

@@ -27,9 +27,10 @@ from controller.reconcile import steps
 from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.steps import reconcile_once
 from fleetcd.compat import UTC
-from fleetcd.layout import release_signature_path
+from fleetcd.layout import cohort_path, release_signature_path
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import ValidationResult
+from fleetcd.validation.incremental import Reuse
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import GpgKey, KeyFactory
 from tests.sim.world import STAGING, START, ControllerWorld, make_world
@@ -37,15 +38,21 @@ from tests.sim.world import STAGING, START, ControllerWorld, make_world
 
 @pytest.fixture
 def validations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """One entry per validate_snapshot call the reconcile makes (the real validation still runs)."""
+    """One entry per validation the reconcile makes (the real validation still runs): a
+    validate_snapshot call without the cache, a judge of the (re)checked content with it."""
     seen: list[int] = []
-    real = steps.validate_snapshot
 
-    def counted(*args: object, **kwargs: object) -> ValidationResult:
-        seen.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counting(name: str) -> None:
+        real = getattr(steps, name)
 
-    monkeypatch.setattr(steps, "validate_snapshot", counted)
+        def counted(*args: object, **kwargs: object) -> ValidationResult:
+            seen.append(1)
+            return real(*args, **kwargs)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(steps, name, counted)
+
+    counting("validate_snapshot")
+    counting("judge")
     yield seen
 
 
@@ -176,3 +183,62 @@ def test_a_keyrings_earliest_expiry_counts_subkeys_and_expired_keys(keys: KeyFac
     assert subkeyed is not None and subkeyed > datetime.now(UTC)
     with Keyring.from_armored({}) as empty:
         assert empty.earliest_expiry() is None
+
+
+def test_an_aged_revalidation_with_the_same_verdict_keeps_the_validation_and_fleet_context(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The same tree past VALIDATION_MAX_AGE: gpg is asked again, the content checks are kept, and
+    since nothing gpg or the clock says changed, neither does what the reconcile acts on."""
+    world = make_world(tmp_path, keys)
+    cache = cached(world)
+    world.reconcile()
+    held, fleet = cache.main.validation, cache.main.fleet
+    assert held is not None and fleet is not None
+    heartbeat(world, seconds=VALIDATION_MAX_AGE.total_seconds())
+    assert reconcile_once(world.settings).stalled is None
+    assert cache.main.validations == 2 and cache.main.reuses == {Reuse.NONE: 1, Reuse.SAME: 1}
+    assert cache.main.validation is held and cache.main.fleet is fleet
+    assert cache.main.good_until is not None and cache.main.good_until > world.clock.now
+
+
+def test_a_deleted_cohort_stalls_the_cached_controller_as_a_cold_one(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """Only the cohort file left main; the rollout naming it is what becomes invalid."""
+    world = make_world(tmp_path, keys)
+    cache = cached(world)
+    world.reconcile()
+    world.fleet.remove(cohort_path("canary"))
+    world.merge("the canary cohort is deleted, the rollout still names it")
+    heartbeat(world)
+    stalled = reconcile_once(world.settings).stalled
+    assert cache.main.reuses == {Reuse.NONE: 2}
+    assert stalled is not None and "unknown cohort 'canary'" in stalled
+    heartbeat(world)
+    assert reconcile_once(replace(world.settings, cache=None)).stalled == stalled
+    heartbeat(world, seconds=VALIDATION_MAX_AGE.total_seconds())
+    assert reconcile_once(world.settings).stalled == stalled  # the kept content, judged again: still
+    assert cache.main.reuses == {Reuse.NONE: 2, Reuse.SAME: 1}
+
+
+def test_a_removed_approval_stalls_the_cached_controller_though_no_document_changed(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    world = make_world(tmp_path, keys)
+    cache = cached(world)
+    world.reconcile()
+    rollout = next(path for path in world.fleet.docs if path.startswith("rollouts/"))
+    name = rollout.removeprefix("rollouts/").removesuffix(".yaml")
+    approvals = sorted((world.fleet.root / "approvals" / name).glob("*.asc"))
+    assert approvals
+    world.fleet.approvers_of[rollout] = []
+    for path in approvals:
+        world.fleet.remove(path.relative_to(world.fleet.root).as_posix())
+    world.merge("the rollout's approvals are removed")
+    heartbeat(world)
+    stalled = reconcile_once(world.settings).stalled
+    assert cache.main.reuses == {Reuse.NONE: 1, Reuse.TRUST_FILES: 1}
+    assert stalled is not None and rollout in stalled
+    heartbeat(world)
+    assert reconcile_once(replace(world.settings, cache=None)).stalled == stalled

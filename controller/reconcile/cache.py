@@ -12,11 +12,16 @@ anywhere but git:
   main stays put cost no YAML parsing at all (at 10,000 robots, loading main was 14 of a 38 s
   reconcile that ingested 1,000 reports, profiled);
 * main's documents as last loaded (:class:`~fleetcd.loading.memo.DocumentMemo`), by path and exact
-  bytes: when main's tree changes, or its validation is too old, the next validation parses only
-  the documents whose bytes it does not hold, and everything past parsing (cross-file checks,
-  signatures, approvals, the trust-root chain) runs in full. A commit changing one device file
-  parses one file; invalid documents are kept as their file:line errors. Entries of files that
-  left main are dropped after each load;
+  bytes: when main's tree changes, the next validation parses only the documents whose bytes it
+  does not hold. A commit changing one device file parses one file; invalid documents are kept as
+  their file:line errors. Entries of files that left main are dropped after each load;
+* the last validation's content checks (:class:`~fleetcd.validation.pipeline.ContentCheck`: the
+  loaded spec, the loader's findings and the cross-file checks', all a function of the bytes), with
+  the files they came from: a validation of the same bytes (the tree's validation aged) or of a
+  tree whose only changes are signatures, approvals or keys keeps them and runs gpg's and the
+  clock's checks only (:mod:`fleetcd.validation.incremental`); any changed document runs the
+  cross-file checks over the whole fleet again. When an aged tree's new verdict equals the kept one
+  (same findings, trust root, withdrawals in force), the kept validation and its fleet context stay;
 * ``fleet.yaml`` and ``keys/`` of the last :data:`POLICY_TREES` trees read, by tree id: a new
   commit's commit policy comes from the last accepted tree, which is then not read again (10,000
   blobs at 10,000 robots);
@@ -39,8 +44,9 @@ Validation is a function of the files and of the clock: the controller judges th
 expiry against ``now`` itself on every reconcile, but gpg judges a key's expiry when it verifies.
 So a validation is reused only before the first key or subkey in main's ``keys/`` expires
 (:attr:`MainCache.good_until`), and at most :data:`VALIDATION_MAX_AGE` after it was made (a
-signature's own expiry, which gpg also judges, is not read out): then the same tree is validated
-afresh.
+signature's own expiry, which gpg also judges, is not read out): then the same tree's signatures,
+approvals and trust-root chain are verified afresh (its content checks, which read no clock and no
+key, are kept: at 100,000 robots that revalidation is its few gpg calls, not a pass over the fleet).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.validation import ValidationResult
+from fleetcd.validation.incremental import Reuse
+from fleetcd.validation.pipeline import ContentCheck
 
 # The longest a validation is reused for one tree: a signature's own expiry (gpg's EXPSIG) is not
 # read out, so a cached verdict is at most this late to see one; the periodic full reconcile's
@@ -78,7 +86,11 @@ class MainCache:
     # The validation (and fleet context) is reused before this instant only: the earliest key
     # expiry in keys/, or VALIDATION_MAX_AGE after it was made.
     good_until: datetime | None = None
-    validations: int = 0  # validate_snapshot calls made through this cache (tests count them)
+    validations: int = 0  # validations made through this cache (tests count them)
+    # The content checks (loading and cross-file checks, no gpg, no clock) of the last validation,
+    # with the files they came from: the next validation reuses what its files leave unchanged.
+    content: ContentCheck | None = None
+    reuses: dict[Reuse, int] = field(default_factory=dict)  # validations by how much they reused (tests)
     # Main's documents as last loaded, by path and exact bytes: a validation parses only the files
     # whose bytes it does not hold (a new commit's changed files, after a new tree).
     documents: DocumentMemo = field(default_factory=DocumentMemo)
@@ -108,15 +120,39 @@ class MainCache:
         self.validation = self.fleet = self.good_until = None
 
     def validated(self, now: datetime) -> ValidationResult | None:
-        """The kept validation of this tree while it still holds at ``now``, else None."""
-        if self.validation is not None and (self.good_until is None or now >= self.good_until):
-            self.forget_validation()
+        """The kept validation of this tree while it still holds at ``now``, else None (an aged one
+        stays held, for :meth:`keep` to compare the next verdict with)."""
+        if self.validation is None or self.good_until is None or now >= self.good_until:
+            return None
         return self.validation
 
-    def keep(self, validation: ValidationResult, now: datetime, keys_expire: datetime | None) -> None:
-        self.validation, self.fleet = validation, None
+    def keep(
+        self, validation: ValidationResult, now: datetime, keys_expire: datetime | None, *, same_content: bool
+    ) -> ValidationResult:
+        """Keep ``validation`` of this tree, made at ``now``; returns the validation to act on.
+
+        When the content checks were the held validation's own (``same_content``: this tree, its
+        bytes unchanged) and gpg and the clock said the same again (equal findings, the same trust
+        root in force, the same withdrawals approved), the held validation is equal to the new one in
+        every field and stays, with the fleet context built from it: a same-tree revalidation then
+        costs its gpg checks, not a fleet context over every robot."""
+        held = self.validation
+        if not (same_content and held is not None and _same_verdict(held, validation)):
+            self.validation, self.fleet = validation, None
         limit = now + VALIDATION_MAX_AGE
         self.good_until = limit if keys_expire is None else min(limit, keys_expire)
+        assert self.validation is not None
+        return self.validation
+
+
+def _same_verdict(held: ValidationResult, new: ValidationResult) -> bool:
+    """Two judgements of one content check that agree on everything a reconcile acts on."""
+    return (
+        held.diagnostics == new.diagnostics
+        and held.strict == new.strict
+        and held.trust == new.trust
+        and held.spec.withdrawals.keys() == new.spec.withdrawals.keys()
+    )
 
 
 @dataclass

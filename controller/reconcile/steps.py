@@ -71,6 +71,8 @@ from fleetcd.models import Fleet, TrustRoot
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import Keyring
 from fleetcd.validation import ValidationResult, validate_snapshot
+from fleetcd.validation.incremental import Reuse, recheck_content
+from fleetcd.validation.pipeline import judge
 
 __all__ = ["STEPS", "ReconcileResult", "Step", "reconcile_once"]
 
@@ -147,7 +149,8 @@ def load(ctx: ReconcileContext) -> StepResult:
 
 def _validated(ctx: ReconcileContext) -> ValidationResult:
     """Main validated, or the validation of the same tree a previous reconcile kept while no key
-    in it expired since (:class:`~controller.reconcile.cache.MainCache`)."""
+    in it expired since (:class:`~controller.reconcile.cache.MainCache`). A new validation reuses
+    the previous one's content checks where the files they read did not change."""
     main = ctx.settings.cache.main if ctx.settings.cache is not None else None
     if main is None or main.files is not ctx.files:
         return validate_snapshot(ctx.files, problems=ctx.problems)
@@ -155,9 +158,14 @@ def _validated(ctx: ReconcileContext) -> ValidationResult:
     if kept is not None:
         return kept
     main.validations += 1
-    validation = validate_snapshot(ctx.files, problems=ctx.problems, memo=main.documents)
+    # What the bytes alone decide is reused as far as the files it came from are unchanged
+    # (fleetcd.validation.incremental); gpg's and the clock's part is judged afresh every time.
+    main.content, reuse = recheck_content(main.content, ctx.files, problems=ctx.problems, memo=main.documents)
+    main.reuses[reuse] = main.reuses.get(reuse, 0) + 1
+    validation = judge(main.content)
     if validation.ok:  # an invalid tree is not kept (its keys may not even import): it stalls anyway
-        main.keep(validation, ctx.now, _keys_expire(ctx.files))
+        same = reuse is Reuse.SAME
+        return main.keep(validation, ctx.now, _keys_expire(ctx.files), same_content=same)
     return validation
 
 

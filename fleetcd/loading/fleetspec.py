@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from fleetcd.desired.configset import ConfigSet
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.layout import CONFIGS_PREFIX, FLEET_FILE, FileKind, classify, is_managed
+from fleetcd.layout import CONFIGS_PREFIX, FLEET_FILE, Classified, FileKind, classify, is_managed
 from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import Cohort, ConfigInstance, Device, Fleet, Release, Rollout, TrustRoot, Withdrawal
@@ -99,18 +99,40 @@ def load_spec(
     With a ``memo`` (a long-running caller's), a document whose path and bytes it holds from the
     previous snapshot is not parsed again, and it keeps this snapshot's documents only.
     """
+    spec, documents, attached = load_spec_parts(files, memo)
+    return spec, [*documents, *attached]
+
+
+def load_spec_parts(
+    files: Mapping[str, bytes], memo: DocumentMemo | None = None
+) -> tuple[FleetSpec, list[Diagnostic], list[Diagnostic]]:
+    """:func:`load_spec` with its findings in two parts: the documents' (and unexpected files'),
+    then the signatures', approvals' and keys' (:func:`reattach` redoes the second part alone)."""
     if memo is None:
         return _load_spec(files, None)
     with memo.round():
         return _load_spec(files, memo)
 
 
-def _load_spec(files: Mapping[str, bytes], memo: DocumentMemo | None) -> tuple[FleetSpec, list[Diagnostic]]:
+# Files that are no document: signatures, approvals and keys, attached to the documents they sign.
+# Every one ends in .asc; no cross-file content check reads them (only the trust checks do).
+TRUST_FILE_KINDS = frozenset(
+    {
+        FileKind.RELEASE_SIGNATURE,
+        FileKind.APPROVAL,
+        FileKind.KEY,
+        FileKind.TRUST_ROOT_SIGNATURE,
+        FileKind.WITHDRAWAL_APPROVAL,
+    }
+)
+
+
+def _load_spec(
+    files: Mapping[str, bytes], memo: DocumentMemo | None
+) -> tuple[FleetSpec, list[Diagnostic], list[Diagnostic]]:
     spec = FleetSpec(files=files)
     problems: list[Diagnostic] = []
-    signatures: dict[tuple[str, str], dict[str, bytes]] = {}
-    approvals: dict[str, dict[str, bytes]] = {}
-    root_signatures: dict[int, dict[str, bytes]] = {}
+    trust_files: list[tuple[str, Classified]] = []
     if FLEET_FILE not in files:
         problems.append(Diagnostic(FLEET_FILE, None, None, "fleet.yaml is missing", Reason.UNKNOWN_REFERENCE))
     for path in sorted(files):
@@ -120,10 +142,50 @@ def _load_spec(files: Mapping[str, bytes], memo: DocumentMemo | None) -> tuple[F
             if is_managed(path):
                 problems.append(Diagnostic(path, None, None, _unexpected(path), Reason.INVALID))
             continue
+        if where.kind in TRUST_FILE_KINDS:
+            trust_files.append((path, where))
+            continue
         try:
             _load_one(spec, memo, path, raw, where.kind, where.name, where.version, where.stem)
         except InvalidContent as exc:
             problems.extend(exc.diagnostics)
+    return spec, problems, _attach_trust_files(spec, trust_files)
+
+
+def reattach(spec: FleetSpec, files: Mapping[str, bytes]) -> tuple[FleetSpec, list[Diagnostic]]:
+    """``spec``'s documents with the signatures, approvals and keys of ``files``, and their findings.
+
+    Only for a snapshot whose documents are ``spec``'s own, path for path and byte for byte, and
+    whose other files differ from ``spec.files`` at most in :data:`TRUST_FILE_KINDS` files: then it
+    equals :func:`load_spec_parts` of ``files`` (the documents are shared, not copied)."""
+    again = FleetSpec(
+        fleet=spec.fleet,
+        devices=spec.devices,
+        cohorts=spec.cohorts,
+        releases={key: ReleaseEntry(entry.doc, {}) for key, entry in spec.releases.items()},
+        rollouts={name: RolloutEntry(entry.doc, {}) for name, entry in spec.rollouts.items()},
+        configs=spec.configs,
+        files=files,
+        trust_roots={v: TrustRootEntry(entry.doc, {}) for v, entry in spec.trust_roots.items()},
+        withdrawals=spec.withdrawals,
+    )
+    trust_files = []
+    for path in sorted(p for p in files if p.endswith(".asc")):
+        where = classify(path)
+        if where is not None and where.kind in TRUST_FILE_KINDS:
+            trust_files.append((path, where))
+    return again, _attach_trust_files(again, trust_files)
+
+
+def _attach_trust_files(spec: FleetSpec, trust_files: list[tuple[str, Classified]]) -> list[Diagnostic]:
+    """Signatures, approvals and keys (in path order) onto the documents they belong to."""
+    files = spec.files
+    problems: list[Diagnostic] = []
+    signatures: dict[tuple[str, str], dict[str, bytes]] = {}
+    approvals: dict[str, dict[str, bytes]] = {}
+    root_signatures: dict[int, dict[str, bytes]] = {}
+    for path, where in trust_files:
+        raw = files[path]
         if where.kind is FileKind.RELEASE_SIGNATURE:
             signatures.setdefault((where.name, where.version), {})[path] = raw
         elif where.kind is FileKind.APPROVAL:
@@ -150,7 +212,7 @@ def _load_spec(files: Mapping[str, bytes], memo: DocumentMemo | None) -> tuple[F
                 Diagnostic(path, None, None, "approval for a withdrawal that does not exist")
                 for path in found
             )
-    return spec, problems
+    return problems
 
 
 def _load(memo: DocumentMemo | None, path: str, raw: bytes, model_type: type[M]) -> Loaded[M]:

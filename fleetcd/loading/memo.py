@@ -6,9 +6,9 @@ frozen model) is a pure function of its path, its bytes, the model type, the YAM
 schema flag: it reads no clock, no file, no key. A long-running caller — the controller's
 ``ReconcileCache`` — keeps a :class:`DocumentMemo` and passes it explicitly
 (``validate_snapshot(..., memo=)`` → ``load_spec(..., memo=)``); there is no module-level cache.
-Only the loading of single documents is kept: whatever relates files to each other, to keys or to
-the clock (references, signatures, approvals, the trust-root chain, expiry) runs on every
-validation.
+Only the loading of single documents is kept here: whatever relates files to each other, to keys
+or to the clock (references, signatures, approvals, the trust-root chain, expiry) is not. What of
+that a new validation may reuse is :mod:`fleetcd.validation.incremental`'s decision.
 
 Errors are kept too, as the diagnostics they carry, and raised again as a new
 :class:`~fleetcd.errors.InvalidContent` each time: the same bytes give the same file:line errors, so

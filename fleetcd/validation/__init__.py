@@ -3,7 +3,7 @@
 Entry point: :func:`validate_snapshot` (in :mod:`fleetcd.validation.pipeline`). One module per
 check: ``references``, ``overlap``, ``configs``, ``noops`` (warnings: rollouts that silently do
 nothing), ``immutability``, ``artifacts``, ``trust``; ``report`` renders a result as text, JSON or
-GitHub workflow annotations.
+GitHub workflow annotations; ``incremental`` revalidates a snapshot at the cost of what changed.
 """
 
 from fleetcd.validation.pipeline import ValidationResult, sort_diagnostics, validate_snapshot

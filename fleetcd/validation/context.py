@@ -17,8 +17,8 @@ from fleetcd.layout import cohort_path, device_path, release_path
 from fleetcd.loading.documents import Loaded
 from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry
 from fleetcd.loading.strict_yaml import field_path
-from fleetcd.models import Cohort, Device
-from fleetcd.planning.selection import Selection, cohort_members, resolve_targets
+from fleetcd.models import Cohort, Device, Stage
+from fleetcd.planning.selection import Selection, cohort_members, device_stages, resolve_targets
 from fleetcd.reasons import Reason, SkipReason
 
 # A paused rollout still owns its robots (resuming needs no new approval), so it counts for overlap
@@ -41,6 +41,26 @@ class Context:
         self.spec = spec
         self.devices: dict[str, Device] = {k: v.model for k, v in spec.devices.items()}
         self.cohorts: dict[str, Cohort] = {k: v.model for k, v in spec.cohorts.items()}
+
+    def for_trust(self) -> Context:
+        """A context over the same spec keeping, of the lookups made, only :attr:`stages` (what the
+        trust checks use): a kept validation holds no per-robot deliveries or memberships."""
+        return self.with_spec(self.spec)
+
+    def with_spec(self, spec: FleetSpec) -> Context:
+        """A context over ``spec``, whose documents must be this context's spec's own (only
+        signatures, approvals or keys differ): :attr:`stages`, a function of the documents, is
+        carried over when it was made."""
+        other = Context.__new__(Context)
+        other.spec, other.devices, other.cohorts = spec, self.devices, self.cohorts
+        if "stages" in self.__dict__:
+            other.__dict__["stages"] = self.__dict__["stages"]
+        return other
+
+    @cached_property
+    def stages(self) -> dict[str, Stage]:
+        """Robot id → the highest stage of the cohorts it is in (robots in none are absent)."""
+        return device_stages(self.cohorts, self.devices)
 
     def release_of(self, rollout: str) -> ReleaseEntry | None:
         model = self.spec.rollouts[rollout].doc.model

@@ -11,6 +11,10 @@ its newest verified version) run whatever fleet.yaml holds; the artifact check n
 skipped when it is invalid; a withdrawal its approvers did not sign is left out of the returned spec;
 all others still run, so one broken file never hides the rest. With
 ``strict`` every warning becomes an error (``fleetcd validate --strict``).
+
+Two halves: :func:`check_content` (loading and the cross-file checks, a pure function of the
+bytes) and :func:`judge` (gpg's and the clock's checks over a content check). A long-running
+caller keeps the first and judges it again as time passes (:mod:`fleetcd.validation.incremental`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from fleetcd.errors import Diagnostic
-from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.loading.fleetspec import FleetSpec, load_spec_parts
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.trust.gpg import Keyring
 from fleetcd.trust.rootchain import TrustedRoot
@@ -68,6 +72,72 @@ class ValidationResult:
         return ValidationResult(self.spec, sort_diagnostics(errors), strict=True, trust=self.trust)
 
 
+@dataclass(frozen=True)
+class ContentCheck:
+    """What validation finds from the bytes alone: a pure function of ``files``, ``base`` and the
+    reader's ``problems`` (no clock, no gpg), so one of an unchanged snapshot holds for good
+    (:mod:`fleetcd.validation.incremental` reuses it). :func:`judge` adds what gpg and the clock say."""
+
+    files: Mapping[str, bytes]
+    base: Mapping[str, bytes] | None
+    problems: tuple[Diagnostic, ...]  # the reader's, as given
+    spec: FleetSpec  # every document, signatures attached; withdrawals not yet judged
+    ctx: Context  # over spec, keeping only what the trust checks reuse (Context.for_trust)
+    documents: tuple[Diagnostic, ...]  # the loader's findings on documents and unexpected files
+    attached: tuple[Diagnostic, ...]  # the loader's findings on signatures, approvals and keys
+    checks: tuple[Diagnostic, ...]  # the cross-file checks' findings (signatures never read)
+
+
+def check_content(
+    files: Mapping[str, bytes],
+    base: Mapping[str, bytes] | None = None,
+    *,
+    problems: Iterable[Diagnostic] = (),
+    memo: DocumentMemo | None = None,
+) -> ContentCheck:
+    """Every document loaded and every cross-file check run: all of validation but gpg and clock."""
+    spec, documents, attached = load_spec_parts(files, memo)
+    ctx = Context(spec)
+    found: list[Diagnostic] = []
+    found.extend(references.check(ctx))
+    found.extend(overlap.check(ctx))
+    found.extend(requires.check(ctx))
+    found.extend(apps.check(ctx))
+    found.extend(configs.check(ctx))
+    found.extend(noops.check(ctx))
+    if base is not None:
+        found.extend(immutability.check(files, base))
+    if spec.fleet is not None:
+        found.extend(artifacts.check(ctx, spec.fleet.model))
+    return ContentCheck(
+        files, base, tuple(problems), spec, ctx.for_trust(), tuple(documents), tuple(attached), tuple(found)
+    )
+
+
+def judge(
+    content: ContentCheck,
+    keyring_factory: KeyringFactory = Keyring.from_armored,
+    *,
+    strict: bool = False,
+    now: datetime | None = None,
+) -> ValidationResult:
+    """``content`` with what depends on gpg and on the clock judged now: the trust-root chain,
+    signatures, approvals and withdrawals (gpg judges key and signature expiry as it verifies),
+    then the trust root in force against ``now`` when given."""
+    spec, ctx = content.spec, content.ctx
+    found: list[Diagnostic] = [*content.problems, *content.documents, *content.attached, *content.checks]
+    checked = trust.check(ctx, keyring_factory)
+    found.extend(checked.diagnostics)
+    # An unapproved withdrawal withdraws nothing: downstream (controller, plan, pages) sees only
+    # those in force, and only their rollouts are warned about.
+    spec = withdrawals.approved_only(spec, checked.withdrawals_in_force)
+    found.extend(references.withdrawn_rollouts(Context(spec)))
+    if now is not None and checked.trusted is not None:
+        found.extend(trust.expiry(spec, checked.trusted, now))
+    result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
+    return result.promoted() if strict else result
+
+
 def validate_snapshot(
     files: Mapping[str, bytes],
     base: Mapping[str, bytes] | None = None,
@@ -86,31 +156,11 @@ def validate_snapshot(
     always diagnostics. ``now`` (``fleetcd validate``'s clock) also judges the trust root in force
     for expiry (:func:`fleetcd.validation.trust.expiry`); the controller judges it itself. ``memo``
     (a long-running caller's :class:`~fleetcd.loading.memo.DocumentMemo`) spares parsing documents
-    whose bytes it loaded before; every check after loading runs all the same.
+    whose bytes it loaded before; every check after loading runs all the same. The same as
+    :func:`judge` of :func:`check_content`.
     """
-    spec, loaded = load_spec(files, memo)
-    found: list[Diagnostic] = [*problems, *loaded]
-    ctx = Context(spec)
-    found.extend(references.check(ctx))
-    found.extend(overlap.check(ctx))
-    found.extend(requires.check(ctx))
-    found.extend(apps.check(ctx))
-    found.extend(configs.check(ctx))
-    found.extend(noops.check(ctx))
-    if base is not None:
-        found.extend(immutability.check(files, base))
-    if spec.fleet is not None:
-        found.extend(artifacts.check(ctx, spec.fleet.model))
-    checked = trust.check(ctx, keyring_factory)
-    found.extend(checked.diagnostics)
-    # An unapproved withdrawal withdraws nothing: downstream (controller, plan, pages) sees only
-    # those in force, and only their rollouts are warned about.
-    spec = withdrawals.approved_only(spec, checked.withdrawals_in_force)
-    found.extend(references.withdrawn_rollouts(Context(spec)))
-    if now is not None and checked.trusted is not None:
-        found.extend(trust.expiry(spec, checked.trusted, now))
-    result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
-    return result.promoted() if strict else result
+    content = check_content(files, base, problems=problems, memo=memo)
+    return judge(content, keyring_factory, strict=strict, now=now)
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:

@@ -22,7 +22,7 @@ from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.layout import TRUST_ROOT_DIR, classify, trust_root_path
 from fleetcd.loading.fleetspec import FleetSpec, TrustRootEntry
 from fleetcd.models import TrustRoot
-from fleetcd.planning.selection import device_stages, rollout_stage
+from fleetcd.planning.selection import rollout_stage
 from fleetcd.reasons import Reason
 from fleetcd.trust.approval import approval_payload, legacy_approval_payload
 from fleetcd.trust.gpg import VerifyResult
@@ -89,7 +89,7 @@ def _signatures(ctx: Context, root: TrustRoot, keyring: VerifyingKeyring) -> Ite
             published.doc.path, published.doc.raw, published.signatures, root.release_signers, keyring
         )
         yield from status.diagnostics
-    stages = device_stages(ctx.cohorts, ctx.devices)
+    stages = ctx.stages
     for name in [name for name in sorted(ctx.spec.rollouts) if _needs_approval(ctx, name)]:
         entry = ctx.spec.rollouts[name]
         release = ctx.release_of(name)
