@@ -24,6 +24,7 @@ from controller.reconcile.steps import reconcile_once
 from fleetcd.layout import device_path, release_signature_path
 from fleetcd.loading.documents import load_document
 from fleetcd.validation.incremental import Reuse
+from fleetcd.validation.pipeline import check_content
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
 
@@ -185,3 +186,7 @@ def test_a_reconcile_mutates_no_kept_document(tmp_path: Path, keys: KeyFactory) 
     for kept in memo.loaded():
         fresh = load_document(kept.path, kept.raw, type(kept.model))
         assert kept.data == fresh.data and kept.model == fresh.model, kept.path
+    # The kept content check's spec (its dicts are shared by every later validation) too.
+    content = cache.main.content
+    assert content is not None
+    assert content.spec == check_content(content.files, problems=content.problems).spec
