@@ -200,3 +200,58 @@ def test_files_read_back_as_written_reuse_their_robots_and_keep_the_bytes_of_a_f
     built = pages(fleet, memo, config, 1)
     assert memo.robots_built == 2 and built == pages(fleet, None, config, 1)
     assert pages(fleet, memo, config, 2) == pages(fleet, None, config, 2) and memo.robots_built == 0
+
+
+REPORTS_ONLY = {"a robot reports", "a robot fails", "a robot goes offline"}
+
+
+def test_a_life_written_to_the_branch_and_read_back_builds_only_what_changed_and_the_bytes_of_a_rebuild() -> (
+    None
+):
+    """The controller's own loop: each reconcile writes the device files it changed, the next one
+    reads them back from the state branch as new objects (the bytes written: the cache's own), the
+    memo adopts them (the whole fleet after the first write and after every file was parsed again,
+    one robot after a report: both ways of finding them in a wave) and then builds only the robots
+    whose file this reconcile changed. Both pages equal a rebuild without a memo at every step."""
+    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
+    branch = {device_file(d): dump(f) for d, f in fleet.files.items()}  # the bootstrap's commit
+    assert pages(fleet, memo, config) == pages(fleet, None, config)
+    memo.written = _written(branch, fleet.files)
+    for minute, (what, step) in enumerate(STEPS, start=1):
+        written = dict(memo.written)
+        snapshot = StateSnapshot(commit=None, meta=ControllerMeta(), files=dict(branch))
+        for device_id, file in fleet.files.items():
+            path = device_file(device_id)
+            held = written.get(device_id)
+            snapshot.devices[device_id] = DeviceFile.model_validate_json(branch[path]) if held else file
+        fleet.files = dict(snapshot.devices)
+        assert adopt_read_back(memo, snapshot, fleet.files) == len(written), what
+        before = dict(fleet.files)
+        step(fleet)
+        changed = {d for d, f in fleet.files.items() if before.get(d) is not f}
+        assert pages(fleet, memo, config, minute) == pages(fleet, None, config, minute), what
+        if what in REPORTS_ONLY:
+            assert memo.robots_built == len(changed) == 1, what
+        update = {device_file(d): dump(fleet.files[d]) for d in sorted(changed)}
+        branch.update(update)
+        memo.written = _written(update, fleet.files)
+    assert pages(fleet, memo, config, 99) == pages(fleet, None, config, 99)
+
+
+def test_a_file_read_back_with_other_bytes_than_written_is_built_again_not_adopted() -> None:
+    """The branch holds bytes other than the ones written (another writer, a rebuilt cache): the
+    robot read back is built from what was read; its neighbours are adopted."""
+    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
+    pages(fleet, memo, config)
+    ids = sorted(fleet.files)
+    written = {device_file(d): dump(fleet.files[d]) for d in ids}
+    memo.written = _written(written, fleet.files)
+    branch = dict(written)
+    other = ids[len(ids) // 2]
+    offline(fleet, other)
+    branch[device_file(other)] = dump(fleet.files[other])  # what another writer left there
+    snapshot = read_back(fleet, branch)
+    fleet.files = dict(snapshot.devices)
+    assert adopt_read_back(memo, snapshot, fleet.files) == len(ids) - 1
+    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
+    assert memo.robots_built == 1

@@ -21,7 +21,9 @@ one view of the fleet.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,8 +64,11 @@ class RolloutMemo:
     built: int = 0  # robot views the last build made (the rest were reused)
 
 
-# device -> (the file object the pages were built from, its path, sha256 of the bytes written)
+# device -> (the file object the pages were built from, its path, the bytes written)
 WrittenFiles = dict[str, tuple["DeviceFile", str, bytes]]
+# A wave is walked whole instead of looked up robot by robot once this many times more robots of
+# it are adopted than it has (a lookup is a bisection; the walk one dict probe a robot).
+_WALK_FROM = 1 / 8
 
 
 @dataclass
@@ -88,12 +93,28 @@ class PagesMemo:
     def adopt(self, device: str, written: DeviceFile, read: DeviceFile) -> None:
         """``read`` holds the same record as ``written`` (the bytes written were read back): every
         entry built from ``written`` is kept as built from ``read``, so the identity check finds it."""
+        self.adopt_all({device: (written, read)})
+
+    def adopt_all(self, files: Mapping[str, tuple[DeviceFile, DeviceFile]]) -> None:
+        """:meth:`adopt` for every device -> (written, read) of ``files``: each wave is walked once
+        when many of its robots are adopted (after a fan-out, all of them), else its robots are
+        looked up one by one, so adopting K robots costs about K, not the fleet."""
+        if not files:
+            return
         for rollout in self.rollouts.values():
             for wave in rollout.waves.values():
-                i = bisect_left(wave.ids, device)
-                if i < len(wave.ids) and wave.ids[i] == device and wave.entries[i].file is written:
+                if len(files) >= len(wave.ids) * _WALK_FROM:
+                    positions: Iterable[int] = range(len(wave.ids))
+                else:
+                    positions = (i for i in map(partial(bisect_left, wave.ids), files) if i < len(wave.ids))
+                for i in positions:
                     entry = wave.entries[i]
-                    wave.entries[i] = RobotEntry(device, entry.model, read, entry.used_config, entry.view)
-        held = self.running.get(device)
-        if held is not None and held[0] is written:
-            self.running[device] = (read, held[1])
+                    pair = files.get(entry.device)
+                    if pair is not None and entry.file is pair[0]:
+                        wave.entries[i] = RobotEntry(
+                            entry.device, entry.model, pair[1], entry.used_config, entry.view
+                        )
+        for device, (written, read) in files.items():
+            held = self.running.get(device)
+            if held is not None and held[0] is written:
+                self.running[device] = (read, held[1])
