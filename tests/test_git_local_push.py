@@ -27,6 +27,7 @@ from fleetcd.git import refs
 from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
 from fleetcd.git.objects import Identity, commit, update_refs, write_tree
 from tests.gitrepos import git
+from tests.test_git_packed_splice import reference_rewrite
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 AUTHOR = Identity("fleetcd controller", "controller@fleet.test")
@@ -421,3 +422,27 @@ def test_attack_kill_9_while_taking_a_lock_never_leaves_one_that_blocks_the_next
     assert world.push(base) == MANY + 1
     assert git_refs(world.server) == as_strings(world.desired())
     assert not lock.exists()
+
+
+def test_the_spliced_packed_refs_is_the_whole_rewrite_with_tags_and_loose_only_refs(world: World) -> None:
+    """The server holds an annotated tag (a peeled line), refs packed and refs that are only loose
+    files (never packed): after the push by hand its packed-refs is byte for byte what rewriting
+    the whole file wrote (tests/test_git_packed_splice.py's reference), with every moved ref's line."""
+    world.push(None)
+    some = str(world.desired()[namespaced(3)])
+    git("tag", "-a", "-m", "a release", "v1", some, cwd=world.server)
+    git("pack-refs", "--all", cwd=world.server)
+    base = world.state
+    moved = world.wave("2.0", range(0, MANY, 2))
+    for n in (1, 2, 5):  # receive-pack left these loose, and 1 and 5 were never packed
+        if n != 2:
+            git("update-ref", "-d", namespaced(n), cwd=world.server)
+        git("update-ref", namespaced(n), some, cwd=world.server)
+    assert (world.server / namespaced(1)).is_file()
+    before = (world.server / "packed-refs").read_bytes()
+    assert b"\n^" in before
+    assert world.push(base) == len(moved) + 3  # the moved robots, 1 and 5 (not the mirror's), state
+    lines = {ref.encode(): f"{oid} {ref}\n".encode() for ref, oid in world.desired().items()}
+    assert (world.server / "packed-refs").read_bytes() == reference_rewrite(before, lines)
+    assert loose_files(world.server) == []
+    assert git("rev-parse", "v1^{}", cwd=world.server).strip() == some

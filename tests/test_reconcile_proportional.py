@@ -30,6 +30,7 @@ from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateCache, StateSnapshot, load_state
 from controller.state.layout import device_file
 from controller.state.model import WavePhase
+from fleetcd.git import localpush
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import STATE_BRANCH, status_ref
 from fleetcd.git.repo import Oid, Repository
@@ -346,7 +347,7 @@ def test_a_fan_out_into_a_hookless_local_server_is_written_by_hand_with_no_loose
     """From DIRECT_FROM_REFS moved refs a local server running no hook gets one pack and one
     packed-refs rewrite (fleetcd.git.localpush): every robot verifies what it finds there, and
     the refs are the mirror's, with no loose file a later listing would walk."""
-    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    monkeypatch.setattr(localpush, "DIRECT_FROM_REFS", 1)
     world = make_world(tmp_path, keys)
     world.reconcile()
     server = world.server
@@ -369,7 +370,7 @@ def test_a_fan_out_into_a_hookless_local_server_is_written_by_hand_with_no_loose
 def test_a_local_server_with_a_hook_gets_a_real_push_and_its_hook_sees_every_ref(
     tmp_path: Path, keys: KeyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    monkeypatch.setattr(localpush, "DIRECT_FROM_REFS", 1)
     world = make_world(tmp_path, keys)
     seen = tmp_path / "pre-receive.log"
     hook = world.server / "hooks" / "pre-receive"
@@ -386,7 +387,7 @@ def test_a_lost_race_for_the_state_branch_when_writing_by_hand_is_retried_and_he
 ) -> None:
     """Another writer moves the server's state branch under the reconcile: the push by hand refuses
     (as --force-with-lease would), nothing moves, and the next reconcile builds on the new tip."""
-    monkeypatch.setattr(source, "DIRECT_FROM_REFS", 1)
+    monkeypatch.setattr(localpush, "DIRECT_FROM_REFS", 1)
     world = make_world(tmp_path, keys)
     world.reconcile()
     real = source.push_by_hand

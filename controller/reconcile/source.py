@@ -16,7 +16,10 @@ nothing, and robots never see a root that the state branch does not vouch for. F
 :data:`~fleetcd.git.localpush.DIRECT_FROM_REFS` moved refs, into a local server that would run no
 hook, the same push is done by hand (:mod:`fleetcd.git.localpush`: one pack, one rename of its
 ``packed-refs``, the same all-or-none and lease), because receive-pack's loose ref files and the
-packing after them cost minutes at 100,000 robots. libgit2 (other
+packing after them cost minutes at 100,000 robots; so is the state branch alone into a server
+holding many refs (:func:`~fleetcd.git.localpush.by_hand_pays`), which receive-pack would first
+advertise. Only the refs that differ from the server's are sent
+(:func:`~fleetcd.git.packedrefs.refs_to_send`, in time that grows with them). libgit2 (other
 URLs) has neither atomic nor wildcard pushes: there the moved refs go as explicit refspecs in the
 same push, state branch last, its lease checked before anything is sent; a race lost in the
 instant between that check and the server's update is healed by the next reconcile
@@ -44,10 +47,10 @@ from pathlib import Path
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
-from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
+from fleetcd.git.localpush import LocalPushBusy, by_hand_pays, push_by_hand, refused
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import ref_target
-from fleetcd.git.packedrefs import loose_refs_at_least, read_refs
+from fleetcd.git.packedrefs import loose_refs_at_least, read_refs, refs_to_send
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
     MAIN_BRANCH,
@@ -218,16 +221,17 @@ def publish(
     timeout_s = transfer_timeout(len(desired or {}))
     if is_local(source.url):
         prefix = NAMESPACES_PREFIX if namespaces else DESIRED_PREFIX
-        if len(desired or {}) >= DIRECT_FROM_REFS and _push_by_hand(
-            repo, source, prefix, state_base, timeout_s
+        server = _local_path(source.url)
+        git_dir = gitcli.git_dir_of(server)
+        if not (
+            by_hand_pays(git_dir, len(desired or {}))
+            and _push_by_hand(repo, source, git_dir, prefix, desired, state_base, timeout_s)
         ):
-            return
-        specs = ([f"+{prefix}*:{prefix}*"] if desired else []) + [state]
-        push(repo, source.url, specs, leases=lease, atomic=True, timeout_s=timeout_s)
+            specs = ([f"+{prefix}*:{prefix}*"] if desired else []) + [state]
+            push(repo, source.url, specs, leases=lease, atomic=True, timeout_s=timeout_s)
         # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
         # listing would read one by one; packing costs about as much as the loose refs it prunes.
-        server = _local_path(source.url)
-        if loose_refs_at_least(gitcli.git_dir_of(server), PACK_FROM_LOOSE_REFS):
+        if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
             gitcli.pack_refs(server, timeout_s=timeout_s)
         return
     push(
@@ -242,18 +246,23 @@ def publish(
 
 
 def _push_by_hand(
-    repo: Repository, source: Source, prefix: str, state_base: Oid | None, timeout_s: float
+    repo: Repository,
+    source: Source,
+    git_dir: Path,
+    prefix: str,
+    desired: Mapping[str, Oid] | None,
+    state_base: Oid | None,
+    timeout_s: float,
 ) -> bool:
-    """What the wildcard push would do, done by hand into a local server that runs no hooks
-    (:mod:`fleetcd.git.localpush`): False, having changed nothing, when it must be a real push."""
-    git_dir = gitcli.git_dir_of(_local_path(source.url))
+    """What the push would do (the wildcard over ``prefix`` when ``desired`` names refs, and the
+    state branch), done by hand into a local server that runs no hooks (:mod:`fleetcd.git.localpush`):
+    False, having changed nothing, when it must be a real push."""
     why = refused(git_dir, timeout_s=timeout_s)
     if why is not None:
         log.info("pushing to %s through receive-pack: %s", source.url, why)
         return False
-    refs = {
-        ref: Oid(hex=oid) for ref, oid in read_refs(Path(repo.path), (prefix,)).items() if is_desired_ref(ref)
-    }
+    ours = refs_to_send(Path(repo.path), git_dir, prefix, likely=desired) if desired else {}
+    refs = {ref: Oid(hex=oid) for ref, oid in ours.items() if is_desired_ref(ref)}
     state = ref_target(repo, STATE_BRANCH)
     if state is not None:
         refs[STATE_BRANCH] = state

@@ -8,8 +8,10 @@
 removed). Sending the same objects as one pack (``git pack-objects | git index-pack``) took 3.8 s,
 and rewriting ``packed-refs`` is one sequential file write.
 
-So a push of :data:`DIRECT_FROM_REFS` refs or more into a local server is done by hand, when that
-server would do nothing more than store what it is sent:
+So a push of :data:`DIRECT_FROM_REFS` refs or more, or any push into a server whose
+``packed-refs`` holds :data:`DIRECT_FROM_PACKED_BYTES` (receive-pack advertises every ref before it
+takes one: 3.6 s for the state branch alone at 200,000 refs), is done by hand (:func:`by_hand_pays`),
+when that server would do nothing more than store what it is sent:
 
 * no hook would run (``pre-receive``, ``update``, ``post-receive``, ``reference-transaction``, ...;
   ``core.hooksPath`` is honoured), no ``receive.denyNonFastForwards`` or ``fsckObjects`` policy,
@@ -17,7 +19,8 @@ server would do nothing more than store what it is sent:
 * The objects go first, as receive-pack sends them: ``pack-objects`` in the mirror piped into the
   server's ``index-pack --keep`` (the ``.keep`` file protects the pack from a concurrent ``gc``
   until the refs name its objects; it is removed after).
-* The refs then move in one atomic rename of ``packed-refs``, under git's own ``packed-refs.lock``
+* The refs then move in one atomic rename of ``packed-refs`` (the old bytes with the moved refs'
+  lines spliced in: :class:`~fleetcd.git.packedrefs.PackedFile`), under git's own ``packed-refs.lock``
   and a ``<ref>.lock`` on each ref with a lease (the state branch), which is what receive-pack
   would take for that ref: a concurrent push of the same ref fails instead of interleaving. A lease
   that no longer holds raises :class:`~fleetcd.errors.PushRejected` before anything moves, as
@@ -44,9 +47,13 @@ import pygit2
 
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import gitcli
-from fleetcd.git.packedrefs import HEADER, PACKED_REFS, read_packed, remove_loose
+from fleetcd.git.packedrefs import PACKED_REFS, PackedFile, remove_loose
 
 DIRECT_FROM_REFS = 64
+# A push of fewer refs (the state branch alone, after robots reported) still goes by hand once the
+# server's packed-refs holds this many bytes (about 90 per ref, so some 700 refs or 350 robots);
+# measured in by_hand_pays.
+DIRECT_FROM_PACKED_BYTES = 64 * 1024
 HOOKS = (
     "pre-receive",
     "update",
@@ -62,6 +69,35 @@ _LOCK_MARK = b"fleetcd-localpush"
 
 class LocalPushBusy(TransportError):
     """Another writer holds a lock this push needs; push through receive-pack instead."""
+
+
+def by_hand_pays(git_dir: Path, refs: int) -> bool:
+    """Whether a push of ``refs`` desired-state refs and the state branch into the local server at
+    ``git_dir`` costs less by hand than through receive-pack (if :func:`refused` allows it at all).
+
+    receive-pack's cost grows with the refs it sends and the refs the server holds (it advertises
+    every one); by hand it is three processes and one splice of ``packed-refs``. The state branch
+    alone into a packed server, seconds (``bench/publish_refs.py``, 2 cores at load 7-14):
+
+    ========  ==========  =======
+    refs      git push    by hand
+    ========  ==========  =======
+    62        0.16        0.10
+    602       0.14        0.04
+    2,002     0.17-0.52   0.05-0.11
+    20,002    0.53-0.65   0.09
+    200,002   3.6-4.3     0.12-0.20
+    ========  ==========  =======
+
+    By hand is cheaper at every size; below the threshold both are a fraction of a second, and
+    small fleets (most tests among them) keep git's own path.
+    """
+    if refs >= DIRECT_FROM_REFS:
+        return True
+    try:
+        return (git_dir / PACKED_REFS).stat().st_size >= DIRECT_FROM_PACKED_BYTES
+    except OSError:
+        return False
 
 
 def refused(git_dir: Path, *, timeout_s: float = gitcli.DEFAULT_TIMEOUT_S) -> str | None:
@@ -103,7 +139,7 @@ def push_by_hand(
 ) -> int:
     """Set ``refs`` (forced) in the local server at ``git_dir``, objects from ``repo``; every ref in
     ``leases`` must still hold its value there (None: absent). All or none. Returns refs moved."""
-    before, _ = _current(git_dir, read_packed(git_dir), refs)
+    before, _ = _current(git_dir, PackedFile.read(git_dir), refs)
     moving = {ref: oid for ref, oid in refs.items() if before.get(ref) != str(oid)}
     if not moving:
         return 0
@@ -112,8 +148,8 @@ def push_by_hand(
     keep = _send_objects(repo, git_dir, moving.values(), have, timeout_s)
     try:
         with _locked(git_dir, [*sorted(leases), PACKED_REFS]):
-            entries = read_packed(git_dir)
-            current, loose = _current(git_dir, entries, {**moving, **leases})
+            packed = PackedFile.read(git_dir)
+            current, loose = _current(git_dir, packed, {**moving, **leases})
             for ref, expected in sorted(leases.items()):
                 if current.get(ref) != (None if expected is None else str(expected)):
                     found = current.get(ref) or "(absent)"
@@ -121,23 +157,20 @@ def push_by_hand(
                         ref, f"the server's {ref} is no longer the value this push expected (it is {found})"
                     )
             if loose:  # fold them into packed-refs at their current values, then delete them
-                for ref in loose:
-                    entries[ref.encode()] = [f"{current[ref]} {ref}\n".encode()]
-                _write_packed(git_dir, entries)
+                folded = {ref.encode(): f"{current[ref]} {ref}\n".encode() for ref in loose}
+                _write_packed(git_dir, packed.changed(folded))
                 for ref in sorted(loose):
                     remove_loose(git_dir, ref)
-            for ref, oid in moving.items():
-                entries[ref.encode()] = [f"{oid} {ref}\n".encode()]
-            _write_packed(git_dir, entries)
+                packed = PackedFile.read(git_dir)
+            moved = {ref.encode(): f"{oid} {ref}\n".encode() for ref, oid in moving.items()}
+            _write_packed(git_dir, packed.changed(moved))
     finally:
         if keep is not None:
             keep.unlink(missing_ok=True)
     return len(moving)
 
 
-def _current(
-    git_dir: Path, entries: Mapping[bytes, list[bytes]], refs: Iterable[str]
-) -> tuple[dict[str, str], set[str]]:
+def _current(git_dir: Path, packed: PackedFile, refs: Iterable[str]) -> tuple[dict[str, str], set[str]]:
     """What each of ``refs`` points at in ``git_dir`` (its loose file, else packed; absent: left out),
     and which of them are loose files. Plain string paths: pathlib cost 1.1 s per 30,000 refs here."""
     found: dict[str, str] = {}
@@ -148,9 +181,9 @@ def _current(
             with open(base + ref, "rb") as file:  # noqa: PTH123 - see the docstring
                 text = file.read(100).decode("ascii", "replace").strip()
         except (FileNotFoundError, NotADirectoryError):
-            lines = entries.get(ref.encode())
-            if lines:
-                found[ref] = lines[0].split(b" ", 1)[0].decode()
+            value = packed.value(ref.encode())
+            if value is not None:
+                found[ref] = value.decode()
             continue
         except IsADirectoryError:
             continue
@@ -272,14 +305,12 @@ def _left_by_dead_process(path: Path) -> bool:
     return False
 
 
-def _write_packed(git_dir: Path, entries: Mapping[bytes, list[bytes]]) -> None:
-    """``entries`` as ``packed-refs`` (sorted, as git requires), through a temporary file and one rename;
-    the caller holds ``packed-refs.lock``."""
+def _write_packed(git_dir: Path, chunks: Iterable[bytes | memoryview]) -> None:
+    """``chunks`` (:meth:`PackedFile.changed`) as ``packed-refs``, through a temporary file and one
+    rename; the caller holds ``packed-refs.lock``."""
     temporary = git_dir / f"{PACKED_REFS}.fleetcd-new"
     with temporary.open("wb") as out:
-        out.write(HEADER)
-        for name in sorted(entries):
-            out.writelines(entries[name])
+        out.writelines(chunks)
         out.flush()
         os.fsync(out.fileno())
     temporary.replace(git_dir / PACKED_REFS)

@@ -6,7 +6,8 @@ loose files, and listing them later costs a directory walk each, so the controll
 packed (``git pack-refs --all``) after every fan-out. Measured on this machine at 10,000 refs:
 ``update-ref --stdin`` took 4.0 s (3.7 s of it in the kernel, making 40,000 directories) and the
 ``pack-refs`` that followed 10.0 s, deleting them again. Rewriting ``packed-refs`` with the new
-values takes one sequential file write (about 9 MB at 100,000 refs).
+values takes one sequential file write (about 9 MB at 100,000 refs), the old bytes with the
+changed lines spliced in (:class:`PackedFile`: no Python object per untouched ref).
 
 Only for a repository whose sole writer is the caller: the controller's mirror under its lock
 (:class:`fleetcd.git.mirror.LockedRepository`). The rewrite still takes git's own
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,31 @@ PACKED_REFS = "packed-refs"
 HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
 
 
+def _comment_inside(data: bytes) -> bool:
+    """Whether a line after the first starts with ``#`` (memchr for ``#``, which names rarely hold,
+    rather than a search for newline and ``#``: 5x faster on 9 MB)."""
+    at = data.find(b"#", len(HEADER))
+    while at >= 0:
+        if data[at - 1] == 0x0A:
+            return True
+        at = data.find(b"#", at + 1)
+    return False
+
+
 def read_packed(git_dir: Path) -> dict[bytes, list[bytes]]:
     """``packed-refs`` as ref name → its lines (the ``<oid> <ref>`` line and any ``^<peeled>`` after)."""
+    return _parse(read_packed_bytes(git_dir), git_dir / PACKED_REFS)
+
+
+def read_packed_bytes(git_dir: Path) -> bytes:
+    """``git_dir``'s ``packed-refs`` as it is on disk (empty when there is none)."""
     try:
-        data = (git_dir / PACKED_REFS).read_bytes()
+        return (git_dir / PACKED_REFS).read_bytes()
     except FileNotFoundError:
-        return {}
+        return b""
+
+
+def _parse(data: bytes, where: Path) -> dict[bytes, list[bytes]]:
     entries: dict[bytes, list[bytes]] = {}
     last: list[bytes] | None = None
     for line in data.splitlines(keepends=True):
@@ -50,9 +70,123 @@ def read_packed(git_dir: Path) -> dict[bytes, list[bytes]]:
             continue
         _oid, sep, name = line.rstrip(b"\n").partition(b" ")
         if not sep:
-            raise ValueError(f"{git_dir / PACKED_REFS}: unreadable line {line[:120]!r}")
+            raise ValueError(f"{where}: unreadable line {line[:120]!r}")
         last = entries[name] = [line if line.endswith(b"\n") else line + b"\n"]
     return entries
+
+
+class PackedFile:
+    """The bytes of a ``packed-refs`` file: a ref looked up, and the file with some refs changed,
+    in time that grows with the refs asked about, not with the file.
+
+    git writes the file sorted by name and says so in its header (``sorted``); then a ref is found
+    by bisecting the bytes (``^<peeled>`` lines belong to the record above them), and the changed
+    file is the old bytes cut at the K changed records with the new lines spliced in: K lookups and
+    one copy, no Python object per untouched line (200,000 refs parsed into a dict took 0.3 s; the
+    splice of 1,000 takes milliseconds). Any other file (no such header, a comment or blank line
+    inside, no final newline) is parsed whole and rewritten sorted, as before: the output is the
+    same bytes either way (``tests/test_git_packed_splice.py`` checks it on random files).
+    """
+
+    def __init__(self, data: bytes, where: Path) -> None:
+        self.data = data
+        self.where = where
+        self.spliceable = not data or (
+            data.startswith(HEADER)
+            and data.endswith(b"\n")
+            and not data.startswith(b"^", len(HEADER))
+            and not _comment_inside(data)
+        )
+        self._entries: dict[bytes, list[bytes]] | None = None
+
+    @classmethod
+    def read(cls, git_dir: Path) -> PackedFile:
+        return cls(read_packed_bytes(git_dir), git_dir / PACKED_REFS)
+
+    def entries(self) -> dict[bytes, list[bytes]]:
+        if self._entries is None:
+            self._entries = _parse(self.data, self.where)
+        return self._entries
+
+    def value(self, name: bytes) -> bytes | None:
+        """The object id ``name`` is packed at (hex, as bytes), or None."""
+        if not self.spliceable:
+            lines = self.entries().get(name)
+            return lines[0].split(b" ", 1)[0] if lines else None
+        start, end = self._find(len(HEADER) if self.data else 0, name)
+        return self.data[start : self.data.index(b" ", start)] if start != end else None
+
+    def changed(self, changes: Mapping[bytes, bytes | None]) -> list[bytes | memoryview]:
+        """The file with each ref in ``changes`` given its new lines (``<oid> <ref>\\n``, and any
+        ``^<peeled>\\n``), or removed (None); header first, sorted, as chunks to write in order."""
+        if not self.spliceable:
+            entries = dict(self.entries())
+            for name, lines in changes.items():
+                if lines is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = [lines]
+            return [HEADER, *(line for name in sorted(entries) for line in entries[name])]
+        view = memoryview(self.data)
+        chunks: list[bytes | memoryview] = [HEADER]
+        at = len(HEADER) if self.data else 0
+        for name in sorted(changes):
+            start, end = self._find(at, name)
+            chunks.append(view[at:start])
+            lines = changes[name]
+            if lines is not None:
+                chunks.append(lines)
+            at = end
+        chunks.append(view[at:])
+        return chunks
+
+    def same_but(self, other: PackedFile, prefix: bytes, names: Iterable[bytes]) -> bool:
+        """Whether every record under ``prefix`` but those of ``names`` is the same bytes in both
+        files (compared in place, between the named records: no copy, no line split)."""
+        if not (self.spliceable and other.spliceable):
+            return False
+        after = prefix[:-1] + bytes([prefix[-1] + 1])  # the first name past every name under prefix
+        cuts = [prefix, *sorted(name for name in names if name.startswith(prefix)), after]
+        mine, theirs = self._cuts(cuts), other._cuts(cuts)
+        view, other_view = memoryview(self.data), memoryview(other.data)
+        for n in range(len(cuts) - 1):
+            if view[mine[n][1] : mine[n + 1][0]] != other_view[theirs[n][1] : theirs[n + 1][0]]:
+                return False
+        return True
+
+    def _cuts(self, names: list[bytes]) -> list[tuple[int, int]]:
+        at = len(HEADER) if self.data else 0
+        found = []
+        for name in names:
+            start, end = self._find(at, name)
+            found.append((start, end))
+            at = start
+        return found
+
+    def _find(self, low: int, name: bytes) -> tuple[int, int]:
+        """Where ``name``'s record is at or after offset ``low`` (a record's start): its first and
+        past-last byte, or twice the offset where it would go."""
+        data = self.data
+        high = len(data)
+        while low < high:
+            start = max(low, data.rfind(b"\n", low, (low + high) // 2) + 1)
+            while data[start] == 0x5E:  # "^": a peeled line belongs to the record above it
+                start = max(low, data.rfind(b"\n", low, start - 1) + 1)
+            newline = data.index(b"\n", start)
+            space = data.find(b" ", start, newline)
+            if space < 0:
+                raise ValueError(f"{self.where}: unreadable line {data[start : newline + 1][:120]!r}")
+            end = newline + 1
+            while data.startswith(b"^", end):
+                end = data.index(b"\n", end) + 1
+            found = data[space + 1 : newline]
+            if found < name:
+                low = end
+            elif found > name:
+                high = start
+            else:
+                return start, end
+        return low, low
 
 
 def update_packed(
@@ -76,9 +210,6 @@ def update_packed(
     if not moved:
         return 0
     git_dir = Path(repo.path)
-    entries = read_packed(git_dir)
-    for ref, new in moved.items():
-        entries[ref.encode()] = [f"{new} {ref}\n".encode()]
     lock = git_dir / f"{PACKED_REFS}.lock"
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -88,9 +219,8 @@ def update_packed(
         raise RefConflict(first, _hex(updates[first][0]), held) from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(HEADER)
-            for name in sorted(entries):
-                out.writelines(entries[name])
+            changes = {ref.encode(): f"{new} {ref}\n".encode() for ref, new in moved.items()}
+            out.writelines(PackedFile.read(git_dir).changed(changes))
             out.flush()
             os.fsync(out.fileno())
         lock.replace(git_dir / PACKED_REFS)
@@ -178,6 +308,55 @@ def read_refs(git_dir: Path, prefixes: tuple[str, ...]) -> dict[str, str]:
         elif not prefix.endswith("/") and start.is_file():
             _read_loose(git_dir, start, refs)
     return refs
+
+
+def refs_to_send(ours: Path, theirs: Path, prefix: str, likely: Iterable[str] = ()) -> dict[str, str]:
+    """Refs under ``prefix`` (ending in ``/``) in the repository at ``ours`` whose value the one at
+    ``theirs`` lacks (absent or another object id) → our object id (hex): what a wildcard
+    ``git push`` of ``prefix`` would send, read from both repositories' ref files.
+
+    In time that grows with the refs that differ and the loose files, not with the refs: each of
+    ``likely`` (the refs the caller moved) and each ref loose on either side is looked up on both
+    (:class:`PackedFile`), and the packed bytes between those refs are compared in place; only
+    when they differ too are the packed lines compared as two sets (built in C, 0.1-0.3 s at
+    200,000 refs). Listing 100,000 refs of ours to compare them took 0.3 s more than either.
+    Symbolic and unreadable loose refs of ours are left out.
+    """
+    ours_packed, theirs_packed = PackedFile.read(ours), PackedFile.read(theirs)
+    ours_loose, theirs_loose = _loose_under(ours, prefix), _loose_under(theirs, prefix)
+    wanted = prefix.encode()
+    candidates = {ref for ref in likely if ref.startswith(prefix)} | ours_loose.keys() | theirs_loose.keys()
+    if not ours_packed.same_but(theirs_packed, wanted, (ref.encode() for ref in candidates)):
+        for line in set(ours_packed.data.split(b"\n")).difference(theirs_packed.data.split(b"\n")):
+            _oid, _, name = line.partition(b" ")
+            if name.startswith(wanted) and line[:1] not in (b"#", b"^"):
+                candidates.add(name.decode())
+    found: dict[str, str] = {}
+    for ref in sorted(candidates):
+        mine = ours_loose[ref] if ref in ours_loose else ours_packed.value(ref.encode())
+        if mine is None or len(mine) not in (40, 64):
+            continue
+        there = theirs_loose[ref] if ref in theirs_loose else theirs_packed.value(ref.encode())
+        if mine != there:
+            found[ref] = mine.decode()
+    return found
+
+
+def _loose_under(git_dir: Path, prefix: str) -> dict[str, bytes | None]:
+    """Every loose ref file under ``prefix`` → its object id (hex bytes), None when it holds none."""
+    found: dict[str, bytes | None] = {}
+    for here, _dirs, files in os.walk(git_dir / prefix):
+        for name in files:
+            if name.endswith(".lock"):
+                continue
+            path = Path(here) / name
+            try:
+                text = path.read_bytes()[:100].strip()
+            except OSError:
+                text = b""
+            hexdigits = len(text) in (40, 64) and not text.strip(b"0123456789abcdef")
+            found[path.relative_to(git_dir).as_posix()] = text if hexdigits else None
+    return found
 
 
 def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> None:
