@@ -162,7 +162,11 @@ class RefusedClaim(StrEnum):
 
 
 class HoldReason(StrEnum):
-    """Why a robot that is due did not get its deployment on this tick (a wave's ``reason``)."""
+    """Why a robot a rollout targets is still waiting for its deployment: one per waiting robot
+    (:mod:`controller.state.holds`), and a wave's ``reason`` for the robots held in it.
+
+    The first six hold a robot that is due (its wave runs) on this tick (the engine's dispatch);
+    the others say what the robot's wave, or the whole rollout, waits for."""
 
     NOT_BEFORE = "not_before"  # schedule.not_before is still in the future
     MAINTENANCE_WINDOW = "maintenance_window"  # outside every window, in the robot's own zone
@@ -172,6 +176,17 @@ class HoldReason(StrEnum):
     REQUIREMENT_UNMET = "requirement_unmet"
     # an app the robot runs requires this app at a version the new release is not (a downgrade)
     REQUIRED_BY_RUNNING_APP = "required_by_running_app"
+    # An earlier wave has not passed its gate: its robots' reports are still to come (the share it
+    # needs reported, within its failure budget), or it is itself held.
+    EARLIER_WAVE = "earlier_wave"
+    EARLIER_WAVE_SOAKING = "earlier_wave_soaking"  # an earlier wave met its gate and soaks
+    AWAITING_PROMOTION = "awaiting_promotion"  # an earlier wave waits for a commit bumping ``promote``
+    APPROVAL_MISSING = "approval_missing"  # the rollout lacks approvals (``plan``; main stalls on it)
+    HALTED = "halted"  # a wave crossed its failure threshold: nothing new starts this generation
+    ABORTED = "aborted"
+    STALLED = "stalled"  # main holds invalid content: nothing moves until a new commit
+    RELEASE_WITHDRAWN = "release_withdrawn"  # a withdrawal names the release: nothing new starts
+    DUE = "due"  # nothing holds it: its deployment is written by the next reconcile
 
 
 class EngineReason(StrEnum):

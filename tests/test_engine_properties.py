@@ -12,7 +12,8 @@ happened before:
 * a wave fails exactly when its failure threshold is crossed, and passes only with its gate met;
 * rollbacks go to the previous release, only to robots of the waves ``on_halt`` names, and
   every robot that ran the new release and did not restore the old one itself gets one;
-* no robot waits without a reason: a running wave has dispatched all its robots, and a waiting
+* no robot waits without a reason: every robot without a deployment has one hold reason
+  (controller/state/holds.py), a running wave has dispatched all its robots, and a waiting
   wave's window and rate-limit holds are true at that instant;
 * the decision does not depend on the order the inputs arrive in, and the output fed back at the
   same ``now`` decides nothing more (a restarted reconcile repeats nothing);
@@ -38,10 +39,12 @@ import pytest
 from controller.audit.events import AuditKind
 from controller.engine import EngineInput, advance
 from controller.records import Action, DeploymentRecord, is_terminal
+from controller.state.holds import Holds
 from controller.state.model import RolloutPhase, RolloutState, WaveCounts, WavePhase, WaveState
 from fleetcd.models.rollout import FailureThreshold, HaltPolicy
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves
 from fleetcd.planning.windows import window_open
+from fleetcd.reasons import HoldReason
 from tests.sim.engine import SHA_NEW, SHA_OLD, T0, Sim, device, robots, rollout_doc
 
 SEEDS = range(40)
@@ -321,6 +324,15 @@ class Walk:
         """No robot waits without a reason: a running wave has dispatched every due robot, and a
         waiting one names holds that are true now."""
         sim = self.sim
+        holds = Holds(state)  # every robot still waiting for its deployment has one reason
+        for wave in state.waves:
+            for dev in wave.devices:
+                if sim.record(dev) is None and dev not in state.rolled_back_devices:
+                    why = holds.of(wave.index, dev)
+                    assert why is not None, f"{dev} waits without a reason"
+                    model = sim.devices.get(dev)
+                    if why is HoldReason.MAINTENANCE_WINDOW and model is not None:
+                        assert not window_open(model.maintenance_windows, inp.now, model.timezone), dev
         if state.phase is not RolloutPhase.PROGRESSING:
             return
         position = next((i for i, w in enumerate(state.waves) if w.phase is not WavePhase.PASSED), None)

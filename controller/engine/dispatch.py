@@ -52,7 +52,7 @@ from fleetcd.planning.waves import PlannedWave, WaveAction
 from fleetcd.reasons import HoldReason, RecordReason
 from fleetcd.vocabulary import Activity
 
-Holds = dict[int, set[HoldReason]]  # wave index -> why some of its robots were held
+Holds = dict[int, dict[str, HoldReason]]  # wave index -> robot held in it -> why
 
 
 def _downloads_in_last_minute(ledger: Ledger, now: datetime) -> int:
@@ -95,7 +95,7 @@ def cancel_reason(ledger: Ledger, record: DeploymentRecord) -> RecordReason | No
 
 
 def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], excluded: frozenset[str]) -> Holds:
-    """Create (or switch) the records due robots may get now; returns the holds per wave."""
+    """Create (or switch) the records due robots may get now; returns each held robot and why, per wave."""
     limit = rate_per_minute(inp)
     budget = None if limit is None else limit - _downloads_in_last_minute(ledger, inp.now)
     holds: Holds = {}
@@ -107,10 +107,10 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
                 if record is None or not waiting_for_switch(record):
                     continue
                 if not _may_change_now(inp, device):
-                    holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
+                    holds.setdefault(wave.index, {})[device] = HoldReason.MAINTENANCE_WINDOW
                     continue
                 if (required := requirement_hold(inp, device)) is not None:
-                    holds.setdefault(wave.index, set()).add(required)
+                    holds.setdefault(wave.index, {})[device] = required
                     continue
                 deadline = inp.now + device_timeout(inp)
                 ledger.put(set_target(record, TargetStatus.DEPLOYED, inp.now, deadline_at=deadline))
@@ -121,14 +121,14 @@ def dispatch(inp: EngineInput, ledger: Ledger, due: Sequence[PlannedWave], exclu
             if device in excluded or (record is not None and not _config_changed(inp, record)):
                 continue
             if not _may_change_now(inp, device):
-                holds.setdefault(wave.index, set()).add(HoldReason.MAINTENANCE_WINDOW)
+                holds.setdefault(wave.index, {})[device] = HoldReason.MAINTENANCE_WINDOW
                 continue
             required = None if wave.action is WaveAction.STAGE else requirement_hold(inp, device)
             if required is not None:
-                holds.setdefault(wave.index, set()).add(required)
+                holds.setdefault(wave.index, {})[device] = required
                 continue
             if budget is not None and budget <= 0:
-                holds.setdefault(wave.index, set()).add(HoldReason.RATE_LIMIT)
+                holds.setdefault(wave.index, {})[device] = HoldReason.RATE_LIMIT
                 continue
             if budget is not None:
                 budget -= 1

@@ -27,6 +27,7 @@ No I/O, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -45,9 +46,17 @@ from fleetcd.planning.waves import PlannedWave
 from fleetcd.reasons import EngineReason, HoldReason, RecordReason
 
 
-def hold_text(reasons: set[HoldReason]) -> str | None:
+def hold_text(reasons: Iterable[HoldReason]) -> str | None:
     """A wave's reason: the hold reasons, sorted and comma-joined (None when nothing is held)."""
-    return ",".join(sorted(r.value for r in reasons)) or None
+    return ",".join(sorted({r.value for r in reasons})) or None
+
+
+def held_by_reason(held: Mapping[str, HoldReason]) -> dict[str, tuple[str, ...]]:
+    """A wave's ``held``: each hold reason's robots, sorted (robot -> reason, turned around)."""
+    out: dict[str, list[str]] = {}
+    for device in sorted(held):
+        out.setdefault(held[device].value, []).append(device)
+    return {reason: tuple(devices) for reason, devices in sorted(out.items())}
 
 
 _GATED = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.SCHEDULED})
@@ -151,6 +160,8 @@ def run(inp: EngineInput, state: RolloutState, ledger: Ledger, journal: Journal)
     _gate(tick)
     if tick.phase in _DISPATCHING and inp.release_sha256 not in inp.withdrawn:
         _dispatch(tick)  # a completed rollout of a withdrawn release takes no late joiners
+    else:
+        _clear_holds(tick)
     if tick.phase is RolloutPhase.PAUSED:
         _hold_for_pause(tick)
     if tick.phase is RolloutPhase.ROLLING_BACK:
@@ -289,12 +300,27 @@ def _dispatch(tick: Tick) -> None:
     last = len(tick.waves) - 1 if position is None else position
     due = [tick.plan(w) for w in tick.waves[: last + 1]]
     holds = dispatch(tick.inp, tick.ledger, due, frozenset(tick.rolled_back))
+    # Every wave records whom this tick held and why (a passed wave's late joiners too); a wave
+    # not due yet holds no one by name: its robots wait for the active wave (state/holds.py).
+    for at, each in enumerate(tick.waves):
+        held = held_by_reason(holds.get(each.index, {}))
+        if held != each.held:
+            tick.set(at, held=held)
     if position is None:
         return
     wave = tick.waves[position]
     if wave.phase in _UNGATED_WAVE and wave.started_at is not None:
-        held = holds.get(wave.index, set())
-        tick.set(position, phase=WavePhase.WAITING if held else WavePhase.RUNNING, reason=hold_text(held))
+        reasons = holds.get(wave.index, {}).values()
+        phase = WavePhase.WAITING if reasons else WavePhase.RUNNING
+        tick.set(position, phase=phase, reason=hold_text(reasons))
+
+
+def _clear_holds(tick: Tick) -> None:
+    """No dispatch this tick (scheduled, paused, halted, rolling back, withdrawn): nobody is held
+    by name; the rollout's phase is every waiting robot's reason (state/holds.py)."""
+    for at, wave in enumerate(tick.waves):
+        if wave.held:
+            tick.set(at, held={})
 
 
 def _hold_for_pause(tick: Tick) -> None:

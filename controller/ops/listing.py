@@ -4,7 +4,8 @@ Rollouts and devices come from the state branch (what the controller observed), 
 releases from main (what people declared), and whether a robot accepts its desired state from its
 own last status report (read as untrusted input, exactly as ingest reads it): a robot that refuses
 its bundles, runs on an expired one or sees two layouts of its desired ref says so in its report's
-``last_error`` / ``stale``, and ``get devices`` shows it (``refusing: <reason>``). Each function
+``last_error`` / ``stale``, and ``get devices`` shows it (``refusing: <reason>``); a robot
+still waiting for its deployment in a rollout shows the one reason it waits for (``WAITING``). Each function
 returns JSON-ready rows; the matching ``*_COLUMNS`` say what the table shows. Release signatures
 go through the same threshold check as validation and the reconcile
 (:func:`fleetcd.trust.policy.check_release`), so "verified" here means exactly what it means to
@@ -23,7 +24,8 @@ from controller.ops.output import Column, Row, field, when
 from controller.ops.remote import RemoteView, open_keyring
 from controller.records.model import DeploymentRecord, DeviceState, Outcome, outcome
 from controller.records.progress import live_progress, progress_text
-from controller.state.model import RolloutState, WavePhase, WaveState
+from controller.state.holds import Holds
+from controller.state.model import DeviceFile, RolloutState, WavePhase, WaveState
 from fleetcd.models.base import parse_version
 from fleetcd.reports import StatusReport
 from fleetcd.trust.gpg import Keyring
@@ -171,11 +173,43 @@ def _desired_cell(row: Row) -> str:
     return f"{serial}, {desired['state']}: {desired['reason']}"
 
 
+def waiting_for(
+    rollouts: Mapping[str, RolloutState], files: Mapping[str, DeviceFile]
+) -> dict[str, list[dict[str, Any]]]:
+    """Robot -> each rollout it waits in for its deployment: the rollout, its wave and the one hold
+    reason (:mod:`controller.state.holds`), for robots with no deployment of its generation yet."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted(rollouts):
+        rollout = rollouts[name]
+        holds = Holds(rollout)
+        placed: set[str] = set()
+        for wave in rollout.waves:
+            for device in wave.devices:
+                if device in placed or device in rollout.rolled_back_devices:
+                    continue
+                placed.add(device)
+                known = files.get(device)
+                records = known.records if known is not None else ()
+                if any(r.rollout == name and r.generation == rollout.generation for r in records):
+                    continue
+                reason = holds.of(wave.index, device)
+                if reason is not None:
+                    out.setdefault(device, []).append(
+                        {"rollout": name, "wave": wave.name, "reason": reason.value}
+                    )
+    return out
+
+
+def _waiting_cell(row: Row) -> str:
+    return ", ".join(f"{w['rollout']}: {w['reason']}" for w in row.get("waiting") or []) or "-"
+
+
 def device_rows(view: RemoteView) -> list[dict[str, Any]]:
     """Every robot declared on main or known to the state branch, by id."""
     rows = []
     devices = sorted(set(view.spec.devices) | set(view.state.devices))
     reports = read_reports(view.repo, devices, present=view.status)
+    waiting = waiting_for(view.state.rollouts, view.state.devices)
     for device in devices:
         report, problem = reports[device]
         declared = view.spec.devices.get(device)
@@ -193,6 +227,7 @@ def device_rows(view: RemoteView) -> list[dict[str, Any]]:
                 "desired": desired_state(report, str(problem) if problem else None),
                 "trust": trust_state(report, view.state.meta.trust_version),
                 "drift": drift_state(report),
+                "waiting": waiting.get(device, []),
             }
         )
     return rows
@@ -244,6 +279,7 @@ DEVICE_COLUMNS = (
     field("CONNECTIVITY", "connectivity"),
     Column("LAST SEEN", lambda r: when(r["last_seen"])),
     Column("APPS", lambda r: _apps_cell(r["apps"])),
+    Column("WAITING", _waiting_cell),
     Column("DESIRED STATE", _desired_cell),
     Column("TRUST", _trust_cell),
     Column("DRIFT", _drift_cell),

@@ -99,7 +99,7 @@ def _status_cell(robot: RobotView) -> str:
         RobotState.RETIRED: status,
         RobotState.TIMED_OUT: "failed (timed out)",
         RobotState.ROLLED_BACK: "rolled back",
-        RobotState.QUEUED: status if robot.status == "not dispatched" else "queued",
+        RobotState.QUEUED: status if robot.status.startswith(("not dispatched", "waiting")) else "queued",
         RobotState.NOT_DISPATCHED: RobotState.NOT_DISPATCHED.label,
         RobotState.OFFLINE: f"offline (last: {robot.status_text})",
     }[robot.state]

@@ -28,12 +28,13 @@ from controller.records.model import (
     outcome,
 )
 from controller.records.progress import device_progress
+from controller.state.holds import Holds
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase, WaveState
 from fleetcd.compat import UTC, StrEnum
 from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.rollout import HaltPolicy
 from fleetcd.planning.selection import cohort_members
-from fleetcd.reasons import RecordReason
+from fleetcd.reasons import HoldReason, RecordReason
 from fleetcd.vocabulary import Activity
 
 NO_COHORT = "(direct targets)"  # robots a rollout names directly, outside every cohort
@@ -100,7 +101,7 @@ class RobotView:
     device: str
     site: str
     state: RobotState
-    status: str  # the record's merged status, or "not dispatched"
+    status: str  # the record's merged status, "waiting (<hold reason>)", or "not dispatched"
     version: str | None  # the version this rollout's deployment to the robot carries; None: none
     last_seen: datetime | None
     connectivity: Connectivity
@@ -109,6 +110,8 @@ class RobotView:
     wave_index: int = 0
     running: str | None = None  # what the robot's reports say it runs; None: they do not say
     progress: str | None = None  # its live progress in words (controller.records.progress); None: none
+    # What it waits for while it has no deployment (controller.state.holds); None: a removed rollout.
+    hold: HoldReason | None = None
 
     @property
     def status_text(self) -> str:
@@ -312,6 +315,7 @@ def _robot(
     files: Mapping[str, DeviceFile],
     site: str,
     config_of: ConfigOf | None = None,
+    hold: HoldReason | None = None,
 ) -> RobotView:
     file = files.get(device)
     records = (
@@ -325,6 +329,8 @@ def _robot(
         record = carried(file.records, rollout, device, config_of)
         if record is not None:
             status = f"{record.status.value}, unchanged since generation {record.generation}"
+    if record is None and hold is not None and rollout.phase not in _STOPPED_PHASES:
+        status = f"waiting ({hold.value.replace('_', ' ')})"
     conn = Connectivity.UNKNOWN if file is None else file.state.connectivity
     message = record.events[-1].message if record is not None and record.events else ""
     return RobotView(
@@ -340,6 +346,7 @@ def _robot(
         wave_index=wave,
         running=None if file is None else running_version(file.records, rollout),
         progress=None if file is None else device_progress(file.state, record),
+        hold=hold,
     )
 
 
@@ -398,6 +405,7 @@ class _Builder:
         config_same: bool,
     ) -> None:
         self.rollout, self.files, self.config_of, self.config_same = rollout, files, config_of, config_same
+        self.holds = Holds(rollout)
         self.made = 0
         self.same_robots = True  # no robot joined or left the counts (decommissioned, new)
 
@@ -414,6 +422,8 @@ class _Builder:
                     self.same_robots = False
                 return self.new(device_id, model, file, wave)
             old = RobotEntry(device_id, model, old.file, old.used_config, old.view)
+        if old.view is not None and old.view.hold is not self.holds.of(wave.index, device_id):
+            return self.new(device_id, model, file, wave)  # what it waits for changed
         if old.view is None or (file is old.file and not (old.used_config and not self.config_same)):
             return old
         # Another file object: changed, or the same record parsed again from the bytes the last
@@ -429,7 +439,8 @@ class _Builder:
         used: list[str | None] = []
         tracked = None if self.config_of is None else _tracking(self.config_of, used)
         site = model.site if model is not None else "?"
-        view = _robot(device_id, wave.index, wave.name, self.rollout, self.files, site, tracked)
+        hold = self.holds.of(wave.index, device_id)
+        view = _robot(device_id, wave.index, wave.name, self.rollout, self.files, site, tracked, hold)
         self.made += 1
         return RobotEntry(device_id, model, file, bool(used), view)
 

@@ -82,6 +82,9 @@ class WaveState(_State):
     finished_at: AwareDatetime | None = None
     counts: WaveCounts = Field(default_factory=WaveCounts)
     reason: str | None = None
+    # Robots of the wave held on the last tick that could dispatch, by hold reason (a HoldReason
+    # value -> their ids, sorted): the one reason each robot waits for (controller.state.holds).
+    held: dict[str, tuple[SafeName, ...]] = Field(default_factory=dict)
     # None in states written before gates were recorded (``history --at`` says so).
     gate: GateNumbers | None = None
     # ``counts`` when the wave passed or failed: the numbers the gate decided on (``counts`` goes on

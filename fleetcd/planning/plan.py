@@ -34,7 +34,7 @@ from fleetcd.planning.requires import unsatisfied_robots
 from fleetcd.planning.schedule import WaveStart, wave_start
 from fleetcd.planning.selection import cohort_members, device_stages, resolve_targets, rollout_stage
 from fleetcd.planning.waves import PlannedWave, effective_strategy, plan_waves, unplaced
-from fleetcd.reasons import SkipReason
+from fleetcd.reasons import HoldReason, SkipReason
 
 REMOVED_NOTE = "robots keep what they run"  # deleting a rollout uninstalls nothing
 
@@ -132,6 +132,9 @@ class RolloutPlan:
     # When each wave could start (attach_schedule, with the caller's clock); () when not computed.
     schedule: tuple[WaveStart, ...] = ()
     respects_windows: bool = True  # the rollout's schedule.respect_maintenance_windows
+    # What each robot to update would wait for at the caller's ``now`` by the schedule (attach_schedule):
+    # not_before, an earlier wave, a maintenance window; robots absent go out at once.
+    schedule_waits: tuple[tuple[str, HoldReason], ...] = ()
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -148,6 +151,21 @@ class RolloutPlan:
             return 0
         present = self.approvals.present if self.approvals is not None else 0
         return max(0, self.approvals_required - present)
+
+    @property
+    def waiting(self) -> dict[str, HoldReason]:
+        """Each robot to update that would not get its deployment at once, and the one reason why
+        (the controller's vocabulary, controller/state/holds.py): missing approvals hold them all;
+        then ``not_before``, an earlier wave, the release's ``requires``, a maintenance window."""
+        if self.change is Change.REMOVED:
+            return {}
+        if self.approvals is not None and self.approvals_missing:
+            return dict.fromkeys(self.to_update, HoldReason.APPROVAL_MISSING)
+        out = dict(self.schedule_waits)
+        for device in self.requirement_waits:
+            if out.get(device) not in (HoldReason.NOT_BEFORE, HoldReason.EARLIER_WAVE):
+                out[device] = HoldReason.REQUIREMENT_UNMET
+        return {d: out[d] for d in sorted(out)}
 
 
 @dataclass(frozen=True)
@@ -348,8 +366,31 @@ def attach_schedule(plan: Plan, head: FleetSpec, now: datetime) -> Plan:
         starts = tuple(
             wave_start(w.name, w.devices, devices, windows, now, r.not_before, respect) for w in r.waves
         )
-        rollouts.append(replace(r, schedule=starts, respects_windows=respect))
+        waits = _schedule_waits(r, starts, now)
+        rollouts.append(replace(r, schedule=starts, respects_windows=respect, schedule_waits=waits))
     return replace(plan, rollouts=tuple(rollouts))
+
+
+def _schedule_waits(
+    r: RolloutPlan, starts: tuple[WaveStart, ...], now: datetime
+) -> tuple[tuple[str, HoldReason], ...]:
+    """Why each robot to update would wait at ``now`` by the schedule alone (a robot is in its
+    first wave only): ``not_before`` ahead, a wave after the first, its window closed."""
+    updating, placed = set(r.to_update), set()
+    out: list[tuple[str, HoldReason]] = []
+    for wave, start in zip(r.waves, starts, strict=True):
+        closed = {w.device for w in start.robots if w.opens_at is None or w.opens_at > now}
+        for device in wave.devices:
+            if device in placed or device not in updating:
+                continue
+            placed.add(device)
+            if r.not_before is not None and r.not_before > now:
+                out.append((device, HoldReason.NOT_BEFORE))
+            elif wave.index > 0:
+                out.append((device, HoldReason.EARLIER_WAVE))
+            elif device in closed:
+                out.append((device, HoldReason.MAINTENANCE_WINDOW))
+    return tuple(sorted(out))
 
 
 def attach_trust(plan: Plan, trust: TrustFacts) -> Plan:

@@ -21,7 +21,7 @@ from fleetcd.planning.plan import UNSET, Change, ConfigChange, KeyChange, Plan, 
 from fleetcd.planning.schedule import WaveStart
 from fleetcd.planning.waves import PlannedWave, WaveAction
 from fleetcd.planning.windows import LOOKAHEAD_DAYS
-from fleetcd.reasons import SkipReason
+from fleetcd.reasons import HoldReason, SkipReason
 
 MARKDOWN_LIMIT_CHARS = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
 LIST_HEAD = 10  # robots shown before "… and N more"
@@ -152,6 +152,14 @@ def skipped_by_reason(rollout: RolloutPlan) -> dict[SkipReason, list[str]]:
     return dict(sorted(groups.items()))
 
 
+def waiting_by_reason(rollout: RolloutPlan) -> dict[str, list[str]]:
+    """Robots to update that would wait, by hold reason (in the order of the reasons' enum)."""
+    out: dict[str, list[str]] = {}
+    for device, reason in rollout.waiting.items():
+        out.setdefault(reason.value, []).append(device)
+    return {reason.value: out[reason.value] for reason in HoldReason if reason.value in out}
+
+
 def title(rollout: RolloutPlan) -> str:
     was = f" (was {rollout.previous_version})" if rollout.previous_version else ""
     return f"{_MARKS[rollout.change]} {rollout.name} → {rollout.app}@{rollout.version}{was}"
@@ -227,6 +235,9 @@ def _text_block(r: RolloutPlan) -> list[str]:
             lines.append(f"    {robots_text(wave.devices)}")
         if wave.index < len(r.schedule) and wave.devices:
             lines += [f"    {line}" for line in start_lines(r, r.schedule[wave.index], wave.index)]
+    if r.waiting:
+        lines.append(f"  waiting: {plural(len(r.waiting), 'robot')}")
+        lines += [f"    {reason}: {robots_text(ids)}" for reason, ids in waiting_by_reason(r).items()]
     if r.unplaced:
         lines.append(f"  in no wave (never updated): {len(r.unplaced)}")
         lines.append(f"    {robots_text(r.unplaced)}")
@@ -305,6 +316,9 @@ def _md_block(r: RolloutPlan, limit: int | None) -> str:
                 windows = "<br>".join(_md(line.strip()) for line in robots) or "—"
                 when = _md(could.removeprefix("could start: "))
                 out.append(f"| {wave.index + 1} {wave.name} | {when} | {windows} |")
+    if r.waiting:
+        out += ["", "| waiting for | robots |", "|---|---|"]
+        out += [f"| {reason} | {robots_text(ids, limit)} |" for reason, ids in waiting_by_reason(r).items()]
     if r.unplaced or r.skipped or r.requirement_waits:
         out += ["", "| not updated | robots |", "|---|---|"]
         if r.unplaced:
@@ -386,6 +400,7 @@ def _rollout_dict(r: RolloutPlan) -> dict[str, Any]:
         "signatures": _signatures_dict(r),
         "requires": list(r.requires),
         "requirement_waits": list(r.requirement_waits),
+        "waiting": [{"device": d, "reason": reason.value} for d, reason in r.waiting.items()],
     }
 
 
