@@ -221,7 +221,11 @@ def test_attack_kill_9_halfway_through_writing_the_spliced_file_leaves_the_old_f
     assert git("rev-parse", "refs/heads/b001", cwd=path).strip() == commits[0]
 
 
-def test_refs_to_send_names_exactly_the_refs_a_wildcard_push_would_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hint", ["none", "exact", "too few", "too many"])
+def test_refs_to_send_names_exactly_the_refs_a_wildcard_push_would_change(tmp_path: Path, hint: str) -> None:
+    """Whatever the caller says it moved (``likely``: nothing, exactly the moved refs, some of them,
+    or refs that did not move), the answer is the same: a hint that misses a ref is caught by
+    comparing the packed bytes between the refs it names."""
     ours, commits = make_repo(tmp_path / "ours", tags=0)
     (tmp_path / "theirs").mkdir()
     theirs = tmp_path / "theirs" / "server.git"
@@ -239,7 +243,16 @@ def test_refs_to_send_names_exactly_the_refs_a_wildcard_push_would_change(tmp_pa
     git("symbolic-ref", "refs/heads/sym", "refs/heads/b000", cwd=Path(ours.path))
     git("update-ref", "refs/heads/theirs-only", commits[7], cwd=theirs)
     git("update-ref", "refs/other/b001", commits[8], cwd=Path(ours.path))  # outside the prefix
-    assert refs_to_send(Path(ours.path), theirs, "refs/heads/") == {
+    likely = {
+        "none": [],
+        "exact": ["refs/heads/b001", "refs/heads/new"],
+        "too few": ["refs/heads/new"],
+        "too many": ["refs/heads/b001", "refs/heads/new", "refs/heads/b010", "refs/heads/b039"],
+    }[hint]
+    ours_packed, theirs_packed = PackedFile.read(Path(ours.path)), PackedFile.read(theirs)
+    named = [ref.encode() for ref in likely]
+    assert ours_packed.same_but(theirs_packed, b"refs/heads/", named) is (hint in ("exact", "too many"))
+    assert refs_to_send(Path(ours.path), theirs, "refs/heads/", likely) == {
         "refs/heads/b001": commits[2],
         "refs/heads/new": commits[3],
         "refs/heads/b002": commits[4],
