@@ -6,7 +6,7 @@ What must hold, with real reconciles over several days (:mod:`tests.sim.world`) 
 
 * the cached snapshot and every snapshot a load returns hold the blob id of every day file and the
   bytes of the newest only (the one the write step appends to), however many days are read;
-* the incremental verify's memo (:class:`~controller.audit.chain.VerifiedDays`) knows old days by
+* the incremental verify's memo (:class:`~controller.audit.memo.VerifiedDays`) knows old days by
   blob id, holding no bytes;
 * an old day rewritten behind that cache is still refused, by the reconcile's incremental verify
   and by ``fleetcd audit verify``, naming the day.

@@ -15,7 +15,9 @@ The *write* step calls :func:`append` with the last day file only (the head live
 commits the files it returns. ``append`` skips events whose :func:`~controller.audit.events.event_key`
 is already in that file or earlier in the batch, so a controller that wrote, died and restarted
 does not log the same decisions twice. The idempotence window is the head's day file: appending
-stays O(new events + one day file) however long the log grows.
+stays O(new events + one day file) however long the log grows, and O(new events) with the memo of
+the check that preceded it (:mod:`controller.audit.memo`), which also lets :func:`verify` parse only
+the lines appended to the newest day since its last check.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.audit.days import DayFiles
 from controller.audit.events import AuditEvent, canonical_json, key_of
+from controller.audit.memo import DaySummary, Recalled, VerifiedDays, grown, identity, recall, summarise
 from controller.errors import AuditChainBroken
 from fleetcd.compat import UTC
 
@@ -90,12 +92,19 @@ class _Tail:
     keys: set[str] = field(default_factory=set)
 
 
-def _tail(files: Mapping[str, bytes]) -> _Tail:
-    """Head of the chain and the keys of the head's day file, checking that file's own links."""
+def _tail(files: Mapping[str, bytes], memo: VerifiedDays | None = None) -> _Tail:
+    """Head of the chain and the keys of the head's day file: from ``memo`` when it verified that
+    file's exact bytes (by :func:`~controller.audit.memo.identity`, and holds its keys), else by
+    parsing that file and checking its own links."""
     paths = _day_files(files)
     if not paths:
         return _Tail()
     path = paths[-1]
+    day = memo.days.get(path) if memo is not None else None
+    if memo is not None and day is not None:
+        keys = memo.keys_for(path, day)
+        if keys is not None and identity(files, path) == day.digest:
+            return _Tail(path, day.last_seq, day.last_hash, keys)
     tail = _Tail(path=path)
     for number, line in enumerate(_lines(path, files[path]), start=1):
         match = _LINE_HEAD.match(line)
@@ -110,27 +119,45 @@ def _tail(files: Mapping[str, bytes]) -> _Tail:
 
 
 def head(files: Mapping[str, bytes]) -> tuple[int, str]:
-    """(last seq, hash of the last line) of the log; ``(0, GENESIS)`` when there is none."""
-    tail = _tail(files)
-    return tail.seq, tail.hash
+    """(last seq, hash of the last line) of the log; ``(0, GENESIS)`` when there is none.
+
+    Only the last line is read: ``files`` is a log :func:`verify` checked, or what :func:`append`
+    just built from one (the write step's anchor and signed head). A last line that is not an
+    audit line is refused; the links above it are :func:`verify`'s to check.
+    """
+    paths = _day_files(files)
+    if not paths:
+        return 0, GENESIS
+    path = paths[-1]
+    data = files[path]
+    if not data or not data.endswith(b"\n"):
+        _lines(path, data)  # raises, naming the line
+    line = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
+    match = _LINE_HEAD.match(line)
+    if match is None or not line.endswith(b"}"):
+        raise AuditChainBroken(path, data.count(b"\n"), "not an audit line: the log's last line is damaged")
+    return int(match[1]), line_hash(line)
 
 
-def append(existing_lines: Mapping[str, bytes], events: Sequence[AuditEvent]) -> dict[str, bytes]:
+def append(
+    existing_lines: Mapping[str, bytes], events: Sequence[AuditEvent], *, memo: VerifiedDays | None = None
+) -> dict[str, bytes]:
     """The day files that change when ``events`` are appended: path → complete new file bytes.
 
     ``existing_lines`` needs only the last day file (more is accepted and ignored). Events already
     logged in that file, or repeated in the batch, are skipped; nothing new → ``{}``. An event dated
     before the head's day (a clock stepped back over midnight) joins the head's day file, so the
-    files always stay in chain order.
+    files always stay in chain order. With ``memo`` (the one :func:`verify` just filled from these
+    files) the head and the keys of that file come from it, without parsing the file.
     """
-    tail = _tail(existing_lines)
-    seen = set(tail.keys)
+    tail = _tail(existing_lines, memo)
+    logged, seen = tail.keys, set[str]()
     seq, prev, floor = tail.seq, tail.hash, tail.path
     added: dict[str, list[bytes]] = {}
     for event in events:
         event_json = event.as_json()
         key = key_of(event_json)
-        if key in seen:
+        if key in logged or key in seen:
             continue
         seen.add(key)
         path = day_path(event.at)
@@ -214,64 +241,6 @@ def _prev_problem(number: int, previous_file: str | None, seq: int) -> str:
     return f"prev is not {where}: a line was edited or replaced"
 
 
-@dataclass(frozen=True)
-class DaySummary:
-    """A day file whose own lines were verified: its bytes' identity and the ends of its chain."""
-
-    digest: str  # :func:`_identity` of its bytes
-    lines: int
-    first_seq: int
-    first_prev: str
-    last_seq: int
-    last_hash: str
-
-
-@dataclass
-class VerifiedDays:
-    """Day files verified before, by path: what lets :func:`verify` skip re-parsing them.
-
-    A day file's own checks (canonical lines, keys, seqs and links within the file) depend on its
-    bytes alone, so a file whose sha256 (or git blob id, read from the state branch as
-    :class:`~controller.audit.days.DayFiles`) is the one verified before needs only its links to the rest
-    of the chain checked: its first line's seq and prev against the previous file's last line, and
-    the anchor against its last line. Any other file (new, grown or changed bytes), a file whose
-    link does not hold, or one holding the anchor or a mark before its last line, is parsed in full,
-    so the verdict and the error are those of a full check. A few hundred bytes per day.
-    """
-
-    days: dict[str, DaySummary] = field(default_factory=dict)
-    parsed_lines: int = 0  # lines parsed through this memo (tests count them)
-
-
-def _identity(files: Mapping[str, bytes], path: str) -> str:
-    """What names a day file's bytes: its git blob id when ``files`` knows it (nothing is read),
-    else the sha256 of its bytes. Both name the exact bytes; the prefix keeps the two apart."""
-    if isinstance(files, DayFiles):
-        return f"git:{files.blob_id(path)}"
-    return hashlib.sha256(files[path]).hexdigest()
-
-
-def _skip(
-    memo: VerifiedDays | None,
-    path: str,
-    files: Mapping[str, bytes],
-    at: tuple[int, str],
-    anchor: tuple[int, str] | None,
-    wanted: Collection[int],
-) -> DaySummary | None:
-    """The summary of ``path`` when a full check of it from ``at`` would pass and tell nothing more."""
-    day = memo.days.get(path) if memo is not None else None
-    if day is None or (day.first_seq, day.first_prev) != (at[0] + 1, at[1]):
-        return None
-    if anchor is not None and day.first_seq <= anchor[0] < day.last_seq:
-        return None  # the anchor's line is inside: only the last line's hash is remembered
-    if any(day.first_seq <= seq < day.last_seq for seq in wanted):
-        return None
-    if _identity(files, path) != day.digest:
-        return None
-    return day
-
-
 def verify(
     files: Mapping[str, bytes],
     *,
@@ -288,57 +257,120 @@ def verify(
     newer day files of a log whose older ones were verified before (``audit verify --since-anchor``).
     ``marks`` are seqs whose line hashes the report carries (the signed heads to check).
     ``memo`` (``controller run``'s cache) skips parsing day files whose exact bytes it verified
-    before (:class:`VerifiedDays`), and remembers the ones parsed now; the verdict is the same.
+    before, parses only the appended lines of a file that starts with exactly the bytes it
+    verified (:mod:`controller.audit.memo`), and remembers the ones parsed now; the verdict and the
+    error are a full check's.
     """
     stray = sorted(p for p in files if p.startswith(AUDIT_DIR) and not DAY_PATH.fullmatch(p))
     if stray:
         raise AuditChainBroken(stray[0], None, "not an audit day file (audit/YYYY/MM/DD.jsonl)")
-    (seq, prev), count = start, 0
-    wanted, hashes = set(marks), dict[int, str]()
-    previous_file: str | None = None
+    chain = _Chain(start[0], start[1], anchor, set(marks))
+    count = 0
     paths = _day_files(files)
     if memo is not None:
         memo.days = {path: memo.days[path] for path in paths if path in memo.days}
     for path in paths:
-        known = _skip(memo, path, files, (seq, prev), anchor, wanted)
+        known = recall(memo, path, files, (chain.seq, chain.prev), anchor, chain.wanted)
         if known is not None:
-            seq, prev, count = known.last_seq, known.last_hash, count + known.lines
-            if seq in wanted:
-                hashes[seq] = prev
-            if anchor is not None and seq == anchor[0] and prev != anchor[1]:
-                problem = f"seq {seq} differs from the head recorded outside the log"
-                raise AuditChainBroken(path, known.lines, problem, expected=anchor[1], found=prev)
-            previous_file = path
+            day = known.day
+            chain.seq, chain.prev, count = day.last_seq, day.last_hash, count + day.lines
+            chain.reached(path, day.lines)
+            if known.rest is None:
+                chain.previous_file = path
+                continue
+            lines = _lines_after(path, known.rest, day.lines)
+            if memo is not None:
+                memo.parsed_lines += len(lines)
+            keys = _check(path, lines, day.lines, chain)
+            count += len(keys)
+            if memo is not None:
+                _remember_grown(memo, path, known, keys, grown(files, path, known, len(keys), chain.head))
+            chain.previous_file = path
             continue
-        first = (seq + 1, prev)
-        lines = _lines(path, files[path])  # read once (a DayFiles reads older days from git)
+        first = (chain.seq + 1, chain.prev)
+        data = files[path]  # read once (a DayFiles reads older days from git)
+        lines = _lines(path, data)
         if memo is not None:
             memo.parsed_lines += len(lines)
-        for number, line in enumerate(lines, start=1):
-            line_seq, line_prev, key, event = _parse(path, number, line)
-            computed = key_of(event)
-            if computed != key:
-                problem = "key does not match the event: the event was edited"
-                raise AuditChainBroken(path, number, problem, expected=computed, found=key)
-            if line_seq != seq + 1:
-                problem = _seq_problem(line_seq, seq + 1, lines[number:], previous_file, number == 1)
-                raise AuditChainBroken(path, number, problem, expected=str(seq + 1), found=str(line_seq))
-            if line_prev != prev:
-                problem = _prev_problem(number, previous_file, seq)
-                raise AuditChainBroken(path, number, problem, expected=prev, found=line_prev)
-            seq, prev, count = line_seq, line_hash(line), count + 1
-            if seq in wanted:
-                hashes[seq] = prev
-            if anchor is not None and seq == anchor[0] and prev != anchor[1]:
-                problem = f"seq {seq} differs from the head recorded outside the log"
-                raise AuditChainBroken(path, number, problem, expected=anchor[1], found=prev)
+        keys = _check(path, lines, 0, chain)
+        count += len(keys)
         if memo is not None:
-            digest = _identity(files, path)
-            memo.days[path] = DaySummary(digest, len(lines), first[0], first[1], seq, prev)
-        del lines  # an older day's bytes are not held past its check
-        previous_file = path
+            memo.days[path] = summarise(files, path, data, len(keys), first, chain.head)
+            if path == paths[-1]:
+                memo.keys, memo.keys_of = set(keys), (path, memo.days[path].digest)
+        del data, lines, keys  # an older day's bytes are not held past its check
+        chain.previous_file = path
+    seq = chain.seq
     if anchor is not None and seq < anchor[0]:
         where = paths[-1] if paths else AUDIT_DIR
         problem = f"the log ends at seq {seq} but seq {anchor[0]} was recorded: lines were cut from the end"
         raise AuditChainBroken(where, None, problem, expected=str(anchor[0]), found=str(seq))
-    return ChainReport(lines=count, head_hash=prev, last_seq=seq, files=len(paths), marks=hashes)
+    return ChainReport(lines=count, head_hash=chain.prev, last_seq=seq, files=len(paths), marks=chain.hashes)
+
+
+@dataclass
+class _Chain:
+    """Where a check stands: the last line's seq and hash, and what it must report or compare."""
+
+    seq: int
+    prev: str
+    anchor: tuple[int, str] | None
+    wanted: set[int]
+    hashes: dict[int, str] = field(default_factory=dict)
+    previous_file: str | None = None
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return self.seq, self.prev
+
+    def reached(self, path: str, number: int) -> None:
+        """Line ``number`` of ``path`` (seq ``self.seq``, hash ``self.prev``) was verified."""
+        if self.seq in self.wanted:
+            self.hashes[self.seq] = self.prev
+        if self.anchor is not None and self.seq == self.anchor[0] and self.prev != self.anchor[1]:
+            problem = f"seq {self.seq} differs from the head recorded outside the log"
+            raise AuditChainBroken(path, number, problem, expected=self.anchor[1], found=self.prev)
+
+
+def _lines_after(path: str, rest: bytes, before: int) -> list[bytes]:
+    """The lines appended after ``before`` verified lines (``rest``: the bytes after them)."""
+    if not rest:
+        return []
+    if not rest.endswith(b"\n"):
+        last = before + rest.count(b"\n") + 1
+        raise AuditChainBroken(path, last, "partial last line (no newline): truncated, or garbage appended")
+    return rest[:-1].split(b"\n")
+
+
+def _check(path: str, lines: list[bytes], before: int, chain: _Chain) -> list[str]:
+    """Check ``lines`` (after ``before`` lines of ``path`` already verified) against ``chain``,
+    advancing it; their event keys."""
+    keys: list[str] = []
+    for index, line in enumerate(lines):
+        number = before + index + 1
+        line_seq, line_prev, key, event = _parse(path, number, line)
+        computed = key_of(event)
+        if computed != key:
+            problem = "key does not match the event: the event was edited"
+            raise AuditChainBroken(path, number, problem, expected=computed, found=key)
+        seq = chain.seq
+        if line_seq != seq + 1:
+            problem = _seq_problem(line_seq, seq + 1, lines[index + 1 :], chain.previous_file, number == 1)
+            raise AuditChainBroken(path, number, problem, expected=str(seq + 1), found=str(line_seq))
+        if line_prev != chain.prev:
+            problem = _prev_problem(number, chain.previous_file, seq)
+            raise AuditChainBroken(path, number, problem, expected=chain.prev, found=line_prev)
+        chain.seq, chain.prev = line_seq, line_hash(line)
+        chain.reached(path, number)
+        keys.append(key)
+    return keys
+
+
+def _remember_grown(memo: VerifiedDays, path: str, known: Recalled, keys: list[str], day: DaySummary) -> None:
+    held = memo.keys_for(path, known.day)
+    memo.days[path] = day
+    if held is not None:
+        held.update(keys)
+        memo.keys_of = (path, day.digest)
+    elif memo.keys_of is not None and memo.keys_of[0] == path:
+        memo.keys, memo.keys_of = set(), None

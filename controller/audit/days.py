@@ -6,7 +6,7 @@ the log as a read-only mapping path → bytes that holds the blob id of every da
 bytes of the newest one only, once read; any other day is read through the ``read`` function it
 is given (the state branch's reader, :mod:`controller.reconcile.statebranch`) each time it is
 asked for, and not kept. :func:`controller.audit.chain.verify` uses the blob ids to recognise day
-files it verified before (:class:`~controller.audit.chain.VerifiedDays`) without reading them; a
+files it verified before (:class:`~controller.audit.memo.VerifiedDays`) without reading them; a
 git id names the exact bytes, so a day whose id is unchanged is the day that was verified.
 """
 

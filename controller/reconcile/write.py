@@ -184,7 +184,9 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
             snapshot.files, snapshot.commit, webhooks, settings.source.mirror, now
         )
         events += dropped
-    audit = append(snapshot.audit, events) if verified else {}
+    # The memo verify_history just filled: the head and its day's keys without parsing that day.
+    memo = settings.cache.audit if settings.cache is not None else None
+    audit = append(snapshot.audit, events, memo=memo) if verified else {}
     if status.desired is not None:
         result.events = events
     else:
