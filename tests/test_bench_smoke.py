@@ -93,3 +93,11 @@ def test_hostile_inputs_bench_rejects_every_classic_file_and_reports_each(tmp_pa
     assert all(c["outcome"] in ("rejected", "accepted") for c in cases)
     assert all({"ms", "mib", "reason", "goal_met"} <= set(c) for c in cases)
     assert result["warmup_errors"] == []
+
+
+def test_audit_day_bench_grows_one_day_and_reports_each_reconciles_cpu(tmp_path: Path) -> None:
+    result = run_bench("audit_day", tmp_path, "--reconciles", "3", "--per", "20")
+    rows = result["rows"]
+    assert [row["reconcile"] for row in rows] == [1, 2, 3]
+    assert rows[0]["bytes"] < rows[1]["bytes"] < rows[2]["bytes"]  # one day file, appended to
+    assert all(row["verify_s"] >= 0 and row["append_s"] >= 0 for row in rows)
