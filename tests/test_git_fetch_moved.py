@@ -172,3 +172,47 @@ def test_a_ref_to_an_object_the_server_lacks_is_a_transport_error(
 def test_only_local_servers_are_read_directly(mirror: LockedRepository) -> None:
     with pytest.raises(ValueError, match="local"):
         fetch_moved(mirror, "ssh://git@example.com/fleet", NAMES)
+
+
+def test_a_status_ref_deleted_on_the_server_is_deleted_from_the_mirror(
+    server: pygit2.Repository, mirror: LockedRepository
+) -> None:
+    fetch_moved(mirror, server.path, NAMES)
+    gone = status_ref(ROBOTS[7])
+    git("update-ref", "-d", gone, cwd=Path(server.path))
+    found = fetch_moved(mirror, server.path, NAMES)
+    assert gone not in found
+    assert mirror.references.get(gone) is None
+    assert server_refs(mirror) == server_refs(server)
+    assert git("fsck", "--no-progress", "--no-dangling", cwd=Path(mirror.path)) == ""
+
+
+def test_refs_deleted_on_the_server_as_loose_and_packed_files_all_go_in_one_fetch(
+    server: pygit2.Repository, mirror: LockedRepository
+) -> None:
+    fetch_moved(mirror, server.path, NAMES)  # packed in the mirror (one packed-refs rewrite)
+    report(server, ROBOTS[1], b'{"seq": 2}')
+    fetch_moved(mirror, server.path, NAMES)
+    loose = Path(mirror.path) / status_ref(ROBOTS[1])
+    assert loose.is_file()  # one moved ref: a loose file over its packed value
+    for robot in ROBOTS[:50]:
+        git("update-ref", "-d", status_ref(robot), cwd=Path(server.path))
+    fetch_moved(mirror, server.path, NAMES)
+    assert not loose.exists()
+    assert b"amr-000/" not in (Path(mirror.path) / "packed-refs").read_bytes()
+    assert server_refs(mirror) == server_refs(server)
+    assert len([r for r in server_refs(mirror) if r.startswith(STATUS_PREFIX)]) == 50
+
+
+def test_a_ref_outside_the_fetched_names_is_never_deleted(
+    server: pygit2.Repository, mirror: LockedRepository
+) -> None:
+    fetch_moved(mirror, server.path, NAMES)
+    main = ref_target(mirror, "refs/heads/main")
+    assert main is not None
+    update_refs(mirror, {"refs/heads/mainline": (None, main), "refs/keep/x": (None, main)})
+    git("update-ref", "-d", status_ref(ROBOTS[0]), cwd=Path(server.path))
+    fetch_moved(mirror, server.path, NAMES)
+    assert ref_target(mirror, "refs/heads/mainline") == main  # "refs/heads/main" is exact, no prefix
+    assert ref_target(mirror, "refs/keep/x") == main
+    assert mirror.references.get(status_ref(ROBOTS[0])) is None

@@ -29,7 +29,7 @@ from fleetcd.errors import PushRejected, SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, checked_url, is_local, local_path
 from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
-from fleetcd.git.objects import object_batch, update_refs
+from fleetcd.git.objects import delete_refs, object_batch, update_refs
 from fleetcd.git.packedrefs import read_refs
 from fleetcd.git.untrusted import drop_unnegotiable_refs
 
@@ -291,6 +291,14 @@ def fetch_moved(
             {ref: (_oid_or_none(ours.get(ref)), oid) for ref, oid in moved.items()},
             message=f"fleetcd: as on {checked_url(url)}",
         )
+    # Deleted on the server: deleted here too, or the mirror would hold a robot's report (or any
+    # other ref) that the server no longer has, for ever.
+    gone = {
+        ref: pygit2.Oid(hex=oid)
+        for ref, oid in ours.items()
+        if ref not in listed and (ref in exact or ref.startswith(prefixes))
+    }
+    delete_refs(repo, gone, message=f"fleetcd: deleted on {checked_url(url)}")
     return {ref: moved.get(ref) or pygit2.Oid(hex=oid) for ref, oid in listed.items()}
 
 
