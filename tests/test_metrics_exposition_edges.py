@@ -20,7 +20,7 @@ import pytest
 from controller.errors import StateConflict
 from controller.metrics.exposition import MAX_REJECTION_REASONS, RESULTS, ControllerMetrics
 from controller.metrics.serve import MetricsServer, TextfileWriter
-from controller.reconcile.result import Observed, ReconcileResult
+from controller.reconcile.result import Observed, ReconcileResult, Repack
 from controller.records.model import Connectivity, DeviceState
 from controller.state.model import (
     DeviceFile,
@@ -235,3 +235,30 @@ def test_the_textfile_is_replaced_whole_and_leaves_no_temporary_behind(tmp_path:
     assert path.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
     check_metrics(promtool, path.read_text())
     assert value(samples(path.read_text()), "fleetcd_reconciles_total", result="applied") == 1
+
+
+def test_repacks_are_counted_by_repository_and_result_and_an_unknown_repository_is_not_a_label(
+    promtool: str,
+) -> None:
+    metrics = ControllerMetrics(push_attempts=3)
+    assert by_label(scrape(metrics, promtool), "fleetcd_repacks_total", "result", repository="mirror") == {
+        "done": 0.0,
+        "failed": 0.0,
+    }
+    repacks = [
+        Repack("mirror", ok=True, message="repacked 51 packs into 2"),
+        Repack("server", ok=False, message="No space left on device"),
+        Repack("server", ok=True, message="repacked"),
+        Repack('x"} fleetcd_repacks_total{repository="mirror"} 99', ok=True, message="hostile"),
+    ]
+    metrics.observe(ReconcileResult(main=MAIN, idle=True, repacks=repacks), 0.01, now=NOW)
+
+    found = scrape(metrics, promtool)
+
+    assert value(found, "fleetcd_repacks_total", repository="mirror", result="done") == 1
+    assert value(found, "fleetcd_repacks_total", repository="mirror", result="failed") == 0
+    assert value(found, "fleetcd_repacks_total", repository="server", result="done") == 1
+    assert value(found, "fleetcd_repacks_total", repository="server", result="failed") == 1
+    assert {labels for name, labels in found if name == "fleetcd_repacks_total"} == {
+        (("repository", r), ("result", o)) for r in ("mirror", "server") for o in ("done", "failed")
+    }

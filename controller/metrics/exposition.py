@@ -35,6 +35,7 @@ from controller.state.model import RolloutPhase, WavePhase
 
 RESULTS = ("applied", "stalled", "failed", "idle")
 SIGNATURE_KINDS = ("desired_root", "audit_head")
+REPOSITORIES = ("mirror", "server")  # what housekeeping repacks (controller.reconcile.result.Repack)
 # A reconcile of 10 robots takes well under a second; one of 100,000 takes minutes (docs/scaling.md).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, float("inf"))
 MAX_REJECTION_REASONS = 64  # reasons are enum values (fleetcd.reasons); this only guards the bound
@@ -112,6 +113,17 @@ class ControllerMetrics:
             "State-branch pushes lost to another writer, retried from a fresh fetch.",
             registry=r,
         )
+        self.repacks = Counter(
+            "fleetcd_repacks",
+            "Housekeeping repacks (git gc --auto past git's thresholds) of the controller's mirror "
+            "and of a local server it pushed into by hand, by result: done, or failed (retried "
+            "after the next reconcile).",
+            ["repository", "result"],
+            registry=r,
+        )
+        for repository in REPOSITORIES:
+            for outcome in ("done", "failed"):
+                self.repacks.labels(repository, outcome)
         for result in RESULTS:  # every series from the start: rate() and absent() need no first event
             self.reconciles.labels(result)
             self.duration.labels(result)
@@ -144,6 +156,9 @@ class ControllerMetrics:
         self.signatures.labels("desired_root").inc(result.signatures - result.head_signatures)
         self.push_retries.inc(result.push_retries)
         self.bundles_built.inc(result.bundles_built)
+        for repack in result.repacks:
+            if repack.repository in REPOSITORIES:
+                self.repacks.labels(repack.repository, "done" if repack.ok else "failed").inc()
         if result.observed is not None:
             seen = result.observed
             gauges = fleet_gauges(seen.rollouts, seen.devices, seen.retired)

@@ -62,12 +62,22 @@ class ReconcileResult:
     # first records the refusal: a bad report left on its ref is not counted again every reconcile.
     reports_rejected: dict[str, int] = field(default_factory=dict)
     push_retries: int = 0  # state-branch pushes lost to another writer and retried from a fresh fetch
+    repacks: list[Repack] = field(default_factory=list)  # housekeeping repacks run (mirror, server)
     observed: Observed | None = field(default=None, repr=False)  # what it recorded (None: idle, nothing)
 
     @property
     def root_signatures(self) -> int:
         """Signatures over the desired-state root (0, or 1 when any robot's bundle changed)."""
         return self.signatures - self.head_signatures
+
+
+@dataclass(frozen=True)
+class Repack:
+    """One housekeeping run that was due (:mod:`fleetcd.git.housekeeping`), for logs and metrics."""
+
+    repository: str  # "mirror" (the controller's --cache) or "server" (a local one pushed into by hand)
+    ok: bool  # False: git failed or ran out of time; the counts stay over the threshold, so it is retried
+    message: str  # what was repacked into what and how long it took, or why it failed
 
 
 @dataclass(frozen=True)

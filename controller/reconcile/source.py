@@ -34,6 +34,11 @@ are packed (``git pack-refs --all``) once :data:`PACK_FROM_LOOSE_REFS` of them a
 idle reconcile lists 20,000 refs at 10,000 robots, which costs about 7x more as loose files
 (``bench/controller_reconcile.py``). The mirror's own writes of many desired refs never make loose
 files (:mod:`fleetcd.git.packedrefs`).
+
+Objects are kept bounded the same way (:mod:`fleetcd.git.housekeeping`, :func:`housekeep_repository`):
+the mirror at the end of every reconcile (:func:`controller.reconcile.steps.reconcile_once`, under
+its lock), and a local server after every push by hand into it, past git's own ``gc --auto``
+thresholds; a failure is logged and left for the next reconcile, never raised.
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.reconcile.result import Repack
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.hostkeys import HostKeyPolicy
+from fleetcd.git.housekeeping import Policy, housekeep
 from fleetcd.git.localpush import LocalPushBusy, by_hand_pays, push_by_hand, refused
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import ref_target
@@ -82,6 +89,9 @@ class Source:
     credentials: SshKey | None = None
     host_keys: HostKeyPolicy | None = None
     lock_wait_seconds: float = MIRROR_LOCK_WAIT_SECONDS  # for another process's hold on the mirror
+    # When the mirror (at the end of each reconcile) and a local server pushed into by hand (after
+    # that push) are repacked by git's own ``gc --auto``; None: never (a benchmark's "before").
+    housekeeping: Policy | None = field(default_factory=Policy)
 
     @classmethod
     def for_url(
@@ -209,12 +219,16 @@ def publish(
     state_base: Oid | None,
     desired: Mapping[str, Oid] | None = None,
     namespaces: bool = True,
-) -> None:
+) -> Repack | None:
     """Push the state branch and, when ``desired`` is given, robots' desired state: one push.
 
     The state branch goes only if the server still has ``state_base`` (None: no state branch),
     the commit this reconcile built on; losing that race raises PushRejected, retried on the new
     tip. ``desired`` are the refs that moved (pushed one by one where libgit2 pushes).
+
+    After a push by hand into a local server (:mod:`fleetcd.git.localpush`), which leaves one more
+    pack there and runs none of receive-pack's ``gc --auto``, the server is housekept
+    (:func:`housekeep_repository`); what that did is returned (None: nothing was due).
     """
     lease = {STATE_BRANCH: str(state_base) if state_base is not None else None}
     state = f"{STATE_BRANCH}:{STATE_BRANCH}"
@@ -223,17 +237,19 @@ def publish(
         prefix = NAMESPACES_PREFIX if namespaces else DESIRED_PREFIX
         server = _local_path(source.url)
         git_dir = gitcli.git_dir_of(server)
-        if not (
-            by_hand_pays(git_dir, len(desired or {}))
-            and _push_by_hand(repo, source, git_dir, prefix, desired, state_base, timeout_s)
-        ):
+        by_hand = by_hand_pays(git_dir, len(desired or {})) and _push_by_hand(
+            repo, source, git_dir, prefix, desired, state_base, timeout_s
+        )
+        if not by_hand:
             specs = ([f"+{prefix}*:{prefix}*"] if desired else []) + [state]
             push(repo, source.url, specs, leases=lease, atomic=True, timeout_s=timeout_s)
         # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
         # listing would read one by one; packing costs about as much as the loose refs it prunes.
         if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
             gitcli.pack_refs(server, timeout_s=timeout_s)
-        return
+        if by_hand:  # one more pack there, and receive-pack's own gc --auto did not run: ours does
+            return housekeep_repository(git_dir, "server", source.housekeeping)
+        return None
     push(
         repo,
         source.url,
@@ -243,6 +259,27 @@ def publish(
         leases=lease,
         timeout_s=timeout_s,
     )
+    return None
+
+
+def housekeep_repository(git_dir: Path, repository: str, policy: Policy | None) -> Repack | None:
+    """:func:`fleetcd.git.housekeeping.housekeep` of ``git_dir`` (``repository``: "mirror" or
+    "server", for logs and metrics), logged; None when nothing was due. A failure (a full disk, a
+    timeout) is logged and returned, never raised: the reconcile it follows has done its work, and
+    the counts stay over the threshold, so the next reconcile tries again."""
+    if policy is None:
+        return None
+    try:
+        done = housekeep(git_dir, policy)
+    except (TransportError, SetupError, OSError) as exc:
+        log.warning(
+            "housekeeping of the %s failed (tried again after the next reconcile): %s", repository, exc
+        )
+        return Repack(repository, ok=False, message=str(exc))
+    if done is None:
+        return None
+    log.info("housekeeping of the %s: %s", repository, done)
+    return Repack(repository, ok=True, message=str(done))
 
 
 def _push_by_hand(

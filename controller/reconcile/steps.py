@@ -39,6 +39,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import JsonValue
 
@@ -55,7 +56,7 @@ from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResul
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.shards import ShardView, fetch_shards, locate
-from controller.reconcile.source import fetch_all, open_mirror
+from controller.reconcile.source import fetch_all, housekeep_repository, open_mirror
 from controller.reconcile.stall import REASON_CHARS
 from controller.reconcile.statebranch import load_state
 from controller.reconcile.write import write
@@ -325,7 +326,9 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
                 repo, settings.source, settings.now(), outbox=settings.notify, shards=settings.status_shards
             )
         if quiet is not None:
-            return ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
+            return _housekept(
+                repo, settings, ReconcileResult(main=quiet.main, stalled=quiet.stalled, idle=True)
+            )
         lost = ""
         for retries in range(settings.push_attempts):
             try:
@@ -334,8 +337,18 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
                 lost = str(exc)  # the text only: the exception would keep the mirror handle alive
                 continue
             result.push_retries = retries
-            return result
+            return _housekept(repo, settings, result)
     raise StateConflict("refs/heads/fleetcd/state", None, lost)
+
+
+def _housekept(repo: Repository, settings: ControllerSettings, result: ReconcileResult) -> ReconcileResult:
+    """``result``, after the mirror was repacked if it was due (still under the mirror's lock, so no
+    other reconcile writes meanwhile): two directory listings when it is not, which is almost always
+    (:mod:`fleetcd.git.housekeeping`)."""
+    repack = housekeep_repository(Path(repo.path), "mirror", settings.source.housekeeping)
+    if repack is not None:
+        result.repacks.append(repack)
+    return result
 
 
 def _reconcile(repo: Repository, settings: ControllerSettings) -> ReconcileResult:

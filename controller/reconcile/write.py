@@ -215,13 +215,15 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
     settings.checkpoint("state-committed")
     moved = {ref: status.desired.refs[ref] for ref in status.desired.moved} if status.desired else {}
     if written is not None or moved:
-        publish(
+        repack = publish(
             ctx.repo,
             settings.source,
             state_base=snapshot.commit,
             desired=moved,
             namespaces=settings.namespaces,
         )
+        if repack is not None:  # the local server pushed into by hand, housekept after the push
+            result.repacks.append(repack)
         settings.checkpoint("state-pushed")
         result.state_commit = str(written) if written is not None else None
     if status.desired is not None and status.desired.stale:  # after the refs robots now follow

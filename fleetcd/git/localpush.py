@@ -18,7 +18,9 @@ when that server would do nothing more than store what it is sent:
   and refs are files (not reftable). Otherwise :func:`refused` says why and the caller pushes.
 * The objects go first, as receive-pack sends them: ``pack-objects`` in the mirror piped into the
   server's ``index-pack --keep`` (the ``.keep`` file protects the pack from a concurrent ``gc``
-  until the refs name its objects; it is removed after).
+  until the refs name its objects; it is removed after, and one a killed push left is removed by
+  :func:`fleetcd.git.housekeeping.remove_dead_keeps`, which the controller runs after each push
+  by hand together with git's own ``gc --auto``: the housekeeping receive-pack would have done).
 * The refs then move in one atomic rename of ``packed-refs`` (the old bytes with the moved refs'
   lines spliced in: :class:`~fleetcd.git.packedrefs.PackedFile`), under git's own ``packed-refs.lock``
   and a ``<ref>.lock`` on each ref with a lease (the state branch), which is what receive-pack
@@ -47,6 +49,7 @@ import pygit2
 
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import gitcli
+from fleetcd.git.housekeeping import keep_message
 from fleetcd.git.packedrefs import PACKED_REFS, PackedFile, remove_loose
 
 DIRECT_FROM_REFS = 64
@@ -204,7 +207,7 @@ def _send_objects(
     revs += [f"^{oid}\n" for oid in sorted(have) if pygit2.Oid(hex=oid) in repo]
     what = f"sending objects to {git_dir}"
     git, env = gitcli.git_binary(), gitcli.git_env()
-    keep = f"--keep=fleetcd push by hand from {socket.gethostname()} pid {os.getpid()}"
+    keep = f"--keep={keep_message()}"  # names this process: a dead one's is removed (housekeeping)
     pipe = subprocess.PIPE
     try:
         packer = subprocess.Popen(
