@@ -97,10 +97,17 @@ def test_counts_are_what_git_gc_auto_looks_at(tmp_path: Path) -> None:
     [
         (Counts(50, 0, 6700), False),
         (Counts(51, 0, 0), True),
-        (Counts(0, 0, 6912), True),
+        (Counts(0, 0, 27 * 256), False),  # git: 27 files in objects/17 are not > ceil(6700 / 256)
+        (Counts(0, 0, 28 * 256), True),
         (Counts(50, 900, 0), False),  # kept packs are not gc's to repack
     ],
-    ids=["at-both-limits", "one-pack-over", "loose-over", "kept-packs-do-not-count"],
+    ids=[
+        "at-both-limits",
+        "one-pack-over",
+        "loose-at-gits-rounding",
+        "loose-over",
+        "kept-packs-do-not-count",
+    ],
 )
 def test_a_repack_is_due_only_past_gits_own_thresholds(counts: Counts, expected: bool) -> None:
     assert due(counts, Policy()) is expected

@@ -127,8 +127,11 @@ def count(git_dir: Path) -> Counts:
 
 
 def due(counts: Counts, policy: Policy) -> bool:
-    """Whether ``git gc --auto`` at ``policy``'s thresholds would repack (it compares the same way)."""
-    return counts.packs > policy.pack_limit or counts.loose > policy.loose_limit
+    """Whether ``git gc --auto`` at ``policy``'s thresholds would repack, compared as git does:
+    more packs than the limit, or more loose objects in ``objects/17`` than 1/256 of the loose
+    limit rounded up (at 6,700: 27 files, ~6,912 objects, is not yet due; 28 is)."""
+    in_17 = -(-policy.loose_limit // 256)
+    return counts.packs > policy.pack_limit or counts.loose // 256 > in_17
 
 
 def housekeep(git_dir: Path, policy: Policy) -> Housekept | None:
