@@ -40,9 +40,9 @@ anywhere but git:
   grew when it was keyed by sha256 (hashing every day); by blob id the older days cost nothing.
   Late in a 100,000-robot day (45 MB, ``bench/audit_day.py``), the newest day's verify went from
   1.7-2.4 s to 0.07-0.08 s of CPU and the append from 0.9-1.2 s to 0.06-0.08 s. The state
-  snapshot holds the bytes of the newest day only (:class:`~controller.audit.days.DayFiles`): a year of a 100,000-robot log
-  is not in memory; the kept keys take about 17 MB late in such a day (112,000 lines of 400 B),
-  the set the append built and dropped on every reconcile before.
+  snapshot holds the bytes of the newest day only (:class:`~controller.audit.days.DayFiles`): a
+  year of a 100,000-robot log is not in memory; the kept keys take about 17 MB late in such a day
+  (112,000 lines of 400 B), the set the append built and dropped on every reconcile before.
 
 Only the newest entry of each is kept (the memo's documents are the very objects the kept
 validation holds), so memory stays one parsed fleet, as one reconcile needs anyway.
