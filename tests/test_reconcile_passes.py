@@ -13,6 +13,7 @@ run), never timed.
 from __future__ import annotations
 
 import random
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -23,7 +24,8 @@ import pytest
 
 from controller.delivery.bundles import DeliverySource, stages_of
 from controller.delivery.inputs import BundleInputs
-from controller.reconcile import due, rollouts
+from controller.delivery.write import delivery_ref
+from controller.reconcile import delivery_step, due, rollouts
 from controller.reconcile import write as write_step
 from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.delivery_step import _historic_evidence
@@ -115,6 +117,26 @@ def digested(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every robot whose bundle the delivery step builds, and every robot whose historic evidence
+    it reads (controller.delivery.quiet: a robot left alone last time is neither)."""
+    seen: list[str] = []
+    real_build, real_evidence = delivery_step.bundle_for, delivery_step._historic_evidence
+
+    def counted(device: str, *args: Any, **kwargs: Any) -> object:
+        seen.append(device)
+        return real_build(device, *args, **kwargs)
+
+    def read(repo: Any, source: Any, rollouts: Any, devices: Any) -> object:
+        seen.extend(devices)
+        return real_evidence(repo, source, rollouts, devices)
+
+    monkeypatch.setattr(delivery_step, "bundle_for", counted)
+    monkeypatch.setattr(delivery_step, "_historic_evidence", read)
+    yield seen
+
+
 def cold(world: ControllerWorld) -> tuple[StateSnapshot, FleetContext, dict[str, str]]:
     """The state branch, main's fleet context and every robot's inputs digest, computed from the
     mirror's commits without any cache."""
@@ -154,8 +176,14 @@ def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float
         world.fleet.git("commit", "-qm", "a spare robot")
         world.fleet.git("push", "-q", str(world.server), "main")
 
+    def ref_deleted() -> None:  # behind the controller's back: healed, although nothing changed
+        ref = delivery_ref("prod-9", namespaces=True)
+        subprocess.run(["git", "--git-dir", str(world.server), "update-ref", "-d", ref], check=True)
+        heartbeat()  # so that the reconcile runs in full
+
     return [
         ("staging deployed", lambda: world.report_all(STAGING, "deployed"), 10),
+        ("a quiet robot's ref deleted", ref_deleted, 10),
         ("staging soaked: canary dispatched", lambda: None, 61),
         ("canary downloading", lambda: world.report_all(CANARY, "downloading"), 10),
         ("a heartbeat", heartbeat, 10),
@@ -168,7 +196,7 @@ def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float
 
 
 def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold_computation_gives(
-    world: ControllerWorld, digested: list[str], planned: list[str], horizons: list[str]
+    world: ControllerWorld, digested: list[str], planned: list[str], horizons: list[str], built: list[str]
 ) -> None:
     """Inputs digests: exactly the robots whose records changed. Plans: once per tree of main (an
     empty commit, or a validation made afresh for the same tree, plans nothing). Every robot's
@@ -184,6 +212,7 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
     earlier: set[str] = set(FLEET)
     for name, act, seconds in story(world):
         digested.clear()
+        built.clear()
         planned.clear()
         horizons.clear()
         act()
@@ -200,12 +229,29 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             d for d, data in after.devices.items() if d not in before.devices or before.devices[d] != data
         }
         assert set(horizons) <= files | earlier, name
+        # Bundles built and historic evidence read: robots whose file changed now (records, report,
+        # ref moved) or was rewritten by the last reconcile that ran (not left alone then).
+        moved = {
+            d
+            for d, data in after.devices.items()
+            if d not in before.devices or before.devices[d].desired != data.desired
+        }
+        assert set(built) <= files | earlier, name
+        if name == "a quiet robot's ref deleted":
+            assert "prod-9" in moved and "prod-9" in built, name
         state = cache_of(world).state.snapshot
         assert state is not None
         for device in set() if idle else set(after.devices) - files:  # unchanged: the very records
             kept = cache_of(world).robots.inputs.held[device]
             assert kept.records is state.devices[device].records, (name, device)
         earlier = earlier if idle else files
+        # The robots the delivery step left alone, to be skipped next time: their inputs are their
+        # recorded ones (as a cold computation gives them), and an unchanged one's file is the very
+        # object the state cache will hand over again.
+        for device, data in cache_of(world).robots.quiet.robots.items():
+            assert data.desired is not None and data.desired.inputs_sha256 == digests[device], (name, device)
+            if not idle and device not in files:
+                assert state.devices[device] is data, (name, device)
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
             desired = after.devices[device].desired

@@ -141,6 +141,7 @@ class BundleInputs:
         self._memo = memo
         self._held: dict[str, _Held] | None = None  # the memo's entries usable under this scope
         self._scope_now = ""
+        self._scope_cached: str | None = None
         self._next: dict[str, _Held] = {}
 
     def fingerprint(self, evidence: Evidence) -> str:
@@ -158,7 +159,7 @@ class BundleInputs:
         if self._memo is None:
             return self._compute(device, records)[0]
         if self._held is None:
-            self._scope_now = self._scope()
+            self._scope_now = self.scope()
             self._held = self._memo.held if self._memo.scope == self._scope_now else {}
         held = self._held.get(device)
         if (
@@ -174,6 +175,19 @@ class BundleInputs:
         if probe is not None:
             self._next[device] = _Held(records, probe, digest)
         return digest
+
+    def keep(self, device: str) -> None:
+        """Carry ``device``'s memo entry into this reconcile's without checking it: for a robot
+        whose device file and scope the caller knows to be unchanged
+        (:mod:`controller.delivery.quiet`), so that the entry outlives the reconciles that skip it."""
+        if self._memo is None:
+            return
+        if self._held is None:
+            self._scope_now = self.scope()
+            self._held = self._memo.held if self._memo.scope == self._scope_now else {}
+        held = self._held.get(device)
+        if held is not None:
+            self._next[device] = held
 
     def remember(self) -> None:
         """Keep this reconcile's digests in the memo, for the robots asked about (no others)."""
@@ -216,15 +230,21 @@ class BundleInputs:
             return all(fingerprint is None for _, fingerprint in probe)
         return all(self._historic(key) == fingerprint for key, fingerprint in probe)
 
-    def _scope(self) -> str:
-        """What every robot's digest depends on besides its records and historic evidence."""
+    def scope(self) -> str:
+        """What every robot's digest depends on besides its records and historic evidence (computed
+        once per reconcile)."""
+        if self._scope_cached is not None:
+            return self._scope_cached
+        if self._trust_version is None:
+            self._trust_version = self._source.trust_version
         rollouts: dict[str, str] = {}
         for name in sorted(self._source.spec.rollouts):
             try:
                 rollouts[name] = self.fingerprint(self._source.evidence(name))
             except InvalidContent as exc:  # a digest naming it raises again; the others hold
                 rollouts[name] = f"invalid: {exc}"
-        return _sha256_json([recipe(), self._trust_version, rollouts])
+        self._scope_cached = _sha256_json([recipe(), self._trust_version, rollouts])
+        return self._scope_cached
 
 
 @functools.cache

@@ -44,11 +44,10 @@ def stale_refs(listed: Mapping[str, Oid], devices: Iterable[str], *, namespaces:
     """The well-formed desired-state refs of either layout in ``listed`` that the controller does
     not own (``devices``: the robots on main; ``namespaces``: the layout it writes)."""
     owned = owned_refs(devices, namespaces=namespaces)
-    return {
-        ref: oid
-        for ref, oid in sorted(listed.items())
-        if ref not in owned and refs.desired_ref_device(ref) is not None
-    }
+    # A set difference first: at 100,000 robots nearly every listed ref is owned, and sorting and
+    # parsing only the others keeps this pass a few milliseconds.
+    others = sorted(listed.keys() - owned)
+    return {ref: listed[ref] for ref in others if refs.desired_ref_device(ref) is not None}
 
 
 def list_desired(repo: Repository) -> dict[str, Oid]:

@@ -101,39 +101,50 @@ def select(
     """Which of the robots in ``wanted`` (device -> content digest of its bundle now) move, given
     what is ``recorded`` for each and which refs are ``kept`` (exactly the recorded commit).
     ``lifetime``: how long a bundle written now lives."""
-    changed, healed, due = [], [], []
+    changed, healed = [], []
+    due: list[tuple[str, datetime]] = []  # (robot, its expiry) of the kept robots due for renewal
     # Whether a kept robot is due depends on its expiry and slot only, and ``due_at`` is monotone
     # in the slot: per distinct expiry (a fan-out gives the whole fleet one), the first due slot is
     # computed once (at 100,000 robots, ~2 us of datetime arithmetic per robot less).
     first_due: dict[datetime, int] = {}
-    for device in sorted(wanted):
+    # The earliest renewal to come: per expiry, the robot with the highest slot is due first. Kept
+    # robots not due are counted here in the same pass (one pass over the fleet, not two).
+    latest_slot: dict[datetime, int] = {}
+    for device, digest in wanted.items():
         record = recorded.get(device)
-        if record is None or record.content_sha256 != wanted[device]:
+        if record is None or record.content_sha256 != digest:
             changed.append(device)
         elif device not in kept:
             healed.append(device)
         else:
-            cut = first_due.get(record.expires_at)
+            expiry = record.expires_at
+            cut = first_due.get(expiry)
             if cut is None:
-                cut = first_due[record.expires_at] = _first_due_slot(policy, record.expires_at, now)
-            if slot(device) >= cut:
-                due.append(device)
-    urgent = [d for d in due if policy.urgent(_expiry(recorded, d), now)]
-    rest = sorted((d for d in due if d not in urgent), key=lambda d: (_expiry(recorded, d), d))
+                cut = first_due[expiry] = _first_due_slot(policy, expiry, now)
+            held = slot(device)
+            if held >= cut:
+                due.append((device, expiry))
+            elif latest_slot.get(expiry, 0) < held:
+                latest_slot[expiry] = held
+    urgent = [(d, e) for d, e in due if policy.urgent(e, now)]
+    rest = sorted((entry for entry in due if not policy.urgent(entry[1], now)), key=lambda de: (de[1], de[0]))
     renewed = [*urgent, *rest[: max(policy.per_reconcile - len(urgent), 0)]]
     waiting = len(due) > len(renewed)
-    moving = {*changed, *healed, *renewed}
-    # The earliest renewal to come: per expiry, the robot with the highest slot is due first.
-    latest_slot: dict[datetime, int] = {}
-    moved_expiry = now + lifetime
-    for device in wanted:
-        expiry = moved_expiry if device in moving else _expiry(recorded, device)
+    for device, expiry in rest[len(renewed) - len(urgent) :]:  # due, but left for a later reconcile
         held = slot(device)
         if latest_slot.get(expiry, 0) < held:
             latest_slot[expiry] = held
+    moving = [*changed, *healed, *(d for d, _ in renewed)]
+    if moving:  # every robot that moves now expires a lifetime on
+        moved_expiry = now + lifetime
+        held = max(slot(device) for device in moving)
+        if latest_slot.get(moved_expiry, 0) < held:
+            latest_slot[moved_expiry] = held
     upcoming = [policy.due_at_slot(held, expiry) for expiry, held in latest_slot.items()]
     next_at = now if waiting else min(upcoming, default=None)
-    return Selection(tuple(changed), tuple(healed), tuple(sorted(renewed)), next_at)
+    return Selection(
+        tuple(sorted(changed)), tuple(sorted(healed)), tuple(sorted(d for d, _ in renewed)), next_at
+    )
 
 
 def _first_due_slot(policy: RenewalPolicy, expires_at: datetime, now: datetime) -> int:
@@ -143,9 +154,3 @@ def _first_due_slot(policy: RenewalPolicy, expires_at: datetime, now: datetime) 
         (n for n in range(1, RENEWAL_SLOTS + 1) if policy.due_at_slot(n, expires_at) <= now),
         RENEWAL_SLOTS + 1,
     )
-
-
-def _expiry(recorded: Mapping[str, PublishedDesired | None], device: str) -> datetime:
-    record = recorded[device]
-    assert record is not None  # only robots with a record are ever due
-    return record.expires_at

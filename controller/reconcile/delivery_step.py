@@ -37,8 +37,9 @@ from controller.delivery.bundles import DeliverySource, Evidence, EvidenceKey, b
 from controller.delivery.inputs import BundleInputs, content_digest
 from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.published import RobotRef, judge_published
+from controller.delivery.quiet import scope_of
 from controller.delivery.select import RenewalPolicy, Selection, select
-from controller.delivery.write import read_held, read_targets, write_desired_state
+from controller.delivery.write import delivery_ref, read_held, write_desired_state
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action
@@ -74,11 +75,8 @@ class Delivered:
 
 def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict[str, DeviceFile]:
     """The robots that get desired state: every one on main that is not decommissioned."""
-    return {
-        device: data
-        for device, data in devices.items()
-        if not (device in ctx.devices and ctx.devices[device].decommissioned)
-    }
+    retired = ctx.retired
+    return {device: data for device, data in devices.items() if device not in retired}
 
 
 def renewal_policy(ctx: FleetContext, settings: ControllerSettings) -> RenewalPolicy:
@@ -100,17 +98,32 @@ def deliver(
     now: datetime,
 ) -> Delivered:
     devices = active_devices(ctx, devices)
+    namespaces = settings.namespaces
     listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
-    targets = read_targets(repo, devices, namespaces=settings.namespaces, listed=listed)
-    stale = stale_refs(listed, devices, namespaces=settings.namespaces)
+    stale = stale_refs(listed, devices, namespaces=namespaces)
     recorded = {device: data.desired for device, data in devices.items()}
+    source = DeliverySource(ctx.spec, ctx.release_sha256)
+    memo = settings.cache.robots if settings.cache is not None else None
+    evidence: dict[EvidenceKey, Evidence] = {}  # historic evidence, read for the robots that need it
+    inputs = BundleInputs(source, evidence, memo.inputs if memo is not None else None)
+    # Robots the last reconcile left alone, with the same device file and scope: their inputs are
+    # their recorded ones (controller.delivery.quiet), so no per-robot pass below reads them.
+    scope, quiet = None, frozenset[str]()
+    if memo is not None and devices:
+        scope = scope_of(inputs.scope(), rollouts, source.release_sha256, namespaces=namespaces)
+        quiet = memo.quiet.quiet(scope, devices)
+    kept: set[str] = set()
     refs = {}
-    for device, target in targets.items():
-        record = recorded[device]
-        ref = RobotRef(None if target is None else str(target), None if record is None else record.commit)
-        if target is not None and not ref.kept:  # only refs that are not what was recorded are read
-            ref = RobotRef(ref.target, ref.recorded, read_held(repo, target))
-        refs[device] = ref
+    for device, record in recorded.items():
+        target = listed.get(delivery_ref(device, namespaces=namespaces))
+        if target is not None and record is not None and str(target) == record.commit:
+            kept.add(device)  # exactly the recorded commit: nothing of it is read
+        elif target is None:
+            refs[device] = RobotRef(None, None if record is None else record.commit)
+        else:  # only refs that are not what was recorded are read
+            refs[device] = RobotRef(
+                str(target), None if record is None else record.commit, read_held(repo, target)
+            )
     with ExitStack() as stack:
         # Every serial recorded, and a robot's root only when it verifies by a controller key of
         # the verified trust root (controller.delivery.published).
@@ -119,15 +132,16 @@ def deliver(
             serial=max([meta.serial, *(r.serial for r in recorded.values() if r is not None)]),
             root_sha256=meta.root_sha256,
             verify=_root_verifier(ctx, stack),
+            kept=frozenset(kept),
         )
     serial = published.next_serial
     lifetime = timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
     expires = now + lifetime
-    source = DeliverySource(ctx.spec, ctx.release_sha256)
-    evidence = _historic_evidence(repo, source, rollouts, devices)
-    memo = settings.cache.robots.inputs if settings.cache is not None else None
-    inputs = BundleInputs(source, evidence, memo)
-    keys = {device: inputs.digest(device, data.records) for device, data in devices.items()}
+    touched = {device: data for device, data in devices.items() if device not in quiet}
+    evidence.update(_historic_evidence(repo, source, rollouts, touched))
+    keys = {device: inputs.digest(device, data.records) for device, data in touched.items()}
+    for device in quiet:
+        inputs.keep(device)
     inputs.remember()
     bundles: dict[str, Bundle] = {}
 
@@ -139,16 +153,24 @@ def deliver(
 
     # A robot whose inputs are the recorded ones holds the recorded content: not built again.
     digests = {d: _unchanged(recorded[d], key) or content_digest(build(d)) for d, key in keys.items()}
+    for device in quiet:
+        digests[device] = _content(recorded[device])
     chosen = select(digests, recorded, published.kept, now, renewal_policy(ctx, settings), lifetime=lifetime)
     moving = frozenset(chosen.moving)
-    for device in moving.difference(bundles):  # a renewed or healed ref needs its bytes too
+    # A renewed or healed quiet robot needs its bytes too, and so its historic evidence.
+    evidence.update(_historic_evidence(repo, source, rollouts, {d: devices[d] for d in moving & quiet}))
+    for device in moving & quiet:
+        keys[device] = _inputs(recorded[device])
+    for device in moving.difference(bundles):
         build(device)
     # Robots built although their content did not change: their new inputs digest is recorded once.
     relabelled = {
         device: record.model_copy(update={"inputs_sha256": keys[device]})
-        for device, record in recorded.items()
-        if record is not None and device in bundles and device not in moving
+        for device in sorted(bundles)
+        if (record := recorded[device]) is not None and device not in moving
     }
+    if memo is not None:  # the robots left alone, for the next reconcile to skip
+        memo.quiet.remember(scope, devices, _left_alone(recorded, keys, quiet, moving, relabelled))
     if not moving:
         return Delivered(
             serial=published.floor,
@@ -173,7 +195,7 @@ def deliver(
             sign=lambda data: signer.sign_detached(data, fingerprint),
             namespaces=settings.namespaces,
             trust=trust_file_of(ctx.spec),
-            targets=targets,
+            targets={d: listed.get(delivery_ref(d, namespaces=namespaces)) for d in moving},
         )
     log.info(
         "desired state serial %d: %d robots changed, %d refs healed, %d renewed; %d kept their commit",
@@ -207,6 +229,37 @@ def deliver(
         listed={**listed, **result.refs},
         built=len(bundles),
     )
+
+
+def _content(record: PublishedDesired | None) -> str:
+    assert record is not None  # a quiet robot's inputs were its recorded ones
+    return record.content_sha256
+
+
+def _inputs(record: PublishedDesired | None) -> str:
+    assert record is not None and record.inputs_sha256 is not None  # as for _content
+    return record.inputs_sha256
+
+
+def _left_alone(
+    recorded: Mapping[str, PublishedDesired | None],
+    keys: Mapping[str, str],
+    quiet: frozenset[str],
+    moving: frozenset[str],
+    relabelled: Mapping[str, PublishedDesired],
+) -> list[str]:
+    """The robots whose inputs were their recorded ones and that got no new record this reconcile."""
+    left = [d for d in quiet if d not in moving]
+    for device, key in keys.items():
+        record = recorded[device]
+        if (
+            device not in moving
+            and device not in relabelled
+            and record is not None
+            and record.inputs_sha256 == key
+        ):
+            left.append(device)
+    return left
 
 
 def _unchanged(record: PublishedDesired | None, inputs: str) -> str | None:

@@ -9,6 +9,10 @@ an entry can be missing but never stale:
 
 * robots' bundle inputs digests (:class:`~controller.delivery.inputs.InputsMemo`): a wave to
   1,000 robots of 100,000 digests about 1,000 robots' inputs, not 100,000;
+* the robots the last reconcile left alone (:class:`~controller.delivery.quiet.QuietMemo`), by
+  the very device file object and the delivery's scope: a wave or an ingest touching 1,000 robots
+  of 100,000 reads no historic evidence, computes no inputs digest and builds nothing for the
+  99,000 others;
 * the rollouts' plans (targets, waves, each member's config:
   :class:`~controller.reconcile.rollouts.RolloutPlan`), by main's tree id: a function of main's
   files alone, so a validation made afresh for the same tree (every
@@ -22,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.delivery.inputs import InputsMemo
+from controller.delivery.quiet import QuietMemo
 from controller.reconcile.due import DueMemo
 from controller.reconcile.rollouts import RolloutPlan
 
@@ -29,6 +34,7 @@ from controller.reconcile.rollouts import RolloutPlan
 @dataclass
 class RobotMemo:
     inputs: InputsMemo = field(default_factory=InputsMemo)
+    quiet: QuietMemo = field(default_factory=QuietMemo)
     due: DueMemo = field(default_factory=DueMemo)
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan

@@ -1,0 +1,71 @@
+"""Per-robot desired state, step 6 (write) of a reconcile: which robots' inputs cannot have changed (pure).
+
+A wave to 1,000 robots of 100,000, or an ingest of 1,000 reports, leaves 99,000 robots exactly as
+the last reconcile found them. Every per-robot pass of :func:`controller.reconcile.delivery_step.deliver`
+(historic evidence, inputs digests, the published-ref comparison, selection) cost a few
+microseconds per robot, about 1.6 s per reconcile at 100,000 robots (issue 12, profiled). This memo
+lets those passes skip a **quiet** robot: one whose
+
+- device file is the very object the last reconcile that delivered found and left alone (the
+  state branch's cache hands an unchanged robot the same object; the memo keeps it alive, so its
+  identity is its own: a robot whose file changed, or was rewritten by that reconcile, is not quiet);
+- inputs were, at that reconcile, its recorded ones (its recorded ``inputs_sha256`` held: it was
+  neither built nor moved);
+- bundle inputs are computed under the same :func:`scope_of`: the recipe, trust-root version and
+  every rollout's evidence on main (:meth:`~controller.delivery.inputs.BundleInputs.scope`), the
+  rollouts' generations and the commits that put their releases out (where historic evidence is
+  read from), the sha256 of every release file, and the ref layout.
+
+Everything a quiet robot's inputs digest is computed from is then what it was, so its digest is
+its recorded one and its bundle holds the recorded content: it is not built, its historic
+evidence is not read, and only its ref (kept or not), its expiry and its renewal slot are looked
+at. The memo can miss a robot (it then takes the full path) but never hold a stale one:
+tests/test_reconcile_passes.py checks every reconcile of a scripted life against a cold
+computation. ``controller reconcile --once`` keeps no memo and computes everything. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from controller.state.model import DeviceFile, RolloutState
+
+
+def scope_of(
+    inputs_scope: str,
+    rollouts: Mapping[str, RolloutState],
+    release_sha256: Mapping[str, str],
+    *,
+    namespaces: bool,
+) -> Hashable:
+    """What every robot's delivery depends on besides its own device file (see the module)."""
+    history = tuple(
+        sorted(
+            (name, state.generation, tuple(sorted(state.release_commits.items())))
+            for name, state in rollouts.items()
+        )
+    )
+    return (inputs_scope, history, tuple(sorted(release_sha256.items())), namespaces)
+
+
+@dataclass
+class QuietMemo:
+    """The robots left alone by the last reconcile that delivered, kept between reconciles by
+    ``controller run`` (:class:`~controller.reconcile.memo.RobotMemo`)."""
+
+    scope: Hashable | None = None
+    robots: dict[str, DeviceFile] = field(default_factory=dict)  # robot -> its device file then
+
+    def quiet(self, scope: Hashable, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
+        """The robots of ``devices`` that are quiet under ``scope``."""
+        if scope != self.scope:
+            return frozenset()
+        held = self.robots
+        return frozenset(d for d, data in devices.items() if held.get(d) is data)
+
+    def remember(self, scope: Hashable, devices: Mapping[str, DeviceFile], left: Iterable[str]) -> None:
+        """After a reconcile: the robots ``left`` alone (inputs as recorded, not moved, no new
+        record), with the device file each was found with."""
+        self.scope = scope
+        self.robots = {device: devices[device] for device in left}
