@@ -26,7 +26,8 @@ from controller.delivery.select import RenewalPolicy
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
 from controller.records.model import DeviceState
-from controller.state.model import DeviceFile, RolloutState
+from controller.state.model import DeviceFile, PublishedDesired, RolloutState
+from fleetcd.compat import UTC
 from fleetcd.desired import ROOT_FILE
 from fleetcd.git.objects import list_refs, read_blob
 from fleetcd.git.refs import NAMESPACES_PREFIX
@@ -254,3 +255,31 @@ def test_any_change_of_scope_leaves_no_robot_quiet(changed: str) -> None:
     memo.remember(scope(base), files, ["a"])
     assert memo.quiet(scope(base), files) == {"a"}
     assert memo.quiet(scope(other), files) == frozenset()
+
+
+def _record(inputs: str) -> PublishedDesired:
+    return PublishedDesired(
+        commit="c" * 40,
+        serial=2,
+        content_sha256="a" * 64,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        inputs_sha256=inputs,
+    )
+
+
+def test_a_robot_given_a_new_record_is_quiet_next_time_only_while_its_file_holds_it() -> None:
+    """A robot the last reconcile wrote a record for comes back as a new object (parsed from the
+    state branch): quiet when its file holds that record and the same records by value; not when
+    the state write was lost (its old record) or its records changed since."""
+    memo = QuietMemo()
+    scope = scope_of("inputs", {}, {}, namespaces=True)
+    before = {"a": _file("a"), "b": _file("b"), "c": _file("c")}
+    written = _record("1" * 64)
+    memo.remember(scope, before, [], {"a": written, "b": written, "c": written})
+    parsed = {
+        "a": before["a"].model_copy(update={"desired": written}),
+        "b": before["b"].model_copy(update={"desired": _record("2" * 64)}),  # another record
+        "c": _file("c").model_copy(update={"desired": written, "last_report_seq": 3}),
+    }
+    assert memo.quiet(scope, parsed) == {"a", "c"}
+    assert memo.quiet(scope_of("other", {}, {}, namespaces=True), parsed) == frozenset()

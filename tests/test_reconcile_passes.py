@@ -248,10 +248,16 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
         # The robots the delivery step left alone, to be skipped next time: their inputs are their
         # recorded ones (as a cold computation gives them), and an unchanged one's file is the very
         # object the state cache will hand over again.
-        for device, data in cache_of(world).robots.quiet.robots.items():
+        quiet = cache_of(world).robots.quiet
+        for device, data in quiet.robots.items():
             assert data.desired is not None and data.desired.inputs_sha256 == digests[device], (name, device)
             if not idle and device not in files:
                 assert state.devices[device] is data, (name, device)
+        # Robots given a new record: quiet next time while their file holds it and their records.
+        for device, (records, written) in quiet.settled.items():
+            now_held = after.devices[device]
+            if now_held.desired == written and now_held.records == records:
+                assert written.inputs_sha256 == digests[device], (name, device)
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
             desired = after.devices[device].desired

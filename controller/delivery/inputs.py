@@ -61,8 +61,23 @@ def _sha256_json(data: Any) -> str:
 
 def content_digest(bundle: Bundle) -> str:
     """sha256 of what the robot runs (device and deployments), not of serial or timestamps."""
+    return encode_bundle(bundle)[1]
+
+
+def encode_bundle(bundle: Bundle) -> tuple[bytes, str]:
+    """``bundle.json`` as robots get it (:func:`fleetcd.desired.canonical_bytes`) and its
+    :func:`content_digest`, from one dump of the model with each field's JSON encoded once: the
+    deployments (release and rollout files, signatures: nearly all of a bundle's bytes) were dumped
+    and encoded twice per robot built, once for each (issue 12, profiled). Canonical JSON of an
+    object is its members' ``"key":value`` texts joined by commas in key order, so both come out
+    byte for byte as encoding the whole object gives them (tests/test_delivery_encoding.py)."""
     data = bundle.model_dump(mode="json", by_alias=True)
-    return _sha256_json({k: v for k, v in data.items() if k not in _VOLATILE_FIELDS})
+    keys = sorted(data)
+    members = [f"{_CANONICAL.encode(key)}:{_CANONICAL.encode(data[key])}" for key in keys]
+    full = "{" + ",".join(members) + "}"
+    kept = [member for key, member in zip(keys, members, strict=True) if key not in _VOLATILE_FIELDS]
+    content = ("{" + ",".join(kept) + "}").encode("utf-8")
+    return full.encode("utf-8"), hashlib.sha256(content).hexdigest()
 
 
 def evidence_fingerprint(evidence: Evidence) -> str:
@@ -176,10 +191,11 @@ class BundleInputs:
             self._next[device] = _Held(records, probe, digest)
         return digest
 
-    def keep(self, device: str) -> None:
+    def keep(self, device: str, records: Sequence[DeploymentRecord]) -> None:
         """Carry ``device``'s memo entry into this reconcile's without checking it: for a robot
-        whose device file and scope the caller knows to be unchanged
-        (:mod:`controller.delivery.quiet`), so that the entry outlives the reconciles that skip it."""
+        whose records (``records``, equal to the entry's) and scope the caller knows to be
+        unchanged (:mod:`controller.delivery.quiet`), so that the entry outlives the reconciles
+        that skip it; kept with ``records``, so that next time ``is`` holds."""
         if self._memo is None:
             return
         if self._held is None:
@@ -187,7 +203,7 @@ class BundleInputs:
             self._held = self._memo.held if self._memo.scope == self._scope_now else {}
         held = self._held.get(device)
         if held is not None:
-            self._next[device] = held
+            self._next[device] = held if held.records is records else _Held(records, held.probe, held.digest)
 
     def remember(self) -> None:
         """Keep this reconcile's digests in the memo, for the robots asked about (no others)."""

@@ -8,9 +8,13 @@ lets those passes skip a **quiet** robot: one whose
 
 - device file is the very object the last reconcile that delivered found and left alone (the
   state branch's cache hands an unchanged robot the same object; the memo keeps it alive, so its
-  identity is its own: a robot whose file changed, or was rewritten by that reconcile, is not quiet);
-- inputs were, at that reconcile, its recorded ones (its recorded ``inputs_sha256`` held: it was
-  neither built nor moved);
+  identity is its own: a robot whose file changed is not quiet), its inputs then being its
+  recorded ones (neither built nor moved); or
+- device file was written by that reconcile with a new record (its ref moved, or its inputs
+  digest was relabelled), and now holds that record and the very records (by value: the state
+  cache parses a written file anew) its inputs digest was computed from; a fan-out's or a
+  bootstrap's robots are quiet in the next reconcile that runs, so a wave after one reads the
+  wave's robots alone;
 - bundle inputs are computed under the same :func:`scope_of`: the recipe, trust-root version and
   every rollout's evidence on main (:meth:`~controller.delivery.inputs.BundleInputs.scope`), the
   rollouts' generations and the commits that put their releases out (where historic evidence is
@@ -29,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from controller.state.model import DeviceFile, RolloutState
+from controller.records.model import DeploymentRecord
+from controller.state.model import DeviceFile, PublishedDesired, RolloutState
 
 
 def scope_of(
@@ -56,16 +61,39 @@ class QuietMemo:
 
     scope: Hashable | None = None
     robots: dict[str, DeviceFile] = field(default_factory=dict)  # robot -> its device file then
+    # Robots the last reconcile gave a new record (moved, or a new inputs digest): their device file
+    # is written and parsed anew, so it is a new object next time. Robot -> (the records its inputs
+    # were digested from, the record written): quiet next time while its file holds both (by value).
+    settled: dict[str, tuple[tuple[DeploymentRecord, ...], PublishedDesired]] = field(default_factory=dict)
 
     def quiet(self, scope: Hashable, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
         """The robots of ``devices`` that are quiet under ``scope``."""
         if scope != self.scope:
             return frozenset()
-        held = self.robots
-        return frozenset(d for d, data in devices.items() if held.get(d) is data)
+        held, settled = self.robots, self.settled
+        found = {d for d, data in devices.items() if held.get(d) is data}
+        for device, (records, written) in settled.items():
+            data = devices.get(device)
+            if (
+                data is not None
+                and data.desired == written
+                and (data.records is records or data.records == records)
+            ):
+                found.add(device)
+        return frozenset(found)
 
-    def remember(self, scope: Hashable, devices: Mapping[str, DeviceFile], left: Iterable[str]) -> None:
+    def remember(
+        self,
+        scope: Hashable,
+        devices: Mapping[str, DeviceFile],
+        left: Iterable[str],
+        settled: Mapping[str, PublishedDesired] | None = None,
+    ) -> None:
         """After a reconcile: the robots ``left`` alone (inputs as recorded, not moved, no new
-        record), with the device file each was found with."""
+        record), with the device file each was found with; and the robots ``settled`` by a new
+        record (robot -> the record, whose inputs digest is that of its records now)."""
         self.scope = scope
         self.robots = {device: devices[device] for device in left}
+        self.settled = {
+            device: (devices[device].records, written) for device, written in (settled or {}).items()
+        }

@@ -3,9 +3,9 @@
 :func:`write_desired_state` signs ONE root over the bundles it is given
 (:func:`fleetcd.desired.build_signed_bundles`), writes one parentless commit per robot holding
 ``bundle.json``, ``root.json``, ``root.json.asc``, ``proof.json`` and ``trust.json`` (the trust-root
-chain, :mod:`fleetcd.desired.chain`, the same blob for every robot) — all in one
-:func:`~fleetcd.git.objects.object_batch`, so 10,000 robots make one pack, not 40,000 loose
-objects — and then moves those robots' refs compare-and-swap in one transaction: all or none.
+chain, :mod:`fleetcd.desired.chain`, the same blob for every robot) — all hashed here as git's
+bytes (:mod:`fleetcd.git.rawobjects`) and landed at once, so 10,000 robots make one pack, not
+40,000 loose objects — and then moves those robots' refs compare-and-swap in one transaction: all or none.
 
 A change costs what it changes. The controller passes only the robots whose desired-state ref
 must move (:mod:`controller.delivery.select`): their bundle changed, their renewal is due, or
@@ -49,14 +49,13 @@ from fleetcd.git import refs
 from fleetcd.git.objects import (
     Identity,
     blob_size,
-    commit,
+    disk_problems,
+    land_objects,
     list_refs,
-    object_batch,
     read_blob,
     update_refs,
-    write_blob,
-    write_tree,
 )
+from fleetcd.git.rawobjects import Objects, add_blob, add_commit, add_flat_tree
 from fleetcd.git.repo import Oid, Repository
 
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
@@ -125,6 +124,7 @@ def write_desired_state(
     trust: bytes,
     targets: Mapping[str, Oid | None] | None = None,
     author: Identity = CONTROLLER_IDENTITY,
+    encoded: Mapping[str, bytes] | None = None,
 ) -> DeliveryResult:
     """Sign one root over ``bundles`` and point each of those robots' refs at its new commit, all
     or none; no other ref is touched.
@@ -132,7 +132,8 @@ def write_desired_state(
     ``targets`` (device -> its commit now, None: no ref) are the compare-and-swap expectations as
     the caller saw them; without, the refs are listed here. Raises
     :class:`~fleetcd.errors.RefConflict` when another writer moved one of the refs since (nothing
-    is moved then), and InvalidContent when a bundle is over the robots' size cap. Objects written
+    is moved then), and InvalidContent when a bundle is over the robots' size cap. ``encoded``:
+    bundles' canonical bytes already made (:func:`controller.delivery.inputs.encode_bundle`). Objects written
     before a failure are unreferenced and cost nothing.
     """
     if targets is None:
@@ -145,25 +146,34 @@ def write_desired_state(
         return sign(root_bytes)
 
     root_bytes, signature, per_device = build_signed_bundles(
-        fleet, bundles, serial, issued_at, expires_at, sign_once
+        fleet, bundles, serial, issued_at, expires_at, sign_once, encoded
     )
     written: dict[str, Oid] = {}
     commits: dict[str, Oid] = {}
     expected: dict[str, Oid | None] = {}
-    with object_batch(repo) as staged:
-        # The root, its signature and the trust chain are the same bytes for every robot: one blob.
-        shared = {
-            ROOT_FILE: write_blob(staged, root_bytes),
-            ROOT_SIGNATURE_FILE: write_blob(staged, signature),
-            TRUST_FILE: write_blob(staged, trust),
+    # Every object is built as git's bytes and hashed here (fleetcd.git.rawobjects), then all land
+    # as one pack: no libgit2 call per robot.
+    objects: Objects = {}
+    # The root, its signature and the trust chain are the same bytes for every robot: one blob.
+    shared = {
+        ROOT_FILE: add_blob(objects, root_bytes),
+        ROOT_SIGNATURE_FILE: add_blob(objects, signature),
+        TRUST_FILE: add_blob(objects, trust),
+    }
+    for device in sorted(per_device):
+        bundle_bytes, proof_bytes = per_device[device]
+        files = {
+            BUNDLE_FILE: add_blob(objects, bundle_bytes),
+            PROOF_FILE: add_blob(objects, proof_bytes),
+            **shared,
         }
-        for device in sorted(per_device):
-            bundle_bytes, proof_bytes = per_device[device]
-            tree = write_tree(staged, {BUNDLE_FILE: bundle_bytes, PROOF_FILE: proof_bytes, **shared})
-            message = f"fleetcd: desired state of {device}, serial {serial}"
-            ref = delivery_ref(device, namespaces=namespaces)
-            commits[device] = written[ref] = commit(staged, None, tree, message, [], author, issued_at)
-            expected[ref] = targets.get(device)
+        tree = add_flat_tree(objects, files)
+        message = f"fleetcd: desired state of {device}, serial {serial}"
+        ref = delivery_ref(device, namespaces=namespaces)
+        commits[device] = written[ref] = Oid(raw=add_commit(objects, tree, [], author, issued_at, message))
+        expected[ref] = targets.get(device)
+    with disk_problems(repo.path):
+        land_objects(repo, {Oid(raw=oid): entry for oid, entry in objects.items()})
     moved = {ref for ref, oid in written.items() if expected[ref] != oid}
     if moved:
         updates = {ref: (expected[ref], written[ref]) for ref in sorted(moved)}

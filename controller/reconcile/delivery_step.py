@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.delivery.bundles import DeliverySource, Evidence, EvidenceKey, bundle_for, delivered_records
-from controller.delivery.inputs import BundleInputs, content_digest
+from controller.delivery.inputs import BundleInputs, encode_bundle
 from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.published import RobotRef, judge_published
 from controller.delivery.quiet import scope_of
@@ -141,18 +141,21 @@ def deliver(
     evidence.update(_historic_evidence(repo, source, rollouts, touched))
     keys = {device: inputs.digest(device, data.records) for device, data in touched.items()}
     for device in quiet:
-        inputs.keep(device)
+        inputs.keep(device, devices[device].records)
     inputs.remember()
     bundles: dict[str, Bundle] = {}
+    encoded: dict[str, bytes] = {}  # bundle.json of each robot built, as written if its ref moves
 
-    def build(device: str) -> Bundle:
+    def build(device: str) -> str:
+        """Build ``device``'s bundle; its content digest."""
         bundle = bundles[device] = bundle_for(
             device, devices[device].records, source, serial, now, expires, evidence=evidence
         )
-        return bundle
+        encoded[device], digest = encode_bundle(bundle)
+        return digest
 
     # A robot whose inputs are the recorded ones holds the recorded content: not built again.
-    digests = {d: _unchanged(recorded[d], key) or content_digest(build(d)) for d, key in keys.items()}
+    digests = {d: _unchanged(recorded[d], key) or build(d) for d, key in keys.items()}
     for device in quiet:
         digests[device] = _content(recorded[device])
     chosen = select(digests, recorded, published.kept, now, renewal_policy(ctx, settings), lifetime=lifetime)
@@ -169,9 +172,10 @@ def deliver(
         for device in sorted(bundles)
         if (record := recorded[device]) is not None and device not in moving
     }
-    if memo is not None:  # the robots left alone, for the next reconcile to skip
-        memo.quiet.remember(scope, devices, _left_alone(recorded, keys, quiet, moving, relabelled))
+    left = _left_alone(recorded, keys, quiet, moving, relabelled)
     if not moving:
+        if memo is not None:  # for the next reconcile to skip
+            memo.quiet.remember(scope, devices, left, relabelled)
         return Delivered(
             serial=published.floor,
             root_sha256=meta.root_sha256,
@@ -196,6 +200,7 @@ def deliver(
             namespaces=settings.namespaces,
             trust=trust_file_of(ctx.spec),
             targets={d: listed.get(delivery_ref(d, namespaces=namespaces)) for d in moving},
+            encoded=encoded,
         )
     log.info(
         "desired state serial %d: %d robots changed, %d refs healed, %d renewed; %d kept their commit",
@@ -215,6 +220,8 @@ def deliver(
         )
         for device, oid in result.commits.items()
     }
+    if memo is not None:  # for the next reconcile to skip
+        memo.quiet.remember(scope, devices, left, {**relabelled, **records})
     return Delivered(
         serial=serial,
         root_sha256=result.root_sha,

@@ -200,26 +200,30 @@ def build_signed_bundles(
     issued_at: datetime,
     expires_at: datetime,
     sign: Callable[[bytes], bytes],
+    encoded: Mapping[str, bytes] | None = None,
 ) -> tuple[bytes, bytes, dict[str, tuple[bytes, bytes]]]:
     """(root bytes, root signature, {device: (bundle bytes, proof bytes)}), with ONE call to ``sign``.
 
     Leaves are ordered by device id, so the same bundles always give the same root. A bundle that
     names another device or serial is a controller bug and raises ValueError; one over the robot's
-    size cap would be refused by the robot, so it stalls the reconcile here instead.
+    size cap would be refused by the robot, so it stalls the reconcile here instead. ``encoded``:
+    :func:`canonical_bytes` of the bundles the caller encoded already (the controller, which
+    hashed them for change detection), taken as they are.
     """
+    given = encoded or {}
     devices = sorted(bundles)
-    encoded: dict[str, bytes] = {}
+    encoded_now: dict[str, bytes] = {}
     for device in devices:
         bundle = bundles[device]
         if bundle.device != device or bundle.serial != serial:
             raise ValueError(
                 f"bundle keyed {device!r} names device {bundle.device!r}, serial {bundle.serial}"
             )
-        encoded[device] = canonical_bytes(bundle)
-        if len(encoded[device]) > MAX_BUNDLE_BYTES:
-            message = f"bundle is {len(encoded[device])} bytes; robots accept at most {MAX_BUNDLE_BYTES}"
+        encoded_now[device] = given[device] if device in given else canonical_bytes(bundle)
+        if len(encoded_now[device]) > MAX_BUNDLE_BYTES:
+            message = f"bundle is {len(encoded_now[device])} bytes; robots accept at most {MAX_BUNDLE_BYTES}"
             raise InvalidContent.at(f"{BUNDLE_FILE} of {device}", message, reason=Reason.TOO_LARGE)
-    tree = build_tree([leaf_data(d, hashlib.sha256(encoded[d]).hexdigest()) for d in devices])
+    tree = build_tree([leaf_data(d, hashlib.sha256(encoded_now[d]).hexdigest()) for d in devices])
     root = SignedRoot(
         format="fleetcd.dev/root/v1",
         serial=serial,
@@ -231,5 +235,5 @@ def build_signed_bundles(
     )
     root_bytes = canonical_bytes(root)
     signature = sign(root_bytes)
-    per_device = {d: (encoded[d], canonical_bytes(tree.proof(i))) for i, d in enumerate(devices)}
+    per_device = {d: (encoded_now[d], canonical_bytes(tree.proof(i))) for i, d in enumerate(devices)}
     return root_bytes, signature, per_device
