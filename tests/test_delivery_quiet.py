@@ -16,16 +16,17 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
 
 from controller.delivery import inputs as inputs_module
-from controller.delivery.quiet import QuietMemo, scope_of
+from controller.delivery.quiet import QuietMemo, Scope, scope_of
 from controller.delivery.select import RenewalPolicy
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
-from controller.records.model import DeviceState
+from controller.records.model import DeploymentRecord, DeviceState
 from controller.state.model import DeviceFile, PublishedDesired, RolloutState
 from fleetcd.compat import UTC
 from fleetcd.desired import ROOT_FILE
@@ -225,36 +226,55 @@ def test_an_equal_but_different_device_file_is_not_quiet() -> None:
     assert memo.quiet(scope, again) == {"a"}
 
 
-@pytest.mark.parametrize(
-    "changed",
-    ["inputs", "generation", "release_commits", "release_sha256", "namespaces"],
-)
-def test_any_change_of_scope_leaves_no_robot_quiet(changed: str) -> None:
-    """The recipe and main's evidence, a rollout's generation or the commits its releases came from
-    (where historic evidence is read), a release file's sha256 or the ref layout: each changes the
-    scope, and no robot is quiet under another scope."""
-    state = RolloutState.model_construct(name="nav", generation=1, release_commits={"a" * 64: "c" * 40})
-    base = {"inputs": "x", "rollouts": {"nav": state}, "sha": {"nav": "a" * 64}, "namespaces": True}
-    other = dict(base)
-    if changed == "inputs":
-        other["inputs"] = "y"
-    elif changed == "generation":
-        other["rollouts"] = {"nav": state.model_copy(update={"generation": 2})}
-    elif changed == "release_commits":
-        other["rollouts"] = {"nav": state.model_copy(update={"release_commits": {"a" * 64: "d" * 40}})}
-    elif changed == "release_sha256":
-        other["sha"] = {"nav": "b" * 64}
-    else:
-        other["namespaces"] = False
+@pytest.mark.parametrize("changed", ["inputs", "release_sha256", "namespaces"])
+def test_a_change_of_what_every_robot_depends_on_leaves_no_robot_quiet(changed: str) -> None:
+    """The recipe and main's evidence, a release file's sha256 or the ref layout: no robot is
+    quiet under another fixed scope."""
+    base: dict[str, Any] = {"inputs": "x", "sha": {"nav": "a" * 64}, "namespaces": True}
+    key, value = {"inputs": ("inputs", "y"), "release_sha256": ("sha", {"nav": "b" * 64})}.get(
+        changed, ("namespaces", False)
+    )
+    other = {**base, key: value}
 
-    def scope(of: dict[str, object]) -> object:
-        return scope_of(of["inputs"], of["rollouts"], of["sha"], namespaces=of["namespaces"])  # type: ignore[arg-type]
+    def scope(of: dict[str, Any]) -> Scope:
+        return scope_of(of["inputs"], {}, of["sha"], namespaces=of["namespaces"])
 
     files = {"a": _file("a")}
     memo = QuietMemo()
     memo.remember(scope(base), files, ["a"])
     assert memo.quiet(scope(base), files) == {"a"}
     assert memo.quiet(scope(other), files) == frozenset()
+
+
+def _with_record_of(device: str, rollout: str) -> DeviceFile:
+    record = DeploymentRecord.model_construct(rollout=rollout, device=device)
+    return DeviceFile.model_construct(state=DeviceState(device=device), records=(record,), desired=None)
+
+
+@pytest.mark.parametrize("changed", ["generation", "release_commits", "appeared", "went"])
+def test_a_rollouts_new_generation_or_release_commits_leave_only_its_robots_not_quiet(changed: str) -> None:
+    """Where historic evidence is read from (a rollout state's generation and release commits),
+    changed, or a rollout state that appeared or went: the robots with a record of that rollout
+    take the full path, the others stay quiet."""
+    nav = RolloutState.model_construct(name="nav", generation=1, release_commits={"a" * 64: "c" * 40})
+    before: dict[str, RolloutState] = {"nav": nav}
+    if changed == "generation":
+        after = {"nav": nav.model_copy(update={"generation": 2})}
+    elif changed == "release_commits":
+        after = {"nav": nav.model_copy(update={"release_commits": {"a" * 64: "d" * 40}})}
+    elif changed == "appeared":
+        before, after = {}, {"nav": nav}
+    else:
+        after = {}
+    files = {
+        "mine": _with_record_of("mine", "nav"),
+        "other": _with_record_of("other", "tools"),
+        "none": _file("none"),
+    }
+    memo = QuietMemo()
+    memo.remember(scope_of("x", before, {}, namespaces=True), files, list(files))
+    assert memo.quiet(scope_of("x", before, {}, namespaces=True), files) == set(files)
+    assert memo.quiet(scope_of("x", after, {}, namespaces=True), files) == {"other", "none"}
 
 
 def _record(inputs: str) -> PublishedDesired:

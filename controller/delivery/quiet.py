@@ -17,8 +17,9 @@ lets those passes skip a **quiet** robot: one whose
   wave's robots alone;
 - bundle inputs are computed under the same :func:`scope_of`: the recipe, trust-root version and
   every rollout's evidence on main (:meth:`~controller.delivery.inputs.BundleInputs.scope`), the
-  rollouts' generations and the commits that put their releases out (where historic evidence is
-  read from), the sha256 of every release file, and the ref layout.
+  sha256 of every release file and the ref layout, for every robot; and, for the rollouts it has
+  records of, their generations and the commits that put their releases out (where historic
+  evidence is read from).
 
 Everything a quiet robot's inputs digest is computed from is then what it was, so its digest is
 its recorded one and its bundle holds the recorded content: it is not built, its historic
@@ -37,21 +38,35 @@ from controller.records.model import DeploymentRecord
 from controller.state.model import DeviceFile, PublishedDesired, RolloutState
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What robots' delivery depends on besides their own device files: ``fixed`` for every robot,
+    and per rollout state the parts a robot's historic evidence is read by, which matter only to
+    the robots with a record of that rollout."""
+
+    fixed: Hashable
+    history: Mapping[str, Hashable]
+
+    def changed_rollouts(self, before: Scope) -> frozenset[str]:
+        """The rollouts whose generation or release commits differ from ``before``'s (or that
+        appeared or went since)."""
+        names = self.history.keys() | before.history.keys()
+        return frozenset(n for n in names if self.history.get(n) != before.history.get(n))
+
+
 def scope_of(
     inputs_scope: str,
     rollouts: Mapping[str, RolloutState],
     release_sha256: Mapping[str, str],
     *,
     namespaces: bool,
-) -> Hashable:
+) -> Scope:
     """What every robot's delivery depends on besides its own device file (see the module)."""
-    history = tuple(
-        sorted(
-            (name, state.generation, tuple(sorted(state.release_commits.items())))
-            for name, state in rollouts.items()
-        )
-    )
-    return (inputs_scope, history, tuple(sorted(release_sha256.items())), namespaces)
+    history = {
+        name: (state.generation, tuple(sorted(state.release_commits.items())))
+        for name, state in rollouts.items()
+    }
+    return Scope((inputs_scope, tuple(sorted(release_sha256.items())), namespaces), history)
 
 
 @dataclass
@@ -59,16 +74,18 @@ class QuietMemo:
     """The robots left alone by the last reconcile that delivered, kept between reconciles by
     ``controller run`` (:class:`~controller.reconcile.memo.RobotMemo`)."""
 
-    scope: Hashable | None = None
+    scope: Scope | None = None
     robots: dict[str, DeviceFile] = field(default_factory=dict)  # robot -> its device file then
     # Robots the last reconcile gave a new record (moved, or a new inputs digest): their device file
     # is written and parsed anew, so it is a new object next time. Robot -> (the records its inputs
     # were digested from, the record written): quiet next time while its file holds both (by value).
     settled: dict[str, tuple[tuple[DeploymentRecord, ...], PublishedDesired]] = field(default_factory=dict)
 
-    def quiet(self, scope: Hashable, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
-        """The robots of ``devices`` that are quiet under ``scope``."""
-        if scope != self.scope:
+    def quiet(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
+        """The robots of ``devices`` that are quiet under ``scope``: none when its fixed part
+        changed; where a rollout's generation or release commits changed (a new rollout's state
+        appears with the wave that starts it), not the robots with a record of it."""
+        if self.scope is None or scope.fixed != self.scope.fixed:
             return frozenset()
         held, settled = self.robots, self.settled
         found = {d for d, data in devices.items() if held.get(d) is data}
@@ -80,11 +97,14 @@ class QuietMemo:
                 and (data.records is records or data.records == records)
             ):
                 found.add(device)
+        changed = scope.changed_rollouts(self.scope)
+        if changed:
+            found = {d for d in found if not any(r.rollout in changed for r in devices[d].records)}
         return frozenset(found)
 
     def remember(
         self,
-        scope: Hashable,
+        scope: Scope,
         devices: Mapping[str, DeviceFile],
         left: Iterable[str],
         settled: Mapping[str, PublishedDesired] | None = None,

@@ -174,7 +174,7 @@ def deliver(
     }
     left = _left_alone(recorded, keys, quiet, moving, relabelled)
     if not moving:
-        if memo is not None:  # for the next reconcile to skip
+        if memo is not None and scope is not None:  # for the next reconcile to skip
             memo.quiet.remember(scope, devices, left, relabelled)
         return Delivered(
             serial=published.floor,
@@ -220,7 +220,7 @@ def deliver(
         )
         for device, oid in result.commits.items()
     }
-    if memo is not None:  # for the next reconcile to skip
+    if memo is not None and scope is not None:  # for the next reconcile to skip
         memo.quiet.remember(scope, devices, left, {**relabelled, **records})
     return Delivered(
         serial=serial,
