@@ -150,6 +150,20 @@ def test_a_proof_round_trips_through_its_canonical_bytes(seed: int) -> None:
     assert verify_inclusion(leaves[index], again, tree.root)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, *SIZES])
+def test_proof_json_written_directly_is_the_canonical_bytes_of_the_proof_model(n: int) -> None:
+    """``proof.json`` as the controller writes it (:meth:`MerkleTree.proof_bytes`, no model per
+    robot) is byte for byte ``canonical_bytes`` of the validated proof, for every leaf of trees of
+    one leaf, odd sizes (a node carried up) and powers of two; and a robot parses it to that proof."""
+    leaves, tree = tree_of(n) if n in SIZES else (fleet_leaves(n), build_tree(fleet_leaves(n)))
+    for index in range(n) if n < 200 else random.Random(n).sample(range(n), 200):
+        raw = tree.proof_bytes(index)
+        assert raw == canonical_bytes(tree.proof(index))
+        assert verify_inclusion(leaves[index], InclusionProof.model_validate_json(raw), tree.root)
+    with pytest.raises(IndexError):
+        tree.proof_bytes(n)
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -235,5 +235,5 @@ def build_signed_bundles(
     )
     root_bytes = canonical_bytes(root)
     signature = sign(root_bytes)
-    per_device = {d: (encoded_now[d], canonical_bytes(tree.proof(i))) for i, d in enumerate(devices)}
+    per_device = {d: (encoded_now[d], tree.proof_bytes(i)) for i, d in enumerate(devices)}
     return root_bytes, signature, per_device

@@ -74,6 +74,16 @@ class MerkleTree:
         return self.levels[-1][0].hex()
 
     def proof(self, index: int) -> InclusionProof:
+        return InclusionProof(leaf_index=index, leaves=self.size, path=self._path(index))
+
+    def proof_bytes(self, index: int) -> bytes:
+        """``canonical_bytes(self.proof(index))`` (``proof.json``) written directly: keys in order,
+        integers and hex strings only, so no model is built and dumped per robot (a fan-out writes
+        one per robot; tests/test_desired_merkle_properties.py holds the bytes equal)."""
+        path = ",".join(f'"{sibling}"' for sibling in self._path(index))
+        return f'{{"leaf_index":{index},"leaves":{self.size},"path":[{path}]}}'.encode("ascii")
+
+    def _path(self, index: int) -> list[str]:
         if not 0 <= index < self.size:
             raise IndexError(f"leaf {index} is outside a tree of {self.size} leaves")
         path: list[str] = []
@@ -84,7 +94,7 @@ class MerkleTree:
             if sibling < len(level):
                 path.append(level[sibling].hex())
             position //= 2
-        return InclusionProof(leaf_index=index, leaves=self.size, path=path)
+        return path
 
 
 def build_tree(leaves: Sequence[bytes]) -> MerkleTree:
