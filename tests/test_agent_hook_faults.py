@@ -295,12 +295,19 @@ def test_a_plugin_calling_sys_exit_while_loading_is_a_setup_error_naming_it() ->
         load_hooks(HookSettings(plugin="quits-on-load"))
 
 
-def test_plugin_answers_are_read_by_truthiness_except_report_healths(ctx: HookContext) -> None:
+def test_plugin_answers_are_not_read_by_truthiness(ctx: HookContext) -> None:
     hooks = load_hooks(HookSettings(plugin="truthy"))
-    assert hooks.install_artifact(ctx) is True
-    assert hooks.rollback(ctx) is False
-    # report_health's answer is a verdict: [] is malformed, and counts as unhealthy (fail closed);
-    # tests/test_agent_hook_health_answers.py goes through the malformed answers.
+    # "flashed" and 0 are malformed step answers: the step fails, it is neither handled nor left
+    # to the executor; [] from report_health counts as unhealthy (fail closed both ways).
+    # tests/test_agent_hook_step_answers.py and test_agent_hook_health_answers.py go through them.
+    with pytest.raises(
+        HookFailed, match="hook install_artifact failed: plugin 'truthy' answered the str 'flashed'"
+    ):
+        hooks.install_artifact(ctx)
+    with pytest.raises(
+        HookFailed, match="hook rollback failed: plugin 'truthy' answered a value of type int"
+    ):
+        hooks.rollback(ctx)
     with pytest.raises(HealthFailed, match="answered a value of type list"):
         hooks.report_health(ctx)
 

@@ -6,16 +6,19 @@
 hook                when                        answer
 ==================  ==========================  =============================================
 run_preflight       before install              returns: ok; raises HookFailed: not ok
-install_artifact    install to inactive slot    True: handled; False: the executor does it
-switch_slot         switch                      True: handled; False: the executor does it
+install_artifact    install to inactive slot    True: handled; False/None: the executor does it
+switch_slot         switch                      True: handled; False/None: the executor does it
 report_health       after the watch window      True/False: healthy or not; None: no opinion
-rollback            roll back                   True: handled; False: the executor does it
+rollback            roll back                   True: handled; False/None: the executor does it
 ==================  ==========================  =============================================
 
-``report_health`` is the one answer that is checked, not read by truthiness: anything but
-``True``, ``False`` or ``None`` (the string ``"unhealthy"``, ``1``, a dict) is malformed and counts
-as unhealthy, a :class:`~agent.errors.HealthFailed` naming what came back (fail closed: a plugin
-that answers in the wrong type must not pass a version it may be vetoing).
+No answer is read by truthiness: anything but ``True``, ``False`` or ``None`` (the string
+``"no"``, ``1``, a dict) is malformed and fails closed, naming what came back. From
+``report_health`` it counts as unhealthy (a :class:`~agent.errors.HealthFailed`: a plugin that
+answers in the wrong type must not pass a version it may be vetoing); from ``install_artifact``,
+``switch_slot`` and ``rollback`` it is a :class:`~agent.errors.HookFailed`, as if the hook had
+raised (the agent must not believe a step happened that the plugin did not confirm, nor run the
+executor's step over a plugin's unknown work).
 
 Each hook is an executable (:mod:`agent.hooks.exec`, set per hook in agent.yaml) or a method of a
 Python plugin (:mod:`agent.hooks.plugin`); an executable wins over the plugin's method, and a hook
@@ -38,7 +41,7 @@ from fleetcd.models.agent import ExecHook, HookSettings
 
 __all__ = ["HOOK_NAMES", "HookContext", "Hooks", "load_hooks"]
 
-ANSWER_SHOWN_CHARS = 64  # of a malformed report_health string answer, in the robot's status
+ANSWER_SHOWN_CHARS = 64  # of a malformed string answer, in the robot's status
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,13 @@ class Hooks:
         self._executables = dict(executables or {})
 
     def install_artifact(self, ctx: HookContext) -> bool:
-        return bool(self._call("install_artifact", ctx))
+        return self._handled("install_artifact", ctx)
 
     def run_preflight(self, ctx: HookContext) -> None:
         self._call("run_preflight", ctx)
 
     def switch_slot(self, ctx: HookContext) -> bool:
-        return bool(self._call("switch_slot", ctx))
+        return self._handled("switch_slot", ctx)
 
     def report_health(self, ctx: HookContext) -> bool | None:
         """The hook's verdict (None: no opinion); a malformed answer raises HealthFailed."""
@@ -107,7 +110,19 @@ class Hooks:
         )
 
     def rollback(self, ctx: HookContext) -> bool:
-        return bool(self._call("rollback", ctx))
+        return self._handled("rollback", ctx)
+
+    def _handled(self, hook: str, ctx: HookContext) -> bool:
+        """A step hook's answer: True handled, False or None not handled (the executor does it);
+        anything else raises HookFailed, as if the hook had raised (it did not say what it did)."""
+        answer = self._call(hook, ctx)
+        if answer is None or isinstance(answer, bool):
+            return bool(answer)
+        raise HookFailed(
+            hook,
+            f"plugin {self._plugin_name!r} answered {_described(answer)}, not True, False or None: "
+            "a malformed answer counts as a failure of the step",
+        )
 
     def _call(self, hook: str, ctx: HookContext) -> object:
         """The hook's answer; None when nobody handles it (exit 3 of an executable too)."""
