@@ -22,11 +22,15 @@ from controller.metrics.exposition import ControllerMetrics
 from controller.reconcile.result import Repack
 from controller.reconcile.source import Source, fetch_all, open_mirror, publish
 from fleetcd.git import refs
+from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.housekeeping import Policy, count
 from fleetcd.git.localpush import DIRECT_FROM_REFS
 from fleetcd.git.mirror import open_locked_mirror
 from fleetcd.git.objects import commit, update_refs, write_tree
 from fleetcd.git.refs import status_ref
+from fleetcd.git.remote import SshKey
+from tests.conftest import require_service
+from tests.gitolite import CONTROLLER, Gitolite, GitoliteUnavailable
 from tests.gitrepos import git
 from tests.gpgkeys import KeyFactory
 from tests.promtext import samples, value
@@ -158,3 +162,38 @@ def test_a_fan_out_pushed_by_hand_housekeeps_the_server_and_leaves_no_keep_file(
 
 def loose_refs(git_dir: Path) -> list[Path]:
     return [p for p in (git_dir / "refs").rglob("*") if p.is_file()]
+
+
+def test_a_status_ref_deleted_on_an_ssh_server_is_deleted_from_the_mirror_too(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """Over SSH (libgit2, which fetches without pruning) the same as from a local server."""
+    world = make_world(tmp_path / "world", keys)
+    world.reconcile()
+    world.report_all(STAGING, "deployed")
+    try:
+        server = Gitolite(tmp_path / "gitolite", []).__enter__()
+    except (GitoliteUnavailable, RuntimeError) as exc:
+        require_service("gitolite", False, str(exc))
+        raise
+    try:
+        server.load(world.server)
+        source = Source(
+            server.url(),
+            tmp_path / "mirror.git",
+            SshKey(CONTROLLER, server.key(CONTROLLER)),
+            HostKeyPolicy(pinned_sha256=(server.host_fingerprint,)),
+        )
+        gone = status_ref(STAGING[0])
+        with open_mirror(source) as repo:
+            assert gone in fetch_all(repo, source).status
+            assert repo.references.get(gone) is not None
+        git("update-ref", "-d", gone, cwd=server.repo_path())
+        with open_mirror(source) as repo:
+            fetched = fetch_all(repo, source)
+            assert gone not in fetched.status
+            assert repo.references.get(gone) is None
+            assert read_reports(repo, [STAGING[0]]) == {STAGING[0]: (None, None)}
+            assert set(fetched.status) == {status_ref(d) for d in STAGING[1:]}
+    finally:
+        server.__exit__(None, None, None)

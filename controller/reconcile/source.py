@@ -52,11 +52,12 @@ from pathlib import Path
 from controller.reconcile.result import Repack
 from fleetcd.errors import SetupError, TransportError
 from fleetcd.git import gitcli
+from fleetcd.git.gitcli import checked_url
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.housekeeping import Policy, housekeep
 from fleetcd.git.localpush import LocalPushBusy, by_hand_pays, push_by_hand, refused
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
-from fleetcd.git.objects import ref_target
+from fleetcd.git.objects import delete_refs, ref_target
 from fleetcd.git.packedrefs import loose_refs_at_least, read_refs, refs_to_send
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
@@ -137,6 +138,8 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
         found = fetch_moved(repo, source.url, names)
     else:
         found = _fetch_libgit2(repo, source, status=status)
+        if status:  # libgit2 does not prune: a status ref deleted on the server would stay here
+            _prune(repo, found, STATUS_PREFIX, source.url)
     if loose_refs_at_least(Path(repo.path), PACK_FROM_LOOSE_REFS):
         _pack_mirror_refs(repo)
     main = found.get(MAIN_BRANCH)
@@ -156,6 +159,15 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
         repo.references.delete(ref)
     reports = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
     return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports)
+
+
+def _prune(repo: Repository, found: Mapping[str, Oid], prefix: str, url: str) -> None:
+    """Delete the mirror's refs under ``prefix`` that the server no longer has (not in ``found``)."""
+    gone = {
+        ref: Oid(hex=oid) for ref, oid in read_refs(Path(repo.path), (prefix,)).items() if ref not in found
+    }
+    if gone:
+        delete_refs(repo, gone, message=f"fleetcd: deleted on {checked_url(url)}")
 
 
 def _fetch_libgit2(repo: Repository, source: Source, *, status: bool) -> dict[str, Oid]:
