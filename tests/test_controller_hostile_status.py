@@ -288,11 +288,13 @@ def test_a_hostile_status_ref_is_refused_by_name_and_every_other_robot_is_ingest
     assert device_file(world, HOSTILE).last_report_seq == seq == 2
 
 
-def test_a_mirror_ref_at_a_missing_object_is_refused_by_name_and_fetches_still_work(
+def test_a_mirror_only_ref_at_a_missing_object_is_deleted_and_fetches_still_work(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
     """A damaged cache: the mirror holds a status ref at an object it lacks (a server cannot serve
-    one: a fetch of it fails there, and receive-pack never creates one)."""
+    one: a fetch of it fails there, and receive-pack never creates one). The server has no such
+    ref, so the fetch deletes it from the mirror (the server is the truth): nothing is read from
+    it, nothing is refused, and the robot is heard as soon as it reports."""
     world = make_world(tmp_path, keys)
     world.reconcile()
     loose = world.settings.source.mirror / status_ref(HOSTILE)
@@ -303,8 +305,9 @@ def test_a_mirror_ref_at_a_missing_object_is_refused_by_name_and_fetches_still_w
     world.clock.tick(10)
 
     result = world.reconcile()
-    (reason,) = refusals([e.as_json() for e in result.events], HOSTILE)
-    assert reason.startswith(status_ref(HOSTILE)) and f"names {'1' * 40}, which is not here" in reason
+    assert refusals([e.as_json() for e in result.events], HOSTILE) == []
+    assert not loose.exists()
+    assert pygit2.Repository(str(world.settings.source.mirror)).references.get(status_ref(HOSTILE)) is None
     (record,) = device_file(world, "stg-1").records
     assert record.activity.value == "downloading"
     seq = report_honestly(world, HOSTILE)
