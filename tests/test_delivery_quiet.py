@@ -303,3 +303,38 @@ def test_a_robot_given_a_new_record_is_quiet_next_time_only_while_its_file_holds
     }
     assert memo.quiet(scope, parsed) == {"a", "c"}
     assert memo.quiet(scope_of("other", {}, {}, namespaces=True), parsed) == frozenset()
+
+
+def test_the_benchmarks_wave_and_ingest_after_a_first_reconcile_digest_only_the_waves_robots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, computed: list[str]
+) -> None:
+    """The 100,000-robot benchmark's story on 120 robots (bench.controller_world): every robot's
+    first desired state, then a rollout falling due that dispatches 12 of them (its rollout state
+    appears only then), then their reports. The wave and the ingest digest the 12 robots alone (the
+    others were settled by the first reconcile, then left alone), and every robot's recorded inputs
+    digest is the one a cold computation from the mirror gives."""
+    from bench import controller_world
+    from bench.controller_reconcile import REPORT_DELAY_S, _wave_reports
+    from controller.reconcile.steps import reconcile_once
+    from tests.sim.robots import ROBOT, push_reports
+    from tests.test_reconcile_passes import cold
+
+    monkeypatch.setattr(controller_world, "WAVE_ROBOTS", 12)
+    world = controller_world.build_world(tmp_path, 120)
+    reconcile_once(world.settings)
+    computed.clear()
+    world.clock.now = controller_world.WAVE_AT
+    assert reconcile_once(world.settings).desired_refs == 12
+    assert sorted(computed) == sorted(world.wave)
+    world.clock.tick(REPORT_DELAY_S)
+    push_reports(world.server, _wave_reports(world), world.clock.now, author=ROBOT)
+    world.clock.tick(REPORT_DELAY_S)
+    computed.clear()
+    assert reconcile_once(world.settings).desired_refs == 0
+    assert sorted(computed) == sorted(world.wave)
+    computed.clear()
+    state, _, digests = cold(world)  # type: ignore[arg-type]  # a BenchWorld has the settings it reads
+    assert len(digests) == len(state.devices) >= len(world.active)
+    for device in world.active:
+        desired = state.devices[device].desired
+        assert desired is not None and desired.inputs_sha256 == digests[device], device

@@ -83,8 +83,8 @@ class QuietMemo:
 
     def quiet(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
         """The robots of ``devices`` that are quiet under ``scope``: none when its fixed part
-        changed; where a rollout's generation or release commits changed (a new rollout's state
-        appears with the wave that starts it), not the robots with a record of it."""
+        changed; where a rollout's generation or release commits changed, or its state appeared or
+        went, not the robots with a record of it (the others' historic evidence is untouched)."""
         if self.scope is None or scope.fixed != self.scope.fixed:
             return frozenset()
         held, settled = self.robots, self.settled
