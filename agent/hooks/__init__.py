@@ -5,7 +5,7 @@
 ==================  ==========================  =============================================
 hook                when                        answer
 ==================  ==========================  =============================================
-run_preflight       before install              returns: ok; raises HookFailed: not ok
+run_preflight       before install              True/None: ok; False or raises: not ok
 install_artifact    install to inactive slot    True: handled; False/None: the executor does it
 switch_slot         switch                      True: handled; False/None: the executor does it
 report_health       after the watch window      True/False: healthy or not; None: no opinion
@@ -14,6 +14,7 @@ rollback            roll back                   True: handled; False/None: the e
 
 No answer is read by truthiness: anything but ``True``, ``False`` or ``None`` (the string
 ``"no"``, ``1``, a dict) is malformed and fails closed, naming what came back. From
+``run_preflight`` it is "not ok" like ``False`` (the install does not start); from
 ``report_health`` it counts as unhealthy (a :class:`~agent.errors.HealthFailed`: a plugin that
 answers in the wrong type must not pass a version it may be vetoing); from ``install_artifact``,
 ``switch_slot`` and ``rollback`` it is a :class:`~agent.errors.HookFailed`, as if the hook had
@@ -93,7 +94,17 @@ class Hooks:
         return self._handled("install_artifact", ctx)
 
     def run_preflight(self, ctx: HookContext) -> None:
-        self._call("run_preflight", ctx)
+        """Returns when the hook says ok (True or None); raises HookFailed when it says otherwise."""
+        answer = self._call("run_preflight", ctx)
+        if answer is None or answer is True:
+            return
+        detail = f"plugin {self._plugin_name!r} answered False: not ok"
+        if answer is not False:
+            detail = (
+                f"plugin {self._plugin_name!r} answered {_described(answer)}, not True, False or None: "
+                "a malformed answer counts as not ok"
+            )
+        raise HookFailed("run_preflight", detail)
 
     def switch_slot(self, ctx: HookContext) -> bool:
         return self._handled("switch_slot", ctx)
