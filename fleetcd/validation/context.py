@@ -48,9 +48,9 @@ class Context:
         return self.with_spec(self.spec)
 
     def with_spec(self, spec: FleetSpec) -> Context:
-        """A context over ``spec``, whose documents must be this context's spec's own (only
-        signatures, approvals or keys differ): :attr:`stages`, a function of the documents, is
-        carried over when it was made."""
+        """A context over ``spec``, whose robots and cohorts must be this context's spec's own (only
+        signatures, approvals, keys or the withdrawals in force differ): the robots' lookups and
+        :attr:`stages`, a function of them, are carried over (not rebuilt over the whole fleet)."""
         other = Context.__new__(Context)
         other.spec, other.devices, other.cohorts = spec, self.devices, self.cohorts
         if "stages" in self.__dict__:

@@ -131,7 +131,7 @@ def judge(
     # An unapproved withdrawal withdraws nothing: downstream (controller, plan, pages) sees only
     # those in force, and only their rollouts are warned about.
     spec = withdrawals.approved_only(spec, checked.withdrawals_in_force)
-    found.extend(references.withdrawn_rollouts(Context(spec)))
+    found.extend(references.withdrawn_rollouts(ctx.with_spec(spec)))  # its robots are ctx's own
     if now is not None and checked.trusted is not None:
         found.extend(trust.expiry(spec, checked.trusted, now))
     result = ValidationResult(spec=spec, diagnostics=sort_diagnostics(found), trust=checked.trusted)
