@@ -23,6 +23,7 @@ from controller.records.model import Connectivity, DeviceState
 from controller.records.transitions import apply_report
 from controller.state.layout import device_file
 from controller.state.model import ControllerMeta, DeviceFile, RolloutPhase, WavePhase, WaveState
+from fleetcd.models import Stage
 from tests.test_pages import COMMIT, NOW, Fleet, device, mix, sample_fleet, unchanged_fleet
 
 Pages = tuple[str, str]
@@ -255,3 +256,67 @@ def test_a_file_read_back_with_other_bytes_than_written_is_built_again_not_adopt
     assert adopt_read_back(memo, snapshot, fleet.files) == len(ids) - 1
     assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
     assert memo.robots_built == 1
+
+
+def two_rollouts() -> Fleet:
+    fleet = sample_fleet()
+    start_rollout(fleet)
+    return fleet
+
+
+def set_wave(fleet: Fleet, rollout: int, **fields: object) -> None:
+    state = fleet.rollouts[rollout]
+    waves = (state.waves[0].model_copy(update=fields), *state.waves[1:])
+    fleet.rollouts[rollout] = state.model_copy(update={"waves": waves})
+
+
+def restage(fleet: Fleet, name: str, stage: str) -> None:
+    fleet.cohorts[name] = fleet.cohorts[name].model_copy(update={"stage": Stage(stage)})
+
+
+UNTOUCHED_ROLLOUT: list[tuple[str, Callable[[Fleet], None], bool]] = [
+    ("a report in the other rollout", lambda f: report(f, robot_ids(f, 2)[20], "deployed"), True),
+    ("nothing changed", lambda f: None, True),
+    (
+        "its wave's phase and reason",
+        lambda f: set_wave(f, 1, phase=WavePhase.FAILED, reason="2 failed"),
+        True,
+    ),
+    (
+        "its own phase and reason",
+        lambda f: f.rollouts.__setitem__(
+            1, f.rollouts[1].model_copy(update={"phase": RolloutPhase.PAUSED, "reason": "paused by commit"})
+        ),
+        True,
+    ),
+    (
+        "a report from one of its robots",
+        lambda f: report(f, f.rollouts[1].waves[0].devices[0], "deployed"),
+        False,
+    ),
+    ("its cohort's stage", lambda f: restage(f, "pilot-robots", "staging"), False),
+    ("it halts", phase("nav-hotfix", RolloutPhase.HALTED), False),
+    ("a robot of it is retired", lambda f: retire_id(f, f.rollouts[1].waves[0].devices[1]), False),
+    ("every file parsed again", reparsed, False),
+]
+
+
+def retire_id(fleet: Fleet, device_id: str) -> None:
+    fleet.devices[device_id] = fleet.devices[device_id].model_copy(update={"decommissioned": True})
+
+
+def test_a_rollout_none_of_whose_robots_changed_is_reused_whole_and_its_own_fields_are_fresh() -> None:
+    """A rollout whose robots' files, models, waves and cohorts are the objects it was built from
+    is not walked robot by robot: its counts, robot lists and tables are the last build's, its
+    phase, reason and waves' phases today's. Anything a robot's view reads changing builds it.
+    Both pages equal a full rebuild after every step."""
+    fleet, memo, config = two_rollouts(), PagesMemo(), Config(None)
+    pages(fleet, memo, config)
+    for minute, (what, step, reused) in enumerate(UNTOUCHED_ROLLOUT, start=1):
+        step(fleet)
+        got = pages(fleet, memo, config, minute)
+        assert got == pages(fleet, None, config, minute), what
+        assert memo.rollouts["nav-hotfix"].reused is reused, what
+        if reused:
+            assert memo.rollouts["nav-hotfix"].built == 0
+    assert "2 failed" in got[0] and "paused by commit" in got[1]

@@ -27,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from controller.pages.summary import RobotView
+    from controller.pages.summary import RobotView, RolloutView
     from controller.state.model import DeviceFile
     from fleetcd.models import Device
 
@@ -62,6 +62,12 @@ class RolloutMemo:
     waves: dict[int, WaveMemo] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # the rollout's robots in device order
     built: int = 0  # robot views the last build made (the rest were reused)
+    # The view the last build returned and what its cohort tables were grouped by (the memberships
+    # and cohorts objects): while no robot's inputs changed it is reused whole, its fields from the
+    # rollout state taken anew (controller.pages.summary._reused).
+    view: RolloutView | None = None
+    grouped_by: tuple[object, object] = (None, None)
+    reused: bool = False  # the last build reused the whole view (tests count them)
 
 
 # device -> (the file object the pages were built from, its path, the bytes written)

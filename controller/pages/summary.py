@@ -481,6 +481,11 @@ def _rollout_view(
     built again."""
     memo = memo if memo is not None else RolloutMemo()
     key = _robot_key(rollout)
+    reused = _reused(rollout, key, files, memberships, cohorts, devices, memo, config_same)
+    memo.reused = reused is not None
+    if reused is not None:
+        memo.built = 0
+        return reused
     kept = memo.waves if memo.key == key else {}
     built = _Builder(rollout, files, config_of, config_same)
     waves: list[WaveView] = []
@@ -514,6 +519,15 @@ def _rollout_view(
         _table(name, cohorts, members)
         for name, members in sorted(groups.items(), key=lambda kv: _cohort_order(kv[0], cohorts))
     )
+    memo.view = _shell(rollout, count(seen.values()), tuple(waves), tables)
+    memo.grouped_by = (memberships, dict(cohorts))  # a copy: the caller's mapping may change in place
+    return memo.view
+
+
+def _shell(
+    rollout: RolloutState, counts: Counts, waves: tuple[WaveView, ...], tables: tuple[CohortTable, ...]
+) -> RolloutView:
+    """A rollout's view: its own fields from ``rollout``, its robots' from the rest."""
     return RolloutView(
         name=rollout.name,
         app=rollout.app,
@@ -526,12 +540,60 @@ def _rollout_view(
         updated_at=rollout.updated_at,
         approvers=tuple(f"{a.name} ({a.fingerprint[-16:]})" for a in rollout.approvers),
         skipped=len(rollout.skipped),
-        counts=count(seen.values()),
-        waves=tuple(waves),
+        counts=counts,
+        waves=waves,
         cohorts=tables,
         halt_policy=rollout.halt_policy,
         rolled_back=len(rollout.rolled_back_devices),
     )
+
+
+def _reused(
+    rollout: RolloutState,
+    key: tuple[object, ...],
+    files: Mapping[str, DeviceFile],
+    memberships: Mapping[str, tuple[str, ...]],
+    cohorts: Mapping[str, Cohort],
+    devices: Mapping[str, Device],
+    memo: RolloutMemo,
+    config_same: bool,
+) -> RolloutView | None:
+    """The last build's view of ``rollout`` with its own fields taken anew, when none of its robots'
+    inputs changed: the same rollout fields a robot reads, waves of the same names and robots, every
+    robot's device file and model the very objects its entry was built from (a view that read the
+    config: the same config source), grouped by the same memberships and equal cohorts. Its counts,
+    robot lists and cohort tables are then the last build's; checking costs two dictionary probes a
+    robot, where building costs a view's worth. None: build it."""
+    last = memo.view
+    if (
+        last is None
+        or memo.key != key
+        or len(memo.waves) != len(rollout.waves)
+        or len(last.waves) != len(rollout.waves)
+    ):
+        return None
+    grouped, grouped_cohorts = memo.grouped_by
+    if (grouped is not memberships and grouped != memberships) or grouped_cohorts != cohorts:
+        return None
+    file_of, model_of = files.get, devices.get
+    for wave in rollout.waves:
+        old = memo.waves.get(wave.index)
+        if old is None or old.name != wave.name or old.devices != wave.devices:
+            return None
+        if not all(
+            file_of(e.device) is e.file
+            and model_of(e.device) is e.model
+            and (config_same or not e.used_config)
+            for e in old.entries
+        ):
+            return None
+    if any(wave.index != kept.index for wave, kept in zip(rollout.waves, last.waves, strict=True)):
+        return None
+    waves = tuple(
+        WaveView(wave.index, wave.name, wave.action, wave.phase, wave.reason, kept.counts, kept.robots)
+        for wave, kept in zip(rollout.waves, last.waves, strict=True)
+    )
+    return _shell(rollout, last.counts, waves, last.cohorts)
 
 
 HALT_WORDS = {
