@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +66,10 @@ from fleetcd.git.refs import (
     NAMESPACES_PREFIX,
     STATE_BRANCH,
     STATUS_PREFIX,
-    device_of_desired_ref,
 )
 from fleetcd.git.remote import DEFAULT_TIMEOUT_S, SshKey, fetch, fetch_moved, fetch_untrusted, is_local, push
 from fleetcd.git.repo import Oid, Repository
+from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
 
 DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts (namespaced or flat)
 # How long a second process on one cache waits for the first: about twice a reconcile fanning out
@@ -205,12 +206,20 @@ def fetch_state(repo: Repository, source: Source) -> Oid | None:
     return found.get(STATE_BRANCH)
 
 
+# One regular expression per layout, matched in C: the check runs on every desired-state ref of
+# the mirror at every fetch (100,000 refs: 0.12 s CPU through device_of_desired_ref and
+# is_safe_name, tests/test_reconcile_desired_refs.py holds the two to the same answers).
+_SAFE_NAME = SAFE_NAME_PATTERN.removeprefix("^").removesuffix("$")
+_FLAT_DESIRED = re.compile(f"{re.escape(DESIRED_PREFIX)}(?P<device>{_SAFE_NAME})")
+_NAMESPACED_DESIRED = re.compile(
+    f"{re.escape(NAMESPACES_PREFIX)}(?P<device>{_SAFE_NAME})/{re.escape(DESIRED_PREFIX)}(?P=device)"
+)
+
+
 def is_desired_ref(ref: str) -> bool:
     """``refs/fleetcd/desired/<id>``, or that ref inside ``refs/namespaces/<id>/`` (same ``<id>``)."""
-    if ref.startswith(DESIRED_PREFIX):
-        return device_of_desired_ref(ref) is not None
-    device, sep, inner = ref.removeprefix(NAMESPACES_PREFIX).partition("/refs/")
-    return bool(sep) and device_of_desired_ref("refs/" + inner) == device
+    found = _FLAT_DESIRED.fullmatch(ref) or _NAMESPACED_DESIRED.fullmatch(ref)
+    return found is not None and len(found["device"]) <= SAFE_NAME_MAX
 
 
 # A push of N robots' refs makes the server write N loose ref files (four directories each when
