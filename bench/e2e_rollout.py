@@ -13,7 +13,13 @@ listed), verifies every new bundle with the real verifier and real gpg, "applies
 heartbeat every ``--heartbeat-seconds``: 3,600 by default, sized to the fleet, so that what is
 measured is the rollout's own reports). A poll when no desired-state ref of the whole repository
 moved since the robot's last poll is counted, not run (``--run-noop-polls`` runs it), so soaks
-cost no real time. The controller reconciles in this process at the merge and every
+cost no real time; so is a poll that would find the robot's own ref where the controller's last
+push left it, the commit it holds (a wave moves a few robots' refs, and the rest of the fleet's next
+polls are no-ops), except on every ``--unmoved-poll-sample``-th robot (10), whose polls keep the
+first rule: those no-op polls run, a measured sample of what they cost the server. Skipping changes
+no robot's state (nothing is fetched, verified or pushed by a no-op poll) and no simulated instant
+(``tests/test_sim_unmoved_polls.py``); every poll that brings a commit runs git, every bundle is
+verified. The controller reconciles in this process at the merge and every
 ``--controller-seconds``, as ``fleetcd controller run --watch --repo /srv/fleet.git`` would.
 
 Latency: merge→applied per robot is the instant its ``deployed`` report reached the server, in
@@ -31,7 +37,17 @@ reconcile leaves the refs of robots whose bundle did not change where they were.
 controller's real time per reconcile in the wave's window (from the reconcile that started the wave
 to the one that started the next), and the git server's CPU for polls and for pushes in it.
 The simulator is not changed for this: the bench wraps the controller actor's reconcile and the
-robots' verify step (:class:`Probe`).
+robots' verify step (:class:`Probe`), which also samples the machine's 1-minute load average.
+
+The served repository gets the settings docs/git-server.md recommends for a fleet repository
+("Server settings worth setting", read from the page by the tests): ``core.alternateRefsCommand
+true`` above all, without which every status push walks from every ref (docs/scaling.md, "Status
+pushes"). Runs recorded before 2026-12-07 served git's defaults. Every repository of the run (the
+server's, the controller's mirror, each robot's) is on tmpfs (``/dev/shm``) unless ``--scratch``
+says otherwise: the shared machine's disk took 2 to 3 ms per unlink under load, in the real time of
+every git transaction. The git daemons' CPU is measured either way; on tmpfs the kernel's share of
+it is the memory file system's, a little below a disk's. Results
+are written before the repositories are removed.
 
 Git server CPU, and why it is measured this way: the repository is served to the robots by two ``git
 daemon`` processes on loopback — one answers polls (upload-pack), the other status pushes
@@ -77,6 +93,7 @@ from controller.sim.control import ControllerActor
 from controller.sim.model import Counters
 from controller.sim.report import APPLIED, percentile
 from controller.sim.robot import VirtualRobot
+from controller.sim.settings import DEFAULT_WORKERS
 from fleetcd.compat import UTC
 from fleetcd.errors import TransportError
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
@@ -96,12 +113,25 @@ DEFAULT_HEARTBEAT_SECONDS = 3600.0
 GOAL_DOWNLOADS_PER_CHANGE = 1.1
 TRANSPORT_RETRIES = 3
 DEFAULT_POLL_SECONDS = 60.0
+DEFAULT_UNMOVED_POLL_SAMPLE = 10  # every 10th robot runs its no-op polls after a wave started
 DEFAULT_APPLY_SECONDS = 30.0
 DEFAULT_CONTROLLER_SECONDS = 30.0
 JITTER_PERCENT = 20.0
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 APP, VERSION = "telemetry", "2.0.0"
 BENCH = Identity("bench robot", "robot@bench.invalid")
+# docs/git-server.md "Server settings worth setting", set on the served repository as the page
+# says (tests/test_e2e_bench.py reads them from the page): above all core.alternateRefsCommand,
+# without which a status push walks from every ref of the repository (docs/scaling.md, "Status
+# pushes": 214 ms of server CPU a push at 10,000 robots with git's defaults, 27 ms with it).
+SERVER_SETTINGS = (
+    ("receive.maxInputSize", "64m"),
+    ("core.alternateRefsCommand", "true"),
+    ("uploadpack.allowAnySHA1InWant", "false"),
+    ("uploadpack.allowReachableSHA1InWant", "false"),
+    ("uploadpack.allowTipSHA1InWant", "false"),
+)
+SHM = Path("/dev/shm")
 REAP_SETTLE_S = 0.5  # let the daemon reap its last children before the final sample
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _GIT_ENV = {
@@ -208,8 +238,22 @@ def publish(root: Path, files: dict[str, bytes]) -> Path:
         subprocess.run(argv, cwd=work, env=env, check=True)
     server = root / "fleet.git"
     subprocess.run(["git", "init", "-q", "--bare", str(server)], check=True)
+    for key, value in SERVER_SETTINGS:
+        subprocess.run(["git", "--git-dir", str(server), "config", key, value], check=True)
     subprocess.run(["git", "push", "-q", str(server), "main"], cwd=work, check=True)
     return server
+
+
+def scratch_parent(given: Path | None) -> Path | None:
+    """Where the run's repositories go: ``given``, else /dev/shm when it is a writable directory.
+
+    None: the system's temporary directory. tmpfs keeps the shared machine's disk (a file's unlink
+    took 2 to 3 ms there while other benchmarks ran) out of the real time of every git transaction,
+    on the server as on the robots; the CPU the git daemons spend is measured either way.
+    """
+    if given is not None:
+        return given
+    return SHM if SHM.is_dir() and os.access(SHM, os.W_OK | os.X_OK) else None
 
 
 @contextmanager
@@ -296,6 +340,7 @@ class Probe:
             "git_polls": totals.polls - totals.skipped_polls,
             "skipped_polls": totals.skipped_polls,
             "pushes": totals.pushes,
+            "load_1m": round(os.getloadavg()[0], 2),
         }
 
 
@@ -342,7 +387,7 @@ def probing(poll_pid: int, push_pid: int, max_wall_seconds: float = math.inf) ->
             f"e2e: {sample['at_s']:8.0f} s simulated: reconcile {sample['wall_s']:.1f} s real, "
             f"{probe.moved} desired refs moved; so far {sample['git_polls']} polls run, "
             f"{sample['pushes']} pushes, server CPU {sample['poll_cpu_s']:.1f} s polls / "
-            f"{sample['push_cpu_s']:.1f} s pushes",
+            f"{sample['push_cpu_s']:.1f} s pushes; load {sample['load_1m']:.1f}",
             file=sys.stderr,
             flush=True,
         )
@@ -393,6 +438,8 @@ def run(args: Any, root: Path) -> dict[str, Any]:
             max_seconds=args.max_seconds,
             heartbeat_seconds=args.heartbeat_seconds,
             skip_noop_polls=args.skip_noop_polls,
+            unmoved_poll_sample=args.unmoved_poll_sample if args.skip_noop_polls else 0,
+            workers=args.workers,
         )
         with probing(polls, pushes, args.max_wall_seconds) as probe:
             report = run_simulation(settings, progress=lambda line: print(f"e2e: {line}", file=sys.stderr))
@@ -537,6 +584,14 @@ def main() -> None:
         help="run every poll with git, also when no desired ref moved since the robot's last one "
         "(default: such polls are counted, not run, and their server CPU is not in the numbers)",
     )
+    parser.add_argument(
+        "--unmoved-poll-sample",
+        type=int,
+        default=DEFAULT_UNMOVED_POLL_SAMPLE,
+        help="with no-op polls skipped, also count, not run, a poll that would find the robot's own "
+        "ref unmoved, except on every N-th robot (a sample of no-op polls, run); 0: only polls when no "
+        "ref of the repository moved are skipped (default: %(default)s)",
+    )
     parser.add_argument("--max-seconds", type=float, default=7200.0, help="simulated time limit")
     parser.add_argument(
         "--max-wall-seconds",
@@ -545,6 +600,20 @@ def main() -> None:
         help="stop at the first reconcile after this much real time and report the waves so far",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="threads running the robots' events between two reconciles (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="directory for the run's repositories and temporary files (default: /dev/shm when "
+        "writable, else the system's temporary directory); keep its path short: gpg-agent's socket "
+        "goes under it",
+    )
     parser.add_argument("--push-samples", type=int, default=20, help="pushes per kind after the run")
     args = parser.parse_args()
     if abs(sum(args.wave_percents) - 100.0) > 1e-6 or any(p <= 0 for p in args.wave_percents):
@@ -553,12 +622,20 @@ def main() -> None:
         wave_sizes(args.robots, args.wave_percents)
     except ValueError as exc:
         parser.error(str(exc))
-    with tempfile.TemporaryDirectory(prefix="fleetcd-e2e-") as tmp:
+    if args.unmoved_poll_sample < 0:
+        parser.error(f"--unmoved-poll-sample must not be negative, not {args.unmoved_poll_sample}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    parent = scratch_parent(args.scratch)
+    if parent is not None:
+        tempfile.tempdir = str(parent)  # the robots' fetch traces too (fleetcd.git.gitcli)
+    with tempfile.TemporaryDirectory(prefix="fleetcd-e2e-", dir=parent) as tmp:
         measured = run(args, Path(tmp))
-    lines, payload = results(args, measured)
-    target = write_results(NAME, payload, lines, args.out)
-    print("\n".join(lines))
-    print(f"\nwritten: {target}")
+        # Written before the repositories are removed: at 10,000 robots that takes minutes on disk.
+        lines, payload = results(args, measured)
+        target = write_results(NAME, payload, lines, args.out)
+        print("\n".join(lines))
+        print(f"\nwritten: {target}", flush=True)
 
 
 def _s(value: float | None) -> str:
@@ -601,7 +678,15 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         f"soak {args.soak_seconds} s"
     )
     noop = "counted, not run" if args.skip_noop_polls else "run"
+    if args.skip_noop_polls and args.unmoved_poll_sample:
+        noop += f", also when its own ref had not moved (run by 1 robot in {args.unmoved_poll_sample})"
     worst = max((x for x in since if x is not None), default=math.inf)
+    loads = sorted(r["load_1m"] for r in measured["reconciles"] if "load_1m" in r)
+    load = (
+        {"min": loads[0], "median": loads[len(loads) // 2], "max": loads[-1]}
+        if loads
+        else {"min": None, "median": None, "max": None}
+    )
     lines = [
         f"{args.robots} robots, {strategy}, poll T={t:g} s ±{JITTER_PERCENT:g} %, apply {apply:g} s, "
         f"controller every {args.controller_seconds:g} s, heartbeat {args.heartbeat_seconds:g} s; "
@@ -639,6 +724,10 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
                 ["one more push, as in the run", f"{one_push['unfiltered']:.1f} ms server CPU"],
                 ["  with per-robot hideRefs", f"{one_push['narrowed']:.1f} ms (docs/git-server.md setup)"],
                 [
+                    "polls skipped because the robot's own ref had not moved",
+                    str(costs.get("skipped_unmoved_polls", 0)),
+                ],
+                [
                     "polls (run with git) / new commits / pushes",
                     f"{costs['polls']} ({polls}) / {costs['fetches']} / {costs['pushes']}",
                 ],
@@ -649,7 +738,11 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
                 ],
                 ["controller wall", f"{costs['controller_wall_seconds']:.1f} s"],
                 ["  reconciles retried after a transport error", str(len(measured["transport_retries"]))],
-                ["wall", f"{report.wall_seconds:.1f} s"],
+                ["wall", f"{report.wall_seconds:.1f} s ({args.workers} worker threads)"],
+                [
+                    "machine load (1 min) at the reconciles",
+                    f"{load['min']} / {load['median']} / {load['max']} (min / median / max)",
+                ],
             ],
         ),
         "",
@@ -703,10 +796,14 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         "controller_seconds": args.controller_seconds,
         "heartbeat_seconds": args.heartbeat_seconds,
         "skip_noop_polls": args.skip_noop_polls,
+        "unmoved_poll_sample": args.unmoved_poll_sample if args.skip_noop_polls else 0,
         "seed": args.seed,
         "stopped": stopped,
         "simulated_seconds": report.simulated_seconds,
         "wall_seconds": report.wall_seconds,
+        "workers": args.workers,
+        "load_1m_during_run": load,
+        "server_settings": dict(SERVER_SETTINGS),
         "merge_to_applied_p50_s": p50,
         "merge_to_applied_p99_s": p99,
         "goal_p99_s": goal,

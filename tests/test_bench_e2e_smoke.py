@@ -8,10 +8,16 @@ the git server's CPU was actually measured.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from bench.e2e_rollout import SERVER_SETTINGS, publish, scratch_parent
+from tests.gitolite import server_settings
 from tests.test_bench_smoke import run_bench
 
 
@@ -42,14 +48,19 @@ def test_e2e_bench_takes_every_robot_from_merge_to_applied_and_measures_the_serv
 
 
 @pytest.mark.slow
-def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(tmp_path: Path, gpg_available: str) -> None:
+def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(
+    tmp_path: Path, gpg_available: str, request: pytest.FixtureRequest
+) -> None:
     soak, apply = 30, 5
+    # A short path: gpg-agent's socket goes under it, and pytest's tmp_path is too long for one.
+    scratch = Path(tempfile.mkdtemp(prefix="e2e-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     result = run_bench(
         "e2e_rollout",
         tmp_path,
         *("--robots", "10", "--wave-percents", "20", "30", "50", "--soak-seconds", str(soak)),
         *("--poll-seconds", "20", "--apply-seconds", str(apply), "--controller-seconds", "10"),
-        *("--push-samples", "1"),
+        *("--push-samples", "1", "--scratch", str(scratch), "--workers", "2"),
     )
 
     assert result["stopped"] == "done" and result["summary"]["applied"] == 10
@@ -80,3 +91,36 @@ def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(tmp_path: Path, gpg_
     assert sum(w["reconciles"] for w in waves) == result["costs"]["reconciles"]
     assert result["downloads"] == result["costs"]["verifications"]
     assert {"goal_met", "downloads_goal_met", "goal_downloads_per_own_change"} <= set(result)
+    # Waves 2 and 3 moved a few robots' refs; the others' next polls found theirs unmoved and were
+    # counted, not run, except on the sampled robot (1 in 10: the first); downloads are unchanged.
+    assert result["unmoved_poll_sample"] == 10
+    assert result["costs"]["skipped_unmoved_polls"] >= 10 - 2 - 1
+    assert result["downloads_goal_met"] and result["downloads"] == result["own_changes"]
+    # Every reconcile sampled the machine's load; the repositories went to --scratch and are gone.
+    assert all(r["load_1m"] >= 0 for r in result["reconciles"] if not r.get("end"))
+    assert result["load_1m_during_run"]["min"] <= result["load_1m_during_run"]["max"]
+    assert result["workers"] == 2
+    assert list(scratch.iterdir()) == []
+
+
+def test_e2e_bench_serves_the_fleet_with_the_settings_docs_git_server_recommends(tmp_path: Path) -> None:
+    documented = [argv[4:] for argv in server_settings()]
+
+    server = publish(tmp_path, {"fleet.yaml": b"name: bench\n"})
+
+    assert [list(pair) for pair in SERVER_SETTINGS] == documented
+    for key, value in SERVER_SETTINGS:
+        shown = subprocess.run(
+            ["git", "--git-dir", str(server), "config", "--get", key], capture_output=True, text=True
+        )
+        assert shown.stdout.strip() == value, key
+    # The merge is on main, as the controller expects it.
+    log = subprocess.run(["git", "--git-dir", str(server), "log", "--format=%s", "main"], capture_output=True)
+    assert log.stdout == b"merge\n"
+
+
+def test_e2e_bench_puts_its_repositories_where_asked_else_on_tmpfs(tmp_path: Path) -> None:
+    assert scratch_parent(tmp_path) == tmp_path
+    shm = Path("/dev/shm")
+    expected = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+    assert scratch_parent(None) == expected

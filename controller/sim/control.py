@@ -59,6 +59,9 @@ class ControllerActor:
     epoch: int = 0  # grows whenever a reconcile moved desired-state refs
     stalled: str | None = None
     done_at: float | None = None
+    # Each desired ref as the controller's last push left it, listed after every reconcile that
+    # moved some (robots skipping unmoved polls read it; the run's barriers keep them apart).
+    published: dict[str, str] = field(default_factory=dict)
     _last_lines: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -88,6 +91,7 @@ class ControllerActor:
         if result.desired_refs:
             self.epoch += 1
             self.stats.serials += 1
+            self.published = self._published()
         self.stalled = result.stalled
         if self.progress is not None and not result.idle:
             self._show_progress()
@@ -102,6 +106,11 @@ class ControllerActor:
             RolloutState.model_validate_json(data) for path, data in files.items() if path.endswith(".json")
         )
         return {state.name: state for state in states}
+
+    def _published(self) -> dict[str, str]:
+        repo = open_mirror(self.settings.source)
+        listed = list_refs(repo, NAMESPACES_PREFIX if self.settings.namespaces else DESIRED_PREFIX)
+        return {ref: str(target) for ref, target in listed.items()}
 
     def done(self) -> bool:
         if any(state.phase not in FINISHED for state in self.rollouts().values()):

@@ -39,6 +39,7 @@ class Counters:
 
     polls: int = 0
     skipped_polls: int = 0  # no-op polls counted, not run (SimSettings.skip_noop_polls)
+    skipped_unmoved: int = 0  # of those, polls skipped because the robot's own ref had not moved
     fetches: int = 0  # polls that brought a commit the robot had not seen
     verifications: int = 0
     rejected: int = 0  # bundles the verifier refused

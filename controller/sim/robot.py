@@ -14,6 +14,11 @@ applying stands for the health watch: when it is longer than an agent's ``poll.p
 (30), the robot also reports ``watching`` with the seconds left as ``progress`` that far into it,
 as an agent's live progress does (once; an agent repeats it every 30 s).
 
+Two shortcuts for runs at scale, both off by default and neither changing a robot's state or any
+simulated instant: a poll when no desired-state ref moved since the robot's last one is counted,
+not run (``skip_noop_polls``), and so is one that would find the robot's own ref at the commit it
+holds, except on a sample of robots that keep running theirs (``unmoved_poll_sample``).
+
 Robot side only: imports ``fleetcd`` and the simulator's own clock, model and wire, never the agent
 or the rest of the controller.
 """
@@ -55,6 +60,9 @@ class Shared:
     behaviour: Behaviour
     desired_epoch: Callable[[], int] = lambda: 0  # grows whenever the controller moved desired refs
     skip_noop_polls: bool = False
+    # The commit the controller last pushed to a desired ref (None: none); set when unmoved polls
+    # are skipped too (SimSettings.unmoved_poll_sample).
+    published: Callable[[str], str | None] | None = None
 
 
 class VirtualRobot:
@@ -72,6 +80,7 @@ class VirtualRobot:
         *,
         offline: bool,
         resume: StatusReport | None = None,
+        samples_noop_polls: bool = True,
     ) -> None:
         self.device = link.device
         self.link = link
@@ -94,6 +103,9 @@ class VirtualRobot:
         # Robots have been running before the merge: their last heartbeat is at a random phase.
         self.last_push_s = -rng.uniform(0.0, shared.behaviour.heartbeat_seconds)
         self.epoch_seen = -1
+        # False: a poll that would find this robot's own ref unmoved is counted, not run (when the
+        # simulation skips those); True: the robot runs them, a sample of what no-op polls cost.
+        self.samples_noop_polls = samples_noop_polls
         if resume is not None:
             self._resume(resume)
 
@@ -134,6 +146,10 @@ class VirtualRobot:
         epoch = shared.desired_epoch()
         if shared.skip_noop_polls and epoch == self.epoch_seen and self.last_commit is not None:
             counters.skipped_polls += 1
+        elif self._unmoved():
+            counters.skipped_polls += 1
+            counters.skipped_unmoved += 1
+            self.epoch_seen = epoch
         else:
             try:
                 commit = self.link.fetch_desired()
@@ -152,6 +168,14 @@ class VirtualRobot:
         if self._elapsed() - self.last_push_s >= shared.behaviour.heartbeat_seconds:
             self._push()
         self._next_poll()
+
+    def _unmoved(self) -> bool:
+        """Whether this poll would find the robot's own desired ref at the commit it holds (and the
+        simulation counts such polls without running them)."""
+        published = self.shared.published
+        if published is None or self.samples_noop_polls or self.last_commit is None:
+            return False
+        return published(self.link.desired_ref) == self.last_commit
 
     def _verify(self, commit: str) -> None:
         shared = self.shared

@@ -75,7 +75,7 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
             scheduler, fleet.anchors, verifier, behaviour, skip_noop_polls=settings.skip_noop_polls
         )
         robots = []
-        for device in devices:
+        for index, device in enumerate(devices):
             rng = random.Random(f"{settings.seed}:{device}")  # noqa: S311 - a simulation, not a secret
             offline = rng.random() < settings.offline_rate
             link = RobotLink(
@@ -85,11 +85,23 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
                 namespaces=settings.namespaces,
                 push_url=settings.robots_push_url,
             )
-            robots.append(VirtualRobot(link, shared, rng, offline=offline, resume=fleet.reports.get(device)))
+            sample = settings.unmoved_poll_sample
+            robots.append(
+                VirtualRobot(
+                    link,
+                    shared,
+                    rng,
+                    offline=offline,
+                    resume=fleet.reports.get(device),
+                    samples_noop_polls=not sample or index % sample == 0,
+                )
+            )
         actor = ControllerActor(
             controller, scheduler, robots, settings.controller_seconds, settings.until_done, progress
         )
         shared.desired_epoch = lambda: actor.epoch
+        if settings.unmoved_poll_sample:
+            shared.published = lambda ref: actor.published.get(ref)
         actor.start()
         for robot in robots:
             robot.start()
@@ -116,6 +128,7 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
         costs={
             "polls": counters.polls,
             "skipped_polls": counters.skipped_polls,
+            "skipped_unmoved_polls": counters.skipped_unmoved,
             "fetches": counters.fetches,
             "verifications": counters.verifications,
             "gpg_checks": verifier.calls,
@@ -164,5 +177,6 @@ def _described(settings: SimSettings, poll_seconds: float, robots: int, virtual:
         "max_seconds": settings.max_seconds,
         "namespaces": settings.namespaces,
         "skip_noop_polls": settings.skip_noop_polls,
+        "unmoved_poll_sample": settings.unmoved_poll_sample,
         "workers": settings.workers,
     }

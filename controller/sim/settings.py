@@ -70,6 +70,11 @@ class SimSettings:
     # A poll when no desired-state ref moved since the robot's last fetch would be a no-op: count it
     # without running git (long soaks at scale). Server CPU then leaves those polls out.
     skip_noop_polls: bool = False
+    # With skip_noop_polls, also count, not run, a poll that would find the robot's own desired ref
+    # where it was (the controller's last push left it at the commit the robot holds), except on
+    # every unmoved_poll_sample-th robot, whose polls keep the rule above: a measured sample of
+    # no-op polls. 0: off (only polls when no desired ref of the repository moved are skipped).
+    unmoved_poll_sample: int = 0
     workers: int = DEFAULT_WORKERS  # 1: every event in order on one thread
 
     def __post_init__(self) -> None:
@@ -91,6 +96,10 @@ class SimSettings:
             raise ValueError(f"poll_seconds must be positive, not {self.poll_seconds}")
         if self.latency_seconds < 0:
             raise ValueError(f"latency_seconds must not be negative, not {self.latency_seconds}")
+        if self.unmoved_poll_sample < 0:
+            raise ValueError(f"unmoved_poll_sample must not be negative, not {self.unmoved_poll_sample}")
+        if self.unmoved_poll_sample and not self.skip_noop_polls:
+            raise ValueError("unmoved_poll_sample needs skip_noop_polls")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         if self.robots is not None and self.robots < 1:
