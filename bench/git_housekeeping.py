@@ -148,7 +148,9 @@ def run(robots: int, reconciles: int, reporting: float, out: Path) -> dict[str, 
         ]
         for line in strategies:
             print(json.dumps(line), flush=True)
-        world.settings = replace(world.settings, source=replace(off, housekeeping=Policy()))
+        world.settings = replace(
+            world.settings, source=replace(off, housekeeping=Policy(background=False))
+        )  # timed: waited for
         after = []
         for n in range(reconciles):
             chosen = [world.active[(n * share + i) % len(world.active)] for i in range(share)]

@@ -4,7 +4,8 @@ The real ``reconcile_once`` repacks its mirror once git's thresholds are passed,
 result, its log and its metrics; a kill -9 in the middle of that repack leaves a mirror the next
 reconcile works from; a fan-out pushed by hand into a local server housekeeps that server too; and
 a robot's status ref deleted on the server disappears from the mirror and from what the controller
-reads (fleetcd.git.remote.fetch_moved used to keep it for ever).
+reads (fleetcd.git.remote.fetch_moved used to keep it for ever). By default the repack runs in the
+background: reconciles go on beside it and a later one reports it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from controller.reconcile.result import Repack
 from controller.reconcile.source import Source, fetch_all, open_mirror, publish
 from fleetcd.git import refs
 from fleetcd.git.hostkeys import HostKeyPolicy
-from fleetcd.git.housekeeping import Policy, count
+from fleetcd.git.housekeeping import Policy, count, running
 from fleetcd.git.localpush import DIRECT_FROM_REFS
 from fleetcd.git.mirror import open_locked_mirror
 from fleetcd.git.objects import commit, update_refs, write_tree
@@ -49,7 +50,7 @@ def test_a_reconcile_repacks_its_mirror_past_the_limit_and_says_so(
     world.reconcile()
     mirror = world.settings.source.mirror
     add_packs(mirror, 4)
-    with_policy(world, Policy(pack_limit=3))
+    with_policy(world, Policy(background=False, pack_limit=3))
     metrics = ControllerMetrics(push_attempts=5)
     world.clock.tick(60)
     with caplog.at_level(logging.INFO, logger="fleetcd.controller"):
@@ -92,7 +93,7 @@ def test_kill_9_during_the_mirrors_repack_then_the_next_reconcile_works_and_fini
         time.sleep(delay)
         kill_9(child)
         assert refs_of(mirror) == refs_before
-    with_policy(world, Policy(pack_limit=2))
+    with_policy(world, Policy(background=False, pack_limit=2))
     left = count(mirror).packs  # more than 2 unless the last kill came after the repack was done
     world.report_all(STAGING, "deployed")
     world.clock.tick(60)
@@ -133,7 +134,7 @@ def namespaced(n: int) -> str:
 def test_a_fan_out_pushed_by_hand_housekeeps_the_server_and_leaves_no_keep_file(tmp_path: Path) -> None:
     server = tmp_path / "server.git"
     git("init", "-q", "--bare", str(server), cwd=tmp_path)
-    source = Source(str(server), tmp_path / "mirror.git", housekeeping=Policy(pack_limit=3))
+    source = Source(str(server), tmp_path / "mirror.git", housekeeping=Policy(background=False, pack_limit=3))
     state: pygit2.Oid | None = None
     repacks: list[Repack] = []
     with open_locked_mirror(source.mirror, wait_seconds=5) as repo:
@@ -197,3 +198,40 @@ def test_a_status_ref_deleted_on_an_ssh_server_is_deleted_from_the_mirror_too(
             assert set(fetched.status) == {status_ref(d) for d in STAGING[1:]}
     finally:
         server.__exit__(None, None, None)
+
+
+def test_a_reconcile_does_not_wait_for_its_mirrors_repack_and_a_later_one_reports_it(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The controller's default: the repack runs in the background while reconciles go on (robots
+    report meanwhile and are ingested); the first reconcile after it ended reports it, once."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    mirror = world.settings.source.mirror
+    add_packs(mirror, 8, blobs=1000, size=1024)  # seconds to repack
+    with_policy(world, Policy(pack_limit=3))
+    world.clock.tick(60)
+    started = world.reconcile()
+    assert started.repacks == []  # started, not waited for
+    world.report_all(STAGING, "deployed")
+    world.clock.tick(60)
+    beside = world.reconcile()  # whether or not the repack still runs
+    assert beside.reports_ingested == len(STAGING)
+    deadline = time.monotonic() + 300
+    while running(mirror):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    reporting = beside
+    if not reporting.repacks:  # it ended after that reconcile: the next one reaps it
+        world.clock.tick(60)
+        reporting = world.reconcile()
+    (repack,) = reporting.repacks
+    assert repack.repository == "mirror" and repack.ok and "repacked 1" in repack.message
+    assert count(mirror).packs <= 3 and fsck(mirror) == ""  # one more per reconcile beside it
+    metrics = ControllerMetrics(push_attempts=5)
+    metrics.observe(reporting, 1.0)
+    found = samples(metrics.render().decode())
+    assert value(found, "fleetcd_repacks_total", repository="mirror", result="done") == 1
+    world.clock.tick(60)
+    assert world.reconcile().repacks == []
+    assert world.state().devices[STAGING[0]].state.last_seen is not None  # the reports beside it kept

@@ -133,7 +133,7 @@ def test_below_the_thresholds_nothing_is_run_or_changed(tmp_path: Path) -> None:
     repo = bare(tmp_path / "r.git")
     add_packs(repo, 4)
     before = sorted(p.name for p in (repo / "objects" / "pack").iterdir())
-    assert housekeep(repo, Policy(pack_limit=4)) is None
+    assert housekeep(repo, Policy(background=False, pack_limit=4)) is None
     assert sorted(p.name for p in (repo / "objects" / "pack").iterdir()) == before
 
 
@@ -141,7 +141,7 @@ def test_packs_past_the_limit_are_repacked_into_one_and_every_ref_still_resolves
     repo = bare(tmp_path / "r.git")
     add_packs(repo, 7)
     refs = refs_of(repo)
-    done = housekeep(repo, Policy(pack_limit=4))
+    done = housekeep(repo, Policy(background=False, pack_limit=4))
     assert done is not None
     assert (done.before.packs, done.after.packs) == (7, 1)
     assert refs_of(repo) == refs
@@ -155,7 +155,7 @@ def test_loose_objects_past_the_limit_are_packed(tmp_path: Path) -> None:
     files = {f"f{n}.txt": handle.create_blob(f"file {n}\n".encode()) for n in range(3000)}  # loose
     commit(handle, "refs/heads/main", write_tree(handle, files), "many", [], AUTHOR, WHEN)
     assert count(repo).loose > 256
-    done = housekeep(repo, Policy(loose_limit=256))
+    done = housekeep(repo, Policy(background=False, loose_limit=256))
     assert done is not None and done.after.loose == 0 and done.after.packs == 1
     assert fsck(repo) == ""
 
@@ -169,11 +169,11 @@ def test_unreachable_objects_go_to_a_cruft_pack_not_loose_and_are_kept_for_the_g
     add_packs(repo, 6, blobs=400)
     dropped = refs_of(repo)["refs/heads/filler-0"]
     git("update-ref", "-d", "refs/heads/filler-0", cwd=repo)
-    done = housekeep(repo, Policy(pack_limit=4))
+    done = housekeep(repo, Policy(background=False, pack_limit=4))
     assert done is not None and done.after.loose == 0 and done.after.packs == 2  # one + the cruft
     assert list((repo / "objects" / "pack").glob("*.mtimes"))  # git's cruft pack
     assert git("cat-file", "-t", dropped, cwd=repo).strip() == "commit"  # still there: not two weeks old
-    assert housekeep(repo, Policy(pack_limit=4)) is None  # nothing due again
+    assert housekeep(repo, Policy(background=False, pack_limit=4)) is None  # nothing due again
 
 
 # --- kill -9 and a concurrent reconcile ---------------------------------------------------------
@@ -188,7 +188,7 @@ from controller.reconcile.source import housekeep_repository
 mirror = Path(sys.argv[1])
 with open_locked_mirror(mirror, wait_seconds=30) as repo:
     print("locked", flush=True)
-    print(housekeep_repository(Path(repo.path), "mirror", Policy(pack_limit=2)), flush=True)
+    print(housekeep_repository(Path(repo.path), "mirror", Policy(background=False, pack_limit=2)), flush=True)
 """
 
 
@@ -297,7 +297,7 @@ def test_a_full_disk_fails_the_repack_not_the_reconcile_and_changes_nothing(tmp_
         refs, before = refs_of(repo), count(repo)
         assert before.packs > 4
         filler = fill(disk)
-        repack = housekeep_repository(repo, "mirror", Policy(pack_limit=4))
+        repack = housekeep_repository(repo, "mirror", Policy(background=False, pack_limit=4))
         assert repack is not None and not repack.ok
         assert "housekeeping (git gc --auto)" in repack.message
         assert refs_of(repo) == refs
@@ -305,7 +305,7 @@ def test_a_full_disk_fails_the_repack_not_the_reconcile_and_changes_nothing(tmp_
         assert count(repo) == before
         assert not [p for p in (repo / "objects" / "pack").iterdir() if p.name.startswith((".tmp", "tmp_"))]
         filler.unlink()  # space is back: the next run repacks
-        again = housekeep_repository(repo, "mirror", Policy(pack_limit=4))
+        again = housekeep_repository(repo, "mirror", Policy(background=False, pack_limit=4))
         assert again is not None and again.ok, again
         assert count(repo).packs == 1
         assert refs_of(repo) == refs
@@ -317,7 +317,7 @@ def test_git_that_fails_is_a_transport_error_naming_the_repository(tmp_path: Pat
     add_packs(repo, 3)
     (repo / "gc.pid.lock").write_text("")  # git gc dies on a lock it cannot take
     with pytest.raises(TransportError, match=r"housekeeping \(git gc --auto\) in .*r\.git failed"):
-        housekeep(repo, Policy(pack_limit=1))
+        housekeep(repo, Policy(background=False, pack_limit=1))
     assert housekeep_repository(repo, "server", None) is None  # no policy: never runs
 
 
@@ -336,7 +336,7 @@ def test_git_gc_never_repacks_a_pack_with_a_keep_file(tmp_path: Path) -> None:
     add_packs(repo, 6)
     kept = next((repo / "objects" / "pack").glob("*.pack"))
     kept.with_suffix(".keep").write_text("kept\n")
-    done = housekeep(repo, Policy(pack_limit=3))
+    done = housekeep(repo, Policy(background=False, pack_limit=3))
     assert done is not None and done.after == Counts(packs=1, kept=1, loose=0)
     assert kept.exists()
 
@@ -354,7 +354,7 @@ def test_a_keep_file_a_killed_push_left_is_removed_and_its_pack_repacked(tmp_pat
     elsewhere.write_text(f"{KEEP_MARK} from another-host.invalid pid {dead_pid()}\n")
     operator = packs[3].with_suffix(".keep")
     operator.write_text("keep: the operator's archive\n")
-    done = housekeep(repo, Policy(pack_limit=1))
+    done = housekeep(repo, Policy(background=False, pack_limit=1))
     assert done is not None and done.keeps_removed == 1
     assert not dead.exists() and live.exists() and elsewhere.exists() and operator.exists()
     assert done.after.kept == 3 and done.after.packs == 1
@@ -419,7 +419,9 @@ def test_packs_pushed_by_hand_into_a_server_stay_bounded(tmp_path: Path) -> None
     most = 0
     for version in range(1, 25):
         refs = pushed.wave(version)
-        housekeep_repository(pushed.server, "server", Policy(pack_limit=5))  # what publish does after
+        housekeep_repository(
+            pushed.server, "server", Policy(background=False, pack_limit=5)
+        )  # what publish does after
         most = max(most, count(pushed.server).packs)
     assert most <= 6  # without housekeeping: 24 packs, one per push
     assert {ref: str(oid) for ref, oid in refs.items()}.items() <= refs_of(pushed.server).items()
@@ -441,7 +443,7 @@ def test_a_gc_pid_naming_a_killed_unreaped_gc_is_removed_so_gc_runs(tmp_path: Pa
         time.sleep(0.05)
     os.kill(zombie.pid, 0)  # still answers, as git's check asks
     (repo / "gc.pid").write_text(f"{zombie.pid} {socket.gethostname()}")
-    done = housekeep(repo, Policy(pack_limit=2))
+    done = housekeep(repo, Policy(background=False, pack_limit=2))
     zombie.wait()
     assert done is not None and done.after.packs == 1
     assert not (repo / "gc.pid").exists()
@@ -459,7 +461,7 @@ def test_a_gc_pid_of_a_running_gc_or_another_host_is_left_and_nothing_is_repacke
         "garbage": "not a pid file at all",
     }[who]
     (repo / "gc.pid").write_text(text)
-    done = housekeep(repo, Policy(pack_limit=2))
+    done = housekeep(repo, Policy(background=False, pack_limit=2))
     assert done is not None
     if who == "garbage":  # not ours to judge: git reads it as no gc at work, and runs
         assert done.after.packs == 1

@@ -8,8 +8,7 @@ few seconds apart, packs and loose objects would pile up without bound, every ob
 
 :func:`housekeep` is the one policy for both. It counts as ``git gc --auto`` does (packs without a
 ``.keep`` file; loose objects estimated from ``objects/17``, 1/256 of them) and, only past a
-threshold, runs ``git gc --auto`` itself, in the foreground (``gc.autoDetach=false``) and under a
-timeout, which:
+threshold, runs ``git gc --auto`` itself, under a timeout, which:
 
 * repacks every reachable object into one pack (``repack -d -l -A``) once there are more than
   ``pack_limit`` packs or about ``loose_limit`` loose objects (git's defaults: 50 and 6,700);
@@ -29,6 +28,20 @@ leaves is cleaned by the next run: git ignores a ``gc.pid`` whose process is gon
 :func:`remove_dead_temporary_packs` removes its temporary pack (git itself never does: found by
 ``tests/test_git_housekeeping.py``'s kill -9 test, each kill left a copy of the whole pack).
 
+In the background, by default (:attr:`Policy.background`): a repack of a 10,000-robot mirror took
+30–50 s on the 2-core machine, about ten times that at 100,000, and a reconcile that waited for it
+would hold a rollback or a pause back for that long. The controller starts ``git gc`` as a child
+in a session of its own and goes on; a later :func:`housekeep` of the same repository reaps it and
+returns what it did (or raises what went wrong, its stderr quoted), and one still running past
+the policy's timeout is killed there. Git is built for that: ``receive-pack`` runs the same
+``gc --auto`` detached after pushes, beside the next pushes and fetches (new packs written
+meanwhile are not among those it deletes; objects it found unreachable go to the cruft pack, not
+away). One thing is left out of a background run: packing the refs (``gc.packRefs=false``), so it
+never holds ``packed-refs.lock``, which the controller's own ref writers take (and which a mirror
+opened after an unclean release treats as stale); the controller packs refs itself at its own
+thresholds. A controller that exits or is killed leaves the child to finish on its own; the next
+one finds its ``gc.pid`` and git does not start a second.
+
 What ``gc`` refuses to repack is a pack with a ``.keep`` file: a push by hand that was killed
 before removing its own would pin its pack for ever, so :func:`remove_dead_keeps` removes the
 ones whose process is gone (:mod:`fleetcd.git.localpush` writes who it is into them).
@@ -36,8 +49,10 @@ ones whose process is gone (:mod:`fleetcd.git.localpush` writes who it is into t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -61,11 +76,13 @@ _HEX = frozenset("0123456789abcdef")
 @dataclass(frozen=True)
 class Policy:
     """When to repack: more than ``pack_limit`` packs (not counting kept ones), or about more than
-    ``loose_limit`` loose objects; ``timeout_seconds`` bounds one run."""
+    ``loose_limit`` loose objects; ``timeout_seconds`` bounds one run; ``background``: the caller
+    does not wait for it (reaped by a later :func:`housekeep`), else it returns when it is done."""
 
     pack_limit: int = PACK_LIMIT
     loose_limit: int = LOOSE_LIMIT
     timeout_seconds: float = HOUSEKEEPING_TIMEOUT_SECONDS
+    background: bool = True
 
     def __post_init__(self) -> None:
         if not (1 <= self.pack_limit <= 100_000 and 256 <= self.loose_limit <= 10_000_000):
@@ -134,35 +151,125 @@ def due(counts: Counts, policy: Policy) -> bool:
     return counts.packs > policy.pack_limit or counts.loose // 256 > in_17
 
 
+@dataclass
+class _Running:
+    """A ``git gc`` started in the background, until a later :func:`housekeep` reaps it."""
+
+    process: subprocess.Popen[bytes]
+    before: Counts
+    started: float
+    timeout_s: float
+    keeps_removed: int
+    stderr: Path
+
+
+# git dir (resolved) -> the gc this process started there and has not reaped yet
+_running: dict[Path, _Running] = {}
+STDERR_FILE = "fleetcd-housekeeping.stderr"  # in the git dir: what a background gc said
+
+
 def housekeep(git_dir: Path, policy: Policy) -> Housekept | None:
     """``git gc --auto`` in ``git_dir`` at ``policy``'s thresholds when they are passed; None when
-    nothing was due. Dead pushes' ``.keep`` files are removed first (they count as kept packs).
-    Raises :class:`~fleetcd.errors.TransportError` when git fails or runs out of time."""
+    nothing was due, or a background run was started or is still running. A background run that
+    has ended is reaped here first, and what it did returned. Dead pushes' ``.keep`` files are
+    removed first (they count as kept packs). Raises :class:`~fleetcd.errors.TransportError` when
+    git failed or ran out of time (a background run: when it is reaped)."""
+    key = git_dir.resolve()
+    running = _running.get(key)
+    if running is not None:
+        return _reap(key, running)
     keeps = remove_dead_keeps(git_dir)
     remove_dead_temporary_packs(git_dir)
     remove_dead_gc_pid(git_dir)
     before = count(git_dir)
     if not due(before, policy):
         return None
+    config = {
+        "gc.autoPackLimit": str(policy.pack_limit),
+        "gc.auto": str(policy.loose_limit),
+        "gc.cruftPacks": "true",
+    }
     started = time.monotonic()
-    gc(
-        git_dir,
-        timeout_s=policy.timeout_seconds,
-        config={
-            "gc.autoPackLimit": str(policy.pack_limit),
-            "gc.auto": str(policy.loose_limit),
-            "gc.cruftPacks": "true",
-        },
+    if not policy.background:
+        gc(git_dir, timeout_s=policy.timeout_seconds, config=config)
+        return Housekept(git_dir, before, count(git_dir), time.monotonic() - started, len(keeps))
+    stderr = git_dir / STDERR_FILE
+    argv = _gc_argv(git_dir, {**config, "gc.packRefs": "false"})
+    try:
+        with stderr.open("wb") as sink:
+            process = subprocess.Popen(
+                argv,
+                env=gitcli.git_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                start_new_session=True,  # a signal to the controller's group does not stop it
+            )
+    except OSError as exc:
+        raise TransportError(f"housekeeping (git gc --auto) in {git_dir}: cannot run git: {exc}") from exc
+    _running[key] = _Running(process, before, started, policy.timeout_seconds, len(keeps), stderr)
+    log.info(
+        "%s: %s, past the thresholds: git gc started in the background (pid %d)", git_dir, before, process.pid
     )
-    return Housekept(git_dir, before, count(git_dir), time.monotonic() - started, len(keeps))
+    return None
+
+
+def running(git_dir: Path) -> bool:
+    """Whether a ``git gc`` this process started in the background in ``git_dir`` still runs."""
+    run = _running.get(git_dir.resolve())
+    return run is not None and run.process.poll() is None
+
+
+def settle(git_dir: Path, timeout_s: float) -> Housekept | None:
+    """Wait for the background ``git gc`` this process started in ``git_dir`` to end (at most
+    ``timeout_s``) and reap it, as the next :func:`housekeep` would; None when none was running
+    (or it still runs). For whoever needs the repack done before going on: a benchmark, a test."""
+    key = git_dir.resolve()
+    run = _running.get(key)
+    if run is None:
+        return None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        run.process.wait(timeout=timeout_s)
+    return _reap(key, run)
+
+
+def _reap(key: Path, run: _Running) -> Housekept | None:
+    """What the background run did once it has ended (None while it runs); killed past its timeout."""
+    what = f"housekeeping (git gc --auto) in {key}"
+    seconds = time.monotonic() - run.started
+    if run.process.poll() is None:
+        if seconds <= run.timeout_s:
+            return None
+        with contextlib.suppress(ProcessLookupError):  # it ended just now
+            os.killpg(run.process.pid, signal.SIGKILL)
+        run.process.wait()
+        del _running[key]
+        remove_dead_temporary_packs(key)
+        remove_dead_gc_pid(key)
+        raise TransportError(
+            f"{what}: not done within {run.timeout_s:g} s (stopped; it is tried again later)"
+        )
+    del _running[key]
+    try:
+        said = run.stderr.read_bytes()[-2000:].decode("utf-8", "replace").strip()
+        run.stderr.unlink(missing_ok=True)
+    except OSError:
+        said = ""
+    if run.process.returncode != 0:
+        raise TransportError(f"{what} failed: {said[-500:] or f'git exited {run.process.returncode}'}")
+    return Housekept(key, run.before, count(key), seconds, run.keeps_removed)
+
+
+def _gc_argv(git_dir: Path, config: dict[str, str]) -> list[str]:
+    argv = [gitcli.git_binary(), "--git-dir", str(git_dir), "-c", "gc.autoDetach=false"]
+    for key, value in sorted(config.items()):
+        argv += ["-c", f"{key}={value}"]
+    return [*argv, "gc", "--auto", "--quiet"]
 
 
 def gc(git_dir: Path, *, timeout_s: float, config: dict[str, str] | None = None) -> None:
     """``git gc --auto --quiet`` in the foreground, with ``config`` on top of the repository's own."""
-    argv = [gitcli.git_binary(), "--git-dir", str(git_dir), "-c", "gc.autoDetach=false"]
-    for key, value in sorted((config or {}).items()):
-        argv += ["-c", f"{key}={value}"]
-    argv += ["gc", "--auto", "--quiet"]
+    argv = _gc_argv(git_dir, config or {})
     what = f"housekeeping (git gc --auto) in {git_dir}"
     try:
         done = subprocess.run(
