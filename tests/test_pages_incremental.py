@@ -282,12 +282,12 @@ UNTOUCHED_ROLLOUT: list[tuple[str, Callable[[Fleet], None], bool]] = [
         lambda f: set_wave(f, 1, phase=WavePhase.FAILED, reason="2 failed"),
         True,
     ),
-    (
+    (  # paused: what each of its robots waits for (its hold reason) changed, so they are built
         "its own phase and reason",
         lambda f: f.rollouts.__setitem__(
             1, f.rollouts[1].model_copy(update={"phase": RolloutPhase.PAUSED, "reason": "paused by commit"})
         ),
-        True,
+        False,
     ),
     (
         "a report from one of its robots",

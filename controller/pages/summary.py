@@ -561,7 +561,8 @@ def _reused(
     """The last build's view of ``rollout`` with its own fields taken anew, when none of its robots'
     inputs changed: the same rollout fields a robot reads, waves of the same names and robots, every
     robot's device file and model the very objects its entry was built from (a view that read the
-    config: the same config source), grouped by the same memberships and equal cohorts. Its counts,
+    config: the same config source) and the same hold reason, grouped by the same memberships and
+    equal cohorts. Its counts,
     robot lists and cohort tables are then the last build's; checking costs two dictionary probes a
     robot, where building costs a view's worth. None: build it."""
     last = memo.view
@@ -575,7 +576,7 @@ def _reused(
     grouped, grouped_cohorts = memo.grouped_by
     if (grouped is not memberships and grouped != memberships) or grouped_cohorts != cohorts:
         return None
-    file_of, model_of = files.get, devices.get
+    file_of, model_of, hold_of = files.get, devices.get, Holds(rollout).of
     for wave in rollout.waves:
         old = memo.waves.get(wave.index)
         if old is None or old.name != wave.name or old.devices != wave.devices:
@@ -584,9 +585,10 @@ def _reused(
             file_of(e.device) is e.file
             and model_of(e.device) is e.model
             and (config_same or not e.used_config)
+            and (e.view is None or e.view.hold is hold_of(wave.index, e.device))
             for e in old.entries
         ):
-            return None
+            return None  # what a robot waits for (a pause, a wave's gate) changed with its rollout
     if any(wave.index != kept.index for wave, kept in zip(rollout.waves, last.waves, strict=True)):
         return None
     waves = tuple(
