@@ -358,25 +358,9 @@ def _update_refs_with_git(
     if len(lines) == 1:
         return
     lines += ["prepare", "commit", ""]
-    git_dir = str(repo.path)
-    try:
-        done = subprocess.run(
-            [git_binary(), "--git-dir", git_dir, "update-ref", "-m", message, "--stdin"],
-            input="\n".join(lines),
-            capture_output=True,
-            text=True,
-            env={**os.environ, "LC_ALL": "C", "LANGUAGE": "C"},
-            timeout=UPDATE_REFS_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise TransportError(
-            f"{git_dir}: updating {len(lines) - 4} refs took over {UPDATE_REFS_TIMEOUT_S:g} s"
-        ) from exc
+    done = _ref_transaction(repo, lines, message, f"updating {len(lines) - 4} refs")
     if done.returncode == 0:
         return
-    if any(problem in done.stderr for problem in _DISK_MESSAGES):
-        raise SetupError(f"{git_dir}: updating {len(lines) - 4} refs failed: {done.stderr.strip()[-300:]}")
     # "fatal: cannot lock ref 'refs/...': ..." names the ref another writer holds or moved.
     fatal = next((line for line in done.stderr.splitlines() if "cannot lock ref" in line), "")
     named = re.search(r"cannot lock ref '([^']+)'", fatal)
@@ -397,6 +381,20 @@ def delete_refs(repo: pygit2.Repository, refs: Mapping[str, pygit2.Oid], *, mess
     if not refs:
         return
     lines = ["start", *(f"delete {ref} {oid}" for ref, oid in sorted(refs.items())), "prepare", "commit", ""]
+    done = _ref_transaction(repo, lines, message, f"deleting {len(refs)} refs")
+    if done.returncode == 0:
+        return
+    named = re.search(r"cannot lock ref '([^']+)'", done.stderr)
+    ref = named.group(1) if named and named.group(1) in refs else min(refs)
+    raise RefConflict(ref, str(refs[ref]), done.stderr.strip()[-300:] or f"git exited {done.returncode}")
+
+
+def _ref_transaction(
+    repo: pygit2.Repository, lines: list[str], message: str, what: str
+) -> subprocess.CompletedProcess[str]:
+    """``git update-ref --stdin`` of ``lines`` (one transaction) in ``repo``: what git answered. A
+    timeout is a :class:`~fleetcd.errors.TransportError`, a full or read-only disk a
+    :class:`~fleetcd.errors.SetupError`; any other failure is the caller's to name."""
     git_dir = str(repo.path)
     try:
         done = subprocess.run(
@@ -409,16 +407,10 @@ def delete_refs(repo: pygit2.Repository, refs: Mapping[str, pygit2.Oid], *, mess
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise TransportError(
-            f"{git_dir}: deleting {len(refs)} refs took over {UPDATE_REFS_TIMEOUT_S:g} s"
-        ) from exc
-    if done.returncode == 0:
-        return
-    if any(problem in done.stderr for problem in _DISK_MESSAGES):
-        raise SetupError(f"{git_dir}: deleting {len(refs)} refs failed: {done.stderr.strip()[-300:]}")
-    named = re.search(r"cannot lock ref '([^']+)'", done.stderr)
-    ref = named.group(1) if named and named.group(1) in refs else min(refs)
-    raise RefConflict(ref, str(refs[ref]), done.stderr.strip()[-300:] or f"git exited {done.returncode}")
+        raise TransportError(f"{git_dir}: {what} took over {UPDATE_REFS_TIMEOUT_S:g} s") from exc
+    if done.returncode != 0 and any(problem in done.stderr for problem in _DISK_MESSAGES):
+        raise SetupError(f"{git_dir}: {what} failed: {done.stderr.strip()[-300:]}")
+    return done
 
 
 def _update_refs_unlocked(
