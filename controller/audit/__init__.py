@@ -7,8 +7,10 @@ No I/O and no clock here: callers pass bytes and ``at``.
 
 from __future__ import annotations
 
-from controller.audit.chain import GENESIS, ChainReport, append, day_path, head, line_hash, verify
+from controller.audit.chain import ChainReport, verify
 from controller.audit.events import AuditEvent, AuditKind, canonical_json, event_key
+from controller.audit.lines import GENESIS, day_path, line_hash
+from controller.audit.tail import append, head
 
 __all__ = [
     "GENESIS",

@@ -1,45 +1,54 @@
-"""The hash-chained audit log on the state branch: append and verify (pure: bytes in, bytes out).
+"""Verifying the hash-chained audit log on the state branch (pure: bytes in, a report out).
 
-Layout: ``audit/YYYY/MM/DD.jsonl`` (UTC days), one event per line, append-only. Each line is::
-
-    {"seq":N,"prev":"<sha256 of the previous line>","key":"<event key>","event":{...}}
-
-with the fields in exactly that order, the event as canonical JSON (sorted keys, no spaces, ASCII)
-and no spaces anywhere, so a line has one valid byte form. ``seq`` counts lines across the whole log
-from 1; ``prev`` is the sha256 of the previous line's bytes (without its newline), across day
-boundaries, and :data:`GENESIS` for the first line. Editing, deleting, reordering lines or removing
-a day file therefore breaks a link that :func:`verify` names by file and line. Cutting lines off the
-*end* leaves a valid shorter chain; pass the head recorded elsewhere as ``anchor`` to catch that.
-
-The *write* step calls :func:`append` with the last day file only (the head lives there) and
-commits the files it returns. ``append`` skips events whose :func:`~controller.audit.events.event_key`
-is already in that file or earlier in the batch, so a controller that wrote, died and restarted
-does not log the same decisions twice. The idempotence window is the head's day file: appending
-stays O(new events + one day file) however long the log grows, and O(new events) with the memo of
-the check that preceded it (:mod:`controller.audit.memo`), which also lets :func:`verify` parse only
-the lines appended to the newest day since its last check.
+The log's layout and line format are :mod:`controller.audit.lines`; appending is
+:mod:`controller.audit.tail`. Each line names the sha256 of the line before it, across day files,
+so editing, deleting, reordering lines or removing a day file breaks a link that :func:`verify`
+names by file and line. Cutting lines off the *end* leaves a valid shorter chain; pass the head
+recorded elsewhere as ``anchor`` to catch that. With the memo of the last check
+(:mod:`controller.audit.memo`) :func:`verify` parses only the lines appended to the newest day
+since then. This module also re-exports the names of the other two that the log's users import
+from here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from controller.audit.events import AuditEvent, canonical_json, key_of
-from controller.audit.memo import DaySummary, Recalled, VerifiedDays, grown, identity, recall, summarise
+from controller.audit.events import key_of
+from controller.audit.lines import (
+    AUDIT_DIR,
+    DAY_PATH,
+    GENESIS,
+    LINE_HEAD,
+    day_files,
+    day_path,
+    format_line,
+    line_hash,
+    split_lines,
+)
+from controller.audit.memo import DaySummary, Recalled, VerifiedDays, grown, recall, summarise
+from controller.audit.tail import added_keys, append, head
 from controller.errors import AuditChainBroken
-from fleetcd.compat import UTC
 
-GENESIS = "0" * 64
-AUDIT_DIR = "audit/"
-DAY_PATH = re.compile(r"^audit/[0-9]{4}/[0-9]{2}/[0-9]{2}\.jsonl$")
+__all__ = [
+    "AUDIT_DIR",
+    "DAY_PATH",
+    "GENESIS",
+    "ChainReport",
+    "added_keys",
+    "append",
+    "day_path",
+    "format_line",
+    "head",
+    "line_hash",
+    "verify",
+]
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_LINE_HEAD = re.compile(rb'^\{"seq":([1-9][0-9]*),"prev":"([0-9a-f]{64})","key":"([0-9a-f]{64})","event":\{')
 _FIELDS = frozenset({"seq", "prev", "key", "event"})
 
 
@@ -52,134 +61,6 @@ class ChainReport:
     last_seq: int
     files: int
     marks: dict[int, str] = field(default_factory=dict)  # seq -> line hash, for the seqs asked for
-
-
-def day_path(at: datetime) -> str:
-    """``audit/YYYY/MM/DD.jsonl`` of the UTC day of ``at`` (an aware datetime)."""
-    day = at.astimezone(UTC)
-    return f"{AUDIT_DIR}{day.year:04d}/{day.month:02d}/{day.day:02d}.jsonl"
-
-
-def line_hash(line: bytes) -> str:
-    return hashlib.sha256(line).hexdigest()
-
-
-def format_line(seq: int, prev: str, key: str, event_json: Mapping[str, Any]) -> bytes:
-    """The one byte form of a log line (without its newline)."""
-    head = f'{{"seq":{seq},"prev":"{prev}","key":"{key}","event":'.encode("ascii")
-    return head + canonical_json(dict(event_json)) + b"}"
-
-
-def _day_files(files: Mapping[str, bytes]) -> list[str]:
-    # Zero-padded dates: lexical order is chronological order is chain order.
-    return sorted(path for path in files if DAY_PATH.fullmatch(path))
-
-
-def _lines(path: str, data: bytes) -> list[bytes]:
-    if not data:
-        raise AuditChainBroken(path, None, "empty day file: the log never writes one")
-    if not data.endswith(b"\n"):
-        last = data.count(b"\n") + 1
-        raise AuditChainBroken(path, last, "partial last line (no newline): truncated, or garbage appended")
-    return data[:-1].split(b"\n")
-
-
-@dataclass
-class _Tail:
-    path: str | None = None
-    seq: int = 0
-    hash: str = GENESIS
-    keys: set[str] = field(default_factory=set)
-
-
-def _tail(files: Mapping[str, bytes], memo: VerifiedDays | None = None) -> _Tail:
-    """Head of the chain and the keys of the head's day file: from ``memo`` when it verified that
-    file's exact bytes (by :func:`~controller.audit.memo.identity`, and holds its keys), else by
-    parsing that file and checking its own links."""
-    paths = _day_files(files)
-    if not paths:
-        return _Tail()
-    path = paths[-1]
-    day = memo.days.get(path) if memo is not None else None
-    if memo is not None and day is not None:
-        keys = memo.keys_for(path, day)
-        if keys is not None and identity(files, path) == day.digest:
-            return _Tail(path, day.last_seq, day.last_hash, keys)
-    tail = _Tail(path=path)
-    for number, line in enumerate(_lines(path, files[path]), start=1):
-        match = _LINE_HEAD.match(line)
-        if match is None or not line.endswith(b"}"):
-            raise AuditChainBroken(path, number, "not an audit line: refusing to append to a damaged log")
-        seq, prev, key = int(match[1]), match[2].decode(), match[3].decode()
-        if number > 1 and (seq != tail.seq + 1 or prev != tail.hash):
-            raise AuditChainBroken(path, number, "broken link: refusing to append to a damaged log")
-        tail.seq, tail.hash = seq, line_hash(line)
-        tail.keys.add(key)
-    return tail
-
-
-def head(files: Mapping[str, bytes]) -> tuple[int, str]:
-    """(last seq, hash of the last line) of the log; ``(0, GENESIS)`` when there is none.
-
-    Only the last line is read: ``files`` is a log :func:`verify` checked, or what :func:`append`
-    just built from one (the write step's anchor and signed head). A last line that is not an
-    audit line is refused; the links above it are :func:`verify`'s to check.
-    """
-    paths = _day_files(files)
-    if not paths:
-        return 0, GENESIS
-    path = paths[-1]
-    data = files[path]
-    if not data or not data.endswith(b"\n"):
-        _lines(path, data)  # raises, naming the line
-    line = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
-    match = _LINE_HEAD.match(line)
-    if match is None or not line.endswith(b"}"):
-        raise AuditChainBroken(path, data.count(b"\n"), "not an audit line: the log's last line is damaged")
-    return int(match[1]), line_hash(line)
-
-
-def append(
-    existing_lines: Mapping[str, bytes], events: Sequence[AuditEvent], *, memo: VerifiedDays | None = None
-) -> dict[str, bytes]:
-    """The day files that change when ``events`` are appended: path → complete new file bytes.
-
-    ``existing_lines`` needs only the last day file (more is accepted and ignored). Events already
-    logged in that file, or repeated in the batch, are skipped; nothing new → ``{}``. An event dated
-    before the head's day (a clock stepped back over midnight) joins the head's day file, so the
-    files always stay in chain order. With ``memo`` (the one :func:`verify` just filled from these
-    files) the head and the keys of that file come from it, without parsing the file.
-    """
-    tail = _tail(existing_lines, memo)
-    logged, seen = tail.keys, set[str]()
-    seq, prev, floor = tail.seq, tail.hash, tail.path
-    added: dict[str, list[bytes]] = {}
-    for event in events:
-        event_json = event.as_json()
-        key = key_of(event_json)
-        if key in logged or key in seen:
-            continue
-        seen.add(key)
-        path = day_path(event.at)
-        if floor is not None and path < floor:
-            path = floor
-        floor = path
-        seq += 1
-        line = format_line(seq, prev, key, event_json)
-        prev = line_hash(line)
-        added.setdefault(path, []).append(line + b"\n")
-    return {path: existing_lines.get(path, b"") + b"".join(lines) for path, lines in added.items()}
-
-
-def added_keys(existing: Mapping[str, bytes], appended: Mapping[str, bytes]) -> set[str]:
-    """Event keys of the lines :func:`append` added: ``appended`` is what it returned for ``existing``."""
-    keys: set[str] = set()
-    for path, data in appended.items():
-        for line in data[len(existing.get(path, b"")) :].splitlines():
-            match = _LINE_HEAD.match(line)
-            if match is not None:
-                keys.add(match[3].decode())
-    return keys
 
 
 def _parse(path: str, number: int, line: bytes) -> tuple[int, str, str, dict[str, Any]]:
@@ -217,7 +98,7 @@ def _seq_problem(
     if seq < expected:
         return "seq goes backwards: lines were reordered or repeated"
     for line in later:  # only read on the error path
-        match = _LINE_HEAD.match(line)
+        match = LINE_HEAD.match(line)
         if match is not None and int(match[1]) == expected:
             return f"seq {expected} comes later in this file: lines were reordered"
     missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}..{seq - 1}"
@@ -266,7 +147,7 @@ def verify(
         raise AuditChainBroken(stray[0], None, "not an audit day file (audit/YYYY/MM/DD.jsonl)")
     chain = _Chain(start[0], start[1], anchor, set(marks))
     count = 0
-    paths = _day_files(files)
+    paths = day_files(files)
     if memo is not None:
         memo.days = {path: memo.days[path] for path in paths if path in memo.days}
     for path in paths:
@@ -278,7 +159,7 @@ def verify(
             if known.rest is None:
                 chain.previous_file = path
                 continue
-            lines = _lines_after(path, known.rest, day.lines)
+            lines = split_lines(path, known.rest, before=day.lines)
             if memo is not None:
                 memo.parsed_lines += len(lines)
             keys = _check(path, lines, day.lines, chain)
@@ -289,7 +170,7 @@ def verify(
             continue
         first = (chain.seq + 1, chain.prev)
         data = files[path]  # read once (a DayFiles reads older days from git)
-        lines = _lines(path, data)
+        lines = split_lines(path, data)
         if memo is not None:
             memo.parsed_lines += len(lines)
         keys = _check(path, lines, 0, chain)
@@ -330,16 +211,6 @@ class _Chain:
         if self.anchor is not None and self.seq == self.anchor[0] and self.prev != self.anchor[1]:
             problem = f"seq {self.seq} differs from the head recorded outside the log"
             raise AuditChainBroken(path, number, problem, expected=self.anchor[1], found=self.prev)
-
-
-def _lines_after(path: str, rest: bytes, before: int) -> list[bytes]:
-    """The lines appended after ``before`` verified lines (``rest``: the bytes after them)."""
-    if not rest:
-        return []
-    if not rest.endswith(b"\n"):
-        last = before + rest.count(b"\n") + 1
-        raise AuditChainBroken(path, last, "partial last line (no newline): truncated, or garbage appended")
-    return rest[:-1].split(b"\n")
 
 
 def _check(path: str, lines: list[bytes], before: int, chain: _Chain) -> list[str]:

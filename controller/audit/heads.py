@@ -33,8 +33,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from controller.audit.chain import DAY_PATH
 from controller.audit.events import canonical_json
+from controller.audit.lines import DAY_PATH
 from controller.errors import AuditChainBroken
 
 HEADS_DIR = "audit-heads/"

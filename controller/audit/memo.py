@@ -16,7 +16,7 @@ and anything else (a rewritten line anywhere, a truncated or replaced file, a su
 place in the chain, an anchor or a mark inside the prefix) is parsed in full, with the same verdict.
 
 The event keys of the newest day file verified are kept too (:attr:`VerifiedDays.keys`): appending
-skips events already logged in the head's day file, and with them :func:`~controller.audit.chain.append`
+skips events already logged in the head's day file, and with them :func:`~controller.audit.tail.append`
 needs neither to parse that file nor to read more of it than its identity.
 """
 
@@ -50,7 +50,7 @@ class VerifiedDays:
     re-parsing them, and parse only the appended lines of the one that grew (the module docstring).
 
     A few hundred bytes per day, plus the event keys of the newest day file (``keys``, about 150 B
-    a line: 17 MB for a 45 MB day of 400-byte lines), which :func:`~controller.audit.chain.append`
+    a line: 17 MB for a 45 MB day of 400-byte lines), which :func:`~controller.audit.tail.append`
     uses instead of parsing that file; ``keys_of`` is the (path, digest) they are the keys of.
     """
 

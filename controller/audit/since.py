@@ -24,8 +24,9 @@ from collections.abc import Callable, Collection, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from controller.audit.chain import DAY_PATH, GENESIS, ChainReport, line_hash, verify
+from controller.audit.chain import ChainReport, verify
 from controller.audit.days import DayFiles
+from controller.audit.lines import DAY_PATH, GENESIS, line_hash
 from controller.errors import AuditChainBroken
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controller.audit.chain import AUDIT_DIR, ChainReport
+from controller.audit.chain import ChainReport
 from controller.audit.heads import HEADS_DIR, HeadReport, check_heads, head_seqs, is_newer_head_file
+from controller.audit.lines import AUDIT_DIR
 from controller.audit.since import VerifiedAnchor, verify_since
 from controller.reconcile.idle import audit_anchor
 from controller.reconcile.source import Source, fetch_all, open_mirror

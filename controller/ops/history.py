@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from controller.audit.chain import DAY_PATH, verify
+from controller.audit.chain import verify
+from controller.audit.lines import DAY_PATH
 from controller.ops.output import Column, Row, field, when
 from controller.ops.remote import RemoteView
 from controller.reconcile.statebranch import StateSnapshot
