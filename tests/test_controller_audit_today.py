@@ -24,7 +24,6 @@ import pygit2
 import pytest
 
 from controller.audit.chain import verify
-from controller.errors import AuditChainBroken
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.idle import audit_anchor
 from controller.reconcile.settings import ControllerSettings
@@ -34,21 +33,26 @@ from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import status_ref
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import STAGING, ControllerWorld, assert_no_duplicates, audit_lines
-from tests.test_controller_audit_cache import days_of_history
-from tests.test_controller_audit_verify import day_files, rewrite_state
+from tests.test_controller_audit_cache import days_of_history, stalls_as_a_full_check
+from tests.test_controller_audit_verify import day_files
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["desired-written", "state-committed", "state-pushed"]
 Tamper = Callable[[dict[str, bytes]], dict[str, bytes | None]]
 
 
-def reports_and_reconcile(world: ControllerWorld) -> None:
-    """A minute on, every staging robot reports a claim for a version it was not sent: refused, and
-    logged with the report's seq, so every such reconcile appends lines to today's file."""
-    world.clock.tick(60)
+def push_forged_claims(world: ControllerWorld) -> None:
+    """Every staging robot reports a claim for a version it was not sent: refused, and logged with
+    the report's seq, so the reconcile that reads them appends lines to today's file."""
     for device in STAGING:
         claim = world.sim.robots[device].reports["nav"].model_copy(update={"version": "0.0.0-forged"})
         world.sim.push_report(device, world.clock.now, deployments=[claim])
+
+
+def reports_and_reconcile(world: ControllerWorld) -> None:
+    """A minute on, forged claims (:func:`push_forged_claims`) and a reconcile."""
+    world.clock.tick(60)
+    push_forged_claims(world)
     world.reconcile()
 
 
@@ -120,18 +124,10 @@ def test_today_rewritten_behind_a_warm_cache_stalls_with_the_full_checks_error(
     tmp_path: Path, keys: KeyFactory, tamper: Tamper
 ) -> None:
     world, cache = warm_today(tmp_path, keys)
-    rewrite_state(world, tamper(day_files(world)))
-    world.clock.tick(60)
-    world.report_all(STAGING, "deployed")
-    state = world.state()
-    with pytest.raises(AuditChainBroken) as full:  # what --once and `audit verify` see
-        verify(state.audit, anchor=audit_anchor(state.meta))
-    before = cache.audit.parsed_lines
-    result = reconcile_once(world.settings)
-    assert result.stalled is not None and str(full.value) in result.stalled
-    assert cache.audit.parsed_lines - before <= state.audit[max(state.audit)].count(b"\n")  # today at most
+    stalled, log, parsed = stalls_as_a_full_check(world, cache, tamper)
+    assert parsed <= log[max(log)].count(b"\n")  # today at most
     fresh = reconcile_once(replace(world.settings, cache=ReconcileCache()))  # and without the cache
-    assert fresh.stalled == result.stalled
+    assert fresh.stalled == stalled
 
 
 def _fail_at(step: str) -> Callable[[str], None]:
@@ -181,9 +177,7 @@ def forged_reports_held_back(world: ControllerWorld) -> dict[str, str]:
     """Staging's next forged reports, written to the server with their refs set back: ref → commit."""
     repo = pygit2.Repository(str(world.server))
     before = {ref: ref_target(repo, ref) for ref in map(status_ref, STAGING)}
-    for device in STAGING:
-        claim = world.sim.robots[device].reports["nav"].model_copy(update={"version": "0.0.0-forged"})
-        world.sim.push_report(device, world.clock.now, deployments=[claim])
+    push_forged_claims(world)
     later = {ref: str(ref_target(repo, ref)) for ref in before}
     for ref, target in before.items():
         assert target is not None
@@ -197,9 +191,7 @@ def test_kill_9_between_writes_of_a_warm_controller_heals_on_restart(
 ) -> None:
     world, _ = days_of_history(tmp_path, keys, days=3)
     world.clock.tick(60)
-    for device in STAGING:  # what the warm reconcile appends
-        claim = world.sim.robots[device].reports["nav"].model_copy(update={"version": "0.0.0-forged"})
-        world.sim.push_report(device, world.clock.now, deployments=[claim])
+    push_forged_claims(world)  # what the warm reconcile appends
     first = world.clock.now
     world.clock.tick(60)
     later = forged_reports_held_back(world)  # what the killed reconcile appends
