@@ -23,7 +23,7 @@ from fleetcd.vocabulary import Activity
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
 from tests.sim.agent import APP, AgentWorld
-from tests.test_agent_hooks import installed_plugins
+from tests.test_agent_hooks import Truthy, installed_plugins
 
 PLUGIN_MODULE = "fleetcd_test_healthanswers"
 PLUGIN_SOURCE = """
@@ -59,16 +59,6 @@ class Answers:
 
     def report_health(self, ctx: HookContext) -> object:
         return self.answer
-
-
-class Truthy:
-    """An object that says it is true, and whose repr would run plugin code (and fail)."""
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        raise RuntimeError("repr must not be called")
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from agent.hooks import HookContext, Hooks
 from fleetcd.vocabulary import Activity
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.sim.agent import APP, AgentWorld
-from tests.test_agent_hooks import installed_plugins
+from tests.sim.agent import APP
+from tests.test_agent_hooks import installed_plugins, second_version_with_plugin
 
 PLUGIN_MODULE = "fleetcd_test_preflightanswers"
 PLUGIN_SOURCE = """
@@ -99,27 +99,13 @@ def test_a_preflight_answering_true_or_nothing_is_ok(answer: bool | None, ctx: H
 def test_a_preflight_plugin_that_answers_false_stops_the_install(
     tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
 ) -> None:
-    world = AgentWorld.create(
-        tmp_path / "w", keys, artifacts, agent={"hooks": {"plugin": "preflight-says-false"}}
-    )
-    try:
-        world.publish("1.0.0")  # the plugin answers None: ok
-        assert world.once().error is None
-        world.reconcile()
-        world.publish("2.0.0")
-
-        result = world.once()
-
-        entry = world.entry()
-        assert entry is not None and (entry.state, entry.version) == (Activity.FAILED, "2.0.0")
+    run = second_version_with_plugin(tmp_path, keys, artifacts, "preflight-says-false")
+    with run as (world, entry, deployment):
+        assert entry.state is Activity.FAILED
         why = "hook run_preflight failed: plugin 'preflight-says-false' answered False: not ok"
         assert why in (entry.reason or "")
         assert world.executor().active(APP) == "1.0.0"
         assert world.executor().state(APP, "2.0.0") is RunState.MISSING  # never installed
         assert world.answer("1.0.0") == "1.0.0"
-        assert result.report is not None
-        [deployment] = [d for d in result.report.deployments if d.deployment_id == entry.deployment_id]
         assert deployment.activity is Activity.FAILED
         assert why in deployment.message
-    finally:
-        world.close()

@@ -23,8 +23,8 @@ from agent.hooks import HookContext, Hooks
 from fleetcd.vocabulary import Activity
 from tests.gpgkeys import KeyFactory
 from tests.httpserver import ArtifactServer
-from tests.sim.agent import APP, AgentWorld
-from tests.test_agent_hooks import installed_plugins
+from tests.sim.agent import APP
+from tests.test_agent_hooks import Truthy, installed_plugins, second_version_with_plugin
 
 PLUGIN_MODULE = "fleetcd_test_stepanswers"
 PLUGIN_SOURCE = """
@@ -71,16 +71,6 @@ class Answers:
 
     def rollback(self, ctx: HookContext) -> object:
         return self.answer
-
-
-class Truthy:
-    """An object that says it is true, and whose repr would run plugin code (and fail)."""
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        raise RuntimeError("repr must not be called")
 
 
 @pytest.fixture
@@ -130,86 +120,47 @@ def test_the_three_well_formed_step_answers_say_handled_or_not(
 def test_an_install_plugin_that_answers_the_string_no_does_not_count_as_installed(
     tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
 ) -> None:
-    world = AgentWorld.create(tmp_path / "w", keys, artifacts, agent={"hooks": {"plugin": "install-says-no"}})
-    try:
-        world.publish("1.0.0")  # the plugin answers None: the executor installs
-        assert world.once().error is None
-        world.reconcile()
-        world.publish("2.0.0")
-
-        result = world.once()
-
-        entry = world.entry()
+    run = second_version_with_plugin(tmp_path, keys, artifacts, "install-says-no")
+    with run as (world, entry, deployment):
         # Failed before the switch: nothing installed 2.0.0, and the agent did not switch to it.
-        assert entry is not None and (entry.state, entry.version) == (Activity.FAILED, "2.0.0")
+        assert entry.state is Activity.FAILED
         why = "hook install_artifact failed: plugin 'install-says-no' answered the str 'no'"
         assert why in (entry.reason or "")
         assert world.executor().active(APP) == "1.0.0"
         assert world.answer("1.0.0") == "1.0.0"
-        assert result.report is not None
-        [deployment] = [d for d in result.report.deployments if d.deployment_id == entry.deployment_id]
         assert deployment.activity is Activity.FAILED
         assert why in deployment.message
         world.reconcile()
         record = world.record(entry.deployment_id)
         assert record.activity is Activity.FAILED
         assert why in record.events[-1].message
-    finally:
-        world.close()
 
 
 def test_a_switch_plugin_that_answers_the_string_no_does_not_count_as_switched_and_rolls_back(
     tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
 ) -> None:
-    world = AgentWorld.create(tmp_path / "w", keys, artifacts, agent={"hooks": {"plugin": "switch-says-no"}})
-    try:
-        world.publish("1.0.0")  # the plugin answers None: the executor switches
-        assert world.once().error is None
-        assert world.answer("1.0.0") == "1.0.0"
-        world.reconcile()
-        world.publish("2.0.0")
-
-        result = world.once()
-
-        entry = world.entry()
-        assert entry is not None and (entry.state, entry.version) == (Activity.ROLLED_BACK, "2.0.0")
+    run = second_version_with_plugin(tmp_path, keys, artifacts, "switch-says-no")
+    with run as (world, entry, deployment):
+        assert entry.state is Activity.ROLLED_BACK
         why = "hook switch_slot failed: plugin 'switch-says-no' answered the str 'no'"
         assert why in (entry.reason or "")
         assert world.executor().active(APP) == "1.0.0"
         assert world.answer("1.0.0") == "1.0.0"
-        assert result.report is not None
-        [deployment] = [d for d in result.report.deployments if d.deployment_id == entry.deployment_id]
         assert deployment.activity is Activity.ROLLED_BACK
         assert why in deployment.message
-    finally:
-        world.close()
 
 
 def test_a_rollback_plugin_that_answers_the_string_no_does_not_count_as_rolled_back(
     tmp_path: Path, keys: KeyFactory, artifacts: ArtifactServer
 ) -> None:
-    world = AgentWorld.create(
-        tmp_path / "w", keys, artifacts, agent={"hooks": {"plugin": "rollback-says-no"}}
-    )
-    try:
-        world.publish("1.0.0")
-        assert world.once().error is None
-        world.reconcile()
-        world.publish("2.0.0", "unhealthy")
-
-        result = world.once()
-
-        entry = world.entry()
+    run = second_version_with_plugin(tmp_path, keys, artifacts, "rollback-says-no", "unhealthy")
+    with run as (world, entry, deployment):
         # Not ROLLED_BACK: nothing rolled 2.0.0 back, and the robot must not say it did.
-        assert entry is not None and (entry.state, entry.version) == (Activity.FAILED, "2.0.0")
+        assert entry.state is Activity.FAILED
         why = "hook rollback failed: plugin 'rollback-says-no' answered the str 'no'"
         assert "rollback failed: " in (entry.reason or "") and why in (entry.reason or "")
         assert world.executor().active(APP) == "2.0.0"  # still runs, with its own config: never a mix
-        assert result.report is not None
-        [deployment] = [d for d in result.report.deployments if d.deployment_id == entry.deployment_id]
         assert deployment.activity is Activity.FAILED
         assert why in deployment.message
         world.reconcile()
         assert world.record(entry.deployment_id).activity is Activity.FAILED
-    finally:
-        world.close()

@@ -13,6 +13,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,15 @@ import pytest
 from agent.converge.steps import artifact_targets
 from agent.errors import HookFailed
 from agent.hooks import HookContext, Hooks, load_hooks
+from agent.state.journal import JournalEntry
 from fleetcd.errors import ApplyError, SetupError
 from fleetcd.models.agent import HookSettings
 from fleetcd.models.release import Release
+from fleetcd.reports import DeploymentReport
+from tests.apps import AppBehaviour
+from tests.gpgkeys import KeyFactory
+from tests.httpserver import ArtifactServer
+from tests.sim.agent import AgentWorld
 
 PLUGIN_MODULE = "fleetcd_test_hookplugins"
 FILE = {"url": "https://artifacts.example/fw.bin", "sha256": "a" * 64, "size": 1024}
@@ -126,6 +133,45 @@ def script(tmp_path: Path, name: str, body: str) -> str:
 
 def exec_hooks(**hooks: dict[str, Any]) -> Hooks:
     return load_hooks(HookSettings.model_validate(hooks))
+
+
+class Truthy:
+    """A plugin's answer that says it is true, and whose repr would run plugin code (and fail)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr must not be called")
+
+
+@contextmanager
+def second_version_with_plugin(
+    tmp_path: Path,
+    keys: KeyFactory,
+    artifacts: ArtifactServer,
+    plugin: str,
+    behaviour: AppBehaviour = "healthy",
+) -> Iterator[tuple[AgentWorld, JournalEntry, DeploymentReport]]:
+    """A real agent loading the entry-point ``plugin`` runs 1.0.0 (the plugin lets it through), then
+    one pass over 2.0.0 (``behaviour``): the world, the agent's entry for 2.0.0 and its report of it."""
+    world = AgentWorld.create(tmp_path / "w", keys, artifacts, agent={"hooks": {"plugin": plugin}})
+    try:
+        world.publish("1.0.0")
+        assert world.once().error is None
+        assert world.answer("1.0.0") == "1.0.0"
+        world.reconcile()
+        world.publish("2.0.0", behaviour)
+
+        result = world.once()
+
+        entry = world.entry()
+        assert entry is not None and entry.version == "2.0.0"
+        assert result.report is not None
+        [deployment] = [d for d in result.report.deployments if d.deployment_id == entry.deployment_id]
+        yield world, entry, deployment
+    finally:
+        world.close()
 
 
 # --- executables ----------------------------------------------------------------------------------
