@@ -95,9 +95,9 @@ def test_today_cut_back_below_what_was_verified_is_refused_as_in_full(cut: int) 
     assert verdict(files, memo) == verdict(files, None)  # without the anchor: a valid shorter chain or not
 
 
-def _line_after(files: Files, seq: int, prev: str, key: str, event_json: bytes) -> bytes:
-    head_ = f'{{"seq":{seq},"prev":"{prev}","key":"{key}","event":'.encode()
-    return head_ + event_json + b"}\n"
+def _next_line(files: Files) -> bytes:
+    """The line an honest append of one new event would add to today's file."""
+    return grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1]
 
 
 def _copy_of_last_line(files: Files) -> bytes:
@@ -105,28 +105,25 @@ def _copy_of_last_line(files: Files) -> bytes:
 
 
 def _wrong_prev(files: Files) -> bytes:
-    line = grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1]
-    return line.replace(b'"prev":"', b'"prev":"0', 1).replace(b'0"', b'"', 1)  # prev edited, same shape
+    # prev edited, same shape
+    return _next_line(files).replace(b'"prev":"', b'"prev":"0', 1).replace(b'0"', b'"', 1)
 
 
 def _skipped_seq(files: Files) -> bytes:
     seq, _ = head(files)
-    line = grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1]
-    return line.replace(b'{"seq":%d,' % (seq + 1), b'{"seq":%d,' % (seq + 2), 1)
+    return _next_line(files).replace(b'{"seq":%d,' % (seq + 1), b'{"seq":%d,' % (seq + 2), 1)
 
 
 def _edited_event(files: Files) -> bytes:
-    line = grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1]
-    return line.replace(b"amr-00700", b"amr-00701", 1)  # the key no longer matches
+    return _next_line(files).replace(b"amr-00700", b"amr-00701", 1)  # the key no longer matches
 
 
 def _not_canonical(files: Files) -> bytes:
-    line = grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1]
-    return line.replace(b'"seq":', b'"seq": ', 1)
+    return _next_line(files).replace(b'"seq":', b'"seq": ', 1)
 
 
 def _no_newline(files: Files) -> bytes:
-    return grow(dict(files), None, 700, 1)[max(files)].splitlines(keepends=True)[-1][:-1]
+    return _next_line(files)[:-1]
 
 
 def _garbage(files: Files) -> bytes:
