@@ -32,7 +32,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -211,10 +211,7 @@ class Supervisor:
             f"{APP_ENV}={app}".encode(),
         }
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            pid = int(entry.name)
+        for pid, entry in other_processes():
             try:
                 if os.getsid(pid) != pid:
                     continue
@@ -263,6 +260,14 @@ class Supervisor:
             tail = handle.read(self.log_cap_bytes)
         write_atomic(log.with_name(log.name + ".1"), tail, mode=LOG_FILE_MODE)
         os.truncate(log, 0)
+
+
+def other_processes() -> Iterator[tuple[int, Path]]:
+    """(pid, its ``/proc`` folder) of every process but this one, for a scan of their markers."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            yield int(entry.name), entry
 
 
 def _stat_fields(pid: int) -> list[str] | None:

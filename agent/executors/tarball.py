@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from agent.errors import CorruptState
 from agent.executors.base import AppTarget, ExecutorContext, RunState
-from agent.executors.supervisor import Supervisor
+from agent.executors.supervisor import Supervisor, other_processes
 from agent.fetch import Downloader, DownloadSettings
 from agent.fetch.http import download
 from agent.install.slots import (
@@ -286,10 +286,7 @@ class TarballExecutor:
         releases = (self.ctx.app_dir(app) / RELEASES_DIR).resolve()
         ours = self.supervisor.running_pid(app)
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            pid = int(entry.name)
+        for pid, entry in other_processes():
             try:
                 cwd = (entry / "cwd").readlink()
                 session = os.getsid(pid)
