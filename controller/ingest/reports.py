@@ -47,7 +47,7 @@ from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.errors import Diagnostic, InvalidContent
 from fleetcd.git.objects import list_refs
-from fleetcd.git.refs import STATUS_PREFIX, status_ref
+from fleetcd.git.refs import STATUS_LEAF, STATUS_PREFIX, status_ref
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.untrusted import Unreadable, UnreadableCommit, read_commit_file
 from fleetcd.reasons import IgnoredReport, Reason, RefusedClaim
@@ -61,6 +61,7 @@ from fleetcd.reports import (
 )
 
 ReadResult = tuple[StatusReport | None, Diagnostic | None]
+_REPORT_TAIL = f"/{STATUS_LEAF}"
 
 
 _UNREADABLE_REASONS = {
@@ -111,23 +112,31 @@ class MovedReport:
 def read_moved_reports(
     repo: Repository, last_read: Mapping[str, str | None], *, present: Mapping[str, Oid] | None = None
 ) -> dict[str, MovedReport]:
-    """The reports of the robots whose status ref moved: ``last_read`` maps each robot to the
-    object its ref named when last read (None: never read). A ref still naming that object holds
-    nothing new (a report's ``seq`` is ingested once), so it is not read again: K robots reporting
-    cost K reads in a fleet of any size. What is read is checked exactly as by :func:`read_reports`
-    (``present`` as there: where the reports are, with status shards).
+    """The reports of the robots whose status ref moved, in device name order: ``last_read`` maps
+    each robot to the object its ref named when last read (None: never read). A ref still naming
+    that object holds nothing new (a report's ``seq`` is ingested once), so it is not read again: K
+    robots reporting cost K reads in a fleet of any size. What is read is checked exactly as by
+    :func:`read_reports` (``present`` as there: where the reports are, with status shards).
+
+    The pass is over the status refs present, not the fleet: a robot that never reported costs
+    nothing, and a ref that names no robot of ``last_read`` (a stray, a removed robot, a name that
+    is no device id) is skipped without a read.
     """
     if present is None:
         present = list_refs(repo, STATUS_PREFIX)
     out: dict[str, MovedReport] = {}
-    for device, seen in last_read.items():
-        ref = status_ref(device)
-        target = present.get(ref)
-        if target is None or str(target) == seen:
+    start, end = len(STATUS_PREFIX), -len(_REPORT_TAIL)
+    for ref, target in present.items():
+        if not (ref.startswith(STATUS_PREFIX) and ref.endswith(_REPORT_TAIL)):
+            continue
+        device = ref[start:end]
+        if device not in last_read or str(target) == last_read[device]:
+            continue
+        if status_ref(device) != ref:  # raises for a device id that cannot name a ref
             continue
         report, problem = _read_one(repo, device, ref, target)
         out[device] = MovedReport(str(target), report, problem)
-    return out
+    return dict(sorted(out.items()))
 
 
 def _read_one(repo: Repository, device: str, ref: str, target: Oid) -> ReadResult:
