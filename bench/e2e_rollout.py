@@ -66,8 +66,20 @@ after the run ``--push-samples`` robots push once more into the final repository
 first as in the run and then with that per-robot setting in the server's config: the server CPU of a
 push in the recommended setup, measured on the same repository.
 
+Status shards (``--status-shards``, 5 by default): robots push their status to shard repositories
+``status-s1.git`` ... beside the fleet repository, each robot to the one :func:`fleetcd.shards.shard_of`
+gives it (about 2,000 robots a shard at 10,000), served by the same receive-pack daemon, and the
+controller reads every shard each reconcile, as ``fleetcd controller run --status-shard NAME=URL``
+does (docs/git-server.md, "Status shards"). A push's server CPU grows with the refs of the
+repository it lands in: a shard holds its robots' status refs only, the fleet repository every
+robot's desired and status refs. Each shard gets the same server settings. ``--status-shards 0``
+is the setup of the runs recorded before 2026-12-07 06:00: status pushed into the fleet
+repository. Sharding changes no outcome nor instant of the rehearsal
+(``tests/test_sim_status_shards.py``), only where each report lands.
+
     python -m bench.e2e_rollout [--robots 10000] [--wave-percents 1 9 20 30 40] [--soak-seconds 300]
         [--poll-seconds 60] [--apply-seconds 30] [--controller-seconds 30] [--heartbeat-seconds 3600]
+        [--status-shards 5] [--workers N] [--max-wall-seconds S]
 """
 
 from __future__ import annotations
@@ -88,7 +100,7 @@ from typing import Any
 
 from bench import fleetgen
 from bench.common import base_parser, free_port, start_listener, table, write_results
-from controller.sim import SimReport, SimSettings, control, run_simulation
+from controller.sim import SimReport, SimSettings, SimShard, control, run_simulation
 from controller.sim.control import ControllerActor
 from controller.sim.model import Counters
 from controller.sim.report import APPLIED, percentile
@@ -101,6 +113,7 @@ from fleetcd.git.refs import status_prefix, status_ref
 from fleetcd.git.remote import push
 from fleetcd.git.repo import open_or_init_bare
 from fleetcd.reports import STATUS_FILE
+from fleetcd.shards import MAX_SHARDS, shard_of
 from fleetcd.trust.gpg import Signer
 
 NAME = "e2e_rollout"
@@ -115,6 +128,9 @@ TRANSPORT_RETRIES = 3
 DEFAULT_POLL_SECONDS = 60.0
 DEFAULT_UNMOVED_POLL_SAMPLE = 10  # every 10th robot runs its no-op polls after a wave started
 DEFAULT_APPLY_SECONDS = 30.0
+# Status in 5 shard repositories of ~2,000 robots each at 10,000 (docs/git-server.md "Status shards"):
+# a push's server CPU grows with the refs of the repository it lands in (docs/scaling.md).
+DEFAULT_STATUS_SHARDS = 5
 DEFAULT_CONTROLLER_SECONDS = 30.0
 JITTER_PERCENT = 20.0
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -236,12 +252,30 @@ def publish(root: Path, files: dict[str, bytes]) -> Path:
         ["git", "commit", "-qm", "merge"],
     ):
         subprocess.run(argv, cwd=work, env=env, check=True)
-    server = root / "fleet.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(server)], check=True)
-    for key, value in SERVER_SETTINGS:
-        subprocess.run(["git", "--git-dir", str(server), "config", key, value], check=True)
+    server = served_repository(root / "fleet.git")
     subprocess.run(["git", "push", "-q", str(server), "main"], cwd=work, check=True)
     return server
+
+
+def served_repository(path: Path) -> Path:
+    """A bare repository at ``path`` with docs/git-server.md's server settings."""
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    for key, value in SERVER_SETTINGS:
+        subprocess.run(["git", "--git-dir", str(path), "config", key, value], check=True)
+    return path
+
+
+def shard_names(count: int) -> list[str]:
+    """The names of ``count`` status shards: s1, s2, ... (fleetcd.shards decides who goes where)."""
+    return [f"s{k + 1}" for k in range(count)]
+
+
+def status_repositories(root: Path, shards: int, server: Path) -> dict[str, Path]:
+    """Each status shard's repository under ``root`` by shard name ({"": server} without shards),
+    each with the server settings, as docs/git-server.md "Status shards" asks of a shard."""
+    if not shards:
+        return {"": server}
+    return {name: served_repository(root / f"status-{name}.git") for name in shard_names(shards)}
 
 
 def scratch_parent(given: Path | None) -> Path | None:
@@ -284,13 +318,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return (utime + stime + cutime + cstime) / CLOCK_TICKS
 
 
-def push_cpu_ms(
-    server: Path, robots: Path, devices: list[str], pid: int, url: str, *, narrowed: bool
-) -> float:
-    """Server CPU of one more status push per robot, one at a time (ms per push)."""
-    config = ["git", "--git-dir", str(server), "config"]
+def push_cpu_ms(targets: Sequence[tuple[str, Path, str]], robots: Path, pid: int, *, narrowed: bool) -> float:
+    """Server CPU of one more status push per robot, one at a time (ms per push): ``targets`` are
+    (robot, the repository its status goes to, its URL through the push daemon)."""
     before = tree_cpu_seconds(pid)
-    for n, device in enumerate(devices):
+    for n, (device, server, url) in enumerate(targets):
+        config = ["git", "--git-dir", str(server), "config"]
         repo = open_or_init_bare(robots / f"{device}.git")
         ref = status_ref(device)
         parent = ref_target(repo, ref)
@@ -306,7 +339,7 @@ def push_cpu_ms(
         if narrowed:
             subprocess.run([*config, "--unset-all", "receive.hideRefs"], check=True)
     time.sleep(REAP_SETTLE_S)
-    return (tree_cpu_seconds(pid) - before) / max(len(devices), 1) * 1000
+    return (tree_cpu_seconds(pid) - before) / max(len(targets), 1) * 1000
 
 
 @dataclass
@@ -421,10 +454,15 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         git_daemon(root, "receive-pack") as (pushes, push_port),
     ):
         before = tree_cpu_seconds(polls), tree_cpu_seconds(pushes)
+        status = status_repositories(root, args.status_shards, server)
+        push_urls = {name: f"git://127.0.0.1:{push_port}/{path.name}" for name, path in status.items()}
         settings = SimSettings(
             url=str(server),
             robots_url=f"git://127.0.0.1:{poll_port}/{server.name}",
-            robots_push_url=f"git://127.0.0.1:{push_port}/{server.name}",
+            robots_push_url=push_urls[""] if "" in status else None,
+            status_shards=tuple(
+                SimShard(name, str(path), push_urls[name]) for name, path in status.items() if name
+            ),
             gnupghome=home,
             workdir=root / "sim",
             poll_seconds=args.poll_seconds,
@@ -458,9 +496,11 @@ def run(args: Any, root: Path) -> dict[str, Any]:
             }
         )
         sampled = [fleetgen.device_id(i) for i in range(min(args.push_samples, args.robots))]
-        push_url, robots = settings.robots_push_url or "", root / "sim" / "robots"
+        own = {d: shard_of(d, status) if args.status_shards else "" for d in sampled}
+        targets = [(d, status[own[d]], push_urls[own[d]]) for d in sampled]
+        robots = root / "sim" / "robots"
         one_push = {
-            kind: push_cpu_ms(server, robots, sampled, pushes, push_url, narrowed=kind == "narrowed")
+            kind: push_cpu_ms(targets, robots, pushes, narrowed=kind == "narrowed")
             for kind in ("unfiltered", "narrowed")
         }
     return {
@@ -615,6 +655,14 @@ def main() -> None:
         "goes under it",
     )
     parser.add_argument("--push-samples", type=int, default=20, help="pushes per kind after the run")
+    parser.add_argument(
+        "--status-shards",
+        type=int,
+        default=DEFAULT_STATUS_SHARDS,
+        help="robots push status to this many shard repositories (s1..sN, served by the push daemon; "
+        "the controller reads them all, as `controller run --status-shard` does); 0: status goes to "
+        "the fleet repository, as in runs before 2026-12-07 06:00 (default: %(default)s)",
+    )
     args = parser.parse_args()
     if abs(sum(args.wave_percents) - 100.0) > 1e-6 or any(p <= 0 for p in args.wave_percents):
         parser.error(f"--wave-percents must be positive and sum to 100, not {args.wave_percents}")
@@ -624,6 +672,8 @@ def main() -> None:
         parser.error(str(exc))
     if args.unmoved_poll_sample < 0:
         parser.error(f"--unmoved-poll-sample must not be negative, not {args.unmoved_poll_sample}")
+    if not 0 <= args.status_shards <= MAX_SHARDS:
+        parser.error(f"--status-shards must be within [0, {MAX_SHARDS}], not {args.status_shards}")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     parent = scratch_parent(args.scratch)
@@ -680,6 +730,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
     noop = "counted, not run" if args.skip_noop_polls else "run"
     if args.skip_noop_polls and args.unmoved_poll_sample:
         noop += f", also when its own ref had not moved (run by 1 robot in {args.unmoved_poll_sample})"
+    where = f"{args.status_shards} shard repositories" if args.status_shards else "the fleet repository"
     worst = max((x for x in since if x is not None), default=math.inf)
     loads = sorted(r["load_1m"] for r in measured["reconciles"] if "load_1m" in r)
     load = (
@@ -690,7 +741,7 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
     lines = [
         f"{args.robots} robots, {strategy}, poll T={t:g} s ±{JITTER_PERCENT:g} %, apply {apply:g} s, "
         f"controller every {args.controller_seconds:g} s, heartbeat {args.heartbeat_seconds:g} s; "
-        f"virtual clock, seed {args.seed}; no-op polls {noop}",
+        f"virtual clock, seed {args.seed}; no-op polls {noop}; status in {where}",
         *table(
             ["metric", "value"],
             [
@@ -802,6 +853,8 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         "simulated_seconds": report.simulated_seconds,
         "wall_seconds": report.wall_seconds,
         "workers": args.workers,
+        "status_shards": args.status_shards,
+        "status_shard_urls": report.settings.get("status_shards", {}),
         "load_1m_during_run": load,
         "server_settings": dict(SERVER_SETTINGS),
         "merge_to_applied_p50_s": p50,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.e2e_rollout import SERVER_SETTINGS, publish, scratch_parent
+from bench.e2e_rollout import SERVER_SETTINGS, publish, scratch_parent, shard_names, status_repositories
 from tests.gitolite import server_settings
 from tests.test_bench_smoke import run_bench
 
@@ -29,6 +29,7 @@ def test_e2e_bench_takes_every_robot_from_merge_to_applied_and_measures_the_serv
         "e2e_rollout",
         tmp_path,
         *("--robots", "8", "--wave-percents", "100", "--poll-seconds", "20", "--apply-seconds", "5"),
+        *("--status-shards", "0"),  # the setup of the runs before status shards: the fleet repository
     )
 
     assert result["stopped"] == "done"
@@ -38,6 +39,7 @@ def test_e2e_bench_takes_every_robot_from_merge_to_applied_and_measures_the_serv
     assert 5 <= result["merge_to_applied_p99_s"] <= 1.2 * 20 + 5
     assert result["goal_p99_s"] == 1.2 * 20 + 2 * 5
     assert result["server_cpu_s"] > 0  # the daemon served real polls and pushes
+    assert result["status_shards"] == 0 and result["status_shard_urls"] == {}
     assert result["costs"]["pushes"] >= 16  # applying + deployed from every robot
     assert result["costs"]["gpg_checks"] < result["costs"]["verifications"]
     assert {"goal_met", "goal_met_with_first_reconcile", "first_reconcile_wall_s"} <= set(result)
@@ -101,6 +103,28 @@ def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(
     assert result["load_1m_during_run"]["min"] <= result["load_1m_during_run"]["max"]
     assert result["workers"] == 2
     assert list(scratch.iterdir()) == []
+    # By default status goes to five shard repositories served by the push daemon, and the
+    # controller read them: every wave advanced on the reports it ingested from them.
+    assert result["status_shards"] == 5
+    assert sorted(result["status_shard_urls"]) == ["s1", "s2", "s3", "s4", "s5"]
+    assert all(url.startswith("git://127.0.0.1:") for url in result["status_shard_urls"].values())
+    assert result["one_more_push_server_cpu_ms"]["unfiltered"] > 0
+
+
+def test_e2e_bench_gives_each_status_shard_a_repository_with_the_server_settings(tmp_path: Path) -> None:
+    server = publish(tmp_path, {"fleet.yaml": b"name: bench\n"})
+
+    assert status_repositories(tmp_path, 0, server) == {"": server}
+    shards = status_repositories(tmp_path, 3, server)
+
+    assert list(shards) == shard_names(3) == ["s1", "s2", "s3"]
+    assert len({path.name for path in shards.values()}) == 3 and server not in shards.values()
+    for path in shards.values():
+        for key, value in SERVER_SETTINGS:
+            shown = subprocess.run(
+                ["git", "--git-dir", str(path), "config", "--get", key], capture_output=True, text=True
+            )
+            assert shown.stdout.strip() == value, (path, key)
 
 
 def test_e2e_bench_serves_the_fleet_with_the_settings_docs_git_server_recommends(tmp_path: Path) -> None:

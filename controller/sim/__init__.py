@@ -13,6 +13,6 @@ was asked, run in a scratch copy of the fleet); the CLI is :mod:`controller.cli.
 
 from controller.sim.report import SimReport, Summary, WaveTiming
 from controller.sim.run import run_simulation
-from controller.sim.settings import SimSettings
+from controller.sim.settings import SimSettings, SimShard
 
-__all__ = ["SimReport", "SimSettings", "Summary", "WaveTiming", "run_simulation"]
+__all__ = ["SimReport", "SimSettings", "SimShard", "Summary", "WaveTiming", "run_simulation"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.settings import ControllerSettings
+from controller.reconcile.shards import StatusShard
 from controller.reconcile.source import Source, open_mirror
 from controller.reconcile.statebranch import load_state
 from controller.sim.clock import Scheduler, SimClock
@@ -37,6 +38,7 @@ from controller.sim.verifier import CachingVerifier
 from controller.sim.wire import RobotLink
 from fleetcd.compat import UTC
 from fleetcd.errors import SetupError
+from fleetcd.shards import shard_of
 from fleetcd.trust.gpg import Keyring
 
 
@@ -58,7 +60,9 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
         notify=False,
         now=clock.now,
         cache=ReconcileCache(),  # the rehearsal runs one controller, as ``controller run`` does
+        status_shards=tuple(StatusShard(s.name, s.url) for s in settings.status_shards),
     )
+    shards = {s.name: s.push_url or s.url for s in settings.status_shards}
     poll_seconds = settings.poll_seconds or fleet.poll_seconds
     behaviour = Behaviour(
         poll_seconds=poll_seconds,
@@ -83,7 +87,7 @@ def run_simulation(settings: SimSettings, *, progress: Callable[[str], None] | N
                 settings.robots_url or settings.url,
                 settings.workdir / "robots" / f"{device}.git",
                 namespaces=settings.namespaces,
-                push_url=settings.robots_push_url,
+                push_url=shards[shard_of(device, shards)] if shards else settings.robots_push_url,
             )
             sample = settings.unmoved_poll_sample
             robots.append(
@@ -179,4 +183,5 @@ def _described(settings: SimSettings, poll_seconds: float, robots: int, virtual:
         "skip_noop_polls": settings.skip_noop_polls,
         "unmoved_poll_sample": settings.unmoved_poll_sample,
         "workers": settings.workers,
+        "status_shards": {s.name: s.push_url or s.url for s in settings.status_shards},
     }

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from fleetcd.shards import ShardSpec, check_shard_name, check_shards
+
 DEFAULT_POLL_SECONDS = 60.0  # fleet.yaml's defaults.poll_seconds when the caller gives none
 DEFAULT_JITTER_PERCENT = 20.0  # each poll interval is poll_seconds * (1 ± jitter)
 DEFAULT_APPLY_SECONDS = 30.0  # download, install, switch and the health watch, per deployment
@@ -35,6 +37,17 @@ _FLOATS = (
     "controller_seconds",
     "max_seconds",
 )
+
+
+@dataclass(frozen=True)
+class SimShard:
+    """One status shard of a rehearsal (docs/git-server.md, "Status shards"): its name, the URL the
+    controller fetches it from and, when given, the URL the robots push to (e.g. a ``git://`` daemon
+    in front of the same repository)."""
+
+    name: str
+    url: str
+    push_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,10 @@ class SimSettings:
     # no-op polls. 0: off (only polls when no desired ref of the repository moved are skipped).
     unmoved_poll_sample: int = 0
     workers: int = DEFAULT_WORKERS  # 1: every event in order on one thread
+    # Robots push their status to these repositories, each robot to the one fleetcd.shards.shard_of
+    # gives it, and the controller reads them all (``controller run --status-shard``); empty: status
+    # goes to the fleet repository (robots_push_url).
+    status_shards: tuple[SimShard, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _FLOATS:  # NaN passes every comparison below: refuse it (and inf) first
@@ -104,5 +121,7 @@ class SimSettings:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         if self.robots is not None and self.robots < 1:
             raise ValueError(f"robots must be at least 1, not {self.robots}")
+        if self.status_shards:
+            check_shards(ShardSpec(check_shard_name(s.name), s.url) for s in self.status_shards)
         if self.start is not None and self.start.utcoffset() is None:
             raise ValueError("start needs a time zone")
