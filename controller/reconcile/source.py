@@ -30,9 +30,11 @@ controller means to publish there: :func:`fetch_all` mirrors the server's desire
 (pruning those the server lacks — a controller killed before pushing must see what robots can
 fetch, not its own unpushed refs) and drops any other ref under those prefixes. Robots' status
 refs live outside them and are never pushed. After every push to a local repository its refs
-are packed (``git pack-refs --all``) once :data:`PACK_FROM_LOOSE_REFS` of them are loose files: an
-idle reconcile lists 20,000 refs at 10,000 robots, which costs about 7x more as loose files
-(``bench/controller_reconcile.py``). The mirror's own writes of many desired refs never make loose
+are packed once :data:`PACK_FROM_LOOSE_REFS` of them are loose files: an idle reconcile lists
+20,000 refs at 10,000 robots, which costs about 7x more as loose files
+(``bench/controller_reconcile.py``). A push by hand packs them in its own rewrite of
+``packed-refs`` (:func:`~fleetcd.git.localpush.push_by_hand`'s ``fold``); after a real push,
+``git pack-refs --all`` does. The mirror's own writes of many desired refs never make loose
 files (:mod:`fleetcd.git.packedrefs`).
 
 Objects are kept bounded the same way (:mod:`fleetcd.git.housekeeping`, :func:`housekeep_repository`):
@@ -56,7 +58,13 @@ from fleetcd.git import gitcli
 from fleetcd.git.gitcli import checked_url
 from fleetcd.git.hostkeys import HostKeyPolicy
 from fleetcd.git.housekeeping import Policy, housekeep
-from fleetcd.git.localpush import LocalPushBusy, by_hand_pays, push_by_hand, refused
+from fleetcd.git.localpush import (
+    LocalPushBusy,
+    by_hand_pays,
+    loose_refs,
+    push_by_hand,
+    refused,
+)
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import delete_refs, ref_target
 from fleetcd.git.packedrefs import loose_refs_at_least, read_refs, refs_to_send
@@ -258,16 +266,17 @@ def publish(
         prefix = NAMESPACES_PREFIX if namespaces else DESIRED_PREFIX
         server = _local_path(source.url)
         git_dir = gitcli.git_dir_of(server)
+        # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
+        # listing would read one by one; packing costs about as much as the loose refs it prunes.
+        # By hand, they are packed in the push's own rewrite of packed-refs (one write, not two).
         by_hand = by_hand_pays(git_dir, len(desired or {})) and _push_by_hand(
             repo, source, git_dir, prefix, desired, state_base, timeout_s
         )
         if not by_hand:
             specs = ([f"+{prefix}*:{prefix}*"] if desired else []) + [state]
             push(repo, source.url, specs, leases=lease, atomic=True, timeout_s=timeout_s)
-        # Robots' status pushes and a fan-out leave loose ref files, which every idle reconcile's
-        # listing would read one by one; packing costs about as much as the loose refs it prunes.
-        if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
-            gitcli.pack_refs(server, timeout_s=timeout_s)
+            if loose_refs_at_least(git_dir, PACK_FROM_LOOSE_REFS):
+                gitcli.pack_refs(server, timeout_s=timeout_s)
         if by_hand:  # one more pack there, and receive-pack's own gc --auto did not run: ours does
             return housekeep_repository(git_dir, "server", source.housekeeping)
         return None
@@ -324,8 +333,10 @@ def _push_by_hand(
     state = ref_target(repo, STATE_BRANCH)
     if state is not None:
         refs[STATE_BRANCH] = state
+    loose = loose_refs(git_dir)  # also removes the ref locks a killed fold left
+    fold = loose if len(loose) >= PACK_FROM_LOOSE_REFS else []
     try:
-        push_by_hand(repo, git_dir, refs, leases={STATE_BRANCH: state_base}, timeout_s=timeout_s)
+        push_by_hand(repo, git_dir, refs, leases={STATE_BRANCH: state_base}, timeout_s=timeout_s, fold=fold)
     except LocalPushBusy as exc:
         log.info("pushing to %s through receive-pack: %s", source.url, exc)
         return False
