@@ -338,3 +338,46 @@ def test_the_benchmarks_wave_and_ingest_after_a_first_reconcile_digest_only_the_
     for device in world.active:
         desired = state.devices[device].desired
         assert desired is not None and desired.inputs_sha256 == digests[device], device
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("commit", "d" * 40),
+        ("serial", 3),
+        ("content_sha256", "b" * 64),
+        ("expires_at", datetime(2030, 1, 2, tzinfo=UTC)),
+        ("inputs_sha256", None),
+    ],
+)
+def test_a_file_holding_a_record_that_differs_from_the_written_one_in_any_field_is_not_quiet(
+    field: str, value: object
+) -> None:
+    """The settled check compares the record field by field (not by the model's ``==``): a state
+    branch holding another commit, serial, content, expiry or inputs digest than the one written
+    (a lost write, or an edited file) is not quiet."""
+    memo = QuietMemo()
+    scope = scope_of("inputs", {}, {}, namespaces=True)
+    written = _record("1" * 64)
+    memo.remember(scope, {"a": _file("a")}, [], {"a": written})
+    same = _file("a").model_copy(update={"desired": written.model_copy()})
+    other = _file("a").model_copy(update={"desired": written.model_copy(update={field: value})})
+    assert memo.quiet(scope, {"a": same}) == {"a"}
+    assert memo.quiet(scope, {"a": other}) == frozenset()
+
+
+def test_the_memo_drops_the_robots_not_left_alone_and_holds_each_robots_newest_file() -> None:
+    """remember changes the held robots in place: a robot no longer left alone (moved, or gone from
+    the fleet) is dropped, a robot left alone with a new file is held with that file, and a robot
+    named ``unchanged`` keeps the very file held; what is held is what a fresh memo would hold."""
+    scope = scope_of("inputs", {}, {}, namespaces=True)
+    files = {d: _file(d) for d in ("a", "b", "c", "d")}
+    memo = QuietMemo()
+    memo.remember(scope, files, ["a", "b", "c"])
+    later = {"a": files["a"], "b": _file("b"), "d": files["d"]}  # c gone, b rewritten, d new
+    memo.remember(scope, later, {"a", "b", "d"}, unchanged=frozenset({"a"}))
+    fresh = QuietMemo()
+    fresh.remember(scope, later, ["a", "b", "d"])
+    assert memo.robots.keys() == fresh.robots.keys() == {"a", "b", "d"}
+    assert all(memo.robots[d] is later[d] for d in later)
+    assert memo.quiet(scope, later) == {"a", "b", "d"}

@@ -24,6 +24,8 @@ import pytest
 
 from controller.delivery.bundles import DeliverySource, stages_of
 from controller.delivery.inputs import BundleInputs
+from controller.delivery.prune import list_desired
+from controller.delivery.select import slot
 from controller.delivery.write import delivery_ref
 from controller.reconcile import delivery_step, due, rollouts
 from controller.reconcile import write as write_step
@@ -210,6 +212,7 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
     assert planned == ["nav"]
     before, _, _ = cold(world)
     earlier: set[str] = set(FLEET)
+    stood: set[str] = set()  # robots that stood after some reconcile of the story
     for name, act, seconds in story(world):
         digested.clear()
         built.clear()
@@ -258,6 +261,18 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             now_held = after.devices[device]
             if now_held.desired == written and now_held.records == records:
                 assert written.inputs_sha256 == digests[device], (name, device)
+        # The standing robots (controller.delivery.standing): each at its recorded expiry and
+        # serial, its ref exactly its recorded commit, and the listing remembered is the mirror's.
+        standing = cache_of(world).robots.standing
+        listing = list_desired(open_mirror(world.settings.source))
+        assert standing.listed == listing, name
+        for device, (expiry, serial) in standing.held.items():
+            desired = after.devices[device].desired
+            assert desired is not None and (desired.expires_at, desired.serial) == (expiry, serial), name
+            assert str(listing[delivery_ref(device, namespaces=True)]) == desired.commit, (name, device)
+            assert device in standing.groups[expiry][slot(device)], (name, device)
+        assert sum(len(m) for slots in standing.groups.values() for m in slots.values()) == len(standing.held)
+        stood.update(standing.held)
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
             desired = after.devices[device].desired
@@ -274,6 +289,7 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
         assert kept.configs == {d: fleet.device_config(model.app, d) for d in members}, name
         before = after
     assert "spare-1" in after.devices
+    assert stood == set(FLEET) | {"spare-1"}
     assert cache_of(world).main.validations >= 3  # the first tree twice (it expired), then the new one
 
 

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,25 @@ class BundleInputs:
         held = self._held.get(device)
         if held is not None:
             self._next[device] = held if held.records is records else _Held(records, held.probe, held.digest)
+
+    def carry(self, quiet: AbstractSet[str], records: Mapping[str, Sequence[DeploymentRecord]]) -> None:
+        """:meth:`keep` for every robot of ``quiet`` at once, before any :meth:`digest`: the memo's
+        entries are carried whole and the robots not quiet dropped (a set difference, not a pass in
+        Python over the quiet robots); ``records``: the quiet robots whose records are a new object
+        (settled by the last write), kept with them so that next time ``is`` holds."""
+        if self._memo is None:
+            return
+        if self._held is None:
+            self._scope_now = self.scope()
+            self._held = self._memo.held if self._memo.scope == self._scope_now else {}
+        carried = dict(self._held)
+        for device in carried.keys() - quiet:
+            del carried[device]
+        for device, now in records.items():
+            held = carried.get(device)
+            if held is not None and held.records is not now:
+                carried[device] = _Held(now, held.probe, held.digest)
+        self._next.update(carried)
 
     def remember(self) -> None:
         """Keep this reconcile's digests in the memo, for the robots asked about (no others)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 from controller.delivery.write import delivery_ref
 from fleetcd.errors import TransportError
@@ -40,10 +41,17 @@ def owned_refs(devices: Iterable[str], *, namespaces: bool) -> set[str]:
     return {delivery_ref(device, namespaces=namespaces) for device in devices}
 
 
-def stale_refs(listed: Mapping[str, Oid], devices: Iterable[str], *, namespaces: bool) -> dict[str, Oid]:
+def stale_refs(
+    listed: Mapping[str, Oid],
+    devices: Iterable[str],
+    *,
+    namespaces: bool,
+    owned: AbstractSet[str] | None = None,
+) -> dict[str, Oid]:
     """The well-formed desired-state refs of either layout in ``listed`` that the controller does
-    not own (``devices``: the robots on main; ``namespaces``: the layout it writes)."""
-    owned = owned_refs(devices, namespaces=namespaces)
+    not own (``devices``: the robots on main; ``namespaces``: the layout it writes; ``owned``:
+    :func:`owned_refs` of them when the caller holds it)."""
+    owned = owned_refs(devices, namespaces=namespaces) if owned is None else owned
     # A set difference first: at 100,000 robots nearly every listed ref is owned, and sorting and
     # parsing only the others keeps this pass a few milliseconds.
     others = sorted(listed.keys() - owned)

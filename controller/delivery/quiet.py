@@ -32,6 +32,7 @@ computation. ``controller reconcile --once`` keeps no memo and computes everythi
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from controller.records.model import DeploymentRecord
@@ -85,22 +86,30 @@ class QuietMemo:
         """The robots of ``devices`` that are quiet under ``scope``: none when its fixed part
         changed; where a rollout's generation or release commits changed, or its state appeared or
         went, not the robots with a record of it (the others' historic evidence is untouched)."""
+        same, settled = self.split(scope, devices)
+        return same | settled
+
+    def split(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> tuple[frozenset[str], frozenset[str]]:
+        """:meth:`quiet`'s robots in two: those with the very device file the memo holds, and those
+        settled by the record last written (their file is a new object)."""
         if self.scope is None or scope.fixed != self.scope.fixed:
-            return frozenset()
-        held, settled = self.robots, self.settled
-        found = {d for d, data in devices.items() if held.get(d) is data}
-        for device, (records, written) in settled.items():
+            return frozenset(), frozenset()
+        held = self.robots
+        same = {d for d, data in devices.items() if held.get(d) is data}
+        settled = set()
+        for device, (records, written) in self.settled.items():
             data = devices.get(device)
             if (
                 data is not None
-                and data.desired == written
+                and _same_record(data.desired, written)
                 and (data.records is records or data.records == records)
             ):
-                found.add(device)
+                settled.add(device)
         changed = scope.changed_rollouts(self.scope)
         if changed:
-            found = {d for d in found if not any(r.rollout in changed for r in devices[d].records)}
-        return frozenset(found)
+            same = {d for d in same if not any(r.rollout in changed for r in devices[d].records)}
+            settled = {d for d in settled if not any(r.rollout in changed for r in devices[d].records)}
+        return frozenset(same), frozenset(settled)
 
     def remember(
         self,
@@ -108,12 +117,29 @@ class QuietMemo:
         devices: Mapping[str, DeviceFile],
         left: Iterable[str],
         settled: Mapping[str, PublishedDesired] | None = None,
+        *,
+        unchanged: AbstractSet[str] = frozenset(),
     ) -> None:
         """After a reconcile: the robots ``left`` alone (inputs as recorded, not moved, no new
         record), with the device file each was found with; and the robots ``settled`` by a new
-        record (robot -> the record, whose inputs digest is that of its records now)."""
+        record (robot -> the record, whose inputs digest is that of its records now).
+        ``unchanged``: robots whose device file is the very one the memo holds for them (quiet by
+        identity), which need no update: the robots held are changed in place, for the robots
+        that left or came alone (a pass over every robot only as a set difference)."""
+        left = left if isinstance(left, AbstractSet) else set(left)
+        robots = self.robots
+        for device in robots.keys() - left:
+            del robots[device]
+        for device in left - unchanged if unchanged else left:
+            robots[device] = devices[device]
         self.scope = scope
-        self.robots = {device: devices[device] for device in left}
         self.settled = {
             device: (devices[device].records, written) for device, written in (settled or {}).items()
         }
+
+
+def _same_record(found: PublishedDesired | None, written: PublishedDesired) -> bool:
+    """``found`` holds the same record as ``written``, field by field (the model's ``==`` costs
+    about 3 us a robot, most of it not in the comparison: the reconcile after a fan-out asks for
+    every robot)."""
+    return found is written or (found is not None and found.__dict__ == written.__dict__)

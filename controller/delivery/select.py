@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -97,10 +97,14 @@ def select(
     policy: RenewalPolicy,
     *,
     lifetime: timedelta,
+    standing: Mapping[datetime, Mapping[int, Collection[str]]] | None = None,
 ) -> Selection:
     """Which of the robots in ``wanted`` (device -> content digest of its bundle now) move, given
     what is ``recorded`` for each and which refs are ``kept`` (exactly the recorded commit).
-    ``lifetime``: how long a bundle written now lives."""
+    ``lifetime``: how long a bundle written now lives. ``standing``: more robots, not in
+    ``wanted``, that are kept with their recorded content (only their renewal is to decide), by
+    recorded expiry and slot (:mod:`controller.delivery.standing`); the same robots are chosen
+    as when they are passed in ``wanted`` one by one."""
     changed, healed = [], []
     due: list[tuple[str, datetime]] = []  # (robot, its expiry) of the kept robots due for renewal
     # Whether a kept robot is due depends on its expiry and slot only, and ``due_at`` is monotone
@@ -124,6 +128,17 @@ def select(
             held = slot(device)
             if held >= cut:
                 due.append((device, expiry))
+            elif latest_slot.get(expiry, 0) < held:
+                latest_slot[expiry] = held
+    for expiry, slots in (standing or {}).items():  # per group, not per robot
+        cut = first_due.get(expiry)
+        if cut is None:
+            cut = first_due[expiry] = _first_due_slot(policy, expiry, now)
+        for held, members in slots.items():
+            if not members:
+                continue
+            if held >= cut:
+                due.extend((device, expiry) for device in members)
             elif latest_slot.get(expiry, 0) < held:
                 latest_slot[expiry] = held
     urgent = [(d, e) for d, e in due if policy.urgent(e, now)]

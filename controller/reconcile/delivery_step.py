@@ -74,9 +74,12 @@ class Delivered:
 
 
 def active_devices(ctx: FleetContext, devices: Mapping[str, DeviceFile]) -> dict[str, DeviceFile]:
-    """The robots that get desired state: every one on main that is not decommissioned."""
-    retired = ctx.retired
-    return {device: data for device, data in devices.items() if device not in retired}
+    """The robots that get desired state: every one on main that is not decommissioned (a copy of
+    the mapping without the retired: at 100,000 robots a dict comprehension cost 40 ms)."""
+    active = dict(devices)
+    for device in ctx.retired:
+        active.pop(device, None)
+    return active
 
 
 def renewal_policy(ctx: FleetContext, settings: ControllerSettings) -> RenewalPolicy:
@@ -100,18 +103,25 @@ def deliver(
     devices = active_devices(ctx, devices)
     namespaces = settings.namespaces
     listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
-    stale = stale_refs(listed, devices, namespaces=namespaces)
-    recorded = {device: data.desired for device, data in devices.items()}
-    source = DeliverySource(ctx.spec, ctx.release_sha256)
     memo = settings.cache.robots if settings.cache is not None else None
+    owned = memo.standing.owned_refs(devices, namespaces=namespaces) if memo is not None else None
+    stale = stale_refs(listed, devices, namespaces=namespaces, owned=owned)
+    source = DeliverySource(ctx.spec, ctx.release_sha256)
     evidence: dict[EvidenceKey, Evidence] = {}  # historic evidence, read for the robots that need it
     inputs = BundleInputs(source, evidence, memo.inputs if memo is not None else None)
     # Robots the last reconcile left alone, with the same device file and scope: their inputs are
-    # their recorded ones (controller.delivery.quiet), so no per-robot pass below reads them.
-    scope, quiet = None, frozenset[str]()
+    # their recorded ones (controller.delivery.quiet), so no per-robot pass below reads them. Of
+    # those, the standing ones (their ref unmoved since: controller.delivery.standing) are kept
+    # with their recorded content, and only their renewal slot is looked at, by group.
+    scope, standing = None, frozenset[str]()
+    same = settled = quiet = frozenset[str]()
     if memo is not None and devices:
         scope = scope_of(inputs.scope(), rollouts, source.release_sha256, namespaces=namespaces)
-        quiet = memo.quiet.quiet(scope, devices)
+        same, settled = memo.quiet.split(scope, devices)
+        quiet = same | settled
+        standing = memo.standing.standing(quiet, listed)
+    others = devices.keys() - standing if standing else devices.keys()
+    recorded = {device: devices[device].desired for device in others}
     kept: set[str] = set()
     refs = {}
     for device, record in recorded.items():
@@ -124,12 +134,15 @@ def deliver(
             refs[device] = RobotRef(
                 str(target), None if record is None else record.commit, read_held(repo, target)
             )
+    highest = max([meta.serial, *(r.serial for r in recorded.values() if r is not None)])
+    if standing and memo is not None:
+        highest = max(highest, memo.standing.highest_serial())
     with ExitStack() as stack:
         # Every serial recorded, and a robot's root only when it verifies by a controller key of
         # the verified trust root (controller.delivery.published).
         published = judge_published(
             refs,
-            serial=max([meta.serial, *(r.serial for r in recorded.values() if r is not None)]),
+            serial=highest,
             root_sha256=meta.root_sha256,
             verify=_root_verifier(ctx, stack),
             kept=frozenset(kept),
@@ -137,11 +150,10 @@ def deliver(
     serial = published.next_serial
     lifetime = timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
     expires = now + lifetime
-    touched = {device: data for device, data in devices.items() if device not in quiet}
+    touched = {device: devices[device] for device in devices.keys() - quiet} if quiet else devices
     evidence.update(_historic_evidence(repo, source, rollouts, touched))
+    inputs.carry(quiet, {device: devices[device].records for device in settled} if quiet else {})
     keys = {device: inputs.digest(device, data.records) for device, data in touched.items()}
-    for device in quiet:
-        inputs.keep(device, devices[device].records)
     inputs.remember()
     bundles: dict[str, Bundle] = {}
     encoded: dict[str, bytes] = {}  # bundle.json of each robot built, as written if its ref moves
@@ -156,26 +168,79 @@ def deliver(
 
     # A robot whose inputs are the recorded ones holds the recorded content: not built again.
     digests = {d: _unchanged(recorded[d], key) or build(d) for d, key in keys.items()}
-    for device in quiet:
+    for device in quiet - standing if standing else quiet:
         digests[device] = _content(recorded[device])
-    chosen = select(digests, recorded, published.kept, now, renewal_policy(ctx, settings), lifetime=lifetime)
+    chosen = select(
+        digests,
+        recorded,
+        published.kept,
+        now,
+        renewal_policy(ctx, settings),
+        lifetime=lifetime,
+        standing=memo.standing.groups if standing and memo is not None else None,
+    )
     moving = frozenset(chosen.moving)
     # A renewed or healed quiet robot needs its bytes too, and so its historic evidence.
-    evidence.update(_historic_evidence(repo, source, rollouts, {d: devices[d] for d in moving & quiet}))
-    for device in moving & quiet:
-        keys[device] = _inputs(recorded[device])
+    moving_quiet = {device: devices[device] for device in moving if device in quiet}
+    evidence.update(_historic_evidence(repo, source, rollouts, moving_quiet))
+    for device in moving_quiet:
+        keys[device] = _inputs(devices[device].desired)
+        digests.setdefault(device, _content(devices[device].desired))
     for device in moving.difference(bundles):
         build(device)
     # Robots built although their content did not change: their new inputs digest is recorded once.
     relabelled = {
         device: record.model_copy(update={"inputs_sha256": keys[device]})
         for device in sorted(bundles)
-        if (record := recorded[device]) is not None and device not in moving
+        if device not in moving and (record := devices[device].desired) is not None
     }
-    left = _left_alone(recorded, keys, quiet, moving, relabelled)
-    if not moving:
-        if memo is not None and scope is not None:  # for the next reconcile to skip
-            memo.quiet.remember(scope, devices, left, relabelled)
+    touched_left = _left_alone(recorded, keys, quiet, moving, relabelled)
+    result = None
+    records: dict[str, PublishedDesired] = {}
+    if moving:
+        with Signer(settings.gnupghome) as signer:
+            fingerprint = ctx.signing_key(signer.secret_fingerprints())
+            result = write_desired_state(
+                repo,
+                {device: bundles[device] for device in sorted(moving)},
+                fleet=ctx.fleet.name,
+                serial=serial,
+                issued_at=now,
+                expires_at=expires,
+                sign=lambda data: signer.sign_detached(data, fingerprint),
+                namespaces=settings.namespaces,
+                trust=trust_file_of(ctx.spec),
+                targets={d: listed.get(delivery_ref(d, namespaces=namespaces)) for d in moving},
+                encoded=encoded,
+            )
+        log.info(
+            "desired state serial %d: %d robots changed, %d refs healed, %d renewed; %d kept their commit",
+            serial,
+            len(chosen.changed),
+            len(chosen.healed),
+            len(chosen.renewed),
+            len(devices) - len(moving),
+        )
+        records = {
+            device: PublishedDesired(
+                commit=str(oid),
+                serial=serial,
+                content_sha256=digests[device],
+                expires_at=expires,
+                inputs_sha256=keys[device],
+            )
+            for device, oid in result.commits.items()
+        }
+    after = {**listed, **result.refs} if result is not None else listed
+    written = {**relabelled, **records}
+    if memo is not None and scope is not None:  # for the next reconcile to skip
+        # Left alone: the quiet robots that did not move, and the others whose inputs were their
+        # recorded ones (no new record); the standing ones among them already stand.
+        quiet_left = quiet - moving if moving else quiet
+        memo.quiet.remember(scope, devices, quiet_left | touched_left, written, unchanged=same - moving)
+        fresh = (quiet_left - standing if standing else quiet_left) | touched_left
+        memo.standing.remember(after, {d: devices[d].desired for d in fresh}, fresh, written)
+    if result is None:
         return Delivered(
             serial=published.floor,
             root_sha256=meta.root_sha256,
@@ -187,53 +252,18 @@ def deliver(
             listed=listed,
             built=len(bundles),
         )
-    with Signer(settings.gnupghome) as signer:
-        fingerprint = ctx.signing_key(signer.secret_fingerprints())
-        result = write_desired_state(
-            repo,
-            {device: bundles[device] for device in sorted(moving)},
-            fleet=ctx.fleet.name,
-            serial=serial,
-            issued_at=now,
-            expires_at=expires,
-            sign=lambda data: signer.sign_detached(data, fingerprint),
-            namespaces=settings.namespaces,
-            trust=trust_file_of(ctx.spec),
-            targets={d: listed.get(delivery_ref(d, namespaces=namespaces)) for d in moving},
-            encoded=encoded,
-        )
-    log.info(
-        "desired state serial %d: %d robots changed, %d refs healed, %d renewed; %d kept their commit",
-        serial,
-        len(chosen.changed),
-        len(chosen.healed),
-        len(chosen.renewed),
-        len(devices) - len(moving),
-    )
-    records = {
-        device: PublishedDesired(
-            commit=str(oid),
-            serial=serial,
-            content_sha256=digests[device],
-            expires_at=expires,
-            inputs_sha256=keys[device],
-        )
-        for device, oid in result.commits.items()
-    }
-    if memo is not None and scope is not None:  # for the next reconcile to skip
-        memo.quiet.remember(scope, devices, left, {**relabelled, **records})
     return Delivered(
         serial=serial,
         root_sha256=result.root_sha,
         refs=result.refs,
         moved=result.moved,
         signatures=result.signatures,
-        published={**relabelled, **records},
+        published=written,
         selection=chosen,
         next_renewal_at=chosen.next_renewal_at,
         ignored_roots=published.ignored,
         stale=stale,
-        listed={**listed, **result.refs},
+        listed=after,
         built=len(bundles),
     )
 
@@ -254,18 +284,20 @@ def _left_alone(
     quiet: frozenset[str],
     moving: frozenset[str],
     relabelled: Mapping[str, PublishedDesired],
-) -> list[str]:
-    """The robots whose inputs were their recorded ones and that got no new record this reconcile."""
-    left = [d for d in quiet if d not in moving]
+) -> set[str]:
+    """The robots digested this reconcile (not quiet) whose inputs were their recorded ones and
+    that got no new record."""
+    left = set()
     for device, key in keys.items():
-        record = recorded[device]
+        record = recorded.get(device)
         if (
-            device not in moving
+            device not in quiet
+            and device not in moving
             and device not in relabelled
             and record is not None
             and record.inputs_sha256 == key
         ):
-            left.append(device)
+            left.add(device)
     return left
 
 

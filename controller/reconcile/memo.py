@@ -13,6 +13,9 @@ an entry can be missing but never stale:
   the very device file object and the delivery's scope: a wave or an ingest touching 1,000 robots
   of 100,000 reads no historic evidence, computes no inputs digest and builds nothing for the
   99,000 others;
+* of the quiet robots, those whose desired-state ref is where the last reconcile left it, by
+  renewal slot (:class:`~controller.delivery.standing.StandingMemo`), with the mirror's
+  desired-state refs then: their selection visits the due slots, not the robots;
 * the rollouts' plans (targets, waves, each member's config:
   :class:`~controller.reconcile.rollouts.RolloutPlan`), by main's tree id: a function of main's
   files alone, so a validation made afresh for the same tree (every
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 
 from controller.delivery.inputs import InputsMemo
 from controller.delivery.quiet import QuietMemo
+from controller.delivery.standing import StandingMemo
 from controller.reconcile.due import DueMemo
 from controller.reconcile.rollouts import RolloutPlan
 
@@ -35,6 +39,7 @@ from controller.reconcile.rollouts import RolloutPlan
 class RobotMemo:
     inputs: InputsMemo = field(default_factory=InputsMemo)
     quiet: QuietMemo = field(default_factory=QuietMemo)
+    standing: StandingMemo = field(default_factory=StandingMemo)
     due: DueMemo = field(default_factory=DueMemo)
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan

@@ -1,0 +1,190 @@
+"""The robots standing where the last reconcile left them (controller.delivery.standing): selected
+by renewal slot group, never held once their ref moved or they are not quiet.
+
+Pure tables and properties over :class:`~controller.delivery.standing.StandingMemo` and
+:func:`~controller.delivery.select.select` (the same robots move whether the standing ones are
+passed one by one or by group), then a real controller (real git and gpg, :mod:`tests.sim.world`)
+whose standing robot gets an older commit of its own replayed on its ref.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from controller.delivery.select import RenewalPolicy, select, slot
+from controller.delivery.standing import StandingMemo, moved_devices
+from controller.delivery.write import delivery_ref
+from controller.reconcile.cache import ReconcileCache
+from controller.state.model import PublishedDesired
+from fleetcd.compat import UTC
+from fleetcd.git.objects import list_refs
+from fleetcd.git.refs import NAMESPACES_PREFIX
+from fleetcd.git.repo import Oid
+from tests.gpgkeys import KeyFactory
+from tests.sim.robots import PinningRobot
+from tests.sim.world import CANARY, PRODUCTION, STAGING, make_world
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+LIFETIME = timedelta(days=7)
+SAME, OTHER = "a" * 64, "b" * 64
+
+
+def record(expires_at: datetime, serial: int = 4, digest: str = SAME) -> PublishedDesired:
+    return PublishedDesired(commit="c" * 40, serial=serial, content_sha256=digest, expires_at=expires_at)
+
+
+def oid(n: int) -> Oid:
+    return Oid(hex=f"{n:040x}")
+
+
+def ref(device: str) -> str:
+    return delivery_ref(device, namespaces=True)
+
+
+def memo_of(records: dict[str, PublishedDesired], listed: dict[str, Oid]) -> StandingMemo:
+    memo = StandingMemo()
+    memo.remember(listed, {}, [], records)
+    return memo
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_selecting_standing_robots_by_slot_group_chooses_what_selecting_them_one_by_one_chooses(
+    seed: int,
+) -> None:
+    """Random fleets (shared and scattered expiries, changed, healed, due and urgent robots, a
+    random per-reconcile bound): the kept robots with unchanged content moved into slot groups give
+    the very Selection (who changes, heals, renews, and the next renewal) of select over everyone."""
+    rng = random.Random(seed)
+    expiries = [NOW + timedelta(minutes=rng.randrange(-60, 7 * 24 * 60)) for _ in range(rng.randrange(1, 6))]
+    recorded: dict[str, PublishedDesired | None] = {}
+    wanted: dict[str, str] = {}
+    kept: set[str] = set()
+    for n in range(rng.randrange(0, 300)):
+        device = f"robot-{seed}-{n}"
+        scattered = NOW + timedelta(seconds=rng.randrange(-3600, 7 * 86400))
+        expiry = rng.choice(expiries) if rng.random() < 0.8 else scattered
+        recorded[device] = None if rng.random() < 0.05 else record(expiry, serial=rng.randrange(1, 9))
+        wanted[device] = OTHER if rng.random() < 0.05 else SAME
+        if rng.random() < 0.95:
+            kept.add(device)
+    policy = RenewalPolicy.of(
+        LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=rng.randrange(1, 20)
+    )
+    whole = select(wanted, recorded, frozenset(kept), NOW, policy, lifetime=LIFETIME)
+
+    could = {d: r for d in sorted(kept) if wanted[d] == SAME and (r := recorded[d]) is not None}
+    standing = {d: r for d, r in could.items() if r.content_sha256 == SAME and rng.random() < 0.8}
+    memo = memo_of(standing, {})
+    others = {d: w for d, w in wanted.items() if d not in standing}
+    split = select(
+        others,
+        recorded,
+        frozenset(kept - set(standing)),
+        NOW,
+        policy,
+        lifetime=LIFETIME,
+        standing=memo.groups,
+    )
+    assert split == whole
+    assert memo.highest_serial() == max((r.serial for r in standing.values()), default=0)
+
+
+def test_a_ref_planted_or_deleted_on_a_quiet_robot_takes_it_out_of_the_index() -> None:
+    """The listing differs from what the last reconcile left for r2 (another commit planted) and
+    r3 (deleted): neither stands, so both take the full way (published.judge_published, heal);
+    r1 stands. A planted ref of the other layout counts for its robot too."""
+    records = {d: record(NOW + LIFETIME) for d in ("r1", "r2", "r3", "r4")}
+    before = {ref(d): oid(n) for n, d in enumerate(records, 1)}
+    memo = memo_of(records, before)
+    now = {**before, ref("r2"): oid(99)}
+    del now[ref("r3")]
+    now["refs/fleetcd/desired/r4"] = oid(98)  # the flat layout, planted
+    assert moved_devices(now, before) == {"r2", "r3", "r4"}
+    assert memo.standing(frozenset(records), now) == {"r1"}
+    assert set(memo.held) == {"r1"}
+    assert memo.groups == {NOW + LIFETIME: {slot("r1"): {"r1"}}}
+
+
+def test_a_robot_no_longer_quiet_leaves_its_slot_group_and_its_serial() -> None:
+    """r2's device file changed (not quiet): it leaves the index, its group and its serial; the
+    highest serial is then r1's."""
+    records = {"r1": record(NOW + LIFETIME, serial=3), "r2": record(NOW + 2 * LIFETIME, serial=7)}
+    listed = {ref("r1"): oid(1), ref("r2"): oid(2)}
+    memo = memo_of(records, listed)
+    assert memo.highest_serial() == 7
+    assert memo.standing(frozenset({"r1"}), listed) == {"r1"}
+    assert memo.highest_serial() == 3
+    assert list(memo.groups) == [NOW + LIFETIME]
+    assert memo.standing(frozenset(), listed) == frozenset()
+    assert (memo.held, memo.groups, dict(memo.serials)) == ({}, {}, {})
+
+
+def test_a_first_reconcile_finds_no_robot_standing() -> None:
+    """Nothing remembered yet (a new controller, or ``reconcile --once``): every robot the full way."""
+    assert StandingMemo().standing(frozenset({"r1"}), {ref("r1"): oid(1)}) == frozenset()
+
+
+def test_a_renewed_robot_moves_to_its_new_expirys_group() -> None:
+    records = {"r1": record(NOW + LIFETIME, serial=3)}
+    memo = memo_of(records, {ref("r1"): oid(1)})
+    memo.remember({ref("r1"): oid(2)}, {}, [], {"r1": record(NOW + 2 * LIFETIME, serial=4)})
+    assert memo.groups == {NOW + 2 * LIFETIME: {slot("r1"): {"r1"}}}
+    assert dict(memo.serials) == {4: 1}
+    assert memo.standing(frozenset({"r1"}), {ref("r1"): oid(1)}) == frozenset()  # the old commit back
+
+
+def test_owned_refs_are_made_again_when_the_fleet_or_the_layout_changes() -> None:
+    memo = StandingMemo()
+    assert memo.owned_refs({"r1": 1}, namespaces=True) == {ref("r1")}
+    assert memo.owned_refs({"r1": 1, "r2": 2}, namespaces=True) == {ref("r1"), ref("r2")}
+    assert memo.owned_refs({"r2": 2}, namespaces=False) == {delivery_ref("r2", namespaces=False)}
+
+
+def test_an_older_commit_of_its_own_replayed_on_a_standing_robots_ref_is_rewritten(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """prod-1's own earlier commit (validly signed, a lower serial) put back on its ref while it
+    stands: the next reconcile finds the ref moved, takes prod-1 the full way and writes it a new
+    commit above the serial its agent holds, which the agent accepts; no other ref moves."""
+    world = make_world(tmp_path, keys)
+    world.settings = replace(world.settings, cache=ReconcileCache())
+    robots = sorted(STAGING + CANARY + PRODUCTION)
+    world.reconcile()
+    first = str(list_refs(pygit2.Repository(str(world.server)), NAMESPACES_PREFIX)[ref("prod-1")])
+    world.clock.tick(5)
+    world.sim.push_report("prod-3", world.clock.now)
+    world.clock.tick(5)
+    world.reconcile()
+    # prod-1's ref deleted and healed: it now holds a newer commit, and stands after a quiet reconcile.
+    server = str(world.server)
+    subprocess.run(["git", "--git-dir", server, "update-ref", "-d", ref("prod-1")], check=True)
+    world.clock.tick(5)
+    world.sim.push_report("prod-3", world.clock.now)
+    world.reconcile()
+    world.clock.tick(5)
+    world.sim.push_report("prod-3", world.clock.now)
+    assert world.reconcile().desired_refs == 0
+    assert world.settings.cache is not None
+    assert "prod-1" in world.settings.cache.robots.standing.held
+    agent = PinningRobot(world, "prod-1")
+    held = agent.poll()
+    listed = list_refs(pygit2.Repository(server), NAMESPACES_PREFIX)
+    assert str(listed[ref("prod-1")]) != first
+
+    subprocess.run(["git", "--git-dir", server, "update-ref", ref("prod-1"), first], check=True)
+    world.clock.tick(5)
+    world.sim.push_report("prod-3", world.clock.now)
+    result = world.reconcile()
+
+    after = list_refs(pygit2.Repository(server), NAMESPACES_PREFIX)
+    assert result.desired_refs == 1
+    assert {d for d in robots if after[ref(d)] != listed[ref(d)]} == {"prod-1"}
+    assert str(after[ref("prod-1")]) != first
+    assert agent.poll() > held
