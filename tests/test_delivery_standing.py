@@ -18,10 +18,12 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from controller.delivery.prune import list_desired
 from controller.delivery.select import RenewalPolicy, select, slot
 from controller.delivery.standing import StandingMemo, moved_devices
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
+from controller.reconcile.source import fetch_all, open_mirror
 from controller.state.model import PublishedDesired
 from fleetcd.compat import UTC
 from fleetcd.git.objects import list_refs
@@ -188,3 +190,30 @@ def test_an_older_commit_of_its_own_replayed_on_a_standing_robots_ref_is_rewritt
     assert {d for d in robots if after[ref(d)] != listed[ref(d)]} == {"prod-1"}
     assert str(after[ref("prod-1")]) != first
     assert agent.poll() > held
+
+
+def test_the_fetchs_listing_of_desired_refs_is_the_mirrors_after_a_ref_planted_deleted_or_stray(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """The deliver step takes the desired-state refs from the fetch (Fetched.desired), not from a
+    second pass over the mirror: after a ref planted, one deleted, and refs under the desired
+    prefixes that are no robot's desired-state ref (removed from the mirror as strays), it is
+    exactly what the mirror holds."""
+    world = make_world(tmp_path, keys)
+    world.reconcile()
+    server = str(world.server)
+    listed = list_refs(pygit2.Repository(server), NAMESPACES_PREFIX)
+    for args in (
+        ["update-ref", ref("prod-1"), str(listed[ref("prod-2")])],
+        ["update-ref", "-d", ref("prod-3")],
+        ["update-ref", "refs/namespaces/prod-4/refs/heads/main", str(listed[ref("prod-4")])],
+        ["update-ref", "refs/fleetcd/desired/can-1/extra", str(listed[ref("can-1")])],
+    ):
+        subprocess.run(["git", "--git-dir", server, *args], check=True)
+    repo = open_mirror(world.settings.source)
+    fetched = fetch_all(repo, world.settings.source)
+    assert fetched.desired == list_desired(repo)
+    assert fetched.desired is not None
+    assert fetched.desired[ref("prod-1")] == listed[ref("prod-2")]
+    assert ref("prod-3") not in fetched.desired
+    assert "refs/namespaces/prod-4/refs/heads/main" not in fetched.desired

@@ -143,7 +143,7 @@ def cold(world: ControllerWorld) -> tuple[StateSnapshot, FleetContext, dict[str,
     """The state branch, main's fleet context and every robot's inputs digest, computed from the
     mirror's commits without any cache."""
     repo = open_mirror(world.settings.source)
-    fetch_all(repo, world.settings.source)
+    assert fetch_all(repo, world.settings.source).desired == list_desired(repo)  # what deliver was given
     snapshot = load_state(repo)
     main = ref_target(repo, "refs/heads/main")
     assert main is not None

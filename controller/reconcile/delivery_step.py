@@ -99,10 +99,14 @@ def deliver(
     rollouts: Mapping[str, RolloutState],
     settings: ControllerSettings,
     now: datetime,
+    *,
+    listed: Mapping[str, Oid] | None = None,
 ) -> Delivered:
+    """``listed``: the mirror's desired-state refs as the fetch left them (else listed here)."""
     devices = active_devices(ctx, devices)
     namespaces = settings.namespaces
-    listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
+    if listed is None:
+        listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
     memo = settings.cache.robots if settings.cache is not None else None
     owned = memo.standing.owned_refs(devices, namespaces=namespaces) if memo is not None else None
     stale = stale_refs(listed, devices, namespaces=namespaces, owned=owned)

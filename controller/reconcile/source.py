@@ -122,6 +122,9 @@ class Fetched:
     # status ref -> commit; with status shards, each robot's from its own shard, plus reports found
     # in the wrong shard under their mirror name (controller.reconcile.shards.Located.marked)
     status: Mapping[str, Oid]
+    # every desired-state ref of both layouts the mirror holds after the fetch (None: not listed),
+    # so that the deliver step needs no second pass over the mirror's refs (0.2-0.5 s at 100,000)
+    desired: Mapping[str, Oid] | None = None
 
 
 def open_mirror(source: Source) -> LockedRepository:
@@ -167,7 +170,9 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
     for ref in stray:
         repo.references.delete(ref)
     reports = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
-    return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports)
+    gone = set(stray)
+    desired = {ref: oid for ref, oid in found.items() if ref.startswith(DESIRED_PREFIXES) and ref not in gone}
+    return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports, desired=desired)
 
 
 def _prune(repo: Repository, found: Mapping[str, Oid], prefix: str, url: str) -> None:

@@ -325,7 +325,14 @@ def plan(ctx: ReconcileContext) -> StepResult:
 def deliver(ctx: ReconcileContext) -> StepResult:
     """Per-robot desired state into the mirror for the robots whose ref moves, under one signed root."""
     desired = deliver_desired(
-        ctx.repo, ctx.fleet, ctx.state.meta, ctx.devices, ctx.rollouts, ctx.settings, ctx.now
+        ctx.repo,
+        ctx.fleet,
+        ctx.state.meta,
+        ctx.devices,
+        ctx.rollouts,
+        ctx.settings,
+        ctx.now,
+        listed=ctx.need(ctx.fetched, "fetched").desired,
     )
     ctx.desired = desired
     for device, written in desired.published.items():  # recorded with the push that publishes it
