@@ -26,6 +26,7 @@ from agent.hooks.exec import STDERR_TAIL_BYTES
 from fleetcd.errors import SetupError
 from fleetcd.models.agent import HookSettings
 from tests.test_agent_hooks import installed_plugins
+from tests.test_agent_supervisor import gone
 
 PLUGIN_MODULE = "fleetcd_test_faultyhooks"
 
@@ -118,21 +119,6 @@ def script(tmp_path: Path, name: str, body: str, *, mode: int = 0o755) -> str:
 
 def exec_hooks(**hooks: dict[str, Any]) -> Hooks:
     return load_hooks(HookSettings.model_validate(hooks))
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def gone(pid: int, *, within_seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_seconds
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not alive(pid)
 
 
 # --- executables ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from agent.health.probes import DETAIL_MAX_CHARS, ProbeResult, attempt, run_prob
 from agent.process import run_bounded
 from fleetcd.models.release import ExecProbe, FileProbe, HttpProbe
 from tests.httpserver import ArtifactServer, Behaviour, QuietHandler, serve_handler
+from tests.test_agent_supervisor import gone
 
 ALLOW = ["/bin/true", "/bin/false", "/bin/echo", "/bin/sh", "/bin/sleep"]
 
@@ -74,22 +75,6 @@ def silent_server() -> Iterator[str]:
             yield f"{base_url}/healthz"
         finally:
             release.set()  # before the shutdown: it waits for the hung handler
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def gone(pid: int, *, within_seconds: float = 10.0) -> bool:
-    """SIGKILL is delivered asynchronously: give the kernel a bounded moment to finish the job."""
-    deadline = time.monotonic() + within_seconds
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not alive(pid)
 
 
 # --- exec -----------------------------------------------------------------------------------------

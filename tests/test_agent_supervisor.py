@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def gone(pid: int, *, within_seconds: float = 10.0) -> bool:
+    """SIGKILL is delivered asynchronously: give the kernel a bounded moment to finish the job."""
+    deadline = time.monotonic() + within_seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not alive(pid)
 
 
 def start_web(
