@@ -263,6 +263,22 @@ def assert_the_next_run_heals(world: ControllerWorld, crashing: ControllerSettin
     assert kinds(healed.state()).count("rollout_created") == 1
 
 
+def killed_in_a_fan_out_to_many_robots(
+    tmp_path: Path, keys: KeyFactory, mode: str
+) -> tuple[ControllerWorld, ControllerSettings, datetime, int]:
+    """A reference world that fanned out to every robot (:func:`many_robots`'s too), and a copy of it
+    whose controller, started with ``mode`` on the same change, was SIGKILLed: the reference, the
+    copy's settings, the instant and the killed controller's pid."""
+    world = make_world(tmp_path / "reference", keys, configure=many_robots)
+    crashing = copy_world(world, tmp_path / "crash")
+    now = world.clock.now
+    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
+    killed = start_controller(crashing, now, mode)
+    code, _result, err = finish(killed)
+    assert code == -signal.SIGKILL, err[-3000:]
+    return world, crashing, now, killed.pid
+
+
 def test_kill_9_leaving_ref_locks_in_the_cache_heals_on_the_next_run(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
@@ -290,17 +306,10 @@ def test_kill_9_leaving_ref_locks_in_the_cache_heals_on_the_next_run(
 def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
-    world = make_world(tmp_path / "reference", keys, configure=many_robots)
-    crashing = copy_world(world, tmp_path / "crash")
-    now = world.clock.now
-    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
-
-    killed = start_controller(crashing, now, "kill")
-    code, _result, err = finish(killed)
-    assert code == -signal.SIGKILL, err[-3000:]
+    world, crashing, now, pid = killed_in_a_fan_out_to_many_robots(tmp_path, keys, "kill")
     left = lock_files(crashing.source.mirror)
     assert len(left) == len(STAGING + CANARY + PRODUCTION) + MANY  # every robot's ref was locked
-    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
+    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {pid} on ")
 
     assert_the_next_run_heals(world, crashing, now)
 
@@ -309,18 +318,11 @@ def test_kill_9_in_the_middle_of_a_fan_out_to_many_robots_heals_on_the_next_run(
 def test_kill_9_inside_the_mirror_s_packed_refs_rewrite_heals_on_the_next_run(
     tmp_path: Path, keys: KeyFactory, instant: str
 ) -> None:
-    world = make_world(tmp_path / "reference", keys, configure=many_robots)
-    crashing = copy_world(world, tmp_path / "crash")
-    now = world.clock.now
-    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
-
-    killed = start_controller(crashing, now, f"kill-packed:{instant}")
-    code, _result, err = finish(killed)
-    assert code == -signal.SIGKILL, err[-3000:]
+    world, crashing, now, pid = killed_in_a_fan_out_to_many_robots(tmp_path, keys, f"kill-packed:{instant}")
     mirror = crashing.source.mirror
     assert (mirror / "packed-refs.lock").exists() is (instant == "before-rename")
     assert desired(Path(crashing.source.url)) == {}  # nothing reached the server
-    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {killed.pid} on ")
+    assert lock_of(crashing.source.mirror).read_text().startswith(f"pid {pid} on ")
 
     assert_the_next_run_heals(world, crashing, now)
 
@@ -328,14 +330,7 @@ def test_kill_9_inside_the_mirror_s_packed_refs_rewrite_heals_on_the_next_run(
 def test_kill_9_between_an_object_pack_and_its_index_heals_on_the_next_run(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
-    world = make_world(tmp_path / "reference", keys, configure=many_robots)
-    crashing = copy_world(world, tmp_path / "crash")
-    now = world.clock.now
-    assert world.reconcile().desired_refs == len(STAGING + CANARY + PRODUCTION) + MANY
-
-    killed = start_controller(crashing, now, "kill-pack-index")
-    code, _result, err = finish(killed)
-    assert code == -signal.SIGKILL, err[-3000:]
+    world, crashing, now, _pid = killed_in_a_fan_out_to_many_robots(tmp_path, keys, "kill-pack-index")
     pack_dir = crashing.source.mirror / "objects" / "pack"
     unindexed = [p for p in pack_dir.glob("*.pack") if not p.with_suffix(".idx").exists()]
     left = unindexed + list(pack_dir.glob("tmp_idx_*"))
