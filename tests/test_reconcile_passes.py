@@ -273,6 +273,10 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             assert device in standing.groups[expiry][slot(device)], (name, device)
         assert sum(len(m) for slots in standing.groups.values() for m in slots.values()) == len(standing.held)
         stood.update(standing.held)
+        # The delivery source kept is the one of main's spec this reconcile delivered from.
+        source = cache_of(world).robots.source
+        fleet_now = cache_of(world).main.fleet
+        assert source is not None and fleet_now is not None and source.spec is fleet_now.spec, name
         held = cache_of(world).robots.inputs.held
         for device in after.devices:
             desired = after.devices[device].desired

@@ -40,6 +40,7 @@ from controller.delivery.published import RobotRef, judge_published
 from controller.delivery.quiet import scope_of
 from controller.delivery.select import RenewalPolicy, Selection, select
 from controller.delivery.write import delivery_ref, read_held, write_desired_state
+from controller.reconcile.memo import RobotMemo
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.settings import ControllerSettings
 from controller.records.model import Action
@@ -110,7 +111,7 @@ def deliver(
     memo = settings.cache.robots if settings.cache is not None else None
     owned = memo.standing.owned_refs(devices, namespaces=namespaces) if memo is not None else None
     stale = stale_refs(listed, devices, namespaces=namespaces, owned=owned)
-    source = DeliverySource(ctx.spec, ctx.release_sha256)
+    source = _source(ctx, memo)
     evidence: dict[EvidenceKey, Evidence] = {}  # historic evidence, read for the robots that need it
     inputs = BundleInputs(source, evidence, memo.inputs if memo is not None else None)
     # Robots the last reconcile left alone, with the same device file and scope: their inputs are
@@ -270,6 +271,18 @@ def deliver(
         listed=after,
         built=len(bundles),
     )
+
+
+def _source(ctx: FleetContext, memo: RobotMemo | None) -> DeliverySource:
+    """The delivery source of main's fleet: the memo's while it was built from the very spec and the
+    same release hashes (everything it derives, the robots' and cohorts' lookups and each rollout's
+    evidence, is a function of them; at 100,000 robots building the lookups cost ~40 ms)."""
+    if memo is None:
+        return DeliverySource(ctx.spec, ctx.release_sha256)
+    held = memo.source
+    if held is None or held.spec is not ctx.spec or held.release_sha256 != (ctx.release_sha256 or {}):
+        held = memo.source = DeliverySource(ctx.spec, ctx.release_sha256)
+    return held
 
 
 def _content(record: PublishedDesired | None) -> str:

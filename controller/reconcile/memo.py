@@ -16,6 +16,8 @@ an entry can be missing but never stale:
 * of the quiet robots, those whose desired-state ref is where the last reconcile left it, by
   renewal slot (:class:`~controller.delivery.standing.StandingMemo`), with the mirror's
   desired-state refs then: their selection visits the due slots, not the robots;
+* main's delivery source (:class:`~controller.delivery.bundles.DeliverySource`), by the very
+  spec and release hashes it was built from;
 * the rollouts' plans (targets, waves, each member's config:
   :class:`~controller.reconcile.rollouts.RolloutPlan`), by main's tree id: a function of main's
   files alone, so a validation made afresh for the same tree (every
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.delivery.bundles import DeliverySource
 from controller.delivery.inputs import InputsMemo
 from controller.delivery.quiet import QuietMemo
 from controller.delivery.standing import StandingMemo
@@ -41,6 +44,8 @@ class RobotMemo:
     quiet: QuietMemo = field(default_factory=QuietMemo)
     standing: StandingMemo = field(default_factory=StandingMemo)
     due: DueMemo = field(default_factory=DueMemo)
+    # main's delivery source (per-robot lookups, rollouts' evidence), while main's spec is the same
+    source: DeliverySource | None = None
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan
 
