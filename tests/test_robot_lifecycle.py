@@ -109,6 +109,17 @@ def _heads(fleet: FleetRepoBuilder, admin: Path) -> tuple[str, str]:
     return fleet.git("rev-parse", "HEAD"), _git(admin, "rev-parse", "HEAD")
 
 
+def add_refused(
+    capsys: pytest.CaptureFixture[str], fleet: FleetRepoBuilder, admin: Path, robot: str, *extra: str
+) -> tuple[int, str]:
+    """``robot add`` that must write nothing (neither repository moves, no robot folder is left):
+    its exit code and what it said."""
+    heads = _heads(fleet, admin)
+    code, _, err = add(capsys, fleet, admin, robot, *extra)
+    _unchanged(fleet, admin, heads)
+    return code, err
+
+
 # --- robot add ---------------------------------------------------------------------------------------
 
 
@@ -174,31 +185,25 @@ def test_a_selector_cohort_takes_a_matching_robot_without_an_edit(
 def test_enrolling_an_id_that_exists_is_refused_naming_the_device_file_and_nothing_is_written(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-002")
+    code, err = add_refused(capsys, fleet, admin, "amr-002")
     assert code == 1
     assert "devices/amr-002.yaml: id: robot 'amr-002' already exists" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_an_id_gitolite_already_knows_is_refused_naming_its_key_file(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "fleetcd-controller")
+    code, err = add_refused(capsys, fleet, admin, "fleetcd-controller")
     assert code == 1
     assert "keydir/fleetcd-controller.pub: gitolite already has a key for 'fleetcd-controller'" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_an_unknown_cohort_is_refused_naming_the_cohort_file_and_nothing_is_written(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-010", "--cohort", "canary")
+    code, err = add_refused(capsys, fleet, admin, "amr-010", "--cohort", "canary")
     assert code == 1
     assert "cohorts/canary.yaml: no cohort 'canary' (cohorts: production, staging)" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_a_selector_cohort_that_does_not_match_the_robot_is_refused(
@@ -232,40 +237,32 @@ def test_a_selector_cohort_that_does_not_match_the_robot_is_refused(
 def test_a_bad_robot_id_is_a_usage_error_before_anything_is_read(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str], robot: str
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, robot)
+    code, err = add_refused(capsys, fleet, admin, robot)
     assert code == 2 and "is not a safe name" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_a_bad_device_field_is_refused_with_file_line_and_field(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-012", "--timezone", "Mars/Olympus")
+    code, err = add_refused(capsys, fleet, admin, "amr-012", "--timezone", "Mars/Olympus")
     assert code == 1 and "devices/amr-012.yaml:" in err and "timezone: unknown IANA time zone" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_a_key_another_robot_already_logs_in_with_is_refused(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(
+    code, err = add_refused(
         capsys, fleet, admin, "amr-013", "--ssh-public-key", str(admin / "keydir" / "amr-001.pub")
     )
     assert code == 1 and "keydir/amr-001.pub: key SHA256:" in err and "already belongs to 'amr-001'" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_a_robot_folder_inside_the_fleet_repository_is_refused_so_its_key_is_never_committed(
     fleet: FleetRepoBuilder, admin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-016", "--out", str(fleet.root / "robots"))
+    code, err = add_refused(capsys, fleet, admin, "amr-016", "--out", str(fleet.root / "robots"))
     assert code == 4 and "inside the repository" in err and "private key would be committed" in err
     assert not (fleet.root / "robots").exists()
-    _unchanged(fleet, admin, heads)
     args = [
         "robot",
         "rotate-key",
@@ -308,10 +305,8 @@ def test_a_gitolite_conf_without_a_robots_group_is_refused_naming_it(
 ) -> None:
     (admin / "conf" / "gitolite.conf").write_text("repo gitolite-admin\n    RW+ = admin\n")
     _git(admin, "commit", "-qam", "no fleet block yet")
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-017")
+    code, err = add_refused(capsys, fleet, admin, "amr-017")
     assert code == 1 and "conf/gitolite.conf: has no '@robots = ...' line to enrol 'amr-017' in" in err
-    _unchanged(fleet, admin, heads)
 
 
 def test_no_commit_leaves_both_edits_for_a_pull_request(
@@ -551,10 +546,8 @@ def test_an_agent_setting_out_of_bounds_is_refused_naming_agent_yaml_and_the_fie
     value: str,
     field: str,
 ) -> None:
-    heads = _heads(fleet, admin)
-    code, _, err = add(capsys, fleet, admin, "amr-023", option, value)
+    code, err = add_refused(capsys, fleet, admin, "amr-023", option, value)
     assert code == 1 and f"amr-023/agent.yaml: {field}: " in err
-    _unchanged(fleet, admin, heads)
 
 
 @pytest.mark.parametrize("option", ["--config-dir", "--state-dir"])
