@@ -27,6 +27,7 @@ from fleetcd.compat import UTC
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
 from fleetcd.git.packedrefs import read_ref_storage
+from fleetcd.git.reflisting import RefListingMemo
 from fleetcd.git.refs import STATUS_PREFIX, status_ref
 from fleetcd.git.remote import fetch_moved
 from tests.gitrepos import bare_repo, git
@@ -107,10 +108,14 @@ def happen(server: Server, mirror: LockedRepository, op: str, rng: random.Random
         git("pack-refs", "--all", cwd=Path(mirror.path))
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["cold", "memo"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_after_every_fetch_the_mirror_holds_what_the_server_listed_and_all_it_reaches(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, kept: bool
 ) -> None:
+    """With ``kept``, one :class:`RefListingMemo` lives through the whole story, as in
+    ``controller run``: the parsed listings it keeps never give another answer than a cold fetch."""
+    memo = RefListingMemo() if kept else None
     rng = random.Random(seed)
     server = Server(tmp_path / "server.git")
     mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
@@ -121,7 +126,7 @@ def test_after_every_fetch_the_mirror_holds_what_the_server_listed_and_all_it_re
         op = OPS[step] if step < len(OPS) else rng.choice(OPS)
         happen(server, mirror, op, rng, step)
         listed = under_names(git_refs(server.path))
-        found = fetch_moved(mirror, str(server.path), NAMES)
+        found = fetch_moved(mirror, str(server.path), NAMES, memo=memo)
         where = f"seed {seed} step {step} ({op})"
         assert {ref: str(oid) for ref, oid in found.items()} == listed, where
         held = git_refs(mirror_path)
@@ -136,5 +141,5 @@ def test_after_every_fetch_the_mirror_holds_what_the_server_listed_and_all_it_re
         )
         assert fsck.returncode == 0, f"{where}: {fsck.stdout}{fsck.stderr}"
         before = read_ref_storage(mirror_path)
-        assert fetch_moved(mirror, str(server.path), NAMES) == found, where
+        assert fetch_moved(mirror, str(server.path), NAMES, memo=memo) == found, where
         assert read_ref_storage(mirror_path) == before, f"{where}: a fetch with nothing new wrote refs"

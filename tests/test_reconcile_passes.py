@@ -36,6 +36,7 @@ from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from controller.state.model import DeviceFile
 from fleetcd.git.objects import ref_target
+from fleetcd.git.packedrefs import read_refs
 from fleetcd.git.trees import read_tree
 from fleetcd.models import Cohort, Device, Release, Rollout
 from fleetcd.planning.selection import device_stages
@@ -291,6 +292,12 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
         assert (kept.selection, kept.planned) == (selection, waves), name
         members = sorted({d for wave in waves for d in wave.devices})
         assert kept.configs == {d: fleet.device_config(model.app, d) for d in members}, name
+        # The fetch's parsed listings (fleetcd.git.reflisting): what a cold read of both sides gives.
+        refs = cache_of(world).refs
+        assert refs.server is not None and refs.mirror is not None
+        assert refs.server.read(world.server) == read_refs(world.server, refs.server.names), name
+        mirror = world.settings.source.mirror
+        assert refs.mirror.read(mirror) == read_refs(mirror, refs.mirror.names), name
         before = after
     assert "spare-1" in after.devices
     assert stood == set(FLEET) | {"spare-1"}

@@ -67,6 +67,7 @@ from controller.reconcile.memo import RobotMemo
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
+from fleetcd.git.reflisting import RefListingMemo
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.validation import ValidationResult
 from fleetcd.validation.incremental import Reuse
@@ -171,3 +172,6 @@ class ReconcileCache:
     pages: PagesMemo = field(default_factory=PagesMemo)
     # Per-robot values of the plan and deliver steps, by what they came from (controller.reconcile.memo).
     robots: RobotMemo = field(default_factory=RobotMemo)
+    # The server's and the mirror's refs as last parsed, by the packed-refs bytes they came from,
+    # and the ref names already judged (fleetcd.git.reflisting): the fetch parses what changed.
+    refs: RefListingMemo = field(default_factory=RefListingMemo)

@@ -68,6 +68,7 @@ from fleetcd.git.localpush import (
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import delete_refs, ref_target
 from fleetcd.git.packedrefs import loose_refs_at_least, read_refs, refs_to_send
+from fleetcd.git.reflisting import RefListingMemo
 from fleetcd.git.refs import (
     DESIRED_PREFIX,
     MAIN_BRANCH,
@@ -132,7 +133,9 @@ def open_mirror(source: Source) -> LockedRepository:
     return open_locked_mirror(source.mirror, wait_seconds=source.lock_wait_seconds)
 
 
-def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetched:
+def fetch_all(
+    repo: Repository, source: Source, *, status: bool = True, memo: RefListingMemo | None = None
+) -> Fetched:
     """Main, the state branch, every robot's status and desired-state ref, force-updated from the
     remote; desired-state refs the remote lacks are deleted from the mirror. ``status=False``
     leaves robots' status refs out (they live in status shards: :mod:`controller.reconcile.shards`).
@@ -145,9 +148,10 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
     walked as commits are deleted from the mirror (the server keeps them; ingest refuses them by
     name) and the fetch runs once more. An honest fleet pays nothing for this.
     """
+    found: Mapping[str, Oid]
     if is_local(source.url):
         names = [MAIN_BRANCH, STATE_BRANCH, *([STATUS_PREFIX] if status else []), *DESIRED_PREFIXES]
-        found = fetch_moved(repo, source.url, names)
+        found = fetch_moved(repo, source.url, names, memo=memo)
     else:
         found = _fetch_libgit2(repo, source, status=status)
         if status:  # libgit2 does not prune: a status ref deleted on the server would stay here
@@ -160,19 +164,43 @@ def fetch_all(repo: Repository, source: Source, *, status: bool = True) -> Fetch
     if STATE_BRANCH not in found and repo.references.get(STATE_BRANCH) is not None:
         repo.references.delete(STATE_BRANCH)  # the remote has none: ours is a stale cache
     # Written here but never pushed (a crash in between), or not a desired-state ref at all: the
-    # wildcard push must not publish either. One pass over the names (read from packed-refs and the
-    # loose files: iterating 200,000 refs through libgit2 took 2.8 s).
-    stray = [
-        ref
-        for ref in read_refs(Path(repo.path), DESIRED_PREFIXES)
-        if ref not in found or not is_desired_ref(ref)
-    ]
+    # wildcard push must not publish either.
+    stray = _stray(repo, found, local=is_local(source.url), memo=memo)
     for ref in stray:
         repo.references.delete(ref)
-    reports = {ref: oid for ref, oid in found.items() if ref.startswith(STATUS_PREFIX)}
+    reports = {ref: found[ref] for ref in found if ref.startswith(STATUS_PREFIX)}
     gone = set(stray)
-    desired = {ref: oid for ref, oid in found.items() if ref.startswith(DESIRED_PREFIXES) and ref not in gone}
+    desired = {ref: found[ref] for ref in found if ref.startswith(DESIRED_PREFIXES) and ref not in gone}
     return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports, desired=desired)
+
+
+def _stray(
+    repo: Repository, found: Mapping[str, Oid], *, local: bool, memo: RefListingMemo | None
+) -> list[str]:
+    """The mirror's refs under the desired-state prefixes that the server lacks or that are no
+    desired-state ref.
+
+    After :func:`~fleetcd.git.remote.fetch_moved` the mirror's refs under those prefixes are the
+    server's (it deleted the others): only the names need judging, and ``memo`` keeps the names
+    judged well-formed, so a fetch judges the names it has not seen. Otherwise one pass over the
+    mirror's refs (read from packed-refs and the loose files: iterating 200,000 refs through
+    libgit2 took 2.8 s)."""
+    if not local:
+        return [
+            ref
+            for ref in read_refs(Path(repo.path), DESIRED_PREFIXES)
+            if ref not in found or not is_desired_ref(ref)
+        ]
+    judged = memo.judged if memo is not None else set()
+    stray = []
+    for ref in found.keys() - judged:
+        if ref.startswith(DESIRED_PREFIXES) and not is_desired_ref(ref):
+            stray.append(ref)
+        else:
+            judged.add(ref)
+    if len(judged) > 2 * len(found) + 1000:  # robots removed: forget their names
+        judged.intersection_update(found.keys())
+    return sorted(stray)
 
 
 def _prune(repo: Repository, found: Mapping[str, Oid], prefix: str, url: str) -> None:

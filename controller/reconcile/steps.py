@@ -83,13 +83,13 @@ log = logging.getLogger("fleetcd.controller")
 
 def fetch(ctx: ReconcileContext) -> StepResult:
     """Main, the state branch and robots' refs from the server; main's tree and the state branch read."""
-    shards = ctx.settings.status_shards
-    ctx.fetched = fetch_all(ctx.repo, ctx.settings.source, status=not shards)
+    shards, cache = ctx.settings.status_shards, ctx.settings.cache
+    memo = cache.refs if cache is not None else None
+    ctx.fetched = fetch_all(ctx.repo, ctx.settings.source, status=not shards, memo=memo)
     if shards:
         ctx.shards = fetch_shards(ctx.repo, shards)
         ctx.fetched = replace(ctx.fetched, status=locate(ctx.shards).marked)
     ctx.result = ReconcileResult(main=ctx.main)
-    cache = ctx.settings.cache
     ctx.snapshot = load_state(ctx.repo, cache=cache.state if cache is not None else None)
     if cache is None:
         ctx.files, ctx.problems = read_tree(ctx.repo, ctx.main)
