@@ -40,53 +40,65 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return found.st_ino, found.st_size, found.st_mtime_ns
 
 
+_SKIPPED = ("#", "^", "")  # comment, peeled and empty lines
+
+
+def _lines(packed: bytes) -> list[str]:
+    """``packed``'s lines as text: decoded at once (in C), or line by line leaving out the lines
+    that are not UTF-8 when some are not."""
+    try:
+        return packed.decode().split("\n")
+    except UnicodeDecodeError:
+        lines = []
+        for line in packed.split(b"\n"):
+            try:
+                lines.append(line.decode())
+            except UnicodeDecodeError:
+                continue
+        return lines
+
+
 class RefReader:
     """The refs under ``names`` (exact names, or prefixes ending in ``/``) of one repository."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
-        self._exact = frozenset(name.encode() for name in names if not name.endswith("/"))
-        self._prefixes = tuple(name.encode() for name in names if name.endswith("/"))
+        self._exact = frozenset(name for name in names if not name.endswith("/"))
+        self._prefixes = tuple(name for name in names if name.endswith("/"))
         self._packed: bytes | None = None  # the packed-refs bytes ``_parsed`` was made from
         self._parsed: dict[str, str] = {}
         # How each read went, for the tests: packed-refs as before, lines diffed, parsed in full.
         self.same = self.diffed = self.full = 0
 
-    def _wanted(self, name: bytes) -> bool:
-        return name in self._exact or name.startswith(self._prefixes)
-
-    def _parse_lines(self, lines: Iterable[bytes], into: dict[str, str], *, remove: bool = False) -> None:
+    def _parse_lines(self, lines: Iterable[str], into: dict[str, str], *, remove: bool = False) -> None:
+        exact, prefixes = self._exact, self._prefixes
         for line in lines:
-            if line[:1] in (b"#", b"^", b""):
+            if line[:1] in _SKIPPED:
                 continue
-            oid, _, name = line.partition(b" ")
-            if not self._wanted(name):
+            oid, _, ref = line.partition(" ")
+            if not (ref in exact or ref.startswith(prefixes)):
                 continue
-            try:
-                ref = name.decode()
-            except UnicodeDecodeError:
-                continue
-            if remove:
-                if into.get(ref) == oid.decode(errors="replace"):
-                    del into[ref]
-            else:
-                into[ref] = oid.decode(errors="replace")
+            if not remove:
+                into[ref] = oid
+            elif into.get(ref) == oid:
+                del into[ref]
 
     def _packed_refs(self, packed: bytes) -> dict[str, str]:
         """The wanted refs of ``packed``, from the last parse where the bytes allow."""
         if packed == self._packed:
             self.same += 1
             return self._parsed
+        new = _lines(packed)
         if self._packed is None:
             self.full += 1
             parsed: dict[str, str] = {}
-            self._parse_lines(packed.split(b"\n"), parsed)
+            self._parse_lines(new, parsed)
         else:
             self.diffed += 1
-            old, new = set(self._packed.split(b"\n")), set(packed.split(b"\n"))
+            old, added = set(_lines(self._packed)), set(new)
             parsed = dict(self._parsed)
-            self._parse_lines(old - new, parsed, remove=True)
-            self._parse_lines(new - old, parsed)
+            self._parse_lines(old - added, parsed, remove=True)
+            self._parse_lines(added - old, parsed)
         self._packed, self._parsed = packed, parsed
         return parsed
 
