@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from operator import is_
 
 from controller.pages.memo import PagesMemo, RobotEntry, RolloutMemo, WaveMemo
 from controller.records.model import (
@@ -487,6 +488,8 @@ def _rollout_view(
         memo.built = 0
         return reused
     kept = memo.waves if memo.key == key else {}
+    # The last view's waves, whose robots and counts a wave none of whose robots changed keeps.
+    last = {w.index: w for w in memo.view.waves} if memo.view is not None and kept else {}
     built = _Builder(rollout, files, config_of, config_same)
     waves: list[WaveView] = []
     wave_memos: dict[int, WaveMemo] = {}
@@ -497,17 +500,22 @@ def _rollout_view(
         if old is None or old.name != wave.name or old.devices != wave.devices:
             old, same_order = None, False
         ids = old.ids if old is not None else sorted(wave.devices)
-        olds: Sequence[RobotEntry | None] = old.entries if old is not None else [None] * len(ids)
-        entries = [built.entry(e, d, devices.get(d), wave) for d, e in zip(ids, olds, strict=True)]
-        wave_memos[wave.index] = WaveMemo(wave.devices, wave.name, ids, entries)
-        robots = [e.view for e in entries if e.view is not None]
+        if old is None:
+            entries = [built.entry(None, d, devices.get(d), wave) for d in ids]
+        else:
+            entries = _entries(old, wave, files, devices, built, config_same)
+        previous = last.get(wave.index) if old is not None else None
+        if previous is not None and old is not None and all(map(is_, entries, old.entries)):
+            # no robot of it changed: the last view's robots and counts (the same views, in order)
+            wave_memos[wave.index] = old
+            counts, robots = previous.counts, previous.robots
+        else:
+            wave_memos[wave.index] = WaveMemo(wave.devices, wave.name, ids, entries)
+            robots = tuple(e.view for e in entries if e.view is not None)
+            counts = count(robots)
         for robot in robots:
             seen[robot.device] = robot  # a later (e.g. rollback) wave's view of a robot wins
-        waves.append(
-            WaveView(
-                wave.index, wave.name, wave.action, wave.phase, wave.reason, count(robots), tuple(robots)
-            )
-        )
+        waves.append(WaveView(wave.index, wave.name, wave.action, wave.phase, wave.reason, counts, robots))
     order = memo.order if same_order and built.same_robots else sorted(seen)
     memo.key, memo.waves, memo.order, memo.built = key, wave_memos, order, built.made
     groups: dict[str, list[RobotView]] = {}
@@ -522,6 +530,31 @@ def _rollout_view(
     memo.view = _shell(rollout, count(seen.values()), tuple(waves), tables)
     memo.grouped_by = (memberships, dict(cohorts))  # a copy: the caller's mapping may change in place
     return memo.view
+
+
+def _entries(
+    old: WaveMemo,
+    wave: WaveState,
+    files: Mapping[str, DeviceFile],
+    devices: Mapping[str, Device],
+    built: _Builder,
+    config_same: bool,
+) -> list[RobotEntry]:
+    """:meth:`_Builder.entry` of every robot of ``wave`` (the same name and robots as ``old``), its
+    test that an entry stands as built (the very device file and model, the same config source if
+    the view read one, the same hold reason) made inline, with the method called only for the
+    robots that fail it: in the wave reconcile at 30,000 robots the changed rollout's 31,000
+    entries were walked through the method in 0.36 s of a 0.78 s pages step (profiled)."""
+    file_of, model_of, hold_of, index, entry = files.get, devices.get, built.holds.of, wave.index, built.entry
+    return [
+        e
+        if file_of(e.device) is e.file
+        and model_of(e.device) is e.model
+        and (config_same or not e.used_config)
+        and (e.view is None or e.view.hold is hold_of(index, e.device))
+        else entry(e, e.device, model_of(e.device), wave)
+        for e in old.entries
+    ]
 
 
 def _shell(
