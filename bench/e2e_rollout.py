@@ -75,11 +75,16 @@ repository it lands in: a shard holds its robots' status refs only, the fleet re
 robot's desired and status refs. Each shard gets the same server settings. ``--status-shards 0``
 is the setup of the runs recorded before 2026-12-07 06:00: status pushed into the fleet
 repository. Sharding changes no outcome nor instant of the rehearsal
-(``tests/test_sim_status_shards.py``), only where each report lands.
+(``tests/test_sim_status_shards.py``), only where each report lands. Nothing packs a shard's refs
+(the controller packs only its local fleet repository), so the server's cron of docs/git-server.md
+(``git pack-refs --all && find refs -mindepth 2 -type d -empty -delete``, every 10 minutes) runs
+on each shard every ``--server-pack-seconds`` (600) simulated seconds, at a reconcile; its CPU is
+reported apart from the daemons'. Without it, each push's ref advertisement read every loose ref
+file of its shard (12.5 ms of CPU per advertisement at 623 loose refs, 1 ms packed).
 
     python -m bench.e2e_rollout [--robots 10000] [--wave-percents 1 9 20 30 40] [--soak-seconds 300]
         [--poll-seconds 60] [--apply-seconds 30] [--controller-seconds 30] [--heartbeat-seconds 3600]
-        [--status-shards 5] [--workers N] [--max-wall-seconds S]
+        [--status-shards 5] [--server-pack-seconds 600] [--workers N] [--max-wall-seconds S]
 """
 
 from __future__ import annotations
@@ -131,6 +136,9 @@ DEFAULT_APPLY_SECONDS = 30.0
 # Status in 5 shard repositories of ~2,000 robots each at 10,000 (docs/git-server.md "Status shards"):
 # a push's server CPU grows with the refs of the repository it lands in (docs/scaling.md).
 DEFAULT_STATUS_SHARDS = 5
+# docs/git-server.md's cron for a server's repository (*/10: pack-refs, empty directories removed),
+# on each shard: nothing else packs them (the controller packs only its local fleet repository).
+DEFAULT_SERVER_PACK_SECONDS = 600.0
 DEFAULT_CONTROLLER_SECONDS = 30.0
 JITTER_PERCENT = 20.0
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -342,6 +350,19 @@ def push_cpu_ms(targets: Sequence[tuple[str, Path, str]], robots: Path, pid: int
     return (tree_cpu_seconds(pid) - before) / max(len(targets), 1) * 1000
 
 
+def pack_server_refs(repo: Path) -> float:
+    """docs/git-server.md's cron line for a server's repository, run on ``repo``: ``git pack-refs
+    --all && find refs -mindepth 2 -type d -empty -delete``. Returns the CPU it took (the shell's
+    and its children's, from wait4)."""
+    line = "git pack-refs --all && find refs -mindepth 2 -type d -empty -delete"
+    child = subprocess.Popen(["sh", "-c", line], cwd=repo)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"{repo}: {line!r} exited with {child.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class Probe:
     """What the bench records during a simulation, beside the simulator's own report.
@@ -361,6 +382,19 @@ class Probe:
     transport_retries: list[str] = field(default_factory=list)
     deadline: float = math.inf  # perf_counter() after which the run stops at its next reconcile
     wall_limited: bool = False
+    # The server's cron (docs/git-server.md): the status repositories' refs packed every
+    # pack_seconds of simulated time, at the first reconcile past each multiple of it.
+    pack_repos: tuple[Path, ...] = ()
+    pack_seconds: float = 0.0
+    packs: int = 0  # rounds run (each packs every status repository)
+    pack_cpu_s: float = 0.0
+    pack_slot: int = 0  # the last multiple of pack_seconds a round ran for
+
+    def cron(self, at: float) -> None:
+        if not self.pack_repos or not self.pack_seconds or at < (self.pack_slot + 1) * self.pack_seconds:
+            return
+        self.pack_slot, self.packs = int(at // self.pack_seconds), self.packs + 1
+        self.pack_cpu_s += sum(pack_server_refs(repo) for repo in self.pack_repos)
 
     def sample(self, at: float, robots: Sequence[VirtualRobot]) -> dict[str, Any]:
         totals = Counters()
@@ -378,13 +412,25 @@ class Probe:
 
 
 @contextmanager
-def probing(poll_pid: int, push_pid: int, max_wall_seconds: float = math.inf) -> Iterator[Probe]:
+def probing(
+    poll_pid: int,
+    push_pid: int,
+    max_wall_seconds: float = math.inf,
+    pack_repos: Sequence[Path] = (),
+    pack_seconds: float = 0.0,
+) -> Iterator[Probe]:
     """Wrap the simulator's controller actor and robots' verify step with :class:`Probe` records.
 
     The simulator is not changed: two methods and the actor's ``reconcile_once`` are swapped for
     wrappers calling the originals, and put back afterwards.
     """
-    probe = Probe(poll_pid, push_pid, deadline=time.perf_counter() + max_wall_seconds)
+    probe = Probe(
+        poll_pid,
+        push_pid,
+        deadline=time.perf_counter() + max_wall_seconds,
+        pack_repos=tuple(pack_repos),
+        pack_seconds=pack_seconds,
+    )
     real_reconcile, real_verify, real_once = (
         ControllerActor.reconcile,
         VirtualRobot._verify,
@@ -407,6 +453,7 @@ def probing(poll_pid: int, push_pid: int, max_wall_seconds: float = math.inf) ->
         return result
 
     def reconcile(actor: ControllerActor) -> None:
+        probe.cron(actor.scheduler.clock.elapsed())  # between robots' events, as a cron job would run
         sample = probe.sample(actor.scheduler.clock.elapsed(), actor.robots)
         wall, probe.moved = actor.stats.wall_seconds, 0
         real_reconcile(actor)
@@ -479,7 +526,9 @@ def run(args: Any, root: Path) -> dict[str, Any]:
             unmoved_poll_sample=args.unmoved_poll_sample if args.skip_noop_polls else 0,
             workers=args.workers,
         )
-        with probing(polls, pushes, args.max_wall_seconds) as probe:
+        # The fleet repository is the controller's local repository: it packs its refs itself.
+        shards = [path for name, path in status.items() if name]
+        with probing(polls, pushes, args.max_wall_seconds, shards, args.server_pack_seconds) as probe:
             report = run_simulation(settings, progress=lambda line: print(f"e2e: {line}", file=sys.stderr))
         time.sleep(REAP_SETTLE_S)
         poll_cpu, push_cpu = tree_cpu_seconds(polls) - before[0], tree_cpu_seconds(pushes) - before[1]
@@ -514,6 +563,8 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         "changes": probe.changes,
         "transport_retries": probe.transport_retries,
         "wall_limited": probe.wall_limited,
+        "server_packs": probe.packs,
+        "server_pack_cpu_s": probe.pack_cpu_s,
     }
 
 
@@ -656,6 +707,14 @@ def main() -> None:
     )
     parser.add_argument("--push-samples", type=int, default=20, help="pushes per kind after the run")
     parser.add_argument(
+        "--server-pack-seconds",
+        type=float,
+        default=DEFAULT_SERVER_PACK_SECONDS,
+        help="every this many simulated seconds, the server's cron of docs/git-server.md packs each "
+        "status shard's refs and removes the empty directories (its CPU reported apart); 0: never "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--status-shards",
         type=int,
         default=DEFAULT_STATUS_SHARDS,
@@ -672,6 +731,10 @@ def main() -> None:
         parser.error(str(exc))
     if args.unmoved_poll_sample < 0:
         parser.error(f"--unmoved-poll-sample must not be negative, not {args.unmoved_poll_sample}")
+    if not 0 <= args.server_pack_seconds <= args.max_seconds or not math.isfinite(args.server_pack_seconds):
+        parser.error(
+            f"--server-pack-seconds must be within [0, --max-seconds], not {args.server_pack_seconds}"
+        )
     if not 0 <= args.status_shards <= MAX_SHARDS:
         parser.error(f"--status-shards must be within [0, {MAX_SHARDS}], not {args.status_shards}")
     if args.workers < 1:
@@ -772,6 +835,13 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
                     f"{push_cpu:.2f} s, {push_cpu / max(pushes, 1) * 1000:.1f} ms per push",
                 ],
                 ["  per simulated second", f"{per_sim_second:.3f} cores"],
+                [
+                    "  the server's pack-refs cron on the shards (not in the above)",
+                    f"{measured['server_pack_cpu_s']:.2f} s in {measured['server_packs']} rounds, "
+                    f"every {args.server_pack_seconds:g} simulated s"
+                    if args.status_shards
+                    else "-",
+                ],
                 ["one more push, as in the run", f"{one_push['unfiltered']:.1f} ms server CPU"],
                 ["  with per-robot hideRefs", f"{one_push['narrowed']:.1f} ms (docs/git-server.md setup)"],
                 [
@@ -855,6 +925,9 @@ def results(args: Any, measured: dict[str, Any]) -> tuple[list[str], dict[str, A
         "workers": args.workers,
         "status_shards": args.status_shards,
         "status_shard_urls": report.settings.get("status_shards", {}),
+        "server_pack_seconds": args.server_pack_seconds if args.status_shards else 0,
+        "server_packs": measured["server_packs"],
+        "server_pack_cpu_s": round(measured["server_pack_cpu_s"], 3),
         "load_1m_during_run": load,
         "server_settings": dict(SERVER_SETTINGS),
         "merge_to_applied_p50_s": p50,

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.e2e_rollout import SERVER_SETTINGS, publish, scratch_parent, shard_names, status_repositories
+from bench.e2e_rollout import (
+    SERVER_SETTINGS,
+    Probe,
+    pack_server_refs,
+    publish,
+    scratch_parent,
+    shard_names,
+    status_repositories,
+)
 from tests.gitolite import server_settings
 from tests.test_bench_smoke import run_bench
 
@@ -63,6 +71,7 @@ def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(
         *("--robots", "10", "--wave-percents", "20", "30", "50", "--soak-seconds", str(soak)),
         *("--poll-seconds", "20", "--apply-seconds", str(apply), "--controller-seconds", "10"),
         *("--push-samples", "1", "--scratch", str(scratch), "--workers", "2"),
+        *("--server-pack-seconds", "40"),
     )
 
     assert result["stopped"] == "done" and result["summary"]["applied"] == 10
@@ -109,6 +118,11 @@ def test_e2e_bench_reports_each_wave_of_a_rollout_with_soak(
     assert sorted(result["status_shard_urls"]) == ["s1", "s2", "s3", "s4", "s5"]
     assert all(url.startswith("git://127.0.0.1:") for url in result["status_shard_urls"].values())
     assert result["one_more_push_server_cpu_ms"]["unfiltered"] > 0
+    # The server's cron packed the shards' refs every 40 simulated seconds, and the robots' later
+    # pushes still landed (every wave applied).
+    assert result["server_pack_seconds"] == 40
+    assert result["server_packs"] >= int(result["simulated_seconds"] // 40) - 1 >= 1
+    assert result["server_pack_cpu_s"] > 0
 
 
 def test_e2e_bench_gives_each_status_shard_a_repository_with_the_server_settings(tmp_path: Path) -> None:
@@ -125,6 +139,81 @@ def test_e2e_bench_gives_each_status_shard_a_repository_with_the_server_settings
                 ["git", "--git-dir", str(path), "config", "--get", key], capture_output=True, text=True
             )
             assert shown.stdout.strip() == value, (path, key)
+
+
+def loose_status_refs(repo: Path, devices: list[str], message: str = "report") -> None:
+    """A status commit under each robot's ref, written as a loose ref file (as a push leaves it)."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    tree = subprocess.run(
+        ["git", "--git-dir", str(repo), "mktree"], input=b"", capture_output=True, check=True
+    ).stdout.strip()
+    new = subprocess.run(
+        ["git", "--git-dir", str(repo), "commit-tree", tree, "-m", message],
+        env=env,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    for device in devices:
+        subprocess.run(
+            ["git", "--git-dir", str(repo), "update-ref", f"refs/fleetcd/status/{device}/report", new],
+            check=True,
+        )
+
+
+def test_the_servers_cron_packs_a_shards_refs_and_removes_the_directories_packing_leaves(
+    tmp_path: Path,
+) -> None:
+    repo = status_repositories(tmp_path, 1, tmp_path / "unused")["s1"]
+    devices = [f"amr-{n:02d}" for n in range(5)]
+    loose_status_refs(repo, devices)
+    assert len(list((repo / "refs" / "fleetcd" / "status").iterdir())) == 5
+
+    cpu = pack_server_refs(repo)
+
+    assert cpu >= 0
+    packed = (repo / "packed-refs").read_text()
+    assert all(f"refs/fleetcd/status/{d}/report" in packed for d in devices)
+    # git leaves each ref's directory; the cron line removes every empty one from refs/x/y/ down.
+    assert not (repo / "refs" / "fleetcd" / "status").exists()
+    assert list((repo / "refs" / "fleetcd").iterdir()) == []
+    assert (repo / "refs" / "heads").is_dir() and (repo / "refs" / "tags").is_dir()
+    listed = subprocess.run(
+        ["git", "--git-dir", str(repo), "for-each-ref", "--format=%(refname)"], capture_output=True, text=True
+    )
+    assert listed.stdout.split() == [f"refs/fleetcd/status/{d}/report" for d in devices]
+    # A robot's next push recreates its directory: git makes a ref's directories when they vanished.
+    loose_status_refs(repo, devices[:1], "the next report")
+    assert (repo / "refs" / "fleetcd" / "status" / devices[0] / "report").is_file()
+
+
+def test_the_servers_cron_runs_at_the_first_reconcile_past_each_interval_and_only_on_the_shards(
+    tmp_path: Path,
+) -> None:
+    shards = list(status_repositories(tmp_path, 2, tmp_path / "unused").values())
+    for shard in shards:
+        loose_status_refs(shard, ["amr-01"])
+    probe = Probe(0, 0, pack_repos=tuple(shards), pack_seconds=600.0)
+
+    rounds = []
+    for at in (0.0, 30.0, 570.0, 600.0, 630.0, 1199.0, 1230.0, 2430.0, 2460.0):
+        probe.cron(at)
+        rounds.append(probe.packs)
+
+    assert rounds == [0, 0, 0, 1, 1, 1, 2, 3, 3]  # a skipped interval is not made up twice
+    assert probe.pack_cpu_s >= 0
+    assert all((shard / "packed-refs").is_file() for shard in shards)
+    never = Probe(0, 0, pack_repos=tuple(shards), pack_seconds=0.0)
+    never.cron(10_000.0)
+    assert never.packs == 0
+    without_shards = Probe(0, 0, pack_seconds=600.0)
+    without_shards.cron(10_000.0)
+    assert without_shards.packs == 0
+
+
+def test_a_cron_line_that_fails_is_an_error_not_a_silent_skip(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="exited with"):
+        pack_server_refs(tmp_path)  # not a repository: git pack-refs fails
 
 
 def test_e2e_bench_serves_the_fleet_with_the_settings_docs_git_server_recommends(tmp_path: Path) -> None:
