@@ -14,19 +14,21 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from fleetcd.compat import UTC
 from fleetcd.errors import TransportError
 from fleetcd.git import reflisting
 from fleetcd.git.mirror import LockedRepository, open_locked_mirror
 from fleetcd.git.objects import Identity, commit, ref_target, write_tree
-from fleetcd.git.packedrefs import read_refs
+from fleetcd.git.packedrefs import read_ref_storage, read_refs
 from fleetcd.git.reflisting import RefListingMemo, RefReader
 from fleetcd.git.refs import STATUS_PREFIX, status_ref
 from fleetcd.git.remote import fetch_moved
@@ -215,3 +217,53 @@ def test_the_desired_refs_check_judges_each_name_once_and_still_deletes_a_bad_on
         check=True,
     ).stdout.split()
     assert evil in listed  # the server keeps it: only the mirror drops it
+
+
+def test_the_idle_checks_listing_from_the_kept_reader_is_what_the_storage_itself_parses(
+    server: pygit2.Repository,
+) -> None:
+    """The idle check hands the reader the very bytes it fingerprinted (not a second read, which
+    could see other refs than the fingerprint names): the reader's refs are the storage's own parse,
+    before and after reports, a symbolic loose ref, a deletion and a pack."""
+    names = ("refs/heads/main", "refs/heads/fleetcd/state", STATUS_PREFIX, "refs/namespaces/")
+    reader = RefReader(names)
+    storage = read_ref_storage(path_of(server))
+    assert storage is not None
+    assert reader.from_bytes(storage.packed, storage.loose) == storage.refs(names)
+    report(server, "amr-005", b'{"seq": 3}')  # loose over its packed line
+    server.references.delete(status_ref("amr-006"))
+    symbolic = path_of(server) / status_ref("amr-008")
+    symbolic.parent.mkdir(parents=True, exist_ok=True)
+    symbolic.write_text("ref: refs/heads/main\n")
+    changed = read_ref_storage(path_of(server))
+    assert changed is not None and changed.fingerprint != storage.fingerprint
+    assert reader.from_bytes(changed.packed, changed.loose) == changed.refs(names)
+    git("pack-refs", "--all", cwd=path_of(server))
+    packed = read_ref_storage(path_of(server))
+    assert packed is not None
+    assert reader.from_bytes(packed.packed, packed.loose) == packed.refs(names)
+    assert (reader.full, reader.diffed) == (1, 2)
+
+
+def test_with_a_kept_reader_the_idle_check_still_sees_every_report_and_a_pack_alone_stays_idle(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """``controller run``'s idle check parses the server's refs through the reader the fetch keeps:
+    a robot's heartbeat (one loose ref) still ends idleness at the next reconcile, every time, and
+    the server packing its refs (new bytes, the same refs) does not."""
+    world = make_world(tmp_path, keys)
+    world.settings = replace(world.settings, cache=ReconcileCache())
+    world.reconcile()
+    world.clock.tick(1)
+    assert world.reconcile().idle
+    for _ in range(3):
+        world.sim.push_report("stg-1", world.clock.now)
+        world.clock.tick(1)
+        assert not world.reconcile().idle
+        world.clock.tick(1)
+        assert world.reconcile().idle
+    git("pack-refs", "--all", cwd=world.server)
+    world.clock.tick(1)
+    assert world.reconcile().idle
+    assert world.settings.cache is not None and world.settings.cache.refs.server is not None
+    assert world.settings.cache.refs.server.diffed >= 1

@@ -37,6 +37,7 @@ from controller.state.model import ControllerMeta, IdleMark
 from fleetcd.git.gitcli import git_dir_of, is_local, local_path
 from fleetcd.git.objects import read_blob
 from fleetcd.git.packedrefs import read_ref_storage
+from fleetcd.git.reflisting import RefListingMemo
 from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.remote import list_remote
 from fleetcd.git.repo import Oid, Repository
@@ -82,6 +83,7 @@ def idle_main(
     *,
     outbox: bool = True,
     shards: Sequence[StatusShard] = (),
+    memo: RefListingMemo | None = None,
 ) -> Idle | None:
     """What the server shows when a full reconcile at ``now`` would decide nothing new, else None.
 
@@ -90,7 +92,7 @@ def idle_main(
     With ``shards``, robots' reports are listed there (:func:`controller.reconcile.shards.list_shards`)
     and located as the full reconcile locates them.
     """
-    listing = _listing(repo, source, with_status=not shards)
+    listing = _listing(repo, source, with_status=not shards, memo=memo)
     if listing.main is None or listing.state is None:
         return None
     main, state = listing.main, Oid(hex=listing.state)
@@ -136,7 +138,9 @@ class _KeptListing(BaseModel):
     listing: _Listing
 
 
-def _listing(repo: Repository, source: Source, *, with_status: bool) -> _Listing:
+def _listing(
+    repo: Repository, source: Source, *, with_status: bool, memo: RefListingMemo | None = None
+) -> _Listing:
     """The server's refs as the idle check compares them.
 
     Listing 200,000 refs (100,000 robots) with ``git ls-remote`` took 4.5 s at load 11 and the
@@ -144,6 +148,9 @@ def _listing(repo: Repository, source: Source, *, with_status: bool) -> _Listing
     the bytes that store them instead (:func:`fleetcd.git.packedrefs.read_ref_storage`, ~30 ms),
     and the listing made from those bytes is kept in the mirror (:data:`LISTING_FILE`) under their
     digest: while the bytes are the same, so are the refs, and the kept listing is used as is.
+    When they changed, ``controller run``'s reader of the server's refs (``memo``, the one the
+    fetch uses: :mod:`fleetcd.git.reflisting`) parses only the lines of ``packed-refs`` that
+    changed, and the fetch that follows parses nothing.
     """
     names = tuple(name for name in LISTED if with_status or name != STATUS_PREFIX)
     git_dir = _local_git_dir(source.url)
@@ -157,7 +164,12 @@ def _listing(repo: Repository, source: Source, *, with_status: bool) -> _Listing
     kept = _read_listing(source.mirror)
     if kept is not None and kept.fingerprint == key:
         return kept.listing
-    listing = _listing_of(storage.refs(names))
+    parsed = (
+        storage.refs(names)
+        if memo is None
+        else memo.server_reader(names).from_bytes(storage.packed, storage.loose)
+    )
+    listing = _listing_of(parsed)
     _keep(source.mirror, LISTING_FILE, _KeptListing(fingerprint=key, listing=listing))
     return listing
 

@@ -359,7 +359,12 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
         quiet = None
         if settings.idle_fast_path:
             quiet = idle_main(
-                repo, settings.source, settings.now(), outbox=settings.notify, shards=settings.status_shards
+                repo,
+                settings.source,
+                settings.now(),
+                outbox=settings.notify,
+                shards=settings.status_shards,
+                memo=settings.cache.refs if settings.cache is not None else None,
             )
         if quiet is not None:
             return _housekept(

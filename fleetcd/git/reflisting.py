@@ -102,6 +102,16 @@ class RefReader:
         self._packed, self._parsed = packed, parsed
         return parsed
 
+    def from_bytes(self, packed: bytes, loose: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+        """The refs stored as ``packed`` (``packed-refs``' bytes) and ``loose`` ((ref, file
+        content) pairs, which override it), read once by the caller
+        (:class:`fleetcd.git.packedrefs.RefStorage`): the same rules as :meth:`read`."""
+        refs = dict(self._packed_refs(packed))
+        for ref, data in loose:
+            if ref in self._exact or ref.startswith(self._prefixes):
+                _set_loose(refs, ref, data)
+        return refs
+
     def read(self, git_dir: Path) -> dict[str, str] | None:
         """Ref → object id (hex) under the names; None when the storage could not be read
         consistently (a reftable repository, ``packed-refs`` replaced or a loose file gone while
@@ -139,12 +149,17 @@ def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> bool:
     except OSError:  # a directory where a file was, unreadable: unknown, as read_refs has it
         refs.pop(ref, None)
         return True
-    text = data.decode("ascii", errors="replace").strip()
+    _set_loose(refs, ref, data)
+    return True
+
+
+def _set_loose(refs: dict[str, str], ref: str, data: bytes) -> None:
+    """A loose file's object id over its packed value, or the ref hidden when it holds none."""
+    text = data[:100].decode("ascii", errors="replace").strip()
     if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
         refs[ref] = text
     else:
         refs.pop(ref, None)
-    return True
 
 
 @dataclass
