@@ -224,8 +224,7 @@ def ingest(ctx: ReconcileContext) -> StepResult:
         )
     # The status refs the fetch found (with shards, each robot's from its own shard): listing the
     # mirror's refs again here cost 0.5 s at 100,000 robots.
-    last_read = {d: f.last_report_oid for d, f in devices.items()}
-    moved = read_moved_reports(ctx.repo, last_read, present=ctx.status_refs)
+    moved = read_moved_reports(ctx.repo, _LastRead(devices), present=ctx.status_refs)
     # Whose each deployment id is, for a report claiming another robot's: built only when a claim
     # names an id not the robot's own (a pass over every robot's records).
     owners = _Owners(dict(devices)) if moved else {}
@@ -259,6 +258,26 @@ def ingest(ctx: ReconcileContext) -> StepResult:
             )
     ctx.devices = devices
     return CONTINUE
+
+
+class _LastRead(Mapping[str, str | None]):
+    """Each robot's ``last_report_oid``, looked up in its device file when asked: the ingest asks
+    for the robots whose status ref is present, not for the whole fleet."""
+
+    def __init__(self, devices: Mapping[str, DeviceFile]) -> None:
+        self._devices = devices
+
+    def __getitem__(self, device: str) -> str | None:
+        return self._devices[device].last_report_oid
+
+    def __contains__(self, device: object) -> bool:
+        return device in self._devices
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._devices)
+
+    def __len__(self) -> int:
+        return len(self._devices)
 
 
 class _Owners(Mapping[str, str]):
