@@ -76,7 +76,16 @@ from fleetcd.git.refs import (
     STATE_BRANCH,
     STATUS_PREFIX,
 )
-from fleetcd.git.remote import DEFAULT_TIMEOUT_S, SshKey, fetch, fetch_moved, fetch_untrusted, is_local, push
+from fleetcd.git.remote import (
+    DEFAULT_TIMEOUT_S,
+    ListedRefs,
+    SshKey,
+    fetch,
+    fetch_moved,
+    fetch_untrusted,
+    is_local,
+    push,
+)
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.models.base import SAFE_NAME_MAX, SAFE_NAME_PATTERN
 
@@ -168,9 +177,16 @@ def fetch_all(
     stray = _stray(repo, found, local=is_local(source.url), memo=memo)
     for ref in stray:
         repo.references.delete(ref)
-    reports = {ref: found[ref] for ref in found if ref.startswith(STATUS_PREFIX)}
+    # From the hex listing where there is one: a ref at a time through the mapping cost twice that.
+    pairs = found.hex.items() if isinstance(found, ListedRefs) else ((r, str(o)) for r, o in found.items())
     gone = set(stray)
-    desired = {ref: found[ref] for ref in found if ref.startswith(DESIRED_PREFIXES) and ref not in gone}
+    reports: dict[str, Oid] = {}
+    desired: dict[str, Oid] = {}
+    for ref, oid in pairs:
+        if ref.startswith(STATUS_PREFIX):
+            reports[ref] = Oid(hex=oid)
+        elif ref.startswith(DESIRED_PREFIXES) and ref not in gone:
+            desired[ref] = Oid(hex=oid)
     return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports, desired=desired)
 
 
