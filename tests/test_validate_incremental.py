@@ -10,7 +10,9 @@ Real gpg, real files written by :class:`tests.fleetrepo.FleetRepoBuilder`. What 
   files swapped, the clock moved past the trust root's expiry warning and past a signing key's
   expiry), the incremental verdict renders byte for byte as a fresh full validation's, and each
   way of reusing was taken;
-* a robot, cohort or rollout that becomes invalid through another file's change is still refused;
+* a robot, cohort or rollout that becomes invalid through another file's change is still refused
+  (a change of robot files only is rechecked from the kept index: :mod:`tests.test_validate_robot_delta`
+  covers that path over every kind of document change);
 * a signing key that expires while the snapshot stays put is caught by the same-tree revalidation,
   which reuses every content check and parses nothing.
 """
@@ -109,6 +111,15 @@ class Sequence:
         self.fleet.device(robot, **change)
         self.fleet.write()
 
+    def rename_robot(self) -> None:
+        """A robot's file moved to a new id (a robot file only: rechecked from the kept index)."""
+        robot = self.rng.choice(self.robots)
+        self.fleet.remove(device_path(robot))
+        renamed = f"{robot}-b"
+        self.robots.append(renamed)
+        self.fleet.device(renamed, labels={"line": str(self.rng.randrange(3))})
+        self.fleet.write()
+
     def change_cohort(self) -> None:
         name = self.rng.choice(["canary", "production"])
         members = self.rng.sample(self.robots, k=self.rng.randint(0, min(3, len(self.robots))))
@@ -173,6 +184,7 @@ EDITS: list[Callable[[Sequence], None]] = [
     Sequence.add_robot,
     Sequence.remove_robot,
     Sequence.change_robot,
+    Sequence.rename_robot,
     Sequence.change_cohort,
     Sequence.delete_cohort,
     Sequence.add_release,
@@ -266,21 +278,21 @@ def test_the_trust_roots_expiry_is_judged_on_the_kept_content_at_each_new_now(
 
 
 def refused_after(
-    tmp_path: Path, keys: KeyFactory, edit: Callable[[FleetRepoBuilder], None]
+    tmp_path: Path, keys: KeyFactory, edit: Callable[[FleetRepoBuilder], None], taken: Reuse = Reuse.NONE
 ) -> ValidationResult:
     """A valid fleet validated and kept, then ``edit`` committed and revalidated incrementally."""
     fleet = FleetRepoBuilder(tmp_path, keys=keys).standard()
     fleet.config("nav", "cohort-canary", {"max_speed": 1.0})
     fleet.write()
     memo = DocumentMemo()
-    content = check_content(fleet.snapshot(), memo=memo)
+    content, _ = recheck_content(None, fleet.snapshot(), memo=memo)
     assert judge(content).ok
     edit(fleet)
     fleet.write()
     files = fleet.snapshot()
     again, reuse = recheck_content(content, files, memo=memo)
     verdict = judge(again)
-    assert reuse is Reuse.NONE
+    assert reuse is taken
     assert_same_verdict(verdict, validate_snapshot(files))
     return verdict
 
@@ -299,19 +311,26 @@ def test_a_deleted_cohort_still_refuses_the_rollout_and_config_that_name_it(
 
 
 def test_a_deleted_robot_still_refuses_the_cohort_that_lists_it(tmp_path: Path, keys: KeyFactory) -> None:
+    """A removed robot file with a memo takes the full check (the memo drops documents only there)."""
     verdict = refused_after(tmp_path, keys, lambda fleet: fleet.remove(device_path("amr-003")))
     assert errors(verdict) == [("cohorts/production.yaml", Reason.UNKNOWN_DEVICE)]
 
 
-MOVES: dict[str, Callable[[FleetRepoBuilder], object]] = {
-    "the robot's own file": lambda fleet: fleet.device("amr-002", labels={"quarantine": "yes"}),
-    "the cohort's selector": lambda fleet: fleet.cohort("quarantine", selector={"sites": ["berlin"]}),
+MOVES: dict[str, tuple[Callable[[FleetRepoBuilder], object], Reuse]] = {
+    "the robot's own file": (
+        lambda fleet: fleet.device("amr-002", labels={"quarantine": "yes"}),
+        Reuse.ROBOTS,
+    ),
+    "the cohort's selector": (
+        lambda fleet: fleet.cohort("quarantine", selector={"sites": ["berlin"]}),
+        Reuse.NONE,
+    ),
 }
 
 
 @pytest.mark.parametrize("move", list(MOVES.values()), ids=list(MOVES))
 def test_a_robot_moved_under_a_cohort_config_that_breaks_its_schema_is_refused(
-    tmp_path: Path, keys: KeyFactory, move: Callable[[FleetRepoBuilder], object]
+    tmp_path: Path, keys: KeyFactory, move: tuple[Callable[[FleetRepoBuilder], object], Reuse]
 ) -> None:
     """The quarantine cohort's config is over nav's limit while no robot is in it; one changed file
     (a robot's labels, or the cohort's selector) puts robots in it and their merged config fails."""
@@ -320,14 +339,16 @@ def test_a_robot_moved_under_a_cohort_config_that_breaks_its_schema_is_refused(
     fleet.config("nav", "cohort-quarantine", {"max_speed": 9.0})
     fleet.write()
     memo = DocumentMemo()
-    content = check_content(fleet.snapshot(), memo=memo)
+    content, _ = recheck_content(None, fleet.snapshot(), memo=memo)
     assert judge(content).ok
-    move(fleet)
+    parsed = memo.parsed
+    edit, taken = move
+    edit(fleet)
     fleet.write()
     files = fleet.snapshot()
     again, reuse = recheck_content(content, files, memo=memo)
     verdict = judge(again)
-    assert reuse is Reuse.NONE and len(memo.last.parsed) == 1
+    assert reuse is taken and memo.parsed == parsed + 1
     assert ("configs/nav/cohort-quarantine.yaml", Reason.CONFIG_INVALID) in errors(verdict)
     assert_same_verdict(verdict, validate_snapshot(files))
 

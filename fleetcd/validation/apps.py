@@ -10,13 +10,26 @@ Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import ReleaseEntry
 from fleetcd.reasons import Reason
-from fleetcd.validation.context import Context, at, robots_phrase
+from fleetcd.validation.context import Context, Delivery, at, robots_phrase
+
+
+def shared_paths(deliveries: Mapping[str, Sequence[Delivery]]) -> bool:
+    """Whether two apps delivered to one robot (app -> its deliveries there) write one absolute
+    config path: the robot-level condition :func:`check` reports."""
+    writers: dict[str, set[str]] = {}
+    for app, found in deliveries.items():
+        for delivery in found:
+            release = delivery.release
+            config = release.doc.model.config if release is not None else None
+            if config is not None and PurePosixPath(config.path).is_absolute():
+                writers.setdefault(str(PurePosixPath(config.path)), set()).add(app)
+    return any(len(by_app) > 1 for by_app in writers.values())
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:

@@ -61,26 +61,42 @@ class _Finding:
     text: str
 
 
+Validators = dict[str, Validator | None]  # release path -> its schema's validator (None: broken/none)
+FindingCache = dict[tuple[str, tuple[str, ...]], list[_Finding]]  # (release, layers) -> findings
+
+
 def check(ctx: Context) -> Iterator[Diagnostic]:
-    yield from _oversized(ctx)
-    validators: dict[str, Validator | None] = {}
+    found, validators = release_checks(ctx)
+    yield from found
+    yield from robot_groups(ctx, validators)
+
+
+def release_checks(ctx: Context) -> tuple[list[Diagnostic], Validators]:
+    """What no device file changes: oversized config files, broken release schemas (and the
+    validators of the others, which :func:`robot_groups` applies)."""
+    found = list(_oversized(ctx))
+    validators: Validators = {}
     for release_key in sorted(ctx.spec.releases):
         published = ctx.spec.releases[release_key]
-        found = list(_schema_problems(published))
-        yield from found
-        validators[published.doc.path] = None if found else _validator(published)
+        problems = list(_schema_problems(published))
+        found.extend(problems)
+        validators[published.doc.path] = None if problems else _validator(published)
+    return found, validators
+
+
+def robot_groups(
+    ctx: Context, validators: Validators, cache: FindingCache | None = None
+) -> Iterator[Diagnostic]:
+    """Every robot's merged configs checked, robots failing the same way on one line."""
     groups: dict[tuple[str, tuple[str | int, ...], str], _Group] = {}
-    cache: dict[tuple[str, tuple[str, ...]], list[_Finding]] = {}
+    cache = {} if cache is None else cache
     for (app, device), deliveries in ctx.deliveries.items():
         delivery = deliveries[0]  # several: an overlap error; the first (by name) is checked
         entry = delivery.release
         if entry is None:
             continue
         layers = config_layers(ctx, app, device)
-        key = (entry.doc.path, tuple(layer.path for layer in layers))
-        if key not in cache:
-            cache[key] = list(_findings(entry, layers, validators.get(entry.doc.path)))
-        for finding in cache[key]:
+        for finding in robot_findings(entry, layers, validators, cache):
             doc = finding.doc or ctx.spec.rollouts[delivery.rollout].doc
             spot = (doc.path, finding.path, finding.text)
             group = groups.setdefault(spot, _Group(doc, finding.path, finding.text, entry.doc.path))
@@ -95,6 +111,20 @@ def check(ctx: Context) -> Iterator[Diagnostic]:
             f"{robots_phrase(sorted(group.robots))}: {group.text} ({where})",
             Reason.CONFIG_INVALID,
         )
+
+
+def robot_findings(
+    entry: ReleaseEntry,
+    layers: Sequence[Loaded[ConfigInstance]],
+    validators: Validators,
+    cache: FindingCache,
+) -> list[_Finding]:
+    """What is wrong with one robot's merged config for ``entry`` (empty: nothing), kept in
+    ``cache`` by release and layer files: robots with the same layers are checked once."""
+    key = (entry.doc.path, tuple(layer.path for layer in layers))
+    if key not in cache:
+        cache[key] = list(_findings(entry, layers, validators.get(entry.doc.path)))
+    return cache[key]
 
 
 def _oversized(ctx: Context) -> Iterator[Diagnostic]:

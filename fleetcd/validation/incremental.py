@@ -14,11 +14,17 @@ A long-running caller (the controller's ``ReconcileCache``) keeps the last
   cross-file check reads those files, so the documents' findings and the cross-file checks are
   kept, and the files are attached to the kept documents again
   (:func:`~fleetcd.loading.fleetspec.reattach`);
-* anything else (a document added, removed or changed, an unexpected file, other findings of the
+* only robot files changed (``devices/<id>.yaml`` added, removed or edited, each loading cleanly
+  before and after; with a memo, none removed, since the memo drops a document only at the end of
+  a full load), maybe with signatures, approvals or keys (attached again as above): the
+  previous check's :class:`~fleetcd.validation.delta.RobotIndex` is patched
+  for those robots and only the parts of the cross-file checks they feed are recomputed
+  (:mod:`fleetcd.validation.delta` says which, and which run over the whole fleet when they
+  found or find an error);
+* anything else (a cohort, release, rollout, config, withdrawal or trust-root document added,
+  removed or changed, a robot file that fails to load, an unexpected file, other findings of the
   reader, a base to compare against): the content check runs in full, parsing only the documents
-  whose bytes the memo does not hold. The cross-file checks relate every robot to every cohort,
-  rollout and config, and report robots in groups, so which of them one changed file can affect is
-  not worked out here: they run over the whole fleet.
+  whose bytes the memo does not hold, and keeps a new index.
 
 Pure: no gpg, no clock, no I/O.
 """
@@ -28,11 +34,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from fleetcd.compat import StrEnum
-from fleetcd.errors import Diagnostic
-from fleetcd.layout import classify
-from fleetcd.loading.fleetspec import TRUST_FILE_KINDS, reattach
-from fleetcd.loading.memo import DocumentMemo
-from fleetcd.validation.pipeline import ContentCheck, check_content
+from fleetcd.errors import Diagnostic, InvalidContent
+from fleetcd.layout import FileKind, classify
+from fleetcd.loading.documents import Loaded, load_document
+from fleetcd.loading.fleetspec import TRUST_FILE_KINDS, FleetSpec, reattach
+from fleetcd.loading.memo import DocumentMemo, RoundStats
+from fleetcd.models import Device
+from fleetcd.validation import apps, configs, delta, noops, overlap, references, requires
+from fleetcd.validation.context import Context, Delivery
+from fleetcd.validation.pipeline import (
+    APPS,
+    CONFIGS_ROBOTS,
+    OVERLAP,
+    REFERENCES_ROBOT_CASE,
+    REFERENCES_ROBOTS,
+    REQUIRES_CYCLES,
+    ContentCheck,
+    check_content,
+    noops_part,
+)
 
 
 class Reuse(StrEnum):
@@ -40,6 +60,7 @@ class Reuse(StrEnum):
 
     SAME = "same"  # the snapshot's bytes are the previous one's: all of it
     TRUST_FILES = "trust-files"  # only signatures, approvals or keys changed: all but their attaching
+    ROBOTS = "robots"  # only robot files changed: the parts of the checks those robots feed
     NONE = "none"  # documents or the reader's findings changed: checked in full
 
 
@@ -54,23 +75,172 @@ def recheck_content(
     and how much of ``previous`` it reused."""
     found = tuple(problems)
     if previous is None or previous.base is not None or previous.problems != found:
-        return check_content(files, problems=found, memo=memo), Reuse.NONE
-    changed = changed_paths(previous.files, files)
+        return _full(files, found, memo), Reuse.NONE
+    changed = changed_paths(previous.files, files, allow=_ROBOT_FILES)
     if changed is None:
-        return check_content(files, problems=found, memo=memo), Reuse.NONE
+        return _full(files, found, memo), Reuse.NONE
     if not changed:
         return previous, Reuse.SAME
+    if any(_is_robot_file(path) for path in changed):
+        robots = _recheck_robots(previous, files, changed, found, memo)
+        if robots is None:
+            return _full(files, found, memo), Reuse.NONE
+        return robots, Reuse.ROBOTS
     spec, attached = reattach(previous.spec, files)
     ctx = previous.ctx.with_spec(spec)
+    index = previous.index
+    if index is not None and index.files is previous.files:
+        index.files = files  # the robots and every document they are checked against are the same
     content = ContentCheck(
-        files, None, found, spec, ctx, previous.documents, tuple(attached), previous.checks
+        files,
+        None,
+        found,
+        spec,
+        ctx,
+        previous.documents,
+        tuple(attached),
+        previous.checks,
+        previous.parts,
+        index,
     )
     return content, Reuse.TRUST_FILES
 
 
-def changed_paths(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> set[str] | None:
-    """The paths added, removed or changed from ``old`` to ``new``, when every one of them is a
-    signature, approval or key; None as soon as one is not (a document, or an unexpected file)."""
+def _is_robot_file(path: str) -> bool:
+    where = classify(path)
+    return where is not None and where.kind is FileKind.DEVICE
+
+
+def _full(
+    files: Mapping[str, bytes], found: tuple[Diagnostic, ...], memo: DocumentMemo | None
+) -> ContentCheck:
+    return check_content(files, problems=found, memo=memo, keep_index=True)
+
+
+def _recheck_robots(
+    previous: ContentCheck,
+    files: Mapping[str, bytes],
+    changed: set[str],
+    found: tuple[Diagnostic, ...],
+    memo: DocumentMemo | None,
+) -> ContentCheck | None:
+    """The content check of ``files``, whose changes from ``previous.files`` are robot files only,
+    from ``previous.index``; None when it must be checked in full (see :mod:`.delta`)."""
+    index = previous.index
+    if index is None or index.files is not previous.files:
+        return None
+    named: dict[str, str] = {}
+    signatures = False
+    for path in changed:
+        where = classify(path)
+        if where is not None and where.kind is FileKind.DEVICE:
+            named[path] = where.name
+        elif where is not None and where.kind in TRUST_FILE_KINDS:
+            signatures = True  # attached again below, as on the TRUST_FILES path
+        else:
+            return None
+    if memo is not None:
+        if any(path not in files for path in named):
+            # A memo holds one snapshot's documents and drops the others only at the end of a
+            # full load (DocumentMemo.round): a removed robot file takes the full check.
+            return None
+        memo.last = RoundStats()  # this load's: the changed files alone are asked for
+    loaded = delta.load_changed(previous.spec, files, named, lambda path, raw: _load_device(memo, path, raw))
+    if loaded is None:
+        return None
+    index.files = None  # patched in place from here: unusable if this does not finish
+    old = previous.spec
+    spec = FleetSpec(
+        fleet=old.fleet,
+        devices=delta.patched_devices(old.devices, loaded),
+        cohorts=old.cohorts,
+        releases=old.releases,
+        rollouts=old.rollouts,
+        configs=old.configs,
+        keys=old.keys,
+        files=files,
+        trust_roots=old.trust_roots,
+        withdrawals=old.withdrawals,
+        withdrawal_approvals=old.withdrawal_approvals,
+    )
+    attached = previous.attached
+    if signatures:
+        spec, again = reattach(spec, files)
+        attached = tuple(again)
+    done = delta.patch(index, spec, loaded)
+    ctx = index.context(spec)
+    parts = dict(previous.parts)
+    parts[REFERENCES_ROBOTS] = tuple(references.robot_references(ctx, index.release_apps))
+    parts[REFERENCES_ROBOT_CASE] = delta.case_errors(spec, index)
+    if done.owners_changed:
+        parts[REQUIRES_CYCLES] = tuple(requires.cycles(ctx))
+    fallbacks: list[str] = []
+    delivered = {
+        robot: delta.robot_deliveries(spec, index, robot) for robot in loaded if robot in spec.devices
+    }
+    if previous.parts[OVERLAP] or any(_overlaps(d) for d in delivered.values()):
+        parts[OVERLAP] = tuple(overlap.check(ctx))
+        fallbacks.append(OVERLAP)
+    if previous.parts[APPS] or any(_shares_config(d) for d in delivered.values()):
+        parts[APPS] = tuple(apps.check(ctx))
+        fallbacks.append(APPS)
+    if previous.parts[CONFIGS_ROBOTS] or any(
+        _config_findings(ctx, index, robot, d) for robot, d in delivered.items()
+    ):
+        parts[CONFIGS_ROBOTS] = tuple(configs.robot_groups(ctx, index.validators, index.findings))
+        fallbacks.append(CONFIGS_ROBOTS)
+    if not index.membership_unknown:
+        for name in sorted(spec.rollouts):
+            if name in done.rollouts or done.cohorts & delta.wave_cohorts(spec, name):
+                parts[noops_part(name)] = tuple(noops.rollout_warnings(ctx, name))
+    index.fallbacks = fallbacks
+    index.files = files
+    checks = tuple(d for part in parts.values() for d in part)
+    return ContentCheck(
+        files, None, found, spec, ctx.for_trust(), previous.documents, attached, checks, parts, index
+    )
+
+
+def _load_device(memo: DocumentMemo | None, path: str, raw: bytes) -> Loaded[Device] | None:
+    try:
+        return load_document(path, raw, Device) if memo is None else memo.load(path, raw, Device)
+    except InvalidContent:
+        return None
+
+
+def _overlaps(delivered: Mapping[str, list[Delivery]]) -> bool:
+    """Two rollouts of one app deliver to the robot (:mod:`.overlap`'s error)."""
+    return any(len(rollouts) > 1 for rollouts in delivered.values())
+
+
+def _shares_config(delivered: Mapping[str, list[Delivery]]) -> bool:
+    """Two apps delivered to the robot write one absolute config path (:mod:`.apps`'s error)."""
+    return apps.shared_paths(delivered)
+
+
+def _config_findings(
+    ctx: Context, index: delta.RobotIndex, robot: str, delivered: Mapping[str, list[Delivery]]
+) -> bool:
+    """The robot's merged config fails for some app it receives (:mod:`.configs`' error)."""
+    for app, deliveries in delivered.items():
+        entry = deliveries[0].release
+        if entry is None:
+            continue
+        layers = configs.config_layers(ctx, app, robot)
+        if configs.robot_findings(entry, layers, index.validators, index.findings):
+            return True
+    return False
+
+
+_ROBOT_FILES = frozenset({*TRUST_FILE_KINDS, FileKind.DEVICE})
+
+
+def changed_paths(
+    old: Mapping[str, bytes], new: Mapping[str, bytes], allow: frozenset[FileKind] = TRUST_FILE_KINDS
+) -> set[str] | None:
+    """The paths added, removed or changed from ``old`` to ``new``, when every one of them is of a
+    kind in ``allow`` (by default a signature, approval or key); None as soon as one is not (another
+    document, or an unexpected file)."""
     if old is new:
         return set()
     changed = set(old.keys() ^ new.keys())
@@ -80,6 +250,6 @@ def changed_paths(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> set[str
             changed.add(path)
     for path in changed:
         where = classify(path)
-        if where is None or where.kind not in TRUST_FILE_KINDS:
+        if where is None or where.kind not in allow:
             return None
     return changed

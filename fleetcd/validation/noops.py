@@ -50,13 +50,23 @@ class _Source:
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:
-    if _membership_unknown(ctx):
+    if membership_unknown(ctx):
         return  # who is in which cohort and wave is a guess until the broken files are fixed
     for name in sorted(ctx.spec.rollouts):
-        rollout = ctx.spec.rollouts[name].doc.model
-        if rollout.aborted or ctx.release_of(name) is None:
-            continue
-        yield from _rollout(ctx, name, rollout)
+        yield from rollout_warnings(ctx, name)
+
+
+def rollout_warnings(ctx: Context, name: str) -> Iterator[Diagnostic]:
+    """One rollout's warnings, when no device or cohort file failed to load (:func:`membership_unknown`)."""
+    rollout = ctx.spec.rollouts[name].doc.model
+    if rollout.aborted or ctx.release_of(name) is None:
+        return
+    yield from _rollout(ctx, name, rollout)
+
+
+def membership_unknown(ctx: Context) -> bool:
+    """True when a device or cohort file failed to load (already an error)."""
+    return _membership_unknown(ctx)
 
 
 def _rollout(ctx: Context, name: str, rollout: Rollout) -> Iterator[Diagnostic]:

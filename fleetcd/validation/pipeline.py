@@ -20,7 +20,7 @@ caller keeps the first and judges it again as time passes (:mod:`fleetcd.validat
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from fleetcd.errors import Diagnostic
@@ -41,6 +41,7 @@ from fleetcd.validation import (
     withdrawals,
 )
 from fleetcd.validation.context import Context
+from fleetcd.validation.delta import RobotIndex
 from fleetcd.validation.trust import KeyringFactory
 
 
@@ -86,6 +87,11 @@ class ContentCheck:
     documents: tuple[Diagnostic, ...]  # the loader's findings on documents and unexpected files
     attached: tuple[Diagnostic, ...]  # the loader's findings on signatures, approvals and keys
     checks: tuple[Diagnostic, ...]  # the cross-file checks' findings (signatures never read)
+    # ``checks`` by the part of a check that produced them (:func:`content_parts`), so that a
+    # device-only change recomputes only the parts a device file feeds (:mod:`.delta`).
+    parts: Mapping[str, tuple[Diagnostic, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # The robots' memberships, selections and findings kept for :mod:`.delta` (when asked for).
+    index: RobotIndex | None = field(default=None, compare=False, repr=False)
 
 
 def check_content(
@@ -94,24 +100,63 @@ def check_content(
     *,
     problems: Iterable[Diagnostic] = (),
     memo: DocumentMemo | None = None,
+    keep_index: bool = False,
 ) -> ContentCheck:
-    """Every document loaded and every cross-file check run: all of validation but gpg and clock."""
+    """Every document loaded and every cross-file check run: all of validation but gpg and clock.
+    ``keep_index`` (a long-running caller's, without ``base``) also keeps what a later device-only
+    change is rechecked from (:class:`~fleetcd.validation.delta.RobotIndex`)."""
     spec, documents, attached = load_spec_parts(files, memo)
     ctx = Context(spec)
-    found: list[Diagnostic] = []
-    found.extend(references.check(ctx))
-    found.extend(overlap.check(ctx))
-    found.extend(requires.check(ctx))
-    found.extend(apps.check(ctx))
-    found.extend(configs.check(ctx))
-    found.extend(noops.check(ctx))
+    parts: dict[str, tuple[Diagnostic, ...]] = {}
+    parts[REFERENCES_ROBOTS] = tuple(references.robot_references(ctx))
+    parts[REFERENCES_ROBOT_CASE] = tuple(references.robot_case_collisions(ctx))
+    parts[REFERENCES_DOCUMENTS] = tuple(references.document_checks(ctx))
+    parts[OVERLAP] = tuple(overlap.check(ctx))
+    parts[REQUIRES_RANGES] = tuple(requires.ranges(ctx))
+    parts[REQUIRES_CYCLES] = tuple(requires.cycles(ctx))
+    parts[APPS] = tuple(apps.check(ctx))
+    kept, validators = configs.release_checks(ctx)
+    parts[CONFIGS_RELEASES] = tuple(kept)
+    parts[CONFIGS_ROBOTS] = tuple(configs.robot_groups(ctx, validators))
+    unknown = noops.membership_unknown(ctx)
+    for name in sorted(spec.rollouts):
+        parts[noops_part(name)] = () if unknown else tuple(noops.rollout_warnings(ctx, name))
     if base is not None:
-        found.extend(immutability.check(files, base))
+        parts[IMMUTABILITY] = tuple(immutability.check(files, base))
     if spec.fleet is not None:
-        found.extend(artifacts.check(ctx, spec.fleet.model))
+        parts[ARTIFACTS] = tuple(artifacts.check(ctx, spec.fleet.model))
+    index = RobotIndex.build(ctx, validators, unknown) if keep_index and base is None else None
+    found = tuple(d for part in parts.values() for d in part)
     return ContentCheck(
-        files, base, tuple(problems), spec, ctx.for_trust(), tuple(documents), tuple(attached), tuple(found)
+        files,
+        base,
+        tuple(problems),
+        spec,
+        ctx.for_trust(),
+        tuple(documents),
+        tuple(attached),
+        found,
+        parts,
+        index,
     )
+
+
+# The parts of the cross-file checks (ContentCheck.parts), by what they read.
+REFERENCES_ROBOTS = "references.robots"  # every reference, robots' included
+REFERENCES_ROBOT_CASE = "references.robot-case"  # robot ids equal but for letter case
+REFERENCES_DOCUMENTS = "references.documents"  # no device file read
+OVERLAP = "overlap"
+REQUIRES_RANGES = "requires.ranges"  # no device file read
+REQUIRES_CYCLES = "requires.cycles"
+APPS = "apps"
+CONFIGS_RELEASES = "configs.releases"  # no device file read
+CONFIGS_ROBOTS = "configs.robots"
+IMMUTABILITY = "immutability"
+ARTIFACTS = "artifacts"  # no device file read
+
+
+def noops_part(rollout: str) -> str:
+    return f"noops/{rollout}"
 
 
 def judge(

@@ -11,7 +11,7 @@ is not reported again as unknown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fleetcd.errors import Diagnostic
@@ -23,11 +23,39 @@ from fleetcd.validation.context import Context, at, known
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:
+    yield from robot_references(ctx)
+    yield from robot_case_collisions(ctx)
+    yield from document_checks(ctx)
+
+
+def robot_references(ctx: Context, apps: set[str] | None = None) -> Iterator[Diagnostic]:
+    """The references that name robots (and everything else the same documents name): what a
+    changed device file can change. ``apps``: the apps with a release file (:func:`release_apps`)."""
     yield from _rollouts(ctx)
     yield from _cohorts(ctx)
-    yield from _configs(ctx)
+    yield from _configs(ctx, apps)
+
+
+def robot_case_collisions(ctx: Context) -> Iterator[Diagnostic]:
+    """Robot ids that differ only in letter case (:func:`robot_case_group` for one folded id)."""
+    groups: dict[str, list[str]] = {}
+    for name in ctx.spec.devices:
+        groups.setdefault(name.casefold(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            yield from robot_case_group(ctx.spec.devices, names)
+
+
+def robot_case_group(devices: Mapping[str, Loaded[Any]], names: Iterable[str]) -> Iterator[Diagnostic]:
+    """The case-collision errors among ``names`` (robot ids of one case-folded form)."""
+    yield from _collisions("robot id", {name: devices[name] for name in names})
+
+
+def document_checks(ctx: Context) -> Iterator[Diagnostic]:
+    """The checks no device file is read by: withdrawals, cohort and rollout name case, versions."""
     yield from _withdrawals(ctx)
-    yield from _case_collisions(ctx)
+    yield from _collisions("cohort name", dict(ctx.spec.cohorts))
+    yield from _collisions("rollout name", {k: v.doc for k, v in ctx.spec.rollouts.items()})
     yield from _equal_versions(ctx)
 
 
@@ -96,8 +124,13 @@ def _cohorts(ctx: Context) -> Iterator[Diagnostic]:
         yield from _repeats(doc, ("devices",), doc.model.devices)
 
 
-def _configs(ctx: Context) -> Iterator[Diagnostic]:
-    apps = {app for app, _ in ctx.spec.releases} | {app for app, _ in _release_files(ctx)}
+def release_apps(ctx: Context) -> set[str]:
+    """Apps with a release on main, loaded or not (a config of any other app is read by nothing)."""
+    return {app for app, _ in ctx.spec.releases} | {app for app, _ in _release_files(ctx)}
+
+
+def _configs(ctx: Context, apps: set[str] | None = None) -> Iterator[Diagnostic]:
+    apps = release_apps(ctx) if apps is None else apps
     for app in sorted(ctx.spec.configs):
         for doc in sorted(ctx.spec.configs[app], key=lambda d: d.path):
             model = doc.model
@@ -166,29 +199,23 @@ def _release_files(ctx: Context) -> Iterable[tuple[str, str]]:
             yield parts[1], parts[2].removesuffix(".yaml")
 
 
-def _case_collisions(ctx: Context) -> Iterator[Diagnostic]:
+def _collisions(what: str, docs: Mapping[str, Loaded[Any]]) -> Iterator[Diagnostic]:
     """Ids that differ only in letter case: one file on case-insensitive checkouts, two on Linux."""
-    groups: list[tuple[str, dict[str, Loaded[Any]]]] = [
-        ("robot id", dict(ctx.spec.devices)),
-        ("cohort name", dict(ctx.spec.cohorts)),
-        ("rollout name", {k: v.doc for k, v in ctx.spec.rollouts.items()}),
-    ]
-    for what, docs in groups:
-        first: dict[str, str] = {}
-        for name in sorted(docs):
-            folded = name.casefold()
-            if folded in first:
-                other = docs[first[folded]]
-                field = "id" if what == "robot id" else "name"
-                yield at(
-                    docs[name],
-                    (field,),
-                    f"{what} {name!r} differs from {first[folded]!r} ({other.path}) only in letter case; "
-                    "they are the same file on case-insensitive file systems",
-                    Reason.DUPLICATE_ID,
-                )
-            else:
-                first[folded] = name
+    first: dict[str, str] = {}
+    for name in sorted(docs):
+        folded = name.casefold()
+        if folded in first:
+            other = docs[first[folded]]
+            field = "id" if what == "robot id" else "name"
+            yield at(
+                docs[name],
+                (field,),
+                f"{what} {name!r} differs from {first[folded]!r} ({other.path}) only in letter case; "
+                "they are the same file on case-insensitive file systems",
+                Reason.DUPLICATE_ID,
+            )
+        else:
+            first[folded] = name
 
 
 def _equal_versions(ctx: Context) -> Iterator[Diagnostic]:

@@ -28,8 +28,18 @@ RELEASES_DIR = "releases"
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:
-    yield from _ranges(ctx)
-    yield from _cycles(ctx)
+    yield from ranges(ctx)
+    yield from cycles(ctx)
+
+
+def ranges(ctx: Context) -> Iterator[Diagnostic]:
+    """Unknown apps and unsatisfiable ranges: read no device file."""
+    return _ranges(ctx)
+
+
+def cycles(ctx: Context) -> Iterator[Diagnostic]:
+    """Requirement cycles among the releases that rollouts deliver to at least one robot."""
+    return _cycles(ctx)
 
 
 def _ranges(ctx: Context) -> Iterator[Diagnostic]:

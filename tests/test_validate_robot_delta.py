@@ -1,0 +1,758 @@
+"""A commit that changes only robot files is rechecked from the kept index, with a full check's verdict.
+
+:func:`fleetcd.validation.incremental.recheck_content` takes :attr:`Reuse.ROBOTS` when every changed
+path is a ``devices/<id>.yaml`` that loads cleanly before and after: it patches the kept
+:class:`~fleetcd.validation.delta.RobotIndex` and recomputes only the parts of the cross-file checks
+those robots feed. What must hold, compared after every commit with a fresh full
+:func:`~fleetcd.validation.pipeline.check_content` of the same bytes:
+
+* every part of the checks (as a set: the verdict sorts and drops repeats), the loader's findings,
+  the spec (its robots in the loader's order too) and the context the trust checks read (stages,
+  robots, cohorts) are the full check's, and so is the judged verdict in every report format;
+* over seeded random sequences of every kind of document change (robots added, removed, renamed,
+  edited, made invalid or fixed, case twins; cohorts by list and by selector; releases; rollouts
+  retargeted, overlapping, with waves; config instances; withdrawals; invalid YAML and schema
+  errors in any document), each way of rechecking is taken and the fleet does break;
+* attacks: a robot renamed to collide with another, a robot file claiming another's id, a robot
+  joining a second rollout of its app, a cohort edit or a robot removal that orphans robots, a
+  stale kept check reused after the index moved on.
+
+No gpg here (content only, the fleet is unsigned); :mod:`tests.test_validate_incremental` judges
+with real gpg.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import fleetgen
+from fleetcd.layout import cohort_path, config_path, device_path, release_path, rollout_path
+from fleetcd.loading.memo import DocumentMemo
+from fleetcd.reasons import Reason
+from fleetcd.validation import delta
+from fleetcd.validation.context import Context
+from fleetcd.validation.incremental import Reuse, recheck_content
+from fleetcd.validation.pipeline import (
+    APPS,
+    CONFIGS_ROBOTS,
+    OVERLAP,
+    ContentCheck,
+    check_content,
+    judge,
+    sort_diagnostics,
+)
+from fleetcd.validation.report import Format, render
+from tests.fleetrepo import FleetRepoBuilder
+
+SEEDS = tuple(range(12))
+STEPS = 30
+SCHEMA = {
+    "type": "object",
+    "properties": {"max_speed": {"type": "number", "maximum": 2.0}, "map": {"type": "string"}},
+    "additionalProperties": False,
+}
+
+
+def assert_same_content(got: ContentCheck, want: ContentCheck) -> None:
+    """Everything :func:`judge` reads, and every part of the checks, equal to the full check's."""
+    assert set(got.parts) == set(want.parts)
+    for name, found in want.parts.items():
+        assert sort_diagnostics(got.parts[name]) == sort_diagnostics(found), name
+    assert sort_diagnostics(got.checks) == sort_diagnostics(want.checks)
+    assert sort_diagnostics(got.documents) == sort_diagnostics(want.documents)
+    assert sort_diagnostics(got.attached) == sort_diagnostics(want.attached)
+    assert got.problems == want.problems
+    assert got.spec == want.spec
+    assert list(got.spec.devices) == list(want.spec.devices)  # the loader's (path) order
+    assert got.ctx.devices == want.ctx.devices and got.ctx.cohorts == want.ctx.cohorts
+    assert got.ctx.stages == want.ctx.stages
+
+
+def assert_same_verdict(got: ContentCheck, want: ContentCheck) -> None:
+    for strict in (False, True):
+        mine, theirs = judge(got, strict=strict), judge(want, strict=strict)
+        for fmt in Format:
+            assert render(mine, fmt) == render(theirs, fmt), fmt
+        assert mine.diagnostics == theirs.diagnostics
+
+
+def base_fleet(root: Path) -> FleetRepoBuilder:
+    """Robots over two sites, cohorts by list and by selector, two apps that may share a config file."""
+    fleet = FleetRepoBuilder(root)
+    for index in range(1, 9):
+        site = "berlin" if index % 2 else "osaka"
+        fleet.device(f"amr-{index:03d}", site=site, labels={"line": str(index % 3)})
+    fleet.cohort("canary", ["amr-001"], stage="canary")
+    fleet.cohort("production", ["amr-002", "amr-003", "amr-004"], stage="production")
+    fleet.cohort("berlin", selector={"sites": ["berlin"]}, stage="staging", devices=[])
+    fleet.cohort("line-1", selector={"labels": {"line": "1"}}, stage="production", devices=[])
+    fleet.release("nav", "1.0.0", config_schema=SCHEMA)
+    fleet.release("arm", "1.0.0", config_schema={"type": "object"})
+    fleet.config("nav", "default", {"max_speed": 1.5, "map": "hall-a"})
+    fleet.config("nav", "cohort-berlin", {"max_speed": 1.8})
+    fleet.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary", "production"])
+    fleet.rollout(
+        "arm-1-0-0",
+        app="arm",
+        release="1.0.0",
+        cohorts=["line-1", "berlin"],
+        strategy={
+            "type": "waves",
+            "waves": [{"name": "first", "cohort": "line-1"}, {"name": "rest", "percent": 100}],
+        },
+    )
+    fleet.write()
+    return fleet
+
+
+class Run:
+    """A fleet edited commit by commit, rechecked incrementally and in full after each."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.rng = rng
+        self.fleet = base_fleet(root)
+        if rng.random() < 0.5:  # a second rollout of nav: robots in line-1 and canary/production overlap
+            self.fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["line-1"])
+        if rng.random() < 0.5:  # nav and arm write one file: robots that get both are refused
+            for app in ("nav", "arm"):
+                self.fleet.docs[release_path(app, "1.0.0")]["config"]["path"] = "/etc/shared.yaml"
+        self.fleet.write()
+        self.memo = DocumentMemo() if rng.random() < 0.5 else None  # with one, removals go in full
+        self.content: ContentCheck | None = None
+        self.reuses: dict[Reuse, int] = {}
+        self.reasons: set[Reason] = set()
+        self.fallbacks: set[str] = set()
+        self.robot_reasons: set[Reason] = set()  # found on the robot path
+        self.serial = 100
+
+    @property
+    def robots(self) -> list[str]:
+        return sorted(
+            p.split("/")[1].removesuffix(".yaml") for p in self.fleet.docs if p.startswith("devices/")
+        )
+
+    def recheck(self) -> tuple[ContentCheck, Reuse]:
+        files = self.fleet.snapshot()
+        self.content, reuse = recheck_content(self.content, files, memo=self.memo)
+        self.reuses[reuse] = self.reuses.get(reuse, 0) + 1
+        want = check_content(files)
+        assert_same_content(self.content, want)
+        if self.rng.random() < 0.25:
+            assert_same_verdict(self.content, want)
+        self.reasons.update(d.reason for d in want.checks)
+        if reuse is Reuse.ROBOTS and self.content.index is not None:
+            self.fallbacks.update(self.content.index.fallbacks)
+            self.robot_reasons.update(d.reason for d in self.content.checks)
+        return self.content, reuse
+
+    def commit(self) -> None:
+        self.fleet.write()
+
+    def new_id(self) -> str:
+        self.serial += 1
+        return f"amr-{self.serial:03d}"
+
+    def robot_doc(self) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "site": rng.choice(["berlin", "osaka"]),
+            "labels": {"line": str(rng.randrange(3))},
+            "family": rng.choice(["amr", "amr", "arm"]),
+            "hardware": {"model": rng.choice(["mk2", "mk3"]), "revision": rng.randrange(1, 5)},
+            "decommissioned": rng.random() < 0.15,
+        }
+
+    # --- robot files only: the ROBOTS path (or a full check when a file does not load) -------------
+    def add_robot(self) -> None:
+        for _ in range(self.rng.randint(1, 3)):
+            self.fleet.device(self.new_id(), **self.robot_doc())
+        self.commit()
+
+    def remove_robot(self) -> None:
+        for robot in self.rng.sample(self.robots, k=min(len(self.robots), self.rng.randint(1, 2))):
+            self.fleet.remove(device_path(robot))
+        self.commit()
+
+    def edit_robot(self) -> None:
+        robot = self.rng.choice(self.robots)
+        self.fleet.device(robot, **self.robot_doc())
+        self.commit()
+
+    def rename_robot(self) -> None:
+        """A robot's file moved to a new name (maybe a case twin of another robot's)."""
+        robot = self.rng.choice(self.robots)
+        doc = self.fleet.docs[device_path(robot)]
+        self.fleet.remove(device_path(robot))
+        other = self.rng.choice(self.robots)
+        new = other.upper() if self.rng.random() < 0.4 and other.upper() not in self.robots else self.new_id()
+        self.fleet.device(new, **{k: v for k, v in doc.items() if k not in ("id", "apiVersion", "kind")})
+        self.commit()
+
+    def break_robot(self) -> None:
+        """Invalid YAML, a schema error, or an id that names another robot."""
+        robot = self.rng.choice(self.robots)
+        self.fleet.docs.pop(device_path(robot), None)
+        broken = self.rng.choice(
+            [
+                "id: [unclosed\n",
+                f"apiVersion: fleetcd.dev/v1\nkind: Device\nid: {robot}\nfamily: amr\nwheels: 4\n",
+                self.fleet.read(device_path(self.rng.choice(self.robots))).decode(),
+            ]
+        )
+        self.fleet.file(device_path(robot), broken)
+        self.commit()
+
+    def fix_robot(self) -> None:
+        broken = [p for p in self.fleet.raw if p.startswith("devices/")]
+        if not broken:
+            return self.edit_robot()
+        path = self.rng.choice(broken)
+        self.fleet.raw.pop(path)
+        self.fleet.device(path.split("/")[1].removesuffix(".yaml"), **self.robot_doc())
+        self.commit()
+        return None
+
+    # --- other documents: a full check --------------------------------------------------------------
+    def edit_cohort(self) -> None:
+        name = self.rng.choice(["canary", "production", "berlin", "line-1"])
+        if self.rng.random() < 0.5:
+            members = self.rng.sample(self.robots, k=min(len(self.robots), self.rng.randint(0, 3)))
+            if self.rng.random() < 0.3:
+                members.append("ghost-robot")
+            self.fleet.cohort(name, members, stage=self.rng.choice(["canary", "staging", "production"]))
+        else:
+            selector = self.rng.choice(
+                [{"sites": ["osaka"]}, {"labels": {"line": "2"}}, {"families": ["arm"]}]
+            )
+            self.fleet.cohort(name, [], selector=selector, stage="production")
+        self.commit()
+
+    def delete_cohort(self) -> None:
+        self.fleet.remove(cohort_path(self.rng.choice(["canary", "production", "berlin", "line-1"])))
+        self.commit()
+
+    def edit_release(self) -> None:
+        app = self.rng.choice(["nav", "arm"])
+        path = "/etc/shared.yaml" if self.rng.random() < 0.5 else f"/etc/{app}/config.yaml"
+        schema = SCHEMA if app == "nav" else {"type": "object"}
+        doc = self.fleet.release(app, "1.0.0", config_schema=schema)
+        doc["config"]["path"] = path
+        if self.rng.random() < 0.2:
+            doc["compatibility"] = {"families": ["amr"]}
+        self.commit()
+
+    def edit_rollout(self) -> None:
+        choice = self.rng.randrange(4)
+        if choice == 0:  # a second rollout of nav, maybe over robots nav-1-0-0 already has
+            self.fleet.rollout(
+                "nav-extra", app="nav", release="1.0.0", cohorts=[self.rng.choice(["berlin", "line-1"])]
+            )
+        elif choice == 1:
+            self.fleet.remove(rollout_path("nav-extra"))
+        elif choice == 2:
+            self.fleet.rollout(
+                "nav-1-0-0",
+                app="nav",
+                release="1.0.0",
+                cohorts=["canary", "production"],
+                devices=self.rng.sample(self.robots, k=min(2, len(self.robots))),
+                paused=self.rng.random() < 0.3,
+            )
+        else:
+            self.fleet.rollout(
+                "arm-1-0-0", app="arm", release=self.rng.choice(["1.0.0", "9.9.9"]), cohorts=["berlin"]
+            )
+        self.commit()
+
+    def edit_config(self) -> None:
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            self.fleet.config("nav", "cohort-berlin", {"max_speed": self.rng.choice([1.0, 9.0])})
+        elif choice == 1:
+            robot = self.rng.choice(self.robots)
+            self.fleet.config(
+                "nav", f"device-{robot}", {"max_speed": self.rng.choice([1.2, 7.0]), "map": "x"}
+            )
+        else:
+            self.fleet.config("nav", "cohort-line-1", {"colour": "red"})
+        self.commit()
+
+    def break_document(self) -> None:
+        path = self.rng.choice(
+            [cohort_path("canary"), rollout_path("nav-1-0-0"), config_path("nav", "default")]
+        )
+        self.fleet.docs.pop(path, None)
+        self.fleet.file(path, "kind: [unclosed\n")
+        self.commit()
+
+    def fix_documents(self) -> None:
+        for path in [p for p in self.fleet.raw if not p.startswith("devices/")]:
+            self.fleet.raw.pop(path)
+            (self.fleet.root / path).unlink()
+        self.commit()
+
+    def withdraw(self) -> None:
+        self.fleet.withdrawal("arm", "1.0.0", "bad build")
+        self.commit()
+
+
+ROBOT_EDITS: list[Callable[[Run], None]] = [
+    Run.add_robot,
+    Run.add_robot,
+    Run.remove_robot,
+    Run.edit_robot,
+    Run.edit_robot,
+    Run.edit_robot,
+    Run.rename_robot,
+    Run.rename_robot,
+    Run.break_robot,
+    Run.fix_robot,
+]
+DOCUMENT_EDITS: list[Callable[[Run], None]] = [
+    Run.edit_cohort,
+    Run.delete_cohort,
+    Run.edit_release,
+    Run.edit_rollout,
+    Run.edit_config,
+    Run.break_document,
+    Run.fix_documents,
+    Run.withdraw,
+]
+
+
+def run_sequence(root: Path, seed: int) -> Run:
+    """One seeded sequence: mostly robot files (the common commit), some other documents."""
+    rng = random.Random(seed)
+    run = Run(root, rng)
+    run.recheck()
+    for step in range(STEPS):
+        edit = rng.choice(ROBOT_EDITS) if rng.random() < 0.75 else rng.choice(DOCUMENT_EDITS)
+        if len(run.robots) < 3:
+            edit = Run.add_robot
+        edit(run)
+        try:
+            run.recheck()
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}, step {step} ({edit.__name__}): {exc}") from exc
+    return run
+
+
+@pytest.mark.parametrize("seeds", [SEEDS[:6], SEEDS[6:]], ids=["seeds-0-5", "seeds-6-11"])
+def test_random_document_changes_recheck_as_a_full_check(tmp_path: Path, seeds: tuple[int, ...]) -> None:
+    """Every commit of every sequence rechecks as a full check; together they reach the robot
+    path often, every grouped robot error on it, and each grouped check's full fallback."""
+    reuses: dict[Reuse, int] = {}
+    for seed in seeds:
+        run = run_sequence(tmp_path / str(seed), seed)
+        assert run.reasons, seed  # the sequence broke the fleet, so the comparisons compared something
+        for reuse, count in run.reuses.items():
+            reuses[reuse] = reuses.get(reuse, 0) + count
+        REACHED["reasons"] |= run.robot_reasons
+        REACHED["fallbacks"] |= run.fallbacks
+    assert reuses.get(Reuse.ROBOTS, 0) >= len(seeds) * STEPS // 3
+    assert reuses.get(Reuse.NONE, 0) >= len(seeds) * 2
+
+
+REACHED: dict[str, set[Any]] = {"reasons": set(), "fallbacks": set()}
+
+
+def test_the_random_sequences_reach_every_grouped_robot_error_and_each_fallback(tmp_path: Path) -> None:
+    """Across the seeds, the robot path met overlaps, shared config files, failing merged configs,
+    case twins, unknown robots and warnings, and ran each grouped check in full at least once."""
+    if not REACHED["reasons"]:  # run alone: run the sequences here
+        for seed in SEEDS:
+            run = run_sequence(tmp_path / str(seed), seed)
+            REACHED["reasons"] |= run.robot_reasons
+            REACHED["fallbacks"] |= run.fallbacks
+    assert {
+        Reason.ROLLOUT_OVERLAP,
+        Reason.CONFIG_PATH_SHARED,
+        Reason.CONFIG_INVALID,
+        Reason.DUPLICATE_ID,
+        Reason.UNKNOWN_DEVICE,
+        Reason.NO_EFFECT,
+    } <= REACHED["reasons"]
+    assert {OVERLAP, APPS, CONFIGS_ROBOTS} <= REACHED["fallbacks"]
+
+
+# --- attacks and named behaviours --------------------------------------------------------------------
+
+
+def kept(fleet: FleetRepoBuilder, memo: DocumentMemo | None = None) -> ContentCheck:
+    content, reuse = recheck_content(None, fleet.snapshot(), memo=memo)
+    assert reuse is Reuse.NONE and content.index is not None
+    return content
+
+
+def recheck(
+    content: ContentCheck, fleet: FleetRepoBuilder, memo: DocumentMemo | None = None
+) -> tuple[ContentCheck, Reuse]:
+    fleet.write()
+    files = fleet.snapshot()
+    again, reuse = recheck_content(content, files, memo=memo)
+    want = check_content(files)
+    assert_same_content(again, want)
+    assert_same_verdict(again, want)
+    return again, reuse
+
+
+def errors(content: ContentCheck) -> list[tuple[str, Reason]]:
+    return sorted((d.file, d.reason) for d in judge(content).errors if d.reason in ROBOT_REASONS)
+
+
+ROBOT_REASONS = frozenset(
+    {
+        Reason.DUPLICATE_ID,
+        Reason.UNKNOWN_DEVICE,
+        Reason.ROLLOUT_OVERLAP,
+        Reason.CONFIG_PATH_SHARED,
+        Reason.CONFIG_INVALID,
+        Reason.NAME_MISMATCH,
+        Reason.INVALID,
+    }
+)
+
+
+def test_a_robot_file_renamed_to_a_case_twin_of_another_robot_is_still_refused(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    doc = fleet.docs[device_path("amr-002")]
+    fleet.remove(device_path("amr-002"))
+    fleet.device("AMR-001", site=doc["site"], labels=doc["labels"])
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS
+    assert ("devices/amr-001.yaml", Reason.DUPLICATE_ID) in errors(again)
+    fleet.remove(device_path("AMR-001"))  # renamed back out of the collision: accepted again
+    cleared, reuse = recheck(again, fleet)
+    assert reuse is Reuse.ROBOTS and not [e for e in errors(cleared) if e[1] is Reason.DUPLICATE_ID]
+
+
+def test_a_robot_file_claiming_another_robots_id_takes_a_full_check_and_is_refused(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.file(device_path("amr-050"), fleet.read(device_path("amr-001")))
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.NONE
+    assert ("devices/amr-050.yaml", Reason.NAME_MISMATCH) in errors(again)
+
+
+def test_a_robot_that_joins_a_second_rollout_of_its_app_by_its_labels_is_refused(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["line-1"])
+    fleet.device("amr-001", site="berlin", labels={"line": "0"})  # canary and production: nav-1-0-0
+    fleet.device("amr-004", site="osaka", labels={"line": "0"})
+    fleet.write()
+    content = kept(fleet)
+    assert not content.parts[OVERLAP]
+    fleet.device("amr-002", site="osaka", labels={"line": "1"})  # now line-1 too: nav twice
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS and again.index is not None and again.index.fallbacks == [OVERLAP]
+    assert errors(again) == [
+        ("rollouts/nav-1-0-0.yaml", Reason.ROLLOUT_OVERLAP),
+        ("rollouts/nav-extra.yaml", Reason.ROLLOUT_OVERLAP),
+    ]
+    fleet.device("amr-004", site="osaka", labels={"line": "1"})  # a second robot joins the same group
+    grouped, _ = recheck(again, fleet)
+    assert any("robots amr-002, amr-004" in d.message for d in grouped.parts[OVERLAP])
+
+
+def test_a_robot_removal_that_orphans_a_cohort_member_is_reported_as_a_full_check_reports_it(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.remove(device_path("amr-003"))
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS
+    assert errors(again) == [("cohorts/production.yaml", Reason.UNKNOWN_DEVICE)]
+    fleet.device("amr-003")  # enrolled again: the cohort is whole
+    back, reuse = recheck(again, fleet)
+    assert reuse is Reuse.ROBOTS and errors(back) == []
+
+
+def test_a_cohort_edit_that_orphans_robots_is_reported_exactly_as_a_full_check_reports_it(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.cohort("production", ["amr-002", "ghost-1", "ghost-2"], stage="production")
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.NONE
+    assert errors(again) == [("cohorts/production.yaml", Reason.UNKNOWN_DEVICE)] * 2
+
+
+def test_robots_moved_into_and_out_of_a_broken_cohort_config_are_grouped_as_a_full_check_groups_them(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.config("nav", "cohort-production", {"max_speed": 9.0})  # over nav's limit for production
+    fleet.write()
+    content = kept(fleet)
+    first = [d.message for d in content.parts[CONFIGS_ROBOTS]]
+    assert len(first) == 1 and first[0].startswith("robots amr-002, amr-003, amr-004:")
+    fleet.remove(device_path("amr-003"))
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS
+    assert [d.message.split(":")[0] for d in again.parts[CONFIGS_ROBOTS]] == ["robots amr-002, amr-004"]
+
+
+def test_a_robot_moved_onto_its_own_broken_config_is_refused_and_cleared_on_the_robot_path(
+    tmp_path: Path,
+) -> None:
+    """The robot's own config is over nav's limit; nav reaches it only once its site is berlin.
+    (Until it is enrolled, the config names an unknown robot: an error of its own.)"""
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["berlin"])
+    fleet.config("nav", "device-amr-060", {"max_speed": 5.0})
+    fleet.write()
+    content = kept(fleet)
+    fleet.device("amr-060", site="osaka")
+    enrolled, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS and not enrolled.parts[CONFIGS_ROBOTS]
+    assert enrolled.index is not None and enrolled.index.fallbacks == []
+    fleet.device("amr-060", site="berlin")
+    moved, reuse = recheck(enrolled, fleet)
+    assert reuse is Reuse.ROBOTS and moved.index is not None and moved.index.fallbacks == [CONFIGS_ROBOTS]
+    assert errors(moved) == [("configs/nav/device-amr-060.yaml", Reason.CONFIG_INVALID)]
+    assert moved.parts[CONFIGS_ROBOTS][0].message.startswith("robot amr-060: config for nav 1.0.0 is invalid")
+    fleet.remove(device_path("amr-060"))
+    gone, reuse = recheck(moved, fleet)  # its config names a robot that is not enrolled: that error only
+    assert reuse is Reuse.ROBOTS and not gone.parts[CONFIGS_ROBOTS]
+    assert errors(gone) == [("configs/nav/device-amr-060.yaml", Reason.UNKNOWN_DEVICE)]
+
+
+def test_a_decommissioned_robot_that_empties_a_rollout_is_warned_about_as_a_full_check_warns(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("nav-solo", app="nav", release="1.0.0", devices=["amr-007"])
+    fleet.remove(rollout_path("nav-1-0-0"))
+    fleet.write()
+    content = kept(fleet)
+    fleet.device("amr-007", site="berlin", labels={"line": "1"}, decommissioned=True)
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS
+    assert any("updates no robot" in d.message for d in again.checks)
+
+
+def test_only_the_changed_robot_file_is_parsed(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    memo = DocumentMemo()
+    content = kept(fleet, memo)
+    parsed = memo.parsed
+    fleet.device("amr-005", site="osaka")
+    _, reuse = recheck(content, fleet, memo)
+    assert reuse is Reuse.ROBOTS and memo.parsed == parsed + 1
+
+
+def test_with_a_memo_a_removed_robot_file_takes_a_full_check_that_drops_its_document(tmp_path: Path) -> None:
+    """The memo holds one snapshot's documents and drops the rest only at the end of a full load."""
+    fleet = base_fleet(tmp_path)
+    memo = DocumentMemo()
+    content = kept(fleet, memo)
+    fleet.remove(device_path("amr-006"))
+    again, reuse = recheck(content, fleet, memo)
+    assert reuse is Reuse.NONE and device_path("amr-006") not in memo.paths()
+    fleet.device("amr-006", site="osaka")
+    _, reuse = recheck(again, fleet, memo)  # enrolled again: the robot path
+    assert reuse is Reuse.ROBOTS and memo.last.parsed == [device_path("amr-006")]
+    assert memo.paths() == frozenset(p for p in fleet.snapshot() if p.endswith(".yaml"))
+
+
+def test_a_kept_check_whose_index_moved_on_is_checked_in_full(tmp_path: Path) -> None:
+    """The index is patched in place: the older check it was patched from must not be reused."""
+    fleet = base_fleet(tmp_path)
+    first = kept(fleet)
+    fleet.device("amr-005", site="osaka", labels={"line": "1"})
+    second, reuse = recheck(first, fleet)
+    assert reuse is Reuse.ROBOTS and second.index is first.index
+    fleet.device("amr-006", site="berlin", labels={"line": "2"})
+    _, reuse = recheck(first, fleet)  # from the first again: its index describes the second
+    assert reuse is Reuse.NONE
+    _, reuse = recheck(second, fleet)  # the second is the index's own: patched again
+    assert reuse is Reuse.ROBOTS
+
+
+def test_robots_and_an_orphaned_signature_in_one_commit_are_rechecked_with_the_signatures_findings(
+    tmp_path: Path,
+) -> None:
+    """Signature files are attached again on the robot path: an orphan is reported as in full."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.device("amr-005", site="osaka")
+    orphan = release_path("nav", "9.9.9") + ".d/" + "B" * 40 + ".asc"
+    fleet.file(orphan, b"not armored\n")
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS
+    assert [d.file for d in again.attached] == [orphan]
+    fleet.remove(device_path("amr-005"))
+    fleet.raw.pop(orphan)
+    (fleet.root / orphan).unlink()
+    cleared, reuse = recheck(again, fleet)
+    assert reuse is Reuse.ROBOTS and cleared.attached == ()
+
+
+def test_a_robot_and_another_document_in_one_commit_take_a_full_check(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.device("amr-005", site="osaka")
+    fleet.cohort("canary", ["amr-005"], stage="canary")
+    _, reuse = recheck(content, fleet)
+    assert reuse is Reuse.NONE
+
+
+def test_a_fleet_without_a_kept_index_or_with_a_base_is_checked_in_full(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    files = fleet.snapshot()
+    plain = check_content(files)  # fleetcd validate's: no index kept
+    assert plain.index is None
+    fleet.device("amr-005", site="osaka")
+    _, reuse = recheck(plain, fleet)
+    assert reuse is Reuse.NONE
+
+
+def test_the_patched_selection_is_planning_s_own(tmp_path: Path) -> None:
+    """After robots change, every rollout's selection from the index equals resolve_targets' anew."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.remove(device_path("amr-001"))  # canary lists it: unknown now
+    fleet.device("amr-009", site="berlin", labels={"line": "1"}, family="arm")
+    fleet.device("amr-002", decommissioned=True)
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS and again.index is not None
+    fresh = Context(again.spec)
+    mine = again.index.context(again.spec)
+    assert mine.selections == fresh.selections
+    assert mine.members == fresh.members and mine.memberships == fresh.memberships
+    assert delta.case_errors(again.spec, again.index) == ()
+
+
+# --- the patched index against planning's own answers, case by case ---------------------------------
+
+
+def patched_against_fresh(
+    fleet: FleetRepoBuilder, edit: Callable[[FleetRepoBuilder], object]
+) -> ContentCheck:
+    """``edit`` (robot files only) rechecked from the kept index; its lookups equal a fresh
+    Context's (planning's cohort_members and resolve_targets) and the check equals a full one."""
+    content = kept(fleet)
+    edit(fleet)
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS and again.index is not None
+    fresh = Context(again.spec)
+    mine = again.index.context(again.spec)
+    assert mine.members == fresh.members
+    assert mine.memberships == fresh.memberships
+    assert mine.stages == fresh.stages
+    assert {name: (s.eligible, s.skipped, dict(s.cohorts_of)) for name, s in mine.selections.items()} == {
+        name: (s.eligible, s.skipped, dict(s.cohorts_of)) for name, s in fresh.selections.items()
+    }
+    assert list(mine.devices) == list(fresh.devices)  # the loader's order
+    assert mine.deliveries == fresh.deliveries
+    return again
+
+
+ROBOT_CHANGES: dict[str, Callable[[FleetRepoBuilder], object]] = {
+    "joins a selector cohort by site": lambda f: f.device("amr-002", site="berlin", labels={"line": "2"}),
+    "leaves a selector cohort by label": lambda f: f.device("amr-001", site="osaka", labels={"line": "0"}),
+    "decommissioned": lambda f: f.device("amr-003", decommissioned=True),
+    "incompatible family": lambda f: f.device("amr-004", family="arm"),
+    "removed while a cohort lists it": lambda f: f.remove(device_path("amr-002")),
+    "enrolled where a cohort already listed it": lambda f: f.device("amr-099", site="berlin"),
+    "case twin of another robot": lambda f: f.device("AMR-002", site="osaka"),
+    "id ordered apart from its path": lambda f: (
+        f.device("amr-001-b"),
+        f.device("amr-001.b"),
+        f.device("amr-0010"),
+    ),
+    "several robots at once": lambda f: [f.device(f"amr-2{i:02d}", labels={"line": "1"}) for i in range(5)],
+    "renamed": lambda f: (f.remove(device_path("amr-005")), f.device("amr-305", site="berlin")),
+    "in a paused rollout": lambda f: f.device("amr-007", site="osaka", labels={"line": "1"}),
+}
+
+
+@pytest.mark.parametrize("change", list(ROBOT_CHANGES.values()), ids=list(ROBOT_CHANGES))
+def test_a_robot_change_patches_memberships_and_selections_as_planning_resolves_them(
+    tmp_path: Path, change: Callable[[FleetRepoBuilder], object]
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.cohort("production", ["amr-002", "amr-003", "amr-004", "amr-099"], stage="production")
+    fleet.release("arm", "1.0.0", config_schema={"type": "object"}, compatibility={"families": ["amr"]})
+    fleet.rollout("nav-paused", app="nav", release="1.0.0", cohorts=["line-1"], paused=True)
+    fleet.write()
+    patched_against_fresh(fleet, change)
+
+
+def test_a_paused_rollout_still_owns_a_robot_that_joins_it_so_two_rollouts_overlap(tmp_path: Path) -> None:
+    """Paused rollouts keep their robots (resuming needs no approval): joining one is an overlap."""
+    fleet = base_fleet(tmp_path)
+    fleet.device("amr-001", site="berlin", labels={"line": "0"})
+    fleet.device("amr-004", site="osaka", labels={"line": "0"})
+    fleet.rollout("nav-paused", app="nav", release="1.0.0", cohorts=["line-1"], paused=True)
+    fleet.write()
+    again = patched_against_fresh(fleet, lambda f: f.device("amr-002", site="osaka", labels={"line": "1"}))
+    assert errors(again) == [
+        ("rollouts/nav-1-0-0.yaml", Reason.ROLLOUT_OVERLAP),
+        ("rollouts/nav-paused.yaml", Reason.ROLLOUT_OVERLAP),
+    ]
+
+
+def test_the_loaders_robot_order_is_kept_when_robots_are_added() -> None:
+    """Path order, not id order: 'devices/a-b.yaml' sorts before 'devices/a.yaml'."""
+    devices = {"a": "A", "c": "C"}
+    out = delta.patched_devices(devices, {"a-b": "AB", "b": "B"})  # type: ignore[dict-item,arg-type]
+    assert list(out) == ["a-b", "a", "b", "c"]
+    assert list(delta.patched_devices(out, {"b": None})) == ["a-b", "a", "c"]  # type: ignore[arg-type,dict-item]
+    assert list(delta.patched_devices(out, {"c": "C2"})) == ["a-b", "a", "b", "c"]  # type: ignore[arg-type,dict-item]
+
+
+def test_a_rollout_that_stops_delivering_to_anyone_drops_out_of_the_requirement_cycle(tmp_path: Path) -> None:
+    """nav and arm require each other; once arm's only robots leave its cohorts, the cycle is gone."""
+    fleet = base_fleet(tmp_path)
+    fleet.docs[release_path("nav", "1.0.0")]["requires"] = [{"app": "arm", "version": ">=1.0.0"}]
+    fleet.docs[release_path("arm", "1.0.0")]["requires"] = [{"app": "nav", "version": ">=1.0.0"}]
+    fleet.rollout("arm-1-0-0", app="arm", release="1.0.0", devices=["amr-007"])
+    fleet.write()
+    content = kept(fleet)
+    assert [d.reason for d in content.parts["requires.cycles"]] == [Reason.REQUIRES_CYCLE] * 2
+    fleet.device("amr-007", decommissioned=True)
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.ROBOTS and again.parts["requires.cycles"] == ()
+    fleet.device("amr-007")
+    back, reuse = recheck(again, fleet)
+    assert reuse is Reuse.ROBOTS and len(back.parts["requires.cycles"]) == 2
+
+
+def test_robot_edits_on_a_generated_fleet_with_waves_and_canaries_recheck_as_a_full_check() -> None:
+    """bench.fleetgen's fleet (selector cohorts, a waves and a canary rollout, configs): robots
+    moved between sites, families and revisions, decommissioned, enrolled and removed."""
+    files = dict(fleetgen.generate(240, 6).files)
+    memo = DocumentMemo()
+    content, _ = recheck_content(None, files, memo=memo)
+    rng = random.Random(7)
+    robots = sorted(p for p in files if p.startswith("devices/"))
+    taken: dict[Reuse, int] = {}
+    for _ in range(40):
+        files = dict(files)
+        path = rng.choice(robots)
+        choice = rng.randrange(10)
+        if choice == 0 and path in files:
+            del files[path]
+        elif choice == 1:
+            files[path] = fleetgen.device_yaml(rng.randrange(240)).replace(
+                fleetgen.device_id(0).encode(), b"x"
+            )  # another robot's bytes under this name: a name mismatch unless it is its own
+        else:
+            index = int(path.removeprefix("devices/robot-").removesuffix(".yaml"))
+            shape = rng.randrange(12) * 1000 + index % 1000  # another site, family, revision
+            text = fleetgen.device_yaml(shape)
+            files[path] = text.replace(fleetgen.device_id(shape).encode(), fleetgen.device_id(index).encode())
+        content, reuse = recheck_content(content, files, memo=memo)
+        taken[reuse] = taken.get(reuse, 0) + 1
+        assert_same_content(content, check_content(files))
+    assert taken.get(Reuse.ROBOTS, 0) >= 15 and taken.get(Reuse.NONE, 0) >= 2  # removals: full, with a memo
