@@ -8,7 +8,9 @@ file, the floor; (b) ``load_spec`` (strict YAML, JSON Schema, models); (c) ``val
 document (strict YAML, models, the JSON Schema step and glue by difference); reading the tree from disk
 (``read_directory``); and, with gpg, ``validate_snapshot`` of the signed tree (c plus every release
 signature verified). Goal: (b)/(a) and (c)/(a) at most 5x. Peak memory of reading and validating
-the tree is measured in a fresh interpreter.
+the tree is measured in a fresh interpreter. ``recheck_one_robot`` is what ``controller run`` pays
+for a commit that edits one robot's file: :func:`~fleetcd.validation.incremental.recheck_content`
+from the kept content check, each run editing another robot (content only, like (c)).
 
     python -m bench.validate_fleet [--devices 10000] [--releases 100] [--runs 3]
 """
@@ -41,12 +43,14 @@ from fleetcd.errors import SetupError
 from fleetcd.layout import Classified, classify
 from fleetcd.loading.documents import load_document
 from fleetcd.loading.fleetspec import FleetSpec, load_spec
+from fleetcd.loading.memo import DocumentMemo
 from fleetcd.loading.snapshot import read_directory
 from fleetcd.loading.strict_yaml import parse_strict
 from fleetcd.models import DOCUMENT_KINDS
 from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import VerifyResult, gpg_binary
 from fleetcd.validation import ValidationResult, validate_snapshot
+from fleetcd.validation.incremental import Reuse, recheck_content
 
 NAME = "validate_fleet"
 GOAL_RATIO = 5.0
@@ -84,6 +88,29 @@ def spec_only(files: Files) -> FleetSpec:
 
 def content_only(files: Files) -> ValidationResult:
     return validate_snapshot(files, keyring_factory=NoGpgKeyring)
+
+
+class RobotEdits:
+    """Commits that each edit one robot's file, rechecked from the previous commit's content check."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = dict(files)
+        self.memo = DocumentMemo()
+        self.content, _ = recheck_content(None, self.files, memo=self.memo)
+        self.robots = sorted(p for p in files if p.startswith("devices/"))
+        self.edits = 0
+        self.reuses: dict[str, int] = {}
+
+    def __call__(self) -> None:
+        path = self.robots[(self.edits * 7919) % len(self.robots)]
+        self.edits += 1
+        files = dict(self.files)
+        files[path] = files[path] + f"# edit {self.edits}\n".encode()
+        self.content, reuse = recheck_content(self.content, files, memo=self.memo)
+        self.reuses[reuse.value] = self.reuses.get(reuse.value, 0) + 1
+        self.files = files
+        if reuse is not Reuse.ROBOTS:
+            raise SystemExit(f"one robot's edit was checked {reuse.value}, not from the kept index")
 
 
 def unexpected_errors(result: ValidationResult, signed: bool) -> list[str]:
@@ -164,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         timings["load_spec"] = measure(lambda: spec_only(content), runs=runs, warmups=0)
         errors = unexpected_errors(content_only(content), signed=False)
         timings["validate_snapshot"] = measure(lambda: content_only(content), runs=runs, warmups=0)
+        timings["recheck_one_robot"] = measure(RobotEdits(content), runs=runs)
         timings["read_directory"] = measure(lambda: read_directory(root), runs=runs)
         stages = stage_breakdown(content, runs)
         if signed:
