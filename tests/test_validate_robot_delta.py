@@ -31,16 +31,25 @@ from typing import Any
 import pytest
 
 from bench import fleetgen
-from fleetcd.layout import cohort_path, config_path, device_path, release_path, rollout_path
+from fleetcd.errors import Diagnostic
+from fleetcd.layout import FileKind, cohort_path, config_path, device_path, release_path, rollout_path
+from fleetcd.loading.fleetspec import TRUST_FILE_KINDS
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.reasons import Reason
-from fleetcd.validation import delta
+from fleetcd.validation import apps, artifacts, configs, delta, noops, overlap, references, requires
 from fleetcd.validation.context import Context
-from fleetcd.validation.incremental import Reuse, recheck_content
+from fleetcd.validation.incremental import Reuse, changed_paths, recheck_content
 from fleetcd.validation.pipeline import (
     APPS,
+    ARTIFACTS,
+    CONFIGS_RELEASES,
     CONFIGS_ROBOTS,
     OVERLAP,
+    REFERENCES_DOCUMENTS,
+    REFERENCES_ROBOT_CASE,
+    REFERENCES_ROBOTS,
+    REQUIRES_CYCLES,
+    REQUIRES_RANGES,
     ContentCheck,
     check_content,
     judge,
@@ -756,3 +765,90 @@ def test_robot_edits_on_a_generated_fleet_with_waves_and_canaries_recheck_as_a_f
         taken[reuse] = taken.get(reuse, 0) + 1
         assert_same_content(content, check_content(files))
     assert taken.get(Reuse.ROBOTS, 0) >= 15 and taken.get(Reuse.NONE, 0) >= 2  # removals: full, with a memo
+
+
+# --- the full check, split into parts, still finds what each check finds ------------------------------
+
+
+def one_pass(content: ContentCheck) -> tuple[Diagnostic, ...]:
+    """Every cross-file check as its module runs it whole, over a fresh context (no parts)."""
+    ctx = Context(content.spec)
+    found = [
+        *references.check(ctx),
+        *overlap.check(ctx),
+        *requires.check(ctx),
+        *apps.check(ctx),
+        *configs.check(ctx),
+        *noops.check(ctx),
+    ]
+    if content.spec.fleet is not None:
+        found.extend(artifacts.check(ctx, content.spec.fleet.model))
+    return sort_diagnostics(found)
+
+
+@pytest.mark.parametrize("seed", (101, 202, 303))
+def test_the_parts_of_a_full_check_are_exactly_what_each_check_finds_in_one_pass(
+    tmp_path: Path, seed: int
+) -> None:
+    """check_content records each check's findings by part (what the robot path recomputes); over
+    a random sequence the parts together are what the checks find whole, and no part is empty of
+    meaning: each recorded part name is one the pipeline knows."""
+    rng = random.Random(seed)
+    run = Run(tmp_path, rng)
+    known = {REFERENCES_ROBOTS, REFERENCES_ROBOT_CASE, REFERENCES_DOCUMENTS, OVERLAP, APPS, CONFIGS_ROBOTS}
+    for _ in range(12):
+        edit = rng.choice(ROBOT_EDITS) if rng.random() < 0.5 else rng.choice(DOCUMENT_EDITS)
+        if len(run.robots) < 3:
+            edit = Run.add_robot
+        edit(run)
+        full = check_content(run.fleet.snapshot())
+        assert sort_diagnostics(full.checks) == one_pass(full)
+        assert known <= set(full.parts)
+        assert all(name.startswith("noops/") for name in set(full.parts) - known - OTHER_PARTS)
+
+
+OTHER_PARTS = {REQUIRES_RANGES, REQUIRES_CYCLES, CONFIGS_RELEASES, ARTIFACTS}
+
+
+def test_changed_paths_lets_robot_files_through_only_when_asked() -> None:
+    old = {"devices/a.yaml": b"a", "keys/k.asc": b"k", "cohorts/c.yaml": b"c"}
+    robots = frozenset({*TRUST_FILE_KINDS, FileKind.DEVICE})
+    assert changed_paths(old, {**old, "devices/a.yaml": b"b"}) is None  # the default: .asc only
+    assert changed_paths(old, {**old, "devices/a.yaml": b"b"}, allow=robots) == {"devices/a.yaml"}
+    assert changed_paths(old, {**old, "devices/b.yaml": b"b", "keys/k.asc": b"j"}, allow=robots) == {
+        "devices/b.yaml",
+        "keys/k.asc",
+    }
+    assert changed_paths(old, {**old, "cohorts/c.yaml": b"d"}, allow=robots) is None
+    assert changed_paths(old, {**old, "devices/notes.txt": b"?"}, allow=robots) is None  # unexpected
+
+
+def test_a_robot_edit_after_a_signature_only_commit_is_still_rechecked_from_the_index(tmp_path: Path) -> None:
+    """The trust-files path carries the index forward: the robots and documents are the same."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    orphan = release_path("nav", "9.9.9") + ".d/" + "C" * 40 + ".asc"
+    fleet.file(orphan, b"orphan\n")
+    signed, reuse = recheck(content, fleet)
+    assert reuse is Reuse.TRUST_FILES and signed.index is content.index
+    fleet.device("amr-008", site="berlin", labels={"line": "1"})
+    again, reuse = recheck(signed, fleet)
+    assert reuse is Reuse.ROBOTS and [d.file for d in again.attached] == [orphan]
+    _, reuse = recheck(content, fleet)  # the first check's index has moved on twice since
+    assert reuse is Reuse.NONE
+
+
+def test_a_rollout_of_a_missing_release_stays_reported_while_robots_join_its_cohorts(tmp_path: Path) -> None:
+    """No release: the rollout is an error and delivers nothing; robots joining its cohort change
+    neither that error nor any grouped robot error, and the robot path keeps them exactly."""
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("arm-1-0-0", app="arm", release="9.9.9", cohorts=["berlin"])
+    fleet.write()
+    content = kept(fleet)
+    missing = [d for d in content.parts[REFERENCES_ROBOTS] if d.file == rollout_path("arm-1-0-0")]
+    assert [d.reason for d in missing] == [Reason.UNKNOWN_REFERENCE]
+    for robot in ("amr-020", "amr-021"):
+        fleet.device(robot, site="berlin")
+        content, reuse = recheck(content, fleet)
+        assert reuse is Reuse.ROBOTS and content.index is not None and content.index.fallbacks == []
+    assert [d for d in content.parts[REFERENCES_ROBOTS] if d.file == rollout_path("arm-1-0-0")] == missing
