@@ -99,18 +99,33 @@ def test_one_changed_line_is_diffed_and_a_deleted_ref_is_gone(server: pygit2.Rep
     assert (got or {})[status_ref("amr-007")] == str(ref_target(server, status_ref("amr-007")))
 
 
-def test_a_loose_ref_shadows_its_packed_value_and_a_symbolic_one_hides_it(server: pygit2.Repository) -> None:
+def test_a_loose_ref_shadows_its_packed_value(server: pygit2.Repository) -> None:
     reader = RefReader(NAMES)
     reader.read(path_of(server))
     moved = report(server, "amr-003", b'{"seq": 9}')  # loose now, the packed line still the old one
-    loose = path_of(server) / status_ref("amr-004")
-    loose.parent.mkdir(parents=True, exist_ok=True)
-    loose.write_text("ref: refs/heads/main\n")
     got = reader.read(path_of(server)) or {}
     assert reader.same == 1  # packed-refs itself did not change
     assert got[status_ref("amr-003")] == str(moved)
-    assert status_ref("amr-004") not in got
     assert got == cold(server)
+
+
+def test_a_status_ref_made_symbolic_on_the_server_is_listed_by_git_under_its_targets_id(
+    server: pygit2.Repository, tmp_path: Path
+) -> None:
+    """A symbolic loose ref is git's to resolve: the reader gives up (None) rather than hide it, and
+    the fetch lists the server through ``git ls-remote``, which names it with its target's object
+    id; the mirror gets that commit under the robot's status ref, for the ingest to refuse (no
+    status.json), as before the refs were read from their bytes."""
+    reader = RefReader(NAMES)
+    assert reader.read(path_of(server)) is not None
+    symbolic = path_of(server) / status_ref("amr-004")
+    symbolic.parent.mkdir(parents=True, exist_ok=True)
+    symbolic.write_text("ref: refs/heads/main\n")
+    assert reader.read(path_of(server)) is None
+    mirror = pygit2.init_repository(str(tmp_path / "mirror.git"), bare=True)
+    moved = fetch_moved(mirror, str(path_of(server)), NAMES, memo=RefListingMemo())
+    assert str(moved[status_ref("amr-004")]) == str(ref_target(server, "refs/heads/main"))
+    assert ref_target(mirror, status_ref("amr-004")) == ref_target(server, "refs/heads/main")
 
 
 def test_a_name_that_is_not_utf8_is_left_out_and_the_rest_still_read(server: pygit2.Repository) -> None:

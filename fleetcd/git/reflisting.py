@@ -13,8 +13,11 @@ What a read returns is a function of the bytes read alone, so a reader can hold 
 never give one: a long-running controller keeps one per repository
 (:class:`RefListingMemo`), ``controller reconcile --once`` reads afresh and gets the same refs.
 The rules are :func:`fleetcd.git.packedrefs.read_refs`'s: comment and peeled lines are skipped, a
-loose file holding anything but an object id (symbolic, half-written) hides the ref, and a name
-that is not UTF-8 is left out (no ref fleetcd reads or writes has one).
+loose file holding anything but an object id (half-written) hides the ref, and a name that is not
+UTF-8 is left out (no ref fleetcd reads or writes has one). A symbolic loose ref (``ref: ...``)
+is git's to resolve: :meth:`RefReader.read` returns None for it, and the caller's ``git
+ls-remote`` lists it under its target's object id, so a status ref made symbolic on the server is
+fetched and refused by the ingest, as it was before the refs were read from their bytes.
 
 A repository someone else may be writing (the server) is read consistently or not at all: when
 ``packed-refs`` was replaced while the loose files were read (a ``git pack-refs`` moving refs
@@ -140,7 +143,8 @@ class RefReader:
 
 
 def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> bool:
-    """``path``'s ref into ``refs`` (or hidden when it holds no object id); False when it vanished."""
+    """``path``'s ref into ``refs`` (or hidden when it holds no object id); False when it vanished
+    or is symbolic (git resolves it: the caller lists the refs through git)."""
     ref = path.relative_to(git_dir).as_posix()
     try:
         data = path.read_bytes()[:100]
@@ -149,6 +153,8 @@ def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> bool:
     except OSError:  # a directory where a file was, unreadable: unknown, as read_refs has it
         refs.pop(ref, None)
         return True
+    if data.startswith(b"ref:"):
+        return False
     _set_loose(refs, ref, data)
     return True
 
