@@ -143,6 +143,27 @@ def test_attack_a_robot_holding_its_status_ref_lock_keeps_its_loose_ref_and_its_
     assert git_refs(fleet.server)[status(5)] == report
 
 
+def test_a_disk_refusing_the_prune_still_publishes_and_the_refs_stay_loose_at_their_values(
+    fleet: Fleet,
+) -> None:
+    """The prune is tidying: with its lock mark refused (here a directory where the mark file goes,
+    as a full or read-only disk refuses it), the state push still succeeds, every report keeps its
+    value (packed, and loose holding the same), and a later fold prunes them."""
+    report = new_report(fleet)
+    fleet.robots_report(FOLDED, report)
+    mark = fleet.server / f"ref-locks.{os.getpid()}.fleetcd"
+    mark.mkdir()
+    publish(fleet.mirror, fleet.source, state_base=fleet.new_state("2.0"), desired={})
+    assert server_state(fleet) == str(fleet.state)
+    assert len(loose_files(fleet.server)) == len(FOLDED)
+    assert all(git_refs(fleet.server)[status(n)] == report for n in FOLDED)
+    assert list((fleet.server / "refs").rglob("*.lock")) == []
+    mark.rmdir()
+    assert fold_loose_refs(fleet.server, loose_refs(fleet.server)) == len(FOLDED)
+    assert loose_files(fleet.server) == []
+    assert all(git_refs(fleet.server)[status(n)] == report for n in FOLDED)
+
+
 KILLED_WHILE_PRUNING = r"""
 import os, signal, sys
 import pygit2
