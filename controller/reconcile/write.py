@@ -41,7 +41,7 @@ from controller.reconcile.result import Continue, Fail, Observed, ReconcileResul
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
 from controller.reconcile.statebranch import changed_files, dump, write_state
-from controller.state.layout import META_FILE, device_file, legacy_device_of, rollout_file
+from controller.state.layout import DEVICES_DIR, META_FILE, device_file, legacy_device_of, rollout_file
 from controller.state.model import IdleMark, RolloutPhase
 from fleetcd.errors import InvalidContent
 from fleetcd.git.remote import push
@@ -97,14 +97,20 @@ def applied(ctx: ReconcileContext) -> Status:
     for name, state in ctx.rollouts.items():
         if snapshot.rollouts.get(name) != state:
             files[rollout_file(name)] = dump(state)
+    # A robot no step touched holds the very object the state branch gave (ingest and deliver
+    # replace only the files they change): one identity test, not a model comparison, per robot.
+    before = snapshot.devices
     for device, data in ctx.devices.items():
-        if snapshot.devices.get(device) != data:
+        old = before.get(device)
+        if old is not data and old != data:
             files[device_file(device)] = dump(data)
-    for path, raw in snapshot.files.items():  # a state branch from before the buckets: moved once
+    # A state branch from before the buckets (``devices/<id>.json``): moved once. Only paths with
+    # one "/" can be flat, so the rest are passed over without a call.
+    for path in [p for p in snapshot.files if p.count("/") == 1 and p.startswith(DEVICES_DIR)]:
         flat = legacy_device_of(path)
         if flat is not None:
             files[path] = None
-            files.setdefault(device_file(flat), raw)
+            files.setdefault(device_file(flat), snapshot.files[path])
     due = next_due(
         fleet,
         ctx.rollouts,
