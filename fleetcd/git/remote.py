@@ -280,19 +280,12 @@ def fetch_moved(
     """
     if not is_local(url):
         raise ValueError(f"{url}: fetch_moved reads the server's objects directly: local repositories only")
-    exact = {name for name in names if not name.endswith("/")}
-    prefixes = tuple(name for name in names if name.endswith("/"))
     memo = memo or RefListingMemo()
     server = gitcli.git_dir_of(local_path(url))
     # No repository there (moved away, not yet created): git says so, as a transport error.
     listed = memo.server_reader(names).read(server) if (server / "refs").is_dir() else None
     if listed is None:
-        patterns = [f"{name}*" if name.endswith("/") else name for name in names]
-        listed = {
-            ref: oid
-            for ref, oid in gitcli.ls_remote(url, patterns, timeout_s=timeout_s).items()
-            if ref in exact or ref.startswith(prefixes)
-        }
+        listed = _ls_remote(url, names, timeout_s)
     ours = memo.mirror_reader(names).read(Path(repo.path))
     if ours is None:
         ours = read_refs(Path(repo.path), tuple(names))
@@ -398,17 +391,23 @@ def list_remote(
     what = f"list refs of {checked_url(url)}"
     _require_local_repository(url, what)
     if is_local(url):
-        patterns = [f"{name}*" if name.endswith("/") else name for name in names]
-        listed = {
-            ref: pygit2.Oid(hex=oid)
-            for ref, oid in gitcli.ls_remote(url, patterns, timeout_s=timeout_s).items()
-        }
-    else:
-        callbacks = _Callbacks(repo, credentials, host_keys, [])
-        with callbacks.remote(url, what, timeout_s) as remote:
-            listed = {head.name: head.oid for head in remote.list_heads(callbacks=callbacks) if head.name}
+        return {ref: pygit2.Oid(hex=oid) for ref, oid in _ls_remote(url, names, timeout_s).items()}
+    callbacks = _Callbacks(repo, credentials, host_keys, [])
+    with callbacks.remote(url, what, timeout_s) as remote:
+        listed = {head.name: head.oid for head in remote.list_heads(callbacks=callbacks) if head.name}
     exact = {name for name in names if not name.endswith("/")}
     prefixes = tuple(name for name in names if name.endswith("/"))
+    return {ref: oid for ref, oid in listed.items() if ref in exact or ref.startswith(prefixes)}
+
+
+def _ls_remote(url: str, names: Sequence[str], timeout_s: float) -> dict[str, str]:
+    """A local repository's refs under ``names`` (full names, or prefixes ending in ``/``) through
+    ``git ls-remote``: ref → object id (hex). A pattern also matches refs it is only a suffix of,
+    so what git lists is kept only when it is one of the names or below one."""
+    exact = {name for name in names if not name.endswith("/")}
+    prefixes = tuple(name for name in names if name.endswith("/"))
+    patterns = [f"{name}*" if name.endswith("/") else name for name in names]
+    listed = gitcli.ls_remote(url, patterns, timeout_s=timeout_s)
     return {ref: oid for ref, oid in listed.items() if ref in exact or ref.startswith(prefixes)}
 
 
