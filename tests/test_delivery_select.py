@@ -8,6 +8,7 @@ Pure: robots are ids with a recorded content digest and expiry; ``kept`` is the 
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -26,6 +27,33 @@ SAME, OTHER = "a" * 64, "b" * 64
 
 def record(expires_at: datetime, digest: str = SAME, serial: int = 4) -> PublishedDesired:
     return PublishedDesired(commit="c" * 40, serial=serial, content_sha256=digest, expires_at=expires_at)
+
+
+def random_fleet(
+    rng: random.Random, seed: int, *, serials: bool = False
+) -> tuple[dict[str, str], dict[str, PublishedDesired | None], set[str], RenewalPolicy]:
+    """Up to 300 robots with a few shared expiries (fan-outs) and scattered ones, some due, some
+    urgent, some changed (``OTHER``), unrecorded or not kept, and a random per-reconcile bound:
+    (wanted, recorded, kept, policy). ``serials``: each record gets a random serial (1-8)."""
+    expiries = [NOW + timedelta(minutes=rng.randrange(-60, 7 * 24 * 60)) for _ in range(rng.randrange(1, 6))]
+    recorded: dict[str, PublishedDesired | None] = {}
+    wanted: dict[str, str] = {}
+    kept: set[str] = set()
+    for n in range(rng.randrange(0, 300)):
+        device = f"robot-{seed}-{n}"
+        scattered = NOW + timedelta(seconds=rng.randrange(-3600, 7 * 86400))
+        expiry = rng.choice(expiries) if rng.random() < 0.8 else scattered
+        if rng.random() < 0.05:
+            recorded[device] = None
+        else:
+            recorded[device] = record(expiry, serial=rng.randrange(1, 9)) if serials else record(expiry)
+        wanted[device] = OTHER if rng.random() < 0.05 else SAME
+        if rng.random() < 0.95:
+            kept.add(device)
+    policy = RenewalPolicy.of(
+        LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=rng.randrange(1, 20)
+    )
+    return wanted, recorded, kept, policy
 
 
 def choose(
@@ -220,23 +248,6 @@ def test_the_selection_per_expiry_equals_the_robot_by_robot_one(seed: int) -> No
     """The renewal instants are computed once per distinct expiry, not per robot: the decisions
     and the next renewal are exactly the robot-by-robot ones, on fleets with a few shared
     expiries (fan-outs) and scattered ones, some due, some urgent, some changed or healed."""
-    import random
-
-    rng = random.Random(seed)
-    expiries = [NOW + timedelta(minutes=rng.randrange(-60, 7 * 24 * 60)) for _ in range(rng.randrange(1, 6))]
-    recorded: dict[str, PublishedDesired | None] = {}
-    wanted: dict[str, str] = {}
-    kept: set[str] = set()
-    for n in range(rng.randrange(0, 300)):
-        device = f"robot-{seed}-{n}"
-        scattered = NOW + timedelta(seconds=rng.randrange(-3600, 7 * 86400))
-        expiry = rng.choice(expiries) if rng.random() < 0.8 else scattered
-        recorded[device] = None if rng.random() < 0.05 else record(expiry)
-        wanted[device] = OTHER if rng.random() < 0.05 else SAME
-        if rng.random() < 0.95:
-            kept.add(device)
-    policy = RenewalPolicy.of(
-        LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=rng.randrange(1, 20)
-    )
+    wanted, recorded, kept, policy = random_fleet(random.Random(seed), seed)
     args = (wanted, recorded, frozenset(kept), NOW, policy)
     assert select(*args, lifetime=LIFETIME) == _select_robot_by_robot(*args, LIFETIME)

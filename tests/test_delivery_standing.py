@@ -12,30 +12,26 @@ from __future__ import annotations
 import random
 import subprocess
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pygit2
 import pytest
 
 from controller.delivery.prune import list_desired
-from controller.delivery.select import RenewalPolicy, select, slot
+from controller.delivery.select import select, slot
 from controller.delivery.standing import StandingMemo, moved_devices
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.state.model import PublishedDesired
-from fleetcd.compat import UTC
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX
 from fleetcd.git.repo import Oid
 from tests.gpgkeys import KeyFactory
 from tests.sim.robots import PinningRobot
 from tests.sim.world import CANARY, PRODUCTION, STAGING, make_world
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-LIFETIME = timedelta(days=7)
-SAME, OTHER = "a" * 64, "b" * 64
+from tests.test_delivery_select import LIFETIME, NOW, SAME, random_fleet
 
 
 def record(expires_at: datetime, serial: int = 4, digest: str = SAME) -> PublishedDesired:
@@ -64,21 +60,7 @@ def test_selecting_standing_robots_by_slot_group_chooses_what_selecting_them_one
     random per-reconcile bound): the kept robots with unchanged content moved into slot groups give
     the very Selection (who changes, heals, renews, and the next renewal) of select over everyone."""
     rng = random.Random(seed)
-    expiries = [NOW + timedelta(minutes=rng.randrange(-60, 7 * 24 * 60)) for _ in range(rng.randrange(1, 6))]
-    recorded: dict[str, PublishedDesired | None] = {}
-    wanted: dict[str, str] = {}
-    kept: set[str] = set()
-    for n in range(rng.randrange(0, 300)):
-        device = f"robot-{seed}-{n}"
-        scattered = NOW + timedelta(seconds=rng.randrange(-3600, 7 * 86400))
-        expiry = rng.choice(expiries) if rng.random() < 0.8 else scattered
-        recorded[device] = None if rng.random() < 0.05 else record(expiry, serial=rng.randrange(1, 9))
-        wanted[device] = OTHER if rng.random() < 0.05 else SAME
-        if rng.random() < 0.95:
-            kept.add(device)
-    policy = RenewalPolicy.of(
-        LIFETIME, timedelta(days=2), timedelta(days=1), per_reconcile=rng.randrange(1, 20)
-    )
+    wanted, recorded, kept, policy = random_fleet(rng, seed, serials=True)
     whole = select(wanted, recorded, frozenset(kept), NOW, policy, lifetime=LIFETIME)
 
     could = {d: r for d in sorted(kept) if wanted[d] == SAME and (r := recorded[d]) is not None}
