@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from fleetcd.git import hashtree
 from fleetcd.git.hashtree import parse_tree, write_tree_hashed
 
 
@@ -86,3 +88,150 @@ def test_the_state_commit_over_a_bucket_tree_is_the_tree_libgit2_builds(tmp_path
         else:
             index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.GIT_FILEMODE_BLOB))
     assert ours == index.write_tree(repo)
+
+
+# --- a changed tree spliced from its base's bytes (fleetcd.git.hashtree._Spliced) ---------------
+
+
+def rebuilt_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every directory rebuilt from all its entries (the reference the splice must equal)."""
+    monkeypatch.setattr(hashtree._Spliced, "of", classmethod(lambda cls, data: None))
+
+
+def raw_tree(repo: pygit2.Repository, entries: list[tuple[bytes, bytes, bytes]]) -> pygit2.Oid:
+    """A tree object of exactly these entries, in this order (not necessarily git's)."""
+    return repo.odb.write(pygit2.enums.ObjectType.TREE, tree_bytes(entries))
+
+
+def random_entries(rng: random.Random, repo: pygit2.Repository) -> list[tuple[bytes, bytes, bytes]]:
+    """A bucket-like tree in git's order: files and directories, hostile ids, names with spaces,
+    names that sort around a directory's ``name/`` (``a.b`` < ``a/`` < ``a0``)."""
+    inner = repo.odb.write(pygit2.enums.ObjectType.TREE, tree_bytes([(b"100644", b"x", b"\1" * 20)]))
+    chosen: dict[bytes, tuple[bytes, bytes, bytes]] = {}
+    for n in range(rng.randrange(1, 80)):
+        name = rng.choice(
+            [b"amr-%05d.json" % n, b"with space %d" % n, b"a", b"a.b", b"a0", b"a-b", b"%d" % n]
+        )
+        if rng.random() < 0.2:
+            entry = (b"40000", name, inner.raw)
+        else:
+            mode = rng.choice([b"100644", b"100644", b"100755", b"120000"])
+            entry = (mode, name, rng.choice([*HOSTILE_IDS, rng.randbytes(20)]))
+        chosen[name] = entry
+    return sorted(chosen.values(), key=lambda e: e[1] + b"/" if e[0] == b"40000" else e[1])
+
+
+def random_changes(rng: random.Random, entries: list[tuple[bytes, bytes, bytes]]) -> dict[str, bytes | None]:
+    """Files added, replaced and deleted; directories deleted, replaced by files, files replaced
+    by directories, and paths deleted under files (which stay)."""
+    names = [e[1].decode() for e in entries]
+    changes: dict[str, bytes | None] = {}
+    for _ in range(rng.randrange(1, 12)):
+        name = rng.choice([*names, f"new-{rng.randrange(99)}", "a", "a0", "zz z"])
+        kind = rng.random()
+        if kind < 0.4:
+            changes[name] = rng.randbytes(rng.randrange(0, 30))
+        elif kind < 0.7:
+            changes[name] = None
+        elif kind < 0.85:
+            changes[f"{name}/inner-{rng.randrange(9)}"] = rng.randbytes(5)
+        else:
+            changes[f"{name}/x"] = None  # a file of the directory, or nothing under a file
+    return consistent(changes)
+
+
+def consistent(changes: dict[str, bytes | None]) -> dict[str, bytes | None]:
+    """Without a path that is both a file and a directory in one update (refused either way)."""
+    dirs = {path.split("/")[0] for path in changes if "/" in path}
+    return {p: d for p, d in changes.items() if "/" in p or p not in dirs}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_tree_spliced_from_its_base_is_the_tree_rebuilt_from_all_its_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random bases in git's order (hostile ids, spaces, files and directories whose names sort
+    around each other) and random changes: the spliced tree has the id, and the repository the
+    objects, that rebuilding every entry gives; and git reads it as a valid tree."""
+    rng = random.Random(seed)
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    entries = random_entries(rng, repo)
+    base = raw_tree(repo, entries)
+    changes = random_changes(rng, entries)
+    assert hashtree._Spliced.of(tree_bytes(entries)) is not None  # the splice is what runs
+    spliced = write_tree_hashed(repo, changes, base)
+    with monkeypatch.context() as patched:
+        rebuilt_only(patched)
+        assert write_tree_hashed(repo, changes, base) == spliced
+    keys = entry_keys(repo[spliced].read_raw())
+    assert keys == sorted(set(keys))
+
+
+def entry_keys(data: bytes) -> list[bytes]:
+    """The names of a tree's entries, in its order, a directory's with ``/`` (git's sort key)."""
+    return [name + b"/" if mode == b"40000" else name for name, (mode, _) in parse_tree(data).items()]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_bucket_tree_spliced_over_several_commits_is_the_tree_libgit2_builds(
+    tmp_path: Path, seed: int
+) -> None:
+    """The state branch's shape (buckets of device files) changed commit after commit, a few
+    robots each time (replaced, joined, gone): every tree equals libgit2's index over the same
+    files, and git fsck finds nothing wrong."""
+    rng = random.Random(seed)
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    robots = [f"amr-{n:05d}" for n in range(400)]
+    files = {f"devices/{n % 5:02x}/{r}.json": b"%d\n" % n for n, r in enumerate(robots)}
+    tree = write_tree_hashed(repo, files)
+    for step in range(4):
+        changed: dict[str, bytes | None] = {}
+        for path in rng.sample(sorted(files), 12):
+            changed[path] = None if rng.random() < 0.2 else b"step %d\n" % step
+        changed[f"devices/{rng.randrange(6):02x}/joined-{step}.json"] = b"joined\n"
+        index = pygit2.Index()
+        index.read_tree(repo[tree])
+        for path, data in changed.items():
+            if data is None:
+                index.remove(path)
+                files.pop(path)
+            else:
+                index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+                files[path] = data
+        tree = write_tree_hashed(repo, changed, tree)
+        assert tree == index.write_tree(repo), step
+    done = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo.path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["out-of-order", "a-name-twice", "file-and-directory-of-one-name", "leading-zero-mode", "truncated"],
+)
+def test_a_base_not_as_git_writes_it_is_rebuilt_not_spliced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """A base tree someone else wrote out of git's order, with a name twice (as two files, or as a
+    file and a directory), a mode with leading zeros, or cut short: no splice (its unchanged
+    entries would be copied as they are); the tree is rebuilt from its entries, as before."""
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    one, two = hashlib.sha1(b"1").digest(), hashlib.sha1(b"2").digest()
+    inner = repo.odb.write(pygit2.enums.ObjectType.TREE, tree_bytes([(b"100644", b"x", one)])).raw
+    entries = {
+        "out-of-order": [(b"100644", b"b", one), (b"100644", b"a", two)],
+        "a-name-twice": [(b"100644", b"a", one), (b"100644", b"a", two)],
+        "file-and-directory-of-one-name": [(b"100644", b"a", one), (b"40000", b"a", inner)],
+        "leading-zero-mode": [(b"0100644", b"a", one), (b"100644", b"b", two)],
+        "truncated": [(b"100644", b"a", one), (b"100644", b"b", two)],
+    }[case]
+    data = tree_bytes(entries)[: -5 if case == "truncated" else None]
+    assert hashtree._Spliced.of(data) is None
+    if case == "truncated":
+        return  # not a tree git or libgit2 would store
+    base = repo.odb.write(pygit2.enums.ObjectType.TREE, data)
+    ours = write_tree_hashed(repo, {"c": b"new"}, base)
+    with monkeypatch.context() as patched:
+        rebuilt_only(patched)
+        assert write_tree_hashed(repo, {"c": b"new"}, base) == ours
+    names = [name for name, _ in sorted(parse_tree(repo[ours].read_raw()).items())]
+    assert names == sorted({e[1] for e in entries} | {b"c"})

@@ -17,10 +17,14 @@ the state branch writes. Entries of the base tree that are not changed are kept 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import operator
 import os
 import re
 from collections.abc import Mapping
+from itertools import islice
+from operator import itemgetter
 
 import pygit2
 
@@ -68,7 +72,25 @@ def _build(
 ) -> bytes | None:
     """The directory ``base`` (a raw tree id, None: none) with ``changes`` applied: its raw id, the
     new objects added to ``new``; None when nothing is left in it."""
-    entries = _read_tree(repo, base) if base is not None else {}
+    data = _read_tree(repo, base) if base is not None else b""
+    spliced = _Spliced.of(data) if data else None
+    if spliced is not None:
+        body = spliced.apply(repo, changes, new)
+    else:
+        body = _rebuilt(repo, parse_tree(data), changes, new)
+    if not body:
+        return None
+    oid = _add(new, _TREE, body)
+    if oid == base:  # unchanged: the repository has it already
+        del new[oid]
+    return oid
+
+
+def _rebuilt(
+    repo: pygit2.Repository, entries: _Entries, changes: _Changes, new: dict[bytes, tuple[int, bytes]]
+) -> bytes:
+    """The tree's bytes from all its entries with ``changes`` applied, sorted anew (a new directory,
+    or a base not as git writes it)."""
     for name, change in changes.items():
         key = os.fsencode(name)  # as pygit2 encodes a name it inserts
         existing = entries.get(key)
@@ -83,16 +105,85 @@ def _build(
             entries.pop(key, None)
         else:
             entries[key] = (_BLOB_MODE, _add(new, _BLOB, change))
-    if not entries:
-        return None
-    body = b"".join(
+    return b"".join(
         mode + b" " + name + b"\0" + oid
         for name, (mode, oid) in sorted(entries.items(), key=lambda kv: _order(kv[0], kv[1][0]))
     )
-    oid = _add(new, _TREE, body)
-    if oid == base:  # unchanged: the repository has it already
-        del new[oid]
-    return oid
+
+
+class _Spliced:
+    """A tree's entries as the raw byte runs git wrote, with their names and sort keys, so that a
+    change of K entries is K binary searches and list splices, and the new tree the unchanged runs
+    joined with the changed ones: no entry is decoded or encoded again. With 1,000 robots changed
+    at 100,000, each of the 256 bucket trees holds ~390 entries of which ~4 change; rebuilding
+    every tree from all its entries (a sort and an encode per entry) grew with the fleet.
+
+    Only for a tree whose bytes are entries exactly as git writes them (modes without leading
+    zeros) in strictly increasing git order with distinct names, which rebuilding would give back
+    byte for byte; any other base is rebuilt (:func:`_rebuilt`), as before."""
+
+    def __init__(self, runs: list[bytes], names: list[bytes], keys: list[bytes]) -> None:
+        self.runs, self.names, self.keys = runs, names, keys
+
+    @classmethod
+    def of(cls, data: bytes) -> _Spliced | None:
+        found = _RUN.findall(data)
+        runs = list(map(itemgetter(0), found))
+        if sum(map(len, runs)) != len(data):
+            return None  # not entries as git writes them from end to end
+        names = list(map(itemgetter(2), found))
+        if _TREE_MODE in map(itemgetter(1), found):  # a directory sorts as if its name ended in "/"
+            keys = [name + b"/" if mode == _TREE_MODE else name for _, mode, name in found]
+            if len(set(names)) != len(names):
+                return None  # a name twice (as a file and as a directory)
+        else:
+            keys = names.copy()
+        if not all(map(operator.lt, keys, islice(keys, 1, None))):
+            return None  # out of git's order, or a name twice
+        return cls(runs, names, keys)
+
+    def apply(self, repo: pygit2.Repository, changes: _Changes, new: dict[bytes, tuple[int, bytes]]) -> bytes:
+        """The tree's bytes with ``changes`` applied, as :func:`_rebuilt` gives them."""
+        for name, change in changes.items():
+            key = os.fsencode(name)  # as pygit2 encodes a name it inserts
+            at = self._find(key)
+            if isinstance(change, dict):
+                mode, oid = self._entry(at) if at is not None else (None, None)
+                sub_base = oid if mode == _TREE_MODE else None
+                sub = _build(repo, sub_base, change, new)
+                if sub is not None:
+                    self._put(at, key, _TREE_MODE, sub)
+                elif sub_base is not None:  # a directory left empty; a file under a path to delete stays
+                    self._drop(at)
+            elif change is None:
+                self._drop(at)
+            else:
+                self._put(at, key, _BLOB_MODE, _add(new, _BLOB, change))
+        return b"".join(self.runs)
+
+    def _find(self, name: bytes) -> int | None:
+        """Where the entry named ``name`` is (as a file, or as a directory: sorted as ``name/``)."""
+        for key in (name, name + b"/"):
+            at = bisect.bisect_left(self.keys, key)
+            if at < len(self.keys) and self.keys[at] == key and self.names[at] == name:
+                return at
+        return None
+
+    def _entry(self, at: int) -> tuple[bytes, bytes]:
+        run = self.runs[at]
+        return run[: run.index(b" ")], run[-20:]
+
+    def _drop(self, at: int | None) -> None:
+        if at is not None:
+            del self.runs[at], self.names[at], self.keys[at]
+
+    def _put(self, at: int | None, name: bytes, mode: bytes, oid: bytes) -> None:
+        self._drop(at)
+        key = _order(name, mode)
+        where = bisect.bisect_left(self.keys, key)
+        self.runs.insert(where, mode + b" " + name + b"\0" + oid)
+        self.names.insert(where, name)
+        self.keys.insert(where, key)
 
 
 def _order(name: bytes, mode: bytes) -> bytes:
@@ -100,18 +191,20 @@ def _order(name: bytes, mode: bytes) -> bytes:
     return name + b"/" if mode == _TREE_MODE else name
 
 
-def _read_tree(repo: pygit2.Repository, oid: bytes) -> _Entries:
-    """A tree object's entries from its raw bytes (``<mode> <name>\\0<20-byte id>`` each)."""
+def _read_tree(repo: pygit2.Repository, oid: bytes) -> bytes:
+    """A tree object's raw bytes (``<mode> <name>\\0<20-byte id>`` each)."""
     kind, data = repo.odb.read(pygit2.Oid(raw=oid))[:2]
     if kind != _TREE:
         raise ValueError(f"{oid.hex()} is not a tree in {repo.path}")
-    return parse_tree(data)
+    return bytes(data)
 
 
 # One entry as git writes it (a mode without leading zeros); a whole tree of them is split in C:
 # 256 trees of 390 entries (a 1,000-robot change at 100,000 robots) in 0.035 s, the loop 0.10 s.
 _ENTRY = re.compile(rb"([1-7][0-7]*) ([^\0]+)\0(.{20})", re.DOTALL)
 _ENTRIES = re.compile(rb"(?:[1-7][0-7]* [^\0]+\0.{20})*", re.DOTALL)
+# The same entries, each as its whole run of bytes, its mode and its name.
+_RUN = re.compile(rb"(([1-7][0-7]*) ([^\0]+)\0.{20})", re.DOTALL)
 
 
 def parse_tree(data: bytes) -> _Entries:
