@@ -362,7 +362,7 @@ def test_an_approval_made_invalid_by_a_changed_release_is_refused_though_only_do
         fleet.approvers_of["rollouts/nav-1-0-0.yaml"] = []  # the old approvals stay on disk
         fleet.docs[release_path("nav", "1.0.0")]["artifacts"][0]["name"] = "nav-renamed"
 
-    verdict = refused_after(tmp_path, keys, republish)
+    verdict = refused_after(tmp_path, keys, republish, Reuse.DOCUMENTS)  # from the kept index
     assert ("rollouts/nav-1-0-0.yaml", Reason.APPROVAL_MISSING) in errors(verdict)
 
 

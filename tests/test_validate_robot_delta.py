@@ -137,6 +137,8 @@ class Run:
         self.reasons: set[Reason] = set()
         self.fallbacks: set[str] = set()
         self.robot_reasons: set[Reason] = set()  # found on the robot path
+        self.document_reasons: set[Reason] = set()  # found on the release and rollout path
+        self.document_fallbacks: set[str] = set()
         self.serial = 100
 
     @property
@@ -157,6 +159,9 @@ class Run:
         if reuse is Reuse.ROBOTS and self.content.index is not None:
             self.fallbacks.update(self.content.index.fallbacks)
             self.robot_reasons.update(d.reason for d in self.content.checks)
+        if reuse is Reuse.DOCUMENTS and self.content.index is not None:
+            self.document_fallbacks.update(self.content.index.fallbacks)
+            self.document_reasons.update(d.reason for d in self.content.checks)
         return self.content, reuse
 
     def commit(self) -> None:
@@ -309,6 +314,140 @@ class Run:
         self.fleet.withdrawal("arm", "1.0.0", "bad build")
         self.commit()
 
+    # --- releases added or edited, rollouts added, edited, paused or removed: the DOCUMENTS path ----
+    @property
+    def rollouts(self) -> list[str]:
+        return sorted(
+            p.split("/")[1].removesuffix(".yaml") for p in self.fleet.docs if p.startswith("rollouts/")
+        )
+
+    def versions(self, app: str) -> list[str]:
+        prefix = f"releases/{app}/"
+        return sorted(
+            p.removeprefix(prefix).removesuffix(".yaml") for p in self.fleet.docs if p.startswith(prefix)
+        )
+
+    def maybe_robots_too(self) -> None:
+        """Robot files in the same commit, sometimes: the robots are patched first."""
+        if self.rng.random() < 0.3:
+            for _ in range(self.rng.randint(1, 2)):
+                robot = self.rng.choice(self.robots) if self.rng.random() < 0.7 else self.new_id()
+                self.fleet.device(robot, **self.robot_doc())
+
+    def release_doc(self, app: str, version: str) -> dict[str, Any]:
+        """A new release of ``app``: maybe one config file with the other app, a compatibility, a
+        requirement (a cycle when both apps' delivered releases require each other), a reserved
+        artifact kind no adapter supports, or a broken schema."""
+        rng = self.rng
+        schema: dict[str, Any] = SCHEMA if app == "nav" else {"type": "object"}
+        if rng.random() < 0.1:
+            schema = {"type": "objekt"}
+        doc = self.fleet.release(app, version, config_schema=schema)
+        doc["config"]["path"] = "/etc/shared.yaml" if rng.random() < 0.3 else f"/etc/{app}/config.yaml"
+        if rng.random() < 0.25:
+            doc["compatibility"] = {"families": [rng.choice(["amr", "arm"])]}
+        if rng.random() < 0.5:
+            other = "arm" if app == "nav" else "nav"
+            doc["requires"] = [
+                {
+                    "app": rng.choice([other, other, "lidar"]),
+                    "version": rng.choice([">=1.0.0", ">=1.0.0", ">=5.0.0"]),
+                }
+            ]
+        if rng.random() < 0.1:
+            firmware = {"url": "https://artifacts.example/fw.bin", "sha256": "a" * 64, "size": 1024}
+            doc["artifacts"].append(
+                {"kind": "mcu_firmware", "name": "motor-fw", "target": "motor", **firmware}
+            )
+        return doc
+
+    def add_release(self) -> None:
+        """A new version (maybe equal but for build metadata to one on main), pointed at by a
+        rollout of its app or by nobody yet."""
+        app = self.rng.choice(["nav", "arm"])
+        self.serial += 1
+        version = f"1.{self.serial}.0" if self.rng.random() < 0.85 else f"1.0.0+build{self.serial}"
+        self.release_doc(app, version)
+        choice = self.rng.random()
+        if choice < 0.45:
+            mine = [r for r in self.rollouts if self.fleet.docs[rollout_path(r)]["app"] == app]
+            if mine:
+                self.fleet.docs[rollout_path(self.rng.choice(mine))]["release"] = version
+        elif choice < 0.75:
+            self.new_rollout(app, version)
+        self.maybe_robots_too()
+        self.commit()
+
+    def new_rollout(self, app: str, version: str) -> None:
+        rng = self.rng
+        name = f"{app}-{rng.choice(['a', 'b', 'c'])}"
+        cohorts = rng.sample(["canary", "production", "berlin", "line-1"], k=rng.randint(1, 2))
+        devices = rng.sample(self.robots, k=1) if rng.random() < 0.3 else []
+        if rng.random() < 0.15:
+            devices.append("ghost-robot")
+        strategy = None
+        if rng.random() < 0.4:
+            waves = [{"name": "first", "cohort": rng.choice([*cohorts, "production", "nowhere"])}]
+            if rng.random() < 0.6:
+                waves.append({"name": "rest", "percent": 100})
+            strategy = {"type": "waves", "waves": waves}
+        elif rng.random() < 0.3:
+            strategy = {"type": "canary", "percent": rng.choice([10, 100])}
+        extra = {"strategy": strategy} if strategy else {}
+        self.fleet.rollout(name, app=app, release=version, cohorts=cohorts, devices=devices, **extra)
+
+    def add_rollout(self) -> None:
+        """A rollout of a version on main, of one that does not exist, or of a withdrawn one."""
+        app = self.rng.choice(["nav", "arm"])
+        version = self.rng.choice([*self.versions(app), "9.9.9"])
+        if self.rng.random() < 0.15:
+            self.fleet.withdrawal(app, version, "bad build")  # a withdrawal is a document: full
+        self.new_rollout(app, version)
+        self.maybe_robots_too()
+        self.commit()
+
+    def pause_rollout(self) -> None:
+        """Paused (still owns its robots), resumed, or aborted (owns nobody)."""
+        doc = self.fleet.docs[rollout_path(self.rng.choice(self.rollouts))]
+        field = self.rng.choice(["paused", "paused", "aborted"])
+        doc[field] = not doc.get(field, False)
+        self.maybe_robots_too()
+        self.commit()
+
+    def retarget_rollout(self) -> None:
+        """Other cohorts, robots or waves (robots of a second rollout of its app, maybe)."""
+        rng = self.rng
+        doc = self.fleet.docs[rollout_path(rng.choice(self.rollouts))]
+        choice = rng.randrange(3)
+        if choice == 0:
+            doc["targets"]["cohorts"] = rng.sample(
+                ["canary", "production", "berlin", "line-1"], k=rng.randint(0, 3)
+            )
+        elif choice == 1:
+            doc["targets"]["devices"] = rng.sample(self.robots, k=min(len(self.robots), rng.randint(0, 3)))
+        else:
+            waves = [{"name": "w1", "cohort": rng.choice(["canary", "berlin", "line-1"])}]
+            waves += [{"name": "rest", "percent": 100}] if rng.random() < 0.5 else []
+            doc["strategy"] = {"type": "waves", "waves": waves}
+        if not doc["targets"].get("cohorts") and not doc["targets"].get("devices"):
+            doc["targets"]["cohorts"] = ["canary"]
+        self.maybe_robots_too()
+        self.commit()
+
+    def remove_rollout(self) -> None:
+        if len(self.rollouts) > 1:
+            self.fleet.remove(rollout_path(self.rng.choice(self.rollouts)))
+        self.maybe_robots_too()
+        self.commit()
+
+    def republish_release(self) -> None:
+        """A release on main edited in place (signatures would no longer match; content-wise its
+        schema, config path and compatibility change for every robot that receives it)."""
+        app = self.rng.choice(["nav", "arm"])
+        self.release_doc(app, self.rng.choice(self.versions(app)))
+        self.maybe_robots_too()
+        self.commit()
+
 
 ROBOT_EDITS: list[Callable[[Run], None]] = [
     Run.add_robot,
@@ -334,13 +473,31 @@ DOCUMENT_EDITS: list[Callable[[Run], None]] = [
 ]
 
 
+ROLLOUT_EDITS: list[Callable[[Run], None]] = [
+    Run.add_release,
+    Run.add_release,
+    Run.add_rollout,
+    Run.pause_rollout,
+    Run.retarget_rollout,
+    Run.retarget_rollout,
+    Run.remove_rollout,
+    Run.republish_release,
+]
+
+
+def pick(rng: random.Random) -> Callable[[Run], None]:
+    """Mostly robot files and rollout commits (the common ones), some other documents."""
+    draw = rng.random()
+    return rng.choice(ROBOT_EDITS if draw < 0.5 else ROLLOUT_EDITS if draw < 0.85 else DOCUMENT_EDITS)
+
+
 def run_sequence(root: Path, seed: int) -> Run:
-    """One seeded sequence: mostly robot files (the common commit), some other documents."""
+    """One seeded sequence of commits of every kind."""
     rng = random.Random(seed)
     run = Run(root, rng)
     run.recheck()
     for step in range(STEPS):
-        edit = rng.choice(ROBOT_EDITS) if rng.random() < 0.75 else rng.choice(DOCUMENT_EDITS)
+        edit = pick(rng)
         if len(run.robots) < 3:
             edit = Run.add_robot
         edit(run)
@@ -361,13 +518,25 @@ def test_random_document_changes_recheck_as_a_full_check(tmp_path: Path, seeds: 
         assert run.reasons, seed  # the sequence broke the fleet, so the comparisons compared something
         for reuse, count in run.reuses.items():
             reuses[reuse] = reuses.get(reuse, 0) + count
-        REACHED["reasons"] |= run.robot_reasons
-        REACHED["fallbacks"] |= run.fallbacks
-    assert reuses.get(Reuse.ROBOTS, 0) >= len(seeds) * STEPS // 3
+        reach(run)
+    assert reuses.get(Reuse.ROBOTS, 0) >= len(seeds) * STEPS // 5
+    assert reuses.get(Reuse.DOCUMENTS, 0) >= len(seeds) * STEPS // 5
     assert reuses.get(Reuse.NONE, 0) >= len(seeds) * 2
 
 
-REACHED: dict[str, set[Any]] = {"reasons": set(), "fallbacks": set()}
+REACHED: dict[str, set[Any]] = {
+    "reasons": set(),
+    "fallbacks": set(),
+    "documents": set(),
+    "doc-fallbacks": set(),
+}
+
+
+def reach(run: Run) -> None:
+    REACHED["reasons"] |= run.robot_reasons
+    REACHED["fallbacks"] |= run.fallbacks
+    REACHED["documents"] |= run.document_reasons
+    REACHED["doc-fallbacks"] |= run.document_fallbacks
 
 
 def test_the_random_sequences_reach_every_grouped_robot_error_and_each_fallback(tmp_path: Path) -> None:
@@ -375,9 +544,7 @@ def test_the_random_sequences_reach_every_grouped_robot_error_and_each_fallback(
     case twins, unknown robots and warnings, and ran each grouped check in full at least once."""
     if not REACHED["reasons"]:  # run alone: run the sequences here
         for seed in SEEDS:
-            run = run_sequence(tmp_path / str(seed), seed)
-            REACHED["reasons"] |= run.robot_reasons
-            REACHED["fallbacks"] |= run.fallbacks
+            reach(run_sequence(tmp_path / str(seed), seed))
     assert {
         Reason.ROLLOUT_OVERLAP,
         Reason.CONFIG_PATH_SHARED,
@@ -387,6 +554,31 @@ def test_the_random_sequences_reach_every_grouped_robot_error_and_each_fallback(
         Reason.NO_EFFECT,
     } <= REACHED["reasons"]
     assert {OVERLAP, APPS, CONFIGS_ROBOTS} <= REACHED["fallbacks"]
+
+
+def test_the_random_sequences_reach_every_rollout_and_release_error_on_the_document_path(
+    tmp_path: Path,
+) -> None:
+    """Across the seeds, commits of releases and rollouts rechecked from the index met every grouped
+    robot error, unknown releases and robots, requirement cycles and ranges, reserved artifacts,
+    broken schemas, equal versions and warnings, and ran each grouped check in full."""
+    if not REACHED["documents"]:
+        for seed in SEEDS:
+            reach(run_sequence(tmp_path / str(seed), seed))
+    assert {
+        Reason.ROLLOUT_OVERLAP,
+        Reason.CONFIG_PATH_SHARED,
+        Reason.CONFIG_INVALID,
+        Reason.UNKNOWN_REFERENCE,
+        Reason.UNKNOWN_DEVICE,
+        Reason.REQUIRES_CYCLE,
+        Reason.REQUIRES_UNKNOWN_APP,
+        Reason.REQUIRES_UNSATISFIABLE,
+        Reason.UNSUPPORTED_ARTIFACT,
+        Reason.DUPLICATE_ID,
+        Reason.NO_EFFECT,
+    } <= REACHED["documents"], REACHED["documents"]
+    assert {OVERLAP, APPS, CONFIGS_ROBOTS} <= REACHED["doc-fallbacks"]
 
 
 # --- attacks and named behaviours --------------------------------------------------------------------
@@ -797,7 +989,7 @@ def test_the_parts_of_a_full_check_are_exactly_what_each_check_finds_in_one_pass
     run = Run(tmp_path, rng)
     known = {REFERENCES_ROBOTS, REFERENCES_ROBOT_CASE, REFERENCES_DOCUMENTS, OVERLAP, APPS, CONFIGS_ROBOTS}
     for _ in range(12):
-        edit = rng.choice(ROBOT_EDITS) if rng.random() < 0.5 else rng.choice(DOCUMENT_EDITS)
+        edit = pick(rng)
         if len(run.robots) < 3:
             edit = Run.add_robot
         edit(run)

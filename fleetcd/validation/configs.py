@@ -78,10 +78,16 @@ def release_checks(ctx: Context) -> tuple[list[Diagnostic], Validators]:
     validators: Validators = {}
     for release_key in sorted(ctx.spec.releases):
         published = ctx.spec.releases[release_key]
-        problems = list(_schema_problems(published))
+        problems, validators[published.doc.path] = release_schema(published)
         found.extend(problems)
-        validators[published.doc.path] = None if problems else _validator(published)
     return found, validators
+
+
+def release_schema(entry: ReleaseEntry) -> tuple[list[Diagnostic], Validator | None]:
+    """One release's config schema: its problems (a broken schema), else its validator (None
+    without a schema)."""
+    problems = list(_schema_problems(entry))
+    return problems, None if problems else _validator(entry)
 
 
 def robot_groups(

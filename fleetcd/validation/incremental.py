@@ -21,10 +21,15 @@ A long-running caller (the controller's ``ReconcileCache``) keeps the last
   for those robots and only the parts of the cross-file checks they feed are recomputed
   (:mod:`fleetcd.validation.delta` says which, and which run over the whole fleet when they
   found or find an error);
-* anything else (a cohort, release, rollout, config, withdrawal or trust-root document added,
-  removed or changed, a robot file that fails to load, an unexpected file, other findings of the
-  reader, a base to compare against): the content check runs in full, parsing only the documents
-  whose bytes the memo does not hold, and keeps a new index.
+* releases added or edited and rollouts added, edited or removed (each loading cleanly before
+  and after; with a memo, no rollout removed), maybe with robot files and signatures, approvals or
+  keys: the robots are patched as above, then the affected rollouts are selected again from the
+  index and only the parts of the checks they and the changed releases feed are recomputed
+  (:mod:`fleetcd.validation.rollout_delta` says which);
+* anything else (a cohort, config, withdrawal, trust-root or fleet document added, removed or
+  changed, a release removed, a document that fails to load, an unexpected file, other findings of
+  the reader, a base to compare against): the content check runs in full, parsing only the
+  documents whose bytes the memo does not hold, and keeps a new index.
 
 Pure: no gpg, no clock, no I/O.
 """
@@ -32,6 +37,9 @@ Pure: no gpg, no clock, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from fleetcd.compat import StrEnum
 from fleetcd.errors import Diagnostic, InvalidContent
@@ -40,19 +48,35 @@ from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.fleetspec import TRUST_FILE_KINDS, FleetSpec, reattach
 from fleetcd.loading.memo import DocumentMemo, RoundStats
 from fleetcd.models import Device
-from fleetcd.validation import apps, configs, delta, noops, overlap, references, requires
+from fleetcd.validation import (
+    apps,
+    artifacts,
+    configs,
+    delta,
+    noops,
+    overlap,
+    references,
+    requires,
+    rollout_delta,
+)
 from fleetcd.validation.context import Context, Delivery
 from fleetcd.validation.pipeline import (
     APPS,
+    ARTIFACTS,
+    CONFIGS_RELEASES,
     CONFIGS_ROBOTS,
     OVERLAP,
+    REFERENCES_DOCUMENTS,
     REFERENCES_ROBOT_CASE,
     REFERENCES_ROBOTS,
     REQUIRES_CYCLES,
+    REQUIRES_RANGES,
     ContentCheck,
     check_content,
     noops_part,
 )
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Reuse(StrEnum):
@@ -61,6 +85,7 @@ class Reuse(StrEnum):
     SAME = "same"  # the snapshot's bytes are the previous one's: all of it
     TRUST_FILES = "trust-files"  # only signatures, approvals or keys changed: all but their attaching
     ROBOTS = "robots"  # only robot files changed: the parts of the checks those robots feed
+    DOCUMENTS = "documents"  # releases or rollouts changed (maybe robots): the parts they feed
     NONE = "none"  # documents or the reader's findings changed: checked in full
 
 
@@ -76,16 +101,14 @@ def recheck_content(
     found = tuple(problems)
     if previous is None or previous.base is not None or previous.problems != found:
         return _full(files, found, memo), Reuse.NONE
-    changed = changed_paths(previous.files, files, allow=_ROBOT_FILES)
+    changed = changed_paths(previous.files, files, allow=_DELTA_FILES)
     if changed is None:
         return _full(files, found, memo), Reuse.NONE
     if not changed:
         return previous, Reuse.SAME
-    if any(_is_robot_file(path) for path in changed):
-        robots = _recheck_robots(previous, files, changed, found, memo)
-        if robots is None:
-            return _full(files, found, memo), Reuse.NONE
-        return robots, Reuse.ROBOTS
+    if not all(_is_trust_file(path) for path in changed):
+        again = _recheck_delta(previous, files, changed, found, memo)
+        return again if again is not None else (_full(files, found, memo), Reuse.NONE)
     spec, attached = reattach(previous.spec, files)
     ctx = previous.ctx.with_spec(spec)
     index = previous.index
@@ -106,9 +129,9 @@ def recheck_content(
     return content, Reuse.TRUST_FILES
 
 
-def _is_robot_file(path: str) -> bool:
+def _is_trust_file(path: str) -> bool:
     where = classify(path)
-    return where is not None and where.kind is FileKind.DEVICE
+    return where is not None and where.kind in TRUST_FILE_KINDS
 
 
 def _full(
@@ -117,45 +140,60 @@ def _full(
     return check_content(files, problems=found, memo=memo, keep_index=True)
 
 
-def _recheck_robots(
+def _recheck_delta(
     previous: ContentCheck,
     files: Mapping[str, bytes],
     changed: set[str],
     found: tuple[Diagnostic, ...],
     memo: DocumentMemo | None,
-) -> ContentCheck | None:
-    """The content check of ``files``, whose changes from ``previous.files`` are robot files only,
-    from ``previous.index``; None when it must be checked in full (see :mod:`.delta`)."""
+) -> tuple[ContentCheck, Reuse] | None:
+    """The content check of ``files``, whose changes from ``previous.files`` are robot, release and
+    rollout files (and signatures), from ``previous.index``; None when it must be checked in full
+    (see :mod:`.delta` and :mod:`.rollout_delta`)."""
     index = previous.index
     if index is None or index.files is not previous.files:
         return None
     named: dict[str, str] = {}
+    releases: dict[str, tuple[str, str]] = {}
+    rollouts: dict[str, str] = {}
     signatures = False
     for path in changed:
         where = classify(path)
-        if where is not None and where.kind is FileKind.DEVICE:
+        if where is None:
+            return None
+        if where.kind is FileKind.DEVICE:
             named[path] = where.name
-        elif where is not None and where.kind in TRUST_FILE_KINDS:
+        elif where.kind is FileKind.RELEASE:
+            releases[path] = (where.name, where.version)
+        elif where.kind is FileKind.ROLLOUT:
+            rollouts[path] = where.name
+        elif where.kind in TRUST_FILE_KINDS:
             signatures = True  # attached again below, as on the TRUST_FILES path
         else:
             return None
     if memo is not None:
-        if any(path not in files for path in named):
+        if any(path not in files for path in (*named, *rollouts)):
             # A memo holds one snapshot's documents and drops the others only at the end of a
-            # full load (DocumentMemo.round): a removed robot file takes the full check.
+            # full load (DocumentMemo.round): a removed robot or rollout file takes the full check.
             return None
         memo.last = RoundStats()  # this load's: the changed files alone are asked for
-    loaded = delta.load_changed(previous.spec, files, named, lambda path, raw: _load_device(memo, path, raw))
+    loaded = delta.load_changed(previous.spec, files, named, lambda path, raw: _load(memo, path, raw, Device))
     if loaded is None:
+        return None
+    docs = rollout_delta.load_documents(
+        previous.spec, files, releases, rollouts, lambda path, raw, model: _load(memo, path, raw, model)
+    )
+    if docs is None:
         return None
     index.files = None  # patched in place from here: unusable if this does not finish
     old = previous.spec
+    spec_releases, spec_rollouts = rollout_delta.patched(old.releases, old.rollouts, docs)
     spec = FleetSpec(
         fleet=old.fleet,
         devices=delta.patched_devices(old.devices, loaded),
         cohorts=old.cohorts,
-        releases=old.releases,
-        rollouts=old.rollouts,
+        releases=spec_releases,
+        rollouts=spec_rollouts,
         configs=old.configs,
         keys=old.keys,
         files=files,
@@ -164,46 +202,97 @@ def _recheck_robots(
         withdrawal_approvals=old.withdrawal_approvals,
     )
     attached = previous.attached
-    if signatures:
+    if signatures or docs:  # a new document's signatures or approvals are attached here too
         spec, again = reattach(spec, files)
         attached = tuple(again)
+    moved = rollout_delta.affected(spec, docs)
+    robots: set[str] = set(loaded)
+    for name in moved:
+        targets = index.targets.pop(name, None)  # selected again below, after the robots' patch
+        if targets is not None:
+            robots.update(rollout_delta.targeted(targets))
     done = delta.patch(index, spec, loaded)
+    for name in moved & set(spec.rollouts):
+        index.targets[name] = rollout_delta.select(index, spec, name)
+        robots.update(rollout_delta.targeted(index.targets[name]))
+    if moved:
+        index.targets = {name: index.targets[name] for name in sorted(index.targets)}
     ctx = index.context(spec)
     parts = dict(previous.parts)
+    if docs:
+        _recheck_releases(ctx, index, docs, parts)
     parts[REFERENCES_ROBOTS] = tuple(references.robot_references(ctx, index.release_apps))
     parts[REFERENCES_ROBOT_CASE] = delta.case_errors(spec, index)
-    if done.owners_changed:
-        parts[REQUIRES_CYCLES] = tuple(requires.cycles(ctx))
+    if done.owners_changed or moved:
+        parts[REQUIRES_CYCLES] = tuple(requires.cycles(ctx, lambda name: index.targets[name].owns_anyone()))
+    index.fallbacks = _grouped(ctx, index, previous.parts, parts, robots)
+    for name in moved - set(spec.rollouts):
+        parts.pop(noops_part(name), None)
+    for name in sorted(spec.rollouts):
+        if name in moved or name in done.rollouts or done.cohorts & delta.wave_cohorts(spec, name):
+            parts[noops_part(name)] = (
+                () if index.membership_unknown else tuple(noops.rollout_warnings(ctx, name))
+            )
+    index.files = files
+    checks = tuple(d for part in parts.values() for d in part)
+    content = ContentCheck(
+        files, None, found, spec, ctx.for_trust(), previous.documents, attached, checks, parts, index
+    )
+    return content, Reuse.DOCUMENTS if docs else Reuse.ROBOTS
+
+
+def _recheck_releases(
+    ctx: Context,
+    index: delta.RobotIndex,
+    docs: rollout_delta.Documents,
+    parts: dict[str, tuple[Diagnostic, ...]],
+) -> None:
+    """The checks of the release documents themselves, and the index's schema validators, after
+    releases were added or edited (or rollouts changed: the document checks read their names)."""
+    spec = ctx.spec
+    paths = docs.release_paths()
+    kept = [d for d in parts[CONFIGS_RELEASES] if d.file not in paths]
+    for entry in docs.releases.values():
+        problems, index.validators[entry.doc.path] = configs.release_schema(entry)
+        kept.extend(problems)
+        index.release_apps.add(entry.doc.model.app)
+    parts[CONFIGS_RELEASES] = tuple(kept)
+    if paths:  # merged configs checked against an edited release's schema are checked again
+        index.findings = {key: found for key, found in index.findings.items() if key[0] not in paths}
+    parts[REFERENCES_DOCUMENTS] = tuple(references.document_checks(ctx))
+    parts[REQUIRES_RANGES] = tuple(requires.ranges(ctx))
+    if spec.fleet is not None:
+        parts[ARTIFACTS] = tuple(artifacts.check(ctx, spec.fleet.model))
+
+
+def _grouped(
+    ctx: Context,
+    index: delta.RobotIndex,
+    before: Mapping[str, tuple[Diagnostic, ...]],
+    parts: dict[str, tuple[Diagnostic, ...]],
+    robots: set[str],
+) -> list[str]:
+    """The grouped robot errors, kept when they were none and none of ``robots`` (those whose
+    deliveries may have changed) has one; else run in full. Returns the parts run in full."""
     fallbacks: list[str] = []
-    delivered = {
-        robot: delta.robot_deliveries(spec, index, robot) for robot in loaded if robot in spec.devices
-    }
-    if previous.parts[OVERLAP] or any(_overlaps(d) for d in delivered.values()):
+    delivered = rollout_delta.deliveries(ctx.spec, index, robots)
+    if before[OVERLAP] or any(_overlaps(d) for d in delivered.values()):
         parts[OVERLAP] = tuple(overlap.check(ctx))
         fallbacks.append(OVERLAP)
-    if previous.parts[APPS] or any(_shares_config(d) for d in delivered.values()):
+    if before[APPS] or any(_shares_config(d) for d in delivered.values()):
         parts[APPS] = tuple(apps.check(ctx))
         fallbacks.append(APPS)
-    if previous.parts[CONFIGS_ROBOTS] or any(
+    if before[CONFIGS_ROBOTS] or any(
         _config_findings(ctx, index, robot, d) for robot, d in delivered.items()
     ):
         parts[CONFIGS_ROBOTS] = tuple(configs.robot_groups(ctx, index.validators, index.findings))
         fallbacks.append(CONFIGS_ROBOTS)
-    if not index.membership_unknown:
-        for name in sorted(spec.rollouts):
-            if name in done.rollouts or done.cohorts & delta.wave_cohorts(spec, name):
-                parts[noops_part(name)] = tuple(noops.rollout_warnings(ctx, name))
-    index.fallbacks = fallbacks
-    index.files = files
-    checks = tuple(d for part in parts.values() for d in part)
-    return ContentCheck(
-        files, None, found, spec, ctx.for_trust(), previous.documents, attached, checks, parts, index
-    )
+    return fallbacks
 
 
-def _load_device(memo: DocumentMemo | None, path: str, raw: bytes) -> Loaded[Device] | None:
+def _load(memo: DocumentMemo | None, path: str, raw: bytes, model: type[M]) -> Loaded[M] | None:
     try:
-        return load_document(path, raw, Device) if memo is None else memo.load(path, raw, Device)
+        return load_document(path, raw, model) if memo is None else memo.load(path, raw, model)
     except InvalidContent:
         return None
 
@@ -232,7 +321,7 @@ def _config_findings(
     return False
 
 
-_ROBOT_FILES = frozenset({*TRUST_FILE_KINDS, FileKind.DEVICE})
+_DELTA_FILES = frozenset({*TRUST_FILE_KINDS, FileKind.DEVICE, FileKind.RELEASE, FileKind.ROLLOUT})
 
 
 def changed_paths(

@@ -16,7 +16,7 @@ its requirements run there); validation checks only what main alone decides. Pur
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fleetcd.errors import Diagnostic
 from fleetcd.loading.fleetspec import ReleaseEntry
@@ -37,9 +37,10 @@ def ranges(ctx: Context) -> Iterator[Diagnostic]:
     return _ranges(ctx)
 
 
-def cycles(ctx: Context) -> Iterator[Diagnostic]:
-    """Requirement cycles among the releases that rollouts deliver to at least one robot."""
-    return _cycles(ctx)
+def cycles(ctx: Context, owns: Callable[[str], bool] | None = None) -> Iterator[Diagnostic]:
+    """Requirement cycles among the releases that rollouts deliver to at least one robot; ``owns``
+    (rollout name -> whether it delivers to anyone) spares listing each rollout's robots."""
+    return _cycles(ctx, owns)
 
 
 def _ranges(ctx: Context) -> Iterator[Diagnostic]:
@@ -74,11 +75,11 @@ def _any_release_file(ctx: Context, app: str) -> bool:
     return any(path.startswith(prefix) and path.endswith(".yaml") for path in ctx.spec.files)
 
 
-def _cycles(ctx: Context) -> Iterator[Diagnostic]:
+def _cycles(ctx: Context, owns: Callable[[str], bool] | None) -> Iterator[Diagnostic]:
     delivered: dict[tuple[str, str], ReleaseEntry] = {}
     for name in ctx.selections:
         release = ctx.release_of(name)
-        if release is not None and ctx.owned(name):
+        if release is not None and (owns(name) if owns is not None else bool(ctx.owned(name))):
             delivered[(release.doc.model.app, release.doc.model.version)] = release
     edges: dict[str, set[str]] = {}
     for (app, _version), entry in delivered.items():

@@ -1,0 +1,197 @@
+"""Releases and rollouts changed: the cross-file checks again at the cost of the robots they target.
+
+The commonest operator commits add a release and point a rollout at it, pause or resume a
+rollout, or change its waves or its cohorts. A rollout's selection (targeted, eligible, skipped)
+is a function of its own document, its release's and the robots and cohorts it names (kept in the
+:class:`~fleetcd.validation.delta.RobotIndex`); a robot's deliveries are the rollouts that select
+it, with their releases. So a commit whose documents changed are releases added or edited and
+rollouts added, edited or removed (maybe robot files, which :mod:`.delta` patches first, and
+signatures, approvals or keys, attached again) is rechecked by
+:func:`fleetcd.validation.incremental.recheck_content` as follows, with *affected* the changed
+rollouts and every rollout naming a changed release:
+
+* the affected rollouts' selections are computed again from the index's cohort members
+  (:func:`select`, :func:`fleetcd.planning.selection.resolve_targets` over the index);
+* the grouped robot errors (two rollouts of one app on a robot, two apps writing one config file,
+  merged configs failing their schema) are judged for the robots an affected rollout targets
+  before or after (and the changed robots): kept empty when they were and none of those robots has
+  one, every other robot's deliveries being unchanged; otherwise run in full over the fleet (an
+  error state, which blocks the commit anyway);
+* references (run again over the cohort, rollout and config documents), requirement cycles (from
+  each rollout's "delivers to anyone", not its robots) and each affected rollout's warnings;
+* the checks of the release documents themselves: their config schemas (only the changed ones;
+  their merged-config findings are dropped from the kept cache), reserved artifacts, requirement
+  ranges, versions equal but for build metadata, withdrawals' references (all over the releases,
+  whose number is not the fleet's).
+
+A release no rollout names selects nobody, so it changes no robot's checks; its own document's
+checks still run. A release removed, a cohort, config instance, withdrawal, trust root or
+fleet.yaml changed, or a changed document that fails to load before or after (or names another
+release or rollout than its path) takes the full check: falling back is always correct. Pure.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from fleetcd.layout import release_path, rollout_path
+from fleetcd.loading.documents import Loaded
+from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry, RolloutEntry
+from fleetcd.models import Release, Rollout
+from fleetcd.planning.selection import _skip_reason
+from fleetcd.reasons import SkipReason
+from fleetcd.validation.context import _STILL_OWNED, Delivery
+from fleetcd.validation.delta import RobotIndex, _Targets
+
+M = TypeVar("M", bound=BaseModel)
+Loader = Callable[[str, bytes, type[M]], "Loaded[M] | None"]  # None: the document is invalid
+
+
+@dataclass
+class Documents:
+    """A commit's changed releases (added or edited) and rollouts (None: removed), loaded."""
+
+    releases: dict[tuple[str, str], ReleaseEntry] = field(default_factory=dict)
+    rollouts: dict[str, RolloutEntry | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.releases or self.rollouts)
+
+    def release_paths(self) -> set[str]:
+        return {entry.doc.path for entry in self.releases.values()}
+
+
+def load_documents(
+    spec: FleetSpec,
+    files: Mapping[str, bytes],
+    releases: Mapping[str, tuple[str, str]],
+    rollouts: Mapping[str, str],
+    load: Loader[BaseModel],
+) -> Documents | None:
+    """The changed releases (path -> (app, version)) and rollouts (path -> name) of ``files`` over
+    ``spec``'s snapshot, or None when one must take the full check: a release removed, a document
+    that failed to load before or fails now, or one naming another release or rollout."""
+    out = Documents()
+    for path, key in releases.items():
+        raw = files.get(path)
+        if raw is None or (path in spec.files and key not in spec.releases):
+            return None
+        release = _load(load, path, raw, Release)
+        if release is None or (release.model.app, release.model.version) != key:
+            return None
+        out.releases[key] = ReleaseEntry(release, {})
+    for path, name in rollouts.items():
+        if path in spec.files and name not in spec.rollouts:
+            return None
+        raw = files.get(path)
+        if raw is None:
+            out.rollouts[name] = None
+            continue
+        rollout = _load(load, path, raw, Rollout)
+        if rollout is None or rollout.model.name != name:
+            return None
+        out.rollouts[name] = RolloutEntry(rollout, {})
+    return out
+
+
+def _load(load: Loader[BaseModel], path: str, raw: bytes, model: type[M]) -> Loaded[M] | None:
+    return load(path, raw, model)  # type: ignore[return-value]  # the loader returns ``model``'s
+
+
+def patched(
+    releases: Mapping[tuple[str, str], ReleaseEntry],
+    rollouts: Mapping[str, RolloutEntry],
+    docs: Documents,
+) -> tuple[dict[tuple[str, str], ReleaseEntry], dict[str, RolloutEntry]]:
+    """The spec's releases and rollouts with ``docs`` in, in the loader's (path) order."""
+    new_releases = {**releases, **docs.releases}
+    if any(key not in releases for key in docs.releases):
+        new_releases = {
+            key: new_releases[key] for key in sorted(new_releases, key=lambda k: release_path(*k))
+        }
+    new_rollouts = dict(rollouts)
+    for name, entry in docs.rollouts.items():
+        if entry is None:
+            new_rollouts.pop(name, None)
+        else:
+            new_rollouts[name] = entry
+    if any(name not in rollouts for name in docs.rollouts):
+        new_rollouts = {name: new_rollouts[name] for name in sorted(new_rollouts, key=rollout_path)}
+    return new_releases, new_rollouts
+
+
+def affected(spec: FleetSpec, docs: Documents) -> set[str]:
+    """The rollouts whose selection or deliveries ``docs`` may change: the changed ones (removed
+    too) and every rollout naming a changed release."""
+    names = set(docs.rollouts)
+    for name, entry in spec.rollouts.items():
+        if (entry.doc.model.app, entry.doc.model.release) in docs.releases:
+            names.add(name)
+    return names
+
+
+def targeted(targets: _Targets) -> list[str]:
+    """Every robot a selection names, eligible or skipped."""
+    return [*targets.eligible, *(robot for robot, _ in targets.skipped)]
+
+
+def owned(targets: _Targets) -> list[str]:
+    """The robots a selection delivers to (a paused rollout's too), sorted."""
+    paused = [robot for robot, why in targets.skipped if why in _STILL_OWNED]
+    return sorted([*targets.eligible, *paused]) if paused else targets.eligible
+
+
+def select(index: RobotIndex, spec: FleetSpec, name: str) -> _Targets:
+    """``name``'s selection over the index's robots and cohort members, as resolve_targets makes it
+    (cohort members are the index's, not a pass over the fleet for each selector)."""
+    rollout = spec.rollouts[name].doc.model
+    release = spec.release(rollout.app, rollout.release)
+    cohorts_of: dict[str, list[str]] = {}
+    for cohort_name in rollout.targets.cohorts:
+        loaded = spec.cohorts.get(cohort_name)
+        if loaded is None:
+            continue
+        unknown = [robot for robot in loaded.model.devices if robot not in index.devices]
+        for member in [*index.members[cohort_name], *unknown]:
+            cohorts_of.setdefault(member, []).append(cohort_name)
+    eligible: list[str] = []
+    skipped: list[tuple[str, SkipReason]] = []
+    model = release.doc.model if release is not None else None
+    for robot in sorted(set(cohorts_of) | set(rollout.targets.devices)):
+        reason = _skip_reason(rollout, model, index.devices.get(robot))
+        if reason is None:
+            eligible.append(robot)
+        else:
+            skipped.append((robot, reason))
+    return _Targets({robot: tuple(sorted(set(c))) for robot, c in cohorts_of.items()}, eligible, skipped)
+
+
+def deliveries(
+    spec: FleetSpec, index: RobotIndex, robots: Iterable[str]
+) -> dict[str, dict[str, list[Delivery]]]:
+    """robot -> app -> the rollouts that deliver it there (by rollout name), as Context.deliveries,
+    for the known ``robots``: per rollout, a look-up of each robot or a pass over its own robots,
+    whichever is shorter."""
+    wanted = sorted({robot for robot in robots if robot in index.devices})
+    out: dict[str, dict[str, list[Delivery]]] = {robot: {} for robot in wanted}
+    for name in sorted(index.targets):
+        mine = owned(index.targets[name])
+        model = spec.rollouts[name].doc.model
+        delivery = Delivery(name, spec.release(model.app, model.release))
+        if len(wanted) * 8 < len(mine):
+            hits = [robot for robot in wanted if _find(mine, robot)]
+        else:
+            hits = [robot for robot in mine if robot in out]
+        for robot in hits:
+            out[robot].setdefault(model.app, []).append(delivery)
+    return out
+
+
+def _find(robots: list[str], robot: str) -> bool:
+    at = bisect_left(robots, robot)
+    return at < len(robots) and robots[at] == robot
