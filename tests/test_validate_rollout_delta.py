@@ -1,0 +1,438 @@
+"""A commit of releases and rollouts is rechecked from the kept index, with a full check's verdict.
+
+:func:`fleetcd.validation.incremental.recheck_content` takes :attr:`Reuse.DOCUMENTS` when the changed
+documents are releases added or edited and rollouts added, edited or removed (maybe robot files and
+signatures too), each loading cleanly before and after: the affected rollouts are selected again
+from the :class:`~fleetcd.validation.delta.RobotIndex` and only the parts of the checks they feed
+run again (:mod:`fleetcd.validation.rollout_delta`). Every recheck here is compared with a fresh
+full :func:`~fleetcd.validation.pipeline.check_content` of the same bytes (every part, the spec, the
+judged report in every format: ``recheck`` of :mod:`tests.test_validate_robot_delta`); the random
+sequences there mix these commits with every other kind. Here, by name: the attacks (a second
+rollout of an app put on a robot, a rollout of a release that does not exist or is withdrawn, a
+release edited in place), what falls back to the full check, and that the index's selections are
+planning's own. The gpg cases judge with real gpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fleetcd.layout import device_path, release_path, rollout_path
+from fleetcd.loading.memo import DocumentMemo
+from fleetcd.reasons import Reason
+from fleetcd.validation import validate_snapshot
+from fleetcd.validation.context import Context
+from fleetcd.validation.incremental import Reuse, recheck_content
+from fleetcd.validation.pipeline import (
+    CONFIGS_ROBOTS,
+    IMMUTABILITY,
+    OVERLAP,
+    REQUIRES_CYCLES,
+    ContentCheck,
+    check_content,
+    judge,
+)
+from fleetcd.validation.report import Format, render
+from tests.fleetrepo import FleetRepoBuilder
+from tests.gpgkeys import KeyFactory
+from tests.test_validate_robot_delta import SCHEMA, base_fleet, errors, kept, recheck
+
+TIGHT = {**SCHEMA, "properties": {**SCHEMA["properties"], "max_speed": {"type": "number", "maximum": 1.0}}}
+
+
+def documents(
+    content: ContentCheck, fleet: FleetRepoBuilder, memo: DocumentMemo | None = None
+) -> ContentCheck:
+    """``fleet``'s commit rechecked from the index (as a full check would judge it)."""
+    again, reuse = recheck(content, fleet, memo)
+    assert reuse is Reuse.DOCUMENTS
+    return again
+
+
+def all_errors(content: ContentCheck) -> list[tuple[str, Reason]]:
+    """The content errors (the fleet here is unsigned: gpg's findings are left out)."""
+    return sorted((d.file, d.reason) for d in (*content.documents, *content.checks) if d.severity == "error")
+
+
+# --- attacks -----------------------------------------------------------------------------------------
+
+
+def test_a_rollout_edit_that_puts_a_second_rollout_of_an_app_on_a_robot_is_refused_as_in_full(
+    tmp_path: Path,
+) -> None:
+    """nav-extra targets two spare robots only; retargeted to berlin it meets nav-1-0-0's robots
+    amr-001 and amr-003 (in berlin): two rollouts of nav on them. Refused on both rollouts, exactly
+    as a full check words it; retargeted away, accepted again."""
+    fleet = base_fleet(tmp_path)
+    fleet.cohort("spare", ["amr-006", "amr-008"], stage="production")
+    fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["spare"])
+    fleet.write()
+    content = kept(fleet)
+    assert not content.parts[OVERLAP]
+    fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["berlin"])
+    again = documents(content, fleet)
+    assert again.index is not None and again.index.fallbacks == [OVERLAP]
+    assert errors(again) == [
+        ("rollouts/nav-1-0-0.yaml", Reason.ROLLOUT_OVERLAP),
+        ("rollouts/nav-extra.yaml", Reason.ROLLOUT_OVERLAP),
+    ]
+    assert (
+        "robots amr-001, amr-003 are also targeted by rollout 'nav-extra'" in again.parts[OVERLAP][0].message
+    )
+    fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["spare"])
+    back = documents(again, fleet)
+    assert errors(back) == [] and back.parts[OVERLAP] == ()
+
+
+def test_a_new_rollout_whose_robots_another_rollout_of_its_app_already_has_is_refused(tmp_path: Path) -> None:
+    """The commonest commit, done wrong: a new release and a new rollout of it over the production
+    cohort, while nav-1-0-0 still delivers nav there."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.release("nav", "1.1.0", config_schema=SCHEMA)
+    fleet.rollout("nav-1-1-0", app="nav", release="1.1.0", cohorts=["production"])
+    again = documents(content, fleet)
+    assert errors(again) == [
+        ("rollouts/nav-1-0-0.yaml", Reason.ROLLOUT_OVERLAP),
+        ("rollouts/nav-1-1-0.yaml", Reason.ROLLOUT_OVERLAP),
+    ]
+    fleet.remove(rollout_path("nav-1-0-0"))  # done right: the old rollout goes in the same commit
+    fixed = documents(again, fleet)
+    assert errors(fixed) == []
+
+
+def test_pausing_a_rollout_keeps_its_robots_so_an_overlap_stays_refused_and_aborting_clears_it(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("nav-extra", app="nav", release="1.0.0", cohorts=["canary"])
+    fleet.write()
+    content = kept(fleet)
+    assert len(content.parts[OVERLAP]) == 2
+    fleet.docs[rollout_path("nav-extra")]["paused"] = True
+    paused = documents(content, fleet)
+    assert [r for _, r in errors(paused)] == [Reason.ROLLOUT_OVERLAP] * 2
+    fleet.docs[rollout_path("nav-extra")]["aborted"] = True
+    aborted = documents(paused, fleet)
+    assert errors(aborted) == []
+
+
+def test_a_rollout_pointing_at_a_release_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.rollout("nav-1-0-0", app="nav", release="1.2.0", cohorts=["canary", "production"])
+    again = documents(content, fleet)
+    assert ("rollouts/nav-1-0-0.yaml", Reason.UNKNOWN_REFERENCE) in all_errors(again)
+    missing = [d for d in judge(again).errors if d.reason is Reason.UNKNOWN_REFERENCE]
+    assert "release nav 1.2.0 does not exist" in missing[0].message
+    fleet.release("nav", "1.2.0", config_schema=SCHEMA)  # published in the next commit: accepted
+    published = documents(again, fleet)
+    assert all_errors(published) == []
+
+
+def test_a_release_added_in_place_of_a_missing_one_makes_an_unchanged_rollout_deliver(tmp_path: Path) -> None:
+    """arm-1-0-0 names arm 2.0.0, which is not on main: it delivers nothing, so its robots get no
+    arm config check. Publishing 2.0.0 (a schema their config fails) changes no rollout file, yet
+    the rollout now delivers, and the robots' merged configs are refused."""
+    fleet = base_fleet(tmp_path)
+    fleet.rollout("arm-1-0-0", app="arm", release="2.0.0", cohorts=["berlin"])
+    fleet.config("arm", "default", {"gripper": "soft"})
+    fleet.write()
+    content = kept(fleet)
+    assert not content.parts[CONFIGS_ROBOTS]
+    fleet.release("arm", "2.0.0", config_schema={"type": "object", "additionalProperties": False})
+    again = documents(content, fleet)
+    assert ("configs/arm/default.yaml", Reason.CONFIG_INVALID) in all_errors(again)
+    assert again.index is not None and CONFIGS_ROBOTS in again.index.fallbacks
+
+
+def test_a_release_edited_in_place_with_a_tighter_schema_refuses_configs_that_passed_before(
+    tmp_path: Path,
+) -> None:
+    """The kept merged-config findings are by release file and layers: the edited release's are
+    dropped, so robots whose layers did not change are checked against the new schema."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    assert not content.parts[CONFIGS_ROBOTS]
+    fleet.release("nav", "1.0.0", config_schema=TIGHT)
+    again = documents(content, fleet)
+    assert ("configs/nav/default.yaml", Reason.CONFIG_INVALID) in all_errors(again)
+
+
+def test_a_new_release_no_rollout_names_runs_its_own_checks_and_changes_no_robots(tmp_path: Path) -> None:
+    """A reserved artifact kind without an adapter, a broken schema and a requirement on an app
+    with no release are its own errors; no selection is computed again, no grouped check runs."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    assert content.index is not None
+    before = dict(content.index.targets)
+    doc = fleet.release("nav", "1.1.0", config_schema={"type": "objekt"})
+    firmware = {"url": "https://artifacts.example/fw.bin", "sha256": "a" * 64, "size": 1024}
+    doc["artifacts"].append({"kind": "mcu_firmware", "name": "motor-fw", "target": "motor", **firmware})
+    doc["requires"] = [{"app": "lidar", "version": ">=1.0.0"}]
+    again = documents(content, fleet)
+    assert again.index is not None and again.index.fallbacks == []
+    assert all(again.index.targets[name] is targets for name, targets in before.items())
+    assert all_errors(again) == [
+        ("releases/nav/1.1.0.yaml", Reason.CONFIG_INVALID),
+        ("releases/nav/1.1.0.yaml", Reason.REQUIRES_UNKNOWN_APP),
+        ("releases/nav/1.1.0.yaml", Reason.UNSUPPORTED_ARTIFACT),
+    ]
+
+
+def test_a_version_equal_but_for_build_metadata_is_refused(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.release("nav", "1.0.0+rebuild", config_schema=SCHEMA)
+    again = documents(content, fleet)
+    assert all_errors(again) == [("releases/nav/1.0.0+rebuild.yaml", Reason.DUPLICATE_ID)]
+
+
+def test_a_rollout_pointed_at_a_release_that_requires_the_other_delivered_app_closes_a_cycle(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.docs[release_path("arm", "1.0.0")]["requires"] = [{"app": "nav", "version": ">=1.0.0"}]
+    fleet.write()
+    content = kept(fleet)
+    assert content.parts[REQUIRES_CYCLES] == ()
+    fleet.release("nav", "1.1.0", config_schema=SCHEMA, requires=[{"app": "arm", "version": ">=1.0.0"}])
+    fleet.rollout("nav-1-0-0", app="nav", release="1.1.0", cohorts=["canary", "production"])
+    again = documents(content, fleet)
+    assert [d.reason for d in again.parts[REQUIRES_CYCLES]] == [Reason.REQUIRES_CYCLE] * 2
+    fleet.docs[rollout_path("nav-1-0-0")]["aborted"] = True  # delivers to nobody: no cycle
+    aborted = documents(again, fleet)
+    assert aborted.parts[REQUIRES_CYCLES] == ()
+
+
+# --- what takes the full check -------------------------------------------------------------------------
+
+
+FULL: dict[str, Callable[[FleetRepoBuilder], object]] = {
+    "a release removed": lambda f: f.remove(release_path("arm", "1.0.0")),
+    "a rollout that fails to load": lambda f: (
+        f.docs.pop(rollout_path("nav-1-0-0")),
+        f.file(rollout_path("nav-1-0-0"), "kind: [unclosed\n"),
+    ),
+    "a release naming another version than its path": lambda f: f.file(
+        release_path("nav", "1.1.0"), f.read(release_path("nav", "1.0.0"))
+    ),
+    "a rollout naming another rollout": lambda f: f.file(
+        rollout_path("nav-copy"), f.read(rollout_path("nav-1-0-0"))
+    ),
+    "a rollout and a cohort": lambda f: (
+        f.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"]),
+        f.cohort("canary", ["amr-002"], stage="canary"),
+    ),
+    "a release and a config": lambda f: (
+        f.release("nav", "1.1.0", config_schema=SCHEMA),
+        f.config("nav", "default", {"max_speed": 1.0}),
+    ),
+    "a rollout and a withdrawal": lambda f: (
+        f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin"]),
+        f.withdrawal("arm", "1.0.0", "bad build"),
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(FULL.values()), ids=list(FULL))
+def test_what_the_index_cannot_follow_takes_the_full_check(
+    tmp_path: Path, change: Callable[[FleetRepoBuilder], object]
+) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    change(fleet)
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.NONE and again.index is not None
+
+
+def test_a_rollout_that_failed_to_load_is_fixed_through_the_full_check(tmp_path: Path) -> None:
+    """The loader's finding on the broken file is the previous check's; only a full load drops it."""
+    fleet = base_fleet(tmp_path)
+    fleet.docs.pop(rollout_path("nav-1-0-0"))
+    fleet.file(rollout_path("nav-1-0-0"), "kind: [unclosed\n")
+    fleet.write()
+    content = kept(fleet)
+    assert content.documents
+    fleet.raw.pop(rollout_path("nav-1-0-0"))
+    fleet.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"])
+    again, reuse = recheck(content, fleet)
+    assert reuse is Reuse.NONE and again.documents == ()
+
+
+def test_with_a_memo_a_removed_rollout_takes_the_full_check_and_without_one_the_index(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    memo = DocumentMemo()
+    content = kept(fleet, memo)
+    fleet.remove(rollout_path("arm-1-0-0"))
+    _, reuse = recheck(content, fleet, memo)
+    assert reuse is Reuse.NONE and rollout_path("arm-1-0-0") not in memo.paths()
+    plain = kept(fleet)
+    fleet.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin"])
+    back = documents(plain, fleet)
+    fleet.remove(rollout_path("arm-1-0-0"))
+    gone = documents(back, fleet)
+    assert gone.index is not None and "arm-1-0-0" not in gone.index.targets
+    assert not any(name.endswith("arm-1-0-0") for name in gone.parts)
+
+
+def test_only_the_changed_release_and_rollout_files_are_parsed(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    memo = DocumentMemo()
+    content = kept(fleet, memo)
+    parsed = memo.parsed
+    fleet.release("nav", "1.1.0", config_schema=SCHEMA)
+    fleet.rollout("nav-1-0-0", app="nav", release="1.1.0", cohorts=["canary", "production"])
+    fleet.device("amr-005", site="osaka")
+    again = documents(content, fleet, memo)
+    assert memo.parsed == parsed + 3
+    assert sorted(memo.last.parsed) == [
+        device_path("amr-005"),
+        release_path("nav", "1.1.0"),
+        rollout_path("nav-1-0-0"),
+    ]
+    assert memo.paths() == frozenset(p for p in again.files if p.endswith(".yaml"))
+
+
+def test_a_kept_check_whose_index_moved_on_through_a_rollout_commit_is_checked_in_full(
+    tmp_path: Path,
+) -> None:
+    fleet = base_fleet(tmp_path)
+    first = kept(fleet)
+    fleet.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"])
+    second = documents(first, fleet)
+    assert second.index is first.index
+    fleet.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["production"])
+    _, reuse = recheck(first, fleet)
+    assert reuse is Reuse.NONE
+
+
+# --- the index's selections are planning's own ---------------------------------------------------------
+
+
+ROLLOUT_CHANGES: dict[str, Callable[[FleetRepoBuilder], object]] = {
+    "retargeted to a selector cohort": lambda f: f.rollout(
+        "nav-1-0-0", app="nav", release="1.0.0", cohorts=["berlin"]
+    ),
+    "robots listed, one unknown": lambda f: f.rollout(
+        "nav-1-0-0", app="nav", release="1.0.0", devices=["amr-003", "amr-008", "ghost"]
+    ),
+    "a cohort listing an unknown robot": lambda f: f.rollout(
+        "nav-1-0-0", app="nav", release="1.0.0", cohorts=["orphans", "canary"]
+    ),
+    "paused": lambda f: f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["line-1"], paused=True),
+    "aborted": lambda f: f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["line-1"], aborted=True),
+    "a new release for arm robots only": lambda f: (
+        f.release("nav", "1.1.0", config_schema=SCHEMA, compatibility={"families": ["arm"]}),
+        f.rollout("nav-1-0-0", app="nav", release="1.1.0", cohorts=["canary", "production", "berlin"]),
+    ),
+    "its release edited to exclude robots": lambda f: f.release(
+        "arm", "1.0.0", config_schema={"type": "object"}, compatibility={"hardware_revision": {"min": 3}}
+    ),
+    "a new rollout named before the others": lambda f: f.rollout(
+        "a-arm", app="arm", release="1.0.0", cohorts=["canary"]
+    ),
+    "a rollout removed": lambda f: f.remove(rollout_path("arm-1-0-0")),
+    "with robots in the same commit": lambda f: (
+        f.device("amr-002", site="berlin", labels={"line": "1"}),
+        f.device("amr-050", site="berlin", labels={"line": "1"}),
+        f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin", "canary"]),
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(ROLLOUT_CHANGES.values()), ids=list(ROLLOUT_CHANGES))
+def test_a_rollout_or_release_change_selects_as_planning_resolves_targets(
+    tmp_path: Path, change: Callable[[FleetRepoBuilder], object]
+) -> None:
+    fleet = base_fleet(tmp_path)
+    fleet.cohort("orphans", ["amr-002", "ghost-2"], stage="staging")
+    fleet.device("amr-003", hardware={"model": "mk2", "revision": 4})
+    fleet.write()
+    content = kept(fleet)
+    change(fleet)
+    again = documents(content, fleet)
+    assert again.index is not None
+    fresh = Context(again.spec)
+    mine = again.index.context(again.spec)
+    assert list(mine.selections) == list(fresh.selections)  # by name: the first delivery is the first
+    assert {name: (s.eligible, s.skipped, dict(s.cohorts_of)) for name, s in mine.selections.items()} == {
+        name: (s.eligible, s.skipped, dict(s.cohorts_of)) for name, s in fresh.selections.items()
+    }
+    assert mine.deliveries == fresh.deliveries
+    assert list(again.spec.releases) == list(fresh.spec.releases)
+    assert list(again.spec.rollouts) == list(check_content(again.files).spec.rollouts)  # the loader's order
+
+
+# --- with real gpg: what judge refuses -----------------------------------------------------------------
+
+
+def signed_fleet(root: Path, keys: KeyFactory) -> tuple[FleetRepoBuilder, DocumentMemo, ContentCheck]:
+    fleet = FleetRepoBuilder(root, keys=keys).standard()
+    fleet.release("nav", "1.1.0", config_schema=SCHEMA)
+    fleet.write()
+    memo = DocumentMemo()
+    content, _ = recheck_content(None, fleet.snapshot(), memo=memo)
+    assert judge(content).ok
+    return fleet, memo, content
+
+
+def judged_as_in_full(content: ContentCheck, fleet: FleetRepoBuilder, memo: DocumentMemo) -> ContentCheck:
+    fleet.write()
+    files = fleet.snapshot()
+    again, reuse = recheck_content(content, files, memo=memo)
+    assert reuse is Reuse.DOCUMENTS
+    for strict in (False, True):
+        mine, theirs = judge(again, strict=strict), validate_snapshot(files, strict=strict)
+        for fmt in Format:
+            assert render(mine, fmt) == render(theirs, fmt), fmt
+        assert mine.spec == theirs.spec
+    return again
+
+
+def test_a_release_edited_in_place_is_refused_by_its_signature_and_its_rollouts_approvals(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """Its bytes change under the signatures and approvals made over the old ones: the release's
+    signatures no longer verify and the rollout delivering it loses its approvals. Against the
+    last processed commit (``--base``) it is also refused as modified, through the full check."""
+    fleet, memo, content = signed_fleet(tmp_path, keys)
+    old = content.files
+    path = release_path("nav", "1.0.0")
+    fleet.docs.pop(path)  # written by hand below: nobody signs it again
+    fleet.approvers_of[rollout_path("nav-1-0-0")] = []  # nor approves its rollout again
+    fleet.file(path, fleet.read(path).replace(b"registry.fleet.test", b"evil.example"))
+    again = judged_as_in_full(content, fleet, memo)
+    refused = {(d.file, d.reason) for d in judge(again).errors}
+    assert (path, Reason.BELOW_THRESHOLD) in refused
+    assert ("rollouts/nav-1-0-0.yaml", Reason.APPROVAL_MISSING) in refused
+    against_base = check_content(again.files, base=old)
+    assert [d.reason for d in against_base.parts[IMMUTABILITY]] == [Reason.RELEASE_MODIFIED]
+    assert recheck_content(against_base, again.files)[1] is Reuse.NONE
+
+
+def test_a_rollout_pointed_at_a_withdrawn_release_is_stalled_and_refused_under_strict(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """nav 1.1.0 is withdrawn (approved); a rollout moved onto it is warned about as a full check
+    warns (the controller stalls it) and refused under --strict; an unapproved rollout edit is
+    refused for its approvals."""
+    fleet, memo, content = signed_fleet(tmp_path, keys)
+    fleet.withdrawal("nav", "1.1.0", "crashes on start")
+    fleet.write()
+    content, reuse = recheck_content(content, fleet.snapshot(), memo=memo)
+    assert reuse is Reuse.NONE and judge(content).ok  # a withdrawal is a document: the full check
+    fleet.rollout("nav-1-0-0", app="nav", release="1.1.0", cohorts=["canary", "production"])
+    again = judged_as_in_full(content, fleet, memo)
+    warned = [d for d in judge(again).warnings if d.reason is Reason.RELEASE_WITHDRAWN]
+    assert [d.file for d in warned] == ["rollouts/nav-1-0-0.yaml"]
+    assert not judge(again, strict=True).ok
+    fleet.approvers_of["rollouts/nav-1-1-0.yaml"] = []
+    fleet.rollout("nav-1-1-0", app="nav", release="1.1.0", cohorts=["canary"], approvers=[])
+    unapproved = judged_as_in_full(again, fleet, memo)
+    assert ("rollouts/nav-1-1-0.yaml", Reason.APPROVAL_MISSING) in {
+        (d.file, d.reason) for d in judge(unapproved).errors
+    }
