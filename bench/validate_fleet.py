@@ -11,6 +11,11 @@ signature verified). Goal: (b)/(a) and (c)/(a) at most 5x. Peak memory of readin
 the tree is measured in a fresh interpreter. ``recheck_one_robot`` is what ``controller run`` pays
 for a commit that edits one robot's file: :func:`~fleetcd.validation.incremental.recheck_content`
 from the kept content check, each run editing another robot (content only, like (c)).
+``recheck_new_release_rollout`` is the commonest operator commit: a new navigator release, and the
+navigator rollout (waves over the staging and canary cohorts, a sixth of the fleet) pointed at it,
+rechecked from the kept index (:mod:`fleetcd.validation.rollout_delta`);
+``recheck_new_release_rollout_full`` is the same commits through the full content check (what
+every such commit cost before; the memo still spares parsing the unchanged documents).
 
     python -m bench.validate_fleet [--devices 10000] [--releases 100] [--runs 3]
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -51,6 +57,7 @@ from fleetcd.reasons import Reason
 from fleetcd.trust.gpg import VerifyResult, gpg_binary
 from fleetcd.validation import ValidationResult, validate_snapshot
 from fleetcd.validation.incremental import Reuse, recheck_content
+from fleetcd.validation.pipeline import check_content
 
 NAME = "validate_fleet"
 GOAL_RATIO = 5.0
@@ -111,6 +118,37 @@ class RobotEdits:
         self.files = files
         if reuse is not Reuse.ROBOTS:
             raise SystemExit(f"one robot's edit was checked {reuse.value}, not from the kept index")
+
+
+ROLLOUT = "rollouts/navigator-rollout.yaml"
+
+
+class ReleaseRollouts:
+    """Commits that each add a navigator release and point the navigator rollout at it, rechecked
+    from the previous commit's content check (``full``: checked in full, as before the index)."""
+
+    def __init__(self, files: Files, *, full: bool = False) -> None:
+        self.files = dict(files)
+        self.memo = DocumentMemo()
+        self.content, _ = recheck_content(None, self.files, memo=self.memo)
+        self.full = full
+        self.edits = 0
+
+    def __call__(self) -> None:
+        self.edits += 1
+        version = f"90.{self.edits}.0"
+        files = dict(self.files)
+        files[f"releases/navigator/{version}.yaml"] = fleetgen.release_yaml("navigator", version)
+        files[ROLLOUT] = re.sub(rb"\nrelease: [^\n]*\n", f"\nrelease: {version}\n".encode(), files[ROLLOUT])
+        if self.full:
+            self.content = check_content(files, memo=self.memo, keep_index=True)
+        else:
+            self.content, reuse = recheck_content(self.content, files, memo=self.memo)
+            if reuse is not Reuse.DOCUMENTS:
+                raise SystemExit(
+                    f"a release and rollout commit was checked {reuse.value}, not from the index"
+                )
+        self.files = files
 
 
 def unexpected_errors(result: ValidationResult, signed: bool) -> list[str]:
@@ -192,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = unexpected_errors(content_only(content), signed=False)
         timings["validate_snapshot"] = measure(lambda: content_only(content), runs=runs, warmups=0)
         timings["recheck_one_robot"] = measure(RobotEdits(content), runs=runs)
+        if ROLLOUT in content:
+            timings["recheck_new_release_rollout"] = measure(ReleaseRollouts(content), runs=runs)
+            timings["recheck_new_release_rollout_full"] = measure(
+                ReleaseRollouts(content, full=True), runs=runs
+            )
         timings["read_directory"] = measure(lambda: read_directory(root), runs=runs)
         stages = stage_breakdown(content, runs)
         if signed:

@@ -22,14 +22,16 @@ import pytest
 
 from fleetcd.layout import device_path, release_path, rollout_path
 from fleetcd.loading.memo import DocumentMemo
+from fleetcd.models import parse_version
 from fleetcd.reasons import Reason
-from fleetcd.validation import validate_snapshot
+from fleetcd.validation import apps, validate_snapshot
 from fleetcd.validation.context import Context
 from fleetcd.validation.incremental import Reuse, recheck_content
 from fleetcd.validation.pipeline import (
     CONFIGS_ROBOTS,
     IMMUTABILITY,
     OVERLAP,
+    REFERENCES_DOCUMENTS,
     REQUIRES_CYCLES,
     ContentCheck,
     check_content,
@@ -436,3 +438,62 @@ def test_a_rollout_pointed_at_a_withdrawn_release_is_stalled_and_refused_under_s
     assert ("rollouts/nav-1-1-0.yaml", Reason.APPROVAL_MISSING) in {
         (d.file, d.reason) for d in judge(unapproved).errors
     }
+
+
+# --- the checks the release path runs on every such commit, made cheap -----------------------------------
+
+
+def equal_versions_pairwise(versions: list[str]) -> dict[str, str]:
+    """The rule as it was first written: each version against every earlier one (sorted order)."""
+    found: dict[str, str] = {}
+    ordered = sorted(versions)
+    for index, version in enumerate(ordered):
+        for earlier in ordered[:index]:
+            if parse_version(version).compare(parse_version(earlier)) == 0:
+                found[version] = earlier
+                break
+    return found
+
+
+VERSION_SETS = {
+    "build metadata twice": ["1.0.0", "1.0.0+a", "1.0.0+b", "1.1.0"],
+    "only builds": ["2.0.0+x", "2.0.0+y", "2.0.1+x"],
+    "prereleases differ": ["1.0.0-rc.1", "1.0.0-rc.2", "1.0.0-rc.1+b", "1.0.0"],
+    "numeric prerelease parts": ["1.0.0-rc.10", "1.0.0-rc.9", "1.0.0-rc.9+z"],
+    "none equal": ["1.0.0", "1.0.1", "1.1.0", "10.0.0"],
+}
+
+
+@pytest.mark.parametrize("versions", list(VERSION_SETS.values()), ids=list(VERSION_SETS))
+def test_equal_versions_are_found_as_the_pairwise_rule_finds_them(
+    tmp_path: Path, versions: list[str]
+) -> None:
+    """Grouped by major.minor.patch and parsed once, the check names the same versions and the
+    same earlier version for each as comparing every pair."""
+    fleet = base_fleet(tmp_path)
+    for version in versions:
+        fleet.release("lidar", version)
+    fleet.write()
+    found = {
+        d.file.removeprefix("releases/lidar/").removesuffix(".yaml"): d.message.split(" equals ")[1].split(
+            " "
+        )[0]
+        for d in check_content(fleet.snapshot()).parts[REFERENCES_DOCUMENTS]
+        if d.reason is Reason.DUPLICATE_ID and d.file.startswith("releases/lidar/")
+    }
+    assert found == equal_versions_pairwise(versions)
+
+
+@pytest.mark.parametrize(
+    ("path", "written"),
+    [
+        ("/etc/nav/config.yaml", "/etc/nav/config.yaml"),
+        ("/etc//nav/./config.yaml", "/etc/nav/config.yaml"),
+        ("config.yaml", None),
+        ("conf/nav.yaml", None),
+    ],
+)
+def test_only_absolute_config_paths_can_meet_and_are_compared_normalised(
+    path: str, written: str | None
+) -> None:
+    assert apps.absolute(path) == written

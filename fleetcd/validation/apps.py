@@ -11,6 +11,7 @@ Pure.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 from fleetcd.errors import Diagnostic
@@ -27,9 +28,18 @@ def shared_paths(deliveries: Mapping[str, Sequence[Delivery]]) -> bool:
         for delivery in found:
             release = delivery.release
             config = release.doc.model.config if release is not None else None
-            if config is not None and PurePosixPath(config.path).is_absolute():
-                writers.setdefault(str(PurePosixPath(config.path)), set()).add(app)
+            path = absolute(config.path) if config is not None else None
+            if path is not None:
+                writers.setdefault(path, set()).add(app)
     return any(len(by_app) > 1 for by_app in writers.values())
+
+
+@lru_cache(maxsize=1024)
+def absolute(path: str) -> str | None:
+    """A config path as one file on the robot when absolute (normalised), else None (it lands in
+    the app's own folder). Kept: a fleet's releases name few paths, read once per robot."""
+    pure = PurePosixPath(path)
+    return str(pure) if pure.is_absolute() else None
 
 
 def check(ctx: Context) -> Iterator[Diagnostic]:
@@ -38,9 +48,9 @@ def check(ctx: Context) -> Iterator[Diagnostic]:
         for delivery in deliveries:
             release = delivery.release
             config = release.doc.model.config if release is not None else None
-            if release is None or config is None or not PurePosixPath(config.path).is_absolute():
+            path = absolute(config.path) if config is not None else None
+            if release is None or path is None:
                 continue
-            path = str(PurePosixPath(config.path))
             writers.setdefault((device, path), {})[app] = release
     shared: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     entries: dict[tuple[str, str], ReleaseEntry] = {}

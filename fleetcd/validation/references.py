@@ -224,16 +224,20 @@ def _equal_versions(ctx: Context) -> Iterator[Diagnostic]:
     for app, version in ctx.spec.releases:
         by_app.setdefault(app, []).append(version)
     for app in sorted(by_app):
-        versions = sorted(by_app[app])
-        for index, version in enumerate(versions):
-            for earlier in versions[:index]:
-                if parse_version(version).compare(parse_version(earlier)) == 0:
-                    doc = ctx.spec.releases[(app, version)].doc
+        # Equal versions share major.minor.patch: each version is compared only within its group
+        # (in sorted order, as before), each parsed once.
+        groups: dict[tuple[int, int, int], list[tuple[str, Any]]] = {}
+        for version in sorted(by_app[app]):
+            parsed = parse_version(version)
+            groups.setdefault((parsed.major, parsed.minor, parsed.patch), []).append((version, parsed))
+        for group in groups.values():
+            for index, (version, parsed) in enumerate(group):
+                earlier = next((e for e, other in group[:index] if parsed.compare(other) == 0), None)
+                if earlier is not None:
                     yield at(
-                        doc,
+                        ctx.spec.releases[(app, version)].doc,
                         ("version",),
                         f"version {version} equals {earlier} (build metadata does not order releases); "
                         "publish a new version number instead",
                         Reason.DUPLICATE_ID,
                     )
-                    break
