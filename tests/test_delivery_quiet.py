@@ -220,7 +220,7 @@ def test_an_equal_but_different_device_file_is_not_quiet() -> None:
     memo = QuietMemo()
     files = {"a": _file("a"), "b": _file("b")}
     scope = scope_of("inputs", {}, {}, namespaces=True)
-    memo.remember(scope, files, ["a", "b"])
+    memo.remember(scope, files)
     again = {"a": files["a"], "b": _file("b")}
     assert again["b"] == files["b"]
     assert memo.quiet(scope, again) == {"a"}
@@ -241,7 +241,7 @@ def test_a_change_of_what_every_robot_depends_on_leaves_no_robot_quiet(changed: 
 
     files = {"a": _file("a")}
     memo = QuietMemo()
-    memo.remember(scope(base), files, ["a"])
+    memo.remember(scope(base), files)
     assert memo.quiet(scope(base), files) == {"a"}
     assert memo.quiet(scope(other), files) == frozenset()
 
@@ -272,7 +272,7 @@ def test_a_rollouts_new_generation_or_release_commits_leave_only_its_robots_not_
         "none": _file("none"),
     }
     memo = QuietMemo()
-    memo.remember(scope_of("x", before, {}, namespaces=True), files, list(files))
+    memo.remember(scope_of("x", before, {}, namespaces=True), files)
     assert memo.quiet(scope_of("x", before, {}, namespaces=True), files) == set(files)
     assert memo.quiet(scope_of("x", after, {}, namespaces=True), files) == {"other", "none"}
 
@@ -295,7 +295,7 @@ def test_a_robot_given_a_new_record_is_quiet_next_time_only_while_its_file_holds
     scope = scope_of("inputs", {}, {}, namespaces=True)
     before = {"a": _file("a"), "b": _file("b"), "c": _file("c")}
     written = _record("1" * 64)
-    memo.remember(scope, before, [], {"a": written, "b": written, "c": written})
+    memo.remember(scope, before, {"a": written, "b": written, "c": written})
     parsed = {
         "a": before["a"].model_copy(update={"desired": written}),
         "b": before["b"].model_copy(update={"desired": _record("2" * 64)}),  # another record
@@ -359,25 +359,28 @@ def test_a_file_holding_a_record_that_differs_from_the_written_one_in_any_field_
     memo = QuietMemo()
     scope = scope_of("inputs", {}, {}, namespaces=True)
     written = _record("1" * 64)
-    memo.remember(scope, {"a": _file("a")}, [], {"a": written})
+    memo.remember(scope, {"a": _file("a")}, {"a": written})
     same = _file("a").model_copy(update={"desired": written.model_copy()})
     other = _file("a").model_copy(update={"desired": written.model_copy(update={field: value})})
     assert memo.quiet(scope, {"a": same}) == {"a"}
     assert memo.quiet(scope, {"a": other}) == frozenset()
 
 
-def test_the_memo_drops_the_robots_not_left_alone_and_holds_each_robots_newest_file() -> None:
-    """remember changes the held robots in place: a robot no longer left alone (moved, or gone from
-    the fleet) is dropped, a robot left alone with a new file is held with that file, and a robot
-    named ``unchanged`` keeps the very file held; what is held is what a fresh memo would hold."""
+def test_the_memo_finds_the_robots_rewritten_new_and_gone_and_holds_each_robots_newest_file() -> None:
+    """Between two reconciles a robot's file rewritten, a robot new and one gone: the touched
+    robots are the rewritten and the new one, the gone one is named apart, and after remember the
+    memo holds exactly the robots and files of the reconcile that remembered (a fresh memo's)."""
     scope = scope_of("inputs", {}, {}, namespaces=True)
-    files = {d: _file(d) for d in ("a", "b", "c", "d")}
+    files = {d: _file(d) for d in ("a", "b", "c")}
     memo = QuietMemo()
-    memo.remember(scope, files, ["a", "b", "c"])
-    later = {"a": files["a"], "b": _file("b"), "d": files["d"]}  # c gone, b rewritten, d new
-    memo.remember(scope, later, {"a", "b", "d"}, unchanged=frozenset({"a"}))
+    memo.remember(scope, files)
+    later = {"a": files["a"], "b": _file("b"), "d": _file("d")}  # c gone, b rewritten, d new
+    found = memo.touched(scope, later)
+    assert found is not None
+    assert (found.touched, found.settled, found.gone) == ({"b", "d"}, frozenset(), frozenset({"c"}))
+    memo.remember(scope, later)
     fresh = QuietMemo()
-    fresh.remember(scope, later, ["a", "b", "d"])
+    fresh.remember(scope, later)
     assert memo.robots.keys() == fresh.robots.keys() == {"a", "b", "d"}
     assert all(memo.robots[d] is later[d] for d in later)
     assert memo.quiet(scope, later) == {"a", "b", "d"}

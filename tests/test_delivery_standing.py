@@ -14,19 +14,20 @@ import subprocess
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import pygit2
 import pytest
 
-from controller.delivery.prune import list_desired
+from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.select import select, slot
-from controller.delivery.standing import StandingMemo, moved_devices
+from controller.delivery.standing import StandingMemo, changed_refs, moved_devices
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.state.model import PublishedDesired
 from fleetcd.git.objects import list_refs
-from fleetcd.git.refs import NAMESPACES_PREFIX
+from fleetcd.git.refs import NAMESPACES_PREFIX, desired_ref_device
 from fleetcd.git.repo import Oid
 from tests.gpgkeys import KeyFactory
 from tests.sim.robots import PinningRobot
@@ -91,7 +92,7 @@ def test_a_ref_planted_or_deleted_on_a_quiet_robot_takes_it_out_of_the_index() -
     del now[ref("r3")]
     now["refs/fleetcd/desired/r4"] = oid(98)  # the flat layout, planted
     assert moved_devices(now, before) == {"r2", "r3", "r4"}
-    assert memo.standing(frozenset(records), now) == {"r1"}
+    assert memo.stand(dict.fromkeys(records), [], now) == {"r2", "r3", "r4"}
     assert set(memo.held) == {"r1"}
     assert memo.groups == {NOW + LIFETIME: {slot("r1"): {"r1"}}}
 
@@ -103,16 +104,16 @@ def test_a_robot_no_longer_quiet_leaves_its_slot_group_and_its_serial() -> None:
     listed = {ref("r1"): oid(1), ref("r2"): oid(2)}
     memo = memo_of(records, listed)
     assert memo.highest_serial() == 7
-    assert memo.standing(frozenset({"r1"}), listed) == {"r1"}
+    assert memo.stand(dict.fromkeys(records), ["r2"], listed) == {"r2"}
     assert memo.highest_serial() == 3
     assert list(memo.groups) == [NOW + LIFETIME]
-    assert memo.standing(frozenset(), listed) == frozenset()
+    assert memo.stand(dict.fromkeys(records), ["r1", "r2"], listed) == {"r1", "r2"}
     assert (memo.held, memo.groups, dict(memo.serials)) == ({}, {}, {})
 
 
 def test_a_first_reconcile_finds_no_robot_standing() -> None:
     """Nothing remembered yet (a new controller, or ``reconcile --once``): every robot the full way."""
-    assert StandingMemo().standing(frozenset({"r1"}), {ref("r1"): oid(1)}) == frozenset()
+    assert StandingMemo().stand({"r1": 1}, [], {ref("r1"): oid(1)}) == {"r1"}
 
 
 def test_a_renewed_robot_moves_to_its_new_expirys_group() -> None:
@@ -121,14 +122,97 @@ def test_a_renewed_robot_moves_to_its_new_expirys_group() -> None:
     memo.remember({ref("r1"): oid(2)}, {}, [], {"r1": record(NOW + 2 * LIFETIME, serial=4)})
     assert memo.groups == {NOW + 2 * LIFETIME: {slot("r1"): {"r1"}}}
     assert dict(memo.serials) == {4: 1}
-    assert memo.standing(frozenset({"r1"}), {ref("r1"): oid(1)}) == frozenset()  # the old commit back
+    assert memo.stand({"r1": 1}, [], {ref("r1"): oid(1)}) == {"r1"}  # the old commit back
 
 
-def test_owned_refs_are_made_again_when_the_fleet_or_the_layout_changes() -> None:
+def test_a_quiet_robot_the_memo_does_not_hold_does_not_stand() -> None:
+    """A reconcile that stopped half way (its robots taken out of the index, never put back) or a
+    robot that left the fleet without being named: the memo's count no longer covers the fleet,
+    so the robots it lacks are returned (the full way) and the gone one leaves the index."""
+    records = {d: record(NOW + LIFETIME) for d in ("r1", "r2", "r3")}
+    listed = {ref(d): oid(n) for n, d in enumerate(records, 1)}
+    memo = memo_of(records, listed)
+    memo.stand(dict.fromkeys(records), ["r2"], listed)  # r2 out, then the reconcile stopped
+    assert memo.stand(dict.fromkeys(records), [], listed) == {"r2"}
+    assert set(memo.held) == {"r1", "r3"}
+    assert memo.stand(dict.fromkeys(["r1", "r2", "x"]), [], listed) == {"r2", "x"}  # r3 gone
+    assert set(memo.held) == {"r1"}
+    assert memo.groups == {NOW + LIFETIME: {slot("r1"): {"r1"}}}
+
+
+def random_listing(rng: random.Random, devices: list[str]) -> dict[str, Oid]:
+    """Robots' refs in both layouts (some missing), strays of another robot, and refs of the
+    desired shape for robots not in the fleet."""
+    listed: dict[str, Oid] = {}
+    for n, device in enumerate(devices):
+        if rng.random() < 0.9:
+            listed[ref(device)] = oid(n)
+        if rng.random() < 0.1:
+            listed[delivery_ref(device, namespaces=False)] = oid(1000 + n)
+    for n in range(rng.randrange(0, 4)):
+        listed[ref(f"gone-{n}")] = oid(2000 + n)
+        listed[delivery_ref(f"old-{n}", namespaces=False)] = oid(3000 + n)
+    return listed
+
+
+def shaken(rng: random.Random, listed: dict[str, Oid], devices: list[str]) -> dict[str, Oid]:
+    """The listing after refs were planted (either layout, new names too), deleted and moved."""
+    after = dict(listed)
+    for _ in range(rng.randrange(0, 6)):
+        device = rng.choice([*devices, "stranger", "gone-0"])
+        name = delivery_ref(device, namespaces=rng.random() < 0.5)
+        kind = rng.random()
+        if kind < 0.4:
+            after[name] = oid(rng.randrange(5000, 6000))
+        elif kind < 0.7:
+            after.pop(name, None)
+        else:
+            after[f"refs/namespaces/{device}/refs/heads/main"] = oid(7000)  # not a desired-state ref
+    return after
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_stale_refs_patched_by_the_refs_that_moved_are_the_stale_refs_judged_over_every_ref(
+    seed: int,
+) -> None:
+    """Reconcile after reconcile (the layout switched now and then, robots joining and leaving,
+    refs planted, deleted and moved on either layout): the stale refs the memo gives (its own,
+    patched by the refs that moved since) are exactly prune.stale_refs over the whole listing."""
+    rng = random.Random(seed)
+    fleet = [f"r{n}" for n in range(rng.randrange(1, 40))]
+    listed = random_listing(rng, fleet)
     memo = StandingMemo()
-    assert memo.owned_refs({"r1": 1}, namespaces=True) == {ref("r1")}
-    assert memo.owned_refs({"r1": 1, "r2": 2}, namespaces=True) == {ref("r1"), ref("r2")}
-    assert memo.owned_refs({"r2": 2}, namespaces=False) == {delivery_ref("r2", namespaces=False)}
+    namespaces, patched = True, 0
+    for _ in range(6):
+        if rng.random() < 0.15:
+            namespaces = not namespaces
+        if rng.random() < 0.2:
+            fleet = sorted(set(rng.sample(fleet, max(1, len(fleet) - 2))) | {f"new{rng.randrange(9)}"})
+        devices = dict.fromkeys(fleet)
+        memo.stand(devices, [], listed)
+        patched += memo.moved is not None and memo.stale_for == (list(devices), namespaces)
+        stale = memo.stale_refs(listed, devices, list(devices), namespaces=namespaces)
+        assert stale == stale_refs(listed, devices, namespaces=namespaces)
+        assert list(stale) == sorted(stale)
+        memo.remember(listed, {}, [], {}, stale=(stale, list(devices), namespaces))
+        listed = shaken(rng, listed, fleet)
+    assert patched  # the patched path ran (not only the judgement over every ref)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_refs_that_moved_are_those_a_ref_by_ref_comparison_finds(seed: int) -> None:
+    """changed_refs of two dict listings (a symmetric difference of their items) and of two other
+    mappings (a ref by ref comparison) name the same refs as comparing every ref of both."""
+    rng = random.Random(seed)
+    fleet = [f"r{n}" for n in range(rng.randrange(0, 30))]
+    before = random_listing(rng, fleet)
+    now = shaken(rng, before, fleet)
+    expected = {r for r in before.keys() | now.keys() if before.get(r) != now.get(r)}
+    assert changed_refs(now, before) == expected
+    assert changed_refs(MappingProxyType(now), MappingProxyType(before)) == expected
+    assert moved_devices(now, before) == {
+        found[0] for r in expected if (found := desired_ref_device(r)) is not None
+    }
 
 
 def test_an_older_commit_of_its_own_replayed_on_a_standing_robots_ref_is_rewritten(

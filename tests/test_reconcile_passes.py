@@ -13,6 +13,7 @@ run), never timed.
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 
 from controller.delivery.bundles import DeliverySource, stages_of
@@ -27,14 +29,15 @@ from controller.delivery.inputs import BundleInputs
 from controller.delivery.prune import list_desired
 from controller.delivery.select import slot
 from controller.delivery.write import delivery_ref
-from controller.reconcile import delivery_step, due, rollouts
+from controller.reconcile import delivery_step, due, rollouts, steps
 from controller.reconcile import write as write_step
 from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
-from controller.reconcile.delivery_step import _historic_evidence
+from controller.reconcile.delivery_step import Delivered, _historic_evidence
 from controller.reconcile.rollouts import FleetContext, plan_rollout
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
 from controller.state.model import DeviceFile
+from fleetcd.desired import ROOT_FILE
 from fleetcd.git.objects import ref_target
 from fleetcd.git.packedrefs import read_refs
 from fleetcd.git.trees import read_tree
@@ -335,3 +338,162 @@ def test_the_stages_of_targeted_robots_are_what_the_fleet_wide_pass_gives_them(s
     wanted = rng.sample([*ids, "ghost", "unknown"], rng.randrange(0, len(ids) + 2))
     everyone = device_stages(cohorts, devices)
     assert stages_of(cohorts, devices, wanted) == {d: everyone[d] for d in wanted if d in everyone}
+
+
+# --- the delivery step with memos decides what it decides without them ------------------------
+
+
+@pytest.fixture
+def twin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Delivered]:
+    """Every delivery step the cached controller runs also runs cold (``reconcile --once``: no
+    memo) on a copy of the mirror, with the very same inputs, before the real one; the two must
+    decide the same (:func:`same_delivery`). The real step's results, one per delivery step."""
+    real = steps.deliver_desired
+    seen: list[Delivered] = []
+
+    def both(
+        repo: Any, fleet: Any, meta: Any, devices: Any, rollouts: Any, settings: Any, now: Any, **kw: Any
+    ) -> Delivered:
+        copy = tmp_path / f"twin-{len(seen)}"
+        shutil.copytree(repo.path, copy)
+        cold_repo = pygit2.Repository(str(copy))
+        cold_listed = dict(kw["listed"])
+        cold = real(
+            cold_repo,
+            fleet,
+            meta,
+            dict(devices),
+            rollouts,
+            replace(settings, cache=None),
+            now,
+            listed=cold_listed,
+        )
+        warm = real(repo, fleet, meta, devices, rollouts, settings, now, **kw)
+        same_delivery(cold, warm, cold_repo, repo)
+        seen.append(warm)
+        return warm
+
+    monkeypatch.setattr(steps, "deliver_desired", both)
+    return seen
+
+
+def same_delivery(
+    cold: Delivered, warm: Delivered, cold_repo: pygit2.Repository, repo: pygit2.Repository
+) -> None:
+    """The same serial and root, the same robots moved (changed, healed, renewed) and the same next
+    renewal, the same records written (but for the commit ids, which cover gpg's signature time),
+    the same stale refs, roots ignored and refs left; each moved robot's commit holds the same
+    files, but for the root's signature."""
+    assert (cold.serial, cold.root_sha256) == (warm.serial, warm.root_sha256)
+    assert cold.selection == warm.selection
+    assert cold.moved == warm.moved and cold.refs.keys() == warm.refs.keys()
+    assert cold.published.keys() == warm.published.keys()
+    for device, record in cold.published.items():
+        mine = warm.published[device]
+        assert record.model_dump(exclude={"commit"}) == mine.model_dump(exclude={"commit"}), device
+        if device not in warm.selection.moving:
+            assert record.commit == mine.commit, device  # relabelled: the commit it holds
+    assert cold.stale == warm.stale and cold.ignored_roots == warm.ignored_roots
+    assert cold.listed.keys() == warm.listed.keys()
+    assert {r: o for r, o in cold.listed.items() if r not in cold.refs} == {
+        r: o for r, o in warm.listed.items() if r not in warm.refs
+    }
+    for ref in warm.refs:
+        assert _files(cold_repo, cold.refs[ref]) == _files(repo, warm.refs[ref]), ref
+
+
+def _files(repo: pygit2.Repository, commit: pygit2.Oid) -> dict[str, bytes]:
+    tree = repo[commit].peel(pygit2.Tree)
+    return {e.name: repo[e.id].read_raw() for e in tree if e.name != f"{ROOT_FILE}.asc"}
+
+
+def server_refs(world: ControllerWorld) -> dict[str, str]:
+    return {r: str(o) for r, o in list_desired(pygit2.Repository(str(world.server))).items()}
+
+
+def update_ref(world: ControllerWorld, *args: str) -> None:
+    subprocess.run(["git", "--git-dir", str(world.server), "update-ref", *args], check=True)
+
+
+ACTIONS = [
+    "heartbeat",
+    "deployed",
+    "planted",
+    "deleted",
+    "replayed",
+    "stray",
+    "days",
+    "soak",
+    "spare",
+    "quiet",
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_random_life_delivers_with_memos_what_it_delivers_without_them(
+    world: ControllerWorld, twin: list[Delivered], seed: int
+) -> None:
+    """Reports, heartbeats, waves soaking, days passing (renewals), a robot joining main, and
+    attacks on robots' desired-state refs while they stand (another robot's commit planted, a ref
+    deleted, an older commit of its own replayed, a ref of the other layout or of no robot
+    planted), in a random order: every delivery step of the cached controller decides exactly
+    what the same step without any memo decides from the same inputs (the twin), a ref is healed
+    the reconcile after it was touched, and no other robot's ref moves."""
+    rng = random.Random(seed)
+    world.reconcile()
+    seen: dict[str, list[str]] = {}  # robot -> commits its ref held, for replays
+    spare = False
+    for step in range(9):
+        action = rng.choice(ACTIONS)
+        before = server_refs(world)
+        for ref, target in before.items():
+            seen.setdefault(ref, []).append(target)
+        victim = rng.choice(FLEET)
+        mine = delivery_ref(victim, namespaces=True)
+        touched = {mine}
+        if action == "heartbeat":
+            world.sim.push_report(victim, world.clock.now)
+        elif action == "deployed":
+            for device in rng.sample(FLEET, 5):
+                try:
+                    world.sim.report(device, "nav", "deployed", world.clock.now)
+                except ValueError:
+                    continue  # no nav deployment for it (yet)
+        elif action == "planted":
+            update_ref(world, mine, before[delivery_ref(rng.choice(FLEET), namespaces=True)])
+        elif action == "deleted":
+            update_ref(world, "-d", mine)
+        elif action == "replayed" and len(set(seen[mine])) > 1:
+            update_ref(world, mine, seen[mine][0])
+        elif action == "stray":
+            stray = delivery_ref(rng.choice([victim, "ghost-1"]), namespaces=False)
+            update_ref(world, stray, before[mine])
+            touched.add(stray)
+        elif action == "days":
+            world.clock.tick(rng.randrange(1, 4) * 86400)
+        elif action == "soak":
+            world.clock.tick(61)
+        elif action == "spare" and not spare:
+            spare = True
+            text = (world.fleet.root / "devices" / "prod-7.yaml").read_text().replace("prod-7", "spare-1")
+            (world.fleet.root / "devices" / "spare-1.yaml").write_text(text)
+            world.fleet.git("add", "devices/spare-1.yaml")
+            world.fleet.git("commit", "-qm", "a spare robot")
+            world.fleet.git("push", "-q", str(world.server), "main")
+        world.sim.push_report("prod-5", world.clock.now)  # so that the reconcile runs in full
+        world.clock.tick(10)
+        ran = len(twin)
+        world.reconcile()
+        assert len(twin) == ran + 1, (step, action)
+        delivered = twin[-1]
+        after = server_refs(world)
+        moved = {r for r in before.keys() | after.keys() if before.get(r) != after.get(r)}
+        assert moved <= set(delivered.refs) | set(delivered.stale) | touched, (step, action)
+        for ref in delivered.stale:
+            assert ref not in after, (step, action)
+        state = load_state(open_mirror(world.settings.source))
+        for device, data in state.devices.items():  # every robot's ref is its recorded commit again
+            assert (
+                data.desired is not None
+                and after[delivery_ref(device, namespaces=True)] == data.desired.commit
+            )

@@ -190,6 +190,8 @@ class BundleInputs:
         digest, probe = self._compute(device, records)
         if probe is not None:
             self._next[device] = _Held(records, probe, digest)
+        else:  # not kept (its layers come from main's cohorts): nor an older entry, carried
+            self._next.pop(device, None)
         return digest
 
     def keep(self, device: str, records: Sequence[DeploymentRecord]) -> None:
@@ -206,24 +208,32 @@ class BundleInputs:
         if held is not None:
             self._next[device] = held if held.records is records else _Held(records, held.probe, held.digest)
 
-    def carry(self, quiet: AbstractSet[str], records: Mapping[str, Sequence[DeploymentRecord]]) -> None:
-        """:meth:`keep` for every robot of ``quiet`` at once, before any :meth:`digest`: the memo's
-        entries are carried whole and the robots not quiet dropped (a set difference, not a pass in
-        Python over the quiet robots); ``records``: the quiet robots whose records are a new object
-        (settled by the last write), kept with them so that next time ``is`` holds."""
+    def carry(
+        self,
+        gone: AbstractSet[str],
+        records: Mapping[str, Sequence[DeploymentRecord]],
+    ) -> None:
+        """Before any :meth:`digest`: every memo entry is carried into this reconcile's as it is,
+        the memo being patched in place (the robots asked about are then looked up and replaced
+        in it, one at a time), for a caller that knows every robot of the memo not asked about to
+        be quiet (:mod:`controller.delivery.quiet`: its records and scope unchanged), so that the
+        entries outlive the reconciles that skip them. ``gone``: robots no longer in the fleet,
+        dropped. ``records``: the quiet robots whose records are a new object (settled by the last
+        write), kept with them so that next time ``is`` holds. Work: those robots, not the fleet."""
         if self._memo is None:
             return
         if self._held is None:
             self._scope_now = self.scope()
             self._held = self._memo.held if self._memo.scope == self._scope_now else {}
-        carried = dict(self._held)
-        for device in carried.keys() - quiet:
-            del carried[device]
+        if self._held is not self._memo.held:  # another scope: nothing of the memo holds
+            return
+        self._next = self._held
+        for device in gone:
+            self._next.pop(device, None)
         for device, now in records.items():
-            held = carried.get(device)
+            held = self._next.get(device)
             if held is not None and held.records is not now:
-                carried[device] = _Held(now, held.probe, held.digest)
-        self._next.update(carried)
+                self._next[device] = _Held(now, held.probe, held.digest)
 
     def remember(self) -> None:
         """Keep this reconcile's digests in the memo, for the robots asked about (no others)."""

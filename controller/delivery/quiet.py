@@ -31,9 +31,11 @@ computation. ``controller reconcile --once`` keeps no memo and computes everythi
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 
 from controller.records.model import DeploymentRecord
 from controller.state.model import DeviceFile, PublishedDesired, RolloutState
@@ -72,30 +74,58 @@ def scope_of(
 
 @dataclass
 class QuietMemo:
-    """The robots left alone by the last reconcile that delivered, kept between reconciles by
-    ``controller run`` (:class:`~controller.reconcile.memo.RobotMemo`)."""
+    """The robots of the last reconcile that delivered, kept between reconciles by ``controller
+    run`` (:class:`~controller.reconcile.memo.RobotMemo`): every robot's device file as that
+    reconcile found it, and of those it gave a new record, the record and the records it was
+    digested from. Every other robot it had was left alone.
+
+    The next reconcile compares its robots with these by identity, in C (the ids as one list, the
+    files as one list beside it: about 4 ms at 100,000 robots), and gets the robots that are **not**
+    quiet: a ``set`` of the robots the change touched, not the fleet's quiet robots. Everything the
+    delivery step then does per robot is over those (:mod:`controller.delivery.standing` keeps the
+    quiet robots' selection by group)."""
 
     scope: Scope | None = None
-    robots: dict[str, DeviceFile] = field(default_factory=dict)  # robot -> its device file then
-    # Robots the last reconcile gave a new record (moved, or a new inputs digest): their device file
+    ids: list[str] = field(default_factory=list)  # the robots of that reconcile, in its order
+    files: list[DeviceFile] = field(default_factory=list)  # each one's device file then, beside ``ids``
+    # Robots that reconcile gave a new record (moved, or a new inputs digest): their device file
     # is written and parsed anew, so it is a new object next time. Robot -> (the records its inputs
     # were digested from, the record written): quiet next time while its file holds both (by value).
     settled: dict[str, tuple[tuple[DeploymentRecord, ...], PublishedDesired]] = field(default_factory=dict)
+    loose: frozenset[str] = frozenset()  # robots neither left alone nor settled: the full way next time
+
+    @property
+    def robots(self) -> dict[str, DeviceFile]:
+        """The robots left alone, with the device file each was found with (a pass over the fleet:
+        for tests and tools, not for a reconcile)."""
+        return {
+            device: data
+            for device, data in zip(self.ids, self.files, strict=True)
+            if device not in self.settled and device not in self.loose
+        }
 
     def quiet(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> frozenset[str]:
-        """The robots of ``devices`` that are quiet under ``scope``: none when its fixed part
-        changed; where a rollout's generation or release commits changed, or its state appeared or
-        went, not the robots with a record of it (the others' historic evidence is untouched)."""
-        same, settled = self.split(scope, devices)
-        return same | settled
+        """The robots of ``devices`` that are quiet under ``scope`` (a pass over the fleet: for
+        tests and tools; a reconcile asks :meth:`touched`)."""
+        found = self.touched(scope, devices)
+        return frozenset() if found is None else frozenset(devices.keys() - found.touched)
 
-    def split(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> tuple[frozenset[str], frozenset[str]]:
-        """:meth:`quiet`'s robots in two: those with the very device file the memo holds, and those
-        settled by the record last written (their file is a new object)."""
+    def touched(self, scope: Scope, devices: Mapping[str, DeviceFile]) -> Touched | None:
+        """The robots of ``devices`` that are not quiet under ``scope`` (None: no robot is quiet,
+        the fixed scope changed or nothing is remembered): those whose device file is not the very
+        one the memo holds and that are not settled by the record last written, the memo's loose
+        ones, and, where a rollout's generation or release commits changed (or its state appeared
+        or went), the robots with a record of it (the others' historic evidence is untouched)."""
         if self.scope is None or scope.fixed != self.scope.fixed:
-            return frozenset(), frozenset()
-        held = self.robots
-        same = {d for d, data in devices.items() if held.get(d) is data}
+            return None
+        ids = list(devices)
+        if ids == self.ids:  # the same robots in the same order (the usual case): compared in C
+            differ = set(compress(ids, map(is_not, devices.values(), self.files)))
+            gone: set[str] = set()
+        else:
+            held = dict(zip(self.ids, self.files, strict=True))
+            differ = set(compress(ids, map(is_not, devices.values(), map(held.get, ids))))
+            gone = held.keys() - devices.keys()
         settled = set()
         for device, (records, written) in self.settled.items():
             data = devices.get(device)
@@ -105,37 +135,44 @@ class QuietMemo:
                 and (data.records is records or data.records == records)
             ):
                 settled.add(device)
+        touched = (differ | self.settled.keys()) - settled
+        touched.update(self.loose)
         changed = scope.changed_rollouts(self.scope)
-        if changed:
-            same = {d for d in same if not any(r.rollout in changed for r in devices[d].records)}
-            settled = {d for d in settled if not any(r.rollout in changed for r in devices[d].records)}
-        return frozenset(same), frozenset(settled)
+        if changed:  # rare (a new generation, a release put out): a pass over the robots' records
+            touched.update(
+                d for d, data in devices.items() if any(r.rollout in changed for r in data.records)
+            )
+        touched = {device for device in touched if device in devices}  # not the robots gone
+        return Touched(touched, frozenset(settled - touched), frozenset(gone))
 
     def remember(
         self,
         scope: Scope,
         devices: Mapping[str, DeviceFile],
-        left: Iterable[str],
         settled: Mapping[str, PublishedDesired] | None = None,
-        *,
-        unchanged: AbstractSet[str] = frozenset(),
+        loose: AbstractSet[str] = frozenset(),
     ) -> None:
-        """After a reconcile: the robots ``left`` alone (inputs as recorded, not moved, no new
-        record), with the device file each was found with; and the robots ``settled`` by a new
-        record (robot -> the record, whose inputs digest is that of its records now).
-        ``unchanged``: robots whose device file is the very one the memo holds for them (quiet by
-        identity), which need no update: the robots held are changed in place, for the robots
-        that left or came alone (a pass over every robot only as a set difference)."""
-        left = left if isinstance(left, AbstractSet) else set(left)
-        robots = self.robots
-        for device in robots.keys() - left:
-            del robots[device]
-        for device in left - unchanged if unchanged else left:
-            robots[device] = devices[device]
+        """After a reconcile over ``devices`` (as it found them): the robots ``settled`` by a new
+        record (robot -> the record, whose inputs digest is that of its records now) and the
+        ``loose`` ones (neither left alone nor settled); every other robot was left alone (inputs
+        as recorded, not moved, no new record). Two lists of references and the settled robots:
+        nothing is done per robot left alone."""
         self.scope = scope
+        self.ids, self.files = list(devices), list(devices.values())
         self.settled = {
             device: (devices[device].records, written) for device, written in (settled or {}).items()
         }
+        self.loose = frozenset(loose)
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What :meth:`QuietMemo.touched` finds: the robots not quiet, the quiet ones settled by the
+    record last written (their records are a new object), and the memo's robots gone since."""
+
+    touched: set[str]
+    settled: frozenset[str]
+    gone: frozenset[str]
 
 
 def _same_record(found: PublishedDesired | None, written: PublishedDesired) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -109,23 +110,30 @@ def deliver(
     if listed is None:
         listed = list_desired(repo)  # one pass over the mirror's refs serves everything below
     memo = settings.cache.robots if settings.cache is not None else None
-    owned = memo.standing.owned_refs(devices, namespaces=namespaces) if memo is not None else None
-    stale = stale_refs(listed, devices, namespaces=namespaces, owned=owned)
     source = _source(ctx, memo)
     evidence: dict[EvidenceKey, Evidence] = {}  # historic evidence, read for the robots that need it
     inputs = BundleInputs(source, evidence, memo.inputs if memo is not None else None)
-    # Robots the last reconcile left alone, with the same device file and scope: their inputs are
-    # their recorded ones (controller.delivery.quiet), so no per-robot pass below reads them. Of
-    # those, the standing ones (their ref unmoved since: controller.delivery.standing) are kept
-    # with their recorded content, and only their renewal slot is looked at, by group.
-    scope, standing = None, frozenset[str]()
-    same = settled = quiet = frozenset[str]()
+    # Robots the last reconcile left alone, with the same device file and scope, are quiet: their
+    # inputs are their recorded ones (controller.delivery.quiet), so no per-robot pass below reads
+    # them. Of those, the standing ones (their ref unmoved since: controller.delivery.standing) are
+    # kept with their recorded content, and only their renewal slot is looked at, by group. Both
+    # memos answer with the robots that are *not* quiet (``touched``) or not standing
+    # (``others``): every pass below is over those, not over the fleet.
+    scope, found = None, None
+    touched: AbstractSet[str] = devices.keys()
+    others: AbstractSet[str] = devices.keys()
+    ids: list[str] = []
     if memo is not None and devices:
+        ids = list(devices)
         scope = scope_of(inputs.scope(), rollouts, source.release_sha256, namespaces=namespaces)
-        same, settled = memo.quiet.split(scope, devices)
-        quiet = same | settled
-        standing = memo.standing.standing(quiet, listed)
-    others = devices.keys() - standing if standing else devices.keys()
+        found = memo.quiet.touched(scope, devices)
+        if found is not None:
+            touched = found.touched
+        others = memo.standing.stand(devices, [*touched, *(found.gone if found else ())], listed)
+        stale = memo.standing.stale_refs(listed, devices, ids, namespaces=namespaces)
+    else:
+        stale = stale_refs(listed, devices, namespaces=namespaces)
+    standing = memo is not None and len(others) < len(devices)  # some robots stand
     recorded = {device: devices[device].desired for device in others}
     kept: set[str] = set()
     refs = {}
@@ -155,10 +163,11 @@ def deliver(
     serial = published.next_serial
     lifetime = timedelta(seconds=ctx.fleet.defaults.bundle_expiry_seconds)
     expires = now + lifetime
-    touched = {device: devices[device] for device in devices.keys() - quiet} if quiet else devices
-    evidence.update(_historic_evidence(repo, source, rollouts, touched))
-    inputs.carry(quiet, {device: devices[device].records for device in settled} if quiet else {})
-    keys = {device: inputs.digest(device, data.records) for device, data in touched.items()}
+    digested = {device: devices[device] for device in touched} if found is not None else devices
+    evidence.update(_historic_evidence(repo, source, rollouts, digested))
+    if found is not None:
+        inputs.carry(found.gone, {device: devices[device].records for device in found.settled})
+    keys = {device: inputs.digest(device, data.records) for device, data in digested.items()}
     inputs.remember()
     bundles: dict[str, Bundle] = {}
     encoded: dict[str, bytes] = {}  # bundle.json of each robot built, as written if its ref moves
@@ -173,8 +182,9 @@ def deliver(
 
     # A robot whose inputs are the recorded ones holds the recorded content: not built again.
     digests = {d: _unchanged(recorded[d], key) or build(d) for d, key in keys.items()}
-    for device in quiet - standing if standing else quiet:
-        digests[device] = _content(recorded[device])
+    for device in others:  # quiet, not standing: the recorded content
+        if device not in touched:
+            digests[device] = _content(recorded[device])
     chosen = select(
         digests,
         recorded,
@@ -186,7 +196,7 @@ def deliver(
     )
     moving = frozenset(chosen.moving)
     # A renewed or healed quiet robot needs its bytes too, and so its historic evidence.
-    moving_quiet = {device: devices[device] for device in moving if device in quiet}
+    moving_quiet = {device: devices[device] for device in moving if device not in touched}
     evidence.update(_historic_evidence(repo, source, rollouts, moving_quiet))
     for device in moving_quiet:
         keys[device] = _inputs(devices[device].desired)
@@ -199,7 +209,7 @@ def deliver(
         for device in sorted(bundles)
         if device not in moving and (record := devices[device].desired) is not None
     }
-    touched_left = _left_alone(recorded, keys, quiet, moving, relabelled)
+    touched_left = _left_alone(recorded, keys, moving, relabelled)
     result = None
     records: dict[str, PublishedDesired] = {}
     if moving:
@@ -240,11 +250,15 @@ def deliver(
     written = {**relabelled, **records}
     if memo is not None and scope is not None:  # for the next reconcile to skip
         # Left alone: the quiet robots that did not move, and the others whose inputs were their
-        # recorded ones (no new record); the standing ones among them already stand.
-        quiet_left = quiet - moving if moving else quiet
-        memo.quiet.remember(scope, devices, quiet_left | touched_left, written, unchanged=same - moving)
-        fresh = (quiet_left - standing if standing else quiet_left) | touched_left
-        memo.standing.remember(after, {d: devices[d].desired for d in fresh}, fresh, written)
+        # recorded ones (no new record); the standing ones among them already stand. Every robot
+        # is one of those or written a record; any that is neither takes the full way next time.
+        loose = {d for d in touched if d not in touched_left and d not in written}
+        loose.update(moving - written.keys())
+        memo.quiet.remember(scope, devices, written, loose)
+        fresh = {d for d in others if d not in touched and d not in moving} | touched_left
+        memo.standing.remember(
+            after, {d: devices[d].desired for d in fresh}, fresh, written, stale=(stale, ids, namespaces)
+        )
     if result is None:
         return Delivered(
             serial=published.floor,
@@ -298,7 +312,6 @@ def _inputs(record: PublishedDesired | None) -> str:
 def _left_alone(
     recorded: Mapping[str, PublishedDesired | None],
     keys: Mapping[str, str],
-    quiet: frozenset[str],
     moving: frozenset[str],
     relabelled: Mapping[str, PublishedDesired],
 ) -> set[str]:
@@ -308,8 +321,7 @@ def _left_alone(
     for device, key in keys.items():
         record = recorded.get(device)
         if (
-            device not in quiet
-            and device not in moving
+            device not in moving
             and device not in relabelled
             and record is not None
             and record.inputs_sha256 == key
