@@ -64,6 +64,7 @@ from datetime import datetime, timedelta
 from controller.audit.memo import VerifiedDays
 from controller.pages.memo import PagesMemo
 from controller.reconcile.memo import RobotMemo
+from controller.reconcile.refdigest import IdleDigests
 from controller.reconcile.rollouts import FleetContext
 from controller.reconcile.statebranch import StateCache
 from fleetcd.errors import Diagnostic
@@ -175,3 +176,6 @@ class ReconcileCache:
     # The server's and the mirror's refs as last parsed, by the packed-refs bytes they came from,
     # and the ref names already judged (fleetcd.git.reflisting): the fetch parses what changed.
     refs: RefListingMemo = field(default_factory=RefListingMemo)
+    # The idle check's and the idle mark's ref digests, by bucket (controller.reconcile.refdigest):
+    # each hashes again only the buckets of the refs that changed since it last saw its listing.
+    digests: IdleDigests = field(default_factory=IdleDigests)

@@ -18,7 +18,6 @@ so skipping work there can delay a decision (never past ``next_due_at``) but nev
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.audit.chain import DAY_PATH, head, line_hash
 from controller.reconcile.due import FULL_RECONCILE_EVERY
+from controller.reconcile.refdigest import DESIRED_PREFIXES, IdleDigests, RefDigest
 from controller.reconcile.shards import StatusShard, list_shards, locate
 from controller.reconcile.source import Source
 from controller.state.layout import META_FILE, OUTBOX_FILE
@@ -38,15 +38,17 @@ from fleetcd.git.gitcli import git_dir_of, is_local, local_path
 from fleetcd.git.objects import read_blob
 from fleetcd.git.packedrefs import read_ref_storage
 from fleetcd.git.reflisting import RefListingMemo
-from fleetcd.git.refs import DESIRED_PREFIX, MAIN_BRANCH, NAMESPACES_PREFIX, STATE_BRANCH, STATUS_PREFIX
+from fleetcd.git.refs import MAIN_BRANCH, STATE_BRANCH, STATUS_PREFIX
 from fleetcd.git.remote import list_remote
 from fleetcd.git.repo import Oid, Repository
 
-DESIRED_PREFIXES = (NAMESPACES_PREFIX, DESIRED_PREFIX)  # both delivery layouts
 log = logging.getLogger("fleetcd.controller")
 LISTED = (MAIN_BRANCH, STATE_BRANCH, STATUS_PREFIX, *DESIRED_PREFIXES)
 HINT_FILE = "fleetcd-idle.json"  # in the mirror, which is a cache: losing it costs one full reconcile
 LISTING_FILE = "fleetcd-listing.json"  # the last listing of a local server, with its refs' fingerprint
+# The kept listing's digests' scheme, in its key: a listing kept by an older controller is not read
+# (its digests would never equal a new mark, and the same ref bytes would keep it forever).
+DIGESTS = "bucketed-v2"
 
 
 class _Hint(BaseModel):
@@ -54,18 +56,6 @@ class _Hint(BaseModel):
 
     state_commit: str
     mark: IdleMark
-
-
-def refs_sha256(refs: Mapping[str, Oid | str]) -> str:
-    """sha256 over the sorted ``ref oid`` lines: equal iff the same refs point at the same objects."""
-    digest = hashlib.sha256()
-    for ref in sorted(refs):
-        digest.update(f"{ref} {refs[ref]}\n".encode())
-    return digest.hexdigest()
-
-
-def _under(refs: Mapping[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
-    return {ref: oid for ref, oid in refs.items() if ref.startswith(prefixes)}
 
 
 @dataclass(frozen=True)
@@ -84,15 +74,17 @@ def idle_main(
     outbox: bool = True,
     shards: Sequence[StatusShard] = (),
     memo: RefListingMemo | None = None,
+    digests: IdleDigests | None = None,
 ) -> Idle | None:
     """What the server shows when a full reconcile at ``now`` would decide nothing new, else None.
 
     With ``outbox``, webhook deliveries still pending on the state branch need the full path (it
     delivers them and records the outcome), except while main stalls (those wait for a new main).
     With ``shards``, robots' reports are listed there (:func:`controller.reconcile.shards.list_shards`)
-    and located as the full reconcile locates them.
+    and located as the full reconcile locates them. ``digests``: ``controller run``'s digests of the
+    last listings (:mod:`controller.reconcile.refdigest`), updated from the refs that changed.
     """
-    listing = _listing(repo, source, with_status=not shards, memo=memo)
+    listing = _listing(repo, source, with_status=not shards, memo=memo, digests=digests)
     if listing.main is None or listing.state is None:
         return None
     main, state = listing.main, Oid(hex=listing.state)
@@ -107,7 +99,11 @@ def idle_main(
     if mark.stalled:
         same = mark.main == str(main)  # nothing else is read while main stalls
     else:
-        status = refs_sha256(locate(list_shards(repo, shards)).marked) if shards else listing.status_sha256
+        if shards:
+            located = locate(list_shards(repo, shards)).marked
+            status = (digests.shards if digests is not None else RefDigest()).digests(located)[0]
+        else:
+            status = listing.status_sha256
         now_mark = IdleMark(
             main=str(main),
             status_sha256=status,
@@ -139,7 +135,12 @@ class _KeptListing(BaseModel):
 
 
 def _listing(
-    repo: Repository, source: Source, *, with_status: bool, memo: RefListingMemo | None = None
+    repo: Repository,
+    source: Source,
+    *,
+    with_status: bool,
+    memo: RefListingMemo | None = None,
+    digests: IdleDigests | None = None,
 ) -> _Listing:
     """The server's refs as the idle check compares them.
 
@@ -150,7 +151,8 @@ def _listing(
     digest: while the bytes are the same, so are the refs, and the kept listing is used as is.
     When they changed, ``controller run``'s reader of the server's refs (``memo``, the one the
     fetch uses: :mod:`fleetcd.git.reflisting`) parses only the lines of ``packed-refs`` that
-    changed, and the fetch that follows parses nothing.
+    changed, and the fetch that follows parses nothing. The digests are updated from the refs that
+    changed since ``digests`` last saw the listing (all of them without ``digests``).
     """
     names = tuple(name for name in LISTED if with_status or name != STATUS_PREFIX)
     git_dir = _local_git_dir(source.url)
@@ -159,8 +161,8 @@ def _listing(
         listed = list_remote(
             repo, source.url, names, credentials=source.credentials, host_keys=source.host_keys
         )
-        return _listing_of({ref: str(oid) for ref, oid in listed.items()})
-    key = f"{with_status}:{storage.fingerprint}"
+        return _listing_of({ref: str(oid) for ref, oid in listed.items()}, digests)
+    key = f"{DIGESTS}:{with_status}:{storage.fingerprint}"
     kept = _read_listing(source.mirror)
     if kept is not None and kept.fingerprint == key:
         return kept.listing
@@ -169,18 +171,15 @@ def _listing(
         if memo is None
         else memo.server_reader(names).from_bytes(storage.packed, storage.loose)
     )
-    listing = _listing_of(parsed)
+    listing = _listing_of(parsed, digests)
     _keep(source.mirror, LISTING_FILE, _KeptListing(fingerprint=key, listing=listing))
     return listing
 
 
-def _listing_of(listed: Mapping[str, str]) -> _Listing:
-    return _Listing(
-        main=listed.get(MAIN_BRANCH),
-        state=listed.get(STATE_BRANCH),
-        desired_sha256=refs_sha256(_under(listed, DESIRED_PREFIXES)),
-        status_sha256=refs_sha256(_under(listed, (STATUS_PREFIX,))),
-    )
+def _listing_of(listed: Mapping[str, str], digests: IdleDigests | None) -> _Listing:
+    status, desired = (digests.listing if digests is not None else IdleDigests().listing).digests(listed)
+    main, state = listed.get(MAIN_BRANCH), listed.get(STATE_BRANCH)
+    return _Listing(main=main, state=state, desired_sha256=desired, status_sha256=status)
 
 
 def _local_git_dir(url: str) -> Path | None:
@@ -198,12 +197,19 @@ def _read_listing(mirror: Path) -> _KeptListing | None:
 
 
 def mark_of(
-    main: str, status: Mapping[str, Oid], desired: Mapping[str, Oid] | None, next_due_at: datetime
+    main: str,
+    status: Mapping[str, Oid],
+    desired: Mapping[str, Oid] | None,
+    next_due_at: datetime,
+    digests: IdleDigests | None = None,
 ) -> IdleMark:
+    """The mark of a reconcile that read ``status`` and left ``desired`` on the server;
+    ``digests``: ``controller run``'s, updated from the refs that changed since the last mark."""
+    kept = digests if digests is not None else IdleDigests()
     return IdleMark(
         main=main,
-        status_sha256=refs_sha256(status),
-        desired_sha256=refs_sha256(desired) if desired is not None else None,
+        status_sha256=kept.status.digests(status)[0],
+        desired_sha256=kept.desired.digests(desired)[0] if desired is not None else None,
         next_due_at=next_due_at,
     )
 

@@ -384,6 +384,7 @@ def reconcile_once(settings: ControllerSettings) -> ReconcileResult:
                 outbox=settings.notify,
                 shards=settings.status_shards,
                 memo=settings.cache.refs if settings.cache is not None else None,
+                digests=settings.cache.digests if settings.cache is not None else None,
             )
         if quiet is not None:
             return _housekept(

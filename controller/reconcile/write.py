@@ -37,6 +37,7 @@ from controller.reconcile.due import FULL_RECONCILE_EVERY, next_due
 from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.idle import audit_fields, mark_of, remember
 from controller.reconcile.notify_step import deliver_outbox, post_status, queue_outbox, settle_outbox
+from controller.reconcile.refdigest import IdleDigests
 from controller.reconcile.result import Continue, Fail, Observed, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
@@ -136,7 +137,7 @@ def applied(ctx: ReconcileContext) -> Status:
             "stalled_commit": None,
             "stalled_reason": None,
         },
-        mark=mark_of(ctx.main, ctx.status_refs, _after_prune(desired.listed, desired), due),
+        mark=mark_of(ctx.main, ctx.status_refs, _after_prune(desired.listed, desired), due, _digests(ctx)),
         fleet=fleet.fleet,
         message=None,
         desired=desired,
@@ -148,7 +149,7 @@ def stalled(ctx: ReconcileContext, outcome: Stall) -> Status:
     """Invalid content: the stall's record; the idle mark says "main stalls"."""
     record = stall_record(ctx.state, ctx.main, outcome.reason, outcome.kind, ctx.now)
     ctx.result = ReconcileResult(main=ctx.main, stalled=record.reason)
-    mark = mark_of(ctx.main, ctx.status_refs, None, ctx.now + FULL_RECONCILE_EVERY)
+    mark = mark_of(ctx.main, ctx.status_refs, None, ctx.now + FULL_RECONCILE_EVERY, _digests(ctx))
     return Status(
         events=record.events,
         files=record.files,
@@ -312,10 +313,16 @@ def listed_controller_keys(files: Mapping[str, bytes]) -> list[list[str]]:
     return [keys for _, keys in sorted(found)]
 
 
-def _after_prune(listed: Mapping[str, Oid], desired: Delivered) -> dict[str, Oid]:
+def _after_prune(listed: Mapping[str, Oid], desired: Delivered) -> Mapping[str, Oid]:
     """The desired-state refs the server holds once the stale ones are removed (the idle mark: when
     removing them fails, the next reconcile sees them again and retries)."""
+    if not desired.stale:  # almost always: no pass over every robot's ref
+        return listed
     return {ref: oid for ref, oid in listed.items() if ref not in desired.stale}
+
+
+def _digests(ctx: ReconcileContext) -> IdleDigests | None:
+    return ctx.settings.cache.digests if ctx.settings.cache is not None else None
 
 
 def _pusher(ctx: ReconcileContext) -> Push:
