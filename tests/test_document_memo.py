@@ -119,3 +119,15 @@ def test_equal_bytes_read_afresh_from_a_new_tree_are_held_once_and_not_parsed_ag
     assert memo.last.parsed == [] and second.devices["amr-001"].raw is reread[path]
     assert second.devices["amr-001"].model is first.devices["amr-001"].model  # the parse is shared
     assert all(doc.raw is reread[doc.path] for doc in memo.loaded())
+
+
+def test_forgotten_documents_are_dropped_and_parsed_again_if_they_come_back() -> None:
+    """A recheck that loads only changed files drops the removed ones' documents (valid or not)
+    itself; a path the memo never held is no error."""
+    files, memo = snapshot(), DocumentMemo()
+    load_spec(files, memo)
+    memo.forget([device_path("amr-002"), BROKEN, "rollouts/never-there.yaml"])
+    assert device_path("amr-002") not in memo.paths() and BROKEN not in memo.paths()
+    assert len(memo) == sum(1 for p in files if p.endswith(".yaml")) - 2
+    load_spec(files, memo)  # they come back: parsed afresh
+    assert sorted(memo.last.parsed) == sorted([BROKEN, device_path("amr-002")])

@@ -311,8 +311,8 @@ def test_a_deleted_cohort_still_refuses_the_rollout_and_config_that_name_it(
 
 
 def test_a_deleted_robot_still_refuses_the_cohort_that_lists_it(tmp_path: Path, keys: KeyFactory) -> None:
-    """A removed robot file with a memo takes the full check (the memo drops documents only there)."""
-    verdict = refused_after(tmp_path, keys, lambda fleet: fleet.remove(device_path("amr-003")))
+    """A removed robot file is rechecked from the index (its document dropped from the memo)."""
+    verdict = refused_after(tmp_path, keys, lambda fleet: fleet.remove(device_path("amr-003")), Reuse.ROBOTS)
     assert errors(verdict) == [("cohorts/production.yaml", Reason.UNKNOWN_DEVICE)]
 
 

@@ -32,7 +32,15 @@ import pytest
 
 from bench import fleetgen
 from fleetcd.errors import Diagnostic
-from fleetcd.layout import FileKind, cohort_path, config_path, device_path, release_path, rollout_path
+from fleetcd.layout import (
+    FileKind,
+    classify,
+    cohort_path,
+    config_path,
+    device_path,
+    release_path,
+    rollout_path,
+)
 from fleetcd.loading.fleetspec import TRUST_FILE_KINDS
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.reasons import Reason
@@ -131,7 +139,7 @@ class Run:
             for app in ("nav", "arm"):
                 self.fleet.docs[release_path(app, "1.0.0")]["config"]["path"] = "/etc/shared.yaml"
         self.fleet.write()
-        self.memo = DocumentMemo() if rng.random() < 0.5 else None  # with one, removals go in full
+        self.memo = DocumentMemo() if rng.random() < 0.5 else None
         self.content: ContentCheck | None = None
         self.reuses: dict[Reuse, int] = {}
         self.reasons: set[Reason] = set()
@@ -151,6 +159,10 @@ class Run:
         files = self.fleet.snapshot()
         self.content, reuse = recheck_content(self.content, files, memo=self.memo)
         self.reuses[reuse] = self.reuses.get(reuse, 0) + 1
+        if self.memo is not None:  # one snapshot's documents, whichever way it was rechecked
+            assert self.memo.paths() == {
+                p for p in files if (w := classify(p)) and w.kind not in TRUST_FILE_KINDS
+            }
         want = check_content(files)
         assert_same_content(self.content, want)
         if self.rng.random() < 0.25:
@@ -751,14 +763,17 @@ def test_only_the_changed_robot_file_is_parsed(tmp_path: Path) -> None:
     assert reuse is Reuse.ROBOTS and memo.parsed == parsed + 1
 
 
-def test_with_a_memo_a_removed_robot_file_takes_a_full_check_that_drops_its_document(tmp_path: Path) -> None:
-    """The memo holds one snapshot's documents and drops the rest only at the end of a full load."""
+def test_with_a_memo_a_removed_robot_file_is_rechecked_from_the_index_and_its_document_dropped(
+    tmp_path: Path,
+) -> None:
+    """The memo holds one snapshot's documents: the removed robot's leaves it on the robot path."""
     fleet = base_fleet(tmp_path)
     memo = DocumentMemo()
     content = kept(fleet, memo)
     fleet.remove(device_path("amr-006"))
     again, reuse = recheck(content, fleet, memo)
-    assert reuse is Reuse.NONE and device_path("amr-006") not in memo.paths()
+    assert reuse is Reuse.ROBOTS and device_path("amr-006") not in memo.paths()
+    assert memo.last.parsed == []
     fleet.device("amr-006", site="osaka")
     _, reuse = recheck(again, fleet, memo)  # enrolled again: the robot path
     assert reuse is Reuse.ROBOTS and memo.last.parsed == [device_path("amr-006")]
@@ -956,7 +971,7 @@ def test_robot_edits_on_a_generated_fleet_with_waves_and_canaries_recheck_as_a_f
         content, reuse = recheck_content(content, files, memo=memo)
         taken[reuse] = taken.get(reuse, 0) + 1
         assert_same_content(content, check_content(files))
-    assert taken.get(Reuse.ROBOTS, 0) >= 15 and taken.get(Reuse.NONE, 0) >= 2  # removals: full, with a memo
+    assert taken.get(Reuse.ROBOTS, 0) >= 15 and taken.get(Reuse.NONE, 0) >= 2  # another robot's bytes: full
 
 
 # --- the full check, split into parts, still finds what each check finds ------------------------------

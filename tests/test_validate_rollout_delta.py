@@ -265,20 +265,21 @@ def test_a_rollout_that_failed_to_load_is_fixed_through_the_full_check(tmp_path:
     assert reuse is Reuse.NONE and again.documents == ()
 
 
-def test_with_a_memo_a_removed_rollout_takes_the_full_check_and_without_one_the_index(tmp_path: Path) -> None:
+def test_a_removed_rollout_is_rechecked_from_the_index_and_its_document_dropped_from_the_memo(
+    tmp_path: Path,
+) -> None:
     fleet = base_fleet(tmp_path)
     memo = DocumentMemo()
     content = kept(fleet, memo)
     fleet.remove(rollout_path("arm-1-0-0"))
-    _, reuse = recheck(content, fleet, memo)
-    assert reuse is Reuse.NONE and rollout_path("arm-1-0-0") not in memo.paths()
-    plain = kept(fleet)
-    fleet.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin"])
-    back = documents(plain, fleet)
-    fleet.remove(rollout_path("arm-1-0-0"))
-    gone = documents(back, fleet)
+    gone = documents(content, fleet, memo)
+    assert rollout_path("arm-1-0-0") not in memo.paths() and memo.last.parsed == []
     assert gone.index is not None and "arm-1-0-0" not in gone.index.targets
     assert not any(name.endswith("arm-1-0-0") for name in gone.parts)
+    fleet.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin"])
+    back = documents(gone, fleet, memo)
+    assert memo.last.parsed == [rollout_path("arm-1-0-0")]
+    assert back.index is not None and "arm-1-0-0" in back.index.targets
 
 
 def test_only_the_changed_release_and_rollout_files_are_parsed(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ changed) is dropped. A round that ends in an exception drops nothing; the next r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
@@ -87,6 +87,12 @@ class DocumentMemo:
     def loaded(self) -> list[Loaded[BaseModel]]:
         """The valid documents held, shared by every validation that reuses them."""
         return [entry.loaded for entry in self._entries.values() if entry.loaded is not None]
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """Drop the documents held for ``paths``: files that left the snapshot when it was loaded
+        outside a round (:mod:`fleetcd.validation.incremental` loads only the changed files)."""
+        for path in paths:
+            self._entries.pop(path, None)
 
     @contextmanager
     def round(self) -> Iterator[RoundStats]:

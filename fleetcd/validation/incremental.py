@@ -15,17 +15,16 @@ A long-running caller (the controller's ``ReconcileCache``) keeps the last
   kept, and the files are attached to the kept documents again
   (:func:`~fleetcd.loading.fleetspec.reattach`);
 * only robot files changed (``devices/<id>.yaml`` added, removed or edited, each loading cleanly
-  before and after; with a memo, none removed, since the memo drops a document only at the end of
-  a full load), maybe with signatures, approvals or keys (attached again as above): the
-  previous check's :class:`~fleetcd.validation.delta.RobotIndex` is patched
-  for those robots and only the parts of the cross-file checks they feed are recomputed
-  (:mod:`fleetcd.validation.delta` says which, and which run over the whole fleet when they
-  found or find an error);
-* releases added or edited and rollouts added, edited or removed (each loading cleanly before
-  and after; with a memo, no rollout removed), maybe with robot files and signatures, approvals or
-  keys: the robots are patched as above, then the affected rollouts are selected again from the
-  index and only the parts of the checks they and the changed releases feed are recomputed
-  (:mod:`fleetcd.validation.rollout_delta` says which);
+  before and after; a removed one's document is dropped from the memo), maybe with signatures,
+  approvals or keys (attached again as above): the previous check's
+  :class:`~fleetcd.validation.delta.RobotIndex` is patched for those robots and only the parts of
+  the cross-file checks they feed are recomputed (:mod:`fleetcd.validation.delta` says which, and
+  which run over the whole fleet when they found or find an error);
+* releases added or edited and rollouts added, edited or removed (each loading cleanly before and
+  after), maybe with robot files and signatures, approvals or keys: the robots are patched as
+  above, then the affected rollouts are selected again from the index and only the parts of the
+  checks they and the changed releases feed are recomputed (:mod:`fleetcd.validation.rollout_delta`
+  says which);
 * anything else (a cohort, config, withdrawal, trust-root or fleet document added, removed or
   changed, a release removed, a document that fails to load, an unexpected file, other findings of
   the reader, a base to compare against): the content check runs in full, parsing only the
@@ -172,11 +171,8 @@ def _recheck_delta(
         else:
             return None
     if memo is not None:
-        if any(path not in files for path in (*named, *rollouts)):
-            # A memo holds one snapshot's documents and drops the others only at the end of a
-            # full load (DocumentMemo.round): a removed robot or rollout file takes the full check.
-            return None
         memo.last = RoundStats()  # this load's: the changed files alone are asked for
+        memo.forget(path for path in changed if path not in files)  # it holds one snapshot's documents
     loaded = delta.load_changed(previous.spec, files, named, lambda path, raw: _load(memo, path, raw, Device))
     if loaded is None:
         return None
