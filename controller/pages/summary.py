@@ -13,11 +13,13 @@ always add up to the same robots.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from operator import is_
+from itertools import chain, compress
+from operator import attrgetter, is_, is_not, or_
 
 from controller.pages.memo import PagesMemo, RobotEntry, RolloutMemo, WaveMemo
 from controller.records.model import (
@@ -450,17 +452,24 @@ class _Builder:
 _WORST_FIRST = tuple(sorted(RobotState, key=lambda state: _SEVERITY[state]))
 
 
-def _table(name: str, cohorts: Mapping[str, Cohort], members: list[RobotView]) -> CohortTable:
-    """A cohort's table from its ``members`` in device order: worst first, by device within a
-    state (the order of ``sorted(key=(severity, device))``, without a sort)."""
+def _split(members: Iterable[RobotView]) -> dict[RobotState, list[RobotView]]:
+    """``members`` by state, each state's in the order given (device order)."""
     by_state: dict[RobotState, list[RobotView]] = {}
     for robot in members:
         by_state.setdefault(robot.state, []).append(robot)
+    return by_state
+
+
+def _table(
+    name: str, cohorts: Mapping[str, Cohort], by_state: Mapping[RobotState, list[RobotView]]
+) -> CohortTable:
+    """A cohort's table from its members by state, each in device order: worst first, by device
+    within a state (the order of ``sorted(key=(severity, device))``, without a sort)."""
     return CohortTable(
         name=name,
         stage=cohorts[name].stage.value if name in cohorts else None,
         counts=Counts(tuple((state, len(by_state.get(state, ()))) for state in RobotState)),
-        robots=tuple(r for state in _WORST_FIRST for r in by_state.get(state, ())),
+        robots=tuple(chain.from_iterable(by_state.get(state, ()) for state in _WORST_FIRST)),
     )
 
 
@@ -482,15 +491,15 @@ def _rollout_view(
     built again."""
     memo = memo if memo is not None else RolloutMemo()
     key = _robot_key(rollout)
-    reused = _reused(rollout, key, files, memberships, cohorts, devices, memo, config_same)
-    memo.reused = reused is not None
-    if reused is not None:
-        memo.built = 0
-        return reused
+    built = _Builder(rollout, files, config_of, config_same)
+    patched = _patched(rollout, key, files, memberships, cohorts, devices, memo, built)
+    memo.patched = patched is not None
+    if patched is not None:
+        return patched
+    memo.reused = False
     kept = memo.waves if memo.key == key else {}
     # The last view's waves, whose robots and counts a wave none of whose robots changed keeps.
     last = {w.index: w for w in memo.view.waves} if memo.view is not None and kept else {}
-    built = _Builder(rollout, files, config_of, config_same)
     waves: list[WaveView] = []
     wave_memos: dict[int, WaveMemo] = {}
     seen: dict[str, RobotView] = {}
@@ -523,11 +532,11 @@ def _rollout_view(
         robot = seen[device_id]
         for name in memberships.get(device_id) or (NO_COHORT,):
             groups.setdefault(name, []).append(robot)
-    tables = tuple(
-        _table(name, cohorts, members)
-        for name, members in sorted(groups.items(), key=lambda kv: _cohort_order(kv[0], cohorts))
-    )
-    memo.view = _shell(rollout, count(seen.values()), tuple(waves), tables)
+    memo.lists = {name: _split(members) for name, members in groups.items()}
+    memo.tables = {name: _table(name, cohorts, memo.lists[name]) for name in groups}
+    counts = count(seen.values())
+    memo.holds, memo.seen, memo.tally = built.holds, seen, dict(counts.by_state)
+    memo.view = _shell(rollout, counts, tuple(waves), _ordered(memo.tables, cohorts))
     memo.grouped_by = (memberships, dict(cohorts))  # a copy: the caller's mapping may change in place
     return memo.view
 
@@ -581,7 +590,57 @@ def _shell(
     )
 
 
-def _reused(
+_FILE, _MODEL, _VIEW, _USED = (
+    attrgetter("file"),
+    attrgetter("model"),
+    attrgetter("view"),
+    attrgetter("used_config"),
+)
+_DEVICE = attrgetter("device")
+
+
+def _ordered(tables: Mapping[str, CohortTable], cohorts: Mapping[str, Cohort]) -> tuple[CohortTable, ...]:
+    return tuple(tables[name] for name in sorted(tables, key=lambda name: _cohort_order(name, cohorts)))
+
+
+def _held_changed(old: Holds, new: Holds) -> dict[int, set[str]] | None:
+    """Per wave, the robots whose hold reason differs between ``old`` and ``new`` when only robots
+    held by name differ (a window, the rate limit); None when every robot's may (the rollout's
+    phase, the active wave or what it waits for changed: a pause, an earlier wave soaking)."""
+    if (old.removed, old.fixed, old.active, old.later) != (new.removed, new.fixed, new.active, new.later):
+        return None
+    out: dict[int, set[str]] = {}
+    for (wave, device), _ in old.held.items() ^ new.held.items():
+        out.setdefault(wave, set()).add(device)
+    return out
+
+
+def _stale(
+    old: WaveMemo,
+    files: Mapping[str, DeviceFile],
+    devices: Mapping[str, Device],
+    config_same: bool,
+    held: Iterable[str],
+) -> list[int]:
+    """Positions of ``old``'s entries whose inputs may differ, in order: another device file or
+    model object (compared over the wave by ``map`` in C, no Python bytecode per robot: about 30
+    ns a robot), a view that read the config when the config source is another one, a robot whose
+    hold reason changed. The rest stand as built."""
+    ids, entries = old.ids, old.entries
+    positions = range(len(ids))
+    files_moved = map(is_not, map(files.get, ids), map(_FILE, entries))
+    models_moved = map(is_not, map(devices.get, ids), map(_MODEL, entries))
+    stale = set(compress(positions, map(or_, files_moved, models_moved)))
+    if not config_same:
+        stale.update(compress(positions, map(_USED, entries)))
+    for device in held:
+        i = bisect_left(ids, device)
+        if i < len(ids) and ids[i] == device:
+            stale.add(i)
+    return sorted(stale)
+
+
+def _patched(
     rollout: RolloutState,
     key: tuple[object, ...],
     files: Mapping[str, DeviceFile],
@@ -589,46 +648,136 @@ def _reused(
     cohorts: Mapping[str, Cohort],
     devices: Mapping[str, Device],
     memo: RolloutMemo,
-    config_same: bool,
+    built: _Builder,
 ) -> RolloutView | None:
-    """The last build's view of ``rollout`` with its own fields taken anew, when none of its robots'
-    inputs changed: the same rollout fields a robot reads, waves of the same names and robots, every
-    robot's device file and model the very objects its entry was built from (a view that read the
-    config: the same config source) and the same hold reason, grouped by the same memberships and
-    equal cohorts. Its counts,
-    robot lists and cohort tables are then the last build's; checking costs two dictionary probes a
-    robot, where building costs a view's worth. None: build it."""
+    """The last build's view of ``rollout`` with only the robots whose inputs changed built again,
+    and its counts, robot lists and cohort tables patched by them; its own fields taken anew.
+    Taken when the rollout fields a robot reads, its waves' names and robots, the memberships and
+    cohorts and every hold reason not held by name are the ones the last view was built with. A
+    wave none of whose robots changed keeps its robot list and counts (the same objects); a
+    cohort none of whose robots changed keeps its table. None: build it."""
     last = memo.view
-    if (
-        last is None
-        or memo.key != key
-        or len(memo.waves) != len(rollout.waves)
-        or len(last.waves) != len(rollout.waves)
-    ):
+    if last is None or memo.key != key or memo.holds is None or len(last.waves) != len(rollout.waves):
         return None
     grouped, grouped_cohorts = memo.grouped_by
     if (grouped is not memberships and grouped != memberships) or grouped_cohorts != cohorts:
         return None
-    file_of, model_of, hold_of = files.get, devices.get, Holds(rollout).of
-    for wave in rollout.waves:
-        old = memo.waves.get(wave.index)
-        if old is None or old.name != wave.name or old.devices != wave.devices:
-            return None
-        if not all(
-            file_of(e.device) is e.file
-            and model_of(e.device) is e.model
-            and (config_same or not e.used_config)
-            and (e.view is None or e.view.hold is hold_of(wave.index, e.device))
-            for e in old.entries
-        ):
-            return None  # what a robot waits for (a pause, a wave's gate) changed with its rollout
-    if any(wave.index != kept.index for wave, kept in zip(rollout.waves, last.waves, strict=True)):
+    held = _held_changed(memo.holds, built.holds)
+    if held is None:
         return None
-    waves = tuple(
-        WaveView(wave.index, wave.name, wave.action, wave.phase, wave.reason, kept.counts, kept.robots)
-        for wave, kept in zip(rollout.waves, last.waves, strict=True)
+    olds: list[WaveMemo] = []
+    for wave, kept in zip(rollout.waves, last.waves, strict=True):
+        old = memo.waves.get(wave.index)
+        if old is None or kept.index != wave.index or old.name != wave.name:
+            return None
+        if old.devices is not wave.devices and old.devices != wave.devices:
+            return None
+        olds.append(old)
+    waves: list[WaveView] = []
+    memo.reused = True  # until a robot's entry is looked at again
+    changed: dict[str, None] = {}  # robots whose view changed in some wave, in the order found
+    for wave, kept, old in zip(rollout.waves, last.waves, olds, strict=True):
+        entries, moved = old.entries, []
+        stale = _stale(old, files, devices, built.config_same, held.get(wave.index, ()))
+        if stale:
+            entries = list(entries)
+            for i in stale:
+                was = entries[i]
+                entries[i] = built.entry(was, was.device, devices.get(was.device), wave)
+                if entries[i].view is not was.view:
+                    moved.append((was.view, entries[i].view))
+        counts, robots = kept.counts, kept.robots
+        if moved:
+            tally = dict(counts.by_state)
+            for before, after in moved:
+                changed[_DEVICE(before or after)] = None
+                if before is not None:
+                    tally[before.state] -= 1
+                if after is not None:
+                    tally[after.state] += 1
+            counts, robots = Counts(tuple(tally.items())), tuple(filter(None, map(_VIEW, entries)))
+        memo.waves[wave.index] = WaveMemo(wave.devices, wave.name, old.ids, entries)
+        memo.reused = memo.reused and not stale
+        waves.append(WaveView(wave.index, wave.name, wave.action, wave.phase, wave.reason, counts, robots))
+    counts, tables = last.counts, last.cohorts
+    if _reseat(changed, [memo.waves[w.index] for w in rollout.waves], memberships, cohorts, memo):
+        counts, tables = Counts(tuple(memo.tally.items())), _ordered(memo.tables, cohorts)
+    memo.holds, memo.built = built.holds, built.made
+    memo.view = _shell(rollout, counts, tuple(waves), tables)
+    return memo.view
+
+
+def _winner(device: str, waves: Sequence[WaveMemo]) -> RobotView | None:
+    """``device``'s view in the rollout's counts and tables: its last wave's (a rollback wave's)."""
+    for wave in reversed(waves):
+        i = bisect_left(wave.ids, device)
+        if i < len(wave.ids) and wave.ids[i] == device and wave.entries[i].view is not None:
+            return wave.entries[i].view
+    return None
+
+
+def _reseat(
+    changed: Iterable[str],
+    waves: Sequence[WaveMemo],
+    memberships: Mapping[str, tuple[str, ...]],
+    cohorts: Mapping[str, Cohort],
+    memo: RolloutMemo,
+) -> bool:
+    """Each ``changed`` robot's view put in the rollout's counts and its cohorts' tables in place of
+    the one they held; only the tables of cohorts with a changed robot are made again. False: none
+    of them changed the rollout's view."""
+    gone: dict[str, dict[RobotState, set[str]]] = {}
+    added: dict[str, dict[RobotState, list[RobotView]]] = {}
+    joined = False  # a robot joined or left the counts: the rollout's device order changes
+    for device in changed:
+        was, now = memo.seen.get(device), _winner(device, waves)
+        if was is now:
+            continue
+        joined = joined or was is None or now is None
+        for name in memberships.get(device) or (NO_COHORT,):
+            if was is not None:
+                gone.setdefault(name, {}).setdefault(was.state, set()).add(device)
+            if now is not None:
+                added.setdefault(name, {}).setdefault(now.state, []).append(now)
+        if was is not None:
+            memo.tally[was.state] -= 1
+            del memo.seen[device]
+        if now is not None:
+            memo.tally[now.state] += 1
+            memo.seen[device] = now
+    if joined:
+        memo.order = sorted(memo.seen)
+    for name in gone.keys() | added.keys():
+        lists = memo.lists.setdefault(name, {})
+        removed, joining = gone.get(name, {}), added.get(name, {})
+        for state in removed.keys() | joining.keys():
+            lists[state] = _spliced(lists.get(state, []), removed.get(state, set()), joining.get(state, []))
+        if any(lists.values()):
+            memo.tables[name] = _table(name, cohorts, lists)
+        else:
+            del memo.lists[name], memo.tables[name]
+    return bool(gone or added)
+
+
+def _spliced(views: list[RobotView], gone: set[str], added: list[RobotView]) -> list[RobotView]:
+    """``views`` (in device order) without the robots ``gone`` and with ``added``, in device order:
+    cut and joined in slices, so K changes cost K bisections and one copy of the list."""
+    cuts = sorted(
+        [(bisect_left(views, robot.device, key=_DEVICE), 0, robot.device) for robot in added]
+        + [(bisect_left(views, device, key=_DEVICE), 1, device) for device in gone]
     )
-    return _shell(rollout, last.counts, waves, last.cohorts)
+    joining = {robot.device: robot for robot in added}
+    out: list[RobotView] = []
+    start = 0
+    for at, kind, device in cuts:
+        out.extend(views[start:at])
+        if kind == 0:
+            out.append(joining[device])
+            start = at
+        else:
+            start = at + 1
+    out.extend(views[start:])
+    return out
 
 
 HALT_WORDS = {
