@@ -331,3 +331,28 @@ def test_a_retired_robot_leaves_its_cohort_table_and_the_rollout_counts_then_com
     world.minute = 2
     again = checked(world, memo, "back").rollouts[0]
     assert again.counts == before.counts
+
+
+def test_attack_an_earlier_wave_soaking_rebuilds_the_later_waves_waiting_robots_in_a_patch() -> None:
+    """Canary soaks again: every waiting robot of production now waits for the soak though no
+    file changed. The patch rebuilds the later wave's robots and keeps the earlier waves' lists."""
+    world, memo = World(), PagesMemo()
+    state = world.fleet.rollouts[0]
+    running = state.waves[1].model_copy(update={"phase": WavePhase.RUNNING})  # the active wave
+    world.fleet.rollouts[0] = state = state.model_copy(
+        update={"waves": (state.waves[0], running, state.waves[2])}
+    )
+    before = checked(world, memo, "first build").rollouts[0]
+    soaking = state.waves[1].model_copy(update={"phase": WavePhase.SOAKING})
+    world.fleet.rollouts[0] = state.model_copy(update={"waves": (state.waves[0], soaking, state.waves[2])})
+    world.minute = 1
+    after = checked(world, memo, "soaking").rollouts[0]
+    assert memo.rollouts["nav-2-4"].patched
+    assert [a.robots is b.robots for a, b in zip(after.waves, before.waves, strict=True)] == [
+        True,
+        True,
+        False,
+    ]
+    waiting = {r.hold for r in after.waves[2].robots if r.status.startswith("waiting")}
+    assert waiting == {HoldReason.EARLIER_WAVE_SOAKING}
+    assert memo.robots_built == len(after.waves[2].robots)

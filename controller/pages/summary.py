@@ -603,16 +603,17 @@ def _ordered(tables: Mapping[str, CohortTable], cohorts: Mapping[str, Cohort]) -
     return tuple(tables[name] for name in sorted(tables, key=lambda name: _cohort_order(name, cohorts)))
 
 
-def _held_changed(old: Holds, new: Holds) -> dict[int, set[str]] | None:
-    """Per wave, the robots whose hold reason differs between ``old`` and ``new`` when only robots
-    held by name differ (a window, the rate limit); None when every robot's may (the rollout's
-    phase, the active wave or what it waits for changed: a pause, an earlier wave soaking)."""
-    if (old.removed, old.fixed, old.active, old.later) != (new.removed, new.fixed, new.active, new.later):
+def _held_changed(old: Holds, new: Holds) -> tuple[dict[int, set[str]], int | None] | None:
+    """Per wave, the robots whose hold reason differs between ``old`` and ``new``, and the active
+    wave after which every robot's may differ (what it waits for changed: it soaks now), or None
+    for no such wave; None when every robot's may (the rollout's phase or its active wave
+    changed: a pause, a wave passed)."""
+    if (old.removed, old.fixed, old.active) != (new.removed, new.fixed, new.active):
         return None
     out: dict[int, set[str]] = {}
     for (wave, device), _ in old.held.items() ^ new.held.items():
         out.setdefault(wave, set()).add(device)
-    return out
+    return out, None if old.later is new.later else new.active
 
 
 def _stale(
@@ -621,13 +622,16 @@ def _stale(
     devices: Mapping[str, Device],
     config_same: bool,
     held: Iterable[str],
+    every: bool = False,
 ) -> list[int]:
     """Positions of ``old``'s entries whose inputs may differ, in order: another device file or
     model object (compared over the wave by ``map`` in C, no Python bytecode per robot: about 30
     ns a robot), a view that read the config when the config source is another one, a robot whose
-    hold reason changed. The rest stand as built."""
+    hold reason changed (``every``: any robot's may have). The rest stand as built."""
     ids, entries = old.ids, old.entries
     positions = range(len(ids))
+    if every:
+        return list(positions)
     files_moved = map(is_not, map(files.get, ids), map(_FILE, entries))
     models_moved = map(is_not, map(devices.get, ids), map(_MODEL, entries))
     stale = set(compress(positions, map(or_, files_moved, models_moved)))
@@ -662,9 +666,10 @@ def _patched(
     grouped, grouped_cohorts = memo.grouped_by
     if (grouped is not memberships and grouped != memberships) or grouped_cohorts != cohorts:
         return None
-    held = _held_changed(memo.holds, built.holds)
-    if held is None:
+    holds = _held_changed(memo.holds, built.holds)
+    if holds is None:
         return None
+    held, later_than = holds
     olds: list[WaveMemo] = []
     for wave, kept in zip(rollout.waves, last.waves, strict=True):
         old = memo.waves.get(wave.index)
@@ -678,7 +683,10 @@ def _patched(
     changed: dict[str, None] = {}  # robots whose view changed in some wave, in the order found
     for wave, kept, old in zip(rollout.waves, last.waves, olds, strict=True):
         entries, moved = old.entries, []
-        stale = _stale(old, files, devices, built.config_same, held.get(wave.index, ()))
+        every = (
+            later_than is not None and wave.index > later_than
+        )  # its waiting robots wait for another reason
+        stale = _stale(old, files, devices, built.config_same, held.get(wave.index, ()), every)
         if stale:
             entries = list(entries)
             for i in stale:
