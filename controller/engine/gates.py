@@ -16,7 +16,8 @@ An empty wave meets its gate at once. No I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 
 from controller.records.model import Connectivity, DeploymentRecord, Outcome, outcome
 from controller.state.model import WaveCounts
@@ -40,11 +41,21 @@ def count_wave(
     wave: PlannedWave,
     record_of: Callable[[str], DeploymentRecord | None],
     connectivity_of: Callable[[str], Connectivity],
+    recorded: AbstractSet[str] | None = None,
 ) -> WaveCounts:
-    """The wave's statistics; ``record_of(device)`` is the robot's deployment of this generation."""
+    """The wave's statistics; ``record_of(device)`` is the robot's deployment of this generation.
+
+    ``recorded``: every robot ``record_of`` may answer for, when the caller knows them (the
+    ledger does); the wave's other robots have none and are queued uncounted, so counting costs
+    the wave's robots with a deployment, not the wave (1,000 of a 100,000-robot wave: 1,000
+    lookups, where looking up every robot cost 0.16 s of a reconcile, profiled)."""
     tally = {"succeeded": 0, "failed": 0, "rolled_back": 0, "timed_out": 0}
     tally |= {"in_progress": 0, "queued": 0, "offline": 0}
-    for device in wave.devices:
+    devices: Iterable[str] = wave.devices
+    if recorded is not None and len(wave.members) == len(wave.devices):  # no robot listed twice
+        devices = wave.members.intersection(recorded)
+        tally["queued"] = len(wave.devices) - len(devices)
+    for device in devices:
         record = record_of(device)
         bucket = _bucket(wave, record, device, connectivity_of) if record is not None else "queued"
         if bucket is not None:

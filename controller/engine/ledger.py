@@ -54,11 +54,14 @@ class Ledger:
         # This generation's records by (device, release digest): the deterministic id says the same,
         # and a dict lookup is much cheaper than a sha256 per robot per tick.
         self._current: dict[tuple[str, str], DeploymentRecord] = {}
+        self._devices_of: dict[str, set[str]] = {}  # release digest -> the robots in _current with it
         self._order: list[str] | None = None
         self._delivered: set[str] = set()
-        for device_file in device_files.values():
+        for device, device_file in device_files.items():
             for record in device_file.records:
-                if record.rollout == rollout:
+                # Only the robot's own records: one naming another robot (its deployment id) in
+                # this robot's file would otherwise stand in for that robot's and count for it.
+                if record.rollout == rollout and record.device == device:
                     self._index(record)
                     if record.generation == generation and record.target_status is TargetStatus.DEPLOYED:
                         self._delivered.add(record.id)
@@ -69,6 +72,7 @@ class Ledger:
         self._ours[record.id] = record
         if record.generation == self.generation:
             self._current[(record.device, record.release_sha256)] = record
+            self._devices_of.setdefault(record.release_sha256, set()).add(record.device)
         elif record.generation < self.generation:
             held = self._earlier.get(record.device)
             if record.target_status is TargetStatus.ARCHIVED:
@@ -83,6 +87,16 @@ class Ledger:
         found = self._current.get((device, release_sha256))
         if found is None and release_sha256 == self.release_sha256:
             return self.carried(device)
+        return found
+
+    def recorded(self, release_sha256: str) -> set[str]:
+        """Every robot :meth:`find` may answer for with ``release_sha256``: those with a deployment
+        of it this generation and, for the generation's release, those holding an earlier
+        generation's live record (they may carry it); :meth:`find` is None for every other robot.
+        Read-only: the ledger's own set while no earlier record can be carried."""
+        found = self._devices_of.get(release_sha256, set())
+        if release_sha256 == self.release_sha256 and self._earlier:
+            return found.union(self._earlier)
         return found
 
     def earlier(self, device: str) -> DeploymentRecord | None:

@@ -120,8 +120,11 @@ class Tick:
             return
         self.counted_at = self.ledger.version
         sha = self.inp.release_sha256
+        recorded = self.ledger.recorded(sha)  # the others have no deployment: queued, not looked up
         for i, wave in enumerate(self.waves):
-            counts = gates.count_wave(self.plan(wave), lambda d: self.ledger.find(d, sha), self.link)
+            counts = gates.count_wave(
+                self.plan(wave), lambda d: self.ledger.find(d, sha), self.link, recorded
+            )
             if counts != wave.counts:
                 self.set(i, counts=counts)
 

@@ -30,6 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 from fleetcd.compat import StrEnum
 from fleetcd.models.fleet import Fleet
@@ -73,6 +74,12 @@ class PlannedWave:
     @property
     def empty(self) -> bool:
         return not self.devices
+
+    @cached_property
+    def members(self) -> frozenset[str]:
+        """:attr:`devices` as a set, made once per plan (a plan is kept while main's tree is the
+        same): the wave counts look up the few robots with a deployment in it."""
+        return frozenset(self.devices)
 
 
 def effective_strategy(rollout: Rollout, fleet: Fleet | None) -> Strategy:
