@@ -33,9 +33,11 @@ from controller.reconcile import delivery_step, due, rollouts, steps
 from controller.reconcile import write as write_step
 from controller.reconcile.cache import VALIDATION_MAX_AGE, ReconcileCache
 from controller.reconcile.delivery_step import Delivered, _historic_evidence
+from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.rollouts import FleetContext, plan_rollout
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.state.layout import STATUS_HTML, STATUS_MD
 from controller.state.model import DeviceFile
 from fleetcd.desired import ROOT_FILE
 from fleetcd.git.objects import ref_target
@@ -160,6 +162,20 @@ def cold(world: ControllerWorld) -> tuple[StateSnapshot, FleetContext, dict[str,
     inputs = BundleInputs(source, evidence)
     digests = {d: inputs.digest(d, data.records) for d, data in snapshot.devices.items()}
     return snapshot, fleet, digests
+
+
+def cold_pages(world: ControllerWorld, snapshot: StateSnapshot, fleet: FleetContext) -> dict[str, bytes]:
+    """Both status pages built from the cold state and main without a memo, at the reconcile's now."""
+    main = ref_target(open_mirror(world.settings.source), "refs/heads/main")
+    settings = replace(world.settings, cache=None)
+    built = pages_and_receipts(
+        fleet, snapshot, snapshot.rollouts, snapshot.devices, settings, world.clock.now, str(main), {}
+    )
+    return {path: data for path, data in built.items() if path in (STATUS_MD, STATUS_HTML) and data}
+
+
+def pages_of(snapshot: StateSnapshot) -> dict[str, bytes]:
+    return {path: snapshot.files[path] for path in (STATUS_MD, STATUS_HTML)}
 
 
 def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float]]:
@@ -301,6 +317,10 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
         assert refs.server.read(world.server) == read_refs(world.server, refs.server.names), name
         mirror = world.settings.source.mirror
         assert refs.mirror.read(mirror) == read_refs(mirror, refs.mirror.names), name
+        if not idle:  # the pages patched from the memo are those of a build without one
+            assert cold_pages(world, after, fleet) == pages_of(after), name
+            patched = [m.patched for m in cache_of(world).pages.rollouts.values()]
+            assert name != "canary downloading" or all(patched), name
         before = after
     assert "spare-1" in after.devices
     assert stood == set(FLEET) | {"spare-1"}
