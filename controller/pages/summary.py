@@ -632,9 +632,10 @@ def _stale(
     positions = range(len(ids))
     if every:
         return list(positions)
-    files_moved = map(is_not, map(files.get, ids), map(_FILE, entries))
-    models_moved = map(is_not, map(devices.get, ids), map(_MODEL, entries))
-    stale = set(compress(positions, map(or_, files_moved, models_moved)))
+    moved = map(is_not, map(files.get, ids), map(_FILE, entries))
+    if not all(map(is_, map(devices.get, ids), map(_MODEL, entries))):  # main's models parsed again
+        moved = map(or_, moved, map(is_not, map(devices.get, ids), map(_MODEL, entries)))
+    stale = set(compress(positions, moved))
     if not config_same:
         stale.update(compress(positions, map(_USED, entries)))
     for device in held:
