@@ -12,20 +12,25 @@ Real reconciles (:mod:`tests.sim.world`: a bare server, real gpg) with one
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from pathlib import Path
 
 import pygit2
+import pytest
 
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
-from controller.reconcile.statebranch import StateSnapshot, dump, load_state, write_state
-from controller.state.layout import device_file
+from controller.reconcile.statebranch import StateCache, StateSnapshot, dump, load_state, write_state
+from controller.records.model import DeviceState
+from controller.state.layout import META_FILE, device_file, legacy_device_file
+from controller.state.model import ControllerMeta, DeviceFile
 from fleetcd.git.objects import ref_target
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.trees import changed_blobs, commit_tree_id
+from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
+from tests.sim.world import CANARY, PRODUCTION, STAGING, START, ControllerWorld, make_world
 
 ALL = STAGING + CANARY + PRODUCTION
 
@@ -106,3 +111,79 @@ def test_the_reconcile_after_a_write_parses_only_what_changed_since(tmp_path: Pa
     assert written_files and cache.state.parsed - files == 1 + len(written_files)
     assert load_state(server).devices[PRODUCTION[0]].last_report_seq == 7
     assert len(changed_blobs(server, base_tree, commit_tree_id(server, written)) or {}) == 1
+
+
+# --- the cache changed in place (statebranch._update) -------------------------------------------
+
+WHEN = START
+
+
+def robot_file(device: str, seq: int) -> bytes:
+    return dump(DeviceFile(state=DeviceState(device=device), last_report_seq=seq))
+
+
+def commit_files(repo: pygit2.Repository, cache: StateCache, changes: dict[str, bytes | None]) -> None:
+    write_state(repo, load_state(repo, cache=cache), changes, "test", WHEN, cache=cache)  # None: no change
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_cache_changed_in_place_loads_what_a_cold_read_gives_and_never_changes_a_snapshot_handed_out(
+    tmp_path: Path, seed: int
+) -> None:
+    """Random state commits (robots' files written, rewritten, deleted; the meta file; a file the
+    controller keeps as bytes), each through write_state with the cache, loads through it between
+    them: every load equals a cold read of the same commit, and every snapshot handed out earlier
+    still equals the cold read of its own commit (the cache's maps are its own, never shared)."""
+    rng = random.Random(seed)
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "state.git")))
+    cache = StateCache()
+    handed: list[tuple[StateSnapshot, StateSnapshot]] = []
+    robots = [f"amr-{n}" for n in range(30)]
+    for step in range(8):
+        changes: dict[str, bytes | None] = {}
+        for device in rng.sample(robots, rng.randrange(1, 12)):
+            changes[device_file(device)] = (
+                None if rng.random() < 0.2 else robot_file(device, rng.randrange(99))
+            )
+        if rng.random() < 0.3:
+            changes[META_FILE] = dump(ControllerMeta(serial=step))
+        if rng.random() < 0.3:
+            changes["STATUS.md"] = b"step %d\n" % step
+        commit_files(repo, cache, changes)
+        snapshot = load_state(repo, cache=cache)
+        cold = load_state(repo)
+        equal_snapshots(snapshot, cold)
+        handed.append((snapshot, cold))
+        for kept, its_cold in handed:
+            equal_snapshots(kept, its_cold)
+
+
+def test_a_written_file_that_does_not_parse_leaves_the_cache_on_its_tree(tmp_path: Path) -> None:
+    """A device file that is not a device file, committed: the cache stays as it was (the tree
+    before, equal to a cold read of it), and the load of the new commit fails loudly, naming the
+    problem, without changing the cache."""
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "state.git")))
+    cache = StateCache()
+    commit_files(repo, cache, {device_file("amr-1"): robot_file("amr-1", 1)})
+    tree, before = cache.tree, load_state(repo)
+    commit_files(repo, cache, {device_file("amr-2"): b'{"not": "a device file"}\n'})
+    assert cache.tree == tree and cache.snapshot is not None
+    equal_snapshots(cache.snapshot, before)
+    with pytest.raises(ValueError):
+        load_state(repo, cache=cache)
+    assert cache.tree == tree
+    equal_snapshots(cache.snapshot, before)
+
+
+def test_two_files_naming_one_robot_drop_the_cache_and_the_next_load_reads_in_full(tmp_path: Path) -> None:
+    """A flat-layout file and a bucket file for the same robot (an older controller's file beside
+    ours): which one wins is for a full read in tree order to say, so the cache changed in place
+    is dropped, and the next load through it equals a cold read."""
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "state.git")))
+    cache = StateCache()
+    commit_files(repo, cache, {device_file("amr-1"): robot_file("amr-1", 1)})
+    commit_files(repo, cache, {legacy_device_file("amr-1"): robot_file("amr-1", 2)})
+    assert cache.tree is None and cache.snapshot is None
+    parsed = cache.parsed
+    equal_snapshots(load_state(repo, cache=cache), load_state(repo))
+    assert cache.parsed > parsed and cache.tree is not None

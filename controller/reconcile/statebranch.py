@@ -79,16 +79,19 @@ def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | No
         return _copy(_parse(head, _read_all(repo, head), _days(repo, head, {}, None))[0])
     tree = commit_tree_id(repo, head)
     changed = changed_blobs(repo, cache.tree, tree) if cache.tree is not None else None
-    updated = None
+    updated = False
     if changed is not None and cache.snapshot is not None:
         days = _days(repo, head, changed, cache.snapshot.audit)
+        # In place (a file that does not parse raises before anything changed: loud, cache kept).
         updated = _update(cache.snapshot, cache.keys, head, changed, days)
         cache.parsed += _parsed(changed)
-    if updated is None:
+    if not updated:
+        cache.tree, cache.snapshot, cache.keys = None, None, {}  # dropped before the full read
         files = _read_all(repo, head)
-        updated = _parse(head, files, _days(repo, head, {}, None))
+        cache.snapshot, cache.keys = _parse(head, files, _days(repo, head, {}, None))
         cache.parsed += len(files)
-    cache.tree, (cache.snapshot, cache.keys) = tree, updated
+    cache.tree = tree
+    assert cache.snapshot is not None
     return _copy(cache.snapshot)
 
 
@@ -154,31 +157,53 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+_Model = ControllerMeta | RolloutState | DeviceFile
+
+
 def _add(snapshot: StateSnapshot, keys: dict[str, str], path: str, data: bytes) -> None:
+    _put(snapshot, keys, path, _model_of(path, data))
+
+
+def _model_of(path: str, data: bytes) -> _Model | None:
+    """The model a state file parses to (None: a file the snapshot keeps as bytes only)."""
     if path == META_FILE:
-        snapshot.meta = ControllerMeta.model_validate_json(data)
-    elif path.startswith("rollouts/") and path.endswith(".json"):
-        state = RolloutState.model_validate_json(data)
-        snapshot.rollouts[state.name] = state
-        keys[path] = state.name
-    elif path.startswith("devices/") and path.endswith(".json"):
-        device = DeviceFile.model_validate_json(data)
-        snapshot.devices[device.state.device] = device
-        keys[path] = device.state.device
+        return ControllerMeta.model_validate_json(data)
+    if path.startswith("rollouts/") and path.endswith(".json"):
+        return RolloutState.model_validate_json(data)
+    if path.startswith("devices/") and path.endswith(".json"):
+        return DeviceFile.model_validate_json(data)
+    return None
+
+
+def _put(snapshot: StateSnapshot, keys: dict[str, str], path: str, model: _Model | None) -> None:
+    if isinstance(model, ControllerMeta):
+        snapshot.meta = model
+    elif isinstance(model, RolloutState):
+        snapshot.rollouts[model.name] = model
+        keys[path] = model.name
+    elif isinstance(model, DeviceFile):
+        snapshot.devices[model.state.device] = model
+        keys[path] = model.state.device
 
 
 def _update(
-    cached: StateSnapshot,
-    cached_keys: dict[str, str],
+    snapshot: StateSnapshot,
+    keys: dict[str, str],
     head: Oid,
     changed: Mapping[str, bytes | None],
     audit: DayFiles,
-) -> tuple[StateSnapshot, dict[str, str]] | None:
-    """``cached`` with the ``changed`` files applied (None: deleted), as :func:`_parse` would read it;
-    ``audit`` is ``head``'s log (:func:`_days`)."""
-    snapshot, keys = _copy(cached), dict(cached_keys)
-    snapshot.commit, snapshot.audit = head, audit
+) -> bool:
+    """``snapshot`` (and its ``keys``) with the ``changed`` files applied (None: deleted), in place,
+    as :func:`_parse` would read it; ``audit`` is ``head``'s log (:func:`_days`). The work is the
+    changed files: at 100,000 robots copying the snapshot's four maps first cost ~15 ms a time.
+
+    Every changed file is parsed before anything is changed, so a file that does not parse (a
+    ValueError) leaves the snapshot as it was. False: two files name one rollout or robot, and a
+    full read in tree order must say which wins (the snapshot is then to be dropped)."""
     changed = {path: data for path, data in changed.items() if not path.startswith(AUDIT_DIR)}
+    with collector_paused():
+        parsed = [(path, data, _model_of(path, data)) for path, data in changed.items() if data is not None]
+    snapshot.commit, snapshot.audit = head, audit
     for path in changed:
         snapshot.files.pop(path, None)
         name = keys.pop(path, None)
@@ -188,14 +213,10 @@ def _update(
             snapshot.devices.pop(name, None)
         if path == META_FILE:
             snapshot.meta = ControllerMeta()
-    with collector_paused():
-        for path, data in changed.items():
-            if data is not None:
-                snapshot.files[path] = data
-                _add(snapshot, keys, path, data)
-    if len(snapshot.rollouts) + len(snapshot.devices) != len(keys):
-        return None  # two files name one rollout or robot: a full read in tree order says which wins
-    return snapshot, keys
+    for path, data, model in parsed:
+        snapshot.files[path] = data
+        _put(snapshot, keys, path, model)
+    return len(snapshot.rollouts) + len(snapshot.devices) == len(keys)
 
 
 def _copy(snapshot: StateSnapshot) -> StateSnapshot:
@@ -274,13 +295,15 @@ def _warm(
     if base is None:
         cached, keys = StateSnapshot(commit=None, meta=ControllerMeta()), {}
     elif cache.snapshot is not None and cache.snapshot.commit == base:
-        cached, keys = cache.snapshot, cache.keys
+        cached, keys = cache.snapshot, cache.keys  # the cache's own: changed in place
     else:
         return
     try:
         updated = _update(cached, keys, written, delta, _days(repo, written, delta, cached.audit))
     except ValueError:  # pydantic's ValidationError: the next load reports it, naming the file
-        return
-    if updated is not None:
+        return  # nothing was changed
+    if updated:
         cache.parsed += _parsed(delta)
-        cache.tree, (cache.snapshot, cache.keys) = tree, updated
+        cache.tree, cache.snapshot, cache.keys = tree, cached, keys
+    else:  # changed, but not as a full read would say: dropped (the next load reads in full)
+        cache.tree, cache.snapshot, cache.keys = None, None, {}
