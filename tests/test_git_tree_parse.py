@@ -16,8 +16,9 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from fleetcd.errors import SetupError
 from fleetcd.git import hashtree
-from fleetcd.git.hashtree import parse_tree, write_tree_hashed
+from fleetcd.git.hashtree import TreeMemo, parse_tree, write_tree_hashed
 
 
 def by_loop(data: bytes) -> dict[bytes, tuple[bytes, bytes]]:
@@ -235,3 +236,103 @@ def test_a_base_not_as_git_writes_it_is_rebuilt_not_spliced(
         assert write_tree_hashed(repo, {"c": b"new"}, base) == ours
     names = [name for name, _ in sorted(parse_tree(repo[ours].read_raw()).items())]
     assert names == sorted({e[1] for e in entries} | {b"c"})
+
+
+# --- the directories a write leaves, kept for the next write (fleetcd.git.hashtree.TreeMemo) -----
+
+
+def bucket_history(rng: random.Random, files: dict[str, bytes], step: int) -> dict[str, bytes | None]:
+    """A few robots' files replaced, joined or gone, now and then a whole bucket deleted or made a
+    file, or a file of the root replaced."""
+    changed: dict[str, bytes | None] = {}
+    for path in rng.sample(sorted(files), min(len(files), rng.randrange(1, 15))):
+        changed[path] = None if rng.random() < 0.2 else b"step %d %d\n" % (step, rng.randrange(9))
+    changed[f"devices/{rng.randrange(8):02x}/joined-{step}.json"] = b"joined\n"
+    roll = rng.random()
+    if roll < 0.1:
+        changed = {p: d for p, d in changed.items() if not p.startswith("devices/03/")}
+        changed["devices/03"] = None  # a whole bucket gone
+    elif roll < 0.15:
+        changed = {p: d for p, d in changed.items() if not p.startswith("devices/04/")}
+        changed["devices/04"] = b"a file where a bucket was\n"
+    elif roll < 0.3:
+        changed["state.json"] = b"%d\n" % step
+    return changed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_writes_through_a_tree_memo_give_the_trees_of_writes_without_it(tmp_path: Path, seed: int) -> None:
+    """Random bucket histories (robots' files replaced, joined, gone; buckets deleted whole or
+    replaced by a file; an older base written on again, as after a lost race): every tree written
+    with the memo has the id of the tree written without it from the same base, and git fsck
+    finds nothing wrong."""
+    rng = random.Random(seed)
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    files = {f"devices/{n % 7:02x}/amr-{n:05d}.json": b"%d\n" % n for n in range(300)}
+    memo = TreeMemo()
+    tree = write_tree_hashed(repo, {**files, "state.json": b"{}\n"}, memo=memo)
+    older = [tree]
+    for step in range(8):
+        base = rng.choice(older) if rng.random() < 0.2 else tree
+        changed = bucket_history(rng, files, step)
+        ours = write_tree_hashed(repo, changed, base, memo=memo)
+        assert ours == write_tree_hashed(repo, changed, base), step
+        older.append(ours)
+        tree = ours
+        for path, data in changed.items():
+            if data is not None and "/" in path and path.count("/") == 2:
+                files[path] = data
+            else:
+                files = {p: d for p, d in files.items() if p != path and not p.startswith(path + "/")}
+    done = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo.path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_write_through_the_memo_reads_only_the_directories_it_does_not_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a write that spliced them, the changed directories are in the memo: the next write on
+    top of that tree reads none of them from the repository (a directory the memo lacks still is)."""
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    files = {f"devices/{n % 5:02x}/amr-{n:05d}.json": b"%d\n" % n for n in range(100)}
+    memo = TreeMemo()
+    base = write_tree_hashed(repo, files, memo=memo)
+    first = {f"devices/{n:02x}/amr-{n:05d}.json": b"first\n" for n in range(5)}
+    tree = write_tree_hashed(repo, first, base, memo=memo)
+    reads: list[bytes] = []
+    real = hashtree._read_tree
+    monkeypatch.setattr(hashtree, "_read_tree", lambda r, oid: reads.append(oid) or real(r, oid))
+    write_tree_hashed(
+        repo, {f"devices/{n:02x}/amr-{n:05d}.json": b"second\n" for n in range(5)}, tree, memo=memo
+    )
+    assert reads == []
+    write_tree_hashed(repo, {"devices/09/new.json": b"new\n"}, base)  # no memo: reads the root and devices/
+    assert len(reads) == 2
+
+
+def test_a_write_that_fails_leaves_the_memo_empty_not_half_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails while landing its objects (a full disk) has already spliced the memo's
+    directories: the memo is left empty, so the next write reads them again and gives the tree a
+    write without the memo gives."""
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    files = {f"devices/{n % 5:02x}/amr-{n:05d}.json": b"%d\n" % n for n in range(100)}
+    memo = TreeMemo()
+    base = write_tree_hashed(repo, files, memo=memo)
+    tree = write_tree_hashed(repo, {"devices/00/amr-00000.json": b"a\n"}, base, memo=memo)
+    assert memo.trees
+    changed: dict[str, bytes | None] = {
+        "devices/00/amr-00005.json": b"b\n",
+        "devices/01/amr-00001.json": None,
+    }
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(hashtree, "land_objects", full)
+        with pytest.raises(SetupError, match="No space left"):
+            write_tree_hashed(repo, changed, tree, memo=memo)
+    assert memo.trees == {}
+    assert write_tree_hashed(repo, changed, tree, memo=memo) == write_tree_hashed(repo, changed, tree)

@@ -19,7 +19,7 @@ from controller.state.jsontext import dumps_indented
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.errors import SetupError
-from fleetcd.git.hashtree import write_tree_hashed
+from fleetcd.git.hashtree import TreeMemo, write_tree_hashed
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import Oid, Repository, tree_of
@@ -64,6 +64,8 @@ class StateCache:
     keys: dict[str, str] = field(default_factory=dict)  # rollout/device file path -> its name
     # Files parsed into this cache, by loads and writes; the audit log is not parsed here (tests count them).
     parsed: int = 0
+    # The directories the last write left, as entries the next write splices into (fleetcd.git.hashtree).
+    trees: TreeMemo = field(default_factory=TreeMemo)
 
 
 def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | None = None) -> StateSnapshot:
@@ -269,7 +271,7 @@ def write_state(
     if not delta and snapshot.commit is not None:
         return None
     base = tree_of(repo, snapshot.commit) if snapshot.commit is not None else None
-    tree = write_tree_hashed(repo, delta, base)
+    tree = write_tree_hashed(repo, delta, base, memo=cache.trees if cache is not None else None)
     parents = [snapshot.commit] if snapshot.commit is not None else []
     written = commit(repo, ref, tree, message, parents, CONTROLLER_IDENTITY, when)
     if cache is not None:
