@@ -15,11 +15,14 @@ planning's own. The gpg cases judge with real gpg.
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bench import fleetgen
 from fleetcd.layout import device_path, release_path, rollout_path
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import parse_version
@@ -40,7 +43,7 @@ from fleetcd.validation.pipeline import (
 from fleetcd.validation.report import Format, render
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.test_validate_robot_delta import SCHEMA, base_fleet, errors, kept, recheck
+from tests.test_validate_robot_delta import SCHEMA, assert_same_content, base_fleet, errors, kept, recheck
 
 TIGHT = {**SCHEMA, "properties": {**SCHEMA["properties"], "max_speed": {"type": "number", "maximum": 1.0}}}
 
@@ -498,3 +501,51 @@ def test_only_absolute_config_paths_can_meet_and_are_compared_normalised(
     path: str, written: str | None
 ) -> None:
     assert apps.absolute(path) == written
+
+
+def test_release_and_rollout_commits_on_a_generated_fleet_recheck_as_a_full_check() -> None:
+    """bench.fleetgen's fleet (selector cohorts, a waves and a canary rollout, configs): releases
+    added and rollouts pointed at them, paused, resumed, aborted, retargeted, removed and added
+    back, some with robot edits in the same commit, each against a fresh full check."""
+    files = dict(fleetgen.generate(240, 12).files)
+    memo = DocumentMemo()
+    content, _ = recheck_content(None, files, memo=memo)
+    rng = random.Random(11)
+    rollouts = {
+        "navigator": "rollouts/navigator-rollout.yaml",
+        "arm-control": "rollouts/arm-control-rollout.yaml",
+    }
+    original = {path: files[path] for path in rollouts.values()}
+    taken: dict[Reuse, int] = {}
+    for serial in range(30):
+        files = dict(files)
+        app = rng.choice(sorted(rollouts))
+        path = rollouts[app]
+        choice = rng.randrange(6)
+        if choice == 0 or path not in files:
+            files[path] = original[path]
+        if choice == 1:
+            version = f"50.{serial}.0"
+            files[f"releases/{app}/{version}.yaml"] = fleetgen.release_yaml(app, version)
+            files[path] = re.sub(rb"\nrelease: [^\n]*\n", f"\nrelease: {version}\n".encode(), files[path])
+        elif choice == 2:
+            flag = rng.choice([b"paused", b"aborted"])
+            files[path] = files[path].replace(b"\nname:", b"\n" + flag + b": true\nname:", 1)
+        elif choice == 3:
+            cohorts = rng.sample(["staging", "canary", "production-osaka", "arms"], k=rng.randint(1, 3))
+            files[path] = re.sub(
+                rb"cohorts: \[[^\]]*\]", f"cohorts: [{', '.join(cohorts)}]".encode(), files[path]
+            )
+        elif choice == 4:
+            del files[path]
+        if rng.random() < 0.3:
+            index = rng.randrange(240)
+            shape = rng.randrange(12) * 1000 + index % 1000
+            text = fleetgen.device_yaml(shape)
+            files[f"devices/{fleetgen.device_id(index)}.yaml"] = text.replace(
+                fleetgen.device_id(shape).encode(), fleetgen.device_id(index).encode()
+            )
+        content, reuse = recheck_content(content, files, memo=memo)
+        taken[reuse] = taken.get(reuse, 0) + 1
+        assert_same_content(content, check_content(files))
+    assert taken.get(Reuse.DOCUMENTS, 0) >= 20, taken
