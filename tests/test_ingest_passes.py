@@ -6,6 +6,7 @@ it must not miss: real git, real gpg, the real ``reconcile_once`` (:mod:`tests.s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from controller.ingest import reports
 from controller.ingest.reports import read_moved_reports
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.records.model import Connectivity, connectivity
 from controller.state.model import WavePhase
@@ -31,10 +33,24 @@ def link(world: ControllerWorld, device: str) -> Connectivity:
     return world.state().devices[device].state.connectivity
 
 
-def test_a_robot_silent_exactly_offline_after_is_online_and_a_microsecond_later_offline(
-    tmp_path: Path, keys: KeyFactory
-) -> None:
+@pytest.fixture(params=["fresh process", "controller run"])
+def kept(request: pytest.FixtureRequest) -> bool:
+    """Whether the controller keeps its memos between reconciles (``controller run``) or computes
+    everything afresh (``controller reconcile --once``): both must age robots alike."""
+    return bool(request.param == "controller run")
+
+
+def aging_world(tmp_path: Path, keys: KeyFactory, kept: bool) -> ControllerWorld:
     world = make_world(tmp_path, keys)
+    if kept:
+        world.settings = replace(world.settings, cache=ReconcileCache())
+    return world
+
+
+def test_a_robot_silent_exactly_offline_after_is_online_and_a_microsecond_later_offline(
+    tmp_path: Path, keys: KeyFactory, kept: bool
+) -> None:
+    world = aging_world(tmp_path, keys, kept)
     world.reconcile()
     world.report_all(["stg-1"], "downloading")
     world.clock.tick(10)
@@ -58,9 +74,9 @@ def test_a_robot_silent_exactly_offline_after_is_online_and_a_microsecond_later_
 
 
 def test_a_robot_that_goes_silent_while_others_report_is_marked_offline_at_the_right_reconcile(
-    tmp_path: Path, keys: KeyFactory
+    tmp_path: Path, keys: KeyFactory, kept: bool
 ) -> None:
-    world = make_world(tmp_path, keys)
+    world = aging_world(tmp_path, keys, kept)
     world.reconcile()
     pass_wave(world, STAGING, "staging")
     world.report_all(CANARY, "downloading")
@@ -76,6 +92,78 @@ def test_a_robot_that_goes_silent_while_others_report_is_marked_offline_at_the_r
     world.reconcile()
     assert link(world, quiet) is Connectivity.OFFLINE
     assert all(link(world, d) is Connectivity.ONLINE for d in talking)
+
+
+def test_a_robot_aged_offline_is_online_again_when_the_clock_steps_back_and_offline_once_more_after(
+    tmp_path: Path, keys: KeyFactory, kept: bool
+) -> None:
+    """The controller's clock steps back (an NTP correction): a robot it aged offline is, by the
+    rule, within ``offline_after`` again, and the kept index must find it as a cold pass does; a
+    reconcile that records nothing (idle) leaves it for the next one that runs."""
+    world = aging_world(tmp_path, keys, kept)
+    world.reconcile()
+    world.report_all(["stg-1"], "downloading")
+    world.sim.push_report("prod-1", world.clock.now)  # a bare heartbeat
+    world.clock.tick(10)
+    world.reconcile()
+    heard = world.clock.now
+    world.clock.tick(OFFLINE_AFTER_S + 1)
+    world.sim.push_report("can-1", world.clock.now)  # something new, so that the reconcile runs
+    world.reconcile()
+    assert link(world, "stg-1") is Connectivity.OFFLINE and link(world, "prod-1") is Connectivity.OFFLINE
+    world.clock.now = heard + timedelta(seconds=OFFLINE_AFTER_S)  # back: exactly offline_after silent
+    world.sim.push_report("can-2", world.clock.now)
+    world.reconcile()
+    assert link(world, "stg-1") is Connectivity.ONLINE and link(world, "prod-1") is Connectivity.ONLINE
+    assert link(world, "can-1") is Connectivity.ONLINE
+    world.clock.tick(0.000001)
+    world.sim.push_report("can-2", world.clock.now)
+    world.reconcile()
+    assert link(world, "stg-1") is Connectivity.OFFLINE and link(world, "prod-1") is Connectivity.OFFLINE
+    assert link(world, "can-2") is Connectivity.ONLINE
+
+
+def commit_to_main(world: ControllerWorld, message: str) -> None:
+    world.fleet.git("add", "-A", "devices")
+    world.fleet.git("commit", "-qm", message)
+    world.fleet.git("push", "-q", str(world.server), "main")
+
+
+def test_a_robot_removed_from_main_is_not_aged_nor_mapped_and_rejoins_with_the_file_the_branch_holds(
+    tmp_path: Path, keys: KeyFactory, kept: bool
+) -> None:
+    """A robot leaves main's fleet while online: its file stays on the state branch as it was (no
+    reconcile maps or ages it, kept memo or not), and when it rejoins, past ``offline_after``, it is
+    aged offline from that file at once, not brought back from what a memo saw before it left."""
+    world = aging_world(tmp_path, keys, kept)
+    world.reconcile()
+    spare = (world.fleet.root / "devices" / "prod-1.yaml").read_text().replace("prod-1", "spare-1")
+    (world.fleet.root / "devices" / "spare-1.yaml").write_text(spare)
+    commit_to_main(world, "a spare robot")
+    world.clock.tick(10)
+    world.reconcile()
+    world.sim.push_report("spare-1", world.clock.now)
+    world.clock.tick(10)
+    world.reconcile()
+    assert link(world, "spare-1") is Connectivity.ONLINE
+    (world.fleet.root / "devices" / "spare-1.yaml").unlink()
+    commit_to_main(world, "the spare robot leaves")
+    world.clock.tick(OFFLINE_AFTER_S + 5)
+    world.reconcile()
+    assert link(world, "spare-1") is Connectivity.ONLINE  # not the fleet's: left as it was
+    world.clock.tick(10)
+    world.sim.push_report("prod-2", world.clock.now)
+    world.reconcile()
+    assert link(world, "spare-1") is Connectivity.ONLINE
+    if kept:
+        cache = world.settings.cache
+        assert cache is not None and "spare-1" not in cache.robots.devices.base
+    (world.fleet.root / "devices" / "spare-1.yaml").write_text(spare)
+    commit_to_main(world, "the spare robot is back")
+    world.clock.tick(10)
+    world.reconcile()
+    assert link(world, "spare-1") is Connectivity.OFFLINE
+    assert link(world, "prod-2") is Connectivity.ONLINE
 
 
 @pytest.mark.parametrize("offset_s", [-1, -0.000001, 0, 0.000001, 1, 86400 * 365])

@@ -37,6 +37,7 @@ from controller.reconcile.finish import pages_and_receipts
 from controller.reconcile.rollouts import FleetContext, plan_rollout
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateSnapshot, load_state
+from controller.records.model import Connectivity, DeviceState
 from controller.state.layout import STATUS_HTML, STATUS_MD
 from controller.state.model import DeviceFile
 from fleetcd.desired import ROOT_FILE
@@ -48,7 +49,7 @@ from fleetcd.planning.selection import device_stages
 from fleetcd.validation import validate_snapshot
 from tests.fleetrepo import FleetRepoBuilder
 from tests.gpgkeys import KeyFactory
-from tests.sim.world import CANARY, PRODUCTION, STAGING, ControllerWorld, make_world
+from tests.sim.world import CANARY, PRODUCTION, STAGING, START, ControllerWorld, make_world
 
 MORE = [f"prod-{n}" for n in range(5, 41)]  # a fleet of 44: a pass over everyone is easy to tell
 FLEET = sorted(STAGING + CANARY + PRODUCTION + MORE)
@@ -178,6 +179,34 @@ def pages_of(snapshot: StateSnapshot) -> dict[str, bytes]:
     return {path: snapshot.files[path] for path in (STATUS_MD, STATUS_HTML)}
 
 
+def ingested_from(world: ControllerWorld, before: StateSnapshot, fleet: FleetContext) -> None:
+    """The ingest step's kept map is what a cold start gives from the state the reconcile read:
+    every robot of main's fleet, in name order, with its file on the state branch or a fresh one;
+    and the robots its index says flip at any instant are those whose stored connectivity a pass
+    over every robot would change."""
+    memo = cache_of(world).robots.devices
+    start = {
+        d: before.devices.get(d) or DeviceFile(state=DeviceState(device=d)) for d in sorted(fleet.devices)
+    }
+    assert list(memo.base) == list(start) and memo.base == start
+    offline_after = timedelta(seconds=fleet.fleet.defaults.offline_after_seconds)
+    for since in (
+        world.clock.now - offline_after,
+        world.clock.now,
+        START,
+        world.clock.now - timedelta(days=1),
+    ):
+        flips = set()
+        for device, data in memo.base.items():
+            seen, was = data.state.last_seen, data.state.connectivity
+            if (
+                seen is not None
+                and (Connectivity.ONLINE if seen >= since else Connectivity.OFFLINE) is not was
+            ):
+                flips.add(device)
+        assert sorted(memo.ageing.flipping(since)) == sorted(flips), since
+
+
 def story(world: ControllerWorld) -> list[tuple[str, Callable[[], object], float]]:
     """Reports, heartbeats, waves passing, a commit to main that keeps its tree and one that does
     not, and a validation grown too old; with the seconds after each."""
@@ -242,6 +271,8 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
         world.clock.tick(seconds)
         idle = world.reconcile().idle
         after, fleet, digests = cold(world)
+        if not idle:
+            ingested_from(world, before, fleet)
         changed = {
             d
             for d, data in after.devices.items()
@@ -323,6 +354,7 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             assert name != "canary downloading" or all(patched), name
         before = after
     assert "spare-1" in after.devices
+    assert cache_of(world).robots.devices.rebuilt == 2  # the first reconcile, and the new robot
     assert stood == set(FLEET) | {"spare-1"}
     assert cache_of(world).main.validations >= 3  # the first tree twice (it expired), then the new one
 

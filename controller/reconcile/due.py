@@ -20,13 +20,16 @@ early one costs a full reconcile that finds nothing to do, never a missed one. N
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import partial
+from heapq import heapify, heappop, heappush
 from zoneinfo import ZoneInfo
 
 from controller.engine.dispatch import waiting_for_switch
 from controller.engine.inputs import RATE_WINDOW
+from controller.reconcile.fleetmap import MOST_CHANGED, Tracked, micros
 from controller.reconcile.rollouts import FleetContext
 from controller.records.model import Action, DeploymentRecord, is_terminal
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
@@ -42,6 +45,7 @@ _DAYS_AHEAD = 3  # today's, tomorrow's and the day after's boundaries: every dai
 _OFFSET_SCAN = timedelta(hours=49)  # how far ahead a zone's next UTC offset change is looked for
 _OFFSET_STEP = timedelta(hours=1)  # offsets are compared hourly, then the change is bisected
 _OFFSET_PRECISION = timedelta(seconds=1)
+_SLACK = 1024  # entries the heaps may hold beyond twice the live ones before they are compacted
 
 
 # What next_due reads of one robot's device file for one dispatching rollout generation: whether
@@ -51,17 +55,90 @@ _Dispatch = tuple[bool, tuple[datetime, ...]]
 _Members = dict[str, tuple[DeviceFile | None, _Dispatch]]  # robot -> (its device file, what it said)
 
 
+_Instant = tuple[int, str, int, datetime]  # (µs since 1970, negated on ``passed``; robot; stamp; the instant)
+
+
 @dataclass
 class DueMemo:
     """What :func:`next_due` read of each robot's device file last time, kept between reconciles by
     ``controller run`` (:class:`~controller.reconcile.memo.RobotMemo`) so that a reconcile reads
-    only the device files that changed. An entry is used only for the very device file object it
-    was read from (the state branch's cache hands an unchanged robot the same object; the memo
-    keeps it alive, so its identity is its own); a robot whose file changed is read again."""
+    only the device files that changed. A robot is read again unless its device file is the very
+    object it was read from (:class:`~controller.reconcile.fleetmap.Tracked`: the state branch's
+    cache hands an unchanged robot the same object; the memo keeps it alive, so its identity is
+    its own).
+
+    Every robot's instants (its connectivity ageing, its open deadlines) sit on two heaps:
+    ``ahead`` those at or after the last ``now``, earliest first, ``passed`` the others, latest
+    first; a new ``now`` moves across only the instants between the two (either way: the clock may
+    step back), and the earliest robot instant is the top of ``ahead``. An entry counts while its
+    robot's stamp is the entry's; a robot read again gets a new stamp."""
 
     offline_after: timedelta | None = None
-    robots: dict[str, tuple[DeviceFile, tuple[datetime, ...]]] = field(default_factory=dict)
+    seen: Tracked[DeviceFile] = field(default_factory=Tracked)
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # robot -> (stamp, instants)
+    ahead: list[_Instant] = field(default_factory=list)
+    passed: list[_Instant] = field(default_factory=list)
+    live: int = 0  # instants of the robots as last read: the entries that count
+    counter: int = 0
     dispatch: dict[tuple[str, int], _Members] = field(default_factory=dict)  # by (rollout, generation)
+
+    def earliest(
+        self, devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime
+    ) -> datetime | None:
+        """The earliest instant at or after ``now`` of any robot of ``devices``, reading only the
+        robots whose device file is not the one read last time."""
+        if self.offline_after != offline_after:  # every robot's ageing instant moves: all read again
+            self.offline_after, self.seen, self.stamps = offline_after, Tracked(), {}
+            self.ahead, self.passed, self.live = [], [], 0
+        changed, limit = self.seen.changes(devices), micros(now)
+        if len(changed) > len(devices) * MOST_CHANGED:  # read in bulk, each heap ordered in one pass
+            found: list[_Instant] = []
+            self.stamps, self.live = {}, 0
+            for device, data in devices.items():
+                self._read(device, data, offline_after, found.append)
+            self.ahead = [e for e in found if e[0] >= limit]
+            self.passed = [(-e[0], e[1], e[2], e[3]) for e in found if e[0] < limit]
+            heapify(self.ahead)
+            heapify(self.passed)
+        else:
+            for device in changed:
+                self._read(device, devices.get(device), offline_after, partial(heappush, self.ahead))
+        ahead, passed = self.ahead, self.passed
+        while ahead and ahead[0][0] < limit:  # the clock moved on past them
+            key, device, stamp, at = heappop(ahead)
+            if self._counts(device, stamp):
+                heappush(passed, (-key, device, stamp, at))
+        while passed and -passed[0][0] >= limit:  # the clock stepped back before them
+            key, device, stamp, at = heappop(passed)
+            if self._counts(device, stamp):
+                heappush(ahead, (-key, device, stamp, at))
+        while ahead and not self._counts(ahead[0][1], ahead[0][2]):
+            heappop(ahead)
+        if len(ahead) + len(passed) > 2 * self.live + _SLACK:
+            self.ahead = [e for e in ahead if self._counts(e[1], e[2])]
+            self.passed = [e for e in passed if self._counts(e[1], e[2])]
+            heapify(self.ahead)
+            heapify(self.passed)
+        return self.ahead[0][3] if self.ahead else None
+
+    def _read(
+        self, device: str, data: DeviceFile | None, offline_after: timedelta, push: Callable[[_Instant], None]
+    ) -> None:
+        held = self.stamps.pop(device, None)
+        if held is not None:
+            self.live -= held[1]
+        if data is None:  # left the fleet
+            return
+        instants = _robot_instants(data, offline_after)
+        self.counter += 1
+        self.stamps[device] = (self.counter, len(instants))
+        self.live += len(instants)
+        for at in instants:
+            push((micros(at), device, self.counter, at))
+
+    def _counts(self, device: str, stamp: int) -> bool:
+        held = self.stamps.get(device)
+        return held is not None and held[0] == stamp
 
 
 def next_due(
@@ -79,19 +156,9 @@ def next_due(
     if renewal_due_at is not None:
         due.append(max(renewal_due_at, now))  # ``now``: renewals wait over this reconcile's bound
     offline_after = timedelta(seconds=ctx.fleet.defaults.offline_after_seconds)
-    if memo.offline_after != offline_after:
-        memo.offline_after, memo.robots = offline_after, {}
-    robots = memo.robots
-    for device, data in devices.items():
-        held = robots.get(device)
-        if held is None or held[0] is not data:
-            held = robots[device] = (data, _robot_instants(data, offline_after))
-        for at in held[1]:  # sorted: the first not yet passed is this robot's earliest
-            if at >= now:
-                due.append(at)
-                break
-    if len(robots) != len(devices):  # robots that left: forgotten
-        memo.robots = {device: robots[device] for device in devices}
+    robot = memo.earliest(devices, offline_after, now)
+    if robot is not None:
+        due.append(robot)
     kept = memo.dispatch
     memo.dispatch = {}
     for name, state in rollouts.items():

@@ -23,7 +23,12 @@ an entry can be missing but never stale:
   files alone, so a validation made afresh for the same tree (every
   :data:`~controller.reconcile.cache.VALIDATION_MAX_AGE`) plans nothing again;
 * what the idle fast path's horizon reads of each device file
-  (:class:`~controller.reconcile.due.DueMemo`), by the very device file object it was read from.
+  (:class:`~controller.reconcile.due.DueMemo`), by the very device file object it was read from,
+  with every robot's instants on two heaps: the earliest ahead is the top of one;
+* the ingest step's starting map, every robot of main's fleet to its state-branch file, and the
+  robots by ``last_seen`` (:class:`~controller.reconcile.fleetmap.DevicesMemo`), by the very device
+  file objects of the state branch and main's robots: the ingest looks up the files that changed
+  and ages the robots whose connectivity flips.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from controller.delivery.inputs import InputsMemo
 from controller.delivery.quiet import QuietMemo
 from controller.delivery.standing import StandingMemo
 from controller.reconcile.due import DueMemo
+from controller.reconcile.fleetmap import DevicesMemo
 from controller.reconcile.rollouts import RolloutPlan
 
 
@@ -44,6 +50,7 @@ class RobotMemo:
     quiet: QuietMemo = field(default_factory=QuietMemo)
     standing: StandingMemo = field(default_factory=StandingMemo)
     due: DueMemo = field(default_factory=DueMemo)
+    devices: DevicesMemo = field(default_factory=DevicesMemo)  # the ingest step's starting map
     # main's delivery source (per-robot lookups, rollouts' evidence), while main's spec is the same
     source: DeliverySource | None = None
     plans_tree: str | None = None  # main's tree the plans were made from

@@ -51,6 +51,7 @@ from controller.ingest.reports import read_moved_reports
 from controller.policy.commits import MAIN_REF, check_history
 from controller.reconcile.context import ReconcileContext
 from controller.reconcile.delivery_step import deliver as deliver_desired
+from controller.reconcile.fleetmap import starting_devices
 from controller.reconcile.idle import audit_anchor, idle_main
 from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResult, Stall, StepResult
 from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
@@ -209,12 +210,13 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     """Robots' status reports into their device files; a silent robot's connectivity ages.
 
     Only status refs that moved since their robot's device file was written are read
-    (``last_report_oid``): ingesting K reports reads K, whatever the fleet's size."""
+    (``last_report_oid``): ingesting K reports reads K, whatever the fleet's size. ``controller
+    run`` starts from the last reconcile's map and ages only the robots whose connectivity flips
+    (:mod:`controller.reconcile.fleetmap`)."""
     fleet, snapshot, now, events = ctx.fleet, ctx.state, ctx.now, ctx.result.events
     offline_after = fleet.fleet.defaults.offline_after_seconds
-    devices = {
-        d: snapshot.devices.get(d) or DeviceFile(state=DeviceState(device=d)) for d in sorted(fleet.devices)
-    }
+    memo = ctx.settings.cache.robots.devices if ctx.settings.cache is not None else None
+    devices = starting_devices(fleet.devices, snapshot.devices, memo)
     if ctx.shards is not None:
         shard_events = list(_shard_events(ctx.shards, devices, now))
         events.extend(shard_events)
@@ -246,8 +248,11 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     # A silent robot sends nothing to ingest: its connectivity ages here, or the device file and
     # the status pages would show it online forever. Online while ``now - last_seen`` is at most
     # ``offline_after`` (records.model.connectivity), compared as datetimes: no call per robot.
+    # With the memo, only the robots that just reported and those its index says flip are looked at.
     since = now - timedelta(seconds=offline_after)
-    for device, data in devices.items():
+    ageing = devices if memo is None else [*memo.ageing.flipping(since), *moved]
+    for device in ageing:
+        data = devices[device]
         seen, was = data.state.last_seen, data.state.connectivity
         if seen is None:
             continue

@@ -1,0 +1,348 @@
+"""The ingest step's kept map and connectivity index, and the idle horizon's kept instants, against
+the cold computation (issue 12): random fleets over many seeds in which robots report, go silent,
+come back, are added to and removed from main's fleet, files are rewritten, deleted and read again
+in another order, reconciles record nothing, and the clock jumps forward and steps back. After
+every reconcile the memo's answers must be the cold ones, and a robot removed from the fleet never
+comes back from the memo.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.reconcile.due import DueMemo
+from controller.reconcile.fleetmap import (
+    MOST_CHANGED,
+    Ageing,
+    DevicesMemo,
+    Tracked,
+    micros,
+    starting_devices,
+)
+from controller.records.model import Action, Connectivity, DeviceState, TargetStatus, is_terminal
+from controller.records.transitions import new_deployment
+from controller.state.model import DeviceFile
+from fleetcd.compat import UTC
+from fleetcd.vocabulary import Activity
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+OFFLINE_AFTER = timedelta(seconds=900)
+SHA = "a" * 64
+NAMES = [f"r{n:02d}" for n in range(40)]
+
+
+class Thing:
+    """A value only its identity tells apart."""
+
+
+def file_of(device: str, rng: random.Random, now: datetime) -> DeviceFile:
+    """A device file as a report, a silence or an edit leaves it: any connectivity, any age."""
+    seen = None if rng.random() < 0.15 else now - timedelta(seconds=rng.choice([0, 1, 899, 900, 901, 5000]))
+    if seen is not None and rng.random() < 0.3:
+        seen -= timedelta(microseconds=rng.choice([-1, 1]))
+    link = rng.choice(list(Connectivity))
+    records = []
+    for _ in range(rng.randrange(0, 3)):
+        deadline = now + timedelta(seconds=rng.randrange(-2000, 2000)) if rng.random() < 0.8 else None
+        record = new_deployment(
+            rollout="nav",
+            generation=1,
+            device=device,
+            app="nav",
+            version="1.1.0",
+            release_sha256=SHA,
+            wave=0,
+            action=Action.DEPLOY,
+            target_status=TargetStatus.DEPLOYED,
+            at=T0,
+            deadline_at=deadline,
+        )
+        if rng.random() < 0.3:  # settled: its deadline no longer counts
+            record = record.model_copy(update={"activity": Activity.DEPLOYED})
+        records.append(record)
+    state = DeviceState(device=device, connectivity=link, last_seen=seen)
+    return DeviceFile(state=state, records=tuple(records))
+
+
+def cold_aged(devices: Mapping[str, DeviceFile], since: datetime) -> dict[str, Connectivity]:
+    """Every robot's connectivity as the cold ingest leaves it: online while seen at or after
+    ``since``, offline before; a robot never seen keeps what it has."""
+    out = {}
+    for device, data in devices.items():
+        seen = data.state.last_seen
+        if seen is None:
+            out[device] = data.state.connectivity
+        else:
+            out[device] = Connectivity.ONLINE if seen >= since else Connectivity.OFFLINE
+    return out
+
+
+def aged(devices: dict[str, DeviceFile], robots: list[str], since: datetime) -> None:
+    """What the ingest step does to the robots it ages (controller.reconcile.steps.ingest)."""
+    for device in robots:
+        data = devices[device]
+        seen = data.state.last_seen
+        if seen is None:
+            continue
+        link = Connectivity.ONLINE if seen >= since else Connectivity.OFFLINE
+        if link is not data.state.connectivity:
+            devices[device] = data.model_copy(
+                update={"state": data.state.model_copy(update={"connectivity": link})}
+            )
+
+
+def cold_earliest(
+    devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime
+) -> datetime | None:
+    """The earliest instant at or after ``now`` of any robot, read from every file."""
+    found = []
+    for data in devices.values():
+        if data.state.last_seen is not None:
+            found.append(data.state.last_seen + offline_after)
+        found.extend(r.deadline_at for r in data.records if r.deadline_at is not None and not is_terminal(r))
+    return min((at for at in found if at >= now), default=None)
+
+
+class StateBranch:
+    """The state branch as the state cache hands it over: a file written or changed is a new object
+    appended at the end; a full read hands every robot a new object, in another order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.devices: dict[str, DeviceFile] = {}
+
+    def put(self, device: str, data: DeviceFile) -> None:
+        self.devices.pop(device, None)
+        self.devices[device] = data.model_copy()  # parsed from the bytes written: another object
+
+    def read_again(self) -> None:
+        items = [(d, data.model_copy()) for d, data in self.devices.items()]
+        self.rng.shuffle(items)
+        self.devices = dict(items)
+
+    def handed(self) -> dict[str, DeviceFile]:
+        return dict(self.devices)  # fresh dicts, the same objects (statebranch._copy)
+
+
+def step_clock(rng: random.Random, now: datetime) -> datetime:
+    return now + rng.choice(
+        [
+            timedelta(0),
+            timedelta(microseconds=1),
+            timedelta(seconds=1),
+            timedelta(seconds=rng.randrange(1, 1200)),
+            timedelta(hours=3),
+            -timedelta(microseconds=1),
+            -timedelta(seconds=rng.randrange(1, 2000)),  # the clock steps back
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_kept_map_ageing_and_horizon_are_the_cold_ones_after_every_reconcile(seed: int) -> None:
+    rng = random.Random(seed)
+    now = T0
+    branch = StateBranch(rng)
+    members: dict[str, object] = {d: Thing() for d in rng.sample(NAMES, rng.randrange(1, 30))}
+    for device in rng.sample(sorted(members), len(members) // 2):
+        branch.put(device, file_of(device, rng, now))
+    memo, due = DevicesMemo(), DueMemo()
+    offline_after = OFFLINE_AFTER
+    for _ in range(25):
+        now = step_clock(rng, now)
+        what = rng.random()
+        if what < 0.12:  # main's robots change: some added, some removed
+            keep = [d for d in members if rng.random() < 0.8]
+            members = {d: members[d] for d in keep} | {d: Thing() for d in rng.sample(NAMES, 3)}
+        elif what < 0.2:  # a new commit to main: the same robots, another dict
+            members = dict(members)
+        elif what < 0.25:
+            branch.read_again()
+        elif what < 0.3 and branch.devices:  # a file deleted behind the controller's back
+            del branch.devices[rng.choice(sorted(branch.devices))]
+        elif what < 0.35:
+            offline_after = timedelta(seconds=rng.choice([30, 900, 86400]))
+        state = branch.handed()
+        devices = starting_devices(members, state, memo)
+        cold = starting_devices(members, state, None)
+        assert list(devices) == list(cold) == sorted(members)
+        assert devices == cold
+        for device, data in devices.items():  # a file on the branch is handed on as the very object
+            assert device in members
+            assert data is state[device] if device in state else data.state.last_seen is None
+        # The ingest: some robots report (a new file), then the silent ones age.
+        moved = rng.sample(sorted(devices), rng.randrange(0, len(devices) + 1) // 3)
+        for device in moved:
+            devices[device] = file_of(device, rng, now)
+        since = now - offline_after
+        before = dict(devices)
+        aged(devices, [*memo.ageing.flipping(since), *moved], since)
+        assert {d: data.state.connectivity for d, data in devices.items()} == cold_aged(before, since)
+        for device, data in devices.items():  # nothing else of a file is touched
+            assert data.state.last_seen == before[device].state.last_seen
+            assert data.records == before[device].records
+        # The write step's horizon, over the map as plan and deliver leave it.
+        earliest = due.earliest(devices, offline_after, now)
+        assert earliest == cold_earliest(devices, offline_after, now)
+        assert earliest == DueMemo().earliest(devices, offline_after, now)
+        if rng.random() < 0.8:  # recorded: the files that changed come back as new objects
+            for device, data in devices.items():
+                if state.get(device) is not data:
+                    branch.put(device, data)
+        # else: stalled, failed or lost the push race: the branch is as it was
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_robot_removed_from_the_fleet_never_comes_back_from_the_memo(seed: int) -> None:
+    """Its file stays on the state branch (nothing deletes it) and its index entries stay on the
+    heaps, but the map is main's robots only, it is never aged, and when it rejoins it comes back
+    with the file the branch holds then, not the one the memo last saw."""
+    rng = random.Random(seed)
+    now = T0
+    branch = StateBranch(rng)
+    everyone = rng.sample(NAMES, 10)
+    for device in everyone:
+        branch.put(device, file_of(device, rng, now))
+    memo = DevicesMemo()
+    members: dict[str, object] = dict.fromkeys(everyone)
+    starting_devices(members, branch.handed(), memo)
+    gone = rng.choice(everyone)
+    members = {d: None for d in everyone if d != gone}
+    for _ in range(5):
+        now = step_clock(rng, now)
+        devices = starting_devices(members, branch.handed(), memo)
+        assert gone not in devices
+        assert gone not in memo.ageing.flipping(now - OFFLINE_AFTER)
+    branch.put(gone, file_of(gone, rng, now))  # rewritten meanwhile (say, by another controller)
+    members = dict.fromkeys(everyone)
+    state = branch.handed()
+    devices = starting_devices(members, state, memo)
+    assert devices[gone] is state[gone]
+    since = now - OFFLINE_AFTER
+    flips = set(memo.ageing.flipping(since))
+    expected = cold_aged(devices, since)
+    assert flips == {d for d, data in devices.items() if data.state.connectivity is not expected[d]}
+
+
+def test_silent_exactly_offline_after_stays_online_flips_a_microsecond_later_and_back_on_a_step_back() -> (
+    None
+):
+    """The boundary the ingest step keeps: online while ``last_seen >= now - offline_after``."""
+    seen = T0
+    online = DeviceFile(state=DeviceState(device="r", connectivity=Connectivity.ONLINE, last_seen=seen))
+    offline = online.model_copy(
+        update={"state": online.state.model_copy(update={"connectivity": Connectivity.OFFLINE})}
+    )
+    ageing = Ageing()
+    ageing.index("r", online)
+    at = seen + OFFLINE_AFTER
+    assert ageing.flipping(at - OFFLINE_AFTER) == []  # exactly offline_after silent: online
+    assert ageing.flipping(at + timedelta(microseconds=1) - OFFLINE_AFTER) == ["r"]
+    assert ageing.flipping(at + timedelta(microseconds=1) - OFFLINE_AFTER) == ["r"]  # not recorded: again
+    ageing.index("r", offline)  # recorded offline
+    assert ageing.flipping(at + timedelta(hours=1) - OFFLINE_AFTER) == []
+    assert ageing.flipping(at - OFFLINE_AFTER) == ["r"]  # the clock stepped back: online again
+    assert ageing.flipping(at + timedelta(microseconds=1) - OFFLINE_AFTER) == []
+
+
+def test_a_robot_never_seen_is_never_aged_and_an_unknown_one_is_aged_either_way() -> None:
+    ageing = Ageing()
+    ageing.index("never", DeviceFile(state=DeviceState(device="never")))
+    unknown = DeviceState(device="u", connectivity=Connectivity.UNKNOWN, last_seen=T0)
+    ageing.index("u", DeviceFile(state=unknown))
+    assert ageing.flipping(T0) == ["u"]  # seen at since: online
+    assert ageing.flipping(T0 + timedelta(microseconds=1)) == ["u"]  # seen before since: offline
+    assert ageing.flipping(datetime(1970, 1, 1, tzinfo=UTC)) == ["u"]
+
+
+def test_stale_entries_are_compacted_away_and_the_answers_stay() -> None:
+    """A robot reporting over and over leaves an entry each time; the heaps stay within a bound."""
+    ageing = Ageing()
+    for n in range(20_000):
+        seen = T0 + timedelta(seconds=n)
+        state = DeviceState(device=f"r{n % 3}", connectivity=Connectivity.ONLINE, last_seen=seen)
+        ageing.index(state.device, DeviceFile(state=state))
+        ageing.compact()
+        assert len(ageing.fading) + len(ageing.reviving) <= 4 * 3 + 1024 + 1
+    last = T0 + timedelta(seconds=19_999)
+    assert sorted(ageing.flipping(last)) == ["r0", "r2"]  # r1 was seen last, at since: online
+    assert sorted(ageing.flipping(last + timedelta(seconds=1))) == ["r0", "r1", "r2"]
+
+
+def test_the_horizon_compacts_its_heaps_and_forgets_a_robot_that_left() -> None:
+    memo = DueMemo()
+    devices: dict[str, DeviceFile] = {}
+    for n in range(5_000):
+        state = DeviceState(device="r", connectivity=Connectivity.ONLINE, last_seen=T0 + timedelta(seconds=n))
+        devices["r"] = DeviceFile(state=state)
+        now = T0 + timedelta(seconds=n)
+        assert memo.earliest(devices, OFFLINE_AFTER, now) == now + OFFLINE_AFTER
+        assert len(memo.ahead) + len(memo.passed) <= 2 * memo.live + 1024 + 1
+    assert memo.earliest({}, OFFLINE_AFTER, T0) is None and memo.live == 0
+    # the clock steps back to before the instants it passed: they count again
+    back = {"r": devices["r"]}
+    assert memo.earliest(back, OFFLINE_AFTER, T0) == devices["r"].state.last_seen + OFFLINE_AFTER  # type: ignore[operator]
+
+
+def test_micros_orders_exactly_as_the_datetimes_whatever_their_zone() -> None:
+    from datetime import timezone
+
+    rng = random.Random(7)
+    for _ in range(500):
+        a = T0 + timedelta(microseconds=rng.randrange(-(10**12), 10**12))
+        b = a + timedelta(microseconds=rng.choice([-1, 0, 1, rng.randrange(-(10**9), 10**9)]))
+        zone = timezone(timedelta(hours=rng.randrange(-12, 14)))
+        assert (micros(a) < micros(b.astimezone(zone))) == (a < b)
+        assert (micros(a) == micros(b)) == (a == b)
+
+
+def reference(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:
+    return {d for d in before.keys() | after.keys() if before.get(d) is not after.get(d)}
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_identity_walk_finds_every_robot_whose_entry_is_another_object(seed: int) -> None:
+    """Whatever happened to the map (entries replaced in place, moved to the end, deleted, added,
+    the whole map shuffled), every robot whose entry is not the very object it was is found, and in
+    the orders the state cache and the ingest keep, nothing else is."""
+    rng = random.Random(seed)
+    before = {d: Thing() for d in rng.sample(NAMES, rng.randrange(0, len(NAMES)))}
+    tracked: Tracked[Thing] = Tracked()
+    assert tracked.changes(before) == set(before)
+    after = dict(before)
+    kind = rng.choice(["in place", "appended", "mixed", "shuffled"])
+    for _ in range(rng.randrange(0, 10)):
+        device = rng.choice(NAMES)
+        if kind == "in place" and device in after:
+            after[device] = Thing()
+        elif kind == "appended":
+            after.pop(device, None)
+            if rng.random() < 0.7:
+                after[device] = Thing()
+        elif kind in ("mixed", "shuffled"):
+            choice = rng.random()
+            if choice < 0.3:
+                after.pop(device, None)
+            elif choice < 0.6:
+                after[device] = Thing()
+            else:
+                value = after.pop(device, None)
+                after[device] = value if value is not None else Thing()
+    if kind == "shuffled":
+        items = list(after.items())
+        rng.shuffle(items)
+        after = dict(items)
+    found = tracked.changes(after)
+    truth = reference(before, after)
+    assert truth <= found
+    if kind in ("in place", "appended") and len(truth) <= MOST_CHANGED * max(len(before), len(after)):
+        assert found == truth
+    assert tracked.names == list(after) and all(
+        a is b for a, b in zip(tracked.values, after.values(), strict=True)
+    )
+    assert tracked.changes(after) == set()  # nothing changed since
