@@ -91,11 +91,13 @@ class DueMemo:
             self.offline_after, self.seen, self.stamps = offline_after, Tracked(), {}
             self.ahead, self.passed, self.live = [], [], 0
         changed, limit = self.seen.changes(devices), micros(now)
-        if len(changed) > len(devices) * MOST_CHANGED:  # read in bulk, each heap ordered in one pass
+        if len(changed) > len(devices) * MOST_CHANGED:  # the heaps ordered again in one pass each
             found: list[_Instant] = []
-            self.stamps, self.live = {}, 0
-            for device, data in devices.items():
-                self._read(device, data, offline_after, found.append)
+            for device in changed:
+                self._read(device, devices.get(device), offline_after, found.append)
+            counts = self._counts
+            found.extend(e for e in self.ahead if counts(e[1], e[2]))
+            found.extend((-e[0], e[1], e[2], e[3]) for e in self.passed if counts(e[1], e[2]))
             self.ahead = [e for e in found if e[0] >= limit]
             self.passed = [(-e[0], e[1], e[2], e[3]) for e in found if e[0] < limit]
             heapify(self.ahead)

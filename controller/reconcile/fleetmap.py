@@ -35,6 +35,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _SLACK = 1024  # entries a heap may hold beyond twice the live ones before it is compacted
 # Past this share of a map's robots changed, they are read again in bulk, not one by one.
 MOST_CHANGED = 0.25
+_FEW = 64  # changed robots the walk meets before it judges how many change
 _Entry = tuple[int, str, int]  # (instant in µs, negated where latest comes first; robot; stamp)
 
 
@@ -60,19 +61,23 @@ class Tracked(Generic[V]):
         keeps each robot's place), each run of unchanged robots is passed over in C and each changed
         robot costs a lookup or two. Any other order is still answered right, robot by robot, with
         more robots than changed (read again, never missed): a robot is left out only for the very
-        object it had, which no other robot's entry can hold. Past :data:`MOST_CHANGED` of the
-        robots, the walk stops and answers every robot of both: read again in bulk, that costs
-        less than telling them apart one by one (after a write of every robot's file)."""
+        object it had, which no other robot's entry can hold. Once more than :data:`MOST_CHANGED`
+        of the robots walked have changed, the walk stops and each robot is looked up in
+        ``after`` in C instead (a lookup each costs more than a run of unchanged robots, less than
+        a changed robot in Python): after a write of every robot's file."""
         names, values, get = self.names, self.values, after.get
         new_names, new_values = list(after), list(after.values())
         found: set[str] = set()
         i = j = 0  # the next robot of ``after`` and of the last map to compare
         news, olds = iter(new_values), iter(values)  # at i and at j
-        most = max(len(new_values), len(values)) * MOST_CHANGED
         while i < len(new_values) and j < len(values):
-            if len(found) > most:
-                found.update(new_names, names)
-                break
+            if (
+                len(found) > i * MOST_CHANGED + _FEW
+            ):  # after a write of every robot's file: told apart in C instead
+                found = set(compress(names, map(is_not, map(get, names), values)))  # left, replaced
+                found.update(after.keys() - set(names))  # joined
+                self.names, self.values = new_names, new_values
+                return found
             span = min(len(new_values) - i, len(values) - j)
             run = next(compress(count(), map(is_not, islice(news, span), islice(olds, span))), span)
             i, j = i + run, j + run
