@@ -21,6 +21,7 @@ import pytest
 from agent.report.build import build_report
 from agent.report.push import push_report
 from controller.audit.events import AuditKind
+from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.shards import StatusShard
 from controller.reconcile.steps import reconcile_once
@@ -291,3 +292,25 @@ def test_get_devices_reads_each_robots_last_report_from_its_shard_and_warns_of_o
     assert code == 0 and "warning: status shard south unreachable" in err
     rows = {row["id"]: row for row in json.loads(out)}
     assert {d: rows[d]["desired"]["serial"] for d in ROBOTS} == dict.fromkeys(ROBOTS, 1)  # last fetched
+
+
+def test_a_running_controller_keeps_the_shards_digest_and_agrees_with_a_fresh_one(sharded: Sharded) -> None:
+    """``controller run`` keeps the located reports' digest (controller.reconcile.refdigest)
+    between idle checks: a report moved in a shard still wakes it, and ``--once`` marks alike."""
+    running = replace(sharded.settings, cache=ReconcileCache())
+    sharded.aw.world.settings = running
+    sharded.reconcile()
+    assert sharded.reconcile().idle
+    robot = next(d for d in ROBOTS if sharded.owner(d) == "north")
+    sharded.report(robot)
+    assert not sharded.reconcile().idle
+    assert sharded.reconcile().idle
+    sharded.aw.world.settings = replace(running, cache=None)  # --once: nothing kept
+    assert sharded.reconcile().idle
+    sharded.report(robot)
+    assert not sharded.reconcile().idle  # marked from scratch
+    sharded.aw.world.settings = running  # the cache last saw the shards before that report
+    assert sharded.reconcile().idle
+    sharded.report(robot, into="south")  # in the wrong shard: located, refused, and it wakes
+    assert not sharded.reconcile().idle
+    assert sharded.reconcile().idle
