@@ -254,8 +254,9 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
     recorded inputs digest, the memo's, and the kept plans equal a cold computation. The idle
     horizon reads only the device files that changed in this reconcile or the last one that ran
     (the state branch hands over a file it wrote as a new object once), and equals its memo-less self.
-    After a reconcile that ran, the inputs memo holds the very records objects the state cache
-    holds for every robot whose file did not change (compared by identity next time, not by value)."""
+    After a reconcile that ran, the inputs memo holds records equal to those the state cache holds
+    for every robot whose file did not change (a robot settled by the last write keeps the records
+    it was digested from, compared by value if it is ever digested again: not re-keyed fleet-wide)."""
     world.reconcile()
     assert sorted(digested) == FLEET  # the first reconcile digests everyone once
     assert planned == ["nav"]
@@ -295,9 +296,9 @@ def test_a_reconcile_digests_and_plans_only_what_changed_and_records_what_a_cold
             assert "prod-9" in moved and "prod-9" in built, name
         state = cache_of(world).state.snapshot
         assert state is not None
-        for device in set() if idle else set(after.devices) - files:  # unchanged: the very records
+        for device in set() if idle else set(after.devices) - files:  # unchanged: the same records
             kept = cache_of(world).robots.inputs.held[device]
-            assert kept.records is state.devices[device].records, (name, device)
+            assert kept.records == state.devices[device].records, (name, device)
         earlier = earlier if idle else files
         # The robots the delivery step left alone, to be skipped next time: their inputs are their
         # recorded ones (as a cold computation gives them), and an unchanged one's file is the very

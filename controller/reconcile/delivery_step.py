@@ -166,7 +166,7 @@ def deliver(
     digested = {device: devices[device] for device in touched} if found is not None else devices
     evidence.update(_historic_evidence(repo, source, rollouts, digested))
     if found is not None:
-        inputs.carry(found.gone, {device: devices[device].records for device in found.settled})
+        inputs.carry(found.gone)
     keys = {device: inputs.digest(device, data.records) for device, data in digested.items()}
     inputs.remember()
     bundles: dict[str, Bundle] = {}
