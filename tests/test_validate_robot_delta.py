@@ -296,8 +296,12 @@ class Run:
         self.commit()
 
     def edit_config(self) -> None:
-        choice = self.rng.randrange(3)
-        if choice == 0:
+        choice = self.rng.randrange(4)
+        if choice == 3:
+            configs = [p for p in self.fleet.docs if p.startswith("configs/")]
+            if configs:
+                self.fleet.remove(self.rng.choice(configs))
+        elif choice == 0:
             self.fleet.config("nav", "cohort-berlin", {"max_speed": self.rng.choice([1.0, 9.0])})
         elif choice == 1:
             robot = self.rng.choice(self.robots)
@@ -494,6 +498,7 @@ ROLLOUT_EDITS: list[Callable[[Run], None]] = [
     Run.retarget_rollout,
     Run.remove_rollout,
     Run.republish_release,
+    Run.edit_config,
 ]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench import fleetgen
-from fleetcd.layout import device_path, release_path, rollout_path
+from fleetcd.layout import config_path, device_path, release_path, rollout_path
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import parse_version
 from fleetcd.reasons import Reason
@@ -232,9 +232,9 @@ FULL: dict[str, Callable[[FleetRepoBuilder], object]] = {
         f.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"]),
         f.cohort("canary", ["amr-002"], stage="canary"),
     ),
-    "a release and a config": lambda f: (
-        f.release("nav", "1.1.0", config_schema=SCHEMA),
-        f.config("nav", "default", {"max_speed": 1.0}),
+    "a config that fails to load": lambda f: f.file(config_path("nav", "cohort-canary"), "values: [1\n"),
+    "a config naming another scope than its file": lambda f: f.config(
+        "nav", "cohort-canary", {"max_speed": 1.0}, scope="device"
     ),
     "a rollout and a withdrawal": lambda f: (
         f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin"]),
@@ -549,3 +549,64 @@ def test_release_and_rollout_commits_on_a_generated_fleet_recheck_as_a_full_chec
         taken[reuse] = taken.get(reuse, 0) + 1
         assert_same_content(content, check_content(files))
     assert taken.get(Reuse.DOCUMENTS, 0) >= 20, taken
+
+
+# --- config instances: the robots they are a layer of ----------------------------------------------------
+
+
+def test_a_cohort_config_edit_that_breaks_its_members_merged_config_is_refused_as_in_full(
+    tmp_path: Path,
+) -> None:
+    """Only the production robots' merged nav config takes the new layer; refused on the layer,
+    naming them, exactly as a full check; fixed, accepted again."""
+    fleet = base_fleet(tmp_path)
+    fleet.config("nav", "cohort-production", {"max_speed": 1.2})
+    fleet.write()
+    content = kept(fleet)
+    fleet.config("nav", "cohort-production", {"max_speed": 9.0})
+    again = documents(content, fleet)
+    assert again.index is not None and again.index.fallbacks == [CONFIGS_ROBOTS]
+    assert all_errors(again) == [("configs/nav/cohort-production.yaml", Reason.CONFIG_INVALID)]
+    assert again.parts[CONFIGS_ROBOTS][0].message.startswith("robots amr-002, amr-003, amr-004:")
+    fleet.config("nav", "cohort-production", {"max_speed": 1.9})
+    fixed = documents(again, fleet)
+    assert all_errors(fixed) == []
+
+
+def test_a_default_config_edited_under_a_kept_finding_is_checked_again(tmp_path: Path) -> None:
+    """The merged-config findings are kept by release and layer paths: an edited layer's are
+    dropped, so the same paths with other values are judged anew (both ways)."""
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.config("nav", "default", {"max_speed": 3.0, "map": "hall-a"})
+    bad = documents(content, fleet)
+    assert all_errors(bad) == [("configs/nav/default.yaml", Reason.CONFIG_INVALID)]
+    fleet.config("nav", "default", {"max_speed": 1.0, "map": "hall-a"})
+    good = documents(bad, fleet)
+    assert all_errors(good) == []
+
+
+def test_a_robot_config_added_and_removed_and_a_config_of_an_app_without_releases(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    memo = DocumentMemo()
+    content = kept(fleet, memo)
+    fleet.config("nav", "device-amr-003", {"colour": "red"})  # not in nav's schema
+    fleet.config("lidar", "default", {"range": 30})
+    again = documents(content, fleet, memo)
+    assert all_errors(again) == [
+        ("configs/lidar/default.yaml", Reason.UNKNOWN_REFERENCE),
+        ("configs/nav/device-amr-003.yaml", Reason.CONFIG_INVALID),
+    ]
+    fleet.remove(config_path("nav", "device-amr-003"))
+    fleet.remove(config_path("lidar", "default"))
+    gone = documents(again, fleet, memo)
+    assert all_errors(gone) == [] and "lidar" not in gone.spec.configs
+    assert config_path("nav", "device-amr-003") not in memo.paths()
+
+
+def test_an_oversized_config_file_is_refused_as_in_full(tmp_path: Path) -> None:
+    fleet = base_fleet(tmp_path)
+    content = kept(fleet)
+    fleet.config("nav", "cohort-canary", {"map": "x" * 70_000})
+    again = documents(content, fleet)
+    assert ("configs/nav/cohort-canary.yaml", Reason.TOO_LARGE) in all_errors(again)

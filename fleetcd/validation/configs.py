@@ -136,11 +136,16 @@ def robot_findings(
 def _oversized(ctx: Context) -> Iterator[Diagnostic]:
     """Config files travel byte for byte in robots' bundles, which refuse files over the cap."""
     for path in sorted(p for p in ctx.spec.files if p.startswith(CONFIGS_PREFIX)):
-        found = classify(path)
-        size = len(ctx.spec.files[path])
-        if found is not None and found.kind is FileKind.CONFIG and size > MAX_CONFIG_FILE_BYTES:
-            message = f"{size} bytes; robots accept config files of at most {MAX_CONFIG_FILE_BYTES} bytes"
-            yield Diagnostic(path, None, None, message, Reason.TOO_LARGE)
+        yield from oversized(path, ctx.spec.files[path])
+
+
+def oversized(path: str, raw: bytes) -> Iterator[Diagnostic]:
+    """One file's :func:`_oversized` finding, if it is a config file over the cap."""
+    found = classify(path)
+    size = len(raw)
+    if found is not None and found.kind is FileKind.CONFIG and size > MAX_CONFIG_FILE_BYTES:
+        message = f"{size} bytes; robots accept config files of at most {MAX_CONFIG_FILE_BYTES} bytes"
+        yield Diagnostic(path, None, None, message, Reason.TOO_LARGE)
 
 
 def _findings(

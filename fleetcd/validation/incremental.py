@@ -20,13 +20,13 @@ A long-running caller (the controller's ``ReconcileCache``) keeps the last
   :class:`~fleetcd.validation.delta.RobotIndex` is patched for those robots and only the parts of
   the cross-file checks they feed are recomputed (:mod:`fleetcd.validation.delta` says which, and
   which run over the whole fleet when they found or find an error);
-* releases added or edited and rollouts added, edited or removed (each loading cleanly before and
-  after), maybe with robot files and signatures, approvals or keys: the robots are patched as
-  above, then the affected rollouts are selected again from the index and only the parts of the
-  checks they and the changed releases feed are recomputed (:mod:`fleetcd.validation.rollout_delta`
-  says which);
-* anything else (a cohort, config, withdrawal, trust-root or fleet document added, removed or
-  changed, a release removed, a document that fails to load, an unexpected file, other findings of
+* releases added or edited, rollouts and config instances added, edited or removed (each loading
+  cleanly before and after), maybe with robot files and signatures, approvals or keys: the robots
+  are patched as above, then the affected rollouts are selected again from the index and only the
+  parts of the checks they and the changed releases and configs feed are recomputed
+  (:mod:`fleetcd.validation.rollout_delta` says which);
+* anything else (a cohort, withdrawal, trust-root or fleet document added, removed or changed, a
+  release removed, a document that fails to load, an unexpected file, other findings of
   the reader, a base to compare against): the content check runs in full, parsing only the
   documents whose bytes the memo does not hold, and keeps a new index.
 
@@ -84,7 +84,7 @@ class Reuse(StrEnum):
     SAME = "same"  # the snapshot's bytes are the previous one's: all of it
     TRUST_FILES = "trust-files"  # only signatures, approvals or keys changed: all but their attaching
     ROBOTS = "robots"  # only robot files changed: the parts of the checks those robots feed
-    DOCUMENTS = "documents"  # releases or rollouts changed (maybe robots): the parts they feed
+    DOCUMENTS = "documents"  # releases, rollouts or configs changed (maybe robots): the parts they feed
     NONE = "none"  # documents or the reader's findings changed: checked in full
 
 
@@ -155,6 +155,7 @@ def _recheck_delta(
     named: dict[str, str] = {}
     releases: dict[str, tuple[str, str]] = {}
     rollouts: dict[str, str] = {}
+    configs_changed: dict[str, tuple[str, str]] = {}
     signatures = False
     for path in changed:
         where = classify(path)
@@ -166,6 +167,8 @@ def _recheck_delta(
             releases[path] = (where.name, where.version)
         elif where.kind is FileKind.ROLLOUT:
             rollouts[path] = where.name
+        elif where.kind is FileKind.CONFIG:
+            configs_changed[path] = (where.name, where.stem)
         elif where.kind in TRUST_FILE_KINDS:
             signatures = True  # attached again below, as on the TRUST_FILES path
         else:
@@ -177,7 +180,12 @@ def _recheck_delta(
     if loaded is None:
         return None
     docs = rollout_delta.load_documents(
-        previous.spec, files, releases, rollouts, lambda path, raw, model: _load(memo, path, raw, model)
+        previous.spec,
+        files,
+        releases,
+        rollouts,
+        lambda path, raw, model: _load(memo, path, raw, model),
+        configs_changed,
     )
     if docs is None:
         return None
@@ -190,7 +198,7 @@ def _recheck_delta(
         cohorts=old.cohorts,
         releases=spec_releases,
         rollouts=spec_rollouts,
-        configs=old.configs,
+        configs=rollout_delta.patched_configs(old.configs, docs) if docs.configs else old.configs,
         keys=old.keys,
         files=files,
         trust_roots=old.trust_roots,
@@ -213,6 +221,7 @@ def _recheck_delta(
         robots.update(rollout_delta.targeted(index.targets[name]))
     if moved:
         index.targets = {name: index.targets[name] for name in sorted(index.targets)}
+    robots.update(rollout_delta.config_robots(index, spec, docs))
     ctx = index.context(spec)
     parts = dict(previous.parts)
     if docs:
@@ -247,14 +256,20 @@ def _recheck_releases(
     releases were added or edited (or rollouts changed: the document checks read their names)."""
     spec = ctx.spec
     paths = docs.release_paths()
-    kept = [d for d in parts[CONFIGS_RELEASES] if d.file not in paths]
+    kept = [d for d in parts[CONFIGS_RELEASES] if d.file not in paths and d.file not in docs.configs]
     for entry in docs.releases.values():
         problems, index.validators[entry.doc.path] = configs.release_schema(entry)
         kept.extend(problems)
         index.release_apps.add(entry.doc.model.app)
+    for path in docs.configs:
+        kept.extend(configs.oversized(path, spec.files[path]) if path in spec.files else ())
     parts[CONFIGS_RELEASES] = tuple(kept)
-    if paths:  # merged configs checked against an edited release's schema are checked again
-        index.findings = {key: found for key, found in index.findings.items() if key[0] not in paths}
+    if paths or docs.configs:  # merged configs of an edited release or layer are checked again
+        index.findings = {
+            key: found
+            for key, found in index.findings.items()
+            if key[0] not in paths and not any(layer in docs.configs for layer in key[1])
+        }
     parts[REFERENCES_DOCUMENTS] = tuple(references.document_checks(ctx))
     parts[REQUIRES_RANGES] = tuple(requires.ranges(ctx))
     if spec.fleet is not None:
@@ -317,7 +332,9 @@ def _config_findings(
     return False
 
 
-_DELTA_FILES = frozenset({*TRUST_FILE_KINDS, FileKind.DEVICE, FileKind.RELEASE, FileKind.ROLLOUT})
+_DELTA_FILES = frozenset(
+    {*TRUST_FILE_KINDS, FileKind.DEVICE, FileKind.RELEASE, FileKind.ROLLOUT, FileKind.CONFIG}
+)
 
 
 def changed_paths(

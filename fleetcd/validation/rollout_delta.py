@@ -1,22 +1,25 @@
-"""Releases and rollouts changed: the cross-file checks again at the cost of the robots they target.
+"""Releases, rollouts or config instances changed: the cross-file checks again at the cost of the
+robots they reach.
 
 The commonest operator commits add a release and point a rollout at it, pause or resume a
 rollout, or change its waves or its cohorts. A rollout's selection (targeted, eligible, skipped)
 is a function of its own document, its release's and the robots and cohorts it names (kept in the
 :class:`~fleetcd.validation.delta.RobotIndex`); a robot's deliveries are the rollouts that select
 it, with their releases. So a commit whose documents changed are releases added or edited and
-rollouts added, edited or removed (maybe robot files, which :mod:`.delta` patches first, and
-signatures, approvals or keys, attached again) is rechecked by
-:func:`fleetcd.validation.incremental.recheck_content` as follows, with *affected* the changed
-rollouts and every rollout naming a changed release:
+rollouts added, edited or removed, and config instances added, edited or removed (maybe robot
+files, which :mod:`.delta` patches first, and signatures, approvals or keys, attached again) is
+rechecked by :func:`fleetcd.validation.incremental.recheck_content` as follows, with *affected*
+the changed rollouts and every rollout naming a changed release:
 
 * the affected rollouts' selections are computed again from the index's cohort members
   (:func:`select`, :func:`fleetcd.planning.selection.resolve_targets` over the index);
 * the grouped robot errors (two rollouts of one app on a robot, two apps writing one config file,
   merged configs failing their schema) are judged for the robots an affected rollout targets
-  before or after (and the changed robots): kept empty when they were and none of those robots has
-  one, every other robot's deliveries being unchanged; otherwise run in full over the fleet (an
-  error state, which blocks the commit anyway);
+  before or after, the robots a changed config instance is a layer of (:func:`config_robots`) and
+  the changed robots: kept empty when they were and none of those robots has one, every other
+  robot's deliveries and layers being unchanged; otherwise run in full over the fleet (an error
+  state, which blocks the commit anyway). The kept merged-config findings of a changed release or
+  layer file are dropped first;
 * references (run again over the cohort, rollout and config documents), requirement cycles (from
   each rollout's "delivers to anyone", not its robots) and each affected rollout's warnings;
 * the checks of the release documents themselves: their config schemas (only the changed ones;
@@ -25,9 +28,10 @@ rollouts and every rollout naming a changed release:
   whose number is not the fleet's).
 
 A release no rollout names selects nobody, so it changes no robot's checks; its own document's
-checks still run. A release removed, a cohort, config instance, withdrawal, trust root or
-fleet.yaml changed, or a changed document that fails to load before or after (or names another
-release or rollout than its path) takes the full check: falling back is always correct. Pure.
+checks still run. A release removed, a cohort (its members, and so memberships, stages, layers and
+selections, would all move), withdrawal, trust root or fleet.yaml changed, or a changed document
+that fails to load before or after (or names another release, rollout, app or scope than its
+path) takes the full check: falling back is always correct. Pure.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pydantic import BaseModel
 from fleetcd.layout import release_path, rollout_path
 from fleetcd.loading.documents import Loaded
 from fleetcd.loading.fleetspec import FleetSpec, ReleaseEntry, RolloutEntry
-from fleetcd.models import Release, Rollout
+from fleetcd.models import ConfigInstance, Release, Rollout
 from fleetcd.planning.selection import _skip_reason
 from fleetcd.reasons import SkipReason
 from fleetcd.validation.context import _STILL_OWNED, Delivery
@@ -58,9 +62,12 @@ class Documents:
 
     releases: dict[tuple[str, str], ReleaseEntry] = field(default_factory=dict)
     rollouts: dict[str, RolloutEntry | None] = field(default_factory=dict)
+    configs: dict[str, tuple[str, str, Loaded[ConfigInstance] | None]] = field(
+        default_factory=dict
+    )  # path ->
 
     def __bool__(self) -> bool:
-        return bool(self.releases or self.rollouts)
+        return bool(self.releases or self.rollouts or self.configs)
 
     def release_paths(self) -> set[str]:
         return {entry.doc.path for entry in self.releases.values()}
@@ -72,11 +79,21 @@ def load_documents(
     releases: Mapping[str, tuple[str, str]],
     rollouts: Mapping[str, str],
     load: Loader[BaseModel],
+    configs: Mapping[str, tuple[str, str]] | None = None,
 ) -> Documents | None:
-    """The changed releases (path -> (app, version)) and rollouts (path -> name) of ``files`` over
-    ``spec``'s snapshot, or None when one must take the full check: a release removed, a document
-    that failed to load before or fails now, or one naming another release or rollout."""
+    """The changed releases (path -> (app, version)), rollouts (path -> name) and config instances
+    (path -> (app, stem)) of ``files`` over ``spec``'s snapshot, or None when one must take the
+    full check: a release removed, a document that failed to load before or fails now, or one
+    naming another release, rollout, app or scope than its path."""
     out = Documents()
+    for path, (app, stem) in (configs or {}).items():
+        if path in spec.files and not any(doc.path == path for doc in spec.configs.get(app, ())):
+            return None
+        raw = files.get(path)
+        config = _load(load, path, raw, ConfigInstance) if raw is not None else None
+        if raw is not None and (config is None or config.model.app != app or config.model.file_stem != stem):
+            return None
+        out.configs[path] = (app, stem, config)
     for path, key in releases.items():
         raw = files.get(path)
         if raw is None or (path in spec.files and key not in spec.releases):
@@ -123,6 +140,35 @@ def patched(
     if any(name not in rollouts for name in docs.rollouts):
         new_rollouts = {name: new_rollouts[name] for name in sorted(new_rollouts, key=rollout_path)}
     return new_releases, new_rollouts
+
+
+def patched_configs(
+    configs: Mapping[str, list[Loaded[ConfigInstance]]], docs: Documents
+) -> dict[str, list[Loaded[ConfigInstance]]]:
+    """The spec's config instances with ``docs``' in, each app's by path, as the loader lists them."""
+    out = {app: list(found) for app, found in configs.items()}
+    for path, (app, _, config) in docs.configs.items():
+        mine = [doc for doc in out.get(app, []) if doc.path != path]
+        if config is not None:
+            mine = sorted([*mine, config], key=lambda doc: doc.path)
+        out[app] = mine
+    return {app: out[app] for app in sorted(out, key=lambda app: f"{app}/") if out[app]}
+
+
+def config_robots(index: RobotIndex, spec: FleetSpec, docs: Documents) -> set[str]:
+    """The robots a changed config instance is (or was) a layer of, for an app they receive: the
+    robot itself, the cohort's members, or every robot a rollout of the app delivers to."""
+    robots: set[str] = set()
+    for app, stem, _ in docs.configs.values():
+        if stem.startswith("device-"):
+            robots.add(stem.removeprefix("device-"))
+        elif stem.startswith("cohort-"):
+            robots.update(index.members.get(stem.removeprefix("cohort-"), ()))
+        else:
+            for name, targets in index.targets.items():
+                if spec.rollouts[name].doc.model.app == app:
+                    robots.update(owned(targets))
+    return robots
 
 
 def affected(spec: FleetSpec, docs: Documents) -> set[str]:
