@@ -31,6 +31,9 @@ import pygit2
 from fleetcd.errors import RefConflict
 
 PACKED_REFS = "packed-refs"
+# How far past the last changed record a changed ref's line is searched for before bisecting: the
+# gap between 1,000 refs spread over 200,000 records is ~15 KB; a miss costs a few microseconds.
+NEAR_BYTES = 65536
 HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
 
 
@@ -131,7 +134,7 @@ class PackedFile:
         chunks: list[bytes | memoryview] = [HEADER]
         at = len(HEADER) if self.data else 0
         for name in sorted(changes):
-            start, end = self._find(at, name)
+            start, end = self._near(at, name)
             chunks.append(view[at:start])
             lines = changes[name]
             if lines is not None:
@@ -162,6 +165,23 @@ class PackedFile:
             found.append((start, end))
             at = start
         return found
+
+    def _near(self, low: int, name: bytes) -> tuple[int, int]:
+        """:meth:`_find`, looking first for ``name``'s line in the next :data:`NEAR_BYTES` after
+        ``low`` (one search in C): changes sorted by name are each found a gap after the last, where
+        bisecting cost ~17 Python steps a ref (1,000 moved refs of 200,000: 60 ms of 0.13 s)."""
+        data = self.data
+        needle = b" " + name + b"\n"
+        hit = data.find(needle, low, low + NEAR_BYTES + len(needle))
+        if hit < 0:
+            return self._find(low, name)
+        start = data.rfind(b"\n", 0, hit) + 1
+        if data.find(b" ", start, hit) >= 0 or start < low:  # not the record's own name: bisect
+            return self._find(low, name)
+        end = hit + len(needle)
+        while data.startswith(b"^", end):
+            end = data.index(b"\n", end) + 1
+        return start, end
 
     def _find(self, low: int, name: bytes) -> tuple[int, int]:
         """Where ``name``'s record is at or after offset ``low`` (a record's start): its first and
