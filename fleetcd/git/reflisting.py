@@ -9,6 +9,16 @@ parsed: the next read compares the new bytes with those (equal: nothing parsed a
 they differ parses only the lines that are not in both (two sets of lines, built in C). Loose ref
 files, which override the packed ones, are read every time; they are few once packed.
 
+When the new ``packed-refs`` has the old one's length (refs moved: a line's object id replaced
+by another of the same length, the usual change), the two are compared in place a block at a
+time (:func:`_dirty_spans`, memcmp in C) and only the lines in blocks that differ are split: at
+200,000 refs and 1,000 moved that is about 1,000 blocks' lines, not 400,000 lines in two sets.
+
+Each reader also keeps which refs' values may have changed since its caller last asked
+(:meth:`RefReader.take_changed`): the packed lines that changed and every loose ref seen. With
+both sides' sets :func:`fleetcd.git.remote.fetch_moved` compares only those refs, not the two
+listings whole.
+
 What a read returns is a function of the bytes read alone, so a reader can hold an old answer but
 never give one: a long-running controller keeps one per repository
 (:class:`RefListingMemo`), ``controller reconcile --once`` reads afresh and gets the same refs.
@@ -31,6 +41,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PACKED_REFS = "packed-refs"
 
@@ -61,6 +72,61 @@ def _lines(packed: bytes) -> list[str]:
         return lines
 
 
+# Blocks of ``packed-refs`` compared in place, coarse then fine: a coarse block that differs is
+# compared again in fine blocks, and only the lines of fine blocks that differ are split. 200,000
+# refs (14.8 MB) with 1,000 moved: 4 ms to find the blocks, against 0.11 s for two sets of lines.
+_COARSE_BLOCK = 16384
+_FINE_BLOCK = 512
+
+
+def _dirty_spans(old: bytes, new: bytes) -> list[tuple[int, int]]:
+    """Where two byte strings of one length differ: sorted, disjoint ``[start, end)`` spans of
+    fine blocks, covering every differing byte."""
+    a, b = memoryview(old), memoryview(new)
+    spans: list[tuple[int, int]] = []
+    size = len(old)
+    for start in range(0, size, _COARSE_BLOCK):
+        end = min(start + _COARSE_BLOCK, size)
+        if a[start:end] == b[start:end]:
+            continue
+        for fine in range(start, end, _FINE_BLOCK):
+            stop = min(fine + _FINE_BLOCK, end)
+            if a[fine:stop] != b[fine:stop]:
+                if spans and spans[-1][1] == fine:
+                    spans[-1] = (spans[-1][0], stop)
+                else:
+                    spans.append((fine, stop))
+    return spans
+
+
+def _lines_around(data: bytes, spans: list[tuple[int, int]]) -> list[bytes]:
+    """Every line of ``data`` that has a byte in ``[start - 1, end]`` of a span (so a line starts
+    or ends inside it): the lines that may differ between two strings of one length that agree
+    outside the spans. A line that does not is the same bytes at the same offset in both, newline
+    before and after included."""
+    lines: list[bytes] = []
+    last = 0
+    for start, end in spans:
+        first = max(last, data.rfind(b"\n", 0, start) + 1)
+        stop = data.find(b"\n", end)
+        stop = len(data) if stop < 0 else stop + 1
+        if first < stop:
+            lines.extend(data[first:stop].split(b"\n"))
+        last = max(last, stop)
+    return lines
+
+
+def _texts(lines: Iterable[bytes]) -> set[str]:
+    """The lines that are UTF-8, as text (the others are left out, as :func:`_lines` does)."""
+    texts = set()
+    for line in lines:
+        try:
+            texts.add(line.decode())
+        except UnicodeDecodeError:
+            continue
+    return texts
+
+
 class RefReader:
     """The refs under ``names`` (exact names, or prefixes ending in ``/``) of one repository."""
 
@@ -70,17 +136,33 @@ class RefReader:
         self._prefixes = tuple(name for name in names if name.endswith("/"))
         self._packed: bytes | None = None  # the packed-refs bytes ``_parsed`` was made from
         self._parsed: dict[str, str] = {}
-        # How each read went, for the tests: packed-refs as before, lines diffed, parsed in full.
-        self.same = self.diffed = self.full = 0
+        # How each read went, for the tests: packed-refs as before, lines diffed (in blocks when
+        # the length is the same), parsed in full.
+        self.same = self.diffed = self.blocks = self.full = 0
+        # Refs whose value may differ from the listing when take_changed was last called (None:
+        # unknown, all of them), and the loose refs of the last read and of that listing.
+        self._changed: set[str] | None = None
+        self._loose: set[str] = set()
+        self._loose_taken: set[str] = set()
+
+    def take_changed(self) -> set[str] | None:
+        """The refs whose value may have changed since the last call (None: any may have, as
+        on the first read or after a read that gave up); the listing of the last read is the one
+        the next call compares with."""
+        changed = None if self._changed is None else self._changed | self._loose_taken | self._loose
+        self._changed, self._loose_taken = set(), set(self._loose)
+        return changed
 
     def _parse_lines(self, lines: Iterable[str], into: dict[str, str], *, remove: bool = False) -> None:
-        exact, prefixes = self._exact, self._prefixes
+        exact, prefixes, changed = self._exact, self._prefixes, self._changed
         for line in lines:
             if line[:1] in _SKIPPED:
                 continue
             oid, _, ref = line.partition(" ")
             if not (ref in exact or ref.startswith(prefixes)):
                 continue
+            if changed is not None:
+                changed.add(ref)
             if not remove:
                 into[ref] = oid
             elif into.get(ref) == oid:
@@ -91,18 +173,25 @@ class RefReader:
         if packed == self._packed:
             self.same += 1
             return self._parsed
-        new = _lines(packed)
         if self._packed is None:
             self.full += 1
+            self._changed = None  # every ref is new to the caller
             parsed: dict[str, str] = {}
-            self._parse_lines(new, parsed)
+            self._parse_lines(_lines(packed), parsed)
+            self._packed, self._parsed = packed, parsed
+            return parsed
+        if len(packed) == len(self._packed):
+            self.blocks += 1
+            spans = _dirty_spans(self._packed, packed)
+            old, added = _texts(_lines_around(self._packed, spans)), _texts(_lines_around(packed, spans))
         else:
             self.diffed += 1
-            old, added = set(_lines(self._packed)), set(new)
-            parsed = dict(self._parsed)
-            self._parse_lines(old - added, parsed, remove=True)
-            self._parse_lines(added - old, parsed)
-        self._packed, self._parsed = packed, parsed
+            old, added = set(_lines(self._packed)), set(_lines(packed))
+        parsed = self._parsed  # patched in place: every read hands out a copy
+        self._packed = None  # until the patch is whole (an exception inside parses in full next time)
+        self._parse_lines(old - added, parsed, remove=True)
+        self._parse_lines(added - old, parsed)
+        self._packed = packed
         return parsed
 
     def from_bytes(self, packed: bytes, loose: Iterable[tuple[str, bytes]]) -> dict[str, str]:
@@ -110,15 +199,30 @@ class RefReader:
         content) pairs, which override it), read once by the caller
         (:class:`fleetcd.git.packedrefs.RefStorage`): the same rules as :meth:`read`."""
         refs = dict(self._packed_refs(packed))
+        seen = set()
         for ref, data in loose:
             if ref in self._exact or ref.startswith(self._prefixes):
                 _set_loose(refs, ref, data)
+                seen.add(ref)
+        self._saw_loose(seen)
         return refs
+
+    def _saw_loose(self, seen: set[str]) -> None:
+        """The loose refs of a whole read: changed (they override packed-refs) now and next time."""
+        if self._changed is not None:
+            self._changed |= self._loose | seen
+        self._loose = seen
 
     def read(self, git_dir: Path) -> dict[str, str] | None:
         """Ref → object id (hex) under the names; None when the storage could not be read
         consistently (a reftable repository, ``packed-refs`` replaced or a loose file gone while
         reading). The dict is the caller's own."""
+        refs = self._read(git_dir)
+        if refs is None:
+            self._changed = None  # the caller lists the refs another way: which changed is unknown
+        return refs
+
+    def _read(self, git_dir: Path) -> dict[str, str] | None:
         if (git_dir / "reftable").exists():
             return None
         where = git_dir / PACKED_REFS
@@ -128,26 +232,32 @@ class RefReader:
         except FileNotFoundError:
             packed = b""
         refs = dict(self._packed_refs(packed))
+        seen: set[str] = set()
+        top = f"{git_dir}/"
         for name in self.names:
-            start = git_dir / name
             if name.endswith("/"):
-                for here, _dirs, files in os.walk(start):
+                # plain strings: a Path and relative_to per loose file was most of reading 1,000
+                for here, _dirs, files in os.walk(top + name.rstrip("/")):
                     for file in files:
-                        if not file.endswith(".lock") and not _read_loose(git_dir, Path(here) / file, refs):
+                        path = f"{here}/{file}"
+                        if not file.endswith(".lock") and not _read_loose(path, path[len(top) :], refs, seen):
                             return None
-            elif start.is_file() and not _read_loose(git_dir, start, refs):
+            elif (git_dir / name).is_file() and not _read_loose(top + name, name, refs, seen):
                 return None
         if _stamp(where) != before:
             return None
+        self._saw_loose(seen)
         return refs
 
 
-def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> bool:
-    """``path``'s ref into ``refs`` (or hidden when it holds no object id); False when it vanished
-    or is symbolic (git resolves it: the caller lists the refs through git)."""
-    ref = path.relative_to(git_dir).as_posix()
+def _read_loose(path: str, ref: str, refs: dict[str, str], seen: set[str]) -> bool:
+    """The loose file at ``path``: its ref into ``refs`` (or hidden when it holds no object id)
+    and its name into ``seen``; False when it vanished or is symbolic (git resolves it: the caller
+    lists the refs through git)."""
+    seen.add(ref)
     try:
-        data = path.read_bytes()[:100]
+        with open(path, "rb") as file:  # noqa: PTH123 - plain strings, 1,000s of loose refs
+            data = file.read(100)
     except FileNotFoundError:
         return False
     except OSError:  # a directory where a file was, unreadable: unknown, as read_refs has it
@@ -162,7 +272,7 @@ def _read_loose(git_dir: Path, path: Path, refs: dict[str, str]) -> bool:
 def _set_loose(refs: dict[str, str], ref: str, data: bytes) -> None:
     """A loose file's object id over its packed value, or the ref hidden when it holds none."""
     text = data[:100].decode("ascii", errors="replace").strip()
-    if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+    if len(text) in (40, 64) and not text.strip("0123456789abcdef"):
         refs[ref] = text
     else:
         refs.pop(ref, None)
@@ -178,13 +288,19 @@ class RefListingMemo:
     server: RefReader | None = None
     mirror: RefReader | None = None
     judged: set[str] = field(default_factory=set)
+    # The refs the last fetch moved or deleted in the mirror, which held the server's listing but
+    # for them (None: no fetch finished with both listings read here; the next compares all refs).
+    touched: set[str] | None = None
+    # What :func:`controller.reconcile.source.fetch_all` keeps from the listings it was handed
+    # (its status and desired-state maps), patched by each fetch's changed refs.
+    kept: Any = None
 
     def server_reader(self, names: Sequence[str]) -> RefReader:
         if self.server is None or self.server.names != tuple(names):
-            self.server = RefReader(names)
+            self.server, self.touched = RefReader(names), None
         return self.server
 
     def mirror_reader(self, names: Sequence[str]) -> RefReader:
         if self.mirror is None or self.mirror.names != tuple(names):
-            self.mirror = RefReader(names)
+            self.mirror, self.touched = RefReader(names), None
         return self.mirror
