@@ -51,6 +51,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from controller.reconcile.result import Repack
 from fleetcd.errors import SetupError, TransportError
@@ -156,8 +157,15 @@ def fetch_all(
     libgit2 fails every later fetch into this mirror. So when a fetch fails, refs that cannot be
     walked as commits are deleted from the mirror (the server keeps them; ingest refuses them by
     name) and the fetch runs once more. An honest fleet pays nothing for this.
+
+    With ``memo`` (``controller run``), the returned status and desired-state maps are the last
+    fetch's, patched with the refs the fetch names as changed (:func:`_partition`): read-only
+    views, valid until the next fetch.
     """
     found: Mapping[str, Oid]
+    kept = memo.kept if memo is not None else None
+    if memo is not None:
+        memo.kept = None  # valid again only once this fetch has patched it
     if is_local(source.url):
         names = [MAIN_BRANCH, STATE_BRANCH, *([STATUS_PREFIX] if status else []), *DESIRED_PREFIXES]
         found = fetch_moved(repo, source.url, names, memo=memo)
@@ -177,17 +185,58 @@ def fetch_all(
     stray = _stray(repo, found, local=is_local(source.url), memo=memo)
     for ref in stray:
         repo.references.delete(ref)
-    # From the hex listing where there is one: a ref at a time through the mapping cost twice that.
-    pairs = found.hex.items() if isinstance(found, ListedRefs) else ((r, str(o)) for r, o in found.items())
-    gone = set(stray)
-    reports: dict[str, Oid] = {}
-    desired: dict[str, Oid] = {}
-    for ref, oid in pairs:
+    partition = _partition(found, set(stray), kept)
+    if memo is not None:
+        memo.kept = partition
+    return Fetched(
+        main=main,
+        state=found.get(STATE_BRANCH),
+        status=MappingProxyType(partition.reports),
+        desired=MappingProxyType(partition.desired),
+    )
+
+
+@dataclass
+class _Partition:
+    """The listing's status and desired-state refs, as :class:`Fetched` hands them out; kept in
+    the fetch's memo and patched with the refs each fetch names as changed."""
+
+    reports: dict[str, Oid] = field(default_factory=dict)
+    desired: dict[str, Oid] = field(default_factory=dict)
+    patched: int = 0  # fetches that patched it since it was built (for the tests)
+
+    def put(self, ref: str, oid: str | None, stray: set[str]) -> None:
+        """``ref`` at ``oid`` (hex; None: not listed) in the map its prefix says; strays in none."""
+        self.reports.pop(ref, None)
+        self.desired.pop(ref, None)
+        if oid is None:
+            return
         if ref.startswith(STATUS_PREFIX):
-            reports[ref] = Oid(hex=oid)
-        elif ref.startswith(DESIRED_PREFIXES) and ref not in gone:
-            desired[ref] = Oid(hex=oid)
-    return Fetched(main=main, state=found.get(STATE_BRANCH), status=reports, desired=desired)
+            self.reports[ref] = Oid(hex=oid)
+        elif ref.startswith(DESIRED_PREFIXES) and ref not in stray:
+            self.desired[ref] = Oid(hex=oid)
+
+
+def _partition(found: Mapping[str, Oid], stray: set[str], kept: object) -> _Partition:
+    """The status and desired-state maps of ``found``: ``kept`` (the last fetch's, from the memo),
+    patched with the refs :func:`~fleetcd.git.remote.fetch_moved` names as changed since that
+    fetch (a stray ref is among them at every fetch: it is written and deleted again each time),
+    or built in one pass over the listing (0.2 s at 100,000 robots)."""
+    listed = found.hex if isinstance(found, ListedRefs) else {r: str(o) for r, o in found.items()}
+    changed = found.changed if isinstance(found, ListedRefs) else None
+    if not isinstance(kept, _Partition) or changed is None:
+        kept = _Partition()
+        reports, desired = kept.reports, kept.desired
+        for ref, oid in listed.items():  # one pass, no call per ref: this is the cold path's cost
+            if ref.startswith(STATUS_PREFIX):
+                reports[ref] = Oid(hex=oid)
+            elif ref.startswith(DESIRED_PREFIXES) and ref not in stray:
+                desired[ref] = Oid(hex=oid)
+    else:
+        kept.patched += 1
+        for ref in changed | stray:
+            kept.put(ref, listed.get(ref), stray)
+    return kept
 
 
 def _stray(
@@ -198,7 +247,9 @@ def _stray(
 
     After :func:`~fleetcd.git.remote.fetch_moved` the mirror's refs under those prefixes are the
     server's (it deleted the others): only the names need judging, and ``memo`` keeps the names
-    judged well-formed, so a fetch judges the names it has not seen. Otherwise one pass over the
+    judged well-formed, so a fetch judges the names it has not seen, of those the fetch names as
+    changed when it does (a stray ref is written and deleted again at every fetch, so it is among
+    them each time). Otherwise one pass over the
     mirror's refs (read from packed-refs and the loose files: iterating 200,000 refs through
     libgit2 took 2.8 s)."""
     if not local:
@@ -208,8 +259,10 @@ def _stray(
             if ref not in found or not is_desired_ref(ref)
         ]
     judged = memo.judged if memo is not None else set()
+    changed = found.changed if isinstance(found, ListedRefs) else None
+    names = found.keys() if changed is None else {ref for ref in changed if ref in found}
     stray = []
-    for ref in found.keys() - judged:
+    for ref in names - judged:
         if ref.startswith(DESIRED_PREFIXES) and not is_desired_ref(ref):
             stray.append(ref)
         else:
