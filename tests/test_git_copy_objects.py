@@ -123,3 +123,15 @@ def test_a_few_objects_are_written_loose_and_nothing_when_the_tips_are_there(
     assert packs(mirror) == before
     assert mirror[tip].tree["status.json"].data == b"1"  # type: ignore[union-attr]
     assert copy_objects(server, mirror, []) == 0
+
+
+def test_a_blob_the_server_lacks_under_a_new_tree_is_a_transport_error_naming_it(
+    server: pygit2.Repository, mirror: LockedRepository
+) -> None:
+    fetch_moved(mirror, server.path, NAMES)
+    missing = "3" * 40
+    tree = server.odb.write(pygit2.enums.ObjectType.TREE, b"100644 status.json\x00" + bytes.fromhex(missing))
+    server.create_commit(status_ref("amr-2"), ROBOT_SIG, ROBOT_SIG, "missing blob", tree, [])
+    with pytest.raises(TransportError, match=missing[:10]):
+        fetch_moved(mirror, server.path, NAMES)
+    assert ref_target(mirror, status_ref("amr-2")) is None

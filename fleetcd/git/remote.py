@@ -410,10 +410,7 @@ def copy_objects(source: pygit2.Repository, target: pygit2.Repository, tips: Ite
             for entry in found:
                 if entry.filemode == FileMode.COMMIT:
                     continue
-                small = (
-                    entry.type == ObjectType.BLOB
-                    and source.odb.read_header(entry.id)[1] <= UNCHECKED_BLOB_BYTES
-                )
+                small = entry.type == ObjectType.BLOB and _size(source, entry.id) <= UNCHECKED_BLOB_BYTES
                 stack.append((entry.id, not small))
         elif isinstance(found, pygit2.Tag):
             stack.append((found.target, True))
@@ -421,6 +418,15 @@ def copy_objects(source: pygit2.Repository, target: pygit2.Repository, tips: Ite
         with disk_problems(target.path):
             land_objects(target, objects)
     return len(objects)
+
+
+def _size(source: pygit2.Repository, oid: pygit2.Oid) -> int:
+    """``oid``'s size in ``source``; a missing or unreadable one counts as large: it is looked up
+    in the mirror first, then read from ``source``, which names it in a TransportError."""
+    try:
+        return int(source.odb.read_header(oid)[1])
+    except (KeyError, ValueError, pygit2.GitError):
+        return UNCHECKED_BLOB_BYTES + 1
 
 
 def _open_server(url: str) -> pygit2.Repository:
