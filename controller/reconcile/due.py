@@ -45,6 +45,8 @@ _DAYS_AHEAD = 3  # today's, tomorrow's and the day after's boundaries: every dai
 _OFFSET_SCAN = timedelta(hours=49)  # how far ahead a zone's next UTC offset change is looked for
 _OFFSET_STEP = timedelta(hours=1)  # offsets are compared hourly, then the change is bisected
 _OFFSET_PRECISION = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # micros(), inline where every robot is read
+_MICROSECOND = timedelta(microseconds=1)
 _SLACK = 1024  # entries the heaps may hold beyond twice the live ones before they are compacted
 
 
@@ -92,16 +94,7 @@ class DueMemo:
             self.ahead, self.passed, self.live = [], [], 0
         changed, limit = self.seen.changes(devices), micros(now)
         if len(changed) > len(devices) * MOST_CHANGED:  # the heaps ordered again in one pass each
-            found: list[_Instant] = []
-            for device in changed:
-                self._read(device, devices.get(device), offline_after, found.append)
-            counts = self._counts
-            found.extend(e for e in self.ahead if counts(e[1], e[2]))
-            found.extend((-e[0], e[1], e[2], e[3]) for e in self.passed if counts(e[1], e[2]))
-            self.ahead = [e for e in found if e[0] >= limit]
-            self.passed = [(-e[0], e[1], e[2], e[3]) for e in found if e[0] < limit]
-            heapify(self.ahead)
-            heapify(self.passed)
+            self._read_in_bulk(changed, devices, offline_after, limit)
         else:
             for device in changed:
                 self._read(device, devices.get(device), offline_after, partial(heappush, self.ahead))
@@ -122,6 +115,39 @@ class DueMemo:
             heapify(self.ahead)
             heapify(self.passed)
         return self.ahead[0][3] if self.ahead else None
+
+    def _read_in_bulk(
+        self, changed: set[str], devices: Mapping[str, DeviceFile], offline_after: timedelta, limit: int
+    ) -> None:
+        """:meth:`_read` of every robot of ``changed`` (after a write of most robots' files), each
+        instant put straight on its side, the entries that still count kept, both heaps ordered once."""
+        stamps, counter = self.stamps, self.counter
+        ahead: list[_Instant] = []
+        passed: list[_Instant] = []
+        if not stamps.keys() <= changed:  # some robots' entries still count
+            ahead.extend(e for e in self.ahead if stamps.get(e[1], (0,))[0] == e[2] and e[1] not in changed)
+            passed.extend(e for e in self.passed if stamps.get(e[1], (0,))[0] == e[2] and e[1] not in changed)
+        for device in changed:
+            held = stamps.pop(device, None)
+            if held is not None:
+                self.live -= held[1]
+            data = devices.get(device)
+            if data is None:  # left the fleet
+                continue
+            instants = _robot_instants(data, offline_after)
+            counter += 1
+            stamps[device] = (counter, len(instants))
+            self.live += len(instants)
+            for at in instants:
+                key = (at - _EPOCH) // _MICROSECOND
+                if key >= limit:
+                    ahead.append((key, device, counter, at))
+                else:
+                    passed.append((-key, device, counter, at))
+        self.counter = counter
+        heapify(ahead)
+        heapify(passed)
+        self.ahead, self.passed = ahead, passed
 
     def _read(
         self, device: str, data: DeviceFile | None, offline_after: timedelta, push: Callable[[_Instant], None]

@@ -17,7 +17,7 @@ back from the memo), and a fresh process computes all of it in full, with the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
@@ -126,9 +126,7 @@ class Ageing:
     stamps: dict[str, int] = field(default_factory=dict)
     counter: int = 0
 
-    def index(
-        self, device: str, data: DeviceFile, push: Callable[[list[_Entry], _Entry], None] = heappush
-    ) -> None:
+    def index(self, device: str, data: DeviceFile) -> None:
         """``device``'s file as it is now; what was indexed of it before no longer counts."""
         seen = data.state.last_seen
         if seen is None:  # never aged
@@ -138,18 +136,28 @@ class Ageing:
         stamp = self.stamps[device] = self.counter
         key, link = micros(seen), data.state.connectivity
         if link is not Connectivity.OFFLINE:
-            push(self.fading, (key, device, stamp))
+            heappush(self.fading, (key, device, stamp))
         if link is not Connectivity.ONLINE:
-            push(self.reviving, (-key, device, stamp))
+            heappush(self.reviving, (-key, device, stamp))
 
     @classmethod
     def of(cls, files: Iterable[tuple[str, DeviceFile]]) -> Ageing:
-        """An index of ``files`` built at once (each heap ordered in one pass, not entry by entry)."""
+        """An index of ``files`` built at once (:meth:`index` of each, each heap ordered in one pass)."""
         ageing = cls()
+        fading, reviving, stamps, stamp = ageing.fading, ageing.reviving, ageing.stamps, 0
         for device, data in files:
-            ageing.index(device, data, push=list.append)
-        heapify(ageing.fading)
-        heapify(ageing.reviving)
+            seen, link = data.state.last_seen, data.state.connectivity
+            if seen is None:
+                continue
+            stamp = stamps[device] = stamp + 1
+            key = (seen - _EPOCH) // _MICROSECOND
+            if link is not Connectivity.OFFLINE:
+                fading.append((key, device, stamp))
+            if link is not Connectivity.ONLINE:
+                reviving.append((-key, device, stamp))
+        ageing.counter = stamp
+        heapify(fading)
+        heapify(reviving)
         return ageing
 
     def flipping(self, since: datetime) -> list[str]:
