@@ -359,3 +359,74 @@ def test_the_identity_walk_finds_every_robot_whose_entry_is_another_object(seed:
         a is b for a, b in zip(tracked.values, after.values(), strict=True)
     )
     assert tracked.changes(after) == set()  # nothing changed since
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_horizon_follows_a_clock_swinging_back_and_forth_over_many_deadlines(seed: int) -> None:
+    """Robots with several open deadlines each, the clock stepping forward and back across them
+    again and again (instants moving between the two heaps both ways), some robots rewritten or
+    leaving: the kept horizon is the cold one every time."""
+    rng = random.Random(seed)
+    now = T0
+    devices = {d: file_of(d, rng, now) for d in rng.sample(NAMES, 20)}
+    memo = DueMemo()
+    for _ in range(40):
+        now += timedelta(seconds=rng.randrange(-2500, 2500))
+        for device in rng.sample(sorted(devices), rng.randrange(0, 3)):
+            if rng.random() < 0.2:
+                del devices[device]
+            else:
+                devices[device] = file_of(device, rng, now)
+        assert memo.earliest(devices, OFFLINE_AFTER, now) == cold_earliest(devices, OFFLINE_AFTER, now)
+        assert memo.live == sum(
+            (d.state.last_seen is not None)
+            + sum(r.deadline_at is not None and not is_terminal(r) for r in d.records)
+            for d in devices.values()
+        )
+
+
+def test_a_changed_offline_after_moves_every_robots_ageing_instant() -> None:
+    rng = random.Random(3)
+    devices = {d: file_of(d, rng, T0) for d in NAMES}
+    memo = DueMemo()
+    for seconds in (900, 30, 86400, 900):
+        offline_after = timedelta(seconds=seconds)
+        for now in (T0, T0 + timedelta(seconds=600), T0 - timedelta(hours=2)):
+            assert memo.earliest(devices, offline_after, now) == cold_earliest(devices, offline_after, now)
+
+
+def test_a_new_fleet_dict_with_the_same_robots_keeps_the_map_and_a_changed_one_rebuilds_it() -> None:
+    """A new commit to main hands over another dict of the same robots: nothing is built again.
+    A robot added, or one removed and another added (the same count), rebuilds the map."""
+    rng = random.Random(5)
+    state = {d: file_of(d, rng, T0) for d in NAMES[:10]}
+    memo = DevicesMemo()
+    members: dict[str, object] = dict.fromkeys(NAMES[:12])
+    first = starting_devices(members, state, memo)
+    assert memo.rebuilt == 1
+    again = starting_devices(dict(members), dict(state), memo)
+    assert memo.rebuilt == 1 and again == first and all(again[d] is first[d] for d in NAMES[:10])
+    swapped = dict.fromkeys([*NAMES[1:12], NAMES[20]])
+    assert list(starting_devices(swapped, state, memo)) == sorted(swapped)
+    assert memo.rebuilt == 2 and NAMES[0] not in memo.base
+    assert starting_devices(swapped, state, memo) == starting_devices(swapped, state, None)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_ageing_index_answers_the_cold_flips_through_many_rewrites_and_compactions(seed: int) -> None:
+    """Thousands of rewrites of a few robots leave stale entries behind; compactions drop them,
+    and at any instant the robots the index says flip are those a pass over every file says."""
+    rng = random.Random(seed)
+    files = {d: file_of(d, rng, T0) for d in NAMES[:8]}
+    ageing = Ageing.of(files.items())
+    for n in range(3_000):
+        device = rng.choice(NAMES[:8])
+        files[device] = file_of(device, rng, T0 + timedelta(seconds=n))
+        ageing.index(device, files[device])
+        ageing.compact()
+        if n % 250 == 0:
+            since = T0 + timedelta(seconds=rng.randrange(-3000, 4000))
+            cold = cold_aged(files, since)
+            flips = {d for d, f in files.items() if f.state.connectivity is not cold[d]}
+            assert set(ageing.flipping(since)) == flips
+    assert len(ageing.fading) + len(ageing.reviving) <= 4 * 8 + 1024 + 2
