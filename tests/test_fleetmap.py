@@ -17,15 +17,14 @@ import pytest
 
 from controller.reconcile.due import DueMemo
 from controller.reconcile.fleetmap import Ageing, DevicesMemo, Tracked, micros, starting_devices
-from controller.records.model import Action, Connectivity, DeviceState, TargetStatus, is_terminal
-from controller.records.transitions import new_deployment
+from controller.records.model import Connectivity, DeviceState, is_terminal
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
 from fleetcd.vocabulary import Activity
+from tests.test_ingest import deployment
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OFFLINE_AFTER = timedelta(seconds=900)
-SHA = "a" * 64
 NAMES = [f"r{n:02d}" for n in range(40)]
 
 
@@ -42,19 +41,7 @@ def file_of(device: str, rng: random.Random, now: datetime) -> DeviceFile:
     records = []
     for _ in range(rng.randrange(0, 3)):
         deadline = now + timedelta(seconds=rng.randrange(-2000, 2000)) if rng.random() < 0.8 else None
-        record = new_deployment(
-            rollout="nav",
-            generation=1,
-            device=device,
-            app="nav",
-            version="1.1.0",
-            release_sha256=SHA,
-            wave=0,
-            action=Action.DEPLOY,
-            target_status=TargetStatus.DEPLOYED,
-            at=T0,
-            deadline_at=deadline,
-        )
+        record = deployment(device, deadline_at=deadline)
         if rng.random() < 0.3:  # settled: its deadline no longer counts
             record = record.model_copy(update={"activity": Activity.DEPLOYED})
         records.append(record)

@@ -34,7 +34,7 @@ ROBOT = Identity("robot", "robot@fleet.test")
 SHA = "ab" * 32
 
 
-def deployment(device: str, rollout: str = "nav") -> Any:
+def deployment(device: str, rollout: str = "nav", deadline_at: datetime | None = None) -> Any:
     return new_deployment(
         rollout=rollout,
         generation=1,
@@ -46,7 +46,7 @@ def deployment(device: str, rollout: str = "nav") -> Any:
         action=Action.DEPLOY,
         target_status=TargetStatus.DEPLOYED,
         at=T0,
-        deadline_at=None,
+        deadline_at=deadline_at,
     )
 
 

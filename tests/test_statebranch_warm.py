@@ -31,6 +31,7 @@ from fleetcd.git.trees import changed_blobs, commit_tree_id
 from tests.gitrepos import bare_repo
 from tests.gpgkeys import KeyFactory
 from tests.sim.world import CANARY, PRODUCTION, STAGING, START, ControllerWorld, make_world
+from tests.test_reconcile_proportional import equal_snapshots
 
 ALL = STAGING + CANARY + PRODUCTION
 
@@ -47,15 +48,6 @@ def server_state(world: ControllerWorld) -> tuple[pygit2.Repository, pygit2.Oid]
     head = ref_target(server, STATE_BRANCH)
     assert head is not None
     return server, head
-
-
-def equal_snapshots(cached: StateSnapshot, cold: StateSnapshot) -> None:
-    assert cached.commit == cold.commit
-    assert cached.meta == cold.meta
-    assert cached.rollouts == cold.rollouts and list(cached.rollouts) == list(cold.rollouts)
-    assert cached.devices == cold.devices
-    assert cached.audit == cold.audit and list(cached.audit) == list(cold.audit)
-    assert cached.files == cold.files
 
 
 def test_a_written_state_commit_leaves_the_cache_equal_to_a_cold_read(
