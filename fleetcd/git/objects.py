@@ -484,7 +484,12 @@ def blob_size(repo: pygit2.Repository, ref: str | pygit2.Oid, path: str) -> int 
     entry = _tree_entry(repo, ref, path)
     if entry is None or entry.type != pygit2.enums.ObjectType.BLOB:
         return None
+    return object_size(repo, entry.id)
+
+
+def object_size(repo: pygit2.Repository, oid: pygit2.Oid) -> int:
+    """``oid``'s size from its header; KeyError when ``repo`` lacks it."""
     read_header = getattr(repo.odb, "read_header", None)
     if read_header is None:  # pygit2 < 1.19.2: only the tests' Python 3.10 fleets (see above)
-        return len(repo.odb.read(entry.id)[1])
-    return int(read_header(entry.id)[1])
+        return len(repo.odb.read(oid)[1])
+    return int(read_header(oid)[1])

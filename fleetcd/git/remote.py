@@ -30,7 +30,7 @@ from fleetcd.errors import PushRejected, SetupError, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.gitcli import SshKey, TransferTooLarge, checked_url, is_local, local_path
 from fleetcd.git.hostkeys import HostKeyCheck, HostKeyPolicy
-from fleetcd.git.objects import delete_refs, disk_problems, land_objects, update_refs
+from fleetcd.git.objects import delete_refs, disk_problems, land_objects, object_size, update_refs
 from fleetcd.git.packedrefs import read_refs
 from fleetcd.git.reflisting import RefListingMemo
 from fleetcd.git.untrusted import drop_unnegotiable_refs
@@ -424,7 +424,7 @@ def _size(source: pygit2.Repository, oid: pygit2.Oid) -> int:
     """``oid``'s size in ``source``; a missing or unreadable one counts as large: it is looked up
     in the mirror first, then read from ``source``, which names it in a TransportError."""
     try:
-        return int(source.odb.read_header(oid)[1])
+        return object_size(source, oid)
     except (KeyError, ValueError, pygit2.GitError):
         return UNCHECKED_BLOB_BYTES + 1
 
