@@ -23,6 +23,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from fleetcd.git import packedrefs
 from fleetcd.git.mirror import open_locked_mirror
 from fleetcd.git.packedrefs import HEADER, PackedFile, refs_to_send, update_packed
 from tests.gitrepos import git
@@ -100,6 +101,28 @@ def test_the_spliced_file_is_byte_for_byte_the_whole_rewrite(seed: int) -> None:
     changes = random_changes(rng, names)
     assert b"".join(packed.changed(changes)) == reference_rewrite(data, changes)
     for name in [*names, *changes]:
+        assert packed.value(name) == reference_value(data, name), name
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_new_refs_bisected_inside_a_small_window_land_where_the_whole_rewrite_puts_them(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed ref missed by the search near the last one is bisected only up to the first
+    record past the window when it sorts before that record: windows of a few bytes to a few
+    records, over files of new names, peeled lines and names that prefix one another."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(packedrefs, "NEAR_BYTES", rng.choice([0, 1, 40, 90, 150, 400, 2000]))
+    data, names = random_file(rng, rng.choice([30, 200, 600]))
+    packed = PackedFile(data, Path("packed-refs"))
+    changes: dict[bytes, bytes | None] = {}
+    for _ in range(rng.randint(1, 60)):  # mostly new names: each one a miss of the near search
+        name = random_name(rng) + rng.choice([b"", b"/new", b"-x", b"0"])
+        changes[name] = random_record(rng, name)
+    for name in rng.sample(names, k=min(len(names), rng.randint(0, 10))):
+        changes[name] = None if rng.random() < 0.3 else random_record(rng, name)
+    assert b"".join(packed.changed(changes)) == reference_rewrite(data, changes)
+    for name in changes:
         assert packed.value(name) == reference_value(data, name), name
 
 

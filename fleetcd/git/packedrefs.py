@@ -172,9 +172,10 @@ class PackedFile:
         bisecting cost ~17 Python steps a ref (1,000 moved refs of 200,000: 60 ms of 0.13 s)."""
         data = self.data
         needle = b" " + name + b"\n"
-        hit = data.find(needle, low, low + NEAR_BYTES + len(needle))
-        if hit < 0:
-            return self._find(low, name)
+        edge = low + NEAR_BYTES + len(needle)
+        hit = data.find(needle, low, edge)
+        if hit < 0:  # a new ref (or a far one): bisect the window when it sorts inside it
+            return self._find(low, name, self._bound(edge, name))
         start = data.rfind(b"\n", 0, hit) + 1
         if data.find(b" ", start, hit) >= 0 or start < low:  # not the record's own name: bisect
             return self._find(low, name)
@@ -183,11 +184,26 @@ class PackedFile:
             end = data.index(b"\n", end) + 1
         return start, end
 
-    def _find(self, low: int, name: bytes) -> tuple[int, int]:
-        """Where ``name``'s record is at or after offset ``low`` (a record's start): its first and
-        past-last byte, or twice the offset where it would go."""
+    def _bound(self, at: int, name: bytes) -> int | None:
+        """The start of the first record after offset ``at`` when ``name`` sorts before it (so a
+        bisection for ``name`` from before ``at`` may stop there), else None. Missed refs (new
+        ones: robots' first status reports) were bisected over the whole file, ~17 steps a ref at
+        200,000 records against ~10 inside one window (1,000 new refs: 35 ms against 21 ms)."""
         data = self.data
-        high = len(data)
+        cut = data.find(b"\n", at) + 1
+        while cut and data.startswith(b"^", cut):
+            cut = data.find(b"\n", cut) + 1
+        if not cut or cut >= len(data):
+            return None
+        space, newline = data.find(b" ", cut), data.find(b"\n", cut)
+        return cut if 0 <= space < newline and name < data[space + 1 : newline] else None
+
+    def _find(self, low: int, name: bytes, high: int | None = None) -> tuple[int, int]:
+        """Where ``name``'s record is at or after offset ``low`` (a record's start) and before
+        ``high`` (a record's start, or the end): its first and past-last byte, or twice the offset
+        where it would go."""
+        data = self.data
+        high = len(data) if high is None else high
         while low < high:
             start = max(low, data.rfind(b"\n", low, (low + high) // 2) + 1)
             while data[start] == 0x5E:  # "^": a peeled line belongs to the record above it
