@@ -20,16 +20,16 @@ early one costs a full reconcile that finds nothing to do, never a missed one. N
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from functools import partial
 from heapq import heapify, heappop, heappush
+from itertools import compress
 from zoneinfo import ZoneInfo
 
 from controller.engine.dispatch import waiting_for_switch
 from controller.engine.inputs import RATE_WINDOW
-from controller.reconcile.fleetmap import MOST_CHANGED, Tracked, micros
+from controller.reconcile.fleetmap import MOST_CHANGED, Tracked
 from controller.reconcile.rollouts import FleetContext
 from controller.records.model import Action, DeploymentRecord, is_terminal
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState, WavePhase
@@ -57,7 +57,7 @@ _Dispatch = tuple[bool, tuple[datetime, ...]]
 _Members = dict[str, tuple[DeviceFile | None, _Dispatch]]  # robot -> (its device file, what it said)
 
 
-_Instant = tuple[int, str, int, datetime]  # (µs since 1970, negated on ``passed``; robot; stamp; the instant)
+_Instant = tuple[datetime, str, int]  # (the instant, its robot, the stamp it was read under)
 
 
 @dataclass
@@ -69,17 +69,21 @@ class DueMemo:
     cache hands an unchanged robot the same object; the memo keeps it alive, so its identity is
     its own).
 
-    Every robot's instants (its connectivity ageing, its open deadlines) sit on two heaps:
-    ``ahead`` those at or after the last ``now``, earliest first, ``passed`` the others, latest
-    first; a new ``now`` moves across only the instants between the two (either way: the clock may
-    step back), and the earliest robot instant is the top of ``ahead``. An entry counts while its
-    robot's stamp is the entry's; a robot read again gets a new stamp."""
+    Every robot's instants (its connectivity ageing, its open deadlines) are kept: ``ahead`` those
+    at or after the last ``now``, a heap, earliest first; ``passed`` the others, in no order. A
+    later ``now`` pops the instants it passes off ``ahead``; an earlier one (the clock stepped
+    back) moves those of ``passed`` at or after it back, a pass over ``passed`` paid only then. The
+    earliest robot instant is the top of ``ahead``. An entry counts while its robot's stamp is the
+    entry's; a robot read again gets a new stamp. After a write of most robots' files every robot
+    is read again in one plain loop, about what the cold computation costs."""
 
     offline_after: timedelta | None = None
     seen: Tracked[DeviceFile] = field(default_factory=Tracked)
-    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # robot -> (stamp, instants)
+    stamps: dict[str, int] = field(default_factory=dict)  # robot -> the stamp its entries count under
+    counts: dict[str, int] = field(default_factory=dict)  # robot -> its instants, where not one
     ahead: list[_Instant] = field(default_factory=list)
     passed: list[_Instant] = field(default_factory=list)
+    now: datetime | None = None  # the last ``now``: ``ahead`` holds what is at or after it
     live: int = 0  # instants of the robots as last read: the entries that count
     counter: int = 0
     dispatch: dict[tuple[str, int], _Members] = field(default_factory=dict)  # by (rollout, generation)
@@ -88,85 +92,109 @@ class DueMemo:
         self, devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime
     ) -> datetime | None:
         """The earliest instant at or after ``now`` of any robot of ``devices``, reading only the
-        robots whose device file is not the one read last time."""
+        robots whose device file is not the one read last time. An exception (an instant out of
+        range) leaves the memo empty: the next call reads every robot again."""
+        try:
+            return self._earliest(devices, offline_after, now)
+        except BaseException:
+            self.offline_after = None
+            self._forget()
+            raise
+
+    def _forget(self) -> None:
+        self.seen, self.stamps, self.counts = Tracked(), {}, {}
+        self.ahead, self.passed, self.live, self.now = [], [], 0, None
+
+    def _earliest(
+        self, devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime
+    ) -> datetime | None:
         if self.offline_after != offline_after:  # every robot's ageing instant moves: all read again
-            self.offline_after, self.seen, self.stamps = offline_after, Tracked(), {}
-            self.ahead, self.passed, self.live = [], [], 0
-        changed, limit = self.seen.changes(devices), micros(now)
-        if len(changed) > len(devices) * MOST_CHANGED:  # the heaps ordered again in one pass each
-            self._read_in_bulk(changed, devices, offline_after, limit)
+            self.offline_after = offline_after
+            self._forget()
+        if not self.seen.names and not self.stamps:  # nothing read yet: every robot is read
+            self.seen = Tracked(list(devices), list(devices.values()))
+            self._rebuild(devices, offline_after, now)
         else:
-            for device in changed:
-                self._read(device, devices.get(device), offline_after, partial(heappush, self.ahead))
-        ahead, passed = self.ahead, self.passed
-        while ahead and ahead[0][0] < limit:  # the clock moved on past them
-            key, device, stamp, at = heappop(ahead)
-            if self._counts(device, stamp):
-                heappush(passed, (-key, device, stamp, at))
-        while passed and -passed[0][0] >= limit:  # the clock stepped back before them
-            key, device, stamp, at = heappop(passed)
-            if self._counts(device, stamp):
-                heappush(ahead, (-key, device, stamp, at))
-        while ahead and not self._counts(ahead[0][1], ahead[0][2]):
+            changed = self.seen.changes(devices)
+            if len(changed) > len(devices) * MOST_CHANGED:  # every robot read again, the heap built at once
+                self._rebuild(devices, offline_after, now)
+            else:
+                for device in changed:
+                    self._read(device, devices.get(device), offline_after)
+        ahead, passed, counts = self.ahead, self.passed, self._counts
+        if self.now is not None and now < self.now and passed:  # the clock stepped back
+            back = [e for e in passed if e[0] >= now]
+            if back:
+                self.passed = passed = [e for e in passed if e[0] < now]
+                for entry in back:
+                    if counts(entry[1], entry[2]):
+                        heappush(ahead, entry)
+        self.now = now
+        while ahead and ahead[0][0] < now:  # the clock moved on past them
+            entry = heappop(ahead)
+            if counts(entry[1], entry[2]):
+                passed.append(entry)
+        while ahead and not counts(ahead[0][1], ahead[0][2]):
             heappop(ahead)
         if len(ahead) + len(passed) > 2 * self.live + _SLACK:
-            self.ahead = [e for e in ahead if self._counts(e[1], e[2])]
-            self.passed = [e for e in passed if self._counts(e[1], e[2])]
+            self.ahead = [e for e in ahead if counts(e[1], e[2])]
+            self.passed = [e for e in passed if counts(e[1], e[2])]
             heapify(self.ahead)
-            heapify(self.passed)
-        return self.ahead[0][3] if self.ahead else None
+        return self.ahead[0][0] if self.ahead else None
 
-    def _read_in_bulk(
-        self, changed: set[str], devices: Mapping[str, DeviceFile], offline_after: timedelta, limit: int
-    ) -> None:
-        """:meth:`_read` of every robot of ``changed`` (after a write of most robots' files), each
-        instant put straight on its side, the entries that still count kept, both heaps ordered once."""
-        stamps, counter = self.stamps, self.counter
+    def _rebuild(self, devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime) -> None:
+        """Every robot of ``devices`` read again (after a write of most robots' files: a bootstrap,
+        a fan-out, the first reconcile of a process) in one loop as plain as the cold
+        computation's, every robot under one stamp, each instant put straight on its side; the heap
+        is then ordered once, in C."""
+        counter = self.counter + 1
         ahead: list[_Instant] = []
         passed: list[_Instant] = []
-        if not stamps.keys() <= changed:  # some robots' entries still count
-            ahead.extend(e for e in self.ahead if stamps.get(e[1], (0,))[0] == e[2] and e[1] not in changed)
-            passed.extend(e for e in self.passed if stamps.get(e[1], (0,))[0] == e[2] and e[1] not in changed)
-        for device in changed:
-            held = stamps.pop(device, None)
-            if held is not None:
-                self.live -= held[1]
-            data = devices.get(device)
-            if data is None:  # left the fleet
-                continue
-            instants = _robot_instants(data, offline_after)
-            counter += 1
-            stamps[device] = (counter, len(instants))
-            self.live += len(instants)
-            for at in instants:
-                key = (at - _EPOCH) // _MICROSECOND
-                if key >= limit:
-                    ahead.append((key, device, counter, at))
-                else:
-                    passed.append((-key, device, counter, at))
-        self.counter = counter
+        counts: dict[str, int] = {}  # the robots whose instants are not one
+        keep, put, live = ahead.append, passed.append, 0
+        for device, data in devices.items():
+            seen, records = data.state.last_seen, data.records
+            count = 0
+            if seen is not None:
+                at = seen + offline_after
+                (keep if at >= now else put)((at, device, counter))
+                count = 1
+            if records:
+                for record in records:
+                    deadline = record.deadline_at
+                    if deadline is not None and not is_terminal(record):
+                        (keep if deadline >= now else put)((deadline, device, counter))
+                        count += 1
+            if count != 1:
+                counts[device] = count
+            live += count
         heapify(ahead)
-        heapify(passed)
-        self.ahead, self.passed = ahead, passed
+        self.ahead, self.passed, self.stamps, self.counts = (
+            ahead,
+            passed,
+            dict.fromkeys(devices, counter),
+            counts,
+        )
+        self.counter, self.live, self.now = counter, live, now
 
-    def _read(
-        self, device: str, data: DeviceFile | None, offline_after: timedelta, push: Callable[[_Instant], None]
-    ) -> None:
-        held = self.stamps.pop(device, None)
-        if held is not None:
-            self.live -= held[1]
+    def _read(self, device: str, data: DeviceFile | None, offline_after: timedelta) -> None:
+        """``device``'s instants as its file ``data`` (None: it left) says, on ``ahead`` under a new
+        stamp (those already passed move on to ``passed`` as the heap is popped)."""
+        if self.stamps.pop(device, None) is not None:
+            self.live -= self.counts.pop(device, 1)
         if data is None:  # left the fleet
             return
         instants = _robot_instants(data, offline_after)
         self.counter += 1
-        self.stamps[device] = (self.counter, len(instants))
+        self.stamps[device] = self.counter
+        if len(instants) != 1:
+            self.counts[device] = len(instants)
         self.live += len(instants)
         for at in instants:
-            push((micros(at), device, self.counter, at))
+            heappush(self.ahead, (at, device, self.counter))
 
     def _counts(self, device: str, stamp: int) -> bool:
-        held = self.stamps.get(device)
-        return held is not None and held[0] == stamp
+        return self.stamps.get(device) == stamp
 
 
 def next_due(
@@ -179,12 +207,14 @@ def next_due(
     memo: DueMemo | None = None,
 ) -> datetime:
     """The earliest instant at or after ``now`` at which the clock alone may change the outcome."""
-    memo = memo if memo is not None else DueMemo()
     due = [now + FULL_RECONCILE_EVERY]
     if renewal_due_at is not None:
         due.append(max(renewal_due_at, now))  # ``now``: renewals wait over this reconcile's bound
     offline_after = timedelta(seconds=ctx.fleet.defaults.offline_after_seconds)
-    robot = memo.earliest(devices, offline_after, now)
+    if memo is None:  # a reconcile of its own (--once): every file read, nothing kept
+        memo, robot = DueMemo(), earliest_cold(devices, offline_after, now)
+    else:
+        robot = memo.earliest(devices, offline_after, now)
     if robot is not None:
         due.append(robot)
     kept = memo.dispatch
@@ -196,6 +226,21 @@ def next_due(
             memo.dispatch[key] = kept.get(key, {})
             due.extend(_rollout_due(ctx, entry.doc.model, state, devices, now, memo.dispatch[key]))
     return min(at for at in due if at >= now)
+
+
+def earliest_cold(
+    devices: Mapping[str, DeviceFile], offline_after: timedelta, now: datetime
+) -> datetime | None:
+    """What :meth:`DueMemo.earliest` gives, from every robot's file, keeping nothing."""
+    found: list[datetime] = []
+    put = found.append
+    for data in devices.values():
+        seen, records = data.state.last_seen, data.records
+        if seen is not None:
+            put(seen + offline_after)
+        if records:
+            found.extend(r.deadline_at for r in records if r.deadline_at is not None and not is_terminal(r))
+    return min(compress(found, map(now.__le__, found)), default=None)
 
 
 def _robot_instants(data: DeviceFile, offline_after: timedelta) -> tuple[datetime, ...]:
