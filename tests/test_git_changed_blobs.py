@@ -107,6 +107,19 @@ def test_identical_trees_report_nothing(work: Path) -> None:
     assert changed_blobs(pygit2.Repository(str(work)), tree, tree) == {}
 
 
+def test_one_id_given_twice_is_still_checked_before_it_is_called_unchanged(work: Path) -> None:
+    repo = pygit2.Repository(str(work))
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    assert changed_blobs(repo, "3" * 40, "3" * 40) is None  # unknown to the repository: read it all
+    assert changed_blobs(repo, commit, commit) is None  # a commit is not a tree
+    blob = git("rev-parse", "HEAD:fleet.yaml", cwd=work).strip()
+    assert changed_blobs(repo, blob, blob) is None  # nor is a blob
+    many = {f"devices/{s:02x}/robot-{n:03d}.json": DEVICE for s in range(16) for n in range(40)}
+    commit_files(work, many)
+    assert changed_blobs(repo, tree_of(work), tree_of(work)) == {}
+    assert diff(work, {"devices/0a/robot-007.json": None}) == {"devices/0a/robot-007.json": None}
+
+
 def test_one_change_deep_among_many_files_is_the_only_one_reported(work: Path) -> None:
     many = {f"devices/site-{s}/robot-{n:03d}.yaml": DEVICE for s in range(5) for n in range(60)}
     commit_files(work, many)

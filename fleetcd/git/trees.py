@@ -165,8 +165,10 @@ def changed_blobs(repo: pygit2.Repository, old_tree: str, new_tree: str) -> dict
     """The files that differ between two trees: path → the new tree's bytes, None where the new
     tree has none. None when ``old_tree`` is not in the repository (a rebuilt cache): read it all.
 
-    libgit2 compares the trees entry by entry and skips subtrees whose ids are equal, so a few
-    files changed among 100,000 cost a few blobs read. No rename detection: a move is a deletion
+    libgit2 compares the trees entry by entry, so a few files changed among 100,000 cost a few
+    blobs read, but every tree entry is still walked: two equal ids (the state branch a running
+    controller wrote itself, read back) are answered without the diff, which walked all 100,000
+    device files' entries in 0.049 s at 100,000 robots. No rename detection: a move is a deletion
     and an addition.
     """
     old = repo.get(pygit2.Oid(hex=old_tree))
@@ -175,6 +177,8 @@ def changed_blobs(repo: pygit2.Repository, old_tree: str, new_tree: str) -> dict
         return None
     if not isinstance(new, pygit2.Tree):
         raise SetupError(f"{new_tree}: not a tree in {repo.path}")
+    if old.id == new.id:  # equal ids, equal content down to the last byte
+        return {}
     out: dict[str, bytes | None] = {}
     for delta in old.diff_to_tree(new).deltas:
         path = delta.new_file.path or delta.old_file.path
