@@ -312,3 +312,118 @@ def test_copies_at_offsets_and_sizes_of_every_byte_width_decode_exactly() -> Non
         target = base[cut : cut + 0x18000] + b"tail"
         found = delta(base, target, len(target))
         assert found is not None and _decode_delta(base, found) == target, hex(cut)
+
+
+def _naive_prefix(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_common_ends_found_window_by_window_are_the_byte_by_byte_ones(seed: int) -> None:
+    """The prefix and suffix two objects share, looked for in growing windows (256, 1,024, ...
+    bytes), at lengths around every window's edge and inside sub-ranges, are what comparing byte
+    by byte gives."""
+    from fleetcd.git.packdelta import _common_prefix, _common_suffix
+
+    rng = random.Random(seed)
+    edges = [0, 1, 255, 256, 257, 1279, 1280, 1281, 5375, 5376, 5377, 21759, 21760, 21761]
+    for shared in edges + [rng.randrange(30_000) for _ in range(10)]:
+        same = rng.randbytes(shared)
+        a = rng.randbytes(rng.randrange(3)) + same + rng.randbytes(rng.randrange(0, 40))
+        b = rng.randbytes(rng.randrange(3)) + same + rng.randbytes(rng.randrange(0, 40))
+        a0, b0 = rng.randrange(3), rng.randrange(3)
+        a1, b1 = len(a) - rng.randrange(3), len(b) - rng.randrange(3)
+        a0, b0 = min(a0, a1), min(b0, b1)
+        assert _common_prefix(a, a0, a1, b, b0, b1) == _naive_prefix(a[a0:a1], b[b0:b1])
+        assert _common_suffix(a, a0, a1, b, b0, b1) == _naive_prefix(a[a0:a1][::-1], b[b0:b1][::-1])
+
+
+def test_the_runs_where_two_strings_agree_are_the_longest_zero_runs_of_their_xor() -> None:
+    """The literal-prefix pattern finds exactly the runs of 8 or more zero bytes (leftmost, whole)
+    that ``\\x00{8,}`` finds, on sparse, dense and unrelated data."""
+    from fleetcd.git.packdelta import _MIN_COPY, _SAME_BYTES
+
+    rng = random.Random(5)
+    reference = re.compile(b"\\x00{%d,}" % _MIN_COPY)
+    for density in (0.0, 0.02, 0.3, 0.9, 0.995, 1.0):
+        for _ in range(20):
+            data = bytes(0 if rng.random() < density else rng.randrange(1, 256) for _ in range(3000))
+            assert [m.span() for m in _SAME_BYTES.finditer(data)] == [
+                m.span() for m in reference.finditer(data)
+            ]
+
+
+def test_trees_of_one_length_with_nothing_in_common_are_stored_whole_and_read_back(tmp_path: Path) -> None:
+    """The state branch's bucket trees: the same names' layout, equal lengths, unrelated ids. They
+    are tried as deltas of each other and stored whole; a tree edited in place (one id) becomes a
+    delta of its base; git reads all of them back and fsck passes."""
+    from fleetcd.git.packdelta import delta
+
+    rng = random.Random(11)
+
+    def tree() -> bytes:  # a bucket's robots: names hashed into it, in order
+        names = sorted(b"robot-%06d.json" % n for n in rng.sample(range(10**6), 390))
+        return b"".join(b"100644 " + name + b"\0" + rng.randbytes(20) for name in names)
+
+    trees = [tree() for _ in range(12)]
+    assert len({len(t) for t in trees}) == 1
+    assert delta(trees[0], trees[1], len(trees[1]) // 2) is None
+    edited = bytearray(trees[1])
+    edited[45 * 111 + 25 : 45 * 112] = rng.randbytes(20)  # the 112th robot's file, rewritten
+    found = delta(trees[1], bytes(edited), len(edited) // 2)
+    assert found is not None and len(found) < 100 and _decode_delta(trees[1], found) == bytes(edited)
+    objects = {
+        hashlib.sha1(b"tree %d\0" % len(t) + t).digest(): t for t in [*trees[:4], bytes(edited), *trees[4:]]
+    }
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "repo.git")))
+    idx = packfile.write_pack(Path(repo.path) / "objects" / "pack", ((o, 2, t) for o, t in objects.items()))
+    assert idx is not None
+    listed = git("verify-pack", "-v", str(idx), cwd=Path(repo.path))
+    assert "chain length = 1: 1 object" in listed  # only the edited copy is a delta
+    for oid, data in objects.items():
+        assert repo.odb.read(pygit2.Oid(raw=oid))[1] == data
+    fsck(repo)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_delta_refused_early_is_refused_exactly_when_the_full_search_would_refuse_it(seed: int) -> None:
+    """Regions of one length whose XOR has too few zero bytes are not listed when the delta cannot
+    reach its limit: on trees and files of one length sharing from nothing to nearly everything,
+    at every limit, the answer is what the search without a limit (max_new = the target's size)
+    gives: the same instructions, or None exactly when those leave more new bytes than allowed."""
+    from fleetcd.git.packdelta import delta
+
+    rng = random.Random(seed)
+    for _ in range(60):
+        size = rng.choice([64, 300, 2000, 17_550])
+        base = rng.randbytes(size)
+        target = bytearray(base)
+        for _ in range(rng.choice([0, 1, 5, 40, size // 8])):
+            at = rng.randrange(size)
+            target[at : at + rng.randint(1, 30)] = rng.randbytes(rng.randint(1, 30))[: size - at]
+        target = target[:size] if len(target) >= size else target + rng.randbytes(size - len(target))
+        full = delta(base, bytes(target), len(target))
+        assert full is not None and _decode_delta(base, full) == target
+        new_bytes = sum(op & 0x7F for op in _inserted_ops(full))
+        for max_new in (0, size // 8, size // 2, new_bytes - 1, new_bytes, size):
+            found = delta(base, bytes(target), max_new)
+            assert found == (full if new_bytes <= max_new else None), (size, max_new, new_bytes)
+
+
+def _inserted_ops(instructions: bytes) -> list[int]:
+    """The insert commands of a delta (each ``0nnnnnnn``: n bytes follow)."""
+    at = 0
+    for _ in range(2):
+        while instructions[at] & 0x80:
+            at += 1
+        at += 1
+    ops = []
+    while at < len(instructions):
+        command = instructions[at]
+        at += 1
+        if command & 0x80:
+            at += bin(command & 0x7F).count("1")
+        else:
+            ops.append(command)
+            at += command
+    return ops

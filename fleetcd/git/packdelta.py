@@ -29,7 +29,14 @@ _MIN_COPY = 8  # a shorter match is cheaper inserted (a copy instruction is up t
 _MAX_SPLITS = 64  # anchors looked up per object: a bundle needs a handful; repetitive data far more
 _MAX_COPY = 0x10000  # git writes no longer copy (its decoder reads a size of 0 as 0x10000)
 _MAX_INSERT = 0x7F
-_SAME_BYTES = re.compile(b"\\x00{%d,}" % _MIN_COPY)  # in an XOR of two strings: where they agree
+# In an XOR of two strings: where they agree. Spelled as a literal prefix, which the regular
+# expression engine searches for like bytes.find: 8.5 µs over 27 KB of XOR of two unrelated trees
+# (the state branch's bucket trees, tried as deltas of each other) against 194 µs as
+# ``\x00{8,}``, which tries a match at every byte; the same runs.
+_SAME_BYTES = re.compile(b"\\x00" * _MIN_COPY + b"\\x00*")
+# The common prefix and suffix are looked for in windows from this size on, each 4 times the last:
+# two unrelated objects of 27 KB were converted whole to integers to find a prefix of a few bytes.
+_FIRST_WINDOW = 256
 
 
 def _varint(value: int) -> bytes:
@@ -46,17 +53,32 @@ def _varint(value: int) -> bytes:
 
 def _common_prefix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
     """How many bytes a[a0:a1] and b[b0:b1] share at their start: where the XOR of the two (as
-    big-endian integers of one length) has its highest bit set."""
-    size = min(a1 - a0, b1 - b0)
-    differ = int.from_bytes(a[a0 : a0 + size], "big") ^ int.from_bytes(b[b0 : b0 + size], "big")
-    return size - 1 - (differ.bit_length() - 1) // 8 if differ else size
+    big-endian integers of one length) has its highest bit set, window after growing window."""
+    size, done, window = min(a1 - a0, b1 - b0), 0, _FIRST_WINDOW
+    while done < size:
+        end = min(size, done + window)
+        differ = int.from_bytes(a[a0 + done : a0 + end], "big") ^ int.from_bytes(
+            b[b0 + done : b0 + end], "big"
+        )
+        if differ:
+            return end - 1 - (differ.bit_length() - 1) // 8
+        done, window = end, window * 4
+    return size
 
 
 def _common_suffix(a: bytes, a0: int, a1: int, b: bytes, b0: int, b1: int) -> int:
-    """How many bytes a[a0:a1] and b[b0:b1] share at their end (the same, little-endian)."""
-    size = min(a1 - a0, b1 - b0)
-    differ = int.from_bytes(a[a1 - size : a1], "little") ^ int.from_bytes(b[b1 - size : b1], "little")
-    return size - 1 - (differ.bit_length() - 1) // 8 if differ else size
+    """How many bytes a[a0:a1] and b[b0:b1] share at their end (the same, little-endian, windows
+    from the end)."""
+    size, done, window = min(a1 - a0, b1 - b0), 0, _FIRST_WINDOW
+    while done < size:
+        end = min(size, done + window)
+        differ = int.from_bytes(a[a1 - end : a1 - done], "little") ^ int.from_bytes(
+            b[b1 - end : b1 - done], "little"
+        )
+        if differ:
+            return end - 1 - (differ.bit_length() - 1) // 8
+        done, window = end, window * 4
+    return size
 
 
 def _match(
@@ -70,14 +92,15 @@ def _match(
     out: list[tuple[int, int, int]],
 ) -> None:
     """Append (target offset, base offset, length) runs of target[t0:t1] found in base[b0:b1],
-    in target order and not overlapping."""
+    in target order and not overlapping. ``budget``: the anchors still to look up, and how many
+    of the target's bytes the runs must cover for the delta to be kept."""
     prefix = _common_prefix(base, b0, b1, target, t0, t1)
     suffix = _common_suffix(base, b0 + prefix, b1, target, t0 + prefix, t1)
     if prefix:
         out.append((t0, b0, prefix))
     ts, te, bs, be = t0 + prefix, t1 - suffix, b0 + prefix, b1 - suffix
     if te - ts == be - bs and te - ts >= _MIN_COPY:
-        _aligned(base, bs, be, target, ts, te, out)
+        _aligned(base, bs, be, target, ts, te, out, budget[1] - (len(target) - (te - ts)))
     elif te - ts >= 2 * _ANCHOR and be - bs >= _ANCHOR:
         for at in (ts + (te - ts) // 2, ts + (te - ts) // 4, ts + 3 * (te - ts) // 4):
             if budget[0] <= 0:
@@ -97,13 +120,25 @@ def _match(
 
 
 def _aligned(
-    base: bytes, b0: int, b1: int, target: bytes, t0: int, t1: int, out: list[tuple[int, int, int]]
+    base: bytes,
+    b0: int,
+    b1: int,
+    target: bytes,
+    t0: int,
+    t1: int,
+    out: list[tuple[int, int, int]],
+    least: int = 0,
 ) -> None:
     """Append the runs where target[t0:t1] and base[b0:b1] (one length) hold the same bytes at the
-    same offsets, in target order: the zero bytes of their XOR."""
+    same offsets, in target order: the zero bytes of their XOR. None when fewer than ``least``
+    bytes agree at all (counted in C): the runs could not make the delta worth keeping, and
+    listing them was a Python step per entry of two unrelated trees whose names line up."""
     size = t1 - t0
     same = int.from_bytes(base[b0:b1], "big") ^ int.from_bytes(target[t0:t1], "big")
-    for run in _SAME_BYTES.finditer(same.to_bytes(size, "big")):
+    xored = same.to_bytes(size, "big")
+    if least > 0 and xored.count(0) < least:
+        return
+    for run in _SAME_BYTES.finditer(xored):
         start, end = run.span()
         out.append((t0 + start, b0 + start, end - start))
 
@@ -112,7 +147,10 @@ def delta(base: bytes, target: bytes, max_new: int) -> bytes | None:
     """``target`` as git delta instructions against ``base``; None when more than ``max_new`` of
     its bytes are not found in ``base`` (the delta would not be worth it)."""
     runs: list[tuple[int, int, int]] = []
-    _match(base, 0, len(base), target, 0, len(target), [_MAX_SPLITS], runs)
+    # The runs must cover this much of the target, or the delta is refused below; a region
+    # whose bytes cannot bring the runs there is not listed (the answer, None, is the same).
+    need = len(target) - max_new
+    _match(base, 0, len(base), target, 0, len(target), [_MAX_SPLITS, need], runs)
     if len(target) - sum(length for _, _, length in runs if length >= _MIN_COPY) > max_new:
         return None
     ops = [_varint(len(base)), _varint(len(target))]
