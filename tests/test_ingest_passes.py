@@ -245,11 +245,12 @@ def test_moved_reports_come_in_device_name_order_whatever_the_refs_order(
 
 
 def test_a_report_claiming_another_robots_deployment_still_names_the_owner(
-    tmp_path: Path, keys: KeyFactory
+    tmp_path: Path, keys: KeyFactory, kept: bool
 ) -> None:
     """The owners of deployment ids are built only once a claim needs them: a robot claiming the
-    deployment of another is refused as foreign, naming that robot, and its own claim is taken."""
-    world = make_world(tmp_path, keys)
+    deployment of another is refused as foreign, naming that robot, and its own claim is taken.
+    ``controller run`` answers from the owners it kept since the wave wrote can-2's record."""
+    world = aging_world(tmp_path, keys, kept)
     world.reconcile()
     pass_wave(world, STAGING, "staging")
     canary = world.state().devices
@@ -275,3 +276,19 @@ def test_a_report_claiming_another_robots_deployment_still_names_the_owner(
     foreign = [line for line in lines if "foreign_deployment" in line and "can-1" in line]
     assert len(foreign) == 1 and '"owner":"can-2"' in foreign[0].replace(" ", "")
     assert world.wave("canary") is not WavePhase.FAILED
+    # The other way round, after can-1's file changed: the kept owners were patched, not rebuilt.
+    mine = state.devices["can-1"].records[0]
+    claim = DeploymentReport(
+        deployment_id=mine.id, app=mine.app, version=mine.version, activity="failed",
+        error="failed", updated_at=world.clock.now,
+    )  # fmt: skip
+    world.sim.push_report("can-2", world.clock.now, deployments=[claim])
+    world.clock.tick(10)
+    world.reconcile()
+    state = world.state()
+    assert state.devices["can-1"].records[0].activity.value == "downloading"
+    lines = [line for day in state.audit.values() for line in day.decode().splitlines()]
+    foreign = [line for line in lines if "foreign_deployment" in line and '"device":"can-2"' in line]
+    assert len(foreign) == 1 and '"owner":"can-1"' in foreign[0].replace(" ", "")
+    if kept:
+        assert world.settings.cache is not None and world.settings.cache.robots.owners.rebuilt == 1

@@ -18,17 +18,29 @@ No I/O, no clock, no gpg, no git.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from controller.engine import lifecycle, progress
 from controller.engine.inputs import EngineInput, EngineOutput
 from controller.engine.journal import Journal
-from controller.engine.ledger import Ledger
+from controller.engine.ledger import Ledger, LedgerMemo
 from controller.state.model import RolloutPhase
 
 
-def advance(inp: EngineInput) -> EngineOutput:
-    """Move one rollout forward to ``inp.now``: see the module docstring."""
+def advance(
+    inp: EngineInput, *, memo: LedgerMemo | None = None, changed: Iterable[str] | None = None
+) -> EngineOutput:
+    """Move one rollout forward to ``inp.now``: see the module docstring. ``memo``: the rollout's
+    ledger index as the last tick left it, patched for the robots ``changed`` names (those whose
+    device file is not the very object the last tick's ``inp.device_files`` held), and kept again."""
     ledger = Ledger(
-        inp.device_files, inp.rollout.name, inp.generation.number, inp.release_sha256, inp.configs
+        inp.device_files,
+        inp.rollout.name,
+        inp.generation.number,
+        inp.release_sha256,
+        inp.configs,
+        memo=memo,
+        changed=changed,
     )
     journal = Journal(inp.rollout.name, inp.commit, inp.generation.number, inp.now)
     before = inp.state
@@ -48,4 +60,6 @@ def advance(inp: EngineInput) -> EngineOutput:
         state = progress.run(inp, state, ledger, journal)  # counts after what the abort retired
     if before is not None and state != before:
         state = state.model_copy(update={"updated_at": max(before.updated_at, inp.now)})
-    return EngineOutput(state=state, records=ledger.changes(), events=tuple(journal.events))
+    records = ledger.changes()
+    ledger.settle()
+    return EngineOutput(state=state, records=records, events=tuple(journal.events))

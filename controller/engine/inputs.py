@@ -68,6 +68,9 @@ class EngineInput:
     # device -> the config it should run with the release: (applying config files in precedence
     # order, sha256 of their merge or None when none applies). Missing: no config.
     configs: Mapping[str, DeviceConfig] = field(default_factory=dict)
+    # Every robot of ``planned``'s waves, when the caller holds them as a set already (a rollout's
+    # plan keeps one per tree of main); None: the engine collects them.
+    members: frozenset[str] | None = None
 
     def config_of(self, device: str) -> DeviceConfig:
         return self.configs.get(device, NO_CONFIG)

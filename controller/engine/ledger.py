@@ -22,12 +22,45 @@ fetched. That — not the robot's silence — decides whether a halt may treat i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from controller.engine.inputs import DeviceConfig
 from controller.records.model import DeploymentRecord, TargetStatus, is_success, is_terminal
 from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile
+
+
+@dataclass
+class _Kept:
+    """A ledger's index at the end of a tick (see :class:`LedgerMemo`)."""
+
+    key: tuple[str, int]  # (rollout, generation): what the index depends on besides the files
+    ours: dict[str, DeploymentRecord]
+    current: dict[tuple[str, str], DeploymentRecord]
+    devices_of: dict[str, set[str]]
+    earlier: dict[str, DeploymentRecord]
+    delivered: set[str]
+    held: dict[str, list[DeploymentRecord]]
+    order: list[str] | None
+
+
+@dataclass
+class LedgerMemo:
+    """One rollout's ledger index, kept between reconciles by ``controller run``.
+
+    The index is a function of the rollout's name, its generation and each robot's own records
+    (never another robot's: see :meth:`Ledger._read`). The next tick of the same generation
+    starts from it and reads again only the robots its caller names as changed (their device
+    file is another object, or they joined or left) and those the last tick edited, so a tick
+    costs the robots that changed, not the fleet. The release and the configs are read at lookup
+    time, never indexed. A tick that raises leaves nothing kept (the next builds from every file),
+    and an index holding one id for two robots (a forged state branch) is not kept either.
+    """
+
+    kept: _Kept | None = None
+    dirty: frozenset[str] = frozenset()  # robots the last tick put records for
+    rebuilt: int = 0  # indexes built from every robot's file (tests count them)
 
 
 class Ledger:
@@ -40,16 +73,29 @@ class Ledger:
         generation: int,
         release_sha256: str = "",
         configs: Mapping[str, DeviceConfig] | None = None,
+        *,
+        memo: LedgerMemo | None = None,
+        changed: Iterable[str] | None = None,
     ) -> None:
         self._files = device_files
         self.rollout = rollout
         self.generation = generation
         self.release_sha256 = release_sha256
         self._configs = configs or {}
-        # device -> its newest live record of an earlier generation (see "unchanged robots" above)
-        self._earlier: dict[str, DeploymentRecord] = {}
         self.version = 0  # bumped on every change: lets callers skip recounting an unchanged ledger
         self._edited: dict[str, list[DeploymentRecord]] = {}
+        self._memo = memo
+        self._clash = False  # one id indexed for two robots: not kept (see LedgerMemo)
+        kept = memo.kept if memo is not None else None
+        if memo is not None:
+            memo.kept = None  # until settle(): a tick that raises leaves nothing half-patched to reuse
+        if kept is not None and changed is not None and kept.key == (rollout, generation):
+            assert memo is not None
+            self._adopt(kept)
+            self._patch(set(changed).union(memo.dirty))
+            return
+        # device -> its newest live record of an earlier generation (see "unchanged robots" above)
+        self._earlier: dict[str, DeploymentRecord] = {}
         self._ours: dict[str, DeploymentRecord] = {}
         # This generation's records by (device, release digest): the deterministic id says the same,
         # and a dict lookup is much cheaper than a sha256 per robot per tick.
@@ -57,18 +103,90 @@ class Ledger:
         self._devices_of: dict[str, set[str]] = {}  # release digest -> the robots in _current with it
         self._order: list[str] | None = None
         self._delivered: set[str] = set()
+        # device -> every record indexed for it (from its file or put), to take back out: kept only
+        # with a memo, for the next tick to patch the robots that changed.
+        self._held: dict[str, list[DeploymentRecord]] | None = None
+        if memo is not None:
+            self._held = {}
+            memo.rebuilt += 1
         for device, device_file in device_files.items():
-            for record in device_file.records:
-                # Only the robot's own records: one naming another robot (its deployment id) in
-                # this robot's file would otherwise stand in for that robot's and count for it.
-                if record.rollout == rollout and record.device == device:
-                    self._index(record)
-                    if record.generation == generation and record.target_status is TargetStatus.DEPLOYED:
-                        self._delivered.add(record.id)
+            self._read(device, device_file)
+
+    def _read(self, device: str, device_file: DeviceFile) -> None:
+        for record in device_file.records:
+            # Only the robot's own records: one naming another robot (its deployment id) in
+            # this robot's file would otherwise stand in for that robot's and count for it.
+            if record.rollout == self.rollout and record.device == device:
+                self._index(record)
+                if record.generation == self.generation and record.target_status is TargetStatus.DEPLOYED:
+                    self._delivered.add(record.id)
+
+    def _adopt(self, kept: _Kept) -> None:
+        self._ours, self._current, self._devices_of = kept.ours, kept.current, kept.devices_of
+        self._earlier, self._delivered, self._held, self._order = (
+            kept.earlier,
+            kept.delivered,
+            kept.held,
+            kept.order,
+        )
+
+    def _patch(self, devices: set[str]) -> None:
+        """The kept index with ``devices`` taken out and read again from their files (gone ones
+        stay out): what a build from every file gives, since each entry is one robot's own."""
+        held, order = self._held, self._order
+        gone: set[str] = set()
+        came: set[str] = set()
+        assert held is not None
+        for device in devices:
+            for record in held.pop(device, ()):
+                ours = self._ours.get(record.id)
+                if ours is not None and ours.device == device:
+                    del self._ours[record.id]
+                    gone.add(record.id)
+                if record.generation == self.generation:
+                    self._current.pop((device, record.release_sha256), None)
+                    found = self._devices_of.get(record.release_sha256)
+                    if found is not None:
+                        found.discard(device)
+                        if not found:
+                            del self._devices_of[record.release_sha256]
+                self._delivered.discard(record.id)
+            self._earlier.pop(device, None)
+        for device in devices:
+            device_file = self._files.get(device)
+            if device_file is not None:
+                self._read(device, device_file)
+                came.update(r.id for r in held.get(device, ()))
+        # The sorted ids hold while the same ids came back (a record updated, not added or dropped).
+        self._order = order if order is not None and came == gone else None
+
+    def settle(self) -> None:
+        """The tick is over: the index is kept in the memo (with the robots this tick edited, to be
+        read again from their files next time); nothing is kept when one id was indexed for two
+        robots, which only a forged state branch holds."""
+        memo, held = self._memo, self._held
+        if memo is None or held is None or self._clash:
+            return
+        memo.dirty = frozenset(self._edited)
+        memo.kept = _Kept(
+            (self.rollout, self.generation),
+            self._ours,
+            self._current,
+            self._devices_of,
+            self._earlier,
+            self._delivered,
+            held,
+            self._order,
+        )
 
     def _index(self, record: DeploymentRecord) -> None:
-        if record.id not in self._ours:
+        known = self._ours.get(record.id)
+        if known is None:
             self._order = None
+        elif known.device != record.device:
+            self._clash = True
+        if self._held is not None:
+            self._held.setdefault(record.device, []).append(record)
         self._ours[record.id] = record
         if record.generation == self.generation:
             self._current[(record.device, record.release_sha256)] = record

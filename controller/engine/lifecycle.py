@@ -126,7 +126,7 @@ def follow_plan(inp: EngineInput, state: RolloutState, ledger: Ledger) -> Rollou
             wave = WaveState(index=planned.index, name=planned.name)
         update = {"devices": planned.devices, "action": planned.action.value, "gate": gate_of(planned)}
         waves.append(wave.model_copy(update=update))
-    members = {d for p in inp.planned for d in p.devices}
+    members = inp.members if inp.members is not None else {d for p in inp.planned for d in p.devices}
     for record in list(ledger.current()):
         if record.device not in members and record.action is not Action.ROLLBACK and not is_terminal(record):
             ledger.put(archive(record, inp.now, RecordReason.UNTARGETED))

@@ -28,7 +28,12 @@ an entry can be missing but never stale:
 * the ingest step's starting map, every robot of main's fleet to its state-branch file, and the
   robots by ``last_seen`` (:class:`~controller.reconcile.fleetmap.DevicesMemo`), by the very device
   file objects of the state branch and main's robots: the ingest looks up the files that changed
-  and ages the robots whose connectivity flips.
+  and ages the robots whose connectivity flips;
+* each rollout's ledger index (:class:`~controller.reconcile.rollouts.KeptLedger`), by its
+  generation and the very device file objects the plan step gave it: a tick reads again the
+  robots whose file changed and those the last tick gave records, not every robot's file;
+* every record id to its robot (:class:`~controller.reconcile.owners.OwnersMemo`), for the ingest's
+  claims on other robots' deployments, by the very device file objects of its starting map.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from controller.delivery.quiet import QuietMemo
 from controller.delivery.standing import StandingMemo
 from controller.reconcile.due import DueMemo
 from controller.reconcile.fleetmap import DevicesMemo
-from controller.reconcile.rollouts import RolloutPlan
+from controller.reconcile.owners import OwnersMemo
+from controller.reconcile.rollouts import KeptLedger, RolloutPlan
 
 
 @dataclass
@@ -55,6 +61,9 @@ class RobotMemo:
     source: DeliverySource | None = None
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan
+    # rollout name -> its ledger index and the device files it was patched to (the plan step)
+    ledgers: dict[str, KeptLedger] = field(default_factory=dict)
+    owners: OwnersMemo = field(default_factory=OwnersMemo)  # the ingest's record ids to their robot
 
     def plans_for(self, tree: str) -> dict[str, RolloutPlan]:
         """The plans made from ``tree`` (empty for a new tree), for the fleet context to fill."""

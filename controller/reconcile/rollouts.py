@@ -16,6 +16,8 @@ from functools import cached_property
 from controller.delivery.bundles import stages_of
 from controller.engine import EngineInput, EngineOutput, advance
 from controller.engine.inputs import DeviceConfig
+from controller.engine.ledger import LedgerMemo
+from controller.reconcile.fleetmap import Tracked
 from controller.records.ids import Generation, rollout_generation
 from controller.state.model import Approver, DeviceFile, RolloutPhase, RolloutState
 from fleetcd.desired.configset import merge_values, merged_sha256
@@ -50,6 +52,17 @@ class RolloutPlan:
     selection: Selection
     planned: list[PlannedWave]
     configs: Mapping[str, DeviceConfig]
+    members: frozenset[str] | None = None  # every robot of the waves (None: the engine collects them)
+
+
+@dataclass
+class KeptLedger:
+    """One rollout's ledger index as its last tick left it (:class:`~controller.engine.ledger.LedgerMemo`)
+    and the device files that tick read, by identity (:class:`~controller.reconcile.fleetmap.Tracked`):
+    the next tick reads again only the robots whose file is another object, or that joined or left."""
+
+    ledger: LedgerMemo = field(default_factory=LedgerMemo)
+    files: Tracked[DeviceFile] = field(default_factory=Tracked)
 
 
 @dataclass(frozen=True)
@@ -99,9 +112,9 @@ class FleetContext:
         held = self.plans.get(rollout.name)
         if held is None:
             selection, planned = plan_rollout(self, rollout, release)
-            members = sorted({d for wave in planned for d in wave.devices})
-            configs = {d: self.device_config(rollout.app, d) for d in members}
-            held = self.plans[rollout.name] = RolloutPlan(selection, planned, configs)
+            members = frozenset(d for wave in planned for d in wave.devices)
+            configs = {d: self.device_config(rollout.app, d) for d in sorted(members)}
+            held = self.plans[rollout.name] = RolloutPlan(selection, planned, configs, members)
         return held
 
     @classmethod
@@ -179,9 +192,11 @@ def advance_rollout(
     commit: str,
     verifier: Verifier,
     now: datetime,
+    memo: KeptLedger | None = None,
 ) -> tuple[EngineOutput, PlannedRollout]:
     """Plan one rollout as of ``commit`` and let the engine move it forward at ``now``; also what
-    was planned, so nothing plans it again."""
+    was planned, so nothing plans it again. ``memo``: the rollout's ledger as the last tick left
+    it (``controller run``), patched for the robots whose device file changed since."""
     rollout = entry.doc.model
     release = ctx.spec.release(rollout.app, rollout.release)
     sha = ctx.release_sha256.get(rollout.name)
@@ -210,7 +225,11 @@ def advance_rollout(
             required_by=ctx.dependents.get(rollout.app, ()),
             withdrawn=ctx.withdrawn,
             configs=plan.configs,
-        )
+            members=plan.members,
+        ),
+        # One identity test per robot, in C (Tracked): the robots whose file changed since the last tick.
+        memo=memo.ledger if memo is not None else None,
+        changed=memo.files.changes(device_files) if memo is not None else None,
     )
     # The engine rebuilds the state each tick; what only this step knows is carried forward here.
     known = {**(state.release_commits if state is not None else {}), **output.state.release_commits}

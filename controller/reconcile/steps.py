@@ -53,8 +53,9 @@ from controller.reconcile.context import ReconcileContext
 from controller.reconcile.delivery_step import deliver as deliver_desired
 from controller.reconcile.fleetmap import starting_devices
 from controller.reconcile.idle import audit_anchor, idle_main
+from controller.reconcile.owners import Owners
 from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResult, Stall, StepResult
-from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
+from controller.reconcile.rollouts import FleetContext, KeptLedger, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.shards import ShardView, fetch_shards, locate
 from controller.reconcile.source import fetch_all, housekeep_repository, open_mirror
@@ -227,9 +228,10 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     # The status refs the fetch found (with shards, each robot's from its own shard): listing the
     # mirror's refs again here cost 0.5 s at 100,000 robots.
     moved = read_moved_reports(ctx.repo, _LastRead(devices), present=ctx.status_refs)
-    # Whose each deployment id is, for a report claiming another robot's: built only when a claim
-    # names an id not the robot's own (a pass over every robot's records).
-    owners = _Owners(dict(devices)) if moved else {}
+    # Whose each deployment id is, for a report claiming another robot's: read only when a claim
+    # names an id not the robot's own; ``controller run`` patches the last reconcile's map.
+    kept = ctx.settings.cache.robots.owners if ctx.settings.cache is not None else None
+    owners = Owners(dict(devices), kept) if moved else {}
     for device, read in moved.items():
         if read.problem is not None:
             why = str(read.problem)
@@ -285,28 +287,6 @@ class _LastRead(Mapping[str, str | None]):
         return len(self._devices)
 
 
-class _Owners(Mapping[str, str]):
-    """Deployment id -> the robot whose record it is, over ``devices``; built on the first lookup."""
-
-    def __init__(self, devices: Mapping[str, DeviceFile]) -> None:
-        self._devices = devices
-        self._owners: dict[str, str] | None = None
-
-    def _built(self) -> dict[str, str]:
-        if self._owners is None:
-            self._owners = {r.id: d for d, f in self._devices.items() for r in f.records}
-        return self._owners
-
-    def __getitem__(self, key: str) -> str:
-        return self._built()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._built())
-
-    def __len__(self) -> int:
-        return len(self._built())
-
-
 def _shard_events(view: ShardView, devices: Iterable[str], now: datetime) -> Iterator[AuditEvent]:
     """One line per status shard that did not answer, and per report found in the wrong shard."""
     for name, error in sorted(view.unreachable.items()):
@@ -323,6 +303,10 @@ def plan(ctx: ReconcileContext) -> StepResult:
     """Each rollout advanced by the engine, in name order; each sees the records earlier ones wrote."""
     fleet, snapshot, devices = ctx.fleet, ctx.state, ctx.devices
     rollouts: dict[str, RolloutState] = {}
+    kept = ctx.settings.cache.robots.ledgers if ctx.settings.cache is not None else None
+    if kept is not None:  # a rollout gone from main keeps no ledger
+        for gone in kept.keys() - fleet.spec.rollouts.keys():
+            del kept[gone]
     with Keyring.from_armored(fleet.spec.keys) as keyring:
         for name in sorted(fleet.spec.rollouts):
             output, ctx.planned[name] = advance_rollout(
@@ -333,6 +317,7 @@ def plan(ctx: ReconcileContext) -> StepResult:
                 ctx.main,
                 keyring,
                 ctx.now,
+                memo=kept.setdefault(name, KeptLedger()) if kept is not None else None,
             )
             rollouts[name] = output.state
             for device, records in output.records.items():
