@@ -96,14 +96,18 @@ def test_kept_owners_answer_what_the_cold_map_answers_through_a_random_life(seed
     joined = [100]
     memo = OwnersMemo()
     shared_seen = 0
-    for _ in range(STEPS):
+    for step in range(STEPS):
         devices = change(devices, rng, joined)
+        if step % 10 == 9:  # a process started afresh (or a patch cut short): built from every file
+            memo.ready = False
         owners, expected = Owners(dict(devices), memo), cold(devices)
         for record_id in asked(devices, rng):
             assert owners.get(record_id) == expected.get(record_id), record_id
         shared_seen += bool(memo.shared)
-        assert set(memo.held) <= set(devices)  # a robot that left holds nothing
-    assert memo.rebuilt == 1  # built once, patched ever after
+        assert not memo.owner.keys() & memo.shared.keys()  # an id has one owner or several holders
+        assert set(memo.owner.values()) <= set(devices)  # a robot that left owns nothing
+        assert all(held <= set(devices) for held in memo.shared.values())
+    assert memo.rebuilt == 1 + STEPS // 10  # at first and when asked to, patched in between
     if seed == 0:
         assert shared_seen  # the forged copies made ids several robots hold
 
@@ -148,7 +152,7 @@ def test_a_robot_that_left_is_no_owner_any_more() -> None:
     assert Owners(dict(devices), memo).get(gone) == "amr-002"
     del devices["amr-002"]
     assert Owners(dict(devices), memo).get(gone) is None
-    assert "amr-002" not in memo.held and gone not in memo.owner
+    assert gone not in memo.owner and not memo.shared
 
 
 class Failing(Mapping[str, DeviceFile]):
@@ -192,7 +196,8 @@ def test_a_patch_cut_short_starts_again_from_nothing() -> None:
 def test_no_lookup_reads_nothing() -> None:
     devices = {"amr-001": file_of("amr-001", (record("amr-001", 1, SHA_NEW),))}
     memo = OwnersMemo()
-    Owners(dict(devices), memo)
-    assert memo.rebuilt == 0 and not memo.owner
+    owners = Owners(dict(devices), memo)
+    assert owners  # ``owners or {}`` keeps it without reading a robot
+    assert memo.rebuilt == 0 and not memo.owner and owners._cold is None
     cold_owners = Owners(dict(devices))
     assert dict(cold_owners) == cold(devices) and len(cold_owners) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from controller.reconcile.fleetmap import Tracked
 from controller.state.model import DeviceFile
@@ -25,8 +26,8 @@ from controller.state.model import DeviceFile
 class OwnersMemo:
     """Record ids to their robot, as of the devices map last looked up in."""
 
-    files: Tracked[DeviceFile] = field(default_factory=Tracked)
-    held: dict[str, tuple[str, ...]] = field(default_factory=dict)  # robot -> the ids its file holds
+    devices: Mapping[str, DeviceFile] = field(default_factory=dict)  # that map (the ingest's copy)
+    files: Tracked[DeviceFile] = field(default_factory=Tracked)  # its files, by identity
     owner: dict[str, str] = field(default_factory=dict)  # id -> the one robot holding it
     shared: dict[str, set[str]] = field(default_factory=dict)  # id -> the robots holding it (2+)
     ready: bool = False  # False while patching: an update cut short starts again from nothing
@@ -34,45 +35,63 @@ class OwnersMemo:
 
     def update(self, devices: Mapping[str, DeviceFile]) -> None:
         """Patched to ``devices``: the robots whose file changed are taken out and read again."""
-        if not self.ready:
-            self.files, self.held, self.owner, self.shared = Tracked(), {}, {}, {}
-            self.rebuilt += 1
-        self.ready = False
-        changed = self.files.changes(devices)
-        for device in changed:
-            self._drop(device)
-        for device in changed:
-            found = devices.get(device)
-            if found is not None:
-                self._add(device, tuple(dict.fromkeys(r.id for r in found.records)))
+        ready, self.ready = self.ready, False
+        if not ready:
+            self._build(devices)
+        else:
+            last = self.devices
+            changed = self.files.changes(devices)
+            for device in changed:
+                old = last.get(device)
+                if old is not None:
+                    self._drop(device, old)
+            for device in changed:
+                new = devices.get(device)
+                if new is not None:
+                    self._add(device, new)
+        self.devices = devices
         self.ready = True
 
-    def _drop(self, device: str) -> None:
+    def _build(self, devices: Mapping[str, DeviceFile]) -> None:
+        """From every robot's file, at the cost of the cold map (the robots holding an id twice,
+        which only a forged state branch has, are sorted out in a second pass)."""
+        self.rebuilt += 1
+        self.owner = owner = {r.id: d for d, f in devices.items() for r in f.records}
+        self.shared = {}
+        if sum(map(len, map(attrgetter("records"), devices.values()))) != len(owner):
+            holders: dict[str, set[str]] = {}
+            for device, found in devices.items():
+                for record in found.records:
+                    holders.setdefault(record.id, set()).add(device)
+            self.shared = {i: held for i, held in holders.items() if len(held) > 1}
+            for record_id in self.shared:
+                del owner[record_id]
+        self.files = Tracked(list(devices), list(devices.values()))
+
+    def _drop(self, device: str, old: DeviceFile) -> None:
         owner, shared = self.owner, self.shared
-        for record_id in self.held.pop(device, ()):
-            holders = shared.get(record_id)
+        for record in old.records:
+            holders = shared.get(record.id)
             if holders is None:
-                if owner.get(record_id) == device:
-                    del owner[record_id]
+                if owner.get(record.id) == device:
+                    del owner[record.id]
                 continue
             holders.discard(device)
             if len(holders) == 1:
-                owner[record_id] = holders.pop()
-                del shared[record_id]
+                owner[record.id] = holders.pop()
+                del shared[record.id]
 
-    def _add(self, device: str, ids: tuple[str, ...]) -> None:
+    def _add(self, device: str, new: DeviceFile) -> None:
         owner, shared = self.owner, self.shared
-        if ids:
-            self.held[device] = ids
-        for record_id in ids:
-            holders = shared.get(record_id)
+        for record in new.records:
+            holders = shared.get(record.id)
             if holders is not None:
                 holders.add(device)
                 continue
-            other = owner.setdefault(record_id, device)
+            other = owner.setdefault(record.id, device)
             if other != device:
-                shared[record_id] = {other, device}
-                del owner[record_id]
+                shared[record.id] = {other, device}
+                del owner[record.id]
 
 
 class Owners(Mapping[str, str]):
@@ -100,6 +119,10 @@ class Owners(Mapping[str, str]):
         if key in memo.shared:  # several robots' files hold it: the cold map's answer
             return self._built()[key]
         return memo.owner[key]
+
+    def __bool__(self) -> bool:
+        # ``owners or {}`` (the ingest) must not build the cold map through __len__.
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._built())
