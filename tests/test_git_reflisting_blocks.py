@@ -93,7 +93,7 @@ def test_a_reader_patched_across_random_rewrites_reads_what_a_fresh_reader_reads
     rng = random.Random(seed)
     packed = PackedRefs(rng, 300)
     reader = RefReader(NAMES)
-    before = reader.from_bytes(packed.data(), ())
+    before = dict(reader.from_bytes(packed.data(), ()))
     assert before == fresh(packed.data())
     assert reader.take_changed() is None  # the first read: every ref is new to the caller
     for step in range(STEPS):
@@ -104,7 +104,7 @@ def test_a_reader_patched_across_random_rewrites_reads_what_a_fresh_reader_reads
             packed.change()
         data = packed.data()
         blocks = reader.blocks
-        after = reader.from_bytes(data, ())
+        after = dict(reader.from_bytes(data, ()))  # a read is valid until the next
         where = f"seed {seed} step {step}"
         assert after == fresh(data), where
         differ = {ref for ref in before.keys() | after.keys() if before.get(ref) != after.get(ref)}

@@ -113,7 +113,7 @@ def test_a_reader_walks_refs_added_and_deleted_and_reads_what_a_fresh_reader_rea
     rng = random.Random(seed)
     packed = PackedRefs(rng, 300)
     reader = RefReader(NAMES)
-    before = reader.from_bytes(packed.data(), ())
+    before = dict(reader.from_bytes(packed.data(), ()))
     reader.take_changed()
     walked = 0
     for step in range(30):
@@ -122,7 +122,7 @@ def test_a_reader_walks_refs_added_and_deleted_and_reads_what_a_fresh_reader_rea
         if rng.random() < 0.5:
             packed.move(rng.choice((1, 5)))
         data = packed.data()
-        after = reader.from_bytes(data, ())
+        after = dict(reader.from_bytes(data, ()))  # a read is valid until the next
         where = f"seed {seed} step {step}"
         assert after == fresh(data), where
         differ = {ref for ref in before.keys() | after.keys() if before.get(ref) != after.get(ref)}
