@@ -81,7 +81,8 @@ def write_tree_hashed(
         root = _build(repo, base_tree.raw if base_tree is not None else None, changes, new, trees)
         if root is None:
             root = _add(new, _TREE, b"")
-        land_objects(repo, {pygit2.Oid(raw=oid): entry for oid, entry in new.items()})
+        landed = {pygit2.Oid(raw=oid): entry for oid, entry in new.items()}
+        land_objects(repo, landed, tree=(pygit2.Oid(raw=root), base_tree))  # every object base lacks
     if memo is not None and trees is not None and len(trees) <= TREE_MEMO_MAX:
         memo.trees = trees
     return pygit2.Oid(raw=root)

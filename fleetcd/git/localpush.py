@@ -21,6 +21,10 @@ when that server would do nothing more than store what it is sent:
   until the refs name its objects; it is removed after, and one a killed push left is removed by
   :func:`fleetcd.git.housekeeping.remove_dead_keeps`, which the controller runs after each push
   by hand together with git's own ``gc --auto``: the housekeeping receive-pack would have done).
+  A state commit whose tree was written as one pack on its parent's tree, the parent being the
+  server's (:func:`fleetcd.git.objects.landed_tree`), needs exactly that pack: it is linked into
+  the server as it is, ``.keep`` first and index last, and the commit written there loose
+  (:func:`_send_landed`), without walking both trees again; anything else is walked.
 * The refs then move in one atomic rename of ``packed-refs`` (the old bytes with the moved refs'
   lines spliced in: :class:`~fleetcd.git.packedrefs.PackedFile`), under git's own ``packed-refs.lock``
   and a ``<ref>.lock`` on each ref with a lease (the state branch), which is what receive-pack
@@ -44,6 +48,7 @@ when that server would do nothing more than store what it is sent:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
@@ -55,7 +60,9 @@ import pygit2
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.housekeeping import keep_message
+from fleetcd.git.objects import landed_tree
 from fleetcd.git.packedrefs import PACKED_REFS, PackedFile, remove_loose
+from fleetcd.git.packfile import remove_stale_temp_files
 
 DIRECT_FROM_REFS = 64
 # A push of fewer refs (the state branch alone, after robots reported) still goes by hand once the
@@ -159,7 +166,9 @@ def push_by_hand(
         return 0
     have = {before[ref] for ref in moving if ref in before}
     have |= {str(oid) for oid in leases.values() if oid is not None}
-    keep = _send_objects(repo, git_dir, moving.values(), have, timeout_s)
+    keeps = _send_landed(repo, git_dir, moving.values(), have)
+    if keeps is None:
+        keeps = [_send_objects(repo, git_dir, moving.values(), have, timeout_s)]
     folding = sorted(set(fold).difference(moving, leases))
     odb = pygit2.Repository(str(git_dir)).odb if folding else None
     values: dict[str, str] = {}
@@ -185,8 +194,9 @@ def push_by_hand(
             moved |= {ref.encode(): f"{oid} {ref}\n".encode() for ref, oid in moving.items()}
             _write_packed(git_dir, packed.changed(moved))
     finally:
-        if keep is not None:
-            keep.unlink(missing_ok=True)
+        for keep in keeps:
+            if keep is not None:
+                keep.unlink(missing_ok=True)
     _prune(git_dir, values)
     return len(moving)
 
@@ -265,6 +275,91 @@ def _send_objects(
         raise TransportError(f"{what} failed: {said or 'git exited non-zero'}")
     kind, _, name = out.decode().strip().partition("\t")
     return git_dir / "objects" / "pack" / f"pack-{name}.keep" if kind == "keep" else None
+
+
+def _send_landed(
+    repo: pygit2.Repository, git_dir: Path, tips: Iterable[pygit2.Oid], have: set[str]
+) -> list[Path | None] | None:
+    """What :func:`_send_objects` sends, without walking trees, when every tip is a commit on one
+    parent in ``have`` whose tree is its parent's or was written as one pack on that parent's tree
+    (:func:`fleetcd.git.objects.landed_tree`): that pack holds every object the tree has and the
+    parent's lacks, and the server has the parent's. The pack and its index are linked (else
+    copied) into the server, its ``.keep`` first, and the commits written there loose; returns the
+    ``.keep`` files to remove once refs name the objects. None (nothing sent): any other tip, or a
+    pack no longer in the mirror; the caller walks then. The state branch of an ingest at 100,000
+    robots: 256 new directories of ~390 robots each, 4.3 MB of trees that ``pack-objects`` found by
+    reading both versions of each (0.05 s) and ``index-pack`` hashed again (0.04 s)."""
+    commits: list[tuple[int, bytes]] = []
+    indexes: set[Path] = set()
+    for tip in tips:
+        found = repo.get(tip)
+        if not isinstance(found, pygit2.Commit) or len(found.parent_ids) != 1:
+            return None
+        parent = found.parent_ids[0]
+        if str(parent) not in have or parent not in repo:
+            return None
+        base = repo[parent].peel(pygit2.Tree).id
+        if found.tree_id != base:
+            landed = landed_tree(repo, found.tree_id)
+            if landed is None or landed.base != base:
+                return None
+            if not (landed.index.is_file() and landed.index.with_suffix(".pack").is_file()):
+                return None
+            indexes.add(landed.index)
+        commits.append(repo.odb.read(tip))
+    pack_dir = git_dir / "objects" / "pack"
+    remove_stale_temp_files(pack_dir)  # what a push killed while linking left
+    keeps: list[Path | None] = []
+    try:
+        for index in sorted(indexes):
+            keeps.append(_link_pack(index, pack_dir))
+        odb = pygit2.Repository(str(git_dir)).odb
+        for kind, data in commits:
+            odb.write(kind, data)
+    except (OSError, pygit2.GitError) as exc:
+        for keep in keeps:
+            if keep is not None:
+                keep.unlink(missing_ok=True)
+        raise TransportError(f"sending objects to {git_dir} failed: {exc}") from exc
+    return keeps
+
+
+def _link_pack(index: Path, pack_dir: Path) -> Path | None:
+    """The pack of ``index`` (and the index) in ``pack_dir``, as ``index-pack --keep`` leaves one:
+    its ``.keep`` (naming this process) written first, then the pack and last the index, each
+    linked (else copied) to a ``tmp_`` name and renamed, so a kill leaves no index without its
+    pack. Returns the ``.keep`` written (None: one was there, not ours to remove)."""
+    name = index.name.removesuffix(".idx")
+    keep: Path | None = None
+    try:
+        fd = os.open(pack_dir / f"{name}.keep", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        pass
+    else:
+        keep = pack_dir / f"{name}.keep"
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{keep_message()}\n")
+    for suffix, kind in ((".pack", "pack"), (".idx", "idx")):
+        source, target = index.with_suffix(suffix), pack_dir / f"{name}{suffix}"
+        if target.exists():
+            continue
+        temporary = pack_dir / f"tmp_{kind}_{name}.{os.getpid()}.fleetcd"
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(source, temporary)
+        except OSError:  # another file system, or links refused: a copy, on disk before the rename
+            shutil.copyfile(source, temporary)
+            with temporary.open("rb+") as file:
+                os.fsync(file.fileno())
+        temporary.chmod(0o444)  # as git leaves a pack (read-only; a link shares the mirror's mode)
+        temporary.replace(target)
+    with suppress(OSError):
+        fd = os.open(pack_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return keep
 
 
 @contextmanager

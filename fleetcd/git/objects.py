@@ -22,6 +22,7 @@ import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -118,16 +119,51 @@ def object_batch(repo: pygit2.Repository) -> Iterator[StagingRepository]:
         land_objects(repo, memory.objects)
 
 
-def land_objects(repo: pygit2.Repository, objects: Mapping[pygit2.Oid, tuple[int, bytes]]) -> None:
+@dataclass(frozen=True)
+class LandedTree:
+    """A tree written as one pack (:func:`land_objects` with ``tree``): every object reachable from
+    ``tree`` and not from ``base`` (None: the empty tree) is in the pack ``index`` names. A push
+    by hand of a commit of that tree on a parent of that base sends the pack as it is
+    (:mod:`fleetcd.git.localpush`) instead of walking both trees again to find those objects
+    (100,000 robots: 0.05 s in ``git pack-objects`` and 0.04 s in ``git index-pack``)."""
+
+    tree: pygit2.Oid
+    base: pygit2.Oid | None
+    index: Path
+
+
+# repository path -> the last tree landed there as one pack (one entry a repository: a few bytes)
+_LANDED: dict[str, LandedTree] = {}
+
+
+def landed_tree(repo: pygit2.Repository, tree: pygit2.Oid) -> LandedTree | None:
+    """What :func:`land_objects` recorded for ``tree`` in ``repo`` (None: not the last one landed)."""
+    found = _LANDED.get(os.path.normpath(repo.path))
+    return found if found is not None and found.tree == tree else None
+
+
+def land_objects(
+    repo: pygit2.Repository,
+    objects: Mapping[pygit2.Oid, tuple[int, bytes]],
+    *,
+    tree: tuple[pygit2.Oid, pygit2.Oid | None] | None = None,
+) -> None:
     """Put a finished batch's objects (id -> type, bytes; the ids trusted) on disk where ``repo``
-    finds them: one pack from :data:`PACK_FROM_OBJECTS` on, else loose objects."""
+    finds them: one pack from :data:`PACK_FROM_OBJECTS` on, else loose objects.
+
+    ``tree``: (a tree, its base) when ``objects`` hold every object reachable from that tree and
+    not from the base (:func:`fleetcd.git.hashtree.write_tree_hashed`); written as a pack, that is
+    recorded for :func:`landed_tree`."""
+    key = os.path.normpath(repo.path)
     if len(objects) < PACK_FROM_OBJECTS:
         for kind, data in objects.values():
             repo.odb.write(kind, data)
         return
     pack_dir = Path(repo.path) / "objects" / "pack"
     remove_stale_temp_files(pack_dir)
-    write_pack(pack_dir, ((oid.raw, kind, data) for oid, (kind, data) in objects.items()))
+    index = write_pack(pack_dir, ((oid.raw, kind, data) for oid, (kind, data) in objects.items()))
+    if tree is not None and index is not None:
+        _LANDED[key] = LandedTree(tree[0], tree[1], index)
     # libgit2 rescans objects/pack when a lookup misses, so ``repo`` finds the new pack's objects
     # (pygit2 has no Odb.refresh); tests/test_git_packfile.py holds libgit2 to that.
 
