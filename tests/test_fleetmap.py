@@ -15,8 +15,17 @@ from typing import Any
 
 import pytest
 
+from controller.reconcile import fleetmap
 from controller.reconcile.due import DueMemo
-from controller.reconcile.fleetmap import Ageing, DevicesMemo, Tracked, micros, starting_devices
+from controller.reconcile.fleetmap import (
+    Ageing,
+    DevicesMemo,
+    Journal,
+    Lineage,
+    Tracked,
+    micros,
+    starting_devices,
+)
 from controller.records.model import Connectivity, DeviceState, is_terminal
 from controller.state.model import DeviceFile
 from fleetcd.compat import UTC
@@ -95,18 +104,28 @@ class StateBranch:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.devices: dict[str, DeviceFile] = {}
+        self.journal = Journal()  # as the state cache keeps it: a batch before each change
 
     def put(self, device: str, data: DeviceFile) -> None:
+        self.journal.record([device])
         self.devices.pop(device, None)
         self.devices[device] = data.model_copy()  # parsed from the bytes written: another object
+
+    def delete(self, device: str) -> None:
+        self.journal.record([device])
+        del self.devices[device]
 
     def read_again(self) -> None:
         items = [(d, data.model_copy()) for d, data in self.devices.items()]
         self.rng.shuffle(items)
         self.devices = dict(items)
+        self.journal = Journal()  # a full read: a new map, a new journal
 
     def handed(self) -> dict[str, DeviceFile]:
         return dict(self.devices)  # fresh dicts, the same objects (statebranch._copy)
+
+    def lineage(self) -> Lineage:
+        return self.journal, self.journal.serial
 
 
 def step_clock(rng: random.Random, now: datetime) -> datetime:
@@ -123,8 +142,17 @@ def step_clock(rng: random.Random, now: datetime) -> datetime:
     )
 
 
+@pytest.mark.parametrize("journaled", [False, True])
 @pytest.mark.parametrize("seed", range(60))
-def test_the_kept_map_ageing_and_horizon_are_the_cold_ones_after_every_reconcile(seed: int) -> None:
+def test_the_kept_map_ageing_and_horizon_are_the_cold_ones_after_every_reconcile(
+    seed: int, journaled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``journaled``: the state branch's devices come with their place in the state cache's journal
+    (a running controller), which then names the robots to look up again; it is dropped and
+    replaced on full reads, outrun by a reader left behind (a small journal), and a reconcile may
+    load the branch and stop before the ingest step."""
+    if journaled:
+        monkeypatch.setattr(fleetmap, "JOURNAL_BATCHES", 6)
     rng = random.Random(seed)
     now = T0
     branch = StateBranch(rng)
@@ -144,11 +172,15 @@ def test_the_kept_map_ageing_and_horizon_are_the_cold_ones_after_every_reconcile
         elif what < 0.25:
             branch.read_again()
         elif what < 0.3 and branch.devices:  # a file deleted behind the controller's back
-            del branch.devices[rng.choice(sorted(branch.devices))]
+            branch.delete(rng.choice(sorted(branch.devices)))
         elif what < 0.35:
             offline_after = timedelta(seconds=rng.choice([30, 900, 86400]))
-        state = branch.handed()
-        devices = starting_devices(members, state, memo)
+        state, lineage = branch.handed(), branch.lineage() if journaled else None
+        if journaled and rng.random() < 0.1:  # loaded, then stopped before the ingest: recorded meanwhile
+            for device in rng.sample(sorted(members), min(len(members), 2)):
+                branch.put(device, file_of(device, rng, now))
+            continue
+        devices = starting_devices(members, state, memo, lineage)
         cold = starting_devices(members, state, None)
         assert list(devices) == list(cold) == sorted(members)
         assert devices == cold
@@ -175,6 +207,7 @@ def test_the_kept_map_ageing_and_horizon_are_the_cold_ones_after_every_reconcile
                 if state.get(device) is not data:
                     branch.put(device, data)
         # else: stalled, failed or lost the push race: the branch is as it was
+    assert memo.journaled > 0 if journaled else memo.journaled == 0
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -417,3 +450,66 @@ def test_the_ageing_index_answers_the_cold_flips_through_many_rewrites_and_compa
             flips = {d for d, f in files.items() if f.state.connectivity is not cold[d]}
             assert set(ageing.flipping(since)) == flips
     assert len(ageing.fading) + len(ageing.reviving) <= 4 * 8 + 1024 + 2
+
+
+def test_a_journal_names_every_robot_since_a_serial_and_nothing_it_no_longer_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches after ``then`` up to ``now`` exactly; an empty batch is not one; a serial out of
+    order or from a journal that has dropped the batches after it answers None (compare in full)."""
+    monkeypatch.setattr(fleetmap, "JOURNAL_BATCHES", 3)
+    journal = Journal()
+    journal.record(["a", "b"])
+    journal.record([])
+    journal.record(["c"])
+    assert journal.serial == 2
+    assert journal.since(0, 2) == {"a", "b", "c"}
+    assert journal.since(0, 1) == {"a", "b"}  # a map handed out at 1, read by one left at 0
+    assert journal.since(1, 2) == {"c"}
+    assert journal.since(2, 2) == set()
+    for then, now in ((2, 1), (0, 3), (-1, 2), (3, 3)):
+        assert journal.since(then, now) is None
+    journal.record(["d"])
+    journal.record(["e", "a"])  # batches 2, 3, 4 kept: the one after serial 0 is gone
+    assert journal.since(0, 4) is None
+    assert journal.since(1, 4) == {"c", "d", "e", "a"}
+    assert journal.since(3, 4) == {"e", "a"}
+    monkeypatch.setattr(fleetmap, "JOURNAL_NAMES", 2)
+    journal.record(["f", "g"])  # over the robots kept: the older batches go, the last one stays
+    assert [serial for serial, _ in journal.batches] == [5] and journal.names == 2
+    assert journal.since(4, 5) == {"f", "g"} and journal.since(3, 5) is None
+
+
+def test_a_map_told_apart_by_another_journal_or_after_a_failure_is_built_again() -> None:
+    """A journal other than the last map's (the state cache read in full meanwhile) is never
+    asked; an exception while the map is updated leaves a memo that builds it whole next time, and
+    the journal's robots are read again even when their file is the same object."""
+    rng = random.Random(4)
+    members: dict[str, object] = dict.fromkeys(NAMES[:6])
+    branch = StateBranch(rng)
+    for device in NAMES[:6]:
+        branch.put(device, file_of(device, rng, T0))
+    memo = DevicesMemo()
+    starting_devices(members, branch.handed(), memo, branch.lineage())
+    branch.read_again()  # a new journal: the map is compared by identity, every file is new
+    state = branch.handed()
+    devices = starting_devices(members, state, memo, branch.lineage())
+    assert memo.journaled == 0 and all(devices[d] is state[d] for d in members if d in state)
+    branch.put(NAMES[0], file_of(NAMES[0], rng, T0))
+    state = branch.handed()
+
+    class Boom(dict[str, DeviceFile]):
+        def get(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("interrupted while the map is updated")
+
+    with pytest.raises(RuntimeError):
+        starting_devices(members, Boom(state), memo, branch.lineage())
+    assert memo.lineage is None and memo.members is None
+    journaled, rebuilt = memo.journaled, memo.rebuilt
+    devices = starting_devices(members, state, memo, branch.lineage())
+    assert devices == starting_devices(members, state, None) and devices[NAMES[0]] is state[NAMES[0]]
+    assert memo.journaled == journaled and memo.rebuilt == rebuilt + 1  # built whole
+    branch.put(NAMES[1], file_of(NAMES[1], rng, T0))
+    state = branch.handed()
+    devices = starting_devices(members, state, memo, branch.lineage())
+    assert memo.journaled == journaled + 1 and devices == starting_devices(members, state, None)

@@ -20,6 +20,7 @@ import pygit2
 import pytest
 
 from controller.reconcile.cache import ReconcileCache
+from controller.reconcile.fleetmap import DevicesMemo, starting_devices
 from controller.reconcile.source import fetch_all, open_mirror
 from controller.reconcile.statebranch import StateCache, StateSnapshot, dump, load_state, write_state
 from controller.records.model import DeviceState
@@ -179,3 +180,80 @@ def test_two_files_naming_one_robot_drop_the_cache_and_the_next_load_reads_in_fu
     parsed = cache.parsed
     equal_snapshots(load_state(repo, cache=cache), load_state(repo))
     assert cache.parsed > parsed and cache.tree is not None
+
+
+# --- the journal of changed robots the ingest step's kept map reads (fleetmap.starting_devices) ---
+
+
+def file_naming(device: str, named: str, seq: int) -> bytes:
+    """``device``'s file whose bytes name another robot (what a report's fields could smuggle)."""
+    return dump(DeviceFile(state=DeviceState(device=named), last_report_seq=seq))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_ingest_map_from_the_state_journal_is_the_cold_one_after_every_load(
+    tmp_path: Path, seed: int
+) -> None:
+    """Random state commits through write_state with the cache, some by another writer (no cache),
+    robots' files written, rewritten, deleted, files naming another robot, a flat-layout file beside
+    a bucket one (the cache dropped: a new journal), a file that does not parse (refused, the cache
+    and its journal kept), loads skipped by the ingest: after every load the kept map, told apart
+    by the journal where it can, equals the cold map of a cold read."""
+    rng = random.Random(seed)
+    repo = pygit2.Repository(str(bare_repo(tmp_path / "state.git")))
+    cache, memo = StateCache(), DevicesMemo()
+    robots = [f"amr-{n}" for n in range(25)]
+    members: dict[str, object] = dict.fromkeys(robots[:20])
+    legacy: str | None = None
+    odd: list[str] = []
+    for step in range(14):
+        # Last commit's odd files are rewritten as their robots' own, then new changes.
+        changes: dict[str, bytes | None] = {device_file(d): robot_file(d, step) for d in odd}
+        odd = []
+        for device in rng.sample(robots, rng.randrange(1, 8)):
+            roll = rng.random()
+            if device_file(device) in changes:
+                continue
+            if roll < 0.15:
+                changes[device_file(device)] = None
+            elif roll < 0.25:  # naming another robot, until the next commit
+                changes[device_file(device)] = file_naming(device, rng.choice(robots), step)
+                odd.append(device)
+            else:
+                changes[device_file(device)] = robot_file(device, step)
+        if legacy is not None:  # removed again by the next commit (an older controller's leftover)
+            changes[legacy], legacy = None, None
+        elif rng.random() < 0.1:
+            legacy = legacy_device_file(rng.choice(robots))
+            changes[legacy] = robot_file("amr-0", step)
+        if rng.random() < 0.2:  # another writer: the next load finds it by diffing
+            write_state(repo, load_state(repo), changes, "other", WHEN)
+        else:
+            commit_files(repo, cache, changes)
+        if rng.random() < 0.1:
+            victim = rng.choice(robots)
+            bad = {device_file(victim): b'{"not": "a device file"}\n'}
+            broken = write_state(repo, load_state(repo), bad, "broken", WHEN)
+            with pytest.raises(ValueError):
+                load_state(repo, cache=cache)
+            write_state(
+                repo,
+                StateSnapshot(commit=broken, meta=ControllerMeta()),
+                {device_file(victim): robot_file(victim, step)},
+                "fixed",
+                WHEN,
+            )
+        snapshot = load_state(repo, cache=cache)
+        if rng.random() < 0.15:
+            continue  # loaded, and the reconcile stopped before the ingest
+        cold = load_state(repo)
+        assert snapshot.lineage is not None and cold.lineage is None
+        devices = starting_devices(members, snapshot.devices, memo, snapshot.lineage)
+        assert devices == starting_devices(members, cold.devices, None)
+        for device, data in devices.items():
+            assert (
+                data is snapshot.devices[device]
+                if device in snapshot.devices
+                else data == DeviceFile(state=DeviceState(device=device))
+            )
+    assert memo.journaled > 0

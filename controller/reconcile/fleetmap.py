@@ -195,6 +195,59 @@ def _at_or_after(key: int, limit: int) -> bool:
     return key >= limit
 
 
+# Batches of changed robots a journal keeps, and robots in them all: a reader further behind
+# compares its map by identity instead (Tracked).
+JOURNAL_BATCHES = 64
+JOURNAL_NAMES = 200_000
+
+
+@dataclass
+class Journal:
+    """The robots whose entry in one devices map (the state cache's) changed, batch by batch: a
+    map handed out at ``serial`` s differs from one handed out at t > s at most in the robots of
+    the batches numbered s+1 .. t. The state cache records a batch before it changes the map (an
+    exception midway leaves a batch naming robots that may not have changed: read again, never
+    missed) and starts a new journal whenever it replaces the map (a full read): a journal is
+    compared by identity, so an answer never spans two maps. ``since`` tells a reader that last
+    saw the map at serial s which robots to look up again, instead of comparing 100,000 entries
+    by identity (Tracked.changes: 0.034 s of the 1,000-report ingest at 100,000 robots)."""
+
+    serial: int = 0
+    batches: list[tuple[int, frozenset[str]]] = field(default_factory=list)  # (serial, robots)
+    names: int = 0  # robots in ``batches``, counted with repeats
+
+    def record(self, robots: Iterable[str]) -> None:
+        batch = frozenset(robots)
+        if not batch:
+            return
+        self.serial += 1
+        self.batches.append((self.serial, batch))
+        self.names += len(batch)
+        while len(self.batches) > JOURNAL_BATCHES or (self.names > JOURNAL_NAMES and len(self.batches) > 1):
+            self.names -= len(self.batches.pop(0)[1])
+
+    def since(self, then: int, now: int) -> set[str] | None:
+        """The robots of the batches after ``then`` up to ``now``; None when the journal no longer
+        holds all of them (or never did)."""
+        if not 0 <= then <= now <= self.serial:
+            return None
+        if then == now:
+            return set()
+        if not self.batches or self.batches[0][0] > then + 1:
+            return None  # dropped already
+        found: set[str] = set()
+        for serial, batch in reversed(self.batches):
+            if serial <= then:
+                break
+            if serial <= now:
+                found |= batch
+        return found
+
+
+# Where a devices map stands in a journal: the journal, and the serial the map was handed out at.
+Lineage = tuple[Journal, int]
+
+
 @dataclass
 class DevicesMemo:
     """The ingest step's starting map as last built, for main's fleet ``members``."""
@@ -204,17 +257,44 @@ class DevicesMemo:
     state: Tracked[DeviceFile] = field(default_factory=Tracked)  # the state branch's devices then
     ageing: Ageing = field(default_factory=Ageing)  # the robots of ``base``, by last_seen
     rebuilt: int = 0  # maps built again for main's robots joining or leaving (tests count them)
+    lineage: Lineage | None = None  # where the state branch's devices then stood in their journal
+    journaled: int = 0  # maps told apart by the journal, not by identity (tests count them)
 
 
 def starting_devices(
-    members: Mapping[str, object], state: Mapping[str, DeviceFile], memo: DevicesMemo | None
+    members: Mapping[str, object],
+    state: Mapping[str, DeviceFile],
+    memo: DevicesMemo | None,
+    lineage: Lineage | None = None,
 ) -> dict[str, DeviceFile]:
     """Every robot of ``members`` (main's fleet), in name order, to its device file in ``state`` (the
     state branch's) or a fresh one: a new dict, free to change. With ``memo``, from the last map,
-    looking up only the robots whose file changed; the whole map again when main's robots did."""
+    looking up only the robots whose file changed; the whole map again when main's robots did.
+    ``lineage``: where ``state`` stands in the state cache's :class:`Journal`; when the last map's
+    stood in the same journal, the robots to look up are the journal's since then."""
     if memo is None:
         return _built(members, state)
-    changed = memo.state.changes(state)
+    try:
+        return _from_memo(members, state, memo, lineage)
+    except BaseException:  # the map may be half updated: the next call builds it again
+        memo.state, memo.lineage, memo.members = Tracked(), None, None
+        raise
+
+
+def _from_memo(
+    members: Mapping[str, object], state: Mapping[str, DeviceFile], memo: DevicesMemo, lineage: Lineage | None
+) -> dict[str, DeviceFile]:
+    last, memo.lineage = memo.lineage, None  # set again once the map is built
+    changed = (
+        last[0].since(last[1], lineage[1])
+        if lineage is not None and last is not None and last[0] is lineage[0]
+        else None
+    )
+    if changed is None:
+        changed = memo.state.changes(state)
+    else:  # the identity map is not kept up: whoever compares with it next finds every robot changed
+        memo.state = Tracked()
+        memo.journaled += 1
     joined_or_left = memo.members is not members and (
         memo.members is None or memo.members.keys() != members.keys()
     )
@@ -228,7 +308,7 @@ def starting_devices(
         base.update(updated)  # a robot already in the map keeps its place: the name order holds
         _index(memo.ageing, updated)
         memo.ageing.compact()
-    memo.members = members
+    memo.members, memo.lineage = members, lineage
     return dict(memo.base)
 
 

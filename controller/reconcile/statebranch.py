@@ -15,6 +15,7 @@ from datetime import datetime
 
 from controller.audit.chain import AUDIT_DIR, DAY_PATH
 from controller.audit.days import DayFiles
+from controller.reconcile.fleetmap import Journal, Lineage
 from controller.state.jsontext import dumps_indented
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
@@ -44,6 +45,9 @@ class StateSnapshot:
     devices: dict[str, DeviceFile] = field(default_factory=dict)
     audit: Mapping[str, bytes] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    # Where ``devices`` stands in the state cache's journal of changed robots (a load through a
+    # cache), for the ingest step's kept map (controller.reconcile.fleetmap.starting_devices).
+    lineage: Lineage | None = None
 
 
 @dataclass
@@ -66,6 +70,9 @@ class StateCache:
     parsed: int = 0
     # The directories the last write left, as entries the next write splices into (fleetcd.git.hashtree).
     trees: TreeMemo = field(default_factory=TreeMemo)
+    # The robots whose entry in ``snapshot.devices`` each change in place changed; a new journal
+    # for every new snapshot (fleetcd.reconcile.fleetmap.Journal).
+    journal: Journal = field(default_factory=Journal)
 
 
 def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | None = None) -> StateSnapshot:
@@ -85,16 +92,17 @@ def load_state(repo: Repository, ref: str = STATE_BRANCH, cache: StateCache | No
     if changed is not None and cache.snapshot is not None:
         days = _days(repo, head, changed, cache.snapshot.audit)
         # In place (a file that does not parse raises before anything changed: loud, cache kept).
-        updated = _update(cache.snapshot, cache.keys, head, changed, days)
+        updated = _update(cache.snapshot, cache.keys, head, changed, days, cache.journal)
         cache.parsed += _parsed(changed)
     if not updated:
         cache.tree, cache.snapshot, cache.keys = None, None, {}  # dropped before the full read
+        cache.journal = Journal()
         files = _read_all(repo, head)
         cache.snapshot, cache.keys = _parse(head, files, _days(repo, head, {}, None))
         cache.parsed += len(files)
     cache.tree = tree
     assert cache.snapshot is not None
-    return _copy(cache.snapshot)
+    return _copy(cache.snapshot, (cache.journal, cache.journal.serial))
 
 
 def _read_all(repo: Repository, head: Oid) -> dict[str, bytes]:
@@ -194,6 +202,7 @@ def _update(
     head: Oid,
     changed: Mapping[str, bytes | None],
     audit: DayFiles,
+    journal: Journal | None = None,
 ) -> bool:
     """``snapshot`` (and its ``keys``) with the ``changed`` files applied (None: deleted), in place,
     as :func:`_parse` would read it; ``audit`` is ``head``'s log (:func:`_days`). The work is the
@@ -201,10 +210,15 @@ def _update(
 
     Every changed file is parsed before anything is changed, so a file that does not parse (a
     ValueError) leaves the snapshot as it was. False: two files name one rollout or robot, and a
-    full read in tree order must say which wins (the snapshot is then to be dropped)."""
+    full read in tree order must say which wins (the snapshot is then to be dropped). ``journal``
+    records the robots whose entry may change, before anything is changed."""
     changed = {path: data for path, data in changed.items() if not path.startswith(AUDIT_DIR)}
     with collector_paused():
         parsed = [(path, data, _model_of(path, data)) for path, data in changed.items() if data is not None]
+    if journal is not None:
+        robots = [keys[path] for path in changed if path in keys and not path.startswith("rollouts/")]
+        robots += [model.state.device for _, _, model in parsed if isinstance(model, DeviceFile)]
+        journal.record(robots)
     snapshot.commit, snapshot.audit = head, audit
     for path in changed:
         snapshot.files.pop(path, None)
@@ -221,7 +235,7 @@ def _update(
     return len(snapshot.rollouts) + len(snapshot.devices) == len(keys)
 
 
-def _copy(snapshot: StateSnapshot) -> StateSnapshot:
+def _copy(snapshot: StateSnapshot, lineage: Lineage | None = None) -> StateSnapshot:
     """Fresh dicts; rollouts and audit files in name order, however they were read (what is done
     for each rollout in turn never depends on whether a file came from the cache). The log is
     shared: a :class:`DayFiles` is read-only (and already in name order)."""
@@ -233,6 +247,7 @@ def _copy(snapshot: StateSnapshot) -> StateSnapshot:
         devices=dict(snapshot.devices),
         audit=audit if isinstance(audit, DayFiles) else dict(sorted(audit.items())),
         files=dict(snapshot.files),
+        lineage=lineage,
     )
 
 
@@ -295,17 +310,17 @@ def _warm(
     (and fails loudly on a file that does not parse, as a cold read would).
     """
     if base is None:
-        cached, keys = StateSnapshot(commit=None, meta=ControllerMeta()), {}
+        cached, keys, journal = StateSnapshot(commit=None, meta=ControllerMeta()), {}, Journal()
     elif cache.snapshot is not None and cache.snapshot.commit == base:
-        cached, keys = cache.snapshot, cache.keys  # the cache's own: changed in place
+        cached, keys, journal = cache.snapshot, cache.keys, cache.journal  # the cache's own: changed in place
     else:
         return
     try:
-        updated = _update(cached, keys, written, delta, _days(repo, written, delta, cached.audit))
+        updated = _update(cached, keys, written, delta, _days(repo, written, delta, cached.audit), journal)
     except ValueError:  # pydantic's ValidationError: the next load reports it, naming the file
         return  # nothing was changed
     if updated:
         cache.parsed += _parsed(delta)
-        cache.tree, cache.snapshot, cache.keys = tree, cached, keys
+        cache.tree, cache.snapshot, cache.keys, cache.journal = tree, cached, keys, journal
     else:  # changed, but not as a full read would say: dropped (the next load reads in full)
-        cache.tree, cache.snapshot, cache.keys = None, None, {}
+        cache.tree, cache.snapshot, cache.keys, cache.journal = None, None, {}, Journal()
