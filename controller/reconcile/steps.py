@@ -217,7 +217,7 @@ def ingest(ctx: ReconcileContext) -> StepResult:
     fleet, snapshot, now, events = ctx.fleet, ctx.state, ctx.now, ctx.result.events
     offline_after = fleet.fleet.defaults.offline_after_seconds
     memo = ctx.settings.cache.robots.devices if ctx.settings.cache is not None else None
-    devices = starting_devices(fleet.devices, snapshot.devices, memo)
+    devices = starting_devices(fleet.devices, snapshot.devices, memo, snapshot.lineage)
     if ctx.shards is not None:
         shard_events = list(_shard_events(ctx.shards, devices, now))
         events.extend(shard_events)
