@@ -151,6 +151,46 @@ class ReleaseRollouts:
         self.files = files
 
 
+STAGING = "cohorts/staging.yaml"
+
+
+class CohortEdits:
+    """Commits that each list five more robots in the staging cohort, or take them out again (the
+    navigator rollout targets it and its first wave is it; ``big``: the canary cohort's selector
+    moved to another site instead, a quarter of the fleet in and out), rechecked from the previous
+    commit's content check (``full``: checked in full, as before the index)."""
+
+    def __init__(self, files: Files, *, full: bool = False, big: bool = False) -> None:
+        self.files = dict(files)
+        self.memo = DocumentMemo()
+        self.content, _ = recheck_content(None, self.files, memo=self.memo)
+        self.full, self.big = full, big
+        self.edits = 0
+        self.staging = files.get(STAGING, b"")
+        self.listed = re.search(rb"devices: \[([^\]]*)\]", self.staging)
+        robots = sorted(p for p in files if p.startswith("devices/"))
+        self.more = [robots[(i * 7919) % len(robots)].split("/")[1].removesuffix(".yaml") for i in range(5)]
+
+    def __call__(self) -> None:
+        self.edits += 1
+        files = dict(self.files)
+        if self.big:
+            site = b"osaka-1" if self.edits % 2 else b"munich-2"
+            files["cohorts/canary.yaml"] = re.sub(
+                rb"sites: \[[^\]]*\]", b"sites: [" + site + b"]", files["cohorts/canary.yaml"]
+            )
+        elif self.listed is not None:
+            listed = self.listed.group(1) + (b", " + ", ".join(self.more).encode() if self.edits % 2 else b"")
+            files[STAGING] = self.staging.replace(self.listed.group(0), b"devices: [" + listed + b"]")
+        if self.full:
+            self.content = check_content(files, memo=self.memo, keep_index=True)
+        else:
+            self.content, reuse = recheck_content(self.content, files, memo=self.memo)
+            if reuse is not Reuse.DOCUMENTS:
+                raise SystemExit(f"a cohort commit was checked {reuse.value}, not from the index")
+        self.files = files
+
+
 def unexpected_errors(result: ValidationResult, signed: bool) -> list[str]:
     """Errors the generated fleet should not have (a generator or validator bug), for the report."""
     return [str(d) for d in result.errors if signed or d.reason not in UNSIGNED_REASONS]
@@ -235,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             timings["recheck_new_release_rollout_full"] = measure(
                 ReleaseRollouts(content, full=True), runs=runs
             )
+        if STAGING in content:
+            timings["recheck_cohort_edit"] = measure(CohortEdits(content), runs=runs)
+            timings["recheck_cohort_edit_full"] = measure(CohortEdits(content, full=True), runs=runs)
         timings["read_directory"] = measure(lambda: read_directory(root), runs=runs)
         stages = stage_breakdown(content, runs)
         if signed:

@@ -213,13 +213,13 @@ def test_a_deleted_cohort_stalls_the_cached_controller_as_a_cold_one(
     world.merge("the canary cohort is deleted, the rollout still names it")
     heartbeat(world)
     stalled = reconcile_once(world.settings).stalled
-    assert cache.main.reuses == {Reuse.NONE: 2}
+    assert cache.main.reuses == {Reuse.NONE: 1, Reuse.DOCUMENTS: 1}  # the cohort: from the kept index
     assert stalled is not None and "unknown cohort 'canary'" in stalled
     heartbeat(world)
     assert reconcile_once(replace(world.settings, cache=None)).stalled == stalled
     heartbeat(world, seconds=VALIDATION_MAX_AGE.total_seconds())
     assert reconcile_once(world.settings).stalled == stalled  # the kept content, judged again: still
-    assert cache.main.reuses == {Reuse.NONE: 2, Reuse.SAME: 1}
+    assert cache.main.reuses == {Reuse.NONE: 1, Reuse.DOCUMENTS: 1, Reuse.SAME: 1}
 
 
 def test_a_removed_approval_stalls_the_cached_controller_though_no_document_changed(

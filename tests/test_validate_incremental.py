@@ -305,7 +305,9 @@ def test_a_deleted_cohort_still_refuses_the_rollout_and_config_that_name_it(
     tmp_path: Path, keys: KeyFactory
 ) -> None:
     """Neither the rollout nor the cohort's config changed; the cohort's deletion makes both invalid."""
-    verdict = refused_after(tmp_path, keys, lambda fleet: fleet.remove(cohort_path("canary")))
+    verdict = refused_after(
+        tmp_path, keys, lambda fleet: fleet.remove(cohort_path("canary")), Reuse.DOCUMENTS
+    )
     assert ("rollouts/nav-1-0-0.yaml", Reason.UNKNOWN_REFERENCE) in errors(verdict)
     assert ("configs/nav/cohort-canary.yaml", Reason.UNKNOWN_REFERENCE) in errors(verdict)
 
@@ -323,7 +325,7 @@ MOVES: dict[str, tuple[Callable[[FleetRepoBuilder], object], Reuse]] = {
     ),
     "the cohort's selector": (
         lambda fleet: fleet.cohort("quarantine", selector={"sites": ["berlin"]}),
-        Reuse.NONE,
+        Reuse.DOCUMENTS,
     ),
 }
 

@@ -243,7 +243,7 @@ class Run:
         self.commit()
         return None
 
-    # --- other documents: a full check --------------------------------------------------------------
+    # --- other documents: a full check (cohorts: the DOCUMENTS path, unless one fails to load) ---------
     def edit_cohort(self) -> None:
         name = self.rng.choice(["canary", "production", "berlin", "line-1"])
         if self.rng.random() < 0.5:
@@ -456,6 +456,50 @@ class Run:
         self.maybe_robots_too()
         self.commit()
 
+    def regroup_cohort(self) -> None:
+        """A cohort's robots, selector, stage or windows changed, a new cohort (maybe named by a
+        wave or a rollout in the same commit, maybe a layer's), or one removed."""
+        rng = self.rng
+        name = rng.choice(["canary", "production", "berlin", "line-1", "night"])
+        doc = self.fleet.docs.get(cohort_path(name))
+        choice = rng.randrange(5)
+        if choice == 0 and doc is not None:
+            doc["stage"] = rng.choice(["canary", "staging", "production"])
+        elif choice == 1 and doc is not None:
+            doc["maintenance_windows"] = [{"days": ["sat"], "start": "22:00", "end": "04:00"}]
+        elif choice == 2 and doc is not None and name != "canary":
+            self.fleet.remove(cohort_path(name))
+        else:
+            listed = rng.sample(self.robots, k=min(len(self.robots), rng.randint(0, 3)))
+            listed += ["ghost-robot"] if rng.random() < 0.2 else []
+            selector = rng.choice(
+                [None, {"sites": ["osaka"]}, {"labels": {"line": "1"}}, {"families": ["arm"]}]
+            )
+            if selector is None and not listed:
+                listed = [rng.choice(self.robots)]
+            extra = {"selector": selector} if selector else {}
+            self.fleet.cohort(name, listed, stage=rng.choice(["canary", "staging", "production"]), **extra)
+        if rng.random() < 0.2 and self.rollouts:
+            doc = self.fleet.docs[rollout_path(rng.choice(self.rollouts))]
+            doc["strategy"] = {
+                "type": "waves",
+                "waves": [{"name": "n", "cohort": name}, {"name": "r", "percent": 100}],
+            }
+        if rng.random() < 0.15:
+            self.fleet.config("nav", f"cohort-{name}", {"max_speed": rng.choice([1.1, 8.0])})
+        self.maybe_robots_too()
+        self.commit()
+
+    def remove_release(self) -> None:
+        """A version removed: maybe the one a rollout names (an unknown release then), maybe the
+        app's last one (its configs are then read by nothing)."""
+        app = self.rng.choice(["nav", "arm"])
+        versions = self.versions(app)
+        if versions:
+            self.fleet.remove(release_path(app, self.rng.choice(versions)))
+        self.maybe_robots_too()
+        self.commit()
+
     def republish_release(self) -> None:
         """A release on main edited in place (signatures would no longer match; content-wise its
         schema, config path and compatibility change for every robot that receives it)."""
@@ -499,6 +543,9 @@ ROLLOUT_EDITS: list[Callable[[Run], None]] = [
     Run.remove_rollout,
     Run.republish_release,
     Run.edit_config,
+    Run.regroup_cohort,
+    Run.regroup_cohort,
+    Run.remove_release,
 ]
 
 
@@ -700,7 +747,7 @@ def test_a_cohort_edit_that_orphans_robots_is_reported_exactly_as_a_full_check_r
     content = kept(fleet)
     fleet.cohort("production", ["amr-002", "ghost-1", "ghost-2"], stage="production")
     again, reuse = recheck(content, fleet)
-    assert reuse is Reuse.NONE
+    assert reuse is Reuse.DOCUMENTS  # a cohort edit: rechecked from the index
     assert errors(again) == [("cohorts/production.yaml", Reason.UNKNOWN_DEVICE)] * 2
 
 
@@ -822,7 +869,7 @@ def test_a_robot_and_another_document_in_one_commit_take_a_full_check(tmp_path: 
     fleet = base_fleet(tmp_path)
     content = kept(fleet)
     fleet.device("amr-005", site="osaka")
-    fleet.cohort("canary", ["amr-005"], stage="canary")
+    fleet.withdrawal("arm", "1.0.0", "bad build")  # a cohort would be rechecked from the index
     _, reuse = recheck(content, fleet)
     assert reuse is Reuse.NONE
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench import fleetgen
-from fleetcd.layout import config_path, device_path, release_path, rollout_path
+from fleetcd.layout import cohort_path, config_path, device_path, release_path, rollout_path
 from fleetcd.loading.memo import DocumentMemo
 from fleetcd.models import parse_version
 from fleetcd.reasons import Reason
@@ -217,7 +217,6 @@ def test_a_rollout_pointed_at_a_release_that_requires_the_other_delivered_app_cl
 
 
 FULL: dict[str, Callable[[FleetRepoBuilder], object]] = {
-    "a release removed": lambda f: f.remove(release_path("arm", "1.0.0")),
     "a rollout that fails to load": lambda f: (
         f.docs.pop(rollout_path("nav-1-0-0")),
         f.file(rollout_path("nav-1-0-0"), "kind: [unclosed\n"),
@@ -228,10 +227,11 @@ FULL: dict[str, Callable[[FleetRepoBuilder], object]] = {
     "a rollout naming another rollout": lambda f: f.file(
         rollout_path("nav-copy"), f.read(rollout_path("nav-1-0-0"))
     ),
-    "a rollout and a cohort": lambda f: (
-        f.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"]),
-        f.cohort("canary", ["amr-002"], stage="canary"),
+    "a cohort that fails to load": lambda f: (
+        f.docs.pop(cohort_path("canary")),
+        f.file(cohort_path("canary"), "kind: [unclosed\n"),
     ),
+    "a cohort naming another cohort": lambda f: f.file(cohort_path("copy"), f.read(cohort_path("canary"))),
     "a config that fails to load": lambda f: f.file(config_path("nav", "cohort-canary"), "values: [1\n"),
     "a config naming another scope than its file": lambda f: f.config(
         "nav", "cohort-canary", {"max_speed": 1.0}, scope="device"
@@ -347,6 +347,47 @@ ROLLOUT_CHANGES: dict[str, Callable[[FleetRepoBuilder], object]] = {
         f.device("amr-050", site="berlin", labels={"line": "1"}),
         f.rollout("arm-1-0-0", app="arm", release="1.0.0", cohorts=["berlin", "canary"]),
     ),
+    "its release removed": lambda f: f.remove(release_path("arm", "1.0.0")),
+    "a release removed that no rollout names": lambda f: (
+        f.remove(release_path("arm", "1.0.0")),
+        f.rollout("arm-1-0-0", app="arm", release="2.0.0", cohorts=["berlin"]),
+        f.release("arm", "2.0.0", config_schema={"type": "object"}),
+    ),
+    "a rollout and its cohort": lambda f: (
+        f.rollout("nav-1-0-0", app="nav", release="1.0.0", cohorts=["canary"]),
+        f.cohort("canary", ["amr-002"], stage="canary"),
+    ),
+    "a cohort's robots listed again": lambda f: f.cohort(
+        "production", ["amr-004", "amr-005", "amr-006", "ghost-3"], stage="production"
+    ),
+    "a cohort's stage changed, its robots kept": lambda f: f.cohort(
+        "production", ["amr-002", "amr-003", "amr-004"], stage="canary"
+    ),
+    "a selector cohort taking other robots": lambda f: f.cohort(
+        "berlin", selector={"sites": ["osaka"]}, stage="staging", devices=["amr-001"]
+    ),
+    "a cohort's maintenance windows": lambda f: f.docs[cohort_path("line-1")].update(
+        maintenance_windows=[{"days": ["mon"], "start": "01:00", "end": "03:00"}]
+    ),
+    "a cohort removed that rollouts and a config name": lambda f: f.remove(cohort_path("berlin")),
+    "a new cohort a wave names": lambda f: (
+        f.cohort("night", selector={"labels": {"line": "2"}}, stage="canary", devices=[]),
+        f.rollout(
+            "arm-1-0-0",
+            app="arm",
+            release="1.0.0",
+            cohorts=["berlin"],
+            strategy={
+                "type": "waves",
+                "waves": [{"name": "n", "cohort": "night"}, {"name": "r", "percent": 100}],
+            },
+        ),
+    ),
+    "a cohort and a robot moving into it": lambda f: (
+        f.cohort("canary", ["amr-001", "amr-007"], stage="canary"),
+        f.device("amr-007", site="osaka", labels={"line": "1"}),
+        f.device("amr-009", site="berlin", labels={"line": "1"}),
+    ),
 }
 
 
@@ -369,6 +410,7 @@ def test_a_rollout_or_release_change_selects_as_planning_resolves_targets(
         name: (s.eligible, s.skipped, dict(s.cohorts_of)) for name, s in fresh.selections.items()
     }
     assert mine.deliveries == fresh.deliveries
+    assert (mine.members, mine.memberships, mine.stages) == (fresh.members, fresh.memberships, fresh.stages)
     assert list(again.spec.releases) == list(fresh.spec.releases)
     assert list(again.spec.rollouts) == list(check_content(again.files).spec.rollouts)  # the loader's order
 
@@ -506,7 +548,8 @@ def test_only_absolute_config_paths_can_meet_and_are_compared_normalised(
 def test_release_and_rollout_commits_on_a_generated_fleet_recheck_as_a_full_check() -> None:
     """bench.fleetgen's fleet (selector cohorts, a waves and a canary rollout, configs): releases
     added and rollouts pointed at them, paused, resumed, aborted, retargeted, removed and added
-    back, some with robot edits in the same commit, each against a fresh full check."""
+    back, cohorts' selectors, lists and stages changed, some with robot edits in the same commit,
+    each against a fresh full check."""
     files = dict(fleetgen.generate(240, 12).files)
     memo = DocumentMemo()
     content, _ = recheck_content(None, files, memo=memo)
@@ -521,7 +564,7 @@ def test_release_and_rollout_commits_on_a_generated_fleet_recheck_as_a_full_chec
         files = dict(files)
         app = rng.choice(sorted(rollouts))
         path = rollouts[app]
-        choice = rng.randrange(6)
+        choice = rng.randrange(7)
         if choice == 0 or path not in files:
             files[path] = original[path]
         if choice == 1:
@@ -538,6 +581,19 @@ def test_release_and_rollout_commits_on_a_generated_fleet_recheck_as_a_full_chec
             )
         elif choice == 4:
             del files[path]
+        elif choice == 5:
+            cohort = rng.choice(
+                ["cohorts/canary.yaml", "cohorts/production-osaka.yaml", "cohorts/staging.yaml"]
+            )
+            files[cohort] = re.sub(
+                rb"stage: \w+\n",
+                b"stage: " + rng.choice([b"canary", b"staging", b"production"]) + b"\n",
+                files[cohort],
+            )
+            site = rng.choice([b"munich-2", b"osaka-1", b"nowhere"])
+            files[cohort] = re.sub(rb"sites: \[[^\]]*\]", b"sites: [" + site + b"]", files[cohort])
+            listed = ", ".join(fleetgen.device_id(rng.randrange(240)) for _ in range(rng.randint(1, 4)))
+            files[cohort] = re.sub(rb"devices: \[[^\]]*\]", f"devices: [{listed}]".encode(), files[cohort])
         if rng.random() < 0.3:
             index = rng.randrange(240)
             shape = rng.randrange(12) * 1000 + index % 1000

@@ -36,7 +36,7 @@ from fleetcd.errors import Diagnostic
 from fleetcd.layout import device_path
 from fleetcd.loading.documents import Loaded
 from fleetcd.loading.fleetspec import FleetSpec
-from fleetcd.models import Device, Stage
+from fleetcd.models import Cohort, Device, Stage
 from fleetcd.models.rollout import Waves
 from fleetcd.planning.selection import Selection, _skip_reason, selector_matches
 from fleetcd.planning.waves import effective_strategy
@@ -204,14 +204,7 @@ def patch(index: RobotIndex, spec: FleetSpec, changed: Iterable[str]) -> Patch:
             index.memberships[robot] = tuple(sorted(mine))
         else:
             index.memberships.pop(robot, None)
-        stage: Stage | None = None
-        for name in mine:  # the highest stage, the first cohort (in spec order) on a tie
-            if stage is None or cohorts[name].stage.rank > stage.rank:
-                stage = cohorts[name].stage
-        if stage is None:
-            index.stages.pop(robot, None)
-        else:
-            index.stages[robot] = stage
+        restage(index, cohorts, robot, mine)
         for name, targets in index.targets.items():
             if _retarget(index, spec, cohorts, name, targets, robot, model):
                 done.rollouts.add(name)
@@ -219,6 +212,19 @@ def patch(index: RobotIndex, spec: FleetSpec, changed: Iterable[str]) -> Patch:
         index.devices = {robot: index.devices[robot] for robot in spec.devices}
     done.owners_changed = any(owning[name] != t.owns_anyone() for name, t in index.targets.items())
     return done
+
+
+def restage(index: RobotIndex, cohorts: Mapping[str, Cohort], robot: str, mine: Iterable[str]) -> None:
+    """``robot``'s stage in the index: the highest of its cohorts' (``mine``, in spec order; the
+    first on a tie), none when it is in no cohort."""
+    stage: Stage | None = None
+    for name in mine:
+        if stage is None or cohorts[name].stage.rank > stage.rank:
+            stage = cohorts[name].stage
+    if stage is None:
+        index.stages.pop(robot, None)
+    else:
+        index.stages[robot] = stage
 
 
 def _retarget(
@@ -251,8 +257,9 @@ def _retarget(
         targets.cohorts_of[robot] = tuple(via)
     else:
         targets.cohorts_of.pop(robot, None)
-    if _find(targets.eligible, robot):
-        targets.eligible.remove(robot)
+    spot = bisect_left(targets.eligible, robot)
+    if spot < len(targets.eligible) and targets.eligible[spot] == robot:
+        del targets.eligible[spot]  # by position: ``remove`` would compare it with every robot before
     at = _find_skipped(targets.skipped, robot)
     if at is not None:
         del targets.skipped[at]

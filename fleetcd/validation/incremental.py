@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 from fleetcd.compat import StrEnum
 from fleetcd.errors import Diagnostic, InvalidContent
-from fleetcd.layout import FileKind, classify
+from fleetcd.layout import FileKind, classify, release_path
 from fleetcd.loading.documents import Loaded, load_document
 from fleetcd.loading.fleetspec import TRUST_FILE_KINDS, FleetSpec, reattach
 from fleetcd.loading.memo import DocumentMemo, RoundStats
@@ -156,6 +156,7 @@ def _recheck_delta(
     releases: dict[str, tuple[str, str]] = {}
     rollouts: dict[str, str] = {}
     configs_changed: dict[str, tuple[str, str]] = {}
+    cohorts_changed: dict[str, str] = {}
     signatures = False
     for path in changed:
         where = classify(path)
@@ -169,6 +170,8 @@ def _recheck_delta(
             rollouts[path] = where.name
         elif where.kind is FileKind.CONFIG:
             configs_changed[path] = (where.name, where.stem)
+        elif where.kind is FileKind.COHORT:
+            cohorts_changed[path] = where.name
         elif where.kind in TRUST_FILE_KINDS:
             signatures = True  # attached again below, as on the TRUST_FILES path
         else:
@@ -186,6 +189,7 @@ def _recheck_delta(
         rollouts,
         lambda path, raw, model: _load(memo, path, raw, model),
         configs_changed,
+        cohorts_changed,
     )
     if docs is None:
         return None
@@ -195,7 +199,7 @@ def _recheck_delta(
     spec = FleetSpec(
         fleet=old.fleet,
         devices=delta.patched_devices(old.devices, loaded),
-        cohorts=old.cohorts,
+        cohorts=rollout_delta.patched_cohorts(old.cohorts, docs) if docs.cohorts else old.cohorts,
         releases=spec_releases,
         rollouts=spec_rollouts,
         configs=rollout_delta.patched_configs(old.configs, docs) if docs.configs else old.configs,
@@ -215,7 +219,14 @@ def _recheck_delta(
         targets = index.targets.pop(name, None)  # selected again below, after the robots' patch
         if targets is not None:
             robots.update(rollout_delta.targeted(targets))
-    done = delta.patch(index, spec, loaded)
+    regrouped = rollout_delta.regroup(index, old, spec, docs)
+    done = delta.patch(index, spec, set(loaded) | regrouped.robots)
+    robots.update(regrouped.robots)
+    if regrouped.staged:
+        cohorts = {name: entry.model for name, entry in spec.cohorts.items()}
+        for robot in regrouped.staged - robots:
+            mine = index.memberships.get(robot, ())
+            delta.restage(index, cohorts, robot, [name for name in cohorts if name in mine])
     for name in moved & set(spec.rollouts):
         index.targets[name] = rollout_delta.select(index, spec, name)
         robots.update(rollout_delta.targeted(index.targets[name]))
@@ -234,7 +245,8 @@ def _recheck_delta(
     for name in moved - set(spec.rollouts):
         parts.pop(noops_part(name), None)
     for name in sorted(spec.rollouts):
-        if name in moved or name in done.rollouts or done.cohorts & delta.wave_cohorts(spec, name):
+        regrouped_cohorts = done.cohorts | set(docs.cohorts)
+        if name in moved or name in done.rollouts or regrouped_cohorts & delta.wave_cohorts(spec, name):
             parts[noops_part(name)] = (
                 () if index.membership_unknown else tuple(noops.rollout_warnings(ctx, name))
             )
@@ -257,10 +269,15 @@ def _recheck_releases(
     spec = ctx.spec
     paths = docs.release_paths()
     kept = [d for d in parts[CONFIGS_RELEASES] if d.file not in paths and d.file not in docs.configs]
-    for entry in docs.releases.values():
+    for key, entry in docs.releases.items():
+        if entry is None:
+            index.validators.pop(release_path(*key), None)
+            continue
         problems, index.validators[entry.doc.path] = configs.release_schema(entry)
         kept.extend(problems)
         index.release_apps.add(entry.doc.model.app)
+    if any(entry is None for entry in docs.releases.values()):
+        index.release_apps = references.release_apps(ctx)  # its app may have no release left
     for path in docs.configs:
         kept.extend(configs.oversized(path, spec.files[path]) if path in spec.files else ())
     parts[CONFIGS_RELEASES] = tuple(kept)
@@ -333,7 +350,7 @@ def _config_findings(
 
 
 _DELTA_FILES = frozenset(
-    {*TRUST_FILE_KINDS, FileKind.DEVICE, FileKind.RELEASE, FileKind.ROLLOUT, FileKind.CONFIG}
+    {*TRUST_FILE_KINDS, FileKind.DEVICE, FileKind.RELEASE, FileKind.ROLLOUT, FileKind.CONFIG, FileKind.COHORT}
 )
 
 
