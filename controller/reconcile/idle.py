@@ -48,7 +48,7 @@ HINT_FILE = "fleetcd-idle.json"  # in the mirror, which is a cache: losing it co
 LISTING_FILE = "fleetcd-listing.json"  # the last listing of a local server, with its refs' fingerprint
 # The kept listing's digests' scheme, in its key: a listing kept by an older controller is not read
 # (its digests would never equal a new mark, and the same ref bytes would keep it forever).
-DIGESTS = "bucketed-v2"
+DIGESTS = "chunked-v3"
 
 
 class _Hint(BaseModel):
