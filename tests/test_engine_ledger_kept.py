@@ -13,6 +13,7 @@ forged record claiming another robot's id in the robot's own name is never kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -21,7 +22,6 @@ from controller.engine.advance import advance
 from controller.engine.inputs import EngineInput
 from controller.engine.ledger import Ledger, LedgerMemo
 from controller.reconcile.fleetmap import Tracked
-from controller.reconcile.rollouts import KeptLedger
 from controller.records.transitions import archive
 from controller.state.model import DeviceFile
 from fleetcd.reasons import RecordReason
@@ -29,6 +29,16 @@ from tests.sim.engine import Sim, robots, rollout_doc
 from tests.test_engine_properties import Walk
 
 TICKS = 30
+
+
+@dataclass
+class KeptLedger:
+    """One rollout's memo and the device files it last saw (the plan step keeps one map for all
+    rollouts: tests/test_reconcile_ledgers.py)."""
+
+    # Patched however many of the few robots changed (the default builds past a quarter of them).
+    ledger: LedgerMemo = field(default_factory=lambda: LedgerMemo(most_changed=1.0))
+    files: Tracked[DeviceFile] = field(default_factory=Tracked)
 
 
 def index_of(ledger: Ledger) -> tuple[object, ...]:
@@ -235,3 +245,21 @@ def test_a_ledger_without_a_memo_keeps_nothing() -> None:
     assert memo.kept is None
     files: Tracked[DeviceFile] = Tracked()
     assert files.changes(inp.device_files) == set(inp.device_files)  # the first tick: every robot
+
+
+def test_past_a_quarter_of_the_robots_changed_the_index_is_built_again() -> None:
+    """An ingest at a small fleet changes most robots: a build from every file then costs less."""
+    sim = Sim(rollout_doc(robots(8), {"type": "all_at_once"}))
+    kept = KeptLedger(ledger=LedgerMemo())
+    tick(sim, kept)
+    rebuilt = kept.ledger.rebuilt
+    tick(sim, kept)  # the robots the first tick dispatched to (all 8) are read again: built
+    assert kept.ledger.rebuilt == rebuilt + 1
+    tick(sim, kept)  # nothing changed: patched
+    assert kept.ledger.rebuilt == rebuilt + 1
+    sim.succeed(*robots(8)[:2])  # 2 of 8: patched
+    tick(sim, kept)
+    assert kept.ledger.rebuilt == rebuilt + 1
+    sim.succeed(*robots(8)[2:5])  # 3 of 8: built
+    tick(sim, kept)
+    assert kept.ledger.rebuilt == rebuilt + 2

@@ -30,6 +30,9 @@ from controller.engine.inputs import DeviceConfig
 from controller.records.model import DeploymentRecord, TargetStatus, is_success, is_terminal
 from controller.state.model import MAX_RECORDS_PER_DEVICE, DeviceFile
 
+# Past this share of the robots named as changed, the index is built again from every file.
+MOST_CHANGED = 0.25
+
 
 @dataclass
 class _Kept:
@@ -61,6 +64,7 @@ class LedgerMemo:
     kept: _Kept | None = None
     dirty: frozenset[str] = frozenset()  # robots the last tick put records for
     rebuilt: int = 0  # indexes built from every robot's file (tests count them)
+    most_changed: float = MOST_CHANGED  # the share of robots changed past which it is built again
 
 
 class Ledger:
@@ -89,10 +93,10 @@ class Ledger:
         kept = memo.kept if memo is not None else None
         if memo is not None:
             memo.kept = None  # until settle(): a tick that raises leaves nothing half-patched to reuse
-        if kept is not None and changed is not None and kept.key == (rollout, generation):
-            assert memo is not None
+        patch = _to_patch(memo, kept, changed, (rollout, generation), len(device_files))
+        if kept is not None and patch is not None:
             self._adopt(kept)
-            self._patch(set(changed).union(memo.dirty))
+            self._patch(patch)
             return
         # device -> its newest live record of an earlier generation (see "unchanged robots" above)
         self._earlier: dict[str, DeploymentRecord] = {}
@@ -291,6 +295,22 @@ class Ledger:
 
         dropped = {r.id for r in sorted(records, key=keep_first)[:excess]}
         return tuple(r for r in records if r.id not in dropped)
+
+
+def _to_patch(
+    memo: LedgerMemo | None,
+    kept: _Kept | None,
+    changed: Iterable[str] | None,
+    key: tuple[str, int],
+    robots: int,
+) -> set[str] | None:
+    """The robots to read again into the kept index; None: build it from every file (nothing kept
+    for this rollout and generation, or past ``memo.most_changed`` of the robots changed, as in an
+    ingest at a small fleet, where a build costs less than patching each of them)."""
+    if memo is None or kept is None or changed is None or kept.key != key:
+        return None
+    patch = set(changed).union(memo.dirty)
+    return patch if len(patch) <= robots * memo.most_changed else None
 
 
 def _running(records: list[DeploymentRecord]) -> set[str]:

@@ -29,7 +29,7 @@ an entry can be missing but never stale:
   robots by ``last_seen`` (:class:`~controller.reconcile.fleetmap.DevicesMemo`), by the very device
   file objects of the state branch and main's robots: the ingest looks up the files that changed
   and ages the robots whose connectivity flips;
-* each rollout's ledger index (:class:`~controller.reconcile.rollouts.KeptLedger`), by its
+* each rollout's ledger index (:class:`~controller.reconcile.rollouts.KeptLedgers`), by its
   generation and the very device file objects the plan step gave it: a tick reads again the
   robots whose file changed and those the last tick gave records, not every robot's file;
 * every record id to its robot (:class:`~controller.reconcile.owners.OwnersMemo`), for the ingest's
@@ -47,7 +47,7 @@ from controller.delivery.standing import StandingMemo
 from controller.reconcile.due import DueMemo
 from controller.reconcile.fleetmap import DevicesMemo
 from controller.reconcile.owners import OwnersMemo
-from controller.reconcile.rollouts import KeptLedger, RolloutPlan
+from controller.reconcile.rollouts import KeptLedgers, RolloutPlan
 
 
 @dataclass
@@ -61,8 +61,8 @@ class RobotMemo:
     source: DeliverySource | None = None
     plans_tree: str | None = None  # main's tree the plans were made from
     plans: dict[str, RolloutPlan] = field(default_factory=dict)  # rollout name -> its plan
-    # rollout name -> its ledger index and the device files it was patched to (the plan step)
-    ledgers: dict[str, KeptLedger] = field(default_factory=dict)
+    # each rollout's ledger index and the plan step's device files they were patched to
+    ledgers: KeptLedgers = field(default_factory=KeptLedgers)
     owners: OwnersMemo = field(default_factory=OwnersMemo)  # the ingest's record ids to their robot
 
     def plans_for(self, tree: str) -> dict[str, RolloutPlan]:

@@ -8,7 +8,7 @@ wrote in this reconcile, so two apps' deployments on one robot never overwrite e
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -16,7 +16,7 @@ from functools import cached_property
 from controller.delivery.bundles import stages_of
 from controller.engine import EngineInput, EngineOutput, advance
 from controller.engine.inputs import DeviceConfig
-from controller.engine.ledger import LedgerMemo
+from controller.engine.ledger import MOST_CHANGED, LedgerMemo
 from controller.reconcile.fleetmap import Tracked
 from controller.records.ids import Generation, rollout_generation
 from controller.state.model import Approver, DeviceFile, RolloutPhase, RolloutState
@@ -57,12 +57,52 @@ class RolloutPlan:
 
 @dataclass
 class KeptLedger:
-    """One rollout's ledger index as its last tick left it (:class:`~controller.engine.ledger.LedgerMemo`)
-    and the device files that tick read, by identity (:class:`~controller.reconcile.fleetmap.Tracked`):
-    the next tick reads again only the robots whose file is another object, or that joined or left."""
+    """One rollout's ledger index as its last tick left it (:class:`~controller.engine.ledger.LedgerMemo`),
+    and the robots the rollouts before it wrote in that tick (their files in its map were new)."""
 
     ledger: LedgerMemo = field(default_factory=LedgerMemo)
+    before: frozenset[str] = frozenset()
+
+
+@dataclass
+class KeptLedgers:
+    """Every rollout's kept ledger (``controller run``) and the plan step's starting device map as
+    last seen, by identity (:class:`~controller.reconcile.fleetmap.Tracked`): one pass over the
+    fleet per plan step, in C, names the robots whose file changed for all rollouts; each rollout
+    adds the robots the rollouts before it wrote, this tick and the last. A plan step cut short
+    (:meth:`finish` not reached) leaves every ledger to be built again from every file."""
+
     files: Tracked[DeviceFile] = field(default_factory=Tracked)
+    ledgers: dict[str, KeptLedger] = field(default_factory=dict)
+    complete: bool = False
+    changed: set[str] = field(default_factory=set)  # this plan step's, from the starting map
+    written: set[str] = field(default_factory=set)  # robots the rollouts so far wrote this step
+    most_changed: float = MOST_CHANGED  # each ledger's (LedgerMemo.most_changed)
+
+    def start(self, devices: Mapping[str, DeviceFile], rollouts: Iterable[str]) -> None:
+        """A plan step over ``devices`` (before any rollout wrote) for ``rollouts``."""
+        if not self.complete:
+            self.files, self.ledgers = Tracked(), {}
+        self.complete = False
+        names = set(rollouts)
+        for gone in self.ledgers.keys() - names:  # a rollout gone from main keeps no ledger
+            del self.ledgers[gone]
+        self.changed, self.written = self.files.changes(devices), set()
+
+    def take(self, rollout: str) -> tuple[LedgerMemo, set[str]]:
+        """``rollout``'s memo and the robots whose file may differ from its last tick's map."""
+        kept = self.ledgers.get(rollout)
+        if kept is None:
+            kept = self.ledgers[rollout] = KeptLedger(LedgerMemo(most_changed=self.most_changed))
+        changed = self.changed.union(self.written, kept.before)
+        kept.before = frozenset(self.written)
+        return kept.ledger, changed
+
+    def wrote(self, devices: Iterable[str]) -> None:
+        self.written.update(devices)
+
+    def finish(self) -> None:
+        self.complete = True
 
 
 @dataclass(frozen=True)
@@ -192,7 +232,8 @@ def advance_rollout(
     commit: str,
     verifier: Verifier,
     now: datetime,
-    memo: KeptLedger | None = None,
+    memo: LedgerMemo | None = None,
+    changed: Iterable[str] | None = None,
 ) -> tuple[EngineOutput, PlannedRollout]:
     """Plan one rollout as of ``commit`` and let the engine move it forward at ``now``; also what
     was planned, so nothing plans it again. ``memo``: the rollout's ledger as the last tick left
@@ -227,9 +268,8 @@ def advance_rollout(
             configs=plan.configs,
             members=plan.members,
         ),
-        # One identity test per robot, in C (Tracked): the robots whose file changed since the last tick.
-        memo=memo.ledger if memo is not None else None,
-        changed=memo.files.changes(device_files) if memo is not None else None,
+        memo=memo,
+        changed=changed,
     )
     # The engine rebuilds the state each tick; what only this step knows is carried forward here.
     known = {**(state.release_commits if state is not None else {}), **output.state.release_commits}

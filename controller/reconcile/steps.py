@@ -55,7 +55,7 @@ from controller.reconcile.fleetmap import starting_devices
 from controller.reconcile.idle import audit_anchor, idle_main
 from controller.reconcile.owners import Owners
 from controller.reconcile.result import CONTINUE, Continue, Fail, ReconcileResult, Stall, StepResult
-from controller.reconcile.rollouts import FleetContext, KeptLedger, advance_rollout, removed
+from controller.reconcile.rollouts import FleetContext, advance_rollout, removed
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.shards import ShardView, fetch_shards, locate
 from controller.reconcile.source import fetch_all, housekeep_repository, open_mirror
@@ -304,11 +304,11 @@ def plan(ctx: ReconcileContext) -> StepResult:
     fleet, snapshot, devices = ctx.fleet, ctx.state, ctx.devices
     rollouts: dict[str, RolloutState] = {}
     kept = ctx.settings.cache.robots.ledgers if ctx.settings.cache is not None else None
-    if kept is not None:  # a rollout gone from main keeps no ledger
-        for gone in kept.keys() - fleet.spec.rollouts.keys():
-            del kept[gone]
+    if kept is not None:
+        kept.start(devices, fleet.spec.rollouts)
     with Keyring.from_armored(fleet.spec.keys) as keyring:
         for name in sorted(fleet.spec.rollouts):
+            memo, changed = kept.take(name) if kept is not None else (None, None)
             output, ctx.planned[name] = advance_rollout(
                 fleet,
                 fleet.spec.rollouts[name],
@@ -317,13 +317,18 @@ def plan(ctx: ReconcileContext) -> StepResult:
                 ctx.main,
                 keyring,
                 ctx.now,
-                memo=kept.setdefault(name, KeptLedger()) if kept is not None else None,
+                memo=memo,
+                changed=changed,
             )
             rollouts[name] = output.state
             for device, records in output.records.items():
                 base = devices.get(device) or DeviceFile(state=DeviceState(device=device))
                 devices[device] = base.model_copy(update={"records": records})
+            if kept is not None:
+                kept.wrote(output.records)
             ctx.result.events.extend(output.events)
+    if kept is not None:
+        kept.finish()
     for name, state in snapshot.rollouts.items():
         if name not in rollouts:
             rollouts[name] = removed(state, ctx.now)
