@@ -85,3 +85,45 @@ def test_moved_refs_further_apart_than_the_window_are_written_as_git_writes_them
         git("update-ref", "-d", f"refs/keep/{n}", cwd=theirs)
     git("pack-refs", "--all", cwd=theirs)
     assert (Path(ours.path) / "packed-refs").read_bytes() == (theirs / "packed-refs").read_bytes()
+
+
+def records_under(data: bytes, prefix: bytes) -> dict[bytes, bytes]:
+    """Every record under ``prefix`` of a sorted file: name -> its lines (``^`` lines included)."""
+    found: dict[bytes, bytes] = {}
+    name = None
+    for line in data.splitlines(keepends=True)[1:]:
+        if line.startswith(b"^"):
+            if name is not None:
+                found[name] += line
+            continue
+        name = line.rstrip(b"\n").split(b" ", 1)[1]
+        if name.startswith(prefix):
+            found[name] = line
+        else:
+            name = None
+    return found
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 65536])
+@pytest.mark.parametrize("seed", range(40))
+def test_same_but_says_whether_the_records_outside_the_named_ones_are_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch, seed: int, chunk: int
+) -> None:
+    """Two random files, one changed from the other, and a random set of names (the changed ones,
+    some of them, or others): ``same_but`` is the comparison of every record under the prefix but
+    the named ones, whatever the chunk the gaps are compared in and the window the cuts are
+    searched in."""
+    monkeypatch.setattr(packedrefs, "SAME_CHUNK_BYTES", chunk)
+    rng = random.Random(seed)
+    monkeypatch.setattr(packedrefs, "NEAR_BYTES", rng.choice([0, 60, 300, 65536]))
+    data, names = random_file(rng, rng.choice([1, 5, 30, 200]))
+    changes = random_changes(rng, names) if rng.random() < 0.8 else {}
+    other = reference_rewrite(data, changes)
+    prefix = rng.choice([b"refs/", b"refs/a", b"refs/ab/", b"refs/z-/"])
+    named = [name for name in changes if rng.random() < 0.8] + rng.sample(names, k=min(len(names), 2))
+    ours, theirs = records_under(data, prefix), records_under(other, prefix)
+    expected = all(
+        ours.get(name) == theirs.get(name) for name in ours.keys() | theirs.keys() if name not in named
+    )
+    assert PackedFile(data, Path("a")).same_but(PackedFile(other, Path("b")), prefix, named) is expected
+    assert PackedFile(other, Path("b")).same_but(PackedFile(data, Path("a")), prefix, named) is expected

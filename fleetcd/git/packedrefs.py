@@ -35,6 +35,8 @@ PACKED_REFS = "packed-refs"
 # gap between 1,000 refs spread over 200,000 records is ~15 KB; a miss costs a few microseconds.
 NEAR_BYTES = 65536
 HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
+# How much of two files :meth:`PackedFile.same_but` compares at once (as bytes slices).
+SAME_CHUNK_BYTES = 65536
 
 
 def _comment_inside(data: bytes) -> bool:
@@ -145,15 +147,21 @@ class PackedFile:
 
     def same_but(self, other: PackedFile, prefix: bytes, names: Iterable[bytes]) -> bool:
         """Whether every record under ``prefix`` but those of ``names`` is the same bytes in both
-        files (compared in place, between the named records: no copy, no line split)."""
+        files (compared between the named records, each found near the last: no line split).
+
+        The bytes between two cuts are compared as ``bytes`` slices of at most
+        :data:`SAME_CHUNK_BYTES` (a copy and a memcmp): ``memoryview`` slices compare item by item,
+        which at 100,000 robots (13.6 MB, 1,000 desired refs cut) was most of the 74 ms this took
+        in the wave's push, with the bisection of every cut over the whole file."""
         if not (self.spliceable and other.spliceable):
             return False
         after = prefix[:-1] + bytes([prefix[-1] + 1])  # the first name past every name under prefix
         cuts = [prefix, *sorted(name for name in names if name.startswith(prefix)), after]
         mine, theirs = self._cuts(cuts), other._cuts(cuts)
-        view, other_view = memoryview(self.data), memoryview(other.data)
         for n in range(len(cuts) - 1):
-            if view[mine[n][1] : mine[n + 1][0]] != other_view[theirs[n][1] : theirs[n + 1][0]]:
+            if not _same_span(
+                self.data, mine[n][1], mine[n + 1][0], other.data, theirs[n][1], theirs[n + 1][0]
+            ):
                 return False
         return True
 
@@ -161,7 +169,7 @@ class PackedFile:
         at = len(HEADER) if self.data else 0
         found = []
         for name in names:
-            start, end = self._find(at, name)
+            start, end = self._near(at, name)
             found.append((start, end))
             at = start
         return found
@@ -223,6 +231,20 @@ class PackedFile:
             else:
                 return start, end
         return low, low
+
+
+def _same_span(a: bytes, a_start: int, a_end: int, b: bytes, b_start: int, b_end: int) -> bool:
+    """Whether ``a[a_start:a_end] == b[b_start:b_end]``, compared :data:`SAME_CHUNK_BYTES` at a
+    time (no copy of a whole span of megabytes). A span that ends before it starts is empty, as
+    a slice is (two cuts at one record: a name named twice)."""
+    a_end, b_end = max(a_start, a_end), max(b_start, b_end)
+    if a_end - a_start != b_end - b_start:
+        return False
+    for at in range(0, a_end - a_start, SAME_CHUNK_BYTES):
+        size = min(SAME_CHUNK_BYTES, a_end - a_start - at)
+        if a[a_start + at : a_start + at + size] != b[b_start + at : b_start + at + size]:
+            return False
+    return True
 
 
 def update_packed(
