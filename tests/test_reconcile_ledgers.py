@@ -125,7 +125,13 @@ def test_a_rollout_sees_what_the_rollouts_before_it_wrote_this_step_and_the_last
     """alpha writes amr-1's file in one step and not the next: beta's ledger must read amr-1 again
     both times, though the starting map holds the same object for it in the second step."""
     files = {d: DeviceFile(state=DeviceState(device=d)) for d in ("amr-1", "amr-2")}
-    kept = KeptLedgers()
+    kept = KeptLedgers(most_changed=1.0)
+    kept.start(dict(files), ["alpha", "beta"])  # the first step builds every ledger
+    for name in ("alpha", "beta"):
+        memo, changed = kept.take(name)
+        assert changed is None
+        Ledger(files, name, 1, SHA_NEW, memo=memo, changed=changed).settle()
+    kept.finish()
     first = dict(files)
     kept.start(first, ["alpha", "beta"])
     kept.take("alpha")
@@ -154,4 +160,50 @@ def test_a_plan_step_cut_short_builds_every_ledger_again() -> None:
     with pytest.raises(RuntimeError):
         step(kept, files, ["alpha", "beta"], rng, fail="beta")
     kept.start(files, ["alpha", "beta"])
-    assert kept.ledgers == {} and kept.changed == set(files)
+    assert kept.ledgers == {} and kept.changed is None  # every robot is new to it: built
+    memo, changed = kept.take("alpha")
+    assert changed is None and memo.kept is None
+
+
+def test_most_robots_changed_build_every_ledger_without_a_set_of_them() -> None:
+    """The reconcile after a fleet-wide write: every robot's file is a new object. No set of the
+    changed robots is made; each ledger is built from every file, as a cold one is."""
+    names = [f"amr-{i:03d}" for i in range(40)]
+    files = {d: DeviceFile(state=DeviceState(device=d)) for d in names}
+    kept = KeptLedgers()
+    step(kept, files, ["alpha"], random.Random(1))
+    again = {d: f.model_copy() for d, f in files.items()}  # the same robots, every file new
+    kept.start(again, ["alpha"])
+    assert kept.changed is None
+    few = dict(again)
+    for d in names[:10]:  # a quarter: patched
+        few[d] = few[d].model_copy()
+    kept.finish()
+    kept.start(few, ["alpha"])
+    assert kept.changed == set(names[:10])
+    kept.finish()
+    shuffled = dict(reversed(list(few.items())))  # another order, one robot gone, one new
+    del shuffled[names[20]]
+    shuffled["amr-new"] = DeviceFile(state=DeviceState(device="amr-new"))
+    kept.start(shuffled, ["alpha"])
+    assert kept.changed == {names[20], "amr-new"}
+
+
+def test_robots_changed_between_the_sampled_ones_are_still_counted() -> None:
+    """The first look is at every n-th robot; robots changed only between those are found by the
+    pass over every robot: past the share, built; under it, each of them is named."""
+    names = [f"amr-{i:04d}" for i in range(1000)]
+    files = {d: DeviceFile(state=DeviceState(device=d)) for d in names}
+    kept = KeptLedgers()
+    kept.start(files, ["alpha"])
+    kept.finish()
+    between = [d for i, d in enumerate(names) if i % 3]  # 1000 // 256: every third robot is sampled
+    most = {d: (f.model_copy() if d in between else f) for d, f in files.items()}
+    kept.start(most, ["alpha"])
+    assert kept.changed is None
+    kept.finish()
+    few = dict(most)
+    for d in between[:100]:
+        few[d] = few[d].model_copy()
+    kept.start(few, ["alpha"])
+    assert kept.changed == set(between[:100])

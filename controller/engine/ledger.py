@@ -22,7 +22,7 @@ fetched. That — not the robot's silence — decides whether a halt may treat i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -309,8 +309,11 @@ def _to_patch(
     ingest at a small fleet, where a build costs less than patching each of them)."""
     if memo is None or kept is None or changed is None or kept.key != key:
         return None
+    limit = robots * memo.most_changed
+    if isinstance(changed, Collection) and len(changed) > limit:  # no copy of a fleet's names
+        return None
     patch = set(changed).union(memo.dirty)
-    return patch if len(patch) <= robots * memo.most_changed else None
+    return patch if len(patch) <= limit else None
 
 
 def _running(records: list[DeploymentRecord]) -> set[str]:
