@@ -320,3 +320,51 @@ def test_a_rollout_none_of_whose_robots_changed_is_reused_whole_and_its_own_fiel
         if reused:
             assert memo.rollouts["nav-hotfix"].built == 0
     assert "2 failed" in got[0] and "paused by commit" in got[1]
+
+
+def test_attack_a_written_file_gone_from_the_branch_or_from_this_reconcile_is_not_adopted() -> None:
+    """Of the files the last reconcile wrote, one is gone from the branch (deleted by another
+    writer), one robot is gone from this reconcile's devices (it left main's fleet) though the
+    branch still holds its file, and one was read back as the very object written (never parsed
+    again): none of them is adopted, the rest are, and the pages equal a rebuild; the robot that
+    left never comes back from the memo."""
+    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
+    pages(fleet, memo, config)
+    ids = sorted(fleet.files)
+    written = {device_file(d): dump(fleet.files[d]) for d in ids}
+    memo.written = _written(written, fleet.files)
+    deleted, left, same = ids[0], ids[len(ids) // 2], ids[-1]
+    branch = {p: data for p, data in written.items() if p != device_file(deleted)}
+    snapshot = read_back(fleet, branch)
+    snapshot.devices[same] = fleet.files[same]
+    devices = {d: f for d, f in snapshot.devices.items() if d != left}
+    assert adopt_read_back(memo, snapshot, devices) == len(ids) - 3
+    assert memo.written == {}
+    fleet.files = devices
+    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
+    view = build_view(fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT, memo=memo)
+    rows = {r.device: r for w in view.rollouts[0].waves for r in w.robots}
+    assert rows[left].last_seen is None and rows[deleted].last_seen is None
+
+
+@pytest.mark.parametrize("share", [1, 3, 30])
+def test_adopting_some_or_every_written_file_by_lookup_or_walk_reuses_every_robot(share: int) -> None:
+    """Every ``share``-th robot's file read back: a few are looked up in each wave, many make the
+    wave walked; either way the adopted robots (and what they run, for the withdrawn releases)
+    are reused and nothing is built."""
+    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
+    pages(fleet, memo, config)
+    ids = sorted(fleet.files)[::share]
+    written = {device_file(d): dump(fleet.files[d]) for d in ids}
+    memo.written = _written(written, fleet.files)
+    snapshot = read_back(fleet, written)
+    devices = {**fleet.files, **snapshot.devices}
+    for d in ids:
+        snapshot.devices[d] = devices[d]
+    assert adopt_read_back(memo, snapshot, devices) == len(ids)
+    assert all(memo.running[d][0] is devices[d] for d in ids)
+    held = [e for r in memo.rollouts.values() for w in r.waves.values() for e in w.entries if e.device in ids]
+    assert held and all(e.file is devices[e.device] for e in held)
+    fleet.files = devices
+    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
+    assert memo.robots_built == 0

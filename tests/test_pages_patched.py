@@ -13,17 +13,19 @@ a build that has no memo; they also check the patch was the path taken where it 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from controller.pages import build_view, render_status_html, render_status_md
 from controller.pages.memo import PagesMemo
-from controller.pages.summary import FleetView, RobotState
+from controller.pages.summary import FleetView, RobotState, by_wave, per_wave
 from controller.records.model import Connectivity, DeviceState
 from controller.records.transitions import apply_report
-from controller.state.model import RolloutPhase, WavePhase, WaveState
+from controller.state.model import DeviceFile, RolloutPhase, WavePhase, WaveState
 from fleetcd.reasons import HoldReason
 from tests.test_pages import COMMIT, NOW, Fleet, cohort, record, sample_fleet, unchanged_fleet
 from tests.test_pages_incremental import WITHDRAWN, Config, reparsed
@@ -48,6 +50,7 @@ class World:
         self.fleet = fleet()
         self.config = Config(None)
         self.minute = 0
+        self.gone: dict[str, DeviceFile] = {}  # device files taken off the branch, to come back
 
     def view(self, memo: PagesMemo | None) -> FleetView:
         return build_view(
@@ -61,9 +64,13 @@ class World:
 
 
 def checked(world: World, memo: PagesMemo, what: str) -> FleetView:
-    """The warm view, after checking it and both pages equal a cold build."""
+    """The warm view, after checking it and both pages equal a cold build, and that each cohort's
+    robots per wave (kept per wave by the memo) are the ones its robots count."""
     warm, cold = world.view(memo), world.view(None)
     assert warm == cold, what
+    for table in (t for r in warm.rollouts for t in r.cohorts):
+        assert table.by_wave == by_wave(table.robots), what
+        assert sum(n for _, n in table.by_wave) == table.counts.total, what
     assert render_status_md(warm) == render_status_md(cold), what
     assert render_status_html(warm, memo) == render_status_html(cold, None), what
     return warm
@@ -197,6 +204,29 @@ def untouched(world: World, rng: random.Random) -> str:
     return "nothing changed"
 
 
+def reordered(world: World, rng: random.Random) -> str:
+    """The files come in another order, a changed one last (the state cache appends what it
+    parsed): the memo cannot pair them by position, so every wave is compared again."""
+    fleet = world.fleet
+    device_id = rng.choice(world.robots())
+    moved = fleet.files.pop(device_id)
+    fleet.files[device_id] = moved.model_copy(update={"last_report_seq": moved.last_report_seq + 1})
+    return "files reordered"
+
+
+def file_leaves_or_returns(world: World, rng: random.Random) -> str:
+    """A robot's device file leaves the state branch (its wave keeps it, with no record), or one
+    that left comes back as it was."""
+    fleet = world.fleet
+    if world.gone:
+        device_id, file = world.gone.popitem()
+        fleet.files[device_id] = file
+        return "file back"
+    device_id = rng.choice(world.robots())
+    world.gone[device_id] = fleet.files.pop(device_id)
+    return "file gone"
+
+
 Step = Callable[[World, random.Random], str]
 STEPS: tuple[tuple[Step, int], ...] = (
     (reports, 10),
@@ -212,6 +242,8 @@ STEPS: tuple[tuple[Step, int], ...] = (
     (cohort_edit, 1),
     (foreign_record, 2),
     (untouched, 2),
+    (reordered, 1),
+    (file_leaves_or_returns, 1),
 )
 
 
@@ -221,6 +253,10 @@ FLEETS = {"sample": sample_fleet, "carried": unchanged_fleet}  # the second's vi
 @pytest.mark.parametrize("fleet", FLEETS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_patched_view_equals_a_cold_build_after_every_random_reconcile(seed: int, fleet: str) -> None:
+    _random_life(seed, fleet)
+
+
+def _random_life(seed: int, fleet: str) -> None:
     rng = random.Random(seed)
     world, memo = World(FLEETS[fleet]), PagesMemo()
     checked(world, memo, "first build")
@@ -356,3 +392,67 @@ def test_attack_an_earlier_wave_soaking_rebuilds_the_later_waves_waiting_robots_
     waiting = {r.hold for r in after.waves[2].robots if r.status.startswith("waiting")}
     assert waiting == {HoldReason.EARLIER_WAVE_SOAKING}
     assert memo.robots_built == len(after.waves[2].robots)
+
+
+def test_a_cohort_counted_per_wave_from_its_tally_is_the_count_of_its_robots() -> None:
+    """The memo's tally gives the table's waves as its robots count them; an index holding two
+    names (the order they are met in would matter) is counted from the robots instead."""
+    world, memo = World(), PagesMemo()
+    view = checked(world, memo, "first build")
+    table = max((t for r in view.rollouts for t in r.cohorts), key=lambda t: len(t.robots))
+    assert by_wave(table.robots, per_wave(table.robots)) == by_wave(table.robots) == table.by_wave
+    robots = table.robots
+    renamed = [replace(r, wave="other") if i % 2 else r for i, r in enumerate(robots)]
+    index = robots[0].wave_index
+    reordered = Counter({(index, "other"): 1, (index, robots[0].wave): len(robots) - 1})
+    assert by_wave(renamed, reordered) == by_wave(renamed)
+    assert dict(by_wave(renamed))["other"] == len(robots) // 2
+    assert list(dict(by_wave(renamed))) == [robots[0].wave, "other"]  # the order met in the table
+    emptied = per_wave(robots)
+    emptied[(index + 7, "gone")] = 0  # a wave all of the cohort's robots left
+    assert by_wave(robots, emptied) == table.by_wave
+
+
+def test_attack_a_build_that_fails_midway_leaves_a_memo_the_next_build_heals() -> None:
+    """The config source raises in the middle of a patched build (a view that reads it is being
+    built): the memo does not keep the half-patched rollout, and the next build equals a cold
+    one."""
+    world, memo = World(unchanged_fleet), PagesMemo()
+    checked(world, memo, "first build")
+    rng = random.Random(7)
+    for _ in range(3):
+        reports(world, rng)
+    world.config = Config("c" * 64)
+    calls = 0
+
+    def failing(app: str, device: str) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("config source went away")
+        return world.config.of(app, device)
+
+    with pytest.raises(RuntimeError):
+        build_view(
+            world.fleet.rollouts, world.fleet.files, world.fleet.cohorts, world.fleet.devices, NOW, COMMIT,
+            config_of=failing, memo=memo, config_source=world.config,
+        )  # fmt: skip
+    assert calls == 1 and memo.rollouts == {}
+    world.minute = 1
+    checked(world, memo, "after the failure")
+    world.minute = 2
+    reports(world, rng)
+    checked(world, memo, "a report after the failure")
+
+
+def test_a_robot_whose_file_leaves_is_not_kept_from_the_memo() -> None:
+    """A robot's file leaves the state branch: the pages show it without a record (as a cold build
+    does), and its old row does not come back from the memo."""
+    world, memo = World(), PagesMemo()
+    before = checked(world, memo, "first build")
+    busy = next(r for w in before.rollouts[0].waves for r in w.robots if r.state is RobotState.IN_PROGRESS)
+    del world.fleet.files[busy.device]
+    world.minute = 1
+    after = checked(world, memo, "file gone")
+    rows = {r.device: r for w in after.rollouts[0].waves for r in w.robots}
+    assert rows[busy.device].state is not RobotState.IN_PROGRESS and rows[busy.device].last_seen is None

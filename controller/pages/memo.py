@@ -30,6 +30,7 @@ cohorts) builds the rollout's view again from its entries.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,6 +87,8 @@ class RolloutMemo:
     tally: dict[RobotState, int] = field(default_factory=dict)
     lists: dict[str, dict[RobotState, list[RobotView]]] = field(default_factory=dict)
     tables: dict[str, CohortTable] = field(default_factory=dict)
+    # per cohort, its robots per (wave index, wave name) (controller.pages.summary.per_wave)
+    waves_of: dict[str, Counter[tuple[int, str | None]]] = field(default_factory=dict)
     patched: bool = False  # the last build patched the last view (tests count them)
 
 

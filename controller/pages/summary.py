@@ -14,10 +14,10 @@ always add up to the same robots.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from itertools import chain, compress
 from operator import attrgetter, is_, is_not, or_
 
@@ -181,21 +181,9 @@ class CohortTable:
     stage: str | None
     counts: Counts
     robots: tuple[RobotView, ...]  # all of them, worst first; renderers cut to their own bounds
-
-    @cached_property
-    def by_wave(self) -> tuple[tuple[str, int], ...]:
-        """(wave, members in it) in wave order: a cohort's members may sit in several waves (an
-        earlier wave took some), so its count is not its wave's. Counted in one pass (both pages
-        ask; a cohort may hold the whole fleet)."""
-        per_wave: dict[int, dict[str, int]] = {}
-        for robot in self.robots:
-            names = per_wave.setdefault(robot.wave_index, {})
-            names[robot.wave or "?"] = names.get(robot.wave or "?", 0) + 1
-        tally: dict[str, int] = {}
-        for index in sorted(per_wave):
-            for name, n in per_wave[index].items():
-                tally[name] = tally.get(name, 0) + n
-        return tuple(tally.items())
+    # (wave, members in it) in wave order: a cohort's members may sit in several waves (an earlier
+    # wave took some), so its count is not its wave's (:func:`by_wave`; kept per wave by the memo).
+    by_wave: tuple[tuple[str, int], ...] = ()
 
     @property
     def waves_text(self) -> str:
@@ -254,6 +242,39 @@ def count(robots: Iterable[RobotView]) -> Counts:
     for robot in robots:
         tally[robot.state] += 1
     return Counts(tuple(tally.items()))
+
+
+PerWave = Counter[tuple[int, str | None]]  # (wave index, wave name) -> robots
+_AT_WAVE = attrgetter("wave_index", "wave")
+
+
+def per_wave(robots: Iterable[RobotView]) -> PerWave:
+    """``robots`` counted per wave index and name (in C), in the order met."""
+    return Counter(map(_AT_WAVE, robots))
+
+
+def by_wave(robots: Sequence[RobotView], tally: PerWave | None = None) -> tuple[tuple[str, int], ...]:
+    """(wave, robots in it) in wave order, robots of waves of one name added up; from ``tally``
+    (:func:`per_wave` of ``robots`` in another order, kept up to date robot by robot) when given
+    and each wave index has one name (then the order names are met in cannot matter), else
+    counted from ``robots`` (each index's names in the order met)."""
+    per_index = _per_index(tally if tally is not None else per_wave(robots))
+    if tally is not None and any(len(names) != 1 for names in per_index.values()):
+        per_index = _per_index(per_wave(robots))
+    out: dict[str, int] = {}
+    for index in sorted(per_index):
+        for name, n in per_index[index].items():
+            out[name] = out.get(name, 0) + n
+    return tuple(out.items())
+
+
+def _per_index(tally: PerWave) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for (index, wave), n in tally.items():
+        if n:
+            names = out.setdefault(index, {})
+            names[wave or "?"] = names.get(wave or "?", 0) + n
+    return out
 
 
 def robot_state(
@@ -461,15 +482,21 @@ def _split(members: Iterable[RobotView]) -> dict[RobotState, list[RobotView]]:
 
 
 def _table(
-    name: str, cohorts: Mapping[str, Cohort], by_state: Mapping[RobotState, list[RobotView]]
+    name: str,
+    cohorts: Mapping[str, Cohort],
+    by_state: Mapping[RobotState, list[RobotView]],
+    tally: PerWave | None = None,
 ) -> CohortTable:
     """A cohort's table from its members by state, each in device order: worst first, by device
-    within a state (the order of ``sorted(key=(severity, device))``, without a sort)."""
+    within a state (the order of ``sorted(key=(severity, device))``, without a sort); its members
+    per wave from ``tally`` (:func:`per_wave` of them) when given."""
+    robots = tuple(chain.from_iterable(by_state.get(state, ()) for state in _WORST_FIRST))
     return CohortTable(
         name=name,
         stage=cohorts[name].stage.value if name in cohorts else None,
         counts=Counts(tuple((state, len(by_state.get(state, ()))) for state in RobotState)),
-        robots=tuple(chain.from_iterable(by_state.get(state, ()) for state in _WORST_FIRST)),
+        robots=robots,
+        by_wave=by_wave(robots, tally),
     )
 
 
@@ -533,7 +560,8 @@ def _rollout_view(
         for name in memberships.get(device_id) or (NO_COHORT,):
             groups.setdefault(name, []).append(robot)
     memo.lists = {name: _split(members) for name, members in groups.items()}
-    memo.tables = {name: _table(name, cohorts, memo.lists[name]) for name in groups}
+    memo.waves_of = {name: per_wave(members) for name, members in groups.items()}
+    memo.tables = {name: _table(name, cohorts, memo.lists[name], memo.waves_of[name]) for name in groups}
     counts = count(seen.values())
     memo.holds, memo.seen, memo.tally = built.holds, seen, dict(counts.by_state)
     memo.view = _shell(rollout, counts, tuple(waves), _ordered(memo.tables, cohorts))
@@ -738,6 +766,7 @@ def _reseat(
     gone: dict[str, dict[RobotState, set[str]]] = {}
     added: dict[str, dict[RobotState, list[RobotView]]] = {}
     joined = False  # a robot joined or left the counts: the rollout's device order changes
+    left: dict[str, list[RobotView]] = {}  # per cohort, the views its changed robots held
     for device in changed:
         was, now = memo.seen.get(device), _winner(device, waves)
         if was is now:
@@ -746,6 +775,7 @@ def _reseat(
         for name in memberships.get(device) or (NO_COHORT,):
             if was is not None:
                 gone.setdefault(name, {}).setdefault(was.state, set()).add(device)
+                left.setdefault(name, []).append(was)
             if now is not None:
                 added.setdefault(name, {}).setdefault(now.state, []).append(now)
         if was is not None:
@@ -761,10 +791,13 @@ def _reseat(
         removed, joining = gone.get(name, {}), added.get(name, {})
         for state in removed.keys() | joining.keys():
             lists[state] = _spliced(lists.get(state, []), removed.get(state, set()), joining.get(state, []))
+        tally = memo.waves_of.setdefault(name, Counter())
+        tally.update(per_wave(chain.from_iterable(joining.values())))
+        tally.subtract(per_wave(left.get(name, ())))
         if any(lists.values()):
-            memo.tables[name] = _table(name, cohorts, lists)
+            memo.tables[name] = _table(name, cohorts, lists, memo.waves_of[name])
         else:
-            del memo.lists[name], memo.tables[name]
+            del memo.lists[name], memo.tables[name], memo.waves_of[name]
     return bool(gone or added)
 
 
@@ -843,13 +876,17 @@ def build_view(
         memo.members = members
     kept, memo.rollouts = memo.rollouts, {}
     views = []
-    for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name)):
-        rollout_memo = memo.rollouts[r.name] = kept.get(r.name) or RolloutMemo()
-        views.append(
-            _rollout_view(
-                r, device_files, memo.memberships, cohorts, devices, config_of, rollout_memo, config_same
-            )
-        )
+    try:
+        for r in sorted(rollouts, key=lambda r: (_PHASE_ORDER.index(r.phase), r.name)):
+            rollout_memo = memo.rollouts[r.name] = kept.get(r.name) or RolloutMemo()
+            views.append(
+                _rollout_view(
+                    r, device_files, memo.memberships, cohorts, devices, config_of, rollout_memo, config_same
+                )
+            )  # fmt: skip
+    except BaseException:
+        memo.rollouts = {}  # a rollout's memo may be half patched: the next build starts cold
+        raise
     memo.robots_built = sum(m.built for m in memo.rollouts.values())
     runs = _runs_by_device(device_files, memo) if withdrawals else {}
     withdrawn = tuple(
