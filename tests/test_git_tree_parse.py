@@ -327,7 +327,7 @@ def test_a_write_that_fails_leaves_the_memo_empty_not_half_changed(
         "devices/01/amr-00001.json": None,
     }
 
-    def full(*args: object) -> None:
+    def full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patched:
