@@ -256,21 +256,30 @@ def test_a_fetch_that_failed_leaves_the_next_one_comparing_every_ref(tmp_path: P
     assert isinstance(found, ListedRefs) and found.changed is not None  # and the memo's way after
 
 
-@pytest.mark.usefixtures("ref_by_ref")
-def test_a_mirror_whose_old_packed_refs_is_put_back_is_fetched_again(tmp_path: Path) -> None:
-    """The mirror's packed-refs from before a fetch is put back after it (a backup restored): the
-    mirror's reader sees the very bytes it last read, so only what the last fetch moved tells
-    that those refs are behind the server again."""
+def packed_pair(
+    tmp_path: Path, names: list[str]
+) -> tuple[Server, list[str], LockedRepository, RefListingMemo]:
+    """A server holding 100 robots' status refs, packed, and a mirror fetched from it through a memo,
+    its refs packed after the first fetch and fetched again: the memo's reader knows its bytes."""
     server = Server(tmp_path / "server.git")
     refs = [status_ref(robot) for robot in ROBOTS[:100]]
     server.move(refs, "first")
     git("pack-refs", "--all", cwd=server.path)
     mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
-    mirror_path = Path(mirror.path)
     memo = RefListingMemo()
-    fetch_moved(mirror, str(server.path), NAMES, memo=memo)
-    git("pack-refs", "--all", cwd=mirror_path)
-    fetch_moved(mirror, str(server.path), NAMES, memo=memo)
+    fetch_moved(mirror, str(server.path), names, memo=memo)
+    git("pack-refs", "--all", cwd=Path(mirror.path))
+    fetch_moved(mirror, str(server.path), names, memo=memo)
+    return server, refs, mirror, memo
+
+
+@pytest.mark.usefixtures("ref_by_ref")
+def test_a_mirror_whose_old_packed_refs_is_put_back_is_fetched_again(tmp_path: Path) -> None:
+    """The mirror's packed-refs from before a fetch is put back after it (a backup restored): the
+    mirror's reader sees the very bytes it last read, so only what the last fetch moved tells
+    that those refs are behind the server again."""
+    server, refs, mirror, memo = packed_pair(tmp_path, NAMES)
+    mirror_path = Path(mirror.path)
     backup = (mirror_path / "packed-refs").read_bytes()
     server.move(refs[:80], "second")  # >= 64 refs: one rewrite of the mirror's packed-refs
     git("pack-refs", "--all", cwd=server.path)  # no loose ref on the server, read as changed each time

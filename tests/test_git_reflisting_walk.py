@@ -23,13 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetcd.git.mirror import open_locked_mirror
-from fleetcd.git.reflisting import _WALK_SHARE, RefListingMemo, RefReader, _split, _walk
-from fleetcd.git.refs import status_ref
+from fleetcd.git.reflisting import _WALK_SHARE, RefReader, _split, _walk
 from fleetcd.git.remote import ListedRefs, fetch_moved
-from tests.gitrepos import git
 from tests.test_git_fetch_moved_delta import NAMES as FETCH_NAMES
-from tests.test_git_fetch_moved_delta import ROBOTS, Server, git_refs, under_names
+from tests.test_git_fetch_moved_delta import git_refs, packed_pair, under_names
 from tests.test_git_reflisting_blocks import HEADER, NAMES, PackedRefs, fresh, random_name, random_oid
 
 SEEDS = range(10)
@@ -172,16 +169,8 @@ def test_a_packed_refs_replaced_in_the_mirror_with_another_length_is_put_right_b
     dropped, another moved to a third ref's id, a ref the server never had added. The bytes have
     another length, so the mirror's reader walks them; the fetch puts every ref back to the
     server's and deletes the planted one, taking the memo's way (refs named, not compared whole)."""
-    server = Server(tmp_path / "server.git")
-    refs = [status_ref(robot) for robot in ROBOTS[:100]]
-    server.move(refs, "first")
-    git("pack-refs", "--all", cwd=server.path)
-    mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
+    server, refs, mirror, memo = packed_pair(tmp_path, FETCH_NAMES)
     mirror_path = Path(mirror.path)
-    memo = RefListingMemo()
-    fetch_moved(mirror, str(server.path), FETCH_NAMES, memo=memo)
-    git("pack-refs", "--all", cwd=mirror_path)
-    fetch_moved(mirror, str(server.path), FETCH_NAMES, memo=memo)
     packed = mirror_path / "packed-refs"
     held = packed.read_bytes()
     body = held.split(b"\n")
