@@ -211,13 +211,7 @@ def test_a_ref_moved_in_the_mirror_behind_the_memo_is_set_back_to_the_servers(tm
     """git run by hand in the mirror moves a packed ref (a rewrite of packed-refs of one length):
     the next fetch sees the mirror's bytes changed and puts the server's value back, though the
     server did not change at all."""
-    server = Server(tmp_path / "server.git")
-    refs = [status_ref(robot) for robot in ROBOTS[:100]]
-    server.move(refs, "first")
-    git("pack-refs", "--all", cwd=server.path)  # loose refs would be read as changed each time
-    mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
-    memo = RefListingMemo()
-    fetch_moved(mirror, str(server.path), NAMES, memo=memo)
+    server, refs, mirror, memo = fetched_once(tmp_path, NAMES)
     git("pack-refs", "--all", cwd=Path(mirror.path))
     fetch_moved(mirror, str(server.path), NAMES, memo=memo)
     held = git_refs(Path(mirror.path))
@@ -256,11 +250,11 @@ def test_a_fetch_that_failed_leaves_the_next_one_comparing_every_ref(tmp_path: P
     assert isinstance(found, ListedRefs) and found.changed is not None  # and the memo's way after
 
 
-def packed_pair(
+def fetched_once(
     tmp_path: Path, names: list[str]
 ) -> tuple[Server, list[str], LockedRepository, RefListingMemo]:
-    """A server holding 100 robots' status refs, packed, and a mirror fetched from it through a memo,
-    its refs packed after the first fetch and fetched again: the memo's reader knows its bytes."""
+    """A server holding 100 robots' status refs, packed (loose refs would be read as changed each
+    time), and a mirror fetched from it once through a new memo."""
     server = Server(tmp_path / "server.git")
     refs = [status_ref(robot) for robot in ROBOTS[:100]]
     server.move(refs, "first")
@@ -268,6 +262,15 @@ def packed_pair(
     mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
     memo = RefListingMemo()
     fetch_moved(mirror, str(server.path), names, memo=memo)
+    return server, refs, mirror, memo
+
+
+def packed_pair(
+    tmp_path: Path, names: list[str]
+) -> tuple[Server, list[str], LockedRepository, RefListingMemo]:
+    """:func:`fetched_once`, then the mirror's refs packed and fetched again: the memo's reader
+    knows the mirror's packed-refs bytes."""
+    server, refs, mirror, memo = fetched_once(tmp_path, names)
     git("pack-refs", "--all", cwd=Path(mirror.path))
     fetch_moved(mirror, str(server.path), names, memo=memo)
     return server, refs, mirror, memo
@@ -297,13 +300,7 @@ def test_a_fetch_where_most_refs_may_have_changed_compares_the_listings_whole(tm
     """A fan-out (here: 70 of 100 refs moved) is compared whole, in C, and says so (no changed
     refs named: the caller rebuilds what it keeps); so is the next fetch, which must look again at
     the fan-out's refs too; the one after is the memo's."""
-    server = Server(tmp_path / "server.git")
-    refs = [status_ref(robot) for robot in ROBOTS[:100]]
-    server.move(refs, "first")
-    git("pack-refs", "--all", cwd=server.path)
-    mirror = open_locked_mirror(tmp_path / "mirror.git", wait_seconds=5)
-    memo = RefListingMemo()
-    fetch_moved(mirror, str(server.path), NAMES, memo=memo)
+    server, refs, mirror, memo = fetched_once(tmp_path, NAMES)
     server.move(refs[:70], "fan-out")  # >= 64: one rewrite of the mirror's packed-refs, no loose file
     git("pack-refs", "--all", cwd=server.path)
     found = fetch_moved(mirror, str(server.path), NAMES, memo=memo)

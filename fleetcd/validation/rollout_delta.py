@@ -58,6 +58,8 @@ from fleetcd.validation.context import _STILL_OWNED, Delivery
 from fleetcd.validation.delta import RobotIndex, _Targets
 
 M = TypeVar("M", bound=BaseModel)
+K = TypeVar("K")
+V = TypeVar("V")
 Loader = Callable[[str, bytes, type[M]], "Loaded[M] | None"]  # None: the document is invalid
 
 
@@ -144,25 +146,26 @@ def patched(
     docs: Documents,
 ) -> tuple[dict[tuple[str, str], ReleaseEntry], dict[str, RolloutEntry]]:
     """The spec's releases and rollouts with ``docs`` in, in the loader's (path) order."""
-    new_releases = dict(releases)
-    for key, release in docs.releases.items():
-        if release is None:
-            new_releases.pop(key, None)
+    return (
+        _with_changes(releases, docs.releases, lambda key: release_path(*key)),
+        _with_changes(rollouts, docs.rollouts, rollout_path),
+    )
+
+
+def _with_changes(
+    old: Mapping[K, V], changes: Mapping[K, V | None], path_of: Callable[[K], str]
+) -> dict[K, V]:
+    """``old`` with ``changes`` in (None: removed); re-sorted by path, as the loader lists documents,
+    only when one was added (a replaced or removed one keeps the others' order)."""
+    out = dict(old)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
         else:
-            new_releases[key] = release
-    if any(key not in releases for key in docs.releases):
-        new_releases = {
-            key: new_releases[key] for key in sorted(new_releases, key=lambda k: release_path(*k))
-        }
-    new_rollouts = dict(rollouts)
-    for name, entry in docs.rollouts.items():
-        if entry is None:
-            new_rollouts.pop(name, None)
-        else:
-            new_rollouts[name] = entry
-    if any(name not in rollouts for name in docs.rollouts):
-        new_rollouts = {name: new_rollouts[name] for name in sorted(new_rollouts, key=rollout_path)}
-    return new_releases, new_rollouts
+            out[key] = value
+    if any(key not in old for key in changes):
+        out = {key: out[key] for key in sorted(out, key=path_of)}
+    return out
 
 
 def patched_configs(
@@ -180,15 +183,7 @@ def patched_configs(
 
 def patched_cohorts(cohorts: Mapping[str, Loaded[Cohort]], docs: Documents) -> dict[str, Loaded[Cohort]]:
     """The spec's cohorts with ``docs``' in, in the loader's (path) order."""
-    out = dict(cohorts)
-    for name, cohort in docs.cohorts.items():
-        if cohort is None:
-            out.pop(name, None)
-        else:
-            out[name] = cohort
-    if any(name not in cohorts for name in docs.cohorts):
-        out = {name: out[name] for name in sorted(out, key=cohort_path)}
-    return out
+    return _with_changes(cohorts, docs.cohorts, cohort_path)
 
 
 @dataclass
