@@ -24,7 +24,7 @@ import pytest
 from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import refs
-from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, push_by_hand, refused
+from fleetcd.git.localpush import DIRECT_FROM_REFS, LocalPushBusy, loose_refs, push_by_hand, refused
 from fleetcd.git.objects import Identity, commit, update_refs, write_tree
 from tests.gitrepos import git
 from tests.test_git_packed_splice import reference_rewrite
@@ -304,6 +304,8 @@ def test_attack_kill_9_at_any_instant_leaves_all_refs_old_or_all_new_and_the_nex
     ) in (0, MANY + 1)
     assert git_refs(world.server) == new
     assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+    # what the kills left for themselves is gone too (temporary packs are housekeeping's)
+    assert [name for name in fleetcd_files(world.server) if not name.startswith("objects/")] == []
     assert outcomes
 
 
@@ -388,40 +390,89 @@ LOCK_KILLER = r"""
 import os, signal, sys
 from pathlib import Path
 from fleetcd.git import localpush
-instant = sys.argv[2]
-real_link = os.link
+instant = sys.argv[3]
+real_link, real_write = os.link, os.write
 def link(src, dst, *args, **kwargs):
     if instant == "before-link":
         os.kill(os.getpid(), signal.SIGKILL)
     real_link(src, dst, *args, **kwargs)
     if instant == "after-link":
         os.kill(os.getpid(), signal.SIGKILL)
-os.link = link
-with localpush._lock(Path(sys.argv[1])):
+def write(fd, data):
+    if instant == "writing-the-mark":  # the lock's own file made, its mark not yet in it
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+os.link, os.write = link, write
+with localpush._lock(Path(sys.argv[1]), sys.argv[2]):
     pass
 """
 
 
-@pytest.mark.parametrize("instant", ["before-link", "after-link"])
+def fleetcd_files(git_dir: Path) -> list[str]:
+    """Every file of ``git_dir`` this module made for itself (marks, locks' own files)."""
+    return sorted(p.relative_to(git_dir).as_posix() for p in git_dir.rglob("*.fleetcd"))
+
+
+@pytest.mark.parametrize("lock", ["packed-refs.lock", f"{STATE}.lock"])
+@pytest.mark.parametrize("instant", ["writing-the-mark", "before-link", "after-link"])
 def test_attack_kill_9_while_taking_a_lock_never_leaves_one_that_blocks_the_next_push(
-    world: World, tmp_path: Path, instant: str
+    world: World, tmp_path: Path, instant: str, lock: str
 ) -> None:
     """The lock is created already naming its holder (a hard link of a file holding the mark): a
     kill just before leaves no lock, a kill just after leaves one naming a dead process, which the
-    next push removes. An empty lock (git's own, at work) would block it for good."""
+    next push removes. An empty lock (git's own, at work) would block it for good. The file the
+    lock is linked from lives outside ``refs/``: a kill while writing it once left an empty file
+    beside the state branch's lock, which git reads as a broken ref (CI, 2026-12-07)."""
     world.push(None)
     base = world.state
     world.wave("2.0")
     script = tmp_path / "lock_killer.py"
     script.write_text(LOCK_KILLER)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    lock = world.server / "packed-refs.lock"
-    done = subprocess.run([sys.executable, str(script), str(lock), instant], env=env, check=False)
+    argv = [sys.executable, str(script), str(world.server), lock, instant]
+    done = subprocess.run(argv, env=env, check=False)
     assert done.returncode == -signal.SIGKILL
-    assert lock.exists() is (instant == "after-link")
+    assert (world.server / lock).exists() is (instant == "after-link")
+    assert fleetcd_files(world.server)  # the killed process's own file, left where git does not look
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
     assert world.push(base) == MANY + 1
     assert git_refs(world.server) == as_strings(world.desired())
-    assert not lock.exists()
+    assert not (world.server / lock).exists()
+    assert fleetcd_files(world.server) == []
+
+
+@pytest.mark.parametrize("content", ["empty", "half", "whole"])
+def test_an_earlier_versions_lock_file_left_under_refs_is_removed_by_the_next_push(
+    world: World, content: str
+) -> None:
+    """Earlier versions wrote a lock's own file beside the lock (``<ref>.lock.<pid>.fleetcd``): killed
+    while it was written, it stays as a file git reads as a ref that points nowhere, failing ``git
+    fsck``. The next push's look at the loose refs removes it, whole or cut short, once its process
+    is gone."""
+    world.push(None)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    mark = b"fleetcd-localpush %s %d\n" % (socket.gethostname().encode(), pid)
+    left = world.server / f"{STATE}.lock.{pid}.fleetcd"
+    left.write_bytes({"empty": b"", "half": mark[:20], "whole": mark}[content])
+    with pytest.raises(AssertionError, match="fleetcd"):
+        git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server)
+    assert loose_refs(world.server) == []
+    assert not left.exists()
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+
+
+def test_attack_a_ref_named_like_a_lock_file_is_a_ref_and_stays(world: World) -> None:
+    """A robot can push a ref of any name: one named as an earlier version's lock file, holding an
+    object id, is a ref (listed, kept), whatever process its name seems to name."""
+    world.push(None)
+    assert world.state is not None
+    name = f"refs/heads/robot.lock.{2**22 + 17}.fleetcd"
+    (world.server / name).write_text(f"{world.state}\n")
+    assert loose_refs(world.server) == [name]
+    assert git_refs(world.server)[name] == str(world.state)
 
 
 def test_the_spliced_packed_refs_is_the_whole_rewrite_with_tags_and_loose_only_refs(world: World) -> None:

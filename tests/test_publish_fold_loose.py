@@ -11,6 +11,7 @@ ref lock, kill the controller with SIGKILL while it holds one, and check what gi
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -144,21 +145,30 @@ def test_attack_a_robot_holding_its_status_ref_lock_keeps_its_loose_ref_and_its_
 
 
 def test_a_disk_refusing_the_prune_still_publishes_and_the_refs_stay_loose_at_their_values(
-    fleet: Fleet,
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The prune is tidying: with its lock mark refused (here a directory where the mark file goes,
-    as a full or read-only disk refuses it), the state push still succeeds, every report keeps its
+    """The prune is tidying: with its lock mark refused (the disk full when the prune writes it),
+    the state push still succeeds, every report keeps its
     value (packed, and loose holding the same), and a later fold prunes them."""
     report = new_report(fleet)
     fleet.robots_report(FOLDED, report)
-    mark = fleet.server / f"ref-locks.{os.getpid()}.fleetcd"
-    mark.mkdir()
+    made = localpush._own_mark
+    asked: list[str] = []
+
+    def full_disk_for_the_prune(git_dir: Path, purpose: str) -> Path:
+        asked.append(purpose)
+        if purpose == "ref-locks":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return made(git_dir, purpose)
+
+    monkeypatch.setattr(localpush, "_own_mark", full_disk_for_the_prune)
     publish(fleet.mirror, fleet.source, state_base=fleet.new_state("2.0"), desired={})
+    monkeypatch.undo()
+    assert "ref-locks" in asked  # the prune asked for its mark, and was refused
     assert server_state(fleet) == str(fleet.state)
     assert len(loose_files(fleet.server)) == len(FOLDED)
     assert all(git_refs(fleet.server)[status(n)] == report for n in FOLDED)
     assert list((fleet.server / "refs").rglob("*.lock")) == []
-    mark.rmdir()
     assert fold_loose_refs(fleet.server, loose_refs(fleet.server)) == len(FOLDED)
     assert loose_files(fleet.server) == []
     assert all(git_refs(fleet.server)[status(n)] == report for n in FOLDED)

@@ -47,6 +47,7 @@ when that server would do nothing more than store what it is sent:
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -159,6 +160,7 @@ def push_by_hand(
     ``fold``: loose refs (:func:`loose_refs`) packed in the same rewrite of ``packed-refs`` at the
     values their files hold, then pruned as :func:`fold_loose_refs` prunes them: at 100,000 robots
     that file is 18 MB, and ``git pack-refs`` after the push wrote it a second time."""
+    _remove_dead_marks(git_dir)
     before, _ = _current(git_dir, PackedFile.read(git_dir), refs)
     moving = {ref: oid for ref, oid in refs.items() if before.get(ref) != str(oid)}
     if not moving:  # a replay: the refs are there already
@@ -367,19 +369,19 @@ def _locked(git_dir: Path, names: list[str]) -> Iterator[None]:
     """git's ``<name>.lock`` for each of ``names`` (in order), created exclusively and marked as ours."""
     with ExitStack() as stack:
         for name in names:
-            stack.enter_context(_lock(git_dir / f"{name}.lock"))
+            stack.enter_context(_lock(git_dir, f"{name}.lock"))
         yield
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """``path`` created exclusively, already holding our mark: the mark is written to a file of this
-    process's own and hard-linked into place (``link`` fails if the lock exists), so a kill at any
-    instant leaves either no lock or one that names its dead holder, never an empty one."""
+def _lock(git_dir: Path, name: str) -> Iterator[None]:
+    """``git_dir/name`` created exclusively, already holding our mark: the mark is written to a file
+    of this process's own (:func:`_own_mark`) and hard-linked into place (``link`` fails if the lock
+    exists), so a kill at any instant leaves either no lock or one that names its dead holder, never
+    an empty one."""
+    path = git_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    mark = b"%s %s %d\n" % (_LOCK_MARK, socket.gethostname().encode(), os.getpid())
-    own = path.with_name(f"{path.name}.{os.getpid()}.fleetcd")
-    own.write_bytes(mark)
+    own = _own_mark(git_dir, "lock")
     try:
         for attempt in (1, 2):
             try:
@@ -398,6 +400,36 @@ def _lock(path: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+_MARKS = itertools.count()
+
+
+def _own_mark(git_dir: Path, purpose: str) -> Path:
+    """A new file in ``git_dir`` itself holding this process's mark, for locks to be linked from.
+
+    It is never under ``refs/``: git reads every file there that does not end in ``.lock`` as a
+    ref, and one a kill left empty (between its creation and its write) broke ``git fsck`` and every
+    listing of the server until removed. Its name says which host and process made it, so
+    :func:`loose_refs` removes it once that process is gone, even empty."""
+    path = git_dir / f"{purpose}.{next(_MARKS)}.{socket.gethostname()}.{os.getpid()}.fleetcd"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"%s %s %d\n" % (_LOCK_MARK, socket.gethostname().encode(), os.getpid()))
+        finally:
+            os.close(fd)
+    except BaseException:
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _named_for_dead_process(name: str) -> bool:
+    """Whether ``name`` is an :func:`_own_mark` of this host whose process no longer runs."""
+    stem, _, pid = name.removesuffix(".fleetcd").rpartition(".")
+    return stem.endswith(f".{socket.gethostname()}") and _dead(pid)
+
+
 def _left_by_dead_process(path: Path) -> bool:
     """Whether ``path`` is a lock this module wrote on this host for a process that no longer runs."""
     try:
@@ -406,17 +438,21 @@ def _left_by_dead_process(path: Path) -> bool:
         return False
     if len(words) != 3 or words[0] != _LOCK_MARK or words[1] != socket.gethostname().encode():
         return False
-    try:
-        pid = int(words[2])
-    except ValueError:
+    return _dead(words[2].decode("ascii", "replace"))
+
+
+def _dead(pid: str) -> bool:
+    """Whether ``pid`` (text from a mark) names a process of this host that no longer runs."""
+    if not pid.isascii() or not pid.isdigit() or len(pid) > 10:
         return False
-    if pid == os.getpid():
+    number = int(pid)
+    if number in (0, os.getpid()):
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(number, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return False
     return False
 
@@ -435,20 +471,46 @@ def _write_packed(git_dir: Path, chunks: Iterable[bytes | memoryview]) -> None:
 def loose_refs(git_dir: Path) -> list[str]:
     """Every loose ref file of ``git_dir`` (names, sorted). On the way, what this module's locks left
     when it was killed is removed: ``<ref>.lock`` files (a robot's status push fails on one until
-    then) and the marked files a lock is linked from, each naming a process that no longer runs."""
-    for path in git_dir.iterdir():
-        if path.name.endswith(".fleetcd") and _left_by_dead_process(path):
-            path.unlink(missing_ok=True)
+    then) and the files a lock is linked from (:func:`_own_mark`, and :func:`_old_own_mark`), each
+    naming a process of this host that no longer runs."""
+    _remove_dead_marks(git_dir)
     found: list[str] = []
     for here, _dirs, files in os.walk(git_dir / "refs"):
         for name in files:
-            if name.endswith((".lock", ".fleetcd")):
+            if name.endswith(".lock"):
                 path = Path(here) / name
                 if _left_by_dead_process(path):
                     path.unlink(missing_ok=True)
                 continue
+            if name.endswith(".fleetcd") and _old_own_mark(Path(here) / name):
+                (Path(here) / name).unlink(missing_ok=True)
+                continue
             found.append(f"{Path(here).relative_to(git_dir).as_posix()}/{name}")
     return sorted(found)
+
+
+def _remove_dead_marks(git_dir: Path) -> None:
+    """Remove the files locks are linked from (:func:`_own_mark`) that killed processes left."""
+    for path in git_dir.iterdir():
+        if path.name.endswith(".fleetcd") and (
+            _named_for_dead_process(path.name) or _left_by_dead_process(path)
+        ):
+            path.unlink(missing_ok=True)
+
+
+def _old_own_mark(path: Path) -> bool:
+    """Whether ``path`` is a lock's own file as earlier versions wrote it (until December 2026):
+    beside the lock under ``refs/`` (``<ref>.lock.<pid>.fleetcd``), its process gone; whole, or empty
+    or cut short by a kill while it was written. git reads it as a broken ref (``git fsck`` fails);
+    it is not one. A file of another name is a ref, however broken, and is left to the push."""
+    stem, _, pid = path.name.removesuffix(".fleetcd").rpartition(".")
+    if not stem.endswith(".lock") or not _dead(pid):
+        return False
+    try:
+        content = path.read_bytes()[:300]
+    except OSError:
+        return False
+    return (b"%s %s %s\n" % (_LOCK_MARK, socket.gethostname().encode(), pid.encode())).startswith(content)
 
 
 def fold_loose_refs(git_dir: Path, loose: Iterable[str]) -> int:
@@ -469,7 +531,7 @@ def fold_loose_refs(git_dir: Path, loose: Iterable[str]) -> int:
     if not refs:
         return 0
     odb = pygit2.Repository(str(git_dir)).odb
-    with _lock(git_dir / f"{PACKED_REFS}.lock"):
+    with _lock(git_dir, f"{PACKED_REFS}.lock"):
         packed = PackedFile.read(git_dir)
         values = {ref: value for ref in refs if (value := _plain_value(git_dir, odb, ref)) is not None}
         if values:  # one bisection a ref, inside the splice (asking first cost as much again)
@@ -487,12 +549,9 @@ def _prune(git_dir: Path, values: Mapping[str, str]) -> int:
     holding the packed value is the same ref. So a disk that refuses the mark or an unlink (full,
     read-only) prunes less, and the push that packed them still succeeded; the next one tries again."""
     base = os.fspath(git_dir)
-    own = git_dir / f"ref-locks.{os.getpid()}.fleetcd"
     try:
-        own.write_bytes(b"%s %s %d\n" % (_LOCK_MARK, socket.gethostname().encode(), os.getpid()))
+        own = _own_mark(git_dir, "ref-locks")
     except OSError:
-        with suppress(OSError):
-            own.unlink(missing_ok=True)  # a half-written mark
         return 0
     pruned = 0
     kept: set[str] = set()  # directories found not empty: their parents are not either
