@@ -190,13 +190,15 @@ def test_only_old_leftovers_are_removed(tmp_path: Path) -> None:
     pack_dir = tmp_path / "pack"
     pack_dir.mkdir()
     names = ["tmp_pack_old", "tmp_idx_old", "pack-a.pack", "tmp_pack_new", "pack-b.pack", "pack-b.idx"]
+    names += ["tmp_keep_old.1.fleetcd", "tmp_rev_old"]  # a push by hand's .keep to be; git's own
     for name in names:
         (pack_dir / name).write_bytes(b"x")
     old = time.time() - 2 * packfile.STALE_AFTER_S
-    for name in ("tmp_pack_old", "tmp_idx_old", "pack-a.pack", "pack-b.pack", "pack-b.idx"):
+    for name in ("tmp_pack_old", "tmp_idx_old", "pack-a.pack", "pack-b.pack", "pack-b.idx", *names[-2:]):
         os.utime(pack_dir / name, (old, old))
     removed = packfile.remove_stale_temp_files(pack_dir)
-    assert sorted(p.name for p in removed) == ["pack-a.pack", "tmp_idx_old", "tmp_pack_old"]
+    left = ["pack-a.pack", "tmp_idx_old", "tmp_keep_old.1.fleetcd", "tmp_pack_old", "tmp_rev_old"]
+    assert sorted(p.name for p in removed) == left
     assert sorted(p.name for p in pack_dir.iterdir()) == ["pack-b.idx", "pack-b.pack", "tmp_pack_new"]
 
 

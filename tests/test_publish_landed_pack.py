@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,8 +26,10 @@ import pytest
 from fleetcd.compat import UTC
 from fleetcd.git import refs
 from fleetcd.git.hashtree import write_tree_hashed
+from fleetcd.git.housekeeping import count
 from fleetcd.git.localpush import push_by_hand
 from fleetcd.git.objects import Identity, commit, landed_tree
+from fleetcd.git.packfile import STALE_AFTER_S
 from tests.gitrepos import git
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -178,6 +184,98 @@ def test_a_push_killed_after_linking_the_pack_is_replayed_and_the_keep_it_left_i
     git("fsck", "--connectivity-only", "--no-dangling", cwd=fleet.server)
     assert fleet.served_files() == fleet.files
     assert dead.read_text().endswith("pid 1\n")  # someone else's keep: left for housekeeping
+
+
+LINK_KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from fleetcd.git import localpush
+instant = sys.argv[3]
+real_open, real_link, real_write = os.open, os.link, os.write
+links = 0
+def open_(path, *args, **kwargs):
+    fd = real_open(path, *args, **kwargs)
+    if str(path).endswith(".keep"):  # how the .keep was made before: empty, then written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return fd
+def link(src, dst, *args, **kwargs):
+    global links
+    links += 1
+    if instant == f"before-link-{links}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_link(src, dst, *args, **kwargs)
+    if instant == f"after-link-{links}":
+        os.kill(os.getpid(), signal.SIGKILL)
+def write(fd, data):
+    if instant == "writing-the-keep":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+os.open, os.link, os.write = open_, link, write
+localpush._link_pack(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+NEXT_PUSH = r"""
+import sys
+from pathlib import Path
+import pygit2
+from fleetcd.git.housekeeping import Policy, housekeep
+from fleetcd.git.localpush import push_by_hand
+from fleetcd.git.refs import STATE_BRANCH
+mirror, server = pygit2.Repository(sys.argv[1]), Path(sys.argv[2])
+state, lease = pygit2.Oid(hex=sys.argv[3]), pygit2.Oid(hex=sys.argv[4])
+push_by_hand(mirror, server, {STATE_BRANCH: state}, leases={STATE_BRANCH: lease}, timeout_s=60)
+housekeep(server, Policy(background=False))  # what publish runs after a push by hand
+"""
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        "writing-the-keep",  # its tmp_ file made, the message not yet in it
+        "after-link-1",  # the .keep in place, its tmp_ file not yet removed
+        "after-link-2",  # the pack linked to its tmp_ name, not renamed
+        "before-link-3",  # the pack in place, its index not
+        "after-link-3",  # the index linked to its tmp_ name, not renamed
+    ],
+)
+def test_attack_kill_9_while_linking_a_pack_leaves_no_keep_or_garbage_the_next_push_does_not_remove(
+    fleet: Fleet, tmp_path: Path, instant: str
+) -> None:
+    """The pack's ``.keep`` names its writer from its first instant (a hard link of a file holding
+    the message): before, it was created empty and then written, and a kill in between left an
+    empty ``.keep``, which names no process: housekeeping rightly leaves such files, so ``gc`` never
+    repacked that pack again. Whatever the kill leaves, git reads the server as it was, and the
+    next controller's push (a new process: it walks, knowing nothing of the landed pack) and its
+    housekeeping leave no ``.keep``, ``tmp_`` file or pack without its index once they are old."""
+    changes: dict[str, bytes | None] = {robot_file(n): b'{"robot": %d, "v": 6}\n' % n for n in range(ROBOTS)}
+    served = fleet.server_state()
+    state = fleet.write(changes)
+    landed = landed_tree(fleet.mirror, fleet.mirror[state].peel(pygit2.Tree).id)
+    assert landed is not None and served is not None
+    pack_dir = fleet.server / "objects" / "pack"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    script = tmp_path / "link_killer.py"
+    script.write_text(LINK_KILLER)
+    done = subprocess.run([sys.executable, str(script), str(landed.index), str(pack_dir), instant], env=env)
+    assert done.returncode == -signal.SIGKILL
+    assert [p.name for p in pack_dir.glob("*.keep") if not p.read_bytes()] == []
+    git("fsck", "--connectivity-only", "--no-dangling", cwd=fleet.server)
+    assert fleet.server_state() == served
+    assert fleet.served_files() == fleet.files
+    old = time.time() - 2 * STALE_AFTER_S
+    for leftover in pack_dir.iterdir():  # a dead writer's: older than any live one's
+        os.utime(leftover, (old, old))
+    script = tmp_path / "next_push.py"
+    script.write_text(NEXT_PUSH)
+    argv = [sys.executable, str(script), fleet.mirror.path, str(fleet.server), str(state), str(served)]
+    subprocess.run(argv, env=env, check=True)
+    apply(fleet.files, changes)
+    fleet.assert_whole()  # fsck, the files, no .keep
+    assert fleet.server_state() == state
+    assert [p.name for p in pack_dir.iterdir() if p.name.startswith("tmp_")] == []
+    assert all(p.with_suffix(".idx").exists() for p in pack_dir.glob("*.pack"))
+    assert "garbage: 0" in git("count-objects", "-v", cwd=fleet.server)
+    assert count(fleet.server).kept == 0  # gc may repack every pack
 
 
 def test_a_commit_whose_tree_is_its_parents_sends_the_commit_alone(fleet: Fleet) -> None:

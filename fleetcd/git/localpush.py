@@ -161,6 +161,7 @@ def push_by_hand(
     values their files hold, then pruned as :func:`fold_loose_refs` prunes them: at 100,000 robots
     that file is 18 MB, and ``git pack-refs`` after the push wrote it a second time."""
     _remove_dead_marks(git_dir)
+    remove_stale_temp_files(git_dir / "objects" / "pack")  # what a push killed while linking left
     before, _ = _current(git_dir, PackedFile.read(git_dir), refs)
     moving = {ref: oid for ref, oid in refs.items() if before.get(ref) != str(oid)}
     if not moving:  # a replay: the refs are there already
@@ -310,7 +311,6 @@ def _send_landed(
             indexes.add(landed.index)
         commits.append(repo.odb.read(tip))
     pack_dir = git_dir / "objects" / "pack"
-    remove_stale_temp_files(pack_dir)  # what a push killed while linking left
     keeps: list[Path | None] = []
     try:
         for index in sorted(indexes):
@@ -332,15 +332,7 @@ def _link_pack(index: Path, pack_dir: Path) -> Path | None:
     linked (else copied) to a ``tmp_`` name and renamed, so a kill leaves no index without its
     pack. Returns the ``.keep`` written (None: one was there, not ours to remove)."""
     name = index.name.removesuffix(".idx")
-    keep: Path | None = None
-    try:
-        fd = os.open(pack_dir / f"{name}.keep", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        pass
-    else:
-        keep = pack_dir / f"{name}.keep"
-        with os.fdopen(fd, "w") as file:
-            file.write(f"{keep_message()}\n")
+    keep = _new_keep(pack_dir, name)
     for suffix, kind in ((".pack", "pack"), (".idx", "idx")):
         source, target = index.with_suffix(suffix), pack_dir / f"{name}{suffix}"
         if target.exists():
@@ -361,6 +353,30 @@ def _link_pack(index: Path, pack_dir: Path) -> Path | None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return keep
+
+
+def _new_keep(pack_dir: Path, name: str) -> Path | None:
+    """``pack_dir/<name>.keep`` made already naming this process, as a lock is (:func:`_lock`): the
+    message written to a ``tmp_`` file and hard-linked into place. None: one was there, not ours.
+
+    Created empty and then written, a kill in between left an empty ``.keep``, which names no
+    process: :func:`~fleetcd.git.housekeeping.remove_dead_keeps` rightly leaves those (``git
+    index-pack --keep`` and operators write them), and ``gc`` never repacked that pack again. The
+    ``tmp_`` file a kill leaves is :func:`~fleetcd.git.packfile.remove_stale_temp_files`'."""
+    keep = pack_dir / f"{name}.keep"
+    temporary = pack_dir / f"tmp_keep_{name}.{os.getpid()}.fleetcd"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, f"{keep_message()}\n".encode())
+        finally:
+            os.close(fd)
+        os.link(temporary, keep)
+    except FileExistsError:
+        return None
+    finally:
+        temporary.unlink(missing_ok=True)
     return keep
 
 

@@ -225,14 +225,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 def remove_stale_temp_files(pack_dir: Path, *, now: float | None = None) -> list[Path]:
-    """Delete what a killed pack writer left in ``pack_dir``: ``tmp_pack_*`` / ``tmp_idx_*`` files
-    and ``.pack`` files without their ``.idx``, older than :data:`STALE_AFTER_S`. Returns them."""
+    """Delete what a killed pack writer left in ``pack_dir``: ``tmp_*`` files (``tmp_pack_*``,
+    ``tmp_idx_*``; :mod:`fleetcd.git.localpush`'s ``tmp_keep_*``; git's own, which only ``git
+    prune`` removes, after two weeks) and ``.pack`` files without their ``.idx``, older than
+    :data:`STALE_AFTER_S`. Returns them."""
     if not pack_dir.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - STALE_AFTER_S
     removed = []
     for path in pack_dir.iterdir():
-        left = path.name.startswith(("tmp_pack_", "tmp_idx_")) or (
+        left = path.name.startswith("tmp_") or (
             path.suffix == ".pack" and not path.with_suffix(".idx").exists()
         )
         try:
