@@ -281,10 +281,14 @@ def test_attack_kill_9_halfway_through_the_spliced_packed_refs_leaves_every_ref_
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert git_refs(fleet.server) == before
     assert (fleet.server / "packed-refs.lock").exists()  # the killed push's, naming its dead process
+    half = fleet.server / "packed-refs.fleetcd-new"  # the new file, cut short: git never reads it
+    assert 0 < half.stat().st_size < (fleet.server / "packed-refs").stat().st_size
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=fleet.server) == ""
     publish(fleet.mirror, fleet.source, state_base=base, desired={})
     assert git_refs(fleet.server) == {**before, STATE: str(fleet.state)}
     assert not (fleet.server / "packed-refs.lock").exists()
     assert not (fleet.server / f"{STATE}.lock").exists()
+    assert not half.exists()  # the next rewrite went through it
 
 
 def test_a_wave_by_hand_sends_only_the_refs_that_moved_and_the_server_ends_equal_to_git_push(
