@@ -10,16 +10,19 @@ refuses a push is never success.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from fleetcd.compat import UTC
-from fleetcd.errors import PushRejected, RefConflict, TransportError
+from fleetcd.errors import PushRejected, RefConflict, SetupError, TransportError
 from fleetcd.git.gitcli import TransferTooLarge
-from fleetcd.git.robotgit import RobotRemote, RobotRepository
+from fleetcd.git.robotgit import STALE_LOCK_S, RobotRemote, RobotRepository
 
 WHEN = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 AUTHOR = ("amr-00001", "amr-00001@fleet.invalid")
@@ -216,8 +219,6 @@ def test_a_pattern_fetch_with_prune_drops_refs_the_server_no_longer_has(
 def test_a_fetch_over_its_byte_cap_fails_and_leaves_no_partial_pack(
     robot: RobotRepository, server: Path
 ) -> None:
-    import os
-
     seed(server, {"refs/desired/amr-1": os.urandom(512 * 1024)})  # incompressible
     with pytest.raises(TransferTooLarge) as caught:
         robot.fetch(RobotRemote(str(server)), ["+refs/desired/amr-1:refs/remote/d"], max_bytes=64 * 1024)
@@ -327,3 +328,64 @@ def test_a_local_remote_sets_no_ssh_command_and_an_ssh_remote_never_prompts() ->
     assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command
     assert "ConnectTimeout=15" in command  # bounded even when the whole command may take longer
     assert "ConnectTimeout=3" in RobotRemote("ssh://fleet.example/fleet.git", timeout_s=3.5).ssh_command()
+
+
+# --- what a git killed with the robot leaves --------------------------------------------------------
+
+
+def killed_holding_the_lock_of(robot: RobotRepository, ref: str) -> Path:
+    """A real ``git update-ref --stdin`` in the robot's repository, SIGKILLed once it holds ``ref``'s
+    lock (it says ``prepare: ok`` then), as a power cut or the agent's cgroup being killed leaves it."""
+    value = robot.ref_target(ref)
+    assert value is not None
+    holder = subprocess.Popen(
+        ["git", "--git-dir", str(robot.path), "update-ref", "--stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write(f"start\nupdate {ref} {value} {value}\nprepare\n")
+    holder.stdin.flush()
+    assert [holder.stdout.readline().strip() for _ in range(2)] == ["start: ok", "prepare: ok"]
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    lock = robot.path / f"{ref}.lock"
+    assert holder.returncode == -signal.SIGKILL and lock.is_file()
+    return lock
+
+
+@pytest.mark.parametrize("clock", ["ran-on", "set-back"])
+@pytest.mark.parametrize("write", ["fetch", "update_ref"])
+def test_attack_a_git_killed_holding_a_ref_lock_blocks_the_robots_git_only_until_the_lock_is_stale(
+    robot: RobotRepository, server: Path, write: str, clock: str
+) -> None:
+    """git never removes a lock its killed process left: every later fetch of the robot's desired
+    ref (or move of its status ref) failed on it, and the robot stayed where it was for good. A
+    young lock may be a live git's and is left (the write fails as before); one older than
+    :data:`STALE_LOCK_S`, or newer (the clock set back after a power cut), is removed and the write
+    goes through."""
+    ref = "refs/remote/desired"
+    first = seed(server, {"refs/desired/amr-1": b"one"})["refs/desired/amr-1"]
+    spec = ["+refs/desired/amr-1:refs/remote/desired"]
+    robot.fetch(RobotRemote(str(server)), spec, max_bytes=1 << 20)
+    second = seed(server, {"refs/desired/amr-1": b"two"})["refs/desired/amr-1"]
+    if write == "update_ref":  # the report's commit, made in the robot's repository
+        second = commit_on(robot, "status.json", b"two", parent=first)
+    lock = killed_holding_the_lock_of(robot, ref)
+
+    def again() -> None:
+        if write == "fetch":
+            robot.fetch(RobotRemote(str(server)), spec, max_bytes=1 << 20)
+        else:
+            robot.update_ref(ref, second, first, message="m")
+
+    with pytest.raises((TransportError, SetupError, RefConflict)):
+        again()  # a lock this young could be a live git's
+    assert lock.exists() and robot.ref_target(ref) == first
+    shift = 2 * STALE_LOCK_S * (1 if clock == "ran-on" else -1)
+    os.utime(lock, (time.time() - shift,) * 2)
+    again()
+    assert robot.ref_target(ref) == second
+    assert not lock.exists()
+    git(robot.path, "fsck", "--no-progress")

@@ -15,6 +15,10 @@ the whole process group is killed. What the CLI gives the robot over libgit2:
   :class:`~fleetcd.git.gitcli.TransferTooLarge`; the partial pack is deleted.
 * **Refusals are never success.** ``git push --porcelain`` prints each ref's verdict; a hook or ACL
   refusal is :class:`~fleetcd.errors.PushRejected` naming the ref (:func:`fleetcd.git.gitcli.check_push`).
+* **No lock blocks for good.** A git killed holding a ref's lock (a power cut, the agent's cgroup
+  killed) leaves it, and git never removes one: every later fetch of that ref failed. A command
+  that fails on a lock of the robot's repository older than :data:`STALE_LOCK_S` removes it and
+  runs again.
 * **SSH as OpenSSH does it.** ``GIT_SSH_COMMAND`` logs in with only the robot's key, never prompts;
   a pinned host key (``SHA256:...``) is enforced by a ``KnownHostsCommand``
   (:mod:`fleetcd.git.knownhosts`, OpenSSH ≥ 8.5) with ``StrictHostKeyChecking=yes`` and no
@@ -27,12 +31,14 @@ OpenSSH ≥ 8.5. Network and server failures are :class:`~fleetcd.errors.Transpo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +56,7 @@ from fleetcd.git.gitcli import (
 )
 from fleetcd.git.knownhosts import HostKeyPolicy, known_hosts_command
 
+log = logging.getLogger("fleetcd.git")
 DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 15.0
 LOCAL_TIMEOUT_S = 30.0  # commands that only touch the robot's own repository
@@ -71,6 +78,11 @@ _HOST_KEY_FAILED = "Host key verification failed"
 _ZERO_OID = "0" * 40
 _OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _FILE_MODE = "100644"
+_LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+# A git lock file in the robot's repository this much older than now (or newer: a clock set back
+# after a power cut) is no live git's, which holds one for milliseconds, but a killed one's.
+STALE_LOCK_S = 120.0
+_STALE_LOCKS_MAX = 8  # removed for one command at most (a fetch locks two refs and packed-refs)
 
 
 @dataclass(frozen=True)
@@ -207,10 +219,35 @@ class RobotRepository:
         check: bool = True,
     ) -> Done:
         """``git --git-dir <repo> <args>`` on the local repository; a failure is a SetupError."""
-        done = run([git_binary(), "--git-dir", str(self.path), *args], env=env, stdin=stdin, what=what)
+        argv = [git_binary(), "--git-dir", str(self.path), *args]
+        done = run(argv, env=env, stdin=stdin, what=what)
+        for _ in range(_STALE_LOCKS_MAX):
+            if not self._removed_stale_lock(done):
+                break
+            done = run(argv, env=env, stdin=stdin, what=what)
         if check and done.returncode != 0:
             raise SetupError(f"{self.path}: {what} failed: {done.stderr.strip() or done.returncode}")
         return done
+
+    def _removed_stale_lock(self, done: Done) -> bool:
+        """Whether ``done`` failed on a lock file of this repository that a killed git left (its
+        age past :data:`STALE_LOCK_S`), now removed: the command may run again."""
+        found = _LOCK_EXISTS.search(done.stderr) if done.returncode != 0 else None
+        if found is None:
+            return False
+        named = Path(found.group(1))
+        try:
+            lock = named.parent.resolve() / named.name  # the lock itself is not followed
+            if self.path.resolve() not in lock.parents:
+                return False
+            age = time.time() - lock.lstat().st_mtime
+        except OSError:
+            return False
+        if abs(age) <= STALE_LOCK_S:
+            return False  # a live git's, or one just left: the next poll looks again
+        lock.unlink(missing_ok=True)
+        log.warning("%s: removed; a git killed %.0f s ago left it and it blocked the robot's git", lock, age)
+        return True
 
     # --- refs ---------------------------------------------------------------------------------------
     def refs(self, names: Sequence[str]) -> dict[str, str]:
@@ -341,10 +378,14 @@ class RobotRepository:
         if is_local(remote.url) and not local_path(remote.url).is_dir():
             raise TransportError(f"{what} failed: no repository at {local_path(remote.url)}")
         specs = {_source(spec): spec for spec in refspecs}
+        locks_removed = 0
         while specs:
             done = self._fetch_once(remote, list(specs.values()), max_bytes, what, prune=prune)
             if done.returncode == 0:
                 return [spec.partition(":")[2] for spec in specs.values() if "*" not in spec]
+            if locks_removed < _STALE_LOCKS_MAX and self._removed_stale_lock(done):
+                locks_removed += 1
+                continue
             missing = _MISSING_REF.search(done.stderr)
             if missing is None or missing.group(1) not in specs:
                 raise _failure(what, done, remote)
