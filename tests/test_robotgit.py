@@ -22,6 +22,7 @@ import pytest
 from fleetcd.compat import UTC
 from fleetcd.errors import PushRejected, RefConflict, SetupError, TransportError
 from fleetcd.git.gitcli import TransferTooLarge
+from fleetcd.git.packfile import STALE_AFTER_S
 from fleetcd.git.robotgit import STALE_LOCK_S, RobotRemote, RobotRepository
 
 WHEN = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
@@ -388,4 +389,45 @@ def test_attack_a_git_killed_holding_a_ref_lock_blocks_the_robots_git_only_until
     again()
     assert robot.ref_target(ref) == second
     assert not lock.exists()
+    git(robot.path, "fsck", "--no-progress")
+
+
+def test_attack_an_index_pack_killed_mid_fetch_leaves_a_partial_pack_the_next_fetch_removes_once_stale(
+    robot: RobotRepository, server: Path
+) -> None:
+    """A fetch killed with the robot (a power cut) leaves index-pack's ``tmp_pack_*``, as large as
+    what had arrived; only a fetch that failed removed such files, so a robot whose fetches went on
+    succeeding kept every one. The next fetch removes them once they are older than any live fetch's."""
+    made = seed(server, {"refs/desired/amr-1": os.urandom(256 * 1024)})  # incompressible
+    pack = subprocess.run(
+        ["git", "--git-dir", str(server), "pack-objects", "--revs", "--stdout", "-q"],
+        input=f"{made['refs/desired/amr-1']}\n".encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    pack_dir = robot.path / "objects" / "pack"
+    indexer = subprocess.Popen(
+        ["git", "--git-dir", str(robot.path), "index-pack", "--stdin", "--fix-thin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert indexer.stdin is not None
+    indexer.stdin.write(pack[: len(pack) // 2])  # half of it arrived; the rest never will
+    indexer.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not [p for p in pack_dir.glob("tmp_pack_*") if p.stat().st_size]:
+        assert time.monotonic() < deadline and indexer.poll() is None
+        time.sleep(0.01)
+    indexer.kill()
+    indexer.wait(timeout=30)
+    left = list(pack_dir.glob("tmp_*"))
+    spec = ["+refs/desired/amr-1:refs/remote/d"]
+    assert robot.fetch(RobotRemote(str(server)), spec, max_bytes=1 << 20) == ["refs/remote/d"]
+    assert all(p.exists() for p in left)  # young: it could be a fetch at work (agent once beside run)
+    for path in left:
+        os.utime(path, (time.time() - 2 * STALE_AFTER_S,) * 2)
+    robot.fetch(RobotRemote(str(server)), spec, max_bytes=1 << 20)
+    assert list(pack_dir.glob("tmp_*")) == []
+    assert robot.read_blob(made["refs/desired/amr-1"], "bundle.json", 1 << 20) is not None
     git(robot.path, "fsck", "--no-progress")

@@ -12,7 +12,9 @@ the whole process group is killed. What the CLI gives the robot over libgit2:
 * **A real byte cap.** ``fetch.unpackLimit=1`` keeps every fetch as one pack file, and git runs
   under ``ulimit -f`` (RLIMIT_FSIZE, with SIGXFSZ ignored so the write fails with EFBIG instead of
   dumping core): ``index-pack`` cannot write a pack larger than the cap. That is
-  :class:`~fleetcd.git.gitcli.TransferTooLarge`; the partial pack is deleted.
+  :class:`~fleetcd.git.gitcli.TransferTooLarge`; the partial pack is deleted. So is one a fetch
+  killed with the robot left (a power cut), by the next fetch once it is stale
+  (:func:`~fleetcd.git.packfile.remove_stale_temp_files`).
 * **Refusals are never success.** ``git push --porcelain`` prints each ref's verdict; a hook or ACL
   refusal is :class:`~fleetcd.errors.PushRejected` naming the ref (:func:`fleetcd.git.gitcli.check_push`).
 * **No lock blocks for good.** A git killed holding a ref's lock (a power cut, the agent's cgroup
@@ -55,6 +57,7 @@ from fleetcd.git.gitcli import (
     local_path,
 )
 from fleetcd.git.knownhosts import HostKeyPolicy, known_hosts_command
+from fleetcd.git.packfile import remove_stale_temp_files
 
 log = logging.getLogger("fleetcd.git")
 DEFAULT_TIMEOUT_S = 60.0
@@ -378,6 +381,7 @@ class RobotRepository:
         if is_local(remote.url) and not local_path(remote.url).is_dir():
             raise TransportError(f"{what} failed: no repository at {local_path(remote.url)}")
         specs = {_source(spec): spec for spec in refspecs}
+        remove_stale_temp_files(self.path / "objects" / "pack")  # a fetch killed with the robot's
         locks_removed = 0
         while specs:
             done = self._fetch_once(remote, list(specs.values()), max_bytes, what, prune=prune)
