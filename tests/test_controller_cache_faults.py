@@ -28,13 +28,14 @@ from typing import Any
 import pygit2
 import pytest
 
+from controller.notify.forge import Posted, already_posted, remember_posted
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.source import Source
 from controller.reconcile.steps import reconcile_once
 from fleetcd.cli.exitcodes import Exit
 from fleetcd.cli.main import guarded
 from fleetcd.git import objects, packedrefs, packfile
-from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED
+from fleetcd.git.mirror import LOCK_SUFFIX, RELEASED, STALE_TEMPORARY_S, TEMPORARY_PREFIX, open_locked_mirror
 from fleetcd.git.objects import list_refs
 from fleetcd.git.refs import NAMESPACES_PREFIX, STATE_BRANCH, status_ref
 from tests.fleetrepo import FleetRepoBuilder
@@ -433,3 +434,55 @@ def test_a_reconcile_lets_go_of_the_cache_when_it_returns(tmp_path: Path, keys: 
     code, result, err = finish(start_controller(world.settings, world.clock.now, wait=0))
     assert code == 0, err[-3000:]
     assert result["stalled"] is None
+
+
+# --- the controller's own files in the mirror ------------------------------------------------------------
+
+KEPT_KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from controller.notify.forge import Posted, remember_posted
+from fleetcd.git.mirror import open_locked_mirror
+instant = sys.argv[2]
+real_write = os.write
+def write(fd, data):
+    if instant == "writing":  # the temporary made, nothing in it yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+def replace(self, target):  # the temporary whole, not yet renamed over the kept file
+    os.kill(os.getpid(), signal.SIGKILL)
+os.write, Path.replace = write, replace
+with open_locked_mirror(Path(sys.argv[1]), wait_seconds=30):  # as a reconcile holds it
+    remember_posted(Path(sys.argv[1]), Posted("b" * 40, "success", "applied; no rollout in progress"))
+"""
+
+
+@pytest.mark.parametrize("instant", ["writing", "before-rename"])
+def test_attack_kill_9_while_keeping_a_file_in_the_mirror_leaves_a_temporary_the_next_run_removes(
+    tmp_path: Path, instant: str
+) -> None:
+    """The controller keeps files of its own in the mirror (what it posted, notified, verified, an
+    idle mark), each written to a temporary there and renamed over the old one. A kill before the
+    rename leaves the old file whole and the temporary, which nothing removed (one more per kill)
+    until the mirror's next holder did: it removes those old enough to be no live writer's."""
+    path = tmp_path / "mirror.git"
+    first = Posted("a" * 40, "pending", "rollout a progressing")
+    with open_locked_mirror(path, wait_seconds=30):
+        remember_posted(path, first)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", KEPT_KILLER, str(path), instant], env=env, check=False)
+    assert done.returncode == -signal.SIGKILL
+    left = [p for p in path.iterdir() if p.name.startswith(TEMPORARY_PREFIX)]
+    assert len(left) == 1
+    assert (left[0].read_bytes() == b"") is (instant == "writing")
+    assert already_posted(path, first)  # the kept file as it was
+    subprocess.run(["git", "fsck", "--no-progress"], cwd=path, check=True, capture_output=True)
+    with open_locked_mirror(path, wait_seconds=30):
+        assert left[0].exists()  # young: it could be a live writer's (an idle check holds no lock)
+    os.utime(left[0], (time.time() - 2 * STALE_TEMPORARY_S,) * 2)
+    second = Posted("c" * 40, "success", "applied; no rollout in progress")
+    with open_locked_mirror(path, wait_seconds=30):  # the next run
+        assert not left[0].exists()
+        remember_posted(path, second)
+    assert already_posted(path, second)
+    assert [p.name for p in path.iterdir() if p.name.startswith((TEMPORARY_PREFIX, "."))] == []

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from fleetcd.compat import StrEnum
+from fleetcd.git.mirror import replace_file
 
 STATUS_CONTEXT = "fleetcd"
 DESCRIPTION_CHARS = 140  # GitHub refuses longer descriptions
@@ -151,9 +151,7 @@ def already_posted(mirror: Path, posted: Posted) -> bool:
 def remember_posted(mirror: Path, posted: Posted) -> None:
     if not mirror.is_dir():
         return
-    with tempfile.NamedTemporaryFile(dir=mirror, prefix=".commit-status-", delete=False) as tmp:
-        tmp.write(json.dumps(posted.__dict__, sort_keys=True).encode())
-    Path(tmp.name).replace(mirror / POSTED_FILE)
+    replace_file(mirror, POSTED_FILE, json.dumps(posted.__dict__, sort_keys=True).encode())
 
 
 def load_token(file: Path | None, env: str | None) -> str | None:

@@ -16,7 +16,6 @@ incident (docs/security.md), not by rotation alone.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from controller.reconcile.source import Source, fetch_all, open_mirror
 from controller.state.layout import META_FILE
 from controller.state.model import ControllerMeta
 from fleetcd.errors import SetupError
+from fleetcd.git.mirror import replace_file
 from fleetcd.git.objects import read_blob
 from fleetcd.git.repo import Oid, Repository
 from fleetcd.git.trees import list_blobs, read_files
@@ -127,6 +127,4 @@ def _recalled(mirror: Path) -> VerifiedAnchor | None:
 
 
 def _remember(mirror: Path, verified: VerifiedAnchor) -> None:
-    with tempfile.NamedTemporaryFile(dir=mirror, prefix=".audit-", delete=False) as tmp:
-        tmp.write(verified.model_dump_json().encode())
-    Path(tmp.name).replace(mirror / VERIFIED_FILE)
+    replace_file(mirror, VERIFIED_FILE, verified.model_dump_json().encode())

@@ -19,7 +19,6 @@ so skipping work there can delay a decision (never past ``next_due_at``) but nev
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from controller.reconcile.source import Source
 from controller.state.layout import META_FILE, OUTBOX_FILE
 from controller.state.model import ControllerMeta, IdleMark
 from fleetcd.git.gitcli import git_dir_of, is_local, local_path
+from fleetcd.git.mirror import replace_file
 from fleetcd.git.objects import read_blob
 from fleetcd.git.packedrefs import read_ref_storage
 from fleetcd.git.reflisting import RefListingMemo
@@ -267,16 +267,10 @@ def _keep(mirror: Path, name: str, model: BaseModel) -> None:
     or its disk refuses the write (full, read-only)."""
     if not mirror.is_dir():
         return
-    tmp: Path | None = None
     try:
-        with tempfile.NamedTemporaryFile(dir=mirror, prefix=".idle-", delete=False) as file:
-            tmp = Path(file.name)
-            file.write(model.model_dump_json().encode())
-        tmp.replace(mirror / name)
+        replace_file(mirror, name, model.model_dump_json().encode())
     except OSError as exc:  # a cache: without it the next check lists or reconciles in full
         log.warning("%s: not kept (%s); the next idle check does without it", mirror / name, exc)
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
 
 
 def _read_hint(mirror: Path, state_commit: str) -> IdleMark | None:

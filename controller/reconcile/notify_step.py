@@ -18,7 +18,6 @@ when the controller is configured with one (:mod:`controller.notify.forge`).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from controller.notify.forge import DESCRIPTION_CHARS, Forge, Posted, already_po
 from controller.notify.outbox import OutboxEntry, Outcome, decode, encode, enqueue, settle, webhook_id
 from controller.notify.signing import WebhookSecret
 from controller.state.layout import OUTBOX_FILE
+from fleetcd.git.mirror import replace_file
 from fleetcd.models.fleet import Webhook
 
 log = logging.getLogger("fleetcd.controller")
@@ -143,6 +143,4 @@ def _write(mirror: Path, state_commit: str, outcomes: dict[str, Outcome]) -> Non
     if not mirror.is_dir():
         return
     data = _Outcomes(state_commit=state_commit, outcomes=outcomes).model_dump_json().encode()
-    with tempfile.NamedTemporaryFile(dir=mirror, prefix=".outbox-", delete=False) as tmp:
-        tmp.write(data)
-    Path(tmp.name).replace(mirror / OUTCOMES_FILE)
+    replace_file(mirror, OUTCOMES_FILE, data)

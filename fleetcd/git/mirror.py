@@ -20,6 +20,10 @@ whole-cache lock:
   it from the server, which is the truth.
 * a new mirror is initialised in a temporary directory and renamed into place, so two processes
   creating it at once (or one killed halfway) never leave a half-made repository or a ``HEAD.lock``.
+* the controller's own files kept in the mirror beside git's (``fleetcd-*.json``: caches, whose loss
+  costs a full reconcile) are replaced atomically (:func:`replace_file`); the temporary a kill
+  leaves before the rename is removed when the lock is next taken, once it is
+  :data:`STALE_TEMPORARY_S` old (before, each kill left one for good).
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ STALE_LOCK_FILES = (
 )
 _POLL_SECONDS = 0.05  # how often a waiting process retries the lock
 RELEASED = "released\n"  # what the lock file holds after a clean release; anything else: search
+TEMPORARY_PREFIX = ".fleetcd-tmp-"  # a file of replace_file's being written in the mirror
+# A temporary older than this is a killed writer's: a live one renames its own within milliseconds
+# (and one that does not hold the lock, such as an idle check, must not lose it meanwhile).
+STALE_TEMPORARY_S = 300.0
 
 
 class MirrorBusy(SetupError):
@@ -236,6 +244,8 @@ def _heal(path: Path, *, search: bool) -> None:
     for leftover in path.parent.glob(f".{path.name}.*-*"):  # a creation or rebuild cut short
         if leftover.name.startswith((f".{path.name}.new-", f".{path.name}.broken-")):
             shutil.rmtree(leftover, ignore_errors=True)
+    if path.is_dir():
+        _remove_stale_temporaries(path)
     if path.exists() and search:
         removed = remove_stale_lock_files(path)
         if removed:
@@ -268,3 +278,33 @@ def remove_stale_lock_files(path: Path) -> list[str]:
             file.unlink()
             removed.append(str(file.relative_to(path)))
     return sorted(removed)
+
+
+def replace_file(mirror: Path, name: str, data: bytes) -> None:
+    """``mirror/name``, a file of the controller's own beside git's, replaced by ``data`` atomically:
+    written to a temporary in the mirror and renamed over it. A kill in between leaves the old file
+    and the temporary, which the next :func:`open_locked_mirror` removes (:func:`_heal`)."""
+    fd, temporary = tempfile.mkstemp(dir=mirror, prefix=TEMPORARY_PREFIX)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        Path(temporary).replace(mirror / name)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporaries(mirror: Path) -> None:
+    """Remove :func:`replace_file`'s temporaries in ``mirror`` older than :data:`STALE_TEMPORARY_S`."""
+    cutoff = time.time() - STALE_TEMPORARY_S
+    for path in mirror.iterdir():
+        if path.name.startswith(TEMPORARY_PREFIX):
+            try:
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:  # its writer renamed it meanwhile
+                continue
