@@ -362,6 +362,31 @@ def test_a_keep_file_a_killed_push_left_is_removed_and_its_pack_repacked(tmp_pat
     assert remove_dead_keeps(repo) == []
 
 
+@pytest.mark.parametrize("whose", ["this-process", "another-process"])
+def test_attack_a_keep_naming_a_pid_given_again_since_it_was_written_is_removed(
+    tmp_path: Path, whose: str
+) -> None:
+    """A push killed holding its .keep, then a reboot or a restarted service: its pid now belongs to
+    a process that started after the .keep was written (this very one, when a container or a boot
+    hands the same pid to the next controller), which never wrote it. It pinned its pack for good."""
+    repo = bare(tmp_path / "r.git")
+    add_packs(repo, 2)
+    packs = sorted((repo / "objects" / "pack").glob("*.pack"))
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        pid = os.getpid() if whose == "this-process" else other.pid
+        old = packs[0].with_suffix(".keep")
+        old.write_text(f"{KEEP_MARK} from {socket.gethostname()} pid {pid}\n")
+        os.utime(old, (time.time() - 3600,) * 2)  # before that process started
+        young = packs[1].with_suffix(".keep")
+        young.write_text(f"{KEEP_MARK} from {socket.gethostname()} pid {pid}\n")  # a push at work
+        assert remove_dead_keeps(repo) == [old]
+        assert young.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -497,3 +497,91 @@ def test_the_spliced_packed_refs_is_the_whole_rewrite_with_tags_and_loose_only_r
     assert (world.server / "packed-refs").read_bytes() == reference_rewrite(before, lines)
     assert loose_files(world.server) == []
     assert git("rev-parse", "v1^{}", cwd=world.server).strip() == some
+
+
+NEXT_PUSH = r"""
+import sys
+from pathlib import Path
+import pygit2
+from fleetcd.git.localpush import push_by_hand
+from fleetcd.git.refs import STATE_BRANCH
+mirror = pygit2.Repository(sys.argv[1])
+names = [line for line in Path(sys.argv[3]).read_text().splitlines() if line]
+refs = {name: mirror.references[name].target for name in names}
+base = pygit2.Oid(hex=sys.argv[4])
+print(push_by_hand(mirror, Path(sys.argv[2]), refs, leases={STATE_BRANCH: base}, timeout_s=60))
+"""
+
+
+def as_pid_2(argv: list[str]) -> list[str]:
+    """``argv`` as the second process of a new pid namespace (the first, a shell, waits for it): pid
+    2 every time, as a service restarted in a container, or at the same point of every boot, gets
+    its killed predecessor's pid."""
+    return ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", '"$@"; exit $?', "sh", *argv]
+
+
+def pid_namespaces() -> bool:
+    done = subprocess.run(as_pid_2(["true"]), capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("lock", ["packed-refs.lock", f"{STATE}.lock"])
+def test_attack_a_push_killed_holding_a_lock_and_restarted_with_the_same_pid_removes_it(
+    world: World, tmp_path: Path, lock: str
+) -> None:
+    """The lock names a process that runs: the new push itself, started after the lock was written.
+    It took the lock for its own and refused it for good (a busy lock, every push through
+    receive-pack, which the state branch's lock blocks too). A process that started after a lock
+    naming its pid was written did not write it."""
+    if not pid_namespaces():
+        pytest.skip("unshare --pid needs root (or user namespaces) here")
+    world.push(None)
+    base = world.state
+    world.wave("2.0")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killer = tmp_path / "lock_killer.py"
+    killer.write_text(LOCK_KILLER)
+    argv = [sys.executable, str(killer), str(world.server), lock, "after-link"]
+    done = subprocess.run(as_pid_2(argv), env=env, capture_output=True, check=False)
+    assert done.returncode == 128 + signal.SIGKILL, done.stderr
+    assert (world.server / lock).read_bytes().split()[2] == b"2"
+    for left in (world.server / lock, *world.server.glob("*.fleetcd")):  # restarted a minute later
+        os.utime(left, (time.time() - 60,) * 2)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(world.desired()))
+    script = tmp_path / "next_push.py"
+    script.write_text(NEXT_PUSH)
+    argv = [sys.executable, str(script), world.mirror.path, str(world.server), str(names), str(base)]
+    done = subprocess.run(as_pid_2(argv), env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(MANY + 1)
+    assert git_refs(world.server) == as_strings(world.desired())
+    assert not (world.server / lock).exists()
+    assert fleetcd_files(world.server) == []
+    assert git("fsck", "--no-progress", "--no-dangling", "--connectivity-only", cwd=world.server) == ""
+
+
+@pytest.mark.parametrize("written", ["before-it-started", "after-it-started"])
+def test_attack_a_lock_naming_a_live_process_is_removed_only_if_that_process_started_after_it(
+    world: World, written: str
+) -> None:
+    """After a reboot a killed push's pid may belong to any process: one that started after the lock
+    was written is not its holder. One that started before may be (a push at work): its lock stays."""
+    world.push(None)
+    base = world.state
+    world.wave("2.0")
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        lock = world.server / "packed-refs.lock"
+        lock.write_bytes(b"fleetcd-localpush %s %d\n" % (socket.gethostname().encode(), other.pid))
+        if written == "before-it-started":
+            os.utime(lock, (time.time() - 3600,) * 2)
+            assert world.push(base) == MANY + 1
+            assert not lock.exists()
+        else:
+            with pytest.raises(LocalPushBusy):
+                world.push(base)
+            assert lock.exists()
+    finally:
+        other.kill()
+        other.wait()

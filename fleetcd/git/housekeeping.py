@@ -70,6 +70,10 @@ LOOSE_LIMIT = 6700
 # docs/scaling.md); a repack killed at its timeout changed nothing and is tried again next time.
 HOUSEKEEPING_TIMEOUT_SECONDS = 1800.0
 KEEP_MARK = "fleetcd push by hand"  # how a .keep file written by fleetcd.git.localpush starts
+# A process that started this long after a file naming its pid was written did not write it: the
+# pid was given again (after a reboot; a restarted service may get its killed predecessor's). Start
+# times are read in clock ticks (10 ms) after a boot time known to 10 ms (/proc/uptime).
+START_SLACK_S = 0.1
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -305,9 +309,10 @@ def remove_dead_keeps(git_dir: Path) -> list[Path]:
     for keep in keeps:
         try:
             text = keep.read_bytes()[:300].decode("utf-8", "replace").strip()
+            written = keep.stat().st_mtime
         except OSError:
             continue
-        if _written_by_dead_push(text):
+        if _written_by_dead_push(text, written):
             keep.unlink(missing_ok=True)
             removed.append(keep)
             log.info("%s: removed; the push by hand that wrote it is gone (%s)", keep, text)
@@ -357,25 +362,46 @@ def keep_message() -> str:
     return f"{KEEP_MARK} from {socket.gethostname()} pid {os.getpid()}"
 
 
-def _written_by_dead_push(text: str) -> bool:
+def _written_by_dead_push(text: str, written: float) -> bool:
     prefix = f"{KEEP_MARK} from {socket.gethostname()} pid "
     if not text.startswith(prefix) or not text[len(prefix) :].isdigit():
         return False
-    return _gone(int(text[len(prefix) :]))
+    return _gone(int(text[len(prefix) :]), written)
 
 
-def _gone(pid: int) -> bool:
-    """Whether no process ``pid`` runs on this host (never true of this process, or of a pid the
-    kernel could not have given)."""
-    if pid == os.getpid() or not 0 < pid < 2**22:
+def _gone(pid: int, written: float | None = None) -> bool:
+    """Whether no process ``pid`` runs on this host (never true of a pid the kernel could not have
+    given). With ``written``, the time a file naming ``pid`` was written: also when the process
+    running as ``pid`` (this one included) started after it (:func:`started_after`)."""
+    if not 0 < pid < 2**22:
         return False
+    if pid == os.getpid():
+        return written is not None and started_after(pid, written)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
+        return written is not None and started_after(pid, written)
+    return _zombie(pid) or (written is not None and started_after(pid, written))
+
+
+def gone(pid: int, written: float) -> bool:
+    """Whether the process of this host that wrote a file naming ``pid`` at ``written`` is gone."""
+    return _gone(pid, written)
+
+
+def started_after(pid: int, written: float) -> bool:
+    """Whether process ``pid`` started more than :data:`START_SLACK_S` after ``written`` (from
+    ``/proc``; False where it cannot tell): then it is not the process a file written then names."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        ticks = int(stat[stat.rfind(b")") + 2 :].split()[19])  # field 22: starttime, since boot
+        up = float(Path("/proc/uptime").read_bytes().split()[0])
+        started = time.time() - up + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return False
-    return _zombie(pid)
+    return started > written + START_SLACK_S
 
 
 def _zombie(pid: int) -> bool:

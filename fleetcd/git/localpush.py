@@ -60,7 +60,7 @@ import pygit2
 
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import gitcli
-from fleetcd.git.housekeeping import keep_message
+from fleetcd.git.housekeeping import gone, keep_message
 from fleetcd.git.objects import landed_tree
 from fleetcd.git.packedrefs import PACKED_REFS, PackedFile, remove_loose
 from fleetcd.git.packfile import remove_stale_temp_files
@@ -440,10 +440,10 @@ def _own_mark(git_dir: Path, purpose: str) -> Path:
     return path
 
 
-def _named_for_dead_process(name: str) -> bool:
-    """Whether ``name`` is an :func:`_own_mark` of this host whose process no longer runs."""
-    stem, _, pid = name.removesuffix(".fleetcd").rpartition(".")
-    return stem.endswith(f".{socket.gethostname()}") and _dead(pid)
+def _named_for_dead_process(path: Path) -> bool:
+    """Whether ``path`` is an :func:`_own_mark` of this host whose process no longer runs."""
+    stem, _, pid = path.name.removesuffix(".fleetcd").rpartition(".")
+    return stem.endswith(f".{socket.gethostname()}") and _dead(pid, path)
 
 
 def _left_by_dead_process(path: Path) -> bool:
@@ -454,23 +454,21 @@ def _left_by_dead_process(path: Path) -> bool:
         return False
     if len(words) != 3 or words[0] != _LOCK_MARK or words[1] != socket.gethostname().encode():
         return False
-    return _dead(words[2].decode("ascii", "replace"))
+    return _dead(words[2].decode("ascii", "replace"), path)
 
 
-def _dead(pid: str) -> bool:
-    """Whether ``pid`` (text from a mark) names a process of this host that no longer runs."""
+def _dead(pid: str, path: Path) -> bool:
+    """Whether ``pid`` (text from ``path``: a mark, or its name) names a process of this host that
+    no longer runs, or whose pid a process started since ``path`` was written now has (this one
+    included: a service restarted in a container, or at the same point of a boot, may get its
+    killed predecessor's pid, and took that lock for one it held itself, for good)."""
     if not pid.isascii() or not pid.isdigit() or len(pid) > 10:
         return False
-    number = int(pid)
-    if number in (0, os.getpid()):
-        return False
     try:
-        os.kill(number, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
+        written = path.lstat().st_mtime
+    except OSError:
         return False
-    return False
+    return gone(int(pid), written)
 
 
 def _write_packed(git_dir: Path, chunks: Iterable[bytes | memoryview]) -> None:
@@ -508,9 +506,7 @@ def loose_refs(git_dir: Path) -> list[str]:
 def _remove_dead_marks(git_dir: Path) -> None:
     """Remove the files locks are linked from (:func:`_own_mark`) that killed processes left."""
     for path in git_dir.iterdir():
-        if path.name.endswith(".fleetcd") and (
-            _named_for_dead_process(path.name) or _left_by_dead_process(path)
-        ):
+        if path.name.endswith(".fleetcd") and (_named_for_dead_process(path) or _left_by_dead_process(path)):
             path.unlink(missing_ok=True)
 
 
@@ -520,7 +516,7 @@ def _old_own_mark(path: Path) -> bool:
     or cut short by a kill while it was written. git reads it as a broken ref (``git fsck`` fails);
     it is not one. A file of another name is a ref, however broken, and is left to the push."""
     stem, _, pid = path.name.removesuffix(".fleetcd").rpartition(".")
-    if not stem.endswith(".lock") or not _dead(pid):
+    if not stem.endswith(".lock") or not _dead(pid, path):
         return False
     try:
         content = path.read_bytes()[:300]
