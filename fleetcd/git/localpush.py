@@ -61,7 +61,7 @@ import pygit2
 from fleetcd.errors import PushRejected, TransportError
 from fleetcd.git import gitcli
 from fleetcd.git.housekeeping import gone, keep_message
-from fleetcd.git.objects import landed_tree
+from fleetcd.git.objects import beside_prune, landed_tree
 from fleetcd.git.packedrefs import PACKED_REFS, PackedFile, remove_loose
 from fleetcd.git.packfile import remove_stale_temp_files
 
@@ -317,7 +317,7 @@ def _send_landed(
             keeps.append(_link_pack(index, pack_dir))
         odb = pygit2.Repository(str(git_dir)).odb
         for kind, data in commits:
-            odb.write(kind, data)
+            beside_prune(lambda: odb.write(kind, data))  # noqa: B023 (called at once)
     except (OSError, pygit2.GitError) as exc:
         for keep in keeps:
             if keep is not None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, TypeVar
 
 import pygit2
 from pygit2.enums import FileMode
@@ -157,7 +157,7 @@ def land_objects(
     key = os.path.normpath(repo.path)
     if len(objects) < PACK_FROM_OBJECTS:
         for kind, data in objects.values():
-            repo.odb.write(kind, data)
+            beside_prune(lambda: repo.odb.write(kind, data))  # noqa: B023 (called at once)
         return
     pack_dir = Path(repo.path) / "objects" / "pack"
     remove_stale_temp_files(pack_dir)
@@ -171,7 +171,7 @@ def land_objects(
 def write_blob(repo: pygit2.Repository, data: bytes) -> pygit2.Oid:
     """Write one file's bytes once; its id can then stand for them in many trees (:func:`write_tree`)."""
     with disk_problems(repo.path):
-        return repo.create_blob(data)
+        return beside_prune(lambda: repo.create_blob(data))
 
 
 def write_tree(
@@ -197,8 +197,8 @@ def write_tree(
     base = _as_tree(repo, base_tree)
     changes = nest_paths(files)
     with disk_problems(repo.path):
-        built = _build(repo, base, changes)
-        return built if built is not None else repo.TreeBuilder().write()
+        built = beside_prune(lambda: _build(repo, base, changes))
+        return built if built is not None else beside_prune(lambda: repo.TreeBuilder().write())
 
 
 def _as_tree(repo: pygit2.Repository, tree: pygit2.Tree | pygit2.Oid | None) -> pygit2.Tree | None:
@@ -273,7 +273,7 @@ def commit(
     signature = pygit2.Signature(name, email, int(when.timestamp()), int(offset.total_seconds()) // 60)
     text = message if message.endswith("\n") else f"{message}\n"
     with disk_problems(repo.path):
-        oid = repo.create_commit(None, signature, signature, text, tree, list(parents))
+        oid = beside_prune(lambda: repo.create_commit(None, signature, signature, text, tree, list(parents)))
     if ref is not None:
         update_refs(repo, {ref: (parents[0] if parents else None, oid)}, message=text.splitlines()[0])
     return oid
@@ -344,6 +344,29 @@ def _update_refs(
 
 # What a full or read-only disk looks like through libgit2 (its messages carry strerror) and the OS.
 _DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+_T = TypeVar("_T")
+# libgit2 writes a loose object to a temporary file in objects/, makes objects/xx/, then renames
+# the file into it; ``git prune-packed`` and ``git prune`` (a background ``git gc``:
+# fleetcd.git.housekeeping) remove every empty objects/xx/ meanwhile, and one removed between the
+# two fails the rename: "failed to rename lockfile to '.../objects/xx/...': No such file or
+# directory" (a reconcile beside the mirror's background repack failed so in the housekeeping
+# benchmark). git's own writers make the directory again and retry; so does beside_prune.
+PRUNE_RACE_TRIES = 8
+_PRUNE_RACE = ("failed to rename lockfile to", "No such file or directory")
+
+
+def beside_prune(write: Callable[[], _T]) -> _T:
+    """``write()``, again (at most :data:`PRUNE_RACE_TRIES` times in all) while it fails only
+    because a concurrent ``git prune`` removed the ``objects/xx/`` directory it had just made for a
+    loose object; ``write`` must be safe to repeat (objects are content-addressed: the same bytes
+    make the same object). Any other failure is raised at once."""
+    for _ in range(PRUNE_RACE_TRIES - 1):
+        try:
+            return write()
+        except (OSError, pygit2.GitError) as exc:
+            if not all(words in str(exc) for words in _PRUNE_RACE):
+                raise
+    return write()
 
 
 @contextmanager
