@@ -30,6 +30,7 @@ from fleetcd.compat import UTC
 from fleetcd.errors import TransportError
 from fleetcd.git.housekeeping import (
     KEEP_MARK,
+    STALE_GC_LOCK_S,
     Counts,
     Policy,
     count,
@@ -494,3 +495,40 @@ def test_a_gc_pid_of_a_running_gc_or_another_host_is_left_and_nothing_is_repacke
     assert (repo / "gc.pid").read_text() == text
     assert done.after == done.before
     assert "left as they were: another git gc holds gc.pid" in str(done)
+
+
+def killed_writing_the_commit_graph(repo: Path) -> Path:
+    """A real ``git commit-graph write``, the step ``gc`` runs after its repack, killed by the kernel
+    (SIGXFSZ under ``ulimit -f``, which git does not catch: no cleanup, as with SIGKILL) once its
+    first 512 bytes are in ``commit-graph.lock``."""
+    done = subprocess.run(
+        ["sh", "-c", 'ulimit -f 1; exec git --git-dir "$0" commit-graph write --reachable', str(repo)],
+        capture_output=True,
+        check=False,
+    )
+    lock = repo / "objects" / "info" / "commit-graph.lock"
+    assert done.returncode == -signal.SIGXFSZ or done.returncode == 128 + signal.SIGXFSZ, done.stderr
+    assert lock.stat().st_size > 0 and not (repo / "objects" / "info" / "commit-graph").exists()
+    return lock
+
+
+@pytest.mark.parametrize("age", ["young", "stale"])
+def test_attack_a_gc_killed_writing_the_commit_graph_fails_every_later_gc_only_until_its_lock_is_stale(
+    tmp_path: Path, age: str
+) -> None:
+    """git never removes the lock a killed gc left: every later gc repacked, then failed on it, and
+    housekeeping reported a failure after every repack for good. A lock a live gc could hold is left."""
+    repo = bare(tmp_path / "r.git")
+    add_packs(repo, 4)
+    lock = killed_writing_the_commit_graph(repo)
+    if age == "stale":
+        os.utime(lock, (time.time() - 2 * STALE_GC_LOCK_S,) * 2)
+        done = housekeep(repo, Policy(background=False, pack_limit=2))
+        assert done is not None and done.after.packs == 1
+        assert not lock.exists()
+        git("commit-graph", "verify", cwd=repo)
+    else:
+        with pytest.raises(TransportError, match=r"commit-graph\.lock"):
+            housekeep(repo, Policy(background=False, pack_limit=2))
+        assert lock.exists()
+    assert fsck(repo) == ""

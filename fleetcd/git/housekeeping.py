@@ -26,7 +26,8 @@ the same repository. A kill at any instant is safe: git writes the new pack unde
 name, renames it into place, and only then deletes the packs it replaces; what a killed ``gc``
 leaves is cleaned by the next run: git ignores a ``gc.pid`` whose process is gone, and
 :func:`remove_dead_temporary_packs` removes its temporary pack (git itself never does: found by
-``tests/test_git_housekeeping.py``'s kill -9 test, each kill left a copy of the whole pack).
+``tests/test_git_housekeeping.py``'s kill -9 test, each kill left a copy of the whole pack) and
+:func:`remove_stale_gc_locks` the commit-graph's lock, on which every later gc failed.
 
 In the background, by default (:attr:`Policy.background`): a repack of a 10,000-robot mirror took
 30–50 s on the 2-core machine, about ten times that at 100,000, and a reconcile that waited for it
@@ -170,6 +171,10 @@ class _Running:
 # git dir (resolved) -> the gc this process started there and has not reaped yet
 _running: dict[Path, _Running] = {}
 STDERR_FILE = "fleetcd-housekeeping.stderr"  # in the git dir: what a background gc said
+# The lock files of the commit-graph gc writes after the repack; a live writer streams into its
+# lock for seconds, so one this old was left by a gc killed (its timeout, a power cut) meanwhile.
+GC_LOCKS = ("objects/info/commit-graph.lock", "objects/info/commit-graphs/commit-graph-chain.lock")
+STALE_GC_LOCK_S = 600.0
 
 
 def housekeep(git_dir: Path, policy: Policy) -> Housekept | None:
@@ -185,6 +190,7 @@ def housekeep(git_dir: Path, policy: Policy) -> Housekept | None:
     keeps = remove_dead_keeps(git_dir)
     remove_dead_temporary_packs(git_dir)
     remove_dead_gc_pid(git_dir)
+    remove_stale_gc_locks(git_dir)
     before = count(git_dir)
     if not due(before, policy):
         return None
@@ -337,6 +343,27 @@ def remove_dead_temporary_packs(git_dir: Path) -> list[Path]:
             removed.append(path)
     if removed:
         log.info("%s: removed %d temporary file(s) a killed repack left", pack_dir, len(removed))
+    return removed
+
+
+def remove_stale_gc_locks(git_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the commit-graph's lock files (:data:`GC_LOCKS`) a killed ``git gc`` left, once no gc
+    holds ``gc.pid`` and they are :data:`STALE_GC_LOCK_S` old. git never does: with one there,
+    every later ``gc`` repacked and then failed writing the commit-graph (``commit-graph.lock: File
+    exists``), so housekeeping reported a failure after every repack, for good. Returns those removed."""
+    if (git_dir / "gc.pid").exists():  # a gc at work (a dead one's was removed just before)
+        return []
+    cutoff = (time.time() if now is None else now) - STALE_GC_LOCK_S
+    removed = []
+    for name in GC_LOCKS:
+        lock = git_dir / name
+        try:
+            if lock.lstat().st_mtime < cutoff:
+                lock.unlink()
+                removed.append(lock)
+                log.warning("%s: removed; a git gc killed while writing the commit-graph left it", lock)
+        except FileNotFoundError:
+            continue
     return removed
 
 
