@@ -30,11 +30,11 @@ leaves is cleaned by the next run: git ignores a ``gc.pid`` whose process is gon
 :func:`remove_stale_gc_locks` the commit-graph's lock, on which every later gc failed.
 
 In the background, by default (:attr:`Policy.background`): a repack of a 10,000-robot mirror took
-30–50 s on the 2-core machine at load 20, 50–70 s at 100,000 (docs/scaling.md), and a reconcile
-that waited for it would hold a rollback or a pause back for that long. The controller starts
-``git gc`` as a child in a session of its own and goes on; a later :func:`housekeep` of the same
-repository reaps it and returns what it did (or raises what went wrong, its stderr quoted), and
-one still running past the policy's timeout is killed there. Git is built for that: ``receive-pack`` runs the same
+30–50 s on the 2-core machine, 50–70 s at 100,000 (docs/scaling.md), and a reconcile that waited for it
+would hold a rollback or a pause back for that long. The controller starts ``git gc`` as a child
+in a session of its own and goes on; a later :func:`housekeep` of the same repository reaps it and
+returns what it did (or raises what went wrong, its stderr quoted), and one still running past
+the policy's timeout is killed there. Git is built for that: ``receive-pack`` runs the same
 ``gc --auto`` detached after pushes, beside the next pushes and fetches (new packs written
 meanwhile are not among those it deletes; objects it found unreachable go to the cruft pack, not
 away). One thing is left out of a background run: packing the refs (``gc.packRefs=false``), so it
