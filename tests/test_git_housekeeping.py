@@ -42,6 +42,8 @@ from fleetcd.git.housekeeping import (
 from fleetcd.git.localpush import push_by_hand
 from fleetcd.git.mirror import MirrorBusy, open_locked_mirror
 from fleetcd.git.objects import Identity, commit, ref_target, update_refs, write_tree
+from fleetcd.git.packfile import STALE_AFTER_S
+from fleetcd.git.remote import fetch
 from tests.disks import fill, mounted
 from tests.gitrepos import git
 
@@ -532,3 +534,45 @@ def test_attack_a_gc_killed_writing_the_commit_graph_fails_every_later_gc_only_u
             housekeep(repo, Policy(background=False, pack_limit=2))
         assert lock.exists()
     assert fsck(repo) == ""
+
+
+FETCH_KILLER = r"""
+import os, signal, sys
+import pygit2
+from fleetcd.git import remote
+class KilledAsItArrives(remote._Callbacks):
+    def transfer_progress(self, stats):
+        if stats.received_bytes:  # libgit2 is writing the pack into objects/pack/pack_git2_*
+            os.kill(os.getpid(), signal.SIGKILL)
+remote._Callbacks = KilledAsItArrives
+remote.fetch(pygit2.Repository(sys.argv[1]), sys.argv[2], ["+refs/heads/*:refs/heads/*"])
+"""
+
+
+def test_attack_a_controller_killed_mid_fetch_leaves_a_partial_pack_its_housekeeping_removes_once_stale(
+    tmp_path: Path,
+) -> None:
+    """libgit2 writes a fetched pack to ``objects/pack/pack_git2_*`` as it arrives; killed then, it
+    stays: neither git (which prunes only ``tmp_*``) nor anything of ours removed it, one more per
+    kill, as large as what had arrived. The mirror's housekeeping after each reconcile removes it
+    once it is older than any live fetch's, and the next fetch goes through."""
+    server = bare(tmp_path / "server.git")
+    add_packs(server, 1, blobs=64, size=16 * 1024)
+    mirror = bare(tmp_path / "mirror.git")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH_KILLER, str(mirror), f"file://{server}"], env=env, check=False
+    )
+    assert done.returncode == -signal.SIGKILL
+    pack_dir = mirror / "objects" / "pack"
+    left = list(pack_dir.glob("pack_git2_*"))
+    assert len(left) == 1
+    assert fsck(mirror) == ""
+    assert housekeep(mirror, Policy(background=False)) is None  # nothing due
+    assert left[0].exists()  # young: it could be a fetch at work
+    os.utime(left[0], (time.time() - 2 * STALE_AFTER_S,) * 2)
+    assert housekeep(mirror, Policy(background=False)) is None
+    assert list(pack_dir.iterdir()) == []
+    assert "garbage: 0" in git("count-objects", "-v", cwd=mirror)
+    fetch(pygit2.Repository(str(mirror)), f"file://{server}", ["+refs/heads/*:refs/heads/*"])
+    assert refs_of(mirror) == refs_of(server)

@@ -62,6 +62,7 @@ from pathlib import Path
 
 from fleetcd.errors import TransportError
 from fleetcd.git import gitcli
+from fleetcd.git.packfile import remove_stale_temp_files
 
 log = logging.getLogger("fleetcd.git")
 # git's own defaults (gc.autoPackLimit, gc.auto): the thresholds every git server runs at.
@@ -189,6 +190,7 @@ def housekeep(git_dir: Path, policy: Policy) -> Housekept | None:
         return _reap(key, running)
     keeps = remove_dead_keeps(git_dir)
     remove_dead_temporary_packs(git_dir)
+    remove_stale_temp_files(git_dir / "objects" / "pack")  # a killed fetch's or pack writer's
     remove_dead_gc_pid(git_dir)
     remove_stale_gc_locks(git_dir)
     before = count(git_dir)

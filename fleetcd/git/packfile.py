@@ -227,14 +227,15 @@ def _fsync_dir(path: Path) -> None:
 def remove_stale_temp_files(pack_dir: Path, *, now: float | None = None) -> list[Path]:
     """Delete what a killed pack writer left in ``pack_dir``: ``tmp_*`` files (``tmp_pack_*``,
     ``tmp_idx_*``; :mod:`fleetcd.git.localpush`'s ``tmp_keep_*``; git's own, which only ``git
-    prune`` removes, after two weeks) and ``.pack`` files without their ``.idx``, older than
+    prune`` removes, after two weeks), libgit2's ``pack_git2_*`` (a fetch's pack as it arrives,
+    which nothing else removes) and ``.pack`` files without their ``.idx``, older than
     :data:`STALE_AFTER_S`. Returns them."""
     if not pack_dir.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - STALE_AFTER_S
     removed = []
     for path in pack_dir.iterdir():
-        left = path.name.startswith("tmp_") or (
+        left = path.name.startswith(("tmp_", "pack_git2_")) or (
             path.suffix == ".pack" and not path.with_suffix(".idx").exists()
         )
         try:
