@@ -300,3 +300,38 @@ def test_one_lock_among_two_thousand_loose_refs_is_found(tmp_path: Path) -> None
     (base / "r01234" / "report.lock").write_text("x")
     assert remove_stale_lock_files(repo) == ["refs/fleetcd/status/r01234/report.lock"]
     assert (base / "r01234" / "report").exists()
+
+
+STAMP_KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from fleetcd.git.mirror import RELEASED, open_locked_mirror
+instant = sys.argv[2]
+real_pwrite = os.pwrite
+def pwrite(fd, data, offset):
+    if (instant == "releasing") is (data == RELEASED.encode()):  # the stamp emptied, not yet written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_pwrite(fd, data, offset)
+os.pwrite = pwrite
+open_locked_mirror(Path(sys.argv[1]), wait_seconds=30).close()
+"""
+
+
+@pytest.mark.parametrize("instant", ["taking", "releasing"])
+def test_attack_kill_9_between_emptying_and_writing_the_lock_s_stamp_reads_as_an_unclean_release(
+    mirror: Path, instant: str
+) -> None:
+    """The lock file's stamp is emptied, then written: a kill in between leaves it empty, which must
+    read as a holder that did not release cleanly (the mirror is searched), never as ``released``."""
+    open_locked_mirror(mirror, wait_seconds=1).close()
+    left = mirror / "refs" / "heads" / "main.lock"  # as a writer killed inside a ref update leaves it
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_text("0" * 40 + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", STAMP_KILLER, str(mirror), instant], env=env, check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert lock_of(mirror).read_bytes() == b""
+    assert git("fsck", "--no-progress", cwd=mirror) == ""
+    open_locked_mirror(mirror, wait_seconds=5).close()
+    assert not left.exists()
+    assert lock_of(mirror).read_text() == RELEASED
