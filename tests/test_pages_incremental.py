@@ -17,12 +17,9 @@ import pytest
 from controller.pages import build_view, render_status_html, render_status_md
 from controller.pages.memo import PagesMemo
 from controller.pages.summary import RobotState
-from controller.reconcile.finish import _written, adopt_read_back
-from controller.reconcile.statebranch import StateSnapshot, dump
 from controller.records.model import Connectivity, DeviceState
 from controller.records.transitions import apply_report
-from controller.state.layout import device_file
-from controller.state.model import ControllerMeta, DeviceFile, RolloutPhase, WavePhase, WaveState
+from controller.state.model import DeviceFile, RolloutPhase, WavePhase, WaveState
 from fleetcd.models import Stage
 from tests.test_pages import COMMIT, NOW, Fleet, device, mix, sample_fleet, unchanged_fleet
 
@@ -171,93 +168,6 @@ def offline_squares(fleet: Fleet) -> int:
     return sum(1 for w in view.rollouts[0].waves for r in w.robots if r.state is RobotState.OFFLINE)
 
 
-def read_back(fleet: Fleet, written: dict[str, bytes]) -> StateSnapshot:
-    """The next reconcile's snapshot: the branch holds ``written`` and every file parsed from it."""
-    snapshot = StateSnapshot(commit=None, meta=ControllerMeta(), files=dict(written))
-    for data in written.values():
-        parsed = DeviceFile.model_validate_json(data)
-        snapshot.devices[parsed.state.device] = parsed
-    return snapshot
-
-
-def test_files_read_back_as_written_reuse_their_robots_and_keep_the_bytes_of_a_full_rebuild() -> None:
-    """A reconcile reads back, as new objects, the device files the last one wrote: where the
-    branch holds the very bytes written and ingest left the file as read, the memo adopts the
-    object read back in place of the one written (no robot rebuilt, now or at the next
-    reconcile); a file whose bytes differ, or that this reconcile changed, is built."""
-    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
-    pages(fleet, memo, config)
-    ids = sorted(fleet.files)
-    memo.written = _written({device_file(d): dump(fleet.files[d]) for d in ids}, fleet.files)
-    branch = {device_file(d): dump(fleet.files[d]) for d in ids}
-    tampered = ids[0]
-    branch[device_file(tampered)] = branch[device_file(tampered)].replace(b'"device"', b'"device" ', 1)
-    snapshot = read_back(fleet, branch)
-    devices = dict(snapshot.devices)
-    changed = ids[1]
-    devices[changed] = devices[changed].model_copy(update={"last_report_seq": 99})
-    assert adopt_read_back(memo, snapshot, devices) == len(ids) - 2
-    fleet.files = devices
-    built = pages(fleet, memo, config, 1)
-    assert memo.robots_built == 2 and built == pages(fleet, None, config, 1)
-    assert pages(fleet, memo, config, 2) == pages(fleet, None, config, 2) and memo.robots_built == 0
-
-
-REPORTS_ONLY = {"a robot reports", "a robot fails", "a robot goes offline"}
-
-
-def test_a_life_written_to_the_branch_and_read_back_builds_only_what_changed_and_the_bytes_of_a_rebuild() -> (
-    None
-):
-    """The controller's own loop: each reconcile writes the device files it changed, the next one
-    reads them back from the state branch as new objects (the bytes written: the cache's own), the
-    memo adopts them (the whole fleet after the first write and after every file was parsed again,
-    one robot after a report: both ways of finding them in a wave) and then builds only the robots
-    whose file this reconcile changed. Both pages equal a rebuild without a memo at every step."""
-    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
-    branch = {device_file(d): dump(f) for d, f in fleet.files.items()}  # the bootstrap's commit
-    assert pages(fleet, memo, config) == pages(fleet, None, config)
-    memo.written = _written(branch, fleet.files)
-    for minute, (what, step) in enumerate(STEPS, start=1):
-        written = dict(memo.written)
-        snapshot = StateSnapshot(commit=None, meta=ControllerMeta(), files=dict(branch))
-        for device_id, file in fleet.files.items():
-            path = device_file(device_id)
-            held = written.get(device_id)
-            snapshot.devices[device_id] = DeviceFile.model_validate_json(branch[path]) if held else file
-        fleet.files = dict(snapshot.devices)
-        assert adopt_read_back(memo, snapshot, fleet.files) == len(written), what
-        before = dict(fleet.files)
-        step(fleet)
-        changed = {d for d, f in fleet.files.items() if before.get(d) is not f}
-        assert pages(fleet, memo, config, minute) == pages(fleet, None, config, minute), what
-        if what in REPORTS_ONLY:
-            assert memo.robots_built == len(changed) == 1, what
-        update = {device_file(d): dump(fleet.files[d]) for d in sorted(changed)}
-        branch.update(update)
-        memo.written = _written(update, fleet.files)
-    assert pages(fleet, memo, config, 99) == pages(fleet, None, config, 99)
-
-
-def test_a_file_read_back_with_other_bytes_than_written_is_built_again_not_adopted() -> None:
-    """The branch holds bytes other than the ones written (another writer, a rebuilt cache): the
-    robot read back is built from what was read; its neighbours are adopted."""
-    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
-    pages(fleet, memo, config)
-    ids = sorted(fleet.files)
-    written = {device_file(d): dump(fleet.files[d]) for d in ids}
-    memo.written = _written(written, fleet.files)
-    branch = dict(written)
-    other = ids[len(ids) // 2]
-    offline(fleet, other)
-    branch[device_file(other)] = dump(fleet.files[other])  # what another writer left there
-    snapshot = read_back(fleet, branch)
-    fleet.files = dict(snapshot.devices)
-    assert adopt_read_back(memo, snapshot, fleet.files) == len(ids) - 1
-    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
-    assert memo.robots_built == 1
-
-
 def two_rollouts() -> Fleet:
     fleet = sample_fleet()
     start_rollout(fleet)
@@ -320,51 +230,3 @@ def test_a_rollout_none_of_whose_robots_changed_is_reused_whole_and_its_own_fiel
         if reused:
             assert memo.rollouts["nav-hotfix"].built == 0
     assert "2 failed" in got[0] and "paused by commit" in got[1]
-
-
-def test_attack_a_written_file_gone_from_the_branch_or_from_this_reconcile_is_not_adopted() -> None:
-    """Of the files the last reconcile wrote, one is gone from the branch (deleted by another
-    writer), one robot is gone from this reconcile's devices (it left main's fleet) though the
-    branch still holds its file, and one was read back as the very object written (never parsed
-    again): none of them is adopted, the rest are, and the pages equal a rebuild; the robot that
-    left never comes back from the memo."""
-    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
-    pages(fleet, memo, config)
-    ids = sorted(fleet.files)
-    written = {device_file(d): dump(fleet.files[d]) for d in ids}
-    memo.written = _written(written, fleet.files)
-    deleted, left, same = ids[0], ids[len(ids) // 2], ids[-1]
-    branch = {p: data for p, data in written.items() if p != device_file(deleted)}
-    snapshot = read_back(fleet, branch)
-    snapshot.devices[same] = fleet.files[same]
-    devices = {d: f for d, f in snapshot.devices.items() if d != left}
-    assert adopt_read_back(memo, snapshot, devices) == len(ids) - 3
-    assert memo.written == {}
-    fleet.files = devices
-    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
-    view = build_view(fleet.rollouts, fleet.files, fleet.cohorts, fleet.devices, NOW, COMMIT, memo=memo)
-    rows = {r.device: r for w in view.rollouts[0].waves for r in w.robots}
-    assert rows[left].last_seen is None and rows[deleted].last_seen is None
-
-
-@pytest.mark.parametrize("share", [1, 3, 30])
-def test_adopting_some_or_every_written_file_by_lookup_or_walk_reuses_every_robot(share: int) -> None:
-    """Every ``share``-th robot's file read back: a few are looked up in each wave, many make the
-    wave walked; either way the adopted robots (and what they run, for the withdrawn releases)
-    are reused and nothing is built."""
-    fleet, memo, config = sample_fleet(), PagesMemo(), Config(None)
-    pages(fleet, memo, config)
-    ids = sorted(fleet.files)[::share]
-    written = {device_file(d): dump(fleet.files[d]) for d in ids}
-    memo.written = _written(written, fleet.files)
-    snapshot = read_back(fleet, written)
-    devices = {**fleet.files, **snapshot.devices}
-    for d in ids:
-        snapshot.devices[d] = devices[d]
-    assert adopt_read_back(memo, snapshot, devices) == len(ids)
-    assert all(memo.running[d][0] is devices[d] for d in ids)
-    held = [e for r in memo.rollouts.values() for w in r.waves.values() for e in w.entries if e.device in ids]
-    assert held and all(e.file is devices[e.device] for e in held)
-    fleet.files = devices
-    assert pages(fleet, memo, config, 1) == pages(fleet, None, config, 1)
-    assert memo.robots_built == 0

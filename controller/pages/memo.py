@@ -9,11 +9,11 @@ changed, so a reconcile that changes K robots' records builds K robot views, not
 An entry is reused only when everything its robot's view is computed from is the same: the device
 file *object* (the state cache hands unchanged files over as the very same frozen object, and the
 memo holds a reference, so the same object is the same bytes; a file the last reconcile wrote is
-parsed again by the next, so its robot is built once more), the wave, main's model of the robot
-(the same object, or an equal one), the rollout's fields a robot's state reads, and, when the
-robot's view consulted the config it should run, the same fleet context. Nothing is ever read
-from an entry whose inputs differ, so nothing can be stale; a memo that is dropped only costs one
-full rebuild. Pages bytes with and without the memo are the same
+handed back as the very object it was dumped from, so its robot is not built again), the wave,
+main's model of the robot (the same object, or an equal one), the rollout's fields a robot's
+state reads, and, when the robot's view consulted the config it should run, the same fleet
+context. Nothing is ever read from an entry whose inputs differ, so nothing can be stale; a memo
+that is dropped only costs one full rebuild. Pages bytes with and without the memo are the same
 (tests/test_pages_incremental.py). Only the entries of the last build are kept, so memory stays
 one view of the fleet.
 
@@ -29,11 +29,8 @@ cohorts) builds the rollout's view again from its entries.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -92,13 +89,6 @@ class RolloutMemo:
     patched: bool = False  # the last build patched the last view (tests count them)
 
 
-# device -> (the file object the pages were built from, its path, the bytes written)
-WrittenFiles = dict[str, tuple["DeviceFile", str, bytes]]
-# A wave is walked whole instead of looked up robot by robot once this many times more robots of
-# it are adopted than it has (a lookup is a bisection; the walk one dict probe a robot).
-_WALK_FROM = 1 / 8
-
-
 @dataclass
 class PagesMemo:
     rollouts: dict[str, RolloutMemo] = field(default_factory=dict)
@@ -112,37 +102,5 @@ class PagesMemo:
     squares: dict[int, tuple[RobotView, str]] = field(default_factory=dict)
     # Withdrawn releases: device -> (its file, app -> the version it runs), in device order.
     running: dict[str, tuple[DeviceFile, dict[str, str]]] = field(default_factory=dict)
-    # The device files the last reconcile wrote: the next one reads them back as new objects and,
-    # when their bytes are the ones written, builds its pages from these (controller.reconcile.finish).
-    written: WrittenFiles = field(default_factory=dict)
     robots_built: int = 0  # robot views built by the last build_view (tests count them)
     squares_rendered: int = 0  # squares rendered by the last render_status_html (tests count them)
-
-    def adopt(self, device: str, written: DeviceFile, read: DeviceFile) -> None:
-        """``read`` holds the same record as ``written`` (the bytes written were read back): every
-        entry built from ``written`` is kept as built from ``read``, so the identity check finds it."""
-        self.adopt_all({device: (written, read)})
-
-    def adopt_all(self, files: Mapping[str, tuple[DeviceFile, DeviceFile]]) -> None:
-        """:meth:`adopt` for every device -> (written, read) of ``files``: each wave is walked once
-        when many of its robots are adopted (after a fan-out, all of them), else its robots are
-        looked up one by one, so adopting K robots costs about K, not the fleet."""
-        if not files:
-            return
-        for rollout in self.rollouts.values():
-            for wave in rollout.waves.values():
-                if len(files) >= len(wave.ids) * _WALK_FROM:
-                    positions: Iterable[int] = range(len(wave.ids))
-                else:
-                    positions = (i for i in map(partial(bisect_left, wave.ids), files) if i < len(wave.ids))
-                for i in positions:
-                    entry = wave.entries[i]
-                    pair = files.get(entry.device)
-                    if pair is not None and entry.file is pair[0]:
-                        wave.entries[i] = RobotEntry(
-                            entry.device, entry.model, pair[1], entry.used_config, entry.view
-                        )
-        for device, (written, read) in files.items():
-            held = self.running.get(device)
-            if held is not None and held[0] is written:
-                self.running[device] = (read, held[1])

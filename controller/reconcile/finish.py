@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from controller.pages import build_view, render_status_html, render_status_md
-from controller.pages.memo import PagesMemo, WrittenFiles
 from controller.receipts.build import approvals_from_state, build_receipt
 from controller.receipts.render import receipt_outputs
 from controller.reconcile.rollouts import FleetContext, PlannedRollout
 from controller.reconcile.settings import ControllerSettings
 from controller.reconcile.statebranch import StateSnapshot
-from controller.state.layout import DEVICES_DIR, STATUS_HTML, STATUS_MD, receipt_files
+from controller.state.layout import STATUS_HTML, STATUS_MD, receipt_files
 from controller.state.model import DeviceFile, RolloutPhase, RolloutState
 from fleetcd.planning.waves import PlannedWave
 from fleetcd.trust.gpg import Signer
@@ -35,13 +34,8 @@ def pages_and_receipts(
     now: datetime,
     main: str,
     planned: Mapping[str, PlannedRollout],
-    written: Mapping[str, bytes | None] | None = None,
 ) -> dict[str, bytes | None]:
-    """``written``: the rollout and device files this reconcile commits (path -> bytes), so that the
-    next one knows the robots whose files it reads back are the ones the pages were built from."""
     memo = settings.cache.pages if settings.cache is not None else None
-    if memo is not None:
-        adopt_read_back(memo, snapshot, devices)
     cohorts = {k: v.model for k, v in ctx.spec.cohorts.items()}
     withdrawals = {key: doc.model.reason for key, doc in ctx.spec.withdrawals.items()}
     view = build_view(
@@ -59,8 +53,6 @@ def pages_and_receipts(
         memo=memo,
         config_source=ctx,
     )
-    if memo is not None:
-        memo.written = _written(written or {}, devices)
     out: dict[str, bytes | None] = {
         STATUS_MD: render_status_md(view).encode("utf-8"),
         STATUS_HTML: render_status_html(view, memo).encode("utf-8"),
@@ -103,37 +95,3 @@ def _planned(state: RolloutState, planned: Mapping[str, PlannedRollout]) -> list
     if found is None or found.fingerprint != state.generation_fingerprint:
         return []
     return found.waves
-
-
-def _written(written: Mapping[str, bytes | None], devices: Mapping[str, DeviceFile]) -> WrittenFiles:
-    """Device -> (the file object the pages were built from, its path, the bytes written). The
-    bytes are the objects the state branch's cache keeps for the commit (no copy, no digest:
-    hashing every file of a 100,000-robot fan-out cost about a second)."""
-    kept: WrittenFiles = {}
-    for path, data in written.items():
-        if data is None or not path.startswith(DEVICES_DIR) or not path.endswith(".json"):
-            continue
-        device = path.rsplit("/", 1)[1][: -len(".json")]
-        file = devices.get(device)
-        if file is not None:
-            kept[device] = (file, path, data)
-    return kept
-
-
-def adopt_read_back(memo: PagesMemo, snapshot: StateSnapshot, devices: Mapping[str, DeviceFile]) -> int:
-    """Each device file the last reconcile wrote and this one read back unchanged (the state branch
-    holds the very bytes written, and ingest left it as read: it is the snapshot's object) takes
-    the place of the object it was written from in the memo, so its robots' views are reused. A
-    file whose bytes differ, or that this reconcile changed, is left out (its robot is built).
-    Returns how many were adopted."""
-    adopted: dict[str, tuple[DeviceFile, DeviceFile]] = {}
-    for device, (file, path, data) in memo.written.items():
-        read = devices.get(device)
-        if read is None or read is file or snapshot.devices.get(device) is not read:
-            continue
-        raw = snapshot.files.get(path)
-        if raw is not None and (raw is data or raw == data):  # the cache hands the bytes written
-            adopted[device] = (file, read)
-    memo.adopt_all(adopted)
-    memo.written = {}
-    return len(adopted)

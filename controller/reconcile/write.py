@@ -43,7 +43,7 @@ from controller.reconcile.refdigest import IdleDigests
 from controller.reconcile.result import Continue, Fail, Observed, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
-from controller.reconcile.statebranch import changed_files, dump, write_state
+from controller.reconcile.statebranch import Models, changed_files, dump, write_state
 from controller.state.layout import DEVICES_DIR, META_FILE, device_file, legacy_device_of, rollout_file
 from controller.state.model import IdleMark, RolloutPhase
 from fleetcd.errors import InvalidContent
@@ -71,6 +71,7 @@ class Status:
     # Status pages and receipts, rendered only when something changed (so "generated at" never
     # makes an idle reconcile commit).
     pages: Callable[[], Mapping[str, bytes | None]] | None = None
+    models: Models | None = None  # device files of ``files`` with the models dumped to them
 
 
 def write(ctx: ReconcileContext, outcome: StepResult) -> None:
@@ -103,11 +104,15 @@ def applied(ctx: ReconcileContext) -> Status:
     # A robot no step touched holds the very object the state branch gave (ingest and deliver
     # replace only the files they change): one identity test, not a model comparison, per robot.
     # The identity tests run in C (map/compress); Python sees only the robots that differ.
-    before, devices = snapshot.devices, ctx.devices
+    # Each file dumped is handed to the state cache with its model, which the next reconcile then
+    # reads back as this very object (statebranch.write_state's ``models``).
+    before, devices, models = snapshot.devices, ctx.devices, {}
     for device in compress(devices, map(is_not, devices.values(), map(before.get, devices))):
         data = devices[device]
         if before.get(device) != data:
-            files[device_file(device)] = dump(data)
+            path = device_file(device)
+            files[path] = dumped = dump(data)
+            models[path] = (data, dumped)
     # A state branch from before the buckets (``devices/<id>.json``): moved once. Only paths with
     # one "/" can be flat, so the rest are passed over without a call.
     for path in [p for p in snapshot.files if p.count("/") == 1 and p.startswith(DEVICES_DIR)]:
@@ -126,7 +131,7 @@ def applied(ctx: ReconcileContext) -> Status:
 
     def pages() -> Mapping[str, bytes | None]:
         return pages_and_receipts(
-            fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main, ctx.planned, files
+            fleet, snapshot, ctx.rollouts, ctx.devices, ctx.settings, ctx.now, ctx.main, ctx.planned
         )
 
     return Status(
@@ -145,6 +150,7 @@ def applied(ctx: ReconcileContext) -> Status:
         message=None,
         desired=desired,
         pages=pages,
+        models=models,
     )
 
 
@@ -221,7 +227,7 @@ def commit_status(ctx: ReconcileContext, status: Status) -> None:
     message = status.message or _summary(main, result.events)
     settings.checkpoint("desired-written")
     cache = settings.cache.state if settings.cache is not None else None
-    written = write_state(ctx.repo, snapshot, changes, message, now, cache=cache)
+    written = write_state(ctx.repo, snapshot, changes, message, now, cache=cache, models=status.models)
     settings.checkpoint("state-committed")
     moved = {ref: status.desired.refs[ref] for ref in status.desired.moved} if status.desired else {}
     if written is not None or moved:
