@@ -29,8 +29,19 @@ import pygit2
 import pytest
 
 from fleetcd.compat import UTC
+from fleetcd.errors import TransportError
+from fleetcd.git import objects
+from fleetcd.git.gitcli import git_binary
 from fleetcd.git.mirror import open_locked_mirror
-from fleetcd.git.objects import PACKED_REFS_FROM, Identity, commit, ref_target, update_refs, write_tree
+from fleetcd.git.objects import (
+    PACKED_REFS_FROM,
+    Identity,
+    commit,
+    delete_refs,
+    ref_target,
+    update_refs,
+    write_tree,
+)
 from fleetcd.git.packedrefs import read_ref_storage, read_refs
 from tests.gitrepos import git
 
@@ -110,3 +121,49 @@ def test_a_writer_killed_anywhere_leaves_a_repository_every_reader_agrees_on(
             flip = {ref: pygit2.Oid(hex=second if oid == first else first) for ref, oid in seen.items()}
             update_refs(mirror, {ref: (ref_target(mirror, ref), new) for ref, new in flip.items()})
             assert listed(path) == {ref: str(oid) for ref, oid in flip.items()}, where
+
+
+STUCK_GIT = """#!/bin/bash
+# git, but update-ref --stdin gets its input only up to "prepare" and then nothing more: it holds
+# every lock it took, waiting, until the caller's timeout SIGKILLs it.
+for arg in "$@"; do
+  if [ "$arg" = update-ref ]; then exec "REAL" "$@" < <(sed '/^prepare$/q'; exec sleep 5 2>/dev/null); fi
+done
+exec "REAL" "$@"
+"""
+
+
+def test_attack_git_killed_at_the_timeout_of_a_ref_deletion_leaves_no_lock_that_blocks_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror's refs a server deleted go in one ``git update-ref --stdin``, SIGKILLed at its
+    timeout (a stalled disk) with ``packed-refs.lock`` and the refs' locks held. The reconcile then
+    released the mirror cleanly, so its next holder did not look for locks: every later update of
+    those refs, and every rewrite of ``packed-refs``, failed as "locked by another writer" for good."""
+    path = tmp_path / "mirror.git"
+    first, _second = two_commits(path)
+    gone = {
+        f"refs/namespaces/amr-{n:04d}/refs/fleetcd/desired/amr-{n:04d}": pygit2.Oid(hex=first)
+        for n in range(3)
+    }
+    with open_locked_mirror(path, wait_seconds=30) as mirror:
+        update_refs(mirror, {ref: (None, oid) for ref, oid in gone.items()})
+    git("pack-refs", "--all", cwd=path)  # a deletion of a packed ref takes packed-refs.lock too
+    stuck = tmp_path / "bin" / "git"
+    stuck.parent.mkdir()
+    stuck.write_text(STUCK_GIT.replace("REAL", git_binary()))
+    stuck.chmod(0o755)
+    with monkeypatch.context() as patched:
+        patched.setenv("PATH", f"{stuck.parent}:{os.environ['PATH']}")
+        patched.setattr(objects, "UPDATE_REFS_TIMEOUT_S", 2.0)
+        with open_locked_mirror(path, wait_seconds=30) as mirror:
+            with pytest.raises(TransportError, match="took over"):
+                delete_refs(mirror, gone, message="gone from the server")
+            assert not list(path.rglob("*.lock"))
+            assert not (path / "packed-refs.new").exists()  # git's new packed-refs, also exclusive
+    assert git("fsck", "--no-dangling", "--no-progress", cwd=path) == ""
+    with open_locked_mirror(path, wait_seconds=30) as mirror:  # released cleanly: not searched
+        delete_refs(mirror, gone, message="gone from the server")
+        moved = {f"refs/namespaces/amr-{n:04d}/refs/fleetcd/desired/amr-{n:04d}": n for n in range(70)}
+        update_refs(mirror, {ref: (None, pygit2.Oid(hex=first)) for ref in moved})  # packed-refs rewritten
+    assert len(listed(path)) == 70

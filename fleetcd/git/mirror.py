@@ -53,10 +53,13 @@ from fleetcd.git.repo import init_bare_atomically
 
 log = logging.getLogger("fleetcd.git")
 LOCK_SUFFIX = ".fleetcd-lock"  # <mirror>.fleetcd-lock, beside the mirror so a rebuild keeps it
-# git's and libgit2's lock files at a repository's top level (refs/ and logs/ are searched whole).
+# git's and libgit2's lock files at a repository's top level (refs/ and logs/ are searched whole),
+# and git's packed-refs.new: the new file it writes under packed-refs.lock (a ref deletion, a
+# pack-refs), created exclusively too, so every later one failed on it ("File exists").
 STALE_LOCK_FILES = (
     "HEAD.lock",
     "packed-refs.lock",
+    "packed-refs.new",
     "config.lock",
     "index.lock",
     "shallow.lock",

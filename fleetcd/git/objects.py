@@ -33,7 +33,7 @@ from pygit2.enums import FileMode
 
 from fleetcd.errors import DISK_ERRNOS, RefConflict, SetupError, TransportError
 from fleetcd.git.gitcli import git_binary
-from fleetcd.git.mirror import LockedRepository
+from fleetcd.git.mirror import LockedRepository, remove_stale_lock_files
 from fleetcd.git.packedrefs import update_packed
 from fleetcd.git.packfile import remove_stale_temp_files, write_pack
 
@@ -453,7 +453,10 @@ def _ref_transaction(
 ) -> subprocess.CompletedProcess[str]:
     """``git update-ref --stdin`` of ``lines`` (one transaction) in ``repo``: what git answered. A
     timeout is a :class:`~fleetcd.errors.TransportError`, a full or read-only disk a
-    :class:`~fleetcd.errors.SetupError`; any other failure is the caller's to name."""
+    :class:`~fleetcd.errors.SetupError`; any other failure is the caller's to name. git killed at
+    the timeout leaves the locks it held; in the controller's mirror they are removed at once (the
+    release that follows is clean, so the next holder would not look: every later update of those
+    refs, or of any once ``packed-refs.lock`` stayed, failed for good)."""
     git_dir = str(repo.path)
     try:
         done = subprocess.run(
@@ -466,6 +469,8 @@ def _ref_transaction(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
+        if isinstance(repo, LockedRepository):  # its only writer: what the killed git held is stale
+            remove_stale_lock_files(Path(git_dir))
         raise TransportError(f"{git_dir}: {what} took over {UPDATE_REFS_TIMEOUT_S:g} s") from exc
     if done.returncode != 0 and any(problem in done.stderr for problem in _DISK_MESSAGES):
         raise SetupError(f"{git_dir}: {what} failed: {done.stderr.strip()[-300:]}")
