@@ -13,7 +13,7 @@ import pygit2
 import pytest
 
 from fleetcd.errors import SetupError
-from fleetcd.git.trees import list_blobs, open_repository, read_files, read_tree, resolve_commit
+from fleetcd.git.trees import blob_names, list_blobs, open_repository, read_files, read_tree, resolve_commit
 from fleetcd.limits import READ_CAP_BYTES
 from fleetcd.reasons import Reason
 from tests.gitrepos import bare_repo, commit_files, git, work_repo
@@ -282,3 +282,29 @@ def test_list_blobs_of_a_missing_directory_is_empty(state: tuple[pygit2.Reposito
 def test_list_blobs_of_a_path_that_is_a_file_is_empty(state: tuple[pygit2.Repository, str]) -> None:
     repo, commit = state
     assert list_blobs(repo, commit, "top.json") == {}
+
+
+@pytest.mark.parametrize(
+    ("directory", "expected"),
+    [
+        ("devices/", ["a.json", "b.json"]),
+        ("deployments", []),  # only directories in it: r1/ and r2/ are not files
+        ("audit/2026/05/", ["01.jsonl", "02.jsonl"]),
+        ("top.json", []),  # a file, not a directory
+        ("nothing/", []),
+    ],
+    ids=["files", "only-directories", "deep", "a-file", "absent"],
+)
+def test_blob_names_lists_only_the_files_directly_in_the_directory(
+    state: tuple[pygit2.Repository, str], directory: str, expected: list[str]
+) -> None:
+    repo, commit = state
+    assert blob_names(repo, commit, directory) == expected
+    assert blob_names(repo, pygit2.Oid(hex=commit), directory) == expected
+
+
+def test_blob_names_of_a_blob_id_is_a_setup_error(state: tuple[pygit2.Repository, str]) -> None:
+    repo, commit = state
+    blob = git("rev-parse", f"{commit}:top.json", cwd=Path(repo.workdir)).strip()
+    with pytest.raises(SetupError, match="not a commit"):
+        blob_names(repo, blob, "devices/")

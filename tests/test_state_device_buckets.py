@@ -15,6 +15,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from controller.reconcile.statebranch import flat_device_paths, load_state
 from controller.state.layout import device_bucket, device_file, legacy_device_file, legacy_device_of
 from fleetcd.git.objects import commit, ref_target, write_tree
 from fleetcd.git.refs import STATE_BRANCH
@@ -109,3 +110,29 @@ def test_a_robots_history_reads_a_flat_state_branch_and_the_moved_one_alike(
     world.reconcile()  # moves every file into its bucket
     assert legacy_device_file("stg-1") not in state_tree(world)
     assert records() == [("nav", "deployed")]
+
+
+def test_the_flat_files_are_found_from_the_devices_tree_alone(world: ControllerWorld) -> None:
+    """The write step finds the flat files to move from the ``devices`` tree's own entries, not
+    from every path of the snapshot: all of them after an older controller's commit, none once
+    bucketed; a file there that is no robot's (``devices/notes.txt``) is not one."""
+    server = pygit2.Repository(str(world.server))
+    assert flat_device_paths(server, load_state(server)) == []
+    as_an_older_controller_wrote_it(world)
+    head = ref_target(server, STATE_BRANCH)
+    assert head is not None
+    tree = server[head].peel(pygit2.Commit).tree
+    stray = write_tree(server, {"devices/notes.txt": b"not a robot"}, tree)
+    commit(server, STATE_BRANCH, stray, "a note", [head], TAMPERER, world.clock.now)
+    snapshot = load_state(server)
+    found = flat_device_paths(server, snapshot)
+    assert sorted(found) == sorted(legacy_device_file(device) for device in ROBOTS)
+    assert sorted(found) == sorted(
+        p for p in snapshot.files if p.count("/") == 1 and legacy_device_of(p) is not None
+    )
+    world.sim.report("stg-1", "nav", "deployed", world.clock.now)
+    world.clock.tick(10)
+    world.reconcile()
+    moved = load_state(server)
+    assert flat_device_paths(server, moved) == []
+    assert "devices/notes.txt" in moved.files  # not a robot's: left where it is

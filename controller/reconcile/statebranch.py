@@ -17,14 +17,14 @@ from controller.audit.chain import AUDIT_DIR, DAY_PATH
 from controller.audit.days import DayFiles
 from controller.reconcile.fleetmap import Journal, Lineage
 from controller.state.jsontext import dumps_indented
-from controller.state.layout import META_FILE
+from controller.state.layout import DEVICES_DIR, META_FILE, legacy_device_of
 from controller.state.model import ControllerMeta, DeviceFile, RolloutState
 from fleetcd.errors import SetupError
 from fleetcd.git.hashtree import TreeMemo, write_tree_hashed
 from fleetcd.git.objects import Identity, commit, read_blob, ref_target
 from fleetcd.git.refs import STATE_BRANCH
 from fleetcd.git.repo import Oid, Repository, tree_of
-from fleetcd.git.trees import changed_blobs, commit_tree_id, list_blobs, read_files
+from fleetcd.git.trees import blob_names, changed_blobs, commit_tree_id, list_blobs, read_files
 
 CONTROLLER_IDENTITY = Identity("fleetcd controller", "controller@fleetcd.invalid")
 
@@ -356,3 +356,13 @@ def _warm(
         cache.tree, cache.snapshot, cache.keys, cache.journal = tree, cached, keys, journal
     else:  # changed, but not as a full read would say: dropped (the next load reads in full)
         cache.tree, cache.snapshot, cache.keys, cache.journal = None, None, {}, Journal()
+
+
+def flat_device_paths(repo: Repository, snapshot: StateSnapshot) -> list[str]:
+    """The paths of ``snapshot``'s device files still in the flat layout (``devices/<id>.json``,
+    before the buckets), from the ``devices`` tree's own entries (its 256 bucket trees and any such
+    file) instead of a test of every path of the snapshot (one a robot: 24 ms at 100,000)."""
+    if snapshot.commit is None:
+        return []
+    paths = (f"{DEVICES_DIR}{name}" for name in blob_names(repo, snapshot.commit, DEVICES_DIR))
+    return [path for path in paths if legacy_device_of(path) is not None and path in snapshot.files]

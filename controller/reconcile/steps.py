@@ -473,11 +473,12 @@ def _trusted_files(ctx: ReconcileContext, last: str | None, head: str) -> dict[s
     keeps these files of the last few trees it read (:meth:`MainCache.policy_of`), so a new commit
     does not read the whole previous tree again (at 10,000 robots, 10,000 blobs).
     """
-    if last is None or last == head:  # main did not move: its tree was read already
-        return _policy_files(ctx.files)
+    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
+    if last is None or last == head:  # main did not move: its tree was read already, and kept
+        kept = main.policy_of(commit_tree_id(ctx.repo, head)) if main is not None else None
+        return kept if kept is not None else _policy_files(ctx.files)  # one test a robot's file
     if not RepositoryCommits(ctx.repo).is_descendant(head, last):
         raise HistoryRewritten(MAIN_REF, last, head)
-    main = ctx.settings.cache.main if ctx.settings.cache is not None else None
     if main is None:
         return _policy_files(read_tree(ctx.repo, last)[0])
     tree = commit_tree_id(ctx.repo, last)

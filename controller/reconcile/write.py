@@ -43,8 +43,8 @@ from controller.reconcile.refdigest import IdleDigests
 from controller.reconcile.result import Continue, Fail, Observed, ReconcileResult, Stall, StepResult
 from controller.reconcile.source import publish
 from controller.reconcile.stall import accepted_fleet, stall_record
-from controller.reconcile.statebranch import Models, changed_files, dump, write_state
-from controller.state.layout import DEVICES_DIR, META_FILE, device_file, legacy_device_of, rollout_file
+from controller.reconcile.statebranch import Models, changed_files, dump, flat_device_paths, write_state
+from controller.state.layout import META_FILE, device_file, legacy_device_of, rollout_file
 from controller.state.model import IdleMark, RolloutPhase
 from fleetcd.errors import InvalidContent
 from fleetcd.git.remote import push
@@ -113,9 +113,8 @@ def applied(ctx: ReconcileContext) -> Status:
             path = device_file(device)
             files[path] = dumped = dump(data)
             models[path] = (data, dumped)
-    # A state branch from before the buckets (``devices/<id>.json``): moved once. Only paths with
-    # one "/" can be flat, so the rest are passed over without a call.
-    for path in [p for p in snapshot.files if p.count("/") == 1 and p.startswith(DEVICES_DIR)]:
+    # A state branch from before the buckets (``devices/<id>.json``): moved once.
+    for path in flat_device_paths(ctx.repo, snapshot):
         flat = legacy_device_of(path)
         if flat is not None:
             files[path] = None

@@ -153,6 +153,22 @@ def list_blobs(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: 
     return out
 
 
+def blob_names(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: str) -> list[str]:
+    """The names of the files directly in ``directory`` of ``commit_id``'s tree (not below its
+    subdirectories), from that one tree object: ``[]`` when it is absent or not a directory."""
+    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
+    if not isinstance(commit, pygit2.Commit):
+        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    try:
+        found = commit.tree[directory.rstrip("/")]
+    except KeyError:
+        return []
+    tree = repo[found.id]
+    if not isinstance(tree, pygit2.Tree):
+        return []
+    return [entry.name for entry in tree if entry.type_str == "blob"]
+
+
 def commit_tree_id(repo: pygit2.Repository, commit_id: pygit2.Oid | str) -> str:
     """The id (hex) of the tree of ``commit_id``: equal ids, equal content, down to the last byte."""
     commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
