@@ -124,13 +124,9 @@ def test_strict_policy_checks_every_commit_since_the_last_processed_one(
     assert [d.version for d in world.sim.bundle("stg-1", world.clock.now).deployments] == ["1.1.0"]
 
 
-def test_a_head_switching_the_strict_policy_off_is_judged_by_the_kept_policy_of_the_last_accepted_tree(
-    tmp_path: Path, keys: KeyFactory
-) -> None:
-    """``controller run`` keeps fleet.yaml and keys/ of the last trees it read rather than reading
-    the last accepted tree again (``MainCache.policy_reads`` counts full reads). The policy must
-    still be the accepted tree's, never the head's, also after a stalled commit in between; a
-    controller without the cache, and one with a fresh cache, stall alike."""
+def strict_world_kept(tmp_path: Path, keys: KeyFactory) -> tuple[ControllerWorld, ReconcileCache]:
+    """A world under the strict commit policy (every merge signed by ``committer``), reconciled
+    once through the cache ``controller run`` keeps."""
     committer = keys.key("committer")
 
     def merge(fleet: FleetRepoBuilder, message: str) -> None:
@@ -140,6 +136,17 @@ def test_a_head_switching_the_strict_policy_off_is_judged_by_the_kept_policy_of_
     cache = ReconcileCache()
     world.settings = replace(world.settings, cache=cache)
     world.reconcile()
+    return world, cache
+
+
+def test_a_head_switching_the_strict_policy_off_is_judged_by_the_kept_policy_of_the_last_accepted_tree(
+    tmp_path: Path, keys: KeyFactory
+) -> None:
+    """``controller run`` keeps fleet.yaml and keys/ of the last trees it read rather than reading
+    the last accepted tree again (``MainCache.policy_reads`` counts full reads). The policy must
+    still be the accepted tree's, never the head's, also after a stalled commit in between; a
+    controller without the cache, and one with a fresh cache, stall alike."""
+    world, cache = strict_world_kept(tmp_path, keys)
     nav_1_1_0(world.fleet)
     world.merge("nav 1.1.0, signed")
     world.clock.tick(30)
@@ -172,15 +179,7 @@ def test_an_unmoved_main_is_judged_by_the_policy_kept_for_its_tree_not_by_every_
     what ``controller run`` kept for that tree when it read it, instead of testing every path of
     main again (one a robot: 15-30 ms at 100,000); the strict policy still holds, and without the
     cache the files are picked from main's tree as before."""
-    committer = keys.key("committer")
-
-    def merge(fleet: FleetRepoBuilder, message: str) -> None:
-        signed_commit(fleet, keys, committer, message)
-
-    world = make_world(tmp_path, keys, configure=strict_policy(keys), merge=merge)
-    cache = ReconcileCache()
-    world.settings = replace(world.settings, cache=cache)
-    world.reconcile()
+    world, cache = strict_world_kept(tmp_path, keys)
     walked: list[int] = []
     real = steps._policy_files
 

@@ -108,9 +108,7 @@ def read_files(
 
     For trees fleetcd writes itself (the state branch), so no size caps or symlink checks apply.
     """
-    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
-    if not isinstance(commit, pygit2.Commit):
-        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    commit = _commit(repo, commit_id)
     out: dict[str, bytes] = {}
     stack: list[tuple[pygit2.Tree, str]] = [(commit.tree, "")]
     while stack:
@@ -132,9 +130,7 @@ def read_files(
 def list_blobs(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: str) -> dict[str, str]:
     """path → blob id of every file under ``directory`` (e.g. ``audit/``) in the tree of
     ``commit_id``, reading tree objects only: no file content is loaded."""
-    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
-    if not isinstance(commit, pygit2.Commit):
-        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    commit = _commit(repo, commit_id)
     try:
         top = commit.tree[directory.rstrip("/")]
     except KeyError:
@@ -156,9 +152,7 @@ def list_blobs(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: 
 def blob_names(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: str) -> list[str]:
     """The names of the files directly in ``directory`` of ``commit_id``'s tree (not below its
     subdirectories), from that one tree object: ``[]`` when it is absent or not a directory."""
-    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
-    if not isinstance(commit, pygit2.Commit):
-        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    commit = _commit(repo, commit_id)
     try:
         found = commit.tree[directory.rstrip("/")]
     except KeyError:
@@ -166,14 +160,20 @@ def blob_names(repo: pygit2.Repository, commit_id: pygit2.Oid | str, directory: 
     tree = repo[found.id]
     if not isinstance(tree, pygit2.Tree):
         return []
-    return [entry.name for entry in tree if entry.type_str == "blob"]
+    return [entry.name for entry in tree if entry.type_str == "blob" and entry.name is not None]
+
+
+def _commit(repo: pygit2.Repository, commit_id: pygit2.Oid | str) -> pygit2.Commit:
+    """The commit ``commit_id`` (an id or its hex) of ``repo``; anything else is a SetupError."""
+    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
+    if not isinstance(commit, pygit2.Commit):
+        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    return commit
 
 
 def commit_tree_id(repo: pygit2.Repository, commit_id: pygit2.Oid | str) -> str:
     """The id (hex) of the tree of ``commit_id``: equal ids, equal content, down to the last byte."""
-    commit = repo.get(commit_id if isinstance(commit_id, pygit2.Oid) else pygit2.Oid(hex=commit_id))
-    if not isinstance(commit, pygit2.Commit):
-        raise SetupError(f"{commit_id}: not a commit in {repo.path}")
+    commit = _commit(repo, commit_id)
     return str(commit.tree_id)
 
 
